@@ -1,0 +1,215 @@
+// The one binding file: exposes the C++ core to python/cppconv.  The Python layer has already
+// normalised and validated the arguments; the checks here only guard the native boundary
+// (dtype, contiguity, shapes), so a bad call raises instead of reading out of bounds.
+// Arrays are never converted here: a pybind11 forcecast would be a hidden copy.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <stdexcept>
+#include <string>
+
+#include "conv.h"
+#include "dispatch.h"
+
+namespace py = pybind11;
+using namespace cppconv;
+
+#ifndef CPPCONV_VERSION
+#define CPPCONV_VERSION "0+unknown"
+#endif
+
+namespace {
+
+DType dtype_of(const py::array& a, const char* name) {
+  if (a.dtype().equal(py::dtype::of<float>())) return DType::Float32;
+  if (a.dtype().equal(py::dtype::of<double>())) return DType::Float64;
+  throw py::type_error(std::string(name) + ": native kernels take float32 or float64 in native byte order, got " +
+                       py::str(a.dtype()).cast<std::string>());
+}
+
+void require(const py::array& a, const char* name, DType dtype, py::ssize_t ndim, bool writable) {
+  if (dtype_of(a, name) != dtype) throw py::type_error(std::string(name) + ": dtype differs from the input's");
+  if (a.ndim() != ndim)
+    throw py::value_error(std::string(name) + ": expected " + std::to_string(ndim) + " dimensions, got " +
+                          std::to_string(a.ndim()));
+  if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + ": must be C-contiguous");
+  if (writable && !a.writeable()) throw py::value_error(std::string(name) + ": must be writable");
+}
+
+using Shape4 = std::array<int64_t, 4>;
+
+Shape4 shape4(const py::array& a) { return {a.shape(0), a.shape(1), a.shape(2), a.shape(3)}; }
+
+// The problem of an input of shape x (in `layout`) with the plan's weights; checks `out`
+// against the result's shape when given.
+Conv2dProblem make_problem(DType dtype, const Shape4& x, const Shape4* out, int64_t out_channels, int64_t group_in,
+                           int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t pt,
+                           int64_t pb, int64_t pl, int64_t pr, int64_t groups, int pad_mode, int layout,
+                           int activation) {
+  Conv2dProblem p;
+  p.dtype = dtype;
+  if (layout != 0 && layout != 1) throw py::value_error("layout code must be 0 (NCHW) or 1 (NHWC)");
+  if (pad_mode < 0 || pad_mode > 3) throw py::value_error("padding_mode code out of range");
+  if (activation < 0 || activation > 6) throw py::value_error("activation code out of range");
+  p.layout = Layout(layout);
+  p.pad_mode = PadMode(pad_mode);
+  p.activation = Activation(activation);
+  const bool nchw = p.layout == Layout::NCHW;
+  p.batch = x[0];
+  p.in_channels = x[nchw ? 1 : 3];
+  p.in_h = x[nchw ? 2 : 1];
+  p.in_w = x[nchw ? 3 : 2];
+  p.out_channels = out_channels;
+  p.kernel_h = kh;
+  p.kernel_w = kw;
+  p.stride_h = sh; p.stride_w = sw; p.dilation_h = dh; p.dilation_w = dw;
+  p.pad_top = pt; p.pad_bottom = pb; p.pad_left = pl; p.pad_right = pr;
+  p.groups = groups;
+  if (sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0 || kh < 1 || kw < 1)
+    throw py::value_error("stride, dilation and kernel must be >= 1 and padding >= 0");
+  if (groups < 1 || p.in_channels != group_in * groups || out_channels % groups != 0)
+    throw py::value_error("x channels do not match weight and groups");
+  if (p.in_h < 1 || p.in_w < 1) throw py::value_error("x: empty spatial dimensions");
+  const int64_t ph = p.in_h + pt + pb - dh * (kh - 1) - 1, pw = p.in_w + pl + pr - dw * (kw - 1) - 1;
+  if (ph < 0 || pw < 0) throw py::value_error("kernel larger than the padded input");
+  p.out_h = ph / sh + 1;
+  p.out_w = pw / sw + 1;
+  if ((p.pad_mode == PadMode::Reflect && (std::max(pt, pb) >= p.in_h || std::max(pl, pr) >= p.in_w)) ||
+      (p.pad_mode == PadMode::Circular && (std::max(pt, pb) > p.in_h || std::max(pl, pr) > p.in_w)))
+    throw py::value_error("padding too large for padding_mode");
+  if (out) {
+    const Shape4 expect = nchw ? Shape4{p.batch, out_channels, p.out_h, p.out_w}
+                               : Shape4{p.batch, p.out_h, p.out_w, out_channels};
+    if (*out != expect) throw py::value_error("out: shape does not match the convolution's result");
+  }
+  return p;
+}
+
+const ConvAlgorithm* algorithm_named(const std::string& name) {
+  if (name.empty()) return nullptr;
+  const ConvAlgorithm* a = find_conv_algorithm(name);
+  if (!a) throw py::value_error("no conv algorithm named '" + name + "' on this machine");
+  return a;
+}
+
+struct PyConv2dPlan {
+  // Keeps the weights alive when the plan borrows them.
+  py::object weight_owner, bias_owner;
+  std::unique_ptr<Conv2dPlan> plan;
+};
+
+PyConv2dPlan make_plan(const py::array& weight, const py::object& bias, bool copy) {
+  const DType dt = dtype_of(weight, "weight");
+  require(weight, "weight", dt, 4, false);
+  const void* bias_ptr = nullptr;
+  if (!bias.is_none()) {
+    py::array b = py::reinterpret_borrow<py::array>(bias);
+    require(b, "bias", dt, 1, false);
+    if (b.shape(0) != weight.shape(0)) throw py::value_error("bias: length differs from weight's out channels");
+    bias_ptr = b.data();
+  }
+  PyConv2dPlan p;
+  p.plan = std::make_unique<Conv2dPlan>(dt, weight.data(), bias_ptr, weight.shape(0), weight.shape(1),
+                                        weight.shape(2), weight.shape(3), copy);
+  if (!copy) {
+    p.weight_owner = weight;
+    p.bias_owner = bias;
+  }
+  return p;
+}
+
+void run_plan(PyConv2dPlan& self, const py::array& x, const py::array& out, int64_t sh, int64_t sw, int64_t dh,
+              int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups, int pad_mode, int layout,
+              int activation, const std::string& algorithm) {
+  Conv2dPlan& plan = *self.plan;
+  require(x, "x", plan.dtype(), 4, false);
+  require(out, "out", plan.dtype(), 4, true);
+  const Shape4 xs = shape4(x), os = shape4(out);
+  const Conv2dProblem p = make_problem(plan.dtype(), xs, &os, plan.out_channels(), plan.group_in_channels(),
+                                       plan.kernel_h(), plan.kernel_w(), sh, sw, dh, dw, pt, pb, pl, pr, groups,
+                                       pad_mode, layout, activation);
+  const ConvAlgorithm* forced = algorithm_named(algorithm);
+  const void* xp = x.data();
+  void* yp = const_cast<void*>(out.data());
+  py::gil_scoped_release release;
+  plan.run(p, xp, yp, forced);
+}
+
+py::dict describe(const Conv2dPlan& plan, const Conv2dProblem& p) {
+  const ConvChoice c = plan.choose(p);
+  py::dict d;
+  d["algorithm"] = c.algorithm->name;
+  d["isa"] = c.isa;
+  d["threads"] = c.threads;
+  d["flops"] = conv2d_flops(p);
+  d["workspace_bytes"] = c.workspace_bytes;
+  d["packed_weight_bytes"] = c.packed_bytes;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_native, m) {
+  m.doc() = "cppconv's native core (internal: use the cppconv package)";
+  m.attr("__version__") = CPPCONV_VERSION;
+
+  py::class_<PyConv2dPlan>(m, "Conv2dPlan")
+      .def(py::init([](const py::array& weight, const py::object& bias, bool copy) {
+             return make_plan(weight, bias, copy);
+           }),
+           py::arg("weight"), py::arg("bias"), py::arg("copy") = true)
+      .def("run", &run_plan, py::arg("x"), py::arg("out"), py::arg("stride_h"), py::arg("stride_w"),
+           py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"),
+           py::arg("pad_left"), py::arg("pad_right"), py::arg("groups"), py::arg("padding_mode"),
+           py::arg("layout"), py::arg("activation"), py::arg("algorithm") = "")
+      .def(
+          "explain",
+          [](const PyConv2dPlan& self, const Shape4& x_shape, int64_t sh, int64_t sw, int64_t dh, int64_t dw,
+             int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups, int pad_mode, int layout,
+             int activation) {
+            const Conv2dPlan& plan = *self.plan;
+            const Conv2dProblem p =
+                make_problem(plan.dtype(), x_shape, nullptr, plan.out_channels(), plan.group_in_channels(),
+                             plan.kernel_h(), plan.kernel_w(), sh, sw, dh, dw, pt, pb, pl, pr, groups, pad_mode,
+                             layout, activation);
+            return describe(plan, p);
+          },
+          py::arg("x_shape"), py::arg("stride_h"), py::arg("stride_w"), py::arg("dilation_h"),
+          py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"), py::arg("pad_left"),
+          py::arg("pad_right"), py::arg("groups"), py::arg("padding_mode"), py::arg("layout"),
+          py::arg("activation"));
+
+  m.def("conv2d",
+        [](const py::array& x, const py::array& weight, const py::object& bias, const py::array& out, int64_t sh,
+           int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups,
+           int pad_mode, int layout, int activation, const std::string& algorithm) {
+          PyConv2dPlan plan = make_plan(weight, bias, /*copy=*/false);
+          run_plan(plan, x, out, sh, sw, dh, dw, pt, pb, pl, pr, groups, pad_mode, layout, activation, algorithm);
+        },
+        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("stride_h"), py::arg("stride_w"),
+        py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"), py::arg("pad_left"),
+        py::arg("pad_right"), py::arg("groups"), py::arg("padding_mode"), py::arg("layout"), py::arg("activation"),
+        py::arg("algorithm") = "",
+        "One-shot convolution into `out` (internal; see cppconv.conv2d).");
+
+  m.def("set_num_threads", &cppconv::set_num_threads, py::arg("n"));
+  m.def("get_num_threads", &cppconv::get_num_threads);
+  m.def("available_isas", &available_isas, "ISAs compiled in that this CPU can run, weakest first.");
+  m.def("default_isa", &default_isa, "The ISA chosen at import (CPPCONV_MAX_ISA caps it).");
+  m.def("selected_isa", []() { return std::string(active_table().isa_name); });
+  m.def("select_isa", &select_isa, py::arg("name"), "Switch the kernel table (for tests and benchmarks).");
+  m.def("conv_algorithms", []() {
+    std::vector<std::string> names;
+    for (const ConvAlgorithm* a : all_conv_algorithms()) names.emplace_back(a->name);
+    return names;
+  });
+  m.def("openmp", []() {
+#if defined(_OPENMP)
+    return true;
+#else
+    return false;
+#endif
+  });
+}

@@ -1,0 +1,186 @@
+#include "conv.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+
+#include "dispatch.h"
+#include "reference.h"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
+namespace cppconv {
+namespace {
+
+int cpus_available() {
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+#endif
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::atomic<int>& num_threads_setting() {
+  static std::atomic<int> n{cpus_available()};
+  return n;
+}
+
+Strides4 contiguous_strides(const Conv2dProblem& p, int64_t c, int64_t h, int64_t w) {
+  if (p.layout == Layout::NCHW) return {c * h * w, h * w, w, 1};
+  return {h * w * c, 1, w * c, c};
+}
+
+const ConvAlgorithm& reference_for(DType dtype) {
+  return dtype == DType::Float32 ? conv2d_reference_f32 : conv2d_reference_f64;
+}
+
+size_t dtype_size(DType d) { return d == DType::Float32 ? 4 : 8; }
+
+}  // namespace
+
+void set_num_threads(int n) {
+  if (n < 1) throw std::invalid_argument("num_threads must be at least 1");
+  num_threads_setting().store(n);
+}
+
+int get_num_threads() { return num_threads_setting().load(); }
+
+double conv2d_flops(const Conv2dProblem& p) {
+  return 2.0 * double(p.batch) * double(p.out_channels) * double(p.out_h) * double(p.out_w) *
+         double(p.in_channels / p.groups) * double(p.kernel_h) * double(p.kernel_w);
+}
+
+int threads_for(const Conv2dProblem& p, int max_threads) {
+#if defined(_OPENMP)
+  // About 20 us of single-threaded work per extra thread pays for the team's wake-up.
+  const double per_thread = 1.0e6;
+  const double useful = std::max(1.0, conv2d_flops(p) / per_thread);
+  return int(std::max(1.0, std::min<double>(max_threads, useful)));
+#else
+  (void)p;
+  (void)max_threads;
+  return 1;
+#endif
+}
+
+std::vector<int64_t> padding_index_map(int64_t size, int64_t before, int64_t after, PadMode mode) {
+  std::vector<int64_t> map(size_t(size + before + after));
+  for (int64_t i = 0; i < size + before + after; ++i) {
+    int64_t s = i - before;
+    if (s < 0 || s >= size) {
+      switch (mode) {
+        case PadMode::Zeros: s = -1; break;
+        case PadMode::Replicate: s = std::min(std::max<int64_t>(s, 0), size - 1); break;
+        case PadMode::Circular: s = ((s % size) + size) % size; break;
+        case PadMode::Reflect: {
+          if (size == 1) { s = 0; break; }
+          const int64_t period = 2 * (size - 1);
+          s = ((s % period) + period) % period;
+          if (s >= size) s = period - s;
+          break;
+        }
+      }
+    }
+    map[size_t(i)] = s;
+  }
+  return map;
+}
+
+std::vector<const ConvAlgorithm*> all_conv_algorithms() {
+  std::vector<const ConvAlgorithm*> all;
+  for (const std::string& isa : available_isas()) {
+    const KernelTable& t = table_for_isa(isa);
+    for (int i = 0; i < t.conv_count; ++i) all.push_back(&t.conv[i]);
+  }
+  all.push_back(&conv2d_reference_f32);
+  all.push_back(&conv2d_reference_f64);
+  return all;
+}
+
+const ConvAlgorithm* find_conv_algorithm(const std::string& name) {
+  for (const ConvAlgorithm* a : all_conv_algorithms())
+    if (name == a->name) return a;
+  return nullptr;
+}
+
+Conv2dPlan::Conv2dPlan(DType dtype, const void* weight, const void* bias, int64_t out_channels,
+                       int64_t group_in_channels, int64_t kernel_h, int64_t kernel_w, bool copy)
+    : dtype_(dtype), out_channels_(out_channels), group_in_(group_in_channels),
+      kernel_h_(kernel_h), kernel_w_(kernel_w), weight_(weight), bias_(bias) {
+  if (copy) {
+    const size_t wbytes = size_t(out_channels * group_in_channels * kernel_h * kernel_w) * dtype_size(dtype);
+    owned_weight_.assign(static_cast<const unsigned char*>(weight),
+                         static_cast<const unsigned char*>(weight) + wbytes);
+    weight_ = owned_weight_.data();
+    if (bias) {
+      const size_t bbytes = size_t(out_channels) * dtype_size(dtype);
+      owned_bias_.assign(static_cast<const unsigned char*>(bias),
+                         static_cast<const unsigned char*>(bias) + bbytes);
+      bias_ = owned_bias_.data();
+    }
+  }
+}
+
+ConvChoice Conv2dPlan::choose(const Conv2dProblem& p) const {
+  const KernelTable& table = active_table();
+  const int threads = threads_for(p, get_num_threads());
+  const ConvAlgorithm* chosen = &reference_for(p.dtype);
+  for (int i = 0; i < table.conv_count; ++i) {
+    const ConvAlgorithm& a = table.conv[i];
+    if (a.dtype == p.dtype && a.accepts(p)) {
+      chosen = &a;
+      break;
+    }
+  }
+  return {chosen, table.isa_name, threads, chosen->workspace_bytes(p, threads), chosen->packed_bytes(p)};
+}
+
+const void* Conv2dPlan::packed_for(const ConvAlgorithm& a, const Conv2dProblem& p) {
+  if (a.packed_bytes(p) == 0) return nullptr;
+  std::lock_guard<std::mutex> lock(pack_mutex_);
+  auto key = std::make_pair(&a, p.groups);
+  auto it = packed_.find(key);
+  if (it == packed_.end()) {
+    std::vector<unsigned char> buf(a.packed_bytes(p));
+    a.pack(p, weight_, buf.data());
+    it = packed_.emplace(key, std::move(buf)).first;
+  }
+  return it->second.data();
+}
+
+void Conv2dPlan::run(const Conv2dProblem& p, const void* x, void* y, const ConvAlgorithm* forced) {
+  if (p.dtype != dtype_ || p.out_channels != out_channels_ || p.in_channels / p.groups != group_in_ ||
+      p.kernel_h != kernel_h_ || p.kernel_w != kernel_w_)
+    throw std::invalid_argument("conv2d problem does not match the plan's weights");
+  if (p.batch == 0 || p.out_channels == 0) return;
+  ConvChoice choice = choose(p);
+  if (forced) {
+    if (forced->dtype != p.dtype || !forced->accepts(p))
+      throw std::invalid_argument(std::string("algorithm ") + forced->name + " does not accept this problem");
+    choice.algorithm = forced;
+  }
+  const std::vector<int64_t> rows = padding_index_map(p.in_h, p.pad_top, p.pad_bottom, p.pad_mode);
+  const std::vector<int64_t> cols = padding_index_map(p.in_w, p.pad_left, p.pad_right, p.pad_mode);
+  ConvCall call;
+  call.p = p;
+  call.x = x;
+  call.weight = weight_;
+  call.packed = packed_for(*choice.algorithm, p);
+  call.bias = bias_;
+  call.y = y;
+  call.x_stride = contiguous_strides(p, p.in_channels, p.in_h, p.in_w);
+  call.y_stride = contiguous_strides(p, p.out_channels, p.out_h, p.out_w);
+  call.row_src = rows.data();
+  call.col_src = cols.data();
+  call.num_threads = choice.threads;
+  choice.algorithm->run(call);
+}
+
+}  // namespace cppconv

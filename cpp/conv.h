@@ -1,0 +1,76 @@
+// The convolution driver: resolves padding, picks an algorithm from the active ISA's table
+// (first that accepts the problem wins, the reference last), packs weights once per plan and
+// runs the kernel.  No Python here: raw pointers and sizes only.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "conv_problem.h"
+#include "kernels/kernel_table.h"
+
+namespace cppconv {
+
+void set_num_threads(int n);
+int get_num_threads();
+// The threads one call of this problem uses: fewer for small problems, where waking a
+// thread team costs more than it saves.
+int threads_for(const Conv2dProblem& p, int max_threads);
+
+// Padded coordinate -> source index (or -1 for a zero) for one axis, PyTorch's padding modes.
+std::vector<int64_t> padding_index_map(int64_t size, int64_t before, int64_t after, PadMode mode);
+
+double conv2d_flops(const Conv2dProblem& p);
+
+// Every conv algorithm this machine can run (all available ISAs, then the references), and
+// lookup by name, so tests can check each variant, not only the one dispatch picks.
+std::vector<const ConvAlgorithm*> all_conv_algorithms();
+const ConvAlgorithm* find_conv_algorithm(const std::string& name);
+
+struct ConvChoice {
+  const ConvAlgorithm* algorithm;
+  const char* isa;
+  int threads;
+  size_t workspace_bytes;
+  size_t packed_bytes;
+};
+
+// A layer's weights, prepared once.  `run` is thread-safe: packed weights are built on first
+// use by an algorithm and then shared.
+class Conv2dPlan {
+ public:
+  // weight: (K, C/groups, kh, kw) C-contiguous of `dtype`; bias: (K,) or nullptr.  With
+  // copy=false the plan borrows them for its own lifetime (one-shot conv2d calls).
+  Conv2dPlan(DType dtype, const void* weight, const void* bias, int64_t out_channels,
+             int64_t group_in_channels, int64_t kernel_h, int64_t kernel_w, bool copy);
+
+  ConvChoice choose(const Conv2dProblem& p) const;
+  // x and y in p.layout, C-contiguous.  `forced` (tests, benchmarks) runs that algorithm
+  // instead of the dispatcher's choice; it must accept the problem.
+  void run(const Conv2dProblem& p, const void* x, void* y, const ConvAlgorithm* forced = nullptr);
+
+  DType dtype() const { return dtype_; }
+  int64_t out_channels() const { return out_channels_; }
+  int64_t group_in_channels() const { return group_in_; }
+  int64_t kernel_h() const { return kernel_h_; }
+  int64_t kernel_w() const { return kernel_w_; }
+  bool has_bias() const { return bias_ != nullptr; }
+
+ private:
+  const void* packed_for(const ConvAlgorithm& a, const Conv2dProblem& p);
+
+  DType dtype_;
+  int64_t out_channels_, group_in_, kernel_h_, kernel_w_;
+  std::vector<unsigned char> owned_weight_, owned_bias_;
+  const void* weight_;
+  const void* bias_;
+  std::mutex pack_mutex_;
+  // Packed weights per (algorithm, groups): a plan can meet several algorithms as input
+  // sizes change, and each packs once.
+  std::map<std::pair<const ConvAlgorithm*, int64_t>, std::vector<unsigned char>> packed_;
+};
+
+}  // namespace cppconv

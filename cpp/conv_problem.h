@@ -1,0 +1,52 @@
+// Plain descriptions of a convolution call, shared by the driver and every per-ISA kernel.
+// Only data lives here (no inline functions): this header is included by sources that are
+// compiled once per ISA with different flags, and shared inline code there would break the
+// one-definition rule.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace cppconv {
+
+enum class DType : int { Float32 = 0, Float64 = 1 };
+enum class Layout : int { NCHW = 0, NHWC = 1 };
+enum class PadMode : int { Zeros = 0, Reflect = 1, Replicate = 2, Circular = 3 };
+enum class Activation : int { None = 0, Relu = 1, Relu6 = 2, LeakyRelu = 3, Sigmoid = 4, Tanh = 5, Silu = 6 };
+
+// Everything that fixes the arithmetic of one conv2d call.  Sizes are in elements.
+struct Conv2dProblem {
+  int64_t batch = 0, in_channels = 0, in_h = 0, in_w = 0;
+  int64_t out_channels = 0, kernel_h = 0, kernel_w = 0;  // weight is (K, C/groups, kh, kw)
+  int64_t out_h = 0, out_w = 0;
+  int64_t stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1;
+  int64_t pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+  int64_t groups = 1;
+  DType dtype = DType::Float32;
+  Layout layout = Layout::NCHW;  // of both input and output
+  PadMode pad_mode = PadMode::Zeros;
+  Activation activation = Activation::None;
+};
+
+// Element strides of a 4-D tensor, in logical (n, c, h, w) order whatever the memory layout.
+struct Strides4 {
+  int64_t n = 0, c = 0, h = 0, w = 0;
+};
+
+// One call, ready for a kernel: pointers, strides and the padding resolved into index maps.
+struct ConvCall {
+  Conv2dProblem p;
+  const void* x = nullptr;         // input, strides x_stride
+  const void* weight = nullptr;    // (K, C/groups, kh, kw), C-contiguous
+  const void* packed = nullptr;    // the algorithm's packed weights, or nullptr if it packs none
+  const void* bias = nullptr;      // (K,) or nullptr
+  void* y = nullptr;               // output, strides y_stride
+  Strides4 x_stride, y_stride;
+  // Padded coordinate (0 = first padded row/column) -> source row/column, or -1 for a zero.
+  // Sizes in_h + pad_top + pad_bottom and in_w + pad_left + pad_right.  They encode the
+  // padding mode, so kernels never branch on it.
+  const int64_t* row_src = nullptr;
+  const int64_t* col_src = nullptr;
+  int num_threads = 1;
+};
+
+}  // namespace cppconv

@@ -1,0 +1,123 @@
+#include "dispatch.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#endif
+
+namespace cppconv {
+namespace {
+
+struct IsaEntry {
+  const char* name;
+  const KernelTable& (*table)();
+  bool (*supported)();
+};
+
+#if defined(__x86_64__) || defined(_M_X64)
+unsigned long long xgetbv0() {
+  unsigned eax, edx;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<unsigned long long>(edx) << 32) | eax;
+}
+
+bool os_saves_ymm() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  const bool osxsave = c & (1u << 27), avx = c & (1u << 28);
+  return osxsave && avx && (xgetbv0() & 0x6) == 0x6;
+}
+
+bool cpu_has_avx2() {
+  unsigned a, b, c, d;
+  if (!os_saves_ymm() || !__get_cpuid(1, &a, &b, &c, &d)) return false;
+  const bool fma = c & (1u << 12), f16c = c & (1u << 29);
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return fma && f16c && (b & (1u << 5));
+}
+
+bool cpu_has_avx512() {
+  unsigned a, b, c, d;
+  if (!cpu_has_avx2()) return false;
+  // The OS must save opmask and both halves of the 32 zmm registers (XCR0 bits 5-7).
+  if ((xgetbv0() & 0xe6) != 0xe6) return false;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool f = b & (1u << 16), dq = b & (1u << 17), bw = b & (1u << 30), vl = b & (1u << 31);
+  return f && dq && bw && vl;
+}
+#endif
+
+bool always() { return true; }
+
+// Weakest first; only ISAs this build compiled.
+const IsaEntry kIsas[] = {
+#ifdef CPPCONV_HAVE_baseline
+    {"baseline", baseline::kernel_table, always},
+#endif
+#ifdef CPPCONV_HAVE_neon
+    {"neon", neon::kernel_table, always},
+#endif
+#ifdef CPPCONV_HAVE_avx2
+    {"avx2", avx2::kernel_table, cpu_has_avx2},
+#endif
+#ifdef CPPCONV_HAVE_avx512
+    {"avx512", avx512::kernel_table, cpu_has_avx512},
+#endif
+};
+
+const IsaEntry* find_available(const std::string& name) {
+  for (const IsaEntry& e : kIsas)
+    if (name == e.name && e.supported()) return &e;
+  return nullptr;
+}
+
+const IsaEntry* pick_default() {
+  const char* cap = std::getenv("CPPCONV_MAX_ISA");
+  const IsaEntry* best = nullptr;
+  for (const IsaEntry& e : kIsas) {
+    if (!e.supported()) continue;
+    best = &e;
+    if (cap && *cap && std::string(cap) == e.name) break;  // cap reached
+  }
+  return best;
+}
+
+const IsaEntry* default_entry() {
+  static const IsaEntry* entry = pick_default();
+  return entry;
+}
+
+std::atomic<const IsaEntry*>& active_entry() {
+  static std::atomic<const IsaEntry*> entry{default_entry()};
+  return entry;
+}
+
+}  // namespace
+
+std::vector<std::string> available_isas() {
+  std::vector<std::string> names;
+  for (const IsaEntry& e : kIsas)
+    if (e.supported()) names.emplace_back(e.name);
+  return names;
+}
+
+std::string default_isa() { return default_entry()->name; }
+
+const KernelTable& active_table() { return active_entry().load()->table(); }
+
+const KernelTable& table_for_isa(const std::string& name) {
+  const IsaEntry* e = find_available(name);
+  if (!e) throw std::invalid_argument("ISA '" + name + "' is not available on this machine");
+  return e->table();
+}
+
+void select_isa(const std::string& name) {
+  const IsaEntry* e = find_available(name);
+  if (!e) throw std::invalid_argument("ISA '" + name + "' is not available on this machine");
+  active_entry().store(e);
+}
+
+}  // namespace cppconv

@@ -1,0 +1,95 @@
+// Helpers for kernel sources that are compiled once per ISA.  Everything is declared inside
+// cppconv::CPPCONV_ISA_NS so that each ISA build gets its own copy (no ODR clash between an
+// AVX-512 and a baseline instantiation of the same inline function).
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "conv_problem.h"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
+
+#ifndef CPPCONV_ISA_NS
+#error "isa_common.h is only for per-ISA kernel sources"
+#endif
+#define CPPCONV_STRINGIFY_(x) #x
+#define CPPCONV_STRINGIFY(x) CPPCONV_STRINGIFY_(x)
+// The ISA's name, for algorithm names of the form <op>_<params>__<isa>_<tile>.
+#define CPPCONV_ISA_NAME CPPCONV_STRINGIFY(CPPCONV_ISA_NS)
+
+namespace cppconv {
+namespace CPPCONV_ISA_NS {
+
+template <class T>
+static inline T activate(T v, Activation a) {
+  switch (a) {
+    case Activation::None: return v;
+    case Activation::Relu: return v > T(0) ? v : (v != v ? v : T(0));
+    case Activation::Relu6: return v != v ? v : std::min(std::max(v, T(0)), T(6));
+    case Activation::LeakyRelu: return v >= T(0) ? v : v * T(0.01);
+    case Activation::Sigmoid: return T(1) / (T(1) + std::exp(-v));
+    case Activation::Tanh: return std::tanh(v);
+    case Activation::Silu: return v / (T(1) + std::exp(-v));
+  }
+  return v;
+}
+
+// Applies the activation to n contiguous values in place; the simple cases vectorise.
+template <class T>
+static inline void activate_row(T* v, int64_t n, Activation a) {
+  switch (a) {
+    case Activation::None: return;
+    case Activation::Relu:
+      for (int64_t i = 0; i < n; ++i) v[i] = v[i] < T(0) ? T(0) : v[i];  // NaN stays NaN
+      return;
+    case Activation::Relu6:
+      for (int64_t i = 0; i < n; ++i) v[i] = v[i] < T(0) ? T(0) : (v[i] > T(6) ? T(6) : v[i]);
+      return;
+    case Activation::LeakyRelu:
+      for (int64_t i = 0; i < n; ++i) v[i] = v[i] < T(0) ? v[i] * T(0.01) : v[i];
+      return;
+    default:
+      for (int64_t i = 0; i < n; ++i) v[i] = activate(v[i], a);
+  }
+}
+
+// Flush denormals to zero inside the kernels (they cost hundreds of cycles per operation on
+// many cores) and restore the caller's floating-point state on the way out.
+class DenormalGuard {
+ public:
+  DenormalGuard() {
+#if defined(__SSE__) || defined(__x86_64__)
+    saved_ = _mm_getcsr();
+    _mm_setcsr(saved_ | 0x8040);  // FTZ | DAZ
+#endif
+  }
+  ~DenormalGuard() {
+#if defined(__SSE__) || defined(__x86_64__)
+    _mm_setcsr(saved_);
+#endif
+  }
+  DenormalGuard(const DenormalGuard&) = delete;
+  DenormalGuard& operator=(const DenormalGuard&) = delete;
+
+ private:
+  unsigned saved_ = 0;
+};
+
+static inline int thread_id() {
+#if defined(_OPENMP)
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace CPPCONV_ISA_NS
+}  // namespace cppconv

@@ -1,0 +1,22 @@
+// This ISA's function table: its convolution algorithms in order of preference.
+#include "kernels/conv2d_tiled.h"
+#include "kernels/isa_common.h"
+
+namespace cppconv {
+namespace CPPCONV_ISA_NS {
+
+namespace {
+const ConvAlgorithm kConvAlgorithms[] = {
+    conv2d_tiled_f32,
+    conv2d_tiled_f64,
+};
+}  // namespace
+
+const KernelTable& kernel_table() {
+  static const KernelTable table = {CPPCONV_ISA_NAME, kConvAlgorithms,
+                                    int(sizeof(kConvAlgorithms) / sizeof(kConvAlgorithms[0]))};
+  return table;
+}
+
+}  // namespace CPPCONV_ISA_NS
+}  // namespace cppconv

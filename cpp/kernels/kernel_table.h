@@ -1,0 +1,50 @@
+// The per-ISA function table.  Each ISA build of cpp/kernels/*.cpp defines
+// cppconv::<isa>::kernel_table(); cpp/dispatch.cpp picks one at start-up.
+#pragma once
+#include "conv_problem.h"
+
+namespace cppconv {
+
+// One convolution algorithm of one ISA, named <op>_<params>__<isa>_<tile> (XNNPACK style).
+// The dispatcher tries a table's algorithms in order; the first whose accepts() is true runs
+// (oneDNN style), and the portable reference in cpp/reference.cpp ends every list.
+struct ConvAlgorithm {
+  const char* name;
+  DType dtype;
+  bool (*accepts)(const Conv2dProblem& p);
+  // Packed weights depend only on (K, C, kh, kw, groups, dtype): bytes needed, 0 for none.
+  size_t (*packed_bytes)(const Conv2dProblem& p);
+  void (*pack)(const Conv2dProblem& p, const void* weight, void* packed);
+  // Scratch memory the algorithm allocates for one call with `threads` threads.
+  size_t (*workspace_bytes)(const Conv2dProblem& p, int threads);
+  void (*run)(const ConvCall& call);
+};
+
+struct KernelTable {
+  const char* isa_name;
+  const ConvAlgorithm* conv;  // in order of preference
+  int conv_count;
+};
+
+#define CPPCONV_DECLARE_ISA_TABLE(ns) \
+  namespace ns {                      \
+  const KernelTable& kernel_table();  \
+  }
+
+#ifdef CPPCONV_HAVE_baseline
+CPPCONV_DECLARE_ISA_TABLE(baseline)
+#endif
+#ifdef CPPCONV_HAVE_avx2
+CPPCONV_DECLARE_ISA_TABLE(avx2)
+#endif
+#ifdef CPPCONV_HAVE_avx512
+CPPCONV_DECLARE_ISA_TABLE(avx512)
+#endif
+#ifdef CPPCONV_HAVE_neon
+CPPCONV_DECLARE_ISA_TABLE(neon)
+#endif
+#ifdef CPPCONV_ISA_NS
+CPPCONV_DECLARE_ISA_TABLE(CPPCONV_ISA_NS)
+#endif
+
+}  // namespace cppconv

@@ -1,0 +1,68 @@
+#include "reference.h"
+
+#include <cmath>
+
+namespace cppconv {
+namespace {
+
+template <class T>
+T activate_reference(T v, Activation a) {
+  switch (a) {
+    case Activation::None: return v;
+    case Activation::Relu: return v < T(0) ? T(0) : v;
+    case Activation::Relu6: return v < T(0) ? T(0) : (v > T(6) ? T(6) : v);
+    case Activation::LeakyRelu: return v < T(0) ? v * T(0.01) : v;
+    case Activation::Sigmoid: return T(1) / (T(1) + std::exp(-v));
+    case Activation::Tanh: return std::tanh(v);
+    case Activation::Silu: return v / (T(1) + std::exp(-v));
+  }
+  return v;
+}
+
+// y[n, k, oh, ow] = bias[k] + sum over c, i, j of w[k, c, i, j] * xpad[n, g*Cg + c, oh*S + i*D, ow*S + j*D]
+// where xpad reads through the padding maps.  Accumulates in double.
+template <class T>
+void run_reference(const ConvCall& call) {
+  const Conv2dProblem& p = call.p;
+  const T* x = static_cast<const T*>(call.x);
+  const T* w = static_cast<const T*>(call.weight);
+  const T* bias = static_cast<const T*>(call.bias);
+  T* y = static_cast<T*>(call.y);
+  const int64_t group_in = p.in_channels / p.groups, group_out = p.out_channels / p.groups;
+  for (int64_t n = 0; n < p.batch; ++n)
+    for (int64_t k = 0; k < p.out_channels; ++k) {
+      const int64_t g = k / group_out;
+      for (int64_t oh = 0; oh < p.out_h; ++oh)
+        for (int64_t ow = 0; ow < p.out_w; ++ow) {
+          double sum = bias ? double(bias[k]) : 0.0;
+          for (int64_t c = 0; c < group_in; ++c)
+            for (int64_t i = 0; i < p.kernel_h; ++i)
+              for (int64_t j = 0; j < p.kernel_w; ++j) {
+                // Zero padding is a real zero: 0 * inf in the weights gives NaN, as in PyTorch.
+                const int64_t row = call.row_src[oh * p.stride_h + i * p.dilation_h];
+                const int64_t col = call.col_src[ow * p.stride_w + j * p.dilation_w];
+                const T xv = (row < 0 || col < 0)
+                                 ? T(0)
+                                 : x[n * call.x_stride.n + (g * group_in + c) * call.x_stride.c +
+                                     row * call.x_stride.h + col * call.x_stride.w];
+                const T wv = w[((k * group_in + c) * p.kernel_h + i) * p.kernel_w + j];
+                sum += double(xv) * double(wv);
+              }
+          y[n * call.y_stride.n + k * call.y_stride.c + oh * call.y_stride.h + ow * call.y_stride.w] =
+              activate_reference(T(sum), p.activation);
+        }
+    }
+}
+
+bool accepts_any(const Conv2dProblem&) { return true; }
+size_t no_packing(const Conv2dProblem&) { return 0; }
+size_t no_workspace(const Conv2dProblem&, int) { return 0; }
+
+}  // namespace
+
+const ConvAlgorithm conv2d_reference_f32 = {"conv2d_reference_f32", DType::Float32, accepts_any,
+                                            no_packing, nullptr, no_workspace, run_reference<float>};
+const ConvAlgorithm conv2d_reference_f64 = {"conv2d_reference_f64", DType::Float64, accepts_any,
+                                            no_packing, nullptr, no_workspace, run_reference<double>};
+
+}  // namespace cppconv

@@ -1,0 +1,11 @@
+// The reference convolution: the seed's loop, written to be obviously correct rather than
+// fast.  It is the oracle of the tests and the last entry of every algorithm list.
+#pragma once
+#include "kernels/kernel_table.h"
+
+namespace cppconv {
+
+extern const ConvAlgorithm conv2d_reference_f32;
+extern const ConvAlgorithm conv2d_reference_f64;
+
+}  // namespace cppconv
