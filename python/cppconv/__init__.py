@@ -1,1 +1,56 @@
+"""cppconv: fast 2-D convolution and pooling on NumPy arrays, with a C++/OpenMP/SIMD core.
 
+>>> import numpy as np, cppconv
+>>> image = np.random.rand(3, 64, 64).astype(np.float32)       # C, H, W
+>>> kernels = np.random.rand(8, 3, 3, 3).astype(np.float32)    # 8 kernels -> 8 feature maps
+>>> cppconv.conv2d(image, kernels, padding="same").shape
+(8, 64, 64)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from . import _native
+from ._conv import Conv2d, conv2d, conv_output_size, explain
+
+__version__: str = _native.__version__
+
+
+def set_num_threads(n: int) -> None:
+    """Set how many threads cppconv's kernels use (default: the CPUs this process may use)."""
+    from ._args import as_int
+
+    n = as_int(n, "n")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    _native.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """How many threads cppconv's kernels use."""
+    return int(_native.get_num_threads())
+
+
+def info() -> Dict[str, Any]:
+    """Version, the ISA in use, the ISAs available on this machine, threads and OpenMP."""
+    return {
+        "version": __version__,
+        "isa": _native.selected_isa(),
+        "default_isa": _native.default_isa(),
+        "available_isas": list(_native.available_isas()),
+        "threads": get_num_threads(),
+        "openmp": bool(_native.openmp()),
+    }
+
+
+__all__ = [
+    "Conv2d",
+    "conv2d",
+    "conv_output_size",
+    "explain",
+    "get_num_threads",
+    "info",
+    "set_num_threads",
+    "__version__",
+]

@@ -1,0 +1,156 @@
+"""Argument normalisation and validation shared by every cppconv operator.
+
+Each public function turns what the user passed into plain ints, codes and C-contiguous
+arrays of the compute dtype here, then makes one native call.  Errors name the argument
+and the numbers involved.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+IntPair = Union[int, Tuple[int, int]]
+
+LAYOUTS = {"NCHW": 0, "NHWC": 1}
+PADDING_MODES = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
+ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2, "leaky_relu": 3, "sigmoid": 4, "tanh": 5, "silu": 6}
+
+_F16 = np.dtype(np.float16)
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+
+
+def as_int(value: Any, name: str) -> int:
+    """An integer argument (Python or NumPy int, not bool or float)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+
+
+def pair(value: Any, name: str, minimum: Optional[int] = None) -> Tuple[int, int]:
+    """An int or a pair of ints as (h, w), each at least `minimum`."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
+        h, w = as_int(value[0], name), as_int(value[1], name)
+    else:
+        h = w = as_int(value, name)
+    if minimum is not None and (h < minimum or w < minimum):
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return h, w
+
+
+def layout_code(layout: Any) -> int:
+    code = LAYOUTS.get(layout.upper() if isinstance(layout, str) else layout)
+    if code is None:
+        raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    return code
+
+
+def padding_mode_code(mode: Any) -> int:
+    code = PADDING_MODES.get(mode) if isinstance(mode, str) else None
+    if code is None:
+        raise ValueError(f"padding_mode must be one of {sorted(PADDING_MODES)}, got {mode!r}")
+    return code
+
+
+def activation_code(activation: Any) -> int:
+    code = ACTIVATIONS.get(activation) if activation is None or isinstance(activation, str) else None
+    if code is None:
+        names = [a for a in ACTIVATIONS if a is not None]
+        raise ValueError(f"activation must be None or one of {names}, got {activation!r}")
+    return code
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int) -> Tuple[int, int]:
+    """(before, after) padding for output size ceil(size / stride), the odd pixel after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def explicit_padding(padding: Any, name: str = "padding") -> Optional[Tuple[int, int, int, int]]:
+    """(top, bottom, left, right) for int / (ph, pw) / ((t, b), (l, r)) / "valid"; None for "same"."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            return None
+        raise ValueError(f"{name} must be an int, a pair, ((top, bottom), (left, right)), 'valid' or 'same', got {padding!r}")
+    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, (tuple, list)) for p in padding):
+        (top, bottom), (left, right) = pair(padding[0], name), pair(padding[1], name)
+    else:
+        (top, left) = pair(padding, name)
+        bottom, right = top, left
+    if min(top, bottom, left, right) < 0:
+        raise ValueError(f"{name} must be non-negative, got {padding!r}")
+    return top, bottom, left, right
+
+
+def resolve_padding(
+    padding: Optional[Tuple[int, int, int, int]],
+    in_hw: Tuple[int, int],
+    kernel_hw: Tuple[int, int],
+    stride: Tuple[int, int],
+    dilation: Tuple[int, int],
+) -> Tuple[int, int, int, int]:
+    if padding is not None:
+        return padding
+    top, bottom = same_padding(in_hw[0], kernel_hw[0], stride[0], dilation[0])
+    left, right = same_padding(in_hw[1], kernel_hw[1], stride[1], dilation[1])
+    return top, bottom, left, right
+
+
+def float_dtype(array: np.ndarray, name: str) -> np.dtype:
+    """The float dtype an input takes part in the result type with (ints and bools as float64)."""
+    kind = array.dtype.kind
+    if kind == "f":
+        return array.dtype.newbyteorder("=")
+    if kind in "iub":
+        return _F64
+    raise TypeError(f"{name} has unsupported dtype {array.dtype}; cppconv takes float, integer or bool arrays")
+
+
+def compute_dtype(result: np.dtype) -> np.dtype:
+    """The dtype the kernels run in for a given result dtype."""
+    if result == _F32 or result == _F16:
+        return _F32
+    return _F64
+
+
+def as_input_array(value: Any, name: str) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    array = np.asarray(value)
+    if array.dtype == object:
+        raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}")
+    return array
+
+
+def as_compute(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The array itself when the kernel can read it in place; otherwise one explicit copy."""
+    if array.dtype == dtype and array.flags.c_contiguous:
+        return array
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def overlaps(out: np.ndarray, arrays: Sequence[Optional[np.ndarray]]) -> bool:
+    return any(a is not None and np.may_share_memory(out, a) for a in arrays)
+
+
+def check_out(out: Any, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out has dtype {out.dtype}, the result needs {dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out has shape {out.shape}, the result has shape {tuple(shape)}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writable")
+    return out

@@ -1,0 +1,361 @@
+"""conv2d, the Conv2d layer and the size arithmetic of the seed."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from . import _args, _native
+
+_LONG = np.dtype(np.longdouble)
+
+
+def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
+    """Output length of a convolution along one axis.
+
+    The seed's O = (I + 2P - K) / S + 1, generalised with dilation:
+    O = floor((I + 2P - D (K - 1) - 1) / S) + 1.
+
+    >>> conv_output_size(5, 3, stride=1, padding=1)
+    5
+    """
+    i = _args.as_int(input_size, "input_size")
+    k = _args.as_int(kernel_size, "kernel_size")
+    s = _args.as_int(stride, "stride")
+    p = _args.as_int(padding, "padding")
+    d = _args.as_int(dilation, "dilation")
+    if i < 0:
+        raise ValueError(f"input_size must be non-negative, got {i}")
+    if k < 1:
+        raise ValueError(f"kernel_size must be >= 1, got {k}")
+    if s < 1:
+        raise ValueError(f"stride must be >= 1, got {s}")
+    if d < 1:
+        raise ValueError(f"dilation must be >= 1, got {d}")
+    if p < 0:
+        raise ValueError(f"padding must be non-negative, got {p}")
+    span = i + 2 * p - d * (k - 1) - 1
+    if span < 0:
+        raise ValueError(
+            f"kernel_size {k} with dilation {d} spans {d * (k - 1) + 1} > padded input size {i + 2 * p}: output size below 1"
+        )
+    return span // s + 1
+
+
+class _ConvSpec:
+    """The hyper-parameters of a convolution, normalised once."""
+
+    __slots__ = ("stride", "dilation", "padding", "groups", "padding_mode", "layout", "activation")
+
+    def __init__(self, stride: Any, padding: Any, dilation: Any, groups: Any, padding_mode: Any, layout: Any, activation: Any):
+        self.stride = _args.pair(stride, "stride", minimum=1)
+        self.dilation = _args.pair(dilation, "dilation", minimum=1)
+        self.padding = _args.explicit_padding(padding)  # None means "same"
+        self.groups = _args.as_int(groups, "groups")
+        if self.groups < 1:
+            raise ValueError(f"groups must be >= 1, got {self.groups}")
+        self.padding_mode = _args.padding_mode_code(padding_mode)
+        self.layout = _args.layout_code(layout)
+        self.activation = _args.activation_code(activation)
+
+
+class _Geometry:
+    """One call's shapes: the 4-D views of x and weight, the paddings and the output shape."""
+
+    __slots__ = ("x4", "w4", "pads", "out_shape4", "out_shape")
+
+    def __init__(self, spec: _ConvSpec, x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray]):
+        nhwc = spec.layout == 1
+        if x.ndim == 2 or weight.ndim == 2:
+            if x.ndim != 2 or weight.ndim != 2:
+                raise ValueError(
+                    f"a 2-D image needs a 2-D kernel and vice versa: x has shape {x.shape}, weight has shape {weight.shape}"
+                )
+            x4 = x[None, :, :, None] if nhwc else x[None, None]
+            w4 = weight[None, None]
+        else:
+            if weight.ndim != 4:
+                raise ValueError(f"weight must be 4-D (K, C/groups, kh, kw), got shape {weight.shape}")
+            if x.ndim == 3:
+                x4 = x[None]
+            elif x.ndim == 4:
+                x4 = x
+            else:
+                want = "(N, H, W, C) or (H, W, C)" if nhwc else "(N, C, H, W) or (C, H, W)"
+                raise ValueError(f"x must be {want}, or a 2-D image, got shape {x.shape}")
+            w4 = weight
+        n = x4.shape[0]
+        c, h, w = (x4.shape[3], x4.shape[1], x4.shape[2]) if nhwc else x4.shape[1:]
+        k, cg, kh, kw = w4.shape
+        g = spec.groups
+        if c % g:
+            raise ValueError(f"groups={g} does not divide the {c} input channels of x")
+        if k % g:
+            raise ValueError(f"groups={g} does not divide the {k} output channels of weight")
+        if cg * g != c:
+            raise ValueError(
+                f"weight expects {cg} input channels per group ({cg * g} in all with groups={g}), x has {c} channels"
+            )
+        if kh < 1 or kw < 1:
+            raise ValueError(f"weight has an empty kernel: shape {w4.shape}")
+        if h < 1 or w < 1:
+            raise ValueError(f"x has an empty spatial dimension: height {h}, width {w}")
+        if bias is not None and (bias.ndim != 1 or bias.shape[0] != k):
+            raise ValueError(f"bias must have shape ({k},) for {k} output channels, got {bias.shape}")
+        sh, sw = spec.stride
+        dh, dw = spec.dilation
+        pads = _args.resolve_padding(spec.padding, (h, w), (kh, kw), spec.stride, spec.dilation)
+        top, bottom, left, right = pads
+        if spec.padding_mode == _args.PADDING_MODES["reflect"] and (max(top, bottom) >= h or max(left, right) >= w):
+            raise ValueError(
+                f"padding {pads} (top, bottom, left, right) too large for padding_mode='reflect': "
+                f"it must be smaller than the input size ({h}, {w})"
+            )
+        if spec.padding_mode == _args.PADDING_MODES["circular"] and (max(top, bottom) > h or max(left, right) > w):
+            raise ValueError(
+                f"padding {pads} (top, bottom, left, right) too large for padding_mode='circular': "
+                f"it must not exceed the input size ({h}, {w})"
+            )
+        span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+        if span_h > h + top + bottom or span_w > w + left + right:
+            raise ValueError(
+                f"kernel ({kh}, {kw}) with dilation ({dh}, {dw}) spans ({span_h}, {span_w}), "
+                f"larger than the padded input ({h + top + bottom}, {w + left + right})"
+            )
+        oh = (h + top + bottom - span_h) // sh + 1
+        ow = (w + left + right - span_w) // sw + 1
+        self.x4, self.w4, self.pads = x4, w4, pads
+        self.out_shape4 = (n, oh, ow, k) if nhwc else (n, k, oh, ow)
+        if x.ndim == 2:
+            self.out_shape: Tuple[int, ...] = (oh, ow)
+        elif x.ndim == 3:
+            self.out_shape = self.out_shape4[1:]
+        else:
+            self.out_shape = self.out_shape4
+
+
+def _result_dtype(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray]) -> np.dtype:
+    dtypes = [_args.float_dtype(x, "x"), _args.float_dtype(weight, "weight")]
+    if bias is not None:
+        dtypes.append(_args.float_dtype(bias, "bias"))
+    return np.result_type(*dtypes)
+
+
+def _inputs(x: Any, weight: Any, bias: Any) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    return (
+        _args.as_input_array(x, "x"),
+        _args.as_input_array(weight, "weight"),
+        None if bias is None else _args.as_input_array(bias, "bias"),
+    )
+
+
+def _check_size(shape: Tuple[int, ...], dtype: np.dtype) -> None:
+    elements = 1
+    for s in shape:
+        elements *= s
+    if elements * dtype.itemsize >= 2**63:
+        raise ValueError(f"the result of shape {shape} and dtype {dtype} does not fit in 64-bit indexing")
+
+
+def _run(
+    spec: _ConvSpec,
+    x: Any,
+    weight: Any,
+    bias: Any,
+    out: Any,
+    plans: Optional[Dict[np.dtype, Any]] = None,
+    algorithm: str = "",
+) -> np.ndarray:
+    x, weight, bias = _inputs(x, weight, bias)
+    result = _result_dtype(x, weight, bias)
+    compute = _args.compute_dtype(result)
+    geo = _Geometry(spec, x, weight, bias)
+    _check_size(geo.out_shape, result)
+    if out is not None:
+        _args.check_out(out, geo.out_shape, result)
+
+    plan = None if plans is None else plans.get(compute)
+    if plan is None:
+        w = _args.as_compute(geo.w4, compute)
+        b = None if bias is None else _args.as_compute(bias, compute)
+        # A layer keeps its own copy of the prepared weights; a one-shot call borrows them.
+        plan = _native.Conv2dPlan(w, b, copy=plans is not None)
+        if plans is not None:
+            plans[compute] = plan
+
+    direct = (
+        out is not None
+        and result == compute
+        and out.flags.c_contiguous
+        and not _args.overlaps(out, (x, weight, bias))
+    )
+    dst = out.reshape(geo.out_shape4) if direct else np.empty(geo.out_shape4, dtype=compute)
+    top, bottom, left, right = geo.pads
+    plan.run(
+        _args.as_compute(geo.x4, compute), dst,
+        spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1],
+        top, bottom, left, right, spec.groups, spec.padding_mode, spec.layout, spec.activation,
+        algorithm,
+    )
+    if direct:
+        return out
+    y = dst.reshape(geo.out_shape)
+    if out is not None:
+        np.copyto(out, y, casting="unsafe")
+        return out
+    return y if result == compute else y.astype(result)
+
+
+def conv2d(
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    layout: str = "NCHW",
+    activation: Optional[str] = None,
+    out: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """2-D convolution (cross-correlation, as ``torch.nn.functional.conv2d`` computes it).
+
+    Each of the K kernels slides over the input with the given stride and spans all input
+    channels of its group; each yields one feature map.
+
+    Args:
+        x: ``(N, C, H, W)`` or ``(C, H, W)`` for ``layout="NCHW"``, ``(N, H, W, C)`` or
+            ``(H, W, C)`` for ``layout="NHWC"``, or a 2-D image ``(H, W)`` with a 2-D weight.
+        weight: ``(K, C // groups, kh, kw)`` for both layouts, or ``(kh, kw)`` with a 2-D x.
+        bias: ``(K,)`` or None.
+        stride, dilation: int or ``(h, w)``.
+        padding: int, ``(ph, pw)``, ``((top, bottom), (left, right))``, ``"valid"`` or
+            ``"same"`` (output ``ceil(I / S)``, the odd pixel at the bottom/right).
+        groups: divides C and K; ``groups == C`` is a depthwise convolution.
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
+        layout: ``"NCHW"`` or ``"NHWC"``, for x and the result.
+        activation: None, ``"relu"``, ``"relu6"``, ``"leaky_relu"``, ``"sigmoid"``,
+            ``"tanh"`` or ``"silu"``, applied as the output is written.
+        out: array of the result's shape and dtype to write into (returned).
+
+    Returns:
+        ``(N, K, OH, OW)`` (NCHW) or ``(N, OH, OW, K)`` (NHWC), without N for an unbatched
+        x, ``(OH, OW)`` for a 2-D image; dtype ``numpy.result_type`` of the inputs (integer
+        and bool inputs count as float64).
+
+    >>> import numpy as np, cppconv
+    >>> image = np.arange(25, dtype=np.float32).reshape(5, 5)
+    >>> cppconv.conv2d(image, np.ones((3, 3), np.float32)).shape
+    (3, 3)
+    """
+    spec = _ConvSpec(stride, padding, dilation, groups, padding_mode, layout, activation)
+    return _run(spec, x, weight, bias, out)
+
+
+def _conv2d_with_algorithm(algorithm: str, x: Any, weight: Any, bias: Any = None, **kwargs: Any) -> np.ndarray:
+    """conv2d through a named algorithm (see ``_native.conv_algorithms()``): for tests and benchmarks."""
+    out = kwargs.pop("out", None)
+    spec = _ConvSpec(
+        kwargs.pop("stride", 1), kwargs.pop("padding", 0), kwargs.pop("dilation", 1), kwargs.pop("groups", 1),
+        kwargs.pop("padding_mode", "zeros"), kwargs.pop("layout", "NCHW"), kwargs.pop("activation", None),
+    )
+    if kwargs:
+        raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+    return _run(spec, x, weight, bias, out, algorithm=algorithm)
+
+
+def explain(x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: Any = np.float32, **kwargs: Any) -> Dict[str, Any]:
+    """What conv2d would do for these shapes, without running it.
+
+    Returns a dict with the output shape, the paddings (top, bottom, left, right), the
+    algorithm and ISA the dispatcher picks, threads, FLOPs and workspace bytes.
+    """
+    spec = _ConvSpec(
+        kwargs.pop("stride", 1), kwargs.pop("padding", 0), kwargs.pop("dilation", 1), kwargs.pop("groups", 1),
+        kwargs.pop("padding_mode", "zeros"), kwargs.pop("layout", "NCHW"), kwargs.pop("activation", None),
+    )
+    bias = kwargs.pop("bias", False)
+    if kwargs:
+        raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+    return _explain(spec, tuple(x_shape), tuple(weight_shape), np.dtype(dtype), bool(bias))
+
+
+def _explain(spec: _ConvSpec, x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: np.dtype, bias: bool) -> Dict[str, Any]:
+    compute = _args.compute_dtype(dtype)
+    # Zero-strided stand-ins carry the shapes through the same validation as a real call.
+    x = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), x_shape, (0,) * len(x_shape))
+    w = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), weight_shape, (0,) * len(weight_shape))
+    b = np.zeros(weight_shape[0], dtype) if bias and len(weight_shape) == 4 else None
+    geo = _Geometry(spec, x, w, b)
+    top, bottom, left, right = geo.pads
+    info = _native.explain(
+        compute.char, tuple(geo.x4.shape), tuple(geo.w4.shape), bias,
+        spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1],
+        top, bottom, left, right, spec.groups, spec.padding_mode, spec.layout, spec.activation,
+    )
+    info["output_shape"] = geo.out_shape
+    info["padding"] = geo.pads
+    return info
+
+
+class Conv2d:
+    """A convolution layer with its weights prepared once, for repeated inference calls.
+
+    ``Conv2d(weight, bias, **kwargs)(x)`` equals ``conv2d(x, weight, bias, **kwargs)``; the
+    weights are validated, copied and packed for the kernels on first use, never again.
+
+    >>> import numpy as np, cppconv
+    >>> layer = cppconv.Conv2d(np.ones((8, 3, 3, 3), np.float32), padding="same", activation="relu")
+    >>> layer(np.ones((1, 3, 32, 32), np.float32)).shape
+    (1, 8, 32, 32)
+    """
+
+    def __init__(
+        self,
+        weight: Any,
+        bias: Any = None,
+        *,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+        padding_mode: str = "zeros",
+        layout: str = "NCHW",
+        activation: Optional[str] = None,
+    ):
+        self._spec = _ConvSpec(stride, padding, dilation, groups, padding_mode, layout, activation)
+        weight = _args.as_input_array(weight, "weight")
+        bias = None if bias is None else _args.as_input_array(bias, "bias")
+        _result_dtype(weight, weight, bias)  # rejects unsupported dtypes now
+        if weight.ndim not in (2, 4):
+            raise ValueError(f"weight must be 4-D (K, C/groups, kh, kw) or a 2-D kernel, got shape {weight.shape}")
+        k = weight.shape[0] if weight.ndim == 4 else 1
+        if k % self._spec.groups:
+            raise ValueError(f"groups={self._spec.groups} does not divide the {k} output channels of weight")
+        if bias is not None and (bias.ndim != 1 or bias.shape[0] != k):
+            raise ValueError(f"bias must have shape ({k},) for {k} output channels, got {bias.shape}")
+        # A private, read-only snapshot: later changes to the caller's array do not reach the layer.
+        self.weight = np.array(weight, copy=True)
+        self.weight.flags.writeable = False
+        self.bias = None if bias is None else np.array(bias, copy=True)
+        if self.bias is not None:
+            self.bias.flags.writeable = False
+        self._plans: Dict[np.dtype, Any] = {}
+
+    def __call__(self, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
+        return _run(self._spec, x, self.weight, self.bias, out, plans=self._plans)
+
+    def explain(self, x_shape: Tuple[int, ...], dtype: Any = np.float32) -> Dict[str, Any]:
+        """What a call on an input of this shape would do (see :func:`cppconv.explain`)."""
+        result = np.result_type(np.dtype(dtype), self.weight.dtype)
+        return _explain(self._spec, tuple(x_shape), self.weight.shape, result, self.bias is not None)
+
+    def __repr__(self) -> str:
+        s = self._spec
+        return (
+            f"Conv2d(weight shape={self.weight.shape}, bias={self.bias is not None}, stride={s.stride}, "
+            f"dilation={s.dilation}, padding={'same' if s.padding is None else s.padding}, groups={s.groups})"
+        )
