@@ -1,4 +1,5 @@
 // This ISA's function table: its convolution algorithms in order of preference.
+#include "kernels/conv2d_direct_f32.h"
 #include "kernels/conv2d_tiled.h"
 #include "kernels/isa_common.h"
 
@@ -7,6 +8,9 @@ namespace CPPCONV_ISA_NS {
 
 namespace {
 const ConvAlgorithm kConvAlgorithms[] = {
+#ifdef CPPCONV_HAS_DIRECT_F32
+    conv2d_direct_f32,
+#endif
     conv2d_tiled_f32,
     conv2d_tiled_f64,
 };
