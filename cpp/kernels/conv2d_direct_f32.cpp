@@ -1,4 +1,4 @@
-// conv2d_direct_f32: the blocked direct convolution engine for float32 (AVX2 and AVX-512).
+// conv2d_pixelvec_f32 / conv2d_channelvec_f32: the blocked direct convolution engine for float32 (AVX2 and AVX-512).
 //
 // Output-stationary register blocking: a microkernel holds MR output pixels of one output row
 // times NR output channels (NV vectors) in registers, loops over kernel taps and input
@@ -99,45 +99,107 @@ static inline bool is_simple(Activation a) {
   return a == Activation::None || a == Activation::Relu || a == Activation::Relu6 || a == Activation::LeakyRelu;
 }
 
-struct DirectPlan {
-  int64_t group_in, group_out, k_blocks;
-  int64_t taps;
+// Pixel-vector microkernels (for NCHW output): MK output channels x NV vectors of pixels.
+#if defined(__AVX512F__)
+constexpr int kMKMax = 6;  // 6 x 4 vectors = 24 accumulators
+#else
+constexpr int kMKMax = 4;  // 4 x 3 vectors = 12 accumulators
+#endif
+// Vectors of pixels per block for MK channels: accumulators + pixel vectors + a broadcast
+// fit the register file.
+constexpr int nv_cap(int mk) {
+#if defined(__AVX512F__)
+  return std::min(8, 30 / (mk + 1));
+#else
+  return std::min(7, 15 / (mk + 1));
+#endif
+}
+
+enum class Orientation { ChannelVec, PixelVec };
+
+// How one call is cut up.  The "tile" is what the microkernels read: the padded input rows of
+// a block of output rows, [tile row][c][stride phase][q]; or x itself when no padding or
+// stride phases are needed (NCHW, stride_w 1, no padding), so nothing is copied.
+struct EnginePlan {
+  Orientation orientation;
+  int64_t group_in, group_out, taps;
+  bool direct_input;   // read x in place
+  bool flat;           // 1x1, stride 1, no padding, NCHW: a plane is one run of pixels
   int64_t phase_w;     // q entries per stride phase
-  int64_t chan_pitch;  // floats per (tile row, channel): stride_w * phase_w
-  int64_t rows_per_block, row_blocks, tile_rows;
-  int64_t tile_elems;
-  int64_t ow_blocks;
+  int64_t chan_pitch;  // from one channel to the next
+  int64_t row_pitch;   // from one tile row to the next
+  int64_t rows_per_block, row_blocks;
+  int64_t tile_elems;  // 0 when direct_input
+  bool private_tiles;  // each thread owns whole (n, g, row block) units; else a team shares one
+  // Output channel blocking: ChannelVec uses kNR-wide blocks; PixelVec balanced chunks of <= kMKMax.
+  int64_t k_units;
+  int64_t pixels_per_row;  // pixels one row-run covers (out_w, or out_h * out_w when flat)
 };
 
-DirectPlan make_plan(const Conv2dProblem& p) {
-  DirectPlan d{};
+int64_t tile_rows_for(const Conv2dProblem& p, int64_t rows) {
+  return (rows - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
+}
+
+bool can_read_in_place(const Conv2dProblem& p) {
+  return p.layout == Layout::NCHW && p.stride_w == 1 && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 &&
+         p.pad_right == 0;
+}
+
+bool is_flat(const Conv2dProblem& p) {
+  return can_read_in_place(p) && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1;
+}
+
+EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
+  EnginePlan d{};
+  d.orientation = o;
   d.group_in = p.in_channels / p.groups;
   d.group_out = p.out_channels / p.groups;
-  d.k_blocks = ceil_div(d.group_out, kNR);
   d.taps = p.kernel_h * p.kernel_w;
-  const int64_t padded_w = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
-  d.phase_w = ceil_div(padded_w, p.stride_w);
-  d.chan_pitch = p.stride_w * d.phase_w;
-  auto tile_rows_for = [&](int64_t r) { return (r - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1; };
-  // The tile should sit in L2 with room for the weights streaming past it.
-  const int64_t budget = (384 << 10) / int64_t(sizeof(float));
-  int64_t rows = p.out_h;
-  while (rows > 1 && tile_rows_for(rows) * d.group_in * d.chan_pitch > budget) rows = (rows + 1) / 2;
-  d.rows_per_block = rows;
-  d.row_blocks = ceil_div(p.out_h, rows);
-  d.tile_rows = tile_rows_for(rows);
-  d.tile_elems = d.tile_rows * d.group_in * d.chan_pitch;
-  d.ow_blocks = ceil_div(p.out_w, kMR);
+  d.direct_input = can_read_in_place(p);
+  d.flat = o == Orientation::PixelVec && is_flat(p);
+  if (d.direct_input) {
+    d.phase_w = p.in_w;
+    d.chan_pitch = p.in_h * p.in_w;
+    d.row_pitch = p.in_w;
+    d.rows_per_block = p.out_h;
+    d.tile_elems = 0;
+  } else {
+    const int64_t padded_w = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
+    d.phase_w = ceil_div(padded_w, p.stride_w);
+    d.chan_pitch = p.stride_w * d.phase_w;
+    d.row_pitch = d.group_in * d.chan_pitch;
+    // The tile should sit in L2 with room for the weights streaming past it.
+    const int64_t budget = (384 << 10) / int64_t(sizeof(float));
+    int64_t rows = p.out_h;
+    while (rows > 1 && tile_rows_for(p, rows) * d.row_pitch > budget) rows = (rows + 1) / 2;
+    d.rows_per_block = rows;
+    d.tile_elems = tile_rows_for(p, rows) * d.row_pitch;
+  }
+  d.row_blocks = ceil_div(p.out_h, d.rows_per_block);
+  // Enough independent (n, g, row block) units for every thread to own several: no barriers,
+  // no shared tile.  Otherwise the team fills each tile together and splits its outputs.
+  d.private_tiles = threads == 1 || p.batch * p.groups * d.row_blocks >= 4 * threads;
+  d.k_units = o == Orientation::ChannelVec ? ceil_div(d.group_out, kNR) : ceil_div(d.group_out, kMKMax);
+  d.pixels_per_row = d.flat ? p.out_h * p.out_w : p.out_w;
   return d;
 }
 
-// Packed weights: [g][k block][tap][c][kNR], zero past the group's last output channel.
-size_t direct_packed_bytes(const Conv2dProblem& p) {
+// PixelVec output channel chunk u of the group: [first, first + size), sizes balanced.
+struct Chunk {
+  int64_t first, size;
+};
+Chunk k_chunk(const EnginePlan& d, int64_t u) {
+  const int64_t base = d.group_out / d.k_units, extra = d.group_out % d.k_units;
+  return {u * base + std::min(u, extra), base + (u < extra ? 1 : 0)};
+}
+
+// ChannelVec packing: [g][k block][tap][c][kNR], zero past the group's last output channel.
+size_t channelvec_packed_bytes(const Conv2dProblem& p) {
   const int64_t gi = p.in_channels / p.groups, go = p.out_channels / p.groups;
   return size_t(p.groups * ceil_div(go, kNR) * p.kernel_h * p.kernel_w * gi * kNR) * sizeof(float);
 }
 
-void direct_pack(const Conv2dProblem& p, const void* weight, void* packed) {
+void channelvec_pack(const Conv2dProblem& p, const void* weight, void* packed) {
   const float* w = static_cast<const float*>(weight);
   float* dst = static_cast<float*>(packed);
   const int64_t gi = p.in_channels / p.groups, go = p.out_channels / p.groups;
@@ -152,19 +214,43 @@ void direct_pack(const Conv2dProblem& p, const void* weight, void* packed) {
           }
 }
 
-// The register-blocked microkernel: MR pixels x kNR channels.
+// PixelVec packing: the chunk of mk channels starting at output channel k is stored at
+// k * taps * C/groups as [tap][c][mk] (same size as the weights).
+size_t pixelvec_packed_bytes(const Conv2dProblem& p) {
+  return size_t(p.out_channels * (p.in_channels / p.groups) * p.kernel_h * p.kernel_w) * sizeof(float);
+}
+
+void pixelvec_pack(const Conv2dProblem& p, const void* weight, void* packed) {
+  const EnginePlan d = make_plan(p, Orientation::PixelVec, 1);
+  const float* w = static_cast<const float*>(weight);
+  float* dst = static_cast<float*>(packed);
+  for (int64_t g = 0; g < p.groups; ++g)
+    for (int64_t u = 0; u < d.k_units; ++u) {
+      const Chunk ch = k_chunk(d, u);
+      const int64_t k0 = g * d.group_out + ch.first;
+      float* out = dst + k0 * d.taps * d.group_in;
+      for (int64_t t = 0; t < d.taps; ++t)
+        for (int64_t c = 0; c < d.group_in; ++c)
+          for (int64_t kk = 0; kk < ch.size; ++kk)
+            out[(t * d.group_in + c) * ch.size + kk] = w[((k0 + kk) * d.group_in + c) * d.taps + t];
+    }
+}
+
+// ChannelVec microkernel: MR pixels x kNR channels, one input broadcast per pixel.
 //   x:      tile address of pixel 0, tap offset 0, channel 0; pixel m is at +m
 //   tap_off[t]: offset of tap t in the tile;  chan_pitch: from one channel to the next
 //   w:      packed weights of this k block, [tap][c][kNR]
 //   out:    pixel m's kNR outputs at out + m * out_pixel_stride (kvalid of them are stored)
 template <int MR>
-void microkernel(const float* x, const int64_t* tap_off, int64_t taps, int64_t channels, int64_t chan_pitch,
-                 const float* w, const float* bias, int kvalid, Activation act, float* out,
-                 int64_t out_pixel_stride) {
+void channelvec_microkernel(const float* x, const int64_t* tap_off, int64_t taps, int64_t channels,
+                            int64_t chan_pitch, const float* w, const float* bias, int kvalid, Activation act,
+                            float* out, int64_t out_pixel_stride) {
   Vec acc[MR][kNV];
+  #pragma GCC unroll 16
   for (int v = 0; v < kNV; ++v) {
     const int n = kvalid - v * kVL;
     const Vec b = !bias || n <= 0 ? vzero() : (n >= kVL ? vload(bias + v * kVL) : vload_partial(bias + v * kVL, n));
+    #pragma GCC unroll 16
     for (int m = 0; m < MR; ++m) acc[m][v] = b;
   }
   for (int64_t t = 0; t < taps; ++t) {
@@ -172,18 +258,22 @@ void microkernel(const float* x, const int64_t* tap_off, int64_t taps, int64_t c
     const float* wc = w + t * channels * kNR;
     for (int64_t c = 0; c < channels; ++c) {
       Vec wv[kNV];
+      #pragma GCC unroll 16
       for (int v = 0; v < kNV; ++v) wv[v] = vload(wc + v * kVL);
 #pragma GCC unroll 16
       for (int m = 0; m < MR; ++m) {
         const Vec a = vbroadcast(xc + m);
+        #pragma GCC unroll 16
         for (int v = 0; v < kNV; ++v) acc[m][v] = vfma(a, wv[v], acc[m][v]);
       }
       xc += chan_pitch;
       wc += kNR;
     }
   }
+  #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) {
     float* o = out + m * out_pixel_stride;
+    #pragma GCC unroll 16
     for (int v = 0; v < kNV; ++v) {
       const Vec r = apply_simple_activation(acc[m][v], act);
       const int n = kvalid - v * kVL;
@@ -193,140 +283,293 @@ void microkernel(const float* x, const int64_t* tap_off, int64_t taps, int64_t c
   }
 }
 
+// PixelVec microkernel: MK output channels x NV vectors of consecutive pixels, one weight
+// broadcast per channel.  The last vector holds last_valid pixels (masked loads and stores,
+// so nothing past the run is touched).
+//   w:   [tap][c][MK];  out: channel k's pixels at out + k * out_chan_stride
+template <int MK, int NV_>
+void pixelvec_microkernel(const float* x, const int64_t* tap_off, int64_t taps, int64_t channels,
+                          int64_t chan_pitch, const float* w, const float* bias, int last_valid, Activation act,
+                          float* out, int64_t out_chan_stride) {
+  constexpr int NV = NV_ < nv_cap(MK) ? NV_ : nv_cap(MK);
+  Vec acc[MK][NV];
+  #pragma GCC unroll 16
+  for (int k = 0; k < MK; ++k) {
+    const Vec b = bias ? vset1(bias[k]) : vzero();
+    #pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) acc[k][v] = b;
+  }
+  for (int64_t t = 0; t < taps; ++t) {
+    const float* xc = x + tap_off[t];
+    const float* wc = w + t * channels * MK;
+    for (int64_t c = 0; c < channels; ++c) {
+      Vec xv[NV];
+      #pragma GCC unroll 16
+      for (int v = 0; v + 1 < NV; ++v) xv[v] = vload(xc + v * kVL);
+      xv[NV - 1] = vload_partial(xc + (NV - 1) * kVL, last_valid);
+#pragma GCC unroll 8
+      for (int k = 0; k < MK; ++k) {
+        const Vec wb = vbroadcast(wc + k);
+        #pragma GCC unroll 16
+        for (int v = 0; v < NV; ++v) acc[k][v] = vfma(xv[v], wb, acc[k][v]);
+      }
+      xc += chan_pitch;
+      wc += MK;
+    }
+  }
+  #pragma GCC unroll 16
+  for (int k = 0; k < MK; ++k) {
+    float* o = out + k * out_chan_stride;
+    #pragma GCC unroll 16
+    for (int v = 0; v + 1 < NV; ++v) vstore(o + v * kVL, apply_simple_activation(acc[k][v], act));
+    vstore_partial(o + (NV - 1) * kVL, apply_simple_activation(acc[k][NV - 1], act), last_valid);
+  }
+}
+
 using MicrokernelFn = void (*)(const float*, const int64_t*, int64_t, int64_t, int64_t, const float*,
                                const float*, int, Activation, float*, int64_t);
 
 template <int... M>
-constexpr std::array<MicrokernelFn, sizeof...(M)> microkernel_table(std::integer_sequence<int, M...>) {
-  return {&microkernel<M + 1>...};
+constexpr std::array<MicrokernelFn, sizeof...(M)> channelvec_table(std::integer_sequence<int, M...>) {
+  return {&channelvec_microkernel<M + 1>...};
 }
-// kMicrokernels[mr - 1] handles mr pixels.
-constexpr auto kMicrokernels = microkernel_table(std::make_integer_sequence<int, kMR>{});
+// kChannelVec[mr - 1] handles mr pixels.
+constexpr auto kChannelVec = channelvec_table(std::make_integer_sequence<int, kMR>{});
 
-// Copies padded rows [row0, row0 + rows) of the group's channels [c0, c0 + channels) into the
-// tile; work is split into (row, channel) units so a thread team can share it.
-void fill_tile_unit(const ConvCall& call, const DirectPlan& d, int64_t n, int64_t c0, int64_t row0, int64_t unit,
-                    float* tile) {
+constexpr int kNVMax = nv_cap(1);
+template <int MK, int... V>
+constexpr std::array<MicrokernelFn, kNVMax> pixelvec_row(std::integer_sequence<int, V...>) {
+  return {&pixelvec_microkernel<MK, V + 1>...};
+}
+template <int... M>
+constexpr std::array<std::array<MicrokernelFn, kNVMax>, kMKMax> pixelvec_table(std::integer_sequence<int, M...>) {
+  return {pixelvec_row<M + 1>(std::make_integer_sequence<int, kNVMax>{})...};
+}
+// kPixelVec[mk - 1][nv - 1]; nv is at most nv_cap(mk).
+constexpr auto kPixelVec = pixelvec_table(std::make_integer_sequence<int, kMKMax>{});
+
+// Copies tile row r, channels [c_begin, c_end) of the group starting at channel c0.
+void fill_tile_unit(const ConvCall& call, const EnginePlan& d, int64_t n, int64_t c0, int64_t row0, int64_t r,
+                    int64_t c_begin, int64_t c_end, float* tile) {
   const Conv2dProblem& p = call.p;
-  const int64_t r = unit / d.group_in, c = unit % d.group_in;
-  float* dst = tile + (r * d.group_in + c) * d.chan_pitch;
   const int64_t src_row = call.row_src[row0 + r];
+  float* dst = tile + r * d.row_pitch;
   if (src_row < 0) {
-    std::memset(dst, 0, sizeof(float) * d.chan_pitch);
+    std::memset(dst + c_begin * d.chan_pitch, 0, sizeof(float) * (c_end - c_begin) * d.chan_pitch);
     return;
   }
-  const float* xr = static_cast<const float*>(call.x) + n * call.x_stride.n + (c0 + c) * call.x_stride.c +
-                    src_row * call.x_stride.h;
-  const int64_t sw = p.stride_w, cols = p.in_w + p.pad_left + p.pad_right, xs = call.x_stride.w;
-  for (int64_t ph = 0; ph < sw; ++ph) {
-    float* dq = dst + ph * d.phase_w;
+  const float* xr = static_cast<const float*>(call.x) + n * call.x_stride.n + src_row * call.x_stride.h;
+  const int64_t sw = p.stride_w, cols = p.in_w + p.pad_left + p.pad_right;
+  const int64_t xs_c = call.x_stride.c, xs_w = call.x_stride.w;
+  for (int64_t ph = 0; ph < sw; ++ph)
     for (int64_t q = 0; q < d.phase_w; ++q) {
       const int64_t col = q * sw + ph;
       const int64_t src = col < cols ? call.col_src[col] : -1;
-      dq[q] = src < 0 ? 0.0f : xr[src * xs];
+      float* dq = dst + ph * d.phase_w + q;
+      if (src < 0) {
+        for (int64_t c = c_begin; c < c_end; ++c) dq[c * d.chan_pitch] = 0.0f;
+      } else {
+        const float* xs = xr + src * xs_w + c0 * xs_c;
+        for (int64_t c = c_begin; c < c_end; ++c) dq[c * d.chan_pitch] = xs[c * xs_c];
+      }
     }
+}
+
+constexpr int64_t kFillChannels = 32;  // channels per tile-fill unit
+
+// Runs the outputs [item_begin, item_end) of one (n, g, row block), its tile ready at `tile`.
+void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap_off, int64_t n, int64_t g,
+                   int64_t oh0, int64_t rows, const float* tile, int64_t item_begin, int64_t item_end,
+                   float* row_buf) {
+  const Conv2dProblem& p = call.p;
+  const float* bias = static_cast<const float*>(call.bias);
+  const float* packed = static_cast<const float*>(call.packed);
+  float* y = static_cast<float*>(call.y);
+  const bool nchw = p.layout == Layout::NCHW;
+  const bool simple_act = is_simple(p.activation);
+  if (d.orientation == Orientation::ChannelVec) {
+    const int64_t packed_group = d.k_units * d.taps * d.group_in * kNR;
+    const int64_t blocks = ceil_div(p.out_w, kMR);
+    const int64_t base = p.out_w / blocks, extra = p.out_w % blocks;  // 14 pixels run as 7 + 7
+    for (int64_t item = item_begin; item < item_end; ++item) {
+      const int64_t kb = item / rows, r = item % rows;
+      const int64_t k0 = g * d.group_out + kb * kNR;
+      const int kvalid = int(std::min<int64_t>(kNR, (g + 1) * d.group_out - k0));
+      const float* wk = packed + g * packed_group + kb * d.taps * d.group_in * kNR;
+      const float* bk = bias ? bias + k0 : nullptr;
+      const int64_t oh = oh0 + r;
+      const float* xrow = tile + r * p.stride_h * d.row_pitch;
+      float* out_row;
+      int64_t out_pixel_stride;
+      if (nchw) {
+        out_row = row_buf;
+        out_pixel_stride = kNR;
+      } else {
+        out_row = y + n * call.y_stride.n + oh * call.y_stride.h + k0;
+        out_pixel_stride = call.y_stride.w;
+      }
+      int64_t ow = 0;
+      for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t mr = base + (b < extra ? 1 : 0);
+        kChannelVec[size_t(mr - 1)](xrow + ow, tap_off, d.taps, d.group_in, d.chan_pitch, wk, bk, kvalid,
+                                    p.activation, out_row + ow * out_pixel_stride, out_pixel_stride);
+        ow += mr;
+      }
+      if (nchw) {
+        for (int kk = 0; kk < kvalid; ++kk) {
+          float* yr = y + n * call.y_stride.n + (k0 + kk) * call.y_stride.c + oh * call.y_stride.h;
+          for (int64_t o = 0; o < p.out_w; ++o) yr[o] = row_buf[o * kNR + kk];
+          if (!simple_act) activate_row(yr, p.out_w, p.activation);
+        }
+      } else if (!simple_act) {
+        for (int64_t o = 0; o < p.out_w; ++o) activate_row(out_row + o * out_pixel_stride, kvalid, p.activation);
+      }
+    }
+    return;
+  }
+  // PixelVec: items are (k chunk, row, pixel block).
+  const int64_t run_rows = d.flat ? 1 : rows;
+  for (int64_t item = item_begin; item < item_end; ++item) {
+    const int64_t u = item / run_rows, r = item % run_rows;
+    const Chunk ch = k_chunk(d, u);
+    const int64_t k0 = g * d.group_out + ch.first;
+    const int mk = int(ch.size);
+    const int64_t block_pixels = int64_t(nv_cap(mk)) * kVL;
+    const float* wk = packed + k0 * d.taps * d.group_in;
+    const float* bk = bias ? bias + k0 : nullptr;
+    const float* xrow = tile + r * p.stride_h * d.row_pitch;
+    float* yrow = y + n * call.y_stride.n + k0 * call.y_stride.c + (oh0 + r) * call.y_stride.h;
+    for (int64_t px = 0; px < d.pixels_per_row; px += block_pixels) {
+      const int64_t count = std::min(block_pixels, d.pixels_per_row - px);
+      const int64_t nv = ceil_div(count, kVL);
+      const int last_valid = int(count - (nv - 1) * kVL);
+      kPixelVec[size_t(mk - 1)][size_t(nv - 1)](xrow + px, tap_off, d.taps, d.group_in, d.chan_pitch, wk, bk,
+                                                last_valid, p.activation, yrow + px, call.y_stride.c);
+    }
+    if (!simple_act)
+      for (int64_t kk = 0; kk < mk; ++kk) activate_row(yrow + kk * call.y_stride.c, d.pixels_per_row, p.activation);
   }
 }
 
-void run_direct(const ConvCall& call) {
+int64_t items_per_block(const EnginePlan& d, int64_t rows) {
+  return d.k_units * ((d.orientation == Orientation::PixelVec && d.flat) ? 1 : rows);
+}
+
+void run_engine(const ConvCall& call, Orientation orientation) {
   const Conv2dProblem& p = call.p;
-  const DirectPlan d = make_plan(p);
-  const float* packed = static_cast<const float*>(call.packed);
-  const float* bias = static_cast<const float*>(call.bias);
-  float* y = static_cast<float*>(call.y);
-  const bool nchw = p.layout == Layout::NCHW;
   const int threads = call.num_threads;
+  const EnginePlan d = make_plan(p, orientation, threads);
+  const bool nchw = p.layout == Layout::NCHW;
 
   std::vector<int64_t> tap_off(size_t(d.taps));
   for (int64_t i = 0; i < p.kernel_h; ++i)
     for (int64_t j = 0; j < p.kernel_w; ++j) {
       const int64_t col = j * p.dilation_w;
       tap_off[size_t(i * p.kernel_w + j)] =
-          i * p.dilation_h * d.group_in * d.chan_pitch + (col % p.stride_w) * d.phase_w + col / p.stride_w;
+          i * p.dilation_h * d.row_pitch + (col % p.stride_w) * d.phase_w + col / p.stride_w;
     }
-  std::vector<float> tile(size_t(d.tile_elems));
-  // NCHW: one output row of one k block, [ow][kNR], per thread.
-  const int64_t row_buf_elems = nchw ? p.out_w * kNR : 0;
+  const int tile_copies = d.private_tiles ? threads : 1;
+  std::vector<float> tiles(size_t(d.tile_elems * tile_copies));
+  // ChannelVec into NCHW: one output row of one k block, [ow][kNR], per thread.
+  const int64_t row_buf_elems = (nchw && orientation == Orientation::ChannelVec) ? p.out_w * kNR : 0;
   std::vector<float> row_bufs(size_t(row_buf_elems * threads));
-  const int64_t packed_group = d.k_blocks * d.taps * d.group_in * kNR;
+  const float* x = static_cast<const float*>(call.x);
+
+  auto tile_for = [&](int64_t n, int64_t g, int64_t oh0, float* own) -> const float* {
+    if (d.direct_input) return x + n * call.x_stride.n + g * d.group_in * call.x_stride.c + oh0 * p.stride_h * p.in_w;
+    return own;
+  };
 
 #pragma omp parallel num_threads(threads)
   {
     DenormalGuard denormals;
     float* row_buf = row_bufs.data() + row_buf_elems * thread_id();
-    for (int64_t n = 0; n < p.batch; ++n)
-      for (int64_t g = 0; g < p.groups; ++g)
-        for (int64_t rb = 0; rb < d.row_blocks; ++rb) {
-          const int64_t oh0 = rb * d.rows_per_block;
-          const int64_t rows = std::min(d.rows_per_block, p.out_h - oh0);
-          const int64_t tile_rows = (rows - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
+    if (d.private_tiles) {
+      float* own = tiles.data() + d.tile_elems * thread_id();
 #pragma omp for schedule(static)
-          for (int64_t unit = 0; unit < tile_rows * d.group_in; ++unit)
-            fill_tile_unit(call, d, n, g * d.group_in, oh0 * p.stride_h, unit, tile.data());
-
+      for (int64_t unit = 0; unit < p.batch * p.groups * d.row_blocks; ++unit) {
+        const int64_t rb = unit % d.row_blocks, g = (unit / d.row_blocks) % p.groups;
+        const int64_t n = unit / (d.row_blocks * p.groups);
+        const int64_t oh0 = rb * d.rows_per_block, rows = std::min(d.rows_per_block, p.out_h - oh0);
+        if (!d.direct_input)
+          for (int64_t r = 0; r < tile_rows_for(p, rows); ++r)
+            fill_tile_unit(call, d, n, g * d.group_in, oh0 * p.stride_h, r, 0, d.group_in, own);
+        compute_items(call, d, tap_off.data(), n, g, oh0, rows, tile_for(n, g, oh0, own), 0,
+                      items_per_block(d, rows), row_buf);
+      }
+    } else {
+      for (int64_t n = 0; n < p.batch; ++n)
+        for (int64_t g = 0; g < p.groups; ++g)
+          for (int64_t rb = 0; rb < d.row_blocks; ++rb) {
+            const int64_t oh0 = rb * d.rows_per_block, rows = std::min(d.rows_per_block, p.out_h - oh0);
+            if (!d.direct_input) {
+              const int64_t chunks = ceil_div(d.group_in, kFillChannels);
 #pragma omp for schedule(static)
-          for (int64_t item = 0; item < d.k_blocks * rows; ++item) {
-            const int64_t kb = item / rows, r = item % rows;
-            const int64_t k0 = g * d.group_out + kb * kNR;
-            const int kvalid = int(std::min<int64_t>(kNR, (g + 1) * d.group_out - k0));
-            const float* wk = packed + g * packed_group + kb * d.taps * d.group_in * kNR;
-            const float* bk = bias ? bias + k0 : nullptr;
-            const int64_t oh = oh0 + r;
-            const float* xrow = tile.data() + r * p.stride_h * d.group_in * d.chan_pitch;
-            float* out_row;
-            int64_t out_pixel_stride;
-            if (nchw) {
-              out_row = row_buf;
-              out_pixel_stride = kNR;
-            } else {
-              out_row = y + n * call.y_stride.n + oh * call.y_stride.h + k0;
-              out_pixel_stride = call.y_stride.w;
-            }
-            // Balanced pixel blocks: 14 pixels run as 7 + 7, not 12 + 2.
-            const int64_t base = p.out_w / d.ow_blocks, extra = p.out_w % d.ow_blocks;
-            int64_t ow = 0;
-            for (int64_t b = 0; b < d.ow_blocks; ++b) {
-              const int64_t mr = base + (b < extra ? 1 : 0);
-              kMicrokernels[size_t(mr - 1)](xrow + ow, tap_off.data(), d.taps, d.group_in, d.chan_pitch, wk, bk,
-                                            kvalid, p.activation, out_row + ow * out_pixel_stride,
-                                            out_pixel_stride);
-              ow += mr;
-            }
-            if (nchw) {
-              for (int kk = 0; kk < kvalid; ++kk) {
-                float* yr = y + n * call.y_stride.n + (k0 + kk) * call.y_stride.c + oh * call.y_stride.h;
-                for (int64_t o = 0; o < p.out_w; ++o) yr[o] = row_buf[o * kNR + kk];
-                if (!is_simple(p.activation)) activate_row(yr, p.out_w, p.activation);
+              for (int64_t unit = 0; unit < tile_rows_for(p, rows) * chunks; ++unit) {
+                const int64_t c_begin = (unit % chunks) * kFillChannels;
+                fill_tile_unit(call, d, n, g * d.group_in, oh0 * p.stride_h, unit / chunks, c_begin,
+                               std::min(d.group_in, c_begin + kFillChannels), tiles.data());
               }
-            } else if (!is_simple(p.activation)) {
-              for (int64_t o = 0; o < p.out_w; ++o) activate_row(out_row + o * out_pixel_stride, kvalid, p.activation);
             }
+            const float* tile = tile_for(n, g, oh0, tiles.data());
+            const int64_t items = items_per_block(d, rows);
+            // Contiguous ranges per thread keep each thread on the same weights.
+            const int nth = team_size(), me = thread_id();
+            const int64_t begin = items * me / nth, end = items * (me + 1) / nth;
+            compute_items(call, d, tap_off.data(), n, g, oh0, rows, tile, begin, end, row_buf);
+#pragma omp barrier
           }
-        }
+    }
   }
 }
 
-bool direct_accepts(const Conv2dProblem& p) {
+void run_channelvec(const ConvCall& call) { run_engine(call, Orientation::ChannelVec); }
+void run_pixelvec(const ConvCall& call) { run_engine(call, Orientation::PixelVec); }
+
+bool channelvec_accepts(const Conv2dProblem& p) {
   const int64_t go = p.out_channels / p.groups;
   // Blocks of kNR output channels: worth it when a group fills at least half a block.
   return p.dtype == DType::Float32 && 2 * go >= kNR;
 }
 
-size_t direct_workspace(const Conv2dProblem& p, int threads) {
-  const DirectPlan d = make_plan(p);
-  const int64_t row_buf = p.layout == Layout::NCHW ? p.out_w * kNR * threads : 0;
-  return size_t(d.tile_elems + row_buf) * sizeof(float) + size_t(d.taps) * sizeof(int64_t);
+bool pixelvec_accepts(const Conv2dProblem& p) {
+  const int64_t go = p.out_channels / p.groups;
+  if (p.dtype != DType::Float32 || p.layout != Layout::NCHW) return false;
+  // Few output channels per group (depthwise, grouped, single maps), a plane that is one
+  // long run of pixels (1x1), or rows wide enough to fill the vectors.
+  return 2 * go < kNR || is_flat(p) || p.out_w >= 3 * kVL;
+}
+
+size_t engine_workspace(const Conv2dProblem& p, int threads, Orientation o) {
+  const EnginePlan d = make_plan(p, o, threads);
+  const int64_t tiles = d.tile_elems * (d.private_tiles ? threads : 1);
+  const int64_t row_buf = (p.layout == Layout::NCHW && o == Orientation::ChannelVec) ? p.out_w * kNR * threads : 0;
+  return size_t(tiles + row_buf) * sizeof(float) + size_t(d.taps) * sizeof(int64_t);
+}
+size_t channelvec_workspace(const Conv2dProblem& p, int threads) {
+  return engine_workspace(p, threads, Orientation::ChannelVec);
+}
+size_t pixelvec_workspace(const Conv2dProblem& p, int threads) {
+  return engine_workspace(p, threads, Orientation::PixelVec);
 }
 
 }  // namespace
 
-const ConvAlgorithm conv2d_direct_f32 = {
+// Tile names: output pixels x output channels held in registers.
 #if defined(__AVX512F__)
-    "conv2d_direct_f32__" CPPCONV_ISA_NAME "_12x32",
+#define CPPCONV_PIXELVEC_TILE "_64x6"
+#define CPPCONV_CHANNELVEC_TILE "_12x32"
 #else
-    "conv2d_direct_f32__" CPPCONV_ISA_NAME "_6x16",
+#define CPPCONV_PIXELVEC_TILE "_24x4"
+#define CPPCONV_CHANNELVEC_TILE "_6x16"
 #endif
-    DType::Float32, direct_accepts, direct_packed_bytes, direct_pack, direct_workspace, run_direct};
+
+const ConvAlgorithm conv2d_pixelvec_f32 = {
+    "conv2d_pixelvec_f32__" CPPCONV_ISA_NAME CPPCONV_PIXELVEC_TILE, DType::Float32, pixelvec_accepts, pixelvec_packed_bytes,
+    pixelvec_pack, pixelvec_workspace, run_pixelvec};
+const ConvAlgorithm conv2d_channelvec_f32 = {
+    "conv2d_channelvec_f32__" CPPCONV_ISA_NAME CPPCONV_CHANNELVEC_TILE, DType::Float32, channelvec_accepts, channelvec_packed_bytes,
+    channelvec_pack, channelvec_workspace, run_channelvec};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

@@ -5,7 +5,8 @@
 #define CPPCONV_HAS_DIRECT_F32 1
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
-extern const ConvAlgorithm conv2d_direct_f32;
+extern const ConvAlgorithm conv2d_pixelvec_f32;
+extern const ConvAlgorithm conv2d_channelvec_f32;
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
 #endif

@@ -89,6 +89,14 @@ static inline int thread_id() {
 #endif
 }
 
+static inline int team_size() {
+#if defined(_OPENMP)
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace CPPCONV_ISA_NS

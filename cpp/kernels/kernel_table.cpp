@@ -9,7 +9,8 @@ namespace CPPCONV_ISA_NS {
 namespace {
 const ConvAlgorithm kConvAlgorithms[] = {
 #ifdef CPPCONV_HAS_DIRECT_F32
-    conv2d_direct_f32,
+    conv2d_pixelvec_f32,
+    conv2d_channelvec_f32,
 #endif
     conv2d_tiled_f32,
     conv2d_tiled_f64,
