@@ -134,6 +134,8 @@ struct EnginePlan {
   // Output channel blocking: ChannelVec uses kNR-wide blocks; PixelVec balanced chunks of <= kMKMax.
   int64_t k_units;
   int64_t pixels_per_row;  // pixels one row-run covers (out_w, or out_h * out_w when flat)
+  // ChannelVec: rows per work item and input channels per slice (reduction blocking).
+  int64_t rows_per_item, channels_per_slice;
 };
 
 int64_t tile_rows_for(const Conv2dProblem& p, int64_t rows) {
@@ -181,6 +183,13 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
   d.private_tiles = threads == 1 || p.batch * p.groups * d.row_blocks >= 4 * threads;
   d.k_units = o == Orientation::ChannelVec ? ceil_div(d.group_out, kNR) : ceil_div(d.group_out, kMKMax);
   d.pixels_per_row = d.flat ? p.out_h * p.out_w : p.out_w;
+  // A slice's weights (taps x channels x kNR floats) stay within ~256 KiB of L2, reused by
+  // every row of an item; enough items for each thread to have several.
+  const int64_t slice = std::max<int64_t>(1, (256 << 10) / (int64_t(sizeof(float)) * kNR * d.taps));
+  const int64_t slices = ceil_div(d.group_in, slice);
+  d.channels_per_slice = ceil_div(d.group_in, slices);
+  const int64_t row_groups = std::max<int64_t>(1, ceil_div(4 * threads, d.k_units));
+  d.rows_per_item = std::min<int64_t>(16, std::max<int64_t>(1, ceil_div(d.rows_per_block, row_groups)));
   return d;
 }
 
@@ -243,37 +252,49 @@ void pixelvec_pack(const Conv2dProblem& p, const void* weight, void* packed) {
 //   out:    pixel m's kNR outputs at out + m * out_pixel_stride (kvalid of them are stored)
 template <int MR>
 void channelvec_microkernel(const float* x, const int64_t* tap_off, int64_t taps, int64_t channels,
-                            int64_t chan_pitch, const float* w, const float* bias, int kvalid, Activation act,
-                            float* out, int64_t out_pixel_stride) {
+                            int64_t tap_stride, int64_t chan_pitch, const float* w, const float* bias, int kvalid,
+                            bool accumulate, Activation act, float* out, int64_t out_pixel_stride) {
   Vec acc[MR][kNV];
-  #pragma GCC unroll 16
-  for (int v = 0; v < kNV; ++v) {
-    const int n = kvalid - v * kVL;
-    const Vec b = !bias || n <= 0 ? vzero() : (n >= kVL ? vload(bias + v * kVL) : vload_partial(bias + v * kVL, n));
-    #pragma GCC unroll 16
-    for (int m = 0; m < MR; ++m) acc[m][v] = b;
+  if (accumulate) {  // a later slice of input channels: continue the stored partial sums
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; ++m) {
+#pragma GCC unroll 16
+      for (int v = 0; v < kNV; ++v) {
+        const int n = kvalid - v * kVL;
+        const float* o = out + m * out_pixel_stride + v * kVL;
+        acc[m][v] = n <= 0 ? vzero() : (n >= kVL ? vload(o) : vload_partial(o, n));
+      }
+    }
+  } else {
+#pragma GCC unroll 16
+    for (int v = 0; v < kNV; ++v) {
+      const int n = kvalid - v * kVL;
+      const Vec b = !bias || n <= 0 ? vzero() : (n >= kVL ? vload(bias + v * kVL) : vload_partial(bias + v * kVL, n));
+#pragma GCC unroll 16
+      for (int m = 0; m < MR; ++m) acc[m][v] = b;
+    }
   }
   for (int64_t t = 0; t < taps; ++t) {
     const float* xc = x + tap_off[t];
-    const float* wc = w + t * channels * kNR;
+    const float* wc = w + t * tap_stride;
     for (int64_t c = 0; c < channels; ++c) {
       Vec wv[kNV];
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int v = 0; v < kNV; ++v) wv[v] = vload(wc + v * kVL);
 #pragma GCC unroll 16
       for (int m = 0; m < MR; ++m) {
         const Vec a = vbroadcast(xc + m);
-        #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int v = 0; v < kNV; ++v) acc[m][v] = vfma(a, wv[v], acc[m][v]);
       }
       xc += chan_pitch;
       wc += kNR;
     }
   }
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) {
     float* o = out + m * out_pixel_stride;
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int v = 0; v < kNV; ++v) {
       const Vec r = apply_simple_activation(acc[m][v], act);
       const int n = kvalid - v * kVL;
@@ -326,11 +347,13 @@ void pixelvec_microkernel(const float* x, const int64_t* tap_off, int64_t taps, 
   }
 }
 
+using ChannelVecFn = void (*)(const float*, const int64_t*, int64_t, int64_t, int64_t, int64_t, const float*,
+                              const float*, int, bool, Activation, float*, int64_t);
 using MicrokernelFn = void (*)(const float*, const int64_t*, int64_t, int64_t, int64_t, const float*,
                                const float*, int, Activation, float*, int64_t);
 
 template <int... M>
-constexpr std::array<MicrokernelFn, sizeof...(M)> channelvec_table(std::integer_sequence<int, M...>) {
+constexpr std::array<ChannelVecFn, sizeof...(M)> channelvec_table(std::integer_sequence<int, M...>) {
   return {&channelvec_microkernel<M + 1>...};
 }
 // kChannelVec[mr - 1] handles mr pixels.
@@ -348,7 +371,9 @@ constexpr std::array<std::array<MicrokernelFn, kNVMax>, kMKMax> pixelvec_table(s
 // kPixelVec[mk - 1][nv - 1]; nv is at most nv_cap(mk).
 constexpr auto kPixelVec = pixelvec_table(std::make_integer_sequence<int, kMKMax>{});
 
-// Copies tile row r, channels [c_begin, c_end) of the group starting at channel c0.
+// Copies tile row r, channels [c_begin, c_end) of the group starting at channel c0.  Columns
+// inside the input are copied directly (a memcpy per channel for NCHW with stride 1); only the
+// padding columns go through the padding map.
 void fill_tile_unit(const ConvCall& call, const EnginePlan& d, int64_t n, int64_t c0, int64_t row0, int64_t r,
                     int64_t c_begin, int64_t c_end, float* tile) {
   const Conv2dProblem& p = call.p;
@@ -358,21 +383,44 @@ void fill_tile_unit(const ConvCall& call, const EnginePlan& d, int64_t n, int64_
     std::memset(dst + c_begin * d.chan_pitch, 0, sizeof(float) * (c_end - c_begin) * d.chan_pitch);
     return;
   }
-  const float* xr = static_cast<const float*>(call.x) + n * call.x_stride.n + src_row * call.x_stride.h;
+  const float* xr = static_cast<const float*>(call.x) + n * call.x_stride.n + src_row * call.x_stride.h +
+                    c0 * call.x_stride.c;
   const int64_t sw = p.stride_w, cols = p.in_w + p.pad_left + p.pad_right;
   const int64_t xs_c = call.x_stride.c, xs_w = call.x_stride.w;
-  for (int64_t ph = 0; ph < sw; ++ph)
-    for (int64_t q = 0; q < d.phase_w; ++q) {
+  for (int64_t ph = 0; ph < sw; ++ph) {
+    float* dph = dst + ph * d.phase_w;
+    // Interior: pad_left <= q * sw + ph < pad_left + in_w.
+    const int64_t q_lo = std::min(d.phase_w, std::max<int64_t>(0, ceil_div(p.pad_left - ph, sw)));
+    const int64_t q_hi = std::max(q_lo, std::min(d.phase_w, ceil_div(p.pad_left + p.in_w - ph, sw)));
+    auto edge = [&](int64_t q) {
       const int64_t col = q * sw + ph;
       const int64_t src = col < cols ? call.col_src[col] : -1;
-      float* dq = dst + ph * d.phase_w + q;
       if (src < 0) {
-        for (int64_t c = c_begin; c < c_end; ++c) dq[c * d.chan_pitch] = 0.0f;
+        for (int64_t c = c_begin; c < c_end; ++c) dph[c * d.chan_pitch + q] = 0.0f;
       } else {
-        const float* xs = xr + src * xs_w + c0 * xs_c;
-        for (int64_t c = c_begin; c < c_end; ++c) dq[c * d.chan_pitch] = xs[c * xs_c];
+        for (int64_t c = c_begin; c < c_end; ++c) dph[c * d.chan_pitch + q] = xr[src * xs_w + c * xs_c];
+      }
+    };
+    for (int64_t q = 0; q < q_lo; ++q) edge(q);
+    for (int64_t q = q_hi; q < d.phase_w; ++q) edge(q);
+    const int64_t first = q_lo * sw + ph - p.pad_left;  // source column of q_lo
+    if (xs_w == 1) {
+      for (int64_t c = c_begin; c < c_end; ++c) {
+        const float* src = xr + c * xs_c + first;
+        float* out = dph + c * d.chan_pitch;
+        if (sw == 1) {
+          std::memcpy(out + q_lo, src, sizeof(float) * (q_hi - q_lo));
+        } else {
+          for (int64_t q = q_lo; q < q_hi; ++q) out[q] = src[(q - q_lo) * sw];
+        }
+      }
+    } else {
+      for (int64_t q = q_lo; q < q_hi; ++q) {
+        const float* src = xr + (first + (q - q_lo) * sw) * xs_w;
+        for (int64_t c = c_begin; c < c_end; ++c) dph[c * d.chan_pitch + q] = src[c * xs_c];
       }
     }
+  }
 }
 
 constexpr int64_t kFillChannels = 32;  // channels per tile-fill unit
@@ -388,41 +436,61 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
   const bool nchw = p.layout == Layout::NCHW;
   const bool simple_act = is_simple(p.activation);
   if (d.orientation == Orientation::ChannelVec) {
+    // Items are (k block, group of rows).  Input channels are taken in slices whose weights
+    // stay in L2 while every row of the group uses them; partial sums wait in the output (NHWC)
+    // or in the thread's row buffer [row][ow][kNR] (NCHW, transposed into y at the end).
     const int64_t packed_group = d.k_units * d.taps * d.group_in * kNR;
+    const int64_t tap_stride = d.group_in * kNR;
     const int64_t blocks = ceil_div(p.out_w, kMR);
     const int64_t base = p.out_w / blocks, extra = p.out_w % blocks;  // 14 pixels run as 7 + 7
+    const int64_t groups_of_rows = ceil_div(rows, d.rows_per_item);
+    const int64_t slices = ceil_div(d.group_in, d.channels_per_slice);
     for (int64_t item = item_begin; item < item_end; ++item) {
-      const int64_t kb = item / rows, r = item % rows;
+      const int64_t kb = item / groups_of_rows, r_begin = (item % groups_of_rows) * d.rows_per_item;
+      const int64_t r_end = std::min(rows, r_begin + d.rows_per_item);
       const int64_t k0 = g * d.group_out + kb * kNR;
       const int kvalid = int(std::min<int64_t>(kNR, (g + 1) * d.group_out - k0));
-      const float* wk = packed + g * packed_group + kb * d.taps * d.group_in * kNR;
+      const float* wk = packed + g * packed_group + kb * d.taps * tap_stride;
       const float* bk = bias ? bias + k0 : nullptr;
-      const int64_t oh = oh0 + r;
-      const float* xrow = tile + r * p.stride_h * d.row_pitch;
-      float* out_row;
-      int64_t out_pixel_stride;
-      if (nchw) {
-        out_row = row_buf;
-        out_pixel_stride = kNR;
-      } else {
-        out_row = y + n * call.y_stride.n + oh * call.y_stride.h + k0;
-        out_pixel_stride = call.y_stride.w;
-      }
-      int64_t ow = 0;
-      for (int64_t b = 0; b < blocks; ++b) {
-        const int64_t mr = base + (b < extra ? 1 : 0);
-        kChannelVec[size_t(mr - 1)](xrow + ow, tap_off, d.taps, d.group_in, d.chan_pitch, wk, bk, kvalid,
-                                    p.activation, out_row + ow * out_pixel_stride, out_pixel_stride);
-        ow += mr;
-      }
-      if (nchw) {
-        for (int kk = 0; kk < kvalid; ++kk) {
-          float* yr = y + n * call.y_stride.n + (k0 + kk) * call.y_stride.c + oh * call.y_stride.h;
-          for (int64_t o = 0; o < p.out_w; ++o) yr[o] = row_buf[o * kNR + kk];
-          if (!simple_act) activate_row(yr, p.out_w, p.activation);
+      for (int64_t sl = 0; sl < slices; ++sl) {
+        const int64_t c_begin = sl * d.channels_per_slice;
+        const int64_t c_count = std::min(d.channels_per_slice, d.group_in - c_begin);
+        const Activation act = sl + 1 == slices && simple_act ? p.activation : Activation::None;
+        for (int64_t r = r_begin; r < r_end; ++r) {
+          const float* xrow = tile + r * p.stride_h * d.row_pitch + c_begin * d.chan_pitch;
+          float* out_row;
+          int64_t out_pixel_stride;
+          if (nchw) {
+            out_row = row_buf + (r - r_begin) * p.out_w * kNR;
+            out_pixel_stride = kNR;
+          } else {
+            out_row = y + n * call.y_stride.n + (oh0 + r) * call.y_stride.h + k0;
+            out_pixel_stride = call.y_stride.w;
+          }
+          int64_t ow = 0;
+          for (int64_t b = 0; b < blocks; ++b) {
+            const int64_t mr = base + (b < extra ? 1 : 0);
+            // Packed weights are [tap][c][kNR]: the slice starts at channel c_begin of each tap.
+            kChannelVec[size_t(mr - 1)](xrow + ow, tap_off, d.taps, c_count, tap_stride, d.chan_pitch,
+                                        wk + c_begin * kNR, bk, kvalid, sl > 0, act,
+                                        out_row + ow * out_pixel_stride, out_pixel_stride);
+            ow += mr;
+          }
         }
-      } else if (!simple_act) {
-        for (int64_t o = 0; o < p.out_w; ++o) activate_row(out_row + o * out_pixel_stride, kvalid, p.activation);
+      }
+      for (int64_t r = r_begin; r < r_end; ++r) {
+        const int64_t oh = oh0 + r;
+        if (nchw) {
+          const float* buf = row_buf + (r - r_begin) * p.out_w * kNR;
+          for (int kk = 0; kk < kvalid; ++kk) {
+            float* yr = y + n * call.y_stride.n + (k0 + kk) * call.y_stride.c + oh * call.y_stride.h;
+            for (int64_t o = 0; o < p.out_w; ++o) yr[o] = buf[o * kNR + kk];
+            if (!simple_act) activate_row(yr, p.out_w, p.activation);
+          }
+        } else if (!simple_act) {
+          float* out_row = y + n * call.y_stride.n + oh * call.y_stride.h + k0;
+          for (int64_t o = 0; o < p.out_w; ++o) activate_row(out_row + o * call.y_stride.w, kvalid, p.activation);
+        }
       }
     }
     return;
@@ -452,7 +520,8 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
 }
 
 int64_t items_per_block(const EnginePlan& d, int64_t rows) {
-  return d.k_units * ((d.orientation == Orientation::PixelVec && d.flat) ? 1 : rows);
+  if (d.orientation == Orientation::ChannelVec) return d.k_units * ceil_div(rows, d.rows_per_item);
+  return d.k_units * (d.flat ? 1 : rows);
 }
 
 void run_engine(const ConvCall& call, Orientation orientation) {
@@ -469,10 +538,10 @@ void run_engine(const ConvCall& call, Orientation orientation) {
           i * p.dilation_h * d.row_pitch + (col % p.stride_w) * d.phase_w + col / p.stride_w;
     }
   const int tile_copies = d.private_tiles ? threads : 1;
-  std::vector<float> tiles(size_t(d.tile_elems * tile_copies));
   // ChannelVec into NCHW: one output row of one k block, [ow][kNR], per thread.
-  const int64_t row_buf_elems = (nchw && orientation == Orientation::ChannelVec) ? p.out_w * kNR : 0;
-  std::vector<float> row_bufs(size_t(row_buf_elems * threads));
+  const int64_t row_buf_elems = (nchw && orientation == Orientation::ChannelVec) ? d.rows_per_item * p.out_w * kNR : 0;
+  float* tiles = scratch_floats(size_t(d.tile_elems * tile_copies + row_buf_elems * threads));
+  float* row_bufs = tiles + d.tile_elems * tile_copies;
   const float* x = static_cast<const float*>(call.x);
 
   auto tile_for = [&](int64_t n, int64_t g, int64_t oh0, float* own) -> const float* {
@@ -483,9 +552,9 @@ void run_engine(const ConvCall& call, Orientation orientation) {
 #pragma omp parallel num_threads(threads)
   {
     DenormalGuard denormals;
-    float* row_buf = row_bufs.data() + row_buf_elems * thread_id();
+    float* row_buf = row_bufs + row_buf_elems * thread_id();
     if (d.private_tiles) {
-      float* own = tiles.data() + d.tile_elems * thread_id();
+      float* own = tiles + d.tile_elems * thread_id();
 #pragma omp for schedule(static)
       for (int64_t unit = 0; unit < p.batch * p.groups * d.row_blocks; ++unit) {
         const int64_t rb = unit % d.row_blocks, g = (unit / d.row_blocks) % p.groups;
@@ -508,10 +577,10 @@ void run_engine(const ConvCall& call, Orientation orientation) {
               for (int64_t unit = 0; unit < tile_rows_for(p, rows) * chunks; ++unit) {
                 const int64_t c_begin = (unit % chunks) * kFillChannels;
                 fill_tile_unit(call, d, n, g * d.group_in, oh0 * p.stride_h, unit / chunks, c_begin,
-                               std::min(d.group_in, c_begin + kFillChannels), tiles.data());
+                               std::min(d.group_in, c_begin + kFillChannels), tiles);
               }
             }
-            const float* tile = tile_for(n, g, oh0, tiles.data());
+            const float* tile = tile_for(n, g, oh0, tiles);
             const int64_t items = items_per_block(d, rows);
             // Contiguous ranges per thread keep each thread on the same weights.
             const int nth = team_size(), me = thread_id();
@@ -533,17 +602,19 @@ bool channelvec_accepts(const Conv2dProblem& p) {
 }
 
 bool pixelvec_accepts(const Conv2dProblem& p) {
-  const int64_t go = p.out_channels / p.groups;
+  const int64_t go = p.out_channels / p.groups, gi = p.in_channels / p.groups;
   if (p.dtype != DType::Float32 || p.layout != Layout::NCHW) return false;
-  // Few output channels per group (depthwise, grouped, single maps), a plane that is one
-  // long run of pixels (1x1), or rows wide enough to fill the vectors.
-  return 2 * go < kNR || is_flat(p) || p.out_w >= 3 * kVL;
+  // Where channel blocks would be mostly empty (depthwise, grouped, single maps), where the
+  // reduction is too short to hide the NCHW transpose of channel blocks (first layers with
+  // C = 1 or 3), or a 1x1 whose plane is one long run of pixels and whose inputs are few.
+  return 2 * go < kNR || gi < 8 || (is_flat(p) && gi <= 64);
 }
 
 size_t engine_workspace(const Conv2dProblem& p, int threads, Orientation o) {
   const EnginePlan d = make_plan(p, o, threads);
   const int64_t tiles = d.tile_elems * (d.private_tiles ? threads : 1);
-  const int64_t row_buf = (p.layout == Layout::NCHW && o == Orientation::ChannelVec) ? p.out_w * kNR * threads : 0;
+  const int64_t row_buf =
+      (p.layout == Layout::NCHW && o == Orientation::ChannelVec) ? d.rows_per_item * p.out_w * kNR * threads : 0;
   return size_t(tiles + row_buf) * sizeof(float) + size_t(d.taps) * sizeof(int64_t);
 }
 size_t channelvec_workspace(const Conv2dProblem& p, int threads) {

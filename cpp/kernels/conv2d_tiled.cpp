@@ -89,13 +89,14 @@ void run_tiled(const ConvCall& call) {
   const int64_t taps = KH * KW;
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(call.num_threads, t.items)));
 
-  std::vector<T> tiles(size_t(t.tile_elems) * threads), accs(size_t(t.acc_elems) * threads);
+  T* tiles = reinterpret_cast<T*>(scratch_floats(size_t(t.tile_elems + t.acc_elems) * threads * sizeof(T) / sizeof(float)));
+  T* accs = tiles + t.tile_elems * threads;
 
 #pragma omp parallel num_threads(threads)
   {
     DenormalGuard denormals;
-    T* tile = tiles.data() + size_t(t.tile_elems) * thread_id();
-    T* acc = accs.data() + size_t(t.acc_elems) * thread_id();
+    T* tile = tiles + t.tile_elems * thread_id();
+    T* acc = accs + t.acc_elems * thread_id();
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < t.items; ++item) {
       int64_t rest = item;

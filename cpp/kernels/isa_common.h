@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 
 #include "conv_problem.h"
 
@@ -95,6 +97,28 @@ static inline int team_size() {
 #else
   return 1;
 #endif
+}
+
+// Scratch memory reused across calls from the same calling thread: a fresh, zero-filled
+// allocation per call costs page faults that can exceed the arithmetic of a small layer.
+// Grows to the largest request and is never shrunk; its contents are not initialised.
+static inline float* scratch_floats(size_t count) {
+  struct Buffer {
+    float* data = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffer;
+  if (count > buffer.size) {
+    std::free(buffer.data);
+    buffer.data = nullptr;
+    buffer.size = 0;
+    const size_t bytes = ((count * sizeof(float) + 63) / 64) * 64;
+    buffer.data = static_cast<float*>(std::aligned_alloc(64, bytes));
+    if (!buffer.data) throw std::bad_alloc();
+    buffer.size = count;
+  }
+  return buffer.data;
 }
 
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

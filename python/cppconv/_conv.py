@@ -348,6 +348,10 @@ class Conv2d:
     def __call__(self, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
         return _run(self._spec, x, self.weight, self.bias, out, plans=self._plans)
 
+    def _call_with_algorithm(self, algorithm: str, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """The layer through a named algorithm (see ``_native.conv_algorithms()``): tests, benchmarks."""
+        return _run(self._spec, x, self.weight, self.bias, out, plans=self._plans, algorithm=algorithm)
+
     def explain(self, x_shape: Tuple[int, ...], dtype: Any = np.float32) -> Dict[str, Any]:
         """What a call on an input of this shape would do (see :func:`cppconv.explain`)."""
         result = np.result_type(np.dtype(dtype), self.weight.dtype)
