@@ -125,6 +125,10 @@ struct EnginePlan {
   int64_t group_in, group_out, taps;
   bool direct_input;   // read x in place
   bool flat;           // 1x1, stride 1, no padding, NCHW: a plane is one run of pixels
+  // PixelVec, stride 1, own tiles: the tile is channel-major [c][row][q] and the microkernels
+  // run over whole padded rows, so a row block is one run of pixels (the phase_w - out_w
+  // columns past each row's end are computed and dropped): no per-row overhead.
+  bool wide;
   int64_t phase_w;     // q entries per stride phase
   int64_t chan_pitch;  // from one channel to the next
   int64_t row_pitch;   // from one tile row to the next
@@ -181,6 +185,11 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
   // Enough independent (n, g, row block) units for every thread to own several: no barriers,
   // no shared tile.  Otherwise the team fills each tile together and splits its outputs.
   d.private_tiles = threads == 1 || p.batch * p.groups * d.row_blocks >= 4 * threads;
+  d.wide = o == Orientation::PixelVec && !d.direct_input && d.private_tiles && p.stride_h == 1 && p.stride_w == 1;
+  if (d.wide) {
+    d.row_pitch = d.phase_w;
+    d.chan_pitch = tile_rows_for(p, d.rows_per_block) * d.phase_w;
+  }
   d.k_units = o == Orientation::ChannelVec ? ceil_div(d.group_out, kNR) : ceil_div(d.group_out, kMKMax);
   d.pixels_per_row = d.flat ? p.out_h * p.out_w : p.out_w;
   // A slice's weights (taps x channels x kNR floats) stay within ~256 KiB of L2, reused by
@@ -380,7 +389,8 @@ void fill_tile_unit(const ConvCall& call, const EnginePlan& d, int64_t n, int64_
   const int64_t src_row = call.row_src[row0 + r];
   float* dst = tile + r * d.row_pitch;
   if (src_row < 0) {
-    std::memset(dst + c_begin * d.chan_pitch, 0, sizeof(float) * (c_end - c_begin) * d.chan_pitch);
+    for (int64_t c = c_begin; c < c_end; ++c)
+      std::memset(dst + c * d.chan_pitch, 0, sizeof(float) * p.stride_w * d.phase_w);
     return;
   }
   const float* xr = static_cast<const float*>(call.x) + n * call.x_stride.n + src_row * call.x_stride.h +
@@ -495,8 +505,9 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     }
     return;
   }
-  // PixelVec: items are (k chunk, row, pixel block).
-  const int64_t run_rows = d.flat ? 1 : rows;
+  // PixelVec: items are (k chunk, row), or k chunks alone when a plane or block is one run.
+  const int64_t run_rows = (d.flat || d.wide) ? 1 : rows;
+  const int64_t run_pixels = d.wide ? (rows - 1) * d.phase_w + p.out_w : d.pixels_per_row;
   for (int64_t item = item_begin; item < item_end; ++item) {
     const int64_t u = item / run_rows, r = item % run_rows;
     const Chunk ch = k_chunk(d, u);
@@ -507,21 +518,39 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     const float* bk = bias ? bias + k0 : nullptr;
     const float* xrow = tile + r * p.stride_h * d.row_pitch;
     float* yrow = y + n * call.y_stride.n + k0 * call.y_stride.c + (oh0 + r) * call.y_stride.h;
-    for (int64_t px = 0; px < d.pixels_per_row; px += block_pixels) {
-      const int64_t count = std::min(block_pixels, d.pixels_per_row - px);
+    // Wide runs land in the thread's buffer [mk][rows][phase_w]; then the valid columns move to y.
+    float* out = d.wide ? row_buf : yrow;
+    const int64_t out_chan_stride = d.wide ? d.rows_per_block * d.phase_w : call.y_stride.c;
+    for (int64_t px = 0; px < run_pixels; px += block_pixels) {
+      const int64_t count = std::min(block_pixels, run_pixels - px);
       const int64_t nv = ceil_div(count, kVL);
       const int last_valid = int(count - (nv - 1) * kVL);
       kPixelVec[size_t(mk - 1)][size_t(nv - 1)](xrow + px, tap_off, d.taps, d.group_in, d.chan_pitch, wk, bk,
-                                                last_valid, p.activation, yrow + px, call.y_stride.c);
+                                                last_valid, p.activation, out + px, out_chan_stride);
     }
-    if (!simple_act)
+    if (d.wide) {
+      for (int64_t kk = 0; kk < mk; ++kk)
+        for (int64_t rr = 0; rr < rows; ++rr) {
+          float* yr = yrow + kk * call.y_stride.c + rr * call.y_stride.h;
+          std::memcpy(yr, out + kk * out_chan_stride + rr * d.phase_w, sizeof(float) * p.out_w);
+          if (!simple_act) activate_row(yr, p.out_w, p.activation);
+        }
+    } else if (!simple_act) {
       for (int64_t kk = 0; kk < mk; ++kk) activate_row(yrow + kk * call.y_stride.c, d.pixels_per_row, p.activation);
+    }
   }
+}
+
+// Per-thread output buffer: NCHW ChannelVec rows [row][ow][kNR], or a wide PixelVec run.
+int64_t row_buffer_elems(const Conv2dProblem& p, const EnginePlan& d) {
+  if (d.wide) return kMKMax * d.rows_per_block * d.phase_w;
+  if (d.orientation == Orientation::ChannelVec && p.layout == Layout::NCHW) return d.rows_per_item * p.out_w * kNR;
+  return 0;
 }
 
 int64_t items_per_block(const EnginePlan& d, int64_t rows) {
   if (d.orientation == Orientation::ChannelVec) return d.k_units * ceil_div(rows, d.rows_per_item);
-  return d.k_units * (d.flat ? 1 : rows);
+  return d.k_units * ((d.flat || d.wide) ? 1 : rows);
 }
 
 void run_engine(const ConvCall& call, Orientation orientation) {
@@ -538,8 +567,8 @@ void run_engine(const ConvCall& call, Orientation orientation) {
           i * p.dilation_h * d.row_pitch + (col % p.stride_w) * d.phase_w + col / p.stride_w;
     }
   const int tile_copies = d.private_tiles ? threads : 1;
-  // ChannelVec into NCHW: one output row of one k block, [ow][kNR], per thread.
-  const int64_t row_buf_elems = (nchw && orientation == Orientation::ChannelVec) ? d.rows_per_item * p.out_w * kNR : 0;
+  // Per-thread output buffers (see row_buffer_elems).
+  const int64_t row_buf_elems = row_buffer_elems(p, d);
   float* tiles = scratch_floats(size_t(d.tile_elems * tile_copies + row_buf_elems * threads));
   float* row_bufs = tiles + d.tile_elems * tile_copies;
   const float* x = static_cast<const float*>(call.x);
@@ -613,8 +642,7 @@ bool pixelvec_accepts(const Conv2dProblem& p) {
 size_t engine_workspace(const Conv2dProblem& p, int threads, Orientation o) {
   const EnginePlan d = make_plan(p, o, threads);
   const int64_t tiles = d.tile_elems * (d.private_tiles ? threads : 1);
-  const int64_t row_buf =
-      (p.layout == Layout::NCHW && o == Orientation::ChannelVec) ? d.rows_per_item * p.out_w * kNR * threads : 0;
+  const int64_t row_buf = row_buffer_elems(p, d) * threads;
   return size_t(tiles + row_buf) * sizeof(float) + size_t(d.taps) * sizeof(int64_t);
 }
 size_t channelvec_workspace(const Conv2dProblem& p, int threads) {
