@@ -151,6 +151,64 @@ py::dict describe(const Conv2dPlan& plan, const Conv2dProblem& p) {
 
 }  // namespace
 
+// conv2d's fast path for the common call (C-contiguous float32/float64 arrays of one dtype, a
+// new output): the whole call in one native step, for small inputs where Python-level
+// argument handling would cost more than the convolution.  Returns None whenever anything is
+// unusual or wrong, and the Python layer then takes its full path (and raises its errors).
+py::object conv2d_simple(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj, int64_t sh,
+                         int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups, int pad_mode,
+                         int layout, int activation) {
+  if (!py::isinstance<py::array>(x_obj) || !py::isinstance<py::array>(w_obj)) return py::none();
+  const auto x = py::reinterpret_borrow<py::array>(x_obj);
+  const auto w = py::reinterpret_borrow<py::array>(w_obj);
+  const int xd = int(x.ndim()), wd = int(w.ndim());
+  const bool image = xd == 2 && wd == 2;
+  if (!image && !((xd == 3 || xd == 4) && wd == 4)) return py::none();
+  if (!(x.flags() & py::array::c_style) || !(w.flags() & py::array::c_style)) return py::none();
+  DType dt;
+  if (x.dtype().equal(py::dtype::of<float>())) dt = DType::Float32;
+  else if (x.dtype().equal(py::dtype::of<double>())) dt = DType::Float64;
+  else return py::none();
+  if (!w.dtype().equal(x.dtype())) return py::none();
+  const void* bias = nullptr;
+  if (!b_obj.is_none()) {
+    if (!py::isinstance<py::array>(b_obj)) return py::none();
+    const auto b = py::reinterpret_borrow<py::array>(b_obj);
+    if (!b.dtype().equal(x.dtype()) || b.ndim() != 1 || !(b.flags() & py::array::c_style) ||
+        (wd == 4 && b.shape(0) != w.shape(0)) || (wd == 2 && b.shape(0) != 1))
+      return py::none();
+    bias = b.data();
+  }
+  const bool nhwc = layout == 1;
+  Shape4 xs;
+  if (image) xs = nhwc ? Shape4{1, x.shape(0), x.shape(1), 1} : Shape4{1, 1, x.shape(0), x.shape(1)};
+  else if (xd == 3) xs = {1, x.shape(0), x.shape(1), x.shape(2)};
+  else xs = shape4(x);
+  const Shape4 ws = image ? Shape4{1, 1, w.shape(0), w.shape(1)} : shape4(w);
+  if (groups < 1 || ws[1] * groups != xs[nhwc ? 3 : 1] || ws[0] % groups != 0) return py::none();
+  Conv2dProblem p;
+  try {
+    p = make_problem(dt, xs, nullptr, ws[0], ws[1], ws[2], ws[3], sh, sw, dh, dw, ph, ph, pw, pw, groups, pad_mode,
+                     layout, activation);
+  } catch (const std::exception&) {
+    return py::none();
+  }
+  std::vector<py::ssize_t> shape;
+  if (image) shape = {p.out_h, p.out_w};
+  else if (nhwc) shape = {p.batch, p.out_h, p.out_w, p.out_channels};
+  else shape = {p.batch, p.out_channels, p.out_h, p.out_w};
+  if (xd == 3) shape.erase(shape.begin());
+  py::array out(x.dtype(), shape);
+  Conv2dPlan plan(dt, w.data(), bias, ws[0], ws[1], ws[2], ws[3], /*copy=*/false);
+  const void* xp = x.data();
+  void* yp = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    plan.run(p, xp, yp);
+  }
+  return std::move(out);
+}
+
 PYBIND11_MODULE(_native, m) {
   m.doc() = "cppconv's native core (internal: use the cppconv package)";
   m.attr("__version__") = CPPCONV_VERSION;
@@ -213,6 +271,7 @@ PYBIND11_MODULE(_native, m) {
       py::arg("pad_left"), py::arg("pad_right"), py::arg("groups"), py::arg("padding_mode"), py::arg("layout"),
       py::arg("activation"));
 
+  m.def("conv2d_simple", &conv2d_simple, "conv2d's one-step fast path (internal); None when it does not apply.");
   m.def("set_num_threads", &cppconv::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &cppconv::get_num_threads);
   m.def("available_isas", &available_isas, "ISAs compiled in that this CPU can run, weakest first.");

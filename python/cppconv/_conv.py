@@ -251,8 +251,38 @@ def conv2d(
     >>> cppconv.conv2d(image, np.ones((3, 3), np.float32)).shape
     (3, 3)
     """
+    if out is None:
+        y = _simple_call(x, weight, bias, stride, padding, dilation, groups, padding_mode, layout, activation)
+        if y is not None:
+            return y
     spec = _ConvSpec(stride, padding, dilation, groups, padding_mode, layout, activation)
     return _run(spec, x, weight, bias, out)
+
+
+def _simple_call(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any, groups: Any,
+                 padding_mode: Any, layout: Any, activation: Any) -> Optional[np.ndarray]:
+    """The common call in one native step (a per-call cost of ~2 us instead of ~8 us).
+
+    Only plain ints for the sizes, known words, and arrays the kernels can read in place;
+    anything else (and every error) goes through the full path.
+    """
+    if stride.__class__ is not int or dilation.__class__ is not int or groups.__class__ is not int:
+        return None
+    if padding.__class__ is int:
+        ph = pw = padding
+    elif padding == "valid":
+        ph = pw = 0
+    else:
+        return None
+    mode = _args.PADDING_MODES.get(padding_mode) if padding_mode.__class__ is str else None
+    code = _args.LAYOUTS.get(layout) if layout.__class__ is str else None
+    act = _args.ACTIVATIONS.get(activation) if activation is None or activation.__class__ is str else None
+    if mode is None or code is None or act is None:
+        return None
+    y: Optional[np.ndarray] = _native.conv2d_simple(
+        x, weight, bias, stride, stride, ph, pw, dilation, dilation, groups, mode, code, act
+    )
+    return y
 
 
 def _conv2d_with_algorithm(algorithm: str, x: Any, weight: Any, bias: Any = None, **kwargs: Any) -> np.ndarray:
