@@ -380,55 +380,79 @@ constexpr std::array<std::array<MicrokernelFn, kNVMax>, kMKMax> pixelvec_table(s
 // kPixelVec[mk - 1][nv - 1]; nv is at most nv_cap(mk).
 constexpr auto kPixelVec = pixelvec_table(std::make_integer_sequence<int, kMKMax>{});
 
-// Copies tile row r, channels [c_begin, c_end) of the group starting at channel c0.  Columns
-// inside the input are copied directly (a memcpy per channel for NCHW with stride 1); only the
-// padding columns go through the padding map.
-void fill_tile_unit(const ConvCall& call, const EnginePlan& d, int64_t n, int64_t c0, int64_t row0, int64_t r,
-                    int64_t c_begin, int64_t c_end, float* tile) {
+// Where each tile column comes from, worked out once per call: per stride phase the interior
+// run [q_lo, q_hi) copies source columns first, first + stride_w, ...; the few padding columns
+// are listed with their source column (or -1 for a zero).
+struct ColumnPlan {
+  struct Phase {
+    int64_t q_lo, q_hi, first;
+  };
+  struct Edge {
+    int64_t offset, src;  // offset in the tile row (phase * phase_w + q)
+  };
+  std::vector<Phase> phases;
+  std::vector<Edge> edges;
+};
+
+ColumnPlan plan_columns(const ConvCall& call, const EnginePlan& d) {
+  const Conv2dProblem& p = call.p;
+  const int64_t sw = p.stride_w, cols = p.in_w + p.pad_left + p.pad_right;
+  ColumnPlan plan;
+  for (int64_t ph = 0; ph < sw; ++ph) {
+    const int64_t q_lo = std::min(d.phase_w, std::max<int64_t>(0, ceil_div(p.pad_left - ph, sw)));
+    const int64_t q_hi = std::max(q_lo, std::min(d.phase_w, ceil_div(p.pad_left + p.in_w - ph, sw)));
+    plan.phases.push_back({q_lo, q_hi, q_lo * sw + ph - p.pad_left});
+    for (int64_t q = 0; q < d.phase_w; ++q) {
+      if (q >= q_lo && q < q_hi) continue;
+      const int64_t col = q * sw + ph;
+      plan.edges.push_back({ph * d.phase_w + q, col < cols ? call.col_src[col] : -1});
+    }
+  }
+  return plan;
+}
+
+// Copies tile row r, channels [c_begin, c_end) of the group starting at channel c0.
+void fill_tile_unit(const ConvCall& call, const EnginePlan& d, const ColumnPlan& columns, int64_t n, int64_t c0,
+                    int64_t row0, int64_t r, int64_t c_begin, int64_t c_end, float* tile) {
   const Conv2dProblem& p = call.p;
   const int64_t src_row = call.row_src[row0 + r];
   float* dst = tile + r * d.row_pitch;
+  const int64_t row_floats = p.stride_w * d.phase_w;
   if (src_row < 0) {
-    for (int64_t c = c_begin; c < c_end; ++c)
-      std::memset(dst + c * d.chan_pitch, 0, sizeof(float) * p.stride_w * d.phase_w);
+    for (int64_t c = c_begin; c < c_end; ++c) std::memset(dst + c * d.chan_pitch, 0, sizeof(float) * row_floats);
     return;
   }
   const float* xr = static_cast<const float*>(call.x) + n * call.x_stride.n + src_row * call.x_stride.h +
                     c0 * call.x_stride.c;
-  const int64_t sw = p.stride_w, cols = p.in_w + p.pad_left + p.pad_right;
-  const int64_t xs_c = call.x_stride.c, xs_w = call.x_stride.w;
-  for (int64_t ph = 0; ph < sw; ++ph) {
-    float* dph = dst + ph * d.phase_w;
-    // Interior: pad_left <= q * sw + ph < pad_left + in_w.
-    const int64_t q_lo = std::min(d.phase_w, std::max<int64_t>(0, ceil_div(p.pad_left - ph, sw)));
-    const int64_t q_hi = std::max(q_lo, std::min(d.phase_w, ceil_div(p.pad_left + p.in_w - ph, sw)));
-    auto edge = [&](int64_t q) {
-      const int64_t col = q * sw + ph;
-      const int64_t src = col < cols ? call.col_src[col] : -1;
-      if (src < 0) {
-        for (int64_t c = c_begin; c < c_end; ++c) dph[c * d.chan_pitch + q] = 0.0f;
-      } else {
-        for (int64_t c = c_begin; c < c_end; ++c) dph[c * d.chan_pitch + q] = xr[src * xs_w + c * xs_c];
-      }
-    };
-    for (int64_t q = 0; q < q_lo; ++q) edge(q);
-    for (int64_t q = q_hi; q < d.phase_w; ++q) edge(q);
-    const int64_t first = q_lo * sw + ph - p.pad_left;  // source column of q_lo
-    if (xs_w == 1) {
-      for (int64_t c = c_begin; c < c_end; ++c) {
-        const float* src = xr + c * xs_c + first;
-        float* out = dph + c * d.chan_pitch;
+  const int64_t sw = p.stride_w, xs_c = call.x_stride.c, xs_w = call.x_stride.w;
+  if (xs_w == 1) {  // NCHW: per channel, contiguous source rows
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      const float* src = xr + c * xs_c;
+      float* out = dst + c * d.chan_pitch;
+      for (const ColumnPlan::Edge& e : columns.edges) out[e.offset] = e.src < 0 ? 0.0f : src[e.src];
+      for (int64_t ph = 0; ph < sw; ++ph) {
+        const ColumnPlan::Phase& f = columns.phases[size_t(ph)];
+        float* o = out + ph * d.phase_w;
         if (sw == 1) {
-          std::memcpy(out + q_lo, src, sizeof(float) * (q_hi - q_lo));
+          std::memcpy(o + f.q_lo, src + f.first, sizeof(float) * (f.q_hi - f.q_lo));
         } else {
-          for (int64_t q = q_lo; q < q_hi; ++q) out[q] = src[(q - q_lo) * sw];
+          for (int64_t q = f.q_lo; q < f.q_hi; ++q) o[q] = src[f.first + (q - f.q_lo) * sw];
         }
       }
-    } else {
-      for (int64_t q = q_lo; q < q_hi; ++q) {
-        const float* src = xr + (first + (q - q_lo) * sw) * xs_w;
-        for (int64_t c = c_begin; c < c_end; ++c) dph[c * d.chan_pitch + q] = src[c * xs_c];
-      }
+    }
+    return;
+  }
+  // NHWC: per column, contiguous source channels
+  for (const ColumnPlan::Edge& e : columns.edges) {
+    const float* src = xr + e.src * xs_w;
+    for (int64_t c = c_begin; c < c_end; ++c) dst[c * d.chan_pitch + e.offset] = e.src < 0 ? 0.0f : src[c * xs_c];
+  }
+  for (int64_t ph = 0; ph < sw; ++ph) {
+    const ColumnPlan::Phase& f = columns.phases[size_t(ph)];
+    for (int64_t q = f.q_lo; q < f.q_hi; ++q) {
+      const float* src = xr + (f.first + (q - f.q_lo) * sw) * xs_w;
+      float* o = dst + ph * d.phase_w + q;
+      for (int64_t c = c_begin; c < c_end; ++c) o[c * d.chan_pitch] = src[c * xs_c];
     }
   }
 }
@@ -566,6 +590,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
       tap_off[size_t(i * p.kernel_w + j)] =
           i * p.dilation_h * d.row_pitch + (col % p.stride_w) * d.phase_w + col / p.stride_w;
     }
+  const ColumnPlan columns = plan_columns(call, d);
   const int tile_copies = d.private_tiles ? threads : 1;
   // Per-thread output buffers (see row_buffer_elems).
   const int64_t row_buf_elems = row_buffer_elems(p, d);
@@ -591,7 +616,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
         const int64_t oh0 = rb * d.rows_per_block, rows = std::min(d.rows_per_block, p.out_h - oh0);
         if (!d.direct_input)
           for (int64_t r = 0; r < tile_rows_for(p, rows); ++r)
-            fill_tile_unit(call, d, n, g * d.group_in, oh0 * p.stride_h, r, 0, d.group_in, own);
+            fill_tile_unit(call, d, columns, n, g * d.group_in, oh0 * p.stride_h, r, 0, d.group_in, own);
         compute_items(call, d, tap_off.data(), n, g, oh0, rows, tile_for(n, g, oh0, own), 0,
                       items_per_block(d, rows), row_buf);
       }
@@ -605,7 +630,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
 #pragma omp for schedule(static)
               for (int64_t unit = 0; unit < tile_rows_for(p, rows) * chunks; ++unit) {
                 const int64_t c_begin = (unit % chunks) * kFillChannels;
-                fill_tile_unit(call, d, n, g * d.group_in, oh0 * p.stride_h, unit / chunks, c_begin,
+                fill_tile_unit(call, d, columns, n, g * d.group_in, oh0 * p.stride_h, unit / chunks, c_begin,
                                std::min(d.group_in, c_begin + kFillChannels), tiles);
               }
             }
