@@ -256,12 +256,12 @@ PYBIND11_MODULE(_native, m) {
       "explain",
       [](char dtype, const Shape4& x_shape, const Shape4& weight_shape, bool has_bias, int64_t sh, int64_t sw,
          int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups, int pad_mode,
-         int layout, int activation) {
+         int layout, int activation, bool layer) {
         if (dtype != 'f' && dtype != 'd') throw py::type_error("explain: dtype must be 'f' or 'd'");
         // choose() looks at shapes only, so a plan without weights is enough here.
         static const float no_bias = 0;
         const Conv2dPlan plan(dtype == 'f' ? DType::Float32 : DType::Float64, nullptr, has_bias ? &no_bias : nullptr,
-                              weight_shape[0], weight_shape[1], weight_shape[2], weight_shape[3], false);
+                              weight_shape[0], weight_shape[1], weight_shape[2], weight_shape[3], false, layer);
         return describe(plan, make_problem(plan.dtype(), x_shape, nullptr, plan.out_channels(),
                                            plan.group_in_channels(), plan.kernel_h(), plan.kernel_w(), sh, sw, dh,
                                            dw, pt, pb, pl, pr, groups, pad_mode, layout, activation));
@@ -269,7 +269,7 @@ PYBIND11_MODULE(_native, m) {
       py::arg("dtype"), py::arg("x_shape"), py::arg("weight_shape"), py::arg("has_bias"), py::arg("stride_h"),
       py::arg("stride_w"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"),
       py::arg("pad_left"), py::arg("pad_right"), py::arg("groups"), py::arg("padding_mode"), py::arg("layout"),
-      py::arg("activation"));
+      py::arg("activation"), py::arg("layer") = false);
 
   m.def("conv2d_simple", &conv2d_simple, "conv2d's one-step fast path (internal); None when it does not apply.");
   m.def("set_num_threads", &cppconv::set_num_threads, py::arg("n"));

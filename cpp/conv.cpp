@@ -112,8 +112,12 @@ const ConvAlgorithm* find_conv_algorithm(const std::string& name) {
 
 Conv2dPlan::Conv2dPlan(DType dtype, const void* weight, const void* bias, int64_t out_channels,
                        int64_t group_in_channels, int64_t kernel_h, int64_t kernel_w, bool copy)
+    : Conv2dPlan(dtype, weight, bias, out_channels, group_in_channels, kernel_h, kernel_w, copy, copy) {}
+
+Conv2dPlan::Conv2dPlan(DType dtype, const void* weight, const void* bias, int64_t out_channels,
+                       int64_t group_in_channels, int64_t kernel_h, int64_t kernel_w, bool copy, bool reused)
     : dtype_(dtype), out_channels_(out_channels), group_in_(group_in_channels),
-      kernel_h_(kernel_h), kernel_w_(kernel_w), weight_(weight), bias_(bias) {
+      kernel_h_(kernel_h), kernel_w_(kernel_w), weight_(weight), bias_(bias), weights_reused_(reused) {
   if (copy) {
     const size_t wbytes = size_t(out_channels * group_in_channels * kernel_h * kernel_w) * dtype_size(dtype);
     owned_weight_.assign(static_cast<const unsigned char*>(weight),
@@ -128,7 +132,9 @@ Conv2dPlan::Conv2dPlan(DType dtype, const void* weight, const void* bias, int64_
   }
 }
 
-ConvChoice Conv2dPlan::choose(const Conv2dProblem& p) const {
+ConvChoice Conv2dPlan::choose(const Conv2dProblem& problem) const {
+  Conv2dProblem p = problem;
+  p.weights_reused = weights_reused_;
   const KernelTable& table = active_table();
   const int threads = threads_for(p, get_num_threads());
   const ConvAlgorithm* chosen = &reference_for(p.dtype);
@@ -155,12 +161,14 @@ const void* Conv2dPlan::packed_for(const ConvAlgorithm& a, const Conv2dProblem& 
   return it->second.data();
 }
 
-void Conv2dPlan::run(const Conv2dProblem& p, const void* x, void* y, const ConvAlgorithm* forced) {
+void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const ConvAlgorithm* forced) {
+  Conv2dProblem p = problem;
+  p.weights_reused = weights_reused_;
   if (p.dtype != dtype_ || p.out_channels != out_channels_ || p.in_channels / p.groups != group_in_ ||
       p.kernel_h != kernel_h_ || p.kernel_w != kernel_w_)
     throw std::invalid_argument("conv2d problem does not match the plan's weights");
   if (p.batch == 0 || p.out_channels == 0) return;
-  ConvChoice choice = choose(p);
+  ConvChoice choice = choose(problem);
   if (forced) {
     if (forced->dtype != p.dtype || !forced->accepts(p))
       throw std::invalid_argument(std::string("algorithm ") + forced->name + " does not accept this problem");

@@ -42,10 +42,14 @@ struct ConvChoice {
 // use by an algorithm and then shared.
 class Conv2dPlan {
  public:
-  // weight: (K, C/groups, kh, kw) C-contiguous of `dtype`; bias: (K,) or nullptr.  With
-  // copy=false the plan borrows them for its own lifetime (one-shot conv2d calls).
+  // weight: (K, C/groups, kh, kw) C-contiguous of `dtype`; bias: (K,) or nullptr.  A layer's
+  // plan copies them (copy=true) and will reuse them over many calls; a one-shot conv2d call
+  // borrows them for the plan's lifetime.  `reused` tells the dispatcher which (see
+  // Conv2dProblem::weights_reused); it defaults to `copy`.
   Conv2dPlan(DType dtype, const void* weight, const void* bias, int64_t out_channels,
              int64_t group_in_channels, int64_t kernel_h, int64_t kernel_w, bool copy);
+  Conv2dPlan(DType dtype, const void* weight, const void* bias, int64_t out_channels,
+             int64_t group_in_channels, int64_t kernel_h, int64_t kernel_w, bool copy, bool reused);
 
   ConvChoice choose(const Conv2dProblem& p) const;
   // x and y in p.layout, C-contiguous.  `forced` (tests, benchmarks) runs that algorithm
@@ -67,6 +71,7 @@ class Conv2dPlan {
   std::vector<unsigned char> owned_weight_, owned_bias_;
   const void* weight_;
   const void* bias_;
+  bool weights_reused_;
   std::mutex pack_mutex_;
   // Packed weights per (algorithm, groups): a plan can meet several algorithms as input
   // sizes change, and each packs once.

@@ -25,6 +25,9 @@ struct Conv2dProblem {
   Layout layout = Layout::NCHW;  // of both input and output
   PadMode pad_mode = PadMode::Zeros;
   Activation activation = Activation::None;
+  // Whether these weights serve many calls (a layer) or this one call alone: an algorithm that
+  // repacks weights is only worth it where the packing pays for itself.
+  bool weights_reused = false;
 };
 
 // Element strides of a 4-D tensor, in logical (n, c, h, w) order whatever the memory layout.

@@ -185,7 +185,7 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
   // Enough independent (n, g, row block) units for every thread to own several: no barriers,
   // no shared tile.  Otherwise the team fills each tile together and splits its outputs.
   d.private_tiles = threads == 1 || p.batch * p.groups * d.row_blocks >= 4 * threads;
-  d.wide = o == Orientation::PixelVec && !d.direct_input && d.private_tiles && p.stride_h == 1 && p.stride_w == 1;
+  d.wide = o == Orientation::PixelVec && !d.direct_input && p.stride_h == 1 && p.stride_w == 1;
   if (d.wide) {
     d.row_pitch = d.phase_w;
     d.chan_pitch = tile_rows_for(p, d.rows_per_block) * d.phase_w;
@@ -230,28 +230,6 @@ void channelvec_pack(const Conv2dProblem& p, const void* weight, void* packed) {
             const int64_t k = kb * kNR + kk;
             *dst++ = k < go ? w[((g * go + k) * gi + c) * taps + t] : 0.0f;
           }
-}
-
-// PixelVec packing: the chunk of mk channels starting at output channel k is stored at
-// k * taps * C/groups as [tap][c][mk] (same size as the weights).
-size_t pixelvec_packed_bytes(const Conv2dProblem& p) {
-  return size_t(p.out_channels * (p.in_channels / p.groups) * p.kernel_h * p.kernel_w) * sizeof(float);
-}
-
-void pixelvec_pack(const Conv2dProblem& p, const void* weight, void* packed) {
-  const EnginePlan d = make_plan(p, Orientation::PixelVec, 1);
-  const float* w = static_cast<const float*>(weight);
-  float* dst = static_cast<float*>(packed);
-  for (int64_t g = 0; g < p.groups; ++g)
-    for (int64_t u = 0; u < d.k_units; ++u) {
-      const Chunk ch = k_chunk(d, u);
-      const int64_t k0 = g * d.group_out + ch.first;
-      float* out = dst + k0 * d.taps * d.group_in;
-      for (int64_t t = 0; t < d.taps; ++t)
-        for (int64_t c = 0; c < d.group_in; ++c)
-          for (int64_t kk = 0; kk < ch.size; ++kk)
-            out[(t * d.group_in + c) * ch.size + kk] = w[((k0 + kk) * d.group_in + c) * d.taps + t];
-    }
 }
 
 // ChannelVec microkernel: MR pixels x kNR channels, one input broadcast per pixel.
@@ -315,12 +293,14 @@ void channelvec_microkernel(const float* x, const int64_t* tap_off, int64_t taps
 
 // PixelVec microkernel: MK output channels x NV vectors of consecutive pixels, one weight
 // broadcast per channel.  The last vector holds last_valid pixels (masked loads and stores,
-// so nothing past the run is touched).
-//   w:   [tap][c][MK];  out: channel k's pixels at out + k * out_chan_stride
+// so nothing past the run is touched).  Broadcasts read the weights in their own (K, C, kh,
+// kw) layout, so this orientation packs nothing (a one-shot conv2d pays no repacking).
+//   w:   weight of (first channel, c = 0, tap 0); channel k's row at w + k * w_k_stride
+//   out: channel k's pixels at out + k * out_chan_stride
 template <int MK, int NV_>
 void pixelvec_microkernel(const float* x, const int64_t* tap_off, int64_t taps, int64_t channels,
-                          int64_t chan_pitch, const float* w, const float* bias, int last_valid, Activation act,
-                          float* out, int64_t out_chan_stride) {
+                          int64_t chan_pitch, const float* w, int64_t w_k_stride, const float* bias,
+                          int last_valid, Activation act, float* out, int64_t out_chan_stride) {
   constexpr int NV = NV_ < nv_cap(MK) ? NV_ : nv_cap(MK);
   Vec acc[MK][NV];
   #pragma GCC unroll 16
@@ -331,7 +311,7 @@ void pixelvec_microkernel(const float* x, const int64_t* tap_off, int64_t taps, 
   }
   for (int64_t t = 0; t < taps; ++t) {
     const float* xc = x + tap_off[t];
-    const float* wc = w + t * channels * MK;
+    const float* wc = w + t;
     for (int64_t c = 0; c < channels; ++c) {
       Vec xv[NV];
       #pragma GCC unroll 16
@@ -339,12 +319,12 @@ void pixelvec_microkernel(const float* x, const int64_t* tap_off, int64_t taps, 
       xv[NV - 1] = vload_partial(xc + (NV - 1) * kVL, last_valid);
 #pragma GCC unroll 8
       for (int k = 0; k < MK; ++k) {
-        const Vec wb = vbroadcast(wc + k);
+        const Vec wb = vbroadcast(wc + k * w_k_stride);
         #pragma GCC unroll 16
         for (int v = 0; v < NV; ++v) acc[k][v] = vfma(xv[v], wb, acc[k][v]);
       }
       xc += chan_pitch;
-      wc += MK;
+      wc += taps;
     }
   }
   #pragma GCC unroll 16
@@ -358,7 +338,7 @@ void pixelvec_microkernel(const float* x, const int64_t* tap_off, int64_t taps, 
 
 using ChannelVecFn = void (*)(const float*, const int64_t*, int64_t, int64_t, int64_t, int64_t, const float*,
                               const float*, int, bool, Activation, float*, int64_t);
-using MicrokernelFn = void (*)(const float*, const int64_t*, int64_t, int64_t, int64_t, const float*,
+using MicrokernelFn = void (*)(const float*, const int64_t*, int64_t, int64_t, int64_t, const float*, int64_t,
                                const float*, int, Activation, float*, int64_t);
 
 template <int... M>
@@ -538,7 +518,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     const int64_t k0 = g * d.group_out + ch.first;
     const int mk = int(ch.size);
     const int64_t block_pixels = int64_t(nv_cap(mk)) * kVL;
-    const float* wk = packed + k0 * d.taps * d.group_in;
+    const float* wk = static_cast<const float*>(call.weight) + k0 * d.taps * d.group_in;
     const float* bk = bias ? bias + k0 : nullptr;
     const float* xrow = tile + r * p.stride_h * d.row_pitch;
     float* yrow = y + n * call.y_stride.n + k0 * call.y_stride.c + (oh0 + r) * call.y_stride.h;
@@ -549,8 +529,9 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
       const int64_t count = std::min(block_pixels, run_pixels - px);
       const int64_t nv = ceil_div(count, kVL);
       const int last_valid = int(count - (nv - 1) * kVL);
-      kPixelVec[size_t(mk - 1)][size_t(nv - 1)](xrow + px, tap_off, d.taps, d.group_in, d.chan_pitch, wk, bk,
-                                                last_valid, p.activation, out + px, out_chan_stride);
+      kPixelVec[size_t(mk - 1)][size_t(nv - 1)](xrow + px, tap_off, d.taps, d.group_in, d.chan_pitch, wk,
+                                                d.taps * d.group_in, bk, last_valid, p.activation, out + px,
+                                                out_chan_stride);
     }
     if (d.wide) {
       for (int64_t kk = 0; kk < mk; ++kk)
@@ -649,19 +630,27 @@ void run_engine(const ConvCall& call, Orientation orientation) {
 void run_channelvec(const ConvCall& call) { run_engine(call, Orientation::ChannelVec); }
 void run_pixelvec(const ConvCall& call) { run_engine(call, Orientation::PixelVec); }
 
-bool channelvec_accepts(const Conv2dProblem& p) {
-  const int64_t go = p.out_channels / p.groups;
-  // Blocks of kNR output channels: worth it when a group fills at least half a block.
-  return p.dtype == DType::Float32 && 2 * go >= kNR;
+// ChannelVec first, PixelVec where it wins: few output channels per group (depthwise, grouped,
+// single maps: channel blocks would be mostly empty), first layers with C < 8 (the reduction
+// is too short to hide the NCHW transpose of channel blocks), 1x1 with few inputs (a plane is
+// one long run of pixels), and one-shot calls whose weights are used at so few pixels that
+// packing them would cost more than the convolution (PixelVec reads them unpacked).
+bool pixelvec_preferred(const Conv2dProblem& p) {
+  const int64_t go = p.out_channels / p.groups, gi = p.in_channels / p.groups;
+  if (p.layout != Layout::NCHW) return false;
+  const bool small_plane_one_shot = !p.weights_reused && p.batch * p.out_h * p.out_w < 100;
+  return 2 * go < kNR || gi < 8 || (is_flat(p) && gi <= 64) || small_plane_one_shot;
 }
 
+bool channelvec_accepts(const Conv2dProblem& p) {
+  const int64_t go = p.out_channels / p.groups;
+  return p.dtype == DType::Float32 && 2 * go >= kNR && !pixelvec_preferred(p);
+}
+
+size_t no_packing(const Conv2dProblem&) { return 0; }
+
 bool pixelvec_accepts(const Conv2dProblem& p) {
-  const int64_t go = p.out_channels / p.groups, gi = p.in_channels / p.groups;
-  if (p.dtype != DType::Float32 || p.layout != Layout::NCHW) return false;
-  // Where channel blocks would be mostly empty (depthwise, grouped, single maps), where the
-  // reduction is too short to hide the NCHW transpose of channel blocks (first layers with
-  // C = 1 or 3), or a 1x1 whose plane is one long run of pixels and whose inputs are few.
-  return 2 * go < kNR || gi < 8 || (is_flat(p) && gi <= 64);
+  return p.dtype == DType::Float32 && p.layout == Layout::NCHW;
 }
 
 size_t engine_workspace(const Conv2dProblem& p, int threads, Orientation o) {
@@ -689,8 +678,8 @@ size_t pixelvec_workspace(const Conv2dProblem& p, int threads) {
 #endif
 
 const ConvAlgorithm conv2d_pixelvec_f32 = {
-    "conv2d_pixelvec_f32__" CPPCONV_ISA_NAME CPPCONV_PIXELVEC_TILE, DType::Float32, pixelvec_accepts, pixelvec_packed_bytes,
-    pixelvec_pack, pixelvec_workspace, run_pixelvec};
+    "conv2d_pixelvec_f32__" CPPCONV_ISA_NAME CPPCONV_PIXELVEC_TILE, DType::Float32, pixelvec_accepts, no_packing,
+    nullptr, pixelvec_workspace, run_pixelvec};
 const ConvAlgorithm conv2d_channelvec_f32 = {
     "conv2d_channelvec_f32__" CPPCONV_ISA_NAME CPPCONV_CHANNELVEC_TILE, DType::Float32, channelvec_accepts, channelvec_packed_bytes,
     channelvec_pack, channelvec_workspace, run_channelvec};

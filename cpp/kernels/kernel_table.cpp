@@ -13,8 +13,8 @@ const ConvAlgorithm kConvAlgorithms[] = {
     conv2d_depthwise_nhwc_f32,
 #endif
 #ifdef CPPCONV_HAS_DIRECT_F32
-    conv2d_pixelvec_f32,
     conv2d_channelvec_f32,
+    conv2d_pixelvec_f32,
 #endif
     conv2d_tiled_f32,
     conv2d_tiled_f64,

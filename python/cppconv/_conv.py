@@ -310,10 +310,12 @@ def explain(x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: Any 
     bias = kwargs.pop("bias", False)
     if kwargs:
         raise TypeError(f"unexpected arguments {sorted(kwargs)}")
-    return _explain(spec, tuple(x_shape), tuple(weight_shape), np.dtype(dtype), bool(bias))
+    return _explain(spec, tuple(x_shape), tuple(weight_shape), np.dtype(dtype), bool(bias), layer=False)
 
 
-def _explain(spec: _ConvSpec, x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: np.dtype, bias: bool) -> Dict[str, Any]:
+def _explain(
+    spec: _ConvSpec, x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: np.dtype, bias: bool, layer: bool
+) -> Dict[str, Any]:
     compute = _args.compute_dtype(dtype)
     # Zero-strided stand-ins carry the shapes through the same validation as a real call.
     x = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), x_shape, (0,) * len(x_shape))
@@ -324,7 +326,7 @@ def _explain(spec: _ConvSpec, x_shape: Tuple[int, ...], weight_shape: Tuple[int,
     info = _native.explain(
         compute.char, tuple(geo.x4.shape), tuple(geo.w4.shape), bias,
         spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1],
-        top, bottom, left, right, spec.groups, spec.padding_mode, spec.layout, spec.activation,
+        top, bottom, left, right, spec.groups, spec.padding_mode, spec.layout, spec.activation, layer,
     )
     info["output_shape"] = geo.out_shape
     info["padding"] = geo.pads
@@ -385,7 +387,7 @@ class Conv2d:
     def explain(self, x_shape: Tuple[int, ...], dtype: Any = np.float32) -> Dict[str, Any]:
         """What a call on an input of this shape would do (see :func:`cppconv.explain`)."""
         result = np.result_type(np.dtype(dtype), self.weight.dtype)
-        return _explain(self._spec, tuple(x_shape), self.weight.shape, result, self.bias is not None)
+        return _explain(self._spec, tuple(x_shape), self.weight.shape, result, self.bias is not None, layer=True)
 
     def __repr__(self) -> str:
         s = self._spec
