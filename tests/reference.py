@@ -1,0 +1,147 @@
+"""A float64 NumPy reference for cppconv.conv2d, written to be obviously correct rather than fast.
+
+Everything here works on NCHW 4-D float64 arrays; the tests convert layouts and batch dimensions
+around it.  The convolution is a cross-correlation, as torch.nn.functional.conv2d computes it:
+
+    y[n, k, oh, ow] = bias[k] + sum_{c, i, j} w[k, c, i, j] * xpad[n, g*Cg + c, oh*sh + i*dh, ow*sw + j*dw]
+
+with g = k // (K // groups) and xpad the input padded with np.pad in the padding mode's NumPy name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# PyTorch padding_mode -> np.pad mode (the same padding, NumPy's name for it).
+NP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+ACTIVATIONS = [None, "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu"]
+PADDING_MODES = ["zeros", "reflect", "replicate", "circular"]
+
+
+def as_pair(v):
+    """int or (h, w) -> (h, w)."""
+    if isinstance(v, (tuple, list)):
+        assert len(v) == 2
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def same_padding(size, kernel, stride=1, dilation=1):
+    """(before, after) padding for padding='same': output size ceil(size / stride), total padding
+    max((O - 1) * S + D * (K - 1) + 1 - I, 0), the odd extra pixel after (bottom / right)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def resolve_padding(padding, in_hw, kernel_hw, stride=1, dilation=1):
+    """Any padding form conv2d accepts -> (top, bottom, left, right)."""
+    sh, sw = as_pair(stride)
+    dh, dw = as_pair(dilation)
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            top, bottom = same_padding(in_hw[0], kernel_hw[0], sh, dh)
+            left, right = same_padding(in_hw[1], kernel_hw[1], sw, dw)
+            return (top, bottom, left, right)
+        raise ValueError(padding)
+    if isinstance(padding, (tuple, list)):
+        a, b = padding
+        if isinstance(a, (tuple, list)):
+            return (int(a[0]), int(a[1]), int(b[0]), int(b[1]))
+        return (int(a), int(a), int(b), int(b))
+    p = int(padding)
+    return (p, p, p, p)
+
+
+def conv_output_size(input_size, kernel_size, stride=1, padding_total=0, dilation=1):
+    """floor((I + P_total - D * (K - 1) - 1) / S) + 1 (P_total = before + after)."""
+    return (input_size + padding_total - dilation * (kernel_size - 1) - 1) // stride + 1
+
+
+def activate(y, activation):
+    """The activation applied elementwise to float64 y (NaN stays NaN)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if activation is None:
+            return y
+        if activation == "relu":
+            return np.maximum(y, 0.0)
+        if activation == "relu6":
+            return np.minimum(np.maximum(y, 0.0), 6.0)
+        if activation == "leaky_relu":
+            return np.where(y < 0, 0.01 * y, y)
+        if activation == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-y))
+        if activation == "tanh":
+            return np.tanh(y)
+        if activation == "silu":
+            return y / (1.0 + np.exp(-y))
+    raise ValueError(activation)
+
+
+def conv2d_ref(x, w, b=None, stride=1, padding=(0, 0, 0, 0), dilation=1, groups=1,
+               padding_mode="zeros", activation=None):
+    """Reference conv2d on NCHW 4-D input.  padding is (top, bottom, left, right)."""
+    x = np.asarray(x).astype(np.float64)
+    w = np.asarray(w).astype(np.float64)
+    assert x.ndim == 4 and w.ndim == 4
+    N, C, H, W = x.shape
+    K, Cg, kh, kw = w.shape
+    assert C == Cg * groups and K % groups == 0, (x.shape, w.shape, groups)
+    Kg = K // groups
+    sh, sw = as_pair(stride)
+    dh, dw = as_pair(dilation)
+    top, bottom, left, right = padding
+
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode=NP_PAD_MODE[padding_mode])
+    Hp, Wp = xp.shape[2:]
+    OH = (Hp - dh * (kh - 1) - 1) // sh + 1
+    OW = (Wp - dw * (kw - 1) - 1) // sw + 1
+    assert OH >= 1 and OW >= 1
+
+    y = np.zeros((N, K, OH, OW), np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for g in range(groups):
+            xg = xp[:, g * Cg:(g + 1) * Cg]
+            wg = w[g * Kg:(g + 1) * Kg]
+            for i in range(kh):
+                for j in range(kw):
+                    r0, c0 = i * dh, j * dw
+                    # (N, Cg, OH, OW): the input pixel tap (i, j) meets at every output position.
+                    window = xg[:, :, r0:r0 + sh * (OH - 1) + 1:sh, c0:c0 + sw * (OW - 1) + 1:sw]
+                    assert window.shape == (N, Cg, OH, OW)
+                    y[:, g * Kg:(g + 1) * Kg] += np.einsum("nchw,kc->nkhw", window, wg[:, :, i, j],
+                                                           optimize=False)
+        if b is not None:
+            y += np.asarray(b).astype(np.float64)[None, :, None, None]
+    return activate(y, activation)
+
+
+def conv2d_abs_bound(x, w, b=None, stride=1, padding=(0, 0, 0, 0), dilation=1, groups=1,
+                     padding_mode="zeros", activation=None):
+    """sum |w| |x| + |bias| over each output's window: a bound on the size of every term that
+    enters the output, so a rounding-error tolerance scales with it.  Activations whose value can
+    exceed that bound (sigmoid and tanh, |f| <= 1) add 1."""
+    x = np.abs(np.asarray(x).astype(np.float64))
+    w = np.abs(np.asarray(w).astype(np.float64))
+    b = None if b is None else np.abs(np.asarray(b).astype(np.float64))
+    bound = conv2d_ref(x, w, b, stride, padding, dilation, groups, padding_mode, None)
+    if activation in ("sigmoid", "tanh"):
+        bound = bound + 1.0
+    return bound
+
+
+def float_type(dtype):
+    """The float dtype an input takes part in the result type with."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iub":
+        return np.dtype(np.float64)
+    assert dtype.kind == "f"
+    return dtype.newbyteorder("=")
+
+
+def expected_result_dtype(*arrays):
+    """numpy.result_type of the float inputs (integer and bool inputs count as float64)."""
+    return np.result_type(*[float_type(a.dtype) for a in arrays if a is not None])
