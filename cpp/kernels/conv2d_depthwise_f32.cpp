@@ -1,8 +1,12 @@
+// Depthwise convolution (groups == C == K), one kernel per layout.
+//
 // conv2d_depthwise_nhwc_f32: depthwise convolution (groups == C == K) on NHWC, vectorised
 // across channels.  Each output pixel reads its kh x kw input pixels straight from x (the
 // padding maps give the source row/column, or a zero), so nothing is copied: a depthwise layer
 // does too little arithmetic per input value for a tile copy to pay off.  Memory-bound; the
 // register block is kPixels output pixels x kVecs channel vectors.
+#include <array>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -44,6 +48,29 @@ static inline Vec vleaky(Vec v) {
   const Vec neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
   return _mm256_blendv_ps(v, _mm256_mul_ps(v, _mm256_set1_ps(0.01f)), neg);
 }
+#endif
+
+#if defined(__AVX512F__)
+// Lanes [lo, hi) of a vector; masked lanes are neither read nor written (no fault past an edge).
+using Mask = __mmask16;
+static inline Mask lane_mask(int64_t lo, int64_t hi) {
+  lo = std::max<int64_t>(lo, 0);
+  if (hi <= lo) return 0;
+  const unsigned top = hi >= kVL ? 0xffffu : ((1u << hi) - 1u);
+  return static_cast<Mask>(top & ~((1u << lo) - 1u));
+}
+static inline Vec vload_mask(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
+static inline void vstore_mask(float* p, Vec v, Mask m) { _mm512_mask_storeu_ps(p, m, v); }
+#else
+using Mask = __m256i;
+static inline Mask lane_mask(int64_t lo, int64_t hi) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i ge_lo = _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(int(std::max<int64_t>(lo, 0)) - 1));
+  const __m256i lt_hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(std::min<int64_t>(hi, kVL))), lane);
+  return _mm256_and_si256(ge_lo, lt_hi);
+}
+static inline Vec vload_mask(const float* p, Mask m) { return _mm256_maskload_ps(p, m); }
+static inline void vstore_mask(float* p, Vec v, Mask m) { _mm256_maskstore_ps(p, m, v); }
 #endif
 
 constexpr int kVecs = 4;  // channel vectors per block
@@ -142,7 +169,171 @@ void run_depthwise(const ConvCall& call) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// conv2d_depthwise_nchw_f32: depthwise on NCHW with zero padding, vectorised along the output
+// row and reading x in place: masked loads give the zeros past the left and right edges (no
+// tile copy, which would cost more than the arithmetic here), rows outside the input are
+// skipped.  Stride 1, and stride 2 on AVX-512 (two loads de-interleaved by one permute).
+
+bool depthwise_nchw_accepts(const Conv2dProblem& p) {
+#if defined(__AVX512F__)
+  const bool stride_ok = p.stride_w <= 2;
+#else
+  const bool stride_ok = p.stride_w == 1;
+#endif
+  return p.dtype == DType::Float32 && p.layout == Layout::NCHW && p.groups == p.in_channels &&
+         p.out_channels == p.in_channels && p.pad_mode == PadMode::Zeros && stride_ok;
+}
+
+size_t no_packing(const Conv2dProblem&) { return 0; }
+size_t no_workspace(const Conv2dProblem&, int) { return 0; }
+
+// Input columns first_col + S * lane of one input row; `inside` says all of them (and, for
+// S == 2, the 2 * kVL columns loaded) lie in [0, in_w), else the lanes outside read as zero.
+template <int S>
+static inline Vec load_columns(const float* row, int64_t first_col, int64_t in_w, bool inside) {
+  static_assert(S == 1 || S == 2, "stride 1 or 2");
+  if constexpr (S == 1) {
+    if (inside) return vload(row + first_col);
+    return vload_mask(row + first_col, lane_mask(-first_col, in_w - first_col));
+  } else {
+#if defined(__AVX512F__)
+    Vec lo, hi;
+    if (inside) {
+      lo = vload(row + first_col);
+      hi = vload(row + first_col + kVL);
+    } else {
+      lo = vload_mask(row + first_col, lane_mask(-first_col, in_w - first_col));
+      hi = vload_mask(row + first_col + kVL, lane_mask(-first_col - kVL, in_w - first_col - kVL));
+    }
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return _mm512_permutex2var_ps(lo, even, hi);
+#else
+    return vzero();  // not reached: AVX2 accepts stride 1 only
+#endif
+  }
+}
+
+// ROWS output rows x NV vectors of one plane: ROWS * NV independent accumulators, updated
+// in the innermost (unrolled) loops so their FMA chains interleave and hide the latency.
+template <int ROWS, int NV, int S>
+void depthwise_nchw_block(const ConvCall& call, const float* xp, const float* wc, float bias, bool finite_weights,
+                          int64_t oh0, int64_t ow0, float* yp) {
+  const Conv2dProblem& p = call.p;
+  Vec acc[ROWS][NV];
+#pragma GCC unroll 4
+  for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = vset1(bias);
+  for (int64_t i = 0; i < p.kernel_h; ++i) {
+    const float* xr[ROWS];
+    bool row_inside[ROWS];
+#pragma GCC unroll 4
+    for (int r = 0; r < ROWS; ++r) {
+      const int64_t ih = (oh0 + r) * p.stride_h + i * p.dilation_h - p.pad_top;
+      row_inside[r] = ih >= 0 && ih < p.in_h;
+      xr[r] = xp + (row_inside[r] ? ih : 0) * call.x_stride.h;
+    }
+    for (int64_t j = 0; j < p.kernel_w; ++j) {
+      const Vec wv = vset1(wc[i * p.kernel_w + j]);
+      const int64_t first_col = ow0 * S + j * p.dilation_w - p.pad_left;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        // Only vectors that reach past an edge pay for a mask.
+        const int64_t col = first_col + v * kVL * S;
+        const bool inside = col >= 0 && col + kVL * S <= p.in_w;
+#pragma GCC unroll 4
+        for (int r = 0; r < ROWS; ++r) {
+          if (row_inside[r]) {
+            acc[r][v] = vfma(load_columns<S>(xr[r], col, p.in_w, inside), wv, acc[r][v]);
+          } else if (!finite_weights) {
+            acc[r][v] = vfma(vzero(), wv, acc[r][v]);  // a padding zero times inf or NaN
+          }
+        }
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < ROWS; ++r) {
+    float* yr = yp + (oh0 + r) * call.y_stride.h;
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const Vec out = activate_vec(acc[r][v], p.activation);
+      const int64_t o = ow0 + v * kVL;
+      if (o + kVL <= p.out_w) vstore(yr + o, out);
+      else vstore_mask(yr + o, out, lane_mask(0, p.out_w - o));
+    }
+  }
+}
+
+using DepthwiseBlockFn = void (*)(const ConvCall&, const float*, const float*, float, bool, int64_t, int64_t,
+                                  float*);
+template <int S>
+struct DepthwiseBlocks {
+  // [rows - 1][nv - 1]: up to 4 rows x 4 vectors
+  static constexpr DepthwiseBlockFn table[4][4] = {
+      {depthwise_nchw_block<1, 1, S>, depthwise_nchw_block<1, 2, S>, depthwise_nchw_block<1, 3, S>,
+       depthwise_nchw_block<1, 4, S>},
+      {depthwise_nchw_block<2, 1, S>, depthwise_nchw_block<2, 2, S>, depthwise_nchw_block<2, 3, S>,
+       depthwise_nchw_block<2, 4, S>},
+      {depthwise_nchw_block<3, 1, S>, depthwise_nchw_block<3, 2, S>, depthwise_nchw_block<3, 3, S>,
+       depthwise_nchw_block<3, 4, S>},
+      {depthwise_nchw_block<4, 1, S>, depthwise_nchw_block<4, 2, S>, depthwise_nchw_block<4, 3, S>,
+       depthwise_nchw_block<4, 4, S>},
+  };
+};
+
+void run_depthwise_nchw(const ConvCall& call) {
+  const Conv2dProblem& p = call.p;
+  const float* x = static_cast<const float*>(call.x);
+  const float* w = static_cast<const float*>(call.weight);
+  const float* bias = static_cast<const float*>(call.bias);
+  float* y = static_cast<float*>(call.y);
+  const int64_t taps = p.kernel_h * p.kernel_w;
+  const int64_t planes = p.batch * p.in_channels;
+  const int64_t row_vectors = ceil_div(p.out_w, kVL);
+#pragma omp parallel num_threads(call.num_threads)
+  {
+    DenormalGuard denormals;
+#pragma omp for schedule(static)
+    for (int64_t plane = 0; plane < planes; ++plane) {
+      const int64_t n = plane / p.in_channels, c = plane % p.in_channels;
+      const float* xp = x + n * call.x_stride.n + c * call.x_stride.c;
+      float* yp = y + n * call.y_stride.n + c * call.y_stride.c;
+      const float* wc = w + c * taps;
+      bool finite_weights = true;
+      for (int64_t t = 0; t < taps; ++t) finite_weights = finite_weights && std::isfinite(wc[t]);
+      // Blocks of up to 4 rows x 4 vectors: wide rows take more vectors, narrow ones more rows.
+      const int64_t nv_max = std::min<int64_t>(4, row_vectors);
+      const int64_t rows_max = std::max<int64_t>(1, std::min<int64_t>(4, 8 / nv_max));
+      for (int64_t oh = 0; oh < p.out_h; oh += rows_max) {
+        const int rows = int(std::min(rows_max, p.out_h - oh));
+        for (int64_t v = 0; v < row_vectors; v += 4) {
+          const int nv = int(std::min<int64_t>(4, row_vectors - v));
+          const DepthwiseBlockFn block = p.stride_w == 1 ? DepthwiseBlocks<1>::table[rows - 1][nv - 1]
+#if defined(__AVX512F__)
+                                                         : DepthwiseBlocks<2>::table[rows - 1][nv - 1];
+#else
+                                                         : nullptr;
+#endif
+          block(call, xp, wc, bias ? bias[c] : 0.0f, finite_weights, oh, v * kVL, yp);
+        }
+        if (!is_simple(p.activation))
+          for (int r = 0; r < rows; ++r) activate_row(yp + (oh + r) * call.y_stride.h, p.out_w, p.activation);
+      }
+    }
+  }
+}
+
 }  // namespace
+
+const ConvAlgorithm conv2d_depthwise_nchw_f32 = {
+#if defined(__AVX512F__)
+    "conv2d_depthwise_nchw_f32__" CPPCONV_ISA_NAME "_16x1",
+#else
+    "conv2d_depthwise_nchw_f32__" CPPCONV_ISA_NAME "_8x1",
+#endif
+    DType::Float32, depthwise_nchw_accepts, no_packing, nullptr, no_workspace, run_depthwise_nchw};
 
 const ConvAlgorithm conv2d_depthwise_nhwc_f32 = {
 #if defined(__AVX512F__)

@@ -6,6 +6,7 @@
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
 extern const ConvAlgorithm conv2d_depthwise_nhwc_f32;
+extern const ConvAlgorithm conv2d_depthwise_nchw_f32;
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
 #endif

@@ -11,6 +11,7 @@ namespace {
 const ConvAlgorithm kConvAlgorithms[] = {
 #ifdef CPPCONV_HAS_DEPTHWISE_F32
     conv2d_depthwise_nhwc_f32,
+    conv2d_depthwise_nchw_f32,
 #endif
 #ifdef CPPCONV_HAS_DIRECT_F32
     conv2d_channelvec_f32,
