@@ -109,6 +109,7 @@ static inline float* scratch_floats(size_t count) {
     ~Buffer() { std::free(data); }
   };
   thread_local Buffer buffer;
+  if (count > size_t(-1) / 2 / sizeof(float)) throw std::bad_alloc();  // the byte count would wrap
   if (count > buffer.size) {
     std::free(buffer.data);
     buffer.data = nullptr;
