@@ -146,45 +146,48 @@ void run_plane_nchw(const PoolCall& call) {
   const bool is_max = p.kind == PoolKind::Max;
   constexpr int L = 16;  // independent partial results, so the reduction vectorises
 
-#pragma omp parallel for num_threads(call.num_threads) schedule(static)
-  for (int64_t plane = 0; plane < planes; ++plane) {
+#pragma omp parallel num_threads(call.num_threads)
+  {
     DenormalGuard denormals;
-    const int64_t n = plane / p.channels, c = plane % p.channels;
-    const T* xp = x + n * call.x_stride.n + c * call.x_stride.c;  // contiguous h, w
-    const int64_t yo = n * call.y_stride.n + c * call.y_stride.c;
-    const int64_t full = HW / L * L;
-    if (is_max && call.indices) {
-      T best = neg_inf<T>();
-      int64_t arg = 0;
-      for (int64_t i = 0; i < HW; ++i)
-        if (xp[i] > best || xp[i] != xp[i]) {
-          best = xp[i];
-          arg = i;
-        }
-      y[yo] = best;
-      call.indices[yo] = arg;
-    } else if (is_max) {
-      T part[L];
-      for (int l = 0; l < L; ++l) part[l] = neg_inf<T>();
-      for (int64_t i = 0; i < full; i += L)
+#pragma omp for schedule(static)
+    for (int64_t plane = 0; plane < planes; ++plane) {
+      const int64_t n = plane / p.channels, c = plane % p.channels;
+      const T* xp = x + n * call.x_stride.n + c * call.x_stride.c;  // contiguous h, w
+      const int64_t yo = n * call.y_stride.n + c * call.y_stride.c;
+      const int64_t full = HW / L * L;
+      if (is_max && call.indices) {
+        T best = neg_inf<T>();
+        int64_t arg = 0;
+        for (int64_t i = 0; i < HW; ++i)
+          if (xp[i] > best || xp[i] != xp[i]) {
+            best = xp[i];
+            arg = i;
+          }
+        y[yo] = best;
+        call.indices[yo] = arg;
+      } else if (is_max) {
+        T part[L];
+        for (int l = 0; l < L; ++l) part[l] = neg_inf<T>();
+        for (int64_t i = 0; i < full; i += L)
 #pragma omp simd
-        for (int l = 0; l < L; ++l) {
-          const T v = xp[i + l];
-          part[l] = (v > part[l] || v != v) ? v : part[l];
-        }
-      T best = neg_inf<T>();
-      for (int l = 0; l < L; ++l) best = (part[l] > best || part[l] != part[l]) ? part[l] : best;
-      for (int64_t i = full; i < HW; ++i) best = (xp[i] > best || xp[i] != xp[i]) ? xp[i] : best;
-      y[yo] = best;
-    } else {
-      T part[L] = {};
-      for (int64_t i = 0; i < full; i += L)
+          for (int l = 0; l < L; ++l) {
+            const T v = xp[i + l];
+            part[l] = (v > part[l] || v != v) ? v : part[l];
+          }
+        T best = neg_inf<T>();
+        for (int l = 0; l < L; ++l) best = (part[l] > best || part[l] != part[l]) ? part[l] : best;
+        for (int64_t i = full; i < HW; ++i) best = (xp[i] > best || xp[i] != xp[i]) ? xp[i] : best;
+        y[yo] = best;
+      } else {
+        T part[L] = {};
+        for (int64_t i = 0; i < full; i += L)
 #pragma omp simd
-        for (int l = 0; l < L; ++l) part[l] += xp[i + l];
-      T sum = 0;
-      for (int l = 0; l < L; ++l) sum += part[l];
-      for (int64_t i = full; i < HW; ++i) sum += xp[i];
-      y[yo] = sum / avg_divisor<T>(call, 0, 0);
+          for (int l = 0; l < L; ++l) part[l] += xp[i + l];
+        T sum = 0;
+        for (int l = 0; l < L; ++l) sum += part[l];
+        for (int64_t i = full; i < HW; ++i) sum += xp[i];
+        y[yo] = sum / avg_divisor<T>(call, 0, 0);
+      }
     }
   }
 }
@@ -204,40 +207,43 @@ void run_maps_nchw(const PoolCall& call) {
   const int64_t planes = p.batch * p.channels;
   const bool is_max = p.kind == PoolKind::Max;
 
-#pragma omp parallel for num_threads(call.num_threads) schedule(static)
-  for (int64_t plane = 0; plane < planes; ++plane) {
+#pragma omp parallel num_threads(call.num_threads)
+  {
     DenormalGuard denormals;
-    const int64_t n = plane / p.channels, c = plane % p.channels;
-    const T* xp = x + n * call.x_stride.n + c * call.x_stride.c;
-    for (int64_t oh = 0; oh < p.out_h; ++oh) {
-      const int64_t h0 = call.rows.begin[oh], th = call.rows.count[oh];
-      for (int64_t ow = 0; ow < p.out_w; ++ow) {
-        const int64_t w0 = call.cols.begin[ow], tw = call.cols.count[ow];
-        const int64_t yo = n * call.y_stride.n + c * call.y_stride.c + oh * call.y_stride.h + ow * call.y_stride.w;
-        if (is_max) {
-          T best = neg_inf<T>();
-          int64_t arg = h0 * p.in_w + w0;
-          for (int64_t t = 0; t < th; ++t) {
-            const int64_t h = h0 + t * p.dilation_h;
-            const T* xr = xp + h * call.x_stride.h;
-            for (int64_t u = 0; u < tw; ++u) {
-              const int64_t w = w0 + u * p.dilation_w;
-              const T v = xr[w];
-              if (v > best || v != v) {
-                best = v;
-                arg = h * p.in_w + w;
+#pragma omp for schedule(static)
+    for (int64_t plane = 0; plane < planes; ++plane) {
+      const int64_t n = plane / p.channels, c = plane % p.channels;
+      const T* xp = x + n * call.x_stride.n + c * call.x_stride.c;
+      for (int64_t oh = 0; oh < p.out_h; ++oh) {
+        const int64_t h0 = call.rows.begin[oh], th = call.rows.count[oh];
+        for (int64_t ow = 0; ow < p.out_w; ++ow) {
+          const int64_t w0 = call.cols.begin[ow], tw = call.cols.count[ow];
+          const int64_t yo = n * call.y_stride.n + c * call.y_stride.c + oh * call.y_stride.h + ow * call.y_stride.w;
+          if (is_max) {
+            T best = neg_inf<T>();
+            int64_t arg = h0 * p.in_w + w0;
+            for (int64_t t = 0; t < th; ++t) {
+              const int64_t h = h0 + t * p.dilation_h;
+              const T* xr = xp + h * call.x_stride.h;
+              for (int64_t u = 0; u < tw; ++u) {
+                const int64_t w = w0 + u * p.dilation_w;
+                const T v = xr[w];
+                if (v > best || v != v) {
+                  best = v;
+                  arg = h * p.in_w + w;
+                }
               }
             }
+            y[yo] = best;
+            if (call.indices) call.indices[yo] = arg;
+          } else {
+            T sum = 0;
+            for (int64_t t = 0; t < th; ++t) {
+              const T* xr = xp + (h0 + t * p.dilation_h) * call.x_stride.h + w0;
+              for (int64_t u = 0; u < tw; ++u) sum += xr[u * p.dilation_w];
+            }
+            y[yo] = sum / avg_divisor<T>(call, oh, ow);
           }
-          y[yo] = best;
-          if (call.indices) call.indices[yo] = arg;
-        } else {
-          T sum = 0;
-          for (int64_t t = 0; t < th; ++t) {
-            const T* xr = xp + (h0 + t * p.dilation_h) * call.x_stride.h + w0;
-            for (int64_t u = 0; u < tw; ++u) sum += xr[u * p.dilation_w];
-          }
-          y[yo] = sum / avg_divisor<T>(call, oh, ow);
         }
       }
     }
