@@ -41,7 +41,12 @@ struct Vec<double> {
   typedef double type __attribute__((vector_size(CPPCONV_CT_VEC_BYTES)));
 };
 
-constexpr int64_t kMR = 6;  // pixels per micro-tile
+#if CPPCONV_CT_VEC_BYTES == 64
+#define CPPCONV_CT_MAX_MR 8  // 16 of the 32 vector registers accumulate
+#else
+#define CPPCONV_CT_MAX_MR 6  // 12 of the 16 vector registers accumulate
+#endif
+constexpr int64_t kMR = CPPCONV_CT_MAX_MR;  // most pixels per micro-tile
 template <class T>
 constexpr int64_t lanes() {
   return CPPCONV_CT_VEC_BYTES / int64_t(sizeof(T));
@@ -101,6 +106,49 @@ size_t workspace_bytes(const ConvTranspose2dProblem& p, int) {
 struct Tap {
   int64_t index, shift;  // kernel index and e (input = m - e)
 };
+
+template <class T>
+struct TileArgs {
+  const Tap* row_taps;
+  int64_t row_count;
+  const Tap* col_taps;
+  int64_t col_count;
+  const T* x;  // padded input at the tile's first pixel (m0), row shift 0, column shift 0
+  const T* w;  // the channel block's packed weights
+  int64_t row_stride, pixel_stride, group_in, kernel_w;
+};
+
+// MR pixels x NR channels of one output row and phase, summed over the valid taps and the
+// group's input channels; the result goes to tile[MR][NR].
+template <class T, int MR>
+void micro_tile(const TileArgs<T>& a, typename Vec<T>::type b0, typename Vec<T>::type b1, T* tile) {
+  using V = typename Vec<T>::type;
+  constexpr int64_t VL = lanes<T>(), NR = nr<T>();
+  V acc[MR][2];
+  for (int q = 0; q < MR; ++q) {
+    acc[q][0] = b0;
+    acc[q][1] = b1;
+  }
+  const int64_t C = a.pixel_stride, Cg = a.group_in;
+  for (int64_t rt = 0; rt < a.row_count; ++rt) {
+    const T* xr = a.x + a.row_taps[rt].shift * a.row_stride;
+    for (int64_t ct = 0; ct < a.col_count; ++ct) {
+      const T* xb = xr - a.col_taps[ct].shift * C;
+      const T* wb = a.w + (a.row_taps[rt].index * a.kernel_w + a.col_taps[ct].index) * Cg * NR;
+      for (int64_t c = 0; c < Cg; ++c) {
+        V w0, w1;
+        std::memcpy(&w0, wb + c * NR, sizeof(V));
+        std::memcpy(&w1, wb + c * NR + VL, sizeof(V));
+        for (int q = 0; q < MR; ++q) {
+          const T xv = xb[q * C + c];
+          acc[q][0] += xv * w0;
+          acc[q][1] += xv * w1;
+        }
+      }
+    }
+  }
+  std::memcpy(tile, acc, sizeof(acc));
+}
 
 template <class T>
 void run_phase(const ConvTransposeCall& call) {
@@ -183,31 +231,28 @@ void run_phase(const ConvTransposeCall& call) {
         if (last < 0) continue;
         const int64_t m_hi = last / SW + 1;
         const std::vector<Tap>& ctaps = col_taps[size_t(r)];
-        for (int64_t m0 = m_lo; m0 < m_hi; m0 += MR) {
-          const int64_t pix = std::min(MR, m_hi - m0);
-          V acc[MR][2];
-          for (int64_t q = 0; q < MR; ++q) {
-            acc[q][0] = b0;
-            acc[q][1] = b1;
+        // Balanced micro-tiles: 14 pixels run as 7 + 7, not 8 + 6 or 6 + 6 + 2.
+        const int64_t count = m_hi - m_lo;
+        if (count <= 0) continue;
+        const int64_t tiles = ceil_div(count, MR);
+        const int64_t mr = ceil_div(count, tiles);
+        for (int64_t m0 = m_lo; m0 < m_hi; m0 += mr) {
+          const int64_t pix = std::min(mr, m_hi - m0);
+          const TileArgs<T> args{row_taps.data(), int64_t(row_taps.size()), ctaps.data(), int64_t(ctaps.size()),
+                                 xn + (m0 + E) * C, wblock, PW * C, C, Cg, KW};
+          switch (mr) {
+            case 1: micro_tile<T, 1>(args, b0, b1, tile); break;
+            case 2: micro_tile<T, 2>(args, b0, b1, tile); break;
+            case 3: micro_tile<T, 3>(args, b0, b1, tile); break;
+            case 4: micro_tile<T, 4>(args, b0, b1, tile); break;
+            case 5: micro_tile<T, 5>(args, b0, b1, tile); break;
+            case 6: micro_tile<T, 6>(args, b0, b1, tile); break;
+#if CPPCONV_CT_MAX_MR > 6
+            case 7: micro_tile<T, 7>(args, b0, b1, tile); break;
+            case 8: micro_tile<T, 8>(args, b0, b1, tile); break;
+#endif
+            default: break;
           }
-          for (const Tap& rt : row_taps) {
-            const T* xr = xn + rt.shift * PW * C;
-            for (const Tap& ct : ctaps) {
-              const T* xb = xr + (m0 - ct.shift + E) * C;
-              const T* wb = wblock + (rt.index * KW + ct.index) * Cg * NR;
-              for (int64_t c = 0; c < Cg; ++c) {
-                V w0, w1;
-                std::memcpy(&w0, wb + c * NR, sizeof(V));
-                std::memcpy(&w1, wb + c * NR + VL, sizeof(V));
-                for (int64_t q = 0; q < MR; ++q) {
-                  const T xv = xb[q * C + c];
-                  acc[q][0] += xv * w0;
-                  acc[q][1] += xv * w1;
-                }
-              }
-            }
-          }
-          std::memcpy(tile, acc, sizeof(acc));
           for (int64_t q = 0; q < pix; ++q) {
             T* t = tile + q * NR;
             activate_row(t, kcount, p.activation);
