@@ -278,6 +278,7 @@ void run_channels_nhwc(const PoolCall& call) {
       const int64_t oh = rest % p.out_h;
       const int64_t n = rest / p.out_h;
       const int64_t c0 = cb * cblock, cn = std::min(cblock, C - c0);
+      int exponent = 0;
       const int64_t h0 = call.rows.begin[oh], th = call.rows.count[oh];
       const int64_t w0 = call.cols.begin[ow], tw = call.cols.count[ow];
       const T* xn = x + n * call.x_stride.n + c0;
@@ -318,8 +319,15 @@ void run_channels_nhwc(const PoolCall& call) {
           }
         }
         const T d = avg_divisor<T>(call, oh, ow);
+        const T r = T(1) / d;
+        if (r * d == T(1) && std::frexp(d, &exponent) == T(0.5)) {
+          // A power of two: multiplying by the exact reciprocal rounds as dividing does.
 #pragma omp simd
-        for (int64_t c = 0; c < cn; ++c) a[c] /= d;
+          for (int64_t c = 0; c < cn; ++c) a[c] *= r;
+        } else {
+#pragma omp simd
+          for (int64_t c = 0; c < cn; ++c) a[c] /= d;
+        }
       }
     }
   }
