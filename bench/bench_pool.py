@@ -2,7 +2,7 @@
 
 Standalone script:  python bench/bench_pool.py [--quick] [--layouts NCHW,NHWC] [--threads N]
 
-Each row is timed as the median of repeats after a warm-up call.  Pools report GB/s (bytes
+Each row is timed as the median (--stat min: the minimum) of repeats after a warm-up call.  Pools report GB/s (bytes
 of input read plus output written, float32), the transposed convolution GFLOP/s (2 x input
 pixels x C x K x kh x kw).  PyTorch (torch.nn.functional, same thread count, channels_last
 for NHWC) is used when installed; "speedup" is PyTorch's time over cppconv's (or NumPy's
@@ -28,8 +28,11 @@ except ImportError:  # pragma: no cover - optional peer
     torch = None
 
 
+STAT = statistics.median
+
+
 def timeit(fn: Callable[[], object], min_time: float, min_repeats: int = 5) -> float:
-    """Median seconds per call, after one warm-up call."""
+    """Median (or --stat min) seconds per call, after one warm-up call."""
     fn()
     times: List[float] = []
     start = time.perf_counter()
@@ -39,7 +42,7 @@ def timeit(fn: Callable[[], object], min_time: float, min_repeats: int = 5) -> f
         times.append(time.perf_counter() - t0)
         if len(times) >= 200:
             break
-    return statistics.median(times)
+    return STAT(times)
 
 
 # NumPy references (sliding_window_view), NCHW.
@@ -81,7 +84,11 @@ def main() -> None:
     ap.add_argument("--layouts", default="NCHW", help="comma-separated: NCHW,NHWC")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--batches", default="1,16")
+    ap.add_argument("--stat", choices=["median", "min"], default="median",
+                    help="min is steadier on a machine shared with other work")
     args = ap.parse_args()
+    global STAT
+    STAT = statistics.median if args.stat == "median" else min
     if args.threads:
         cppconv.set_num_threads(args.threads)
     threads = cppconv.get_num_threads()
@@ -90,7 +97,7 @@ def main() -> None:
     min_time = 0.2 if args.quick else 1.0
     rng = np.random.default_rng(0)
     info = cppconv.info()
-    print(f"cppconv {info['version']} isa={info['isa']} threads={threads}"
+    print(f"cppconv {info['version']} isa={info['isa']} threads={threads} stat={args.stat}"
           f"  torch={'%s' % torch.__version__ if torch is not None else 'not installed'}  numpy={np.__version__}")
     header = f"{'row':44s} {'layout':6s} {'N':>3s} {'cppconv ms':>10s} {'rate':>12s} {'numpy ms':>10s} {'torch ms':>10s} {'torch rate':>12s} {'speedup':>8s}"
     print(header)
