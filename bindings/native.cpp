@@ -11,7 +11,9 @@
 #include <string>
 
 #include "conv.h"
+#include "conv_transpose.h"
 #include "dispatch.h"
+#include "pool.h"
 
 namespace py = pybind11;
 using namespace cppconv;
@@ -19,6 +21,10 @@ using namespace cppconv;
 #ifndef CPPCONV_VERSION
 #define CPPCONV_VERSION "0+unknown"
 #endif
+
+namespace {
+void bind_pool_and_transpose(py::module_& m);  // the pooling / transposed-conv section below
+}  // namespace
 
 namespace {
 
@@ -283,6 +289,7 @@ PYBIND11_MODULE(_native, m) {
     for (const ConvAlgorithm* a : all_conv_algorithms()) names.emplace_back(a->name);
     return names;
   });
+  bind_pool_and_transpose(m);
   m.def("openmp", []() {
 #if defined(_OPENMP)
     return true;
@@ -291,3 +298,281 @@ PYBIND11_MODULE(_native, m) {
 #endif
   });
 }
+
+// ===========================================================================================
+// Pooling and transposed convolution (cpp/pool.*, cpp/conv_transpose.*).  Same contract as
+// above: the Python layer validates; these checks only keep the native boundary safe.
+// ===========================================================================================
+namespace {
+
+Layout layout_from(int layout) {
+  if (layout != 0 && layout != 1) throw py::value_error("layout code must be 0 (NCHW) or 1 (NHWC)");
+  return Layout(layout);
+}
+
+PoolKind pool_kind_from(int kind) {
+  if (kind != 0 && kind != 1) throw py::value_error("pool kind code must be 0 (max) or 1 (avg)");
+  return PoolKind(kind);
+}
+
+// Fills batch/channels/sizes from x and out (4-D, C-contiguous, layout order) and checks the
+// indices array, which must be int64 of out's shape when given.
+int64_t* pool_arrays(Pool2dProblem& p, const py::array& x, const py::array& out, const py::object& indices) {
+  p.dtype = dtype_of(x, "x");
+  require(x, "x", p.dtype, 4, false);
+  require(out, "out", p.dtype, 4, true);
+  const Shape4 xs = shape4(x), os = shape4(out);
+  const bool nchw = p.layout == Layout::NCHW;
+  p.batch = xs[0];
+  p.channels = xs[nchw ? 1 : 3];
+  p.in_h = xs[nchw ? 2 : 1];
+  p.in_w = xs[nchw ? 3 : 2];
+  p.out_h = os[nchw ? 2 : 1];
+  p.out_w = os[nchw ? 3 : 2];
+  if (os[0] != p.batch || os[nchw ? 1 : 3] != p.channels) throw py::value_error("out: batch or channels differ from x's");
+  if (p.in_h < 1 || p.in_w < 1) throw py::value_error("x: empty spatial dimensions");
+  if (indices.is_none()) return nullptr;
+  py::array idx = py::reinterpret_borrow<py::array>(indices);
+  if (!idx.dtype().equal(py::dtype::of<int64_t>())) throw py::type_error("indices: must be int64");
+  if (idx.ndim() != 4 || shape4(idx) != os) throw py::value_error("indices: shape differs from out's");
+  if (!(idx.flags() & py::array::c_style) || !idx.writeable())
+    throw py::value_error("indices: must be C-contiguous and writable");
+  if (p.kind != PoolKind::Max) throw py::value_error("indices: only max pooling has indices");
+  return static_cast<int64_t*>(idx.mutable_data());
+}
+
+const PoolAlgorithm* pool_algorithm_named(const std::string& name) {
+  if (name.empty()) return nullptr;
+  const PoolAlgorithm* a = find_pool_algorithm(name);
+  if (!a) throw py::value_error("no pool algorithm named '" + name + "' on this machine");
+  return a;
+}
+
+void run_pool(const Pool2dProblem& p, const py::array& x, const py::array& out, int64_t* idx,
+              const std::string& algorithm) {
+  const PoolAlgorithm* forced = pool_algorithm_named(algorithm);
+  const void* xp = x.data();
+  void* yp = const_cast<void*>(out.data());
+  py::gil_scoped_release release;
+  pool2d(p, xp, yp, idx, forced);
+}
+
+const ConvTransposeAlgorithm* transpose_algorithm_named(const std::string& name) {
+  if (name.empty()) return nullptr;
+  const ConvTransposeAlgorithm* a = find_conv_transpose_algorithm(name);
+  if (!a) throw py::value_error("no conv_transpose algorithm named '" + name + "' on this machine");
+  return a;
+}
+
+struct PyConvTranspose2dPlan {
+  py::object weight_owner, bias_owner;  // keep borrowed weights alive
+  std::unique_ptr<ConvTranspose2dPlan> plan;
+};
+
+PyConvTranspose2dPlan make_transpose_plan(const py::array& weight, const py::object& bias, bool copy) {
+  const DType dt = dtype_of(weight, "weight");
+  require(weight, "weight", dt, 4, false);
+  const void* bias_ptr = nullptr;
+  int64_t bias_size = 0;
+  if (!bias.is_none()) {
+    py::array b = py::reinterpret_borrow<py::array>(bias);
+    require(b, "bias", dt, 1, false);
+    bias_ptr = b.data();
+    bias_size = b.shape(0);
+  }
+  PyConvTranspose2dPlan p;
+  p.plan = std::make_unique<ConvTranspose2dPlan>(dt, weight.data(), bias_ptr, bias_size, weight.shape(0),
+                                                 weight.shape(1), weight.shape(2), weight.shape(3), copy);
+  if (!copy) {
+    p.weight_owner = weight;
+    p.bias_owner = bias;
+  }
+  return p;
+}
+
+ConvTranspose2dProblem make_transpose_problem(const ConvTranspose2dPlan& plan, const Shape4& x, int64_t sh,
+                                              int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb,
+                                              int64_t pl, int64_t pr, int64_t oph, int64_t opw, int64_t groups,
+                                              int layout, int activation) {
+  ConvTranspose2dProblem p;
+  p.dtype = plan.dtype();
+  p.layout = layout_from(layout);
+  if (activation < 0 || activation > 6) throw py::value_error("activation code out of range");
+  p.activation = Activation(activation);
+  const bool nchw = p.layout == Layout::NCHW;
+  p.batch = x[0];
+  p.in_channels = x[nchw ? 1 : 3];
+  p.in_h = x[nchw ? 2 : 1];
+  p.in_w = x[nchw ? 3 : 2];
+  if (sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0 || oph < 0 || opw < 0)
+    throw py::value_error("stride and dilation must be >= 1, padding and output_padding >= 0");
+  if ((oph >= sh && oph >= dh) || (opw >= sw && opw >= dw))
+    throw py::value_error("output_padding must be smaller than stride or dilation");
+  if (groups < 1 || p.in_channels != plan.in_channels() || p.in_channels % groups != 0)
+    throw py::value_error("x channels do not match weight and groups");
+  if (p.in_h < 1 || p.in_w < 1) throw py::value_error("x: empty spatial dimensions");
+  p.out_channels = plan.group_out_channels() * groups;
+  p.kernel_h = plan.kernel_h();
+  p.kernel_w = plan.kernel_w();
+  p.stride_h = sh; p.stride_w = sw; p.dilation_h = dh; p.dilation_w = dw;
+  p.pad_top = pt; p.pad_bottom = pb; p.pad_left = pl; p.pad_right = pr;
+  p.output_padding_h = oph; p.output_padding_w = opw;
+  p.groups = groups;
+  p.out_h = conv_transpose_output_size(p.in_h, p.kernel_h, sh, pt, pb, oph, dh);
+  p.out_w = conv_transpose_output_size(p.in_w, p.kernel_w, sw, pl, pr, opw, dw);
+  if (p.out_h < 1 || p.out_w < 1) throw py::value_error("conv_transpose2d output size below 1");
+  return p;
+}
+
+void run_transpose_plan(PyConvTranspose2dPlan& self, const py::array& x, const py::array& out, int64_t sh,
+                        int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
+                        int64_t oph, int64_t opw, int64_t groups, int layout, int activation,
+                        const std::string& algorithm) {
+  ConvTranspose2dPlan& plan = *self.plan;
+  require(x, "x", plan.dtype(), 4, false);
+  require(out, "out", plan.dtype(), 4, true);
+  const ConvTranspose2dProblem p = make_transpose_problem(plan, shape4(x), sh, sw, dh, dw, pt, pb, pl, pr, oph,
+                                                          opw, groups, layout, activation);
+  const bool nchw = p.layout == Layout::NCHW;
+  const Shape4 expect = nchw ? Shape4{p.batch, p.out_channels, p.out_h, p.out_w}
+                             : Shape4{p.batch, p.out_h, p.out_w, p.out_channels};
+  if (shape4(out) != expect) throw py::value_error("out: shape does not match the transposed convolution's result");
+  const ConvTransposeAlgorithm* forced = transpose_algorithm_named(algorithm);
+  const void* xp = x.data();
+  void* yp = const_cast<void*>(out.data());
+  py::gil_scoped_release release;
+  plan.run(p, xp, yp, forced);
+}
+
+void bind_pool_and_transpose(py::module_& m) {
+  m.def(
+      "pool2d",
+      [](const py::array& x, const py::array& out, const py::object& indices, int kind, int64_t kh, int64_t kw,
+         int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
+         bool ceil_mode, bool count_include_pad, int64_t divisor_override, int layout, const std::string& algorithm) {
+        Pool2dProblem p;
+        p.kind = pool_kind_from(kind);
+        p.layout = layout_from(layout);
+        int64_t* idx = pool_arrays(p, x, out, indices);
+        if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0)
+          throw py::value_error("kernel, stride and dilation must be >= 1 and padding >= 0");
+        p.kernel_h = kh; p.kernel_w = kw; p.stride_h = sh; p.stride_w = sw; p.dilation_h = dh; p.dilation_w = dw;
+        p.pad_top = pt; p.pad_bottom = pb; p.pad_left = pl; p.pad_right = pr;
+        p.count_include_pad = count_include_pad;
+        p.divisor_override = divisor_override;
+        const int64_t oh = pool_output_size(p.in_h, kh, sh, pt, pb, dh, ceil_mode);
+        const int64_t ow = pool_output_size(p.in_w, kw, sw, pl, pr, dw, ceil_mode);
+        if (oh < 1 || ow < 1) throw py::value_error("pooling output size below 1");
+        if (oh != p.out_h || ow != p.out_w) throw py::value_error("out: shape does not match the pooling's result");
+        run_pool(p, x, out, idx, algorithm);
+      },
+      py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"), py::arg("kernel_h"), py::arg("kernel_w"),
+      py::arg("stride_h"), py::arg("stride_w"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"),
+      py::arg("pad_bottom"), py::arg("pad_left"), py::arg("pad_right"), py::arg("ceil_mode"),
+      py::arg("count_include_pad"), py::arg("divisor_override"), py::arg("layout"), py::arg("algorithm") = "",
+      "Max (kind 0) or average (kind 1) pooling into `out` (internal; see cppconv.max_pool2d).");
+
+  m.def(
+      "adaptive_pool2d",
+      [](const py::array& x, const py::array& out, const py::object& indices, int kind, int layout,
+         const std::string& algorithm) {
+        Pool2dProblem p;
+        p.kind = pool_kind_from(kind);
+        p.layout = layout_from(layout);
+        p.adaptive = true;
+        int64_t* idx = pool_arrays(p, x, out, indices);
+        if (p.out_h < 1 || p.out_w < 1) throw py::value_error("adaptive pooling output size below 1");
+        run_pool(p, x, out, idx, algorithm);
+      },
+      py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"), py::arg("layout"), py::arg("algorithm") = "",
+      "Adaptive max/average pooling to out's size (internal; see cppconv.adaptive_avg_pool2d).");
+
+  m.def("pool_output_size", &pool_output_size, py::arg("input_size"), py::arg("kernel_size"), py::arg("stride"),
+        py::arg("pad_before"), py::arg("pad_after"), py::arg("dilation"), py::arg("ceil_mode"));
+  m.def("conv_transpose_output_size", &conv_transpose_output_size, py::arg("input_size"), py::arg("kernel_size"),
+        py::arg("stride"), py::arg("pad_before"), py::arg("pad_after"), py::arg("output_padding"),
+        py::arg("dilation"));
+  m.def("pool_algorithms", []() {
+    std::vector<std::string> names;
+    for (const PoolAlgorithm* a : all_pool_algorithms()) names.emplace_back(a->name);
+    return names;
+  });
+  m.def("conv_transpose_algorithms", []() {
+    std::vector<std::string> names;
+    for (const ConvTransposeAlgorithm* a : all_conv_transpose_algorithms()) names.emplace_back(a->name);
+    return names;
+  });
+  m.def(
+      "explain_pool",
+      [](char dtype, const Shape4& x_shape, const Shape4& out_shape, int kind, bool adaptive, int layout) {
+        Pool2dProblem p;
+        if (dtype != 'f' && dtype != 'd') throw py::type_error("explain_pool: dtype must be 'f' or 'd'");
+        p.dtype = dtype == 'f' ? DType::Float32 : DType::Float64;
+        p.kind = pool_kind_from(kind);
+        p.layout = layout_from(layout);
+        p.adaptive = adaptive;
+        const bool nchw = p.layout == Layout::NCHW;
+        p.batch = x_shape[0];
+        p.channels = x_shape[nchw ? 1 : 3];
+        p.in_h = x_shape[nchw ? 2 : 1];
+        p.in_w = x_shape[nchw ? 3 : 2];
+        p.out_h = out_shape[nchw ? 2 : 1];
+        p.out_w = out_shape[nchw ? 3 : 2];
+        const PoolChoice c = choose_pool(p);
+        py::dict d;
+        d["algorithm"] = c.algorithm->name;
+        d["isa"] = c.isa;
+        d["threads"] = c.threads;
+        return d;
+      },
+      py::arg("dtype"), py::arg("x_shape"), py::arg("out_shape"), py::arg("kind"), py::arg("adaptive"),
+      py::arg("layout"));
+
+  py::class_<PyConvTranspose2dPlan>(m, "ConvTranspose2dPlan")
+      .def(py::init([](const py::array& weight, const py::object& bias, bool copy) {
+             return make_transpose_plan(weight, bias, copy);
+           }),
+           py::arg("weight"), py::arg("bias"), py::arg("copy") = true)
+      .def("run", &run_transpose_plan, py::arg("x"), py::arg("out"), py::arg("stride_h"), py::arg("stride_w"),
+           py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"),
+           py::arg("pad_left"), py::arg("pad_right"), py::arg("output_padding_h"), py::arg("output_padding_w"),
+           py::arg("groups"), py::arg("layout"), py::arg("activation"), py::arg("algorithm") = "")
+      .def(
+          "explain",
+          [](const PyConvTranspose2dPlan& self, const Shape4& x_shape, int64_t sh, int64_t sw, int64_t dh,
+             int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t oph, int64_t opw, int64_t groups,
+             int layout, int activation) {
+            const ConvTranspose2dProblem p = make_transpose_problem(*self.plan, x_shape, sh, sw, dh, dw, pt, pb, pl,
+                                                                    pr, oph, opw, groups, layout, activation);
+            const ConvTransposeChoice c = self.plan->choose(p);
+            py::dict d;
+            d["algorithm"] = c.algorithm->name;
+            d["isa"] = c.isa;
+            d["threads"] = c.threads;
+            d["flops"] = conv_transpose2d_flops(p);
+            d["workspace_bytes"] = c.workspace_bytes;
+            d["packed_weight_bytes"] = c.packed_bytes;
+            return d;
+          },
+          py::arg("x_shape"), py::arg("stride_h"), py::arg("stride_w"), py::arg("dilation_h"),
+          py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"), py::arg("pad_left"),
+          py::arg("pad_right"), py::arg("output_padding_h"), py::arg("output_padding_w"), py::arg("groups"),
+          py::arg("layout"), py::arg("activation"));
+
+  m.def(
+      "conv_transpose2d",
+      [](const py::array& x, const py::array& weight, const py::object& bias, const py::array& out, int64_t sh,
+         int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t oph,
+         int64_t opw, int64_t groups, int layout, int activation, const std::string& algorithm) {
+        PyConvTranspose2dPlan plan = make_transpose_plan(weight, bias, /*copy=*/false);
+        run_transpose_plan(plan, x, out, sh, sw, dh, dw, pt, pb, pl, pr, oph, opw, groups, layout, activation,
+                           algorithm);
+      },
+      py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("stride_h"), py::arg("stride_w"),
+      py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"), py::arg("pad_left"),
+      py::arg("pad_right"), py::arg("output_padding_h"), py::arg("output_padding_w"), py::arg("groups"),
+      py::arg("layout"), py::arg("activation"), py::arg("algorithm") = "",
+      "One-shot transposed convolution into `out` (internal; see cppconv.conv_transpose2d).");
+}
+
+}  // namespace

@@ -2,6 +2,8 @@
 #include "kernels/conv2d_depthwise_f32.h"
 #include "kernels/conv2d_direct_f32.h"
 #include "kernels/conv2d_tiled.h"
+#include "kernels/conv_transpose2d.h"
+#include "kernels/pool2d.h"
 #include "kernels/isa_common.h"
 
 namespace cppconv {
@@ -20,11 +22,25 @@ const ConvAlgorithm kConvAlgorithms[] = {
     conv2d_tiled_f32,
     conv2d_tiled_f64,
 };
+const PoolAlgorithm kPoolAlgorithms[] = {
+    pool2d_plane_nchw_f32,    pool2d_plane_nchw_f64,    pool2d_rows_nchw_f32,      pool2d_rows_nchw_f64,
+    pool2d_maps_nchw_f32,     pool2d_maps_nchw_f64,     pool2d_channels_nhwc_f32,  pool2d_channels_nhwc_f64,
+};
+const ConvTransposeAlgorithm kConvTransposeAlgorithms[] = {
+    conv_transpose2d_phase_f32,
+    conv_transpose2d_phase_f64,
+};
+template <class A, int N>
+constexpr int count_of(const A (&)[N]) {
+  return N;
+}
 }  // namespace
 
 const KernelTable& kernel_table() {
   static const KernelTable table = {CPPCONV_ISA_NAME, kConvAlgorithms,
-                                    int(sizeof(kConvAlgorithms) / sizeof(kConvAlgorithms[0]))};
+                                    int(sizeof(kConvAlgorithms) / sizeof(kConvAlgorithms[0])),
+                                    kPoolAlgorithms, count_of(kPoolAlgorithms),
+                                    kConvTransposeAlgorithms, count_of(kConvTransposeAlgorithms)};
   return table;
 }
 

@@ -2,6 +2,7 @@
 // cppconv::<isa>::kernel_table(); cpp/dispatch.cpp picks one at start-up.
 #pragma once
 #include "conv_problem.h"
+#include "pool_problem.h"
 
 namespace cppconv {
 
@@ -20,10 +21,34 @@ struct ConvAlgorithm {
   void (*run)(const ConvCall& call);
 };
 
+// One pooling algorithm (max and avg, regular and adaptive as its accepts() says).
+struct PoolAlgorithm {
+  const char* name;
+  DType dtype;
+  bool (*accepts)(const Pool2dProblem& p);
+  void (*run)(const PoolCall& call);
+};
+
+// One transposed-convolution algorithm; packing as for ConvAlgorithm, with the weight in
+// PyTorch's (C, K/groups, kh, kw) order.
+struct ConvTransposeAlgorithm {
+  const char* name;
+  DType dtype;
+  bool (*accepts)(const ConvTranspose2dProblem& p);
+  size_t (*packed_bytes)(const ConvTranspose2dProblem& p);
+  void (*pack)(const ConvTranspose2dProblem& p, const void* weight, void* packed);
+  size_t (*workspace_bytes)(const ConvTranspose2dProblem& p, int threads);
+  void (*run)(const ConvTransposeCall& call);
+};
+
 struct KernelTable {
   const char* isa_name;
   const ConvAlgorithm* conv;  // in order of preference
   int conv_count;
+  const PoolAlgorithm* pool;  // in order of preference; cpp/reference.cpp's ends the list
+  int pool_count;
+  const ConvTransposeAlgorithm* conv_transpose;  // likewise
+  int conv_transpose_count;
 };
 
 #define CPPCONV_DECLARE_ISA_TABLE(ns) \

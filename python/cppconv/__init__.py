@@ -13,6 +13,17 @@ from typing import Any, Dict
 
 from . import _native
 from ._conv import Conv2d, conv2d, conv_output_size, explain
+from ._conv_transpose import ConvTranspose2d, conv_transpose2d, conv_transpose_output_size
+from ._pool import (
+    AvgPool2d,
+    MaxPool2d,
+    adaptive_avg_pool2d,
+    adaptive_max_pool2d,
+    avg_pool2d,
+    global_avg_pool2d,
+    max_pool2d,
+    pool_output_size,
+)
 
 __version__: str = _native.__version__
 
@@ -45,9 +56,20 @@ def info() -> Dict[str, Any]:
 
 
 __all__ = [
+    "AvgPool2d",
     "Conv2d",
+    "ConvTranspose2d",
+    "MaxPool2d",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
+    "avg_pool2d",
     "conv2d",
     "conv_output_size",
+    "conv_transpose2d",
+    "conv_transpose_output_size",
+    "global_avg_pool2d",
+    "max_pool2d",
+    "pool_output_size",
     "explain",
     "get_num_threads",
     "info",

@@ -154,3 +154,54 @@ def check_out(out: Any, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     if not out.flags.writeable:
         raise ValueError("out must be writable")
     return out
+
+
+def image_4d(x: np.ndarray, layout: int, name: str = "x") -> np.ndarray:
+    """The 4-D (batched) view of an image tensor: 4-D as is, 3-D unbatched, 2-D one channel.
+
+    ``layout`` is a layout code; a 2-D ``(H, W)`` becomes ``(1, 1, H, W)`` or ``(1, H, W, 1)``.
+    """
+    nhwc = layout == LAYOUTS["NHWC"]
+    if x.ndim == 4:
+        return x
+    if x.ndim == 3:
+        return x[None]
+    if x.ndim == 2:
+        return x[None, :, :, None] if nhwc else x[None, None]
+    want = "(N, H, W, C), (H, W, C)" if nhwc else "(N, C, H, W), (C, H, W)"
+    raise ValueError(f"{name} must be {want} or a 2-D image (H, W), got shape {x.shape}")
+
+
+def image_shape(shape4: Tuple[int, int, int, int], ndim: int, layout: int) -> Tuple[int, ...]:
+    """The result shape for an input of `ndim` dimensions whose 4-D result has shape4 (see image_4d)."""
+    if ndim == 4:
+        return tuple(shape4)
+    if ndim == 3:
+        return tuple(shape4[1:])
+    return (shape4[1], shape4[2]) if layout == LAYOUTS["NHWC"] else (shape4[2], shape4[3])
+
+
+def output_buffer(
+    out: Optional[np.ndarray],
+    shape4: Tuple[int, ...],
+    result: np.dtype,
+    compute: np.dtype,
+    inputs: Sequence[Optional[np.ndarray]],
+) -> Tuple[np.ndarray, bool]:
+    """Where a kernel writes: out itself (as 4-D) when it can take the result directly, else a new array.
+
+    Returns (buffer, direct).  out must already have passed check_out.
+    """
+    direct = out is not None and result == compute and out.flags.c_contiguous and not overlaps(out, inputs)
+    return (out.reshape(shape4) if direct else np.empty(shape4, dtype=compute)), direct
+
+
+def deliver(out: Optional[np.ndarray], buffer: np.ndarray, direct: bool, shape: Tuple[int, ...], result: np.dtype) -> np.ndarray:
+    """The user's result from the kernel's buffer (see output_buffer): out, or a new array of `result`."""
+    if direct:
+        return out  # type: ignore[return-value]
+    y = buffer.reshape(shape)
+    if out is not None:
+        np.copyto(out, y, casting="unsafe")
+        return out
+    return y if y.dtype == result else y.astype(result)

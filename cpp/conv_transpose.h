@@ -1,0 +1,66 @@
+// The transposed-convolution driver: picks an algorithm from the active ISA's table (first
+// that accepts the problem wins, the reference last), packs weights once per plan and runs
+// the kernel.  No Python here: raw pointers and sizes only.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels/kernel_table.h"
+#include "pool_problem.h"
+
+namespace cppconv {
+
+// (I - 1) * S - before - after + D * (K - 1) + output_padding + 1.
+int64_t conv_transpose_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_before,
+                                   int64_t pad_after, int64_t output_padding, int64_t dilation);
+
+double conv_transpose2d_flops(const ConvTranspose2dProblem& p);
+
+std::vector<const ConvTransposeAlgorithm*> all_conv_transpose_algorithms();
+const ConvTransposeAlgorithm* find_conv_transpose_algorithm(const std::string& name);
+
+struct ConvTransposeChoice {
+  const ConvTransposeAlgorithm* algorithm;
+  const char* isa;
+  int threads;
+  size_t workspace_bytes;
+  size_t packed_bytes;
+};
+
+// A layer's weights, prepared once; `run` is thread-safe (packed weights are built on first
+// use by an algorithm and then shared).
+class ConvTranspose2dPlan {
+ public:
+  // weight: (C, K/groups, kh, kw) C-contiguous of `dtype`; bias: (bias_size,) or nullptr,
+  // where bias_size must be K (= groups * K/groups) of every call.  With copy=false the plan
+  // borrows them for its own lifetime.
+  ConvTranspose2dPlan(DType dtype, const void* weight, const void* bias, int64_t bias_size, int64_t in_channels,
+                      int64_t group_out_channels, int64_t kernel_h, int64_t kernel_w, bool copy);
+
+  ConvTransposeChoice choose(const ConvTranspose2dProblem& p) const;
+  // x and y in p.layout, C-contiguous.
+  void run(const ConvTranspose2dProblem& p, const void* x, void* y, const ConvTransposeAlgorithm* forced = nullptr);
+
+  DType dtype() const { return dtype_; }
+  int64_t in_channels() const { return in_channels_; }
+  int64_t group_out_channels() const { return group_out_; }
+  int64_t kernel_h() const { return kernel_h_; }
+  int64_t kernel_w() const { return kernel_w_; }
+  bool has_bias() const { return bias_ != nullptr; }
+
+ private:
+  const void* packed_for(const ConvTransposeAlgorithm& a, const ConvTranspose2dProblem& p);
+
+  DType dtype_;
+  int64_t in_channels_, group_out_, kernel_h_, kernel_w_, bias_size_;
+  std::vector<unsigned char> owned_weight_, owned_bias_;
+  const void* weight_;
+  const void* bias_;
+  std::mutex pack_mutex_;
+  std::map<std::pair<const ConvTransposeAlgorithm*, int64_t>, std::vector<unsigned char>> packed_;
+};
+
+}  // namespace cppconv

@@ -1,0 +1,285 @@
+// conv_transpose2d_phase: transposed convolution by gathering, split by stride phase.
+//
+// Output column ow (t = ow + pad_left = m * S + r) receives exactly the taps j with
+// j * D = r (mod S), from input column iw = m - e_j with e_j = (j * D - r) / S; rows alike.
+// So each output phase r is a stride-1 correlation of the input with a sub-kernel, and the
+// outputs of one row and phase with consecutive m read consecutive input pixels.  That makes
+// a GEMM per (output row, phase, output-channel block): MR consecutive pixels x NR output
+// channels of accumulators in registers, summed over (valid taps, input channels of the
+// group) with the weights packed as [group][channel block][i][j][c][NR].
+//
+// The input is first copied into an NHWC buffer with zero columns on both sides (from either
+// layout), so the inner loop never checks bounds; rows outside the input are skipped whole.
+// Every output is written once (no scatter, no races, no zero-stuffed input).  Compiled once
+// per ISA: the vector width follows the ISA's flags.
+#include <cstring>
+#include <vector>
+
+#include "kernels/conv_transpose2d.h"
+#include "kernels/isa_common.h"
+
+#if defined(__AVX512F__)
+#define CPPCONV_CT_VEC_BYTES 64
+#elif defined(__AVX__)
+#define CPPCONV_CT_VEC_BYTES 32
+#else
+#define CPPCONV_CT_VEC_BYTES 16
+#endif
+
+namespace cppconv {
+namespace CPPCONV_ISA_NS {
+namespace {
+
+template <class T>
+struct Vec;
+template <>
+struct Vec<float> {
+  typedef float type __attribute__((vector_size(CPPCONV_CT_VEC_BYTES)));
+};
+template <>
+struct Vec<double> {
+  typedef double type __attribute__((vector_size(CPPCONV_CT_VEC_BYTES)));
+};
+
+#if CPPCONV_CT_VEC_BYTES == 64
+#define CPPCONV_CT_MAX_MR 8  // 16 of the 32 vector registers accumulate
+#else
+#define CPPCONV_CT_MAX_MR 6  // 12 of the 16 vector registers accumulate
+#endif
+constexpr int64_t kMR = CPPCONV_CT_MAX_MR;  // most pixels per micro-tile
+template <class T>
+constexpr int64_t lanes() {
+  return CPPCONV_CT_VEC_BYTES / int64_t(sizeof(T));
+}
+template <class T>
+constexpr int64_t nr() {
+  return 2 * lanes<T>();  // output channels per micro-tile: two vectors
+}
+
+struct Geometry {
+  int64_t group_in, group_out, oc_blocks;
+  int64_t edge;    // zero columns left of the input in the padded buffer (max e_j)
+  int64_t padded_w;
+};
+
+template <class T>
+Geometry geometry(const ConvTranspose2dProblem& p) {
+  Geometry g{};
+  g.group_in = p.in_channels / p.groups;
+  g.group_out = p.out_channels / p.groups;
+  g.oc_blocks = ceil_div(g.group_out, nr<T>());
+  g.edge = (p.kernel_w - 1) * p.dilation_w / p.stride_w;
+  const int64_t m_max = (p.out_w - 1 + p.pad_left) / p.stride_w;
+  g.padded_w = g.edge + std::max(p.in_w, m_max + 1) + kMR;
+  return g;
+}
+
+template <class T>
+size_t packed_bytes(const ConvTranspose2dProblem& p) {
+  const Geometry g = geometry<T>(p);
+  return size_t(p.groups * g.oc_blocks * p.kernel_h * p.kernel_w * g.group_in * nr<T>()) * sizeof(T);
+}
+
+template <class T>
+void pack(const ConvTranspose2dProblem& p, const void* weight, void* packed) {
+  const Geometry g = geometry<T>(p);
+  const T* w = static_cast<const T*>(weight);
+  T* out = static_cast<T*>(packed);
+  const int64_t NR = nr<T>(), KH = p.kernel_h, KW = p.kernel_w, Cg = g.group_in;
+  for (int64_t gr = 0; gr < p.groups; ++gr)
+    for (int64_t b = 0; b < g.oc_blocks; ++b)
+      for (int64_t i = 0; i < KH; ++i)
+        for (int64_t j = 0; j < KW; ++j)
+          for (int64_t c = 0; c < Cg; ++c)
+            for (int64_t l = 0; l < NR; ++l) {
+              const int64_t k = b * NR + l;
+              *out++ = k < g.group_out ? w[(((gr * Cg + c) * g.group_out + k) * KH + i) * KW + j] : T(0);
+            }
+}
+
+template <class T>
+size_t workspace_bytes(const ConvTranspose2dProblem& p, int) {
+  const Geometry g = geometry<T>(p);
+  return size_t(p.batch * p.in_h * g.padded_w * p.in_channels) * sizeof(T);
+}
+
+struct Tap {
+  int64_t index, shift;  // kernel index and e (input = m - e)
+};
+
+template <class T>
+struct TileArgs {
+  const Tap* row_taps;
+  int64_t row_count;
+  const Tap* col_taps;
+  int64_t col_count;
+  const T* x;  // padded input at the tile's first pixel (m0), row shift 0, column shift 0
+  const T* w;  // the channel block's packed weights
+  int64_t row_stride, pixel_stride, group_in, kernel_w;
+};
+
+// MR pixels x NR channels of one output row and phase, summed over the valid taps and the
+// group's input channels; the result goes to tile[MR][NR].
+template <class T, int MR>
+void micro_tile(const TileArgs<T>& a, typename Vec<T>::type b0, typename Vec<T>::type b1, T* tile) {
+  using V = typename Vec<T>::type;
+  constexpr int64_t VL = lanes<T>(), NR = nr<T>();
+  V acc[MR][2];
+  for (int q = 0; q < MR; ++q) {
+    acc[q][0] = b0;
+    acc[q][1] = b1;
+  }
+  const int64_t C = a.pixel_stride, Cg = a.group_in;
+  for (int64_t rt = 0; rt < a.row_count; ++rt) {
+    const T* xr = a.x + a.row_taps[rt].shift * a.row_stride;
+    for (int64_t ct = 0; ct < a.col_count; ++ct) {
+      const T* xb = xr - a.col_taps[ct].shift * C;
+      const T* wb = a.w + (a.row_taps[rt].index * a.kernel_w + a.col_taps[ct].index) * Cg * NR;
+      for (int64_t c = 0; c < Cg; ++c) {
+        V w0, w1;
+        std::memcpy(&w0, wb + c * NR, sizeof(V));
+        std::memcpy(&w1, wb + c * NR + VL, sizeof(V));
+        for (int q = 0; q < MR; ++q) {
+          const T xv = xb[q * C + c];
+          acc[q][0] += xv * w0;
+          acc[q][1] += xv * w1;
+        }
+      }
+    }
+  }
+  std::memcpy(tile, acc, sizeof(acc));
+}
+
+template <class T>
+void run_phase(const ConvTransposeCall& call) {
+  using V = typename Vec<T>::type;
+  constexpr int64_t VL = lanes<T>(), NR = nr<T>(), MR = kMR;
+  const ConvTranspose2dProblem& p = call.p;
+  const Geometry g = geometry<T>(p);
+  const int64_t C = p.in_channels, Cg = g.group_in, IH = p.in_h, IW = p.in_w, E = g.edge, PW = g.padded_w;
+  const int64_t SH = p.stride_h, SW = p.stride_w, KH = p.kernel_h, KW = p.kernel_w;
+  const T* x = static_cast<const T*>(call.x);
+  const T* wp = static_cast<const T*>(call.packed);
+  const T* bias = static_cast<const T*>(call.bias);
+  T* y = static_cast<T*>(call.y);
+  const bool nhwc = p.layout == Layout::NHWC;
+
+  // Taps of each column phase r = (ow + pad_left) mod S.
+  std::vector<std::vector<Tap>> col_taps(static_cast<size_t>(SW));
+  for (int64_t j = 0; j < KW; ++j) {
+    const int64_t o = j * p.dilation_w;
+    col_taps[size_t(o % SW)].push_back({j, o / SW});
+  }
+
+  // The input as NHWC with E zero columns on the left and zeros past the right edge.
+  std::vector<T> xpad(size_t(p.batch * IH * PW * C));
+  const int threads = call.num_threads;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t row = 0; row < p.batch * IH; ++row) {
+    const int64_t n = row / IH, ih = row % IH;
+    T* d = xpad.data() + row * PW * C;
+    std::memset(d, 0, sizeof(T) * size_t(E * C));
+    std::memset(d + (E + IW) * C, 0, sizeof(T) * size_t((PW - E - IW) * C));
+    const T* s = x + n * call.x_stride.n + ih * call.x_stride.h;
+    if (nhwc) {
+      for (int64_t iw = 0; iw < IW; ++iw) std::memcpy(d + (E + iw) * C, s + iw * call.x_stride.w, sizeof(T) * size_t(C));
+    } else {
+      for (int64_t c = 0; c < C; ++c) {
+        const T* sc = s + c * call.x_stride.c;
+        T* dc = d + E * C + c;
+        for (int64_t iw = 0; iw < IW; ++iw) dc[iw * C] = sc[iw];
+      }
+    }
+  }
+
+  const int64_t items = p.groups * g.oc_blocks * p.batch * p.out_h;
+#pragma omp parallel num_threads(threads)
+  {
+    DenormalGuard denormals;
+    std::vector<Tap> row_taps;
+    alignas(64) T bias_block[NR];
+    alignas(64) T tile[MR * NR];
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < items; ++item) {
+      int64_t rest = item;
+      const int64_t oh = rest % p.out_h; rest /= p.out_h;
+      const int64_t n = rest % p.batch; rest /= p.batch;
+      const int64_t ob = rest % g.oc_blocks;
+      const int64_t gr = rest / g.oc_blocks;
+      const int64_t k0 = gr * g.group_out + ob * NR;
+      const int64_t kcount = std::min(NR, g.group_out - ob * NR);
+      for (int64_t l = 0; l < NR; ++l) bias_block[l] = (bias && l < kcount) ? bias[k0 + l] : T(0);
+      V b0, b1;
+      std::memcpy(&b0, bias_block, sizeof(V));
+      std::memcpy(&b1, bias_block + VL, sizeof(V));
+
+      // Valid row taps: (oh + pad_top - i * D) = ih * S with 0 <= ih < IH.
+      row_taps.clear();
+      const int64_t th = oh + p.pad_top;
+      for (int64_t i = 0; i < KH; ++i) {
+        const int64_t o = th - i * p.dilation_h;
+        if (o < 0) break;
+        if (o % SH == 0 && o / SH < IH) row_taps.push_back({i, o / SH});
+      }
+      const T* xn = xpad.data() + n * IH * PW * C + gr * Cg;
+      const T* wblock = wp + (gr * g.oc_blocks + ob) * KH * KW * Cg * NR;
+
+      for (int64_t r = 0; r < SW; ++r) {
+        // Outputs ow = m * SW + r - pad_left inside [0, OW).
+        const int64_t m_lo = p.pad_left > r ? ceil_div(p.pad_left - r, SW) : 0;
+        const int64_t last = p.out_w - 1 + p.pad_left - r;
+        if (last < 0) continue;
+        const int64_t m_hi = last / SW + 1;
+        const std::vector<Tap>& ctaps = col_taps[size_t(r)];
+        // Balanced micro-tiles: 14 pixels run as 7 + 7, not 8 + 6 or 6 + 6 + 2.
+        const int64_t count = m_hi - m_lo;
+        if (count <= 0) continue;
+        const int64_t tiles = ceil_div(count, MR);
+        const int64_t mr = ceil_div(count, tiles);
+        for (int64_t m0 = m_lo; m0 < m_hi; m0 += mr) {
+          const int64_t pix = std::min(mr, m_hi - m0);
+          const TileArgs<T> args{row_taps.data(), int64_t(row_taps.size()), ctaps.data(), int64_t(ctaps.size()),
+                                 xn + (m0 + E) * C, wblock, PW * C, C, Cg, KW};
+          switch (mr) {
+            case 1: micro_tile<T, 1>(args, b0, b1, tile); break;
+            case 2: micro_tile<T, 2>(args, b0, b1, tile); break;
+            case 3: micro_tile<T, 3>(args, b0, b1, tile); break;
+            case 4: micro_tile<T, 4>(args, b0, b1, tile); break;
+            case 5: micro_tile<T, 5>(args, b0, b1, tile); break;
+            case 6: micro_tile<T, 6>(args, b0, b1, tile); break;
+#if CPPCONV_CT_MAX_MR > 6
+            case 7: micro_tile<T, 7>(args, b0, b1, tile); break;
+            case 8: micro_tile<T, 8>(args, b0, b1, tile); break;
+#endif
+            default: break;
+          }
+          for (int64_t q = 0; q < pix; ++q) {
+            T* t = tile + q * NR;
+            activate_row(t, kcount, p.activation);
+            const int64_t ow = (m0 + q) * SW + r - p.pad_left;
+            T* yo = y + n * call.y_stride.n + oh * call.y_stride.h + ow * call.y_stride.w + k0 * call.y_stride.c;
+            if (nhwc) {
+              std::memcpy(yo, t, sizeof(T) * size_t(kcount));
+            } else {
+              for (int64_t l = 0; l < kcount; ++l) yo[l * call.y_stride.c] = t[l];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+bool accepts_any(const ConvTranspose2dProblem&) { return true; }
+
+}  // namespace
+
+const ConvTransposeAlgorithm conv_transpose2d_phase_f32 = {
+    "conv_transpose2d_phase_f32__" CPPCONV_ISA_NAME, DType::Float32, accepts_any, packed_bytes<float>,
+    pack<float>, workspace_bytes<float>, run_phase<float>};
+const ConvTransposeAlgorithm conv_transpose2d_phase_f64 = {
+    "conv_transpose2d_phase_f64__" CPPCONV_ISA_NAME, DType::Float64, accepts_any, packed_bytes<double>,
+    pack<double>, workspace_bytes<double>, run_phase<double>};
+
+}  // namespace CPPCONV_ISA_NS
+}  // namespace cppconv

@@ -1,0 +1,351 @@
+// Max and average pooling, regular and adaptive.  Compiled once per ISA.
+//   pool2d_rows_nchw:     regular windows in NCHW, one output row at a time, vectorised along
+//                         the output width (contiguous loads for stride 1, strided otherwise);
+//                         each tap column runs over the output range it covers, so padding is
+//                         skipped instead of copied.
+//   pool2d_plane_nchw:    one output per plane covering it all (global pooling): a reduction
+//                         over the contiguous plane.
+//   pool2d_maps_nchw:     any NCHW problem (adaptive windows), scalar through the window maps.
+//   pool2d_channels_nhwc: any NHWC problem, vectorised across channels.
+// Inputs and outputs are C-contiguous in p.layout (unit stride along w for NCHW, along c for
+// NHWC).  Max follows PyTorch: the first tap inside the input is the initial argmax, a
+// strictly larger value or a NaN replaces it; padding never wins.
+#include <limits>
+#include <vector>
+
+#include "kernels/isa_common.h"
+#include "kernels/pool2d.h"
+
+namespace cppconv {
+namespace CPPCONV_ISA_NS {
+namespace {
+
+template <class T>
+constexpr T neg_inf() {
+  return -std::numeric_limits<T>::infinity();
+}
+
+template <class T>
+T avg_divisor(const PoolCall& call, int64_t oh, int64_t ow) {
+  const Pool2dProblem& p = call.p;
+  if (p.divisor_override != 0) return T(p.divisor_override);
+  return T(call.rows.size[oh] * call.cols.size[ow]);
+}
+
+// ---------------------------------------------------------------------------------------
+// pool2d_rows_nchw
+
+template <class T>
+void run_rows_nchw(const PoolCall& call) {
+  const Pool2dProblem& p = call.p;
+  const T* x = static_cast<const T*>(call.x);
+  T* y = static_cast<T*>(call.y);
+  const int64_t OW = p.out_w, S = p.stride_w, W = p.in_w;
+  // Output columns [lo[j], hi[j]) see tap column j inside the input.
+  std::vector<int64_t> lo(size_t(p.kernel_w)), hi(size_t(p.kernel_w));
+  for (int64_t j = 0; j < p.kernel_w; ++j) {
+    const int64_t off = j * p.dilation_w - p.pad_left;  // input column of output 0
+    int64_t l = off >= 0 ? 0 : ceil_div(-off, S);
+    int64_t h = (W - 1 - off) < 0 ? 0 : (W - 1 - off) / S + 1;
+    lo[size_t(j)] = std::min(l, OW);
+    hi[size_t(j)] = std::max(std::min(h, OW), lo[size_t(j)]);
+  }
+  const int64_t planes = p.batch * p.channels, items = planes * p.out_h;
+  const bool is_max = p.kind == PoolKind::Max;
+
+#pragma omp parallel num_threads(call.num_threads)
+  {
+    DenormalGuard denormals;
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t oh = item % p.out_h, plane = item / p.out_h;
+      const int64_t n = plane / p.channels, c = plane % p.channels;
+      const T* xp = x + n * call.x_stride.n + c * call.x_stride.c;
+      const int64_t yo = n * call.y_stride.n + c * call.y_stride.c + oh * call.y_stride.h;
+      T* a = y + yo;
+      const int64_t h0 = call.rows.begin[oh], taps_h = call.rows.count[oh];
+      if (is_max) {
+        int64_t* idx = call.indices ? call.indices + yo : nullptr;
+        for (int64_t ow = 0; ow < OW; ++ow) a[ow] = neg_inf<T>();
+        if (idx)
+          for (int64_t ow = 0; ow < OW; ++ow) idx[ow] = h0 * W + call.cols.begin[ow];
+        for (int64_t t = 0; t < taps_h; ++t) {
+          const int64_t h = h0 + t * p.dilation_h;
+          const T* xr = xp + h * call.x_stride.h;
+          for (int64_t j = 0; j < p.kernel_w; ++j) {
+            const int64_t off = j * p.dilation_w - p.pad_left;
+            const int64_t l = lo[size_t(j)], e = hi[size_t(j)];
+            if (idx) {
+              const int64_t base = h * W + off;
+              for (int64_t ow = l; ow < e; ++ow) {
+                const T v = xr[ow * S + off];
+                if (v > a[ow] || v != v) {
+                  a[ow] = v;
+                  idx[ow] = base + ow * S;
+                }
+              }
+            } else if (S == 1) {
+              const T* s = xr + off + l;
+              T* d = a + l;
+              const int64_t m = e - l;
+#pragma omp simd
+              for (int64_t q = 0; q < m; ++q) d[q] = (s[q] > d[q] || s[q] != s[q]) ? s[q] : d[q];
+            } else {
+#pragma omp simd
+              for (int64_t ow = l; ow < e; ++ow) {
+                const T v = xr[ow * S + off];
+                a[ow] = (v > a[ow] || v != v) ? v : a[ow];
+              }
+            }
+          }
+        }
+      } else {
+        for (int64_t ow = 0; ow < OW; ++ow) a[ow] = T(0);
+        for (int64_t t = 0; t < taps_h; ++t) {
+          const T* xr = xp + (h0 + t * p.dilation_h) * call.x_stride.h;
+          for (int64_t j = 0; j < p.kernel_w; ++j) {
+            const int64_t off = j * p.dilation_w - p.pad_left;
+            const int64_t l = lo[size_t(j)], e = hi[size_t(j)];
+            if (S == 1) {
+              const T* s = xr + off + l;
+              T* d = a + l;
+              const int64_t m = e - l;
+#pragma omp simd
+              for (int64_t q = 0; q < m; ++q) d[q] += s[q];
+            } else {
+#pragma omp simd
+              for (int64_t ow = l; ow < e; ++ow) a[ow] += xr[ow * S + off];
+            }
+          }
+        }
+        if (p.divisor_override != 0) {
+          const T d = T(p.divisor_override);
+          for (int64_t ow = 0; ow < OW; ++ow) a[ow] /= d;
+        } else {
+          const int64_t rs = call.rows.size[oh];
+          const int64_t* cs = call.cols.size;
+#pragma omp simd
+          for (int64_t ow = 0; ow < OW; ++ow) a[ow] /= T(rs * cs[ow]);
+        }
+      }
+    }
+  }
+}
+
+bool accepts_rows_nchw(const Pool2dProblem& p) { return p.layout == Layout::NCHW && !p.adaptive; }
+
+// ---------------------------------------------------------------------------------------
+// pool2d_plane_nchw
+
+template <class T>
+void run_plane_nchw(const PoolCall& call) {
+  const Pool2dProblem& p = call.p;
+  const T* x = static_cast<const T*>(call.x);
+  T* y = static_cast<T*>(call.y);
+  const int64_t planes = p.batch * p.channels, HW = p.in_h * p.in_w;
+  const bool is_max = p.kind == PoolKind::Max;
+  constexpr int L = 16;  // independent partial results, so the reduction vectorises
+
+#pragma omp parallel num_threads(call.num_threads)
+  {
+    DenormalGuard denormals;
+#pragma omp for schedule(static)
+    for (int64_t plane = 0; plane < planes; ++plane) {
+      const int64_t n = plane / p.channels, c = plane % p.channels;
+      const T* xp = x + n * call.x_stride.n + c * call.x_stride.c;  // contiguous h, w
+      const int64_t yo = n * call.y_stride.n + c * call.y_stride.c;
+      const int64_t full = HW / L * L;
+      if (is_max && call.indices) {
+        T best = neg_inf<T>();
+        int64_t arg = 0;
+        for (int64_t i = 0; i < HW; ++i)
+          if (xp[i] > best || xp[i] != xp[i]) {
+            best = xp[i];
+            arg = i;
+          }
+        y[yo] = best;
+        call.indices[yo] = arg;
+      } else if (is_max) {
+        T part[L];
+        for (int l = 0; l < L; ++l) part[l] = neg_inf<T>();
+        for (int64_t i = 0; i < full; i += L)
+#pragma omp simd
+          for (int l = 0; l < L; ++l) {
+            const T v = xp[i + l];
+            part[l] = (v > part[l] || v != v) ? v : part[l];
+          }
+        T best = neg_inf<T>();
+        for (int l = 0; l < L; ++l) best = (part[l] > best || part[l] != part[l]) ? part[l] : best;
+        for (int64_t i = full; i < HW; ++i) best = (xp[i] > best || xp[i] != xp[i]) ? xp[i] : best;
+        y[yo] = best;
+      } else {
+        T part[L] = {};
+        for (int64_t i = 0; i < full; i += L)
+#pragma omp simd
+          for (int l = 0; l < L; ++l) part[l] += xp[i + l];
+        T sum = 0;
+        for (int l = 0; l < L; ++l) sum += part[l];
+        for (int64_t i = full; i < HW; ++i) sum += xp[i];
+        y[yo] = sum / avg_divisor<T>(call, 0, 0);
+      }
+    }
+  }
+}
+
+bool accepts_plane_nchw(const Pool2dProblem& p) {
+  return p.layout == Layout::NCHW && p.adaptive && p.out_h == 1 && p.out_w == 1;
+}
+
+// ---------------------------------------------------------------------------------------
+// pool2d_maps_nchw
+
+template <class T>
+void run_maps_nchw(const PoolCall& call) {
+  const Pool2dProblem& p = call.p;
+  const T* x = static_cast<const T*>(call.x);
+  T* y = static_cast<T*>(call.y);
+  const int64_t planes = p.batch * p.channels;
+  const bool is_max = p.kind == PoolKind::Max;
+
+#pragma omp parallel num_threads(call.num_threads)
+  {
+    DenormalGuard denormals;
+#pragma omp for schedule(static)
+    for (int64_t plane = 0; plane < planes; ++plane) {
+      const int64_t n = plane / p.channels, c = plane % p.channels;
+      const T* xp = x + n * call.x_stride.n + c * call.x_stride.c;
+      for (int64_t oh = 0; oh < p.out_h; ++oh) {
+        const int64_t h0 = call.rows.begin[oh], th = call.rows.count[oh];
+        for (int64_t ow = 0; ow < p.out_w; ++ow) {
+          const int64_t w0 = call.cols.begin[ow], tw = call.cols.count[ow];
+          const int64_t yo = n * call.y_stride.n + c * call.y_stride.c + oh * call.y_stride.h + ow * call.y_stride.w;
+          if (is_max) {
+            T best = neg_inf<T>();
+            int64_t arg = h0 * p.in_w + w0;
+            for (int64_t t = 0; t < th; ++t) {
+              const int64_t h = h0 + t * p.dilation_h;
+              const T* xr = xp + h * call.x_stride.h;
+              for (int64_t u = 0; u < tw; ++u) {
+                const int64_t w = w0 + u * p.dilation_w;
+                const T v = xr[w];
+                if (v > best || v != v) {
+                  best = v;
+                  arg = h * p.in_w + w;
+                }
+              }
+            }
+            y[yo] = best;
+            if (call.indices) call.indices[yo] = arg;
+          } else {
+            T sum = 0;
+            for (int64_t t = 0; t < th; ++t) {
+              const T* xr = xp + (h0 + t * p.dilation_h) * call.x_stride.h + w0;
+              for (int64_t u = 0; u < tw; ++u) sum += xr[u * p.dilation_w];
+            }
+            y[yo] = sum / avg_divisor<T>(call, oh, ow);
+          }
+        }
+      }
+    }
+  }
+}
+
+bool accepts_nchw(const Pool2dProblem& p) { return p.layout == Layout::NCHW; }
+
+// ---------------------------------------------------------------------------------------
+// pool2d_channels_nhwc
+
+template <class T>
+void run_channels_nhwc(const PoolCall& call) {
+  const Pool2dProblem& p = call.p;
+  const T* x = static_cast<const T*>(call.x);
+  T* y = static_cast<T*>(call.y);
+  const int64_t C = p.channels;
+  // Channel blocks keep a few items per pixel for global pooling of small batches.
+  const int64_t cblock = std::min<int64_t>(C, 256);
+  const int64_t cblocks = ceil_div(C, cblock);
+  const int64_t items = p.batch * p.out_h * p.out_w * cblocks;
+  const bool is_max = p.kind == PoolKind::Max;
+
+#pragma omp parallel num_threads(call.num_threads)
+  {
+    DenormalGuard denormals;
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < items; ++item) {
+      int64_t rest = item;
+      const int64_t cb = rest % cblocks; rest /= cblocks;
+      const int64_t ow = rest % p.out_w; rest /= p.out_w;
+      const int64_t oh = rest % p.out_h;
+      const int64_t n = rest / p.out_h;
+      const int64_t c0 = cb * cblock, cn = std::min(cblock, C - c0);
+      int exponent = 0;
+      const int64_t h0 = call.rows.begin[oh], th = call.rows.count[oh];
+      const int64_t w0 = call.cols.begin[ow], tw = call.cols.count[ow];
+      const T* xn = x + n * call.x_stride.n + c0;
+      const int64_t yo = n * call.y_stride.n + oh * call.y_stride.h + ow * call.y_stride.w + c0;
+      T* a = y + yo;
+      if (is_max) {
+        for (int64_t c = 0; c < cn; ++c) a[c] = neg_inf<T>();
+        int64_t* idx = call.indices ? call.indices + yo : nullptr;
+        if (idx)
+          for (int64_t c = 0; c < cn; ++c) idx[c] = h0 * p.in_w + w0;
+        for (int64_t t = 0; t < th; ++t) {
+          const int64_t h = h0 + t * p.dilation_h;
+          for (int64_t u = 0; u < tw; ++u) {
+            const int64_t w = w0 + u * p.dilation_w;
+            const T* s = xn + h * call.x_stride.h + w * call.x_stride.w;
+            if (idx) {
+              const int64_t here = h * p.in_w + w;
+#pragma omp simd
+              for (int64_t c = 0; c < cn; ++c) {
+                const bool take = s[c] > a[c] || s[c] != s[c];
+                a[c] = take ? s[c] : a[c];
+                idx[c] = take ? here : idx[c];
+              }
+            } else {
+#pragma omp simd
+              for (int64_t c = 0; c < cn; ++c) a[c] = (s[c] > a[c] || s[c] != s[c]) ? s[c] : a[c];
+            }
+          }
+        }
+      } else {
+        for (int64_t c = 0; c < cn; ++c) a[c] = T(0);
+        for (int64_t t = 0; t < th; ++t) {
+          const int64_t h = h0 + t * p.dilation_h;
+          for (int64_t u = 0; u < tw; ++u) {
+            const T* s = xn + h * call.x_stride.h + (w0 + u * p.dilation_w) * call.x_stride.w;
+#pragma omp simd
+            for (int64_t c = 0; c < cn; ++c) a[c] += s[c];
+          }
+        }
+        const T d = avg_divisor<T>(call, oh, ow);
+        const T r = T(1) / d;
+        if (r * d == T(1) && std::frexp(d, &exponent) == T(0.5)) {
+          // A power of two: multiplying by the exact reciprocal rounds as dividing does.
+#pragma omp simd
+          for (int64_t c = 0; c < cn; ++c) a[c] *= r;
+        } else {
+#pragma omp simd
+          for (int64_t c = 0; c < cn; ++c) a[c] /= d;
+        }
+      }
+    }
+  }
+}
+
+bool accepts_nhwc(const Pool2dProblem& p) { return p.layout == Layout::NHWC; }
+
+}  // namespace
+
+#define CPPCONV_POOL(name, accepts, run)                                                               \
+  const PoolAlgorithm name##_f32 = {#name "_f32__" CPPCONV_ISA_NAME, DType::Float32, accepts, run<float>}; \
+  const PoolAlgorithm name##_f64 = {#name "_f64__" CPPCONV_ISA_NAME, DType::Float64, accepts, run<double>};
+
+CPPCONV_POOL(pool2d_rows_nchw, accepts_rows_nchw, run_rows_nchw)
+CPPCONV_POOL(pool2d_plane_nchw, accepts_plane_nchw, run_plane_nchw)
+CPPCONV_POOL(pool2d_maps_nchw, accepts_nchw, run_maps_nchw)
+CPPCONV_POOL(pool2d_channels_nhwc, accepts_nhwc, run_channels_nhwc)
+#undef CPPCONV_POOL
+
+}  // namespace CPPCONV_ISA_NS
+}  // namespace cppconv

@@ -1,0 +1,134 @@
+#include "pool.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "conv.h"
+#include "dispatch.h"
+#include "pool_reference.h"
+
+namespace cppconv {
+namespace {
+
+Strides4 contiguous_strides(Layout layout, int64_t c, int64_t h, int64_t w) {
+  if (layout == Layout::NCHW) return {c * h * w, h * w, w, 1};
+  return {h * w * c, 1, w * c, c};
+}
+
+const PoolAlgorithm& reference_for(DType dtype) {
+  return dtype == DType::Float32 ? pool2d_reference_f32 : pool2d_reference_f64;
+}
+
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+int pool_threads(const Pool2dProblem& p, int max_threads) {
+#if defined(_OPENMP)
+  // Elements touched: every output's window, at least the whole input.  About 20 us of
+  // single-threaded work per extra thread pays for waking it.
+  const double taps = p.adaptive ? double(p.in_h) * double(p.in_w) / double(p.out_h * p.out_w) + 1.0
+                                 : double(p.kernel_h) * double(p.kernel_w);
+  const double outputs = double(p.batch) * double(p.channels) * double(p.out_h) * double(p.out_w);
+  const double inputs = double(p.batch) * double(p.channels) * double(p.in_h) * double(p.in_w);
+  const double work = std::max(outputs * taps, inputs);
+  return int(std::max(1.0, std::min<double>(max_threads, work / 1.0e5)));
+#else
+  (void)p;
+  (void)max_threads;
+  return 1;
+#endif
+}
+
+}  // namespace
+
+int64_t pool_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_before, int64_t pad_after,
+                         int64_t dilation, bool ceil_mode) {
+  const int64_t span = in + pad_before + pad_after - dilation * (kernel - 1) - 1;
+  if (span < 0) return 0;
+  int64_t out = (ceil_mode ? span + stride - 1 : span) / stride + 1;
+  if (ceil_mode && (out - 1) * stride >= in + pad_before) --out;
+  return out;
+}
+
+PoolAxisMaps pool_axis_maps(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t dilation,
+                            int64_t pad_before, int64_t pad_after, bool adaptive, bool count_include_pad) {
+  PoolAxisMaps m;
+  m.begin.resize(size_t(out));
+  m.count.resize(size_t(out));
+  m.size.resize(size_t(out));
+  for (int64_t o = 0; o < out; ++o) {
+    int64_t begin, count, size;
+    if (adaptive) {
+      begin = (o * in) / out;
+      count = ((o + 1) * in + out - 1) / out - begin;
+      size = count;
+    } else {
+      const int64_t start = o * stride - pad_before;
+      const int64_t first = start < 0 ? (-start + dilation - 1) / dilation : 0;
+      const int64_t last = std::min(kernel - 1, floor_div(in - 1 - start, dilation));
+      begin = start + first * dilation;
+      count = std::max<int64_t>(0, last - first + 1);
+      size = count_include_pad ? std::min(start + kernel, in + pad_after) - start : count;
+    }
+    m.begin[size_t(o)] = begin;
+    m.count[size_t(o)] = count;
+    m.size[size_t(o)] = size;
+  }
+  return m;
+}
+
+std::vector<const PoolAlgorithm*> all_pool_algorithms() {
+  std::vector<const PoolAlgorithm*> all;
+  for (const std::string& isa : available_isas()) {
+    const KernelTable& t = table_for_isa(isa);
+    for (int i = 0; i < t.pool_count; ++i) all.push_back(&t.pool[i]);
+  }
+  all.push_back(&pool2d_reference_f32);
+  all.push_back(&pool2d_reference_f64);
+  return all;
+}
+
+const PoolAlgorithm* find_pool_algorithm(const std::string& name) {
+  for (const PoolAlgorithm* a : all_pool_algorithms())
+    if (name == a->name) return a;
+  return nullptr;
+}
+
+PoolChoice choose_pool(const Pool2dProblem& p) {
+  const KernelTable& table = active_table();
+  const PoolAlgorithm* chosen = &reference_for(p.dtype);
+  for (int i = 0; i < table.pool_count; ++i) {
+    const PoolAlgorithm& a = table.pool[i];
+    if (a.dtype == p.dtype && a.accepts(p)) {
+      chosen = &a;
+      break;
+    }
+  }
+  return {chosen, table.isa_name, pool_threads(p, get_num_threads())};
+}
+
+void pool2d(const Pool2dProblem& p, const void* x, void* y, int64_t* indices, const PoolAlgorithm* forced) {
+  if (p.batch == 0 || p.channels == 0 || p.out_h == 0 || p.out_w == 0) return;
+  PoolChoice choice = choose_pool(p);
+  if (forced) {
+    if (forced->dtype != p.dtype || !forced->accepts(p))
+      throw std::invalid_argument(std::string("algorithm ") + forced->name + " does not accept this problem");
+    choice.algorithm = forced;
+  }
+  const PoolAxisMaps rows = pool_axis_maps(p.in_h, p.out_h, p.kernel_h, p.stride_h, p.dilation_h, p.pad_top,
+                                           p.pad_bottom, p.adaptive, p.count_include_pad);
+  const PoolAxisMaps cols = pool_axis_maps(p.in_w, p.out_w, p.kernel_w, p.stride_w, p.dilation_w, p.pad_left,
+                                           p.pad_right, p.adaptive, p.count_include_pad);
+  PoolCall call;
+  call.p = p;
+  call.x = x;
+  call.y = y;
+  call.indices = p.kind == PoolKind::Max ? indices : nullptr;
+  call.x_stride = contiguous_strides(p.layout, p.channels, p.in_h, p.in_w);
+  call.y_stride = contiguous_strides(p.layout, p.channels, p.out_h, p.out_w);
+  call.rows = {rows.begin.data(), rows.count.data(), rows.size.data()};
+  call.cols = {cols.begin.data(), cols.count.data(), cols.size.data()};
+  call.num_threads = choice.threads;
+  choice.algorithm->run(call);
+}
+
+}  // namespace cppconv

@@ -1,0 +1,78 @@
+// Plain descriptions of pooling and transposed-convolution calls, shared by the drivers and
+// every per-ISA kernel.  Data only (no inline functions), for the same one-definition reason
+// as conv_problem.h.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "conv_problem.h"
+
+namespace cppconv {
+
+enum class PoolKind : int { Max = 0, Avg = 1 };
+
+// One pooling call.  Regular pools have windows (oh * stride - pad + i * dilation); adaptive
+// pools (PyTorch's start = floor(o * I / O), end = ceil((o + 1) * I / O)) have none of
+// kernel/stride/padding/dilation and are described by the window maps of PoolCall only.
+struct Pool2dProblem {
+  int64_t batch = 0, channels = 0, in_h = 0, in_w = 0, out_h = 0, out_w = 0;
+  int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1;
+  int64_t pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+  PoolKind kind = PoolKind::Max;
+  bool adaptive = false;
+  bool count_include_pad = true;  // avg: see PoolWindows::size
+  int64_t divisor_override = 0;   // avg: 0 for none
+  DType dtype = DType::Float32;
+  Layout layout = Layout::NCHW;   // of input, output and indices
+};
+
+// The windows along one axis, resolved once by the driver so that kernels never clip.
+// Output o reads the valid input coordinates begin[o] + t * dilation for t < count[o]
+// (dilation 1 for adaptive pools).  count is 0 only for a dilated window that covers nothing
+// but padding; begin is then the first non-negative tap, as PyTorch's initial max index.
+// size[o] is the average's divisor factor: with count_include_pad the window clipped to the
+// padded input (PyTorch's rule for ceil_mode windows), else count[o].
+struct PoolWindows {
+  const int64_t* begin = nullptr;
+  const int64_t* count = nullptr;
+  const int64_t* size = nullptr;
+};
+
+struct PoolCall {
+  Pool2dProblem p;
+  const void* x = nullptr;    // strides x_stride
+  void* y = nullptr;          // strides y_stride
+  int64_t* indices = nullptr; // max only, or nullptr: flat h * in_w + w per output, strides y_stride
+  Strides4 x_stride, y_stride;
+  PoolWindows rows, cols;
+  int num_threads = 1;
+};
+
+// One transposed convolution (the adjoint of conv2d with the same weight): weight is
+// (in_channels, out_channels / groups, kh, kw) as in PyTorch; output size along an axis is
+// (I - 1) * S - pad_before - pad_after + D * (K - 1) + output_padding + 1.
+struct ConvTranspose2dProblem {
+  int64_t batch = 0, in_channels = 0, in_h = 0, in_w = 0;
+  int64_t out_channels = 0, kernel_h = 0, kernel_w = 0;
+  int64_t out_h = 0, out_w = 0;
+  int64_t stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1;
+  int64_t pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+  int64_t output_padding_h = 0, output_padding_w = 0;
+  int64_t groups = 1;
+  DType dtype = DType::Float32;
+  Layout layout = Layout::NCHW;
+  Activation activation = Activation::None;
+};
+
+struct ConvTransposeCall {
+  ConvTranspose2dProblem p;
+  const void* x = nullptr;       // strides x_stride
+  const void* weight = nullptr;  // (C, K/groups, kh, kw), C-contiguous
+  const void* packed = nullptr;  // the algorithm's packed weights, or nullptr
+  const void* bias = nullptr;    // (K,) or nullptr
+  void* y = nullptr;             // strides y_stride
+  Strides4 x_stride, y_stride;
+  int num_threads = 1;
+};
+
+}  // namespace cppconv

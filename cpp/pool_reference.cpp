@@ -1,0 +1,159 @@
+#include "pool_reference.h"
+
+#include <cmath>
+#include <limits>
+
+namespace cppconv {
+namespace {
+
+template <class T>
+T activate_reference(T v, Activation a) {
+  switch (a) {
+    case Activation::None: return v;
+    case Activation::Relu: return v < T(0) ? T(0) : v;
+    case Activation::Relu6: return v < T(0) ? T(0) : (v > T(6) ? T(6) : v);
+    case Activation::LeakyRelu: return v < T(0) ? v * T(0.01) : v;
+    case Activation::Sigmoid: return T(1) / (T(1) + std::exp(-v));
+    case Activation::Tanh: return std::tanh(v);
+    case Activation::Silu: return v / (T(1) + std::exp(-v));
+  }
+  return v;
+}
+
+// One output's window along an axis: the taps at start + t * step for t < taps, and for the
+// average (regular pools) PyTorch's hend = min(start + K, I + pad_after) before clipping.
+struct Window {
+  int64_t start, taps, step, padded_end;
+};
+
+Window window(bool adaptive, int64_t o, int64_t in, int64_t out, int64_t k, int64_t s, int64_t d, int64_t pad_before,
+              int64_t pad_after) {
+  if (adaptive) {
+    const int64_t start = (o * in) / out, end = ((o + 1) * in + out - 1) / out;
+    return {start, end - start, 1, end};
+  }
+  const int64_t start = o * s - pad_before;
+  return {start, k, d, std::min(start + k, in + pad_after)};
+}
+
+// y[n, c, oh, ow] = max or mean of x[n, c, h, w] over the window's taps inside the input.
+template <class T>
+void run_pool_reference(const PoolCall& call) {
+  const Pool2dProblem& p = call.p;
+  const T* x = static_cast<const T*>(call.x);
+  T* y = static_cast<T*>(call.y);
+  for (int64_t n = 0; n < p.batch; ++n)
+    for (int64_t c = 0; c < p.channels; ++c)
+      for (int64_t oh = 0; oh < p.out_h; ++oh)
+        for (int64_t ow = 0; ow < p.out_w; ++ow) {
+          const Window wh = window(p.adaptive, oh, p.in_h, p.out_h, p.kernel_h, p.stride_h, p.dilation_h,
+                                   p.pad_top, p.pad_bottom);
+          const Window ww = window(p.adaptive, ow, p.in_w, p.out_w, p.kernel_w, p.stride_w, p.dilation_w,
+                                   p.pad_left, p.pad_right);
+          const T* xp = x + n * call.x_stride.n + c * call.x_stride.c;
+          const int64_t yo = n * call.y_stride.n + c * call.y_stride.c + oh * call.y_stride.h + ow * call.y_stride.w;
+          if (p.kind == PoolKind::Max) {
+            // PyTorch: the first tap inside the input is the initial argmax, a strictly larger
+            // value or any NaN replaces it (so the last NaN of the window wins).
+            int64_t h0 = wh.start, w0 = ww.start;
+            while (h0 < 0) h0 += wh.step;
+            while (w0 < 0) w0 += ww.step;
+            T best = -std::numeric_limits<T>::infinity();
+            int64_t arg = h0 * p.in_w + w0;
+            for (int64_t i = 0; i < wh.taps; ++i) {
+              const int64_t h = wh.start + i * wh.step;
+              if (h < 0 || h >= p.in_h) continue;
+              for (int64_t j = 0; j < ww.taps; ++j) {
+                const int64_t w = ww.start + j * ww.step;
+                if (w < 0 || w >= p.in_w) continue;
+                const T v = xp[h * call.x_stride.h + w * call.x_stride.w];
+                if (v > best || std::isnan(v)) {
+                  best = v;
+                  arg = h * p.in_w + w;
+                }
+              }
+            }
+            y[yo] = best;
+            if (call.indices) call.indices[yo] = arg;
+          } else {
+            double sum = 0;
+            int64_t inside = 0;
+            for (int64_t i = 0; i < wh.taps; ++i) {
+              const int64_t h = wh.start + i * wh.step;
+              if (h < 0 || h >= p.in_h) continue;
+              for (int64_t j = 0; j < ww.taps; ++j) {
+                const int64_t w = ww.start + j * ww.step;
+                if (w < 0 || w >= p.in_w) continue;
+                sum += double(xp[h * call.x_stride.h + w * call.x_stride.w]);
+                ++inside;
+              }
+            }
+            int64_t divisor = inside;
+            if (p.divisor_override != 0) {
+              divisor = p.divisor_override;
+            } else if (!p.adaptive && p.count_include_pad) {
+              divisor = (wh.padded_end - wh.start) * (ww.padded_end - ww.start);
+            }
+            y[yo] = T(sum / double(divisor));
+          }
+        }
+}
+
+// y[n, k, oh, ow] = bias[k] + sum over the input channels c of k's group and the taps (i, j)
+// with oh + pad_top - i * D = ih * S and ow + pad_left - j * D = iw * S inside the input of
+// x[n, c, ih, iw] * w[c, k - g * Kg, i, j].  Accumulates in double.
+template <class T>
+void run_conv_transpose_reference(const ConvTransposeCall& call) {
+  const ConvTranspose2dProblem& p = call.p;
+  const T* x = static_cast<const T*>(call.x);
+  const T* w = static_cast<const T*>(call.weight);
+  const T* bias = static_cast<const T*>(call.bias);
+  T* y = static_cast<T*>(call.y);
+  const int64_t group_in = p.in_channels / p.groups, group_out = p.out_channels / p.groups;
+  for (int64_t n = 0; n < p.batch; ++n)
+    for (int64_t k = 0; k < p.out_channels; ++k) {
+      const int64_t g = k / group_out, kl = k % group_out;
+      for (int64_t oh = 0; oh < p.out_h; ++oh)
+        for (int64_t ow = 0; ow < p.out_w; ++ow) {
+          double sum = bias ? double(bias[k]) : 0.0;
+          for (int64_t i = 0; i < p.kernel_h; ++i) {
+            const int64_t th = oh + p.pad_top - i * p.dilation_h;
+            if (th < 0 || th % p.stride_h != 0 || th / p.stride_h >= p.in_h) continue;
+            const int64_t ih = th / p.stride_h;
+            for (int64_t j = 0; j < p.kernel_w; ++j) {
+              const int64_t tw = ow + p.pad_left - j * p.dilation_w;
+              if (tw < 0 || tw % p.stride_w != 0 || tw / p.stride_w >= p.in_w) continue;
+              const int64_t iw = tw / p.stride_w;
+              for (int64_t c = 0; c < group_in; ++c) {
+                const int64_t ci = g * group_in + c;
+                const T xv = x[n * call.x_stride.n + ci * call.x_stride.c + ih * call.x_stride.h + iw * call.x_stride.w];
+                const T wv = w[((ci * group_out + kl) * p.kernel_h + i) * p.kernel_w + j];
+                sum += double(xv) * double(wv);
+              }
+            }
+          }
+          y[n * call.y_stride.n + k * call.y_stride.c + oh * call.y_stride.h + ow * call.y_stride.w] =
+              activate_reference(T(sum), p.activation);
+        }
+    }
+}
+
+bool pool_accepts_any(const Pool2dProblem&) { return true; }
+bool ct_accepts_any(const ConvTranspose2dProblem&) { return true; }
+size_t ct_no_packing(const ConvTranspose2dProblem&) { return 0; }
+size_t ct_no_workspace(const ConvTranspose2dProblem&, int) { return 0; }
+
+}  // namespace
+
+const PoolAlgorithm pool2d_reference_f32 = {"pool2d_reference_f32", DType::Float32, pool_accepts_any,
+                                            run_pool_reference<float>};
+const PoolAlgorithm pool2d_reference_f64 = {"pool2d_reference_f64", DType::Float64, pool_accepts_any,
+                                            run_pool_reference<double>};
+const ConvTransposeAlgorithm conv_transpose2d_reference_f32 = {
+    "conv_transpose2d_reference_f32", DType::Float32, ct_accepts_any, ct_no_packing, nullptr, ct_no_workspace,
+    run_conv_transpose_reference<float>};
+const ConvTransposeAlgorithm conv_transpose2d_reference_f64 = {
+    "conv_transpose2d_reference_f64", DType::Float64, ct_accepts_any, ct_no_packing, nullptr, ct_no_workspace,
+    run_conv_transpose_reference<double>};
+
+}  // namespace cppconv

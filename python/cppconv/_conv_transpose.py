@@ -1,0 +1,268 @@
+"""conv_transpose2d, the ConvTranspose2d layer and its size arithmetic."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from . import _args, _native
+
+
+def conv_transpose_output_size(
+    input_size: int, kernel_size: int, stride: int = 1, padding: int = 0, output_padding: int = 0, dilation: int = 1
+) -> int:
+    """Output length of a transposed convolution along one axis.
+
+    ``O = (I - 1) S - 2 P + D (K - 1) + output_padding + 1`` (PyTorch's rule), the input
+    length of the conv2d it transposes (output_padding picks among the sizes that conv2d
+    maps to I).
+
+    >>> conv_transpose_output_size(14, 4, stride=2, padding=1)
+    28
+    """
+    i = _args.as_int(input_size, "input_size")
+    k = _args.as_int(kernel_size, "kernel_size")
+    s = _args.as_int(stride, "stride")
+    p = _args.as_int(padding, "padding")
+    op = _args.as_int(output_padding, "output_padding")
+    d = _args.as_int(dilation, "dilation")
+    if i < 1:
+        raise ValueError(f"input_size must be >= 1, got {i}")
+    if k < 1:
+        raise ValueError(f"kernel_size must be >= 1, got {k}")
+    if s < 1:
+        raise ValueError(f"stride must be >= 1, got {s}")
+    if d < 1:
+        raise ValueError(f"dilation must be >= 1, got {d}")
+    if p < 0:
+        raise ValueError(f"padding must be non-negative, got {p}")
+    if op < 0 or (op >= s and op >= d):
+        raise ValueError(f"output_padding must be non-negative and smaller than stride {s} or dilation {d}, got {op}")
+    out = (i - 1) * s - 2 * p + d * (k - 1) + op + 1
+    if out < 1:
+        raise ValueError(f"output size (I - 1) S - 2 P + D (K - 1) + output_padding + 1 = {out} is below 1")
+    return out
+
+
+class _TransposeSpec:
+    """The hyper-parameters of a transposed convolution, normalised once."""
+
+    __slots__ = ("stride", "dilation", "padding", "output_padding", "groups", "layout", "activation")
+
+    def __init__(self, stride: Any, padding: Any, output_padding: Any, groups: Any, dilation: Any, layout: Any, activation: Any):
+        self.stride = _args.pair(stride, "stride", minimum=1)
+        self.dilation = _args.pair(dilation, "dilation", minimum=1)
+        pads = _args.explicit_padding(padding)
+        if pads is None:
+            raise ValueError("padding='same' is not supported by conv_transpose2d: give an int, a pair or ((top, bottom), (left, right))")
+        self.padding = pads
+        self.output_padding = _args.pair(output_padding, "output_padding", minimum=0)
+        for axis in (0, 1):
+            if self.output_padding[axis] >= self.stride[axis] and self.output_padding[axis] >= self.dilation[axis]:
+                raise ValueError(
+                    f"output_padding {self.output_padding} must be smaller than stride {self.stride} "
+                    f"or dilation {self.dilation} along each axis"
+                )
+        self.groups = _args.as_int(groups, "groups")
+        if self.groups < 1:
+            raise ValueError(f"groups must be >= 1, got {self.groups}")
+        self.layout = _args.layout_code(layout)
+        self.activation = _args.activation_code(activation)
+
+
+class _Geometry:
+    """One call's shapes: the 4-D views of x and weight and the output shape."""
+
+    __slots__ = ("x4", "w4", "out_shape4", "out_shape")
+
+    def __init__(self, spec: _TransposeSpec, x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray]):
+        if x.ndim == 2 or weight.ndim == 2:
+            if x.ndim != 2 or weight.ndim != 2:
+                raise ValueError(
+                    f"a 2-D image needs a 2-D kernel and vice versa: x has shape {x.shape}, weight has shape {weight.shape}"
+                )
+            w4 = weight[None, None]
+        elif weight.ndim != 4:
+            raise ValueError(f"weight must be 4-D (C, K/groups, kh, kw), got shape {weight.shape}")
+        else:
+            w4 = weight
+        x4 = _args.image_4d(x, spec.layout)
+        nhwc = spec.layout == 1
+        n = x4.shape[0]
+        c, h, w = (x4.shape[3], x4.shape[1], x4.shape[2]) if nhwc else x4.shape[1:]
+        cw, kg, kh, kw = w4.shape
+        g = spec.groups
+        if cw != c:
+            raise ValueError(f"weight has {cw} input channels (its first dimension), x has {c} channels")
+        if c % g:
+            raise ValueError(f"groups={g} does not divide the {c} input channels of x")
+        if kh < 1 or kw < 1:
+            raise ValueError(f"weight has an empty kernel: shape {w4.shape}")
+        if h < 1 or w < 1:
+            raise ValueError(f"x has an empty spatial dimension: height {h}, width {w}")
+        k = kg * g
+        if bias is not None and (bias.ndim != 1 or bias.shape[0] != k):
+            raise ValueError(f"bias must have shape ({k},) for {k} output channels, got {bias.shape}")
+        top, bottom, left, right = spec.padding
+        (sh, sw), (dh, dw), (oph, opw) = spec.stride, spec.dilation, spec.output_padding
+        oh = (h - 1) * sh - top - bottom + dh * (kh - 1) + oph + 1
+        ow = (w - 1) * sw - left - right + dw * (kw - 1) + opw + 1
+        if oh < 1 or ow < 1:
+            raise ValueError(
+                f"output size ({oh}, {ow}) below 1: padding {spec.padding} (top, bottom, left, right) crops more than "
+                f"the ({oh + top + bottom}, {ow + left + right}) the transposed convolution produces"
+            )
+        self.x4, self.w4 = x4, w4
+        self.out_shape4 = (n, oh, ow, k) if nhwc else (n, k, oh, ow)
+        self.out_shape = _args.image_shape(self.out_shape4, x.ndim, spec.layout)
+
+
+def _result_dtype(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray]) -> np.dtype:
+    dtypes = [_args.float_dtype(x, "x"), _args.float_dtype(weight, "weight")]
+    if bias is not None:
+        dtypes.append(_args.float_dtype(bias, "bias"))
+    return np.result_type(*dtypes)
+
+
+def _run(spec: _TransposeSpec, x: Any, weight: Any, bias: Any, out: Any,
+         plans: Optional[Dict[np.dtype, Any]] = None, algorithm: str = "") -> np.ndarray:
+    x = _args.as_input_array(x, "x")
+    weight = _args.as_input_array(weight, "weight")
+    bias = None if bias is None else _args.as_input_array(bias, "bias")
+    result = _result_dtype(x, weight, bias)
+    compute = _args.compute_dtype(result)
+    geo = _Geometry(spec, x, weight, bias)
+    if out is not None:
+        _args.check_out(out, geo.out_shape, result)
+
+    plan = None if plans is None else plans.get(compute)
+    if plan is None:
+        w = _args.as_compute(geo.w4, compute)
+        b = None if bias is None else _args.as_compute(bias, compute)
+        plan = _native.ConvTranspose2dPlan(w, b, copy=plans is not None)
+        if plans is not None:
+            plans[compute] = plan
+
+    dst, direct = _args.output_buffer(out, geo.out_shape4, result, compute, (x, weight, bias))
+    top, bottom, left, right = spec.padding
+    plan.run(
+        _args.as_compute(geo.x4, compute), dst,
+        spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1],
+        top, bottom, left, right, spec.output_padding[0], spec.output_padding[1],
+        spec.groups, spec.layout, spec.activation, algorithm,
+    )
+    return _args.deliver(out, dst, direct, geo.out_shape, result)
+
+
+def conv_transpose2d(
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    output_padding: Any = 0,
+    groups: int = 1,
+    dilation: Any = 1,
+    layout: str = "NCHW",
+    activation: Optional[str] = None,
+    out: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """2-D transposed convolution (``torch.nn.functional.conv_transpose2d``), the adjoint of conv2d.
+
+    ``<conv2d(x, w), y> == <x, conv_transpose2d(y, w)>`` for the same weight array, so it
+    upsamples by the stride: output ``(I - 1) S - 2 P + D (K - 1) + output_padding + 1``.
+
+    Args:
+        x: ``(N, C, H, W)`` or ``(C, H, W)`` for ``layout="NCHW"``, ``(N, H, W, C)`` or
+            ``(H, W, C)`` for ``layout="NHWC"``, or a 2-D image ``(H, W)`` with a 2-D weight.
+        weight: ``(C, K // groups, kh, kw)`` as in PyTorch (for both layouts), or ``(kh, kw)``.
+        bias: ``(K,)`` or None.
+        stride, dilation: int or ``(h, w)``.
+        padding: int, ``(ph, pw)`` or ``((top, bottom), (left, right))``: rows/columns cropped
+            from the full result.
+        output_padding: int or ``(h, w)``, added at the bottom/right; smaller than stride or
+            dilation.
+        groups: divides C and K.
+        layout, activation, out: as for :func:`cppconv.conv2d`.
+
+    Returns:
+        ``(N, K, OH, OW)`` (NCHW) or ``(N, OH, OW, K)`` (NHWC), without N for an unbatched x,
+        ``(OH, OW)`` for a 2-D image; dtype as for conv2d.
+
+    >>> import numpy as np, cppconv
+    >>> x = np.ones((1, 256, 14, 14), np.float32)
+    >>> w = np.ones((256, 128, 4, 4), np.float32)
+    >>> cppconv.conv_transpose2d(x, w, stride=2, padding=1).shape
+    (1, 128, 28, 28)
+    """
+    spec = _TransposeSpec(stride, padding, output_padding, groups, dilation, layout, activation)
+    return _run(spec, x, weight, bias, out)
+
+
+def _conv_transpose2d_with_algorithm(algorithm: str, x: Any, weight: Any, bias: Any = None, **kwargs: Any) -> np.ndarray:
+    """conv_transpose2d through a named algorithm (see ``_native.conv_transpose_algorithms()``)."""
+    out = kwargs.pop("out", None)
+    spec = _TransposeSpec(
+        kwargs.pop("stride", 1), kwargs.pop("padding", 0), kwargs.pop("output_padding", 0), kwargs.pop("groups", 1),
+        kwargs.pop("dilation", 1), kwargs.pop("layout", "NCHW"), kwargs.pop("activation", None),
+    )
+    if kwargs:
+        raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+    return _run(spec, x, weight, bias, out, algorithm=algorithm)
+
+
+class ConvTranspose2d:
+    """A transposed-convolution layer with its weights prepared once.
+
+    ``ConvTranspose2d(weight, bias, **kwargs)(x)`` equals ``conv_transpose2d(x, weight, bias,
+    **kwargs)``; the weights are validated, copied and repacked for the kernel on first use.
+
+    >>> import numpy as np, cppconv
+    >>> up = cppconv.ConvTranspose2d(np.ones((16, 8, 4, 4), np.float32), stride=2, padding=1, activation="relu")
+    >>> up(np.ones((1, 16, 14, 14), np.float32)).shape
+    (1, 8, 28, 28)
+    """
+
+    def __init__(
+        self,
+        weight: Any,
+        bias: Any = None,
+        *,
+        stride: Any = 1,
+        padding: Any = 0,
+        output_padding: Any = 0,
+        groups: int = 1,
+        dilation: Any = 1,
+        layout: str = "NCHW",
+        activation: Optional[str] = None,
+    ):
+        self._spec = _TransposeSpec(stride, padding, output_padding, groups, dilation, layout, activation)
+        weight = _args.as_input_array(weight, "weight")
+        bias = None if bias is None else _args.as_input_array(bias, "bias")
+        _result_dtype(weight, weight, bias)  # rejects unsupported dtypes now
+        if weight.ndim not in (2, 4):
+            raise ValueError(f"weight must be 4-D (C, K/groups, kh, kw) or a 2-D kernel, got shape {weight.shape}")
+        c = weight.shape[0] if weight.ndim == 4 else 1
+        k = (weight.shape[1] if weight.ndim == 4 else 1) * self._spec.groups
+        if c % self._spec.groups:
+            raise ValueError(f"groups={self._spec.groups} does not divide the {c} input channels of weight")
+        if bias is not None and (bias.ndim != 1 or bias.shape[0] != k):
+            raise ValueError(f"bias must have shape ({k},) for {k} output channels, got {bias.shape}")
+        self.weight = np.array(weight, copy=True)
+        self.weight.flags.writeable = False
+        self.bias = None if bias is None else np.array(bias, copy=True)
+        if self.bias is not None:
+            self.bias.flags.writeable = False
+        self._plans: Dict[np.dtype, Any] = {}
+
+    def __call__(self, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
+        return _run(self._spec, x, self.weight, self.bias, out, plans=self._plans)
+
+    def __repr__(self) -> str:
+        s = self._spec
+        return (
+            f"ConvTranspose2d(weight shape={self.weight.shape}, bias={self.bias is not None}, stride={s.stride}, "
+            f"padding={s.padding}, output_padding={s.output_padding}, dilation={s.dilation}, groups={s.groups})"
+        )

@@ -1,0 +1,370 @@
+"""Max, average, adaptive and global pooling, their layers and the size arithmetic."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple, Union
+
+import numpy as np
+
+from . import _args, _native
+
+_MAX, _AVG = 0, 1
+_I64 = np.dtype(np.int64)
+
+
+def _pool_length(i: int, k: int, s: int, before: int, after: int, d: int, ceil_mode: bool) -> int:
+    """PyTorch's pooled length (may be < 1): see pool_output_size."""
+    span = i + before + after - d * (k - 1) - 1
+    if span < 0:
+        return 0
+    out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= i + before:
+        out -= 1  # the last window must start inside the input or the left padding
+    return out
+
+
+def pool_output_size(
+    input_size: int, kernel_size: int, stride: Optional[int] = None, padding: int = 0, dilation: int = 1, ceil_mode: bool = False
+) -> int:
+    """Output length of a max or average pool along one axis (PyTorch's rule).
+
+    ``O = floor((I + 2P - D (K - 1) - 1) / S) + 1`` (``ceil`` in ceil_mode, where the last
+    window must still start inside the input or the left padding).  stride defaults to
+    kernel_size.
+
+    >>> pool_output_size(112, 3, stride=2, padding=1)
+    56
+    >>> pool_output_size(5, 2, ceil_mode=True)
+    3
+    """
+    i = _args.as_int(input_size, "input_size")
+    k = _args.as_int(kernel_size, "kernel_size")
+    s = k if stride is None else _args.as_int(stride, "stride")
+    p = _args.as_int(padding, "padding")
+    d = _args.as_int(dilation, "dilation")
+    if i < 0:
+        raise ValueError(f"input_size must be non-negative, got {i}")
+    if k < 1:
+        raise ValueError(f"kernel_size must be >= 1, got {k}")
+    if s < 1:
+        raise ValueError(f"stride must be >= 1, got {s}")
+    if d < 1:
+        raise ValueError(f"dilation must be >= 1, got {d}")
+    if p < 0:
+        raise ValueError(f"padding must be non-negative, got {p}")
+    out = _pool_length(i, k, s, p, p, d, bool(ceil_mode))
+    if out < 1:
+        raise ValueError(
+            f"kernel_size {k} with dilation {d} spans {d * (k - 1) + 1} > padded input size {i + 2 * p}: output size below 1"
+        )
+    return out
+
+
+class _PoolSpec:
+    """The hyper-parameters of a max or average pool, normalised once."""
+
+    __slots__ = ("kind", "kernel", "stride", "padding", "dilation", "ceil_mode", "count_include_pad", "divisor", "layout")
+
+    def __init__(self, kind: int, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: Any,
+                 count_include_pad: Any, divisor_override: Any, layout: Any):
+        self.kind = kind
+        self.kernel = _args.pair(kernel_size, "kernel_size", minimum=1)
+        empty = stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
+        self.stride = self.kernel if empty else _args.pair(stride, "stride", minimum=1)
+        self.dilation = _args.pair(dilation, "dilation", minimum=1)
+        self.padding = _args.explicit_padding(padding)  # None means "same"
+        if self.padding is not None:
+            top, bottom, left, right = self.padding
+            kh, kw = self.kernel
+            # PyTorch: pad <= kernel_size // 2 (whatever the dilation).
+            if max(top, bottom) > kh // 2 or max(left, right) > kw // 2:
+                raise ValueError(
+                    f"padding {padding!r} must be at most half of kernel_size {self.kernel}: "
+                    f"got (top, bottom, left, right) = {self.padding}, limits ({kh // 2}, {kw // 2})"
+                )
+        self.ceil_mode = bool(ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+        if divisor_override is None:
+            self.divisor = 0
+        else:
+            self.divisor = _args.as_int(divisor_override, "divisor_override")
+            if self.divisor == 0:
+                raise ValueError("divisor_override must be a non-zero integer or None, got 0")
+        self.layout = _args.layout_code(layout)
+
+
+def _input(x: Any) -> Tuple[np.ndarray, np.dtype, np.dtype]:
+    x = _args.as_input_array(x, "x")
+    result = _args.float_dtype(x, "x")
+    return x, result, _args.compute_dtype(result)
+
+
+def _spatial(x4: np.ndarray, layout: int) -> Tuple[int, int, int, int]:
+    """(N, C, H, W) of a 4-D array in layout."""
+    if layout == 1:
+        n, h, w, c = x4.shape
+    else:
+        n, c, h, w = x4.shape
+    if h < 1 or w < 1:
+        raise ValueError(f"x has an empty spatial dimension: height {h}, width {w}")
+    return n, c, h, w
+
+
+def _shape4(n: int, c: int, h: int, w: int, layout: int) -> Tuple[int, int, int, int]:
+    return (n, h, w, c) if layout == 1 else (n, c, h, w)
+
+
+def _split_out(out: Any, return_indices: bool) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    if out is None:
+        return None, None
+    if isinstance(out, tuple):
+        if not return_indices or len(out) != 2:
+            raise TypeError("out must be an array, or a (values, indices) pair when return_indices=True")
+        return out[0], out[1]
+    return out, None
+
+
+def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, algorithm: str = "") -> Any:
+    x, result, compute = _input(x)
+    x4 = _args.image_4d(x, spec.layout)
+    n, c, h, w = _spatial(x4, spec.layout)
+    (kh, kw), (sh, sw), (dh, dw) = spec.kernel, spec.stride, spec.dilation
+    pads = _args.resolve_padding(spec.padding, (h, w), spec.kernel, spec.stride, spec.dilation)
+    top, bottom, left, right = pads
+    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    if span_h > h + top + bottom or span_w > w + left + right:
+        raise ValueError(
+            f"kernel_size ({kh}, {kw}) with dilation ({dh}, {dw}) spans ({span_h}, {span_w}), "
+            f"larger than the padded input ({h + top + bottom}, {w + left + right})"
+        )
+    oh = _pool_length(h, kh, sh, top, bottom, dh, spec.ceil_mode)
+    ow = _pool_length(w, kw, sw, left, right, dw, spec.ceil_mode)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"output size ({oh}, {ow}) below 1 for input ({h}, {w}) and kernel_size ({kh}, {kw})")
+    shape4 = _shape4(n, c, oh, ow, spec.layout)
+    shape = _args.image_shape(shape4, x.ndim, spec.layout)
+    out_v, out_i = _split_out(out, return_indices)
+    if out_v is not None:
+        _args.check_out(out_v, shape, result)
+    if out_i is not None:
+        _args.check_out(out_i, shape, _I64)
+    dst, direct = _args.output_buffer(out_v, shape4, result, compute, (x, out_i))
+    idx = None
+    if return_indices:
+        idx_direct = out_i is not None and out_i.flags.c_contiguous and not _args.overlaps(out_i, (x, dst))
+        idx = out_i.reshape(shape4) if idx_direct else np.empty(shape4, dtype=_I64)
+    _native.pool2d(
+        _args.as_compute(x4, compute), dst, idx, spec.kind, kh, kw, sh, sw, dh, dw, top, bottom, left, right,
+        spec.ceil_mode, spec.count_include_pad, spec.divisor, spec.layout, algorithm,
+    )
+    y = _args.deliver(out_v, dst, direct, shape, result)
+    if not return_indices:
+        return y
+    return y, _args.deliver(out_i, idx, idx_direct, shape, _I64)  # type: ignore[arg-type]
+
+
+def max_pool2d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+    layout: str = "NCHW",
+    out: Any = None,
+) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+    """2-D max pooling (``torch.nn.functional.max_pool2d``).
+
+    Args:
+        x: ``(N, C, H, W)`` or ``(C, H, W)`` for ``layout="NCHW"``, ``(N, H, W, C)`` or
+            ``(H, W, C)`` for ``layout="NHWC"``, or a 2-D image ``(H, W)``.
+        kernel_size, dilation: int or ``(h, w)``.
+        stride: int or ``(h, w)``; None (default) means kernel_size.
+        padding: int, ``(ph, pw)``, ``((top, bottom), (left, right))``, ``"valid"`` or
+            ``"same"`` (output ``ceil(I / S)``, the odd pixel at the bottom/right).  Padding
+            counts as -inf; each side must be at most ``kernel_size // 2``.
+        ceil_mode: round the output size up (the last window must start inside the input or
+            the left padding).
+        return_indices: also return, as int64, the flat index ``h * W + w`` of each maximum
+            in its input plane.  A NaN in a window wins (output NaN, index of the NaN).
+        layout: ``"NCHW"`` or ``"NHWC"``, for x and the result.
+        out: array of the result's shape and dtype to write into (returned); with
+            return_indices also a ``(values, indices)`` pair.
+
+    Returns:
+        ``(N, C, OH, OW)`` (NCHW) or ``(N, OH, OW, C)`` (NHWC), without N for an unbatched x,
+        ``(OH, OW)`` for a 2-D image; float16/32/64 keep their dtype, integers and bools give
+        float64.  With return_indices a pair (values, indices).
+
+    >>> import numpy as np, cppconv
+    >>> x = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    >>> cppconv.max_pool2d(x, 2)
+    array([[[ 5.,  7.],
+            [13., 15.]]], dtype=float32)
+    """
+    spec = _PoolSpec(_MAX, kernel_size, stride, padding, dilation, ceil_mode, True, None, layout)
+    return _run_pool(spec, x, out, bool(return_indices))
+
+
+def avg_pool2d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: Optional[int] = None,
+    layout: str = "NCHW",
+    out: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """2-D average pooling (``torch.nn.functional.avg_pool2d``).
+
+    Shapes, dtypes, stride, padding, ceil_mode, layout and out as in :func:`max_pool2d`
+    (padding counts as zeros).  The divisor is ``divisor_override`` when given, else with
+    ``count_include_pad`` the window clipped to the padded input (a ceil_mode window hanging
+    past the padding counts only up to it), else the number of input pixels in the window.
+
+    >>> import numpy as np, cppconv
+    >>> x = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    >>> cppconv.avg_pool2d(x, 2)
+    array([[[ 2.5,  4.5],
+            [10.5, 12.5]]], dtype=float32)
+    """
+    spec = _PoolSpec(_AVG, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override, layout)
+    return _run_pool(spec, x, out)
+
+
+def _adaptive_size(output_size: Any, hw: Tuple[int, int]) -> Tuple[int, int]:
+    if isinstance(output_size, (tuple, list)):
+        if len(output_size) != 2:
+            raise ValueError(f"output_size must be an int or a pair (h, w), got {output_size!r}")
+        sizes = tuple(hw[i] if output_size[i] is None else _args.as_int(output_size[i], "output_size") for i in (0, 1))
+    else:
+        sizes = (_args.as_int(output_size, "output_size"),) * 2
+    if min(sizes) < 1:
+        raise ValueError(f"output_size must be >= 1, got {output_size!r}")
+    return sizes  # type: ignore[return-value]
+
+
+def _run_adaptive(kind: int, x: Any, output_size: Any, layout: Any, return_indices: bool = False,
+                  out: Any = None, algorithm: str = "") -> Any:
+    code = _args.layout_code(layout)
+    x, result, compute = _input(x)
+    x4 = _args.image_4d(x, code)
+    n, c, h, w = _spatial(x4, code)
+    oh, ow = _adaptive_size(output_size, (h, w))
+    shape4 = _shape4(n, c, oh, ow, code)
+    shape = _args.image_shape(shape4, x.ndim, code)
+    out_v, out_i = _split_out(out, return_indices)
+    if out_v is not None:
+        _args.check_out(out_v, shape, result)
+    if out_i is not None:
+        _args.check_out(out_i, shape, _I64)
+    dst, direct = _args.output_buffer(out_v, shape4, result, compute, (x, out_i))
+    idx = None
+    if return_indices:
+        idx_direct = out_i is not None and out_i.flags.c_contiguous and not _args.overlaps(out_i, (x, dst))
+        idx = out_i.reshape(shape4) if idx_direct else np.empty(shape4, dtype=_I64)
+    _native.adaptive_pool2d(_args.as_compute(x4, compute), dst, idx, kind, code, algorithm)
+    y = _args.deliver(out_v, dst, direct, shape, result)
+    if not return_indices:
+        return y
+    return y, _args.deliver(out_i, idx, idx_direct, shape, _I64)  # type: ignore[arg-type]
+
+
+def adaptive_avg_pool2d(x: Any, output_size: Any, layout: str = "NCHW", out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Adaptive average pooling to a fixed output size (``torch.nn.functional.adaptive_avg_pool2d``).
+
+    Output ``(i, j)`` averages input rows ``floor(i H / OH) .. ceil((i + 1) H / OH) - 1`` and
+    the columns alike, so windows may overlap when OH does not divide H.
+
+    Args:
+        x: as for :func:`max_pool2d`.
+        output_size: int or ``(OH, OW)``; a None entry keeps that input size.
+        layout: ``"NCHW"`` or ``"NHWC"``.
+        out: array of the result's shape and dtype to write into (returned).
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.adaptive_avg_pool2d(np.ones((2, 3, 10, 7)), (4, None)).shape
+    (2, 3, 4, 7)
+    """
+    return _run_adaptive(_AVG, x, output_size, layout, out=out)
+
+
+def adaptive_max_pool2d(
+    x: Any, output_size: Any, return_indices: bool = False, layout: str = "NCHW", out: Any = None
+) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+    """Adaptive max pooling (``torch.nn.functional.adaptive_max_pool2d``).
+
+    Windows as in :func:`adaptive_avg_pool2d`; indices and NaN as in :func:`max_pool2d`.
+
+    >>> import numpy as np, cppconv
+    >>> y, i = cppconv.adaptive_max_pool2d(np.arange(9.0).reshape(3, 3), 2, return_indices=True)
+    >>> y
+    array([[4., 5.],
+           [7., 8.]])
+    >>> i
+    array([[4, 5],
+           [7, 8]])
+    """
+    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out)
+
+
+def global_avg_pool2d(x: Any, layout: str = "NCHW", out: Optional[np.ndarray] = None) -> np.ndarray:
+    """The mean of each channel's plane, keeping H = W = 1: ``(N, C, 1, 1)`` or ``(N, 1, 1, C)``.
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.global_avg_pool2d(np.ones((2, 7, 7, 8), np.float32), layout="NHWC").shape
+    (2, 1, 1, 8)
+    """
+    return _run_adaptive(_AVG, x, (1, 1), layout, out=out)
+
+
+class MaxPool2d:
+    """A max-pooling layer: ``MaxPool2d(kernel_size, **kwargs)(x)`` equals ``max_pool2d(x, kernel_size, **kwargs)``.
+
+    >>> import numpy as np, cppconv
+    >>> pool = cppconv.MaxPool2d(3, stride=2, padding=1)
+    >>> pool(np.zeros((1, 64, 112, 112), np.float32)).shape
+    (1, 64, 56, 56)
+    """
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+                 ceil_mode: bool = False, return_indices: bool = False, layout: str = "NCHW"):
+        self._spec = _PoolSpec(_MAX, kernel_size, stride, padding, dilation, ceil_mode, True, None, layout)
+        self.return_indices = bool(return_indices)
+
+    def __call__(self, x: Any, out: Any = None) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+        return _run_pool(self._spec, x, out, self.return_indices)
+
+    def __repr__(self) -> str:
+        s = self._spec
+        return (
+            f"MaxPool2d(kernel_size={s.kernel}, stride={s.stride}, padding={'same' if s.padding is None else s.padding}, "
+            f"dilation={s.dilation}, ceil_mode={s.ceil_mode}, return_indices={self.return_indices})"
+        )
+
+
+class AvgPool2d:
+    """An average-pooling layer: ``AvgPool2d(kernel_size, **kwargs)(x)`` equals ``avg_pool2d(x, kernel_size, **kwargs)``.
+
+    >>> import numpy as np, cppconv
+    >>> pool = cppconv.AvgPool2d(2, layout="NHWC")
+    >>> pool(np.zeros((1, 56, 56, 256), np.float32)).shape
+    (1, 28, 28, 256)
+    """
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+                 count_include_pad: bool = True, divisor_override: Optional[int] = None, layout: str = "NCHW"):
+        self._spec = _PoolSpec(_AVG, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override, layout)
+
+    def __call__(self, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
+        return _run_pool(self._spec, x, out)
+
+    def __repr__(self) -> str:
+        s = self._spec
+        return (
+            f"AvgPool2d(kernel_size={s.kernel}, stride={s.stride}, padding={'same' if s.padding is None else s.padding}, "
+            f"ceil_mode={s.ceil_mode}, count_include_pad={s.count_include_pad}, divisor_override={s.divisor or None})"
+        )
