@@ -14,79 +14,15 @@
 #include "kernels/isa_common.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__)
-#include <immintrin.h>
+#include "kernels/simd_f32.h"
 
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
 namespace {
 
-#if defined(__AVX512F__)
-constexpr int kVL = 16;
-using Vec = __m512;
-static inline Vec vzero() { return _mm512_setzero_ps(); }
-static inline Vec vload(const float* p) { return _mm512_loadu_ps(p); }
-static inline void vstore(float* p, Vec v) { _mm512_storeu_ps(p, v); }
-static inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
-static inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
-static inline Vec vmin(Vec a, Vec b) { return _mm512_min_ps(a, b); }
-static inline Vec vset1(float v) { return _mm512_set1_ps(v); }
-static inline Vec vleaky(Vec v) {
-  const __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
-  return _mm512_mask_mul_ps(v, neg, v, _mm512_set1_ps(0.01f));
-}
-#else
-constexpr int kVL = 8;
-using Vec = __m256;
-static inline Vec vzero() { return _mm256_setzero_ps(); }
-static inline Vec vload(const float* p) { return _mm256_loadu_ps(p); }
-static inline void vstore(float* p, Vec v) { _mm256_storeu_ps(p, v); }
-static inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
-static inline Vec vmax(Vec a, Vec b) { return _mm256_max_ps(a, b); }
-static inline Vec vmin(Vec a, Vec b) { return _mm256_min_ps(a, b); }
-static inline Vec vset1(float v) { return _mm256_set1_ps(v); }
-static inline Vec vleaky(Vec v) {
-  const Vec neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
-  return _mm256_blendv_ps(v, _mm256_mul_ps(v, _mm256_set1_ps(0.01f)), neg);
-}
-#endif
-
-#if defined(__AVX512F__)
-// Lanes [lo, hi) of a vector; masked lanes are neither read nor written (no fault past an edge).
-using Mask = __mmask16;
-static inline Mask lane_mask(int64_t lo, int64_t hi) {
-  lo = std::max<int64_t>(lo, 0);
-  if (hi <= lo) return 0;
-  const unsigned top = hi >= kVL ? 0xffffu : ((1u << hi) - 1u);
-  return static_cast<Mask>(top & ~((1u << lo) - 1u));
-}
-static inline Vec vload_mask(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
-static inline void vstore_mask(float* p, Vec v, Mask m) { _mm512_mask_storeu_ps(p, m, v); }
-#else
-using Mask = __m256i;
-static inline Mask lane_mask(int64_t lo, int64_t hi) {
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i ge_lo = _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(int(std::max<int64_t>(lo, 0)) - 1));
-  const __m256i lt_hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(std::min<int64_t>(hi, kVL))), lane);
-  return _mm256_and_si256(ge_lo, lt_hi);
-}
-static inline Vec vload_mask(const float* p, Mask m) { return _mm256_maskload_ps(p, m); }
-static inline void vstore_mask(float* p, Vec v, Mask m) { _mm256_maskstore_ps(p, m, v); }
-#endif
+using namespace simd;
 
 constexpr int kVecs = 4;  // channel vectors per block
-
-static inline Vec activate_vec(Vec v, Activation a) {
-  switch (a) {
-    case Activation::Relu: return vmax(vzero(), v);  // NaN stays NaN (second operand)
-    case Activation::Relu6: return vmin(vset1(6.0f), vmax(vzero(), v));
-    case Activation::LeakyRelu: return vleaky(v);
-    default: return v;
-  }
-}
-
-static inline bool is_simple(Activation a) {
-  return a == Activation::None || a == Activation::Relu || a == Activation::Relu6 || a == Activation::LeakyRelu;
-}
 
 bool depthwise_accepts(const Conv2dProblem& p) {
   return p.dtype == DType::Float32 && p.layout == Layout::NHWC && p.groups == p.in_channels &&
@@ -134,7 +70,7 @@ void depthwise_block(const ConvCall& call, const float* x_img, const float* w, c
     }
   }
 #pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) vstore(y_pix + c0 + v * kVL, activate_vec(acc[v], p.activation));
+  for (int v = 0; v < NV; ++v) vstore(y_pix + c0 + v * kVL, apply_simple_activation(acc[v], p.activation));
 }
 
 void run_depthwise(const ConvCall& call) {
@@ -258,7 +194,7 @@ void depthwise_nchw_block(const ConvCall& call, const float* xp, const float* wc
     float* yr = yp + (oh0 + r) * call.y_stride.h;
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      const Vec out = activate_vec(acc[r][v], p.activation);
+      const Vec out = apply_simple_activation(acc[r][v], p.activation);
       const int64_t o = ow0 + v * kVL;
       if (o + kVL <= p.out_w) vstore(yr + o, out);
       else vstore_mask(yr + o, out, lane_mask(0, p.out_w - o));

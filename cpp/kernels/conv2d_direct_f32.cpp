@@ -26,78 +26,23 @@
 #include "kernels/isa_common.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__)
-#include <immintrin.h>
+#include "kernels/simd_f32.h"
 
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
 namespace {
 
+using namespace simd;
+
 #if defined(__AVX512F__)
-constexpr int kVL = 16;  // floats per vector
 constexpr int kNV = 2;   // vectors of output channels per block
 constexpr int kMR = 12;  // output pixels per block: 24 accumulators of 32 registers
-using Vec = __m512;
-static inline Vec vzero() { return _mm512_setzero_ps(); }
-static inline Vec vload(const float* p) { return _mm512_loadu_ps(p); }
-static inline Vec vbroadcast(const float* p) { return _mm512_set1_ps(*p); }
-static inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
-static inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
-static inline Vec vmin(Vec a, Vec b) { return _mm512_min_ps(a, b); }
-static inline Vec vset1(float v) { return _mm512_set1_ps(v); }
-static inline Vec vleaky(Vec v) {
-  const __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
-  return _mm512_mask_mul_ps(v, neg, v, _mm512_set1_ps(0.01f));
-}
-static inline Vec vload_partial(const float* p, int n) {
-  return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p);
-}
-static inline void vstore(float* p, Vec v) { _mm512_storeu_ps(p, v); }
-static inline void vstore_partial(float* p, Vec v, int n) {
-  _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), v);
-}
 #else
-constexpr int kVL = 8;
 constexpr int kNV = 2;
 constexpr int kMR = 6;  // 12 accumulators of 16 registers
-using Vec = __m256;
-static inline Vec vzero() { return _mm256_setzero_ps(); }
-static inline Vec vload(const float* p) { return _mm256_loadu_ps(p); }
-static inline Vec vbroadcast(const float* p) { return _mm256_broadcast_ss(p); }
-static inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
-static inline Vec vmax(Vec a, Vec b) { return _mm256_max_ps(a, b); }
-static inline Vec vmin(Vec a, Vec b) { return _mm256_min_ps(a, b); }
-static inline Vec vset1(float v) { return _mm256_set1_ps(v); }
-static inline Vec vleaky(Vec v) {
-  const Vec neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
-  return _mm256_blendv_ps(v, _mm256_mul_ps(v, _mm256_set1_ps(0.01f)), neg);
-}
-static inline __m256i partial_mask(int n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-static inline Vec vload_partial(const float* p, int n) { return _mm256_maskload_ps(p, partial_mask(n)); }
-static inline void vstore(float* p, Vec v) { _mm256_storeu_ps(p, v); }
-static inline void vstore_partial(float* p, Vec v, int n) { _mm256_maskstore_ps(p, partial_mask(n), v); }
 #endif
 
 constexpr int kNR = kVL * kNV;  // output channels per block
-
-// max(v, 0) and min(max(v, 0), 6) with NaN kept: max_ps/min_ps return the second operand
-// when either is NaN, so the vector under test goes second.
-static inline Vec vrelu(Vec v) { return vmax(vzero(), v); }
-static inline Vec vrelu6(Vec v) { return vmin(vset1(6.0f), vmax(vzero(), v)); }
-
-static inline Vec apply_simple_activation(Vec v, Activation a) {
-  switch (a) {
-    case Activation::Relu: return vrelu(v);
-    case Activation::Relu6: return vrelu6(v);
-    case Activation::LeakyRelu: return vleaky(v);
-    default: return v;  // None, and the transcendental ones applied after the store
-  }
-}
-
-static inline bool is_simple(Activation a) {
-  return a == Activation::None || a == Activation::Relu || a == Activation::Relu6 || a == Activation::LeakyRelu;
-}
 
 // Pixel-vector microkernels (for NCHW output): MK output channels x NV vectors of pixels.
 #if defined(__AVX512F__)
