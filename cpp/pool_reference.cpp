@@ -1,24 +1,11 @@
 #include "pool_reference.h"
+#include "reference.h"
 
 #include <cmath>
 #include <limits>
 
 namespace cppconv {
 namespace {
-
-template <class T>
-T activate_reference(T v, Activation a) {
-  switch (a) {
-    case Activation::None: return v;
-    case Activation::Relu: return v < T(0) ? T(0) : v;
-    case Activation::Relu6: return v < T(0) ? T(0) : (v > T(6) ? T(6) : v);
-    case Activation::LeakyRelu: return v < T(0) ? v * T(0.01) : v;
-    case Activation::Sigmoid: return T(1) / (T(1) + std::exp(-v));
-    case Activation::Tanh: return std::tanh(v);
-    case Activation::Silu: return v / (T(1) + std::exp(-v));
-  }
-  return v;
-}
 
 // One output's window along an axis: the taps at start + t * step for t < taps, and for the
 // average (regular pools) PyTorch's hend = min(start + K, I + pad_after) before clipping.

@@ -4,9 +4,8 @@
 
 namespace cppconv {
 namespace {
-
 template <class T>
-T activate_reference(T v, Activation a) {
+T activate_reference_t(T v, Activation a) {
   switch (a) {
     case Activation::None: return v;
     case Activation::Relu: return v < T(0) ? T(0) : v;
@@ -18,6 +17,13 @@ T activate_reference(T v, Activation a) {
   }
   return v;
 }
+
+}  // namespace
+
+float activate_reference(float v, Activation a) { return activate_reference_t(v, a); }
+double activate_reference(double v, Activation a) { return activate_reference_t(v, a); }
+
+namespace {
 
 // y[n, k, oh, ow] = bias[k] + sum over c, i, j of w[k, c, i, j] * xpad[n, g*Cg + c, oh*S + i*D, ow*S + j*D]
 // where xpad reads through the padding maps.  Accumulates in double.

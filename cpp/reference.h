@@ -5,6 +5,10 @@
 
 namespace cppconv {
 
+// The activations as the references apply them (the oracle's definition of each).
+float activate_reference(float v, Activation a);
+double activate_reference(double v, Activation a);
+
 extern const ConvAlgorithm conv2d_reference_f32;
 extern const ConvAlgorithm conv2d_reference_f64;
 
