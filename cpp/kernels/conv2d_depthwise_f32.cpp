@@ -14,13 +14,16 @@
 #include "kernels/isa_common.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__)
-#include "kernels/simd_f32.h"
+#include "kernels/simd.h"
 
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
 namespace {
 
 using namespace simd;
+using Vec = simd::Vec<float>;
+using Mask = simd::Mask<float>;
+constexpr int kVL = kLanes<float>;
 
 constexpr int kVecs = 4;  // channel vectors per block
 

@@ -89,7 +89,7 @@ void run_tiled(const ConvCall& call) {
   const int64_t taps = KH * KW;
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(call.num_threads, t.items)));
 
-  T* tiles = reinterpret_cast<T*>(scratch_floats(size_t(t.tile_elems + t.acc_elems) * threads * sizeof(T) / sizeof(float)));
+  T* tiles = scratch<T>(size_t(t.tile_elems + t.acc_elems) * threads);
   T* accs = tiles + t.tile_elems * threads;
 
 #pragma omp parallel num_threads(threads)

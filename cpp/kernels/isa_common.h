@@ -102,24 +102,28 @@ static inline int team_size() {
 // Scratch memory reused across calls from the same calling thread: a fresh, zero-filled
 // allocation per call costs page faults that can exceed the arithmetic of a small layer.
 // Grows to the largest request and is never shrunk; its contents are not initialised.
-static inline float* scratch_floats(size_t count) {
+static inline void* scratch_bytes(size_t bytes) {
   struct Buffer {
-    float* data = nullptr;
+    void* data = nullptr;
     size_t size = 0;
     ~Buffer() { std::free(data); }
   };
   thread_local Buffer buffer;
-  if (count > size_t(-1) / 2 / sizeof(float)) throw std::bad_alloc();  // the byte count would wrap
-  if (count > buffer.size) {
+  if (bytes > buffer.size) {
     std::free(buffer.data);
     buffer.data = nullptr;
     buffer.size = 0;
-    const size_t bytes = ((count * sizeof(float) + 63) / 64) * 64;
-    buffer.data = static_cast<float*>(std::aligned_alloc(64, bytes));
+    buffer.data = std::aligned_alloc(64, ((bytes + 63) / 64) * 64);
     if (!buffer.data) throw std::bad_alloc();
-    buffer.size = count;
+    buffer.size = bytes;
   }
   return buffer.data;
+}
+
+template <class T>
+static inline T* scratch(size_t count) {
+  if (count > size_t(-1) / 2 / sizeof(T)) throw std::bad_alloc();  // the byte count would wrap
+  return static_cast<T*>(scratch_bytes(count * sizeof(T)));
 }
 
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

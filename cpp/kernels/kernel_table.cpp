@@ -1,6 +1,6 @@
 // This ISA's function table: its convolution algorithms in order of preference.
 #include "kernels/conv2d_depthwise_f32.h"
-#include "kernels/conv2d_direct_f32.h"
+#include "kernels/conv2d_direct.h"
 #include "kernels/conv2d_tiled.h"
 #include "kernels/conv_transpose2d.h"
 #include "kernels/pool2d.h"
@@ -15,9 +15,11 @@ const ConvAlgorithm kConvAlgorithms[] = {
     conv2d_depthwise_nhwc_f32,
     conv2d_depthwise_nchw_f32,
 #endif
-#ifdef CPPCONV_HAS_DIRECT_F32
+#ifdef CPPCONV_HAS_DIRECT
     conv2d_channelvec_f32,
     conv2d_pixelvec_f32,
+    conv2d_channelvec_f64,
+    conv2d_pixelvec_f64,
 #endif
     conv2d_tiled_f32,
     conv2d_tiled_f64,

@@ -1,4 +1,5 @@
-// conv2d_pixelvec_f32 / conv2d_channelvec_f32: the blocked direct convolution engine for float32 (AVX2 and AVX-512).
+// conv2d_pixelvec / conv2d_channelvec: the blocked direct convolution engine, for float32 and
+// float64, on AVX2 and AVX-512.
 //
 // Output-stationary register blocking: a microkernel holds MR output pixels of one output row
 // times NR output channels (NV vectors) in registers, loops over kernel taps and input
@@ -18,15 +19,16 @@
 //  - NHWC output is stored straight from the registers; NCHW output goes through a per-thread
 //    row buffer [ow][NR] that is transposed into the output rows.
 #include <array>
+#include <type_traits>
 #include <cstring>
 #include <utility>
 #include <vector>
 
-#include "kernels/conv2d_direct_f32.h"
+#include "kernels/conv2d_direct.h"
 #include "kernels/isa_common.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__)
-#include "kernels/simd_f32.h"
+#include "kernels/simd.h"
 
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
@@ -42,7 +44,10 @@ constexpr int kNV = 2;
 constexpr int kMR = 6;  // 12 accumulators of 16 registers
 #endif
 
-constexpr int kNR = kVL * kNV;  // output channels per block
+template <class T>
+constexpr int kNR = kLanes<T> * kNV;  // output channels per block
+template <class T>
+constexpr DType kDType = std::is_same_v<T, float> ? DType::Float32 : DType::Float64;
 
 // Pixel-vector microkernels (for NCHW output): MK output channels x NV vectors of pixels.
 #if defined(__AVX512F__)
@@ -100,6 +105,7 @@ bool is_flat(const Conv2dProblem& p) {
   return can_read_in_place(p) && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1;
 }
 
+template <class T>
 EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
   EnginePlan d{};
   d.orientation = o;
@@ -120,7 +126,7 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
     d.chan_pitch = p.stride_w * d.phase_w;
     d.row_pitch = d.group_in * d.chan_pitch;
     // The tile should sit in L2 with room for the weights streaming past it.
-    const int64_t budget = (384 << 10) / int64_t(sizeof(float));
+    const int64_t budget = (384 << 10) / int64_t(sizeof(T));
     int64_t rows = p.out_h;
     while (rows > 1 && tile_rows_for(p, rows) * d.row_pitch > budget) rows = (rows + 1) / 2;
     d.rows_per_block = rows;
@@ -135,11 +141,11 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
     d.row_pitch = d.phase_w;
     d.chan_pitch = tile_rows_for(p, d.rows_per_block) * d.phase_w;
   }
-  d.k_units = o == Orientation::ChannelVec ? ceil_div(d.group_out, kNR) : ceil_div(d.group_out, kMKMax);
+  d.k_units = o == Orientation::ChannelVec ? ceil_div(d.group_out, kNR<T>) : ceil_div(d.group_out, kMKMax);
   d.pixels_per_row = d.flat ? p.out_h * p.out_w : p.out_w;
   // A slice's weights (taps x channels x kNR floats) stay within ~256 KiB of L2, reused by
   // every row of an item; enough items for each thread to have several.
-  const int64_t slice = std::max<int64_t>(1, (256 << 10) / (int64_t(sizeof(float)) * kNR * d.taps));
+  const int64_t slice = std::max<int64_t>(1, (256 << 10) / (int64_t(sizeof(T)) * kNR<T> * d.taps));
   const int64_t slices = ceil_div(d.group_in, slice);
   d.channels_per_slice = ceil_div(d.group_in, slices);
   const int64_t row_groups = std::max<int64_t>(1, ceil_div(4 * threads, d.k_units));
@@ -156,82 +162,84 @@ Chunk k_chunk(const EnginePlan& d, int64_t u) {
   return {u * base + std::min(u, extra), base + (u < extra ? 1 : 0)};
 }
 
-// ChannelVec packing: [g][k block][tap][c][kNR], zero past the group's last output channel.
+// ChannelVec packing: [g][k block][tap][c][kNR<T>], zero past the group's last output channel.
+template <class T>
 size_t channelvec_packed_bytes(const Conv2dProblem& p) {
   const int64_t gi = p.in_channels / p.groups, go = p.out_channels / p.groups;
-  return size_t(p.groups * ceil_div(go, kNR) * p.kernel_h * p.kernel_w * gi * kNR) * sizeof(float);
+  return size_t(p.groups * ceil_div(go, kNR<T>) * p.kernel_h * p.kernel_w * gi * kNR<T>) * sizeof(T);
 }
 
+template <class T>
 void channelvec_pack(const Conv2dProblem& p, const void* weight, void* packed) {
-  const float* w = static_cast<const float*>(weight);
-  float* dst = static_cast<float*>(packed);
+  const T* w = static_cast<const T*>(weight);
+  T* dst = static_cast<T*>(packed);
   const int64_t gi = p.in_channels / p.groups, go = p.out_channels / p.groups;
-  const int64_t taps = p.kernel_h * p.kernel_w, kb_count = ceil_div(go, kNR);
+  const int64_t taps = p.kernel_h * p.kernel_w, kb_count = ceil_div(go, kNR<T>);
   for (int64_t g = 0; g < p.groups; ++g)
     for (int64_t kb = 0; kb < kb_count; ++kb)
       for (int64_t t = 0; t < taps; ++t)
         for (int64_t c = 0; c < gi; ++c)
-          for (int64_t kk = 0; kk < kNR; ++kk) {
-            const int64_t k = kb * kNR + kk;
-            *dst++ = k < go ? w[((g * go + k) * gi + c) * taps + t] : 0.0f;
+          for (int64_t kk = 0; kk < kNR<T>; ++kk) {
+            const int64_t k = kb * kNR<T> + kk;
+            *dst++ = k < go ? w[((g * go + k) * gi + c) * taps + t] : T(0);
           }
 }
 
-// ChannelVec microkernel: MR pixels x kNR channels, one input broadcast per pixel.
+// ChannelVec microkernel: MR pixels x kNR<T> channels, one input broadcast per pixel.
 //   x:      tile address of pixel 0, tap offset 0, channel 0; pixel m is at +m
 //   tap_off[t]: offset of tap t in the tile;  chan_pitch: from one channel to the next
-//   w:      packed weights of this k block, [tap][c][kNR]
-//   out:    pixel m's kNR outputs at out + m * out_pixel_stride (kvalid of them are stored)
-template <int MR>
-void channelvec_microkernel(const float* x, const int64_t* tap_off, int64_t taps, int64_t channels,
-                            int64_t tap_stride, int64_t chan_pitch, const float* w, const float* bias, int kvalid,
-                            bool accumulate, Activation act, float* out, int64_t out_pixel_stride) {
-  Vec acc[MR][kNV];
+//   w:      packed weights of this k block, [tap][c][kNR<T>]
+//   out:    pixel m's kNR<T> outputs at out + m * out_pixel_stride (kvalid of them are stored)
+template <class T, int MR>
+void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels,
+                            int64_t tap_stride, int64_t chan_pitch, const T* w, const T* bias, int kvalid,
+                            bool accumulate, Activation act, T* out, int64_t out_pixel_stride) {
+  Vec<T> acc[MR][kNV];
   if (accumulate) {  // a later slice of input channels: continue the stored partial sums
 #pragma GCC unroll 16
     for (int m = 0; m < MR; ++m) {
 #pragma GCC unroll 16
       for (int v = 0; v < kNV; ++v) {
-        const int n = kvalid - v * kVL;
-        const float* o = out + m * out_pixel_stride + v * kVL;
-        acc[m][v] = n <= 0 ? vzero() : (n >= kVL ? vload(o) : vload_partial(o, n));
+        const int n = kvalid - v * kLanes<T>;
+        const T* o = out + m * out_pixel_stride + v * kLanes<T>;
+        acc[m][v] = n <= 0 ? vzero<T>() : (n >= kLanes<T> ? vload(o) : vload_partial(o, n));
       }
     }
   } else {
 #pragma GCC unroll 16
     for (int v = 0; v < kNV; ++v) {
-      const int n = kvalid - v * kVL;
-      const Vec b = !bias || n <= 0 ? vzero() : (n >= kVL ? vload(bias + v * kVL) : vload_partial(bias + v * kVL, n));
+      const int n = kvalid - v * kLanes<T>;
+      const Vec<T> b = !bias || n <= 0 ? vzero<T>() : (n >= kLanes<T> ? vload(bias + v * kLanes<T>) : vload_partial(bias + v * kLanes<T>, n));
 #pragma GCC unroll 16
       for (int m = 0; m < MR; ++m) acc[m][v] = b;
     }
   }
   for (int64_t t = 0; t < taps; ++t) {
-    const float* xc = x + tap_off[t];
-    const float* wc = w + t * tap_stride;
+    const T* xc = x + tap_off[t];
+    const T* wc = w + t * tap_stride;
     for (int64_t c = 0; c < channels; ++c) {
-      Vec wv[kNV];
+      Vec<T> wv[kNV];
 #pragma GCC unroll 16
-      for (int v = 0; v < kNV; ++v) wv[v] = vload(wc + v * kVL);
+      for (int v = 0; v < kNV; ++v) wv[v] = vload(wc + v * kLanes<T>);
 #pragma GCC unroll 16
       for (int m = 0; m < MR; ++m) {
-        const Vec a = vbroadcast(xc + m);
+        const Vec<T> a = vbroadcast(xc + m);
 #pragma GCC unroll 16
         for (int v = 0; v < kNV; ++v) acc[m][v] = vfma(a, wv[v], acc[m][v]);
       }
       xc += chan_pitch;
-      wc += kNR;
+      wc += kNR<T>;
     }
   }
 #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) {
-    float* o = out + m * out_pixel_stride;
+    T* o = out + m * out_pixel_stride;
 #pragma GCC unroll 16
     for (int v = 0; v < kNV; ++v) {
-      const Vec r = apply_simple_activation(acc[m][v], act);
-      const int n = kvalid - v * kVL;
-      if (n >= kVL) vstore(o + v * kVL, r);
-      else if (n > 0) vstore_partial(o + v * kVL, r, n);
+      const Vec<T> r = apply_simple_activation(acc[m][v], act);
+      const int n = kvalid - v * kLanes<T>;
+      if (n >= kLanes<T>) vstore(o + v * kLanes<T>, r);
+      else if (n > 0) vstore_partial(o + v * kLanes<T>, r, n);
     }
   }
 }
@@ -242,29 +250,29 @@ void channelvec_microkernel(const float* x, const int64_t* tap_off, int64_t taps
 // kw) layout, so this orientation packs nothing (a one-shot conv2d pays no repacking).
 //   w:   weight of (first channel, c = 0, tap 0); channel k's row at w + k * w_k_stride
 //   out: channel k's pixels at out + k * out_chan_stride
-template <int MK, int NV_>
-void pixelvec_microkernel(const float* x, const int64_t* tap_off, int64_t taps, int64_t channels,
-                          int64_t chan_pitch, const float* w, int64_t w_k_stride, const float* bias,
-                          int last_valid, Activation act, float* out, int64_t out_chan_stride) {
+template <class T, int MK, int NV_>
+void pixelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels,
+                          int64_t chan_pitch, const T* w, int64_t w_k_stride, const T* bias,
+                          int last_valid, Activation act, T* out, int64_t out_chan_stride) {
   constexpr int NV = NV_ < nv_cap(MK) ? NV_ : nv_cap(MK);
-  Vec acc[MK][NV];
+  Vec<T> acc[MK][NV];
   #pragma GCC unroll 16
   for (int k = 0; k < MK; ++k) {
-    const Vec b = bias ? vset1(bias[k]) : vzero();
+    const Vec<T> b = bias ? vset1(bias[k]) : vzero<T>();
     #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) acc[k][v] = b;
   }
   for (int64_t t = 0; t < taps; ++t) {
-    const float* xc = x + tap_off[t];
-    const float* wc = w + t;
+    const T* xc = x + tap_off[t];
+    const T* wc = w + t;
     for (int64_t c = 0; c < channels; ++c) {
-      Vec xv[NV];
+      Vec<T> xv[NV];
       #pragma GCC unroll 16
-      for (int v = 0; v + 1 < NV; ++v) xv[v] = vload(xc + v * kVL);
-      xv[NV - 1] = vload_partial(xc + (NV - 1) * kVL, last_valid);
+      for (int v = 0; v + 1 < NV; ++v) xv[v] = vload(xc + v * kLanes<T>);
+      xv[NV - 1] = vload_partial(xc + (NV - 1) * kLanes<T>, last_valid);
 #pragma GCC unroll 8
       for (int k = 0; k < MK; ++k) {
-        const Vec wb = vbroadcast(wc + k * w_k_stride);
+        const Vec<T> wb = vbroadcast(wc + k * w_k_stride);
         #pragma GCC unroll 16
         for (int v = 0; v < NV; ++v) acc[k][v] = vfma(xv[v], wb, acc[k][v]);
       }
@@ -274,36 +282,40 @@ void pixelvec_microkernel(const float* x, const int64_t* tap_off, int64_t taps, 
   }
   #pragma GCC unroll 16
   for (int k = 0; k < MK; ++k) {
-    float* o = out + k * out_chan_stride;
+    T* o = out + k * out_chan_stride;
     #pragma GCC unroll 16
-    for (int v = 0; v + 1 < NV; ++v) vstore(o + v * kVL, apply_simple_activation(acc[k][v], act));
-    vstore_partial(o + (NV - 1) * kVL, apply_simple_activation(acc[k][NV - 1], act), last_valid);
+    for (int v = 0; v + 1 < NV; ++v) vstore(o + v * kLanes<T>, apply_simple_activation(acc[k][v], act));
+    vstore_partial(o + (NV - 1) * kLanes<T>, apply_simple_activation(acc[k][NV - 1], act), last_valid);
   }
 }
 
-using ChannelVecFn = void (*)(const float*, const int64_t*, int64_t, int64_t, int64_t, int64_t, const float*,
-                              const float*, int, bool, Activation, float*, int64_t);
-using MicrokernelFn = void (*)(const float*, const int64_t*, int64_t, int64_t, int64_t, const float*, int64_t,
-                               const float*, int, Activation, float*, int64_t);
+template <class T>
+using ChannelVecFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, int64_t, const T*,
+                              const T*, int, bool, Activation, T*, int64_t);
+template <class T>
+using MicrokernelFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, const T*, int64_t,
+                               const T*, int, Activation, T*, int64_t);
 
-template <int... M>
-constexpr std::array<ChannelVecFn, sizeof...(M)> channelvec_table(std::integer_sequence<int, M...>) {
-  return {&channelvec_microkernel<M + 1>...};
+template <class T, int... M>
+constexpr std::array<ChannelVecFn<T>, sizeof...(M)> channelvec_table(std::integer_sequence<int, M...>) {
+  return {&channelvec_microkernel<T, M + 1>...};
 }
-// kChannelVec[mr - 1] handles mr pixels.
-constexpr auto kChannelVec = channelvec_table(std::make_integer_sequence<int, kMR>{});
+// kChannelVec<T>[mr - 1] handles mr pixels.
+template <class T>
+constexpr auto kChannelVec = channelvec_table<T>(std::make_integer_sequence<int, kMR>{});
 
 constexpr int kNVMax = nv_cap(1);
-template <int MK, int... V>
-constexpr std::array<MicrokernelFn, kNVMax> pixelvec_row(std::integer_sequence<int, V...>) {
-  return {&pixelvec_microkernel<MK, V + 1>...};
+template <class T, int MK, int... V>
+constexpr std::array<MicrokernelFn<T>, kNVMax> pixelvec_row(std::integer_sequence<int, V...>) {
+  return {&pixelvec_microkernel<T, MK, V + 1>...};
 }
-template <int... M>
-constexpr std::array<std::array<MicrokernelFn, kNVMax>, kMKMax> pixelvec_table(std::integer_sequence<int, M...>) {
-  return {pixelvec_row<M + 1>(std::make_integer_sequence<int, kNVMax>{})...};
+template <class T, int... M>
+constexpr std::array<std::array<MicrokernelFn<T>, kNVMax>, kMKMax> pixelvec_table(std::integer_sequence<int, M...>) {
+  return {pixelvec_row<T, M + 1>(std::make_integer_sequence<int, kNVMax>{})...};
 }
-// kPixelVec[mk - 1][nv - 1]; nv is at most nv_cap(mk).
-constexpr auto kPixelVec = pixelvec_table(std::make_integer_sequence<int, kMKMax>{});
+// kPixelVec<T>[mk - 1][nv - 1]; nv is at most nv_cap(mk).
+template <class T>
+constexpr auto kPixelVec = pixelvec_table<T>(std::make_integer_sequence<int, kMKMax>{});
 
 // Where each tile column comes from, worked out once per call: per stride phase the interior
 // run [q_lo, q_hi) copies source columns first, first + stride_w, ...; the few padding columns
@@ -337,29 +349,30 @@ ColumnPlan plan_columns(const ConvCall& call, const EnginePlan& d) {
 }
 
 // Copies tile row r, channels [c_begin, c_end) of the group starting at channel c0.
+template <class T>
 void fill_tile_unit(const ConvCall& call, const EnginePlan& d, const ColumnPlan& columns, int64_t n, int64_t c0,
-                    int64_t row0, int64_t r, int64_t c_begin, int64_t c_end, float* tile) {
+                    int64_t row0, int64_t r, int64_t c_begin, int64_t c_end, T* tile) {
   const Conv2dProblem& p = call.p;
   const int64_t src_row = call.row_src[row0 + r];
-  float* dst = tile + r * d.row_pitch;
+  T* dst = tile + r * d.row_pitch;
   const int64_t row_floats = p.stride_w * d.phase_w;
   if (src_row < 0) {
-    for (int64_t c = c_begin; c < c_end; ++c) std::memset(dst + c * d.chan_pitch, 0, sizeof(float) * row_floats);
+    for (int64_t c = c_begin; c < c_end; ++c) std::memset(dst + c * d.chan_pitch, 0, sizeof(T) * row_floats);
     return;
   }
-  const float* xr = static_cast<const float*>(call.x) + n * call.x_stride.n + src_row * call.x_stride.h +
+  const T* xr = static_cast<const T*>(call.x) + n * call.x_stride.n + src_row * call.x_stride.h +
                     c0 * call.x_stride.c;
   const int64_t sw = p.stride_w, xs_c = call.x_stride.c, xs_w = call.x_stride.w;
   if (xs_w == 1) {  // NCHW: per channel, contiguous source rows
     for (int64_t c = c_begin; c < c_end; ++c) {
-      const float* src = xr + c * xs_c;
-      float* out = dst + c * d.chan_pitch;
-      for (const ColumnPlan::Edge& e : columns.edges) out[e.offset] = e.src < 0 ? 0.0f : src[e.src];
+      const T* src = xr + c * xs_c;
+      T* out = dst + c * d.chan_pitch;
+      for (const ColumnPlan::Edge& e : columns.edges) out[e.offset] = e.src < 0 ? T(0) : src[e.src];
       for (int64_t ph = 0; ph < sw; ++ph) {
         const ColumnPlan::Phase& f = columns.phases[size_t(ph)];
-        float* o = out + ph * d.phase_w;
+        T* o = out + ph * d.phase_w;
         if (sw == 1) {
-          std::memcpy(o + f.q_lo, src + f.first, sizeof(float) * (f.q_hi - f.q_lo));
+          std::memcpy(o + f.q_lo, src + f.first, sizeof(T) * (f.q_hi - f.q_lo));
         } else {
           for (int64_t q = f.q_lo; q < f.q_hi; ++q) o[q] = src[f.first + (q - f.q_lo) * sw];
         }
@@ -369,14 +382,14 @@ void fill_tile_unit(const ConvCall& call, const EnginePlan& d, const ColumnPlan&
   }
   // NHWC: per column, contiguous source channels
   for (const ColumnPlan::Edge& e : columns.edges) {
-    const float* src = xr + e.src * xs_w;
-    for (int64_t c = c_begin; c < c_end; ++c) dst[c * d.chan_pitch + e.offset] = e.src < 0 ? 0.0f : src[c * xs_c];
+    const T* src = xr + e.src * xs_w;
+    for (int64_t c = c_begin; c < c_end; ++c) dst[c * d.chan_pitch + e.offset] = e.src < 0 ? T(0) : src[c * xs_c];
   }
   for (int64_t ph = 0; ph < sw; ++ph) {
     const ColumnPlan::Phase& f = columns.phases[size_t(ph)];
     for (int64_t q = f.q_lo; q < f.q_hi; ++q) {
-      const float* src = xr + (f.first + (q - f.q_lo) * sw) * xs_w;
-      float* o = dst + ph * d.phase_w + q;
+      const T* src = xr + (f.first + (q - f.q_lo) * sw) * xs_w;
+      T* o = dst + ph * d.phase_w + q;
       for (int64_t c = c_begin; c < c_end; ++c) o[c * d.chan_pitch] = src[c * xs_c];
     }
   }
@@ -385,21 +398,22 @@ void fill_tile_unit(const ConvCall& call, const EnginePlan& d, const ColumnPlan&
 constexpr int64_t kFillChannels = 32;  // channels per tile-fill unit
 
 // Runs the outputs [item_begin, item_end) of one (n, g, row block), its tile ready at `tile`.
+template <class T>
 void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap_off, int64_t n, int64_t g,
-                   int64_t oh0, int64_t rows, const float* tile, int64_t item_begin, int64_t item_end,
-                   float* row_buf) {
+                   int64_t oh0, int64_t rows, const T* tile, int64_t item_begin, int64_t item_end,
+                   T* row_buf) {
   const Conv2dProblem& p = call.p;
-  const float* bias = static_cast<const float*>(call.bias);
-  const float* packed = static_cast<const float*>(call.packed);
-  float* y = static_cast<float*>(call.y);
+  const T* bias = static_cast<const T*>(call.bias);
+  const T* packed = static_cast<const T*>(call.packed);
+  T* y = static_cast<T*>(call.y);
   const bool nchw = p.layout == Layout::NCHW;
   const bool simple_act = is_simple(p.activation);
   if (d.orientation == Orientation::ChannelVec) {
     // Items are (k block, group of rows).  Input channels are taken in slices whose weights
     // stay in L2 while every row of the group uses them; partial sums wait in the output (NHWC)
-    // or in the thread's row buffer [row][ow][kNR] (NCHW, transposed into y at the end).
-    const int64_t packed_group = d.k_units * d.taps * d.group_in * kNR;
-    const int64_t tap_stride = d.group_in * kNR;
+    // or in the thread's row buffer [row][ow][kNR<T>] (NCHW, transposed into y at the end).
+    const int64_t packed_group = d.k_units * d.taps * d.group_in * kNR<T>;
+    const int64_t tap_stride = d.group_in * kNR<T>;
     const int64_t blocks = ceil_div(p.out_w, kMR);
     const int64_t base = p.out_w / blocks, extra = p.out_w % blocks;  // 14 pixels run as 7 + 7
     const int64_t groups_of_rows = ceil_div(rows, d.rows_per_item);
@@ -407,21 +421,21 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     for (int64_t item = item_begin; item < item_end; ++item) {
       const int64_t kb = item / groups_of_rows, r_begin = (item % groups_of_rows) * d.rows_per_item;
       const int64_t r_end = std::min(rows, r_begin + d.rows_per_item);
-      const int64_t k0 = g * d.group_out + kb * kNR;
-      const int kvalid = int(std::min<int64_t>(kNR, (g + 1) * d.group_out - k0));
-      const float* wk = packed + g * packed_group + kb * d.taps * tap_stride;
-      const float* bk = bias ? bias + k0 : nullptr;
+      const int64_t k0 = g * d.group_out + kb * kNR<T>;
+      const int kvalid = int(std::min<int64_t>(kNR<T>, (g + 1) * d.group_out - k0));
+      const T* wk = packed + g * packed_group + kb * d.taps * tap_stride;
+      const T* bk = bias ? bias + k0 : nullptr;
       for (int64_t sl = 0; sl < slices; ++sl) {
         const int64_t c_begin = sl * d.channels_per_slice;
         const int64_t c_count = std::min(d.channels_per_slice, d.group_in - c_begin);
         const Activation act = sl + 1 == slices && simple_act ? p.activation : Activation::None;
         for (int64_t r = r_begin; r < r_end; ++r) {
-          const float* xrow = tile + r * p.stride_h * d.row_pitch + c_begin * d.chan_pitch;
-          float* out_row;
+          const T* xrow = tile + r * p.stride_h * d.row_pitch + c_begin * d.chan_pitch;
+          T* out_row;
           int64_t out_pixel_stride;
           if (nchw) {
-            out_row = row_buf + (r - r_begin) * p.out_w * kNR;
-            out_pixel_stride = kNR;
+            out_row = row_buf + (r - r_begin) * p.out_w * kNR<T>;
+            out_pixel_stride = kNR<T>;
           } else {
             out_row = y + n * call.y_stride.n + (oh0 + r) * call.y_stride.h + k0;
             out_pixel_stride = call.y_stride.w;
@@ -429,9 +443,9 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           int64_t ow = 0;
           for (int64_t b = 0; b < blocks; ++b) {
             const int64_t mr = base + (b < extra ? 1 : 0);
-            // Packed weights are [tap][c][kNR]: the slice starts at channel c_begin of each tap.
-            kChannelVec[size_t(mr - 1)](xrow + ow, tap_off, d.taps, c_count, tap_stride, d.chan_pitch,
-                                        wk + c_begin * kNR, bk, kvalid, sl > 0, act,
+            // Packed weights are [tap][c][kNR<T>]: the slice starts at channel c_begin of each tap.
+            kChannelVec<T>[size_t(mr - 1)](xrow + ow, tap_off, d.taps, c_count, tap_stride, d.chan_pitch,
+                                        wk + c_begin * kNR<T>, bk, kvalid, sl > 0, act,
                                         out_row + ow * out_pixel_stride, out_pixel_stride);
             ow += mr;
           }
@@ -440,14 +454,14 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
       for (int64_t r = r_begin; r < r_end; ++r) {
         const int64_t oh = oh0 + r;
         if (nchw) {
-          const float* buf = row_buf + (r - r_begin) * p.out_w * kNR;
+          const T* buf = row_buf + (r - r_begin) * p.out_w * kNR<T>;
           for (int kk = 0; kk < kvalid; ++kk) {
-            float* yr = y + n * call.y_stride.n + (k0 + kk) * call.y_stride.c + oh * call.y_stride.h;
-            for (int64_t o = 0; o < p.out_w; ++o) yr[o] = buf[o * kNR + kk];
+            T* yr = y + n * call.y_stride.n + (k0 + kk) * call.y_stride.c + oh * call.y_stride.h;
+            for (int64_t o = 0; o < p.out_w; ++o) yr[o] = buf[o * kNR<T> + kk];
             if (!simple_act) activate_row(yr, p.out_w, p.activation);
           }
         } else if (!simple_act) {
-          float* out_row = y + n * call.y_stride.n + oh * call.y_stride.h + k0;
+          T* out_row = y + n * call.y_stride.n + oh * call.y_stride.h + k0;
           for (int64_t o = 0; o < p.out_w; ++o) activate_row(out_row + o * call.y_stride.w, kvalid, p.activation);
         }
       }
@@ -462,27 +476,27 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     const Chunk ch = k_chunk(d, u);
     const int64_t k0 = g * d.group_out + ch.first;
     const int mk = int(ch.size);
-    const int64_t block_pixels = int64_t(nv_cap(mk)) * kVL;
-    const float* wk = static_cast<const float*>(call.weight) + k0 * d.taps * d.group_in;
-    const float* bk = bias ? bias + k0 : nullptr;
-    const float* xrow = tile + r * p.stride_h * d.row_pitch;
-    float* yrow = y + n * call.y_stride.n + k0 * call.y_stride.c + (oh0 + r) * call.y_stride.h;
+    const int64_t block_pixels = int64_t(nv_cap(mk)) * kLanes<T>;
+    const T* wk = static_cast<const T*>(call.weight) + k0 * d.taps * d.group_in;
+    const T* bk = bias ? bias + k0 : nullptr;
+    const T* xrow = tile + r * p.stride_h * d.row_pitch;
+    T* yrow = y + n * call.y_stride.n + k0 * call.y_stride.c + (oh0 + r) * call.y_stride.h;
     // Wide runs land in the thread's buffer [mk][rows][phase_w]; then the valid columns move to y.
-    float* out = d.wide ? row_buf : yrow;
+    T* out = d.wide ? row_buf : yrow;
     const int64_t out_chan_stride = d.wide ? d.rows_per_block * d.phase_w : call.y_stride.c;
     for (int64_t px = 0; px < run_pixels; px += block_pixels) {
       const int64_t count = std::min(block_pixels, run_pixels - px);
-      const int64_t nv = ceil_div(count, kVL);
-      const int last_valid = int(count - (nv - 1) * kVL);
-      kPixelVec[size_t(mk - 1)][size_t(nv - 1)](xrow + px, tap_off, d.taps, d.group_in, d.chan_pitch, wk,
+      const int64_t nv = ceil_div(count, kLanes<T>);
+      const int last_valid = int(count - (nv - 1) * kLanes<T>);
+      kPixelVec<T>[size_t(mk - 1)][size_t(nv - 1)](xrow + px, tap_off, d.taps, d.group_in, d.chan_pitch, wk,
                                                 d.taps * d.group_in, bk, last_valid, p.activation, out + px,
                                                 out_chan_stride);
     }
     if (d.wide) {
       for (int64_t kk = 0; kk < mk; ++kk)
         for (int64_t rr = 0; rr < rows; ++rr) {
-          float* yr = yrow + kk * call.y_stride.c + rr * call.y_stride.h;
-          std::memcpy(yr, out + kk * out_chan_stride + rr * d.phase_w, sizeof(float) * p.out_w);
+          T* yr = yrow + kk * call.y_stride.c + rr * call.y_stride.h;
+          std::memcpy(yr, out + kk * out_chan_stride + rr * d.phase_w, sizeof(T) * p.out_w);
           if (!simple_act) activate_row(yr, p.out_w, p.activation);
         }
     } else if (!simple_act) {
@@ -491,10 +505,11 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
   }
 }
 
-// Per-thread output buffer: NCHW ChannelVec rows [row][ow][kNR], or a wide PixelVec run.
+// Per-thread output buffer: NCHW ChannelVec rows [row][ow][kNR<T>], or a wide PixelVec run.
+template <class T>
 int64_t row_buffer_elems(const Conv2dProblem& p, const EnginePlan& d) {
   if (d.wide) return kMKMax * d.rows_per_block * d.phase_w;
-  if (d.orientation == Orientation::ChannelVec && p.layout == Layout::NCHW) return d.rows_per_item * p.out_w * kNR;
+  if (d.orientation == Orientation::ChannelVec && p.layout == Layout::NCHW) return d.rows_per_item * p.out_w * kNR<T>;
   return 0;
 }
 
@@ -503,11 +518,11 @@ int64_t items_per_block(const EnginePlan& d, int64_t rows) {
   return d.k_units * ((d.flat || d.wide) ? 1 : rows);
 }
 
+template <class T>
 void run_engine(const ConvCall& call, Orientation orientation) {
   const Conv2dProblem& p = call.p;
   const int threads = call.num_threads;
-  const EnginePlan d = make_plan(p, orientation, threads);
-  const bool nchw = p.layout == Layout::NCHW;
+  const EnginePlan d = make_plan<T>(p, orientation, threads);
 
   std::vector<int64_t> tap_off(size_t(d.taps));
   for (int64_t i = 0; i < p.kernel_h; ++i)
@@ -519,12 +534,12 @@ void run_engine(const ConvCall& call, Orientation orientation) {
   const ColumnPlan columns = plan_columns(call, d);
   const int tile_copies = d.private_tiles ? threads : 1;
   // Per-thread output buffers (see row_buffer_elems).
-  const int64_t row_buf_elems = row_buffer_elems(p, d);
-  float* tiles = scratch_floats(size_t(d.tile_elems * tile_copies + row_buf_elems * threads));
-  float* row_bufs = tiles + d.tile_elems * tile_copies;
-  const float* x = static_cast<const float*>(call.x);
+  const int64_t row_buf_elems = row_buffer_elems<T>(p, d);
+  T* tiles = scratch<T>(size_t(d.tile_elems * tile_copies + row_buf_elems * threads));
+  T* row_bufs = tiles + d.tile_elems * tile_copies;
+  const T* x = static_cast<const T*>(call.x);
 
-  auto tile_for = [&](int64_t n, int64_t g, int64_t oh0, float* own) -> const float* {
+  auto tile_for = [&](int64_t n, int64_t g, int64_t oh0, T* own) -> const T* {
     if (d.direct_input) return x + n * call.x_stride.n + g * d.group_in * call.x_stride.c + oh0 * p.stride_h * p.in_w;
     return own;
   };
@@ -532,9 +547,9 @@ void run_engine(const ConvCall& call, Orientation orientation) {
 #pragma omp parallel num_threads(threads)
   {
     DenormalGuard denormals;
-    float* row_buf = row_bufs + row_buf_elems * thread_id();
+    T* row_buf = row_bufs + row_buf_elems * thread_id();
     if (d.private_tiles) {
-      float* own = tiles + d.tile_elems * thread_id();
+      T* own = tiles + d.tile_elems * thread_id();
 #pragma omp for schedule(static)
       for (int64_t unit = 0; unit < p.batch * p.groups * d.row_blocks; ++unit) {
         const int64_t rb = unit % d.row_blocks, g = (unit / d.row_blocks) % p.groups;
@@ -542,8 +557,8 @@ void run_engine(const ConvCall& call, Orientation orientation) {
         const int64_t oh0 = rb * d.rows_per_block, rows = std::min(d.rows_per_block, p.out_h - oh0);
         if (!d.direct_input)
           for (int64_t r = 0; r < tile_rows_for(p, rows); ++r)
-            fill_tile_unit(call, d, columns, n, g * d.group_in, oh0 * p.stride_h, r, 0, d.group_in, own);
-        compute_items(call, d, tap_off.data(), n, g, oh0, rows, tile_for(n, g, oh0, own), 0,
+            fill_tile_unit<T>(call, d, columns, n, g * d.group_in, oh0 * p.stride_h, r, 0, d.group_in, own);
+        compute_items<T>(call, d, tap_off.data(), n, g, oh0, rows, tile_for(n, g, oh0, own), 0,
                       items_per_block(d, rows), row_buf);
       }
     } else {
@@ -556,78 +571,98 @@ void run_engine(const ConvCall& call, Orientation orientation) {
 #pragma omp for schedule(static)
               for (int64_t unit = 0; unit < tile_rows_for(p, rows) * chunks; ++unit) {
                 const int64_t c_begin = (unit % chunks) * kFillChannels;
-                fill_tile_unit(call, d, columns, n, g * d.group_in, oh0 * p.stride_h, unit / chunks, c_begin,
+                fill_tile_unit<T>(call, d, columns, n, g * d.group_in, oh0 * p.stride_h, unit / chunks, c_begin,
                                std::min(d.group_in, c_begin + kFillChannels), tiles);
               }
             }
-            const float* tile = tile_for(n, g, oh0, tiles);
+            const T* tile = tile_for(n, g, oh0, tiles);
             const int64_t items = items_per_block(d, rows);
             // Contiguous ranges per thread keep each thread on the same weights.
             const int nth = team_size(), me = thread_id();
             const int64_t begin = items * me / nth, end = items * (me + 1) / nth;
-            compute_items(call, d, tap_off.data(), n, g, oh0, rows, tile, begin, end, row_buf);
+            compute_items<T>(call, d, tap_off.data(), n, g, oh0, rows, tile, begin, end, row_buf);
 #pragma omp barrier
           }
     }
   }
 }
 
-void run_channelvec(const ConvCall& call) { run_engine(call, Orientation::ChannelVec); }
-void run_pixelvec(const ConvCall& call) { run_engine(call, Orientation::PixelVec); }
+template <class T>
+void run_channelvec(const ConvCall& call) { run_engine<T>(call, Orientation::ChannelVec); }
+template <class T>
+void run_pixelvec(const ConvCall& call) { run_engine<T>(call, Orientation::PixelVec); }
 
 // ChannelVec first, PixelVec where it wins: few output channels per group (depthwise, grouped,
 // single maps: channel blocks would be mostly empty), first layers with C < 8 (the reduction
 // is too short to hide the NCHW transpose of channel blocks), 1x1 with few inputs (a plane is
 // one long run of pixels), and one-shot calls whose weights are used at so few pixels that
 // packing them would cost more than the convolution (PixelVec reads them unpacked).
+template <class T>
 bool pixelvec_preferred(const Conv2dProblem& p) {
   const int64_t go = p.out_channels / p.groups, gi = p.in_channels / p.groups;
   if (p.layout != Layout::NCHW) return false;
   const bool small_plane_one_shot = !p.weights_reused && p.batch * p.out_h * p.out_w < 100;
-  return 2 * go < kNR || gi < 8 || (is_flat(p) && gi <= 64) || small_plane_one_shot;
+  return 2 * go < kNR<T> || gi < 8 || (is_flat(p) && gi <= 64) || small_plane_one_shot;
 }
 
+template <class T>
 bool channelvec_accepts(const Conv2dProblem& p) {
   const int64_t go = p.out_channels / p.groups;
-  return p.dtype == DType::Float32 && 2 * go >= kNR && !pixelvec_preferred(p);
+  return p.dtype == kDType<T> && 2 * go >= kNR<T> && !pixelvec_preferred<T>(p);
 }
 
 size_t no_packing(const Conv2dProblem&) { return 0; }
 
+template <class T>
 bool pixelvec_accepts(const Conv2dProblem& p) {
-  return p.dtype == DType::Float32 && p.layout == Layout::NCHW;
+  return p.dtype == kDType<T> && p.layout == Layout::NCHW;
 }
 
+template <class T>
 size_t engine_workspace(const Conv2dProblem& p, int threads, Orientation o) {
-  const EnginePlan d = make_plan(p, o, threads);
+  const EnginePlan d = make_plan<T>(p, o, threads);
   const int64_t tiles = d.tile_elems * (d.private_tiles ? threads : 1);
-  const int64_t row_buf = row_buffer_elems(p, d) * threads;
-  return size_t(tiles + row_buf) * sizeof(float) + size_t(d.taps) * sizeof(int64_t);
+  const int64_t row_buf = row_buffer_elems<T>(p, d) * threads;
+  return size_t(tiles + row_buf) * sizeof(T) + size_t(d.taps) * sizeof(int64_t);
 }
+template <class T>
 size_t channelvec_workspace(const Conv2dProblem& p, int threads) {
-  return engine_workspace(p, threads, Orientation::ChannelVec);
+  return engine_workspace<T>(p, threads, Orientation::ChannelVec);
 }
+template <class T>
 size_t pixelvec_workspace(const Conv2dProblem& p, int threads) {
-  return engine_workspace(p, threads, Orientation::PixelVec);
+  return engine_workspace<T>(p, threads, Orientation::PixelVec);
 }
 
 }  // namespace
 
-// Tile names: output pixels x output channels held in registers.
+// Names: <op>_<dtype>__<isa>_<output pixels x output channels held in registers>.
 #if defined(__AVX512F__)
-#define CPPCONV_PIXELVEC_TILE "_64x6"
-#define CPPCONV_CHANNELVEC_TILE "_12x32"
+#define CPPCONV_PIXELVEC_TILE_F32 "_64x6"
+#define CPPCONV_PIXELVEC_TILE_F64 "_32x6"
+#define CPPCONV_CHANNELVEC_TILE_F32 "_12x32"
+#define CPPCONV_CHANNELVEC_TILE_F64 "_12x16"
 #else
-#define CPPCONV_PIXELVEC_TILE "_24x4"
-#define CPPCONV_CHANNELVEC_TILE "_6x16"
+#define CPPCONV_PIXELVEC_TILE_F32 "_24x4"
+#define CPPCONV_PIXELVEC_TILE_F64 "_12x4"
+#define CPPCONV_CHANNELVEC_TILE_F32 "_6x16"
+#define CPPCONV_CHANNELVEC_TILE_F64 "_6x8"
 #endif
 
 const ConvAlgorithm conv2d_pixelvec_f32 = {
-    "conv2d_pixelvec_f32__" CPPCONV_ISA_NAME CPPCONV_PIXELVEC_TILE, DType::Float32, pixelvec_accepts, no_packing,
-    nullptr, pixelvec_workspace, run_pixelvec};
+    "conv2d_pixelvec_f32__" CPPCONV_ISA_NAME CPPCONV_PIXELVEC_TILE_F32, DType::Float32, pixelvec_accepts<float>,
+    no_packing, nullptr, pixelvec_workspace<float>, run_pixelvec<float>};
+const ConvAlgorithm conv2d_pixelvec_f64 = {
+    "conv2d_pixelvec_f64__" CPPCONV_ISA_NAME CPPCONV_PIXELVEC_TILE_F64, DType::Float64, pixelvec_accepts<double>,
+    no_packing, nullptr, pixelvec_workspace<double>, run_pixelvec<double>};
 const ConvAlgorithm conv2d_channelvec_f32 = {
-    "conv2d_channelvec_f32__" CPPCONV_ISA_NAME CPPCONV_CHANNELVEC_TILE, DType::Float32, channelvec_accepts, channelvec_packed_bytes,
-    channelvec_pack, channelvec_workspace, run_channelvec};
+    "conv2d_channelvec_f32__" CPPCONV_ISA_NAME CPPCONV_CHANNELVEC_TILE_F32, DType::Float32,
+    channelvec_accepts<float>, channelvec_packed_bytes<float>, channelvec_pack<float>, channelvec_workspace<float>,
+    run_channelvec<float>};
+const ConvAlgorithm conv2d_channelvec_f64 = {
+    "conv2d_channelvec_f64__" CPPCONV_ISA_NAME CPPCONV_CHANNELVEC_TILE_F64, DType::Float64,
+    channelvec_accepts<double>, channelvec_packed_bytes<double>, channelvec_pack<double>,
+    channelvec_workspace<double>, run_channelvec<double>};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

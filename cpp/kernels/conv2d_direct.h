@@ -2,11 +2,13 @@
 #include "kernels/kernel_table.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__)
-#define CPPCONV_HAS_DIRECT_F32 1
+#define CPPCONV_HAS_DIRECT 1
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
 extern const ConvAlgorithm conv2d_pixelvec_f32;
+extern const ConvAlgorithm conv2d_pixelvec_f64;
 extern const ConvAlgorithm conv2d_channelvec_f32;
+extern const ConvAlgorithm conv2d_channelvec_f64;
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
 #endif

@@ -1,0 +1,174 @@
+// The vector vocabulary of the SIMD kernels, for float and double, for the ISA this file is
+// compiled for (AVX-512: 16 floats or 8 doubles a vector; AVX2: 8 or 4).  Overloads pick
+// the element type from the arguments; where nothing does (vzero, lane_mask), a template
+// argument does, float by default.  Per-ISA like isa_common.h: everything sits in
+// cppconv::CPPCONV_ISA_NS, so each ISA build has its own copy.
+#pragma once
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/isa_common.h"
+
+#if !defined(__AVX512F__) && !defined(__AVX2__)
+#error "simd.h needs AVX2 or AVX-512"
+#endif
+
+namespace cppconv {
+namespace CPPCONV_ISA_NS {
+namespace simd {
+
+template <class T>
+struct Types;
+
+#if defined(__AVX512F__)
+template <>
+struct Types<float> {
+  using Vec = __m512;
+  using Mask = __mmask16;
+};
+template <>
+struct Types<double> {
+  using Vec = __m512d;
+  using Mask = __mmask8;
+};
+constexpr int kVectorBytes = 64;
+#else
+template <>
+struct Types<float> {
+  using Vec = __m256;
+  using Mask = __m256i;
+};
+template <>
+struct Types<double> {
+  using Vec = __m256d;
+  using Mask = __m256i;
+};
+constexpr int kVectorBytes = 32;
+#endif
+
+template <class T>
+using Vec = typename Types<T>::Vec;
+template <class T>
+using Mask = typename Types<T>::Mask;
+template <class T>
+constexpr int kLanes = kVectorBytes / int(sizeof(T));
+
+#if defined(__AVX512F__)
+template <class T = float>
+static inline Vec<T> vzero();
+template <>
+inline Vec<float> vzero<float>() { return _mm512_setzero_ps(); }
+template <>
+inline Vec<double> vzero<double>() { return _mm512_setzero_pd(); }
+static inline __m512 vset1(float v) { return _mm512_set1_ps(v); }
+static inline __m512d vset1(double v) { return _mm512_set1_pd(v); }
+static inline __m512 vload(const float* p) { return _mm512_loadu_ps(p); }
+static inline __m512d vload(const double* p) { return _mm512_loadu_pd(p); }
+static inline __m512 vbroadcast(const float* p) { return _mm512_set1_ps(*p); }
+static inline __m512d vbroadcast(const double* p) { return _mm512_set1_pd(*p); }
+static inline void vstore(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+static inline void vstore(double* p, __m512d v) { _mm512_storeu_pd(p, v); }
+static inline __m512 vfma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+static inline __m512d vfma(__m512d a, __m512d b, __m512d c) { return _mm512_fmadd_pd(a, b, c); }
+static inline __m512 vmax(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
+static inline __m512d vmax(__m512d a, __m512d b) { return _mm512_max_pd(a, b); }
+static inline __m512 vmin(__m512 a, __m512 b) { return _mm512_min_ps(a, b); }
+static inline __m512d vmin(__m512d a, __m512d b) { return _mm512_min_pd(a, b); }
+static inline __m512 vleaky(__m512 v) {
+  const __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+  return _mm512_mask_mul_ps(v, neg, v, _mm512_set1_ps(0.01f));
+}
+static inline __m512d vleaky(__m512d v) {
+  const __mmask8 neg = _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_LT_OQ);
+  return _mm512_mask_mul_pd(v, neg, v, _mm512_set1_pd(0.01));
+}
+// Lanes [lo, hi); masked lanes are neither read nor written (no fault past an edge).
+template <class T = float>
+static inline Mask<T> lane_mask(int64_t lo, int64_t hi) {
+  lo = std::max<int64_t>(lo, 0);
+  if (hi <= lo) return 0;
+  const unsigned top = hi >= kLanes<T> ? (1u << kLanes<T>) - 1u : ((1u << hi) - 1u);
+  return static_cast<Mask<T>>(top & ~((1u << lo) - 1u));
+}
+static inline __m512 vload_mask(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+static inline __m512d vload_mask(const double* p, __mmask8 m) { return _mm512_maskz_loadu_pd(m, p); }
+static inline void vstore_mask(float* p, __m512 v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
+static inline void vstore_mask(double* p, __m512d v, __mmask8 m) { _mm512_mask_storeu_pd(p, m, v); }
+#else
+template <class T = float>
+static inline Vec<T> vzero();
+template <>
+inline Vec<float> vzero<float>() { return _mm256_setzero_ps(); }
+template <>
+inline Vec<double> vzero<double>() { return _mm256_setzero_pd(); }
+static inline __m256 vset1(float v) { return _mm256_set1_ps(v); }
+static inline __m256d vset1(double v) { return _mm256_set1_pd(v); }
+static inline __m256 vload(const float* p) { return _mm256_loadu_ps(p); }
+static inline __m256d vload(const double* p) { return _mm256_loadu_pd(p); }
+static inline __m256 vbroadcast(const float* p) { return _mm256_broadcast_ss(p); }
+static inline __m256d vbroadcast(const double* p) { return _mm256_broadcast_sd(p); }
+static inline void vstore(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+static inline void vstore(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
+static inline __m256 vfma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+static inline __m256d vfma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
+static inline __m256 vmax(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
+static inline __m256d vmax(__m256d a, __m256d b) { return _mm256_max_pd(a, b); }
+static inline __m256 vmin(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
+static inline __m256d vmin(__m256d a, __m256d b) { return _mm256_min_pd(a, b); }
+static inline __m256 vleaky(__m256 v) {
+  const __m256 neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
+  return _mm256_blendv_ps(v, _mm256_mul_ps(v, _mm256_set1_ps(0.01f)), neg);
+}
+static inline __m256d vleaky(__m256d v) {
+  const __m256d neg = _mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_LT_OQ);
+  return _mm256_blendv_pd(v, _mm256_mul_pd(v, _mm256_set1_pd(0.01)), neg);
+}
+template <class T = float>
+static inline Mask<T> lane_mask(int64_t lo, int64_t hi) {
+  lo = std::max<int64_t>(lo, 0);
+  hi = std::min<int64_t>(hi, kLanes<T>);
+  if constexpr (sizeof(T) == 4) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_and_si256(_mm256_cmpgt_epi32(lane, _mm256_set1_epi32(int(lo) - 1)),
+                            _mm256_cmpgt_epi32(_mm256_set1_epi32(int(hi)), lane));
+  } else {
+    const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
+    return _mm256_and_si256(_mm256_cmpgt_epi64(lane, _mm256_set1_epi64x(lo - 1)),
+                            _mm256_cmpgt_epi64(_mm256_set1_epi64x(hi), lane));
+  }
+}
+static inline __m256 vload_mask(const float* p, __m256i m) { return _mm256_maskload_ps(p, m); }
+static inline __m256d vload_mask(const double* p, __m256i m) { return _mm256_maskload_pd(p, m); }
+static inline void vstore_mask(float* p, __m256 v, __m256i m) { _mm256_maskstore_ps(p, m, v); }
+static inline void vstore_mask(double* p, __m256d v, __m256i m) { _mm256_maskstore_pd(p, m, v); }
+#endif
+
+// The first n lanes.
+template <class T>
+static inline Vec<T> vload_partial(const T* p, int n) { return vload_mask(p, lane_mask<T>(0, n)); }
+template <class T>
+static inline void vstore_partial(T* p, Vec<T> v, int n) { vstore_mask(p, v, lane_mask<T>(0, n)); }
+
+// Activations that are a few vector instructions; the transcendental ones (sigmoid, tanh,
+// silu) are applied after the store by activate_row.  max/min return the second operand
+// when either is NaN, so the value goes second and NaN stays NaN.
+static inline bool is_simple(Activation a) {
+  return a == Activation::None || a == Activation::Relu || a == Activation::Relu6 || a == Activation::LeakyRelu;
+}
+template <class V>
+static inline V apply_simple_activation(V v, Activation a) {
+  using T = std::conditional_t<sizeof(v[0]) == 4, float, double>;
+  switch (a) {
+    case Activation::Relu: return vmax(vzero<T>(), v);
+    case Activation::Relu6: return vmin(vset1(T(6)), vmax(vzero<T>(), v));
+    case Activation::LeakyRelu: return vleaky(v);
+    default: return v;
+  }
+}
+
+}  // namespace simd
+}  // namespace CPPCONV_ISA_NS
+}  // namespace cppconv
