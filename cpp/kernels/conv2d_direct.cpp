@@ -550,7 +550,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
     T* row_buf = row_bufs + row_buf_elems * thread_id();
     if (d.private_tiles) {
       T* own = tiles + d.tile_elems * thread_id();
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
       for (int64_t unit = 0; unit < p.batch * p.groups * d.row_blocks; ++unit) {
         const int64_t rb = unit % d.row_blocks, g = (unit / d.row_blocks) % p.groups;
         const int64_t n = unit / (d.row_blocks * p.groups);
@@ -576,12 +576,12 @@ void run_engine(const ConvCall& call, Orientation orientation) {
               }
             }
             const T* tile = tile_for(n, g, oh0, tiles);
-            const int64_t items = items_per_block(d, rows);
-            // Contiguous ranges per thread keep each thread on the same weights.
-            const int nth = team_size(), me = thread_id();
-            const int64_t begin = items * me / nth, end = items * (me + 1) / nth;
-            compute_items<T>(call, d, tap_off.data(), n, g, oh0, rows, tile, begin, end, row_buf);
-#pragma omp barrier
+            // Dynamic: a thread that loses its core for a while (another process, a busy VM)
+            // holds up only the item it has, not a fixed share of the block.  Each output is
+            // summed inside one item in a fixed order, so results do not depend on who runs it.
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t item = 0; item < items_per_block(d, rows); ++item)
+              compute_items<T>(call, d, tap_off.data(), n, g, oh0, rows, tile, item, item + 1, row_buf);
           }
     }
   }

@@ -91,14 +91,6 @@ static inline int thread_id() {
 #endif
 }
 
-static inline int team_size() {
-#if defined(_OPENMP)
-  return omp_get_num_threads();
-#else
-  return 1;
-#endif
-}
-
 // Scratch memory reused across calls from the same calling thread: a fresh, zero-filled
 // allocation per call costs page faults that can exceed the arithmetic of a small layer.
 // Grows to the largest request and is never shrunk; its contents are not initialised.
