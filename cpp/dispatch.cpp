@@ -68,19 +68,31 @@ const IsaEntry kIsas[] = {
 #endif
 };
 
+constexpr size_t kIsaCount = sizeof(kIsas) / sizeof(kIsas[0]);
+
+// CPUID is asked once: under a hypervisor every CPUID traps to it and costs microseconds.
+bool is_supported(size_t index) {
+  static const std::vector<bool> supported = [] {
+    std::vector<bool> s;
+    for (const IsaEntry& e : kIsas) s.push_back(e.supported());
+    return s;
+  }();
+  return supported[index];
+}
+
 const IsaEntry* find_available(const std::string& name) {
-  for (const IsaEntry& e : kIsas)
-    if (name == e.name && e.supported()) return &e;
+  for (size_t i = 0; i < kIsaCount; ++i)
+    if (name == kIsas[i].name && is_supported(i)) return &kIsas[i];
   return nullptr;
 }
 
 const IsaEntry* pick_default() {
   const char* cap = std::getenv("CPPCONV_MAX_ISA");
   const IsaEntry* best = nullptr;
-  for (const IsaEntry& e : kIsas) {
-    if (!e.supported()) continue;
-    best = &e;
-    if (cap && *cap && std::string(cap) == e.name) break;  // cap reached
+  for (size_t i = 0; i < kIsaCount; ++i) {
+    if (!is_supported(i)) continue;
+    best = &kIsas[i];
+    if (cap && *cap && std::string(cap) == kIsas[i].name) break;  // cap reached
   }
   return best;
 }
@@ -99,8 +111,8 @@ std::atomic<const IsaEntry*>& active_entry() {
 
 std::vector<std::string> available_isas() {
   std::vector<std::string> names;
-  for (const IsaEntry& e : kIsas)
-    if (e.supported()) names.emplace_back(e.name);
+  for (size_t i = 0; i < kIsaCount; ++i)
+    if (is_supported(i)) names.emplace_back(kIsas[i].name);
   return names;
 }
 
