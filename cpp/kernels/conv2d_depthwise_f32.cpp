@@ -127,24 +127,34 @@ bool depthwise_nchw_accepts(const Conv2dProblem& p) {
 size_t no_packing(const Conv2dProblem&) { return 0; }
 size_t no_workspace(const Conv2dProblem&, int) { return 0; }
 
-// Input columns first_col + S * lane of one input row; `inside` says all of them (and, for
-// S == 2, the 2 * kVL columns loaded) lie in [0, in_w), else the lanes outside read as zero.
+// How one vector of input columns is loaded: whole (every lane inside the row), or masked.
+// The same for every row and plane of a call, so worked out once per call.
+struct ColumnLoad {
+  int64_t first_col;  // input column of lane 0
+  bool whole;
+  Mask lo, hi;  // lanes inside the row, for the first and (stride 2) the second vector
+};
+
 template <int S>
-static inline Vec load_columns(const float* row, int64_t first_col, int64_t in_w, bool inside) {
+ColumnLoad column_load(int64_t first_col, int64_t in_w) {
+  ColumnLoad c{};
+  c.first_col = first_col;
+  c.whole = first_col >= 0 && first_col + kVL * S <= in_w;
+  c.lo = lane_mask(-first_col, in_w - first_col);
+  c.hi = lane_mask(-first_col - kVL, in_w - first_col - kVL);
+  return c;
+}
+
+// Input columns first_col + S * lane of one input row, zero outside the row.
+template <int S>
+static inline Vec load_columns(const float* row, const ColumnLoad& c) {
   static_assert(S == 1 || S == 2, "stride 1 or 2");
   if constexpr (S == 1) {
-    if (inside) return vload(row + first_col);
-    return vload_mask(row + first_col, lane_mask(-first_col, in_w - first_col));
+    return c.whole ? vload(row + c.first_col) : vload_mask(row + c.first_col, c.lo);
   } else {
 #if defined(__AVX512F__)
-    Vec lo, hi;
-    if (inside) {
-      lo = vload(row + first_col);
-      hi = vload(row + first_col + kVL);
-    } else {
-      lo = vload_mask(row + first_col, lane_mask(-first_col, in_w - first_col));
-      hi = vload_mask(row + first_col + kVL, lane_mask(-first_col - kVL, in_w - first_col - kVL));
-    }
+    const Vec lo = c.whole ? vload(row + c.first_col) : vload_mask(row + c.first_col, c.lo);
+    const Vec hi = c.whole ? vload(row + c.first_col + kVL) : vload_mask(row + c.first_col + kVL, c.hi);
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     return _mm512_permutex2var_ps(lo, even, hi);
 #else
@@ -157,7 +167,7 @@ static inline Vec load_columns(const float* row, int64_t first_col, int64_t in_w
 // in the innermost (unrolled) loops so their FMA chains interleave and hide the latency.
 template <int ROWS, int NV, int S>
 void depthwise_nchw_block(const ConvCall& call, const float* xp, const float* wc, float bias, bool finite_weights,
-                          int64_t oh0, int64_t ow0, float* yp) {
+                          const ColumnLoad* columns, int64_t oh0, int64_t ow0, float* yp) {
   const Conv2dProblem& p = call.p;
   Vec acc[ROWS][NV];
 #pragma GCC unroll 4
@@ -175,16 +185,13 @@ void depthwise_nchw_block(const ConvCall& call, const float* xp, const float* wc
     }
     for (int64_t j = 0; j < p.kernel_w; ++j) {
       const Vec wv = vset1(wc[i * p.kernel_w + j]);
-      const int64_t first_col = ow0 * S + j * p.dilation_w - p.pad_left;
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
-        // Only vectors that reach past an edge pay for a mask.
-        const int64_t col = first_col + v * kVL * S;
-        const bool inside = col >= 0 && col + kVL * S <= p.in_w;
+        const ColumnLoad& column = columns[v * p.kernel_w + j];
 #pragma GCC unroll 4
         for (int r = 0; r < ROWS; ++r) {
           if (row_inside[r]) {
-            acc[r][v] = vfma(load_columns<S>(xr[r], col, p.in_w, inside), wv, acc[r][v]);
+            acc[r][v] = vfma(load_columns<S>(xr[r], column), wv, acc[r][v]);
           } else if (!finite_weights) {
             acc[r][v] = vfma(vzero(), wv, acc[r][v]);  // a padding zero times inf or NaN
           }
@@ -205,8 +212,8 @@ void depthwise_nchw_block(const ConvCall& call, const float* xp, const float* wc
   }
 }
 
-using DepthwiseBlockFn = void (*)(const ConvCall&, const float*, const float*, float, bool, int64_t, int64_t,
-                                  float*);
+using DepthwiseBlockFn = void (*)(const ConvCall&, const float*, const float*, float, bool, const ColumnLoad*,
+                                  int64_t, int64_t, float*);
 template <int S>
 struct DepthwiseBlocks {
   // [rows - 1][nv - 1]: up to 4 rows x 4 vectors
@@ -231,6 +238,13 @@ void run_depthwise_nchw(const ConvCall& call) {
   const int64_t taps = p.kernel_h * p.kernel_w;
   const int64_t planes = p.batch * p.in_channels;
   const int64_t row_vectors = ceil_div(p.out_w, kVL);
+  // [output vector][tap column]
+  std::vector<ColumnLoad> columns;
+  for (int64_t v = 0; v < row_vectors; ++v)
+    for (int64_t j = 0; j < p.kernel_w; ++j) {
+      const int64_t first_col = v * kVL * p.stride_w + j * p.dilation_w - p.pad_left;
+      columns.push_back(p.stride_w == 1 ? column_load<1>(first_col, p.in_w) : column_load<2>(first_col, p.in_w));
+    }
 #pragma omp parallel num_threads(call.num_threads)
   {
     DenormalGuard denormals;
@@ -255,7 +269,8 @@ void run_depthwise_nchw(const ConvCall& call) {
 #else
                                                          : nullptr;
 #endif
-          block(call, xp, wc, bias ? bias[c] : 0.0f, finite_weights, oh, v * kVL, yp);
+          block(call, xp, wc, bias ? bias[c] : 0.0f, finite_weights, columns.data() + v * p.kernel_w, oh, v * kVL,
+                yp);
         }
         if (!is_simple(p.activation))
           for (int r = 0; r < rows; ++r) activate_row(yp + (oh + r) * call.y_stride.h, p.out_w, p.activation);
