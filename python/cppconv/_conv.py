@@ -166,7 +166,9 @@ def _run(
     out: Any,
     plans: Optional[Dict[np.dtype, Any]] = None,
     algorithm: str = "",
+    num_threads: Any = None,
 ) -> np.ndarray:
+    threads = _args.thread_count(num_threads)
     x, weight, bias = _inputs(x, weight, bias)
     result = _result_dtype(x, weight, bias)
     compute = _args.compute_dtype(result)
@@ -196,7 +198,7 @@ def _run(
         _args.as_compute(geo.x4, compute), dst,
         spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1],
         top, bottom, left, right, spec.groups, spec.padding_mode, spec.layout, spec.activation,
-        algorithm,
+        algorithm, threads,
     )
     if direct:
         return out
@@ -220,6 +222,7 @@ def conv2d(
     layout: str = "NCHW",
     activation: Optional[str] = None,
     out: Optional[np.ndarray] = None,
+    num_threads: Optional[int] = None,
 ) -> np.ndarray:
     """2-D convolution (cross-correlation, as ``torch.nn.functional.conv2d`` computes it).
 
@@ -240,6 +243,8 @@ def conv2d(
         activation: None, ``"relu"``, ``"relu6"``, ``"leaky_relu"``, ``"sigmoid"``,
             ``"tanh"`` or ``"silu"``, applied as the output is written.
         out: array of the result's shape and dtype to write into (returned).
+        num_threads: threads for this call only (default None: ``cppconv.get_num_threads()``);
+            the global setting is left as it is.
 
     Returns:
         ``(N, K, OH, OW)`` (NCHW) or ``(N, OH, OW, K)`` (NHWC), without N for an unbatched
@@ -251,16 +256,17 @@ def conv2d(
     >>> cppconv.conv2d(image, np.ones((3, 3), np.float32)).shape
     (3, 3)
     """
-    if out is None:
-        y = _simple_call(x, weight, bias, stride, padding, dilation, groups, padding_mode, layout, activation)
+    if out is None and (num_threads is None or (num_threads.__class__ is int and num_threads > 0)):
+        y = _simple_call(x, weight, bias, stride, padding, dilation, groups, padding_mode, layout, activation,
+                         0 if num_threads is None else num_threads)
         if y is not None:
             return y
     spec = _ConvSpec(stride, padding, dilation, groups, padding_mode, layout, activation)
-    return _run(spec, x, weight, bias, out)
+    return _run(spec, x, weight, bias, out, num_threads=num_threads)
 
 
 def _simple_call(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any, groups: Any,
-                 padding_mode: Any, layout: Any, activation: Any) -> Optional[np.ndarray]:
+                 padding_mode: Any, layout: Any, activation: Any, num_threads: int) -> Optional[np.ndarray]:
     """The common call in one native step (a per-call cost of ~2 us instead of ~8 us).
 
     Only plain ints for the sizes, known words, and arrays the kernels can read in place;
@@ -280,7 +286,7 @@ def _simple_call(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dila
     if mode is None or code is None or act is None:
         return None
     y: Optional[np.ndarray] = _native.conv2d_simple(
-        x, weight, bias, stride, stride, ph, pw, dilation, dilation, groups, mode, code, act
+        x, weight, bias, stride, stride, ph, pw, dilation, dilation, groups, mode, code, act, num_threads
     )
     return y
 
@@ -377,8 +383,24 @@ class Conv2d:
             self.bias.flags.writeable = False
         self._plans: Dict[np.dtype, Any] = {}
 
-    def __call__(self, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
-        return _run(self._spec, x, self.weight, self.bias, out, plans=self._plans)
+    def __call__(self, x: Any, out: Optional[np.ndarray] = None, *, num_threads: Optional[int] = None) -> np.ndarray:
+        """The convolution of ``x`` with the layer's weights (shapes as in :func:`cppconv.conv2d`).
+
+        Args:
+            x: ``(N, C, H, W)`` / ``(C, H, W)`` (NCHW), ``(N, H, W, C)`` / ``(H, W, C)`` (NHWC),
+                or ``(H, W)`` for a layer built from a 2-D kernel.
+            out: array of the result's shape and dtype to write into (returned).
+            num_threads: threads for this call only (default: ``cppconv.get_num_threads()``).
+
+        Returns:
+            ``(N, K, OH, OW)`` (NCHW) or ``(N, OH, OW, K)`` (NHWC), without N for an unbatched x.
+
+        >>> import numpy as np, cppconv
+        >>> layer = cppconv.Conv2d(np.ones((4, 3, 3, 3), np.float32))
+        >>> layer(np.ones((3, 8, 8), np.float32), num_threads=1).shape
+        (4, 6, 6)
+        """
+        return _run(self._spec, x, self.weight, self.bias, out, plans=self._plans, num_threads=num_threads)
 
     def _call_with_algorithm(self, algorithm: str, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
         """The layer through a named algorithm (see ``_native.conv_algorithms()``): tests, benchmarks."""
