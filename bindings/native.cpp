@@ -212,6 +212,20 @@ py::object conv2d_simple(const py::handle& x_obj, const py::handle& w_obj, const
   return std::move(out);
 }
 
+// threadpoolctl's controller (python/cppconv/_threadpool.py) finds this module by these two
+// exported C symbols and calls them through ctypes.
+#if defined(_WIN32)
+#define CPPCONV_EXPORT __declspec(dllexport)
+#else
+#define CPPCONV_EXPORT __attribute__((visibility("default")))
+#endif
+extern "C" {
+CPPCONV_EXPORT int cppconv_get_num_threads() { return cppconv::get_num_threads(); }
+CPPCONV_EXPORT void cppconv_set_num_threads(int n) {
+  if (n >= 1) cppconv::set_num_threads(n);
+}
+}
+
 PYBIND11_MODULE(_native, m) {
   m.doc() = "cppconv's native core (internal: use the cppconv package)";
   m.attr("__version__") = CPPCONV_VERSION;

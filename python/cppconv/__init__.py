@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from . import _native
+from . import _native, _threadpool
 from ._conv import Conv2d, conv2d, conv_output_size, explain
+
+_threadpool.install()  # threadpoolctl sees cppconv's threads (when threadpoolctl is used)
 
 __version__: str = _native.__version__
 
