@@ -90,7 +90,11 @@ Conv2dProblem make_problem(DType dtype, const Shape4& x, const Shape4* out, int6
 const ConvAlgorithm* algorithm_named(const std::string& name) {
   if (name.empty()) return nullptr;
   const ConvAlgorithm* a = find_conv_algorithm(name);
-  if (!a) throw py::value_error("no conv algorithm named '" + name + "' on this machine");
+  if (!a) {
+    std::string known;
+    for (const ConvAlgorithm* c : all_conv_algorithms()) known += (known.empty() ? "" : ", ") + std::string(c->name);
+    throw py::value_error("no conv algorithm named '" + name + "' on this machine; available: " + known);
+  }
   return a;
 }
 

@@ -177,5 +177,5 @@ def check_out(out: Any, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     if out.shape != tuple(shape):
         raise ValueError(f"out has shape {out.shape}, the result has shape {tuple(shape)}")
     if not out.flags.writeable:
-        raise ValueError("out must be writable")
+        raise ValueError("out must be writable, got a read-only array")
     return out

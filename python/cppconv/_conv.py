@@ -98,9 +98,9 @@ class _Geometry:
                 f"weight expects {cg} input channels per group ({cg * g} in all with groups={g}), x has {c} channels"
             )
         if kh < 1 or kw < 1:
-            raise ValueError(f"weight has an empty kernel: shape {w4.shape}")
+            raise ValueError(f"weight's kernel must be at least 1x1, got {kh}x{kw} (weight shape {w4.shape})")
         if h < 1 or w < 1:
-            raise ValueError(f"x has an empty spatial dimension: height {h}, width {w}")
+            raise ValueError(f"x must have height and width >= 1, got height {h}, width {w} (x shape {x.shape})")
         if bias is not None and (bias.ndim != 1 or bias.shape[0] != k):
             raise ValueError(f"bias must have shape ({k},) for {k} output channels, got {bias.shape}")
         sh, sw = spec.stride
