@@ -1,11 +1,15 @@
-#!/usr/bin/env python3
 """Benchmark cppconv.conv2d against NumPy, PyTorch, ONNX Runtime and SciPy.
 
-Usage::
+Usage (the three are the same program; the suite ships inside the package)::
 
-    python bench/bench_conv.py [--quick] [--threads N] [--layers NAME,...]
-                               [--peers numpy,loop,torch,onnxruntime,scipy]
-                               [--repeat R] [--json FILE] [--markdown FILE] [--list]
+    cppconv bench [--quick] [--threads N] [--layers NAME,...]
+                  [--peers numpy,loop,torch,onnxruntime,scipy]
+                  [--repeat R] [--json FILE] [--markdown FILE] [--plot FILE.png] [--list]
+    python -m cppconv bench ...
+    python bench/bench_conv.py ...      (from a source checkout; also records its git commit)
+
+Progress goes to stderr as a text progress bar; the table goes to stdout.  ``--plot``
+draws GFLOP/s per layer and library as a bar chart (needs matplotlib: the ``plot`` extra).
 
 Methodology
 -----------
@@ -70,6 +74,7 @@ import dataclasses
 import datetime
 import gc
 import importlib
+import importlib.util
 import json
 import math
 import os
@@ -596,8 +601,10 @@ def _lscpu_model() -> Optional[str]:
     return None
 
 
-def _git_info() -> Dict[str, Any]:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def _git_info(root: Optional[str]) -> Dict[str, Any]:
+    """Commit and dirtiness of the source checkout at `root` (None: an installed package, no git)."""
+    if root is None:
+        return {}
     try:
         head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=5).stdout.strip()
@@ -608,7 +615,7 @@ def _git_info() -> Dict[str, Any]:
         return {}
 
 
-def machine_info(threads: int) -> Dict[str, Any]:
+def machine_info(threads: int, git_root: Optional[str] = None) -> Dict[str, Any]:
     cppconv = _import("cppconv")
     native = getattr(cppconv, "_native", None)
     versions = {"python": platform.python_version()}
@@ -630,7 +637,7 @@ def machine_info(threads: int) -> Dict[str, Any]:
         "cppconv_isa": native.selected_isa() if hasattr(native, "selected_isa") else None,
         "cppconv_openmp": native.openmp() if hasattr(native, "openmp") else None,
         "versions": versions,
-        "git": _git_info(),
+        "git": _git_info(git_root),
     }
     tpc = sys.modules.get("threadpoolctl")
     if tpc is not None:
@@ -758,7 +765,7 @@ def format_markdown(header: List[str], body: List[List[str]], summary: List[str]
         f"load average at start {info.get('loadavg_at_start')}",
         f"- threads: {info.get('threads')}; cppconv {info.get('cppconv_version')} (ISA {info.get('cppconv_isa')})",
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-        f"- command: `python bench/bench_conv.py {' '.join(argv)}`".rstrip(),
+        f"- command: `cppconv bench {' '.join(argv)}`".rstrip(),
         "",
         "GF/s = 2*N*K*OH*OW*(C/groups)*kh*kw / median time. `x ...` columns: speedup of cppconv.conv2d "
         "(of the prepacked Conv2d layer in `Conv2d x best fw`) over that library; best fw = fastest of "
@@ -790,9 +797,8 @@ def result_json(r: Result) -> Dict[str, Any]:
 # Main
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The benchmark's options, shared by ``cppconv bench`` and bench/bench_conv.py."""
     ap.add_argument("--quick", action="store_true", help="fewer repeats, skip the batch-16 layers")
     ap.add_argument("--threads", type=int, help="threads for every library (default: cppconv.get_num_threads())")
     ap.add_argument("--layers", help="comma-separated layer names (see --list)")
@@ -801,14 +807,37 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, help="round-robin sampling blocks per layer (default 3, --quick 2)")
     ap.add_argument("--json", metavar="FILE", help="write all raw numbers and machine info as JSON")
     ap.add_argument("--markdown", metavar="FILE", help="write the table as markdown")
+    ap.add_argument("--plot", metavar="FILE.png", help="bar chart of GFLOP/s per layer and library (needs matplotlib)")
     ap.add_argument("--list", action="store_true", help="list the layers and exit")
-    args = ap.parse_args(argv)
+
+
+def check_arguments(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Rejects bad values before any timing starts (argparse's error: usage and exit status 2)."""
     if args.threads is not None and args.threads < 1:
-        ap.error("--threads must be >= 1")
+        ap.error(f"--threads must be >= 1, got {args.threads}")
     if args.repeat is not None and args.repeat < 1:
-        ap.error("--repeat must be >= 1")
+        ap.error(f"--repeat must be >= 1, got {args.repeat}")
     if args.rounds is not None and args.rounds < 1:
-        ap.error("--rounds must be >= 1")
+        ap.error(f"--rounds must be >= 1, got {args.rounds}")
+    if args.plot and not _has_module("matplotlib"):
+        ap.error("--plot needs matplotlib, which is not installed: pip install 'cppconv[plot]' (or matplotlib)")
+
+
+def _has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def make_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ap)
+    return ap
+
+
+def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> argparse.Namespace:
+    ap = make_parser(prog)
+    args = ap.parse_args(argv)
+    check_arguments(ap, args)
     return args
 
 
@@ -839,19 +868,105 @@ def select_columns(args: argparse.Namespace, log: Callable[[str], None]) -> List
     return [col for col, (_, group, _) in RUNNERS.items() if group == "cppconv" or group in available]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+# --------------------------------------------------------------------------------------
+# Progress and chart
+
+
+class Progress:
+    """A plain-text progress bar on stderr; log lines printed through it do not garble it.
+
+    On a terminal the bar redraws in place (carriage return); otherwise (a log file, CI) each
+    update is one line, so the output stays readable.
+    """
+
+    WIDTH = 28
+
+    def __init__(self, total: int, stream: Any = None):
+        self.total = max(total, 1)
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = time.perf_counter()
+        self.line = ""
+
+    def log(self, msg: str) -> None:
+        self._clear()
+        print(msg, file=self.stream, flush=True)
+        self._draw()
+
+    def update(self, done: int, label: str) -> None:
+        filled = round(self.WIDTH * done / self.total)
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        elapsed = time.perf_counter() - self.start
+        self._clear()
+        self.line = f"[{bar}] {done}/{self.total} {elapsed:5.1f} s  {label}"
+        if self.tty:
+            self._draw()
+        else:
+            print(self.line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        self._clear()
+        self.line = ""
+
+    def _clear(self) -> None:
+        if self.tty and self.line:
+            self.stream.write("\r" + " " * len(self.line) + "\r")
+
+    def _draw(self) -> None:
+        if self.tty and self.line:
+            self.stream.write(self.line)
+            self.stream.flush()
+
+
+def plot_gflops(rows: Sequence[Tuple[Layer, Dict[str, Result], Any]], columns: Sequence[str], path: str,
+                title: str) -> None:
+    """Grouped bar chart: one group per layer, one bar per library, GFLOP/s on a log axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    names = [layer.name for layer, _, _ in rows]
+    width = 0.8 / max(len(columns), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(names) + 2.0), 4.8))
+    for i, col in enumerate(columns):
+        heights = []
+        for _, res, _ in rows:
+            r = res.get(col)
+            heights.append(r.gflops if r is not None and r.status == "ok" and r.gflops else 0.0)
+        offsets = [g - 0.4 + width * (i + 0.5) for g in range(len(names))]
+        ax.bar(offsets, heights, width, label=RUNNERS[col][0])
+    ax.set_xticks(list(range(len(names))))
+    ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
+    ax.set_yscale("log")  # the suite spans from the tiny seed image to large layers
+    ax.set_ylabel("GFLOP/s (log scale)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=8, ncol=min(len(columns), 4))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Optional[Sequence[str]] = None, git_root: Optional[str] = None) -> int:
+    """Runs the suite from command-line arguments; returns the exit status (1 on a mismatch)."""
     args = parse_args(argv)
-    argv = list(sys.argv[1:] if argv is None else argv)
+    return run(args, list(sys.argv[1:] if argv is None else argv), git_root)
 
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
 
+def run(args: argparse.Namespace, argv: Sequence[str], git_root: Optional[str] = None) -> int:
+    """Runs the suite for parsed arguments (``cppconv bench`` and bench/bench_conv.py).
+
+    `git_root` is a source checkout whose commit goes into the JSON's machine info.
+    """
     if args.list:
         for layer in LAYERS:
             print(f"{layer.name:22s} {layer.describe():40s} {layer.flops / 1e9:8.3f} GFLOP")
         return 0
 
     layers = select_layers(args)
+    progress = Progress(len(layers))
+    log = progress.log
     cppconv = _import("cppconv")
     if not _cppconv_has_api(cppconv):
         log("WARNING: cppconv (or cppconv.conv2d) is not importable; timing the peers only, "
@@ -865,7 +980,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     with contextlib.ExitStack() as stack:
         threads = setup_threads(args.threads, [RUNNERS[c][1] for c in columns], stack, log)
-        info = machine_info(threads)
+        info = machine_info(threads, git_root)
         log(f"cppconv {info['cppconv_version']} isa={info['cppconv_isa']} threads={threads} "
             f"cpu={info['cpu_model'] or info['processor']} load={info['loadavg_at_start']}")
         log(f"columns: {', '.join(columns)}")
@@ -875,7 +990,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "timings will be noisy")
         rows = []
         t_start = time.perf_counter()
-        for layer in layers:
+        for done, layer in enumerate(layers):
+            progress.update(done, f"{layer.name} ({layer.describe()})")
             t0 = time.perf_counter()
             res = run_layer(layer, columns, threads, cfg, log)
             expl = explain_layer(layer)
@@ -885,6 +1001,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             c = res.get("cppconv")
             c_txt = f"{c.gflops:.1f} GF/s" if c and c.status == "ok" else (c.status if c else "-")
             log(f"[{layer.name}] {layer.describe()}: cppconv {c_txt} ({time.perf_counter() - t0:.1f} s)")
+        progress.update(len(layers), "done")
+        progress.close()
         total_s = time.perf_counter() - t_start
 
     header, body, summary = build_table(rows, columns)
@@ -906,7 +1024,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json:
         doc = {
             "machine": info,
-            "argv": argv,
+            "argv": list(argv),
             "timer": dataclasses.asdict(cfg),
             "columns": columns,
             "total_s": total_s,
@@ -921,13 +1039,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         }
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)
-        log(f"wrote {args.json}")
+        print(f"wrote {args.json}", file=sys.stderr)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(format_markdown(header, body, summary, info, argv))
-        log(f"wrote {args.markdown}")
+        print(f"wrote {args.markdown}", file=sys.stderr)
+    if args.plot:
+        title = (f"cppconv {info['cppconv_version']} conv2d, {threads} thread(s), ISA {info['cppconv_isa']}, "
+                 f"{info['cpu_model'] or info['machine']}")
+        plot_gflops(rows, columns, args.plot, title)
+        print(f"wrote {args.plot}", file=sys.stderr)
     return 1 if mismatches else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
