@@ -15,10 +15,12 @@ def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding
     """Output length of a convolution along one axis.
 
     The seed's O = (I + 2P - K) / S + 1, generalised with dilation:
-    O = floor((I + 2P - D (K - 1) - 1) / S) + 1.
+    O = floor((I + 2P - D (K - 1) - 1) / S) + 1.  All arguments are ints (padding on each
+    side); the result is the output's height (or width).
 
-    >>> conv_output_size(5, 3, stride=1, padding=1)
-    5
+    >>> from cppconv import conv_output_size
+    >>> conv_output_size(5, 3, stride=1, padding=1), conv_output_size(5, 3, stride=2)
+    (5, 2)
     """
     i = _args.as_int(input_size, "input_size")
     k = _args.as_int(kernel_size, "kernel_size")
@@ -306,8 +308,23 @@ def _conv2d_with_algorithm(algorithm: str, x: Any, weight: Any, bias: Any = None
 def explain(x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: Any = np.float32, **kwargs: Any) -> Dict[str, Any]:
     """What conv2d would do for these shapes, without running it.
 
-    Returns a dict with the output shape, the paddings (top, bottom, left, right), the
-    algorithm and ISA the dispatcher picks, threads, FLOPs and workspace bytes.
+    Args:
+        x_shape: x's shape, as for :func:`conv2d` (``(N, C, H, W)``, ``(C, H, W)``, NHWC forms
+            with ``layout="NHWC"``, or ``(H, W)``).
+        weight_shape: ``(K, C // groups, kh, kw)``, or ``(kh, kw)`` with a 2-D x.
+        dtype: the inputs' dtype.
+        **kwargs: conv2d's keyword arguments (stride, padding, ...), plus ``bias=True`` to
+            count a bias.
+
+    Returns:
+        A dict with ``output_shape``, ``padding`` (top, bottom, left, right), the
+        ``algorithm`` and ``isa`` the dispatcher picks, ``threads``, ``flops``,
+        ``workspace_bytes`` and ``packed_weight_bytes``.
+
+    >>> import cppconv
+    >>> plan = cppconv.explain((1, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
+    >>> plan["output_shape"], plan["padding"]
+    ((1, 64, 112, 112), (3, 3, 3, 3))
     """
     spec = _ConvSpec(
         kwargs.pop("stride", 1), kwargs.pop("padding", 0), kwargs.pop("dilation", 1), kwargs.pop("groups", 1),
@@ -407,7 +424,13 @@ class Conv2d:
         return _run(self._spec, x, self.weight, self.bias, out, plans=self._plans, algorithm=algorithm)
 
     def explain(self, x_shape: Tuple[int, ...], dtype: Any = np.float32) -> Dict[str, Any]:
-        """What a call on an input of this shape would do (see :func:`cppconv.explain`)."""
+        """What a call on an input of this shape would do (see :func:`cppconv.explain`).
+
+        >>> import numpy as np, cppconv
+        >>> layer = cppconv.Conv2d(np.ones((8, 3, 3, 3), np.float32), stride=2)
+        >>> layer.explain((1, 3, 32, 32))["output_shape"]
+        (1, 8, 15, 15)
+        """
         result = np.result_type(np.dtype(dtype), self.weight.dtype)
         return _explain(self._spec, tuple(x_shape), self.weight.shape, result, self.bias is not None, layer=True)
 
