@@ -942,7 +942,7 @@ def plot_gflops(rows: Sequence[Tuple[Layer, Dict[str, Result], Any]], columns: S
     ax.set_ylabel("GFLOP/s (log scale)")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", which="both", alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(len(columns), 4))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
