@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from . import _native, _threadpool
+from . import _native
 from ._conv import Conv2d, conv2d, conv_output_size, explain
-
-_threadpool.install()  # threadpoolctl sees cppconv's threads (when threadpoolctl is used)
 
 __version__: str = _native.__version__
 
@@ -79,3 +77,8 @@ __all__ = [
     "set_num_threads",
     "__version__",
 ]
+
+# threadpoolctl sees and limits cppconv's threads (registered once threadpoolctl is imported).
+from . import _threadpool  # noqa: E402
+
+_threadpool.install()
