@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 from typing import Any, Dict, List, Optional, Sequence
 
 
@@ -61,15 +62,21 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  ISAs available:  {', '.join(report['available_isas'])}")
     print(f"  threads:         {report['threads']}")
     print(f"  OpenMP:          {'yes' if report['openmp'] else 'no (single-threaded build)'}")
-    print(f"  API:             {', '.join(report['api'])}")
+    print(_wrapped("  API:             ", report["api"]))
     isas = list(report["available_isas"]) + ["any"]
     for family, by_isa in report["algorithms"].items():
-        print(f"{family} algorithms per ISA (dispatch tries them in this order):")
+        print(f"{family} algorithms per ISA (in the order of the ISA's kernel table):")
         for isa in isas + sorted(set(by_isa) - set(isas)):
             if isa in by_isa:
                 label = "reference (all)" if isa == "any" else isa
-                print(f"  {label + ':':16s} {', '.join(by_isa[isa])}")
+                print(_wrapped(f"  {label + ':':16s} ", by_isa[isa]))
     return 0
+
+
+def _wrapped(label: str, names: Sequence[str], width: int = 110) -> str:
+    """`label` then the names, comma-separated, continuation lines indented under the first name."""
+    return textwrap.fill(", ".join(names), width=width, initial_indent=label,
+                         subsequent_indent=" " * len(label), break_on_hyphens=False)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
