@@ -87,7 +87,7 @@ class _RegisterOnImport(importlib.abc.MetaPathFinder):
             except Exception:  # noqa: BLE001 - never break the user's import of threadpoolctl
                 pass
 
-        loader.exec_module = exec_and_register  # type: ignore[method-assign]
+        loader.exec_module = exec_and_register
         return spec
 
 
