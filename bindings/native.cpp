@@ -96,7 +96,11 @@ Conv2dProblem make_problem(DType dtype, const Shape4& x, const Shape4* out, int6
 const ConvAlgorithm* algorithm_named(const std::string& name) {
   if (name.empty()) return nullptr;
   const ConvAlgorithm* a = find_conv_algorithm(name);
-  if (!a) throw py::value_error("no conv algorithm named '" + name + "' on this machine");
+  if (!a) {
+    std::string known;
+    for (const ConvAlgorithm* c : all_conv_algorithms()) known += (known.empty() ? "" : ", ") + std::string(c->name);
+    throw py::value_error("no conv algorithm named '" + name + "' on this machine; available: " + known);
+  }
   return a;
 }
 
@@ -128,7 +132,7 @@ PyConv2dPlan make_plan(const py::array& weight, const py::object& bias, bool cop
 
 void run_plan(PyConv2dPlan& self, const py::array& x, const py::array& out, int64_t sh, int64_t sw, int64_t dh,
               int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups, int pad_mode, int layout,
-              int activation, const std::string& algorithm) {
+              int activation, const std::string& algorithm, int num_threads) {
   Conv2dPlan& plan = *self.plan;
   require(x, "x", plan.dtype(), 4, false);
   require(out, "out", plan.dtype(), 4, true);
@@ -137,10 +141,12 @@ void run_plan(PyConv2dPlan& self, const py::array& x, const py::array& out, int6
                                        plan.kernel_h(), plan.kernel_w(), sh, sw, dh, dw, pt, pb, pl, pr, groups,
                                        pad_mode, layout, activation);
   const ConvAlgorithm* forced = algorithm_named(algorithm);
+  if (num_threads < 0) throw py::value_error("num_threads must be >= 0 (0: the global setting), got " +
+                                             std::to_string(num_threads));
   const void* xp = x.data();
   void* yp = const_cast<void*>(out.data());
   py::gil_scoped_release release;
-  plan.run(p, xp, yp, forced);
+  plan.run(p, xp, yp, forced, num_threads);
 }
 
 py::dict describe(const Conv2dPlan& plan, const Conv2dProblem& p) {
@@ -163,7 +169,8 @@ py::dict describe(const Conv2dPlan& plan, const Conv2dProblem& p) {
 // unusual or wrong, and the Python layer then takes its full path (and raises its errors).
 py::object conv2d_simple(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj, int64_t sh,
                          int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups, int pad_mode,
-                         int layout, int activation) {
+                         int layout, int activation, int num_threads) {
+  if (num_threads < 0) return py::none();
   if (!py::isinstance<py::array>(x_obj) || !py::isinstance<py::array>(w_obj)) return py::none();
   const auto x = py::reinterpret_borrow<py::array>(x_obj);
   const auto w = py::reinterpret_borrow<py::array>(w_obj);
@@ -210,9 +217,23 @@ py::object conv2d_simple(const py::handle& x_obj, const py::handle& w_obj, const
   void* yp = out.mutable_data();
   {
     py::gil_scoped_release release;
-    plan.run(p, xp, yp);
+    plan.run(p, xp, yp, nullptr, num_threads);
   }
   return std::move(out);
+}
+
+// threadpoolctl's controller (python/cppconv/_threadpool.py) finds this module by these two
+// exported C symbols and calls them through ctypes.
+#if defined(_WIN32)
+#define CPPCONV_EXPORT __declspec(dllexport)
+#else
+#define CPPCONV_EXPORT __attribute__((visibility("default")))
+#endif
+extern "C" {
+CPPCONV_EXPORT int cppconv_get_num_threads() { return cppconv::get_num_threads(); }
+CPPCONV_EXPORT void cppconv_set_num_threads(int n) {
+  if (n >= 1) cppconv::set_num_threads(n);
+}
 }
 
 PYBIND11_MODULE(_native, m) {
@@ -227,7 +248,7 @@ PYBIND11_MODULE(_native, m) {
       .def("run", &run_plan, py::arg("x"), py::arg("out"), py::arg("stride_h"), py::arg("stride_w"),
            py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"),
            py::arg("pad_left"), py::arg("pad_right"), py::arg("groups"), py::arg("padding_mode"),
-           py::arg("layout"), py::arg("activation"), py::arg("algorithm") = "")
+           py::arg("layout"), py::arg("activation"), py::arg("algorithm") = "", py::arg("num_threads") = 0)
       .def(
           "explain",
           [](const PyConv2dPlan& self, const Shape4& x_shape, int64_t sh, int64_t sw, int64_t dh, int64_t dw,
@@ -248,14 +269,15 @@ PYBIND11_MODULE(_native, m) {
   m.def("conv2d",
         [](const py::array& x, const py::array& weight, const py::object& bias, const py::array& out, int64_t sh,
            int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups,
-           int pad_mode, int layout, int activation, const std::string& algorithm) {
+           int pad_mode, int layout, int activation, const std::string& algorithm, int num_threads) {
           PyConv2dPlan plan = make_plan(weight, bias, /*copy=*/false);
-          run_plan(plan, x, out, sh, sw, dh, dw, pt, pb, pl, pr, groups, pad_mode, layout, activation, algorithm);
+          run_plan(plan, x, out, sh, sw, dh, dw, pt, pb, pl, pr, groups, pad_mode, layout, activation, algorithm,
+                   num_threads);
         },
         py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("stride_h"), py::arg("stride_w"),
         py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"), py::arg("pad_left"),
         py::arg("pad_right"), py::arg("groups"), py::arg("padding_mode"), py::arg("layout"), py::arg("activation"),
-        py::arg("algorithm") = "",
+        py::arg("algorithm") = "", py::arg("num_threads") = 0,
         "One-shot convolution into `out` (internal; see cppconv.conv2d).");
 
   m.def(
@@ -277,7 +299,10 @@ PYBIND11_MODULE(_native, m) {
       py::arg("pad_left"), py::arg("pad_right"), py::arg("groups"), py::arg("padding_mode"), py::arg("layout"),
       py::arg("activation"), py::arg("layer") = false);
 
-  m.def("conv2d_simple", &conv2d_simple, "conv2d's one-step fast path (internal); None when it does not apply.");
+  m.def("conv2d_simple", &conv2d_simple, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride_h"),
+        py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("dilation_h"), py::arg("dilation_w"),
+        py::arg("groups"), py::arg("padding_mode"), py::arg("layout"), py::arg("activation"),
+        py::arg("num_threads") = 0, "conv2d's one-step fast path (internal); None when it does not apply.");
   m.def("set_num_threads", &cppconv::set_num_threads, py::arg("n"));
   m.def("get_num_threads", &cppconv::get_num_threads);
   m.def("available_isas", &available_isas, "ISAs compiled in that this CPU can run, weakest first.");

@@ -161,7 +161,8 @@ const void* Conv2dPlan::packed_for(const ConvAlgorithm& a, const Conv2dProblem& 
   return it->second.data();
 }
 
-void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const ConvAlgorithm* forced) {
+void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const ConvAlgorithm* forced,
+                      int max_threads) {
   Conv2dProblem p = problem;
   p.weights_reused = weights_reused_;
   if (p.dtype != dtype_ || p.out_channels != out_channels_ || p.in_channels / p.groups != group_in_ ||
@@ -169,6 +170,7 @@ void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const
     throw std::invalid_argument("conv2d problem does not match the plan's weights");
   if (p.batch == 0 || p.out_channels == 0) return;
   ConvChoice choice = choose(problem);
+  if (max_threads > 0) choice.threads = threads_for(p, max_threads);
   if (forced) {
     if (forced->dtype != p.dtype || !forced->accepts(p))
       throw std::invalid_argument(std::string("algorithm ") + forced->name + " does not accept this problem");

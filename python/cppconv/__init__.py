@@ -29,7 +29,17 @@ __version__: str = _native.__version__
 
 
 def set_num_threads(n: int) -> None:
-    """Set how many threads cppconv's kernels use (default: the CPUs this process may use)."""
+    """Set how many threads cppconv's kernels use (default: the CPUs this process may use).
+
+    Process-wide; for one call only, pass ``num_threads=`` to :func:`conv2d` or a
+    :class:`Conv2d` call instead.  ``threadpoolctl.threadpool_limits`` also works.
+
+    >>> import cppconv
+    >>> before = cppconv.get_num_threads()
+    >>> cppconv.set_num_threads(1); cppconv.get_num_threads()
+    1
+    >>> cppconv.set_num_threads(before)
+    """
     from ._args import as_int
 
     n = as_int(n, "n")
@@ -39,12 +49,25 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """How many threads cppconv's kernels use."""
+    """How many threads cppconv's kernels use (at most; small problems use fewer).
+
+    >>> import cppconv
+    >>> cppconv.get_num_threads() >= 1
+    True
+    """
     return int(_native.get_num_threads())
 
 
 def info() -> Dict[str, Any]:
-    """Version, the ISA in use, the ISAs available on this machine, threads and OpenMP."""
+    """Version, the ISA in use, the ISAs available on this machine, threads and OpenMP.
+
+    ``default_isa`` is the one chosen at import: the strongest this CPU runs, capped by the
+    ``CPPCONV_MAX_ISA`` environment variable (``avx512``, ``avx2`` or ``baseline``).
+
+    >>> import cppconv
+    >>> sorted(cppconv.info())
+    ['available_isas', 'default_isa', 'isa', 'openmp', 'threads', 'version']
+    """
     return {
         "version": __version__,
         "isa": _native.selected_isa(),
@@ -76,3 +99,8 @@ __all__ = [
     "set_num_threads",
     "__version__",
 ]
+
+# threadpoolctl sees and limits cppconv's threads (registered once threadpoolctl is imported).
+from . import _threadpool  # noqa: E402
+
+_threadpool.install()

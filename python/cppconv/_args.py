@@ -68,6 +68,16 @@ def activation_code(activation: Any) -> int:
     return code
 
 
+def thread_count(value: Any, name: str = "num_threads") -> int:
+    """A per-call thread count for the native kernels: 0 (None) means the global setting."""
+    if value is None:
+        return 0
+    n = as_int(value, name)
+    if n < 1:
+        raise ValueError(f"{name} must be >= 1 (or None for cppconv.get_num_threads()), got {n}")
+    return n
+
+
 def same_padding(size: int, kernel: int, stride: int, dilation: int) -> Tuple[int, int]:
     """(before, after) padding for output size ceil(size / stride), the odd pixel after."""
     out = -(-size // stride)
@@ -125,9 +135,24 @@ def compute_dtype(result: np.dtype) -> np.dtype:
 
 
 def as_input_array(value: Any, name: str) -> np.ndarray:
+    """A NumPy view of an array argument, without a copy whenever NumPy can make one.
+
+    ndarrays pass through; objects with ``__dlpack__`` (PyTorch CPU tensors, JAX CPU arrays)
+    go through ``np.from_dlpack``; everything else (buffer protocol, ``__array_interface__``,
+    ``__array__``, nested lists) through ``np.asarray``, which copies only when it must.
+    """
     if isinstance(value, np.ndarray):
         return value
-    array = np.asarray(value)
+    array: Optional[np.ndarray] = None
+    if hasattr(value, "__dlpack__"):
+        try:
+            array = np.from_dlpack(value)
+        except (TypeError, ValueError, BufferError, RuntimeError, AttributeError):
+            # Not on the CPU, a dtype DLPack cannot share (bool in old NumPy), or a read-only
+            # tensor that refuses export: np.asarray below may still manage, with a copy.
+            array = None
+    if array is None:
+        array = np.asarray(value)
     if array.dtype == object:
         raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}")
     return array
@@ -152,7 +177,7 @@ def check_out(out: Any, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     if out.shape != tuple(shape):
         raise ValueError(f"out has shape {out.shape}, the result has shape {tuple(shape)}")
     if not out.flags.writeable:
-        raise ValueError("out must be writable")
+        raise ValueError("out must be writable, got a read-only array")
     return out
 
 

@@ -15,10 +15,12 @@ def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding
     """Output length of a convolution along one axis.
 
     The seed's O = (I + 2P - K) / S + 1, generalised with dilation:
-    O = floor((I + 2P - D (K - 1) - 1) / S) + 1.
+    O = floor((I + 2P - D (K - 1) - 1) / S) + 1.  All arguments are ints (padding on each
+    side); the result is the output's height (or width).
 
-    >>> conv_output_size(5, 3, stride=1, padding=1)
-    5
+    >>> from cppconv import conv_output_size
+    >>> conv_output_size(5, 3, stride=1, padding=1), conv_output_size(5, 3, stride=2)
+    (5, 2)
     """
     i = _args.as_int(input_size, "input_size")
     k = _args.as_int(kernel_size, "kernel_size")
@@ -98,9 +100,9 @@ class _Geometry:
                 f"weight expects {cg} input channels per group ({cg * g} in all with groups={g}), x has {c} channels"
             )
         if kh < 1 or kw < 1:
-            raise ValueError(f"weight has an empty kernel: shape {w4.shape}")
+            raise ValueError(f"weight's kernel must be at least 1x1, got {kh}x{kw} (weight shape {w4.shape})")
         if h < 1 or w < 1:
-            raise ValueError(f"x has an empty spatial dimension: height {h}, width {w}")
+            raise ValueError(f"x must have height and width >= 1, got height {h}, width {w} (x shape {x.shape})")
         if bias is not None and (bias.ndim != 1 or bias.shape[0] != k):
             raise ValueError(f"bias must have shape ({k},) for {k} output channels, got {bias.shape}")
         sh, sw = spec.stride
@@ -166,7 +168,9 @@ def _run(
     out: Any,
     plans: Optional[Dict[np.dtype, Any]] = None,
     algorithm: str = "",
+    num_threads: Any = None,
 ) -> np.ndarray:
+    threads = _args.thread_count(num_threads)
     x, weight, bias = _inputs(x, weight, bias)
     result = _result_dtype(x, weight, bias)
     compute = _args.compute_dtype(result)
@@ -196,7 +200,7 @@ def _run(
         _args.as_compute(geo.x4, compute), dst,
         spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1],
         top, bottom, left, right, spec.groups, spec.padding_mode, spec.layout, spec.activation,
-        algorithm,
+        algorithm, threads,
     )
     if direct:
         return out
@@ -220,6 +224,7 @@ def conv2d(
     layout: str = "NCHW",
     activation: Optional[str] = None,
     out: Optional[np.ndarray] = None,
+    num_threads: Optional[int] = None,
 ) -> np.ndarray:
     """2-D convolution (cross-correlation, as ``torch.nn.functional.conv2d`` computes it).
 
@@ -240,6 +245,8 @@ def conv2d(
         activation: None, ``"relu"``, ``"relu6"``, ``"leaky_relu"``, ``"sigmoid"``,
             ``"tanh"`` or ``"silu"``, applied as the output is written.
         out: array of the result's shape and dtype to write into (returned).
+        num_threads: threads for this call only (default None: ``cppconv.get_num_threads()``);
+            the global setting is left as it is.
 
     Returns:
         ``(N, K, OH, OW)`` (NCHW) or ``(N, OH, OW, K)`` (NHWC), without N for an unbatched
@@ -251,16 +258,17 @@ def conv2d(
     >>> cppconv.conv2d(image, np.ones((3, 3), np.float32)).shape
     (3, 3)
     """
-    if out is None:
-        y = _simple_call(x, weight, bias, stride, padding, dilation, groups, padding_mode, layout, activation)
+    if out is None and (num_threads is None or (num_threads.__class__ is int and num_threads > 0)):
+        y = _simple_call(x, weight, bias, stride, padding, dilation, groups, padding_mode, layout, activation,
+                         0 if num_threads is None else num_threads)
         if y is not None:
             return y
     spec = _ConvSpec(stride, padding, dilation, groups, padding_mode, layout, activation)
-    return _run(spec, x, weight, bias, out)
+    return _run(spec, x, weight, bias, out, num_threads=num_threads)
 
 
 def _simple_call(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any, groups: Any,
-                 padding_mode: Any, layout: Any, activation: Any) -> Optional[np.ndarray]:
+                 padding_mode: Any, layout: Any, activation: Any, num_threads: int) -> Optional[np.ndarray]:
     """The common call in one native step (a per-call cost of ~2 us instead of ~8 us).
 
     Only plain ints for the sizes, known words, and arrays the kernels can read in place;
@@ -280,7 +288,7 @@ def _simple_call(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dila
     if mode is None or code is None or act is None:
         return None
     y: Optional[np.ndarray] = _native.conv2d_simple(
-        x, weight, bias, stride, stride, ph, pw, dilation, dilation, groups, mode, code, act
+        x, weight, bias, stride, stride, ph, pw, dilation, dilation, groups, mode, code, act, num_threads
     )
     return y
 
@@ -300,8 +308,23 @@ def _conv2d_with_algorithm(algorithm: str, x: Any, weight: Any, bias: Any = None
 def explain(x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: Any = np.float32, **kwargs: Any) -> Dict[str, Any]:
     """What conv2d would do for these shapes, without running it.
 
-    Returns a dict with the output shape, the paddings (top, bottom, left, right), the
-    algorithm and ISA the dispatcher picks, threads, FLOPs and workspace bytes.
+    Args:
+        x_shape: x's shape, as for :func:`conv2d` (``(N, C, H, W)``, ``(C, H, W)``, NHWC forms
+            with ``layout="NHWC"``, or ``(H, W)``).
+        weight_shape: ``(K, C // groups, kh, kw)``, or ``(kh, kw)`` with a 2-D x.
+        dtype: the inputs' dtype.
+        **kwargs: conv2d's keyword arguments (stride, padding, ...), plus ``bias=True`` to
+            count a bias.
+
+    Returns:
+        A dict with ``output_shape``, ``padding`` (top, bottom, left, right), the
+        ``algorithm`` and ``isa`` the dispatcher picks, ``threads``, ``flops``,
+        ``workspace_bytes`` and ``packed_weight_bytes``.
+
+    >>> import cppconv
+    >>> plan = cppconv.explain((1, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
+    >>> plan["output_shape"], plan["padding"]
+    ((1, 64, 112, 112), (3, 3, 3, 3))
     """
     spec = _ConvSpec(
         kwargs.pop("stride", 1), kwargs.pop("padding", 0), kwargs.pop("dilation", 1), kwargs.pop("groups", 1),
@@ -377,15 +400,37 @@ class Conv2d:
             self.bias.flags.writeable = False
         self._plans: Dict[np.dtype, Any] = {}
 
-    def __call__(self, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
-        return _run(self._spec, x, self.weight, self.bias, out, plans=self._plans)
+    def __call__(self, x: Any, out: Optional[np.ndarray] = None, *, num_threads: Optional[int] = None) -> np.ndarray:
+        """The convolution of ``x`` with the layer's weights (shapes as in :func:`cppconv.conv2d`).
+
+        Args:
+            x: ``(N, C, H, W)`` / ``(C, H, W)`` (NCHW), ``(N, H, W, C)`` / ``(H, W, C)`` (NHWC),
+                or ``(H, W)`` for a layer built from a 2-D kernel.
+            out: array of the result's shape and dtype to write into (returned).
+            num_threads: threads for this call only (default: ``cppconv.get_num_threads()``).
+
+        Returns:
+            ``(N, K, OH, OW)`` (NCHW) or ``(N, OH, OW, K)`` (NHWC), without N for an unbatched x.
+
+        >>> import numpy as np, cppconv
+        >>> layer = cppconv.Conv2d(np.ones((4, 3, 3, 3), np.float32))
+        >>> layer(np.ones((3, 8, 8), np.float32), num_threads=1).shape
+        (4, 6, 6)
+        """
+        return _run(self._spec, x, self.weight, self.bias, out, plans=self._plans, num_threads=num_threads)
 
     def _call_with_algorithm(self, algorithm: str, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
         """The layer through a named algorithm (see ``_native.conv_algorithms()``): tests, benchmarks."""
         return _run(self._spec, x, self.weight, self.bias, out, plans=self._plans, algorithm=algorithm)
 
     def explain(self, x_shape: Tuple[int, ...], dtype: Any = np.float32) -> Dict[str, Any]:
-        """What a call on an input of this shape would do (see :func:`cppconv.explain`)."""
+        """What a call on an input of this shape would do (see :func:`cppconv.explain`).
+
+        >>> import numpy as np, cppconv
+        >>> layer = cppconv.Conv2d(np.ones((8, 3, 3, 3), np.float32), stride=2)
+        >>> layer.explain((1, 3, 32, 32))["output_shape"]
+        (1, 8, 15, 15)
+        """
         result = np.result_type(np.dtype(dtype), self.weight.dtype)
         return _explain(self._spec, tuple(x_shape), self.weight.shape, result, self.bias is not None, layer=True)
 

@@ -1,0 +1,1052 @@
+"""Benchmark cppconv.conv2d against NumPy, PyTorch, ONNX Runtime and SciPy.
+
+Usage (the three are the same program; the suite ships inside the package)::
+
+    cppconv bench [--quick] [--threads N] [--layers NAME,...]
+                  [--peers numpy,loop,torch,onnxruntime,scipy]
+                  [--repeat R] [--json FILE] [--markdown FILE] [--plot FILE.png] [--list]
+    python -m cppconv bench ...
+    python bench/bench_conv.py ...      (from a source checkout; also records its git commit)
+
+Progress goes to stderr as a text progress bar; the table goes to stdout.  ``--plot``
+draws GFLOP/s per layer and library as a bar chart (needs matplotlib: the ``plot`` extra).
+
+Methodology
+-----------
+* Layer suite: single float32 convolutions in NCHW taken from common networks (ResNet,
+  MobileNet-style depthwise, ResNeXt grouped, dilated, batch 16) plus two single-channel
+  image filters.  ``--quick`` skips the batch-16 layers and times for less long.
+  Every layer has a bias, except ``seed5x5``, which uses cppconv's 2-D form
+  (x of shape (H, W), weight (kh, kw)); its peers get the equivalent 4-D arrays.
+* Libraries ("runners"): each runner turns a layer and its data into a zero-argument
+  callable that does one complete convolution call (output allocation included) and
+  returns the result.  Set-up that a user would do once (building an ONNX session,
+  making torch tensors with ``torch.from_numpy``, cppconv's ``Conv2d`` prepacking,
+  reshaping the NumPy weight) is outside the timed call.
+
+  - ``cppconv``: ``cppconv.conv2d(x, w, b, stride=, padding=, dilation=, groups=)``.
+  - ``Conv2d``: the prepacked layer ``cppconv.Conv2d(w, b, ...)`` called as
+    ``layer(x, out=out)`` with a preallocated ``out``: the steady-state inference path.
+  - ``numpy``: im2col + GEMM in plain NumPy: ``np.pad``, ``sliding_window_view`` over the
+    padded input (stride and dilation by slicing the window view), one copy into
+    (N, groups, C/groups*kh*kw, OH*OW) columns and one batched ``np.matmul`` (one GEMM
+    per image and group), which writes NCHW directly; then the bias.
+  - ``loop``: the textbook vectorised loop over kernel taps: for each (i, j) accumulate
+    W[:, :, i, j] @ (shifted, strided slice of the padded input).  Skipped (n/a) when
+    one call is estimated (from one timed tap) to take more than 2 s.
+  - ``torch``/``torch_cl``: ``torch.nn.functional.conv2d`` on NCHW-contiguous and on
+    ``channels_last`` tensors, under ``torch.inference_mode()``.
+  - ``onnxruntime``: a one-node ``Conv`` model, CPU provider, intra-op threads = T,
+    inter-op threads = 1, ORT_SEQUENTIAL, default (full) graph optimisation.
+  - ``scipy``: ``scipy.signal.correlate2d`` / ``scipy.ndimage.correlate`` on the
+    single-channel layers only (single-threaded by design).
+* Threads: every library gets the same count T (default ``cppconv.get_num_threads()``;
+  ``--threads`` sets it through ``cppconv.set_num_threads``, ``torch.set_num_threads``,
+  the ORT session options and, when threadpoolctl is installed, NumPy's BLAS).
+  Environment variables are not touched.
+* Timing: per library and layer, warm up with at least 2 calls and at least 0.2 s, then
+  take R samples (default: as many as fit in about 1 s, clamped to [5, 200];
+  ``--repeat`` fixes R).  Each sample times one call with ``time.perf_counter``, or a
+  batch of calls divided by the batch size when one call is shorter than 200 us.  The
+  garbage collector is off while sampling.  All libraries of a layer are warmed up
+  first, then sampled round-robin in ``--rounds`` blocks (default 3), each block after
+  one untimed call, so that a burst of background load is shared rather than landing on
+  one library.  The reported time is the median sample;
+  GFLOP/s = 2*N*K*OH*OW*(C/groups)*kh*kw / time.  Record results on an idle machine:
+  OpenMP thread pools degrade badly when another process competes for the cores.
+* Correctness: each library's output is compared once per layer with cppconv's (or with
+  the NumPy runner's when cppconv cannot run the layer) using
+  ``np.allclose(out, ref, rtol=1e-3, atol=1e-3 * max|ref|)``.  A mismatch is printed
+  loudly, marked with ``!`` in the table, and makes the script exit with status 1.
+  A ``~`` after a GFLOP/s value marks an unsteady timing: the interquartile ratio
+  q75/q25 of its samples exceeds 1.5 (the JSON has every sample).
+* Speedups are cppconv.conv2d's median time versus numpy, loop, and the best of
+  torch / torch_cl / onnxruntime, plus the prepacked Conv2d layer versus that best
+  framework (like for like with onnxruntime, which prepacks weights when the session is
+  built); the summary gives their geometric means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import gc
+import importlib
+import importlib.util
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+# --------------------------------------------------------------------------------------
+# Layers
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One float32 NCHW convolution: x (n, c, h, w) * weight (k, c/groups, kh, kw)."""
+
+    name: str
+    n: int
+    c: int
+    h: int
+    w: int
+    k: int
+    kh: int
+    kw: int
+    stride: int = 1
+    padding: int = 0
+    dilation: int = 1
+    groups: int = 1
+    two_d: bool = False  # cppconv gets 2-D x (h, w) and 2-D weight (kh, kw), no bias
+
+    @property
+    def bias(self) -> bool:
+        return not self.two_d
+
+    @property
+    def batched(self) -> bool:
+        return self.n > 1
+
+    @property
+    def out_hw(self) -> Tuple[int, int]:
+        def size(i: int, k: int) -> int:
+            return (i + 2 * self.padding - self.dilation * (k - 1) - 1) // self.stride + 1
+
+        return size(self.h, self.kh), size(self.w, self.kw)
+
+    @property
+    def x_shape(self) -> Tuple[int, int, int, int]:
+        return (self.n, self.c, self.h, self.w)
+
+    @property
+    def w_shape(self) -> Tuple[int, int, int, int]:
+        return (self.k, self.c // self.groups, self.kh, self.kw)
+
+    @property
+    def out_shape(self) -> Tuple[int, int, int, int]:
+        return (self.n, self.k, *self.out_hw)
+
+    @property
+    def flops(self) -> int:
+        oh, ow = self.out_hw
+        return 2 * self.n * self.k * oh * ow * (self.c // self.groups) * self.kh * self.kw
+
+    @property
+    def conv_kwargs(self) -> Dict[str, int]:
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+
+    def describe(self) -> str:
+        s = f"{self.n}x{self.c}x{self.h}x{self.w} -> {self.k}, {self.kh}x{self.kw}"
+        extras = [f"s{self.stride}" if self.stride > 1 else "", f"p{self.padding}" if self.padding else "",
+                  f"d{self.dilation}" if self.dilation > 1 else "", f"g{self.groups}" if self.groups > 1 else ""]
+        return s + "".join(" " + e for e in extras if e)
+
+
+LAYERS: List[Layer] = [
+    Layer("seed5x5", 1, 1, 5, 5, 1, 3, 3, two_d=True),
+    Layer("image512", 1, 1, 512, 512, 1, 3, 3, padding=1),
+    Layer("resnet_conv1", 1, 3, 224, 224, 64, 7, 7, stride=2, padding=3),
+    Layer("resnet_3x3_64@56", 1, 64, 56, 56, 64, 3, 3, padding=1),
+    Layer("resnet_3x3_128@28", 1, 128, 28, 28, 128, 3, 3, padding=1),
+    Layer("resnet_3x3_256@14", 1, 256, 14, 14, 256, 3, 3, padding=1),
+    Layer("resnet_3x3_512@7", 1, 512, 7, 7, 512, 3, 3, padding=1),
+    Layer("1x1_256to64@56", 1, 256, 56, 56, 64, 1, 1),
+    Layer("1x1_64to256@56", 1, 64, 56, 56, 256, 1, 1),
+    Layer("1x1_512to1024_s2@28", 1, 512, 28, 28, 1024, 1, 1, stride=2),
+    Layer("dw_144@56", 1, 144, 56, 56, 144, 3, 3, padding=1, groups=144),
+    Layer("dw_384@14_s2", 1, 384, 14, 14, 384, 3, 3, stride=2, padding=1, groups=384),
+    Layer("resnext_128@28_g32", 1, 128, 28, 28, 128, 3, 3, padding=1, groups=32),
+    Layer("dilated_256@28_d2", 1, 256, 28, 28, 256, 3, 3, padding=2, dilation=2),
+    Layer("b16_3x3_64@56", 16, 64, 56, 56, 64, 3, 3, padding=1),
+    Layer("b16_3x3_256@14", 16, 256, 14, 14, 256, 3, 3, padding=1),
+    Layer("resnet_7x7_512@7", 1, 512, 7, 7, 512, 7, 7, padding=3),
+]
+
+
+@dataclass
+class LayerData:
+    """The arrays of one layer: 4-D NCHW x, weight, bias (or None)."""
+
+    x: np.ndarray
+    w: np.ndarray
+    b: Optional[np.ndarray]
+
+    @classmethod
+    def make(cls, layer: Layer, seed: int = 0) -> "LayerData":
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal(layer.x_shape, dtype=np.float32)
+        fan_in = (layer.c // layer.groups) * layer.kh * layer.kw
+        w = rng.standard_normal(layer.w_shape, dtype=np.float32) / np.float32(math.sqrt(fan_in))
+        b = (0.1 * rng.standard_normal(layer.k, dtype=np.float32)) if layer.bias else None
+        return cls(x, w, b)
+
+
+# --------------------------------------------------------------------------------------
+# Runners: make(layer, data, threads) -> zero-argument callable returning the output
+
+
+class Skip(Exception):
+    """A runner does not apply to a layer (the message says why)."""
+
+
+Runner = Callable[[Layer, LayerData, int], Callable[[], Any]]
+
+
+def _import(name: str):
+    try:
+        return importlib.import_module(name)
+    except Exception:
+        return None
+
+
+def _cppconv_has_api(cppconv) -> bool:
+    return cppconv is not None and hasattr(cppconv, "conv2d")
+
+
+def runner_cppconv(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
+    import cppconv
+
+    if not hasattr(cppconv, "conv2d"):
+        raise Skip("cppconv.conv2d missing")
+    if layer.two_d:
+        x2, w2 = d.x[0, 0], d.w[0, 0]
+        return lambda: cppconv.conv2d(x2, w2, stride=layer.stride, padding=layer.padding,
+                                      dilation=layer.dilation)
+    x, w, b, kw = d.x, d.w, d.b, layer.conv_kwargs
+    return lambda: cppconv.conv2d(x, w, b, **kw)
+
+
+def runner_cppconv_layer(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
+    import cppconv
+
+    if not hasattr(cppconv, "Conv2d"):
+        raise Skip("cppconv.Conv2d missing")
+    if layer.two_d:
+        x, conv = d.x[0, 0], cppconv.Conv2d(d.w[0, 0], None, stride=layer.stride, padding=layer.padding,
+                                            dilation=layer.dilation)
+        out = np.empty(layer.out_hw, np.float32)
+    else:
+        x, conv = d.x, cppconv.Conv2d(d.w, d.b, **layer.conv_kwargs)
+        out = np.empty(layer.out_shape, np.float32)
+    return lambda: conv(x, out=out)
+
+
+def _pad(x: np.ndarray, p: int) -> np.ndarray:
+    return np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
+
+
+def runner_numpy(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
+    """im2col with sliding_window_view + one batched matmul (a GEMM per image and group)."""
+    n, k, g = layer.n, layer.k, layer.groups
+    cg, kg = layer.c // g, k // g
+    oh, ow = layer.out_hw
+    s, p, dil = layer.stride, layer.padding, layer.dilation
+    eh, ew = dil * (layer.kh - 1) + 1, dil * (layer.kw - 1) + 1
+    wg = d.w.reshape(g, kg, cg * layer.kh * layer.kw)  # a view: (groups, K/g, C/g*kh*kw)
+    bias = None if d.b is None else d.b.reshape(k, 1, 1)
+    x = d.x
+
+    def conv() -> np.ndarray:
+        win = sliding_window_view(_pad(x, p), (eh, ew), axis=(2, 3))[:, :, ::s, ::s, ::dil, ::dil]
+        # (N, C, OH, OW, kh, kw) -> columns (N, g, C/g*kh*kw, OH*OW); a view when 1x1/stride 1
+        cols = win.transpose(0, 1, 4, 5, 2, 3).reshape(n, g, cg * layer.kh * layer.kw, oh * ow)
+        y = np.matmul(wg, cols).reshape(n, k, oh, ow)
+        if bias is not None:
+            y += bias
+        return y
+
+    return conv
+
+
+LOOP_LIMIT_S = 2.0
+
+
+def runner_loop(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
+    """Textbook loop over kernel taps: y += W[:, :, i, j] @ shifted slice, per tap."""
+    n, k, g = layer.n, layer.k, layer.groups
+    cg, kg = layer.c // g, k // g
+    oh, ow = layer.out_hw
+    s, p, dil = layer.stride, layer.padding, layer.dilation
+    # Per-tap weight matrices (kh, kw, g, K/g, C/g), contiguous so that matmul uses BLAS.
+    wtaps = np.ascontiguousarray(d.w.reshape(g, kg, cg, layer.kh, layer.kw).transpose(3, 4, 0, 1, 2))
+    depthwise = cg == 1
+    x, b = d.x, d.b
+
+    def tap(xp: np.ndarray, y: np.ndarray, i: int, j: int) -> None:
+        r0, c0 = i * dil, j * dil
+        xs = xp[:, :, r0:r0 + s * (oh - 1) + 1:s, c0:c0 + s * (ow - 1) + 1:s]
+        xs = xs.reshape(n, g, cg, oh * ow)
+        if depthwise:
+            y += wtaps[i, j] * xs  # (g, K/g, 1) * (N, g, 1, P) -> (N, g, K/g, P)
+        else:
+            y += wtaps[i, j] @ xs  # (g, K/g, C/g) @ (N, g, C/g, P)
+
+    def conv() -> np.ndarray:
+        xp = _pad(x, p)
+        y = np.zeros((n, g, kg, oh * ow), np.float32)
+        for i in range(layer.kh):
+            for j in range(layer.kw):
+                tap(xp, y, i, j)
+        y = y.reshape(n, k, oh, ow)
+        if b is not None:
+            y += b.reshape(k, 1, 1)
+        return y
+
+    # Estimate one call from one tap (after one untimed tap to warm up).
+    xp, y = _pad(x, p), np.zeros((n, g, kg, oh * ow), np.float32)
+    tap(xp, y, 0, 0)
+    t0 = time.perf_counter()
+    tap(xp, y, 0, 0)
+    estimate = (time.perf_counter() - t0) * layer.kh * layer.kw
+    if estimate > LOOP_LIMIT_S:
+        raise Skip(f"~{estimate:.1f} s per call")
+    return conv
+
+
+def _torch_runner(channels_last: bool) -> Runner:
+    def make(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
+        import torch
+        import torch.nn.functional as F
+
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        x = torch.from_numpy(d.x).contiguous(memory_format=fmt)
+        w = torch.from_numpy(d.w).contiguous(memory_format=fmt)
+        b = None if d.b is None else torch.from_numpy(d.b)
+        s, p, dil, g = layer.stride, layer.padding, layer.dilation, layer.groups
+        # main() holds torch.inference_mode() for the whole run.
+        return lambda: F.conv2d(x, w, b, s, p, dil, g)
+
+    return make
+
+
+def runner_onnxruntime(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    inputs = ["x", "w"] + (["b"] if d.b is not None else [])
+    p, s, dil = layer.padding, layer.stride, layer.dilation
+    node = helper.make_node("Conv", inputs, ["y"], kernel_shape=[layer.kh, layer.kw], strides=[s, s],
+                            pads=[p, p, p, p], dilations=[dil, dil], group=layer.groups)
+    inits = [numpy_helper.from_array(d.w, "w")] + ([numpy_helper.from_array(d.b, "b")] if d.b is not None else [])
+    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, d.x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, layer.out_shape)],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # understood by every onnxruntime that knows opset 17
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    feed = {"x": d.x}
+    return lambda: sess.run(None, feed)[0]
+
+
+def runner_scipy(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
+    from scipy import ndimage, signal
+
+    if layer.c != 1 or layer.k != 1 or layer.groups != 1:
+        raise Skip("multi-channel")
+    if layer.stride != 1 or layer.dilation != 1:
+        raise Skip("stride/dilation")
+    x, w, p = d.x[0, 0], d.w[0, 0], layer.padding
+    bias = 0.0 if d.b is None else d.b[0]
+    if p == 0:
+        return lambda: signal.correlate2d(x, w, mode="valid") + bias
+    if layer.kh % 2 and layer.kw % 2 and layer.kh == layer.kw == 2 * p + 1:
+        # "same" zero padding: ndimage centres odd kernels
+        return lambda: ndimage.correlate(x, w, mode="constant", cval=0.0) + bias
+    return lambda: signal.correlate2d(np.pad(x, p), w, mode="valid") + bias
+
+
+# Column key -> (table header, peer group for --peers, runner).
+RUNNERS: Dict[str, Tuple[str, str, Runner]] = {
+    "cppconv": ("cppconv", "cppconv", runner_cppconv),
+    "Conv2d": ("Conv2d", "cppconv", runner_cppconv_layer),
+    "numpy": ("numpy", "numpy", runner_numpy),
+    "loop": ("loop", "loop", runner_loop),
+    "torch": ("torch", "torch", _torch_runner(channels_last=False)),
+    "torch_cl": ("torch_cl", "torch", _torch_runner(channels_last=True)),
+    "onnxruntime": ("ort", "onnxruntime", runner_onnxruntime),
+    "scipy": ("scipy", "scipy", runner_scipy),
+}
+PEERS = ["numpy", "loop", "torch", "onnxruntime", "scipy"]
+PEER_MODULES = {"numpy": "numpy", "loop": "numpy", "torch": "torch", "onnxruntime": "onnxruntime", "scipy": "scipy"}
+FRAMEWORKS = ["torch", "torch_cl", "onnxruntime"]
+
+# --------------------------------------------------------------------------------------
+# Timer
+
+
+@dataclass
+class TimerConfig:
+    warmup_calls: int = 2
+    warmup_s: float = 0.2
+    budget_s: float = 1.0  # sampling time per library and layer (all rounds together)
+    min_repeats: int = 5
+    max_repeats: int = 200
+    fixed_repeats: Optional[int] = None
+    rounds: int = 3  # samples are taken in this many round-robin blocks across libraries
+    min_sample_s: float = 200e-6  # batch calls shorter than this into one sample
+
+
+@dataclass
+class Timing:
+    median_s: float
+    min_s: float
+    repeats: int
+    inner: int
+    samples_s: List[float] = field(repr=False)
+
+    @property
+    def spread(self) -> float:
+        """Interquartile ratio q75/q25 of the samples (1.0 = perfectly steady)."""
+        q25, q75 = np.percentile(self.samples_s, [25, 75])
+        return float(q75 / q25) if q25 > 0 else float("inf")
+
+
+UNSTEADY_SPREAD = 1.5  # q75/q25 above this marks a timing "~" (unsteady) in the table
+
+
+class Timer:
+    """Times one callable: warm-up and calibration on creation, then samples in blocks."""
+
+    def __init__(self, fn: Callable[[], Any], cfg: TimerConfig):
+        self.fn = fn
+        calls, start = [], time.perf_counter()
+        while len(calls) < cfg.warmup_calls or time.perf_counter() - start < cfg.warmup_s:
+            t0 = time.perf_counter()
+            fn()
+            calls.append(time.perf_counter() - t0)
+        per_call = float(np.median(calls[-max(cfg.warmup_calls, len(calls) // 2):]))
+        self.inner = max(1, math.ceil(cfg.min_sample_s / max(per_call, 1e-9)))
+        if cfg.fixed_repeats:
+            self.repeats = cfg.fixed_repeats
+        else:
+            fit = int(cfg.budget_s / (per_call * self.inner))
+            self.repeats = min(max(fit, cfg.min_repeats), cfg.max_repeats)
+        self.samples: List[float] = []
+
+    def block(self, count: int) -> None:
+        """One untimed call (caches and thread pools may have gone cold), then `count` samples."""
+        if count <= 0:
+            return
+        fn, inner = self.fn, self.inner
+        fn()
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            for _ in range(count):
+                t0 = time.perf_counter()
+                for _ in range(inner):
+                    fn()
+                self.samples.append((time.perf_counter() - t0) / inner)
+        finally:
+            if gc_was_on:
+                gc.enable()
+
+    def block_sizes(self, rounds: int) -> List[int]:
+        rounds = max(1, min(rounds, self.repeats))
+        return [self.repeats // rounds + (i < self.repeats % rounds) for i in range(rounds)]
+
+    def timing(self) -> Timing:
+        return Timing(float(np.median(self.samples)), float(min(self.samples)), len(self.samples), self.inner,
+                      self.samples)
+
+
+def time_interleaved(fns: Dict[str, Callable[[], Any]], cfg: TimerConfig) -> Dict[str, Timing]:
+    """Time several callables, sampling them round-robin so that load bursts hit all alike."""
+    timers = {k: Timer(fn, cfg) for k, fn in fns.items()}
+    sizes = {k: t.block_sizes(cfg.rounds) for k, t in timers.items()}
+    for r in range(max((len(v) for v in sizes.values()), default=0)):
+        for k, t in timers.items():
+            if r < len(sizes[k]):
+                t.block(sizes[k][r])
+    return {k: t.timing() for k, t in timers.items()}
+
+
+def time_callable(fn: Callable[[], Any], cfg: TimerConfig) -> Timing:
+    """Warm up, then the median over R samples of the per-call time."""
+    return time_interleaved({"fn": fn}, cfg)["fn"]
+
+
+# --------------------------------------------------------------------------------------
+# Running the suite
+
+
+@dataclass
+class Result:
+    """One library on one layer."""
+
+    status: str  # "ok", "n/a" (skipped), "error"
+    note: str = ""
+    timing: Optional[Timing] = None
+    gflops: Optional[float] = None
+    match: Optional[bool] = None
+    max_abs_err: Optional[float] = None
+
+
+def to_numpy(out: Any) -> np.ndarray:
+    if isinstance(out, np.ndarray):
+        return out
+    if hasattr(out, "numpy"):  # torch.Tensor
+        return out.numpy()
+    return np.asarray(out)
+
+
+def compare(out: np.ndarray, ref: np.ndarray) -> Tuple[bool, float]:
+    """allclose with rtol 1e-3 and atol 1e-3 relative to ref's largest magnitude."""
+    if out.size != ref.size:
+        return False, float("inf")
+    out, ref = out.reshape(ref.shape), ref
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    ok = bool(np.allclose(out, ref, rtol=1e-3, atol=1e-3 * max(scale, 1e-30)))
+    return ok, float(np.max(np.abs(out.astype(np.float64) - ref))) if ref.size else 0.0
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (int, float, str, bool, type(None))):
+        return v
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(e) for e in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v)
+
+
+def explain_layer(layer: Layer) -> Optional[Dict[str, Any]]:
+    cppconv = _import("cppconv")
+    explain = getattr(cppconv, "explain", None)
+    if explain is None:
+        return None
+    try:
+        if layer.two_d:
+            info = explain((layer.h, layer.w), (layer.kh, layer.kw), stride=layer.stride,
+                           padding=layer.padding, dilation=layer.dilation)
+        else:
+            info = explain(layer.x_shape, layer.w_shape, **layer.conv_kwargs)
+        return {k: _jsonable(v) for k, v in dict(info).items()}
+    except Exception as e:  # noqa: BLE001 - a bench must not die on an explain bug
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def run_layer(layer: Layer, columns: Sequence[str], threads: int, cfg: TimerConfig,
+              log: Callable[[str], None]) -> Dict[str, Result]:
+    data = LayerData.make(layer)
+    results: Dict[str, Result] = {}
+    outputs: Dict[str, np.ndarray] = {}
+    fns: Dict[str, Callable[[], Any]] = {}
+    for col in columns:
+        try:
+            fn = RUNNERS[col][2](layer, data, threads)
+            outputs[col] = np.array(to_numpy(fn()), copy=True)  # first call; also the check
+            fns[col] = fn
+        except Skip as e:
+            results[col] = Result("n/a", str(e))
+        except Exception as e:  # noqa: BLE001 - report and go on with the other libraries
+            results[col] = Result("error", f"{type(e).__name__}: {e}")
+            log(f"  ERROR {layer.name} / {col}: {type(e).__name__}: {e}")
+    try:
+        timings = time_interleaved(fns, cfg)
+    except Exception as e:  # noqa: BLE001 - a runner that passed its first call failed later
+        log(f"  ERROR {layer.name} while timing: {type(e).__name__}: {e}")
+        timings = {}
+        for col in fns:
+            try:
+                timings[col] = time_callable(fns[col], cfg)
+            except Exception as e2:  # noqa: BLE001
+                results[col] = Result("error", f"{type(e2).__name__}: {e2}")
+    for col, timing in timings.items():
+        results[col] = Result("ok", timing=timing, gflops=layer.flops / timing.median_s / 1e9)
+    del fns
+    results = {col: results[col] for col in columns if col in results}
+    ref_col = "cppconv" if "cppconv" in timings else ("numpy" if "numpy" in timings else None)
+    if ref_col is not None:
+        ref = outputs[ref_col].astype(np.float64)
+        for col in timings:
+            if col == ref_col:
+                continue
+            ok, err = compare(outputs[col], ref)
+            results[col].match, results[col].max_abs_err = ok, err
+            if not ok:
+                log(f"  !!! MISMATCH {layer.name}: {col} differs from {ref_col} (max abs err {err:.3g}, "
+                    f"max |ref| {float(np.max(np.abs(ref))):.3g})")
+        results[ref_col].match = True
+    return results
+
+
+# --------------------------------------------------------------------------------------
+# Machine info, thread set-up
+
+
+def _lscpu_model() -> Optional[str]:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
+    except Exception:
+        return None
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def _git_info(root: Optional[str]) -> Dict[str, Any]:
+    """Commit and dirtiness of the source checkout at `root` (None: an installed package, no git)."""
+    if root is None:
+        return {}
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip() != ""
+        return {"commit": head or None, "dirty": dirty if head else None}
+    except Exception:
+        return {}
+
+
+def machine_info(threads: int, git_root: Optional[str] = None) -> Dict[str, Any]:
+    cppconv = _import("cppconv")
+    native = getattr(cppconv, "_native", None)
+    versions = {"python": platform.python_version()}
+    for mod in ["numpy", "scipy", "torch", "onnxruntime", "onnx", "threadpoolctl"]:
+        m = sys.modules.get(mod) or _import(mod)
+        if m is not None:
+            versions[mod] = getattr(m, "__version__", "?")
+    info: Dict[str, Any] = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_model": _lscpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "threads": threads,
+        "cppconv_version": getattr(cppconv, "__version__", getattr(native, "__version__", None)),
+        "cppconv_isa": native.selected_isa() if hasattr(native, "selected_isa") else None,
+        "cppconv_openmp": native.openmp() if hasattr(native, "openmp") else None,
+        "versions": versions,
+        "git": _git_info(git_root),
+    }
+    tpc = sys.modules.get("threadpoolctl")
+    if tpc is not None:
+        info["threadpools"] = [{k: v for k, v in p.items() if k != "filepath"} for p in tpc.threadpool_info()]
+    return info
+
+
+def setup_threads(requested: Optional[int], peers: Sequence[str], stack: contextlib.ExitStack,
+                  log: Callable[[str], None]) -> int:
+    cppconv = _import("cppconv")
+    if requested is not None and hasattr(cppconv, "set_num_threads"):
+        cppconv.set_num_threads(requested)
+    if requested is not None:
+        threads = requested
+    elif hasattr(cppconv, "get_num_threads"):
+        threads = int(cppconv.get_num_threads())
+    else:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if "torch" in peers:
+        import torch
+
+        torch.set_num_threads(threads)
+        stack.enter_context(torch.inference_mode())
+    tpc = _import("threadpoolctl")
+    if tpc is not None:
+        stack.enter_context(tpc.threadpool_limits(limits=threads, user_api="blas"))
+    elif "numpy" in peers or "loop" in peers:
+        log("note: threadpoolctl not installed; NumPy's BLAS uses its default thread count")
+    return threads
+
+
+# --------------------------------------------------------------------------------------
+# Report
+
+
+def _fmt_num(v: float) -> str:
+    """Three significant figures for small values, one decimal for large ones."""
+    return f"{v:.1f}" if v >= 100 else f"{v:.3g}"
+
+
+def _fmt_gf(r: Optional[Result]) -> str:
+    if r is None:
+        return ""
+    if r.status != "ok":
+        return r.status
+    unsteady = r.timing is not None and r.timing.spread > UNSTEADY_SPREAD
+    return _fmt_num(r.gflops) + ("~" if unsteady else "") + ("!" if r.match is False else "")
+
+
+def _fmt_x(x: Optional[float]) -> str:
+    return "" if x is None else f"{x:.2f}x"
+
+
+def speedups(res: Dict[str, Result]) -> Dict[str, Optional[float]]:
+    def t(col: str) -> Optional[float]:
+        r = res.get(col)
+        return r.timing.median_s if r is not None and r.status == "ok" else None
+
+    base, layer = t("cppconv"), t("Conv2d")
+    fw = [v for v in (t(c) for c in FRAMEWORKS) if v is not None]
+    best_fw = min(fw) if fw else None
+    pairs = {"numpy": (base, t("numpy")), "loop": (base, t("loop")), "best_fw": (base, best_fw),
+             "Conv2d_best_fw": (layer, best_fw)}
+    return {key: (other / mine if mine and other else None) for key, (mine, other) in pairs.items()}
+
+
+def geomean(xs: Sequence[float]) -> Optional[float]:
+    xs = [x for x in xs if x]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def build_table(rows: List[Tuple[Layer, Dict[str, Result], Optional[Dict[str, Any]]]],
+                columns: Sequence[str]) -> Tuple[List[str], List[List[str]], List[str]]:
+    peer_cols = [c for c in columns if c not in ("cppconv", "Conv2d")]
+    header = ["layer", "cppconv us", "cppconv GF/s"]
+    if "Conv2d" in columns:
+        header.append("Conv2d GF/s")
+    header += [f"{RUNNERS[c][0]} GF/s" for c in peer_cols]
+    header += ["x numpy", "x loop", "x best fw", "Conv2d x best fw", "algorithm"]
+    body, sp_all = [], {"numpy": [], "loop": [], "best_fw": [], "Conv2d_best_fw": []}
+    for layer, res, info in rows:
+        c = res.get("cppconv")
+        us = _fmt_num(c.timing.median_s * 1e6) if c is not None and c.status == "ok" else (c.status if c else "")
+        row = [layer.name, us, _fmt_gf(c)]
+        if "Conv2d" in columns:
+            row.append(_fmt_gf(res.get("Conv2d")))
+        row += [_fmt_gf(res.get(col)) for col in peer_cols]
+        sp = speedups(res)
+        for k, v in sp.items():
+            if v:
+                sp_all[k].append(v)
+        row += [_fmt_x(sp[k]) for k in ("numpy", "loop", "best_fw", "Conv2d_best_fw")]
+        row.append(str(info.get("algorithm", info.get("error", ""))) if info else "")
+        body.append(row)
+    g = {k: geomean(v) for k, v in sp_all.items()}
+    fw = "the best of torch/torch_cl/onnxruntime"
+    summary = [f"geometric mean speedup of {who} over {name}: "
+               + (f"{g[k]:.2f}x over {len(sp_all[k])} layers" if g[k] else "n/a")
+               for k, who, name in (("numpy", "cppconv.conv2d", "numpy (im2col+matmul)"),
+                                    ("loop", "cppconv.conv2d", "loop (tap loop)"),
+                                    ("best_fw", "cppconv.conv2d", fw),
+                                    ("Conv2d_best_fw", "cppconv.Conv2d (prepacked)", fw))]
+    return header, body, summary
+
+
+def format_text(header: List[str], body: List[List[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    lines = []
+    for n, r in enumerate([header] + body):
+        cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, len(r) - 1)] + [r[-1]]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_markdown(header: List[str], body: List[List[str]], summary: List[str], info: Dict[str, Any],
+                    argv: Sequence[str]) -> str:
+    v = info.get("versions", {})
+    lines = [
+        "# cppconv conv2d benchmark",
+        "",
+        f"- date: {info.get('date')}",
+        f"- CPU: {info.get('cpu_model') or info.get('processor')} ({info.get('cpus_usable')} usable CPUs), "
+        f"load average at start {info.get('loadavg_at_start')}",
+        f"- threads: {info.get('threads')}; cppconv {info.get('cppconv_version')} (ISA {info.get('cppconv_isa')})",
+        "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        f"- command: `cppconv bench {' '.join(argv)}`".rstrip(),
+        "",
+        "GF/s = 2*N*K*OH*OW*(C/groups)*kh*kw / median time. `x ...` columns: speedup of cppconv.conv2d "
+        "(of the prepacked Conv2d layer in `Conv2d x best fw`) over that library; best fw = fastest of "
+        "torch, torch_cl, onnxruntime. `~` marks an unsteady timing (q75/q25 of the samples > "
+        f"{UNSTEADY_SPREAD}), `!` an output mismatch.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i in (0, len(header) - 1) else "---:" for i in range(len(header))) + "|",
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    lines += [""] + [f"- {s}" for s in summary] + [""]
+    return "\n".join(lines)
+
+
+def result_json(r: Result) -> Dict[str, Any]:
+    d: Dict[str, Any] = {"status": r.status}
+    if r.note:
+        d["note"] = r.note
+    if r.timing is not None:
+        d.update(median_s=r.timing.median_s, min_s=r.timing.min_s, spread_q75_q25=r.timing.spread,
+                 repeats=r.timing.repeats, calls_per_sample=r.timing.inner, gflops=r.gflops,
+                 samples_s=r.timing.samples_s)
+    if r.match is not None:
+        d.update(match=r.match, max_abs_err=r.max_abs_err)
+    return d
+
+
+# --------------------------------------------------------------------------------------
+# Main
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The benchmark's options, shared by ``cppconv bench`` and bench/bench_conv.py."""
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, skip the batch-16 layers")
+    ap.add_argument("--threads", type=int, help="threads for every library (default: cppconv.get_num_threads())")
+    ap.add_argument("--layers", help="comma-separated layer names (see --list)")
+    ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
+    ap.add_argument("--repeat", type=int, help="fixed number of timed samples per library and layer")
+    ap.add_argument("--rounds", type=int, help="round-robin sampling blocks per layer (default 3, --quick 2)")
+    ap.add_argument("--json", metavar="FILE", help="write all raw numbers and machine info as JSON")
+    ap.add_argument("--markdown", metavar="FILE", help="write the table as markdown")
+    ap.add_argument("--plot", metavar="FILE.png", help="bar chart of GFLOP/s per layer and library (needs matplotlib)")
+    ap.add_argument("--list", action="store_true", help="list the layers and exit")
+
+
+def check_arguments(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Rejects bad values before any timing starts (argparse's error: usage and exit status 2)."""
+    if args.threads is not None and args.threads < 1:
+        ap.error(f"--threads must be >= 1, got {args.threads}")
+    if args.repeat is not None and args.repeat < 1:
+        ap.error(f"--repeat must be >= 1, got {args.repeat}")
+    if args.rounds is not None and args.rounds < 1:
+        ap.error(f"--rounds must be >= 1, got {args.rounds}")
+    if args.plot and not _has_module("matplotlib"):
+        ap.error("--plot needs matplotlib, which is not installed: pip install 'cppconv[plot]' (or matplotlib)")
+
+
+def _has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def make_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ap)
+    return ap
+
+
+def parse_args(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> argparse.Namespace:
+    ap = make_parser(prog)
+    args = ap.parse_args(argv)
+    check_arguments(ap, args)
+    return args
+
+
+def select_layers(args: argparse.Namespace) -> List[Layer]:
+    if args.layers:
+        by_name = {layer.name: layer for layer in LAYERS}
+        names = [n.strip() for n in args.layers.split(",") if n.strip()]
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            sys.exit(f"unknown layer(s) {unknown}; known: {', '.join(by_name)}")
+        return [by_name[n] for n in names]
+    return [layer for layer in LAYERS if not (args.quick and layer.batched)]
+
+
+def select_columns(args: argparse.Namespace, log: Callable[[str], None]) -> List[str]:
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        sys.exit(f"unknown peer(s) {unknown}; known: {', '.join(PEERS)}")
+    available = []
+    for p in peers:
+        if _import(PEER_MODULES[p]) is None:
+            log(f"note: peer {p} skipped ({PEER_MODULES[p]} is not installed)")
+        elif p == "onnxruntime" and _import("onnx") is None:
+            log("note: peer onnxruntime skipped (onnx is not installed)")
+        else:
+            available.append(p)
+    return [col for col, (_, group, _) in RUNNERS.items() if group == "cppconv" or group in available]
+
+
+# --------------------------------------------------------------------------------------
+# Progress and chart
+
+
+class Progress:
+    """A plain-text progress bar on stderr; log lines printed through it do not garble it.
+
+    On a terminal the bar redraws in place (carriage return); otherwise (a log file, CI) each
+    update is one line, so the output stays readable.
+    """
+
+    WIDTH = 28
+
+    def __init__(self, total: int, stream: Any = None):
+        self.total = max(total, 1)
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = time.perf_counter()
+        self.line = ""
+
+    def log(self, msg: str) -> None:
+        self._clear()
+        print(msg, file=self.stream, flush=True)
+        self._draw()
+
+    def update(self, done: int, label: str) -> None:
+        filled = round(self.WIDTH * done / self.total)
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        elapsed = time.perf_counter() - self.start
+        self._clear()
+        self.line = f"[{bar}] {done}/{self.total} {elapsed:5.1f} s  {label}"
+        if self.tty:
+            self._draw()
+        else:
+            print(self.line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        self._clear()
+        self.line = ""
+
+    def _clear(self) -> None:
+        if self.tty and self.line:
+            self.stream.write("\r" + " " * len(self.line) + "\r")
+
+    def _draw(self) -> None:
+        if self.tty and self.line:
+            self.stream.write(self.line)
+            self.stream.flush()
+
+
+def plot_gflops(rows: Sequence[Tuple[Layer, Dict[str, Result], Any]], columns: Sequence[str], path: str,
+                title: str) -> None:
+    """Grouped bar chart: one group per layer, one bar per library, GFLOP/s on a log axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    names = [layer.name for layer, _, _ in rows]
+    width = 0.8 / max(len(columns), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(names) + 2.0), 4.8))
+    for i, col in enumerate(columns):
+        heights = []
+        for _, res, _ in rows:
+            r = res.get(col)
+            heights.append(r.gflops if r is not None and r.status == "ok" and r.gflops else 0.0)
+        offsets = [g - 0.4 + width * (i + 0.5) for g in range(len(names))]
+        ax.bar(offsets, heights, width, label=RUNNERS[col][0])
+    ax.set_xticks(list(range(len(names))))
+    ax.set_xticklabels(names, rotation=35, ha="right", fontsize=8)
+    ax.set_yscale("log")  # the suite spans from the tiny seed image to large layers
+    ax.set_ylabel("GFLOP/s (log scale)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Optional[Sequence[str]] = None, git_root: Optional[str] = None) -> int:
+    """Runs the suite from command-line arguments; returns the exit status (1 on a mismatch)."""
+    args = parse_args(argv)
+    return run(args, list(sys.argv[1:] if argv is None else argv), git_root)
+
+
+def run(args: argparse.Namespace, argv: Sequence[str], git_root: Optional[str] = None) -> int:
+    """Runs the suite for parsed arguments (``cppconv bench`` and bench/bench_conv.py).
+
+    `git_root` is a source checkout whose commit goes into the JSON's machine info.
+    """
+    if args.list:
+        for layer in LAYERS:
+            print(f"{layer.name:22s} {layer.describe():40s} {layer.flops / 1e9:8.3f} GFLOP")
+        return 0
+
+    layers = select_layers(args)
+    progress = Progress(len(layers))
+    log = progress.log
+    cppconv = _import("cppconv")
+    if not _cppconv_has_api(cppconv):
+        log("WARNING: cppconv (or cppconv.conv2d) is not importable; timing the peers only, "
+            "checked against the numpy runner")
+    columns = select_columns(args, log)
+    cfg = TimerConfig(fixed_repeats=args.repeat)
+    if args.quick:
+        cfg = dataclasses.replace(cfg, warmup_s=0.1, budget_s=0.4, min_repeats=3, max_repeats=60, rounds=2)
+    if args.rounds:
+        cfg = dataclasses.replace(cfg, rounds=args.rounds)
+
+    with contextlib.ExitStack() as stack:
+        threads = setup_threads(args.threads, [RUNNERS[c][1] for c in columns], stack, log)
+        info = machine_info(threads, git_root)
+        log(f"cppconv {info['cppconv_version']} isa={info['cppconv_isa']} threads={threads} "
+            f"cpu={info['cpu_model'] or info['processor']} load={info['loadavg_at_start']}")
+        log(f"columns: {', '.join(columns)}")
+        load, cpus = info.get("loadavg_at_start"), info.get("cpus_usable") or info.get("cpu_count") or 1
+        if load and load[0] > 0.5 * cpus:
+            log(f"WARNING: the machine is busy (load average {load[0]:.2f} on {cpus} CPUs): "
+                "timings will be noisy")
+        rows = []
+        t_start = time.perf_counter()
+        for done, layer in enumerate(layers):
+            progress.update(done, f"{layer.name} ({layer.describe()})")
+            t0 = time.perf_counter()
+            res = run_layer(layer, columns, threads, cfg, log)
+            expl = explain_layer(layer)
+            if expl and isinstance(expl.get("flops"), (int, float)) and expl["flops"] != layer.flops:
+                log(f"  note: explain() flops {expl['flops']} != bench flops {layer.flops} for {layer.name}")
+            rows.append((layer, res, expl))
+            c = res.get("cppconv")
+            c_txt = f"{c.gflops:.1f} GF/s" if c and c.status == "ok" else (c.status if c else "-")
+            log(f"[{layer.name}] {layer.describe()}: cppconv {c_txt} ({time.perf_counter() - t0:.1f} s)")
+        progress.update(len(layers), "done")
+        progress.close()
+        total_s = time.perf_counter() - t_start
+
+    header, body, summary = build_table(rows, columns)
+    print()
+    print(format_text(header, body))
+    print()
+    for s in summary:
+        print(s)
+    print(f"(~ = unsteady timing, q75/q25 > {UNSTEADY_SPREAD}; ! = output mismatch)")
+    print(f"(threads={threads}, {len(layers)} layers in {total_s:.0f} s; "
+          f"load average now {os.getloadavg() if hasattr(os, 'getloadavg') else '?'})")
+    mismatches = [(layer.name, col) for layer, res, _ in rows for col, r in res.items() if r.match is False]
+    errors = [(layer.name, col, r.note) for layer, res, _ in rows for col, r in res.items() if r.status == "error"]
+    if mismatches:
+        print(f"\n!!! OUTPUT MISMATCHES: {', '.join(f'{n}/{c}' for n, c in mismatches)}")
+    if errors:
+        print("\nerrors: " + "; ".join(f"{n}/{c}: {e}" for n, c, e in errors))
+
+    if args.json:
+        doc = {
+            "machine": info,
+            "argv": list(argv),
+            "timer": dataclasses.asdict(cfg),
+            "columns": columns,
+            "total_s": total_s,
+            "layers": [
+                {"layer": dataclasses.asdict(layer), "flops": layer.flops, "out_shape": layer.out_shape,
+                 "explain": expl, "speedup": speedups(res),
+                 "results": {col: result_json(r) for col, r in res.items()}}
+                for layer, res, expl in rows
+            ],
+            "summary": summary,
+            "mismatches": mismatches,
+        }
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1)
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(format_markdown(header, body, summary, info, argv))
+        print(f"wrote {args.markdown}", file=sys.stderr)
+    if args.plot:
+        title = (f"cppconv {info['cppconv_version']} conv2d, {threads} thread(s), ISA {info['cppconv_isa']}, "
+                 f"{info['cpu_model'] or info['machine']}")
+        plot_gflops(rows, columns, args.plot, title)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 1 if mismatches else 0

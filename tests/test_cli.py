@@ -1,0 +1,205 @@
+"""The cppconv command: info, bench (the packaged suite) and demo; the PNG helper."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cppconv
+from cppconv import _cli, _demo, _png, bench
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_info_text(capsys):
+    assert _cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"cppconv {cppconv.__version__}" in out
+    assert cppconv.info()["isa"] in out
+    for name in cppconv._native.conv_algorithms():
+        assert name in out
+    for name in cppconv.__all__:
+        if not name.startswith("_"):
+            assert name in out  # public names are found at run time
+
+
+def test_info_json(capsys):
+    assert _cli.main(["info", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["available_isas"] == list(cppconv._native.available_isas())
+    assert report["threads"] == cppconv.get_num_threads()
+    conv = report["algorithms"]["conv"]
+    assert sorted(sum(conv.values(), [])) == sorted(cppconv._native.conv_algorithms())
+    assert set(conv) <= set(report["available_isas"]) | {"any"}
+
+
+def test_python_dash_m(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "cppconv", "info"], capture_output=True, text=True, check=True,
+                         cwd=tmp_path).stdout
+    assert out.startswith(f"cppconv {cppconv.__version__}")
+
+
+def test_no_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _cli.main([])
+    assert exit_info.value.code == 2
+    assert "info" in capsys.readouterr().err
+
+
+def test_bench_list(capsys):
+    assert _cli.main(["bench", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(layer.name in out for layer in bench.LAYERS)
+
+
+QUICK = ["--quick", "--layers", "seed5x5", "--peers", "numpy", "--repeat", "2", "--rounds", "1"]
+
+
+def test_bench_quick_table_json_and_progress(tmp_path, capsys):
+    report = tmp_path / "bench.json"
+    assert _cli.main(["bench", *QUICK, "--threads", "1", "--json", str(report)]) == 0
+    captured = capsys.readouterr()
+    assert "cppconv GF/s" in captured.out and "seed5x5" in captured.out
+    assert "[############################] 1/1" in captured.err  # the progress bar ends full
+    doc = json.loads(report.read_text())
+    assert doc["columns"] == ["cppconv", "Conv2d", "numpy"]
+    results = doc["layers"][0]["results"]
+    assert results["cppconv"]["status"] == "ok" and results["numpy"]["match"] is True
+    assert doc["machine"]["threads"] == 1
+
+
+def test_bench_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    chart = tmp_path / "chart.png"
+    assert _cli.main(["bench", *QUICK, "--plot", str(chart)]) == 0
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_plot_without_matplotlib(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(bench, "_has_module", lambda name: False)
+    with pytest.raises(SystemExit) as exit_info:
+        _cli.main(["bench", *QUICK, "--plot", str(tmp_path / "chart.png")])
+    assert exit_info.value.code == 2
+    assert "pip install 'cppconv[plot]'" in capsys.readouterr().err
+
+
+def test_bench_bad_threads(capsys):
+    with pytest.raises(SystemExit):
+        _cli.main(["bench", "--threads", "0"])
+    assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_bench_script_wraps_the_package(tmp_path):
+    script = os.path.join(REPO, "bench", "bench_conv.py")
+    if not os.path.exists(script):
+        pytest.skip("not a source checkout")
+    report = tmp_path / "bench.json"
+    subprocess.run([sys.executable, script, *QUICK, "--json", str(report)], check=True, capture_output=True,
+                   cwd=tmp_path)
+    doc = json.loads(report.read_text())
+    assert [layer["layer"]["name"] for layer in doc["layers"]] == ["seed5x5"]
+    assert "git" in doc["machine"]  # the wrapper records the checkout's commit (when git is there)
+
+
+def test_progress_bar_on_a_terminal():
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    progress = bench.Progress(4, stream)
+    progress.update(1, "layer a")
+    progress.log("a message")
+    progress.update(4, "done")
+    progress.close()
+    text = stream.getvalue()
+    assert "[#######.....................] 1/4" in text
+    assert "\ra message\n" in text.replace(" " * len("[#######.....................] 1/4"), "")
+    assert text.endswith("\r")  # the bar is wiped at the end
+
+
+@pytest.mark.parametrize("matplotlib", [False, True], ids=["builtin_png", "matplotlib"])
+def test_demo_writes_pictures(tmp_path, capsys, matplotlib):
+    if matplotlib:
+        pytest.importorskip("matplotlib")
+    args = ["demo", "-o", str(tmp_path)] + ([] if matplotlib else ["--no-matplotlib"])
+    assert _cli.main(args) == 0
+    written = capsys.readouterr().out.split()
+    names = [os.path.basename(p) for p in written]
+    assert "feature_maps.png" in names and "sliding.png" in names
+    assert len([n for n in names if n.startswith("feature_") and n != "feature_maps.png"]) == len(_demo.kernel_bank())
+    for path in written:
+        assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    edge = _png.read_png(tmp_path / "feature_vertical_edge.png")
+    assert edge.shape == (128, 128)
+
+
+def test_demo_reads_a_given_png(tmp_path, capsys):
+    picture = np.zeros((20, 30), np.uint8)
+    picture[5:15, 10:20] = 255
+    _png.write_png(str(tmp_path / "square.png"), picture)
+    assert _cli.main(["demo", str(tmp_path / "square.png"), "-o", str(tmp_path / "out"), "--no-matplotlib"]) == 0
+    corner = _png.read_png(tmp_path / "out" / "feature_corner.png")
+    assert corner.shape == (20, 30)
+    # The corner kernel answers at the square's four corners, not along its edges.
+    strongest = np.argwhere(np.abs(corner.astype(int) - 128) > 100)
+    assert len(strongest) > 0
+    rows, cols = set(strongest[:, 0]), set(strongest[:, 1])
+    assert rows <= {4, 5, 14, 15} and cols <= {9, 10, 19, 20}
+
+
+def test_feature_maps_are_one_conv2d_call():
+    image = _demo.synthetic_scene(32)
+    kernels = _demo.kernel_bank()
+    maps = _demo.feature_maps(image, kernels)
+    assert maps.shape == (len(kernels), 32, 32)
+    # Map i is kernel i spanning all three channels, luma-weighted: check one against a loop.
+    volume = image.transpose(2, 0, 1).astype(np.float32) / 255
+    luma = np.tensordot(np.array([0.299, 0.587, 0.114], np.float32), volume, axes=1)
+    k = kernels["Sobel x"]
+    padded = np.pad(luma, 1, mode="edge")
+    expect = sum(k[i, j] * padded[i:i + 32, j:j + 32] for i in range(3) for j in range(3))
+    np.testing.assert_allclose(maps[list(kernels).index("Sobel x")], expect, atol=1e-5)
+
+
+def test_sliding_cases_follow_the_formula():
+    sizes = [(stride, padding, size) for _, stride, padding, size, _ in _demo.sliding_outputs()]
+    assert sizes == [(1, 0, 3), (2, 0, 2), (1, 1, 5)]
+
+
+def test_shipped_sample_image_is_the_synthetic_scene():
+    shipped = _png.read_png(_demo.sample_image_path())
+    np.testing.assert_array_equal(shipped, _demo.synthetic_scene())
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (4, 6, 3), (3, 2, 4)])
+def test_png_round_trip(tmp_path, shape):
+    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    _png.write_png(str(tmp_path / "x.png"), image)
+    np.testing.assert_array_equal(_png.read_png(tmp_path / "x.png"), image)
+
+
+def test_png_reads_filtered_rows_from_other_writers(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(1)
+    # A smooth picture with noise: Pillow's encoder picks sub/up/average/paeth filters for it.
+    base = np.add.outer(np.arange(40), np.arange(50)).astype(np.int64)
+    image = ((base[..., None] * [3, 5, 7] + rng.integers(0, 4, (40, 50, 3))) % 256).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "pil.png", optimize=True)
+    np.testing.assert_array_equal(_png.read_png(tmp_path / "pil.png"), image)
+
+
+def test_png_errors():
+    with pytest.raises(TypeError, match="uint8.*got dtype float32"):
+        _png.encode_png(np.zeros((2, 2), np.float32))
+    with pytest.raises(ValueError, match=r"got shape \(2, 2, 2\)"):
+        _png.encode_png(np.zeros((2, 2, 2), np.uint8))
+    with pytest.raises(ValueError, match="not a PNG"):
+        _png.decode_png(b"GIF89a...")

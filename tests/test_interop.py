@@ -1,0 +1,121 @@
+"""Interop: arrays from other libraries are read without a copy; per-call num_threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cppconv
+from cppconv import _args
+
+
+class InterfaceOnly:
+    """Exposes a NumPy buffer through ``__array_interface__`` only (no buffer protocol)."""
+
+    def __init__(self, base: np.ndarray):
+        self.base = base
+        self.__array_interface__ = base.__array_interface__
+
+
+class DLPackOnly:
+    """Exposes a NumPy buffer through ``__dlpack__`` only, as a CPU tensor of another library does."""
+
+    def __init__(self, base: np.ndarray):
+        self.base = base
+
+    def __dlpack__(self, **kwargs):
+        return self.base.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self.base.__dlpack_device__()
+
+
+def _data():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    return x, w
+
+
+@pytest.mark.parametrize("wrap", [InterfaceOnly, DLPackOnly, memoryview], ids=["array_interface", "dlpack", "buffer"])
+def test_as_input_array_is_zero_copy(wrap):
+    x, _ = _data()
+    view = _args.as_input_array(wrap(x), "x")
+    assert isinstance(view, np.ndarray)
+    assert np.shares_memory(view, x)
+    assert view.shape == x.shape and view.dtype == x.dtype
+
+
+@pytest.mark.parametrize("wrap", [InterfaceOnly, DLPackOnly], ids=["array_interface", "dlpack"])
+def test_conv2d_and_layer_accept_foreign_arrays(wrap):
+    x, w = _data()
+    expect = cppconv.conv2d(x, w, padding=1)
+    y = cppconv.conv2d(wrap(x), wrap(w), padding=1)
+    assert type(y) is np.ndarray
+    np.testing.assert_array_equal(y, expect)
+    np.testing.assert_array_equal(cppconv.Conv2d(wrap(w), padding=1)(wrap(x)), expect)
+
+
+def test_dlpack_failure_falls_back_to_asarray():
+    class BrokenDLPack:
+        def __init__(self, base):
+            self.base = base
+
+        def __dlpack__(self, **kwargs):
+            raise BufferError("cannot export")
+
+        def __array__(self, dtype=None, copy=None):
+            return self.base
+
+    x, w = _data()
+    np.testing.assert_array_equal(cppconv.conv2d(BrokenDLPack(x), w), cppconv.conv2d(x, w))
+
+
+def test_torch_tensor_zero_copy():
+    torch = pytest.importorskip("torch")
+    x, w = _data()
+    tx = torch.from_numpy(x)
+    view = _args.as_input_array(tx, "x")
+    assert np.shares_memory(view, x)
+    y = cppconv.conv2d(tx, torch.from_numpy(w), padding=1)
+    assert type(y) is np.ndarray
+    np.testing.assert_array_equal(y, cppconv.conv2d(x, w, padding=1))
+
+
+def test_per_call_num_threads_leaves_global_setting():
+    x, w = _data()
+    before = cppconv.get_num_threads()
+    expect = cppconv.conv2d(x, w)
+    for n in (1, 2, 3):
+        np.testing.assert_array_equal(cppconv.conv2d(x, w, num_threads=n), expect)
+        np.testing.assert_array_equal(cppconv.conv2d(x, w, num_threads=np.int64(n), stride=(1, 1)), expect)
+        np.testing.assert_array_equal(cppconv.Conv2d(w)(x, num_threads=n), expect)
+        out = np.empty_like(expect)
+        assert cppconv.conv2d(x, w, out=out, num_threads=n) is out
+        np.testing.assert_array_equal(out, expect)
+    assert cppconv.get_num_threads() == before
+
+
+@pytest.mark.parametrize("bad", [0, -2])
+def test_per_call_num_threads_below_one(bad):
+    x, w = _data()
+    with pytest.raises(ValueError, match=f"num_threads must be >= 1.*got {bad}"):
+        cppconv.conv2d(x, w, num_threads=bad)
+    with pytest.raises(ValueError, match=f"got {bad}"):
+        cppconv.Conv2d(w)(x, num_threads=bad)
+
+
+def test_per_call_num_threads_type():
+    x, w = _data()
+    with pytest.raises(TypeError, match="num_threads must be an integer"):
+        cppconv.conv2d(x, w, num_threads=1.5)
+
+
+def test_native_num_threads_negative():
+    from cppconv import _native
+
+    x, w = _data()
+    out = np.empty((2, 4, 7, 7), np.float32)
+    plan = _native.Conv2dPlan(w, None)
+    with pytest.raises(ValueError, match="num_threads must be >= 0"):
+        plan.run(x, out, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, "", -1)

@@ -1,0 +1,64 @@
+"""Typing: mypy --strict accepts tests/typing_check.py; the native stub is what tools/gen_stub.py makes."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+import cppconv
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
+PACKAGE = os.path.dirname(os.path.abspath(cppconv.__file__))
+
+
+def test_typing_check_runs():
+    sys.path.insert(0, TESTS)
+    try:
+        import typing_check
+    finally:
+        sys.path.remove(TESTS)
+    typing_check.main()
+
+
+def test_package_ships_type_information():
+    assert os.path.exists(os.path.join(PACKAGE, "py.typed"))
+    assert os.path.exists(os.path.join(PACKAGE, "_native.pyi"))
+
+
+def test_mypy_strict_on_public_api_use(tmp_path):
+    if importlib.util.find_spec("mypy") is None:
+        pytest.skip("mypy is not installed (it is in the test extra)")
+    # Run from an empty folder so that mypy sees the installed package, stub and py.typed.
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", os.devnull,
+         os.path.join(TESTS, "typing_check.py")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_native_stub_is_generated():
+    stub_path = os.path.join(REPO, "python", "cppconv", "_native.pyi")
+    tool_path = os.path.join(REPO, "tools", "gen_stub.py")
+    if not (os.path.exists(stub_path) and os.path.exists(tool_path)):
+        pytest.skip("not a source checkout")
+    spec = importlib.util.spec_from_file_location("gen_stub", tool_path)
+    gen_stub = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen_stub)
+    installed = gen_stub.stubgen_version()
+    if installed is None:
+        pytest.skip("pybind11-stubgen is not installed (it is in the test extra)")
+    with open(stub_path) as f:
+        checked_in = f.read()
+    made_by = gen_stub.header_version(checked_in)
+    if made_by != installed:
+        pytest.skip(f"the checked-in stub was made by pybind11-stubgen {made_by}, this is {installed}")
+    assert gen_stub.generate() == checked_in, "python/cppconv/_native.pyi is out of date: run tools/gen_stub.py"
+    # The installed package ships the same stub.
+    with open(os.path.join(PACKAGE, "_native.pyi")) as f:
+        assert f.read() == checked_in
