@@ -70,11 +70,18 @@ const IsaEntry kIsas[] = {
 
 constexpr size_t kIsaCount = sizeof(kIsas) / sizeof(kIsas[0]);
 
-// CPUID is asked once: under a hypervisor every CPUID traps to it and costs microseconds.
+// What this process may use: what the CPU and OS support (CPUID is asked once: under a
+// hypervisor every CPUID traps and costs microseconds), up to the ISA that CPPCONV_MAX_ISA
+// names, so that a capped process behaves as on a machine without the stronger ISAs
+// (tests, benchmarks and kernel selection alike).  An unknown name caps nothing.
 bool is_supported(size_t index) {
   static const std::vector<bool> supported = [] {
+    const char* cap = std::getenv("CPPCONV_MAX_ISA");
+    size_t limit = kIsaCount;
+    for (size_t i = 0; cap && *cap && i < kIsaCount; ++i)
+      if (std::string(cap) == kIsas[i].name) limit = i + 1;
     std::vector<bool> s;
-    for (const IsaEntry& e : kIsas) s.push_back(e.supported());
+    for (size_t i = 0; i < kIsaCount; ++i) s.push_back(i < limit && kIsas[i].supported());
     return s;
   }();
   return supported[index];
@@ -86,14 +93,11 @@ const IsaEntry* find_available(const std::string& name) {
   return nullptr;
 }
 
+// The strongest available ISA.
 const IsaEntry* pick_default() {
-  const char* cap = std::getenv("CPPCONV_MAX_ISA");
   const IsaEntry* best = nullptr;
-  for (size_t i = 0; i < kIsaCount; ++i) {
-    if (!is_supported(i)) continue;
-    best = &kIsas[i];
-    if (cap && *cap && std::string(cap) == kIsas[i].name) break;  // cap reached
-  }
+  for (size_t i = 0; i < kIsaCount; ++i)
+    if (is_supported(i)) best = &kIsas[i];
   return best;
 }
 

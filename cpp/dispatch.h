@@ -8,7 +8,8 @@
 
 namespace cppconv {
 
-// ISAs compiled into this build that this CPU and OS can run, weakest first.
+// ISAs compiled into this build that this CPU and OS can run, weakest first, up to the
+// CPPCONV_MAX_ISA cap.
 std::vector<std::string> available_isas();
 // The ISA chosen at start-up (the strongest available, capped by CPPCONV_MAX_ISA).
 std::string default_isa();
