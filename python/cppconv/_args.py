@@ -230,3 +230,26 @@ def deliver(out: Optional[np.ndarray], buffer: np.ndarray, direct: bool, shape: 
         np.copyto(out, y, casting="unsafe")
         return out
     return y if y.dtype == result else y.astype(result)
+
+
+def axis_sizes(
+    input_size: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any, min_input: int = 0
+) -> Tuple[int, int, int, int, int]:
+    """The validated (input, kernel, stride, padding, dilation) of one axis, for the
+    *_output_size functions."""
+    i = as_int(input_size, "input_size")
+    k = as_int(kernel_size, "kernel_size")
+    s = as_int(stride, "stride")
+    p = as_int(padding, "padding")
+    d = as_int(dilation, "dilation")
+    if i < min_input:
+        raise ValueError(f"input_size must be >= {min_input}, got {i}")
+    if k < 1:
+        raise ValueError(f"kernel_size must be >= 1, got {k}")
+    if s < 1:
+        raise ValueError(f"stride must be >= 1, got {s}")
+    if d < 1:
+        raise ValueError(f"dilation must be >= 1, got {d}")
+    if p < 0:
+        raise ValueError(f"padding must be non-negative, got {p}")
+    return i, k, s, p, d

@@ -22,21 +22,7 @@ def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding
     >>> conv_output_size(5, 3, stride=1, padding=1), conv_output_size(5, 3, stride=2)
     (5, 2)
     """
-    i = _args.as_int(input_size, "input_size")
-    k = _args.as_int(kernel_size, "kernel_size")
-    s = _args.as_int(stride, "stride")
-    p = _args.as_int(padding, "padding")
-    d = _args.as_int(dilation, "dilation")
-    if i < 0:
-        raise ValueError(f"input_size must be non-negative, got {i}")
-    if k < 1:
-        raise ValueError(f"kernel_size must be >= 1, got {k}")
-    if s < 1:
-        raise ValueError(f"stride must be >= 1, got {s}")
-    if d < 1:
-        raise ValueError(f"dilation must be >= 1, got {d}")
-    if p < 0:
-        raise ValueError(f"padding must be non-negative, got {p}")
+    i, k, s, p, d = _args.axis_sizes(input_size, kernel_size, stride, padding, dilation)
     span = i + 2 * p - d * (k - 1) - 1
     if span < 0:
         raise ValueError(

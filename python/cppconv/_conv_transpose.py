@@ -21,22 +21,8 @@ def conv_transpose_output_size(
     >>> conv_transpose_output_size(14, 4, stride=2, padding=1)
     28
     """
-    i = _args.as_int(input_size, "input_size")
-    k = _args.as_int(kernel_size, "kernel_size")
-    s = _args.as_int(stride, "stride")
-    p = _args.as_int(padding, "padding")
+    i, k, s, p, d = _args.axis_sizes(input_size, kernel_size, stride, padding, dilation, min_input=1)
     op = _args.as_int(output_padding, "output_padding")
-    d = _args.as_int(dilation, "dilation")
-    if i < 1:
-        raise ValueError(f"input_size must be >= 1, got {i}")
-    if k < 1:
-        raise ValueError(f"kernel_size must be >= 1, got {k}")
-    if s < 1:
-        raise ValueError(f"stride must be >= 1, got {s}")
-    if d < 1:
-        raise ValueError(f"dilation must be >= 1, got {d}")
-    if p < 0:
-        raise ValueError(f"padding must be non-negative, got {p}")
     if op < 0 or (op >= s and op >= d):
         raise ValueError(f"output_padding must be non-negative and smaller than stride {s} or dilation {d}, got {op}")
     out = (i - 1) * s - 2 * p + d * (k - 1) + op + 1

@@ -37,21 +37,7 @@ def pool_output_size(
     >>> pool_output_size(5, 2, ceil_mode=True)
     3
     """
-    i = _args.as_int(input_size, "input_size")
-    k = _args.as_int(kernel_size, "kernel_size")
-    s = k if stride is None else _args.as_int(stride, "stride")
-    p = _args.as_int(padding, "padding")
-    d = _args.as_int(dilation, "dilation")
-    if i < 0:
-        raise ValueError(f"input_size must be non-negative, got {i}")
-    if k < 1:
-        raise ValueError(f"kernel_size must be >= 1, got {k}")
-    if s < 1:
-        raise ValueError(f"stride must be >= 1, got {s}")
-    if d < 1:
-        raise ValueError(f"dilation must be >= 1, got {d}")
-    if p < 0:
-        raise ValueError(f"padding must be non-negative, got {p}")
+    i, k, s, p, d = _args.axis_sizes(input_size, kernel_size, kernel_size if stride is None else stride, padding, dilation)
     out = _pool_length(i, k, s, p, p, d, bool(ceil_mode))
     if out < 1:
         raise ValueError(
