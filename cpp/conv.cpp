@@ -32,17 +32,6 @@ std::atomic<int>& num_threads_setting() {
   return n;
 }
 
-Strides4 contiguous_strides(const Conv2dProblem& p, int64_t c, int64_t h, int64_t w) {
-  if (p.layout == Layout::NCHW) return {c * h * w, h * w, w, 1};
-  return {h * w * c, 1, w * c, c};
-}
-
-const ConvAlgorithm& reference_for(DType dtype) {
-  return dtype == DType::Float32 ? conv2d_reference_f32 : conv2d_reference_f64;
-}
-
-size_t dtype_size(DType d) { return d == DType::Float32 ? 4 : 8; }
-
 }  // namespace
 
 void set_num_threads(int n) {
@@ -57,18 +46,7 @@ double conv2d_flops(const Conv2dProblem& p) {
          double(p.in_channels / p.groups) * double(p.kernel_h) * double(p.kernel_w);
 }
 
-int threads_for(const Conv2dProblem& p, int max_threads) {
-#if defined(_OPENMP)
-  // About 20 us of single-threaded work per extra thread pays for the team's wake-up.
-  const double per_thread = 1.0e6;
-  const double useful = std::max(1.0, conv2d_flops(p) / per_thread);
-  return int(std::max(1.0, std::min<double>(max_threads, useful)));
-#else
-  (void)p;
-  (void)max_threads;
-  return 1;
-#endif
-}
+int threads_for(const Conv2dProblem& p, int max_threads) { return threads_for_work(conv2d_flops(p), max_threads); }
 
 std::vector<int64_t> padding_index_map(int64_t size, int64_t before, int64_t after, PadMode mode) {
   std::vector<int64_t> map(size_t(size + before + after));
@@ -93,22 +71,14 @@ std::vector<int64_t> padding_index_map(int64_t size, int64_t before, int64_t aft
   return map;
 }
 
-std::vector<const ConvAlgorithm*> all_conv_algorithms() {
-  std::vector<const ConvAlgorithm*> all;
-  for (const std::string& isa : available_isas()) {
-    const KernelTable& t = table_for_isa(isa);
-    for (int i = 0; i < t.conv_count; ++i) all.push_back(&t.conv[i]);
-  }
-  all.push_back(&conv2d_reference_f32);
-  all.push_back(&conv2d_reference_f64);
-  return all;
-}
+namespace {
+const AlgorithmFamily<ConvAlgorithm> kConvFamily = {&KernelTable::conv, &KernelTable::conv_count,
+                                                    &conv2d_reference_f32, &conv2d_reference_f64};
+}  // namespace
 
-const ConvAlgorithm* find_conv_algorithm(const std::string& name) {
-  for (const ConvAlgorithm* a : all_conv_algorithms())
-    if (name == a->name) return a;
-  return nullptr;
-}
+std::vector<const ConvAlgorithm*> all_conv_algorithms() { return kConvFamily.all(); }
+
+const ConvAlgorithm* find_conv_algorithm(const std::string& name) { return kConvFamily.find(name); }
 
 Conv2dPlan::Conv2dPlan(DType dtype, const void* weight, const void* bias, int64_t out_channels,
                        int64_t group_in_channels, int64_t kernel_h, int64_t kernel_w, bool copy)
@@ -116,49 +86,18 @@ Conv2dPlan::Conv2dPlan(DType dtype, const void* weight, const void* bias, int64_
 
 Conv2dPlan::Conv2dPlan(DType dtype, const void* weight, const void* bias, int64_t out_channels,
                        int64_t group_in_channels, int64_t kernel_h, int64_t kernel_w, bool copy, bool reused)
-    : dtype_(dtype), out_channels_(out_channels), group_in_(group_in_channels),
-      kernel_h_(kernel_h), kernel_w_(kernel_w), weight_(weight), bias_(bias), weights_reused_(reused) {
-  if (copy) {
-    const size_t wbytes = size_t(out_channels * group_in_channels * kernel_h * kernel_w) * dtype_size(dtype);
-    owned_weight_.assign(static_cast<const unsigned char*>(weight),
-                         static_cast<const unsigned char*>(weight) + wbytes);
-    weight_ = owned_weight_.data();
-    if (bias) {
-      const size_t bbytes = size_t(out_channels) * dtype_size(dtype);
-      owned_bias_.assign(static_cast<const unsigned char*>(bias),
-                         static_cast<const unsigned char*>(bias) + bbytes);
-      bias_ = owned_bias_.data();
-    }
-  }
-}
+    : dtype_(dtype), out_channels_(out_channels), group_in_(group_in_channels), kernel_h_(kernel_h),
+      kernel_w_(kernel_w), weights_reused_(reused),
+      weights_(dtype, weight, size_t(out_channels * group_in_channels * kernel_h * kernel_w), bias,
+               size_t(out_channels), copy) {}
 
 ConvChoice Conv2dPlan::choose(const Conv2dProblem& problem) const {
   Conv2dProblem p = problem;
   p.weights_reused = weights_reused_;
   const KernelTable& table = active_table();
   const int threads = threads_for(p, get_num_threads());
-  const ConvAlgorithm* chosen = &reference_for(p.dtype);
-  for (int i = 0; i < table.conv_count; ++i) {
-    const ConvAlgorithm& a = table.conv[i];
-    if (a.dtype == p.dtype && a.accepts(p)) {
-      chosen = &a;
-      break;
-    }
-  }
+  const ConvAlgorithm* chosen = kConvFamily.choose(table, p);
   return {chosen, table.isa_name, threads, chosen->workspace_bytes(p, threads), chosen->packed_bytes(p)};
-}
-
-const void* Conv2dPlan::packed_for(const ConvAlgorithm& a, const Conv2dProblem& p) {
-  if (a.packed_bytes(p) == 0) return nullptr;
-  std::lock_guard<std::mutex> lock(pack_mutex_);
-  auto key = std::make_pair(&a, p.groups);
-  auto it = packed_.find(key);
-  if (it == packed_.end()) {
-    std::vector<unsigned char> buf(a.packed_bytes(p));
-    a.pack(p, weight_, buf.data());
-    it = packed_.emplace(key, std::move(buf)).first;
-  }
-  return it->second.data();
 }
 
 void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const ConvAlgorithm* forced,
@@ -172,8 +111,7 @@ void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const
   ConvChoice choice = choose(problem);
   if (max_threads > 0) choice.threads = threads_for(p, max_threads);
   if (forced) {
-    if (forced->dtype != p.dtype || !forced->accepts(p))
-      throw std::invalid_argument(std::string("algorithm ") + forced->name + " does not accept this problem");
+    require_accepts(*forced, p);
     choice.algorithm = forced;
   }
   const std::vector<int64_t> rows = padding_index_map(p.in_h, p.pad_top, p.pad_bottom, p.pad_mode);
@@ -181,12 +119,12 @@ void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const
   ConvCall call;
   call.p = p;
   call.x = x;
-  call.weight = weight_;
-  call.packed = packed_for(*choice.algorithm, p);
-  call.bias = bias_;
+  call.weight = weights_.weight();
+  call.packed = weights_.packed(*choice.algorithm, p);
+  call.bias = weights_.bias();
   call.y = y;
-  call.x_stride = contiguous_strides(p, p.in_channels, p.in_h, p.in_w);
-  call.y_stride = contiguous_strides(p, p.out_channels, p.out_h, p.out_w);
+  call.x_stride = contiguous_strides(p.layout, p.in_channels, p.in_h, p.in_w);
+  call.y_stride = contiguous_strides(p.layout, p.out_channels, p.out_h, p.out_w);
   call.row_src = rows.data();
   call.col_src = cols.data();
   call.num_threads = choice.threads;

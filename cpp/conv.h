@@ -3,13 +3,11 @@
 // runs the kernel.  No Python here: raw pointers and sizes only.
 #pragma once
 #include <cstdint>
-#include <map>
-#include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "conv_problem.h"
+#include "driver.h"
 #include "kernels/kernel_table.h"
 
 namespace cppconv {
@@ -64,21 +62,14 @@ class Conv2dPlan {
   int64_t group_in_channels() const { return group_in_; }
   int64_t kernel_h() const { return kernel_h_; }
   int64_t kernel_w() const { return kernel_w_; }
-  bool has_bias() const { return bias_ != nullptr; }
+  bool has_bias() const { return weights_.bias() != nullptr; }
 
  private:
-  const void* packed_for(const ConvAlgorithm& a, const Conv2dProblem& p);
-
   DType dtype_;
   int64_t out_channels_, group_in_, kernel_h_, kernel_w_;
-  std::vector<unsigned char> owned_weight_, owned_bias_;
-  const void* weight_;
-  const void* bias_;
   bool weights_reused_;
-  std::mutex pack_mutex_;
-  // Packed weights per (algorithm, groups): a plan can meet several algorithms as input
-  // sizes change, and each packs once.
-  std::map<std::pair<const ConvAlgorithm*, int64_t>, std::vector<unsigned char>> packed_;
+  // A plan can meet several algorithms as input sizes change; each packs once.
+  PlanWeights weights_;
 };
 
 }  // namespace cppconv

@@ -3,11 +3,10 @@
 // the kernel.  No Python here: raw pointers and sizes only.
 #pragma once
 #include <cstdint>
-#include <map>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "driver.h"
 #include "kernels/kernel_table.h"
 #include "pool_problem.h"
 
@@ -49,18 +48,12 @@ class ConvTranspose2dPlan {
   int64_t group_out_channels() const { return group_out_; }
   int64_t kernel_h() const { return kernel_h_; }
   int64_t kernel_w() const { return kernel_w_; }
-  bool has_bias() const { return bias_ != nullptr; }
+  bool has_bias() const { return weights_.bias() != nullptr; }
 
  private:
-  const void* packed_for(const ConvTransposeAlgorithm& a, const ConvTranspose2dProblem& p);
-
   DType dtype_;
   int64_t in_channels_, group_out_, kernel_h_, kernel_w_, bias_size_;
-  std::vector<unsigned char> owned_weight_, owned_bias_;
-  const void* weight_;
-  const void* bias_;
-  std::mutex pack_mutex_;
-  std::map<std::pair<const ConvTransposeAlgorithm*, int64_t>, std::vector<unsigned char>> packed_;
+  PlanWeights weights_;
 };
 
 }  // namespace cppconv

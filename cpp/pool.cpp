@@ -10,32 +10,19 @@
 namespace cppconv {
 namespace {
 
-Strides4 contiguous_strides(Layout layout, int64_t c, int64_t h, int64_t w) {
-  if (layout == Layout::NCHW) return {c * h * w, h * w, w, 1};
-  return {h * w * c, 1, w * c, c};
-}
-
-const PoolAlgorithm& reference_for(DType dtype) {
-  return dtype == DType::Float32 ? pool2d_reference_f32 : pool2d_reference_f64;
-}
+const AlgorithmFamily<PoolAlgorithm> kPoolFamily = {&KernelTable::pool, &KernelTable::pool_count,
+                                                    &pool2d_reference_f32, &pool2d_reference_f64};
 
 int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
 int pool_threads(const Pool2dProblem& p, int max_threads) {
-#if defined(_OPENMP)
-  // Elements touched: every output's window, at least the whole input.  About 20 us of
-  // single-threaded work per extra thread pays for waking it.
+  // Elements touched: every output's window, at least the whole input; a touched element
+  // costs about what ten flops of a convolution do.
   const double taps = p.adaptive ? double(p.in_h) * double(p.in_w) / double(p.out_h * p.out_w) + 1.0
                                  : double(p.kernel_h) * double(p.kernel_w);
   const double outputs = double(p.batch) * double(p.channels) * double(p.out_h) * double(p.out_w);
   const double inputs = double(p.batch) * double(p.channels) * double(p.in_h) * double(p.in_w);
-  const double work = std::max(outputs * taps, inputs);
-  return int(std::max(1.0, std::min<double>(max_threads, work / 1.0e5)));
-#else
-  (void)p;
-  (void)max_threads;
-  return 1;
-#endif
+  return threads_for_work(10.0 * std::max(outputs * taps, inputs), max_threads);
 }
 
 }  // namespace
@@ -76,42 +63,20 @@ PoolAxisMaps pool_axis_maps(int64_t in, int64_t out, int64_t kernel, int64_t str
   return m;
 }
 
-std::vector<const PoolAlgorithm*> all_pool_algorithms() {
-  std::vector<const PoolAlgorithm*> all;
-  for (const std::string& isa : available_isas()) {
-    const KernelTable& t = table_for_isa(isa);
-    for (int i = 0; i < t.pool_count; ++i) all.push_back(&t.pool[i]);
-  }
-  all.push_back(&pool2d_reference_f32);
-  all.push_back(&pool2d_reference_f64);
-  return all;
-}
+std::vector<const PoolAlgorithm*> all_pool_algorithms() { return kPoolFamily.all(); }
 
-const PoolAlgorithm* find_pool_algorithm(const std::string& name) {
-  for (const PoolAlgorithm* a : all_pool_algorithms())
-    if (name == a->name) return a;
-  return nullptr;
-}
+const PoolAlgorithm* find_pool_algorithm(const std::string& name) { return kPoolFamily.find(name); }
 
 PoolChoice choose_pool(const Pool2dProblem& p) {
   const KernelTable& table = active_table();
-  const PoolAlgorithm* chosen = &reference_for(p.dtype);
-  for (int i = 0; i < table.pool_count; ++i) {
-    const PoolAlgorithm& a = table.pool[i];
-    if (a.dtype == p.dtype && a.accepts(p)) {
-      chosen = &a;
-      break;
-    }
-  }
-  return {chosen, table.isa_name, pool_threads(p, get_num_threads())};
+  return {kPoolFamily.choose(table, p), table.isa_name, pool_threads(p, get_num_threads())};
 }
 
 void pool2d(const Pool2dProblem& p, const void* x, void* y, int64_t* indices, const PoolAlgorithm* forced) {
   if (p.batch == 0 || p.channels == 0 || p.out_h == 0 || p.out_w == 0) return;
   PoolChoice choice = choose_pool(p);
   if (forced) {
-    if (forced->dtype != p.dtype || !forced->accepts(p))
-      throw std::invalid_argument(std::string("algorithm ") + forced->name + " does not accept this problem");
+    require_accepts(*forced, p);
     choice.algorithm = forced;
   }
   const PoolAxisMaps rows = pool_axis_maps(p.in_h, p.out_h, p.kernel_h, p.stride_h, p.dilation_h, p.pad_top,

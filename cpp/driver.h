@@ -1,0 +1,135 @@
+// What the operator drivers (conv.cpp, conv_transpose.cpp, pool.cpp) share: the algorithm
+// lists and the choice among them, thread counts, contiguous strides, and a plan's weights
+// with their packed copies.  Driver code only (compiled once, with the default flags), never
+// included by the per-ISA kernel sources.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "conv_problem.h"
+#include "dispatch.h"
+#include "kernels/kernel_table.h"
+
+namespace cppconv {
+
+inline size_t dtype_size(DType d) { return d == DType::Float32 ? 4 : 8; }
+
+// Element strides of a C-contiguous tensor of logical shape (n, c, h, w) in `layout`.
+inline Strides4 contiguous_strides(Layout layout, int64_t c, int64_t h, int64_t w) {
+  if (layout == Layout::NCHW) return {c * h * w, h * w, w, 1};
+  return {h * w * c, 1, w * c, c};
+}
+
+// Threads for `work` (flops, or element visits for pooling), at most max_threads: about
+// 20 us of single-threaded work per extra thread pays for waking it.
+inline int threads_for_work(double work, int max_threads) {
+#if defined(_OPENMP)
+  const double useful = std::max(1.0, work / 1.0e6);
+  return int(std::max(1.0, std::min<double>(max_threads, useful)));
+#else
+  (void)work;
+  (void)max_threads;
+  return 1;
+#endif
+}
+
+// One operator's algorithms: where they sit in a KernelTable, and the references that end
+// every list.
+template <class Algorithm>
+struct AlgorithmFamily {
+  const Algorithm* KernelTable::*list;
+  int KernelTable::*count;
+  const Algorithm* reference_f32;
+  const Algorithm* reference_f64;
+
+  const Algorithm* reference(DType d) const { return d == DType::Float32 ? reference_f32 : reference_f64; }
+
+  // The first of `table`'s algorithms that accepts p (oneDNN style), else the reference.
+  template <class Problem>
+  const Algorithm* choose(const KernelTable& table, const Problem& p) const {
+    for (int i = 0; i < table.*count; ++i) {
+      const Algorithm& a = (table.*list)[i];
+      if (a.dtype == p.dtype && a.accepts(p)) return &a;
+    }
+    return reference(p.dtype);
+  }
+
+  // Every algorithm this machine can run: each available ISA's, then the references.
+  std::vector<const Algorithm*> all() const {
+    std::vector<const Algorithm*> found;
+    for (const std::string& isa : available_isas()) {
+      const KernelTable& t = table_for_isa(isa);
+      for (int i = 0; i < t.*count; ++i) found.push_back(&(t.*list)[i]);
+    }
+    found.push_back(reference_f32);
+    found.push_back(reference_f64);
+    return found;
+  }
+
+  const Algorithm* find(const std::string& name) const {
+    for (const Algorithm* a : all())
+      if (name == a->name) return a;
+    return nullptr;
+  }
+};
+
+// A caller-named algorithm (tests, benchmarks) must accept the problem.
+template <class Algorithm, class Problem>
+void require_accepts(const Algorithm& a, const Problem& p) {
+  if (a.dtype != p.dtype || !a.accepts(p))
+    throw std::invalid_argument(std::string("algorithm ") + a.name + " does not accept this problem");
+}
+
+// A plan's weights and bias: copied (a layer's, reused over many calls) or borrowed (a
+// one-shot call's), plus each algorithm's packed form, built on first use and then shared
+// between threads.
+class PlanWeights {
+ public:
+  PlanWeights(DType dtype, const void* weight, size_t weight_count, const void* bias, size_t bias_count, bool copy)
+      : weight_(weight), bias_(bias) {
+    if (!copy) return;
+    const auto* w = static_cast<const unsigned char*>(weight);
+    owned_weight_.assign(w, w + weight_count * dtype_size(dtype));
+    weight_ = owned_weight_.data();
+    if (bias) {
+      const auto* b = static_cast<const unsigned char*>(bias);
+      owned_bias_.assign(b, b + bias_count * dtype_size(dtype));
+      bias_ = owned_bias_.data();
+    }
+  }
+
+  const void* weight() const { return weight_; }
+  const void* bias() const { return bias_; }
+
+  // The weights as `a` packs them for problems like p (packing depends on the weights'
+  // shape and the groups only), or nullptr for an algorithm that packs nothing.
+  template <class Algorithm, class Problem>
+  const void* packed(const Algorithm& a, const Problem& p) {
+    const size_t bytes = a.packed_bytes(p);
+    if (bytes == 0) return nullptr;
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto key = std::make_pair(static_cast<const void*>(&a), p.groups);
+    auto it = packed_.find(key);
+    if (it == packed_.end()) {
+      std::vector<unsigned char> buffer(bytes);
+      a.pack(p, weight_, buffer.data());
+      it = packed_.emplace(key, std::move(buffer)).first;
+    }
+    return it->second.data();
+  }
+
+ private:
+  std::vector<unsigned char> owned_weight_, owned_bias_;
+  const void* weight_;
+  const void* bias_;
+  std::mutex mutex_;
+  std::map<std::pair<const void*, int64_t>, std::vector<unsigned char>> packed_;
+};
+
+}  // namespace cppconv
