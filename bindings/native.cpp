@@ -163,46 +163,32 @@ py::dict describe(const Conv2dPlan& plan, const Conv2dProblem& p) {
 
 }  // namespace
 
-// conv2d's fast path for the common call (C-contiguous float32/float64 arrays of one dtype, a
-// new output): the whole call in one native step, for small inputs where Python-level
-// argument handling would cost more than the convolution.  Returns None whenever anything is
-// unusual or wrong, and the Python layer then takes its full path (and raises its errors).
-py::object conv2d_simple(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj, int64_t sh,
-                         int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups, int pad_mode,
-                         int layout, int activation, int num_threads) {
-  if (num_threads < 0) return py::none();
-  if (!py::isinstance<py::array>(x_obj) || !py::isinstance<py::array>(w_obj)) return py::none();
+// The one-step path of the common call (C-contiguous float32/float64 input of the weights'
+// dtype, a new output): for small inputs, where Python-level argument handling would cost
+// more than the convolution.  Returns None whenever anything is unusual or wrong, and the
+// Python layer then takes its full path (and raises its errors).  `image`: x is a 2-D image
+// for a 2-D kernel.  Padding is symmetric per axis (ph, pw).
+py::object forward_new_output(Conv2dPlan& plan, const py::handle& x_obj, bool image, int64_t sh, int64_t sw,
+                              int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups, int pad_mode,
+                              int layout, int activation, int num_threads) {
+  if (num_threads < 0 || !py::isinstance<py::array>(x_obj)) return py::none();
   const auto x = py::reinterpret_borrow<py::array>(x_obj);
-  const auto w = py::reinterpret_borrow<py::array>(w_obj);
-  const int xd = int(x.ndim()), wd = int(w.ndim());
-  const bool image = xd == 2 && wd == 2;
-  if (!image && !((xd == 3 || xd == 4) && wd == 4)) return py::none();
-  if (!(x.flags() & py::array::c_style) || !(w.flags() & py::array::c_style)) return py::none();
-  DType dt;
-  if (x.dtype().equal(py::dtype::of<float>())) dt = DType::Float32;
-  else if (x.dtype().equal(py::dtype::of<double>())) dt = DType::Float64;
-  else return py::none();
-  if (!w.dtype().equal(x.dtype())) return py::none();
-  const void* bias = nullptr;
-  if (!b_obj.is_none()) {
-    if (!py::isinstance<py::array>(b_obj)) return py::none();
-    const auto b = py::reinterpret_borrow<py::array>(b_obj);
-    if (!b.dtype().equal(x.dtype()) || b.ndim() != 1 || !(b.flags() & py::array::c_style) ||
-        (wd == 4 && b.shape(0) != w.shape(0)) || (wd == 2 && b.shape(0) != 1))
-      return py::none();
-    bias = b.data();
-  }
+  const int xd = int(x.ndim());
+  if (image ? xd != 2 : (xd != 3 && xd != 4)) return py::none();
+  if (!(x.flags() & py::array::c_style)) return py::none();
+  const py::dtype dtype = plan.dtype() == DType::Float32 ? py::dtype::of<float>() : py::dtype::of<double>();
+  if (!x.dtype().equal(dtype)) return py::none();
   const bool nhwc = layout == 1;
   Shape4 xs;
   if (image) xs = nhwc ? Shape4{1, x.shape(0), x.shape(1), 1} : Shape4{1, 1, x.shape(0), x.shape(1)};
   else if (xd == 3) xs = {1, x.shape(0), x.shape(1), x.shape(2)};
   else xs = shape4(x);
-  const Shape4 ws = image ? Shape4{1, 1, w.shape(0), w.shape(1)} : shape4(w);
-  if (groups < 1 || ws[1] * groups != xs[nhwc ? 3 : 1] || ws[0] % groups != 0) return py::none();
+  if (groups < 1 || plan.group_in_channels() * groups != xs[nhwc ? 3 : 1] || plan.out_channels() % groups != 0)
+    return py::none();
   Conv2dProblem p;
   try {
-    p = make_problem(dt, xs, nullptr, ws[0], ws[1], ws[2], ws[3], sh, sw, dh, dw, ph, ph, pw, pw, groups, pad_mode,
-                     layout, activation);
+    p = make_problem(plan.dtype(), xs, nullptr, plan.out_channels(), plan.group_in_channels(), plan.kernel_h(),
+                     plan.kernel_w(), sh, sw, dh, dw, ph, ph, pw, pw, groups, pad_mode, layout, activation);
   } catch (const std::exception&) {
     return py::none();
   }
@@ -211,8 +197,7 @@ py::object conv2d_simple(const py::handle& x_obj, const py::handle& w_obj, const
   else if (nhwc) shape = {p.batch, p.out_h, p.out_w, p.out_channels};
   else shape = {p.batch, p.out_channels, p.out_h, p.out_w};
   if (xd == 3) shape.erase(shape.begin());
-  py::array out(x.dtype(), shape);
-  Conv2dPlan plan(dt, w.data(), bias, ws[0], ws[1], ws[2], ws[3], /*copy=*/false);
+  py::array out(dtype, shape);
   const void* xp = x.data();
   void* yp = out.mutable_data();
   {
@@ -220,6 +205,33 @@ py::object conv2d_simple(const py::handle& x_obj, const py::handle& w_obj, const
     plan.run(p, xp, yp, nullptr, num_threads);
   }
   return std::move(out);
+}
+
+// conv2d's one-step path: checks the weights and bias, borrows them for a plan, runs.
+py::object conv2d_simple(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj, int64_t sh,
+                         int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups, int pad_mode,
+                         int layout, int activation, int num_threads) {
+  if (!py::isinstance<py::array>(w_obj)) return py::none();
+  const auto w = py::reinterpret_borrow<py::array>(w_obj);
+  const int wd = int(w.ndim());
+  if ((wd != 2 && wd != 4) || !(w.flags() & py::array::c_style)) return py::none();
+  DType dt;
+  if (w.dtype().equal(py::dtype::of<float>())) dt = DType::Float32;
+  else if (w.dtype().equal(py::dtype::of<double>())) dt = DType::Float64;
+  else return py::none();
+  const void* bias = nullptr;
+  if (!b_obj.is_none()) {
+    if (!py::isinstance<py::array>(b_obj)) return py::none();
+    const auto b = py::reinterpret_borrow<py::array>(b_obj);
+    if (!b.dtype().equal(w.dtype()) || b.ndim() != 1 || !(b.flags() & py::array::c_style) ||
+        b.shape(0) != (wd == 4 ? w.shape(0) : 1))
+      return py::none();
+    bias = b.data();
+  }
+  const Shape4 ws = wd == 2 ? Shape4{1, 1, w.shape(0), w.shape(1)} : shape4(w);
+  Conv2dPlan plan(dt, w.data(), bias, ws[0], ws[1], ws[2], ws[3], /*copy=*/false);
+  return forward_new_output(plan, x_obj, wd == 2, sh, sw, ph, pw, dh, dw, groups, pad_mode, layout, activation,
+                            num_threads);
 }
 
 // threadpoolctl's controller (python/cppconv/_threadpool.py) finds this module by these two
@@ -249,6 +261,17 @@ PYBIND11_MODULE(_native, m) {
            py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"),
            py::arg("pad_left"), py::arg("pad_right"), py::arg("groups"), py::arg("padding_mode"),
            py::arg("layout"), py::arg("activation"), py::arg("algorithm") = "", py::arg("num_threads") = 0)
+      .def(
+          "forward",
+          [](PyConv2dPlan& self, const py::handle& x, bool image, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+             int64_t dh, int64_t dw, int64_t groups, int pad_mode, int layout, int activation, int num_threads) {
+            return forward_new_output(*self.plan, x, image, sh, sw, ph, pw, dh, dw, groups, pad_mode, layout,
+                                      activation, num_threads);
+          },
+          py::arg("x"), py::arg("image"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
+          py::arg("pad_w"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("groups"), py::arg("padding_mode"),
+          py::arg("layout"), py::arg("activation"), py::arg("num_threads") = 0,
+          "The layer's one-step path (internal): a new output, or None when it does not apply.")
       .def(
           "explain",
           [](const PyConv2dPlan& self, const Shape4& x_shape, int64_t sh, int64_t sw, int64_t dh, int64_t dw,

@@ -385,6 +385,20 @@ class Conv2d:
         if self.bias is not None:
             self.bias.flags.writeable = False
         self._plans: Dict[np.dtype, Any] = {}
+        # The one-step native path (Conv2dPlan.forward) for inputs of the weights' own float
+        # dtype with explicit, per-axis symmetric padding; its plan is prepared now.
+        self._forward_args: Optional[Tuple[Any, ...]] = None
+        spec, pads = self._spec, self._spec.padding
+        own_dtype = self.weight.dtype in (np.float32, np.float64) and (
+            self.bias is None or self.bias.dtype == self.weight.dtype
+        )
+        if own_dtype and pads is not None and pads[0] == pads[1] and pads[2] == pads[3]:
+            w4 = self.weight if self.weight.ndim == 4 else self.weight[None, None]
+            self._plans[self.weight.dtype] = _native.Conv2dPlan(np.ascontiguousarray(w4), self.bias, copy=True)
+            self._forward_args = (
+                self.weight.ndim == 2, spec.stride[0], spec.stride[1], pads[0], pads[2],
+                spec.dilation[0], spec.dilation[1], spec.groups, spec.padding_mode, spec.layout, spec.activation,
+            )
 
     def __call__(self, x: Any, out: Optional[np.ndarray] = None, *, num_threads: Optional[int] = None) -> np.ndarray:
         """The convolution of ``x`` with the layer's weights (shapes as in :func:`cppconv.conv2d`).
@@ -403,6 +417,14 @@ class Conv2d:
         >>> layer(np.ones((3, 8, 8), np.float32), num_threads=1).shape
         (4, 6, 6)
         """
+        if out is None and self._forward_args is not None and (
+            num_threads is None or (num_threads.__class__ is int and num_threads > 0)
+        ):
+            y: Optional[np.ndarray] = self._plans[self.weight.dtype].forward(
+                x, *self._forward_args, 0 if num_threads is None else num_threads
+            )
+            if y is not None:
+                return y
         return _run(self._spec, x, self.weight, self.bias, out, plans=self._plans, num_threads=num_threads)
 
     def _call_with_algorithm(self, algorithm: str, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
