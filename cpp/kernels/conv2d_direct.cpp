@@ -46,6 +46,9 @@ constexpr int kMR = 6;  // 12 accumulators of 16 registers
 
 template <class T>
 constexpr int kNR = kLanes<T> * kNV;  // output channels per block
+// Weights of one (k block, input-channel slice): kept in L1/L2 while every row of a work item
+// uses them.
+constexpr int64_t kSliceBytes = 256 << 10;
 template <class T>
 constexpr DType kDType = std::is_same_v<T, float> ? DType::Float32 : DType::Float64;
 
@@ -145,7 +148,7 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
   d.pixels_per_row = d.flat ? p.out_h * p.out_w : p.out_w;
   // A slice's weights (taps x channels x kNR floats) stay within ~256 KiB of L2, reused by
   // every row of an item; enough items for each thread to have several.
-  const int64_t slice = std::max<int64_t>(1, (256 << 10) / (int64_t(sizeof(T)) * kNR<T> * d.taps));
+  const int64_t slice = std::max<int64_t>(1, (kSliceBytes) / (int64_t(sizeof(T)) * kNR<T> * d.taps));
   const int64_t slices = ceil_div(d.group_in, slice);
   d.channels_per_slice = ceil_div(d.group_in, slices);
   const int64_t row_groups = std::max<int64_t>(1, ceil_div(4 * threads, d.k_units));
@@ -336,6 +339,13 @@ ColumnPlan plan_columns(const ConvCall& call, const EnginePlan& d) {
   const int64_t sw = p.stride_w, cols = p.in_w + p.pad_left + p.pad_right;
   ColumnPlan plan;
   for (int64_t ph = 0; ph < sw; ++ph) {
+    // A phase no tap reads (the odd columns of a 1x1 stride-2 convolution) is not copied.
+    bool read = false;
+    for (int64_t j = 0; j < p.kernel_w; ++j) read = read || (j * p.dilation_w) % sw == ph;
+    if (!read) {
+      plan.phases.push_back({0, 0, 0});
+      continue;
+    }
     const int64_t q_lo = std::min(d.phase_w, std::max<int64_t>(0, ceil_div(p.pad_left - ph, sw)));
     const int64_t q_hi = std::max(q_lo, std::min(d.phase_w, ceil_div(p.pad_left + p.in_w - ph, sw)));
     plan.phases.push_back({q_lo, q_hi, q_lo * sw + ph - p.pad_left});
