@@ -163,14 +163,24 @@ py::dict describe(const Conv2dPlan& plan, const Conv2dProblem& p) {
 
 }  // namespace
 
+// Whether two C-contiguous arrays share any byte.
+bool overlaps(const py::array& a, const void* b, size_t b_bytes) {
+  const auto* pa = static_cast<const unsigned char*>(a.data());
+  const auto* pb = static_cast<const unsigned char*>(b);
+  return pa < pb + b_bytes && pb < pa + a.nbytes();
+}
+
 // The one-step path of the common call (C-contiguous float32/float64 input of the weights'
-// dtype, a new output): for small inputs, where Python-level argument handling would cost
-// more than the convolution.  Returns None whenever anything is unusual or wrong, and the
-// Python layer then takes its full path (and raises its errors).  `image`: x is a 2-D image
-// for a 2-D kernel.  Padding is symmetric per axis (ph, pw).
-py::object forward_new_output(Conv2dPlan& plan, const py::handle& x_obj, bool image, int64_t sh, int64_t sw,
-                              int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups, int pad_mode,
-                              int layout, int activation, int num_threads) {
+// dtype; a new output, or a C-contiguous `out` of the exact shape that shares no memory with
+// the operands): for small inputs, where Python-level argument handling would cost more than
+// the convolution.  Returns None whenever anything is unusual or wrong, and the Python layer
+// then takes its full path (and raises its errors).  `image`: x is a 2-D image for a 2-D
+// kernel.  Padding is symmetric per axis (ph, pw).  `operands`: other arrays `out` must not
+// overlap (a one-shot call's borrowed weights and bias).
+py::object forward(Conv2dPlan& plan, const py::handle& x_obj, const py::handle& out_obj,
+                   const std::vector<py::array>& operands, bool image, int64_t sh, int64_t sw, int64_t ph,
+                   int64_t pw, int64_t dh, int64_t dw, int64_t groups, int pad_mode, int layout, int activation,
+                   int num_threads) {
   if (num_threads < 0 || !py::isinstance<py::array>(x_obj)) return py::none();
   const auto x = py::reinterpret_borrow<py::array>(x_obj);
   const int xd = int(x.ndim());
@@ -197,7 +207,21 @@ py::object forward_new_output(Conv2dPlan& plan, const py::handle& x_obj, bool im
   else if (nhwc) shape = {p.batch, p.out_h, p.out_w, p.out_channels};
   else shape = {p.batch, p.out_channels, p.out_h, p.out_w};
   if (xd == 3) shape.erase(shape.begin());
-  py::array out(dtype, shape);
+  py::array out;
+  if (out_obj.is_none()) {
+    out = py::array(dtype, shape);
+  } else {
+    if (!py::isinstance<py::array>(out_obj)) return py::none();
+    out = py::reinterpret_borrow<py::array>(out_obj);
+    if (!out.dtype().equal(dtype) || !(out.flags() & py::array::c_style) || !out.writeable() ||
+        size_t(out.ndim()) != shape.size())
+      return py::none();
+    for (size_t i = 0; i < shape.size(); ++i)
+      if (out.shape(py::ssize_t(i)) != shape[i]) return py::none();
+    if (overlaps(out, x.data(), size_t(x.nbytes()))) return py::none();
+    for (const py::array& a : operands)
+      if (overlaps(out, a.data(), size_t(a.nbytes()))) return py::none();
+  }
   const void* xp = x.data();
   void* yp = out.mutable_data();
   {
@@ -208,9 +232,9 @@ py::object forward_new_output(Conv2dPlan& plan, const py::handle& x_obj, bool im
 }
 
 // conv2d's one-step path: checks the weights and bias, borrows them for a plan, runs.
-py::object conv2d_simple(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj, int64_t sh,
-                         int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups, int pad_mode,
-                         int layout, int activation, int num_threads) {
+py::object conv2d_simple(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj,
+                         const py::handle& out_obj, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                         int64_t dw, int64_t groups, int pad_mode, int layout, int activation, int num_threads) {
   if (!py::isinstance<py::array>(w_obj)) return py::none();
   const auto w = py::reinterpret_borrow<py::array>(w_obj);
   const int wd = int(w.ndim());
@@ -220,9 +244,11 @@ py::object conv2d_simple(const py::handle& x_obj, const py::handle& w_obj, const
   else if (w.dtype().equal(py::dtype::of<double>())) dt = DType::Float64;
   else return py::none();
   const void* bias = nullptr;
+  std::vector<py::array> operands{w};
   if (!b_obj.is_none()) {
     if (!py::isinstance<py::array>(b_obj)) return py::none();
     const auto b = py::reinterpret_borrow<py::array>(b_obj);
+    operands.push_back(b);
     if (!b.dtype().equal(w.dtype()) || b.ndim() != 1 || !(b.flags() & py::array::c_style) ||
         b.shape(0) != (wd == 4 ? w.shape(0) : 1))
       return py::none();
@@ -230,8 +256,8 @@ py::object conv2d_simple(const py::handle& x_obj, const py::handle& w_obj, const
   }
   const Shape4 ws = wd == 2 ? Shape4{1, 1, w.shape(0), w.shape(1)} : shape4(w);
   Conv2dPlan plan(dt, w.data(), bias, ws[0], ws[1], ws[2], ws[3], /*copy=*/false);
-  return forward_new_output(plan, x_obj, wd == 2, sh, sw, ph, pw, dh, dw, groups, pad_mode, layout, activation,
-                            num_threads);
+  return forward(plan, x_obj, out_obj, operands, wd == 2, sh, sw, ph, pw, dh, dw, groups, pad_mode, layout,
+                 activation, num_threads);
 }
 
 // threadpoolctl's controller (python/cppconv/_threadpool.py) finds this module by these two
@@ -263,15 +289,17 @@ PYBIND11_MODULE(_native, m) {
            py::arg("layout"), py::arg("activation"), py::arg("algorithm") = "", py::arg("num_threads") = 0)
       .def(
           "forward",
-          [](PyConv2dPlan& self, const py::handle& x, bool image, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-             int64_t dh, int64_t dw, int64_t groups, int pad_mode, int layout, int activation, int num_threads) {
-            return forward_new_output(*self.plan, x, image, sh, sw, ph, pw, dh, dw, groups, pad_mode, layout,
-                                      activation, num_threads);
+          [](PyConv2dPlan& self, const py::handle& x, const py::handle& out, bool image, int64_t sh, int64_t sw,
+             int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups, int pad_mode, int layout,
+             int activation, int num_threads) {
+            // A layer's plan owns copies of its weights: `out` can only clash with x.
+            return forward(*self.plan, x, out, {}, image, sh, sw, ph, pw, dh, dw, groups, pad_mode, layout,
+                           activation, num_threads);
           },
-          py::arg("x"), py::arg("image"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
+          py::arg("x"), py::arg("out"), py::arg("image"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
           py::arg("pad_w"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("groups"), py::arg("padding_mode"),
           py::arg("layout"), py::arg("activation"), py::arg("num_threads") = 0,
-          "The layer's one-step path (internal): a new output, or None when it does not apply.")
+          "The layer's one-step path (internal): the output, or None when it does not apply.")
       .def(
           "explain",
           [](const PyConv2dPlan& self, const Shape4& x_shape, int64_t sh, int64_t sw, int64_t dh, int64_t dw,
@@ -322,7 +350,8 @@ PYBIND11_MODULE(_native, m) {
       py::arg("pad_left"), py::arg("pad_right"), py::arg("groups"), py::arg("padding_mode"), py::arg("layout"),
       py::arg("activation"), py::arg("layer") = false);
 
-  m.def("conv2d_simple", &conv2d_simple, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride_h"),
+  m.def("conv2d_simple", &conv2d_simple, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"),
+        py::arg("stride_h"),
         py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("dilation_h"), py::arg("dilation_w"),
         py::arg("groups"), py::arg("padding_mode"), py::arg("layout"), py::arg("activation"),
         py::arg("num_threads") = 0, "conv2d's one-step fast path (internal); None when it does not apply.");

@@ -244,8 +244,8 @@ def conv2d(
     >>> cppconv.conv2d(image, np.ones((3, 3), np.float32)).shape
     (3, 3)
     """
-    if out is None and (num_threads is None or (num_threads.__class__ is int and num_threads > 0)):
-        y = _simple_call(x, weight, bias, stride, padding, dilation, groups, padding_mode, layout, activation,
+    if num_threads is None or (num_threads.__class__ is int and num_threads > 0):
+        y = _simple_call(x, weight, bias, out, stride, padding, dilation, groups, padding_mode, layout, activation,
                          0 if num_threads is None else num_threads)
         if y is not None:
             return y
@@ -253,7 +253,7 @@ def conv2d(
     return _run(spec, x, weight, bias, out, num_threads=num_threads)
 
 
-def _simple_call(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any, groups: Any,
+def _simple_call(x: Any, weight: Any, bias: Any, out: Any, stride: Any, padding: Any, dilation: Any, groups: Any,
                  padding_mode: Any, layout: Any, activation: Any, num_threads: int) -> Optional[np.ndarray]:
     """The common call in one native step (a per-call cost of ~2 us instead of ~8 us).
 
@@ -274,7 +274,7 @@ def _simple_call(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dila
     if mode is None or code is None or act is None:
         return None
     y: Optional[np.ndarray] = _native.conv2d_simple(
-        x, weight, bias, stride, stride, ph, pw, dilation, dilation, groups, mode, code, act, num_threads
+        x, weight, bias, out, stride, stride, ph, pw, dilation, dilation, groups, mode, code, act, num_threads
     )
     return y
 
@@ -417,11 +417,11 @@ class Conv2d:
         >>> layer(np.ones((3, 8, 8), np.float32), num_threads=1).shape
         (4, 6, 6)
         """
-        if out is None and self._forward_args is not None and (
+        if self._forward_args is not None and (
             num_threads is None or (num_threads.__class__ is int and num_threads > 0)
         ):
             y: Optional[np.ndarray] = self._plans[self.weight.dtype].forward(
-                x, *self._forward_args, 0 if num_threads is None else num_threads
+                x, out, *self._forward_args, 0 if num_threads is None else num_threads
             )
             if y is not None:
                 return y
