@@ -120,7 +120,7 @@ void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const
   call.p = p;
   call.x = x;
   call.weight = weights_.weight();
-  call.packed = weights_.packed(*choice.algorithm, p);
+  call.packed = weights_.packed(*choice.algorithm, p, choice.threads);
   call.bias = weights_.bias();
   call.y = y;
   call.x_stride = contiguous_strides(p.layout, p.in_channels, p.in_h, p.in_w);

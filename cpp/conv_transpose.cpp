@@ -67,7 +67,7 @@ void ConvTranspose2dPlan::run(const ConvTranspose2dProblem& p, const void* x, vo
   call.p = p;
   call.x = x;
   call.weight = weights_.weight();
-  call.packed = weights_.packed(*choice.algorithm, p);
+  call.packed = weights_.packed(*choice.algorithm, p, choice.threads);
   call.bias = weights_.bias();
   call.y = y;
   call.x_stride = contiguous_strides(p.layout, p.in_channels, p.in_h, p.in_w);

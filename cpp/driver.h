@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -110,18 +111,20 @@ class PlanWeights {
   // The weights as `a` packs them for problems like p (packing depends on the weights'
   // shape and the groups only), or nullptr for an algorithm that packs nothing.
   template <class Algorithm, class Problem>
-  const void* packed(const Algorithm& a, const Problem& p) {
+  const void* packed(const Algorithm& a, const Problem& p, int threads) {
     const size_t bytes = a.packed_bytes(p);
     if (bytes == 0) return nullptr;
     std::lock_guard<std::mutex> lock(mutex_);
     const auto key = std::make_pair(static_cast<const void*>(&a), p.groups);
     auto it = packed_.find(key);
     if (it == packed_.end()) {
-      std::vector<unsigned char> buffer(bytes);
-      a.pack(p, weight_, buffer.data());
+      // Not zero-filled: pack writes every byte, and clearing megabytes first would double
+      // the cost a one-shot call pays.
+      std::unique_ptr<unsigned char[]> buffer(new unsigned char[bytes]);
+      a.pack(p, weight_, buffer.get(), threads);
       it = packed_.emplace(key, std::move(buffer)).first;
     }
-    return it->second.data();
+    return it->second.get();
   }
 
  private:
@@ -129,7 +132,7 @@ class PlanWeights {
   const void* weight_;
   const void* bias_;
   std::mutex mutex_;
-  std::map<std::pair<const void*, int64_t>, std::vector<unsigned char>> packed_;
+  std::map<std::pair<const void*, int64_t>, std::unique_ptr<unsigned char[]>> packed_;
 };
 
 }  // namespace cppconv

@@ -37,7 +37,7 @@ size_t depthwise_packed_bytes(const Conv2dProblem& p) {
   return size_t(p.kernel_h * p.kernel_w * p.out_channels) * sizeof(float);
 }
 
-void depthwise_pack(const Conv2dProblem& p, const void* weight, void* packed) {
+void depthwise_pack(const Conv2dProblem& p, const void* weight, void* packed, int) {
   const float* w = static_cast<const float*>(weight);
   float* dst = static_cast<float*>(packed);
   const int64_t taps = p.kernel_h * p.kernel_w;

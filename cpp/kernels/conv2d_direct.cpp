@@ -173,19 +173,30 @@ size_t channelvec_packed_bytes(const Conv2dProblem& p) {
 }
 
 template <class T>
-void channelvec_pack(const Conv2dProblem& p, const void* weight, void* packed) {
+void channelvec_pack(const Conv2dProblem& p, const void* weight, void* packed, int threads) {
   const T* w = static_cast<const T*>(weight);
   T* dst = static_cast<T*>(packed);
   const int64_t gi = p.in_channels / p.groups, go = p.out_channels / p.groups;
   const int64_t taps = p.kernel_h * p.kernel_w, kb_count = ceil_div(go, kNR<T>);
-  for (int64_t g = 0; g < p.groups; ++g)
-    for (int64_t kb = 0; kb < kb_count; ++kb)
+  const int64_t block = taps * gi * kNR<T>;  // one (group, k block)
+  // A one-shot call packs on every call, so this is a cache-blocked transpose: the kNR
+  // source rows of a few input channels (a few KiB) stay in L1 while the destination is
+  // written in order.
+  constexpr int64_t kChannelsPerPass = 8;
+#pragma omp parallel for schedule(static) num_threads(threads) if (p.groups * kb_count > 1 && threads > 1)
+  for (int64_t unit = 0; unit < p.groups * kb_count; ++unit) {
+    const int64_t g = unit / kb_count, kb = unit % kb_count;
+    const int64_t valid = std::min<int64_t>(kNR<T>, go - kb * kNR<T>);
+    const T* wb = w + (g * go + kb * kNR<T>) * gi * taps;  // row kk at wb + kk * gi * taps
+    T* out = dst + unit * block;
+    for (int64_t c0 = 0; c0 < gi; c0 += kChannelsPerPass)
       for (int64_t t = 0; t < taps; ++t)
-        for (int64_t c = 0; c < gi; ++c)
-          for (int64_t kk = 0; kk < kNR<T>; ++kk) {
-            const int64_t k = kb * kNR<T> + kk;
-            *dst++ = k < go ? w[((g * go + k) * gi + c) * taps + t] : T(0);
-          }
+        for (int64_t c = c0; c < std::min(gi, c0 + kChannelsPerPass); ++c) {
+          T* o = out + (t * gi + c) * kNR<T>;
+          for (int64_t kk = 0; kk < valid; ++kk) o[kk] = wb[kk * gi * taps + c * taps + t];
+          for (int64_t kk = valid; kk < kNR<T>; ++kk) o[kk] = T(0);
+        }
+  }
 }
 
 // ChannelVec microkernel: MR pixels x kNR<T> channels, one input broadcast per pixel.

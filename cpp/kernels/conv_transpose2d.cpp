@@ -81,7 +81,7 @@ size_t packed_bytes(const ConvTranspose2dProblem& p) {
 }
 
 template <class T>
-void pack(const ConvTranspose2dProblem& p, const void* weight, void* packed) {
+void pack(const ConvTranspose2dProblem& p, const void* weight, void* packed, int) {
   const Geometry g = geometry<T>(p);
   const T* w = static_cast<const T*>(weight);
   T* out = static_cast<T*>(packed);

@@ -15,7 +15,7 @@ struct ConvAlgorithm {
   bool (*accepts)(const Conv2dProblem& p);
   // Packed weights depend only on (K, C, kh, kw, groups, dtype): bytes needed, 0 for none.
   size_t (*packed_bytes)(const Conv2dProblem& p);
-  void (*pack)(const Conv2dProblem& p, const void* weight, void* packed);
+  void (*pack)(const Conv2dProblem& p, const void* weight, void* packed, int threads);
   // Scratch memory the algorithm allocates for one call with `threads` threads.
   size_t (*workspace_bytes)(const Conv2dProblem& p, int threads);
   void (*run)(const ConvCall& call);
@@ -36,7 +36,7 @@ struct ConvTransposeAlgorithm {
   DType dtype;
   bool (*accepts)(const ConvTranspose2dProblem& p);
   size_t (*packed_bytes)(const ConvTranspose2dProblem& p);
-  void (*pack)(const ConvTranspose2dProblem& p, const void* weight, void* packed);
+  void (*pack)(const ConvTranspose2dProblem& p, const void* weight, void* packed, int threads);
   size_t (*workspace_bytes)(const ConvTranspose2dProblem& p, int threads);
   void (*run)(const ConvTransposeCall& call);
 };
