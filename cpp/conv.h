@@ -14,6 +14,10 @@
 
 namespace cppconv {
 
+// The most threads set_num_threads accepts: more would only cost thread start-up (and past a
+// few thousand, libgomp aborts the process when it cannot create them).
+constexpr int kMaxThreads = 1024;
+
 void set_num_threads(int n);
 int get_num_threads();
 // The threads one call of this problem uses: fewer for small problems, where waking a
@@ -34,6 +38,8 @@ struct ConvChoice {
   const ConvAlgorithm* algorithm;
   const char* isa;
   int threads;
+  // Memory one call allocates besides its output: the algorithm's scratch and the padding
+  // index maps (the bound cppconv documents and tests).
   size_t workspace_bytes;
   size_t packed_bytes;
 };
@@ -64,6 +70,8 @@ class Conv2dPlan {
   bool has_bias() const { return bias_ != nullptr; }
 
  private:
+  // The problem the kernels are given (see conv.cpp).
+  Conv2dProblem kernel_problem(const Conv2dProblem& problem) const;
   const void* packed_for(const ConvAlgorithm& a, const Conv2dProblem& p);
 
   DType dtype_;

@@ -9,6 +9,7 @@
 #include <new>
 
 #include "conv_problem.h"
+#include "memory.h"
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -109,14 +110,14 @@ static inline float* scratch_floats(size_t count) {
     ~Buffer() { std::free(data); }
   };
   thread_local Buffer buffer;
-  if (count > size_t(-1) / 2 / sizeof(float)) throw std::bad_alloc();  // the byte count would wrap
+  if (count > size_t(-1) / 2 / sizeof(float)) throw_out_of_memory(SIZE_MAX, "kernel scratch");  // would wrap
   if (count > buffer.size) {
     std::free(buffer.data);
     buffer.data = nullptr;
     buffer.size = 0;
     const size_t bytes = ((count * sizeof(float) + 63) / 64) * 64;
     buffer.data = static_cast<float*>(std::aligned_alloc(64, bytes));
-    if (!buffer.data) throw std::bad_alloc();
+    if (!buffer.data) throw_out_of_memory(bytes, "kernel scratch");
     buffer.size = count;
   }
   return buffer.data;

@@ -33,8 +33,8 @@ def set_num_threads(n: int) -> None:
     from ._args import as_int
 
     n = as_int(n, "n")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    if not 1 <= n <= _native.MAX_THREADS:
+        raise ValueError(f"n must be between 1 and {_native.MAX_THREADS}, got {n}")
     _native.set_num_threads(n)
 
 

@@ -28,9 +28,13 @@ def as_int(value: Any, name: str) -> int:
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     try:
-        return operator.index(value)
+        number = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+    # The native core computes in int64; a wider value is a wrong value, not a wrong type.
+    if not -(2**63) <= number < 2**63:
+        raise ValueError(f"{name} must fit in a signed 64-bit integer, got {number}")
+    return number
 
 
 def pair(value: Any, name: str, minimum: Optional[int] = None) -> Tuple[int, int]:

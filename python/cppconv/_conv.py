@@ -274,6 +274,8 @@ def _simple_call(x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dila
         ph = pw = 0
     else:
         return None
+    if max(abs(stride), abs(dilation), abs(groups), abs(ph)) >= 2**63:
+        return None  # past int64: the full path says which argument
     mode = _args.PADDING_MODES.get(padding_mode) if padding_mode.__class__ is str else None
     code = _args.LAYOUTS.get(layout) if layout.__class__ is str else None
     act = _args.ACTIVATIONS.get(activation) if activation is None or activation.__class__ is str else None
@@ -317,6 +319,9 @@ def _explain(
     spec: _ConvSpec, x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: np.dtype, bias: bool, layer: bool
 ) -> Dict[str, Any]:
     compute = _args.compute_dtype(dtype)
+    for name, shape in (("x_shape", x_shape), ("weight_shape", weight_shape)):
+        if any(_args.as_int(s, name) < 0 for s in shape):
+            raise ValueError(f"{name} must not have negative sizes, got {shape}")
     # Zero-strided stand-ins carry the shapes through the same validation as a real call.
     x = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), x_shape, (0,) * len(x_shape))
     w = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), weight_shape, (0,) * len(weight_shape))
