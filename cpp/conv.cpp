@@ -16,6 +16,9 @@
 #if defined(__linux__)
 #include <sched.h>
 #endif
+#if defined(__unix__)
+#include <pthread.h>
+#endif
 
 namespace cppconv {
 namespace {
@@ -32,6 +35,17 @@ std::atomic<int>& num_threads_setting() {
   static std::atomic<int> n{cpus_available()};
   return n;
 }
+
+// libgomp's thread pool does not survive fork(): the child inherits the pool's bookkeeping but
+// not its threads, and its next parallel region with more than one thread waits for them
+// forever.  So a forked child (multiprocessing's default on Linux) runs every kernel with one
+// thread; a team of one never touches the pool.
+std::atomic<bool> in_forked_child{false};
+
+#if defined(_OPENMP) && defined(__unix__)
+void mark_forked_child() { in_forked_child.store(true); }
+const int fork_handler_registered = pthread_atfork(nullptr, nullptr, mark_forked_child);
+#endif
 
 Strides4 contiguous_strides(const Conv2dProblem& p, int64_t c, int64_t h, int64_t w) {
   if (p.layout == Layout::NCHW) return {c * h * w, h * w, w, 1};
@@ -67,7 +81,7 @@ void set_num_threads(int n) {
   num_threads_setting().store(n);
 }
 
-int get_num_threads() { return num_threads_setting().load(); }
+int get_num_threads() { return in_forked_child.load() ? 1 : num_threads_setting().load(); }
 
 double conv2d_flops(const Conv2dProblem& p) {
   return 2.0 * double(p.batch) * double(p.out_channels) * double(p.out_h) * double(p.out_w) *
