@@ -14,6 +14,7 @@
 #include "conv.h"
 #include "conv_transpose.h"
 #include "dispatch.h"
+#include "memory.h"
 #include "pool.h"
 
 namespace py = pybind11;
@@ -287,6 +288,7 @@ PYBIND11_MODULE(_native, m) {
   m.def("conv2d_simple", &conv2d_simple, "conv2d's one-step fast path (internal); None when it does not apply.");
   m.def("set_num_threads", &cppconv::set_num_threads, py::arg("n"));
   m.attr("MAX_THREADS") = kMaxThreads;
+  m.def("physical_memory_bytes", &physical_memory_bytes, "The most memory cppconv lets one call allocate.");
   m.def("get_num_threads", &cppconv::get_num_threads);
   m.def("available_isas", &available_isas, "ISAs compiled in that this CPU can run, weakest first.");
   m.def("default_isa", &default_isa, "The ISA chosen at import (CPPCONV_MAX_ISA caps it).");

@@ -21,6 +21,8 @@ class OutOfMemory : public std::bad_alloc {
   std::string message_;
 };
 
+}  // namespace
+
 size_t physical_memory_bytes() {
 #if defined(_SC_PHYS_PAGES) && defined(_SC_PAGE_SIZE)
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
@@ -28,8 +30,6 @@ size_t physical_memory_bytes() {
 #endif
   return SIZE_MAX;  // unknown: let the allocator decide
 }
-
-}  // namespace
 
 void throw_out_of_memory(size_t bytes, const char* purpose) {
   const std::string size = bytes == SIZE_MAX ? std::string("more than 2^64 - 1") : std::to_string(bytes);

@@ -14,6 +14,9 @@ namespace cppconv {
 // the process when the memory is touched.
 void check_workspace(size_t bytes, const char* purpose);
 
+// This machine's physical memory in bytes (SIZE_MAX where unknown).
+size_t physical_memory_bytes();
+
 // a + b and a * b, saturating at SIZE_MAX (a size that no allocation can satisfy).
 size_t saturating_add(size_t a, size_t b);
 size_t saturating_mul(size_t a, size_t b);

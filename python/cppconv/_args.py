@@ -12,6 +12,8 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from . import _native
+
 IntPair = Union[int, Tuple[int, int]]
 
 LAYOUTS = {"NCHW": 0, "NHWC": 1}
@@ -146,6 +148,24 @@ def as_compute(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def overlaps(out: np.ndarray, arrays: Sequence[Optional[np.ndarray]]) -> bool:
     return any(a is not None and np.may_share_memory(out, a) for a in arrays)
+
+
+def check_result_size(shape: Tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuses a result that cannot exist, naming its shape and bytes: ValueError when the byte
+    count does not fit 64-bit indexing (NumPy's error for that names neither), MemoryError when
+    it exceeds physical memory (Linux would hand out the pages and the OOM killer end the
+    process once the kernel writes them; the native core applies the same limit to workspace)."""
+    elements = 1
+    for s in shape:
+        elements *= s
+    nbytes = elements * dtype.itemsize
+    if nbytes >= 2**63:
+        raise ValueError(f"the result of shape {tuple(shape)} and dtype {dtype} does not fit in 64-bit indexing")
+    if nbytes > _native.physical_memory_bytes():
+        raise MemoryError(
+            f"cppconv: the result of shape {tuple(shape)} and dtype {dtype} needs {nbytes} bytes, "
+            f"more than this machine's {_native.physical_memory_bytes()} bytes of memory"
+        )
 
 
 def check_out(out: Any, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:

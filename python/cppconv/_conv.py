@@ -150,14 +150,6 @@ def _inputs(x: Any, weight: Any, bias: Any) -> Tuple[np.ndarray, np.ndarray, Opt
     )
 
 
-def _check_size(shape: Tuple[int, ...], dtype: np.dtype) -> None:
-    elements = 1
-    for s in shape:
-        elements *= s
-    if elements * dtype.itemsize >= 2**63:
-        raise ValueError(f"the result of shape {shape} and dtype {dtype} does not fit in 64-bit indexing")
-
-
 def _run(
     spec: _ConvSpec,
     x: Any,
@@ -171,7 +163,7 @@ def _run(
     result = _result_dtype(x, weight, bias)
     compute = _args.compute_dtype(result)
     geo = _Geometry(spec, x, weight, bias)
-    _check_size(geo.out_shape, result)
+    _args.check_result_size(geo.out_shape, result)
     if out is not None:
         _args.check_out(out, geo.out_shape, result)
 
