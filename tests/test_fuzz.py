@@ -209,7 +209,10 @@ def _known_hostile_calls():
         "set_num_threads 2^40": (lambda: cppconv.set_num_threads(2**40), ValueError),
         # std::bad_alloc or a 2^40-entry table: pool windows far wider than the input.
         "max_pool2d kernel 2^40": (lambda: cppconv.max_pool2d(one, 2**40, padding=2**39), None),
-        "max_pool2d kernel 2^63-1": (lambda: cppconv.max_pool2d(one, 2**63 - 1, padding=2**62 - 1), None),
+        "max_pool2d kernel 2^63-1": (lambda: cppconv.max_pool2d(one, 2**63 - 1, padding=2**62 - 1), ValueError),
+        # Signed overflow (UBSan) in the pooled size: ceil_mode with a stride near 2^63.
+        "max_pool2d ceil_mode stride 2^63-1": (
+            lambda: cppconv.max_pool2d(one, 3, stride=2**63 - 1, padding=1, ceil_mode=True), None),
         # Index maps of 2^31 entries for a 3x3 result: refused before they are touched.
         "conv2d padding and stride 2^30": (
             lambda: cppconv.conv2d(one, k1, stride=2**30, padding=2**30, padding_mode="replicate"), MemoryError),

@@ -20,6 +20,10 @@ LAYOUTS = {"NCHW": 0, "NHWC": 1}
 PADDING_MODES = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
 ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2, "leaky_relu": 3, "sigmoid": 4, "tanh": 5, "silu": 6}
 
+# Padded sizes must stay below this (cpp/conv_problem.h, kMaxIndexExtent): sums of three such
+# values still fit the native core's int64 arithmetic.
+MAX_INDEX_EXTENT = 2**61
+
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
@@ -148,6 +152,14 @@ def as_compute(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def overlaps(out: np.ndarray, arrays: Sequence[Optional[np.ndarray]]) -> bool:
     return any(a is not None and np.may_share_memory(out, a) for a in arrays)
+
+
+def check_padded_size(padded_hw: Tuple[int, int]) -> None:
+    if max(padded_hw) >= MAX_INDEX_EXTENT:
+        raise ValueError(
+            f"the padded input size {tuple(padded_hw)} does not fit cppconv's 64-bit index arithmetic "
+            f"(at most 2^61 - 1 per axis)"
+        )
 
 
 def check_result_size(shape: Tuple[int, ...], dtype: np.dtype) -> None:

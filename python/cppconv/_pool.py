@@ -131,6 +131,7 @@ def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, a
     (kh, kw), (sh, sw), (dh, dw) = spec.kernel, spec.stride, spec.dilation
     pads = _args.resolve_padding(spec.padding, (h, w), spec.kernel, spec.stride, spec.dilation)
     top, bottom, left, right = pads
+    _args.check_padded_size((h + top + bottom, w + left + right))
     span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
     if span_h > h + top + bottom or span_w > w + left + right:
         raise ValueError(
