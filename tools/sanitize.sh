@@ -103,7 +103,10 @@ tsan() {
 case $WHICH in
   asan) asan ;;
   tsan) tsan ;;
-  all) asan && tsan ;;
+  all)
+    asan  # (a simple command each, so that set -e stops at the first failure)
+    tsan
+    ;;
   *) echo "usage: $0 [asan|tsan|all]" >&2; exit 2 ;;
 esac
 echo "+ sanitizers: no reports"

@@ -123,7 +123,9 @@ static inline float* scratch_floats(size_t count) {
   return buffer.data;
 }
 
-static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// ceil(a / b) for b > 0 and any a (division truncates toward zero, which is the ceiling for
+// a < 0), without the a + b - 1 that wraps for a stride near 2^63.
+static inline int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b > 0); }
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
