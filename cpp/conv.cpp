@@ -39,10 +39,11 @@ std::atomic<int>& num_threads_setting() {
 // libgomp's thread pool does not survive fork(): the child inherits the pool's bookkeeping but
 // not its threads, and its next parallel region with more than one thread waits for them
 // forever.  So a forked child (multiprocessing's default on Linux) runs every kernel with one
-// thread; a team of one never touches the pool.
+// thread; a team of one never touches the pool.  (Builds without OpenMP do the same, so that
+// the rule is one everywhere.)
 std::atomic<bool> in_forked_child{false};
 
-#if defined(_OPENMP) && defined(__unix__)
+#if defined(__unix__)
 void mark_forked_child() { in_forked_child.store(true); }
 const int fork_handler_registered = pthread_atfork(nullptr, nullptr, mark_forked_child);
 #endif

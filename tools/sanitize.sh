@@ -90,11 +90,11 @@ tsan() {
   # setarch -R: gcc 12's TSan cannot map its shadow memory with the 28+ bits of mmap
   # randomisation of recent kernels ("unexpected memory mapping"); without ASLR it can.
   LD_PRELOAD="$PRELOAD_TSAN" \
-  TSAN_OPTIONS=halt_on_error=1:abort_on_error=1:second_deadlock_stack=1 \
+  TSAN_OPTIONS=halt_on_error=1:abort_on_error=1:second_deadlock_stack=1:suppressions="$ROOT/tools/tsan.supp" \
     setarch "$(uname -m)" -R \
     "$WORK/tsan-venv/bin/python" -c "import cppconv; assert not cppconv.info()['openmp']"
   LD_PRELOAD="$PRELOAD_TSAN" \
-  TSAN_OPTIONS=halt_on_error=1:abort_on_error=1:second_deadlock_stack=1 \
+  TSAN_OPTIONS=halt_on_error=1:abort_on_error=1:second_deadlock_stack=1:suppressions="$ROOT/tools/tsan.supp" \
     setarch "$(uname -m)" -R \
     bash -c "cd '$WORK' && '$WORK/tsan-venv/bin/python' -m pytest -q -p no:cacheprovider \
       '$ROOT/tests/test_concurrency.py' '$ROOT/tests/test_threads.py' -k 'not test_gil_released'"
