@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <array>
 #include <stdexcept>
 #include <string>
@@ -13,6 +14,7 @@
 #include "conv.h"
 #include "conv_transpose.h"
 #include "dispatch.h"
+#include "memory.h"
 #include "pool.h"
 
 namespace py = pybind11;
@@ -75,10 +77,14 @@ Conv2dProblem make_problem(DType dtype, const Shape4& x, const Shape4* out, int6
   p.groups = groups;
   if (sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0 || kh < 1 || kw < 1)
     throw py::value_error("stride, dilation and kernel must be >= 1 and padding >= 0");
+  int64_t span_h, span_w;  // refused when they would wrap
+  if (std::max({p.in_h, p.in_w, pt, pb, pl, pr}) >= kMaxIndexExtent || __builtin_mul_overflow(dh, kh - 1, &span_h) ||
+      __builtin_mul_overflow(dw, kw - 1, &span_w))
+    throw py::value_error("sizes past 2^61 do not fit cppconv's 64-bit index arithmetic");
   if (groups < 1 || p.in_channels != group_in * groups || out_channels % groups != 0)
     throw py::value_error("x channels do not match weight and groups");
   if (p.in_h < 1 || p.in_w < 1) throw py::value_error("x: empty spatial dimensions");
-  const int64_t ph = p.in_h + pt + pb - dh * (kh - 1) - 1, pw = p.in_w + pl + pr - dw * (kw - 1) - 1;
+  const int64_t ph = p.in_h + pt + pb - span_h - 1, pw = p.in_w + pl + pr - span_w - 1;
   if (ph < 0 || pw < 0) throw py::value_error("kernel larger than the padded input");
   p.out_h = ph / sh + 1;
   p.out_w = pw / sw + 1;
@@ -356,6 +362,8 @@ PYBIND11_MODULE(_native, m) {
         py::arg("groups"), py::arg("padding_mode"), py::arg("layout"), py::arg("activation"),
         py::arg("num_threads") = 0, "conv2d's one-step fast path (internal); None when it does not apply.");
   m.def("set_num_threads", &cppconv::set_num_threads, py::arg("n"));
+  m.attr("MAX_THREADS") = kMaxThreads;
+  m.def("physical_memory_bytes", &physical_memory_bytes, "The most memory cppconv lets one call allocate.");
   m.def("get_num_threads", &cppconv::get_num_threads);
   m.def("available_isas", &available_isas, "ISAs compiled in that this CPU can run, weakest first.");
   m.def("default_isa", &default_isa, "The ISA chosen at import (CPPCONV_MAX_ISA caps it).");

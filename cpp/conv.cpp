@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "dispatch.h"
+#include "memory.h"
 #include "reference.h"
 
 #if defined(_OPENMP)
@@ -14,6 +15,9 @@
 #endif
 #if defined(__linux__)
 #include <sched.h>
+#endif
+#if defined(__unix__)
+#include <pthread.h>
 #endif
 
 namespace cppconv {
@@ -32,14 +36,42 @@ std::atomic<int>& num_threads_setting() {
   return n;
 }
 
+// libgomp's thread pool does not survive fork(): the child inherits the pool's bookkeeping but
+// not its threads, and its next parallel region with more than one thread waits for them
+// forever.  So a forked child (multiprocessing's default on Linux) runs every kernel with one
+// thread; a team of one never touches the pool.  (Builds without OpenMP do the same, so that
+// the rule is one everywhere.)
+std::atomic<bool> in_forked_child{false};
+
+#if defined(__unix__)
+void mark_forked_child() { in_forked_child.store(true); }
+const int fork_handler_registered = pthread_atfork(nullptr, nullptr, mark_forked_child);
+#endif
+
+// Memory that grows with the padded extent, not with the data: the padding index maps
+// (8 bytes per padded row and column) and the column plans the engine kernels derive per call
+// (at most 16 more bytes per padded column).  Counted as workspace, so that an absurd padding
+// with a stride that skips it is refused with MemoryError instead of swapping or being killed.
+size_t index_workspace_bytes(const Conv2dProblem& p) {
+  const size_t rows = size_t(p.in_h + p.pad_top + p.pad_bottom), cols = size_t(p.in_w + p.pad_left + p.pad_right);
+  return saturating_add(saturating_mul(rows, 8), saturating_mul(cols, 24));
+}
+
+// Kernels assume a non-empty output and reduction; the reference loops also handle an empty
+// reduction (C = 0: the output is the activated bias).
+bool needs_reference(const Conv2dProblem& p) { return p.batch == 0 || p.out_channels == 0 || p.in_channels == 0; }
+
 }  // namespace
 
 void set_num_threads(int n) {
   if (n < 1) throw std::invalid_argument("num_threads must be at least 1");
+  if (n > kMaxThreads)
+    throw std::invalid_argument("num_threads must be at most " + std::to_string(kMaxThreads) + ", got " +
+                                std::to_string(n));
   num_threads_setting().store(n);
 }
 
-int get_num_threads() { return num_threads_setting().load(); }
+int get_num_threads() { return in_forked_child.load() ? 1 : num_threads_setting().load(); }
 
 double conv2d_flops(const Conv2dProblem& p) {
   return 2.0 * double(p.batch) * double(p.out_channels) * double(p.out_h) * double(p.out_w) *
@@ -91,29 +123,47 @@ Conv2dPlan::Conv2dPlan(DType dtype, const void* weight, const void* bias, int64_
       weights_(dtype, weight, size_t(out_channels * group_in_channels * kernel_h * kernel_w), bias,
                size_t(out_channels), copy) {}
 
-ConvChoice Conv2dPlan::choose(const Conv2dProblem& problem) const {
+Conv2dProblem Conv2dPlan::kernel_problem(const Conv2dProblem& problem) const {
   Conv2dProblem p = problem;
   p.weights_reused = weights_reused_;
+  // Along an axis with one output the stride only has to exceed the room the window has to
+  // move (padded size - span), but kernels that lay tiles out by stride phase spend time and
+  // memory in proportion to it: a stride of 2^62 hung them.  Clamp it to the smallest stride
+  // with the same single output (not to 1: kernels rely on out = (room) / stride + 1).
+  const int64_t room_h = p.in_h + p.pad_top + p.pad_bottom - p.dilation_h * (p.kernel_h - 1) - 1;
+  const int64_t room_w = p.in_w + p.pad_left + p.pad_right - p.dilation_w * (p.kernel_w - 1) - 1;
+  if (p.out_h == 1) p.stride_h = std::min(p.stride_h, room_h + 1);
+  if (p.out_w == 1) p.stride_w = std::min(p.stride_w, room_w + 1);
+  return p;
+}
+
+ConvChoice Conv2dPlan::choose(const Conv2dProblem& problem) const {
+  const Conv2dProblem p = kernel_problem(problem);
   const KernelTable& table = active_table();
   const int threads = threads_for(p, get_num_threads());
-  const ConvAlgorithm* chosen = kConvFamily.choose(table, p);
-  return {chosen, table.isa_name, threads, chosen->workspace_bytes(p, threads), chosen->packed_bytes(p)};
+  const ConvAlgorithm* chosen = needs_reference(p) ? kConvFamily.reference(p.dtype) : kConvFamily.choose(table, p);
+  const size_t workspace = saturating_add(chosen->workspace_bytes(p, threads), index_workspace_bytes(p));
+  return {chosen, table.isa_name, threads, workspace, chosen->packed_bytes(p)};
 }
 
 void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const ConvAlgorithm* forced,
                       int max_threads) {
-  Conv2dProblem p = problem;
-  p.weights_reused = weights_reused_;
+  const Conv2dProblem p = kernel_problem(problem);
   if (p.dtype != dtype_ || p.out_channels != out_channels_ || p.in_channels / p.groups != group_in_ ||
       p.kernel_h != kernel_h_ || p.kernel_w != kernel_w_)
     throw std::invalid_argument("conv2d problem does not match the plan's weights");
   if (p.batch == 0 || p.out_channels == 0) return;
   ConvChoice choice = choose(problem);
-  if (max_threads > 0) choice.threads = threads_for(p, max_threads);
+  // A per-call cap obeys the same limits as the process-wide setting (one thread in a forked
+  // child, at most kMaxThreads).
+  if (max_threads > 0) choice.threads = threads_for(p, in_forked_child.load() ? 1 : std::min(max_threads, kMaxThreads));
   if (forced) {
     require_accepts(*forced, p);
     choice.algorithm = forced;
+    choice.workspace_bytes =
+        saturating_add(forced->workspace_bytes(p, choice.threads), index_workspace_bytes(p));
   }
+  check_workspace(choice.workspace_bytes, "conv2d workspace (kernel scratch and padding index maps)");
   const std::vector<int64_t> rows = padding_index_map(p.in_h, p.pad_top, p.pad_bottom, p.pad_mode);
   const std::vector<int64_t> cols = padding_index_map(p.in_w, p.pad_left, p.pad_right, p.pad_mode);
   ConvCall call;

@@ -12,7 +12,12 @@
 
 namespace cppconv {
 
+// The most threads set_num_threads accepts: more would only cost thread start-up (and past a
+// few thousand, libgomp aborts the process when it cannot create them).
+constexpr int kMaxThreads = 1024;
+
 void set_num_threads(int n);
+// The setting, or 1 in a process forked after cppconv was loaded (see conv.cpp).
 int get_num_threads();
 // The threads one call of this problem uses: fewer for small problems, where waking a
 // thread team costs more than it saves.
@@ -32,6 +37,8 @@ struct ConvChoice {
   const ConvAlgorithm* algorithm;
   const char* isa;
   int threads;
+  // Memory one call allocates besides its output: the algorithm's scratch and the padding
+  // index maps (the bound cppconv documents and tests).
   size_t workspace_bytes;
   size_t packed_bytes;
 };
@@ -65,6 +72,9 @@ class Conv2dPlan {
   bool has_bias() const { return weights_.bias() != nullptr; }
 
  private:
+  // The problem the kernels are given (see conv.cpp).
+  Conv2dProblem kernel_problem(const Conv2dProblem& problem) const;
+
   DType dtype_;
   int64_t out_channels_, group_in_, kernel_h_, kernel_w_;
   bool weights_reused_;

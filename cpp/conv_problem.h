@@ -8,6 +8,10 @@
 
 namespace cppconv {
 
+// Padded sizes, paddings and kernel reaches must stay below this: sums of three of them then
+// still fit int64.  The bindings refuse larger ones with ValueError.
+constexpr int64_t kMaxIndexExtent = int64_t(1) << 61;
+
 enum class DType : int { Float32 = 0, Float64 = 1 };
 enum class Layout : int { NCHW = 0, NHWC = 1 };
 enum class PadMode : int { Zeros = 0, Reflect = 1, Replicate = 2, Circular = 3 };

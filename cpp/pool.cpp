@@ -29,11 +29,18 @@ int pool_threads(const Pool2dProblem& p, int max_threads) {
 
 int64_t pool_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_before, int64_t pad_after,
                          int64_t dilation, bool ceil_mode) {
-  const int64_t span = in + pad_before + pad_after - dilation * (kernel - 1) - 1;
+  // Written so that nothing wraps for any non-negative int64 arguments (UBSan checks this):
+  // sizes past kMaxIndexExtent give 0, which callers refuse.
+  int64_t reach, last_start;
+  if (std::max({in, pad_before, pad_after}) >= kMaxIndexExtent || __builtin_mul_overflow(dilation, kernel - 1, &reach))
+    return 0;
+  const int64_t span = in + pad_before + pad_after - reach - 1;
   if (span < 0) return 0;
-  int64_t out = (ceil_mode ? span + stride - 1 : span) / stride + 1;
-  if (ceil_mode && (out - 1) * stride >= in + pad_before) --out;
-  return out;
+  const int64_t steps = ceil_mode ? (span == 0 ? 0 : (span - 1) / stride + 1) : span / stride;
+  // ceil_mode: the last window must start inside the input or the left padding.
+  if (ceil_mode && (__builtin_mul_overflow(steps, stride, &last_start) || last_start >= in + pad_before))
+    return steps;
+  return steps + 1;
 }
 
 PoolAxisMaps pool_axis_maps(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t dilation,
@@ -54,7 +61,8 @@ PoolAxisMaps pool_axis_maps(int64_t in, int64_t out, int64_t kernel, int64_t str
       const int64_t last = std::min(kernel - 1, floor_div(in - 1 - start, dilation));
       begin = start + first * dilation;
       count = std::max<int64_t>(0, last - first + 1);
-      size = count_include_pad ? std::min(start + kernel, in + pad_after) - start : count;
+      // min(start + kernel, in + pad_after) - start, without the sum that can wrap.
+      size = count_include_pad ? std::min(kernel, in + pad_after - start) : count;
     }
     m.begin[size_t(o)] = begin;
     m.count[size_t(o)] = count;

@@ -75,13 +75,13 @@ void run_pool_reference(const PoolCall& call) {
                 ++inside;
               }
             }
-            int64_t divisor = inside;
+            double divisor = double(inside);  // a double: the product of two sizes can pass 2^63
             if (p.divisor_override != 0) {
-              divisor = p.divisor_override;
+              divisor = double(p.divisor_override);
             } else if (!p.adaptive && p.count_include_pad) {
-              divisor = (wh.padded_end - wh.start) * (ww.padded_end - ww.start);
+              divisor = double(wh.padded_end - wh.start) * double(ww.padded_end - ww.start);
             }
-            y[yo] = T(sum / double(divisor));
+            y[yo] = T(sum / divisor);
           }
         }
 }

@@ -9,6 +9,7 @@
 #include <new>
 
 #include "conv_problem.h"
+#include "memory.h"
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -105,8 +106,9 @@ static inline void* scratch_bytes(size_t bytes) {
     std::free(buffer.data);
     buffer.data = nullptr;
     buffer.size = 0;
-    buffer.data = std::aligned_alloc(64, ((bytes + 63) / 64) * 64);
-    if (!buffer.data) throw std::bad_alloc();
+    const size_t rounded = ((bytes + 63) / 64) * 64;
+    buffer.data = std::aligned_alloc(64, rounded);
+    if (!buffer.data) throw_out_of_memory(rounded, "kernel scratch");
     buffer.size = bytes;
   }
   return buffer.data;
@@ -114,11 +116,13 @@ static inline void* scratch_bytes(size_t bytes) {
 
 template <class T>
 static inline T* scratch(size_t count) {
-  if (count > size_t(-1) / 2 / sizeof(T)) throw std::bad_alloc();  // the byte count would wrap
+  if (count > size_t(-1) / 2 / sizeof(T)) throw_out_of_memory(SIZE_MAX, "kernel scratch");  // would wrap
   return static_cast<T*>(scratch_bytes(count * sizeof(T)));
 }
 
-static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// ceil(a / b) for b > 0 and any a (division truncates toward zero, which is the ceiling for
+// a < 0), without the a + b - 1 that wraps for a stride near 2^63.
+static inline int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b > 0); }
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

@@ -29,7 +29,7 @@ template <class T>
 T avg_divisor(const PoolCall& call, int64_t oh, int64_t ow) {
   const Pool2dProblem& p = call.p;
   if (p.divisor_override != 0) return T(p.divisor_override);
-  return T(call.rows.size[oh] * call.cols.size[ow]);
+  return T(call.rows.size[oh]) * T(call.cols.size[ow]);  // in T: a product of two sizes can pass 2^63
 }
 
 // ---------------------------------------------------------------------------------------
@@ -125,14 +125,19 @@ void run_rows_nchw(const PoolCall& call) {
           const int64_t rs = call.rows.size[oh];
           const int64_t* cs = call.cols.size;
 #pragma omp simd
-          for (int64_t ow = 0; ow < OW; ++ow) a[ow] /= T(rs * cs[ow]);
+          for (int64_t ow = 0; ow < OW; ++ow) a[ow] /= T(rs) * T(cs[ow]);
         }
       }
     }
   }
 }
 
-bool accepts_rows_nchw(const Pool2dProblem& p) { return p.layout == Layout::NCHW && !p.adaptive; }
+// Its per-tap column tables and loops cost O(kernel_w) per row, so windows wider than the
+// input (all but W of their taps in the padding) go to the per-window maps instead: a
+// kernel_size of 2^40 must not allocate or loop 2^40 times.
+bool accepts_rows_nchw(const Pool2dProblem& p) {
+  return p.layout == Layout::NCHW && !p.adaptive && p.kernel_w <= p.in_w;
+}
 
 // ---------------------------------------------------------------------------------------
 // pool2d_plane_nchw

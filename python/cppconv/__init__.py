@@ -40,11 +40,11 @@ def set_num_threads(n: int) -> None:
     1
     >>> cppconv.set_num_threads(before)
     """
-    from ._args import as_int
+    from ._args import thread_count
 
-    n = as_int(n, "n")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    n = thread_count(n, "n")
+    if n == 0:
+        raise TypeError("n must be an integer, got None")
     _native.set_num_threads(n)
 
 

@@ -12,11 +12,17 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from . import _native
+
 IntPair = Union[int, Tuple[int, int]]
 
 LAYOUTS = {"NCHW": 0, "NHWC": 1}
 PADDING_MODES = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
 ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2, "leaky_relu": 3, "sigmoid": 4, "tanh": 5, "silu": 6}
+
+# Padded sizes must stay below this (cpp/conv_problem.h, kMaxIndexExtent): sums of three such
+# values still fit the native core's int64 arithmetic.
+MAX_INDEX_EXTENT = 2**61
 
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
@@ -28,9 +34,13 @@ def as_int(value: Any, name: str) -> int:
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     try:
-        return operator.index(value)
+        number = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+    # The native core computes in int64; a wider value is a wrong value, not a wrong type.
+    if not -(2**63) <= number < 2**63:
+        raise ValueError(f"{name} must fit in a signed 64-bit integer, got {number}")
+    return number
 
 
 def pair(value: Any, name: str, minimum: Optional[int] = None) -> Tuple[int, int]:
@@ -69,12 +79,13 @@ def activation_code(activation: Any) -> int:
 
 
 def thread_count(value: Any, name: str = "num_threads") -> int:
-    """A per-call thread count for the native kernels: 0 (None) means the global setting."""
+    """A thread count for the native kernels, 1 to _native.MAX_THREADS; None gives 0, which
+    means the process-wide setting."""
     if value is None:
         return 0
     n = as_int(value, name)
-    if n < 1:
-        raise ValueError(f"{name} must be >= 1 (or None for cppconv.get_num_threads()), got {n}")
+    if not 1 <= n <= _native.MAX_THREADS:
+        raise ValueError(f"{name} must be between 1 and {_native.MAX_THREADS}, got {n}")
     return n
 
 
@@ -167,6 +178,32 @@ def as_compute(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def overlaps(out: np.ndarray, arrays: Sequence[Optional[np.ndarray]]) -> bool:
     return any(a is not None and np.may_share_memory(out, a) for a in arrays)
+
+
+def check_padded_size(padded_hw: Tuple[int, int]) -> None:
+    if max(padded_hw) >= MAX_INDEX_EXTENT:
+        raise ValueError(
+            f"the padded input size {tuple(padded_hw)} does not fit cppconv's 64-bit index arithmetic "
+            f"(at most 2^61 - 1 per axis)"
+        )
+
+
+def check_result_size(shape: Tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuses a result that cannot exist, naming its shape and bytes: ValueError when the byte
+    count does not fit 64-bit indexing (NumPy's error for that names neither), MemoryError when
+    it exceeds physical memory (Linux would hand out the pages and the OOM killer end the
+    process once the kernel writes them; the native core applies the same limit to workspace)."""
+    elements = 1
+    for s in shape:
+        elements *= s
+    nbytes = elements * dtype.itemsize
+    if nbytes >= 2**63:
+        raise ValueError(f"the result of shape {tuple(shape)} and dtype {dtype} does not fit in 64-bit indexing")
+    if nbytes > _native.physical_memory_bytes():
+        raise MemoryError(
+            f"cppconv: the result of shape {tuple(shape)} and dtype {dtype} needs {nbytes} bytes, "
+            f"more than this machine's {_native.physical_memory_bytes()} bytes of memory"
+        )
 
 
 def check_out(out: Any, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:

@@ -138,14 +138,6 @@ def _inputs(x: Any, weight: Any, bias: Any) -> Tuple[np.ndarray, np.ndarray, Opt
     )
 
 
-def _check_size(shape: Tuple[int, ...], dtype: np.dtype) -> None:
-    elements = 1
-    for s in shape:
-        elements *= s
-    if elements * dtype.itemsize >= 2**63:
-        raise ValueError(f"the result of shape {shape} and dtype {dtype} does not fit in 64-bit indexing")
-
-
 def _run(
     spec: _ConvSpec,
     x: Any,
@@ -161,7 +153,7 @@ def _run(
     result = _result_dtype(x, weight, bias)
     compute = _args.compute_dtype(result)
     geo = _Geometry(spec, x, weight, bias)
-    _check_size(geo.out_shape, result)
+    _args.check_result_size(geo.out_shape, result)
     if out is not None:
         _args.check_out(out, geo.out_shape, result)
 
@@ -268,6 +260,8 @@ def _simple_call(x: Any, weight: Any, bias: Any, out: Any, stride: Any, padding:
         ph = pw = 0
     else:
         return None
+    if max(abs(stride), abs(dilation), abs(groups), abs(ph)) >= 2**63:
+        return None  # past int64: the full path says which argument
     mode = _args.PADDING_MODES.get(padding_mode) if padding_mode.__class__ is str else None
     code = _args.LAYOUTS.get(layout) if layout.__class__ is str else None
     act = _args.ACTIVATIONS.get(activation) if activation is None or activation.__class__ is str else None
@@ -326,6 +320,9 @@ def _explain(
     spec: _ConvSpec, x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: np.dtype, bias: bool, layer: bool
 ) -> Dict[str, Any]:
     compute = _args.compute_dtype(dtype)
+    for name, shape in (("x_shape", x_shape), ("weight_shape", weight_shape)):
+        if any(_args.as_int(s, name) < 0 for s in shape):
+            raise ValueError(f"{name} must not have negative sizes, got {shape}")
     # Zero-strided stand-ins carry the shapes through the same validation as a real call.
     x = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), x_shape, (0,) * len(x_shape))
     w = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), weight_shape, (0,) * len(weight_shape))

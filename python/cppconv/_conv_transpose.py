@@ -119,6 +119,7 @@ def _run(spec: _TransposeSpec, x: Any, weight: Any, bias: Any, out: Any,
     result = _result_dtype(x, weight, bias)
     compute = _args.compute_dtype(result)
     geo = _Geometry(spec, x, weight, bias)
+    _args.check_result_size(geo.out_shape, result)
     if out is not None:
         _args.check_out(out, geo.out_shape, result)
 

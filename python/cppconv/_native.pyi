@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['Conv2dPlan', 'ConvTranspose2dPlan', 'adaptive_pool2d', 'available_isas', 'conv2d', 'conv2d_simple', 'conv_algorithms', 'conv_transpose2d', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'get_num_threads', 'openmp', 'pool2d', 'pool_algorithms', 'pool_output_size', 'select_isa', 'selected_isa', 'set_num_threads']
+__all__: list[str] = ['Conv2dPlan', 'ConvTranspose2dPlan', 'MAX_THREADS', 'adaptive_pool2d', 'available_isas', 'conv2d', 'conv2d_simple', 'conv_algorithms', 'conv_transpose2d', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'get_num_threads', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool_algorithms', 'pool_output_size', 'select_isa', 'selected_isa', 'set_num_threads']
 class Conv2dPlan:
     def __init__(self, weight: numpy.ndarray, bias: typing.Any, copy: bool = True) -> None:
         ...
@@ -63,6 +63,10 @@ def get_num_threads() -> int:
     ...
 def openmp() -> bool:
     ...
+def physical_memory_bytes() -> int:
+    """
+    The most memory cppconv lets one call allocate.
+    """
 def pool2d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, kernel_h: typing.SupportsInt | typing.SupportsIndex, kernel_w: typing.SupportsInt | typing.SupportsIndex, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, pad_top: typing.SupportsInt | typing.SupportsIndex, pad_bottom: typing.SupportsInt | typing.SupportsIndex, pad_left: typing.SupportsInt | typing.SupportsIndex, pad_right: typing.SupportsInt | typing.SupportsIndex, ceil_mode: bool, count_include_pad: bool, divisor_override: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '') -> None:
     """
     Max (kind 0) or average (kind 1) pooling into `out` (internal; see cppconv.max_pool2d).
@@ -79,4 +83,5 @@ def selected_isa() -> str:
     ...
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
+MAX_THREADS: int = 1024
 __version__: str = '0.1.0'

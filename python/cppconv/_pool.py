@@ -117,6 +117,7 @@ def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, a
     (kh, kw), (sh, sw), (dh, dw) = spec.kernel, spec.stride, spec.dilation
     pads = _args.resolve_padding(spec.padding, (h, w), spec.kernel, spec.stride, spec.dilation)
     top, bottom, left, right = pads
+    _args.check_padded_size((h + top + bottom, w + left + right))
     span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
     if span_h > h + top + bottom or span_w > w + left + right:
         raise ValueError(
@@ -129,6 +130,7 @@ def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, a
         raise ValueError(f"output size ({oh}, {ow}) below 1 for input ({h}, {w}) and kernel_size ({kh}, {kw})")
     shape4 = _shape4(n, c, oh, ow, spec.layout)
     shape = _args.image_shape(shape4, x.ndim, spec.layout)
+    _args.check_result_size(shape, result)
     out_v, out_i = _split_out(out, return_indices)
     if out_v is not None:
         _args.check_out(out_v, shape, result)
@@ -242,6 +244,7 @@ def _run_adaptive(kind: int, x: Any, output_size: Any, layout: Any, return_indic
     oh, ow = _adaptive_size(output_size, (h, w))
     shape4 = _shape4(n, c, oh, ow, code)
     shape = _args.image_shape(shape4, x.ndim, code)
+    _args.check_result_size(shape, result)
     out_v, out_i = _split_out(out, return_indices)
     if out_v is not None:
         _args.check_out(out_v, shape, result)

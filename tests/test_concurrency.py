@@ -1,0 +1,159 @@
+"""Concurrency: many Python threads at once, a shared layer, the thread count changed mid-flight,
+and fork() after OpenMP has run.
+
+The kernels release the GIL, so Python threads really do run them at the same time; each
+call's scratch memory is per calling thread and a plan's packed weights are built under a lock.
+Every result is compared with the one computed alone beforehand (bit-identical: a call's
+arithmetic does not depend on what else runs).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+
+import cppconv
+from conftest import make_rng
+
+THREADS = 16
+SECONDS = 1.5  # per test; the machine may have two cores, so this is many calls, not many seconds
+
+
+def _workloads():
+    """(name, fn) pairs of different ops and shapes, each cheap enough to run many times."""
+    rng = make_rng("concurrency")
+    f32 = np.float32
+    x_small = rng.standard_normal((1, 3, 17, 13)).astype(f32)
+    w_small = rng.standard_normal((5, 3, 3, 3)).astype(f32)
+    x_mid = rng.standard_normal((2, 16, 24, 24)).astype(f32)
+    w_mid = rng.standard_normal((32, 16, 3, 3)).astype(f32)
+    x_dw = rng.standard_normal((1, 24, 20, 20)).astype(f32)
+    w_dw = rng.standard_normal((24, 1, 5, 5)).astype(f32)
+    x_hwc = np.ascontiguousarray(x_mid.transpose(0, 2, 3, 1))
+    x64 = rng.standard_normal((1, 4, 11, 9))
+    w64 = rng.standard_normal((6, 2, 2, 3))
+    layer = cppconv.Conv2d(w_mid, rng.standard_normal(32).astype(f32), padding=1, activation="relu")
+    up = cppconv.ConvTranspose2d(rng.standard_normal((16, 8, 4, 4)).astype(f32), stride=2, padding=1)
+    return [
+        ("conv2d small", lambda: cppconv.conv2d(x_small, w_small, padding="same", padding_mode="reflect")),
+        ("conv2d mid", lambda: cppconv.conv2d(x_mid, w_mid, stride=2, padding=1)),
+        ("conv2d depthwise", lambda: cppconv.conv2d(x_dw, w_dw, groups=24, padding=2)),
+        ("conv2d NHWC", lambda: cppconv.conv2d(x_hwc, w_mid, padding=1, layout="NHWC", activation="silu")),
+        ("conv2d float64 grouped", lambda: cppconv.conv2d(x64, w64, groups=2, dilation=2, padding=1)),
+        ("Conv2d layer", lambda: layer(x_mid)),
+        ("ConvTranspose2d layer", lambda: up(x_mid)),
+        ("max_pool2d", lambda: cppconv.max_pool2d(x_mid, 3, 2, 1, return_indices=True)),
+        ("avg_pool2d NHWC", lambda: cppconv.avg_pool2d(x_hwc, 2, layout="NHWC")),
+        ("adaptive_avg_pool2d", lambda: cppconv.adaptive_avg_pool2d(x_dw, (7, 5))),
+        ("global_avg_pool2d", lambda: cppconv.global_avg_pool2d(x_mid)),
+    ]
+
+
+def _same(a, b):
+    if isinstance(a, tuple):
+        return all(_same(p, q) for p, q in zip(a, b))
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+
+
+def _hammer(workloads, seconds, during=None, expected=None):
+    """THREADS Python threads call the workloads round-robin for `seconds`; `during()` runs
+    in the main thread meanwhile.  Each result must equal `expected` (default: each workload
+    run once alone first).  Returns the number of calls."""
+    if expected is None:
+        expected = [fn() for _, fn in workloads]
+    stop = threading.Event()
+    barrier = threading.Barrier(THREADS + 1)
+    errors, counts = [], [0] * THREADS
+
+    def worker(t):
+        try:
+            barrier.wait()
+            k = t
+            while not stop.is_set():
+                name, fn = workloads[k % len(workloads)]
+                if not _same(fn(), expected[k % len(workloads)]):
+                    errors.append(f"thread {t}: {name} gave a different result")
+                    return
+                counts[t] += 1
+                k += 1
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(f"thread {t}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(THREADS)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if during:
+            during()
+        time.sleep(0.01)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    assert not errors, errors[:5]
+    assert min(counts) > 0, f"a thread made no call: {counts}"
+    return sum(counts)
+
+
+def test_sixteen_threads_mixed_ops():
+    """conv2d, layers and pools with different shapes, from 16 threads at once."""
+    _hammer(_workloads(), SECONDS)
+
+
+def test_one_layer_shared_by_all_threads():
+    """One Conv2d (its packed weights built once, under a lock, by whichever thread is first)
+    called by 16 threads with inputs of different sizes, which need different algorithms."""
+    rng = make_rng("shared")
+    layer = cppconv.Conv2d(rng.standard_normal((24, 8, 3, 3)).astype(np.float32), padding=1)
+    xs = [rng.standard_normal(s).astype(np.float32) for s in
+          [(1, 8, 5, 5), (2, 8, 31, 17), (1, 8, 64, 3), (3, 8, 12, 12), (1, 8, 1, 40)]]
+    # A fresh layer, so the first calls race to pack the weights.
+    fresh = cppconv.Conv2d(layer.weight, padding=1)
+    workloads = [(f"x{k}", (lambda x=x: fresh(x))) for k, x in enumerate(xs)]
+    _hammer(workloads, SECONDS / 2, expected=[layer(x) for x in xs])
+
+
+def test_set_num_threads_while_computing(restore_threads):
+    """Changing the thread count while 16 threads compute: every call sees one setting (read
+    once per call) and results do not depend on it."""
+    counts = iter(np.tile([1, 2, 3, 7, 2, 1, 4], 1000))
+    _hammer(_workloads(), SECONDS, during=lambda: cppconv.set_num_threads(int(next(counts))))
+
+
+FORK_CHILD = textwrap.dedent("""
+    import os, sys, numpy as np, cppconv
+    cppconv.set_num_threads(2)
+    x = np.ones((2, 16, 48, 48), np.float32)
+    w = np.ones((16, 16, 3, 3), np.float32)
+    # (1 in a build without OpenMP, such as the ThreadSanitizer one)
+    assert cppconv.explain(x.shape, w.shape, padding=1)["threads"] == (2 if cppconv.info()["openmp"] else 1)
+    cppconv.conv2d(x, w, padding=1)            # the OpenMP thread pool now exists
+    cppconv.max_pool2d(x, 2)
+    pid = os.fork()
+    if pid == 0:                                # the child: must finish, single-threaded
+        ok = cppconv.get_num_threads() == 1
+        y = cppconv.conv2d(x, w, padding=1)
+        ok &= float(y[0, 0, 10, 10]) == 144.0 and float(y[0, 0, 0, 0]) == 64.0
+        ok &= float(cppconv.max_pool2d(x, 2)[0, 0, 0, 0]) == 1.0
+        os._exit(0 if ok else 3)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    assert code == 0, f"child exited with {code}"
+    assert cppconv.get_num_threads() == 2       # the parent keeps its threads
+    cppconv.conv2d(x, w, padding=1)
+    print("fork ok")
+""")
+
+
+def test_fork_after_openmp():
+    """A fork after the OpenMP pool started: libgomp's pool does not survive fork, so the child
+    runs single-threaded (it used to hang in its first parallel region)."""
+    p = subprocess.run([sys.executable, "-c", FORK_CHILD], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "fork ok" in p.stdout, p.stdout + p.stderr

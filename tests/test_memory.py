@@ -1,0 +1,129 @@
+"""Memory: no growth over many calls, a per-call peak bounded by the output plus the workspace
+that cppconv.explain reports (no im2col buffer of kh * kw times the input), and requests that
+cannot be met refused with MemoryError naming the bytes.
+
+Resident memory is measured in a child process, so that the rest of the test suite does not
+blur the numbers: /proc/self/statm for the current resident set, VmHWM in /proc/self/status
+(reset through /proc/self/clear_refs) for the peak.  Linux only.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import cppconv
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+
+MB = 1 << 20
+
+PRELUDE = textwrap.dedent("""
+    import json, os, numpy as np, cppconv
+    PAGE = os.sysconf("SC_PAGE_SIZE")
+    def rss():                       # resident bytes now
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * PAGE
+    def reset_peak():                # VmHWM := the current RSS (Linux 4.0+)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    def peak():                      # resident high-water mark, bytes (not getrusage's ru_maxrss,
+        with open("/proc/self/status") as f:          # which a child inherits from its parent)
+            kb = next(line for line in f if line.startswith("VmHWM:")).split()[1]
+        return int(kb) * 1024
+""")
+
+
+def run_child(body: str) -> dict:
+    p = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(body)], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_many_small_calls_leave_memory_flat():
+    """100,000 tiny calls over every op: resident memory after them is within 5 MB of what it
+    was after a warm-up (which lets caches and the allocator settle)."""
+    r = run_child("""
+        x = np.ones((1, 2, 6, 6), np.float32); w = np.ones((3, 2, 3, 3), np.float32)
+        layer = cppconv.Conv2d(w, padding=1); up = cppconv.ConvTranspose2d(w.transpose(1, 0, 2, 3).copy())
+        calls = [lambda: cppconv.conv2d(x, w),                     # the one-step native path
+                 lambda: cppconv.conv2d(x, w, padding="same", padding_mode="reflect", activation="silu"),
+                 lambda: layer(x), lambda: up(x[:, :, :3, :3]),
+                 lambda: cppconv.max_pool2d(x, 2, return_indices=True),
+                 lambda: cppconv.avg_pool2d(x, 3, 1, 1), lambda: cppconv.adaptive_avg_pool2d(x, 4),
+                 lambda: cppconv.explain(x.shape, w.shape)]
+        def run(n):
+            for i in range(n):
+                calls[i % len(calls)]()
+        run(5000)
+        before = rss()
+        run(100_000)
+        print(json.dumps({"before": before, "after": rss()}))
+    """)
+    growth = r["after"] - r["before"]
+    assert growth < 5 * MB, f"resident memory grew {growth / MB:.1f} MB over 100,000 calls"
+
+
+PEAK_CHILD = """
+    cppconv.set_num_threads(2)
+    k = {k}
+    x = np.random.default_rng(0).standard_normal((1, 64, 128, 128)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((64, 64, k, k)).astype(np.float32)
+    info = cppconv.explain(x.shape, w.shape, padding="same")
+    cppconv.conv2d(np.ones((1, 64, 8, 8), np.float32), w[:, :, :1, :1])   # thread pool up
+    start = rss()
+    reset_peak()
+    y = cppconv.conv2d(x, w, padding="same")
+    print(json.dumps({{"growth": peak() - start, "out": y.nbytes, "workspace": info["workspace_bytes"],
+                       "packed": info["packed_weight_bytes"]}}))
+"""
+
+
+def test_peak_memory_of_a_call_is_output_plus_workspace():
+    """A 64 -> 64 channel layer on a 128 x 128 input: the peak resident growth during the call
+    is at most output + workspace (as explain reports it) + packed weights + 4 MB of slack, and
+    a 7x7 kernel needs hardly more than a 1x1 one (im2col would need 49 times the input, 200 MB,
+    more)."""
+    peaks = {k: run_child(PEAK_CHILD.format(k=k)) for k in (1, 7)}
+    for k, r in peaks.items():
+        bound = r["out"] + r["workspace"] + r["packed"] + 4 * MB
+        assert r["growth"] <= bound, f"{k}x{k}: peak growth {r['growth'] / MB:.1f} MB > {bound / MB:.1f} MB ({r})"
+    im2col = 64 * 49 * 128 * 128 * 4
+    assert peaks[7]["growth"] - peaks[1]["growth"] < im2col / 10, peaks
+
+
+def test_workspace_includes_padding_maps():
+    """explain's workspace_bytes counts the padding index maps, which grow with the padded size."""
+    small = cppconv.explain((1, 1, 8, 8), (1, 1, 1, 1), padding=0)["workspace_bytes"]
+    padded = cppconv.explain((1, 1, 8, 8), (1, 1, 1, 1), padding=1000, stride=1000)["workspace_bytes"]
+    assert padded - small >= 8 * 2 * 2000  # 8 bytes per padded row and column at least
+
+
+def test_workspace_past_physical_memory_is_a_memory_error():
+    """A padding of 2^30 with a stride that skips it: a 3 x 3 result whose index maps alone
+    would take 80 GB.  Refused before anything is allocated, naming the bytes explain reports."""
+    x, w = np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 1, 1), np.float32)
+    kwargs = dict(stride=2**30, padding=2**30, padding_mode="replicate")
+    need = cppconv.explain(x.shape, w.shape, **kwargs)["workspace_bytes"]
+    assert need > cppconv._native.physical_memory_bytes()
+    with pytest.raises(MemoryError, match=rf"cannot allocate {need} bytes for conv2d workspace"):
+        cppconv.conv2d(x, w, **kwargs)
+
+
+def test_unallocatable_input_copy_and_output():
+    """An input view with zero strides and a gigantic shape: the output (or the contiguous copy
+    of the input) cannot exist; MemoryError or ValueError says how big, nothing crashes."""
+    x = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (1, 1, 2**20, 2**20), (0, 0, 0, 0))
+    with pytest.raises(MemoryError, match=r"TiB|bytes"):
+        cppconv.conv2d(x, np.ones((64, 1, 7, 7), np.float32))
+    with pytest.raises(MemoryError, match=r"TiB|bytes"):
+        cppconv.max_pool2d(x, 2)
+    huge = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (1, 1, 2**30, 2**30), (0, 0, 0, 0))
+    with pytest.raises(ValueError, match=r"64-bit"):
+        cppconv.conv2d(huge, np.ones((2, 1, 1, 1), np.float32))
