@@ -602,9 +602,14 @@ void run_engine(const ConvCall& call, Orientation orientation) {
             // Dynamic: a thread that loses its core for a while (another process, a busy VM)
             // holds up only the item it has, not a fixed share of the block.  Each output is
             // summed inside one item in a fixed order, so results do not depend on who runs it.
+            // Runs of items (about 8 per thread) keep the hand-out cost small when items are
+            // many and short (a first layer has hundreds of one-row items).
+            const int64_t items = items_per_block(d, rows);
+            const int64_t run = std::max<int64_t>(1, items / (8 * int64_t(threads)));
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t item = 0; item < items_per_block(d, rows); ++item)
-              compute_items<T>(call, d, tap_off.data(), n, g, oh0, rows, tile, item, item + 1, row_buf);
+            for (int64_t first = 0; first < items; first += run)
+              compute_items<T>(call, d, tap_off.data(), n, g, oh0, rows, tile, first, std::min(items, first + run),
+                               row_buf);
           }
     }
   }
