@@ -8,7 +8,7 @@ and the numbers involved.
 from __future__ import annotations
 
 import operator
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -241,6 +241,25 @@ def image_shape(shape4: Tuple[int, int, int, int], ndim: int, layout: int) -> Tu
     if ndim == 3:
         return tuple(shape4[1:])
     return (shape4[1], shape4[2]) if layout == LAYOUTS["NHWC"] else (shape4[2], shape4[3])
+
+
+def prepared_plan(
+    plan_class: Any, plans: Optional[Dict[np.dtype, Any]], compute: np.dtype, weight4: np.ndarray,
+    bias: Optional[np.ndarray],
+) -> Any:
+    """The native plan that holds the weights in the compute dtype.
+
+    A layer (`plans` is its cache) keeps its own copy, made on first use for each compute
+    dtype; a one-shot call (`plans` None) gets a plan that borrows the arrays for the call.
+    """
+    plan = None if plans is None else plans.get(compute)
+    if plan is None:
+        w = as_compute(weight4, compute)
+        b = None if bias is None else as_compute(bias, compute)
+        plan = plan_class(w, b, copy=plans is not None)
+        if plans is not None:
+            plans[compute] = plan
+    return plan
 
 
 def output_buffer(

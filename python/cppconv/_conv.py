@@ -157,22 +157,8 @@ def _run(
     if out is not None:
         _args.check_out(out, geo.out_shape, result)
 
-    plan = None if plans is None else plans.get(compute)
-    if plan is None:
-        w = _args.as_compute(geo.w4, compute)
-        b = None if bias is None else _args.as_compute(bias, compute)
-        # A layer keeps its own copy of the prepared weights; a one-shot call borrows them.
-        plan = _native.Conv2dPlan(w, b, copy=plans is not None)
-        if plans is not None:
-            plans[compute] = plan
-
-    direct = (
-        out is not None
-        and result == compute
-        and out.flags.c_contiguous
-        and not _args.overlaps(out, (x, weight, bias))
-    )
-    dst = out.reshape(geo.out_shape4) if direct else np.empty(geo.out_shape4, dtype=compute)
+    plan = _args.prepared_plan(_native.Conv2dPlan, plans, compute, geo.w4, bias)
+    dst, direct = _args.output_buffer(out, geo.out_shape4, result, compute, (x, weight, bias))
     top, bottom, left, right = geo.pads
     plan.run(
         _args.as_compute(geo.x4, compute), dst,
@@ -180,13 +166,7 @@ def _run(
         top, bottom, left, right, spec.groups, spec.padding_mode, spec.layout, spec.activation,
         algorithm, threads,
     )
-    if direct:
-        return out
-    y = dst.reshape(geo.out_shape)
-    if out is not None:
-        np.copyto(out, y, casting="unsafe")
-        return out
-    return y if result == compute else y.astype(result)
+    return _args.deliver(out, dst, direct, geo.out_shape, result)
 
 
 def conv2d(

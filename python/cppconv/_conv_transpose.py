@@ -123,13 +123,7 @@ def _run(spec: _TransposeSpec, x: Any, weight: Any, bias: Any, out: Any,
     if out is not None:
         _args.check_out(out, geo.out_shape, result)
 
-    plan = None if plans is None else plans.get(compute)
-    if plan is None:
-        w = _args.as_compute(geo.w4, compute)
-        b = None if bias is None else _args.as_compute(bias, compute)
-        plan = _native.ConvTranspose2dPlan(w, b, copy=plans is not None)
-        if plans is not None:
-            plans[compute] = plan
+    plan = _args.prepared_plan(_native.ConvTranspose2dPlan, plans, compute, geo.w4, bias)
 
     dst, direct = _args.output_buffer(out, geo.out_shape4, result, compute, (x, weight, bias))
     top, bottom, left, right = spec.padding
