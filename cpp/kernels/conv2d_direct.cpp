@@ -1,26 +1,32 @@
-// conv2d_pixelvec / conv2d_channelvec: the blocked direct convolution engine, for float32 and
+// conv2d_channelvec / conv2d_pixelvec: the blocked direct convolution engine, for float32 and
 // float64, on AVX2 and AVX-512.
 //
-// Output-stationary register blocking: a microkernel holds MR output pixels of one output row
-// times NR output channels (NV vectors) in registers, loops over kernel taps and input
-// channels, broadcasting one input value per pixel against NV weight vectors, and stores each
-// output once with bias and activation fused.
+// Output-stationary register blocking, in two orientations:
+//  - ChannelVec: a microkernel holds MR output pixels of one output row times NR output
+//    channels (kNV vectors) in registers, loops over kernel taps and input channels,
+//    broadcasting one input value per pixel against the weight vectors.  Weights are packed
+//    once per plan to [group][k block][tap][c][NR] (zero past the last output channel).
+//  - PixelVec (NCHW only): MK output channels times NV vectors of consecutive output pixels,
+//    broadcasting one weight per channel, read from the weights' own layout (nothing to pack,
+//    which matters for one-shot calls).  Used where channel blocks would be mostly empty or
+//    the plane is one long run of pixels (see pixelvec_preferred).
+// Each output is stored once, with bias and activation fused.
 //
 // Memory layout choices, and why:
-//  - Weights are packed once per plan to [group][k block][tap][c][NR], so the microkernel reads
-//    them as consecutive aligned vectors (zero-padded past the last output channel).
 //  - The padded input rows that a block of output rows needs are copied into a tile laid out
-//    [tile row][c][stride phase][q], where padded column x = q * stride_w + phase.  For one tap
-//    and channel the MR pixels of a block then sit at consecutive addresses, so every broadcast
-//    has a constant displacement, and the hot loop has no bounds checks (padding, whatever its
-//    mode, was resolved while copying).  From NCHW this is a row copy; from NHWC a transpose.
-//  - The tile of a row block is shared by the thread team (filled cooperatively, then
-//    computed over output-channel blocks x output rows), so it is copied once, not per thread.
-//  - NHWC output is stored straight from the registers; NCHW output goes through a per-thread
-//    row buffer [ow][NR] that is transposed into the output rows.
+//    [tile row][c][stride phase][q] (channel-major [c][tile row][q] for PixelVec's wide runs),
+//    where padded column x = q * stride_w + phase.  For one tap and channel the pixels of a
+//    block then sit at consecutive addresses, so every load has a constant displacement, and
+//    the hot loop has no bounds checks (padding, whatever its mode, was resolved while
+//    copying).  Without padding and stride phases (NCHW, stride_w 1) x is read in place.
+//  - With few independent (image, group, row block) units the thread team shares each tile
+//    (filled together, then its outputs handed out dynamically); with many, each thread owns
+//    whole units and their tiles, and no barrier is needed.
+//  - NHWC output is stored straight from the registers; NCHW output of ChannelVec goes through
+//    a per-thread row buffer [row][ow][NR] that is transposed into the output rows.
 #include <array>
-#include <type_traits>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
