@@ -187,3 +187,18 @@ def test_gil_released(restore_threads):
     assert len(stamps) > 10, f"the main thread ran {len(stamps)} times during a {duration:.3f} s conv"
     assert gaps.max() < 0.5 * duration, (
         f"the main thread stalled {gaps.max():.3f} s during a {duration:.3f} s conv: GIL held?")
+
+
+def test_unknown_isa_cap_warns_and_caps_nothing():
+    """CPPCONV_MAX_ISA with a name that is not an available ISA is reported, not silently ignored."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, CPPCONV_MAX_ISA="avx-512")
+    code = "import warnings, cppconv; print(cppconv.info()['isa'] == cppconv._native.default_isa())"
+    p = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "CPPCONV_MAX_ISA='avx-512' names no ISA available" in p.stderr
+    assert p.stdout.strip() == "True"

@@ -28,6 +28,25 @@ from ._pool import (
 __version__: str = _native.__version__
 
 
+def _check_isa_cap() -> None:
+    """A CPPCONV_MAX_ISA that names no ISA available here caps nothing: say so, once."""
+    import os
+    import warnings
+
+    cap = os.environ.get("CPPCONV_MAX_ISA")
+    available = list(_native.available_isas())
+    if cap and cap not in available:
+        warnings.warn(
+            f"CPPCONV_MAX_ISA={cap!r} names no ISA available on this machine ({', '.join(available)}); "
+            f"it caps nothing, so cppconv uses {_native.selected_isa()}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+_check_isa_cap()
+
+
 def set_num_threads(n: int) -> None:
     """Set how many threads cppconv's kernels use (default: the CPUs this process may use).
 
