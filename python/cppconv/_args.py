@@ -138,6 +138,14 @@ def float_dtype(array: np.ndarray, name: str) -> np.dtype:
     raise TypeError(f"{name} has unsupported dtype {array.dtype}; cppconv takes float, integer or bool arrays")
 
 
+def operands_result_dtype(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray]) -> np.dtype:
+    """numpy.result_type of a convolution's operands, integer and bool ones counting as float64."""
+    dtypes = [float_dtype(x, "x"), float_dtype(weight, "weight")]
+    if bias is not None:
+        dtypes.append(float_dtype(bias, "bias"))
+    return np.result_type(*dtypes)
+
+
 def compute_dtype(result: np.dtype) -> np.dtype:
     """The dtype the kernels run in for a given result dtype."""
     if result == _F32 or result == _F16:
@@ -167,6 +175,15 @@ def as_input_array(value: Any, name: str) -> np.ndarray:
     if array.dtype == object:
         raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}")
     return array
+
+
+def operand_arrays(x: Any, weight: Any, bias: Any) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """A convolution's x, weight and bias (or None) as arrays, without copying arrays."""
+    return (
+        as_input_array(x, "x"),
+        as_input_array(weight, "weight"),
+        None if bias is None else as_input_array(bias, "bias"),
+    )
 
 
 def as_compute(array: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -123,21 +123,6 @@ class _Geometry:
             self.out_shape = self.out_shape4
 
 
-def _result_dtype(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray]) -> np.dtype:
-    dtypes = [_args.float_dtype(x, "x"), _args.float_dtype(weight, "weight")]
-    if bias is not None:
-        dtypes.append(_args.float_dtype(bias, "bias"))
-    return np.result_type(*dtypes)
-
-
-def _inputs(x: Any, weight: Any, bias: Any) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-    return (
-        _args.as_input_array(x, "x"),
-        _args.as_input_array(weight, "weight"),
-        None if bias is None else _args.as_input_array(bias, "bias"),
-    )
-
-
 def _run(
     spec: _ConvSpec,
     x: Any,
@@ -149,8 +134,8 @@ def _run(
     num_threads: Any = None,
 ) -> np.ndarray:
     threads = _args.thread_count(num_threads)
-    x, weight, bias = _inputs(x, weight, bias)
-    result = _result_dtype(x, weight, bias)
+    x, weight, bias = _args.operand_arrays(x, weight, bias)
+    result = _args.operands_result_dtype(x, weight, bias)
     compute = _args.compute_dtype(result)
     geo = _Geometry(spec, x, weight, bias)
     _args.check_result_size(geo.out_shape, result)
@@ -347,7 +332,7 @@ class Conv2d:
         self._spec = _ConvSpec(stride, padding, dilation, groups, padding_mode, layout, activation)
         weight = _args.as_input_array(weight, "weight")
         bias = None if bias is None else _args.as_input_array(bias, "bias")
-        _result_dtype(weight, weight, bias)  # rejects unsupported dtypes now
+        _args.operands_result_dtype(weight, weight, bias)  # rejects unsupported dtypes now
         if weight.ndim not in (2, 4):
             raise ValueError(f"weight must be 4-D (K, C/groups, kh, kw) or a 2-D kernel, got shape {weight.shape}")
         k = weight.shape[0] if weight.ndim == 4 else 1

@@ -104,19 +104,10 @@ class _Geometry:
         self.out_shape = _args.image_shape(self.out_shape4, x.ndim, spec.layout)
 
 
-def _result_dtype(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray]) -> np.dtype:
-    dtypes = [_args.float_dtype(x, "x"), _args.float_dtype(weight, "weight")]
-    if bias is not None:
-        dtypes.append(_args.float_dtype(bias, "bias"))
-    return np.result_type(*dtypes)
-
-
 def _run(spec: _TransposeSpec, x: Any, weight: Any, bias: Any, out: Any,
          plans: Optional[Dict[np.dtype, Any]] = None, algorithm: str = "") -> np.ndarray:
-    x = _args.as_input_array(x, "x")
-    weight = _args.as_input_array(weight, "weight")
-    bias = None if bias is None else _args.as_input_array(bias, "bias")
-    result = _result_dtype(x, weight, bias)
+    x, weight, bias = _args.operand_arrays(x, weight, bias)
+    result = _args.operands_result_dtype(x, weight, bias)
     compute = _args.compute_dtype(result)
     geo = _Geometry(spec, x, weight, bias)
     _args.check_result_size(geo.out_shape, result)
@@ -222,7 +213,7 @@ class ConvTranspose2d:
         self._spec = _TransposeSpec(stride, padding, output_padding, groups, dilation, layout, activation)
         weight = _args.as_input_array(weight, "weight")
         bias = None if bias is None else _args.as_input_array(bias, "bias")
-        _result_dtype(weight, weight, bias)  # rejects unsupported dtypes now
+        _args.operands_result_dtype(weight, weight, bias)  # rejects unsupported dtypes now
         if weight.ndim not in (2, 4):
             raise ValueError(f"weight must be 4-D (C, K/groups, kh, kw) or a 2-D kernel, got shape {weight.shape}")
         c = weight.shape[0] if weight.ndim == 4 else 1
