@@ -110,6 +110,37 @@ def _split_out(out: Any, return_indices: bool) -> Tuple[Optional[np.ndarray], Op
     return out, None
 
 
+class _Destinations:
+    """Where a pool's kernel writes its values (and, with return_indices, the argmax indices),
+    checked against the user's `out` (an array or a (values, indices) pair), and how the
+    results reach the user."""
+
+    def __init__(self, out: Any, return_indices: bool, shape: Tuple[int, ...], shape4: Tuple[int, ...],
+                 result: np.dtype, compute: np.dtype, x: np.ndarray):
+        _args.check_result_size(shape, result)
+        self.out_values, self.out_indices = _split_out(out, return_indices)
+        if self.out_values is not None:
+            _args.check_out(self.out_values, shape, result)
+        if self.out_indices is not None:
+            _args.check_out(self.out_indices, shape, _I64)
+        self.shape, self.result, self.return_indices = shape, result, return_indices
+        self.values, self.values_direct = _args.output_buffer(
+            self.out_values, shape4, result, compute, (x, self.out_indices)
+        )
+        self.indices: Optional[np.ndarray] = None
+        self.indices_direct = False
+        if return_indices:
+            oi = self.out_indices
+            self.indices_direct = oi is not None and oi.flags.c_contiguous and not _args.overlaps(oi, (x, self.values))
+            self.indices = oi.reshape(shape4) if self.indices_direct else np.empty(shape4, dtype=_I64)  # type: ignore[union-attr]
+
+    def deliver(self) -> Any:
+        y = _args.deliver(self.out_values, self.values, self.values_direct, self.shape, self.result)
+        if not self.return_indices:
+            return y
+        return y, _args.deliver(self.out_indices, self.indices, self.indices_direct, self.shape, _I64)  # type: ignore[arg-type]
+
+
 def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, algorithm: str = "") -> Any:
     x, result, compute = _input(x)
     x4 = _args.image_4d(x, spec.layout)
@@ -130,25 +161,12 @@ def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, a
         raise ValueError(f"output size ({oh}, {ow}) below 1 for input ({h}, {w}) and kernel_size ({kh}, {kw})")
     shape4 = _shape4(n, c, oh, ow, spec.layout)
     shape = _args.image_shape(shape4, x.ndim, spec.layout)
-    _args.check_result_size(shape, result)
-    out_v, out_i = _split_out(out, return_indices)
-    if out_v is not None:
-        _args.check_out(out_v, shape, result)
-    if out_i is not None:
-        _args.check_out(out_i, shape, _I64)
-    dst, direct = _args.output_buffer(out_v, shape4, result, compute, (x, out_i))
-    idx = None
-    if return_indices:
-        idx_direct = out_i is not None and out_i.flags.c_contiguous and not _args.overlaps(out_i, (x, dst))
-        idx = out_i.reshape(shape4) if idx_direct else np.empty(shape4, dtype=_I64)
+    dest = _Destinations(out, return_indices, shape, shape4, result, compute, x)
     _native.pool2d(
-        _args.as_compute(x4, compute), dst, idx, spec.kind, kh, kw, sh, sw, dh, dw, top, bottom, left, right,
+        _args.as_compute(x4, compute), dest.values, dest.indices, spec.kind, kh, kw, sh, sw, dh, dw, top, bottom, left, right,
         spec.ceil_mode, spec.count_include_pad, spec.divisor, spec.layout, algorithm,
     )
-    y = _args.deliver(out_v, dst, direct, shape, result)
-    if not return_indices:
-        return y
-    return y, _args.deliver(out_i, idx, idx_direct, shape, _I64)  # type: ignore[arg-type]
+    return dest.deliver()
 
 
 def max_pool2d(
@@ -244,22 +262,9 @@ def _run_adaptive(kind: int, x: Any, output_size: Any, layout: Any, return_indic
     oh, ow = _adaptive_size(output_size, (h, w))
     shape4 = _shape4(n, c, oh, ow, code)
     shape = _args.image_shape(shape4, x.ndim, code)
-    _args.check_result_size(shape, result)
-    out_v, out_i = _split_out(out, return_indices)
-    if out_v is not None:
-        _args.check_out(out_v, shape, result)
-    if out_i is not None:
-        _args.check_out(out_i, shape, _I64)
-    dst, direct = _args.output_buffer(out_v, shape4, result, compute, (x, out_i))
-    idx = None
-    if return_indices:
-        idx_direct = out_i is not None and out_i.flags.c_contiguous and not _args.overlaps(out_i, (x, dst))
-        idx = out_i.reshape(shape4) if idx_direct else np.empty(shape4, dtype=_I64)
-    _native.adaptive_pool2d(_args.as_compute(x4, compute), dst, idx, kind, code, algorithm)
-    y = _args.deliver(out_v, dst, direct, shape, result)
-    if not return_indices:
-        return y
-    return y, _args.deliver(out_i, idx, idx_direct, shape, _I64)  # type: ignore[arg-type]
+    dest = _Destinations(out, return_indices, shape, shape4, result, compute, x)
+    _native.adaptive_pool2d(_args.as_compute(x4, compute), dest.values, dest.indices, kind, code, algorithm)
+    return dest.deliver()
 
 
 def adaptive_avg_pool2d(x: Any, output_size: Any, layout: str = "NCHW", out: Optional[np.ndarray] = None) -> np.ndarray:
