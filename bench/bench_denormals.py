@@ -16,29 +16,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from typing import Callable, List
 
 import numpy as np
 
 import cppconv
+from bench_pool import timeit  # the same timer as the pooling benchmark beside this file
 
 STAT = statistics.median
 TINY = np.float32(1e-39)  # a float32 denormal
-
-
-def timeit(fn: Callable[[], object], min_time: float, min_repeats: int = 5) -> float:
-    """Median (or --stat min) seconds per call, after one warm-up call."""
-    fn()
-    times: List[float] = []
-    start = time.perf_counter()
-    while len(times) < min_repeats or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if len(times) >= 200:
-            break
-    return STAT(times)
 
 
 def denormal_like(a: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -79,9 +64,9 @@ def main() -> None:
         base_c = base_n = None
         for label, data in (("normal", x), ("half denormal", denormal_like(x, 0.5, rng)),
                             ("all denormal", denormal_like(x, 1.0, rng))):
-            t_c = timeit(lambda: layer(data), min_time)
+            t_c = timeit(lambda: layer(data), min_time, stat=STAT)
             mat = data.reshape(-1, data.shape[-1])[:512]
-            t_n = timeit(lambda: mat @ mat.T, min_time)
+            t_n = timeit(lambda: mat @ mat.T, min_time, stat=STAT)
             base_c = base_c or t_c
             base_n = base_n or t_n
             print(f"{name:22s} {label:16s} {t_c * 1e3:11.3f} {t_c / base_c:6.2f} {t_n * 1e3:9.3f} {t_n / base_n:6.2f}")

@@ -31,8 +31,9 @@ except ImportError:  # pragma: no cover - optional peer
 STAT = statistics.median
 
 
-def timeit(fn: Callable[[], object], min_time: float, min_repeats: int = 5) -> float:
-    """Median (or --stat min) seconds per call, after one warm-up call."""
+def timeit(fn: Callable[[], object], min_time: float, min_repeats: int = 5,
+           stat: Optional[Callable[[List[float]], float]] = None) -> float:
+    """Median (or --stat min, or `stat`) seconds per call, after one warm-up call."""
     fn()
     times: List[float] = []
     start = time.perf_counter()
@@ -42,7 +43,7 @@ def timeit(fn: Callable[[], object], min_time: float, min_repeats: int = 5) -> f
         times.append(time.perf_counter() - t0)
         if len(times) >= 200:
             break
-    return STAT(times)
+    return (stat or STAT)(times)
 
 
 # NumPy references (sliding_window_view), NCHW.
