@@ -78,7 +78,12 @@ double conv2d_flops(const Conv2dProblem& p) {
          double(p.in_channels / p.groups) * double(p.kernel_h) * double(p.kernel_w);
 }
 
-int threads_for(const Conv2dProblem& p, int max_threads) { return threads_for_work(conv2d_flops(p), max_threads); }
+// Work in flop-equivalents: the arithmetic plus the data each call moves, which is what bounds
+// the layers with little arithmetic per value (depthwise, small planes), as it does a pool.
+int threads_for(const Conv2dProblem& p, int max_threads) {
+  const double values = double(p.batch) * double(p.in_channels * p.in_h * p.in_w + p.out_channels * p.out_h * p.out_w);
+  return threads_for_work(conv2d_flops(p) + 32.0 * values, max_threads);
+}
 
 std::vector<int64_t> padding_index_map(int64_t size, int64_t before, int64_t after, PadMode mode) {
   std::vector<int64_t> map(size_t(size + before + after));

@@ -979,6 +979,17 @@ BIG_SWEEP_CASES = [
     dict(N=2, C=72, K=72, groups=72, activation="relu6", layout="NHWC", **_geometry_case(28, 28, (5, 5))),
     dict(N=1, C=48, K=48, groups=48, activation="relu", layout="NCHW", **_geometry_case(40, 40, (3, 3))),
     dict(N=1, C=33, K=33, groups=33, activation=None, layout="NCHW", **_geometry_case(37, 37, (3, 3), stride=2)),
+    # Depthwise tiles split into bands: rows past the tile budget, columns past the tile width,
+    # the NCHW per-row delivery of column bands, every padding mode, strides beyond 2.
+    dict(N=1, C=17, K=17, groups=17, activation="relu", layout="NCHW", padding_mode="reflect",
+         **_geometry_case(300, 150, (3, 3))),
+    dict(N=2, C=20, K=20, groups=20, activation=None, layout="NHWC", padding_mode="circular",
+         **_geometry_case(3, 1100, (5, 5))),
+    dict(N=1, C=24, K=24, groups=24, activation="silu", layout="NCHW", **_geometry_case(4, 1030, (3, 3), stride=2)),
+    dict(N=1, C=35, K=35, groups=35, activation="relu6", layout="NCHW", padding_mode="replicate",
+         **_geometry_case(9, 11, (3, 3), stride=3)),
+    dict(N=1, C=16, K=16, groups=16, activation=None, layout="NCHW", **_geometry_case(20, 40, (7, 7))),
+    dict(N=3, C=31, K=31, groups=31, activation="leaky_relu", layout="NHWC", **_geometry_case(14, 14, (3, 3), stride=2)),
 ]
 for _c in BIG_SWEEP_CASES:
     _c.setdefault("groups", 1)

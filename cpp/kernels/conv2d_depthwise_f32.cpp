@@ -1,13 +1,20 @@
-// Depthwise convolution (groups == C == K), one kernel per layout.
+// Depthwise convolution (groups == C == K).
 //
-// conv2d_depthwise_nhwc_f32: depthwise convolution (groups == C == K) on NHWC, vectorised
-// across channels.  Each output pixel reads its kh x kw input pixels straight from x (the
-// padding maps give the source row/column, or a zero), so nothing is copied: a depthwise layer
-// does too little arithmetic per input value for a tile copy to pay off.  Memory-bound; the
-// register block is kPixels output pixels x kVecs channel vectors.
+// conv2d_depthwise_cblock_f32 (both layouts): vectorised across a block of kVL channels.
+// A work item is (image, channel block, band of output rows, band of output columns): its
+// input is copied into a padded, channel-interleaved tile [row][column][kVL] (NCHW planes
+// through an in-register transpose; the padding comes from the index maps, so every padding
+// mode is one copy), so the hot loop runs on whole vectors with no edge tests and no wasted
+// lanes whatever the plane size; the output block goes out the same way.  A register block is
+// kMB output pixels of one row; for the common kernel widths with unit dilation each loaded
+// input vector feeds every tap it belongs to (one load per input column instead of one per tap).
+//
+// conv2d_depthwise_nchw_f32: NCHW with fewer channels than a vector (a single image plane),
+// vectorised along the output row, reading x in place.
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "kernels/conv2d_depthwise_f32.h"
@@ -25,183 +32,414 @@ using Vec = simd::Vec<float>;
 using Mask = simd::Mask<float>;
 constexpr int kVL = kLanes<float>;
 
-constexpr int kVecs = 4;  // channel vectors per block
+constexpr int kMB = 8;  // output pixels per register block: 8 FMA chains hide the latency
+// Input tile budget per work item: a band of rows (and, for very wide rows, of columns) is
+// sized so its padded, channel-interleaved tile stays well inside L2.
+constexpr int64_t kTileBytes = 128 * 1024;
+constexpr int64_t kMaxTileCols = 1024;
 
-bool depthwise_accepts(const Conv2dProblem& p) {
-  return p.dtype == DType::Float32 && p.layout == Layout::NHWC && p.groups == p.in_channels &&
-         p.out_channels == p.in_channels && p.in_channels >= kVL;
-}
+struct CBlockPlan {
+  int64_t cblocks = 0;      // channel blocks of kVL
+  int64_t band_rows = 0;    // output rows per item
+  int64_t band_cols = 0;    // output columns per item
+  int64_t row_bands = 0, col_bands = 0, items = 0;
+  int64_t tile_rows = 0, tile_cols = 0;  // of the largest band's input tile
+  size_t thread_floats = 0;              // input tile + output block + weights + bias
+};
 
-// Packed weights: [tap][C] so one tap's weights for a channel vector are contiguous.
-size_t depthwise_packed_bytes(const Conv2dProblem& p) {
-  return size_t(p.kernel_h * p.kernel_w * p.out_channels) * sizeof(float);
-}
-
-void depthwise_pack(const Conv2dProblem& p, const void* weight, void* packed, int) {
-  const float* w = static_cast<const float*>(weight);
-  float* dst = static_cast<float*>(packed);
+CBlockPlan cblock_plan(const Conv2dProblem& p, int threads) {
+  CBlockPlan d;
+  d.cblocks = ceil_div(p.in_channels, kVL);
+  const auto tile_cols_for = [&](int64_t cols) { return (cols - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1; };
+  const auto tile_rows_for = [&](int64_t rows) { return (rows - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1; };
+  d.band_cols = p.out_w;
+  while (d.band_cols > 1 && tile_cols_for(d.band_cols) > kMaxTileCols) d.band_cols = ceil_div(d.band_cols, 2);
+  const int64_t row_bytes = tile_cols_for(d.band_cols) * kVL * int64_t(sizeof(float));
+  d.band_rows = p.out_h;
+  while (d.band_rows > 1 && tile_rows_for(d.band_rows) * row_bytes > kTileBytes) d.band_rows = ceil_div(d.band_rows, 2);
+  d.col_bands = ceil_div(p.out_w, d.band_cols);
+  // Enough items for an even dynamic split, as long as a band keeps several rows (each band
+  // copies kh - 1 rows of its neighbour again).
+  const auto item_count = [&] { return p.batch * d.cblocks * ceil_div(p.out_h, d.band_rows) * d.col_bands; };
+  while (threads > 1 && item_count() < 8 * threads && d.band_rows >= 8) d.band_rows = ceil_div(d.band_rows, 2);
+  d.row_bands = ceil_div(p.out_h, d.band_rows);
+  d.items = item_count();
+  d.tile_rows = tile_rows_for(d.band_rows);
+  d.tile_cols = tile_cols_for(d.band_cols);
   const int64_t taps = p.kernel_h * p.kernel_w;
-  for (int64_t t = 0; t < taps; ++t)
-    for (int64_t c = 0; c < p.out_channels; ++c) dst[t * p.out_channels + c] = w[c * taps + t];
+  d.thread_floats = size_t((d.tile_rows * d.tile_cols + d.band_rows * d.band_cols + taps + 1) * kVL);
+  return d;
 }
 
-size_t depthwise_workspace(const Conv2dProblem& p, int) { return size_t(p.out_channels) * sizeof(float); }
+bool cblock_accepts(const Conv2dProblem& p) {
+  return p.dtype == DType::Float32 && p.groups == p.in_channels && p.out_channels == p.in_channels;
+}
 
-// nv channel vectors starting at channel c0 of output pixel (oh, ow).
-template <int NV>
-void depthwise_block(const ConvCall& call, const float* x_img, const float* w, const float* bias, int64_t oh,
-                     int64_t ow, int64_t c0, float* y_pix) {
+size_t cblock_workspace(const Conv2dProblem& p, int threads) {
+  return size_t(threads) * cblock_plan(p, threads).thread_floats * sizeof(float);
+}
+
+size_t no_packing(const Conv2dProblem&) { return 0; }
+
+// Channels [0, cvalid) of `count` pixels of a set of planes `plane_stride` apart, transposed
+// into [pixel][kVL] at `dst`; lanes past cvalid are zero.  (Loops over the vector array are
+// fully unrolled, with the bounds as conditions inside, so the block stays in registers.)
+static inline void planes_to_pixels(const float* src, int64_t plane_stride, int cvalid, int64_t count, float* dst) {
+  int64_t q = 0;
+  if (cvalid == kVL) {
+    for (; q + kVL <= count; q += kVL) {
+      Vec v[kVL];
+#pragma GCC unroll 16
+      for (int c = 0; c < kVL; ++c) v[c] = vload(src + c * plane_stride + q);
+      transpose_square(v);
+#pragma GCC unroll 16
+      for (int m = 0; m < kVL; ++m) vstore(dst + (q + m) * kVL, v[m]);
+    }
+  }
+  for (; q < count; q += kVL) {
+    const int n = int(std::min<int64_t>(kVL, count - q));
+    const Mask valid = lane_mask(0, n);
+    Vec v[kVL];
+#pragma GCC unroll 16
+    for (int c = 0; c < kVL; ++c) v[c] = c < cvalid ? vload_mask(src + c * plane_stride + q, valid) : vzero();
+    transpose_square(v);
+#pragma GCC unroll 16
+    for (int m = 0; m < kVL; ++m)
+      if (m < n) vstore(dst + (q + m) * kVL, v[m]);
+  }
+}
+
+// The inverse: `count` pixel vectors [pixel][kVL] into planes [0, cvalid).
+static inline void pixels_to_planes(const float* src, int cvalid, int64_t count, float* dst, int64_t plane_stride) {
+  int64_t q = 0;
+  if (cvalid == kVL) {
+    for (; q + kVL <= count; q += kVL) {
+      Vec v[kVL];
+#pragma GCC unroll 16
+      for (int m = 0; m < kVL; ++m) v[m] = vload(src + (q + m) * kVL);
+      transpose_square(v);
+#pragma GCC unroll 16
+      for (int c = 0; c < kVL; ++c) vstore(dst + c * plane_stride + q, v[c]);
+    }
+  }
+  for (; q < count; q += kVL) {
+    const int n = int(std::min<int64_t>(kVL, count - q));
+    const Mask valid = lane_mask(0, n);
+    Vec v[kVL];
+#pragma GCC unroll 16
+    for (int m = 0; m < kVL; ++m) v[m] = m < n ? vload(src + (q + m) * kVL) : vzero();
+    transpose_square(v);
+#pragma GCC unroll 16
+    for (int c = 0; c < kVL; ++c)
+      if (c < cvalid) vstore_mask(dst + c * plane_stride + q, v[c], valid);
+  }
+}
+
+// The padded input of one item: tile[r][col][kVL] for padded rows row0 + r and padded columns
+// col0 + col.
+void fill_cblock_tile(const ConvCall& call, int64_t n, int64_t c0, int cvalid, int64_t row0, int64_t rows,
+                      int64_t col0, int64_t cols, float* tile) {
   const Conv2dProblem& p = call.p;
-  const int64_t C = p.in_channels;
-  Vec acc[NV];
-#pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) acc[v] = bias ? vload(bias + c0 + v * kVL) : vzero();
-  for (int64_t i = 0; i < p.kernel_h; ++i) {
-    const int64_t ih = call.row_src[oh * p.stride_h + i * p.dilation_h];
-    for (int64_t j = 0; j < p.kernel_w; ++j) {
-      const int64_t iw = call.col_src[ow * p.stride_w + j * p.dilation_w];
-      const float* wt = w + (i * p.kernel_w + j) * C + c0;
-      if (ih < 0 || iw < 0) {
-        // A zero from the padding still multiplies the weight: 0 * inf is NaN, as in PyTorch.
-#pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v) acc[v] = vfma(vzero(), vload(wt + v * kVL), acc[v]);
-        continue;
+  const float* x = static_cast<const float*>(call.x) + n * call.x_stride.n + c0 * call.x_stride.c;
+  const Mask cmask = lane_mask(0, cvalid);
+  // Padded columns that are the input's own columns, in order: [inner_lo, inner_hi).
+  const int64_t inner_lo = std::clamp(p.pad_left - col0, int64_t(0), cols);
+  const int64_t inner_hi = std::clamp(p.pad_left + p.in_w - col0, inner_lo, cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* dst = tile + r * cols * kVL;
+    const int64_t src_row = call.row_src[row0 + r];
+    if (src_row < 0) {
+      std::memset(dst, 0, sizeof(float) * size_t(cols * kVL));
+      continue;
+    }
+    const float* xr = x + src_row * call.x_stride.h;
+    if (p.layout == Layout::NHWC) {
+      for (int64_t col = 0; col < cols; ++col) {
+        const int64_t src_col = call.col_src[col0 + col];
+        vstore(dst + col * kVL, src_col < 0 ? vzero() : vload_mask(xr + src_col * call.x_stride.w, cmask));
       }
-      const float* xp = x_img + ih * call.x_stride.h + iw * call.x_stride.w + c0;
+      continue;
+    }
+    planes_to_pixels(xr + (col0 + inner_lo - p.pad_left), call.x_stride.c, cvalid, inner_hi - inner_lo,
+                     dst + inner_lo * kVL);
+    for (int64_t col = 0; col < cols; ++col) {
+      if (col == inner_lo) col = inner_hi;
+      if (col >= cols) break;
+      const int64_t src_col = call.col_src[col0 + col];
+      float* o = dst + col * kVL;
+      for (int c = 0; c < kVL; ++c) o[c] = src_col < 0 || c >= cvalid ? 0.0f : xr[c * call.x_stride.c + src_col];
+    }
+  }
+}
+
+// One block of MB output pixels of a row, any kernel, stride and dilation: the tap loop.
+//   x: tile address of the block's first pixel at tap (0, 0); tap t is at + tap_off[t];
+//   col_step: from one output pixel to the next in the tile (stride_w * kVL)
+template <int MB>
+void cblock_taps(const float* x, const int64_t* tap_off, int64_t taps, int64_t col_step, const float* w,
+                 const float* bias, Activation act, float* out) {
+  Vec acc[MB];
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[v] = vfma(vload(xp + v * kVL), vload(wt + v * kVL), acc[v]);
+  for (int m = 0; m < MB; ++m) acc[m] = vload(bias);
+  for (int64_t t = 0; t < taps; ++t) {
+    const Vec wv = vload(w + t * kVL);
+    const float* xt = x + tap_off[t];
+#pragma GCC unroll 8
+    for (int m = 0; m < MB; ++m) acc[m] = vfma(vload(xt + m * col_step), wv, acc[m]);
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < MB; ++m) vstore(out + m * kVL, apply_simple_activation(acc[m], act));
+}
+
+// The same for kernel width KW, stride S and unit column dilation: along a kernel row, input
+// column q feeds output pixel m through tap j = q - S * m, so each column is loaded once.
+template <int KW, int S, int MB>
+void cblock_row_reuse(const float* x, int64_t kh, int64_t row_step, const float* w, const float* bias,
+                      Activation act, float* out) {
+  constexpr int kCols = (MB - 1) * S + KW;
+  Vec acc[MB];
+#pragma GCC unroll 8
+  for (int m = 0; m < MB; ++m) acc[m] = vload(bias);
+  for (int64_t i = 0; i < kh; ++i) {
+    const float* xr = x + i * row_step;
+    Vec wv[KW];
+#pragma GCC unroll 8
+    for (int j = 0; j < KW; ++j) wv[j] = vload(w + (i * KW + j) * kVL);
+#pragma GCC unroll 32
+    for (int q = 0; q < kCols; ++q) {
+      const Vec xv = vload(xr + q * kVL);
+#pragma GCC unroll 8
+      for (int j = 0; j < KW; ++j) {
+        const int m = (q - j) / S;
+        if (q >= j && (q - j) % S == 0 && m < MB) acc[m] = vfma(xv, wv[j], acc[m]);
+      }
     }
   }
 #pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) vstore(y_pix + c0 + v * kVL, apply_simple_activation(acc[v], p.activation));
+  for (int m = 0; m < MB; ++m) vstore(out + m * kVL, apply_simple_activation(acc[m], act));
 }
 
-void run_depthwise(const ConvCall& call) {
+using RowReuseFn = void (*)(const float*, int64_t, int64_t, const float*, const float*, Activation, float*);
+using TapsFn = void (*)(const float*, const int64_t*, int64_t, int64_t, const float*, const float*, Activation,
+                        float*);
+
+template <int KW, int S, size_t... M>
+constexpr std::array<RowReuseFn, kMB> row_reuse_table(std::index_sequence<M...>) {
+  return {cblock_row_reuse<KW, S, int(M) + 1>...};
+}
+template <size_t... M>
+constexpr std::array<TapsFn, kMB> taps_table(std::index_sequence<M...>) {
+  return {cblock_taps<int(M) + 1>...};
+}
+constexpr auto kTaps = taps_table(std::make_index_sequence<kMB>());
+
+// Row-reuse blocks by [block pixels - 1] for the kernel widths and strides they cover.
+const RowReuseFn* row_reuse_blocks(const Conv2dProblem& p) {
+  static constexpr auto k3s1 = row_reuse_table<3, 1>(std::make_index_sequence<kMB>());
+  static constexpr auto k3s2 = row_reuse_table<3, 2>(std::make_index_sequence<kMB>());
+  static constexpr auto k5s1 = row_reuse_table<5, 1>(std::make_index_sequence<kMB>());
+  static constexpr auto k5s2 = row_reuse_table<5, 2>(std::make_index_sequence<kMB>());
+  static constexpr auto k7s1 = row_reuse_table<7, 1>(std::make_index_sequence<kMB>());
+  if (p.dilation_w != 1) return nullptr;
+  if (p.kernel_w == 3) return p.stride_w == 1 ? k3s1.data() : p.stride_w == 2 ? k3s2.data() : nullptr;
+  if (p.kernel_w == 5) return p.stride_w == 1 ? k5s1.data() : p.stride_w == 2 ? k5s2.data() : nullptr;
+  if (p.kernel_w == 7 && p.stride_w == 1) return k7s1.data();
+  return nullptr;
+}
+
+void run_cblock(const ConvCall& call) {
   const Conv2dProblem& p = call.p;
-  const float* x = static_cast<const float*>(call.x);
-  const float* w = static_cast<const float*>(call.packed);
+  const CBlockPlan d = cblock_plan(p, call.num_threads);
+  const float* weight = static_cast<const float*>(call.weight);
   const float* bias = static_cast<const float*>(call.bias);
   float* y = static_cast<float*>(call.y);
-  const int64_t C = p.in_channels;
-  const int64_t full_vecs = C / kVL;
-  const int64_t tail = C - full_vecs * kVL;  // channels past the last full vector
-  const int64_t rows = p.batch * p.out_h;
+  const int64_t taps = p.kernel_h * p.kernel_w;
+  const RowReuseFn* reuse = row_reuse_blocks(p);
+  const bool nchw = p.layout == Layout::NCHW;
+  const Activation fused = is_simple(p.activation) ? p.activation : Activation::None;
 #pragma omp parallel num_threads(call.num_threads)
   {
     DenormalGuard denormals;
-#pragma omp for schedule(static)
-    for (int64_t row = 0; row < rows; ++row) {
-      const int64_t n = row / p.out_h, oh = row % p.out_h;
-      const float* x_img = x + n * call.x_stride.n;
-      for (int64_t ow = 0; ow < p.out_w; ++ow) {
-        float* y_pix = y + n * call.y_stride.n + oh * call.y_stride.h + ow * call.y_stride.w;
-        int64_t v = 0;
-        for (; v + kVecs <= full_vecs; v += kVecs) depthwise_block<kVecs>(call, x_img, w, bias, oh, ow, v * kVL, y_pix);
-        for (; v < full_vecs; ++v) depthwise_block<1>(call, x_img, w, bias, oh, ow, v * kVL, y_pix);
-        if (tail) {
-          // The last channels: an overlapping full vector ending at C (C >= kVL), recomputed.
-          depthwise_block<1>(call, x_img, w, bias, oh, ow, C - kVL, y_pix);
+    float* tile = scratch<float>(d.thread_floats);
+    float* out_block = tile + d.tile_rows * d.tile_cols * kVL;
+    float* wblock = out_block + d.band_rows * d.band_cols * kVL;  // [tap][kVL]
+    float* bias_block = wblock + taps * kVL;
+    std::vector<int64_t> tap_off(static_cast<size_t>(taps));
+    int64_t last_cb = -1, last_tile_cols = -1;
+#pragma omp for schedule(dynamic)
+    for (int64_t item = 0; item < d.items; ++item) {
+      // NHWC runs the channel blocks of a band one after another, so the band's input lines,
+      // which hold every channel block, come from memory once; NCHW planes are apart anyway.
+      const int64_t bands = p.batch * d.row_bands * d.col_bands;
+      const int64_t cb = nchw ? item / bands : item % d.cblocks;
+      const int64_t band = nchw ? item % bands : item / d.cblocks;
+      const int64_t n = band / (d.row_bands * d.col_bands);
+      const int64_t rb = band / d.col_bands % d.row_bands, colb = band % d.col_bands;
+      const int64_t c0 = cb * kVL;
+      const int cvalid = int(std::min<int64_t>(kVL, p.in_channels - c0));
+      if (cb != last_cb) {
+        for (int64_t t = 0; t < taps; ++t)
+          for (int c = 0; c < kVL; ++c) wblock[t * kVL + c] = c < cvalid ? weight[(c0 + c) * taps + t] : 0.0f;
+        vstore(bias_block, bias ? vload_mask(bias + c0, lane_mask(0, cvalid)) : vzero());
+        last_cb = cb;
+      }
+      const int64_t oh0 = rb * d.band_rows, rows = std::min(d.band_rows, p.out_h - oh0);
+      const int64_t ow0 = colb * d.band_cols, cols = std::min(d.band_cols, p.out_w - ow0);
+      const int64_t tile_rows = (rows - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
+      const int64_t tile_cols = (cols - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
+      fill_cblock_tile(call, n, c0, cvalid, oh0 * p.stride_h, tile_rows, ow0 * p.stride_w, tile_cols, tile);
+      if (tile_cols != last_tile_cols) {
+        for (int64_t i = 0; i < p.kernel_h; ++i)
+          for (int64_t j = 0; j < p.kernel_w; ++j)
+            tap_off[size_t(i * p.kernel_w + j)] = (i * p.dilation_h * tile_cols + j * p.dilation_w) * kVL;
+        last_tile_cols = tile_cols;
+      }
+      const int64_t row_step = p.dilation_h * tile_cols * kVL, col_step = p.stride_w * kVL;
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* xr = tile + r * p.stride_h * tile_cols * kVL;
+        float* orow = out_block + r * cols * kVL;
+        for (int64_t ow = 0; ow < cols; ow += kMB) {
+          const size_t mb = size_t(std::min<int64_t>(kMB, cols - ow));
+          if (reuse) reuse[mb - 1](xr + ow * col_step, p.kernel_h, row_step, wblock, bias_block, fused, orow + ow * kVL);
+          else kTaps[mb - 1](xr + ow * col_step, tap_off.data(), taps, col_step, wblock, bias_block, fused, orow + ow * kVL);
         }
-        if (!is_simple(p.activation)) activate_row(y_pix, C, p.activation);
+      }
+      if (!is_simple(p.activation)) activate_row(out_block, rows * cols * kVL, p.activation);
+      float* yn = y + n * call.y_stride.n + c0 * call.y_stride.c;
+      if (nchw && cols == p.out_w) {  // full rows: the block is a contiguous run of each plane
+        pixels_to_planes(out_block, cvalid, rows * cols, yn + oh0 * call.y_stride.h, call.y_stride.c);
+      } else {
+        for (int64_t r = 0; r < rows; ++r) {
+          float* yr = yn + (oh0 + r) * call.y_stride.h + ow0 * call.y_stride.w;
+          const float* orow = out_block + r * cols * kVL;
+          if (nchw) {
+            pixels_to_planes(orow, cvalid, cols, yr, call.y_stride.c);
+          } else {
+            const Mask cmask = lane_mask(0, cvalid);
+            for (int64_t o = 0; o < cols; ++o) vstore_mask(yr + o * call.y_stride.w, vload(orow + o * kVL), cmask);
+          }
+        }
       }
     }
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// conv2d_depthwise_nchw_f32: depthwise on NCHW with zero padding, vectorised along the output
-// row and reading x in place: masked loads give the zeros past the left and right edges (no
-// tile copy, which would cost more than the arithmetic here), rows outside the input are
-// skipped.  Stride 1, and stride 2 on AVX-512 (two loads de-interleaved by one permute).
+// conv2d_depthwise_nchw_f32: NCHW, stride 1 along the row, vectorised along the output row.
+// A work item is (image, channel, band of output rows); the band's input rows are copied into
+// a padded tile whose rows are a whole number of vectors wide (plain copies, no transpose), so
+// every load is unmasked; the output goes straight into y (the last vector of a row masked).
+// Weights are broadcast once per kernel row and block, so an FMA costs one load.
 
-bool depthwise_nchw_accepts(const Conv2dProblem& p) {
-#if defined(__AVX512F__)
-  const bool stride_ok = p.stride_w <= 2;
-#else
-  const bool stride_ok = p.stride_w == 1;
-#endif
-  return p.dtype == DType::Float32 && p.layout == Layout::NCHW && p.groups == p.in_channels &&
-         p.out_channels == p.in_channels && p.pad_mode == PadMode::Zeros && stride_ok;
-}
+constexpr int kRowsMax = 4, kVecsMax = 4;  // register block: up to 4 rows x 4 vectors
 
-size_t no_packing(const Conv2dProblem&) { return 0; }
-size_t no_workspace(const Conv2dProblem&, int) { return 0; }
-
-// How one vector of input columns is loaded: whole (every lane inside the row), or masked.
-// The same for every row and plane of a call, so worked out once per call.
-struct ColumnLoad {
-  int64_t first_col;  // input column of lane 0
-  bool whole;
-  Mask lo, hi;  // lanes inside the row, for the first and (stride 2) the second vector
+struct RowsPlan {
+  int64_t row_vectors = 0;  // vectors per output row
+  int64_t pitch = 0;        // tile row length, whole vectors: covers row_vectors * kVL + (kw - 1) * dilation_w
+  int64_t band_rows = 0, bands = 0, items = 0, tile_rows = 0;
 };
 
-template <int S>
-ColumnLoad column_load(int64_t first_col, int64_t in_w) {
-  ColumnLoad c{};
-  c.first_col = first_col;
-  c.whole = first_col >= 0 && first_col + kVL * S <= in_w;
-  c.lo = lane_mask(-first_col, in_w - first_col);
-  c.hi = lane_mask(-first_col - kVL, in_w - first_col - kVL);
-  return c;
+RowsPlan rows_plan(const Conv2dProblem& p, int threads) {
+  RowsPlan d;
+  d.row_vectors = ceil_div(p.out_w, kVL);
+  // Whole vectors, so that every row starts on a cache line (the tile is 64-byte aligned).
+  d.pitch = (d.row_vectors + ceil_div((p.kernel_w - 1) * p.dilation_w, kVL)) * kVL;
+  const auto tile_rows_for = [&](int64_t rows) { return (rows - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1; };
+  d.band_rows = p.out_h;
+  while (d.band_rows > 1 && tile_rows_for(d.band_rows) * d.pitch * int64_t(sizeof(float)) > kTileBytes)
+    d.band_rows = ceil_div(d.band_rows, 2);
+  const int64_t planes = p.batch * p.in_channels;
+  while (threads > 1 && planes * ceil_div(p.out_h, d.band_rows) < 8 * threads && d.band_rows >= 8)
+    d.band_rows = ceil_div(d.band_rows, 2);
+  d.bands = ceil_div(p.out_h, d.band_rows);
+  d.items = planes * d.bands;
+  d.tile_rows = tile_rows_for(d.band_rows);
+  return d;
 }
 
-// Input columns first_col + S * lane of one input row, zero outside the row.
-template <int S>
-static inline Vec load_columns(const float* row, const ColumnLoad& c) {
-  static_assert(S == 1 || S == 2, "stride 1 or 2");
-  if constexpr (S == 1) {
-    return c.whole ? vload(row + c.first_col) : vload_mask(row + c.first_col, c.lo);
-  } else {
-#if defined(__AVX512F__)
-    const Vec lo = c.whole ? vload(row + c.first_col) : vload_mask(row + c.first_col, c.lo);
-    const Vec hi = c.whole ? vload(row + c.first_col + kVL) : vload_mask(row + c.first_col + kVL, c.hi);
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    return _mm512_permutex2var_ps(lo, even, hi);
-#else
-    return vzero();  // not reached: AVX2 accepts stride 1 only
-#endif
+bool rows_accepts(const Conv2dProblem& p) {
+  // Rows narrower than a vector waste lanes here; with a vector's worth of channels the
+  // channel-block kernel does better on them.
+  return p.dtype == DType::Float32 && p.layout == Layout::NCHW && p.groups == p.in_channels &&
+         p.out_channels == p.in_channels && p.stride_w == 1 && (p.out_w >= kVL || p.in_channels < kVL);
+}
+
+size_t rows_workspace(const Conv2dProblem& p, int threads) {
+  const RowsPlan d = rows_plan(p, threads);
+  return size_t(threads) * size_t(d.tile_rows * d.pitch) * sizeof(float);
+}
+
+// Padded rows row0 .. row0 + rows - 1 of one plane, columns 0 .. pitch - 1 (zero past the
+// padded width).
+void fill_rows_tile(const ConvCall& call, const float* plane, int64_t row0, int64_t rows, int64_t pitch,
+                    float* tile) {
+  const Conv2dProblem& p = call.p;
+  const int64_t padded_w = p.pad_left + p.in_w + p.pad_right;
+  const int64_t inner_lo = std::min(p.pad_left, pitch), inner_hi = std::min(p.pad_left + p.in_w, pitch);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* dst = tile + r * pitch;
+    const int64_t src_row = call.row_src[row0 + r];
+    if (src_row < 0) {
+      std::memset(dst, 0, sizeof(float) * size_t(pitch));
+      continue;
+    }
+    const float* src = plane + src_row * call.x_stride.h;
+    std::memcpy(dst + inner_lo, src + (inner_lo - p.pad_left), sizeof(float) * size_t(inner_hi - inner_lo));
+    for (int64_t col = 0; col < inner_lo; ++col) dst[col] = call.col_src[col] < 0 ? 0.0f : src[call.col_src[col]];
+    const int64_t border_hi = std::min(padded_w, pitch);
+    for (int64_t col = inner_hi; col < border_hi; ++col) dst[col] = call.col_src[col] < 0 ? 0.0f : src[call.col_src[col]];
+    std::fill(dst + border_hi, dst + pitch, 0.0f);
   }
 }
 
-// ROWS output rows x NV vectors of one plane: ROWS * NV independent accumulators, updated
-// in the innermost (unrolled) loops so their FMA chains interleave and hide the latency.
-template <int ROWS, int NV, int S>
-void depthwise_nchw_block(const ConvCall& call, const float* xp, const float* wc, float bias, bool finite_weights,
-                          const ColumnLoad* columns, int64_t oh0, int64_t ow0, float* yp) {
-  const Conv2dProblem& p = call.p;
+// ROWS output rows x NV vectors starting at output column ow0 of the band's row r0; KW is the
+// kernel width (0: any, read at run time).
+template <int ROWS, int NV, int KW>
+void rows_block(const Conv2dProblem& p, const float* tile, int64_t pitch, const float* wc, float bias,
+                int64_t r0, int64_t ow0, float* y_band, int64_t y_row_stride) {
+  const int64_t kw = KW ? KW : p.kernel_w;
   Vec acc[ROWS][NV];
 #pragma GCC unroll 4
   for (int r = 0; r < ROWS; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[r][v] = vset1(bias);
   for (int64_t i = 0; i < p.kernel_h; ++i) {
-    const float* xr[ROWS];
-    bool row_inside[ROWS];
+    const float* xr = tile + ((r0 * p.stride_h) + i * p.dilation_h) * pitch + ow0;
+    const int64_t row_step = p.stride_h * pitch;
+    const float* wr = wc + i * kw;
+    if constexpr (KW > 0) {
+      // Unit dilation: the tile's rows are vector-aligned, so the shifted windows come from
+      // two aligned loads and a lane shift (an unaligned load would cross a cache line).
+      Vec wv[KW];
+#pragma GCC unroll 8
+      for (int j = 0; j < KW; ++j) wv[j] = vset1(wr[j]);
 #pragma GCC unroll 4
-    for (int r = 0; r < ROWS; ++r) {
-      const int64_t ih = (oh0 + r) * p.stride_h + i * p.dilation_h - p.pad_top;
-      row_inside[r] = ih >= 0 && ih < p.in_h;
-      xr[r] = xp + (row_inside[r] ? ih : 0) * call.x_stride.h;
-    }
-    for (int64_t j = 0; j < p.kernel_w; ++j) {
-      const Vec wv = vset1(wc[i * p.kernel_w + j]);
+      for (int r = 0; r < ROWS; ++r) {
+        const float* xrr = xr + r * row_step;
+        Vec lo = vload(xrr);
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        const ColumnLoad& column = columns[v * p.kernel_w + j];
-#pragma GCC unroll 4
-        for (int r = 0; r < ROWS; ++r) {
-          if (row_inside[r]) {
-            acc[r][v] = vfma(load_columns<S>(xr[r], column), wv, acc[r][v]);
-          } else if (!finite_weights) {
-            acc[r][v] = vfma(vzero(), wv, acc[r][v]);  // a padding zero times inf or NaN
-          }
+        for (int v = 0; v < NV; ++v) {
+          const Vec hi = vload(xrr + (v + 1) * kVL);
+          acc[r][v] = vfma(lo, wv[0], acc[r][v]);
+#pragma GCC unroll 8
+          for (int j = 1; j < KW; ++j) acc[r][v] = vfma(shift_lanes(lo, hi, j), wv[j], acc[r][v]);
+          lo = hi;
         }
+      }
+    } else {
+      for (int64_t j = 0; j < kw; ++j) {
+        const Vec wv = vset1(wr[j]);
+        const float* xj = xr + j * p.dilation_w;
+#pragma GCC unroll 4
+        for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 4
+          for (int v = 0; v < NV; ++v) acc[r][v] = vfma(vload(xj + r * row_step + v * kVL), wv, acc[r][v]);
       }
     }
   }
 #pragma GCC unroll 4
   for (int r = 0; r < ROWS; ++r) {
-    float* yr = yp + (oh0 + r) * call.y_stride.h;
+    float* yr = y_band + (r0 + r) * y_row_stride;
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       const Vec out = apply_simple_activation(acc[r][v], p.activation);
@@ -212,68 +450,55 @@ void depthwise_nchw_block(const ConvCall& call, const float* xp, const float* wc
   }
 }
 
-using DepthwiseBlockFn = void (*)(const ConvCall&, const float*, const float*, float, bool, const ColumnLoad*,
-                                  int64_t, int64_t, float*);
-template <int S>
-struct DepthwiseBlocks {
-  // [rows - 1][nv - 1]: up to 4 rows x 4 vectors
-  static constexpr DepthwiseBlockFn table[4][4] = {
-      {depthwise_nchw_block<1, 1, S>, depthwise_nchw_block<1, 2, S>, depthwise_nchw_block<1, 3, S>,
-       depthwise_nchw_block<1, 4, S>},
-      {depthwise_nchw_block<2, 1, S>, depthwise_nchw_block<2, 2, S>, depthwise_nchw_block<2, 3, S>,
-       depthwise_nchw_block<2, 4, S>},
-      {depthwise_nchw_block<3, 1, S>, depthwise_nchw_block<3, 2, S>, depthwise_nchw_block<3, 3, S>,
-       depthwise_nchw_block<3, 4, S>},
-      {depthwise_nchw_block<4, 1, S>, depthwise_nchw_block<4, 2, S>, depthwise_nchw_block<4, 3, S>,
-       depthwise_nchw_block<4, 4, S>},
+using RowsBlockFn = void (*)(const Conv2dProblem&, const float*, int64_t, const float*, float, int64_t, int64_t,
+                             float*, int64_t);
+template <int KW>
+struct RowsBlocks {
+  // [rows - 1][nv - 1]
+  static constexpr RowsBlockFn table[kRowsMax][kVecsMax] = {
+      {rows_block<1, 1, KW>, rows_block<1, 2, KW>, rows_block<1, 3, KW>, rows_block<1, 4, KW>},
+      {rows_block<2, 1, KW>, rows_block<2, 2, KW>, rows_block<2, 3, KW>, rows_block<2, 4, KW>},
+      {rows_block<3, 1, KW>, rows_block<3, 2, KW>, rows_block<3, 3, KW>, rows_block<3, 4, KW>},
+      {rows_block<4, 1, KW>, rows_block<4, 2, KW>, rows_block<4, 3, KW>, rows_block<4, 4, KW>},
   };
 };
 
-void run_depthwise_nchw(const ConvCall& call) {
+void run_rows(const ConvCall& call) {
   const Conv2dProblem& p = call.p;
+  const RowsPlan d = rows_plan(p, call.num_threads);
   const float* x = static_cast<const float*>(call.x);
   const float* w = static_cast<const float*>(call.weight);
   const float* bias = static_cast<const float*>(call.bias);
   float* y = static_cast<float*>(call.y);
   const int64_t taps = p.kernel_h * p.kernel_w;
-  const int64_t planes = p.batch * p.in_channels;
-  const int64_t row_vectors = ceil_div(p.out_w, kVL);
-  // [output vector][tap column]
-  std::vector<ColumnLoad> columns;
-  for (int64_t v = 0; v < row_vectors; ++v)
-    for (int64_t j = 0; j < p.kernel_w; ++j) {
-      const int64_t first_col = v * kVL * p.stride_w + j * p.dilation_w - p.pad_left;
-      columns.push_back(p.stride_w == 1 ? column_load<1>(first_col, p.in_w) : column_load<2>(first_col, p.in_w));
-    }
+  const bool unit = p.dilation_w == 1;
+  const auto& blocks = unit && p.kernel_w == 3   ? RowsBlocks<3>::table
+                       : unit && p.kernel_w == 5 ? RowsBlocks<5>::table
+                                                 : RowsBlocks<0>::table;
+  // Blocks of up to 4 x 4 vectors: wide rows take more vectors, narrow ones more rows.
+  const int64_t nv_max = std::min<int64_t>(kVecsMax, d.row_vectors);
+  const int64_t rows_max = std::max<int64_t>(1, std::min<int64_t>(kRowsMax, 8 / nv_max));
 #pragma omp parallel num_threads(call.num_threads)
   {
     DenormalGuard denormals;
-#pragma omp for schedule(static)
-    for (int64_t plane = 0; plane < planes; ++plane) {
+    float* tile = scratch<float>(size_t(d.tile_rows * d.pitch));
+#pragma omp for schedule(dynamic)
+    for (int64_t item = 0; item < d.items; ++item) {
+      const int64_t plane = item / d.bands, band = item % d.bands;
       const int64_t n = plane / p.in_channels, c = plane % p.in_channels;
-      const float* xp = x + n * call.x_stride.n + c * call.x_stride.c;
-      float* yp = y + n * call.y_stride.n + c * call.y_stride.c;
-      const float* wc = w + c * taps;
-      bool finite_weights = true;
-      for (int64_t t = 0; t < taps; ++t) finite_weights = finite_weights && std::isfinite(wc[t]);
-      // Blocks of up to 4 rows x 4 vectors: wide rows take more vectors, narrow ones more rows.
-      const int64_t nv_max = std::min<int64_t>(4, row_vectors);
-      const int64_t rows_max = std::max<int64_t>(1, std::min<int64_t>(4, 8 / nv_max));
-      for (int64_t oh = 0; oh < p.out_h; oh += rows_max) {
-        const int rows = int(std::min(rows_max, p.out_h - oh));
-        for (int64_t v = 0; v < row_vectors; v += 4) {
-          const int nv = int(std::min<int64_t>(4, row_vectors - v));
-          const DepthwiseBlockFn block = p.stride_w == 1 ? DepthwiseBlocks<1>::table[rows - 1][nv - 1]
-#if defined(__AVX512F__)
-                                                         : DepthwiseBlocks<2>::table[rows - 1][nv - 1];
-#else
-                                                         : nullptr;
-#endif
-          block(call, xp, wc, bias ? bias[c] : 0.0f, finite_weights, columns.data() + v * p.kernel_w, oh, v * kVL,
-                yp);
+      const int64_t oh0 = band * d.band_rows, rows = std::min(d.band_rows, p.out_h - oh0);
+      fill_rows_tile(call, x + n * call.x_stride.n + c * call.x_stride.c, oh0 * p.stride_h,
+                     (rows - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1, d.pitch, tile);
+      float* y_band = y + n * call.y_stride.n + c * call.y_stride.c + oh0 * call.y_stride.h;
+      const float b = bias ? bias[c] : 0.0f;
+      for (int64_t r = 0; r < rows; r += rows_max) {
+        const int rb = int(std::min(rows_max, rows - r));
+        for (int64_t v = 0; v < d.row_vectors; v += kVecsMax) {
+          const int nv = int(std::min<int64_t>(kVecsMax, d.row_vectors - v));
+          blocks[rb - 1][nv - 1](p, tile, d.pitch, w + c * taps, b, r, v * kVL, y_band, call.y_stride.h);
         }
         if (!is_simple(p.activation))
-          for (int r = 0; r < rows; ++r) activate_row(yp + (oh + r) * call.y_stride.h, p.out_w, p.activation);
+          for (int k = 0; k < rb; ++k) activate_row(y_band + (r + k) * call.y_stride.h, p.out_w, p.activation);
       }
     }
   }
@@ -287,15 +512,15 @@ const ConvAlgorithm conv2d_depthwise_nchw_f32 = {
 #else
     "conv2d_depthwise_nchw_f32__" CPPCONV_ISA_NAME "_8x1",
 #endif
-    DType::Float32, depthwise_nchw_accepts, no_packing, nullptr, no_workspace, run_depthwise_nchw};
+    DType::Float32, rows_accepts, no_packing, nullptr, rows_workspace, run_rows};
 
-const ConvAlgorithm conv2d_depthwise_nhwc_f32 = {
+const ConvAlgorithm conv2d_depthwise_cblock_f32 = {
 #if defined(__AVX512F__)
-    "conv2d_depthwise_nhwc_f32__" CPPCONV_ISA_NAME "_1x64",
+    "conv2d_depthwise_cblock_f32__" CPPCONV_ISA_NAME "_8x16",
 #else
-    "conv2d_depthwise_nhwc_f32__" CPPCONV_ISA_NAME "_1x32",
+    "conv2d_depthwise_cblock_f32__" CPPCONV_ISA_NAME "_8x8",
 #endif
-    DType::Float32, depthwise_accepts, depthwise_packed_bytes, depthwise_pack, depthwise_workspace, run_depthwise};
+    DType::Float32, cblock_accepts, no_packing, nullptr, cblock_workspace, run_cblock};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

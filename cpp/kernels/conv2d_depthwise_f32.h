@@ -5,7 +5,7 @@
 #define CPPCONV_HAS_DEPTHWISE_F32 1
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
-extern const ConvAlgorithm conv2d_depthwise_nhwc_f32;
+extern const ConvAlgorithm conv2d_depthwise_cblock_f32;
 extern const ConvAlgorithm conv2d_depthwise_nchw_f32;
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

@@ -12,8 +12,8 @@ namespace CPPCONV_ISA_NS {
 namespace {
 const ConvAlgorithm kConvAlgorithms[] = {
 #ifdef CPPCONV_HAS_DEPTHWISE_F32
-    conv2d_depthwise_nhwc_f32,
     conv2d_depthwise_nchw_f32,
+    conv2d_depthwise_cblock_f32,
 #endif
 #ifdef CPPCONV_HAS_DIRECT
     conv2d_channelvec_f32,

@@ -152,6 +152,97 @@ static inline Vec<T> vload_partial(const T* p, int n) { return vload_mask(p, lan
 template <class T>
 static inline void vstore_partial(T* p, Vec<T> v, int n) { vstore_mask(p, v, lane_mask<T>(0, n)); }
 
+// Lanes [n, n + kLanes) of the concatenation lo:hi (lo first), for a compile-time n in
+// [0, kLanes]: a window shifted by n elements, built from two aligned vectors.
+#if defined(__AVX512F__)
+template <int N>
+static inline __m512 shift_lanes_c(__m512 lo, __m512 hi) {
+  if constexpr (N == 0) return lo;
+  else if constexpr (N == 16) return hi;
+  else return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(hi), _mm512_castps_si512(lo), N));
+}
+#else
+template <int N>
+static inline __m256 shift_lanes_c(__m256 lo, __m256 hi) {
+  if constexpr (N == 0) return lo;
+  else if constexpr (N == 8) return hi;
+  else if constexpr (N == 4) return _mm256_permute2f128_ps(lo, hi, 0x21);
+  else {
+    // AVX2 has no cross-lane alignr: rotate through the middle 128-bit halves.
+    const __m256 mid = _mm256_permute2f128_ps(lo, hi, 0x21);  // lo[4..7] hi[0..3]
+    if constexpr (N < 4) return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(mid), _mm256_castps_si256(lo), N * 4));
+    else return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(hi), _mm256_castps_si256(mid), (N - 4) * 4));
+  }
+}
+#endif
+// Runtime-indexed form for loops the compiler fully unrolls (the index folds to a constant).
+static inline Vec<float> shift_lanes(Vec<float> lo, Vec<float> hi, int n) {
+  switch (n) {
+    case 0: return lo;
+    case 1: return shift_lanes_c<1>(lo, hi);
+    case 2: return shift_lanes_c<2>(lo, hi);
+    case 3: return shift_lanes_c<3>(lo, hi);
+    case 4: return shift_lanes_c<4>(lo, hi);
+    case 5: return shift_lanes_c<5>(lo, hi);
+    case 6: return shift_lanes_c<6>(lo, hi);
+    case 7: return shift_lanes_c<7>(lo, hi);
+    default: return hi;
+  }
+}
+
+// Transposes a kLanes x kLanes block of floats held as one vector per row: afterwards
+// rows[j] holds what was column j.  Turns channel-planar data (NCHW rows) into
+// channel-interleaved vectors (one pixel's channels) and back without scalar moves.
+#if defined(__AVX512F__)
+static inline void transpose_square(__m512 (&rows)[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {  // per 128-bit lane: a0 b0 a1 b1 / a2 b2 a3 b3
+    t[2 * i] = _mm512_unpacklo_ps(rows[2 * i], rows[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(rows[2 * i], rows[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // rows[4i + k], lane l: column 4l + k of rows 4i..4i+3
+    const __m512d ab_lo = _mm512_castps_pd(t[4 * i]), ab_hi = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d cd_lo = _mm512_castps_pd(t[4 * i + 2]), cd_hi = _mm512_castps_pd(t[4 * i + 3]);
+    rows[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(ab_lo, cd_lo));
+    rows[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(ab_lo, cd_lo));
+    rows[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(ab_hi, cd_hi));
+    rows[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(ab_hi, cd_hi));
+  }
+  for (int i = 0; i < 2; ++i)  // t[8i + k]: columns k, k+8 (t[8i+4+k]: k+4, k+12) of row groups 2i, 2i+1
+    for (int k = 0; k < 4; ++k) {
+      t[8 * i + k] = _mm512_shuffle_f32x4(rows[8 * i + k], rows[8 * i + 4 + k], 0x88);
+      t[8 * i + 4 + k] = _mm512_shuffle_f32x4(rows[8 * i + k], rows[8 * i + 4 + k], 0xDD);
+    }
+  for (int k = 0; k < 4; ++k) {
+    rows[k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0x88);
+    rows[k + 8] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0xDD);
+    rows[k + 4] = _mm512_shuffle_f32x4(t[4 + k], t[12 + k], 0x88);
+    rows[k + 12] = _mm512_shuffle_f32x4(t[4 + k], t[12 + k], 0xDD);
+  }
+}
+#else
+static inline void transpose_square(__m256 (&rows)[8]) {
+  __m256 t[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(rows[2 * i], rows[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(rows[2 * i], rows[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {  // rows[4i + k], 128-bit lane l: column 4l + k of rows 4i..4i+3
+    const __m256d ab_lo = _mm256_castps_pd(t[4 * i]), ab_hi = _mm256_castps_pd(t[4 * i + 1]);
+    const __m256d cd_lo = _mm256_castps_pd(t[4 * i + 2]), cd_hi = _mm256_castps_pd(t[4 * i + 3]);
+    rows[4 * i] = _mm256_castpd_ps(_mm256_unpacklo_pd(ab_lo, cd_lo));
+    rows[4 * i + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(ab_lo, cd_lo));
+    rows[4 * i + 2] = _mm256_castpd_ps(_mm256_unpacklo_pd(ab_hi, cd_hi));
+    rows[4 * i + 3] = _mm256_castpd_ps(_mm256_unpackhi_pd(ab_hi, cd_hi));
+  }
+  for (int k = 0; k < 4; ++k) {
+    t[k] = _mm256_permute2f128_ps(rows[k], rows[4 + k], 0x20);
+    t[k + 4] = _mm256_permute2f128_ps(rows[k], rows[4 + k], 0x31);
+  }
+  for (int k = 0; k < 8; ++k) rows[k] = t[k];
+}
+#endif
+
 // Activations that are a few vector instructions; the transcendental ones (sigmoid, tanh,
 // silu) are applied after the store by activate_row.  max/min return the second operand
 // when either is NaN, so the value goes second and NaN stays NaN.
