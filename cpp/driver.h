@@ -120,19 +120,52 @@ class PlanWeights {
     if (it == packed_.end()) {
       // Not zero-filled: pack writes every byte, and clearing megabytes first would double
       // the cost a one-shot call pays.
-      std::unique_ptr<unsigned char[]> buffer(new unsigned char[bytes]);
-      a.pack(p, weight_, buffer.get(), threads);
+      PackBuffer buffer = PackBuffer::take(bytes);
+      a.pack(p, weight_, buffer.data.get(), threads);
       it = packed_.emplace(key, std::move(buffer)).first;
     }
-    return it->second.get();
+    return it->second.data.get();
   }
 
  private:
   std::vector<unsigned char> owned_weight_, owned_bias_;
   const void* weight_;
   const void* bias_;
+  // Packed weights live in buffers that go back to a per-thread spare when the plan dies
+  // and are taken again by the next plan that fits: a one-shot conv2d call packs every time,
+  // and fresh megabytes per call would add a page fault per 4 KiB, as much as the packing.
+  // A buffer has one owner at a time, so a plan of any lifetime can use it.
+  struct PackBuffer {
+    std::unique_ptr<unsigned char[]> data;
+    size_t capacity = 0;
+
+    static constexpr size_t kMaxSpareBytes = size_t(64) << 20;  // larger ones are not kept
+    static PackBuffer& spare() {
+      thread_local PackBuffer buffer;
+      return buffer;
+    }
+    static PackBuffer take(size_t bytes) {
+      PackBuffer& s = spare();
+      if (s.capacity >= bytes) return std::move(s);
+      return PackBuffer{std::unique_ptr<unsigned char[]>(new unsigned char[bytes]), bytes};
+    }
+    PackBuffer() = default;
+    PackBuffer(std::unique_ptr<unsigned char[]> d, size_t c) : data(std::move(d)), capacity(c) {}
+    PackBuffer(PackBuffer&& o) noexcept : data(std::move(o.data)), capacity(o.capacity) { o.capacity = 0; }
+    PackBuffer& operator=(PackBuffer&& o) noexcept {
+      data = std::move(o.data);
+      capacity = o.capacity;
+      o.capacity = 0;
+      return *this;
+    }
+    ~PackBuffer() {
+      PackBuffer& s = spare();
+      if (data && this != &s && capacity <= kMaxSpareBytes && capacity > s.capacity) s = std::move(*this);
+    }
+  };
+
   std::mutex mutex_;
-  std::map<std::pair<const void*, int64_t>, std::unique_ptr<unsigned char[]>> packed_;
+  std::map<std::pair<const void*, int64_t>, PackBuffer> packed_;
 };
 
 }  // namespace cppconv

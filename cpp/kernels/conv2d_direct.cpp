@@ -178,6 +178,33 @@ size_t channelvec_packed_bytes(const Conv2dProblem& p) {
   return size_t(p.groups * ceil_div(go, kNR<T>) * p.kernel_h * p.kernel_w * gi * kNR<T>) * sizeof(T);
 }
 
+// One k block of float weights: its rows kk are (c, tap) sequences of gi * taps values; the
+// packed block is [tap][c][kNR].  Square blocks of kLanes rows x kLanes columns are transposed
+// in registers, so each packed (tap, c) vector of output channels is one store.
+void pack_unit_transposed(const float* wb, int64_t valid, int64_t gi, int64_t taps, float* out) {
+  constexpr int L = kLanes<float>;
+  const int64_t cols = gi * taps, row_stride = gi * taps;
+  for (int64_t kk0 = 0; kk0 < kNR<float>; kk0 += L) {
+    int64_t c = 0, t = 0;  // (channel, tap) of column col0
+    for (int64_t col0 = 0; col0 < cols; col0 += L) {
+      const int n = int(std::min<int64_t>(L, cols - col0));
+      const Mask<float> cmask = lane_mask(0, n);
+      Vec<float> v[L];
+#pragma GCC unroll 16
+      for (int m = 0; m < L; ++m)
+        v[m] = kk0 + m < valid ? vload_mask(wb + (kk0 + m) * row_stride + col0, cmask) : vzero();
+      transpose_square(v);
+#pragma GCC unroll 16
+      for (int j = 0; j < L; ++j) {
+        if (j < n) {
+          vstore(out + (t * gi + c) * kNR<float> + kk0, v[j]);
+          if (++t == taps) t = 0, ++c;
+        }
+      }
+    }
+  }
+}
+
 template <class T>
 void channelvec_pack(const Conv2dProblem& p, const void* weight, void* packed, int threads) {
   const T* w = static_cast<const T*>(weight);
@@ -195,6 +222,10 @@ void channelvec_pack(const Conv2dProblem& p, const void* weight, void* packed, i
     const int64_t valid = std::min<int64_t>(kNR<T>, go - kb * kNR<T>);
     const T* wb = w + (g * go + kb * kNR<T>) * gi * taps;  // row kk at wb + kk * gi * taps
     T* out = dst + unit * block;
+    if constexpr (std::is_same_v<T, float>) {
+      pack_unit_transposed(wb, valid, gi, taps, out);
+      continue;
+    }
     for (int64_t c0 = 0; c0 < gi; c0 += kChannelsPerPass)
       for (int64_t t = 0; t < taps; ++t)
         for (int64_t c = c0; c < std::min(gi, c0 + kChannelsPerPass); ++c) {
