@@ -266,10 +266,11 @@ void run_cblock(const ConvCall& call) {
     float* bias_block = wblock + taps * kVL;
     std::vector<int64_t> tap_off(static_cast<size_t>(taps));
     int64_t last_cb = -1, last_tile_cols = -1;
-#pragma omp for schedule(dynamic)
-    for (int64_t item = 0; item < d.items; ++item) {
-      // NHWC runs the channel blocks of a band one after another, so the band's input lines,
-      // which hold every channel block, come from memory once; NCHW planes are apart anyway.
+    // NHWC: a thread takes a contiguous range of items, channel blocks of a band one after
+    // another, so the band's input lines (which hold every block) come from memory once and
+    // the threads do not write neighbouring lines of the same pixels.  NCHW planes are apart
+    // anyway, and are handed out dynamically.
+    const auto run_item = [&](int64_t item) {
       const int64_t bands = p.batch * d.row_bands * d.col_bands;
       const int64_t cb = nchw ? item / bands : item % d.cblocks;
       const int64_t band = nchw ? item % bands : item / d.cblocks;
@@ -320,6 +321,13 @@ void run_cblock(const ConvCall& call) {
           }
         }
       }
+    };
+    if (nchw) {
+#pragma omp for schedule(dynamic)
+      for (int64_t item = 0; item < d.items; ++item) run_item(item);
+    } else {
+#pragma omp for schedule(static)
+      for (int64_t item = 0; item < d.items; ++item) run_item(item);
     }
   }
 }
