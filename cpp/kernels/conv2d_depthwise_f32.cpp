@@ -81,60 +81,6 @@ size_t cblock_workspace(const Conv2dProblem& p, int threads) {
 
 size_t no_packing(const Conv2dProblem&) { return 0; }
 
-// Channels [0, cvalid) of `count` pixels of a set of planes `plane_stride` apart, transposed
-// into [pixel][kVL] at `dst`; lanes past cvalid are zero.  (Loops over the vector array are
-// fully unrolled, with the bounds as conditions inside, so the block stays in registers.)
-static inline void planes_to_pixels(const float* src, int64_t plane_stride, int cvalid, int64_t count, float* dst) {
-  int64_t q = 0;
-  if (cvalid == kVL) {
-    for (; q + kVL <= count; q += kVL) {
-      Vec v[kVL];
-#pragma GCC unroll 16
-      for (int c = 0; c < kVL; ++c) v[c] = vload(src + c * plane_stride + q);
-      transpose_square(v);
-#pragma GCC unroll 16
-      for (int m = 0; m < kVL; ++m) vstore(dst + (q + m) * kVL, v[m]);
-    }
-  }
-  for (; q < count; q += kVL) {
-    const int n = int(std::min<int64_t>(kVL, count - q));
-    const Mask valid = lane_mask(0, n);
-    Vec v[kVL];
-#pragma GCC unroll 16
-    for (int c = 0; c < kVL; ++c) v[c] = c < cvalid ? vload_mask(src + c * plane_stride + q, valid) : vzero();
-    transpose_square(v);
-#pragma GCC unroll 16
-    for (int m = 0; m < kVL; ++m)
-      if (m < n) vstore(dst + (q + m) * kVL, v[m]);
-  }
-}
-
-// The inverse: `count` pixel vectors [pixel][kVL] into planes [0, cvalid).
-static inline void pixels_to_planes(const float* src, int cvalid, int64_t count, float* dst, int64_t plane_stride) {
-  int64_t q = 0;
-  if (cvalid == kVL) {
-    for (; q + kVL <= count; q += kVL) {
-      Vec v[kVL];
-#pragma GCC unroll 16
-      for (int m = 0; m < kVL; ++m) v[m] = vload(src + (q + m) * kVL);
-      transpose_square(v);
-#pragma GCC unroll 16
-      for (int c = 0; c < kVL; ++c) vstore(dst + c * plane_stride + q, v[c]);
-    }
-  }
-  for (; q < count; q += kVL) {
-    const int n = int(std::min<int64_t>(kVL, count - q));
-    const Mask valid = lane_mask(0, n);
-    Vec v[kVL];
-#pragma GCC unroll 16
-    for (int m = 0; m < kVL; ++m) v[m] = m < n ? vload(src + (q + m) * kVL) : vzero();
-    transpose_square(v);
-#pragma GCC unroll 16
-    for (int c = 0; c < kVL; ++c)
-      if (c < cvalid) vstore_mask(dst + c * plane_stride + q, v[c], valid);
-  }
-}
-
 // The padded input of one item: tile[r][col][kVL] for padded rows row0 + r and padded columns
 // col0 + col.
 void fill_cblock_tile(const ConvCall& call, int64_t n, int64_t c0, int cvalid, int64_t row0, int64_t rows,
@@ -308,13 +254,13 @@ void run_cblock(const ConvCall& call) {
       if (!is_simple(p.activation)) activate_row(out_block, rows * cols * kVL, p.activation);
       float* yn = y + n * call.y_stride.n + c0 * call.y_stride.c;
       if (nchw && cols == p.out_w) {  // full rows: the block is a contiguous run of each plane
-        pixels_to_planes(out_block, cvalid, rows * cols, yn + oh0 * call.y_stride.h, call.y_stride.c);
+        pixels_to_planes(out_block, kVL, cvalid, rows * cols, yn + oh0 * call.y_stride.h, call.y_stride.c);
       } else {
         for (int64_t r = 0; r < rows; ++r) {
           float* yr = yn + (oh0 + r) * call.y_stride.h + ow0 * call.y_stride.w;
           const float* orow = out_block + r * cols * kVL;
           if (nchw) {
-            pixels_to_planes(orow, cvalid, cols, yr, call.y_stride.c);
+            pixels_to_planes(orow, kVL, cvalid, cols, yr, call.y_stride.c);
           } else {
             const Mask cmask = lane_mask(0, cvalid);
             for (int64_t o = 0; o < cols; ++o) vstore_mask(yr + o * call.y_stride.w, vload(orow + o * kVL), cmask);

@@ -515,11 +515,17 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
         const int64_t oh = oh0 + r;
         if (nchw) {
           const T* buf = row_buf + (r - r_begin) * p.out_w * kNR<T>;
-          for (int kk = 0; kk < kvalid; ++kk) {
-            T* yr = y + n * call.y_stride.n + (k0 + kk) * call.y_stride.c + oh * call.y_stride.h;
-            for (int64_t o = 0; o < p.out_w; ++o) yr[o] = buf[o * kNR<T> + kk];
-            if (!simple_act) activate_row(yr, p.out_w, p.activation);
+          T* y_row = y + n * call.y_stride.n + k0 * call.y_stride.c + oh * call.y_stride.h;
+          if constexpr (std::is_same_v<T, float>) {
+            for (int h = 0; h * kLanes<T> < kvalid; ++h)
+              pixels_to_planes(buf + h * kLanes<T>, kNR<T>, std::min(kLanes<T>, kvalid - h * kLanes<T>), p.out_w,
+                               y_row + h * kLanes<T> * call.y_stride.c, call.y_stride.c);
+          } else {
+            for (int kk = 0; kk < kvalid; ++kk)
+              for (int64_t o = 0; o < p.out_w; ++o) y_row[kk * call.y_stride.c + o] = buf[o * kNR<T> + kk];
           }
+          if (!simple_act)
+            for (int kk = 0; kk < kvalid; ++kk) activate_row(y_row + kk * call.y_stride.c, p.out_w, p.activation);
         } else if (!simple_act) {
           T* out_row = y + n * call.y_stride.n + oh * call.y_stride.h + k0;
           for (int64_t o = 0; o < p.out_w; ++o) activate_row(out_row + o * call.y_stride.w, kvalid, p.activation);

@@ -243,6 +243,63 @@ static inline void transpose_square(__m256 (&rows)[8]) {
 }
 #endif
 
+// Channels [0, cvalid) of `count` pixels of a set of planes `plane_stride` apart, transposed
+// into [pixel][kLanes] at `dst`; lanes past cvalid are zero.  (Loops over the vector array
+// are fully unrolled, with the bounds as conditions inside, so the block stays in registers.)
+static inline void planes_to_pixels(const float* src, int64_t plane_stride, int cvalid, int64_t count, float* dst) {
+  constexpr int L = kLanes<float>;
+  int64_t q = 0;
+  if (cvalid == L) {
+    for (; q + L <= count; q += L) {
+      Vec<float> v[L];
+#pragma GCC unroll 16
+      for (int c = 0; c < L; ++c) v[c] = vload(src + c * plane_stride + q);
+      transpose_square(v);
+#pragma GCC unroll 16
+      for (int m = 0; m < L; ++m) vstore(dst + (q + m) * L, v[m]);
+    }
+  }
+  for (; q < count; q += L) {
+    const int n = int(std::min<int64_t>(L, count - q));
+    const Mask<float> valid = lane_mask(0, n);
+    Vec<float> v[L];
+#pragma GCC unroll 16
+    for (int c = 0; c < L; ++c) v[c] = c < cvalid ? vload_mask(src + c * plane_stride + q, valid) : vzero<float>();
+    transpose_square(v);
+#pragma GCC unroll 16
+    for (int m = 0; m < L; ++m)
+      if (m < n) vstore(dst + (q + m) * L, v[m]);
+  }
+}
+
+// The inverse: `count` pixel vectors (pixel_stride apart) into planes [0, cvalid).
+static inline void pixels_to_planes(const float* src, int64_t pixel_stride, int cvalid, int64_t count, float* dst,
+                                    int64_t plane_stride) {
+  constexpr int L = kLanes<float>;
+  int64_t q = 0;
+  if (cvalid == L) {
+    for (; q + L <= count; q += L) {
+      Vec<float> v[L];
+#pragma GCC unroll 16
+      for (int m = 0; m < L; ++m) v[m] = vload(src + (q + m) * pixel_stride);
+      transpose_square(v);
+#pragma GCC unroll 16
+      for (int c = 0; c < L; ++c) vstore(dst + c * plane_stride + q, v[c]);
+    }
+  }
+  for (; q < count; q += L) {
+    const int n = int(std::min<int64_t>(L, count - q));
+    const Mask<float> valid = lane_mask(0, n);
+    Vec<float> v[L];
+#pragma GCC unroll 16
+    for (int m = 0; m < L; ++m) v[m] = m < n ? vload(src + (q + m) * pixel_stride) : vzero<float>();
+    transpose_square(v);
+#pragma GCC unroll 16
+    for (int c = 0; c < L; ++c)
+      if (c < cvalid) vstore_mask(dst + c * plane_stride + q, v[c], valid);
+  }
+}
+
 // Activations that are a few vector instructions; the transcendental ones (sigmoid, tanh,
 // silu) are applied after the store by activate_row.  max/min return the second operand
 // when either is NaN, so the value goes second and NaN stays NaN.
