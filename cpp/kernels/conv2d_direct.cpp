@@ -114,6 +114,8 @@ bool is_flat(const Conv2dProblem& p) {
   return can_read_in_place(p) && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1;
 }
 
+constexpr int64_t kMinPrivateRows = 4;
+
 template <class T>
 EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
   EnginePlan d{};
@@ -138,6 +140,9 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
     const int64_t budget = (384 << 10) / int64_t(sizeof(T));
     int64_t rows = p.out_h;
     while (rows > 1 && tile_rows_for(p, rows) * d.row_pitch > budget) rows = (rows + 1) / 2;
+    // Enough blocks for each thread to own several (no shared tile, no barriers), while a
+    // block keeps enough rows that copying its kh - 1 extra tile rows stays cheap.
+    while (p.batch * p.groups * ceil_div(p.out_h, rows) < 4 * threads && rows >= 2 * kMinPrivateRows) rows = (rows + 1) / 2;
     d.rows_per_block = rows;
     d.tile_elems = tile_rows_for(p, rows) * d.row_pitch;
   }
