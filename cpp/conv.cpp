@@ -61,6 +61,50 @@ size_t index_workspace_bytes(const Conv2dProblem& p) {
 // reduction (C = 0: the output is the activated bias).
 bool needs_reference(const Conv2dProblem& p) { return p.batch == 0 || p.out_channels == 0 || p.in_channels == 0; }
 
+// A strided 1x1 convolution without padding reads only every stride-th row and column: it is
+// the stride-1 convolution of that subsampled input.  Subsampled once, the input is a dense
+// plane the kernels read in place (a tile would copy every stride phase and row to use one).
+bool subsamples_input(const Conv2dProblem& p) {
+  return p.kernel_h == 1 && p.kernel_w == 1 && (p.stride_h > 1 || p.stride_w > 1) && p.pad_top == 0 &&
+         p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0 && p.in_channels > 0;
+}
+
+Conv2dProblem on_subsampled_input(const Conv2dProblem& p) {
+  Conv2dProblem q = p;
+  q.in_h = p.out_h;
+  q.in_w = p.out_w;
+  q.stride_h = q.stride_w = q.dilation_h = q.dilation_w = 1;
+  return q;
+}
+
+size_t subsampled_bytes(const Conv2dProblem& p) {
+  return saturating_mul(size_t(p.batch * p.in_channels), saturating_mul(size_t(p.out_h * p.out_w), dtype_size(p.dtype)));
+}
+
+template <class T>
+void subsample_input(const Conv2dProblem& p, const T* x, T* dst, int threads) {
+  const int64_t C = p.in_channels, H = p.in_h, W = p.in_w, OH = p.out_h, OW = p.out_w;
+  const int64_t sh = p.stride_h, sw = p.stride_w;
+  if (p.layout == Layout::NCHW) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t row = 0; row < p.batch * C * OH; ++row) {
+      const int64_t plane = row / OH, oh = row % OH;
+      const T* src = x + (plane * H + oh * sh) * W;
+      T* out = dst + row * OW;
+      for (int64_t ow = 0; ow < OW; ++ow) out[ow] = src[ow * sw];
+    }
+  } else {
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t row = 0; row < p.batch * OH; ++row) {
+      const int64_t n = row / OH, oh = row % OH;
+      const T* src = x + ((n * H + oh * sh) * W) * C;
+      T* out = dst + row * OW * C;
+      for (int64_t ow = 0; ow < OW; ++ow) std::memcpy(out + ow * C, src + ow * sw * C, sizeof(T) * size_t(C));
+    }
+  }
+}
+struct SubsampledInputTag {};
+
 }  // namespace
 
 void set_num_threads(int n) {
@@ -142,18 +186,26 @@ Conv2dProblem Conv2dPlan::kernel_problem(const Conv2dProblem& problem) const {
   return p;
 }
 
-ConvChoice Conv2dPlan::choose(const Conv2dProblem& problem) const {
+Conv2dProblem Conv2dPlan::algorithm_problem(const Conv2dProblem& problem) const {
   const Conv2dProblem p = kernel_problem(problem);
+  return subsamples_input(p) ? on_subsampled_input(p) : p;
+}
+
+ConvChoice Conv2dPlan::choose(const Conv2dProblem& problem) const {
+  const Conv2dProblem given = kernel_problem(problem);
+  const Conv2dProblem p = algorithm_problem(problem);
   const KernelTable& table = active_table();
   const int threads = threads_for(p, get_num_threads());
   const ConvAlgorithm* chosen = needs_reference(p) ? kConvFamily.reference(p.dtype) : kConvFamily.choose(table, p);
-  const size_t workspace = saturating_add(chosen->workspace_bytes(p, threads), index_workspace_bytes(p));
+  size_t workspace = saturating_add(chosen->workspace_bytes(p, threads), index_workspace_bytes(p));
+  if (subsamples_input(given)) workspace = saturating_add(workspace, subsampled_bytes(given));
   return {chosen, table.isa_name, threads, workspace, chosen->packed_bytes(p)};
 }
 
 void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const ConvAlgorithm* forced,
                       int max_threads) {
-  const Conv2dProblem p = kernel_problem(problem);
+  const Conv2dProblem given = kernel_problem(problem);
+  const Conv2dProblem p = algorithm_problem(problem);
   if (p.dtype != dtype_ || p.out_channels != out_channels_ || p.in_channels / p.groups != group_in_ ||
       p.kernel_h != kernel_h_ || p.kernel_w != kernel_w_)
     throw std::invalid_argument("conv2d problem does not match the plan's weights");
@@ -167,8 +219,18 @@ void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const
     choice.algorithm = forced;
     choice.workspace_bytes =
         saturating_add(forced->workspace_bytes(p, choice.threads), index_workspace_bytes(p));
+    if (subsamples_input(given)) choice.workspace_bytes = saturating_add(choice.workspace_bytes, subsampled_bytes(given));
   }
   check_workspace(choice.workspace_bytes, "conv2d workspace (kernel scratch and padding index maps)");
+  SpareBuffer<SubsampledInputTag> subsampled;
+  if (subsamples_input(given)) {
+    subsampled = SpareBuffer<SubsampledInputTag>::take(subsampled_bytes(given));
+    if (p.dtype == DType::Float32)
+      subsample_input(given, static_cast<const float*>(x), reinterpret_cast<float*>(subsampled.get()), choice.threads);
+    else
+      subsample_input(given, static_cast<const double*>(x), reinterpret_cast<double*>(subsampled.get()), choice.threads);
+    x = subsampled.get();
+  }
   const std::vector<int64_t> rows = padding_index_map(p.in_h, p.pad_top, p.pad_bottom, p.pad_mode);
   const std::vector<int64_t> cols = padding_index_map(p.in_w, p.pad_left, p.pad_right, p.pad_mode);
   ConvCall call;

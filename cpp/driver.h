@@ -87,6 +87,45 @@ void require_accepts(const Algorithm& a, const Problem& p) {
     throw std::invalid_argument(std::string("algorithm ") + a.name + " does not accept this problem");
 }
 
+// A buffer for one call's large temporary (one-shot packed weights, a subsampled input) that
+// goes back to a per-thread spare (one per Tag) when released and is taken again by the next
+// request that fits: fresh megabytes every call would cost a page fault per 4 KiB, as much as
+// the work they hold.  A buffer has one owner at a time, so it may outlive the call.
+template <class Tag>
+class SpareBuffer {
+ public:
+  static constexpr size_t kMaxSpareBytes = size_t(64) << 20;  // larger ones are not kept
+
+  static SpareBuffer take(size_t bytes) {
+    SpareBuffer& s = spare();
+    if (s.capacity_ >= bytes) return std::move(s);
+    return SpareBuffer(std::unique_ptr<unsigned char[]>(new unsigned char[bytes]), bytes);
+  }
+  SpareBuffer() = default;
+  SpareBuffer(SpareBuffer&& o) noexcept : data_(std::move(o.data_)), capacity_(o.capacity_) { o.capacity_ = 0; }
+  SpareBuffer& operator=(SpareBuffer&& o) noexcept {
+    data_ = std::move(o.data_);
+    capacity_ = o.capacity_;
+    o.capacity_ = 0;
+    return *this;
+  }
+  ~SpareBuffer() {
+    SpareBuffer& s = spare();
+    if (data_ && this != &s && capacity_ <= kMaxSpareBytes && capacity_ > s.capacity_) s = std::move(*this);
+  }
+  unsigned char* get() const { return data_.get(); }
+
+ private:
+  SpareBuffer(std::unique_ptr<unsigned char[]> d, size_t c) : data_(std::move(d)), capacity_(c) {}
+  static SpareBuffer& spare() {
+    thread_local SpareBuffer buffer;
+    return buffer;
+  }
+  std::unique_ptr<unsigned char[]> data_;
+  size_t capacity_ = 0;
+};
+struct PackedWeightsTag {};
+
 // A plan's weights and bias: copied (a layer's, reused over many calls) or borrowed (a
 // one-shot call's), plus each algorithm's packed form, built on first use and then shared
 // between threads.
@@ -120,52 +159,19 @@ class PlanWeights {
     if (it == packed_.end()) {
       // Not zero-filled: pack writes every byte, and clearing megabytes first would double
       // the cost a one-shot call pays.
-      PackBuffer buffer = PackBuffer::take(bytes);
-      a.pack(p, weight_, buffer.data.get(), threads);
+      auto buffer = SpareBuffer<PackedWeightsTag>::take(bytes);
+      a.pack(p, weight_, buffer.get(), threads);
       it = packed_.emplace(key, std::move(buffer)).first;
     }
-    return it->second.data.get();
+    return it->second.get();
   }
 
  private:
   std::vector<unsigned char> owned_weight_, owned_bias_;
   const void* weight_;
   const void* bias_;
-  // Packed weights live in buffers that go back to a per-thread spare when the plan dies
-  // and are taken again by the next plan that fits: a one-shot conv2d call packs every time,
-  // and fresh megabytes per call would add a page fault per 4 KiB, as much as the packing.
-  // A buffer has one owner at a time, so a plan of any lifetime can use it.
-  struct PackBuffer {
-    std::unique_ptr<unsigned char[]> data;
-    size_t capacity = 0;
-
-    static constexpr size_t kMaxSpareBytes = size_t(64) << 20;  // larger ones are not kept
-    static PackBuffer& spare() {
-      thread_local PackBuffer buffer;
-      return buffer;
-    }
-    static PackBuffer take(size_t bytes) {
-      PackBuffer& s = spare();
-      if (s.capacity >= bytes) return std::move(s);
-      return PackBuffer{std::unique_ptr<unsigned char[]>(new unsigned char[bytes]), bytes};
-    }
-    PackBuffer() = default;
-    PackBuffer(std::unique_ptr<unsigned char[]> d, size_t c) : data(std::move(d)), capacity(c) {}
-    PackBuffer(PackBuffer&& o) noexcept : data(std::move(o.data)), capacity(o.capacity) { o.capacity = 0; }
-    PackBuffer& operator=(PackBuffer&& o) noexcept {
-      data = std::move(o.data);
-      capacity = o.capacity;
-      o.capacity = 0;
-      return *this;
-    }
-    ~PackBuffer() {
-      PackBuffer& s = spare();
-      if (data && this != &s && capacity <= kMaxSpareBytes && capacity > s.capacity) s = std::move(*this);
-    }
-  };
-
   std::mutex mutex_;
-  std::map<std::pair<const void*, int64_t>, PackBuffer> packed_;
+  std::map<std::pair<const void*, int64_t>, SpareBuffer<PackedWeightsTag>> packed_;
 };
 
 }  // namespace cppconv

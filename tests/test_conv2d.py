@@ -1082,3 +1082,23 @@ def test_algorithm_unknown_name():
     x = np.zeros((1, 1, 3, 3), np.float32)
     with pytest.raises(ValueError):
         run_named("conv2d_no_such_algorithm__nowhere", x, np.zeros((1, 1, 1, 1), np.float32))
+
+
+# --------------------------------------------------------------------------------------------
+# Strided 1x1 without padding runs at stride 1 on a subsampled copy of the input
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("stride,H,W", [(2, 28, 28), ((3, 2), 17, 9), ((1, 4), 5, 33), (2, 1, 1), (5, 4, 4)])
+def test_strided_1x1_subsampled(layout, dtype, stride, H, W):
+    run_case(N=2, C=37, H=H, W=W, K=41, kernel=1, stride=stride, xdtype=dtype, layout=layout,
+             activation="relu")
+
+
+def test_strided_1x1_workspace_counts_the_subsampled_input():
+    shape, wshape = (2, 64, 28, 28), (128, 64, 1, 1)
+    strided = cppconv.explain(shape, wshape, stride=2)
+    dense = cppconv.explain((2, 64, 14, 14), wshape)
+    assert strided["algorithm"] == dense["algorithm"]
+    assert strided["workspace_bytes"] >= dense["workspace_bytes"] + 2 * 64 * 14 * 14 * 4
