@@ -441,3 +441,23 @@ def test_inf_in_x_window(isa):
     y = cppconv.conv2d(x, w)[0, 0]
     assert np.isnan(y[3, 4]) and np.isposinf(y[2, 3])
     assert np.isfinite(y[~covered]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.inf, np.nan, None])
+def test_nonfinite_weight_meets_padding_in_channel_blocks(isa, dtype, bad):
+    """Kernel rows that read only zero padding are skipped when the weights are finite; an inf or
+    NaN weight must still meet those zeros (0 * inf is NaN), as in the reference."""
+    rng = make_rng("nonfinite-channel-blocks", np.dtype(dtype).name, str(bad))
+    x = rng.standard_normal((1, 24, 7, 7)).astype(dtype)
+    w = rng.standard_normal((70, 24, 7, 7)).astype(dtype)
+    b = rng.standard_normal(70).astype(dtype)
+    if bad is not None:
+        w[40, 3, 0, 6] = bad                 # a top kernel row: meets padding for the top output rows
+    pads = resolve_padding(3, x.shape[2:], w.shape[2:], 1)
+    ref = conv2d_ref(x, w, b, 1, pads, 1, 1, "zeros", None)
+    bound = conv2d_abs_bound(x, w, b, 1, pads, 1, 1, "zeros", None)
+    for y in (cppconv.conv2d(x, w, b, padding=3), cppconv.Conv2d(w, b, padding=3)(x)):
+        assert_close(y, ref, bound, np.dtype(dtype), context=f"bad={bad}")
+    if bad is not None:
+        assert np.isnan(y[0, 40]).any()
