@@ -102,6 +102,7 @@ struct EnginePlan {
   // ChannelVec with zero padding and finite weights: a row's kernel rows that read only
   // padding are skipped (a 7x7 kernel on a 7x7 plane spends 43 % of its taps on zeros).
   bool skip_padding_rows;
+  bool packs_in_items;  // ChannelVec: weights packed slice by slice inside the items
 };
 
 int64_t tile_rows_for(const Conv2dProblem& p, int64_t rows) {
@@ -118,6 +119,14 @@ bool is_flat(const Conv2dProblem& p) {
 }
 
 constexpr int64_t kMinPrivateRows = 4;
+
+// A one-shot call on a small plane uses each k block in about one work item: packing all the
+// weights up front would be a pass over memory of its own, so each item packs the slice it is
+// about to use into its thread's buffer (in L2) instead.
+constexpr int64_t kInItemPackPixels = 256;
+bool packs_in_items(const Conv2dProblem& p) {
+  return !p.weights_reused && p.batch * p.out_h * p.out_w <= kInItemPackPixels;
+}
 
 template <class T>
 EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
@@ -145,7 +154,10 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
     while (rows > 1 && tile_rows_for(p, rows) * d.row_pitch > budget) rows = (rows + 1) / 2;
     // Enough blocks for each thread to own several (no shared tile, no barriers), while a
     // block keeps enough rows that copying its kh - 1 extra tile rows stays cheap.
-    while (p.batch * p.groups * ceil_div(p.out_h, rows) < 4 * threads && rows >= 2 * kMinPrivateRows) rows = (rows + 1) / 2;
+    // (Not when items pack their weights: each row block would pack them again.)
+    while (!(o == Orientation::ChannelVec && packs_in_items(p)) &&
+           p.batch * p.groups * ceil_div(p.out_h, rows) < 4 * threads && rows >= 2 * kMinPrivateRows)
+      rows = (rows + 1) / 2;
     d.rows_per_block = rows;
     d.tile_elems = tile_rows_for(p, rows) * d.row_pitch;
   }
@@ -167,6 +179,7 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
   d.channels_per_slice = ceil_div(d.group_in, slices);
   const int64_t row_groups = std::max<int64_t>(1, ceil_div(4 * threads, d.k_units));
   d.rows_per_item = std::min<int64_t>(16, std::max<int64_t>(1, ceil_div(d.rows_per_block, row_groups)));
+  d.packs_in_items = o == Orientation::ChannelVec && packs_in_items(p);
   return d;
 }
 
@@ -193,6 +206,7 @@ int64_t channelvec_units(const Conv2dProblem& p) {
 }
 template <class T>
 size_t channelvec_packed_bytes(const Conv2dProblem& p) {
+  if (packs_in_items(p)) return 0;
   return channelvec_weight_bytes<T>(p) + size_t(channelvec_units<T>(p));
 }
 template <class T>
@@ -201,37 +215,62 @@ bool channelvec_weights_finite(const Conv2dProblem& p, const void* packed) {
   return std::all_of(finite, finite + channelvec_units<T>(p), [](unsigned char f) { return f != 0; });
 }
 
-// One k block of float weights: its rows kk are (c, tap) sequences of gi * taps values; the
-// packed block is [tap][c][kNR].  Square blocks of kLanes rows x kLanes columns are transposed
-// in registers, so each packed (tap, c) vector of output channels is one store.
-bool pack_unit_transposed(const float* wb, int64_t valid, int64_t gi, int64_t taps, float* out) {
-  constexpr int L = kLanes<float>;
-  Vec<float> nan_if_not_finite = vzero();  // inf * 0 and NaN * 0 are NaN
-  const int64_t cols = gi * taps, row_stride = gi * taps;
-  for (int64_t kk0 = 0; kk0 < kNR<float>; kk0 += L) {
-    int64_t c = 0, t = 0;  // (channel, tap) of column col0
-    for (int64_t col0 = 0; col0 < cols; col0 += L) {
-      const int n = int(std::min<int64_t>(L, cols - col0));
-      const Mask<float> cmask = lane_mask(0, n);
-      Vec<float> v[L];
+// Packs channels [0, channels) of one k block: row kk of the source holds (c, tap) values
+// with the block's first channel at wb + kk * row_stride; the packed block is
+// [tap][c][kNR<T>], zero past `valid` rows.  Returns whether the weights are all finite.
+// float: square blocks of kLanes rows x columns are transposed in registers, so each packed
+// (tap, c) vector of output channels is one store.
+template <class T>
+bool pack_block(const T* wb, int64_t row_stride, int64_t valid, int64_t channels, int64_t taps, T* out) {
+  if constexpr (std::is_same_v<T, float>) {
+    constexpr int L = kLanes<float>;
+    Vec<float> nan_if_not_finite = vzero();  // inf * 0 and NaN * 0 are NaN
+    const int64_t cols = channels * taps;
+    for (int64_t kk0 = 0; kk0 < kNR<float>; kk0 += L) {
+      int64_t c = 0, t = 0;  // (channel, tap) of column col0
+      for (int64_t col0 = 0; col0 < cols; col0 += L) {
+        const int n = int(std::min<int64_t>(L, cols - col0));
+        const Mask<float> cmask = lane_mask(0, n);
+        Vec<float> v[L];
 #pragma GCC unroll 16
-      for (int m = 0; m < L; ++m)
-        v[m] = kk0 + m < valid ? vload_mask(wb + (kk0 + m) * row_stride + col0, cmask) : vzero();
+        for (int m = 0; m < L; ++m) {
+          const float* src = wb + (kk0 + m) * row_stride + col0;
+          // The rows stream from memory side by side: ask for their lines well ahead.
+          if (kk0 + m < valid) _mm_prefetch(reinterpret_cast<const char*>(src + 8 * L), _MM_HINT_T0);
+          v[m] = kk0 + m < valid ? (n == L ? vload(src) : vload_mask(src, cmask)) : vzero();
+        }
 #pragma GCC unroll 16
-      for (int m = 0; m < L; ++m) nan_if_not_finite = vfma(v[m], vzero(), nan_if_not_finite);
-      transpose_square(v);
+        for (int m = 0; m < L; ++m) nan_if_not_finite = vfma(v[m], vzero(), nan_if_not_finite);
+        transpose_square(v);
 #pragma GCC unroll 16
-      for (int j = 0; j < L; ++j) {
-        if (j < n) {
-          vstore(out + (t * gi + c) * kNR<float> + kk0, v[j]);
-          if (++t == taps) t = 0, ++c;
+        for (int j = 0; j < L; ++j) {
+          if (j < n) {
+            vstore(out + (t * channels + c) * kNR<float> + kk0, v[j]);
+            if (++t == taps) t = 0, ++c;
+          }
         }
       }
     }
+    alignas(64) float lanes[L];
+    vstore(lanes, nan_if_not_finite);
+    return std::all_of(lanes, lanes + L, [](float f) { return f == 0.0f; });
+  } else {
+    // A cache-blocked transpose: the kNR source rows of a few channels stay in L1 while the
+    // destination is written in order.
+    constexpr int64_t kChannelsPerPass = 8;
+    bool all_finite = true;
+    for (int64_t c0 = 0; c0 < channels; c0 += kChannelsPerPass)
+      for (int64_t t = 0; t < taps; ++t)
+        for (int64_t c = c0; c < std::min(channels, c0 + kChannelsPerPass); ++c) {
+          T* o = out + (t * channels + c) * kNR<T>;
+          for (int64_t kk = 0; kk < valid; ++kk) {
+            o[kk] = wb[kk * row_stride + c * taps + t];
+            all_finite = all_finite && std::isfinite(o[kk]);
+          }
+          for (int64_t kk = valid; kk < kNR<T>; ++kk) o[kk] = T(0);
+        }
+    return all_finite;
   }
-  alignas(64) float lanes[L];
-  vstore(lanes, nan_if_not_finite);
-  return std::all_of(lanes, lanes + L, [](float f) { return f == 0.0f; });
 }
 
 template <class T>
@@ -242,32 +281,12 @@ void channelvec_pack(const Conv2dProblem& p, const void* weight, void* packed, i
   const int64_t taps = p.kernel_h * p.kernel_w, kb_count = ceil_div(go, kNR<T>);
   const int64_t block = taps * gi * kNR<T>;  // one (group, k block)
   unsigned char* finite = static_cast<unsigned char*>(packed) + channelvec_weight_bytes<T>(p);
-  // A one-shot call packs on every call, so this is a cache-blocked transpose: the kNR
-  // source rows of a few input channels (a few KiB) stay in L1 while the destination is
-  // written in order.
-  constexpr int64_t kChannelsPerPass = 8;
 #pragma omp parallel for schedule(static) num_threads(threads) if (p.groups * kb_count > 1 && threads > 1)
   for (int64_t unit = 0; unit < p.groups * kb_count; ++unit) {
     const int64_t g = unit / kb_count, kb = unit % kb_count;
     const int64_t valid = std::min<int64_t>(kNR<T>, go - kb * kNR<T>);
-    const T* wb = w + (g * go + kb * kNR<T>) * gi * taps;  // row kk at wb + kk * gi * taps
-    T* out = dst + unit * block;
-    if constexpr (std::is_same_v<T, float>) {
-      finite[unit] = pack_unit_transposed(wb, valid, gi, taps, out);
-      continue;
-    }
-    bool all_finite = true;
-    for (int64_t c0 = 0; c0 < gi; c0 += kChannelsPerPass)
-      for (int64_t t = 0; t < taps; ++t)
-        for (int64_t c = c0; c < std::min(gi, c0 + kChannelsPerPass); ++c) {
-          T* o = out + (t * gi + c) * kNR<T>;
-          for (int64_t kk = 0; kk < valid; ++kk) {
-            o[kk] = wb[kk * gi * taps + c * taps + t];
-            all_finite = all_finite && std::isfinite(o[kk]);
-          }
-          for (int64_t kk = valid; kk < kNR<T>; ++kk) o[kk] = T(0);
-        }
-    finite[unit] = all_finite;
+    const T* wb = w + (g * go + kb * kNR<T>) * gi * taps;
+    finite[unit] = pack_block(wb, gi * taps, valid, gi, taps, dst + unit * block);
   }
 }
 
@@ -508,6 +527,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     // stay in L2 while every row of the group uses them; partial sums wait in the output (NHWC)
     // or in the thread's row buffer [row][ow][kNR<T>] (NCHW, transposed into y at the end).
     const int64_t packed_group = d.k_units * d.taps * d.group_in * kNR<T>;
+    T* packed_slice = row_buf + (nchw ? d.rows_per_item * p.out_w * kNR<T> : 0);
     const int64_t tap_stride = d.group_in * kNR<T>;
     const int64_t blocks = ceil_div(p.out_w, kMR);
     const int64_t base = p.out_w / blocks, extra = p.out_w % blocks;  // 14 pixels run as 7 + 7
@@ -518,12 +538,23 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
       const int64_t r_end = std::min(rows, r_begin + d.rows_per_item);
       const int64_t k0 = g * d.group_out + kb * kNR<T>;
       const int kvalid = int(std::min<int64_t>(kNR<T>, (g + 1) * d.group_out - k0));
-      const T* wk = packed + g * packed_group + kb * d.taps * tap_stride;
+      const T* wk = packed ? packed + g * packed_group + kb * d.taps * tap_stride : nullptr;
       const T* bk = bias ? bias + k0 : nullptr;
       for (int64_t sl = 0; sl < slices; ++sl) {
         const int64_t c_begin = sl * d.channels_per_slice;
         const int64_t c_count = std::min(d.channels_per_slice, d.group_in - c_begin);
         const Activation act = sl + 1 == slices && simple_act ? p.activation : Activation::None;
+        // Packed weights [tap][c][kNR<T>] of this slice, taps w_tap_stride apart.
+        const T* w_slice = wk ? wk + c_begin * kNR<T> : nullptr;
+        int64_t w_tap_stride = tap_stride;
+        bool skip_padding_rows = d.skip_padding_rows;
+        if (d.packs_in_items) {
+          const T* raw = static_cast<const T*>(call.weight) + k0 * d.group_in * d.taps + c_begin * d.taps;
+          skip_padding_rows = pack_block(raw, d.group_in * d.taps, kvalid, c_count, d.taps, packed_slice) &&
+                              skip_padding_rows;
+          w_slice = packed_slice;
+          w_tap_stride = c_count * kNR<T>;
+        }
         for (int64_t r = r_begin; r < r_end; ++r) {
           const T* xrow = tile + r * p.stride_h * d.row_pitch + c_begin * d.chan_pitch;
           T* out_row;
@@ -537,7 +568,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           }
           // Kernel rows [i_lo, i_hi) read input rows; the others only zero padding.
           int64_t i_lo = 0, i_hi = p.kernel_h;
-          if (d.skip_padding_rows) {
+          if (skip_padding_rows) {
             const int64_t* src = call.row_src + (oh0 + r) * p.stride_h;
             while (i_lo < i_hi && src[i_lo * p.dilation_h] < 0) ++i_lo;
             while (i_hi > i_lo && src[(i_hi - 1) * p.dilation_h] < 0) --i_hi;
@@ -547,8 +578,8 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           for (int64_t b = 0; b < blocks; ++b) {
             const int64_t mr = base + (b < extra ? 1 : 0);
             // Packed weights are [tap][c][kNR<T>]: the slice starts at channel c_begin of each tap.
-            kChannelVec<T>[size_t(mr - 1)](xrow + ow, tap_off + t_first, t_count, c_count, tap_stride, d.chan_pitch,
-                                        wk + t_first * tap_stride + c_begin * kNR<T>, bk, kvalid, sl > 0, act,
+            kChannelVec<T>[size_t(mr - 1)](xrow + ow, tap_off + t_first, t_count, c_count, w_tap_stride,
+                                        d.chan_pitch, w_slice + t_first * w_tap_stride, bk, kvalid, sl > 0, act,
                                         out_row + ow * out_pixel_stride, out_pixel_stride);
             ow += mr;
           }
@@ -614,11 +645,19 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
   }
 }
 
-// Per-thread output buffer: NCHW ChannelVec rows [row][ow][kNR<T>], or a wide PixelVec run.
+// Per-thread buffers: a wide PixelVec run's output; ChannelVec's NCHW output rows
+// [row][ow][kNR<T>], then the slice of packed weights when it packs inside the items.
+template <class T>
+int64_t packed_slice_elems(const EnginePlan& d) {
+  return d.packs_in_items ? d.taps * d.channels_per_slice * kNR<T> : 0;
+}
 template <class T>
 int64_t row_buffer_elems(const Conv2dProblem& p, const EnginePlan& d) {
   if (d.wide) return kMKMax * d.rows_per_block * d.phase_w;
-  if (d.orientation == Orientation::ChannelVec && p.layout == Layout::NCHW) return d.rows_per_item * p.out_w * kNR<T>;
+  if (d.orientation == Orientation::ChannelVec) {
+    const int64_t out_rows = p.layout == Layout::NCHW ? d.rows_per_item * p.out_w * kNR<T> : 0;
+    return out_rows + packed_slice_elems<T>(d);
+  }
   return 0;
 }
 
@@ -632,8 +671,10 @@ void run_engine(const ConvCall& call, Orientation orientation) {
   const Conv2dProblem& p = call.p;
   const int threads = call.num_threads;
   EnginePlan d = make_plan<T>(p, orientation, threads);
+  // With packing inside the items, each slice's own finiteness decides (compute_items).
   d.skip_padding_rows = orientation == Orientation::ChannelVec && p.pad_mode == PadMode::Zeros &&
-                        (p.pad_top > 0 || p.pad_bottom > 0) && channelvec_weights_finite<T>(p, call.packed);
+                        (p.pad_top > 0 || p.pad_bottom > 0) &&
+                        (d.packs_in_items || channelvec_weights_finite<T>(p, call.packed));
 
   std::vector<int64_t> tap_off(size_t(d.taps));
   for (int64_t i = 0; i < p.kernel_h; ++i)
@@ -711,14 +752,13 @@ void run_pixelvec(const ConvCall& call) { run_engine<T>(call, Orientation::Pixel
 // ChannelVec first, PixelVec where it wins: few output channels per group (depthwise, grouped,
 // single maps: channel blocks would be mostly empty), first layers with C < 8 (the reduction
 // is too short to hide the NCHW transpose of channel blocks), 1x1 with few inputs (a plane is
-// one long run of pixels), and one-shot calls whose weights are used at so few pixels that
-// packing them would cost more than the convolution (PixelVec reads them unpacked).
+// one long run of pixels).  (One-shot calls on small planes, whose weights serve few pixels,
+// stay with ChannelVec: it packs them slice by slice inside the items, see packs_in_items.)
 template <class T>
 bool pixelvec_preferred(const Conv2dProblem& p) {
   const int64_t go = p.out_channels / p.groups, gi = p.in_channels / p.groups;
   if (p.layout != Layout::NCHW) return false;
-  const bool small_plane_one_shot = !p.weights_reused && p.batch * p.out_h * p.out_w < 100;
-  return 2 * go < kNR<T> || gi < 8 || (is_flat(p) && gi <= 64) || small_plane_one_shot;
+  return 2 * go < kNR<T> || gi < 8 || (is_flat(p) && gi <= 64);
 }
 
 template <class T>
