@@ -120,6 +120,15 @@ bool is_flat(const Conv2dProblem& p) {
 
 constexpr int64_t kMinPrivateRows = 4;
 
+// ChannelVec reduction blocking: input channels per slice, so that a slice's packed weights
+// (taps x channels x kNR) stay within ~256 KiB of L2 while every row of an item uses them.
+// The packed layout follows it (each slice contiguous), so it depends on the shape alone.
+template <class T>
+int64_t channels_per_slice(int64_t group_in, int64_t taps) {
+  const int64_t slice = std::max<int64_t>(1, kSliceBytes / (int64_t(sizeof(T)) * kNR<T> * taps));
+  return ceil_div(group_in, ceil_div(group_in, slice));
+}
+
 // A one-shot call on a small plane uses each k block in about one work item: packing all the
 // weights up front would be a pass over memory of its own, so each item packs the slice it is
 // about to use into its thread's buffer (in L2) instead.
@@ -172,11 +181,8 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
   }
   d.k_units = o == Orientation::ChannelVec ? ceil_div(d.group_out, kNR<T>) : ceil_div(d.group_out, kMKMax);
   d.pixels_per_row = d.flat ? p.out_h * p.out_w : p.out_w;
-  // A slice's weights (taps x channels x kNR floats) stay within ~256 KiB of L2, reused by
-  // every row of an item; enough items for each thread to have several.
-  const int64_t slice = std::max<int64_t>(1, (kSliceBytes) / (int64_t(sizeof(T)) * kNR<T> * d.taps));
-  const int64_t slices = ceil_div(d.group_in, slice);
-  d.channels_per_slice = ceil_div(d.group_in, slices);
+  d.channels_per_slice = channels_per_slice<T>(d.group_in, d.taps);
+  // Enough items for each thread to have several.
   const int64_t row_groups = std::max<int64_t>(1, ceil_div(4 * threads, d.k_units));
   d.rows_per_item = std::min<int64_t>(16, std::max<int64_t>(1, ceil_div(d.rows_per_block, row_groups)));
   d.packs_in_items = o == Orientation::ChannelVec && packs_in_items(p);
@@ -192,7 +198,10 @@ Chunk k_chunk(const EnginePlan& d, int64_t u) {
   return {u * base + std::min(u, extra), base + (u < extra ? 1 : 0)};
 }
 
-// ChannelVec packing: [g][k block][tap][c][kNR<T>], zero past the group's last output channel.
+// ChannelVec packing: [g][k block][channel slice][tap][c][kNR<T>], zero past the group's last
+// output channel.  Each slice is contiguous: with [tap][c] over all channels, a slice's taps
+// would sit a whole tap (C x kNR values, 64 KiB at 512 channels) apart, all in the same few L2
+// sets, and a 7x7 kernel's 49 of them would evict each other.
 // After the weights, one byte per (group, k block): whether its weights are all finite (then
 // taps that read only zero padding may be skipped; 0 * inf would be NaN).
 template <class T>
@@ -281,12 +290,19 @@ void channelvec_pack(const Conv2dProblem& p, const void* weight, void* packed, i
   const int64_t taps = p.kernel_h * p.kernel_w, kb_count = ceil_div(go, kNR<T>);
   const int64_t block = taps * gi * kNR<T>;  // one (group, k block)
   unsigned char* finite = static_cast<unsigned char*>(packed) + channelvec_weight_bytes<T>(p);
+  const int64_t per_slice = channels_per_slice<T>(gi, taps);
 #pragma omp parallel for schedule(static) num_threads(threads) if (p.groups * kb_count > 1 && threads > 1)
   for (int64_t unit = 0; unit < p.groups * kb_count; ++unit) {
     const int64_t g = unit / kb_count, kb = unit % kb_count;
     const int64_t valid = std::min<int64_t>(kNR<T>, go - kb * kNR<T>);
     const T* wb = w + (g * go + kb * kNR<T>) * gi * taps;
-    finite[unit] = pack_block(wb, gi * taps, valid, gi, taps, dst + unit * block);
+    bool all_finite = true;
+    for (int64_t c_begin = 0; c_begin < gi; c_begin += per_slice) {
+      const int64_t c_count = std::min(per_slice, gi - c_begin);
+      all_finite = pack_block(wb + c_begin * taps, gi * taps, valid, c_count, taps,
+                              dst + unit * block + c_begin * taps * kNR<T>) && all_finite;
+    }
+    finite[unit] = all_finite;
   }
 }
 
@@ -544,16 +560,21 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
         const int64_t c_begin = sl * d.channels_per_slice;
         const int64_t c_count = std::min(d.channels_per_slice, d.group_in - c_begin);
         const Activation act = sl + 1 == slices && simple_act ? p.activation : Activation::None;
-        // Packed weights [tap][c][kNR<T>] of this slice, taps w_tap_stride apart.
-        const T* w_slice = wk ? wk + c_begin * kNR<T> : nullptr;
-        int64_t w_tap_stride = tap_stride;
+        // Packed weights [tap][c][kNR<T>] of this slice.
+        const T* w_slice = wk ? wk + c_begin * d.taps * kNR<T> : nullptr;
+        const int64_t w_tap_stride = c_count * kNR<T>;
         bool skip_padding_rows = d.skip_padding_rows;
         if (d.packs_in_items) {
           const T* raw = static_cast<const T*>(call.weight) + k0 * d.group_in * d.taps + c_begin * d.taps;
           skip_padding_rows = pack_block(raw, d.group_in * d.taps, kvalid, c_count, d.taps, packed_slice) &&
                               skip_padding_rows;
           w_slice = packed_slice;
-          w_tap_stride = c_count * kNR<T>;
+        } else {
+          // The slice's packed weights are about to be read by every row: request them all
+          // now, so that a layer whose weights live in memory (7x7 x 512 x 512 is 51 MB)
+          // waits for them in parallel, not line by line.
+          const char* run = reinterpret_cast<const char*>(w_slice);
+          for (int64_t b = 0; b < int64_t(d.taps * w_tap_stride * sizeof(T)); b += 64) _mm_prefetch(run + b, _MM_HINT_T1);
         }
         for (int64_t r = r_begin; r < r_end; ++r) {
           const T* xrow = tile + r * p.stride_h * d.row_pitch + c_begin * d.chan_pitch;
