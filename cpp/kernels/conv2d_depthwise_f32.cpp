@@ -334,7 +334,7 @@ void fill_rows_tile(const ConvCall& call, const float* plane, int64_t row0, int6
     float* dst = tile + r * pitch;
     const int64_t src_row = call.row_src[row0 + r];
     if (src_row < 0) {
-      std::memset(dst, 0, sizeof(float) * size_t(pitch));
+      for (int64_t q = 0; q < pitch; q += kVL) vstore(dst + q, vzero());
       continue;
     }
     const float* src = plane + src_row * call.x_stride.h;
@@ -404,6 +404,54 @@ void rows_block(const Conv2dProblem& p, const float* tile, int64_t pitch, const 
   }
 }
 
+// 3x3, unit stride and dilation: every input row of the block is loaded and shifted once and
+// feeds the (up to) three output rows it belongs to, instead of once per output row.
+template <int ROWS, int NV>
+void rows_block_3x3(const Conv2dProblem& p, const float* tile, int64_t pitch, const float* wc, float bias,
+                    int64_t r0, int64_t ow0, float* y_band, int64_t y_row_stride) {
+  Vec acc[ROWS][NV];
+#pragma GCC unroll 4
+  for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = vset1(bias);
+  Vec wv[3][3];
+#pragma GCC unroll 3
+  for (int i = 0; i < 3; ++i)
+#pragma GCC unroll 3
+    for (int j = 0; j < 3; ++j) wv[i][j] = vset1(wc[i * 3 + j]);
+#pragma GCC unroll 8
+  for (int t = 0; t < ROWS + 2; ++t) {
+    const float* xr = tile + (r0 + t) * pitch + ow0;
+    Vec lo = vload(xr);
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const Vec hi = vload(xr + (v + 1) * kVL);
+      const Vec x1 = shift_lanes_c<1>(lo, hi), x2 = shift_lanes_c<2>(lo, hi);
+#pragma GCC unroll 3
+      for (int i = 0; i < 3; ++i) {
+        const int r = t - i;  // the output row that input row t meets with kernel row i
+        if (r >= 0 && r < ROWS) {
+          acc[r][v] = vfma(lo, wv[i][0], acc[r][v]);
+          acc[r][v] = vfma(x1, wv[i][1], acc[r][v]);
+          acc[r][v] = vfma(x2, wv[i][2], acc[r][v]);
+        }
+      }
+      lo = hi;
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < ROWS; ++r) {
+    float* yr = y_band + (r0 + r) * y_row_stride;
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const Vec out = apply_simple_activation(acc[r][v], p.activation);
+      const int64_t o = ow0 + v * kVL;
+      if (o + kVL <= p.out_w) vstore(yr + o, out);
+      else vstore_mask(yr + o, out, lane_mask(0, p.out_w - o));
+    }
+  }
+}
+
 using RowsBlockFn = void (*)(const Conv2dProblem&, const float*, int64_t, const float*, float, int64_t, int64_t,
                              float*, int64_t);
 template <int KW>
@@ -417,6 +465,15 @@ struct RowsBlocks {
   };
 };
 
+struct RowsBlocks3x3 {
+  static constexpr RowsBlockFn table[kRowsMax][kVecsMax] = {
+      {rows_block_3x3<1, 1>, rows_block_3x3<1, 2>, nullptr, nullptr},
+      {rows_block_3x3<2, 1>, rows_block_3x3<2, 2>, nullptr, nullptr},
+      {rows_block_3x3<3, 1>, rows_block_3x3<3, 2>, nullptr, nullptr},
+      {rows_block_3x3<4, 1>, rows_block_3x3<4, 2>, nullptr, nullptr},
+  };
+};
+
 void run_rows(const ConvCall& call) {
   const Conv2dProblem& p = call.p;
   const RowsPlan d = rows_plan(p, call.num_threads);
@@ -426,12 +483,16 @@ void run_rows(const ConvCall& call) {
   float* y = static_cast<float*>(call.y);
   const int64_t taps = p.kernel_h * p.kernel_w;
   const bool unit = p.dilation_w == 1;
-  const auto& blocks = unit && p.kernel_w == 3   ? RowsBlocks<3>::table
+  const bool reuse_rows = unit && p.kernel_w == 3 && p.kernel_h == 3 && p.stride_h == 1 && p.dilation_h == 1;
+  const auto& blocks = reuse_rows                ? RowsBlocks3x3::table
+                       : unit && p.kernel_w == 3 ? RowsBlocks<3>::table
                        : unit && p.kernel_w == 5 ? RowsBlocks<5>::table
                                                  : RowsBlocks<0>::table;
-  // Blocks of up to 4 x 4 vectors: wide rows take more vectors, narrow ones more rows.
-  const int64_t nv_max = std::min<int64_t>(kVecsMax, d.row_vectors);
-  const int64_t rows_max = std::max<int64_t>(1, std::min<int64_t>(kRowsMax, 8 / nv_max));
+  // Blocks of up to 4 x 4 vectors: wide rows take more vectors, narrow ones more rows (the
+  // 3x3 blocks that reuse input rows take up to 2 vectors, which leaves registers for their
+  // shifted inputs and 9 weights, and as many rows as they can).
+  const int64_t nv_max = std::min<int64_t>(reuse_rows ? 2 : kVecsMax, d.row_vectors);
+  const int64_t rows_max = reuse_rows ? kRowsMax : std::max<int64_t>(1, std::min<int64_t>(kRowsMax, 8 / nv_max));
 #pragma omp parallel num_threads(call.num_threads)
   {
     DenormalGuard denormals;
@@ -447,8 +508,8 @@ void run_rows(const ConvCall& call) {
       const float b = bias ? bias[c] : 0.0f;
       for (int64_t r = 0; r < rows; r += rows_max) {
         const int rb = int(std::min(rows_max, rows - r));
-        for (int64_t v = 0; v < d.row_vectors; v += kVecsMax) {
-          const int nv = int(std::min<int64_t>(kVecsMax, d.row_vectors - v));
+        for (int64_t v = 0; v < d.row_vectors; v += nv_max) {
+          const int nv = int(std::min<int64_t>(nv_max, d.row_vectors - v));
           blocks[rb - 1][nv - 1](p, tile, d.pitch, w + c * taps, b, r, v * kVL, y_band, call.y_stride.h);
         }
         if (!is_simple(p.activation))
