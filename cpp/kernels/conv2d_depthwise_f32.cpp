@@ -203,8 +203,7 @@ void run_cblock(const ConvCall& call) {
   const RowReuseFn* reuse = row_reuse_blocks(p);
   const bool nchw = p.layout == Layout::NCHW;
   const Activation fused = is_simple(p.activation) ? p.activation : Activation::None;
-#pragma omp parallel num_threads(call.num_threads)
-  {
+  parallel_region(call.num_threads, [&] {
     DenormalGuard denormals;
     float* tile = scratch<float>(d.thread_floats);
     float* out_block = tile + d.tile_rows * d.tile_cols * kVL;
@@ -275,7 +274,7 @@ void run_cblock(const ConvCall& call) {
 #pragma omp for schedule(static)
       for (int64_t item = 0; item < d.items; ++item) run_item(item);
     }
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -493,8 +492,7 @@ void run_rows(const ConvCall& call) {
   // shifted inputs and 9 weights, and as many rows as they can).
   const int64_t nv_max = std::min<int64_t>(reuse_rows ? 2 : kVecsMax, d.row_vectors);
   const int64_t rows_max = reuse_rows ? kRowsMax : std::max<int64_t>(1, std::min<int64_t>(kRowsMax, 8 / nv_max));
-#pragma omp parallel num_threads(call.num_threads)
-  {
+  parallel_region(call.num_threads, [&] {
     DenormalGuard denormals;
     float* tile = scratch<float>(size_t(d.tile_rows * d.pitch));
 #pragma omp for schedule(dynamic)
@@ -516,7 +514,7 @@ void run_rows(const ConvCall& call) {
           for (int k = 0; k < rb; ++k) activate_row(y_band + (r + k) * call.y_stride.h, p.out_w, p.activation);
       }
     }
-  }
+  });
 }
 
 }  // namespace

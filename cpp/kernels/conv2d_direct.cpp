@@ -717,8 +717,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
     return own;
   };
 
-#pragma omp parallel num_threads(threads)
-  {
+  parallel_region(threads, [&] {
     DenormalGuard denormals;
     T* row_buf = row_bufs + row_buf_elems * thread_id();
     if (d.private_tiles) {
@@ -762,7 +761,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
                                row_buf);
           }
     }
-  }
+  });
 }
 
 template <class T>

@@ -92,8 +92,7 @@ void run_tiled(const ConvCall& call) {
   T* tiles = scratch<T>(size_t(t.tile_elems + t.acc_elems) * threads);
   T* accs = tiles + t.tile_elems * threads;
 
-#pragma omp parallel num_threads(threads)
-  {
+  parallel_region(threads, [&] {
     DenormalGuard denormals;
     T* tile = tiles + t.tile_elems * thread_id();
     T* acc = accs + t.acc_elems * thread_id();
@@ -147,7 +146,7 @@ void run_tiled(const ConvCall& call) {
         }
       }
     }
-  }
+  });
 }
 
 bool accepts_any(const Conv2dProblem&) { return true; }

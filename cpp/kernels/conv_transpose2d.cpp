@@ -193,8 +193,7 @@ void run_phase(const ConvTransposeCall& call) {
   }
 
   const int64_t items = p.groups * g.oc_blocks * p.batch * p.out_h;
-#pragma omp parallel num_threads(threads)
-  {
+  parallel_region(threads, [&] {
     DenormalGuard denormals;
     std::vector<Tap> row_taps;
     alignas(64) T bias_block[NR];
@@ -267,7 +266,7 @@ void run_phase(const ConvTransposeCall& call) {
         }
       }
     }
-  }
+  });
 }
 
 bool accepts_any(const ConvTranspose2dProblem&) { return true; }

@@ -84,6 +84,23 @@ class DenormalGuard {
   unsigned saved_ = 0;
 };
 
+// Runs body() on a team of `threads`, or straight on the calling thread when that is all it
+// gets: opening an OpenMP parallel region costs about a microsecond even for a team of one,
+// as much as a small call's arithmetic.  Worksharing loops inside body() then run orphaned,
+// all on the calling thread.
+template <class Body>
+static inline void parallel_region(int threads, Body&& body) {
+#if defined(_OPENMP)
+  if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+    body();
+    return;
+  }
+#endif
+  (void)threads;
+  body();
+}
+
 static inline int thread_id() {
 #if defined(_OPENMP)
   return omp_get_thread_num();

@@ -53,8 +53,7 @@ void run_rows_nchw(const PoolCall& call) {
   const int64_t planes = p.batch * p.channels, items = planes * p.out_h;
   const bool is_max = p.kind == PoolKind::Max;
 
-#pragma omp parallel num_threads(call.num_threads)
-  {
+  parallel_region(call.num_threads, [&] {
     DenormalGuard denormals;
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {
@@ -129,7 +128,7 @@ void run_rows_nchw(const PoolCall& call) {
         }
       }
     }
-  }
+  });
 }
 
 // Its per-tap column tables and loops cost O(kernel_w) per row, so windows wider than the
@@ -151,8 +150,7 @@ void run_plane_nchw(const PoolCall& call) {
   const bool is_max = p.kind == PoolKind::Max;
   constexpr int L = 16;  // independent partial results, so the reduction vectorises
 
-#pragma omp parallel num_threads(call.num_threads)
-  {
+  parallel_region(call.num_threads, [&] {
     DenormalGuard denormals;
 #pragma omp for schedule(static)
     for (int64_t plane = 0; plane < planes; ++plane) {
@@ -194,7 +192,7 @@ void run_plane_nchw(const PoolCall& call) {
         y[yo] = sum / avg_divisor<T>(call, 0, 0);
       }
     }
-  }
+  });
 }
 
 bool accepts_plane_nchw(const Pool2dProblem& p) {
@@ -212,8 +210,7 @@ void run_maps_nchw(const PoolCall& call) {
   const int64_t planes = p.batch * p.channels;
   const bool is_max = p.kind == PoolKind::Max;
 
-#pragma omp parallel num_threads(call.num_threads)
-  {
+  parallel_region(call.num_threads, [&] {
     DenormalGuard denormals;
 #pragma omp for schedule(static)
     for (int64_t plane = 0; plane < planes; ++plane) {
@@ -252,7 +249,7 @@ void run_maps_nchw(const PoolCall& call) {
         }
       }
     }
-  }
+  });
 }
 
 bool accepts_nchw(const Pool2dProblem& p) { return p.layout == Layout::NCHW; }
@@ -272,8 +269,7 @@ void run_channels_nhwc(const PoolCall& call) {
   const int64_t items = p.batch * p.out_h * p.out_w * cblocks;
   const bool is_max = p.kind == PoolKind::Max;
 
-#pragma omp parallel num_threads(call.num_threads)
-  {
+  parallel_region(call.num_threads, [&] {
     DenormalGuard denormals;
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {
@@ -335,7 +331,7 @@ void run_channels_nhwc(const PoolCall& call) {
         }
       }
     }
-  }
+  });
 }
 
 bool accepts_nhwc(const Pool2dProblem& p) { return p.layout == Layout::NHWC; }
