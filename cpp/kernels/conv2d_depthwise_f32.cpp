@@ -310,11 +310,18 @@ RowsPlan rows_plan(const Conv2dProblem& p, int threads) {
   return d;
 }
 
+// With a vector's worth of channels, the channel-block kernel does better on rows narrower
+// than this: they waste lanes here.  On AVX2 a lane shift across the two 128-bit halves takes
+// two shuffles, which it pays on every row of any width, so rows must be long (measured).
+#if defined(__AVX512F__)
+constexpr int64_t kRowsMinWidth = kVL;
+#else
+constexpr int64_t kRowsMinWidth = 8 * kVL;
+#endif
+
 bool rows_accepts(const Conv2dProblem& p) {
-  // Rows narrower than a vector waste lanes here; with a vector's worth of channels the
-  // channel-block kernel does better on them.
   return p.dtype == DType::Float32 && p.layout == Layout::NCHW && p.groups == p.in_channels &&
-         p.out_channels == p.in_channels && p.stride_w == 1 && (p.out_w >= kVL || p.in_channels < kVL);
+         p.out_channels == p.in_channels && p.stride_w == 1 && (p.out_w >= kRowsMinWidth || p.in_channels < kVL);
 }
 
 size_t rows_workspace(const Conv2dProblem& p, int threads) {
