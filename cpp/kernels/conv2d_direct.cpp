@@ -5,7 +5,9 @@
 //  - ChannelVec: a microkernel holds MR output pixels of one output row times NR output
 //    channels (kNV vectors) in registers, loops over kernel taps and input channels,
 //    broadcasting one input value per pixel against the weight vectors.  Weights are packed
-//    once per plan to [group][k block][tap][c][NR] (zero past the last output channel).
+//    once per plan to [group][k block][channel slice][tap][c][NR] (zero past the last output
+//    channel), or, for a one-shot call on a small plane, slice by slice inside the work items
+//    (see packs_in_items).
 //  - PixelVec (NCHW only): MK output channels times NV vectors of consecutive output pixels,
 //    broadcasting one weight per channel, read from the weights' own layout (nothing to pack,
 //    which matters for one-shot calls).  Used where channel blocks would be mostly empty or
@@ -23,7 +25,8 @@
 //    (filled together, then its outputs handed out dynamically); with many, each thread owns
 //    whole units and their tiles, and no barrier is needed.
 //  - NHWC output is stored straight from the registers; NCHW output of ChannelVec goes through
-//    a per-thread row buffer [row][ow][NR] that is transposed into the output rows.
+//    a per-thread row buffer [row][ow][NR] that is transposed into the output rows (16x16
+//    in-register transposes for float).
 #include <array>
 #include <cstring>
 #include <type_traits>
