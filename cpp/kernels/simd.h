@@ -194,54 +194,69 @@ static inline Vec<float> shift_lanes(Vec<float> lo, Vec<float> hi, int n) {
 // rows[j] holds what was column j.  Turns channel-planar data (NCHW rows) into
 // channel-interleaved vectors (one pixel's channels) and back without scalar moves.
 #if defined(__AVX512F__)
-static inline void transpose_square(__m512 (&rows)[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 8; ++i) {  // per 128-bit lane: a0 b0 a1 b1 / a2 b2 a3 b3
-    t[2 * i] = _mm512_unpacklo_ps(rows[2 * i], rows[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(rows[2 * i], rows[2 * i + 1]);
+static inline __m512 interleave_lo32(__m512 a, __m512 b) { return _mm512_unpacklo_ps(a, b); }
+static inline __m512 interleave_hi32(__m512 a, __m512 b) { return _mm512_unpackhi_ps(a, b); }
+static inline __m512 interleave_lo64(__m512 a, __m512 b) {
+  return _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+}
+static inline __m512 interleave_hi64(__m512 a, __m512 b) {
+  return _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+}
+#else
+static inline __m256 interleave_lo32(__m256 a, __m256 b) { return _mm256_unpacklo_ps(a, b); }
+static inline __m256 interleave_hi32(__m256 a, __m256 b) { return _mm256_unpackhi_ps(a, b); }
+static inline __m256 interleave_lo64(__m256 a, __m256 b) {
+  return _mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(a), _mm256_castps_pd(b)));
+}
+static inline __m256 interleave_hi64(__m256 a, __m256 b) {
+  return _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(a), _mm256_castps_pd(b)));
+}
+#endif
+
+static inline void transpose_square(Vec<float> (&rows)[kLanes<float>]) {
+  constexpr int L = kLanes<float>;
+  Vec<float> t[L];
+  // Within each 128-bit lane, first pairs of rows (a0 b0 a1 b1 / a2 b2 a3 b3), then groups of
+  // four: afterwards rows[4i + k], lane l, holds column 4l + k of rows 4i .. 4i + 3.
+#pragma GCC unroll 16
+  for (int i = 0; i < L / 2; ++i) {
+    t[2 * i] = interleave_lo32(rows[2 * i], rows[2 * i + 1]);
+    t[2 * i + 1] = interleave_hi32(rows[2 * i], rows[2 * i + 1]);
   }
-  for (int i = 0; i < 4; ++i) {  // rows[4i + k], lane l: column 4l + k of rows 4i..4i+3
-    const __m512d ab_lo = _mm512_castps_pd(t[4 * i]), ab_hi = _mm512_castps_pd(t[4 * i + 1]);
-    const __m512d cd_lo = _mm512_castps_pd(t[4 * i + 2]), cd_hi = _mm512_castps_pd(t[4 * i + 3]);
-    rows[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(ab_lo, cd_lo));
-    rows[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(ab_lo, cd_lo));
-    rows[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(ab_hi, cd_hi));
-    rows[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(ab_hi, cd_hi));
+#pragma GCC unroll 16
+  for (int i = 0; i < L / 4; ++i) {
+    rows[4 * i] = interleave_lo64(t[4 * i], t[4 * i + 2]);
+    rows[4 * i + 1] = interleave_hi64(t[4 * i], t[4 * i + 2]);
+    rows[4 * i + 2] = interleave_lo64(t[4 * i + 1], t[4 * i + 3]);
+    rows[4 * i + 3] = interleave_hi64(t[4 * i + 1], t[4 * i + 3]);
   }
-  for (int i = 0; i < 2; ++i)  // t[8i + k]: columns k, k+8 (t[8i+4+k]: k+4, k+12) of row groups 2i, 2i+1
+  // Then the 128-bit lanes themselves.
+#if defined(__AVX512F__)
+  // t[8i + k]: columns k, k+8 (t[8i + 4 + k]: k+4, k+12) of row groups 2i, 2i+1.
+#pragma GCC unroll 16
+  for (int i = 0; i < 2; ++i)
+#pragma GCC unroll 16
     for (int k = 0; k < 4; ++k) {
       t[8 * i + k] = _mm512_shuffle_f32x4(rows[8 * i + k], rows[8 * i + 4 + k], 0x88);
       t[8 * i + 4 + k] = _mm512_shuffle_f32x4(rows[8 * i + k], rows[8 * i + 4 + k], 0xDD);
     }
+#pragma GCC unroll 16
   for (int k = 0; k < 4; ++k) {
     rows[k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0x88);
     rows[k + 8] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0xDD);
     rows[k + 4] = _mm512_shuffle_f32x4(t[4 + k], t[12 + k], 0x88);
     rows[k + 12] = _mm512_shuffle_f32x4(t[4 + k], t[12 + k], 0xDD);
   }
-}
 #else
-static inline void transpose_square(__m256 (&rows)[8]) {
-  __m256 t[8];
-  for (int i = 0; i < 4; ++i) {
-    t[2 * i] = _mm256_unpacklo_ps(rows[2 * i], rows[2 * i + 1]);
-    t[2 * i + 1] = _mm256_unpackhi_ps(rows[2 * i], rows[2 * i + 1]);
-  }
-  for (int i = 0; i < 2; ++i) {  // rows[4i + k], 128-bit lane l: column 4l + k of rows 4i..4i+3
-    const __m256d ab_lo = _mm256_castps_pd(t[4 * i]), ab_hi = _mm256_castps_pd(t[4 * i + 1]);
-    const __m256d cd_lo = _mm256_castps_pd(t[4 * i + 2]), cd_hi = _mm256_castps_pd(t[4 * i + 3]);
-    rows[4 * i] = _mm256_castpd_ps(_mm256_unpacklo_pd(ab_lo, cd_lo));
-    rows[4 * i + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(ab_lo, cd_lo));
-    rows[4 * i + 2] = _mm256_castpd_ps(_mm256_unpacklo_pd(ab_hi, cd_hi));
-    rows[4 * i + 3] = _mm256_castpd_ps(_mm256_unpackhi_pd(ab_hi, cd_hi));
-  }
+#pragma GCC unroll 8
   for (int k = 0; k < 4; ++k) {
     t[k] = _mm256_permute2f128_ps(rows[k], rows[4 + k], 0x20);
     t[k + 4] = _mm256_permute2f128_ps(rows[k], rows[4 + k], 0x31);
   }
+#pragma GCC unroll 8
   for (int k = 0; k < 8; ++k) rows[k] = t[k];
-}
 #endif
+}
 
 // Channels [0, cvalid) of `count` pixels of a set of planes `plane_stride` apart, transposed
 // into [pixel][kLanes] at `dst`; lanes past cvalid are zero.  (Loops over the vector array
