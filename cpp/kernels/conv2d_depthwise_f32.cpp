@@ -9,8 +9,9 @@
 // kMB output pixels of one row; for the common kernel widths with unit dilation each loaded
 // input vector feeds every tap it belongs to (one load per input column instead of one per tap).
 //
-// conv2d_depthwise_nchw_f32: NCHW with fewer channels than a vector (a single image plane),
-// vectorised along the output row, reading x in place.
+// conv2d_depthwise_nchw_f32: NCHW at stride 1 along the row, vectorised along the output row
+// on a padded, vector-aligned tile of each plane's band of rows (see below); chosen for rows
+// at least a vector wide, and for fewer channels than a vector (a single image plane).
 #include <array>
 #include <cmath>
 #include <cstring>
