@@ -236,7 +236,9 @@ template <class T>
 bool pack_block(const T* wb, int64_t row_stride, int64_t valid, int64_t channels, int64_t taps, T* out) {
   if constexpr (std::is_same_v<T, float>) {
     constexpr int L = kLanes<float>;
-    Vec<float> nan_if_not_finite = vzero();  // inf * 0 and NaN * 0 are NaN
+    // inf * 0 and NaN * 0 are NaN; four independent sums keep the FMA chains short (one chain
+    // through every loaded vector took the pack's time).
+    Vec<float> nan_if_not_finite[4] = {vzero(), vzero(), vzero(), vzero()};
     const int64_t cols = channels * taps;
     for (int64_t kk0 = 0; kk0 < kNR<float>; kk0 += L) {
       int64_t c = 0, t = 0;  // (channel, tap) of column col0
@@ -252,7 +254,7 @@ bool pack_block(const T* wb, int64_t row_stride, int64_t valid, int64_t channels
           v[m] = kk0 + m < valid ? (n == L ? vload(src) : vload_mask(src, cmask)) : vzero();
         }
 #pragma GCC unroll 16
-        for (int m = 0; m < L; ++m) nan_if_not_finite = vfma(v[m], vzero(), nan_if_not_finite);
+        for (int m = 0; m < L; ++m) nan_if_not_finite[m % 4] = vfma(v[m], vzero(), nan_if_not_finite[m % 4]);
         transpose_square(v);
 #pragma GCC unroll 16
         for (int j = 0; j < L; ++j) {
@@ -263,9 +265,9 @@ bool pack_block(const T* wb, int64_t row_stride, int64_t valid, int64_t channels
         }
       }
     }
-    alignas(64) float lanes[L];
-    vstore(lanes, nan_if_not_finite);
-    return std::all_of(lanes, lanes + L, [](float f) { return f == 0.0f; });
+    alignas(64) float lanes[4][L];
+    for (int i = 0; i < 4; ++i) vstore(lanes[i], nan_if_not_finite[i]);
+    return std::all_of(&lanes[0][0], &lanes[0][0] + 4 * L, [](float f) { return f == 0.0f; });
   } else {
     // A cache-blocked transpose: the kNR source rows of a few channels stay in L1 while the
     // destination is written in order.
