@@ -114,7 +114,11 @@ void fill_cblock_tile(const ConvCall& call, int64_t n, int64_t c0, int cvalid, i
       if (col >= cols) break;
       const int64_t src_col = call.col_src[col0 + col];
       float* o = dst + col * kVL;
-      for (int c = 0; c < kVL; ++c) o[c] = src_col < 0 || c >= cvalid ? 0.0f : xr[c * call.x_stride.c + src_col];
+      if (src_col < 0) {
+        vstore(o, vzero());
+      } else {
+        for (int c = 0; c < kVL; ++c) o[c] = c < cvalid ? xr[c * call.x_stride.c + src_col] : 0.0f;
+      }
     }
   }
 }
@@ -225,8 +229,8 @@ void run_cblock(const ConvCall& call) {
       const int64_t c0 = cb * kVL;
       const int cvalid = int(std::min<int64_t>(kVL, p.in_channels - c0));
       if (cb != last_cb) {
-        for (int64_t t = 0; t < taps; ++t)
-          for (int c = 0; c < kVL; ++c) wblock[t * kVL + c] = c < cvalid ? weight[(c0 + c) * taps + t] : 0.0f;
+        // [channel][tap] -> [tap][channel]: the weights of a channel are a "plane" of taps.
+        planes_to_pixels(weight + c0 * taps, taps, cvalid, taps, wblock);
         vstore(bias_block, bias ? vload_mask(bias + c0, lane_mask(0, cvalid)) : vzero());
         last_cb = cb;
       }
