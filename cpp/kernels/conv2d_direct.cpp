@@ -522,6 +522,14 @@ void fill_tile_unit(const ConvCall& call, const EnginePlan& d, const ColumnPlan&
   }
   for (int64_t ph = 0; ph < sw; ++ph) {
     const ColumnPlan::Phase& f = columns.phases[size_t(ph)];
+    if constexpr (std::is_same_v<T, float>) {
+      // Blocks of kLanes channels x kLanes pixels transposed in registers (xs_c is 1).
+      const T* src = xr + f.first * xs_w;
+      for (int64_t c = c_begin; c < c_end; c += kLanes<T>)
+        pixels_to_planes(src + c, sw * xs_w, int(std::min<int64_t>(kLanes<T>, c_end - c)), f.q_hi - f.q_lo,
+                         dst + c * d.chan_pitch + ph * d.phase_w + f.q_lo, d.chan_pitch);
+      continue;
+    }
     for (int64_t q = f.q_lo; q < f.q_hi; ++q) {
       const T* src = xr + (f.first + (q - f.q_lo) * sw) * xs_w;
       T* o = dst + ph * d.phase_w + q;

@@ -287,7 +287,8 @@ static inline void planes_to_pixels(const float* src, int64_t plane_stride, int 
   }
 }
 
-// The inverse: `count` pixel vectors (pixel_stride apart) into planes [0, cvalid).
+// The inverse: `count` pixels (pixel_stride apart, channels [0, cvalid) of each read) into
+// planes [0, cvalid).
 static inline void pixels_to_planes(const float* src, int64_t pixel_stride, int cvalid, int64_t count, float* dst,
                                     int64_t plane_stride) {
   constexpr int L = kLanes<float>;
@@ -304,10 +305,10 @@ static inline void pixels_to_planes(const float* src, int64_t pixel_stride, int 
   }
   for (; q < count; q += L) {
     const int n = int(std::min<int64_t>(L, count - q));
-    const Mask<float> valid = lane_mask(0, n);
+    const Mask<float> valid = lane_mask(0, n), channels = lane_mask(0, cvalid);
     Vec<float> v[L];
 #pragma GCC unroll 16
-    for (int m = 0; m < L; ++m) v[m] = m < n ? vload(src + (q + m) * pixel_stride) : vzero<float>();
+    for (int m = 0; m < L; ++m) v[m] = m < n ? vload_mask(src + (q + m) * pixel_stride, channels) : vzero<float>();
     transpose_square(v);
 #pragma GCC unroll 16
     for (int c = 0; c < L; ++c)
