@@ -216,10 +216,12 @@ void run_cblock(const ConvCall& call) {
     float* bias_block = wblock + taps * kVL;
     std::vector<int64_t> tap_off(static_cast<size_t>(taps));
     int64_t last_cb = -1, last_tile_cols = -1;
-    // NHWC: a thread takes a contiguous range of items, channel blocks of a band one after
-    // another, so the band's input lines (which hold every block) come from memory once and
-    // the threads do not write neighbouring lines of the same pixels.  NCHW planes are apart
-    // anyway, and are handed out dynamically.
+    // Each thread takes a contiguous range of items, the same range every call: a small
+    // layer's input and output then stay in that core's L2 from one call to the next (items
+    // dealt dynamically moved them between the cores' caches; 5-20 % slower), and in NHWC the
+    // channel blocks of a band run one after another, so the band's input lines (which hold
+    // every block) come from memory once and the threads do not write neighbouring lines of
+    // the same pixels.
     const auto run_item = [&](int64_t item) {
       const int64_t bands = p.batch * d.row_bands * d.col_bands;
       const int64_t cb = nchw ? item / bands : item % d.cblocks;
@@ -272,13 +274,8 @@ void run_cblock(const ConvCall& call) {
         }
       }
     };
-    if (nchw) {
-#pragma omp for schedule(dynamic)
-      for (int64_t item = 0; item < d.items; ++item) run_item(item);
-    } else {
 #pragma omp for schedule(static)
-      for (int64_t item = 0; item < d.items; ++item) run_item(item);
-    }
+    for (int64_t item = 0; item < d.items; ++item) run_item(item);
   });
 }
 
