@@ -473,6 +473,18 @@ struct RowsBlocks {
   };
 };
 
+#if defined(__AVX512F__)
+constexpr int64_t kReuseVecs = 4;  // 16 accumulators, 9 weights and 4 inputs in 32 registers
+struct RowsBlocks3x3 {
+  static constexpr RowsBlockFn table[kRowsMax][kVecsMax] = {
+      {rows_block_3x3<1, 1>, rows_block_3x3<1, 2>, rows_block_3x3<1, 3>, rows_block_3x3<1, 4>},
+      {rows_block_3x3<2, 1>, rows_block_3x3<2, 2>, rows_block_3x3<2, 3>, rows_block_3x3<2, 4>},
+      {rows_block_3x3<3, 1>, rows_block_3x3<3, 2>, rows_block_3x3<3, 3>, rows_block_3x3<3, 4>},
+      {rows_block_3x3<4, 1>, rows_block_3x3<4, 2>, rows_block_3x3<4, 3>, rows_block_3x3<4, 4>},
+  };
+};
+#else
+constexpr int64_t kReuseVecs = 2;  // 16 registers
 struct RowsBlocks3x3 {
   static constexpr RowsBlockFn table[kRowsMax][kVecsMax] = {
       {rows_block_3x3<1, 1>, rows_block_3x3<1, 2>, nullptr, nullptr},
@@ -481,6 +493,7 @@ struct RowsBlocks3x3 {
       {rows_block_3x3<4, 1>, rows_block_3x3<4, 2>, nullptr, nullptr},
   };
 };
+#endif
 
 void run_rows(const ConvCall& call) {
   const Conv2dProblem& p = call.p;
@@ -497,9 +510,9 @@ void run_rows(const ConvCall& call) {
                        : unit && p.kernel_w == 5 ? RowsBlocks<5>::table
                                                  : RowsBlocks<0>::table;
   // Blocks of up to 4 x 4 vectors: wide rows take more vectors, narrow ones more rows (the
-  // 3x3 blocks that reuse input rows take up to 2 vectors, which leaves registers for their
-  // shifted inputs and 9 weights, and as many rows as they can).
-  const int64_t nv_max = std::min<int64_t>(reuse_rows ? 2 : kVecsMax, d.row_vectors);
+  // 3x3 blocks that reuse input rows take up to kReuseVecs vectors, which leaves registers
+  // for their shifted inputs and 9 weights, and as many rows as they can).
+  const int64_t nv_max = std::min<int64_t>(reuse_rows ? kReuseVecs : kVecsMax, d.row_vectors);
   const int64_t rows_max = reuse_rows ? kRowsMax : std::max<int64_t>(1, std::min<int64_t>(kRowsMax, 8 / nv_max));
   parallel_region(call.num_threads, [&] {
     DenormalGuard denormals;
