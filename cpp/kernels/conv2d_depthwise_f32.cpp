@@ -59,8 +59,8 @@ CBlockPlan cblock_plan(const Conv2dProblem& p, int threads) {
   d.band_rows = p.out_h;
   while (d.band_rows > 1 && tile_rows_for(d.band_rows) * row_bytes > kTileBytes) d.band_rows = ceil_div(d.band_rows, 2);
   d.col_bands = ceil_div(p.out_w, d.band_cols);
-  // Enough items for an even dynamic split, as long as a band keeps several rows (each band
-  // copies kh - 1 rows of its neighbour again).
+  // Enough items for an even split between threads, as long as a band keeps several rows
+  // (each band copies kh - 1 rows of its neighbour again).
   const auto item_count = [&] { return p.batch * d.cblocks * ceil_div(p.out_h, d.band_rows) * d.col_bands; };
   while (threads > 1 && item_count() < 8 * threads && d.band_rows >= 8) d.band_rows = ceil_div(d.band_rows, 2);
   d.row_bands = ceil_div(p.out_h, d.band_rows);
