@@ -570,3 +570,31 @@ def test_threads_agree(pool_isa):
         cppconv.set_num_threads(before)
     for a, b in zip(one, three):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_step_path_matches_full_path(pool_isa, layout, dtype):
+    """The common call (contiguous float array, int sizes) takes a one-step native path; it must
+    give what the general path gives (reached here with a non-contiguous view of the same data,
+    and with out=) and raise what it raises."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 5, 13, 11)).astype(dtype)
+    if layout == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    strided = np.repeat(x, 2, axis=-1)[..., ::2]
+    assert not strided.flags.c_contiguous
+    for k, s, p in [(2, None, 0), (3, 2, 1), (3, 1, 1), (5, 3, 2), (1, 1, 0), (11, 1, 0)]:
+        for fn, extra in ((cppconv.max_pool2d, {}), (cppconv.avg_pool2d, {}),
+                          (cppconv.avg_pool2d, {"count_include_pad": False})):
+            fast = fn(x, k, s, p, layout=layout, **extra)
+            full = fn(strided, k, s, p, layout=layout, **extra)
+            out = np.empty_like(fast)
+            assert fn(x, k, s, p, layout=layout, out=out, **extra) is out
+            np.testing.assert_array_equal(fast, full, err_msg=f"{fn.__name__} k={k} s={s} p={p} {extra}")
+            np.testing.assert_array_equal(fast, out)
+            assert fast.dtype == dtype
+    with pytest.raises(ValueError):
+        cppconv.max_pool2d(x, 3, 1, 2, layout=layout)  # padding above kernel_size // 2
+    with pytest.raises(ValueError):
+        cppconv.max_pool2d(x, 30, layout=layout)       # window larger than the input

@@ -10,6 +10,36 @@ from . import _args, _native
 
 _MAX, _AVG = 0, 1
 _I64 = np.dtype(np.int64)
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
+def _simple_pool(kind: int, x: Any, kernel_size: Any, stride: Any, padding: Any, count_include_pad: Any,
+                 layout: Any) -> Optional[np.ndarray]:
+    """The common pooling call in one native step (about 1.5 us instead of 6): a C-contiguous
+    float32/float64 4-D ndarray, int sizes, no dilation, ceil_mode, indices or out.  None for
+    anything else, which the full path handles (and checks)."""
+    if x.__class__ is not np.ndarray or x.ndim != 4 or not x.flags.c_contiguous:
+        return None
+    dtype = x.dtype
+    if (dtype is not _F32 and dtype is not _F64) or kernel_size.__class__ is not int or padding.__class__ is not int:
+        return None
+    k, p = kernel_size, padding
+    s = k if stride is None else stride
+    if s.__class__ is not int or not (1 <= k < 2**31 and 1 <= s < 2**31 and 0 <= p <= k // 2):
+        return None
+    code = _args.LAYOUTS.get(layout) if layout.__class__ is str else None
+    if code is None:
+        return None
+    if code == 1:
+        n, h, w, c = x.shape
+    else:
+        n, c, h, w = x.shape
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    if h < 1 or w < 1 or oh < 1 or ow < 1:
+        return None
+    y = np.empty((n, oh, ow, c) if code == 1 else (n, c, oh, ow), dtype)
+    _native.pool2d(x, y, None, kind, k, k, s, s, 1, 1, p, p, p, p, False, bool(count_include_pad), 0, code, "")
+    return y
 
 
 def _pool_length(i: int, k: int, s: int, before: int, after: int, d: int, ceil_mode: bool) -> int:
@@ -209,6 +239,10 @@ def max_pool2d(
     array([[[ 5.,  7.],
             [13., 15.]]], dtype=float32)
     """
+    if out is None and dilation.__class__ is int and dilation == 1 and ceil_mode is False and return_indices is False:
+        y = _simple_pool(_MAX, x, kernel_size, stride, padding, True, layout)
+        if y is not None:
+            return y
     spec = _PoolSpec(_MAX, kernel_size, stride, padding, dilation, ceil_mode, True, None, layout)
     return _run_pool(spec, x, out, bool(return_indices))
 
@@ -237,6 +271,10 @@ def avg_pool2d(
     array([[[ 2.5,  4.5],
             [10.5, 12.5]]], dtype=float32)
     """
+    if out is None and ceil_mode is False and divisor_override is None:
+        y = _simple_pool(_AVG, x, kernel_size, stride, padding, count_include_pad, layout)
+        if y is not None:
+            return y
     spec = _PoolSpec(_AVG, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override, layout)
     return _run_pool(spec, x, out)
 
