@@ -7,39 +7,16 @@ the kernels gather; torch is not imported.  Every kernel runs under every ISA.
 from __future__ import annotations
 
 import itertools
-import zlib
 
 import numpy as np
 import pytest
 
 import cppconv
 from cppconv import _conv_transpose, _native
+from conftest import make_rng
+from reference import ACTIVATIONS, activate
 
-ISAS = list(_native.available_isas())
 LAYOUTS = ["NCHW", "NHWC"]
-ACTIVATIONS = {
-    None: lambda v: v,
-    "relu": lambda v: np.maximum(v, 0),
-    "relu6": lambda v: np.clip(v, 0, 6),
-    "leaky_relu": lambda v: np.where(v < 0, v * 0.01, v),
-    "sigmoid": lambda v: 1 / (1 + np.exp(-v)),
-    "tanh": np.tanh,
-    "silu": lambda v: v / (1 + np.exp(-v)),
-}
-
-
-@pytest.fixture(params=ISAS)
-def ct_isa(request):
-    """Selects one available ISA for the test; the default comes back afterwards."""
-    _native.select_isa(request.param)
-    try:
-        yield request.param
-    finally:
-        _native.select_isa(_native.default_isa())
-
-
-def rng_for(*keys):
-    return np.random.default_rng(zlib.crc32(repr(keys).encode()))
 
 
 def ref_conv_transpose(x, w, bias=None, stride=(1, 1), pads=(0, 0, 0, 0), output_padding=(0, 0), groups=1,
@@ -62,7 +39,7 @@ def ref_conv_transpose(x, w, bias=None, stride=(1, 1), pads=(0, 0, 0, 0), output
     y = full[:, :, top:full_h - oph - bottom + oph, left:full_w - opw - right + opw]
     if bias is not None:
         y = y + bias[None, :, None, None]
-    return ACTIVATIONS[activation](y)
+    return activate(y, activation)
 
 
 def to_layout(a, layout):
@@ -95,8 +72,8 @@ def run_case(rng, layout, h, w, c, kg, groups, kernel, stride, pads, op, dilatio
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_every_small_combination(ct_isa, layout):
-    rng = rng_for("combos", layout)
+def test_every_small_combination(isa, layout):
+    rng = make_rng("combos", layout)
     for s, p, d, groups in itertools.product((1, 2, 3), (0, 1, 2), (1, 2), (1, 2)):
         for op in range(max(s, d)):
             k = 3 if (s + p + d) % 2 else 2
@@ -107,8 +84,8 @@ def test_every_small_combination(ct_isa, layout):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("seed", range(10))
-def test_random(ct_isa, layout, seed):
-    rng = rng_for("random", seed)
+def test_random(isa, layout, seed):
+    rng = make_rng("random", seed)
     groups = int(rng.integers(1, 4))
     c, kg = groups * int(rng.integers(1, 4)), int(rng.integers(1, 40))  # kg crosses vector widths
     kernel = tuple(int(v) for v in rng.integers(1, 5, 2))
@@ -120,16 +97,16 @@ def test_random(ct_isa, layout, seed):
     pads = (int(rng.integers(0, 3)), int(rng.integers(0, 3)), int(rng.integers(0, 3)), int(rng.integers(0, 3)))
     if pads[0] + pads[1] >= full[0] + op[0] or pads[2] + pads[3] >= full[1] + op[1]:
         pads = (0, 0, 0, 0)
-    y, want = run_case(rng_for("data", seed), layout, h, w, c, kg, groups, kernel, stride, pads, op, dilation)
+    y, want = run_case(make_rng("data", seed), layout, h, w, c, kg, groups, kernel, stride, pads, op, dilation)
     np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-10)
-    y32, _ = run_case(rng_for("data", seed), layout, h, w, c, kg, groups, kernel, stride, pads, op, dilation,
+    y32, _ = run_case(make_rng("data", seed), layout, h, w, c, kg, groups, kernel, stride, pads, op, dilation,
                       dtype=np.float32)
     np.testing.assert_allclose(y32, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("activation", list(ACTIVATIONS))
-def test_activation(ct_isa, activation):
-    rng = rng_for("act", activation)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_activation(isa, activation):
+    rng = make_rng("act", activation)
     for layout in LAYOUTS:
         y, want = run_case(rng, layout, 5, 4, 3, 5, 1, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), (1, 1),
                            activation=activation)
@@ -138,8 +115,8 @@ def test_activation(ct_isa, activation):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("seed", range(8))
-def test_adjoint_of_conv2d(ct_isa, layout, seed):
-    rng = rng_for("adjoint", seed)
+def test_adjoint_of_conv2d(isa, layout, seed):
+    rng = make_rng("adjoint", seed)
     groups = int(rng.integers(1, 3))
     c, k = groups * int(rng.integers(1, 4)), groups * int(rng.integers(1, 5))
     kh, kw = (int(v) for v in rng.integers(1, 5, 2))
@@ -164,7 +141,7 @@ def test_adjoint_of_conv2d(ct_isa, layout, seed):
 
 
 def test_every_algorithm():
-    rng = rng_for("algorithms")
+    rng = make_rng("algorithms")
     x = rng.standard_normal((2, 4, 5, 4))
     w = rng.standard_normal((4, 3, 3, 2))
     b = rng.standard_normal(6)
@@ -185,10 +162,10 @@ def test_every_algorithm():
         _conv_transpose._conv_transpose2d_with_algorithm("nope", x, w)
 
 
-def test_benchmark_shape_float32(ct_isa):
+def test_benchmark_shape_float32(isa):
     # The benchmark's shape (256@14 -> 128@28, 4x4 s2 p1) with fewer channels: several
     # output-channel blocks and a partial one, pixel blocks with a remainder.
-    rng = rng_for("bench")
+    rng = make_rng("bench")
     x = rng.standard_normal((1, 24, 14, 14))
     w = rng.standard_normal((24, 40, 4, 4)) * 0.1
     want = ref_conv_transpose(x, w, None, (2, 2), (1, 1, 1, 1))
@@ -200,8 +177,8 @@ def test_benchmark_shape_float32(ct_isa):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_unbatched_2d_and_layer(ct_isa, layout):
-    rng = rng_for("layer", layout)
+def test_unbatched_2d_and_layer(isa, layout):
+    rng = make_rng("layer", layout)
     x = rng.standard_normal((1, 3, 5, 6))
     w = rng.standard_normal((3, 4, 3, 3))
     b = rng.standard_normal(4)
@@ -234,7 +211,7 @@ def test_unbatched_2d_and_layer(ct_isa, layout):
      (np.bool_, np.float64)],
 )
 def test_dtypes(dtype, result):
-    rng = rng_for("dtypes", np.dtype(dtype).name)
+    rng = make_rng("dtypes", np.dtype(dtype).name)
     x = (rng.standard_normal((1, 2, 4, 4)) * 3).astype(dtype)
     w = (rng.standard_normal((2, 3, 3, 3)) * 3).astype(dtype)
     y = cppconv.conv_transpose2d(x, w, stride=2)
@@ -251,8 +228,8 @@ def test_dtypes(dtype, result):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_out(ct_isa, layout):
-    rng = rng_for("out", layout)
+def test_out(isa, layout):
+    rng = make_rng("out", layout)
     x = to_layout(rng.standard_normal((2, 3, 4, 5)).astype(np.float32), layout)
     w = rng.standard_normal((3, 2, 2, 2)).astype(np.float32)
     want = cppconv.conv_transpose2d(x, w, stride=2, layout=layout)
@@ -271,7 +248,7 @@ def test_out(ct_isa, layout):
 
 
 def test_out_overlapping_input():
-    rng = rng_for("overlap")
+    rng = make_rng("overlap")
     buf = rng.standard_normal((2, 8, 8))
     x = buf[:, :4, :4]
     w = rng.standard_normal((2, 2, 2, 2))
@@ -356,8 +333,8 @@ def test_bad_input_more():
         plan.run(x, np.empty((1, 2, 5, 6)), 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0)
 
 
-def test_threads_agree(ct_isa):
-    rng = rng_for("threads")
+def test_threads_agree(isa):
+    rng = make_rng("threads")
     x = rng.standard_normal((2, 32, 9, 9)).astype(np.float32)
     w = rng.standard_normal((32, 20, 4, 4)).astype(np.float32)
     before = cppconv.get_num_threads()

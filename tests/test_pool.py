@@ -6,30 +6,14 @@ torch is not imported here).  Every fast kernel runs under every ISA this machin
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pytest
 
 import cppconv
 from cppconv import _native, _pool
+from conftest import make_rng
 
-ISAS = list(_native.available_isas())
 LAYOUTS = ["NCHW", "NHWC"]
-
-
-@pytest.fixture(params=ISAS)
-def pool_isa(request):
-    """Selects one available ISA for the test; the default comes back afterwards."""
-    _native.select_isa(request.param)
-    try:
-        yield request.param
-    finally:
-        _native.select_isa(_native.default_isa())
-
-
-def rng_for(*keys):
-    return np.random.default_rng(zlib.crc32(repr(keys).encode()))
 
 
 # ------------------------------------------------------------------------------------------
@@ -146,8 +130,8 @@ def padding_arg(pads):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("seed", range(12))
-def test_max_pool_random(pool_isa, layout, seed):
-    rng = rng_for("max", seed)
+def test_max_pool_random(isa, layout, seed):
+    rng = make_rng("max", seed)
     for _ in range(4):
         h, w, kernel, stride, dilation, pads, ceil_mode = random_pool_case(rng, "max")
         x = random_input(rng, (2, 3, h, w), np.float32, nan=seed % 3 == 0)
@@ -164,8 +148,8 @@ def test_max_pool_random(pool_isa, layout, seed):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("seed", range(12))
-def test_avg_pool_random(pool_isa, layout, seed):
-    rng = rng_for("avg", seed)
+def test_avg_pool_random(isa, layout, seed):
+    rng = make_rng("avg", seed)
     for _ in range(4):
         h, w, kernel, stride, _, pads, ceil_mode = random_pool_case(rng, "avg")
         cip = bool(rng.integers(0, 2))
@@ -182,7 +166,7 @@ def test_avg_pool_random(pool_isa, layout, seed):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_ceil_mode_windows_hang_over(pool_isa, layout):
+def test_ceil_mode_windows_hang_over(isa, layout):
     # 5 wide, kernel 2 stride 2: ceil_mode adds a window [4, 6) that hangs over the edge.
     x = np.arange(2 * 5 * 5, dtype=np.float64).reshape(1, 2, 5, 5)
     xl = to_layout(x, layout)
@@ -204,7 +188,7 @@ def test_ceil_mode_windows_hang_over(pool_isa, layout):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_nan_wins_with_its_index(pool_isa, layout):
+def test_nan_wins_with_its_index(isa, layout):
     x = np.zeros((1, 1, 4, 4), np.float32)
     x[0, 0, 0, 1] = 5
     x[0, 0, 1, 0] = np.nan
@@ -222,7 +206,7 @@ def test_nan_wins_with_its_index(pool_isa, layout):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_all_padding_dilated_window(pool_isa, layout):
+def test_all_padding_dilated_window(isa, layout):
     # kernel 2, dilation 3, padding 1 on width 2: the taps -1 and 2 both miss the input.
     x = np.ones((1, 1, 2, 2), np.float32)
     want, want_idx = ref_pool(x.astype(np.float64), "max", (2, 2), (1, 1), (1, 1, 1, 1), (3, 3))
@@ -232,8 +216,8 @@ def test_all_padding_dilated_window(pool_isa, layout):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_same_and_asymmetric_padding(pool_isa, layout):
-    rng = rng_for("same")
+def test_same_and_asymmetric_padding(isa, layout):
+    rng = make_rng("same")
     x = random_input(rng, (2, 3, 9, 7), np.float64)
     for k, s in [(3, 2), (2, 2), (3, 1), (4, 3)]:
         top, bottom = cppconv._args.same_padding(9, k, s, 1)
@@ -256,8 +240,8 @@ def test_same_and_asymmetric_padding(pool_isa, layout):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("seed", range(6))
-def test_adaptive_random(pool_isa, layout, seed):
-    rng = rng_for("adaptive", seed)
+def test_adaptive_random(isa, layout, seed):
+    rng = make_rng("adaptive", seed)
     for _ in range(3):
         h, w = (int(v) for v in rng.integers(1, 13, 2))
         size = (int(rng.integers(1, h + 3)), int(rng.integers(1, w + 3)))  # also larger than the input
@@ -274,8 +258,8 @@ def test_adaptive_random(pool_isa, layout, seed):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_adaptive_none_and_int_sizes(pool_isa, layout):
-    x = random_input(rng_for("none"), (2, 4, 10, 7), np.float64)
+def test_adaptive_none_and_int_sizes(isa, layout):
+    x = random_input(make_rng("none"), (2, 4, 10, 7), np.float64)
     xl = to_layout(x, layout)
     y = from_layout(cppconv.adaptive_avg_pool2d(xl, (3, None), layout=layout), layout)
     np.testing.assert_allclose(y, ref_pool(x, "avg", adaptive_size=(3, 7))[0], rtol=1e-12)
@@ -285,8 +269,8 @@ def test_adaptive_none_and_int_sizes(pool_isa, layout):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("shape", [(2, 5, 7, 7), (1, 300, 3, 5), (3, 2, 1, 1), (1, 1, 17, 19)])
-def test_global_avg_pool(pool_isa, layout, shape):
-    x = random_input(rng_for("gap", shape), shape, np.float64)
+def test_global_avg_pool(isa, layout, shape):
+    x = random_input(make_rng("gap", shape), shape, np.float64)
     y = cppconv.global_avg_pool2d(to_layout(x, layout), layout=layout)
     assert y.shape == to_layout(np.empty(shape[:2] + (1, 1)), layout).shape
     np.testing.assert_allclose(from_layout(y, layout), x.mean(axis=(2, 3), keepdims=True), rtol=1e-12, atol=1e-14)
@@ -299,7 +283,7 @@ def test_global_avg_pool(pool_isa, layout, shape):
 
 
 def test_every_pool_algorithm():
-    rng = rng_for("algorithms")
+    rng = make_rng("algorithms")
     x = random_input(rng, (2, 3, 9, 8), np.float64, nan=False)
     cases = [
         dict(kind=0, args=(3, 3, 2, 2, 1, 1, 1, 1, 1, 1), ceil=True),
@@ -355,8 +339,8 @@ def test_every_pool_algorithm():
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_unbatched_and_2d(pool_isa, layout):
-    x = random_input(rng_for("unbatched"), (1, 3, 8, 6), np.float64)
+def test_unbatched_and_2d(isa, layout):
+    x = random_input(make_rng("unbatched"), (1, 3, 8, 6), np.float64)
     full = cppconv.max_pool2d(to_layout(x, layout), 3, 2, 1, layout=layout)
     assert np.array_equal(cppconv.max_pool2d(to_layout(x, layout)[0], 3, 2, 1, layout=layout), full[0])
     y, i = cppconv.max_pool2d(to_layout(x, layout)[0], 3, 2, 1, return_indices=True, layout=layout)
@@ -374,7 +358,7 @@ def test_unbatched_and_2d(pool_isa, layout):
      (np.uint8, np.float64), (np.bool_, np.float64)],
 )
 def test_dtypes(dtype, result):
-    rng = rng_for("dtypes", np.dtype(dtype).name)
+    rng = make_rng("dtypes", np.dtype(dtype).name)
     x = (rng.standard_normal((2, 3, 6, 6)) * 4).astype(dtype)
     want = ref_pool(x.astype(np.float64), "avg", (2, 2), (2, 2))[0]
     tol = 1e-2 if dtype == np.float16 else 1e-6
@@ -402,8 +386,8 @@ def test_bad_dtypes():
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_out(pool_isa, layout):
-    x = random_input(rng_for("out"), (2, 3, 8, 8), np.float32)
+def test_out(isa, layout):
+    x = random_input(make_rng("out"), (2, 3, 8, 8), np.float32)
     xl = to_layout(x, layout)
     want = cppconv.avg_pool2d(xl, 2, layout=layout)
     out = np.empty_like(want)
@@ -435,13 +419,13 @@ def test_out(pool_isa, layout):
 
 
 def test_out_overlapping_input():
-    buf = random_input(rng_for("overlap"), (3, 8, 8), np.float64)
+    buf = random_input(make_rng("overlap"), (3, 8, 8), np.float64)
     x = buf  # the whole buffer
     want = cppconv.max_pool2d(x.copy(), 2)
     out = buf[:, :4, :4]  # overlaps x
     assert cppconv.max_pool2d(x, 2, out=out) is out
     np.testing.assert_array_equal(out, want)
-    buf = random_input(rng_for("overlap2"), (3, 8, 8), np.float64)
+    buf = random_input(make_rng("overlap2"), (3, 8, 8), np.float64)
     want = cppconv.avg_pool2d(buf.copy(), 2, 1, 0)
     out = buf[:, 1:, 1:]
     cppconv.avg_pool2d(buf, 2, 1, 0, out=out)
@@ -464,7 +448,7 @@ def test_zero_copy_input(monkeypatch):
 
 
 def test_layers():
-    x = random_input(rng_for("layers"), (2, 3, 9, 9), np.float32)
+    x = random_input(make_rng("layers"), (2, 3, 9, 9), np.float32)
     m = cppconv.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
     np.testing.assert_array_equal(m(x), cppconv.max_pool2d(x, 3, 2, 1, ceil_mode=True))
     m = cppconv.MaxPool2d((2, 3), return_indices=True, layout="NHWC")
@@ -558,9 +542,9 @@ def test_native_boundary_checks():
         _native.adaptive_pool2d(x, np.empty((1, 2, 0, 2), np.float32), None, 1, 0)
 
 
-def test_threads_agree(pool_isa):
+def test_threads_agree(isa):
     before = cppconv.get_num_threads()
-    x = random_input(rng_for("threads"), (4, 16, 40, 40), np.float32)
+    x = random_input(make_rng("threads"), (4, 16, 40, 40), np.float32)
     try:
         cppconv.set_num_threads(1)
         one = [cppconv.max_pool2d(x, 3, 2, 1), cppconv.avg_pool2d(to_layout(x, "NHWC"), 2, layout="NHWC")]
@@ -574,7 +558,7 @@ def test_threads_agree(pool_isa):
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_one_step_path_matches_full_path(pool_isa, layout, dtype):
+def test_one_step_path_matches_full_path(isa, layout, dtype):
     """The common call (contiguous float array, int sizes) takes a one-step native path; it must
     give what the general path gives (reached here with a non-contiguous view of the same data,
     and with out=) and raise what it raises."""
