@@ -354,6 +354,32 @@ void fill_rows_tile(const ConvCall& call, const float* plane, int64_t row0, int6
   }
 }
 
+// A block's accumulators start at the bias; its rows go to y with the simple activation, the
+// last vector of a row masked at out_w.  (Shared by both row-block kernels below.)
+template <int ROWS, int NV>
+static inline void fill_rows_block(Vec (&acc)[ROWS][NV], float bias) {
+#pragma GCC unroll 4
+  for (int r = 0; r < ROWS; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = vset1(bias);
+}
+
+template <int ROWS, int NV>
+static inline void store_rows_block(const Conv2dProblem& p, Vec (&acc)[ROWS][NV], int64_t r0, int64_t ow0,
+                                    float* y_band, int64_t y_row_stride) {
+#pragma GCC unroll 4
+  for (int r = 0; r < ROWS; ++r) {
+    float* yr = y_band + (r0 + r) * y_row_stride;
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const Vec out = apply_simple_activation(acc[r][v], p.activation);
+      const int64_t o = ow0 + v * kVL;
+      if (o + kVL <= p.out_w) vstore(yr + o, out);
+      else vstore_mask(yr + o, out, lane_mask(0, p.out_w - o));
+    }
+  }
+}
+
 // ROWS output rows x NV vectors starting at output column ow0 of the band's row r0; KW is the
 // kernel width (0: any, read at run time).
 template <int ROWS, int NV, int KW>
@@ -361,10 +387,7 @@ void rows_block(const Conv2dProblem& p, const float* tile, int64_t pitch, const 
                 int64_t r0, int64_t ow0, float* y_band, int64_t y_row_stride) {
   const int64_t kw = KW ? KW : p.kernel_w;
   Vec acc[ROWS][NV];
-#pragma GCC unroll 4
-  for (int r = 0; r < ROWS; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[r][v] = vset1(bias);
+  fill_rows_block(acc, bias);
   for (int64_t i = 0; i < p.kernel_h; ++i) {
     const float* xr = tile + ((r0 * p.stride_h) + i * p.dilation_h) * pitch + ow0;
     const int64_t row_step = p.stride_h * pitch;
@@ -399,17 +422,7 @@ void rows_block(const Conv2dProblem& p, const float* tile, int64_t pitch, const 
       }
     }
   }
-#pragma GCC unroll 4
-  for (int r = 0; r < ROWS; ++r) {
-    float* yr = y_band + (r0 + r) * y_row_stride;
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      const Vec out = apply_simple_activation(acc[r][v], p.activation);
-      const int64_t o = ow0 + v * kVL;
-      if (o + kVL <= p.out_w) vstore(yr + o, out);
-      else vstore_mask(yr + o, out, lane_mask(0, p.out_w - o));
-    }
-  }
+  store_rows_block(p, acc, r0, ow0, y_band, y_row_stride);
 }
 
 // 3x3, unit stride and dilation: every input row of the block is loaded and shifted once and
@@ -418,10 +431,7 @@ template <int ROWS, int NV>
 void rows_block_3x3(const Conv2dProblem& p, const float* tile, int64_t pitch, const float* wc, float bias,
                     int64_t r0, int64_t ow0, float* y_band, int64_t y_row_stride) {
   Vec acc[ROWS][NV];
-#pragma GCC unroll 4
-  for (int r = 0; r < ROWS; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[r][v] = vset1(bias);
+  fill_rows_block(acc, bias);
   Vec wv[3][3];
 #pragma GCC unroll 3
   for (int i = 0; i < 3; ++i)
@@ -447,17 +457,7 @@ void rows_block_3x3(const Conv2dProblem& p, const float* tile, int64_t pitch, co
       lo = hi;
     }
   }
-#pragma GCC unroll 4
-  for (int r = 0; r < ROWS; ++r) {
-    float* yr = y_band + (r0 + r) * y_row_stride;
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      const Vec out = apply_simple_activation(acc[r][v], p.activation);
-      const int64_t o = ow0 + v * kVL;
-      if (o + kVL <= p.out_w) vstore(yr + o, out);
-      else vstore_mask(yr + o, out, lane_mask(0, p.out_w - o));
-    }
-  }
+  store_rows_block(p, acc, r0, ow0, y_band, y_row_stride);
 }
 
 using RowsBlockFn = void (*)(const Conv2dProblem&, const float*, int64_t, const float*, float, int64_t, int64_t,
