@@ -8,7 +8,7 @@ and the numbers involved.
 from __future__ import annotations
 
 import operator
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -292,6 +292,36 @@ def output_buffer(
     """
     direct = out is not None and result == compute and out.flags.c_contiguous and not overlaps(out, inputs)
     return (out.reshape(shape4) if direct else np.empty(shape4, dtype=compute)), direct
+
+
+class PreparedCall(NamedTuple):
+    """What a convolution-like call has ready for its one native call (see prepare_call)."""
+
+    geometry: Any  # the operation's geometry: x4, w4, out_shape4, out_shape, ...
+    plan: Any  # the native plan holding the weights in the compute dtype
+    x: np.ndarray  # x4 in the compute dtype
+    dst: np.ndarray  # where the kernel writes (see output_buffer)
+    direct: bool
+    result: np.dtype
+
+
+def prepare_call(
+    x: Any, weight: Any, bias: Any, out: Any, geometry: Callable[[np.ndarray, np.ndarray, Optional[np.ndarray]], Any],
+    plan_class: Any, plans: Optional[Dict[np.dtype, Any]],
+) -> PreparedCall:
+    """The steps conv2d and conv_transpose2d take before their native call: operands as arrays,
+    the result and compute dtypes, the geometry (a callable of x, weight and bias), the result
+    size and `out` checked, the plan, and the output buffer.  Finish with deliver()."""
+    x, weight, bias = operand_arrays(x, weight, bias)
+    result = operands_result_dtype(x, weight, bias)
+    compute = compute_dtype(result)
+    geo = geometry(x, weight, bias)
+    check_result_size(geo.out_shape, result)
+    if out is not None:
+        check_out(out, geo.out_shape, result)
+    plan = prepared_plan(plan_class, plans, compute, geo.w4, bias)
+    dst, direct = output_buffer(out, geo.out_shape4, result, compute, (x, weight, bias))
+    return PreparedCall(geo, plan, as_compute(geo.x4, compute), dst, direct, result)
 
 
 def deliver(out: Optional[np.ndarray], buffer: np.ndarray, direct: bool, shape: Tuple[int, ...], result: np.dtype) -> np.ndarray:

@@ -106,25 +106,16 @@ class _Geometry:
 
 def _run(spec: _TransposeSpec, x: Any, weight: Any, bias: Any, out: Any,
          plans: Optional[Dict[np.dtype, Any]] = None, algorithm: str = "") -> np.ndarray:
-    x, weight, bias = _args.operand_arrays(x, weight, bias)
-    result = _args.operands_result_dtype(x, weight, bias)
-    compute = _args.compute_dtype(result)
-    geo = _Geometry(spec, x, weight, bias)
-    _args.check_result_size(geo.out_shape, result)
-    if out is not None:
-        _args.check_out(out, geo.out_shape, result)
-
-    plan = _args.prepared_plan(_native.ConvTranspose2dPlan, plans, compute, geo.w4, bias)
-
-    dst, direct = _args.output_buffer(out, geo.out_shape4, result, compute, (x, weight, bias))
+    call = _args.prepare_call(x, weight, bias, out, lambda *ops: _Geometry(spec, *ops), _native.ConvTranspose2dPlan,
+                              plans)
     top, bottom, left, right = spec.padding
-    plan.run(
-        _args.as_compute(geo.x4, compute), dst,
+    call.plan.run(
+        call.x, call.dst,
         spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1],
         top, bottom, left, right, spec.output_padding[0], spec.output_padding[1],
         spec.groups, spec.layout, spec.activation, algorithm,
     )
-    return _args.deliver(out, dst, direct, geo.out_shape, result)
+    return _args.deliver(out, call.dst, call.direct, call.geometry.out_shape, call.result)
 
 
 def conv_transpose2d(
