@@ -8,7 +8,7 @@ and the numbers involved.
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
@@ -292,6 +292,35 @@ def output_buffer(
     """
     direct = out is not None and result == compute and out.flags.c_contiguous and not overlaps(out, inputs)
     return (out.reshape(shape4) if direct else np.empty(shape4, dtype=compute)), direct
+
+
+def layer_operands(weight: Any, bias: Any, weight_axes: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """A layer's weight and bias as arrays, with the checks that need no input: supported dtypes,
+    and a 4-D weight (whose axes `weight_axes` names, e.g. "(K, C/groups, kh, kw)") or a 2-D kernel."""
+    weight = as_input_array(weight, "weight")
+    bias = None if bias is None else as_input_array(bias, "bias")
+    operands_result_dtype(weight, weight, bias)  # rejects unsupported dtypes now
+    if weight.ndim not in (2, 4):
+        raise ValueError(f"weight must be 4-D {weight_axes} or a 2-D kernel, got shape {weight.shape}")
+    return weight, bias
+
+
+def check_layer_bias(bias: Optional[np.ndarray], out_channels: int) -> None:
+    if bias is not None and (bias.ndim != 1 or bias.shape[0] != out_channels):
+        raise ValueError(f"bias must have shape ({out_channels},) for {out_channels} output channels, got {bias.shape}")
+
+
+@overload
+def frozen_copy(array: np.ndarray) -> np.ndarray: ...
+@overload
+def frozen_copy(array: None) -> None: ...
+def frozen_copy(array: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """A private, read-only snapshot: later changes to the caller's array do not reach a layer."""
+    if array is None:
+        return None
+    copy = np.array(array, copy=True)
+    copy.flags.writeable = False
+    return copy
 
 
 class PreparedCall(NamedTuple):

@@ -313,22 +313,13 @@ class Conv2d:
         activation: Optional[str] = None,
     ):
         self._spec = _ConvSpec(stride, padding, dilation, groups, padding_mode, layout, activation)
-        weight = _args.as_input_array(weight, "weight")
-        bias = None if bias is None else _args.as_input_array(bias, "bias")
-        _args.operands_result_dtype(weight, weight, bias)  # rejects unsupported dtypes now
-        if weight.ndim not in (2, 4):
-            raise ValueError(f"weight must be 4-D (K, C/groups, kh, kw) or a 2-D kernel, got shape {weight.shape}")
+        weight, bias = _args.layer_operands(weight, bias, "(K, C/groups, kh, kw)")
         k = weight.shape[0] if weight.ndim == 4 else 1
         if k % self._spec.groups:
             raise ValueError(f"groups={self._spec.groups} does not divide the {k} output channels of weight")
-        if bias is not None and (bias.ndim != 1 or bias.shape[0] != k):
-            raise ValueError(f"bias must have shape ({k},) for {k} output channels, got {bias.shape}")
-        # A private, read-only snapshot: later changes to the caller's array do not reach the layer.
-        self.weight = np.array(weight, copy=True)
-        self.weight.flags.writeable = False
-        self.bias = None if bias is None else np.array(bias, copy=True)
-        if self.bias is not None:
-            self.bias.flags.writeable = False
+        _args.check_layer_bias(bias, k)
+        self.weight = _args.frozen_copy(weight)
+        self.bias = _args.frozen_copy(bias)
         self._plans: Dict[np.dtype, Any] = {}
         # The one-step native path (Conv2dPlan.forward) for inputs of the weights' own float
         # dtype with explicit, per-axis symmetric padding; its plan is prepared now.

@@ -202,22 +202,14 @@ class ConvTranspose2d:
         activation: Optional[str] = None,
     ):
         self._spec = _TransposeSpec(stride, padding, output_padding, groups, dilation, layout, activation)
-        weight = _args.as_input_array(weight, "weight")
-        bias = None if bias is None else _args.as_input_array(bias, "bias")
-        _args.operands_result_dtype(weight, weight, bias)  # rejects unsupported dtypes now
-        if weight.ndim not in (2, 4):
-            raise ValueError(f"weight must be 4-D (C, K/groups, kh, kw) or a 2-D kernel, got shape {weight.shape}")
+        weight, bias = _args.layer_operands(weight, bias, "(C, K/groups, kh, kw)")
         c = weight.shape[0] if weight.ndim == 4 else 1
         k = (weight.shape[1] if weight.ndim == 4 else 1) * self._spec.groups
         if c % self._spec.groups:
             raise ValueError(f"groups={self._spec.groups} does not divide the {c} input channels of weight")
-        if bias is not None and (bias.ndim != 1 or bias.shape[0] != k):
-            raise ValueError(f"bias must have shape ({k},) for {k} output channels, got {bias.shape}")
-        self.weight = np.array(weight, copy=True)
-        self.weight.flags.writeable = False
-        self.bias = None if bias is None else np.array(bias, copy=True)
-        if self.bias is not None:
-            self.bias.flags.writeable = False
+        _args.check_layer_bias(bias, k)
+        self.weight = _args.frozen_copy(weight)
+        self.bias = _args.frozen_copy(bias)
         self._plans: Dict[np.dtype, Any] = {}
 
     def __call__(self, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
