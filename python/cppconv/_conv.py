@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, cast
 
 import numpy as np
 
@@ -202,7 +202,7 @@ def conv2d(
         and groups.__class__ is int
         and (padding.__class__ is int or (padding.__class__ is str and padding == "valid"))
     ):
-        p = 0 if padding.__class__ is str else padding
+        p = 0 if padding.__class__ is str else cast(int, padding)  # "valid", or an int (checked above)
         # Past int64 the full path says which argument.
         if -_INT64 <= stride < _INT64 and -_INT64 <= dilation < _INT64 and -_INT64 <= groups < _INT64 \
                 and -_INT64 <= p < _INT64:
