@@ -105,6 +105,18 @@ void subsample_input(const Conv2dProblem& p, const T* x, T* dst, int threads) {
 }
 struct SubsampledInputTag {};
 
+// The problem the algorithm runs for the problem the kernels are given (see kernel_problem).
+Conv2dProblem algorithm_problem(const Conv2dProblem& given) {
+  return subsamples_input(given) ? on_subsampled_input(given) : given;
+}
+
+// Memory one call of `a` takes besides its output: the algorithm's scratch, the padding index
+// maps and, for a subsampled input, its copy.
+size_t call_workspace_bytes(const ConvAlgorithm& a, const Conv2dProblem& given, const Conv2dProblem& p, int threads) {
+  const size_t bytes = saturating_add(a.workspace_bytes(p, threads), index_workspace_bytes(p));
+  return subsamples_input(given) ? saturating_add(bytes, subsampled_bytes(given)) : bytes;
+}
+
 }  // namespace
 
 void set_num_threads(int n) {
@@ -186,26 +198,19 @@ Conv2dProblem Conv2dPlan::kernel_problem(const Conv2dProblem& problem) const {
   return p;
 }
 
-Conv2dProblem Conv2dPlan::algorithm_problem(const Conv2dProblem& problem) const {
-  const Conv2dProblem p = kernel_problem(problem);
-  return subsamples_input(p) ? on_subsampled_input(p) : p;
-}
-
 ConvChoice Conv2dPlan::choose(const Conv2dProblem& problem) const {
   const Conv2dProblem given = kernel_problem(problem);
-  const Conv2dProblem p = algorithm_problem(problem);
+  const Conv2dProblem p = algorithm_problem(given);
   const KernelTable& table = active_table();
   const int threads = threads_for(p, get_num_threads());
   const ConvAlgorithm* chosen = needs_reference(p) ? kConvFamily.reference(p.dtype) : kConvFamily.choose(table, p);
-  size_t workspace = saturating_add(chosen->workspace_bytes(p, threads), index_workspace_bytes(p));
-  if (subsamples_input(given)) workspace = saturating_add(workspace, subsampled_bytes(given));
-  return {chosen, table.isa_name, threads, workspace, chosen->packed_bytes(p)};
+  return {chosen, table.isa_name, threads, call_workspace_bytes(*chosen, given, p, threads), chosen->packed_bytes(p)};
 }
 
 void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const ConvAlgorithm* forced,
                       int max_threads) {
   const Conv2dProblem given = kernel_problem(problem);
-  const Conv2dProblem p = algorithm_problem(problem);
+  const Conv2dProblem p = algorithm_problem(given);
   if (p.dtype != dtype_ || p.out_channels != out_channels_ || p.in_channels / p.groups != group_in_ ||
       p.kernel_h != kernel_h_ || p.kernel_w != kernel_w_)
     throw std::invalid_argument("conv2d problem does not match the plan's weights");
@@ -217,9 +222,7 @@ void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const
   if (forced) {
     require_accepts(*forced, p);
     choice.algorithm = forced;
-    choice.workspace_bytes =
-        saturating_add(forced->workspace_bytes(p, choice.threads), index_workspace_bytes(p));
-    if (subsamples_input(given)) choice.workspace_bytes = saturating_add(choice.workspace_bytes, subsampled_bytes(given));
+    choice.workspace_bytes = call_workspace_bytes(*forced, given, p, choice.threads);
   }
   check_workspace(choice.workspace_bytes, "conv2d workspace (kernel scratch and padding index maps)");
   SpareBuffer<SubsampledInputTag> subsampled;

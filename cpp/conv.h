@@ -72,10 +72,9 @@ class Conv2dPlan {
   bool has_bias() const { return weights_.bias() != nullptr; }
 
  private:
-  // The problem the kernels are given (see conv.cpp), and the one the algorithm runs: a
-  // strided 1x1 convolution runs at stride 1 on the subsampled input.
+  // The problem the kernels are given (see conv.cpp; a strided 1x1 convolution then runs at
+  // stride 1 on the subsampled input).
   Conv2dProblem kernel_problem(const Conv2dProblem& problem) const;
-  Conv2dProblem algorithm_problem(const Conv2dProblem& problem) const;
 
   DType dtype_;
   int64_t out_channels_, group_in_, kernel_h_, kernel_w_;
