@@ -80,8 +80,6 @@ size_t cblock_workspace(const Conv2dProblem& p, int threads) {
   return size_t(threads) * cblock_plan(p, threads).thread_floats * sizeof(float);
 }
 
-size_t no_packing(const Conv2dProblem&) { return 0; }
-
 // The padded input of one item: tile[r][col][kVL] for padded rows row0 + r and padded columns
 // col0 + col.
 void fill_cblock_tile(const ConvCall& call, int64_t n, int64_t c0, int cvalid, int64_t row0, int64_t rows,

@@ -800,8 +800,6 @@ bool channelvec_accepts(const Conv2dProblem& p) {
   return p.dtype == kDType<T> && 2 * go >= kNR<T> && !pixelvec_preferred<T>(p);
 }
 
-size_t no_packing(const Conv2dProblem&) { return 0; }
-
 template <class T>
 bool pixelvec_accepts(const Conv2dProblem& p) {
   return p.dtype == kDType<T> && p.layout == Layout::NCHW;

@@ -150,7 +150,6 @@ void run_tiled(const ConvCall& call) {
 }
 
 bool accepts_any(const Conv2dProblem&) { return true; }
-size_t no_packing(const Conv2dProblem&) { return 0; }
 
 template <class T>
 size_t tiled_workspace(const Conv2dProblem& p, int threads) {

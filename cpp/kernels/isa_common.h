@@ -101,6 +101,9 @@ static inline void parallel_region(int threads, Body&& body) {
   body();
 }
 
+// ConvAlgorithm::packed_bytes of the algorithms that read the weights as they are.
+static inline size_t no_packing(const Conv2dProblem&) { return 0; }
+
 static inline int thread_id() {
 #if defined(_OPENMP)
   return omp_get_thread_num();
