@@ -34,7 +34,7 @@ def _simple_pool(kind: int, x: Any, kernel_size: Any, stride: Any, padding: Any,
         n, h, w, c = x.shape
     else:
         n, c, h, w = x.shape
-    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    oh, ow = _pool_length(h, k, s, p, p, 1, False), _pool_length(w, k, s, p, p, 1, False)
     if h < 1 or w < 1 or oh < 1 or ow < 1:
         return None
     y = np.empty((n, oh, ow, c) if code == 1 else (n, c, oh, ow), dtype)
