@@ -989,6 +989,9 @@ BIG_SWEEP_CASES = [
     dict(N=1, C=35, K=35, groups=35, activation="relu6", layout="NCHW", padding_mode="replicate",
          **_geometry_case(9, 11, (3, 3), stride=3)),
     dict(N=1, C=16, K=16, groups=16, activation=None, layout="NCHW", **_geometry_case(20, 40, (7, 7))),
+    # A plane split into bands of output vectors between threads (flat-plane 3x3 kernel).
+    dict(N=1, C=1, K=1, groups=1, activation="relu", layout="NCHW", **_geometry_case(150, 64, (3, 3))),
+    dict(N=1, C=2, K=2, groups=2, activation=None, layout="NCHW", **_geometry_case(97, 56, (3, 3))),
     dict(N=3, C=31, K=31, groups=31, activation="leaky_relu", layout="NHWC", **_geometry_case(14, 14, (3, 3), stride=2)),
 ]
 for _c in BIG_SWEEP_CASES:
@@ -1023,7 +1026,21 @@ def _depthwise_cases():
     return cases
 
 
-SWEEP_CASES = _sweep_cases() + _tile_cases() + _depthwise_cases()
+def _flat_depthwise_cases():
+    """3x3 depthwise, stride 1, zero padding 1, NCHW, rows a multiple of 8 wide (the flat-plane
+    kernel's problems): both row-width classes (16m and 16m + 8), planes whose last vector is
+    half full, single rows, every simple activation and one that is not."""
+    cases = []
+    shapes = [(1, 8), (3, 8), (2, 16), (5, 16), (3, 24), (4, 40), (2, 56), (3, 64), (1, 72), (6, 112)]
+    for i, (H, W) in enumerate(shapes):
+        C = 1 + i % 5
+        cases.append(dict(N=1 + i % 2, C=C, K=C, groups=C, H=H, W=W, kernel=(3, 3), stride=1, dilation=1,
+                          padding=1, padding_mode="zeros", layout="NCHW",
+                          activation=[None, "relu", "relu6", "leaky_relu", "silu"][i % 5], bias=i % 3 != 2))
+    return cases
+
+
+SWEEP_CASES = _sweep_cases() + _tile_cases() + _depthwise_cases() + _flat_depthwise_cases()
 N_SMALL = len(SWEEP_CASES)
 SWEEP_CASES += BIG_SWEEP_CASES
 

@@ -15,6 +15,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -540,7 +541,172 @@ void run_rows(const ConvCall& call) {
   });
 }
 
+
+#if defined(__AVX512F__)
+// ---------------------------------------------------------------------------------------------
+// conv2d_depthwise_flat3x3_f32: NCHW 3x3, stride 1, zero padding 1 on every side, rows a
+// multiple of 8 wide (MobileNet's 112, 56, ...).  Each plane is read in place as one flat run
+// of H * W values: output vector j holds flat outputs 16j .. 16j + 15, and tap (dy, dx) reads
+// the window starting at 16j + dy * W + dx, a lane shift of two consecutive vectors of the
+// plane.  The taps of column 0 and W - 1 that would wrap into the neighbouring row are dropped
+// by masking their FMAs, and the rows above and below the plane are zeros, so nothing is
+// copied: filling a padded tile was about half of the row kernel's time, because rows of 56
+// floats are not vector-aligned.  Since 2W is a multiple of 16, the bottom kernel row's three
+// windows for output vector j are the top kernel row's for vector j + W / 8: each is shifted
+// once and kept in a small ring in L1 until then (5 shifts for 9 FMAs instead of 8).  Work
+// items are bands of output vectors of a plane, so a single plane still uses every thread.
+
+bool flat3x3_accepts(const Conv2dProblem& p) {
+  return p.dtype == DType::Float32 && p.layout == Layout::NCHW && p.groups == p.in_channels &&
+         p.out_channels == p.in_channels && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_h == 1 &&
+         p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1 && p.pad_top == 1 && p.pad_bottom == 1 &&
+         p.pad_left == 1 && p.pad_right == 1 && p.pad_mode == PadMode::Zeros && p.in_w % 8 == 0;
+}
+
+// Output vectors [0, vectors) of a plane, in bands of band_vectors: enough (plane, band) items
+// for each thread to have several, as long as a band stays long next to its ring prologue.
+struct Flat3x3Plan {
+  int64_t vectors = 0, ring_slots = 0, band_vectors = 0, bands = 0, items = 0;
+};
+
+Flat3x3Plan flat3x3_plan(const Conv2dProblem& p, int threads) {
+  Flat3x3Plan d;
+  d.vectors = ceil_div(p.in_h * p.in_w, kVL);
+  d.ring_slots = p.in_w / 8;
+  d.band_vectors = d.vectors;
+  const int64_t planes = p.batch * p.in_channels;
+  while (threads > 1 && planes * ceil_div(d.vectors, d.band_vectors) < 8 * threads &&
+         d.band_vectors >= 16 * d.ring_slots)
+    d.band_vectors = ceil_div(d.band_vectors, 2);
+  d.bands = ceil_div(d.vectors, d.band_vectors);
+  d.items = planes * d.bands;
+  return d;
+}
+
+size_t flat3x3_workspace(const Conv2dProblem& p, int threads) {
+  const Flat3x3Plan d = flat3x3_plan(p, threads);
+  return size_t(threads) * size_t(3 * d.ring_slots) * sizeof(Vec) + size_t(d.vectors) * 2 * sizeof(Mask);
+}
+
+// Output vectors [j_begin, j_end) of one plane.  kHalf: W = 16m + 8, the bottom windows are
+// shifts 7, 8, 9 of vectors j + m and j + m + 1; else W = 16m, shifts 15, 0, 1 of vectors
+// j + m - 1 .. j + m + 1.  The vectors the windows need roll through registers, so each
+// vector of the plane is loaded twice (for the middle and the bottom kernel row), whatever
+// its alignment.
+template <bool kHalf>
+void flat3x3_band(const Conv2dProblem& p, const Mask* left, const Mask* right, const float* x, const float* w,
+                  float bias, float* y, Vec* ring, int64_t j_begin, int64_t j_end) {
+  const int64_t n = p.in_h * p.in_w, vectors = ceil_div(n, kVL), full = n / kVL, m = p.in_w / 16;
+  const int64_t ring_slots = p.in_w / 8;
+  const Activation act = p.activation;
+  // Vector a of the plane; zeros outside it (the padding rows above and below).
+  const auto load = [&](int64_t a) {
+    if (a >= 0 && a < full) return _mm512_loadu_ps(x + a * kVL);
+    if (a == full && a < vectors) return vload_mask(x + a * kVL, lane_mask(0, n - a * kVL));
+    return vzero();
+  };
+  Vec lo, mid, hi;  // vectors j + m - 1 .. j + m + 1 (kHalf uses mid and hi)
+  const auto bottom_windows = [&](Vec* out) {
+    if constexpr (kHalf) {
+      out[0] = shift_lanes_c<7>(mid, hi);
+      out[1] = shift_lanes_c<8>(mid, hi);
+      out[2] = shift_lanes_c<9>(mid, hi);
+    } else {
+      out[0] = shift_lanes_c<15>(lo, mid);
+      out[1] = mid;
+      out[2] = shift_lanes_c<1>(mid, hi);
+    }
+  };
+  // The ring starts with the bottom windows of the W / 8 vectors before the band, which are
+  // the band's first top windows (above the plane's first row, zeros).
+  for (int64_t k = 0; k < ring_slots; ++k) {
+    const int64_t j = j_begin - ring_slots + k;
+    lo = load(j + m - 1), mid = load(j + m), hi = load(j + m + 1);
+    bottom_windows(ring + 3 * k);
+  }
+  Vec wv[9];
+#pragma GCC unroll 9
+  for (int t = 0; t < 9; ++t) wv[t] = vset1(w[t]);
+  const Vec b = vset1(bias);
+  lo = load(j_begin + m - 1), mid = load(j_begin + m), hi = load(j_begin + m + 1);
+  Vec prev = load(j_begin - 1), cur = load(j_begin), next = load(j_begin + 1);  // vectors j - 1 .. j + 1
+  int64_t slot = 0;
+  const auto step = [&](int64_t j, auto checked) {
+    const Mask l = left[j], r = right[j];
+    // (The new windows first: computed after the ring slot's loads, the same loop ran 15 %
+    // slower.)
+    Vec bottom[3];
+    bottom_windows(bottom);
+    Vec* top = ring + 3 * slot;
+    Vec acc_top = _mm512_mask3_fmadd_ps(top[0], wv[0], b, l);
+    acc_top = vfma(top[1], wv[1], acc_top);
+    acc_top = _mm512_mask3_fmadd_ps(top[2], wv[2], acc_top, r);
+    top[0] = bottom[0], top[1] = bottom[1], top[2] = bottom[2];
+    if (++slot == ring_slots) slot = 0;
+    Vec acc_mid = _mm512_mul_ps(cur, wv[4]);
+    acc_mid = _mm512_mask3_fmadd_ps(shift_lanes_c<15>(prev, cur), wv[3], acc_mid, l);
+    acc_mid = _mm512_mask3_fmadd_ps(shift_lanes_c<1>(cur, next), wv[5], acc_mid, r);
+    Vec acc_bottom = _mm512_mul_ps(bottom[1], wv[7]);
+    acc_bottom = _mm512_mask3_fmadd_ps(bottom[0], wv[6], acc_bottom, l);
+    acc_bottom = _mm512_mask3_fmadd_ps(bottom[2], wv[8], acc_bottom, r);
+    const Vec out = apply_simple_activation(_mm512_add_ps(acc_top, _mm512_add_ps(acc_mid, acc_bottom)), act);
+    prev = cur, cur = next, lo = mid, mid = hi;
+    if constexpr (decltype(checked)::value) {
+      if (j < full) _mm512_storeu_ps(y + j * kVL, out);
+      else vstore_mask(y + j * kVL, out, lane_mask(0, n - j * kVL));
+      next = load(j + 2), hi = load(j + m + 2);
+    } else {
+      _mm512_storeu_ps(y + j * kVL, out);
+      next = _mm512_loadu_ps(x + (j + 2) * kVL), hi = _mm512_loadu_ps(x + (j + m + 2) * kVL);
+    }
+  };
+  // Up to where the vectors loaded ahead (j + 2 and j + m + 2) are whole vectors of the plane.
+  const int64_t unchecked_end = std::min(j_end, full - m - 2);
+  int64_t j = j_begin;
+  for (; j < unchecked_end; ++j) step(j, std::false_type{});
+  for (; j < j_end; ++j) step(j, std::true_type{});
+  if (!is_simple(act)) activate_row(y + j_begin * kVL, std::min(n, j_end * kVL) - j_begin * kVL, act);
+}
+
+void run_flat3x3(const ConvCall& call) {
+  const Conv2dProblem& p = call.p;
+  const Flat3x3Plan d = flat3x3_plan(p, call.num_threads);
+  // Per output vector, the lanes not in column 0 (left taps allowed) and not in column W - 1.
+  std::vector<Mask> masks(size_t(2 * d.vectors), Mask(0xffff));
+  Mask* left = masks.data();
+  Mask* right = left + d.vectors;
+  for (int64_t row = 0; row < p.in_h; ++row) {
+    const int64_t first = row * p.in_w, last = first + p.in_w - 1;
+    left[first / kVL] = Mask(left[first / kVL] & ~(1u << (first % kVL)));
+    right[last / kVL] = Mask(right[last / kVL] & ~(1u << (last % kVL)));
+  }
+  const float* x = static_cast<const float*>(call.x);
+  const float* w = static_cast<const float*>(call.weight);
+  const float* bias = static_cast<const float*>(call.bias);
+  float* y = static_cast<float*>(call.y);
+  const auto band = p.in_w % 16 == 8 ? flat3x3_band<true> : flat3x3_band<false>;
+  parallel_region(call.num_threads, [&] {
+    DenormalGuard denormals;
+    Vec* ring = static_cast<Vec*>(scratch_bytes(size_t(3 * d.ring_slots) * sizeof(Vec)));
+    // Contiguous ranges of items per thread, the same every call (as for the row kernel).
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < d.items; ++item) {
+      const int64_t plane = item / d.bands, j_begin = item % d.bands * d.band_vectors;
+      const int64_t nb = plane / p.in_channels, c = plane % p.in_channels;
+      band(p, left, right, x + nb * call.x_stride.n + c * call.x_stride.c, w + c * 9, bias ? bias[c] : 0.0f,
+           y + nb * call.y_stride.n + c * call.y_stride.c, ring, j_begin, std::min(d.vectors, j_begin + d.band_vectors));
+    }
+  });
+}
+#endif  // __AVX512F__
+
 }  // namespace
+
+#if defined(__AVX512F__)
+const ConvAlgorithm conv2d_depthwise_flat3x3_f32 = {"conv2d_depthwise_flat3x3_f32__" CPPCONV_ISA_NAME "_16x1",
+                                                     DType::Float32, flat3x3_accepts, no_packing, nullptr,
+                                                     flat3x3_workspace, run_flat3x3};
+#endif
 
 const ConvAlgorithm conv2d_depthwise_nchw_f32 = {
 #if defined(__AVX512F__)

@@ -12,6 +12,9 @@ namespace CPPCONV_ISA_NS {
 namespace {
 const ConvAlgorithm kConvAlgorithms[] = {
 #ifdef CPPCONV_HAS_DEPTHWISE_F32
+#if defined(__AVX512F__)
+    conv2d_depthwise_flat3x3_f32,
+#endif
     conv2d_depthwise_nchw_f32,
     conv2d_depthwise_cblock_f32,
 #endif
