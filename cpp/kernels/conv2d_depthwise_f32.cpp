@@ -143,9 +143,16 @@ void cblock_taps(const float* x, const int64_t* tap_off, int64_t taps, int64_t c
 
 // The same for kernel width KW, stride S and unit column dilation: along a kernel row, input
 // column q feeds output pixel m through tap j = q - S * m, so each column is loaded once.
-template <int KW, int S, int MB>
-void cblock_row_reuse(const float* x, int64_t kh, int64_t row_step, const float* w, const float* bias,
-                      Activation act, float* out) {
+//   x: kernel row 0's first input column, the next pixel_pitch apart, kernel rows row_step
+//      apart; kChecked: x is the row's column 0 and the block starts at column col0, and only
+//      columns in [0, in_w) are read (the others are zero padding)
+//   out: pixel m's kVL outputs at out + m * out_pitch
+// The tile path reads its padded tile (pitches kVL, nothing to check); NHWC with zero padding
+// reads x itself (pitch C), checking columns only in the blocks at the left and right edges.
+template <int KW, int S, int MB, bool kChecked>
+void cblock_row_reuse(const float* x, int64_t kh, int64_t row_step, int64_t pixel_pitch, int64_t col0,
+                      int64_t in_w, const float* w, const float* bias, Activation act, float* out,
+                      int64_t out_pitch) {
   constexpr int kCols = (MB - 1) * S + KW;
   Vec acc[MB];
 #pragma GCC unroll 8
@@ -157,7 +164,9 @@ void cblock_row_reuse(const float* x, int64_t kh, int64_t row_step, const float*
     for (int j = 0; j < KW; ++j) wv[j] = vload(w + (i * KW + j) * kVL);
 #pragma GCC unroll 32
     for (int q = 0; q < kCols; ++q) {
-      const Vec xv = vload(xr + q * kVL);
+      Vec xv;
+      if constexpr (kChecked) xv = col0 + q >= 0 && col0 + q < in_w ? vload(xr + (col0 + q) * pixel_pitch) : vzero();
+      else xv = vload(xr + q * pixel_pitch);
 #pragma GCC unroll 8
       for (int j = 0; j < KW; ++j) {
         const int m = (q - j) / S;
@@ -166,16 +175,17 @@ void cblock_row_reuse(const float* x, int64_t kh, int64_t row_step, const float*
     }
   }
 #pragma GCC unroll 8
-  for (int m = 0; m < MB; ++m) vstore(out + m * kVL, apply_simple_activation(acc[m], act));
+  for (int m = 0; m < MB; ++m) vstore(out + m * out_pitch, apply_simple_activation(acc[m], act));
 }
 
-using RowReuseFn = void (*)(const float*, int64_t, int64_t, const float*, const float*, Activation, float*);
+using RowReuseFn = void (*)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*, const float*,
+                            Activation, float*, int64_t);
 using TapsFn = void (*)(const float*, const int64_t*, int64_t, int64_t, const float*, const float*, Activation,
                         float*);
 
-template <int KW, int S, size_t... M>
+template <int KW, int S, bool kChecked, size_t... M>
 constexpr std::array<RowReuseFn, kMB> row_reuse_table(std::index_sequence<M...>) {
-  return {cblock_row_reuse<KW, S, int(M) + 1>...};
+  return {cblock_row_reuse<KW, S, int(M) + 1, kChecked>...};
 }
 template <size_t... M>
 constexpr std::array<TapsFn, kMB> taps_table(std::index_sequence<M...>) {
@@ -183,18 +193,54 @@ constexpr std::array<TapsFn, kMB> taps_table(std::index_sequence<M...>) {
 }
 constexpr auto kTaps = taps_table(std::make_index_sequence<kMB>());
 
-// Row-reuse blocks by [block pixels - 1] for the kernel widths and strides they cover.
+// Row-reuse blocks by [block pixels - 1] for the kernel widths and strides they cover; kChecked:
+// the ones that read x in place at the left and right edges.
+template <bool kChecked>
 const RowReuseFn* row_reuse_blocks(const Conv2dProblem& p) {
-  static constexpr auto k3s1 = row_reuse_table<3, 1>(std::make_index_sequence<kMB>());
-  static constexpr auto k3s2 = row_reuse_table<3, 2>(std::make_index_sequence<kMB>());
-  static constexpr auto k5s1 = row_reuse_table<5, 1>(std::make_index_sequence<kMB>());
-  static constexpr auto k5s2 = row_reuse_table<5, 2>(std::make_index_sequence<kMB>());
-  static constexpr auto k7s1 = row_reuse_table<7, 1>(std::make_index_sequence<kMB>());
+  static constexpr auto k3s1 = row_reuse_table<3, 1, kChecked>(std::make_index_sequence<kMB>());
+  static constexpr auto k3s2 = row_reuse_table<3, 2, kChecked>(std::make_index_sequence<kMB>());
+  static constexpr auto k5s1 = row_reuse_table<5, 1, kChecked>(std::make_index_sequence<kMB>());
+  static constexpr auto k5s2 = row_reuse_table<5, 2, kChecked>(std::make_index_sequence<kMB>());
+  static constexpr auto k7s1 = row_reuse_table<7, 1, kChecked>(std::make_index_sequence<kMB>());
   if (p.dilation_w != 1) return nullptr;
   if (p.kernel_w == 3) return p.stride_w == 1 ? k3s1.data() : p.stride_w == 2 ? k3s2.data() : nullptr;
   if (p.kernel_w == 5) return p.stride_w == 1 ? k5s1.data() : p.stride_w == 2 ? k5s2.data() : nullptr;
   if (p.kernel_w == 7 && p.stride_w == 1) return k7s1.data();
   return nullptr;
+}
+
+// NHWC with zero padding: a full block of kVL channels is read straight from x (each pixel's
+// channels are a vector already; copying them into the tile cost as much as the arithmetic),
+// kernel rows outside the input skipped, edge columns checked.  Rows [oh0, oh0 + rows) and
+// columns [ow0, ow0 + cols) of channels c0 .. c0 + kVL - 1 of image n.
+void cblock_nhwc_in_place(const ConvCall& call, const float* wblock, const float* bias_block, int64_t n, int64_t c0,
+                          int64_t oh0, int64_t rows, int64_t ow0, int64_t cols) {
+  const Conv2dProblem& p = call.p;
+  const RowReuseFn* inner = row_reuse_blocks<false>(p);
+  const RowReuseFn* edge = row_reuse_blocks<true>(p);
+  const Activation fused = is_simple(p.activation) ? p.activation : Activation::None;
+  const float* xn = static_cast<const float*>(call.x) + n * call.x_stride.n + c0;
+  float* yn = static_cast<float*>(call.y) + n * call.y_stride.n + c0;
+  const int64_t kw_reach = (p.kernel_w - 1) * p.dilation_w;
+  for (int64_t oh = oh0; oh < oh0 + rows; ++oh) {
+    // Kernel rows [i_lo, i_hi) read input rows; the others only zero padding.
+    const int64_t top = oh * p.stride_h - p.pad_top;
+    const int64_t i_lo = top >= 0 ? 0 : std::min(p.kernel_h, ceil_div(-top, p.dilation_h));
+    const int64_t i_hi = std::clamp(ceil_div(p.in_h - top, p.dilation_h), i_lo, p.kernel_h);
+    const float* xr = xn + (top + i_lo * p.dilation_h) * call.x_stride.h;
+    const float* wr = wblock + i_lo * p.kernel_w * kVL;
+    float* yr = yn + oh * call.y_stride.h;
+    for (int64_t ow = ow0; ow < ow0 + cols; ow += kMB) {
+      const size_t mb = size_t(std::min<int64_t>(kMB, ow0 + cols - ow));
+      const int64_t col0 = ow * p.stride_w - p.pad_left;
+      const bool inside = col0 >= 0 && col0 + int64_t(mb - 1) * p.stride_w + kw_reach < p.in_w;
+      (inside ? inner : edge)[mb - 1](inside ? xr + col0 * call.x_stride.w : xr, i_hi - i_lo,
+                                      p.dilation_h * call.x_stride.h, call.x_stride.w, col0, p.in_w, wr, bias_block,
+                                      fused, yr + ow * call.y_stride.w, call.y_stride.w);
+      if (!is_simple(p.activation))
+        for (size_t m = 0; m < mb; ++m) activate_row(yr + (ow + int64_t(m)) * call.y_stride.w, kVL, p.activation);
+    }
+  }
 }
 
 void run_cblock(const ConvCall& call) {
@@ -204,8 +250,11 @@ void run_cblock(const ConvCall& call) {
   const float* bias = static_cast<const float*>(call.bias);
   float* y = static_cast<float*>(call.y);
   const int64_t taps = p.kernel_h * p.kernel_w;
-  const RowReuseFn* reuse = row_reuse_blocks(p);
+  const RowReuseFn* reuse = row_reuse_blocks<false>(p);
   const bool nchw = p.layout == Layout::NCHW;
+  const bool zero_padding =
+      p.pad_mode == PadMode::Zeros || (p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0);
+  const bool nhwc_in_place = !nchw && zero_padding && reuse;
   const Activation fused = is_simple(p.activation) ? p.activation : Activation::None;
   parallel_region(call.num_threads, [&] {
     DenormalGuard denormals;
@@ -237,6 +286,10 @@ void run_cblock(const ConvCall& call) {
       }
       const int64_t oh0 = rb * d.band_rows, rows = std::min(d.band_rows, p.out_h - oh0);
       const int64_t ow0 = colb * d.band_cols, cols = std::min(d.band_cols, p.out_w - ow0);
+      if (nhwc_in_place && cvalid == kVL) {
+        cblock_nhwc_in_place(call, wblock, bias_block, n, c0, oh0, rows, ow0, cols);
+        return;
+      }
       const int64_t tile_rows = (rows - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
       const int64_t tile_cols = (cols - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
       fill_cblock_tile(call, n, c0, cvalid, oh0 * p.stride_h, tile_rows, ow0 * p.stride_w, tile_cols, tile);
@@ -252,7 +305,9 @@ void run_cblock(const ConvCall& call) {
         float* orow = out_block + r * cols * kVL;
         for (int64_t ow = 0; ow < cols; ow += kMB) {
           const size_t mb = size_t(std::min<int64_t>(kMB, cols - ow));
-          if (reuse) reuse[mb - 1](xr + ow * col_step, p.kernel_h, row_step, wblock, bias_block, fused, orow + ow * kVL);
+          if (reuse)
+            reuse[mb - 1](xr + ow * col_step, p.kernel_h, row_step, kVL, 0, 0, wblock, bias_block, fused,
+                          orow + ow * kVL, kVL);
           else kTaps[mb - 1](xr + ow * col_step, tap_off.data(), taps, col_step, wblock, bias_block, fused, orow + ow * kVL);
         }
       }
