@@ -989,6 +989,14 @@ BIG_SWEEP_CASES = [
     dict(N=1, C=35, K=35, groups=35, activation="relu6", layout="NCHW", padding_mode="replicate",
          **_geometry_case(9, 11, (3, 3), stride=3)),
     dict(N=1, C=16, K=16, groups=16, activation=None, layout="NCHW", **_geometry_case(20, 40, (7, 7))),
+    # NHWC without padding: read in place, one pixel pitch apart (1x1, strided, dilated,
+    # grouped, input-channel slices, several images).
+    dict(N=2, C=40, K=40, activation="relu", layout="NHWC", **_geometry_case(7, 30, (1, 1), pad=False)),
+    dict(N=1, C=300, K=33, activation=None, layout="NHWC", **_geometry_case(5, 13, (3, 3), pad=False)),
+    dict(N=1, C=24, K=40, groups=2, activation="silu", layout="NHWC",
+         **_geometry_case(9, 17, (3, 3), stride=2, dilation=(2, 1), pad=False)),
+    dict(N=3, C=20, K=35, activation="relu6", layout="NHWC", **_geometry_case(6, 25, (1, 1), stride=(2, 3), pad=False)),
+    dict(N=1, C=64, K=64, activation=None, layout="NHWC", **_geometry_case(4, 12, (5, 3), stride=(1, 2), pad=False)),
     # A plane split into bands of output vectors between threads (flat-plane 3x3 kernel).
     dict(N=1, C=1, K=1, groups=1, activation="relu", layout="NCHW", **_geometry_case(150, 64, (3, 3))),
     dict(N=1, C=2, K=2, groups=2, activation=None, layout="NCHW", **_geometry_case(97, 56, (3, 3))),

@@ -86,6 +86,9 @@ struct EnginePlan {
   Orientation orientation;
   int64_t group_in, group_out, taps;
   bool direct_input;   // read x in place
+  // From one output pixel to the next in the tile: 1, or stride_w * C when an NHWC x without
+  // padding is read in place (a pixel's channels are then the contiguous ones, chan_pitch 1).
+  int64_t pixel_pitch;
   bool flat;           // 1x1, stride 1, no padding, NCHW: a plane is one run of pixels
   // PixelVec, stride 1, own tiles: the tile is channel-major [c][row][q] and the microkernels
   // run over whole padded rows, so a row block is one run of pixels (the phase_w - out_w
@@ -112,13 +115,18 @@ int64_t tile_rows_for(const Conv2dProblem& p, int64_t rows) {
   return (rows - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
 }
 
+bool no_padding(const Conv2dProblem& p) {
+  return p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0;
+}
+
+// NCHW at stride_w 1 (the PixelVec and ChannelVec microkernels step one pixel at a time), or
+// NHWC (ChannelVec, which steps pixel_pitch), as long as there is no padding to make up.
 bool can_read_in_place(const Conv2dProblem& p) {
-  return p.layout == Layout::NCHW && p.stride_w == 1 && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 &&
-         p.pad_right == 0;
+  return no_padding(p) && (p.layout == Layout::NHWC || p.stride_w == 1);
 }
 
 bool is_flat(const Conv2dProblem& p) {
-  return can_read_in_place(p) && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1;
+  return p.layout == Layout::NCHW && can_read_in_place(p) && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1;
 }
 
 constexpr int64_t kMinPrivateRows = 4;
@@ -149,10 +157,13 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
   d.taps = p.kernel_h * p.kernel_w;
   d.direct_input = can_read_in_place(p);
   d.flat = o == Orientation::PixelVec && is_flat(p);
+  d.pixel_pitch = 1;
   if (d.direct_input) {
+    const bool nhwc = p.layout == Layout::NHWC;
     d.phase_w = p.in_w;
-    d.chan_pitch = p.in_h * p.in_w;
-    d.row_pitch = p.in_w;
+    d.chan_pitch = nhwc ? 1 : p.in_h * p.in_w;
+    d.row_pitch = nhwc ? p.in_w * p.in_channels : p.in_w;
+    d.pixel_pitch = nhwc ? p.stride_w * p.in_channels : 1;
     d.rows_per_block = p.out_h;
     d.tile_elems = 0;
   } else {
@@ -312,14 +323,16 @@ void channelvec_pack(const Conv2dProblem& p, const void* weight, void* packed, i
 }
 
 // ChannelVec microkernel: MR pixels x kNR<T> channels, one input broadcast per pixel.
-//   x:      tile address of pixel 0, tap offset 0, channel 0; pixel m is at +m
+//   x:      tile address of pixel 0, tap offset 0, channel 0; pixel m is at + m * pixel_pitch
+//           (kUnitPitch: pixel_pitch is 1, the tile's layout, and the offsets are constants)
 //   tap_off[t]: offset of tap t in the tile;  chan_pitch: from one channel to the next
 //   w:      packed weights of this k block, [tap][c][kNR<T>]
 //   out:    pixel m's kNR<T> outputs at out + m * out_pixel_stride (kvalid of them are stored)
-template <class T, int MR>
+template <class T, int MR, bool kUnitPitch>
 void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels,
-                            int64_t tap_stride, int64_t chan_pitch, const T* w, const T* bias, int kvalid,
-                            bool accumulate, Activation act, T* out, int64_t out_pixel_stride) {
+                            int64_t tap_stride, int64_t chan_pitch, int64_t pixel_pitch, const T* w, const T* bias,
+                            int kvalid, bool accumulate, Activation act, T* out, int64_t out_pixel_stride) {
+  if constexpr (kUnitPitch) pixel_pitch = 1;
   Vec<T> acc[MR][kNV];
   if (accumulate) {  // a later slice of input channels: continue the stored partial sums
 #pragma GCC unroll 16
@@ -349,7 +362,7 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
       for (int v = 0; v < kNV; ++v) wv[v] = vload(wc + v * kLanes<T>);
 #pragma GCC unroll 16
       for (int m = 0; m < MR; ++m) {
-        const Vec<T> a = vbroadcast(xc + m);
+        const Vec<T> a = vbroadcast(xc + m * pixel_pitch);
 #pragma GCC unroll 16
         for (int v = 0; v < kNV; ++v) acc[m][v] = vfma(a, wv[v], acc[m][v]);
       }
@@ -418,19 +431,19 @@ void pixelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int6
 }
 
 template <class T>
-using ChannelVecFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, int64_t, const T*,
+using ChannelVecFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, const T*,
                               const T*, int, bool, Activation, T*, int64_t);
 template <class T>
 using MicrokernelFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, const T*, int64_t,
                                const T*, int, Activation, T*, int64_t);
 
-template <class T, int... M>
+template <class T, bool kUnitPitch, int... M>
 constexpr std::array<ChannelVecFn<T>, sizeof...(M)> channelvec_table(std::integer_sequence<int, M...>) {
-  return {&channelvec_microkernel<T, M + 1>...};
+  return {&channelvec_microkernel<T, M + 1, kUnitPitch>...};
 }
-// kChannelVec<T>[mr - 1] handles mr pixels.
-template <class T>
-constexpr auto kChannelVec = channelvec_table<T>(std::make_integer_sequence<int, kMR>{});
+// kChannelVec<T, kUnitPitch>[mr - 1] handles mr pixels.
+template <class T, bool kUnitPitch>
+constexpr auto kChannelVec = channelvec_table<T, kUnitPitch>(std::make_integer_sequence<int, kMR>{});
 
 constexpr int kNVMax = nv_cap(1);
 template <class T, int MK, int... V>
@@ -612,8 +625,9 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           for (int64_t b = 0; b < blocks; ++b) {
             const int64_t mr = base + (b < extra ? 1 : 0);
             // Packed weights are [tap][c][kNR<T>]: the slice starts at channel c_begin of each tap.
-            kChannelVec<T>[size_t(mr - 1)](xrow + ow, tap_off + t_first, t_count, c_count, w_tap_stride,
-                                        d.chan_pitch, w_slice + t_first * w_tap_stride, bk, kvalid, sl > 0, act,
+            (d.pixel_pitch == 1 ? kChannelVec<T, true> : kChannelVec<T, false>)[size_t(mr - 1)](
+                xrow + ow * d.pixel_pitch, tap_off + t_first, t_count, c_count, w_tap_stride, d.chan_pitch,
+                d.pixel_pitch, w_slice + t_first * w_tap_stride, bk, kvalid, sl > 0, act,
                                         out_row + ow * out_pixel_stride, out_pixel_stride);
             ow += mr;
           }
@@ -715,7 +729,8 @@ void run_engine(const ConvCall& call, Orientation orientation) {
     for (int64_t j = 0; j < p.kernel_w; ++j) {
       const int64_t col = j * p.dilation_w;
       tap_off[size_t(i * p.kernel_w + j)] =
-          i * p.dilation_h * d.row_pitch + (col % p.stride_w) * d.phase_w + col / p.stride_w;
+          i * p.dilation_h * d.row_pitch + (d.pixel_pitch == 1 ? (col % p.stride_w) * d.phase_w + col / p.stride_w
+                                                                : col * p.in_channels);
     }
   const ColumnPlan columns = plan_columns(call, d);
   const int tile_copies = d.private_tiles ? threads : 1;
@@ -726,7 +741,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
   const T* x = static_cast<const T*>(call.x);
 
   auto tile_for = [&](int64_t n, int64_t g, int64_t oh0, T* own) -> const T* {
-    if (d.direct_input) return x + n * call.x_stride.n + g * d.group_in * call.x_stride.c + oh0 * p.stride_h * p.in_w;
+    if (d.direct_input) return x + n * call.x_stride.n + g * d.group_in * call.x_stride.c + oh0 * p.stride_h * d.row_pitch;
     return own;
   };
 
