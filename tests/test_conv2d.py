@@ -961,6 +961,9 @@ BIG_SWEEP_CASES = [
     dict(N=1, C=128, K=16, activation="silu", layout="NCHW", **_geometry_case(24, 100, (3, 3))),
     dict(N=1, C=128, K=36, activation=None, layout="NHWC", **_geometry_case(20, 50, (3, 3), stride=(1, 2))),
     dict(N=2, C=24, K=5, activation=None, layout="NCHW", **_geometry_case(30, 30, (1, 1))),
+    # A flat plane too big for L2: cut into segments, each through every k chunk (the last
+    # one partial), with an activation applied per segment after the stores.
+    dict(N=1, C=24, K=13, activation="tanh", layout="NCHW", **_geometry_case(60, 61, (1, 1), pad=False)),
     dict(N=1, C=200, K=48, activation="relu", layout="NCHW", **_geometry_case(12, 12, (1, 1))),
     dict(N=3, C=64, K=64, groups=2, activation="relu", layout="NCHW", **_geometry_case(10, 10, (5, 5))),
     dict(N=1, C=40, K=40, groups=40, activation=None, layout="NCHW",

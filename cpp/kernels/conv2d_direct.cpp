@@ -103,6 +103,10 @@ struct EnginePlan {
   // Output channel blocking: ChannelVec uses kNR-wide blocks; PixelVec balanced chunks of <= kMKMax.
   int64_t k_units;
   int64_t pixels_per_row;  // pixels one row-run covers (out_w, or out_h * out_w when flat)
+  // Flat: the plane is cut into segments of about equal length, each run through every k
+  // chunk in turn, so that the segment's input stays in L1 for all of them instead of the whole
+  // plane streaming past once per k chunk.
+  int64_t flat_segment;
   // ChannelVec: rows per work item and input channels per slice (reduction blocking).
   int64_t rows_per_item, channels_per_slice;
   // ChannelVec with zero padding and finite weights: a row's kernel rows that read only
@@ -130,6 +134,8 @@ bool is_flat(const Conv2dProblem& p) {
 }
 
 constexpr int64_t kMinPrivateRows = 4;
+constexpr int64_t kFlatSegmentBytes = 16 << 10;    // input of a flat PixelVec segment (see EnginePlan)
+constexpr int64_t kFlatPlaneInL2Bytes = 256 << 10;  // a flat plane's input up to this is not cut
 
 // ChannelVec reduction blocking: input channels per slice, so that a slice's packed weights
 // (taps x channels x kNR) stay within ~256 KiB of L2 while every row of an item uses them.
@@ -195,6 +201,14 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
   }
   d.k_units = o == Orientation::ChannelVec ? ceil_div(d.group_out, kNR<T>) : ceil_div(d.group_out, kMKMax);
   d.pixels_per_row = d.flat ? p.out_h * p.out_w : p.out_w;
+  if (d.flat) {
+    // Whole microkernel blocks (the last segment takes the remainder); a plane whose input sits
+    // in L2 anyway stays one run (more, shorter items only cost there: 32 -> 192 at 28 x 28).
+    constexpr int64_t kBlock = kLanes<T> * nv_cap(kMKMax);
+    const bool in_l2 = d.pixels_per_row * d.group_in * int64_t(sizeof(T)) <= kFlatPlaneInL2Bytes;
+    d.flat_segment = in_l2 ? d.pixels_per_row
+                           : std::max<int64_t>(kBlock, kFlatSegmentBytes / int64_t(sizeof(T) * d.group_in) / kBlock * kBlock);
+  }
   d.channels_per_slice = channels_per_slice<T>(d.group_in, d.taps);
   // Enough items for each thread to have several.
   const int64_t row_groups = std::max<int64_t>(1, ceil_div(4 * threads, d.k_units));
@@ -656,15 +670,20 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     }
     return;
   }
-  // PixelVec: items are (k chunk, row), or k chunks alone when a plane or block is one run.
+  // PixelVec: items are (k chunk, row), or k chunks alone when a block is one wide run, or
+  // (segment, k chunk) of a flat plane (see d.flat_segment).
   const int64_t run_rows = (d.flat || d.wide) ? 1 : rows;
   const int64_t run_pixels = d.wide ? (rows - 1) * d.phase_w + p.out_w : d.pixels_per_row;
   for (int64_t item = item_begin; item < item_end; ++item) {
-    const int64_t u = item / run_rows, r = item % run_rows;
+    int64_t u = item / run_rows, r = item % run_rows, px_begin = 0, px_end = run_pixels;
+    if (d.flat) {
+      u = item % d.k_units;
+      px_begin = item / d.k_units * d.flat_segment;
+      px_end = std::min(run_pixels, px_begin + d.flat_segment);
+    }
     const Chunk ch = k_chunk(d, u);
     const int64_t k0 = g * d.group_out + ch.first;
     const int mk = int(ch.size);
-    const int64_t block_pixels = int64_t(nv_cap(mk)) * kLanes<T>;
     const T* wk = static_cast<const T*>(call.weight) + k0 * d.taps * d.group_in;
     const T* bk = bias ? bias + k0 : nullptr;
     const T* xrow = tile + r * p.stride_h * d.row_pitch;
@@ -672,8 +691,9 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     // Wide runs land in the thread's buffer [mk][rows][phase_w]; then the valid columns move to y.
     T* out = d.wide ? row_buf : yrow;
     const int64_t out_chan_stride = d.wide ? d.rows_per_block * d.phase_w : call.y_stride.c;
-    for (int64_t px = 0; px < run_pixels; px += block_pixels) {
-      const int64_t count = std::min(block_pixels, run_pixels - px);
+    const int64_t block_pixels = int64_t(nv_cap(mk)) * kLanes<T>;
+    for (int64_t px = px_begin; px < px_end; px += block_pixels) {
+      const int64_t count = std::min(block_pixels, px_end - px);
       const int64_t nv = ceil_div(count, kLanes<T>);
       const int last_valid = int(count - (nv - 1) * kLanes<T>);
       kPixelVec<T>[size_t(mk - 1)][size_t(nv - 1)](xrow + px, tap_off, d.taps, d.group_in, d.chan_pitch, wk,
@@ -688,7 +708,8 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           if (!simple_act) activate_row(yr, p.out_w, p.activation);
         }
     } else if (!simple_act) {
-      for (int64_t kk = 0; kk < mk; ++kk) activate_row(yrow + kk * call.y_stride.c, d.pixels_per_row, p.activation);
+      for (int64_t kk = 0; kk < mk; ++kk)
+        activate_row(yrow + kk * call.y_stride.c + px_begin, px_end - px_begin, p.activation);
     }
   }
 }
@@ -711,7 +732,8 @@ int64_t row_buffer_elems(const Conv2dProblem& p, const EnginePlan& d) {
 
 int64_t items_per_block(const EnginePlan& d, int64_t rows) {
   if (d.orientation == Orientation::ChannelVec) return d.k_units * ceil_div(rows, d.rows_per_item);
-  return d.k_units * ((d.flat || d.wide) ? 1 : rows);
+  if (d.flat) return d.k_units * ceil_div(d.pixels_per_row, d.flat_segment);
+  return d.k_units * (d.wide ? 1 : rows);
 }
 
 template <class T>
