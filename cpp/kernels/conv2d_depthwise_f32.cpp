@@ -673,7 +673,7 @@ void flat3x3_band(const Conv2dProblem& p, const Mask* left, const Mask* right, c
     }
   };
   // The ring starts with the bottom windows of the W / 8 vectors before the band, which are
-  // the band's first top windows (above the plane's first row, zeros).
+  // the band's first top windows (in the first band, partly the zero row above the plane).
   for (int64_t k = 0; k < ring_slots; ++k) {
     const int64_t j = j_begin - ring_slots + k;
     lo = load(j + m - 1), mid = load(j + m), hi = load(j + m + 1);
