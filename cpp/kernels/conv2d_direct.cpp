@@ -103,9 +103,9 @@ struct EnginePlan {
   // Output channel blocking: ChannelVec uses kNR-wide blocks; PixelVec balanced chunks of <= kMKMax.
   int64_t k_units;
   int64_t pixels_per_row;  // pixels one row-run covers (out_w, or out_h * out_w when flat)
-  // Flat: the plane is cut into segments of about equal length, each run through every k
-  // chunk in turn, so that the segment's input stays in L1 for all of them instead of the whole
-  // plane streaming past once per k chunk.
+  // Flat: pixels per segment.  A plane whose input outgrows L2 is cut into segments, each run
+  // through every k chunk in turn, so that the segment's input stays in L1 for all of them
+  // instead of the whole plane streaming past once per k chunk.
   int64_t flat_segment;
   // ChannelVec: rows per work item and input channels per slice (reduction blocking).
   int64_t rows_per_item, channels_per_slice;
@@ -751,8 +751,9 @@ void run_engine(const ConvCall& call, Orientation orientation) {
     for (int64_t j = 0; j < p.kernel_w; ++j) {
       const int64_t col = j * p.dilation_w;
       tap_off[size_t(i * p.kernel_w + j)] =
-          i * p.dilation_h * d.row_pitch + (d.pixel_pitch == 1 ? (col % p.stride_w) * d.phase_w + col / p.stride_w
-                                                                : col * p.in_channels);
+          i * p.dilation_h * d.row_pitch + (d.direct_input && p.layout == Layout::NHWC
+                                                ? col * p.in_channels
+                                                : (col % p.stride_w) * d.phase_w + col / p.stride_w);
     }
   const ColumnPlan columns = plan_columns(call, d);
   const int tile_copies = d.private_tiles ? threads : 1;
