@@ -336,16 +336,34 @@ void channelvec_pack(const Conv2dProblem& p, const void* weight, void* packed, i
   }
 }
 
+// The raw weights a work item will pack next (rows of `row_bytes`, `row_stride` apart), asked
+// for one cache line at a time from inside the microkernel's loop while the current slice
+// computes.  Packing from memory took 30 % of a one-shot 512@7 call on two threads (18 % on
+// one: the two threads share the memory bandwidth); a burst of prefetches at the start of the
+// slice did not help (measured), spreading them over the slice's compute does.
+struct RawPrefetch {
+  const char* row = nullptr;
+  int64_t row_bytes = 0, row_stride = 0, rows_left = 0, offset = 0;
+  void step() {
+    if (rows_left == 0) return;
+    _mm_prefetch(row + offset, _MM_HINT_T1);
+    offset += 64;
+    if (offset >= row_bytes) offset = 0, row += row_stride, --rows_left;
+  }
+};
+
 // ChannelVec microkernel: MR pixels x kNR<T> channels, one input broadcast per pixel.
 //   x:      tile address of pixel 0, tap offset 0, channel 0; pixel m is at + m * pixel_pitch
 //           (kUnitPitch: pixel_pitch is 1, the tile's layout, and the offsets are constants)
 //   tap_off[t]: offset of tap t in the tile;  chan_pitch: from one channel to the next
 //   w:      packed weights of this k block, [tap][c][kNR<T>]
 //   out:    pixel m's kNR<T> outputs at out + m * out_pixel_stride (kvalid of them are stored)
-template <class T, int MR, bool kUnitPitch>
+//   prefetch: kPrefetch: one line of it every other channel step
+template <class T, int MR, bool kUnitPitch, bool kPrefetch>
 void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels,
                             int64_t tap_stride, int64_t chan_pitch, int64_t pixel_pitch, const T* w, const T* bias,
-                            int kvalid, bool accumulate, Activation act, T* out, int64_t out_pixel_stride) {
+                            int kvalid, bool accumulate, Activation act, T* out, int64_t out_pixel_stride,
+                            RawPrefetch* prefetch) {
   if constexpr (kUnitPitch) pixel_pitch = 1;
   Vec<T> acc[MR][kNV];
   if (accumulate) {  // a later slice of input channels: continue the stored partial sums
@@ -382,6 +400,8 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
       }
       xc += chan_pitch;
       wc += kNR<T>;
+      if constexpr (kPrefetch)
+        if (c & 1) prefetch->step();
     }
   }
 #pragma GCC unroll 16
@@ -446,18 +466,23 @@ void pixelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int6
 
 template <class T>
 using ChannelVecFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, const T*,
-                              const T*, int, bool, Activation, T*, int64_t);
+                              const T*, int, bool, Activation, T*, int64_t, RawPrefetch*);
 template <class T>
 using MicrokernelFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, const T*, int64_t,
                                const T*, int, Activation, T*, int64_t);
 
-template <class T, bool kUnitPitch, int... M>
+template <class T, bool kUnitPitch, bool kPrefetch, int... M>
 constexpr std::array<ChannelVecFn<T>, sizeof...(M)> channelvec_table(std::integer_sequence<int, M...>) {
-  return {&channelvec_microkernel<T, M + 1, kUnitPitch>...};
+  return {&channelvec_microkernel<T, M + 1, kUnitPitch, kPrefetch>...};
 }
-// kChannelVec<T, kUnitPitch>[mr - 1] handles mr pixels.
-template <class T, bool kUnitPitch>
-constexpr auto kChannelVec = channelvec_table<T, kUnitPitch>(std::make_integer_sequence<int, kMR>{});
+// kChannelVec<T, kUnitPitch, kPrefetch>[mr - 1] handles mr pixels.
+template <class T, bool kUnitPitch, bool kPrefetch>
+constexpr auto kChannelVec = channelvec_table<T, kUnitPitch, kPrefetch>(std::make_integer_sequence<int, kMR>{});
+template <class T>
+const ChannelVecFn<T>* channelvec_blocks(bool unit_pitch, bool prefetch) {
+  if (unit_pitch) return prefetch ? kChannelVec<T, true, true>.data() : kChannelVec<T, true, false>.data();
+  return prefetch ? kChannelVec<T, false, true>.data() : kChannelVec<T, false, false>.data();
+}
 
 constexpr int kNVMax = nv_cap(1);
 template <class T, int MK, int... V>
@@ -589,6 +614,8 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     const int64_t base = p.out_w / blocks, extra = p.out_w % blocks;  // 14 pixels run as 7 + 7
     const int64_t groups_of_rows = ceil_div(rows, d.rows_per_item);
     const int64_t slices = ceil_div(d.group_in, d.channels_per_slice);
+    const ChannelVecFn<T>* microkernels = channelvec_blocks<T>(d.pixel_pitch == 1, d.packs_in_items);
+    RawPrefetch prefetch;
     for (int64_t item = item_begin; item < item_end; ++item) {
       const int64_t kb = item / groups_of_rows, r_begin = (item % groups_of_rows) * d.rows_per_item;
       const int64_t r_end = std::min(rows, r_begin + d.rows_per_item);
@@ -609,6 +636,20 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           skip_padding_rows = pack_block(raw, d.group_in * d.taps, kvalid, c_count, d.taps, packed_slice) &&
                               skip_padding_rows;
           w_slice = packed_slice;
+          // The next slice this thread packs: this k block's next, or the next item's first.
+          int64_t next_k0 = k0, next_c = c_begin + c_count;
+          if (sl + 1 == slices) {
+            next_k0 = item + 1 < item_end ? g * d.group_out + (item + 1) / groups_of_rows * kNR<T> : -1;
+            next_c = 0;
+          }
+          prefetch = RawPrefetch{};
+          if (next_k0 >= 0) {
+            prefetch.row = reinterpret_cast<const char*>(static_cast<const T*>(call.weight) + next_k0 * d.group_in * d.taps +
+                                                         next_c * d.taps);
+            prefetch.row_bytes = std::min(d.channels_per_slice, d.group_in - next_c) * d.taps * int64_t(sizeof(T));
+            prefetch.row_stride = d.group_in * d.taps * int64_t(sizeof(T));
+            prefetch.rows_left = std::min<int64_t>(kNR<T>, (g + 1) * d.group_out - next_k0);
+          }
         } else {
           // The slice's packed weights are about to be read by every row: request them all
           // now, so that a layer whose weights live in memory (7x7 x 512 x 512 is 51 MB)
@@ -639,10 +680,10 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           for (int64_t b = 0; b < blocks; ++b) {
             const int64_t mr = base + (b < extra ? 1 : 0);
             // Packed weights are [tap][c][kNR<T>]: the slice starts at channel c_begin of each tap.
-            (d.pixel_pitch == 1 ? kChannelVec<T, true> : kChannelVec<T, false>)[size_t(mr - 1)](
-                xrow + ow * d.pixel_pitch, tap_off + t_first, t_count, c_count, w_tap_stride, d.chan_pitch,
-                d.pixel_pitch, w_slice + t_first * w_tap_stride, bk, kvalid, sl > 0, act,
-                                        out_row + ow * out_pixel_stride, out_pixel_stride);
+            microkernels[size_t(mr - 1)](xrow + ow * d.pixel_pitch, tap_off + t_first, t_count, c_count,
+                                         w_tap_stride, d.chan_pitch, d.pixel_pitch, w_slice + t_first * w_tap_stride,
+                                         bk, kvalid, sl > 0, act, out_row + ow * out_pixel_stride, out_pixel_stride,
+                                         &prefetch);
             ow += mr;
           }
         }
@@ -804,8 +845,11 @@ void run_engine(const ConvCall& call, Orientation orientation) {
             // summed inside one item in a fixed order, so results do not depend on who runs it.
             // Runs of items (about 8 per thread) keep the hand-out cost small when items are
             // many and short (a first layer has hundreds of one-row items).
+            // (Items that pack their own weights go in longer runs: an item asks for the next
+            // one's raw weights while it computes, which helps only if the same thread runs it.)
             const int64_t items = items_per_block(d, rows);
-            const int64_t run = std::max<int64_t>(1, items / (8 * int64_t(threads)));
+            const int64_t run = std::max<int64_t>(1, d.packs_in_items ? ceil_div(items, 2 * int64_t(threads))
+                                                                        : items / (8 * int64_t(threads)));
 #pragma omp for schedule(dynamic, 1)
             for (int64_t first = 0; first < items; first += run)
               compute_items<T>(call, d, tap_off.data(), n, g, oh0, rows, tile, first, std::min(items, first + run),
