@@ -336,11 +336,13 @@ void channelvec_pack(const Conv2dProblem& p, const void* weight, void* packed, i
   }
 }
 
-// The raw weights a work item will pack next (rows of `row_bytes`, `row_stride` apart), asked
-// for one cache line at a time from inside the microkernel's loop while the current slice
-// computes.  Packing from memory took 30 % of a one-shot 512@7 call on two threads (18 % on
-// one: the two threads share the memory bandwidth); a burst of prefetches at the start of the
-// slice did not help (measured), spreading them over the slice's compute does.
+// The weights a thread needs next (the packed slice, or for items that pack their own the raw
+// rows, `row_bytes` each and `row_stride` apart), asked for one cache line at a time from inside
+// the microkernel's loop while the current slice computes, so they come into L2 in the shadow
+// of the arithmetic.  Large layers' weights live in memory (7x7 x 512 x 512 is 51 MB), and
+// packing raw weights from memory took 30 % of a one-shot 512@7 call on two threads; a burst of
+// prefetches at the start of each slice had left the loads behind it waiting (measured: 7x7
+// 512@7 prepacked ran at 400 GFLOP/s on two threads with the burst, 560-590 spread out).
 struct RawPrefetch {
   const char* row = nullptr;
   int64_t row_bytes = 0, row_stride = 0, rows_left = 0, offset = 0;
@@ -358,8 +360,8 @@ struct RawPrefetch {
 //   tap_off[t]: offset of tap t in the tile;  chan_pitch: from one channel to the next
 //   w:      packed weights of this k block, [tap][c][kNR<T>]
 //   out:    pixel m's kNR<T> outputs at out + m * out_pixel_stride (kvalid of them are stored)
-//   prefetch: kPrefetch: one line of it every other channel step
-template <class T, int MR, bool kUnitPitch, bool kPrefetch>
+//   prefetch: one line of it every other channel step
+template <class T, int MR, bool kUnitPitch>
 void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels,
                             int64_t tap_stride, int64_t chan_pitch, int64_t pixel_pitch, const T* w, const T* bias,
                             int kvalid, bool accumulate, Activation act, T* out, int64_t out_pixel_stride,
@@ -400,8 +402,7 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
       }
       xc += chan_pitch;
       wc += kNR<T>;
-      if constexpr (kPrefetch)
-        if (c & 1) prefetch->step();
+      if (c & 1) prefetch->step();
     }
   }
 #pragma GCC unroll 16
@@ -471,18 +472,13 @@ template <class T>
 using MicrokernelFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, const T*, int64_t,
                                const T*, int, Activation, T*, int64_t);
 
-template <class T, bool kUnitPitch, bool kPrefetch, int... M>
+template <class T, bool kUnitPitch, int... M>
 constexpr std::array<ChannelVecFn<T>, sizeof...(M)> channelvec_table(std::integer_sequence<int, M...>) {
-  return {&channelvec_microkernel<T, M + 1, kUnitPitch, kPrefetch>...};
+  return {&channelvec_microkernel<T, M + 1, kUnitPitch>...};
 }
-// kChannelVec<T, kUnitPitch, kPrefetch>[mr - 1] handles mr pixels.
-template <class T, bool kUnitPitch, bool kPrefetch>
-constexpr auto kChannelVec = channelvec_table<T, kUnitPitch, kPrefetch>(std::make_integer_sequence<int, kMR>{});
-template <class T>
-const ChannelVecFn<T>* channelvec_blocks(bool unit_pitch, bool prefetch) {
-  if (unit_pitch) return prefetch ? kChannelVec<T, true, true>.data() : kChannelVec<T, true, false>.data();
-  return prefetch ? kChannelVec<T, false, true>.data() : kChannelVec<T, false, false>.data();
-}
+// kChannelVec<T, kUnitPitch>[mr - 1] handles mr pixels.
+template <class T, bool kUnitPitch>
+constexpr auto kChannelVec = channelvec_table<T, kUnitPitch>(std::make_integer_sequence<int, kMR>{});
 
 constexpr int kNVMax = nv_cap(1);
 template <class T, int MK, int... V>
@@ -614,7 +610,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     const int64_t base = p.out_w / blocks, extra = p.out_w % blocks;  // 14 pixels run as 7 + 7
     const int64_t groups_of_rows = ceil_div(rows, d.rows_per_item);
     const int64_t slices = ceil_div(d.group_in, d.channels_per_slice);
-    const ChannelVecFn<T>* microkernels = channelvec_blocks<T>(d.pixel_pitch == 1, d.packs_in_items);
+    const ChannelVecFn<T>* microkernels = d.pixel_pitch == 1 ? kChannelVec<T, true>.data() : kChannelVec<T, false>.data();
     RawPrefetch prefetch;
     for (int64_t item = item_begin; item < item_end; ++item) {
       const int64_t kb = item / groups_of_rows, r_begin = (item % groups_of_rows) * d.rows_per_item;
@@ -631,31 +627,32 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
         const T* w_slice = wk ? wk + c_begin * d.taps * kNR<T> : nullptr;
         const int64_t w_tap_stride = c_count * kNR<T>;
         bool skip_padding_rows = d.skip_padding_rows;
+        // The next slice this thread computes: this k block's next, or the next item's first.
+        int64_t next_k0 = k0, next_c = c_begin + c_count;
+        if (sl + 1 == slices) {
+          next_k0 = item + 1 < item_end ? g * d.group_out + (item + 1) / groups_of_rows * kNR<T> : -1;
+          next_c = 0;
+        }
+        const int64_t next_count = std::min(d.channels_per_slice, d.group_in - next_c);
+        prefetch = RawPrefetch{};
         if (d.packs_in_items) {
           const T* raw = static_cast<const T*>(call.weight) + k0 * d.group_in * d.taps + c_begin * d.taps;
           skip_padding_rows = pack_block(raw, d.group_in * d.taps, kvalid, c_count, d.taps, packed_slice) &&
                               skip_padding_rows;
           w_slice = packed_slice;
-          // The next slice this thread packs: this k block's next, or the next item's first.
-          int64_t next_k0 = k0, next_c = c_begin + c_count;
-          if (sl + 1 == slices) {
-            next_k0 = item + 1 < item_end ? g * d.group_out + (item + 1) / groups_of_rows * kNR<T> : -1;
-            next_c = 0;
-          }
-          prefetch = RawPrefetch{};
-          if (next_k0 >= 0) {
+          if (next_k0 >= 0) {  // its raw rows
             prefetch.row = reinterpret_cast<const char*>(static_cast<const T*>(call.weight) + next_k0 * d.group_in * d.taps +
                                                          next_c * d.taps);
-            prefetch.row_bytes = std::min(d.channels_per_slice, d.group_in - next_c) * d.taps * int64_t(sizeof(T));
+            prefetch.row_bytes = next_count * d.taps * int64_t(sizeof(T));
             prefetch.row_stride = d.group_in * d.taps * int64_t(sizeof(T));
             prefetch.rows_left = std::min<int64_t>(kNR<T>, (g + 1) * d.group_out - next_k0);
           }
-        } else {
-          // The slice's packed weights are about to be read by every row: request them all
-          // now, so that a layer whose weights live in memory (7x7 x 512 x 512 is 51 MB)
-          // waits for them in parallel, not line by line.
-          const char* run = reinterpret_cast<const char*>(w_slice);
-          for (int64_t b = 0; b < int64_t(d.taps * w_tap_stride * sizeof(T)); b += 64) _mm_prefetch(run + b, _MM_HINT_T1);
+        } else if (next_k0 >= 0) {  // its packed weights, one contiguous run
+          const int64_t next_kb = (next_k0 - g * d.group_out) / kNR<T>;
+          prefetch.row = reinterpret_cast<const char*>(packed + g * packed_group + next_kb * d.taps * tap_stride +
+                                                       next_c * d.taps * kNR<T>);
+          prefetch.row_bytes = d.taps * next_count * kNR<T> * int64_t(sizeof(T));
+          prefetch.rows_left = 1;
         }
         for (int64_t r = r_begin; r < r_end; ++r) {
           const T* xrow = tile + r * p.stride_h * d.row_pitch + c_begin * d.chan_pitch;
