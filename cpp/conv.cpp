@@ -222,8 +222,10 @@ void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const
   if (forced) {
     require_accepts(*forced, p);
     choice.algorithm = forced;
-    choice.workspace_bytes = call_workspace_bytes(*forced, given, p, choice.threads);
   }
+  // The scratch depends on the thread count (one buffer per thread) as well as the algorithm.
+  if (forced || max_threads > 0)
+    choice.workspace_bytes = call_workspace_bytes(*choice.algorithm, given, p, choice.threads);
   check_workspace(choice.workspace_bytes, "conv2d workspace (kernel scratch and padding index maps)");
   SpareBuffer<SubsampledInputTag> subsampled;
   if (subsamples_input(given)) {
