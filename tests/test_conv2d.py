@@ -961,6 +961,9 @@ BIG_SWEEP_CASES = [
     dict(N=1, C=128, K=16, activation="silu", layout="NCHW", **_geometry_case(24, 100, (3, 3))),
     dict(N=1, C=128, K=36, activation=None, layout="NHWC", **_geometry_case(20, 50, (3, 3), stride=(1, 2))),
     dict(N=2, C=24, K=5, activation=None, layout="NCHW", **_geometry_case(30, 30, (1, 1))),
+    # A large kernel (9x9: 81 taps per channel), both layouts.
+    dict(N=1, C=20, K=40, activation=None, layout="NCHW", **_geometry_case(5, 9, (9, 9))),
+    dict(N=1, C=20, K=40, activation="relu", layout="NHWC", **_geometry_case(4, 7, (9, 9))),
     # A flat plane too big for L2: cut into segments, each through every k chunk (the last
     # one partial), with an activation applied per segment after the stores.
     dict(N=1, C=24, K=13, activation="tanh", layout="NCHW", **_geometry_case(60, 61, (1, 1), pad=False)),
