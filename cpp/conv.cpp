@@ -200,10 +200,17 @@ Conv2dProblem Conv2dPlan::kernel_problem(const Conv2dProblem& problem) const {
 
 ConvChoice Conv2dPlan::choose(const Conv2dProblem& problem) const {
   const Conv2dProblem given = kernel_problem(problem);
-  const Conv2dProblem p = algorithm_problem(given);
+  return choose_for(given, algorithm_problem(given), get_num_threads(), nullptr);
+}
+
+ConvChoice Conv2dPlan::choose_for(const Conv2dProblem& given, const Conv2dProblem& p, int max_threads,
+                                  const ConvAlgorithm* forced) const {
   const KernelTable& table = active_table();
-  const int threads = threads_for(p, get_num_threads());
-  const ConvAlgorithm* chosen = needs_reference(p) ? kConvFamily.reference(p.dtype) : kConvFamily.choose(table, p);
+  const int threads = threads_for(p, max_threads);
+  const ConvAlgorithm* chosen = forced                ? forced
+                                : needs_reference(p) ? kConvFamily.reference(p.dtype)
+                                                     : kConvFamily.choose(table, p);
+  // The scratch depends on the thread count (one buffer per thread) as well as the algorithm.
   return {chosen, table.isa_name, threads, call_workspace_bytes(*chosen, given, p, threads), chosen->packed_bytes(p)};
 }
 
@@ -215,17 +222,13 @@ void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const
       p.kernel_h != kernel_h_ || p.kernel_w != kernel_w_)
     throw std::invalid_argument("conv2d problem does not match the plan's weights");
   if (p.batch == 0 || p.out_channels == 0) return;
-  ConvChoice choice = choose(problem);
+  if (forced) require_accepts(*forced, p);
   // A per-call cap obeys the same limits as the process-wide setting (one thread in a forked
   // child, at most kMaxThreads).
-  if (max_threads > 0) choice.threads = threads_for(p, in_forked_child.load() ? 1 : std::min(max_threads, kMaxThreads));
-  if (forced) {
-    require_accepts(*forced, p);
-    choice.algorithm = forced;
-  }
-  // The scratch depends on the thread count (one buffer per thread) as well as the algorithm.
-  if (forced || max_threads > 0)
-    choice.workspace_bytes = call_workspace_bytes(*choice.algorithm, given, p, choice.threads);
+  const int cap = max_threads <= 0          ? get_num_threads()
+                  : in_forked_child.load() ? 1
+                                           : std::min(max_threads, kMaxThreads);
+  const ConvChoice choice = choose_for(given, p, cap, forced);
   check_workspace(choice.workspace_bytes, "conv2d workspace (kernel scratch and padding index maps)");
   SpareBuffer<SubsampledInputTag> subsampled;
   if (subsamples_input(given)) {

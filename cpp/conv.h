@@ -75,6 +75,10 @@ class Conv2dPlan {
   // The problem the kernels are given (see conv.cpp; a strided 1x1 convolution then runs at
   // stride 1 on the subsampled input).
   Conv2dProblem kernel_problem(const Conv2dProblem& problem) const;
+  // The choice for a kernel problem and the problem its algorithm runs (algorithm_problem in
+  // conv.cpp), with at most max_threads threads; `forced` replaces the dispatcher's pick.
+  ConvChoice choose_for(const Conv2dProblem& given, const Conv2dProblem& p, int max_threads,
+                        const ConvAlgorithm* forced) const;
 
   DType dtype_;
   int64_t out_channels_, group_in_, kernel_h_, kernel_w_;
