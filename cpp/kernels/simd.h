@@ -186,7 +186,17 @@ static inline Vec<float> shift_lanes(Vec<float> lo, Vec<float> hi, int n) {
     case 5: return shift_lanes_c<5>(lo, hi);
     case 6: return shift_lanes_c<6>(lo, hi);
     case 7: return shift_lanes_c<7>(lo, hi);
-    default: return hi;
+#if defined(__AVX512F__)
+    case 8: return shift_lanes_c<8>(lo, hi);
+    case 9: return shift_lanes_c<9>(lo, hi);
+    case 10: return shift_lanes_c<10>(lo, hi);
+    case 11: return shift_lanes_c<11>(lo, hi);
+    case 12: return shift_lanes_c<12>(lo, hi);
+    case 13: return shift_lanes_c<13>(lo, hi);
+    case 14: return shift_lanes_c<14>(lo, hi);
+    case 15: return shift_lanes_c<15>(lo, hi);
+#endif
+    default: return hi;  // n == kLanes
   }
 }
 
