@@ -343,7 +343,7 @@ void channelvec_pack(const Conv2dProblem& p, const void* weight, void* packed, i
 // packing raw weights from memory took 30 % of a one-shot 512@7 call on two threads; a burst of
 // prefetches at the start of each slice had left the loads behind it waiting (measured: 7x7
 // 512@7 prepacked ran at 400 GFLOP/s on two threads with the burst, 560-590 spread out).
-struct RawPrefetch {
+struct WeightPrefetch {
   const char* row = nullptr;
   int64_t row_bytes = 0, row_stride = 0, rows_left = 0, offset = 0;
   void step() {
@@ -365,7 +365,7 @@ template <class T, int MR, bool kUnitPitch>
 void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels,
                             int64_t tap_stride, int64_t chan_pitch, int64_t pixel_pitch, const T* w, const T* bias,
                             int kvalid, bool accumulate, Activation act, T* out, int64_t out_pixel_stride,
-                            RawPrefetch* prefetch) {
+                            WeightPrefetch* prefetch) {
   if constexpr (kUnitPitch) pixel_pitch = 1;
   Vec<T> acc[MR][kNV];
   if (accumulate) {  // a later slice of input channels: continue the stored partial sums
@@ -467,7 +467,7 @@ void pixelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int6
 
 template <class T>
 using ChannelVecFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, const T*,
-                              const T*, int, bool, Activation, T*, int64_t, RawPrefetch*);
+                              const T*, int, bool, Activation, T*, int64_t, WeightPrefetch*);
 template <class T>
 using MicrokernelFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, const T*, int64_t,
                                const T*, int, Activation, T*, int64_t);
@@ -611,7 +611,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     const int64_t groups_of_rows = ceil_div(rows, d.rows_per_item);
     const int64_t slices = ceil_div(d.group_in, d.channels_per_slice);
     const ChannelVecFn<T>* microkernels = d.pixel_pitch == 1 ? kChannelVec<T, true>.data() : kChannelVec<T, false>.data();
-    RawPrefetch prefetch;
+    WeightPrefetch prefetch;
     for (int64_t item = item_begin; item < item_end; ++item) {
       const int64_t kb = item / groups_of_rows, r_begin = (item % groups_of_rows) * d.rows_per_item;
       const int64_t r_end = std::min(rows, r_begin + d.rows_per_item);
@@ -634,7 +634,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           next_c = 0;
         }
         const int64_t next_count = std::min(d.channels_per_slice, d.group_in - next_c);
-        prefetch = RawPrefetch{};
+        prefetch = WeightPrefetch{};
         if (d.packs_in_items) {
           const T* raw = static_cast<const T*>(call.weight) + k0 * d.group_in * d.taps + c_begin * d.taps;
           skip_padding_rows = pack_block(raw, d.group_in * d.taps, kvalid, c_count, d.taps, packed_slice) &&
@@ -843,7 +843,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
             // Runs of items (about 8 per thread) keep the hand-out cost small when items are
             // many and short (a first layer has hundreds of one-row items).
             // (Items that pack their own weights go in longer runs: an item asks for the next
-            // one's raw weights while it computes, which helps only if the same thread runs it.)
+            // one's weights while it computes, which helps only if the same thread runs it.)
             const int64_t items = items_per_block(d, rows);
             const int64_t run = std::max<int64_t>(1, d.packs_in_items ? ceil_div(items, 2 * int64_t(threads))
                                                                         : items / (8 * int64_t(threads)));
