@@ -52,13 +52,11 @@ struct CBlockPlan {
 CBlockPlan cblock_plan(const Conv2dProblem& p, int threads) {
   CBlockPlan d;
   d.cblocks = ceil_div(p.in_channels, kVL);
-  const auto tile_cols_for = [&](int64_t cols) { return (cols - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1; };
-  const auto tile_rows_for = [&](int64_t rows) { return (rows - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1; };
   d.band_cols = p.out_w;
-  while (d.band_cols > 1 && tile_cols_for(d.band_cols) > kMaxTileCols) d.band_cols = ceil_div(d.band_cols, 2);
-  const int64_t row_bytes = tile_cols_for(d.band_cols) * kVL * int64_t(sizeof(float));
+  while (d.band_cols > 1 && input_cols_for(p, d.band_cols) > kMaxTileCols) d.band_cols = ceil_div(d.band_cols, 2);
+  const int64_t row_bytes = input_cols_for(p, d.band_cols) * kVL * int64_t(sizeof(float));
   d.band_rows = p.out_h;
-  while (d.band_rows > 1 && tile_rows_for(d.band_rows) * row_bytes > kTileBytes) d.band_rows = ceil_div(d.band_rows, 2);
+  while (d.band_rows > 1 && input_rows_for(p, d.band_rows) * row_bytes > kTileBytes) d.band_rows = ceil_div(d.band_rows, 2);
   d.col_bands = ceil_div(p.out_w, d.band_cols);
   // Enough items for an even split between threads, as long as a band keeps several rows
   // (each band copies kh - 1 rows of its neighbour again).
@@ -66,8 +64,8 @@ CBlockPlan cblock_plan(const Conv2dProblem& p, int threads) {
   while (threads > 1 && item_count() < 8 * threads && d.band_rows >= 8) d.band_rows = ceil_div(d.band_rows, 2);
   d.row_bands = ceil_div(p.out_h, d.band_rows);
   d.items = item_count();
-  d.tile_rows = tile_rows_for(d.band_rows);
-  d.tile_cols = tile_cols_for(d.band_cols);
+  d.tile_rows = input_rows_for(p, d.band_rows);
+  d.tile_cols = input_cols_for(p, d.band_cols);
   const int64_t taps = p.kernel_h * p.kernel_w;
   d.thread_floats = size_t((d.tile_rows * d.tile_cols + d.band_rows * d.band_cols + taps + 1) * kVL);
   return d;
@@ -290,8 +288,7 @@ void run_cblock(const ConvCall& call) {
         cblock_nhwc_in_place(call, wblock, bias_block, n, c0, oh0, rows, ow0, cols);
         return;
       }
-      const int64_t tile_rows = (rows - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
-      const int64_t tile_cols = (cols - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
+      const int64_t tile_rows = input_rows_for(p, rows), tile_cols = input_cols_for(p, cols);
       fill_cblock_tile(call, n, c0, cvalid, oh0 * p.stride_h, tile_rows, ow0 * p.stride_w, tile_cols, tile);
       if (tile_cols != last_tile_cols) {
         for (int64_t i = 0; i < p.kernel_h; ++i)
@@ -353,16 +350,15 @@ RowsPlan rows_plan(const Conv2dProblem& p, int threads) {
   d.row_vectors = ceil_div(p.out_w, kVL);
   // Whole vectors, so that every row starts on a cache line (the tile is 64-byte aligned).
   d.pitch = (d.row_vectors + ceil_div((p.kernel_w - 1) * p.dilation_w, kVL)) * kVL;
-  const auto tile_rows_for = [&](int64_t rows) { return (rows - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1; };
   d.band_rows = p.out_h;
-  while (d.band_rows > 1 && tile_rows_for(d.band_rows) * d.pitch * int64_t(sizeof(float)) > kTileBytes)
+  while (d.band_rows > 1 && input_rows_for(p, d.band_rows) * d.pitch * int64_t(sizeof(float)) > kTileBytes)
     d.band_rows = ceil_div(d.band_rows, 2);
   const int64_t planes = p.batch * p.in_channels;
   while (threads > 1 && planes * ceil_div(p.out_h, d.band_rows) < 8 * threads && d.band_rows >= 8)
     d.band_rows = ceil_div(d.band_rows, 2);
   d.bands = ceil_div(p.out_h, d.band_rows);
   d.items = planes * d.bands;
-  d.tile_rows = tile_rows_for(d.band_rows);
+  d.tile_rows = input_rows_for(p, d.band_rows);
   return d;
 }
 
@@ -580,7 +576,7 @@ void run_rows(const ConvCall& call) {
       const int64_t n = plane / p.in_channels, c = plane % p.in_channels;
       const int64_t oh0 = band * d.band_rows, rows = std::min(d.band_rows, p.out_h - oh0);
       fill_rows_tile(call, x + n * call.x_stride.n + c * call.x_stride.c, oh0 * p.stride_h,
-                     (rows - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1, d.pitch, tile);
+                     input_rows_for(p, rows), d.pitch, tile);
       float* y_band = y + n * call.y_stride.n + c * call.y_stride.c + oh0 * call.y_stride.h;
       const float b = bias ? bias[c] : 0.0f;
       for (int64_t r = 0; r < rows; r += rows_max) {

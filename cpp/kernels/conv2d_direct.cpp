@@ -115,10 +115,6 @@ struct EnginePlan {
   bool packs_in_items;  // ChannelVec: weights packed slice by slice inside the items
 };
 
-int64_t tile_rows_for(const Conv2dProblem& p, int64_t rows) {
-  return (rows - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
-}
-
 bool no_padding(const Conv2dProblem& p) {
   return p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0;
 }
@@ -173,14 +169,14 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
     d.rows_per_block = p.out_h;
     d.tile_elems = 0;
   } else {
-    const int64_t padded_w = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
+    const int64_t padded_w = input_cols_for(p, p.out_w);
     d.phase_w = ceil_div(padded_w, p.stride_w);
     d.chan_pitch = p.stride_w * d.phase_w;
     d.row_pitch = d.group_in * d.chan_pitch;
     // The tile should sit in L2 with room for the weights streaming past it.
     const int64_t budget = (384 << 10) / int64_t(sizeof(T));
     int64_t rows = p.out_h;
-    while (rows > 1 && tile_rows_for(p, rows) * d.row_pitch > budget) rows = (rows + 1) / 2;
+    while (rows > 1 && input_rows_for(p, rows) * d.row_pitch > budget) rows = (rows + 1) / 2;
     // Enough blocks for each thread to own several (no shared tile, no barriers), while a
     // block keeps enough rows that copying its kh - 1 extra tile rows stays cheap.
     // (Not when items pack their weights: each row block would pack them again.)
@@ -188,7 +184,7 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
            p.batch * p.groups * ceil_div(p.out_h, rows) < 4 * threads && rows >= 2 * kMinPrivateRows)
       rows = (rows + 1) / 2;
     d.rows_per_block = rows;
-    d.tile_elems = tile_rows_for(p, rows) * d.row_pitch;
+    d.tile_elems = input_rows_for(p, rows) * d.row_pitch;
   }
   d.row_blocks = ceil_div(p.out_h, d.rows_per_block);
   // Enough independent (n, g, row block) units for every thread to own several: no barriers,
@@ -197,7 +193,7 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
   d.wide = o == Orientation::PixelVec && !d.direct_input && p.stride_h == 1 && p.stride_w == 1;
   if (d.wide) {
     d.row_pitch = d.phase_w;
-    d.chan_pitch = tile_rows_for(p, d.rows_per_block) * d.phase_w;
+    d.chan_pitch = input_rows_for(p, d.rows_per_block) * d.phase_w;
   }
   d.k_units = o == Orientation::ChannelVec ? ceil_div(d.group_out, kNR<T>) : ceil_div(d.group_out, kMKMax);
   d.pixels_per_row = d.flat ? p.out_h * p.out_w : p.out_w;
@@ -817,7 +813,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
         const int64_t n = unit / (d.row_blocks * p.groups);
         const int64_t oh0 = rb * d.rows_per_block, rows = std::min(d.rows_per_block, p.out_h - oh0);
         if (!d.direct_input)
-          for (int64_t r = 0; r < tile_rows_for(p, rows); ++r)
+          for (int64_t r = 0; r < input_rows_for(p, rows); ++r)
             fill_tile_unit<T>(call, d, columns, n, g * d.group_in, oh0 * p.stride_h, r, 0, d.group_in, own);
         compute_items<T>(call, d, tap_off.data(), n, g, oh0, rows, tile_for(n, g, oh0, own), 0,
                       items_per_block(d, rows), row_buf);
@@ -830,7 +826,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
             if (!d.direct_input) {
               const int64_t chunks = ceil_div(d.group_in, kFillChannels);
 #pragma omp for schedule(static)
-              for (int64_t unit = 0; unit < tile_rows_for(p, rows) * chunks; ++unit) {
+              for (int64_t unit = 0; unit < input_rows_for(p, rows) * chunks; ++unit) {
                 const int64_t c_begin = (unit % chunks) * kFillChannels;
                 fill_tile_unit<T>(call, d, columns, n, g * d.group_in, oh0 * p.stride_h, unit / chunks, c_begin,
                                std::min(d.group_in, c_begin + kFillChannels), tiles);

@@ -28,18 +28,17 @@ TiledPlan make_plan(const Conv2dProblem& p) {
   TiledPlan t{};
   t.group_in = p.in_channels / p.groups;
   t.group_out = p.out_channels / p.groups;
-  const int64_t padded_w = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
+  const int64_t padded_w = input_cols_for(p, p.out_w);
   t.phase_w = ceil_div(padded_w, p.stride_w);
   t.k_per_block = std::min<int64_t>(t.group_out, 16);
   // Accumulators for one block stay in L1 (~32 KiB); the input tile in L2 (~256 KiB).
   const int64_t acc_row_bytes = t.k_per_block * p.out_w * int64_t(sizeof(T));
   int64_t rows = std::max<int64_t>(1, (32 << 10) / std::max<int64_t>(acc_row_bytes, 1));
   rows = std::min(rows, p.out_h);
-  auto tile_rows_for = [&](int64_t r) { return (r - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1; };
-  while (rows > 1 && t.group_in * tile_rows_for(rows) * p.stride_w * t.phase_w * int64_t(sizeof(T)) > (256 << 10))
+  while (rows > 1 && t.group_in * input_rows_for(p, rows) * p.stride_w * t.phase_w * int64_t(sizeof(T)) > (256 << 10))
     rows = (rows + 1) / 2;
   t.rows_per_block = rows;
-  t.tile_rows = tile_rows_for(rows);
+  t.tile_rows = input_rows_for(p, rows);
   t.tile_elems = t.group_in * t.tile_rows * p.stride_w * t.phase_w;
   t.acc_elems = t.k_per_block * rows * p.out_w;
   t.row_blocks = ceil_div(p.out_h, rows);

@@ -140,6 +140,14 @@ static inline T* scratch(size_t count) {
   return static_cast<T*>(scratch_bytes(count * sizeof(T)));
 }
 
+// The padded input rows (columns) that `out` consecutive output rows (columns) read.
+static inline int64_t input_rows_for(const Conv2dProblem& p, int64_t out) {
+  return (out - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
+}
+static inline int64_t input_cols_for(const Conv2dProblem& p, int64_t out) {
+  return (out - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
+}
+
 // ceil(a / b) for b > 0 and any a (division truncates toward zero, which is the ceiling for
 // a < 0), without the a + b - 1 that wraps for a stride near 2^63.
 static inline int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b > 0); }
