@@ -210,12 +210,12 @@ const RowReuseFn* row_reuse_blocks(const Conv2dProblem& p) {
 // NHWC with zero padding: a full block of kVL channels is read straight from x (each pixel's
 // channels are a vector already; copying them into the tile cost as much as the arithmetic),
 // kernel rows outside the input skipped, edge columns checked.  Rows [oh0, oh0 + rows) and
-// columns [ow0, ow0 + cols) of channels c0 .. c0 + kVL - 1 of image n.
-void cblock_nhwc_in_place(const ConvCall& call, const float* wblock, const float* bias_block, int64_t n, int64_t c0,
-                          int64_t oh0, int64_t rows, int64_t ow0, int64_t cols) {
+// columns [ow0, ow0 + cols) of channels c0 .. c0 + kVL - 1 of image n; `inner` and `edge` are
+// the problem's row-reuse blocks, unchecked and checked.
+void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn* inner, const RowReuseFn* edge, const float* wblock,
+                          const float* bias_block, int64_t n, int64_t c0, int64_t oh0, int64_t rows, int64_t ow0,
+                          int64_t cols) {
   const Conv2dProblem& p = call.p;
-  const RowReuseFn* inner = row_reuse_blocks<false>(p);
-  const RowReuseFn* edge = row_reuse_blocks<true>(p);
   const Activation fused = is_simple(p.activation) ? p.activation : Activation::None;
   const float* xn = static_cast<const float*>(call.x) + n * call.x_stride.n + c0;
   float* yn = static_cast<float*>(call.y) + n * call.y_stride.n + c0;
@@ -252,7 +252,7 @@ void run_cblock(const ConvCall& call) {
   const bool nchw = p.layout == Layout::NCHW;
   const bool zero_padding =
       p.pad_mode == PadMode::Zeros || (p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0);
-  const bool nhwc_in_place = !nchw && zero_padding && reuse;
+  const RowReuseFn* reuse_edge = !nchw && zero_padding && reuse ? row_reuse_blocks<true>(p) : nullptr;
   const Activation fused = is_simple(p.activation) ? p.activation : Activation::None;
   parallel_region(call.num_threads, [&] {
     DenormalGuard denormals;
@@ -284,8 +284,8 @@ void run_cblock(const ConvCall& call) {
       }
       const int64_t oh0 = rb * d.band_rows, rows = std::min(d.band_rows, p.out_h - oh0);
       const int64_t ow0 = colb * d.band_cols, cols = std::min(d.band_cols, p.out_w - ow0);
-      if (nhwc_in_place && cvalid == kVL) {
-        cblock_nhwc_in_place(call, wblock, bias_block, n, c0, oh0, rows, ow0, cols);
+      if (reuse_edge && cvalid == kVL) {  // NHWC, zero padding: in place
+        cblock_nhwc_in_place(call, reuse, reuse_edge, wblock, bias_block, n, c0, oh0, rows, ow0, cols);
         return;
       }
       const int64_t tile_rows = input_rows_for(p, rows), tile_cols = input_cols_for(p, cols);
