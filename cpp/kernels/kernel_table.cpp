@@ -2,6 +2,7 @@
 #include "kernels/conv2d_depthwise_f32.h"
 #include "kernels/conv2d_direct.h"
 #include "kernels/conv2d_tiled.h"
+#include "kernels/conv2d_winograd_f32.h"
 #include "kernels/conv_transpose2d.h"
 #include "kernels/pool2d.h"
 #include "kernels/isa_common.h"
@@ -17,6 +18,9 @@ const ConvAlgorithm kConvAlgorithms[] = {
 #endif
     conv2d_depthwise_nchw_f32,
     conv2d_depthwise_cblock_f32,
+#endif
+#ifdef CPPCONV_HAS_WINOGRAD_F32
+    conv2d_winograd2x2_f32,
 #endif
 #ifdef CPPCONV_HAS_DIRECT
     conv2d_channelvec_f32,

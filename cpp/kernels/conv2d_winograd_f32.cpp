@@ -1,0 +1,574 @@
+// conv2d_winograd2x2_f32: 3x3, stride 1, undilated, ungrouped float32 convolution by
+// Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional
+// Neural Networks", 2016), on AVX2 and AVX-512.
+//
+// Each 2x2 block of outputs ("tile") reads a 4x4 patch d of the padded input.  With
+// U = G g G^T (the 3x3 kernel g of one input/output channel pair taken to 4x4) and
+// V = B^T d B (the patch taken to 4x4), the tile is A^T (sum over input channels of U * V) A:
+// 16 multiply-adds per tile and channel pair where direct convolution needs 36.  The sum over
+// input channels is, for each of the 16 positions, a matrix product (tiles x channels) times
+// (channels x output channels), which runs through a register-blocked microkernel like the
+// direct engine's ChannelVec: MR tiles x two vectors of output channels in registers,
+// broadcasting one transformed input value per tile against the transformed weight vectors.
+//
+// Layouts, and why:
+//  - Transformed weights [k block][channel slice][pos][c][kNR]: a slice's 16 positions are
+//    contiguous (256 KiB, kept in L2 while every tile of a block uses it).  A layer packs
+//    them once; a one-shot call on one block of tiles transforms each slice inside its work
+//    item instead (the transform is then a pass over the weights that the item needs anyway).
+//  - The padded input of a block of tiles is copied channel-interleaved, [c block][row][col][L]
+//    (the padding mode comes from the index maps), so the input transform works on vectors of
+//    L channels; V is stored [pos][tile][c], one broadcast per tile and channel.
+//  - The sums M are [tile][pos][kNR]; the output transform reads a tile's 16 vectors and
+//    stores 2x2 outputs with bias and activation: NHWC straight to y, NCHW through a row
+//    buffer [row][col][kNR] transposed into the output planes.
+//
+// Accuracy: the transforms add and halve (exact up to rounding) and the products are summed
+// in the same float32 FMAs as the direct kernels; the error stays within about twice the
+// direct kernels'.  Inf or NaN inputs, or magnitudes whose transformed sums could overflow
+// where the direct sum would not, make the call fall back to the direct tiled kernel: the
+// transforms mix values, so an Inf would turn into Inf - Inf = NaN in outputs it never enters.
+#include <array>
+#include <atomic>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "kernels/conv2d_tiled.h"
+#include "kernels/conv2d_winograd_f32.h"
+#include "kernels/isa_common.h"
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include "kernels/simd.h"
+
+namespace cppconv {
+namespace CPPCONV_ISA_NS {
+namespace {
+
+using namespace simd;
+using V = Vec<float>;
+
+constexpr int L = kLanes<float>;
+constexpr int kNR = 2 * L;  // output channels per block: two vectors
+#if defined(__AVX512F__)
+constexpr int kMRMax = 12;  // tiles per microkernel block: 24 accumulators of 32 registers
+#else
+constexpr int kMRMax = 6;  // 12 accumulators of 16 registers
+#endif
+constexpr int kPos = 16;                          // positions of a transformed 4x4 tile
+constexpr int64_t kSliceBytes = 256 << 10;        // transformed weights of one (k block, slice)
+constexpr int64_t kInputBudgetBytes = 512 << 10;  // V of one block of tiles
+constexpr int64_t kSumBudgetBytes = 64 << 10;     // M of one block of tiles
+// The largest sum of products the transforms may build: below it nothing can overflow.
+constexpr double kSafeMagnitude = 1e37;
+
+struct WinogradPlan {
+  int64_t cpad;               // input channels rounded up to whole vectors
+  int64_t k_blocks;           // of kNR output channels
+  int64_t slice, slices;      // input channels per reduction slice (a multiple of L)
+  int64_t tiles_h, tiles_w;   // 2x2 output tiles
+  int64_t block_rows, block_cols, blocks_h, blocks_w, block_tiles;  // blocks of tiles
+  int64_t tile_rows, tile_cols;  // a block's padded input, in pixels
+  bool transforms_in_items;   // one-shot call, one block: weights transformed slice by slice
+  bool private_blocks;        // each thread owns whole (image, block) units
+};
+
+WinogradPlan make_plan(const Conv2dProblem& p, int threads) {
+  WinogradPlan w{};
+  w.cpad = ceil_div(p.in_channels, L) * L;
+  w.k_blocks = ceil_div(p.out_channels, kNR);
+  const int64_t slice_max = std::max<int64_t>(L, kSliceBytes / (kPos * kNR * 4) / L * L);
+  w.slices = ceil_div(w.cpad, slice_max);
+  w.slice = ceil_div(ceil_div(w.cpad, w.slices), L) * L;
+  w.slices = ceil_div(w.cpad, w.slice);
+  w.tiles_h = ceil_div(p.out_h, 2);
+  w.tiles_w = ceil_div(p.out_w, 2);
+  const int64_t max_tiles = std::max<int64_t>(
+      1, std::min(kSumBudgetBytes / (kPos * kNR * 4), kInputBudgetBytes / (kPos * w.cpad * 4)));
+  w.block_cols = std::min(w.tiles_w, max_tiles);
+  w.block_rows = std::max<int64_t>(1, std::min(w.tiles_h, max_tiles / w.block_cols));
+  w.blocks_h = ceil_div(w.tiles_h, w.block_rows);
+  w.blocks_w = ceil_div(w.tiles_w, w.block_cols);
+  w.block_rows = ceil_div(w.tiles_h, w.blocks_h);  // balanced
+  w.block_cols = ceil_div(w.tiles_w, w.blocks_w);
+  w.block_tiles = w.block_rows * w.block_cols;
+  w.tile_rows = 2 * w.block_rows + 2;
+  w.tile_cols = 2 * w.block_cols + 2;
+  const int64_t units = p.batch * w.blocks_h * w.blocks_w;
+  w.transforms_in_items = !p.weights_reused && units == 1;
+  w.private_blocks = threads == 1 || units >= 2 * int64_t(threads);
+  return w;
+}
+
+int64_t slice_channels(const WinogradPlan& w, int64_t s) { return std::min(w.slice, w.cpad - s * w.slice); }
+
+// Transformed weights of one slice are [pos][c][kNR] with the positions one cache line more
+// than their size apart: at exactly 16 KiB apart the 16 streams the transform writes would all
+// fall into the same L1 set and evict each other on every store.
+constexpr int64_t kPosPad = 64 / sizeof(float);
+int64_t pos_pitch(int64_t cs) { return cs * kNR + kPosPad; }
+// Where slice s of k block kb starts in the packed weights (every slice before s is full).
+int64_t packed_offset(const WinogradPlan& w, int64_t kb, int64_t s) {
+  return kb * kPos * (w.cpad * kNR + w.slices * kPosPad) + s * kPos * pos_pitch(w.slice);
+}
+
+// Tracks the largest magnitude of a stream of vectors; +inf once any value is Inf or NaN.
+// As unsigned integers, the bits of |v| order like the magnitudes, and Inf and NaN come
+// above every finite value: one integer max per vector.
+struct MagnitudeProbe {
+#if defined(__AVX512F__)
+  __m512i max_bits = _mm512_setzero_si512();
+  void add(V v) { max_bits = _mm512_max_epu32(max_bits, _mm512_castps_si512(vabs(v))); }
+#else
+  __m256i max_bits = _mm256_setzero_si256();
+  void add(V v) { max_bits = _mm256_max_epu32(max_bits, _mm256_castps_si256(vabs(v))); }
+#endif
+  float result() const {
+    alignas(64) uint32_t bits[L];
+    std::memcpy(bits, &max_bits, sizeof(bits));
+    const uint32_t top = *std::max_element(bits, bits + L);
+    if (top >= 0x7f800000u) return INFINITY;
+    float r;
+    std::memcpy(&r, &top, sizeof(r));
+    return r;
+  }
+};
+
+// Whether sums of transformed products stay finite: |U| <= 9/4 max|w| and |V| <= max|V|, a
+// tile's sums add cpad of their products and the output transform nine sums.
+bool magnitudes_safe(const WinogradPlan& w, float weight_max, float v_max) {
+  const double bound = 9.0 * double(w.cpad) * 2.25 * double(weight_max) * double(v_max);
+  return bound <= kSafeMagnitude;  // false for inf and NaN
+}
+
+// Channels [c0, c0 + cs) of k block kb transformed, U = G g G^T, into dst [pos][cs][kNR]
+// (positions pos_pitch(cs) apart);
+// zero for channels past C and output channels past K.  Returns the largest |w| read, +inf
+// if any is not finite.
+float transform_weights(const Conv2dProblem& p, const float* w, int64_t kb, int64_t c0, int64_t cs, float* dst) {
+  const int64_t C = p.in_channels, K = p.out_channels;
+  // One chunk of L channels of L output channels: its (channel, tap) columns, each a vector
+  // over the output channels, after in-register transposes of the L weight rows.
+  alignas(64) float columns[9 * L * L];
+  const V half = vset1(0.5f);
+  MagnitudeProbe probe;
+  for (int h = 0; h < 2; ++h) {
+    const int64_t k0 = kb * kNR + h * L;
+    const int rows = int(std::clamp<int64_t>(K - k0, 0, L));
+    for (int64_t cc = 0; cc < cs; cc += L) {
+      const int64_t c = c0 + cc;
+      const int cv = int(std::clamp<int64_t>(C - c, 0, L));
+      if (rows == 0 || cv == 0) {
+        for (int pos = 0; pos < kPos; ++pos)
+          for (int ci = 0; ci < L; ++ci) vstore(dst + pos * pos_pitch(cs) + (cc + ci) * kNR + h * L, vzero());
+        continue;
+      }
+      const int64_t values = 9 * int64_t(cv);  // of each weight row in this chunk
+#pragma GCC unroll 1
+      for (int v = 0; v < 9; ++v) {
+        V r[L];
+        if (values >= (v + 1) * L) {
+#pragma GCC unroll 16
+          for (int i = 0; i < L; ++i) r[i] = i < rows ? vload(w + ((k0 + i) * C + c) * 9 + v * L) : vzero();
+        } else {
+          const auto m = lane_mask(0, values - v * L);
+#pragma GCC unroll 16
+          for (int i = 0; i < L; ++i) r[i] = i < rows ? vload_mask(w + ((k0 + i) * C + c) * 9 + v * L, m) : vzero();
+        }
+#pragma GCC unroll 16
+        for (int i = 0; i < L; ++i) probe.add(r[i]);
+        transpose_square(r);
+#pragma GCC unroll 16
+        for (int j = 0; j < L; ++j) vstore(columns + (v * L + j) * L, r[j]);
+      }
+      for (int ci = 0; ci < L; ++ci) {
+        const float* g = columns + ci * 9 * L;  // tap t of this channel at g + t * L
+        V t[3][4];
+#pragma GCC unroll 3
+        for (int r = 0; r < 3; ++r) {
+          const V g0 = vload(g + 3 * r * L), g1 = vload(g + (3 * r + 1) * L), g2 = vload(g + (3 * r + 2) * L);
+          const V a = (g0 + g2) * half, b = g1 * half;
+          t[r][0] = g0;
+          t[r][1] = a + b;
+          t[r][2] = a - b;
+          t[r][3] = g2;
+        }
+        float* out = dst + (cc + ci) * kNR + h * L;
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+          const V a = (t[0][j] + t[2][j]) * half, b = t[1][j] * half;
+          vstore(out + (0 * 4 + j) * pos_pitch(cs), t[0][j]);
+          vstore(out + (1 * 4 + j) * pos_pitch(cs), a + b);
+          vstore(out + (2 * 4 + j) * pos_pitch(cs), a - b);
+          vstore(out + (3 * 4 + j) * pos_pitch(cs), t[2][j]);
+        }
+      }
+    }
+  }
+  return probe.result();
+}
+
+// Packed: [k block][slice][pos][c][kNR] (see pos_pitch), then one float, the largest |w| (+inf if any weight
+// is not finite).  Nothing when the work items transform the weights themselves.
+size_t winograd_weight_elems(const WinogradPlan& w) { return size_t(packed_offset(w, w.k_blocks, 0)); }
+
+size_t winograd_packed_bytes(const Conv2dProblem& p) {
+  const WinogradPlan w = make_plan(p, 1);
+  return w.transforms_in_items ? 0 : (winograd_weight_elems(w) + 1) * sizeof(float);
+}
+
+void winograd_pack(const Conv2dProblem& p, const void* weight, void* packed, int threads) {
+  const WinogradPlan w = make_plan(p, 1);
+  float* dst = static_cast<float*>(packed);
+  std::vector<float> block_max(size_t(w.k_blocks), 0.0f);
+  parallel_region(threads, [&] {
+    DenormalGuard denormals;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t kb = 0; kb < w.k_blocks; ++kb)
+      for (int64_t s = 0; s < w.slices; ++s)
+        block_max[size_t(kb)] = std::max(
+            block_max[size_t(kb)],
+            transform_weights(p, static_cast<const float*>(weight), kb, s * w.slice, slice_channels(w, s),
+                              dst + packed_offset(w, kb, s)));
+  });
+  dst[winograd_weight_elems(w)] = *std::max_element(block_max.begin(), block_max.end());
+}
+
+// Padded columns [first, first + count) of a block as runs: consecutive source columns
+// (src >= 0) or zeros (src < 0).
+struct ColumnRun {
+  int64_t dst, src, len;
+};
+std::vector<ColumnRun> column_runs(const ConvCall& call, int64_t first, int64_t count) {
+  const Conv2dProblem& p = call.p;
+  const int64_t padded_w = p.in_w + p.pad_left + p.pad_right;
+  std::vector<ColumnRun> runs;
+  for (int64_t q = 0; q < count; ++q) {
+    const int64_t src = first + q < padded_w ? call.col_src[first + q] : -1;
+    if (!runs.empty()) {
+      ColumnRun& last = runs.back();
+      if ((src < 0 && last.src < 0) || (src >= 0 && last.src >= 0 && src == last.src + last.len)) {
+        ++last.len;
+        continue;
+      }
+    }
+    runs.push_back({q, src, 1});
+  }
+  return runs;
+}
+
+// One block of tiles of one image.
+struct Block {
+  int64_t n, ty0, tx0, rows, cols;  // first tile, tiles
+  int64_t tiles() const { return rows * cols; }
+};
+
+Block block_of(const ConvCall& call, const WinogradPlan& w, int64_t unit) {
+  const int64_t bw = unit % w.blocks_w, bh = (unit / w.blocks_w) % w.blocks_h, n = unit / (w.blocks_w * w.blocks_h);
+  const int64_t ty0 = bh * w.block_rows, tx0 = bw * w.block_cols;
+  (void)call;
+  return {n, ty0, tx0, std::min(w.block_rows, w.tiles_h - ty0), std::min(w.block_cols, w.tiles_w - tx0)};
+}
+
+// Channel block cb of the block's padded input, channel-interleaved: [row][col][L] at
+// tile + cb * tile_rows * tile_cols * L (rows and columns past the padded input are zero).
+void fill_tile(const ConvCall& call, const WinogradPlan& w, const std::vector<ColumnRun>& runs, const Block& b,
+               int64_t cb, float* tile) {
+  const Conv2dProblem& p = call.p;
+  const float* x = static_cast<const float*>(call.x) + b.n * call.x_stride.n;
+  const int64_t padded_h = p.in_h + p.pad_top + p.pad_bottom;
+  const int64_t c = cb * L;
+  const int cv = int(std::min<int64_t>(L, p.in_channels - c));
+  const auto channels = lane_mask(0, cv);
+  float* dst_cb = tile + cb * w.tile_rows * w.tile_cols * L;
+  const int64_t cols = 2 * b.cols + 2;
+  for (int64_t r = 0; r < 2 * b.rows + 2; ++r) {
+    float* dst = dst_cb + r * w.tile_cols * L;
+    const int64_t pr = 2 * b.ty0 + r;
+    const int64_t src_row = pr < padded_h ? call.row_src[pr] : -1;
+    if (src_row < 0) {
+      std::memset(dst, 0, sizeof(float) * size_t(cols * L));
+      continue;
+    }
+    for (const ColumnRun& run : runs) {
+      float* d = dst + run.dst * L;
+      if (run.src < 0) {
+        std::memset(d, 0, sizeof(float) * size_t(run.len * L));
+      } else if (p.layout == Layout::NCHW) {
+        planes_to_pixels(x + c * call.x_stride.c + src_row * call.x_stride.h + run.src, call.x_stride.c, cv, run.len, d);
+      } else {
+        const float* s = x + src_row * call.x_stride.h + run.src * call.x_stride.w + c;
+        for (int64_t q = 0; q < run.len; ++q) vstore(d + q * L, vload_mask(s + q * call.x_stride.w, channels));
+      }
+    }
+  }
+}
+
+// V = B^T d B of every tile of the block for channel block cb, into vbuf [pos][tile][cpad].
+// Returns the largest |V| (+inf if any is not finite).
+float transform_input(const WinogradPlan& w, const Block& b, int64_t cb, const float* tile, float* vbuf) {
+  const float* tile_cb = tile + cb * w.tile_rows * w.tile_cols * L;
+  MagnitudeProbe probe;
+  for (int64_t tr = 0; tr < b.rows; ++tr)
+    for (int64_t tc = 0; tc < b.cols; ++tc) {
+      const float* d = tile_cb + (2 * tr * w.tile_cols + 2 * tc) * L;
+      V h[4][4];
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        const float* row = d + i * w.tile_cols * L;
+        const V d0 = vload(row), d1 = vload(row + L), d2 = vload(row + 2 * L), d3 = vload(row + 3 * L);
+        h[i][0] = d0 - d2;
+        h[i][1] = d1 + d2;
+        h[i][2] = d2 - d1;
+        h[i][3] = d1 - d3;
+      }
+      float* out = vbuf + (tr * b.cols + tc) * w.cpad + cb * L;
+      const int64_t pos_pitch = w.block_tiles * w.cpad;
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const V v[4] = {h[0][j] - h[2][j], h[1][j] + h[2][j], h[2][j] - h[1][j], h[1][j] - h[3][j]};
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) {
+          probe.add(v[i]);
+          vstore(out + (i * 4 + j) * pos_pitch, v[i]);
+        }
+      }
+    }
+  return probe.result();
+}
+
+// MR tiles x kNR output channels of one position: sums over cs channels of V (one broadcast
+// per tile, tiles tile_pitch apart) times U ([c][kNR]), into m ([tile][pos][kNR], tiles
+// kPos * kNR apart), added to what m holds when accumulate.
+template <int MR>
+void multiply_tiles(const float* v, int64_t tile_pitch, const float* u, int64_t cs, float* m, bool accumulate) {
+  V acc[MR][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < 2; ++j) acc[i][j] = accumulate ? vload(m + i * kPos * kNR + j * L) : vzero();
+  for (int64_t c = 0; c < cs; ++c) {
+    const V w0 = vload(u + c * kNR), w1 = vload(u + c * kNR + L);
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      const V b = vbroadcast(v + i * tile_pitch + c);
+      acc[i][0] = vfma(b, w0, acc[i][0]);
+      acc[i][1] = vfma(b, w1, acc[i][1]);
+    }
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < 2; ++j) vstore(m + i * kPos * kNR + j * L, acc[i][j]);
+}
+
+using MultiplyTiles = void (*)(const float*, int64_t, const float*, int64_t, float*, bool);
+template <int... MR>
+constexpr std::array<MultiplyTiles, sizeof...(MR)> multiply_table(std::integer_sequence<int, MR...>) {
+  return {multiply_tiles<MR + 1>...};
+}
+constexpr auto kMultiply = multiply_table(std::make_integer_sequence<int, kMRMax>{});
+
+// A tile's 16 sums -> its 2x2 outputs (A^T M A), with bias and activation, for output
+// channels [k0, k0 + kv): NHWC into y, NCHW into the block's row buffer [row][col][kNR].
+void store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, int64_t kb, const float* mbuf,
+                   float* row_buf) {
+  const Conv2dProblem& p = call.p;
+  const bool nhwc = p.layout == Layout::NHWC, simple = is_simple(p.activation);
+  float* y = static_cast<float*>(call.y) + b.n * call.y_stride.n;
+  const float* bias = static_cast<const float*>(call.bias);
+  const int64_t row_len = 2 * b.cols;  // row buffer pixels per row
+  for (int h = 0; h < 2; ++h) {
+    const int64_t k0 = kb * kNR + h * L;
+    const int kv = int(std::clamp<int64_t>(p.out_channels - k0, 0, L));
+    if (kv == 0) continue;
+    const auto lanes = lane_mask(0, kv);
+    const V bv = bias ? vload_mask(bias + k0, lanes) : vzero();
+    for (int64_t t = 0; t < b.tiles(); ++t) {
+      const int64_t tr = t / b.cols, tc = t % b.cols;
+      const float* mt = mbuf + t * kPos * kNR + h * L;
+      V s[2][4];
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const V m0 = vload(mt + (0 * 4 + j) * kNR), m1 = vload(mt + (1 * 4 + j) * kNR);
+        const V m2 = vload(mt + (2 * 4 + j) * kNR), m3 = vload(mt + (3 * 4 + j) * kNR);
+        s[0][j] = m0 + m1 + m2;
+        s[1][j] = m1 - m2 - m3;
+      }
+#pragma GCC unroll 2
+      for (int a = 0; a < 2; ++a) {
+        const V out[2] = {apply_simple_activation(s[a][0] + s[a][1] + s[a][2] + bv, p.activation),
+                          apply_simple_activation(s[a][1] - s[a][2] - s[a][3] + bv, p.activation)};
+        const int64_t oh = 2 * (b.ty0 + tr) + a;
+        if (oh >= p.out_h) continue;
+        for (int e = 0; e < 2; ++e) {
+          const int64_t ow = 2 * (b.tx0 + tc) + e;
+          if (ow >= p.out_w) continue;
+          if (nhwc) {
+            float* dst = y + oh * call.y_stride.h + ow * call.y_stride.w + k0;
+            vstore_mask(dst, out[e], lanes);
+            if (!simple) activate_row(dst, kv, p.activation);
+          } else {
+            vstore(row_buf + ((2 * tr + a) * row_len + 2 * tc + e) * kNR + h * L, out[e]);
+          }
+        }
+      }
+    }
+  }
+  if (nhwc) return;
+  const int64_t count = std::min(row_len, p.out_w - 2 * b.tx0);
+  for (int64_t r = 0; r < 2 * b.rows && 2 * b.ty0 + r < p.out_h; ++r)
+    for (int h = 0; h < 2; ++h) {
+      const int64_t k0 = kb * kNR + h * L;
+      const int kv = int(std::clamp<int64_t>(p.out_channels - k0, 0, L));
+      if (kv == 0) continue;
+      float* dst = y + k0 * call.y_stride.c + (2 * b.ty0 + r) * call.y_stride.h + 2 * b.tx0;
+      pixels_to_planes(row_buf + r * row_len * kNR + h * L, kNR, kv, count, dst, call.y_stride.c);
+      if (!simple)
+        for (int c = 0; c < kv; ++c) activate_row(dst + c * call.y_stride.c, count, p.activation);
+    }
+}
+
+// Per-thread buffers: the sums M of a block, the NCHW row buffer, a slice of transformed
+// weights when the items transform their own.
+struct ThreadBuffers {
+  float* sums;
+  float* rows;
+  float* weights;
+};
+int64_t sums_elems(const WinogradPlan& w) { return w.block_tiles * kPos * kNR; }
+int64_t rows_elems(const Conv2dProblem& p, const WinogradPlan& w) {
+  return p.layout == Layout::NCHW ? 4 * w.block_tiles * kNR : 0;
+}
+int64_t weight_slice_elems(const WinogradPlan& w) { return w.transforms_in_items ? kPos * pos_pitch(w.slice) : 0; }
+int64_t thread_elems(const Conv2dProblem& p, const WinogradPlan& w) {
+  return sums_elems(w) + rows_elems(p, w) + weight_slice_elems(w);
+}
+int64_t tile_elems(const WinogradPlan& w) { return w.cpad * w.tile_rows * w.tile_cols; }
+int64_t v_elems(const WinogradPlan& w) { return kPos * w.block_tiles * w.cpad; }
+
+// Output channel block kb of one block of tiles whose V is in vbuf (largest |V|: v_max).
+// Returns false, having stored nothing, if the magnitudes are not safe (see magnitudes_safe).
+bool compute_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, int64_t kb, const float* vbuf,
+                     float v_max, const ThreadBuffers& buf) {
+  const int64_t tiles = b.tiles();
+  const int64_t groups = ceil_div(tiles, kMRMax);
+  const float* packed = static_cast<const float*>(call.packed);
+  for (int64_t s = 0; s < w.slices; ++s) {
+    const int64_t c0 = s * w.slice, cs = slice_channels(w, s);
+    const float* u;
+    float weight_max;
+    if (w.transforms_in_items) {
+      weight_max = transform_weights(call.p, static_cast<const float*>(call.weight), kb, c0, cs, buf.weights);
+      u = buf.weights;
+    } else {
+      weight_max = packed[winograd_weight_elems(w)];
+      u = packed + packed_offset(w, kb, s);
+    }
+    if (!magnitudes_safe(w, weight_max, v_max)) return false;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t t0 = g * (tiles / groups) + std::min(g, tiles % groups);
+      const int mr = int(tiles / groups + (g < tiles % groups ? 1 : 0));
+      for (int pos = 0; pos < kPos; ++pos)
+        kMultiply[size_t(mr - 1)](vbuf + (pos * w.block_tiles + t0) * w.cpad + c0, w.cpad, u + pos * pos_pitch(cs), cs,
+                                  buf.sums + (t0 * kPos + pos) * kNR, s > 0);
+    }
+  }
+  store_k_block(call, w, b, kb, buf.sums, buf.rows);
+  return true;
+}
+
+void run_winograd(const ConvCall& call) {
+  const Conv2dProblem& p = call.p;
+  const int threads = call.num_threads;
+  const WinogradPlan w = make_plan(p, threads);
+  std::vector<std::vector<ColumnRun>> runs(size_t(w.blocks_w));
+  for (int64_t bw = 0; bw < w.blocks_w; ++bw)
+    runs[size_t(bw)] = column_runs(call, 2 * bw * w.block_cols, 2 * std::min(w.block_cols, w.tiles_w - bw * w.block_cols) + 2);
+  const int copies = w.private_blocks ? threads : 1;
+  const int64_t shared_elems = tile_elems(w) + v_elems(w);
+  float* scratch_base = scratch<float>(size_t(shared_elems * copies + thread_elems(p, w) * threads));
+  const int64_t units = p.batch * w.blocks_h * w.blocks_w;
+  const int64_t c_blocks = w.cpad / L;
+  std::atomic<bool> unsafe{false};
+  std::vector<float> v_max_of(size_t(threads), 0.0f);
+
+  parallel_region(threads, [&] {
+    DenormalGuard denormals;
+    const int tid = thread_id();
+    float* own = scratch_base + shared_elems * copies + thread_elems(p, w) * tid;
+    const ThreadBuffers buf{own, own + sums_elems(w), own + sums_elems(w) + rows_elems(p, w)};
+    if (w.private_blocks) {
+      float* tile = scratch_base + shared_elems * tid;
+      float* vbuf = tile + tile_elems(w);
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t unit = 0; unit < units; ++unit) {
+        if (unsafe.load(std::memory_order_relaxed)) continue;
+        const Block b = block_of(call, w, unit);
+        float v_max = 0.0f;
+        for (int64_t cb = 0; cb < c_blocks; ++cb) {
+          fill_tile(call, w, runs[size_t(b.tx0 / w.block_cols)], b, cb, tile);
+          v_max = std::max(v_max, transform_input(w, b, cb, tile, vbuf));
+        }
+        for (int64_t kb = 0; kb < w.k_blocks; ++kb)
+          if (!compute_k_block(call, w, b, kb, vbuf, v_max, buf)) {
+            unsafe.store(true, std::memory_order_relaxed);
+            break;
+          }
+      }
+    } else {
+      float* tile = scratch_base;
+      float* vbuf = tile + tile_elems(w);
+      for (int64_t unit = 0; unit < units; ++unit) {
+        const Block b = block_of(call, w, unit);
+        float v_max = 0.0f;
+#pragma omp for schedule(static) nowait
+        for (int64_t cb = 0; cb < c_blocks; ++cb) {
+          fill_tile(call, w, runs[size_t(b.tx0 / w.block_cols)], b, cb, tile);
+          v_max = std::max(v_max, transform_input(w, b, cb, tile, vbuf));
+        }
+        v_max_of[size_t(tid)] = v_max;
+#pragma omp barrier
+        v_max = *std::max_element(v_max_of.begin(), v_max_of.end());
+        // Dynamic: the k blocks are few and equal, and a thread that loses its core for a
+        // while should not hold up a fixed share of them.
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t kb = 0; kb < w.k_blocks; ++kb)
+          if (!unsafe.load(std::memory_order_relaxed) && !compute_k_block(call, w, b, kb, vbuf, v_max, buf))
+            unsafe.store(true, std::memory_order_relaxed);
+      }
+    }
+  });
+  // Values the transforms cannot carry exactly enough (Inf, NaN, near-overflow): the direct
+  // kernel computes the whole call again.
+  if (unsafe.load()) conv2d_tiled_f32.run(call);
+}
+
+size_t winograd_workspace(const Conv2dProblem& p, int threads) {
+  const WinogradPlan w = make_plan(p, threads);
+  const int copies = w.private_blocks ? threads : 1;
+  return size_t((tile_elems(w) + v_elems(w)) * copies + thread_elems(p, w) * threads) * sizeof(float);
+}
+
+// Where F(2x2, 3x3) is worth its transforms: enough channels on both sides that the
+// transforms are a small part of the work, and at least a few tiles per call.
+bool winograd_accepts(const Conv2dProblem& p) {
+  return p.dtype == DType::Float32 && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_h == 1 && p.stride_w == 1 &&
+         p.dilation_h == 1 && p.dilation_w == 1 && p.groups == 1 && p.in_channels >= 16 && p.out_channels >= 16 &&
+         p.out_h >= 2 && p.out_w >= 2 && p.out_h * p.out_w >= 16;
+}
+
+}  // namespace
+
+#if defined(__AVX512F__)
+#define CPPCONV_WINOGRAD_TILE "_12x32"
+#else
+#define CPPCONV_WINOGRAD_TILE "_6x16"
+#endif
+
+const ConvAlgorithm conv2d_winograd2x2_f32 = {
+    "conv2d_winograd2x2_f32__" CPPCONV_ISA_NAME CPPCONV_WINOGRAD_TILE, DType::Float32, winograd_accepts,
+    winograd_packed_bytes, winograd_pack, winograd_workspace, run_winograd};
+
+}  // namespace CPPCONV_ISA_NS
+}  // namespace cppconv
+
+#endif  // __AVX512F__ || __AVX2__
