@@ -1007,6 +1007,19 @@ BIG_SWEEP_CASES = [
     dict(N=1, C=1, K=1, groups=1, activation="relu", layout="NCHW", **_geometry_case(150, 64, (3, 3))),
     dict(N=1, C=2, K=2, groups=2, activation=None, layout="NCHW", **_geometry_case(97, 56, (3, 3))),
     dict(N=3, C=31, K=31, groups=31, activation="leaky_relu", layout="NHWC", **_geometry_case(14, 14, (3, 3), stride=2)),
+    # Winograd F(2x2, 3x3) problems (3x3, stride 1, >= 16 channels each side): odd output
+    # sizes (half-used tiles), output-channel tails, several reduction slices (C = 300, 130),
+    # blocks of tiles across the width (35 tiles wide) and down the height, one block
+    # (weights transformed inside the work items) and many (packed up front), every padding
+    # mode, asymmetric padding, no padding, both layouts, simple and transcendental activations.
+    dict(N=1, C=17, K=33, activation="relu", layout="NCHW", **_geometry_case(7, 7, (3, 3))),
+    dict(N=1, C=300, K=40, activation=None, layout="NHWC", padding_mode="reflect", **_geometry_case(9, 13, (3, 3))),
+    dict(N=2, C=40, K=64, activation="silu", layout="NCHW", padding_mode="replicate", **_geometry_case(6, 70, (3, 3))),
+    dict(N=1, C=64, K=20, activation="tanh", layout="NHWC", padding_mode="circular", **_geometry_case(30, 30, (3, 3))),
+    dict(N=3, C=24, K=48, activation="leaky_relu", layout="NHWC", **_geometry_case(15, 9, (3, 3), pad=False)),
+    dict(N=1, C=130, K=16, activation="relu6", layout="NCHW", **_geometry_case(4, 4, (3, 3))),
+    dict(N=1, C=32, K=31, activation=None, layout="NCHW", H=21, W=18, kernel=(3, 3), stride=1, dilation=1,
+         padding=((2, 0), (0, 2))),
 ]
 for _c in BIG_SWEEP_CASES:
     _c.setdefault("groups", 1)

@@ -461,3 +461,46 @@ def test_nonfinite_weight_meets_padding_in_channel_blocks(isa, dtype, bad):
         assert_close(y, ref, bound, np.dtype(dtype), context=f"bad={bad}")
     if bad is not None:
         assert np.isnan(y[0, 40]).any()
+
+
+WINOGRAD = [a for a in cppconv._native.conv_algorithms() if a.startswith("conv2d_winograd")]
+
+
+@pytest.mark.skipif(not WINOGRAD, reason="no Winograd algorithm on this machine")
+@pytest.mark.parametrize("algorithm", WINOGRAD)
+@pytest.mark.parametrize("bad", ["x_inf", "x_nan", "w_inf", "w_nan", "huge"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_winograd_leaves_special_values_to_the_direct_kernel(algorithm, bad, batch):
+    """Winograd's transforms mix the values of a patch, so one inf would become inf - inf = NaN
+    in outputs whose window never meets it, and large finite values can overflow in the sums
+    where the direct sum does not.  Such calls must come out as the direct convolution: NaN and
+    inf exactly where the reference has them.  batch 1 transforms the weights inside the work
+    items, batch 3 packs them first; the layer path packs them once."""
+    rng = make_rng("winograd-special", bad, batch)
+    x = rng.standard_normal((batch, 20, 7, 9)).astype(np.float32)
+    w = rng.standard_normal((24, 20, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32)
+    if bad == "x_inf":
+        x[-1, 5, 3, 4] = np.inf
+    elif bad == "x_nan":
+        x[0, 19, 6, 8] = np.nan
+    elif bad == "w_inf":
+        w[23, 7, 1, 2] = -np.inf
+    elif bad == "w_nan":
+        w[0, 0, 0, 0] = np.nan
+    else:
+        # |x| |w| = 1e36 per product: direct sums of 180 stay finite (<= 1.8e38), but the
+        # transformed ones (inputs x4, weights x2.25, 9 sums added) could overflow.
+        x = (np.sign(x) * 1e18).astype(np.float32)
+        w = (np.sign(w) * 1e18).astype(np.float32)
+    pads = resolve_padding(1, x.shape[2:], w.shape[2:], 1)
+    ref = conv2d_ref(x, w, b, 1, pads, 1, 1, "zeros", None)
+    bound = conv2d_abs_bound(x, w, b, 1, pads, 1, 1, "zeros", None)
+    run_named = __import__("cppconv._conv", fromlist=["_conv2d_with_algorithm"])._conv2d_with_algorithm
+    layer = cppconv.Conv2d(w, b, padding=1)
+    for y in (run_named(algorithm, x, w, b, padding=1), layer._call_with_algorithm(algorithm, x)):
+        assert_close(y, ref, bound, np.float32, context=f"{algorithm} {bad}")
+    if bad.startswith("x"):
+        assert np.isfinite(y).any() and not np.isfinite(y).all()
+    if bad == "huge":
+        assert np.isfinite(ref).all() and np.abs(ref).max() > 1e37
