@@ -25,9 +25,11 @@
 //
 // Accuracy: the transforms add and halve (exact up to rounding) and the products are summed
 // in the same float32 FMAs as the direct kernels; the error stays within about twice the
-// direct kernels'.  Inf or NaN inputs, or magnitudes whose transformed sums could overflow
-// where the direct sum would not, make the call fall back to the direct tiled kernel: the
-// transforms mix values, so an Inf would turn into Inf - Inf = NaN in outputs it never enters.
+// direct kernels'.  The transforms mix the values of a patch, so an Inf or NaN input would turn
+// into Inf - Inf = NaN in outputs it never enters, and large finite values can overflow in the
+// transformed sums where the direct sum does not.  Either way some output comes out Inf or NaN
+// (non-finite values only spread through the sums and transforms), so a call that produces one
+// is computed again by the direct tiled kernel, which gives what IEEE arithmetic says.
 #include <array>
 #include <atomic>
 #include <cstring>
@@ -59,8 +61,6 @@ constexpr int kPos = 16;                          // positions of a transformed 
 constexpr int64_t kSliceBytes = 256 << 10;        // transformed weights of one (k block, slice)
 constexpr int64_t kInputBudgetBytes = 512 << 10;  // V of one block of tiles
 constexpr int64_t kSumBudgetBytes = 64 << 10;     // M of one block of tiles
-// The largest sum of products the transforms may build: below it nothing can overflow.
-constexpr double kSafeMagnitude = 1e37;
 
 struct WinogradPlan {
   int64_t cpad;               // input channels rounded up to whole vectors
@@ -112,46 +112,14 @@ int64_t packed_offset(const WinogradPlan& w, int64_t kb, int64_t s) {
   return kb * kPos * (w.cpad * kNR + w.slices * kPosPad) + s * kPos * pos_pitch(w.slice);
 }
 
-// Tracks the largest magnitude of a stream of vectors; +inf once any value is Inf or NaN.
-// As unsigned integers, the bits of |v| order like the magnitudes, and Inf and NaN come
-// above every finite value: one integer max per vector.
-struct MagnitudeProbe {
-#if defined(__AVX512F__)
-  __m512i max_bits = _mm512_setzero_si512();
-  void add(V v) { max_bits = _mm512_max_epu32(max_bits, _mm512_castps_si512(vabs(v))); }
-#else
-  __m256i max_bits = _mm256_setzero_si256();
-  void add(V v) { max_bits = _mm256_max_epu32(max_bits, _mm256_castps_si256(vabs(v))); }
-#endif
-  float result() const {
-    alignas(64) uint32_t bits[L];
-    std::memcpy(bits, &max_bits, sizeof(bits));
-    const uint32_t top = *std::max_element(bits, bits + L);
-    if (top >= 0x7f800000u) return INFINITY;
-    float r;
-    std::memcpy(&r, &top, sizeof(r));
-    return r;
-  }
-};
-
-// Whether sums of transformed products stay finite: |U| <= 9/4 max|w| and |V| <= max|V|, a
-// tile's sums add cpad of their products and the output transform nine sums.
-bool magnitudes_safe(const WinogradPlan& w, float weight_max, float v_max) {
-  const double bound = 9.0 * double(w.cpad) * 2.25 * double(weight_max) * double(v_max);
-  return bound <= kSafeMagnitude;  // false for inf and NaN
-}
-
 // Channels [c0, c0 + cs) of k block kb transformed, U = G g G^T, into dst [pos][cs][kNR]
-// (positions pos_pitch(cs) apart);
-// zero for channels past C and output channels past K.  Returns the largest |w| read, +inf
-// if any is not finite.
-float transform_weights(const Conv2dProblem& p, const float* w, int64_t kb, int64_t c0, int64_t cs, float* dst) {
+// (positions pos_pitch(cs) apart); zero for channels past C and output channels past K.
+void transform_weights(const Conv2dProblem& p, const float* w, int64_t kb, int64_t c0, int64_t cs, float* dst) {
   const int64_t C = p.in_channels, K = p.out_channels;
   // One chunk of L channels of L output channels: its (channel, tap) columns, each a vector
   // over the output channels, after in-register transposes of the L weight rows.
   alignas(64) float columns[9 * L * L];
   const V half = vset1(0.5f);
-  MagnitudeProbe probe;
   for (int h = 0; h < 2; ++h) {
     const int64_t k0 = kb * kNR + h * L;
     const int rows = int(std::clamp<int64_t>(K - k0, 0, L));
@@ -175,8 +143,6 @@ float transform_weights(const Conv2dProblem& p, const float* w, int64_t kb, int6
 #pragma GCC unroll 16
           for (int i = 0; i < L; ++i) r[i] = i < rows ? vload_mask(w + ((k0 + i) * C + c) * 9 + v * L, m) : vzero();
         }
-#pragma GCC unroll 16
-        for (int i = 0; i < L; ++i) probe.add(r[i]);
         transpose_square(r);
 #pragma GCC unroll 16
         for (int j = 0; j < L; ++j) vstore(columns + (v * L + j) * L, r[j]);
@@ -205,33 +171,25 @@ float transform_weights(const Conv2dProblem& p, const float* w, int64_t kb, int6
       }
     }
   }
-  return probe.result();
 }
 
-// Packed: [k block][slice][pos][c][kNR] (see pos_pitch), then one float, the largest |w| (+inf if any weight
-// is not finite).  Nothing when the work items transform the weights themselves.
-size_t winograd_weight_elems(const WinogradPlan& w) { return size_t(packed_offset(w, w.k_blocks, 0)); }
-
+// Packed: [k block][slice][pos][c][kNR] (see pos_pitch); nothing when the work items
+// transform the weights themselves.
 size_t winograd_packed_bytes(const Conv2dProblem& p) {
   const WinogradPlan w = make_plan(p, 1);
-  return w.transforms_in_items ? 0 : (winograd_weight_elems(w) + 1) * sizeof(float);
+  return w.transforms_in_items ? 0 : size_t(packed_offset(w, w.k_blocks, 0)) * sizeof(float);
 }
 
 void winograd_pack(const Conv2dProblem& p, const void* weight, void* packed, int threads) {
   const WinogradPlan w = make_plan(p, 1);
-  float* dst = static_cast<float*>(packed);
-  std::vector<float> block_max(size_t(w.k_blocks), 0.0f);
   parallel_region(threads, [&] {
     DenormalGuard denormals;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t kb = 0; kb < w.k_blocks; ++kb)
       for (int64_t s = 0; s < w.slices; ++s)
-        block_max[size_t(kb)] = std::max(
-            block_max[size_t(kb)],
-            transform_weights(p, static_cast<const float*>(weight), kb, s * w.slice, slice_channels(w, s),
-                              dst + packed_offset(w, kb, s)));
+        transform_weights(p, static_cast<const float*>(weight), kb, s * w.slice, slice_channels(w, s),
+                          static_cast<float*>(packed) + packed_offset(w, kb, s));
   });
-  dst[winograd_weight_elems(w)] = *std::max_element(block_max.begin(), block_max.end());
 }
 
 // Padded columns [first, first + count) of a block as runs: consecutive source columns
@@ -305,10 +263,8 @@ void fill_tile(const ConvCall& call, const WinogradPlan& w, const std::vector<Co
 }
 
 // V = B^T d B of every tile of the block for channel block cb, into vbuf [pos][tile][cpad].
-// Returns the largest |V| (+inf if any is not finite).
-float transform_input(const WinogradPlan& w, const Block& b, int64_t cb, const float* tile, float* vbuf) {
+void transform_input(const WinogradPlan& w, const Block& b, int64_t cb, const float* tile, float* vbuf) {
   const float* tile_cb = tile + cb * w.tile_rows * w.tile_cols * L;
-  MagnitudeProbe probe;
   for (int64_t tr = 0; tr < b.rows; ++tr)
     for (int64_t tc = 0; tc < b.cols; ++tc) {
       const float* d = tile_cb + (2 * tr * w.tile_cols + 2 * tc) * L;
@@ -328,13 +284,9 @@ float transform_input(const WinogradPlan& w, const Block& b, int64_t cb, const f
       for (int j = 0; j < 4; ++j) {
         const V v[4] = {h[0][j] - h[2][j], h[1][j] + h[2][j], h[2][j] - h[1][j], h[1][j] - h[3][j]};
 #pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) {
-          probe.add(v[i]);
-          vstore(out + (i * 4 + j) * pos_pitch, v[i]);
-        }
+        for (int i = 0; i < 4; ++i) vstore(out + (i * 4 + j) * pos_pitch, v[i]);
       }
     }
-  return probe.result();
 }
 
 // MR tiles x kNR output channels of one position: sums over cs channels of V (one broadcast
@@ -369,13 +321,15 @@ constexpr auto kMultiply = multiply_table(std::make_integer_sequence<int, kMRMax
 
 // A tile's 16 sums -> its 2x2 outputs (A^T M A), with bias and activation, for output
 // channels [k0, k0 + kv): NHWC into y, NCHW into the block's row buffer [row][col][kNR].
-void store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, int64_t kb, const float* mbuf,
+// Returns whether every output before bias and activation is finite (see the top).
+bool store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, int64_t kb, const float* mbuf,
                    float* row_buf) {
   const Conv2dProblem& p = call.p;
   const bool nhwc = p.layout == Layout::NHWC, simple = is_simple(p.activation);
   float* y = static_cast<float*>(call.y) + b.n * call.y_stride.n;
   const float* bias = static_cast<const float*>(call.bias);
   const int64_t row_len = 2 * b.cols;  // row buffer pixels per row
+  V nan_probe = vzero();  // x * 0 is NaN exactly for Inf and NaN
   for (int h = 0; h < 2; ++h) {
     const int64_t k0 = kb * kNR + h * L;
     const int kv = int(std::clamp<int64_t>(p.out_channels - k0, 0, L));
@@ -395,8 +349,9 @@ void store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, 
       }
 #pragma GCC unroll 2
       for (int a = 0; a < 2; ++a) {
-        const V out[2] = {apply_simple_activation(s[a][0] + s[a][1] + s[a][2] + bv, p.activation),
-                          apply_simple_activation(s[a][1] - s[a][2] - s[a][3] + bv, p.activation)};
+        const V y0 = s[a][0] + s[a][1] + s[a][2], y1 = s[a][1] - s[a][2] - s[a][3];
+        nan_probe = vfma(y1, vzero(), vfma(y0, vzero(), nan_probe));
+        const V out[2] = {apply_simple_activation(y0 + bv, p.activation), apply_simple_activation(y1 + bv, p.activation)};
         const int64_t oh = 2 * (b.ty0 + tr) + a;
         if (oh >= p.out_h) continue;
         for (int e = 0; e < 2; ++e) {
@@ -413,7 +368,10 @@ void store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, 
       }
     }
   }
-  if (nhwc) return;
+  alignas(64) float probe[L];
+  vstore(probe, nan_probe);
+  const bool finite = std::all_of(probe, probe + L, [](float v) { return v == 0.0f; });
+  if (nhwc || !finite) return finite;
   const int64_t count = std::min(row_len, p.out_w - 2 * b.tx0);
   for (int64_t r = 0; r < 2 * b.rows && 2 * b.ty0 + r < p.out_h; ++r)
     for (int h = 0; h < 2; ++h) {
@@ -425,6 +383,7 @@ void store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, 
       if (!simple)
         for (int c = 0; c < kv; ++c) activate_row(dst + c * call.y_stride.c, count, p.activation);
     }
+  return true;
 }
 
 // Per-thread buffers: the sums M of a block, the NCHW row buffer, a slice of transformed
@@ -445,25 +404,20 @@ int64_t thread_elems(const Conv2dProblem& p, const WinogradPlan& w) {
 int64_t tile_elems(const WinogradPlan& w) { return w.cpad * w.tile_rows * w.tile_cols; }
 int64_t v_elems(const WinogradPlan& w) { return kPos * w.block_tiles * w.cpad; }
 
-// Output channel block kb of one block of tiles whose V is in vbuf (largest |V|: v_max).
-// Returns false, having stored nothing, if the magnitudes are not safe (see magnitudes_safe).
+// Output channel block kb of one block of tiles whose V is in vbuf.  Returns whether its
+// outputs are finite (see store_k_block).
 bool compute_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, int64_t kb, const float* vbuf,
-                     float v_max, const ThreadBuffers& buf) {
+                     const ThreadBuffers& buf) {
   const int64_t tiles = b.tiles();
   const int64_t groups = ceil_div(tiles, kMRMax);
   const float* packed = static_cast<const float*>(call.packed);
   for (int64_t s = 0; s < w.slices; ++s) {
     const int64_t c0 = s * w.slice, cs = slice_channels(w, s);
-    const float* u;
-    float weight_max;
+    const float* u = packed + packed_offset(w, kb, s);
     if (w.transforms_in_items) {
-      weight_max = transform_weights(call.p, static_cast<const float*>(call.weight), kb, c0, cs, buf.weights);
+      transform_weights(call.p, static_cast<const float*>(call.weight), kb, c0, cs, buf.weights);
       u = buf.weights;
-    } else {
-      weight_max = packed[winograd_weight_elems(w)];
-      u = packed + packed_offset(w, kb, s);
     }
-    if (!magnitudes_safe(w, weight_max, v_max)) return false;
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t t0 = g * (tiles / groups) + std::min(g, tiles % groups);
       const int mr = int(tiles / groups + (g < tiles % groups ? 1 : 0));
@@ -472,8 +426,7 @@ bool compute_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b
                                   buf.sums + (t0 * kPos + pos) * kNR, s > 0);
     }
   }
-  store_k_block(call, w, b, kb, buf.sums, buf.rows);
-  return true;
+  return store_k_block(call, w, b, kb, buf.sums, buf.rows);
 }
 
 void run_winograd(const ConvCall& call) {
@@ -488,8 +441,7 @@ void run_winograd(const ConvCall& call) {
   float* scratch_base = scratch<float>(size_t(shared_elems * copies + thread_elems(p, w) * threads));
   const int64_t units = p.batch * w.blocks_h * w.blocks_w;
   const int64_t c_blocks = w.cpad / L;
-  std::atomic<bool> unsafe{false};
-  std::vector<float> v_max_of(size_t(threads), 0.0f);
+  std::atomic<bool> not_finite{false};
 
   parallel_region(threads, [&] {
     DenormalGuard denormals;
@@ -501,16 +453,15 @@ void run_winograd(const ConvCall& call) {
       float* vbuf = tile + tile_elems(w);
 #pragma omp for schedule(dynamic, 1)
       for (int64_t unit = 0; unit < units; ++unit) {
-        if (unsafe.load(std::memory_order_relaxed)) continue;
+        if (not_finite.load(std::memory_order_relaxed)) continue;
         const Block b = block_of(call, w, unit);
-        float v_max = 0.0f;
         for (int64_t cb = 0; cb < c_blocks; ++cb) {
           fill_tile(call, w, runs[size_t(b.tx0 / w.block_cols)], b, cb, tile);
-          v_max = std::max(v_max, transform_input(w, b, cb, tile, vbuf));
+          transform_input(w, b, cb, tile, vbuf);
         }
         for (int64_t kb = 0; kb < w.k_blocks; ++kb)
-          if (!compute_k_block(call, w, b, kb, vbuf, v_max, buf)) {
-            unsafe.store(true, std::memory_order_relaxed);
+          if (!compute_k_block(call, w, b, kb, vbuf, buf)) {
+            not_finite.store(true, std::memory_order_relaxed);
             break;
           }
       }
@@ -519,27 +470,22 @@ void run_winograd(const ConvCall& call) {
       float* vbuf = tile + tile_elems(w);
       for (int64_t unit = 0; unit < units; ++unit) {
         const Block b = block_of(call, w, unit);
-        float v_max = 0.0f;
-#pragma omp for schedule(static) nowait
+#pragma omp for schedule(static)
         for (int64_t cb = 0; cb < c_blocks; ++cb) {
           fill_tile(call, w, runs[size_t(b.tx0 / w.block_cols)], b, cb, tile);
-          v_max = std::max(v_max, transform_input(w, b, cb, tile, vbuf));
+          transform_input(w, b, cb, tile, vbuf);
         }
-        v_max_of[size_t(tid)] = v_max;
-#pragma omp barrier
-        v_max = *std::max_element(v_max_of.begin(), v_max_of.end());
         // Dynamic: the k blocks are few and equal, and a thread that loses its core for a
         // while should not hold up a fixed share of them.
 #pragma omp for schedule(dynamic, 1)
         for (int64_t kb = 0; kb < w.k_blocks; ++kb)
-          if (!unsafe.load(std::memory_order_relaxed) && !compute_k_block(call, w, b, kb, vbuf, v_max, buf))
-            unsafe.store(true, std::memory_order_relaxed);
+          if (!not_finite.load(std::memory_order_relaxed) && !compute_k_block(call, w, b, kb, vbuf, buf))
+            not_finite.store(true, std::memory_order_relaxed);
       }
     }
   });
-  // Values the transforms cannot carry exactly enough (Inf, NaN, near-overflow): the direct
-  // kernel computes the whole call again.
-  if (unsafe.load()) conv2d_tiled_f32.run(call);
+  // An Inf or NaN output (see the top): the direct kernel computes the whole call again.
+  if (not_finite.load()) conv2d_tiled_f32.run(call);
 }
 
 size_t winograd_workspace(const Conv2dProblem& p, int threads) {

@@ -77,7 +77,6 @@ static inline __m512 vmax(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
 static inline __m512d vmax(__m512d a, __m512d b) { return _mm512_max_pd(a, b); }
 static inline __m512 vmin(__m512 a, __m512 b) { return _mm512_min_ps(a, b); }
 static inline __m512d vmin(__m512d a, __m512d b) { return _mm512_min_pd(a, b); }
-static inline __m512 vabs(__m512 v) { return _mm512_abs_ps(v); }
 static inline __m512 vleaky(__m512 v) {
   const __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
   return _mm512_mask_mul_ps(v, neg, v, _mm512_set1_ps(0.01f));
@@ -119,7 +118,6 @@ static inline __m256 vmax(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
 static inline __m256d vmax(__m256d a, __m256d b) { return _mm256_max_pd(a, b); }
 static inline __m256 vmin(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
 static inline __m256d vmin(__m256d a, __m256d b) { return _mm256_min_pd(a, b); }
-static inline __m256 vabs(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
 static inline __m256 vleaky(__m256 v) {
   const __m256 neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
   return _mm256_blendv_ps(v, _mm256_mul_ps(v, _mm256_set1_ps(0.01f)), neg);
