@@ -61,6 +61,7 @@ constexpr int kPos = 16;                          // positions of a transformed 
 constexpr int64_t kSliceBytes = 256 << 10;        // transformed weights of one (k block, slice)
 constexpr int64_t kInputBudgetBytes = 512 << 10;  // V of one block of tiles
 constexpr int64_t kSumBudgetBytes = 64 << 10;     // M of one block of tiles
+constexpr int64_t kBlockTilesMax = kSumBudgetBytes / (kPos * kNR * 4);
 
 struct WinogradPlan {
   int64_t cpad;               // input channels rounded up to whole vectors
@@ -83,8 +84,12 @@ WinogradPlan make_plan(const Conv2dProblem& p, int threads) {
   w.slices = ceil_div(w.cpad, w.slice);
   w.tiles_h = ceil_div(p.out_h, 2);
   w.tiles_w = ceil_div(p.out_w, 2);
-  const int64_t max_tiles = std::max<int64_t>(
-      1, std::min(kSumBudgetBytes / (kPos * kNR * 4), kInputBudgetBytes / (kPos * w.cpad * 4)));
+  // A one-shot call on a single image of at most kBlockTilesMax tiles is one block whatever
+  // its V takes (each slice of V is read once per k block, from L2 or L3): more blocks would
+  // each transform the weights again, or have them packed up front in a pass of their own.
+  const bool one_block = !p.weights_reused && p.batch == 1 && w.tiles_h * w.tiles_w <= kBlockTilesMax;
+  const int64_t max_tiles =
+      one_block ? kBlockTilesMax : std::max<int64_t>(1, std::min(kBlockTilesMax, kInputBudgetBytes / (kPos * w.cpad * 4)));
   w.block_cols = std::min(w.tiles_w, max_tiles);
   w.block_rows = std::max<int64_t>(1, std::min(w.tiles_h, max_tiles / w.block_cols));
   w.blocks_h = ceil_div(w.tiles_h, w.block_rows);
@@ -95,7 +100,7 @@ WinogradPlan make_plan(const Conv2dProblem& p, int threads) {
   w.tile_rows = 2 * w.block_rows + 2;
   w.tile_cols = 2 * w.block_cols + 2;
   const int64_t units = p.batch * w.blocks_h * w.blocks_w;
-  w.transforms_in_items = !p.weights_reused && units == 1;
+  w.transforms_in_items = one_block;
   w.private_blocks = threads == 1 || units >= 2 * int64_t(threads);
   return w;
 }
@@ -494,12 +499,36 @@ size_t winograd_workspace(const Conv2dProblem& p, int threads) {
   return size_t((tile_elems(w) + v_elems(w)) * copies + thread_elems(p, w) * threads) * sizeof(float);
 }
 
+// Transformed weights up to this size are read from the last-level cache; larger ones stream
+// from memory, 16/9 as many bytes as the direct kernel's, and only many tiles per call hide that.
+constexpr double kCachedWeightBytes = 24 << 20;
+constexpr int64_t kStreamedWeightTiles = 64;
+// A one-shot call packs its weights up front (more than one block) only while that pass is
+// small beside the arithmetic it saves.
+constexpr double kOneShotPackBytes = 8 << 20;
+// A one-shot call on one block transforms each 3x3 kernel into 16 values while saving
+// 9 P - 16 T multiply-adds on it (P outputs, T tiles): that pays for itself from about 160
+// (7x7 outputs: 185; 5x5: 81, which measured 0.85x at 1024 -> 1024 channels), or where the
+// weights are few enough to stay in cache.
+constexpr int64_t kOneShotSavedPerKernel = 160;
+constexpr double kOneShotCachedWeightBytes = 4 << 20;
+
 // Where F(2x2, 3x3) is worth its transforms: enough channels on both sides that the
-// transforms are a small part of the work, and at least a few tiles per call.
+// transforms are a small part of the work, at least a few tiles per call, and transformed
+// weights that do not turn the call into a stream from memory (measured on Zen 5: 2048 -> 512
+// channels at 7x7 runs at 0.6x of the direct kernel as a layer, 0.2x one-shot).
 bool winograd_accepts(const Conv2dProblem& p) {
-  return p.dtype == DType::Float32 && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_h == 1 && p.stride_w == 1 &&
-         p.dilation_h == 1 && p.dilation_w == 1 && p.groups == 1 && p.in_channels >= 16 && p.out_channels >= 16 &&
-         p.out_h >= 2 && p.out_w >= 2 && p.out_h * p.out_w >= 16;
+  if (!(p.dtype == DType::Float32 && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_h == 1 && p.stride_w == 1 &&
+        p.dilation_h == 1 && p.dilation_w == 1 && p.groups == 1 && p.in_channels >= 16 && p.out_channels >= 16 &&
+        p.out_h >= 2 && p.out_w >= 2 && p.out_h * p.out_w >= 16))
+    return false;
+  const WinogradPlan w = make_plan(p, 1);
+  if (w.transforms_in_items)
+    return 9 * p.out_h * p.out_w - 16 * w.tiles_h * w.tiles_w >= kOneShotSavedPerKernel ||
+           double(p.out_channels * p.in_channels * 9 * sizeof(float)) <= kOneShotCachedWeightBytes;
+  const double packed = double(packed_offset(w, w.k_blocks, 0)) * sizeof(float);
+  if (p.weights_reused) return packed <= kCachedWeightBytes || p.batch * w.tiles_h * w.tiles_w >= kStreamedWeightTiles;
+  return packed <= kOneShotPackBytes;
 }
 
 }  // namespace
