@@ -493,10 +493,13 @@ void run_winograd(const ConvCall& call) {
   if (not_finite.load()) conv2d_tiled_f32.run(call);
 }
 
+// The larger of its own buffers and the direct kernel's, which may run the call again in the
+// same per-thread scratch.
 size_t winograd_workspace(const Conv2dProblem& p, int threads) {
   const WinogradPlan w = make_plan(p, threads);
   const int copies = w.private_blocks ? threads : 1;
-  return size_t((tile_elems(w) + v_elems(w)) * copies + thread_elems(p, w) * threads) * sizeof(float);
+  const size_t own = size_t((tile_elems(w) + v_elems(w)) * copies + thread_elems(p, w) * threads) * sizeof(float);
+  return std::max(own, conv2d_tiled_f32.workspace_bytes(p, threads));
 }
 
 // Transformed weights up to this size are read from the last-level cache; larger ones stream
