@@ -92,6 +92,13 @@ WinogradPlan make_plan(const Conv2dProblem& p, int threads) {
       one_block ? kBlockTilesMax : std::max<int64_t>(1, std::min(kBlockTilesMax, kInputBudgetBytes / (kPos * w.cpad * 4)));
   w.block_cols = std::min(w.tiles_w, max_tiles);
   w.block_rows = std::max<int64_t>(1, std::min(w.tiles_h, max_tiles / w.block_cols));
+  // Whole rounds of blocks for the threads while they are few (7 on 2 threads would leave one
+  // idle for an eighth of the call).  Blocks only group the tiles: every output is summed the
+  // same way whatever they are.
+  for (; !one_block && threads > 1 && w.block_rows > 1; --w.block_rows) {
+    const int64_t units = p.batch * ceil_div(w.tiles_h, w.block_rows) * ceil_div(w.tiles_w, w.block_cols);
+    if (units % threads == 0 || units >= 8 * int64_t(threads)) break;
+  }
   w.blocks_h = ceil_div(w.tiles_h, w.block_rows);
   w.blocks_w = ceil_div(w.tiles_w, w.block_cols);
   w.block_rows = ceil_div(w.tiles_h, w.blocks_h);  // balanced
