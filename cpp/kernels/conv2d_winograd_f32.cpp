@@ -12,8 +12,8 @@
 // broadcasting one transformed input value per tile against the transformed weight vectors.
 //
 // Layouts, and why:
-//  - Transformed weights [k block][channel slice][pos][c][kNR]: a slice's 16 positions are
-//    contiguous (256 KiB, kept in L2 while every tile of a block uses it).  A layer packs
+//  - Transformed weights [k block][channel slice][pos][c][kNR]: a slice's 16 positions lie
+//    together (256 KiB, kept in L2 while every tile of a block uses it; see pos_pitch).  A layer packs
 //    them once; a one-shot call on one block of tiles transforms each slice inside its work
 //    item instead (the transform is then a pass over the weights that the item needs anyway).
 //  - The padded input of a block of tiles is copied channel-interleaved, [c block][row][col][L]
