@@ -23,6 +23,7 @@
 #include "kernels/isa_common.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__)
+#include "kernels/interleaved_tile.h"
 #include "kernels/simd.h"
 
 namespace cppconv {
@@ -77,47 +78,6 @@ bool cblock_accepts(const Conv2dProblem& p) {
 
 size_t cblock_workspace(const Conv2dProblem& p, int threads) {
   return size_t(threads) * cblock_plan(p, threads).thread_floats * sizeof(float);
-}
-
-// The padded input of one item: tile[r][col][kVL] for padded rows row0 + r and padded columns
-// col0 + col.
-void fill_cblock_tile(const ConvCall& call, int64_t n, int64_t c0, int cvalid, int64_t row0, int64_t rows,
-                      int64_t col0, int64_t cols, float* tile) {
-  const Conv2dProblem& p = call.p;
-  const float* x = static_cast<const float*>(call.x) + n * call.x_stride.n + c0 * call.x_stride.c;
-  const Mask cmask = lane_mask(0, cvalid);
-  // Padded columns that are the input's own columns, in order: [inner_lo, inner_hi).
-  const int64_t inner_lo = std::clamp(p.pad_left - col0, int64_t(0), cols);
-  const int64_t inner_hi = std::clamp(p.pad_left + p.in_w - col0, inner_lo, cols);
-  for (int64_t r = 0; r < rows; ++r) {
-    float* dst = tile + r * cols * kVL;
-    const int64_t src_row = call.row_src[row0 + r];
-    if (src_row < 0) {
-      std::memset(dst, 0, sizeof(float) * size_t(cols * kVL));
-      continue;
-    }
-    const float* xr = x + src_row * call.x_stride.h;
-    if (p.layout == Layout::NHWC) {
-      for (int64_t col = 0; col < cols; ++col) {
-        const int64_t src_col = call.col_src[col0 + col];
-        vstore(dst + col * kVL, src_col < 0 ? vzero() : vload_mask(xr + src_col * call.x_stride.w, cmask));
-      }
-      continue;
-    }
-    planes_to_pixels(xr + (col0 + inner_lo - p.pad_left), call.x_stride.c, cvalid, inner_hi - inner_lo,
-                     dst + inner_lo * kVL);
-    for (int64_t col = 0; col < cols; ++col) {
-      if (col == inner_lo) col = inner_hi;
-      if (col >= cols) break;
-      const int64_t src_col = call.col_src[col0 + col];
-      float* o = dst + col * kVL;
-      if (src_col < 0) {
-        vstore(o, vzero());
-      } else {
-        for (int c = 0; c < kVL; ++c) o[c] = c < cvalid ? xr[c * call.x_stride.c + src_col] : 0.0f;
-      }
-    }
-  }
 }
 
 // One block of MB output pixels of a row, any kernel, stride and dilation: the tap loop.
@@ -289,7 +249,7 @@ void run_cblock(const ConvCall& call) {
         return;
       }
       const int64_t tile_rows = input_rows_for(p, rows), tile_cols = input_cols_for(p, cols);
-      fill_cblock_tile(call, n, c0, cvalid, oh0 * p.stride_h, tile_rows, ow0 * p.stride_w, tile_cols, tile);
+      fill_interleaved_tile(call, n, c0, cvalid, oh0 * p.stride_h, tile_rows, ow0 * p.stride_w, tile_cols, tile);
       if (tile_cols != last_tile_cols) {
         for (int64_t i = 0; i < p.kernel_h; ++i)
           for (int64_t j = 0; j < p.kernel_w; ++j)

@@ -41,6 +41,7 @@
 #include "kernels/isa_common.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__)
+#include "kernels/interleaved_tile.h"
 #include "kernels/simd.h"
 
 namespace cppconv {
@@ -129,7 +130,9 @@ int64_t packed_offset(const WinogradPlan& w, int64_t kb, int64_t s) {
 void transform_weights(const Conv2dProblem& p, const float* w, int64_t kb, int64_t c0, int64_t cs, float* dst) {
   const int64_t C = p.in_channels, K = p.out_channels;
   // One chunk of L channels of L output channels: its (channel, tap) columns, each a vector
-  // over the output channels, after in-register transposes of the L weight rows.
+  // over the output channels, after in-register transposes of the L weight rows.  (The direct
+  // engine's pack_block transposes the same way into [tap][c][kNR]; storing a chunk's columns
+  // in order, at fixed offsets, made the one-shot 512@7 call 8 % faster than going through it.)
   alignas(64) float columns[9 * L * L];
   const V half = vset1(0.5f);
   for (int h = 0; h < 2; ++h) {
@@ -204,86 +207,38 @@ void winograd_pack(const Conv2dProblem& p, const void* weight, void* packed, int
   });
 }
 
-// Padded columns [first, first + count) of a block as runs: consecutive source columns
-// (src >= 0) or zeros (src < 0).
-struct ColumnRun {
-  int64_t dst, src, len;
-};
-std::vector<ColumnRun> column_runs(const ConvCall& call, int64_t first, int64_t count) {
-  const Conv2dProblem& p = call.p;
-  const int64_t padded_w = p.in_w + p.pad_left + p.pad_right;
-  std::vector<ColumnRun> runs;
-  for (int64_t q = 0; q < count; ++q) {
-    const int64_t src = first + q < padded_w ? call.col_src[first + q] : -1;
-    if (!runs.empty()) {
-      ColumnRun& last = runs.back();
-      if ((src < 0 && last.src < 0) || (src >= 0 && last.src >= 0 && src == last.src + last.len)) {
-        ++last.len;
-        continue;
-      }
-    }
-    runs.push_back({q, src, 1});
-  }
-  return runs;
-}
-
 // One block of tiles of one image.
 struct Block {
   int64_t n, ty0, tx0, rows, cols;  // first tile, tiles
   int64_t tiles() const { return rows * cols; }
 };
 
-Block block_of(const ConvCall& call, const WinogradPlan& w, int64_t unit) {
+Block block_of(const WinogradPlan& w, int64_t unit) {
   const int64_t bw = unit % w.blocks_w, bh = (unit / w.blocks_w) % w.blocks_h, n = unit / (w.blocks_w * w.blocks_h);
   const int64_t ty0 = bh * w.block_rows, tx0 = bw * w.block_cols;
-  (void)call;
   return {n, ty0, tx0, std::min(w.block_rows, w.tiles_h - ty0), std::min(w.block_cols, w.tiles_w - tx0)};
 }
 
-// Channel block cb of the block's padded input, channel-interleaved: [row][col][L] at
-// tile + cb * tile_rows * tile_cols * L (rows and columns past the padded input are zero).
-void fill_tile(const ConvCall& call, const WinogradPlan& w, const std::vector<ColumnRun>& runs, const Block& b,
-               int64_t cb, float* tile) {
-  const Conv2dProblem& p = call.p;
-  const float* x = static_cast<const float*>(call.x) + b.n * call.x_stride.n;
-  const int64_t padded_h = p.in_h + p.pad_top + p.pad_bottom;
-  const int64_t c = cb * L;
-  const int cv = int(std::min<int64_t>(L, p.in_channels - c));
-  const auto channels = lane_mask(0, cv);
-  float* dst_cb = tile + cb * w.tile_rows * w.tile_cols * L;
-  const int64_t cols = 2 * b.cols + 2;
-  for (int64_t r = 0; r < 2 * b.rows + 2; ++r) {
-    float* dst = dst_cb + r * w.tile_cols * L;
-    const int64_t pr = 2 * b.ty0 + r;
-    const int64_t src_row = pr < padded_h ? call.row_src[pr] : -1;
-    if (src_row < 0) {
-      std::memset(dst, 0, sizeof(float) * size_t(cols * L));
-      continue;
-    }
-    for (const ColumnRun& run : runs) {
-      float* d = dst + run.dst * L;
-      if (run.src < 0) {
-        std::memset(d, 0, sizeof(float) * size_t(run.len * L));
-      } else if (p.layout == Layout::NCHW) {
-        planes_to_pixels(x + c * call.x_stride.c + src_row * call.x_stride.h + run.src, call.x_stride.c, cv, run.len, d);
-      } else {
-        const float* s = x + src_row * call.x_stride.h + run.src * call.x_stride.w + c;
-        for (int64_t q = 0; q < run.len; ++q) vstore(d + q * L, vload_mask(s + q * call.x_stride.w, channels));
-      }
-    }
-  }
+// Channel block cb of the block's padded input, channel-interleaved ([row][col][L], rows
+// 2 b.cols + 2 pixels long), into its slot of the tile buffer.
+float* fill_tile(const ConvCall& call, const WinogradPlan& w, const Block& b, int64_t cb, float* tile) {
+  float* tile_cb = tile + cb * w.tile_rows * w.tile_cols * L;
+  fill_interleaved_tile(call, b.n, cb * L, int(std::min<int64_t>(L, call.p.in_channels - cb * L)), 2 * b.ty0,
+                        2 * b.rows + 2, 2 * b.tx0, 2 * b.cols + 2, tile_cb);
+  return tile_cb;
 }
 
-// V = B^T d B of every tile of the block for channel block cb, into vbuf [pos][tile][cpad].
-void transform_input(const WinogradPlan& w, const Block& b, int64_t cb, const float* tile, float* vbuf) {
-  const float* tile_cb = tile + cb * w.tile_rows * w.tile_cols * L;
+// V = B^T d B of every tile of the block for channel block cb (padded input tile_cb), into
+// vbuf [pos][tile][cpad].
+void transform_input(const WinogradPlan& w, const Block& b, int64_t cb, const float* tile_cb, float* vbuf) {
+  const int64_t row_pitch = (2 * b.cols + 2) * L;
   for (int64_t tr = 0; tr < b.rows; ++tr)
     for (int64_t tc = 0; tc < b.cols; ++tc) {
-      const float* d = tile_cb + (2 * tr * w.tile_cols + 2 * tc) * L;
+      const float* d = tile_cb + 2 * tr * row_pitch + 2 * tc * L;
       V h[4][4];
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
-        const float* row = d + i * w.tile_cols * L;
+        const float* row = d + i * row_pitch;
         const V d0 = vload(row), d1 = vload(row + L), d2 = vload(row + 2 * L), d3 = vload(row + 3 * L);
         h[i][0] = d0 - d2;
         h[i][1] = d1 + d2;
@@ -445,9 +400,6 @@ void run_winograd(const ConvCall& call) {
   const Conv2dProblem& p = call.p;
   const int threads = call.num_threads;
   const WinogradPlan w = make_plan(p, threads);
-  std::vector<std::vector<ColumnRun>> runs(size_t(w.blocks_w));
-  for (int64_t bw = 0; bw < w.blocks_w; ++bw)
-    runs[size_t(bw)] = column_runs(call, 2 * bw * w.block_cols, 2 * std::min(w.block_cols, w.tiles_w - bw * w.block_cols) + 2);
   const int copies = w.private_blocks ? threads : 1;
   const int64_t shared_elems = tile_elems(w) + v_elems(w);
   float* scratch_base = scratch<float>(size_t(shared_elems * copies + thread_elems(p, w) * threads));
@@ -466,10 +418,9 @@ void run_winograd(const ConvCall& call) {
 #pragma omp for schedule(dynamic, 1)
       for (int64_t unit = 0; unit < units; ++unit) {
         if (not_finite.load(std::memory_order_relaxed)) continue;
-        const Block b = block_of(call, w, unit);
+        const Block b = block_of(w, unit);
         for (int64_t cb = 0; cb < c_blocks; ++cb) {
-          fill_tile(call, w, runs[size_t(b.tx0 / w.block_cols)], b, cb, tile);
-          transform_input(w, b, cb, tile, vbuf);
+          transform_input(w, b, cb, fill_tile(call, w, b, cb, tile), vbuf);
         }
         for (int64_t kb = 0; kb < w.k_blocks; ++kb)
           if (!compute_k_block(call, w, b, kb, vbuf, buf)) {
@@ -481,11 +432,10 @@ void run_winograd(const ConvCall& call) {
       float* tile = scratch_base;
       float* vbuf = tile + tile_elems(w);
       for (int64_t unit = 0; unit < units; ++unit) {
-        const Block b = block_of(call, w, unit);
+        const Block b = block_of(w, unit);
 #pragma omp for schedule(static)
         for (int64_t cb = 0; cb < c_blocks; ++cb) {
-          fill_tile(call, w, runs[size_t(b.tx0 / w.block_cols)], b, cb, tile);
-          transform_input(w, b, cb, tile, vbuf);
+          transform_input(w, b, cb, fill_tile(call, w, b, cb, tile), vbuf);
         }
         // Dynamic: the k blocks are few and equal, and a thread that loses its core for a
         // while should not hold up a fixed share of them.
