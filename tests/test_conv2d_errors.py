@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import cppconv
+from cppconv._conv import _conv2d_with_algorithm
 from conftest import assert_close, make_rng
 from reference import ACTIVATIONS, PADDING_MODES, conv2d_abs_bound, conv2d_ref, resolve_padding
 
@@ -496,9 +497,8 @@ def test_winograd_leaves_special_values_to_the_direct_kernel(algorithm, bad, bat
     pads = resolve_padding(1, x.shape[2:], w.shape[2:], 1)
     ref = conv2d_ref(x, w, b, 1, pads, 1, 1, "zeros", None)
     bound = conv2d_abs_bound(x, w, b, 1, pads, 1, 1, "zeros", None)
-    run_named = __import__("cppconv._conv", fromlist=["_conv2d_with_algorithm"])._conv2d_with_algorithm
     layer = cppconv.Conv2d(w, b, padding=1)
-    for y in (run_named(algorithm, x, w, b, padding=1), layer._call_with_algorithm(algorithm, x)):
+    for y in (_conv2d_with_algorithm(algorithm, x, w, b, padding=1), layer._call_with_algorithm(algorithm, x)):
         assert_close(y, ref, bound, np.float32, context=f"{algorithm} {bad}")
     if bad.startswith("x"):
         assert np.isfinite(y).any() and not np.isfinite(y).all()
