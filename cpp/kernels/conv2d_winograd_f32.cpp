@@ -63,6 +63,11 @@ constexpr int64_t kSliceBytes = 256 << 10;        // transformed weights of one 
 constexpr int64_t kInputBudgetBytes = 512 << 10;  // V of one block of tiles
 constexpr int64_t kSumBudgetBytes = 64 << 10;     // M of one block of tiles
 constexpr int64_t kBlockTilesMax = kSumBudgetBytes / (kPos * kNR * 4);
+// A one-shot call on one image takes up to twice as many tiles in its one block (M up to
+// 128 KiB, still in L2): a second block would have its weights packed up front, a pass through
+// memory that a busy host slows down badly (one-shot 256@14 measured 380 us as one block of
+// 49 tiles against 680 us as two blocks with the weights packed first, in the same minutes).
+constexpr int64_t kOneShotBlockTilesMax = 2 * kBlockTilesMax;
 
 struct WinogradPlan {
   int64_t cpad;               // input channels rounded up to whole vectors
@@ -85,12 +90,13 @@ WinogradPlan make_plan(const Conv2dProblem& p, int threads) {
   w.slices = ceil_div(w.cpad, w.slice);
   w.tiles_h = ceil_div(p.out_h, 2);
   w.tiles_w = ceil_div(p.out_w, 2);
-  // A one-shot call on a single image of at most kBlockTilesMax tiles is one block whatever
-  // its V takes (each slice of V is read once per k block, from L2 or L3): more blocks would
-  // each transform the weights again, or have them packed up front in a pass of their own.
-  const bool one_block = !p.weights_reused && p.batch == 1 && w.tiles_h * w.tiles_w <= kBlockTilesMax;
+  // A one-shot call on a single image of at most kOneShotBlockTilesMax tiles is one block
+  // whatever its V takes (each slice of V is read once per k block, from L2 or L3): more
+  // blocks would each transform the weights again, or have them packed up front in a pass of
+  // their own.
+  const bool one_block = !p.weights_reused && p.batch == 1 && w.tiles_h * w.tiles_w <= kOneShotBlockTilesMax;
   const int64_t max_tiles =
-      one_block ? kBlockTilesMax : std::max<int64_t>(1, std::min(kBlockTilesMax, kInputBudgetBytes / (kPos * w.cpad * 4)));
+      one_block ? kOneShotBlockTilesMax : std::max<int64_t>(1, std::min(kBlockTilesMax, kInputBudgetBytes / (kPos * w.cpad * 4)));
   w.block_cols = std::min(w.tiles_w, max_tiles);
   w.block_rows = std::max<int64_t>(1, std::min(w.tiles_h, max_tiles / w.block_cols));
   // Whole rounds of blocks for the threads while they are few (7 on 2 threads would leave one
