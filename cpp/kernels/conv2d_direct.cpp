@@ -89,7 +89,7 @@ struct EnginePlan {
   // From one output pixel to the next in the tile: 1, or stride_w * C when an NHWC x without
   // padding is read in place (a pixel's channels are then the contiguous ones, chan_pitch 1).
   int64_t pixel_pitch;
-  bool flat;           // 1x1, stride 1, no padding, NCHW: a plane is one run of pixels
+  bool flat;           // 1x1, stride 1, read in place: a plane is one run of pixels
   // PixelVec, stride 1, own tiles: the tile is channel-major [c][row][q] and the microkernels
   // run over whole padded rows, so a row block is one run of pixels (the phase_w - out_w
   // columns past each row's end are computed and dropped): no per-row overhead.
@@ -104,10 +104,12 @@ struct EnginePlan {
   int64_t k_units;
   int64_t pixels_per_row;  // pixels one row-run covers (out_w, or out_h * out_w when flat)
   // Flat: pixels per segment.  A plane whose input outgrows L2 is cut into segments, each run
-  // through every k chunk in turn, so that the segment's input stays in L1 for all of them
-  // instead of the whole plane streaming past once per k chunk.
+  // through every k chunk (k block) in turn, so that the segment's input stays in L1 (L2) for
+  // all of them instead of the whole plane streaming past once per k chunk.  A ChannelVec
+  // segment is also one run of its microkernels: 14 x 14 outputs as rows took them 7 at a time.
   int64_t flat_segment;
-  // ChannelVec: rows per work item and input channels per slice (reduction blocking).
+  // ChannelVec: rows per work item (one segment when flat) and input channels per slice
+  // (reduction blocking).
   int64_t rows_per_item, channels_per_slice;
   // ChannelVec with zero padding and finite weights: a row's kernel rows that read only
   // padding are skipped (a 7x7 kernel on a 7x7 plane spends 43 % of its taps on zeros).
@@ -126,12 +128,13 @@ bool can_read_in_place(const Conv2dProblem& p) {
 }
 
 bool is_flat(const Conv2dProblem& p) {
-  return p.layout == Layout::NCHW && can_read_in_place(p) && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1;
+  return can_read_in_place(p) && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1;
 }
 
 constexpr int64_t kMinPrivateRows = 4;
 constexpr int64_t kFlatSegmentBytes = 16 << 10;    // input of a flat PixelVec segment (see EnginePlan)
 constexpr int64_t kFlatPlaneInL2Bytes = 256 << 10;  // a flat plane's input up to this is not cut
+constexpr int64_t kChannelVecSegmentBytes = 192 << 10;  // input of a flat ChannelVec segment
 
 // ChannelVec reduction blocking: input channels per slice, so that a slice's packed weights
 // (taps x channels x kNR) stay within ~256 KiB of L2 while every row of an item uses them.
@@ -158,7 +161,7 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
   d.group_out = p.out_channels / p.groups;
   d.taps = p.kernel_h * p.kernel_w;
   d.direct_input = can_read_in_place(p);
-  d.flat = o == Orientation::PixelVec && is_flat(p);
+  d.flat = is_flat(p);
   d.pixel_pitch = 1;
   if (d.direct_input) {
     const bool nhwc = p.layout == Layout::NHWC;
@@ -197,7 +200,20 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
   }
   d.k_units = o == Orientation::ChannelVec ? ceil_div(d.group_out, kNR<T>) : ceil_div(d.group_out, kMKMax);
   d.pixels_per_row = d.flat ? p.out_h * p.out_w : p.out_w;
-  if (d.flat) {
+  d.packs_in_items = o == Orientation::ChannelVec && packs_in_items(p);
+  if (d.flat && o == Orientation::ChannelVec) {
+    // Segments of about equal length whose input sits in L2 beside the weights, in whole
+    // rounds for the threads and enough for each to have several items; one (the plane) when
+    // the items pack their own weights, which each segment would otherwise pack again.
+    int64_t segments = 1;
+    if (!d.packs_in_items) {
+      const int64_t plane_bytes = d.pixels_per_row * d.group_in * int64_t(sizeof(T));
+      segments = std::max(ceil_div(plane_bytes, kChannelVecSegmentBytes), ceil_div(4 * threads, d.k_units));
+      segments = ceil_div(segments, int64_t(threads)) * threads;  // whole rounds (17 on 2 threads ran 9 + 8)
+      segments = std::min(segments, ceil_div(d.pixels_per_row, kMR));
+    }
+    d.flat_segment = ceil_div(d.pixels_per_row, segments);
+  } else if (d.flat) {
     // Whole microkernel blocks (the last segment takes the remainder); a plane whose input sits
     // in L2 anyway stays one run (more, shorter items only cost there: 32 -> 192 at 28 x 28).
     constexpr int64_t kBlock = kLanes<T> * nv_cap(kMKMax);
@@ -208,8 +224,7 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
   d.channels_per_slice = channels_per_slice<T>(d.group_in, d.taps);
   // Enough items for each thread to have several.
   const int64_t row_groups = std::max<int64_t>(1, ceil_div(4 * threads, d.k_units));
-  d.rows_per_item = std::min<int64_t>(16, std::max<int64_t>(1, ceil_div(d.rows_per_block, row_groups)));
-  d.packs_in_items = o == Orientation::ChannelVec && packs_in_items(p);
+  d.rows_per_item = d.flat ? 1 : std::min<int64_t>(16, std::max<int64_t>(1, ceil_div(d.rows_per_block, row_groups)));
   return d;
 }
 
@@ -596,21 +611,29 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
   const bool nchw = p.layout == Layout::NCHW;
   const bool simple_act = is_simple(p.activation);
   if (d.orientation == Orientation::ChannelVec) {
-    // Items are (k block, group of rows).  Input channels are taken in slices whose weights
-    // stay in L2 while every row of the group uses them; partial sums wait in the output (NHWC)
-    // or in the thread's row buffer [row][ow][kNR<T>] (NCHW, transposed into y at the end).
+    // Items are (k block, group of rows), or (segment, k block) of a flat plane, k blocks
+    // inner so that a thread's run of items finds the segment's input in L2.  A "row" is then
+    // a segment.  Input channels are taken in slices whose weights stay in L2 while every row
+    // of the group uses them; partial sums wait in the output (NHWC) or in the thread's row
+    // buffer [row][ow][kNR<T>] (NCHW, transposed into y at the end).
     const int64_t packed_group = d.k_units * d.taps * d.group_in * kNR<T>;
-    T* packed_slice = row_buf + (nchw ? d.rows_per_item * p.out_w * kNR<T> : 0);
+    const int64_t row_w = d.flat ? d.flat_segment : p.out_w;  // pixels per row, the last segment fewer
+    T* packed_slice = row_buf + (nchw ? d.rows_per_item * row_w * kNR<T> : 0);
     const int64_t tap_stride = d.group_in * kNR<T>;
-    const int64_t blocks = ceil_div(p.out_w, kMR);
-    const int64_t base = p.out_w / blocks, extra = p.out_w % blocks;  // 14 pixels run as 7 + 7
-    const int64_t groups_of_rows = ceil_div(rows, d.rows_per_item);
+    const int64_t runs = d.flat ? ceil_div(d.pixels_per_row, d.flat_segment) : rows;
+    const int64_t groups_of_rows = ceil_div(runs, d.rows_per_item);
     const int64_t slices = ceil_div(d.group_in, d.channels_per_slice);
     const ChannelVecFn<T>* microkernels = d.pixel_pitch == 1 ? kChannelVec<T, true>.data() : kChannelVec<T, false>.data();
+    auto kb_of = [&](int64_t item) { return d.flat ? item % d.k_units : item / groups_of_rows; };
+    auto pixels_of = [&](int64_t r) { return d.flat ? std::min(row_w, d.pixels_per_row - r * row_w) : row_w; };
+    // Offsets of row r's first pixel in the tile and in the output image.
+    auto x_offset = [&](int64_t r) { return d.flat ? r * row_w * d.pixel_pitch : r * p.stride_h * d.row_pitch; };
+    auto y_offset = [&](int64_t r) { return d.flat ? r * row_w * call.y_stride.w : (oh0 + r) * call.y_stride.h; };
     WeightPrefetch prefetch;
     for (int64_t item = item_begin; item < item_end; ++item) {
-      const int64_t kb = item / groups_of_rows, r_begin = (item % groups_of_rows) * d.rows_per_item;
-      const int64_t r_end = std::min(rows, r_begin + d.rows_per_item);
+      const int64_t kb = kb_of(item);
+      const int64_t r_begin = (d.flat ? item / d.k_units : item % groups_of_rows) * d.rows_per_item;
+      const int64_t r_end = std::min(runs, r_begin + d.rows_per_item);
       const int64_t k0 = g * d.group_out + kb * kNR<T>;
       const int kvalid = int(std::min<int64_t>(kNR<T>, (g + 1) * d.group_out - k0));
       const T* wk = packed ? packed + g * packed_group + kb * d.taps * tap_stride : nullptr;
@@ -626,7 +649,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
         // The next slice this thread computes: this k block's next, or the next item's first.
         int64_t next_k0 = k0, next_c = c_begin + c_count;
         if (sl + 1 == slices) {
-          next_k0 = item + 1 < item_end ? g * d.group_out + (item + 1) / groups_of_rows * kNR<T> : -1;
+          next_k0 = item + 1 < item_end ? g * d.group_out + kb_of(item + 1) * kNR<T> : -1;
           next_c = 0;
         }
         const int64_t next_count = std::min(d.channels_per_slice, d.group_in - next_c);
@@ -651,14 +674,14 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           prefetch.rows_left = 1;
         }
         for (int64_t r = r_begin; r < r_end; ++r) {
-          const T* xrow = tile + r * p.stride_h * d.row_pitch + c_begin * d.chan_pitch;
+          const T* xrow = tile + x_offset(r) + c_begin * d.chan_pitch;
           T* out_row;
           int64_t out_pixel_stride;
           if (nchw) {
-            out_row = row_buf + (r - r_begin) * p.out_w * kNR<T>;
+            out_row = row_buf + (r - r_begin) * row_w * kNR<T>;
             out_pixel_stride = kNR<T>;
           } else {
-            out_row = y + n * call.y_stride.n + (oh0 + r) * call.y_stride.h + k0;
+            out_row = y + n * call.y_stride.n + y_offset(r) + k0;
             out_pixel_stride = call.y_stride.w;
           }
           // Kernel rows [i_lo, i_hi) read input rows; the others only zero padding.
@@ -669,6 +692,9 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
             while (i_hi > i_lo && src[(i_hi - 1) * p.dilation_h] < 0) --i_hi;
           }
           const int64_t t_first = i_lo * p.kernel_w, t_count = (i_hi - i_lo) * p.kernel_w;
+          const int64_t pixels = pixels_of(r);
+          const int64_t blocks = ceil_div(pixels, kMR);
+          const int64_t base = pixels / blocks, extra = pixels % blocks;  // 14 pixels run as 7 + 7
           int64_t ow = 0;
           for (int64_t b = 0; b < blocks; ++b) {
             const int64_t mr = base + (b < extra ? 1 : 0);
@@ -682,23 +708,23 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
         }
       }
       for (int64_t r = r_begin; r < r_end; ++r) {
-        const int64_t oh = oh0 + r;
+        const int64_t pixels = pixels_of(r);
         if (nchw) {
-          const T* buf = row_buf + (r - r_begin) * p.out_w * kNR<T>;
-          T* y_row = y + n * call.y_stride.n + k0 * call.y_stride.c + oh * call.y_stride.h;
+          const T* buf = row_buf + (r - r_begin) * row_w * kNR<T>;
+          T* y_row = y + n * call.y_stride.n + k0 * call.y_stride.c + y_offset(r);
           if constexpr (std::is_same_v<T, float>) {
             for (int h = 0; h * kLanes<T> < kvalid; ++h)
-              pixels_to_planes(buf + h * kLanes<T>, kNR<T>, std::min(kLanes<T>, kvalid - h * kLanes<T>), p.out_w,
+              pixels_to_planes(buf + h * kLanes<T>, kNR<T>, std::min(kLanes<T>, kvalid - h * kLanes<T>), pixels,
                                y_row + h * kLanes<T> * call.y_stride.c, call.y_stride.c);
           } else {
             for (int kk = 0; kk < kvalid; ++kk)
-              for (int64_t o = 0; o < p.out_w; ++o) y_row[kk * call.y_stride.c + o] = buf[o * kNR<T> + kk];
+              for (int64_t o = 0; o < pixels; ++o) y_row[kk * call.y_stride.c + o] = buf[o * kNR<T> + kk];
           }
           if (!simple_act)
-            for (int kk = 0; kk < kvalid; ++kk) activate_row(y_row + kk * call.y_stride.c, p.out_w, p.activation);
+            for (int kk = 0; kk < kvalid; ++kk) activate_row(y_row + kk * call.y_stride.c, pixels, p.activation);
         } else if (!simple_act) {
-          T* out_row = y + n * call.y_stride.n + oh * call.y_stride.h + k0;
-          for (int64_t o = 0; o < p.out_w; ++o) activate_row(out_row + o * call.y_stride.w, kvalid, p.activation);
+          T* out_row = y + n * call.y_stride.n + y_offset(r) + k0;
+          for (int64_t o = 0; o < pixels; ++o) activate_row(out_row + o * call.y_stride.w, kvalid, p.activation);
         }
       }
     }
@@ -758,15 +784,16 @@ template <class T>
 int64_t row_buffer_elems(const Conv2dProblem& p, const EnginePlan& d) {
   if (d.wide) return kMKMax * d.rows_per_block * d.phase_w;
   if (d.orientation == Orientation::ChannelVec) {
-    const int64_t out_rows = p.layout == Layout::NCHW ? d.rows_per_item * p.out_w * kNR<T> : 0;
+    const int64_t row_w = d.flat ? d.flat_segment : p.out_w;
+    const int64_t out_rows = p.layout == Layout::NCHW ? d.rows_per_item * row_w * kNR<T> : 0;
     return out_rows + packed_slice_elems<T>(d);
   }
   return 0;
 }
 
 int64_t items_per_block(const EnginePlan& d, int64_t rows) {
-  if (d.orientation == Orientation::ChannelVec) return d.k_units * ceil_div(rows, d.rows_per_item);
   if (d.flat) return d.k_units * ceil_div(d.pixels_per_row, d.flat_segment);
+  if (d.orientation == Orientation::ChannelVec) return d.k_units * ceil_div(rows, d.rows_per_item);
   return d.k_units * (d.wide ? 1 : rows);
 }
 
