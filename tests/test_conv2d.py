@@ -1025,7 +1025,7 @@ BIG_SWEEP_CASES = [
     dict(N=1, C=130, K=16, activation="relu6", layout="NCHW", **_geometry_case(4, 4, (3, 3))),
     dict(N=1, C=32, K=31, activation=None, layout="NCHW", H=21, W=18, kernel=(3, 3), stride=1, dilation=1,
          padding=((2, 0), (0, 2))),
-    # 7 blocks of tiles, which 2 threads take as 14 (whole rounds of blocks).
+    # Blocks of tiles in both directions (4 of 7 x 7 tiles).
     dict(N=1, C=32, K=64, activation="relu", layout="NHWC", **_geometry_case(28, 28, (3, 3))),
 ]
 for _c in BIG_SWEEP_CASES:

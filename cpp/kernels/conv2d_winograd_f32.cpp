@@ -61,13 +61,13 @@ constexpr int kMRMax = 6;  // 12 accumulators of 16 registers
 constexpr int kPos = 16;                          // positions of a transformed 4x4 tile
 constexpr int64_t kSliceBytes = 256 << 10;        // transformed weights of one (k block, slice)
 constexpr int64_t kInputBudgetBytes = 512 << 10;  // V of one block of tiles
-constexpr int64_t kSumBudgetBytes = 64 << 10;     // M of one block of tiles
+constexpr int64_t kSumBudgetBytes = 128 << 10;    // M of one block of tiles, in L2
 constexpr int64_t kBlockTilesMax = kSumBudgetBytes / (kPos * kNR * 4);
-// A one-shot call on one image takes up to twice as many tiles in its one block (M up to
-// 128 KiB, still in L2): a second block would have its weights packed up front, a pass through
-// memory that a busy host slows down badly (one-shot 256@14 measured 380 us as one block of
-// 49 tiles against 680 us as two blocks with the weights packed first, in the same minutes).
-constexpr int64_t kOneShotBlockTilesMax = 2 * kBlockTilesMax;
+// Each block of tiles reads all the transformed weights once more: in make_plan's cost model a
+// block costs its tiles plus this many.  (8 gave 128@28 on 2 threads four blocks of 7 x 7
+// tiles where there had been 14 of 1 x 14: 820 -> 850 GFLOP/s one-shot, 910 -> 940 as a
+// layer; 0, 4 and 16 measured within noise of it.)
+constexpr int64_t kBlockCostTiles = 8;
 
 struct WinogradPlan {
   int64_t cpad;               // input channels rounded up to whole vectors
@@ -80,6 +80,10 @@ struct WinogradPlan {
   bool private_blocks;        // each thread owns whole (image, block) units
 };
 
+// Enough (image, block) units for each thread to own whole ones; with fewer, the team fills
+// each block's V together and splits its k blocks.
+bool owns_blocks(int64_t units, int threads) { return threads == 1 || units >= 2 * int64_t(threads); }
+
 WinogradPlan make_plan(const Conv2dProblem& p, int threads) {
   WinogradPlan w{};
   w.cpad = ceil_div(p.in_channels, L) * L;
@@ -90,32 +94,46 @@ WinogradPlan make_plan(const Conv2dProblem& p, int threads) {
   w.slices = ceil_div(w.cpad, w.slice);
   w.tiles_h = ceil_div(p.out_h, 2);
   w.tiles_w = ceil_div(p.out_w, 2);
-  // A one-shot call on a single image of at most kOneShotBlockTilesMax tiles is one block
-  // whatever its V takes (each slice of V is read once per k block, from L2 or L3): more
-  // blocks would each transform the weights again, or have them packed up front in a pass of
-  // their own.
-  const bool one_block = !p.weights_reused && p.batch == 1 && w.tiles_h * w.tiles_w <= kOneShotBlockTilesMax;
+  // A one-shot call on a single image of at most kBlockTilesMax tiles is one block whatever
+  // its V takes (each slice of V is read once per k block, from L2 or L3): more blocks would
+  // each transform the weights again, or have them packed up front in a pass through memory
+  // that a busy host slows down badly (one-shot 256@14 measured 380 us as one block of 49
+  // tiles against 680 us as two blocks with the weights packed first, in the same minutes).
+  const bool one_block = !p.weights_reused && p.batch == 1 && w.tiles_h * w.tiles_w <= kBlockTilesMax;
   const int64_t max_tiles =
-      one_block ? kOneShotBlockTilesMax : std::max<int64_t>(1, std::min(kBlockTilesMax, kInputBudgetBytes / (kPos * w.cpad * 4)));
-  w.block_cols = std::min(w.tiles_w, max_tiles);
-  w.block_rows = std::max<int64_t>(1, std::min(w.tiles_h, max_tiles / w.block_cols));
-  // Whole rounds of blocks for the threads while they are few (7 on 2 threads would leave one
-  // idle for an eighth of the call).  Blocks only group the tiles: every output is summed the
-  // same way whatever they are.
-  for (; !one_block && threads > 1 && w.block_rows > 1; --w.block_rows) {
-    const int64_t units = p.batch * ceil_div(w.tiles_h, w.block_rows) * ceil_div(w.tiles_w, w.block_cols);
-    if (units % threads == 0 || units >= 8 * int64_t(threads)) break;
+      one_block ? kBlockTilesMax : std::max<int64_t>(1, std::min(kBlockTilesMax, kInputBudgetBytes / (kPos * w.cpad * 4)));
+  if (one_block) {
+    w.block_rows = w.tiles_h;
+    w.block_cols = w.tiles_w;
+  } else {
+    // The block shape that finishes first: the busiest thread's blocks (or, when the team
+    // shares each block, its share of every block's k blocks), each (block, k block) costing
+    // its tiles plus a pass over that k block's transformed weights (kBlockCostTiles).  A size that needs as many
+    // blocks as the next smaller one is skipped (6 rows of 14 take 3 blocks, as 5 rows do).
+    // Blocks only group the tiles: every output is summed the same way whatever they are.
+    int64_t best = -1;
+    for (int64_t rows = 1; rows <= std::min(w.tiles_h, max_tiles); ++rows) {
+      const int64_t blocks_h = ceil_div(w.tiles_h, rows);
+      if (ceil_div(w.tiles_h, blocks_h) != rows) continue;
+      for (int64_t cols = std::min(w.tiles_w, max_tiles / rows); cols >= 1; --cols) {
+        const int64_t blocks_w = ceil_div(w.tiles_w, cols);
+        if (ceil_div(w.tiles_w, blocks_w) != cols) continue;
+        const int64_t units = p.batch * blocks_h * blocks_w, block_cost = rows * cols + kBlockCostTiles;
+        const int64_t cost = owns_blocks(units, threads)
+                                 ? ceil_div(units, int64_t(threads)) * w.k_blocks * block_cost
+                                 : units * ceil_div(w.k_blocks, int64_t(threads)) * block_cost;
+        if (best < 0 || cost < best) best = cost, w.block_rows = rows, w.block_cols = cols;
+      }
+    }
   }
   w.blocks_h = ceil_div(w.tiles_h, w.block_rows);
   w.blocks_w = ceil_div(w.tiles_w, w.block_cols);
-  w.block_rows = ceil_div(w.tiles_h, w.blocks_h);  // balanced
-  w.block_cols = ceil_div(w.tiles_w, w.blocks_w);
   w.block_tiles = w.block_rows * w.block_cols;
   w.tile_rows = 2 * w.block_rows + 2;
   w.tile_cols = 2 * w.block_cols + 2;
   const int64_t units = p.batch * w.blocks_h * w.blocks_w;
   w.transforms_in_items = one_block;
-  w.private_blocks = threads == 1 || units >= 2 * int64_t(threads);
+  w.private_blocks = owns_blocks(units, threads);
   return w;
 }
 
