@@ -1027,6 +1027,17 @@ BIG_SWEEP_CASES = [
          padding=((2, 0), (0, 2))),
     # Blocks of tiles in both directions (4 of 7 x 7 tiles).
     dict(N=1, C=32, K=64, activation="relu", layout="NHWC", **_geometry_case(28, 28, (3, 3))),
+    # Dilated Winograd: d x d phases per cell of 2d x 2d outputs, cells past the output's edge
+    # (odd sizes), unequal dilations, padding modes, one block (in-item weight transform) and
+    # several, dilation 4 with one cell per block (16 phases), reduction slices.
+    dict(N=1, C=32, K=40, activation="relu", layout="NCHW", **_geometry_case(28, 28, (3, 3), dilation=2)),
+    dict(N=2, C=24, K=33, activation=None, layout="NHWC", padding_mode="reflect",
+         **_geometry_case(17, 23, (3, 3), dilation=(2, 3))),
+    dict(N=1, C=20, K=17, activation="silu", layout="NCHW", padding_mode="circular",
+         **_geometry_case(8, 9, (3, 3), dilation=2)),
+    dict(N=1, C=300, K=20, activation="relu6", layout="NCHW", **_geometry_case(16, 16, (3, 3), dilation=4)),
+    dict(N=3, C=16, K=16, activation="tanh", layout="NHWC", padding_mode="replicate",
+         **_geometry_case(12, 14, (3, 3), dilation=2)),
 ]
 for _c in BIG_SWEEP_CASES:
     _c.setdefault("groups", 1)

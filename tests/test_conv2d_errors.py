@@ -471,14 +471,16 @@ WINOGRAD = [a for a in cppconv._native.conv_algorithms() if a.startswith("conv2d
 @pytest.mark.parametrize("algorithm", WINOGRAD)
 @pytest.mark.parametrize("bad", ["x_inf", "x_nan", "w_inf", "w_nan", "huge"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_winograd_leaves_special_values_to_the_direct_kernel(algorithm, bad, batch):
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_winograd_leaves_special_values_to_the_direct_kernel(algorithm, bad, batch, dilation):
     """Winograd's transforms mix the values of a patch, so one inf would become inf - inf = NaN
     in outputs whose window never meets it, and large finite values can overflow in the sums
     where the direct sum does not.  Such calls must come out as the direct convolution: NaN and
     inf exactly where the reference has them.  batch 1 transforms the weights inside the work
-    items, batch 3 packs them first; the layer path packs them once."""
-    rng = make_rng("winograd-special", bad, batch)
-    x = rng.standard_normal((batch, 20, 7, 9)).astype(np.float32)
+    items, batch 3 packs them first; the layer path packs them once.  Dilated, a block's tiles
+    come from several phases of the input."""
+    rng = make_rng("winograd-special", bad, batch, dilation)
+    x = rng.standard_normal((batch, 20, 7, 9) if dilation == 1 else (batch, 20, 8, 12)).astype(np.float32)
     w = rng.standard_normal((24, 20, 3, 3)).astype(np.float32)
     b = rng.standard_normal(24).astype(np.float32)
     if bad == "x_inf":
@@ -494,11 +496,13 @@ def test_winograd_leaves_special_values_to_the_direct_kernel(algorithm, bad, bat
         # transformed ones (inputs x4, weights x2.25, 9 sums added) could overflow.
         x = (np.sign(x) * 1e18).astype(np.float32)
         w = (np.sign(w) * 1e18).astype(np.float32)
-    pads = resolve_padding(1, x.shape[2:], w.shape[2:], 1)
-    ref = conv2d_ref(x, w, b, 1, pads, 1, 1, "zeros", None)
-    bound = conv2d_abs_bound(x, w, b, 1, pads, 1, 1, "zeros", None)
-    layer = cppconv.Conv2d(w, b, padding=1)
-    for y in (_conv2d_with_algorithm(algorithm, x, w, b, padding=1), layer._call_with_algorithm(algorithm, x)):
+    d = dilation
+    pads = resolve_padding(d, x.shape[2:], w.shape[2:], d)
+    ref = conv2d_ref(x, w, b, 1, pads, d, 1, "zeros", None)
+    bound = conv2d_abs_bound(x, w, b, 1, pads, d, 1, "zeros", None)
+    layer = cppconv.Conv2d(w, b, padding=d, dilation=d)
+    for y in (_conv2d_with_algorithm(algorithm, x, w, b, padding=d, dilation=d),
+              layer._call_with_algorithm(algorithm, x)):
         assert_close(y, ref, bound, np.float32, context=f"{algorithm} {bad}")
     if bad.startswith("x"):
         assert np.isfinite(y).any() and not np.isfinite(y).all()

@@ -1,6 +1,6 @@
-// conv2d_winograd2x2_f32: 3x3, stride 1, undilated, ungrouped float32 convolution by
-// Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional
-// Neural Networks", 2016), on AVX2 and AVX-512.
+// conv2d_winograd2x2_f32: 3x3, stride 1, ungrouped float32 convolution by Winograd's minimal
+// filtering F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+// 2016), on AVX2 and AVX-512.
 //
 // Each 2x2 block of outputs ("tile") reads a 4x4 patch d of the padded input.  With
 // U = G g G^T (the 3x3 kernel g of one input/output channel pair taken to 4x4) and
@@ -10,6 +10,12 @@
 // (channels x output channels), which runs through a register-blocked microkernel like the
 // direct engine's ChannelVec: MR tiles x two vectors of output channels in registers,
 // broadcasting one transformed input value per tile against the transformed weight vectors.
+//
+// Dilation d splits the outputs into d_h x d_w phases, each an undilated convolution of the
+// input's matching phase (a dilated 3x3 kernel at (y, x) reads rows y, y + d, y + 2 d, which
+// are rows y', y' + 1, y' + 2 of that phase).  A block keeps the tiles of every phase of its
+// region together, so its padded input is one contiguous region and its outputs fill whole
+// rows of the NCHW row buffer; the transforms step d pixels instead of 1.
 //
 // Layouts, and why:
 //  - Transformed weights [k block][channel slice][pos][c][kNR]: a slice's 16 positions lie
@@ -73,8 +79,12 @@ struct WinogradPlan {
   int64_t cpad;               // input channels rounded up to whole vectors
   int64_t k_blocks;           // of kNR output channels
   int64_t slice, slices;      // input channels per reduction slice (a multiple of L)
-  int64_t tiles_h, tiles_w;   // 2x2 output tiles
-  int64_t block_rows, block_cols, blocks_h, blocks_w, block_tiles;  // blocks of tiles
+  // Dilation d: a tile's 2x2 outputs are d apart, and the d_h x d_w tiles of the phases of a
+  // 2 d_h x 2 d_w output region (a "cell") go together.  Without dilation a cell is a tile.
+  int64_t dh, dw, phases;
+  int64_t tiles_h, tiles_w;   // cells
+  int64_t block_rows, block_cols, blocks_h, blocks_w;  // blocks of cells
+  int64_t block_tiles;        // tiles of a block (its cells x phases)
   int64_t tile_rows, tile_cols;  // a block's padded input, in pixels
   bool transforms_in_items;   // one-shot call, one block: weights transformed slice by slice
   bool private_blocks;        // each thread owns whole (image, block) units
@@ -92,14 +102,17 @@ WinogradPlan make_plan(const Conv2dProblem& p, int threads) {
   w.slices = ceil_div(w.cpad, slice_max);
   w.slice = ceil_div(ceil_div(w.cpad, w.slices), L) * L;
   w.slices = ceil_div(w.cpad, w.slice);
-  w.tiles_h = ceil_div(p.out_h, 2);
-  w.tiles_w = ceil_div(p.out_w, 2);
+  w.dh = p.dilation_h;
+  w.dw = p.dilation_w;
+  w.phases = w.dh * w.dw;
+  w.tiles_h = ceil_div(p.out_h, 2 * w.dh);
+  w.tiles_w = ceil_div(p.out_w, 2 * w.dw);
   // A one-shot call on a single image of at most kBlockTilesMax tiles is one block whatever
   // its V takes (each slice of V is read once per k block, from L2 or L3): more blocks would
   // each transform the weights again, or have them packed up front in a pass through memory
   // that a busy host slows down badly (one-shot 256@14 measured 380 us as one block of 49
   // tiles against 680 us as two blocks with the weights packed first, in the same minutes).
-  const bool one_block = !p.weights_reused && p.batch == 1 && w.tiles_h * w.tiles_w <= kBlockTilesMax;
+  const bool one_block = !p.weights_reused && p.batch == 1 && w.phases * w.tiles_h * w.tiles_w <= kBlockTilesMax;
   const int64_t max_tiles =
       one_block ? kBlockTilesMax : std::max<int64_t>(1, std::min(kBlockTilesMax, kInputBudgetBytes / (kPos * w.cpad * 4)));
   if (one_block) {
@@ -112,13 +125,14 @@ WinogradPlan make_plan(const Conv2dProblem& p, int threads) {
     // blocks as the next smaller one is skipped (6 rows of 14 take 3 blocks, as 5 rows do).
     // Blocks only group the tiles: every output is summed the same way whatever they are.
     int64_t best = -1;
-    for (int64_t rows = 1; rows <= std::min(w.tiles_h, max_tiles); ++rows) {
+    w.block_rows = w.block_cols = 1;  // (when one cell is over the budget already)
+    for (int64_t rows = 1; rows <= std::min(w.tiles_h, max_tiles / w.phases); ++rows) {
       const int64_t blocks_h = ceil_div(w.tiles_h, rows);
       if (ceil_div(w.tiles_h, blocks_h) != rows) continue;
-      for (int64_t cols = std::min(w.tiles_w, max_tiles / rows); cols >= 1; --cols) {
+      for (int64_t cols = std::min(w.tiles_w, max_tiles / (rows * w.phases)); cols >= 1; --cols) {
         const int64_t blocks_w = ceil_div(w.tiles_w, cols);
         if (ceil_div(w.tiles_w, blocks_w) != cols) continue;
-        const int64_t units = p.batch * blocks_h * blocks_w, block_cost = rows * cols + kBlockCostTiles;
+        const int64_t units = p.batch * blocks_h * blocks_w, block_cost = rows * cols * w.phases + kBlockCostTiles;
         const int64_t cost = owns_blocks(units, threads)
                                  ? ceil_div(units, int64_t(threads)) * w.k_blocks * block_cost
                                  : units * ceil_div(w.k_blocks, int64_t(threads)) * block_cost;
@@ -128,9 +142,9 @@ WinogradPlan make_plan(const Conv2dProblem& p, int threads) {
   }
   w.blocks_h = ceil_div(w.tiles_h, w.block_rows);
   w.blocks_w = ceil_div(w.tiles_w, w.block_cols);
-  w.block_tiles = w.block_rows * w.block_cols;
-  w.tile_rows = 2 * w.block_rows + 2;
-  w.tile_cols = 2 * w.block_cols + 2;
+  w.block_tiles = w.block_rows * w.block_cols * w.phases;
+  w.tile_rows = w.dh * (2 * w.block_rows + 2);
+  w.tile_cols = w.dw * (2 * w.block_cols + 2);
   const int64_t units = p.batch * w.blocks_h * w.blocks_w;
   w.transforms_in_items = one_block;
   w.private_blocks = owns_blocks(units, threads);
@@ -231,53 +245,57 @@ void winograd_pack(const Conv2dProblem& p, const void* weight, void* packed, int
   });
 }
 
-// One block of tiles of one image.
+// One block of cells of one image; its tiles are numbered [phase][cell row][cell column].
 struct Block {
-  int64_t n, ty0, tx0, rows, cols;  // first tile, tiles
-  int64_t tiles() const { return rows * cols; }
+  int64_t n, ty0, tx0, rows, cols, phases;  // first cell, cells
+  int64_t tiles() const { return rows * cols * phases; }
 };
 
 Block block_of(const WinogradPlan& w, int64_t unit) {
   const int64_t bw = unit % w.blocks_w, bh = (unit / w.blocks_w) % w.blocks_h, n = unit / (w.blocks_w * w.blocks_h);
   const int64_t ty0 = bh * w.block_rows, tx0 = bw * w.block_cols;
-  return {n, ty0, tx0, std::min(w.block_rows, w.tiles_h - ty0), std::min(w.block_cols, w.tiles_w - tx0)};
+  return {n, ty0, tx0, std::min(w.block_rows, w.tiles_h - ty0), std::min(w.block_cols, w.tiles_w - tx0), w.phases};
 }
 
 // Channel block cb of the block's padded input, channel-interleaved ([row][col][L], rows
-// 2 b.cols + 2 pixels long), into its slot of the tile buffer.
+// d_w (2 b.cols + 2) pixels long), into its slot of the tile buffer.
 float* fill_tile(const ConvCall& call, const WinogradPlan& w, const Block& b, int64_t cb, float* tile) {
   float* tile_cb = tile + cb * w.tile_rows * w.tile_cols * L;
-  fill_interleaved_tile(call, b.n, cb * L, int(std::min<int64_t>(L, call.p.in_channels - cb * L)), 2 * b.ty0,
-                        2 * b.rows + 2, 2 * b.tx0, 2 * b.cols + 2, tile_cb);
+  fill_interleaved_tile(call, b.n, cb * L, int(std::min<int64_t>(L, call.p.in_channels - cb * L)), 2 * w.dh * b.ty0,
+                        w.dh * (2 * b.rows + 2), 2 * w.dw * b.tx0, w.dw * (2 * b.cols + 2), tile_cb);
   return tile_cb;
 }
 
 // V = B^T d B of every tile of the block for channel block cb (padded input tile_cb), into
 // vbuf [pos][tile][cpad].
 void transform_input(const WinogradPlan& w, const Block& b, int64_t cb, const float* tile_cb, float* vbuf) {
-  const int64_t row_pitch = (2 * b.cols + 2) * L;
-  for (int64_t tr = 0; tr < b.rows; ++tr)
-    for (int64_t tc = 0; tc < b.cols; ++tc) {
-      const float* d = tile_cb + 2 * tr * row_pitch + 2 * tc * L;
-      V h[4][4];
+  const int64_t row_pitch = w.dw * (2 * b.cols + 2) * L;
+  const int64_t tap_down = w.dh * row_pitch, tap_right = w.dw * L;  // from one tap to the next
+  const int64_t pos_pitch = w.block_tiles * w.cpad;
+  float* out = vbuf + cb * L;  // tile t's values at out + t * cpad
+  for (int64_t a = 0; a < w.dh; ++a)
+    for (int64_t e = 0; e < w.dw; ++e)
+      for (int64_t tr = 0; tr < b.rows; ++tr)
+        for (int64_t tc = 0; tc < b.cols; ++tc, out += w.cpad) {
+          const float* d = tile_cb + (a + 2 * w.dh * tr) * row_pitch + (e + 2 * w.dw * tc) * L;
+          V h[4][4];
 #pragma GCC unroll 4
-      for (int i = 0; i < 4; ++i) {
-        const float* row = d + i * row_pitch;
-        const V d0 = vload(row), d1 = vload(row + L), d2 = vload(row + 2 * L), d3 = vload(row + 3 * L);
-        h[i][0] = d0 - d2;
-        h[i][1] = d1 + d2;
-        h[i][2] = d2 - d1;
-        h[i][3] = d1 - d3;
-      }
-      float* out = vbuf + (tr * b.cols + tc) * w.cpad + cb * L;
-      const int64_t pos_pitch = w.block_tiles * w.cpad;
+          for (int i = 0; i < 4; ++i) {
+            const float* row = d + i * tap_down;
+            const V d0 = vload(row), d1 = vload(row + tap_right), d2 = vload(row + 2 * tap_right),
+                    d3 = vload(row + 3 * tap_right);
+            h[i][0] = d0 - d2;
+            h[i][1] = d1 + d2;
+            h[i][2] = d2 - d1;
+            h[i][3] = d1 - d3;
+          }
 #pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) {
-        const V v[4] = {h[0][j] - h[2][j], h[1][j] + h[2][j], h[2][j] - h[1][j], h[1][j] - h[3][j]};
+          for (int j = 0; j < 4; ++j) {
+            const V v[4] = {h[0][j] - h[2][j], h[1][j] + h[2][j], h[2][j] - h[1][j], h[1][j] - h[3][j]};
 #pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) vstore(out + (i * 4 + j) * pos_pitch, v[i]);
-      }
-    }
+            for (int i = 0; i < 4; ++i) vstore(out + (i * 4 + j) * pos_pitch, v[i]);
+          }
+        }
 }
 
 // MR tiles x kNR output channels of one position: sums over cs channels of V (one broadcast
@@ -319,7 +337,8 @@ bool store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, 
   const bool nhwc = p.layout == Layout::NHWC, simple = is_simple(p.activation);
   float* y = static_cast<float*>(call.y) + b.n * call.y_stride.n;
   const float* bias = static_cast<const float*>(call.bias);
-  const int64_t row_len = 2 * b.cols;  // row buffer pixels per row
+  const int64_t row_len = 2 * w.dw * b.cols;  // row buffer pixels per row
+  const int64_t cells = b.rows * b.cols;
   V nan_probe = vzero();  // x * 0 is NaN exactly for Inf and NaN
   for (int h = 0; h < 2; ++h) {
     const int64_t k0 = kb * kNR + h * L;
@@ -328,7 +347,9 @@ bool store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, 
     const auto lanes = lane_mask(0, kv);
     const V bv = bias ? vload_mask(bias + k0, lanes) : vzero();
     for (int64_t t = 0; t < b.tiles(); ++t) {
-      const int64_t tr = t / b.cols, tc = t % b.cols;
+      // Output (2 tr + i, 2 tc + j) of a tile in phase (ph, pw) is row ph + d_h (2 tr + i),
+      // column pw + d_w (2 tc + j) of the block.
+      const int64_t ph = t / cells / w.dw, pw = t / cells % w.dw, tr = t % cells / b.cols, tc = t % b.cols;
       const float* mt = mbuf + t * kPos * kNR + h * L;
       V s[2][4];
 #pragma GCC unroll 4
@@ -343,17 +364,17 @@ bool store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, 
         const V y0 = s[a][0] + s[a][1] + s[a][2], y1 = s[a][1] - s[a][2] - s[a][3];
         nan_probe = vfma(y1, vzero(), vfma(y0, vzero(), nan_probe));
         const V out[2] = {apply_simple_activation(y0 + bv, p.activation), apply_simple_activation(y1 + bv, p.activation)};
-        const int64_t oh = 2 * (b.ty0 + tr) + a;
+        const int64_t row = ph + w.dh * (2 * tr + a), oh = 2 * w.dh * b.ty0 + row;
         if (oh >= p.out_h) continue;
         for (int e = 0; e < 2; ++e) {
-          const int64_t ow = 2 * (b.tx0 + tc) + e;
+          const int64_t col = pw + w.dw * (2 * tc + e), ow = 2 * w.dw * b.tx0 + col;
           if (ow >= p.out_w) continue;
           if (nhwc) {
             float* dst = y + oh * call.y_stride.h + ow * call.y_stride.w + k0;
             vstore_mask(dst, out[e], lanes);
             if (!simple) activate_row(dst, kv, p.activation);
           } else {
-            vstore(row_buf + ((2 * tr + a) * row_len + 2 * tc + e) * kNR + h * L, out[e]);
+            vstore(row_buf + (row * row_len + col) * kNR + h * L, out[e]);
           }
         }
       }
@@ -363,13 +384,13 @@ bool store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, 
   vstore(probe, nan_probe);
   const bool finite = std::all_of(probe, probe + L, [](float v) { return v == 0.0f; });
   if (nhwc || !finite) return finite;
-  const int64_t count = std::min(row_len, p.out_w - 2 * b.tx0);
-  for (int64_t r = 0; r < 2 * b.rows && 2 * b.ty0 + r < p.out_h; ++r)
+  const int64_t count = std::min(row_len, p.out_w - 2 * w.dw * b.tx0);
+  for (int64_t r = 0; r < 2 * w.dh * b.rows && 2 * w.dh * b.ty0 + r < p.out_h; ++r)
     for (int h = 0; h < 2; ++h) {
       const int64_t k0 = kb * kNR + h * L;
       const int kv = int(std::clamp<int64_t>(p.out_channels - k0, 0, L));
       if (kv == 0) continue;
-      float* dst = y + k0 * call.y_stride.c + (2 * b.ty0 + r) * call.y_stride.h + 2 * b.tx0;
+      float* dst = y + k0 * call.y_stride.c + (2 * w.dh * b.ty0 + r) * call.y_stride.h + 2 * w.dw * b.tx0;
       pixels_to_planes(row_buf + r * row_len * kNR + h * L, kNR, kv, count, dst, call.y_stride.c);
       if (!simple)
         for (int c = 0; c < kv; ++c) activate_row(dst + c * call.y_stride.c, count, p.activation);
@@ -496,6 +517,11 @@ constexpr double kOneShotPackBytes = 8 << 20;
 // weights are few enough to stay in cache.
 constexpr int64_t kOneShotSavedPerKernel = 160;
 constexpr double kOneShotCachedWeightBytes = 4 << 20;
+// Dilation up to this (a cell of its d x d phase tiles fits a block), where Winograd's
+// multiply-adds, tiles past the edge included, are at most this share of the direct ones
+// (0.44 for a large undilated plane).
+constexpr int64_t kDilationMax = 4;
+constexpr double kDilatedMaxWork = 0.6;
 
 // Where F(2x2, 3x3) is worth its transforms: enough channels on both sides that the
 // transforms are a small part of the work, at least a few tiles per call, and transformed
@@ -503,15 +529,19 @@ constexpr double kOneShotCachedWeightBytes = 4 << 20;
 // channels at 7x7 runs at 0.6x of the direct kernel as a layer, 0.2x one-shot).
 bool winograd_accepts(const Conv2dProblem& p) {
   if (!(p.dtype == DType::Float32 && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_h == 1 && p.stride_w == 1 &&
-        p.dilation_h == 1 && p.dilation_w == 1 && p.groups == 1 && p.in_channels >= 16 && p.out_channels >= 16 &&
-        p.out_h >= 2 && p.out_w >= 2 && p.out_h * p.out_w >= 16))
+        p.groups == 1 && p.in_channels >= 16 && p.out_channels >= 16 && p.out_h >= 2 && p.out_w >= 2 &&
+        p.out_h * p.out_w >= 16 && p.dilation_h <= kDilationMax && p.dilation_w <= kDilationMax))
     return false;
   const WinogradPlan w = make_plan(p, 1);
+  const int64_t tiles = w.phases * w.tiles_h * w.tiles_w;  // of one image
+  // Dilated: the cells also cover outputs past the edge (28 rows at dilation 3 are 5 cells of
+  // 6 rows: 30).  Not where that wastes most of the saving.
+  if (w.phases > 1 && 16 * tiles > kDilatedMaxWork * 9 * p.out_h * p.out_w) return false;
   if (w.transforms_in_items)
-    return 9 * p.out_h * p.out_w - 16 * w.tiles_h * w.tiles_w >= kOneShotSavedPerKernel ||
+    return 9 * p.out_h * p.out_w - 16 * tiles >= kOneShotSavedPerKernel ||
            double(p.out_channels * p.in_channels * 9 * sizeof(float)) <= kOneShotCachedWeightBytes;
   const double packed = double(packed_offset(w, w.k_blocks, 0)) * sizeof(float);
-  if (p.weights_reused) return packed <= kCachedWeightBytes || p.batch * w.tiles_h * w.tiles_w >= kStreamedWeightTiles;
+  if (p.weights_reused) return packed <= kCachedWeightBytes || p.batch * tiles >= kStreamedWeightTiles;
   return packed <= kOneShotPackBytes;
 }
 
