@@ -41,45 +41,6 @@ constexpr int kMB = 8;  // output pixels per register block: 8 FMA chains hide t
 constexpr int64_t kTileBytes = 128 * 1024;
 constexpr int64_t kMaxTileCols = 1024;
 
-struct CBlockPlan {
-  int64_t cblocks = 0;      // channel blocks of kVL
-  int64_t band_rows = 0;    // output rows per item
-  int64_t band_cols = 0;    // output columns per item
-  int64_t row_bands = 0, col_bands = 0, items = 0;
-  int64_t tile_rows = 0, tile_cols = 0;  // of the largest band's input tile
-  size_t thread_floats = 0;              // input tile + output block + weights + bias
-};
-
-CBlockPlan cblock_plan(const Conv2dProblem& p, int threads) {
-  CBlockPlan d;
-  d.cblocks = ceil_div(p.in_channels, kVL);
-  d.band_cols = p.out_w;
-  while (d.band_cols > 1 && input_cols_for(p, d.band_cols) > kMaxTileCols) d.band_cols = ceil_div(d.band_cols, 2);
-  const int64_t row_bytes = input_cols_for(p, d.band_cols) * kVL * int64_t(sizeof(float));
-  d.band_rows = p.out_h;
-  while (d.band_rows > 1 && input_rows_for(p, d.band_rows) * row_bytes > kTileBytes) d.band_rows = ceil_div(d.band_rows, 2);
-  d.col_bands = ceil_div(p.out_w, d.band_cols);
-  // Enough items for an even split between threads, as long as a band keeps several rows
-  // (each band copies kh - 1 rows of its neighbour again).
-  const auto item_count = [&] { return p.batch * d.cblocks * ceil_div(p.out_h, d.band_rows) * d.col_bands; };
-  while (threads > 1 && item_count() < 8 * threads && d.band_rows >= 8) d.band_rows = ceil_div(d.band_rows, 2);
-  d.row_bands = ceil_div(p.out_h, d.band_rows);
-  d.items = item_count();
-  d.tile_rows = input_rows_for(p, d.band_rows);
-  d.tile_cols = input_cols_for(p, d.band_cols);
-  const int64_t taps = p.kernel_h * p.kernel_w;
-  d.thread_floats = size_t((d.tile_rows * d.tile_cols + d.band_rows * d.band_cols + taps + 1) * kVL);
-  return d;
-}
-
-bool cblock_accepts(const Conv2dProblem& p) {
-  return p.dtype == DType::Float32 && p.groups == p.in_channels && p.out_channels == p.in_channels;
-}
-
-size_t cblock_workspace(const Conv2dProblem& p, int threads) {
-  return size_t(threads) * cblock_plan(p, threads).thread_floats * sizeof(float);
-}
-
 // One block of MB output pixels of a row, any kernel, stride and dilation: the tap loop.
 //   x: tile address of the block's first pixel at tap (0, 0); tap t is at + tap_off[t];
 //   col_step: from one output pixel to the next in the tile (stride_w * kVL)
@@ -125,6 +86,7 @@ void cblock_row_reuse(const float* x, int64_t kh, int64_t row_step, int64_t pixe
       Vec xv;
       if constexpr (kChecked) xv = col0 + q >= 0 && col0 + q < in_w ? vload(xr + (col0 + q) * pixel_pitch) : vzero();
       else xv = vload(xr + q * pixel_pitch);
+      xv = in_register(xv);  // one load per column, not one per tap it feeds
 #pragma GCC unroll 8
       for (int j = 0; j < KW; ++j) {
         const int m = (q - j) / S;
@@ -167,36 +129,90 @@ const RowReuseFn* row_reuse_blocks(const Conv2dProblem& p) {
   return nullptr;
 }
 
-// NHWC with zero padding: a full block of kVL channels is read straight from x (each pixel's
+struct CBlockPlan {
+  int64_t cblocks = 0;      // channel blocks of kVL
+  // NHWC with zero padding and a row-reuse kernel: full channel blocks are read from x in
+  // place, and an item is a band of every channel block (see cblock_nhwc_in_place).
+  bool in_place = false;
+  int64_t band_rows = 0;    // output rows per item
+  int64_t band_cols = 0;    // output columns per item
+  int64_t row_bands = 0, col_bands = 0, items = 0;
+  int64_t tile_rows = 0, tile_cols = 0;  // of the largest band's input tile
+  size_t thread_floats = 0;              // input tile + output block + weights + biases
+};
+
+CBlockPlan cblock_plan(const Conv2dProblem& p, int threads) {
+  CBlockPlan d;
+  d.cblocks = ceil_div(p.in_channels, kVL);
+  const bool zero_padding =
+      p.pad_mode == PadMode::Zeros || (p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0);
+  d.in_place = p.layout == Layout::NHWC && zero_padding && row_reuse_blocks<true>(p) != nullptr;
+  d.band_cols = p.out_w;
+  while (d.band_cols > 1 && input_cols_for(p, d.band_cols) > kMaxTileCols) d.band_cols = ceil_div(d.band_cols, 2);
+  const int64_t row_bytes = input_cols_for(p, d.band_cols) * kVL * int64_t(sizeof(float));
+  d.band_rows = p.out_h;
+  while (d.band_rows > 1 && input_rows_for(p, d.band_rows) * row_bytes > kTileBytes) d.band_rows = ceil_div(d.band_rows, 2);
+  d.col_bands = ceil_div(p.out_w, d.band_cols);
+  // Enough items for an even split between threads, as long as a band keeps several rows
+  // (each band copies kh - 1 rows of its neighbour again).
+  const int64_t item_cblocks = d.in_place ? 1 : d.cblocks;
+  const auto item_count = [&] { return p.batch * item_cblocks * ceil_div(p.out_h, d.band_rows) * d.col_bands; };
+  while (threads > 1 && item_count() < 8 * threads && d.band_rows >= 8) d.band_rows = ceil_div(d.band_rows, 2);
+  d.row_bands = ceil_div(p.out_h, d.band_rows);
+  d.items = item_count();
+  d.tile_rows = input_rows_for(p, d.band_rows);
+  d.tile_cols = input_cols_for(p, d.band_cols);
+  const int64_t taps = p.kernel_h * p.kernel_w;
+  // Weights [tap][kVL] and bias of one channel block, or of all of them when items take all.
+  const int64_t weight_blocks = d.in_place ? d.cblocks : 1;
+  d.thread_floats = size_t((d.tile_rows * d.tile_cols + d.band_rows * d.band_cols + weight_blocks * (taps + 1)) * kVL);
+  return d;
+}
+
+bool cblock_accepts(const Conv2dProblem& p) {
+  return p.dtype == DType::Float32 && p.groups == p.in_channels && p.out_channels == p.in_channels;
+}
+
+size_t cblock_workspace(const Conv2dProblem& p, int threads) {
+  return size_t(threads) * cblock_plan(p, threads).thread_floats * sizeof(float);
+}
+
+// NHWC with zero padding: full blocks of kVL channels are read straight from x (each pixel's
 // channels are a vector already; copying them into the tile cost as much as the arithmetic),
-// kernel rows outside the input skipped, edge columns checked.  Rows [oh0, oh0 + rows) and
-// columns [ow0, ow0 + cols) of channels c0 .. c0 + kVL - 1 of image n; `inner` and `edge` are
-// the problem's row-reuse blocks, unchecked and checked.
-void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn* inner, const RowReuseFn* edge, const float* wblock,
-                          const float* bias_block, int64_t n, int64_t c0, int64_t oh0, int64_t rows, int64_t ow0,
-                          int64_t cols) {
+// kernel rows outside the input skipped, edge columns checked.  Every full channel block of a
+// block of pixels runs before the next pixels, so a pixel's channels are used while its lines
+// are in L1 (a pass per channel block read every line of a 128-channel plane 8 times from L2:
+// 1.9x the NCHW kernel's time).  Rows [oh0, oh0 + rows) and columns [ow0, ow0 + cols) of
+// image n; `inner` and `edge` are the problem's row-reuse blocks, unchecked and checked;
+// weights [channel block][tap][kVL], biases [channel block][kVL].
+void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn* inner, const RowReuseFn* edge, int64_t full_cblocks,
+                          const float* weights, const float* biases, int64_t n, int64_t oh0, int64_t rows,
+                          int64_t ow0, int64_t cols) {
   const Conv2dProblem& p = call.p;
   const Activation fused = is_simple(p.activation) ? p.activation : Activation::None;
-  const float* xn = static_cast<const float*>(call.x) + n * call.x_stride.n + c0;
-  float* yn = static_cast<float*>(call.y) + n * call.y_stride.n + c0;
+  const int64_t taps = p.kernel_h * p.kernel_w;
+  const float* xn = static_cast<const float*>(call.x) + n * call.x_stride.n;
+  float* yn = static_cast<float*>(call.y) + n * call.y_stride.n;
   const int64_t kw_reach = (p.kernel_w - 1) * p.dilation_w;
-  for (int64_t oh = oh0; oh < oh0 + rows; ++oh) {
-    // Kernel rows [i_lo, i_hi) read input rows; the others only zero padding.
-    const int64_t top = oh * p.stride_h - p.pad_top;
-    const int64_t i_lo = top >= 0 ? 0 : std::min(p.kernel_h, ceil_div(-top, p.dilation_h));
-    const int64_t i_hi = std::clamp(ceil_div(p.in_h - top, p.dilation_h), i_lo, p.kernel_h);
-    const float* xr = xn + (top + i_lo * p.dilation_h) * call.x_stride.h;
-    const float* wr = wblock + i_lo * p.kernel_w * kVL;
-    float* yr = yn + oh * call.y_stride.h;
-    for (int64_t ow = ow0; ow < ow0 + cols; ow += kMB) {
-      const size_t mb = size_t(std::min<int64_t>(kMB, ow0 + cols - ow));
-      const int64_t col0 = ow * p.stride_w - p.pad_left;
-      const bool inside = col0 >= 0 && col0 + int64_t(mb - 1) * p.stride_w + kw_reach < p.in_w;
-      (inside ? inner : edge)[mb - 1](inside ? xr + col0 * call.x_stride.w : xr, i_hi - i_lo,
-                                      p.dilation_h * call.x_stride.h, call.x_stride.w, col0, p.in_w, wr, bias_block,
-                                      fused, yr + ow * call.y_stride.w, call.y_stride.w);
+  for (int64_t ow = ow0; ow < ow0 + cols; ow += kMB) {
+    const size_t mb = size_t(std::min<int64_t>(kMB, ow0 + cols - ow));
+    const int64_t col0 = ow * p.stride_w - p.pad_left;
+    const bool inside = col0 >= 0 && col0 + int64_t(mb - 1) * p.stride_w + kw_reach < p.in_w;
+    const RowReuseFn block = (inside ? inner : edge)[mb - 1];
+    for (int64_t oh = oh0; oh < oh0 + rows; ++oh) {
+      // Kernel rows [i_lo, i_hi) read input rows; the others only zero padding.
+      const int64_t top = oh * p.stride_h - p.pad_top;
+      const int64_t i_lo = top >= 0 ? 0 : std::min(p.kernel_h, ceil_div(-top, p.dilation_h));
+      const int64_t i_hi = std::clamp(ceil_div(p.in_h - top, p.dilation_h), i_lo, p.kernel_h);
+      const float* xr = xn + (top + i_lo * p.dilation_h) * call.x_stride.h;
+      const float* x0 = inside ? xr + col0 * call.x_stride.w : xr;
+      float* y0 = yn + oh * call.y_stride.h + ow * call.y_stride.w;
+      for (int64_t cb = 0; cb < full_cblocks; ++cb)
+        block(x0 + cb * kVL, i_hi - i_lo, p.dilation_h * call.x_stride.h, call.x_stride.w, col0, p.in_w,
+              weights + (cb * taps + i_lo * p.kernel_w) * kVL, biases + cb * kVL, fused, y0 + cb * kVL,
+              call.y_stride.w);
       if (!is_simple(p.activation))
-        for (size_t m = 0; m < mb; ++m) activate_row(yr + (ow + int64_t(m)) * call.y_stride.w, kVL, p.activation);
+        for (size_t m = 0; m < mb; ++m) activate_row(y0 + int64_t(m) * call.y_stride.w, full_cblocks * kVL, p.activation);
     }
   }
 }
@@ -209,45 +225,40 @@ void run_cblock(const ConvCall& call) {
   float* y = static_cast<float*>(call.y);
   const int64_t taps = p.kernel_h * p.kernel_w;
   const RowReuseFn* reuse = row_reuse_blocks<false>(p);
+  const RowReuseFn* reuse_edge = d.in_place ? row_reuse_blocks<true>(p) : nullptr;
   const bool nchw = p.layout == Layout::NCHW;
-  const bool zero_padding =
-      p.pad_mode == PadMode::Zeros || (p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0);
-  const RowReuseFn* reuse_edge = !nchw && zero_padding && reuse ? row_reuse_blocks<true>(p) : nullptr;
+  const int64_t full_cblocks = p.in_channels / kVL;
   const Activation fused = is_simple(p.activation) ? p.activation : Activation::None;
   parallel_region(call.num_threads, [&] {
     DenormalGuard denormals;
     float* tile = scratch<float>(d.thread_floats);
     float* out_block = tile + d.tile_rows * d.tile_cols * kVL;
-    float* wblock = out_block + d.band_rows * d.band_cols * kVL;  // [tap][kVL]
-    float* bias_block = wblock + taps * kVL;
+    float* weights = out_block + d.band_rows * d.band_cols * kVL;  // [channel block][tap][kVL]
+    float* biases = weights + (d.in_place ? d.cblocks : 1) * taps * kVL;  // [channel block][kVL]
     std::vector<int64_t> tap_off(static_cast<size_t>(taps));
     int64_t last_cb = -1, last_tile_cols = -1;
-    // Each thread takes a contiguous range of items, the same range every call: a small
-    // layer's input and output then stay in that core's L2 from one call to the next (items
-    // dealt dynamically moved them between the cores' caches; 5-20 % slower), and in NHWC the
-    // channel blocks of a band run one after another, so the band's input lines (which hold
-    // every block) come from memory once and the threads do not write neighbouring lines of
-    // the same pixels.
-    const auto run_item = [&](int64_t item) {
-      const int64_t bands = p.batch * d.row_bands * d.col_bands;
-      const int64_t cb = nchw ? item / bands : item % d.cblocks;
-      const int64_t band = nchw ? item % bands : item / d.cblocks;
-      const int64_t n = band / (d.row_bands * d.col_bands);
-      const int64_t rb = band / d.col_bands % d.row_bands, colb = band % d.col_bands;
+    // [channel][tap] -> [tap][channel] (the weights of a channel are a "plane" of taps) for
+    // channel block cb, into slot `slot`.
+    const auto load_weights = [&](int64_t cb, int64_t slot) {
       const int64_t c0 = cb * kVL;
       const int cvalid = int(std::min<int64_t>(kVL, p.in_channels - c0));
-      if (cb != last_cb) {
-        // [channel][tap] -> [tap][channel]: the weights of a channel are a "plane" of taps.
-        planes_to_pixels(weight + c0 * taps, taps, cvalid, taps, wblock);
-        vstore(bias_block, bias ? vload_mask(bias + c0, lane_mask(0, cvalid)) : vzero());
+      planes_to_pixels(weight + c0 * taps, taps, cvalid, taps, weights + slot * taps * kVL);
+      vstore(biases + slot * kVL, bias ? vload_mask(bias + c0, lane_mask(0, cvalid)) : vzero());
+    };
+    if (d.in_place)
+      for (int64_t cb = 0; cb < d.cblocks; ++cb) load_weights(cb, cb);
+    // Channel block cb of a band through the padded tile.
+    const auto run_tile = [&](int64_t n, int64_t cb, int64_t oh0, int64_t rows, int64_t ow0, int64_t cols) {
+      const int64_t c0 = cb * kVL;
+      const int cvalid = int(std::min<int64_t>(kVL, p.in_channels - c0));
+      int64_t slot = cb;
+      if (!d.in_place) {
+        if (cb != last_cb) load_weights(cb, 0);
         last_cb = cb;
+        slot = 0;
       }
-      const int64_t oh0 = rb * d.band_rows, rows = std::min(d.band_rows, p.out_h - oh0);
-      const int64_t ow0 = colb * d.band_cols, cols = std::min(d.band_cols, p.out_w - ow0);
-      if (reuse_edge && cvalid == kVL) {  // NHWC, zero padding: in place
-        cblock_nhwc_in_place(call, reuse, reuse_edge, wblock, bias_block, n, c0, oh0, rows, ow0, cols);
-        return;
-      }
+      const float* wblock = weights + slot * taps * kVL;
+      const float* bias_block = biases + slot * kVL;
       const int64_t tile_rows = input_rows_for(p, rows), tile_cols = input_cols_for(p, cols);
       fill_interleaved_tile(call, n, c0, cvalid, oh0 * p.stride_h, tile_rows, ow0 * p.stride_w, tile_cols, tile);
       if (tile_cols != last_tile_cols) {
@@ -284,6 +295,28 @@ void run_cblock(const ConvCall& call) {
           }
         }
       }
+    };
+    // Each thread takes a contiguous range of items, the same range every call: a small
+    // layer's input and output then stay in that core's L2 from one call to the next (items
+    // dealt dynamically moved them between the cores' caches; 5-20 % slower), and in NHWC the
+    // channel blocks of a band run one after another, so the band's input lines (which hold
+    // every block) come from memory once and the threads do not write neighbouring lines of
+    // the same pixels.
+    const auto run_item = [&](int64_t item) {
+      const int64_t item_cblocks = d.in_place ? 1 : d.cblocks;
+      const int64_t bands = p.batch * d.row_bands * d.col_bands;
+      const int64_t cb = nchw ? item / bands : item % item_cblocks;
+      const int64_t band = nchw ? item % bands : item / item_cblocks;
+      const int64_t n = band / (d.row_bands * d.col_bands);
+      const int64_t rb = band / d.col_bands % d.row_bands, colb = band % d.col_bands;
+      const int64_t oh0 = rb * d.band_rows, rows = std::min(d.band_rows, p.out_h - oh0);
+      const int64_t ow0 = colb * d.band_cols, cols = std::min(d.band_cols, p.out_w - ow0);
+      if (d.in_place) {  // every channel block of the band: the full ones in place, a partial one tiled
+        cblock_nhwc_in_place(call, reuse, reuse_edge, full_cblocks, weights, biases, n, oh0, rows, ow0, cols);
+        if (full_cblocks < d.cblocks) run_tile(n, full_cblocks, oh0, rows, ow0, cols);
+        return;
+      }
+      run_tile(n, cb, oh0, rows, ow0, cols);
     };
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < d.items; ++item) run_item(item);
