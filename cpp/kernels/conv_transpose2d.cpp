@@ -12,11 +12,21 @@
 // layout), so the inner loop never checks bounds; rows outside the input are skipped whole.
 // Every output is written once (no scatter, no races, no zero-stuffed input).  Compiled once
 // per ISA: the vector width follows the ISA's flags.
+#include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/conv_transpose2d.h"
 #include "kernels/isa_common.h"
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include "kernels/simd.h"
+// float packs and NCHW stores by in-register transposes (the baseline build moves scalars)
+#define CPPCONV_CT_TRANSPOSES 1
+#else
+#define CPPCONV_CT_TRANSPOSES 0
+#endif
 
 #if defined(__AVX512F__)
 #define CPPCONV_CT_VEC_BYTES 64
@@ -80,27 +90,51 @@ size_t packed_bytes(const ConvTranspose2dProblem& p) {
   return size_t(p.groups * g.oc_blocks * p.kernel_h * p.kernel_w * g.group_in * nr<T>()) * sizeof(T);
 }
 
+// [group][output-channel block][i][j][c][NR], zero past the group's output channels.  One
+// (group, block) per unit; each input channel's NR rows of taps (output channel k's kh x kw
+// taps are contiguous in the (C, K / groups, kh, kw) weights) are transposed into the block's
+// columns: a one-shot call packs every time, and element by element the pack of 512 -> 256
+// channels at 4x4 (8 MB) took twice the arithmetic.
 template <class T>
-void pack(const ConvTranspose2dProblem& p, const void* weight, void* packed, int) {
+void pack(const ConvTranspose2dProblem& p, const void* weight, void* packed, int threads) {
   const Geometry g = geometry<T>(p);
   const T* w = static_cast<const T*>(weight);
   T* out = static_cast<T*>(packed);
-  const int64_t NR = nr<T>(), KH = p.kernel_h, KW = p.kernel_w, Cg = g.group_in;
-  for (int64_t gr = 0; gr < p.groups; ++gr)
-    for (int64_t b = 0; b < g.oc_blocks; ++b)
-      for (int64_t i = 0; i < KH; ++i)
-        for (int64_t j = 0; j < KW; ++j)
-          for (int64_t c = 0; c < Cg; ++c)
-            for (int64_t l = 0; l < NR; ++l) {
-              const int64_t k = b * NR + l;
-              *out++ = k < g.group_out ? w[(((gr * Cg + c) * g.group_out + k) * KH + i) * KW + j] : T(0);
-            }
+  const int64_t NR = nr<T>(), taps = p.kernel_h * p.kernel_w, Cg = g.group_in, units = p.groups * g.oc_blocks;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && units > 1)
+  for (int64_t unit = 0; unit < units; ++unit) {
+    const int64_t gr = unit / g.oc_blocks, b = unit % g.oc_blocks;
+    const int64_t valid = std::min(NR, g.group_out - b * NR);
+    T* dst = out + unit * taps * Cg * NR;  // tap t of channel c at dst + (t * Cg + c) * NR
+    for (int64_t c = 0; c < Cg; ++c) {
+      const T* rows = w + ((gr * Cg + c) * g.group_out + b * NR) * taps;  // row l: output channel b * NR + l
+#if CPPCONV_CT_TRANSPOSES
+      if constexpr (std::is_same_v<T, float>) {
+        constexpr int L = simd::kLanes<float>;
+        for (int64_t h = 0; h < NR; h += L)
+          simd::planes_to_pixels(rows + h * taps, taps, int(std::clamp<int64_t>(valid - h, 0, L)), taps,
+                                 dst + c * NR + h, Cg * NR);
+        continue;
+      }
+#endif
+      for (int64_t t = 0; t < taps; ++t)
+        for (int64_t l = 0; l < NR; ++l) dst[(t * Cg + c) * NR + l] = l < valid ? rows[l * taps + t] : T(0);
+    }
+  }
 }
 
+// NCHW float output rows go through a per-thread buffer [ow][NR] and in-register transposes
+// (stored one value at a time, each pixel's NR outputs went to NR planes).
 template <class T>
-size_t workspace_bytes(const ConvTranspose2dProblem& p, int) {
+int64_t row_buffer_elems(const ConvTranspose2dProblem& p) {
+  return CPPCONV_CT_TRANSPOSES && std::is_same_v<T, float> && p.layout == Layout::NCHW ? p.out_w * nr<T>() : 0;
+}
+
+// The padded NHWC input, then each thread's row buffer.
+template <class T>
+size_t workspace_bytes(const ConvTranspose2dProblem& p, int threads) {
   const Geometry g = geometry<T>(p);
-  return size_t(p.batch * p.in_h * g.padded_w * p.in_channels) * sizeof(T);
+  return size_t(p.batch * p.in_h * g.padded_w * p.in_channels + threads * row_buffer_elems<T>(p)) * sizeof(T);
 }
 
 struct Tap {
@@ -172,12 +206,13 @@ void run_phase(const ConvTransposeCall& call) {
   }
 
   // The input as NHWC with E zero columns on the left and zeros past the right edge.
-  std::vector<T> xpad(size_t(p.batch * IH * PW * C));
   const int threads = call.num_threads;
+  const int64_t xpad_elems = p.batch * IH * PW * C, row_elems = row_buffer_elems<T>(p);
+  T* xpad = scratch<T>(size_t(xpad_elems + threads * row_elems));
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t row = 0; row < p.batch * IH; ++row) {
     const int64_t n = row / IH, ih = row % IH;
-    T* d = xpad.data() + row * PW * C;
+    T* d = xpad + row * PW * C;
     std::memset(d, 0, sizeof(T) * size_t(E * C));
     std::memset(d + (E + IW) * C, 0, sizeof(T) * size_t((PW - E - IW) * C));
     const T* s = x + n * call.x_stride.n + ih * call.x_stride.h;
@@ -198,6 +233,7 @@ void run_phase(const ConvTransposeCall& call) {
     std::vector<Tap> row_taps;
     alignas(64) T bias_block[NR];
     alignas(64) T tile[MR * NR];
+    T* row_buf = xpad + xpad_elems + thread_id() * row_elems;
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {
       int64_t rest = item;
@@ -220,7 +256,7 @@ void run_phase(const ConvTransposeCall& call) {
         if (o < 0) break;
         if (o % SH == 0 && o / SH < IH) row_taps.push_back({i, o / SH});
       }
-      const T* xn = xpad.data() + n * IH * PW * C + gr * Cg;
+      const T* xn = xpad + n * IH * PW * C + gr * Cg;
       const T* wblock = wp + (gr * g.oc_blocks + ob) * KH * KW * Cg * NR;
 
       for (int64_t r = 0; r < SW; ++r) {
@@ -259,12 +295,25 @@ void run_phase(const ConvTransposeCall& call) {
             T* yo = y + n * call.y_stride.n + oh * call.y_stride.h + ow * call.y_stride.w + k0 * call.y_stride.c;
             if (nhwc) {
               std::memcpy(yo, t, sizeof(T) * size_t(kcount));
+            } else if (row_elems > 0) {
+              std::memcpy(row_buf + ow * NR, t, sizeof(T) * size_t(NR));
             } else {
               for (int64_t l = 0; l < kcount; ++l) yo[l * call.y_stride.c] = t[l];
             }
           }
         }
       }
+#if CPPCONV_CT_TRANSPOSES
+      if constexpr (std::is_same_v<T, float>) {
+        if (row_elems > 0) {  // every phase has filled the row: [ow][NR] into NR planes
+          constexpr int L = simd::kLanes<float>;
+          T* yrow = y + n * call.y_stride.n + oh * call.y_stride.h + k0 * call.y_stride.c;
+          for (int64_t h = 0; h < kcount; h += L)
+            simd::pixels_to_planes(row_buf + h, NR, int(std::min<int64_t>(L, kcount - h)), p.out_w,
+                                   yrow + h * call.y_stride.c, call.y_stride.c);
+        }
+      }
+#endif
     }
   });
 }

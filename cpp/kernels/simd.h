@@ -279,9 +279,11 @@ static inline void transpose_square(Vec<float> (&rows)[kLanes<float>]) {
 }
 
 // Channels [0, cvalid) of `count` pixels of a set of planes `plane_stride` apart, transposed
-// into [pixel][kLanes] at `dst`; lanes past cvalid are zero.  (Loops over the vector array
-// are fully unrolled, with the bounds as conditions inside, so the block stays in registers.)
-static inline void planes_to_pixels(const float* src, int64_t plane_stride, int cvalid, int64_t count, float* dst) {
+// into pixels of kLanes values `pixel_pitch` apart at `dst`; lanes past cvalid are zero.
+// (Loops over the vector array are fully unrolled, with the bounds as conditions inside, so
+// the block stays in registers.)
+static inline void planes_to_pixels(const float* src, int64_t plane_stride, int cvalid, int64_t count, float* dst,
+                                    int64_t pixel_pitch = kLanes<float>) {
   constexpr int L = kLanes<float>;
   int64_t q = 0;
   if (cvalid == L) {
@@ -291,7 +293,7 @@ static inline void planes_to_pixels(const float* src, int64_t plane_stride, int 
       for (int c = 0; c < L; ++c) v[c] = vload(src + c * plane_stride + q);
       transpose_square(v);
 #pragma GCC unroll 16
-      for (int m = 0; m < L; ++m) vstore(dst + (q + m) * L, v[m]);
+      for (int m = 0; m < L; ++m) vstore(dst + (q + m) * pixel_pitch, v[m]);
     }
   }
   for (; q < count; q += L) {
@@ -303,7 +305,7 @@ static inline void planes_to_pixels(const float* src, int64_t plane_stride, int 
     transpose_square(v);
 #pragma GCC unroll 16
     for (int m = 0; m < L; ++m)
-      if (m < n) vstore(dst + (q + m) * L, v[m]);
+      if (m < n) vstore(dst + (q + m) * pixel_pitch, v[m]);
   }
 }
 
