@@ -165,6 +165,37 @@ def test_avg_pool_random(isa, layout, seed):
         np.testing.assert_allclose(from_layout(y32, layout), want, rtol=1e-5, atol=1e-5)
 
 
+# Rows wide enough for whole vectors and blocks of them held in registers (16 lanes x 4 on
+# AVX-512, 8 x 4 on AVX2), around those sizes, at strides 1 and 2 (input rows split into even
+# and odd columns), padding, dilation, ceil_mode; float32 without indices takes that path.
+WIDE_POOL_CASES = [
+    # kind, (kh, kw), (sh, sw), pads (t, b, l, r), (dh, dw), ceil_mode
+    ("max", (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), False),
+    ("max", (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), True),
+    ("max", (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), False),
+    ("max", (3, 5), (1, 2), (0, 1, 2, 1), (2, 2), True),
+    ("avg", (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False),
+    ("avg", (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), True),
+    ("avg", (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), False),
+    ("avg", (1, 4), (1, 2), (0, 0, 2, 1), (1, 1), True),
+]
+
+
+@pytest.mark.parametrize("case", range(len(WIDE_POOL_CASES)))
+@pytest.mark.parametrize("W", [15, 16, 17, 31, 33, 63, 64, 65, 129, 130, 257])
+def test_wide_rows(isa, case, W):
+    kind, kernel, stride, pads, dilation, ceil_mode = WIDE_POOL_CASES[case]
+    rng = make_rng("wide-rows", case, W)
+    x = random_input(rng, (2, 3, 7, W), np.float32, nan=kind == "max" and W % 2 == 1)
+    want, _ = ref_pool(x.astype(np.float64), kind, kernel, stride, pads, dilation, ceil_mode)
+    if kind == "max":
+        y = cppconv.max_pool2d(x, kernel, stride, padding_arg(pads), dilation, ceil_mode)
+        np.testing.assert_array_equal(y, want.astype(np.float32))
+    else:
+        y = cppconv.avg_pool2d(x, kernel, stride, padding_arg(pads), ceil_mode)
+        np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_ceil_mode_windows_hang_over(isa, layout):
     # 5 wide, kernel 2 stride 2: ceil_mode adds a window [4, 6) that hangs over the edge.

@@ -146,6 +146,37 @@ static inline void vstore_mask(float* p, __m256 v, __m256i m) { _mm256_maskstore
 static inline void vstore_mask(double* p, __m256d v, __m256i m) { _mm256_maskstore_pd(p, m, v); }
 #endif
 
+// Max pooling's rule (PyTorch's): v replaces acc where it is larger or NaN, so a NaN wins
+// and stays.  (vmax alone returns its second operand when either is NaN: a NaN already in
+// acc would be lost.)
+#if defined(__AVX512F__)
+static inline __m512 vmax_nan_wins(__m512 acc, __m512 v) {
+  const __mmask16 take = _mm512_cmp_ps_mask(v, acc, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  return _mm512_mask_blend_ps(take, acc, v);
+}
+// p's lanes in m, `fill` in the others.
+static inline __m512 vload_mask_or(const float* p, __mmask16 m, __m512 fill) { return _mm512_mask_loadu_ps(fill, m, p); }
+// The even and odd values of the 2 kLanes consecutive values a, b.
+static inline void deinterleave2(__m512 a, __m512 b, __m512& even, __m512& odd) {
+  const __m512i e = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  even = _mm512_permutex2var_ps(a, e, b);
+  odd = _mm512_permutex2var_ps(a, _mm512_add_epi32(e, _mm512_set1_epi32(1)), b);
+}
+#else
+static inline __m256 vmax_nan_wins(__m256 acc, __m256 v) {
+  const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, acc, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  return _mm256_blendv_ps(acc, v, take);
+}
+static inline __m256 vload_mask_or(const float* p, __m256i m, __m256 fill) {
+  return _mm256_blendv_ps(fill, _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
+}
+static inline void deinterleave2(__m256 a, __m256 b, __m256& even, __m256& odd) {
+  const __m256 lo = _mm256_permute2f128_ps(a, b, 0x20), hi = _mm256_permute2f128_ps(a, b, 0x31);  // a0-3 b0-3, a4-7 b4-7
+  even = _mm256_shuffle_ps(lo, hi, 0x88);
+  odd = _mm256_shuffle_ps(lo, hi, 0xDD);
+}
+#endif
+
 // The first n lanes.
 template <class T>
 static inline Vec<T> vload_partial(const T* p, int n) { return vload_mask(p, lane_mask<T>(0, n)); }
