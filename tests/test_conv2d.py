@@ -968,11 +968,12 @@ BIG_SWEEP_CASES = [
     # one partial), with an activation applied per segment after the stores.
     dict(N=1, C=24, K=13, activation="tanh", layout="NCHW", **_geometry_case(60, 61, (1, 1), pad=False)),
     dict(N=1, C=200, K=48, activation="relu", layout="NCHW", **_geometry_case(12, 12, (1, 1))),
-    # Flat 1x1 planes through channel-vector kernels: segments of a plane (the last one shorter)
-    # that every k block runs in turn, an output-channel tail, an activation applied per segment
-    # after the stores; NHWC with the weights packed inside the items (one segment).
-    dict(N=2, C=100, K=70, activation="tanh", layout="NCHW", **_geometry_case(23, 29, (1, 1), pad=False)),
-    dict(N=1, C=72, K=40, activation="relu", layout="NHWC", **_geometry_case(9, 25, (1, 1), pad=False)),
+    # Flat 1x1 planes (rows narrower than two register blocks) through channel-vector kernels:
+    # segments of a plane (the last one shorter) that every k block runs in turn, an
+    # output-channel tail, an activation applied per segment after the stores; NHWC with the
+    # weights packed inside the items (one segment).
+    dict(N=2, C=100, K=70, activation="tanh", layout="NCHW", **_geometry_case(41, 11, (1, 1), pad=False)),
+    dict(N=1, C=72, K=40, activation="relu", layout="NHWC", **_geometry_case(25, 9, (1, 1), pad=False)),
     dict(N=3, C=64, K=64, groups=2, activation="relu", layout="NCHW", **_geometry_case(10, 10, (5, 5))),
     dict(N=1, C=40, K=40, groups=40, activation=None, layout="NCHW",
          **_geometry_case(16, 16, (3, 3), stride=2)),

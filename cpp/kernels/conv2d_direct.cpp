@@ -161,7 +161,10 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
   d.group_out = p.out_channels / p.groups;
   d.taps = p.kernel_h * p.kernel_w;
   d.direct_input = can_read_in_place(p);
-  d.flat = is_flat(p);
+  // ChannelVec runs flat only where rows are short (14 pixels ran as 7 + 7): 56-pixel rows
+  // already fill its blocks, and as segments 1x1 256 -> 64 at 56 x 56 lost 1-2 % on a quiet
+  // host and 12 % when the host took time from one core.
+  d.flat = is_flat(p) && (o == Orientation::PixelVec || p.out_w < 2 * kMR);
   d.pixel_pitch = 1;
   if (d.direct_input) {
     const bool nhwc = p.layout == Layout::NHWC;
