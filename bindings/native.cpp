@@ -374,6 +374,19 @@ PYBIND11_MODULE(_native, m) {
     for (const ConvAlgorithm* a : all_conv_algorithms()) names.emplace_back(a->name);
     return names;
   });
+  m.def(
+      "fma_peak_gflops",
+      [](int threads, double seconds) {
+        if (threads < 1 || threads > kMaxThreads)
+          throw std::invalid_argument("threads must be in [1, " + std::to_string(kMaxThreads) + "], got " +
+                                      std::to_string(threads));
+        if (!(seconds >= 0 && seconds <= 60)) throw std::invalid_argument("seconds must be in [0, 60]");
+        py::gil_scoped_release release;
+        return active_table().fma_peak_gflops(threads, seconds);
+      },
+      py::arg("threads"), py::arg("seconds") = 0.2,
+      "Float32 multiply-add GFLOP/s of the selected ISA's vectors on `threads` threads (the best round "
+      "in about `seconds`): the machine limit benchmarks compare against.");
   bind_pool_and_transpose(m);
   m.def("openmp", []() {
 #if defined(_OPENMP)

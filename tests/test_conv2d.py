@@ -111,6 +111,17 @@ def test_isa_hooks():
     assert len(set(algos)) == len(algos)
 
 
+def test_fma_peak(isa):
+    # The benchmark's reference rate (performance targets live in bench/, not in tests):
+    # positive on every ISA, its arguments checked.
+    one = _native.fma_peak_gflops(1, 0.0)
+    assert one > 0
+    assert _native.fma_peak_gflops(2, 0.0) > 0
+    for threads, seconds in [(0, 0.1), (_native.MAX_THREADS + 1, 0.1), (1, -1.0), (1, float("nan")), (1, 61.0)]:
+        with pytest.raises(ValueError):
+            _native.fma_peak_gflops(threads, seconds)
+
+
 def test_known_values(isa):
     x = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
     y = cppconv.conv2d(x, np.ones((1, 1, 2, 2)))

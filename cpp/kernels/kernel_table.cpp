@@ -4,6 +4,7 @@
 #include "kernels/conv2d_tiled.h"
 #include "kernels/conv2d_winograd_f32.h"
 #include "kernels/conv_transpose2d.h"
+#include "kernels/fma_peak.h"
 #include "kernels/pool2d.h"
 #include "kernels/isa_common.h"
 
@@ -49,7 +50,8 @@ const KernelTable& kernel_table() {
   static const KernelTable table = {CPPCONV_ISA_NAME, kConvAlgorithms,
                                     int(sizeof(kConvAlgorithms) / sizeof(kConvAlgorithms[0])),
                                     kPoolAlgorithms, count_of(kPoolAlgorithms),
-                                    kConvTransposeAlgorithms, count_of(kConvTransposeAlgorithms)};
+                                    kConvTransposeAlgorithms, count_of(kConvTransposeAlgorithms),
+                                    fma_peak_gflops};
   return table;
 }
 

@@ -49,6 +49,8 @@ struct KernelTable {
   int pool_count;
   const ConvTransposeAlgorithm* conv_transpose;  // likewise
   int conv_transpose_count;
+  // The ISA's float32 multiply-add limit, measured (kernels/fma_peak.cpp).
+  double (*fma_peak_gflops)(int threads, double seconds);
 };
 
 #define CPPCONV_DECLARE_ISA_TABLE(ns) \

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['Conv2dPlan', 'ConvTranspose2dPlan', 'MAX_THREADS', 'adaptive_pool2d', 'available_isas', 'conv2d', 'conv2d_simple', 'conv_algorithms', 'conv_transpose2d', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'get_num_threads', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool_algorithms', 'pool_output_size', 'select_isa', 'selected_isa', 'set_num_threads']
+__all__: list[str] = ['Conv2dPlan', 'ConvTranspose2dPlan', 'MAX_THREADS', 'adaptive_pool2d', 'available_isas', 'conv2d', 'conv2d_simple', 'conv_algorithms', 'conv_transpose2d', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'fma_peak_gflops', 'get_num_threads', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool_algorithms', 'pool_output_size', 'select_isa', 'selected_isa', 'set_num_threads']
 class Conv2dPlan:
     def __init__(self, weight: numpy.ndarray, bias: typing.Any, copy: bool = True) -> None:
         ...
@@ -59,6 +59,10 @@ def explain(dtype: str, x_shape: typing.Annotated[collections.abc.Sequence[typin
     ...
 def explain_pool(dtype: str, x_shape: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(4)"], out_shape: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(4)"], kind: typing.SupportsInt | typing.SupportsIndex, adaptive: bool, layout: typing.SupportsInt | typing.SupportsIndex) -> dict:
     ...
+def fma_peak_gflops(threads: typing.SupportsInt | typing.SupportsIndex, seconds: typing.SupportsFloat | typing.SupportsIndex = 0.2) -> float:
+    """
+    Float32 multiply-add GFLOP/s of the selected ISA's vectors on `threads` threads (the best round in about `seconds`): the machine limit benchmarks compare against.
+    """
 def get_num_threads() -> int:
     ...
 def openmp() -> bool:

@@ -636,6 +636,9 @@ def machine_info(threads: int, git_root: Optional[str] = None) -> Dict[str, Any]
         "cppconv_version": getattr(cppconv, "__version__", getattr(native, "__version__", None)),
         "cppconv_isa": native.selected_isa() if hasattr(native, "selected_isa") else None,
         "cppconv_openmp": native.openmp() if hasattr(native, "openmp") else None,
+        # The machine limit the GFLOP/s compare against: float32 multiply-adds of the selected
+        # ISA's vectors on the same threads, measured now.
+        "fma_peak_gflops": native.fma_peak_gflops(threads, 0.5) if hasattr(native, "fma_peak_gflops") else None,
         "versions": versions,
         "git": _git_info(git_root),
     }
@@ -710,9 +713,12 @@ def geomean(xs: Sequence[float]) -> Optional[float]:
 
 
 def build_table(rows: List[Tuple[Layer, Dict[str, Result], Optional[Dict[str, Any]]]],
-                columns: Sequence[str]) -> Tuple[List[str], List[List[str]], List[str]]:
+                columns: Sequence[str], peak_gflops: Optional[float] = None
+                ) -> Tuple[List[str], List[List[str]], List[str]]:
     peer_cols = [c for c in columns if c not in ("cppconv", "Conv2d")]
     header = ["layer", "cppconv us", "cppconv GF/s"]
+    if peak_gflops:
+        header.append("% peak")
     if "Conv2d" in columns:
         header.append("Conv2d GF/s")
     header += [f"{RUNNERS[c][0]} GF/s" for c in peer_cols]
@@ -722,6 +728,8 @@ def build_table(rows: List[Tuple[Layer, Dict[str, Result], Optional[Dict[str, An
         c = res.get("cppconv")
         us = _fmt_num(c.timing.median_s * 1e6) if c is not None and c.status == "ok" else (c.status if c else "")
         row = [layer.name, us, _fmt_gf(c)]
+        if peak_gflops:
+            row.append(f"{100 * c.gflops / peak_gflops:.0f}" if c is not None and c.status == "ok" else "")
         if "Conv2d" in columns:
             row.append(_fmt_gf(res.get("Conv2d")))
         row += [_fmt_gf(res.get(col)) for col in peer_cols]
@@ -740,6 +748,10 @@ def build_table(rows: List[Tuple[Layer, Dict[str, Result], Optional[Dict[str, An
                                     ("loop", "cppconv.conv2d", "loop (tap loop)"),
                                     ("best_fw", "cppconv.conv2d", fw),
                                     ("Conv2d_best_fw", "cppconv.Conv2d (prepacked)", fw))]
+    if peak_gflops:
+        summary.append(f"measured FMA peak (float32, these threads): {peak_gflops:.0f} GFLOP/s; `% peak` is "
+                       "cppconv.conv2d's GFLOP/s against it (Winograd layers count the direct "
+                       "convolution's multiply-adds, so they can pass 100)")
     return header, body, summary
 
 
@@ -1005,7 +1017,7 @@ def run(args: argparse.Namespace, argv: Sequence[str], git_root: Optional[str] =
         progress.close()
         total_s = time.perf_counter() - t_start
 
-    header, body, summary = build_table(rows, columns)
+    header, body, summary = build_table(rows, columns, info.get("fma_peak_gflops"))
     print()
     print(format_text(header, body))
     print()
