@@ -196,6 +196,27 @@ def test_wide_rows(isa, case, W):
         np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("case", [0, 3, 4, 5])
+@pytest.mark.parametrize("C", [16, 17, 63, 64, 65, 130, 300])
+def test_many_channels_nhwc(isa, case, C):
+    # NHWC vectorises across channels, in blocks of up to 256 channels per work item: counts
+    # around the vector and block sizes, and global pooling (a few items per pixel).
+    kind, kernel, stride, pads, dilation, ceil_mode = WIDE_POOL_CASES[case]
+    rng = make_rng("many-channels", case, C)
+    x = random_input(rng, (2, C, 9, 11), np.float32, nan=kind == "max")
+    want, _ = ref_pool(x.astype(np.float64), kind, kernel, stride, pads, dilation, ceil_mode)
+    xl = to_layout(x, "NHWC")
+    if kind == "max":
+        y = cppconv.max_pool2d(xl, kernel, stride, padding_arg(pads), dilation, ceil_mode, layout="NHWC")
+        np.testing.assert_array_equal(from_layout(y, "NHWC"), want.astype(np.float32))
+    else:
+        y = cppconv.avg_pool2d(xl, kernel, stride, padding_arg(pads), ceil_mode, layout="NHWC")
+        np.testing.assert_allclose(from_layout(y, "NHWC"), want, rtol=1e-6, atol=1e-6)
+    g = cppconv.adaptive_avg_pool2d(xl, 1, layout="NHWC")
+    np.testing.assert_allclose(from_layout(g, "NHWC"), x.astype(np.float64).mean(axis=(2, 3), keepdims=True),
+                               rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_ceil_mode_windows_hang_over(isa, layout):
     # 5 wide, kernel 2 stride 2: ceil_mode adds a window [4, 6) that hangs over the edge.
