@@ -104,9 +104,10 @@ struct EnginePlan {
   int64_t k_units;
   int64_t pixels_per_row;  // pixels one row-run covers (out_w, or out_h * out_w when flat)
   // Flat: pixels per segment.  A plane whose input outgrows L2 is cut into segments, each run
-  // through every k chunk (k block) in turn, so that the segment's input stays in L1 (L2) for
-  // all of them instead of the whole plane streaming past once per k chunk.  A ChannelVec
-  // segment is also one run of its microkernels: 14 x 14 outputs as rows took them 7 at a time.
+  // through every k chunk (PixelVec) or k block (ChannelVec) in turn, so that the segment's
+  // input stays in L1 (ChannelVec: L2) for all of them instead of the whole plane streaming
+  // past once per k chunk.  A ChannelVec segment is also one run of its microkernels: 14 x 14
+  // outputs as rows took them 7 at a time.
   int64_t flat_segment;
   // ChannelVec: rows per work item (one segment when flat) and input channels per slice
   // (reduction blocking).
@@ -212,7 +213,7 @@ EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
     if (!d.packs_in_items) {
       const int64_t plane_bytes = d.pixels_per_row * d.group_in * int64_t(sizeof(T));
       segments = std::max(ceil_div(plane_bytes, kChannelVecSegmentBytes), ceil_div(4 * threads, d.k_units));
-      segments = ceil_div(segments, int64_t(threads)) * threads;  // whole rounds (17 on 2 threads ran 9 + 8)
+      segments = ceil_div(segments, int64_t(threads)) * threads;  // whole rounds: 17 on 2 threads would run 9 + 8
       segments = std::min(segments, ceil_div(d.pixels_per_row, kMR));
     }
     d.flat_segment = ceil_div(d.pixels_per_row, segments);
