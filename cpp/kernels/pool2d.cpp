@@ -61,13 +61,11 @@ void run_rows_nchw_f32(const PoolCall& call, const std::vector<int64_t>& lo, con
   const float* x = static_cast<const float*>(call.x);
   float* y = static_cast<float*>(call.y);
   const int64_t OW = p.out_w, S = p.stride_w, W = p.in_w;
-  const bool is_max = kMax;
   const V identity = vset1(kMax ? neg_inf<float>() : 0.0f);
   const auto combine = [](V acc, V v) { return kMax ? vmax_nan_wins(acc, v) : acc + v; };
-  // Stride 2: each thread's window rows, split [row][even, odd][phase_w] (the last split
-  // writes up to a vector past half the row).
-  // An item is a band of output rows of one plane; at stride 2 the band's input rows, from the
-  // first its windows read to the last, are split once each.
+  // An item is a band of output rows of one plane.  At stride 2 the band's input rows, from
+  // the first its windows read to the last, are split once each into the thread's buffer,
+  // [row][even, odd][phase_w] (the last split of a row writes up to a vector past its half).
   constexpr int64_t kBandRows = 8;
   const int64_t planes = p.batch * p.channels;
   int64_t band_rows = kBandRows;
@@ -95,7 +93,7 @@ void run_rows_nchw_f32(const PoolCall& call, const std::vector<int64_t>& lo, con
   const int64_t thread_elems = ceil_div(max_rows * 2 * phase_w, kLine) * kLine;
   // Average: the columns' divisor factors as floats (their product with the row's, in float,
   // is the generic path's divisor).
-  const int64_t col_elems = is_max || p.divisor_override != 0 ? 0 : ceil_div(OW, kLine) * kLine;
+  const int64_t col_elems = kMax || p.divisor_override != 0 ? 0 : ceil_div(OW, kLine) * kLine;
   float* buf = scratch<float>(size_t(col_elems + call.num_threads * thread_elems));
   for (int64_t ow = 0; ow < std::min(col_elems, OW); ++ow) buf[ow] = float(call.cols.size[ow]);
 
@@ -162,7 +160,7 @@ void run_rows_nchw_f32(const PoolCall& call, const std::vector<int64_t>& lo, con
             if (o >= OW) break;
             const int count = int(std::min<int64_t>(L, OW - o));
             V r = acc[v];
-            if (!is_max) {
+            if (!kMax) {
               if (p.divisor_override != 0) {
                 r = r / vset1(float(p.divisor_override));
               } else {
