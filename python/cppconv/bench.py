@@ -64,6 +64,10 @@ Methodology
   torch / torch_cl / onnxruntime, plus the prepacked Conv2d layer versus that best
   framework (like for like with onnxruntime, which prepacks weights when the session is
   built); the summary gives their geometric means.
+* Peak: before the layers, ``cppconv._native.fma_peak_gflops(T)`` measures the float32
+  multiply-add rate of the selected ISA's vectors on the T threads (independent FMA chains
+  in registers, best round of about 0.5 s); ``% peak`` is cppconv.conv2d's GFLOP/s against
+  it.  Winograd layers count the direct convolution's multiply-adds, so theirs can pass 100.
 """
 
 from __future__ import annotations
