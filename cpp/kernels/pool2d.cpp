@@ -59,6 +59,7 @@ void run_rows_nchw_f32(const PoolCall& call, const std::vector<int64_t>& lo, con
   constexpr int kChunk = 4;  // output vectors in registers
   const Pool2dProblem& p = call.p;
   const float* x = static_cast<const float*>(call.x);
+  const float* x_end = x + (p.batch - 1) * call.x_stride.n + (p.channels - 1) * call.x_stride.c + p.in_h * call.x_stride.h;
   float* y = static_cast<float*>(call.y);
   const int64_t OW = p.out_w, S = p.stride_w, W = p.in_w;
   const V identity = vset1(kMax ? neg_inf<float>() : 0.0f);
@@ -111,7 +112,9 @@ void run_rows_nchw_f32(const PoolCall& call, const std::vector<int64_t>& lo, con
         const float* xr = xp + h * call.x_stride.h;
         float* even = phases + (h - first) * 2 * phase_w;
         for (int64_t q = 0; q < W; q += 2 * L) {
-          const int64_t left = W - q;
+          // Past the row's end, the next row's values land in phase slots no tap reads; only
+          // the input's very end needs masked loads (which were slow on lines still in memory).
+          const int64_t left = xr + q + 2 * L <= x_end ? 2 * L : W - q;
           const V v0 = left >= L ? vload(xr + q) : vload_partial(xr + q, int(left));
           const V v1 = left >= 2 * L ? vload(xr + q + L) : left > L ? vload_partial(xr + q + L, int(left - L)) : vzero();
           V e, o;
