@@ -37,9 +37,11 @@ static inline void fill_interleaved_tile(const ConvCall& call, int64_t n, int64_
     }
     const float* xr = x + src_row * call.x_stride.h;
     if (p.layout == Layout::NHWC) {
+      // (Whole channel blocks by plain loads: masked loads of lines still in memory are slow.)
       for (int64_t col = 0; col < cols; ++col) {
         const int64_t src_col = src_col_of(col);
-        vstore(dst + col * L, src_col < 0 ? vzero() : vload_mask(xr + src_col * call.x_stride.w, cmask));
+        const float* src = xr + src_col * call.x_stride.w;
+        vstore(dst + col * L, src_col < 0 ? vzero() : cvalid == L ? vload(src) : vload_mask(src, cmask));
       }
       continue;
     }
