@@ -45,8 +45,10 @@ static inline void fill_interleaved_tile(const ConvCall& call, int64_t n, int64_
       }
       continue;
     }
-    planes_to_pixels(xr + (col0 + inner_lo - p.pad_left), call.x_stride.c, cvalid, inner_hi - inner_lo,
-                     dst + inner_lo * L);
+    // (Each plane is readable to its end: the rows below this one.)
+    const int64_t first_col = col0 + inner_lo - p.pad_left;
+    planes_to_pixels(xr + first_col, call.x_stride.c, cvalid, inner_hi - inner_lo, dst + inner_lo * L, L,
+                     (p.in_h - src_row) * call.x_stride.h - first_col);
     for (int64_t col = 0; col < cols; ++col) {
       if (col == inner_lo) col = inner_hi;
       if (col >= cols) break;
