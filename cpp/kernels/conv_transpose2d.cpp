@@ -28,14 +28,6 @@
 #define CPPCONV_CT_TRANSPOSES 0
 #endif
 
-#if defined(__AVX512F__)
-#define CPPCONV_CT_VEC_BYTES 64
-#elif defined(__AVX__)
-#define CPPCONV_CT_VEC_BYTES 32
-#else
-#define CPPCONV_CT_VEC_BYTES 16
-#endif
-
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
 namespace {
@@ -44,14 +36,14 @@ template <class T>
 struct Vec;
 template <>
 struct Vec<float> {
-  typedef float type __attribute__((vector_size(CPPCONV_CT_VEC_BYTES)));
+  typedef float type __attribute__((vector_size(CPPCONV_VEC_BYTES)));
 };
 template <>
 struct Vec<double> {
-  typedef double type __attribute__((vector_size(CPPCONV_CT_VEC_BYTES)));
+  typedef double type __attribute__((vector_size(CPPCONV_VEC_BYTES)));
 };
 
-#if CPPCONV_CT_VEC_BYTES == 64
+#if CPPCONV_VEC_BYTES == 64
 #define CPPCONV_CT_MAX_MR 8  // 16 of the 32 vector registers accumulate
 #else
 #define CPPCONV_CT_MAX_MR 6  // 12 of the 16 vector registers accumulate
@@ -59,7 +51,7 @@ struct Vec<double> {
 constexpr int64_t kMR = CPPCONV_CT_MAX_MR;  // most pixels per micro-tile
 template <class T>
 constexpr int64_t lanes() {
-  return CPPCONV_CT_VEC_BYTES / int64_t(sizeof(T));
+  return CPPCONV_VEC_BYTES / int64_t(sizeof(T));
 }
 template <class T>
 constexpr int64_t nr() {

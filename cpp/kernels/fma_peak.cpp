@@ -9,20 +9,12 @@
 #include "kernels/fma_peak.h"
 #include "kernels/isa_common.h"
 
-#if defined(__AVX512F__)
-#define CPPCONV_PEAK_VEC_BYTES 64
-#elif defined(__AVX__)
-#define CPPCONV_PEAK_VEC_BYTES 32
-#else
-#define CPPCONV_PEAK_VEC_BYTES 16
-#endif
-
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
 namespace {
 
-typedef float PeakVec __attribute__((vector_size(CPPCONV_PEAK_VEC_BYTES)));
-constexpr int kLanes = CPPCONV_PEAK_VEC_BYTES / int(sizeof(float));
+typedef float PeakVec __attribute__((vector_size(CPPCONV_VEC_BYTES)));
+constexpr int kLanes = CPPCONV_VEC_BYTES / int(sizeof(float));
 constexpr int kChains = 12;  // 2 pipes x 4 cycles of latency, with room
 constexpr long kSteps = 1 << 16;
 

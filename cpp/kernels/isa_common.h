@@ -25,6 +25,15 @@
 #define CPPCONV_STRINGIFY(x) CPPCONV_STRINGIFY_(x)
 // The ISA's name, for algorithm names of the form <op>_<params>__<isa>_<tile>.
 #define CPPCONV_ISA_NAME CPPCONV_STRINGIFY(CPPCONV_ISA_NS)
+// The ISA's vector width in bytes, for portable code in GCC vector extensions
+// (`__attribute__((vector_size(CPPCONV_VEC_BYTES)))`), which the baseline build runs too.
+#if defined(__AVX512F__)
+#define CPPCONV_VEC_BYTES 64
+#elif defined(__AVX__)
+#define CPPCONV_VEC_BYTES 32
+#else
+#define CPPCONV_VEC_BYTES 16
+#endif
 
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
