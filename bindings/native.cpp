@@ -55,9 +55,12 @@ Shape4 shape4(const py::array& a) { return {a.shape(0), a.shape(1), a.shape(2), 
 Conv2dProblem make_problem(DType dtype, const Shape4& x, const Shape4* out, int64_t out_channels, int64_t group_in,
                            int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t pt,
                            int64_t pb, int64_t pl, int64_t pr, int64_t groups, int pad_mode, int layout,
-                           int activation) {
+                           int activation, int precision) {
   Conv2dProblem p;
   p.dtype = dtype;
+  // -1: the process-wide setting, read once for the call.
+  if (precision < -1 || precision > int(Precision::High)) throw py::value_error("precision code out of range");
+  p.precision = precision < 0 ? get_float32_precision() : Precision(precision);
   if (layout != 0 && layout != 1) throw py::value_error("layout code must be 0 (NCHW) or 1 (NHWC)");
   if (pad_mode < 0 || pad_mode > 3) throw py::value_error("padding_mode code out of range");
   if (activation < 0 || activation > 6) throw py::value_error("activation code out of range");
@@ -138,14 +141,14 @@ PyConv2dPlan make_plan(const py::array& weight, const py::object& bias, bool cop
 
 void run_plan(PyConv2dPlan& self, const py::array& x, const py::array& out, int64_t sh, int64_t sw, int64_t dh,
               int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups, int pad_mode, int layout,
-              int activation, const std::string& algorithm, int num_threads) {
+              int activation, int precision, const std::string& algorithm, int num_threads) {
   Conv2dPlan& plan = *self.plan;
   require(x, "x", plan.dtype(), 4, false);
   require(out, "out", plan.dtype(), 4, true);
   const Shape4 xs = shape4(x), os = shape4(out);
   const Conv2dProblem p = make_problem(plan.dtype(), xs, &os, plan.out_channels(), plan.group_in_channels(),
                                        plan.kernel_h(), plan.kernel_w(), sh, sw, dh, dw, pt, pb, pl, pr, groups,
-                                       pad_mode, layout, activation);
+                                       pad_mode, layout, activation, precision);
   const ConvAlgorithm* forced = algorithm_named(algorithm);
   if (num_threads < 0) throw py::value_error("num_threads must be >= 0 (0: the global setting), got " +
                                              std::to_string(num_threads));
@@ -161,6 +164,7 @@ py::dict describe(const Conv2dPlan& plan, const Conv2dProblem& p) {
   d["algorithm"] = c.algorithm->name;
   d["isa"] = c.isa;
   d["threads"] = c.threads;
+  d["precision"] = p.precision == Precision::Highest ? "highest" : "high";
   d["flops"] = conv2d_flops(p);
   d["workspace_bytes"] = c.workspace_bytes;
   d["packed_weight_bytes"] = c.packed_bytes;
@@ -186,7 +190,7 @@ bool overlaps(const py::array& a, const void* b, size_t b_bytes) {
 py::object forward(Conv2dPlan& plan, const py::handle& x_obj, const py::handle& out_obj,
                    const std::vector<py::array>& operands, bool image, int64_t sh, int64_t sw, int64_t ph,
                    int64_t pw, int64_t dh, int64_t dw, int64_t groups, int pad_mode, int layout, int activation,
-                   int num_threads) {
+                   int precision, int num_threads) {
   if (num_threads < 0 || !py::isinstance<py::array>(x_obj)) return py::none();
   const auto x = py::reinterpret_borrow<py::array>(x_obj);
   const int xd = int(x.ndim());
@@ -204,7 +208,8 @@ py::object forward(Conv2dPlan& plan, const py::handle& x_obj, const py::handle& 
   Conv2dProblem p;
   try {
     p = make_problem(plan.dtype(), xs, nullptr, plan.out_channels(), plan.group_in_channels(), plan.kernel_h(),
-                     plan.kernel_w(), sh, sw, dh, dw, ph, ph, pw, pw, groups, pad_mode, layout, activation);
+                     plan.kernel_w(), sh, sw, dh, dw, ph, ph, pw, pw, groups, pad_mode, layout, activation,
+                     precision);
   } catch (const std::exception&) {
     return py::none();
   }
@@ -240,7 +245,8 @@ py::object forward(Conv2dPlan& plan, const py::handle& x_obj, const py::handle& 
 // conv2d's one-step path: checks the weights and bias, borrows them for a plan, runs.
 py::object conv2d_simple(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj,
                          const py::handle& out_obj, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
-                         int64_t dw, int64_t groups, int pad_mode, int layout, int activation, int num_threads) {
+                         int64_t dw, int64_t groups, int pad_mode, int layout, int activation, int precision,
+                         int num_threads) {
   if (!py::isinstance<py::array>(w_obj)) return py::none();
   const auto w = py::reinterpret_borrow<py::array>(w_obj);
   const int wd = int(w.ndim());
@@ -263,7 +269,7 @@ py::object conv2d_simple(const py::handle& x_obj, const py::handle& w_obj, const
   const Shape4 ws = wd == 2 ? Shape4{1, 1, w.shape(0), w.shape(1)} : shape4(w);
   Conv2dPlan plan(dt, w.data(), bias, ws[0], ws[1], ws[2], ws[3], /*copy=*/false);
   return forward(plan, x_obj, out_obj, operands, wd == 2, sh, sw, ph, pw, dh, dw, groups, pad_mode, layout,
-                 activation, num_threads);
+                 activation, precision, num_threads);
 }
 
 // threadpoolctl's controller (python/cppconv/_threadpool.py) finds this module by these two
@@ -292,56 +298,58 @@ PYBIND11_MODULE(_native, m) {
       .def("run", &run_plan, py::arg("x"), py::arg("out"), py::arg("stride_h"), py::arg("stride_w"),
            py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"),
            py::arg("pad_left"), py::arg("pad_right"), py::arg("groups"), py::arg("padding_mode"),
-           py::arg("layout"), py::arg("activation"), py::arg("algorithm") = "", py::arg("num_threads") = 0)
+           py::arg("layout"), py::arg("activation"), py::arg("precision") = -1, py::arg("algorithm") = "",
+           py::arg("num_threads") = 0)
       .def(
           "forward",
           [](PyConv2dPlan& self, const py::handle& x, const py::handle& out, bool image, int64_t sh, int64_t sw,
              int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups, int pad_mode, int layout,
-             int activation, int num_threads) {
+             int activation, int precision, int num_threads) {
             // A layer's plan owns copies of its weights: `out` can only clash with x.
             return forward(*self.plan, x, out, {}, image, sh, sw, ph, pw, dh, dw, groups, pad_mode, layout,
-                           activation, num_threads);
+                           activation, precision, num_threads);
           },
           py::arg("x"), py::arg("out"), py::arg("image"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
           py::arg("pad_w"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("groups"), py::arg("padding_mode"),
-          py::arg("layout"), py::arg("activation"), py::arg("num_threads") = 0,
+          py::arg("layout"), py::arg("activation"), py::arg("precision") = -1, py::arg("num_threads") = 0,
           "The layer's one-step path (internal): the output, or None when it does not apply.")
       .def(
           "explain",
           [](const PyConv2dPlan& self, const Shape4& x_shape, int64_t sh, int64_t sw, int64_t dh, int64_t dw,
              int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups, int pad_mode, int layout,
-             int activation) {
+             int activation, int precision) {
             const Conv2dPlan& plan = *self.plan;
             const Conv2dProblem p =
                 make_problem(plan.dtype(), x_shape, nullptr, plan.out_channels(), plan.group_in_channels(),
                              plan.kernel_h(), plan.kernel_w(), sh, sw, dh, dw, pt, pb, pl, pr, groups, pad_mode,
-                             layout, activation);
+                             layout, activation, precision);
             return describe(plan, p);
           },
           py::arg("x_shape"), py::arg("stride_h"), py::arg("stride_w"), py::arg("dilation_h"),
           py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"), py::arg("pad_left"),
           py::arg("pad_right"), py::arg("groups"), py::arg("padding_mode"), py::arg("layout"),
-          py::arg("activation"));
+          py::arg("activation"), py::arg("precision") = -1);
 
   m.def("conv2d",
         [](const py::array& x, const py::array& weight, const py::object& bias, const py::array& out, int64_t sh,
            int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups,
-           int pad_mode, int layout, int activation, const std::string& algorithm, int num_threads) {
+           int pad_mode, int layout, int activation, int precision, const std::string& algorithm,
+           int num_threads) {
           PyConv2dPlan plan = make_plan(weight, bias, /*copy=*/false);
-          run_plan(plan, x, out, sh, sw, dh, dw, pt, pb, pl, pr, groups, pad_mode, layout, activation, algorithm,
-                   num_threads);
+          run_plan(plan, x, out, sh, sw, dh, dw, pt, pb, pl, pr, groups, pad_mode, layout, activation, precision,
+                   algorithm, num_threads);
         },
         py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("stride_h"), py::arg("stride_w"),
         py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"), py::arg("pad_left"),
         py::arg("pad_right"), py::arg("groups"), py::arg("padding_mode"), py::arg("layout"), py::arg("activation"),
-        py::arg("algorithm") = "", py::arg("num_threads") = 0,
+        py::arg("precision") = -1, py::arg("algorithm") = "", py::arg("num_threads") = 0,
         "One-shot convolution into `out` (internal; see cppconv.conv2d).");
 
   m.def(
       "explain",
       [](char dtype, const Shape4& x_shape, const Shape4& weight_shape, bool has_bias, int64_t sh, int64_t sw,
          int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups, int pad_mode,
-         int layout, int activation, bool layer) {
+         int layout, int activation, bool layer, int precision) {
         if (dtype != 'f' && dtype != 'd') throw py::type_error("explain: dtype must be 'f' or 'd'");
         // choose() looks at shapes only, so a plan without weights is enough here.
         static const float no_bias = 0;
@@ -349,18 +357,35 @@ PYBIND11_MODULE(_native, m) {
                               weight_shape[0], weight_shape[1], weight_shape[2], weight_shape[3], false, layer);
         return describe(plan, make_problem(plan.dtype(), x_shape, nullptr, plan.out_channels(),
                                            plan.group_in_channels(), plan.kernel_h(), plan.kernel_w(), sh, sw, dh,
-                                           dw, pt, pb, pl, pr, groups, pad_mode, layout, activation));
+                                           dw, pt, pb, pl, pr, groups, pad_mode, layout, activation,
+                                           precision));
       },
       py::arg("dtype"), py::arg("x_shape"), py::arg("weight_shape"), py::arg("has_bias"), py::arg("stride_h"),
       py::arg("stride_w"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"),
       py::arg("pad_left"), py::arg("pad_right"), py::arg("groups"), py::arg("padding_mode"), py::arg("layout"),
-      py::arg("activation"), py::arg("layer") = false);
+      py::arg("activation"), py::arg("layer") = false, py::arg("precision") = -1);
 
   m.def("conv2d_simple", &conv2d_simple, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"),
         py::arg("stride_h"),
         py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("dilation_h"), py::arg("dilation_w"),
         py::arg("groups"), py::arg("padding_mode"), py::arg("layout"), py::arg("activation"),
-        py::arg("num_threads") = 0, "conv2d's one-step fast path (internal); None when it does not apply.");
+        py::arg("precision") = -1, py::arg("num_threads") = 0,
+        "conv2d's one-step fast path (internal); None when it does not apply.");
+  // The precision modes' names and codes (Precision in cpp/conv_problem.h); -1 in a call
+  // means the process-wide setting.
+  py::dict precisions;
+  precisions["highest"] = int(Precision::Highest);
+  precisions["high"] = int(Precision::High);
+  m.attr("PRECISIONS") = precisions;
+  m.def(
+      "set_float32_precision",
+      [](int mode) {
+        if (mode < int(Precision::Highest) || mode > int(Precision::High))
+          throw py::value_error("precision code out of range");
+        set_float32_precision(Precision(mode));
+      },
+      py::arg("mode"));
+  m.def("get_float32_precision", []() { return int(get_float32_precision()); });
   m.def("set_num_threads", &cppconv::set_num_threads, py::arg("n"));
   m.attr("MAX_THREADS") = kMaxThreads;
   m.def("physical_memory_bytes", &physical_memory_bytes, "The most memory cppconv lets one call allocate.");

@@ -129,6 +129,14 @@ void set_num_threads(int n) {
 
 int get_num_threads() { return in_forked_child.load() ? 1 : num_threads_setting().load(); }
 
+namespace {
+std::atomic<int> float32_precision_setting{int(Precision::Highest)};
+}  // namespace
+
+void set_float32_precision(Precision mode) { float32_precision_setting.store(int(mode)); }
+
+Precision get_float32_precision() { return Precision(float32_precision_setting.load()); }
+
 double conv2d_flops(const Conv2dProblem& p) {
   return 2.0 * double(p.batch) * double(p.out_channels) * double(p.out_h) * double(p.out_w) *
          double(p.in_channels / p.groups) * double(p.kernel_h) * double(p.kernel_w);

@@ -19,6 +19,11 @@ constexpr int kMaxThreads = 1024;
 void set_num_threads(int n);
 // The setting, or 1 in a process forked after cppconv was loaded (see conv.cpp).
 int get_num_threads();
+// The process-wide float32 precision mode (PyTorch's torch.set_float32_matmul_precision):
+// the mode of every call that does not name its own.  Highest unless set.
+void set_float32_precision(Precision mode);
+Precision get_float32_precision();
+
 // The threads one call of this problem uses: fewer for small problems, where waking a
 // thread team costs more than it saves.
 int threads_for(const Conv2dProblem& p, int max_threads);

@@ -16,6 +16,11 @@ enum class DType : int { Float32 = 0, Float64 = 1 };
 enum class Layout : int { NCHW = 0, NHWC = 1 };
 enum class PadMode : int { Zeros = 0, Reflect = 1, Replicate = 2, Circular = 3 };
 enum class Activation : int { None = 0, Relu = 1, Relu6 = 2, LeakyRelu = 3, Sigmoid = 4, Tanh = 5, Silu = 6 };
+// How far a float32 result may stray from the exact one, as PyTorch's float32 precision modes
+// name it.  Highest: within the direct sum's rounding, 1e-5 * sum |w| |x| per output.  High:
+// algorithms that mix a neighbourhood's values (Winograd) may run; their bound scales with
+// that neighbourhood instead (README, "Guarantees").  Ordered from strict to loose.
+enum class Precision : int { Highest = 0, High = 1 };
 
 // Everything that fixes the arithmetic of one conv2d call.  Sizes are in elements.
 struct Conv2dProblem {
@@ -29,6 +34,7 @@ struct Conv2dProblem {
   Layout layout = Layout::NCHW;  // of both input and output
   PadMode pad_mode = PadMode::Zeros;
   Activation activation = Activation::None;
+  Precision precision = Precision::Highest;  // the loosest error bound this call accepts
   // Whether these weights serve many calls (a layer) or this one call alone: an algorithm that
   // repacks weights is only worth it where the packing pays for itself.
   bool weights_reused = false;

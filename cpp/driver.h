@@ -40,11 +40,19 @@ inline int threads_for_work(double work, int max_threads) {
 #endif
 }
 
+// Whether algorithm `a` may serve problem p under p's precision mode.  Only convolution has
+// algorithms looser than the direct sum; every other family always meets its problems' bound.
+template <class Algorithm, class Problem>
+bool meets_precision(const Algorithm&, const Problem&) {
+  return true;
+}
+inline bool meets_precision(const ConvAlgorithm& a, const Conv2dProblem& p) { return a.accuracy <= p.precision; }
+
 // One operator's algorithms: where they sit in a KernelTable, and the references that end
 // every list.
 template <class Algorithm>
 struct AlgorithmFamily {
-  const Algorithm* KernelTable::*list;
+  const Algorithm* const* KernelTable::*list;
   int KernelTable::*count;
   const Algorithm* reference_f32;
   const Algorithm* reference_f64;
@@ -55,8 +63,8 @@ struct AlgorithmFamily {
   template <class Problem>
   const Algorithm* choose(const KernelTable& table, const Problem& p) const {
     for (int i = 0; i < table.*count; ++i) {
-      const Algorithm& a = (table.*list)[i];
-      if (a.dtype == p.dtype && a.accepts(p)) return &a;
+      const Algorithm& a = *(table.*list)[i];
+      if (a.dtype == p.dtype && meets_precision(a, p) && a.accepts(p)) return &a;
     }
     return reference(p.dtype);
   }
@@ -66,7 +74,7 @@ struct AlgorithmFamily {
     std::vector<const Algorithm*> found;
     for (const std::string& isa : available_isas()) {
       const KernelTable& t = table_for_isa(isa);
-      for (int i = 0; i < t.*count; ++i) found.push_back(&(t.*list)[i]);
+      for (int i = 0; i < t.*count; ++i) found.push_back((t.*list)[i]);
     }
     found.push_back(reference_f32);
     found.push_back(reference_f64);

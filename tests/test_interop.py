@@ -118,4 +118,4 @@ def test_native_num_threads_negative():
     out = np.empty((2, 4, 7, 7), np.float32)
     plan = _native.Conv2dPlan(w, None)
     with pytest.raises(ValueError, match="num_threads must be >= 0"):
-        plan.run(x, out, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, "", -1)
+        plan.run(x, out, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, -1, "", -1)

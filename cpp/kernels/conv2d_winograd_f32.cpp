@@ -29,13 +29,16 @@
 //    stores 2x2 outputs with bias and activation: NHWC straight to y, NCHW through a row
 //    buffer [row][col][kNR] transposed into the output planes.
 //
-// Accuracy: the transforms add and halve (exact up to rounding) and the products are summed
-// in the same float32 FMAs as the direct kernels; the error stays within about twice the
-// direct kernels'.  The transforms mix the values of a patch, so an Inf or NaN input would turn
-// into Inf - Inf = NaN in outputs it never enters, and large finite values can overflow in the
-// transformed sums where the direct sum does not.  Either way some output comes out Inf or NaN
-// (non-finite values only spread through the sums and transforms), so a call that produces one
-// is computed again by the direct tiled kernel, which gives what IEEE arithmetic says.
+// Accuracy: the transforms mix every value of a tile's 4x4 input patch into every output of
+// the tile, so an output's rounding error scales with its patch and the largest weights, not
+// with its own window: a large pixel outside the window, or under a zero weight, still adds
+// to it.  That breaks the direct sum's bound, so the algorithm runs only under the "high"
+// precision mode (Precision::High; its bound is in README, "Guarantees").  An Inf or NaN
+// input would turn into Inf - Inf = NaN in outputs it never enters, and large finite values
+// can overflow in the transformed sums where the direct sum does not.  Either way some output
+// comes out Inf or NaN (non-finite values only spread through the sums and transforms), so a
+// call that produces one is computed again by the direct tiled kernel, which gives what IEEE
+// arithmetic says.
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -571,7 +574,8 @@ bool winograd_accepts(const Conv2dProblem& p) {
 
 const ConvAlgorithm conv2d_winograd2x2_f32 = {
     "conv2d_winograd2x2_f32__" CPPCONV_ISA_NAME CPPCONV_WINOGRAD_TILE, DType::Float32, winograd_accepts,
-    winograd_packed_bytes, winograd_pack, winograd_workspace, run_winograd};
+    winograd_packed_bytes, winograd_pack, winograd_workspace, run_winograd,
+    Precision::High};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

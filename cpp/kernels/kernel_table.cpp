@@ -12,33 +12,34 @@ namespace cppconv {
 namespace CPPCONV_ISA_NS {
 
 namespace {
-const ConvAlgorithm kConvAlgorithms[] = {
+// Pointers to the algorithms (see KernelTable: no static initializers in per-ISA code).
+const ConvAlgorithm* const kConvAlgorithms[] = {
 #ifdef CPPCONV_HAS_DEPTHWISE_F32
 #if defined(__AVX512F__)
-    conv2d_depthwise_flat3x3_f32,
+    &conv2d_depthwise_flat3x3_f32,
 #endif
-    conv2d_depthwise_nchw_f32,
-    conv2d_depthwise_cblock_f32,
+    &conv2d_depthwise_nchw_f32,
+    &conv2d_depthwise_cblock_f32,
 #endif
 #ifdef CPPCONV_HAS_WINOGRAD_F32
-    conv2d_winograd2x2_f32,
+    &conv2d_winograd2x2_f32,
 #endif
 #ifdef CPPCONV_HAS_DIRECT
-    conv2d_channelvec_f32,
-    conv2d_pixelvec_f32,
-    conv2d_channelvec_f64,
-    conv2d_pixelvec_f64,
+    &conv2d_channelvec_f32,
+    &conv2d_pixelvec_f32,
+    &conv2d_channelvec_f64,
+    &conv2d_pixelvec_f64,
 #endif
-    conv2d_tiled_f32,
-    conv2d_tiled_f64,
+    &conv2d_tiled_f32,
+    &conv2d_tiled_f64,
 };
-const PoolAlgorithm kPoolAlgorithms[] = {
-    pool2d_plane_nchw_f32,    pool2d_plane_nchw_f64,    pool2d_rows_nchw_f32,      pool2d_rows_nchw_f64,
-    pool2d_maps_nchw_f32,     pool2d_maps_nchw_f64,     pool2d_channels_nhwc_f32,  pool2d_channels_nhwc_f64,
+const PoolAlgorithm* const kPoolAlgorithms[] = {
+    &pool2d_plane_nchw_f32,    &pool2d_plane_nchw_f64,    &pool2d_rows_nchw_f32,      &pool2d_rows_nchw_f64,
+    &pool2d_maps_nchw_f32,     &pool2d_maps_nchw_f64,     &pool2d_channels_nhwc_f32,  &pool2d_channels_nhwc_f64,
 };
-const ConvTransposeAlgorithm kConvTransposeAlgorithms[] = {
-    conv_transpose2d_phase_f32,
-    conv_transpose2d_phase_f64,
+const ConvTransposeAlgorithm* const kConvTransposeAlgorithms[] = {
+    &conv_transpose2d_phase_f32,
+    &conv_transpose2d_phase_f64,
 };
 template <class A, int N>
 constexpr int count_of(const A (&)[N]) {
@@ -47,8 +48,7 @@ constexpr int count_of(const A (&)[N]) {
 }  // namespace
 
 const KernelTable& kernel_table() {
-  static const KernelTable table = {CPPCONV_ISA_NAME, kConvAlgorithms,
-                                    int(sizeof(kConvAlgorithms) / sizeof(kConvAlgorithms[0])),
+  static const KernelTable table = {CPPCONV_ISA_NAME, kConvAlgorithms, count_of(kConvAlgorithms),
                                     kPoolAlgorithms, count_of(kPoolAlgorithms),
                                     kConvTransposeAlgorithms, count_of(kConvTransposeAlgorithms),
                                     fma_peak_gflops};

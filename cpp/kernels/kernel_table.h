@@ -19,6 +19,9 @@ struct ConvAlgorithm {
   // Scratch memory the algorithm allocates for one call with `threads` threads.
   size_t (*workspace_bytes)(const Conv2dProblem& p, int threads);
   void (*run)(const ConvCall& call);
+  // The strictest precision mode whose error bound this algorithm meets for every input; it
+  // runs only for calls that accept that mode (or a looser one).
+  Precision accuracy = Precision::Highest;
 };
 
 // One pooling algorithm (max and avg, regular and adaptive as its accepts() says).
@@ -41,13 +44,17 @@ struct ConvTransposeAlgorithm {
   void (*run)(const ConvTransposeCall& call);
 };
 
+// Lists of pointers, not of copies: a copy of an algorithm defined in another source file is
+// made by a static initializer, which runs when the module loads on every CPU, and the
+// compiler vectorises it with this ISA's instructions (an AVX-512 copy of a 64-byte entry
+// killed the import on an AVX2 machine).  Addresses are constants, set at link time.
 struct KernelTable {
   const char* isa_name;
-  const ConvAlgorithm* conv;  // in order of preference
+  const ConvAlgorithm* const* conv;  // in order of preference
   int conv_count;
-  const PoolAlgorithm* pool;  // in order of preference; cpp/reference.cpp's ends the list
+  const PoolAlgorithm* const* pool;  // in order of preference; cpp/reference.cpp's ends the list
   int pool_count;
-  const ConvTransposeAlgorithm* conv_transpose;  // likewise
+  const ConvTransposeAlgorithm* const* conv_transpose;  // likewise
   int conv_transpose_count;
   // The ISA's float32 multiply-add limit, measured (kernels/fma_peak.cpp).
   double (*fma_peak_gflops)(int threads, double seconds);

@@ -77,6 +77,38 @@ def get_num_threads() -> int:
     return int(_native.get_num_threads())
 
 
+def set_float32_precision(mode: str) -> None:
+    """Set the process-wide float32 precision mode, as ``torch.set_float32_matmul_precision``.
+
+    ``"highest"`` (the default): every float32 convolution stays within the direct sum's
+    rounding bound, ``1e-5 * sum |w| |x|`` per output.  ``"high"``: 3x3 stride-1 convolutions
+    may also run Winograd F(2x2, 3x3), about 1.5-2x faster, whose error scales with the
+    output's 4x4 input patch and the largest weights instead (README, "Guarantees").
+    A ``precision=`` argument of a call or layer overrides this setting.
+
+    >>> import cppconv
+    >>> cppconv.set_float32_precision("high"); cppconv.get_float32_precision()
+    'high'
+    >>> cppconv.set_float32_precision("highest")
+    """
+    from ._args import precision_code
+
+    if mode is None:
+        raise ValueError(f"mode must be 'highest' or 'high', got {mode!r}")
+    _native.set_float32_precision(precision_code(mode, "mode"))
+
+
+def get_float32_precision() -> str:
+    """The process-wide float32 precision mode: ``"highest"`` or ``"high"``.
+
+    >>> import cppconv
+    >>> cppconv.get_float32_precision()
+    'highest'
+    """
+    code = _native.get_float32_precision()
+    return next(name for name, c in _native.PRECISIONS.items() if c == code)
+
+
 def info() -> Dict[str, Any]:
     """Version, the ISA in use, the ISAs available on this machine, threads and OpenMP.
 
@@ -113,8 +145,10 @@ __all__ = [
     "max_pool2d",
     "pool_output_size",
     "explain",
+    "get_float32_precision",
     "get_num_threads",
     "info",
+    "set_float32_precision",
     "set_num_threads",
     "__version__",
 ]

@@ -78,6 +78,18 @@ def activation_code(activation: Any) -> int:
     return code
 
 
+def precision_code(precision: Any, name: str = "precision") -> int:
+    """A float32 precision mode's native code (_native.PRECISIONS); None gives -1, which means
+    the process-wide setting (cppconv.set_float32_precision)."""
+    if precision is None:
+        return -1
+    code = _native.PRECISIONS.get(precision) if isinstance(precision, str) else None
+    if code is None:
+        names = " or ".join(repr(n) for n in _native.PRECISIONS)
+        raise ValueError(f"{name} must be None, {names}, got {precision!r}")
+    return int(code)
+
+
 def thread_count(value: Any, name: str = "num_threads") -> int:
     """A thread count for the native kernels, 1 to _native.MAX_THREADS; None gives 0, which
     means the process-wide setting."""

@@ -34,9 +34,10 @@ def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding
 class _ConvSpec:
     """The hyper-parameters of a convolution, normalised once."""
 
-    __slots__ = ("stride", "dilation", "padding", "groups", "padding_mode", "layout", "activation")
+    __slots__ = ("stride", "dilation", "padding", "groups", "padding_mode", "layout", "activation", "precision")
 
-    def __init__(self, stride: Any, padding: Any, dilation: Any, groups: Any, padding_mode: Any, layout: Any, activation: Any):
+    def __init__(self, stride: Any, padding: Any, dilation: Any, groups: Any, padding_mode: Any, layout: Any,
+                 activation: Any, precision: Any = None):
         self.stride = _args.pair(stride, "stride", minimum=1)
         self.dilation = _args.pair(dilation, "dilation", minimum=1)
         self.padding = _args.explicit_padding(padding)  # None means "same"
@@ -46,6 +47,7 @@ class _ConvSpec:
         self.padding_mode = _args.padding_mode_code(padding_mode)
         self.layout = _args.layout_code(layout)
         self.activation = _args.activation_code(activation)
+        self.precision = _args.precision_code(precision)  # -1: the process-wide setting at call time
 
 
 class _Geometry:
@@ -140,7 +142,7 @@ def _run(
         call.x, call.dst,
         spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1],
         top, bottom, left, right, spec.groups, spec.padding_mode, spec.layout, spec.activation,
-        algorithm, threads,
+        spec.precision, algorithm, threads,
     )
     return _args.deliver(out, call.dst, call.direct, call.geometry.out_shape, call.result)
 
@@ -159,6 +161,7 @@ def conv2d(
     activation: Optional[str] = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
+    precision: Optional[str] = None,
 ) -> np.ndarray:
     """2-D convolution (cross-correlation, as ``torch.nn.functional.conv2d`` computes it).
 
@@ -181,6 +184,10 @@ def conv2d(
         out: array of the result's shape and dtype to write into (returned).
         num_threads: threads for this call only (default None: ``cppconv.get_num_threads()``);
             the global setting is left as it is.
+        precision: float32 precision mode for this call only, ``"highest"`` (every output
+            within the direct sum's rounding bound) or ``"high"`` (also Winograd, whose
+            bound scales with a 4x4 input patch; README, "Guarantees"); default None:
+            ``cppconv.get_float32_precision()``.
 
     Returns:
         ``(N, K, OH, OW)`` (NCHW) or ``(N, OH, OW, K)`` (NHWC), without N for an unbatched
@@ -197,6 +204,7 @@ def conv2d(
     # answers None otherwise).  Anything else, and every error, goes through the full path.
     if (
         (num_threads is None or (num_threads.__class__ is int and num_threads > 0))
+        and (precision is None or precision.__class__ is str)
         and stride.__class__ is int
         and dilation.__class__ is int
         and groups.__class__ is int
@@ -209,12 +217,13 @@ def conv2d(
             mode = _args.PADDING_MODES.get(padding_mode) if padding_mode.__class__ is str else None
             code = _args.LAYOUTS.get(layout) if layout.__class__ is str else None
             act = _args.ACTIVATIONS.get(activation) if activation is None or activation.__class__ is str else None
-            if mode is not None and code is not None and act is not None:
+            prec = -1 if precision is None else _native.PRECISIONS.get(precision)
+            if mode is not None and code is not None and act is not None and prec is not None:
                 y = _native.conv2d_simple(x, weight, bias, out, stride, stride, p, p, dilation, dilation, groups,
-                                          mode, code, act, 0 if num_threads is None else num_threads)
+                                          mode, code, act, prec, 0 if num_threads is None else num_threads)
                 if y is not None:
                     return y  # type: ignore[no-any-return]
-    spec = _ConvSpec(stride, padding, dilation, groups, padding_mode, layout, activation)
+    spec = _ConvSpec(stride, padding, dilation, groups, padding_mode, layout, activation, precision)
     return _run(spec, x, weight, bias, out, num_threads=num_threads)
 
 
@@ -227,6 +236,7 @@ def _conv2d_with_algorithm(algorithm: str, x: Any, weight: Any, bias: Any = None
     spec = _ConvSpec(
         kwargs.pop("stride", 1), kwargs.pop("padding", 0), kwargs.pop("dilation", 1), kwargs.pop("groups", 1),
         kwargs.pop("padding_mode", "zeros"), kwargs.pop("layout", "NCHW"), kwargs.pop("activation", None),
+        kwargs.pop("precision", None),
     )
     if kwargs:
         raise TypeError(f"unexpected arguments {sorted(kwargs)}")
@@ -241,12 +251,13 @@ def explain(x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: Any 
             with ``layout="NHWC"``, or ``(H, W)``).
         weight_shape: ``(K, C // groups, kh, kw)``, or ``(kh, kw)`` with a 2-D x.
         dtype: the inputs' dtype.
-        **kwargs: conv2d's keyword arguments (stride, padding, ...), plus ``bias=True`` to
-            count a bias.
+        **kwargs: conv2d's keyword arguments (stride, padding, precision, ...), plus
+            ``bias=True`` to count a bias.
 
     Returns:
         A dict with ``output_shape``, ``padding`` (top, bottom, left, right), the
-        ``algorithm`` and ``isa`` the dispatcher picks, ``threads``, ``flops``,
+        ``algorithm`` and ``isa`` the dispatcher picks, the ``precision`` mode it chose under
+        (the call's, else the process-wide one), ``threads``, ``flops``,
         ``workspace_bytes`` and ``packed_weight_bytes``.
 
     >>> import cppconv
@@ -257,6 +268,7 @@ def explain(x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: Any 
     spec = _ConvSpec(
         kwargs.pop("stride", 1), kwargs.pop("padding", 0), kwargs.pop("dilation", 1), kwargs.pop("groups", 1),
         kwargs.pop("padding_mode", "zeros"), kwargs.pop("layout", "NCHW"), kwargs.pop("activation", None),
+        kwargs.pop("precision", None),
     )
     bias = kwargs.pop("bias", False)
     if kwargs:
@@ -281,6 +293,7 @@ def _explain(
         compute.char, tuple(geo.x4.shape), tuple(geo.w4.shape), bias,
         spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1],
         top, bottom, left, right, spec.groups, spec.padding_mode, spec.layout, spec.activation, layer,
+        spec.precision,
     )
     info["output_shape"] = geo.out_shape
     info["padding"] = geo.pads
@@ -292,6 +305,8 @@ class Conv2d:
 
     ``Conv2d(weight, bias, **kwargs)(x)`` equals ``conv2d(x, weight, bias, **kwargs)``; the
     weights are validated, copied and packed for the kernels on first use, never again.
+    ``precision=None`` follows :func:`cppconv.set_float32_precision` at each call;
+    ``"highest"`` or ``"high"`` fixes the layer's mode.
 
     >>> import numpy as np, cppconv
     >>> layer = cppconv.Conv2d(np.ones((8, 3, 3, 3), np.float32), padding="same", activation="relu")
@@ -311,8 +326,9 @@ class Conv2d:
         padding_mode: str = "zeros",
         layout: str = "NCHW",
         activation: Optional[str] = None,
+        precision: Optional[str] = None,
     ):
-        self._spec = _ConvSpec(stride, padding, dilation, groups, padding_mode, layout, activation)
+        self._spec = _ConvSpec(stride, padding, dilation, groups, padding_mode, layout, activation, precision)
         weight, bias = _args.layer_operands(weight, bias, "(K, C/groups, kh, kw)")
         k = weight.shape[0] if weight.ndim == 4 else 1
         if k % self._spec.groups:
@@ -334,6 +350,7 @@ class Conv2d:
             self._forward_args = (
                 self.weight.ndim == 2, spec.stride[0], spec.stride[1], pads[0], pads[2],
                 spec.dilation[0], spec.dilation[1], spec.groups, spec.padding_mode, spec.layout, spec.activation,
+                spec.precision,
             )
 
     def __call__(self, x: Any, out: Optional[np.ndarray] = None, *, num_threads: Optional[int] = None) -> np.ndarray:

@@ -6,17 +6,17 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['Conv2dPlan', 'ConvTranspose2dPlan', 'MAX_THREADS', 'adaptive_pool2d', 'available_isas', 'conv2d', 'conv2d_simple', 'conv_algorithms', 'conv_transpose2d', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'fma_peak_gflops', 'get_num_threads', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool_algorithms', 'pool_output_size', 'select_isa', 'selected_isa', 'set_num_threads']
+__all__: list[str] = ['Conv2dPlan', 'ConvTranspose2dPlan', 'MAX_THREADS', 'PRECISIONS', 'adaptive_pool2d', 'available_isas', 'conv2d', 'conv2d_simple', 'conv_algorithms', 'conv_transpose2d', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool_algorithms', 'pool_output_size', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
 class Conv2dPlan:
     def __init__(self, weight: numpy.ndarray, bias: typing.Any, copy: bool = True) -> None:
         ...
-    def explain(self, x_shape: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(4)"], stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, pad_top: typing.SupportsInt | typing.SupportsIndex, pad_bottom: typing.SupportsInt | typing.SupportsIndex, pad_left: typing.SupportsInt | typing.SupportsIndex, pad_right: typing.SupportsInt | typing.SupportsIndex, groups: typing.SupportsInt | typing.SupportsIndex, padding_mode: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, activation: typing.SupportsInt | typing.SupportsIndex) -> dict:
+    def explain(self, x_shape: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(4)"], stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, pad_top: typing.SupportsInt | typing.SupportsIndex, pad_bottom: typing.SupportsInt | typing.SupportsIndex, pad_left: typing.SupportsInt | typing.SupportsIndex, pad_right: typing.SupportsInt | typing.SupportsIndex, groups: typing.SupportsInt | typing.SupportsIndex, padding_mode: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, activation: typing.SupportsInt | typing.SupportsIndex, precision: typing.SupportsInt | typing.SupportsIndex = -1) -> dict:
         ...
-    def forward(self, x: typing.Any, out: typing.Any, image: bool, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, pad_h: typing.SupportsInt | typing.SupportsIndex, pad_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, groups: typing.SupportsInt | typing.SupportsIndex, padding_mode: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, activation: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> typing.Any:
+    def forward(self, x: typing.Any, out: typing.Any, image: bool, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, pad_h: typing.SupportsInt | typing.SupportsIndex, pad_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, groups: typing.SupportsInt | typing.SupportsIndex, padding_mode: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, activation: typing.SupportsInt | typing.SupportsIndex, precision: typing.SupportsInt | typing.SupportsIndex = -1, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> typing.Any:
         """
         The layer's one-step path (internal): the output, or None when it does not apply.
         """
-    def run(self, x: numpy.ndarray, out: numpy.ndarray, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, pad_top: typing.SupportsInt | typing.SupportsIndex, pad_bottom: typing.SupportsInt | typing.SupportsIndex, pad_left: typing.SupportsInt | typing.SupportsIndex, pad_right: typing.SupportsInt | typing.SupportsIndex, groups: typing.SupportsInt | typing.SupportsIndex, padding_mode: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, activation: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    def run(self, x: numpy.ndarray, out: numpy.ndarray, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, pad_top: typing.SupportsInt | typing.SupportsIndex, pad_bottom: typing.SupportsInt | typing.SupportsIndex, pad_left: typing.SupportsInt | typing.SupportsIndex, pad_right: typing.SupportsInt | typing.SupportsIndex, groups: typing.SupportsInt | typing.SupportsIndex, padding_mode: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, activation: typing.SupportsInt | typing.SupportsIndex, precision: typing.SupportsInt | typing.SupportsIndex = -1, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
         ...
 class ConvTranspose2dPlan:
     def __init__(self, weight: numpy.ndarray, bias: typing.Any, copy: bool = True) -> None:
@@ -33,11 +33,11 @@ def available_isas() -> list[str]:
     """
     ISAs compiled in that this CPU can run, weakest first.
     """
-def conv2d(x: numpy.ndarray, weight: numpy.ndarray, bias: typing.Any, out: numpy.ndarray, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, pad_top: typing.SupportsInt | typing.SupportsIndex, pad_bottom: typing.SupportsInt | typing.SupportsIndex, pad_left: typing.SupportsInt | typing.SupportsIndex, pad_right: typing.SupportsInt | typing.SupportsIndex, groups: typing.SupportsInt | typing.SupportsIndex, padding_mode: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, activation: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+def conv2d(x: numpy.ndarray, weight: numpy.ndarray, bias: typing.Any, out: numpy.ndarray, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, pad_top: typing.SupportsInt | typing.SupportsIndex, pad_bottom: typing.SupportsInt | typing.SupportsIndex, pad_left: typing.SupportsInt | typing.SupportsIndex, pad_right: typing.SupportsInt | typing.SupportsIndex, groups: typing.SupportsInt | typing.SupportsIndex, padding_mode: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, activation: typing.SupportsInt | typing.SupportsIndex, precision: typing.SupportsInt | typing.SupportsIndex = -1, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
     One-shot convolution into `out` (internal; see cppconv.conv2d).
     """
-def conv2d_simple(x: typing.Any, weight: typing.Any, bias: typing.Any, out: typing.Any, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, pad_h: typing.SupportsInt | typing.SupportsIndex, pad_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, groups: typing.SupportsInt | typing.SupportsIndex, padding_mode: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, activation: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> typing.Any:
+def conv2d_simple(x: typing.Any, weight: typing.Any, bias: typing.Any, out: typing.Any, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, pad_h: typing.SupportsInt | typing.SupportsIndex, pad_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, groups: typing.SupportsInt | typing.SupportsIndex, padding_mode: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, activation: typing.SupportsInt | typing.SupportsIndex, precision: typing.SupportsInt | typing.SupportsIndex = -1, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> typing.Any:
     """
     conv2d's one-step fast path (internal); None when it does not apply.
     """
@@ -55,7 +55,7 @@ def default_isa() -> str:
     """
     The ISA chosen at import (CPPCONV_MAX_ISA caps it).
     """
-def explain(dtype: str, x_shape: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(4)"], weight_shape: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(4)"], has_bias: bool, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, pad_top: typing.SupportsInt | typing.SupportsIndex, pad_bottom: typing.SupportsInt | typing.SupportsIndex, pad_left: typing.SupportsInt | typing.SupportsIndex, pad_right: typing.SupportsInt | typing.SupportsIndex, groups: typing.SupportsInt | typing.SupportsIndex, padding_mode: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, activation: typing.SupportsInt | typing.SupportsIndex, layer: bool = False) -> dict:
+def explain(dtype: str, x_shape: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(4)"], weight_shape: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(4)"], has_bias: bool, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, pad_top: typing.SupportsInt | typing.SupportsIndex, pad_bottom: typing.SupportsInt | typing.SupportsIndex, pad_left: typing.SupportsInt | typing.SupportsIndex, pad_right: typing.SupportsInt | typing.SupportsIndex, groups: typing.SupportsInt | typing.SupportsIndex, padding_mode: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, activation: typing.SupportsInt | typing.SupportsIndex, layer: bool = False, precision: typing.SupportsInt | typing.SupportsIndex = -1) -> dict:
     ...
 def explain_pool(dtype: str, x_shape: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(4)"], out_shape: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(4)"], kind: typing.SupportsInt | typing.SupportsIndex, adaptive: bool, layout: typing.SupportsInt | typing.SupportsIndex) -> dict:
     ...
@@ -63,6 +63,8 @@ def fma_peak_gflops(threads: typing.SupportsInt | typing.SupportsIndex, seconds:
     """
     Float32 multiply-add GFLOP/s of the selected ISA's vectors on `threads` threads (the best round in about `seconds`): the machine limit benchmarks compare against.
     """
+def get_float32_precision() -> int:
+    ...
 def get_num_threads() -> int:
     ...
 def openmp() -> bool:
@@ -85,7 +87,10 @@ def select_isa(name: str) -> None:
     """
 def selected_isa() -> str:
     ...
+def set_float32_precision(mode: typing.SupportsInt | typing.SupportsIndex) -> None:
+    ...
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
 MAX_THREADS: int = 1024
+PRECISIONS: dict = {'highest': 0, 'high': 1}
 __version__: str = '0.1.0'
