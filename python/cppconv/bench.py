@@ -18,6 +18,11 @@ Methodology
   image filters.  ``--quick`` skips the batch-16 layers and times for less long.
   Every layer has a bias, except ``seed5x5``, which uses cppconv's 2-D form
   (x of shape (H, W), weight (kh, kw)); its peers get the equivalent 4-D arrays.
+* Precision: ``cppconv`` and ``Conv2d`` run in the default float32 precision mode,
+  ``"highest"`` (the direct kernels); ``conv2d high`` and ``Conv2d high`` pass
+  ``precision="high"`` (Winograd for 3x3 stride-1 layers) on the layers where that mode
+  chooses another algorithm, and are ``n/a`` elsewhere (their speedups then count the
+  ``"highest"`` time, which is what that mode runs there).
 * Libraries ("runners"): each runner turns a layer and its data into a zero-argument
   callable that does one complete convolution call (output allocation included) and
   returns the result.  Set-up that a user would do once (building an ONNX session,
@@ -59,7 +64,7 @@ Methodology
   ``np.allclose(out, ref, rtol=1e-3, atol=1e-3 * max|ref|)``.  A mismatch is printed
   loudly, marked with ``!`` in the table, and makes the script exit with status 1.
   A ``~`` after a GFLOP/s value marks an unsteady timing: the interquartile ratio
-  q75/q25 of its samples exceeds 1.5 (the JSON has every sample).
+  q75/q25 of its samples exceeds 1.5 (the JSON has each timing's median, min and quartiles).
 * Speedups are cppconv.conv2d's median time versus numpy, loop, and the best of
   torch / torch_cl / onnxruntime, plus the prepacked Conv2d layer versus that best
   framework (like for like with onnxruntime, which prepacks weights when the session is
@@ -218,32 +223,57 @@ def _cppconv_has_api(cppconv) -> bool:
     return cppconv is not None and hasattr(cppconv, "conv2d")
 
 
-def runner_cppconv(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
+def _cppconv_kwargs(layer: Layer, precision: str) -> Dict[str, Any]:
+    """conv2d's keywords for a layer in a precision mode; Skip where "high" would choose the
+    same algorithm as "highest" (its column would time the same code again)."""
     import cppconv
 
-    if not hasattr(cppconv, "conv2d"):
-        raise Skip("cppconv.conv2d missing")
-    if layer.two_d:
-        x2, w2 = d.x[0, 0], d.w[0, 0]
-        return lambda: cppconv.conv2d(x2, w2, stride=layer.stride, padding=layer.padding,
-                                      dilation=layer.dilation)
-    x, w, b, kw = d.x, d.w, d.b, layer.conv_kwargs
-    return lambda: cppconv.conv2d(x, w, b, **kw)
+    kw: Dict[str, Any] = dict(layer.conv_kwargs)
+    if precision == "highest":
+        return kw
+    if not hasattr(cppconv, "set_float32_precision"):
+        raise Skip("no precision modes in this cppconv")
+    info = explain_layer(layer, "high") or {}
+    if info.get("algorithm") == (explain_layer(layer, "highest") or {}).get("algorithm"):
+        raise Skip("same algorithm as precision='highest'")
+    kw["precision"] = precision
+    return kw
 
 
-def runner_cppconv_layer(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
-    import cppconv
+def _runner_cppconv(precision: str) -> Runner:
+    def make(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
+        import cppconv
 
-    if not hasattr(cppconv, "Conv2d"):
-        raise Skip("cppconv.Conv2d missing")
-    if layer.two_d:
-        x, conv = d.x[0, 0], cppconv.Conv2d(d.w[0, 0], None, stride=layer.stride, padding=layer.padding,
-                                            dilation=layer.dilation)
-        out = np.empty(layer.out_hw, np.float32)
-    else:
-        x, conv = d.x, cppconv.Conv2d(d.w, d.b, **layer.conv_kwargs)
-        out = np.empty(layer.out_shape, np.float32)
-    return lambda: conv(x, out=out)
+        if not hasattr(cppconv, "conv2d"):
+            raise Skip("cppconv.conv2d missing")
+        kw = _cppconv_kwargs(layer, precision)
+        if layer.two_d:
+            x2, w2 = d.x[0, 0], d.w[0, 0]
+            kw.pop("groups")
+            return lambda: cppconv.conv2d(x2, w2, **kw)
+        x, w, b = d.x, d.w, d.b
+        return lambda: cppconv.conv2d(x, w, b, **kw)
+
+    return make
+
+
+def _runner_cppconv_layer(precision: str) -> Runner:
+    def make(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
+        import cppconv
+
+        if not hasattr(cppconv, "Conv2d"):
+            raise Skip("cppconv.Conv2d missing")
+        kw = _cppconv_kwargs(layer, precision)
+        if layer.two_d:
+            kw.pop("groups")
+            x, conv = d.x[0, 0], cppconv.Conv2d(d.w[0, 0], None, **kw)
+            out = np.empty(layer.out_hw, np.float32)
+        else:
+            x, conv = d.x, cppconv.Conv2d(d.w, d.b, **kw)
+            out = np.empty(layer.out_shape, np.float32)
+        return lambda: conv(x, out=out)
+
+    return make
 
 
 def _pad(x: np.ndarray, p: int) -> np.ndarray:
@@ -376,8 +406,10 @@ def runner_scipy(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
 
 # Column key -> (table header, peer group for --peers, runner).
 RUNNERS: Dict[str, Tuple[str, str, Runner]] = {
-    "cppconv": ("cppconv", "cppconv", runner_cppconv),
-    "Conv2d": ("Conv2d", "cppconv", runner_cppconv_layer),
+    "cppconv": ("cppconv", "cppconv", _runner_cppconv("highest")),
+    "Conv2d": ("Conv2d", "cppconv", _runner_cppconv_layer("highest")),
+    "cppconv_high": ("conv2d high", "cppconv", _runner_cppconv("high")),
+    "Conv2d_high": ("Conv2d high", "cppconv", _runner_cppconv_layer("high")),
     "numpy": ("numpy", "numpy", runner_numpy),
     "loop": ("loop", "loop", runner_loop),
     "torch": ("torch", "torch", _torch_runner(channels_last=False)),
@@ -388,6 +420,17 @@ RUNNERS: Dict[str, Tuple[str, str, Runner]] = {
 PEERS = ["numpy", "loop", "torch", "onnxruntime", "scipy"]
 PEER_MODULES = {"numpy": "numpy", "loop": "numpy", "torch": "torch", "onnxruntime": "onnxruntime", "scipy": "scipy"}
 FRAMEWORKS = ["torch", "torch_cl", "onnxruntime"]
+CPPCONV_COLUMNS = ["cppconv", "Conv2d", "cppconv_high", "Conv2d_high"]
+# Speedup keys: (cppconv column, the column it falls back to where its runner skipped the layer,
+# what it is compared with).  A "high" column skips layers where the mode changes nothing.
+SPEEDUPS = {
+    "numpy": ("cppconv", None, "numpy"),
+    "loop": ("cppconv", None, "loop"),
+    "best_fw": ("cppconv", None, "best_fw"),
+    "Conv2d_best_fw": ("Conv2d", None, "best_fw"),
+    "high_best_fw": ("cppconv_high", "cppconv", "best_fw"),
+    "Conv2d_high_best_fw": ("Conv2d_high", "Conv2d", "best_fw"),
+}
 
 # --------------------------------------------------------------------------------------
 # Timer
@@ -529,17 +572,18 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
-def explain_layer(layer: Layer) -> Optional[Dict[str, Any]]:
+def explain_layer(layer: Layer, precision: str = "highest") -> Optional[Dict[str, Any]]:
     cppconv = _import("cppconv")
     explain = getattr(cppconv, "explain", None)
     if explain is None:
         return None
+    mode = {"precision": precision} if hasattr(cppconv, "set_float32_precision") else {}
     try:
         if layer.two_d:
             info = explain((layer.h, layer.w), (layer.kh, layer.kw), stride=layer.stride,
-                           padding=layer.padding, dilation=layer.dilation)
+                           padding=layer.padding, dilation=layer.dilation, **mode)
         else:
-            info = explain(layer.x_shape, layer.w_shape, **layer.conv_kwargs)
+            info = explain(layer.x_shape, layer.w_shape, **layer.conv_kwargs, **mode)
         return {k: _jsonable(v) for k, v in dict(info).items()}
     except Exception as e:  # noqa: BLE001 - a bench must not die on an explain bug
         return {"error": f"{type(e).__name__}: {e}"}
@@ -703,12 +747,14 @@ def speedups(res: Dict[str, Result]) -> Dict[str, Optional[float]]:
         r = res.get(col)
         return r.timing.median_s if r is not None and r.status == "ok" else None
 
-    base, layer = t("cppconv"), t("Conv2d")
     fw = [v for v in (t(c) for c in FRAMEWORKS) if v is not None]
-    best_fw = min(fw) if fw else None
-    pairs = {"numpy": (base, t("numpy")), "loop": (base, t("loop")), "best_fw": (base, best_fw),
-             "Conv2d_best_fw": (layer, best_fw)}
-    return {key: (other / mine if mine and other else None) for key, (mine, other) in pairs.items()}
+    times = {"best_fw": min(fw) if fw else None, "numpy": t("numpy"), "loop": t("loop")}
+    result: Dict[str, Optional[float]] = {}
+    for key, (col, fallback, other) in SPEEDUPS.items():
+        mine = t(col) or (t(fallback) if fallback else None)
+        theirs = times[other]
+        result[key] = theirs / mine if mine and theirs else None
+    return result
 
 
 def geomean(xs: Sequence[float]) -> Optional[float]:
@@ -719,30 +765,33 @@ def geomean(xs: Sequence[float]) -> Optional[float]:
 def build_table(rows: List[Tuple[Layer, Dict[str, Result], Optional[Dict[str, Any]]]],
                 columns: Sequence[str], peak_gflops: Optional[float] = None
                 ) -> Tuple[List[str], List[List[str]], List[str]]:
-    peer_cols = [c for c in columns if c not in ("cppconv", "Conv2d")]
+    peer_cols = [c for c in columns if c not in CPPCONV_COLUMNS]
+    own_cols = [c for c in CPPCONV_COLUMNS[1:] if c in columns]
     header = ["layer", "cppconv us", "cppconv GF/s"]
     if peak_gflops:
         header.append("% peak")
-    if "Conv2d" in columns:
-        header.append("Conv2d GF/s")
+    header += [f"{RUNNERS[c][0]} GF/s" for c in own_cols]
     header += [f"{RUNNERS[c][0]} GF/s" for c in peer_cols]
-    header += ["x numpy", "x loop", "x best fw", "Conv2d x best fw", "algorithm"]
-    body, sp_all = [], {"numpy": [], "loop": [], "best_fw": [], "Conv2d_best_fw": []}
+    sp_cols = ["numpy", "loop", "best_fw", "Conv2d_best_fw", "high_best_fw", "Conv2d_high_best_fw"]
+    header += ["x numpy", "x loop", "x best fw", "Conv2d x best fw", "high x best fw", "Conv2d high x best fw",
+               "algorithm", "algorithm (high)"]
+    body: List[List[str]] = []
+    sp_all: Dict[str, List[float]] = {k: [] for k in sp_cols}
     for layer, res, info in rows:
         c = res.get("cppconv")
         us = _fmt_num(c.timing.median_s * 1e6) if c is not None and c.status == "ok" else (c.status if c else "")
         row = [layer.name, us, _fmt_gf(c)]
         if peak_gflops:
             row.append(f"{100 * c.gflops / peak_gflops:.0f}" if c is not None and c.status == "ok" else "")
-        if "Conv2d" in columns:
-            row.append(_fmt_gf(res.get("Conv2d")))
+        row += [_fmt_gf(res.get(col)) for col in own_cols]
         row += [_fmt_gf(res.get(col)) for col in peer_cols]
         sp = speedups(res)
         for k, v in sp.items():
             if v:
                 sp_all[k].append(v)
-        row += [_fmt_x(sp[k]) for k in ("numpy", "loop", "best_fw", "Conv2d_best_fw")]
-        row.append(str(info.get("algorithm", info.get("error", ""))) if info else "")
+        row += [_fmt_x(sp[k]) for k in sp_cols]
+        for mode_info in (info or {}).get("highest"), (info or {}).get("high"):
+            row.append(str(mode_info.get("algorithm", mode_info.get("error", ""))) if mode_info else "")
         body.append(row)
     g = {k: geomean(v) for k, v in sp_all.items()}
     fw = "the best of torch/torch_cl/onnxruntime"
@@ -750,8 +799,10 @@ def build_table(rows: List[Tuple[Layer, Dict[str, Result], Optional[Dict[str, An
                + (f"{g[k]:.2f}x over {len(sp_all[k])} layers" if g[k] else "n/a")
                for k, who, name in (("numpy", "cppconv.conv2d", "numpy (im2col+matmul)"),
                                     ("loop", "cppconv.conv2d", "loop (tap loop)"),
-                                    ("best_fw", "cppconv.conv2d", fw),
-                                    ("Conv2d_best_fw", "cppconv.Conv2d (prepacked)", fw))]
+                                    ("best_fw", "cppconv.conv2d (precision 'highest', the default)", fw),
+                                    ("Conv2d_best_fw", "cppconv.Conv2d (prepacked, 'highest')", fw),
+                                    ("high_best_fw", "cppconv.conv2d (precision 'high')", fw),
+                                    ("Conv2d_high_best_fw", "cppconv.Conv2d (prepacked, 'high')", fw))]
     if peak_gflops:
         summary.append(f"measured FMA peak (float32, these threads): {peak_gflops:.0f} GFLOP/s; `% peak` is "
                        "cppconv.conv2d's GFLOP/s against it (Winograd layers count the direct "
@@ -801,9 +852,10 @@ def result_json(r: Result) -> Dict[str, Any]:
     if r.note:
         d["note"] = r.note
     if r.timing is not None:
-        d.update(median_s=r.timing.median_s, min_s=r.timing.min_s, spread_q75_q25=r.timing.spread,
-                 repeats=r.timing.repeats, calls_per_sample=r.timing.inner, gflops=r.gflops,
-                 samples_s=r.timing.samples_s)
+        q25, q75 = np.percentile(r.timing.samples_s, [25, 75])
+        d.update(median_s=r.timing.median_s, min_s=r.timing.min_s, q25_s=float(q25), q75_s=float(q75),
+                 spread_q75_q25=r.timing.spread, repeats=r.timing.repeats, calls_per_sample=r.timing.inner,
+                 gflops=r.gflops)
     if r.match is not None:
         d.update(match=r.match, max_abs_err=r.max_abs_err)
     return d
@@ -1010,9 +1062,10 @@ def run(args: argparse.Namespace, argv: Sequence[str], git_root: Optional[str] =
             progress.update(done, f"{layer.name} ({layer.describe()})")
             t0 = time.perf_counter()
             res = run_layer(layer, columns, threads, cfg, log)
-            expl = explain_layer(layer)
-            if expl and isinstance(expl.get("flops"), (int, float)) and expl["flops"] != layer.flops:
-                log(f"  note: explain() flops {expl['flops']} != bench flops {layer.flops} for {layer.name}")
+            expl = {mode: explain_layer(layer, mode) for mode in ("highest", "high")}
+            flops = (expl["highest"] or {}).get("flops")
+            if isinstance(flops, (int, float)) and flops != layer.flops:
+                log(f"  note: explain() flops {flops} != bench flops {layer.flops} for {layer.name}")
             rows.append((layer, res, expl))
             c = res.get("cppconv")
             c_txt = f"{c.gflops:.1f} GF/s" if c and c.status == "ok" else (c.status if c else "-")
