@@ -67,9 +67,12 @@ def test_bench_quick_table_json_and_progress(tmp_path, capsys):
     assert "cppconv GF/s" in captured.out and "seed5x5" in captured.out
     assert "[############################] 1/1" in captured.err  # the progress bar ends full
     doc = json.loads(report.read_text())
-    assert doc["columns"] == ["cppconv", "Conv2d", "numpy"]
+    assert doc["columns"] == ["cppconv", "Conv2d", "cppconv_high", "Conv2d_high", "numpy"]
     results = doc["layers"][0]["results"]
     assert results["cppconv"]["status"] == "ok" and results["numpy"]["match"] is True
+    # "high" changes nothing for the seed's single channel: its columns skip the layer.
+    assert results["cppconv_high"]["status"] == "n/a" and "same algorithm" in results["cppconv_high"]["note"]
+    assert set(results["cppconv"]) >= {"median_s", "q25_s", "q75_s"} and "samples_s" not in results["cppconv"]
     assert doc["machine"]["threads"] == 1
 
 
