@@ -159,9 +159,13 @@ def as_input_array(value: Any, name: str) -> np.ndarray:
     ndarrays pass through; objects with ``__dlpack__`` (PyTorch CPU tensors, JAX CPU arrays)
     go through ``np.from_dlpack``; everything else (buffer protocol, ``__array_interface__``,
     ``__array__``, nested lists) through ``np.asarray``, which copies only when it must.
+    A torch tensor that requires grad raises TypeError; one with a lazy negation or
+    conjugation bit is resolved first (a copy).
     """
     if isinstance(value, np.ndarray):
         return value
+    if any(cls.__module__.partition(".")[0] == "torch" for cls in type(value).__mro__):
+        value = _readable_tensor(value, name)
     array: Optional[np.ndarray] = None
     if hasattr(value, "__dlpack__"):
         try:
@@ -171,10 +175,27 @@ def as_input_array(value: Any, name: str) -> np.ndarray:
             # tensor that refuses export: np.asarray below may still manage, with a copy.
             array = None
     if array is None:
-        array = np.asarray(value)
+        try:
+            array = np.asarray(value)
+        except RuntimeError as e:  # a foreign __array__'s refusal: a wrong kind of value for cppconv
+            raise TypeError(f"{name}: NumPy cannot read this {type(value).__name__}: {e}") from None
     if array.dtype == object:
         raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}")
     return array
+
+
+def _readable_tensor(value: Any, name: str) -> Any:
+    """A PyTorch tensor as NumPy can read it (torch itself is never imported).  One that
+    requires grad is refused (cppconv computes no gradients; torch refuses the export too);
+    the lazy negation and conjugation bits (``z.conj().imag``) are materialised, since DLPack
+    shares the raw storage without them and NumPy would read -x as x."""
+    if getattr(value, "requires_grad", False):
+        raise TypeError(f"{name} is a torch tensor that requires grad (cppconv computes no gradients): pass {name}.detach()")
+    for bit, resolve in (("is_neg", "resolve_neg"), ("is_conj", "resolve_conj")):
+        test = getattr(value, bit, None)
+        if callable(test) and test():
+            value = getattr(value, resolve)()
+    return value
 
 
 def operand_arrays(x: Any, weight: Any, bias: Any) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
@@ -227,6 +248,11 @@ def check_out(out: Any, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.dtype != dtype:
+        if out.dtype.newbyteorder("=") == dtype:
+            raise TypeError(
+                f"out has dtype {out.dtype.str}, {dtype} in non-native byte order; cppconv writes {dtype} in the "
+                f"machine's byte order ({dtype.str})"
+            )
         raise TypeError(f"out has dtype {out.dtype}, the result needs {dtype}")
     if out.shape != tuple(shape):
         raise ValueError(f"out has shape {out.shape}, the result has shape {tuple(shape)}")
