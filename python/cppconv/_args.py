@@ -78,6 +78,12 @@ def activation_code(activation: Any) -> int:
     return code
 
 
+def code_word(table: Dict[Any, int], code: int) -> Any:
+    """The word a code stands for (the inverse of layout_code, padding_mode_code and
+    activation_code): a layer's constructor arguments, for pickling."""
+    return next(word for word, c in table.items() if c == code)
+
+
 def thread_count(value: Any, name: str = "num_threads") -> int:
     """A thread count for the native kernels, 1 to _native.MAX_THREADS; None gives 0, which
     means the process-wide setting."""
@@ -112,6 +118,14 @@ def explicit_padding(padding: Any, name: str = "padding") -> Optional[Tuple[int,
     if min(top, bottom, left, right) < 0:
         raise ValueError(f"{name} must be non-negative, got {padding!r}")
     return top, bottom, left, right
+
+
+def padding_argument(padding: Optional[Tuple[int, int, int, int]]) -> Any:
+    """A padding argument that explicit_padding turns into `padding` (its inverse)."""
+    if padding is None:
+        return "same"
+    top, bottom, left, right = padding
+    return ((top, bottom), (left, right))
 
 
 def resolve_padding(
@@ -325,7 +339,9 @@ def layer_operands(weight: Any, bias: Any, weight_axes: str) -> Tuple[np.ndarray
     and a 4-D weight (whose axes `weight_axes` names, e.g. "(K, C/groups, kh, kw)") or a 2-D kernel."""
     weight = as_input_array(weight, "weight")
     bias = None if bias is None else as_input_array(bias, "bias")
-    operands_result_dtype(weight, weight, bias)  # rejects unsupported dtypes now
+    float_dtype(weight, "weight")  # rejects unsupported dtypes now, naming the argument
+    if bias is not None:
+        float_dtype(bias, "bias")
     if weight.ndim not in (2, 4):
         raise ValueError(f"weight must be 4-D {weight_axes} or a 2-D kernel, got shape {weight.shape}")
     return weight, bias

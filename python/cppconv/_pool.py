@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _args, _native
+from . import _args, _layer, _native
 
 _MAX, _AVG = 0, 1
 _I64 = np.dtype(np.int64)
@@ -107,6 +107,14 @@ class _PoolSpec:
             if self.divisor == 0:
                 raise ValueError("divisor_override must be a non-zero integer or None, got 0")
         self.layout = _args.layout_code(layout)
+
+    def kwargs(self) -> Dict[str, Any]:
+        """The keyword arguments of MaxPool2d or AvgPool2d (by kind) that give this spec."""
+        common = {"kernel_size": self.kernel, "stride": self.stride, "padding": _args.padding_argument(self.padding),
+                  "ceil_mode": self.ceil_mode, "layout": _args.code_word(_args.LAYOUTS, self.layout)}
+        if self.kind == _MAX:
+            return {**common, "dilation": self.dilation}
+        return {**common, "count_include_pad": self.count_include_pad, "divisor_override": self.divisor or None}
 
 
 def _input(x: Any) -> Tuple[np.ndarray, np.dtype, np.dtype]:
@@ -358,8 +366,9 @@ def global_avg_pool2d(x: Any, layout: str = "NCHW", out: Optional[np.ndarray] = 
     return _run_adaptive(_AVG, x, (1, 1), layout, out=out)
 
 
-class MaxPool2d:
+class MaxPool2d(_layer.Layer):
     """A max-pooling layer: ``MaxPool2d(kernel_size, **kwargs)(x)`` equals ``max_pool2d(x, kernel_size, **kwargs)``.
+    It pickles and copies (as its constructor arguments).
 
     >>> import numpy as np, cppconv
     >>> pool = cppconv.MaxPool2d(3, stride=2, padding=1)
@@ -372,6 +381,9 @@ class MaxPool2d:
         self._spec = _PoolSpec(_MAX, kernel_size, stride, padding, dilation, ceil_mode, True, None, layout)
         self.return_indices = bool(return_indices)
 
+    def _init_kwargs(self) -> Dict[str, Any]:
+        return {**self._spec.kwargs(), "return_indices": self.return_indices}
+
     def __call__(self, x: Any, out: Any = None) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
         return _run_pool(self._spec, x, out, self.return_indices)
 
@@ -383,8 +395,9 @@ class MaxPool2d:
         )
 
 
-class AvgPool2d:
+class AvgPool2d(_layer.Layer):
     """An average-pooling layer: ``AvgPool2d(kernel_size, **kwargs)(x)`` equals ``avg_pool2d(x, kernel_size, **kwargs)``.
+    It pickles and copies (as its constructor arguments).
 
     >>> import numpy as np, cppconv
     >>> pool = cppconv.AvgPool2d(2, layout="NHWC")
@@ -395,6 +408,9 @@ class AvgPool2d:
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                  count_include_pad: bool = True, divisor_override: Optional[int] = None, layout: str = "NCHW"):
         self._spec = _PoolSpec(_AVG, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override, layout)
+
+    def _init_kwargs(self) -> Dict[str, Any]:
+        return self._spec.kwargs()
 
     def __call__(self, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
         return _run_pool(self._spec, x, out)
