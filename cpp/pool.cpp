@@ -30,14 +30,23 @@ int pool_threads(const Pool2dProblem& p, int max_threads) {
 
 int64_t pool_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_before, int64_t pad_after,
                          int64_t dilation, bool ceil_mode) {
-  // Written so that nothing wraps for any non-negative int64 arguments (UBSan checks this):
-  // sizes past kMaxIndexExtent give 0, which callers refuse.
+  // PyTorch's pooling_output_shape, written so that nothing wraps for any non-negative int64
+  // arguments (UBSan checks this): sizes past kMaxIndexExtent give 0, which callers refuse.
   int64_t reach, last_start;
   if (std::max({in, pad_before, pad_after}) >= kMaxIndexExtent || __builtin_mul_overflow(dilation, kernel - 1, &reach))
     return 0;
-  const int64_t span = in + pad_before + pad_after - reach - 1;
-  if (span < 0) return 0;
-  const int64_t steps = ceil_mode ? (span == 0 ? 0 : (span - 1) / stride + 1) : span / stride;
+  const int64_t extent = in + pad_before + pad_after;  // below 3 * 2^61
+  int64_t steps;
+  if (reach < extent) {
+    const int64_t span = extent - 1 - reach;
+    steps = ceil_mode ? (span == 0 ? 0 : (span - 1) / stride + 1) : span / stride;
+  } else {
+    // The window is longer than the padded input: span < 0 floors to fewer than 0 steps, but
+    // in ceil_mode rounds up to 0 (one window, hanging past the padding) while the overhang
+    // -span = reach - extent + 1 is shorter than the stride.
+    if (!ceil_mode || reach - extent >= stride - 1) return 0;
+    steps = 0;
+  }
   // ceil_mode: the last window must start inside the input or the left padding.
   if (ceil_mode && (__builtin_mul_overflow(steps, stride, &last_start) || last_start >= in + pad_before))
     return steps;

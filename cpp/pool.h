@@ -13,7 +13,8 @@ namespace cppconv {
 
 // PyTorch's pooled length along one axis: floor (or ceil) of (I + before + after - D (K - 1)
 // - 1) / S, plus 1; in ceil_mode the last window must start inside the input or the left
-// padding.  Below 1 when no window fits.
+// padding (and may reach past the right padding).  Below 1 when no window fits.  The Python
+// layer asks this function too, so the rule lives here only.
 int64_t pool_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_before, int64_t pad_after,
                          int64_t dilation, bool ceil_mode);
 

@@ -233,6 +233,67 @@ def test_out_wrong_dtype(dtype, x_dtype):
         cppconv.conv2d(x, w, out=np.empty((2, 6, 6, 6), dtype))
 
 
+NON_NATIVE = ">" if np.little_endian else "<"
+
+
+@pytest.mark.parametrize("char", ["f4", "f8"])
+def test_out_in_non_native_byte_order(char):
+    """Refused by every op (its fast paths too), with a message about byte order, not one that
+    reads like a dtype mismatch (issue 13, item 8)."""
+    x, w = X.astype(char), W.astype(char)
+    swapped = np.dtype(NON_NATIVE + char)
+
+    def out(shape):
+        return np.zeros(shape, swapped)
+
+    xi = x[:, :, :4, :4]  # (2, 4, 4, 4): pools to (2, 4, 2, 2)
+    calls = [
+        lambda: cppconv.conv2d(x, w, out=out((2, 6, 6, 6))),
+        lambda: cppconv.conv2d(x, w, stride=(1, 1), out=out((2, 6, 6, 6))),
+        lambda: cppconv.conv2d(x[0, 0], w[0, 0], out=out((6, 6))),
+        lambda: cppconv.Conv2d(w)(x, out=out((2, 6, 6, 6))),
+        lambda: cppconv.Conv2d(w, padding="same")(x, out=out((2, 6, 8, 8))),
+        lambda: cppconv.conv_transpose2d(xi, w.transpose(1, 0, 2, 3)[:4], out=out((2, 6, 6, 6))),
+        lambda: cppconv.max_pool2d(xi, 2, out=out((2, 4, 2, 2))),
+        lambda: cppconv.max_pool2d(xi, 2, return_indices=True, out=(out((2, 4, 2, 2)), np.zeros((2, 4, 2, 2), np.int64))),
+        lambda: cppconv.max_pool2d(xi, 2, return_indices=True,
+                                   out=(np.zeros((2, 4, 2, 2), x.dtype), np.zeros((2, 4, 2, 2), NON_NATIVE + "i8"))),
+        lambda: cppconv.avg_pool2d(xi, 2, out=out((2, 4, 2, 2))),
+        lambda: cppconv.adaptive_avg_pool2d(xi, 2, out=out((2, 4, 2, 2))),
+        lambda: cppconv.global_avg_pool2d(xi, out=out((2, 4, 1, 1))),
+    ]
+    for i, call in enumerate(calls):
+        with pytest.raises(TypeError, match="byte order") as info:
+            call()
+        assert "out" in str(info.value), i
+
+
+@pytest.mark.parametrize("char", ["f2", "f4", "f8", "i4"])
+def test_inputs_in_non_native_byte_order(char):
+    """Read as their values, whichever byte order (the kernels take the machine's)."""
+    rng = make_rng("byte order", char)
+    x = (4 * rng.standard_normal((2, 4, 8, 8))).astype(char)
+    w = (4 * rng.standard_normal((6, 4, 3, 3))).astype(char)
+    b = rng.standard_normal(6).astype(char)
+    sx, sw, sb = (a.astype(a.dtype.newbyteorder()) for a in (x, w, b))
+    assert not sx.dtype.isnative
+    pairs = [
+        (lambda x, w, b: cppconv.conv2d(x, w, b, padding=1)),
+        (lambda x, w, b: cppconv.conv2d(x[0, 0], w[0, 0])),
+        (lambda x, w, b: cppconv.Conv2d(w, b, padding=1)(x)),
+        (lambda x, w, b: cppconv.conv_transpose2d(x, w.transpose(1, 0, 2, 3)[:4])),
+        (lambda x, w, b: cppconv.max_pool2d(x, 3, 2, 1, return_indices=True)),
+        (lambda x, w, b: cppconv.avg_pool2d(x, 2)),
+        (lambda x, w, b: cppconv.adaptive_max_pool2d(x, 3)),
+        (lambda x, w, b: cppconv.global_avg_pool2d(x)),
+    ]
+    for i, fn in enumerate(pairs):
+        want, got = fn(x, w, b), fn(sx, sw, sb)
+        for a, g in zip(want if isinstance(want, tuple) else (want,), got if isinstance(got, tuple) else (got,)):
+            assert g.dtype == a.dtype and g.dtype.isnative, i
+            np.testing.assert_array_equal(g, a, err_msg=str(i))
+
+
 def test_out_read_only():
     out = np.empty((2, 6, 6, 6), np.float32)
     out.setflags(write=False)

@@ -119,3 +119,59 @@ def test_native_num_threads_negative():
     plan = _native.Conv2dPlan(w, None)
     with pytest.raises(ValueError, match="num_threads must be >= 0"):
         plan.run(x, out, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, -1, "", -1)
+
+
+# ------------------------------------------------------------------------------------------
+# torch tensors NumPy cannot read as they are (issue 13, item 8)
+
+
+def test_torch_tensor_requiring_grad_is_a_type_error():
+    torch = pytest.importorskip("torch")
+    x, w = _data()
+    tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+    grad_x, grad_w = tx.clone().requires_grad_(), tw.clone().requires_grad_()
+    grad_b = torch.zeros(4, requires_grad=True)
+    calls = {
+        "x": [lambda: cppconv.conv2d(grad_x, w), lambda: cppconv.max_pool2d(grad_x, 2),
+              lambda: cppconv.avg_pool2d(grad_x, 2), lambda: cppconv.global_avg_pool2d(grad_x),
+              lambda: cppconv.conv_transpose2d(grad_x, w.transpose(1, 0, 2, 3)), lambda: cppconv.Conv2d(w)(grad_x)],
+        "weight": [lambda: cppconv.conv2d(x, grad_w), lambda: cppconv.Conv2d(grad_w),
+                   lambda: cppconv.ConvTranspose2d(grad_w)],
+        "bias": [lambda: cppconv.conv2d(x, w, grad_b), lambda: cppconv.Conv2d(w, grad_b)],
+    }
+    for name, fns in calls.items():
+        for fn in fns:
+            with pytest.raises(TypeError, match=rf"{name} is a torch tensor that requires grad.*{name}\.detach\(\)"):
+                fn()
+    # What the message says works, and reads the tensor without a copy.
+    np.testing.assert_array_equal(cppconv.conv2d(grad_x.detach(), grad_w.detach()), cppconv.conv2d(x, w))
+    assert np.shares_memory(_args.as_input_array(grad_x.detach(), "x"), grad_x.detach().numpy())
+
+
+def test_torch_negative_and_conjugate_bits_are_resolved():
+    torch = pytest.importorskip("torch")
+    x, w = _data()
+    z = torch.complex(torch.zeros(x.shape), torch.from_numpy(x))
+    neg = z.conj().imag  # a lazy negation of x's storage: its values are -x
+    assert neg.is_neg()
+    np.testing.assert_array_equal(neg.resolve_neg().numpy(), -x)
+    np.testing.assert_array_equal(_args.as_input_array(neg, "x"), -x)
+    np.testing.assert_array_equal(cppconv.conv2d(neg, w, padding=1), cppconv.conv2d(-x, w, padding=1))
+    np.testing.assert_array_equal(cppconv.max_pool2d(neg, 2), cppconv.max_pool2d(-x, 2))
+    wz = torch.complex(torch.zeros(w.shape), torch.from_numpy(w))
+    neg_w = wz.conj().imag
+    np.testing.assert_array_equal(cppconv.conv2d(x, neg_w), cppconv.conv2d(x, -w))
+    np.testing.assert_array_equal(cppconv.Conv2d(neg_w)(x), cppconv.conv2d(x, -w))
+    # A conjugated complex tensor is complex, which cppconv refuses: a TypeError, not torch's
+    # RuntimeError about the conjugate bit.
+    with pytest.raises(TypeError, match="complex"):
+        cppconv.conv2d(z.conj(), w)
+
+
+def test_foreign_array_runtime_error_is_a_type_error():
+    class Refuses:
+        def __array__(self, dtype=None, copy=None):
+            raise RuntimeError("cannot be read here")
+
+    with pytest.raises(TypeError, match="x: NumPy cannot read this Refuses: cannot be read here"):
+        cppconv.max_pool2d(Refuses(), 2)

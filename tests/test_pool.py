@@ -239,6 +239,145 @@ def test_ceil_mode_windows_hang_over(isa, layout):
     assert from_layout(y, layout).shape == (1, 1, 4, 4)
 
 
+# ceil_mode windows longer than the padded input (issue 13, item 5): PyTorch keeps the one
+# window that starts at the input's first pixel while it overhangs by less than the stride.
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_ceil_mode_window_longer_than_padded_input(isa, layout):
+    # The issue's example: 2 rows under a 3-row window; torch gives these values.
+    x = np.arange(10, dtype=np.float32).reshape(1, 1, 2, 5)
+    xl = to_layout(x, layout)
+    assert cppconv.pool_output_size(2, 3, stride=3, ceil_mode=True) == 1
+    y, idx = cppconv.max_pool2d(xl, 3, stride=3, ceil_mode=True, return_indices=True, layout=layout)
+    np.testing.assert_array_equal(from_layout(y, layout), [[[[7, 9]]]])
+    np.testing.assert_array_equal(from_layout(idx, layout), [[[[7, 9]]]])
+    np.testing.assert_array_equal(from_layout(cppconv.max_pool2d(xl, 3, 3, ceil_mode=True, layout=layout), layout),
+                                  [[[[7, 9]]]])
+    for cip in (True, False):  # no padding: both count the window clipped to the input
+        y = cppconv.avg_pool2d(xl, 3, stride=3, ceil_mode=True, count_include_pad=cip, layout=layout)
+        np.testing.assert_array_equal(from_layout(y, layout), [[[[3.5, 6]]]])
+    y = cppconv.avg_pool2d(xl, 3, stride=3, ceil_mode=True, divisor_override=2, layout=layout)
+    np.testing.assert_array_equal(from_layout(y, layout), [[[[10.5, 12]]]])
+    np.testing.assert_array_equal(
+        from_layout(cppconv.MaxPool2d(3, 3, ceil_mode=True, layout=layout)(xl), layout), [[[[7, 9]]]])
+    np.testing.assert_array_equal(
+        from_layout(cppconv.AvgPool2d(3, 3, ceil_mode=True, layout=layout)(xl), layout), [[[[3.5, 6]]]])
+    # Padding 1 on 1 row, kernel 3, stride 2: span 3 = padded 3, then the window [-1, 2) is the
+    # only one; kernel 4 (padding 1 < 2) spans 4 > 3 and still gives one window at stride 2.
+    one = np.full((1, 1, 1, 1), 5.0)
+    assert cppconv.max_pool2d(one, 4, 2, 1, ceil_mode=True).shape == (1, 1, 1, 1)
+    assert cppconv.avg_pool2d(one, 4, 2, 1, ceil_mode=True).item() == 5 / 9  # window clipped to [-1, 2)^2
+    # Overhang equal to the stride: no window, as in PyTorch.
+    with pytest.raises(ValueError, match="ceil_mode"):
+        cppconv.max_pool2d(x, (3, 1), (1, 1), ceil_mode=True, layout="NCHW")
+    with pytest.raises(ValueError, match="ceil_mode"):
+        cppconv.pool_output_size(2, 3, stride=1, ceil_mode=True)
+
+
+def random_overhang_case(rng, kind):
+    """A pooling case with ceil_mode where at least one axis has a window longer than the
+    padded input, and an output of at least 1 along both axes."""
+    while True:
+        kernel = tuple(int(v) for v in rng.integers(1, 8, 2))
+        stride = tuple(int(v) for v in rng.integers(1, 9, 2))
+        dilation = tuple(int(v) for v in rng.integers(1, 4, 2)) if kind == "max" else (1, 1)
+        pads = (int(rng.integers(0, kernel[0] // 2 + 1)), int(rng.integers(0, kernel[0] // 2 + 1)),
+                int(rng.integers(0, kernel[1] // 2 + 1)), int(rng.integers(0, kernel[1] // 2 + 1)))
+        h, w = (int(v) for v in rng.integers(1, 7, 2))
+        oh = ref_length(h, kernel[0], stride[0], pads[0], pads[1], dilation[0], True)
+        ow = ref_length(w, kernel[1], stride[1], pads[2], pads[3], dilation[1], True)
+        longer = (dilation[0] * (kernel[0] - 1) + 1 > h + pads[0] + pads[1]
+                  or dilation[1] * (kernel[1] - 1) + 1 > w + pads[2] + pads[3])
+        if oh >= 1 and ow >= 1 and longer:
+            return h, w, kernel, stride, dilation, pads
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ceil_mode_overhang_random_every_algorithm(seed):
+    """Against the float64 NumPy reference through the dispatcher (both layouts, values and
+    indices, every average divisor) and through every pool algorithm by name."""
+    rng = make_rng("ceil-overhang", seed)
+    ran = set()
+    for _ in range(8):
+        kind = ("max", "avg")[int(rng.integers(0, 2))]
+        h, w, kernel, stride, dilation, pads = random_overhang_case(rng, kind)
+        x = random_input(rng, (2, 3, h, w), np.float64, nan=kind == "max" and seed % 2 == 1)
+        cip = bool(rng.integers(0, 2))
+        divisor = [None, None, 3][int(rng.integers(0, 3))] if kind == "avg" else None
+        want, want_idx = ref_pool(x, kind, kernel, stride, pads, dilation, True, cip, divisor)
+        for layout, code in (("NCHW", 0), ("NHWC", 1)):
+            xl = to_layout(x, layout)
+            if kind == "max":
+                y, idx = cppconv.max_pool2d(xl, kernel, stride, padding_arg(pads), dilation, True,
+                                            return_indices=True, layout=layout)
+                np.testing.assert_array_equal(from_layout(idx, layout), want_idx)
+            else:
+                y = cppconv.avg_pool2d(xl, kernel, stride, padding_arg(pads), True, cip, divisor, layout=layout)
+            np.testing.assert_allclose(from_layout(y, layout), want, rtol=1e-12, atol=1e-12)
+            for name in _native.pool_algorithms():
+                dtype = np.float32 if "_f32" in name else np.float64
+                shape = (2, 3) + want.shape[2:] if code == 0 else (2,) + want.shape[2:] + (3,)
+                out = np.empty(shape, dtype)
+                out_idx = np.empty(shape, np.int64) if kind == "max" else None
+                try:
+                    _native.pool2d(np.ascontiguousarray(xl, dtype), out, out_idx, 0 if kind == "max" else 1,
+                                   *kernel, *stride, *dilation, *pads, True, cip, divisor or 0, code, name)
+                except ValueError as e:
+                    assert "does not accept" in str(e)
+                    continue
+                ran.add(name)
+                np.testing.assert_allclose(from_layout(out, layout), want, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                           atol=1e-6 if dtype == np.float32 else 1e-12, err_msg=name)
+                if out_idx is not None:
+                    np.testing.assert_array_equal(from_layout(out_idx, layout), want_idx, err_msg=name)
+    assert ran, "no pool algorithm accepted these cases"
+
+
+def test_ceil_mode_sizes_and_values_match_torch():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    rng = make_rng("ceil-torch")
+    for _ in range(300):
+        kernel = tuple(int(v) for v in rng.integers(1, 7, 2))
+        stride = tuple(int(v) for v in rng.integers(1, 8, 2))
+        dilation = tuple(int(v) for v in rng.integers(1, 3, 2))
+        pad = tuple(int(rng.integers(0, k // 2 + 1)) for k in kernel)
+        h, w = (int(v) for v in rng.integers(1, 7, 2))
+        x = rng.standard_normal((1, 2, h, w))
+        tx = torch.from_numpy(x)
+        for i, k, s, p, d in ((h, kernel[0], stride[0], pad[0], dilation[0]), (w, kernel[1], stride[1], pad[1], dilation[1])):
+            try:
+                want = F.max_pool1d(torch.zeros(1, 1, i), k, s, p, d, ceil_mode=True).shape[-1]
+            except RuntimeError:
+                want = None
+            if want is None:
+                with pytest.raises(ValueError):
+                    cppconv.pool_output_size(i, k, s, p, d, ceil_mode=True)
+            else:
+                assert cppconv.pool_output_size(i, k, s, p, d, ceil_mode=True) == want, (i, k, s, p, d)
+        try:
+            ty, ti = F.max_pool2d(tx, kernel, stride, pad, dilation, ceil_mode=True, return_indices=True)
+        except RuntimeError:
+            with pytest.raises(ValueError):
+                cppconv.max_pool2d(x, kernel, stride, pad, dilation, ceil_mode=True)
+            continue
+        y, idx = cppconv.max_pool2d(x, kernel, stride, pad, dilation, ceil_mode=True, return_indices=True)
+        np.testing.assert_array_equal(y, ty.numpy())
+        np.testing.assert_array_equal(idx, ti.numpy())
+        for cip in (True, False):
+            for divisor in (None, 3):
+                try:
+                    ta = F.avg_pool2d(tx, kernel, stride, pad, ceil_mode=True, count_include_pad=cip,
+                                      divisor_override=divisor)
+                except RuntimeError:
+                    with pytest.raises(ValueError):
+                        cppconv.avg_pool2d(x, kernel, stride, pad, True, cip, divisor)
+                    continue
+                np.testing.assert_allclose(cppconv.avg_pool2d(x, kernel, stride, pad, True, cip, divisor), ta.numpy(),
+                                           rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_nan_wins_with_its_index(isa, layout):
     x = np.zeros((1, 1, 4, 4), np.float32)
@@ -521,15 +660,19 @@ def test_pool_output_size():
     assert cppconv.pool_output_size(6, 3, 2, 1, ceil_mode=True) == 4
     assert cppconv.pool_output_size(9, 3, 1, 0, dilation=2) == 5
     for i in range(1, 12):
-        for k in range(1, 5):
-            for s in range(1, 4):
+        for k in range(1, 8):
+            for s in range(1, 6):
                 for p in range(0, k // 2 + 1):
-                    for ceil in (False, True):
-                        if i + 2 * p < k:
-                            continue
-                        want = ref_length(i, k, s, p, p, 1, ceil)
-                        assert cppconv.pool_output_size(i, k, s, p, 1, ceil) == want
-                        assert _native.pool_output_size(i, k, s, p, p, 1, ceil) == want
+                    for d in (1, 2):
+                        for ceil in (False, True):
+                            want = ref_length(i, k, s, p, p, d, ceil)
+                            if want < 1:
+                                assert _native.pool_output_size(i, k, s, p, p, d, ceil) == 0
+                                with pytest.raises(ValueError, match="output size below 1"):
+                                    cppconv.pool_output_size(i, k, s, p, d, ceil)
+                                continue
+                            assert cppconv.pool_output_size(i, k, s, p, d, ceil) == want
+                            assert _native.pool_output_size(i, k, s, p, p, d, ceil) == want
     with pytest.raises(ValueError, match="kernel_size"):
         cppconv.pool_output_size(2, 5)
     with pytest.raises(ValueError, match="stride"):

@@ -30,6 +30,9 @@ def volume_and_layer() -> np.ndarray:
     layer = cppconv.Conv2d(kernels, bias, stride=(1, 1), padding=((1, 1), (1, 1)), groups=1, layout="NCHW")
     out = np.empty((1, 8, 16, 16), np.float32)
     result: np.ndarray = layer(rgb[None], out=out, num_threads=2)
+    layer.weight = kernels * 2  # assignment is validated and repacked
+    weight: np.ndarray = layer.weight
+    assert weight.shape == kernels.shape
     plan: Dict[str, Any] = layer.explain((1, 3, 16, 16))
     assert plan["output_shape"] == (1, 8, 16, 16)
     total: np.ndarray = maps + result[0]

@@ -105,8 +105,9 @@ def get_float32_precision() -> str:
     >>> cppconv.get_float32_precision()
     'highest'
     """
-    code = _native.get_float32_precision()
-    return next(name for name, c in _native.PRECISIONS.items() if c == code)
+    from ._args import code_word
+
+    return str(code_word(_native.PRECISIONS, _native.get_float32_precision()))
 
 
 def info() -> Dict[str, Any]:

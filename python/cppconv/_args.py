@@ -90,6 +90,12 @@ def precision_code(precision: Any, name: str = "precision") -> int:
     return int(code)
 
 
+def code_word(table: Dict[Any, int], code: int) -> Any:
+    """The word a code stands for (the inverse of layout_code, padding_mode_code and
+    activation_code): a layer's constructor arguments, for pickling."""
+    return next(word for word, c in table.items() if c == code)
+
+
 def thread_count(value: Any, name: str = "num_threads") -> int:
     """A thread count for the native kernels, 1 to _native.MAX_THREADS; None gives 0, which
     means the process-wide setting."""
@@ -124,6 +130,14 @@ def explicit_padding(padding: Any, name: str = "padding") -> Optional[Tuple[int,
     if min(top, bottom, left, right) < 0:
         raise ValueError(f"{name} must be non-negative, got {padding!r}")
     return top, bottom, left, right
+
+
+def padding_argument(padding: Optional[Tuple[int, int, int, int]]) -> Any:
+    """A padding argument that explicit_padding turns into `padding` (its inverse)."""
+    if padding is None:
+        return "same"
+    top, bottom, left, right = padding
+    return ((top, bottom), (left, right))
 
 
 def resolve_padding(
@@ -171,9 +185,13 @@ def as_input_array(value: Any, name: str) -> np.ndarray:
     ndarrays pass through; objects with ``__dlpack__`` (PyTorch CPU tensors, JAX CPU arrays)
     go through ``np.from_dlpack``; everything else (buffer protocol, ``__array_interface__``,
     ``__array__``, nested lists) through ``np.asarray``, which copies only when it must.
+    A torch tensor that requires grad raises TypeError; one with a lazy negation or
+    conjugation bit is resolved first (a copy).
     """
     if isinstance(value, np.ndarray):
         return value
+    if any(cls.__module__.partition(".")[0] == "torch" for cls in type(value).__mro__):
+        value = _readable_tensor(value, name)
     array: Optional[np.ndarray] = None
     if hasattr(value, "__dlpack__"):
         try:
@@ -183,10 +201,27 @@ def as_input_array(value: Any, name: str) -> np.ndarray:
             # tensor that refuses export: np.asarray below may still manage, with a copy.
             array = None
     if array is None:
-        array = np.asarray(value)
+        try:
+            array = np.asarray(value)
+        except RuntimeError as e:  # a foreign __array__'s refusal: a wrong kind of value for cppconv
+            raise TypeError(f"{name}: NumPy cannot read this {type(value).__name__}: {e}") from None
     if array.dtype == object:
         raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}")
     return array
+
+
+def _readable_tensor(value: Any, name: str) -> Any:
+    """A PyTorch tensor as NumPy can read it (torch itself is never imported).  One that
+    requires grad is refused (cppconv computes no gradients; torch refuses the export too);
+    the lazy negation and conjugation bits (``z.conj().imag``) are materialised, since DLPack
+    shares the raw storage without them and NumPy would read -x as x."""
+    if getattr(value, "requires_grad", False):
+        raise TypeError(f"{name} is a torch tensor that requires grad (cppconv computes no gradients): pass {name}.detach()")
+    for bit, resolve in (("is_neg", "resolve_neg"), ("is_conj", "resolve_conj")):
+        test = getattr(value, bit, None)
+        if callable(test) and test():
+            value = getattr(value, resolve)()
+    return value
 
 
 def operand_arrays(x: Any, weight: Any, bias: Any) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
@@ -239,6 +274,11 @@ def check_out(out: Any, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.dtype != dtype:
+        if out.dtype.newbyteorder("=") == dtype:
+            raise TypeError(
+                f"out has dtype {out.dtype.str}, {dtype} in non-native byte order; cppconv writes {dtype} in the "
+                f"machine's byte order ({dtype.str})"
+            )
         raise TypeError(f"out has dtype {out.dtype}, the result needs {dtype}")
     if out.shape != tuple(shape):
         raise ValueError(f"out has shape {out.shape}, the result has shape {tuple(shape)}")
@@ -311,7 +351,9 @@ def layer_operands(weight: Any, bias: Any, weight_axes: str) -> Tuple[np.ndarray
     and a 4-D weight (whose axes `weight_axes` names, e.g. "(K, C/groups, kh, kw)") or a 2-D kernel."""
     weight = as_input_array(weight, "weight")
     bias = None if bias is None else as_input_array(bias, "bias")
-    operands_result_dtype(weight, weight, bias)  # rejects unsupported dtypes now
+    float_dtype(weight, "weight")  # rejects unsupported dtypes now, naming the argument
+    if bias is not None:
+        float_dtype(bias, "bias")
     if weight.ndim not in (2, 4):
         raise ValueError(f"weight must be 4-D {weight_axes} or a 2-D kernel, got shape {weight.shape}")
     return weight, bias

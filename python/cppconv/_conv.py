@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional, Tuple, cast
 
 import numpy as np
 
-from . import _args, _native
+from . import _args, _layer, _native
 
 _LONG = np.dtype(np.longdouble)
 
@@ -48,6 +48,16 @@ class _ConvSpec:
         self.layout = _args.layout_code(layout)
         self.activation = _args.activation_code(activation)
         self.precision = _args.precision_code(precision)  # -1: the process-wide setting at call time
+
+    def kwargs(self) -> Dict[str, Any]:
+        """The keyword arguments that give this spec."""
+        return {
+            "stride": self.stride, "padding": _args.padding_argument(self.padding), "dilation": self.dilation,
+            "groups": self.groups, "padding_mode": _args.code_word(_args.PADDING_MODES, self.padding_mode),
+            "layout": _args.code_word(_args.LAYOUTS, self.layout),
+            "activation": _args.code_word(_args.ACTIVATIONS, self.activation),
+            "precision": None if self.precision < 0 else _args.code_word(_native.PRECISIONS, self.precision),
+        }
 
 
 class _Geometry:
@@ -300,19 +310,24 @@ def _explain(
     return info
 
 
-class Conv2d:
+class Conv2d(_layer.WeightedLayer):
     """A convolution layer with its weights prepared once, for repeated inference calls.
 
     ``Conv2d(weight, bias, **kwargs)(x)`` equals ``conv2d(x, weight, bias, **kwargs)``; the
     weights are validated, copied and packed for the kernels on first use, never again.
     ``precision=None`` follows :func:`cppconv.set_float32_precision` at each call;
     ``"highest"`` or ``"high"`` fixes the layer's mode.
+    Assigning ``layer.weight`` or ``layer.bias`` validates the new array as the constructor
+    does and repacks on the next call; the layer pickles and deep-copies (its packed weights
+    are rebuilt where it is loaded).
 
     >>> import numpy as np, cppconv
     >>> layer = cppconv.Conv2d(np.ones((8, 3, 3, 3), np.float32), padding="same", activation="relu")
     >>> layer(np.ones((1, 3, 32, 32), np.float32)).shape
     (1, 8, 32, 32)
     """
+
+    _weight_axes = "(K, C/groups, kh, kw)"
 
     def __init__(
         self,
@@ -329,29 +344,33 @@ class Conv2d:
         precision: Optional[str] = None,
     ):
         self._spec = _ConvSpec(stride, padding, dilation, groups, padding_mode, layout, activation, precision)
-        weight, bias = _args.layer_operands(weight, bias, "(K, C/groups, kh, kw)")
+        self._set_weights(weight, bias)
+
+    def _check_weights(self, weight: np.ndarray, bias: Optional[np.ndarray]) -> None:
         k = weight.shape[0] if weight.ndim == 4 else 1
         if k % self._spec.groups:
             raise ValueError(f"groups={self._spec.groups} does not divide the {k} output channels of weight")
         _args.check_layer_bias(bias, k)
-        self.weight = _args.frozen_copy(weight)
-        self.bias = _args.frozen_copy(bias)
-        self._plans: Dict[np.dtype, Any] = {}
+
+    def _snapshot(self, weight: np.ndarray, bias: Optional[np.ndarray]) -> _layer.Weights:
         # The one-step native path (Conv2dPlan.forward) for inputs of the weights' own float
         # dtype with explicit, per-axis symmetric padding; its plan is prepared now.
-        self._forward_args: Optional[Tuple[Any, ...]] = None
+        plans: Dict[np.dtype, Any] = {}
         spec, pads = self._spec, self._spec.padding
-        own_dtype = self.weight.dtype in (np.float32, np.float64) and (
-            self.bias is None or self.bias.dtype == self.weight.dtype
+        own_dtype = weight.dtype in (np.float32, np.float64) and (bias is None or bias.dtype == weight.dtype)
+        if not (own_dtype and pads is not None and pads[0] == pads[1] and pads[2] == pads[3]):
+            return _layer.Weights(weight, bias, plans)
+        w4 = weight if weight.ndim == 4 else weight[None, None]
+        plan = plans[weight.dtype] = _native.Conv2dPlan(np.ascontiguousarray(w4), bias, copy=True)
+        forward_args = (
+            weight.ndim == 2, spec.stride[0], spec.stride[1], pads[0], pads[2],
+            spec.dilation[0], spec.dilation[1], spec.groups, spec.padding_mode, spec.layout, spec.activation,
+            spec.precision,
         )
-        if own_dtype and pads is not None and pads[0] == pads[1] and pads[2] == pads[3]:
-            w4 = self.weight if self.weight.ndim == 4 else self.weight[None, None]
-            self._plans[self.weight.dtype] = _native.Conv2dPlan(np.ascontiguousarray(w4), self.bias, copy=True)
-            self._forward_args = (
-                self.weight.ndim == 2, spec.stride[0], spec.stride[1], pads[0], pads[2],
-                spec.dilation[0], spec.dilation[1], spec.groups, spec.padding_mode, spec.layout, spec.activation,
-                spec.precision,
-            )
+        return _layer.Weights(weight, bias, plans, (plan, forward_args))
+
+    def _init_kwargs(self) -> Dict[str, Any]:
+        return {**self._weight_kwargs(), **self._spec.kwargs()}
 
     def __call__(self, x: Any, out: Optional[np.ndarray] = None, *, num_threads: Optional[int] = None) -> np.ndarray:
         """The convolution of ``x`` with the layer's weights (shapes as in :func:`cppconv.conv2d`).
@@ -370,19 +389,18 @@ class Conv2d:
         >>> layer(np.ones((3, 8, 8), np.float32), num_threads=1).shape
         (4, 6, 6)
         """
-        if self._forward_args is not None and (
-            num_threads is None or (num_threads.__class__ is int and num_threads > 0)
-        ):
-            y: Optional[np.ndarray] = self._plans[self.weight.dtype].forward(
-                x, out, *self._forward_args, 0 if num_threads is None else num_threads
-            )
+        w = self._weights  # one snapshot for the whole call (see _layer.Weights)
+        if w.forward is not None and (num_threads is None or (num_threads.__class__ is int and num_threads > 0)):
+            plan, forward_args = w.forward
+            y: Optional[np.ndarray] = plan.forward(x, out, *forward_args, 0 if num_threads is None else num_threads)
             if y is not None:
                 return y
-        return _run(self._spec, x, self.weight, self.bias, out, plans=self._plans, num_threads=num_threads)
+        return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, num_threads=num_threads)
 
     def _call_with_algorithm(self, algorithm: str, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
         """The layer through a named algorithm (see ``_native.conv_algorithms()``): tests, benchmarks."""
-        return _run(self._spec, x, self.weight, self.bias, out, plans=self._plans, algorithm=algorithm)
+        w = self._weights
+        return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, algorithm=algorithm)
 
     def explain(self, x_shape: Tuple[int, ...], dtype: Any = np.float32) -> Dict[str, Any]:
         """What a call on an input of this shape would do (see :func:`cppconv.explain`).
@@ -392,12 +410,13 @@ class Conv2d:
         >>> layer.explain((1, 3, 32, 32))["output_shape"]
         (1, 8, 15, 15)
         """
-        result = np.result_type(np.dtype(dtype), self.weight.dtype)
-        return _explain(self._spec, tuple(x_shape), self.weight.shape, result, self.bias is not None, layer=True)
+        w = self._weights
+        result = np.result_type(np.dtype(dtype), w.weight.dtype)
+        return _explain(self._spec, tuple(x_shape), w.weight.shape, result, w.bias is not None, layer=True)
 
     def __repr__(self) -> str:
-        s = self._spec
+        s, w = self._spec, self._weights
         return (
-            f"Conv2d(weight shape={self.weight.shape}, bias={self.bias is not None}, stride={s.stride}, "
+            f"Conv2d(weight shape={w.weight.shape}, bias={w.bias is not None}, stride={s.stride}, "
             f"dilation={s.dilation}, padding={'same' if s.padding is None else s.padding}, groups={s.groups})"
         )

@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from . import _args, _native
+from . import _args, _layer, _native
 
 
 def conv_transpose_output_size(
@@ -55,6 +55,15 @@ class _TransposeSpec:
             raise ValueError(f"groups must be >= 1, got {self.groups}")
         self.layout = _args.layout_code(layout)
         self.activation = _args.activation_code(activation)
+
+    def kwargs(self) -> Dict[str, Any]:
+        """The keyword arguments that give this spec."""
+        return {
+            "stride": self.stride, "padding": _args.padding_argument(self.padding),
+            "output_padding": self.output_padding, "groups": self.groups, "dilation": self.dilation,
+            "layout": _args.code_word(_args.LAYOUTS, self.layout),
+            "activation": _args.code_word(_args.ACTIVATIONS, self.activation),
+        }
 
 
 class _Geometry:
@@ -176,17 +185,21 @@ def _conv_transpose2d_with_algorithm(algorithm: str, x: Any, weight: Any, bias: 
     return _run(spec, x, weight, bias, out, algorithm=algorithm)
 
 
-class ConvTranspose2d:
+class ConvTranspose2d(_layer.WeightedLayer):
     """A transposed-convolution layer with its weights prepared once.
 
     ``ConvTranspose2d(weight, bias, **kwargs)(x)`` equals ``conv_transpose2d(x, weight, bias,
     **kwargs)``; the weights are validated, copied and repacked for the kernel on first use.
+    ``layer.weight`` and ``layer.bias`` may be assigned, and the layer pickles, as
+    :class:`Conv2d`.
 
     >>> import numpy as np, cppconv
     >>> up = cppconv.ConvTranspose2d(np.ones((16, 8, 4, 4), np.float32), stride=2, padding=1, activation="relu")
     >>> up(np.ones((1, 16, 14, 14), np.float32)).shape
     (1, 8, 28, 28)
     """
+
+    _weight_axes = "(C, K/groups, kh, kw)"
 
     def __init__(
         self,
@@ -202,22 +215,25 @@ class ConvTranspose2d:
         activation: Optional[str] = None,
     ):
         self._spec = _TransposeSpec(stride, padding, output_padding, groups, dilation, layout, activation)
-        weight, bias = _args.layer_operands(weight, bias, "(C, K/groups, kh, kw)")
+        self._set_weights(weight, bias)
+
+    def _check_weights(self, weight: np.ndarray, bias: Optional[np.ndarray]) -> None:
         c = weight.shape[0] if weight.ndim == 4 else 1
         k = (weight.shape[1] if weight.ndim == 4 else 1) * self._spec.groups
         if c % self._spec.groups:
             raise ValueError(f"groups={self._spec.groups} does not divide the {c} input channels of weight")
         _args.check_layer_bias(bias, k)
-        self.weight = _args.frozen_copy(weight)
-        self.bias = _args.frozen_copy(bias)
-        self._plans: Dict[np.dtype, Any] = {}
+
+    def _init_kwargs(self) -> Dict[str, Any]:
+        return {**self._weight_kwargs(), **self._spec.kwargs()}
 
     def __call__(self, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
-        return _run(self._spec, x, self.weight, self.bias, out, plans=self._plans)
+        w = self._weights  # one snapshot for the whole call (see _layer.Weights)
+        return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans)
 
     def __repr__(self) -> str:
-        s = self._spec
+        s, w = self._spec, self._weights
         return (
-            f"ConvTranspose2d(weight shape={self.weight.shape}, bias={self.bias is not None}, stride={s.stride}, "
+            f"ConvTranspose2d(weight shape={w.weight.shape}, bias={w.bias is not None}, stride={s.stride}, "
             f"padding={s.padding}, output_padding={s.output_padding}, dilation={s.dilation}, groups={s.groups})"
         )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _args, _native
+from . import _args, _layer, _native
 
 _MAX, _AVG = 0, 1
 _I64 = np.dtype(np.int64)
@@ -43,14 +43,16 @@ def _simple_pool(kind: int, x: Any, kernel_size: Any, stride: Any, padding: Any,
 
 
 def _pool_length(i: int, k: int, s: int, before: int, after: int, d: int, ceil_mode: bool) -> int:
-    """PyTorch's pooled length (may be < 1): see pool_output_size."""
-    span = i + before + after - d * (k - 1) - 1
-    if span < 0:
-        return 0
-    out = (span + (s - 1 if ceil_mode else 0)) // s + 1
-    if ceil_mode and (out - 1) * s >= i + before:
-        out -= 1  # the last window must start inside the input or the left padding
-    return out
+    """PyTorch's pooled length, or 0 when no window fits (see pool_output_size).  The rule lives
+    in the native core only (cpp/pool.cpp), which pool2d checks its output shape against."""
+    return int(_native.pool_output_size(i, k, s, before, after, d, ceil_mode))
+
+
+def _no_window(axis: str, i: int, k: int, s: int, before: int, after: int, d: int, ceil_mode: bool) -> ValueError:
+    """The error for an axis where _pool_length found no window."""
+    spans, padded = d * (k - 1) + 1, i + before + after
+    limit = f"the padded input size {padded}" + (f" plus stride - 1 = {s - 1} (ceil_mode)" if ceil_mode else "")
+    return ValueError(f"kernel_size {k} with dilation {d} spans {spans}{axis}, more than {limit}: output size below 1")
 
 
 def pool_output_size(
@@ -59,8 +61,8 @@ def pool_output_size(
     """Output length of a max or average pool along one axis (PyTorch's rule).
 
     ``O = floor((I + 2P - D (K - 1) - 1) / S) + 1`` (``ceil`` in ceil_mode, where the last
-    window must still start inside the input or the left padding).  stride defaults to
-    kernel_size.
+    window must still start inside the input or the left padding but may reach past the
+    right padding).  stride defaults to kernel_size.
 
     >>> pool_output_size(112, 3, stride=2, padding=1)
     56
@@ -70,9 +72,7 @@ def pool_output_size(
     i, k, s, p, d = _args.axis_sizes(input_size, kernel_size, kernel_size if stride is None else stride, padding, dilation)
     out = _pool_length(i, k, s, p, p, d, bool(ceil_mode))
     if out < 1:
-        raise ValueError(
-            f"kernel_size {k} with dilation {d} spans {d * (k - 1) + 1} > padded input size {i + 2 * p}: output size below 1"
-        )
+        raise _no_window("", i, k, s, p, p, d, bool(ceil_mode))
     return out
 
 
@@ -107,6 +107,14 @@ class _PoolSpec:
             if self.divisor == 0:
                 raise ValueError("divisor_override must be a non-zero integer or None, got 0")
         self.layout = _args.layout_code(layout)
+
+    def kwargs(self) -> Dict[str, Any]:
+        """The keyword arguments of MaxPool2d or AvgPool2d (by kind) that give this spec."""
+        common = {"kernel_size": self.kernel, "stride": self.stride, "padding": _args.padding_argument(self.padding),
+                  "ceil_mode": self.ceil_mode, "layout": _args.code_word(_args.LAYOUTS, self.layout)}
+        if self.kind == _MAX:
+            return {**common, "dilation": self.dilation}
+        return {**common, "count_include_pad": self.count_include_pad, "divisor_override": self.divisor or None}
 
 
 def _input(x: Any) -> Tuple[np.ndarray, np.dtype, np.dtype]:
@@ -179,16 +187,12 @@ def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, a
     pads = _args.resolve_padding(spec.padding, (h, w), spec.kernel, spec.stride, spec.dilation)
     top, bottom, left, right = pads
     _args.check_padded_size((h + top + bottom, w + left + right))
-    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-    if span_h > h + top + bottom or span_w > w + left + right:
-        raise ValueError(
-            f"kernel_size ({kh}, {kw}) with dilation ({dh}, {dw}) spans ({span_h}, {span_w}), "
-            f"larger than the padded input ({h + top + bottom}, {w + left + right})"
-        )
     oh = _pool_length(h, kh, sh, top, bottom, dh, spec.ceil_mode)
     ow = _pool_length(w, kw, sw, left, right, dw, spec.ceil_mode)
-    if oh < 1 or ow < 1:
-        raise ValueError(f"output size ({oh}, {ow}) below 1 for input ({h}, {w}) and kernel_size ({kh}, {kw})")
+    if oh < 1:
+        raise _no_window(" along the height", h, kh, sh, top, bottom, dh, spec.ceil_mode)
+    if ow < 1:
+        raise _no_window(" along the width", w, kw, sw, left, right, dw, spec.ceil_mode)
     shape4 = _shape4(n, c, oh, ow, spec.layout)
     shape = _args.image_shape(shape4, x.ndim, spec.layout)
     dest = _Destinations(out, return_indices, shape, shape4, result, compute, x)
@@ -362,8 +366,9 @@ def global_avg_pool2d(x: Any, layout: str = "NCHW", out: Optional[np.ndarray] = 
     return _run_adaptive(_AVG, x, (1, 1), layout, out=out)
 
 
-class MaxPool2d:
+class MaxPool2d(_layer.Layer):
     """A max-pooling layer: ``MaxPool2d(kernel_size, **kwargs)(x)`` equals ``max_pool2d(x, kernel_size, **kwargs)``.
+    It pickles and copies (as its constructor arguments).
 
     >>> import numpy as np, cppconv
     >>> pool = cppconv.MaxPool2d(3, stride=2, padding=1)
@@ -376,6 +381,9 @@ class MaxPool2d:
         self._spec = _PoolSpec(_MAX, kernel_size, stride, padding, dilation, ceil_mode, True, None, layout)
         self.return_indices = bool(return_indices)
 
+    def _init_kwargs(self) -> Dict[str, Any]:
+        return {**self._spec.kwargs(), "return_indices": self.return_indices}
+
     def __call__(self, x: Any, out: Any = None) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
         return _run_pool(self._spec, x, out, self.return_indices)
 
@@ -387,8 +395,9 @@ class MaxPool2d:
         )
 
 
-class AvgPool2d:
+class AvgPool2d(_layer.Layer):
     """An average-pooling layer: ``AvgPool2d(kernel_size, **kwargs)(x)`` equals ``avg_pool2d(x, kernel_size, **kwargs)``.
+    It pickles and copies (as its constructor arguments).
 
     >>> import numpy as np, cppconv
     >>> pool = cppconv.AvgPool2d(2, layout="NHWC")
@@ -399,6 +408,9 @@ class AvgPool2d:
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                  count_include_pad: bool = True, divisor_override: Optional[int] = None, layout: str = "NCHW"):
         self._spec = _PoolSpec(_AVG, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override, layout)
+
+    def _init_kwargs(self) -> Dict[str, Any]:
+        return self._spec.kwargs()
 
     def __call__(self, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
         return _run_pool(self._spec, x, out)

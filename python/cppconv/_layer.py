@@ -1,0 +1,78 @@
+"""What the layer classes share: pickling and copying by constructor arguments, and (for the
+layers with weights) ``weight`` and ``bias`` attributes that assignment replaces whole."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+from . import _args
+
+
+class Layer:
+    """A layer's state is its constructor arguments (see _init_kwargs): pickle, copy.copy and
+    copy.deepcopy carry those and build the layer anew, so the native plans it caches (weights
+    packed for this CPU, not picklable) are never shipped and are rebuilt on first use."""
+
+    def _init_kwargs(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return self._init_kwargs()
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+
+class Weights(NamedTuple):
+    """One consistent snapshot of a layer's weights.  A call reads the layer's snapshot once and
+    assignment replaces it in one store, so a call racing with an assignment computes with the
+    old weights or the new ones, never a mix (nor a plan of the other)."""
+
+    weight: np.ndarray  # read-only private copies
+    bias: Optional[np.ndarray]
+    plans: Dict[np.dtype, Any]  # the native plan per compute dtype, made on first use
+    forward: Optional[Tuple[Any, Tuple[Any, ...]]] = None  # Conv2d's one-step path: (plan, its arguments)
+
+
+class WeightedLayer(Layer):
+    """``layer.weight = w`` and ``layer.bias = b`` go through the constructor's checks against
+    the other one and the layer's settings, and drop the plans built from the old weights.
+    The arrays read back are read-only copies: in-place changes raise."""
+
+    _weights: Weights
+    _weight_axes = ""  # the weight's axes, for messages: "(K, C/groups, kh, kw)"
+
+    def _check_weights(self, weight: np.ndarray, bias: Optional[np.ndarray]) -> None:
+        """The checks of weight and bias that need no input (beyond _args.layer_operands')."""
+        raise NotImplementedError
+
+    def _snapshot(self, weight: np.ndarray, bias: Optional[np.ndarray]) -> Weights:
+        """The layer's Weights for checked read-only copies (a subclass adds its fast path)."""
+        return Weights(weight, bias, {})
+
+    def _set_weights(self, weight: Any, bias: Any) -> None:
+        weight, bias = _args.layer_operands(weight, bias, self._weight_axes)
+        self._check_weights(weight, bias)
+        self._weights = self._snapshot(_args.frozen_copy(weight), _args.frozen_copy(bias))
+
+    @property
+    def weight(self) -> np.ndarray:
+        return self._weights.weight
+
+    @weight.setter
+    def weight(self, value: Any) -> None:
+        self._set_weights(value, self._weights.bias)
+
+    @property
+    def bias(self) -> Optional[np.ndarray]:
+        return self._weights.bias
+
+    @bias.setter
+    def bias(self, value: Any) -> None:
+        self._set_weights(self._weights.weight, value)
+
+    def _weight_kwargs(self) -> Dict[str, Any]:
+        weights = self._weights  # read once: a racing assignment must not give a mixed pair
+        return {"weight": weights.weight, "bias": weights.bias}
