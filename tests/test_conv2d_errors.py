@@ -569,3 +569,39 @@ def test_winograd_leaves_special_values_to_the_direct_kernel(algorithm, bad, bat
         assert np.isfinite(y).any() and not np.isfinite(y).all()
     if bad == "huge":
         assert np.isfinite(ref).all() and np.abs(ref).max() > 1e37
+
+
+# --------------------------------------------------------------------------------------------
+# Calls as PyTorch writes them (issue 17): positional order and words in any case
+# --------------------------------------------------------------------------------------------
+
+def test_conv2d_takes_pytorchs_positional_order():
+    # F.conv2d(input, weight, bias, stride, padding, dilation, groups)
+    rng = make_rng("positional conv2d")
+    x = rng.standard_normal((1, 4, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    want = cppconv.conv2d(x, w, b, stride=2, padding=1, dilation=2, groups=2)
+    np.testing.assert_array_equal(cppconv.conv2d(x, w, b, 2, 1, 2, 2), want)
+    np.testing.assert_array_equal(cppconv.conv2d(x, w, None, 2, 1, 2, 2), cppconv.conv2d(x, w, None, 2, 1, 2, 2))
+    with pytest.raises(TypeError):  # the rest stay keyword-only
+        cppconv.conv2d(x, w, b, 2, 1, 2, 2, "zeros")
+
+
+WORDS = [
+    dict(padding="SAME"), dict(padding="Valid"), dict(padding_mode="Reflect", padding=1),
+    dict(padding_mode="CIRCULAR", padding=1), dict(activation="ReLU"), dict(activation="Leaky_ReLU"),
+    dict(precision="HIGH"), dict(precision="Highest"), dict(layout="nhwc"),
+]
+
+
+@pytest.mark.parametrize("kw", WORDS, ids=repr)
+def test_string_options_in_any_case(kw):
+    rng = make_rng("words", repr(kw))
+    x = rng.standard_normal((1, 8, 8, 3) if "layout" in kw else (1, 3, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    canonical = {k: v.upper() if k == "layout" else v.lower() if isinstance(v, str) else v for k, v in kw.items()}
+    want = cppconv.conv2d(x, w, **canonical)
+    np.testing.assert_array_equal(cppconv.conv2d(x, w, **kw), want)
+    np.testing.assert_array_equal(cppconv.Conv2d(w, **kw)(x), want)
+    assert cppconv.explain(x.shape, w.shape, **kw)["output_shape"] == want.shape

@@ -346,3 +346,17 @@ def test_threads_agree(isa):
     finally:
         cppconv.set_num_threads(before)
     np.testing.assert_array_equal(one, three)
+
+
+def test_takes_pytorchs_positional_order_and_words_in_any_case():
+    # F.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    rng = make_rng("positional conv_transpose2d")
+    x = rng.standard_normal((1, 4, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    want = cppconv.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1, groups=2, dilation=1)
+    np.testing.assert_array_equal(cppconv.conv_transpose2d(x, w, b, 2, 1, 1, 2, 1), want)
+    with pytest.raises(TypeError):  # layout and the rest stay keyword-only
+        cppconv.conv_transpose2d(x, w, b, 2, 1, 1, 2, 1, "NCHW")
+    got = cppconv.conv_transpose2d(x.transpose(0, 2, 3, 1), w, b, 2, 1, 1, 2, layout="nhwc", activation="ReLU")
+    np.testing.assert_array_equal(got, np.maximum(want, 0).transpose(0, 2, 3, 1))

@@ -291,3 +291,60 @@ def test_assignment_while_threads_call(padding):
             t.join()
     assert not bad, f"{len(bad)} results matched neither the old nor the new weights"
     assert counts[0] and counts[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Settings as read-only attributes and a repr in PyTorch's style (issue 17)
+# --------------------------------------------------------------------------------------------
+
+SETTINGS = {
+    "Conv2d": dict(in_channels=4, out_channels=6, kernel_size=(3, 3), stride=(1, 2), padding=(1, 1),
+                   dilation=(1, 1), groups=2, padding_mode="zeros", layout="NCHW", activation="relu", precision=None),
+    "Conv2d same reflect": dict(in_channels=4, out_channels=6, padding="same", dilation=(2, 2), padding_mode="reflect",
+                                layout="NHWC", activation=None, precision="high"),
+    "Conv2d float64 asymmetric": dict(padding=((1, 0), (0, 2))),
+    "Conv2d 2-D kernel": dict(in_channels=1, out_channels=1, kernel_size=(3, 3), groups=1, activation="leaky_relu"),
+    "ConvTranspose2d": dict(in_channels=4, out_channels=6, kernel_size=(3, 3), stride=(2, 2), padding=((1, 0), (0, 1)),
+                            output_padding=(1, 1), groups=2, dilation=(1, 1), layout="NHWC", activation="tanh"),
+    "MaxPool2d": dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 1), dilation=(1, 2), ceil_mode=True,
+                      return_indices=True, layout="NHWC"),
+    "AvgPool2d": dict(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), ceil_mode=True, count_include_pad=False,
+                      divisor_override=4, layout="NCHW"),
+}
+
+
+@pytest.mark.parametrize("name", LAYER_NAMES)
+def test_settings_are_read_only_attributes_shown_by_repr(name):
+    layer, x = _layers()[name]
+    cls = type(layer).__name__
+    text = repr(layer)
+    assert text.startswith(f"{cls}(")
+    for setting, value in SETTINGS[name].items():
+        assert getattr(layer, setting) == value, setting
+    for setting in layer._repr_settings + layer._repr_positional:
+        value = getattr(layer, setting)
+        shown = value is not None if setting == "bias" else value
+        assert (f"{setting}={shown!r}" in text) if setting in layer._repr_settings else (repr(shown) in text), setting
+        if setting == "bias":
+            continue  # assignable: it replaces the weights (see above)
+        with pytest.raises(AttributeError, match=rf"{cls}\.{setting} is read-only.*new {cls}"):
+            setattr(layer, setting, value)
+        assert getattr(layer, setting) == value
+    layer(x)  # still works
+
+
+def test_repr_in_pytorchs_style():
+    layer = cppconv.Conv2d(np.zeros((64, 64, 3, 3), np.float32), np.zeros(64, np.float32), padding=1)
+    assert repr(layer) == (
+        "Conv2d(64, 64, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, bias=True, "
+        "padding_mode='zeros', layout='NCHW', activation=None, precision=None)"
+    )
+    assert repr(cppconv.MaxPool2d(3, 2, 1)) == (
+        "MaxPool2d(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(1, 1), ceil_mode=False, "
+        "return_indices=False, layout='NCHW')"
+    )
+    # Words given in any case read back in their canonical one.
+    layer = cppconv.Conv2d(np.zeros((8, 3, 3, 3)), padding="SAME", padding_mode="Reflect", layout="nhwc",
+                           activation="ReLU", precision="HIGH")
+    assert (layer.padding, layer.padding_mode, layer.layout, layer.activation, layer.precision) == (
+        "same", "reflect", "NHWC", "relu", "high")

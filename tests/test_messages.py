@@ -152,3 +152,26 @@ def test_every_value_error_in_the_python_layer_has_a_got_or_numbers():
         source = inspect.getsource(module)
         for message in re.findall(r"raise ValueError\(\s*(.*?)\)\n", source, flags=re.S):
             assert message.lstrip().startswith("f") or "read-only" in message, (module.__name__, message)
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_tensorflow_hwio_weight_is_named_with_its_fix(layout):
+    """A TensorFlow HWIO weight (kh, kw, C/groups, K) that fits x only as HWIO: the error says
+    weights are OIHW in both layouts and how to convert (issue 17)."""
+    def x(c):
+        return f32(1, 8, 8, c) if layout == "NHWC" else f32(1, c, 8, 8)
+
+    fix = "w.transpose(3, 2, 0, 1)"
+    with _raises(ValueError, "OIHW (K, C/groups, kh, kw) in both layouts", "HWIO", "(3, 3, 16, 32)", fix):
+        cppconv.conv2d(x(16), f32(3, 3, 16, 32), layout=layout)  # channel counts disagree
+    with _raises(ValueError, "OIHW", "(3, 3, 3, 64)", fix):
+        cppconv.conv2d(x(3), f32(3, 3, 3, 64), layout=layout)  # channels fit; the "kernel" 3x64 does not
+    with _raises(ValueError, "OIHW", "(3, 3, 4, 6)", fix):
+        cppconv.conv2d(x(8), f32(3, 3, 4, 6), groups=2, layout=layout)
+    with _raises(ValueError, "OIHW", fix):
+        cppconv.Conv2d(f32(3, 3, 16, 32), layout=layout)(x(16))
+    y = cppconv.conv2d(x(16), f32(3, 3, 16, 32).transpose(3, 2, 0, 1), layout=layout)
+    assert y.shape == ((1, 6, 6, 32) if layout == "NHWC" else (1, 32, 6, 6))
+    with pytest.raises(ValueError) as info:  # a plain channel mismatch gets no HWIO hint
+        cppconv.conv2d(x(16), f32(32, 8, 3, 3), layout=layout)
+    assert "HWIO" not in str(info.value)

@@ -777,3 +777,22 @@ def test_one_step_path_matches_full_path(isa, layout, dtype):
         cppconv.max_pool2d(x, 3, 1, 2, layout=layout)  # padding above kernel_size // 2
     with pytest.raises(ValueError):
         cppconv.max_pool2d(x, 30, layout=layout)       # window larger than the input
+
+
+def test_pools_take_pytorchs_positional_order_and_words_in_any_case():
+    # F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    # F.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    x = make_rng("positional pools").standard_normal((1, 2, 9, 9)).astype(np.float32)
+    y, i = cppconv.max_pool2d(x, 3, 2, 1, 2, True, True)
+    y2, i2 = cppconv.max_pool2d(x, 3, stride=2, padding=1, dilation=2, ceil_mode=True, return_indices=True)
+    np.testing.assert_array_equal(y, y2)
+    np.testing.assert_array_equal(i, i2)
+    np.testing.assert_array_equal(
+        cppconv.avg_pool2d(x, 3, 2, 1, True, False, 5),
+        cppconv.avg_pool2d(x, 3, stride=2, padding=1, ceil_mode=True, count_include_pad=False, divisor_override=5),
+    )
+    xt = x.transpose(0, 2, 3, 1)
+    for pool in (cppconv.max_pool2d, cppconv.avg_pool2d):
+        np.testing.assert_array_equal(pool(xt, 3, layout="nhwc"), pool(xt, 3, layout="NHWC"))
+        np.testing.assert_array_equal(pool(x, 3, padding="SAME"), pool(x, 3, padding="same"))
+    np.testing.assert_array_equal(cppconv.global_avg_pool2d(xt, layout="nhwc"), cppconv.global_avg_pool2d(xt, layout="NHWC"))

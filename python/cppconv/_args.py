@@ -56,22 +56,26 @@ def pair(value: Any, name: str, minimum: Optional[int] = None) -> Tuple[int, int
     return h, w
 
 
+# The words of every string option match in any case ("nhwc", "SAME", "ReLU", "HIGH"); the
+# tables and a layer's attributes keep one canonical spelling.  The conv2d and pool fast
+# paths look up the canonical words only and leave other spellings to these functions.
 def layout_code(layout: Any) -> int:
-    code = LAYOUTS.get(layout.upper() if isinstance(layout, str) else layout)
+    code = LAYOUTS.get(layout.upper()) if isinstance(layout, str) else None
     if code is None:
         raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
     return code
 
 
 def padding_mode_code(mode: Any) -> int:
-    code = PADDING_MODES.get(mode) if isinstance(mode, str) else None
+    code = PADDING_MODES.get(mode.lower()) if isinstance(mode, str) else None
     if code is None:
         raise ValueError(f"padding_mode must be one of {sorted(PADDING_MODES)}, got {mode!r}")
     return code
 
 
 def activation_code(activation: Any) -> int:
-    code = ACTIVATIONS.get(activation) if activation is None or isinstance(activation, str) else None
+    code = ACTIVATIONS.get(activation.lower() if isinstance(activation, str) else activation) \
+        if activation is None or isinstance(activation, str) else None
     if code is None:
         names = [a for a in ACTIVATIONS if a is not None]
         raise ValueError(f"activation must be None or one of {names}, got {activation!r}")
@@ -83,7 +87,7 @@ def precision_code(precision: Any, name: str = "precision") -> int:
     the process-wide setting (cppconv.set_float32_precision)."""
     if precision is None:
         return -1
-    code = _native.PRECISIONS.get(precision) if isinstance(precision, str) else None
+    code = _native.PRECISIONS.get(precision.lower()) if isinstance(precision, str) else None
     if code is None:
         names = " or ".join(repr(n) for n in _native.PRECISIONS)
         raise ValueError(f"{name} must be None, {names}, got {precision!r}")
@@ -117,9 +121,9 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> Tuple[in
 def explicit_padding(padding: Any, name: str = "padding") -> Optional[Tuple[int, int, int, int]]:
     """(top, bottom, left, right) for int / (ph, pw) / ((t, b), (l, r)) / "valid"; None for "same"."""
     if isinstance(padding, str):
-        if padding == "valid":
+        if padding.lower() == "valid":
             return (0, 0, 0, 0)
-        if padding == "same":
+        if padding.lower() == "same":
             return None
         raise ValueError(f"{name} must be an int, a pair, ((top, bottom), (left, right)), 'valid' or 'same', got {padding!r}")
     if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, (tuple, list)) for p in padding):
@@ -133,11 +137,12 @@ def explicit_padding(padding: Any, name: str = "padding") -> Optional[Tuple[int,
 
 
 def padding_argument(padding: Optional[Tuple[int, int, int, int]]) -> Any:
-    """A padding argument that explicit_padding turns into `padding` (its inverse)."""
+    """A padding argument that explicit_padding turns into `padding` (its inverse), in its
+    shortest form: "same", (ph, pw), or ((top, bottom), (left, right))."""
     if padding is None:
         return "same"
     top, bottom, left, right = padding
-    return ((top, bottom), (left, right))
+    return (top, left) if top == bottom and left == right else ((top, bottom), (left, right))
 
 
 def resolve_padding(

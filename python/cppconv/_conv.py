@@ -91,18 +91,21 @@ class _Geometry:
         g = spec.groups
         if c % g:
             raise ValueError(f"groups={g} does not divide the {c} input channels of x")
+        hint = _hwio_hint(w4.shape, c, g) if weight.ndim == 4 else ""
         if k % g:
-            raise ValueError(f"groups={g} does not divide the {k} output channels of weight")
+            raise ValueError(f"groups={g} does not divide the {k} output channels of weight{hint}")
         if cg * g != c:
             raise ValueError(
                 f"weight expects {cg} input channels per group ({cg * g} in all with groups={g}), x has {c} channels"
+                f"{hint}"
             )
         if kh < 1 or kw < 1:
             raise ValueError(f"weight's kernel must be at least 1x1, got {kh}x{kw} (weight shape {w4.shape})")
         if h < 1 or w < 1:
             raise ValueError(f"x must have height and width >= 1, got height {h}, width {w} (x shape {x.shape})")
         if bias is not None and (bias.ndim != 1 or bias.shape[0] != k):
-            raise ValueError(f"bias must have shape ({k},) for {k} output channels, got {bias.shape}")
+            raise ValueError(f"bias must have shape ({k},) for {k} output channels, got {bias.shape}"
+                             f"{hint if bias.shape[:1] == (w4.shape[3],) else ''}")
         sh, sw = spec.stride
         dh, dw = spec.dilation
         pads = _args.resolve_padding(spec.padding, (h, w), (kh, kw), spec.stride, spec.dilation)
@@ -121,7 +124,7 @@ class _Geometry:
         if span_h > h + top + bottom or span_w > w + left + right:
             raise ValueError(
                 f"kernel ({kh}, {kw}) with dilation ({dh}, {dw}) spans ({span_h}, {span_w}), "
-                f"larger than the padded input ({h + top + bottom}, {w + left + right})"
+                f"larger than the padded input ({h + top + bottom}, {w + left + right}){hint}"
             )
         oh = (h + top + bottom - span_h) // sh + 1
         ow = (w + left + right - span_w) // sw + 1
@@ -133,6 +136,18 @@ class _Geometry:
             self.out_shape = self.out_shape4[1:]
         else:
             self.out_shape = self.out_shape4
+
+
+def _hwio_hint(shape: Tuple[int, ...], c: int, groups: int) -> str:
+    """The end of a weight-shape error when the weight fits x as TensorFlow's HWIO
+    (kh, kw, C/groups, K): the likeliest cause, and its fix."""
+    kh, kw, cg, k = shape
+    if cg * groups != c or k % groups:
+        return ""
+    return (
+        f"; weights are OIHW (K, C/groups, kh, kw) in both layouts, and shape {tuple(shape)} reads as "
+        f"TensorFlow's HWIO (kh, kw, C/groups, K) = ({kh}, {kw}, {cg}, {k}): pass w.transpose(3, 2, 0, 1)"
+    )
 
 
 def _run(
@@ -161,11 +176,11 @@ def conv2d(
     x: Any,
     weight: Any,
     bias: Any = None,
-    *,
     stride: Any = 1,
     padding: Any = 0,
     dilation: Any = 1,
     groups: int = 1,
+    *,
     padding_mode: str = "zeros",
     layout: str = "NCHW",
     activation: Optional[str] = None,
@@ -176,12 +191,14 @@ def conv2d(
     """2-D convolution (cross-correlation, as ``torch.nn.functional.conv2d`` computes it).
 
     Each of the K kernels slides over the input with the given stride and spans all input
-    channels of its group; each yields one feature map.
+    channels of its group; each yields one feature map.  bias, stride, padding, dilation and
+    groups may be given by position, in PyTorch's order; the rest are keyword-only.
 
     Args:
         x: ``(N, C, H, W)`` or ``(C, H, W)`` for ``layout="NCHW"``, ``(N, H, W, C)`` or
             ``(H, W, C)`` for ``layout="NHWC"``, or a 2-D image ``(H, W)`` with a 2-D weight.
-        weight: ``(K, C // groups, kh, kw)`` for both layouts, or ``(kh, kw)`` with a 2-D x.
+        weight: ``(K, C // groups, kh, kw)`` (OIHW) for both layouts, or ``(kh, kw)`` with a
+            2-D x; a TensorFlow HWIO weight becomes OIHW by ``w.transpose(3, 2, 0, 1)``.
         bias: ``(K,)`` or None.
         stride, dilation: int or ``(h, w)``.
         padding: int, ``(ph, pw)``, ``((top, bottom), (left, right))``, ``"valid"`` or
@@ -328,6 +345,9 @@ class Conv2d(_layer.WeightedLayer):
     """
 
     _weight_axes = "(K, C/groups, kh, kw)"
+    _repr_positional = ("in_channels", "out_channels")
+    _repr_settings = ("kernel_size", "stride", "padding", "dilation", "groups", "bias", "padding_mode", "layout",
+                      "activation", "precision")
 
     def __init__(
         self,
@@ -414,9 +434,47 @@ class Conv2d(_layer.WeightedLayer):
         result = np.result_type(np.dtype(dtype), w.weight.dtype)
         return _explain(self._spec, tuple(x_shape), w.weight.shape, result, w.bias is not None, layer=True)
 
-    def __repr__(self) -> str:
-        s, w = self._spec, self._weights
-        return (
-            f"Conv2d(weight shape={w.weight.shape}, bias={w.bias is not None}, stride={s.stride}, "
-            f"dilation={s.dilation}, padding={'same' if s.padding is None else s.padding}, groups={s.groups})"
-        )
+    # The settings, read-only, as PyTorch's Conv2d names them; words in their canonical case.
+    @_layer.read_only
+    def in_channels(self) -> int:
+        w = self._weights.weight
+        return int(w.shape[1]) * self._spec.groups if w.ndim == 4 else 1
+
+    @_layer.read_only
+    def out_channels(self) -> int:
+        w = self._weights.weight
+        return int(w.shape[0]) if w.ndim == 4 else 1
+
+    @_layer.read_only
+    def stride(self) -> Tuple[int, int]:
+        return self._spec.stride
+
+    @_layer.read_only
+    def padding(self) -> Any:
+        """(ph, pw), ((top, bottom), (left, right)) when asymmetric, or "same"."""
+        return _args.padding_argument(self._spec.padding)
+
+    @_layer.read_only
+    def dilation(self) -> Tuple[int, int]:
+        return self._spec.dilation
+
+    @_layer.read_only
+    def groups(self) -> int:
+        return self._spec.groups
+
+    @_layer.read_only
+    def padding_mode(self) -> str:
+        return self._spec.kwargs()["padding_mode"]  # type: ignore[no-any-return]
+
+    @_layer.read_only
+    def layout(self) -> str:
+        return self._spec.kwargs()["layout"]  # type: ignore[no-any-return]
+
+    @_layer.read_only
+    def activation(self) -> Optional[str]:
+        return self._spec.kwargs()["activation"]  # type: ignore[no-any-return]
+
+    @_layer.read_only
+    def precision(self) -> Optional[str]:
+        """None: the process-wide setting at each call."""
+        return self._spec.kwargs()["precision"]  # type: ignore[no-any-return]

@@ -131,12 +131,12 @@ def conv_transpose2d(
     x: Any,
     weight: Any,
     bias: Any = None,
-    *,
     stride: Any = 1,
     padding: Any = 0,
     output_padding: Any = 0,
     groups: int = 1,
     dilation: Any = 1,
+    *,
     layout: str = "NCHW",
     activation: Optional[str] = None,
     out: Optional[np.ndarray] = None,
@@ -145,6 +145,8 @@ def conv_transpose2d(
 
     ``<conv2d(x, w), y> == <x, conv_transpose2d(y, w)>`` for the same weight array, so it
     upsamples by the stride: output ``(I - 1) S - 2 P + D (K - 1) + output_padding + 1``.
+    bias, stride, padding, output_padding, groups and dilation may be given by position, in
+    PyTorch's order; the rest are keyword-only.
 
     Args:
         x: ``(N, C, H, W)`` or ``(C, H, W)`` for ``layout="NCHW"``, ``(N, H, W, C)`` or
@@ -200,6 +202,9 @@ class ConvTranspose2d(_layer.WeightedLayer):
     """
 
     _weight_axes = "(C, K/groups, kh, kw)"
+    _repr_positional = ("in_channels", "out_channels")
+    _repr_settings = ("kernel_size", "stride", "padding", "output_padding", "groups", "bias", "dilation", "layout",
+                      "activation")
 
     def __init__(
         self,
@@ -231,9 +236,42 @@ class ConvTranspose2d(_layer.WeightedLayer):
         w = self._weights  # one snapshot for the whole call (see _layer.Weights)
         return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans)
 
-    def __repr__(self) -> str:
-        s, w = self._spec, self._weights
-        return (
-            f"ConvTranspose2d(weight shape={w.weight.shape}, bias={w.bias is not None}, stride={s.stride}, "
-            f"padding={s.padding}, output_padding={s.output_padding}, dilation={s.dilation}, groups={s.groups})"
-        )
+    # The settings, read-only, as PyTorch's ConvTranspose2d names them.
+    @_layer.read_only
+    def in_channels(self) -> int:
+        w = self._weights.weight
+        return int(w.shape[0]) if w.ndim == 4 else 1
+
+    @_layer.read_only
+    def out_channels(self) -> int:
+        w = self._weights.weight
+        return int(w.shape[1]) * self._spec.groups if w.ndim == 4 else 1
+
+    @_layer.read_only
+    def stride(self) -> Tuple[int, int]:
+        return self._spec.stride
+
+    @_layer.read_only
+    def padding(self) -> Any:
+        """(ph, pw), or ((top, bottom), (left, right)) when asymmetric."""
+        return _args.padding_argument(self._spec.padding)
+
+    @_layer.read_only
+    def output_padding(self) -> Tuple[int, int]:
+        return self._spec.output_padding
+
+    @_layer.read_only
+    def dilation(self) -> Tuple[int, int]:
+        return self._spec.dilation
+
+    @_layer.read_only
+    def groups(self) -> int:
+        return self._spec.groups
+
+    @_layer.read_only
+    def layout(self) -> str:
+        return self._spec.kwargs()["layout"]  # type: ignore[no-any-return]
+
+    @_layer.read_only
+    def activation(self) -> Optional[str]:
+        return self._spec.kwargs()["activation"]  # type: ignore[no-any-return]

@@ -3,20 +3,44 @@ layers with weights) ``weight`` and ``bias`` attributes that assignment replaces
 
 from __future__ import annotations
 
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from . import _args
 
 
+def read_only(getter: Callable[[Any], Any]) -> Any:
+    """A layer setting as a property, like a PyTorch module's attribute, that refuses assignment:
+    the settings are checked and baked into the layer's plans when it is built."""
+    name = getter.__name__
+
+    def refuse(self: Any, value: Any) -> None:
+        cls = type(self).__name__
+        raise AttributeError(f"{cls}.{name} is read-only (fixed when the layer is built): make a new {cls} with {name}={value!r}")
+
+    return property(getter, refuse, doc=getter.__doc__)
+
+
 class Layer:
     """A layer's state is its constructor arguments (see _init_kwargs): pickle, copy.copy and
     copy.deepcopy carry those and build the layer anew, so the native plans it caches (weights
-    packed for this CPU, not picklable) are never shipped and are rebuilt on first use."""
+    packed for this CPU, not picklable) are never shipped and are rebuilt on first use.
+    Its repr shows `_repr_positional` bare, then every name in `_repr_settings` as name=value."""
+
+    _repr_positional: Tuple[str, ...] = ()
+    _repr_settings: Tuple[str, ...] = ()
 
     def _init_kwargs(self) -> Dict[str, Any]:
         raise NotImplementedError
+
+    def __repr__(self) -> str:
+        parts = [repr(getattr(self, name)) for name in self._repr_positional]
+        for name in self._repr_settings:
+            value = getattr(self, name)
+            # The bias array as PyTorch's repr shows it: whether there is one.
+            parts.append(f"{name}={value is not None if name == 'bias' else value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
 
     def __getstate__(self) -> Dict[str, Any]:
         return self._init_kwargs()
@@ -72,6 +96,11 @@ class WeightedLayer(Layer):
     @bias.setter
     def bias(self, value: Any) -> None:
         self._set_weights(self._weights.weight, value)
+
+    @read_only
+    def kernel_size(self) -> Tuple[int, int]:
+        """(kh, kw), from the weight."""
+        return tuple(self._weights.weight.shape[-2:])  # type: ignore[return-value]
 
     def _weight_kwargs(self) -> Dict[str, Any]:
         weights = self._weights  # read once: a racing assignment must not give a mixed pair

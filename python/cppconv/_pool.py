@@ -366,7 +366,34 @@ def global_avg_pool2d(x: Any, layout: str = "NCHW", out: Optional[np.ndarray] = 
     return _run_adaptive(_AVG, x, (1, 1), layout, out=out)
 
 
-class MaxPool2d(_layer.Layer):
+class _PoolLayer(_layer.Layer):
+    """The settings MaxPool2d and AvgPool2d share, read-only, as PyTorch's pooling modules name them."""
+
+    _spec: _PoolSpec
+
+    @_layer.read_only
+    def kernel_size(self) -> Tuple[int, int]:
+        return self._spec.kernel
+
+    @_layer.read_only
+    def stride(self) -> Tuple[int, int]:
+        return self._spec.stride
+
+    @_layer.read_only
+    def padding(self) -> Any:
+        """(ph, pw), ((top, bottom), (left, right)) when asymmetric, or "same"."""
+        return _args.padding_argument(self._spec.padding)
+
+    @_layer.read_only
+    def ceil_mode(self) -> bool:
+        return self._spec.ceil_mode
+
+    @_layer.read_only
+    def layout(self) -> str:
+        return str(_args.code_word(_args.LAYOUTS, self._spec.layout))
+
+
+class MaxPool2d(_PoolLayer):
     """A max-pooling layer: ``MaxPool2d(kernel_size, **kwargs)(x)`` equals ``max_pool2d(x, kernel_size, **kwargs)``.
     It pickles and copies (as its constructor arguments).
 
@@ -376,26 +403,29 @@ class MaxPool2d(_layer.Layer):
     (1, 64, 56, 56)
     """
 
+    _repr_settings = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices", "layout")
+
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
                  ceil_mode: bool = False, return_indices: bool = False, layout: str = "NCHW"):
         self._spec = _PoolSpec(_MAX, kernel_size, stride, padding, dilation, ceil_mode, True, None, layout)
-        self.return_indices = bool(return_indices)
+        self._return_indices = bool(return_indices)
 
     def _init_kwargs(self) -> Dict[str, Any]:
-        return {**self._spec.kwargs(), "return_indices": self.return_indices}
+        return {**self._spec.kwargs(), "return_indices": self._return_indices}
 
     def __call__(self, x: Any, out: Any = None) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
-        return _run_pool(self._spec, x, out, self.return_indices)
+        return _run_pool(self._spec, x, out, self._return_indices)
 
-    def __repr__(self) -> str:
-        s = self._spec
-        return (
-            f"MaxPool2d(kernel_size={s.kernel}, stride={s.stride}, padding={'same' if s.padding is None else s.padding}, "
-            f"dilation={s.dilation}, ceil_mode={s.ceil_mode}, return_indices={self.return_indices})"
-        )
+    @_layer.read_only
+    def dilation(self) -> Tuple[int, int]:
+        return self._spec.dilation
+
+    @_layer.read_only
+    def return_indices(self) -> bool:
+        return self._return_indices
 
 
-class AvgPool2d(_layer.Layer):
+class AvgPool2d(_PoolLayer):
     """An average-pooling layer: ``AvgPool2d(kernel_size, **kwargs)(x)`` equals ``avg_pool2d(x, kernel_size, **kwargs)``.
     It pickles and copies (as its constructor arguments).
 
@@ -404,6 +434,8 @@ class AvgPool2d(_layer.Layer):
     >>> pool(np.zeros((1, 56, 56, 256), np.float32)).shape
     (1, 28, 28, 256)
     """
+
+    _repr_settings = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override", "layout")
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                  count_include_pad: bool = True, divisor_override: Optional[int] = None, layout: str = "NCHW"):
@@ -415,9 +447,10 @@ class AvgPool2d(_layer.Layer):
     def __call__(self, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
         return _run_pool(self._spec, x, out)
 
-    def __repr__(self) -> str:
-        s = self._spec
-        return (
-            f"AvgPool2d(kernel_size={s.kernel}, stride={s.stride}, padding={'same' if s.padding is None else s.padding}, "
-            f"ceil_mode={s.ceil_mode}, count_include_pad={s.count_include_pad}, divisor_override={s.divisor or None})"
-        )
+    @_layer.read_only
+    def count_include_pad(self) -> bool:
+        return self._spec.count_include_pad
+
+    @_layer.read_only
+    def divisor_override(self) -> Optional[int]:
+        return self._spec.divisor or None
