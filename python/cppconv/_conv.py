@@ -227,8 +227,9 @@ def conv2d(
     (3, 3)
     """
     # The common call in one native step (a per-call cost of ~0.5 us instead of ~8 us): plain
-    # ints for the sizes, known words, arrays the kernels can read in place (the native side
-    # answers None otherwise).  Anything else, and every error, goes through the full path.
+    # ints for the sizes, words in their canonical case, arrays the kernels can read in place
+    # (the native side answers None otherwise).  Anything else (other spellings too), and every
+    # error, goes through the full path.
     if (
         (num_threads is None or (num_threads.__class__ is int and num_threads > 0))
         and (precision is None or precision.__class__ is str)
