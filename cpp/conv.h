@@ -17,7 +17,7 @@ namespace cppconv {
 constexpr int kMaxThreads = 1024;
 
 void set_num_threads(int n);
-// The setting, or 1 in a process forked after cppconv was loaded (see conv.cpp).
+// The setting, or 1 in a process forked after cppconv was loaded (see driver.cpp).
 int get_num_threads();
 // The threads one call of this problem uses: fewer for small problems, where waking a
 // thread team costs more than it saves.
