@@ -16,9 +16,6 @@
 #if defined(__linux__)
 #include <sched.h>
 #endif
-#if defined(__unix__)
-#include <pthread.h>
-#endif
 
 namespace cppconv {
 namespace {
@@ -35,18 +32,6 @@ std::atomic<int>& num_threads_setting() {
   static std::atomic<int> n{cpus_available()};
   return n;
 }
-
-// libgomp's thread pool does not survive fork(): the child inherits the pool's bookkeeping but
-// not its threads, and its next parallel region with more than one thread waits for them
-// forever.  So a forked child (multiprocessing's default on Linux) runs every kernel with one
-// thread; a team of one never touches the pool.  (Builds without OpenMP do the same, so that
-// the rule is one everywhere.)
-std::atomic<bool> in_forked_child{false};
-
-#if defined(__unix__)
-void mark_forked_child() { in_forked_child.store(true); }
-const int fork_handler_registered = pthread_atfork(nullptr, nullptr, mark_forked_child);
-#endif
 
 // Memory that grows with the padded extent, not with the data: the padding index maps
 // (8 bytes per padded row and column) and the column plans the engine kernels derive per call
@@ -127,7 +112,8 @@ void set_num_threads(int n) {
   num_threads_setting().store(n);
 }
 
-int get_num_threads() { return in_forked_child.load() ? 1 : num_threads_setting().load(); }
+// One thread in a forked child: libgomp's pool does not survive fork (see driver.cpp).
+int get_num_threads() { return in_forked_child() ? 1 : num_threads_setting().load(); }
 
 namespace {
 std::atomic<int> float32_precision_setting{int(Precision::Highest)};
@@ -234,7 +220,7 @@ void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const
   // A per-call cap obeys the same limits as the process-wide setting (one thread in a forked
   // child, at most kMaxThreads).
   const int cap = max_threads <= 0          ? get_num_threads()
-                  : in_forked_child.load() ? 1
+                  : in_forked_child()      ? 1
                                            : std::min(max_threads, kMaxThreads);
   const ConvChoice choice = choose_for(given, p, cap, forced);
   check_workspace(choice.workspace_bytes, "conv2d workspace (kernel scratch and padding index maps)");

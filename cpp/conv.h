@@ -17,7 +17,7 @@ namespace cppconv {
 constexpr int kMaxThreads = 1024;
 
 void set_num_threads(int n);
-// The setting, or 1 in a process forked after cppconv was loaded (see conv.cpp).
+// The setting, or 1 in a process forked after cppconv was loaded (see driver.cpp).
 int get_num_threads();
 // The process-wide float32 precision mode (PyTorch's torch.set_float32_matmul_precision):
 // the mode of every call that does not name its own.  Highest unless set.

@@ -21,6 +21,9 @@ namespace cppconv {
 
 inline size_t dtype_size(DType d) { return d == DType::Float32 ? 4 : 8; }
 
+// Whether this process was forked after cppconv was loaded (see driver.cpp).
+bool in_forked_child();
+
 // Element strides of a C-contiguous tensor of logical shape (n, c, h, w) in `layout`.
 inline Strides4 contiguous_strides(Layout layout, int64_t c, int64_t h, int64_t w) {
   if (layout == Layout::NCHW) return {c * h * w, h * w, w, 1};
@@ -136,21 +139,27 @@ struct PackedWeightsTag {};
 
 // A plan's weights and bias: copied (a layer's, reused over many calls) or borrowed (a
 // one-shot call's), plus each algorithm's packed form, built on first use and then shared
-// between threads.
+// between threads.  Every live instance is on a list, so that fork() can wait until none is
+// packing (see driver.cpp): a child must not inherit a lock held by a thread it does not have.
 class PlanWeights {
  public:
   PlanWeights(DType dtype, const void* weight, size_t weight_count, const void* bias, size_t bias_count, bool copy)
       : weight_(weight), bias_(bias) {
-    if (!copy) return;
-    const auto* w = static_cast<const unsigned char*>(weight);
-    owned_weight_.assign(w, w + weight_count * dtype_size(dtype));
-    weight_ = owned_weight_.data();
-    if (bias) {
-      const auto* b = static_cast<const unsigned char*>(bias);
-      owned_bias_.assign(b, b + bias_count * dtype_size(dtype));
-      bias_ = owned_bias_.data();
+    if (copy) {
+      const auto* w = static_cast<const unsigned char*>(weight);
+      owned_weight_.assign(w, w + weight_count * dtype_size(dtype));
+      weight_ = owned_weight_.data();
+      if (bias) {
+        const auto* b = static_cast<const unsigned char*>(bias);
+        owned_bias_.assign(b, b + bias_count * dtype_size(dtype));
+        bias_ = owned_bias_.data();
+      }
     }
+    enlist();
   }
+  ~PlanWeights();
+  PlanWeights(const PlanWeights&) = delete;
+  PlanWeights& operator=(const PlanWeights&) = delete;
 
   const void* weight() const { return weight_; }
   const void* bias() const { return bias_; }
@@ -178,8 +187,13 @@ class PlanWeights {
   std::vector<unsigned char> owned_weight_, owned_bias_;
   const void* weight_;
   const void* bias_;
+  void enlist();
+  friend struct ForkHandlers;
+
   std::mutex mutex_;
   std::map<std::pair<const void*, int64_t>, SpareBuffer<PackedWeightsTag>> packed_;
+  PlanWeights* prev_ = nullptr;  // the list of live instances
+  PlanWeights* next_ = nullptr;
 };
 
 }  // namespace cppconv

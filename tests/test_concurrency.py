@@ -9,6 +9,7 @@ arithmetic does not depend on what else runs).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -157,3 +158,47 @@ def test_fork_after_openmp():
     runs single-threaded (it used to hang in its first parallel region)."""
     p = subprocess.run([sys.executable, "-c", FORK_CHILD], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "fork ok" in p.stdout, p.stdout + p.stderr
+
+
+FORK_DURING_PACKING_CHILD = textwrap.dedent("""
+    import json, os, threading, time, numpy as np, cppconv
+    cppconv.set_num_threads(2)
+    w = np.ones((1024, 1024, 3, 3), np.float32)   # packing its weights takes tens of ms
+    x = np.ones((1, 1024, 8, 8), np.float32)
+    expected = cppconv.Conv2d(w, padding=1)(x)
+    codes = {}
+    for delay in (0.0, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08):
+        layer = cppconv.Conv2d(w, padding=1)       # fresh: its first call packs
+        first = threading.Thread(target=lambda: layer(x, num_threads=1))
+        first.start()
+        time.sleep(delay)
+        pid = os.fork()
+        if pid == 0:                                # the child: its own first call on the layer
+            os._exit(0 if np.array_equal(layer(x), expected) else 3)
+        deadline = time.monotonic() + 30
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                codes[delay] = os.waitstatus_to_exitcode(status)
+                break
+            if time.monotonic() > deadline:         # hung: end it, so that nothing is left behind
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                codes[delay] = "hung"
+                break
+            time.sleep(0.005)
+        first.join()
+    print(json.dumps(codes))
+""")
+
+
+def test_fork_while_another_thread_packs_a_layer():
+    """fork() while another thread is in a layer's first call, packing its weights under the
+    layer's lock, at several moments of that call: the child's own call on the layer finishes
+    with the right result.  (The child inherited the lock held, by a thread it does not have,
+    and hung.)"""
+    p = subprocess.run([sys.executable, "-c", FORK_DURING_PACKING_CHILD], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    codes = json.loads(p.stdout.strip().splitlines()[-1])
+    assert all(code == 0 for code in codes.values()), codes

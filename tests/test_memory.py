@@ -10,6 +10,7 @@ blur the numbers: /proc/self/statm for the current resident set, VmHWM in /proc/
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -127,3 +128,73 @@ def test_unallocatable_input_copy_and_output():
     huge = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (1, 1, 2**30, 2**30), (0, 0, 0, 0))
     with pytest.raises(ValueError, match=r"64-bit"):
         cppconv.conv2d(huge, np.ones((2, 1, 1, 1), np.float32))
+
+
+# Every kernel family, forced where the dispatcher would pick another, on a problem that needs
+# at least 64 MiB of scratch (or of packed weights, or of a subsampled input copy) on two
+# threads.  The operands are np.zeros (address space only, never touched) and every result goes
+# to a preallocated `out`, so what fails under the limit is the call's own allocation.
+RLIMIT_CHILD = """
+    import resource
+    from cppconv import _conv, _native
+    cppconv.set_num_threads(2)
+    Z = np.zeros
+    def forced(prefix, x, w, out, **kw):
+        return [(n, lambda n=n: _conv._conv2d_with_algorithm(n, x, w, out=out, **kw))
+                for n in _native.conv_algorithms() if n.startswith(prefix)]
+    dw_x, dw_y = Z((1, 8, 1401, 1401), "f"), Z((1, 8, 1, 1), "f")        # tiles as large as x
+    rows_x, rows_y = Z((1, 1, 4001, 4001), "f"), Z((1, 1, 1, 1), "f")
+    dense_x, dense_y = Z((1, 64, 701, 701), "f"), Z((1, 16, 3, 3), "f")  # padded: not read in place
+    dense64_x, dense64_y = Z((1, 32, 701, 701)), Z((1, 16, 3, 3))
+    pix_x, pix_y = Z((1, 4, 2001, 2001), "f"), Z((1, 4, 3, 3), "f")
+    wino_x, wino_y = Z((1, 16384, 24, 24), "f"), Z((1, 16, 16, 16), "f")  # one block, 16384 channels
+    sub_x, sub_y = Z((1, 64, 2048, 2048), "f"), Z((1, 16, 1024, 1024), "f")  # the subsampled copy
+    pool_x, pool_y = Z((1, 1, 4001, 4001), "f"), Z((1, 1, 1, 1), "f")      # the stride-2 row split
+    up_x, up_y = Z((1, 512, 256, 256), "f"), Z((1, 16, 256, 256), "f")     # the padded NHWC copy
+    cases = (
+        forced("conv2d_depthwise_cblock", dw_x, Z((8, 1, 3, 3), "f"), dw_y, dilation=700, groups=8)
+        + forced("conv2d_depthwise_nchw", rows_x, Z((1, 1, 3, 3), "f"), rows_y, dilation=2000)
+        + forced("conv2d_channelvec_f32", dense_x, Z((16, 64, 3, 3), "f"), dense_y, dilation=350, padding=1)
+        + forced("conv2d_channelvec_f64", dense64_x, Z((16, 32, 3, 3)), dense64_y, dilation=350, padding=1)
+        + forced("conv2d_pixelvec_f32", pix_x, Z((4, 4, 3, 3), "f"), pix_y, dilation=1000, padding=1)
+        + forced("conv2d_winograd", wino_x, Z((16, 16384, 3, 3), "f"), wino_y, dilation=4)
+        + forced("conv2d_tiled_f32", dense_x, Z((16, 64, 3, 3), "f"), dense_y, dilation=350, padding=1)
+        + forced("conv2d_tiled_f64", dense64_x, Z((16, 32, 3, 3)), dense64_y, dilation=350, padding=1)
+        + [("subsampled 1x1", lambda: cppconv.conv2d(sub_x, Z((16, 64, 1, 1), "f"), stride=2, out=sub_y)),
+           ("max_pool2d", lambda: cppconv.max_pool2d(pool_x, 3, 2, dilation=2000, out=pool_y)),
+           ("conv_transpose2d", lambda: cppconv.conv_transpose2d(up_x, Z((512, 16, 1, 1), "f"), out=up_y))]
+    )
+    x = np.ones((1, 16, 12, 12), np.float32)
+    def healthy():  # a few ordinary calls on two threads
+        y = cppconv.conv2d(x, np.ones((16, 16, 3, 3), np.float32), padding=1, num_threads=2)
+        cppconv.conv2d(x, np.ones((16, 1, 3, 3), np.float32), groups=16, num_threads=2)
+        cppconv.max_pool2d(x, 3, 2); cppconv.conv_transpose2d(x, np.ones((16, 4, 3, 3), np.float32))
+        return float(y[0, 0, 5, 5]) == 144.0
+    assert healthy()                 # the thread pool is up before the limit
+    with open("/proc/self/status") as f:
+        vm = int(next(line for line in f if line.startswith("VmSize:")).split()[1]) * 1024
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    resource.setrlimit(resource.RLIMIT_AS, (vm + 16 * 2**20, hard))
+    seen = {}
+    for name, call in cases:
+        try:
+            call()
+            seen[name] = "no error"
+        except MemoryError:
+            seen[name] = "MemoryError"
+    ok = healthy()
+    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+    print(json.dumps({"seen": seen, "healthy": ok}))
+"""
+
+
+@pytest.mark.skipif(any(s in os.environ.get("LD_PRELOAD", "") for s in ("libasan", "libtsan")),
+                    reason="sanitizer runtimes reserve terabytes of address space")
+def test_allocation_failure_on_threads_is_a_memory_error():
+    """Under an address-space limit (containers, batch schedulers, vm.overcommit_memory=2), a
+    call on two threads whose scratch cannot be allocated raises MemoryError in every kernel
+    family, and the process goes on working.  (The depthwise kernels allocated inside their
+    OpenMP region: the exception could not leave it, and the process died with SIGABRT.)"""
+    r = run_child(RLIMIT_CHILD)
+    assert r["seen"] and all(v == "MemoryError" for v in r["seen"].values()), r["seen"]
+    assert r["healthy"]

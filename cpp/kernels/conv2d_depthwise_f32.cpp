@@ -40,6 +40,8 @@ constexpr int kMB = 8;  // output pixels per register block: 8 FMA chains hide t
 // sized so its padded, channel-interleaved tile stays well inside L2.
 constexpr int64_t kTileBytes = 128 * 1024;
 constexpr int64_t kMaxTileCols = 1024;
+// Each thread's part of a call's scratch starts on its own cache line.
+constexpr size_t kLineFloats = 64 / sizeof(float);
 
 // One block of MB output pixels of a row, any kernel, stride and dilation: the tap loop.
 //   x: tile address of the block's first pixel at tap (0, 0); tap t is at + tap_off[t];
@@ -138,7 +140,9 @@ struct CBlockPlan {
   int64_t band_cols = 0;    // output columns per item
   int64_t row_bands = 0, col_bands = 0, items = 0;
   int64_t tile_rows = 0, tile_cols = 0;  // of the largest band's input tile
-  size_t thread_floats = 0;              // input tile + output block + weights + biases
+  // Input tile + output block + weights + biases, rounded up to whole cache lines: each
+  // thread's part of the call's scratch.
+  size_t thread_floats = 0;
 };
 
 CBlockPlan cblock_plan(const Conv2dProblem& p, int threads) {
@@ -166,6 +170,7 @@ CBlockPlan cblock_plan(const Conv2dProblem& p, int threads) {
   // Weights [tap][kVL] and bias of one channel block, or of all of them when items take all.
   const int64_t weight_blocks = d.in_place ? d.cblocks : 1;
   d.thread_floats = size_t((d.tile_rows * d.tile_cols + d.band_rows * d.band_cols + weight_blocks * (taps + 1)) * kVL);
+  d.thread_floats = (d.thread_floats + kLineFloats - 1) / kLineFloats * kLineFloats;
   return d;
 }
 
@@ -173,8 +178,10 @@ bool cblock_accepts(const Conv2dProblem& p) {
   return p.dtype == DType::Float32 && p.groups == p.in_channels && p.out_channels == p.in_channels;
 }
 
+// Every thread's part, and the tap offsets of the two tile widths (see run_cblock).
 size_t cblock_workspace(const Conv2dProblem& p, int threads) {
-  return size_t(threads) * cblock_plan(p, threads).thread_floats * sizeof(float);
+  return size_t(threads) * cblock_plan(p, threads).thread_floats * sizeof(float) +
+         size_t(2 * p.kernel_h * p.kernel_w) * sizeof(int64_t);
 }
 
 // NHWC with zero padding: full blocks of kVL channels are read straight from x (each pixel's
@@ -229,14 +236,23 @@ void run_cblock(const ConvCall& call) {
   const bool nchw = p.layout == Layout::NCHW;
   const int64_t full_cblocks = p.in_channels / kVL;
   const Activation fused = is_simple(p.activation) ? p.activation : Activation::None;
+  // Tap offsets in a tile of a full band's width, then of the last column band's.
+  const int64_t last_band_cols = p.out_w - (d.col_bands - 1) * d.band_cols;
+  std::vector<int64_t> tap_offsets(size_t(2 * taps));
+  for (int64_t b = 0; b < 2; ++b) {
+    const int64_t tile_cols = input_cols_for(p, b == 0 ? d.band_cols : last_band_cols);
+    for (int64_t i = 0; i < p.kernel_h; ++i)
+      for (int64_t j = 0; j < p.kernel_w; ++j)
+        tap_offsets[size_t(b * taps + i * p.kernel_w + j)] = (i * p.dilation_h * tile_cols + j * p.dilation_w) * kVL;
+  }
+  float* thread_parts = scratch<float>(saturating_mul(d.thread_floats, size_t(call.num_threads)));
   parallel_region(call.num_threads, [&] {
     DenormalGuard denormals;
-    float* tile = scratch<float>(d.thread_floats);
+    float* tile = thread_parts + d.thread_floats * size_t(thread_id());
     float* out_block = tile + d.tile_rows * d.tile_cols * kVL;
     float* weights = out_block + d.band_rows * d.band_cols * kVL;  // [channel block][tap][kVL]
     float* biases = weights + (d.in_place ? d.cblocks : 1) * taps * kVL;  // [channel block][kVL]
-    std::vector<int64_t> tap_off(static_cast<size_t>(taps));
-    int64_t last_cb = -1, last_tile_cols = -1;
+    int64_t last_cb = -1;
     // [channel][tap] -> [tap][channel] (the weights of a channel are a "plane" of taps) for
     // channel block cb, into slot `slot`.
     const auto load_weights = [&](int64_t cb, int64_t slot) {
@@ -261,12 +277,7 @@ void run_cblock(const ConvCall& call) {
       const float* bias_block = biases + slot * kVL;
       const int64_t tile_rows = input_rows_for(p, rows), tile_cols = input_cols_for(p, cols);
       fill_interleaved_tile(call, n, c0, cvalid, oh0 * p.stride_h, tile_rows, ow0 * p.stride_w, tile_cols, tile);
-      if (tile_cols != last_tile_cols) {
-        for (int64_t i = 0; i < p.kernel_h; ++i)
-          for (int64_t j = 0; j < p.kernel_w; ++j)
-            tap_off[size_t(i * p.kernel_w + j)] = (i * p.dilation_h * tile_cols + j * p.dilation_w) * kVL;
-        last_tile_cols = tile_cols;
-      }
+      const int64_t* tap_off = tap_offsets.data() + (cols == d.band_cols ? 0 : taps);
       const int64_t row_step = p.dilation_h * tile_cols * kVL, col_step = p.stride_w * kVL;
       for (int64_t r = 0; r < rows; ++r) {
         const float* xr = tile + r * p.stride_h * tile_cols * kVL;
@@ -276,7 +287,7 @@ void run_cblock(const ConvCall& call) {
           if (reuse)
             reuse[mb - 1](xr + ow * col_step, p.kernel_h, row_step, kVL, 0, 0, wblock, bias_block, fused,
                           orow + ow * kVL, kVL);
-          else kTaps[mb - 1](xr + ow * col_step, tap_off.data(), taps, col_step, wblock, bias_block, fused, orow + ow * kVL);
+          else kTaps[mb - 1](xr + ow * col_step, tap_off, taps, col_step, wblock, bias_block, fused, orow + ow * kVL);
         }
       }
       if (!is_simple(p.activation)) activate_row(out_block, rows * cols * kVL, p.activation);
@@ -369,9 +380,13 @@ bool rows_accepts(const Conv2dProblem& p) {
          p.out_channels == p.in_channels && p.stride_w == 1 && (p.out_w >= kRowsMinWidth || p.in_channels < kVL);
 }
 
+// Floats of one thread's tile, whole cache lines.
+size_t rows_thread_floats(const RowsPlan& d) {
+  return (size_t(d.tile_rows * d.pitch) + kLineFloats - 1) / kLineFloats * kLineFloats;
+}
+
 size_t rows_workspace(const Conv2dProblem& p, int threads) {
-  const RowsPlan d = rows_plan(p, threads);
-  return size_t(threads) * size_t(d.tile_rows * d.pitch) * sizeof(float);
+  return size_t(threads) * rows_thread_floats(rows_plan(p, threads)) * sizeof(float);
 }
 
 // Padded rows row0 .. row0 + rows - 1 of one plane, columns 0 .. pitch - 1 (zero past the
@@ -557,9 +572,11 @@ void run_rows(const ConvCall& call) {
   // for their shifted inputs and 9 weights, and as many rows as they can).
   const int64_t nv_max = std::min<int64_t>(reuse_rows ? kReuseVecs : kVecsMax, d.row_vectors);
   const int64_t rows_max = reuse_rows ? kRowsMax : std::max<int64_t>(1, std::min<int64_t>(kRowsMax, 8 / nv_max));
+  const size_t thread_tile = rows_thread_floats(d);
+  float* tiles = scratch<float>(saturating_mul(thread_tile, size_t(call.num_threads)));
   parallel_region(call.num_threads, [&] {
     DenormalGuard denormals;
-    float* tile = scratch<float>(size_t(d.tile_rows * d.pitch));
+    float* tile = tiles + thread_tile * size_t(thread_id());
     // Each thread takes a contiguous range of planes, the same every call: it reads x and
     // writes y as long streams (the prefetchers follow them), and a small layer's data stays
     // in its core's L2 from one call to the next.
@@ -729,9 +746,10 @@ void run_flat3x3(const ConvCall& call) {
   const float* bias = static_cast<const float*>(call.bias);
   float* y = static_cast<float*>(call.y);
   const auto band = p.in_w % 16 == 8 ? flat3x3_band<true> : flat3x3_band<false>;
+  Vec* rings = static_cast<Vec*>(scratch_bytes(size_t(3 * d.ring_slots * call.num_threads) * sizeof(Vec)));
   parallel_region(call.num_threads, [&] {
     DenormalGuard denormals;
-    Vec* ring = static_cast<Vec*>(scratch_bytes(size_t(3 * d.ring_slots) * sizeof(Vec)));
+    Vec* ring = rings + 3 * d.ring_slots * thread_id();
     // Contiguous ranges of items per thread, the same every call (as for the row kernel).
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < d.items; ++item) {

@@ -122,16 +122,17 @@ int64_t row_buffer_elems(const ConvTranspose2dProblem& p) {
   return CPPCONV_CT_TRANSPOSES && std::is_same_v<T, float> && p.layout == Layout::NCHW ? p.out_w * nr<T>() : 0;
 }
 
-// The padded NHWC input, then each thread's row buffer.
-template <class T>
-size_t workspace_bytes(const ConvTranspose2dProblem& p, int threads) {
-  const Geometry g = geometry<T>(p);
-  return size_t(p.batch * p.in_h * g.padded_w * p.in_channels + threads * row_buffer_elems<T>(p)) * sizeof(T);
-}
-
 struct Tap {
   int64_t index, shift;  // kernel index and e (input = m - e)
 };
+
+// The padded NHWC input, then each thread's row buffer; the column taps and each thread's row taps.
+template <class T>
+size_t workspace_bytes(const ConvTranspose2dProblem& p, int threads) {
+  const Geometry g = geometry<T>(p);
+  return size_t(p.batch * p.in_h * g.padded_w * p.in_channels + threads * row_buffer_elems<T>(p)) * sizeof(T) +
+         size_t(threads * p.kernel_h + p.kernel_w) * sizeof(Tap);
+}
 
 template <class T>
 struct TileArgs {
@@ -220,9 +221,13 @@ void run_phase(const ConvTransposeCall& call) {
   }
 
   const int64_t items = p.groups * g.oc_blocks * p.batch * p.out_h;
+  // Each thread's valid row taps of its current item (at most KH), allocated here: no
+  // allocation may fail inside the region (see scratch_bytes).
+  std::vector<Tap> thread_row_taps(size_t(threads * KH));
   parallel_region(threads, [&] {
     DenormalGuard denormals;
-    std::vector<Tap> row_taps;
+    Tap* row_taps = thread_row_taps.data() + thread_id() * KH;
+    int64_t row_count = 0;
     alignas(64) T bias_block[NR];
     alignas(64) T tile[MR * NR];
     T* row_buf = xpad + xpad_elems + thread_id() * row_elems;
@@ -241,12 +246,12 @@ void run_phase(const ConvTransposeCall& call) {
       std::memcpy(&b1, bias_block + VL, sizeof(V));
 
       // Valid row taps: (oh + pad_top - i * D) = ih * S with 0 <= ih < IH.
-      row_taps.clear();
+      row_count = 0;
       const int64_t th = oh + p.pad_top;
       for (int64_t i = 0; i < KH; ++i) {
         const int64_t o = th - i * p.dilation_h;
         if (o < 0) break;
-        if (o % SH == 0 && o / SH < IH) row_taps.push_back({i, o / SH});
+        if (o % SH == 0 && o / SH < IH) row_taps[row_count++] = {i, o / SH};
       }
       const T* xn = xpad + n * IH * PW * C + gr * Cg;
       const T* wblock = wp + (gr * g.oc_blocks + ob) * KH * KW * Cg * NR;
@@ -265,7 +270,7 @@ void run_phase(const ConvTransposeCall& call) {
         const int64_t mr = ceil_div(count, tiles);
         for (int64_t m0 = m_lo; m0 < m_hi; m0 += mr) {
           const int64_t pix = std::min(mr, m_hi - m0);
-          const TileArgs<T> args{row_taps.data(), int64_t(row_taps.size()), ctaps.data(), int64_t(ctaps.size()),
+          const TileArgs<T> args{row_taps, row_count, ctaps.data(), int64_t(ctaps.size()),
                                  xn + (m0 + E) * C, wblock, PW * C, C, Cg, KW};
           switch (mr) {
             case 1: micro_tile<T, 1>(args, b0, b1, tile); break;

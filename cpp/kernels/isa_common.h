@@ -124,6 +124,9 @@ static inline int thread_id() {
 // Scratch memory reused across calls from the same calling thread: a fresh, zero-filled
 // allocation per call costs page faults that can exceed the arithmetic of a small layer.
 // Grows to the largest request and is never shrunk; its contents are not initialised.
+// Only ever called before a parallel region, for every thread of it (each then takes its own
+// part): a failed allocation throws, and an exception that leaves an OpenMP region ends the
+// process instead of raising MemoryError.
 static inline void* scratch_bytes(size_t bytes) {
   struct Buffer {
     void* data = nullptr;
