@@ -362,6 +362,9 @@ PYBIND11_MODULE(_native, m) {
         py::arg("groups"), py::arg("padding_mode"), py::arg("layout"), py::arg("activation"),
         py::arg("num_threads") = 0, "conv2d's one-step fast path (internal); None when it does not apply.");
   m.def("set_num_threads", &cppconv::set_num_threads, py::arg("n"));
+  m.def("reset_num_threads", &cppconv::reset_num_threads,
+        "Forgets set_num_threads: OpenMP's setting (OMP_NUM_THREADS, omp_set_num_threads) applies again.");
+  m.def("num_threads_is_set", &cppconv::num_threads_is_set, "Whether set_num_threads is in force.");
   m.attr("MAX_THREADS") = kMaxThreads;
   m.def("physical_memory_bytes", &physical_memory_bytes, "The most memory cppconv lets one call allocate.");
   m.def("get_num_threads", &cppconv::get_num_threads);

@@ -16,8 +16,13 @@ namespace cppconv {
 // few thousand, libgomp aborts the process when it cannot create them).
 constexpr int kMaxThreads = 1024;
 
+// Kernels' thread count, in order of precedence: a call's own cap, set_num_threads, OpenMP's
+// setting (OMP_NUM_THREADS, omp_set_num_threads), the CPUs; 1 in a process forked after cppconv
+// was loaded (see conv.cpp).
 void set_num_threads(int n);
-// The setting, or 1 in a process forked after cppconv was loaded (see conv.cpp).
+// Forgets set_num_threads: OpenMP's setting applies again.
+void reset_num_threads();
+bool num_threads_is_set();
 int get_num_threads();
 // The threads one call of this problem uses: fewer for small problems, where waking a
 // thread team costs more than it saves.

@@ -48,10 +48,12 @@ _check_isa_cap()
 
 
 def set_num_threads(n: int) -> None:
-    """Set how many threads cppconv's kernels use (default: the CPUs this process may use).
+    """Set how many threads cppconv's kernels use, process-wide.
 
-    Process-wide; for one call only, pass ``num_threads=`` to :func:`conv2d` or a
-    :class:`Conv2d` call instead.  ``threadpoolctl.threadpool_limits`` also works.
+    First wins: a call's ``num_threads=`` (:func:`conv2d`, a :class:`Conv2d` call), this
+    setting (``threadpoolctl.threadpool_limits(n)`` makes it too), OpenMP's setting
+    (``OMP_NUM_THREADS``, ``threadpool_limits(n, user_api="openmp")``), the CPUs this process
+    may use.  One thread in a process forked after cppconv was loaded.
 
     >>> import cppconv
     >>> before = cppconv.get_num_threads()
