@@ -78,8 +78,8 @@ Conv2dProblem make_problem(DType dtype, const Shape4& x, const Shape4* out, int6
   if (sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0 || kh < 1 || kw < 1)
     throw py::value_error("stride, dilation and kernel must be >= 1 and padding >= 0");
   int64_t span_h, span_w;  // refused when they would wrap
-  if (std::max({p.in_h, p.in_w, pt, pb, pl, pr}) >= kMaxIndexExtent || __builtin_mul_overflow(dh, kh - 1, &span_h) ||
-      __builtin_mul_overflow(dw, kw - 1, &span_w))
+  if (std::max({p.in_h, p.in_w, pt, pb, pl, pr}) >= kMaxIndexExtent || mul_overflows(dh, kh - 1, &span_h) ||
+      mul_overflows(dw, kw - 1, &span_w))
     throw py::value_error("sizes past 2^61 do not fit cppconv's 64-bit index arithmetic");
   if (groups < 1 || p.in_channels != group_in * groups || out_channels % groups != 0)
     throw py::value_error("x channels do not match weight and groups");

@@ -16,7 +16,8 @@
 #if defined(__linux__)
 #include <sched.h>
 #endif
-#if defined(__unix__)
+#if defined(__unix__) || defined(__APPLE__)
+#define CPPCONV_HAVE_ATFORK 1
 #include <pthread.h>
 #endif
 
@@ -52,7 +53,7 @@ int default_num_threads() {
 // the rule is one everywhere.)
 std::atomic<bool> in_forked_child{false};
 
-#if defined(__unix__)
+#if defined(CPPCONV_HAVE_ATFORK)
 void mark_forked_child() { in_forked_child.store(true); }
 const int fork_handler_registered = pthread_atfork(nullptr, nullptr, mark_forked_child);
 #endif

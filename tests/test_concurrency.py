@@ -9,6 +9,7 @@ arithmetic does not depend on what else runs).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 import cppconv
 from conftest import make_rng
@@ -152,6 +154,7 @@ FORK_CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here (Windows)")
 def test_fork_after_openmp():
     """A fork after the OpenMP pool started: libgomp's pool does not survive fork, so the child
     runs single-threaded (it used to hang in its first parallel region)."""

@@ -217,11 +217,12 @@ OMP_CHILD = textwrap.dedent("""
     print("set", *counts())
     cppconv._native.reset_num_threads()
     print("reset", *counts())
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0 if counts() == (1, 1, 1) else 3)
-    _, status = os.waitpid(pid, 0)
-    print("child", os.waitstatus_to_exitcode(status))
+    if hasattr(os, "fork"):  # (not on Windows)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if counts() == (1, 1, 1) else 3)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
 """)
 
 
@@ -239,4 +240,4 @@ def test_omp_num_threads_sets_the_default(omp):
     assert got["default"] == [omp, omp, omp]
     assert got["set"] == [2, 2, 2]           # set_num_threads wins
     assert got["reset"] == [omp, omp, omp]   # and can be forgotten
-    assert got["child"] == [0]               # a forked child runs one thread whatever the setting
+    assert got.get("child", [0]) == [0]      # a forked child runs one thread whatever the setting
