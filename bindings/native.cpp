@@ -20,10 +20,6 @@
 namespace py = pybind11;
 using namespace cppconv;
 
-#ifndef CPPCONV_VERSION
-#define CPPCONV_VERSION "0+unknown"
-#endif
-
 namespace {
 void bind_pool_and_transpose(py::module_& m);  // the pooling / transposed-conv section below
 }  // namespace
@@ -282,7 +278,6 @@ CPPCONV_EXPORT void cppconv_set_num_threads(int n) {
 
 PYBIND11_MODULE(_native, m) {
   m.doc() = "cppconv's native core (internal: use the cppconv package)";
-  m.attr("__version__") = CPPCONV_VERSION;
 
   py::class_<PyConv2dPlan>(m, "Conv2dPlan")
       .def(py::init([](const py::array& weight, const py::object& bias, bool copy) {

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from . import _native
+from ._version import __version__  # written by the build from git (setuptools-scm)
 from ._conv import Conv2d, conv2d, conv_output_size, explain
 from ._conv_transpose import ConvTranspose2d, conv_transpose2d, conv_transpose_output_size
 from ._pool import (
@@ -25,7 +26,6 @@ from ._pool import (
     pool_output_size,
 )
 
-__version__: str = _native.__version__
 
 
 def _check_isa_cap() -> None:

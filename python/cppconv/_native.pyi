@@ -96,4 +96,3 @@ def selected_isa() -> str:
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
 MAX_THREADS: int = 1024
-__version__: str = '0.1.0'
