@@ -20,10 +20,6 @@
 namespace py = pybind11;
 using namespace cppconv;
 
-#ifndef CPPCONV_VERSION
-#define CPPCONV_VERSION "0+unknown"
-#endif
-
 namespace {
 void bind_pool_and_transpose(py::module_& m);  // the pooling / transposed-conv section below
 }  // namespace
@@ -81,8 +77,8 @@ Conv2dProblem make_problem(DType dtype, const Shape4& x, const Shape4* out, int6
   if (sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0 || kh < 1 || kw < 1)
     throw py::value_error("stride, dilation and kernel must be >= 1 and padding >= 0");
   int64_t span_h, span_w;  // refused when they would wrap
-  if (std::max({p.in_h, p.in_w, pt, pb, pl, pr}) >= kMaxIndexExtent || __builtin_mul_overflow(dh, kh - 1, &span_h) ||
-      __builtin_mul_overflow(dw, kw - 1, &span_w))
+  if (std::max({p.in_h, p.in_w, pt, pb, pl, pr}) >= kMaxIndexExtent || mul_overflows(dh, kh - 1, &span_h) ||
+      mul_overflows(dw, kw - 1, &span_w))
     throw py::value_error("sizes past 2^61 do not fit cppconv's 64-bit index arithmetic");
   if (groups < 1 || p.in_channels != group_in * groups || out_channels % groups != 0)
     throw py::value_error("x channels do not match weight and groups");
@@ -288,7 +284,6 @@ CPPCONV_EXPORT void cppconv_set_num_threads(int n) {
 
 PYBIND11_MODULE(_native, m) {
   m.doc() = "cppconv's native core (internal: use the cppconv package)";
-  m.attr("__version__") = CPPCONV_VERSION;
 
   py::class_<PyConv2dPlan>(m, "Conv2dPlan")
       .def(py::init([](const py::array& weight, const py::object& bias, bool copy) {
@@ -387,6 +382,9 @@ PYBIND11_MODULE(_native, m) {
       py::arg("mode"));
   m.def("get_float32_precision", []() { return int(get_float32_precision()); });
   m.def("set_num_threads", &cppconv::set_num_threads, py::arg("n"));
+  m.def("reset_num_threads", &cppconv::reset_num_threads,
+        "Forgets set_num_threads: OpenMP's setting (OMP_NUM_THREADS, omp_set_num_threads) applies again.");
+  m.def("num_threads_is_set", &cppconv::num_threads_is_set, "Whether set_num_threads is in force.");
   m.attr("MAX_THREADS") = kMaxThreads;
   m.def("physical_memory_bytes", &physical_memory_bytes, "The most memory cppconv lets one call allocate.");
   m.def("get_num_threads", &cppconv::get_num_threads);

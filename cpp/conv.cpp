@@ -20,17 +20,26 @@
 namespace cppconv {
 namespace {
 
-int cpus_available() {
+// set_num_threads' count; 0 until it is called (and again after reset_num_threads).
+std::atomic<int>& num_threads_setting() {
+  static std::atomic<int> n{0};
+  return n;
+}
+
+// Without set_num_threads, OpenMP's own setting, as NumPy's OpenMP BLAS and PyTorch do: its
+// nthreads-var is OMP_NUM_THREADS at start, then what omp_set_num_threads (threadpoolctl's
+// "openmp" API) sets, by default the CPUs this process may use; per calling thread in libgomp.
+// (Without OpenMP, the CPUs this process may use.)
+int default_num_threads() {
+#if defined(_OPENMP)
+  return std::clamp(omp_get_max_threads(), 1, kMaxThreads);
+#else
 #if defined(__linux__)
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
 #endif
-  return std::max(1u, std::thread::hardware_concurrency());
-}
-
-std::atomic<int>& num_threads_setting() {
-  static std::atomic<int> n{cpus_available()};
-  return n;
+  return std::max(1, int(std::thread::hardware_concurrency()));
+#endif
 }
 
 // Memory that grows with the padded extent, not with the data: the padding index maps
@@ -112,8 +121,15 @@ void set_num_threads(int n) {
   num_threads_setting().store(n);
 }
 
-// One thread in a forked child: libgomp's pool does not survive fork (see driver.cpp).
-int get_num_threads() { return in_forked_child() ? 1 : num_threads_setting().load(); }
+void reset_num_threads() { num_threads_setting().store(0); }
+
+bool num_threads_is_set() { return num_threads_setting().load() != 0; }
+
+int get_num_threads() {
+  if (in_forked_child()) return 1;
+  const int n = num_threads_setting().load();
+  return n != 0 ? n : default_num_threads();
+}
 
 namespace {
 std::atomic<int> float32_precision_setting{int(Precision::Highest)};

@@ -16,8 +16,13 @@ namespace cppconv {
 // few thousand, libgomp aborts the process when it cannot create them).
 constexpr int kMaxThreads = 1024;
 
+// Kernels' thread count, in order of precedence: a call's own cap, set_num_threads, OpenMP's
+// setting (OMP_NUM_THREADS, omp_set_num_threads), the CPUs; 1 in a process forked after cppconv
+// was loaded (see driver.cpp).
 void set_num_threads(int n);
-// The setting, or 1 in a process forked after cppconv was loaded (see driver.cpp).
+// Forgets set_num_threads: OpenMP's setting applies again.
+void reset_num_threads();
+bool num_threads_is_set();
 int get_num_threads();
 // The process-wide float32 precision mode (PyTorch's torch.set_float32_matmul_precision):
 // the mode of every call that does not name its own.  Highest unless set.

@@ -4,7 +4,9 @@
 #include <cstdlib>
 #include <stdexcept>
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if defined(_MSC_VER) && defined(_M_X64)
+#include <intrin.h>
+#elif defined(__x86_64__)
 #include <cpuid.h>
 #endif
 
@@ -18,24 +20,42 @@ struct IsaEntry {
 };
 
 #if defined(__x86_64__) || defined(_M_X64)
+// CPUID leaf `leaf`, sub-leaf `sub`, into a, b, c, d; false for a leaf the CPU does not have.
+bool cpuid(unsigned leaf, unsigned sub, unsigned& a, unsigned& b, unsigned& c, unsigned& d) {
+#if defined(_MSC_VER)
+  int r[4];
+  __cpuid(r, 0);  // r[0]: the highest basic leaf
+  if (unsigned(r[0]) < leaf) return false;
+  __cpuidex(r, int(leaf), int(sub));
+  a = unsigned(r[0]), b = unsigned(r[1]), c = unsigned(r[2]), d = unsigned(r[3]);
+  return true;
+#else
+  return __get_cpuid_count(leaf, sub, &a, &b, &c, &d) != 0;
+#endif
+}
+
 unsigned long long xgetbv0() {
+#if defined(_MSC_VER)
+  return _xgetbv(0);
+#else
   unsigned eax, edx;
   __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
   return (static_cast<unsigned long long>(edx) << 32) | eax;
+#endif
 }
 
 bool os_saves_ymm() {
   unsigned a, b, c, d;
-  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  if (!cpuid(1, 0, a, b, c, d)) return false;
   const bool osxsave = c & (1u << 27), avx = c & (1u << 28);
   return osxsave && avx && (xgetbv0() & 0x6) == 0x6;
 }
 
 bool cpu_has_avx2() {
   unsigned a, b, c, d;
-  if (!os_saves_ymm() || !__get_cpuid(1, &a, &b, &c, &d)) return false;
+  if (!os_saves_ymm() || !cpuid(1, 0, a, b, c, d)) return false;
   const bool fma = c & (1u << 12), f16c = c & (1u << 29);
-  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  if (!cpuid(7, 0, a, b, c, d)) return false;
   return fma && f16c && (b & (1u << 5));
 }
 
@@ -44,7 +64,7 @@ bool cpu_has_avx512() {
   if (!cpu_has_avx2()) return false;
   // The OS must save opmask and both halves of the 32 zmm registers (XCR0 bits 5-7).
   if ((xgetbv0() & 0xe6) != 0xe6) return false;
-  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  if (!cpuid(7, 0, a, b, c, d)) return false;
   const bool f = b & (1u << 16), dq = b & (1u << 17), bw = b & (1u << 30), vl = b & (1u << 31);
   return f && dq && bw && vl;
 }

@@ -3,6 +3,7 @@
 // and an inline function here could end up in the baseline build compiled with AVX-512 flags.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 
 namespace cppconv {
 
@@ -20,5 +21,13 @@ size_t physical_memory_bytes();
 // a + b and a * b, saturating at SIZE_MAX (a size that no allocation can satisfy).
 size_t saturating_add(size_t a, size_t b);
 size_t saturating_mul(size_t a, size_t b);
+
+// a * b into *product; true, with *product unset, where it would overflow int64.
+bool mul_overflows(int64_t a, int64_t b, int64_t* product);
+
+// `bytes` (a multiple of `alignment`, a power of two) aligned to `alignment`, nullptr when
+// refused; freed by aligned_free.
+void* aligned_allocate(size_t alignment, size_t bytes);
+void aligned_free(void* p);
 
 }  // namespace cppconv

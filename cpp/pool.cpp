@@ -5,6 +5,7 @@
 
 #include "conv.h"
 #include "dispatch.h"
+#include "memory.h"
 #include "pool_reference.h"
 
 namespace cppconv {
@@ -33,7 +34,7 @@ int64_t pool_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad
   // PyTorch's pooling_output_shape, written so that nothing wraps for any non-negative int64
   // arguments (UBSan checks this): sizes past kMaxIndexExtent give 0, which callers refuse.
   int64_t reach, last_start;
-  if (std::max({in, pad_before, pad_after}) >= kMaxIndexExtent || __builtin_mul_overflow(dilation, kernel - 1, &reach))
+  if (std::max({in, pad_before, pad_after}) >= kMaxIndexExtent || mul_overflows(dilation, kernel - 1, &reach))
     return 0;
   const int64_t extent = in + pad_before + pad_after;  // below 3 * 2^61
   int64_t steps;
@@ -48,7 +49,7 @@ int64_t pool_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad
     steps = 0;
   }
   // ceil_mode: the last window must start inside the input or the left padding.
-  if (ceil_mode && (__builtin_mul_overflow(steps, stride, &last_start) || last_start >= in + pad_before))
+  if (ceil_mode && (mul_overflows(steps, stride, &last_start) || last_start >= in + pad_before))
     return steps;
   return steps + 1;
 }

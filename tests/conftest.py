@@ -38,12 +38,16 @@ def isa(request):
 
 @pytest.fixture
 def restore_threads():
-    """Puts the thread count back after a test that changes it."""
+    """Puts the thread setting back after a test that changes it (set_num_threads or not)."""
     before = cppconv.get_num_threads()
+    was_set = _native.num_threads_is_set()
     try:
         yield before
     finally:
-        cppconv.set_num_threads(before)
+        if was_set:
+            cppconv.set_num_threads(before)
+        else:
+            _native.reset_num_threads()
 
 
 def make_rng(*keys):

@@ -206,3 +206,38 @@ def test_png_errors():
         _png.encode_png(np.zeros((2, 2, 2), np.uint8))
     with pytest.raises(ValueError, match="not a PNG"):
         _png.decode_png(b"GIF89a...")
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"cppconv {cppconv.__version__}"
+
+
+@pytest.mark.parametrize("what", ["missing", "not_png", "unwritable"])
+def test_demo_errors_are_one_line(tmp_path, what):
+    # Run as the installed command would be, so that a traceback would show.
+    image, out = str(tmp_path / "missing.png"), str(tmp_path / "out")
+    if what == "not_png":
+        image = str(tmp_path / "text.png")
+        open(image, "w").write("not a picture")
+    elif what == "unwritable":
+        image = _demo.sample_image_path()
+        out = str(tmp_path / "a_file")
+        open(out, "w").close()  # the output folder is a file
+    p = subprocess.run([sys.executable, "-m", "cppconv", "demo", image, "-o", out, "--no-matplotlib"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert p.returncode == 1
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cppconv demo: error: "), p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_demo_without_matplotlib_says_how_to_get_labels(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(_demo, "_has_matplotlib", lambda: False)
+    assert _cli.main(["demo", "-o", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "no titles or labels" in err and 'pip install "cppconv[plot]"' in err
+    assert _cli.main(["demo", "-o", str(tmp_path), "--no-matplotlib"]) == 0  # asked for: no note
+    assert capsys.readouterr().err == ""

@@ -10,6 +10,7 @@ arithmetic does not depend on what else runs).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 import cppconv
 from conftest import make_rng
@@ -153,6 +155,7 @@ FORK_CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here (Windows)")
 def test_fork_after_openmp():
     """A fork after the OpenMP pool started: libgomp's pool does not survive fork, so the child
     runs single-threaded (it used to hang in its first parallel region)."""

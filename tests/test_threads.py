@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -191,10 +195,6 @@ def test_gil_released(restore_threads):
 
 def test_unknown_isa_cap_warns_and_caps_nothing():
     """CPPCONV_MAX_ISA with a name that is not an available ISA is reported, not silently ignored."""
-    import os
-    import subprocess
-    import sys
-
     env = dict(os.environ, CPPCONV_MAX_ISA="avx-512")
     code = "import warnings, cppconv; print(cppconv.info()['isa'] == cppconv._native.default_isa())"
     p = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env, capture_output=True, text=True,
@@ -202,3 +202,42 @@ def test_unknown_isa_cap_warns_and_caps_nothing():
     assert p.returncode == 0, p.stderr
     assert "CPPCONV_MAX_ISA='avx-512' names no ISA available" in p.stderr
     assert p.stdout.strip() == "True"
+
+
+# The default thread count follows OpenMP's setting, as NumPy's OpenMP BLAS and PyTorch do:
+# OMP_NUM_THREADS at start (Dask and joblib workers set it), then omp_set_num_threads
+# (tests/test_threadpool.py); set_num_threads wins over both, and a forked child gets 1.
+OMP_CHILD = textwrap.dedent("""
+    import os, sys, cppconv
+    big = ((8, 64, 56, 56), (64, 64, 3, 3))           # big enough for every thread allowed
+    def counts():
+        return (cppconv.get_num_threads(), cppconv.info()["threads"], cppconv.explain(*big, padding=1)["threads"])
+    print("default", *counts())
+    cppconv.set_num_threads(2)
+    print("set", *counts())
+    cppconv._native.reset_num_threads()
+    print("reset", *counts())
+    if hasattr(os, "fork"):  # (not on Windows)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if counts() == (1, 1, 1) else 3)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+""")
+
+
+def _run_with_omp_num_threads(value):
+    env = dict(os.environ, OMP_NUM_THREADS=value)
+    p = subprocess.run([sys.executable, "-c", OMP_CHILD], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return dict((line.split()[0], [int(v) for v in line.split()[1:]]) for line in p.stdout.splitlines())
+
+
+@pytest.mark.skipif(not cppconv.info()["openmp"], reason="a build without OpenMP runs one thread anyway")
+@pytest.mark.parametrize("omp", [1, 3])
+def test_omp_num_threads_sets_the_default(omp):
+    got = _run_with_omp_num_threads(str(omp))
+    assert got["default"] == [omp, omp, omp]
+    assert got["set"] == [2, 2, 2]           # set_num_threads wins
+    assert got["reset"] == [omp, omp, omp]   # and can be forgotten
+    assert got.get("child", [0]) == [0]      # a forked child runs one thread whatever the setting

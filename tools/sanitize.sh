@@ -35,7 +35,7 @@ build() {
   rm -rf "$venv"
   "$PYTHON" -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q numpy pytest hypothesis scikit-build-core pybind11 ninja cmake
+  "$venv/bin/pip" install -q numpy pytest hypothesis scikit-build-core pybind11 ninja cmake setuptools-scm
   echo "+ building the $name extension (CPPCONV_SANITIZE=$sanitize)"
   # RelWithDebInfo: pybind11 strips Release modules, and reports need the symbols.
   "$venv/bin/pip" install -q --no-build-isolation \

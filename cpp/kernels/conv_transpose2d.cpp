@@ -32,17 +32,6 @@ namespace cppconv {
 namespace CPPCONV_ISA_NS {
 namespace {
 
-template <class T>
-struct Vec;
-template <>
-struct Vec<float> {
-  typedef float type __attribute__((vector_size(CPPCONV_VEC_BYTES)));
-};
-template <>
-struct Vec<double> {
-  typedef double type __attribute__((vector_size(CPPCONV_VEC_BYTES)));
-};
-
 #if CPPCONV_VEC_BYTES == 64
 #define CPPCONV_CT_MAX_MR 8  // 16 of the 32 vector registers accumulate
 #else
@@ -148,8 +137,8 @@ struct TileArgs {
 // MR pixels x NR channels of one output row and phase, summed over the valid taps and the
 // group's input channels; the result goes to tile[MR][NR].
 template <class T, int MR>
-void micro_tile(const TileArgs<T>& a, typename Vec<T>::type b0, typename Vec<T>::type b1, T* tile) {
-  using V = typename Vec<T>::type;
+void micro_tile(const TileArgs<T>& a, typename VecOf<T>::type b0, typename VecOf<T>::type b1, T* tile) {
+  using V = typename VecOf<T>::type;
   constexpr int64_t VL = lanes<T>(), NR = nr<T>();
   V acc[MR][2];
   for (int q = 0; q < MR; ++q) {
@@ -179,7 +168,7 @@ void micro_tile(const TileArgs<T>& a, typename Vec<T>::type b0, typename Vec<T>:
 
 template <class T>
 void run_phase(const ConvTransposeCall& call) {
-  using V = typename Vec<T>::type;
+  using V = typename VecOf<T>::type;
   constexpr int64_t VL = lanes<T>(), NR = nr<T>(), MR = kMR;
   const ConvTranspose2dProblem& p = call.p;
   const Geometry g = geometry<T>(p);

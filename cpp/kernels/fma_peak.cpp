@@ -13,7 +13,7 @@ namespace cppconv {
 namespace CPPCONV_ISA_NS {
 namespace {
 
-typedef float PeakVec __attribute__((vector_size(CPPCONV_VEC_BYTES)));
+using PeakVec = VecOf<float>::type;
 constexpr int kLanes = CPPCONV_VEC_BYTES / int(sizeof(float));
 constexpr int kChains = 12;  // 2 pipes x 4 cycles of latency, with room
 constexpr long kSteps = 1 << 16;

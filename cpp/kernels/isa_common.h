@@ -25,8 +25,8 @@
 #define CPPCONV_STRINGIFY(x) CPPCONV_STRINGIFY_(x)
 // The ISA's name, for algorithm names of the form <op>_<params>__<isa>_<tile>.
 #define CPPCONV_ISA_NAME CPPCONV_STRINGIFY(CPPCONV_ISA_NS)
-// The ISA's vector width in bytes, for portable code in GCC vector extensions
-// (`__attribute__((vector_size(CPPCONV_VEC_BYTES)))`), which the baseline build runs too.
+// The ISA's vector width in bytes, for portable vector code (VecOf below), which the baseline
+// build runs too.
 #if defined(__AVX512F__)
 #define CPPCONV_VEC_BYTES 64
 #elif defined(__AVX__)
@@ -37,6 +37,45 @@
 
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
+
+// VecOf<T>::type: CPPCONV_VEC_BYTES of T as one value, with lane-wise +, += and * (a scalar
+// operand counts as a vector of it) and [] for a lane.  GCC's and clang's vector extensions,
+// which become the ISA's vector instructions; for other compilers (MSVC), or with
+// CPPCONV_PLAIN_VECTORS (tools/compile_check.sh), an array with the same operators, whose loops
+// the compiler may vectorise.
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(CPPCONV_PLAIN_VECTORS)
+template <class T>
+struct VecOf {
+  typedef T type __attribute__((vector_size(CPPCONV_VEC_BYTES)));
+};
+#else
+template <class T>
+struct VecOf {
+  struct type {
+    static constexpr int kLanes = CPPCONV_VEC_BYTES / int(sizeof(T));
+    T lane[kLanes];
+    T& operator[](int i) { return lane[i]; }
+    T operator[](int i) const { return lane[i]; }
+    type& operator+=(const type& b) {
+      for (int i = 0; i < kLanes; ++i) lane[i] += b.lane[i];
+      return *this;
+    }
+    friend type operator+(type a, const type& b) { return a += b; }
+    friend type operator+(type a, T s) {
+      for (int i = 0; i < kLanes; ++i) a.lane[i] += s;
+      return a;
+    }
+    friend type operator*(type a, const type& b) {
+      for (int i = 0; i < kLanes; ++i) a.lane[i] *= b.lane[i];
+      return a;
+    }
+    friend type operator*(T s, type a) {
+      for (int i = 0; i < kLanes; ++i) a.lane[i] *= s;
+      return a;
+    }
+  };
+};
+#endif
 
 template <class T>
 static inline T activate(T v, Activation a) {
@@ -131,15 +170,15 @@ static inline void* scratch_bytes(size_t bytes) {
   struct Buffer {
     void* data = nullptr;
     size_t size = 0;
-    ~Buffer() { std::free(data); }
+    ~Buffer() { aligned_free(data); }
   };
   thread_local Buffer buffer;
   if (bytes > buffer.size) {
-    std::free(buffer.data);
+    aligned_free(buffer.data);
     buffer.data = nullptr;
     buffer.size = 0;
     const size_t rounded = ((bytes + 63) / 64) * 64;
-    buffer.data = std::aligned_alloc(64, rounded);
+    buffer.data = aligned_allocate(64, rounded);
     if (!buffer.data) throw_out_of_memory(rounded, "kernel scratch");
     buffer.size = bytes;
   }

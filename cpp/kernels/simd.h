@@ -189,7 +189,9 @@ static inline void vstore_partial(T* p, Vec<T> v, int n) { vstore_mask(p, v, lan
 // load-bound (NHWC 64@112 on one thread: 193 -> 133 us once the columns were held).
 template <class V>
 static inline V in_register(V v) {
+#if defined(__GNUC__)  // (GCC and clang; MSVC has no inline assembly on x64 and keeps its loads)
   __asm__("" : "+v"(v));
+#endif
   return v;
 }
 
@@ -380,9 +382,11 @@ static inline void pixels_to_planes(const float* src, int64_t pixel_stride, int 
 static inline bool is_simple(Activation a) {
   return a == Activation::None || a == Activation::Relu || a == Activation::Relu6 || a == Activation::LeakyRelu;
 }
+float lane_type(Vec<float>);  // (overloads, not std::is_same on vector types, whose attributes
+double lane_type(Vec<double>);  // GCC drops from template arguments with a warning)
 template <class V>
 static inline V apply_simple_activation(V v, Activation a) {
-  using T = std::conditional_t<sizeof(v[0]) == 4, float, double>;
+  using T = decltype(lane_type(v));
   switch (a) {
     case Activation::Relu: return vmax(vzero<T>(), v);
     case Activation::Relu6: return vmin(vset1(T(6)), vmax(vzero<T>(), v));

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from . import _native
+from ._version import __version__  # written by the build from git (setuptools-scm)
 from ._conv import Conv2d, conv2d, conv_output_size, explain
 from ._conv_transpose import ConvTranspose2d, conv_transpose2d, conv_transpose_output_size
 from ._pool import (
@@ -25,7 +26,6 @@ from ._pool import (
     pool_output_size,
 )
 
-__version__: str = _native.__version__
 
 
 def _check_isa_cap() -> None:
@@ -48,10 +48,12 @@ _check_isa_cap()
 
 
 def set_num_threads(n: int) -> None:
-    """Set how many threads cppconv's kernels use (default: the CPUs this process may use).
+    """Set how many threads cppconv's kernels use, process-wide.
 
-    Process-wide; for one call only, pass ``num_threads=`` to :func:`conv2d` or a
-    :class:`Conv2d` call instead.  ``threadpoolctl.threadpool_limits`` also works.
+    First wins: a call's ``num_threads=`` (:func:`conv2d`, a :class:`Conv2d` call), this
+    setting (``threadpoolctl.threadpool_limits(n)`` makes it too), OpenMP's setting
+    (``OMP_NUM_THREADS``, ``threadpool_limits(n, user_api="openmp")``), the CPUs this process
+    may use.  One thread in a process forked after cppconv was loaded.
 
     >>> import cppconv
     >>> before = cppconv.get_num_threads()

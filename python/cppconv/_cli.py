@@ -89,7 +89,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import _demo
 
-    written = _demo.run_demo(args.image, args.output, use_matplotlib=not args.no_matplotlib)
+    try:
+        written = _demo.run_demo(args.image, args.output, use_matplotlib=not args.no_matplotlib)
+    except (OSError, ValueError) as e:  # the image (missing, not a PNG it can read) or the output folder
+        message = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename else str(e)
+        print(f"cppconv demo: error: {message}", file=sys.stderr)  # the user's to fix: no traceback
+        return 1
+    if not args.no_matplotlib and not _demo._has_matplotlib():
+        print('cppconv demo: matplotlib is not installed, so the figures have no titles or labels; '
+              'for labelled figures: pip install "cppconv[plot]"', file=sys.stderr)
     for path in written:
         print(path)
     return 0
@@ -98,7 +106,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def make_parser() -> argparse.ArgumentParser:
     from . import bench
 
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="cppconv", description="cppconv: fast 2-D convolution on NumPy arrays.")
+    parser.add_argument("--version", action="version", version=f"cppconv {__version__}")
     sub = parser.add_subparsers(dest="command", title="commands")
     sub.required = True
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['Conv2dPlan', 'ConvTranspose2dPlan', 'MAX_THREADS', 'PRECISIONS', 'adaptive_pool2d', 'available_isas', 'conv2d', 'conv2d_simple', 'conv_algorithms', 'conv_transpose2d', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool_algorithms', 'pool_output_size', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
+__all__: list[str] = ['Conv2dPlan', 'ConvTranspose2dPlan', 'MAX_THREADS', 'PRECISIONS', 'adaptive_pool2d', 'available_isas', 'conv2d', 'conv2d_simple', 'conv_algorithms', 'conv_transpose2d', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool_algorithms', 'pool_output_size', 'reset_num_threads', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
 class Conv2dPlan:
     def __init__(self, weight: numpy.ndarray, bias: typing.Any, copy: bool = True) -> None:
         ...
@@ -67,6 +67,10 @@ def get_float32_precision() -> int:
     ...
 def get_num_threads() -> int:
     ...
+def num_threads_is_set() -> bool:
+    """
+    Whether set_num_threads is in force.
+    """
 def openmp() -> bool:
     ...
 def physical_memory_bytes() -> int:
@@ -81,6 +85,10 @@ def pool_algorithms() -> list[str]:
     ...
 def pool_output_size(input_size: typing.SupportsInt | typing.SupportsIndex, kernel_size: typing.SupportsInt | typing.SupportsIndex, stride: typing.SupportsInt | typing.SupportsIndex, pad_before: typing.SupportsInt | typing.SupportsIndex, pad_after: typing.SupportsInt | typing.SupportsIndex, dilation: typing.SupportsInt | typing.SupportsIndex, ceil_mode: bool) -> int:
     ...
+def reset_num_threads() -> None:
+    """
+    Forgets set_num_threads: OpenMP's setting (OMP_NUM_THREADS, omp_set_num_threads) applies again.
+    """
 def select_isa(name: str) -> None:
     """
     Switch the kernel table (for tests and benchmarks).
@@ -93,4 +101,3 @@ def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
 MAX_THREADS: int = 1024
 PRECISIONS: dict = {'highest': 0, 'high': 1}
-__version__: str = '0.1.0'

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import sys
+import weakref
 from types import ModuleType
 from typing import Any, Optional, Sequence
 
@@ -39,7 +40,13 @@ def _controller_class(threadpoolctl: ModuleType) -> Optional[type]:
             return int(self.dynlib.cppconv_get_num_threads())
 
         def set_num_threads(self, num_threads: int) -> None:
-            self.dynlib.cppconv_set_num_threads(max(1, int(num_threads)))
+            from . import _native
+
+            n = max(1, int(num_threads))
+            if n == _default_count.get(self):
+                _native.reset_num_threads()  # threadpool_limits restoring what it found
+            else:
+                self.dynlib.cppconv_set_num_threads(n)
 
         def get_version(self) -> Optional[str]:
             from . import __version__
@@ -50,8 +57,17 @@ def _controller_class(threadpoolctl: ModuleType) -> Optional[type]:
             from . import _native
 
             self.isa = _native.selected_isa()
+            if not _native.num_threads_is_set():
+                _default_count[self] = _native.get_num_threads()
 
     return CppconvController
+
+
+# threadpool_limits restores a pool by setting the count it read when it made the controller.
+# Where that count was cppconv's default (no set_num_threads), setting it again means following
+# the default again (OMP_NUM_THREADS, threadpoolctl's "openmp" API), not pinning it.  Kept
+# outside the controller, whose attributes threadpool_info() would list.
+_default_count: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
 
 
 def register(threadpoolctl: ModuleType) -> bool:
