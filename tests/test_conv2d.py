@@ -1184,8 +1184,8 @@ def test_strided_1x1_workspace_counts_the_subsampled_input():
 # --------------------------------------------------------------------------------------------
 
 # Windows that skip most of what they span: 3x3 depthwise, padding = dilation = d on 1x1 planes
-# (1.2 MFLOP), which the tiling kernels copied whole (601 x 601 values per channel at d = 300,
-# 64 s at d = 1000); and a dense 3x3 on 8 x 8 planes, which left 750 MB of tiles.
+# (1.2 MFLOP), which the tiling kernels copied whole, (2d + 1)^2 values per channel; and a dense
+# 3x3 on 8 x 8 planes.
 SPARSE_WINDOWS = [
     dict(x=(64, 1024, 1, 1), w=(1024, 1, 3, 3), padding=d, dilation=d, groups=1024) for d in (300, 600, 1000)
 ] + [dict(x=(1, 256, 8, 8), w=(256, 256, 3, 3), padding=300, dilation=300, groups=1)]

@@ -352,8 +352,8 @@ def test_threads_agree(isa):
 def test_dilation_costs_no_padded_copy(isa, d):
     """A 3x3 depthwise transposed convolution dilated and padded d on 1x1 planes: only the centre
     tap meets the output.  The phase kernel's padded copy of x is as wide as the kernel's reach
-    (64 x 1024 x 2d values, a third of a second at d = 1000), out of proportion to the call, so
-    it declines and the reference takes the call."""
+    (64 x 1024 x 2d values), out of proportion to the call, so it declines and the reference
+    takes the call."""
     rng = make_rng("transpose-dilated", d)
     x = rng.standard_normal((64, 1024, 1, 1)).astype(np.float32)
     w = rng.standard_normal((1024, 1, 3, 3)).astype(np.float32)

@@ -186,8 +186,7 @@ LAYERS: List[Layer] = [
     for d in (300, 600, 1000)
 ]
 
-# A sanity row that takes cppconv longer than this has a cost out of proportion to its work
-# (before the tiling kernels declined such problems, they took seconds to a minute).
+# A sanity row that takes cppconv longer than this has a cost out of proportion to its work.
 SANITY_LIMIT_S = 0.5
 
 
