@@ -76,6 +76,34 @@ def test_bench_quick_table_json_and_progress(tmp_path, capsys):
     assert doc["machine"]["threads"] == 1
 
 
+def test_bench_sanity_rows(tmp_path, capsys):
+    """The sanity rows (depthwise on 1x1 planes, padded and dilated 300 to 1000) run in
+    milliseconds on cppconv's reference kernel; the numpy runner, which would pad the input to
+    tens of GiB, is n/a; the rows stay out of the geometric means."""
+    sanity = [layer.name for layer in bench.LAYERS if layer.sanity]
+    assert len(sanity) == 3 and all(layer.batched for layer in bench.LAYERS if layer.sanity)
+    report = tmp_path / "bench.json"
+    assert _cli.main(["bench", "--layers", ",".join(sanity), "--peers", "numpy", "--repeat", "2", "--rounds", "1",
+                      "--json", str(report)]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING: sanity row" not in captured.err
+    doc = json.loads(report.read_text())
+    for row in doc["layers"]:
+        assert row["explain"]["highest"]["algorithm"].startswith("conv2d_reference"), row["explain"]
+        assert row["results"]["cppconv"]["median_s"] < bench.SANITY_LIMIT_S
+        assert row["results"]["numpy"]["status"] == "n/a" and "GiB" in row["results"]["numpy"]["note"]
+    # Out of the means: beside a layer at 2x over numpy, a sanity row at 1000x leaves the mean 2x.
+    def result(seconds):
+        return bench.Result("ok", timing=bench.Timing(seconds, seconds, 1, 1, [seconds]), gflops=1.0)
+
+    real = next(layer for layer in bench.LAYERS if not layer.sanity)
+    sparse = next(layer for layer in bench.LAYERS if layer.sanity)
+    rows = [(real, {"cppconv": result(1e-3), "numpy": result(2e-3)}, None),
+            (sparse, {"cppconv": result(1e-3), "numpy": result(1.0)}, None)]
+    _, _, summary = bench.build_table(rows, ["cppconv", "numpy"])
+    assert "2.00x over 1 layers" in summary[0], summary
+
+
 def test_bench_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     chart = tmp_path / "chart.png"

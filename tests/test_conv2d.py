@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import time
 import tracemalloc
 
 import numpy as np
@@ -1176,3 +1177,61 @@ def test_strided_1x1_workspace_counts_the_subsampled_input():
     dense = cppconv.explain((2, 64, 14, 14), wshape)
     assert strided["algorithm"] == dense["algorithm"]
     assert strided["workspace_bytes"] >= dense["workspace_bytes"] + 2 * 64 * 14 * 14 * 4
+
+
+# --------------------------------------------------------------------------------------------
+# Algorithm choice: a call costs in proportion to its work, input and output, not its padding
+# --------------------------------------------------------------------------------------------
+
+# Windows that skip most of what they span: 3x3 depthwise, padding = dilation = d on 1x1 planes
+# (1.2 MFLOP), which the tiling kernels copied whole, (2d + 1)^2 values per channel; and a dense
+# 3x3 on 8 x 8 planes.
+SPARSE_WINDOWS = [
+    dict(x=(64, 1024, 1, 1), w=(1024, 1, 3, 3), padding=d, dilation=d, groups=1024) for d in (300, 600, 1000)
+] + [dict(x=(1, 256, 8, 8), w=(256, 256, 3, 3), padding=300, dilation=300, groups=1)]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", SPARSE_WINDOWS, ids=lambda c: f"{c['x']}-d{c['dilation']}")
+def test_padding_and_dilation_cost_no_tiles(isa, case, layout):
+    """The kernels that copy the padded input into tiles decline when that copy is out of
+    proportion to the call: the reference kernel, reading through the index maps, takes it, with
+    a workspace of the index maps alone, and the result is right (only the centre tap meets the
+    input).  A generous time bound stands for "milliseconds, not minutes"."""
+    kw = dict(padding=case["padding"], dilation=case["dilation"], groups=case["groups"], layout=layout)
+    n, c, h, w = case["x"]
+    assert case["dilation"] >= max(h, w)  # the taps off the centre read only padding
+    shape = (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
+    layer = cppconv.Conv2d(np.zeros(case["w"], np.float32), **kw)
+    for info in (cppconv.explain(shape, case["w"], **kw), layer.explain(shape)):
+        assert info["algorithm"].startswith("conv2d_reference"), info
+        assert info["workspace_bytes"] < 1 << 20, info
+    rng = make_rng("sparse-windows", case["x"], case["dilation"], layout)
+    x = rng.standard_normal(shape).astype(np.float32)
+    weight = rng.standard_normal(case["w"]).astype(np.float32)
+    start = time.perf_counter()
+    y = cppconv.conv2d(x, weight, **kw)
+    assert time.perf_counter() - start < 5.0
+    x4 = (x if layout == "NCHW" else x.transpose(0, 3, 1, 2)).astype(np.float64)
+    centre = weight[:, :, 1, 1].astype(np.float64)
+    if case["groups"] == 1:
+        ref = np.einsum("kc,nchw->nkhw", centre, x4)
+    else:
+        ref = x4 * centre[None, :, 0, None, None]
+    np.testing.assert_allclose(y, ref if layout == "NCHW" else ref.transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_ordinary_layers_keep_their_kernels():
+    """The rule above leaves the benchmark's layers (ResNet, MobileNet, dilated, grouped, first
+    layers), one-shot and as layers, on their fast kernels; only its sanity rows, the shapes
+    above, go to the reference."""
+    from cppconv.bench import LAYERS
+
+    for layer in LAYERS:
+        if layer.sanity:
+            assert cppconv.explain(layer.x_shape, layer.w_shape, **layer.conv_kwargs)["algorithm"].startswith(
+                "conv2d_reference")
+            continue
+        for info in (cppconv.explain(layer.x_shape, layer.w_shape, **layer.conv_kwargs),
+                     cppconv.Conv2d(np.zeros(layer.w_shape, np.float32), **layer.conv_kwargs).explain(layer.x_shape)):
+            assert not info["algorithm"].startswith("conv2d_reference"), (layer.name, info)

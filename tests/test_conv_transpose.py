@@ -360,3 +360,21 @@ def test_takes_pytorchs_positional_order_and_words_in_any_case():
         cppconv.conv_transpose2d(x, w, b, 2, 1, 1, 2, 1, "NCHW")
     got = cppconv.conv_transpose2d(x.transpose(0, 2, 3, 1), w, b, 2, 1, 1, 2, layout="nhwc", activation="ReLU")
     np.testing.assert_array_equal(got, np.maximum(want, 0).transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("d", [1000, 3000])
+def test_dilation_costs_no_padded_copy(isa, d):
+    """A 3x3 depthwise transposed convolution dilated and padded d on 1x1 planes: only the centre
+    tap meets the output.  The phase kernel's padded copy of x is as wide as the kernel's reach
+    (64 x 1024 x 2d values), out of proportion to the call, so it declines and the reference
+    takes the call."""
+    rng = make_rng("transpose-dilated", d)
+    x = rng.standard_normal((64, 1024, 1, 1)).astype(np.float32)
+    w = rng.standard_normal((1024, 1, 3, 3)).astype(np.float32)
+    kw = dict(padding=d, dilation=d, groups=1024)
+    for name in _native.conv_transpose_algorithms():
+        if name.startswith("conv_transpose2d_phase_f32"):
+            with pytest.raises(ValueError, match="does not accept"):
+                _conv_transpose._conv_transpose2d_with_algorithm(name, x, w, **kw)
+    y = cppconv.conv_transpose2d(x, w, **kw)
+    np.testing.assert_allclose(y, x * w[None, :, 0, 1:2, 1:2], rtol=1e-6, atol=1e-6)

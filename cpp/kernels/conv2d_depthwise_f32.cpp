@@ -145,12 +145,16 @@ struct CBlockPlan {
   size_t thread_floats = 0;
 };
 
+bool cblock_in_place(const Conv2dProblem& p) {
+  const bool zero_padding =
+      p.pad_mode == PadMode::Zeros || (p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0);
+  return p.layout == Layout::NHWC && zero_padding && row_reuse_blocks<true>(p) != nullptr;
+}
+
 CBlockPlan cblock_plan(const Conv2dProblem& p, int threads) {
   CBlockPlan d;
   d.cblocks = ceil_div(p.in_channels, kVL);
-  const bool zero_padding =
-      p.pad_mode == PadMode::Zeros || (p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0);
-  d.in_place = p.layout == Layout::NHWC && zero_padding && row_reuse_blocks<true>(p) != nullptr;
+  d.in_place = cblock_in_place(p);
   d.band_cols = p.out_w;
   while (d.band_cols > 1 && input_cols_for(p, d.band_cols) > kMaxTileCols) d.band_cols = ceil_div(d.band_cols, 2);
   const int64_t row_bytes = input_cols_for(p, d.band_cols) * kVL * int64_t(sizeof(float));
@@ -175,7 +179,13 @@ CBlockPlan cblock_plan(const Conv2dProblem& p, int threads) {
 }
 
 bool cblock_accepts(const Conv2dProblem& p) {
-  return p.dtype == DType::Float32 && p.groups == p.in_channels && p.out_channels == p.in_channels;
+  if (!(p.dtype == DType::Float32 && p.groups == p.in_channels && p.out_channels == p.in_channels)) return false;
+  // In place, only a partial last channel block goes through tiles.
+  const int64_t tiled = !cblock_in_place(p) ? p.in_channels : p.in_channels % kVL ? kVL : 0;
+  return tiles_in_proportion(p, tiled, [&] {
+    const CBlockPlan d = cblock_plan(p, 1);
+    return double(p.batch * ceil_div(tiled, kVL) * d.row_bands * d.col_bands) * double(d.tile_rows * d.tile_cols * kVL);
+  });
 }
 
 // Every thread's part, and the tap offsets of the two tile widths (see run_cblock).
@@ -377,7 +387,11 @@ constexpr int64_t kRowsMinWidth = 8 * kVL;
 
 bool rows_accepts(const Conv2dProblem& p) {
   return p.dtype == DType::Float32 && p.layout == Layout::NCHW && p.groups == p.in_channels &&
-         p.out_channels == p.in_channels && p.stride_w == 1 && (p.out_w >= kRowsMinWidth || p.in_channels < kVL);
+         p.out_channels == p.in_channels && p.stride_w == 1 && (p.out_w >= kRowsMinWidth || p.in_channels < kVL) &&
+         tiles_in_proportion(p, p.in_channels, [&] {
+           const RowsPlan d = rows_plan(p, 1);
+           return double(d.items) * double(d.tile_rows * d.pitch);
+         });
 }
 
 // Floats of one thread's tile, whole cache lines.

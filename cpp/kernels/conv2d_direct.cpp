@@ -906,15 +906,26 @@ bool pixelvec_preferred(const Conv2dProblem& p) {
   return 2 * go < kNR<T> || gi < 8 || (is_flat(p) && gi <= 64);
 }
 
+// The engine in orientation o copies tiles of the padded input in proportion to the call (see
+// tiles_in_proportion); it reads x in place without padding.
+template <class T>
+bool engine_tiles_in_proportion(const Conv2dProblem& p, Orientation o) {
+  return tiles_in_proportion(p, can_read_in_place(p) ? 0 : p.in_channels, [&] {
+    const EnginePlan d = make_plan<T>(p, o, 1);
+    return double(p.batch * p.groups * d.row_blocks) * double(d.tile_elems);
+  });
+}
+
 template <class T>
 bool channelvec_accepts(const Conv2dProblem& p) {
   const int64_t go = p.out_channels / p.groups;
-  return p.dtype == kDType<T> && 2 * go >= kNR<T> && !pixelvec_preferred<T>(p);
+  return p.dtype == kDType<T> && 2 * go >= kNR<T> && !pixelvec_preferred<T>(p) &&
+         engine_tiles_in_proportion<T>(p, Orientation::ChannelVec);
 }
 
 template <class T>
 bool pixelvec_accepts(const Conv2dProblem& p) {
-  return p.dtype == kDType<T> && p.layout == Layout::NCHW;
+  return p.dtype == kDType<T> && p.layout == Layout::NCHW && engine_tiles_in_proportion<T>(p, Orientation::PixelVec);
 }
 
 template <class T>

@@ -1,6 +1,6 @@
 // conv2d_tiled: the general fast path.  Handles every problem (any layout, stride, dilation,
-// groups, padding mode, float32 or float64) with loops the compiler vectorises along the
-// output width.  The padded input of one work item is first copied into a small thread-local
+// groups, padding mode, float32 or float64) whose tiles stay in proportion to the call (see
+// tiles_in_proportion) with loops the compiler vectorises along the output width.  The padded input of one work item is first copied into a small thread-local
 // tile, split by horizontal stride phase, so the hot loop reads contiguous memory and never
 // checks bounds.  Compiled once per ISA.
 #include <cstring>
@@ -148,7 +148,14 @@ void run_tiled(const ConvCall& call) {
   });
 }
 
-bool accepts_any(const Conv2dProblem&) { return true; }
+// Every problem whose tiles stay in proportion to the call (see tiles_in_proportion).
+template <class T>
+bool tiled_accepts(const Conv2dProblem& p) {
+  return tiles_in_proportion(p, p.in_channels, [&] {
+    const TiledPlan t = make_plan<T>(p);
+    return double(t.items) * double(t.tile_elems);
+  });
+}
 
 template <class T>
 size_t tiled_workspace(const Conv2dProblem& p, int threads) {
@@ -160,10 +167,10 @@ size_t tiled_workspace(const Conv2dProblem& p, int threads) {
 }  // namespace
 
 const ConvAlgorithm conv2d_tiled_f32 = {
-    "conv2d_tiled_f32__" CPPCONV_ISA_NAME, DType::Float32, accepts_any, no_packing, nullptr,
+    "conv2d_tiled_f32__" CPPCONV_ISA_NAME, DType::Float32, tiled_accepts<float>, no_packing, nullptr,
     tiled_workspace<float>, run_tiled<float>};
 const ConvAlgorithm conv2d_tiled_f64 = {
-    "conv2d_tiled_f64__" CPPCONV_ISA_NAME, DType::Float64, accepts_any, no_packing, nullptr,
+    "conv2d_tiled_f64__" CPPCONV_ISA_NAME, DType::Float64, tiled_accepts<double>, no_packing, nullptr,
     tiled_workspace<double>, run_tiled<double>};
 
 }  // namespace CPPCONV_ISA_NS

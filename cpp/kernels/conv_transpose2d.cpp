@@ -304,15 +304,25 @@ void run_phase(const ConvTransposeCall& call) {
   });
 }
 
-bool accepts_any(const ConvTranspose2dProblem&) { return true; }
+// The padded copy of x is as wide as the kernel's reach (its left edge), which a large dilation
+// makes far wider than the input: it must stay in proportion to the call (see
+// copies_in_proportion), or the reference takes the problem.
+template <class T>
+bool phase_accepts(const ConvTranspose2dProblem& p) {
+  const double inputs = double(p.batch) * double(p.in_channels) * double(p.in_h) * double(p.in_w);
+  const double macs = inputs * double(p.out_channels / p.groups) * double(p.kernel_h) * double(p.kernel_w);
+  const double outputs = double(p.batch) * double(p.out_channels) * double(p.out_h) * double(p.out_w);
+  const double copied = double(p.batch) * double(p.in_h) * double(geometry<T>(p).padded_w) * double(p.in_channels);
+  return copies_in_proportion(copied, macs, inputs + outputs);
+}
 
 }  // namespace
 
 const ConvTransposeAlgorithm conv_transpose2d_phase_f32 = {
-    "conv_transpose2d_phase_f32__" CPPCONV_ISA_NAME, DType::Float32, accepts_any, packed_bytes<float>,
+    "conv_transpose2d_phase_f32__" CPPCONV_ISA_NAME, DType::Float32, phase_accepts<float>, packed_bytes<float>,
     pack<float>, workspace_bytes<float>, run_phase<float>};
 const ConvTransposeAlgorithm conv_transpose2d_phase_f64 = {
-    "conv_transpose2d_phase_f64__" CPPCONV_ISA_NAME, DType::Float64, accepts_any, packed_bytes<double>,
+    "conv_transpose2d_phase_f64__" CPPCONV_ISA_NAME, DType::Float64, phase_accepts<double>, packed_bytes<double>,
     pack<double>, workspace_bytes<double>, run_phase<double>};
 
 }  // namespace CPPCONV_ISA_NS

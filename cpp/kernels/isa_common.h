@@ -203,5 +203,32 @@ static inline int64_t input_cols_for(const Conv2dProblem& p, int64_t out) {
 // a < 0), without the a + b - 1 that wraps for a stride near 2^63.
 static inline int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b > 0); }
 
+// Whether a kernel that copies `copied` values of padded input per call (into tiles, or a padded
+// copy of x) stays in proportion to the call's own cost: its multiply-adds plus its input and
+// output values.  Kernels decline problems where it does not, and the reference kernels, which
+// read through index maps or window bounds and cost in proportion to the multiply-adds, take
+// them: problems whose windows skip most of what they span (a 3x3 depthwise kernel padded and
+// dilated 300 on 1x1 planes copies 601 x 601 values per channel for 9 multiply-adds).
+static inline bool copies_in_proportion(double copied, double macs, double values) {
+  // A copied value costs a fraction of a reference multiply-add (most are zeros, set in bulk),
+  // so up to this many per unit of the call's cost the copying kernel is still the faster one.
+  constexpr double kCopiedPerUnit = 16;
+  return copied <= kCopiedPerUnit * (macs + values);
+}
+
+// The same for a convolution kernel that copies the padded input of `tiled_channels` channels
+// into tiles, tile_values() of them per call.
+template <class TileValues>
+static inline bool tiles_in_proportion(const Conv2dProblem& p, int64_t tiled_channels, TileValues&& tile_values) {
+  const double outputs = double(p.batch) * double(p.out_channels) * double(p.out_h) * double(p.out_w);
+  const double macs = outputs * double(p.in_channels / p.groups) * double(p.kernel_h) * double(p.kernel_w);
+  const double values = double(p.batch) * double(p.in_channels) * double(p.in_h) * double(p.in_w) + outputs;
+  // The tiles hold at least the padded input all the windows span, checked first (in floating
+  // point): the kernel's plan is then only worked out for spans its integer sizes can hold.
+  const double spanned = double(p.batch) * double(tiled_channels) * double(input_rows_for(p, p.out_h)) *
+                         double(input_cols_for(p, p.out_w));
+  return copies_in_proportion(spanned, macs, values) && copies_in_proportion(double(tile_values()), macs, values);
+}
+
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

@@ -15,7 +15,11 @@ Methodology
 -----------
 * Layer suite: single float32 convolutions in NCHW taken from common networks (ResNet,
   MobileNet-style depthwise, ResNeXt grouped, dilated, batch 16) plus two single-channel
-  image filters.  ``--quick`` skips the batch-16 layers and times for less long.
+  image filters, and sanity rows: batch-64 depthwise layers on 1x1 planes padded and dilated
+  300, 600 and 1000, whose windows skip nearly all they span (1.2 MFLOP each), which check that
+  a call costs in proportion to its work and not to its padding; they are left out of the
+  geometric means, and a run warns when one takes cppconv longer than SANITY_LIMIT_S.
+  ``--quick`` skips the batch-16 and batch-64 layers and times for less long.
   Every layer has a bias, except ``seed5x5``, which uses cppconv's 2-D form
   (x of shape (H, W), weight (kh, kw)); its peers get the equivalent 4-D arrays.
 * Precision: ``cppconv`` and ``Conv2d`` run in the default float32 precision mode,
@@ -35,7 +39,8 @@ Methodology
   - ``numpy``: im2col + GEMM in plain NumPy: ``np.pad``, ``sliding_window_view`` over the
     padded input (stride and dilation by slicing the window view), one copy into
     (N, groups, C/groups*kh*kw, OH*OW) columns and one batched ``np.matmul`` (one GEMM
-    per image and group), which writes NCHW directly; then the bias.
+    per image and group), which writes NCHW directly; then the bias.  Skipped (n/a), like
+    ``loop``, when the padded input would take more than PAD_LIMIT_BYTES.
   - ``loop``: the textbook vectorised loop over kernel taps: for each (i, j) accumulate
     W[:, :, i, j] @ (shifted, strided slice of the padded input).  Skipped (n/a) when
     one call is estimated (from one timed tap) to take more than 2 s.
@@ -118,6 +123,7 @@ class Layer:
     dilation: int = 1
     groups: int = 1
     two_d: bool = False  # cppconv gets 2-D x (h, w) and 2-D weight (kh, kw), no bias
+    sanity: bool = False  # checks cost, not speed: left out of the geometric means
 
     @property
     def bias(self) -> bool:
@@ -180,7 +186,13 @@ LAYERS: List[Layer] = [
     Layer("b16_3x3_64@56", 16, 64, 56, 56, 64, 3, 3, padding=1),
     Layer("b16_3x3_256@14", 16, 256, 14, 14, 256, 3, 3, padding=1),
     Layer("resnet_7x7_512@7", 1, 512, 7, 7, 512, 7, 7, padding=3),
+] + [
+    Layer(f"dw_1024@1_p{d}_d{d}", 64, 1024, 1, 1, 1024, 3, 3, padding=d, dilation=d, groups=1024, sanity=True)
+    for d in (300, 600, 1000)
 ]
+
+# A sanity row that takes cppconv longer than this has a cost out of proportion to its work.
+SANITY_LIMIT_S = 0.5
 
 
 @dataclass
@@ -280,8 +292,19 @@ def _pad(x: np.ndarray, p: int) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
 
 
+# The numpy and loop runners pad the whole input first; past this they do not run.
+PAD_LIMIT_BYTES = 1 << 30
+
+
+def _check_padded_size(layer: Layer) -> None:
+    padded = 4 * layer.n * layer.c * (layer.h + 2 * layer.padding) * (layer.w + 2 * layer.padding)
+    if padded > PAD_LIMIT_BYTES:
+        raise Skip(f"the padded input takes {padded / 2**30:.0f} GiB")
+
+
 def runner_numpy(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
     """im2col with sliding_window_view + one batched matmul (a GEMM per image and group)."""
+    _check_padded_size(layer)
     n, k, g = layer.n, layer.k, layer.groups
     cg, kg = layer.c // g, k // g
     oh, ow = layer.out_hw
@@ -308,6 +331,7 @@ LOOP_LIMIT_S = 2.0
 
 def runner_loop(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
     """Textbook loop over kernel taps: y += W[:, :, i, j] @ shifted slice, per tap."""
+    _check_padded_size(layer)
     n, k, g = layer.n, layer.k, layer.groups
     cg, kg = layer.c // g, k // g
     oh, ow = layer.out_hw
@@ -787,7 +811,7 @@ def build_table(rows: List[Tuple[Layer, Dict[str, Result], Optional[Dict[str, An
         row += [_fmt_gf(res.get(col)) for col in peer_cols]
         sp = speedups(res)
         for k, v in sp.items():
-            if v:
+            if v and not layer.sanity:
                 sp_all[k].append(v)
         row += [_fmt_x(sp[k]) for k in sp_cols]
         for mode_info in (info or {}).get("highest"), (info or {}).get("high"):
@@ -867,7 +891,7 @@ def result_json(r: Result) -> Dict[str, Any]:
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The benchmark's options, shared by ``cppconv bench`` and bench/bench_conv.py."""
-    ap.add_argument("--quick", action="store_true", help="fewer repeats, skip the batch-16 layers")
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, skip the batched layers (batch 16, the batch-64 sanity rows)")
     ap.add_argument("--threads", type=int, help="threads for every library (default: cppconv.get_num_threads())")
     ap.add_argument("--layers", help="comma-separated layer names (see --list)")
     ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")
@@ -1070,6 +1094,9 @@ def run(args: argparse.Namespace, argv: Sequence[str], git_root: Optional[str] =
             c = res.get("cppconv")
             c_txt = f"{c.gflops:.1f} GF/s" if c and c.status == "ok" else (c.status if c else "-")
             log(f"[{layer.name}] {layer.describe()}: cppconv {c_txt} ({time.perf_counter() - t0:.1f} s)")
+            if layer.sanity and c and c.status == "ok" and c.timing.median_s > SANITY_LIMIT_S:
+                log(f"  WARNING: sanity row {layer.name} took cppconv {c.timing.median_s:.2f} s (limit "
+                    f"{SANITY_LIMIT_S} s): its cost is out of proportion to its work")
         progress.update(len(layers), "done")
         progress.close()
         total_s = time.perf_counter() - t_start
