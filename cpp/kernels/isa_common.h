@@ -167,8 +167,8 @@ static inline int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b > 0
 // Whether a kernel that copies `copied` values of padded input per call (into tiles, or a padded
 // copy of x) stays in proportion to the call's own cost: its multiply-adds plus its input and
 // output values.  Kernels decline problems where it does not, and the reference kernels, which
-// read through index maps or window bounds and cost in proportion to the multiply-adds, take
-// them: problems whose windows skip most of what they span (a 3x3 depthwise kernel padded and
+// work out the source of each tap and cost in proportion to the multiply-adds, take them:
+// problems whose windows skip most of what they span (a 3x3 depthwise kernel padded and
 // dilated 300 on 1x1 planes copies 601 x 601 values per channel for 9 multiply-adds).
 static inline bool copies_in_proportion(double copied, double macs, double values) {
   // A copied value costs a fraction of a reference multiply-add (most are zeros, set in bulk),
