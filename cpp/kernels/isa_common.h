@@ -184,8 +184,8 @@ static inline bool tiles_in_proportion(const Conv2dProblem& p, int64_t tiled_cha
   const double outputs = double(p.batch) * double(p.out_channels) * double(p.out_h) * double(p.out_w);
   const double macs = outputs * double(p.in_channels / p.groups) * double(p.kernel_h) * double(p.kernel_w);
   const double values = double(p.batch) * double(p.in_channels) * double(p.in_h) * double(p.in_w) + outputs;
-  // The tiles hold at least the padded input all the windows span, checked first (in floating
-  // point): the kernel's plan is then only worked out for spans its integer sizes can hold.
+  // The tiles hold about the padded input from the first window to the last, checked first (in
+  // floating point): the kernel's plan is then only worked out for spans its sizes can hold.
   const double spanned = double(p.batch) * double(tiled_channels) * double(input_rows_for(p, p.out_h)) *
                          double(input_cols_for(p, p.out_w));
   return copies_in_proportion(spanned, macs, values) && copies_in_proportion(double(tile_values()), macs, values);
