@@ -42,10 +42,15 @@ int default_num_threads() {
 #endif
 }
 
+// The kernels read the padded input through index maps; the reference works each source row
+// and column out as it goes (padded_source), so that a call it takes, whose windows skip most
+// of the padding (see tiles_in_proportion), costs its work and not the padded extent.
+bool reads_index_maps(const ConvAlgorithm& a) { return &a != &conv2d_reference_f32 && &a != &conv2d_reference_f64; }
+
 // Memory that grows with the padded extent, not with the data: the padding index maps
 // (8 bytes per padded row and column) and the column plans the engine kernels derive per call
 // (at most 16 more bytes per padded column).  Counted as workspace, so that an absurd padding
-// with a stride that skips it is refused with MemoryError instead of swapping or being killed.
+// is refused with MemoryError instead of swapping or being killed.
 size_t index_workspace_bytes(const Conv2dProblem& p) {
   const size_t rows = size_t(p.in_h + p.pad_top + p.pad_bottom), cols = size_t(p.in_w + p.pad_left + p.pad_right);
   return saturating_add(saturating_mul(rows, 8), saturating_mul(cols, 24));
@@ -105,9 +110,9 @@ Conv2dProblem algorithm_problem(const Conv2dProblem& given) {
 }
 
 // Memory one call of `a` takes besides its output: the algorithm's scratch, the padding index
-// maps and, for a subsampled input, its copy.
+// maps it reads and, for a subsampled input, its copy.
 size_t call_workspace_bytes(const ConvAlgorithm& a, const Conv2dProblem& given, const Conv2dProblem& p, int threads) {
-  const size_t bytes = saturating_add(a.workspace_bytes(p, threads), index_workspace_bytes(p));
+  const size_t bytes = saturating_add(a.workspace_bytes(p, threads), reads_index_maps(a) ? index_workspace_bytes(p) : 0);
   return subsamples_input(given) ? saturating_add(bytes, subsampled_bytes(given)) : bytes;
 }
 
@@ -151,26 +156,26 @@ int threads_for(const Conv2dProblem& p, int max_threads) {
   return threads_for_work(conv2d_flops(p) + 32.0 * values, max_threads);
 }
 
+int64_t padded_source(int64_t i, int64_t size, int64_t before, PadMode mode) {
+  int64_t s = i - before;
+  if (s >= 0 && s < size) return s;
+  switch (mode) {
+    case PadMode::Zeros: return -1;
+    case PadMode::Replicate: return std::min(std::max<int64_t>(s, 0), size - 1);
+    case PadMode::Circular: return ((s % size) + size) % size;
+    case PadMode::Reflect: {
+      if (size == 1) return 0;
+      const int64_t period = 2 * (size - 1);
+      s = ((s % period) + period) % period;
+      return s >= size ? period - s : s;
+    }
+  }
+  return -1;
+}
+
 std::vector<int64_t> padding_index_map(int64_t size, int64_t before, int64_t after, PadMode mode) {
   std::vector<int64_t> map(size_t(size + before + after));
-  for (int64_t i = 0; i < size + before + after; ++i) {
-    int64_t s = i - before;
-    if (s < 0 || s >= size) {
-      switch (mode) {
-        case PadMode::Zeros: s = -1; break;
-        case PadMode::Replicate: s = std::min(std::max<int64_t>(s, 0), size - 1); break;
-        case PadMode::Circular: s = ((s % size) + size) % size; break;
-        case PadMode::Reflect: {
-          if (size == 1) { s = 0; break; }
-          const int64_t period = 2 * (size - 1);
-          s = ((s % period) + period) % period;
-          if (s >= size) s = period - s;
-          break;
-        }
-      }
-    }
-    map[size_t(i)] = s;
-  }
+  for (int64_t i = 0; i < size + before + after; ++i) map[size_t(i)] = padded_source(i, size, before, mode);
   return map;
 }
 
@@ -249,8 +254,11 @@ void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const
       subsample_input(given, static_cast<const double*>(x), reinterpret_cast<double*>(subsampled.get()), choice.threads);
     x = subsampled.get();
   }
-  const std::vector<int64_t> rows = padding_index_map(p.in_h, p.pad_top, p.pad_bottom, p.pad_mode);
-  const std::vector<int64_t> cols = padding_index_map(p.in_w, p.pad_left, p.pad_right, p.pad_mode);
+  std::vector<int64_t> rows, cols;
+  if (reads_index_maps(*choice.algorithm)) {
+    rows = padding_index_map(p.in_h, p.pad_top, p.pad_bottom, p.pad_mode);
+    cols = padding_index_map(p.in_w, p.pad_left, p.pad_right, p.pad_mode);
+  }
   ConvCall call;
   call.p = p;
   call.x = x;
@@ -260,8 +268,8 @@ void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const
   call.y = y;
   call.x_stride = contiguous_strides(p.layout, p.in_channels, p.in_h, p.in_w);
   call.y_stride = contiguous_strides(p.layout, p.out_channels, p.out_h, p.out_w);
-  call.row_src = rows.data();
-  call.col_src = cols.data();
+  call.row_src = rows.empty() ? nullptr : rows.data();
+  call.col_src = cols.empty() ? nullptr : cols.data();
   call.num_threads = choice.threads;
   choice.algorithm->run(call);
 }

@@ -33,7 +33,9 @@ Precision get_float32_precision();
 // thread team costs more than it saves.
 int threads_for(const Conv2dProblem& p, int max_threads);
 
-// Padded coordinate -> source index (or -1 for a zero) for one axis, PyTorch's padding modes.
+// Padded coordinate i -> source index (or -1 for a zero) for one axis of `size` with `before`
+// padding, PyTorch's padding modes; and the map of every padded coordinate.
+int64_t padded_source(int64_t i, int64_t size, int64_t before, PadMode mode);
 std::vector<int64_t> padding_index_map(int64_t size, int64_t before, int64_t after, PadMode mode);
 
 double conv2d_flops(const Conv2dProblem& p);

@@ -56,7 +56,8 @@ struct ConvCall {
   Strides4 x_stride, y_stride;
   // Padded coordinate (0 = first padded row/column) -> source row/column, or -1 for a zero.
   // Sizes in_h + pad_top + pad_bottom and in_w + pad_left + pad_right.  They encode the
-  // padding mode, so kernels never branch on it.
+  // padding mode, so kernels never branch on it.  (Null for the reference, which works the
+  // sources out itself.)
   const int64_t* row_src = nullptr;
   const int64_t* col_src = nullptr;
   int num_threads = 1;

@@ -11,7 +11,7 @@ namespace {
 
 std::atomic<bool> forked_child{false};
 
-// Every live PlanWeights, guarded by plans_mutex.
+// Every listed PlanWeights (see driver.h), guarded by plans_mutex.
 std::mutex plans_mutex;
 PlanWeights* plans = nullptr;
 
@@ -24,9 +24,11 @@ void PlanWeights::enlist() {
   next_ = plans;
   if (plans) plans->prev_ = this;
   plans = this;
+  listed_ = true;
 }
 
 PlanWeights::~PlanWeights() {
+  if (!listed_) return;
   std::lock_guard<std::mutex> lock(plans_mutex);
   if (prev_) prev_->next_ = next_;
   else plans = next_;

@@ -139,8 +139,10 @@ struct PackedWeightsTag {};
 
 // A plan's weights and bias: copied (a layer's, reused over many calls) or borrowed (a
 // one-shot call's), plus each algorithm's packed form, built on first use and then shared
-// between threads.  Every live instance is on a list, so that fork() can wait until none is
-// packing (see driver.cpp): a child must not inherit a lock held by a thread it does not have.
+// between threads.  Those that copy their weights (a layer's, which any thread may call) are on
+// a list, so that fork() can wait until none is packing (see driver.cpp): a child must not
+// inherit a lock held by a thread it does not have.  A one-shot plan is only ever reached by
+// the thread whose call it serves.
 class PlanWeights {
  public:
   PlanWeights(DType dtype, const void* weight, size_t weight_count, const void* bias, size_t bias_count, bool copy)
@@ -154,8 +156,8 @@ class PlanWeights {
         owned_bias_.assign(b, b + bias_count * dtype_size(dtype));
         bias_ = owned_bias_.data();
       }
+      enlist();
     }
-    enlist();
   }
   ~PlanWeights();
   PlanWeights(const PlanWeights&) = delete;
@@ -192,7 +194,8 @@ class PlanWeights {
 
   std::mutex mutex_;
   std::map<std::pair<const void*, int64_t>, SpareBuffer<PackedWeightsTag>> packed_;
-  PlanWeights* prev_ = nullptr;  // the list of live instances
+  bool listed_ = false;          // on the list of the layers' instances
+  PlanWeights* prev_ = nullptr;
   PlanWeights* next_ = nullptr;
 };
 

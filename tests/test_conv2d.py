@@ -1195,9 +1195,9 @@ SPARSE_WINDOWS = [
 @pytest.mark.parametrize("case", SPARSE_WINDOWS, ids=lambda c: f"{c['x']}-d{c['dilation']}")
 def test_padding_and_dilation_cost_no_tiles(isa, case, layout):
     """The kernels that copy the padded input into tiles decline when that copy is out of
-    proportion to the call: the reference kernel, reading through the index maps, takes it, with
-    a workspace of the index maps alone, and the result is right (only the centre tap meets the
-    input).  A generous time bound stands for "milliseconds, not minutes"."""
+    proportion to the call: the reference kernel takes it, with next to no workspace (it works
+    its source rows and columns out, no index maps), and the result is right (only the centre
+    tap meets the input).  A generous time bound stands for "milliseconds, not minutes"."""
     kw = dict(padding=case["padding"], dilation=case["dilation"], groups=case["groups"], layout=layout)
     n, c, h, w = case["x"]
     assert case["dilation"] >= max(h, w)  # the taps off the centre read only padding
@@ -1205,7 +1205,7 @@ def test_padding_and_dilation_cost_no_tiles(isa, case, layout):
     layer = cppconv.Conv2d(np.zeros(case["w"], np.float32), **kw)
     for info in (cppconv.explain(shape, case["w"], **kw), layer.explain(shape)):
         assert info["algorithm"].startswith("conv2d_reference"), info
-        assert info["workspace_bytes"] < 1 << 20, info
+        assert info["workspace_bytes"] < 1024, info
     rng = make_rng("sparse-windows", case["x"], case["dilation"], layout)
     x = rng.standard_normal(shape).astype(np.float32)
     weight = rng.standard_normal(case["w"]).astype(np.float32)

@@ -213,9 +213,13 @@ def _known_hostile_calls():
         # Signed overflow (UBSan) in the pooled size: ceil_mode with a stride near 2^63.
         "max_pool2d ceil_mode stride 2^63-1": (
             lambda: cppconv.max_pool2d(one, 3, stride=2**63 - 1, padding=1, ceil_mode=True), None),
-        # Index maps of 2^31 entries for a 3x3 result: refused before they are touched.
+        # Index maps of 2^31 entries for a 3x3 result: the reference kernel takes it, without maps.
         "conv2d padding and stride 2^30": (
-            lambda: cppconv.conv2d(one, k1, stride=2**30, padding=2**30, padding_mode="replicate"), MemoryError),
+            lambda: cppconv.conv2d(one, k1, stride=2**30, padding=2**30, padding_mode="replicate"), None),
+        # Index maps of 2^41 entries for a kernel that tiles its 2^41 multiply-adds: refused.
+        "conv2d padding 2^40 stride 2^20": (
+            lambda: cppconv.conv2d(np.ones((1, 1, 1, 1), f32), np.ones((1, 1, 2**20, 1), f32), stride=(2**20, 1),
+                                   padding=((2**40, 2**40), (0, 0))), MemoryError),
         # Outputs whose byte count passes 64 bits, or that no machine has.
         "conv2d output past 2^64 bytes": (
             lambda: cppconv.conv2d(as_strided(np.zeros(1, f32), (1, 1, 2**31, 2**31), (0,) * 4), k1), ValueError),

@@ -100,17 +100,33 @@ def test_peak_memory_of_a_call_is_output_plus_workspace():
 
 
 def test_workspace_includes_padding_maps():
-    """explain's workspace_bytes counts the padding index maps, which grow with the padded size."""
-    small = cppconv.explain((1, 1, 8, 8), (1, 1, 1, 1), padding=0)["workspace_bytes"]
-    padded = cppconv.explain((1, 1, 8, 8), (1, 1, 1, 1), padding=1000, stride=1000)["workspace_bytes"]
-    assert padded - small >= 8 * 2 * 2000  # 8 bytes per padded row and column at least
+    """explain's workspace_bytes counts the padding index maps the kernels read, which grow with
+    the padded size."""
+    small = cppconv.explain((1, 1, 8, 8), (1, 1, 3, 3), padding=0)
+    padded = cppconv.explain((1, 1, 8, 8), (1, 1, 3, 3), padding=1000)
+    assert not padded["algorithm"].startswith("conv2d_reference"), padded
+    assert padded["workspace_bytes"] - small["workspace_bytes"] >= 8 * 2 * 2000  # 8 bytes per padded row and column
+
+
+def test_padding_the_stride_skips_costs_nothing():
+    """A padding of 2^30 with a stride that skips it: a 3 x 3 result, of the corners of the
+    padded plane (replicate padding).  The reference kernel takes it and works its few source
+    rows and columns out without index maps (which would take 80 GB)."""
+    x = np.arange(9, dtype=np.float32).reshape(1, 1, 3, 3)
+    w = np.full((1, 1, 1, 1), 2, np.float32)
+    kwargs = dict(stride=2**30, padding=2**30, padding_mode="replicate")
+    info = cppconv.explain(x.shape, w.shape, **kwargs)
+    assert info["algorithm"] == "conv2d_reference_f32" and info["workspace_bytes"] < 1024, info
+    corners = [0, 0, 2]  # padded rows (columns) 0, 2^30 and 2^31 replicate source 0, 0 and 2
+    np.testing.assert_array_equal(cppconv.conv2d(x, w, **kwargs)[0, 0], 2 * x[0, 0][corners][:, corners])
 
 
 def test_workspace_past_physical_memory_is_a_memory_error():
-    """A padding of 2^30 with a stride that skips it: a 3 x 3 result whose index maps alone
-    would take 80 GB.  Refused before anything is allocated, naming the bytes explain reports."""
-    x, w = np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 1, 1), np.float32)
-    kwargs = dict(stride=2**30, padding=2**30, padding_mode="replicate")
+    """A kernel 2^20 tall at stride 2^20 over a padding of 2^40 (2^41 multiply-adds, most on
+    zeros): a kernel that tiles it is in proportion to that work, but its index maps alone would
+    take 16 TB.  Refused before anything is allocated, naming the bytes explain reports."""
+    x, w = np.ones((1, 1, 1, 1), np.float32), np.ones((1, 1, 2**20, 1), np.float32)
+    kwargs = dict(stride=(2**20, 1), padding=((2**40, 2**40), (0, 0)))
     need = cppconv.explain(x.shape, w.shape, **kwargs)["workspace_bytes"]
     assert need > cppconv._native.physical_memory_bytes()
     with pytest.raises(MemoryError, match=rf"cannot allocate {need} bytes for conv2d workspace"):

@@ -1,8 +1,9 @@
 // conv2d_tiled: the general fast path.  Handles every problem (any layout, stride, dilation,
 // groups, padding mode, float32 or float64) whose tiles stay in proportion to the call (see
-// tiles_in_proportion) with loops the compiler vectorises along the output width.  The padded input of one work item is first copied into a small thread-local
-// tile, split by horizontal stride phase, so the hot loop reads contiguous memory and never
-// checks bounds.  Compiled once per ISA.
+// tiles_in_proportion), with loops the compiler vectorises along the output width.  The
+// padded input of one work item is first copied into a small per-thread tile, split by
+// horizontal stride phase, so the hot loop reads contiguous memory and never checks bounds.
+// Compiled once per ISA.
 #include <cstring>
 #include <vector>
 

@@ -206,8 +206,8 @@ static inline int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b > 0
 // Whether a kernel that copies `copied` values of padded input per call (into tiles, or a padded
 // copy of x) stays in proportion to the call's own cost: its multiply-adds plus its input and
 // output values.  Kernels decline problems where it does not, and the reference kernels, which
-// read through index maps or window bounds and cost in proportion to the multiply-adds, take
-// them: problems whose windows skip most of what they span (a 3x3 depthwise kernel padded and
+// work out the source of each tap and cost in proportion to the multiply-adds, take them:
+// problems whose windows skip most of what they span (a 3x3 depthwise kernel padded and
 // dilated 300 on 1x1 planes copies 601 x 601 values per channel for 9 multiply-adds).
 static inline bool copies_in_proportion(double copied, double macs, double values) {
   // A copied value costs a fraction of a reference multiply-add (most are zeros, set in bulk),
@@ -223,8 +223,8 @@ static inline bool tiles_in_proportion(const Conv2dProblem& p, int64_t tiled_cha
   const double outputs = double(p.batch) * double(p.out_channels) * double(p.out_h) * double(p.out_w);
   const double macs = outputs * double(p.in_channels / p.groups) * double(p.kernel_h) * double(p.kernel_w);
   const double values = double(p.batch) * double(p.in_channels) * double(p.in_h) * double(p.in_w) + outputs;
-  // The tiles hold at least the padded input all the windows span, checked first (in floating
-  // point): the kernel's plan is then only worked out for spans its integer sizes can hold.
+  // The tiles hold about the padded input from the first window to the last, checked first (in
+  // floating point): the kernel's plan is then only worked out for spans its sizes can hold.
   const double spanned = double(p.batch) * double(tiled_channels) * double(input_rows_for(p, p.out_h)) *
                          double(input_cols_for(p, p.out_w));
   return copies_in_proportion(spanned, macs, values) && copies_in_proportion(double(tile_values()), macs, values);
