@@ -56,6 +56,24 @@ using Mask = typename Types<T>::Mask;
 template <class T>
 constexpr int kLanes = kVectorBytes / int(sizeof(T));
 
+// GCC's and clang's __m256 and __m512 are vector types with lane-wise + - * /, which the
+// Winograd transforms and pooling use; MSVC's are structs without them.  (Untested here: no
+// MSVC on the development machine; CI's Windows wheel build compiles it.)
+#if defined(_MSC_VER) && !defined(__clang__)
+#if defined(__AVX512F__)
+#define CPPCONV_SIMD_OP(op, fn) \
+  static inline __m512 operator op(__m512 a, __m512 b) { return _mm512_##fn##_ps(a, b); }
+#else
+#define CPPCONV_SIMD_OP(op, fn) \
+  static inline __m256 operator op(__m256 a, __m256 b) { return _mm256_##fn##_ps(a, b); }
+#endif
+CPPCONV_SIMD_OP(+, add)
+CPPCONV_SIMD_OP(-, sub)
+CPPCONV_SIMD_OP(*, mul)
+CPPCONV_SIMD_OP(/, div)
+#undef CPPCONV_SIMD_OP
+#endif
+
 #if defined(__AVX512F__)
 template <class T = float>
 static inline Vec<T> vzero();
