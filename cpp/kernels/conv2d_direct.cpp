@@ -67,6 +67,10 @@ constexpr int kMKMax = 6;  // 6 x 4 vectors = 24 accumulators
 #else
 constexpr int kMKMax = 4;  // 4 x 3 vectors = 12 accumulators
 #endif
+// Whether a flat 1x1 convolution with few inputs runs PixelVec.  Its 4-channel AVX2 block reads
+// the segment's input once per 4 output channels and lost to ChannelVec there; the 6-channel
+// AVX-512 block won (docs/tuning.md, "Flat 1x1").
+constexpr bool kFlatPrefersPixelVec = kMKMax >= 6;
 // Vectors of pixels per block for MK channels: accumulators + pixel vectors + a broadcast
 // fit the register file.
 constexpr int nv_cap(int mk) {
@@ -896,14 +900,14 @@ void run_pixelvec(const ConvCall& call) { run_engine<T>(call, Orientation::Pixel
 
 // ChannelVec first, PixelVec where it wins: few output channels per group (depthwise, grouped,
 // single maps: channel blocks would be mostly empty), first layers with C < 8 (the reduction
-// is too short to hide the NCHW transpose of channel blocks), 1x1 with few inputs (a plane is
-// one long run of pixels).  (One-shot calls on small planes, whose weights serve few pixels,
+// is too short to hide the NCHW transpose of channel blocks), 1x1 with few inputs where the
+// ISA's PixelVec block is wide enough (a plane is one long run of pixels).  (One-shot calls on small planes, whose weights serve few pixels,
 // stay with ChannelVec: it packs them slice by slice inside the items, see packs_in_items.)
 template <class T>
 bool pixelvec_preferred(const Conv2dProblem& p) {
   const int64_t go = p.out_channels / p.groups, gi = p.in_channels / p.groups;
   if (p.layout != Layout::NCHW) return false;
-  return 2 * go < kNR<T> || gi < 8 || (is_flat(p) && gi <= 64);
+  return 2 * go < kNR<T> || gi < 8 || (kFlatPrefersPixelVec && is_flat(p) && gi <= 64);
 }
 
 // The engine in orientation o copies tiles of the padded input in proportion to the call (see
