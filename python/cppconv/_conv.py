@@ -446,36 +446,11 @@ class Conv2d(_layer.WeightedLayer):
         w = self._weights.weight
         return int(w.shape[0]) if w.ndim == 4 else 1
 
-    @_layer.read_only
-    def stride(self) -> Tuple[int, int]:
-        return self._spec.stride
-
-    @_layer.read_only
-    def padding(self) -> Any:
-        """(ph, pw), ((top, bottom), (left, right)) when asymmetric, or "same"."""
-        return _args.padding_argument(self._spec.padding)
-
-    @_layer.read_only
-    def dilation(self) -> Tuple[int, int]:
-        return self._spec.dilation
-
-    @_layer.read_only
-    def groups(self) -> int:
-        return self._spec.groups
-
-    @_layer.read_only
-    def padding_mode(self) -> str:
-        return self._spec.kwargs()["padding_mode"]  # type: ignore[no-any-return]
-
-    @_layer.read_only
-    def layout(self) -> str:
-        return self._spec.kwargs()["layout"]  # type: ignore[no-any-return]
-
-    @_layer.read_only
-    def activation(self) -> Optional[str]:
-        return self._spec.kwargs()["activation"]  # type: ignore[no-any-return]
-
-    @_layer.read_only
-    def precision(self) -> Optional[str]:
-        """None: the process-wide setting at each call."""
-        return self._spec.kwargs()["precision"]  # type: ignore[no-any-return]
+    stride = _layer.spec_setting("stride")
+    padding = _layer.spec_setting("padding", '(ph, pw), ((top, bottom), (left, right)) when asymmetric, or "same"')
+    dilation = _layer.spec_setting("dilation")
+    groups = _layer.spec_setting("groups")
+    padding_mode = _layer.spec_setting("padding_mode")
+    layout = _layer.spec_setting("layout")
+    activation = _layer.spec_setting("activation")
+    precision = _layer.spec_setting("precision", 'None: the process-wide setting at each call.')

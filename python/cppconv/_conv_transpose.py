@@ -247,31 +247,10 @@ class ConvTranspose2d(_layer.WeightedLayer):
         w = self._weights.weight
         return int(w.shape[1]) * self._spec.groups if w.ndim == 4 else 1
 
-    @_layer.read_only
-    def stride(self) -> Tuple[int, int]:
-        return self._spec.stride
-
-    @_layer.read_only
-    def padding(self) -> Any:
-        """(ph, pw), or ((top, bottom), (left, right)) when asymmetric."""
-        return _args.padding_argument(self._spec.padding)
-
-    @_layer.read_only
-    def output_padding(self) -> Tuple[int, int]:
-        return self._spec.output_padding
-
-    @_layer.read_only
-    def dilation(self) -> Tuple[int, int]:
-        return self._spec.dilation
-
-    @_layer.read_only
-    def groups(self) -> int:
-        return self._spec.groups
-
-    @_layer.read_only
-    def layout(self) -> str:
-        return self._spec.kwargs()["layout"]  # type: ignore[no-any-return]
-
-    @_layer.read_only
-    def activation(self) -> Optional[str]:
-        return self._spec.kwargs()["activation"]  # type: ignore[no-any-return]
+    stride = _layer.spec_setting("stride")
+    padding = _layer.spec_setting("padding", '(ph, pw), or ((top, bottom), (left, right)) when asymmetric.')
+    output_padding = _layer.spec_setting("output_padding")
+    dilation = _layer.spec_setting("dilation")
+    groups = _layer.spec_setting("groups")
+    layout = _layer.spec_setting("layout")
+    activation = _layer.spec_setting("activation")

@@ -22,6 +22,17 @@ def read_only(getter: Callable[[Any], Any]) -> Any:
     return property(getter, refuse, doc=getter.__doc__)
 
 
+def spec_setting(name: str, doc: Optional[str] = None) -> Any:
+    """A read-only setting that reads back the constructor keyword `name` as the layer's spec
+    normalised it (``self._spec.kwargs()[name]``)."""
+
+    def getter(self: Any) -> Any:
+        return self._spec.kwargs()[name]
+
+    getter.__name__, getter.__doc__ = name, doc
+    return read_only(getter)
+
+
 class Layer:
     """A layer's state is its constructor arguments (see _init_kwargs): pickle, copy.copy and
     copy.deepcopy carry those and build the layer anew, so the native plans it caches (weights

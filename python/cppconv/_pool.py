@@ -371,26 +371,11 @@ class _PoolLayer(_layer.Layer):
 
     _spec: _PoolSpec
 
-    @_layer.read_only
-    def kernel_size(self) -> Tuple[int, int]:
-        return self._spec.kernel
-
-    @_layer.read_only
-    def stride(self) -> Tuple[int, int]:
-        return self._spec.stride
-
-    @_layer.read_only
-    def padding(self) -> Any:
-        """(ph, pw), ((top, bottom), (left, right)) when asymmetric, or "same"."""
-        return _args.padding_argument(self._spec.padding)
-
-    @_layer.read_only
-    def ceil_mode(self) -> bool:
-        return self._spec.ceil_mode
-
-    @_layer.read_only
-    def layout(self) -> str:
-        return str(_args.code_word(_args.LAYOUTS, self._spec.layout))
+    kernel_size = _layer.spec_setting("kernel_size")
+    stride = _layer.spec_setting("stride")
+    padding = _layer.spec_setting("padding", '(ph, pw), ((top, bottom), (left, right)) when asymmetric, or "same"')
+    ceil_mode = _layer.spec_setting("ceil_mode")
+    layout = _layer.spec_setting("layout")
 
 
 class MaxPool2d(_PoolLayer):
@@ -416,9 +401,7 @@ class MaxPool2d(_PoolLayer):
     def __call__(self, x: Any, out: Any = None) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
         return _run_pool(self._spec, x, out, self._return_indices)
 
-    @_layer.read_only
-    def dilation(self) -> Tuple[int, int]:
-        return self._spec.dilation
+    dilation = _layer.spec_setting("dilation")
 
     @_layer.read_only
     def return_indices(self) -> bool:
@@ -447,10 +430,5 @@ class AvgPool2d(_PoolLayer):
     def __call__(self, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
         return _run_pool(self._spec, x, out)
 
-    @_layer.read_only
-    def count_include_pad(self) -> bool:
-        return self._spec.count_include_pad
-
-    @_layer.read_only
-    def divisor_override(self) -> Optional[int]:
-        return self._spec.divisor or None
+    count_include_pad = _layer.spec_setting("count_include_pad")
+    divisor_override = _layer.spec_setting("divisor_override")
