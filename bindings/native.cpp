@@ -42,6 +42,16 @@ void require(const py::array& a, const char* name, DType dtype, py::ssize_t ndim
   if (writable && !a.writeable()) throw py::value_error(std::string(name) + ": must be writable");
 }
 
+// The precision modes' names, by code (Precision in cpp/conv_problem.h): what
+// _native.PRECISIONS and explain() say.
+constexpr const char* kPrecisionNames[] = {"highest", "high"};
+
+Precision precision_from(int code) {
+  if (code < int(Precision::Highest) || code > int(Precision::High))
+    throw py::value_error("precision code out of range");
+  return Precision(code);
+}
+
 using Shape4 = std::array<int64_t, 4>;
 
 Shape4 shape4(const py::array& a) { return {a.shape(0), a.shape(1), a.shape(2), a.shape(3)}; }
@@ -55,8 +65,7 @@ Conv2dProblem make_problem(DType dtype, const Shape4& x, const Shape4* out, int6
   Conv2dProblem p;
   p.dtype = dtype;
   // -1: the process-wide setting, read once for the call.
-  if (precision < -1 || precision > int(Precision::High)) throw py::value_error("precision code out of range");
-  p.precision = precision < 0 ? get_float32_precision() : Precision(precision);
+  p.precision = precision == -1 ? get_float32_precision() : precision_from(precision);
   if (layout != 0 && layout != 1) throw py::value_error("layout code must be 0 (NCHW) or 1 (NHWC)");
   if (pad_mode < 0 || pad_mode > 3) throw py::value_error("padding_mode code out of range");
   if (activation < 0 || activation > 6) throw py::value_error("activation code out of range");
@@ -160,7 +169,7 @@ py::dict describe(const Conv2dPlan& plan, const Conv2dProblem& p) {
   d["algorithm"] = c.algorithm->name;
   d["isa"] = c.isa;
   d["threads"] = c.threads;
-  d["precision"] = p.precision == Precision::Highest ? "highest" : "high";
+  d["precision"] = kPrecisionNames[int(p.precision)];
   d["flops"] = conv2d_flops(p);
   d["workspace_bytes"] = c.workspace_bytes;
   d["packed_weight_bytes"] = c.packed_bytes;
@@ -369,17 +378,9 @@ PYBIND11_MODULE(_native, m) {
   // The precision modes' names and codes (Precision in cpp/conv_problem.h); -1 in a call
   // means the process-wide setting.
   py::dict precisions;
-  precisions["highest"] = int(Precision::Highest);
-  precisions["high"] = int(Precision::High);
+  for (int code = 0; code <= int(Precision::High); ++code) precisions[kPrecisionNames[code]] = code;
   m.attr("PRECISIONS") = precisions;
-  m.def(
-      "set_float32_precision",
-      [](int mode) {
-        if (mode < int(Precision::Highest) || mode > int(Precision::High))
-          throw py::value_error("precision code out of range");
-        set_float32_precision(Precision(mode));
-      },
-      py::arg("mode"));
+  m.def("set_float32_precision", [](int mode) { set_float32_precision(precision_from(mode)); }, py::arg("mode"));
   m.def("get_float32_precision", []() { return int(get_float32_precision()); });
   m.def("set_num_threads", &cppconv::set_num_threads, py::arg("n"));
   m.def("reset_num_threads", &cppconv::reset_num_threads,
