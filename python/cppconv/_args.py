@@ -74,8 +74,9 @@ def padding_mode_code(mode: Any) -> int:
 
 
 def activation_code(activation: Any) -> int:
-    code = ACTIVATIONS.get(activation.lower() if isinstance(activation, str) else activation) \
-        if activation is None or isinstance(activation, str) else None
+    if activation is None:
+        return ACTIVATIONS[None]
+    code = ACTIVATIONS.get(activation.lower()) if isinstance(activation, str) else None
     if code is None:
         names = [a for a in ACTIVATIONS if a is not None]
         raise ValueError(f"activation must be None or one of {names}, got {activation!r}")

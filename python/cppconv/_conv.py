@@ -49,6 +49,15 @@ class _ConvSpec:
         self.activation = _args.activation_code(activation)
         self.precision = _args.precision_code(precision)  # -1: the process-wide setting at call time
 
+    @classmethod
+    def popped_from(cls, kwargs: Dict[str, Any]) -> "_ConvSpec":
+        """The spec of conv2d's keywords in `kwargs` (taken out of it), defaults for the rest."""
+        return cls(
+            kwargs.pop("stride", 1), kwargs.pop("padding", 0), kwargs.pop("dilation", 1), kwargs.pop("groups", 1),
+            kwargs.pop("padding_mode", "zeros"), kwargs.pop("layout", "NCHW"), kwargs.pop("activation", None),
+            kwargs.pop("precision", None),
+        )
+
     def kwargs(self) -> Dict[str, Any]:
         """The keyword arguments that give this spec."""
         return {
@@ -261,11 +270,7 @@ _INT64 = 2**63
 def _conv2d_with_algorithm(algorithm: str, x: Any, weight: Any, bias: Any = None, **kwargs: Any) -> np.ndarray:
     """conv2d through a named algorithm (see ``_native.conv_algorithms()``): for tests and benchmarks."""
     out = kwargs.pop("out", None)
-    spec = _ConvSpec(
-        kwargs.pop("stride", 1), kwargs.pop("padding", 0), kwargs.pop("dilation", 1), kwargs.pop("groups", 1),
-        kwargs.pop("padding_mode", "zeros"), kwargs.pop("layout", "NCHW"), kwargs.pop("activation", None),
-        kwargs.pop("precision", None),
-    )
+    spec = _ConvSpec.popped_from(kwargs)
     if kwargs:
         raise TypeError(f"unexpected arguments {sorted(kwargs)}")
     return _run(spec, x, weight, bias, out, algorithm=algorithm)
@@ -293,11 +298,7 @@ def explain(x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: Any 
     >>> plan["output_shape"], plan["padding"]
     ((1, 64, 112, 112), (3, 3, 3, 3))
     """
-    spec = _ConvSpec(
-        kwargs.pop("stride", 1), kwargs.pop("padding", 0), kwargs.pop("dilation", 1), kwargs.pop("groups", 1),
-        kwargs.pop("padding_mode", "zeros"), kwargs.pop("layout", "NCHW"), kwargs.pop("activation", None),
-        kwargs.pop("precision", None),
-    )
+    spec = _ConvSpec.popped_from(kwargs)
     bias = kwargs.pop("bias", False)
     if kwargs:
         raise TypeError(f"unexpected arguments {sorted(kwargs)}")

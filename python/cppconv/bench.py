@@ -235,21 +235,25 @@ def _cppconv_has_api(cppconv) -> bool:
     return cppconv is not None and hasattr(cppconv, "conv2d")
 
 
-def _cppconv_kwargs(layer: Layer, precision: str) -> Dict[str, Any]:
-    """conv2d's keywords for a layer in a precision mode; Skip where "high" would choose the
-    same algorithm as "highest" (its column would time the same code again)."""
+def _cppconv_call(layer: Layer, d: LayerData, precision: str) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray],
+                                                                       Dict[str, Any]]:
+    """cppconv's x, weight, bias and keywords for a layer in a precision mode (the 2-D form for a
+    two_d layer); Skip where "high" would choose the same algorithm as "highest" (its column
+    would time the same code again)."""
     import cppconv
 
     kw: Dict[str, Any] = dict(layer.conv_kwargs)
-    if precision == "highest":
-        return kw
-    if not hasattr(cppconv, "set_float32_precision"):
-        raise Skip("no precision modes in this cppconv")
-    info = explain_layer(layer, "high") or {}
-    if info.get("algorithm") == (explain_layer(layer, "highest") or {}).get("algorithm"):
-        raise Skip("same algorithm as precision='highest'")
-    kw["precision"] = precision
-    return kw
+    if precision != "highest":
+        if not hasattr(cppconv, "set_float32_precision"):
+            raise Skip("no precision modes in this cppconv")
+        info = explain_layer(layer, "high") or {}
+        if info.get("algorithm") == (explain_layer(layer, "highest") or {}).get("algorithm"):
+            raise Skip("same algorithm as precision='highest'")
+        kw["precision"] = precision
+    if layer.two_d:
+        kw.pop("groups")
+        return d.x[0, 0], d.w[0, 0], None, kw
+    return d.x, d.w, d.b, kw
 
 
 def _runner_cppconv(precision: str) -> Runner:
@@ -258,12 +262,7 @@ def _runner_cppconv(precision: str) -> Runner:
 
         if not hasattr(cppconv, "conv2d"):
             raise Skip("cppconv.conv2d missing")
-        kw = _cppconv_kwargs(layer, precision)
-        if layer.two_d:
-            x2, w2 = d.x[0, 0], d.w[0, 0]
-            kw.pop("groups")
-            return lambda: cppconv.conv2d(x2, w2, **kw)
-        x, w, b = d.x, d.w, d.b
+        x, w, b, kw = _cppconv_call(layer, d, precision)
         return lambda: cppconv.conv2d(x, w, b, **kw)
 
     return make
@@ -275,14 +274,9 @@ def _runner_cppconv_layer(precision: str) -> Runner:
 
         if not hasattr(cppconv, "Conv2d"):
             raise Skip("cppconv.Conv2d missing")
-        kw = _cppconv_kwargs(layer, precision)
-        if layer.two_d:
-            kw.pop("groups")
-            x, conv = d.x[0, 0], cppconv.Conv2d(d.w[0, 0], None, **kw)
-            out = np.empty(layer.out_hw, np.float32)
-        else:
-            x, conv = d.x, cppconv.Conv2d(d.w, d.b, **kw)
-            out = np.empty(layer.out_shape, np.float32)
+        x, w, b, kw = _cppconv_call(layer, d, precision)
+        conv = cppconv.Conv2d(w, b, **kw)
+        out = np.empty(layer.out_hw if layer.two_d else layer.out_shape, np.float32)
         return lambda: conv(x, out=out)
 
     return make
