@@ -95,9 +95,7 @@ def set_float32_precision(mode: str) -> None:
     """
     from ._args import precision_code
 
-    if mode is None:
-        raise ValueError(f"mode must be 'highest' or 'high', got {mode!r}")
-    _native.set_float32_precision(precision_code(mode, "mode"))
+    _native.set_float32_precision(precision_code(mode, "mode", allow_none=False))
 
 
 def get_float32_precision() -> str:

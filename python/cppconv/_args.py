@@ -83,15 +83,15 @@ def activation_code(activation: Any) -> int:
     return code
 
 
-def precision_code(precision: Any, name: str = "precision") -> int:
-    """A float32 precision mode's native code (_native.PRECISIONS); None gives -1, which means
-    the process-wide setting (cppconv.set_float32_precision)."""
-    if precision is None:
+def precision_code(precision: Any, name: str = "precision", allow_none: bool = True) -> int:
+    """A float32 precision mode's native code (_native.PRECISIONS); None (where allowed) gives
+    -1, which means the process-wide setting (cppconv.set_float32_precision)."""
+    if precision is None and allow_none:
         return -1
     code = _native.PRECISIONS.get(precision.lower()) if isinstance(precision, str) else None
     if code is None:
         names = " or ".join(repr(n) for n in _native.PRECISIONS)
-        raise ValueError(f"{name} must be None, {names}, got {precision!r}")
+        raise ValueError(f"{name} must be {'None, ' if allow_none else ''}{names}, got {precision!r}")
     return int(code)
 
 
