@@ -16,7 +16,11 @@ from . import _native
 
 IntPair = Union[int, Tuple[int, int]]
 
-LAYOUTS = {"NCHW": 0, "NHWC": 1}
+# Layout names by spatial rank (TensorFlow's): code 0 is channels-first, 1 channels-last.
+RANK_LAYOUTS = {1: {"NCW": 0, "NWC": 1}, 2: {"NCHW": 0, "NHWC": 1}, 3: {"NCDHW": 0, "NDHWC": 1}}
+LAYOUTS = RANK_LAYOUTS[2]
+# The spatial axes' letters by rank, for shapes in messages.
+SPATIAL_AXES = {1: "L", 2: "HW", 3: "DHW"}
 PADDING_MODES = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
 ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2, "leaky_relu": 3, "sigmoid": 4, "tanh": 5, "silu": 6}
 
@@ -43,6 +47,74 @@ def as_int(value: Any, name: str) -> int:
     return number
 
 
+def ntuple(value: Any, name: str, rank: int, minimum: Optional[int] = None) -> Tuple[int, ...]:
+    """An int or a sequence of `rank` ints, one per spatial axis, each at least `minimum`."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != rank:
+            axes = ", ".join(SPATIAL_AXES[rank].lower()) if rank > 1 else "l"
+            raise ValueError(f"{name} must be an int or {rank} ints ({axes}), got {value!r}")
+        values = tuple(as_int(v, name) for v in value)
+    else:
+        values = (as_int(value, name),) * rank
+    if minimum is not None and min(values) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return values
+
+
+def explicit_padding_nd(padding: Any, rank: int, name: str = "padding") -> Optional[Tuple[int, ...]]:
+    """(before_0, after_0, before_1, after_1, ...) for an int, `rank` ints, `rank` (before, after)
+    pairs or "valid"; None for "same"."""
+    if isinstance(padding, str):
+        if padding.lower() == "valid":
+            return (0,) * (2 * rank)
+        if padding.lower() == "same":
+            return None
+        raise ValueError(f"{name} must be an int, {rank} ints, {rank} (before, after) pairs, 'valid' or 'same', "
+                         f"got {padding!r}")
+    if isinstance(padding, (tuple, list)) and len(padding) == rank and \
+            all(isinstance(p, (tuple, list)) for p in padding):
+        pads = tuple(v for p in padding for v in pair(p, name))
+    else:
+        pads = tuple(v for p in ntuple(padding, name, rank) for v in (p, p))
+    if min(pads) < 0:
+        raise ValueError(f"{name} must be non-negative, got {padding!r}")
+    return pads
+
+
+def padding_argument_nd(padding: Optional[Tuple[int, ...]]) -> Any:
+    """The shortest padding argument that explicit_padding_nd turns into `padding`."""
+    if padding is None:
+        return "same"
+    pairs = tuple(zip(padding[0::2], padding[1::2]))
+    if all(b == a for b, a in pairs):
+        return tuple(b for b, _ in pairs)
+    return pairs
+
+
+def batched_shape_words(rank: int, layout: int) -> str:
+    """The batched and unbatched shapes an input of `rank` spatial axes takes, in words."""
+    axes = ", ".join(SPATIAL_AXES[rank])
+    return f"(N, {axes}, C) or ({axes}, C)" if layout == 1 else f"(N, C, {axes}) or (C, {axes})"
+
+
+def batched(x: np.ndarray, rank: int, layout: int, function: str, name: str = "x") -> np.ndarray:
+    """x with its batch axis (rank + 2 dimensions): as is, or an unbatched x with one added.
+    A wrong number of dimensions names the function that fits (function is e.g. "conv{}d")."""
+    if x.ndim == rank + 2:
+        return x
+    if x.ndim == rank + 1:
+        return x[None]
+    fits = sorted({r for r in (x.ndim - 2, x.ndim - 1) if r in SPATIAL_AXES and r != rank})
+    hint = ""
+    if fits:
+        uses = " or ".join(f"{function.format(r)} ({'batched' if r == x.ndim - 2 else 'unbatched'})" for r in fits)
+        hint = f": use {uses}"
+    raise ValueError(
+        f"{function.format(rank)} takes x of shape {batched_shape_words(rank, layout)}; x is {x.ndim}-D with shape "
+        f"{x.shape}{hint}"
+    )
+
+
 def pair(value: Any, name: str, minimum: Optional[int] = None) -> Tuple[int, int]:
     """An int or a pair of ints as (h, w), each at least `minimum`."""
     if isinstance(value, (tuple, list)):
@@ -59,10 +131,12 @@ def pair(value: Any, name: str, minimum: Optional[int] = None) -> Tuple[int, int
 # The words of every string option match in any case ("nhwc", "SAME", "ReLU", "HIGH"); the
 # tables and a layer's attributes keep one canonical spelling.  The conv2d and pool fast
 # paths look up the canonical words only and leave other spellings to these functions.
-def layout_code(layout: Any) -> int:
-    code = LAYOUTS.get(layout.upper()) if isinstance(layout, str) else None
+def layout_code(layout: Any, rank: int = 2) -> int:
+    names = RANK_LAYOUTS[rank]
+    code = names.get(layout.upper()) if isinstance(layout, str) else None
     if code is None:
-        raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+        first, last = names
+        raise ValueError(f"layout must be {first!r} or {last!r}, got {layout!r}")
     return code
 
 
