@@ -56,56 +56,102 @@ using Shape4 = std::array<int64_t, 4>;
 
 Shape4 shape4(const py::array& a) { return {a.shape(0), a.shape(1), a.shape(2), a.shape(3)}; }
 
-// The problem of an input of shape x (in `layout`) with the plan's weights; checks `out`
-// against the result's shape when given.
-Conv2dProblem make_problem(DType dtype, const Shape4& x, const Shape4* out, int64_t out_channels, int64_t group_in,
-                           int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t pt,
-                           int64_t pb, int64_t pl, int64_t pr, int64_t groups, int pad_mode, int layout,
-                           int activation, int precision) {
-  Conv2dProblem p;
-  p.dtype = dtype;
-  // -1: the process-wide setting, read once for the call.
-  p.precision = precision == -1 ? get_float32_precision() : precision_from(precision);
-  if (layout != 0 && layout != 1) throw py::value_error("layout code must be 0 (NCHW) or 1 (NHWC)");
-  if (pad_mode < 0 || pad_mode > 3) throw py::value_error("padding_mode code out of range");
-  if (activation < 0 || activation > 6) throw py::value_error("activation code out of range");
-  p.layout = Layout(layout);
-  p.pad_mode = PadMode(pad_mode);
-  p.activation = Activation(activation);
-  const bool nchw = p.layout == Layout::NCHW;
+// A convolution's hyper-parameters, normalised by the Python layer (cppconv._conv): one object
+// per call instead of a dozen positional integers.  Per spatial axis in (d, h, w) order; a
+// rank-r call sets the last r axes, the others stay 1 (padding 0).
+struct ConvParams {
+  int rank = 2;
+  std::array<int64_t, 3> stride{1, 1, 1}, dilation{1, 1, 1};
+  std::array<int64_t, 6> padding{};  // (before, after) per axis
+  int64_t groups = 1;
+  int padding_mode = 0, layout = 0, activation = 0, precision = -1;  // precision -1: the process setting
+};
+
+ConvParams conv_params(int rank, const std::vector<int64_t>& stride, const std::vector<int64_t>& dilation,
+                       const std::vector<int64_t>& padding, int64_t groups, int padding_mode, int layout,
+                       int activation, int precision) {
+  if (rank < 1 || rank > 3) throw py::value_error("rank must be 1, 2 or 3");
+  if (stride.size() != size_t(rank) || dilation.size() != size_t(rank) || padding.size() != size_t(2 * rank))
+    throw py::value_error("stride and dilation need rank values, padding 2 * rank");
+  ConvParams a;
+  a.rank = rank;
+  for (int i = 0; i < rank; ++i) {
+    const int axis = 3 - rank + i;
+    a.stride[size_t(axis)] = stride[size_t(i)];
+    a.dilation[size_t(axis)] = dilation[size_t(i)];
+    a.padding[size_t(2 * axis)] = padding[size_t(2 * i)];
+    a.padding[size_t(2 * axis + 1)] = padding[size_t(2 * i + 1)];
+  }
+  a.groups = groups;
+  a.padding_mode = padding_mode;
+  a.layout = layout;
+  a.activation = activation;
+  a.precision = precision;
+  return a;
+}
+
+// The problem of an input of shape x (rank + 2 sizes, in the params' layout) with the plan's
+// weights; checks `out` against the result's shape when given.
+ConvProblem make_problem(const ConvPlan& plan, const int64_t* x, size_t x_dims, const std::vector<int64_t>* out,
+                         const ConvParams& a) {
+  ConvProblem p;
+  const int r = a.rank;
+  if (x_dims != size_t(r + 2)) throw py::value_error("x: expected " + std::to_string(r + 2) + " dimensions");
+  if (r < 3 && plan.kernel_d() != 1) throw py::value_error("weight: a 3-D kernel for a lower-rank call");
+  if (r < 2 && plan.kernel_h() != 1) throw py::value_error("weight: a 2-D kernel for a 1-D call");
+  p.rank = r;
+  p.dtype = plan.dtype();
+  p.precision = a.precision == -1 ? get_float32_precision() : precision_from(a.precision);
+  if (a.layout != 0 && a.layout != 1) throw py::value_error("layout code must be 0 (channels first) or 1 (channels last)");
+  if (a.padding_mode < 0 || a.padding_mode > 3) throw py::value_error("padding_mode code out of range");
+  if (a.activation < 0 || a.activation > 6) throw py::value_error("activation code out of range");
+  p.layout = Layout(a.layout);
+  p.pad_mode = PadMode(a.padding_mode);
+  p.activation = Activation(a.activation);
+  const bool first = p.layout == Layout::NCHW;
   p.batch = x[0];
-  p.in_channels = x[nchw ? 1 : 3];
-  p.in_h = x[nchw ? 2 : 1];
-  p.in_w = x[nchw ? 3 : 2];
-  p.out_channels = out_channels;
-  p.kernel_h = kh;
-  p.kernel_w = kw;
-  p.stride_h = sh; p.stride_w = sw; p.dilation_h = dh; p.dilation_w = dw;
-  p.pad_top = pt; p.pad_bottom = pb; p.pad_left = pl; p.pad_right = pr;
-  p.groups = groups;
-  if (sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0 || kh < 1 || kw < 1)
-    throw py::value_error("stride, dilation and kernel must be >= 1 and padding >= 0");
-  int64_t span_h, span_w;  // refused when they would wrap
-  if (std::max({p.in_h, p.in_w, pt, pb, pl, pr}) >= kMaxIndexExtent || mul_overflows(dh, kh - 1, &span_h) ||
-      mul_overflows(dw, kw - 1, &span_w))
-    throw py::value_error("sizes past 2^61 do not fit cppconv's 64-bit index arithmetic");
-  if (groups < 1 || p.in_channels != group_in * groups || out_channels % groups != 0)
+  p.in_channels = x[first ? 1 : r + 1];
+  std::array<int64_t, 3> in{1, 1, 1}, out_size{};
+  for (int i = 0; i < r; ++i) in[size_t(3 - r + i)] = x[(first ? 2 : 1) + i];
+  const std::array<int64_t, 3> kernel{plan.kernel_d(), plan.kernel_h(), plan.kernel_w()};
+  const int64_t groups = a.groups;
+  if (groups < 1 || p.in_channels != plan.group_in_channels() * groups || plan.out_channels() % groups != 0)
     throw py::value_error("x channels do not match weight and groups");
-  if (p.in_h < 1 || p.in_w < 1) throw py::value_error("x: empty spatial dimensions");
-  const int64_t ph = p.in_h + pt + pb - span_h - 1, pw = p.in_w + pl + pr - span_w - 1;
-  if (ph < 0 || pw < 0) throw py::value_error("kernel larger than the padded input");
-  p.out_h = ph / sh + 1;
-  p.out_w = pw / sw + 1;
-  if ((p.pad_mode == PadMode::Reflect && (std::max(pt, pb) >= p.in_h || std::max(pl, pr) >= p.in_w)) ||
-      (p.pad_mode == PadMode::Circular && (std::max(pt, pb) > p.in_h || std::max(pl, pr) > p.in_w)))
-    throw py::value_error("padding too large for padding_mode");
+  for (size_t i = 0; i < 3; ++i) {
+    const int64_t s = a.stride[i], d = a.dilation[i], before = a.padding[2 * i], after = a.padding[2 * i + 1];
+    if (s < 1 || d < 1 || before < 0 || after < 0 || kernel[i] < 1)
+      throw py::value_error("stride, dilation and kernel must be >= 1 and padding >= 0");
+    int64_t span;  // refused when it would wrap
+    if (std::max({in[i], before, after}) >= kMaxIndexExtent || mul_overflows(d, kernel[i] - 1, &span))
+      throw py::value_error("sizes past 2^61 do not fit cppconv's 64-bit index arithmetic");
+    if (in[i] < 1) throw py::value_error("x: empty spatial dimensions");
+    if (in[i] + before + after - span - 1 < 0) throw py::value_error("kernel larger than the padded input");
+    out_size[i] = conv_output_size(in[i], kernel[i], s, d, before, after);
+    if ((p.pad_mode == PadMode::Reflect && std::max(before, after) >= in[i]) ||
+        (p.pad_mode == PadMode::Circular && std::max(before, after) > in[i]))
+      throw py::value_error("padding too large for padding_mode");
+  }
+  p.out_channels = plan.out_channels();
+  p.groups = groups;
+  p.in_d = in[0]; p.in_h = in[1]; p.in_w = in[2];
+  p.kernel_d = kernel[0]; p.kernel_h = kernel[1]; p.kernel_w = kernel[2];
+  p.out_d = out_size[0]; p.out_h = out_size[1]; p.out_w = out_size[2];
+  p.stride_d = a.stride[0]; p.stride_h = a.stride[1]; p.stride_w = a.stride[2];
+  p.dilation_d = a.dilation[0]; p.dilation_h = a.dilation[1]; p.dilation_w = a.dilation[2];
+  p.pad_front = a.padding[0]; p.pad_back = a.padding[1];
+  p.pad_top = a.padding[2]; p.pad_bottom = a.padding[3];
+  p.pad_left = a.padding[4]; p.pad_right = a.padding[5];
   if (out) {
-    const Shape4 expect = nchw ? Shape4{p.batch, out_channels, p.out_h, p.out_w}
-                               : Shape4{p.batch, p.out_h, p.out_w, out_channels};
+    std::vector<int64_t> expect{p.batch};
+    if (first) expect.push_back(p.out_channels);
+    for (int i = 0; i < r; ++i) expect.push_back(out_size[size_t(3 - r + i)]);
+    if (!first) expect.push_back(p.out_channels);
     if (*out != expect) throw py::value_error("out: shape does not match the convolution's result");
   }
   return p;
 }
+
+std::vector<int64_t> shape_of(const py::array& a) { return {a.shape(), a.shape() + a.ndim()}; }
 
 const ConvAlgorithm* algorithm_named(const std::string& name) {
   if (name.empty()) return nullptr;
@@ -118,15 +164,26 @@ const ConvAlgorithm* algorithm_named(const std::string& name) {
   return a;
 }
 
-struct PyConv2dPlan {
+struct PyConvPlan {
   // Keeps the weights alive when the plan borrows them.
   py::object weight_owner, bias_owner;
-  std::unique_ptr<Conv2dPlan> plan;
+  std::unique_ptr<ConvPlan> plan;
 };
 
-PyConv2dPlan make_plan(const py::array& weight, const py::object& bias, bool copy) {
+// The plan of a weight (K, C/groups, *kernel) with 1 to 3 kernel axes, (d, h, w) right-aligned.
+std::unique_ptr<ConvPlan> plan_of(DType dt, const void* weight, const std::vector<int64_t>& shape, const void* bias,
+                                  bool copy, bool reused) {
+  if (shape.size() < 3 || shape.size() > 5) throw py::value_error("weight: expected 3 to 5 dimensions");
+  std::array<int64_t, 3> kernel{1, 1, 1};
+  for (size_t i = 2; i < shape.size(); ++i) kernel[i + 3 - shape.size()] = shape[i];
+  return std::make_unique<ConvPlan>(dt, weight, bias, shape[0], shape[1], kernel[0], kernel[1], kernel[2], copy,
+                                    reused);
+}
+
+PyConvPlan make_plan(const py::array& weight, const py::object& bias, bool copy) {
   const DType dt = dtype_of(weight, "weight");
-  require(weight, "weight", dt, 4, false);
+  if (weight.ndim() < 3 || weight.ndim() > 5) throw py::value_error("weight: expected 3 to 5 dimensions");
+  require(weight, "weight", dt, weight.ndim(), false);
   const void* bias_ptr = nullptr;
   if (!bias.is_none()) {
     py::array b = py::reinterpret_borrow<py::array>(bias);
@@ -134,9 +191,8 @@ PyConv2dPlan make_plan(const py::array& weight, const py::object& bias, bool cop
     if (b.shape(0) != weight.shape(0)) throw py::value_error("bias: length differs from weight's out channels");
     bias_ptr = b.data();
   }
-  PyConv2dPlan p;
-  p.plan = std::make_unique<Conv2dPlan>(dt, weight.data(), bias_ptr, weight.shape(0), weight.shape(1),
-                                        weight.shape(2), weight.shape(3), copy);
+  PyConvPlan p;
+  p.plan = plan_of(dt, weight.data(), shape_of(weight), bias_ptr, copy, copy);
   if (!copy) {
     p.weight_owner = weight;
     p.bias_owner = bias;
@@ -144,16 +200,13 @@ PyConv2dPlan make_plan(const py::array& weight, const py::object& bias, bool cop
   return p;
 }
 
-void run_plan(PyConv2dPlan& self, const py::array& x, const py::array& out, int64_t sh, int64_t sw, int64_t dh,
-              int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups, int pad_mode, int layout,
-              int activation, int precision, const std::string& algorithm, int num_threads) {
-  Conv2dPlan& plan = *self.plan;
-  require(x, "x", plan.dtype(), 4, false);
-  require(out, "out", plan.dtype(), 4, true);
-  const Shape4 xs = shape4(x), os = shape4(out);
-  const Conv2dProblem p = make_problem(plan.dtype(), xs, &os, plan.out_channels(), plan.group_in_channels(),
-                                       plan.kernel_h(), plan.kernel_w(), sh, sw, dh, dw, pt, pb, pl, pr, groups,
-                                       pad_mode, layout, activation, precision);
+void run_plan(PyConvPlan& self, const py::array& x, const py::array& out, const ConvParams& params,
+              const std::string& algorithm, int num_threads) {
+  ConvPlan& plan = *self.plan;
+  require(x, "x", plan.dtype(), params.rank + 2, false);
+  require(out, "out", plan.dtype(), params.rank + 2, true);
+  const std::vector<int64_t> xs = shape_of(x), os = shape_of(out);
+  const ConvProblem p = make_problem(plan, xs.data(), xs.size(), &os, params);
   const ConvAlgorithm* forced = algorithm_named(algorithm);
   if (num_threads < 0) throw py::value_error("num_threads must be >= 0 (0: the global setting), got " +
                                              std::to_string(num_threads));
@@ -163,16 +216,17 @@ void run_plan(PyConv2dPlan& self, const py::array& x, const py::array& out, int6
   plan.run(p, xp, yp, forced, num_threads);
 }
 
-py::dict describe(const Conv2dPlan& plan, const Conv2dProblem& p) {
+py::dict describe(const ConvPlan& plan, const ConvProblem& p) {
   const ConvChoice c = plan.choose(p);
   py::dict d;
   d["algorithm"] = c.algorithm->name;
   d["isa"] = c.isa;
   d["threads"] = c.threads;
   d["precision"] = kPrecisionNames[int(p.precision)];
-  d["flops"] = conv2d_flops(p);
+  d["flops"] = conv_flops(p);
   d["workspace_bytes"] = c.workspace_bytes;
   d["packed_weight_bytes"] = c.packed_bytes;
+  d["depth_lowering"] = depth_lowering_name(c.lowering);
   return d;
 }
 
@@ -190,39 +244,41 @@ bool overlaps(const py::array& a, const void* b, size_t b_bytes) {
 // the operands): for small inputs, where Python-level argument handling would cost more than
 // the convolution.  Returns None whenever anything is unusual or wrong, and the Python layer
 // then takes its full path (and raises its errors).  `image`: x is a 2-D image for a 2-D
-// kernel.  Padding is symmetric per axis (ph, pw).  `operands`: other arrays `out` must not
-// overlap (a one-shot call's borrowed weights and bias).
-py::object forward(Conv2dPlan& plan, const py::handle& x_obj, const py::handle& out_obj,
-                   const std::vector<py::array>& operands, bool image, int64_t sh, int64_t sw, int64_t ph,
-                   int64_t pw, int64_t dh, int64_t dw, int64_t groups, int pad_mode, int layout, int activation,
-                   int precision, int num_threads) {
+// kernel.  `operands`: other arrays `out` must not overlap (a one-shot call's borrowed
+// weights and bias).
+py::object forward(ConvPlan& plan, const py::handle& x_obj, const py::handle& out_obj,
+                   const std::vector<py::array>& operands, bool image, const ConvParams& a, int num_threads) {
   if (num_threads < 0 || !py::isinstance<py::array>(x_obj)) return py::none();
   const auto x = py::reinterpret_borrow<py::array>(x_obj);
-  const int xd = int(x.ndim());
-  if (image ? xd != 2 : (xd != 3 && xd != 4)) return py::none();
+  const int xd = int(x.ndim()), r = a.rank;
+  if (image ? (xd != 2 || r != 2) : (xd != r + 1 && xd != r + 2)) return py::none();
   if (!(x.flags() & py::array::c_style)) return py::none();
   const py::dtype dtype = plan.dtype() == DType::Float32 ? py::dtype::of<float>() : py::dtype::of<double>();
   if (!x.dtype().equal(dtype)) return py::none();
-  const bool nhwc = layout == 1;
-  Shape4 xs;
-  if (image) xs = nhwc ? Shape4{1, x.shape(0), x.shape(1), 1} : Shape4{1, 1, x.shape(0), x.shape(1)};
-  else if (xd == 3) xs = {1, x.shape(0), x.shape(1), x.shape(2)};
-  else xs = shape4(x);
-  if (groups < 1 || plan.group_in_channels() * groups != xs[nhwc ? 3 : 1] || plan.out_channels() % groups != 0)
+  const bool last = a.layout == 1;
+  std::array<int64_t, 5> xs{};
+  if (image) {
+    xs = last ? std::array<int64_t, 5>{1, x.shape(0), x.shape(1), 1} : std::array<int64_t, 5>{1, 1, x.shape(0), x.shape(1)};
+  } else {
+    const int batched = xd == r + 2;
+    xs[0] = batched ? x.shape(0) : 1;
+    for (int i = 0; i < r + 1; ++i) xs[size_t(i + 1)] = x.shape(i + batched);
+  }
+  const int64_t channels = xs[last ? size_t(r + 1) : 1];
+  if (a.groups < 1 || plan.group_in_channels() * a.groups != channels || plan.out_channels() % a.groups != 0)
     return py::none();
-  Conv2dProblem p;
+  ConvProblem p;
   try {
-    p = make_problem(plan.dtype(), xs, nullptr, plan.out_channels(), plan.group_in_channels(), plan.kernel_h(),
-                     plan.kernel_w(), sh, sw, dh, dw, ph, ph, pw, pw, groups, pad_mode, layout, activation,
-                     precision);
+    p = make_problem(plan, xs.data(), size_t(r + 2), nullptr, a);
   } catch (const std::exception&) {
     return py::none();
   }
+  const int64_t spatial[3] = {p.out_d, p.out_h, p.out_w};
   std::vector<py::ssize_t> shape;
-  if (image) shape = {p.out_h, p.out_w};
-  else if (nhwc) shape = {p.batch, p.out_h, p.out_w, p.out_channels};
-  else shape = {p.batch, p.out_channels, p.out_h, p.out_w};
-  if (xd == 3) shape.erase(shape.begin());
+  if (!image && xd == r + 2) shape.push_back(p.batch);
+  if (!image && !last) shape.push_back(p.out_channels);
+  for (int i = 0; i < r; ++i) shape.push_back(spatial[3 - r + i]);
+  if (!image && last) shape.push_back(p.out_channels);
   py::array out;
   if (out_obj.is_none()) {
     out = py::array(dtype, shape);
@@ -235,8 +291,8 @@ py::object forward(Conv2dPlan& plan, const py::handle& x_obj, const py::handle& 
     for (size_t i = 0; i < shape.size(); ++i)
       if (out.shape(py::ssize_t(i)) != shape[i]) return py::none();
     if (overlaps(out, x.data(), size_t(x.nbytes()))) return py::none();
-    for (const py::array& a : operands)
-      if (overlaps(out, a.data(), size_t(a.nbytes()))) return py::none();
+    for (const py::array& o : operands)
+      if (overlaps(out, o.data(), size_t(o.nbytes()))) return py::none();
   }
   const void* xp = x.data();
   void* yp = out.mutable_data();
@@ -247,15 +303,16 @@ py::object forward(Conv2dPlan& plan, const py::handle& x_obj, const py::handle& 
   return std::move(out);
 }
 
-// conv2d's one-step path: checks the weights and bias, borrows them for a plan, runs.
-py::object conv2d_simple(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj,
-                         const py::handle& out_obj, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
-                         int64_t dw, int64_t groups, int pad_mode, int layout, int activation, int precision,
-                         int num_threads) {
-  if (!py::isinstance<py::array>(w_obj)) return py::none();
+// conv1d/2d/3d's one-step path, for int stride, padding and dilation (the same on every axis):
+// checks the weights and bias, borrows them for a plan, runs.
+py::object conv_simple(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj,
+                       const py::handle& out_obj, int rank, int64_t stride, int64_t padding, int64_t dilation,
+                       int64_t groups, int pad_mode, int layout, int activation, int precision, int num_threads) {
+  if (!py::isinstance<py::array>(w_obj) || rank < 1 || rank > 3) return py::none();
   const auto w = py::reinterpret_borrow<py::array>(w_obj);
   const int wd = int(w.ndim());
-  if ((wd != 2 && wd != 4) || !(w.flags() & py::array::c_style)) return py::none();
+  const bool image = rank == 2 && wd == 2;
+  if ((wd != rank + 2 && !image) || !(w.flags() & py::array::c_style)) return py::none();
   DType dt;
   if (w.dtype().equal(py::dtype::of<float>())) dt = DType::Float32;
   else if (w.dtype().equal(py::dtype::of<double>())) dt = DType::Float64;
@@ -267,14 +324,25 @@ py::object conv2d_simple(const py::handle& x_obj, const py::handle& w_obj, const
     const auto b = py::reinterpret_borrow<py::array>(b_obj);
     operands.push_back(b);
     if (!b.dtype().equal(w.dtype()) || b.ndim() != 1 || !(b.flags() & py::array::c_style) ||
-        b.shape(0) != (wd == 4 ? w.shape(0) : 1))
+        b.shape(0) != (image ? 1 : w.shape(0)))
       return py::none();
     bias = b.data();
   }
-  const Shape4 ws = wd == 2 ? Shape4{1, 1, w.shape(0), w.shape(1)} : shape4(w);
-  Conv2dPlan plan(dt, w.data(), bias, ws[0], ws[1], ws[2], ws[3], /*copy=*/false);
-  return forward(plan, x_obj, out_obj, operands, wd == 2, sh, sw, ph, pw, dh, dw, groups, pad_mode, layout,
-                 activation, precision, num_threads);
+  ConvParams a;
+  a.rank = rank;
+  for (int i = 3 - rank; i < 3; ++i) {
+    a.stride[size_t(i)] = stride;
+    a.dilation[size_t(i)] = dilation;
+    a.padding[size_t(2 * i)] = a.padding[size_t(2 * i + 1)] = padding;
+  }
+  a.groups = groups;
+  a.padding_mode = pad_mode;
+  a.layout = layout;
+  a.activation = activation;
+  a.precision = precision;
+  const std::vector<int64_t> ws = image ? std::vector<int64_t>{1, 1, w.shape(0), w.shape(1)} : shape_of(w);
+  const std::unique_ptr<ConvPlan> plan = plan_of(dt, w.data(), ws, bias, /*copy=*/false, /*reused=*/false);
+  return forward(*plan, x_obj, out_obj, operands, image, a, num_threads);
 }
 
 // threadpoolctl's controller (python/cppconv/_threadpool.py) finds this module by these two
@@ -294,87 +362,66 @@ CPPCONV_EXPORT void cppconv_set_num_threads(int n) {
 PYBIND11_MODULE(_native, m) {
   m.doc() = "cppconv's native core (internal: use the cppconv package)";
 
-  py::class_<PyConv2dPlan>(m, "Conv2dPlan")
+  py::class_<ConvParams>(m, "ConvParams", "A convolution call's normalised hyper-parameters (internal).")
+      .def(py::init(&conv_params), py::arg("rank"), py::arg("stride"), py::arg("dilation"), py::arg("padding"),
+           py::arg("groups"), py::arg("padding_mode"), py::arg("layout"), py::arg("activation"),
+           py::arg("precision") = -1)
+      .def_readonly("rank", &ConvParams::rank);
+
+  py::class_<PyConvPlan>(m, "ConvPlan")
       .def(py::init([](const py::array& weight, const py::object& bias, bool copy) {
              return make_plan(weight, bias, copy);
            }),
            py::arg("weight"), py::arg("bias"), py::arg("copy") = true)
-      .def("run", &run_plan, py::arg("x"), py::arg("out"), py::arg("stride_h"), py::arg("stride_w"),
-           py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"),
-           py::arg("pad_left"), py::arg("pad_right"), py::arg("groups"), py::arg("padding_mode"),
-           py::arg("layout"), py::arg("activation"), py::arg("precision") = -1, py::arg("algorithm") = "",
+      .def("run", &run_plan, py::arg("x"), py::arg("out"), py::arg("params"), py::arg("algorithm") = "",
            py::arg("num_threads") = 0)
       .def(
           "forward",
-          [](PyConv2dPlan& self, const py::handle& x, const py::handle& out, bool image, int64_t sh, int64_t sw,
-             int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups, int pad_mode, int layout,
-             int activation, int precision, int num_threads) {
+          [](PyConvPlan& self, const py::handle& x, const py::handle& out, bool image, const ConvParams& params,
+             int num_threads) {
             // A layer's plan owns copies of its weights: `out` can only clash with x.
-            return forward(*self.plan, x, out, {}, image, sh, sw, ph, pw, dh, dw, groups, pad_mode, layout,
-                           activation, precision, num_threads);
+            return forward(*self.plan, x, out, {}, image, params, num_threads);
           },
-          py::arg("x"), py::arg("out"), py::arg("image"), py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"),
-          py::arg("pad_w"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("groups"), py::arg("padding_mode"),
-          py::arg("layout"), py::arg("activation"), py::arg("precision") = -1, py::arg("num_threads") = 0,
+          py::arg("x"), py::arg("out"), py::arg("image"), py::arg("params"), py::arg("num_threads") = 0,
           "The layer's one-step path (internal): the output, or None when it does not apply.")
       .def(
           "explain",
-          [](const PyConv2dPlan& self, const Shape4& x_shape, int64_t sh, int64_t sw, int64_t dh, int64_t dw,
-             int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups, int pad_mode, int layout,
-             int activation, int precision) {
-            const Conv2dPlan& plan = *self.plan;
-            const Conv2dProblem p =
-                make_problem(plan.dtype(), x_shape, nullptr, plan.out_channels(), plan.group_in_channels(),
-                             plan.kernel_h(), plan.kernel_w(), sh, sw, dh, dw, pt, pb, pl, pr, groups, pad_mode,
-                             layout, activation, precision);
-            return describe(plan, p);
+          [](const PyConvPlan& self, const std::vector<int64_t>& x_shape, const ConvParams& params) {
+            return describe(*self.plan, make_problem(*self.plan, x_shape.data(), x_shape.size(), nullptr, params));
           },
-          py::arg("x_shape"), py::arg("stride_h"), py::arg("stride_w"), py::arg("dilation_h"),
-          py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"), py::arg("pad_left"),
-          py::arg("pad_right"), py::arg("groups"), py::arg("padding_mode"), py::arg("layout"),
-          py::arg("activation"), py::arg("precision") = -1);
+          py::arg("x_shape"), py::arg("params"));
 
-  m.def("conv2d",
-        [](const py::array& x, const py::array& weight, const py::object& bias, const py::array& out, int64_t sh,
-           int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups,
-           int pad_mode, int layout, int activation, int precision, const std::string& algorithm,
-           int num_threads) {
-          PyConv2dPlan plan = make_plan(weight, bias, /*copy=*/false);
-          run_plan(plan, x, out, sh, sw, dh, dw, pt, pb, pl, pr, groups, pad_mode, layout, activation, precision,
-                   algorithm, num_threads);
+  m.def("conv",
+        [](const py::array& x, const py::array& weight, const py::object& bias, const py::array& out,
+           const ConvParams& params, const std::string& algorithm, int num_threads) {
+          PyConvPlan plan = make_plan(weight, bias, /*copy=*/false);
+          run_plan(plan, x, out, params, algorithm, num_threads);
         },
-        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("stride_h"), py::arg("stride_w"),
-        py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"), py::arg("pad_left"),
-        py::arg("pad_right"), py::arg("groups"), py::arg("padding_mode"), py::arg("layout"), py::arg("activation"),
-        py::arg("precision") = -1, py::arg("algorithm") = "", py::arg("num_threads") = 0,
-        "One-shot convolution into `out` (internal; see cppconv.conv2d).");
+        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("params"),
+        py::arg("algorithm") = "", py::arg("num_threads") = 0,
+        "One-shot convolution of any rank into `out` (internal; see cppconv.conv2d).");
 
   m.def(
       "explain",
-      [](char dtype, const Shape4& x_shape, const Shape4& weight_shape, bool has_bias, int64_t sh, int64_t sw,
-         int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t groups, int pad_mode,
-         int layout, int activation, bool layer, int precision) {
+      [](char dtype, const std::vector<int64_t>& x_shape, const std::vector<int64_t>& weight_shape, bool has_bias,
+         const ConvParams& params, bool layer) {
         if (dtype != 'f' && dtype != 'd') throw py::type_error("explain: dtype must be 'f' or 'd'");
         // choose() looks at shapes only, so a plan without weights is enough here.
-        static const float no_bias = 0;
-        const Conv2dPlan plan(dtype == 'f' ? DType::Float32 : DType::Float64, nullptr, has_bias ? &no_bias : nullptr,
-                              weight_shape[0], weight_shape[1], weight_shape[2], weight_shape[3], false, layer);
-        return describe(plan, make_problem(plan.dtype(), x_shape, nullptr, plan.out_channels(),
-                                           plan.group_in_channels(), plan.kernel_h(), plan.kernel_w(), sh, sw, dh,
-                                           dw, pt, pb, pl, pr, groups, pad_mode, layout, activation,
-                                           precision));
+        static const double no_bias = 0;
+        const std::unique_ptr<ConvPlan> plan = plan_of(dtype == 'f' ? DType::Float32 : DType::Float64, nullptr,
+                                                       weight_shape, has_bias ? &no_bias : nullptr, false, layer);
+        return describe(*plan, make_problem(*plan, x_shape.data(), x_shape.size(), nullptr, params));
       },
-      py::arg("dtype"), py::arg("x_shape"), py::arg("weight_shape"), py::arg("has_bias"), py::arg("stride_h"),
-      py::arg("stride_w"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"),
-      py::arg("pad_left"), py::arg("pad_right"), py::arg("groups"), py::arg("padding_mode"), py::arg("layout"),
-      py::arg("activation"), py::arg("layer") = false, py::arg("precision") = -1);
+      py::arg("dtype"), py::arg("x_shape"), py::arg("weight_shape"), py::arg("has_bias"), py::arg("params"),
+      py::arg("layer") = false);
 
-  m.def("conv2d_simple", &conv2d_simple, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"),
-        py::arg("stride_h"),
-        py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"), py::arg("dilation_h"), py::arg("dilation_w"),
-        py::arg("groups"), py::arg("padding_mode"), py::arg("layout"), py::arg("activation"),
-        py::arg("precision") = -1, py::arg("num_threads") = 0,
-        "conv2d's one-step fast path (internal); None when it does not apply.");
+  m.def("conv_simple", &conv_simple, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"),
+        py::arg("rank"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+        py::arg("padding_mode"), py::arg("layout"), py::arg("activation"), py::arg("precision") = -1,
+        py::arg("num_threads") = 0, "conv1d/2d/3d's one-step fast path (internal); None when it does not apply.");
+  m.def("conv_output_size", &conv_output_size, py::arg("size"), py::arg("kernel"), py::arg("stride"),
+        py::arg("dilation"), py::arg("before"), py::arg("after"),
+        "Output length of one axis (0 when the kernel spans more than the padded size).");
   // The precision modes' names and codes (Precision in cpp/conv_problem.h); -1 in a call
   // means the process-wide setting.
   py::dict precisions;

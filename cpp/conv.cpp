@@ -45,43 +45,48 @@ int default_num_threads() {
 // The kernels read the padded input through index maps; the reference works each source row
 // and column out as it goes (padded_source), so that a call it takes, whose windows skip most
 // of the padding (see tiles_in_proportion), costs its work and not the padded extent.
-bool reads_index_maps(const ConvAlgorithm& a) { return &a != &conv2d_reference_f32 && &a != &conv2d_reference_f64; }
+bool reads_index_maps(const ConvAlgorithm& a) { return &a != &conv_reference_f32 && &a != &conv_reference_f64; }
 
 // Memory that grows with the padded extent, not with the data: the padding index maps
 // (8 bytes per padded row and column) and the column plans the engine kernels derive per call
 // (at most 16 more bytes per padded column).  Counted as workspace, so that an absurd padding
 // is refused with MemoryError instead of swapping or being killed.
-size_t index_workspace_bytes(const Conv2dProblem& p) {
+size_t index_workspace_bytes(const ConvProblem& p) {
   const size_t rows = size_t(p.in_h + p.pad_top + p.pad_bottom), cols = size_t(p.in_w + p.pad_left + p.pad_right);
   return saturating_add(saturating_mul(rows, 8), saturating_mul(cols, 24));
 }
 
 // Kernels assume a non-empty output and reduction; the reference loops also handle an empty
 // reduction (C = 0: the output is the activated bias).
-bool needs_reference(const Conv2dProblem& p) { return p.batch == 0 || p.out_channels == 0 || p.in_channels == 0; }
+bool needs_reference(const ConvProblem& p) { return p.batch == 0 || p.out_channels == 0 || p.in_channels == 0; }
+
+// Whether p has a depth axis to lower (see DepthLowering); the kernels take depth 1 only.
+bool has_depth(const ConvProblem& p) {
+  return p.in_d != 1 || p.kernel_d != 1 || p.out_d != 1 || p.pad_front != 0 || p.pad_back != 0;
+}
 
 // A strided 1x1 convolution without padding reads only every stride-th row and column: it is
 // the stride-1 convolution of that subsampled input.  Subsampled once, the input is a dense
 // plane the kernels read in place (a tile would copy every stride phase and row to use one).
-bool subsamples_input(const Conv2dProblem& p) {
-  return p.kernel_h == 1 && p.kernel_w == 1 && (p.stride_h > 1 || p.stride_w > 1) && p.pad_top == 0 &&
+bool subsamples_input(const ConvProblem& p) {
+  return !has_depth(p) && p.kernel_h == 1 && p.kernel_w == 1 && (p.stride_h > 1 || p.stride_w > 1) && p.pad_top == 0 &&
          p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0 && p.in_channels > 0;
 }
 
-Conv2dProblem on_subsampled_input(const Conv2dProblem& p) {
-  Conv2dProblem q = p;
+ConvProblem on_subsampled_input(const ConvProblem& p) {
+  ConvProblem q = p;
   q.in_h = p.out_h;
   q.in_w = p.out_w;
   q.stride_h = q.stride_w = q.dilation_h = q.dilation_w = 1;
   return q;
 }
 
-size_t subsampled_bytes(const Conv2dProblem& p) {
+size_t subsampled_bytes(const ConvProblem& p) {
   return saturating_mul(size_t(p.batch * p.in_channels), saturating_mul(size_t(p.out_h * p.out_w), dtype_size(p.dtype)));
 }
 
 template <class T>
-void subsample_input(const Conv2dProblem& p, const T* x, T* dst, int threads) {
+void subsample_input(const ConvProblem& p, const T* x, T* dst, int threads) {
   const int64_t C = p.in_channels, H = p.in_h, W = p.in_w, OH = p.out_h, OW = p.out_w;
   const int64_t sh = p.stride_h, sw = p.stride_w;
   if (p.layout == Layout::NCHW) {
@@ -105,13 +110,13 @@ void subsample_input(const Conv2dProblem& p, const T* x, T* dst, int threads) {
 struct SubsampledInputTag {};
 
 // The problem the algorithm runs for the problem the kernels are given (see kernel_problem).
-Conv2dProblem algorithm_problem(const Conv2dProblem& given) {
+ConvProblem algorithm_problem(const ConvProblem& given) {
   return subsamples_input(given) ? on_subsampled_input(given) : given;
 }
 
 // Memory one call of `a` takes besides its output: the algorithm's scratch, the padding index
 // maps it reads and, for a subsampled input, its copy.
-size_t call_workspace_bytes(const ConvAlgorithm& a, const Conv2dProblem& given, const Conv2dProblem& p, int threads) {
+size_t call_workspace_bytes(const ConvAlgorithm& a, const ConvProblem& given, const ConvProblem& p, int threads) {
   const size_t bytes = saturating_add(a.workspace_bytes(p, threads), reads_index_maps(a) ? index_workspace_bytes(p) : 0);
   return subsamples_input(given) ? saturating_add(bytes, subsampled_bytes(given)) : bytes;
 }
@@ -144,16 +149,23 @@ void set_float32_precision(Precision mode) { float32_precision_setting.store(int
 
 Precision get_float32_precision() { return Precision(float32_precision_setting.load()); }
 
-double conv2d_flops(const Conv2dProblem& p) {
-  return 2.0 * double(p.batch) * double(p.out_channels) * double(p.out_h) * double(p.out_w) *
-         double(p.in_channels / p.groups) * double(p.kernel_h) * double(p.kernel_w);
+double conv_flops(const ConvProblem& p) {
+  return 2.0 * double(p.batch) * double(p.out_channels) * double(p.out_d) * double(p.out_h) * double(p.out_w) *
+         double(p.in_channels / p.groups) * double(p.kernel_d) * double(p.kernel_h) * double(p.kernel_w);
+}
+
+int64_t conv_output_size(int64_t size, int64_t kernel, int64_t stride, int64_t dilation, int64_t before,
+                         int64_t after) {
+  const int64_t room = size + before + after - dilation * (kernel - 1) - 1;
+  return room < 0 ? 0 : room / stride + 1;
 }
 
 // Work in flop-equivalents: the arithmetic plus the data each call moves, which is what bounds
 // the layers with little arithmetic per value (depthwise, small planes), as it does a pool.
-int threads_for(const Conv2dProblem& p, int max_threads) {
-  const double values = double(p.batch) * double(p.in_channels * p.in_h * p.in_w + p.out_channels * p.out_h * p.out_w);
-  return threads_for_work(conv2d_flops(p) + 32.0 * values, max_threads);
+int threads_for(const ConvProblem& p, int max_threads) {
+  const double values = double(p.batch) * (double(p.in_channels) * double(p.in_d * p.in_h * p.in_w) +
+                                           double(p.out_channels) * double(p.out_d * p.out_h * p.out_w));
+  return threads_for_work(conv_flops(p) + 32.0 * values, max_threads);
 }
 
 int64_t padded_source(int64_t i, int64_t size, int64_t before, PadMode mode) {
@@ -181,45 +193,183 @@ std::vector<int64_t> padding_index_map(int64_t size, int64_t before, int64_t aft
 
 namespace {
 const AlgorithmFamily<ConvAlgorithm> kConvFamily = {&KernelTable::conv, &KernelTable::conv_count,
-                                                    &conv2d_reference_f32, &conv2d_reference_f64};
+                                                    &conv_reference_f32, &conv_reference_f64};
 }  // namespace
 
 std::vector<const ConvAlgorithm*> all_conv_algorithms() { return kConvFamily.all(); }
 
 const ConvAlgorithm* find_conv_algorithm(const std::string& name) { return kConvFamily.find(name); }
 
-Conv2dPlan::Conv2dPlan(DType dtype, const void* weight, const void* bias, int64_t out_channels,
-                       int64_t group_in_channels, int64_t kernel_h, int64_t kernel_w, bool copy)
-    : Conv2dPlan(dtype, weight, bias, out_channels, group_in_channels, kernel_h, kernel_w, copy, copy) {}
-
-Conv2dPlan::Conv2dPlan(DType dtype, const void* weight, const void* bias, int64_t out_channels,
-                       int64_t group_in_channels, int64_t kernel_h, int64_t kernel_w, bool copy, bool reused)
-    : dtype_(dtype), out_channels_(out_channels), group_in_(group_in_channels), kernel_h_(kernel_h),
-      kernel_w_(kernel_w), weights_reused_(reused),
-      weights_(dtype, weight, size_t(out_channels * group_in_channels * kernel_h * kernel_w), bias,
+ConvPlan::ConvPlan(DType dtype, const void* weight, const void* bias, int64_t out_channels, int64_t group_in_channels,
+                   int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, bool copy, bool reused)
+    : dtype_(dtype), out_channels_(out_channels), group_in_(group_in_channels), kernel_d_(kernel_d),
+      kernel_h_(kernel_h), kernel_w_(kernel_w), weights_reused_(reused),
+      weights_(dtype, weight, size_t(out_channels * group_in_channels * kernel_d * kernel_h * kernel_w), bias,
                size_t(out_channels), copy) {}
 
-Conv2dProblem Conv2dPlan::kernel_problem(const Conv2dProblem& problem) const {
-  Conv2dProblem p = problem;
+const char* depth_lowering_name(DepthLowering l) {
+  switch (l) {
+    case DepthLowering::None: return "none";
+    case DepthLowering::Flatten: return "flatten";
+    case DepthLowering::IntoBatch: return "into_batch";
+    case DepthLowering::Gather: return "gather";
+  }
+  return "?";
+}
+
+namespace {
+
+bool is_reference(const ConvAlgorithm* a) { return a && !reads_index_maps(*a); }
+
+DepthLowering depth_lowering(const ConvProblem& p) {
+  if (!has_depth(p)) return DepthLowering::None;
+  if (p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 &&
+      p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0)
+    return DepthLowering::Flatten;
+  if (p.layout == Layout::NHWC && p.kernel_d == 1 && p.stride_d == 1 && p.pad_front == 0 && p.pad_back == 0)
+    return DepthLowering::IntoBatch;
+  return DepthLowering::Gather;
+}
+
+// p without its depth axis (depth 1, no depth padding); the caller sets what replaces it.
+ConvProblem without_depth(const ConvProblem& p) {
+  ConvProblem q = p;
+  q.in_d = q.kernel_d = q.out_d = q.stride_d = q.dilation_d = 1;
+  q.pad_front = q.pad_back = 0;
+  return q;
+}
+
+// Flatten: each (h, w) plane is one row of a 2-D problem whose rows are the slices.
+ConvProblem flattened(const ConvProblem& p) {
+  ConvProblem q = without_depth(p);
+  q.in_h = p.in_d;
+  q.in_w = p.in_h * p.in_w;
+  q.kernel_h = p.kernel_d;
+  q.kernel_w = 1;
+  q.out_h = p.out_d;
+  q.out_w = p.out_h * p.out_w;
+  q.stride_h = p.stride_d;
+  q.dilation_h = p.dilation_d;
+  q.pad_top = p.pad_front;
+  q.pad_bottom = p.pad_back;
+  return q;
+}
+
+ConvProblem depth_into_batch(const ConvProblem& p) {
+  ConvProblem q = without_depth(p);
+  q.batch = p.batch * p.in_d;
+  return q;
+}
+
+// Gather: a 2-D problem of `slices` output slices, each reading its kd input slices as
+// C * kd channels, channel c * kd + a holding slice a of channel c: the weight (K, C/g, kd,
+// kh, kw) is then already the (K, C/g * kd, kh, kw) weight of that problem.
+ConvProblem gathered(const ConvProblem& p, int64_t slices) {
+  ConvProblem q = without_depth(p);
+  q.batch = slices;
+  q.in_channels = p.in_channels * p.kernel_d;
+  return q;
+}
+
+// Output slices per gathered call: their gathered input within about kGatherBytes (in L3 while
+// the kernels read it), at least one.  Channels-first output slices of one image only, whose
+// y strides are then uniform (run_gathered).
+constexpr size_t kGatherBytes = size_t(4) << 20;
+int64_t gather_chunk(const ConvProblem& p) {
+  const size_t per_slice = saturating_mul(saturating_mul(size_t(p.in_channels * p.kernel_d), size_t(p.in_h * p.in_w)),
+                                          dtype_size(p.dtype));
+  const int64_t fit = int64_t(std::max<size_t>(1, kGatherBytes / std::max<size_t>(1, per_slice)));
+  return std::min(fit, p.layout == Layout::NHWC ? p.batch * p.out_d : p.out_d);
+}
+
+// The input slices of output slices [b0, b0 + count) (b = n * out_d + od), gathered as in
+// gathered(): [slice][C * kd][h][w] (channels-first) or [slice][h][w][C * kd].
+template <class T>
+void gather_slices(const ConvProblem& p, const T* x, int64_t b0, int64_t count, T* dst, int threads) {
+  const int64_t C = p.in_channels, kd = p.kernel_d, HW = p.in_h * p.in_w, D = p.in_d;
+  if (p.layout == Layout::NCHW) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t unit = 0; unit < count * C * kd; ++unit) {
+      const int64_t a = unit % kd, c = (unit / kd) % C, b = b0 + unit / (kd * C);
+      const int64_t n = b / p.out_d, od = b % p.out_d;
+      const int64_t src = padded_source(od * p.stride_d + a * p.dilation_d, D, p.pad_front, p.pad_mode);
+      T* out = dst + unit * HW;
+      if (src < 0) std::memset(out, 0, sizeof(T) * size_t(HW));
+      else std::memcpy(out, x + ((n * C + c) * D + src) * HW, sizeof(T) * size_t(HW));
+    }
+  } else {
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t row = 0; row < count * p.in_h; ++row) {
+      const int64_t b = b0 + row / p.in_h, h = row % p.in_h;
+      const int64_t n = b / p.out_d, od = b % p.out_d;
+      T* out = dst + row * p.in_w * C * kd;
+      for (int64_t a = 0; a < kd; ++a) {
+        const int64_t src = padded_source(od * p.stride_d + a * p.dilation_d, D, p.pad_front, p.pad_mode);
+        const T* in = src < 0 ? nullptr : x + ((n * D + src) * p.in_h + h) * p.in_w * C;
+        for (int64_t w = 0; w < p.in_w; ++w)
+          for (int64_t c = 0; c < C; ++c) out[(w * C + c) * kd + a] = in ? in[w * C + c] : T(0);
+      }
+    }
+  }
+}
+struct GatheredInputTag {};
+
+size_t gather_bytes(const ConvProblem& p, int64_t slices) {
+  return saturating_mul(saturating_mul(size_t(slices * p.in_channels * p.kernel_d), size_t(p.in_h * p.in_w)),
+                        dtype_size(p.dtype));
+}
+
+// The depth-1 problem a deep problem's kernels run (for a gathered one, its first chunk's).
+ConvProblem planar_form(const ConvProblem& p) {
+  switch (depth_lowering(p)) {
+    case DepthLowering::None: return p;
+    case DepthLowering::Flatten: return flattened(p);
+    case DepthLowering::IntoBatch: return depth_into_batch(p);
+    case DepthLowering::Gather: return gathered(p, gather_chunk(p));
+  }
+  return p;
+}
+
+// Contiguous strides of p's x and y, depth included.
+void set_contiguous_strides(const ConvProblem& p, ConvCall& call) {
+  call.x_stride = contiguous_strides(p.layout, p.in_channels, p.in_d * p.in_h, p.in_w);
+  call.y_stride = contiguous_strides(p.layout, p.out_channels, p.out_d * p.out_h, p.out_w);
+  call.x_depth_stride = p.in_h * call.x_stride.h;
+  call.y_depth_stride = p.out_h * call.y_stride.h;
+}
+
+}  // namespace
+
+ConvProblem ConvPlan::kernel_problem(const ConvProblem& problem) const {
+  ConvProblem p = problem;
   p.weights_reused = weights_reused_;
   // Along an axis with one output the stride only has to exceed the room the window has to
   // move (padded size - span), but kernels that lay tiles out by stride phase spend time and
   // memory in proportion to it: a stride of 2^62 hung them.  Clamp it to the smallest stride
   // with the same single output (not to 1: kernels rely on out = (room) / stride + 1).
-  const int64_t room_h = p.in_h + p.pad_top + p.pad_bottom - p.dilation_h * (p.kernel_h - 1) - 1;
-  const int64_t room_w = p.in_w + p.pad_left + p.pad_right - p.dilation_w * (p.kernel_w - 1) - 1;
-  if (p.out_h == 1) p.stride_h = std::min(p.stride_h, room_h + 1);
-  if (p.out_w == 1) p.stride_w = std::min(p.stride_w, room_w + 1);
+  const auto clamp = [](int64_t& stride, int64_t out, int64_t size, int64_t before, int64_t after, int64_t dilation,
+                        int64_t kernel) {
+    if (out == 1) stride = std::min(stride, size + before + after - dilation * (kernel - 1));
+  };
+  clamp(p.stride_d, p.out_d, p.in_d, p.pad_front, p.pad_back, p.dilation_d, p.kernel_d);
+  clamp(p.stride_h, p.out_h, p.in_h, p.pad_top, p.pad_bottom, p.dilation_h, p.kernel_h);
+  clamp(p.stride_w, p.out_w, p.in_w, p.pad_left, p.pad_right, p.dilation_w, p.kernel_w);
   return p;
 }
 
-ConvChoice Conv2dPlan::choose(const Conv2dProblem& problem) const {
-  const Conv2dProblem given = kernel_problem(problem);
-  return choose_for(given, algorithm_problem(given), get_num_threads(), nullptr);
+ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
+  const ConvProblem given = kernel_problem(problem);
+  const DepthLowering lowering = depth_lowering(given);
+  const ConvProblem planar = planar_form(given);
+  ConvChoice c = choose_for(planar, algorithm_problem(planar), get_num_threads(), nullptr);
+  c.lowering = lowering;
+  if (lowering == DepthLowering::Gather)
+    c.workspace_bytes = saturating_add(c.workspace_bytes, gather_bytes(given, planar.batch));
+  return c;
 }
 
-ConvChoice Conv2dPlan::choose_for(const Conv2dProblem& given, const Conv2dProblem& p, int max_threads,
-                                  const ConvAlgorithm* forced) const {
+ConvChoice ConvPlan::choose_for(const ConvProblem& given, const ConvProblem& p, int max_threads,
+                                const ConvAlgorithm* forced) const {
   const KernelTable& table = active_table();
   const int threads = threads_for(p, max_threads);
   const ConvAlgorithm* chosen = forced                ? forced
@@ -229,20 +379,64 @@ ConvChoice Conv2dPlan::choose_for(const Conv2dProblem& given, const Conv2dProble
   return {chosen, table.isa_name, threads, call_workspace_bytes(*chosen, given, p, threads), chosen->packed_bytes(p)};
 }
 
-void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const ConvAlgorithm* forced,
-                      int max_threads) {
-  const Conv2dProblem given = kernel_problem(problem);
-  const Conv2dProblem p = algorithm_problem(given);
-  if (p.dtype != dtype_ || p.out_channels != out_channels_ || p.in_channels / p.groups != group_in_ ||
-      p.kernel_h != kernel_h_ || p.kernel_w != kernel_w_)
-    throw std::invalid_argument("conv2d problem does not match the plan's weights");
-  if (p.batch == 0 || p.out_channels == 0) return;
-  if (forced) require_accepts(*forced, p);
+void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const ConvAlgorithm* forced, int max_threads) {
+  const ConvProblem given = kernel_problem(problem);
+  if (given.dtype != dtype_ || given.out_channels != out_channels_ || given.in_channels / given.groups != group_in_ ||
+      given.kernel_d != kernel_d_ || given.kernel_h != kernel_h_ || given.kernel_w != kernel_w_)
+    throw std::invalid_argument("convolution problem does not match the plan's weights");
+  if (given.batch == 0 || given.out_channels == 0) return;
   // A per-call cap obeys the same limits as the process-wide setting (one thread in a forked
   // child, at most kMaxThreads).
   const int cap = max_threads <= 0          ? get_num_threads()
                   : in_forked_child()      ? 1
                                            : std::min(max_threads, kMaxThreads);
+  // The reference takes every depth itself: it is the oracle of the lowerings.
+  if (is_reference(forced)) return run_planar(given, x, y, nullptr, forced, cap);
+  switch (depth_lowering(given)) {
+    case DepthLowering::None: return run_planar(given, x, y, nullptr, forced, cap);
+    case DepthLowering::Flatten: return run_planar(flattened(given), x, y, nullptr, forced, cap);
+    case DepthLowering::IntoBatch: return run_planar(depth_into_batch(given), x, y, nullptr, forced, cap);
+    case DepthLowering::Gather: return run_gathered(given, x, y, forced, cap);
+  }
+}
+
+void ConvPlan::run_gathered(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap) {
+  const int64_t chunk = gather_chunk(given), total = given.batch * given.out_d;
+  const size_t elem = dtype_size(given.dtype);
+  check_workspace(gather_bytes(given, chunk), "conv3d gathered input slices");
+  auto buffer = SpareBuffer<GatheredInputTag>::take(gather_bytes(given, chunk));
+  const int64_t out_plane = given.out_h * given.out_w;
+  for (int64_t b0 = 0; b0 < total;) {
+    // Channels-first chunks stay within one image (see gather_chunk).
+    const int64_t n = b0 / given.out_d;
+    const int64_t end = given.layout == Layout::NHWC ? total : (n + 1) * given.out_d;
+    const int64_t count = std::min(chunk, end - b0);
+    const ConvProblem q = gathered(given, count);
+    const int threads = threads_for_work(double(gather_bytes(given, count)), cap);
+    if (given.dtype == DType::Float32)
+      gather_slices(given, static_cast<const float*>(x), b0, count, reinterpret_cast<float*>(buffer.get()), threads);
+    else
+      gather_slices(given, static_cast<const double*>(x), b0, count, reinterpret_cast<double*>(buffer.get()),
+                    threads);
+    auto* out = static_cast<unsigned char*>(y);
+    if (given.layout == Layout::NHWC) {
+      run_planar(q, buffer.get(), out + size_t(b0 * out_plane * given.out_channels) * elem, nullptr, forced, cap);
+    } else {
+      // Slices od of image n: channel k's at y[n, k, od], so the slices are q's batch with
+      // stride out_plane and the channels stride out_d * out_plane.
+      const int64_t od = b0 - n * given.out_d;
+      const Strides4 stride{out_plane, given.out_d * out_plane, given.out_w, 1};
+      run_planar(q, buffer.get(), out + size_t((n * given.out_channels * given.out_d + od) * out_plane) * elem,
+                 &stride, forced, cap);
+    }
+    b0 += count;
+  }
+}
+
+void ConvPlan::run_planar(const ConvProblem& given, const void* x, void* y, const Strides4* y_stride,
+                          const ConvAlgorithm* forced, int cap) {
+  const ConvProblem p = algorithm_problem(given);
+  if (forced) require_accepts(*forced, p);
   const ConvChoice choice = choose_for(given, p, cap, forced);
   check_workspace(choice.workspace_bytes, "conv2d workspace (kernel scratch and padding index maps)");
   SpareBuffer<SubsampledInputTag> subsampled;
@@ -266,8 +460,8 @@ void Conv2dPlan::run(const Conv2dProblem& problem, const void* x, void* y, const
   call.packed = weights_.packed(*choice.algorithm, p, choice.threads);
   call.bias = weights_.bias();
   call.y = y;
-  call.x_stride = contiguous_strides(p.layout, p.in_channels, p.in_h, p.in_w);
-  call.y_stride = contiguous_strides(p.layout, p.out_channels, p.out_h, p.out_w);
+  set_contiguous_strides(p, call);
+  if (y_stride) call.y_stride = *y_stride;
   call.row_src = rows.empty() ? nullptr : rows.data();
   call.col_src = cols.empty() ? nullptr : cols.data();
   call.num_threads = choice.threads;

@@ -31,14 +31,29 @@ Precision get_float32_precision();
 
 // The threads one call of this problem uses: fewer for small problems, where waking a
 // thread team costs more than it saves.
-int threads_for(const Conv2dProblem& p, int max_threads);
+int threads_for(const ConvProblem& p, int max_threads);
 
 // Padded coordinate i -> source index (or -1 for a zero) for one axis of `size` with `before`
 // padding, PyTorch's padding modes; and the map of every padded coordinate.
 int64_t padded_source(int64_t i, int64_t size, int64_t before, PadMode mode);
 std::vector<int64_t> padding_index_map(int64_t size, int64_t before, int64_t after, PadMode mode);
 
-double conv2d_flops(const Conv2dProblem& p);
+double conv_flops(const ConvProblem& p);
+
+// Output length of one axis: floor((size + before + after - dilation (kernel - 1) - 1) / stride) + 1,
+// or 0 when the kernel's span exceeds the padded size (callers refuse that).
+int64_t conv_output_size(int64_t size, int64_t kernel, int64_t stride, int64_t dilation, int64_t before, int64_t after);
+
+// How a problem of depth > 1 runs on the kernels, which take problems of depth 1 (see
+// ConvProblem): in place as one 2-D problem where the shape allows, else output slice by slice
+// over its input slices gathered as channels.
+enum class DepthLowering {
+  None,        // depth 1 already (every 1-D and 2-D problem)
+  Flatten,     // 1x1 in (h, w), stride 1, no padding there: (d, h*w) is a 2-D problem
+  IntoBatch,   // channels-last, kernel depth 1, stride 1, no depth padding: (n, d) is a batch
+  Gather,      // each output slice: its kd input slices copied as C*kd channels, a 2-D problem
+};
+const char* depth_lowering_name(DepthLowering l);
 
 // Every conv algorithm this machine can run (all available ISAs, then the references), and
 // lookup by name, so tests can check each variant, not only the one dispatch picks.
@@ -53,32 +68,32 @@ struct ConvChoice {
   // index maps (the bound cppconv documents and tests).
   size_t workspace_bytes;
   size_t packed_bytes;
+  DepthLowering lowering = DepthLowering::None;
 };
 
 // A layer's weights, prepared once.  `run` is thread-safe: packed weights are built on first
 // use by an algorithm and then shared.
-class Conv2dPlan {
+class ConvPlan {
  public:
-  // weight: (K, C/groups, kh, kw) C-contiguous of `dtype`; bias: (K,) or nullptr.  A layer's
-  // plan copies them (copy=true) and will reuse them over many calls; a one-shot conv2d call
-  // borrows them for the plan's lifetime.  `reused` tells the dispatcher which (see
-  // Conv2dProblem::weights_reused); it defaults to `copy`.
-  Conv2dPlan(DType dtype, const void* weight, const void* bias, int64_t out_channels,
-             int64_t group_in_channels, int64_t kernel_h, int64_t kernel_w, bool copy);
-  Conv2dPlan(DType dtype, const void* weight, const void* bias, int64_t out_channels,
-             int64_t group_in_channels, int64_t kernel_h, int64_t kernel_w, bool copy, bool reused);
+  // weight: (K, C/groups, kd, kh, kw) C-contiguous of `dtype` (kd = 1 for 1-D and 2-D, kh = 1
+  // for 1-D); bias: (K,) or nullptr.  A layer's plan copies them (copy=true) and will reuse
+  // them over many calls; a one-shot call borrows them for the plan's lifetime.  `reused`
+  // tells the dispatcher which (see ConvProblem::weights_reused).
+  ConvPlan(DType dtype, const void* weight, const void* bias, int64_t out_channels, int64_t group_in_channels,
+           int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, bool copy, bool reused);
 
-  ConvChoice choose(const Conv2dProblem& p) const;
+  ConvChoice choose(const ConvProblem& p) const;
   // x and y in p.layout, C-contiguous.  `forced` (tests, benchmarks) runs that algorithm
   // instead of the dispatcher's choice; it must accept the problem.  `max_threads` > 0 caps
   // this call's threads instead of get_num_threads() (a per-call num_threads=, which must
   // not change the process-wide setting).
-  void run(const Conv2dProblem& p, const void* x, void* y, const ConvAlgorithm* forced = nullptr,
+  void run(const ConvProblem& p, const void* x, void* y, const ConvAlgorithm* forced = nullptr,
            int max_threads = 0);
 
   DType dtype() const { return dtype_; }
   int64_t out_channels() const { return out_channels_; }
   int64_t group_in_channels() const { return group_in_; }
+  int64_t kernel_d() const { return kernel_d_; }
   int64_t kernel_h() const { return kernel_h_; }
   int64_t kernel_w() const { return kernel_w_; }
   bool has_bias() const { return weights_.bias() != nullptr; }
@@ -86,14 +101,20 @@ class Conv2dPlan {
  private:
   // The problem the kernels are given (see conv.cpp; a strided 1x1 convolution then runs at
   // stride 1 on the subsampled input).
-  Conv2dProblem kernel_problem(const Conv2dProblem& problem) const;
+  ConvProblem kernel_problem(const ConvProblem& problem) const;
+  // Runs a problem of depth 1 (or any problem, through the reference) with y's strides
+  // `y_stride` (nullptr: contiguous), at most `cap` threads.
+  void run_planar(const ConvProblem& given, const void* x, void* y, const Strides4* y_stride,
+                  const ConvAlgorithm* forced, int cap);
+  // A deep problem, one chunk of output slices at a time (DepthLowering::Gather).
+  void run_gathered(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap);
   // The choice for a kernel problem and the problem its algorithm runs (algorithm_problem in
   // conv.cpp), with at most max_threads threads; `forced` replaces the dispatcher's pick.
-  ConvChoice choose_for(const Conv2dProblem& given, const Conv2dProblem& p, int max_threads,
+  ConvChoice choose_for(const ConvProblem& given, const ConvProblem& p, int max_threads,
                         const ConvAlgorithm* forced) const;
 
   DType dtype_;
-  int64_t out_channels_, group_in_, kernel_h_, kernel_w_;
+  int64_t out_channels_, group_in_, kernel_d_, kernel_h_, kernel_w_;
   bool weights_reused_;
   // A plan can meet several algorithms as input sizes change; each packs once.
   PlanWeights weights_;

@@ -13,6 +13,7 @@ namespace cppconv {
 constexpr int64_t kMaxIndexExtent = int64_t(1) << 61;
 
 enum class DType : int { Float32 = 0, Float64 = 1 };
+// Channels-first or channels-last, whatever the rank: NCHW stands for NCW and NCDHW too.
 enum class Layout : int { NCHW = 0, NHWC = 1 };
 enum class PadMode : int { Zeros = 0, Reflect = 1, Replicate = 2, Circular = 3 };
 enum class Activation : int { None = 0, Relu = 1, Relu6 = 2, LeakyRelu = 3, Sigmoid = 4, Tanh = 5, Silu = 6 };
@@ -22,13 +23,18 @@ enum class Activation : int { None = 0, Relu = 1, Relu6 = 2, LeakyRelu = 3, Sigm
 // that neighbourhood instead (README, "Guarantees").  Ordered from strict to loose.
 enum class Precision : int { Highest = 0, High = 1 };
 
-// Everything that fixes the arithmetic of one conv2d call.  Sizes are in elements.
-struct Conv2dProblem {
-  int64_t batch = 0, in_channels = 0, in_h = 0, in_w = 0;
-  int64_t out_channels = 0, kernel_h = 0, kernel_w = 0;  // weight is (K, C/groups, kh, kw)
-  int64_t out_h = 0, out_w = 0;
-  int64_t stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1;
-  int64_t pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+// Everything that fixes the arithmetic of one convolution, of spatial rank 1, 2 or 3.  Sizes
+// are in elements.  The spatial axes are (d, h, w); a rank-2 problem has depth 1 (in_d,
+// kernel_d, out_d 1, no depth padding) and a rank-1 problem also height 1, so a 1-D or 2-D
+// problem is the 3-D one with unit axes.  The per-ISA kernels take problems of depth 1: the
+// driver (conv.cpp) lowers deeper ones onto them, and the reference takes every rank.
+struct ConvProblem {
+  int rank = 2;  // as the caller sees it (shapes, names, messages); the arithmetic is 3-D
+  int64_t batch = 0, in_channels = 0, in_d = 1, in_h = 0, in_w = 0;
+  int64_t out_channels = 0, kernel_d = 1, kernel_h = 0, kernel_w = 0;  // weight is (K, C/groups, kd, kh, kw)
+  int64_t out_d = 1, out_h = 0, out_w = 0;
+  int64_t stride_d = 1, stride_h = 1, stride_w = 1, dilation_d = 1, dilation_h = 1, dilation_w = 1;
+  int64_t pad_front = 0, pad_back = 0, pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
   int64_t groups = 1;
   DType dtype = DType::Float32;
   Layout layout = Layout::NCHW;  // of both input and output
@@ -41,19 +47,22 @@ struct Conv2dProblem {
 };
 
 // Element strides of a 4-D tensor, in logical (n, c, h, w) order whatever the memory layout.
+// (A kernel's problem has depth 1: see ConvProblem.)
 struct Strides4 {
   int64_t n = 0, c = 0, h = 0, w = 0;
 };
 
 // One call, ready for a kernel: pointers, strides and the padding resolved into index maps.
 struct ConvCall {
-  Conv2dProblem p;
+  ConvProblem p;
   const void* x = nullptr;         // input, strides x_stride
-  const void* weight = nullptr;    // (K, C/groups, kh, kw), C-contiguous
+  const void* weight = nullptr;    // (K, C/groups, kd, kh, kw), C-contiguous
   const void* packed = nullptr;    // the algorithm's packed weights, or nullptr if it packs none
   const void* bias = nullptr;      // (K,) or nullptr
   void* y = nullptr;               // output, strides y_stride
   Strides4 x_stride, y_stride;
+  // From one depth slice to the next (a deep problem's x and y, which only the reference takes).
+  int64_t x_depth_stride = 0, y_depth_stride = 0;
   // Padded coordinate (0 = first padded row/column) -> source row/column, or -1 for a zero.
   // Sizes in_h + pad_top + pad_bottom and in_w + pad_left + pad_right.  They encode the
   // padding mode, so kernels never branch on it.  (Null for the reference, which works the

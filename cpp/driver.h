@@ -10,6 +10,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -49,7 +50,7 @@ template <class Algorithm, class Problem>
 bool meets_precision(const Algorithm&, const Problem&) {
   return true;
 }
-inline bool meets_precision(const ConvAlgorithm& a, const Conv2dProblem& p) { return a.accuracy <= p.precision; }
+inline bool meets_precision(const ConvAlgorithm& a, const ConvProblem& p) { return a.accuracy <= p.precision; }
 
 // One operator's algorithms: where they sit in a KernelTable, and the references that end
 // every list.
@@ -173,7 +174,9 @@ class PlanWeights {
     const size_t bytes = a.packed_bytes(p);
     if (bytes == 0) return nullptr;
     std::lock_guard<std::mutex> lock(mutex_);
-    const auto key = std::make_pair(static_cast<const void*>(&a), p.groups);
+    // One plan's problems can pack differently: a 3-D plan's lowerings give its kernels
+    // (kd, 1) or (kh, kw) kernels (see DepthLowering in conv.h).
+    const auto key = std::make_tuple(static_cast<const void*>(&a), p.groups, p.kernel_h, p.kernel_w);
     auto it = packed_.find(key);
     if (it == packed_.end()) {
       // Not zero-filled: pack writes every byte, and clearing megabytes first would double
@@ -193,7 +196,7 @@ class PlanWeights {
   friend struct ForkHandlers;
 
   std::mutex mutex_;
-  std::map<std::pair<const void*, int64_t>, SpareBuffer<PackedWeightsTag>> packed_;
+  std::map<std::tuple<const void*, int64_t, int64_t, int64_t>, SpareBuffer<PackedWeightsTag>> packed_;
   bool listed_ = false;          // on the list of the layers' instances
   PlanWeights* prev_ = nullptr;
   PlanWeights* next_ = nullptr;

@@ -28,59 +28,67 @@ double activate_reference(double v, Activation a) { return activate_reference_t(
 
 namespace {
 
-// y[n, k, oh, ow] = bias[k] + sum over c, i, j of w[k, c, i, j] * xpad[n, g*Cg + c, oh*S + i*D, ow*S + j*D]
+// y[n, k, od, oh, ow] = bias[k] + sum over c, a, i, j of
+//   w[k, c, a, i, j] * xpad[n, g*Cg + c, od*S + a*D, oh*S + i*D, ow*S + j*D]
 // where xpad reads through padded_source (no index maps: the reference takes the calls whose
 // windows skip most of a huge padding, and must cost their work, not the padded extent).
 // Accumulates in double.
 template <class T>
 void run_reference(const ConvCall& call) {
-  const Conv2dProblem& p = call.p;
+  const ConvProblem& p = call.p;
   const T* x = static_cast<const T*>(call.x);
   const T* w = static_cast<const T*>(call.weight);
   const T* bias = static_cast<const T*>(call.bias);
   T* y = static_cast<T*>(call.y);
   const int64_t group_in = p.in_channels / p.groups, group_out = p.out_channels / p.groups;
-  // The source rows of output row oh's kernel rows, and columns of output column ow's taps.
-  std::vector<int64_t> rows(size_t(p.kernel_h)), cols(size_t(p.kernel_w));
+  const int64_t taps = p.kernel_d * p.kernel_h * p.kernel_w;
+  // The source slices, rows and columns of one output's kernel taps (-1: a zero).
+  std::vector<int64_t> slices(size_t(p.kernel_d)), rows(size_t(p.kernel_h)), cols(size_t(p.kernel_w));
   for (int64_t n = 0; n < p.batch; ++n)
     for (int64_t k = 0; k < p.out_channels; ++k) {
       const int64_t g = k / group_out;
-      for (int64_t oh = 0; oh < p.out_h; ++oh) {
-        for (int64_t i = 0; i < p.kernel_h; ++i)
-          rows[size_t(i)] = padded_source(oh * p.stride_h + i * p.dilation_h, p.in_h, p.pad_top, p.pad_mode);
-        for (int64_t ow = 0; ow < p.out_w; ++ow) {
-          for (int64_t j = 0; j < p.kernel_w; ++j)
-            cols[size_t(j)] = padded_source(ow * p.stride_w + j * p.dilation_w, p.in_w, p.pad_left, p.pad_mode);
-          double sum = bias ? double(bias[k]) : 0.0;
-          for (int64_t c = 0; c < group_in; ++c)
-            for (int64_t i = 0; i < p.kernel_h; ++i)
-              for (int64_t j = 0; j < p.kernel_w; ++j) {
-                // Zero padding is a real zero: 0 * inf in the weights gives NaN, as in PyTorch.
-                const int64_t row = rows[size_t(i)];
-                const int64_t col = cols[size_t(j)];
-                const T xv = (row < 0 || col < 0)
-                                 ? T(0)
-                                 : x[n * call.x_stride.n + (g * group_in + c) * call.x_stride.c +
-                                     row * call.x_stride.h + col * call.x_stride.w];
-                const T wv = w[((k * group_in + c) * p.kernel_h + i) * p.kernel_w + j];
-                sum += double(xv) * double(wv);
-              }
-          y[n * call.y_stride.n + k * call.y_stride.c + oh * call.y_stride.h + ow * call.y_stride.w] =
-              activate_reference(T(sum), p.activation);
+      for (int64_t od = 0; od < p.out_d; ++od) {
+        for (int64_t a = 0; a < p.kernel_d; ++a)
+          slices[size_t(a)] = padded_source(od * p.stride_d + a * p.dilation_d, p.in_d, p.pad_front, p.pad_mode);
+        for (int64_t oh = 0; oh < p.out_h; ++oh) {
+          for (int64_t i = 0; i < p.kernel_h; ++i)
+            rows[size_t(i)] = padded_source(oh * p.stride_h + i * p.dilation_h, p.in_h, p.pad_top, p.pad_mode);
+          for (int64_t ow = 0; ow < p.out_w; ++ow) {
+            for (int64_t j = 0; j < p.kernel_w; ++j)
+              cols[size_t(j)] = padded_source(ow * p.stride_w + j * p.dilation_w, p.in_w, p.pad_left, p.pad_mode);
+            double sum = bias ? double(bias[k]) : 0.0;
+            for (int64_t c = 0; c < group_in; ++c)
+              for (int64_t a = 0; a < p.kernel_d; ++a)
+                for (int64_t i = 0; i < p.kernel_h; ++i)
+                  for (int64_t j = 0; j < p.kernel_w; ++j) {
+                    // Zero padding is a real zero: 0 * inf in the weights gives NaN, as in PyTorch.
+                    const int64_t slice = slices[size_t(a)], row = rows[size_t(i)], col = cols[size_t(j)];
+                    const T xv = (slice < 0 || row < 0 || col < 0)
+                                     ? T(0)
+                                     : x[n * call.x_stride.n + (g * group_in + c) * call.x_stride.c +
+                                         slice * call.x_depth_stride + row * call.x_stride.h + col * call.x_stride.w];
+                    const T wv = w[(k * group_in + c) * taps + (a * p.kernel_h + i) * p.kernel_w + j];
+                    sum += double(xv) * double(wv);
+                  }
+            y[n * call.y_stride.n + k * call.y_stride.c + od * call.y_depth_stride + oh * call.y_stride.h +
+              ow * call.y_stride.w] = activate_reference(T(sum), p.activation);
+          }
         }
       }
     }
 }
 
-bool accepts_any(const Conv2dProblem&) { return true; }
-size_t no_packing(const Conv2dProblem&) { return 0; }
-size_t reference_workspace(const Conv2dProblem& p, int) { return size_t(p.kernel_h + p.kernel_w) * sizeof(int64_t); }
+bool accepts_any(const ConvProblem&) { return true; }
+size_t no_packing(const ConvProblem&) { return 0; }
+size_t reference_workspace(const ConvProblem& p, int) {
+  return size_t(p.kernel_d + p.kernel_h + p.kernel_w) * sizeof(int64_t);
+}
 
 }  // namespace
 
-const ConvAlgorithm conv2d_reference_f32 = {"conv2d_reference_f32", DType::Float32, accepts_any,
+const ConvAlgorithm conv_reference_f32 = {"conv_reference_f32", DType::Float32, accepts_any,
                                             no_packing, nullptr, reference_workspace, run_reference<float>};
-const ConvAlgorithm conv2d_reference_f64 = {"conv2d_reference_f64", DType::Float64, accepts_any,
+const ConvAlgorithm conv_reference_f64 = {"conv_reference_f64", DType::Float64, accepts_any,
                                             no_packing, nullptr, reference_workspace, run_reference<double>};
 
 }  // namespace cppconv

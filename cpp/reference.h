@@ -9,7 +9,7 @@ namespace cppconv {
 float activate_reference(float v, Activation a);
 double activate_reference(double v, Activation a);
 
-extern const ConvAlgorithm conv2d_reference_f32;
-extern const ConvAlgorithm conv2d_reference_f64;
+extern const ConvAlgorithm conv_reference_f32;
+extern const ConvAlgorithm conv_reference_f64;
 
 }  // namespace cppconv

@@ -81,56 +81,68 @@ def activate(y, activation):
     raise ValueError(activation)
 
 
-def conv2d_ref(x, w, b=None, stride=1, padding=(0, 0, 0, 0), dilation=1, groups=1,
-               padding_mode="zeros", activation=None):
-    """Reference conv2d on NCHW 4-D input.  padding is (top, bottom, left, right)."""
+def conv_nd_ref(x, w, b=None, stride=1, padding=None, dilation=1, groups=1, padding_mode="zeros",
+                activation=None):
+    """Reference convolution of any rank on channels-first input (N, C, *spatial), weight
+    (K, C/groups, *kernel).  stride and dilation: an int or one per axis; padding: (before,
+    after) per axis, flattened ((top, bottom, left, right) in 2-D), None for none."""
     x = np.asarray(x).astype(np.float64)
     w = np.asarray(w).astype(np.float64)
-    assert x.ndim == 4 and w.ndim == 4
-    N, C, H, W = x.shape
-    K, Cg, kh, kw = w.shape
+    r = x.ndim - 2
+    assert r >= 1 and w.ndim == r + 2, (x.shape, w.shape)
+    N, C = x.shape[:2]
+    K, Cg = w.shape[:2]
+    kernel = w.shape[2:]
     assert C == Cg * groups and K % groups == 0, (x.shape, w.shape, groups)
     Kg = K // groups
-    sh, sw = as_pair(stride)
-    dh, dw = as_pair(dilation)
-    top, bottom, left, right = padding
-
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode=NP_PAD_MODE[padding_mode])
-    Hp, Wp = xp.shape[2:]
-    OH = (Hp - dh * (kh - 1) - 1) // sh + 1
-    OW = (Wp - dw * (kw - 1) - 1) // sw + 1
-    assert OH >= 1 and OW >= 1
-
-    y = np.zeros((N, K, OH, OW), np.float64)
+    per_axis = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v,) * r  # noqa: E731
+    strides, dilations = per_axis(stride), per_axis(dilation)
+    pads = (0,) * (2 * r) if padding is None else tuple(padding)
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(pads[2 * i], pads[2 * i + 1]) for i in range(r)],
+                mode=NP_PAD_MODE[padding_mode])
+    out = tuple((xp.shape[2 + i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1 for i in range(r))
+    assert min(out) >= 1
+    y = np.zeros((N, K) + out, np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         for g in range(groups):
             xg = xp[:, g * Cg:(g + 1) * Cg]
             wg = w[g * Kg:(g + 1) * Kg]
-            for i in range(kh):
-                for j in range(kw):
-                    r0, c0 = i * dh, j * dw
-                    # (N, Cg, OH, OW): the input pixel tap (i, j) meets at every output position.
-                    window = xg[:, :, r0:r0 + sh * (OH - 1) + 1:sh, c0:c0 + sw * (OW - 1) + 1:sw]
-                    assert window.shape == (N, Cg, OH, OW)
-                    y[:, g * Kg:(g + 1) * Kg] += np.einsum("nchw,kc->nkhw", window, wg[:, :, i, j],
-                                                           optimize=False)
+            for tap in np.ndindex(*kernel):
+                # (N, Cg, *out): the input values kernel tap `tap` meets at every output position.
+                window = xg[(slice(None), slice(None)) + tuple(
+                    slice(t * d, t * d + s * (o - 1) + 1, s) for t, d, s, o in zip(tap, dilations, strides, out))]
+                y[:, g * Kg:(g + 1) * Kg] += np.tensordot(wg[(slice(None), slice(None)) + tap], window,
+                                                          axes=([1], [1])).swapaxes(0, 1)
         if b is not None:
-            y += np.asarray(b).astype(np.float64)[None, :, None, None]
+            y += np.asarray(b).astype(np.float64).reshape((1, K) + (1,) * r)
     return activate(y, activation)
 
 
-def conv2d_abs_bound(x, w, b=None, stride=1, padding=(0, 0, 0, 0), dilation=1, groups=1,
-                     padding_mode="zeros", activation=None):
+def conv_nd_abs_bound(x, w, b=None, stride=1, padding=None, dilation=1, groups=1, padding_mode="zeros",
+                      activation=None):
     """sum |w| |x| + |bias| over each output's window: a bound on the size of every term that
     enters the output, so a rounding-error tolerance scales with it.  Activations whose value can
     exceed that bound (sigmoid and tanh, |f| <= 1) add 1."""
     x = np.abs(np.asarray(x).astype(np.float64))
     w = np.abs(np.asarray(w).astype(np.float64))
     b = None if b is None else np.abs(np.asarray(b).astype(np.float64))
-    bound = conv2d_ref(x, w, b, stride, padding, dilation, groups, padding_mode, None)
+    bound = conv_nd_ref(x, w, b, stride, padding, dilation, groups, padding_mode, None)
     if activation in ("sigmoid", "tanh"):
         bound = bound + 1.0
     return bound
+
+
+def conv2d_ref(x, w, b=None, stride=1, padding=(0, 0, 0, 0), dilation=1, groups=1,
+               padding_mode="zeros", activation=None):
+    """Reference conv2d on NCHW 4-D input.  padding is (top, bottom, left, right)."""
+    assert np.ndim(x) == 4 and np.ndim(w) == 4
+    return conv_nd_ref(x, w, b, as_pair(stride), padding, as_pair(dilation), groups, padding_mode, activation)
+
+
+def conv2d_abs_bound(x, w, b=None, stride=1, padding=(0, 0, 0, 0), dilation=1, groups=1,
+                     padding_mode="zeros", activation=None):
+    """conv_nd_abs_bound of a conv2d call (NCHW 4-D)."""
+    return conv_nd_abs_bound(x, w, b, as_pair(stride), padding, as_pair(dilation), groups, padding_mode, activation)
 
 
 def float_type(dtype):

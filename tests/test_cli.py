@@ -89,7 +89,7 @@ def test_bench_sanity_rows(tmp_path, capsys):
     assert "WARNING: sanity row" not in captured.err
     doc = json.loads(report.read_text())
     for row in doc["layers"]:
-        assert row["explain"]["highest"]["algorithm"].startswith("conv2d_reference"), row["explain"]
+        assert row["explain"]["highest"]["algorithm"].startswith("conv_reference"), row["explain"]
         assert row["results"]["cppconv"]["median_s"] < bench.SANITY_LIMIT_S
         assert row["results"]["numpy"]["status"] == "n/a" and "GiB" in row["results"]["numpy"]["note"]
     # Out of the means: beside a layer at 2x over numpy, a sanity row at 1000x leaves the mean 2x.

@@ -108,7 +108,7 @@ def test_isa_hooks():
     _native.select_isa(_native.default_isa())
     assert _native.selected_isa() == _native.default_isa()
     algos = _native.conv_algorithms()
-    assert "conv2d_reference_f32" in algos and "conv2d_reference_f64" in algos
+    assert "conv_reference_f32" in algos and "conv_reference_f64" in algos
     assert len(set(algos)) == len(algos)
 
 
@@ -1123,7 +1123,7 @@ def _algorithm_dtypes(name):
 
 @pytest.mark.parametrize("algorithm", _native.conv_algorithms())
 def test_every_algorithm(algorithm, restore_threads):
-    run_named = importlib.import_module("cppconv._conv")._conv2d_with_algorithm
+    run_named = importlib.import_module("cppconv._conv")._conv_with_algorithm
     accepted = 0
     for d in _algorithm_dtypes(algorithm):
         dtype = {"f32": F32, "f64": F64}[d]
@@ -1153,7 +1153,7 @@ def test_every_algorithm(algorithm, restore_threads):
 
 
 def test_algorithm_unknown_name():
-    run_named = importlib.import_module("cppconv._conv")._conv2d_with_algorithm
+    run_named = importlib.import_module("cppconv._conv")._conv_with_algorithm
     x = np.zeros((1, 1, 3, 3), np.float32)
     with pytest.raises(ValueError):
         run_named("conv2d_no_such_algorithm__nowhere", x, np.zeros((1, 1, 1, 1), np.float32))
@@ -1204,7 +1204,7 @@ def test_padding_and_dilation_cost_no_tiles(isa, case, layout):
     shape = (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
     layer = cppconv.Conv2d(np.zeros(case["w"], np.float32), **kw)
     for info in (cppconv.explain(shape, case["w"], **kw), layer.explain(shape)):
-        assert info["algorithm"].startswith("conv2d_reference"), info
+        assert info["algorithm"].startswith("conv_reference"), info
         assert info["workspace_bytes"] < 1024, info
     rng = make_rng("sparse-windows", case["x"], case["dilation"], layout)
     x = rng.standard_normal(shape).astype(np.float32)
@@ -1230,8 +1230,8 @@ def test_ordinary_layers_keep_their_kernels():
     for layer in LAYERS:
         if layer.sanity:
             assert cppconv.explain(layer.x_shape, layer.w_shape, **layer.conv_kwargs)["algorithm"].startswith(
-                "conv2d_reference")
+                "conv_reference")
             continue
         for info in (cppconv.explain(layer.x_shape, layer.w_shape, **layer.conv_kwargs),
                      cppconv.Conv2d(np.zeros(layer.w_shape, np.float32), **layer.conv_kwargs).explain(layer.x_shape)):
-            assert not info["algorithm"].startswith("conv2d_reference"), (layer.name, info)
+            assert not info["algorithm"].startswith("conv_reference"), (layer.name, info)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cppconv
-from cppconv._conv import _conv2d_with_algorithm
+from cppconv._conv import _conv_with_algorithm
 from conftest import assert_close, make_rng
 from reference import ACTIVATIONS, PADDING_MODES, conv2d_abs_bound, conv2d_ref, resolve_padding
 
@@ -562,7 +562,7 @@ def test_winograd_leaves_special_values_to_the_direct_kernel(algorithm, bad, bat
     ref = conv2d_ref(x, w, b, 1, pads, d, 1, "zeros", None)
     bound = conv2d_abs_bound(x, w, b, 1, pads, d, 1, "zeros", None)
     layer = cppconv.Conv2d(w, b, padding=d, dilation=d)
-    for y in (_conv2d_with_algorithm(algorithm, x, w, b, padding=d, dilation=d),
+    for y in (_conv_with_algorithm(algorithm, x, w, b, padding=d, dilation=d),
               layer._call_with_algorithm(algorithm, x)):
         assert_close(y, ref, bound, np.float32, context=f"{algorithm} {bad}")
     if bad.startswith("x"):

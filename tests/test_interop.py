@@ -116,9 +116,10 @@ def test_native_num_threads_negative():
 
     x, w = _data()
     out = np.empty((2, 4, 7, 7), np.float32)
-    plan = _native.Conv2dPlan(w, None)
+    plan = _native.ConvPlan(w, None)
+    params = _native.ConvParams(2, (1, 1), (1, 1), (0, 0, 0, 0), 1, 0, 0, 0, -1)
     with pytest.raises(ValueError, match="num_threads must be >= 0"):
-        plan.run(x, out, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, -1, "", -1)
+        plan.run(x, out, params, "", -1)
 
 
 # ------------------------------------------------------------------------------------------

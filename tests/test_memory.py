@@ -104,7 +104,7 @@ def test_workspace_includes_padding_maps():
     the padded size."""
     small = cppconv.explain((1, 1, 8, 8), (1, 1, 3, 3), padding=0)
     padded = cppconv.explain((1, 1, 8, 8), (1, 1, 3, 3), padding=1000)
-    assert not padded["algorithm"].startswith("conv2d_reference"), padded
+    assert not padded["algorithm"].startswith("conv_reference"), padded
     assert padded["workspace_bytes"] - small["workspace_bytes"] >= 8 * 2 * 2000  # 8 bytes per padded row and column
 
 
@@ -116,7 +116,7 @@ def test_padding_the_stride_skips_costs_nothing():
     w = np.full((1, 1, 1, 1), 2, np.float32)
     kwargs = dict(stride=2**30, padding=2**30, padding_mode="replicate")
     info = cppconv.explain(x.shape, w.shape, **kwargs)
-    assert info["algorithm"] == "conv2d_reference_f32" and info["workspace_bytes"] < 1024, info
+    assert info["algorithm"] == "conv_reference_f32" and info["workspace_bytes"] < 1024, info
     corners = [0, 0, 2]  # padded rows (columns) 0, 2^30 and 2^31 replicate source 0, 0 and 2
     np.testing.assert_array_equal(cppconv.conv2d(x, w, **kwargs)[0, 0], 2 * x[0, 0][corners][:, corners])
 
@@ -156,7 +156,7 @@ RLIMIT_CHILD = """
     cppconv.set_num_threads(2)
     Z = np.zeros
     def forced(prefix, x, w, out, **kw):
-        return [(n, lambda n=n: _conv._conv2d_with_algorithm(n, x, w, out=out, **kw))
+        return [(n, lambda n=n: _conv._conv_with_algorithm(n, x, w, out=out, **kw))
                 for n in _native.conv_algorithms() if n.startswith(prefix)]
     dw_x, dw_y = Z((1, 8, 1401, 1401), "f"), Z((1, 8, 1, 1), "f")        # tiles as large as x
     rows_x, rows_y = Z((1, 1, 4001, 4001), "f"), Z((1, 1, 1, 1), "f")

@@ -9,7 +9,7 @@ import pytest
 
 import cppconv
 from cppconv import _native
-from cppconv._conv import _conv2d_with_algorithm
+from cppconv._conv import _conv_with_algorithm
 from conftest import assert_close, make_rng
 from reference import NP_PAD_MODE, conv2d_abs_bound, conv2d_ref, resolve_padding
 
@@ -169,7 +169,7 @@ def test_winograd_breaks_the_direct_bound_and_meets_the_high_bound(kind, algorit
     ref = conv2d_ref(x, w, None, 1, pads, d, 1, mode)
     patch = winograd_patch_bound(x, w, pads, d, mode)
     kw = dict(padding=d, dilation=d, padding_mode=mode)
-    forced = _conv2d_with_algorithm(algorithm, x, w, **kw)
+    forced = _conv_with_algorithm(algorithm, x, w, **kw)
     results = [forced, cppconv.Conv2d(w, **kw)._call_with_algorithm(algorithm, x)]
     if algorithm.split("__")[1].startswith(_native.selected_isa()):
         assert cppconv.explain(x.shape, w.shape, precision="high", **kw)["algorithm"] == algorithm
@@ -197,7 +197,7 @@ def test_high_bound_on_random_layers(layout, dilation):
     bound = winograd_patch_bound(x, w, pads, d) + np.abs(b)[None, :, None, None]
     xin = x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     for algorithm in WINOGRAD:
-        y = _conv2d_with_algorithm(algorithm, xin, w, b, padding=d, dilation=d, layout=layout)
+        y = _conv_with_algorithm(algorithm, xin, w, b, padding=d, dilation=d, layout=layout)
         if layout == "NHWC":
             y = y.transpose(0, 3, 1, 2)
         assert_close(y, ref, bound * (HIGH_RTOL / 1e-5), np.float32, context=algorithm)

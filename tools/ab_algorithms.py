@@ -4,7 +4,7 @@ host noise hits both alike, and prints the best median GFLOP/s of each (docs/tun
     python tools/ab_algorithms.py
 """
 import numpy as np, time, cppconv, sys
-from cppconv._conv import _conv2d_with_algorithm
+from cppconv._conv import _conv_with_algorithm
 def med(f, n=40):
     ts=[]
     for _ in range(n):
@@ -16,7 +16,7 @@ for (c,k,h,kh,s) in shapes:
     fl=2*c*k*h*h*kh*kh
     isa = cppconv._native.selected_isa()
     algs=[a for a in cppconv._native.conv_algorithms() if a.split("__")[-1].startswith(isa) and a.startswith(("conv2d_channelvec_f32","conv2d_pixelvec_f32"))]
-    fs={a:(lambda a=a: _conv2d_with_algorithm(a,x,w,b)) for a in algs}
+    fs={a:(lambda a=a: _conv_with_algorithm(a,x,w,b)) for a in algs}
     for f in fs.values(): f(); f()
     best={a:1e9 for a in algs}
     for r in range(6):

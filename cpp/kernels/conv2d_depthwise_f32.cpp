@@ -118,7 +118,7 @@ constexpr auto kTaps = taps_table(std::make_index_sequence<kMB>());
 // Row-reuse blocks by [block pixels - 1] for the kernel widths and strides they cover; kChecked:
 // the ones that read x in place at the left and right edges.
 template <bool kChecked>
-const RowReuseFn* row_reuse_blocks(const Conv2dProblem& p) {
+const RowReuseFn* row_reuse_blocks(const ConvProblem& p) {
   static constexpr auto k3s1 = row_reuse_table<3, 1, kChecked>(std::make_index_sequence<kMB>());
   static constexpr auto k3s2 = row_reuse_table<3, 2, kChecked>(std::make_index_sequence<kMB>());
   static constexpr auto k5s1 = row_reuse_table<5, 1, kChecked>(std::make_index_sequence<kMB>());
@@ -145,13 +145,13 @@ struct CBlockPlan {
   size_t thread_floats = 0;
 };
 
-bool cblock_in_place(const Conv2dProblem& p) {
+bool cblock_in_place(const ConvProblem& p) {
   const bool zero_padding =
       p.pad_mode == PadMode::Zeros || (p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0);
   return p.layout == Layout::NHWC && zero_padding && row_reuse_blocks<true>(p) != nullptr;
 }
 
-CBlockPlan cblock_plan(const Conv2dProblem& p, int threads) {
+CBlockPlan cblock_plan(const ConvProblem& p, int threads) {
   CBlockPlan d;
   d.cblocks = ceil_div(p.in_channels, kVL);
   d.in_place = cblock_in_place(p);
@@ -178,7 +178,7 @@ CBlockPlan cblock_plan(const Conv2dProblem& p, int threads) {
   return d;
 }
 
-bool cblock_accepts(const Conv2dProblem& p) {
+bool cblock_accepts(const ConvProblem& p) {
   if (!(p.dtype == DType::Float32 && p.groups == p.in_channels && p.out_channels == p.in_channels)) return false;
   // In place, only a partial last channel block goes through tiles.
   const int64_t tiled = !cblock_in_place(p) ? p.in_channels : p.in_channels % kVL ? kVL : 0;
@@ -189,7 +189,7 @@ bool cblock_accepts(const Conv2dProblem& p) {
 }
 
 // Every thread's part, and the tap offsets of the two tile widths (see run_cblock).
-size_t cblock_workspace(const Conv2dProblem& p, int threads) {
+size_t cblock_workspace(const ConvProblem& p, int threads) {
   return size_t(threads) * cblock_plan(p, threads).thread_floats * sizeof(float) +
          size_t(2 * p.kernel_h * p.kernel_w) * sizeof(int64_t);
 }
@@ -205,7 +205,7 @@ size_t cblock_workspace(const Conv2dProblem& p, int threads) {
 void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn* inner, const RowReuseFn* edge, int64_t full_cblocks,
                           const float* weights, const float* biases, int64_t n, int64_t oh0, int64_t rows,
                           int64_t ow0, int64_t cols) {
-  const Conv2dProblem& p = call.p;
+  const ConvProblem& p = call.p;
   const Activation fused = is_simple(p.activation) ? p.activation : Activation::None;
   const int64_t taps = p.kernel_h * p.kernel_w;
   const float* xn = static_cast<const float*>(call.x) + n * call.x_stride.n;
@@ -235,7 +235,7 @@ void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn* inner, const R
 }
 
 void run_cblock(const ConvCall& call) {
-  const Conv2dProblem& p = call.p;
+  const ConvProblem& p = call.p;
   const CBlockPlan d = cblock_plan(p, call.num_threads);
   const float* weight = static_cast<const float*>(call.weight);
   const float* bias = static_cast<const float*>(call.bias);
@@ -359,7 +359,7 @@ struct RowsPlan {
   int64_t band_rows = 0, bands = 0, items = 0, tile_rows = 0;
 };
 
-RowsPlan rows_plan(const Conv2dProblem& p, int threads) {
+RowsPlan rows_plan(const ConvProblem& p, int threads) {
   RowsPlan d;
   d.row_vectors = ceil_div(p.out_w, kVL);
   // Whole vectors, so that every row starts on a cache line (the tile is 64-byte aligned).
@@ -385,7 +385,7 @@ constexpr int64_t kRowsMinWidth = kVL;
 constexpr int64_t kRowsMinWidth = 8 * kVL;
 #endif
 
-bool rows_accepts(const Conv2dProblem& p) {
+bool rows_accepts(const ConvProblem& p) {
   return p.dtype == DType::Float32 && p.layout == Layout::NCHW && p.groups == p.in_channels &&
          p.out_channels == p.in_channels && p.stride_w == 1 && (p.out_w >= kRowsMinWidth || p.in_channels < kVL) &&
          tiles_in_proportion(p, p.in_channels, [&] {
@@ -399,7 +399,7 @@ size_t rows_thread_floats(const RowsPlan& d) {
   return (size_t(d.tile_rows * d.pitch) + kLineFloats - 1) / kLineFloats * kLineFloats;
 }
 
-size_t rows_workspace(const Conv2dProblem& p, int threads) {
+size_t rows_workspace(const ConvProblem& p, int threads) {
   return size_t(threads) * rows_thread_floats(rows_plan(p, threads)) * sizeof(float);
 }
 
@@ -407,7 +407,7 @@ size_t rows_workspace(const Conv2dProblem& p, int threads) {
 // padded width).
 void fill_rows_tile(const ConvCall& call, const float* plane, int64_t row0, int64_t rows, int64_t pitch,
                     float* tile) {
-  const Conv2dProblem& p = call.p;
+  const ConvProblem& p = call.p;
   const int64_t padded_w = p.pad_left + p.in_w + p.pad_right;
   const int64_t inner_lo = std::min(p.pad_left, pitch), inner_hi = std::min(p.pad_left + p.in_w, pitch);
   for (int64_t r = 0; r < rows; ++r) {
@@ -437,7 +437,7 @@ static inline void fill_rows_block(Vec (&acc)[ROWS][NV], float bias) {
 }
 
 template <int ROWS, int NV>
-static inline void store_rows_block(const Conv2dProblem& p, Vec (&acc)[ROWS][NV], int64_t r0, int64_t ow0,
+static inline void store_rows_block(const ConvProblem& p, Vec (&acc)[ROWS][NV], int64_t r0, int64_t ow0,
                                     float* y_band, int64_t y_row_stride) {
 #pragma GCC unroll 4
   for (int r = 0; r < ROWS; ++r) {
@@ -455,7 +455,7 @@ static inline void store_rows_block(const Conv2dProblem& p, Vec (&acc)[ROWS][NV]
 // ROWS output rows x NV vectors starting at output column ow0 of the band's row r0; KW is the
 // kernel width (0: any, read at run time).
 template <int ROWS, int NV, int KW>
-void rows_block(const Conv2dProblem& p, const float* tile, int64_t pitch, const float* wc, float bias,
+void rows_block(const ConvProblem& p, const float* tile, int64_t pitch, const float* wc, float bias,
                 int64_t r0, int64_t ow0, float* y_band, int64_t y_row_stride) {
   const int64_t kw = KW ? KW : p.kernel_w;
   Vec acc[ROWS][NV];
@@ -500,7 +500,7 @@ void rows_block(const Conv2dProblem& p, const float* tile, int64_t pitch, const 
 // 3x3, unit stride and dilation: every input row of the block is loaded and shifted once and
 // feeds the (up to) three output rows it belongs to, instead of once per output row.
 template <int ROWS, int NV>
-void rows_block_3x3(const Conv2dProblem& p, const float* tile, int64_t pitch, const float* wc, float bias,
+void rows_block_3x3(const ConvProblem& p, const float* tile, int64_t pitch, const float* wc, float bias,
                     int64_t r0, int64_t ow0, float* y_band, int64_t y_row_stride) {
   Vec acc[ROWS][NV];
   fill_rows_block(acc, bias);
@@ -532,7 +532,7 @@ void rows_block_3x3(const Conv2dProblem& p, const float* tile, int64_t pitch, co
   store_rows_block(p, acc, r0, ow0, y_band, y_row_stride);
 }
 
-using RowsBlockFn = void (*)(const Conv2dProblem&, const float*, int64_t, const float*, float, int64_t, int64_t,
+using RowsBlockFn = void (*)(const ConvProblem&, const float*, int64_t, const float*, float, int64_t, int64_t,
                              float*, int64_t);
 template <int KW>
 struct RowsBlocks {
@@ -568,7 +568,7 @@ struct RowsBlocks3x3 {
 #endif
 
 void run_rows(const ConvCall& call) {
-  const Conv2dProblem& p = call.p;
+  const ConvProblem& p = call.p;
   const RowsPlan d = rows_plan(p, call.num_threads);
   const float* x = static_cast<const float*>(call.x);
   const float* w = static_cast<const float*>(call.weight);
@@ -631,7 +631,7 @@ void run_rows(const ConvCall& call) {
 // once and kept in a small ring in L1 until then (5 shifts for 9 FMAs instead of 8).  Work
 // items are bands of output vectors of a plane, so a single plane still uses every thread.
 
-bool flat3x3_accepts(const Conv2dProblem& p) {
+bool flat3x3_accepts(const ConvProblem& p) {
   return p.dtype == DType::Float32 && p.layout == Layout::NCHW && p.groups == p.in_channels &&
          p.out_channels == p.in_channels && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_h == 1 &&
          p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1 && p.pad_top == 1 && p.pad_bottom == 1 &&
@@ -644,7 +644,7 @@ struct Flat3x3Plan {
   int64_t vectors = 0, ring_slots = 0, band_vectors = 0, bands = 0, items = 0;
 };
 
-Flat3x3Plan flat3x3_plan(const Conv2dProblem& p, int threads) {
+Flat3x3Plan flat3x3_plan(const ConvProblem& p, int threads) {
   Flat3x3Plan d;
   d.vectors = ceil_div(p.in_h * p.in_w, kVL);
   d.ring_slots = p.in_w / 8;
@@ -658,7 +658,7 @@ Flat3x3Plan flat3x3_plan(const Conv2dProblem& p, int threads) {
   return d;
 }
 
-size_t flat3x3_workspace(const Conv2dProblem& p, int threads) {
+size_t flat3x3_workspace(const ConvProblem& p, int threads) {
   const Flat3x3Plan d = flat3x3_plan(p, threads);
   return size_t(threads) * size_t(3 * d.ring_slots) * sizeof(Vec) + size_t(d.vectors) * 2 * sizeof(Mask);
 }
@@ -669,7 +669,7 @@ size_t flat3x3_workspace(const Conv2dProblem& p, int threads) {
 // vector of the plane is loaded twice (for the middle and the bottom kernel row), whatever
 // its alignment.
 template <bool kHalf>
-void flat3x3_band(const Conv2dProblem& p, const Mask* left, const Mask* right, const float* x, const float* w,
+void flat3x3_band(const ConvProblem& p, const Mask* left, const Mask* right, const float* x, const float* w,
                   float bias, float* y, Vec* ring, int64_t j_begin, int64_t j_end) {
   const int64_t n = p.in_h * p.in_w, vectors = ceil_div(n, kVL), full = n / kVL, m = p.in_w / 16;
   const int64_t ring_slots = p.in_w / 8;
@@ -744,7 +744,7 @@ void flat3x3_band(const Conv2dProblem& p, const Mask* left, const Mask* right, c
 }
 
 void run_flat3x3(const ConvCall& call) {
-  const Conv2dProblem& p = call.p;
+  const ConvProblem& p = call.p;
   const Flat3x3Plan d = flat3x3_plan(p, call.num_threads);
   // Per output vector, the lanes not in column 0 (left taps allowed) and not in column W - 1.
   std::vector<Mask> masks(size_t(2 * d.vectors), Mask(0xffff));

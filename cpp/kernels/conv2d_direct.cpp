@@ -122,17 +122,17 @@ struct EnginePlan {
   bool packs_in_items;  // ChannelVec: weights packed slice by slice inside the items
 };
 
-bool no_padding(const Conv2dProblem& p) {
+bool no_padding(const ConvProblem& p) {
   return p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0;
 }
 
 // NCHW at stride_w 1 (the PixelVec and ChannelVec microkernels step one pixel at a time), or
 // NHWC (ChannelVec, which steps pixel_pitch), as long as there is no padding to make up.
-bool can_read_in_place(const Conv2dProblem& p) {
+bool can_read_in_place(const ConvProblem& p) {
   return no_padding(p) && (p.layout == Layout::NHWC || p.stride_w == 1);
 }
 
-bool is_flat(const Conv2dProblem& p) {
+bool is_flat(const ConvProblem& p) {
   return can_read_in_place(p) && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1;
 }
 
@@ -154,12 +154,12 @@ int64_t channels_per_slice(int64_t group_in, int64_t taps) {
 // weights up front would be a pass over memory of its own, so each item packs the slice it is
 // about to use into its thread's buffer (in L2) instead.
 constexpr int64_t kInItemPackPixels = 256;
-bool packs_in_items(const Conv2dProblem& p) {
+bool packs_in_items(const ConvProblem& p) {
   return !p.weights_reused && p.batch * p.out_h * p.out_w <= kInItemPackPixels;
 }
 
 template <class T>
-EnginePlan make_plan(const Conv2dProblem& p, Orientation o, int threads) {
+EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
   EnginePlan d{};
   d.orientation = o;
   d.group_in = p.in_channels / p.groups;
@@ -255,21 +255,21 @@ Chunk k_chunk(const EnginePlan& d, int64_t u) {
 // After the weights, one byte per (group, k block): whether its weights are all finite (then
 // taps that read only zero padding may be skipped; 0 * inf would be NaN).
 template <class T>
-size_t channelvec_weight_bytes(const Conv2dProblem& p) {
+size_t channelvec_weight_bytes(const ConvProblem& p) {
   const int64_t gi = p.in_channels / p.groups, go = p.out_channels / p.groups;
   return size_t(p.groups * ceil_div(go, kNR<T>) * p.kernel_h * p.kernel_w * gi * kNR<T>) * sizeof(T);
 }
 template <class T>
-int64_t channelvec_units(const Conv2dProblem& p) {
+int64_t channelvec_units(const ConvProblem& p) {
   return p.groups * ceil_div(p.out_channels / p.groups, kNR<T>);
 }
 template <class T>
-size_t channelvec_packed_bytes(const Conv2dProblem& p) {
+size_t channelvec_packed_bytes(const ConvProblem& p) {
   if (packs_in_items(p)) return 0;
   return channelvec_weight_bytes<T>(p) + size_t(channelvec_units<T>(p));
 }
 template <class T>
-bool channelvec_weights_finite(const Conv2dProblem& p, const void* packed) {
+bool channelvec_weights_finite(const ConvProblem& p, const void* packed) {
   const unsigned char* finite = static_cast<const unsigned char*>(packed) + channelvec_weight_bytes<T>(p);
   return std::all_of(finite, finite + channelvec_units<T>(p), [](unsigned char f) { return f != 0; });
 }
@@ -335,7 +335,7 @@ bool pack_block(const T* wb, int64_t row_stride, int64_t valid, int64_t channels
 }
 
 template <class T>
-void channelvec_pack(const Conv2dProblem& p, const void* weight, void* packed, int threads) {
+void channelvec_pack(const ConvProblem& p, const void* weight, void* packed, int threads) {
   const T* w = static_cast<const T*>(weight);
   T* dst = static_cast<T*>(packed);
   const int64_t gi = p.in_channels / p.groups, go = p.out_channels / p.groups;
@@ -533,7 +533,7 @@ struct ColumnPlan {
 };
 
 ColumnPlan plan_columns(const ConvCall& call, const EnginePlan& d) {
-  const Conv2dProblem& p = call.p;
+  const ConvProblem& p = call.p;
   const int64_t sw = p.stride_w, cols = p.in_w + p.pad_left + p.pad_right;
   ColumnPlan plan;
   for (int64_t ph = 0; ph < sw; ++ph) {
@@ -560,7 +560,7 @@ ColumnPlan plan_columns(const ConvCall& call, const EnginePlan& d) {
 template <class T>
 void fill_tile_unit(const ConvCall& call, const EnginePlan& d, const ColumnPlan& columns, int64_t n, int64_t c0,
                     int64_t row0, int64_t r, int64_t c_begin, int64_t c_end, T* tile) {
-  const Conv2dProblem& p = call.p;
+  const ConvProblem& p = call.p;
   const int64_t src_row = call.row_src[row0 + r];
   T* dst = tile + r * d.row_pitch;
   const int64_t row_floats = p.stride_w * d.phase_w;
@@ -618,7 +618,7 @@ template <class T>
 void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap_off, int64_t n, int64_t g,
                    int64_t oh0, int64_t rows, const T* tile, int64_t item_begin, int64_t item_end,
                    T* row_buf) {
-  const Conv2dProblem& p = call.p;
+  const ConvProblem& p = call.p;
   const T* bias = static_cast<const T*>(call.bias);
   const T* packed = static_cast<const T*>(call.packed);
   T* y = static_cast<T*>(call.y);
@@ -795,7 +795,7 @@ int64_t packed_slice_elems(const EnginePlan& d) {
   return d.packs_in_items ? d.taps * d.channels_per_slice * kNR<T> : 0;
 }
 template <class T>
-int64_t row_buffer_elems(const Conv2dProblem& p, const EnginePlan& d) {
+int64_t row_buffer_elems(const ConvProblem& p, const EnginePlan& d) {
   if (d.wide) return kMKMax * d.rows_per_block * d.phase_w;
   if (d.orientation == Orientation::ChannelVec) {
     const int64_t row_w = d.flat ? d.flat_segment : p.out_w;
@@ -813,7 +813,7 @@ int64_t items_per_block(const EnginePlan& d, int64_t rows) {
 
 template <class T>
 void run_engine(const ConvCall& call, Orientation orientation) {
-  const Conv2dProblem& p = call.p;
+  const ConvProblem& p = call.p;
   const int threads = call.num_threads;
   EnginePlan d = make_plan<T>(p, orientation, threads);
   // With packing inside the items, each slice's own finiteness decides (compute_items).
@@ -904,7 +904,7 @@ void run_pixelvec(const ConvCall& call) { run_engine<T>(call, Orientation::Pixel
 // ISA's PixelVec block is wide enough (a plane is one long run of pixels).  (One-shot calls on small planes, whose weights serve few pixels,
 // stay with ChannelVec: it packs them slice by slice inside the items, see packs_in_items.)
 template <class T>
-bool pixelvec_preferred(const Conv2dProblem& p) {
+bool pixelvec_preferred(const ConvProblem& p) {
   const int64_t go = p.out_channels / p.groups, gi = p.in_channels / p.groups;
   if (p.layout != Layout::NCHW) return false;
   return 2 * go < kNR<T> || gi < 8 || (kFlatPrefersPixelVec && is_flat(p) && gi <= 64);
@@ -913,7 +913,7 @@ bool pixelvec_preferred(const Conv2dProblem& p) {
 // The engine in orientation o copies tiles of the padded input in proportion to the call (see
 // tiles_in_proportion); it reads x in place without padding.
 template <class T>
-bool engine_tiles_in_proportion(const Conv2dProblem& p, Orientation o) {
+bool engine_tiles_in_proportion(const ConvProblem& p, Orientation o) {
   return tiles_in_proportion(p, can_read_in_place(p) ? 0 : p.in_channels, [&] {
     const EnginePlan d = make_plan<T>(p, o, 1);
     return double(p.batch * p.groups * d.row_blocks) * double(d.tile_elems);
@@ -921,30 +921,30 @@ bool engine_tiles_in_proportion(const Conv2dProblem& p, Orientation o) {
 }
 
 template <class T>
-bool channelvec_accepts(const Conv2dProblem& p) {
+bool channelvec_accepts(const ConvProblem& p) {
   const int64_t go = p.out_channels / p.groups;
   return p.dtype == kDType<T> && 2 * go >= kNR<T> && !pixelvec_preferred<T>(p) &&
          engine_tiles_in_proportion<T>(p, Orientation::ChannelVec);
 }
 
 template <class T>
-bool pixelvec_accepts(const Conv2dProblem& p) {
+bool pixelvec_accepts(const ConvProblem& p) {
   return p.dtype == kDType<T> && p.layout == Layout::NCHW && engine_tiles_in_proportion<T>(p, Orientation::PixelVec);
 }
 
 template <class T>
-size_t engine_workspace(const Conv2dProblem& p, int threads, Orientation o) {
+size_t engine_workspace(const ConvProblem& p, int threads, Orientation o) {
   const EnginePlan d = make_plan<T>(p, o, threads);
   const int64_t tiles = d.tile_elems * (d.private_tiles ? threads : 1);
   const int64_t row_buf = row_buffer_elems<T>(p, d) * threads;
   return size_t(tiles + row_buf) * sizeof(T) + size_t(d.taps) * sizeof(int64_t);
 }
 template <class T>
-size_t channelvec_workspace(const Conv2dProblem& p, int threads) {
+size_t channelvec_workspace(const ConvProblem& p, int threads) {
   return engine_workspace<T>(p, threads, Orientation::ChannelVec);
 }
 template <class T>
-size_t pixelvec_workspace(const Conv2dProblem& p, int threads) {
+size_t pixelvec_workspace(const ConvProblem& p, int threads) {
   return engine_workspace<T>(p, threads, Orientation::PixelVec);
 }
 

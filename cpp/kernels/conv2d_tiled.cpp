@@ -25,7 +25,7 @@ struct TiledPlan {
 };
 
 template <class T>
-TiledPlan make_plan(const Conv2dProblem& p) {
+TiledPlan make_plan(const ConvProblem& p) {
   TiledPlan t{};
   t.group_in = p.in_channels / p.groups;
   t.group_out = p.out_channels / p.groups;
@@ -53,7 +53,7 @@ TiledPlan make_plan(const Conv2dProblem& p) {
 template <class T>
 void fill_tile(const ConvCall& call, const TiledPlan& t, int64_t n, int64_t c0, int64_t row0,
                int64_t rows, T* tile) {
-  const Conv2dProblem& p = call.p;
+  const ConvProblem& p = call.p;
   const T* x = static_cast<const T*>(call.x);
   const int64_t sw = p.stride_w;
   for (int64_t c = 0; c < t.group_in; ++c) {
@@ -80,7 +80,7 @@ void fill_tile(const ConvCall& call, const TiledPlan& t, int64_t n, int64_t c0, 
 
 template <class T>
 void run_tiled(const ConvCall& call) {
-  const Conv2dProblem& p = call.p;
+  const ConvProblem& p = call.p;
   const TiledPlan t = make_plan<T>(p);
   const T* w = static_cast<const T*>(call.weight);
   const T* bias = static_cast<const T*>(call.bias);
@@ -151,7 +151,7 @@ void run_tiled(const ConvCall& call) {
 
 // Every problem whose tiles stay in proportion to the call (see tiles_in_proportion).
 template <class T>
-bool tiled_accepts(const Conv2dProblem& p) {
+bool tiled_accepts(const ConvProblem& p) {
   return tiles_in_proportion(p, p.in_channels, [&] {
     const TiledPlan t = make_plan<T>(p);
     return double(t.items) * double(t.tile_elems);
@@ -159,7 +159,7 @@ bool tiled_accepts(const Conv2dProblem& p) {
 }
 
 template <class T>
-size_t tiled_workspace(const Conv2dProblem& p, int threads) {
+size_t tiled_workspace(const ConvProblem& p, int threads) {
   const TiledPlan t = make_plan<T>(p);
   const int64_t used = std::max<int64_t>(1, std::min<int64_t>(threads, t.items));
   return size_t(used) * size_t(t.tile_elems + t.acc_elems) * sizeof(T);

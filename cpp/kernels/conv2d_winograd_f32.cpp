@@ -104,7 +104,7 @@ bool owns_blocks(int64_t units, int threads) { return threads == 1 || units >= 2
 // rounds of them, each round the blocks' average cost (7 blocks of 28 tiles cost 4 rounds on
 // two threads, not 3.5); a team that shares each block splits every block's k blocks.
 // (Constant time per shape: it runs for every call, for a few hundred shapes.)
-int64_t plan_cost(const Conv2dProblem& p, const WinogradPlan& w, int64_t rows, int64_t cols, int threads) {
+int64_t plan_cost(const ConvProblem& p, const WinogradPlan& w, int64_t rows, int64_t cols, int threads) {
   const int64_t blocks_h = ceil_div(w.tiles_h, rows), blocks_w = ceil_div(w.tiles_w, cols);
   const int64_t last_rows = w.tiles_h - (blocks_h - 1) * rows, last_cols = w.tiles_w - (blocks_w - 1) * cols;
   auto block_cost = [&](int64_t r, int64_t c) { return r * c * w.phases + kBlockCostTiles; };
@@ -115,7 +115,7 @@ int64_t plan_cost(const Conv2dProblem& p, const WinogradPlan& w, int64_t rows, i
   return std::max(ceil_div(units, int64_t(threads)) * total / units, block_cost(rows, cols)) * w.k_blocks;
 }
 
-WinogradPlan make_plan(const Conv2dProblem& p, int threads) {
+WinogradPlan make_plan(const ConvProblem& p, int threads) {
   WinogradPlan w{};
   w.cpad = ceil_div(p.in_channels, L) * L;
   w.k_blocks = ceil_div(p.out_channels, kNR);
@@ -184,7 +184,7 @@ int64_t packed_offset(const WinogradPlan& w, int64_t kb, int64_t s) {
 
 // Channels [c0, c0 + cs) of k block kb transformed, U = G g G^T, into dst [pos][cs][kNR]
 // (positions pos_pitch(cs) apart); zero for channels past C and output channels past K.
-void transform_weights(const Conv2dProblem& p, const float* w, int64_t kb, int64_t c0, int64_t cs, float* dst) {
+void transform_weights(const ConvProblem& p, const float* w, int64_t kb, int64_t c0, int64_t cs, float* dst) {
   const int64_t C = p.in_channels, K = p.out_channels;
   // One chunk of L channels of L output channels: its (channel, tap) columns, each a vector
   // over the output channels, after in-register transposes of the L weight rows.  (The direct
@@ -247,12 +247,12 @@ void transform_weights(const Conv2dProblem& p, const float* w, int64_t kb, int64
 
 // Packed: [k block][slice][pos][c][kNR] (see pos_pitch); nothing when the work items
 // transform the weights themselves.
-size_t winograd_packed_bytes(const Conv2dProblem& p) {
+size_t winograd_packed_bytes(const ConvProblem& p) {
   const WinogradPlan w = make_plan(p, 1);
   return w.transforms_in_items ? 0 : size_t(packed_offset(w, w.k_blocks, 0)) * sizeof(float);
 }
 
-void winograd_pack(const Conv2dProblem& p, const void* weight, void* packed, int threads) {
+void winograd_pack(const ConvProblem& p, const void* weight, void* packed, int threads) {
   const WinogradPlan w = make_plan(p, 1);
   parallel_region(threads, [&] {
     DenormalGuard denormals;
@@ -352,7 +352,7 @@ constexpr auto kMultiply = multiply_table(std::make_integer_sequence<int, kMRMax
 // Returns whether every output before bias and activation is finite (see the top).
 bool store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, int64_t kb, const float* mbuf,
                    float* row_buf) {
-  const Conv2dProblem& p = call.p;
+  const ConvProblem& p = call.p;
   const bool nhwc = p.layout == Layout::NHWC, simple = is_simple(p.activation);
   float* y = static_cast<float*>(call.y) + b.n * call.y_stride.n;
   const float* bias = static_cast<const float*>(call.bias);
@@ -425,11 +425,11 @@ struct ThreadBuffers {
   float* weights;
 };
 int64_t sums_elems(const WinogradPlan& w) { return w.block_tiles * kPos * kNR; }
-int64_t rows_elems(const Conv2dProblem& p, const WinogradPlan& w) {
+int64_t rows_elems(const ConvProblem& p, const WinogradPlan& w) {
   return p.layout == Layout::NCHW ? 4 * w.block_tiles * kNR : 0;
 }
 int64_t weight_slice_elems(const WinogradPlan& w) { return w.transforms_in_items ? kPos * pos_pitch(w.slice) : 0; }
-int64_t thread_elems(const Conv2dProblem& p, const WinogradPlan& w) {
+int64_t thread_elems(const ConvProblem& p, const WinogradPlan& w) {
   return sums_elems(w) + rows_elems(p, w) + weight_slice_elems(w);
 }
 int64_t tile_elems(const WinogradPlan& w) { return w.cpad * w.tile_rows * w.tile_cols; }
@@ -461,7 +461,7 @@ bool compute_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b
 }
 
 void run_winograd(const ConvCall& call) {
-  const Conv2dProblem& p = call.p;
+  const ConvProblem& p = call.p;
   const int threads = call.num_threads;
   const WinogradPlan w = make_plan(p, threads);
   const int copies = w.private_blocks ? threads : 1;
@@ -516,7 +516,7 @@ void run_winograd(const ConvCall& call) {
 
 // The larger of its own buffers and the direct kernel's, which may run the call again in the
 // same per-thread scratch.
-size_t winograd_workspace(const Conv2dProblem& p, int threads) {
+size_t winograd_workspace(const ConvProblem& p, int threads) {
   const WinogradPlan w = make_plan(p, threads);
   const int copies = w.private_blocks ? threads : 1;
   const size_t own = size_t((tile_elems(w) + v_elems(w)) * copies + thread_elems(p, w) * threads) * sizeof(float);
@@ -546,7 +546,7 @@ constexpr double kDilatedMaxWork = 0.6;
 // transforms are a small part of the work, at least a few tiles per call, and transformed
 // weights that do not turn the call into a stream from memory (measured on Zen 5: 2048 -> 512
 // channels at 7x7 runs at 0.6x of the direct kernel as a layer, 0.2x one-shot).
-bool winograd_accepts(const Conv2dProblem& p) {
+bool winograd_accepts(const ConvProblem& p) {
   if (!(p.dtype == DType::Float32 && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_h == 1 && p.stride_w == 1 &&
         p.groups == 1 && p.in_channels >= 16 && p.out_channels >= 16 && p.out_h >= 2 && p.out_w >= 2 &&
         p.out_h * p.out_w >= 16 && p.dilation_h <= kDilationMax && p.dilation_w <= kDilationMax))

@@ -20,7 +20,7 @@ static inline void fill_interleaved_tile(const ConvCall& call, int64_t n, int64_
                                          int64_t rows, int64_t col0, int64_t cols, float* tile) {
   using namespace simd;
   constexpr int L = kLanes<float>;
-  const Conv2dProblem& p = call.p;
+  const ConvProblem& p = call.p;
   const float* x = static_cast<const float*>(call.x) + n * call.x_stride.n + c0 * call.x_stride.c;
   const auto cmask = lane_mask(0, cvalid);
   const int64_t padded_h = p.in_h + p.pad_top + p.pad_bottom, padded_w = p.in_w + p.pad_left + p.pad_right;

@@ -150,7 +150,7 @@ static inline void parallel_region(int threads, Body&& body) {
 }
 
 // ConvAlgorithm::packed_bytes of the algorithms that read the weights as they are.
-static inline size_t no_packing(const Conv2dProblem&) { return 0; }
+static inline size_t no_packing(const ConvProblem&) { return 0; }
 
 static inline int thread_id() {
 #if defined(_OPENMP)
@@ -192,10 +192,10 @@ static inline T* scratch(size_t count) {
 }
 
 // The padded input rows (columns) that `out` consecutive output rows (columns) read.
-static inline int64_t input_rows_for(const Conv2dProblem& p, int64_t out) {
+static inline int64_t input_rows_for(const ConvProblem& p, int64_t out) {
   return (out - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1;
 }
-static inline int64_t input_cols_for(const Conv2dProblem& p, int64_t out) {
+static inline int64_t input_cols_for(const ConvProblem& p, int64_t out) {
   return (out - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w + 1;
 }
 
@@ -219,7 +219,7 @@ static inline bool copies_in_proportion(double copied, double macs, double value
 // The same for a convolution kernel that copies the padded input of `tiled_channels` channels
 // into tiles, tile_values() of them per call.
 template <class TileValues>
-static inline bool tiles_in_proportion(const Conv2dProblem& p, int64_t tiled_channels, TileValues&& tile_values) {
+static inline bool tiles_in_proportion(const ConvProblem& p, int64_t tiled_channels, TileValues&& tile_values) {
   const double outputs = double(p.batch) * double(p.out_channels) * double(p.out_h) * double(p.out_w);
   const double macs = outputs * double(p.in_channels / p.groups) * double(p.kernel_h) * double(p.kernel_w);
   const double values = double(p.batch) * double(p.in_channels) * double(p.in_h) * double(p.in_w) + outputs;

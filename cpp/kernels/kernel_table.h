@@ -12,12 +12,12 @@ namespace cppconv {
 struct ConvAlgorithm {
   const char* name;
   DType dtype;
-  bool (*accepts)(const Conv2dProblem& p);
+  bool (*accepts)(const ConvProblem& p);
   // Packed weights depend only on (K, C, kh, kw, groups, dtype): bytes needed, 0 for none.
-  size_t (*packed_bytes)(const Conv2dProblem& p);
-  void (*pack)(const Conv2dProblem& p, const void* weight, void* packed, int threads);
+  size_t (*packed_bytes)(const ConvProblem& p);
+  void (*pack)(const ConvProblem& p, const void* weight, void* packed, int threads);
   // Scratch memory the algorithm allocates for one call with `threads` threads.
-  size_t (*workspace_bytes)(const Conv2dProblem& p, int threads);
+  size_t (*workspace_bytes)(const ConvProblem& p, int threads);
   void (*run)(const ConvCall& call);
   // The strictest precision mode whose error bound this algorithm meets for every input; it
   // runs only for calls that accept that mode (or a looser one).

@@ -13,7 +13,7 @@ from typing import Any, Dict
 
 from . import _native
 from ._version import __version__  # written by the build from git (setuptools-scm)
-from ._conv import Conv2d, conv2d, conv_output_size, explain
+from ._conv import Conv1d, Conv2d, Conv3d, conv1d, conv2d, conv3d, conv_output_size, explain
 from ._conv_transpose import ConvTranspose2d, conv_transpose2d, conv_transpose_output_size
 from ._pool import (
     AvgPool2d,
@@ -132,13 +132,17 @@ def info() -> Dict[str, Any]:
 
 __all__ = [
     "AvgPool2d",
+    "Conv1d",
     "Conv2d",
+    "Conv3d",
     "ConvTranspose2d",
     "MaxPool2d",
     "adaptive_avg_pool2d",
     "adaptive_max_pool2d",
     "avg_pool2d",
+    "conv1d",
     "conv2d",
+    "conv3d",
     "conv_output_size",
     "conv_transpose2d",
     "conv_transpose_output_size",

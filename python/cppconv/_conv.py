@@ -1,4 +1,5 @@
-"""conv2d, the Conv2d layer and the size arithmetic of the seed."""
+"""conv1d, conv2d and conv3d, their layers, and the size arithmetic of the seed: one
+rank-generic path (the rank is a spec setting) down to one native call."""
 
 from __future__ import annotations
 
@@ -23,80 +24,86 @@ def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding
     (5, 2)
     """
     i, k, s, p, d = _args.axis_sizes(input_size, kernel_size, stride, padding, dilation)
-    span = i + 2 * p - d * (k - 1) - 1
-    if span < 0:
+    _args.check_padded_size((i + 2 * p,))
+    if d * (k - 1) + 1 > i + 2 * p:
         raise ValueError(
             f"kernel_size {k} with dilation {d} spans {d * (k - 1) + 1} > padded input size {i + 2 * p}: output size below 1"
         )
-    return span // s + 1
+    return int(_native.conv_output_size(i, k, s, d, p, p))
 
 
 class _ConvSpec:
-    """The hyper-parameters of a convolution, normalised once."""
+    """The hyper-parameters of a convolution of spatial rank 1, 2 or 3, normalised once."""
 
-    __slots__ = ("stride", "dilation", "padding", "groups", "padding_mode", "layout", "activation", "precision")
+    __slots__ = ("rank", "stride", "dilation", "padding", "groups", "padding_mode", "layout", "activation", "precision")
 
-    def __init__(self, stride: Any, padding: Any, dilation: Any, groups: Any, padding_mode: Any, layout: Any,
-                 activation: Any, precision: Any = None):
-        self.stride = _args.pair(stride, "stride", minimum=1)
-        self.dilation = _args.pair(dilation, "dilation", minimum=1)
-        self.padding = _args.explicit_padding(padding)  # None means "same"
+    def __init__(self, rank: int, stride: Any, padding: Any, dilation: Any, groups: Any, padding_mode: Any,
+                 layout: Any, activation: Any, precision: Any = None):
+        self.rank = rank
+        self.stride = _args.ntuple(stride, "stride", rank, minimum=1)
+        self.dilation = _args.ntuple(dilation, "dilation", rank, minimum=1)
+        self.padding = _args.explicit_padding_nd(padding, rank)  # (before, after) per axis; None means "same"
         self.groups = _args.as_int(groups, "groups")
         if self.groups < 1:
             raise ValueError(f"groups must be >= 1, got {self.groups}")
         self.padding_mode = _args.padding_mode_code(padding_mode)
-        self.layout = _args.layout_code(layout)
+        self.layout = _args.layout_code(layout, rank)
         self.activation = _args.activation_code(activation)
         self.precision = _args.precision_code(precision)  # -1: the process-wide setting at call time
 
     @classmethod
-    def popped_from(cls, kwargs: Dict[str, Any]) -> "_ConvSpec":
-        """The spec of conv2d's keywords in `kwargs` (taken out of it), defaults for the rest."""
+    def popped_from(cls, kwargs: Dict[str, Any], rank: int = 2) -> "_ConvSpec":
+        """The spec of a convolution's keywords in `kwargs` (taken out of it), defaults for the rest."""
         return cls(
-            kwargs.pop("stride", 1), kwargs.pop("padding", 0), kwargs.pop("dilation", 1), kwargs.pop("groups", 1),
-            kwargs.pop("padding_mode", "zeros"), kwargs.pop("layout", "NCHW"), kwargs.pop("activation", None),
+            rank, kwargs.pop("stride", 1), kwargs.pop("padding", 0), kwargs.pop("dilation", 1),
+            kwargs.pop("groups", 1), kwargs.pop("padding_mode", "zeros"),
+            kwargs.pop("layout", next(iter(_args.RANK_LAYOUTS[rank]))), kwargs.pop("activation", None),
             kwargs.pop("precision", None),
         )
 
     def kwargs(self) -> Dict[str, Any]:
         """The keyword arguments that give this spec."""
         return {
-            "stride": self.stride, "padding": _args.padding_argument(self.padding), "dilation": self.dilation,
+            "stride": self.stride, "padding": _args.padding_argument_nd(self.padding), "dilation": self.dilation,
             "groups": self.groups, "padding_mode": _args.code_word(_args.PADDING_MODES, self.padding_mode),
-            "layout": _args.code_word(_args.LAYOUTS, self.layout),
+            "layout": _args.code_word(_args.RANK_LAYOUTS[self.rank], self.layout),
             "activation": _args.code_word(_args.ACTIVATIONS, self.activation),
             "precision": None if self.precision < 0 else _args.code_word(_native.PRECISIONS, self.precision),
         }
 
+    def params(self, pads: Tuple[int, ...]) -> Any:
+        """The native call's parameters (_native.ConvParams) with the call's resolved padding."""
+        return _native.ConvParams(self.rank, self.stride, self.dilation, pads, self.groups, self.padding_mode,
+                                  self.layout, self.activation, self.precision)
+
 
 class _Geometry:
-    """One call's shapes: the 4-D views of x and weight, the paddings and the output shape."""
+    """One call's shapes: x and weight with their batch and channel axes (x4, w4: rank + 2
+    dimensions), the resolved padding, and the output shape with and without them."""
 
     __slots__ = ("x4", "w4", "pads", "out_shape4", "out_shape")
 
     def __init__(self, spec: _ConvSpec, x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray]):
-        nhwc = spec.layout == 1
-        if x.ndim == 2 or weight.ndim == 2:
+        r, last = spec.rank, spec.layout == 1
+        axes = _args.SPATIAL_AXES[r]
+        if r == 2 and (x.ndim == 2 or weight.ndim == 2):
             if x.ndim != 2 or weight.ndim != 2:
                 raise ValueError(
                     f"a 2-D image needs a 2-D kernel and vice versa: x has shape {x.shape}, weight has shape {weight.shape}"
                 )
-            x4 = x[None, :, :, None] if nhwc else x[None, None]
+            x4 = x[None, :, :, None] if last else x[None, None]
             w4 = weight[None, None]
         else:
-            if weight.ndim != 4:
-                raise ValueError(f"weight must be 4-D (K, C/groups, kh, kw), got shape {weight.shape}")
-            if x.ndim == 3:
-                x4 = x[None]
-            elif x.ndim == 4:
-                x4 = x
-            else:
-                want = "(N, H, W, C) or (H, W, C)" if nhwc else "(N, C, H, W) or (C, H, W)"
-                raise ValueError(f"x must be {want}, or a 2-D image, got shape {x.shape}")
+            if weight.ndim != r + 2:
+                kernel = ", ".join(f"k{a.lower()}" for a in axes) if r > 1 else "kl"
+                raise ValueError(f"weight must be {r + 2}-D (K, C/groups, {kernel}), got shape {weight.shape}"
+                                 f"{_rank_hint(weight.ndim - 2, 'weight')}")
+            x4 = _args.batched(x, r, spec.layout, "conv{}d")
             w4 = weight
         n = x4.shape[0]
-        c, h, w = (x4.shape[3], x4.shape[1], x4.shape[2]) if nhwc else x4.shape[1:]
-        k, cg, kh, kw = w4.shape
+        c = x4.shape[-1] if last else x4.shape[1]
+        sizes = x4.shape[1:-1] if last else x4.shape[2:]
+        k, cg, kernel_sizes = w4.shape[0], w4.shape[1], w4.shape[2:]
         g = spec.groups
         if c % g:
             raise ValueError(f"groups={g} does not divide the {c} input channels of x")
@@ -108,43 +115,49 @@ class _Geometry:
                 f"weight expects {cg} input channels per group ({cg * g} in all with groups={g}), x has {c} channels"
                 f"{hint}"
             )
-        if kh < 1 or kw < 1:
-            raise ValueError(f"weight's kernel must be at least 1x1, got {kh}x{kw} (weight shape {w4.shape})")
-        if h < 1 or w < 1:
-            raise ValueError(f"x must have height and width >= 1, got height {h}, width {w} (x shape {x.shape})")
+        if min(kernel_sizes) < 1:
+            raise ValueError(f"weight's kernel must be at least 1 per axis, got {'x'.join(map(str, kernel_sizes))} "
+                             f"(weight shape {w4.shape})")
+        if min(sizes) < 1:
+            raise ValueError(f"x must have spatial sizes >= 1, got {tuple(sizes)} ({axes}) (x shape {x.shape})")
         if bias is not None and (bias.ndim != 1 or bias.shape[0] != k):
             raise ValueError(f"bias must have shape ({k},) for {k} output channels, got {bias.shape}"
                              f"{hint if bias.shape[:1] == (w4.shape[3],) else ''}")
-        sh, sw = spec.stride
-        dh, dw = spec.dilation
-        pads = _args.resolve_padding(spec.padding, (h, w), (kh, kw), spec.stride, spec.dilation)
-        top, bottom, left, right = pads
-        if spec.padding_mode == _args.PADDING_MODES["reflect"] and (max(top, bottom) >= h or max(left, right) >= w):
+        if spec.padding is None:
+            pads = tuple(v for i in range(r) for v in _args.same_padding(
+                sizes[i], kernel_sizes[i], spec.stride[i], spec.dilation[i]))
+        else:
+            pads = spec.padding
+        befores, afters = pads[0::2], pads[1::2]
+        for mode, reach in (("reflect", "smaller than"), ("circular", "at most")):
+            if spec.padding_mode == _args.PADDING_MODES[mode] and any(
+                    max(b, a) >= i if mode == "reflect" else max(b, a) > i for b, a, i in zip(befores, afters, sizes)):
+                raise ValueError(
+                    f"padding {pads} ((before, after) per axis) too large for padding_mode={mode!r}: "
+                    f"it must be {reach} the input size {tuple(sizes)}"
+                )
+        padded = tuple(i + b + a for i, b, a in zip(sizes, befores, afters))
+        _args.check_padded_size(padded)
+        spans = tuple(d * (kk - 1) + 1 for d, kk in zip(spec.dilation, kernel_sizes))
+        if any(s > p for s, p in zip(spans, padded)):
             raise ValueError(
-                f"padding {pads} (top, bottom, left, right) too large for padding_mode='reflect': "
-                f"it must be smaller than the input size ({h}, {w})"
+                f"kernel {tuple(kernel_sizes)} with dilation {spec.dilation} spans {spans}, "
+                f"larger than the padded input {padded}{hint}"
             )
-        if spec.padding_mode == _args.PADDING_MODES["circular"] and (max(top, bottom) > h or max(left, right) > w):
-            raise ValueError(
-                f"padding {pads} (top, bottom, left, right) too large for padding_mode='circular': "
-                f"it must not exceed the input size ({h}, {w})"
-            )
-        span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-        if span_h > h + top + bottom or span_w > w + left + right:
-            raise ValueError(
-                f"kernel ({kh}, {kw}) with dilation ({dh}, {dw}) spans ({span_h}, {span_w}), "
-                f"larger than the padded input ({h + top + bottom}, {w + left + right}){hint}"
-            )
-        oh = (h + top + bottom - span_h) // sh + 1
-        ow = (w + left + right - span_w) // sw + 1
+        outs = tuple((p - sp) // st + 1 for p, sp, st in zip(padded, spans, spec.stride))
         self.x4, self.w4, self.pads = x4, w4, pads
-        self.out_shape4 = (n, oh, ow, k) if nhwc else (n, k, oh, ow)
-        if x.ndim == 2:
-            self.out_shape: Tuple[int, ...] = (oh, ow)
-        elif x.ndim == 3:
+        self.out_shape4 = (n, *outs, k) if last else (n, k, *outs)
+        if r == 2 and x.ndim == 2:
+            self.out_shape: Tuple[int, ...] = outs
+        elif x.ndim == r + 1:
             self.out_shape = self.out_shape4[1:]
         else:
             self.out_shape = self.out_shape4
+
+
+def _rank_hint(rank: int, name: str) -> str:
+    """The end of a rank-mismatch message: the function whose rank `name` fits, if any."""
+    return f": {name} fits conv{rank}d" if rank in _args.SPATIAL_AXES else ""
 
 
 def _hwio_hint(shape: Tuple[int, ...], c: int, groups: int) -> str:
@@ -170,15 +183,42 @@ def _run(
     num_threads: Any = None,
 ) -> np.ndarray:
     threads = _args.thread_count(num_threads)
-    call = _args.prepare_call(x, weight, bias, out, lambda *ops: _Geometry(spec, *ops), _native.Conv2dPlan, plans)
-    top, bottom, left, right = call.geometry.pads
-    call.plan.run(
-        call.x, call.dst,
-        spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1],
-        top, bottom, left, right, spec.groups, spec.padding_mode, spec.layout, spec.activation,
-        spec.precision, algorithm, threads,
-    )
+    call = _args.prepare_call(x, weight, bias, out, lambda *ops: _Geometry(spec, *ops), _native.ConvPlan, plans)
+    call.plan.run(call.x, call.dst, spec.params(call.geometry.pads), algorithm, threads)
     return _args.deliver(out, call.dst, call.direct, call.geometry.out_shape, call.result)
+
+
+def _one_step(
+    rank: int, x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any, groups: Any,
+    padding_mode: Any, layout: Any, activation: Any, out: Any, num_threads: Any, precision: Any,
+) -> Optional[np.ndarray]:
+    """The common call in one native step (a per-call cost of ~0.5 us instead of ~8 us), or None:
+    plain ints for the sizes, words in their canonical case, arrays the kernels can read in
+    place (the native side answers None otherwise).  Anything else (other spellings too), and
+    every error, goes through the full path."""
+    if not (
+        (num_threads is None or (num_threads.__class__ is int and num_threads > 0))
+        and (precision is None or precision.__class__ is str)
+        and stride.__class__ is int
+        and dilation.__class__ is int
+        and groups.__class__ is int
+        and (padding.__class__ is int or (padding.__class__ is str and padding == "valid"))
+    ):
+        return None
+    p = 0 if padding.__class__ is str else cast(int, padding)  # "valid", or an int (checked above)
+    # Past int64 the full path says which argument.
+    if not (-_INT64 <= stride < _INT64 and -_INT64 <= dilation < _INT64 and -_INT64 <= groups < _INT64
+            and -_INT64 <= p < _INT64):
+        return None
+    mode = _args.PADDING_MODES.get(padding_mode) if padding_mode.__class__ is str else None
+    code = _args.RANK_LAYOUTS[rank].get(layout) if layout.__class__ is str else None
+    act = _args.ACTIVATIONS.get(activation) if activation is None or activation.__class__ is str else None
+    prec = -1 if precision is None else _native.PRECISIONS.get(precision)
+    if mode is None or code is None or act is None or prec is None:
+        return None
+    return _native.conv_simple(  # type: ignore[no-any-return]
+        x, weight, bias, out, rank, stride, p, dilation, groups, mode, code, act, prec,
+        0 if num_threads is None else num_threads)
 
 
 def conv2d(
@@ -235,70 +275,137 @@ def conv2d(
     >>> cppconv.conv2d(image, np.ones((3, 3), np.float32)).shape
     (3, 3)
     """
-    # The common call in one native step (a per-call cost of ~0.5 us instead of ~8 us): plain
-    # ints for the sizes, words in their canonical case, arrays the kernels can read in place
-    # (the native side answers None otherwise).  Anything else (other spellings too), and every
-    # error, goes through the full path.
-    if (
-        (num_threads is None or (num_threads.__class__ is int and num_threads > 0))
-        and (precision is None or precision.__class__ is str)
-        and stride.__class__ is int
-        and dilation.__class__ is int
-        and groups.__class__ is int
-        and (padding.__class__ is int or (padding.__class__ is str and padding == "valid"))
-    ):
-        p = 0 if padding.__class__ is str else cast(int, padding)  # "valid", or an int (checked above)
-        # Past int64 the full path says which argument.
-        if -_INT64 <= stride < _INT64 and -_INT64 <= dilation < _INT64 and -_INT64 <= groups < _INT64 \
-                and -_INT64 <= p < _INT64:
-            mode = _args.PADDING_MODES.get(padding_mode) if padding_mode.__class__ is str else None
-            code = _args.LAYOUTS.get(layout) if layout.__class__ is str else None
-            act = _args.ACTIVATIONS.get(activation) if activation is None or activation.__class__ is str else None
-            prec = -1 if precision is None else _native.PRECISIONS.get(precision)
-            if mode is not None and code is not None and act is not None and prec is not None:
-                y = _native.conv2d_simple(x, weight, bias, out, stride, stride, p, p, dilation, dilation, groups,
-                                          mode, code, act, prec, 0 if num_threads is None else num_threads)
-                if y is not None:
-                    return y  # type: ignore[no-any-return]
-    spec = _ConvSpec(stride, padding, dilation, groups, padding_mode, layout, activation, precision)
+    y = _one_step(2, x, weight, bias, stride, padding, dilation, groups, padding_mode, layout, activation, out,
+                  num_threads, precision)
+    if y is not None:
+        return y
+    spec = _ConvSpec(2, stride, padding, dilation, groups, padding_mode, layout, activation, precision)
+    return _run(spec, x, weight, bias, out, num_threads=num_threads)
+
+
+def conv1d(
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    *,
+    padding_mode: str = "zeros",
+    layout: str = "NCW",
+    activation: Optional[str] = None,
+    out: Optional[np.ndarray] = None,
+    num_threads: Optional[int] = None,
+    precision: Optional[str] = None,
+) -> np.ndarray:
+    """1-D convolution (cross-correlation, as ``torch.nn.functional.conv1d`` computes it).
+
+    The arguments are :func:`conv2d`'s with one spatial axis: x ``(N, C, L)`` or ``(C, L)``
+    for ``layout="NCW"``, ``(N, L, C)`` or ``(L, C)`` for ``"NWC"``; weight ``(K, C // groups,
+    kl)``; stride, dilation an int or ``(s,)``; padding an int, ``(p,)``, ``((before,
+    after),)``, ``"valid"`` or ``"same"``.
+
+    Returns:
+        ``(N, K, OL)`` (NCW) or ``(N, OL, K)`` (NWC), without N for an unbatched x.
+
+    >>> import numpy as np, cppconv
+    >>> signal = np.ones((1, 2, 100), np.float32)
+    >>> cppconv.conv1d(signal, np.ones((4, 2, 5), np.float32), stride=2, padding="same").shape
+    (1, 4, 50)
+    """
+    y = _one_step(1, x, weight, bias, stride, padding, dilation, groups, padding_mode, layout, activation, out,
+                  num_threads, precision)
+    if y is not None:
+        return y
+    spec = _ConvSpec(1, stride, padding, dilation, groups, padding_mode, layout, activation, precision)
+    return _run(spec, x, weight, bias, out, num_threads=num_threads)
+
+
+def conv3d(
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    *,
+    padding_mode: str = "zeros",
+    layout: str = "NCDHW",
+    activation: Optional[str] = None,
+    out: Optional[np.ndarray] = None,
+    num_threads: Optional[int] = None,
+    precision: Optional[str] = None,
+) -> np.ndarray:
+    """3-D convolution (cross-correlation, as ``torch.nn.functional.conv3d`` computes it).
+
+    The arguments are :func:`conv2d`'s with three spatial axes: x ``(N, C, D, H, W)`` or
+    ``(C, D, H, W)`` for ``layout="NCDHW"``, ``(N, D, H, W, C)`` or ``(D, H, W, C)`` for
+    ``"NDHWC"``; weight ``(K, C // groups, kd, kh, kw)``; stride, dilation an int or
+    ``(d, h, w)``; padding an int, ``(pd, ph, pw)``, three ``(before, after)`` pairs,
+    ``"valid"`` or ``"same"``.
+
+    Returns:
+        ``(N, K, OD, OH, OW)`` (NCDHW) or ``(N, OD, OH, OW, K)`` (NDHWC), without N for an
+        unbatched x.
+
+    >>> import numpy as np, cppconv
+    >>> clip = np.ones((1, 3, 8, 32, 32), np.float32)
+    >>> cppconv.conv3d(clip, np.ones((16, 3, 3, 3, 3), np.float32), padding=1).shape
+    (1, 16, 8, 32, 32)
+    """
+    y = _one_step(3, x, weight, bias, stride, padding, dilation, groups, padding_mode, layout, activation, out,
+                  num_threads, precision)
+    if y is not None:
+        return y
+    spec = _ConvSpec(3, stride, padding, dilation, groups, padding_mode, layout, activation, precision)
     return _run(spec, x, weight, bias, out, num_threads=num_threads)
 
 
 _INT64 = 2**63
 
 
-def _conv2d_with_algorithm(algorithm: str, x: Any, weight: Any, bias: Any = None, **kwargs: Any) -> np.ndarray:
-    """conv2d through a named algorithm (see ``_native.conv_algorithms()``): for tests and benchmarks."""
+def _conv_with_algorithm(
+    algorithm: str, x: Any, weight: Any, bias: Any = None, rank: int = 2, **kwargs: Any
+) -> np.ndarray:
+    """conv1d/2d/3d (`rank`) through a named algorithm (see ``_native.conv_algorithms()``): for
+    tests and benchmarks."""
     out = kwargs.pop("out", None)
-    spec = _ConvSpec.popped_from(kwargs)
+    spec = _ConvSpec.popped_from(kwargs, rank)
     if kwargs:
         raise TypeError(f"unexpected arguments {sorted(kwargs)}")
     return _run(spec, x, weight, bias, out, algorithm=algorithm)
 
 
 def explain(x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: Any = np.float32, **kwargs: Any) -> Dict[str, Any]:
-    """What conv2d would do for these shapes, without running it.
+    """What conv1d, conv2d or conv3d (by the weight's rank) would do for these shapes, without
+    running it.
 
     Args:
         x_shape: x's shape, as for :func:`conv2d` (``(N, C, H, W)``, ``(C, H, W)``, NHWC forms
-            with ``layout="NHWC"``, or ``(H, W)``).
-        weight_shape: ``(K, C // groups, kh, kw)``, or ``(kh, kw)`` with a 2-D x.
+            with ``layout="NHWC"``, or ``(H, W)``), or :func:`conv1d` / :func:`conv3d`.
+        weight_shape: ``(K, C // groups, kh, kw)``, or ``(kh, kw)`` with a 2-D x; 3-D
+            ``(K, C // groups, kl)`` for conv1d, 5-D for conv3d.
         dtype: the inputs' dtype.
         **kwargs: conv2d's keyword arguments (stride, padding, precision, ...), plus
             ``bias=True`` to count a bias.
 
     Returns:
-        A dict with ``output_shape``, ``padding`` (top, bottom, left, right), the
-        ``algorithm`` and ``isa`` the dispatcher picks, the ``precision`` mode it chose under
-        (the call's, else the process-wide one), ``threads``, ``flops``,
-        ``workspace_bytes`` and ``packed_weight_bytes``.
+        A dict with ``output_shape``, ``padding`` ((before, after) per axis: top, bottom,
+        left, right in 2-D), the ``algorithm`` and ``isa`` the dispatcher picks, the
+        ``precision`` mode it chose under (the call's, else the process-wide one),
+        ``threads``, ``flops``, ``workspace_bytes``, ``packed_weight_bytes`` and
+        ``depth_lowering`` (how a 3-D call runs on the 2-D kernels: ``"none"``,
+        ``"flatten"``, ``"into_batch"`` or ``"gather"``; docs/design.md).
 
     >>> import cppconv
     >>> plan = cppconv.explain((1, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
     >>> plan["output_shape"], plan["padding"]
     ((1, 64, 112, 112), (3, 3, 3, 3))
     """
-    spec = _ConvSpec.popped_from(kwargs)
+    rank = len(weight_shape) - 2 if len(weight_shape) in (3, 5) else 2
+    spec = _ConvSpec.popped_from(kwargs, rank)
     bias = kwargs.pop("bias", False)
     if kwargs:
         raise TypeError(f"unexpected arguments {sorted(kwargs)}")
@@ -315,38 +422,19 @@ def _explain(
     # Zero-strided stand-ins carry the shapes through the same validation as a real call.
     x = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), x_shape, (0,) * len(x_shape))
     w = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), weight_shape, (0,) * len(weight_shape))
-    b = np.zeros(weight_shape[0], dtype) if bias and len(weight_shape) == 4 else None
+    b = np.zeros(weight_shape[0], dtype) if bias and len(weight_shape) > 2 else None
     geo = _Geometry(spec, x, w, b)
-    top, bottom, left, right = geo.pads
-    info = _native.explain(
-        compute.char, tuple(geo.x4.shape), tuple(geo.w4.shape), bias,
-        spec.stride[0], spec.stride[1], spec.dilation[0], spec.dilation[1],
-        top, bottom, left, right, spec.groups, spec.padding_mode, spec.layout, spec.activation, layer,
-        spec.precision,
-    )
+    info = _native.explain(compute.char, geo.x4.shape, geo.w4.shape, bias, spec.params(geo.pads), layer)
     info["output_shape"] = geo.out_shape
     info["padding"] = geo.pads
     return info
 
 
-class Conv2d(_layer.WeightedLayer):
-    """A convolution layer with its weights prepared once, for repeated inference calls.
+class _ConvNd(_layer.WeightedLayer):
+    """What Conv1d, Conv2d and Conv3d share: the weights prepared once, for repeated calls, and
+    a call that is the function's with the layer's settings."""
 
-    ``Conv2d(weight, bias, **kwargs)(x)`` equals ``conv2d(x, weight, bias, **kwargs)``; the
-    weights are validated, copied and packed for the kernels on first use, never again.
-    ``precision=None`` follows :func:`cppconv.set_float32_precision` at each call;
-    ``"highest"`` or ``"high"`` fixes the layer's mode.
-    Assigning ``layer.weight`` or ``layer.bias`` validates the new array as the constructor
-    does and repacks on the next call; the layer pickles and deep-copies (its packed weights
-    are rebuilt where it is loaded).
-
-    >>> import numpy as np, cppconv
-    >>> layer = cppconv.Conv2d(np.ones((8, 3, 3, 3), np.float32), padding="same", activation="relu")
-    >>> layer(np.ones((1, 3, 32, 32), np.float32)).shape
-    (1, 8, 32, 32)
-    """
-
-    _weight_axes = "(K, C/groups, kh, kw)"
+    _rank = 2
     _repr_positional = ("in_channels", "out_channels")
     _repr_settings = ("kernel_size", "stride", "padding", "dilation", "groups", "bias", "padding_mode", "layout",
                       "activation", "precision")
@@ -361,50 +449,45 @@ class Conv2d(_layer.WeightedLayer):
         dilation: Any = 1,
         groups: int = 1,
         padding_mode: str = "zeros",
-        layout: str = "NCHW",
+        layout: Optional[str] = None,
         activation: Optional[str] = None,
         precision: Optional[str] = None,
     ):
-        self._spec = _ConvSpec(stride, padding, dilation, groups, padding_mode, layout, activation, precision)
+        layout = next(iter(_args.RANK_LAYOUTS[self._rank])) if layout is None else layout
+        self._spec = _ConvSpec(self._rank, stride, padding, dilation, groups, padding_mode, layout, activation,
+                               precision)
         self._set_weights(weight, bias)
 
     def _check_weights(self, weight: np.ndarray, bias: Optional[np.ndarray]) -> None:
-        k = weight.shape[0] if weight.ndim == 4 else 1
+        k = weight.shape[0] if weight.ndim > 2 else 1
         if k % self._spec.groups:
             raise ValueError(f"groups={self._spec.groups} does not divide the {k} output channels of weight")
         _args.check_layer_bias(bias, k)
 
     def _snapshot(self, weight: np.ndarray, bias: Optional[np.ndarray]) -> _layer.Weights:
-        # The one-step native path (Conv2dPlan.forward) for inputs of the weights' own float
+        # The one-step native path (ConvPlan.forward) for inputs of the weights' own float
         # dtype with explicit, per-axis symmetric padding; its plan is prepared now.
         plans: Dict[np.dtype, Any] = {}
-        spec, pads = self._spec, self._spec.padding
+        pads = self._spec.padding
         own_dtype = weight.dtype in (np.float32, np.float64) and (bias is None or bias.dtype == weight.dtype)
-        if not (own_dtype and pads is not None and pads[0] == pads[1] and pads[2] == pads[3]):
+        if not (own_dtype and pads is not None and pads[0::2] == pads[1::2]):
             return _layer.Weights(weight, bias, plans)
-        w4 = weight if weight.ndim == 4 else weight[None, None]
-        plan = plans[weight.dtype] = _native.Conv2dPlan(np.ascontiguousarray(w4), bias, copy=True)
-        forward_args = (
-            weight.ndim == 2, spec.stride[0], spec.stride[1], pads[0], pads[2],
-            spec.dilation[0], spec.dilation[1], spec.groups, spec.padding_mode, spec.layout, spec.activation,
-            spec.precision,
-        )
-        return _layer.Weights(weight, bias, plans, (plan, forward_args))
+        w_full = weight if weight.ndim > 2 else weight[None, None]
+        plan = plans[weight.dtype] = _native.ConvPlan(np.ascontiguousarray(w_full), bias, copy=True)
+        return _layer.Weights(weight, bias, plans, (plan, (weight.ndim == 2, self._spec.params(pads))))
 
     def _init_kwargs(self) -> Dict[str, Any]:
         return {**self._weight_kwargs(), **self._spec.kwargs()}
 
     def __call__(self, x: Any, out: Optional[np.ndarray] = None, *, num_threads: Optional[int] = None) -> np.ndarray:
-        """The convolution of ``x`` with the layer's weights (shapes as in :func:`cppconv.conv2d`).
+        """The convolution of ``x`` with the layer's weights (shapes as in the function:
+        :func:`cppconv.conv1d`, :func:`cppconv.conv2d` or :func:`cppconv.conv3d`).
 
         Args:
-            x: ``(N, C, H, W)`` / ``(C, H, W)`` (NCHW), ``(N, H, W, C)`` / ``(H, W, C)`` (NHWC),
-                or ``(H, W)`` for a layer built from a 2-D kernel.
+            x: batched or unbatched input in the layer's layout (or ``(H, W)`` for a Conv2d
+                built from a 2-D kernel).
             out: array of the result's shape and dtype to write into (returned).
             num_threads: threads for this call only (default: ``cppconv.get_num_threads()``).
-
-        Returns:
-            ``(N, K, OH, OW)`` (NCHW) or ``(N, OH, OW, K)`` (NHWC), without N for an unbatched x.
 
         >>> import numpy as np, cppconv
         >>> layer = cppconv.Conv2d(np.ones((4, 3, 3, 3), np.float32))
@@ -413,8 +496,8 @@ class Conv2d(_layer.WeightedLayer):
         """
         w = self._weights  # one snapshot for the whole call (see _layer.Weights)
         if w.forward is not None and (num_threads is None or (num_threads.__class__ is int and num_threads > 0)):
-            plan, forward_args = w.forward
-            y: Optional[np.ndarray] = plan.forward(x, out, *forward_args, 0 if num_threads is None else num_threads)
+            plan, (image, params) = w.forward
+            y: Optional[np.ndarray] = plan.forward(x, out, image, params, 0 if num_threads is None else num_threads)
             if y is not None:
                 return y
         return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, num_threads=num_threads)
@@ -436,22 +519,74 @@ class Conv2d(_layer.WeightedLayer):
         result = np.result_type(np.dtype(dtype), w.weight.dtype)
         return _explain(self._spec, tuple(x_shape), w.weight.shape, result, w.bias is not None, layer=True)
 
-    # The settings, read-only, as PyTorch's Conv2d names them; words in their canonical case.
+    # The settings, read-only, as PyTorch's layers name them; words in their canonical case.
     @_layer.read_only
     def in_channels(self) -> int:
         w = self._weights.weight
-        return int(w.shape[1]) * self._spec.groups if w.ndim == 4 else 1
+        return int(w.shape[1]) * self._spec.groups if w.ndim > 2 else 1
 
     @_layer.read_only
     def out_channels(self) -> int:
         w = self._weights.weight
-        return int(w.shape[0]) if w.ndim == 4 else 1
+        return int(w.shape[0]) if w.ndim > 2 else 1
 
     stride = _layer.spec_setting("stride")
-    padding = _layer.spec_setting("padding", '(ph, pw), ((top, bottom), (left, right)) when asymmetric, or "same"')
+    padding = _layer.spec_setting(
+        "padding", 'one int per axis, (before, after) pairs per axis when asymmetric, or "same"')
     dilation = _layer.spec_setting("dilation")
     groups = _layer.spec_setting("groups")
     padding_mode = _layer.spec_setting("padding_mode")
     layout = _layer.spec_setting("layout")
     activation = _layer.spec_setting("activation")
     precision = _layer.spec_setting("precision", 'None: the process-wide setting at each call.')
+
+
+class Conv1d(_ConvNd):
+    """A 1-D convolution layer: ``Conv1d(weight, bias, **kwargs)(x)`` equals
+    ``conv1d(x, weight, bias, **kwargs)``, with the weights prepared once (see :class:`Conv2d`).
+    The layout is ``"NCW"`` (default) or ``"NWC"``.
+
+    >>> import numpy as np, cppconv
+    >>> layer = cppconv.Conv1d(np.ones((8, 2, 3), np.float32), padding="same", activation="relu")
+    >>> layer(np.ones((1, 2, 100), np.float32)).shape
+    (1, 8, 100)
+    """
+
+    _rank = _kernel_rank = 1
+    _weight_axes = "(K, C/groups, kl)"
+
+
+class Conv2d(_ConvNd):
+    """A convolution layer with its weights prepared once, for repeated inference calls.
+
+    ``Conv2d(weight, bias, **kwargs)(x)`` equals ``conv2d(x, weight, bias, **kwargs)``; the
+    weights are validated, copied and packed for the kernels on first use, never again.
+    ``precision=None`` follows :func:`cppconv.set_float32_precision` at each call;
+    ``"highest"`` or ``"high"`` fixes the layer's mode.
+    Assigning ``layer.weight`` or ``layer.bias`` validates the new array as the constructor
+    does and repacks on the next call; the layer pickles and deep-copies (its packed weights
+    are rebuilt where it is loaded).
+
+    >>> import numpy as np, cppconv
+    >>> layer = cppconv.Conv2d(np.ones((8, 3, 3, 3), np.float32), padding="same", activation="relu")
+    >>> layer(np.ones((1, 3, 32, 32), np.float32)).shape
+    (1, 8, 32, 32)
+    """
+
+    _rank = _kernel_rank = 2
+    _weight_axes = "(K, C/groups, kh, kw)"
+
+
+class Conv3d(_ConvNd):
+    """A 3-D convolution layer: ``Conv3d(weight, bias, **kwargs)(x)`` equals
+    ``conv3d(x, weight, bias, **kwargs)``, with the weights prepared once (see :class:`Conv2d`).
+    The layout is ``"NCDHW"`` (default) or ``"NDHWC"``.
+
+    >>> import numpy as np, cppconv
+    >>> layer = cppconv.Conv3d(np.ones((8, 3, 3, 3, 3), np.float32), padding=1)
+    >>> layer(np.ones((1, 3, 4, 16, 16), np.float32)).shape
+    (1, 8, 4, 16, 16)
+    """
+
+    _rank = _kernel_rank = 3
+    _weight_axes = "(K, C/groups, kd, kh, kw)"

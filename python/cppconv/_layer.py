@@ -68,7 +68,7 @@ class Weights(NamedTuple):
     weight: np.ndarray  # read-only private copies
     bias: Optional[np.ndarray]
     plans: Dict[np.dtype, Any]  # the native plan per compute dtype, made on first use
-    forward: Optional[Tuple[Any, Tuple[Any, ...]]] = None  # Conv2d's one-step path: (plan, its arguments)
+    forward: Optional[Tuple[Any, Tuple[Any, ...]]] = None  # a conv layer's one-step path: (plan, its arguments)
 
 
 class WeightedLayer(Layer):
@@ -78,6 +78,7 @@ class WeightedLayer(Layer):
 
     _weights: Weights
     _weight_axes = ""  # the weight's axes, for messages: "(K, C/groups, kh, kw)"
+    _kernel_rank = 2  # the kernel's spatial axes: the weight has two more
 
     def _check_weights(self, weight: np.ndarray, bias: Optional[np.ndarray]) -> None:
         """The checks of weight and bias that need no input (beyond _args.layer_operands')."""
@@ -88,7 +89,7 @@ class WeightedLayer(Layer):
         return Weights(weight, bias, {})
 
     def _set_weights(self, weight: Any, bias: Any) -> None:
-        weight, bias = _args.layer_operands(weight, bias, self._weight_axes)
+        weight, bias = _args.layer_operands(weight, bias, self._weight_axes, self._kernel_rank)
         self._check_weights(weight, bias)
         self._weights = self._snapshot(_args.frozen_copy(weight), _args.frozen_copy(bias))
 
@@ -109,9 +110,9 @@ class WeightedLayer(Layer):
         self._set_weights(self._weights.weight, value)
 
     @read_only
-    def kernel_size(self) -> Tuple[int, int]:
-        """(kh, kw), from the weight."""
-        return tuple(self._weights.weight.shape[-2:])  # type: ignore[return-value]
+    def kernel_size(self) -> Tuple[int, ...]:
+        """The kernel's size per spatial axis ((kh, kw) in 2-D), from the weight."""
+        return tuple(self._weights.weight.shape[-self._kernel_rank:])
 
     def _weight_kwargs(self) -> Dict[str, Any]:
         weights = self._weights  # read once: a racing assignment must not give a mixed pair
