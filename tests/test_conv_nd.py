@@ -1,0 +1,251 @@
+"""conv1d and conv3d (and their layers) against the float64 NumPy reference of any rank, on
+every ISA, every depth lowering and every algorithm that accepts the lowered problem."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+import cppconv
+from cppconv import _conv, _native
+from conftest import assert_close, make_rng
+from reference import ACTIVATIONS, PADDING_MODES, conv_nd_abs_bound, conv_nd_ref, same_padding
+
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+FUNCTIONS = {1: cppconv.conv1d, 2: cppconv.conv2d, 3: cppconv.conv3d}
+LAYERS = {1: cppconv.Conv1d, 2: cppconv.Conv2d, 3: cppconv.Conv3d}
+LAST = {1: "NWC", 2: "NHWC", 3: "NDHWC"}
+
+
+def channels_last(a):
+    return np.ascontiguousarray(np.moveaxis(a, 1, -1))
+
+
+def pads_of(padding, sizes, kernel, stride, dilation):
+    """conv_nd_ref's flattened (before, after) pads for a conv argument (int, per-axis ints or "same")."""
+    r = len(sizes)
+    per = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v,) * r  # noqa: E731
+    if padding == "same":
+        return tuple(p for i in range(r) for p in same_padding(sizes[i], kernel[i], per(stride)[i], per(dilation)[i]))
+    return tuple(p for v in per(padding) for p in (v, v))
+
+
+def check(x, w, b=None, *, layout_last=False, algorithm=None, context="", **kw):
+    """conv{r}d of channels-first x (passed channels-last when layout_last) against the reference."""
+    r = x.ndim - 2
+    pads = pads_of(kw.get("padding", 0), x.shape[2:], w.shape[2:], kw.get("stride", 1), kw.get("dilation", 1))
+    args = dict(stride=kw.get("stride", 1), padding=pads, dilation=kw.get("dilation", 1), groups=kw.get("groups", 1),
+                padding_mode=kw.get("padding_mode", "zeros"), activation=kw.get("activation"))
+    ref, bound = conv_nd_ref(x, w, b, **args), conv_nd_abs_bound(x, w, b, **args)
+    if layout_last:
+        kw["layout"] = LAST[r]
+        x = channels_last(x)
+    if algorithm is None:
+        y = FUNCTIONS[r](x, w, b, **kw)
+    else:
+        y = _conv._conv_with_algorithm(algorithm, x, w, b, rank=r, **kw)
+    if layout_last:
+        y = np.moveaxis(y, -1, 1)
+    assert_close(y, ref, bound, np.result_type(x, w), context)
+    return y
+
+
+def random_case(rng, rank, dtype=F32):
+    groups = int(rng.choice([1, 1, 2, 3]))
+    cg, kg = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+    sizes = tuple(int(rng.integers(1, 12)) for _ in range(rank))
+    kernel = tuple(int(rng.integers(1, 4)) for _ in range(rank))
+    stride = tuple(int(rng.integers(1, 3)) for _ in range(rank))
+    dilation = tuple(int(rng.integers(1, 3)) for _ in range(rank))
+    padding = tuple(int(rng.integers(0, 3)) for _ in range(rank))
+    sizes = tuple(max(s, d * (k - 1) + 1 - 2 * p) for s, k, d, p in zip(sizes, kernel, dilation, padding))
+    x = rng.standard_normal((int(rng.integers(1, 3)), cg * groups) + sizes).astype(dtype)
+    w = rng.standard_normal((kg * groups, cg) + kernel).astype(dtype)
+    b = rng.standard_normal(kg * groups).astype(dtype) if rng.random() < 0.5 else None
+    return x, w, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+@pytest.mark.parametrize("seed", range(40))
+def test_random_problems(isa, rank, seed):
+    rng = make_rng("conv_nd", rank, seed)
+    x, w, b, kw = random_case(rng, rank, F32 if seed % 4 else F64)
+    check(x, w, b, layout_last=bool(seed % 2), context=f"seed {seed}", **kw)
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_every_algorithm(rank):
+    """Each algorithm of each ISA that accepts the (lowered) problem, forced in turn."""
+    ran = set()
+    for seed in range(8):
+        rng = make_rng("conv_nd_algorithms", rank, seed)
+        x, w, b, kw = random_case(rng, rank)
+        for name in _native.conv_algorithms():
+            if "_f32" not in name:
+                continue
+            try:
+                check(x, w, b, algorithm=name, layout_last=bool(seed % 2), context=name, **kw)
+            except ValueError as e:
+                assert "does not accept" in str(e), e
+                continue
+            ran.add(name)
+    assert len(ran) >= 3, ran  # engine kernels as well as the reference
+
+
+# (input DHW, kernel, stride, padding, layout_last) -> the lowering explain() names
+LOWERINGS = [
+    ((4, 6, 7), (3, 1, 1), 1, (1, 0, 0), False, "flatten"),
+    ((4, 6, 7), (1, 1, 1), (2, 1, 1), 0, True, "flatten"),
+    ((4, 6, 7), (1, 3, 3), 1, (0, 1, 1), True, "into_batch"),
+    ((4, 6, 7), (1, 3, 3), 1, (0, 1, 1), False, "gather"),
+    ((5, 6, 7), (3, 3, 3), (2, 1, 2), 1, False, "gather"),
+    ((5, 6, 7), (3, 3, 3), (2, 1, 2), 1, True, "gather"),
+    ((1, 6, 7), (1, 3, 3), 1, 0, False, "none"),
+]
+
+
+@pytest.mark.parametrize("dhw,kernel,stride,padding,last,lowering", LOWERINGS)
+@pytest.mark.parametrize("padding_mode", PADDING_MODES)
+def test_depth_lowerings(isa, dhw, kernel, stride, padding, last, lowering, padding_mode):
+    rng = make_rng("lowering", dhw, kernel, stride, padding, last, padding_mode)
+    x = rng.standard_normal((2, 5) + dhw).astype(np.float32)
+    w = rng.standard_normal((7, 5) + kernel).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    kw = dict(stride=stride, padding=padding, padding_mode=padding_mode, activation="relu")
+    check(x, w, b, layout_last=last, **kw)
+    x_shape = channels_last(x).shape if last else x.shape
+    info = cppconv.explain(x_shape, w.shape, layout=LAST[3] if last else "NCDHW", **kw)
+    assert info["depth_lowering"] == lowering, info
+
+
+@pytest.mark.parametrize("last", [False, True])
+def test_gathered_in_several_chunks(isa, last):
+    """Output slices beyond one gathered chunk (4 MiB of input slices) and several images."""
+    rng = make_rng("chunks", last)
+    x = rng.standard_normal((2, 32, 12, 40, 40)).astype(np.float32)
+    w = rng.standard_normal((8, 32, 3, 3, 3)).astype(np.float32)
+    check(x, w, None, layout_last=last, padding=1, stride=(1, 2, 1))
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_activations_and_depthwise(isa, rank, activation):
+    rng = make_rng("act", rank, activation)
+    sizes = (37,) if rank == 1 else (3, 9, 10)
+    x = rng.standard_normal((1, 16) + sizes).astype(np.float32)
+    w = rng.standard_normal((16, 1) + (5,) * rank).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    check(x, w, b, padding="same", groups=16, activation=activation)
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_same_padding_strided_dilated(isa, rank):
+    rng = make_rng("same", rank)
+    sizes = (29,) if rank == 1 else (7, 8, 9)
+    x = rng.standard_normal((2, 3) + sizes).astype(np.float32)
+    w = rng.standard_normal((4, 3) + (3,) * rank).astype(np.float32)
+    y = check(x, w, None, padding="same", stride=2, dilation=2)
+    assert y.shape[2:] == tuple(-(-s // 2) for s in sizes)
+
+
+def test_asymmetric_padding_pairs():
+    rng = make_rng("pairs")
+    x = rng.standard_normal((1, 2, 5, 6, 7))
+    w = rng.standard_normal((3, 2, 2, 2, 2))
+    y = cppconv.conv3d(x, w, padding=((1, 0), (0, 2), (1, 1)))
+    ref = conv_nd_ref(x, w, None, padding=(1, 0, 0, 2, 1, 1))
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    y1 = cppconv.conv1d(x[:, :, 0, 0], w[:, :, 0, 0], padding=((2, 1),))
+    np.testing.assert_allclose(y1, conv_nd_ref(x[:, :, 0, 0], w[:, :, 0, 0], padding=(2, 1)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_unbatched_out_and_threads(rank):
+    rng = make_rng("unbatched", rank)
+    sizes = (50,) if rank == 1 else (6, 10, 12)
+    x = rng.standard_normal((4,) + sizes).astype(np.float32)
+    w = rng.standard_normal((6, 4) + (3,) * rank).astype(np.float32)
+    y = FUNCTIONS[rank](x, w, padding=1)
+    assert y.shape == (6,) + sizes
+    np.testing.assert_allclose(y, FUNCTIONS[rank](x[None], w, padding=1)[0], rtol=0, atol=0)
+    out = np.empty_like(y)
+    assert FUNCTIONS[rank](x, w, padding=1, out=out) is out
+    np.testing.assert_array_equal(out, y)
+    for threads in (1, 2, 3):
+        np.testing.assert_array_equal(FUNCTIONS[rank](x, w, padding=1, num_threads=threads), y)
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_layer_matches_function_and_pickles(rank):
+    rng = make_rng("layer", rank)
+    sizes = (40,) if rank == 1 else (5, 9, 9)
+    x = rng.standard_normal((2, 4) + sizes).astype(np.float32)
+    w = rng.standard_normal((6, 2) + (3,) * rank).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    kw = dict(stride=2, padding="same", groups=2, activation="relu")
+    layer = LAYERS[rank](w, b, **kw)
+    expected = FUNCTIONS[rank](x, w, b, **kw)
+    np.testing.assert_array_equal(layer(x), expected)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(layer))(x), expected)
+    assert layer.kernel_size == (3,) * rank and layer.stride == (2,) * rank
+    assert layer.layout == ("NCW" if rank == 1 else "NCDHW")
+    assert layer.explain(x.shape)["output_shape"] == expected.shape
+
+
+def test_channels_first_equals_channels_last():
+    rng = make_rng("layouts")
+    x = rng.standard_normal((2, 6, 4, 7, 8)).astype(np.float32)
+    w = rng.standard_normal((6, 3, 2, 3, 1)).astype(np.float32)
+    a = cppconv.conv3d(x, w, padding=1, groups=2)
+    c = cppconv.conv3d(channels_last(x), w, padding=1, groups=2, layout="ndhwc")
+    np.testing.assert_allclose(np.moveaxis(c, -1, 1), a, rtol=1e-5, atol=1e-5)
+
+
+def test_linearity_and_translation():
+    rng = make_rng("properties")
+    x1, x2 = rng.standard_normal((2, 1, 3, 9, 8, 7))
+    w = rng.standard_normal((2, 3, 3, 3, 3))
+    y = cppconv.conv3d(2 * x1 - 3 * x2, w)
+    np.testing.assert_allclose(y, 2 * cppconv.conv3d(x1, w) - 3 * cppconv.conv3d(x2, w), rtol=1e-10, atol=1e-10)
+    # Shifting the input by one slice along each axis (circular padding) shifts the output.
+    shifted = np.roll(x1, (1, 2, 1), axis=(2, 3, 4))
+    y1 = cppconv.conv3d(x1, w, padding=(1, 1, 1), padding_mode="circular")
+    y2 = cppconv.conv3d(shifted, w, padding=(1, 1, 1), padding_mode="circular")
+    np.testing.assert_allclose(np.roll(y1, (1, 2, 1), axis=(2, 3, 4)), y2, rtol=1e-10, atol=1e-10)
+
+
+def test_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = make_rng("torch")
+    x = rng.standard_normal((1, 4, 6, 10, 11)).astype(np.float32)
+    w = rng.standard_normal((8, 2, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    y = cppconv.conv3d(x, w, b, stride=(1, 2, 2), padding=(1, 0, 1), dilation=(2, 1, 1), groups=2)
+    t = torch.nn.functional.conv3d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), stride=(1, 2, 2),
+                                   padding=(1, 0, 1), dilation=(2, 1, 1), groups=2).numpy()
+    np.testing.assert_allclose(y, t, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: cppconv.conv2d(np.zeros((1, 1, 2, 3, 3)), np.zeros((1, 1, 1, 1))), "x is 5-D .*use conv3d"),
+    (lambda: cppconv.conv3d(np.zeros((1, 3, 3)), np.zeros((1, 1, 1, 1, 1))),
+     r"use conv1d \(batched\) or conv2d \(unbatched\)"),
+    (lambda: cppconv.conv1d(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 1))), "conv1d takes x of shape .N, C, L."),
+    (lambda: cppconv.conv3d(np.zeros((1, 1, 3, 3, 3)), np.zeros((1, 1, 3, 3))), "weight must be 5-D .*fits conv2d"),
+    (lambda: cppconv.conv1d(np.zeros((1, 1, 3)), np.zeros((1, 1, 1)), layout="NCHW"), "layout must be 'NCW' or 'NWC'"),
+    (lambda: cppconv.conv3d(np.zeros((1, 1, 3, 3, 3)), np.zeros((1, 1, 4, 1, 1))), "larger than the padded input"),
+    (lambda: cppconv.conv3d(np.zeros((1, 1, 3, 3, 3)), np.zeros((1, 1, 1, 1, 1)), stride=(1, 2)), "3 ints"),
+    (lambda: cppconv.conv3d(np.zeros((1, 1, 2, 3, 3)), np.zeros((1, 1, 1, 1, 1)), padding=2,
+                            padding_mode="reflect"), "too large for padding_mode='reflect'"),
+])
+def test_errors(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_output_size_helper_is_the_native_one():
+    assert cppconv.conv_output_size(16000, 10, stride=5) == 3199
+    assert _native.conv_output_size(16000, 10, 5, 1, 0, 0) == 3199
+    assert _native.conv_output_size(3, 5, 1, 1, 0, 0) == 0
