@@ -226,7 +226,7 @@ py::dict describe(const ConvPlan& plan, const ConvProblem& p) {
   d["flops"] = conv_flops(p);
   d["workspace_bytes"] = c.workspace_bytes;
   d["packed_weight_bytes"] = c.packed_bytes;
-  d["depth_lowering"] = depth_lowering_name(c.lowering);
+  d["lowering"] = lowering_name(c.lowering);
   return d;
 }
 

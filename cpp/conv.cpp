@@ -60,7 +60,7 @@ size_t index_workspace_bytes(const ConvProblem& p) {
 // reduction (C = 0: the output is the activated bias).
 bool needs_reference(const ConvProblem& p) { return p.batch == 0 || p.out_channels == 0 || p.in_channels == 0; }
 
-// Whether p has a depth axis to lower (see DepthLowering); the kernels take depth 1 only.
+// Whether p has a depth axis to lower (see Lowering); the kernels take depth 1 only.
 bool has_depth(const ConvProblem& p) {
   return p.in_d != 1 || p.kernel_d != 1 || p.out_d != 1 || p.pad_front != 0 || p.pad_back != 0;
 }
@@ -207,12 +207,13 @@ ConvPlan::ConvPlan(DType dtype, const void* weight, const void* bias, int64_t ou
       weights_(dtype, weight, size_t(out_channels * group_in_channels * kernel_d * kernel_h * kernel_w), bias,
                size_t(out_channels), copy) {}
 
-const char* depth_lowering_name(DepthLowering l) {
+const char* lowering_name(Lowering l) {
   switch (l) {
-    case DepthLowering::None: return "none";
-    case DepthLowering::Flatten: return "flatten";
-    case DepthLowering::IntoBatch: return "into_batch";
-    case DepthLowering::Gather: return "gather";
+    case Lowering::None: return "none";
+    case Lowering::Flatten: return "flatten";
+    case Lowering::IntoBatch: return "depth_into_batch";
+    case Lowering::Gather: return "depth_gather";
+    case Lowering::FoldRows: return "fold_rows";
   }
   return "?";
 }
@@ -221,14 +222,23 @@ namespace {
 
 bool is_reference(const ConvAlgorithm* a) { return a && !reads_index_maps(*a); }
 
-DepthLowering depth_lowering(const ConvProblem& p) {
-  if (!has_depth(p)) return DepthLowering::None;
+// FoldRows: output row length, a multiple of the microkernels' pixel blocks.  1x1 stride-1
+// problems run flat already, and depthwise kernels go channel by channel, so neither folds.
+constexpr int64_t kFoldOutputs = 96;
+bool folds_rows(const ConvProblem& p) {
+  const bool depthwise = p.groups == p.in_channels && p.groups == p.out_channels;
+  return p.in_h == 1 && p.out_h == 1 && p.kernel_h == 1 && p.kernel_w > 1 && p.out_w >= 2 * kFoldOutputs &&
+         !depthwise;
+}
+
+Lowering lowering_of(const ConvProblem& p) {
+  if (!has_depth(p)) return folds_rows(p) ? Lowering::FoldRows : Lowering::None;
   if (p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 &&
       p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0)
-    return DepthLowering::Flatten;
+    return Lowering::Flatten;
   if (p.layout == Layout::NHWC && p.kernel_d == 1 && p.stride_d == 1 && p.pad_front == 0 && p.pad_back == 0)
-    return DepthLowering::IntoBatch;
-  return DepthLowering::Gather;
+    return Lowering::IntoBatch;
+  return Lowering::Gather;
 }
 
 // p without its depth axis (depth 1, no depth padding); the caller sets what replaces it.
@@ -270,6 +280,45 @@ ConvProblem gathered(const ConvProblem& p, int64_t slices) {
   q.in_channels = p.in_channels * p.kernel_d;
   return q;
 }
+
+// FoldRows: `outputs` outputs from the padded input's column `start` on, as `rows` rows,
+// each with its own copy of its input window (no padding left to resolve).
+ConvProblem folded(const ConvProblem& p, int64_t rows, int64_t outputs) {
+  ConvProblem q = p;
+  q.in_h = q.out_h = rows;
+  q.out_w = outputs;
+  q.in_w = (outputs - 1) * p.stride_w + p.dilation_w * (p.kernel_w - 1) + 1;
+  q.pad_left = q.pad_right = 0;
+  q.pad_mode = PadMode::Zeros;
+  return q;
+}
+
+// The input windows of the folded rows, [n][c][row][window] (channels-first) or
+// [n][row][window][c], then those of the tail row's (`tail` outputs), [n][c][window] or
+// [n][window][c]: two contiguous problems' inputs (see run_folded).
+template <class T>
+void fold_windows(const ConvProblem& p, const T* x, int64_t rows, int64_t tail, T* dst, int threads) {
+  const int64_t C = p.in_channels, L = p.in_w, step = kFoldOutputs * p.stride_w;
+  const int64_t window = folded(p, 1, kFoldOutputs).in_w, tail_window = tail ? folded(p, 1, tail).in_w : 0;
+  const bool first = p.layout == Layout::NCHW;
+  const int64_t slots = rows + (tail ? 1 : 0);  // rows and the tail row
+  T* tail_dst = dst + p.batch * C * rows * window;
+  const int64_t units = p.batch * (first ? C : 1) * slots;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t unit = 0; unit < units; ++unit) {
+    const int64_t r = unit % slots, plane = unit / slots;  // plane: (n, c) or n
+    const bool is_tail = r == rows;
+    const int64_t count = is_tail ? tail_window : window;
+    const int64_t width = first ? 1 : C;  // elements per window position
+    T* out = is_tail ? tail_dst + plane * tail_window * width : dst + (plane * rows + r) * window * width;
+    for (int64_t t = 0; t < count; ++t) {
+      const int64_t src = padded_source(r * step + t, L, p.pad_left, p.pad_mode);
+      if (src < 0) std::memset(out + t * width, 0, sizeof(T) * size_t(width));
+      else std::memcpy(out + t * width, x + (plane * L + src) * width, sizeof(T) * size_t(width));
+    }
+  }
+}
+struct FoldedInputTag {};
 
 // Output slices per gathered call: their gathered input within about kGatherBytes (in L3 while
 // the kernels read it), at least one.  Channels-first output slices of one image only, whose
@@ -314,6 +363,12 @@ void gather_slices(const ConvProblem& p, const T* x, int64_t b0, int64_t count, 
 }
 struct GatheredInputTag {};
 
+size_t fold_bytes(const ConvProblem& p) {
+  const int64_t rows = p.out_w / kFoldOutputs, tail = p.out_w % kFoldOutputs;
+  const int64_t per = rows * folded(p, 1, kFoldOutputs).in_w + (tail ? folded(p, 1, tail).in_w : 0);
+  return saturating_mul(saturating_mul(size_t(p.batch * p.in_channels), size_t(per)), dtype_size(p.dtype));
+}
+
 size_t gather_bytes(const ConvProblem& p, int64_t slices) {
   return saturating_mul(saturating_mul(size_t(slices * p.in_channels * p.kernel_d), size_t(p.in_h * p.in_w)),
                         dtype_size(p.dtype));
@@ -321,11 +376,12 @@ size_t gather_bytes(const ConvProblem& p, int64_t slices) {
 
 // The depth-1 problem a deep problem's kernels run (for a gathered one, its first chunk's).
 ConvProblem planar_form(const ConvProblem& p) {
-  switch (depth_lowering(p)) {
-    case DepthLowering::None: return p;
-    case DepthLowering::Flatten: return flattened(p);
-    case DepthLowering::IntoBatch: return depth_into_batch(p);
-    case DepthLowering::Gather: return gathered(p, gather_chunk(p));
+  switch (lowering_of(p)) {
+    case Lowering::None: return p;
+    case Lowering::Flatten: return flattened(p);
+    case Lowering::IntoBatch: return depth_into_batch(p);
+    case Lowering::Gather: return gathered(p, gather_chunk(p));
+    case Lowering::FoldRows: return folded(p, p.out_w / kFoldOutputs, kFoldOutputs);
   }
   return p;
 }
@@ -359,12 +415,14 @@ ConvProblem ConvPlan::kernel_problem(const ConvProblem& problem) const {
 
 ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
   const ConvProblem given = kernel_problem(problem);
-  const DepthLowering lowering = depth_lowering(given);
+  const Lowering lowering = lowering_of(given);
   const ConvProblem planar = planar_form(given);
   ConvChoice c = choose_for(planar, algorithm_problem(planar), get_num_threads(), nullptr);
   c.lowering = lowering;
-  if (lowering == DepthLowering::Gather)
+  if (lowering == Lowering::Gather)
     c.workspace_bytes = saturating_add(c.workspace_bytes, gather_bytes(given, planar.batch));
+  if (lowering == Lowering::FoldRows)
+    c.workspace_bytes = saturating_add(c.workspace_bytes, fold_bytes(given));
   return c;
 }
 
@@ -392,11 +450,38 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
                                            : std::min(max_threads, kMaxThreads);
   // The reference takes every depth itself: it is the oracle of the lowerings.
   if (is_reference(forced)) return run_planar(given, x, y, nullptr, forced, cap);
-  switch (depth_lowering(given)) {
-    case DepthLowering::None: return run_planar(given, x, y, nullptr, forced, cap);
-    case DepthLowering::Flatten: return run_planar(flattened(given), x, y, nullptr, forced, cap);
-    case DepthLowering::IntoBatch: return run_planar(depth_into_batch(given), x, y, nullptr, forced, cap);
-    case DepthLowering::Gather: return run_gathered(given, x, y, forced, cap);
+  switch (lowering_of(given)) {
+    case Lowering::None: return run_planar(given, x, y, nullptr, forced, cap);
+    case Lowering::Flatten: return run_planar(flattened(given), x, y, nullptr, forced, cap);
+    case Lowering::IntoBatch: return run_planar(depth_into_batch(given), x, y, nullptr, forced, cap);
+    case Lowering::Gather: return run_gathered(given, x, y, forced, cap);
+    case Lowering::FoldRows: return run_folded(given, x, y, forced, cap);
+  }
+}
+
+void ConvPlan::run_folded(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap) {
+  const int64_t rows = given.out_w / kFoldOutputs, tail = given.out_w % kFoldOutputs;
+  const size_t bytes = fold_bytes(given);
+  check_workspace(bytes, "conv1d folded input windows");
+  auto buffer = SpareBuffer<FoldedInputTag>::take(bytes);
+  const int threads = threads_for_work(double(bytes), cap);
+  if (given.dtype == DType::Float32)
+    fold_windows(given, static_cast<const float*>(x), rows, tail, reinterpret_cast<float*>(buffer.get()), threads);
+  else
+    fold_windows(given, static_cast<const double*>(x), rows, tail, reinterpret_cast<double*>(buffer.get()), threads);
+  const ConvProblem q = folded(given, rows, kFoldOutputs);
+  const bool first = given.layout == Layout::NCHW;
+  const int64_t K = given.out_channels, OW = given.out_w;
+  // The rows are consecutive runs of y's one row: its own strides, rows kFoldOutputs apart.
+  const Strides4 stride = first ? Strides4{K * OW, OW, kFoldOutputs, 1} : Strides4{OW * K, 1, kFoldOutputs * K, K};
+  run_planar(q, buffer.get(), y, &stride, forced, cap);
+  if (tail) {
+    const size_t elem = dtype_size(given.dtype);
+    const ConvProblem t = folded(given, 1, tail);
+    const Strides4 tail_stride = first ? Strides4{K * OW, OW, tail, 1} : Strides4{OW * K, 1, tail * K, K};
+    run_planar(t, buffer.get() + size_t(given.batch * given.in_channels * rows * q.in_w) * elem,
+               static_cast<unsigned char*>(y) + size_t(rows * kFoldOutputs * (first ? 1 : K)) * elem, &tail_stride,
+               forced, cap);
   }
 }
 

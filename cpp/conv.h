@@ -44,16 +44,16 @@ double conv_flops(const ConvProblem& p);
 // or 0 when the kernel's span exceeds the padded size (callers refuse that).
 int64_t conv_output_size(int64_t size, int64_t kernel, int64_t stride, int64_t dilation, int64_t before, int64_t after);
 
-// How a problem of depth > 1 runs on the kernels, which take problems of depth 1 (see
-// ConvProblem): in place as one 2-D problem where the shape allows, else output slice by slice
-// over its input slices gathered as channels.
-enum class DepthLowering {
-  None,        // depth 1 already (every 1-D and 2-D problem)
-  Flatten,     // 1x1 in (h, w), stride 1, no padding there: (d, h*w) is a 2-D problem
-  IntoBatch,   // channels-last, kernel depth 1, stride 1, no depth padding: (n, d) is a batch
-  Gather,      // each output slice: its kd input slices copied as C*kd channels, a 2-D problem
+// How a problem runs on the kernels, which take problems of depth 1 (see ConvProblem) and
+// tile, block and thread by output rows: as it is, or recast as a 2-D problem they run well.
+enum class Lowering {
+  None,        // as it is
+  Flatten,     // deep, 1x1 in (h, w), stride 1, no padding there: (d, h*w) is a 2-D problem
+  IntoBatch,   // deep, channels-last, kernel depth 1, stride 1, no depth padding: (n, d) is a batch
+  Gather,      // deep: each output slice's kd input slices copied as C*kd channels, a 2-D problem
+  FoldRows,    // one long row (1-D): output rows of a fixed length, each with its input window copied
 };
-const char* depth_lowering_name(DepthLowering l);
+const char* lowering_name(Lowering l);
 
 // Every conv algorithm this machine can run (all available ISAs, then the references), and
 // lookup by name, so tests can check each variant, not only the one dispatch picks.
@@ -68,7 +68,7 @@ struct ConvChoice {
   // index maps (the bound cppconv documents and tests).
   size_t workspace_bytes;
   size_t packed_bytes;
-  DepthLowering lowering = DepthLowering::None;
+  Lowering lowering = Lowering::None;
 };
 
 // A layer's weights, prepared once.  `run` is thread-safe: packed weights are built on first
@@ -106,8 +106,10 @@ class ConvPlan {
   // `y_stride` (nullptr: contiguous), at most `cap` threads.
   void run_planar(const ConvProblem& given, const void* x, void* y, const Strides4* y_stride,
                   const ConvAlgorithm* forced, int cap);
-  // A deep problem, one chunk of output slices at a time (DepthLowering::Gather).
+  // A deep problem, one chunk of output slices at a time (Lowering::Gather).
   void run_gathered(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap);
+  // One long row as folded rows and the tail that does not fill one (Lowering::FoldRows).
+  void run_folded(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap);
   // The choice for a kernel problem and the problem its algorithm runs (algorithm_problem in
   // conv.cpp), with at most max_threads threads; `forced` replaces the dispatcher's pick.
   ConvChoice choose_for(const ConvProblem& given, const ConvProblem& p, int max_threads,

@@ -175,7 +175,7 @@ class PlanWeights {
     if (bytes == 0) return nullptr;
     std::lock_guard<std::mutex> lock(mutex_);
     // One plan's problems can pack differently: a 3-D plan's lowerings give its kernels
-    // (kd, 1) or (kh, kw) kernels (see DepthLowering in conv.h).
+    // (kd, 1) or (kh, kw) kernels (see Lowering in conv.h).
     const auto key = std::make_tuple(static_cast<const void*>(&a), p.groups, p.kernel_h, p.kernel_w);
     auto it = packed_.find(key);
     if (it == packed_.end()) {

@@ -98,10 +98,10 @@ def test_every_algorithm(rank):
 LOWERINGS = [
     ((4, 6, 7), (3, 1, 1), 1, (1, 0, 0), False, "flatten"),
     ((4, 6, 7), (1, 1, 1), (2, 1, 1), 0, True, "flatten"),
-    ((4, 6, 7), (1, 3, 3), 1, (0, 1, 1), True, "into_batch"),
-    ((4, 6, 7), (1, 3, 3), 1, (0, 1, 1), False, "gather"),
-    ((5, 6, 7), (3, 3, 3), (2, 1, 2), 1, False, "gather"),
-    ((5, 6, 7), (3, 3, 3), (2, 1, 2), 1, True, "gather"),
+    ((4, 6, 7), (1, 3, 3), 1, (0, 1, 1), True, "depth_into_batch"),
+    ((4, 6, 7), (1, 3, 3), 1, (0, 1, 1), False, "depth_gather"),
+    ((5, 6, 7), (3, 3, 3), (2, 1, 2), 1, False, "depth_gather"),
+    ((5, 6, 7), (3, 3, 3), (2, 1, 2), 1, True, "depth_gather"),
     ((1, 6, 7), (1, 3, 3), 1, 0, False, "none"),
 ]
 
@@ -117,7 +117,7 @@ def test_depth_lowerings(isa, dhw, kernel, stride, padding, last, lowering, padd
     check(x, w, b, layout_last=last, **kw)
     x_shape = channels_last(x).shape if last else x.shape
     info = cppconv.explain(x_shape, w.shape, layout=LAST[3] if last else "NCDHW", **kw)
-    assert info["depth_lowering"] == lowering, info
+    assert info["lowering"] == lowering, info
 
 
 @pytest.mark.parametrize("last", [False, True])
@@ -249,3 +249,39 @@ def test_output_size_helper_is_the_native_one():
     assert cppconv.conv_output_size(16000, 10, stride=5) == 3199
     assert _native.conv_output_size(16000, 10, 5, 1, 0, 0) == 3199
     assert _native.conv_output_size(3, 5, 1, 1, 0, 0) == 0
+
+
+# (length, kernel, stride, padding, dilation): folded rows of 96 outputs, with and without a tail
+FOLDS = [(192 * 2 + 2, 3, 2, 0, 1), (3000, 3, 2, 1, 1), (1000, 10, 5, 3, 1), (700, 3, 1, 8, 8), (700, 7, 3, "same", 2)]
+
+
+@pytest.mark.parametrize("length,kernel,stride,padding,dilation", FOLDS)
+@pytest.mark.parametrize("padding_mode", PADDING_MODES)
+@pytest.mark.parametrize("last", [False, True])
+def test_long_rows_fold(isa, length, kernel, stride, padding, dilation, padding_mode, last):
+    rng = make_rng("fold", length, kernel, stride, padding, dilation, padding_mode, last)
+    x = rng.standard_normal((2, 6, length)).astype(np.float32)
+    w = rng.standard_normal((10, 3, kernel)).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=2, padding_mode=padding_mode)
+    y = check(x, w, b, layout_last=last, **kw)
+    shape = channels_last(x).shape if last else x.shape
+    info = cppconv.explain(shape, w.shape, layout="NWC" if last else "NCW", **kw)
+    assert info["lowering"] == "fold_rows", info
+    assert y.shape[-1] >= 192
+
+
+def test_long_rows_every_algorithm():
+    rng = make_rng("fold_algorithms")
+    x = rng.standard_normal((1, 4, 1001)).astype(np.float32)
+    w = rng.standard_normal((8, 4, 5)).astype(np.float32)
+    ran = set()
+    for name in _native.conv_algorithms():
+        for last in (False, True):
+            try:
+                check(x, w, None, algorithm=name, layout_last=last, padding=2, stride=3, context=name)
+            except ValueError as e:
+                assert "does not accept" in str(e), e
+                continue
+            ran.add(name)
+    assert len(ran) >= 3, ran
