@@ -213,6 +213,7 @@ const char* lowering_name(Lowering l) {
     case Lowering::Flatten: return "flatten";
     case Lowering::IntoBatch: return "depth_into_batch";
     case Lowering::Gather: return "depth_gather";
+    case Lowering::Interleave: return "depth_interleave";
     case Lowering::FoldRows: return "fold_rows";
   }
   return "?";
@@ -238,6 +239,9 @@ Lowering lowering_of(const ConvProblem& p) {
     return Lowering::Flatten;
   if (p.layout == Layout::NHWC && p.kernel_d == 1 && p.stride_d == 1 && p.pad_front == 0 && p.pad_back == 0)
     return Lowering::IntoBatch;
+  // Gathered as channels, a depthwise problem would have kd channels per group, which the
+  // depthwise kernels do not take; as interleaved rows it stays depthwise.
+  if (p.groups == p.in_channels && p.dilation_h == 1) return Lowering::Interleave;
   return Lowering::Gather;
 }
 
@@ -278,6 +282,20 @@ ConvProblem gathered(const ConvProblem& p, int64_t slices) {
   ConvProblem q = without_depth(p);
   q.batch = slices;
   q.in_channels = p.in_channels * p.kernel_d;
+  return q;
+}
+
+// Interleave: a 2-D problem of `slices` output slices whose input rows are the kd input slices'
+// rows interleaved, row h * kd + a holding row h of slice a, with the height padding already
+// copied in: kernel row i * kd + a is then tap (a, i), a kernel of kh * kd rows at stride
+// sh * kd (dilation_h 1 only).  Its weight is (K, C/g, kh * kd, kw), taps in that order.
+ConvProblem interleaved(const ConvProblem& p, int64_t slices) {
+  ConvProblem q = without_depth(p);
+  q.batch = slices;
+  q.in_h = (p.in_h + p.pad_top + p.pad_bottom) * p.kernel_d;
+  q.pad_top = q.pad_bottom = 0;
+  q.kernel_h = p.kernel_h * p.kernel_d;
+  q.stride_h = p.stride_h * p.kernel_d;
   return q;
 }
 
@@ -324,9 +342,13 @@ struct FoldedInputTag {};
 // the kernels read it), at least one.  Channels-first output slices of one image only, whose
 // y strides are then uniform (run_gathered).
 constexpr size_t kGatherBytes = size_t(4) << 20;
+size_t slice_bytes(const ConvProblem& p) {  // one output slice's gathered or interleaved input
+  const int64_t rows = lowering_of(p) == Lowering::Interleave ? p.in_h + p.pad_top + p.pad_bottom : p.in_h;
+  return saturating_mul(saturating_mul(size_t(p.in_channels * p.kernel_d), size_t(rows * p.in_w)),
+                        dtype_size(p.dtype));
+}
 int64_t gather_chunk(const ConvProblem& p) {
-  const size_t per_slice = saturating_mul(saturating_mul(size_t(p.in_channels * p.kernel_d), size_t(p.in_h * p.in_w)),
-                                          dtype_size(p.dtype));
+  const size_t per_slice = slice_bytes(p);
   const int64_t fit = int64_t(std::max<size_t>(1, kGatherBytes / std::max<size_t>(1, per_slice)));
   return std::min(fit, p.layout == Layout::NHWC ? p.batch * p.out_d : p.out_d);
 }
@@ -369,9 +391,33 @@ size_t fold_bytes(const ConvProblem& p) {
   return saturating_mul(saturating_mul(size_t(p.batch * p.in_channels), size_t(per)), dtype_size(p.dtype));
 }
 
-size_t gather_bytes(const ConvProblem& p, int64_t slices) {
-  return saturating_mul(saturating_mul(size_t(slices * p.in_channels * p.kernel_d), size_t(p.in_h * p.in_w)),
-                        dtype_size(p.dtype));
+size_t gather_bytes(const ConvProblem& p, int64_t slices) { return saturating_mul(size_t(slices), slice_bytes(p)); }
+
+// The input slices of output slices [b0, b0 + count) as interleaved() reads them:
+// [slice][c][row][w] (channels-first) or [slice][row][w][c], rows (h + pad) * kd + a.
+template <class T>
+void interleave_slices(const ConvProblem& p, const T* x, int64_t b0, int64_t count, T* dst, int threads) {
+  const int64_t C = p.in_channels, kd = p.kernel_d, D = p.in_d, H = p.in_h, W = p.in_w;
+  const int64_t rows = (H + p.pad_top + p.pad_bottom) * kd;
+  const bool first = p.layout == Layout::NCHW;
+  const int64_t units = count * (first ? C : 1) * rows;
+  const int64_t run = first ? W : W * C;  // elements of one row
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t unit = 0; unit < units; ++unit) {
+    const int64_t row = unit % rows, plane = unit / rows;  // plane: (slice, c) or slice
+    const int64_t b = b0 + (first ? plane / C : plane), c = first ? plane % C : 0;
+    const int64_t n = b / p.out_d, od = b % p.out_d, a = row % kd;
+    const int64_t d = padded_source(od * p.stride_d + a * p.dilation_d, D, p.pad_front, p.pad_mode);
+    const int64_t h = padded_source(row / kd, H, p.pad_top, p.pad_mode);
+    T* out = dst + unit * run;
+    if (d < 0 || h < 0) {
+      std::memset(out, 0, sizeof(T) * size_t(run));
+    } else if (first) {
+      std::memcpy(out, x + (((n * C + c) * D + d) * H + h) * W, sizeof(T) * size_t(W));
+    } else {
+      std::memcpy(out, x + ((n * D + d) * H + h) * W * C, sizeof(T) * size_t(W * C));
+    }
+  }
 }
 
 // The depth-1 problem a deep problem's kernels run (for a gathered one, its first chunk's).
@@ -381,6 +427,7 @@ ConvProblem planar_form(const ConvProblem& p) {
     case Lowering::Flatten: return flattened(p);
     case Lowering::IntoBatch: return depth_into_batch(p);
     case Lowering::Gather: return gathered(p, gather_chunk(p));
+    case Lowering::Interleave: return interleaved(p, gather_chunk(p));
     case Lowering::FoldRows: return folded(p, p.out_w / kFoldOutputs, kFoldOutputs);
   }
   return p;
@@ -419,7 +466,7 @@ ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
   const ConvProblem planar = planar_form(given);
   ConvChoice c = choose_for(planar, algorithm_problem(planar), get_num_threads(), nullptr);
   c.lowering = lowering;
-  if (lowering == Lowering::Gather)
+  if (lowering == Lowering::Gather || lowering == Lowering::Interleave)
     c.workspace_bytes = saturating_add(c.workspace_bytes, gather_bytes(given, planar.batch));
   if (lowering == Lowering::FoldRows)
     c.workspace_bytes = saturating_add(c.workspace_bytes, fold_bytes(given));
@@ -454,7 +501,8 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
     case Lowering::None: return run_planar(given, x, y, nullptr, forced, cap);
     case Lowering::Flatten: return run_planar(flattened(given), x, y, nullptr, forced, cap);
     case Lowering::IntoBatch: return run_planar(depth_into_batch(given), x, y, nullptr, forced, cap);
-    case Lowering::Gather: return run_gathered(given, x, y, forced, cap);
+    case Lowering::Gather:
+    case Lowering::Interleave: return run_gathered(given, x, y, forced, cap);
     case Lowering::FoldRows: return run_folded(given, x, y, forced, cap);
   }
 }
@@ -496,30 +544,57 @@ void ConvPlan::run_gathered(const ConvProblem& given, const void* x, void* y, co
     const int64_t n = b0 / given.out_d;
     const int64_t end = given.layout == Layout::NHWC ? total : (n + 1) * given.out_d;
     const int64_t count = std::min(chunk, end - b0);
-    const ConvProblem q = gathered(given, count);
+    const bool rows = lowering_of(given) == Lowering::Interleave;
+    const ConvProblem q = rows ? interleaved(given, count) : gathered(given, count);
     const int threads = threads_for_work(double(gather_bytes(given, count)), cap);
-    if (given.dtype == DType::Float32)
-      gather_slices(given, static_cast<const float*>(x), b0, count, reinterpret_cast<float*>(buffer.get()), threads);
-    else
-      gather_slices(given, static_cast<const double*>(x), b0, count, reinterpret_cast<double*>(buffer.get()),
-                    threads);
+    if (given.dtype == DType::Float32) {
+      const auto* xf = static_cast<const float*>(x);
+      auto* to = reinterpret_cast<float*>(buffer.get());
+      rows ? interleave_slices(given, xf, b0, count, to, threads) : gather_slices(given, xf, b0, count, to, threads);
+    } else {
+      const auto* xd = static_cast<const double*>(x);
+      auto* to = reinterpret_cast<double*>(buffer.get());
+      rows ? interleave_slices(given, xd, b0, count, to, threads) : gather_slices(given, xd, b0, count, to, threads);
+    }
+    PlanWeights* weights = rows ? &interleaved_weights() : nullptr;
     auto* out = static_cast<unsigned char*>(y);
     if (given.layout == Layout::NHWC) {
-      run_planar(q, buffer.get(), out + size_t(b0 * out_plane * given.out_channels) * elem, nullptr, forced, cap);
+      run_planar(q, buffer.get(), out + size_t(b0 * out_plane * given.out_channels) * elem, nullptr, forced, cap,
+                 weights);
     } else {
       // Slices od of image n: channel k's at y[n, k, od], so the slices are q's batch with
       // stride out_plane and the channels stride out_d * out_plane.
       const int64_t od = b0 - n * given.out_d;
       const Strides4 stride{out_plane, given.out_d * out_plane, given.out_w, 1};
       run_planar(q, buffer.get(), out + size_t((n * given.out_channels * given.out_d + od) * out_plane) * elem,
-                 &stride, forced, cap);
+                 &stride, forced, cap, weights);
     }
     b0 += count;
   }
 }
 
+PlanWeights& ConvPlan::interleaved_weights() {
+  std::lock_guard<std::mutex> lock(interleaved_mutex_);
+  if (!interleaved_) {
+    // (K, C/g, kd, kh, kw) -> (K, C/g, kh * kd, kw), tap (a, i) at row i * kd + a.
+    const size_t elem = dtype_size(dtype_);
+    const int64_t kd = kernel_d_, kh = kernel_h_, kw = kernel_w_, taps = kd * kh * kw;
+    std::vector<unsigned char> permuted(size_t(out_channels_ * group_in_ * taps) * elem);
+    const auto* from = static_cast<const unsigned char*>(weights_.weight());
+    for (int64_t f = 0; f < out_channels_ * group_in_; ++f)
+      for (int64_t a = 0; a < kd; ++a)
+        for (int64_t i = 0; i < kh; ++i)
+          std::memcpy(permuted.data() + size_t(f * taps + (i * kd + a) * kw) * elem,
+                      from + size_t(f * taps + (a * kh + i) * kw) * elem, size_t(kw) * elem);
+    interleaved_ = std::make_unique<PlanWeights>(dtype_, permuted.data(), permuted.size() / elem, weights_.bias(),
+                                                 size_t(out_channels_), /*copy=*/true);
+  }
+  return *interleaved_;
+}
+
 void ConvPlan::run_planar(const ConvProblem& given, const void* x, void* y, const Strides4* y_stride,
-                          const ConvAlgorithm* forced, int cap) {
+                          const ConvAlgorithm* forced, int cap, PlanWeights* weights) {
+  PlanWeights& w = weights ? *weights : weights_;
   const ConvProblem p = algorithm_problem(given);
   if (forced) require_accepts(*forced, p);
   const ConvChoice choice = choose_for(given, p, cap, forced);
@@ -541,9 +616,9 @@ void ConvPlan::run_planar(const ConvProblem& given, const void* x, void* y, cons
   ConvCall call;
   call.p = p;
   call.x = x;
-  call.weight = weights_.weight();
-  call.packed = weights_.packed(*choice.algorithm, p, choice.threads);
-  call.bias = weights_.bias();
+  call.weight = w.weight();
+  call.packed = w.packed(*choice.algorithm, p, choice.threads);
+  call.bias = w.bias();
   call.y = y;
   set_contiguous_strides(p, call);
   if (y_stride) call.y_stride = *y_stride;

@@ -3,6 +3,8 @@
 // runs the kernel.  No Python here: raw pointers and sizes only.
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -51,6 +53,7 @@ enum class Lowering {
   Flatten,     // deep, 1x1 in (h, w), stride 1, no padding there: (d, h*w) is a 2-D problem
   IntoBatch,   // deep, channels-last, kernel depth 1, stride 1, no depth padding: (n, d) is a batch
   Gather,      // deep: each output slice's kd input slices copied as C*kd channels, a 2-D problem
+  Interleave,  // deep depthwise: each output slice's kd input slices copied as interleaved rows
   FoldRows,    // one long row (1-D): output rows of a fixed length, each with its input window copied
 };
 const char* lowering_name(Lowering l);
@@ -105,8 +108,10 @@ class ConvPlan {
   // Runs a problem of depth 1 (or any problem, through the reference) with y's strides
   // `y_stride` (nullptr: contiguous), at most `cap` threads.
   void run_planar(const ConvProblem& given, const void* x, void* y, const Strides4* y_stride,
-                  const ConvAlgorithm* forced, int cap);
-  // A deep problem, one chunk of output slices at a time (Lowering::Gather).
+                  const ConvAlgorithm* forced, int cap, PlanWeights* weights = nullptr);
+  // The weights as Lowering::Interleave reads them, made on first use.
+  PlanWeights& interleaved_weights();
+  // A deep problem, one chunk of output slices at a time (Lowering::Gather or Interleave).
   void run_gathered(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap);
   // One long row as folded rows and the tail that does not fill one (Lowering::FoldRows).
   void run_folded(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap);
@@ -120,6 +125,8 @@ class ConvPlan {
   bool weights_reused_;
   // A plan can meet several algorithms as input sizes change; each packs once.
   PlanWeights weights_;
+  std::mutex interleaved_mutex_;
+  std::unique_ptr<PlanWeights> interleaved_;
 };
 
 }  // namespace cppconv

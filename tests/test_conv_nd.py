@@ -104,6 +104,14 @@ LOWERINGS = [
     ((5, 6, 7), (3, 3, 3), (2, 1, 2), 1, True, "depth_gather"),
     ((1, 6, 7), (1, 3, 3), 1, 0, False, "none"),
 ]
+# depthwise (groups = channels): interleaved rows where the height is not dilated
+DEPTHWISE_LOWERINGS = [
+    ((5, 6, 7), (3, 3, 3), 1, 1, 1, False, "depth_interleave"),
+    ((5, 6, 7), (3, 3, 3), (2, 2, 1), (1, 2, 0), 1, True, "depth_interleave"),
+    ((6, 6, 7), (2, 3, 1), (1, 1, 2), 1, (2, 1, 1), False, "depth_interleave"),
+    ((5, 7, 7), (3, 3, 3), 1, 2, (1, 2, 1), True, "depth_gather"),
+    ((5, 6, 7), (1, 3, 3), 1, (0, 1, 1), 1, True, "depth_into_batch"),
+]
 
 
 @pytest.mark.parametrize("dhw,kernel,stride,padding,last,lowering", LOWERINGS)
@@ -118,6 +126,21 @@ def test_depth_lowerings(isa, dhw, kernel, stride, padding, last, lowering, padd
     x_shape = channels_last(x).shape if last else x.shape
     info = cppconv.explain(x_shape, w.shape, layout=LAST[3] if last else "NCDHW", **kw)
     assert info["lowering"] == lowering, info
+
+
+@pytest.mark.parametrize("dhw,kernel,stride,padding,dilation,last,lowering", DEPTHWISE_LOWERINGS)
+@pytest.mark.parametrize("padding_mode", PADDING_MODES)
+def test_depthwise_lowerings(isa, dhw, kernel, stride, padding, dilation, last, lowering, padding_mode):
+    rng = make_rng("dw_lowering", dhw, kernel, stride, padding, dilation, last, padding_mode)
+    x = rng.standard_normal((2, 16) + dhw).astype(np.float32)
+    w = rng.standard_normal((16, 1) + kernel).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=16, padding_mode=padding_mode)
+    check(x, w, b, layout_last=last, **kw)
+    layer = cppconv.Conv3d(w, b, layout=LAST[3] if last else "NCDHW", **kw)
+    xin = channels_last(x) if last else x
+    np.testing.assert_array_equal(layer(xin), cppconv.conv3d(xin, w, b, layout=layer.layout, **kw))
+    assert layer.explain(xin.shape)["lowering"] == lowering
 
 
 @pytest.mark.parametrize("last", [False, True])
