@@ -426,16 +426,19 @@ def output_buffer(
     return (out.reshape(shape4) if direct else np.empty(shape4, dtype=compute)), direct
 
 
-def layer_operands(weight: Any, bias: Any, weight_axes: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def layer_operands(weight: Any, bias: Any, weight_axes: str, rank: int = 2) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """A layer's weight and bias as arrays, with the checks that need no input: supported dtypes,
-    and a 4-D weight (whose axes `weight_axes` names, e.g. "(K, C/groups, kh, kw)") or a 2-D kernel."""
+    and a weight of `rank` spatial axes (whose axes `weight_axes` names, e.g. "(K, C/groups, kh,
+    kw)"), or for rank 2 also a 2-D kernel."""
     weight = as_input_array(weight, "weight")
     bias = None if bias is None else as_input_array(bias, "bias")
     float_dtype(weight, "weight")  # rejects unsupported dtypes now, naming the argument
     if bias is not None:
         float_dtype(bias, "bias")
-    if weight.ndim not in (2, 4):
+    if rank == 2 and weight.ndim not in (2, 4):
         raise ValueError(f"weight must be 4-D {weight_axes} or a 2-D kernel, got shape {weight.shape}")
+    if rank != 2 and weight.ndim != rank + 2:
+        raise ValueError(f"weight must be {rank + 2}-D {weight_axes}, got shape {weight.shape}")
     return weight, bias
 
 

@@ -77,6 +77,7 @@ class WeightedLayer(Layer):
     The arrays read back are read-only copies: in-place changes raise."""
 
     _weights: Weights
+    _rank = 2  # spatial axes of the weight
     _weight_axes = ""  # the weight's axes, for messages: "(K, C/groups, kh, kw)"
 
     def _check_weights(self, weight: np.ndarray, bias: Optional[np.ndarray]) -> None:
@@ -88,7 +89,7 @@ class WeightedLayer(Layer):
         return Weights(weight, bias, {})
 
     def _set_weights(self, weight: Any, bias: Any) -> None:
-        weight, bias = _args.layer_operands(weight, bias, self._weight_axes)
+        weight, bias = _args.layer_operands(weight, bias, self._weight_axes, self._rank)
         self._check_weights(weight, bias)
         self._weights = self._snapshot(_args.frozen_copy(weight), _args.frozen_copy(bias))
 
@@ -109,9 +110,9 @@ class WeightedLayer(Layer):
         self._set_weights(self._weights.weight, value)
 
     @read_only
-    def kernel_size(self) -> Tuple[int, int]:
-        """(kh, kw), from the weight."""
-        return tuple(self._weights.weight.shape[-2:])  # type: ignore[return-value]
+    def kernel_size(self) -> Tuple[int, ...]:
+        """(kh, kw) (one size per spatial axis), from the weight."""
+        return tuple(self._weights.weight.shape[-self._rank:])
 
     def _weight_kwargs(self) -> Dict[str, Any]:
         weights = self._weights  # read once: a racing assignment must not give a mixed pair
