@@ -10,6 +10,8 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 import cppconv
 from cppconv import _conv_transpose, _native
@@ -331,3 +333,54 @@ def test_bad_input_more():
         cppconv.ConvTranspose1d(w[:, :, 0, 0], output_padding=1)
     with pytest.raises(TypeError):  # layout and the rest stay keyword-only
         cppconv.conv_transpose1d(x[:, :, 0, 0], w[:, :, 0, 0], None, 1, 0, 0, 1, 1, "NCW")
+
+
+# ------------------------------------------------------------------------------------------
+# Properties (hypothesis): every parameter a small integer, so failures shrink to a minimal problem.
+
+PROPERTIES = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+                      suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def transpose_problems(draw):
+    """A valid problem of rank 1 or 3: x, w, bias (channels first) and the keyword arguments."""
+    rank = draw(st.sampled_from([1, 3]))
+    groups = draw(st.integers(1, 2))
+    c, kg = groups * draw(st.integers(1, 3)), draw(st.integers(1, 18))
+    kernel = tuple(draw(st.integers(1, 3)) for _ in range(rank))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(rank))
+    dilation = tuple(draw(st.integers(1, 2)) for _ in range(rank))
+    op = tuple(draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
+    sizes = tuple(draw(st.integers(1, 9 if rank == 1 else 4)) for _ in range(rank))
+    pads = tuple(draw(st.integers(0, 2)) for _ in range(2 * rank))
+    full = [(i - 1) * s + d * (k - 1) + 1 + o for i, k, s, d, o in zip(sizes, kernel, stride, dilation, op)]
+    assume(all(pads[2 * a] + pads[2 * a + 1] < full[a] for a in range(rank)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.integers(-3, 4, (draw(st.integers(1, 2)), c, *sizes)).astype(np.float64)
+    w = rng.integers(-3, 4, (c, kg, *kernel)).astype(np.float64)
+    b = rng.integers(-3, 4, kg * groups).astype(np.float64) if draw(st.booleans()) else None
+    kw = dict(stride=stride, padding=padding_arg(pads), output_padding=op, groups=groups, dilation=dilation)
+    return rank, x, w, b, pads, kw
+
+
+@PROPERTIES
+@given(transpose_problems(), st.sampled_from([np.float32, np.float64]))
+def test_property_matches_reference_in_both_layouts(problem, dtype):
+    """Small-integer data: every sum is exact, so both layouts equal the reference exactly."""
+    rank, x, w, b, pads, kw = problem
+    want = ref_conv_transpose(x, w, b, kw["stride"], pads, kw["output_padding"], kw["groups"], kw["dilation"])
+    bias = None if b is None else b.astype(dtype)
+    for channels_last in (False, True):
+        y = FUNCTIONS[rank](to_layout(x, channels_last).astype(dtype), w.astype(dtype), bias,
+                            layout=LAYOUTS[rank][channels_last], **kw)
+        np.testing.assert_array_equal(from_layout(y, channels_last), want.astype(dtype))
+
+
+@PROPERTIES
+@given(transpose_problems(), st.integers(-3, 3), st.integers(-3, 3))
+def test_property_linear_in_x(problem, a, c):
+    rank, x, w, _, _, kw = problem
+    x2 = np.roll(x, 1) - 1
+    f = FUNCTIONS[rank]
+    np.testing.assert_array_equal(f(a * x + c * x2, w, **kw), a * f(x, w, **kw) + c * f(x2, w, **kw))
