@@ -150,7 +150,7 @@ def test_every_algorithm():
     for layout in LAYOUTS:
         for name in _native.conv_transpose_algorithms():
             dtype = np.float32 if "_f32" in name else np.float64
-            y = _conv_transpose._conv_transpose2d_with_algorithm(
+            y = _conv_transpose._conv_transpose_with_algorithm(
                 name, to_layout(x, layout).astype(dtype), w.astype(dtype), b.astype(dtype), stride=(2, 3),
                 padding=((1, 0), (0, 1)), output_padding=(1, 0), groups=2, dilation=(1, 2), layout=layout,
                 activation="relu")
@@ -159,7 +159,7 @@ def test_every_algorithm():
             ran.add(name)
     assert ran == set(_native.conv_transpose_algorithms())
     with pytest.raises(ValueError, match="algorithm"):
-        _conv_transpose._conv_transpose2d_with_algorithm("nope", x, w)
+        _conv_transpose._conv_transpose_with_algorithm("nope", x, w)
 
 
 def test_benchmark_shape_float32(isa):
@@ -381,6 +381,6 @@ def test_dilation_costs_no_padded_copy(isa, d):
     for name in _native.conv_transpose_algorithms():
         if name.startswith("conv_transpose2d_phase_f32"):
             with pytest.raises(ValueError, match="does not accept"):
-                _conv_transpose._conv_transpose2d_with_algorithm(name, x, w, **kw)
+                _conv_transpose._conv_transpose_with_algorithm(name, x, w, **kw)
     y = cppconv.conv_transpose2d(x, w, **kw)
     np.testing.assert_allclose(y, x * w[None, :, 0, 1:2, 1:2], rtol=1e-6, atol=1e-6)

@@ -320,19 +320,15 @@ def _conv_transpose_with_algorithm(algorithm: str, x: Any, weight: Any, bias: An
     """conv_transpose{rank}d through a named algorithm (see ``_native.conv_transpose_algorithms()``)."""
     out = kwargs.pop("out", None)
     num_threads = kwargs.pop("num_threads", None)
+    channels_first = _args.code_word(_args.RANK_LAYOUTS[rank], 0)
     spec = _TransposeSpec(
         rank, kwargs.pop("stride", 1), kwargs.pop("padding", 0), kwargs.pop("output_padding", 0),
-        kwargs.pop("groups", 1), kwargs.pop("dilation", 1), kwargs.pop("layout", _args.code_word(
-            _args.RANK_LAYOUTS[rank], 0)), kwargs.pop("activation", None),
+        kwargs.pop("groups", 1), kwargs.pop("dilation", 1), kwargs.pop("layout", channels_first),
+        kwargs.pop("activation", None),
     )
     if kwargs:
         raise TypeError(f"unexpected arguments {sorted(kwargs)}")
     return _run(spec, x, weight, bias, out, algorithm=algorithm, num_threads=num_threads)
-
-
-def _conv_transpose2d_with_algorithm(algorithm: str, x: Any, weight: Any, bias: Any = None, **kwargs: Any) -> np.ndarray:
-    """conv_transpose2d through a named algorithm (see ``_native.conv_transpose_algorithms()``)."""
-    return _conv_transpose_with_algorithm(algorithm, x, weight, bias, 2, **kwargs)
 
 
 class _ConvTransposeNd(_layer.WeightedLayer):
