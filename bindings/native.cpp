@@ -590,6 +590,8 @@ ConvTransposeProblem make_transpose_problem(const PyConvTransposePlan& self, con
   p.out_h = conv_transpose_output_size(p.in_h, p.kernel_h, p.stride_h, p.pad_top, p.pad_bottom, op[1], p.dilation_h);
   p.out_w = conv_transpose_output_size(p.in_w, p.kernel_w, p.stride_w, p.pad_left, p.pad_right, op[2], p.dilation_w);
   if (std::min({p.out_d, p.out_h, p.out_w}) < 1) throw py::value_error("conv_transpose output size below 1");
+  if (std::max({p.out_d, p.out_h, p.out_w}) >= kMaxIndexExtent)
+    throw py::value_error("conv_transpose output size does not fit 64-bit index arithmetic");
   return p;
 }
 

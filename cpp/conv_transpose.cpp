@@ -4,8 +4,9 @@
 #include <stdexcept>
 
 #include "conv.h"
-#include "dispatch.h"
 #include "conv_transpose_reference.h"
+#include "dispatch.h"
+#include "memory.h"
 
 namespace cppconv {
 namespace {
@@ -22,7 +23,14 @@ const AlgorithmFamily<ConvTransposeAlgorithm> kConvTransposeFamily = {
 
 int64_t conv_transpose_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_before,
                                    int64_t pad_after, int64_t output_padding, int64_t dilation) {
-  return (in - 1) * stride - pad_before - pad_after + dilation * (kernel - 1) + output_padding + 1;
+  // Nothing wraps for any non-negative int64 arguments (UBSan checks this): a term past
+  // kMaxIndexExtent gives kMaxIndexExtent, a size that callers refuse as too large.
+  int64_t span, reach;
+  if (std::max({in, pad_before, pad_after, output_padding}) >= kMaxIndexExtent ||
+      mul_overflows(in - 1, stride, &span) || mul_overflows(dilation, kernel - 1, &reach) ||
+      std::max(span, reach) >= kMaxIndexExtent)
+    return kMaxIndexExtent;
+  return span + reach + output_padding + 1 - pad_before - pad_after;  // every term below 2^61
 }
 
 double conv_transpose_flops(const ConvTransposeProblem& p) {

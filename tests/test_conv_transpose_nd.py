@@ -384,3 +384,15 @@ def test_property_linear_in_x(problem, a, c):
     x2 = np.roll(x, 1) - 1
     f = FUNCTIONS[rank]
     np.testing.assert_array_equal(f(a * x + c * x2, w, **kw), a * f(x, w, **kw) + c * f(x2, w, **kw))
+
+
+def test_sizes_past_the_index_range_are_refused():
+    """The native size arithmetic saturates instead of wrapping; the Python layer refuses it."""
+    assert _native.conv_transpose_output_size(3, 2, 2**62, 0, 0, 0, 1) == 2**61
+    assert _native.conv_transpose_output_size(2**61, 1, 1, 0, 0, 0, 1) == 2**61
+    with pytest.raises(ValueError, match="64-bit"):
+        cppconv.conv_transpose_output_size(3, 2, stride=2**62)
+    with pytest.raises(ValueError, match="64-bit"):
+        cppconv.conv_transpose1d(np.zeros((1, 1, 3)), np.zeros((1, 1, 2)), stride=2**62)
+    with pytest.raises(ValueError, match="64-bit"):
+        cppconv.conv_transpose3d(np.zeros((1, 1, 1, 1, 3)), np.zeros((1, 1, 1, 1, 2)), dilation=(1, 1, 2**62))

@@ -27,6 +27,8 @@ def _axis_output_size(i: Any, k: Any, s: Any, before: Any, after: Any, op: Any, 
     if op < 0 or (op >= s and op >= d):
         raise ValueError(f"output_padding must be non-negative and smaller than stride {s} or dilation {d}, got {op}")
     out = int(_native.conv_transpose_output_size(i, k, s, before, after, op, d))
+    if out >= _args.MAX_INDEX_EXTENT:
+        raise ValueError("the output size does not fit cppconv's 64-bit index arithmetic (at most 2^61 - 1 per axis)")
     if out < 1:
         raise ValueError(
             f"output size (I - 1) S - pad_before - pad_after + D (K - 1) + output_padding + 1 = {out} is below 1"
