@@ -533,14 +533,47 @@ const ConvTransposeAlgorithm* transpose_algorithm_named(const std::string& name)
   return a;
 }
 
-struct PyConvTranspose2dPlan {
-  py::object weight_owner, bias_owner;  // keep borrowed weights alive
-  std::unique_ptr<ConvTranspose2dPlan> plan;
+using Sizes = std::vector<int64_t>;
+
+// A transposed convolution's settings for spatial rank 1 to 3 (stride, output_padding and
+// dilation per axis, padding (before, after) per axis), checked once when the Python layer
+// builds its spec.
+struct TransposeSettings {
+  Sizes stride, padding, output_padding, dilation;
+  int64_t groups = 1;
+  Layout layout = Layout::NCHW;
+  Activation activation = Activation::None;
+  size_t rank() const { return stride.size(); }
 };
 
-PyConvTranspose2dPlan make_transpose_plan(const py::array& weight, const py::object& bias, bool copy) {
+TransposeSettings make_transpose_settings(const Sizes& stride, const Sizes& padding, const Sizes& output_padding,
+                                          const Sizes& dilation, int64_t groups, int layout, int activation) {
+  const size_t rank = stride.size();
+  if (rank < 1 || rank > 3 || padding.size() != 2 * rank || output_padding.size() != rank || dilation.size() != rank)
+    throw py::value_error("stride, output_padding and dilation take one value per spatial axis (1 to 3), padding two");
+  for (size_t a = 0; a < rank; ++a) {
+    if (stride[a] < 1 || dilation[a] < 1 || padding[2 * a] < 0 || padding[2 * a + 1] < 0 || output_padding[a] < 0)
+      throw py::value_error("stride and dilation must be >= 1, padding and output_padding >= 0");
+    if (output_padding[a] >= stride[a] && output_padding[a] >= dilation[a])
+      throw py::value_error("output_padding must be smaller than stride or dilation");
+  }
+  if (groups < 1) throw py::value_error("groups must be >= 1");
+  if (activation < 0 || activation > 6) throw py::value_error("activation code out of range");
+  return {stride, padding, output_padding, dilation, groups, layout_from(layout), Activation(activation)};
+}
+
+struct PyConvTransposePlan {
+  py::object weight_owner, bias_owner;  // keep borrowed weights alive
+  std::unique_ptr<ConvTransposePlan> plan;
+  size_t rank = 2;  // the weight's spatial axes
+};
+
+// The plan of a (C, K/groups, *kernel) weight with 1 to 3 spatial axes.
+PyConvTransposePlan make_transpose_plan(const py::array& weight, const py::object& bias, bool copy) {
   const DType dt = dtype_of(weight, "weight");
-  require(weight, "weight", dt, 4, false);
+  if (weight.ndim() < 3 || weight.ndim() > 5)
+    throw py::value_error("weight: expected 3 to 5 dimensions (C, K/groups, *kernel)");
+  require(weight, "weight", dt, weight.ndim(), false);
   const void* bias_ptr = nullptr;
   int64_t bias_size = 0;
   if (!bias.is_none()) {
@@ -549,9 +582,12 @@ PyConvTranspose2dPlan make_transpose_plan(const py::array& weight, const py::obj
     bias_ptr = b.data();
     bias_size = b.shape(0);
   }
-  PyConvTranspose2dPlan p;
-  p.plan = std::make_unique<ConvTranspose2dPlan>(dt, weight.data(), bias_ptr, bias_size, weight.shape(0),
-                                                 weight.shape(1), weight.shape(2), weight.shape(3), copy);
+  PyConvTransposePlan p;
+  p.rank = size_t(weight.ndim() - 2);
+  std::array<int64_t, 3> kernel{1, 1, 1};  // (kd, kh, kw), the missing leading axes 1
+  for (size_t a = 0; a < p.rank; ++a) kernel[3 - p.rank + a] = weight.shape(py::ssize_t(2 + a));
+  p.plan = std::make_unique<ConvTransposePlan>(dt, weight.data(), bias_ptr, bias_size, weight.shape(0),
+                                               weight.shape(1), kernel[0], kernel[1], kernel[2], copy);
   if (!copy) {
     p.weight_owner = weight;
     p.bias_owner = bias;
@@ -559,58 +595,73 @@ PyConvTranspose2dPlan make_transpose_plan(const py::array& weight, const py::obj
   return p;
 }
 
-ConvTranspose2dProblem make_transpose_problem(const ConvTranspose2dPlan& plan, const Shape4& x, int64_t sh,
-                                              int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb,
-                                              int64_t pl, int64_t pr, int64_t oph, int64_t opw, int64_t groups,
-                                              int layout, int activation) {
-  ConvTranspose2dProblem p;
+// The problem of an input of shape x (in s.layout) with the plan's weights; lower ranks fill
+// the leading (depth, height) axes with size 1.
+ConvTransposeProblem make_transpose_problem(const PyConvTransposePlan& self, const Sizes& x,
+                                            const TransposeSettings& s) {
+  const ConvTransposePlan& plan = *self.plan;
+  const size_t rank = s.rank();
+  if (self.rank != rank || x.size() != rank + 2)
+    throw py::value_error("x, weight and the settings differ in their number of spatial axes");
+  ConvTransposeProblem p;
   p.dtype = plan.dtype();
-  p.layout = layout_from(layout);
-  if (activation < 0 || activation > 6) throw py::value_error("activation code out of range");
-  p.activation = Activation(activation);
-  const bool nchw = p.layout == Layout::NCHW;
+  p.layout = s.layout;
+  p.activation = s.activation;
+  const bool first = p.layout == Layout::NCHW;
   p.batch = x[0];
-  p.in_channels = x[nchw ? 1 : 3];
-  p.in_h = x[nchw ? 2 : 1];
-  p.in_w = x[nchw ? 3 : 2];
-  if (sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0 || oph < 0 || opw < 0)
-    throw py::value_error("stride and dilation must be >= 1, padding and output_padding >= 0");
-  if ((oph >= sh && oph >= dh) || (opw >= sw && opw >= dw))
-    throw py::value_error("output_padding must be smaller than stride or dilation");
-  if (groups < 1 || p.in_channels != plan.in_channels() || p.in_channels % groups != 0)
+  p.in_channels = x[first ? 1 : rank + 1];
+  if (p.in_channels != plan.in_channels() || p.in_channels % s.groups != 0)
     throw py::value_error("x channels do not match weight and groups");
-  if (p.in_h < 1 || p.in_w < 1) throw py::value_error("x: empty spatial dimensions");
-  p.out_channels = plan.group_out_channels() * groups;
-  p.kernel_h = plan.kernel_h();
-  p.kernel_w = plan.kernel_w();
-  p.stride_h = sh; p.stride_w = sw; p.dilation_h = dh; p.dilation_w = dw;
-  p.pad_top = pt; p.pad_bottom = pb; p.pad_left = pl; p.pad_right = pr;
-  p.output_padding_h = oph; p.output_padding_w = opw;
-  p.groups = groups;
-  p.out_h = conv_transpose_output_size(p.in_h, p.kernel_h, sh, pt, pb, oph, dh);
-  p.out_w = conv_transpose_output_size(p.in_w, p.kernel_w, sw, pl, pr, opw, dw);
-  if (p.out_h < 1 || p.out_w < 1) throw py::value_error("conv_transpose2d output size below 1");
+  std::array<int64_t, 3> in{1, 1, 1}, stride{1, 1, 1}, dilation{1, 1, 1}, before{0, 0, 0}, after{0, 0, 0},
+      op{0, 0, 0};
+  for (size_t a = 0; a < rank; ++a) {
+    const size_t to = 3 - rank + a;
+    in[to] = x[(first ? 2 : 1) + a];
+    stride[to] = s.stride[a];
+    dilation[to] = s.dilation[a];
+    before[to] = s.padding[2 * a];
+    after[to] = s.padding[2 * a + 1];
+    op[to] = s.output_padding[a];
+  }
+  if (std::min({in[0], in[1], in[2]}) < 1) throw py::value_error("x: empty spatial dimensions");
+  p.in_d = in[0]; p.in_h = in[1]; p.in_w = in[2];
+  p.out_channels = plan.group_out_channels() * s.groups;
+  p.kernel_d = plan.kernel_d(); p.kernel_h = plan.kernel_h(); p.kernel_w = plan.kernel_w();
+  p.stride_d = stride[0]; p.stride_h = stride[1]; p.stride_w = stride[2];
+  p.dilation_d = dilation[0]; p.dilation_h = dilation[1]; p.dilation_w = dilation[2];
+  p.pad_front = before[0]; p.pad_back = after[0]; p.pad_top = before[1]; p.pad_bottom = after[1];
+  p.pad_left = before[2]; p.pad_right = after[2];
+  p.output_padding_d = op[0]; p.output_padding_h = op[1]; p.output_padding_w = op[2];
+  p.groups = s.groups;
+  p.out_d = conv_transpose_output_size(p.in_d, p.kernel_d, p.stride_d, p.pad_front, p.pad_back, op[0], p.dilation_d);
+  p.out_h = conv_transpose_output_size(p.in_h, p.kernel_h, p.stride_h, p.pad_top, p.pad_bottom, op[1], p.dilation_h);
+  p.out_w = conv_transpose_output_size(p.in_w, p.kernel_w, p.stride_w, p.pad_left, p.pad_right, op[2], p.dilation_w);
+  if (std::min({p.out_d, p.out_h, p.out_w}) < 1) throw py::value_error("conv_transpose output size below 1");
+  if (std::max({p.out_d, p.out_h, p.out_w}) >= kMaxIndexExtent)
+    throw py::value_error("conv_transpose output size does not fit 64-bit index arithmetic");
   return p;
 }
 
-void run_transpose_plan(PyConvTranspose2dPlan& self, const py::array& x, const py::array& out, int64_t sh,
-                        int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
-                        int64_t oph, int64_t opw, int64_t groups, int layout, int activation,
-                        const std::string& algorithm) {
-  ConvTranspose2dPlan& plan = *self.plan;
-  require(x, "x", plan.dtype(), 4, false);
-  require(out, "out", plan.dtype(), 4, true);
-  const ConvTranspose2dProblem p = make_transpose_problem(plan, shape4(x), sh, sw, dh, dw, pt, pb, pl, pr, oph,
-                                                          opw, groups, layout, activation);
-  const bool nchw = p.layout == Layout::NCHW;
-  const Shape4 expect = nchw ? Shape4{p.batch, p.out_channels, p.out_h, p.out_w}
-                             : Shape4{p.batch, p.out_h, p.out_w, p.out_channels};
-  if (shape4(out) != expect) throw py::value_error("out: shape does not match the transposed convolution's result");
+
+void run_transpose_plan(PyConvTransposePlan& self, const py::array& x, const py::array& out,
+                        const TransposeSettings& s, const std::string& algorithm, int num_threads) {
+  if (num_threads < 0 || num_threads > kMaxThreads) throw py::value_error("num_threads out of range");
+  ConvTransposePlan& plan = *self.plan;
+  const py::ssize_t ndim = py::ssize_t(s.rank() + 2);
+  require(x, "x", plan.dtype(), ndim, false);
+  require(out, "out", plan.dtype(), ndim, true);
+  const ConvTransposeProblem p = make_transpose_problem(self, shape_of(x), s);
+  const std::array<int64_t, 3> sizes{p.out_d, p.out_h, p.out_w};
+  Sizes expect{p.batch};
+  if (p.layout == Layout::NCHW) expect.push_back(p.out_channels);
+  expect.insert(expect.end(), sizes.end() - std::ptrdiff_t(s.rank()), sizes.end());
+  if (p.layout != Layout::NCHW) expect.push_back(p.out_channels);
+  if (shape_of(out) != expect) throw py::value_error("out: shape does not match the transposed convolution's result");
   const ConvTransposeAlgorithm* forced = transpose_algorithm_named(algorithm);
   const void* xp = x.data();
   void* yp = const_cast<void*>(out.data());
   py::gil_scoped_release release;
-  plan.run(p, xp, yp, forced);
+  plan.run(p, xp, yp, forced, num_threads);
 }
 
 void bind_pool_and_transpose(py::module_& m) {
@@ -697,51 +748,44 @@ void bind_pool_and_transpose(py::module_& m) {
       py::arg("dtype"), py::arg("x_shape"), py::arg("out_shape"), py::arg("kind"), py::arg("adaptive"),
       py::arg("layout"));
 
-  py::class_<PyConvTranspose2dPlan>(m, "ConvTranspose2dPlan")
+  py::class_<TransposeSettings>(m, "ConvTransposeSettings")
+      .def(py::init(&make_transpose_settings), py::arg("stride"), py::arg("padding"), py::arg("output_padding"),
+           py::arg("dilation"), py::arg("groups"), py::arg("layout"), py::arg("activation"),
+           "Per-axis settings of a transposed convolution of spatial rank 1 to 3 (internal).");
+
+  py::class_<PyConvTransposePlan>(m, "ConvTransposePlan")
       .def(py::init([](const py::array& weight, const py::object& bias, bool copy) {
              return make_transpose_plan(weight, bias, copy);
            }),
            py::arg("weight"), py::arg("bias"), py::arg("copy") = true)
-      .def("run", &run_transpose_plan, py::arg("x"), py::arg("out"), py::arg("stride_h"), py::arg("stride_w"),
-           py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"),
-           py::arg("pad_left"), py::arg("pad_right"), py::arg("output_padding_h"), py::arg("output_padding_w"),
-           py::arg("groups"), py::arg("layout"), py::arg("activation"), py::arg("algorithm") = "")
+      .def("run", &run_transpose_plan, py::arg("x"), py::arg("out"), py::arg("settings"), py::arg("algorithm") = "",
+           py::arg("num_threads") = 0)
       .def(
           "explain",
-          [](const PyConvTranspose2dPlan& self, const Shape4& x_shape, int64_t sh, int64_t sw, int64_t dh,
-             int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t oph, int64_t opw, int64_t groups,
-             int layout, int activation) {
-            const ConvTranspose2dProblem p = make_transpose_problem(*self.plan, x_shape, sh, sw, dh, dw, pt, pb, pl,
-                                                                    pr, oph, opw, groups, layout, activation);
-            const ConvTransposeChoice c = self.plan->choose(p);
+          [](const PyConvTransposePlan& self, const Sizes& x_shape, const TransposeSettings& s, int num_threads) {
+            const ConvTransposeProblem p = make_transpose_problem(self, x_shape, s);
+            const ConvTransposeChoice c = self.plan->choose(p, num_threads);
             py::dict d;
             d["algorithm"] = c.algorithm->name;
             d["isa"] = c.isa;
             d["threads"] = c.threads;
-            d["flops"] = conv_transpose2d_flops(p);
+            d["flops"] = conv_transpose_flops(p);
             d["workspace_bytes"] = c.workspace_bytes;
             d["packed_weight_bytes"] = c.packed_bytes;
             return d;
           },
-          py::arg("x_shape"), py::arg("stride_h"), py::arg("stride_w"), py::arg("dilation_h"),
-          py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"), py::arg("pad_left"),
-          py::arg("pad_right"), py::arg("output_padding_h"), py::arg("output_padding_w"), py::arg("groups"),
-          py::arg("layout"), py::arg("activation"));
+          py::arg("x_shape"), py::arg("settings"), py::arg("num_threads") = 0);
 
   m.def(
-      "conv_transpose2d",
-      [](const py::array& x, const py::array& weight, const py::object& bias, const py::array& out, int64_t sh,
-         int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t oph,
-         int64_t opw, int64_t groups, int layout, int activation, const std::string& algorithm) {
-        PyConvTranspose2dPlan plan = make_transpose_plan(weight, bias, /*copy=*/false);
-        run_transpose_plan(plan, x, out, sh, sw, dh, dw, pt, pb, pl, pr, oph, opw, groups, layout, activation,
-                           algorithm);
+      "conv_transpose",
+      [](const py::array& x, const py::array& weight, const py::object& bias, const py::array& out,
+         const TransposeSettings& s, const std::string& algorithm, int num_threads) {
+        PyConvTransposePlan plan = make_transpose_plan(weight, bias, /*copy=*/false);
+        run_transpose_plan(plan, x, out, s, algorithm, num_threads);
       },
-      py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("stride_h"), py::arg("stride_w"),
-      py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"), py::arg("pad_bottom"), py::arg("pad_left"),
-      py::arg("pad_right"), py::arg("output_padding_h"), py::arg("output_padding_w"), py::arg("groups"),
-      py::arg("layout"), py::arg("activation"), py::arg("algorithm") = "",
-      "One-shot transposed convolution into `out` (internal; see cppconv.conv_transpose2d).");
+      py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("settings"),
+      py::arg("algorithm") = "", py::arg("num_threads") = 0,
+      "One-shot transposed convolution of rank 1 to 3 into `out` (internal; see cppconv.conv_transpose2d).");
 }
 
 }  // namespace

@@ -8,15 +8,16 @@
 
 #include "driver.h"
 #include "kernels/kernel_table.h"
-#include "pool_problem.h"
+#include "conv_transpose_problem.h"
 
 namespace cppconv {
 
-// (I - 1) * S - before - after + D * (K - 1) + output_padding + 1.
+// (I - 1) * S - before - after + D * (K - 1) + output_padding + 1, or kMaxIndexExtent where
+// that does not fit the kernels' index arithmetic.
 int64_t conv_transpose_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_before,
                                    int64_t pad_after, int64_t output_padding, int64_t dilation);
 
-double conv_transpose2d_flops(const ConvTranspose2dProblem& p);
+double conv_transpose_flops(const ConvTransposeProblem& p);
 
 std::vector<const ConvTransposeAlgorithm*> all_conv_transpose_algorithms();
 const ConvTransposeAlgorithm* find_conv_transpose_algorithm(const std::string& name);
@@ -31,28 +32,32 @@ struct ConvTransposeChoice {
 
 // A layer's weights, prepared once; `run` is thread-safe (packed weights are built on first
 // use by an algorithm and then shared).
-class ConvTranspose2dPlan {
+class ConvTransposePlan {
  public:
-  // weight: (C, K/groups, kh, kw) C-contiguous of `dtype`; bias: (bias_size,) or nullptr,
-  // where bias_size must be K (= groups * K/groups) of every call.  With copy=false the plan
-  // borrows them for its own lifetime.
-  ConvTranspose2dPlan(DType dtype, const void* weight, const void* bias, int64_t bias_size, int64_t in_channels,
-                      int64_t group_out_channels, int64_t kernel_h, int64_t kernel_w, bool copy);
+  // weight: (C, K/groups, kd, kh, kw) C-contiguous of `dtype` (kd = 1 below 3-D, kh = 1 in
+  // 1-D); bias: (bias_size,) or nullptr, where bias_size must be K (= groups * K/groups) of
+  // every call.  With copy=false the plan borrows them for its own lifetime.
+  ConvTransposePlan(DType dtype, const void* weight, const void* bias, int64_t bias_size, int64_t in_channels,
+                    int64_t group_out_channels, int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, bool copy);
 
-  ConvTransposeChoice choose(const ConvTranspose2dProblem& p) const;
+  // max_threads > 0 caps this call's threads instead of get_num_threads() (a per-call
+  // num_threads=).
+  ConvTransposeChoice choose(const ConvTransposeProblem& p, int max_threads = 0) const;
   // x and y in p.layout, C-contiguous.
-  void run(const ConvTranspose2dProblem& p, const void* x, void* y, const ConvTransposeAlgorithm* forced = nullptr);
+  void run(const ConvTransposeProblem& p, const void* x, void* y, const ConvTransposeAlgorithm* forced = nullptr,
+           int max_threads = 0);
 
   DType dtype() const { return dtype_; }
   int64_t in_channels() const { return in_channels_; }
   int64_t group_out_channels() const { return group_out_; }
+  int64_t kernel_d() const { return kernel_d_; }
   int64_t kernel_h() const { return kernel_h_; }
   int64_t kernel_w() const { return kernel_w_; }
   bool has_bias() const { return weights_.bias() != nullptr; }
 
  private:
   DType dtype_;
-  int64_t in_channels_, group_out_, kernel_h_, kernel_w_, bias_size_;
+  int64_t in_channels_, group_out_, kernel_d_, kernel_h_, kernel_w_, bias_size_;
   PlanWeights weights_;
 };
 

@@ -1,4 +1,4 @@
-// Plain descriptions of pooling and transposed-convolution calls, shared by the drivers and
+// Plain descriptions of pooling calls, shared by the drivers and
 // every per-ISA kernel.  Data only (no inline functions), for the same one-definition reason
 // as conv_problem.h.
 #pragma once
@@ -45,33 +45,6 @@ struct PoolCall {
   int64_t* indices = nullptr; // max only, or nullptr: flat h * in_w + w per output, strides y_stride
   Strides4 x_stride, y_stride;
   PoolWindows rows, cols;
-  int num_threads = 1;
-};
-
-// One transposed convolution (the adjoint of conv2d with the same weight): weight is
-// (in_channels, out_channels / groups, kh, kw) as in PyTorch; output size along an axis is
-// (I - 1) * S - pad_before - pad_after + D * (K - 1) + output_padding + 1.
-struct ConvTranspose2dProblem {
-  int64_t batch = 0, in_channels = 0, in_h = 0, in_w = 0;
-  int64_t out_channels = 0, kernel_h = 0, kernel_w = 0;
-  int64_t out_h = 0, out_w = 0;
-  int64_t stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1;
-  int64_t pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
-  int64_t output_padding_h = 0, output_padding_w = 0;
-  int64_t groups = 1;
-  DType dtype = DType::Float32;
-  Layout layout = Layout::NCHW;
-  Activation activation = Activation::None;
-};
-
-struct ConvTransposeCall {
-  ConvTranspose2dProblem p;
-  const void* x = nullptr;       // strides x_stride
-  const void* weight = nullptr;  // (C, K/groups, kh, kw), C-contiguous
-  const void* packed = nullptr;  // the algorithm's packed weights, or nullptr
-  const void* bias = nullptr;    // (K,) or nullptr
-  void* y = nullptr;             // strides y_stride
-  Strides4 x_stride, y_stride;
   int num_threads = 1;
 };
 

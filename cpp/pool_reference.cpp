@@ -86,49 +86,7 @@ void run_pool_reference(const PoolCall& call) {
         }
 }
 
-// y[n, k, oh, ow] = bias[k] + sum over the input channels c of k's group and the taps (i, j)
-// with oh + pad_top - i * D = ih * S and ow + pad_left - j * D = iw * S inside the input of
-// x[n, c, ih, iw] * w[c, k - g * Kg, i, j].  Accumulates in double.
-template <class T>
-void run_conv_transpose_reference(const ConvTransposeCall& call) {
-  const ConvTranspose2dProblem& p = call.p;
-  const T* x = static_cast<const T*>(call.x);
-  const T* w = static_cast<const T*>(call.weight);
-  const T* bias = static_cast<const T*>(call.bias);
-  T* y = static_cast<T*>(call.y);
-  const int64_t group_in = p.in_channels / p.groups, group_out = p.out_channels / p.groups;
-  for (int64_t n = 0; n < p.batch; ++n)
-    for (int64_t k = 0; k < p.out_channels; ++k) {
-      const int64_t g = k / group_out, kl = k % group_out;
-      for (int64_t oh = 0; oh < p.out_h; ++oh)
-        for (int64_t ow = 0; ow < p.out_w; ++ow) {
-          double sum = bias ? double(bias[k]) : 0.0;
-          for (int64_t i = 0; i < p.kernel_h; ++i) {
-            const int64_t th = oh + p.pad_top - i * p.dilation_h;
-            if (th < 0 || th % p.stride_h != 0 || th / p.stride_h >= p.in_h) continue;
-            const int64_t ih = th / p.stride_h;
-            for (int64_t j = 0; j < p.kernel_w; ++j) {
-              const int64_t tw = ow + p.pad_left - j * p.dilation_w;
-              if (tw < 0 || tw % p.stride_w != 0 || tw / p.stride_w >= p.in_w) continue;
-              const int64_t iw = tw / p.stride_w;
-              for (int64_t c = 0; c < group_in; ++c) {
-                const int64_t ci = g * group_in + c;
-                const T xv = x[n * call.x_stride.n + ci * call.x_stride.c + ih * call.x_stride.h + iw * call.x_stride.w];
-                const T wv = w[((ci * group_out + kl) * p.kernel_h + i) * p.kernel_w + j];
-                sum += double(xv) * double(wv);
-              }
-            }
-          }
-          y[n * call.y_stride.n + k * call.y_stride.c + oh * call.y_stride.h + ow * call.y_stride.w] =
-              activate_reference(T(sum), p.activation);
-        }
-    }
-}
-
 bool pool_accepts_any(const Pool2dProblem&) { return true; }
-bool ct_accepts_any(const ConvTranspose2dProblem&) { return true; }
-size_t ct_no_packing(const ConvTranspose2dProblem&) { return 0; }
-size_t ct_no_workspace(const ConvTranspose2dProblem&, int) { return 0; }
 
 }  // namespace
 
@@ -136,11 +94,5 @@ const PoolAlgorithm pool2d_reference_f32 = {"pool2d_reference_f32", DType::Float
                                             run_pool_reference<float>};
 const PoolAlgorithm pool2d_reference_f64 = {"pool2d_reference_f64", DType::Float64, pool_accepts_any,
                                             run_pool_reference<double>};
-const ConvTransposeAlgorithm conv_transpose2d_reference_f32 = {
-    "conv_transpose2d_reference_f32", DType::Float32, ct_accepts_any, ct_no_packing, nullptr, ct_no_workspace,
-    run_conv_transpose_reference<float>};
-const ConvTransposeAlgorithm conv_transpose2d_reference_f64 = {
-    "conv_transpose2d_reference_f64", DType::Float64, ct_accepts_any, ct_no_packing, nullptr, ct_no_workspace,
-    run_conv_transpose_reference<double>};
 
 }  // namespace cppconv

@@ -1,4 +1,4 @@
-// Reference pooling and transposed convolution: plain loops, written to be obviously correct
+// Reference pooling: plain loops, written to be obviously correct
 // rather than fast, compiled once.  They are the oracles of the tests and the last entries of
 // every algorithm list.  They compute their windows from the problem (PyTorch's formulas),
 // not from the driver's window maps, so they check those too.
@@ -9,7 +9,5 @@ namespace cppconv {
 
 extern const PoolAlgorithm pool2d_reference_f32;
 extern const PoolAlgorithm pool2d_reference_f64;
-extern const ConvTransposeAlgorithm conv_transpose2d_reference_f32;
-extern const ConvTransposeAlgorithm conv_transpose2d_reference_f64;
 
 }  // namespace cppconv

@@ -150,7 +150,7 @@ def test_every_algorithm():
     for layout in LAYOUTS:
         for name in _native.conv_transpose_algorithms():
             dtype = np.float32 if "_f32" in name else np.float64
-            y = _conv_transpose._conv_transpose2d_with_algorithm(
+            y = _conv_transpose._conv_transpose_with_algorithm(
                 name, to_layout(x, layout).astype(dtype), w.astype(dtype), b.astype(dtype), stride=(2, 3),
                 padding=((1, 0), (0, 1)), output_padding=(1, 0), groups=2, dilation=(1, 2), layout=layout,
                 activation="relu")
@@ -159,7 +159,7 @@ def test_every_algorithm():
             ran.add(name)
     assert ran == set(_native.conv_transpose_algorithms())
     with pytest.raises(ValueError, match="algorithm"):
-        _conv_transpose._conv_transpose2d_with_algorithm("nope", x, w)
+        _conv_transpose._conv_transpose_with_algorithm("nope", x, w)
 
 
 def test_benchmark_shape_float32(isa):
@@ -310,7 +310,7 @@ def test_bad_input_more():
     w = np.zeros((3, 2, 3, 3))
     with pytest.raises(ValueError, match="bias"):
         cppconv.conv_transpose2d(x, w, np.zeros(3))
-    with pytest.raises(ValueError, match="x must be"):
+    with pytest.raises(ValueError, match="x is 5-D .*: use conv_transpose3d"):
         cppconv.conv_transpose2d(x[None], w)
     with pytest.raises(ValueError, match="2-D"):
         cppconv.conv_transpose2d(x[0, 0], w)
@@ -324,13 +324,19 @@ def test_bad_input_more():
         cppconv.ConvTranspose2d(w, groups=2)
     with pytest.raises(ValueError, match="output_padding"):
         cppconv.ConvTranspose2d(w, output_padding=1)
-    plan = _native.ConvTranspose2dPlan(np.zeros((3, 2, 3, 3)), np.zeros(4))
+    plan = _native.ConvTransposePlan(np.zeros((3, 2, 3, 3)), np.zeros(4))
+
+    def settings(output_padding=(0, 0), groups=1):
+        return _native.ConvTransposeSettings((1, 1), (0, 0, 0, 0), output_padding, (1, 1), groups, 0, 0)
+
     with pytest.raises(ValueError, match="match"):
-        plan.run(x, np.empty((1, 4, 6, 6)), 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 2, 0, 0)  # bias 4 but K = 2 * 2
+        plan.run(x, np.empty((1, 4, 6, 6)), settings(groups=2))  # bias 4 but K = 2 * 2
     with pytest.raises(ValueError, match="output_padding"):
-        plan.run(x, np.empty((1, 2, 7, 7)), 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0)
+        settings(output_padding=(1, 1))
     with pytest.raises(ValueError, match="out"):
-        plan.run(x, np.empty((1, 2, 5, 6)), 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0)
+        plan.run(x, np.empty((1, 2, 5, 6)), settings())
+    with pytest.raises(ValueError, match="spatial axes"):
+        plan.run(x[:, :, 0].copy(), np.empty((1, 2, 6)), _native.ConvTransposeSettings((1,), (0, 0), (0,), (1,), 1, 0, 0))
 
 
 def test_threads_agree(isa):
@@ -375,6 +381,6 @@ def test_dilation_costs_no_padded_copy(isa, d):
     for name in _native.conv_transpose_algorithms():
         if name.startswith("conv_transpose2d_phase_f32"):
             with pytest.raises(ValueError, match="does not accept"):
-                _conv_transpose._conv_transpose2d_with_algorithm(name, x, w, **kw)
+                _conv_transpose._conv_transpose_with_algorithm(name, x, w, **kw)
     y = cppconv.conv_transpose2d(x, w, **kw)
     np.testing.assert_allclose(y, x * w[None, :, 0, 1:2, 1:2], rtol=1e-6, atol=1e-6)

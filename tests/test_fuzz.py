@@ -131,11 +131,13 @@ def _random_call(rng: random.Random, x, w, b):
         kw = random_kwargs(rng, CONV_KW[:-1])
         return f"Conv2d(w, b, **{describe(kw)})(x)", lambda: cppconv.Conv2d(w, b, **kw)(x)
     if choice == 2:
-        kw = random_kwargs(rng, TRANSPOSE_KW)
-        return f"conv_transpose2d(x, w, b, **{describe(kw)})", lambda: cppconv.conv_transpose2d(x, w, b, **kw)
+        kw, rank = random_kwargs(rng, TRANSPOSE_KW), rng.choice([1, 2, 2, 3])
+        fn = getattr(cppconv, f"conv_transpose{rank}d")
+        return f"conv_transpose{rank}d(x, w, b, **{describe(kw)})", lambda: fn(x, w, b, **kw)
     if choice == 3:
-        kw = random_kwargs(rng, TRANSPOSE_KW[:-1])
-        return f"ConvTranspose2d(w, b, **{describe(kw)})(x)", lambda: cppconv.ConvTranspose2d(w, b, **kw)(x)
+        kw, rank = random_kwargs(rng, TRANSPOSE_KW[:-1]), rng.choice([1, 2, 2, 3])
+        cls = getattr(cppconv, f"ConvTranspose{rank}d")
+        return f"ConvTranspose{rank}d(w, b, **{describe(kw)})(x)", lambda: cls(w, b, **kw)(x)
     if choice == 4:
         k, kw = random_value(rng), random_kwargs(rng, MAX_POOL_KW)
         return f"max_pool2d(x, {k!r}, **{describe(kw)})", lambda: cppconv.max_pool2d(x, k, **kw)

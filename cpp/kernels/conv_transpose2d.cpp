@@ -12,6 +12,10 @@
 // layout), so the inner loop never checks bounds; rows outside the input are skipped whole.
 // Every output is written once (no scatter, no races, no zero-stuffed input).  Compiled once
 // per ISA: the vector width follows the ISA's flags.
+//
+// Depth (3-D) works as the rows do: an output plane od gathers the planes id = (od + pad -
+// a * D) / S that divide evenly, so a valid (depth tap, row tap) pair is one row tap of the
+// 2-D scheme, kernel row a * kh + i of input row id * in_h + ih.  1-D is height 1.
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
@@ -54,7 +58,7 @@ struct Geometry {
 };
 
 template <class T>
-Geometry geometry(const ConvTranspose2dProblem& p) {
+Geometry geometry(const ConvTransposeProblem& p) {
   Geometry g{};
   g.group_in = p.in_channels / p.groups;
   g.group_out = p.out_channels / p.groups;
@@ -66,22 +70,23 @@ Geometry geometry(const ConvTranspose2dProblem& p) {
 }
 
 template <class T>
-size_t packed_bytes(const ConvTranspose2dProblem& p) {
+size_t packed_bytes(const ConvTransposeProblem& p) {
   const Geometry g = geometry<T>(p);
-  return size_t(p.groups * g.oc_blocks * p.kernel_h * p.kernel_w * g.group_in * nr<T>()) * sizeof(T);
+  return size_t(p.groups * g.oc_blocks * p.kernel_d * p.kernel_h * p.kernel_w * g.group_in * nr<T>()) * sizeof(T);
 }
 
-// [group][output-channel block][i][j][c][NR], zero past the group's output channels.  One
-// (group, block) per unit; each input channel's NR rows of taps (output channel k's kh x kw
-// taps are contiguous in the (C, K / groups, kh, kw) weights) are transposed into the block's
+// [group][output-channel block][a][i][j][c][NR], zero past the group's output channels.  One
+// (group, block) per unit; each input channel's NR rows of taps (output channel k's kd x kh x kw
+// taps are contiguous in the (C, K / groups, kd, kh, kw) weights) are transposed into the block's
 // columns: a one-shot call packs every time, and element by element the pack of 512 -> 256
 // channels at 4x4 (8 MB) took twice the arithmetic.
 template <class T>
-void pack(const ConvTranspose2dProblem& p, const void* weight, void* packed, int threads) {
+void pack(const ConvTransposeProblem& p, const void* weight, void* packed, int threads) {
   const Geometry g = geometry<T>(p);
   const T* w = static_cast<const T*>(weight);
   T* out = static_cast<T*>(packed);
-  const int64_t NR = nr<T>(), taps = p.kernel_h * p.kernel_w, Cg = g.group_in, units = p.groups * g.oc_blocks;
+  const int64_t NR = nr<T>(), taps = p.kernel_d * p.kernel_h * p.kernel_w, Cg = g.group_in;
+  const int64_t units = p.groups * g.oc_blocks;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && units > 1)
   for (int64_t unit = 0; unit < units; ++unit) {
     const int64_t gr = unit / g.oc_blocks, b = unit % g.oc_blocks;
@@ -107,7 +112,7 @@ void pack(const ConvTranspose2dProblem& p, const void* weight, void* packed, int
 // NCHW float output rows go through a per-thread buffer [ow][NR] and in-register transposes
 // (stored one value at a time, each pixel's NR outputs went to NR planes).
 template <class T>
-int64_t row_buffer_elems(const ConvTranspose2dProblem& p) {
+int64_t row_buffer_elems(const ConvTransposeProblem& p) {
   return CPPCONV_CT_TRANSPOSES && std::is_same_v<T, float> && p.layout == Layout::NCHW ? p.out_w * nr<T>() : 0;
 }
 
@@ -117,10 +122,11 @@ struct Tap {
 
 // The padded NHWC input, then each thread's row buffer; the column taps and each thread's row taps.
 template <class T>
-size_t workspace_bytes(const ConvTranspose2dProblem& p, int threads) {
+size_t workspace_bytes(const ConvTransposeProblem& p, int threads) {
   const Geometry g = geometry<T>(p);
-  return size_t(p.batch * p.in_h * g.padded_w * p.in_channels + threads * row_buffer_elems<T>(p)) * sizeof(T) +
-         size_t(threads * p.kernel_h + p.kernel_w) * sizeof(Tap);
+  return size_t(p.batch * p.in_d * p.in_h * g.padded_w * p.in_channels + threads * row_buffer_elems<T>(p)) *
+             sizeof(T) +
+         size_t(threads * p.kernel_d * p.kernel_h + p.kernel_w) * sizeof(Tap);
 }
 
 template <class T>
@@ -170,10 +176,11 @@ template <class T>
 void run_phase(const ConvTransposeCall& call) {
   using V = typename VecOf<T>::type;
   constexpr int64_t VL = lanes<T>(), NR = nr<T>(), MR = kMR;
-  const ConvTranspose2dProblem& p = call.p;
+  const ConvTransposeProblem& p = call.p;
   const Geometry g = geometry<T>(p);
-  const int64_t C = p.in_channels, Cg = g.group_in, IH = p.in_h, IW = p.in_w, E = g.edge, PW = g.padded_w;
-  const int64_t SH = p.stride_h, SW = p.stride_w, KH = p.kernel_h, KW = p.kernel_w;
+  const int64_t C = p.in_channels, Cg = g.group_in, ID = p.in_d, IH = p.in_h, IW = p.in_w, E = g.edge;
+  const int64_t PW = g.padded_w;
+  const int64_t SD = p.stride_d, SH = p.stride_h, SW = p.stride_w, KD = p.kernel_d, KH = p.kernel_h, KW = p.kernel_w;
   const T* x = static_cast<const T*>(call.x);
   const T* wp = static_cast<const T*>(call.packed);
   const T* bias = static_cast<const T*>(call.bias);
@@ -189,15 +196,15 @@ void run_phase(const ConvTransposeCall& call) {
 
   // The input as NHWC with E zero columns on the left and zeros past the right edge.
   const int threads = call.num_threads;
-  const int64_t xpad_elems = p.batch * IH * PW * C, row_elems = row_buffer_elems<T>(p);
+  const int64_t xpad_elems = p.batch * ID * IH * PW * C, row_elems = row_buffer_elems<T>(p);
   T* xpad = scratch<T>(size_t(xpad_elems + threads * row_elems));
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t row = 0; row < p.batch * IH; ++row) {
-    const int64_t n = row / IH, ih = row % IH;
+  for (int64_t row = 0; row < p.batch * ID * IH; ++row) {
+    const int64_t n = row / (ID * IH), id = row / IH % ID, ih = row % IH;
     T* d = xpad + row * PW * C;
     std::memset(d, 0, sizeof(T) * size_t(E * C));
     std::memset(d + (E + IW) * C, 0, sizeof(T) * size_t((PW - E - IW) * C));
-    const T* s = x + n * call.x_stride.n + ih * call.x_stride.h;
+    const T* s = x + n * call.x_stride.n + id * call.x_stride_d + ih * call.x_stride.h;
     if (nhwc) {
       for (int64_t iw = 0; iw < IW; ++iw) std::memcpy(d + (E + iw) * C, s + iw * call.x_stride.w, sizeof(T) * size_t(C));
     } else {
@@ -209,13 +216,13 @@ void run_phase(const ConvTransposeCall& call) {
     }
   }
 
-  const int64_t items = p.groups * g.oc_blocks * p.batch * p.out_h;
-  // Each thread's valid row taps of its current item (at most KH), allocated here: no
-  // allocation may fail inside the region (see scratch_bytes).
-  std::vector<Tap> thread_row_taps(size_t(threads * KH));
+  const int64_t items = p.groups * g.oc_blocks * p.batch * p.out_d * p.out_h;
+  // Each thread's valid (depth, row) taps of its current item (at most KD * KH), allocated
+  // here: no allocation may fail inside the region (see scratch_bytes).
+  std::vector<Tap> thread_row_taps(size_t(threads * KD * KH));
   parallel_region(threads, [&] {
     DenormalGuard denormals;
-    Tap* row_taps = thread_row_taps.data() + thread_id() * KH;
+    Tap* row_taps = thread_row_taps.data() + thread_id() * KD * KH;
     int64_t row_count = 0;
     alignas(64) T bias_block[NR];
     alignas(64) T tile[MR * NR];
@@ -224,6 +231,7 @@ void run_phase(const ConvTransposeCall& call) {
     for (int64_t item = 0; item < items; ++item) {
       int64_t rest = item;
       const int64_t oh = rest % p.out_h; rest /= p.out_h;
+      const int64_t od = rest % p.out_d; rest /= p.out_d;
       const int64_t n = rest % p.batch; rest /= p.batch;
       const int64_t ob = rest % g.oc_blocks;
       const int64_t gr = rest / g.oc_blocks;
@@ -234,16 +242,21 @@ void run_phase(const ConvTransposeCall& call) {
       std::memcpy(&b0, bias_block, sizeof(V));
       std::memcpy(&b1, bias_block + VL, sizeof(V));
 
-      // Valid row taps: (oh + pad_top - i * D) = ih * S with 0 <= ih < IH.
+      // Valid row taps: (oh + pad_top - i * D) = ih * S with 0 <= ih < IH; depth alike.
       row_count = 0;
-      const int64_t th = oh + p.pad_top;
-      for (int64_t i = 0; i < KH; ++i) {
-        const int64_t o = th - i * p.dilation_h;
-        if (o < 0) break;
-        if (o % SH == 0 && o / SH < IH) row_taps[row_count++] = {i, o / SH};
+      const int64_t td = od + p.pad_front, th = oh + p.pad_top;
+      for (int64_t a = 0; a < KD; ++a) {
+        const int64_t od_src = td - a * p.dilation_d;
+        if (od_src < 0) break;
+        if (od_src % SD != 0 || od_src / SD >= ID) continue;
+        for (int64_t i = 0; i < KH; ++i) {
+          const int64_t o = th - i * p.dilation_h;
+          if (o < 0) break;
+          if (o % SH == 0 && o / SH < IH) row_taps[row_count++] = {a * KH + i, od_src / SD * IH + o / SH};
+        }
       }
-      const T* xn = xpad + n * IH * PW * C + gr * Cg;
-      const T* wblock = wp + (gr * g.oc_blocks + ob) * KH * KW * Cg * NR;
+      const T* xn = xpad + n * ID * IH * PW * C + gr * Cg;
+      const T* wblock = wp + (gr * g.oc_blocks + ob) * KD * KH * KW * Cg * NR;
 
       for (int64_t r = 0; r < SW; ++r) {
         // Outputs ow = m * SW + r - pad_left inside [0, OW).
@@ -278,7 +291,8 @@ void run_phase(const ConvTransposeCall& call) {
             T* t = tile + q * NR;
             activate_row(t, kcount, p.activation);
             const int64_t ow = (m0 + q) * SW + r - p.pad_left;
-            T* yo = y + n * call.y_stride.n + oh * call.y_stride.h + ow * call.y_stride.w + k0 * call.y_stride.c;
+            T* yo = y + n * call.y_stride.n + od * call.y_stride_d + oh * call.y_stride.h + ow * call.y_stride.w +
+                    k0 * call.y_stride.c;
             if (nhwc) {
               std::memcpy(yo, t, sizeof(T) * size_t(kcount));
             } else if (row_elems > 0) {
@@ -293,7 +307,7 @@ void run_phase(const ConvTransposeCall& call) {
       if constexpr (std::is_same_v<T, float>) {
         if (row_elems > 0) {  // every phase has filled the row: [ow][NR] into NR planes
           constexpr int L = simd::kLanes<float>;
-          T* yrow = y + n * call.y_stride.n + oh * call.y_stride.h + k0 * call.y_stride.c;
+          T* yrow = y + n * call.y_stride.n + od * call.y_stride_d + oh * call.y_stride.h + k0 * call.y_stride.c;
           for (int64_t h = 0; h < kcount; h += L)
             simd::pixels_to_planes(row_buf + h, NR, int(std::min<int64_t>(L, kcount - h)), p.out_w,
                                    yrow + h * call.y_stride.c, call.y_stride.c);
@@ -308,11 +322,13 @@ void run_phase(const ConvTransposeCall& call) {
 // makes far wider than the input: it must stay in proportion to the call (see
 // copies_in_proportion), or the reference takes the problem.
 template <class T>
-bool phase_accepts(const ConvTranspose2dProblem& p) {
-  const double inputs = double(p.batch) * double(p.in_channels) * double(p.in_h) * double(p.in_w);
-  const double macs = inputs * double(p.out_channels / p.groups) * double(p.kernel_h) * double(p.kernel_w);
-  const double outputs = double(p.batch) * double(p.out_channels) * double(p.out_h) * double(p.out_w);
-  const double copied = double(p.batch) * double(p.in_h) * double(geometry<T>(p).padded_w) * double(p.in_channels);
+bool phase_accepts(const ConvTransposeProblem& p) {
+  const double rows = double(p.batch) * double(p.in_d) * double(p.in_h);
+  const double inputs = rows * double(p.in_channels) * double(p.in_w);
+  const double macs =
+      inputs * double(p.out_channels / p.groups) * double(p.kernel_d) * double(p.kernel_h) * double(p.kernel_w);
+  const double outputs = double(p.batch) * double(p.out_channels) * double(p.out_d) * double(p.out_h) * double(p.out_w);
+  const double copied = rows * double(geometry<T>(p).padded_w) * double(p.in_channels);
   return copies_in_proportion(copied, macs, inputs + outputs);
 }
 

@@ -2,6 +2,7 @@
 // cppconv::<isa>::kernel_table(); cpp/dispatch.cpp picks one at start-up.
 #pragma once
 #include "conv_problem.h"
+#include "conv_transpose_problem.h"
 #include "pool_problem.h"
 
 namespace cppconv {
@@ -33,14 +34,14 @@ struct PoolAlgorithm {
 };
 
 // One transposed-convolution algorithm; packing as for ConvAlgorithm, with the weight in
-// PyTorch's (C, K/groups, kh, kw) order.
+// PyTorch's (C, K/groups, kd, kh, kw) order.
 struct ConvTransposeAlgorithm {
   const char* name;
   DType dtype;
-  bool (*accepts)(const ConvTranspose2dProblem& p);
-  size_t (*packed_bytes)(const ConvTranspose2dProblem& p);
-  void (*pack)(const ConvTranspose2dProblem& p, const void* weight, void* packed, int threads);
-  size_t (*workspace_bytes)(const ConvTranspose2dProblem& p, int threads);
+  bool (*accepts)(const ConvTransposeProblem& p);
+  size_t (*packed_bytes)(const ConvTransposeProblem& p);
+  void (*pack)(const ConvTransposeProblem& p, const void* weight, void* packed, int threads);
+  size_t (*workspace_bytes)(const ConvTransposeProblem& p, int threads);
   void (*run)(const ConvTransposeCall& call);
 };
 

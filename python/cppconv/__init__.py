@@ -14,7 +14,15 @@ from typing import Any, Dict
 from . import _native
 from ._version import __version__  # written by the build from git (setuptools-scm)
 from ._conv import Conv1d, Conv2d, Conv3d, conv1d, conv2d, conv3d, conv_output_size, explain
-from ._conv_transpose import ConvTranspose2d, conv_transpose2d, conv_transpose_output_size
+from ._conv_transpose import (
+    ConvTranspose1d,
+    ConvTranspose2d,
+    ConvTranspose3d,
+    conv_transpose1d,
+    conv_transpose2d,
+    conv_transpose3d,
+    conv_transpose_output_size,
+)
 from ._pool import (
     AvgPool2d,
     MaxPool2d,
@@ -135,7 +143,9 @@ __all__ = [
     "Conv1d",
     "Conv2d",
     "Conv3d",
+    "ConvTranspose1d",
     "ConvTranspose2d",
+    "ConvTranspose3d",
     "MaxPool2d",
     "adaptive_avg_pool2d",
     "adaptive_max_pool2d",
@@ -144,7 +154,9 @@ __all__ = [
     "conv2d",
     "conv3d",
     "conv_output_size",
+    "conv_transpose1d",
     "conv_transpose2d",
+    "conv_transpose3d",
     "conv_transpose_output_size",
     "global_avg_pool2d",
     "max_pool2d",

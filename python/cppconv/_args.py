@@ -427,19 +427,19 @@ def output_buffer(
 
 
 def layer_operands(
-    weight: Any, bias: Any, weight_axes: str, kernel_rank: int = 2
+    weight: Any, bias: Any, weight_axes: str, rank: int = 2
 ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """A layer's weight and bias as arrays, with the checks that need no input: supported dtypes,
-    and a weight of kernel_rank + 2 dimensions (whose axes `weight_axes` names, e.g.
-    "(K, C/groups, kh, kw)"), or for kernel_rank 2 a 2-D kernel."""
+    and a weight of rank + 2 dimensions (whose axes `weight_axes` names, e.g.
+    "(K, C/groups, kh, kw)"), or for rank 2 also a 2-D kernel."""
     weight = as_input_array(weight, "weight")
     bias = None if bias is None else as_input_array(bias, "bias")
     float_dtype(weight, "weight")  # rejects unsupported dtypes now, naming the argument
     if bias is not None:
         float_dtype(bias, "bias")
-    if weight.ndim != kernel_rank + 2 and not (kernel_rank == 2 and weight.ndim == 2):
-        image = " or a 2-D kernel" if kernel_rank == 2 else ""
-        raise ValueError(f"weight must be {kernel_rank + 2}-D {weight_axes}{image}, got shape {weight.shape}")
+    if weight.ndim != rank + 2 and not (rank == 2 and weight.ndim == 2):
+        image = " or a 2-D kernel" if rank == 2 else ""
+        raise ValueError(f"weight must be {rank + 2}-D {weight_axes}{image}, got shape {weight.shape}")
     return weight, bias
 
 

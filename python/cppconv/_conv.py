@@ -552,7 +552,7 @@ class Conv1d(_ConvNd):
     (1, 8, 100)
     """
 
-    _rank = _kernel_rank = 1
+    _rank = 1
     _weight_axes = "(K, C/groups, kl)"
 
 
@@ -573,7 +573,7 @@ class Conv2d(_ConvNd):
     (1, 8, 32, 32)
     """
 
-    _rank = _kernel_rank = 2
+    _rank = 2
     _weight_axes = "(K, C/groups, kh, kw)"
 
 
@@ -588,5 +588,5 @@ class Conv3d(_ConvNd):
     (1, 8, 4, 16, 16)
     """
 
-    _rank = _kernel_rank = 3
+    _rank = 3
     _weight_axes = "(K, C/groups, kd, kh, kw)"

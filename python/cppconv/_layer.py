@@ -77,8 +77,8 @@ class WeightedLayer(Layer):
     The arrays read back are read-only copies: in-place changes raise."""
 
     _weights: Weights
+    _rank = 2  # spatial axes of the weight
     _weight_axes = ""  # the weight's axes, for messages: "(K, C/groups, kh, kw)"
-    _kernel_rank = 2  # the kernel's spatial axes: the weight has two more
 
     def _check_weights(self, weight: np.ndarray, bias: Optional[np.ndarray]) -> None:
         """The checks of weight and bias that need no input (beyond _args.layer_operands')."""
@@ -89,7 +89,7 @@ class WeightedLayer(Layer):
         return Weights(weight, bias, {})
 
     def _set_weights(self, weight: Any, bias: Any) -> None:
-        weight, bias = _args.layer_operands(weight, bias, self._weight_axes, self._kernel_rank)
+        weight, bias = _args.layer_operands(weight, bias, self._weight_axes, self._rank)
         self._check_weights(weight, bias)
         self._weights = self._snapshot(_args.frozen_copy(weight), _args.frozen_copy(bias))
 
@@ -111,8 +111,8 @@ class WeightedLayer(Layer):
 
     @read_only
     def kernel_size(self) -> Tuple[int, ...]:
-        """The kernel's size per spatial axis ((kh, kw) in 2-D), from the weight."""
-        return tuple(self._weights.weight.shape[-self._kernel_rank:])
+        """(kh, kw) (one size per spatial axis), from the weight."""
+        return tuple(self._weights.weight.shape[-self._rank:])
 
     def _weight_kwargs(self) -> Dict[str, Any]:
         weights = self._weights  # read once: a racing assignment must not give a mixed pair

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['ConvParams', 'ConvPlan', 'ConvTranspose2dPlan', 'MAX_THREADS', 'PRECISIONS', 'adaptive_pool2d', 'available_isas', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose2d', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool_algorithms', 'pool_output_size', 'reset_num_threads', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
+__all__: list[str] = ['ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'MAX_THREADS', 'PRECISIONS', 'adaptive_pool2d', 'available_isas', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool_algorithms', 'pool_output_size', 'reset_num_threads', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
 class ConvParams:
     """
     A convolution call's normalised hyper-parameters (internal).
@@ -27,12 +27,17 @@ class ConvPlan:
         """
     def run(self, x: numpy.ndarray, out: numpy.ndarray, params: ConvParams, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
         ...
-class ConvTranspose2dPlan:
+class ConvTransposeSettings:
+    def __init__(self, stride: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], padding: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], output_padding: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], dilation: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], groups: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, activation: typing.SupportsInt | typing.SupportsIndex) -> None:
+        """
+        Per-axis settings of a transposed convolution of spatial rank 1 to 3 (internal).
+        """
+class ConvTransposePlan:
     def __init__(self, weight: numpy.ndarray, bias: typing.Any, copy: bool = True) -> None:
         ...
-    def explain(self, x_shape: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(4)"], stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, pad_top: typing.SupportsInt | typing.SupportsIndex, pad_bottom: typing.SupportsInt | typing.SupportsIndex, pad_left: typing.SupportsInt | typing.SupportsIndex, pad_right: typing.SupportsInt | typing.SupportsIndex, output_padding_h: typing.SupportsInt | typing.SupportsIndex, output_padding_w: typing.SupportsInt | typing.SupportsIndex, groups: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, activation: typing.SupportsInt | typing.SupportsIndex) -> dict:
+    def explain(self, x_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], settings: ConvTransposeSettings, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> dict:
         ...
-    def run(self, x: numpy.ndarray, out: numpy.ndarray, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, pad_top: typing.SupportsInt | typing.SupportsIndex, pad_bottom: typing.SupportsInt | typing.SupportsIndex, pad_left: typing.SupportsInt | typing.SupportsIndex, pad_right: typing.SupportsInt | typing.SupportsIndex, output_padding_h: typing.SupportsInt | typing.SupportsIndex, output_padding_w: typing.SupportsInt | typing.SupportsIndex, groups: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, activation: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '') -> None:
+    def run(self, x: numpy.ndarray, out: numpy.ndarray, settings: ConvTransposeSettings, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
         ...
 def adaptive_pool2d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '') -> None:
     """
@@ -56,9 +61,9 @@ def conv_simple(x: typing.Any, weight: typing.Any, bias: typing.Any, out: typing
     """
     conv1d/2d/3d's one-step fast path (internal); None when it does not apply.
     """
-def conv_transpose2d(x: numpy.ndarray, weight: numpy.ndarray, bias: typing.Any, out: numpy.ndarray, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, pad_top: typing.SupportsInt | typing.SupportsIndex, pad_bottom: typing.SupportsInt | typing.SupportsIndex, pad_left: typing.SupportsInt | typing.SupportsIndex, pad_right: typing.SupportsInt | typing.SupportsIndex, output_padding_h: typing.SupportsInt | typing.SupportsIndex, output_padding_w: typing.SupportsInt | typing.SupportsIndex, groups: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, activation: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '') -> None:
+def conv_transpose(x: numpy.ndarray, weight: numpy.ndarray, bias: typing.Any, out: numpy.ndarray, settings: ConvTransposeSettings, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
-    One-shot transposed convolution into `out` (internal; see cppconv.conv_transpose2d).
+    One-shot transposed convolution of rank 1 to 3 into `out` (internal; see cppconv.conv_transpose2d).
     """
 def conv_transpose_algorithms() -> list[str]:
     ...
