@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 
@@ -42,15 +43,21 @@ void require(const py::array& a, const char* name, DType dtype, py::ssize_t ndim
   if (writable && !a.writeable()) throw py::value_error(std::string(name) + ": must be writable");
 }
 
-// The precision modes' names, by code (Precision in cpp/conv_problem.h): what
-// _native.PRECISIONS and explain() say.
+// The enums' names by code (cpp/conv_problem.h), as the Python layer spells them: exported as
+// _native.PRECISIONS, PADDING_MODES, ACTIVATIONS and LAYOUTS, so Python copies no table.
 constexpr const char* kPrecisionNames[] = {"highest", "high"};
+constexpr const char* kPadModeNames[] = {"zeros", "reflect", "replicate", "circular"};
+constexpr const char* kActivationNames[] = {"", "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu"};  // "": None
+constexpr const char* kLayoutNames[][2] = {{"NCW", "NWC"}, {"NCHW", "NHWC"}, {"NCDHW", "NDHWC"}};  // by rank
 
-Precision precision_from(int code) {
-  if (code < int(Precision::Highest) || code > int(Precision::High))
-    throw py::value_error("precision code out of range");
-  return Precision(code);
+// The enum value of a code from the Python layer; `names` bounds it.
+template <class Enum, size_t N>
+Enum code_of(int code, const char* const (&names)[N], const char* what) {
+  if (code < 0 || size_t(code) >= N) throw py::value_error(std::string(what) + " code out of range");
+  return Enum(code);
 }
+
+Precision precision_from(int code) { return code_of<Precision>(code, kPrecisionNames, "precision"); }
 
 using Shape4 = std::array<int64_t, 4>;
 
@@ -102,12 +109,9 @@ ConvProblem make_problem(const ConvPlan& plan, const int64_t* x, size_t x_dims, 
   p.rank = r;
   p.dtype = plan.dtype();
   p.precision = a.precision == -1 ? get_float32_precision() : precision_from(a.precision);
-  if (a.layout != 0 && a.layout != 1) throw py::value_error("layout code must be 0 (channels first) or 1 (channels last)");
-  if (a.padding_mode < 0 || a.padding_mode > 3) throw py::value_error("padding_mode code out of range");
-  if (a.activation < 0 || a.activation > 6) throw py::value_error("activation code out of range");
-  p.layout = Layout(a.layout);
-  p.pad_mode = PadMode(a.padding_mode);
-  p.activation = Activation(a.activation);
+  p.layout = code_of<Layout>(a.layout, kLayoutNames[0], "layout");
+  p.pad_mode = code_of<PadMode>(a.padding_mode, kPadModeNames, "padding_mode");
+  p.activation = code_of<Activation>(a.activation, kActivationNames, "activation");
   const bool first = p.layout == Layout::NCHW;
   p.batch = x[0];
   p.in_channels = x[first ? 1 : r + 1];
@@ -427,6 +431,19 @@ PYBIND11_MODULE(_native, m) {
   py::dict precisions;
   for (int code = 0; code <= int(Precision::High); ++code) precisions[kPrecisionNames[code]] = code;
   m.attr("PRECISIONS") = precisions;
+  py::dict pad_modes, activations, layouts;
+  for (int code = 0; code < int(std::size(kPadModeNames)); ++code) pad_modes[kPadModeNames[code]] = code;
+  for (int code = 0; code < int(std::size(kActivationNames)); ++code)
+    activations[code == 0 ? py::object(py::none()) : py::object(py::str(kActivationNames[code]))] = code;
+  for (int rank = 1; rank <= 3; ++rank) {
+    py::dict names;
+    for (int code = 0; code < 2; ++code) names[kLayoutNames[rank - 1][code]] = code;
+    layouts[py::int_(rank)] = names;
+  }
+  m.attr("PADDING_MODES") = pad_modes;
+  m.attr("ACTIVATIONS") = activations;
+  m.attr("LAYOUTS") = layouts;  // {rank: {name: code}}
+  m.attr("MAX_INDEX_EXTENT") = kMaxIndexExtent;
   m.def("set_float32_precision", [](int mode) { set_float32_precision(precision_from(mode)); }, py::arg("mode"));
   m.def("get_float32_precision", []() { return int(get_float32_precision()); });
   m.def("set_num_threads", &cppconv::set_num_threads, py::arg("n"));
@@ -474,10 +491,7 @@ PYBIND11_MODULE(_native, m) {
 // ===========================================================================================
 namespace {
 
-Layout layout_from(int layout) {
-  if (layout != 0 && layout != 1) throw py::value_error("layout code must be 0 (NCHW) or 1 (NHWC)");
-  return Layout(layout);
-}
+Layout layout_from(int layout) { return code_of<Layout>(layout, kLayoutNames[0], "layout"); }
 
 PoolKind pool_kind_from(int kind) {
   if (kind != 0 && kind != 1) throw py::value_error("pool kind code must be 0 (max) or 1 (avg)");
@@ -558,8 +572,8 @@ TransposeSettings make_transpose_settings(const Sizes& stride, const Sizes& padd
       throw py::value_error("output_padding must be smaller than stride or dilation");
   }
   if (groups < 1) throw py::value_error("groups must be >= 1");
-  if (activation < 0 || activation > 6) throw py::value_error("activation code out of range");
-  return {stride, padding, output_padding, dilation, groups, layout_from(layout), Activation(activation)};
+  return {stride, padding, output_padding, dilation, groups, layout_from(layout),
+          code_of<Activation>(activation, kActivationNames, "activation")};
 }
 
 struct PyConvTransposePlan {

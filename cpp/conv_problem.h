@@ -13,6 +13,13 @@ namespace cppconv {
 constexpr int64_t kMaxIndexExtent = int64_t(1) << 61;
 
 enum class DType : int { Float32 = 0, Float64 = 1 };
+// What the driver needs to know of each data type, by DType code: a new type is one more row
+// (and its kernels' entries in the algorithm lists).
+struct DTypeInfo {
+  const char* name;  // NumPy's
+  size_t size;       // bytes per element
+};
+constexpr DTypeInfo kDTypes[] = {{"float32", 4}, {"float64", 8}};
 // Channels-first or channels-last, whatever the rank: NCHW stands for NCW and NCDHW too.
 enum class Layout : int { NCHW = 0, NHWC = 1 };
 enum class PadMode : int { Zeros = 0, Reflect = 1, Replicate = 2, Circular = 3 };

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'MAX_THREADS', 'PRECISIONS', 'adaptive_pool2d', 'available_isas', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool_algorithms', 'pool_output_size', 'reset_num_threads', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
+__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'adaptive_pool2d', 'available_isas', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool_algorithms', 'pool_output_size', 'reset_num_threads', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
 class ConvParams:
     """
     A convolution call's normalised hyper-parameters (internal).
@@ -117,5 +117,9 @@ def set_float32_precision(mode: typing.SupportsInt | typing.SupportsIndex) -> No
     ...
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
+ACTIVATIONS: dict = {None: 0, 'relu': 1, 'relu6': 2, 'leaky_relu': 3, 'sigmoid': 4, 'tanh': 5, 'silu': 6}
+LAYOUTS: dict = {1: {'NCW': 0, 'NWC': 1}, 2: {'NCHW': 0, 'NHWC': 1}, 3: {'NCDHW': 0, 'NDHWC': 1}}
+MAX_INDEX_EXTENT: int = 2305843009213693952
 MAX_THREADS: int = 1024
+PADDING_MODES: dict = {'zeros': 0, 'reflect': 1, 'replicate': 2, 'circular': 3}
 PRECISIONS: dict = {'highest': 0, 'high': 1}
