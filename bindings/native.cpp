@@ -46,7 +46,7 @@ void require(const py::array& a, const char* name, DType dtype, py::ssize_t ndim
 // The enums' names by code (cpp/conv_problem.h), as the Python layer spells them: exported as
 // _native.PRECISIONS, PADDING_MODES, ACTIVATIONS and LAYOUTS, so Python copies no table.
 constexpr const char* kPrecisionNames[] = {"highest", "high"};
-constexpr const char* kPadModeNames[] = {"zeros", "reflect", "replicate", "circular"};
+constexpr const char* kPadModeNames[] = {"zeros", "reflect", "replicate", "circular", "symmetric"};
 constexpr const char* kActivationNames[] = {"", "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu"};  // "": None
 constexpr const char* kLayoutNames[][2] = {{"NCW", "NWC"}, {"NCHW", "NHWC"}, {"NCDHW", "NDHWC"}};  // by rank
 

@@ -175,6 +175,11 @@ int64_t padded_source(int64_t i, int64_t size, int64_t before, PadMode mode) {
     case PadMode::Zeros: return -1;
     case PadMode::Replicate: return std::min(std::max<int64_t>(s, 0), size - 1);
     case PadMode::Circular: return ((s % size) + size) % size;
+    case PadMode::Symmetric: {
+      const int64_t period = 2 * size;
+      s = ((s % period) + period) % period;
+      return s >= size ? period - 1 - s : s;
+    }
     case PadMode::Reflect: {
       if (size == 1) return 0;
       const int64_t period = 2 * (size - 1);

@@ -121,5 +121,5 @@ ACTIVATIONS: dict = {None: 0, 'relu': 1, 'relu6': 2, 'leaky_relu': 3, 'sigmoid':
 LAYOUTS: dict = {1: {'NCW': 0, 'NWC': 1}, 2: {'NCHW': 0, 'NHWC': 1}, 3: {'NCDHW': 0, 'NDHWC': 1}}
 MAX_INDEX_EXTENT: int = 2305843009213693952
 MAX_THREADS: int = 1024
-PADDING_MODES: dict = {'zeros': 0, 'reflect': 1, 'replicate': 2, 'circular': 3}
+PADDING_MODES: dict = {'zeros': 0, 'reflect': 1, 'replicate': 2, 'circular': 3, 'symmetric': 4}
 PRECISIONS: dict = {'highest': 0, 'high': 1}
