@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['Conv2dPlan', 'ConvTranspose2dPlan', 'MAX_THREADS', 'PRECISIONS', 'adaptive_pool2d', 'available_isas', 'conv2d', 'conv2d_simple', 'conv_algorithms', 'conv_transpose2d', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool_algorithms', 'pool_output_size', 'reset_num_threads', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
+__all__: list[str] = ['Conv2dPlan', 'ConvTranspose2dPlan', 'MAX_THREADS', 'PRECISIONS', 'adaptive_pool2d', 'adaptive_pool3d', 'available_isas', 'conv2d', 'conv2d_simple', 'conv_algorithms', 'conv_transpose2d', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool3d', 'pool_algorithms', 'pool_output_size', 'reset_num_threads', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
 class Conv2dPlan:
     def __init__(self, weight: numpy.ndarray, bias: typing.Any, copy: bool = True) -> None:
         ...
@@ -28,6 +28,10 @@ class ConvTranspose2dPlan:
 def adaptive_pool2d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '') -> None:
     """
     Adaptive max/average pooling to out's size (internal; see cppconv.adaptive_avg_pool2d).
+    """
+def adaptive_pool3d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '') -> None:
+    """
+    Adaptive 3-D max/average pooling of 5-D arrays to out's size (internal; see cppconv.adaptive_avg_pool3d).
     """
 def available_isas() -> list[str]:
     """
@@ -80,6 +84,10 @@ def physical_memory_bytes() -> int:
 def pool2d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, kernel_h: typing.SupportsInt | typing.SupportsIndex, kernel_w: typing.SupportsInt | typing.SupportsIndex, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, pad_top: typing.SupportsInt | typing.SupportsIndex, pad_bottom: typing.SupportsInt | typing.SupportsIndex, pad_left: typing.SupportsInt | typing.SupportsIndex, pad_right: typing.SupportsInt | typing.SupportsIndex, ceil_mode: bool, count_include_pad: bool, divisor_override: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '') -> None:
     """
     Max (kind 0) or average (kind 1) pooling into `out` (internal; see cppconv.max_pool2d).
+    """
+def pool3d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, kernel: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(3)"], stride: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(3)"], dilation: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(3)"], padding: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(6)"], ceil_mode: bool, count_include_pad: bool, divisor_override: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '') -> None:
+    """
+    3-D max (kind 0) or average (kind 1) pooling of 5-D arrays into `out`; kernel, stride and dilation as (d, h, w), padding as (front, back, top, bottom, left, right) (internal; see cppconv.max_pool3d).
     """
 def pool_algorithms() -> list[str]:
     ...

@@ -4,7 +4,7 @@ with the native depth axis."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
@@ -60,10 +60,20 @@ def _no_window(axis: str, i: int, k: int, s: int, before: int, after: int, d: in
     return ValueError(f"kernel_size {k} with dilation {d} spans {spans}{axis}, more than {limit}: output size below 1")
 
 
+@overload
 def pool_output_size(
     input_size: int, kernel_size: int, stride: Optional[int] = None, padding: int = 0, dilation: int = 1, ceil_mode: bool = False
-) -> int:
-    """Output length of a max or average pool along one axis (PyTorch's rule).
+) -> int: ...
+@overload
+def pool_output_size(
+    input_size: Sequence[int], kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+    ceil_mode: bool = False,
+) -> Tuple[int, ...]: ...
+def pool_output_size(
+    input_size: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False
+) -> Any:
+    """Output length of a max or average pool along one axis (PyTorch's rule), or the output
+    sizes of any rank for a sequence of input sizes (the other sizes then an int or one per axis).
 
     ``O = floor((I + 2P - D (K - 1) - 1) / S) + 1`` (``ceil`` in ceil_mode, where the last
     window must still start inside the input or the left padding but may reach past the
@@ -73,7 +83,19 @@ def pool_output_size(
     56
     >>> pool_output_size(5, 2, ceil_mode=True)
     3
+    >>> pool_output_size((16, 112, 112), (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+    (16, 56, 56)
     """
+    if isinstance(input_size, (tuple, list)):
+        rank = len(input_size)
+        strides = kernel_size if stride is None else stride
+        k, s, p, d = (_args.ntuple(v, name, rank) for v, name in ((kernel_size, "kernel_size"), (strides, "stride"),
+                                                                   (padding, "padding"), (dilation, "dilation")))
+        return tuple(_axis_output_size(input_size[a], k[a], s[a], p[a], d[a], ceil_mode) for a in range(rank))
+    return _axis_output_size(input_size, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def _axis_output_size(input_size: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: bool) -> int:
     i, k, s, p, d = _args.axis_sizes(input_size, kernel_size, kernel_size if stride is None else stride, padding, dilation)
     out = _pool_length(i, k, s, p, p, d, bool(ceil_mode))
     if out < 1:
@@ -158,6 +180,10 @@ def _result_shape(full: Tuple[int, ...], ndim: int, rank: int, layout: int) -> T
     return full if ndim == rank + 2 else full[1:]
 
 
+@overload
+def _native_view(a: np.ndarray, rank: int, layout: int) -> np.ndarray: ...
+@overload
+def _native_view(a: None, rank: int, layout: int) -> None: ...
 def _native_view(a: Optional[np.ndarray], rank: int, layout: int) -> Optional[np.ndarray]:
     """A batched array of a 1-D pool as the 2-D pool's (N, C, 1, L) or (N, 1, L, C): a view."""
     if a is None or rank != 1:
@@ -227,15 +253,16 @@ def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, a
     shape = _result_shape(full, x.ndim, rank, spec.layout)
     dest = _Destinations(out, return_indices, shape, full, result, compute, x)
     xin = _args.as_compute(xb, compute)
-    flags = (spec.ceil_mode, spec.count_include_pad, spec.divisor, spec.layout, algorithm)
     if rank == 3:
-        _native.pool3d(xin, dest.values, dest.indices, spec.kind, spec.kernel, spec.stride, spec.dilation, pads, *flags)
+        _native.pool3d(xin, dest.values, dest.indices, spec.kind, spec.kernel, spec.stride, spec.dilation, pads,
+                       spec.ceil_mode, spec.count_include_pad, spec.divisor, spec.layout, algorithm)
     else:
         # 1-D is the 2-D pool with a unit height: kernel, stride and dilation 1, no padding.
         (kh, kw), (sh, sw), (dh, dw) = ((1,) * (2 - rank) + t for t in (spec.kernel, spec.stride, spec.dilation))
-        pads = (0, 0) * (2 - rank) + pads
+        top, bottom, left, right = (0, 0) * (2 - rank) + pads
         _native.pool2d(_native_view(xin, rank, spec.layout), _native_view(dest.values, rank, spec.layout),
-                       _native_view(dest.indices, rank, spec.layout), spec.kind, kh, kw, sh, sw, dh, dw, *pads, *flags)
+                       _native_view(dest.indices, rank, spec.layout), spec.kind, kh, kw, sh, sw, dh, dw, top, bottom,
+                       left, right, spec.ceil_mode, spec.count_include_pad, spec.divisor, spec.layout, algorithm)
     return dest.deliver()
 
 
