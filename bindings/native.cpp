@@ -488,6 +488,18 @@ void run_pool(const Pool2dProblem& p, const py::array& x, const py::array& out, 
   pool2d(p, xp, yp, idx, forced);
 }
 
+// Adaptive pooling of x (4-D, or 5-D with depth) to out's size.
+void run_adaptive_pool(const py::array& x, const py::array& out, const py::object& indices, int kind, int layout,
+                       const std::string& algorithm, py::ssize_t ndim) {
+  Pool2dProblem p;
+  p.kind = pool_kind_from(kind);
+  p.layout = layout_from(layout);
+  p.adaptive = true;
+  int64_t* idx = pool_arrays(p, x, out, indices, ndim);
+  if (p.out_d < 1 || p.out_h < 1 || p.out_w < 1) throw py::value_error("adaptive pooling output size below 1");
+  run_pool(p, x, out, idx, algorithm);
+}
+
 const ConvTransposeAlgorithm* transpose_algorithm_named(const std::string& name) {
   if (name.empty()) return nullptr;
   const ConvTransposeAlgorithm* a = find_conv_transpose_algorithm(name);
@@ -606,15 +618,7 @@ void bind_pool_and_transpose(py::module_& m) {
   m.def(
       "adaptive_pool2d",
       [](const py::array& x, const py::array& out, const py::object& indices, int kind, int layout,
-         const std::string& algorithm) {
-        Pool2dProblem p;
-        p.kind = pool_kind_from(kind);
-        p.layout = layout_from(layout);
-        p.adaptive = true;
-        int64_t* idx = pool_arrays(p, x, out, indices);
-        if (p.out_h < 1 || p.out_w < 1) throw py::value_error("adaptive pooling output size below 1");
-        run_pool(p, x, out, idx, algorithm);
-      },
+         const std::string& algorithm) { run_adaptive_pool(x, out, indices, kind, layout, algorithm, 4); },
       py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"), py::arg("layout"), py::arg("algorithm") = "",
       "Adaptive max/average pooling to out's size (internal; see cppconv.adaptive_avg_pool2d).");
 
@@ -656,15 +660,7 @@ void bind_pool_and_transpose(py::module_& m) {
   m.def(
       "adaptive_pool3d",
       [](const py::array& x, const py::array& out, const py::object& indices, int kind, int layout,
-         const std::string& algorithm) {
-        Pool2dProblem p;
-        p.kind = pool_kind_from(kind);
-        p.layout = layout_from(layout);
-        p.adaptive = true;
-        int64_t* idx = pool_arrays(p, x, out, indices, 5);
-        if (p.out_d < 1 || p.out_h < 1 || p.out_w < 1) throw py::value_error("adaptive pooling output size below 1");
-        run_pool(p, x, out, idx, algorithm);
-      },
+         const std::string& algorithm) { run_adaptive_pool(x, out, indices, kind, layout, algorithm, 5); },
       py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"), py::arg("layout"), py::arg("algorithm") = "",
       "Adaptive 3-D max/average pooling of 5-D arrays to out's size (internal; see cppconv.adaptive_avg_pool3d).");
 
