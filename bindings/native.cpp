@@ -480,24 +480,26 @@ const PoolAlgorithm* pool_algorithm_named(const std::string& name) {
 }
 
 void run_pool(const Pool2dProblem& p, const py::array& x, const py::array& out, int64_t* idx,
-              const std::string& algorithm) {
+              const std::string& algorithm, int num_threads) {
   const PoolAlgorithm* forced = pool_algorithm_named(algorithm);
+  if (num_threads < 0) throw py::value_error("num_threads must be >= 0 (0: the global setting), got " +
+                                             std::to_string(num_threads));
   const void* xp = x.data();
   void* yp = const_cast<void*>(out.data());
   py::gil_scoped_release release;
-  pool2d(p, xp, yp, idx, forced);
+  pool2d(p, xp, yp, idx, forced, num_threads);
 }
 
 // Adaptive pooling of x (4-D, or 5-D with depth) to out's size.
 void run_adaptive_pool(const py::array& x, const py::array& out, const py::object& indices, int kind, int layout,
-                       const std::string& algorithm, py::ssize_t ndim) {
+                       const std::string& algorithm, int num_threads, py::ssize_t ndim) {
   Pool2dProblem p;
   p.kind = pool_kind_from(kind);
   p.layout = layout_from(layout);
   p.adaptive = true;
   int64_t* idx = pool_arrays(p, x, out, indices, ndim);
   if (p.out_d < 1 || p.out_h < 1 || p.out_w < 1) throw py::value_error("adaptive pooling output size below 1");
-  run_pool(p, x, out, idx, algorithm);
+  run_pool(p, x, out, idx, algorithm, num_threads);
 }
 
 const ConvTransposeAlgorithm* transpose_algorithm_named(const std::string& name) {
@@ -592,7 +594,8 @@ void bind_pool_and_transpose(py::module_& m) {
       "pool2d",
       [](const py::array& x, const py::array& out, const py::object& indices, int kind, int64_t kh, int64_t kw,
          int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
-         bool ceil_mode, bool count_include_pad, int64_t divisor_override, int layout, const std::string& algorithm) {
+         bool ceil_mode, bool count_include_pad, int64_t divisor_override, int layout, const std::string& algorithm,
+         int num_threads) {
         Pool2dProblem p;
         p.kind = pool_kind_from(kind);
         p.layout = layout_from(layout);
@@ -607,19 +610,22 @@ void bind_pool_and_transpose(py::module_& m) {
         const int64_t ow = pool_output_size(p.in_w, kw, sw, pl, pr, dw, ceil_mode);
         if (oh < 1 || ow < 1) throw py::value_error("pooling output size below 1");
         if (oh != p.out_h || ow != p.out_w) throw py::value_error("out: shape does not match the pooling's result");
-        run_pool(p, x, out, idx, algorithm);
+        run_pool(p, x, out, idx, algorithm, num_threads);
       },
       py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"), py::arg("kernel_h"), py::arg("kernel_w"),
       py::arg("stride_h"), py::arg("stride_w"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"),
       py::arg("pad_bottom"), py::arg("pad_left"), py::arg("pad_right"), py::arg("ceil_mode"),
       py::arg("count_include_pad"), py::arg("divisor_override"), py::arg("layout"), py::arg("algorithm") = "",
-      "Max (kind 0) or average (kind 1) pooling into `out` (internal; see cppconv.max_pool2d).");
+      py::arg("num_threads") = 0, "Max (kind 0) or average (kind 1) pooling into `out` (internal; see cppconv.max_pool2d).");
 
   m.def(
       "adaptive_pool2d",
       [](const py::array& x, const py::array& out, const py::object& indices, int kind, int layout,
-         const std::string& algorithm) { run_adaptive_pool(x, out, indices, kind, layout, algorithm, 4); },
+         const std::string& algorithm, int num_threads) {
+        run_adaptive_pool(x, out, indices, kind, layout, algorithm, num_threads, 4);
+      },
       py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"), py::arg("layout"), py::arg("algorithm") = "",
+      py::arg("num_threads") = 0,
       "Adaptive max/average pooling to out's size (internal; see cppconv.adaptive_avg_pool2d).");
 
   m.def(
@@ -627,7 +633,8 @@ void bind_pool_and_transpose(py::module_& m) {
       [](const py::array& x, const py::array& out, const py::object& indices, int kind,
          const std::array<int64_t, 3>& kernel, const std::array<int64_t, 3>& stride,
          const std::array<int64_t, 3>& dilation, const std::array<int64_t, 6>& padding, bool ceil_mode,
-         bool count_include_pad, int64_t divisor_override, int layout, const std::string& algorithm) {
+         bool count_include_pad, int64_t divisor_override, int layout, const std::string& algorithm,
+         int num_threads) {
         Pool2dProblem p;
         p.kind = pool_kind_from(kind);
         p.layout = layout_from(layout);
@@ -649,19 +656,22 @@ void bind_pool_and_transpose(py::module_& m) {
           if (o < 1) throw py::value_error("pooling output size below 1");
           if (o != got[a]) throw py::value_error("out: shape does not match the pooling's result");
         }
-        run_pool(p, x, out, idx, algorithm);
+        run_pool(p, x, out, idx, algorithm, num_threads);
       },
       py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"), py::arg("kernel"), py::arg("stride"),
       py::arg("dilation"), py::arg("padding"), py::arg("ceil_mode"), py::arg("count_include_pad"),
-      py::arg("divisor_override"), py::arg("layout"), py::arg("algorithm") = "",
+      py::arg("divisor_override"), py::arg("layout"), py::arg("algorithm") = "", py::arg("num_threads") = 0,
       "3-D max (kind 0) or average (kind 1) pooling of 5-D arrays into `out`; kernel, stride and dilation as "
       "(d, h, w), padding as (front, back, top, bottom, left, right) (internal; see cppconv.max_pool3d).");
 
   m.def(
       "adaptive_pool3d",
       [](const py::array& x, const py::array& out, const py::object& indices, int kind, int layout,
-         const std::string& algorithm) { run_adaptive_pool(x, out, indices, kind, layout, algorithm, 5); },
+         const std::string& algorithm, int num_threads) {
+        run_adaptive_pool(x, out, indices, kind, layout, algorithm, num_threads, 5);
+      },
       py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"), py::arg("layout"), py::arg("algorithm") = "",
+      py::arg("num_threads") = 0,
       "Adaptive 3-D max/average pooling of 5-D arrays to out's size (internal; see cppconv.adaptive_avg_pool3d).");
 
   m.def("pool_output_size", &pool_output_size, py::arg("input_size"), py::arg("kernel_size"), py::arg("stride"),

@@ -88,14 +88,15 @@ std::vector<const PoolAlgorithm*> all_pool_algorithms() { return kPoolFamily.all
 
 const PoolAlgorithm* find_pool_algorithm(const std::string& name) { return kPoolFamily.find(name); }
 
-PoolChoice choose_pool(const Pool2dProblem& p) {
+PoolChoice choose_pool(const Pool2dProblem& p, int max_threads) {
   const KernelTable& table = active_table();
-  return {kPoolFamily.choose(table, p), table.isa_name, pool_threads(p, get_num_threads())};
+  return {kPoolFamily.choose(table, p), table.isa_name, pool_threads(p, max_threads > 0 ? max_threads : get_num_threads())};
 }
 
-void pool2d(const Pool2dProblem& p, const void* x, void* y, int64_t* indices, const PoolAlgorithm* forced) {
+void pool2d(const Pool2dProblem& p, const void* x, void* y, int64_t* indices, const PoolAlgorithm* forced,
+            int max_threads) {
   if (p.batch == 0 || p.channels == 0 || p.out_d == 0 || p.out_h == 0 || p.out_w == 0) return;
-  PoolChoice choice = choose_pool(p);
+  PoolChoice choice = choose_pool(p, max_threads);
   if (forced) {
     require_accepts(*forced, p);
     choice.algorithm = forced;

@@ -511,3 +511,24 @@ def test_threads_agree(restore_threads):
                         cppconv.max_pool3d(to_layout(x, "NDHWC"), 2, layout="NDHWC")])
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+def test_num_threads_per_call():
+    x = random_input(make_rng("num-threads-nd"), (2, 8, 6, 20, 20), np.float32)
+    s = x[:, :, 0]  # (2, 8, 20, 20) -> sequences below
+    calls = [
+        lambda n: cppconv.max_pool3d(x, 3, 2, 1, return_indices=True, num_threads=n)[1],
+        lambda n: cppconv.avg_pool3d(to_layout(x, "NDHWC"), 2, layout="NDHWC", num_threads=n),
+        lambda n: cppconv.adaptive_avg_pool3d(x, (2, 3, 5), num_threads=n),
+        lambda n: cppconv.global_avg_pool3d(x, num_threads=n),
+        lambda n: cppconv.max_pool1d(s[:, :, 0], 3, 1, 1, num_threads=n),
+        lambda n: cppconv.adaptive_max_pool1d(s[:, :, 0], 7, num_threads=n),
+        lambda n: cppconv.max_pool2d(s, 3, 2, 1, num_threads=n),
+        lambda n: cppconv.MaxPool3d(2)(x, num_threads=n),
+        lambda n: cppconv.AdaptiveAvgPool1d(4)(s[:, :, 0], num_threads=n),
+    ]
+    for call in calls:
+        np.testing.assert_array_equal(call(1), call(3))
+        np.testing.assert_array_equal(call(None), call(2))
+        with pytest.raises(ValueError, match="num_threads"):
+            call(0)

@@ -232,8 +232,10 @@ class _Destinations:
         return y, _args.deliver(self.out_indices, self.indices, self.indices_direct, self.shape, _I64)  # type: ignore[arg-type]
 
 
-def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, algorithm: str = "") -> Any:
+def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, algorithm: str = "",
+              num_threads: Any = None) -> Any:
     rank = spec.rank
+    threads = _args.thread_count(num_threads)
     x, result, compute = _input(x)
     xb = _batched(x, rank, spec.layout, "max_pool{}d" if spec.kind == _MAX else "avg_pool{}d")
     n, c, sizes = _spatial(xb, spec.layout)
@@ -255,14 +257,14 @@ def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, a
     xin = _args.as_compute(xb, compute)
     if rank == 3:
         _native.pool3d(xin, dest.values, dest.indices, spec.kind, spec.kernel, spec.stride, spec.dilation, pads,
-                       spec.ceil_mode, spec.count_include_pad, spec.divisor, spec.layout, algorithm)
+                       spec.ceil_mode, spec.count_include_pad, spec.divisor, spec.layout, algorithm, threads)
     else:
         # 1-D is the 2-D pool with a unit height: kernel, stride and dilation 1, no padding.
         (kh, kw), (sh, sw), (dh, dw) = ((1,) * (2 - rank) + t for t in (spec.kernel, spec.stride, spec.dilation))
         top, bottom, left, right = (0, 0) * (2 - rank) + pads
         _native.pool2d(_native_view(xin, rank, spec.layout), _native_view(dest.values, rank, spec.layout),
                        _native_view(dest.indices, rank, spec.layout), spec.kind, kh, kw, sh, sw, dh, dw, top, bottom,
-                       left, right, spec.ceil_mode, spec.count_include_pad, spec.divisor, spec.layout, algorithm)
+                       left, right, spec.ceil_mode, spec.count_include_pad, spec.divisor, spec.layout, algorithm, threads)
     return dest.deliver()
 
 
@@ -276,6 +278,7 @@ def max_pool2d(
     return_indices: bool = False,
     layout: str = "NCHW",
     out: Any = None,
+    num_threads: Optional[int] = None,
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """2-D max pooling (``torch.nn.functional.max_pool2d``).
 
@@ -294,6 +297,8 @@ def max_pool2d(
         layout: ``"NCHW"`` or ``"NHWC"``, for x and the result.
         out: array of the result's shape and dtype to write into (returned); with
             return_indices also a ``(values, indices)`` pair.
+        num_threads: threads for this call only (default None: ``cppconv.get_num_threads()``);
+            every pool takes it.
 
     Returns:
         ``(N, C, OH, OW)`` (NCHW) or ``(N, OH, OW, C)`` (NHWC), without N for an unbatched x,
@@ -306,12 +311,13 @@ def max_pool2d(
     array([[[ 5.,  7.],
             [13., 15.]]], dtype=float32)
     """
-    if out is None and dilation.__class__ is int and dilation == 1 and ceil_mode is False and return_indices is False:
+    if (out is None and num_threads is None and dilation.__class__ is int and dilation == 1 and ceil_mode is False
+            and return_indices is False):
         y = _simple_pool(_MAX, x, kernel_size, stride, padding, True, layout)
         if y is not None:
             return y
     spec = _PoolSpec(_MAX, kernel_size, stride, padding, dilation, ceil_mode, True, None, layout)
-    return _run_pool(spec, x, out, bool(return_indices))
+    return _run_pool(spec, x, out, bool(return_indices), num_threads=num_threads)
 
 
 def avg_pool2d(
@@ -324,6 +330,7 @@ def avg_pool2d(
     divisor_override: Optional[int] = None,
     layout: str = "NCHW",
     out: Optional[np.ndarray] = None,
+    num_threads: Optional[int] = None,
 ) -> np.ndarray:
     """2-D average pooling (``torch.nn.functional.avg_pool2d``).
 
@@ -338,12 +345,12 @@ def avg_pool2d(
     array([[[ 2.5,  4.5],
             [10.5, 12.5]]], dtype=float32)
     """
-    if out is None and ceil_mode is False and divisor_override is None:
+    if out is None and num_threads is None and ceil_mode is False and divisor_override is None:
         y = _simple_pool(_AVG, x, kernel_size, stride, padding, count_include_pad, layout)
         if y is not None:
             return y
     spec = _PoolSpec(_AVG, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override, layout)
-    return _run_pool(spec, x, out)
+    return _run_pool(spec, x, out, num_threads=num_threads)
 
 
 def max_pool1d(
@@ -356,6 +363,7 @@ def max_pool1d(
     return_indices: bool = False,
     layout: str = "NCW",
     out: Any = None,
+    num_threads: Optional[int] = None,
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """1-D max pooling (``torch.nn.functional.max_pool1d``): :func:`max_pool2d` along one axis.
 
@@ -368,7 +376,7 @@ def max_pool1d(
     array([[3., 5., 4.]])
     """
     spec = _PoolSpec(_MAX, kernel_size, stride, padding, dilation, ceil_mode, True, None, layout, rank=1)
-    return _run_pool(spec, x, out, bool(return_indices))
+    return _run_pool(spec, x, out, bool(return_indices), num_threads=num_threads)
 
 
 def max_pool3d(
@@ -381,6 +389,7 @@ def max_pool3d(
     return_indices: bool = False,
     layout: str = "NCDHW",
     out: Any = None,
+    num_threads: Optional[int] = None,
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """3-D max pooling (``torch.nn.functional.max_pool3d``): :func:`max_pool2d` with a depth axis.
 
@@ -394,7 +403,7 @@ def max_pool3d(
     array([[[[7.]]]])
     """
     spec = _PoolSpec(_MAX, kernel_size, stride, padding, dilation, ceil_mode, True, None, layout, rank=3)
-    return _run_pool(spec, x, out, bool(return_indices))
+    return _run_pool(spec, x, out, bool(return_indices), num_threads=num_threads)
 
 
 def avg_pool1d(
@@ -407,6 +416,7 @@ def avg_pool1d(
     divisor_override: Optional[int] = None,
     layout: str = "NCW",
     out: Optional[np.ndarray] = None,
+    num_threads: Optional[int] = None,
 ) -> np.ndarray:
     """1-D average pooling (``torch.nn.functional.avg_pool1d``, plus PyTorch 2-D's
     divisor_override): :func:`avg_pool2d` along one axis; shapes as in :func:`max_pool1d`.
@@ -417,7 +427,7 @@ def avg_pool1d(
     """
     spec = _PoolSpec(_AVG, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override, layout,
                      rank=1)
-    return _run_pool(spec, x, out)
+    return _run_pool(spec, x, out, num_threads=num_threads)
 
 
 def avg_pool3d(
@@ -430,6 +440,7 @@ def avg_pool3d(
     divisor_override: Optional[int] = None,
     layout: str = "NCDHW",
     out: Optional[np.ndarray] = None,
+    num_threads: Optional[int] = None,
 ) -> np.ndarray:
     """3-D average pooling (``torch.nn.functional.avg_pool3d``): :func:`avg_pool2d` with a
     depth axis; shapes as in :func:`max_pool3d`.
@@ -440,7 +451,7 @@ def avg_pool3d(
     """
     spec = _PoolSpec(_AVG, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override, layout,
                      rank=3)
-    return _run_pool(spec, x, out)
+    return _run_pool(spec, x, out, num_threads=num_threads)
 
 
 def _adaptive_request(output_size: Any, rank: int) -> Tuple[Optional[int], ...]:
@@ -458,8 +469,9 @@ def _adaptive_request(output_size: Any, rank: int) -> Tuple[Optional[int], ...]:
 
 
 def _run_adaptive(kind: int, x: Any, output_size: Any, layout: Any, return_indices: bool = False,
-                  out: Any = None, algorithm: str = "", rank: int = 2) -> Any:
+                  out: Any = None, algorithm: str = "", rank: int = 2, num_threads: Any = None) -> Any:
     code = _args.layout_code(layout, rank)
+    threads = _args.thread_count(num_threads)
     request = _adaptive_request(output_size, rank)
     x, result, compute = _input(x)
     xb = _batched(x, rank, code, "adaptive_max_pool{}d" if kind == _MAX else "adaptive_avg_pool{}d")
@@ -469,14 +481,16 @@ def _run_adaptive(kind: int, x: Any, output_size: Any, layout: Any, return_indic
     dest = _Destinations(out, return_indices, shape, full, result, compute, x)
     xin = _args.as_compute(xb, compute)
     if rank == 3:
-        _native.adaptive_pool3d(xin, dest.values, dest.indices, kind, code, algorithm)
+        _native.adaptive_pool3d(xin, dest.values, dest.indices, kind, code, algorithm, threads)
     else:
         _native.adaptive_pool2d(_native_view(xin, rank, code), _native_view(dest.values, rank, code),
-                                _native_view(dest.indices, rank, code), kind, code, algorithm)
+                                _native_view(dest.indices, rank, code), kind, code, algorithm, threads)
     return dest.deliver()
 
 
-def adaptive_avg_pool2d(x: Any, output_size: Any, layout: str = "NCHW", out: Optional[np.ndarray] = None) -> np.ndarray:
+def adaptive_avg_pool2d(
+    x: Any, output_size: Any, layout: str = "NCHW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None
+) -> np.ndarray:
     """Adaptive average pooling to a fixed output size (``torch.nn.functional.adaptive_avg_pool2d``).
 
     Output ``(i, j)`` averages input rows ``floor(i H / OH) .. ceil((i + 1) H / OH) - 1`` and
@@ -492,11 +506,12 @@ def adaptive_avg_pool2d(x: Any, output_size: Any, layout: str = "NCHW", out: Opt
     >>> cppconv.adaptive_avg_pool2d(np.ones((2, 3, 10, 7)), (4, None)).shape
     (2, 3, 4, 7)
     """
-    return _run_adaptive(_AVG, x, output_size, layout, out=out)
+    return _run_adaptive(_AVG, x, output_size, layout, out=out, num_threads=num_threads)
 
 
 def adaptive_max_pool2d(
-    x: Any, output_size: Any, return_indices: bool = False, layout: str = "NCHW", out: Any = None
+    x: Any, output_size: Any, return_indices: bool = False, layout: str = "NCHW", out: Any = None,
+    num_threads: Optional[int] = None,
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """Adaptive max pooling (``torch.nn.functional.adaptive_max_pool2d``).
 
@@ -511,10 +526,12 @@ def adaptive_max_pool2d(
     array([[4, 5],
            [7, 8]])
     """
-    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out)
+    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, num_threads=num_threads)
 
 
-def adaptive_avg_pool1d(x: Any, output_size: Any, layout: str = "NCW", out: Optional[np.ndarray] = None) -> np.ndarray:
+def adaptive_avg_pool1d(
+    x: Any, output_size: Any, layout: str = "NCW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None
+) -> np.ndarray:
     """Adaptive 1-D average pooling (``torch.nn.functional.adaptive_avg_pool1d``); windows as
     in :func:`adaptive_avg_pool2d`, shapes as in :func:`max_pool1d`.
 
@@ -522,10 +539,12 @@ def adaptive_avg_pool1d(x: Any, output_size: Any, layout: str = "NCW", out: Opti
     >>> cppconv.adaptive_avg_pool1d(np.array([[1., 2., 3., 4., 5.]]), 2)
     array([[2., 4.]])
     """
-    return _run_adaptive(_AVG, x, output_size, layout, out=out, rank=1)
+    return _run_adaptive(_AVG, x, output_size, layout, out=out, rank=1, num_threads=num_threads)
 
 
-def adaptive_avg_pool3d(x: Any, output_size: Any, layout: str = "NCDHW", out: Optional[np.ndarray] = None) -> np.ndarray:
+def adaptive_avg_pool3d(
+    x: Any, output_size: Any, layout: str = "NCDHW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None
+) -> np.ndarray:
     """Adaptive 3-D average pooling (``torch.nn.functional.adaptive_avg_pool3d``): output_size
     an int or ``(OD, OH, OW)`` (None keeps that input size); shapes as in :func:`max_pool3d`.
 
@@ -533,11 +552,12 @@ def adaptive_avg_pool3d(x: Any, output_size: Any, layout: str = "NCDHW", out: Op
     >>> cppconv.adaptive_avg_pool3d(np.ones((2, 3, 8, 10, 7)), (2, 4, None)).shape
     (2, 3, 2, 4, 7)
     """
-    return _run_adaptive(_AVG, x, output_size, layout, out=out, rank=3)
+    return _run_adaptive(_AVG, x, output_size, layout, out=out, rank=3, num_threads=num_threads)
 
 
 def adaptive_max_pool1d(
-    x: Any, output_size: Any, return_indices: bool = False, layout: str = "NCW", out: Any = None
+    x: Any, output_size: Any, return_indices: bool = False, layout: str = "NCW", out: Any = None,
+    num_threads: Optional[int] = None,
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """Adaptive 1-D max pooling (``torch.nn.functional.adaptive_max_pool1d``); indices are
     positions along L.
@@ -546,11 +566,12 @@ def adaptive_max_pool1d(
     >>> cppconv.adaptive_max_pool1d(np.array([[1., 5., 2., 4., 3.]]), 2, return_indices=True)
     (array([[5., 4.]]), array([[1, 3]]))
     """
-    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, rank=1)
+    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, rank=1, num_threads=num_threads)
 
 
 def adaptive_max_pool3d(
-    x: Any, output_size: Any, return_indices: bool = False, layout: str = "NCDHW", out: Any = None
+    x: Any, output_size: Any, return_indices: bool = False, layout: str = "NCDHW", out: Any = None,
+    num_threads: Optional[int] = None,
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """Adaptive 3-D max pooling (``torch.nn.functional.adaptive_max_pool3d``); indices flat
     ``(d * H + h) * W + w`` within each input volume.
@@ -559,17 +580,18 @@ def adaptive_max_pool3d(
     >>> cppconv.adaptive_max_pool3d(np.arange(8.0).reshape(1, 2, 2, 2), 1, return_indices=True)
     (array([[[[7.]]]]), array([[[[7]]]]))
     """
-    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, rank=3)
+    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, rank=3, num_threads=num_threads)
 
 
-def global_avg_pool2d(x: Any, layout: str = "NCHW", out: Optional[np.ndarray] = None) -> np.ndarray:
+def global_avg_pool2d(x: Any, layout: str = "NCHW", out: Optional[np.ndarray] = None,
+                      num_threads: Optional[int] = None) -> np.ndarray:
     """The mean of each channel's plane, keeping H = W = 1: ``(N, C, 1, 1)`` or ``(N, 1, 1, C)``.
 
     >>> import numpy as np, cppconv
     >>> cppconv.global_avg_pool2d(np.ones((2, 7, 7, 8), np.float32), layout="NHWC").shape
     (2, 1, 1, 8)
     """
-    if out is None and x.__class__ is np.ndarray and x.ndim == 4 and x.flags.c_contiguous and x.size:
+    if out is None and num_threads is None and x.__class__ is np.ndarray and x.ndim == 4 and x.flags.c_contiguous and x.size:
         # The common call, a batch in a native float dtype, without the general path's
         # argument handling: at batch 1 that handling costs more than the reduction.
         code = _args.LAYOUTS.get(layout) if layout.__class__ is str else None
@@ -578,27 +600,29 @@ def global_avg_pool2d(x: Any, layout: str = "NCHW", out: Optional[np.ndarray] = 
             y = np.empty((n, 1, 1, c) if code else (n, c, 1, 1), dtype=x.dtype)
             _native.adaptive_pool2d(x, y, None, _AVG, code, "")
             return y
-    return _run_adaptive(_AVG, x, (1, 1), layout, out=out)
+    return _run_adaptive(_AVG, x, (1, 1), layout, out=out, num_threads=num_threads)
 
 
-def global_avg_pool1d(x: Any, layout: str = "NCW", out: Optional[np.ndarray] = None) -> np.ndarray:
+def global_avg_pool1d(x: Any, layout: str = "NCW", out: Optional[np.ndarray] = None,
+                      num_threads: Optional[int] = None) -> np.ndarray:
     """The mean of each channel's sequence, keeping L = 1: ``(N, C, 1)`` or ``(N, 1, C)``.
 
     >>> import numpy as np, cppconv
     >>> cppconv.global_avg_pool1d(np.ones((2, 8, 100), np.float32)).shape
     (2, 8, 1)
     """
-    return _run_adaptive(_AVG, x, 1, layout, out=out, rank=1)
+    return _run_adaptive(_AVG, x, 1, layout, out=out, rank=1, num_threads=num_threads)
 
 
-def global_avg_pool3d(x: Any, layout: str = "NCDHW", out: Optional[np.ndarray] = None) -> np.ndarray:
+def global_avg_pool3d(x: Any, layout: str = "NCDHW", out: Optional[np.ndarray] = None,
+                      num_threads: Optional[int] = None) -> np.ndarray:
     """The mean of each channel's volume, keeping D = H = W = 1: ``(N, C, 1, 1, 1)`` or ``(N, 1, 1, 1, C)``.
 
     >>> import numpy as np, cppconv
     >>> cppconv.global_avg_pool3d(np.ones((2, 8, 4, 7, 7), np.float32)).shape
     (2, 8, 1, 1, 1)
     """
-    return _run_adaptive(_AVG, x, 1, layout, out=out, rank=3)
+    return _run_adaptive(_AVG, x, 1, layout, out=out, rank=3, num_threads=num_threads)
 
 
 class _PoolLayer(_layer.Layer):
@@ -628,8 +652,9 @@ class _MaxPoolNd(_PoolLayer):
     def _init_kwargs(self) -> Dict[str, Any]:
         return {**self._spec.kwargs(), "return_indices": self._return_indices}
 
-    def __call__(self, x: Any, out: Any = None) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
-        return _run_pool(self._spec, x, out, self._return_indices)
+    def __call__(self, x: Any, out: Any = None, *,
+                 num_threads: Optional[int] = None) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+        return _run_pool(self._spec, x, out, self._return_indices, num_threads=num_threads)
 
     dilation = _layer.spec_setting("dilation")
 
@@ -653,8 +678,8 @@ class _AvgPoolNd(_PoolLayer):
     def _init_kwargs(self) -> Dict[str, Any]:
         return self._spec.kwargs()
 
-    def __call__(self, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
-        return _run_pool(self._spec, x, out)
+    def __call__(self, x: Any, out: Optional[np.ndarray] = None, *, num_threads: Optional[int] = None) -> np.ndarray:
+        return _run_pool(self._spec, x, out, num_threads=num_threads)
 
     count_include_pad = _layer.spec_setting("count_include_pad")
     divisor_override = _layer.spec_setting("divisor_override")
@@ -775,10 +800,10 @@ class _AdaptivePoolNd(_layer.Layer):
     def _init_kwargs(self) -> Dict[str, Any]:
         return self._spec.kwargs()
 
-    def __call__(self, x: Any, out: Any = None) -> Any:
+    def __call__(self, x: Any, out: Any = None, *, num_threads: Optional[int] = None) -> Any:
         spec = self._spec
         return _run_adaptive(spec.kind, x, spec.output_size, _args.code_word(_args.RANK_LAYOUTS[spec.rank], spec.layout),
-                             self._return_indices, out, rank=spec.rank)
+                             self._return_indices, out, rank=spec.rank, num_threads=num_threads)
 
 
 class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
