@@ -116,10 +116,10 @@ void run_rows_nchw_f32(const PoolCall& call, const std::vector<int64_t>& lo, con
       int64_t first = 0, end = 0;
       if (S == 2) band_input(band, first, end);
       const int64_t rows = end - first;
-      for (int64_t r = 0; r < taps_d * rows; ++r) {
-        const int64_t td = r / rows, h = first + r % rows;
+      for (int64_t td = 0; td < taps_d; ++td)
+      for (int64_t h = first; h < end; ++h) {
         const float* xr = xp + (d0 + td * p.dilation_d) * call.x_stride_d + h * call.x_stride.h;
-        float* even = phases + r * 2 * phase_w;
+        float* even = phases + (td * rows + h - first) * 2 * phase_w;
         for (int64_t q = 0; q < W; q += 2 * L) {
           // Past the row's end, the next row's values land in phase slots no tap reads; only
           // the input's very end needs masked loads (which were slow on lines still in memory).
@@ -449,8 +449,9 @@ void run_channels_nhwc(const PoolCall& call) {
       const int64_t cb = rest % cblocks; rest /= cblocks;
       const int64_t ow = rest % p.out_w; rest /= p.out_w;
       const int64_t oh = rest % p.out_h; rest /= p.out_h;
-      const int64_t od = rest % p.out_d;
-      const int64_t n = rest / p.out_d;
+      // (No division for 2-D problems: items of few channels are a handful of loads each.)
+      const int64_t od = p.out_d == 1 ? 0 : rest % p.out_d;
+      const int64_t n = p.out_d == 1 ? rest : rest / p.out_d;
       const int64_t c0 = cb * cblock, cn = std::min(cblock, C - c0);
       int exponent = 0;
       const int64_t d0 = call.depths.begin[od], td = call.depths.count[od];
