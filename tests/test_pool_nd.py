@@ -89,6 +89,17 @@ def random_case(rng, rank, kind, max_size=9):
     return sizes, kernel, stride, dilation, pads
 
 
+def random_problems(rank, kind, seed, nan=False):
+    """Four random pools of a kind: (rng, x, kernel, stride, dilation, pads, ceil_mode), x
+    channels-first in float32 or float64."""
+    rng = make_rng(kind, "nd", rank, seed)
+    for _ in range(4):
+        sizes, kernel, stride, dilation, pads = random_case(rng, rank, kind)
+        ceil_mode = bool(rng.integers(0, 2))
+        dtype = (np.float32, np.float64)[int(rng.integers(0, 2))]
+        yield rng, random_input(rng, (2, 3) + sizes, dtype, nan=nan), kernel, stride, dilation, pads, ceil_mode
+
+
 def padding_arg(pads):
     pairs = tuple(zip(pads[0::2], pads[1::2]))
     return tuple(b for b, _ in pairs) if all(b == a for b, a in pairs) else pairs
@@ -105,13 +116,9 @@ def tolerance(dtype):
 @pytest.mark.parametrize("rank, layout", CASES)
 @pytest.mark.parametrize("seed", range(6))
 def test_max_pool_random(isa, rank, layout, seed):
-    rng = make_rng("max-nd", rank, seed)
     max_pool = FUNCTIONS[rank][0]
-    for _ in range(4):
-        sizes, kernel, stride, dilation, pads = random_case(rng, rank, "max")
-        ceil_mode = bool(rng.integers(0, 2))
-        dtype = (np.float32, np.float64)[int(rng.integers(0, 2))]
-        x = random_input(rng, (2, 3) + sizes, dtype, nan=seed % 3 == 0)
+    for _, x, kernel, stride, dilation, pads, ceil_mode in random_problems(rank, "max", seed, nan=seed % 3 == 0):
+        dtype = x.dtype
         want, want_idx = ref_pool_nd(x.astype(np.float64), "max", kernel, stride, pads, dilation, ceil_mode)
         y, idx = max_pool(to_layout(x, layout), kernel, stride, padding_arg(pads), dilation, ceil_mode,
                           return_indices=True, layout=layout)
@@ -125,14 +132,11 @@ def test_max_pool_random(isa, rank, layout, seed):
 @pytest.mark.parametrize("rank, layout", CASES)
 @pytest.mark.parametrize("seed", range(6))
 def test_avg_pool_random(isa, rank, layout, seed):
-    rng = make_rng("avg-nd", rank, seed)
     avg_pool = FUNCTIONS[rank][1]
-    for _ in range(4):
-        sizes, kernel, stride, _, pads = random_case(rng, rank, "avg")
-        ceil_mode, cip = bool(rng.integers(0, 2)), bool(rng.integers(0, 2))
+    for rng, x, kernel, stride, _, pads, ceil_mode in random_problems(rank, "avg", seed):
+        cip = bool(rng.integers(0, 2))
         divisor = [None, None, 3, -2][int(rng.integers(0, 4))]
-        dtype = (np.float32, np.float64)[int(rng.integers(0, 2))]
-        x = random_input(rng, (2, 3) + sizes, dtype)
+        dtype = x.dtype
         want, _ = ref_pool_nd(x.astype(np.float64), "avg", kernel, stride, pads, (1,) * rank, ceil_mode, cip, divisor)
         y = avg_pool(to_layout(x, layout), kernel, stride, padding_arg(pads), ceil_mode, cip, divisor, layout=layout)
         np.testing.assert_allclose(from_layout(y, layout), want, **tolerance(dtype))
