@@ -325,7 +325,7 @@ def overlaps(out: np.ndarray, arrays: Sequence[Optional[np.ndarray]]) -> bool:
     return any(a is not None and np.may_share_memory(out, a) for a in arrays)
 
 
-def check_padded_size(padded_hw: Tuple[int, int]) -> None:
+def check_padded_size(padded_hw: Tuple[int, ...]) -> None:
     if max(padded_hw) >= MAX_INDEX_EXTENT:
         raise ValueError(
             f"the padded input size {tuple(padded_hw)} does not fit cppconv's 64-bit index arithmetic "
