@@ -130,11 +130,13 @@ def random_call(rng: random.Random):
 def _random_call(rng: random.Random, x, w, b):
     choice = rng.randrange(15)
     if choice == 0:
-        kw = random_kwargs(rng, CONV_KW)
-        return f"conv2d(x, w, b, **{describe(kw)})", lambda: cppconv.conv2d(x, w, b, **kw)
+        kw, rank = random_kwargs(rng, CONV_KW), rng.choice([1, 2, 2, 3])
+        fn = getattr(cppconv, f"conv{rank}d")
+        return f"conv{rank}d(x, w, b, **{describe(kw)})", lambda: fn(x, w, b, **kw)
     if choice == 1:
-        kw = random_kwargs(rng, CONV_KW[:-1])
-        return f"Conv2d(w, b, **{describe(kw)})(x)", lambda: cppconv.Conv2d(w, b, **kw)(x)
+        kw, rank = random_kwargs(rng, CONV_KW[:-1]), rng.choice([1, 2, 2, 3])
+        cls = getattr(cppconv, f"Conv{rank}d")
+        return f"Conv{rank}d(w, b, **{describe(kw)})(x)", lambda: cls(w, b, **kw)(x)
     if choice == 2:
         kw, rank = random_kwargs(rng, TRANSPOSE_KW), rng.choice([1, 2, 2, 3])
         fn = getattr(cppconv, f"conv_transpose{rank}d")
@@ -166,7 +168,7 @@ def _random_call(rng: random.Random, x, w, b):
         return f"global_avg_pool2d(x, **{describe(kw)})", lambda: cppconv.global_avg_pool2d(x, **kw)
     if choice == 11:
         xs = tuple(random_int(rng) for _ in range(rng.choice([4, 4, 3, 2, 5])))
-        ws = tuple(random_int(rng) for _ in range(rng.choice([4, 4, 2, 3])))
+        ws = tuple(random_int(rng) for _ in range(rng.choice([4, 4, 2, 3, 5])))
         kw = random_kwargs(rng, CONV_KW[:-1] + ["dtype", "bias"])
         return f"explain({xs}, {ws}, **{describe(kw)})", lambda: cppconv.explain(xs, ws, **kw)
     if choice == 12:
