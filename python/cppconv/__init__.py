@@ -51,6 +51,7 @@ from ._pool import (
     max_pool3d,
     pool_output_size,
 )
+from ._signal import convolve2d, correlate2d
 
 
 
@@ -191,6 +192,8 @@ __all__ = [
     "conv_transpose2d",
     "conv_transpose3d",
     "conv_transpose_output_size",
+    "convolve2d",
+    "correlate2d",
     "explain",
     "get_float32_precision",
     "get_num_threads",
