@@ -33,7 +33,8 @@ from ._pool import (
     max_pool2d,
     pool_output_size,
 )
-
+from ._network import Network
+from . import onnx  # cppconv.onnx.load; the onnx package is imported only when a model is loaded
 
 
 def _check_isa_cap() -> None:
@@ -147,6 +148,7 @@ __all__ = [
     "ConvTranspose2d",
     "ConvTranspose3d",
     "MaxPool2d",
+    "Network",
     "adaptive_avg_pool2d",
     "adaptive_max_pool2d",
     "avg_pool2d",
