@@ -29,11 +29,13 @@ def build(name: str) -> Tuple[Any, Tuple[int, ...]]:
     return module.eval(), shape
 
 
-def export(module: Any, shape: Tuple[int, ...], opset: int = 17) -> bytes:
-    """The module as ONNX bytes (TorchScript exporter), with a free batch size."""
+def export(module: Any, shape: Tuple[int, ...], opset: int = 17, fold: bool = True) -> bytes:
+    """The module as ONNX bytes (TorchScript exporter), with a free batch size; fold=False
+    keeps the BatchNormalization nodes and shape arithmetic that torch would fold."""
     torch = _torch()
     buffer = io.BytesIO()
     torch.onnx.export(module, (torch.randn(*shape),), buffer, dynamo=False, opset_version=opset,
+                      do_constant_folding=fold,
                       input_names=["x"], output_names=["y"],
                       dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
     return buffer.getvalue()

@@ -188,9 +188,10 @@ def _topological(nodes: List[_Node], available: Set[str]) -> List[_Node]:
     return order
 
 
-def _inferred_shapes(proto: Any) -> Dict[str, Tuple[Optional[int], ...]]:
+def _inferred_shapes(proto: Any) -> Tuple[Dict[str, Tuple[Optional[int], ...]], Optional[str]]:
     """Every value's shape from ONNX shape inference, with the graph inputs' first axis
-    symbolic (the batch size is free): None marks a size that is not a constant."""
+    symbolic (the batch size is free): None marks a size that is not a constant.  Also the
+    error strict inference found, if any."""
     import onnx
 
     model = onnx.ModelProto()
@@ -206,16 +207,20 @@ def _inferred_shapes(proto: Any) -> Dict[str, Tuple[Optional[int], ...]]:
         if len(dims):
             dims[0].dim_param = "N"
     del g.value_info[:]
+    problem = None
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as e:  # onnx.shape_inference.InferenceError and the checker's errors
-        raise ModelError(f"the model's shapes do not check: {e}") from None
+        # Planned on what inference can still say, so a node's own check names the attribute
+        # at fault; the error stands if no check does (Network.__init__).
+        problem = f"the model's shapes do not check: {str(e).strip()}"
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     shapes = {}
     for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
         t = v.type.tensor_type
         if t.HasField("shape"):
             shapes[v.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
-    return shapes
+    return shapes, problem
 
 
 class _Planner:
@@ -234,7 +239,6 @@ class _Planner:
         self.output_names = [v.name for v in g.output]
         self.layout: Dict[str, Perm] = {name: None for name in self.consts}
         self.layout.update({v.name: None for v in self.inputs})
-        self.shapes = _inferred_shapes(proto)
         self.steps: List[_Step] = []
         self.rows: List[Dict[str, Any]] = []
         self.converted: Dict[Tuple[str, Perm], str] = {}
@@ -264,6 +268,7 @@ class _Planner:
                                  f"of {n.op_type}: {allowed}")
             nodes.append(node)
         order = _topological(nodes, set(self.consts) | {v.name for v in self.inputs})
+        self.shapes, self.shape_problem = _inferred_shapes(proto)
         for name in self.output_names:
             if name not in self.layout and not any(name in n.outputs for n in order):
                 raise ModelError(f"graph output {name!r} is produced by no node, initializer or input")
@@ -815,6 +820,12 @@ def _plain(p: _Planner, node: _Node, fn: Callable[..., Tuple[Any, ...]], became:
 
 def _flatten(p: _Planner, node: _Node) -> None:
     axis = int(node.attrs.get("axis", 1))
+    x = node.input(0)
+    shape = p.shapes.get(x)
+    if p.layout[x] is not None and axis == 1 and shape is not None and all(d == 1 for d in shape[2:]):
+        # (N, C, 1, 1) after a global pool: channels-last holds the same numbers in the same order.
+        p.emit(node, lambda v: (v.reshape(v.shape[0], -1),), [x], [None], "NumPy reshape (no layout change needed)")
+        return
 
     def fn(v: np.ndarray) -> Tuple[np.ndarray]:
         a = axis % v.ndim if v.ndim else 0
@@ -1101,6 +1112,8 @@ class Network:
         proto, self._bytes = parse_model(model)
         planner = _Planner(proto, self._threads, precision)
         planner.plan()
+        if planner.shape_problem:
+            raise ModelError(planner.shape_problem)
         outputs = [planner.value_in(name, None) for name in planner.output_names]
         planner.drop_unused(outputs)
         self._compile(planner, outputs)
@@ -1142,6 +1155,8 @@ class Network:
         for name in used_consts:
             self._template[slots[name]] = planner.consts[name]
         self._outputs = [(name, slots[o]) for name, o in zip(planner.output_names, outputs)]
+        given = set(planner.consts) | {v.name for v in planner.inputs}
+        self._fresh_outputs = {name for name, o in zip(planner.output_names, outputs) if o not in given}
         self._rows = planner.rows
         self._peak = _peak_bytes(planner, last, keep, root)
 
@@ -1190,10 +1205,10 @@ class Network:
                 env[o] = r
             for d in dead:
                 env[d] = None
-        found = dict((name, env[s]) for name, s in self._outputs)
-        # A result that is an input, a constant or a view of one is copied: the caller owns it.
-        return {n: np.array(found[n]) if not (isinstance(found[n], np.ndarray) and found[n].flags.owndata)
-                else found[n] for n in wanted}
+        found = {name: env[s] for name, s in self._outputs}
+        # A result that is an input, a constant or a view is copied: the caller owns it.
+        return {n: found[n] if n in self._fresh_outputs and found[n].flags.owndata else np.array(found[n])
+                for n in wanted}
 
     def __call__(self, x: Any) -> np.ndarray:
         """The output of a network with one input and one output."""
