@@ -136,7 +136,7 @@ def parse_model(model: Any) -> Tuple[Any, bytes]:
 def _attributes(node: Any) -> Dict[str, Any]:
     from onnx import AttributeProto, helper, numpy_helper
 
-    attrs = {}
+    attrs: Dict[str, Any] = {}
     for a in node.attribute:
         if a.type == AttributeProto.TENSOR:
             attrs[a.name] = numpy_helper.to_array(a.t)
@@ -314,7 +314,8 @@ class _Planner:
         if any(d is None for d in sizes):
             return None
         perm = self.layout.get(name)
-        return tuple(sizes[p] for p in perm) if perm is not None else tuple(sizes)  # type: ignore[misc]
+        known = [int(d) for d in sizes if d is not None]
+        return tuple(known[p] for p in perm) if perm is not None else tuple(known)
 
     def value_in(self, name: str, want: Perm) -> str:
         """The name of `name` in layout `want`, converting (once) where it is stored otherwise."""
@@ -330,7 +331,9 @@ class _Planner:
         perm = _inverse(have) if want is None else want  # type: ignore[arg-type]
         self.shapes.setdefault(target, self.shapes.get(name))  # type: ignore[arg-type]
         self.converted[key] = target
-        convert = lambda x: (np.ascontiguousarray(x.transpose(perm)),)  # noqa: E731
+        def convert(x: np.ndarray) -> Tuple[np.ndarray]:
+            return (np.ascontiguousarray(x.transpose(perm)),)
+
         if name in self.consts:
             self.consts[target] = convert(self.consts[name])[0]
             self.layout[target] = want
@@ -369,7 +372,9 @@ class _Planner:
             return self.converted[key]
         target = f"{plain}@aligned{rank}"
         self.converted[key] = target
-        expand = lambda x: (x.reshape((1,) * (rank - x.ndim) + x.shape).transpose(perm),)  # noqa: E731
+        def expand(x: np.ndarray) -> Tuple[np.ndarray]:
+            return (x.reshape((1,) * (rank - x.ndim) + x.shape).transpose(perm),)
+
         self.layout[target] = perm
         if plain in self.consts:
             self.consts[target] = np.ascontiguousarray(expand(self.consts[plain])[0])
@@ -573,7 +578,8 @@ def _window_pads(p: _Planner, node: _Node, x: str, kernel: Sequence[int], stride
         if shape is None or any(d is None for d in shape[2:]):
             raise _refuse(node, "auto_pad", mode, "SAME_LOWER only with spatial sizes known at load; "
                                                   "NOTSET, VALID, SAME_UPPER")
-        pairs = [_args.same_padding(i, k, s, d) for i, k, s, d in zip(shape[2:], kernel, stride, dilation)]
+        sizes = [int(i) for i in shape[2:] if i is not None]
+        pairs = [_args.same_padding(i, k, s, d) for i, k, s, d in zip(sizes, kernel, stride, dilation)]
         return tuple((after, before) for before, after in pairs)  # the odd pixel before
     raise _refuse(node, "auto_pad", mode, "NOTSET, VALID, SAME_UPPER, SAME_LOWER")
 
@@ -689,20 +695,18 @@ def _clip(p: _Planner, node: _Node) -> None:
     p.emit(node, fn, [x, *bounds], [p.layout[x]], "NumPy clip")
 
 
-_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _netops.divide, "PRelu": _netops.prelu}
+_BINARY: Dict[str, Callable[..., np.ndarray]] = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _netops.divide, "PRelu": _netops.prelu}
 
 
 def _broadcasting(p: _Planner, node: _Node) -> None:
     ins, perm = p.broadcast_inputs(node.inputs)
-    if node.op == "Sum":
-        def fn(*xs: np.ndarray) -> Tuple[np.ndarray]:
-            total = xs[0]
-            for v in xs[1:]:
-                total = total + v
-            return (total,)
-    else:
-        op = _BINARY[node.op]
-        fn = lambda a, b: (op(a, b),)  # noqa: E731
+    op: Callable[..., np.ndarray] = np.add if node.op == "Sum" else _BINARY[node.op]
+
+    def fn(*xs: np.ndarray) -> Tuple[np.ndarray]:
+        total = op(xs[0], xs[1]) if len(xs) > 1 else xs[0]
+        for v in xs[2:]:
+            total = op(total, v)
+        return (total,)
     p.emit(node, fn, ins, [perm], f"NumPy {node.op.lower()} (broadcasting)")
 
 
@@ -806,7 +810,7 @@ def _slice(p: _Planner, node: _Node) -> None:
     else:
         starts, ends = p.const(node, 1, "starts"), p.const(node, 2, "ends")
         axes = p.const(node, 3, "axes") if node.input(3) else list(range(len(starts)))
-        steps = p.const(node, 4, "steps") if node.input(4) else [1] * len(starts)
+        steps = list(p.const(node, 4, "steps")) if node.input(4) else [1] * len(starts)
     stored = [p.axis(node, x, int(a)) for a in axes]
     args = ([int(s) for s in starts], [int(e) for e in ends], stored, [int(s) for s in steps])
     p.emit(node, lambda v: (_netops.slice_array(v, *args),), [x], [p.layout[x]], "NumPy slice (a view)")
@@ -876,10 +880,11 @@ def _unsqueeze(p: _Planner, node: _Node) -> None:
     axes = _axes_input(p, node)
     if axes is None:
         raise ModelError(f"{node.where()}: Unsqueeze needs axes")
+    known = axes
 
     def fn(v: np.ndarray) -> Tuple[np.ndarray]:
-        rank = v.ndim + len(axes)  # type: ignore[arg-type]
-        return (np.expand_dims(v, tuple(sorted(a % rank for a in axes))),)  # type: ignore[union-attr]
+        rank = v.ndim + len(known)
+        return (np.expand_dims(v, tuple(sorted(a % rank for a in known))),)
 
     p.emit(node, fn, [p.value_in(node.input(0), None)], [None], "NumPy expand_dims (a view)")
 
