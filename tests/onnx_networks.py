@@ -5,6 +5,7 @@ SqueezeNet, ShuffleNet, DenseNet and a U-Net, at sizes that run in milliseconds.
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any, Callable, Dict, Tuple
 
 
@@ -34,10 +35,11 @@ def export(module: Any, shape: Tuple[int, ...], opset: int = 17, fold: bool = Tr
     keeps the BatchNormalization nodes and shape arithmetic that torch would fold."""
     torch = _torch()
     buffer = io.BytesIO()
-    torch.onnx.export(module, (torch.randn(*shape),), buffer, dynamo=False, opset_version=opset,
-                      do_constant_folding=fold,
-                      input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice: chosen on purpose
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(module, (torch.randn(*shape),), buffer, dynamo=False, opset_version=opset,
+                          do_constant_folding=fold, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
     return buffer.getvalue()
 
 

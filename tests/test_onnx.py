@@ -614,3 +614,24 @@ def test_cppconv_imports_without_onnx():
             "try:\n    cppconv.onnx.load(b'')\nexcept ImportError as e:\n    print('hint:', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert 'pip install "cppconv[onnx]"' in out
+
+
+# ----- the command line ---------------------------------------------------------------------------
+
+def test_cli_run(tmp_path, capsys):
+    from cppconv import _cli
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_model(nodes, {"x": X4}, ["y"], {"w": _rand(3, 4, 3, 3)}, batch_free=False).SerializeToString())
+    assert _cli.main(["run", str(path), "--batch", "3", "--compare", "onnxruntime", "--bench", "--budget", "0.01",
+                      "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "output 'y': shape (3, 3, 6, 6)" in out and "activation relu fused" in out
+    assert "vs onnxruntime 'y'" in out and "(ok)" in out and "images/s" in out
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(_model([helper.make_node("Erf", ["x"], ["y"], name="e")], {"x": X4}, ["y"]).SerializeToString())
+    assert _cli.main(["run", str(bad)]) == 1
+    assert "node 'e' (Erf)" in capsys.readouterr().err
+    assert _cli.main(["run", str(tmp_path / "missing.onnx")]) == 1
+    assert "No such file" in capsys.readouterr().err

@@ -188,25 +188,29 @@ def _topological(nodes: List[_Node], available: Set[str]) -> List[_Node]:
     return order
 
 
-def _inferred_shapes(proto: Any) -> Tuple[Dict[str, Tuple[Optional[int], ...]], Optional[str]]:
-    """Every value's shape from ONNX shape inference, with the graph inputs' first axis
-    symbolic (the batch size is free): None marks a size that is not a constant.  Also the
-    error strict inference found, if any."""
+def free_batch(proto: Any) -> Any:
+    """A copy of the model whose graph inputs and outputs have a symbolic first axis, "N"."""
     import onnx
 
     model = onnx.ModelProto()
     model.CopyFrom(proto)
     g = model.graph
     initializers = {t.name for t in g.initializer}
-    for v in g.input:
+    for v in list(g.input) + list(g.output):
         dims = v.type.tensor_type.shape.dim
         if v.name not in initializers and len(dims):
             dims[0].dim_param = "N"
-    for v in g.output:
-        dims = v.type.tensor_type.shape.dim
-        if len(dims):
-            dims[0].dim_param = "N"
-    del g.value_info[:]
+    return model
+
+
+def _inferred_shapes(proto: Any) -> Tuple[Dict[str, Tuple[Optional[int], ...]], Optional[str]]:
+    """Every value's shape from ONNX shape inference, with the graph inputs' first axis
+    symbolic (the batch size is free): None marks a size that is not a constant.  Also the
+    error strict inference found, if any."""
+    import onnx
+
+    model = free_batch(proto)
+    del model.graph.value_info[:]
     problem = None
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
