@@ -489,6 +489,32 @@ def test_constant_output_and_unused_steps():
     assert net.explain()["steps"] == 1
 
 
+def test_conv_outputs_reuse_dropped_buffers():
+    """A conv writes into the buffer of a dropped conv output of its shape (nothing else holding
+    it), so a chain runs on a fixed set of buffers; the results stay ONNX Runtime's."""
+    nodes, inits, prev = [], {}, "x"
+    for i in range(4):
+        nodes += [helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("LeakyRelu", [f"c{i}"], [f"r{i}"], alpha=0.2)]  # not fused: a NumPy step
+        inits[f"w{i}"] = _rand(4, 4, 3, 3) * 0.3
+        prev = f"r{i}"
+    nodes.append(helper.make_node("Identity", [prev], ["y"]))
+    net = _check(nodes, {"x": X4}, initializers=inits)
+    given: List[bool] = []
+
+    def spy(fn: Any) -> Any:
+        def call(*args: Any) -> Any:
+            if len(args) == 2:
+                given.append(args[1] is not None)
+            return fn(*args)
+        return call
+
+    net._steps = [(spy(fn), *rest) for fn, *rest in net._steps]
+    want = net(X4)
+    assert given == [False, True, True, True]
+    np.testing.assert_array_equal(net(X4), want)
+
+
 # ----- running: inputs and outputs --------------------------------------------------------------
 
 def _two_in_two_out() -> cppconv.Network:

@@ -12,6 +12,7 @@ dropped after its last reader, so the memory held follows the liveness plan.
 from __future__ import annotations
 
 import heapq
+import sys
 from collections import defaultdict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -101,11 +102,12 @@ def _refuse(node: _Node, attribute: str, value: Any, supported: str) -> ModelErr
 class _Step:
     """One planned call: fn(*inputs) -> outputs, over value slots."""
 
-    __slots__ = ("fn", "ins", "outs", "view", "row")
+    __slots__ = ("fn", "ins", "outs", "view", "row", "writes_out")
 
     def __init__(self, fn: Callable[..., Tuple[Any, ...]], ins: List[str], outs: List[str], view: bool,
-                 row: Dict[str, Any]):
+                 row: Dict[str, Any], writes_out: bool = False):
         self.fn, self.ins, self.outs, self.view, self.row = fn, ins, outs, view, row
+        self.writes_out = writes_out  # fn takes out=, a buffer of its output's shape to write into
 
 
 def parse_model(model: Any) -> Tuple[Any, bytes]:
@@ -390,7 +392,7 @@ class _Planner:
         return target
 
     def emit(self, node: _Node, fn: Callable[..., Tuple[Any, ...]], ins: List[str], perms: Sequence[Perm],
-             became: str, outs: Optional[List[str]] = None, **extra: Any) -> None:
+             became: str, outs: Optional[List[str]] = None, writes_out: bool = False, **extra: Any) -> None:
         """Adds node's step (fn over ins, giving outs in layouts perms), or runs it now when every
         input is a constant (constant folding)."""
         outs = list(node.outputs if outs is None else outs)
@@ -406,7 +408,7 @@ class _Planner:
             return
         row = {"node": node.name, "op": node.op, "became": became, "layout": _layout_word(perms[0]), **extra}
         self.rows.append(row)
-        self.steps.append(_Step(fn, ins, outs, node.op in _VIEWS, row))
+        self.steps.append(_Step(fn, ins, outs, node.op in _VIEWS, row, writes_out))
         if any(i in self.shape_values for i in ins) or node.op == "Shape":
             self.shape_values.update(outs)
         elif any(o and None in self.shapes.get(o, (None, None))[1:] for o in outs):
@@ -660,7 +662,7 @@ def _conv(p: _Planner, node: _Node) -> None:
     perm = channels_last(rank + 2)
     xin = p.value_in(x, perm)
     threads = p.threads
-    fn = lambda x: (layer(x, num_threads=threads),)  # noqa: E731
+    fn = lambda x, out=None: (layer(x, out, num_threads=threads),)  # noqa: E731
     parts = [f"{type(layer).__name__} {'x'.join(map(str, kernel))}"
              + (f" stride {stride}" if max(stride) > 1 else "") + (f" groups {group}" if group > 1 else "")]
     if node.bn is not None:
@@ -674,7 +676,7 @@ def _conv(p: _Planner, node: _Node) -> None:
             extra["algorithm"] = layer.explain(in_shape)["algorithm"]
         except ValueError:
             pass
-    p.emit(node, fn, [xin], [perm], "; ".join(parts), **extra)
+    p.emit(node, fn, [xin], [perm], "; ".join(parts), writes_out=True, **extra)
 
 
 def _unary(fn: Callable[..., np.ndarray], *attr_defaults: Tuple[str, float]) -> Callable[[_Planner, _Node], None]:
@@ -1158,8 +1160,10 @@ class Network:
         for name, k in last.items():
             if name not in keep and name in slots:
                 dead_after[k].append(slots[name])
-        self._steps = [(s.fn, tuple(slots[i] for i in s.ins), tuple(slot(o) for o in s.outs), tuple(d))
-                       for s, d in zip(planner.steps, dead_after)]
+        self._steps = [(s.fn, tuple(slots[i] for i in s.ins), tuple(slot(o) for o in s.outs), tuple(d),
+                        _buffer_shape(planner, s)) for s, d in zip(planner.steps, dead_after)]
+        # What a step writes with out= is a fresh buffer of its own: once dropped, another may reuse it.
+        self._recyclable = frozenset(slots[s.outs[0]] for s in planner.steps if s.writes_out)
         self._template: List[Any] = [None] * len(slots)
         for name in used_consts:
             self._template[slots[name]] = planner.consts[name]
@@ -1208,12 +1212,27 @@ class Network:
         env = list(self._template)
         for spec in self._inputs:
             env[spec.slot] = self._feed(spec, feeds[spec.name])
-        for fn, ins, outs, dead in self._steps:
-            results = fn(*[env[i] for i in ins])
+        free: Dict[Tuple[int, ...], List[np.ndarray]] = {}  # this call's dropped conv outputs, by shape
+        recyclable = self._recyclable
+        for fn, ins, outs, dead, tail in self._steps:
+            if tail is None:
+                results = fn(*[env[i] for i in ins])
+            else:
+                x = env[ins[0]]
+                spare = free.get((x.shape[0], *tail))
+                results = fn(x, spare.pop() if spare else None)
+                del x
             for o, r in zip(outs, results):
                 env[o] = r
+            del results
             for d in dead:
+                dropped = env[d]
                 env[d] = None
+                # Reused only when nothing else holds it (no view, no alias made by a NumPy op):
+                # the two references are `dropped` and getrefcount's argument.
+                if d in recyclable and sys.getrefcount(dropped) == 2:
+                    free.setdefault(dropped.shape, []).append(dropped)
+                del dropped
         found = {name: env[s] for name, s in self._outputs}
         # A result that is an input, a constant or a view is copied: the caller owns it.
         return {n: found[n] if n in self._fresh_outputs and found[n].flags.owndata else np.array(found[n])
@@ -1258,6 +1277,15 @@ class Network:
 
     def __reduce__(self) -> Any:
         return (_rebuild, (self._bytes, self._threads or None, self._precision))
+
+
+def _buffer_shape(planner: _Planner, step: _Step) -> Optional[Tuple[int, ...]]:
+    """The output shape after the batch axis of a step that writes into a given buffer, when
+    it is known at load (then the run hands the step a dropped buffer of that shape, if any)."""
+    if not step.writes_out:
+        return None
+    shape = planner.stored_shape(step.outs[0], batch=1)
+    return None if shape is None else tuple(shape[1:])
 
 
 def _rebuild(data: bytes, num_threads: Optional[int], precision: Optional[str]) -> Network:
