@@ -543,6 +543,15 @@ def test_run_feeds_and_outputs():
     assert "inputs" in repr(net)
 
 
+def test_run_error_names_the_node():
+    """A model that fixes its batch size in a Reshape fails at another batch size, naming the node."""
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"], name="flat")]
+    net = cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"shape": np.array([2, 144], np.int64)}))
+    assert net(X4).shape == (2, 144)
+    with pytest.raises(ValueError, match="node 'flat' \\(Reshape"):
+        net(_rand(3, 4, 6, 6))
+
+
 def test_input_shape_is_checked_but_batch_is_free():
     net = cppconv.onnx.load(_model([helper.make_node("Relu", ["x"], ["y"])], {"x": X4}, ["y"], batch_free=False))
     assert net(_rand(5, 4, 6, 6)).shape == (5, 4, 6, 6)
@@ -632,6 +641,19 @@ def test_not_a_model():
         cppconv.onnx.load(12)  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError):
         cppconv.onnx.load("/nonexistent/model.onnx")
+
+
+def test_external_data(tmp_path):
+    """Weights kept in a file beside the model are read in (and travel in the pickle)."""
+    w = _rand(3, 4, 3, 3)
+    model = _model([helper.make_node("Conv", ["x", "w"], ["y"])], {"x": X4}, ["y"], {"w": w})
+    onnx.save_model(model, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    assert (tmp_path / "weights.bin").exists()
+    net = cppconv.onnx.load(tmp_path / "m.onnx")
+    want = cppconv.conv2d(X4, w)
+    np.testing.assert_allclose(net(X4), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(net))(X4), want, rtol=1e-5, atol=1e-5)
 
 
 def test_cppconv_imports_without_onnx():

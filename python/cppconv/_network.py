@@ -42,7 +42,7 @@ def _inverse(perm: Sequence[int]) -> Tuple[int, ...]:
 
 def _layout_word(perm: Perm) -> str:
     if perm is None:
-        return "NCHW (as ONNX)"
+        return "ONNX order"
     return {3: "NWC", 4: "NHWC", 5: "NDHWC"}.get(len(perm), f"channels-last {perm}")
 
 
@@ -118,18 +118,23 @@ def parse_model(model: Any) -> Tuple[Any, bytes]:
         return model, model.SerializeToString()
     if isinstance(model, (bytes, bytearray, memoryview)):
         data = bytes(model)
+        proto = onnx.ModelProto()
+        try:
+            proto.ParseFromString(data)
+        except Exception as e:  # protobuf's DecodeError
+            raise ModelError(f"not an ONNX model: {e}") from None
     else:
         import os
 
         if not isinstance(model, (str, os.PathLike)):
             raise TypeError(f"model must be a path, bytes or an onnx.ModelProto, got {type(model).__name__}")
-        with open(model, "rb") as f:
-            data = f.read()
-    proto = onnx.ModelProto()
-    try:
-        proto.ParseFromString(data)
-    except Exception as e:  # protobuf's DecodeError
-        raise ModelError(f"not an ONNX model: {e}") from None
+        try:
+            proto = onnx.load(os.fspath(model))  # also reads weights kept in files beside the model
+        except OSError:
+            raise
+        except Exception as e:  # protobuf's DecodeError
+            raise ModelError(f"{os.fspath(model)}: not an ONNX model: {e}") from None
+        data = proto.SerializeToString()
     if not proto.graph.node and not proto.graph.output:
         raise ModelError("not an ONNX model: the model has no graph")
     return proto, data
@@ -325,13 +330,13 @@ class _Planner:
 
     def value_in(self, name: str, want: Perm) -> str:
         """The name of `name` in layout `want`, converting (once) where it is stored otherwise."""
-        have = self.layout[name]
-        if name == "" or have == want:
+        if name == "" or self.layout[name] == want:
             return name
+        have = self.layout[name]
         key = (name, want)
         if key in self.converted:
             return self.converted[key]
-        target = f"{name}@{_layout_word(want).split()[0]}"
+        target = f"{name}@{_layout_word(want)}"
         if have is not None and want is not None:
             return self.value_in(self.value_in(name, None), want)
         perm = _inverse(have) if want is None else want  # type: ignore[arg-type]
@@ -344,9 +349,8 @@ class _Planner:
             self.consts[target] = convert(self.consts[name])[0]
             self.layout[target] = want
         else:
-            row = {"node": f"{name} -> {_layout_word(want).split()[0]}", "op": "(layout)",
-                   "became": f"transpose {_layout_word(have).split()[0]} -> {_layout_word(want).split()[0]}",
-                   "layout": _layout_word(want)}
+            row = {"node": f"{name} -> {_layout_word(want)}", "op": "(layout)",
+                   "became": f"transpose {_layout_word(have)} -> {_layout_word(want)}", "layout": _layout_word(want)}
             self.rows.append(row)
             self.steps.append(_Step(convert, [name], [target], False, row))
             self.layout[target] = want
@@ -643,7 +647,7 @@ def _conv(p: _Planner, node: _Node) -> None:
             w = w * scale.reshape(-1, *[1] * (rank + 1))
         b = b * scale + shift
         bias = b
-    layout = _layout_word(channels_last(rank + 2)).split()[0]
+    layout = _layout_word(channels_last(rank + 2))
     kwargs: Dict[str, Any] = dict(stride=stride, dilation=dilation, groups=group, layout=layout,
                                   activation=node.activation)
     if transposed:
@@ -1162,6 +1166,7 @@ class Network:
                 dead_after[k].append(slots[name])
         self._steps = [(s.fn, tuple(slots[i] for i in s.ins), tuple(slot(o) for o in s.outs), tuple(d),
                         _buffer_shape(planner, s)) for s, d in zip(planner.steps, dead_after)]
+        self._step_rows = [s.row for s in planner.steps]
         # What a step writes with out= is a fresh buffer of its own: once dropped, another may reuse it.
         self._recyclable = frozenset(slots[s.outs[0]] for s in planner.steps if s.writes_out)
         self._template: List[Any] = [None] * len(slots)
@@ -1214,14 +1219,17 @@ class Network:
             env[spec.slot] = self._feed(spec, feeds[spec.name])
         free: Dict[Tuple[int, ...], List[np.ndarray]] = {}  # this call's dropped conv outputs, by shape
         recyclable = self._recyclable
-        for fn, ins, outs, dead, tail in self._steps:
-            if tail is None:
-                results = fn(*[env[i] for i in ins])
-            else:
-                x = env[ins[0]]
-                spare = free.get((x.shape[0], *tail))
-                results = fn(x, spare.pop() if spare else None)
-                del x
+        for k, (fn, ins, outs, dead, tail) in enumerate(self._steps):
+            try:
+                if tail is None:
+                    results = fn(*[env[i] for i in ins])
+                else:
+                    x = env[ins[0]]
+                    spare = free.get((x.shape[0], *tail))
+                    results = fn(x, spare.pop() if spare else None)
+                    del x
+            except Exception as e:  # a size the model did not fix changed, say: name the node
+                raise _step_error(e, self._step_rows[k]) from e
             for o, r in zip(outs, results):
                 env[o] = r
             del results
@@ -1277,6 +1285,15 @@ class Network:
 
     def __reduce__(self) -> Any:
         return (_rebuild, (self._bytes, self._threads or None, self._precision))
+
+
+def _step_error(error: Exception, row: Dict[str, Any]) -> Exception:
+    """The error of a step, of the same type where it can be, with its node in front."""
+    message = f"node {row['node']!r} ({row['op']}, {row['became']}): {error}"
+    try:
+        return type(error)(message)
+    except Exception:  # an exception type whose constructor takes other arguments
+        return RuntimeError(message)
 
 
 def _buffer_shape(planner: _Planner, step: _Step) -> Optional[Tuple[int, ...]]:
