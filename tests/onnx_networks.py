@@ -1,6 +1,7 @@
 """Small vision CNNs as plain torch modules (random weights, no downloads), for the ONNX tests
 and bench/bench_networks.py: the blocks of ResNet, MobileNetV2, MobileNetV3 (SE, hard-swish),
-SqueezeNet, ShuffleNet, DenseNet and a U-Net, at sizes that run in milliseconds."""
+SqueezeNet, ShuffleNet, DenseNet, GoogLeNet (Inception), a U-Net, and 1-D and 3-D
+networks, at sizes that run in milliseconds."""
 
 from __future__ import annotations
 
@@ -203,7 +204,62 @@ def densenet() -> Tuple[Any, Tuple[int, ...]]:
     return net, (1, 3, 32, 32)
 
 
+def inception() -> Tuple[Any, Tuple[int, ...]]:
+    """GoogLeNet's stem and Inception blocks: four branches concatenated, one of them a
+    stride-1 max pool; a ceil-mode pool between.  (torch exports LocalResponseNorm as a
+    decomposition, not LRN: the hand-built graphs of test_onnx.py test LRN.)"""
+    nn = _torch().nn
+    torch = _torch()
+
+    class Block(nn.Module):
+        def __init__(self, cin: int):
+            super().__init__()
+            self.b1 = _bn_relu(nn, cin, 8, 1)
+            self.b3 = nn.Sequential(_bn_relu(nn, cin, 8, 1), _bn_relu(nn, 8, 12, 3))
+            self.b5 = nn.Sequential(_bn_relu(nn, cin, 4, 1), _bn_relu(nn, 4, 6, 3), _bn_relu(nn, 6, 6, 3))
+            self.pool = nn.Sequential(nn.MaxPool2d(3, 1, 1, ceil_mode=True), _bn_relu(nn, cin, 6, 1))
+
+        def forward(self, x: Any) -> Any:
+            return torch.cat([self.b1(x), self.b3(x), self.b5(x), self.pool(x)], 1)
+
+    net = nn.Sequential(nn.Conv2d(3, 16, 7, 2, 3), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True),
+                        Block(16), nn.AvgPool2d(3, 2, 1, ceil_mode=True),
+                        Block(32), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(), nn.Linear(32, 10))
+    return net, (1, 3, 56, 56)
+
+
+def conv1d() -> Tuple[Any, Tuple[int, ...]]:
+    """A 1-D (audio-like) network: Conv1d with BatchNorm and ReLU, strided and dilated, pools."""
+    nn = _torch().nn
+    net = nn.Sequential(nn.Conv1d(2, 16, 9, 2, 4, bias=False), nn.BatchNorm1d(16), nn.ReLU(), nn.MaxPool1d(3, 2, 1),
+                        nn.Conv1d(16, 16, 3, 1, 2, dilation=2, groups=4), nn.BatchNorm1d(16), nn.Tanh(),
+                        nn.ConvTranspose1d(16, 8, 4, 2, 1), nn.ReLU(), nn.AvgPool1d(2), nn.AdaptiveAvgPool1d(1),
+                        nn.Flatten(), nn.Linear(8, 4))
+    return net, (1, 2, 200)
+
+
+def conv3d() -> Tuple[Any, Tuple[int, ...]]:
+    """A 3-D (video-like) network: Conv3d with BatchNorm and ReLU6, a max pool, a transposed
+    convolution back up, and a residual."""
+    nn = _torch().nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv3d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm3d(8), nn.ReLU6())
+            self.down = nn.Sequential(nn.MaxPool3d(2), nn.Conv3d(8, 8, 3, 1, 1), nn.ReLU())
+            self.up = nn.ConvTranspose3d(8, 8, 2, 2)
+            self.head = nn.Conv3d(8, 2, 1)
+
+        def forward(self, x: Any) -> Any:
+            a = self.stem(x)
+            return self.head(a + self.up(self.down(a)))
+
+    return Net(), (1, 3, 4, 12, 12)
+
+
 NETWORKS: Dict[str, Callable[[], Tuple[Any, Tuple[int, ...]]]] = {
     "resnet": resnet, "mobilenet_v2": mobilenet_v2, "se_hardswish": se_hardswish, "squeezenet": squeezenet,
-    "shufflenet": shufflenet, "unet": unet, "densenet": densenet,
+    "shufflenet": shufflenet, "unet": unet, "densenet": densenet, "inception": inception, "conv1d": conv1d,
+    "conv3d": conv3d,
 }

@@ -668,7 +668,9 @@ def _conv(p: _Planner, node: _Node) -> None:
     threads = p.threads
     fn = lambda x, out=None: (layer(x, out, num_threads=threads),)  # noqa: E731
     parts = [f"{type(layer).__name__} {'x'.join(map(str, kernel))}"
-             + (f" stride {stride}" if max(stride) > 1 else "") + (f" groups {group}" if group > 1 else "")]
+             + (f" stride {'x'.join(map(str, stride))}" if max(stride) > 1 else "")
+             + (f" dilation {'x'.join(map(str, dilation))}" if max(dilation) > 1 else "")
+             + (f" groups {group}" if group > 1 else "")]
     if node.bn is not None:
         parts.append(f"BatchNormalization {node.bn.name!r} folded into the weights")
     if node.activation:
