@@ -503,15 +503,40 @@ def test_conv_outputs_reuse_dropped_buffers():
     given: List[bool] = []
 
     def spy(fn: Any) -> Any:
-        def call(*args: Any) -> Any:
-            if len(args) == 2:
-                given.append(args[1] is not None)
-            return fn(*args)
+        def call(x: Any, out: Any) -> Any:
+            given.append(out is not None)
+            return fn(x, out)
         return call
 
-    net._steps = [(spy(fn), *rest) for fn, *rest in net._steps]
+    net._steps = [(spy(fn) if writes == 1 else fn, ins, outs, dead, writes, extra)
+                  for fn, ins, outs, dead, writes, extra in net._steps]
     want = net(X4)
     assert given == [False, True, True, True]
+    np.testing.assert_array_equal(net(X4), want)
+
+
+def test_elementwise_writes_into_its_dying_input():
+    """A residual Add writes into the conv output that dies at it; an input still read later
+    (or the caller's array) is never overwritten."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "x"], ["s"]),
+             helper.make_node("Mul", ["s", "k"], ["m"]),  # s is also read below: written fresh
+             helper.make_node("Sub", ["m", "s"], ["y"])]
+    x = X4.copy()
+    net = _check(nodes, {"x": x}, initializers={"w": _rand(4, 4, 3, 3), "k": _rand(4, 1, 1)})
+    np.testing.assert_array_equal(x, X4)  # the caller's input is untouched
+    seen: List[Any] = []
+
+    def spy(fn: Any) -> Any:
+        def call(*args: Any, out: Any = None) -> Any:
+            seen.append(out is not None and any(out is a for a in args))
+            return fn(*args, out=out)
+        return call
+
+    net._steps = [(spy(fn) if writes == 2 else fn, ins, outs, dead, writes, extra)
+                  for fn, ins, outs, dead, writes, extra in net._steps]
+    want = net(X4)
+    assert seen == [True, False, True]  # Add into c; Mul must keep s; Sub into m
     np.testing.assert_array_equal(net(X4), want)
 
 

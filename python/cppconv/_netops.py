@@ -45,11 +45,12 @@ def clip(x: np.ndarray, low: Optional[float], high: Optional[float]) -> np.ndarr
     return x
 
 
-def divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """ONNX Div: integer division truncates toward zero (shape arithmetic), floats divide."""
+def divide(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """ONNX Div: integer division truncates toward zero (shape arithmetic; `out` unused), floats
+    divide."""
     if a.dtype.kind in "iu" and np.asarray(b).dtype.kind in "iu":
         return np.trunc(np.true_divide(a, b)).astype(np.result_type(a, b))
-    return np.divide(a, b)
+    return np.divide(a, b, out=out)
 
 
 def softmax(x: np.ndarray, axis: int, log: bool) -> np.ndarray:

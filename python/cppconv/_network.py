@@ -99,15 +99,21 @@ def _refuse(node: _Node, attribute: str, value: Any, supported: str) -> ModelErr
     return ModelError(f"{node.where()}: attribute {attribute}={value!r} is not supported; supported: {supported}")
 
 
+# How a step gives its output: it returns a new array; fn(x, out) writes into `out`, a buffer
+# of its output's shape, when given one (a conv layer); fn(*inputs, out=...) may write into
+# an input that dies at this step (an elementwise NumPy ufunc).
+_RETURNS, _INTO_BUFFER, _IN_PLACE = 0, 1, 2
+
+
 class _Step:
     """One planned call: fn(*inputs) -> outputs, over value slots."""
 
-    __slots__ = ("fn", "ins", "outs", "view", "row", "writes_out")
+    __slots__ = ("fn", "ins", "outs", "view", "row", "writes")
 
     def __init__(self, fn: Callable[..., Tuple[Any, ...]], ins: List[str], outs: List[str], view: bool,
-                 row: Dict[str, Any], writes_out: bool = False):
+                 row: Dict[str, Any], writes: int = _RETURNS):
         self.fn, self.ins, self.outs, self.view, self.row = fn, ins, outs, view, row
-        self.writes_out = writes_out  # fn takes out=, a buffer of its output's shape to write into
+        self.writes = writes  # how fn gives its output: _RETURNS, _INTO_BUFFER or _IN_PLACE
 
 
 def parse_model(model: Any) -> Tuple[Any, bytes]:
@@ -396,7 +402,7 @@ class _Planner:
         return target
 
     def emit(self, node: _Node, fn: Callable[..., Tuple[Any, ...]], ins: List[str], perms: Sequence[Perm],
-             became: str, outs: Optional[List[str]] = None, writes_out: bool = False, **extra: Any) -> None:
+             became: str, outs: Optional[List[str]] = None, writes: int = _RETURNS, **extra: Any) -> None:
         """Adds node's step (fn over ins, giving outs in layouts perms), or runs it now when every
         input is a constant (constant folding)."""
         outs = list(node.outputs if outs is None else outs)
@@ -412,7 +418,7 @@ class _Planner:
             return
         row = {"node": node.name, "op": node.op, "became": became, "layout": _layout_word(perms[0]), **extra}
         self.rows.append(row)
-        self.steps.append(_Step(fn, ins, outs, node.op in _VIEWS, row, writes_out))
+        self.steps.append(_Step(fn, ins, outs, node.op in _VIEWS, row, writes))
         if any(i in self.shape_values for i in ins) or node.op == "Shape":
             self.shape_values.update(outs)
         elif any(o and None in self.shapes.get(o, (None, None))[1:] for o in outs):
@@ -682,7 +688,7 @@ def _conv(p: _Planner, node: _Node) -> None:
             extra["algorithm"] = layer.explain(in_shape)["algorithm"]
         except ValueError:
             pass
-    p.emit(node, fn, [xin], [perm], "; ".join(parts), writes_out=True, **extra)
+    p.emit(node, fn, [xin], [perm], "; ".join(parts), writes=_INTO_BUFFER, **extra)
 
 
 def _unary(fn: Callable[..., np.ndarray], *attr_defaults: Tuple[str, float]) -> Callable[[_Planner, _Node], None]:
@@ -707,19 +713,24 @@ def _clip(p: _Planner, node: _Node) -> None:
     p.emit(node, fn, [x, *bounds], [p.layout[x]], "NumPy clip")
 
 
-_BINARY: Dict[str, Callable[..., np.ndarray]] = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _netops.divide, "PRelu": _netops.prelu}
+_BINARY: Dict[str, Callable[..., np.ndarray]] = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
+                                                  "Div": _netops.divide, "PRelu": _netops.prelu}
 
 
 def _broadcasting(p: _Planner, node: _Node) -> None:
     ins, perm = p.broadcast_inputs(node.inputs)
     op: Callable[..., np.ndarray] = np.add if node.op == "Sum" else _BINARY[node.op]
 
-    def fn(*xs: np.ndarray) -> Tuple[np.ndarray]:
-        total = op(xs[0], xs[1]) if len(xs) > 1 else xs[0]
+    def fn(*xs: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
+        if len(xs) == 1:
+            return (xs[0],)
+        total = op(xs[0], xs[1]) if out is None else op(xs[0], xs[1], out=out)
         for v in xs[2:]:
-            total = op(total, v)
+            total = op(total, v, out=total)  # the first sum is this step's own array
         return (total,)
-    p.emit(node, fn, ins, [perm], f"NumPy {node.op.lower()} (broadcasting)")
+
+    in_place = _IN_PLACE if node.op != "PRelu" and (node.op != "Div" or p.dtype.kind == "f") else _RETURNS
+    p.emit(node, fn, ins, [perm], f"NumPy {node.op.lower()} (broadcasting)", writes=in_place)
 
 
 def _batch_norm(p: _Planner, node: _Node) -> None:
@@ -1167,10 +1178,10 @@ class Network:
             if name not in keep and name in slots:
                 dead_after[k].append(slots[name])
         self._steps = [(s.fn, tuple(slots[i] for i in s.ins), tuple(slot(o) for o in s.outs), tuple(d),
-                        _buffer_shape(planner, s)) for s, d in zip(planner.steps, dead_after)]
+                        s.writes, _buffer_shape(planner, s, [slots[i] for i in s.ins], set(d)))
+                       for s, d in zip(planner.steps, dead_after)]
         self._step_rows = [s.row for s in planner.steps]
-        # What a step writes with out= is a fresh buffer of its own: once dropped, another may reuse it.
-        self._recyclable = frozenset(slots[s.outs[0]] for s in planner.steps if s.writes_out)
+        self._dtype = planner.dtype
         self._template: List[Any] = [None] * len(slots)
         for name in used_consts:
             self._template[slots[name]] = planner.consts[name]
@@ -1219,30 +1230,30 @@ class Network:
         env = list(self._template)
         for spec in self._inputs:
             env[spec.slot] = self._feed(spec, feeds[spec.name])
-        free: Dict[Tuple[int, ...], List[np.ndarray]] = {}  # this call's dropped conv outputs, by shape
-        recyclable = self._recyclable
-        for k, (fn, ins, outs, dead, tail) in enumerate(self._steps):
+        free: Dict[Tuple[int, ...], List[np.ndarray]] = {}  # this call's dropped arrays, by shape
+        for k, (fn, ins, outs, dead, writes, extra) in enumerate(self._steps):
             try:
-                if tail is None:
+                if writes == _RETURNS:
                     results = fn(*[env[i] for i in ins])
-                else:
+                elif writes == _INTO_BUFFER:  # extra: the output's shape after the batch axis
                     x = env[ins[0]]
-                    spare = free.get((x.shape[0], *tail))
+                    spare = free.get((x.shape[0], *extra)) if extra is not None else None
                     results = fn(x, spare.pop() if spare else None)
                     del x
+                else:  # extra: the positions of inputs that die here, which the step may overwrite
+                    args = [env[i] for i in ins]
+                    results = fn(*args, out=_overwritable(args, extra))
+                    del args
             except Exception as e:  # a size the model did not fix changed, say: name the node
                 raise _step_error(e, self._step_rows[k]) from e
             for o, r in zip(outs, results):
                 env[o] = r
             del results
             for d in dead:
-                dropped = env[d]
-                env[d] = None
-                # Reused only when nothing else holds it (no view, no alias made by a NumPy op):
-                # the two references are `dropped` and getrefcount's argument.
-                if d in recyclable and sys.getrefcount(dropped) == 2:
-                    free.setdefault(dropped.shape, []).append(dropped)
-                del dropped
+                spare = _dropped(env, d, self._dtype)
+                if spare is not None:
+                    free.setdefault(spare.shape, []).append(spare)
+            spare = None
         found = {name: env[s] for name, s in self._outputs}
         # A result that is an input, a constant or a view is copied: the caller owns it.
         return {n: found[n] if n in self._fresh_outputs and found[n].flags.owndata else np.array(found[n])
@@ -1298,13 +1309,67 @@ def _step_error(error: Exception, row: Dict[str, Any]) -> Exception:
         return RuntimeError(message)
 
 
-def _buffer_shape(planner: _Planner, step: _Step) -> Optional[Tuple[int, ...]]:
-    """The output shape after the batch axis of a step that writes into a given buffer, when
-    it is known at load (then the run hands the step a dropped buffer of that shape, if any)."""
-    if not step.writes_out:
+def _buffer_shape(planner: _Planner, step: _Step, ins: List[int], dead: Set[int]) -> Any:
+    """What the run needs to give a step somewhere to write: for a step that writes into a
+    buffer, its output shape after the batch axis when known at load (the run hands it a
+    dropped array of that shape, if any); for an in-place step, the positions of its inputs
+    that die at this step (each one it may overwrite)."""
+    if step.writes == _INTO_BUFFER:
+        shape = planner.stored_shape(step.outs[0], batch=1)
+        return None if shape is None else tuple(shape[1:])
+    if step.writes == _IN_PLACE:
+        return tuple(j for j, i in enumerate(ins) if i in dead and ins.count(i) == 1)
+    return None
+
+
+def _overwritable(args: List[Any], candidates: Tuple[int, ...]) -> Optional[np.ndarray]:
+    """An input the step may write its result into: it dies at this step, nothing else holds
+    it (four references: the env slot, args, `a` and getrefcount's argument), it owns its data
+    and has the result's shape."""
+    if not _REFCOUNTS_TELL:
         return None
-    shape = planner.stored_shape(step.outs[0], batch=1)
-    return None if shape is None else tuple(shape[1:])
+    for j in candidates:
+        a = args[j]
+        if (isinstance(a, np.ndarray) and a.flags.owndata and a.flags.c_contiguous and sys.getrefcount(a) == 4
+                and a.dtype.kind == "f" and a.shape == np.broadcast_shapes(*(np.shape(v) for v in args))):
+            return a
+    return None
+
+
+def _dropped(env: List[Any], slot: int, dtype: np.dtype) -> Optional[np.ndarray]:
+    """Clears a dead value's slot; returns its array when another step may write into it:
+    nothing else holds it (no view, no alias a NumPy op made; the two references are `value`
+    and getrefcount's argument), it owns its data, C-contiguous, in the network's dtype."""
+    value = env[slot]
+    env[slot] = None
+    if (_REFCOUNTS_TELL and isinstance(value, np.ndarray) and value.flags.owndata and value.flags.c_contiguous
+            and value.dtype == dtype and sys.getrefcount(value) == 2):
+        return value
+    return None
+
+
+def _refcounts_tell() -> bool:
+    """Whether sys.getrefcount counts references as _overwritable and _dropped expect on this
+    interpreter (an interpreter that borrows references would read shared arrays as free):
+    without it, buffers are never reused."""
+    try:
+        env: List[Any] = [np.zeros(2, np.float32)]
+        args = [env[0]]
+        alone = _overwritable(args, (0,)) is args[0]
+        held = args[0]
+        shared = _overwritable(args, (0,)) is None
+        del args, held
+        dropped = _dropped(env, 0, np.dtype(np.float32)) is not None
+        env = [np.zeros(2, np.float32)]
+        held = env[0]
+        kept = _dropped(env, 0, np.dtype(np.float32)) is None
+        return alone and shared and dropped and kept
+    except Exception:
+        return False
+
+
+_REFCOUNTS_TELL = True
+_REFCOUNTS_TELL = _refcounts_tell()
 
 
 def _rebuild(data: bytes, num_threads: Optional[int], precision: Optional[str]) -> Network:
