@@ -37,14 +37,14 @@ def random_feeds(model: Any, batch: int) -> Dict[str, np.ndarray]:
         dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
         if any(d is None for d in dims[1:]):
             raise ValueError(f"input {v.name!r} has sizes the model does not fix ({dims}): cannot make a random input")
-        shape = (batch, *dims[1:]) if dims else ()
+        shape = (batch, *[int(d) for d in dims[1:] if d is not None]) if dims else ()
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type))
         feeds[v.name] = rng.standard_normal(shape).astype(dtype)
     return feeds
 
 
 def _onnxruntime(model: Any, threads: Any) -> Callable[[Dict[str, np.ndarray]], List[np.ndarray]]:
-    import onnxruntime as ort
+    import onnxruntime as ort  # type: ignore[import-untyped]
 
     from ._network import free_batch
 
@@ -94,7 +94,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.bench:
         fns: Dict[str, Callable[[], Any]] = {"cppconv": lambda: net.run(feeds)}
         if ort_run is not None:
-            fns["onnxruntime"] = lambda: ort_run(feeds)  # type: ignore[misc]
+            session = ort_run
+            fns["onnxruntime"] = lambda: session(feeds)
         with contextlib.ExitStack() as stack:
             threads = bench.setup_threads(args.threads, [], stack, lambda m: print(m, file=sys.stderr))
             timings = bench.time_interleaved(fns, bench.TimerConfig(budget_s=args.budget))

@@ -1237,8 +1237,8 @@ class Network:
                     results = fn(*[env[i] for i in ins])
                 elif writes == _INTO_BUFFER:  # extra: the output's shape after the batch axis
                     x = env[ins[0]]
-                    spare = free.get((x.shape[0], *extra)) if extra is not None else None
-                    results = fn(x, spare.pop() if spare else None)
+                    same = free.get((x.shape[0], *extra)) if extra is not None else None
+                    results = fn(x, same.pop() if same else None)
                     del x
                 else:  # extra: the positions of inputs that die here, which the step may overwrite
                     args = [env[i] for i in ins]
