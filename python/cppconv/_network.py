@@ -161,6 +161,14 @@ def _attributes(node: Any) -> Dict[str, Any]:
     return attrs
 
 
+def _element_dtype(value_info: Any) -> np.dtype:
+    """The NumPy dtype of a graph input (float32 where the model does not say)."""
+    from onnx import helper
+
+    elem = value_info.type.tensor_type.elem_type
+    return np.dtype(helper.tensor_dtype_to_np_dtype(elem)) if elem else np.dtype(np.float32)
+
+
 def _topological(nodes: List[_Node], available: Set[str]) -> List[_Node]:
     """The nodes in an order where each runs after the producers of its inputs (Kahn)."""
     producer: Dict[str, _Node] = {}
@@ -261,14 +269,9 @@ class _Planner:
         self.converted: Dict[Tuple[str, Perm], str] = {}
         self.shape_source: Dict[str, str] = {}  # Shape's output -> its input, for folding Gather
         self.shape_values: Set[str] = set()  # runtime values computed from shapes (not activations)
-        self.dtype = np.dtype(np.float32)
-        for v in self.inputs:
-            elem = v.type.tensor_type.elem_type
-            if elem:
-                from onnx import helper
-
-                self.dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem))
-                break
+        self.input_dtypes = {v.name: _element_dtype(v) for v in self.inputs}
+        # The dtype of the activations (and of the conv weights): the first float input's.
+        self.dtype = next((d for d in self.input_dtypes.values() if d.kind == "f"), np.dtype(np.float32))
         nodes = []
         for i, n in enumerate(g.node):
             node = _Node(n.name or f"{n.op_type}_{i}", n.op_type, list(n.input), list(n.output), _attributes(n))
@@ -348,6 +351,7 @@ class _Planner:
         perm = _inverse(have) if want is None else want  # type: ignore[arg-type]
         self.shapes.setdefault(target, self.shapes.get(name))  # type: ignore[arg-type]
         self.converted[key] = target
+
         def convert(x: np.ndarray) -> Tuple[np.ndarray]:
             return (np.ascontiguousarray(x.transpose(perm)),)
 
@@ -388,6 +392,7 @@ class _Planner:
             return self.converted[key]
         target = f"{plain}@aligned{rank}"
         self.converted[key] = target
+
         def expand(x: np.ndarray) -> Tuple[np.ndarray]:
             return (x.reshape((1,) * (rank - x.ndim) + x.shape).transpose(perm),)
 
@@ -408,7 +413,7 @@ class _Planner:
         outs = list(node.outputs if outs is None else outs)
         for o, p in zip(outs, perms):
             self.layout[o] = p
-        if all(i == "" or i in self.consts for i in ins) and node.op != "Dropout":
+        if all(i == "" or i in self.consts for i in ins):
             results = fn(*[self.consts.get(i) for i in ins])
             for o, r in zip(outs, results):
                 if o:
@@ -1157,7 +1162,7 @@ class Network:
         self._inputs = []
         for v in planner.inputs:
             shape = planner.shapes.get(v.name, ())
-            self._inputs.append(_Input(v.name, slot(v.name), shape, planner.dtype))
+            self._inputs.append(_Input(v.name, slot(v.name), shape, planner.input_dtypes[v.name]))
         used_consts = {i for s in planner.steps for i in s.ins if i in planner.consts} | \
             {o for o in outputs if o in planner.consts}
         for name in sorted(used_consts):
