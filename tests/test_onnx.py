@@ -577,6 +577,25 @@ def test_run_error_names_the_node():
         net(_rand(3, 4, 6, 6))
 
 
+def test_integer_input_keeps_its_dtype():
+    model = _model([helper.make_node("Cast", ["i"], ["f"], to=TensorProto.FLOAT),
+                    helper.make_node("Add", ["x", "f"], ["y"])], {"x": X4}, ["y"])
+    model.graph.input.append(helper.make_tensor_value_info("i", TensorProto.INT64, [6]))
+    net = cppconv.onnx.load(model)
+    i = np.arange(6, dtype=np.int64)
+    np.testing.assert_array_equal(net.run({"x": X4, "i": i})["y"], X4 + i.astype(np.float32))
+    assert net.run({"x": X4, "i": i.astype(np.int32)})["y"].dtype == np.float32
+
+
+def test_supported_operators_cover_the_issue():
+    wanted = ("Conv ConvTranspose BatchNormalization Relu LeakyRelu PRelu Clip Sigmoid Tanh HardSigmoid HardSwish Elu "
+              "Add Sub Mul Div Sum MaxPool AveragePool GlobalAveragePool GlobalMaxPool Concat Split Slice Flatten "
+              "Reshape Transpose Squeeze Unsqueeze Gemm MatMul Softmax LogSoftmax Dropout Identity LRN Pad Resize "
+              "ReduceMean Constant Shape Gather ConstantOfShape").split()
+    assert set(wanted) <= set(cppconv.onnx.SUPPORTED_OPERATORS)
+    assert cppconv.onnx.Network is cppconv.Network
+
+
 def test_input_shape_is_checked_but_batch_is_free():
     net = cppconv.onnx.load(_model([helper.make_node("Relu", ["x"], ["y"])], {"x": X4}, ["y"], batch_free=False))
     assert net(_rand(5, 4, 6, 6)).shape == (5, 4, 6, 6)
