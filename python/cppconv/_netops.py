@@ -12,17 +12,34 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
+# The activations take `out` (which may be x itself, when x dies at this step): each writes
+# its result there in place of a new array.
+
+def relu(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    return np.maximum(x, np.asarray(0, x.dtype), out=out)
+
+
+def tanh(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    return np.tanh(x, out=out)
+
+
+def sigmoid(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     # tanh form: no overflow warning from exp(-x) for large negative x.
-    return (np.tanh(x * 0.5) + 1) * np.asarray(0.5, x.dtype)
+    y = np.multiply(x, np.asarray(0.5, x.dtype), out=out)
+    np.tanh(y, out=y)
+    y += 1
+    y *= np.asarray(0.5, x.dtype)
+    return y
 
 
-def hard_sigmoid(x: np.ndarray, alpha: float, beta: float) -> np.ndarray:
-    return np.clip(x * np.asarray(alpha, x.dtype) + np.asarray(beta, x.dtype), 0, 1)
+def hard_sigmoid(x: np.ndarray, alpha: float, beta: float, out: Optional[np.ndarray] = None) -> np.ndarray:
+    y = np.multiply(x, np.asarray(alpha, x.dtype), out=out)
+    y += np.asarray(beta, x.dtype)
+    return np.clip(y, 0, 1, out=y)
 
 
-def hard_swish(x: np.ndarray) -> np.ndarray:
-    return x * hard_sigmoid(x, 1 / 6, 0.5)
+def hard_swish(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    return np.multiply(x, hard_sigmoid(x, 1 / 6, 0.5), out=out)
 
 
 def elu(x: np.ndarray, alpha: float) -> np.ndarray:
@@ -66,10 +83,12 @@ def softmax_2d(x: np.ndarray, axis: int, log: bool) -> np.ndarray:
     return softmax(x.reshape(rows, -1), 1, log).reshape(x.shape)
 
 
-def batch_norm(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+def batch_norm(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Inference BatchNormalization with its statistics folded into scale and shift (already
     shaped to broadcast along the channel axis)."""
-    return x * scale + shift
+    y = np.multiply(x, scale, out=out)
+    y += shift
+    return y
 
 
 def lrn(x: np.ndarray, channel_axis: int, size: int, alpha: float, beta: float, bias: float) -> np.ndarray:

@@ -6,7 +6,9 @@ weights and the following activation fused; 2-D pools run on cppconv's pools; th
 in NumPy (_netops).  The convolution path keeps one channels-last layout (NHWC, NWC, NDHWC):
 values are converted only at graph inputs and outputs and around operators that need the
 ONNX (channels-first) axis order, such as Flatten or Reshape before a Gemm.  Each value is
-dropped after its last reader, so the memory held follows the liveness plan.
+dropped after its last reader, so the memory held follows the liveness plan, and a dropped
+array that nothing else holds is written again: by a conv whose output has its shape, or by
+an elementwise operator (activation, residual Add) whose input dies at that step.
 """
 
 from __future__ import annotations
@@ -696,13 +698,19 @@ def _conv(p: _Planner, node: _Node) -> None:
     p.emit(node, fn, [xin], [perm], "; ".join(parts), writes=_INTO_BUFFER, **extra)
 
 
-def _unary(fn: Callable[..., np.ndarray], *attr_defaults: Tuple[str, float]) -> Callable[[_Planner, _Node], None]:
-    """A handler for an elementwise operator of one input: it keeps the input's layout."""
+def _unary(fn: Callable[..., np.ndarray], *attr_defaults: Tuple[str, float],
+           in_place: bool = False) -> Callable[[_Planner, _Node], None]:
+    """A handler for an elementwise operator of one input: it keeps the input's layout.
+    in_place: fn takes out= (and may write over its input when the input dies there)."""
 
     def handler(p: _Planner, node: _Node) -> None:
         args = [float(node.attrs.get(name, default)) for name, default in attr_defaults]
         x = node.input(0)
-        p.emit(node, lambda v: (fn(v, *args),), [x], [p.layout[x]], f"NumPy {node.op.lower()}")
+        if in_place:
+            p.emit(node, lambda v, out=None: (fn(v, *args, out=out),), [x], [p.layout[x]], f"NumPy {node.op.lower()}",
+                   writes=_IN_PLACE)
+        else:
+            p.emit(node, lambda v: (fn(v, *args),), [x], [p.layout[x]], f"NumPy {node.op.lower()}")
 
     return handler
 
@@ -749,7 +757,8 @@ def _batch_norm(p: _Planner, node: _Node) -> None:
     shape = [1] * rank
     shape[ax] = channels
     s, t = scale.astype(p.dtype).reshape(shape), shift.astype(p.dtype).reshape(shape)
-    p.emit(node, lambda v: (_netops.batch_norm(v, s, t),), [x], [p.layout[x]], "NumPy per-channel scale and shift")
+    p.emit(node, lambda v, out=None: (_netops.batch_norm(v, s, t, out=out),), [x], [p.layout[x]],
+           "NumPy per-channel scale and shift", writes=_IN_PLACE)
 
 
 def _pool(p: _Planner, node: _Node) -> None:
@@ -1093,11 +1102,11 @@ def _cast(p: _Planner, node: _Node) -> None:
 
 _HANDLERS: Dict[str, Callable[[_Planner, _Node], None]] = {
     "Conv": _conv, "ConvTranspose": _conv, "BatchNormalization": _batch_norm,
-    "Relu": _unary(lambda v: np.maximum(v, np.asarray(0, v.dtype))),
+    "Relu": _unary(_netops.relu, in_place=True),
     "LeakyRelu": _unary(_netops.leaky_relu, ("alpha", 0.01)),
-    "Sigmoid": _unary(_netops.sigmoid), "Tanh": _unary(np.tanh),
-    "HardSigmoid": _unary(_netops.hard_sigmoid, ("alpha", 0.2), ("beta", 0.5)),
-    "HardSwish": _unary(_netops.hard_swish), "Elu": _unary(_netops.elu, ("alpha", 1.0)),
+    "Sigmoid": _unary(_netops.sigmoid, in_place=True), "Tanh": _unary(_netops.tanh, in_place=True),
+    "HardSigmoid": _unary(_netops.hard_sigmoid, ("alpha", 0.2), ("beta", 0.5), in_place=True),
+    "HardSwish": _unary(_netops.hard_swish, in_place=True), "Elu": _unary(_netops.elu, ("alpha", 1.0)),
     "Clip": _clip, "PRelu": _broadcasting,
     "Add": _broadcasting, "Sub": _broadcasting, "Mul": _broadcasting, "Div": _broadcasting, "Sum": _broadcasting,
     "MaxPool": _pool, "AveragePool": _pool, "GlobalAveragePool": _global_pool, "GlobalMaxPool": _global_pool,
