@@ -676,6 +676,9 @@ def test_malformed_models():
     assert "shape" in message and "c" in message
     gemm = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "w"], ["y"], name="fc")]
     assert "shape" in _load_error(gemm, {"w": _rand(7, 3)})
+    add = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Add", ["c", "b"], ["y"], name="plus")]
+    message = _load_error(add, {"w": _rand(4, 4, 1, 1), "b": _rand(5)})
+    assert "shapes do not check" in message and "node 'plus' (Add" in message
 
 
 def test_not_a_model():

@@ -1154,11 +1154,24 @@ class Network:
         proto, self._bytes = parse_model(model)
         planner = _Planner(proto, self._threads, precision)
         planner.plan()
-        if planner.shape_problem:
-            raise ModelError(planner.shape_problem)
         outputs = [planner.value_in(name, None) for name in planner.output_names]
         planner.drop_unused(outputs)
         self._compile(planner, outputs)
+        if planner.shape_problem:
+            self._trial_run(planner.shape_problem)
+
+    def _trial_run(self, problem: str) -> None:
+        """ONNX's strict shape inference refused the model, and no node's own check did: a
+        run on zeros at batch 1 decides (a model it cannot infer may still be sound)."""
+        feeds = {}
+        for spec in self._inputs:
+            if any(d is None for d in spec.shape[1:]):
+                raise ModelError(problem)
+            feeds[spec.name] = np.zeros((1, *spec.shape[1:]) if spec.shape else (), spec.dtype)
+        try:
+            self.run(feeds)
+        except Exception as e:
+            raise ModelError(f"{problem}; a run on zeros fails too: {e}") from None
 
     def _compile(self, planner: _Planner, outputs: List[str]) -> None:
         """Value names become list slots (slot 0 holds None, for absent optional inputs);
