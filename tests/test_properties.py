@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import cppconv
 from cppconv import _native
 from conftest import assert_close
-from reference import ACTIVATIONS, PADDING_MODES, conv2d_abs_bound, conv2d_ref
+from reference import ACTIVATIONS, PADDING_MODES, conv2d_abs_bound, conv2d_ref, conv_nd_abs_bound, conv_nd_ref
 from test_conv_transpose import ref_conv_transpose
 from test_pool import ref_pool
 
@@ -303,3 +303,78 @@ def test_thread_count_does_not_change_results(problem, dtype):
     for other in results[1:]:
         for one_thread, more in zip(results[0], other):
             np.testing.assert_array_equal(more, one_thread)
+
+
+# ------------------------------------------------------------------------------------------
+# conv1d and conv3d: the same properties on ranks 1 and 3 (their lowerings onto the 2-D
+# kernels included: long rows fold, deep problems gather or interleave)
+
+
+@st.composite
+def conv_nd_problems(draw, rank, modes=PADDING_MODES):
+    """A valid conv1d/conv3d problem, channels-first shapes; rank 1 rows long enough to fold."""
+    groups = draw(st.integers(1, 3))
+    cg, kg = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    if draw(st.booleans()):
+        cg = kg = 1  # depthwise
+    kernel = tuple(draw(st.integers(1, 3)) for _ in range(rank))
+    stride = tuple(draw(st.integers(1, 2)) for _ in range(rank))
+    dilation = tuple(draw(st.integers(1, 2)) for _ in range(rank))
+    padding = draw(st.one_of(st.sampled_from(["same", "valid"]),
+                             st.tuples(*[st.integers(0, 2) for _ in range(rank)])))
+    spans = [d * (k - 1) + 1 for d, k in zip(dilation, kernel)]
+    high = 420 if rank == 1 else 6
+    sizes = tuple(draw(st.integers(max(s, 3), max(s, 3) + high)) for s in spans)
+    return dict(
+        x_shape=(draw(st.integers(1, 2)), groups * cg) + sizes, w_shape=(groups * kg, cg) + kernel,
+        bias=draw(st.booleans()), seed=draw(st.integers(0, 2**16)),
+        kwargs=dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                    padding_mode=draw(st.sampled_from(modes)), activation=draw(st.sampled_from(ACTIVATIONS))),
+    )
+
+
+def _nd(rank):
+    return getattr(cppconv, f"conv{rank}d")
+
+
+def _channels_last(a):
+    return np.ascontiguousarray(np.moveaxis(a, 1, -1))
+
+
+@FEW
+@pytest.mark.parametrize("rank", [1, 3])
+@given(data=st.data())
+def test_conv_nd_matches_reference(rank, data):
+    problem = data.draw(conv_nd_problems(rank))
+    x, w, b = arrays_for(problem, np.float32)
+    kw = problem["kwargs"]
+    pads = cppconv.explain(problem["x_shape"], problem["w_shape"], **kw)["padding"]
+    args = dict(kw, padding=pads)
+    ref, bound = conv_nd_ref(x, w, b, **args), conv_nd_abs_bound(x, w, b, **args)
+    assert_close(_nd(rank)(x, w, b, **kw), ref, bound, np.float32)
+
+
+@FEW
+@pytest.mark.parametrize("rank", [1, 3])
+@given(data=st.data(), a=st.integers(-3, 3), c=st.integers(-3, 3))
+def test_conv_nd_linear_in_x(rank, data, a, c):
+    problem = data.draw(conv_nd_problems(rank))
+    problem["kwargs"]["activation"] = None
+    x, w, _ = arrays_for(problem, np.float64, integers=True)
+    x2 = np.roll(x, 1)  # a second input of the same shape
+    f = _nd(rank)
+    np.testing.assert_array_equal(f(a * x + c * x2, w, **problem["kwargs"]),
+                                  a * f(x, w, **problem["kwargs"]) + c * f(x2, w, **problem["kwargs"]))
+
+
+@FEW
+@pytest.mark.parametrize("rank", [1, 3])
+@given(data=st.data())
+def test_conv_nd_layouts_and_threads_agree(rank, data):
+    problem = data.draw(conv_nd_problems(rank))
+    x, w, b = arrays_for(problem, np.float64, integers=True)
+    kw, f = problem["kwargs"], _nd(rank)
+    first = f(x, w, b, **kw)
+    last = f(_channels_last(x), w, b, layout="NWC" if rank == 1 else "NDHWC", **kw)
+    np.testing.assert_array_equal(np.moveaxis(last, -1, 1), first)
+    np.testing.assert_array_equal(f(x, w, b, num_threads=1, **kw), f(x, w, b, num_threads=3, **kw))
