@@ -2,7 +2,7 @@
 
 Each takes arrays as stored (channels-last or not) and the axes already mapped by the planner
 (python/cppconv/_network.py), so one function serves both layouts.  They run in NumPy for
-now; the convolutions and 2-D pools run on cppconv's kernels.
+now; the convolutions and pools run on cppconv's kernels.
 """
 
 from __future__ import annotations
@@ -207,8 +207,8 @@ def gemm(a: np.ndarray, b: np.ndarray, c: Optional[np.ndarray], alpha: float, be
 
 def pool_nd(x: np.ndarray, kind: str, kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],
             dilation: Sequence[int], ceil_mode: bool, count_include_pad: bool) -> np.ndarray:
-    """Max or average pooling over the axes 1..r of a channels-last x (N, *spatial, C), for the
-    ranks cppconv's pools do not cover yet (1-D and 3-D)."""
+    """Max or average pooling over the axes 1..r of a channels-last x (N, *spatial, C), for
+    what cppconv's pools do not take: padding over half the kernel, dilated averages."""
     r = len(kernel)
     fill = -np.inf if kind == "max" else 0
     outs = []

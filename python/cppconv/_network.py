@@ -2,7 +2,7 @@
 
 The plan (built by _Planner) is a list of steps, each a closure over its prepared operator:
 Conv/ConvTranspose nodes become cppconv layers with BatchNormalization folded into the
-weights and the following activation fused; 2-D pools run on cppconv's pools; the rest run
+weights and the following activation fused; pools run on cppconv's pools; the rest run
 in NumPy (_netops).  The convolution path keeps one channels-last layout (NHWC, NWC, NDHWC):
 values are converted only at graph inputs and outputs and around operators that need the
 ONNX (channels-first) axis order, such as Flatten or Reshape before a Gemm.  Each value is
@@ -23,7 +23,8 @@ import numpy as np
 from . import _args, _netops
 from ._conv import Conv1d, Conv2d, Conv3d
 from ._conv_transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
-from ._pool import avg_pool2d, global_avg_pool2d, max_pool2d
+from ._pool import (avg_pool1d, avg_pool2d, avg_pool3d, global_avg_pool1d, global_avg_pool2d, global_avg_pool3d,
+                    max_pool1d, max_pool2d, max_pool3d)
 
 Perm = Optional[Tuple[int, ...]]  # a value's stored axis order: None (as ONNX), or channels-last
 
@@ -779,19 +780,33 @@ def _pool(p: _Planner, node: _Node) -> None:
     kind = "max" if node.op == "MaxPool" else "avg"
     perm = channels_last(rank + 2)
     xin = p.value_in(x, perm)
-    fits_max = pads == "same" or all(max(pair) <= k // 2 for pair, k in zip(pads, kernel))
-    if rank == 2 and (fits_max if kind == "max" else dilation == (1, 1)):
+    # cppconv's pools take PyTorch's padding (at most half the kernel) and no dilation when
+    # averaging; ONNX allows more: those run in NumPy.
+    fits = pads == "same" or all(max(pair) <= k // 2 for pair, k in zip(pads, kernel))
+    if fits and (kind == "max" or max(dilation) == 1):
+        layout, threads = _layout_word(perm), p.threads
+        pool = _POOLS[kind][rank]
         if kind == "max":
-            fn = lambda v: (max_pool2d(v, kernel, stride, pads, dilation, ceil_mode, layout="NHWC"),)  # noqa: E731
+            fn = lambda v: (pool(v, kernel, stride, pads, dilation, ceil_mode, layout=layout,  # noqa: E731
+                                 num_threads=threads),)
         else:
-            fn = lambda v: (avg_pool2d(v, kernel, stride, pads, ceil_mode, include_pad, layout="NHWC"),)  # noqa: E731
-        p.emit(node, fn, [xin], [perm], f"cppconv {kind}_pool2d {'x'.join(map(str, kernel))}")
+            fn = lambda v: (pool(v, kernel, stride, pads, ceil_mode, include_pad, layout=layout,  # noqa: E731
+                                 num_threads=threads),)
+        p.emit(node, fn, [xin], [perm], f"cppconv {pool.__name__} {'x'.join(map(str, kernel))}")
         return
     if pads == "same":
-        raise _refuse(node, "auto_pad", "SAME_UPPER", "NOTSET, VALID for 1-D and 3-D pooling")
+        raise _refuse(node, "auto_pad", "SAME_UPPER", "NOTSET, VALID with pads over half the kernel or dilated "
+                                                      "average pooling")
     flat = [b for b, _ in pads] + [a for _, a in pads]
     fn = lambda v: (_netops.pool_nd(v, kind, kernel, stride, flat, dilation, ceil_mode, include_pad),)  # noqa: E731
     p.emit(node, fn, [xin], [perm], f"NumPy {kind} pool {'x'.join(map(str, kernel))}")
+
+
+_POOLS: Dict[str, Dict[int, Callable[..., Any]]] = {
+    "max": {1: max_pool1d, 2: max_pool2d, 3: max_pool3d},
+    "avg": {1: avg_pool1d, 2: avg_pool2d, 3: avg_pool3d},
+}
+_GLOBAL_AVERAGE = {3: global_avg_pool1d, 4: global_avg_pool2d, 5: global_avg_pool3d}
 
 
 def _global_pool(p: _Planner, node: _Node) -> None:
@@ -802,9 +817,10 @@ def _global_pool(p: _Planner, node: _Node) -> None:
     perm = channels_last(rank)
     xin = p.value_in(x, perm)
     axes = tuple(range(1, rank - 1))
-    if node.op == "GlobalAveragePool" and rank == 4:
-        fn: Callable[..., Tuple[Any, ...]] = lambda v: (global_avg_pool2d(v, layout="NHWC"),)  # noqa: E731
-        word = "cppconv global_avg_pool2d"
+    if node.op == "GlobalAveragePool" and rank in _GLOBAL_AVERAGE:
+        pool, layout, threads = _GLOBAL_AVERAGE[rank], _layout_word(perm), p.threads
+        fn: Callable[..., Tuple[Any, ...]] = lambda v: (pool(v, layout=layout, num_threads=threads),)  # noqa: E731
+        word = f"cppconv {pool.__name__}"
     else:
         reduce = np.mean if node.op == "GlobalAveragePool" else np.max
         fn = lambda v: (reduce(v, axis=axes, keepdims=True),)  # noqa: E731
