@@ -1181,9 +1181,10 @@ class Network:
         run on zeros at batch 1 decides (a model it cannot infer may still be sound)."""
         feeds = {}
         for spec in self._inputs:
-            if any(d is None for d in spec.shape[1:]):
+            sizes = [int(d) for d in spec.shape[1:] if d is not None]
+            if len(sizes) + 1 != len(spec.shape) and spec.shape:
                 raise ModelError(problem)
-            feeds[spec.name] = np.zeros((1, *spec.shape[1:]) if spec.shape else (), spec.dtype)
+            feeds[spec.name] = np.zeros((1, *sizes) if spec.shape else (), spec.dtype)
         try:
             self.run(feeds)
         except Exception as e:
