@@ -38,8 +38,10 @@ def _runners(module: Any, data: bytes, x: np.ndarray, threads: int) -> Dict[str,
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    module_cl = module.to(memory_format=torch.channels_last)
-    xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+    # channels_last (4-D) or channels_last_3d (5-D); 1-D networks have no such format.
+    form = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.ndim, torch.contiguous_format)
+    module_cl = module.to(memory_format=form) if x.ndim in (4, 5) else module
+    xt = torch.from_numpy(x).contiguous(memory_format=form)
     return {
         "cppconv": lambda: net(x),
         "onnxruntime": lambda: session.run(None, {"x": x})[0],
