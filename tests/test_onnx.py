@@ -719,8 +719,10 @@ def test_cli_run(tmp_path, capsys):
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
     path = tmp_path / "m.onnx"
     path.write_bytes(_model(nodes, {"x": X4}, ["y"], {"w": _rand(3, 4, 3, 3)}, batch_free=False).SerializeToString())
+    threads = cppconv.get_num_threads()
     assert _cli.main(["run", str(path), "--batch", "3", "--compare", "onnxruntime", "--bench", "--budget", "0.01",
                       "--threads", "1"]) == 0
+    assert cppconv.get_num_threads() == threads  # the process-wide setting is left as it was
     out = capsys.readouterr().out
     assert "output 'y': shape (3, 3, 6, 6)" in out and "activation relu fused" in out
     assert "vs onnxruntime 'y'" in out and "(ok)" in out and "images/s" in out

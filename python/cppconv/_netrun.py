@@ -96,9 +96,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if ort_run is not None:
             session = ort_run
             fns["onnxruntime"] = lambda: session(feeds)
-        with contextlib.ExitStack() as stack:
-            threads = bench.setup_threads(args.threads, [], stack, lambda m: print(m, file=sys.stderr))
-            timings = bench.time_interleaved(fns, bench.TimerConfig(budget_s=args.budget))
+        before = cppconv.get_num_threads()
+        try:  # setup_threads sets cppconv's process-wide count: put it back (run() may be called in-process)
+            with contextlib.ExitStack() as stack:
+                threads = bench.setup_threads(args.threads, [], stack, lambda m: print(m, file=sys.stderr))
+                timings = bench.time_interleaved(fns, bench.TimerConfig(budget_s=args.budget))
+        finally:
+            cppconv.set_num_threads(before)
         base = timings["cppconv"].median_s
         body = [[name, f"{t.median_s * 1e3:.3f}", f"{args.batch / t.median_s:.1f}", f"{t.median_s / base:.2f}x"]
                 for name, t in timings.items()]
