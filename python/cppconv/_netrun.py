@@ -96,13 +96,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         if ort_run is not None:
             session = ort_run
             fns["onnxruntime"] = lambda: session(feeds)
-        before = cppconv.get_num_threads()
-        try:  # setup_threads sets cppconv's process-wide count: put it back (run() may be called in-process)
-            with contextlib.ExitStack() as stack:
-                threads = bench.setup_threads(args.threads, [], stack, lambda m: print(m, file=sys.stderr))
-                timings = bench.time_interleaved(fns, bench.TimerConfig(budget_s=args.budget))
-        finally:
-            cppconv.set_num_threads(before)
+        # The network has its threads (load's num_threads) and so has ONNX Runtime; NumPy's BLAS
+        # (Gemm, MatMul) gets as many, without touching cppconv's process-wide setting.
+        threads = args.threads or cppconv.get_num_threads()
+        with contextlib.ExitStack() as stack:
+            threadpoolctl = bench._import("threadpoolctl")
+            if threadpoolctl is not None:
+                stack.enter_context(threadpoolctl.threadpool_limits(limits=threads, user_api="blas"))
+            timings = bench.time_interleaved(fns, bench.TimerConfig(budget_s=args.budget))
         base = timings["cppconv"].median_s
         body = [[name, f"{t.median_s * 1e3:.3f}", f"{args.batch / t.median_s:.1f}", f"{t.median_s / base:.2f}x"]
                 for name, t in timings.items()]
