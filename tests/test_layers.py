@@ -85,7 +85,7 @@ LAYER_NAMES = list(_layers())
 
 
 def test_every_layer_class_is_covered():
-    public = {name for name in cppconv.__all__ if inspect.isclass(getattr(cppconv, name))}
+    public = {name for name in cppconv.__all__ if inspect.isclass(getattr(cppconv, name))} - {"Network"}
     assert public == {type(layer).__name__ for layer, _ in _layers().values()}
 
 

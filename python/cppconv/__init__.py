@@ -52,7 +52,8 @@ from ._pool import (
     pool_output_size,
 )
 from ._signal import convolve2d, correlate2d
-
+from ._network import Network
+from . import onnx  # cppconv.onnx.load; the onnx package is imported only when a model is loaded
 
 
 def _check_isa_cap() -> None:
@@ -174,6 +175,7 @@ __all__ = [
     "MaxPool1d",
     "MaxPool2d",
     "MaxPool3d",
+    "Network",
     "__version__",
     "adaptive_avg_pool1d",
     "adaptive_avg_pool2d",

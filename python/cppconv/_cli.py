@@ -1,4 +1,4 @@
-"""The ``cppconv`` command (also ``python -m cppconv``): info, bench and demo.
+"""The ``cppconv`` command (also ``python -m cppconv``): info, bench, run and demo.
 
 What it lists comes from the installed package at run time (``cppconv.__all__``, the native
 module's ``*_algorithms()`` functions), so new operators show up without changes here.
@@ -103,6 +103,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import _netrun
+
+    return _netrun.cmd_run(args)
+
+
 def make_parser() -> argparse.ArgumentParser:
     from . import bench
 
@@ -123,6 +129,15 @@ def make_parser() -> argparse.ArgumentParser:
     )
     bench.add_arguments(p_bench)
     p_bench.set_defaults(handler=cmd_bench, check=lambda args: bench.check_arguments(p_bench, args))
+
+    from . import _netrun
+
+    p_run = sub.add_parser(
+        "run", help="run an ONNX model on random inputs: outputs' shapes, the plan, --bench, --compare",
+        description=_netrun.__doc__,
+    )
+    _netrun.add_arguments(p_run)
+    p_run.set_defaults(handler=cmd_run)
 
     p_demo = sub.add_parser(
         "demo", help="convolve an image with a bank of named kernels and draw the feature maps",

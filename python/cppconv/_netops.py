@@ -1,0 +1,248 @@
+"""The NumPy kernels of cppconv.Network's non-convolution operators.
+
+Each takes arrays as stored (channels-last or not) and the axes already mapped by the planner
+(python/cppconv/_network.py), so one function serves both layouts.  They run in NumPy for
+now; the convolutions and pools run on cppconv's kernels.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+# The activations take `out` (which may be x itself, when x dies at this step): each writes
+# its result there in place of a new array.
+
+def relu(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    return np.maximum(x, np.asarray(0, x.dtype), out=out)
+
+
+def tanh(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    return np.tanh(x, out=out)
+
+
+def sigmoid(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    # tanh form: no overflow warning from exp(-x) for large negative x.
+    y = np.multiply(x, np.asarray(0.5, x.dtype), out=out)
+    np.tanh(y, out=y)
+    y += 1
+    y *= np.asarray(0.5, x.dtype)
+    return y
+
+
+def hard_sigmoid(x: np.ndarray, alpha: float, beta: float, out: Optional[np.ndarray] = None) -> np.ndarray:
+    y = np.multiply(x, np.asarray(alpha, x.dtype), out=out)
+    y += np.asarray(beta, x.dtype)
+    return np.clip(y, 0, 1, out=y)
+
+
+def hard_swish(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    return np.multiply(x, hard_sigmoid(x, 1 / 6, 0.5), out=out)
+
+
+def elu(x: np.ndarray, alpha: float) -> np.ndarray:
+    return np.where(x > 0, x, np.expm1(np.minimum(x, 0)) * np.asarray(alpha, x.dtype))
+
+
+def leaky_relu(x: np.ndarray, alpha: float) -> np.ndarray:
+    return np.where(x >= 0, x, x * np.asarray(alpha, x.dtype))
+
+
+def prelu(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    return np.where(x >= 0, x, x * slope)
+
+
+def clip(x: np.ndarray, low: Optional[float], high: Optional[float]) -> np.ndarray:
+    if low is not None:
+        x = np.maximum(x, np.asarray(low, x.dtype))
+    if high is not None:
+        x = np.minimum(x, np.asarray(high, x.dtype))
+    return x
+
+
+def divide(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """ONNX Div: integer division truncates toward zero (shape arithmetic; `out` unused), floats
+    divide."""
+    if a.dtype.kind in "iu" and np.asarray(b).dtype.kind in "iu":
+        return np.trunc(np.true_divide(a, b)).astype(np.result_type(a, b))
+    return np.divide(a, b, out=out)
+
+
+def softmax(x: np.ndarray, axis: int, log: bool) -> np.ndarray:
+    shifted = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(shifted)
+    total = e.sum(axis=axis, keepdims=True)
+    return shifted - np.log(total) if log else e / total
+
+
+def softmax_2d(x: np.ndarray, axis: int, log: bool) -> np.ndarray:
+    """Softmax before opset 13: over all axes from `axis` on, as one flattened row."""
+    rows = int(np.prod(x.shape[:axis], dtype=np.int64))
+    return softmax(x.reshape(rows, -1), 1, log).reshape(x.shape)
+
+
+def batch_norm(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Inference BatchNormalization with its statistics folded into scale and shift (already
+    shaped to broadcast along the channel axis)."""
+    y = np.multiply(x, scale, out=out)
+    y += shift
+    return y
+
+
+def lrn(x: np.ndarray, channel_axis: int, size: int, alpha: float, beta: float, bias: float) -> np.ndarray:
+    """Local response normalisation across channels (ONNX's window: floor((size-1)/2) before,
+    ceil((size-1)/2) after)."""
+    sq = np.moveaxis(np.square(x), channel_axis, -1)
+    c = sq.shape[-1]
+    before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
+    padded = np.concatenate([np.zeros(sq.shape[:-1] + (before,), sq.dtype), sq,
+                             np.zeros(sq.shape[:-1] + (after,), sq.dtype)], axis=-1)
+    sums = np.cumsum(padded, axis=-1, dtype=np.float64)
+    sums = np.concatenate([np.zeros(sums.shape[:-1] + (1,)), sums], axis=-1)
+    window = (sums[..., size:size + c] - sums[..., :c]).astype(x.dtype)
+    denom = np.power(np.asarray(bias, x.dtype) + np.asarray(alpha / size, x.dtype) * window, np.asarray(beta, x.dtype))
+    return x / np.moveaxis(denom, -1, channel_axis)
+
+
+def pad(x: np.ndarray, pads: Sequence[int], mode: str, value: Any) -> np.ndarray:
+    """ONNX Pad; pads = (begin per axis..., end per axis...), negative pads crop."""
+    r = x.ndim
+    begins, ends = list(pads[:r]), list(pads[r:])
+    crop = tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0)) for i, (b, e) in enumerate(zip(begins, ends)))
+    x = x[crop]
+    width = [(max(b, 0), max(e, 0)) for b, e in zip(begins, ends)]
+    if mode == "constant":
+        return np.pad(x, width, mode="constant", constant_values=np.asarray(value, x.dtype))
+    return np.pad(x, width, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])
+
+
+def _source_coordinates(out_size: int, in_size: int, scale: float, mode: str) -> np.ndarray:
+    """Where output index i samples the input, in input coordinates (ONNX Resize's
+    coordinate_transformation_mode)."""
+    i = np.arange(out_size, dtype=np.float64)
+    if mode == "half_pixel":
+        return (i + 0.5) / scale - 0.5
+    if mode == "pytorch_half_pixel":
+        return (i + 0.5) / scale - 0.5 if out_size > 1 else np.zeros(out_size)
+    if mode == "align_corners":
+        return i * (in_size - 1) / (out_size - 1) if out_size > 1 else np.zeros(out_size)
+    if mode == "asymmetric":
+        return i / scale
+    raise AssertionError(mode)  # the planner accepts only the modes above
+
+
+_NEAREST = {
+    "round_prefer_floor": lambda c: np.ceil(c - 0.5),
+    "round_prefer_ceil": lambda c: np.floor(c + 0.5),
+    "floor": np.floor,
+    "ceil": np.ceil,
+}
+
+
+def resize(x: np.ndarray, sizes: Sequence[int], scales: Sequence[float], mode: str, transform: str,
+           nearest_mode: str) -> np.ndarray:
+    """Separable ONNX Resize, one axis at a time (linear on each axis is (bi/tri)linear over
+    all of them); axes whose size and scale are unchanged are skipped."""
+    for axis, (out_size, scale) in enumerate(zip(sizes, scales)):
+        in_size = x.shape[axis]
+        if out_size == in_size and scale == 1:
+            continue
+        coords = _source_coordinates(out_size, in_size, scale, transform)
+        if mode == "nearest":
+            index = np.clip(_NEAREST[nearest_mode](coords), 0, in_size - 1).astype(np.intp)
+            x = np.take(x, index, axis=axis)
+            continue
+        coords = np.clip(coords, 0, in_size - 1)
+        low = np.floor(coords).astype(np.intp)
+        high = np.minimum(low + 1, in_size - 1)
+        shape = [1] * x.ndim
+        shape[axis] = out_size
+        frac = (coords - low).astype(x.dtype).reshape(shape)
+        a, b = np.take(x, low, axis=axis), np.take(x, high, axis=axis)
+        x = a + (b - a) * frac
+    return x
+
+
+def slice_array(x: np.ndarray, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int],
+                steps: Sequence[int]) -> np.ndarray:
+    index: List[Any] = [slice(None)] * x.ndim
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        # ONNX clamps like Python slicing, with "past the end" given as huge ints.
+        size = x.shape[a]
+        s, e = int(np.clip(s, -size - 1, size)), int(np.clip(e, -size - 1, size))
+        if st < 0 and e < -size:
+            e = None  # type: ignore[assignment]  # down to and including index 0
+        index[a] = slice(s, e, int(st))
+    return x[tuple(index)]
+
+
+def split(x: np.ndarray, axis: int, sizes: Sequence[int]) -> Tuple[np.ndarray, ...]:
+    bounds = np.cumsum(sizes)[:-1]
+    return tuple(np.split(x, bounds, axis=axis))
+
+
+def even_split_sizes(total: int, parts: int) -> List[int]:
+    """Split's sizes without a `split` input: equal parts, the last one smaller (opset 18)."""
+    size = -(-total // parts)
+    return [size] * (parts - 1) + [total - size * (parts - 1)]
+
+
+def reshape_target(shape: Sequence[int], target: Sequence[int], allowzero: bool) -> Tuple[int, ...]:
+    """ONNX Reshape's shape: 0 copies the input's size (unless allowzero), -1 is inferred."""
+    out = [shape[i] if (t == 0 and not allowzero) else int(t) for i, t in enumerate(target)]
+    return tuple(out)
+
+
+def gemm(a: np.ndarray, b: np.ndarray, c: Optional[np.ndarray], alpha: float, beta: float, trans_a: bool,
+         trans_b: bool) -> np.ndarray:
+    y = np.matmul(a.T if trans_a else a, b.T if trans_b else b)
+    if alpha != 1:
+        y *= np.asarray(alpha, y.dtype)
+    if c is not None:
+        y += c * np.asarray(beta, y.dtype) if beta != 1 else c
+    return y
+
+
+def pool_nd(x: np.ndarray, kind: str, kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int],
+            dilation: Sequence[int], ceil_mode: bool, count_include_pad: bool) -> np.ndarray:
+    """Max or average pooling over the axes 1..r of a channels-last x (N, *spatial, C), for
+    what cppconv's pools do not take: padding over half the kernel, dilated averages."""
+    r = len(kernel)
+    fill = -np.inf if kind == "max" else 0
+    outs = []
+    for i in range(r):
+        size = x.shape[1 + i] + pads[i] + pads[r + i]
+        span = dilation[i] * (kernel[i] - 1) + 1
+        n = (size - span) / stride[i] + 1
+        o = int(np.ceil(n)) if ceil_mode else int(np.floor(n))
+        if ceil_mode and (o - 1) * stride[i] >= x.shape[1 + i] + pads[i]:
+            o -= 1  # the last window must start inside the input or the left padding
+        outs.append(o)
+    # Extra zero/-inf padding at the end covers ceil_mode's partial windows.
+    extra = [max((o - 1) * s + d * (k - 1) + 1 - (x.shape[1 + i] + pads[i] + pads[r + i]), 0)
+             for i, (o, s, d, k) in enumerate(zip(outs, stride, dilation, kernel))]
+    width = [(0, 0)] + [(pads[i], pads[r + i] + extra[i]) for i in range(r)] + [(0, 0)]
+    padded = np.pad(x, width, constant_values=fill)
+    acc: Optional[np.ndarray] = None
+    count: Any = 0
+    ones = None
+    if kind == "avg":
+        # The divisor per output: input pixels (or padded-input pixels) under the window.
+        inside = np.zeros([1] + [padded.shape[1 + i] for i in range(r)] + [1], x.dtype)
+        region = tuple(slice(pads[i], pads[i] + x.shape[1 + i]) if not count_include_pad
+                       else slice(0, x.shape[1 + i] + pads[i] + pads[r + i]) for i in range(r))
+        inside[(slice(None),) + region + (slice(None),)] = 1
+        ones = inside
+    for offset in np.ndindex(*kernel):
+        index = (slice(None),) + tuple(slice(o * d, o * d + (n - 1) * s + 1, s)
+                                       for o, d, n, s in zip(offset, dilation, outs, stride)) + (slice(None),)
+        window = padded[index]
+        if kind == "max":
+            acc = window if acc is None else np.maximum(acc, window)
+        else:
+            acc = window.copy() if acc is None else acc + window
+            count = count + ones[index]  # type: ignore[index]
+    assert acc is not None
+    return acc if kind == "max" else acc / count

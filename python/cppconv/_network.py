@@ -1,0 +1,1451 @@
+"""cppconv.Network: an ONNX model planned once at load and run node by node.
+
+The plan (built by _Planner) is a list of steps, each a closure over its prepared operator:
+Conv/ConvTranspose nodes become cppconv layers with BatchNormalization folded into the
+weights and the following activation fused; pools run on cppconv's pools; the rest run
+in NumPy (_netops).  The convolution path keeps one channels-last layout (NHWC, NWC, NDHWC):
+values are converted only at graph inputs and outputs and around operators that need the
+ONNX (channels-first) axis order, such as Flatten or Reshape before a Gemm.  Each value is
+dropped after its last reader, so the memory held follows the liveness plan, and a dropped
+array that nothing else holds is written again: by a conv whose output has its shape, or by
+an elementwise operator (activation, residual Add) whose input dies at that step.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sys
+from collections import defaultdict
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+import numpy as np
+
+from . import _args, _netops
+from ._conv import Conv1d, Conv2d, Conv3d
+from ._conv_transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
+from ._pool import (avg_pool1d, avg_pool2d, avg_pool3d, global_avg_pool1d, global_avg_pool2d, global_avg_pool3d,
+                    max_pool1d, max_pool2d, max_pool3d)
+
+Perm = Optional[Tuple[int, ...]]  # a value's stored axis order: None (as ONNX), or channels-last
+
+
+class ModelError(ValueError):
+    """A model cppconv cannot run: an unsupported operator or attribute, or a malformed graph.
+    Raised at load, naming the node, its operator and (where one is at fault) the attribute."""
+
+
+def channels_last(rank: int) -> Tuple[int, ...]:
+    """The stored axis order of a channels-last value of `rank` dimensions: (0, 2, ..., 1)."""
+    return (0, *range(2, rank), 1)
+
+
+def _inverse(perm: Sequence[int]) -> Tuple[int, ...]:
+    return tuple(int(i) for i in np.argsort(perm))
+
+
+def _layout_word(perm: Perm) -> str:
+    if perm is None:
+        return "ONNX order"
+    return {3: "NWC", 4: "NHWC", 5: "NDHWC"}.get(len(perm), f"channels-last {perm}")
+
+
+class _Node:
+    """One ONNX node, with what the fusion pass merged into it."""
+
+    __slots__ = ("name", "op", "inputs", "outputs", "attrs", "bn", "activation", "fused")
+
+    def __init__(self, name: str, op: str, inputs: List[str], outputs: List[str], attrs: Dict[str, Any]):
+        self.name, self.op, self.inputs, self.outputs, self.attrs = name, op, inputs, outputs, attrs
+        self.bn: Optional[_Node] = None
+        self.activation: Optional[str] = None
+        self.fused: List[_Node] = []
+
+    def input(self, i: int) -> str:
+        """Input i's name, "" for an absent optional input."""
+        return self.inputs[i] if i < len(self.inputs) else ""
+
+    def where(self) -> str:
+        return f"node {self.name!r} ({self.op})"
+
+
+# The attributes each operator accepts (values are checked where they matter).
+_ATTRIBUTES: Dict[str, Set[str]] = {
+    "Conv": {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"},
+    "ConvTranspose": {"auto_pad", "dilations", "group", "kernel_shape", "output_padding", "pads", "strides"},
+    "BatchNormalization": {"epsilon", "momentum", "training_mode", "spatial"},
+    "Relu": set(), "Sigmoid": set(), "Tanh": set(), "HardSwish": set(), "PRelu": set(),
+    "LeakyRelu": {"alpha"}, "Elu": {"alpha"}, "HardSigmoid": {"alpha", "beta"}, "Clip": {"min", "max"},
+    "Add": set(), "Sub": set(), "Mul": set(), "Div": set(), "Sum": set(),
+    "MaxPool": {"auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides"},
+    "AveragePool": {"auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides"},
+    "GlobalAveragePool": set(), "GlobalMaxPool": set(),
+    "Concat": {"axis"}, "Split": {"axis", "split", "num_outputs"}, "Slice": {"starts", "ends", "axes"},
+    "Flatten": {"axis"}, "Reshape": {"allowzero"}, "Transpose": {"perm"}, "Squeeze": {"axes"},
+    "Unsqueeze": {"axes"}, "Gemm": {"alpha", "beta", "transA", "transB"}, "MatMul": set(),
+    "Softmax": {"axis"}, "LogSoftmax": {"axis"}, "Dropout": {"ratio", "seed"}, "Identity": set(),
+    "LRN": {"alpha", "beta", "bias", "size"}, "Pad": {"mode", "pads", "value"},
+    "Resize": {"mode", "coordinate_transformation_mode", "nearest_mode", "cubic_coeff_a", "exclude_outside",
+               "extrapolation_value", "antialias", "keep_aspect_ratio_policy", "axes"},
+    "ReduceMean": {"axes", "keepdims", "noop_with_empty_axes"},
+    "Constant": {"value", "value_float", "value_floats", "value_int", "value_ints"},
+    "Shape": {"start", "end"}, "Gather": {"axis"}, "ConstantOfShape": {"value"}, "Cast": {"to", "saturate"},
+}
+SUPPORTED_OPERATORS = tuple(sorted(_ATTRIBUTES))
+
+# Operators whose result is a view of their first input (no new memory in the plan).
+_VIEWS = {"Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Split", "Transpose"}
+# Activations a convolution layer applies as it writes its output (cppconv's activation=).
+_FUSABLE = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}
+
+
+def _refuse(node: _Node, attribute: str, value: Any, supported: str) -> ModelError:
+    return ModelError(f"{node.where()}: attribute {attribute}={value!r} is not supported; supported: {supported}")
+
+
+# How a step gives its output: it returns a new array; fn(x, out) writes into `out`, a buffer
+# of its output's shape, when given one (a conv layer); fn(*inputs, out=...) may write into
+# an input that dies at this step (an elementwise NumPy ufunc).
+_RETURNS, _INTO_BUFFER, _IN_PLACE = 0, 1, 2
+
+
+class _Step:
+    """One planned call: fn(*inputs) -> outputs, over value slots."""
+
+    __slots__ = ("fn", "ins", "outs", "view", "row", "writes")
+
+    def __init__(self, fn: Callable[..., Tuple[Any, ...]], ins: List[str], outs: List[str], view: bool,
+                 row: Dict[str, Any], writes: int = _RETURNS):
+        self.fn, self.ins, self.outs, self.view, self.row = fn, ins, outs, view, row
+        self.writes = writes  # how fn gives its output: _RETURNS, _INTO_BUFFER or _IN_PLACE
+
+
+def parse_model(model: Any) -> Tuple[Any, bytes]:
+    """The ModelProto and its bytes, from a path, bytes or a ModelProto."""
+    import onnx
+
+    if isinstance(model, onnx.ModelProto):
+        return model, model.SerializeToString()
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data = bytes(model)
+        proto = onnx.ModelProto()
+        try:
+            proto.ParseFromString(data)
+        except Exception as e:  # protobuf's DecodeError
+            raise ModelError(f"not an ONNX model: {e}") from None
+    else:
+        import os
+
+        if not isinstance(model, (str, os.PathLike)):
+            raise TypeError(f"model must be a path, bytes or an onnx.ModelProto, got {type(model).__name__}")
+        try:
+            proto = onnx.load(os.fspath(model))  # also reads weights kept in files beside the model
+        except OSError:
+            raise
+        except Exception as e:  # protobuf's DecodeError
+            raise ModelError(f"{os.fspath(model)}: not an ONNX model: {e}") from None
+        data = proto.SerializeToString()
+    if not proto.graph.node and not proto.graph.output:
+        raise ModelError("not an ONNX model: the model has no graph")
+    return proto, data
+
+
+def _attributes(node: Any) -> Dict[str, Any]:
+    from onnx import AttributeProto, helper, numpy_helper
+
+    attrs: Dict[str, Any] = {}
+    for a in node.attribute:
+        if a.type == AttributeProto.TENSOR:
+            attrs[a.name] = numpy_helper.to_array(a.t)
+        elif a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
+            attrs[a.name] = "<subgraph>"
+        else:
+            value = helper.get_attribute_value(a)
+            attrs[a.name] = value.decode() if isinstance(value, bytes) else value
+    return attrs
+
+
+def _element_dtype(value_info: Any) -> np.dtype:
+    """The NumPy dtype of a graph input (float32 where the model does not say)."""
+    from onnx import helper
+
+    elem = value_info.type.tensor_type.elem_type
+    return np.dtype(helper.tensor_dtype_to_np_dtype(elem)) if elem else np.dtype(np.float32)
+
+
+def _topological(nodes: List[_Node], available: Set[str]) -> List[_Node]:
+    """The nodes in an order where each runs after the producers of its inputs (Kahn)."""
+    producer: Dict[str, _Node] = {}
+    for n in nodes:
+        for o in n.outputs:
+            if o in producer or o in available:
+                raise ModelError(f"{n.where()}: output {o!r} is also produced by "
+                                 f"{producer[o].where() if o in producer else 'an initializer or graph input'}")
+            if o:
+                producer[o] = n
+    for n in nodes:
+        for i in n.inputs:
+            if i and i not in producer and i not in available:
+                raise ModelError(f"{n.where()} reads {i!r}, which no node, initializer or graph input defines "
+                                 f"(a missing initializer?)")
+    waiting = {id(n): sum(1 for i in n.inputs if i in producer) for n in nodes}
+    readers: Dict[str, List[_Node]] = defaultdict(list)
+    for n in nodes:
+        for i in n.inputs:
+            if i in producer:
+                readers[i].append(n)
+    # The model's own order wherever it is already topological (a heap keyed by position).
+    position = {id(n): k for k, n in enumerate(nodes)}
+    ready = [(position[id(n)], n) for n in nodes if waiting[id(n)] == 0]
+    heapq.heapify(ready)
+    order: List[_Node] = []
+    while ready:
+        _, n = heapq.heappop(ready)
+        order.append(n)
+        for o in n.outputs:
+            for r in readers.get(o, ()):
+                waiting[id(r)] -= 1
+                if waiting[id(r)] == 0:
+                    heapq.heappush(ready, (position[id(r)], r))
+    if len(order) != len(nodes):
+        stuck = [n.name or n.op for n in nodes if waiting[id(n)] > 0]
+        raise ModelError(f"the graph has a cycle: nodes {stuck[:8]} wait on each other's outputs")
+    return order
+
+
+def free_batch(proto: Any) -> Any:
+    """A copy of the model whose graph inputs and outputs have a symbolic first axis, "N"."""
+    import onnx
+
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    g = model.graph
+    initializers = {t.name for t in g.initializer}
+    for v in list(g.input) + list(g.output):
+        dims = v.type.tensor_type.shape.dim
+        if v.name not in initializers and len(dims):
+            dims[0].dim_param = "N"
+    return model
+
+
+def _inferred_shapes(proto: Any) -> Tuple[Dict[str, Tuple[Optional[int], ...]], Optional[str]]:
+    """Every value's shape from ONNX shape inference, with the graph inputs' first axis
+    symbolic (the batch size is free): None marks a size that is not a constant.  Also the
+    error strict inference found, if any."""
+    import onnx
+
+    model = free_batch(proto)
+    del model.graph.value_info[:]
+    problem = None
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as e:  # onnx.shape_inference.InferenceError and the checker's errors
+        # Planned on what inference can still say, so a node's own check names the attribute
+        # at fault; the error stands if no check does (Network.__init__).
+        problem = f"the model's shapes do not check: {str(e).strip()}"
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    shapes = {}
+    for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+        t = v.type.tensor_type
+        if t.HasField("shape"):
+            shapes[v.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+    return shapes, problem
+
+
+class _Planner:
+    """Builds a Network's steps from an ONNX model: validation, constant folding, fusion,
+    layout assignment and the liveness plan."""
+
+    def __init__(self, proto: Any, num_threads: int, precision: Optional[str]):
+        from onnx import numpy_helper
+
+        self.threads = num_threads or None
+        self.precision = precision
+        g = proto.graph
+        self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+        self.consts: Dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        self.inputs = [v for v in g.input if v.name not in self.consts]
+        self.output_names = [v.name for v in g.output]
+        self.layout: Dict[str, Perm] = {name: None for name in self.consts}
+        self.layout.update({v.name: None for v in self.inputs})
+        self.steps: List[_Step] = []
+        self.rows: List[Dict[str, Any]] = []
+        self.converted: Dict[Tuple[str, Perm], str] = {}
+        self.shape_source: Dict[str, str] = {}  # Shape's output -> its input, for folding Gather
+        self.shape_values: Set[str] = set()  # runtime values computed from shapes (not activations)
+        self.input_dtypes = {v.name: _element_dtype(v) for v in self.inputs}
+        # The dtype of the activations (and of the conv weights): the first float input's.
+        self.dtype = next((d for d in self.input_dtypes.values() if d.kind == "f"), np.dtype(np.float32))
+        nodes = []
+        for i, n in enumerate(g.node):
+            node = _Node(n.name or f"{n.op_type}_{i}", n.op_type, list(n.input), list(n.output), _attributes(n))
+            if n.domain not in ("", "ai.onnx"):
+                raise ModelError(f"{node.where()}: operator domain {n.domain!r} is not supported; supported: "
+                                 f"the default ONNX domain, operators {', '.join(SUPPORTED_OPERATORS)}")
+            if n.op_type not in _ATTRIBUTES:
+                raise ModelError(f"{node.where()}: operator {n.op_type!r} is not supported; supported operators: "
+                                 f"{', '.join(SUPPORTED_OPERATORS)}")
+            unknown = sorted(set(node.attrs) - _ATTRIBUTES[n.op_type])
+            if unknown:
+                allowed = ", ".join(sorted(_ATTRIBUTES[n.op_type])) or "none"
+                raise ModelError(f"{node.where()}: attribute {unknown[0]!r} is not supported; supported attributes "
+                                 f"of {n.op_type}: {allowed}")
+            nodes.append(node)
+        order = _topological(nodes, set(self.consts) | {v.name for v in self.inputs})
+        self.shapes, self.shape_problem = _inferred_shapes(proto)
+        for name in self.output_names:
+            if name not in self.layout and not any(name in n.outputs for n in order):
+                raise ModelError(f"graph output {name!r} is produced by no node, initializer or input")
+        self.nodes = _fuse(order, self._known_constants(order), set(self.output_names), self.opset)
+
+    def _known_constants(self, nodes: List[_Node]) -> Dict[str, np.ndarray]:
+        """Initializers and Constant outputs: what the fusion pass may read as weights."""
+        known = dict(self.consts)
+        for n in nodes:
+            if n.op == "Constant" and n.outputs:
+                known[n.outputs[0]] = _constant_value(n)
+        return known
+
+    # ----- values ---------------------------------------------------------------------------
+    def rank(self, name: str) -> Optional[int]:
+        if name in self.consts:
+            return int(self.consts[name].ndim)
+        perm = self.layout.get(name)
+        if perm is not None:
+            return len(perm)
+        shape = self.shapes.get(name)
+        return None if shape is None else len(shape)
+
+    def const(self, node: _Node, i: int, what: str) -> np.ndarray:
+        """Input i of node, which must be a constant (an initializer or folded)."""
+        name = node.input(i)
+        if name not in self.consts:
+            raise ModelError(f"{node.where()}: input {i} ({what}, {name!r}) must be a constant (an initializer or "
+                             f"computable at load); a computed {what} is not supported")
+        return self.consts[name]
+
+    def optional_const(self, node: _Node, i: int, what: str) -> Optional[np.ndarray]:
+        return None if node.input(i) == "" else self.const(node, i, what)
+
+    def stored_shape(self, name: str, batch: int = 1) -> Optional[Tuple[int, ...]]:
+        """The value's shape as stored, at `batch`; None where a size is not known."""
+        if name in self.consts:
+            return tuple(self.consts[name].shape)
+        shape = self.shapes.get(name)
+        if shape is None:
+            return None
+        sizes = [batch if (d is None and i == 0) else d for i, d in enumerate(shape)]
+        if any(d is None for d in sizes):
+            return None
+        perm = self.layout.get(name)
+        known = [int(d) for d in sizes if d is not None]
+        return tuple(known[p] for p in perm) if perm is not None else tuple(known)
+
+    def value_in(self, name: str, want: Perm) -> str:
+        """The name of `name` in layout `want`, converting (once) where it is stored otherwise."""
+        if name == "" or self.layout[name] == want:
+            return name
+        have = self.layout[name]
+        key = (name, want)
+        if key in self.converted:
+            return self.converted[key]
+        target = f"{name}@{_layout_word(want)}"
+        if have is not None and want is not None:
+            return self.value_in(self.value_in(name, None), want)
+        perm = _inverse(have) if want is None else want  # type: ignore[arg-type]
+        self.shapes.setdefault(target, self.shapes.get(name))  # type: ignore[arg-type]
+        self.converted[key] = target
+
+        def convert(x: np.ndarray) -> Tuple[np.ndarray]:
+            return (np.ascontiguousarray(x.transpose(perm)),)
+
+        if name in self.consts:
+            self.consts[target] = convert(self.consts[name])[0]
+            self.layout[target] = want
+        else:
+            row = {"node": f"{name} -> {_layout_word(want)}", "op": "(layout)",
+                   "became": f"transpose {_layout_word(have)} -> {_layout_word(want)}", "layout": _layout_word(want)}
+            self.rows.append(row)
+            self.steps.append(_Step(convert, [name], [target], False, row))
+            self.layout[target] = want
+        return target
+
+    def broadcast_inputs(self, names: Sequence[str]) -> Tuple[List[str], Perm]:
+        """Operands of a broadcasting operator in one layout: channels-last when one of the
+        widest operands is and every rank is known (narrower operands are aligned to the
+        trailing axes first, as ONNX broadcasts), else all as ONNX stores them."""
+        present = [n for n in names if n]
+        ranks = [self.rank(n) for n in present]
+        widest = max((r for r in ranks if r is not None), default=0)
+        perm = channels_last(widest) if widest >= 3 else None
+        if perm is None or None in ranks or not any(self.layout[n] == perm for n in present):
+            return [self.value_in(n, None) if n else n for n in names], None
+        return [self.aligned(n, widest, perm) if n else n for n in names], perm
+
+    def aligned(self, name: str, rank: int, perm: Tuple[int, ...]) -> str:
+        """`name` (of rank <= `rank`) with leading axes of 1 added, in layout `perm`."""
+        if self.layout[name] == perm:
+            return name
+        plain = self.value_in(name, None)
+        have = self.rank(plain)
+        assert have is not None
+        if have == rank:
+            return self.value_in(plain, perm)
+        key = (plain, perm)
+        if key in self.converted:
+            return self.converted[key]
+        target = f"{plain}@aligned{rank}"
+        self.converted[key] = target
+
+        def expand(x: np.ndarray) -> Tuple[np.ndarray]:
+            return (x.reshape((1,) * (rank - x.ndim) + x.shape).transpose(perm),)
+
+        self.layout[target] = perm
+        if plain in self.consts:
+            self.consts[target] = np.ascontiguousarray(expand(self.consts[plain])[0])
+        else:
+            row = {"node": target, "op": "(layout)", "became": "broadcast view, channels-last",
+                   "layout": _layout_word(perm)}
+            self.rows.append(row)
+            self.steps.append(_Step(expand, [plain], [target], True, row))
+        return target
+
+    def emit(self, node: _Node, fn: Callable[..., Tuple[Any, ...]], ins: List[str], perms: Sequence[Perm],
+             became: str, outs: Optional[List[str]] = None, writes: int = _RETURNS, **extra: Any) -> None:
+        """Adds node's step (fn over ins, giving outs in layouts perms), or runs it now when every
+        input is a constant (constant folding)."""
+        outs = list(node.outputs if outs is None else outs)
+        for o, p in zip(outs, perms):
+            self.layout[o] = p
+        if all(i == "" or i in self.consts for i in ins):
+            results = fn(*[self.consts.get(i) for i in ins])
+            for o, r in zip(outs, results):
+                if o:
+                    self.consts[o] = np.asarray(r)
+            self.rows.append({"node": node.name, "op": node.op, "became": "a constant (folded at load)",
+                              "layout": "-"})
+            return
+        row = {"node": node.name, "op": node.op, "became": became, "layout": _layout_word(perms[0]), **extra}
+        self.rows.append(row)
+        self.steps.append(_Step(fn, ins, outs, node.op in _VIEWS, row, writes))
+        if any(i in self.shape_values for i in ins) or node.op == "Shape":
+            self.shape_values.update(outs)
+        elif any(o and None in self.shapes.get(o, (None, None))[1:] for o in outs):
+            self.probe_shapes(fn, ins, outs)
+
+    def probe_shapes(self, fn: Callable[..., Tuple[Any, ...]], ins: List[str], outs: List[str]) -> None:
+        """Output shapes ONNX's inference left open (after a Reshape to a computed shape, say),
+        found by running the step on zeros at batch 1 and 2: sizes that differ follow the batch."""
+        found = []
+        for batch in (1, 2):
+            args = []
+            for i in ins:
+                shape = None if i in self.consts or i == "" else self.stored_shape(i, batch)
+                if i not in self.consts and i != "" and shape is None:
+                    return
+                args.append(self.consts.get(i) if shape is None else np.zeros(shape, self.dtype))
+            try:
+                found.append([np.shape(r) for r in fn(*args)])
+            except Exception:  # a step that zeros do not suit: its shapes stay unknown
+                return
+        for o, one, two in zip(outs, *found):
+            perm = self.layout.get(o)
+            if len(one) != len(two) or (perm is not None and len(perm) != len(one)):
+                continue
+            back = range(len(one)) if perm is None else _inverse(perm)
+            self.shapes[o] = tuple(one[b] if one[b] == two[b] else None for b in back)
+
+    # ----- the plan -------------------------------------------------------------------------
+    def plan(self) -> None:
+        for node in self.nodes:
+            handler = _HANDLERS[node.op]
+            handler(self, node)
+            for fused in node.fused:
+                self.rows.append({"node": fused.name, "op": fused.op, "became": f"fused into {node.where()}",
+                                  "layout": "-"})
+
+    def drop_unused(self, outputs: List[str]) -> None:
+        """Removes the steps no output depends on (a Shape whose readers were all folded, say)."""
+        needed = set(outputs)
+        kept = []
+        for step in reversed(self.steps):
+            if any(o in needed for o in step.outs):
+                needed.update(step.ins)
+                kept.append(step)
+            else:
+                step.row["became"] += " (unused once folded: dropped)"
+        self.steps = kept[::-1]
+
+    def axis(self, node: _Node, name: str, axis: int, rank: Optional[int] = None) -> int:
+        """Logical (ONNX) axis of value `name` as an axis of the value as stored."""
+        rank = self.rank(name) if rank is None else rank
+        if rank is None:
+            raise ModelError(f"{node.where()}: the rank of {name!r} is not known at load")
+        if not -rank <= axis < rank:
+            raise ModelError(f"{node.where()}: axis {axis} is out of range for a {rank}-D input")
+        axis %= rank
+        perm = self.layout.get(name)
+        return perm.index(axis) if perm is not None else axis
+
+
+def _constant_value(node: _Node) -> np.ndarray:
+    a = node.attrs
+    if "value" in a:
+        return np.asarray(a["value"])
+    if "value_float" in a:
+        return np.asarray(a["value_float"], np.float32)
+    if "value_floats" in a:
+        return np.asarray(a["value_floats"], np.float32)
+    if "value_int" in a:
+        return np.asarray(a["value_int"], np.int64)
+    if "value_ints" in a:
+        return np.asarray(a["value_ints"], np.int64)
+    raise ModelError(f"{node.where()}: no value attribute; supported: value, value_float(s), value_int(s)")
+
+
+def _clip_bounds(node: _Node, known: Dict[str, np.ndarray], opset: int) -> Optional[Tuple[Optional[float], Optional[float]]]:
+    """Clip's (min, max) when they are constants (attributes before opset 11, inputs after)."""
+    if opset < 11:
+        return node.attrs.get("min"), node.attrs.get("max")
+    bounds = []
+    for i in (1, 2):
+        name = node.input(i)
+        if name and name not in known:
+            return None
+        bounds.append(float(known[name]) if name else None)
+    return bounds[0], bounds[1]
+
+
+def _fused_activation(node: _Node, known: Dict[str, np.ndarray], opset: int) -> Optional[str]:
+    """The cppconv activation that node computes, if a convolution can apply it as it writes."""
+    if node.op in _FUSABLE:
+        return _FUSABLE[node.op]
+    if node.op == "LeakyRelu" and np.float32(node.attrs.get("alpha", 0.01)) == np.float32(0.01):
+        return "leaky_relu"
+    if node.op == "Clip":
+        bounds = _clip_bounds(node, known, opset)
+        if bounds is not None and bounds[0] == 0 and bounds[1] in (6, None):
+            return "relu" if bounds[1] is None else "relu6"
+    return None
+
+
+def _fuse(nodes: List[_Node], known: Dict[str, np.ndarray], graph_outputs: Set[str], opset: int) -> List[_Node]:
+    """Merges into each Conv (and ConvTranspose) with constant weights a BatchNormalization that
+    alone reads its output, then the activation (Relu, Clip(0, 6), Sigmoid, Tanh, LeakyRelu(0.01),
+    x * Sigmoid(x)) that alone reads the result."""
+    readers: Dict[str, List[_Node]] = defaultdict(list)
+    for n in nodes:
+        for i in n.inputs:
+            if i:
+                readers[i].append(n)
+    merged: Set[int] = set()
+
+    def only_reader(value: str) -> Optional[_Node]:
+        r = readers.get(value, [])
+        return r[0] if len(r) == 1 and value not in graph_outputs else None
+
+    for n in nodes:
+        if n.op not in ("Conv", "ConvTranspose") or n.input(1) not in known or len(n.outputs) != 1:
+            continue
+        bn = only_reader(n.outputs[0])
+        if (bn is not None and bn.op == "BatchNormalization" and all(bn.input(i) in known for i in range(1, 5))
+                and not bn.attrs.get("training_mode", 0) and len([o for o in bn.outputs if o]) == 1):
+            n.bn, n.outputs = bn, [bn.outputs[0]]
+            n.fused.append(bn)
+            merged.add(id(bn))
+        act = only_reader(n.outputs[0])
+        name = None if act is None else _fused_activation(act, known, opset)
+        if act is not None and name is not None:
+            n.activation, n.outputs = name, [act.outputs[0]]
+            n.fused.append(act)
+            merged.add(id(act))
+            continue
+        pair = readers.get(n.outputs[0], [])
+        if len(pair) == 2 and n.outputs[0] not in graph_outputs:
+            sig = next((r for r in pair if r.op == "Sigmoid"), None)
+            mul = next((r for r in pair if r.op == "Mul"), None)
+            if sig is not None and mul is not None and only_reader(sig.outputs[0]) is mul and \
+                    sorted(mul.inputs) == sorted([n.outputs[0], sig.outputs[0]]):
+                n.activation, n.outputs = "silu", [mul.outputs[0]]
+                n.fused += [sig, mul]
+                merged.update({id(sig), id(mul)})
+    return [n for n in nodes if id(n) not in merged]
+
+
+# ----- operator handlers: each plans one node (layouts, constants) and emits its step -------------
+
+
+def _ints(node: _Node, name: str, rank: int, default: int) -> Tuple[int, ...]:
+    value = node.attrs.get(name)
+    if value is None:
+        return (default,) * rank
+    if len(value) != rank:
+        raise _refuse(node, name, value, f"{rank} values, one per spatial axis")
+    return tuple(int(v) for v in value)
+
+
+def _window_pads(p: _Planner, node: _Node, x: str, kernel: Sequence[int], stride: Sequence[int],
+                 dilation: Sequence[int]) -> Any:
+    """Explicit (before, after) pads per axis, or "same" (SAME_UPPER), from pads / auto_pad."""
+    rank = len(kernel)
+    mode = node.attrs.get("auto_pad", "NOTSET")
+    if mode in ("NOTSET", ""):
+        pads = node.attrs.get("pads", [0] * (2 * rank))
+        if len(pads) != 2 * rank or min(pads) < 0:
+            raise _refuse(node, "pads", pads, f"{2 * rank} non-negative values (begins, then ends)")
+        return tuple((int(pads[i]), int(pads[rank + i])) for i in range(rank))
+    if mode == "VALID":
+        return tuple((0, 0) for _ in range(rank))
+    if mode == "SAME_UPPER":
+        return "same"
+    if mode == "SAME_LOWER":
+        shape = p.shapes.get(x)
+        if shape is None or any(d is None for d in shape[2:]):
+            raise _refuse(node, "auto_pad", mode, "SAME_LOWER only with spatial sizes known at load; "
+                                                  "NOTSET, VALID, SAME_UPPER")
+        sizes = [int(i) for i in shape[2:] if i is not None]
+        pairs = [_args.same_padding(i, k, s, d) for i, k, s, d in zip(sizes, kernel, stride, dilation)]
+        return tuple((after, before) for before, after in pairs)  # the odd pixel before
+    raise _refuse(node, "auto_pad", mode, "NOTSET, VALID, SAME_UPPER, SAME_LOWER")
+
+
+_CONV_LAYERS = {1: Conv1d, 2: Conv2d, 3: Conv3d}
+_TRANSPOSE_LAYERS = {1: ConvTranspose1d, 2: ConvTranspose2d, 3: ConvTranspose3d}
+
+
+def _folded_batch_norm(p: _Planner, bn: _Node, channels: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(scale, shift) per channel of an inference BatchNormalization."""
+    gamma, beta, mean, var = (p.const(bn, i, what).astype(np.float64)
+                              for i, what in ((1, "scale"), (2, "bias"), (3, "mean"), (4, "var")))
+    if bn.attrs.get("training_mode", 0):
+        raise _refuse(bn, "training_mode", 1, "0 (inference)")
+    if bn.attrs.get("spatial", 1) != 1:
+        raise _refuse(bn, "spatial", bn.attrs["spatial"], "1")
+    if any(a.shape != (channels,) for a in (gamma, beta, mean, var)):
+        raise ModelError(f"{bn.where()}: scale, bias, mean and var must have shape ({channels},) for {channels} "
+                         f"channels, got {[a.shape for a in (gamma, beta, mean, var)]}")
+    scale = gamma / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
+    return scale, beta - mean * scale
+
+
+def _conv(p: _Planner, node: _Node) -> None:
+    transposed = node.op == "ConvTranspose"
+    x = node.input(0)
+    w = p.const(node, 1, "weight").astype(np.float64)
+    rank = w.ndim - 2
+    if rank not in (1, 2, 3):
+        raise ModelError(f"{node.where()}: a {w.ndim}-D weight is not supported; supported: 3-D to 5-D "
+                         f"(1 to 3 spatial axes)")
+    group = int(node.attrs.get("group", 1))
+    kernel = tuple(w.shape[2:])
+    if tuple(node.attrs.get("kernel_shape", kernel)) != kernel:
+        raise _refuse(node, "kernel_shape", node.attrs["kernel_shape"], f"the weight's kernel {kernel}")
+    stride = _ints(node, "strides", rank, 1)
+    dilation = _ints(node, "dilations", rank, 1)
+    bias = p.optional_const(node, 2, "bias")
+    in_channels = w.shape[0] if transposed else w.shape[1] * group
+    out_channels = w.shape[1] * group if transposed else w.shape[0]
+    shape = p.shapes.get(x)
+    if shape is not None and len(shape) != rank + 2:
+        raise ModelError(f"{node.where()}: input {x!r} is {len(shape)}-D, the {w.ndim}-D weight needs "
+                         f"{rank + 2}-D input")
+    if shape is not None and shape[1] is not None and shape[1] != in_channels:
+        raise ModelError(f"{node.where()}: shape mismatch: input {x!r} has {shape[1]} channels, the weight "
+                         f"{w.shape} with group={group} takes {in_channels}")
+    b = np.zeros(out_channels) if bias is None else bias.astype(np.float64)
+    if node.bn is not None:
+        scale, shift = _folded_batch_norm(p, node.bn, out_channels)
+        if transposed:  # weight (C, K/group, ...): output channel g*K/group + j is w[group g's rows, j]
+            wg = w.reshape(group, w.shape[0] // group, w.shape[1], *kernel)
+            w = (wg * scale.reshape(group, 1, -1, *[1] * rank)).reshape(w.shape)
+        else:
+            w = w * scale.reshape(-1, *[1] * (rank + 1))
+        b = b * scale + shift
+        bias = b
+    layout = _layout_word(channels_last(rank + 2))
+    kwargs: Dict[str, Any] = dict(stride=stride, dilation=dilation, groups=group, layout=layout,
+                                  activation=node.activation)
+    if transposed:
+        if "output_shape" in node.attrs:
+            raise _refuse(node, "output_shape", node.attrs["output_shape"], "pads and output_padding")
+        mode = node.attrs.get("auto_pad", "NOTSET")
+        if mode not in ("NOTSET", "", "VALID"):
+            raise _refuse(node, "auto_pad", mode, "NOTSET, VALID")
+        kwargs["padding"] = _window_pads(p, node, x, kernel, stride, dilation)
+        kwargs["output_padding"] = _ints(node, "output_padding", rank, 0)
+        layer: Any = _TRANSPOSE_LAYERS[rank](w.astype(p.dtype), None if bias is None else b.astype(p.dtype), **kwargs)
+    else:
+        kwargs["padding"] = _window_pads(p, node, x, kernel, stride, dilation)
+        layer = _CONV_LAYERS[rank](w.astype(p.dtype), None if bias is None else b.astype(p.dtype),
+                                   precision=p.precision, **kwargs)
+    perm = channels_last(rank + 2)
+    xin = p.value_in(x, perm)
+    threads = p.threads
+    fn = lambda x, out=None: (layer(x, out, num_threads=threads),)  # noqa: E731
+    parts = [f"{type(layer).__name__} {'x'.join(map(str, kernel))}"
+             + (f" stride {'x'.join(map(str, stride))}" if max(stride) > 1 else "")
+             + (f" dilation {'x'.join(map(str, dilation))}" if max(dilation) > 1 else "")
+             + (f" groups {group}" if group > 1 else "")]
+    if node.bn is not None:
+        parts.append(f"BatchNormalization {node.bn.name!r} folded into the weights")
+    if node.activation:
+        parts.append(f"activation {node.activation} fused")
+    extra: Dict[str, Any] = {"layer": layer}
+    in_shape = p.stored_shape(xin)
+    if not transposed and in_shape is not None:
+        try:
+            extra["algorithm"] = layer.explain(in_shape)["algorithm"]
+        except ValueError:
+            pass
+    p.emit(node, fn, [xin], [perm], "; ".join(parts), writes=_INTO_BUFFER, **extra)
+
+
+def _unary(fn: Callable[..., np.ndarray], *attr_defaults: Tuple[str, float],
+           in_place: bool = False) -> Callable[[_Planner, _Node], None]:
+    """A handler for an elementwise operator of one input: it keeps the input's layout.
+    in_place: fn takes out= (and may write over its input when the input dies there)."""
+
+    def handler(p: _Planner, node: _Node) -> None:
+        args = [float(node.attrs.get(name, default)) for name, default in attr_defaults]
+        x = node.input(0)
+        if in_place:
+            p.emit(node, lambda v, out=None: (fn(v, *args, out=out),), [x], [p.layout[x]], f"NumPy {node.op.lower()}",
+                   writes=_IN_PLACE)
+        else:
+            p.emit(node, lambda v: (fn(v, *args),), [x], [p.layout[x]], f"NumPy {node.op.lower()}")
+
+    return handler
+
+
+def _clip(p: _Planner, node: _Node) -> None:
+    x = node.input(0)
+    if p.opset < 11:
+        low, high = node.attrs.get("min"), node.attrs.get("max")
+        p.emit(node, lambda v: (_netops.clip(v, low, high),), [x], [p.layout[x]], "NumPy clip")
+        return
+    bounds = [node.input(1), node.input(2)]
+    fn = lambda v, lo, hi: (_netops.clip(v, None if lo is None else lo.item(), None if hi is None else hi.item()),)  # noqa: E731
+    p.emit(node, fn, [x, *bounds], [p.layout[x]], "NumPy clip")
+
+
+_BINARY: Dict[str, Callable[..., np.ndarray]] = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
+                                                  "Div": _netops.divide, "PRelu": _netops.prelu}
+
+
+def _broadcasting(p: _Planner, node: _Node) -> None:
+    ins, perm = p.broadcast_inputs(node.inputs)
+    op: Callable[..., np.ndarray] = np.add if node.op == "Sum" else _BINARY[node.op]
+
+    def fn(*xs: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
+        if len(xs) == 1:
+            return (xs[0],)
+        total = op(xs[0], xs[1]) if out is None else op(xs[0], xs[1], out=out)
+        for v in xs[2:]:
+            total = op(total, v, out=total)  # the first sum is this step's own array
+        return (total,)
+
+    in_place = _IN_PLACE if node.op != "PRelu" and (node.op != "Div" or p.dtype.kind == "f") else _RETURNS
+    p.emit(node, fn, ins, [perm], f"NumPy {node.op.lower()} (broadcasting)", writes=in_place)
+
+
+def _batch_norm(p: _Planner, node: _Node) -> None:
+    x = node.input(0)
+    channels = p.const(node, 1, "scale").shape[0]
+    scale, shift = _folded_batch_norm(p, node, channels)
+    rank = p.rank(x)
+    if rank is None:
+        raise ModelError(f"{node.where()}: the rank of {x!r} is not known at load")
+    ax = p.axis(node, x, 1)
+    shape = [1] * rank
+    shape[ax] = channels
+    s, t = scale.astype(p.dtype).reshape(shape), shift.astype(p.dtype).reshape(shape)
+    p.emit(node, lambda v, out=None: (_netops.batch_norm(v, s, t, out=out),), [x], [p.layout[x]],
+           "NumPy per-channel scale and shift", writes=_IN_PLACE)
+
+
+def _pool(p: _Planner, node: _Node) -> None:
+    x = node.input(0)
+    if len([o for o in node.outputs if o]) > 1:
+        raise ModelError(f"{node.where()}: the Indices output is not supported; supported: the pooled values only")
+    kernel = tuple(int(k) for k in node.attrs.get("kernel_shape", ()))
+    rank = len(kernel)
+    if rank not in (1, 2, 3):
+        raise _refuse(node, "kernel_shape", node.attrs.get("kernel_shape"), "1 to 3 sizes")
+    if node.attrs.get("storage_order", 0):
+        raise _refuse(node, "storage_order", node.attrs["storage_order"], "0 (row major)")
+    stride = _ints(node, "strides", rank, 1)
+    dilation = _ints(node, "dilations", rank, 1)
+    pads = _window_pads(p, node, x, kernel, stride, dilation)
+    ceil_mode = bool(node.attrs.get("ceil_mode", 0))
+    include_pad = bool(node.attrs.get("count_include_pad", 0))
+    kind = "max" if node.op == "MaxPool" else "avg"
+    perm = channels_last(rank + 2)
+    xin = p.value_in(x, perm)
+    # cppconv's pools take PyTorch's padding (at most half the kernel) and no dilation when
+    # averaging; ONNX allows more: those run in NumPy.
+    fits = pads == "same" or all(max(pair) <= k // 2 for pair, k in zip(pads, kernel))
+    if fits and (kind == "max" or max(dilation) == 1):
+        layout, threads = _layout_word(perm), p.threads
+        pool = _POOLS[kind][rank]
+        if kind == "max":
+            fn = lambda v: (pool(v, kernel, stride, pads, dilation, ceil_mode, layout=layout,  # noqa: E731
+                                 num_threads=threads),)
+        else:
+            fn = lambda v: (pool(v, kernel, stride, pads, ceil_mode, include_pad, layout=layout,  # noqa: E731
+                                 num_threads=threads),)
+        p.emit(node, fn, [xin], [perm], f"cppconv {pool.__name__} {'x'.join(map(str, kernel))}")
+        return
+    if pads == "same":
+        raise _refuse(node, "auto_pad", "SAME_UPPER", "NOTSET, VALID with pads over half the kernel or dilated "
+                                                      "average pooling")
+    flat = [b for b, _ in pads] + [a for _, a in pads]
+    fn = lambda v: (_netops.pool_nd(v, kind, kernel, stride, flat, dilation, ceil_mode, include_pad),)  # noqa: E731
+    p.emit(node, fn, [xin], [perm], f"NumPy {kind} pool {'x'.join(map(str, kernel))}")
+
+
+_POOLS: Dict[str, Dict[int, Callable[..., Any]]] = {
+    "max": {1: max_pool1d, 2: max_pool2d, 3: max_pool3d},
+    "avg": {1: avg_pool1d, 2: avg_pool2d, 3: avg_pool3d},
+}
+_GLOBAL_AVERAGE = {3: global_avg_pool1d, 4: global_avg_pool2d, 5: global_avg_pool3d}
+
+
+def _global_pool(p: _Planner, node: _Node) -> None:
+    x = node.input(0)
+    rank = p.rank(x)
+    if rank is None or rank < 3:
+        raise ModelError(f"{node.where()}: input {x!r} must be 3-D to 5-D with its rank known at load")
+    perm = channels_last(rank)
+    xin = p.value_in(x, perm)
+    axes = tuple(range(1, rank - 1))
+    if node.op == "GlobalAveragePool" and rank in _GLOBAL_AVERAGE:
+        pool, layout, threads = _GLOBAL_AVERAGE[rank], _layout_word(perm), p.threads
+        fn: Callable[..., Tuple[Any, ...]] = lambda v: (pool(v, layout=layout, num_threads=threads),)  # noqa: E731
+        word = f"cppconv {pool.__name__}"
+    else:
+        reduce = np.mean if node.op == "GlobalAveragePool" else np.max
+        fn = lambda v: (reduce(v, axis=axes, keepdims=True),)  # noqa: E731
+        word = f"NumPy {reduce.__name__} over the spatial axes"
+    p.emit(node, fn, [xin], [perm], word)
+
+
+def _concat(p: _Planner, node: _Node) -> None:
+    # Channels-last when any input is (the others are converted), so a branch stays in layout.
+    perm = next((p.layout[n] for n in node.inputs if p.layout[n] is not None), None)
+    if perm is not None and {p.rank(n) for n in node.inputs} != {len(perm)}:
+        perm = None
+    ins = [p.value_in(n, perm) for n in node.inputs]
+    axis = p.axis(node, ins[0], int(node.attrs.get("axis", 1 if p.opset < 4 else 0)))
+    p.emit(node, lambda *xs: (np.concatenate(xs, axis=axis),), ins, [perm], "NumPy concatenate")
+
+
+def _split(p: _Planner, node: _Node) -> None:
+    x = node.input(0)
+    perm = p.layout[x]
+    axis = p.axis(node, x, int(node.attrs.get("axis", 0)))
+    parts = len(node.outputs)
+    if node.input(1):
+        sizes: Optional[List[int]] = [int(s) for s in p.const(node, 1, "split")]
+    else:
+        sizes = [int(s) for s in node.attrs["split"]] if "split" in node.attrs else None
+
+    def fn(v: np.ndarray) -> Tuple[np.ndarray, ...]:
+        return _netops.split(v, axis, sizes if sizes is not None else _netops.even_split_sizes(v.shape[axis], parts))
+
+    p.emit(node, fn, [x], [perm] * parts, "NumPy split (views)")
+
+
+def _slice(p: _Planner, node: _Node) -> None:
+    x = node.input(0)
+    if p.opset < 10:
+        starts, ends = node.attrs["starts"], node.attrs["ends"]
+        axes = node.attrs.get("axes", list(range(len(starts))))
+        steps = [1] * len(starts)
+    else:
+        starts, ends = p.const(node, 1, "starts"), p.const(node, 2, "ends")
+        axes = p.const(node, 3, "axes") if node.input(3) else list(range(len(starts)))
+        steps = list(p.const(node, 4, "steps")) if node.input(4) else [1] * len(starts)
+    stored = [p.axis(node, x, int(a)) for a in axes]
+    args = ([int(s) for s in starts], [int(e) for e in ends], stored, [int(s) for s in steps])
+    p.emit(node, lambda v: (_netops.slice_array(v, *args),), [x], [p.layout[x]], "NumPy slice (a view)")
+
+
+def _plain(p: _Planner, node: _Node, fn: Callable[..., Tuple[Any, ...]], became: str) -> None:
+    """A node that computes on its inputs as ONNX orders their axes."""
+    ins = [p.value_in(n, None) if n else n for n in node.inputs]
+    p.emit(node, fn, ins, [None] * len(node.outputs), became)
+
+
+def _flatten(p: _Planner, node: _Node) -> None:
+    axis = int(node.attrs.get("axis", 1))
+    x = node.input(0)
+    shape = p.shapes.get(x)
+    if p.layout[x] is not None and axis == 1 and shape is not None and all(d == 1 for d in shape[2:]):
+        # (N, C, 1, 1) after a global pool: channels-last holds the same numbers in the same order.
+        p.emit(node, lambda v: (v.reshape(v.shape[0], -1),), [x], [None], "NumPy reshape (no layout change needed)")
+        return
+
+    def fn(v: np.ndarray) -> Tuple[np.ndarray]:
+        a = axis % v.ndim if v.ndim else 0
+        return (v.reshape(int(np.prod(v.shape[:a], dtype=np.int64)), -1),)
+
+    _plain(p, node, fn, "NumPy reshape")
+
+
+def _reshape(p: _Planner, node: _Node) -> None:
+    allowzero = bool(node.attrs.get("allowzero", 0))
+    _plain(p, node, lambda v, s: (v.reshape(_netops.reshape_target(v.shape, s, allowzero)),), "NumPy reshape")
+
+
+def _transpose(p: _Planner, node: _Node) -> None:
+    x = node.input(0)
+    rank = p.rank(x)
+    perm = node.attrs.get("perm")
+    have = p.layout[x]
+    if have is not None:
+        # Read the channels-last value in the permuted order directly: one view, no conversion.
+        logical = perm if perm is not None else list(range(rank - 1, -1, -1))  # type: ignore[operator]
+        back = _inverse(have)
+        order = [back[a] for a in logical]
+        p.emit(node, lambda v: (v.transpose(order),), [x], [None], "NumPy transpose (a view of the channels-last value)")
+        return
+    p.emit(node, lambda v: (v.transpose(perm),), [x], [None], "NumPy transpose (a view)")
+
+
+def _axes_input(p: _Planner, node: _Node) -> Optional[List[int]]:
+    """The axes of Squeeze/Unsqueeze/ReduceMean: an attribute, or input 1 from opset 13/18."""
+    if "axes" in node.attrs:
+        return [int(a) for a in node.attrs["axes"]]
+    if node.input(1):
+        return [int(a) for a in p.const(node, 1, "axes")]
+    return None
+
+
+def _squeeze(p: _Planner, node: _Node) -> None:
+    axes = _axes_input(p, node)
+
+    def fn(v: np.ndarray, *_: Any) -> Tuple[np.ndarray]:
+        return (np.squeeze(v, axis=None if axes is None else tuple(a % v.ndim for a in axes)),)
+
+    p.emit(node, fn, [p.value_in(node.input(0), None)], [None], "NumPy squeeze (a view)")
+
+
+def _unsqueeze(p: _Planner, node: _Node) -> None:
+    axes = _axes_input(p, node)
+    if axes is None:
+        raise ModelError(f"{node.where()}: Unsqueeze needs axes")
+    known = axes
+
+    def fn(v: np.ndarray) -> Tuple[np.ndarray]:
+        rank = v.ndim + len(known)
+        return (np.expand_dims(v, tuple(sorted(a % rank for a in known))),)
+
+    p.emit(node, fn, [p.value_in(node.input(0), None)], [None], "NumPy expand_dims (a view)")
+
+
+def _gemm(p: _Planner, node: _Node) -> None:
+    a = node.attrs
+    alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+    ta, tb = bool(a.get("transA", 0)), bool(a.get("transB", 0))
+    b_const = node.input(1) in p.consts
+    if b_const and node.input(0) in p.shapes:
+        k_a = p.shapes[node.input(0)][0 if ta else -1]
+        k_b = p.consts[node.input(1)].shape[-1 if tb else 0]
+        if k_a is not None and k_a != k_b:
+            raise ModelError(f"{node.where()}: shape mismatch: A has {k_a} columns, B has {k_b} rows")
+    fn = lambda x, w, c=None: (_netops.gemm(x, w, c, alpha, beta, ta, tb),)  # noqa: E731
+    _plain(p, node, fn, "NumPy matmul (BLAS)")
+
+
+def _softmax(p: _Planner, node: _Node) -> None:
+    x = node.input(0)
+    log = node.op == "LogSoftmax"
+    if p.opset < 13:
+        axis = int(node.attrs.get("axis", 1))
+        _plain(p, node, lambda v: (_netops.softmax_2d(v, axis % v.ndim, log),), f"NumPy {node.op.lower()}")
+        return
+    axis = p.axis(node, x, int(node.attrs.get("axis", -1)))
+    p.emit(node, lambda v: (_netops.softmax(v, axis, log),), [x], [p.layout[x]], f"NumPy {node.op.lower()}")
+
+
+def _identity(p: _Planner, node: _Node) -> None:
+    x = node.input(0)
+    outs = [o for o in node.outputs if o]
+    if node.op == "Dropout" and len(outs) > 1:
+        fn: Callable[..., Tuple[Any, ...]] = lambda v, *_: (v, np.ones(v.shape, bool))  # noqa: E731
+    else:
+        fn = lambda v, *_: (v,)  # noqa: E731
+    p.emit(node, fn, [x], [p.layout[x]] * len(node.outputs), "nothing (an alias of its input)")
+
+
+def _lrn(p: _Planner, node: _Node) -> None:
+    x = node.input(0)
+    if "size" not in node.attrs:
+        raise ModelError(f"{node.where()}: attribute 'size' is required")
+    args = (int(node.attrs["size"]), float(node.attrs.get("alpha", 1e-4)), float(node.attrs.get("beta", 0.75)),
+            float(node.attrs.get("bias", 1.0)))
+    axis = p.axis(node, x, 1)
+    p.emit(node, lambda v: (_netops.lrn(v, axis, *args),), [x], [p.layout[x]], "NumPy local response normalisation")
+
+
+def _pad(p: _Planner, node: _Node) -> None:
+    x = node.input(0)
+    mode = node.attrs.get("mode", "constant")
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise _refuse(node, "mode", mode, "constant, reflect, edge, wrap")
+    rank = p.rank(x)
+    if rank is None:
+        raise ModelError(f"{node.where()}: the rank of {x!r} is not known at load")
+    if p.opset < 11:
+        pads, value = list(node.attrs.get("pads", [])), float(node.attrs.get("value", 0.0))
+        axes = list(range(rank))
+    else:
+        pads = [int(v) for v in p.const(node, 1, "pads")]
+        value_array = p.optional_const(node, 2, "constant_value")
+        value = 0 if value_array is None else value_array.item()
+        axes = [int(a) % rank for a in p.const(node, 3, "axes")] if node.input(3) else list(range(rank))
+    if len(pads) != 2 * len(axes):
+        raise _refuse(node, "pads", pads, f"{2 * len(axes)} values (begins, then ends)")
+    full = [0] * (2 * rank)
+    for i, a in enumerate(axes):
+        s = p.axis(node, x, a)
+        full[s], full[rank + s] = pads[i], pads[len(axes) + i]
+    p.emit(node, lambda v: (_netops.pad(v, full, mode, value),), [x], [p.layout[x]], f"NumPy pad ({mode})")
+
+
+def _resize(p: _Planner, node: _Node) -> None:
+    a = node.attrs
+    x = node.input(0)
+    mode = a.get("mode", "nearest")
+    if mode not in ("nearest", "linear"):
+        raise _refuse(node, "mode", mode, "nearest, linear")
+    transform = a.get("coordinate_transformation_mode", "half_pixel" if p.opset >= 11 else "asymmetric")
+    if transform not in ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"):
+        raise _refuse(node, "coordinate_transformation_mode", transform,
+                      "half_pixel, pytorch_half_pixel, align_corners, asymmetric")
+    nearest_mode = a.get("nearest_mode", "round_prefer_floor")
+    if nearest_mode not in ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil"):
+        raise _refuse(node, "nearest_mode", nearest_mode, "round_prefer_floor, round_prefer_ceil, floor, ceil")
+    for name, default in (("antialias", 0), ("exclude_outside", 0), ("keep_aspect_ratio_policy", "stretch")):
+        if a.get(name, default) != default:
+            raise _refuse(node, name, a[name], repr(default))
+    rank = p.rank(x)
+    if rank is None:
+        raise ModelError(f"{node.where()}: the rank of {x!r} is not known at load")
+    axes = [int(v) % rank for v in a.get("axes", range(rank))]
+    stored = [p.axis(node, x, ax) for ax in axes]
+    scales_name, sizes_name = (node.input(1), "") if p.opset < 11 else (node.input(2), node.input(3))
+
+    def fn(v: np.ndarray, scales: Optional[np.ndarray], sizes: Optional[np.ndarray]) -> Tuple[np.ndarray]:
+        out_sizes, out_scales = list(v.shape), [1.0] * v.ndim
+        use_sizes = sizes is not None and sizes.size
+        for i, s in enumerate(stored):
+            if use_sizes:
+                out_sizes[s] = int(sizes[i])  # type: ignore[index]
+                out_scales[s] = out_sizes[s] / v.shape[s]
+            else:
+                out_scales[s] = float(scales[i])  # type: ignore[index]
+                out_sizes[s] = int(np.floor(v.shape[s] * out_scales[s]))
+        return (_netops.resize(v, out_sizes, out_scales, mode, transform, nearest_mode),)
+
+    p.emit(node, fn, [x, scales_name, sizes_name], [p.layout[x]], f"NumPy resize ({mode}, {transform})")
+
+
+def _reduce_mean(p: _Planner, node: _Node) -> None:
+    x = node.input(0)
+    keepdims = bool(node.attrs.get("keepdims", 1))
+    axes = _axes_input(p, node) if p.opset < 18 or node.input(1) or "axes" in node.attrs else None
+    if axes is None and node.attrs.get("noop_with_empty_axes", 0):
+        _identity(p, node)
+        return
+    if not keepdims:
+        x = p.value_in(x, None)
+    rank = p.rank(x)
+    stored = None if axes is None else tuple(p.axis(node, x, ax, rank) for ax in axes)
+    p.emit(node, lambda v: (np.mean(v, axis=stored, keepdims=keepdims),), [x], [p.layout[x]], "NumPy mean")
+
+
+def _constant(p: _Planner, node: _Node) -> None:
+    value = _constant_value(node)
+    p.emit(node, lambda: (value,), [], [None], "a constant")
+
+
+def _shape(p: _Planner, node: _Node) -> None:
+    x = node.input(0)
+    start, end = node.attrs.get("start", 0), node.attrs.get("end")
+    shape = p.shapes.get(x)
+    if shape is not None and all(d is not None for d in shape):
+        value = np.asarray(shape[slice(start, end)], np.int64)
+        p.emit(node, lambda: (value,), [], [None], "a constant")
+        return
+    perm = p.layout[x]
+    back = None if perm is None else _inverse(perm)
+
+    def fn(v: np.ndarray) -> Tuple[np.ndarray]:
+        dims = v.shape if back is None else tuple(v.shape[i] for i in back)
+        return (np.asarray(dims[slice(start, end)], np.int64),)
+
+    p.shape_source[node.outputs[0]] = x
+    p.emit(node, fn, [x], [None], "the input's shape")
+
+
+def _gather(p: _Planner, node: _Node) -> None:
+    data, indices = node.input(0), node.input(1)
+    axis = int(node.attrs.get("axis", 0))
+    source = p.shape_source.get(data)
+    if source is not None and indices in p.consts and axis == 0:
+        # Shape -> Gather of sizes that shape inference knows: a constant (the batch size is not).
+        shape = p.shapes.get(source)
+        picked = np.asarray(p.consts[indices])
+        if shape is not None and all(shape[int(i)] is not None for i in picked.ravel()):
+            value = np.asarray([shape[int(i)] for i in picked.ravel()], np.int64).reshape(picked.shape)
+            p.emit(node, lambda: (value,), [], [None], "a constant")
+            return
+    _plain(p, node, lambda v, i: (np.take(v, i, axis=axis),), "NumPy take")
+
+
+def _constant_of_shape(p: _Planner, node: _Node) -> None:
+    value = np.asarray(node.attrs.get("value", np.zeros(1, np.float32))).reshape(-1)[:1]
+    _plain(p, node, lambda s: (np.full(tuple(int(d) for d in s), value[0], value.dtype),), "NumPy full")
+
+
+def _cast(p: _Planner, node: _Node) -> None:
+    from onnx import helper
+
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(int(node.attrs["to"])))
+    x = node.input(0)
+    p.emit(node, lambda v: (v.astype(dtype),), [x], [p.layout[x]], f"NumPy astype {dtype}")
+
+
+_HANDLERS: Dict[str, Callable[[_Planner, _Node], None]] = {
+    "Conv": _conv, "ConvTranspose": _conv, "BatchNormalization": _batch_norm,
+    "Relu": _unary(_netops.relu, in_place=True),
+    "LeakyRelu": _unary(_netops.leaky_relu, ("alpha", 0.01)),
+    "Sigmoid": _unary(_netops.sigmoid, in_place=True), "Tanh": _unary(_netops.tanh, in_place=True),
+    "HardSigmoid": _unary(_netops.hard_sigmoid, ("alpha", 0.2), ("beta", 0.5), in_place=True),
+    "HardSwish": _unary(_netops.hard_swish, in_place=True), "Elu": _unary(_netops.elu, ("alpha", 1.0)),
+    "Clip": _clip, "PRelu": _broadcasting,
+    "Add": _broadcasting, "Sub": _broadcasting, "Mul": _broadcasting, "Div": _broadcasting, "Sum": _broadcasting,
+    "MaxPool": _pool, "AveragePool": _pool, "GlobalAveragePool": _global_pool, "GlobalMaxPool": _global_pool,
+    "Concat": _concat, "Split": _split, "Slice": _slice, "Flatten": _flatten, "Reshape": _reshape,
+    "Transpose": _transpose, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Gemm": _gemm,
+    "MatMul": lambda p, n: _plain(p, n, lambda a, b: (np.matmul(a, b),), "NumPy matmul (BLAS)"),
+    "Softmax": _softmax, "LogSoftmax": _softmax, "Dropout": _identity, "Identity": _identity, "LRN": _lrn,
+    "Pad": _pad, "Resize": _resize, "ReduceMean": _reduce_mean, "Constant": _constant, "Shape": _shape,
+    "Gather": _gather, "ConstantOfShape": _constant_of_shape, "Cast": _cast,
+}
+assert set(_HANDLERS) == set(_ATTRIBUTES)
+
+
+class _Input:
+    __slots__ = ("name", "slot", "shape", "dtype")
+
+    def __init__(self, name: str, slot: int, shape: Tuple[Optional[int], ...], dtype: np.dtype):
+        self.name, self.slot, self.shape, self.dtype = name, slot, shape, dtype
+
+
+class Network:
+    """An ONNX model planned for cppconv: call it on arrays (see :func:`cppconv.onnx.load`).
+
+    ``net(x)`` runs a network of one input and one output; ``net.run({name: array, ...})``
+    any network, returning ``{output name: array}``.  The batch size (the first axis of
+    every input) is free; the other sizes must be the model's.  A network pickles (it is
+    rebuilt from the model's bytes) and may be called from many threads at once.
+
+    >>> import numpy as np, cppconv
+    >>> from onnx import TensorProto, helper, numpy_helper
+    >>> w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    >>> graph = helper.make_graph(
+    ...     [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["y"], ["z"])],
+    ...     "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+    ...     [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4, 8, 8])], [w])
+    >>> net = cppconv.onnx.load(helper.make_model(graph))
+    >>> net(np.ones((2, 3, 8, 8), np.float32)).shape
+    (2, 4, 8, 8)
+    """
+
+    def __init__(self, model: Any, *, num_threads: Optional[int] = None, precision: Optional[str] = None):
+        self._threads = _args.thread_count(num_threads)
+        _args.precision_code(precision)  # rejects unknown modes now
+        self._precision = precision
+        proto, self._bytes = parse_model(model)
+        planner = _Planner(proto, self._threads, precision)
+        planner.plan()
+        outputs = [planner.value_in(name, None) for name in planner.output_names]
+        planner.drop_unused(outputs)
+        self._compile(planner, outputs)
+        if planner.shape_problem:
+            self._trial_run(planner.shape_problem)
+
+    def _trial_run(self, problem: str) -> None:
+        """ONNX's strict shape inference refused the model, and no node's own check did: a
+        run on zeros at batch 1 decides (a model it cannot infer may still be sound)."""
+        feeds = {}
+        for spec in self._inputs:
+            sizes = [int(d) for d in spec.shape[1:] if d is not None]
+            if len(sizes) + 1 != len(spec.shape) and spec.shape:
+                raise ModelError(problem)
+            feeds[spec.name] = np.zeros((1, *sizes) if spec.shape else (), spec.dtype)
+        try:
+            self.run(feeds)
+        except Exception as e:
+            raise ModelError(f"{problem}; a run on zeros fails too: {e}") from None
+
+    def _compile(self, planner: _Planner, outputs: List[str]) -> None:
+        """Value names become list slots (slot 0 holds None, for absent optional inputs);
+        each step lists the slots whose last reader it is, to drop them after it runs."""
+        slots: Dict[str, int] = {"": 0}
+
+        def slot(name: str) -> int:
+            return slots.setdefault(name, len(slots))
+
+        self._inputs = []
+        for v in planner.inputs:
+            shape = planner.shapes.get(v.name, ())
+            self._inputs.append(_Input(v.name, slot(v.name), shape, planner.input_dtypes[v.name]))
+        used_consts = {i for s in planner.steps for i in s.ins if i in planner.consts} | \
+            {o for o in outputs if o in planner.consts}
+        for name in sorted(used_consts):
+            slot(name)
+        last: Dict[str, int] = {}
+        root: Dict[str, str] = {}  # a view's value -> the value whose memory it shares
+        for k, s in enumerate(planner.steps):
+            for i in s.ins:
+                last[root.get(i, i)] = k
+                last[i] = k
+            for o in s.outs:
+                slot(o)
+                if s.view and s.ins:
+                    root[o] = root.get(s.ins[0], s.ins[0])
+        keep = set(outputs) | set(planner.consts)
+        dead_after: List[List[int]] = [[] for _ in planner.steps]
+        for name, k in last.items():
+            if name not in keep and name in slots:
+                dead_after[k].append(slots[name])
+        self._steps = [(s.fn, tuple(slots[i] for i in s.ins), tuple(slot(o) for o in s.outs), tuple(d),
+                        s.writes, _buffer_shape(planner, s, [slots[i] for i in s.ins], set(d)))
+                       for s, d in zip(planner.steps, dead_after)]
+        self._step_rows = [s.row for s in planner.steps]
+        self._dtype = planner.dtype
+        self._template: List[Any] = [None] * len(slots)
+        for name in used_consts:
+            self._template[slots[name]] = planner.consts[name]
+        self._outputs = [(name, slots[o]) for name, o in zip(planner.output_names, outputs)]
+        given = set(planner.consts) | {v.name for v in planner.inputs}
+        self._fresh_outputs = {name for name, o in zip(planner.output_names, outputs) if o not in given}
+        self._rows = planner.rows
+        self._peak = _peak_bytes(planner, last, keep, root)
+
+    # ----- running --------------------------------------------------------------------------
+    @property
+    def input_names(self) -> List[str]:
+        return [i.name for i in self._inputs]
+
+    @property
+    def output_names(self) -> List[str]:
+        return [name for name, _ in self._outputs]
+
+    def _feed(self, spec: _Input, value: Any) -> np.ndarray:
+        x = _args.as_input_array(value, spec.name)
+        if x.dtype != spec.dtype:
+            if x.dtype.kind not in "fiub":
+                raise TypeError(f"input {spec.name!r} must be numeric, got dtype {x.dtype}")
+            x = x.astype(spec.dtype)
+        if spec.shape:
+            if x.ndim != len(spec.shape) or any(d is not None and i > 0 and d != s
+                                                for i, (d, s) in enumerate(zip(spec.shape, x.shape))):
+                want = ", ".join("N" if i == 0 else ("?" if d is None else str(d)) for i, d in enumerate(spec.shape))
+                raise ValueError(f"input {spec.name!r} must have shape ({want}) (any batch size N), got {x.shape}")
+        return x
+
+    def run(self, feeds: Dict[str, Any], outputs: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+        """Runs the network on ``feeds`` ({input name: array}); returns {output name: array}
+        for ``outputs`` (default: all of the model's outputs, in its order)."""
+        if not isinstance(feeds, dict):
+            raise TypeError(f"feeds must be a dict of input name -> array, got {type(feeds).__name__}")
+        wanted = self.output_names if outputs is None else list(outputs)
+        unknown = [n for n in wanted if n not in self.output_names]
+        if unknown:
+            raise KeyError(f"{unknown[0]!r} is not an output of the network; its outputs: {self.output_names}")
+        extra = sorted(set(feeds) - set(self.input_names))
+        missing = [n for n in self.input_names if n not in feeds]
+        if extra or missing:
+            raise KeyError(f"feeds must give exactly the inputs {self.input_names}; "
+                           + (f"missing {missing}" if missing else f"unknown {extra}"))
+        env = list(self._template)
+        for spec in self._inputs:
+            env[spec.slot] = self._feed(spec, feeds[spec.name])
+        free: Dict[Tuple[int, ...], List[np.ndarray]] = {}  # this call's dropped arrays, by shape
+        for k, (fn, ins, outs, dead, writes, extra) in enumerate(self._steps):
+            try:
+                if writes == _RETURNS:
+                    results = fn(*[env[i] for i in ins])
+                elif writes == _INTO_BUFFER:  # extra: the output's shape after the batch axis
+                    x = env[ins[0]]
+                    same = free.get((x.shape[0], *extra)) if extra is not None else None
+                    results = fn(x, same.pop() if same else None)
+                    del x
+                else:  # extra: the positions of inputs that die here, which the step may overwrite
+                    args = [env[i] for i in ins]
+                    results = fn(*args, out=_overwritable(args, extra))
+                    del args
+            except Exception as e:  # a size the model did not fix changed, say: name the node
+                raise _step_error(e, self._step_rows[k]) from e
+            for o, r in zip(outs, results):
+                env[o] = r
+            del results
+            for d in dead:
+                spare = _dropped(env, d, self._dtype)
+                if spare is not None:
+                    free.setdefault(spare.shape, []).append(spare)
+            spare = None
+        found = {name: env[s] for name, s in self._outputs}
+        # A result that is an input, a constant or a view is copied: the caller owns it.
+        return {n: found[n] if n in self._fresh_outputs and found[n].flags.owndata else np.array(found[n])
+                for n in wanted}
+
+    def __call__(self, x: Any) -> np.ndarray:
+        """The output of a network with one input and one output."""
+        if len(self._inputs) != 1 or len(self._outputs) != 1:
+            raise TypeError(f"net(x) needs one input and one output; this network has inputs {self.input_names} "
+                            f"and outputs {self.output_names}: use net.run(feeds)")
+        return self.run({self._inputs[0].name: x})[self._outputs[0][0]]
+
+    # ----- reporting ------------------------------------------------------------------------
+    def explain(self) -> Dict[str, Any]:
+        """The plan: each node and what it became (fused convolution, layout, algorithm chosen
+        for batch 1), and the planned peak activation memory at batch 1 (None where shapes are
+        not known at load)."""
+        nodes = [{k: v for k, v in row.items() if k != "layer"} for row in self._rows]
+        return {
+            "inputs": self.input_names, "outputs": self.output_names, "nodes": nodes, "steps": len(self._steps),
+            "convolution_layout": "channels-last (NWC, NHWC, NDHWC)",
+            "peak_activation_bytes": self._peak,
+            "threads": self._threads or None, "precision": self._precision,
+        }
+
+    def summary(self) -> str:
+        """explain() as a table, one line per node."""
+        info = self.explain()
+        lines = [f"cppconv.Network: {len(info['nodes'])} nodes -> {info['steps']} steps; "
+                 f"inputs {info['inputs']}, outputs {info['outputs']}"]
+        width = max((len(str(r["node"])) for r in info["nodes"]), default=4)
+        for r in info["nodes"]:
+            algo = f" [{r['algorithm']}]" if r.get("algorithm") else ""
+            lines.append(f"  {str(r['node']):<{width}}  {r['op']:<18} {r['layout']:<15} {r['became']}{algo}")
+        peak = info["peak_activation_bytes"]
+        lines.append("planned peak activation memory at batch 1: "
+                     + ("unknown (shapes not known at load)" if peak is None else f"{peak / 2**20:.2f} MiB"))
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<cppconv.Network {len(self._steps)} steps, inputs {self.input_names}, outputs {self.output_names}>"
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (self._bytes, self._threads or None, self._precision))
+
+
+def _step_error(error: Exception, row: Dict[str, Any]) -> Exception:
+    """The error of a step, of the same type where it can be, with its node in front."""
+    message = f"node {row['node']!r} ({row['op']}, {row['became']}): {error}"
+    try:
+        return type(error)(message)
+    except Exception:  # an exception type whose constructor takes other arguments
+        return RuntimeError(message)
+
+
+def _buffer_shape(planner: _Planner, step: _Step, ins: List[int], dead: Set[int]) -> Any:
+    """What the run needs to give a step somewhere to write: for a step that writes into a
+    buffer, its output shape after the batch axis when known at load (the run hands it a
+    dropped array of that shape, if any); for an in-place step, the positions of its inputs
+    that die at this step (each one it may overwrite)."""
+    if step.writes == _INTO_BUFFER:
+        shape = planner.stored_shape(step.outs[0], batch=1)
+        return None if shape is None else tuple(shape[1:])
+    if step.writes == _IN_PLACE:
+        return tuple(j for j, i in enumerate(ins) if i in dead and ins.count(i) == 1)
+    return None
+
+
+def _overwritable(args: List[Any], candidates: Tuple[int, ...]) -> Optional[np.ndarray]:
+    """An input the step may write its result into: it dies at this step, nothing else holds
+    it (four references: the env slot, args, `a` and getrefcount's argument), it owns its data
+    and has the result's shape."""
+    if not _REFCOUNTS_TELL:
+        return None
+    for j in candidates:
+        a = args[j]
+        if (isinstance(a, np.ndarray) and a.flags.owndata and a.flags.c_contiguous and sys.getrefcount(a) == 4
+                and a.dtype.kind == "f" and a.shape == np.broadcast_shapes(*(np.shape(v) for v in args))):
+            return a
+    return None
+
+
+def _dropped(env: List[Any], slot: int, dtype: np.dtype) -> Optional[np.ndarray]:
+    """Clears a dead value's slot; returns its array when another step may write into it:
+    nothing else holds it (no view, no alias a NumPy op made; the two references are `value`
+    and getrefcount's argument), it owns its data, C-contiguous, in the network's dtype."""
+    value = env[slot]
+    env[slot] = None
+    if (_REFCOUNTS_TELL and isinstance(value, np.ndarray) and value.flags.owndata and value.flags.c_contiguous
+            and value.dtype == dtype and sys.getrefcount(value) == 2):
+        return value
+    return None
+
+
+def _refcounts_tell() -> bool:
+    """Whether sys.getrefcount counts references as _overwritable and _dropped expect on this
+    interpreter (an interpreter that borrows references would read shared arrays as free):
+    without it, buffers are never reused."""
+    try:
+        env: List[Any] = [np.zeros(2, np.float32)]
+        args = [env[0]]
+        alone = _overwritable(args, (0,)) is args[0]
+        held = args[0]
+        shared = _overwritable(args, (0,)) is None
+        del args, held
+        dropped = _dropped(env, 0, np.dtype(np.float32)) is not None
+        env = [np.zeros(2, np.float32)]
+        held = env[0]
+        kept = _dropped(env, 0, np.dtype(np.float32)) is None
+        return alone and shared and dropped and kept
+    except Exception:
+        return False
+
+
+_REFCOUNTS_TELL = True
+_REFCOUNTS_TELL = _refcounts_tell()
+
+
+def _rebuild(data: bytes, num_threads: Optional[int], precision: Optional[str]) -> Network:
+    return Network(data, num_threads=num_threads, precision=precision)
+
+
+def _peak_bytes(planner: _Planner, last: Dict[str, int], keep: Set[str], root: Dict[str, str]) -> Optional[int]:
+    """The most activation memory alive at once at batch 1, walking the steps: a value is
+    alive from its step until its last reader (views count with the value they share)."""
+    def nbytes(name: str) -> Optional[int]:
+        shape = planner.stored_shape(name)
+        if shape is None:
+            return None
+        itemsize = planner.dtype.itemsize
+        return int(np.prod(shape, dtype=np.int64)) * itemsize
+
+    live: Dict[str, int] = {}
+    for v in planner.inputs:
+        size = nbytes(v.name)
+        if size is None:
+            return None
+        live[v.name] = size
+    peak = sum(live.values())
+    for k, s in enumerate(planner.steps):
+        for o in s.outs:
+            if o and not s.view and o not in root:
+                size = nbytes(o)
+                if size is None:
+                    return None
+                live[o] = size
+        peak = max(peak, sum(live.values()))
+        for name in list(live):
+            if name not in keep and last.get(name, -1) <= k:
+                del live[name]
+    return peak

@@ -1,0 +1,734 @@
+"""cppconv.onnx.load and cppconv.Network: whole networks (torch modules exported to ONNX) and
+hand-built graphs for each operator and attribute, compared with ONNX Runtime and PyTorch;
+every load-time and run-time error."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import threading
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import cppconv  # noqa: E402
+from cppconv.onnx import ModelError  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import onnx_networks  # noqa: E402
+
+RNG = np.random.default_rng(0)
+F32 = TensorProto.FLOAT
+
+
+def _rand(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def _model(nodes: List[Any], inputs: Dict[str, np.ndarray], outputs: Sequence[str],
+           initializers: Optional[Dict[str, np.ndarray]] = None, opset: int = 17,
+           output_types: Optional[Dict[str, int]] = None, batch_free: bool = True) -> Any:
+    types = output_types or {}
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info(n, F32, ["N", *a.shape[1:]] if batch_free else list(a.shape))
+         for n, a in inputs.items()],
+        [helper.make_tensor_value_info(n, types.get(n, F32), None) for n in outputs],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in (initializers or {}).items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _ort(model: Any, feeds: Dict[str, np.ndarray]) -> List[np.ndarray]:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def _row(net: cppconv.Network, op: str) -> Dict[str, Any]:
+    """The explain() row of the first node of operator op."""
+    return next(r for r in net.explain()["nodes"] if r["op"] == op)
+
+
+def _check(nodes: List[Any], inputs: Dict[str, np.ndarray], outputs: Sequence[str] = ("y",),
+           initializers: Optional[Dict[str, np.ndarray]] = None, opset: int = 17, rtol: float = 1e-5,
+           output_types: Optional[Dict[str, int]] = None) -> cppconv.Network:
+    """Runs a hand-built graph on cppconv and ONNX Runtime and compares every output."""
+    model = _model(nodes, inputs, outputs, initializers, opset, output_types)
+    net = cppconv.onnx.load(model)
+    got = net.run(inputs)
+    for name, want in zip(outputs, _ort(model, inputs)):
+        assert got[name].shape == want.shape, name
+        scale = max(float(np.abs(want).max()), 1.0) if want.size else 1.0
+        np.testing.assert_allclose(got[name], want, rtol=rtol, atol=rtol * scale, err_msg=name)
+    return net
+
+
+# ----- whole networks --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def torch():
+    t = pytest.importorskip("torch")
+    return t
+
+
+_EXPORTED: Dict[str, Any] = {}
+
+
+def _exported(name: str) -> Any:
+    if name not in _EXPORTED:
+        module, shape = onnx_networks.build(name)
+        _EXPORTED[name] = (module, shape, onnx_networks.export(module, shape))
+    return _EXPORTED[name]
+
+
+@pytest.mark.parametrize("name", list(onnx_networks.NETWORKS))
+def test_network_matches_torch_and_onnxruntime(torch, name):
+    module, shape, data = _exported(name)
+    net = cppconv.onnx.load(data)
+    for batch in (1, 3):  # the batch size is free
+        x = _rand(batch, *shape[1:])
+        y = net(x)
+        with torch.inference_mode():
+            want = module(torch.from_numpy(x)).numpy()
+        (ref,) = _ort(onnx.load_from_string(data), {"x": x})
+        scale = float(np.abs(want).max())
+        assert y.shape == want.shape and y.dtype == np.float32
+        np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * scale)
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_resnet_plan_fuses_and_keeps_one_layout(torch):
+    net = cppconv.onnx.load(_exported("resnet")[2])
+    info = net.explain()
+    rows = info["nodes"]
+    convs = [r for r in rows if r["op"] == "Conv"]
+    assert convs and all(r["layout"] == "NHWC" and r.get("algorithm") for r in convs)
+    assert sum("activation relu fused" in r["became"] for r in convs) >= 5
+    # Torch's exporter folds BatchNormalization itself; any left is folded here.
+    assert all(r["became"].startswith("fused into") for r in rows if r["op"] == "BatchNormalization")
+    # One layout conversion, at the input: the residual adds stay NHWC, and the pooled
+    # (N, 1, 1, C) is flattened as it is.
+    conversions = [r for r in rows if r["op"] == "(layout)"]
+    assert len(conversions) == 1, conversions
+    assert all(r["layout"] == "NHWC" for r in rows if r["op"] == "Add")
+    assert info["peak_activation_bytes"] > 16 * 32 * 32 * 4
+    text = net.summary()
+    assert "planned peak activation memory" in text and "Conv2d 7x7" in text
+
+
+@pytest.mark.parametrize("name", ["resnet", "shufflenet"])
+def test_unfolded_export_folds_here(torch, name):
+    """Without torch's constant folding the model keeps its BatchNormalization nodes and shape
+    arithmetic: the plan folds both, and the results still match."""
+    module, shape = onnx_networks.build(name)
+    data = onnx_networks.export(module, shape, fold=False)
+    net = cppconv.onnx.load(data)
+    rows = net.explain()["nodes"]
+    bns = [r for r in rows if r["op"] == "BatchNormalization"]
+    assert bns and all(r["became"].startswith("fused into") for r in bns)
+    x = _rand(2, *shape[1:])
+    with torch.inference_mode():
+        want = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(net(x), want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_mobilenet_fuses_relu6_and_silu(torch):
+    rows = cppconv.onnx.load(_exported("mobilenet_v2")[2]).explain()["nodes"]
+    assert any("relu6 fused" in r["became"] for r in rows)
+    assert any("groups" in r["became"] for r in rows if r["op"] == "Conv")  # depthwise
+    rows = cppconv.onnx.load(_exported("se_hardswish")[2]).explain()["nodes"]
+    assert any("silu fused" in r["became"] for r in rows)
+    assert all(r["layout"] == "NHWC" for r in rows if r["op"] == "Mul" and "fused" not in r["became"])  # SE scaling
+
+
+def test_network_pickles_and_runs_from_threads(torch):
+    module, shape, data = _exported("squeezenet")
+    net = cppconv.onnx.load(data, num_threads=1)
+    x = _rand(2, *shape[1:])
+    want = net(x)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        clone = pickle.loads(pickle.dumps(net, protocol))
+        np.testing.assert_array_equal(clone(x), want)
+        assert clone.explain()["threads"] == 1
+    inputs = [_rand(1 + k % 3, *shape[1:]) for k in range(8)]
+    expected = [net(v) for v in inputs]
+    results: Dict[int, np.ndarray] = {}
+
+    def work(k: int) -> None:
+        for _ in range(3):
+            results[k] = net(inputs[k])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(8):
+        np.testing.assert_array_equal(results[k], expected[k])
+
+
+def test_load_takes_path_bytes_and_proto(tmp_path, torch):
+    data = _exported("densenet")[2]
+    path = tmp_path / "m.onnx"
+    path.write_bytes(data)
+    x = _rand(1, 3, 32, 32)
+    want = cppconv.onnx.load(data)(x)
+    for model in (str(path), path, onnx.load_from_string(data)):
+        np.testing.assert_array_equal(cppconv.onnx.load(model)(x), want)
+
+
+def test_precision_high_and_threads(torch):
+    module, shape, data = _exported("resnet")
+    x = _rand(2, *shape[1:])
+    want = cppconv.onnx.load(data)(x)
+    got = cppconv.onnx.load(data, precision="high", num_threads=2)(x)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max()))
+    with pytest.raises(ValueError, match="precision"):
+        cppconv.onnx.load(data, precision="low")
+    with pytest.raises(ValueError, match="num_threads"):
+        cppconv.onnx.load(data, num_threads=0)
+
+
+# ----- operators, one hand-built graph each ---------------------------------------------------
+
+X4 = _rand(2, 4, 6, 6)
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("attrs", [
+    {}, {"strides": 2, "pads": 1}, {"dilations": 2, "pads": 2}, {"group": 2, "pads": 1}, {"auto_pad": "SAME_UPPER"},
+    {"auto_pad": "SAME_LOWER", "strides": 2}, {"auto_pad": "VALID"}, {"asymmetric": True},
+], ids=lambda a: "-".join(f"{k}={v}" for k, v in a.items()) or "plain")
+def test_conv(rank, attrs):
+    x = _rand(2, 4, *[7] * rank)
+    group = attrs.get("group", 1)
+    w = _rand(6, 4 // group, *[3] * rank)
+    kwargs: Dict[str, Any] = {"group": group} if group > 1 else {}
+    for key in ("strides", "dilations"):
+        if key in attrs:
+            kwargs[key] = [attrs[key]] * rank
+    if "pads" in attrs:
+        kwargs["pads"] = [attrs["pads"]] * (2 * rank)
+    if attrs.get("asymmetric"):
+        kwargs["pads"] = [0] * rank + [2] * rank
+    if "auto_pad" in attrs:
+        kwargs["auto_pad"] = attrs["auto_pad"]
+    _check([helper.make_node("Conv", ["x", "w", "b"], ["y"], **kwargs)], {"x": x}, initializers={"w": w, "b": _rand(6)},
+           rtol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["Relu", "Sigmoid", "Tanh", "LeakyRelu", "Clip6", "Clip0", "SiLU"])
+def test_conv_batchnorm_activation_fusion(activation):
+    w, b = _rand(5, 4, 3, 3), _rand(5)
+    bn = {"s": RNG.uniform(0.5, 1.5, 5).astype(np.float32), "t": _rand(5), "m": _rand(5),
+          "v": RNG.uniform(0.5, 2, 5).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "s", "t", "m", "v"], ["n"], epsilon=1e-3)]
+    inits: Dict[str, Any] = {"w": w, "b": b, **bn}
+    if activation == "SiLU":
+        nodes += [helper.make_node("Sigmoid", ["n"], ["g"]), helper.make_node("Mul", ["n", "g"], ["y"])]
+    elif activation.startswith("Clip"):
+        inits.update(lo=np.float32(0), hi=np.float32(6))
+        nodes.append(helper.make_node("Clip", ["n", "lo", "hi" if activation == "Clip6" else ""], ["y"]))
+    else:
+        nodes.append(helper.make_node(activation, ["n"], ["y"]))
+    net = _check(nodes, {"x": X4}, initializers=inits, rtol=1e-4)
+    want = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "LeakyRelu": "leaky_relu", "Clip6": "relu6",
+            "Clip0": "relu", "SiLU": "silu"}[activation]
+    became = _row(net, "Conv")["became"]
+    assert f"activation {want} fused" in became and "BatchNormalization" in became
+    assert net.explain()["steps"] == 3  # NCHW -> NHWC, the fused conv, NHWC -> NCHW
+
+
+def test_no_fusion_when_the_intermediate_is_read_elsewhere():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["y"])]
+    net = _check(nodes, {"x": X4}, outputs=("y", "c"), initializers={"w": _rand(3, 4, 1, 1)})
+    assert "fused" not in _row(net, "Conv")["became"]
+    leaky = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("LeakyRelu", ["c"], ["y"], alpha=0.2)]
+    net = _check(leaky, {"x": X4}, initializers={"w": _rand(3, 4, 1, 1)})
+    assert "fused" not in _row(net, "Conv")["became"]  # cppconv's leaky_relu has slope 0.01
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("attrs", [{}, {"strides": 2}, {"strides": 2, "pads": 1, "output_padding": 1},
+                                   {"group": 2, "strides": 2}, {"dilations": 2}], ids=str)
+def test_conv_transpose(rank, attrs):
+    x = _rand(2, 4, *[5] * rank)
+    group = attrs.get("group", 1)
+    kwargs: Dict[str, Any] = {"group": group} if group > 1 else {}
+    for key in ("strides", "dilations", "output_padding"):
+        if key in attrs:
+            kwargs[key] = [attrs[key]] * rank
+    if "pads" in attrs:
+        kwargs["pads"] = [attrs["pads"]] * (2 * rank)
+    nodes = [helper.make_node("ConvTranspose", ["x", "w", "b"], ["c"], **kwargs),
+             helper.make_node("BatchNormalization", ["c", "s", "t", "m", "v"], ["n"]),
+             helper.make_node("Relu", ["n"], ["y"])]
+    inits = {"w": _rand(4, 6 // group, *[3] * rank), "b": _rand(6), "s": RNG.uniform(0.5, 1.5, 6).astype(np.float32),
+             "t": _rand(6), "m": _rand(6), "v": RNG.uniform(0.5, 2, 6).astype(np.float32)}
+    net = _check(nodes, {"x": x}, initializers=inits, rtol=1e-4)
+    assert "relu fused" in _row(net, "ConvTranspose")["became"]
+
+
+@pytest.mark.parametrize("op,attrs", [
+    ("Relu", {}), ("Sigmoid", {}), ("Tanh", {}), ("HardSwish", {}), ("HardSigmoid", {}),
+    ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}), ("LeakyRelu", {}), ("LeakyRelu", {"alpha": 0.3}), ("Elu", {}),
+    ("Elu", {"alpha": 0.5}), ("Softmax", {}), ("Softmax", {"axis": 1}), ("LogSoftmax", {"axis": 2}),
+    ("Identity", {}), ("Dropout", {}), ("LRN", {"size": 3}), ("LRN", {"size": 5, "alpha": 0.01, "beta": 0.5, "bias": 2.0}),
+    ("GlobalAveragePool", {}), ("GlobalMaxPool", {}), ("Flatten", {}), ("Flatten", {"axis": 2}),
+    ("Transpose", {"perm": [0, 2, 3, 1]}), ("Transpose", {}), ("Squeeze", {}), ("ReduceMean", {"keepdims": 0}),
+], ids=lambda v: str(v) if isinstance(v, dict) else v)
+@pytest.mark.parametrize("after_conv", [False, True], ids=["plain", "channels-last"])
+def test_unary_operators(op, attrs, after_conv):
+    """Each operator on an input as ONNX stores it, and on a channels-last conv output."""
+    x = np.abs(X4[:, :, :1, :1]) if op == "Squeeze" else X4
+    if op == "Squeeze" and after_conv:
+        pytest.skip("a 1x1 conv output is still 4-D with sizes 1: covered by the plain case")
+    nodes = [helper.make_node(op, ["h"], ["y"], **attrs)]
+    inits = {}
+    if after_conv:
+        nodes.insert(0, helper.make_node("Conv", ["x", "w"], ["h"]))
+        inits["w"] = _rand(4, 4, 1, 1)
+    else:
+        nodes.insert(0, helper.make_node("Identity", ["x"], ["h"]))
+    _check(nodes, {"x": x}, initializers=inits, rtol=1e-5)
+
+
+def test_softmax_before_opset_13_flattens():
+    _check([helper.make_node("Softmax", ["x"], ["y"], axis=1)], {"x": X4}, opset=11)
+
+
+def test_prelu_and_batchnorm_alone():
+    slope = _rand(4, 1, 1)
+    bn = [np.abs(_rand(4)) + 0.5, _rand(4), _rand(4), np.abs(_rand(4)) + 0.5]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("PRelu", ["c", "slope"], ["p"]),
+             helper.make_node("BatchNormalization", ["p", "s", "t", "m", "v"], ["y"])]
+    _check(nodes, {"x": X4}, initializers={"w": _rand(4, 4, 1, 1), "slope": slope, "s": bn[0], "t": bn[1],
+                                           "m": bn[2], "v": bn[3]})
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Sum"])
+@pytest.mark.parametrize("other", ["same", "channel", "scalar", "row", "input-plain"])
+def test_broadcasting(op, other):
+    shapes = {"same": (2, 4, 6, 6), "channel": (4, 1, 1), "scalar": (), "row": (6,), "input-plain": (1, 4, 1, 6)}
+    b = _rand(*shapes[other]) + (3 if op == "Div" else 0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node(op, ["c", "b"], ["y"])]
+    inputs = {"x": X4}
+    inits = {"w": _rand(4, 4, 1, 1)}
+    if other == "input-plain":
+        inputs["b"] = np.broadcast_to(b, (2, 4, 1, 6)).copy()
+    else:
+        inits["b"] = b
+    net = _check(nodes, inputs, initializers=inits)
+    assert _row(net, op)["layout"] == "NHWC"  # broadcasting kept the conv's layout
+
+
+def test_sum_of_three_and_integer_division():
+    nodes = [helper.make_node("Sum", ["x", "x", "x"], ["y"])]
+    _check(nodes, {"x": X4})
+    shape = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Div", ["s", "two"], ["d"]),
+             helper.make_node("Mul", ["d", "two"], ["m"]), helper.make_node("Reshape", ["x", "m"], ["y"])]
+    x = _rand(2, 4, 7, 6)
+    with pytest.raises(Exception):  # 7 // 2 * 2 = 6: the sizes no longer multiply out
+        _check(shape, {"x": x}, initializers={"two": np.array(2, np.int64)})
+
+
+@pytest.mark.parametrize("op,attrs", [
+    ("MaxPool", {"kernel_shape": [3, 3]}), ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
+    ("MaxPool", {"kernel_shape": [2, 2], "dilations": [2, 2]}), ("MaxPool", {"kernel_shape": [3, 3], "pads": [0, 0, 2, 2]}),  # pads past kernel // 2: NumPy
+    ("MaxPool", {"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
+    ("AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}),
+    ("AveragePool", {"kernel_shape": [2, 2], "dilations": [2, 2], "opset": 19}),
+    ("MaxPool", {"kernel_shape": [3]}), ("AveragePool", {"kernel_shape": [2], "strides": [2], "pads": [1, 1]}),
+    ("MaxPool", {"kernel_shape": [2, 2, 2], "strides": [2, 2, 2]}),
+    ("AveragePool", {"kernel_shape": [3, 3, 3], "pads": [1] * 6, "count_include_pad": 1}),
+    ("AveragePool", {"kernel_shape": [3, 3, 3], "pads": [1] * 6, "strides": [2, 2, 2], "ceil_mode": 1}),
+], ids=str)
+def test_pools(op, attrs):
+    attrs = dict(attrs)
+    opset = attrs.pop("opset", 17)
+    rank = len(attrs["kernel_shape"])
+    x = _rand(2, 3, *[7] * rank)
+    _check([helper.make_node(op, ["x"], ["y"], **attrs)], {"x": x}, opset=opset)
+
+
+def test_global_pools_1d_3d():
+    for shape in ((2, 3, 9), (2, 3, 4, 5, 6)):
+        for op in ("GlobalAveragePool", "GlobalMaxPool"):
+            _check([helper.make_node(op, ["x"], ["y"])], {"x": _rand(*shape)})
+
+
+def test_concat_split_slice():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Split", ["c", "sizes"], ["a", "b"], axis=1),
+             helper.make_node("Slice", ["b", "st", "en", "ax", "sp"], ["s"]),
+             helper.make_node("Concat", ["a", "x", "c"], ["y"], axis=1),
+             helper.make_node("Split", ["c"], ["e", "f", "g"], axis=-1, num_outputs=3)]
+    inits = {"w": _rand(5, 4, 1, 1), "sizes": np.array([2, 3], np.int64), "st": np.array([1, -1], np.int64),
+             "en": np.array([3, -100], np.int64), "ax": np.array([1, 3], np.int64), "sp": np.array([1, -2], np.int64)}
+    _check(nodes, {"x": X4}, outputs=("y", "s", "a", "b", "e", "g"), initializers=inits, opset=18)
+
+
+def test_split_attribute_and_slice_before_opset_10():
+    nodes = [helper.make_node("Split", ["x"], ["a", "b"], axis=2, split=[2, 4]),
+             helper.make_node("Slice", ["x"], ["y"], starts=[1], ends=[3], axes=[1])]
+    _check(nodes, {"x": X4}, outputs=("a", "b", "y"), opset=9)
+
+
+def test_reshape_squeeze_unsqueeze_gemm_matmul():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Reshape", ["c", "shape"], ["r"]),
+             helper.make_node("Unsqueeze", ["r", "ax"], ["u"]),
+             helper.make_node("Squeeze", ["u", "ax"], ["q"]),
+             helper.make_node("Gemm", ["q", "gw", "gb"], ["g"], transB=1, alpha=0.5, beta=2.0),
+             helper.make_node("Gemm", ["gw", "q"], ["g2"], transA=0, transB=1),
+             helper.make_node("MatMul", ["q", "mw"], ["y"])]
+    inits = {"w": _rand(3, 4, 1, 1), "shape": np.array([0, -1], np.int64), "ax": np.array([1], np.int64),
+             "gw": _rand(5, 108), "gb": _rand(5), "mw": _rand(108, 7)}
+    _check(nodes, {"x": X4}, outputs=("y", "g", "g2"), initializers=inits, rtol=1e-4)
+
+
+def test_pad_modes():
+    for mode in ("constant", "reflect", "edge"):
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Pad", ["c", "pads", "v"], ["y"], mode=mode)]
+        inits = {"w": _rand(4, 4, 1, 1), "pads": np.array([0, 0, 1, 2, 0, 0, 2, -1], np.int64),
+                 "v": np.array(1.5, np.float32)}
+        if mode != "constant":
+            inits["pads"] = np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64)
+        _check(nodes, {"x": X4}, initializers=inits)
+    _check([helper.make_node("Pad", ["x"], ["y"], pads=[0, 0, 1, 1, 0, 0, 1, 1], value=2.0)], {"x": X4}, opset=10)
+    _check([helper.make_node("Pad", ["x", "pads", "", "axes"], ["y"])], {"x": X4}, opset=18,
+           initializers={"pads": np.array([1, 2, 3, 0], np.int64), "axes": np.array([2, -1], np.int64)})
+
+
+@pytest.mark.parametrize("mode,transform,nearest", [
+    ("nearest", "asymmetric", "floor"), ("nearest", "half_pixel", "round_prefer_floor"),
+    ("nearest", "half_pixel", "round_prefer_ceil"), ("nearest", "align_corners", "ceil"),
+    ("linear", "half_pixel", None), ("linear", "pytorch_half_pixel", None), ("linear", "align_corners", None),
+    ("linear", "asymmetric", None),
+])
+@pytest.mark.parametrize("by", ["scales", "sizes", "downscale"])
+def test_resize(mode, transform, nearest, by):
+    attrs = {"mode": mode, "coordinate_transformation_mode": transform}
+    if nearest:
+        attrs["nearest_mode"] = nearest
+    inits: Dict[str, np.ndarray] = {"w": _rand(4, 4, 1, 1)}
+    if by == "sizes":
+        inputs = ["c", "", "", "sizes"]
+        inits["sizes"] = np.array([2, 4, 13, 9], np.int64)
+    else:
+        inputs = ["c", "", "scales"]
+        inits["scales"] = np.array([1, 1, 2.0, 1.5] if by == "scales" else [1, 1, 0.5, 0.75], np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Resize", inputs, ["y"], **attrs)]
+    _check(nodes, {"x": X4}, initializers=inits)
+
+
+def test_resize_opset_10_scales_input():
+    _check([helper.make_node("Resize", ["x", "scales"], ["y"], mode="nearest")], {"x": X4}, opset=10,
+           initializers={"scales": np.array([1, 1, 2, 2], np.float32)})
+
+
+@pytest.mark.parametrize("attrs", [{}, {"keepdims": 0}, {"axes": [2, 3]}, {"axes": [1], "keepdims": 0}, {"axes": [-1]}],
+                         ids=str)
+def test_reduce_mean(attrs):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("ReduceMean", ["c"], ["y"], **attrs)]
+    _check(nodes, {"x": X4}, initializers={"w": _rand(4, 4, 1, 1)}, opset=13)
+
+
+def test_reduce_mean_axes_input_opset_18():
+    nodes = [helper.make_node("ReduceMean", ["x", "axes"], ["y"], keepdims=1)]
+    _check(nodes, {"x": X4}, initializers={"axes": np.array([2, 3], np.int64)}, opset=18)
+
+
+def test_shape_gather_constant_of_shape_fold():
+    """Shape arithmetic on sizes the model fixes folds at load; the batch size stays a runtime value."""
+    nodes = [helper.make_node("Constant", [], ["one"], value_ints=[1]),
+             helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "idx"], ["hw"], axis=0),
+             helper.make_node("ConstantOfShape", ["hw"], ["z"], value=numpy_helper.from_array(np.array([2.0], np.float32))),
+             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Concat", ["n", "one", "minus"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["y"]),
+             helper.make_node("Shape", ["x"], ["tail"], start=1),
+             helper.make_node("Cast", ["tail"], ["f"], to=TensorProto.FLOAT)]
+    inits = {"idx": np.array([2, 3], np.int64), "zero": np.array([0], np.int64), "minus": np.array([-1], np.int64)}
+    net = _check(nodes, {"x": X4}, outputs=("y", "z", "f", "n"), initializers=inits,
+                 output_types={"n": TensorProto.INT64})
+    rows = {r["node"]: r["became"] for r in net.explain()["nodes"]}
+    assert "folded" in rows["ConstantOfShape_3"] and "folded" in rows["Gather_2"]
+    assert "folded" not in rows["Gather_4"]  # the batch size
+
+
+def test_constant_forms():
+    nodes = [helper.make_node("Constant", [], ["a"], value_float=2.0),
+             helper.make_node("Constant", [], ["b"], value_floats=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+             helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(_rand(6))),
+             helper.make_node("Mul", ["x", "a"], ["m"]), helper.make_node("Add", ["m", "b"], ["p"]),
+             helper.make_node("Sub", ["p", "c"], ["y"])]
+    _check(nodes, {"x": X4})
+
+
+def test_constant_output_and_unused_steps():
+    nodes = [helper.make_node("Constant", [], ["k"], value_floats=[1.0, 2.0]), helper.make_node("Relu", ["x"], ["y"]),
+             helper.make_node("Shape", ["x"], ["unused"])]
+    net = _check(nodes, {"x": X4}, outputs=("y", "k"))
+    out = net.run({"x": X4})["k"]
+    out[0] = 5  # the caller's own copy
+    assert net.run({"x": X4})["k"][0] == 1
+    assert net.explain()["steps"] == 1
+
+
+def test_conv_outputs_reuse_dropped_buffers():
+    """A conv writes into the buffer of a dropped conv output of its shape (nothing else holding
+    it), so a chain runs on a fixed set of buffers; the results stay ONNX Runtime's."""
+    nodes, inits, prev = [], {}, "x"
+    for i in range(4):
+        nodes += [helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("LeakyRelu", [f"c{i}"], [f"r{i}"], alpha=0.2)]  # not fused: a NumPy step
+        inits[f"w{i}"] = _rand(4, 4, 3, 3) * 0.3
+        prev = f"r{i}"
+    nodes.append(helper.make_node("Identity", [prev], ["y"]))
+    net = _check(nodes, {"x": X4}, initializers=inits)
+    given: List[bool] = []
+
+    def spy(fn: Any) -> Any:
+        def call(x: Any, out: Any) -> Any:
+            given.append(out is not None)
+            return fn(x, out)
+        return call
+
+    net._steps = [(spy(fn) if writes == 1 else fn, ins, outs, dead, writes, extra)
+                  for fn, ins, outs, dead, writes, extra in net._steps]
+    want = net(X4)
+    assert given == [False, True, True, True]
+    np.testing.assert_array_equal(net(X4), want)
+
+
+def test_elementwise_writes_into_its_dying_input():
+    """A residual Add writes into the conv output that dies at it; an input still read later
+    (or the caller's array) is never overwritten."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "x"], ["s"]),
+             helper.make_node("Mul", ["s", "k"], ["m"]),  # s is also read below: written fresh
+             helper.make_node("Sub", ["m", "s"], ["y"])]
+    x = X4.copy()
+    net = _check(nodes, {"x": x}, initializers={"w": _rand(4, 4, 3, 3), "k": _rand(4, 1, 1)})
+    np.testing.assert_array_equal(x, X4)  # the caller's input is untouched
+    seen: List[Any] = []
+
+    def spy(fn: Any) -> Any:
+        def call(*args: Any, out: Any = None) -> Any:
+            seen.append(out is not None and any(out is a for a in args))
+            return fn(*args, out=out)
+        return call
+
+    net._steps = [(spy(fn) if writes == 2 else fn, ins, outs, dead, writes, extra)
+                  for fn, ins, outs, dead, writes, extra in net._steps]
+    want = net(X4)
+    assert seen == [True, False, True]  # Add into c; Mul must keep s; Sub into m
+    np.testing.assert_array_equal(net(X4), want)
+
+
+# ----- running: inputs and outputs --------------------------------------------------------------
+
+def _two_in_two_out() -> cppconv.Network:
+    nodes = [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Mul", ["a", "b"], ["p"])]
+    return cppconv.onnx.load(_model(nodes, {"a": X4, "b": X4}, ["s", "p"]))
+
+
+def test_run_feeds_and_outputs():
+    net = _two_in_two_out()
+    assert net.input_names == ["a", "b"] and net.output_names == ["s", "p"]
+    out = net.run({"a": X4, "b": X4}, outputs=["p"])
+    assert list(out) == ["p"]
+    np.testing.assert_allclose(out["p"], X4 * X4)
+    out = net.run({"a": X4.astype(np.float64), "b": X4.tolist()})  # converted to the model's dtype
+    assert out["s"].dtype == np.float32
+    with pytest.raises(TypeError, match="net.run"):
+        net(X4)
+    with pytest.raises(KeyError, match="missing"):
+        net.run({"a": X4})
+    with pytest.raises(KeyError, match="unknown"):
+        net.run({"a": X4, "b": X4, "c": X4})
+    with pytest.raises(KeyError, match="not an output"):
+        net.run({"a": X4, "b": X4}, outputs=["q"])
+    with pytest.raises(TypeError, match="dict"):
+        net.run([X4, X4])  # type: ignore[arg-type]
+    assert "inputs" in repr(net)
+
+
+def test_run_error_names_the_node():
+    """A model that fixes its batch size in a Reshape fails at another batch size, naming the node."""
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"], name="flat")]
+    net = cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"shape": np.array([2, 144], np.int64)}))
+    assert net(X4).shape == (2, 144)
+    with pytest.raises(ValueError, match="node 'flat' \\(Reshape"):
+        net(_rand(3, 4, 6, 6))
+
+
+def test_integer_input_keeps_its_dtype():
+    model = _model([helper.make_node("Cast", ["i"], ["f"], to=TensorProto.FLOAT),
+                    helper.make_node("Add", ["x", "f"], ["y"])], {"x": X4}, ["y"])
+    model.graph.input.append(helper.make_tensor_value_info("i", TensorProto.INT64, [6]))
+    net = cppconv.onnx.load(model)
+    i = np.arange(6, dtype=np.int64)
+    np.testing.assert_array_equal(net.run({"x": X4, "i": i})["y"], X4 + i.astype(np.float32))
+    assert net.run({"x": X4, "i": i.astype(np.int32)})["y"].dtype == np.float32
+
+
+def test_supported_operators_cover_the_issue():
+    wanted = ("Conv ConvTranspose BatchNormalization Relu LeakyRelu PRelu Clip Sigmoid Tanh HardSigmoid HardSwish Elu "
+              "Add Sub Mul Div Sum MaxPool AveragePool GlobalAveragePool GlobalMaxPool Concat Split Slice Flatten "
+              "Reshape Transpose Squeeze Unsqueeze Gemm MatMul Softmax LogSoftmax Dropout Identity LRN Pad Resize "
+              "ReduceMean Constant Shape Gather ConstantOfShape").split()
+    assert set(wanted) <= set(cppconv.onnx.SUPPORTED_OPERATORS)
+    assert cppconv.onnx.Network is cppconv.Network
+
+
+def test_input_shape_is_checked_but_batch_is_free():
+    net = cppconv.onnx.load(_model([helper.make_node("Relu", ["x"], ["y"])], {"x": X4}, ["y"], batch_free=False))
+    assert net(_rand(5, 4, 6, 6)).shape == (5, 4, 6, 6)
+    with pytest.raises(ValueError, match=r"input 'x' must have shape \(N, 4, 6, 6\)"):
+        net(_rand(2, 4, 6, 7))
+    with pytest.raises(ValueError, match="must have shape"):
+        net(_rand(4, 6, 6))
+    with pytest.raises(TypeError, match="numeric"):
+        net(np.array([["a"]]))
+
+
+# ----- load-time errors ---------------------------------------------------------------------------
+
+def _load_error(nodes: List[Any], inits: Optional[Dict[str, np.ndarray]] = None, opset: int = 17,
+                inputs: Optional[Dict[str, np.ndarray]] = None, outputs: Sequence[str] = ("y",)) -> str:
+    with pytest.raises(ModelError) as info:
+        cppconv.onnx.load(_model(nodes, inputs or {"x": X4}, outputs, inits, opset))
+    return str(info.value)
+
+
+def test_unsupported_operator_names_node_and_supported():
+    message = _load_error([helper.make_node("Erf", ["x"], ["y"], name="my_erf")])
+    assert "node 'my_erf' (Erf)" in message and "'Erf' is not supported" in message and "Conv" in message
+    assert isinstance(ModelError("x"), ValueError)
+
+
+def test_unsupported_domain():
+    node = helper.make_node("Gelu", ["x"], ["y"], domain="com.microsoft", name="g")
+    assert "domain 'com.microsoft'" in _load_error([node])
+
+
+@pytest.mark.parametrize("node,inits,words", [
+    (helper.make_node("Relu", ["x"], ["y"], color=1), {}, ["attribute 'color'", "supported attributes of Relu: none"]),
+    (helper.make_node("Conv", ["x", "w"], ["y"], auto_pad="SAME"), {"w": _rand(2, 4, 1, 1)},
+     ["auto_pad='SAME'", "NOTSET, VALID, SAME_UPPER"]),
+    (helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3]), {"w": _rand(2, 4, 1, 1)}, ["kernel_shape"]),
+    (helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1]), {"w": _rand(2, 4, 1, 1)}, ["pads=[1, 1]", "4 non-negative"]),
+    (helper.make_node("Conv", ["x", "w"], ["y"], strides=[1, 1, 1]), {"w": _rand(2, 4, 1, 1)}, ["strides", "2 values"]),
+    (helper.make_node("ConvTranspose", ["x", "w"], ["y"], output_shape=[8, 8]), {"w": _rand(4, 2, 2, 2)},
+     ["attribute 'output_shape' is not supported", "output_padding"]),
+    (helper.make_node("ConvTranspose", ["x", "w"], ["y"], auto_pad="SAME_UPPER"), {"w": _rand(4, 2, 2, 2)},
+     ["auto_pad='SAME_UPPER'", "NOTSET, VALID"]),
+    (helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2]), {}, ["Indices output"]),
+    (helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], storage_order=1), {}, ["storage_order=1"]),
+    (helper.make_node("Resize", ["x", "", "s"], ["y"], mode="cubic"), {"s": np.ones(4, np.float32)},
+     ["mode='cubic'", "nearest, linear"]),
+    (helper.make_node("Resize", ["x", "", "s"], ["y"], coordinate_transformation_mode="tf_crop_and_resize"),
+     {"s": np.ones(4, np.float32)}, ["tf_crop_and_resize", "half_pixel"]),
+    (helper.make_node("Resize", ["x", "", "s"], ["y"], antialias=1), {"s": np.ones(4, np.float32)}, ["antialias=1"]),
+    (helper.make_node("Pad", ["x", "p"], ["y"], mode="mirror"), {"p": np.zeros(8, np.int64)}, ["mode='mirror'"]),
+    (helper.make_node("BatchNormalization", ["x", "s", "s", "s", "s"], ["y"], training_mode=1),
+     {"s": np.ones(4, np.float32)}, ["training_mode=1", "0 (inference)"]),
+], ids=lambda v: v.op_type if hasattr(v, "op_type") else "")
+def test_unsupported_attribute_values(node, inits, words):
+    message = _load_error([node], inits)
+    assert node.op_type in message
+    for w in words:
+        assert w in message, message
+
+
+def test_computed_weight_is_refused():
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Conv", ["x", "r"], ["y"], name="c")]
+    assert "node 'c' (Conv): input 1 (weight, 'r') must be a constant" in _load_error(nodes)
+
+
+def test_malformed_models():
+    missing = _load_error([helper.make_node("Conv", ["x", "w"], ["y"], name="c")])
+    assert "node 'c' (Conv) reads 'w'" in missing and "missing initializer" in missing
+    cycle = [helper.make_node("Add", ["x", "b"], ["a"], name="n1"), helper.make_node("Relu", ["a"], ["b"], name="n2"),
+             helper.make_node("Relu", ["a"], ["y"], name="n3")]
+    message = _load_error(cycle)
+    assert "cycle" in message and "n1" in message and "n2" in message
+    twice = [helper.make_node("Relu", ["x"], ["y"], name="r1"), helper.make_node("Relu", ["x"], ["y"], name="r2")]
+    assert "also produced by node 'r1'" in _load_error(twice)
+    assert "graph output 'z'" in _load_error([helper.make_node("Relu", ["x"], ["y"])], outputs=("y", "z"))
+    mismatch = [helper.make_node("Conv", ["x", "w"], ["y"], name="c")]
+    message = _load_error(mismatch, {"w": _rand(2, 3, 1, 1)})
+    assert "shape" in message and "c" in message
+    gemm = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "w"], ["y"], name="fc")]
+    assert "shape" in _load_error(gemm, {"w": _rand(7, 3)})
+    add = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Add", ["c", "b"], ["y"], name="plus")]
+    message = _load_error(add, {"w": _rand(4, 4, 1, 1), "b": _rand(5)})
+    assert "shapes do not check" in message and "node 'plus' (Add" in message
+
+
+def test_not_a_model():
+    with pytest.raises(ModelError, match="not an ONNX model"):
+        cppconv.onnx.load(b"\x00\x01garbage")
+    with pytest.raises(TypeError, match="path, bytes or an onnx.ModelProto"):
+        cppconv.onnx.load(12)  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError):
+        cppconv.onnx.load("/nonexistent/model.onnx")
+
+
+def test_external_data(tmp_path):
+    """Weights kept in a file beside the model are read in (and travel in the pickle)."""
+    w = _rand(3, 4, 3, 3)
+    model = _model([helper.make_node("Conv", ["x", "w"], ["y"])], {"x": X4}, ["y"], {"w": w})
+    onnx.save_model(model, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    assert (tmp_path / "weights.bin").exists()
+    net = cppconv.onnx.load(tmp_path / "m.onnx")
+    want = cppconv.conv2d(X4, w)
+    np.testing.assert_allclose(net(X4), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(net))(X4), want, rtol=1e-5, atol=1e-5)
+
+
+def test_cppconv_imports_without_onnx():
+    code = ("import sys; sys.modules['onnx'] = None\n"
+            "import cppconv\n"
+            "try:\n    cppconv.onnx.load(b'')\nexcept ImportError as e:\n    print('hint:', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 'pip install "cppconv[onnx]"' in out
+
+
+# ----- the command line ---------------------------------------------------------------------------
+
+def test_cli_run(tmp_path, capsys):
+    from cppconv import _cli
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_model(nodes, {"x": X4}, ["y"], {"w": _rand(3, 4, 3, 3)}, batch_free=False).SerializeToString())
+    threads = cppconv.get_num_threads()
+    assert _cli.main(["run", str(path), "--batch", "3", "--compare", "onnxruntime", "--bench", "--budget", "0.01",
+                      "--threads", "1"]) == 0
+    assert cppconv.get_num_threads() == threads  # the process-wide setting is left as it was
+    out = capsys.readouterr().out
+    assert "output 'y': shape (3, 3, 6, 6)" in out and "activation relu fused" in out
+    assert "vs onnxruntime 'y'" in out and "(ok)" in out and "images/s" in out
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(_model([helper.make_node("Erf", ["x"], ["y"], name="e")], {"x": X4}, ["y"]).SerializeToString())
+    assert _cli.main(["run", str(bad)]) == 1
+    assert "node 'e' (Erf)" in capsys.readouterr().err
+    assert _cli.main(["run", str(tmp_path / "missing.onnx")]) == 1
+    assert "No such file" in capsys.readouterr().err
