@@ -1,0 +1,363 @@
+"""cppconv on Dask arrays: the same numbers as one in-memory call, for any chunking.
+
+``conv1d/conv2d/conv3d`` and the max/avg pools take a ``dask.array.Array`` and the in-memory
+function's keywords and return a lazy array whose chunks are known when the graph is built;
+:func:`apply` maps a layer (or any picklable callable on a batch) over batch chunks.
+
+How the numbers stay equal to the whole-array call:
+  - the padding is resolved once for the whole array; zero padding reaches the kernel as the
+    edge chunks' own padding, the other modes (PyTorch's reflect, replicate, circular, whose
+    values may come from the far side of the array) are copied into the edge chunks first;
+  - output chunks start on the stride (an output chunk [o0, o1) reads the input from
+    o0 * stride on), each with an after-halo of ``dilation * (k - 1) + 1 - stride`` from its
+    next neighbour; chunks are merged until each is at least that halo, so one neighbour per
+    axis is enough;
+  - the algorithm the whole problem would run (``cppconv.explain``) is pinned in every chunk,
+    and chunk boundaries are aligned to Winograd's 2x2 output tiles when it runs, so the chunk
+    shape never changes an output's arithmetic; chunks too small for that algorithm are merged;
+  - the channel axis is one chunk; the batch axis keeps any chunking.
+
+Threads: each call inside a Dask worker uses the worker's share of the cores (cores / worker
+threads), capped by cppconv's own setting, which follows the ``OMP_NUM_THREADS`` that Dask's
+nanny sets (1 by default); ``num_threads=`` overrides both.  Never cores x worker threads.
+
+Needs ``dask[array]`` (and ``distributed`` for clusters): ``pip install cppconv[dask]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import sys
+import threading
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+try:
+    import dask
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise ImportError("cppconv.dask needs dask: pip install 'cppconv[dask]'") from e
+
+from . import _args, _conv, _native, _pool
+
+__all__ = ["conv1d", "conv2d", "conv3d", "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d",
+           "avg_pool3d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "global_avg_pool2d", "apply",
+           "call_threads"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Threads
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _pool_threads() -> Optional[int]:
+    """How many tasks may run at once in this process: a distributed worker's thread count,
+    dask's local thread pool's, or None when the task runs in the caller's thread."""
+    if "distributed" in sys.modules:
+        from distributed import get_worker
+
+        try:
+            return int(get_worker().state.nthreads)
+        except (ValueError, AttributeError):
+            pass  # not inside a worker
+    if threading.current_thread() is threading.main_thread():
+        return None  # the synchronous scheduler: the whole process is this task's
+    return int(dask.config.get("num_workers", None) or _cores())
+
+
+def call_threads(num_threads: Optional[int] = None) -> int:
+    """Threads for one chunk's kernel call here: ``num_threads`` when given, else cppconv's
+    setting (``set_num_threads``, else ``OMP_NUM_THREADS``, else the CPUs) capped at this
+    process's cores divided by the tasks that may run at once (a worker's threads)."""
+    if num_threads is not None:
+        return _args.thread_count(num_threads)
+    share = _native.get_num_threads()
+    tasks = _pool_threads()
+    if tasks:
+        share = min(share, max(1, _cores() // tasks))
+    return max(1, share)
+
+
+# ---------------------------------------------------------------------------------------------
+# The chunk plan of one spatial axis
+
+
+class _Axis:
+    """One spatial axis of a windowed operation (convolution or pool) split into output chunks.
+
+    Output chunk j covers outputs [out[j], out[j + 1]) and reads input [lo[j], hi[j]) (padding
+    clipped off, ``pads[j]`` of it left for the kernel); the input is chunked at ``cores``
+    (core chunk j from lo[j]), so chunk j reads core j and at most the head of core j + 1."""
+
+    def __init__(self, size: int, before: int, after: int, span: int, stride: int, outputs: int,
+                 cuts: Sequence[int], align: int, min_out: int):
+        self.size, self.before, self.after, self.span, self.stride = size, before, after, span, stride
+        halo = max(span - stride, 0)
+        min_out = max(min_out, 1, -(-halo // stride))  # a core chunk at least the halo
+        bounds = set()
+        for cut in cuts:  # the input's chunk boundaries
+            o = -(-(cut + before) // stride)  # the first output whose window starts at or after it
+            bounds.add(-(-o // align) * align)
+        # Every chunk reads some input (none lies wholly in the padding).
+        kept = sorted(o for o in bounds if 0 < o < outputs and 0 < o * stride - before < size)
+        cuts = [0]
+        for o in kept:
+            if o - cuts[-1] >= min_out:
+                cuts.append(o)
+        while len(cuts) > 1 and outputs - cuts[-1] < min_out:
+            cuts.pop()
+        self.out = cuts + [outputs]
+        self.lo = [max(0, o * stride - before) for o in self.out[:-1]]
+        self.hi = [min(size, (o1 - 1) * stride + span - before) for o1 in self.out[1:]]
+        self.pads = [(max(0, before - o0 * stride), max(0, (o1 - 1) * stride + span - before - size))
+                     for o0, o1 in zip(self.out[:-1], self.out[1:])]
+        self.cores = tuple(b - a for a, b in zip(self.lo, self.lo[1:] + [size]))
+
+    @property
+    def out_chunks(self) -> Tuple[int, ...]:
+        return tuple(b - a for a, b in zip(self.out[:-1], self.out[1:]))
+
+    def pieces(self, j: int) -> List[Tuple[int, slice]]:
+        """The core chunks output chunk j reads, each with the slice of it that it reads."""
+        start = self.lo[j]
+        first = (j, slice(0, min(self.hi[j], start + self.cores[j]) - start))
+        if self.hi[j] <= start + self.cores[j]:
+            return [first]
+        return [first, (j + 1, slice(0, self.hi[j] - self.lo[j + 1]))]
+
+
+def _cuts(chunks: Sequence[int]) -> List[int]:
+    """The interior boundaries of an axis's chunks."""
+    return list(itertools.accumulate(chunks))[:-1]
+
+
+def _spatial_axes(rank: int, layout: int) -> Tuple[int, ...]:
+    """The spatial axes of a batched (rank + 2)-D array in layout (0 channels-first)."""
+    return tuple(range(1, rank + 1)) if layout == 1 else tuple(range(2, rank + 2))
+
+
+def _channel_axis(rank: int, layout: int) -> int:
+    return rank + 1 if layout == 1 else 1
+
+
+def _input_array(x: Any) -> "da.Array":
+    return x if isinstance(x, da.Array) else da.asarray(x)
+
+
+def _assemble(pieces: Any, axes: Sequence[int], slices: Sequence[Sequence[slice]]) -> np.ndarray:
+    """One chunk's input from the nested list of core blocks it reads (nested by axis), each
+    cut to the part it reads."""
+
+    def build(node: Any, level: int, cut: Tuple[slice, ...]) -> np.ndarray:
+        if level == len(axes):
+            index = [slice(None)] * node.ndim
+            for axis, s in zip(axes, cut):
+                index[axis] = s
+            return node[tuple(index)]
+        parts = [build(child, level + 1, cut + (s,)) for child, s in zip(node, slices[level])]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axes[level])
+
+    return build(pieces, 0, ())
+
+
+def _windowed(
+    name: str, x: "da.Array", axes: Sequence[int], plans: Sequence[_Axis], channel_axis: int, out_channels: int,
+    block: Callable[..., np.ndarray], arrays: Sequence[Optional[np.ndarray]], dtype: np.dtype,
+) -> "da.Array":
+    """The graph of a windowed operation: x rechunked to the plans' cores (channels one chunk),
+    then one task per output chunk that assembles its input and calls
+    ``block(input, pads, *arrays)``; the arrays (weights) are graph keys, sent once."""
+    chunks = list(x.chunks)
+    chunks[channel_axis] = (x.shape[channel_axis],)
+    for axis, plan in zip(axes, plans):
+        chunks[axis] = plan.cores
+    x = x.rechunk(tuple(chunks))
+    out_name = f"{name}-{tokenize(x, block, [(p.out, p.lo, p.hi) for p in plans], arrays)}"
+    dsk: Dict[Any, Any] = {}
+    array_keys: List[Any] = []
+    for i, array in enumerate(arrays):
+        if array is None:
+            array_keys.append(None)
+        else:
+            array_keys.append((f"{out_name}-operand", i))
+            dsk[array_keys[-1]] = array
+    counts = [len(plans[axes.index(a)].out_chunks) if a in axes else len(x.chunks[a]) for a in range(x.ndim)]
+    for index in itertools.product(*map(range, counts)):
+        spans = [plan.pieces(index[a]) for plan, a in zip(plans, axes)]
+
+        def keys(level: int, at: Tuple[int, ...]) -> Any:
+            if level == len(axes):
+                block_index = list(index)
+                for a, j in zip(axes, at):
+                    block_index[a] = j
+                return (x.name, *block_index)
+            return [keys(level + 1, at + (j,)) for j, _ in spans[level]]
+
+        slices = [[s for _, s in span] for span in spans]
+        pads = tuple(plan.pads[index[a]] for plan, a in zip(plans, axes))
+        dsk[(out_name, *index)] = (_run_block, block, keys(0, ()), tuple(axes), slices, pads, *array_keys)
+    out_chunks = list(x.chunks)
+    out_chunks[channel_axis] = (out_channels,)
+    for axis, plan in zip(axes, plans):
+        out_chunks[axis] = plan.out_chunks
+    graph = HighLevelGraph.from_collections(out_name, dsk, dependencies=[x])
+    return da.Array(graph, out_name, tuple(out_chunks), meta=np.empty((0,) * x.ndim, dtype))
+
+
+def _run_block(block: Callable[..., np.ndarray], pieces: Any, axes: Sequence[int], slices: Any, pads: Any,
+               *arrays: Any) -> np.ndarray:
+    return block(_assemble(pieces, axes, slices), pads, *arrays)
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolution
+
+
+def _conv_chunk(x: np.ndarray, pads: Tuple[Tuple[int, int], ...], weight: np.ndarray, bias: Optional[np.ndarray], *,
+                spec: Dict[str, Any], rank: int, algorithm: str, num_threads: Optional[int]) -> np.ndarray:
+    local = _conv._ConvSpec.popped_from({**spec, "padding": tuple(pads)}, rank)
+    return _conv._run(local, x, weight, bias, None, algorithm=algorithm, num_threads=call_threads(num_threads))
+
+
+def _pad_far(x: "da.Array", axes: Sequence[int], pads: Sequence[Tuple[int, int]], mode: int) -> "da.Array":
+    """x with the padding of a mode that reads the input (reflect, replicate, circular) copied in,
+    lazily: each axis gets the rows the native padding index maps name (cpp/conv.cpp)."""
+    for axis, (before, after) in zip(axes, pads):
+        size = x.shape[axis]
+        index = np.array([_padded_source(i, size, before, mode) for i in range(size + before + after)])
+        parts = [da.take(x, index[:before], axis=axis)] if before else []
+        parts.append(x)
+        if after:
+            parts.append(da.take(x, index[before + size:], axis=axis))
+        x = da.concatenate(parts, axis=axis) if len(parts) > 1 else x
+    return x
+
+
+def _padded_source(i: int, size: int, before: int, mode: int) -> int:
+    """The input index padded index i reads (cpp/conv.cpp, padded_source), for the modes that
+    read the input."""
+    s = i - before
+    if 0 <= s < size:
+        return s
+    if mode == _args.PADDING_MODES["replicate"]:
+        return min(max(s, 0), size - 1)
+    if mode == _args.PADDING_MODES["circular"]:
+        return s % size
+    if size == 1:  # reflect
+        return 0
+    period = 2 * (size - 1)
+    s %= period
+    return period - s if s >= size else s
+
+
+def _order(algorithm: str) -> int:
+    names = list(_native.conv_algorithms())
+    return names.index(algorithm) if algorithm in names else len(names)
+
+
+def _convolve(rank: int, x: Any, weight: Any, bias: Any, kwargs: Dict[str, Any], num_threads: Any) -> "da.Array":
+    x = _input_array(x)
+    weight = _args.as_input_array(weight, "weight")
+    bias = None if bias is None else _args.as_input_array(bias, "bias")
+    spec = _conv._ConvSpec.popped_from(dict(kwargs), rank)
+    layout = spec.layout
+    if num_threads is not None:
+        _args.thread_count(num_threads)
+    result = _args.operands_result_dtype(np.empty(0, x.dtype), weight, bias)
+    # The whole problem's checks, padding, output shape and algorithm, without touching data.
+    info = _conv._explain(spec, tuple(x.shape), tuple(weight.shape), result, bias is not None, layer=False)
+    image = rank == 2 and x.ndim == 2
+    if image:
+        x4 = x[None, :, :, None] if layout == 1 else x[None, None]
+        weight = weight[None, None]
+    else:
+        x4 = x if x.ndim == rank + 2 else x[None]
+    axes = _spatial_axes(rank, layout)
+    pads = info["padding"]
+    pairs = list(zip(pads[0::2], pads[1::2]))
+    cuts = [_cuts(x4.chunks[a]) for a in axes]
+    common = spec.kwargs()
+    if spec.padding_mode != _args.PADDING_MODES["zeros"]:
+        x4 = _pad_far(x4, axes, pairs, spec.padding_mode)
+        cuts = [[c + before for c in axis_cuts] for axis_cuts, (before, _) in zip(cuts, pairs)]
+        pairs = [(0, 0)] * rank
+        common["padding_mode"] = "zeros"
+    sizes = [x4.shape[a] for a in axes]
+    spans = [d * (k - 1) + 1 for d, k in zip(spec.dilation, weight.shape[2:])]
+    outs = [(s + b + a - sp) // st + 1 for s, (b, a), sp, st in zip(sizes, pairs, spans, spec.stride)]
+    algorithm = info["algorithm"]
+    # Winograd F(2x2, 3x3) computes an output from its place in a 2x2 tile (of each dilation phase).
+    align = [2 * d if "winograd" in algorithm else 1 for d in spec.dilation]
+    min_out = 1
+    while True:
+        plans = [_Axis(s, b, a, sp, st, o, c, al, min_out)
+                 for s, (b, a), sp, st, o, c, al in zip(sizes, pairs, spans, spec.stride, outs, cuts, align)]
+        if _accepted(rank, spec, common, plans, x4, weight, bias, result, algorithm) or \
+                all(len(p.out_chunks) == 1 for p in plans):
+            break
+        min_out *= 2
+    k = weight.shape[0]
+    block = functools.partial(_conv_chunk, spec=common, rank=rank, algorithm=algorithm, num_threads=num_threads)
+    y = _windowed(f"cppconv-conv{rank}d", x4, axes, plans, _channel_axis(rank, layout), k, block, (weight, bias),
+                  result)
+    if image:
+        return y[0, :, :, 0] if layout == 1 else y[0, 0]
+    return y if x.ndim == rank + 2 else y[0]
+
+
+def _accepted(rank: int, spec: Any, common: Dict[str, Any], plans: Sequence[_Axis], x4: "da.Array", weight: np.ndarray,
+              bias: Any, dtype: np.dtype, algorithm: str) -> bool:
+    """Whether no chunk's problem is one that the pinned algorithm declines: the dispatcher (as
+    cppconv.explain reports it, no kernel runs) tries algorithms in table order, so a chunk for
+    which it picks one after the pinned one is a chunk the pinned one declined."""
+    c_axis = _channel_axis(rank, spec.layout)
+    variants = [sorted({(hi - lo, pad) for lo, hi, pad in zip(p.lo, p.hi, p.pads)}) for p in plans]
+    batches = sorted(set(x4.chunks[0]))
+    for n in batches:
+        for combo in itertools.product(*variants):
+            shape = [n, 0, 0] if rank == 1 else [n] + [0] * (rank + 1)
+            shape[c_axis] = x4.shape[c_axis]
+            for axis, (length, _) in zip(_spatial_axes(rank, spec.layout), combo):
+                shape[axis] = length
+            local = _conv._ConvSpec.popped_from({**common, "padding": tuple(pad for _, pad in combo)}, rank)
+            chosen = _conv._explain(local, tuple(shape), tuple(weight.shape), dtype, bias is not None,
+                                    layer=False)["algorithm"]
+            if chosen != algorithm and _order(chosen) > _order(algorithm):
+                return False
+    return True
+
+
+def conv1d(x: Any, weight: Any, bias: Any = None, *, num_threads: Optional[int] = None, **kwargs: Any) -> "da.Array":
+    """:func:`cppconv.conv1d` of a Dask array (see the module's notes): the same keywords, a lazy
+    result with the same numbers as the in-memory call on the whole array."""
+    return _convolve(1, x, weight, bias, kwargs, num_threads)
+
+
+def conv2d(x: Any, weight: Any, bias: Any = None, *, num_threads: Optional[int] = None, **kwargs: Any) -> "da.Array":
+    """:func:`cppconv.conv2d` of a Dask array (see the module's notes): the same keywords
+    (stride, padding, dilation, groups, padding_mode, layout, activation, precision), a lazy
+    result with the same numbers as the in-memory call on the whole array.
+
+    >>> import numpy as np, dask.array as da, cppconv.dask
+    >>> x = da.ones((1, 3, 64, 64), np.float32, chunks=(1, 3, 16, 16))
+    >>> y = cppconv.dask.conv2d(x, np.ones((8, 3, 3, 3), np.float32), padding="same")
+    >>> y.shape, y.chunks[2]
+    ((1, 8, 64, 64), (16, 16, 16, 16))
+    """
+    return _convolve(2, x, weight, bias, kwargs, num_threads)
+
+
+def conv3d(x: Any, weight: Any, bias: Any = None, *, num_threads: Optional[int] = None, **kwargs: Any) -> "da.Array":
+    """:func:`cppconv.conv3d` of a Dask array (see the module's notes)."""
+    return _convolve(3, x, weight, bias, kwargs, num_threads)
