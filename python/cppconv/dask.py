@@ -120,7 +120,8 @@ class _Axis:
         self.out = cuts + [outputs]
         self.lo = [max(0, o * stride - before) for o in self.out[:-1]]
         self.hi = [min(size, (o1 - 1) * stride + span - before) for o1 in self.out[1:]]
-        self.pads = [(max(0, before - o0 * stride), max(0, (o1 - 1) * stride + span - before - size))
+        # A ceil_mode pool's last window may hang past the padding: the kernel's ceil_mode covers it.
+        self.pads = [(max(0, before - o0 * stride), min(after, max(0, (o1 - 1) * stride + span - before - size)))
                      for o0, o1 in zip(self.out[:-1], self.out[1:])]
         self.cores = tuple(b - a for a, b in zip(self.lo, self.lo[1:] + [size]))
 
@@ -361,3 +362,100 @@ def conv2d(x: Any, weight: Any, bias: Any = None, *, num_threads: Optional[int] 
 def conv3d(x: Any, weight: Any, bias: Any = None, *, num_threads: Optional[int] = None, **kwargs: Any) -> "da.Array":
     """:func:`cppconv.conv3d` of a Dask array (see the module's notes)."""
     return _convolve(3, x, weight, bias, kwargs, num_threads)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pools
+
+
+def _pool_chunk(x: np.ndarray, pads: Tuple[Tuple[int, int], ...], *, function: Callable[..., np.ndarray],
+                kwargs: Dict[str, Any]) -> np.ndarray:
+    return function(x, padding=tuple(pads), **kwargs)
+
+
+def _pooled(kind: str, rank: int, x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: Any,
+          layout: Optional[str], **extra: Any) -> "da.Array":
+    # The pools of every rank this cppconv has.
+    function = getattr(sys.modules[__package__], f"{kind}_pool{rank}d", None)
+    if function is None:
+        raise NotImplementedError(f"this cppconv has no {kind}_pool{rank}d")
+    x = _input_array(x)
+    layout = next(iter(_args.RANK_LAYOUTS[rank])) if layout is None else layout
+    code = _args.layout_code(layout, rank)
+    kernel = _args.ntuple(kernel_size, "kernel_size", rank, minimum=1)
+    empty = stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
+    strides = kernel if empty else _args.ntuple(stride, "stride", rank, minimum=1)
+    dilations = _args.ntuple(dilation, "dilation", rank, minimum=1)
+    explicit = _args.explicit_padding_nd(padding, rank)
+    result = _args.float_dtype(np.empty(0, x.dtype), "x")
+    image = rank == 2 and x.ndim == 2
+    if image:
+        x4 = x[None, :, :, None] if code == 1 else x[None, None]
+    else:
+        x4 = _args.batched(x, rank, code, f"{kind}_pool{{}}d") if x.ndim != rank + 2 else x
+    axes = _spatial_axes(rank, code)
+    sizes = [x4.shape[a] for a in axes]
+    if explicit is None:
+        pairs = [_args.same_padding(i, k, s, d) for i, k, s, d in zip(sizes, kernel, strides, dilations)]
+    else:
+        pairs = list(zip(explicit[0::2], explicit[1::2]))
+    outs = []
+    for i, k, s, (b, a), d in zip(sizes, kernel, strides, pairs, dilations):
+        outs.append(_pool._pool_length(i, k, s, b, a, d, bool(ceil_mode)))
+        if outs[-1] < 1:
+            raise _pool._no_window("", i, k, s, b, a, d, bool(ceil_mode))
+    plans = [_Axis(i, b, a, d * (k - 1) + 1, s, o, _cuts(x4.chunks[ax]), 1, 1)
+             for i, (b, a), k, s, d, o, ax in zip(sizes, pairs, kernel, strides, dilations, outs, axes)]
+    kwargs = {"kernel_size": kernel, "stride": strides, "ceil_mode": bool(ceil_mode), "layout": layout, **extra}
+    if kind == "max":
+        kwargs["dilation"] = dilations
+    block = functools.partial(_pool_chunk, function=function, kwargs=kwargs)
+    c_axis = _channel_axis(rank, code)
+    y = _windowed(f"cppconv-{kind}-pool{rank}d", x4, axes, plans, c_axis, x4.shape[c_axis], block, (), result)
+    if image:
+        return y[0, :, :, 0] if code == 1 else y[0, 0]
+    return y if x.ndim == rank + 2 else y[0]
+
+
+def max_pool2d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+               ceil_mode: bool = False, return_indices: bool = False, layout: str = "NCHW") -> "da.Array":
+    """:func:`cppconv.max_pool2d` of a Dask array (see the module's notes); without return_indices."""
+    if return_indices:
+        raise NotImplementedError("cppconv.dask.max_pool2d does not return indices; use cppconv.max_pool2d")
+    return _pooled("max", 2, x, kernel_size, stride, padding, dilation, ceil_mode, layout)
+
+
+def avg_pool2d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+               count_include_pad: bool = True, divisor_override: Optional[int] = None,
+               layout: str = "NCHW") -> "da.Array":
+    """:func:`cppconv.avg_pool2d` of a Dask array (see the module's notes)."""
+    return _pooled("avg", 2, x, kernel_size, stride, padding, 1, ceil_mode, layout,
+                 count_include_pad=count_include_pad, divisor_override=divisor_override)
+
+
+def max_pool1d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+               ceil_mode: bool = False, layout: Optional[str] = None) -> "da.Array":
+    """``cppconv.max_pool1d`` of a Dask array, where this cppconv has it (see max_pool2d)."""
+    return _pooled("max", 1, x, kernel_size, stride, padding, dilation, ceil_mode, layout)
+
+
+def max_pool3d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+               ceil_mode: bool = False, layout: Optional[str] = None) -> "da.Array":
+    """``cppconv.max_pool3d`` of a Dask array, where this cppconv has it (see max_pool2d)."""
+    return _pooled("max", 3, x, kernel_size, stride, padding, dilation, ceil_mode, layout)
+
+
+def avg_pool1d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+               count_include_pad: bool = True, divisor_override: Optional[int] = None,
+               layout: Optional[str] = None) -> "da.Array":
+    """``cppconv.avg_pool1d`` of a Dask array, where this cppconv has it (see avg_pool2d)."""
+    return _pooled("avg", 1, x, kernel_size, stride, padding, 1, ceil_mode, layout,
+                 count_include_pad=count_include_pad, divisor_override=divisor_override)
+
+
+def avg_pool3d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+               count_include_pad: bool = True, divisor_override: Optional[int] = None,
+               layout: Optional[str] = None) -> "da.Array":
+    """``cppconv.avg_pool3d`` of a Dask array, where this cppconv has it (see avg_pool2d)."""
+    return _pooled("avg", 3, x, kernel_size, stride, padding, 1, ceil_mode, layout,
+                 count_include_pad=count_include_pad, divisor_override=divisor_override)
