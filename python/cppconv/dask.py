@@ -459,3 +459,119 @@ def avg_pool3d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, c
     """``cppconv.avg_pool3d`` of a Dask array, where this cppconv has it (see avg_pool2d)."""
     return _pooled("avg", 3, x, kernel_size, stride, padding, 1, ceil_mode, layout,
                  count_include_pad=count_include_pad, divisor_override=divisor_override)
+
+
+# ---------------------------------------------------------------------------------------------
+# Adaptive and global pools: exact when no window straddles a chunk boundary
+
+
+def _adaptive(kind: str, x: Any, output_size: Any, layout: str) -> "da.Array":
+    function = getattr(sys.modules[__package__], f"adaptive_{kind}_pool2d")
+    x = _input_array(x)
+    code = _args.layout_code(layout)
+    if x.ndim not in (2, 3, 4):
+        raise ValueError(f"x must be (N, C, H, W), (C, H, W) or a 2-D image (H, W), got shape {x.shape}")
+    axes = (x.ndim - 2, x.ndim - 1) if x.ndim == 2 or code == 0 else (x.ndim - 3, x.ndim - 2)
+    sizes = tuple(x.shape[a] for a in axes)
+    outs = _pool._adaptive_size(output_size, sizes)
+    if x.ndim > 2:
+        channel = x.ndim - 1 if code == 1 else x.ndim - 3
+        x = x.rechunk({channel: -1})
+    out_chunks = list(x.chunks)
+    for axis, size, out in zip(axes, sizes, outs):
+        # Window i spans [floor(i H / OH), ceil((i + 1) H / OH)): a cut c between windows i - 1
+        # and i, where c = i H / OH exactly, leaves each chunk an adaptive pool of its own.
+        pooled = []
+        for length, cut in zip(x.chunks[axis], [0] + _cuts(x.chunks[axis])):
+            if (cut * out) % size or (length * out) % size:
+                name = "HW"[axes.index(axis)] if len(axes) == 2 else str(axis)
+                raise ValueError(
+                    f"adaptive pooling {size} -> {out} along {name} straddles the chunks {x.chunks[axis]}: chunk that axis "
+                    f"at multiples of {size // np.gcd(size, out)} input rows (x.rechunk({{{axis}: {size // np.gcd(size, out)}}})), "
+                    f"or as one chunk (x.rechunk({{{axis}: -1}}))")
+            pooled.append(length * out // size)
+        out_chunks[axis] = tuple(pooled)
+    dtype = _args.float_dtype(np.empty(0, x.dtype), "x")
+
+    def block(chunk: np.ndarray) -> np.ndarray:
+        local = tuple(chunk.shape[a] * o // s for a, o, s in zip(axes, outs, sizes))
+        return function(chunk, local, layout=layout)  # type: ignore[no-any-return]
+
+    return x.map_blocks(block, chunks=tuple(out_chunks), dtype=dtype, meta=np.empty((0,) * x.ndim, dtype))
+
+
+def adaptive_avg_pool2d(x: Any, output_size: Any, layout: str = "NCHW") -> "da.Array":
+    """:func:`cppconv.adaptive_avg_pool2d` of a Dask array: exact where each spatial chunk
+    boundary falls between windows (at multiples of ``H / gcd(H, OH)``); otherwise a
+    ValueError that names the chunking that works."""
+    return _adaptive("avg", x, output_size, layout)
+
+
+def adaptive_max_pool2d(x: Any, output_size: Any, layout: str = "NCHW") -> "da.Array":
+    """:func:`cppconv.adaptive_max_pool2d` of a Dask array (chunking as in adaptive_avg_pool2d)."""
+    return _adaptive("max", x, output_size, layout)
+
+
+def global_avg_pool2d(x: Any, layout: str = "NCHW") -> "da.Array":
+    """:func:`cppconv.global_avg_pool2d` of a Dask array: the spatial axes must be one chunk
+    (the mean's summation order is the whole plane's); the batch may be chunked."""
+    return _adaptive("avg", x, (1, 1), layout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Any layer or network over batch chunks
+
+
+def _apply_block(layer: Callable[..., Any], x: np.ndarray, threads: bool, num_threads: Optional[int]) -> np.ndarray:
+    if threads:
+        return np.asarray(layer(x, num_threads=call_threads(num_threads)))
+    return np.asarray(layer(x))
+
+
+def _takes_num_threads(layer: Callable[..., Any]) -> bool:
+    import inspect
+
+    try:
+        return "num_threads" in inspect.signature(layer).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def apply(layer: Callable[..., Any], x: Any, *, output_shape: Optional[Tuple[int, ...]] = None, dtype: Any = None,
+          num_threads: Optional[int] = None) -> "da.Array":
+    """``layer`` (a cppconv layer, a network, or any picklable callable on a batch) mapped over
+    the batch chunks of ``x``; the other axes become one chunk.
+
+    The layer is one key of the graph, so each worker receives it once, not with every task.
+    A layer whose call takes ``num_threads`` (cppconv's layers) gets :func:`call_threads`
+    per call; any other callable runs under cppconv's process-wide setting.
+
+    Args:
+        output_shape: one sample's result shape; default: the result of the layer on an empty
+            batch (zero samples, for which cppconv's layers run no kernel).
+        dtype: the result's dtype; default: that empty batch's.
+
+    >>> import numpy as np, dask.array as da, cppconv, cppconv.dask
+    >>> layer = cppconv.Conv2d(np.ones((8, 3, 3, 3), np.float32), padding=1)
+    >>> y = cppconv.dask.apply(layer, da.ones((10, 3, 16, 16), np.float32, chunks=4))
+    >>> y.shape, y.chunks[0]
+    ((10, 8, 16, 16), (4, 4, 2))
+    """
+    x = _input_array(x)
+    x = x.rechunk({a: -1 for a in range(1, x.ndim)})
+    if output_shape is None or dtype is None:
+        empty = np.asarray(layer(np.empty((0, *x.shape[1:]), x.dtype)))
+        output_shape = empty.shape[1:] if output_shape is None else output_shape
+        dtype = empty.dtype if dtype is None else dtype
+    dtype = np.dtype(dtype)
+    output_shape = tuple(int(s) for s in output_shape)
+    name = f"cppconv-apply-{tokenize(x, layer, output_shape, dtype, num_threads)}"
+    layer_key = f"{name}-layer"
+    dsk: Dict[Any, Any] = {layer_key: layer}
+    threads = _takes_num_threads(layer)
+    for i in range(len(x.chunks[0])):
+        dsk[(name, i) + (0,) * len(output_shape)] = (_apply_block, layer_key, (x.name, i) + (0,) * (x.ndim - 1),
+                                                      threads, num_threads)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x])
+    chunks = (x.chunks[0],) + tuple((s,) for s in output_shape)
+    return da.Array(graph, name, chunks, meta=np.empty((0,) * (1 + len(output_shape)), dtype))
