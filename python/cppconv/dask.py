@@ -351,10 +351,10 @@ def conv2d(x: Any, weight: Any, bias: Any = None, *, num_threads: Optional[int] 
     result with the same numbers as the in-memory call on the whole array.
 
     >>> import numpy as np, dask.array as da, cppconv.dask
-    >>> x = da.ones((1, 3, 64, 64), np.float32, chunks=(1, 3, 16, 16))
+    >>> x = da.ones((1, 3, 64, 64), dtype=np.float32, chunks=(1, 3, 16, 16))
     >>> y = cppconv.dask.conv2d(x, np.ones((8, 3, 3, 3), np.float32), padding="same")
-    >>> y.shape, y.chunks[2]
-    ((1, 8, 64, 64), (16, 16, 16, 16))
+    >>> y.shape, y.chunks[2]  # chunk j reads input from x's chunk j on (and a halo after it)
+    ((1, 8, 64, 64), (17, 16, 16, 15))
     """
     return _convolve(2, x, weight, bias, kwargs, num_threads)
 
@@ -553,7 +553,7 @@ def apply(layer: Callable[..., Any], x: Any, *, output_shape: Optional[Tuple[int
 
     >>> import numpy as np, dask.array as da, cppconv, cppconv.dask
     >>> layer = cppconv.Conv2d(np.ones((8, 3, 3, 3), np.float32), padding=1)
-    >>> y = cppconv.dask.apply(layer, da.ones((10, 3, 16, 16), np.float32, chunks=4))
+    >>> y = cppconv.dask.apply(layer, da.ones((10, 3, 16, 16), dtype=np.float32, chunks=4))
     >>> y.shape, y.chunks[0]
     ((10, 8, 16, 16), (4, 4, 2))
     """
