@@ -172,6 +172,45 @@ def test_conv3d_bit_for_bit(kwargs, chunks):
     assert_bits(compute(cd.conv3d(da.from_array(x, chunks=chunks), w, **kwargs)), ref)
 
 
+TRANSPOSE_CASES = [
+    dict(),
+    dict(stride=2, padding=1),
+    dict(stride=3, padding=(2, 0), output_padding=(1, 2)),
+    dict(stride=2, dilation=2, padding=3, output_padding=1),
+    dict(stride=4),  # gaps: outputs no input reaches
+    dict(stride=(1, 3), padding=((0, 2), (3, 1)), groups=2, activation="relu"),
+]
+
+
+@pytest.mark.parametrize("chunks", ["single", (1, -1, 5, 7), (2, -1, 1, 2), (1, -1, (10, 1, 6), (3, 8, 7, 1))], ids=str)
+@pytest.mark.parametrize("kwargs", TRANSPOSE_CASES, ids=str)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_conv_transpose2d_bit_for_bit(kwargs, chunks, layout):
+    rng = make_rng("dask-transpose", str(kwargs), str(chunks), layout)
+    x = rng.standard_normal((2, 6, 17, 19)).astype(np.float32)
+    if layout == "NHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    groups = kwargs.get("groups", 1)
+    w = rng.standard_normal((6, 4 // groups, 3, 4)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    ref = cppconv.conv_transpose2d(x, w, b, layout=layout, **kwargs)
+    assert_bits(compute(cd.conv_transpose2d(chunked(x, chunks, layout), w, b, layout=layout, **kwargs)), ref)
+
+
+def test_conv_transpose1d_and_3d():
+    rng = make_rng("dask-transpose-nd")
+    x = rng.standard_normal((2, 3, 50))
+    w = rng.standard_normal((3, 2, 5))
+    kw = dict(stride=3, padding=2, output_padding=1, dilation=2)
+    y = cd.conv_transpose1d(da.from_array(x, chunks=(1, 3, (20, 1, 29))), w, **kw)
+    assert_bits(compute(y), cppconv.conv_transpose1d(x, w, **kw))
+    x = rng.standard_normal((2, 3, 7, 8, 9)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 2, 3)).astype(np.float32)
+    kw = dict(stride=(2, 1, 3), padding=1)
+    y = cd.conv_transpose3d(da.from_array(x, chunks=(1, 3, 2, 3, 4)), w, **kw)
+    assert_bits(compute(y), cppconv.conv_transpose3d(x, w, **kw))
+
+
 def test_graph_construction_runs_no_kernel(monkeypatch):
     rng = make_rng("dask-lazy")
     x = da.from_array(rng.standard_normal((2, 3, 40, 40)).astype(np.float32), chunks=(1, 3, 10, 10))

@@ -43,9 +43,9 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("cppconv.dask needs dask: pip install 'cppconv[dask]'") from e
 
-from . import _args, _conv, _native, _pool
+from . import _args, _conv, _conv_transpose, _native, _pool
 
-__all__ = ["conv1d", "conv2d", "conv3d", "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d",
+__all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d",
            "avg_pool3d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "global_avg_pool2d", "apply",
            "call_threads"]
 
@@ -93,16 +93,39 @@ def call_threads(num_threads: Optional[int] = None) -> int:
 # The chunk plan of one spatial axis
 
 
-class _Axis:
-    """One spatial axis of a windowed operation (convolution or pool) split into output chunks.
+class _Split:
+    """One spatial axis of an operation split into output chunks: output chunk j covers outputs
+    [out[j], out[j + 1]), reads input [lo[j], hi[j]) and passes ``local[j]`` (its own padding)
+    to its block call; the input is chunked at ``cores``."""
 
-    Output chunk j covers outputs [out[j], out[j + 1]) and reads input [lo[j], hi[j]) (padding
-    clipped off, ``pads[j]`` of it left for the kernel); the input is chunked at ``cores``
-    (core chunk j from lo[j]), so chunk j reads core j and at most the head of core j + 1."""
+    out: List[int]
+    lo: List[int]
+    hi: List[int]
+    local: List[Any]
+    cores: Tuple[int, ...]
+
+    @property
+    def out_chunks(self) -> Tuple[int, ...]:
+        return tuple(b - a for a, b in zip(self.out[:-1], self.out[1:]))
+
+    def pieces(self, j: int) -> List[Tuple[int, slice]]:
+        """The core chunks output chunk j reads, each with the slice of it that it reads."""
+        found, start = [], 0
+        for i, length in enumerate(self.cores):
+            a, b = max(self.lo[j], start), min(self.hi[j], start + length)
+            if a < b:
+                found.append((i, slice(a - start, b - start)))
+            start += length
+        return found
+
+
+class _Axis(_Split):
+    """A windowed axis (convolution or pool): output chunks start on the stride and read their
+    core chunk plus an after-halo of span - stride from the next one, which every core chunk is
+    at least as long as (so one neighbour is enough)."""
 
     def __init__(self, size: int, before: int, after: int, span: int, stride: int, outputs: int,
                  cuts: Sequence[int], align: int, min_out: int):
-        self.size, self.before, self.after, self.span, self.stride = size, before, after, span, stride
         halo = max(span - stride, 0)
         min_out = max(min_out, 1, -(-halo // stride))  # a core chunk at least the halo
         bounds = set()
@@ -111,31 +134,19 @@ class _Axis:
             bounds.add(-(-o // align) * align)
         # Every chunk reads some input (none lies wholly in the padding).
         kept = sorted(o for o in bounds if 0 < o < outputs and 0 < o * stride - before < size)
-        cuts = [0]
+        out = [0]
         for o in kept:
-            if o - cuts[-1] >= min_out:
-                cuts.append(o)
-        while len(cuts) > 1 and outputs - cuts[-1] < min_out:
-            cuts.pop()
-        self.out = cuts + [outputs]
+            if o - out[-1] >= min_out:
+                out.append(o)
+        while len(out) > 1 and outputs - out[-1] < min_out:
+            out.pop()
+        self.out = out + [outputs]
         self.lo = [max(0, o * stride - before) for o in self.out[:-1]]
         self.hi = [min(size, (o1 - 1) * stride + span - before) for o1 in self.out[1:]]
         # A ceil_mode pool's last window may hang past the padding: the kernel's ceil_mode covers it.
-        self.pads = [(max(0, before - o0 * stride), min(after, max(0, (o1 - 1) * stride + span - before - size)))
-                     for o0, o1 in zip(self.out[:-1], self.out[1:])]
+        self.local = [(max(0, before - o0 * stride), min(after, max(0, (o1 - 1) * stride + span - before - size)))
+                      for o0, o1 in zip(self.out[:-1], self.out[1:])]
         self.cores = tuple(b - a for a, b in zip(self.lo, self.lo[1:] + [size]))
-
-    @property
-    def out_chunks(self) -> Tuple[int, ...]:
-        return tuple(b - a for a, b in zip(self.out[:-1], self.out[1:]))
-
-    def pieces(self, j: int) -> List[Tuple[int, slice]]:
-        """The core chunks output chunk j reads, each with the slice of it that it reads."""
-        start = self.lo[j]
-        first = (j, slice(0, min(self.hi[j], start + self.cores[j]) - start))
-        if self.hi[j] <= start + self.cores[j]:
-            return [first]
-        return [first, (j + 1, slice(0, self.hi[j] - self.lo[j + 1]))]
 
 
 def _cuts(chunks: Sequence[int]) -> List[int]:
@@ -173,7 +184,7 @@ def _assemble(pieces: Any, axes: Sequence[int], slices: Sequence[Sequence[slice]
 
 
 def _windowed(
-    name: str, x: "da.Array", axes: Sequence[int], plans: Sequence[_Axis], channel_axis: int, out_channels: int,
+    name: str, x: "da.Array", axes: Sequence[int], plans: Sequence[_Split], channel_axis: int, out_channels: int,
     block: Callable[..., np.ndarray], arrays: Sequence[Optional[np.ndarray]], dtype: np.dtype,
 ) -> "da.Array":
     """The graph of a windowed operation: x rechunked to the plans' cores (channels one chunk),
@@ -206,7 +217,7 @@ def _windowed(
             return [keys(level + 1, at + (j,)) for j, _ in spans[level]]
 
         slices = [[s for _, s in span] for span in spans]
-        pads = tuple(plan.pads[index[a]] for plan, a in zip(plans, axes))
+        pads = tuple(plan.local[index[a]] for plan, a in zip(plans, axes))
         dsk[(out_name, *index)] = (_run_block, block, keys(0, ()), tuple(axes), slices, pads, *array_keys)
     out_chunks = list(x.chunks)
     out_chunks[channel_axis] = (out_channels,)
@@ -317,13 +328,13 @@ def _convolve(rank: int, x: Any, weight: Any, bias: Any, kwargs: Dict[str, Any],
     return y if x.ndim == rank + 2 else y[0]
 
 
-def _accepted(rank: int, spec: Any, common: Dict[str, Any], plans: Sequence[_Axis], x4: "da.Array", weight: np.ndarray,
+def _accepted(rank: int, spec: Any, common: Dict[str, Any], plans: Sequence[_Split], x4: "da.Array", weight: np.ndarray,
               bias: Any, dtype: np.dtype, algorithm: str) -> bool:
     """Whether no chunk's problem is one that the pinned algorithm declines: the dispatcher (as
     cppconv.explain reports it, no kernel runs) tries algorithms in table order, so a chunk for
     which it picks one after the pinned one is a chunk the pinned one declined."""
     c_axis = _channel_axis(rank, spec.layout)
-    variants = [sorted({(hi - lo, pad) for lo, hi, pad in zip(p.lo, p.hi, p.pads)}) for p in plans]
+    variants = [sorted({(hi - lo, pad) for lo, hi, pad in zip(p.lo, p.hi, p.local)}) for p in plans]
     batches = sorted(set(x4.chunks[0]))
     for n in batches:
         for combo in itertools.product(*variants):
@@ -362,6 +373,111 @@ def conv2d(x: Any, weight: Any, bias: Any = None, *, num_threads: Optional[int] 
 def conv3d(x: Any, weight: Any, bias: Any = None, *, num_threads: Optional[int] = None, **kwargs: Any) -> "da.Array":
     """:func:`cppconv.conv3d` of a Dask array (see the module's notes)."""
     return _convolve(3, x, weight, bias, kwargs, num_threads)
+
+
+# ---------------------------------------------------------------------------------------------
+# Transposed convolution
+
+
+class _TransposedAxis(_Split):
+    """A transposed-convolution axis: output chunk [o0, o1) gathers every input that reaches it,
+    [lo, hi), and runs as the transposed convolution of those inputs with the padding (before,
+    after) and output_padding that crop its result to exactly [o0, o1).  An output's taps are
+    chosen by its index modulo the stride, which the crop keeps, so its sum is the whole call's."""
+
+    def __init__(self, size: int, before: int, kernel: int, stride: int, dilation: int, outputs: int,
+                 chunks: Sequence[int]):
+        reach = dilation * (kernel - 1)
+        cuts = sorted({c * stride - before for c in _cuts(chunks)})
+        self.out = [0] + [o for o in cuts if 0 < o < outputs] + [outputs]
+        self.cores = tuple(chunks)
+        self.lo, self.hi, self.local = [], [], []
+        for o0, o1 in zip(self.out[:-1], self.out[1:]):
+            lo = max(0, -(-(o0 + before - reach) // stride))
+            hi = max(min(size, (o1 - 1 + before) // stride + 1), lo + 1)  # a chunk in a gap still reads one input
+            lo = min(lo, hi - 1, (o0 + before) // stride)  # no negative padding before
+            need = o1 - o0
+            natural = (hi - 1 - lo) * stride - (before + o0 - lo * stride) + reach + 1
+            if natural < need and hi < size:
+                hi = min(size, hi + -(-(need - natural) // stride))
+                natural = (hi - 1 - lo) * stride - (before + o0 - lo * stride) + reach + 1
+            self.lo.append(lo)
+            self.hi.append(hi)
+            self.local.append(((before + o0 - lo * stride, max(0, natural - need)), max(0, need - natural)))
+
+
+def _transpose_chunk(x: np.ndarray, local: Tuple[Any, ...], weight: np.ndarray, bias: Optional[np.ndarray], *,
+                     spec: Dict[str, Any], rank: int, num_threads: Optional[int]) -> np.ndarray:
+    pads = tuple(p for p, _ in local)
+    output_padding = tuple(op for _, op in local)
+    kw = {**spec, "padding": pads, "output_padding": output_padding}
+    local_spec = _conv_transpose._TransposeSpec(rank, kw["stride"], kw["padding"], kw["output_padding"], kw["groups"],
+                                                kw["dilation"], kw["layout"], kw["activation"])
+    return _conv_transpose._run(local_spec, x, weight, bias, None, num_threads=call_threads(num_threads))
+
+
+def _transposed(rank: int, x: Any, weight: Any, bias: Any, stride: Any, padding: Any, output_padding: Any, groups: Any,
+                dilation: Any, layout: Optional[str], activation: Any, num_threads: Any) -> "da.Array":
+    x = _input_array(x)
+    weight = _args.as_input_array(weight, "weight")
+    bias = None if bias is None else _args.as_input_array(bias, "bias")
+    layout = next(iter(_args.RANK_LAYOUTS[rank])) if layout is None else layout
+    spec = _conv_transpose._TransposeSpec(rank, stride, padding, output_padding, groups, dilation, layout, activation)
+    if num_threads is not None:
+        _args.thread_count(num_threads)
+    result = _args.operands_result_dtype(np.empty(0, x.dtype), weight, bias)
+    # The whole call's checks and output shape on zero-strided stand-ins (no data, no kernel).
+    stand_in = np.lib.stride_tricks.as_strided(np.zeros(1, x.dtype), x.shape, (0,) * x.ndim)
+    geometry = _conv_transpose._Geometry(spec, stand_in, weight, bias)
+    image = rank == 2 and x.ndim == 2
+    if image:
+        x4 = x[None, :, :, None] if spec.layout == 1 else x[None, None]
+        weight = weight[None, None]
+    else:
+        x4 = x if x.ndim == rank + 2 else x[None]
+    axes = _spatial_axes(rank, spec.layout)
+    outs = [geometry.out_shape4[a] for a in axes]
+    plans = [_TransposedAxis(x4.shape[a], spec.padding[2 * i], weight.shape[2 + i], spec.stride[i], spec.dilation[i],
+                             outs[i], x4.chunks[a]) for i, a in enumerate(axes)]
+    block = functools.partial(_transpose_chunk, spec=spec.kwargs(), rank=rank, num_threads=num_threads)
+    k = weight.shape[1] * spec.groups
+    y = _windowed(f"cppconv-conv-transpose{rank}d", x4, axes, plans, _channel_axis(rank, spec.layout), k, block,
+                  (weight, bias), result)
+    if image:
+        return y[0, :, :, 0] if spec.layout == 1 else y[0, 0]
+    return y if x.ndim == rank + 2 else y[0]
+
+
+def conv_transpose1d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
+                     groups: int = 1, dilation: Any = 1, *, layout: Optional[str] = None, activation: Optional[str] = None,
+                     num_threads: Optional[int] = None) -> "da.Array":
+    """:func:`cppconv.conv_transpose1d` of a Dask array (see conv_transpose2d)."""
+    return _transposed(1, x, weight, bias, stride, padding, output_padding, groups, dilation, layout, activation,
+                       num_threads)
+
+
+def conv_transpose2d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
+                     groups: int = 1, dilation: Any = 1, *, layout: Optional[str] = None, activation: Optional[str] = None,
+                     num_threads: Optional[int] = None) -> "da.Array":
+    """:func:`cppconv.conv_transpose2d` of a Dask array, with the same numbers as the in-memory
+    call: each output chunk gathers every input that reaches it (a halo on both sides).
+
+    >>> import numpy as np, dask.array as da, cppconv.dask
+    >>> x = da.ones((1, 8, 32, 32), dtype=np.float32, chunks=(1, 8, 8, 8))
+    >>> y = cppconv.dask.conv_transpose2d(x, np.ones((8, 4, 4, 4), np.float32), stride=2, padding=1)
+    >>> y.shape, y.chunks[2]
+    ((1, 4, 64, 64), (15, 16, 16, 17))
+    """
+    return _transposed(2, x, weight, bias, stride, padding, output_padding, groups, dilation, layout, activation,
+                       num_threads)
+
+
+def conv_transpose3d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
+                     groups: int = 1, dilation: Any = 1, *, layout: Optional[str] = None, activation: Optional[str] = None,
+                     num_threads: Optional[int] = None) -> "da.Array":
+    """:func:`cppconv.conv_transpose3d` of a Dask array (see conv_transpose2d)."""
+    return _transposed(3, x, weight, bias, stride, padding, output_padding, groups, dilation, layout, activation,
+                       num_threads)
 
 
 # ---------------------------------------------------------------------------------------------
