@@ -14,7 +14,7 @@ da = pytest.importorskip("dask.array")
 
 import cppconv  # noqa: E402
 import cppconv.dask as cd  # noqa: E402
-from cppconv import _conv, _native  # noqa: E402
+from cppconv import _conv, _conv_transpose, _native  # noqa: E402
 
 from conftest import make_rng  # noqa: E402
 
@@ -221,10 +221,12 @@ def test_graph_construction_runs_no_kernel(monkeypatch):
 
     with monkeypatch.context() as m:
         m.setattr(_conv, "_run", refuse)
+        m.setattr(_conv_transpose, "_run", refuse)
         for name in ("pool2d", "adaptive_pool2d", "conv", "conv_simple"):
             m.setattr(_native, name, refuse)
         y = cd.conv2d(x, w, padding=1)
         pooled = cd.max_pool2d(y, 2), cd.avg_pool2d(y, 3, padding=1), cd.adaptive_avg_pool2d(x, 4)
+        cd.conv_transpose2d(y, np.ones((4, 2, 3, 3), np.float32), stride=2)
     # A small constant number of tasks per chunk.
     chunks = x.npartitions + y.npartitions
     assert len(y.__dask_graph__()) <= 8 * chunks
