@@ -42,6 +42,18 @@ def chunked(x, chunks, layout="NCHW"):
     return da.from_array(x, chunks=chunks)
 
 
+def random_input(rng, shape, layout):
+    """A float32 NCHW-shaped random input, moved to channels-last for NHWC."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if layout == "NHWC" else x
+
+
+def operands(rng, x_shape, w_shape, layout):
+    """x (see random_input), a float32 weight and a bias as long as the weight's first axis."""
+    x = random_input(rng, x_shape, layout)
+    return x, rng.standard_normal(w_shape).astype(np.float32), rng.standard_normal(w_shape[0]).astype(np.float32)
+
+
 def compute(y):
     return y.compute(scheduler="sync")
 
@@ -76,12 +88,7 @@ CONV2D_CASES = [
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_conv2d_bit_for_bit(kwargs, chunks, layout):
     rng = make_rng("dask-conv2d", str(kwargs), str(chunks), layout)
-    x = rng.standard_normal((3, 4, 23, 29)).astype(np.float32)
-    if layout == "NHWC":
-        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    groups = kwargs.get("groups", 1)
-    w = rng.standard_normal((8, 4 // groups, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(8).astype(np.float32)
+    x, w, b = operands(rng, (3, 4, 23, 29), (8, 4 // kwargs.get("groups", 1), 3, 3), layout)
     ref = cppconv.conv2d(x, w, b, layout=layout, **kwargs)
     y = cd.conv2d(chunked(x, chunks, layout), w, b, layout=layout, **kwargs)
     axes = (1, 2) if layout == "NHWC" else (2, 3)
@@ -187,12 +194,8 @@ TRANSPOSE_CASES = [
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_conv_transpose2d_bit_for_bit(kwargs, chunks, layout):
     rng = make_rng("dask-transpose", str(kwargs), str(chunks), layout)
-    x = rng.standard_normal((2, 6, 17, 19)).astype(np.float32)
-    if layout == "NHWC":
-        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    groups = kwargs.get("groups", 1)
-    w = rng.standard_normal((6, 4 // groups, 3, 4)).astype(np.float32)
-    b = rng.standard_normal(4).astype(np.float32)
+    x, w, b = operands(rng, (2, 6, 17, 19), (6, 4 // kwargs.get("groups", 1), 3, 4), layout)
+    b = b[:4]  # conv_transpose2d's output channels are weight.shape[1] * groups = 4
     ref = cppconv.conv_transpose2d(x, w, b, layout=layout, **kwargs)
     assert_bits(compute(cd.conv_transpose2d(chunked(x, chunks, layout), w, b, layout=layout, **kwargs)), ref)
 
@@ -250,9 +253,7 @@ POOL_CASES = [
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_pool2d_bit_for_bit(kind, kwargs, chunks, layout):
     rng = make_rng("dask-pool", kind, str(kwargs), str(chunks), layout)
-    x = rng.standard_normal((3, 4, 23, 29)).astype(np.float32)
-    if layout == "NHWC":
-        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    x = random_input(rng, (3, 4, 23, 29), layout)
     ref = getattr(cppconv, f"{kind}_pool2d")(x, layout=layout, **kwargs)
     y = getattr(cd, f"{kind}_pool2d")(chunked(x, chunks, layout), layout=layout, **kwargs)
     assert_bits(compute(y), ref)
