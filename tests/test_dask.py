@@ -22,7 +22,7 @@ from conftest import make_rng  # noqa: E402
 # most halos); irregular with a last chunk of 1; batch only.
 CHUNKINGS_2D = [
     "single",
-    (1, -1, 1, 2),
+    (-1, -1, 1, 2),
     (2, -1, 3, 3),
     ((2, 1), -1, (10, 1, 7, 5), (3, 20, 5, 1)),
     (1, -1, -1, -1),
