@@ -134,6 +134,18 @@ def test_winograd_is_pinned_and_tile_aligned():
             starts = np.cumsum((0,) + y.chunks[axis][:-1])
             assert all(s % 2 == 0 for s in starts), y.chunks
         assert_bits(compute(y), ref)
+    # The process-wide mode when the graph is built is the one every chunk runs under.
+    before = cppconv.get_float32_precision()
+    cppconv.set_float32_precision("high")
+    try:
+        y = cd.conv2d(da.from_array(x, chunks=(1, 16, 9, 9)), w, padding=1)
+    finally:
+        cppconv.set_float32_precision(before)
+    cppconv.set_float32_precision("highest")
+    try:
+        assert_bits(compute(y), ref)
+    finally:
+        cppconv.set_float32_precision(before)
 
 
 def test_depthwise_rows_kernel_needs_wide_chunks():

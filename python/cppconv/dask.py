@@ -239,7 +239,14 @@ def _run_block(block: Callable[..., np.ndarray], pieces: Any, axes: Sequence[int
 def _conv_chunk(x: np.ndarray, pads: Tuple[Tuple[int, int], ...], weight: np.ndarray, bias: Optional[np.ndarray], *,
                 spec: Dict[str, Any], rank: int, algorithm: str, num_threads: Optional[int]) -> np.ndarray:
     local = _conv._ConvSpec.popped_from({**spec, "padding": tuple(pads)}, rank)
-    return _conv._run(local, x, weight, bias, None, algorithm=algorithm, num_threads=call_threads(num_threads))
+    try:
+        return _conv._run(local, x, weight, bias, None, algorithm=algorithm, num_threads=call_threads(num_threads))
+    except ValueError as e:
+        if "does not accept" not in str(e):
+            raise
+        raise ValueError(f"cppconv.dask: a chunk of shape {x.shape} is too small for {algorithm}, the algorithm the "
+                         f"whole array runs (and the chunk must run for the same numbers): rechunk to larger "
+                         f"chunks") from e
 
 
 def _pad_far(x: "da.Array", axes: Sequence[int], pads: Sequence[Tuple[int, int]], mode: int) -> "da.Array":
@@ -300,6 +307,8 @@ def _convolve(rank: int, x: Any, weight: Any, bias: Any, kwargs: Dict[str, Any],
     pairs = list(zip(pads[0::2], pads[1::2]))
     cuts = [_cuts(x4.chunks[a]) for a in axes]
     common = spec.kwargs()
+    # The mode of this process, not the workers': the pinned algorithm was chosen under it.
+    common["precision"] = common["precision"] or _args.code_word(_native.PRECISIONS, _native.get_float32_precision())
     if spec.padding_mode != _args.PADDING_MODES["zeros"]:
         x4 = _pad_far(x4, axes, pairs, spec.padding_mode)
         cuts = [[c + before for c in axis_cuts] for axis_cuts, (before, _) in zip(cuts, pairs)]
