@@ -26,6 +26,7 @@ Needs ``dask[array]`` (and ``distributed`` for clusters): ``pip install cppconv[
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import os
@@ -110,12 +111,14 @@ class _Split:
 
     def pieces(self, j: int) -> List[Tuple[int, slice]]:
         """The core chunks output chunk j reads, each with the slice of it that it reads."""
-        found, start = [], 0
-        for i, length in enumerate(self.cores):
-            a, b = max(self.lo[j], start), min(self.hi[j], start + length)
-            if a < b:
-                found.append((i, slice(a - start, b - start)))
-            start += length
+        if "_starts" not in self.__dict__:  # computed once: graphs of many chunks ask for every chunk
+            self._starts = [0, *itertools.accumulate(self.cores)]
+        starts = self._starts
+        found = []
+        for i in range(max(0, bisect.bisect_right(starts, self.lo[j]) - 1), len(self.cores)):
+            if starts[i] >= self.hi[j]:
+                break
+            found.append((i, slice(max(self.lo[j], starts[i]) - starts[i], min(self.hi[j], starts[i + 1]) - starts[i])))
         return found
 
 
