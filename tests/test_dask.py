@@ -148,6 +148,15 @@ def test_winograd_is_pinned_and_tile_aligned():
         cppconv.set_float32_precision(before)
 
 
+def test_outputs_that_read_only_padding_join_a_chunk_that_reads_input():
+    """A 1x1 kernel with padding 2: the first and last two outputs read only padding (bias),
+    which no chunk can compute from an empty input."""
+    rng = make_rng("dask-padding-only")
+    x, w, b = operands(rng, (2, 3, 9, 10), (4, 3, 1, 1), "NCHW")
+    y = cd.conv2d(da.from_array(x, chunks=(1, 3, 1, 2)), w, b, padding=2, stride=(1, 2))
+    assert_bits(compute(y), cppconv.conv2d(x, w, b, padding=2, stride=(1, 2)))
+
+
 def test_depthwise_rows_kernel_needs_wide_chunks():
     """The depthwise row kernel takes rows of at least 64 outputs (on AVX2): narrower chunks
     are merged until it accepts them, so the numbers stay the whole problem's."""

@@ -137,11 +137,14 @@ class _Axis(_Split):
             bounds.add(-(-o // align) * align)
         # Every chunk reads some input (none lies wholly in the padding).
         kept = sorted(o for o in bounds if 0 < o < outputs and 0 < o * stride - before < size)
+        def reads_input(o0: int, o1: int) -> bool:  # not all windows in the padding (a kernel narrower than it)
+            return (o1 - 1) * stride + span - before > max(0, o0 * stride - before) and o0 * stride - before < size
+
         out = [0]
         for o in kept:
-            if o - out[-1] >= min_out:
+            if o - out[-1] >= min_out and reads_input(out[-1], o):
                 out.append(o)
-        while len(out) > 1 and outputs - out[-1] < min_out:
+        while len(out) > 1 and (outputs - out[-1] < min_out or not reads_input(out[-1], outputs)):
             out.pop()
         self.out = out + [outputs]
         self.lo = [max(0, o * stride - before) for o in self.out[:-1]]
