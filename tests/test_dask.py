@@ -149,12 +149,14 @@ def test_winograd_is_pinned_and_tile_aligned():
 
 
 def test_outputs_that_read_only_padding_join_a_chunk_that_reads_input():
-    """A 1x1 kernel with padding 2: the first and last two outputs read only padding (bias),
-    which no chunk can compute from an empty input."""
+    """A 1x1 kernel at stride 3 after 2 rows of padding: output 0 reads only padding (the bias),
+    which no chunk can compute from an empty input, and output 1 reads row 1."""
     rng = make_rng("dask-padding-only")
-    x, w, b = operands(rng, (2, 3, 9, 10), (4, 3, 1, 1), "NCHW")
-    y = cd.conv2d(da.from_array(x, chunks=(1, 3, 1, 2)), w, b, padding=2, stride=(1, 2))
-    assert_bits(compute(y), cppconv.conv2d(x, w, b, padding=2, stride=(1, 2)))
+    x, w, b = operands(rng, (2, 3, 4, 10), (4, 3, 1, 1), "NCHW")
+    kw = dict(padding=((2, 0), (2, 1)), stride=3)
+    y = cd.conv2d(da.from_array(x, chunks=(1, 3, 1, 2)), w, b, **kw)
+    assert y.chunks[2] == (2,)
+    assert_bits(compute(y), cppconv.conv2d(x, w, b, **kw))
 
 
 def test_depthwise_rows_kernel_needs_wide_chunks():
