@@ -282,6 +282,18 @@ def test_pool2d_bit_for_bit(kind, kwargs, chunks, layout):
     assert_bits(compute(y), ref)
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("chunks", CHUNKINGS_2D[1:4], ids=str)
+def test_max_pool2d_indices_are_the_whole_planes(chunks, layout):
+    rng = make_rng("dask-pool-indices", str(chunks), layout)
+    x = random_input(rng, (3, 4, 23, 29), layout).round(1)  # ties: the first in the window wins in both
+    kw = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, layout=layout)
+    values, indices = cppconv.max_pool2d(x, return_indices=True, **kw)
+    got_values, got_indices = cd.max_pool2d(chunked(x, chunks, layout), return_indices=True, **kw)
+    assert_bits(compute(got_values), values)
+    assert_bits(compute(got_indices), indices)
+
+
 @pytest.mark.parametrize("rank", [1, 3])
 def test_pools_of_other_ranks_when_present(rank):
     if not hasattr(cppconv, f"max_pool{rank}d"):
@@ -321,8 +333,6 @@ def test_errors_are_the_in_memory_calls():
         cd.conv2d(x, np.zeros((4, 1, 3, 3), np.float32), groups=2)
     with pytest.raises(ValueError, match="too large for padding_mode='reflect'"):
         cd.conv2d(x, np.zeros((4, 3, 3, 3), np.float32), padding=10, padding_mode="reflect")
-    with pytest.raises(NotImplementedError, match="indices"):
-        cd.max_pool2d(x, 2, return_indices=True)
 
 
 def test_apply_maps_a_layer_over_batch_chunks_and_ships_it_once():

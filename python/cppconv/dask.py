@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
+import operator
 import os
 import sys
 import threading
@@ -169,6 +170,13 @@ def _channel_axis(rank: int, layout: int) -> int:
     return rank + 1 if layout == 1 else 1
 
 
+def _unbatched(y: "da.Array", ndim: int, rank: int, layout: int, image: bool) -> "da.Array":
+    """The result for an input of `ndim` dimensions from the batched one (see _args.image_shape)."""
+    if image:
+        return y[0, :, :, 0] if layout == 1 else y[0, 0]
+    return y if ndim == rank + 2 else y[0]
+
+
 def _input_array(x: Any) -> "da.Array":
     return x if isinstance(x, da.Array) else da.asarray(x)
 
@@ -191,8 +199,8 @@ def _assemble(pieces: Any, axes: Sequence[int], slices: Sequence[Sequence[slice]
 
 def _windowed(
     name: str, x: "da.Array", axes: Sequence[int], plans: Sequence[_Split], channel_axis: int, out_channels: int,
-    block: Callable[..., np.ndarray], arrays: Sequence[Optional[np.ndarray]], dtype: np.dtype,
-) -> "da.Array":
+    block: Callable[..., Any], arrays: Sequence[Optional[np.ndarray]], dtype: Any,
+) -> Any:
     """The graph of a windowed operation: x rechunked to the plans' cores (channels one chunk),
     then one task per output chunk that assembles its input and calls
     ``block(input, pads, *arrays)``; the arrays (weights) are graph keys, sent once."""
@@ -229,6 +237,14 @@ def _windowed(
     out_chunks[channel_axis] = (out_channels,)
     for axis, plan in zip(axes, plans):
         out_chunks[axis] = plan.out_chunks
+    if isinstance(dtype, tuple):  # the block returns one array per dtype: one Dask array each
+        results = []
+        for i, each in enumerate(dtype):
+            name_i = f"{out_name}-{i}"
+            parts = {(name_i, *key[1:]): (operator.getitem, key, i) for key in list(dsk) if key[0] == out_name}
+            graph = HighLevelGraph.from_collections(name_i, {**dsk, **parts}, dependencies=[x])
+            results.append(da.Array(graph, name_i, tuple(out_chunks), meta=np.empty((0,) * x.ndim, each)))
+        return tuple(results)
     graph = HighLevelGraph.from_collections(out_name, dsk, dependencies=[x])
     return da.Array(graph, out_name, tuple(out_chunks), meta=np.empty((0,) * x.ndim, dtype))
 
@@ -338,9 +354,7 @@ def _convolve(rank: int, x: Any, weight: Any, bias: Any, kwargs: Dict[str, Any],
     block = functools.partial(_conv_chunk, spec=common, rank=rank, algorithm=algorithm, num_threads=num_threads)
     y = _windowed(f"cppconv-conv{rank}d", x4, axes, plans, _channel_axis(rank, layout), k, block, (weight, bias),
                   result)
-    if image:
-        return y[0, :, :, 0] if layout == 1 else y[0, 0]
-    return y if x.ndim == rank + 2 else y[0]
+    return _unbatched(y, x.ndim, rank, layout, image)
 
 
 def _accepted(rank: int, spec: Any, common: Dict[str, Any], plans: Sequence[_Split], x4: "da.Array", weight: np.ndarray,
@@ -458,9 +472,7 @@ def _transposed(rank: int, x: Any, weight: Any, bias: Any, stride: Any, padding:
     k = weight.shape[1] * spec.groups
     y = _windowed(f"cppconv-conv-transpose{rank}d", x4, axes, plans, _channel_axis(rank, spec.layout), k, block,
                   (weight, bias), result)
-    if image:
-        return y[0, :, :, 0] if spec.layout == 1 else y[0, 0]
-    return y if x.ndim == rank + 2 else y[0]
+    return _unbatched(y, x.ndim, rank, spec.layout, image)
 
 
 def conv_transpose1d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
@@ -504,8 +516,17 @@ def _pool_chunk(x: np.ndarray, pads: Tuple[Tuple[int, int], ...], *, function: C
     return function(x, padding=tuple(pads), **kwargs)
 
 
+def _pool_indices_chunk(x: np.ndarray, local: Tuple[Any, ...], *, function: Callable[..., Any], kwargs: Dict[str, Any],
+                        axes: Tuple[int, ...], sizes: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:
+    """Values and argmax indices of a chunk, the indices made flat indices of the whole plane."""
+    values, indices = function(x, padding=tuple(pad for pad, _ in local), return_indices=True, **kwargs)
+    coords = np.unravel_index(indices, tuple(x.shape[a] for a in axes))
+    origin = tuple(start for _, start in local)
+    return values, np.ravel_multi_index(tuple(c + o for c, o in zip(coords, origin)), sizes).astype(np.int64)
+
+
 def _pooled(kind: str, rank: int, x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: Any,
-          layout: Optional[str], **extra: Any) -> "da.Array":
+            layout: Optional[str], return_indices: bool = False, **extra: Any) -> Any:
     # The pools of every rank this cppconv has.
     function = getattr(sys.modules[__package__], f"{kind}_pool{rank}d", None)
     if function is None:
@@ -540,20 +561,24 @@ def _pooled(kind: str, rank: int, x: Any, kernel_size: Any, stride: Any, padding
     kwargs = {"kernel_size": kernel, "stride": strides, "ceil_mode": bool(ceil_mode), "layout": layout, **extra}
     if kind == "max":
         kwargs["dilation"] = dilations
-    block = functools.partial(_pool_chunk, function=function, kwargs=kwargs)
     c_axis = _channel_axis(rank, code)
-    y = _windowed(f"cppconv-{kind}-pool{rank}d", x4, axes, plans, c_axis, x4.shape[c_axis], block, (), result)
-    if image:
-        return y[0, :, :, 0] if code == 1 else y[0, 0]
-    return y if x.ndim == rank + 2 else y[0]
+    name = f"cppconv-{kind}-pool{rank}d"
+    if return_indices:
+        for plan in plans:  # each chunk's origin, to turn its indices into the whole plane's
+            plan.local = [(pads, start) for pads, start in zip(plan.local, plan.lo)]
+        block = functools.partial(_pool_indices_chunk, function=function, kwargs=kwargs, axes=axes, sizes=tuple(sizes))
+        pair = _windowed(name, x4, axes, plans, c_axis, x4.shape[c_axis], block, (), (result, np.dtype(np.int64)))
+        return tuple(_unbatched(y, x.ndim, rank, code, image) for y in pair)
+    block = functools.partial(_pool_chunk, function=function, kwargs=kwargs)
+    y = _windowed(name, x4, axes, plans, c_axis, x4.shape[c_axis], block, (), result)
+    return _unbatched(y, x.ndim, rank, code, image)
 
 
 def max_pool2d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
-               ceil_mode: bool = False, return_indices: bool = False, layout: str = "NCHW") -> "da.Array":
-    """:func:`cppconv.max_pool2d` of a Dask array (see the module's notes); without return_indices."""
-    if return_indices:
-        raise NotImplementedError("cppconv.dask.max_pool2d does not return indices; use cppconv.max_pool2d")
-    return _pooled("max", 2, x, kernel_size, stride, padding, dilation, ceil_mode, layout)
+               ceil_mode: bool = False, return_indices: bool = False, layout: str = "NCHW") -> Any:
+    """:func:`cppconv.max_pool2d` of a Dask array (see the module's notes); with return_indices a
+    pair of Dask arrays, the indices flat in the whole input plane as in the in-memory call."""
+    return _pooled("max", 2, x, kernel_size, stride, padding, dilation, ceil_mode, layout, bool(return_indices))
 
 
 def avg_pool2d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
@@ -565,15 +590,15 @@ def avg_pool2d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, c
 
 
 def max_pool1d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
-               ceil_mode: bool = False, layout: Optional[str] = None) -> "da.Array":
+               ceil_mode: bool = False, return_indices: bool = False, layout: Optional[str] = None) -> Any:
     """``cppconv.max_pool1d`` of a Dask array, where this cppconv has it (see max_pool2d)."""
-    return _pooled("max", 1, x, kernel_size, stride, padding, dilation, ceil_mode, layout)
+    return _pooled("max", 1, x, kernel_size, stride, padding, dilation, ceil_mode, layout, bool(return_indices))
 
 
 def max_pool3d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
-               ceil_mode: bool = False, layout: Optional[str] = None) -> "da.Array":
+               ceil_mode: bool = False, return_indices: bool = False, layout: Optional[str] = None) -> Any:
     """``cppconv.max_pool3d`` of a Dask array, where this cppconv has it (see max_pool2d)."""
-    return _pooled("max", 3, x, kernel_size, stride, padding, dilation, ceil_mode, layout)
+    return _pooled("max", 3, x, kernel_size, stride, padding, dilation, ceil_mode, layout, bool(return_indices))
 
 
 def avg_pool1d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
