@@ -8,8 +8,10 @@
 
 #include <algorithm>
 #include <array>
+#include <iterator>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 
 #include "conv.h"
 #include "conv_transpose.h"
@@ -42,15 +44,21 @@ void require(const py::array& a, const char* name, DType dtype, py::ssize_t ndim
   if (writable && !a.writeable()) throw py::value_error(std::string(name) + ": must be writable");
 }
 
-// The precision modes' names, by code (Precision in cpp/conv_problem.h): what
-// _native.PRECISIONS and explain() say.
+// The enums' names by code (cpp/conv_problem.h), as the Python layer spells them: exported as
+// _native.PRECISIONS, PADDING_MODES, ACTIVATIONS and LAYOUTS, so Python copies no table.
 constexpr const char* kPrecisionNames[] = {"highest", "high"};
+constexpr const char* kPadModeNames[] = {"zeros", "reflect", "replicate", "circular", "symmetric"};
+constexpr const char* kActivationNames[] = {"", "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu"};  // "": None
+constexpr const char* kLayoutNames[][2] = {{"NCW", "NWC"}, {"NCHW", "NHWC"}, {"NCDHW", "NDHWC"}};  // by rank
 
-Precision precision_from(int code) {
-  if (code < int(Precision::Highest) || code > int(Precision::High))
-    throw py::value_error("precision code out of range");
-  return Precision(code);
+// The enum value of a code from the Python layer; `names` bounds it.
+template <class Enum, size_t N>
+Enum code_of(int code, const char* const (&names)[N], const char* what) {
+  if (code < 0 || size_t(code) >= N) throw py::value_error(std::string(what) + " code out of range");
+  return Enum(code);
 }
+
+Precision precision_from(int code) { return code_of<Precision>(code, kPrecisionNames, "precision"); }
 
 using Shape4 = std::array<int64_t, 4>;
 
@@ -102,12 +110,9 @@ ConvProblem make_problem(const ConvPlan& plan, const int64_t* x, size_t x_dims, 
   p.rank = r;
   p.dtype = plan.dtype();
   p.precision = a.precision == -1 ? get_float32_precision() : precision_from(a.precision);
-  if (a.layout != 0 && a.layout != 1) throw py::value_error("layout code must be 0 (channels first) or 1 (channels last)");
-  if (a.padding_mode < 0 || a.padding_mode > 3) throw py::value_error("padding_mode code out of range");
-  if (a.activation < 0 || a.activation > 6) throw py::value_error("activation code out of range");
-  p.layout = Layout(a.layout);
-  p.pad_mode = PadMode(a.padding_mode);
-  p.activation = Activation(a.activation);
+  p.layout = code_of<Layout>(a.layout, kLayoutNames[0], "layout");
+  p.pad_mode = code_of<PadMode>(a.padding_mode, kPadModeNames, "padding_mode");
+  p.activation = code_of<Activation>(a.activation, kActivationNames, "activation");
   const bool first = p.layout == Layout::NCHW;
   p.batch = x[0];
   p.in_channels = x[first ? 1 : r + 1];
@@ -427,6 +432,19 @@ PYBIND11_MODULE(_native, m) {
   py::dict precisions;
   for (int code = 0; code <= int(Precision::High); ++code) precisions[kPrecisionNames[code]] = code;
   m.attr("PRECISIONS") = precisions;
+  py::dict pad_modes, activations, layouts;
+  for (int code = 0; code < int(std::size(kPadModeNames)); ++code) pad_modes[kPadModeNames[code]] = code;
+  for (int code = 0; code < int(std::size(kActivationNames)); ++code)
+    activations[code == 0 ? py::object(py::none()) : py::object(py::str(kActivationNames[code]))] = code;
+  for (int rank = 1; rank <= 3; ++rank) {
+    py::dict names;
+    for (int code = 0; code < 2; ++code) names[kLayoutNames[rank - 1][code]] = code;
+    layouts[py::int_(rank)] = names;
+  }
+  m.attr("PADDING_MODES") = pad_modes;
+  m.attr("ACTIVATIONS") = activations;
+  m.attr("LAYOUTS") = layouts;  // {rank: {name: code}}
+  m.attr("MAX_INDEX_EXTENT") = kMaxIndexExtent;
   m.def("set_float32_precision", [](int mode) { set_float32_precision(precision_from(mode)); }, py::arg("mode"));
   m.def("get_float32_precision", []() { return int(get_float32_precision()); });
   m.def("set_num_threads", &cppconv::set_num_threads, py::arg("n"));
@@ -474,36 +492,41 @@ PYBIND11_MODULE(_native, m) {
 // ===========================================================================================
 namespace {
 
-Layout layout_from(int layout) {
-  if (layout != 0 && layout != 1) throw py::value_error("layout code must be 0 (NCHW) or 1 (NHWC)");
-  return Layout(layout);
-}
+Layout layout_from(int layout) { return code_of<Layout>(layout, kLayoutNames[0], "layout"); }
 
 PoolKind pool_kind_from(int kind) {
   if (kind != 0 && kind != 1) throw py::value_error("pool kind code must be 0 (max) or 1 (avg)");
   return PoolKind(kind);
 }
 
-// Fills batch/channels/sizes from x and out (4-D, C-contiguous, layout order) and checks the
-// indices array, which must be int64 of out's shape when given.
-int64_t* pool_arrays(Pool2dProblem& p, const py::array& x, const py::array& out, const py::object& indices) {
+// Fills batch/channels/sizes from x and out (4-D, or 5-D with a depth axis before the height;
+// C-contiguous, layout order) and checks the indices array, which must be int64 of out's
+// shape when given.
+int64_t* pool_arrays(Pool2dProblem& p, const py::array& x, const py::array& out, const py::object& indices,
+                     py::ssize_t ndim = 4) {
   p.dtype = dtype_of(x, "x");
-  require(x, "x", p.dtype, 4, false);
-  require(out, "out", p.dtype, 4, true);
-  const Shape4 xs = shape4(x), os = shape4(out);
+  require(x, "x", p.dtype, ndim, false);
+  require(out, "out", p.dtype, ndim, true);
   const bool nchw = p.layout == Layout::NCHW;
-  p.batch = xs[0];
-  p.channels = xs[nchw ? 1 : 3];
-  p.in_h = xs[nchw ? 2 : 1];
-  p.in_w = xs[nchw ? 3 : 2];
-  p.out_h = os[nchw ? 2 : 1];
-  p.out_w = os[nchw ? 3 : 2];
-  if (os[0] != p.batch || os[nchw ? 1 : 3] != p.channels) throw py::value_error("out: batch or channels differ from x's");
-  if (p.in_h < 1 || p.in_w < 1) throw py::value_error("x: empty spatial dimensions");
+  const py::ssize_t c_axis = nchw ? 1 : ndim - 1, w_axis = nchw ? ndim - 1 : ndim - 2;
+  p.batch = x.shape(0);
+  p.channels = x.shape(c_axis);
+  p.in_h = x.shape(w_axis - 1);
+  p.in_w = x.shape(w_axis);
+  p.out_h = out.shape(w_axis - 1);
+  p.out_w = out.shape(w_axis);
+  if (ndim == 5) {
+    p.in_d = x.shape(w_axis - 2);
+    p.out_d = out.shape(w_axis - 2);
+  }
+  if (out.shape(0) != p.batch || out.shape(c_axis) != p.channels)
+    throw py::value_error("out: batch or channels differ from x's");
+  if (p.in_d < 1 || p.in_h < 1 || p.in_w < 1) throw py::value_error("x: empty spatial dimensions");
   if (indices.is_none()) return nullptr;
   py::array idx = py::reinterpret_borrow<py::array>(indices);
   if (!idx.dtype().equal(py::dtype::of<int64_t>())) throw py::type_error("indices: must be int64");
-  if (idx.ndim() != 4 || shape4(idx) != os) throw py::value_error("indices: shape differs from out's");
+  if (idx.ndim() != ndim || !std::equal(out.shape(), out.shape() + ndim, idx.shape()))
+    throw py::value_error("indices: shape differs from out's");
   if (!(idx.flags() & py::array::c_style) || !idx.writeable())
     throw py::value_error("indices: must be C-contiguous and writable");
   if (p.kind != PoolKind::Max) throw py::value_error("indices: only max pooling has indices");
@@ -518,12 +541,26 @@ const PoolAlgorithm* pool_algorithm_named(const std::string& name) {
 }
 
 void run_pool(const Pool2dProblem& p, const py::array& x, const py::array& out, int64_t* idx,
-              const std::string& algorithm) {
+              const std::string& algorithm, int num_threads) {
   const PoolAlgorithm* forced = pool_algorithm_named(algorithm);
+  if (num_threads < 0) throw py::value_error("num_threads must be >= 0 (0: the global setting), got " +
+                                             std::to_string(num_threads));
   const void* xp = x.data();
   void* yp = const_cast<void*>(out.data());
   py::gil_scoped_release release;
-  pool2d(p, xp, yp, idx, forced);
+  pool2d(p, xp, yp, idx, forced, num_threads);
+}
+
+// Adaptive pooling of x (4-D, or 5-D with depth) to out's size.
+void run_adaptive_pool(const py::array& x, const py::array& out, const py::object& indices, int kind, int layout,
+                       const std::string& algorithm, int num_threads, py::ssize_t ndim) {
+  Pool2dProblem p;
+  p.kind = pool_kind_from(kind);
+  p.layout = layout_from(layout);
+  p.adaptive = true;
+  int64_t* idx = pool_arrays(p, x, out, indices, ndim);
+  if (p.out_d < 1 || p.out_h < 1 || p.out_w < 1) throw py::value_error("adaptive pooling output size below 1");
+  run_pool(p, x, out, idx, algorithm, num_threads);
 }
 
 const ConvTransposeAlgorithm* transpose_algorithm_named(const std::string& name) {
@@ -558,8 +595,8 @@ TransposeSettings make_transpose_settings(const Sizes& stride, const Sizes& padd
       throw py::value_error("output_padding must be smaller than stride or dilation");
   }
   if (groups < 1) throw py::value_error("groups must be >= 1");
-  if (activation < 0 || activation > 6) throw py::value_error("activation code out of range");
-  return {stride, padding, output_padding, dilation, groups, layout_from(layout), Activation(activation)};
+  return {stride, padding, output_padding, dilation, groups, layout_from(layout),
+          code_of<Activation>(activation, kActivationNames, "activation")};
 }
 
 struct PyConvTransposePlan {
@@ -669,7 +706,8 @@ void bind_pool_and_transpose(py::module_& m) {
       "pool2d",
       [](const py::array& x, const py::array& out, const py::object& indices, int kind, int64_t kh, int64_t kw,
          int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
-         bool ceil_mode, bool count_include_pad, int64_t divisor_override, int layout, const std::string& algorithm) {
+         bool ceil_mode, bool count_include_pad, int64_t divisor_override, int layout, const std::string& algorithm,
+         int num_threads) {
         Pool2dProblem p;
         p.kind = pool_kind_from(kind);
         p.layout = layout_from(layout);
@@ -684,28 +722,69 @@ void bind_pool_and_transpose(py::module_& m) {
         const int64_t ow = pool_output_size(p.in_w, kw, sw, pl, pr, dw, ceil_mode);
         if (oh < 1 || ow < 1) throw py::value_error("pooling output size below 1");
         if (oh != p.out_h || ow != p.out_w) throw py::value_error("out: shape does not match the pooling's result");
-        run_pool(p, x, out, idx, algorithm);
+        run_pool(p, x, out, idx, algorithm, num_threads);
       },
       py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"), py::arg("kernel_h"), py::arg("kernel_w"),
       py::arg("stride_h"), py::arg("stride_w"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"),
       py::arg("pad_bottom"), py::arg("pad_left"), py::arg("pad_right"), py::arg("ceil_mode"),
       py::arg("count_include_pad"), py::arg("divisor_override"), py::arg("layout"), py::arg("algorithm") = "",
-      "Max (kind 0) or average (kind 1) pooling into `out` (internal; see cppconv.max_pool2d).");
+      py::arg("num_threads") = 0, "Max (kind 0) or average (kind 1) pooling into `out` (internal; see cppconv.max_pool2d).");
 
   m.def(
       "adaptive_pool2d",
       [](const py::array& x, const py::array& out, const py::object& indices, int kind, int layout,
-         const std::string& algorithm) {
+         const std::string& algorithm, int num_threads) {
+        run_adaptive_pool(x, out, indices, kind, layout, algorithm, num_threads, 4);
+      },
+      py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"), py::arg("layout"), py::arg("algorithm") = "",
+      py::arg("num_threads") = 0,
+      "Adaptive max/average pooling to out's size (internal; see cppconv.adaptive_avg_pool2d).");
+
+  m.def(
+      "pool3d",
+      [](const py::array& x, const py::array& out, const py::object& indices, int kind,
+         const std::array<int64_t, 3>& kernel, const std::array<int64_t, 3>& stride,
+         const std::array<int64_t, 3>& dilation, const std::array<int64_t, 6>& padding, bool ceil_mode,
+         bool count_include_pad, int64_t divisor_override, int layout, const std::string& algorithm,
+         int num_threads) {
         Pool2dProblem p;
         p.kind = pool_kind_from(kind);
         p.layout = layout_from(layout);
-        p.adaptive = true;
-        int64_t* idx = pool_arrays(p, x, out, indices);
-        if (p.out_h < 1 || p.out_w < 1) throw py::value_error("adaptive pooling output size below 1");
-        run_pool(p, x, out, idx, algorithm);
+        int64_t* idx = pool_arrays(p, x, out, indices, 5);
+        for (int a = 0; a < 3; ++a)
+          if (kernel[a] < 1 || stride[a] < 1 || dilation[a] < 1 || padding[2 * a] < 0 || padding[2 * a + 1] < 0)
+            throw py::value_error("kernel, stride and dilation must be >= 1 and padding >= 0");
+        std::tie(p.kernel_d, p.kernel_h, p.kernel_w) = std::tie(kernel[0], kernel[1], kernel[2]);
+        std::tie(p.stride_d, p.stride_h, p.stride_w) = std::tie(stride[0], stride[1], stride[2]);
+        std::tie(p.dilation_d, p.dilation_h, p.dilation_w) = std::tie(dilation[0], dilation[1], dilation[2]);
+        std::tie(p.pad_front, p.pad_back, p.pad_top, p.pad_bottom, p.pad_left, p.pad_right) =
+            std::tie(padding[0], padding[1], padding[2], padding[3], padding[4], padding[5]);
+        p.count_include_pad = count_include_pad;
+        p.divisor_override = divisor_override;
+        const int64_t in[3] = {p.in_d, p.in_h, p.in_w}, got[3] = {p.out_d, p.out_h, p.out_w};
+        for (int a = 0; a < 3; ++a) {
+          const int64_t o = pool_output_size(in[a], kernel[a], stride[a], padding[2 * a], padding[2 * a + 1],
+                                             dilation[a], ceil_mode);
+          if (o < 1) throw py::value_error("pooling output size below 1");
+          if (o != got[a]) throw py::value_error("out: shape does not match the pooling's result");
+        }
+        run_pool(p, x, out, idx, algorithm, num_threads);
+      },
+      py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"), py::arg("kernel"), py::arg("stride"),
+      py::arg("dilation"), py::arg("padding"), py::arg("ceil_mode"), py::arg("count_include_pad"),
+      py::arg("divisor_override"), py::arg("layout"), py::arg("algorithm") = "", py::arg("num_threads") = 0,
+      "3-D max (kind 0) or average (kind 1) pooling of 5-D arrays into `out`; kernel, stride and dilation as "
+      "(d, h, w), padding as (front, back, top, bottom, left, right) (internal; see cppconv.max_pool3d).");
+
+  m.def(
+      "adaptive_pool3d",
+      [](const py::array& x, const py::array& out, const py::object& indices, int kind, int layout,
+         const std::string& algorithm, int num_threads) {
+        run_adaptive_pool(x, out, indices, kind, layout, algorithm, num_threads, 5);
       },
       py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"), py::arg("layout"), py::arg("algorithm") = "",
-      "Adaptive max/average pooling to out's size (internal; see cppconv.adaptive_avg_pool2d).");
+      py::arg("num_threads") = 0,
+      "Adaptive 3-D max/average pooling of 5-D arrays to out's size (internal; see cppconv.adaptive_avg_pool3d).");
 
   m.def("pool_output_size", &pool_output_size, py::arg("input_size"), py::arg("kernel_size"), py::arg("stride"),
         py::arg("pad_before"), py::arg("pad_after"), py::arg("dilation"), py::arg("ceil_mode"));

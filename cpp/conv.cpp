@@ -175,6 +175,11 @@ int64_t padded_source(int64_t i, int64_t size, int64_t before, PadMode mode) {
     case PadMode::Zeros: return -1;
     case PadMode::Replicate: return std::min(std::max<int64_t>(s, 0), size - 1);
     case PadMode::Circular: return ((s % size) + size) % size;
+    case PadMode::Symmetric: {
+      const int64_t period = 2 * size;
+      s = ((s % period) + period) % period;
+      return s >= size ? period - 1 - s : s;
+    }
     case PadMode::Reflect: {
       if (size == 1) return 0;
       const int64_t period = 2 * (size - 1);
@@ -301,8 +306,18 @@ ConvProblem interleaved(const ConvProblem& p, int64_t slices) {
 
 // FoldRows: `outputs` outputs from the padded input's column `start` on, as `rows` rows,
 // each with its own copy of its input window (no padding left to resolve).
+// A folded problem runs channels-last (windows transposed while they are copied, the output
+// transposed back), where the channels-vector kernels read a window position's channels as
+// one run; channels-first only with few input channels per group, where the pixel-vector
+// kernels read each row once for every output channel (docs/tuning.md, "Folded rows").
+constexpr int64_t kFoldChannelsFirstBelow = 8;
+Layout fold_layout(const ConvProblem& p) {
+  return p.layout == Layout::NCHW && p.in_channels / p.groups < kFoldChannelsFirstBelow ? Layout::NCHW : Layout::NHWC;
+}
+
 ConvProblem folded(const ConvProblem& p, int64_t rows, int64_t outputs) {
   ConvProblem q = p;
+  q.layout = fold_layout(p);
   q.in_h = q.out_h = rows;
   q.out_w = outputs;
   q.in_w = (outputs - 1) * p.stride_w + p.dilation_w * (p.kernel_w - 1) + 1;
@@ -311,14 +326,15 @@ ConvProblem folded(const ConvProblem& p, int64_t rows, int64_t outputs) {
   return q;
 }
 
-// The input windows of the folded rows, [n][c][row][window] (channels-first) or
-// [n][row][window][c], then those of the tail row's (`tail` outputs), [n][c][window] or
+// The input windows of the folded rows in fold_layout(p), [n][c][row][window] (channels-first)
+// or [n][row][window][c], then those of the tail row's (`tail` outputs), [n][c][window] or
 // [n][window][c]: two contiguous problems' inputs (see run_folded).
 template <class T>
 void fold_windows(const ConvProblem& p, const T* x, int64_t rows, int64_t tail, T* dst, int threads) {
   const int64_t C = p.in_channels, L = p.in_w, step = kFoldOutputs * p.stride_w;
   const int64_t window = folded(p, 1, kFoldOutputs).in_w, tail_window = tail ? folded(p, 1, tail).in_w : 0;
-  const bool first = p.layout == Layout::NCHW;
+  const bool first = fold_layout(p) == Layout::NCHW;
+  const bool transposes = p.layout == Layout::NCHW && !first;
   const int64_t slots = rows + (tail ? 1 : 0);  // rows and the tail row
   T* tail_dst = dst + p.batch * C * rows * window;
   const int64_t units = p.batch * (first ? C : 1) * slots;
@@ -329,6 +345,16 @@ void fold_windows(const ConvProblem& p, const T* x, int64_t rows, int64_t tail, 
     const int64_t count = is_tail ? tail_window : window;
     const int64_t width = first ? 1 : C;  // elements per window position
     T* out = is_tail ? tail_dst + plane * tail_window * width : dst + (plane * rows + r) * window * width;
+    if (transposes) {  // channel c's row of image `plane`, to every C-th element
+      for (int64_t c = 0; c < C; ++c) {
+        const T* row = x + (plane * C + c) * L;
+        for (int64_t t = 0; t < count; ++t) {
+          const int64_t src = padded_source(r * step + t, L, p.pad_left, p.pad_mode);
+          out[t * C + c] = src < 0 ? T(0) : row[src];
+        }
+      }
+      continue;
+    }
     for (int64_t t = 0; t < count; ++t) {
       const int64_t src = padded_source(r * step + t, L, p.pad_left, p.pad_mode);
       if (src < 0) std::memset(out + t * width, 0, sizeof(T) * size_t(width));
@@ -385,11 +411,36 @@ void gather_slices(const ConvProblem& p, const T* x, int64_t b0, int64_t count, 
 }
 struct GatheredInputTag {};
 
-size_t fold_bytes(const ConvProblem& p) {
+size_t fold_input_bytes(const ConvProblem& p) {
   const int64_t rows = p.out_w / kFoldOutputs, tail = p.out_w % kFoldOutputs;
   const int64_t per = rows * folded(p, 1, kFoldOutputs).in_w + (tail ? folded(p, 1, tail).in_w : 0);
   return saturating_mul(saturating_mul(size_t(p.batch * p.in_channels), size_t(per)), dtype_size(p.dtype));
 }
+
+// The channels-last output a folded channels-first problem is computed into (0 when none).
+size_t fold_output_bytes(const ConvProblem& p) {
+  if (fold_layout(p) == p.layout) return 0;
+  return saturating_mul(saturating_mul(size_t(p.batch * p.out_channels), size_t(p.out_w)), dtype_size(p.dtype));
+}
+
+size_t fold_bytes(const ConvProblem& p) { return saturating_add(fold_input_bytes(p), fold_output_bytes(p)); }
+
+// y[n][k][w] = from[n][w][k], for the output of a channels-first problem folded channels-last.
+template <class T>
+void channels_to_front(const T* from, int64_t batch, int64_t width, int64_t channels, T* y, int threads) {
+  constexpr int64_t kBlock = 64;  // a block of output positions, transposed through L1
+  const int64_t blocks = (width + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t item = 0; item < batch * blocks; ++item) {
+    const int64_t n = item / blocks, w0 = (item % blocks) * kBlock, w1 = std::min(width, w0 + kBlock);
+    for (int64_t k = 0; k < channels; ++k) {
+      T* out = y + (n * channels + k) * width;
+      const T* in = from + n * width * channels + k;
+      for (int64_t w = w0; w < w1; ++w) out[w] = in[w * channels];
+    }
+  }
+}
+struct FoldedOutputTag {};
 
 size_t gather_bytes(const ConvProblem& p, int64_t slices) { return saturating_mul(size_t(slices), slice_bytes(p)); }
 
@@ -509,27 +560,38 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
 
 void ConvPlan::run_folded(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap) {
   const int64_t rows = given.out_w / kFoldOutputs, tail = given.out_w % kFoldOutputs;
-  const size_t bytes = fold_bytes(given);
-  check_workspace(bytes, "conv1d folded input windows");
-  auto buffer = SpareBuffer<FoldedInputTag>::take(bytes);
-  const int threads = threads_for_work(double(bytes), cap);
+  check_workspace(fold_bytes(given), "conv1d folded input windows");
+  auto buffer = SpareBuffer<FoldedInputTag>::take(fold_input_bytes(given));
+  SpareBuffer<FoldedOutputTag> transposed;
+  const int threads = threads_for_work(double(fold_bytes(given)), cap);
   if (given.dtype == DType::Float32)
     fold_windows(given, static_cast<const float*>(x), rows, tail, reinterpret_cast<float*>(buffer.get()), threads);
   else
     fold_windows(given, static_cast<const double*>(x), rows, tail, reinterpret_cast<double*>(buffer.get()), threads);
   const ConvProblem q = folded(given, rows, kFoldOutputs);
-  const bool first = given.layout == Layout::NCHW;
+  const bool first = q.layout == Layout::NCHW;
+  void* out = y;
+  if (q.layout != given.layout) {
+    transposed = SpareBuffer<FoldedOutputTag>::take(fold_output_bytes(given));
+    out = transposed.get();
+  }
   const int64_t K = given.out_channels, OW = given.out_w;
-  // The rows are consecutive runs of y's one row: its own strides, rows kFoldOutputs apart.
+  // The rows are consecutive runs of the output's one row: its own strides, rows kFoldOutputs apart.
   const Strides4 stride = first ? Strides4{K * OW, OW, kFoldOutputs, 1} : Strides4{OW * K, 1, kFoldOutputs * K, K};
-  run_planar(q, buffer.get(), y, &stride, forced, cap);
+  run_planar(q, buffer.get(), out, &stride, forced, cap);
   if (tail) {
     const size_t elem = dtype_size(given.dtype);
     const ConvProblem t = folded(given, 1, tail);
     const Strides4 tail_stride = first ? Strides4{K * OW, OW, tail, 1} : Strides4{OW * K, 1, tail * K, K};
     run_planar(t, buffer.get() + size_t(given.batch * given.in_channels * rows * q.in_w) * elem,
-               static_cast<unsigned char*>(y) + size_t(rows * kFoldOutputs * (first ? 1 : K)) * elem, &tail_stride,
+               static_cast<unsigned char*>(out) + size_t(rows * kFoldOutputs * (first ? 1 : K)) * elem, &tail_stride,
                forced, cap);
+  }
+  if (out != y) {
+    if (given.dtype == DType::Float32)
+      channels_to_front(static_cast<const float*>(out), given.batch, OW, K, static_cast<float*>(y), threads);
+    else
+      channels_to_front(static_cast<const double*>(out), given.batch, OW, K, static_cast<double*>(y), threads);
   }
 }
 

@@ -13,9 +13,18 @@ namespace cppconv {
 constexpr int64_t kMaxIndexExtent = int64_t(1) << 61;
 
 enum class DType : int { Float32 = 0, Float64 = 1 };
+// What the driver needs to know of each data type, by DType code: a new type is one more row
+// (and its kernels' entries in the algorithm lists).
+struct DTypeInfo {
+  const char* name;  // NumPy's
+  size_t size;       // bytes per element
+};
+constexpr DTypeInfo kDTypes[] = {{"float32", 4}, {"float64", 8}};
 // Channels-first or channels-last, whatever the rank: NCHW stands for NCW and NCDHW too.
 enum class Layout : int { NCHW = 0, NHWC = 1 };
-enum class PadMode : int { Zeros = 0, Reflect = 1, Replicate = 2, Circular = 3 };
+// PyTorch's padding modes, and NumPy's and SciPy's "symmetric": Reflect mirrors about the edge
+// value (d c b | a b c d), Symmetric repeats it (c b a | a b c d).
+enum class PadMode : int { Zeros = 0, Reflect = 1, Replicate = 2, Circular = 3, Symmetric = 4 };
 enum class Activation : int { None = 0, Relu = 1, Relu6 = 2, LeakyRelu = 3, Sigmoid = 4, Tanh = 5, Silu = 6 };
 // How far a float32 result may stray from the exact one, as PyTorch's float32 precision modes
 // name it.  Highest: within the direct sum's rounding, 1e-5 * sum |w| |x| per output.  High:

@@ -20,7 +20,7 @@
 
 namespace cppconv {
 
-inline size_t dtype_size(DType d) { return d == DType::Float32 ? 4 : 8; }
+inline size_t dtype_size(DType d) { return kDTypes[int(d)].size; }
 
 // Whether this process was forked after cppconv was loaded (see driver.cpp).
 bool in_forked_child();

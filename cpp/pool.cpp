@@ -20,10 +20,12 @@ int pool_threads(const Pool2dProblem& p, int max_threads) {
   // Elements touched: every output's window, at least the whole input.  Pooling streams
   // memory, so a second thread pays off from about 50,000 elements (a touched element counts
   // as twenty flops of a convolution).
-  const double taps = p.adaptive ? double(p.in_h) * double(p.in_w) / double(p.out_h * p.out_w) + 1.0
-                                 : double(p.kernel_h) * double(p.kernel_w);
-  const double outputs = double(p.batch) * double(p.channels) * double(p.out_h) * double(p.out_w);
-  const double inputs = double(p.batch) * double(p.channels) * double(p.in_h) * double(p.in_w);
+  const double out_plane = double(p.out_d) * double(p.out_h) * double(p.out_w);
+  const double in_plane = double(p.in_d) * double(p.in_h) * double(p.in_w);
+  const double taps = p.adaptive ? in_plane / out_plane + 1.0
+                                 : double(p.kernel_d) * double(p.kernel_h) * double(p.kernel_w);
+  const double outputs = double(p.batch) * double(p.channels) * out_plane;
+  const double inputs = double(p.batch) * double(p.channels) * in_plane;
   return threads_for_work(20.0 * std::max(outputs * taps, inputs), max_threads);
 }
 
@@ -86,18 +88,21 @@ std::vector<const PoolAlgorithm*> all_pool_algorithms() { return kPoolFamily.all
 
 const PoolAlgorithm* find_pool_algorithm(const std::string& name) { return kPoolFamily.find(name); }
 
-PoolChoice choose_pool(const Pool2dProblem& p) {
+PoolChoice choose_pool(const Pool2dProblem& p, int max_threads) {
   const KernelTable& table = active_table();
-  return {kPoolFamily.choose(table, p), table.isa_name, pool_threads(p, get_num_threads())};
+  return {kPoolFamily.choose(table, p), table.isa_name, pool_threads(p, max_threads > 0 ? max_threads : get_num_threads())};
 }
 
-void pool2d(const Pool2dProblem& p, const void* x, void* y, int64_t* indices, const PoolAlgorithm* forced) {
-  if (p.batch == 0 || p.channels == 0 || p.out_h == 0 || p.out_w == 0) return;
-  PoolChoice choice = choose_pool(p);
+void pool2d(const Pool2dProblem& p, const void* x, void* y, int64_t* indices, const PoolAlgorithm* forced,
+            int max_threads) {
+  if (p.batch == 0 || p.channels == 0 || p.out_d == 0 || p.out_h == 0 || p.out_w == 0) return;
+  PoolChoice choice = choose_pool(p, max_threads);
   if (forced) {
     require_accepts(*forced, p);
     choice.algorithm = forced;
   }
+  const PoolAxisMaps depths = pool_axis_maps(p.in_d, p.out_d, p.kernel_d, p.stride_d, p.dilation_d, p.pad_front,
+                                             p.pad_back, p.adaptive, p.count_include_pad);
   const PoolAxisMaps rows = pool_axis_maps(p.in_h, p.out_h, p.kernel_h, p.stride_h, p.dilation_h, p.pad_top,
                                            p.pad_bottom, p.adaptive, p.count_include_pad);
   const PoolAxisMaps cols = pool_axis_maps(p.in_w, p.out_w, p.kernel_w, p.stride_w, p.dilation_w, p.pad_left,
@@ -107,8 +112,12 @@ void pool2d(const Pool2dProblem& p, const void* x, void* y, int64_t* indices, co
   call.x = x;
   call.y = y;
   call.indices = p.kind == PoolKind::Max ? indices : nullptr;
-  call.x_stride = contiguous_strides(p.layout, p.channels, p.in_h, p.in_w);
-  call.y_stride = contiguous_strides(p.layout, p.channels, p.out_h, p.out_w);
+  // Depth planes stack along the height: (D * H, W) has the strides of n, c, h and w.
+  call.x_stride = contiguous_strides(p.layout, p.channels, p.in_d * p.in_h, p.in_w);
+  call.y_stride = contiguous_strides(p.layout, p.channels, p.out_d * p.out_h, p.out_w);
+  call.x_stride_d = p.in_h * call.x_stride.h;
+  call.y_stride_d = p.out_h * call.y_stride.h;
+  call.depths = {depths.begin.data(), depths.count.data(), depths.size.data()};
   call.rows = {rows.begin.data(), rows.count.data(), rows.size.data()};
   call.cols = {cols.begin.data(), cols.count.data(), cols.size.data()};
   call.num_threads = choice.threads;

@@ -33,10 +33,12 @@ struct PoolChoice {
   const char* isa;
   int threads;
 };
-PoolChoice choose_pool(const Pool2dProblem& p);
+// max_threads: the call's own cap on threads, 0 for get_num_threads().
+PoolChoice choose_pool(const Pool2dProblem& p, int max_threads = 0);
 
 // x, y and indices (max only, or nullptr) C-contiguous in p.layout.  `forced` (tests,
 // benchmarks) runs that algorithm instead of the dispatcher's choice; it must accept p.
-void pool2d(const Pool2dProblem& p, const void* x, void* y, int64_t* indices, const PoolAlgorithm* forced = nullptr);
+void pool2d(const Pool2dProblem& p, const void* x, void* y, int64_t* indices, const PoolAlgorithm* forced = nullptr,
+            int max_threads = 0);
 
 }  // namespace cppconv

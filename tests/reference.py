@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 # PyTorch padding_mode -> np.pad mode (the same padding, NumPy's name for it).
-NP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+NP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap", "symmetric": "symmetric"}
 
 ACTIVATIONS = [None, "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu"]
-PADDING_MODES = ["zeros", "reflect", "replicate", "circular"]
+PADDING_MODES = ["zeros", "reflect", "replicate", "circular", "symmetric"]
 
 
 def as_pair(v):

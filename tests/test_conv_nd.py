@@ -308,3 +308,11 @@ def test_long_rows_every_algorithm():
                 continue
             ran.add(name)
     assert len(ran) >= 3, ran
+
+
+def test_symmetric_padding_is_numpys():
+    """"symmetric" repeats the edge value (NumPy's np.pad mode and SciPy's), at any padding size."""
+    x = np.arange(5.0)[None, None]
+    w = np.ones((1, 1, 1))
+    y = cppconv.conv1d(x, w, padding=7, padding_mode="symmetric")
+    np.testing.assert_array_equal(y[0, 0], np.pad(np.arange(5.0), 7, mode="symmetric"))

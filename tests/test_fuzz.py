@@ -33,7 +33,7 @@ DTYPES = [np.float32, np.float32, np.float64, np.float16, np.int8, np.int64, np.
           np.longdouble, np.complex64, object, "U3", "M8[s]", np.dtype(">f4"), np.dtype([("a", "f4")])]
 OBJECTS = [None, "abc", "", 3, -1, 2.5, float("nan"), [], [[1, 2]], [[1, 2], [3]], {}, object(), b"xy",
            2**70, (1, 2), ((1, 2), (3, 4)), ((1,), (2, 3)), np.float32(1), np.array(2.0), True]
-WORDS = ["NCHW", "NHWC", "nhwc", "same", "valid", "zeros", "reflect", "replicate", "circular", "relu",
+WORDS = ["NCHW", "NHWC", "nhwc", "NCW", "ndhwc", "same", "valid", "zeros", "reflect", "replicate", "circular", "relu",
          "silu", "sigmoid", "", "bogus"]
 
 
@@ -95,6 +95,11 @@ CONV_KW = ["stride", "padding", "dilation", "groups", "padding_mode", "layout", 
 TRANSPOSE_KW = ["stride", "padding", "output_padding", "groups", "dilation", "layout", "activation", "out"]
 MAX_POOL_KW = ["stride", "padding", "dilation", "ceil_mode", "return_indices", "layout", "out"]
 AVG_POOL_KW = ["stride", "padding", "ceil_mode", "count_include_pad", "divisor_override", "layout", "out"]
+# The 1-D and 3-D pools with the keywords each takes after its size argument.
+ND_POOLS = [(cppconv.max_pool1d, MAX_POOL_KW), (cppconv.max_pool3d, MAX_POOL_KW), (cppconv.avg_pool1d, AVG_POOL_KW),
+            (cppconv.avg_pool3d, AVG_POOL_KW), (cppconv.adaptive_max_pool1d, ["layout", "out", "return_indices"]),
+            (cppconv.adaptive_max_pool3d, ["layout", "out", "return_indices"]),
+            (cppconv.adaptive_avg_pool1d, ["layout", "out"]), (cppconv.adaptive_avg_pool3d, ["layout", "out"])]
 
 
 def describe(value) -> str:
@@ -123,7 +128,7 @@ def random_call(rng: random.Random):
 
 
 def _random_call(rng: random.Random, x, w, b):
-    choice = rng.randrange(14)
+    choice = rng.randrange(15)
     if choice == 0:
         kw = random_kwargs(rng, CONV_KW)
         return f"conv2d(x, w, b, **{describe(kw)})", lambda: cppconv.conv2d(x, w, b, **kw)
@@ -168,6 +173,11 @@ def _random_call(rng: random.Random, x, w, b):
         args = [random_value(rng) for _ in range(rng.randint(1, 6))]
         fn = rng.choice([cppconv.conv_output_size, cppconv.pool_output_size, cppconv.conv_transpose_output_size])
         return f"{fn.__name__}(*{args!r})", lambda: fn(*args)
+    if choice == 13:
+        fn, names = rng.choice(ND_POOLS)
+        k = rng.choice([random_value(rng), tuple(random_int(rng) for _ in range(3)), (random_int(rng),)])
+        kw = random_kwargs(rng, names + ["num_threads"])
+        return f"{fn.__name__}(x, {k!r}, **{describe(kw)})", lambda: fn(x, k, **kw)
     n = random_value(rng)
     return f"set_num_threads({n!r})", lambda: cppconv.set_num_threads(n)
 
@@ -211,6 +221,11 @@ def _known_hostile_calls():
         "set_num_threads 2^40": (lambda: cppconv.set_num_threads(2**40), ValueError),
         # std::bad_alloc or a 2^40-entry table: pool windows far wider than the input.
         "max_pool2d kernel 2^40": (lambda: cppconv.max_pool2d(one, 2**40, padding=2**39), None),
+        "max_pool3d depth kernel 2^40": (
+            lambda: cppconv.max_pool3d(one[None], (2**40, 1, 1), padding=(2**39, 0, 0), return_indices=True), None),
+        "avg_pool3d ceil_mode depth stride 2^63-1": (
+            lambda: cppconv.avg_pool3d(one[None], (3, 1, 1), stride=(2**63 - 1, 1, 1), padding=(1, 0, 0), ceil_mode=True),
+            None),
         "max_pool2d kernel 2^63-1": (lambda: cppconv.max_pool2d(one, 2**63 - 1, padding=2**62 - 1), ValueError),
         # Signed overflow (UBSan) in the pooled size: ceil_mode with a stride near 2^63.
         "max_pool2d ceil_mode stride 2^63-1": (

@@ -60,6 +60,24 @@ def _layers():
         "MaxPool2d": (cppconv.MaxPool2d((3, 2), stride=(2, 1), padding=1, dilation=(1, 2), ceil_mode=True,
                                         return_indices=True, layout="NHWC"), x_nhwc),
         "AvgPool2d": (cppconv.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False, divisor_override=4), x),
+        **_nd_pool_layers(x),
+    }
+
+
+def _nd_pool_layers(x):
+    """The 1-D and 3-D pool layers, on a sequence batch cut from x and a volume batch built from it."""
+    x1, x3 = x[:, :, 0], np.stack([x, x[:, :, ::-1], x * 2], axis=2)  # (2, 4, 9), (2, 4, 3, 9, 9)
+    x1_nwc, x3_ndhwc = np.ascontiguousarray(np.moveaxis(x1, 1, -1)), np.ascontiguousarray(np.moveaxis(x3, 1, -1))
+    return {
+        "MaxPool1d": (cppconv.MaxPool1d(3, 2, 1, dilation=2, ceil_mode=True, return_indices=True, layout="NWC"), x1_nwc),
+        "MaxPool3d": (cppconv.MaxPool3d((1, 3, 2), (1, 2, 1), (0, 1, 1), (2, 1, 2), ceil_mode=True, return_indices=True),
+                      x3),
+        "AvgPool1d": (cppconv.AvgPool1d(3, 2, 1, ceil_mode=True, count_include_pad=False, divisor_override=4), x1),
+        "AvgPool3d": (cppconv.AvgPool3d(2, 1, 1, count_include_pad=False, layout="NDHWC"), x3_ndhwc),
+        "AdaptiveAvgPool1d": (cppconv.AdaptiveAvgPool1d(4, layout="NWC"), x1_nwc),
+        "AdaptiveMaxPool1d": (cppconv.AdaptiveMaxPool1d(5, return_indices=True), x1),
+        "AdaptiveAvgPool3d": (cppconv.AdaptiveAvgPool3d((2, None, 4)), x3),
+        "AdaptiveMaxPool3d": (cppconv.AdaptiveMaxPool3d(2, return_indices=True, layout="NDHWC"), x3_ndhwc),
     }
 
 
@@ -330,6 +348,18 @@ SETTINGS = {
                       return_indices=True, layout="NHWC"),
     "AvgPool2d": dict(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), ceil_mode=True, count_include_pad=False,
                       divisor_override=4, layout="NCHW"),
+    "MaxPool1d": dict(kernel_size=(3,), stride=(2,), padding=(1,), dilation=(2,), ceil_mode=True, return_indices=True,
+                      layout="NWC"),
+    "MaxPool3d": dict(kernel_size=(1, 3, 2), stride=(1, 2, 1), padding=(0, 1, 1), dilation=(2, 1, 2), ceil_mode=True,
+                      return_indices=True, layout="NCDHW"),
+    "AvgPool1d": dict(kernel_size=(3,), stride=(2,), padding=(1,), ceil_mode=True, count_include_pad=False,
+                      divisor_override=4, layout="NCW"),
+    "AvgPool3d": dict(kernel_size=(2, 2, 2), stride=(1, 1, 1), padding=(1, 1, 1), ceil_mode=False,
+                      count_include_pad=False, divisor_override=None, layout="NDHWC"),
+    "AdaptiveAvgPool1d": dict(output_size=(4,), layout="NWC"),
+    "AdaptiveMaxPool1d": dict(output_size=(5,), return_indices=True, layout="NCW"),
+    "AdaptiveAvgPool3d": dict(output_size=(2, None, 4), layout="NCDHW"),
+    "AdaptiveMaxPool3d": dict(output_size=(2, 2, 2), return_indices=True, layout="NDHWC"),
 }
 
 

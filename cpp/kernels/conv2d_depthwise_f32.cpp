@@ -319,7 +319,7 @@ void run_cblock(const ConvCall& call) {
     };
     // Each thread takes a contiguous range of items, the same range every call: a small
     // layer's input and output then stay in that core's L2 from one call to the next (items
-    // dealt dynamically moved them between the cores' caches; 5-20 % slower), and in NHWC the
+    // dealt dynamically moved them between the cores' caches), and in NHWC the
     // channel blocks of a band run one after another, so the band's input lines (which hold
     // every block) come from memory once and the threads do not write neighbouring lines of
     // the same pixels.
@@ -708,8 +708,8 @@ void flat3x3_band(const ConvProblem& p, const Mask* left, const Mask* right, con
   int64_t slot = 0;
   const auto step = [&](int64_t j, auto checked) {
     const Mask l = left[j], r = right[j];
-    // (The new windows first: computed after the ring slot's loads, the same loop ran 15 %
-    // slower.)
+    // (The new windows first: computed after the ring slot's loads, the loop ran slower;
+    // docs/tuning.md.)
     Vec bottom[3];
     bottom_windows(bottom);
     Vec* top = ring + 3 * slot;

@@ -166,9 +166,8 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
   d.group_out = p.out_channels / p.groups;
   d.taps = p.kernel_h * p.kernel_w;
   d.direct_input = can_read_in_place(p);
-  // ChannelVec runs flat only where rows are short (14 pixels ran as 7 + 7): 56-pixel rows
-  // already fill its blocks, and as segments 1x1 256 -> 64 at 56 x 56 lost 1-2 % on a quiet
-  // host and 12 % when the host took time from one core.
+  // ChannelVec runs flat only where rows are short (14 pixels ran as 7 + 7): longer rows
+  // already fill its blocks, and segments then only cost (docs/tuning.md, "Engine constants").
   d.flat = is_flat(p) && (o == Orientation::PixelVec || p.out_w < 2 * kMR);
   d.pixel_pitch = 1;
   if (d.direct_input) {
@@ -223,7 +222,7 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
     d.flat_segment = ceil_div(d.pixels_per_row, segments);
   } else if (d.flat) {
     // Whole microkernel blocks (the last segment takes the remainder); a plane whose input sits
-    // in L2 anyway stays one run (more, shorter items only cost there: 32 -> 192 at 28 x 28).
+    // in L2 anyway stays one run (more, shorter items only cost there).
     constexpr int64_t kBlock = kLanes<T> * nv_cap(kMKMax);
     const bool in_l2 = d.pixels_per_row * d.group_in * int64_t(sizeof(T)) <= kFlatPlaneInL2Bytes;
     d.flat_segment = in_l2 ? d.pixels_per_row
@@ -231,8 +230,7 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
   }
   d.channels_per_slice = channels_per_slice<T>(d.group_in, d.taps);
   // Enough items for each thread to have several: 8 where x is read in place (a whole plane
-  // is one block, and the last item's tail is what the threads wait for at its end: 1x1
-  // 256 -> 64 at 56 x 56 on 2 threads ran 400-430 GFLOP/s as 8 items, 445-450 as 16).
+  // is one block, and the last item's tail is what the threads wait for at its end).
   const int64_t items_per_thread = d.direct_input ? 8 : 4;
   const int64_t row_groups = std::max<int64_t>(1, ceil_div(items_per_thread * threads, d.k_units));
   d.rows_per_item = d.flat ? 1 : std::min<int64_t>(16, std::max<int64_t>(1, ceil_div(d.rows_per_block, row_groups)));
@@ -362,9 +360,8 @@ void channelvec_pack(const ConvProblem& p, const void* weight, void* packed, int
 // rows, `row_bytes` each and `row_stride` apart), asked for one cache line at a time from inside
 // the microkernel's loop while the current slice computes, so they come into L2 in the shadow
 // of the arithmetic.  Large layers' weights live in memory (7x7 x 512 x 512 is 51 MB), and
-// packing raw weights from memory took 30 % of a one-shot 512@7 call on two threads; a burst of
-// prefetches at the start of each slice had left the loads behind it waiting (measured: 7x7
-// 512@7 prepacked ran at 400 GFLOP/s on two threads with the burst, 560-590 spread out).
+// packing raw weights from memory was a large share of a one-shot call; a burst of prefetches
+// at the start of each slice left the loads behind it waiting (docs/tuning.md).
 struct WeightPrefetch {
   const char* row = nullptr;
   int64_t row_bytes = 0, row_stride = 0, rows_left = 0, offset = 0;
@@ -469,8 +466,7 @@ void pixelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int6
       Vec<T> xv[NV];
       #pragma GCC unroll 16
       for (int v = 0; v + 1 < NV; ++v) xv[v] = vload(xt + v * kLanes<T>);
-      // (A full last vector by a plain load: masked loads cost more, ResNet's 7x7/2 first layer
-      // ran 2-3 % faster without them.)
+      // (A full last vector by a plain load: masked loads cost more.)
       xv[NV - 1] = last_valid == kLanes<T> ? vload(xt + (NV - 1) * kLanes<T>)
                                            : vload_partial(xt + (NV - 1) * kLanes<T>, last_valid);
 #pragma GCC unroll 8

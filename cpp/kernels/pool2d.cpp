@@ -1,4 +1,6 @@
-// Max and average pooling, regular and adaptive.  Compiled once per ISA.
+// Max and average pooling, regular and adaptive, in 2-D and 3-D.  Compiled once per ISA.
+// A 3-D window loops over its depth taps around the 2-D row machinery below, and the parallel
+// units are (n, c, od) planes of output rows; a 2-D problem is the 3-D one with D = 1.
 //   pool2d_rows_nchw:     regular windows in NCHW, one output row at a time, vectorised along
 //                         the output width; each tap column runs over the output range it
 //                         covers, so padding is skipped instead of copied.  Float rows at
@@ -37,10 +39,11 @@ constexpr T neg_inf() {
 }
 
 template <class T>
-T avg_divisor(const PoolCall& call, int64_t oh, int64_t ow) {
+T avg_divisor(const PoolCall& call, int64_t od, int64_t oh, int64_t ow) {
   const Pool2dProblem& p = call.p;
   if (p.divisor_override != 0) return T(p.divisor_override);
-  return T(call.rows.size[oh]) * T(call.cols.size[ow]);  // in T: a product of two sizes can pass 2^63
+  // In T: a product of sizes can pass 2^63.  (A depth of one multiplies exactly.)
+  return T(call.depths.size[od]) * T(call.rows.size[oh]) * T(call.cols.size[ow]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -59,16 +62,19 @@ void run_rows_nchw_f32(const PoolCall& call, const std::vector<int64_t>& lo, con
   constexpr int kChunk = 4;  // output vectors in registers
   const Pool2dProblem& p = call.p;
   const float* x = static_cast<const float*>(call.x);
-  const float* x_end = x + (p.batch - 1) * call.x_stride.n + (p.channels - 1) * call.x_stride.c + p.in_h * call.x_stride.h;
+  const float* x_end = x + (p.batch - 1) * call.x_stride.n + (p.channels - 1) * call.x_stride.c + p.in_d * call.x_stride_d;
   float* y = static_cast<float*>(call.y);
   const int64_t OW = p.out_w, S = p.stride_w, W = p.in_w;
   const V identity = vset1(kMax ? neg_inf<float>() : 0.0f);
   const auto combine = [](V acc, V v) { return kMax ? vmax_nan_wins(acc, v) : acc + v; };
-  // An item is a band of output rows of one plane.  At stride 2 the band's input rows, from
-  // the first its windows read to the last, are split once each into the thread's buffer,
-  // [row][even, odd][phase_w] (the last split of a row writes up to a vector past its half).
+  // An item is a band of output rows of one (n, c, od) plane.  At stride 2 the band's input
+  // rows, from the first its windows read to the last, of each depth tap are split once each
+  // into the thread's buffer, [depth tap][row][even, odd][phase_w] (the last split of a row
+  // writes up to a vector past its half).
   constexpr int64_t kBandRows = 8;
-  const int64_t planes = p.batch * p.channels;
+  const int64_t planes = p.batch * p.channels * p.out_d;
+  int64_t depth_taps = 0;
+  for (int64_t od = 0; od < p.out_d; ++od) depth_taps = std::max(depth_taps, call.depths.count[od]);
   int64_t band_rows = kBandRows;
   while (band_rows > 1 && planes * ceil_div(p.out_h, band_rows) < 4 * int64_t(call.num_threads)) band_rows /= 2;
   const int64_t bands = ceil_div(p.out_h, band_rows);
@@ -91,7 +97,7 @@ void run_rows_nchw_f32(const PoolCall& call, const std::vector<int64_t>& lo, con
   // 2x2 average pool of 256@56 from 220 us on one thread to 224 us on two.)
   constexpr int64_t kLine = 64 / sizeof(float);
   const int64_t phase_w = ceil_div(W, 2 * L) * L;
-  const int64_t thread_elems = ceil_div(max_rows * 2 * phase_w, kLine) * kLine;
+  const int64_t thread_elems = ceil_div(depth_taps * max_rows * 2 * phase_w, kLine) * kLine;
   // Average: the columns' divisor factors as floats (their product with the row's, in float,
   // is the generic path's divisor).
   const int64_t col_elems = kMax || p.divisor_override != 0 ? 0 : ceil_div(OW, kLine) * kLine;
@@ -100,17 +106,20 @@ void run_rows_nchw_f32(const PoolCall& call, const std::vector<int64_t>& lo, con
 
   parallel_region(call.num_threads, [&] {
     DenormalGuard denormals;
-    float* phases = buf + col_elems + thread_id() * thread_elems;  // input row h: [h - first][even, odd]
+    float* phases = buf + col_elems + thread_id() * thread_elems;  // [depth tap][h - first][even, odd]
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < planes * bands; ++item) {
       const int64_t band = item % bands, plane = item / bands;
-      const int64_t n = plane / p.channels, c = plane % p.channels;
+      const int64_t od = plane % p.out_d, n = plane / p.out_d / p.channels, c = plane / p.out_d % p.channels;
+      const int64_t d0 = call.depths.begin[od], taps_d = call.depths.count[od];
       const float* xp = x + n * call.x_stride.n + c * call.x_stride.c;
       int64_t first = 0, end = 0;
       if (S == 2) band_input(band, first, end);
+      const int64_t rows = end - first;
+      for (int64_t td = 0; td < taps_d; ++td)
       for (int64_t h = first; h < end; ++h) {
-        const float* xr = xp + h * call.x_stride.h;
-        float* even = phases + (h - first) * 2 * phase_w;
+        const float* xr = xp + (d0 + td * p.dilation_d) * call.x_stride_d + h * call.x_stride.h;
+        float* even = phases + (td * rows + h - first) * 2 * phase_w;
         for (int64_t q = 0; q < W; q += 2 * L) {
           // Past the row's end, the next row's values land in phase slots no tap reads; only
           // the input's very end needs masked loads (which were slow on lines still in memory).
@@ -124,11 +133,12 @@ void run_rows_nchw_f32(const PoolCall& call, const std::vector<int64_t>& lo, con
         }
       }
       for (int64_t oh = band * band_rows; oh < std::min(p.out_h, (band + 1) * band_rows); ++oh) {
-        float* yr = y + n * call.y_stride.n + c * call.y_stride.c + oh * call.y_stride.h;
+        float* yr = y + n * call.y_stride.n + c * call.y_stride.c + od * call.y_stride_d + oh * call.y_stride.h;
         const int64_t h0 = call.rows.begin[oh], taps_h = call.rows.count[oh];
         for (int64_t c0 = 0; c0 < OW; c0 += kChunk * L) {
           V acc[kChunk];
           for (int v = 0; v < kChunk; ++v) acc[v] = identity;
+          for (int64_t td = 0; td < taps_d; ++td)
           for (int64_t t = 0; t < taps_h; ++t) {
             const int64_t h = h0 + t * p.dilation_h;
             for (int64_t j = 0; j < p.kernel_w; ++j) {
@@ -138,10 +148,10 @@ void run_rows_nchw_f32(const PoolCall& call, const std::vector<int64_t>& lo, con
               const int64_t off = j * p.dilation_w - p.pad_left;
               const float* base;
               if (S == 1) {
-                base = xp + h * call.x_stride.h + off;
+                base = xp + (d0 + td * p.dilation_d) * call.x_stride_d + h * call.x_stride.h + off;
               } else {
                 const int64_t odd = off & 1;  // column 2 ow + off is in phase odd, at ow + (off - odd) / 2
-                base = phases + (2 * (h - first) + odd) * phase_w + (off - odd) / 2;
+                base = phases + (2 * (td * rows + h - first) + odd) * phase_w + (off - odd) / 2;
               }
 #pragma GCC unroll 4
               for (int v = 0; v < kChunk; ++v) {
@@ -168,7 +178,7 @@ void run_rows_nchw_f32(const PoolCall& call, const std::vector<int64_t>& lo, con
                 r = r / vset1(float(p.divisor_override));
               } else {
                 const V cols = count == L ? vload(buf + o) : vload_partial(buf + o, count);
-                r = r / (vset1(float(call.rows.size[oh])) * cols);
+                r = r / (vset1(float(call.depths.size[od]) * float(call.rows.size[oh])) * cols);
               }
             }
             if (count == L) vstore(yr + o, r);
@@ -205,7 +215,7 @@ void run_rows_nchw(const PoolCall& call) {
     }
   }
 #endif
-  const int64_t planes = p.batch * p.channels, items = planes * p.out_h;
+  const int64_t planes = p.batch * p.channels * p.out_d, items = planes * p.out_h;
   const bool is_max = p.kind == PoolKind::Max;
 
   parallel_region(call.num_threads, [&] {
@@ -213,24 +223,26 @@ void run_rows_nchw(const PoolCall& call) {
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t oh = item % p.out_h, plane = item / p.out_h;
-      const int64_t n = plane / p.channels, c = plane % p.channels;
+      const int64_t od = plane % p.out_d, n = plane / p.out_d / p.channels, c = plane / p.out_d % p.channels;
       const T* xp = x + n * call.x_stride.n + c * call.x_stride.c;
-      const int64_t yo = n * call.y_stride.n + c * call.y_stride.c + oh * call.y_stride.h;
+      const int64_t yo = n * call.y_stride.n + c * call.y_stride.c + od * call.y_stride_d + oh * call.y_stride.h;
       T* a = y + yo;
+      const int64_t d0 = call.depths.begin[od], taps_d = call.depths.count[od];
       const int64_t h0 = call.rows.begin[oh], taps_h = call.rows.count[oh];
       if (is_max) {
         int64_t* idx = call.indices ? call.indices + yo : nullptr;
         for (int64_t ow = 0; ow < OW; ++ow) a[ow] = neg_inf<T>();
         if (idx)
-          for (int64_t ow = 0; ow < OW; ++ow) idx[ow] = h0 * W + call.cols.begin[ow];
+          for (int64_t ow = 0; ow < OW; ++ow) idx[ow] = (d0 * p.in_h + h0) * W + call.cols.begin[ow];
+        for (int64_t td = 0; td < taps_d; ++td)
         for (int64_t t = 0; t < taps_h; ++t) {
-          const int64_t h = h0 + t * p.dilation_h;
-          const T* xr = xp + h * call.x_stride.h;
+          const int64_t d = d0 + td * p.dilation_d, h = h0 + t * p.dilation_h;
+          const T* xr = xp + d * call.x_stride_d + h * call.x_stride.h;
           for (int64_t j = 0; j < p.kernel_w; ++j) {
             const int64_t off = j * p.dilation_w - p.pad_left;
             const int64_t l = lo[size_t(j)], e = hi[size_t(j)];
             if (idx) {
-              const int64_t base = h * W + off;
+              const int64_t base = (d * p.in_h + h) * W + off;
               for (int64_t ow = l; ow < e; ++ow) {
                 const T v = xr[ow * S + off];
                 if (v > a[ow] || v != v) {
@@ -255,8 +267,9 @@ void run_rows_nchw(const PoolCall& call) {
         }
       } else {
         for (int64_t ow = 0; ow < OW; ++ow) a[ow] = T(0);
+        for (int64_t td = 0; td < taps_d; ++td)
         for (int64_t t = 0; t < taps_h; ++t) {
-          const T* xr = xp + (h0 + t * p.dilation_h) * call.x_stride.h;
+          const T* xr = xp + (d0 + td * p.dilation_d) * call.x_stride_d + (h0 + t * p.dilation_h) * call.x_stride.h;
           for (int64_t j = 0; j < p.kernel_w; ++j) {
             const int64_t off = j * p.dilation_w - p.pad_left;
             const int64_t l = lo[size_t(j)], e = hi[size_t(j)];
@@ -276,10 +289,10 @@ void run_rows_nchw(const PoolCall& call) {
           const T d = T(p.divisor_override);
           for (int64_t ow = 0; ow < OW; ++ow) a[ow] /= d;
         } else {
-          const int64_t rs = call.rows.size[oh];
+          const T rs = T(call.depths.size[od]) * T(call.rows.size[oh]);  // exact for a depth of one
           const int64_t* cs = call.cols.size;
 #pragma omp simd
-          for (int64_t ow = 0; ow < OW; ++ow) a[ow] /= T(rs) * T(cs[ow]);
+          for (int64_t ow = 0; ow < OW; ++ow) a[ow] /= rs * T(cs[ow]);
         }
       }
     }
@@ -301,7 +314,7 @@ void run_plane_nchw(const PoolCall& call) {
   const Pool2dProblem& p = call.p;
   const T* x = static_cast<const T*>(call.x);
   T* y = static_cast<T*>(call.y);
-  const int64_t planes = p.batch * p.channels, HW = p.in_h * p.in_w;
+  const int64_t planes = p.batch * p.channels, HW = p.in_d * p.in_h * p.in_w;
   const bool is_max = p.kind == PoolKind::Max;
   constexpr int L = 16;  // independent partial results, so the reduction vectorises
 
@@ -310,7 +323,7 @@ void run_plane_nchw(const PoolCall& call) {
 #pragma omp for schedule(static)
     for (int64_t plane = 0; plane < planes; ++plane) {
       const int64_t n = plane / p.channels, c = plane % p.channels;
-      const T* xp = x + n * call.x_stride.n + c * call.x_stride.c;  // contiguous h, w
+      const T* xp = x + n * call.x_stride.n + c * call.x_stride.c;  // contiguous d, h, w
       const int64_t yo = n * call.y_stride.n + c * call.y_stride.c;
       const int64_t full = HW / L * L;
       if (is_max && call.indices) {
@@ -344,14 +357,14 @@ void run_plane_nchw(const PoolCall& call) {
         T sum = 0;
         for (int l = 0; l < L; ++l) sum += part[l];
         for (int64_t i = full; i < HW; ++i) sum += xp[i];
-        y[yo] = sum / avg_divisor<T>(call, 0, 0);
+        y[yo] = sum / avg_divisor<T>(call, 0, 0, 0);
       }
     }
   });
 }
 
 bool accepts_plane_nchw(const Pool2dProblem& p) {
-  return p.layout == Layout::NCHW && p.adaptive && p.out_h == 1 && p.out_w == 1;
+  return p.layout == Layout::NCHW && p.adaptive && p.out_d == 1 && p.out_h == 1 && p.out_w == 1;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -362,32 +375,35 @@ void run_maps_nchw(const PoolCall& call) {
   const Pool2dProblem& p = call.p;
   const T* x = static_cast<const T*>(call.x);
   T* y = static_cast<T*>(call.y);
-  const int64_t planes = p.batch * p.channels;
+  const int64_t planes = p.batch * p.channels * p.out_d;
   const bool is_max = p.kind == PoolKind::Max;
 
   parallel_region(call.num_threads, [&] {
     DenormalGuard denormals;
 #pragma omp for schedule(static)
     for (int64_t plane = 0; plane < planes; ++plane) {
-      const int64_t n = plane / p.channels, c = plane % p.channels;
+      const int64_t od = plane % p.out_d, n = plane / p.out_d / p.channels, c = plane / p.out_d % p.channels;
+      const int64_t d0 = call.depths.begin[od], td = call.depths.count[od];
       const T* xp = x + n * call.x_stride.n + c * call.x_stride.c;
       for (int64_t oh = 0; oh < p.out_h; ++oh) {
         const int64_t h0 = call.rows.begin[oh], th = call.rows.count[oh];
         for (int64_t ow = 0; ow < p.out_w; ++ow) {
           const int64_t w0 = call.cols.begin[ow], tw = call.cols.count[ow];
-          const int64_t yo = n * call.y_stride.n + c * call.y_stride.c + oh * call.y_stride.h + ow * call.y_stride.w;
+          const int64_t yo = n * call.y_stride.n + c * call.y_stride.c + od * call.y_stride_d + oh * call.y_stride.h +
+                             ow * call.y_stride.w;
           if (is_max) {
             T best = neg_inf<T>();
-            int64_t arg = h0 * p.in_w + w0;
+            int64_t arg = (d0 * p.in_h + h0) * p.in_w + w0;
+            for (int64_t k = 0; k < td; ++k)
             for (int64_t t = 0; t < th; ++t) {
-              const int64_t h = h0 + t * p.dilation_h;
-              const T* xr = xp + h * call.x_stride.h;
+              const int64_t d = d0 + k * p.dilation_d, h = h0 + t * p.dilation_h;
+              const T* xr = xp + d * call.x_stride_d + h * call.x_stride.h;
               for (int64_t u = 0; u < tw; ++u) {
                 const int64_t w = w0 + u * p.dilation_w;
                 const T v = xr[w];
                 if (v > best || v != v) {
                   best = v;
-                  arg = h * p.in_w + w;
+                  arg = (d * p.in_h + h) * p.in_w + w;
                 }
               }
             }
@@ -395,11 +411,12 @@ void run_maps_nchw(const PoolCall& call) {
             if (call.indices) call.indices[yo] = arg;
           } else {
             T sum = 0;
+            for (int64_t k = 0; k < td; ++k)
             for (int64_t t = 0; t < th; ++t) {
-              const T* xr = xp + (h0 + t * p.dilation_h) * call.x_stride.h + w0;
+              const T* xr = xp + (d0 + k * p.dilation_d) * call.x_stride_d + (h0 + t * p.dilation_h) * call.x_stride.h + w0;
               for (int64_t u = 0; u < tw; ++u) sum += xr[u * p.dilation_w];
             }
-            y[yo] = sum / avg_divisor<T>(call, oh, ow);
+            y[yo] = sum / avg_divisor<T>(call, od, oh, ow);
           }
         }
       }
@@ -421,7 +438,7 @@ void run_channels_nhwc(const PoolCall& call) {
   // Channel blocks keep a few items per pixel for global pooling of small batches.
   const int64_t cblock = std::min<int64_t>(C, 256);
   const int64_t cblocks = ceil_div(C, cblock);
-  const int64_t items = p.batch * p.out_h * p.out_w * cblocks;
+  const int64_t items = p.batch * p.out_d * p.out_h * p.out_w * cblocks;
   const bool is_max = p.kind == PoolKind::Max;
 
   parallel_region(call.num_threads, [&] {
@@ -431,27 +448,31 @@ void run_channels_nhwc(const PoolCall& call) {
       int64_t rest = item;
       const int64_t cb = rest % cblocks; rest /= cblocks;
       const int64_t ow = rest % p.out_w; rest /= p.out_w;
-      const int64_t oh = rest % p.out_h;
-      const int64_t n = rest / p.out_h;
+      const int64_t oh = rest % p.out_h; rest /= p.out_h;
+      // (No division for 2-D problems: items of few channels are a handful of loads each.)
+      const int64_t od = p.out_d == 1 ? 0 : rest % p.out_d;
+      const int64_t n = p.out_d == 1 ? rest : rest / p.out_d;
       const int64_t c0 = cb * cblock, cn = std::min(cblock, C - c0);
       int exponent = 0;
+      const int64_t d0 = call.depths.begin[od], td = call.depths.count[od];
       const int64_t h0 = call.rows.begin[oh], th = call.rows.count[oh];
       const int64_t w0 = call.cols.begin[ow], tw = call.cols.count[ow];
       const T* xn = x + n * call.x_stride.n + c0;
-      const int64_t yo = n * call.y_stride.n + oh * call.y_stride.h + ow * call.y_stride.w + c0;
+      const int64_t yo = n * call.y_stride.n + od * call.y_stride_d + oh * call.y_stride.h + ow * call.y_stride.w + c0;
       T* a = y + yo;
       if (is_max) {
         for (int64_t c = 0; c < cn; ++c) a[c] = neg_inf<T>();
         int64_t* idx = call.indices ? call.indices + yo : nullptr;
         if (idx)
-          for (int64_t c = 0; c < cn; ++c) idx[c] = h0 * p.in_w + w0;
+          for (int64_t c = 0; c < cn; ++c) idx[c] = (d0 * p.in_h + h0) * p.in_w + w0;
+        for (int64_t k = 0; k < td; ++k)
         for (int64_t t = 0; t < th; ++t) {
-          const int64_t h = h0 + t * p.dilation_h;
+          const int64_t d = d0 + k * p.dilation_d, h = h0 + t * p.dilation_h;
           for (int64_t u = 0; u < tw; ++u) {
             const int64_t w = w0 + u * p.dilation_w;
-            const T* s = xn + h * call.x_stride.h + w * call.x_stride.w;
+            const T* s = xn + d * call.x_stride_d + h * call.x_stride.h + w * call.x_stride.w;
             if (idx) {
-              const int64_t here = h * p.in_w + w;
+              const int64_t here = (d * p.in_h + h) * p.in_w + w;
 #pragma omp simd
               for (int64_t c = 0; c < cn; ++c) {
                 const bool take = s[c] > a[c] || s[c] != s[c];
@@ -466,15 +487,17 @@ void run_channels_nhwc(const PoolCall& call) {
         }
       } else {
         for (int64_t c = 0; c < cn; ++c) a[c] = T(0);
+        for (int64_t k = 0; k < td; ++k)
         for (int64_t t = 0; t < th; ++t) {
           const int64_t h = h0 + t * p.dilation_h;
+          const T* xd = xn + (d0 + k * p.dilation_d) * call.x_stride_d;
           for (int64_t u = 0; u < tw; ++u) {
-            const T* s = xn + h * call.x_stride.h + (w0 + u * p.dilation_w) * call.x_stride.w;
+            const T* s = xd + h * call.x_stride.h + (w0 + u * p.dilation_w) * call.x_stride.w;
 #pragma omp simd
             for (int64_t c = 0; c < cn; ++c) a[c] += s[c];
           }
         }
-        const T d = avg_divisor<T>(call, oh, ow);
+        const T d = avg_divisor<T>(call, od, oh, ow);
         const T r = T(1) / d;
         if (r * d == T(1) && std::frexp(d, &exponent) == T(0.5)) {
           // A power of two: multiplying by the exact reciprocal rounds as dividing does.

@@ -16,17 +16,18 @@ from . import _native
 
 IntPair = Union[int, Tuple[int, int]]
 
-# Layout names by spatial rank (TensorFlow's): code 0 is channels-first, 1 channels-last.
-RANK_LAYOUTS = {1: {"NCW": 0, "NWC": 1}, 2: {"NCHW": 0, "NHWC": 1}, 3: {"NCDHW": 0, "NDHWC": 1}}
+# The native enums' names and codes (bindings/native.cpp): layouts by spatial rank (TensorFlow's
+# names; code 0 is channels-first, 1 channels-last), padding modes, activations (None: none).
+RANK_LAYOUTS: Dict[int, Dict[str, int]] = _native.LAYOUTS
 LAYOUTS = RANK_LAYOUTS[2]
+PADDING_MODES: Dict[str, int] = _native.PADDING_MODES
+ACTIVATIONS: Dict[Optional[str], int] = _native.ACTIVATIONS
 # The spatial axes' letters by rank, for shapes in messages.
 SPATIAL_AXES = {1: "L", 2: "HW", 3: "DHW"}
-PADDING_MODES = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
-ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2, "leaky_relu": 3, "sigmoid": 4, "tanh": 5, "silu": 6}
 
 # Padded sizes must stay below this (cpp/conv_problem.h, kMaxIndexExtent): sums of three such
 # values still fit the native core's int64 arithmetic.
-MAX_INDEX_EXTENT = 2**61
+MAX_INDEX_EXTENT: int = _native.MAX_INDEX_EXTENT
 
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
@@ -324,7 +325,7 @@ def overlaps(out: np.ndarray, arrays: Sequence[Optional[np.ndarray]]) -> bool:
     return any(a is not None and np.may_share_memory(out, a) for a in arrays)
 
 
-def check_padded_size(padded_hw: Tuple[int, int]) -> None:
+def check_padded_size(padded_hw: Tuple[int, ...]) -> None:
     if max(padded_hw) >= MAX_INDEX_EXTENT:
         raise ValueError(
             f"the padded input size {tuple(padded_hw)} does not fit cppconv's 64-bit index arithmetic "

@@ -253,7 +253,8 @@ def conv2d(
         padding: int, ``(ph, pw)``, ``((top, bottom), (left, right))``, ``"valid"`` or
             ``"same"`` (output ``ceil(I / S)``, the odd pixel at the bottom/right).
         groups: divides C and K; ``groups == C`` is a depthwise convolution.
-        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"``, ``"circular"`` (PyTorch's) or
+            ``"symmetric"`` (NumPy's and SciPy's: the edge value repeated, any padding size).
         layout: ``"NCHW"`` or ``"NHWC"``, for x and the result.
         activation: None, ``"relu"``, ``"relu6"``, ``"leaky_relu"``, ``"sigmoid"``,
             ``"tanh"`` or ``"silu"``, applied as the output is written.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'MAX_THREADS', 'PRECISIONS', 'adaptive_pool2d', 'available_isas', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool_algorithms', 'pool_output_size', 'reset_num_threads', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
+__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'adaptive_pool2d', 'adaptive_pool3d', 'available_isas', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool3d', 'pool_algorithms', 'pool_output_size', 'reset_num_threads', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
 class ConvParams:
     """
     A convolution call's normalised hyper-parameters (internal).
@@ -39,9 +39,13 @@ class ConvTransposePlan:
         ...
     def run(self, x: numpy.ndarray, out: numpy.ndarray, settings: ConvTransposeSettings, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
         ...
-def adaptive_pool2d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '') -> None:
+def adaptive_pool2d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
     Adaptive max/average pooling to out's size (internal; see cppconv.adaptive_avg_pool2d).
+    """
+def adaptive_pool3d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    """
+    Adaptive 3-D max/average pooling of 5-D arrays to out's size (internal; see cppconv.adaptive_avg_pool3d).
     """
 def available_isas() -> list[str]:
     """
@@ -95,9 +99,13 @@ def physical_memory_bytes() -> int:
     """
     The most memory cppconv lets one call allocate.
     """
-def pool2d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, kernel_h: typing.SupportsInt | typing.SupportsIndex, kernel_w: typing.SupportsInt | typing.SupportsIndex, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, pad_top: typing.SupportsInt | typing.SupportsIndex, pad_bottom: typing.SupportsInt | typing.SupportsIndex, pad_left: typing.SupportsInt | typing.SupportsIndex, pad_right: typing.SupportsInt | typing.SupportsIndex, ceil_mode: bool, count_include_pad: bool, divisor_override: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '') -> None:
+def pool2d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, kernel_h: typing.SupportsInt | typing.SupportsIndex, kernel_w: typing.SupportsInt | typing.SupportsIndex, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, pad_top: typing.SupportsInt | typing.SupportsIndex, pad_bottom: typing.SupportsInt | typing.SupportsIndex, pad_left: typing.SupportsInt | typing.SupportsIndex, pad_right: typing.SupportsInt | typing.SupportsIndex, ceil_mode: bool, count_include_pad: bool, divisor_override: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
     Max (kind 0) or average (kind 1) pooling into `out` (internal; see cppconv.max_pool2d).
+    """
+def pool3d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, kernel: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(3)"], stride: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(3)"], dilation: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(3)"], padding: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(6)"], ceil_mode: bool, count_include_pad: bool, divisor_override: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    """
+    3-D max (kind 0) or average (kind 1) pooling of 5-D arrays into `out`; kernel, stride and dilation as (d, h, w), padding as (front, back, top, bottom, left, right) (internal; see cppconv.max_pool3d).
     """
 def pool_algorithms() -> list[str]:
     ...
@@ -117,5 +125,9 @@ def set_float32_precision(mode: typing.SupportsInt | typing.SupportsIndex) -> No
     ...
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
+ACTIVATIONS: dict = {None: 0, 'relu': 1, 'relu6': 2, 'leaky_relu': 3, 'sigmoid': 4, 'tanh': 5, 'silu': 6}
+LAYOUTS: dict = {1: {'NCW': 0, 'NWC': 1}, 2: {'NCHW': 0, 'NHWC': 1}, 3: {'NCDHW': 0, 'NDHWC': 1}}
+MAX_INDEX_EXTENT: int = 2305843009213693952
 MAX_THREADS: int = 1024
+PADDING_MODES: dict = {'zeros': 0, 'reflect': 1, 'replicate': 2, 'circular': 3, 'symmetric': 4}
 PRECISIONS: dict = {'highest': 0, 'high': 1}

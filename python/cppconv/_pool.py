@@ -1,8 +1,10 @@
-"""Max, average, adaptive and global pooling, their layers and the size arithmetic."""
+"""Max, average, adaptive and global pooling in 1, 2 and 3 dimensions, their layers and the
+size arithmetic.  Every rank runs the one native pool: 1-D as 2-D with H = 1 (a view), 3-D
+with the native depth axis."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
@@ -11,6 +13,9 @@ from . import _args, _layer, _native
 _MAX, _AVG = 0, 1
 _I64 = np.dtype(np.int64)
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+# The spatial axes' names by rank, for messages.
+_AXIS_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+_PADDING_WORDS = {1: "(left, right)", 2: "(top, bottom, left, right)", 3: "(front, back, top, bottom, left, right)"}
 
 
 def _simple_pool(kind: int, x: Any, kernel_size: Any, stride: Any, padding: Any, count_include_pad: Any,
@@ -55,10 +60,20 @@ def _no_window(axis: str, i: int, k: int, s: int, before: int, after: int, d: in
     return ValueError(f"kernel_size {k} with dilation {d} spans {spans}{axis}, more than {limit}: output size below 1")
 
 
+@overload
 def pool_output_size(
     input_size: int, kernel_size: int, stride: Optional[int] = None, padding: int = 0, dilation: int = 1, ceil_mode: bool = False
-) -> int:
-    """Output length of a max or average pool along one axis (PyTorch's rule).
+) -> int: ...
+@overload
+def pool_output_size(
+    input_size: Sequence[int], kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+    ceil_mode: bool = False,
+) -> Tuple[int, ...]: ...
+def pool_output_size(
+    input_size: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False
+) -> Any:
+    """Output length of a max or average pool along one axis (PyTorch's rule), or the output
+    sizes of any rank for a sequence of input sizes (the other sizes then an int or one per axis).
 
     ``O = floor((I + 2P - D (K - 1) - 1) / S) + 1`` (``ceil`` in ceil_mode, where the last
     window must still start inside the input or the left padding but may reach past the
@@ -68,7 +83,19 @@ def pool_output_size(
     56
     >>> pool_output_size(5, 2, ceil_mode=True)
     3
+    >>> pool_output_size((16, 112, 112), (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+    (16, 56, 56)
     """
+    if isinstance(input_size, (tuple, list)):
+        rank = len(input_size)
+        strides = kernel_size if stride is None else stride
+        k, s, p, d = (_args.ntuple(v, name, rank) for v, name in ((kernel_size, "kernel_size"), (strides, "stride"),
+                                                                   (padding, "padding"), (dilation, "dilation")))
+        return tuple(_axis_output_size(input_size[a], k[a], s[a], p[a], d[a], ceil_mode) for a in range(rank))
+    return _axis_output_size(input_size, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def _axis_output_size(input_size: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: bool) -> int:
     i, k, s, p, d = _args.axis_sizes(input_size, kernel_size, kernel_size if stride is None else stride, padding, dilation)
     out = _pool_length(i, k, s, p, p, d, bool(ceil_mode))
     if out < 1:
@@ -77,26 +104,27 @@ def pool_output_size(
 
 
 class _PoolSpec:
-    """The hyper-parameters of a max or average pool, normalised once."""
+    """The hyper-parameters of a max or average pool of `rank` spatial axes, normalised once.
+    Per-axis values are tuples in axis order; padding is (before, after) per axis."""
 
-    __slots__ = ("kind", "kernel", "stride", "padding", "dilation", "ceil_mode", "count_include_pad", "divisor", "layout")
+    __slots__ = ("kind", "rank", "kernel", "stride", "padding", "dilation", "ceil_mode", "count_include_pad",
+                 "divisor", "layout")
 
     def __init__(self, kind: int, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: Any,
-                 count_include_pad: Any, divisor_override: Any, layout: Any):
-        self.kind = kind
-        self.kernel = _args.pair(kernel_size, "kernel_size", minimum=1)
+                 count_include_pad: Any, divisor_override: Any, layout: Any, rank: int = 2):
+        self.kind, self.rank = kind, rank
+        self.kernel = _args.ntuple(kernel_size, "kernel_size", rank, minimum=1)
         empty = stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
-        self.stride = self.kernel if empty else _args.pair(stride, "stride", minimum=1)
-        self.dilation = _args.pair(dilation, "dilation", minimum=1)
-        self.padding = _args.explicit_padding(padding)  # None means "same"
+        self.stride = self.kernel if empty else _args.ntuple(stride, "stride", rank, minimum=1)
+        self.dilation = _args.ntuple(dilation, "dilation", rank, minimum=1)
+        self.padding = _args.explicit_padding_nd(padding, rank)  # None means "same"
         if self.padding is not None:
-            top, bottom, left, right = self.padding
-            kh, kw = self.kernel
+            limits = tuple(k // 2 for k in self.kernel)
             # PyTorch: pad <= kernel_size // 2 (whatever the dilation).
-            if max(top, bottom) > kh // 2 or max(left, right) > kw // 2:
+            if any(max(self.padding[2 * a], self.padding[2 * a + 1]) > limits[a] for a in range(rank)):
                 raise ValueError(
                     f"padding {padding!r} must be at most half of kernel_size {self.kernel}: "
-                    f"got (top, bottom, left, right) = {self.padding}, limits ({kh // 2}, {kw // 2})"
+                    f"got {_PADDING_WORDS[rank]} = {self.padding}, limits {limits}"
                 )
         self.ceil_mode = bool(ceil_mode)
         self.count_include_pad = bool(count_include_pad)
@@ -106,12 +134,12 @@ class _PoolSpec:
             self.divisor = _args.as_int(divisor_override, "divisor_override")
             if self.divisor == 0:
                 raise ValueError("divisor_override must be a non-zero integer or None, got 0")
-        self.layout = _args.layout_code(layout)
+        self.layout = _args.layout_code(layout, rank)
 
     def kwargs(self) -> Dict[str, Any]:
-        """The keyword arguments of MaxPool2d or AvgPool2d (by kind) that give this spec."""
-        common = {"kernel_size": self.kernel, "stride": self.stride, "padding": _args.padding_argument(self.padding),
-                  "ceil_mode": self.ceil_mode, "layout": _args.code_word(_args.LAYOUTS, self.layout)}
+        """The keyword arguments of MaxPool{rank}d or AvgPool{rank}d (by kind) that give this spec."""
+        common = {"kernel_size": self.kernel, "stride": self.stride, "padding": _args.padding_argument_nd(self.padding),
+                  "ceil_mode": self.ceil_mode, "layout": _args.code_word(_args.RANK_LAYOUTS[self.rank], self.layout)}
         if self.kind == _MAX:
             return {**common, "dilation": self.dilation}
         return {**common, "count_include_pad": self.count_include_pad, "divisor_override": self.divisor or None}
@@ -123,19 +151,44 @@ def _input(x: Any) -> Tuple[np.ndarray, np.dtype, np.dtype]:
     return x, result, _args.compute_dtype(result)
 
 
-def _spatial(x4: np.ndarray, layout: int) -> Tuple[int, int, int, int]:
-    """(N, C, H, W) of a 4-D array in layout."""
-    if layout == 1:
-        n, h, w, c = x4.shape
-    else:
-        n, c, h, w = x4.shape
-    if h < 1 or w < 1:
-        raise ValueError(f"x has an empty spatial dimension: height {h}, width {w}")
-    return n, c, h, w
+def _batched(x: np.ndarray, rank: int, layout: int, function: str) -> np.ndarray:
+    """x with its batch axis; a 2-D pool also takes a 2-D image (H, W) (and keeps its errors).
+    function names the call for the rank-mismatch error, e.g. "max_pool{}d"."""
+    if rank == 2:
+        return _args.image_4d(x, layout)
+    return _args.batched(x, rank, layout, function)
 
 
-def _shape4(n: int, c: int, h: int, w: int, layout: int) -> Tuple[int, int, int, int]:
-    return (n, h, w, c) if layout == 1 else (n, c, h, w)
+def _spatial(xb: np.ndarray, layout: int) -> Tuple[int, int, Tuple[int, ...]]:
+    """(N, C, spatial sizes) of a batched array in layout."""
+    shape = xb.shape
+    n, c, sizes = (shape[0], shape[-1], shape[1:-1]) if layout == 1 else (shape[0], shape[1], shape[2:])
+    if min(sizes) < 1:
+        words = ", ".join(f"{name} {size}" for name, size in zip(_AXIS_NAMES[len(sizes)], sizes))
+        raise ValueError(f"x has an empty spatial dimension: {words}")
+    return n, c, tuple(sizes)
+
+
+def _batched_shape(n: int, c: int, sizes: Tuple[int, ...], layout: int) -> Tuple[int, ...]:
+    return (n, *sizes, c) if layout == 1 else (n, c, *sizes)
+
+
+def _result_shape(full: Tuple[int, ...], ndim: int, rank: int, layout: int) -> Tuple[int, ...]:
+    """The user's result shape for an input of ndim dimensions whose batched result is `full`."""
+    if rank == 2:
+        return _args.image_shape(full, ndim, layout)  # type: ignore[arg-type]
+    return full if ndim == rank + 2 else full[1:]
+
+
+@overload
+def _native_view(a: np.ndarray, rank: int, layout: int) -> np.ndarray: ...
+@overload
+def _native_view(a: None, rank: int, layout: int) -> None: ...
+def _native_view(a: Optional[np.ndarray], rank: int, layout: int) -> Optional[np.ndarray]:
+    """A batched array of a 1-D pool as the 2-D pool's (N, C, 1, L) or (N, 1, L, C): a view."""
+    if a is None or rank != 1:
+        return a
+    return a[:, :, None] if layout == 0 else a[:, None]
 
 
 def _split_out(out: Any, return_indices: bool) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
@@ -179,27 +232,39 @@ class _Destinations:
         return y, _args.deliver(self.out_indices, self.indices, self.indices_direct, self.shape, _I64)  # type: ignore[arg-type]
 
 
-def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, algorithm: str = "") -> Any:
+def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, algorithm: str = "",
+              num_threads: Any = None) -> Any:
+    rank = spec.rank
+    threads = _args.thread_count(num_threads)
     x, result, compute = _input(x)
-    x4 = _args.image_4d(x, spec.layout)
-    n, c, h, w = _spatial(x4, spec.layout)
-    (kh, kw), (sh, sw), (dh, dw) = spec.kernel, spec.stride, spec.dilation
-    pads = _args.resolve_padding(spec.padding, (h, w), spec.kernel, spec.stride, spec.dilation)
-    top, bottom, left, right = pads
-    _args.check_padded_size((h + top + bottom, w + left + right))
-    oh = _pool_length(h, kh, sh, top, bottom, dh, spec.ceil_mode)
-    ow = _pool_length(w, kw, sw, left, right, dw, spec.ceil_mode)
-    if oh < 1:
-        raise _no_window(" along the height", h, kh, sh, top, bottom, dh, spec.ceil_mode)
-    if ow < 1:
-        raise _no_window(" along the width", w, kw, sw, left, right, dw, spec.ceil_mode)
-    shape4 = _shape4(n, c, oh, ow, spec.layout)
-    shape = _args.image_shape(shape4, x.ndim, spec.layout)
-    dest = _Destinations(out, return_indices, shape, shape4, result, compute, x)
-    _native.pool2d(
-        _args.as_compute(x4, compute), dest.values, dest.indices, spec.kind, kh, kw, sh, sw, dh, dw, top, bottom, left, right,
-        spec.ceil_mode, spec.count_include_pad, spec.divisor, spec.layout, algorithm,
-    )
+    xb = _batched(x, rank, spec.layout, "max_pool{}d" if spec.kind == _MAX else "avg_pool{}d")
+    n, c, sizes = _spatial(xb, spec.layout)
+    pads = spec.padding
+    if pads is None:
+        pads = tuple(v for a in range(rank) for v in _args.same_padding(sizes[a], spec.kernel[a], spec.stride[a],
+                                                                         spec.dilation[a]))
+    _args.check_padded_size(tuple(sizes[a] + pads[2 * a] + pads[2 * a + 1] for a in range(rank)))
+    out_sizes = []
+    for a in range(rank):
+        axis = (sizes[a], spec.kernel[a], spec.stride[a], pads[2 * a], pads[2 * a + 1], spec.dilation[a], spec.ceil_mode)
+        length = _pool_length(*axis)
+        if length < 1:
+            raise _no_window(f" along the {_AXIS_NAMES[rank][a]}", *axis)
+        out_sizes.append(length)
+    full = _batched_shape(n, c, tuple(out_sizes), spec.layout)
+    shape = _result_shape(full, x.ndim, rank, spec.layout)
+    dest = _Destinations(out, return_indices, shape, full, result, compute, x)
+    xin = _args.as_compute(xb, compute)
+    if rank == 3:
+        _native.pool3d(xin, dest.values, dest.indices, spec.kind, spec.kernel, spec.stride, spec.dilation, pads,
+                       spec.ceil_mode, spec.count_include_pad, spec.divisor, spec.layout, algorithm, threads)
+    else:
+        # 1-D is the 2-D pool with a unit height: kernel, stride and dilation 1, no padding.
+        (kh, kw), (sh, sw), (dh, dw) = ((1,) * (2 - rank) + t for t in (spec.kernel, spec.stride, spec.dilation))
+        top, bottom, left, right = (0, 0) * (2 - rank) + pads
+        _native.pool2d(_native_view(xin, rank, spec.layout), _native_view(dest.values, rank, spec.layout),
+                       _native_view(dest.indices, rank, spec.layout), spec.kind, kh, kw, sh, sw, dh, dw, top, bottom,
+                       left, right, spec.ceil_mode, spec.count_include_pad, spec.divisor, spec.layout, algorithm, threads)
     return dest.deliver()
 
 
@@ -213,6 +278,7 @@ def max_pool2d(
     return_indices: bool = False,
     layout: str = "NCHW",
     out: Any = None,
+    num_threads: Optional[int] = None,
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """2-D max pooling (``torch.nn.functional.max_pool2d``).
 
@@ -231,6 +297,8 @@ def max_pool2d(
         layout: ``"NCHW"`` or ``"NHWC"``, for x and the result.
         out: array of the result's shape and dtype to write into (returned); with
             return_indices also a ``(values, indices)`` pair.
+        num_threads: threads for this call only (default None: ``cppconv.get_num_threads()``);
+            every pool takes it.
 
     Returns:
         ``(N, C, OH, OW)`` (NCHW) or ``(N, OH, OW, C)`` (NHWC), without N for an unbatched x,
@@ -243,12 +311,13 @@ def max_pool2d(
     array([[[ 5.,  7.],
             [13., 15.]]], dtype=float32)
     """
-    if out is None and dilation.__class__ is int and dilation == 1 and ceil_mode is False and return_indices is False:
+    if (out is None and num_threads is None and dilation.__class__ is int and dilation == 1 and ceil_mode is False
+            and return_indices is False):
         y = _simple_pool(_MAX, x, kernel_size, stride, padding, True, layout)
         if y is not None:
             return y
     spec = _PoolSpec(_MAX, kernel_size, stride, padding, dilation, ceil_mode, True, None, layout)
-    return _run_pool(spec, x, out, bool(return_indices))
+    return _run_pool(spec, x, out, bool(return_indices), num_threads=num_threads)
 
 
 def avg_pool2d(
@@ -261,6 +330,7 @@ def avg_pool2d(
     divisor_override: Optional[int] = None,
     layout: str = "NCHW",
     out: Optional[np.ndarray] = None,
+    num_threads: Optional[int] = None,
 ) -> np.ndarray:
     """2-D average pooling (``torch.nn.functional.avg_pool2d``).
 
@@ -275,41 +345,152 @@ def avg_pool2d(
     array([[[ 2.5,  4.5],
             [10.5, 12.5]]], dtype=float32)
     """
-    if out is None and ceil_mode is False and divisor_override is None:
+    if out is None and num_threads is None and ceil_mode is False and divisor_override is None:
         y = _simple_pool(_AVG, x, kernel_size, stride, padding, count_include_pad, layout)
         if y is not None:
             return y
     spec = _PoolSpec(_AVG, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override, layout)
-    return _run_pool(spec, x, out)
+    return _run_pool(spec, x, out, num_threads=num_threads)
 
 
-def _adaptive_size(output_size: Any, hw: Tuple[int, int]) -> Tuple[int, int]:
+def max_pool1d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+    layout: str = "NCW",
+    out: Any = None,
+    num_threads: Optional[int] = None,
+) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+    """1-D max pooling (``torch.nn.functional.max_pool1d``): :func:`max_pool2d` along one axis.
+
+    x is ``(N, C, L)`` or ``(C, L)`` for ``layout="NCW"``, ``(N, L, C)`` or ``(L, C)`` for
+    ``"NWC"``.  Sizes are ints (or 1-tuples); padding also ``((left, right),)``, ``"valid"`` or
+    ``"same"``.  Indices are positions along L.
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.max_pool1d(np.array([[1., 3., 2., 5., 4.]]), 2, ceil_mode=True)
+    array([[3., 5., 4.]])
+    """
+    spec = _PoolSpec(_MAX, kernel_size, stride, padding, dilation, ceil_mode, True, None, layout, rank=1)
+    return _run_pool(spec, x, out, bool(return_indices), num_threads=num_threads)
+
+
+def max_pool3d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+    layout: str = "NCDHW",
+    out: Any = None,
+    num_threads: Optional[int] = None,
+) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+    """3-D max pooling (``torch.nn.functional.max_pool3d``): :func:`max_pool2d` with a depth axis.
+
+    x is ``(N, C, D, H, W)`` or ``(C, D, H, W)`` for ``layout="NCDHW"``, ``(N, D, H, W, C)`` or
+    ``(D, H, W, C)`` for ``"NDHWC"``.  Sizes are ints or ``(d, h, w)``; padding also three
+    ``(before, after)`` pairs, ``"valid"`` or ``"same"``.  Indices are flat
+    ``(d * H + h) * W + w`` within each input volume.
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.max_pool3d(np.arange(8.0).reshape(1, 2, 2, 2), 2)
+    array([[[[7.]]]])
+    """
+    spec = _PoolSpec(_MAX, kernel_size, stride, padding, dilation, ceil_mode, True, None, layout, rank=3)
+    return _run_pool(spec, x, out, bool(return_indices), num_threads=num_threads)
+
+
+def avg_pool1d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: Optional[int] = None,
+    layout: str = "NCW",
+    out: Optional[np.ndarray] = None,
+    num_threads: Optional[int] = None,
+) -> np.ndarray:
+    """1-D average pooling (``torch.nn.functional.avg_pool1d``, plus PyTorch 2-D's
+    divisor_override): :func:`avg_pool2d` along one axis; shapes as in :func:`max_pool1d`.
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.avg_pool1d(np.array([[1., 3., 2., 6.]]), 2)
+    array([[2., 4.]])
+    """
+    spec = _PoolSpec(_AVG, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override, layout,
+                     rank=1)
+    return _run_pool(spec, x, out, num_threads=num_threads)
+
+
+def avg_pool3d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: Optional[int] = None,
+    layout: str = "NCDHW",
+    out: Optional[np.ndarray] = None,
+    num_threads: Optional[int] = None,
+) -> np.ndarray:
+    """3-D average pooling (``torch.nn.functional.avg_pool3d``): :func:`avg_pool2d` with a
+    depth axis; shapes as in :func:`max_pool3d`.
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.avg_pool3d(np.arange(8.0).reshape(1, 2, 2, 2), 2)
+    array([[[[3.5]]]])
+    """
+    spec = _PoolSpec(_AVG, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override, layout,
+                     rank=3)
+    return _run_pool(spec, x, out, num_threads=num_threads)
+
+
+def _adaptive_request(output_size: Any, rank: int) -> Tuple[Optional[int], ...]:
+    """An adaptive pool's output_size per axis, None for "the input's size"."""
     if isinstance(output_size, (tuple, list)):
-        if len(output_size) != 2:
-            raise ValueError(f"output_size must be an int or a pair (h, w), got {output_size!r}")
-        sizes = tuple(hw[i] if output_size[i] is None else _args.as_int(output_size[i], "output_size") for i in (0, 1))
+        if len(output_size) != rank:
+            raise ValueError(f"output_size must be an int or {rank} sizes ({', '.join(_AXIS_NAMES[rank])}), "
+                             f"got {output_size!r}")
+        sizes = tuple(None if v is None else _args.as_int(v, "output_size") for v in output_size)
     else:
-        sizes = (_args.as_int(output_size, "output_size"),) * 2
-    if min(sizes) < 1:
+        sizes = (_args.as_int(output_size, "output_size"),) * rank
+    if min((v for v in sizes if v is not None), default=1) < 1:
         raise ValueError(f"output_size must be >= 1, got {output_size!r}")
-    return sizes  # type: ignore[return-value]
+    return sizes
 
 
 def _run_adaptive(kind: int, x: Any, output_size: Any, layout: Any, return_indices: bool = False,
-                  out: Any = None, algorithm: str = "") -> Any:
-    code = _args.layout_code(layout)
+                  out: Any = None, algorithm: str = "", rank: int = 2, num_threads: Any = None) -> Any:
+    code = _args.layout_code(layout, rank)
+    threads = _args.thread_count(num_threads)
+    request = _adaptive_request(output_size, rank)
     x, result, compute = _input(x)
-    x4 = _args.image_4d(x, code)
-    n, c, h, w = _spatial(x4, code)
-    oh, ow = _adaptive_size(output_size, (h, w))
-    shape4 = _shape4(n, c, oh, ow, code)
-    shape = _args.image_shape(shape4, x.ndim, code)
-    dest = _Destinations(out, return_indices, shape, shape4, result, compute, x)
-    _native.adaptive_pool2d(_args.as_compute(x4, compute), dest.values, dest.indices, kind, code, algorithm)
+    xb = _batched(x, rank, code, "adaptive_max_pool{}d" if kind == _MAX else "adaptive_avg_pool{}d")
+    n, c, sizes = _spatial(xb, code)
+    full = _batched_shape(n, c, tuple(s if r is None else r for s, r in zip(sizes, request)), code)
+    shape = _result_shape(full, x.ndim, rank, code)
+    dest = _Destinations(out, return_indices, shape, full, result, compute, x)
+    xin = _args.as_compute(xb, compute)
+    if rank == 3:
+        _native.adaptive_pool3d(xin, dest.values, dest.indices, kind, code, algorithm, threads)
+    else:
+        _native.adaptive_pool2d(_native_view(xin, rank, code), _native_view(dest.values, rank, code),
+                                _native_view(dest.indices, rank, code), kind, code, algorithm, threads)
     return dest.deliver()
 
 
-def adaptive_avg_pool2d(x: Any, output_size: Any, layout: str = "NCHW", out: Optional[np.ndarray] = None) -> np.ndarray:
+def adaptive_avg_pool2d(
+    x: Any, output_size: Any, layout: str = "NCHW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None
+) -> np.ndarray:
     """Adaptive average pooling to a fixed output size (``torch.nn.functional.adaptive_avg_pool2d``).
 
     Output ``(i, j)`` averages input rows ``floor(i H / OH) .. ceil((i + 1) H / OH) - 1`` and
@@ -325,11 +506,12 @@ def adaptive_avg_pool2d(x: Any, output_size: Any, layout: str = "NCHW", out: Opt
     >>> cppconv.adaptive_avg_pool2d(np.ones((2, 3, 10, 7)), (4, None)).shape
     (2, 3, 4, 7)
     """
-    return _run_adaptive(_AVG, x, output_size, layout, out=out)
+    return _run_adaptive(_AVG, x, output_size, layout, out=out, num_threads=num_threads)
 
 
 def adaptive_max_pool2d(
-    x: Any, output_size: Any, return_indices: bool = False, layout: str = "NCHW", out: Any = None
+    x: Any, output_size: Any, return_indices: bool = False, layout: str = "NCHW", out: Any = None,
+    num_threads: Optional[int] = None,
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """Adaptive max pooling (``torch.nn.functional.adaptive_max_pool2d``).
 
@@ -344,17 +526,72 @@ def adaptive_max_pool2d(
     array([[4, 5],
            [7, 8]])
     """
-    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out)
+    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, num_threads=num_threads)
 
 
-def global_avg_pool2d(x: Any, layout: str = "NCHW", out: Optional[np.ndarray] = None) -> np.ndarray:
+def adaptive_avg_pool1d(
+    x: Any, output_size: Any, layout: str = "NCW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None
+) -> np.ndarray:
+    """Adaptive 1-D average pooling (``torch.nn.functional.adaptive_avg_pool1d``); windows as
+    in :func:`adaptive_avg_pool2d`, shapes as in :func:`max_pool1d`.
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.adaptive_avg_pool1d(np.array([[1., 2., 3., 4., 5.]]), 2)
+    array([[2., 4.]])
+    """
+    return _run_adaptive(_AVG, x, output_size, layout, out=out, rank=1, num_threads=num_threads)
+
+
+def adaptive_avg_pool3d(
+    x: Any, output_size: Any, layout: str = "NCDHW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None
+) -> np.ndarray:
+    """Adaptive 3-D average pooling (``torch.nn.functional.adaptive_avg_pool3d``): output_size
+    an int or ``(OD, OH, OW)`` (None keeps that input size); shapes as in :func:`max_pool3d`.
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.adaptive_avg_pool3d(np.ones((2, 3, 8, 10, 7)), (2, 4, None)).shape
+    (2, 3, 2, 4, 7)
+    """
+    return _run_adaptive(_AVG, x, output_size, layout, out=out, rank=3, num_threads=num_threads)
+
+
+def adaptive_max_pool1d(
+    x: Any, output_size: Any, return_indices: bool = False, layout: str = "NCW", out: Any = None,
+    num_threads: Optional[int] = None,
+) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+    """Adaptive 1-D max pooling (``torch.nn.functional.adaptive_max_pool1d``); indices are
+    positions along L.
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.adaptive_max_pool1d(np.array([[1., 5., 2., 4., 3.]]), 2, return_indices=True)
+    (array([[5., 4.]]), array([[1, 3]]))
+    """
+    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, rank=1, num_threads=num_threads)
+
+
+def adaptive_max_pool3d(
+    x: Any, output_size: Any, return_indices: bool = False, layout: str = "NCDHW", out: Any = None,
+    num_threads: Optional[int] = None,
+) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+    """Adaptive 3-D max pooling (``torch.nn.functional.adaptive_max_pool3d``); indices flat
+    ``(d * H + h) * W + w`` within each input volume.
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.adaptive_max_pool3d(np.arange(8.0).reshape(1, 2, 2, 2), 1, return_indices=True)
+    (array([[[[7.]]]]), array([[[[7]]]]))
+    """
+    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, rank=3, num_threads=num_threads)
+
+
+def global_avg_pool2d(x: Any, layout: str = "NCHW", out: Optional[np.ndarray] = None,
+                      num_threads: Optional[int] = None) -> np.ndarray:
     """The mean of each channel's plane, keeping H = W = 1: ``(N, C, 1, 1)`` or ``(N, 1, 1, C)``.
 
     >>> import numpy as np, cppconv
     >>> cppconv.global_avg_pool2d(np.ones((2, 7, 7, 8), np.float32), layout="NHWC").shape
     (2, 1, 1, 8)
     """
-    if out is None and x.__class__ is np.ndarray and x.ndim == 4 and x.flags.c_contiguous and x.size:
+    if out is None and num_threads is None and x.__class__ is np.ndarray and x.ndim == 4 and x.flags.c_contiguous and x.size:
         # The common call, a batch in a native float dtype, without the general path's
         # argument handling: at batch 1 that handling costs more than the reduction.
         code = _args.LAYOUTS.get(layout) if layout.__class__ is str else None
@@ -363,7 +600,29 @@ def global_avg_pool2d(x: Any, layout: str = "NCHW", out: Optional[np.ndarray] = 
             y = np.empty((n, 1, 1, c) if code else (n, c, 1, 1), dtype=x.dtype)
             _native.adaptive_pool2d(x, y, None, _AVG, code, "")
             return y
-    return _run_adaptive(_AVG, x, (1, 1), layout, out=out)
+    return _run_adaptive(_AVG, x, (1, 1), layout, out=out, num_threads=num_threads)
+
+
+def global_avg_pool1d(x: Any, layout: str = "NCW", out: Optional[np.ndarray] = None,
+                      num_threads: Optional[int] = None) -> np.ndarray:
+    """The mean of each channel's sequence, keeping L = 1: ``(N, C, 1)`` or ``(N, 1, C)``.
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.global_avg_pool1d(np.ones((2, 8, 100), np.float32)).shape
+    (2, 8, 1)
+    """
+    return _run_adaptive(_AVG, x, 1, layout, out=out, rank=1, num_threads=num_threads)
+
+
+def global_avg_pool3d(x: Any, layout: str = "NCDHW", out: Optional[np.ndarray] = None,
+                      num_threads: Optional[int] = None) -> np.ndarray:
+    """The mean of each channel's volume, keeping D = H = W = 1: ``(N, C, 1, 1, 1)`` or ``(N, 1, 1, 1, C)``.
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.global_avg_pool3d(np.ones((2, 8, 4, 7, 7), np.float32)).shape
+    (2, 8, 1, 1, 1)
+    """
+    return _run_adaptive(_AVG, x, 1, layout, out=out, rank=3, num_threads=num_threads)
 
 
 class _PoolLayer(_layer.Layer):
@@ -378,7 +637,71 @@ class _PoolLayer(_layer.Layer):
     layout = _layer.spec_setting("layout")
 
 
-class MaxPool2d(_PoolLayer):
+class _MaxPoolNd(_PoolLayer):
+    """MaxPool1d/2d/3d by their _rank; layout None is the rank's channels-first layout."""
+
+    _rank = 2
+    _repr_settings = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices", "layout")
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+                 ceil_mode: bool = False, return_indices: bool = False, layout: Optional[str] = None):
+        layout = _channels_first(self._rank) if layout is None else layout
+        self._spec = _PoolSpec(_MAX, kernel_size, stride, padding, dilation, ceil_mode, True, None, layout, self._rank)
+        self._return_indices = bool(return_indices)
+
+    def _init_kwargs(self) -> Dict[str, Any]:
+        return {**self._spec.kwargs(), "return_indices": self._return_indices}
+
+    def __call__(self, x: Any, out: Any = None, *,
+                 num_threads: Optional[int] = None) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+        return _run_pool(self._spec, x, out, self._return_indices, num_threads=num_threads)
+
+    dilation = _layer.spec_setting("dilation")
+
+    @_layer.read_only
+    def return_indices(self) -> bool:
+        return self._return_indices
+
+
+class _AvgPoolNd(_PoolLayer):
+    """AvgPool1d/2d/3d by their _rank; layout None is the rank's channels-first layout."""
+
+    _rank = 2
+    _repr_settings = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override", "layout")
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+                 count_include_pad: bool = True, divisor_override: Optional[int] = None, layout: Optional[str] = None):
+        layout = _channels_first(self._rank) if layout is None else layout
+        self._spec = _PoolSpec(_AVG, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override,
+                               layout, self._rank)
+
+    def _init_kwargs(self) -> Dict[str, Any]:
+        return self._spec.kwargs()
+
+    def __call__(self, x: Any, out: Optional[np.ndarray] = None, *, num_threads: Optional[int] = None) -> np.ndarray:
+        return _run_pool(self._spec, x, out, num_threads=num_threads)
+
+    count_include_pad = _layer.spec_setting("count_include_pad")
+    divisor_override = _layer.spec_setting("divisor_override")
+
+
+def _channels_first(rank: int) -> str:
+    return next(iter(_args.RANK_LAYOUTS[rank]))
+
+
+class MaxPool1d(_MaxPoolNd):
+    """A 1-D max-pooling layer: ``MaxPool1d(kernel_size, **kwargs)(x)`` equals
+    ``max_pool1d(x, kernel_size, **kwargs)``.  It pickles and copies (as its constructor arguments).
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.MaxPool1d(3, stride=2, padding=1)(np.zeros((1, 64, 1000), np.float32)).shape
+    (1, 64, 500)
+    """
+
+    _rank = 1
+
+
+class MaxPool2d(_MaxPoolNd):
     """A max-pooling layer: ``MaxPool2d(kernel_size, **kwargs)(x)`` equals ``max_pool2d(x, kernel_size, **kwargs)``.
     It pickles and copies (as its constructor arguments).
 
@@ -388,27 +711,36 @@ class MaxPool2d(_PoolLayer):
     (1, 64, 56, 56)
     """
 
-    _repr_settings = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices", "layout")
-
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
                  ceil_mode: bool = False, return_indices: bool = False, layout: str = "NCHW"):
-        self._spec = _PoolSpec(_MAX, kernel_size, stride, padding, dilation, ceil_mode, True, None, layout)
-        self._return_indices = bool(return_indices)
-
-    def _init_kwargs(self) -> Dict[str, Any]:
-        return {**self._spec.kwargs(), "return_indices": self._return_indices}
-
-    def __call__(self, x: Any, out: Any = None) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
-        return _run_pool(self._spec, x, out, self._return_indices)
-
-    dilation = _layer.spec_setting("dilation")
-
-    @_layer.read_only
-    def return_indices(self) -> bool:
-        return self._return_indices
+        super().__init__(kernel_size, stride, padding, dilation, ceil_mode, return_indices, layout)
 
 
-class AvgPool2d(_PoolLayer):
+class MaxPool3d(_MaxPoolNd):
+    """A 3-D max-pooling layer: ``MaxPool3d(kernel_size, **kwargs)(x)`` equals
+    ``max_pool3d(x, kernel_size, **kwargs)``.  It pickles and copies (as its constructor arguments).
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))(np.zeros((1, 8, 4, 56, 56))).shape
+    (1, 8, 4, 28, 28)
+    """
+
+    _rank = 3
+
+
+class AvgPool1d(_AvgPoolNd):
+    """A 1-D average-pooling layer: ``AvgPool1d(kernel_size, **kwargs)(x)`` equals
+    ``avg_pool1d(x, kernel_size, **kwargs)``.  It pickles and copies (as its constructor arguments).
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.AvgPool1d(4, layout="NWC")(np.zeros((2, 100, 16))).shape
+    (2, 25, 16)
+    """
+
+    _rank = 1
+
+
+class AvgPool2d(_AvgPoolNd):
     """An average-pooling layer: ``AvgPool2d(kernel_size, **kwargs)(x)`` equals ``avg_pool2d(x, kernel_size, **kwargs)``.
     It pickles and copies (as its constructor arguments).
 
@@ -418,17 +750,118 @@ class AvgPool2d(_PoolLayer):
     (1, 28, 28, 256)
     """
 
-    _repr_settings = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override", "layout")
-
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                  count_include_pad: bool = True, divisor_override: Optional[int] = None, layout: str = "NCHW"):
-        self._spec = _PoolSpec(_AVG, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override, layout)
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, layout)
+
+
+class AvgPool3d(_AvgPoolNd):
+    """A 3-D average-pooling layer: ``AvgPool3d(kernel_size, **kwargs)(x)`` equals
+    ``avg_pool3d(x, kernel_size, **kwargs)``.  It pickles and copies (as its constructor arguments).
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.AvgPool3d(2)(np.zeros((1, 8, 4, 6, 6))).shape
+    (1, 8, 2, 3, 3)
+    """
+
+    _rank = 3
+
+
+class _AdaptiveSpec:
+    """The settings of an adaptive pool layer: kind, rank, output size per axis (None keeps the
+    input's) and layout code."""
+
+    __slots__ = ("kind", "rank", "output_size", "layout")
+
+    def __init__(self, kind: int, output_size: Any, layout: Any, rank: int):
+        self.kind, self.rank = kind, rank
+        self.output_size = _adaptive_request(output_size, rank)
+        self.layout = _args.layout_code(layout, rank)
+
+    def kwargs(self) -> Dict[str, Any]:
+        return {"output_size": self.output_size, "layout": _args.code_word(_args.RANK_LAYOUTS[self.rank], self.layout)}
+
+
+class _AdaptivePoolNd(_layer.Layer):
+    """Adaptive{Avg,Max}Pool1d/3d by their _kind and _rank; layout None is the rank's
+    channels-first layout."""
+
+    _kind, _rank = _AVG, 1
+    _spec: _AdaptiveSpec
+    _return_indices = False
+
+    output_size = _layer.spec_setting("output_size", "per axis, None where the input's size is kept")
+    layout = _layer.spec_setting("layout")
+
+    def __init__(self, output_size: Any, layout: Optional[str] = None):
+        layout = _channels_first(self._rank) if layout is None else layout
+        self._spec = _AdaptiveSpec(self._kind, output_size, layout, self._rank)
 
     def _init_kwargs(self) -> Dict[str, Any]:
         return self._spec.kwargs()
 
-    def __call__(self, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
-        return _run_pool(self._spec, x, out)
+    def __call__(self, x: Any, out: Any = None, *, num_threads: Optional[int] = None) -> Any:
+        spec = self._spec
+        return _run_adaptive(spec.kind, x, spec.output_size, _args.code_word(_args.RANK_LAYOUTS[spec.rank], spec.layout),
+                             self._return_indices, out, rank=spec.rank, num_threads=num_threads)
 
-    count_include_pad = _layer.spec_setting("count_include_pad")
-    divisor_override = _layer.spec_setting("divisor_override")
+
+class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
+    _kind = _MAX
+    _repr_settings = ("output_size", "return_indices", "layout")
+
+    def __init__(self, output_size: Any, return_indices: bool = False, layout: Optional[str] = None):
+        super().__init__(output_size, layout)
+        self._return_indices = bool(return_indices)
+
+    def _init_kwargs(self) -> Dict[str, Any]:
+        return {**self._spec.kwargs(), "return_indices": self._return_indices}
+
+    @_layer.read_only
+    def return_indices(self) -> bool:
+        return self._return_indices
+
+
+class AdaptiveAvgPool1d(_AdaptivePoolNd):
+    """``AdaptiveAvgPool1d(output_size, layout)(x)`` equals ``adaptive_avg_pool1d(x, output_size, layout)``.
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.AdaptiveAvgPool1d(5)(np.zeros((2, 3, 17))).shape
+    (2, 3, 5)
+    """
+
+    _repr_settings = ("output_size", "layout")
+
+
+class AdaptiveAvgPool3d(_AdaptivePoolNd):
+    """``AdaptiveAvgPool3d(output_size, layout)(x)`` equals ``adaptive_avg_pool3d(x, output_size, layout)``.
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.AdaptiveAvgPool3d((1, None, 2))(np.zeros((2, 3, 4, 5, 6))).shape
+    (2, 3, 1, 5, 2)
+    """
+
+    _rank = 3
+    _repr_settings = ("output_size", "layout")
+
+
+class AdaptiveMaxPool1d(_AdaptiveMaxPoolNd):
+    """``AdaptiveMaxPool1d(output_size, return_indices, layout)(x)`` equals
+    ``adaptive_max_pool1d(x, output_size, return_indices, layout)``.
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.AdaptiveMaxPool1d(5)(np.zeros((2, 3, 17))).shape
+    (2, 3, 5)
+    """
+
+
+class AdaptiveMaxPool3d(_AdaptiveMaxPoolNd):
+    """``AdaptiveMaxPool3d(output_size, return_indices, layout)(x)`` equals
+    ``adaptive_max_pool3d(x, output_size, return_indices, layout)``.
+
+    >>> import numpy as np, cppconv
+    >>> cppconv.AdaptiveMaxPool3d(2, layout="NDHWC")(np.zeros((2, 4, 5, 6, 3))).shape
+    (2, 2, 2, 2, 3)
+    """
+
+    _rank = 3
