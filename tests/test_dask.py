@@ -78,6 +78,7 @@ CONV2D_CASES = [
     dict(padding=(1, 2), padding_mode="replicate", stride=2),
     dict(padding=((2, 1), (0, 3)), padding_mode="circular", stride=3),
     dict(padding="same", padding_mode="reflect"),
+    dict(padding=(3, 2), padding_mode="symmetric", stride=2),
     dict(padding=1, groups=2, activation="relu"),
     dict(padding=1, groups=4, activation="silu", stride=2),
 ]
@@ -237,6 +238,19 @@ def test_conv_transpose1d_and_3d():
     assert_bits(compute(y), cppconv.conv_transpose3d(x, w, **kw))
 
 
+@pytest.mark.parametrize("mode", sorted(m for m in _native.PADDING_MODES if m != "zeros"))
+def test_padding_index_mirror_matches_the_native_one(mode):
+    """cppconv.dask copies far padding with a Python mirror of the native index map: a 1-tap
+    convolution of the indices themselves reads the native map back."""
+    for size, before, after in [(1, 0, 0), (1, 3, 2), (2, 3, 4), (5, 4, 4), (7, 1, 6)]:
+        if mode == "reflect" and max(before, after) >= size or mode == "circular" and max(before, after) > size:
+            continue
+        native = cppconv.conv1d(np.arange(size, dtype=np.float64)[None, None], np.ones((1, 1, 1)),
+                                padding=((before, after),), padding_mode=mode)[0, 0]
+        mirror = [cd._padded_source(i, size, before, _native.PADDING_MODES[mode]) for i in range(size + before + after)]
+        assert native.tolist() == mirror
+
+
 def test_graph_construction_runs_no_kernel(monkeypatch):
     rng = make_rng("dask-lazy")
     x = da.from_array(rng.standard_normal((2, 3, 40, 40)).astype(np.float32), chunks=(1, 3, 10, 10))
@@ -315,6 +329,18 @@ def test_adaptive_pools_on_window_aligned_chunks(kind, output_size, chunks):
     x = make_rng("dask-adaptive", kind).standard_normal((4, 3, 12, 10)).astype(np.float32)
     ref = getattr(cppconv, f"adaptive_{kind}_pool2d")(x, output_size)
     assert_bits(compute(getattr(cd, f"adaptive_{kind}_pool2d")(da.from_array(x, chunks=chunks), output_size)), ref)
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_adaptive_and_global_pools_of_other_ranks(rank):
+    rng = make_rng("dask-adaptive-rank", rank)
+    x = rng.standard_normal((2, 3) + (12, 10, 8)[:rank]).astype(np.float32)
+    chunks = (1, 3) + (6, 5, 4)[:rank]
+    for kind in ("avg", "max"):
+        ref = getattr(cppconv, f"adaptive_{kind}_pool{rank}d")(x, 2)
+        assert_bits(compute(getattr(cd, f"adaptive_{kind}_pool{rank}d")(da.from_array(x, chunks=chunks), 2)), ref)
+    y = getattr(cd, f"global_avg_pool{rank}d")(da.from_array(x, chunks=(1, 3) + (-1,) * rank))
+    assert_bits(compute(y), getattr(cppconv, f"global_avg_pool{rank}d")(x))
 
 
 def test_adaptive_and_global_pools_name_a_chunking_that_works():

@@ -6,8 +6,9 @@ function's keywords and return a lazy array whose chunks are known when the grap
 
 How the numbers stay equal to the whole-array call:
   - the padding is resolved once for the whole array; zero padding reaches the kernel as the
-    edge chunks' own padding, the other modes (PyTorch's reflect, replicate, circular, whose
-    values may come from the far side of the array) are copied into the edge chunks first;
+    edge chunks' own padding, the other modes (PyTorch's reflect, replicate, circular,
+    symmetric, whose values may come from the far side of the array) are copied into the edge
+    chunks first;
   - output chunks start on the stride (an output chunk [o0, o1) reads the input from
     o0 * stride on), each with an after-halo of ``dilation * (k - 1) + 1 - stride`` from its
     next neighbour; chunks are merged until each is at least that halo, so one neighbour per
@@ -47,8 +48,10 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 from . import _args, _conv, _conv_transpose, _native, _pool
 
-__all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d",
-           "avg_pool3d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "global_avg_pool2d", "apply",
+__all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "max_pool1d",
+           "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
+           "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+           "adaptive_max_pool3d", "global_avg_pool1d", "global_avg_pool2d", "global_avg_pool3d", "apply",
            "call_threads"]
 
 
@@ -272,22 +275,23 @@ def _conv_chunk(x: np.ndarray, pads: Tuple[Tuple[int, int], ...], weight: np.nda
 
 
 def _pad_far(x: "da.Array", axes: Sequence[int], pads: Sequence[Tuple[int, int]], mode: int) -> "da.Array":
-    """x with the padding of a mode that reads the input (reflect, replicate, circular) copied in,
-    lazily: each axis gets the rows the native padding index maps name (cpp/conv.cpp)."""
+    """x with the padding of a mode that reads the input (reflect, replicate, circular,
+    symmetric) copied in, lazily: each axis gets the rows the native padding index maps name."""
     for axis, (before, after) in zip(axes, pads):
         size = x.shape[axis]
-        index = np.array([_padded_source(i, size, before, mode) for i in range(size + before + after)])
-        parts = [da.take(x, index[:before], axis=axis)] if before else []
-        parts.append(x)
+        parts = [x]
+        if before:
+            parts.insert(0, da.take(x, [_padded_source(i, size, before, mode) for i in range(before)], axis=axis))
         if after:
-            parts.append(da.take(x, index[before + size:], axis=axis))
+            last = range(before + size, before + size + after)
+            parts.append(da.take(x, [_padded_source(i, size, before, mode) for i in last], axis=axis))
         x = da.concatenate(parts, axis=axis) if len(parts) > 1 else x
     return x
 
 
 def _padded_source(i: int, size: int, before: int, mode: int) -> int:
-    """The input index padded index i reads (cpp/conv.cpp, padded_source), for the modes that
-    read the input."""
+    """The input index that padded index i reads, for the modes that read the input: a mirror of
+    cpp/conv.cpp's padded_source, which the native module does not expose (tests compare them)."""
     s = i - before
     if 0 <= s < size:
         return s
@@ -295,6 +299,9 @@ def _padded_source(i: int, size: int, before: int, mode: int) -> int:
         return min(max(s, 0), size - 1)
     if mode == _args.PADDING_MODES["circular"]:
         return s % size
+    if mode == _args.PADDING_MODES.get("symmetric"):
+        s %= 2 * size
+        return 2 * size - 1 - s if s >= size else s
     if size == 1:  # reflect
         return 0
     period = 2 * (size - 1)
@@ -512,39 +519,48 @@ def conv_transpose3d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, pad
 
 
 def _pool_chunk(x: np.ndarray, pads: Tuple[Tuple[int, int], ...], *, function: Callable[..., np.ndarray],
-                kwargs: Dict[str, Any]) -> np.ndarray:
-    return function(x, padding=tuple(pads), **kwargs)
+                kwargs: Dict[str, Any], num_threads: Optional[int]) -> np.ndarray:
+    return function(x, padding=tuple(pads), num_threads=call_threads(num_threads), **kwargs)
 
 
 def _pool_indices_chunk(x: np.ndarray, local: Tuple[Any, ...], *, function: Callable[..., Any], kwargs: Dict[str, Any],
-                        axes: Tuple[int, ...], sizes: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:
+                        num_threads: Optional[int], axes: Tuple[int, ...],
+                        sizes: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:
     """Values and argmax indices of a chunk, the indices made flat indices of the whole plane."""
-    values, indices = function(x, padding=tuple(pad for pad, _ in local), return_indices=True, **kwargs)
+    values, indices = function(x, padding=tuple(pad for pad, _ in local), return_indices=True,
+                               num_threads=call_threads(num_threads), **kwargs)
     coords = np.unravel_index(indices, tuple(x.shape[a] for a in axes))
     origin = tuple(start for _, start in local)
     return values, np.ravel_multi_index(tuple(c + o for c, o in zip(coords, origin)), sizes).astype(np.int64)
 
 
-def _pooled(kind: str, rank: int, x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: Any,
-            layout: Optional[str], return_indices: bool = False, **extra: Any) -> Any:
-    # The pools of every rank this cppconv has.
-    function = getattr(sys.modules[__package__], f"{kind}_pool{rank}d", None)
+def _pool_input(name: str, rank: int, x: Any, layout: Optional[str]) -> Tuple[Any, ...]:
+    """A pool's in-memory function (name e.g. "max_pool{}d"; those of every rank this cppconv
+    has), x as a Dask array, the layout (default: channels-first) and its code, x with its batch
+    axis, and whether x is a 2-D image."""
+    function = getattr(sys.modules[__package__], name.format(rank), None)
     if function is None:
-        raise NotImplementedError(f"this cppconv has no {kind}_pool{rank}d")
+        raise NotImplementedError(f"this cppconv has no {name.format(rank)}")
     x = _input_array(x)
     layout = next(iter(_args.RANK_LAYOUTS[rank])) if layout is None else layout
     code = _args.layout_code(layout, rank)
+    image = rank == 2 and x.ndim == 2
+    if image:
+        x4 = x[None, :, :, None] if code == 1 else x[None, None]
+    else:
+        x4 = _args.batched(x, rank, code, name) if x.ndim != rank + 2 else x
+    return function, x, layout, code, x4, image
+
+
+def _pooled(kind: str, rank: int, x: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: Any,
+            layout: Optional[str], return_indices: bool = False, num_threads: Any = None, **extra: Any) -> Any:
+    function, x, layout, code, x4, image = _pool_input(f"{kind}_pool{{}}d", rank, x, layout)
     kernel = _args.ntuple(kernel_size, "kernel_size", rank, minimum=1)
     empty = stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
     strides = kernel if empty else _args.ntuple(stride, "stride", rank, minimum=1)
     dilations = _args.ntuple(dilation, "dilation", rank, minimum=1)
     explicit = _args.explicit_padding_nd(padding, rank)
     result = _args.float_dtype(np.empty(0, x.dtype), "x")
-    image = rank == 2 and x.ndim == 2
-    if image:
-        x4 = x[None, :, :, None] if code == 1 else x[None, None]
-    else:
-        x4 = _args.batched(x, rank, code, f"{kind}_pool{{}}d") if x.ndim != rank + 2 else x
     axes = _spatial_axes(rank, code)
     sizes = [x4.shape[a] for a in axes]
     if explicit is None:
@@ -566,112 +582,167 @@ def _pooled(kind: str, rank: int, x: Any, kernel_size: Any, stride: Any, padding
     if return_indices:
         for plan in plans:  # each chunk's origin, to turn its indices into the whole plane's
             plan.local = [(pads, start) for pads, start in zip(plan.local, plan.lo)]
-        block = functools.partial(_pool_indices_chunk, function=function, kwargs=kwargs, axes=axes, sizes=tuple(sizes))
+        block = functools.partial(_pool_indices_chunk, function=function, kwargs=kwargs, num_threads=num_threads,
+                                  axes=axes, sizes=tuple(sizes))
         pair = _windowed(name, x4, axes, plans, c_axis, x4.shape[c_axis], block, (), (result, np.dtype(np.int64)))
         return tuple(_unbatched(y, x.ndim, rank, code, image) for y in pair)
-    block = functools.partial(_pool_chunk, function=function, kwargs=kwargs)
+    block = functools.partial(_pool_chunk, function=function, kwargs=kwargs, num_threads=num_threads)
     y = _windowed(name, x4, axes, plans, c_axis, x4.shape[c_axis], block, (), result)
     return _unbatched(y, x.ndim, rank, code, image)
 
 
 def max_pool2d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
-               ceil_mode: bool = False, return_indices: bool = False, layout: str = "NCHW") -> Any:
+               ceil_mode: bool = False, return_indices: bool = False, layout: str = "NCHW", *,
+               num_threads: Optional[int] = None) -> Any:
     """:func:`cppconv.max_pool2d` of a Dask array (see the module's notes); with return_indices a
     pair of Dask arrays, the indices flat in the whole input plane as in the in-memory call."""
-    return _pooled("max", 2, x, kernel_size, stride, padding, dilation, ceil_mode, layout, bool(return_indices))
+    return _pooled("max", 2, x, kernel_size, stride, padding, dilation, ceil_mode, layout, bool(return_indices),
+                   num_threads)
 
 
 def avg_pool2d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: Optional[int] = None,
-               layout: str = "NCHW") -> "da.Array":
+               layout: str = "NCHW", *, num_threads: Optional[int] = None) -> "da.Array":
     """:func:`cppconv.avg_pool2d` of a Dask array (see the module's notes)."""
     return _pooled("avg", 2, x, kernel_size, stride, padding, 1, ceil_mode, layout,
-                 count_include_pad=count_include_pad, divisor_override=divisor_override)
+                   num_threads=num_threads, count_include_pad=count_include_pad, divisor_override=divisor_override)
 
 
 def max_pool1d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
-               ceil_mode: bool = False, return_indices: bool = False, layout: Optional[str] = None) -> Any:
+               ceil_mode: bool = False, return_indices: bool = False, layout: Optional[str] = None, *,
+               num_threads: Optional[int] = None) -> Any:
     """``cppconv.max_pool1d`` of a Dask array, where this cppconv has it (see max_pool2d)."""
-    return _pooled("max", 1, x, kernel_size, stride, padding, dilation, ceil_mode, layout, bool(return_indices))
+    return _pooled("max", 1, x, kernel_size, stride, padding, dilation, ceil_mode, layout, bool(return_indices),
+                   num_threads)
 
 
 def max_pool3d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
-               ceil_mode: bool = False, return_indices: bool = False, layout: Optional[str] = None) -> Any:
+               ceil_mode: bool = False, return_indices: bool = False, layout: Optional[str] = None, *,
+               num_threads: Optional[int] = None) -> Any:
     """``cppconv.max_pool3d`` of a Dask array, where this cppconv has it (see max_pool2d)."""
-    return _pooled("max", 3, x, kernel_size, stride, padding, dilation, ceil_mode, layout, bool(return_indices))
+    return _pooled("max", 3, x, kernel_size, stride, padding, dilation, ceil_mode, layout, bool(return_indices),
+                   num_threads)
 
 
 def avg_pool1d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: Optional[int] = None,
-               layout: Optional[str] = None) -> "da.Array":
+               layout: Optional[str] = None, *, num_threads: Optional[int] = None) -> "da.Array":
     """``cppconv.avg_pool1d`` of a Dask array, where this cppconv has it (see avg_pool2d)."""
     return _pooled("avg", 1, x, kernel_size, stride, padding, 1, ceil_mode, layout,
-                 count_include_pad=count_include_pad, divisor_override=divisor_override)
+                   num_threads=num_threads, count_include_pad=count_include_pad, divisor_override=divisor_override)
 
 
 def avg_pool3d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: Optional[int] = None,
-               layout: Optional[str] = None) -> "da.Array":
+               layout: Optional[str] = None, *, num_threads: Optional[int] = None) -> "da.Array":
     """``cppconv.avg_pool3d`` of a Dask array, where this cppconv has it (see avg_pool2d)."""
     return _pooled("avg", 3, x, kernel_size, stride, padding, 1, ceil_mode, layout,
-                 count_include_pad=count_include_pad, divisor_override=divisor_override)
+                   num_threads=num_threads, count_include_pad=count_include_pad, divisor_override=divisor_override)
 
 
 # ---------------------------------------------------------------------------------------------
 # Adaptive and global pools: exact when no window straddles a chunk boundary
 
 
-def _adaptive(kind: str, x: Any, output_size: Any, layout: str) -> "da.Array":
-    function = getattr(sys.modules[__package__], f"adaptive_{kind}_pool2d")
-    x = _input_array(x)
-    code = _args.layout_code(layout)
-    if x.ndim not in (2, 3, 4):
-        raise ValueError(f"x must be (N, C, H, W), (C, H, W) or a 2-D image (H, W), got shape {x.shape}")
-    axes = (x.ndim - 2, x.ndim - 1) if x.ndim == 2 or code == 0 else (x.ndim - 3, x.ndim - 2)
-    sizes = tuple(x.shape[a] for a in axes)
-    outs = _pool._adaptive_size(output_size, sizes)
-    if x.ndim > 2:
-        channel = x.ndim - 1 if code == 1 else x.ndim - 3
-        x = x.rechunk({channel: -1})
-    out_chunks = list(x.chunks)
+def _adaptive(kind: str, rank: int, x: Any, output_size: Any, layout: Optional[str], num_threads: Any) -> "da.Array":
+    function, x, layout, code, x4, image = _pool_input(f"adaptive_{kind}_pool{{}}d", rank, x, layout)
+    request = _pool._adaptive_request(output_size, rank)
+    axes = _spatial_axes(rank, code)
+    sizes = tuple(x4.shape[a] for a in axes)
+    outs = tuple(s if r is None else r for s, r in zip(sizes, request))
+    x4 = x4.rechunk({_channel_axis(rank, code): -1})
     for axis, size, out in zip(axes, sizes, outs):
         # Window i spans [floor(i H / OH), ceil((i + 1) H / OH)): a cut c between windows i - 1
         # and i, where c = i H / OH exactly, leaves each chunk an adaptive pool of its own.
-        pooled = []
-        for length, cut in zip(x.chunks[axis], [0] + _cuts(x.chunks[axis])):
-            if (cut * out) % size or (length * out) % size:
-                name = "HW"[axes.index(axis)] if len(axes) == 2 else str(axis)
-                raise ValueError(
-                    f"adaptive pooling {size} -> {out} along {name} straddles the chunks {x.chunks[axis]}: chunk that axis "
-                    f"at multiples of {size // np.gcd(size, out)} input rows (x.rechunk({{{axis}: {size // np.gcd(size, out)}}})), "
-                    f"or as one chunk (x.rechunk({{{axis}: -1}}))")
-            pooled.append(length * out // size)
-        out_chunks[axis] = tuple(pooled)
+        step = size // np.gcd(size, out)
+        if any(c % step for c in x4.chunks[axis]):
+            raise ValueError(
+                f"adaptive pooling {size} -> {out} along axis {axis} straddles the chunks {x4.chunks[axis]}: chunk "
+                f"that axis at multiples of {step} input rows (x.rechunk({{{axis}: {step}}})), or as one chunk "
+                f"(x.rechunk({{{axis}: -1}}))")
+    wide = [i for i, out in enumerate(outs) if out > 1]
+    if kind == "avg" and wide:
+        # A chunk whose own output is a single value runs the global mean, whose summation
+        # order differs in 3-D: along one axis, chunks are merged until each has two outputs.
+        axis, out, size = axes[wide[0]], outs[wide[0]], sizes[wide[0]]
+        merged: List[int] = []
+        for c in x4.chunks[axis]:
+            if merged and merged[-1] * out // size < 2:
+                merged[-1] += c
+            else:
+                merged.append(c)
+        if len(merged) > 1 and merged[-1] * out // size < 2:
+            last = merged.pop()
+            merged[-1] += last
+        x4 = x4.rechunk({axis: tuple(merged)})
+    out_chunks = list(x4.chunks)
+    for axis, size, out in zip(axes, sizes, outs):
+        out_chunks[axis] = tuple(c * out // size for c in x4.chunks[axis])
     dtype = _args.float_dtype(np.empty(0, x.dtype), "x")
-
-    def block(chunk: np.ndarray) -> np.ndarray:
-        local = tuple(chunk.shape[a] * o // s for a, o, s in zip(axes, outs, sizes))
-        return function(chunk, local, layout=layout)  # type: ignore[no-any-return]
-
-    return x.map_blocks(block, chunks=tuple(out_chunks), dtype=dtype, meta=np.empty((0,) * x.ndim, dtype))
+    block = functools.partial(_adaptive_chunk, function=function, axes=axes, ratios=tuple(zip(outs, sizes)),
+                              layout=layout, num_threads=num_threads)
+    y = x4.map_blocks(block, chunks=tuple(out_chunks), dtype=dtype, meta=np.empty((0,) * x4.ndim, dtype))
+    return _unbatched(y, x.ndim, rank, code, image)
 
 
-def adaptive_avg_pool2d(x: Any, output_size: Any, layout: str = "NCHW") -> "da.Array":
+def _adaptive_chunk(chunk: np.ndarray, *, function: Callable[..., np.ndarray], axes: Tuple[int, ...],
+                    ratios: Tuple[Tuple[int, int], ...], layout: str, num_threads: Optional[int]) -> np.ndarray:
+    local = tuple(chunk.shape[a] * out // size for a, (out, size) in zip(axes, ratios))
+    return function(chunk, local, layout=layout, num_threads=call_threads(num_threads))
+
+
+def adaptive_avg_pool1d(x: Any, output_size: Any, layout: Optional[str] = None, *,
+                        num_threads: Optional[int] = None) -> "da.Array":
+    """:func:`cppconv.adaptive_avg_pool1d` of a Dask array (chunks as in adaptive_avg_pool2d)."""
+    return _adaptive("avg", 1, x, output_size, layout, num_threads)
+
+
+def adaptive_avg_pool2d(x: Any, output_size: Any, layout: str = "NCHW", *,
+                        num_threads: Optional[int] = None) -> "da.Array":
     """:func:`cppconv.adaptive_avg_pool2d` of a Dask array: exact where each spatial chunk
-    boundary falls between windows (at multiples of ``H / gcd(H, OH)``); otherwise a
-    ValueError that names the chunking that works."""
-    return _adaptive("avg", x, output_size, layout)
+    boundary falls between windows (at multiples of ``size / gcd(size, output)``); otherwise a
+    ValueError that names the chunking that works.  No return_indices on the adaptive pools."""
+    return _adaptive("avg", 2, x, output_size, layout, num_threads)
 
 
-def adaptive_max_pool2d(x: Any, output_size: Any, layout: str = "NCHW") -> "da.Array":
-    """:func:`cppconv.adaptive_max_pool2d` of a Dask array (chunking as in adaptive_avg_pool2d)."""
-    return _adaptive("max", x, output_size, layout)
+def adaptive_avg_pool3d(x: Any, output_size: Any, layout: Optional[str] = None, *,
+                        num_threads: Optional[int] = None) -> "da.Array":
+    """:func:`cppconv.adaptive_avg_pool3d` of a Dask array (chunks as in adaptive_avg_pool2d)."""
+    return _adaptive("avg", 3, x, output_size, layout, num_threads)
 
 
-def global_avg_pool2d(x: Any, layout: str = "NCHW") -> "da.Array":
+def adaptive_max_pool1d(x: Any, output_size: Any, layout: Optional[str] = None, *,
+                        num_threads: Optional[int] = None) -> "da.Array":
+    """:func:`cppconv.adaptive_max_pool1d` of a Dask array (chunks as in adaptive_avg_pool2d)."""
+    return _adaptive("max", 1, x, output_size, layout, num_threads)
+
+
+def adaptive_max_pool2d(x: Any, output_size: Any, layout: str = "NCHW", *,
+                        num_threads: Optional[int] = None) -> "da.Array":
+    """:func:`cppconv.adaptive_max_pool2d` of a Dask array (chunks as in adaptive_avg_pool2d)."""
+    return _adaptive("max", 2, x, output_size, layout, num_threads)
+
+
+def adaptive_max_pool3d(x: Any, output_size: Any, layout: Optional[str] = None, *,
+                        num_threads: Optional[int] = None) -> "da.Array":
+    """:func:`cppconv.adaptive_max_pool3d` of a Dask array (chunks as in adaptive_avg_pool2d)."""
+    return _adaptive("max", 3, x, output_size, layout, num_threads)
+
+
+def global_avg_pool1d(x: Any, layout: Optional[str] = None, *, num_threads: Optional[int] = None) -> "da.Array":
+    """:func:`cppconv.global_avg_pool1d` of a Dask array (chunks as in global_avg_pool2d)."""
+    return _adaptive("avg", 1, x, 1, layout, num_threads)
+
+
+def global_avg_pool2d(x: Any, layout: str = "NCHW", *, num_threads: Optional[int] = None) -> "da.Array":
     """:func:`cppconv.global_avg_pool2d` of a Dask array: the spatial axes must be one chunk
     (the mean's summation order is the whole plane's); the batch may be chunked."""
-    return _adaptive("avg", x, (1, 1), layout)
+    return _adaptive("avg", 2, x, 1, layout, num_threads)
+
+
+def global_avg_pool3d(x: Any, layout: Optional[str] = None, *, num_threads: Optional[int] = None) -> "da.Array":
+    """:func:`cppconv.global_avg_pool3d` of a Dask array (chunks as in global_avg_pool2d)."""
+    return _adaptive("avg", 3, x, 1, layout, num_threads)
 
 
 # ---------------------------------------------------------------------------------------------
