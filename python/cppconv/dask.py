@@ -309,11 +309,6 @@ def _padded_source(i: int, size: int, before: int, mode: int) -> int:
     return period - s if s >= size else s
 
 
-def _order(algorithm: str) -> int:
-    names = list(_native.conv_algorithms())
-    return names.index(algorithm) if algorithm in names else len(names)
-
-
 def _convolve(rank: int, x: Any, weight: Any, bias: Any, kwargs: Dict[str, Any], num_threads: Any) -> "da.Array":
     x = _input_array(x)
     weight = _args.as_input_array(weight, "weight")
@@ -366,9 +361,10 @@ def _convolve(rank: int, x: Any, weight: Any, bias: Any, kwargs: Dict[str, Any],
 
 def _accepted(rank: int, spec: Any, common: Dict[str, Any], plans: Sequence[_Split], x4: "da.Array", weight: np.ndarray,
               bias: Any, dtype: np.dtype, algorithm: str) -> bool:
-    """Whether no chunk's problem is one that the pinned algorithm declines: the dispatcher (as
-    cppconv.explain reports it, no kernel runs) tries algorithms in table order, so a chunk for
-    which it picks one after the pinned one is a chunk the pinned one declined."""
+    """Whether the dispatcher (as cppconv.explain reports it: no kernel runs) picks the pinned
+    algorithm for every chunk's problem on its own.  A chunk for which it picks another may be
+    one the pinned algorithm declines (after it in table order, or on a lowering of a 3-D
+    problem that the padding copied in changes), so such chunks are merged."""
     c_axis = _channel_axis(rank, spec.layout)
     variants = [sorted({(hi - lo, pad) for lo, hi, pad in zip(p.lo, p.hi, p.local)}) for p in plans]
     batches = sorted(set(x4.chunks[0]))
@@ -381,7 +377,7 @@ def _accepted(rank: int, spec: Any, common: Dict[str, Any], plans: Sequence[_Spl
             local = _conv._ConvSpec.popped_from({**common, "padding": tuple(pad for _, pad in combo)}, rank)
             chosen = _conv._explain(local, tuple(shape), tuple(weight.shape), dtype, bias is not None,
                                     layer=False)["algorithm"]
-            if chosen != algorithm and _order(chosen) > _order(algorithm):
+            if chosen != algorithm:
                 return False
     return True
 
