@@ -1,0 +1,420 @@
+"""cppconv.dask: lazy results bit for bit equal to the in-memory call, for any chunking."""
+
+from __future__ import annotations
+
+import doctest
+import logging
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+
+import cppconv  # noqa: E402
+import cppconv.dask as cd  # noqa: E402
+from cppconv import _conv, _conv_transpose, _native  # noqa: E402
+
+from conftest import make_rng  # noqa: E402
+
+# 2-D NCHW chunkings of an (N, C, 23, 29) input: single chunk; chunks of 1-3 (smaller than
+# most halos); irregular with a last chunk of 1; batch only.
+CHUNKINGS_2D = [
+    "single",
+    (-1, -1, 1, 2),
+    (2, -1, 3, 3),
+    ((2, 1), -1, (10, 1, 7, 5), (3, 20, 5, 1)),
+    (1, -1, -1, -1),
+]
+
+
+def assert_bits(got, ref):
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    assert np.array_equal(got.view(np.uint8), np.ascontiguousarray(ref).view(np.uint8))
+
+
+def chunked(x, chunks, layout="NCHW"):
+    if chunks == "single":
+        return da.from_array(x, chunks=-1)
+    if layout.endswith("C"):  # the same chunks, channel axis moved last
+        chunks = (chunks[0], *chunks[2:], chunks[1])
+    return da.from_array(x, chunks=chunks)
+
+
+def random_input(rng, shape, layout):
+    """A float32 NCHW-shaped random input, moved to channels-last for NHWC."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if layout == "NHWC" else x
+
+
+def operands(rng, x_shape, w_shape, layout):
+    """x (see random_input), a float32 weight and a bias as long as the weight's first axis."""
+    x = random_input(rng, x_shape, layout)
+    return x, rng.standard_normal(w_shape).astype(np.float32), rng.standard_normal(w_shape[0]).astype(np.float32)
+
+
+def compute(y):
+    return y.compute(scheduler="sync")
+
+
+def check_plan(y, ref_shape, axes, strides, halos):
+    """Chunks cover the result, and every chunk but a last one is at least the halo's outputs."""
+    assert y.shape == ref_shape
+    for axis, stride, halo in zip(axes, strides, halos):
+        assert sum(y.chunks[axis]) == ref_shape[axis]
+        floor = -(-halo // stride) if halo > 0 else 1
+        assert all(c >= floor for c in y.chunks[axis][:-1]), (y.chunks[axis], floor)
+
+
+CONV2D_CASES = [
+    dict(),
+    dict(padding=1),
+    dict(padding="same", stride=2),
+    dict(padding=((0, 2), (1, 0)), stride=3),
+    dict(padding="valid", dilation=2),
+    dict(padding=(2, 1), dilation=(1, 2), stride=(2, 1)),
+    dict(padding=2, padding_mode="reflect", dilation=2),
+    dict(padding=(1, 2), padding_mode="replicate", stride=2),
+    dict(padding=((2, 1), (0, 3)), padding_mode="circular", stride=3),
+    dict(padding="same", padding_mode="reflect"),
+    dict(padding=(3, 2), padding_mode="symmetric", stride=2),
+    dict(padding=1, groups=2, activation="relu"),
+    dict(padding=1, groups=4, activation="silu", stride=2),
+]
+
+
+@pytest.mark.parametrize("chunks", CHUNKINGS_2D, ids=str)
+@pytest.mark.parametrize("kwargs", CONV2D_CASES, ids=str)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_conv2d_bit_for_bit(kwargs, chunks, layout):
+    rng = make_rng("dask-conv2d", str(kwargs), str(chunks), layout)
+    x, w, b = operands(rng, (3, 4, 23, 29), (8, 4 // kwargs.get("groups", 1), 3, 3), layout)
+    ref = cppconv.conv2d(x, w, b, layout=layout, **kwargs)
+    y = cd.conv2d(chunked(x, chunks, layout), w, b, layout=layout, **kwargs)
+    axes = (1, 2) if layout == "NHWC" else (2, 3)
+    strides = np.broadcast_to(kwargs.get("stride", 1), 2)
+    dilations = np.broadcast_to(kwargs.get("dilation", 1), 2)
+    check_plan(y, ref.shape, axes, strides, dilations * 2 + 1 - strides)
+    assert y.chunks[0] == chunked(x, chunks, layout).chunks[0]  # the batch keeps its chunks
+    assert_bits(compute(y), ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16, np.int32])
+def test_conv2d_dtypes(dtype):
+    rng = make_rng("dask-dtypes", np.dtype(dtype).name)
+    x = (rng.standard_normal((2, 3, 19, 17)) * 4).astype(dtype)
+    w = rng.standard_normal((5, 3, 3, 2))
+    ref = cppconv.conv2d(x, w, padding="same", stride=2)
+    assert_bits(compute(cd.conv2d(da.from_array(x, chunks=(1, 3, 4, 5)), w, padding="same", stride=2)), ref)
+
+
+def test_conv2d_unbatched_and_image():
+    rng = make_rng("dask-shapes")
+    x = rng.standard_normal((3, 20, 21)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    assert_bits(compute(cd.conv2d(da.from_array(x, chunks=(3, 6, 7)), w, padding=1)), cppconv.conv2d(x, w, padding=1))
+    image, kernel = x[0], w[0, 0]
+    y = cd.conv2d(da.from_array(image, chunks=5), kernel, padding="same", padding_mode="reflect")
+    assert_bits(compute(y), cppconv.conv2d(image, kernel, padding="same", padding_mode="reflect"))
+
+
+def test_winograd_is_pinned_and_tile_aligned():
+    """precision="high" lets the whole problem run Winograd F(2x2, 3x3), whose outputs depend
+    on their place in a 2x2 tile: chunks must start on even outputs and run it too."""
+    rng = make_rng("dask-winograd")
+    x = rng.standard_normal((1, 16, 40, 44)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    kw = dict(padding=1, precision="high")
+    if "winograd" not in cppconv.explain(x.shape, w.shape, **kw)["algorithm"]:
+        pytest.skip("this machine's dispatcher does not pick Winograd here")
+    ref = cppconv.conv2d(x, w, **kw)
+    for chunks in [(1, 16, 7, 9), (1, 16, (13, 27), (5, 11, 28)), (1, 16, 3, 3)]:
+        y = cd.conv2d(da.from_array(x, chunks=chunks), w, **kw)
+        for axis in (2, 3):
+            starts = np.cumsum((0,) + y.chunks[axis][:-1])
+            assert all(s % 2 == 0 for s in starts), y.chunks
+        assert_bits(compute(y), ref)
+    # The process-wide mode when the graph is built is the one every chunk runs under.
+    before = cppconv.get_float32_precision()
+    cppconv.set_float32_precision("high")
+    try:
+        y = cd.conv2d(da.from_array(x, chunks=(1, 16, 9, 9)), w, padding=1)
+    finally:
+        cppconv.set_float32_precision(before)
+    cppconv.set_float32_precision("highest")
+    try:
+        assert_bits(compute(y), ref)
+    finally:
+        cppconv.set_float32_precision(before)
+
+
+def test_outputs_that_read_only_padding_join_a_chunk_that_reads_input():
+    """A 1x1 kernel at stride 3 after 2 rows of padding: output 0 reads only padding (the bias),
+    which no chunk can compute from an empty input, and output 1 reads row 1."""
+    rng = make_rng("dask-padding-only")
+    x, w, b = operands(rng, (2, 3, 4, 10), (4, 3, 1, 1), "NCHW")
+    kw = dict(padding=((2, 0), (2, 1)), stride=3)
+    y = cd.conv2d(da.from_array(x, chunks=(1, 3, 1, 2)), w, b, **kw)
+    assert y.chunks[2] == (2,)
+    assert_bits(compute(y), cppconv.conv2d(x, w, b, **kw))
+
+
+def test_depthwise_rows_kernel_needs_wide_chunks():
+    """The depthwise row kernel takes rows of at least 64 outputs (on AVX2): narrower chunks
+    are merged until it accepts them, so the numbers stay the whole problem's."""
+    rng = make_rng("dask-depthwise")
+    x = rng.standard_normal((1, 8, 20, 150)).astype(np.float32)
+    w = rng.standard_normal((8, 1, 5, 5)).astype(np.float32)
+    ref = cppconv.conv2d(x, w, padding=2, groups=8)
+    y = cd.conv2d(da.from_array(x, chunks=(1, 8, 7, 10)), w, padding=2, groups=8)
+    assert_bits(compute(y), ref)
+
+
+@pytest.mark.parametrize("chunks", [-1, (1, 2, 7), (2, 2, (100, 1, 150, 49, 1)), (1, 2, 3)], ids=str)
+@pytest.mark.parametrize("kwargs", [dict(padding=2), dict(stride=3, dilation=2, padding="same"),
+                                    dict(padding=3, padding_mode="reflect", layout="NWC"),
+                                    dict(padding=(4,), padding_mode="circular", stride=2, activation="tanh")], ids=str)
+def test_conv1d_bit_for_bit(kwargs, chunks):
+    """Rows of 192 outputs and more run folded into rows of 96 (the seed's fold_rows lowering)."""
+    rng = make_rng("dask-conv1d", str(kwargs), str(chunks))
+    x = rng.standard_normal((2, 2, 301)).astype(np.float32)
+    if kwargs.get("layout") == "NWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 1))
+        chunks = chunks if chunks == -1 else (chunks[0], chunks[2], chunks[1])
+    w = rng.standard_normal((6, 2, 5)).astype(np.float32)
+    ref = cppconv.conv1d(x, w, **kwargs)
+    assert_bits(compute(cd.conv1d(da.from_array(x, chunks=chunks), w, **kwargs)), ref)
+
+
+@pytest.mark.parametrize("chunks", [-1, (1, 3, 2, 3, 4), (2, 3, (3, 1, 4), (5, 6), (1, 9, 2))], ids=str)
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, padding=(1, 0, 2)),
+                                    dict(padding=1, padding_mode="replicate", layout="NDHWC"),
+                                    dict(padding=1, groups=3), dict(padding="same", dilation=(2, 1, 1))], ids=str)
+def test_conv3d_bit_for_bit(kwargs, chunks):
+    rng = make_rng("dask-conv3d", str(kwargs), str(chunks))
+    x = rng.standard_normal((2, 3, 8, 11, 12)).astype(np.float32)
+    if kwargs.get("layout") == "NDHWC":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 4, 1))
+        chunks = chunks if chunks == -1 else (chunks[0], *chunks[2:], chunks[1])
+    groups = kwargs.get("groups", 1)
+    w = rng.standard_normal((6, 3 // groups, 3, 3, 3)).astype(np.float32)
+    ref = cppconv.conv3d(x, w, **kwargs)
+    assert_bits(compute(cd.conv3d(da.from_array(x, chunks=chunks), w, **kwargs)), ref)
+
+
+TRANSPOSE_CASES = [
+    dict(),
+    dict(stride=2, padding=1),
+    dict(stride=3, padding=(2, 0), output_padding=(1, 2)),
+    dict(stride=2, dilation=2, padding=3, output_padding=1),
+    dict(stride=4),  # gaps: outputs no input reaches
+    dict(stride=(1, 3), padding=((0, 2), (3, 1)), groups=2, activation="relu"),
+]
+
+
+@pytest.mark.parametrize("chunks", ["single", (1, -1, 5, 7), (2, -1, 1, 2), (1, -1, (10, 1, 6), (3, 8, 7, 1))], ids=str)
+@pytest.mark.parametrize("kwargs", TRANSPOSE_CASES, ids=str)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_conv_transpose2d_bit_for_bit(kwargs, chunks, layout):
+    rng = make_rng("dask-transpose", str(kwargs), str(chunks), layout)
+    x, w, b = operands(rng, (2, 6, 17, 19), (6, 4 // kwargs.get("groups", 1), 3, 4), layout)
+    b = b[:4]  # conv_transpose2d's output channels are weight.shape[1] * groups = 4
+    ref = cppconv.conv_transpose2d(x, w, b, layout=layout, **kwargs)
+    assert_bits(compute(cd.conv_transpose2d(chunked(x, chunks, layout), w, b, layout=layout, **kwargs)), ref)
+
+
+def test_conv_transpose1d_and_3d():
+    rng = make_rng("dask-transpose-nd")
+    x = rng.standard_normal((2, 3, 50))
+    w = rng.standard_normal((3, 2, 5))
+    kw = dict(stride=3, padding=2, output_padding=1, dilation=2)
+    y = cd.conv_transpose1d(da.from_array(x, chunks=(1, 3, (20, 1, 29))), w, **kw)
+    assert_bits(compute(y), cppconv.conv_transpose1d(x, w, **kw))
+    x = rng.standard_normal((2, 3, 7, 8, 9)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 2, 3)).astype(np.float32)
+    kw = dict(stride=(2, 1, 3), padding=1)
+    y = cd.conv_transpose3d(da.from_array(x, chunks=(1, 3, 2, 3, 4)), w, **kw)
+    assert_bits(compute(y), cppconv.conv_transpose3d(x, w, **kw))
+
+
+@pytest.mark.parametrize("mode", sorted(m for m in _native.PADDING_MODES if m != "zeros"))
+def test_padding_index_mirror_matches_the_native_one(mode):
+    """cppconv.dask copies far padding with a Python mirror of the native index map: a 1-tap
+    convolution of the indices themselves reads the native map back."""
+    for size, before, after in [(1, 0, 0), (1, 3, 2), (2, 3, 4), (5, 4, 4), (7, 1, 6)]:
+        if mode == "reflect" and max(before, after) >= size or mode == "circular" and max(before, after) > size:
+            continue
+        native = cppconv.conv1d(np.arange(size, dtype=np.float64)[None, None], np.ones((1, 1, 1)),
+                                padding=((before, after),), padding_mode=mode)[0, 0]
+        mirror = [cd._padded_source(i, size, before, _native.PADDING_MODES[mode]) for i in range(size + before + after)]
+        assert native.tolist() == mirror
+
+
+def test_graph_construction_runs_no_kernel(monkeypatch):
+    rng = make_rng("dask-lazy")
+    x = da.from_array(rng.standard_normal((2, 3, 40, 40)).astype(np.float32), chunks=(1, 3, 10, 10))
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a kernel ran while the graph was built")
+
+    with monkeypatch.context() as m:
+        m.setattr(_conv, "_run", refuse)
+        m.setattr(_conv_transpose, "_run", refuse)
+        for name in ("pool2d", "adaptive_pool2d", "conv", "conv_simple"):
+            m.setattr(_native, name, refuse)
+        y = cd.conv2d(x, w, padding=1)
+        pooled = cd.max_pool2d(y, 2), cd.avg_pool2d(y, 3, padding=1), cd.adaptive_avg_pool2d(x, 4)
+        cd.conv_transpose2d(y, np.ones((4, 2, 3, 3), np.float32), stride=2)
+    # A small constant number of tasks per chunk.
+    chunks = x.npartitions + y.npartitions
+    assert len(y.__dask_graph__()) <= 8 * chunks
+    assert_bits(compute(pooled[0]), cppconv.max_pool2d(cppconv.conv2d(x.compute(), w, padding=1), 2))
+
+
+POOL_CASES = [
+    ("max", dict(kernel_size=3, stride=2, padding=1)),
+    ("max", dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+    ("max", dict(kernel_size=(3, 2), stride=(2, 3), dilation=2, ceil_mode=True)),
+    ("max", dict(kernel_size=2, padding="same")),
+    ("avg", dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)),
+    ("avg", dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+    ("avg", dict(kernel_size=2, padding="same", divisor_override=3)),
+    ("avg", dict(kernel_size=5, stride=1, padding=2)),
+]
+
+
+@pytest.mark.parametrize("chunks", CHUNKINGS_2D, ids=str)
+@pytest.mark.parametrize("kind,kwargs", POOL_CASES, ids=str)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_pool2d_bit_for_bit(kind, kwargs, chunks, layout):
+    rng = make_rng("dask-pool", kind, str(kwargs), str(chunks), layout)
+    x = random_input(rng, (3, 4, 23, 29), layout)
+    ref = getattr(cppconv, f"{kind}_pool2d")(x, layout=layout, **kwargs)
+    y = getattr(cd, f"{kind}_pool2d")(chunked(x, chunks, layout), layout=layout, **kwargs)
+    assert_bits(compute(y), ref)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("chunks", CHUNKINGS_2D[1:4], ids=str)
+def test_max_pool2d_indices_are_the_whole_planes(chunks, layout):
+    rng = make_rng("dask-pool-indices", str(chunks), layout)
+    x = random_input(rng, (3, 4, 23, 29), layout).round(1)  # ties: the first in the window wins in both
+    kw = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, layout=layout)
+    values, indices = cppconv.max_pool2d(x, return_indices=True, **kw)
+    got_values, got_indices = cd.max_pool2d(chunked(x, chunks, layout), return_indices=True, **kw)
+    assert_bits(compute(got_values), values)
+    assert_bits(compute(got_indices), indices)
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_pools_of_other_ranks_when_present(rank):
+    if not hasattr(cppconv, f"max_pool{rank}d"):
+        pytest.skip(f"this cppconv has no max_pool{rank}d")
+    rng = make_rng("dask-pool-rank", rank)
+    shape = (2, 3) + (9, 10, 11)[:rank]
+    x = rng.standard_normal(shape).astype(np.float32)
+    chunks = (1, 3) + (2, 3, 4)[:rank]
+    for kind in ("max", "avg"):
+        ref = getattr(cppconv, f"{kind}_pool{rank}d")(x, 3, stride=2, padding=1, ceil_mode=True)
+        y = getattr(cd, f"{kind}_pool{rank}d")(da.from_array(x, chunks=chunks), 3, stride=2, padding=1, ceil_mode=True)
+        assert_bits(compute(y), ref)
+
+
+@pytest.mark.parametrize("output_size,chunks", [((4, 5), (2, 3, 3, 2)), ((4, 5), (1, 3, 6, 4)), ((3, 2), (2, 3, 8, 5)),
+                                                ((1, 1), (1, 3, -1, -1)), ((6, None), (1, 3, 2, 3))], ids=str)
+@pytest.mark.parametrize("kind", ["avg", "max"])
+def test_adaptive_pools_on_window_aligned_chunks(kind, output_size, chunks):
+    x = make_rng("dask-adaptive", kind).standard_normal((4, 3, 12, 10)).astype(np.float32)
+    ref = getattr(cppconv, f"adaptive_{kind}_pool2d")(x, output_size)
+    assert_bits(compute(getattr(cd, f"adaptive_{kind}_pool2d")(da.from_array(x, chunks=chunks), output_size)), ref)
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_adaptive_and_global_pools_of_other_ranks(rank):
+    rng = make_rng("dask-adaptive-rank", rank)
+    x = rng.standard_normal((2, 3) + (12, 10, 8)[:rank]).astype(np.float32)
+    chunks = (1, 3) + (6, 5, 4)[:rank]
+    for kind in ("avg", "max"):
+        ref = getattr(cppconv, f"adaptive_{kind}_pool{rank}d")(x, 2)
+        assert_bits(compute(getattr(cd, f"adaptive_{kind}_pool{rank}d")(da.from_array(x, chunks=chunks), 2)), ref)
+    y = getattr(cd, f"global_avg_pool{rank}d")(da.from_array(x, chunks=(1, 3) + (-1,) * rank))
+    assert_bits(compute(y), getattr(cppconv, f"global_avg_pool{rank}d")(x))
+
+
+def test_adaptive_and_global_pools_name_a_chunking_that_works():
+    x = da.zeros((2, 3, 12, 10), dtype=np.float32, chunks=(1, 3, 5, 10))
+    with pytest.raises(ValueError, match=r"multiples of 3 input rows.*x.rechunk\(\{2: -1\}\)"):
+        cd.adaptive_avg_pool2d(x, 4)
+    with pytest.raises(ValueError, match="one chunk"):
+        cd.global_avg_pool2d(x)
+    y = cd.global_avg_pool2d(x.rechunk({2: -1}))
+    assert_bits(compute(y), cppconv.global_avg_pool2d(np.zeros((2, 3, 12, 10), np.float32)))
+
+
+def test_errors_are_the_in_memory_calls():
+    x = da.zeros((1, 3, 10, 10), dtype=np.float32, chunks=5)
+    with pytest.raises(ValueError, match="groups=2 does not divide the 3 input channels"):
+        cd.conv2d(x, np.zeros((4, 1, 3, 3), np.float32), groups=2)
+    with pytest.raises(ValueError, match="too large for padding_mode='reflect'"):
+        cd.conv2d(x, np.zeros((4, 3, 3, 3), np.float32), padding=10, padding_mode="reflect")
+
+
+def test_apply_maps_a_layer_over_batch_chunks_and_ships_it_once():
+    rng = make_rng("dask-apply")
+    x = rng.standard_normal((7, 3, 12, 12)).astype(np.float32)
+    layer = cppconv.Conv2d(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), padding=1, activation="relu")
+    y = cd.apply(layer, da.from_array(x, chunks=(3, 1, 5, 5)))
+    assert y.chunks == ((3, 3, 1), (8,), (12,), (12,))
+    graph = dict(y.__dask_graph__())
+    assert sum(1 for v in graph.values() if isinstance(v, cppconv.Conv2d)) == 1
+    assert_bits(compute(y), layer(x))
+
+    def network(batch):
+        return cppconv.max_pool2d(layer(batch), 2)
+
+    y = cd.apply(network, da.from_array(x, chunks=(2, 3, 12, 12)))
+    assert_bits(compute(y), network(x))
+
+
+def test_examples_run():
+    result = doctest.testmod(cd, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 0
+
+
+def test_call_threads(restore_threads):
+    assert cd.call_threads(3) == 3
+    cppconv.set_num_threads(1)
+    assert cd.call_threads() == 1  # never more than cppconv's own setting
+    with pytest.raises(ValueError):
+        cd.call_threads(0)
+
+
+def _worker_threads():
+    return cd.call_threads(), os.environ.get("OMP_NUM_THREADS"), cppconv.get_num_threads()
+
+
+def test_on_a_local_cluster_of_processes():
+    """Real worker processes: the weights and the layer are pickled to them, the results are
+    the in-memory call's, and each call uses at most the worker's share of the cores."""
+    distributed = pytest.importorskip("distributed")
+    rng = make_rng("dask-cluster")
+    x = rng.standard_normal((4, 3, 30, 30)).astype(np.float32)
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    layer = cppconv.Conv2d(w, padding="same", padding_mode="reflect")
+    pickle.dumps(layer)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as client:
+        xd = da.from_array(x, chunks=(2, 3, 10, 10))
+        y, z = client.compute([cd.conv2d(xd, w, padding="same", padding_mode="reflect", stride=2), cd.apply(layer, xd)],
+                              sync=True)
+        assert_bits(y, cppconv.conv2d(x, w, padding="same", padding_mode="reflect", stride=2))
+        assert_bits(z, layer(x))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        for threads, omp, setting in client.gather([client.submit(_worker_threads, pure=False, workers=[a])
+                                                    for a in client.scheduler_info()["workers"]]):
+            assert 1 <= threads <= max(1, cores // 1)
+            assert threads <= setting  # the nanny's OMP_NUM_THREADS, through cppconv's setting
+            if omp is not None:
+                assert threads <= int(omp)
