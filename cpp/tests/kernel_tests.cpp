@@ -124,21 +124,28 @@ const char* mode_name(PadMode m) {
 }
 const char* dtype_name(DType d) { return kDTypes[int(d)].name; }
 
-std::string describe(const ConvProblem& p) {
+// The fields convolution and transposed-convolution problems share (same names), for messages.
+template <class Problem>
+std::string geometry(const Problem& p) {
   char buf[400];
   std::snprintf(buf, sizeof buf,
-                "conv%dd N=%lld C=%lld in=%lldx%lldx%lld K=%lld kernel=%lldx%lldx%lld stride=%lldx%lldx%lld "
-                "dilation=%lldx%lldx%lld pad=(%lld,%lld,%lld,%lld,%lld,%lld) %s groups=%lld out=%lldx%lldx%lld "
-                "%s %s activation=%d precision=%s reused=%d",
-                p.rank, (long long)p.batch, (long long)p.in_channels, (long long)p.in_d, (long long)p.in_h,
-                (long long)p.in_w, (long long)p.out_channels, (long long)p.kernel_d, (long long)p.kernel_h,
-                (long long)p.kernel_w, (long long)p.stride_d, (long long)p.stride_h, (long long)p.stride_w,
-                (long long)p.dilation_d, (long long)p.dilation_h, (long long)p.dilation_w, (long long)p.pad_front,
-                (long long)p.pad_back, (long long)p.pad_top, (long long)p.pad_bottom, (long long)p.pad_left,
-                (long long)p.pad_right, mode_name(p.pad_mode), (long long)p.groups, (long long)p.out_d,
-                (long long)p.out_h, (long long)p.out_w, layout_name(p.layout), dtype_name(p.dtype),
-                int(p.activation), p.precision == Precision::High ? "high" : "highest", int(p.weights_reused));
+                "N=%lld C=%lld in=%lldx%lldx%lld K=%lld kernel=%lldx%lldx%lld stride=%lldx%lldx%lld "
+                "dilation=%lldx%lldx%lld pad=(%lld,%lld,%lld,%lld,%lld,%lld) groups=%lld out=%lldx%lldx%lld %s %s "
+                "activation=%d",
+                (long long)p.batch, (long long)p.in_channels, (long long)p.in_d, (long long)p.in_h, (long long)p.in_w,
+                (long long)p.out_channels, (long long)p.kernel_d, (long long)p.kernel_h, (long long)p.kernel_w,
+                (long long)p.stride_d, (long long)p.stride_h, (long long)p.stride_w, (long long)p.dilation_d,
+                (long long)p.dilation_h, (long long)p.dilation_w, (long long)p.pad_front, (long long)p.pad_back,
+                (long long)p.pad_top, (long long)p.pad_bottom, (long long)p.pad_left, (long long)p.pad_right,
+                (long long)p.groups, (long long)p.out_d, (long long)p.out_h, (long long)p.out_w,
+                layout_name(p.layout), dtype_name(p.dtype), int(p.activation));
   return buf;
+}
+
+std::string describe(const ConvProblem& p) {
+  return "conv" + std::to_string(p.rank) + "d " + geometry(p) + " padding_mode=" + mode_name(p.pad_mode) +
+         " precision=" + (p.precision == Precision::High ? "high" : "highest") +
+         " reused=" + std::to_string(int(p.weights_reused));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -399,21 +406,23 @@ void conv2d_sweep() {
   const std::vector<int64_t> channels = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 24, 31, 33};
   for (const Tile& t : named_tiles()) {
     if (t.winograd) continue;  // below: 3x3 only, in 2x2 tiles
-    for (int64_t OW : widths_around(t.a)) {
-      int64_t C = pick(channels), K = std::max<int64_t>(1, pick(std::vector<int64_t>{t.b - 1, t.b, t.b + 1,
-                                                                                      2 * t.b + 1, t.b / 2, 1, 3}));
-      int64_t groups = 1;
-      if (t.depthwise || chance(0.1)) {
-        groups = C, K = C * (chance(0.2) ? 2 : 1);  // depthwise, sometimes with a multiplier
-      } else if (chance(0.1) && C % 2 == 0) {
-        groups = 2, K = 2 * std::max<int64_t>(1, K / 2);
+    // Two draws per width: each tile meets both layouts and several kernels at most widths.
+    for (int64_t OW : widths_around(t.a))
+      for (int draw = 0; draw < 2; ++draw) {
+        int64_t C = pick(channels), K = std::max<int64_t>(1, pick(std::vector<int64_t>{t.b - 1, t.b, t.b + 1,
+                                                                                        2 * t.b + 1, t.b / 2, 1, 3}));
+        int64_t groups = 1;
+        if (t.depthwise || chance(0.1)) {
+          groups = C, K = C * (chance(0.2) ? 2 : 1);  // depthwise, sometimes with a multiplier
+        } else if (chance(0.1) && C % 2 == 0) {
+          groups = 2, K = 2 * std::max<int64_t>(1, K / 2);
+        }
+        run_case(random_geometry(OW, C, K, groups, t.dtype));
       }
-      run_case(random_geometry(OW, C, K, groups, t.dtype));
-    }
   }
   // Depthwise channel counts around the vector widths (8, 16 lanes and their blocks), rows
   // wide enough for the row kernels (64 outputs on AVX2), and both dtypes' direct kernels.
-  for (int i = 0; i < 40; ++i) {
+  for (int i = 0; i < 60; ++i) {
     const int64_t C = pick(std::vector<int64_t>{1, 7, 8, 9, 15, 16, 17, 31, 32, 33});
     const int64_t OW = i % 4 == 3 ? uniform(60, 70) : uniform(1, 33);
     run_case(random_geometry(OW, C, C, C, i % 5 == 4 ? DType::Float64 : DType::Float32));
@@ -482,7 +491,7 @@ void check_lowered(ConvCase& c) {
 }
 
 void lowering_sweep() {
-  for (int i = 0; i < 36; ++i) {
+  for (int i = 0; i < 96; ++i) {
     const DType dtype = i % 3 == 2 ? DType::Float64 : DType::Float32;
     ConvGeometry g;
     g.dtype = dtype;
@@ -499,8 +508,9 @@ void lowering_sweep() {
       // tail), kernels 3-7, strides and dilations.
       g.rank = 1;
       const int64_t OW = kind == 0 ? uniform(1, 40) : pick(std::vector<int64_t>{192, 200, 288, 301});
-      g.w = axis_for(OW, pick(std::vector<int64_t>{1, 3, 5, 7}), uniform(1, 2), uniform(1, 2), chance(0.6));
-      if (chance(0.3)) g.groups = g.C, g.K = g.C;  // depthwise: not folded
+      const int64_t k = kind == 0 ? pick(std::vector<int64_t>{1, 3, 5, 7}) : pick(std::vector<int64_t>{3, 5, 7});
+      g.w = axis_for(OW, k, uniform(1, 2), uniform(1, 2), chance(0.6));
+      if (kind == 0 && chance(0.3)) g.groups = g.C, g.K = g.C;  // depthwise (never folded)
     } else {
       g.rank = 3;
       const bool pad = chance(0.6);
@@ -614,20 +624,8 @@ void pool_sweep() {
 // Transposed convolution
 
 std::string describe(const ConvTransposeProblem& p) {
-  char buf[400];
-  std::snprintf(buf, sizeof buf,
-                "conv_transpose N=%lld C=%lld in=%lldx%lldx%lld K=%lld kernel=%lldx%lldx%lld stride=%lldx%lldx%lld "
-                "dilation=%lldx%lldx%lld pad=(%lld,%lld,%lld,%lld,%lld,%lld) output_padding=%lldx%lldx%lld "
-                "groups=%lld out=%lldx%lldx%lld %s %s activation=%d",
-                (long long)p.batch, (long long)p.in_channels, (long long)p.in_d, (long long)p.in_h, (long long)p.in_w,
-                (long long)p.out_channels, (long long)p.kernel_d, (long long)p.kernel_h, (long long)p.kernel_w,
-                (long long)p.stride_d, (long long)p.stride_h, (long long)p.stride_w, (long long)p.dilation_d,
-                (long long)p.dilation_h, (long long)p.dilation_w, (long long)p.pad_front, (long long)p.pad_back,
-                (long long)p.pad_top, (long long)p.pad_bottom, (long long)p.pad_left, (long long)p.pad_right,
-                (long long)p.output_padding_d, (long long)p.output_padding_h, (long long)p.output_padding_w,
-                (long long)p.groups, (long long)p.out_d, (long long)p.out_h, (long long)p.out_w,
-                layout_name(p.layout), dtype_name(p.dtype), int(p.activation));
-  return buf;
+  return "conv_transpose " + geometry(p) + " output_padding=" + std::to_string(p.output_padding_d) + "x" +
+         std::to_string(p.output_padding_h) + "x" + std::to_string(p.output_padding_w);
 }
 
 std::vector<double> run_conv_transpose(const ConvTransposeProblem& p, const std::vector<unsigned char>& x,
