@@ -95,11 +95,12 @@ std::vector<double> absolute(std::vector<double> v) {
   return v;
 }
 
-// |y - ref| <= rtol * bound + the output's own rounding (eps |ref|: a float32 result of a
-// sigmoid near 0.5 cannot be closer), y finite.  Empty when it holds, else the first miss.
+// |y - ref| <= rtol * bound + 4 units in the last place of ref, y finite.  The ulps are the
+// activation's own evaluation in the output's dtype: a float32 sigmoid of a tiny sum is 0.5 to
+// 1-2 ulps, far past rtol * bound.  Empty when it holds, else the first miss.
 std::string mismatch(const std::vector<double>& y, const std::vector<double>& ref, const std::vector<double>& bound,
                      double rtol, DType dtype) {
-  const double eps = dtype == DType::Float32 ? 6e-8 : 1.2e-16;
+  const double eps = 4 * (dtype == DType::Float32 ? 0x1p-23 : 0x1p-52);
   int bad = 0;
   std::string first;
   for (size_t i = 0; i < y.size(); ++i) {
@@ -253,12 +254,14 @@ ConvCase make_conv_case(const ConvProblem& p, bool bias) {
 
 // README, "Guarantees", precision "high": Winograd's y[k] stays within 1e-5 (sum over c of
 // max |w[k, c]| * sum |x[c]| over the 4x4 patch of the 2x2 tile holding the output) + |b[k]|,
-// tiles of one dilation phase, d apart, in cells of 2d x 2d outputs from the top left.
-// Depth-1 problems only (the kernels' own).
+// tiles of one dilation phase, d apart, in cells of 2d x 2d outputs from the top left.  A deep
+// problem's lowerings give the kernel input slice a of channel c as a channel of its own (or
+// the slices as images), so each depth tap counts as a channel with its own max |w|.
 std::vector<double> winograd_patch_bound(const ConvCase& c) {
   const ConvProblem& p = c.p;
-  const int64_t Cg = p.in_channels / p.groups, Kg = p.out_channels / p.groups, taps = p.kernel_h * p.kernel_w;
-  const int64_t H = p.in_h, W = p.in_w, C = p.in_channels, K = p.out_channels;
+  const int64_t Cg = p.in_channels / p.groups, Kg = p.out_channels / p.groups;
+  const int64_t kd = p.kernel_d, taps = p.kernel_h * p.kernel_w;
+  const int64_t D = p.in_d, H = p.in_h, W = p.in_w, C = p.in_channels, K = p.out_channels;
   const auto patch = [](int64_t o, int64_t d, int64_t size, int64_t first_out[4]) {
     const int64_t first = (o / (2 * d)) * 2 * d + o % d;
     int n = 0;
@@ -266,36 +269,40 @@ std::vector<double> winograd_patch_bound(const ConvCase& c) {
       if (first + d * i < size) first_out[n++] = first + d * i;
     return n;
   };
-  const auto x_at = [&](int64_t n, int64_t ch, int64_t h, int64_t w) {
-    return p.layout == Layout::NCHW ? c.x[size_t(((n * C + ch) * H + h) * W + w)]
-                                    : c.x[size_t(((n * H + h) * W + w) * C + ch)];
+  const auto x_at = [&](int64_t n, int64_t ch, int64_t s, int64_t h, int64_t w) {
+    return p.layout == Layout::NCHW ? c.x[size_t((((n * C + ch) * D + s) * H + h) * W + w)]
+                                    : c.x[size_t((((n * D + s) * H + h) * W + w) * C + ch)];
   };
   std::vector<double> bound(size_t(conv_outputs(p)));
   for (int64_t n = 0; n < p.batch; ++n)
     for (int64_t k = 0; k < K; ++k)
-      for (int64_t oh = 0; oh < p.out_h; ++oh)
-        for (int64_t ow = 0; ow < p.out_w; ++ow) {
-          int64_t rows[4], cols[4];
-          const int nr = patch(oh, p.dilation_h, H + p.pad_top + p.pad_bottom, rows);
-          const int nc = patch(ow, p.dilation_w, W + p.pad_left + p.pad_right, cols);
-          double sum = c.b.empty() ? 0.0 : std::fabs(c.b[size_t(k)]);
-          for (int64_t cg = 0; cg < Cg; ++cg) {
-            const int64_t ch = (k / Kg) * Cg + cg;
-            double wmax = 0, xs = 0;
-            for (int64_t t = 0; t < taps; ++t) wmax = std::max(wmax, std::fabs(c.w[size_t((k * Cg + cg) * taps + t)]));
-            for (int i = 0; i < nr; ++i) {
-              const int64_t h = padded_source(rows[i], H, p.pad_top, p.pad_mode);
-              for (int j = 0; j < nc; ++j) {
-                const int64_t w = padded_source(cols[j], W, p.pad_left, p.pad_mode);
-                if (h >= 0 && w >= 0) xs += std::fabs(x_at(n, ch, h, w));
+      for (int64_t od = 0; od < p.out_d; ++od)
+        for (int64_t oh = 0; oh < p.out_h; ++oh)
+          for (int64_t ow = 0; ow < p.out_w; ++ow) {
+            int64_t rows[4], cols[4];
+            const int nr = patch(oh, p.dilation_h, H + p.pad_top + p.pad_bottom, rows);
+            const int nc = patch(ow, p.dilation_w, W + p.pad_left + p.pad_right, cols);
+            double sum = c.b.empty() ? 0.0 : std::fabs(c.b[size_t(k)]);
+            for (int64_t cg = 0; cg < Cg; ++cg)
+              for (int64_t a = 0; a < kd; ++a) {
+                const int64_t ch = (k / Kg) * Cg + cg;
+                const int64_t s = padded_source(od * p.stride_d + a * p.dilation_d, D, p.pad_front, p.pad_mode);
+                if (s < 0) continue;
+                double wmax = 0, xs = 0;
+                for (int64_t t = 0; t < taps; ++t)
+                  wmax = std::max(wmax, std::fabs(c.w[size_t(((k * Cg + cg) * kd + a) * taps + t)]));
+                for (int i = 0; i < nr; ++i) {
+                  const int64_t h = padded_source(rows[i], H, p.pad_top, p.pad_mode);
+                  for (int j = 0; j < nc; ++j) {
+                    const int64_t w = padded_source(cols[j], W, p.pad_left, p.pad_mode);
+                    if (h >= 0 && w >= 0) xs += std::fabs(x_at(n, ch, s, h, w));
+                  }
+                }
+                sum += wmax * xs;
               }
-            }
-            sum += wmax * xs;
+            const int64_t plane = p.out_d * p.out_h * p.out_w, pixel = (od * p.out_h + oh) * p.out_w + ow;
+            bound[size_t(p.layout == Layout::NCHW ? (n * K + k) * plane + pixel : (n * plane + pixel) * K + k)] = sum;
           }
-          const size_t o = p.layout == Layout::NCHW ? size_t(((n * K + k) * p.out_h + oh) * p.out_w + ow)
-                                                    : size_t(((n * p.out_h + oh) * p.out_w + ow) * K + k);
-          bound[o] = sum;
-        }
   return bound;
 }
 
@@ -728,6 +735,8 @@ void timed(const char* what, F f) {
 }  // namespace
 
 int main() {
+  // Another draw of the sweep (CPPCONV_TEST_SEED=n) shakes out what the fixed one misses.
+  if (const char* seed = std::getenv("CPPCONV_TEST_SEED")) g_rng.seed(std::strtoull(seed, nullptr, 10));
   std::printf("ISAs:");
   for (const std::string& isa : available_isas()) std::printf(" %s", isa.c_str());
   std::printf(" (default %s)\n", default_isa().c_str());
