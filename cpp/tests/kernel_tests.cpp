@@ -120,7 +120,7 @@ std::string mismatch(const std::vector<double>& y, const std::vector<double>& re
 
 const char* layout_name(Layout l) { return l == Layout::NCHW ? "channels-first" : "channels-last"; }
 const char* mode_name(PadMode m) {
-  static const char* names[] = {"zeros", "reflect", "replicate", "circular"};
+  static const char* names[] = {"zeros", "reflect", "replicate", "circular", "symmetric"};
   return names[int(m)];
 }
 const char* dtype_name(DType d) { return kDTypes[int(d)].name; }
@@ -179,7 +179,8 @@ struct ConvGeometry {
   bool bias = true, reused = false;
 };
 
-// A mode PyTorch accepts for this padding (reflect: below the size; circular: at most it).
+// A mode PyTorch accepts for this padding (reflect: below the size; circular: at most it;
+// symmetric, NumPy's, takes any).
 PadMode valid_mode(PadMode m, const Axis& a) {
   const int64_t most = std::max(a.before, a.after);
   if ((m == PadMode::Reflect && most >= a.in) || (m == PadMode::Circular && most > a.in)) return PadMode::Replicate;
@@ -362,8 +363,8 @@ std::vector<Tile> named_tiles() {
 const std::vector<Activation> kActivations = {Activation::None,  Activation::None,    Activation::Relu,
                                               Activation::Relu6, Activation::LeakyRelu, Activation::Sigmoid,
                                               Activation::Tanh,  Activation::Silu};
-const std::vector<PadMode> kModes = {PadMode::Zeros, PadMode::Zeros, PadMode::Reflect, PadMode::Replicate,
-                                     PadMode::Circular};
+const std::vector<PadMode> kModes = {PadMode::Zeros,    PadMode::Zeros,    PadMode::Reflect,
+                                     PadMode::Replicate, PadMode::Circular, PadMode::Symmetric};
 
 // Output widths 1..2 * tile + 1: all of them for small tiles, a sample with the edges
 // (1, tile - 1, tile, tile + 1, 2 tile, 2 tile + 1) for wide ones.
@@ -544,7 +545,7 @@ void lowering_sweep() {
 // ------------------------------------------------------------------------------------------
 // Pooling
 
-int64_t pool_outputs(const Pool2dProblem& p) { return p.batch * p.channels * p.out_h * p.out_w; }
+int64_t pool_outputs(const Pool2dProblem& p) { return p.batch * p.channels * p.out_d * p.out_h * p.out_w; }
 
 void run_pool(const Pool2dProblem& p, const std::vector<unsigned char>& x, std::vector<double>& y,
               std::vector<int64_t>& indices, const PoolAlgorithm* forced) {
@@ -564,11 +565,19 @@ void pool_sweep() {
     p.channels = pick(std::vector<int64_t>{1, 3, 4, 8, 9, 16, 17});
     p.in_h = uniform(1, 12);
     p.in_w = uniform(1, 40);
+    const bool deep = i % 4 == 3;  // 3-D pools: depth windows, indices over (d, h, w)
+    if (deep) p.in_d = uniform(1, 5), p.in_h = std::min<int64_t>(p.in_h, 6);
     p.adaptive = i % 5 == 0;
     if (p.adaptive) {
+      p.out_d = deep ? uniform(1, p.in_d + 1) : 1;
       p.out_h = i % 10 == 0 ? 1 : uniform(1, p.in_h + 2);
       p.out_w = i % 10 == 0 ? 1 : uniform(1, p.in_w + 2);
     } else {
+      if (deep) {
+        p.kernel_d = uniform(1, std::min<int64_t>(3, p.in_d)), p.stride_d = uniform(1, 2);
+        if (p.kind == PoolKind::Max) p.dilation_d = uniform(1, 2);
+        p.pad_front = uniform(0, p.kernel_d / 2), p.pad_back = uniform(0, p.kernel_d / 2);
+      }
       p.kernel_h = uniform(1, std::min<int64_t>(4, p.in_h)), p.kernel_w = uniform(1, std::min<int64_t>(5, p.in_w));
       p.stride_h = uniform(1, 3), p.stride_w = uniform(1, 3);
       if (p.kind == PoolKind::Max) p.dilation_h = uniform(1, 2), p.dilation_w = uniform(1, 2);
@@ -577,21 +586,25 @@ void pool_sweep() {
       p.count_include_pad = chance(0.5);
       if (p.kind == PoolKind::Avg && chance(0.15)) p.divisor_override = uniform(1, 7);
       const bool ceil_mode = chance(0.3);
+      p.out_d = pool_output_size(p.in_d, p.kernel_d, p.stride_d, p.pad_front, p.pad_back, p.dilation_d, ceil_mode);
       p.out_h = pool_output_size(p.in_h, p.kernel_h, p.stride_h, p.pad_top, p.pad_bottom, p.dilation_h, ceil_mode);
       p.out_w = pool_output_size(p.in_w, p.kernel_w, p.stride_w, p.pad_left, p.pad_right, p.dilation_w, ceil_mode);
-      if (p.out_h < 1 || p.out_w < 1) continue;
+      if (p.out_d < 1 || p.out_h < 1 || p.out_w < 1) continue;
     }
-    char label[300];
+    char label[400];
     std::snprintf(label, sizeof label,
-                  "%s%s pool N=%lld C=%lld in=%lldx%lld out=%lldx%lld kernel=%lldx%lld stride=%lldx%lld "
-                  "dilation=%lldx%lld pad=(%lld,%lld,%lld,%lld) include_pad=%d divisor=%lld %s %s",
+                  "%s%s pool N=%lld C=%lld in=%lldx%lldx%lld out=%lldx%lldx%lld kernel=%lldx%lldx%lld "
+                  "stride=%lldx%lldx%lld dilation=%lldx%lldx%lld pad=(%lld,%lld,%lld,%lld,%lld,%lld) include_pad=%d "
+                  "divisor=%lld %s %s",
                   p.adaptive ? "adaptive " : "", p.kind == PoolKind::Max ? "max" : "avg", (long long)p.batch,
-                  (long long)p.channels, (long long)p.in_h, (long long)p.in_w, (long long)p.out_h,
-                  (long long)p.out_w, (long long)p.kernel_h, (long long)p.kernel_w, (long long)p.stride_h,
-                  (long long)p.stride_w, (long long)p.dilation_h, (long long)p.dilation_w, (long long)p.pad_top,
-                  (long long)p.pad_bottom, (long long)p.pad_left, (long long)p.pad_right, int(p.count_include_pad),
-                  (long long)p.divisor_override, layout_name(p.layout), dtype_name(p.dtype));
-    const std::vector<double> x = random_values(size_t(p.batch * p.channels * p.in_h * p.in_w), p.dtype);
+                  (long long)p.channels, (long long)p.in_d, (long long)p.in_h, (long long)p.in_w, (long long)p.out_d,
+                  (long long)p.out_h, (long long)p.out_w, (long long)p.kernel_d, (long long)p.kernel_h,
+                  (long long)p.kernel_w, (long long)p.stride_d, (long long)p.stride_h, (long long)p.stride_w,
+                  (long long)p.dilation_d, (long long)p.dilation_h, (long long)p.dilation_w, (long long)p.pad_front,
+                  (long long)p.pad_back, (long long)p.pad_top, (long long)p.pad_bottom, (long long)p.pad_left,
+                  (long long)p.pad_right, int(p.count_include_pad), (long long)p.divisor_override,
+                  layout_name(p.layout), dtype_name(p.dtype));
+    const std::vector<double> x = random_values(size_t(p.batch * p.channels * p.in_d * p.in_h * p.in_w), p.dtype);
     const std::vector<unsigned char> xb = to_bytes(x, p.dtype);
     // The oracle: the float64 reference; an average's bound is the window's mean |x|.
     Pool2dProblem q = p;
