@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <iterator>
 #include <stdexcept>
 #include <string>
@@ -310,10 +311,55 @@ py::object forward(ConvPlan& plan, const py::handle& x_obj, const py::handle& ou
 
 // conv1d/2d/3d's one-step path, for int stride, padding and dilation (the same on every axis):
 // checks the weights and bias, borrows them for a plan, runs.
+// The one-step path's arguments in their plain forms (Python ints in int64, words in their
+// canonical spelling, None); false for anything else, which the full path then handles.
+bool plain_int(const py::handle& h, int64_t* value) {
+  if (!PyLong_CheckExact(h.ptr())) return false;
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(h.ptr(), &overflow);
+  if (overflow || (v == -1 && PyErr_Occurred())) {
+    PyErr_Clear();
+    return false;
+  }
+  *value = v;
+  return true;
+}
+
+template <size_t N>
+bool plain_word(const py::handle& h, const char* const (&names)[N], int* code) {
+  if (!PyUnicode_CheckExact(h.ptr())) return false;
+  const char* s = PyUnicode_AsUTF8(h.ptr());
+  if (!s) {
+    PyErr_Clear();
+    return false;
+  }
+  for (size_t i = 0; i < N; ++i)
+    if (names[i][0] != '\0' && std::strcmp(s, names[i]) == 0) {
+      *code = int(i);
+      return true;
+    }
+  return false;
+}
+
 py::object conv_simple(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj,
-                       const py::handle& out_obj, int rank, int64_t stride, int64_t padding, int64_t dilation,
-                       int64_t groups, int pad_mode, int layout, int activation, int precision, int num_threads) {
+                       const py::handle& out_obj, int rank, const py::handle& stride_obj,
+                       const py::handle& padding_obj, const py::handle& dilation_obj, const py::handle& groups_obj,
+                       const py::handle& mode_obj, const py::handle& layout_obj, const py::handle& activation_obj,
+                       const py::handle& precision_obj, const py::handle& threads_obj) {
   if (!py::isinstance<py::array>(w_obj) || rank < 1 || rank > 3) return py::none();
+  int64_t stride, padding = 0, dilation, groups, threads = 0;
+  int pad_mode, layout, activation = 0, precision = -1;
+  if (!plain_int(stride_obj, &stride) || !plain_int(dilation_obj, &dilation) || !plain_int(groups_obj, &groups) ||
+      !plain_word(mode_obj, kPadModeNames, &pad_mode) || !plain_word(layout_obj, kLayoutNames[rank - 1], &layout))
+    return py::none();
+  static const char* const kValid[] = {"valid"};
+  int valid;
+  if (!plain_int(padding_obj, &padding) && !plain_word(padding_obj, kValid, &valid)) return py::none();
+  if (!activation_obj.is_none() && !plain_word(activation_obj, kActivationNames, &activation)) return py::none();
+  if (!precision_obj.is_none() && !plain_word(precision_obj, kPrecisionNames, &precision)) return py::none();
+  if (!threads_obj.is_none() && (!plain_int(threads_obj, &threads) || threads < 1 || threads > kMaxThreads))
+    return py::none();
+  const int num_threads = int(threads);
   const auto w = py::reinterpret_borrow<py::array>(w_obj);
   const int wd = int(w.ndim());
   const bool image = rank == 2 && wd == 2;
@@ -345,9 +391,12 @@ py::object conv_simple(const py::handle& x_obj, const py::handle& w_obj, const p
   a.layout = layout;
   a.activation = activation;
   a.precision = precision;
-  const std::vector<int64_t> ws = image ? std::vector<int64_t>{1, 1, w.shape(0), w.shape(1)} : shape_of(w);
-  const std::unique_ptr<ConvPlan> plan = plan_of(dt, w.data(), ws, bias, /*copy=*/false, /*reused=*/false);
-  return forward(*plan, x_obj, out_obj, operands, image, a, num_threads);
+  // The kernel's (d, h, w), right-aligned; on the stack, as this path is about the per-call cost.
+  int64_t kernel[3] = {1, 1, 1};
+  for (int i = 0; i < (image ? 2 : rank); ++i) kernel[3 - (image ? 2 : rank) + i] = w.shape(image ? i : i + 2);
+  ConvPlan plan(dt, w.data(), bias, image ? 1 : w.shape(0), image ? 1 : w.shape(1), kernel[0], kernel[1], kernel[2],
+                /*copy=*/false, /*reused=*/false);
+  return forward(plan, x_obj, out_obj, operands, image, a, num_threads);
 }
 
 // threadpoolctl's controller (python/cppconv/_threadpool.py) finds this module by these two
@@ -422,8 +471,10 @@ PYBIND11_MODULE(_native, m) {
 
   m.def("conv_simple", &conv_simple, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"),
         py::arg("rank"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
-        py::arg("padding_mode"), py::arg("layout"), py::arg("activation"), py::arg("precision") = -1,
-        py::arg("num_threads") = 0, "conv1d/2d/3d's one-step fast path (internal); None when it does not apply.");
+        py::arg("padding_mode"), py::arg("layout"), py::arg("activation"), py::arg("precision"),
+        py::arg("num_threads"),
+        "conv1d/2d/3d's one-step fast path (internal), for the arguments as the user passed them: the result, or "
+        "None when any is not in its plain form (int sizes, canonical words) or anything else is unusual.");
   m.def("conv_output_size", &conv_output_size, py::arg("size"), py::arg("kernel"), py::arg("stride"),
         py::arg("dilation"), py::arg("before"), py::arg("after"),
         "Output length of one axis (0 when the kernel spans more than the padded size).");

@@ -3,7 +3,7 @@ rank-generic path (the rank is a spec setting) down to one native call."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple, cast
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -188,39 +188,6 @@ def _run(
     return _args.deliver(out, call.dst, call.direct, call.geometry.out_shape, call.result)
 
 
-def _one_step(
-    rank: int, x: Any, weight: Any, bias: Any, stride: Any, padding: Any, dilation: Any, groups: Any,
-    padding_mode: Any, layout: Any, activation: Any, out: Any, num_threads: Any, precision: Any,
-) -> Optional[np.ndarray]:
-    """The common call in one native step (a per-call cost of ~0.5 us instead of ~8 us), or None:
-    plain ints for the sizes, words in their canonical case, arrays the kernels can read in
-    place (the native side answers None otherwise).  Anything else (other spellings too), and
-    every error, goes through the full path."""
-    if not (
-        (num_threads is None or (num_threads.__class__ is int and num_threads > 0))
-        and (precision is None or precision.__class__ is str)
-        and stride.__class__ is int
-        and dilation.__class__ is int
-        and groups.__class__ is int
-        and (padding.__class__ is int or (padding.__class__ is str and padding == "valid"))
-    ):
-        return None
-    p = 0 if padding.__class__ is str else cast(int, padding)  # "valid", or an int (checked above)
-    # Past int64 the full path says which argument.
-    if not (-_INT64 <= stride < _INT64 and -_INT64 <= dilation < _INT64 and -_INT64 <= groups < _INT64
-            and -_INT64 <= p < _INT64):
-        return None
-    mode = _args.PADDING_MODES.get(padding_mode) if padding_mode.__class__ is str else None
-    code = _args.RANK_LAYOUTS[rank].get(layout) if layout.__class__ is str else None
-    act = _args.ACTIVATIONS.get(activation) if activation is None or activation.__class__ is str else None
-    prec = -1 if precision is None else _native.PRECISIONS.get(precision)
-    if mode is None or code is None or act is None or prec is None:
-        return None
-    return _native.conv_simple(  # type: ignore[no-any-return]
-        x, weight, bias, out, rank, stride, p, dilation, groups, mode, code, act, prec,
-        0 if num_threads is None else num_threads)
-
-
 def conv2d(
     x: Any,
     weight: Any,
@@ -276,8 +243,10 @@ def conv2d(
     >>> cppconv.conv2d(image, np.ones((3, 3), np.float32)).shape
     (3, 3)
     """
-    y = _one_step(2, x, weight, bias, stride, padding, dilation, groups, padding_mode, layout, activation, out,
-                  num_threads, precision)
+    # The common call in one native step (plain ints, canonical words, arrays the kernels read
+    # in place); None sends anything else, and every error, through the full path.
+    y: Optional[np.ndarray] = _native.conv_simple(x, weight, bias, out, 2, stride, padding, dilation, groups,
+                                                  padding_mode, layout, activation, precision, num_threads)
     if y is not None:
         return y
     spec = _ConvSpec(2, stride, padding, dilation, groups, padding_mode, layout, activation, precision)
@@ -315,8 +284,10 @@ def conv1d(
     >>> cppconv.conv1d(signal, np.ones((4, 2, 5), np.float32), stride=2, padding="same").shape
     (1, 4, 50)
     """
-    y = _one_step(1, x, weight, bias, stride, padding, dilation, groups, padding_mode, layout, activation, out,
-                  num_threads, precision)
+    # The common call in one native step (plain ints, canonical words, arrays the kernels read
+    # in place); None sends anything else, and every error, through the full path.
+    y: Optional[np.ndarray] = _native.conv_simple(x, weight, bias, out, 1, stride, padding, dilation, groups,
+                                                  padding_mode, layout, activation, precision, num_threads)
     if y is not None:
         return y
     spec = _ConvSpec(1, stride, padding, dilation, groups, padding_mode, layout, activation, precision)
@@ -356,15 +327,16 @@ def conv3d(
     >>> cppconv.conv3d(clip, np.ones((16, 3, 3, 3, 3), np.float32), padding=1).shape
     (1, 16, 8, 32, 32)
     """
-    y = _one_step(3, x, weight, bias, stride, padding, dilation, groups, padding_mode, layout, activation, out,
-                  num_threads, precision)
+    # The common call in one native step (plain ints, canonical words, arrays the kernels read
+    # in place); None sends anything else, and every error, through the full path.
+    y: Optional[np.ndarray] = _native.conv_simple(x, weight, bias, out, 3, stride, padding, dilation, groups,
+                                                  padding_mode, layout, activation, precision, num_threads)
     if y is not None:
         return y
     spec = _ConvSpec(3, stride, padding, dilation, groups, padding_mode, layout, activation, precision)
     return _run(spec, x, weight, bias, out, num_threads=num_threads)
 
 
-_INT64 = 2**63
 
 
 def _conv_with_algorithm(

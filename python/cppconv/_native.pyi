@@ -61,9 +61,9 @@ def conv_output_size(size: typing.SupportsInt | typing.SupportsIndex, kernel: ty
     """
     Output length of one axis (0 when the kernel spans more than the padded size).
     """
-def conv_simple(x: typing.Any, weight: typing.Any, bias: typing.Any, out: typing.Any, rank: typing.SupportsInt | typing.SupportsIndex, stride: typing.SupportsInt | typing.SupportsIndex, padding: typing.SupportsInt | typing.SupportsIndex, dilation: typing.SupportsInt | typing.SupportsIndex, groups: typing.SupportsInt | typing.SupportsIndex, padding_mode: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, activation: typing.SupportsInt | typing.SupportsIndex, precision: typing.SupportsInt | typing.SupportsIndex = -1, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> typing.Any:
+def conv_simple(x: typing.Any, weight: typing.Any, bias: typing.Any, out: typing.Any, rank: typing.SupportsInt | typing.SupportsIndex, stride: typing.Any, padding: typing.Any, dilation: typing.Any, groups: typing.Any, padding_mode: typing.Any, layout: typing.Any, activation: typing.Any, precision: typing.Any, num_threads: typing.Any) -> typing.Any:
     """
-    conv1d/2d/3d's one-step fast path (internal); None when it does not apply.
+    conv1d/2d/3d's one-step fast path (internal), for the arguments as the user passed them: the result, or None when any is not in its plain form (int sizes, canonical words) or anything else is unusual.
     """
 def conv_transpose(x: numpy.ndarray, weight: numpy.ndarray, bias: typing.Any, out: numpy.ndarray, settings: ConvTransposeSettings, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
