@@ -177,11 +177,18 @@ struct PyConvPlan {
 };
 
 // The plan of a weight (K, C/groups, *kernel) with 1 to 3 kernel axes, (d, h, w) right-aligned.
+// A weight's kernel sizes as (d, h, w): its `axes` kernel axes, right-aligned, the others 1.
+template <class Size>
+std::array<int64_t, 3> kernel_of(const Size* kernel_axes, size_t axes) {
+  std::array<int64_t, 3> kernel{1, 1, 1};
+  for (size_t i = 0; i < axes; ++i) kernel[3 - axes + i] = int64_t(kernel_axes[i]);
+  return kernel;
+}
+
 std::unique_ptr<ConvPlan> plan_of(DType dt, const void* weight, const std::vector<int64_t>& shape, const void* bias,
                                   bool copy, bool reused) {
   if (shape.size() < 3 || shape.size() > 5) throw py::value_error("weight: expected 3 to 5 dimensions");
-  std::array<int64_t, 3> kernel{1, 1, 1};
-  for (size_t i = 2; i < shape.size(); ++i) kernel[i + 3 - shape.size()] = shape[i];
+  const std::array<int64_t, 3> kernel = kernel_of(shape.data() + 2, shape.size() - 2);
   return std::make_unique<ConvPlan>(dt, weight, bias, shape[0], shape[1], kernel[0], kernel[1], kernel[2], copy,
                                     reused);
 }
@@ -391,9 +398,8 @@ py::object conv_simple(const py::handle& x_obj, const py::handle& w_obj, const p
   a.layout = layout;
   a.activation = activation;
   a.precision = precision;
-  // The kernel's (d, h, w), right-aligned; on the stack, as this path is about the per-call cost.
-  int64_t kernel[3] = {1, 1, 1};
-  for (int i = 0; i < (image ? 2 : rank); ++i) kernel[3 - (image ? 2 : rank) + i] = w.shape(image ? i : i + 2);
+  // On the stack, not plan_of's heap: this path is about the per-call cost.
+  const std::array<int64_t, 3> kernel = kernel_of(w.shape() + (image ? 0 : 2), size_t(image ? 2 : rank));
   ConvPlan plan(dt, w.data(), bias, image ? 1 : w.shape(0), image ? 1 : w.shape(1), kernel[0], kernel[1], kernel[2],
                 /*copy=*/false, /*reused=*/false);
   return forward(plan, x_obj, out_obj, operands, image, a, num_threads);

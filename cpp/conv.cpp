@@ -601,12 +601,13 @@ void ConvPlan::run_gathered(const ConvProblem& given, const void* x, void* y, co
   check_workspace(gather_bytes(given, chunk), "conv3d gathered input slices");
   auto buffer = SpareBuffer<GatheredInputTag>::take(gather_bytes(given, chunk));
   const int64_t out_plane = given.out_h * given.out_w;
+  const bool rows = lowering_of(given) == Lowering::Interleave;
+  PlanWeights* weights = rows ? &interleaved_weights() : nullptr;
   for (int64_t b0 = 0; b0 < total;) {
     // Channels-first chunks stay within one image (see gather_chunk).
     const int64_t n = b0 / given.out_d;
     const int64_t end = given.layout == Layout::NHWC ? total : (n + 1) * given.out_d;
     const int64_t count = std::min(chunk, end - b0);
-    const bool rows = lowering_of(given) == Lowering::Interleave;
     const ConvProblem q = rows ? interleaved(given, count) : gathered(given, count);
     const int threads = threads_for_work(double(gather_bytes(given, count)), cap);
     if (given.dtype == DType::Float32) {
@@ -618,7 +619,6 @@ void ConvPlan::run_gathered(const ConvProblem& given, const void* x, void* y, co
       auto* to = reinterpret_cast<double*>(buffer.get());
       rows ? interleave_slices(given, xd, b0, count, to, threads) : gather_slices(given, xd, b0, count, to, threads);
     }
-    PlanWeights* weights = rows ? &interleaved_weights() : nullptr;
     auto* out = static_cast<unsigned char*>(y);
     if (given.layout == Layout::NHWC) {
       run_planar(q, buffer.get(), out + size_t(b0 * out_plane * given.out_channels) * elem, nullptr, forced, cap,
