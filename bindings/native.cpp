@@ -49,7 +49,7 @@ void require(const py::array& a, const char* name, DType dtype, py::ssize_t ndim
 // _native.PRECISIONS, PADDING_MODES, ACTIVATIONS and LAYOUTS, so Python copies no table.
 constexpr const char* kPrecisionNames[] = {"highest", "high"};
 constexpr const char* kPadModeNames[] = {"zeros", "reflect", "replicate", "circular", "symmetric"};
-constexpr const char* kActivationNames[] = {"", "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu"};  // "": None
+constexpr const char* kActivationNames[] = {"", "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardsigmoid", "hardswish"};  // "": None
 constexpr const char* kLayoutNames[][2] = {{"NCW", "NWC"}, {"NCHW", "NHWC"}, {"NCDHW", "NDHWC"}};  // by rank
 
 // The enum value of a code from the Python layer; `names` bounds it.

@@ -1,5 +1,6 @@
 #include "reference.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -17,6 +18,11 @@ T activate_reference_t(T v, Activation a) {
     case Activation::Sigmoid: return T(1) / (T(1) + std::exp(-v));
     case Activation::Tanh: return std::tanh(v);
     case Activation::Silu: return v / (T(1) + std::exp(-v));
+    case Activation::HardSigmoid:
+    case Activation::HardSwish: {
+      const T gate = v != v ? v : std::min(std::max(v / T(6) + T(0.5), T(0)), T(1));
+      return a == Activation::HardSwish ? v * gate : gate;
+    }
   }
   return v;
 }

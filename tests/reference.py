@@ -15,7 +15,7 @@ import numpy as np
 # PyTorch padding_mode -> np.pad mode (the same padding, NumPy's name for it).
 NP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap", "symmetric": "symmetric"}
 
-ACTIVATIONS = [None, "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu"]
+ACTIVATIONS = [None, "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardsigmoid", "hardswish"]
 PADDING_MODES = ["zeros", "reflect", "replicate", "circular", "symmetric"]
 
 
@@ -78,6 +78,9 @@ def activate(y, activation):
             return np.tanh(y)
         if activation == "silu":
             return y / (1.0 + np.exp(-y))
+        if activation in ("hardsigmoid", "hardswish"):
+            gate = np.where(np.isnan(y), y, np.clip(y / 6.0 + 0.5, 0.0, 1.0))
+            return y * gate if activation == "hardswish" else gate
     raise ValueError(activation)
 
 
@@ -122,13 +125,16 @@ def conv_nd_abs_bound(x, w, b=None, stride=1, padding=None, dilation=1, groups=1
                       activation=None):
     """sum |w| |x| + |bias| over each output's window: a bound on the size of every term that
     enters the output, so a rounding-error tolerance scales with it.  Activations whose value can
-    exceed that bound (sigmoid and tanh, |f| <= 1) add 1."""
+    exceed that bound (sigmoid, tanh and hardsigmoid, |f| <= 1) add 1; hardswish, whose slope
+    reaches 1.5, scales it by 1.5."""
     x = np.abs(np.asarray(x).astype(np.float64))
     w = np.abs(np.asarray(w).astype(np.float64))
     b = None if b is None else np.abs(np.asarray(b).astype(np.float64))
     bound = conv_nd_ref(x, w, b, stride, padding, dilation, groups, padding_mode, None)
-    if activation in ("sigmoid", "tanh"):
+    if activation in ("sigmoid", "tanh", "hardsigmoid"):
         bound = bound + 1.0
+    if activation == "hardswish":
+        bound = bound * 1.5
     return bound
 
 

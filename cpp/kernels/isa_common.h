@@ -77,6 +77,12 @@ struct VecOf {
 };
 #endif
 
+// PyTorch's and ONNX's (alpha 1/6, beta 1/2): min(max(x/6 + 1/2, 0), 1); NaN stays NaN.
+template <class T>
+static inline T hard_sigmoid(T v) {
+  return v != v ? v : std::min(std::max(v * T(1.0 / 6) + T(0.5), T(0)), T(1));
+}
+
 template <class T>
 static inline T activate(T v, Activation a) {
   switch (a) {
@@ -87,6 +93,8 @@ static inline T activate(T v, Activation a) {
     case Activation::Sigmoid: return T(1) / (T(1) + std::exp(-v));
     case Activation::Tanh: return std::tanh(v);
     case Activation::Silu: return v / (T(1) + std::exp(-v));
+    case Activation::HardSigmoid: return hard_sigmoid(v);
+    case Activation::HardSwish: return v * hard_sigmoid(v);
   }
   return v;
 }
@@ -104,6 +112,12 @@ static inline void activate_row(T* v, int64_t n, Activation a) {
       return;
     case Activation::LeakyRelu:
       for (int64_t i = 0; i < n; ++i) v[i] = v[i] < T(0) ? v[i] * T(0.01) : v[i];
+      return;
+    case Activation::HardSigmoid:
+      for (int64_t i = 0; i < n; ++i) v[i] = hard_sigmoid(v[i]);
+      return;
+    case Activation::HardSwish:
+      for (int64_t i = 0; i < n; ++i) v[i] *= hard_sigmoid(v[i]);
       return;
     default:
       for (int64_t i = 0; i < n; ++i) v[i] = activate(v[i], a);

@@ -362,7 +362,8 @@ std::vector<Tile> named_tiles() {
 
 const std::vector<Activation> kActivations = {Activation::None,  Activation::None,    Activation::Relu,
                                               Activation::Relu6, Activation::LeakyRelu, Activation::Sigmoid,
-                                              Activation::Tanh,  Activation::Silu};
+                                              Activation::Tanh,  Activation::Silu,    Activation::HardSigmoid,
+                                              Activation::HardSwish};
 const std::vector<PadMode> kModes = {PadMode::Zeros,    PadMode::Zeros,    PadMode::Reflect,
                                      PadMode::Replicate, PadMode::Circular, PadMode::Symmetric};
 

@@ -224,7 +224,8 @@ def conv2d(
             ``"symmetric"`` (NumPy's and SciPy's: the edge value repeated, any padding size).
         layout: ``"NCHW"`` or ``"NHWC"``, for x and the result.
         activation: None, ``"relu"``, ``"relu6"``, ``"leaky_relu"``, ``"sigmoid"``,
-            ``"tanh"`` or ``"silu"``, applied as the output is written.
+            ``"tanh"``, ``"silu"``, ``"hardsigmoid"`` or ``"hardswish"`` (PyTorch's), applied
+            as the output is written.
         out: array of the result's shape and dtype to write into (returned).
         num_threads: threads for this call only (default None: ``cppconv.get_num_threads()``);
             the global setting is left as it is.

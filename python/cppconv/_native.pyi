@@ -125,7 +125,7 @@ def set_float32_precision(mode: typing.SupportsInt | typing.SupportsIndex) -> No
     ...
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
-ACTIVATIONS: dict = {None: 0, 'relu': 1, 'relu6': 2, 'leaky_relu': 3, 'sigmoid': 4, 'tanh': 5, 'silu': 6}
+ACTIVATIONS: dict = {None: 0, 'relu': 1, 'relu6': 2, 'leaky_relu': 3, 'sigmoid': 4, 'tanh': 5, 'silu': 6, 'hardsigmoid': 7, 'hardswish': 8}
 LAYOUTS: dict = {1: {'NCW': 0, 'NWC': 1}, 2: {'NCHW': 0, 'NHWC': 1}, 3: {'NCDHW': 0, 'NDHWC': 1}}
 MAX_INDEX_EXTENT: int = 2305843009213693952
 MAX_THREADS: int = 1024
