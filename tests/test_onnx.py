@@ -23,6 +23,7 @@ from cppconv.onnx import ModelError  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import onnx_networks  # noqa: E402
+import vision_models  # noqa: E402
 
 RNG = np.random.default_rng(0)
 F32 = TensorProto.FLOAT
@@ -103,6 +104,31 @@ def test_network_matches_torch_and_onnxruntime(torch, name):
         assert y.shape == want.shape and y.dtype == np.float32
         np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * scale)
         np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("name", list(vision_models.ARCHITECTURES))
+def test_real_architecture_matches_torch_and_onnxruntime(torch, name):
+    """The full architectures of issue 15 (torchvision's layer for layer), at a small input
+    size: every operator their exports use plans and runs, at batch 1 and 2."""
+    module, shape = vision_models.build(name, vision_models.ARCHITECTURES[name][1])
+    data = onnx_networks.export(module, shape)
+    net = cppconv.onnx.load(data)
+    model = onnx.load_from_string(data)
+    for batch in (1, 2):
+        x = _rand(batch, *shape[1:])
+        y = net(x)
+        with torch.inference_mode():
+            want = module(torch.from_numpy(x)).numpy()
+        (ref,) = _ort(model, {"x": x})
+        scale = float(np.abs(want).max())
+        assert y.shape == want.shape and y.dtype == np.float32
+        np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * scale)
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * scale)
+    # One layout conversion at the input, and no NumPy matrix product (the classifiers are
+    # fully connected cppconv layers).
+    rows = net.explain()["nodes"]
+    assert sum(r["op"] == "(layout)" for r in rows) <= (2 if name == "unet" else 1), [r for r in rows if r["op"] == "(layout)"]
+    assert not any("NumPy matmul" in r["became"] for r in rows)
 
 
 def test_resnet_plan_fuses_and_keeps_one_layout(torch):
@@ -397,6 +423,81 @@ def test_reshape_squeeze_unsqueeze_gemm_matmul():
     inits = {"w": _rand(3, 4, 1, 1), "shape": np.array([0, -1], np.int64), "ax": np.array([1], np.int64),
              "gw": _rand(5, 108), "gb": _rand(5), "mw": _rand(108, 7)}
     _check(nodes, {"x": X4}, outputs=("y", "g", "g2"), initializers=inits, rtol=1e-4)
+
+
+@pytest.mark.parametrize("trans_b,alpha,beta,c_shape", [
+    (0, 1.0, 1.0, None), (1, 1.0, 1.0, (5,)), (1, 0.5, 2.0, (1, 5)), (0, 2.0, -1.0, (1,)), (1, 1.0, 0.5, (3, 5)),
+])
+def test_gemm_and_matmul_with_constant_weights_run_as_fully_connected(trans_b, alpha, beta, c_shape):
+    """A constant B (and a C that is one value per output, or a scalar) makes a fully connected
+    cppconv layer; any other C keeps NumPy's product.  Batch 1 and 3: the rows are the batch."""
+    weight = _rand(5, 12) if trans_b else _rand(12, 5)
+    inits = {"gw": weight, "mw": _rand(12, 4)}
+    gemm_inputs = ["f", "gw"]
+    if c_shape is not None:
+        inits["gc"] = _rand(*c_shape)
+        gemm_inputs.append("gc")
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]),
+             helper.make_node("Gemm", gemm_inputs, ["y"], transB=trans_b, alpha=alpha, beta=beta),
+             helper.make_node("MatMul", ["f", "mw"], ["m"])]
+    for batch in (1, 3) if c_shape != (3, 5) else (3,):  # a C of 3 rows broadcasts at batch 3 only
+        net = _check(nodes, {"x": _rand(batch, 3, 2, 2)}, outputs=("y", "m"), initializers=inits)
+        rows = {r["op"]: r["became"] for r in net.explain()["nodes"]}
+        assert rows["MatMul"].startswith("fully connected 12->4")
+        assert rows["Gemm"].startswith("fully connected 12->5" if c_shape != (3, 5) else "NumPy")
+
+
+def test_hardswish_and_pytorch_hardsigmoid_fuse_into_the_convolution():
+    inits = {"w": _rand(4, 4, 3, 3), "b": _rand(4)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("HardSwish", ["c"], ["h"]),
+             helper.make_node("Conv", ["h", "w"], ["d"], pads=[1, 1, 1, 1]),
+             helper.make_node("HardSigmoid", ["d"], ["y"], alpha=1 / 6, beta=0.5),
+             helper.make_node("Conv", ["h", "w"], ["e"], pads=[1, 1, 1, 1]),
+             helper.make_node("HardSigmoid", ["e"], ["z"])]  # ONNX's default alpha 0.2: not PyTorch's, not fused
+    net = _check(nodes, {"x": X4 * 4}, outputs=("y", "z"), initializers=inits)
+    became = [r["became"] for r in net.explain()["nodes"] if r["op"] == "Conv"]
+    assert "activation hardswish fused" in became[0] and "activation hardsigmoid fused" in became[1]
+    assert "fused" not in became[2].split(";")[-1]
+
+
+def test_reshape_to_a_batch_dependent_shape_keeps_later_shapes_known():
+    """ShuffleNet's channel shuffle: a Reshape to a shape computed from Shape (the batch size
+    included), then a Split whose sizes come from the shuffled tensor's channels: the shapes
+    after the Reshape are found by probing at two batch sizes, so the split folds at load."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Shape", ["c"], ["s"]),
+             helper.make_node("Gather", ["s", "i0"], ["n"], axis=0),
+             helper.make_node("Concat", ["n", "rest"], ["target"], axis=0),
+             helper.make_node("Reshape", ["c", "target"], ["r"]),
+             helper.make_node("Shape", ["r"], ["rs"]), helper.make_node("Gather", ["rs", "i1"], ["width"], axis=0),
+             helper.make_node("Div", ["width", "two"], ["half"]),
+             helper.make_node("Slice", ["r", "zero", "half", "one"], ["y"])]
+    inits = {"w": _rand(4, 4, 1, 1), "i0": np.array([0], np.int64), "rest": np.array([-1], np.int64),
+             "i1": np.array([1], np.int64), "two": np.array([2], np.int64), "zero": np.array([0], np.int64),
+             "one": np.array([1], np.int64)}
+    net = _check(nodes, {"x": X4}, outputs=("y",), initializers=inits)
+    assert _row(net, "Div")["became"] == "a constant (folded at load)"
+
+
+def test_channel_shuffle_stays_channels_last():
+    """Reshape (N, g, C/g, H, W) -> Transpose (0, 2, 1, 3, 4) -> Reshape (N, C, H, W) between
+    two convolutions runs on the NHWC value as stored: no conversion to ONNX's order and back.
+    A final NCHW -> NHWC Transpose stays a view; a Reshape that mixes channels with pixels
+    (a flatten) still runs in ONNX's order."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Reshape", ["c", "split"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t", "merge"], ["m"]),
+             helper.make_node("Conv", ["m", "w2"], ["y"]),
+             helper.make_node("Transpose", ["y"], ["nhwc"], perm=[0, 2, 3, 1]),
+             helper.make_node("Reshape", ["y", "flat"], ["f"])]
+    inits = {"w": _rand(6, 4, 1, 1), "w2": _rand(3, 6, 3, 3), "split": np.array([0, 2, 3, 6, 6], np.int64),
+             "merge": np.array([0, 6, 6, 6], np.int64), "flat": np.array([0, -1], np.int64)}
+    net = _check(nodes, {"x": X4}, outputs=("y", "nhwc", "f"), initializers=inits)
+    rows = net.explain()["nodes"]
+    conversions = [r["node"] for r in rows if r["op"] == "(layout)"]
+    assert conversions[0] == "x -> NHWC" and not any(c.startswith(("m", "r", "t")) for c in conversions), conversions
+    reshapes = [r["became"] for r in rows if r["op"] == "Reshape"]
+    assert reshapes[0] == "NumPy reshape in layout NHWC" and reshapes[2] == "NumPy reshape"
 
 
 def test_pad_modes():

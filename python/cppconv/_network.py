@@ -46,7 +46,9 @@ def _inverse(perm: Sequence[int]) -> Tuple[int, ...]:
 def _layout_word(perm: Perm) -> str:
     if perm is None:
         return "ONNX order"
-    return {3: "NWC", 4: "NHWC", 5: "NDHWC"}.get(len(perm), f"channels-last {perm}")
+    if tuple(perm) == channels_last(len(perm)):
+        return {3: "NWC", 4: "NHWC", 5: "NDHWC"}.get(len(perm), f"channels-last {tuple(perm)}")
+    return f"axes stored as {tuple(perm)}"
 
 
 class _Node:
@@ -95,7 +97,7 @@ SUPPORTED_OPERATORS = tuple(sorted(_ATTRIBUTES))
 # Operators whose result is a view of their first input (no new memory in the plan).
 _VIEWS = {"Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Split", "Transpose"}
 # Activations a convolution layer applies as it writes its output (cppconv's activation=).
-_FUSABLE = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}
+_FUSABLE = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "HardSwish": "hardswish"}
 
 
 def _refuse(node: _Node, attribute: str, value: Any, supported: str) -> ModelError:
@@ -227,14 +229,42 @@ def free_batch(proto: Any) -> Any:
     return model
 
 
+def _without_weights(proto: Any) -> Any:
+    """A copy of the model for shape inference: the graph inputs' first axis symbolic ("N"),
+    no value_info, and the large initializers (weights) declared as graph inputs of their
+    shape, so their data is neither copied nor serialised (at 64x64, two thirds of ResNet-50's
+    load time was that).  Small initializers stay: inference reads shape-like constants."""
+    from onnx import ModelProto, helper
+
+    src = proto.graph
+    model = ModelProto(ir_version=proto.ir_version)
+    model.opset_import.extend(proto.opset_import)
+    model.functions.extend(proto.functions)
+    g = model.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    weights = {t.name for t in src.initializer if int(np.prod(t.dims)) > 64}
+    g.initializer.extend(t for t in src.initializer if t.name not in weights)
+    initializers = {t.name for t in src.initializer}
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    for v in list(g.input) + list(g.output):
+        dims = v.type.tensor_type.shape.dim
+        if v.name not in initializers and len(dims):
+            dims[0].dim_param = "N"
+    declared = {v.name for v in src.input}
+    g.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                   for t in src.initializer if t.name in weights and t.name not in declared)
+    return model
+
+
 def _inferred_shapes(proto: Any) -> Tuple[Dict[str, Tuple[Optional[int], ...]], Optional[str]]:
     """Every value's shape from ONNX shape inference, with the graph inputs' first axis
     symbolic (the batch size is free): None marks a size that is not a constant.  Also the
     error strict inference found, if any."""
     import onnx
 
-    model = free_batch(proto)
-    del model.graph.value_info[:]
+    model = _without_weights(proto)
     problem = None
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
@@ -272,6 +302,7 @@ class _Planner:
         self.converted: Dict[Tuple[str, Perm], str] = {}
         self.shape_source: Dict[str, str] = {}  # Shape's output -> its input, for folding Gather
         self.shape_values: Set[str] = set()  # runtime values computed from shapes (not activations)
+        self.probes: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}  # shape values at batch 1 and 2
         self.input_dtypes = {v.name: _element_dtype(v) for v in self.inputs}
         # The dtype of the activations (and of the conv weights): the first float input's.
         self.dtype = next((d for d in self.input_dtypes.values() if d.kind == "f"), np.dtype(np.float32))
@@ -427,26 +458,42 @@ class _Planner:
         row = {"node": node.name, "op": node.op, "became": became, "layout": _layout_word(perms[0]), **extra}
         self.rows.append(row)
         self.steps.append(_Step(fn, ins, outs, node.op in _VIEWS, row, writes))
-        if any(i in self.shape_values for i in ins) or node.op == "Shape":
+        computed = [i for i in ins if i and i not in self.consts]
+        if node.op == "Shape" or (computed and all(i in self.shape_values for i in computed)):
             self.shape_values.update(outs)
+            self.probe_shapes(fn, ins, outs, values=True)
         elif any(o and None in self.shapes.get(o, (None, None))[1:] for o in outs):
             self.probe_shapes(fn, ins, outs)
 
-    def probe_shapes(self, fn: Callable[..., Tuple[Any, ...]], ins: List[str], outs: List[str]) -> None:
+    def probe_shapes(self, fn: Callable[..., Tuple[Any, ...]], ins: List[str], outs: List[str],
+                     values: bool = False) -> None:
         """Output shapes ONNX's inference left open (after a Reshape to a computed shape, say),
-        found by running the step on zeros at batch 1 and 2: sizes that differ follow the batch."""
+        found by running the step on zeros at batch 1 and 2: sizes that differ follow the batch.
+        Shape values (values=True) keep what they compute at both batches, for the probes of
+        the steps that read them (a Reshape to a shape computed from the batch size)."""
         found = []
-        for batch in (1, 2):
+        for b, batch in enumerate((1, 2)):
             args = []
             for i in ins:
-                shape = None if i in self.consts or i == "" else self.stored_shape(i, batch)
-                if i not in self.consts and i != "" and shape is None:
+                if i == "" or i in self.consts:
+                    args.append(self.consts.get(i))
+                    continue
+                if i in self.probes:
+                    args.append(self.probes[i][b])
+                    continue
+                shape = self.stored_shape(i, batch)
+                if shape is None:
                     return
-                args.append(self.consts.get(i) if shape is None else np.zeros(shape, self.dtype))
+                args.append(np.zeros(shape, self.dtype))
             try:
-                found.append([np.shape(r) for r in fn(*args)])
+                found.append(list(fn(*args)))
             except Exception:  # a step that zeros do not suit: its shapes stay unknown
                 return
+        if values:
+            for o, one, two in zip(outs, *found):
+                self.probes[o] = (np.asarray(one), np.asarray(two))
+            return
+        found = [[np.shape(r) for r in results] for results in found]
         for o, one, two in zip(outs, *found):
             perm = self.layout.get(o)
             if len(one) != len(two) or (perm is not None and len(perm) != len(one)):
@@ -521,6 +568,9 @@ def _fused_activation(node: _Node, known: Dict[str, np.ndarray], opset: int) -> 
         return _FUSABLE[node.op]
     if node.op == "LeakyRelu" and np.float32(node.attrs.get("alpha", 0.01)) == np.float32(0.01):
         return "leaky_relu"
+    if (node.op == "HardSigmoid" and np.float32(node.attrs.get("alpha", 0.2)) == np.float32(1 / 6)
+            and np.float32(node.attrs.get("beta", 0.5)) == np.float32(0.5)):
+        return "hardsigmoid"  # PyTorch's, which its exporter writes with alpha 1/6
     if node.op == "Clip":
         bounds = _clip_bounds(node, known, opset)
         if bounds is not None and bounds[0] == 0 and bounds[1] in (6, None):
@@ -893,7 +943,78 @@ def _flatten(p: _Planner, node: _Node) -> None:
 
 def _reshape(p: _Planner, node: _Node) -> None:
     allowzero = bool(node.attrs.get("allowzero", 0))
-    _plain(p, node, lambda v, s: (v.reshape(_netops.reshape_target(v.shape, s, allowzero)),), "NumPy reshape")
+    x = node.input(0)
+    have = p.layout[x]
+    perm = _reshape_layout(p, x, node.input(1), allowzero) if have is not None else None
+    if perm is None:
+        _plain(p, node, lambda v, s: (v.reshape(_netops.reshape_target(v.shape, s, allowzero)),), "NumPy reshape")
+        return
+    back = _inverse(have)  # type: ignore[arg-type]
+
+    def fn(v: np.ndarray, s: np.ndarray) -> Tuple[np.ndarray]:
+        out = _netops.reshape_target(tuple(v.shape[b] for b in back), s, allowzero)
+        return (v.reshape([out[a] for a in perm]),)
+
+    p.emit(node, fn, [x, node.input(1)], [None if perm == tuple(range(len(perm))) else perm],
+           f"NumPy reshape in layout {_layout_word(have)}")
+
+
+def _reshape_layout(p: _Planner, x: str, target: str, allowzero: bool) -> Optional[Tuple[int, ...]]:
+    """The layout of a Reshape's output when it can run on x as stored, without converting to
+    ONNX's order: each run of input axes the reshape merges or splits lies together, in order,
+    in the stored layout (ShuffleNet's channel shuffle splits and merges only the channels of
+    an NHWC value).  None when it cannot, or when the sizes are not known at load."""
+    shape, have = p.shapes.get(x), p.layout[x]
+    values = (p.consts[target],) * 2 if target in p.consts else p.probes.get(target)
+    if shape is None or have is None or values is None or any(d is None for d in shape[1:]):
+        return None
+    groupings = []
+    for batch, t in zip((1, 2), values):
+        sizes = [batch if i == 0 else int(d) for i, d in enumerate(shape)]  # type: ignore[arg-type]
+        out = list(_netops.reshape_target(sizes, [int(v) for v in np.ravel(t)], allowzero))
+        if out.count(-1) == 1:
+            known = int(np.prod([d for d in out if d != -1]))
+            out[out.index(-1)] = int(np.prod(sizes)) // max(known, 1)
+        groupings.append(_reshape_groups(sizes, out))
+    if groupings[0] is None or groupings[0] != groupings[1]:
+        return None
+    group_of = {a: g for g, (ins, _) in enumerate(groupings[0]) for a in ins}
+    order: List[int] = []  # the groups in the order the stored layout holds them
+    for j, a in enumerate(have):
+        g = group_of[a]
+        if order and order[-1] == g:
+            if have[j - 1] != a - 1:  # a group's axes must be stored in their logical order
+                return None
+        elif g in order:
+            return None
+        else:
+            order.append(g)
+    return tuple(b for g in order for b in groupings[0][g][1])
+
+
+def _reshape_groups(a: Sequence[int], b: Sequence[int]) -> Optional[List[Tuple[List[int], List[int]]]]:
+    """The runs of axes of shape a that reshape into runs of axes of shape b (equal products),
+    in order; None where the sizes do not pair up (or hold zeros)."""
+    if int(np.prod(a)) != int(np.prod(b)) or 0 in a or 0 in b or not a or not b:
+        return None
+    groups, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        gi, gj, pi, pj = [i], [j], a[i], b[j]
+        i, j = i + 1, j + 1
+        while pi != pj:
+            if pi < pj and i < len(a):
+                gi.append(i)
+                pi, i = pi * a[i], i + 1
+            elif pj < pi and j < len(b):
+                gj.append(j)
+                pj, j = pj * b[j], j + 1
+            else:
+                return None
+        groups.append((gi, gj))
+    # Trailing axes of size 1 join the last run.
+    groups[-1][0].extend(range(i, len(a)))
+    groups[-1][1].extend(range(j, len(b)))
+    return groups
 
 
 def _transpose(p: _Planner, node: _Node) -> None:
@@ -902,13 +1023,25 @@ def _transpose(p: _Planner, node: _Node) -> None:
     perm = node.attrs.get("perm")
     have = p.layout[x]
     if have is not None:
-        # Read the channels-last value in the permuted order directly: one view, no conversion.
+        # A view of the channels-last value, no conversion: in ONNX's order, or in x's own
+        # layout, whichever reads the data in the more nearly sequential order (a channel
+        # shuffle keeps NHWC; a final NCHW -> NHWC transpose is NHWC data in ONNX's order).
         logical = perm if perm is not None else list(range(rank - 1, -1, -1))  # type: ignore[operator]
         back = _inverse(have)
-        order = [back[a] for a in logical]
-        p.emit(node, lambda v: (v.transpose(order),), [x], [None], "NumPy transpose (a view of the channels-last value)")
+        plain = [back[a] for a in logical]
+        kept = [back[logical[a]] for a in have]
+        if len(logical) == len(have) and _inversions(kept) < _inversions(plain):
+            p.emit(node, lambda v: (v.transpose(kept),), [x], [have],
+                   f"NumPy transpose (a view, layout {_layout_word(have)})")
+        else:
+            p.emit(node, lambda v: (v.transpose(plain),), [x], [None],
+                   "NumPy transpose (a view of the channels-last value)")
         return
     p.emit(node, lambda v: (v.transpose(perm),), [x], [None], "NumPy transpose (a view)")
+
+
+def _inversions(order: Sequence[int]) -> int:
+    return sum(order[i] > order[j] for i in range(len(order)) for j in range(i + 1, len(order)))
 
 
 def _axes_input(p: _Planner, node: _Node) -> Optional[List[int]]:
@@ -952,8 +1085,42 @@ def _gemm(p: _Planner, node: _Node) -> None:
         k_b = p.consts[node.input(1)].shape[-1 if tb else 0]
         if k_a is not None and k_a != k_b:
             raise ModelError(f"{node.where()}: shape mismatch: A has {k_a} columns, B has {k_b} rows")
+    if b_const and not ta and p.rank(node.input(0)) == 2 and p.consts[node.input(1)].ndim == 2:
+        b = p.consts[node.input(1)]
+        c = p.optional_const(node, 2, "C") if len(node.inputs) > 2 and node.input(2) in p.consts else None
+        if len(node.inputs) <= 2 or node.input(2) == "" or (c is not None and c.size in (1, b.shape[0 if tb else 1])):
+            out_features = b.shape[0 if tb else 1]
+            bias = None if c is None else np.broadcast_to(np.asarray(c, np.float64).reshape(-1), (out_features,)) * beta
+            _fully_connected(p, node, (b.T if not tb else b) * alpha, bias)
+            return
     fn = lambda x, w, c=None: (_netops.gemm(x, w, c, alpha, beta, ta, tb),)  # noqa: E731
     _plain(p, node, fn, "NumPy matmul (BLAS)")
+
+
+def _matmul(p: _Planner, node: _Node) -> None:
+    if node.input(1) in p.consts and p.consts[node.input(1)].ndim == 2 and p.rank(node.input(0)) == 2:
+        _fully_connected(p, node, p.consts[node.input(1)].T, None)
+    else:
+        _plain(p, node, lambda a, b: (np.matmul(a, b),), "NumPy matmul (BLAS)")
+
+
+def _fully_connected(p: _Planner, node: _Node, weight: np.ndarray, bias: Optional[np.ndarray]) -> None:
+    """y = x @ weight.T + bias for a 2-D x (N, K) and a constant weight (M, K): a 1x1 Conv1d over
+    the N rows as the pixels of one NWC row, weights packed at load, in the network's threads.
+    (NumPy's BLAS keeps its own thread pool: at batch 1 the hand-off to it cost far more than
+    the product, and it competes with cppconv's threads.)"""
+    out_features, in_features = weight.shape
+    layer = Conv1d(np.ascontiguousarray(weight, p.dtype).reshape(out_features, in_features, 1),
+                   None if bias is None else np.asarray(bias, p.dtype), layout="NWC", precision=p.precision)
+    threads = p.threads
+
+    def fn(x: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
+        rows = x.reshape(1, x.shape[0], in_features)
+        return (layer(rows, None if out is None else out.reshape(1, *out.shape), num_threads=threads)[0],)
+
+    ins = [p.value_in(node.input(0), None)]
+    p.emit(node, fn, ins, [None], f"fully connected {in_features}->{out_features} (cppconv 1x1 Conv1d over rows)",
+           writes=_INTO_BUFFER, layer=layer)
 
 
 def _softmax(p: _Planner, node: _Node) -> None:
@@ -1128,7 +1295,7 @@ _HANDLERS: Dict[str, Callable[[_Planner, _Node], None]] = {
     "MaxPool": _pool, "AveragePool": _pool, "GlobalAveragePool": _global_pool, "GlobalMaxPool": _global_pool,
     "Concat": _concat, "Split": _split, "Slice": _slice, "Flatten": _flatten, "Reshape": _reshape,
     "Transpose": _transpose, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Gemm": _gemm,
-    "MatMul": lambda p, n: _plain(p, n, lambda a, b: (np.matmul(a, b),), "NumPy matmul (BLAS)"),
+    "MatMul": _matmul,
     "Softmax": _softmax, "LogSoftmax": _softmax, "Dropout": _identity, "Identity": _identity, "LRN": _lrn,
     "Pad": _pad, "Resize": _resize, "ReduceMean": _reduce_mean, "Constant": _constant, "Shape": _shape,
     "Gather": _gather, "ConstantOfShape": _constant_of_shape, "Cast": _cast,
