@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Benchmark whole networks (issue 15): cppconv.onnx against ONNX Runtime and PyTorch.
 
-    python bench/bench_networks.py [--threads 2] [--batches 1,16] [--networks resnet,...] [--budget 1.0]
+    python bench/bench_networks.py [--threads 2] [--batches 1,16] [--networks resnet50,...] [--size 224]
+                                   [--budget 1.0] [--small]
 
-The networks are the small torch modules of tests/onnx_networks.py (random weights), exported
-to ONNX.  Per network and batch size, in one process, sampled round-robin (cppconv.bench's
+The networks are the full architectures of tests/vision_models.py (ResNet-18/50, MobileNetV2,
+MobileNetV3-Small, EfficientNet-B0, SqueezeNet 1.1, ShuffleNetV2, GoogLeNet, DenseNet-121,
+RegNetX-400MF, U-Net; torchvision's layers, random weights) at --size (default 224), or with
+--small the millisecond-sized networks of tests/onnx_networks.py, exported to ONNX.  Per
+network and batch size, in one process, sampled round-robin (cppconv.bench's
 timer, median): cppconv.Network; ONNX Runtime with all graph optimisations; PyTorch in eval
 mode, channels_last, under inference_mode.  "vs ORT" is ONNX Runtime's median over
 cppconv's (above 1: cppconv is faster).  Load-and-plan time is cppconv.onnx.load's.  Every
@@ -27,6 +31,7 @@ from cppconv import bench
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 import onnx_networks  # noqa: E402
+import vision_models  # noqa: E402
 
 
 def _runners(module: Any, data: bytes, x: np.ndarray, threads: int) -> Dict[str, Callable[[], Any]]:
@@ -53,11 +58,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", default="1,16", help="comma-separated batch sizes (default 1,16)")
-    ap.add_argument("--networks", default="", help=f"comma-separated, of {', '.join(onnx_networks.NETWORKS)} "
+    ap.add_argument("--networks", default="", help=f"comma-separated, of {', '.join(vision_models.ARCHITECTURES)} "
                                                    "(default: all)")
+    ap.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
+    ap.add_argument("--small", action="store_true", help="the small networks of tests/onnx_networks.py instead")
     ap.add_argument("--budget", type=float, default=1.0, help="sampling seconds per library and case")
     args = ap.parse_args(argv)
-    names = [n for n in onnx_networks.NETWORKS if not args.networks or n in args.networks.split(",")]
+    suite = onnx_networks.NETWORKS if args.small else vision_models.ARCHITECTURES
+    names = [n for n in suite if not args.networks or n in args.networks.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     cfg = bench.TimerConfig(budget_s=args.budget)
     header = ["network", "batch", "load ms", "cppconv ms", "onnxruntime ms", "torch_cl ms", "vs ORT", "vs torch",
@@ -70,7 +78,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"# {info['cpu_model']}, {threads} threads, cppconv {info['cppconv_version']} "
               f"({info['cppconv_isa']})", file=sys.stderr)
         for name in names:
-            module, shape = onnx_networks.build(name)
+            module, shape = onnx_networks.build(name) if args.small else vision_models.build(name, args.size)
             data = onnx_networks.export(module, shape)
             start = time.perf_counter()
             cppconv.onnx.load(data, num_threads=threads)
