@@ -377,10 +377,11 @@ def as_rounded(array: np.ndarray, compute: np.dtype, rounding: Optional[str]) ->
     return np.ascontiguousarray(np.asarray(array, dtype=rounding), dtype=compute)
 
 
-def as_bfloat16(array: np.ndarray, bfloat16: np.dtype) -> np.ndarray:
-    """A float array rounded to bfloat16 (round to nearest even, NaN kept) in one native pass."""
+def as_bfloat16(array: np.ndarray, bfloat16: np.dtype, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """A float array rounded to bfloat16 (round to nearest even, NaN kept) in one native pass,
+    into `out` (a C-contiguous bfloat16 array of its size) when given, else a new array."""
     wide = np.ascontiguousarray(array, dtype=_F32)
-    narrow = np.empty(wide.shape, bfloat16)
+    narrow = np.empty(wide.shape, bfloat16) if out is None else out
     _native.float32_to_bf16(wide, narrow.view(np.uint16))
     return narrow
 
@@ -630,6 +631,8 @@ def deliver(out: Optional[np.ndarray], buffer: np.ndarray, direct: bool, shape: 
         return out  # type: ignore[return-value]
     y = buffer.reshape(shape)
     if is_bfloat16(result):
+        if out is not None and out.flags.c_contiguous:  # buffer is the kernel's own: out may overlap x
+            return as_bfloat16(y, result, out)
         y = as_bfloat16(y, result)
     if out is not None:
         np.copyto(out, y, casting="unsafe")
