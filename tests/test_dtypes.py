@@ -604,6 +604,9 @@ def test_bfloat16_result_types_and_dtype_argument():
     out = np.empty((1, 4, 4, 4), BF16)
     assert cppconv.conv2d(x, w, out=out) is out
     np.testing.assert_array_equal(bits(out), bits(cppconv.conv2d(x, w)))
+    strided = np.empty((1, 4, 4, 8), BF16)[..., ::2]  # not contiguous: rounded, then copied in
+    assert cppconv.conv2d(x, w, out=strided) is strided
+    np.testing.assert_array_equal(bits(strided), bits(out))
     with pytest.raises(TypeError, match="out"):
         cppconv.conv2d(x, w, out=np.empty((1, 4, 4, 4), np.float32))
     # explain names the arithmetic
