@@ -202,15 +202,18 @@ def test_uint8_image_with_float32_kernel_everywhere():
     assert cppconv.convolve2d(image[0], kernel, boundary="symm").dtype == F32
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint32, np.bool_])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64,
+                                   np.bool_])
 def test_integer_max_pooling_keeps_dtype_exactly(dtype):
     rng = make_rng("int_max_pool", np.dtype(dtype).name)
     info = np.iinfo(dtype) if np.dtype(dtype).kind != "b" else None
     if info is None:
         x = rng.random((2, 3, 7, 9)) < 0.3
     else:
-        x = rng.integers(info.min, info.max, (2, 3, 7, 9), dtype=dtype, endpoint=True)
-        x.flat[:4] = [info.min, info.max, info.max - 1, info.min + 1]
+        # 8-byte integers: the range float64 holds exactly, its ends and neighbours included
+        low, high = (max(info.min, -(2**53)), min(info.max, 2**53)) if info.bits == 64 else (info.min, info.max)
+        x = rng.integers(low, high, (2, 3, 7, 9), dtype=dtype, endpoint=True)
+        x.flat[:4] = [low, high, high - 1, low + 1]
     want, want_idx = ref_pool_nd(x.astype(F64), "max", (3, 2), (2, 2), (1, 1, 0, 1), (1, 1))
     for layout in ("NCHW", "NHWC"):
         xl = x if layout == "NCHW" else channels_last(x)
@@ -230,6 +233,17 @@ def test_integer_max_pooling_keeps_dtype_exactly(dtype):
     assert cppconv.adaptive_max_pool2d(x, 3).dtype == np.dtype(dtype)
     assert cppconv.avg_pool2d(x, 2).dtype == F64  # numpy.mean's float64
     assert cppconv.max_pool2d(x, 2, dtype=np.float32).dtype == F32
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_wide_integer_max_pooling_beyond_float64_is_refused(dtype):
+    x = np.full((1, 2, 4, 4), 2**53, dtype)
+    x[0, 1, 2, 3] += 1  # 2^53 + 1: float64 would round it to 2^53
+    for call in (lambda: cppconv.max_pool2d(x, 2), lambda: cppconv.adaptive_max_pool2d(x, 1),
+                 lambda: cppconv.MaxPool1d(2)(x[0])):
+        with pytest.raises(ValueError, match=r"x holds .*2\^53"):
+            call()
+    assert cppconv.max_pool2d(x, 2, dtype=np.float64).dtype == F64  # asked for: float64's rounding
 
 
 def test_dtype_argument_sets_the_computation():

@@ -547,11 +547,10 @@ def test_unbatched_and_2d(isa, layout):
     "dtype, result, max_result",
     [(np.float16, np.float16, np.float16), (np.float32, np.float32, np.float32), (np.float64, np.float64, np.float64),
      (np.int32, np.float64, np.int32), (np.uint8, np.float64, np.uint8), (np.bool_, np.float64, np.bool_),
-     (np.int64, np.float64, np.float64)],
+     (np.int64, np.float64, np.int64)],
 )
 def test_dtypes(dtype, result, max_result):
-    """Average pools follow numpy.mean (float64 for integers); max pools keep integer dtypes of
-    up to 4 bytes, exactly."""
+    """Average pools follow numpy.mean (float64 for integers); max pools keep integer dtypes, exactly."""
     rng = make_rng("dtypes", np.dtype(dtype).name)
     x = (rng.standard_normal((2, 3, 6, 6)) * 4).astype(dtype)
     want = ref_pool(x.astype(np.float64), "avg", (2, 2), (2, 2))[0]

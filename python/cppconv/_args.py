@@ -343,15 +343,15 @@ def call_dtypes(x: np.ndarray, weight: Optional[np.ndarray], bias: Optional[np.n
     weight were first cast to d (float16 and bfloat16 operands rounded to it, accumulating in
     float32) and returns d.  `rounding` (a layer's compute_dtype="bfloat16") rounds the operands
     whatever the result.  weight None is a pooling call; `keeps_integers` (max pooling) keeps
-    an integer or bool x's dtype, computed in float64, which holds integers of up to 4 bytes
-    exactly (8-byte ones, which it does not, give float64 as NumPy's mean would).
+    an integer or bool x's dtype, computed in float64 (exact for integers within 2^53, which
+    the pools check for 8-byte ones).
     """
     requested = requested_dtype(dtype)
     operands = [operand_dtype(x, "x")] + ([] if weight is None else [operand_dtype(weight, "weight")])
     bias_dtype = None if bias is None else operand_dtype(bias, "bias")
     if requested is not None:
         result = requested
-    elif keeps_integers and operands[0].kind in "iub" and operands[0].itemsize <= 4:
+    elif keeps_integers and operands[0].kind in "iub":
         result = operands[0]
     else:
         result = result_dtype(operands)

@@ -146,9 +146,17 @@ class _PoolSpec:
 
 
 def _input(x: Any, kind: int, dtype: Any) -> Tuple[np.ndarray, _args.CallDtypes]:
-    """x as an array, and the call's dtypes (_args.call_dtypes): max pooling keeps an integer x's dtype."""
+    """x as an array, and the call's dtypes (_args.call_dtypes): max pooling keeps an integer x's
+    dtype, computed in float64, so 8-byte integers must lie where float64 holds every one."""
     x = _args.as_input_array(x, "x")
-    return x, _args.call_dtypes(x, None, None, dtype, keeps_integers=kind == _MAX)
+    dtypes = _args.call_dtypes(x, None, None, dtype, keeps_integers=kind == _MAX)
+    if dtypes.result.kind in "iu" and dtypes.result.itemsize == 8 and x.size:
+        low, high = int(x.min()), int(x.max())
+        if low < -(2**53) or high > 2**53:
+            raise ValueError(
+                f"x holds {x.dtype} values from {low} to {high}, beyond +-2^53, where max pooling (computed in "
+                f"float64) would not be exact: pass dtype=np.float64 for a float64 result, or narrower integers")
+    return x, dtypes
 
 
 def _batched(x: np.ndarray, rank: int, layout: int, function: str) -> np.ndarray:
@@ -306,9 +314,9 @@ def max_pool2d(
     Returns:
         ``(N, C, OH, OW)`` (NCHW) or ``(N, OH, OW, C)`` (NHWC), without N for an unbatched x,
         ``(OH, OW)`` for a 2-D image; float16/32/64 and bfloat16 keep their dtype (bfloat16
-        and float16 computed in float32); max pooling keeps integer and bool dtypes of up to 4
-        bytes (exact), average pooling gives float64 for them as ``numpy.mean`` does (8-byte
-        integers give float64 in both).  With return_indices a pair (values, indices).
+        and float16 computed in float32); max pooling keeps integer and bool dtypes, exactly
+        (8-byte integers beyond +-2^53 raise ValueError), average pooling gives float64 for
+        them as ``numpy.mean`` does.  With return_indices a pair (values, indices).
 
     >>> import numpy as np, cppconv
     >>> x = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
