@@ -14,6 +14,7 @@
 #include <string>
 #include <tuple>
 
+#include "bf16.h"
 #include "conv.h"
 #include "conv_transpose.h"
 #include "dispatch.h"
@@ -25,6 +26,37 @@ using namespace cppconv;
 
 namespace {
 void bind_pool_and_transpose(py::module_& m);  // the pooling / transposed-conv section below
+}  // namespace
+
+namespace {
+
+// The bfloat16 passes' arrays: C-contiguous, `src` of element type S, `dst` of D, writable,
+// with as many elements as src.  bfloat16 arrays arrive as their uint16 bits (a view).
+template <class S, class D>
+void check_conversion(const py::array& src, const py::array& dst) {
+  if (!src.dtype().equal(py::dtype::of<S>()) || !(src.flags() & py::array::c_style))
+    throw py::type_error(std::string("src: must be a C-contiguous ") + py::str(py::dtype::of<S>()).cast<std::string>() +
+                         " array");
+  if (!dst.dtype().equal(py::dtype::of<D>()) || !(dst.flags() & py::array::c_style) || !dst.writeable())
+    throw py::type_error(std::string("dst: must be a writable C-contiguous ") +
+                         py::str(py::dtype::of<D>()).cast<std::string>() + " array");
+  if (dst.size() != src.size()) throw py::value_error("dst: must have as many elements as src");
+}
+
+template <class S, class D>
+void bind_conversion(py::module_& m, const char* name, void (*pass)(const S*, D*, int64_t, int), const char* doc) {
+  m.def(
+      name,
+      [pass](const py::array& src, const py::array& dst, int num_threads) {
+        check_conversion<S, D>(src, dst);
+        const S* from = static_cast<const S*>(src.data());
+        D* to = static_cast<D*>(const_cast<void*>(dst.data()));
+        const int64_t n = int64_t(src.size());
+        py::gil_scoped_release release;
+        pass(from, to, n, num_threads);
+      },
+      py::arg("src"), py::arg("dst"), py::arg("num_threads") = 0, doc);
+}
 }  // namespace
 
 namespace {
@@ -511,6 +543,12 @@ PYBIND11_MODULE(_native, m) {
   m.attr("MAX_THREADS") = kMaxThreads;
   m.def("physical_memory_bytes", &physical_memory_bytes, "The most memory cppconv lets one call allocate.");
   m.def("get_num_threads", &cppconv::get_num_threads);
+  bind_conversion<uint16_t, float>(m, "bf16_to_float32", &bf16_to_float32,
+                                   "bfloat16 bits (uint16) widened to float32, exactly.");
+  bind_conversion<float, uint16_t>(m, "float32_to_bf16", &float32_to_bf16,
+                                   "float32 to bfloat16 bits (uint16), round to nearest even; NaN stays NaN.");
+  bind_conversion<float, float>(m, "round_to_bf16", &round_to_bf16,
+                                "float32 rounded to the nearest bfloat16, kept as float32 (dst may be src).");
   m.def("available_isas", &available_isas, "ISAs compiled in that this CPU can run, weakest first.");
   m.def("default_isa", &default_isa, "The ISA chosen at import (CPPCONV_MAX_ISA caps it).");
   m.def("selected_isa", []() { return std::string(active_table().isa_name); });

@@ -151,15 +151,13 @@ def conv2d_abs_bound(x, w, b=None, stride=1, padding=(0, 0, 0, 0), dilation=1, g
     return conv_nd_abs_bound(x, w, b, as_pair(stride), padding, as_pair(dilation), groups, padding_mode, activation)
 
 
-def float_type(dtype):
-    """The float dtype an input takes part in the result type with."""
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iub":
-        return np.dtype(np.float64)
-    assert dtype.kind == "f"
-    return dtype.newbyteorder("=")
+def expected_result_dtype(x, w, b=None):
+    """NumPy's result_type of x and the weight (float64 where that is an integer or bool
+    dtype), then with the bias; in native byte order."""
+    def floating(dtype):
+        return dtype if dtype.kind == "f" else np.dtype(np.float64)
 
-
-def expected_result_dtype(*arrays):
-    """numpy.result_type of the float inputs (integer and bool inputs count as float64)."""
-    return np.result_type(*[float_type(a.dtype) for a in arrays if a is not None])
+    result = floating(np.result_type(x.dtype, w.dtype))
+    if b is not None:
+        result = floating(np.result_type(result, b.dtype))
+    return result.newbyteorder("=")

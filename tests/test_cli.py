@@ -76,6 +76,25 @@ def test_bench_quick_table_json_and_progress(tmp_path, capsys):
     assert doc["machine"]["threads"] == 1
 
 
+def test_bench_bfloat16(tmp_path, capsys):
+    """--dtype bf16: cppconv's columns on bfloat16 data (the float32 layer beside them), PyTorch's
+    bfloat16 layouts where torch is installed, the float32-only peers left out."""
+    pytest.importorskip("ml_dtypes", reason="--dtype bf16 needs ml_dtypes")
+    report = tmp_path / "bench.json"
+    layers = "resnet_3x3_512@7,dw_384@14_s2"
+    peers = "numpy,torch" if bench._import("torch") is not None else "numpy"
+    assert _cli.main(["bench", "--quick", "--layers", layers, "--peers", peers, "--repeat", "2", "--rounds", "1",
+                      "--dtype", "bf16", "--threads", "1", "--json", str(report)]) == 0
+    doc = json.loads(report.read_text())
+    assert doc["machine"]["dtype"] == "bf16"
+    want = ["cppconv", "Conv2d", "cppconv_high", "Conv2d_high", "Conv2d_f32"]
+    assert doc["columns"] == want + (["torch", "torch_cl"] if "torch" in peers else [])
+    for row in doc["layers"]:
+        results = row["results"]
+        assert results["cppconv"]["status"] == "ok" and results["Conv2d_f32"]["match"] is True
+        assert all(r["match"] is True for r in results.values() if r["status"] == "ok")
+
+
 def test_bench_sanity_rows(tmp_path, capsys):
     """The sanity rows (depthwise on 1x1 planes, padded and dilated 300 to 1000) run in
     milliseconds on cppconv's reference kernel; the numpy runner, which would pad the input to

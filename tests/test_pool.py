@@ -544,24 +544,29 @@ def test_unbatched_and_2d(isa, layout):
 
 
 @pytest.mark.parametrize(
-    "dtype, result",
-    [(np.float16, np.float16), (np.float32, np.float32), (np.float64, np.float64), (np.int32, np.float64),
-     (np.uint8, np.float64), (np.bool_, np.float64)],
+    "dtype, result, max_result",
+    [(np.float16, np.float16, np.float16), (np.float32, np.float32, np.float32), (np.float64, np.float64, np.float64),
+     (np.int32, np.float64, np.int32), (np.uint8, np.float64, np.uint8), (np.bool_, np.float64, np.bool_),
+     (np.int64, np.float64, np.int64)],
 )
-def test_dtypes(dtype, result):
+def test_dtypes(dtype, result, max_result):
+    """Average pools follow numpy.mean (float64 for integers); max pools keep integer dtypes, exactly."""
     rng = make_rng("dtypes", np.dtype(dtype).name)
     x = (rng.standard_normal((2, 3, 6, 6)) * 4).astype(dtype)
     want = ref_pool(x.astype(np.float64), "avg", (2, 2), (2, 2))[0]
     tol = 1e-2 if dtype == np.float16 else 1e-6
-    for fn, kw in [(cppconv.avg_pool2d, {}), (cppconv.max_pool2d, {}), (cppconv.adaptive_avg_pool2d, {}),
-                   (cppconv.global_avg_pool2d, None)]:
+    for fn, kw in [(cppconv.avg_pool2d, {}), (cppconv.adaptive_avg_pool2d, {}), (cppconv.global_avg_pool2d, None)]:
         y = fn(x) if kw is None else fn(x, (3, 3) if fn is cppconv.adaptive_avg_pool2d else 2)
         assert y.dtype == result
+    assert cppconv.max_pool2d(x, 2).dtype == max_result
+    assert cppconv.adaptive_max_pool2d(x, 3).dtype == max_result
     y = cppconv.avg_pool2d(x, 2)
     np.testing.assert_allclose(y.astype(np.float64), want, rtol=tol, atol=tol)
     y, i = cppconv.max_pool2d(x, 2, return_indices=True)
-    assert y.dtype == result and i.dtype == np.int64
-    np.testing.assert_array_equal(i, ref_pool(x.astype(np.float64), "max", (2, 2), (2, 2))[1])
+    assert y.dtype == max_result and i.dtype == np.int64
+    ref_values, ref_indices = ref_pool(x.astype(np.float64), "max", (2, 2), (2, 2))
+    np.testing.assert_array_equal(i, ref_indices)
+    np.testing.assert_array_equal(y, ref_values.astype(max_result))
 
 
 def test_bad_dtypes():

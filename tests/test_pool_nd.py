@@ -353,7 +353,9 @@ def test_unbatched(rank, layout):
 @pytest.mark.parametrize("rank", [1, 3])
 def test_dtypes(rank):
     x = np.arange(2 * 8 ** rank).reshape((1, 2) + (8,) * rank)
-    assert cppconv.max_pool1d(x[:, :, :, 0, 0] if rank == 3 else x, 2).dtype == np.float64
+    x1 = x[:, :, :, 0, 0] if rank == 3 else x
+    assert cppconv.max_pool1d(x1, 2).dtype == np.int64  # max pooling keeps integers, exactly
+    assert cppconv.avg_pool1d(x1, 2).dtype == np.float64  # numpy.mean's float64
     for dtype in (np.float16, np.float32, np.float64):
         y = FUNCTIONS[rank][1](x.astype(dtype), 2)
         assert y.dtype == dtype

@@ -8,6 +8,7 @@ and the numbers involved.
 from __future__ import annotations
 
 import operator
+import sys
 from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
@@ -235,29 +236,154 @@ def resolve_padding(
     return top, bottom, left, right
 
 
-def float_dtype(array: np.ndarray, name: str) -> np.dtype:
-    """The float dtype an input takes part in the result type with (ints and bools as float64)."""
-    kind = array.dtype.kind
-    if kind == "f":
-        return array.dtype.newbyteorder("=")
-    if kind in "iub":
+def is_bfloat16(dtype: np.dtype) -> bool:
+    """Whether dtype is ml_dtypes' bfloat16 (kind "V" to NumPy), known by name so that cppconv
+    never imports ml_dtypes."""
+    return dtype.name == "bfloat16"
+
+
+def _known_bfloat16() -> Optional[np.dtype]:
+    """The bfloat16 dtype when something in this process registered it (ml_dtypes, JAX, ...)."""
+    try:
+        return np.dtype("bfloat16")
+    except TypeError:
+        module = sys.modules.get("ml_dtypes")
+        return None if module is None else np.dtype(module.bfloat16)
+
+
+def operand_dtype(array: np.ndarray, name: str) -> np.dtype:
+    """An operand's dtype in native byte order: float (bfloat16 included), integer or bool."""
+    dtype = array.dtype
+    if dtype.kind in "fiub":
+        return dtype.newbyteorder("=")
+    if is_bfloat16(dtype):
+        return dtype
+    raise TypeError(f"{name} has unsupported dtype {dtype}; cppconv takes float (bfloat16 included), integer or "
+                    f"bool arrays")
+
+
+def result_dtype(dtypes: Sequence[np.dtype]) -> np.dtype:
+    """numpy.result_type of operands, with bfloat16 ranked as float16 is (a bfloat16 with
+    float16 gives float32, as ml_dtypes promotes) and float64 where NumPy's answer is an
+    integer or bool dtype, which the kernels cannot compute in."""
+    result = np.result_type(*(_F16 if is_bfloat16(d) else d for d in dtypes))
+    if result.kind != "f":
         return _F64
-    raise TypeError(f"{name} has unsupported dtype {array.dtype}; cppconv takes float, integer or bool arrays")
+    bfloat16 = next((d for d in dtypes if is_bfloat16(d)), None)
+    if result == _F16 and bfloat16 is not None:
+        return _F32 if any(d == _F16 for d in dtypes) else bfloat16
+    return result
 
 
-def operands_result_dtype(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray]) -> np.dtype:
-    """numpy.result_type of a convolution's operands, integer and bool ones counting as float64."""
-    dtypes = [float_dtype(x, "x"), float_dtype(weight, "weight")]
-    if bias is not None:
-        dtypes.append(float_dtype(bias, "bias"))
-    return np.result_type(*dtypes)
+_DTYPE_CHOICES = "None, float32, float64, float16 or bfloat16"
+
+
+def requested_dtype(dtype: Any, name: str = "dtype") -> Optional[np.dtype]:
+    """A dtype= argument: None, or the float dtype a call computes as if its operands had it."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str) and dtype.lower() == "bfloat16":
+        known = _known_bfloat16()
+        if known is None:
+            raise ValueError(f"{name}='bfloat16' needs NumPy's bfloat16 dtype, which ml_dtypes registers: "
+                             f"`import ml_dtypes` first (pip install ml_dtypes), or pass {name}=ml_dtypes.bfloat16")
+        return known
+    try:
+        wanted = np.dtype(dtype)
+    except TypeError:
+        error = ValueError if isinstance(dtype, str) else TypeError
+        raise error(f"{name} must be {_DTYPE_CHOICES}, got {dtype!r}") from None
+    if is_bfloat16(wanted):
+        return wanted
+    if wanted.kind == "f" and wanted.itemsize in (2, 4, 8):
+        return wanted.newbyteorder("=")
+    raise ValueError(f"{name} must be {_DTYPE_CHOICES}, got {dtype!r} ({wanted}): cppconv computes in float32 "
+                     f"or float64")
 
 
 def compute_dtype(result: np.dtype) -> np.dtype:
-    """The dtype the kernels run in for a given result dtype."""
-    if result == _F32 or result == _F16:
+    """The dtype the kernels run in for a given result dtype: float32 for float32, float16 and
+    bfloat16 (accumulating in float32), float64 for float64."""
+    if result == _F32 or result == _F16 or is_bfloat16(result):
         return _F32
     return _F64
+
+
+COMPUTE_DTYPES = (None, "float32", "bfloat16")
+
+
+def layer_rounding(compute_dtype: Any) -> Optional[str]:
+    """A float layer's compute_dtype= as call_dtypes' `rounding`: None or "float32" compute as
+    the operands come (None), "bfloat16" rounds weights once and activations at each call."""
+    if compute_dtype is not None and not isinstance(compute_dtype, str):
+        try:
+            compute_dtype = np.dtype(compute_dtype).name
+        except TypeError:
+            pass
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"compute_dtype must be None, 'float32' or 'bfloat16', got {compute_dtype!r}")
+    return "bfloat16" if compute_dtype == "bfloat16" else None
+
+
+class CallDtypes(NamedTuple):
+    """The dtypes of one call (see call_dtypes)."""
+
+    result: np.dtype  # what the user gets
+    compute: np.dtype  # what the kernels read and write: float32 or float64
+    rounding: Optional[str]  # "float16" or "bfloat16": x and the weight are first rounded to it
+
+
+def call_dtypes(x: np.ndarray, weight: Optional[np.ndarray], bias: Optional[np.ndarray], dtype: Any = None,
+                rounding: Optional[str] = None, keeps_integers: bool = False) -> CallDtypes:
+    """The one place that decides a call's dtypes from its operands and dtype=.
+
+    Without dtype=: NumPy's result type of x and the weight (uint8 with float32 is float32;
+    integers and bools alone give float64, see result_dtype), then with the bias, except that a
+    float32 or float16 bias leaves a bfloat16 result bfloat16.  dtype=d computes as if x and the
+    weight were first cast to d (float16 and bfloat16 operands rounded to it, accumulating in
+    float32) and returns d.  `rounding` (a layer's compute_dtype="bfloat16") rounds the operands
+    whatever the result.  weight None is a pooling call; `keeps_integers` (max pooling) keeps
+    an integer or bool x's dtype, computed in float64 (exact for integers within 2^53, which
+    the pools check for 8-byte ones).
+    """
+    requested = requested_dtype(dtype)
+    operands = [operand_dtype(x, "x")] + ([] if weight is None else [operand_dtype(weight, "weight")])
+    bias_dtype = None if bias is None else operand_dtype(bias, "bias")
+    if requested is not None:
+        result = requested
+    elif keeps_integers and operands[0].kind in "iub":
+        result = operands[0]
+    else:
+        result = result_dtype(operands)
+        if bias_dtype is not None and not (is_bfloat16(result) and bias_dtype.kind == "f" and bias_dtype.itemsize <= 4):
+            result = result_dtype([result, bias_dtype])
+    if rounding is None and requested is not None and compute_dtype(requested) != requested:
+        rounding = requested.name
+    compute = _F32 if rounding is not None else compute_dtype(result)
+    return CallDtypes(result, compute, rounding)
+
+
+def as_rounded(array: np.ndarray, compute: np.dtype, rounding: Optional[str]) -> np.ndarray:
+    """An operand in the compute dtype (see as_compute), its values first rounded to `rounding`
+    ("float16" or "bfloat16", which needs no ml_dtypes; None: as they are).  An operand
+    already of that dtype is exact in float32 and only widened."""
+    if rounding is None or array.dtype.name == rounding:
+        return as_compute(array, compute)
+    if rounding == "bfloat16":
+        wide = np.ascontiguousarray(array, dtype=_F32)
+        rounded = np.empty(wide.shape, _F32)
+        _native.round_to_bf16(wide, rounded)
+        return rounded if compute == _F32 else rounded.astype(compute)
+    return np.ascontiguousarray(np.asarray(array, dtype=rounding), dtype=compute)
+
+
+def as_bfloat16(array: np.ndarray, bfloat16: np.dtype, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """A float array rounded to bfloat16 (round to nearest even, NaN kept) in one native pass,
+    into `out` (a C-contiguous bfloat16 array of its size) when given, else a new array."""
+    wide = np.ascontiguousarray(array, dtype=_F32)
+    narrow = np.empty(wide.shape, bfloat16) if out is None else out
+    _native.float32_to_bf16(wide, narrow.view(np.uint16))
+    return narrow
 
 
 def as_input_array(value: Any, name: str) -> np.ndarray:
@@ -318,6 +444,10 @@ def as_compute(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """The array itself when the kernel can read it in place; otherwise one explicit copy."""
     if array.dtype == dtype and array.flags.c_contiguous:
         return array
+    if is_bfloat16(array.dtype):  # widened exactly in one native pass (ml_dtypes' cast is scalar)
+        wide = np.empty(array.shape, _F32)
+        _native.bf16_to_float32(np.ascontiguousarray(array).view(np.uint16), wide)
+        return wide if dtype == _F32 else wide.astype(dtype)
     return np.ascontiguousarray(array, dtype=dtype)
 
 
@@ -394,21 +524,24 @@ def image_shape(shape4: Tuple[int, int, int, int], ndim: int, layout: int) -> Tu
 
 
 def prepared_plan(
-    plan_class: Any, plans: Optional[Dict[np.dtype, Any]], compute: np.dtype, weight4: np.ndarray,
-    bias: Optional[np.ndarray],
+    plan_class: Any, plans: Optional[Dict[Any, Any]], compute: np.dtype, weight4: np.ndarray,
+    bias: Optional[np.ndarray], rounding: Optional[str] = None,
 ) -> Any:
-    """The native plan that holds the weights in the compute dtype.
+    """The native plan that holds the weights in the compute dtype, rounded to `rounding`
+    first where given (see call_dtypes; the bias is added in the compute dtype, unrounded).
 
     A layer (`plans` is its cache) keeps its own copy, made on first use for each compute
-    dtype; a one-shot call (`plans` None) gets a plan that borrows the arrays for the call.
+    dtype (or rounding); a one-shot call (`plans` None) gets a plan that borrows the arrays
+    for the call.
     """
-    plan = None if plans is None else plans.get(compute)
+    key = compute if rounding is None else rounding
+    plan = None if plans is None else plans.get(key)
     if plan is None:
-        w = as_compute(weight4, compute)
+        w = as_rounded(weight4, compute, rounding)
         b = None if bias is None else as_compute(bias, compute)
         plan = plan_class(w, b, copy=plans is not None)
         if plans is not None:
-            plans[compute] = plan
+            plans[key] = plan
     return plan
 
 
@@ -435,9 +568,9 @@ def layer_operands(
     "(K, C/groups, kh, kw)"), or for rank 2 also a 2-D kernel."""
     weight = as_input_array(weight, "weight")
     bias = None if bias is None else as_input_array(bias, "bias")
-    float_dtype(weight, "weight")  # rejects unsupported dtypes now, naming the argument
+    operand_dtype(weight, "weight")  # rejects unsupported dtypes now, naming the argument
     if bias is not None:
-        float_dtype(bias, "bias")
+        operand_dtype(bias, "bias")
     if weight.ndim != rank + 2 and not (rank == 2 and weight.ndim == 2):
         image = " or a 2-D kernel" if rank == 2 else ""
         raise ValueError(f"weight must be {rank + 2}-D {weight_axes}{image}, got shape {weight.shape}")
@@ -475,21 +608,21 @@ class PreparedCall(NamedTuple):
 
 def prepare_call(
     x: Any, weight: Any, bias: Any, out: Any, geometry: Callable[[np.ndarray, np.ndarray, Optional[np.ndarray]], Any],
-    plan_class: Any, plans: Optional[Dict[np.dtype, Any]],
+    plan_class: Any, plans: Optional[Dict[Any, Any]], dtype: Any = None, rounding: Optional[str] = None,
 ) -> PreparedCall:
     """The steps conv2d and conv_transpose2d take before their native call: operands as arrays,
-    the result and compute dtypes, the geometry (a callable of x, weight and bias), the result
-    size and `out` checked, the plan, and the output buffer.  Finish with deliver()."""
+    the result and compute dtypes (call_dtypes, from dtype= and a layer's `rounding`), the
+    geometry (a callable of x, weight and bias), the result size and `out` checked, the plan,
+    and the output buffer.  Finish with deliver()."""
     x, weight, bias = operand_arrays(x, weight, bias)
-    result = operands_result_dtype(x, weight, bias)
-    compute = compute_dtype(result)
+    dtypes = call_dtypes(x, weight, bias, dtype, rounding)
     geo = geometry(x, weight, bias)
-    check_result_size(geo.out_shape, result)
+    check_result_size(geo.out_shape, dtypes.result)
     if out is not None:
-        check_out(out, geo.out_shape, result)
-    plan = prepared_plan(plan_class, plans, compute, geo.w4, bias)
-    dst, direct = output_buffer(out, geo.out_shape4, result, compute, (x, weight, bias))
-    return PreparedCall(geo, plan, as_compute(geo.x4, compute), dst, direct, result)
+        check_out(out, geo.out_shape, dtypes.result)
+    plan = prepared_plan(plan_class, plans, dtypes.compute, geo.w4, bias, dtypes.rounding)
+    dst, direct = output_buffer(out, geo.out_shape4, dtypes.result, dtypes.compute, (x, weight, bias))
+    return PreparedCall(geo, plan, as_rounded(geo.x4, dtypes.compute, dtypes.rounding), dst, direct, dtypes.result)
 
 
 def deliver(out: Optional[np.ndarray], buffer: np.ndarray, direct: bool, shape: Tuple[int, ...], result: np.dtype) -> np.ndarray:
@@ -497,6 +630,10 @@ def deliver(out: Optional[np.ndarray], buffer: np.ndarray, direct: bool, shape: 
     if direct:
         return out  # type: ignore[return-value]
     y = buffer.reshape(shape)
+    if is_bfloat16(result):
+        if out is not None and out.flags.c_contiguous:  # buffer is the kernel's own: out may overlap x
+            return as_bfloat16(y, result, out)
+        y = as_bfloat16(y, result)
     if out is not None:
         np.copyto(out, y, casting="unsafe")
         return out

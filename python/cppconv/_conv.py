@@ -181,9 +181,12 @@ def _run(
     plans: Optional[Dict[np.dtype, Any]] = None,
     algorithm: str = "",
     num_threads: Any = None,
+    dtype: Any = None,
+    rounding: Optional[str] = None,
 ) -> np.ndarray:
     threads = _args.thread_count(num_threads)
-    call = _args.prepare_call(x, weight, bias, out, lambda *ops: _Geometry(spec, *ops), _native.ConvPlan, plans)
+    call = _args.prepare_call(x, weight, bias, out, lambda *ops: _Geometry(spec, *ops), _native.ConvPlan, plans,
+                              dtype, rounding)
     call.plan.run(call.x, call.dst, spec.params(call.geometry.pads), algorithm, threads)
     return _args.deliver(out, call.dst, call.direct, call.geometry.out_shape, call.result)
 
@@ -203,6 +206,7 @@ def conv2d(
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
     precision: Optional[str] = None,
+    dtype: Any = None,
 ) -> np.ndarray:
     """2-D convolution (cross-correlation, as ``torch.nn.functional.conv2d`` computes it).
 
@@ -233,11 +237,15 @@ def conv2d(
             within the direct sum's rounding bound) or ``"high"`` (also Winograd, whose
             bound scales with a 4x4 input patch; README, "Guarantees"); default None:
             ``cppconv.get_float32_precision()``.
+        dtype: the computation's dtype, ``float32``, ``float64``, ``float16`` or ``bfloat16``
+            (ml_dtypes'): as if x and weight were first cast to it (float16 and bfloat16
+            accumulate in float32); the result has it.  Default None: see Returns.
 
     Returns:
         ``(N, K, OH, OW)`` (NCHW) or ``(N, OH, OW, K)`` (NHWC), without N for an unbatched
-        x, ``(OH, OW)`` for a 2-D image; dtype ``numpy.result_type`` of the inputs (integer
-        and bool inputs count as float64).
+        x, ``(OH, OW)`` for a 2-D image; dtype ``numpy.result_type`` of x and weight (uint8
+        with float32 gives float32), then with the bias (a float32 bias keeps a bfloat16
+        result bfloat16); float64 where that is an integer or bool dtype.
 
     >>> import numpy as np, cppconv
     >>> image = np.arange(25, dtype=np.float32).reshape(5, 5)
@@ -246,12 +254,13 @@ def conv2d(
     """
     # The common call in one native step (plain ints, canonical words, arrays the kernels read
     # in place); None sends anything else, and every error, through the full path.
-    y: Optional[np.ndarray] = _native.conv_simple(x, weight, bias, out, 2, stride, padding, dilation, groups,
-                                                  padding_mode, layout, activation, precision, num_threads)
-    if y is not None:
-        return y
+    if dtype is None:
+        y: Optional[np.ndarray] = _native.conv_simple(x, weight, bias, out, 2, stride, padding, dilation, groups,
+                                                      padding_mode, layout, activation, precision, num_threads)
+        if y is not None:
+            return y
     spec = _ConvSpec(2, stride, padding, dilation, groups, padding_mode, layout, activation, precision)
-    return _run(spec, x, weight, bias, out, num_threads=num_threads)
+    return _run(spec, x, weight, bias, out, num_threads=num_threads, dtype=dtype)
 
 
 def conv1d(
@@ -269,6 +278,7 @@ def conv1d(
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
     precision: Optional[str] = None,
+    dtype: Any = None,
 ) -> np.ndarray:
     """1-D convolution (cross-correlation, as ``torch.nn.functional.conv1d`` computes it).
 
@@ -287,12 +297,13 @@ def conv1d(
     """
     # The common call in one native step (plain ints, canonical words, arrays the kernels read
     # in place); None sends anything else, and every error, through the full path.
-    y: Optional[np.ndarray] = _native.conv_simple(x, weight, bias, out, 1, stride, padding, dilation, groups,
-                                                  padding_mode, layout, activation, precision, num_threads)
-    if y is not None:
-        return y
+    if dtype is None:
+        y: Optional[np.ndarray] = _native.conv_simple(x, weight, bias, out, 1, stride, padding, dilation, groups,
+                                                      padding_mode, layout, activation, precision, num_threads)
+        if y is not None:
+            return y
     spec = _ConvSpec(1, stride, padding, dilation, groups, padding_mode, layout, activation, precision)
-    return _run(spec, x, weight, bias, out, num_threads=num_threads)
+    return _run(spec, x, weight, bias, out, num_threads=num_threads, dtype=dtype)
 
 
 def conv3d(
@@ -310,6 +321,7 @@ def conv3d(
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
     precision: Optional[str] = None,
+    dtype: Any = None,
 ) -> np.ndarray:
     """3-D convolution (cross-correlation, as ``torch.nn.functional.conv3d`` computes it).
 
@@ -330,12 +342,13 @@ def conv3d(
     """
     # The common call in one native step (plain ints, canonical words, arrays the kernels read
     # in place); None sends anything else, and every error, through the full path.
-    y: Optional[np.ndarray] = _native.conv_simple(x, weight, bias, out, 3, stride, padding, dilation, groups,
-                                                  padding_mode, layout, activation, precision, num_threads)
-    if y is not None:
-        return y
+    if dtype is None:
+        y: Optional[np.ndarray] = _native.conv_simple(x, weight, bias, out, 3, stride, padding, dilation, groups,
+                                                      padding_mode, layout, activation, precision, num_threads)
+        if y is not None:
+            return y
     spec = _ConvSpec(3, stride, padding, dilation, groups, padding_mode, layout, activation, precision)
-    return _run(spec, x, weight, bias, out, num_threads=num_threads)
+    return _run(spec, x, weight, bias, out, num_threads=num_threads, dtype=dtype)
 
 
 
@@ -383,11 +396,13 @@ def explain(x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: Any 
     bias = kwargs.pop("bias", False)
     if kwargs:
         raise TypeError(f"unexpected arguments {sorted(kwargs)}")
-    return _explain(spec, tuple(x_shape), tuple(weight_shape), np.dtype(dtype), bool(bias), layer=False)
+    result = _args.result_dtype([np.dtype(dtype)])
+    return _explain(spec, tuple(x_shape), tuple(weight_shape), result, bool(bias), layer=False)
 
 
 def _explain(
-    spec: _ConvSpec, x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: np.dtype, bias: bool, layer: bool
+    spec: _ConvSpec, x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: np.dtype, bias: bool, layer: bool,
+    rounding: Optional[str] = None,
 ) -> Dict[str, Any]:
     compute = _args.compute_dtype(dtype)
     for name, shape in (("x_shape", x_shape), ("weight_shape", weight_shape)):
@@ -401,6 +416,10 @@ def _explain(
     info = _native.explain(compute.char, geo.x4.shape, geo.w4.shape, bias, spec.params(geo.pads), layer)
     info["output_shape"] = geo.out_shape
     info["padding"] = geo.pads
+    # The operands' arithmetic: bfloat16 values (a compute_dtype="bfloat16" layer's rounding)
+    # accumulate in float32; bfloat16 and float16 inputs are widened to float32 exactly.
+    info["compute_dtype"] = rounding or compute.name
+    info["result_dtype"] = dtype.name
     return info
 
 
@@ -411,7 +430,7 @@ class _ConvNd(_layer.WeightedLayer):
     _rank = 2
     _repr_positional = ("in_channels", "out_channels")
     _repr_settings = ("kernel_size", "stride", "padding", "dilation", "groups", "bias", "padding_mode", "layout",
-                      "activation", "precision")
+                      "activation", "precision", "compute_dtype")
 
     def __init__(
         self,
@@ -426,10 +445,12 @@ class _ConvNd(_layer.WeightedLayer):
         layout: Optional[str] = None,
         activation: Optional[str] = None,
         precision: Optional[str] = None,
+        compute_dtype: Optional[str] = None,
     ):
         layout = next(iter(_args.RANK_LAYOUTS[self._rank])) if layout is None else layout
         self._spec = _ConvSpec(self._rank, stride, padding, dilation, groups, padding_mode, layout, activation,
                                precision)
+        self._rounding = _args.layer_rounding(compute_dtype)
         self._set_weights(weight, bias)
 
     def _check_weights(self, weight: np.ndarray, bias: Optional[np.ndarray]) -> None:
@@ -444,16 +465,17 @@ class _ConvNd(_layer.WeightedLayer):
         plans: Dict[np.dtype, Any] = {}
         pads = self._spec.padding
         own_dtype = weight.dtype in (np.float32, np.float64) and (bias is None or bias.dtype == weight.dtype)
-        if not (own_dtype and pads is not None and pads[0::2] == pads[1::2]):
+        if not (own_dtype and self._rounding is None and pads is not None and pads[0::2] == pads[1::2]):
             return _layer.Weights(weight, bias, plans)
         w_full = weight if weight.ndim > 2 else weight[None, None]
         plan = plans[weight.dtype] = _native.ConvPlan(np.ascontiguousarray(w_full), bias, copy=True)
         return _layer.Weights(weight, bias, plans, (plan, (weight.ndim == 2, self._spec.params(pads))))
 
     def _init_kwargs(self) -> Dict[str, Any]:
-        return {**self._weight_kwargs(), **self._spec.kwargs()}
+        return {**self._weight_kwargs(), **self._spec.kwargs(), "compute_dtype": self._rounding}
 
-    def __call__(self, x: Any, out: Optional[np.ndarray] = None, *, num_threads: Optional[int] = None) -> np.ndarray:
+    def __call__(self, x: Any, out: Optional[np.ndarray] = None, *, num_threads: Optional[int] = None,
+                 dtype: Any = None) -> np.ndarray:
         """The convolution of ``x`` with the layer's weights (shapes as in the function:
         :func:`cppconv.conv1d`, :func:`cppconv.conv2d` or :func:`cppconv.conv3d`).
 
@@ -462,6 +484,8 @@ class _ConvNd(_layer.WeightedLayer):
                 built from a 2-D kernel).
             out: array of the result's shape and dtype to write into (returned).
             num_threads: threads for this call only (default: ``cppconv.get_num_threads()``).
+            dtype: the result's dtype, as for the function (a layer built with
+                ``compute_dtype="bfloat16"`` rounds its operands to bfloat16 whatever it is).
 
         >>> import numpy as np, cppconv
         >>> layer = cppconv.Conv2d(np.ones((4, 3, 3, 3), np.float32))
@@ -469,17 +493,19 @@ class _ConvNd(_layer.WeightedLayer):
         (4, 6, 6)
         """
         w = self._weights  # one snapshot for the whole call (see _layer.Weights)
-        if w.forward is not None and (num_threads is None or (num_threads.__class__ is int and num_threads > 0)):
+        if w.forward is not None and dtype is None and (
+                num_threads is None or (num_threads.__class__ is int and num_threads > 0)):
             plan, (image, params) = w.forward
             y: Optional[np.ndarray] = plan.forward(x, out, image, params, 0 if num_threads is None else num_threads)
             if y is not None:
                 return y
-        return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, num_threads=num_threads)
+        return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, num_threads=num_threads, dtype=dtype,
+                    rounding=self._rounding)
 
     def _call_with_algorithm(self, algorithm: str, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
         """The layer through a named algorithm (see ``_native.conv_algorithms()``): tests, benchmarks."""
         w = self._weights
-        return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, algorithm=algorithm)
+        return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, algorithm=algorithm, rounding=self._rounding)
 
     def explain(self, x_shape: Tuple[int, ...], dtype: Any = np.float32) -> Dict[str, Any]:
         """What a call on an input of this shape would do (see :func:`cppconv.explain`).
@@ -490,8 +516,9 @@ class _ConvNd(_layer.WeightedLayer):
         (1, 8, 15, 15)
         """
         w = self._weights
-        result = np.result_type(np.dtype(dtype), w.weight.dtype)
-        return _explain(self._spec, tuple(x_shape), w.weight.shape, result, w.bias is not None, layer=True)
+        dtypes = _args.call_dtypes(np.empty(0, dtype), w.weight, w.bias, rounding=self._rounding)
+        return _explain(self._spec, tuple(x_shape), w.weight.shape, dtypes.result, w.bias is not None, layer=True,
+                        rounding=self._rounding)
 
     # The settings, read-only, as PyTorch's layers name them; words in their canonical case.
     @_layer.read_only

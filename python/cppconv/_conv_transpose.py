@@ -185,11 +185,11 @@ class _Geometry:
             self.out_shape = self.out_shape4 if x.ndim == rank + 2 else self.out_shape4[1:]
 
 
-def _run(spec: _TransposeSpec, x: Any, weight: Any, bias: Any, out: Any, plans: Optional[Dict[np.dtype, Any]] = None,
-         algorithm: str = "", num_threads: Any = None) -> np.ndarray:
+def _run(spec: _TransposeSpec, x: Any, weight: Any, bias: Any, out: Any, plans: Optional[Dict[Any, Any]] = None,
+         algorithm: str = "", num_threads: Any = None, dtype: Any = None, rounding: Optional[str] = None) -> np.ndarray:
     threads = _args.thread_count(num_threads)
     call = _args.prepare_call(x, weight, bias, out, lambda *ops: _Geometry(spec, *ops), _native.ConvTransposePlan,
-                              plans)
+                              plans, dtype, rounding)
     call.plan.run(call.x, call.dst, spec.native, algorithm, threads)
     return _args.deliver(out, call.dst, call.direct, call.geometry.out_shape, call.result)
 
@@ -208,6 +208,7 @@ def conv_transpose1d(
     activation: Optional[str] = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
+    dtype: Any = None,
 ) -> np.ndarray:
     """1-D transposed convolution (``torch.nn.functional.conv_transpose1d``), the adjoint of a
     1-D convolution; arguments as for :func:`conv_transpose2d`, one value per axis.
@@ -227,7 +228,7 @@ def conv_transpose1d(
     (1, 8, 200)
     """
     spec = _TransposeSpec(1, stride, padding, output_padding, groups, dilation, layout, activation)
-    return _run(spec, x, weight, bias, out, num_threads=num_threads)
+    return _run(spec, x, weight, bias, out, num_threads=num_threads, dtype=dtype)
 
 
 def conv_transpose2d(
@@ -244,6 +245,7 @@ def conv_transpose2d(
     activation: Optional[str] = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
+    dtype: Any = None,
 ) -> np.ndarray:
     """2-D transposed convolution (``torch.nn.functional.conv_transpose2d``), the adjoint of conv2d.
 
@@ -265,6 +267,7 @@ def conv_transpose2d(
         groups: divides C and K.
         layout, activation, out: as for :func:`cppconv.conv2d`.
         num_threads: threads for this call only (default None: ``cppconv.get_num_threads()``).
+        dtype: the computation's dtype, as for :func:`cppconv.conv2d`.
 
     Returns:
         ``(N, K, OH, OW)`` (NCHW) or ``(N, OH, OW, K)`` (NHWC), without N for an unbatched x,
@@ -277,7 +280,7 @@ def conv_transpose2d(
     (1, 128, 28, 28)
     """
     spec = _TransposeSpec(2, stride, padding, output_padding, groups, dilation, layout, activation)
-    return _run(spec, x, weight, bias, out, num_threads=num_threads)
+    return _run(spec, x, weight, bias, out, num_threads=num_threads, dtype=dtype)
 
 
 def conv_transpose3d(
@@ -294,6 +297,7 @@ def conv_transpose3d(
     activation: Optional[str] = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
+    dtype: Any = None,
 ) -> np.ndarray:
     """3-D transposed convolution (``torch.nn.functional.conv_transpose3d``), the adjoint of a
     3-D convolution; arguments as for :func:`conv_transpose2d`, one value per axis (d, h, w).
@@ -314,7 +318,7 @@ def conv_transpose3d(
     (1, 4, 8, 14, 14)
     """
     spec = _TransposeSpec(3, stride, padding, output_padding, groups, dilation, layout, activation)
-    return _run(spec, x, weight, bias, out, num_threads=num_threads)
+    return _run(spec, x, weight, bias, out, num_threads=num_threads, dtype=dtype)
 
 
 def _conv_transpose_with_algorithm(algorithm: str, x: Any, weight: Any, bias: Any = None, rank: int = 2,
@@ -339,7 +343,7 @@ class _ConvTransposeNd(_layer.WeightedLayer):
     _default_layout = "NCHW"
     _repr_positional = ("in_channels", "out_channels")
     _repr_settings = ("kernel_size", "stride", "padding", "output_padding", "groups", "bias", "dilation", "layout",
-                      "activation")
+                      "activation", "compute_dtype")
 
     def __init__(
         self,
@@ -353,9 +357,11 @@ class _ConvTransposeNd(_layer.WeightedLayer):
         dilation: Any = 1,
         layout: Optional[str] = None,
         activation: Optional[str] = None,
+        compute_dtype: Optional[str] = None,
     ):
         self._spec = _TransposeSpec(self._rank, stride, padding, output_padding, groups, dilation,
                                     self._default_layout if layout is None else layout, activation)
+        self._rounding = _args.layer_rounding(compute_dtype)
         self._set_weights(weight, bias)
 
     def _check_weights(self, weight: np.ndarray, bias: Optional[np.ndarray]) -> None:
@@ -367,13 +373,21 @@ class _ConvTransposeNd(_layer.WeightedLayer):
         _args.check_layer_bias(bias, k)
 
     def _init_kwargs(self) -> Dict[str, Any]:
-        return {**self._weight_kwargs(), **self._spec.kwargs()}
+        return {**self._weight_kwargs(), **self._spec.kwargs(), "compute_dtype": self._rounding}
 
-    def __call__(self, x: Any, out: Optional[np.ndarray] = None, *, num_threads: Optional[int] = None) -> np.ndarray:
+    def __call__(self, x: Any, out: Optional[np.ndarray] = None, *, num_threads: Optional[int] = None,
+                 dtype: Any = None) -> np.ndarray:
         """The transposed convolution of ``x`` with the layer's weights (shapes as for the
-        function of the layer's rank); ``num_threads`` caps this call's threads."""
+        function of the layer's rank); ``num_threads`` caps this call's threads; ``dtype`` as
+        for :meth:`Conv2d.__call__`."""
         w = self._weights  # one snapshot for the whole call (see _layer.Weights)
-        return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, num_threads=num_threads)
+        return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, num_threads=num_threads, dtype=dtype,
+                    rounding=self._rounding)
+
+    def _call_with_algorithm(self, algorithm: str, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """The layer through a named algorithm (see ``_native.conv_transpose_algorithms()``)."""
+        w = self._weights
+        return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, algorithm=algorithm, rounding=self._rounding)
 
     # The settings, read-only, as PyTorch's ConvTranspose layers name them.
     @_layer.read_only

@@ -79,6 +79,7 @@ class WeightedLayer(Layer):
     _weights: Weights
     _rank = 2  # spatial axes of the weight
     _weight_axes = ""  # the weight's axes, for messages: "(K, C/groups, kh, kw)"
+    _rounding: Optional[str] = None  # compute_dtype="bfloat16" (_args.layer_rounding): operands rounded to it
 
     def _check_weights(self, weight: np.ndarray, bias: Optional[np.ndarray]) -> None:
         """The checks of weight and bias that need no input (beyond _args.layer_operands')."""
@@ -108,6 +109,11 @@ class WeightedLayer(Layer):
     @bias.setter
     def bias(self, value: Any) -> None:
         self._set_weights(self._weights.weight, value)
+
+    @read_only
+    def compute_dtype(self) -> Optional[str]:
+        """None (as the operands come) or "bfloat16" (weights and activations rounded to it)."""
+        return self._rounding
 
     @read_only
     def kernel_size(self) -> Tuple[int, ...]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'adaptive_pool2d', 'adaptive_pool3d', 'available_isas', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool3d', 'pool_algorithms', 'pool_output_size', 'reset_num_threads', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
+__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'adaptive_pool2d', 'adaptive_pool3d', 'available_isas', 'bf16_to_float32', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool3d', 'pool_algorithms', 'pool_output_size', 'reset_num_threads', 'round_to_bf16', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
 class ConvParams:
     """
     A convolution call's normalised hyper-parameters (internal).
@@ -51,6 +51,10 @@ def available_isas() -> list[str]:
     """
     ISAs compiled in that this CPU can run, weakest first.
     """
+def bf16_to_float32(src: numpy.ndarray, dst: numpy.ndarray, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    """
+    bfloat16 bits (uint16) widened to float32, exactly.
+    """
 def conv(x: numpy.ndarray, weight: numpy.ndarray, bias: typing.Any, out: numpy.ndarray, params: ConvParams, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
     One-shot convolution of any rank into `out` (internal; see cppconv.conv2d).
@@ -81,6 +85,10 @@ def explain(dtype: str, x_shape: collections.abc.Sequence[typing.SupportsInt | t
     ...
 def explain_pool(dtype: str, x_shape: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(4)"], out_shape: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(4)"], kind: typing.SupportsInt | typing.SupportsIndex, adaptive: bool, layout: typing.SupportsInt | typing.SupportsIndex) -> dict:
     ...
+def float32_to_bf16(src: numpy.ndarray, dst: numpy.ndarray, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    """
+    float32 to bfloat16 bits (uint16), round to nearest even; NaN stays NaN.
+    """
 def fma_peak_gflops(threads: typing.SupportsInt | typing.SupportsIndex, seconds: typing.SupportsFloat | typing.SupportsIndex = 0.2) -> float:
     """
     Float32 multiply-add GFLOP/s of the selected ISA's vectors on `threads` threads (the best round in about `seconds`): the machine limit benchmarks compare against.
@@ -114,6 +122,10 @@ def pool_output_size(input_size: typing.SupportsInt | typing.SupportsIndex, kern
 def reset_num_threads() -> None:
     """
     Forgets set_num_threads: OpenMP's setting (OMP_NUM_THREADS, omp_set_num_threads) applies again.
+    """
+def round_to_bf16(src: numpy.ndarray, dst: numpy.ndarray, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    """
+    float32 rounded to the nearest bfloat16, kept as float32 (dst may be src).
     """
 def select_isa(name: str) -> None:
     """

@@ -145,10 +145,18 @@ class _PoolSpec:
         return {**common, "count_include_pad": self.count_include_pad, "divisor_override": self.divisor or None}
 
 
-def _input(x: Any) -> Tuple[np.ndarray, np.dtype, np.dtype]:
+def _input(x: Any, kind: int, dtype: Any) -> Tuple[np.ndarray, _args.CallDtypes]:
+    """x as an array, and the call's dtypes (_args.call_dtypes): max pooling keeps an integer x's
+    dtype, computed in float64, so 8-byte integers must lie where float64 holds every one."""
     x = _args.as_input_array(x, "x")
-    result = _args.float_dtype(x, "x")
-    return x, result, _args.compute_dtype(result)
+    dtypes = _args.call_dtypes(x, None, None, dtype, keeps_integers=kind == _MAX)
+    if dtypes.result.kind in "iu" and dtypes.result.itemsize == 8 and x.size:
+        low, high = int(x.min()), int(x.max())
+        if low < -(2**53) or high > 2**53:
+            raise ValueError(
+                f"x holds {x.dtype} values from {low} to {high}, beyond +-2^53, where max pooling (computed in "
+                f"float64) would not be exact: pass dtype=np.float64 for a float64 result, or narrower integers")
+    return x, dtypes
 
 
 def _batched(x: np.ndarray, rank: int, layout: int, function: str) -> np.ndarray:
@@ -233,10 +241,10 @@ class _Destinations:
 
 
 def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, algorithm: str = "",
-              num_threads: Any = None) -> Any:
+              num_threads: Any = None, dtype: Any = None) -> Any:
     rank = spec.rank
     threads = _args.thread_count(num_threads)
-    x, result, compute = _input(x)
+    x, dtypes = _input(x, spec.kind, dtype)
     xb = _batched(x, rank, spec.layout, "max_pool{}d" if spec.kind == _MAX else "avg_pool{}d")
     n, c, sizes = _spatial(xb, spec.layout)
     pads = spec.padding
@@ -253,8 +261,8 @@ def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, a
         out_sizes.append(length)
     full = _batched_shape(n, c, tuple(out_sizes), spec.layout)
     shape = _result_shape(full, x.ndim, rank, spec.layout)
-    dest = _Destinations(out, return_indices, shape, full, result, compute, x)
-    xin = _args.as_compute(xb, compute)
+    dest = _Destinations(out, return_indices, shape, full, dtypes.result, dtypes.compute, x)
+    xin = _args.as_rounded(xb, dtypes.compute, dtypes.rounding)
     if rank == 3:
         _native.pool3d(xin, dest.values, dest.indices, spec.kind, spec.kernel, spec.stride, spec.dilation, pads,
                        spec.ceil_mode, spec.count_include_pad, spec.divisor, spec.layout, algorithm, threads)
@@ -279,6 +287,7 @@ def max_pool2d(
     layout: str = "NCHW",
     out: Any = None,
     num_threads: Optional[int] = None,
+    dtype: Any = None,
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """2-D max pooling (``torch.nn.functional.max_pool2d``).
 
@@ -299,11 +308,15 @@ def max_pool2d(
             return_indices also a ``(values, indices)`` pair.
         num_threads: threads for this call only (default None: ``cppconv.get_num_threads()``);
             every pool takes it.
+        dtype: the result's dtype, ``float32``, ``float64``, ``float16`` or ``bfloat16``, as if
+            x were first cast to it; every pool takes it.  Default None: see Returns.
 
     Returns:
         ``(N, C, OH, OW)`` (NCHW) or ``(N, OH, OW, C)`` (NHWC), without N for an unbatched x,
-        ``(OH, OW)`` for a 2-D image; float16/32/64 keep their dtype, integers and bools give
-        float64.  With return_indices a pair (values, indices).
+        ``(OH, OW)`` for a 2-D image; float16/32/64 and bfloat16 keep their dtype (bfloat16
+        and float16 computed in float32); max pooling keeps integer and bool dtypes, exactly
+        (8-byte integers beyond +-2^53 raise ValueError), average pooling gives float64 for
+        them as ``numpy.mean`` does.  With return_indices a pair (values, indices).
 
     >>> import numpy as np, cppconv
     >>> x = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
@@ -311,13 +324,13 @@ def max_pool2d(
     array([[[ 5.,  7.],
             [13., 15.]]], dtype=float32)
     """
-    if (out is None and num_threads is None and dilation.__class__ is int and dilation == 1 and ceil_mode is False
+    if (out is None and num_threads is None and dtype is None and dilation.__class__ is int and dilation == 1 and ceil_mode is False
             and return_indices is False):
         y = _simple_pool(_MAX, x, kernel_size, stride, padding, True, layout)
         if y is not None:
             return y
     spec = _PoolSpec(_MAX, kernel_size, stride, padding, dilation, ceil_mode, True, None, layout)
-    return _run_pool(spec, x, out, bool(return_indices), num_threads=num_threads)
+    return _run_pool(spec, x, out, bool(return_indices), num_threads=num_threads, dtype=dtype)
 
 
 def avg_pool2d(
@@ -331,6 +344,7 @@ def avg_pool2d(
     layout: str = "NCHW",
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
+    dtype: Any = None,
 ) -> np.ndarray:
     """2-D average pooling (``torch.nn.functional.avg_pool2d``).
 
@@ -345,12 +359,12 @@ def avg_pool2d(
     array([[[ 2.5,  4.5],
             [10.5, 12.5]]], dtype=float32)
     """
-    if out is None and num_threads is None and ceil_mode is False and divisor_override is None:
+    if out is None and num_threads is None and dtype is None and ceil_mode is False and divisor_override is None:
         y = _simple_pool(_AVG, x, kernel_size, stride, padding, count_include_pad, layout)
         if y is not None:
             return y
     spec = _PoolSpec(_AVG, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override, layout)
-    return _run_pool(spec, x, out, num_threads=num_threads)
+    return _run_pool(spec, x, out, num_threads=num_threads, dtype=dtype)
 
 
 def max_pool1d(
@@ -364,6 +378,7 @@ def max_pool1d(
     layout: str = "NCW",
     out: Any = None,
     num_threads: Optional[int] = None,
+    dtype: Any = None,
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """1-D max pooling (``torch.nn.functional.max_pool1d``): :func:`max_pool2d` along one axis.
 
@@ -376,7 +391,7 @@ def max_pool1d(
     array([[3., 5., 4.]])
     """
     spec = _PoolSpec(_MAX, kernel_size, stride, padding, dilation, ceil_mode, True, None, layout, rank=1)
-    return _run_pool(spec, x, out, bool(return_indices), num_threads=num_threads)
+    return _run_pool(spec, x, out, bool(return_indices), num_threads=num_threads, dtype=dtype)
 
 
 def max_pool3d(
@@ -390,6 +405,7 @@ def max_pool3d(
     layout: str = "NCDHW",
     out: Any = None,
     num_threads: Optional[int] = None,
+    dtype: Any = None,
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """3-D max pooling (``torch.nn.functional.max_pool3d``): :func:`max_pool2d` with a depth axis.
 
@@ -403,7 +419,7 @@ def max_pool3d(
     array([[[[7.]]]])
     """
     spec = _PoolSpec(_MAX, kernel_size, stride, padding, dilation, ceil_mode, True, None, layout, rank=3)
-    return _run_pool(spec, x, out, bool(return_indices), num_threads=num_threads)
+    return _run_pool(spec, x, out, bool(return_indices), num_threads=num_threads, dtype=dtype)
 
 
 def avg_pool1d(
@@ -417,6 +433,7 @@ def avg_pool1d(
     layout: str = "NCW",
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
+    dtype: Any = None,
 ) -> np.ndarray:
     """1-D average pooling (``torch.nn.functional.avg_pool1d``, plus PyTorch 2-D's
     divisor_override): :func:`avg_pool2d` along one axis; shapes as in :func:`max_pool1d`.
@@ -427,7 +444,7 @@ def avg_pool1d(
     """
     spec = _PoolSpec(_AVG, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override, layout,
                      rank=1)
-    return _run_pool(spec, x, out, num_threads=num_threads)
+    return _run_pool(spec, x, out, num_threads=num_threads, dtype=dtype)
 
 
 def avg_pool3d(
@@ -441,6 +458,7 @@ def avg_pool3d(
     layout: str = "NCDHW",
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
+    dtype: Any = None,
 ) -> np.ndarray:
     """3-D average pooling (``torch.nn.functional.avg_pool3d``): :func:`avg_pool2d` with a
     depth axis; shapes as in :func:`max_pool3d`.
@@ -451,7 +469,7 @@ def avg_pool3d(
     """
     spec = _PoolSpec(_AVG, kernel_size, stride, padding, 1, ceil_mode, count_include_pad, divisor_override, layout,
                      rank=3)
-    return _run_pool(spec, x, out, num_threads=num_threads)
+    return _run_pool(spec, x, out, num_threads=num_threads, dtype=dtype)
 
 
 def _adaptive_request(output_size: Any, rank: int) -> Tuple[Optional[int], ...]:
@@ -469,17 +487,17 @@ def _adaptive_request(output_size: Any, rank: int) -> Tuple[Optional[int], ...]:
 
 
 def _run_adaptive(kind: int, x: Any, output_size: Any, layout: Any, return_indices: bool = False,
-                  out: Any = None, algorithm: str = "", rank: int = 2, num_threads: Any = None) -> Any:
+                  out: Any = None, algorithm: str = "", rank: int = 2, num_threads: Any = None, dtype: Any = None) -> Any:
     code = _args.layout_code(layout, rank)
     threads = _args.thread_count(num_threads)
     request = _adaptive_request(output_size, rank)
-    x, result, compute = _input(x)
+    x, dtypes = _input(x, kind, dtype)
     xb = _batched(x, rank, code, "adaptive_max_pool{}d" if kind == _MAX else "adaptive_avg_pool{}d")
     n, c, sizes = _spatial(xb, code)
     full = _batched_shape(n, c, tuple(s if r is None else r for s, r in zip(sizes, request)), code)
     shape = _result_shape(full, x.ndim, rank, code)
-    dest = _Destinations(out, return_indices, shape, full, result, compute, x)
-    xin = _args.as_compute(xb, compute)
+    dest = _Destinations(out, return_indices, shape, full, dtypes.result, dtypes.compute, x)
+    xin = _args.as_rounded(xb, dtypes.compute, dtypes.rounding)
     if rank == 3:
         _native.adaptive_pool3d(xin, dest.values, dest.indices, kind, code, algorithm, threads)
     else:
@@ -489,7 +507,8 @@ def _run_adaptive(kind: int, x: Any, output_size: Any, layout: Any, return_indic
 
 
 def adaptive_avg_pool2d(
-    x: Any, output_size: Any, layout: str = "NCHW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None
+    x: Any, output_size: Any, layout: str = "NCHW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None,
+    dtype: Any = None,
 ) -> np.ndarray:
     """Adaptive average pooling to a fixed output size (``torch.nn.functional.adaptive_avg_pool2d``).
 
@@ -506,12 +525,13 @@ def adaptive_avg_pool2d(
     >>> cppconv.adaptive_avg_pool2d(np.ones((2, 3, 10, 7)), (4, None)).shape
     (2, 3, 4, 7)
     """
-    return _run_adaptive(_AVG, x, output_size, layout, out=out, num_threads=num_threads)
+    return _run_adaptive(_AVG, x, output_size, layout, out=out, num_threads=num_threads, dtype=dtype)
 
 
 def adaptive_max_pool2d(
     x: Any, output_size: Any, return_indices: bool = False, layout: str = "NCHW", out: Any = None,
     num_threads: Optional[int] = None,
+    dtype: Any = None,
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """Adaptive max pooling (``torch.nn.functional.adaptive_max_pool2d``).
 
@@ -526,11 +546,12 @@ def adaptive_max_pool2d(
     array([[4, 5],
            [7, 8]])
     """
-    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, num_threads=num_threads)
+    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, num_threads=num_threads, dtype=dtype)
 
 
 def adaptive_avg_pool1d(
-    x: Any, output_size: Any, layout: str = "NCW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None
+    x: Any, output_size: Any, layout: str = "NCW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None,
+    dtype: Any = None,
 ) -> np.ndarray:
     """Adaptive 1-D average pooling (``torch.nn.functional.adaptive_avg_pool1d``); windows as
     in :func:`adaptive_avg_pool2d`, shapes as in :func:`max_pool1d`.
@@ -539,11 +560,12 @@ def adaptive_avg_pool1d(
     >>> cppconv.adaptive_avg_pool1d(np.array([[1., 2., 3., 4., 5.]]), 2)
     array([[2., 4.]])
     """
-    return _run_adaptive(_AVG, x, output_size, layout, out=out, rank=1, num_threads=num_threads)
+    return _run_adaptive(_AVG, x, output_size, layout, out=out, rank=1, num_threads=num_threads, dtype=dtype)
 
 
 def adaptive_avg_pool3d(
-    x: Any, output_size: Any, layout: str = "NCDHW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None
+    x: Any, output_size: Any, layout: str = "NCDHW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None,
+    dtype: Any = None,
 ) -> np.ndarray:
     """Adaptive 3-D average pooling (``torch.nn.functional.adaptive_avg_pool3d``): output_size
     an int or ``(OD, OH, OW)`` (None keeps that input size); shapes as in :func:`max_pool3d`.
@@ -552,12 +574,13 @@ def adaptive_avg_pool3d(
     >>> cppconv.adaptive_avg_pool3d(np.ones((2, 3, 8, 10, 7)), (2, 4, None)).shape
     (2, 3, 2, 4, 7)
     """
-    return _run_adaptive(_AVG, x, output_size, layout, out=out, rank=3, num_threads=num_threads)
+    return _run_adaptive(_AVG, x, output_size, layout, out=out, rank=3, num_threads=num_threads, dtype=dtype)
 
 
 def adaptive_max_pool1d(
     x: Any, output_size: Any, return_indices: bool = False, layout: str = "NCW", out: Any = None,
     num_threads: Optional[int] = None,
+    dtype: Any = None,
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """Adaptive 1-D max pooling (``torch.nn.functional.adaptive_max_pool1d``); indices are
     positions along L.
@@ -566,12 +589,13 @@ def adaptive_max_pool1d(
     >>> cppconv.adaptive_max_pool1d(np.array([[1., 5., 2., 4., 3.]]), 2, return_indices=True)
     (array([[5., 4.]]), array([[1, 3]]))
     """
-    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, rank=1, num_threads=num_threads)
+    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, rank=1, num_threads=num_threads, dtype=dtype)
 
 
 def adaptive_max_pool3d(
     x: Any, output_size: Any, return_indices: bool = False, layout: str = "NCDHW", out: Any = None,
     num_threads: Optional[int] = None,
+    dtype: Any = None,
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """Adaptive 3-D max pooling (``torch.nn.functional.adaptive_max_pool3d``); indices flat
     ``(d * H + h) * W + w`` within each input volume.
@@ -580,18 +604,18 @@ def adaptive_max_pool3d(
     >>> cppconv.adaptive_max_pool3d(np.arange(8.0).reshape(1, 2, 2, 2), 1, return_indices=True)
     (array([[[[7.]]]]), array([[[[7]]]]))
     """
-    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, rank=3, num_threads=num_threads)
+    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, rank=3, num_threads=num_threads, dtype=dtype)
 
 
 def global_avg_pool2d(x: Any, layout: str = "NCHW", out: Optional[np.ndarray] = None,
-                      num_threads: Optional[int] = None) -> np.ndarray:
+                      num_threads: Optional[int] = None, dtype: Any = None) -> np.ndarray:
     """The mean of each channel's plane, keeping H = W = 1: ``(N, C, 1, 1)`` or ``(N, 1, 1, C)``.
 
     >>> import numpy as np, cppconv
     >>> cppconv.global_avg_pool2d(np.ones((2, 7, 7, 8), np.float32), layout="NHWC").shape
     (2, 1, 1, 8)
     """
-    if out is None and num_threads is None and x.__class__ is np.ndarray and x.ndim == 4 and x.flags.c_contiguous and x.size:
+    if out is None and num_threads is None and dtype is None and x.__class__ is np.ndarray and x.ndim == 4 and x.flags.c_contiguous and x.size:
         # The common call, a batch in a native float dtype, without the general path's
         # argument handling: at batch 1 that handling costs more than the reduction.
         code = _args.LAYOUTS.get(layout) if layout.__class__ is str else None
@@ -600,29 +624,29 @@ def global_avg_pool2d(x: Any, layout: str = "NCHW", out: Optional[np.ndarray] = 
             y = np.empty((n, 1, 1, c) if code else (n, c, 1, 1), dtype=x.dtype)
             _native.adaptive_pool2d(x, y, None, _AVG, code, "")
             return y
-    return _run_adaptive(_AVG, x, (1, 1), layout, out=out, num_threads=num_threads)
+    return _run_adaptive(_AVG, x, (1, 1), layout, out=out, num_threads=num_threads, dtype=dtype)
 
 
 def global_avg_pool1d(x: Any, layout: str = "NCW", out: Optional[np.ndarray] = None,
-                      num_threads: Optional[int] = None) -> np.ndarray:
+                      num_threads: Optional[int] = None, dtype: Any = None) -> np.ndarray:
     """The mean of each channel's sequence, keeping L = 1: ``(N, C, 1)`` or ``(N, 1, C)``.
 
     >>> import numpy as np, cppconv
     >>> cppconv.global_avg_pool1d(np.ones((2, 8, 100), np.float32)).shape
     (2, 8, 1)
     """
-    return _run_adaptive(_AVG, x, 1, layout, out=out, rank=1, num_threads=num_threads)
+    return _run_adaptive(_AVG, x, 1, layout, out=out, rank=1, num_threads=num_threads, dtype=dtype)
 
 
 def global_avg_pool3d(x: Any, layout: str = "NCDHW", out: Optional[np.ndarray] = None,
-                      num_threads: Optional[int] = None) -> np.ndarray:
+                      num_threads: Optional[int] = None, dtype: Any = None) -> np.ndarray:
     """The mean of each channel's volume, keeping D = H = W = 1: ``(N, C, 1, 1, 1)`` or ``(N, 1, 1, 1, C)``.
 
     >>> import numpy as np, cppconv
     >>> cppconv.global_avg_pool3d(np.ones((2, 8, 4, 7, 7), np.float32)).shape
     (2, 8, 1, 1, 1)
     """
-    return _run_adaptive(_AVG, x, 1, layout, out=out, rank=3, num_threads=num_threads)
+    return _run_adaptive(_AVG, x, 1, layout, out=out, rank=3, num_threads=num_threads, dtype=dtype)
 
 
 class _PoolLayer(_layer.Layer):
@@ -653,8 +677,9 @@ class _MaxPoolNd(_PoolLayer):
         return {**self._spec.kwargs(), "return_indices": self._return_indices}
 
     def __call__(self, x: Any, out: Any = None, *,
-                 num_threads: Optional[int] = None) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
-        return _run_pool(self._spec, x, out, self._return_indices, num_threads=num_threads)
+                 num_threads: Optional[int] = None,
+                 dtype: Any = None) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+        return _run_pool(self._spec, x, out, self._return_indices, num_threads=num_threads, dtype=dtype)
 
     dilation = _layer.spec_setting("dilation")
 
@@ -678,8 +703,9 @@ class _AvgPoolNd(_PoolLayer):
     def _init_kwargs(self) -> Dict[str, Any]:
         return self._spec.kwargs()
 
-    def __call__(self, x: Any, out: Optional[np.ndarray] = None, *, num_threads: Optional[int] = None) -> np.ndarray:
-        return _run_pool(self._spec, x, out, num_threads=num_threads)
+    def __call__(self, x: Any, out: Optional[np.ndarray] = None, *, num_threads: Optional[int] = None,
+                 dtype: Any = None) -> np.ndarray:
+        return _run_pool(self._spec, x, out, num_threads=num_threads, dtype=dtype)
 
     count_include_pad = _layer.spec_setting("count_include_pad")
     divisor_override = _layer.spec_setting("divisor_override")
@@ -800,10 +826,10 @@ class _AdaptivePoolNd(_layer.Layer):
     def _init_kwargs(self) -> Dict[str, Any]:
         return self._spec.kwargs()
 
-    def __call__(self, x: Any, out: Any = None, *, num_threads: Optional[int] = None) -> Any:
+    def __call__(self, x: Any, out: Any = None, *, num_threads: Optional[int] = None, dtype: Any = None) -> Any:
         spec = self._spec
         return _run_adaptive(spec.kind, x, spec.output_size, _args.code_word(_args.RANK_LAYOUTS[spec.rank], spec.layout),
-                             self._return_indices, out, rank=spec.rank, num_threads=num_threads)
+                             self._return_indices, out, rank=spec.rank, num_threads=num_threads, dtype=dtype)
 
 
 class _AdaptiveMaxPoolNd(_AdaptivePoolNd):

@@ -28,7 +28,7 @@ def _window_padding(size: int, kernel: int, mode: str, flipped: bool) -> Tuple[i
 
 
 def _correlate(in1: Any, in2: Any, mode: str, boundary: str, fillvalue: Any, flipped: bool,
-               num_threads: Optional[int], name: str) -> np.ndarray:
+               num_threads: Optional[int], name: str, dtype: Any) -> np.ndarray:
     image = _args.as_input_array(in1, "in1")
     kernel = _args.as_input_array(in2, "in2")
     if not isinstance(mode, str) or mode.lower() not in MODES:
@@ -46,6 +46,11 @@ def _correlate(in1: Any, in2: Any, mode: str, boundary: str, fillvalue: Any, fli
         raise ValueError(f"{name}: mode='valid' needs in2 {kernel.shape} no larger than in1 {image.shape[:2]} "
                          f"in each axis")
     fill = float(fillvalue) if boundary == "fill" else 0.0
+    # Computed in the compute dtype on the operands as dtype= rounds them; the fill term is
+    # added there too, and the sum rounded to the result dtype once.
+    dtypes = _args.call_dtypes(image, kernel, None, dtype)
+    image = _args.as_rounded(image, dtypes.compute, dtypes.rounding)
+    kernel = _args.as_rounded(kernel, dtypes.compute, dtypes.rounding)
     if flipped:
         kernel = kernel[::-1, ::-1]
     pads = tuple(_window_padding(i, k, mode, flipped) for i, k in zip(image.shape[:2], kernel.shape))
@@ -65,11 +70,11 @@ def _correlate(in1: Any, in2: Any, mode: str, boundary: str, fillvalue: Any, fli
         # sum of the weights over padding, sum(w) minus their sum over the image.
         inside = conv2d(np.ones(image.shape, y.dtype), weight.astype(y.dtype, copy=False), **kw)
         y += y.dtype.type(fill) * (np.asarray(kernel, y.dtype).sum() - inside)
-    return y
+    return _args.deliver(None, y, False, y.shape, dtypes.result)
 
 
 def correlate2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill", fillvalue: Any = 0, *,
-                num_threads: Optional[int] = None) -> np.ndarray:
+                num_threads: Optional[int] = None, dtype: Any = None) -> np.ndarray:
     """2-D cross-correlation as ``scipy.signal.correlate2d`` computes it, on cppconv's kernels.
 
     Args:
@@ -81,21 +86,23 @@ def correlate2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill", 
             (symmetric: the edge value repeated; NumPy's "symmetric", SciPy ndimage's "reflect").
         fillvalue: the padding value of ``boundary="fill"``.
         num_threads: threads for this call only.
+        dtype: the computation's dtype, as for :func:`cppconv.conv2d`.
 
     Returns:
-        float32 for float32 (and float16) inputs, else float64 (scipy keeps integer
-        dtypes; cppconv computes in floating point).
+        The dtype :func:`cppconv.conv2d` gives for in1 and in2: float32 for a uint8 image
+        with a float32 kernel, float64 for integers alone (scipy keeps integer dtypes;
+        cppconv computes in floating point).
 
     >>> import numpy as np, cppconv
     >>> cppconv.correlate2d(np.eye(3), np.ones((2, 2)), mode="valid")
     array([[2., 1.],
            [1., 2.]])
     """
-    return _correlate(in1, in2, mode, boundary, fillvalue, False, num_threads, "correlate2d")
+    return _correlate(in1, in2, mode, boundary, fillvalue, False, num_threads, "correlate2d", dtype)
 
 
 def convolve2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill", fillvalue: Any = 0, *,
-               num_threads: Optional[int] = None) -> np.ndarray:
+               num_threads: Optional[int] = None, dtype: Any = None) -> np.ndarray:
     """2-D convolution (the kernel flipped) as ``scipy.signal.convolve2d`` computes it; the
     arguments and results are :func:`correlate2d`'s.
 
@@ -105,4 +112,4 @@ def convolve2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill", f
            [-1., -1.],
            [-1., -1.]])
     """
-    return _correlate(in1, in2, mode, boundary, fillvalue, True, num_threads, "convolve2d")
+    return _correlate(in1, in2, mode, boundary, fillvalue, True, num_threads, "convolve2d", dtype)

@@ -2,7 +2,7 @@
 
 Usage (the three are the same program; the suite ships inside the package)::
 
-    cppconv bench [--quick] [--threads N] [--layers NAME,...]
+    cppconv bench [--quick] [--threads N] [--layers NAME,...] [--dtype f32|bf16]
                   [--peers numpy,loop,torch,onnxruntime,scipy]
                   [--repeat R] [--json FILE] [--markdown FILE] [--plot FILE.png] [--list]
     python -m cppconv bench ...
@@ -50,6 +50,13 @@ Methodology
     inter-op threads = 1, ORT_SEQUENTIAL, default (full) graph optimisation.
   - ``scipy``: ``scipy.signal.correlate2d`` / ``scipy.ndimage.correlate`` on the
     single-channel layers only (single-threaded by design).
+* ``--dtype bf16``: x and the weight are ml_dtypes' bfloat16 (the bias float32), the result
+  bfloat16.  The columns are cppconv's (``cppconv``, ``Conv2d``, the "high" pair), ``Conv2d
+  f32`` (the float32 layer on the same values, for the cost of the bfloat16 conversions),
+  and PyTorch's bfloat16 ``torch``/``torch_cl`` (bias in bfloat16, as PyTorch needs); the
+  other peers compute in float32 only and are left out; ``best fw`` is the better torch
+  layout.  Outputs are compared with ``rtol = atol / max|ref| = 1e-2`` (bfloat16 keeps 8
+  significant bits).  Needs ml_dtypes (and torch for the peers).
 * Threads: every library gets the same count T (default ``cppconv.get_num_threads()``;
   ``--threads`` sets it through ``cppconv.set_num_threads``, ``torch.set_num_threads``,
   the ORT session options and, when threadpoolctl is installed, NumPy's BLAS).
@@ -204,12 +211,16 @@ class LayerData:
     b: Optional[np.ndarray]
 
     @classmethod
-    def make(cls, layer: Layer, seed: int = 0) -> "LayerData":
+    def make(cls, layer: Layer, seed: int = 0, dtype: str = "f32") -> "LayerData":
+        """float32 data, or with dtype "bf16" x and the weight in bfloat16 (the bias float32)."""
         rng = np.random.default_rng(seed)
         x = rng.standard_normal(layer.x_shape, dtype=np.float32)
         fan_in = (layer.c // layer.groups) * layer.kh * layer.kw
         w = rng.standard_normal(layer.w_shape, dtype=np.float32) / np.float32(math.sqrt(fan_in))
         b = (0.1 * rng.standard_normal(layer.k, dtype=np.float32)) if layer.bias else None
+        if dtype == "bf16":
+            bfloat16 = importlib.import_module("ml_dtypes").bfloat16  # the benchmark's option, not the package's
+            x, w = x.astype(bfloat16), w.astype(bfloat16)
         return cls(x, w, b)
 
 
@@ -276,10 +287,23 @@ def _runner_cppconv_layer(precision: str) -> Runner:
             raise Skip("cppconv.Conv2d missing")
         x, w, b, kw = _cppconv_call(layer, d, precision)
         conv = cppconv.Conv2d(w, b, **kw)
-        out = np.empty(layer.out_hw if layer.two_d else layer.out_shape, np.float32)
+        out = np.empty(layer.out_hw if layer.two_d else layer.out_shape, x.dtype)
         return lambda: conv(x, out=out)
 
     return make
+
+
+def runner_cppconv_layer_f32(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
+    """The float32 Conv2d layer on a bfloat16 run's values (--dtype bf16 only)."""
+    import cppconv
+
+    if d.x.dtype == np.float32:
+        raise Skip("the Conv2d column in a float32 run")
+    x, w, b, kw = _cppconv_call(layer, d, "highest")
+    conv = cppconv.Conv2d(w.astype(np.float32), b, **kw)
+    x = x.astype(np.float32)
+    out = np.empty(layer.out_hw if layer.two_d else layer.out_shape, np.float32)
+    return lambda: conv(x, out=out)
 
 
 def _pad(x: np.ndarray, p: int) -> np.ndarray:
@@ -372,14 +396,24 @@ def _torch_runner(channels_last: bool) -> Runner:
         import torch.nn.functional as F
 
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        x = torch.from_numpy(d.x).contiguous(memory_format=fmt)
-        w = torch.from_numpy(d.w).contiguous(memory_format=fmt)
-        b = None if d.b is None else torch.from_numpy(d.b)
+        x, w, b = (None if a is None else _torch_tensor(a) for a in (d.x, d.w, d.b))
+        if x.dtype == torch.bfloat16 and b is not None:
+            b = b.to(torch.bfloat16)  # PyTorch's bfloat16 convolution takes a bfloat16 bias only
+        x, w = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
         s, p, dil, g = layer.stride, layer.padding, layer.dilation, layer.groups
         # main() holds torch.inference_mode() for the whole run.
         return lambda: F.conv2d(x, w, b, s, p, dil, g)
 
     return make
+
+
+def _torch_tensor(a: np.ndarray) -> Any:
+    """A torch tensor sharing a float32 or bfloat16 array (torch.from_numpy knows no bfloat16)."""
+    import torch
+
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
 
 
 def runner_onnxruntime(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
@@ -428,6 +462,7 @@ RUNNERS: Dict[str, Tuple[str, str, Runner]] = {
     "Conv2d": ("Conv2d", "cppconv", _runner_cppconv_layer("highest")),
     "cppconv_high": ("conv2d high", "cppconv", _runner_cppconv("high")),
     "Conv2d_high": ("Conv2d high", "cppconv", _runner_cppconv_layer("high")),
+    "Conv2d_f32": ("Conv2d f32", "cppconv", runner_cppconv_layer_f32),
     "numpy": ("numpy", "numpy", runner_numpy),
     "loop": ("loop", "loop", runner_loop),
     "torch": ("torch", "torch", _torch_runner(channels_last=False)),
@@ -438,7 +473,9 @@ RUNNERS: Dict[str, Tuple[str, str, Runner]] = {
 PEERS = ["numpy", "loop", "torch", "onnxruntime", "scipy"]
 PEER_MODULES = {"numpy": "numpy", "loop": "numpy", "torch": "torch", "onnxruntime": "onnxruntime", "scipy": "scipy"}
 FRAMEWORKS = ["torch", "torch_cl", "onnxruntime"]
-CPPCONV_COLUMNS = ["cppconv", "Conv2d", "cppconv_high", "Conv2d_high"]
+CPPCONV_COLUMNS = ["cppconv", "Conv2d", "cppconv_high", "Conv2d_high", "Conv2d_f32"]
+# The columns of a --dtype bf16 run: the peers with a bfloat16 convolution.
+BF16_COLUMNS = CPPCONV_COLUMNS + ["torch", "torch_cl"]
 # Speedup keys: (cppconv column, the column it falls back to where its runner skipped the layer,
 # what it is compared with).  A "high" column skips layers where the mode changes nothing.
 SPEEDUPS = {
@@ -565,18 +602,18 @@ class Result:
 def to_numpy(out: Any) -> np.ndarray:
     if isinstance(out, np.ndarray):
         return out
-    if hasattr(out, "numpy"):  # torch.Tensor
-        return out.numpy()
+    if hasattr(out, "numpy"):  # torch.Tensor (NumPy has no bfloat16 of its own)
+        return out.float().numpy() if str(getattr(out, "dtype", "")) == "torch.bfloat16" else out.numpy()
     return np.asarray(out)
 
 
-def compare(out: np.ndarray, ref: np.ndarray) -> Tuple[bool, float]:
-    """allclose with rtol 1e-3 and atol 1e-3 relative to ref's largest magnitude."""
+def compare(out: np.ndarray, ref: np.ndarray, tol: float = 1e-3) -> Tuple[bool, float]:
+    """allclose with rtol `tol` and atol `tol` relative to ref's largest magnitude."""
     if out.size != ref.size:
         return False, float("inf")
-    out, ref = out.reshape(ref.shape), ref
+    out, ref = out.reshape(ref.shape).astype(np.float64), ref
     scale = float(np.max(np.abs(ref))) if ref.size else 0.0
-    ok = bool(np.allclose(out, ref, rtol=1e-3, atol=1e-3 * max(scale, 1e-30)))
+    ok = bool(np.allclose(out, ref, rtol=tol, atol=tol * max(scale, 1e-30)))
     return ok, float(np.max(np.abs(out.astype(np.float64) - ref))) if ref.size else 0.0
 
 
@@ -608,8 +645,8 @@ def explain_layer(layer: Layer, precision: str = "highest") -> Optional[Dict[str
 
 
 def run_layer(layer: Layer, columns: Sequence[str], threads: int, cfg: TimerConfig,
-              log: Callable[[str], None]) -> Dict[str, Result]:
-    data = LayerData.make(layer)
+              log: Callable[[str], None], dtype: str = "f32") -> Dict[str, Result]:
+    data = LayerData.make(layer, dtype=dtype)
     results: Dict[str, Result] = {}
     outputs: Dict[str, np.ndarray] = {}
     fns: Dict[str, Callable[[], Any]] = {}
@@ -643,7 +680,7 @@ def run_layer(layer: Layer, columns: Sequence[str], threads: int, cfg: TimerConf
         for col in timings:
             if col == ref_col:
                 continue
-            ok, err = compare(outputs[col], ref)
+            ok, err = compare(outputs[col], ref, 1e-2 if dtype == "bf16" else 1e-3)
             results[col].match, results[col].max_abs_err = ok, err
             if not ok:
                 log(f"  !!! MISMATCH {layer.name}: {col} differs from {ref_col} (max abs err {err:.3g}, "
@@ -848,7 +885,8 @@ def format_markdown(header: List[str], body: List[List[str]], summary: List[str]
         f"- date: {info.get('date')}",
         f"- CPU: {info.get('cpu_model') or info.get('processor')} ({info.get('cpus_usable')} usable CPUs), "
         f"load average at start {info.get('loadavg_at_start')}",
-        f"- threads: {info.get('threads')}; cppconv {info.get('cppconv_version')} (ISA {info.get('cppconv_isa')})",
+        f"- threads: {info.get('threads')}; cppconv {info.get('cppconv_version')} (ISA {info.get('cppconv_isa')}); "
+        f"dtype {info.get('dtype', 'f32')}",
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- command: `cppconv bench {' '.join(argv)}`".rstrip(),
         "",
@@ -895,6 +933,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--markdown", metavar="FILE", help="write the table as markdown")
     ap.add_argument("--plot", metavar="FILE.png", help="bar chart of GFLOP/s per layer and library (needs matplotlib)")
     ap.add_argument("--list", action="store_true", help="list the layers and exit")
+    ap.add_argument("--dtype", choices=("f32", "bf16"), default="f32",
+                    help="f32 (default), or bf16: bfloat16 x and weight (needs ml_dtypes) against PyTorch's bfloat16")
 
 
 def check_arguments(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -905,6 +945,8 @@ def check_arguments(ap: argparse.ArgumentParser, args: argparse.Namespace) -> No
         ap.error(f"--repeat must be >= 1, got {args.repeat}")
     if args.rounds is not None and args.rounds < 1:
         ap.error(f"--rounds must be >= 1, got {args.rounds}")
+    if args.dtype == "bf16" and not _has_module("ml_dtypes"):
+        ap.error("--dtype bf16 needs ml_dtypes, which is not installed: pip install ml_dtypes")
     if args.plot and not _has_module("matplotlib"):
         ap.error("--plot needs matplotlib, which is not installed: pip install 'cppconv[plot]' (or matplotlib)")
 
@@ -951,7 +993,10 @@ def select_columns(args: argparse.Namespace, log: Callable[[str], None]) -> List
             log("note: peer onnxruntime skipped (onnx is not installed)")
         else:
             available.append(p)
-    return [col for col, (_, group, _) in RUNNERS.items() if group == "cppconv" or group in available]
+    columns = [col for col, (_, group, _) in RUNNERS.items() if group == "cppconv" or group in available]
+    if getattr(args, "dtype", "f32") == "bf16":
+        return [col for col in columns if col in BF16_COLUMNS]
+    return [col for col in columns if col != "Conv2d_f32"]
 
 
 # --------------------------------------------------------------------------------------
@@ -1067,6 +1112,7 @@ def run(args: argparse.Namespace, argv: Sequence[str], git_root: Optional[str] =
     with contextlib.ExitStack() as stack:
         threads = setup_threads(args.threads, [RUNNERS[c][1] for c in columns], stack, log)
         info = machine_info(threads, git_root)
+        info["dtype"] = args.dtype
         log(f"cppconv {info['cppconv_version']} isa={info['cppconv_isa']} threads={threads} "
             f"cpu={info['cpu_model'] or info['processor']} load={info['loadavg_at_start']}")
         log(f"columns: {', '.join(columns)}")
@@ -1079,7 +1125,7 @@ def run(args: argparse.Namespace, argv: Sequence[str], git_root: Optional[str] =
         for done, layer in enumerate(layers):
             progress.update(done, f"{layer.name} ({layer.describe()})")
             t0 = time.perf_counter()
-            res = run_layer(layer, columns, threads, cfg, log)
+            res = run_layer(layer, columns, threads, cfg, log, args.dtype)
             expl = {mode: explain_layer(layer, mode) for mode in ("highest", "high")}
             flops = (expl["highest"] or {}).get("flops")
             if isinstance(flops, (int, float)) and flops != layer.flops:

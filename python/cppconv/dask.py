@@ -317,7 +317,7 @@ def _convolve(rank: int, x: Any, weight: Any, bias: Any, kwargs: Dict[str, Any],
     layout = spec.layout
     if num_threads is not None:
         _args.thread_count(num_threads)
-    result = _args.operands_result_dtype(np.empty(0, x.dtype), weight, bias)
+    result = _args.call_dtypes(np.empty(0, x.dtype), weight, bias).result
     # The whole problem's checks, padding, output shape and algorithm, without touching data.
     info = _conv._explain(spec, tuple(x.shape), tuple(weight.shape), result, bias is not None, layer=False)
     image = rank == 2 and x.ndim == 2
@@ -457,7 +457,7 @@ def _transposed(rank: int, x: Any, weight: Any, bias: Any, stride: Any, padding:
     spec = _conv_transpose._TransposeSpec(rank, stride, padding, output_padding, groups, dilation, layout, activation)
     if num_threads is not None:
         _args.thread_count(num_threads)
-    result = _args.operands_result_dtype(np.empty(0, x.dtype), weight, bias)
+    result = _args.call_dtypes(np.empty(0, x.dtype), weight, bias).result
     # The whole call's checks and output shape on zero-strided stand-ins (no data, no kernel).
     stand_in = np.lib.stride_tricks.as_strided(np.zeros(1, x.dtype), x.shape, (0,) * x.ndim)
     geometry = _conv_transpose._Geometry(spec, stand_in, weight, bias)
@@ -556,7 +556,7 @@ def _pooled(kind: str, rank: int, x: Any, kernel_size: Any, stride: Any, padding
     strides = kernel if empty else _args.ntuple(stride, "stride", rank, minimum=1)
     dilations = _args.ntuple(dilation, "dilation", rank, minimum=1)
     explicit = _args.explicit_padding_nd(padding, rank)
-    result = _args.float_dtype(np.empty(0, x.dtype), "x")
+    result = _args.call_dtypes(np.empty(0, x.dtype), None, None, keeps_integers=kind == "max").result
     axes = _spatial_axes(rank, code)
     sizes = [x4.shape[a] for a in axes]
     if explicit is None:
@@ -674,7 +674,7 @@ def _adaptive(kind: str, rank: int, x: Any, output_size: Any, layout: Optional[s
     out_chunks = list(x4.chunks)
     for axis, size, out in zip(axes, sizes, outs):
         out_chunks[axis] = tuple(c * out // size for c in x4.chunks[axis])
-    dtype = _args.float_dtype(np.empty(0, x.dtype), "x")
+    dtype = _args.call_dtypes(np.empty(0, x.dtype), None, None, keeps_integers=kind == "max").result
     block = functools.partial(_adaptive_chunk, function=function, axes=axes, ratios=tuple(zip(outs, sizes)),
                               layout=layout, num_threads=num_threads)
     y = x4.map_blocks(block, chunks=tuple(out_chunks), dtype=dtype, meta=np.empty((0,) * x4.ndim, dtype))

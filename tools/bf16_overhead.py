@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""What bfloat16 costs cppconv against float32, beside PyTorch's bfloat16 convolution.
+
+One thread, CPU time (time.process_time), best of --repeat calls: the fair measure on a
+loaded machine.  Prepacked cppconv layers write into a preallocated `out`; PyTorch gets
+bfloat16 tensors (its bias in bfloat16) in NCHW and channels_last.  Also times the two
+conversion passes against ml_dtypes' astype.  Needs ml_dtypes and torch; the table is
+markdown for docs/tuning.md.
+"""
+
+import argparse
+import time
+
+import ml_dtypes
+import numpy as np
+import torch
+
+import cppconv
+from cppconv import _native
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+# name, x shape, weight shape, stride, padding, groups (layers of cppconv's bench suite)
+LAYERS = [
+    ("resnet_3x3_64@56", (1, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1),
+    ("resnet_3x3_256@14", (1, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1),
+    ("1x1_256to64@56", (1, 256, 56, 56), (64, 256, 1, 1), 1, 0, 1),
+    ("dw_144@56", (1, 144, 56, 56), (144, 1, 3, 3), 1, 1, 144),
+    ("resnet_conv1", (1, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1),
+    ("dw_384@14_s2", (1, 384, 14, 14), (384, 1, 3, 3), 2, 1, 384),
+]
+
+
+def best_seconds(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return min(times)
+
+
+def torch_tensor(a):
+    """torch.from_numpy knows no bfloat16: share the bits as int16 and view them."""
+    return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16) if a.dtype == BF16 else torch.from_numpy(a)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=20)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    cppconv.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    print("| layer | float32 Conv2d ms | bfloat16 Conv2d ms | bfloat16 / float32 | torch bfloat16 NCHW ms | "
+          "torch bfloat16 channels_last ms |")
+    print("|---|---:|---:|---:|---:|---:|")
+    with torch.inference_mode():
+        for name, x_shape, w_shape, stride, padding, groups in LAYERS:
+            x = rng.standard_normal(x_shape).astype(np.float32)
+            w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(np.float32)
+            b = rng.standard_normal(w_shape[0]).astype(np.float32)
+            xb, wb = x.astype(BF16), w.astype(BF16)
+            kw = dict(stride=stride, padding=padding, groups=groups)
+            float32_layer, bfloat16_layer = cppconv.Conv2d(w, b, **kw), cppconv.Conv2d(wb, b, **kw)
+            out32 = np.empty(float32_layer.explain(x_shape)["output_shape"], np.float32)
+            out16 = np.empty(out32.shape, BF16)
+            t32 = best_seconds(lambda: float32_layer(x, out=out32), args.repeat)
+            t16 = best_seconds(lambda: bfloat16_layer(xb, out=out16), args.repeat)
+            tx, tw, tb = torch_tensor(xb), torch_tensor(wb), torch.from_numpy(b).to(torch.bfloat16)
+            conv = torch.nn.functional.conv2d
+            nchw = best_seconds(lambda: conv(tx, tw, tb, stride, padding, 1, groups), args.repeat)
+            cx, cw = (t.contiguous(memory_format=torch.channels_last) for t in (tx, tw))
+            last = best_seconds(lambda: conv(cx, cw, tb, stride, padding, 1, groups), args.repeat)
+            print(f"| {name} | {t32 * 1e3:.2f} | {t16 * 1e3:.2f} | {t16 / t32:.2f} | {nchw * 1e3:.2f} | "
+                  f"{last * 1e3:.2f} |")
+    n = 1 << 22
+    values = rng.standard_normal(n).astype(np.float32)
+    narrow, wide = np.empty(n, np.uint16), np.empty(n, np.float32)
+    down = best_seconds(lambda: _native.float32_to_bf16(values, narrow, 1), args.repeat)
+    up = best_seconds(lambda: _native.bf16_to_float32(narrow, wide, 1), args.repeat)
+    down_ml = best_seconds(lambda: values.astype(BF16), args.repeat)
+    up_ml = best_seconds(lambda: narrow.view(BF16).astype(np.float32), args.repeat)
+    print(f"\nconversion passes, {n} values, 1 thread: float32->bfloat16 {n / down / 1e9:.2f} Gvalues/s "
+          f"(ml_dtypes astype {n / down_ml / 1e9:.2f}), bfloat16->float32 {n / up / 1e9:.2f} "
+          f"(ml_dtypes {n / up_ml / 1e9:.2f})")
+
+
+if __name__ == "__main__":
+    main()
