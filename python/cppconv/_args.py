@@ -8,7 +8,7 @@ and the numbers involved.
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union, overload
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
@@ -20,7 +20,11 @@ IntPair = Union[int, Tuple[int, int]]
 # names; code 0 is channels-first, 1 channels-last), padding modes, activations (None: none).
 RANK_LAYOUTS: Dict[int, Dict[str, int]] = _native.LAYOUTS
 LAYOUTS = RANK_LAYOUTS[2]
-PADDING_MODES: Dict[str, int] = _native.PADDING_MODES
+# "constant" (with a padding_value) has no native code: a value of 0 is the native zero padding,
+# any other is padded into a copy of the input before the native call (constant_padded), so
+# every kernel and lowering computes it exactly as it computes an unpadded problem.
+CONSTANT_PADDING: int = max(_native.PADDING_MODES.values()) + 1
+PADDING_MODES: Dict[str, int] = {**_native.PADDING_MODES, "constant": CONSTANT_PADDING}
 ACTIVATIONS: Dict[Optional[str], int] = _native.ACTIVATIONS
 # The spatial axes' letters by rank, for shapes in messages.
 SPATIAL_AXES = {1: "L", 2: "HW", 3: "DHW"}
@@ -146,6 +150,30 @@ def padding_mode_code(mode: Any) -> int:
     if code is None:
         raise ValueError(f"padding_mode must be one of {sorted(PADDING_MODES)}, got {mode!r}")
     return code
+
+
+def padding_value(value: Any, mode: int) -> float:
+    """padding_mode="constant"'s value as a float (any real number, NaN and Inf included); the
+    other modes read the input and take none (0)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"padding_value must be a real number, got {type(value).__name__} {value!r}")
+    number = float(value)
+    if number != 0 and mode != CONSTANT_PADDING:
+        raise ValueError(f"padding_value={value!r} needs padding_mode='constant', got padding_mode="
+                         f"{code_word(PADDING_MODES, mode)!r}")
+    return number
+
+
+def spatial_pad_width(pads: Sequence[int], layout: int) -> List[Tuple[int, int]]:
+    """np.pad's pad_width for an input with batch and channel axes in `layout` and flattened
+    (before, after) `pads` per spatial axis."""
+    spatial = list(zip(pads[0::2], pads[1::2]))
+    return [(0, 0)] + spatial + [(0, 0)] if layout == 1 else [(0, 0), (0, 0)] + spatial
+
+
+def constant_padded(x: np.ndarray, pads: Sequence[int], layout: int, value: float) -> np.ndarray:
+    """x (batch and channel axes in `layout`) with `pads` of `value` around its spatial axes."""
+    return np.pad(x, spatial_pad_width(pads, layout), mode="constant", constant_values=value)
 
 
 def activation_code(activation: Any) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -10,7 +10,7 @@ from . import _args
 from ._conv import conv2d
 
 # scipy.signal's boundary names -> conv2d's padding modes (README, "Padding modes").
-BOUNDARIES = {"fill": "zeros", "wrap": "circular", "symm": "symmetric"}
+BOUNDARIES = {"fill": "constant", "wrap": "circular", "symm": "symmetric"}
 MODES = ("full", "same", "valid")
 
 
@@ -45,27 +45,30 @@ def _correlate(in1: Any, in2: Any, mode: str, boundary: str, fillvalue: Any, fli
     if mode == "valid" and any(k > i for k, i in zip(kernel.shape, image.shape[:2])):
         raise ValueError(f"{name}: mode='valid' needs in2 {kernel.shape} no larger than in1 {image.shape[:2]} "
                          f"in each axis")
-    fill = float(fillvalue) if boundary == "fill" else 0.0
     if flipped:
         kernel = kernel[::-1, ::-1]
     pads = tuple(_window_padding(i, k, mode, flipped) for i, k in zip(image.shape[:2], kernel.shape))
     if boundary == "wrap" and any(max(p) > i for p, i in zip(pads, image.shape[:2])):
         raise ValueError(f"{name}: boundary='wrap' pads {pads}, more than the image {image.shape[:2]} holds; "
                          f"use a smaller kernel or boundary='symm'")
-    kw = dict(padding=pads, padding_mode=BOUNDARIES[boundary], num_threads=num_threads)
+    kw: Dict[str, Any] = dict(padding=pads, padding_mode=BOUNDARIES[boundary], num_threads=num_threads)
+    if boundary == "fill":
+        kw["padding_value"] = _fill_value(fillvalue, name)
     if image.ndim == 3:  # the kernel on each channel: a depthwise convolution in NHWC
         channels = image.shape[2]
         weight = np.ascontiguousarray(np.broadcast_to(kernel, (channels, 1) + kernel.shape))
         kw.update(groups=channels, layout="NHWC")
     else:
         weight = kernel
-    y = conv2d(image, weight, **kw)
-    if fill != 0.0:
-        # Padding with c is zero padding plus c times the padding's indicator: the windows'
-        # sum of the weights over padding, sum(w) minus their sum over the image.
-        inside = conv2d(np.ones(image.shape, y.dtype), weight.astype(y.dtype, copy=False), **kw)
-        y += y.dtype.type(fill) * (np.asarray(kernel, y.dtype).sum() - inside)
-    return y
+    return conv2d(image, weight, **kw)
+
+
+def _fill_value(fillvalue: Any, name: str) -> float:
+    """scipy's fillvalue (a number, or a one-element array) as conv2d's padding_value."""
+    value = np.asarray(fillvalue)
+    if value.size != 1 or value.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: fillvalue must be a single real number, got {fillvalue!r}")
+    return float(value.reshape(()))
 
 
 def correlate2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill", fillvalue: Any = 0, *,
