@@ -63,10 +63,15 @@ def conv_output_size(input_size, kernel_size, stride=1, padding_total=0, dilatio
 
 
 def activate(y, activation):
-    """The activation applied elementwise to float64 y (NaN stays NaN)."""
+    """The activation applied elementwise to float64 y (NaN stays NaN); ("leaky_relu", slope)
+    for a slope other than 0.01."""
     with np.errstate(over="ignore", invalid="ignore"):
         if activation is None:
             return y
+        if isinstance(activation, tuple):
+            name, slope = activation
+            assert name == "leaky_relu", activation
+            return np.where(y < 0, slope * y, y)
         if activation == "relu":
             return np.maximum(y, 0.0)
         if activation == "relu6":

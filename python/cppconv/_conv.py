@@ -36,7 +36,7 @@ class _ConvSpec:
     """The hyper-parameters of a convolution of spatial rank 1, 2 or 3, normalised once."""
 
     __slots__ = ("rank", "stride", "dilation", "padding", "groups", "padding_mode", "padding_value", "layout",
-                 "activation", "precision")
+                 "activation", "negative_slope", "precision")
 
     def __init__(self, rank: int, stride: Any, padding: Any, dilation: Any, groups: Any, padding_mode: Any,
                  layout: Any, activation: Any, precision: Any = None, padding_value: Any = 0.0):
@@ -50,7 +50,7 @@ class _ConvSpec:
         self.padding_mode = _args.padding_mode_code(padding_mode)
         self.padding_value = _args.padding_value(padding_value, self.padding_mode)
         self.layout = _args.layout_code(layout, rank)
-        self.activation = _args.activation_code(activation)
+        self.activation, self.negative_slope = _args.activation_spec(activation)
         self.precision = _args.precision_code(precision)  # -1: the process-wide setting at call time
 
     @classmethod
@@ -70,7 +70,7 @@ class _ConvSpec:
             "groups": self.groups, "padding_mode": _args.code_word(_args.PADDING_MODES, self.padding_mode),
             "padding_value": self.padding_value,
             "layout": _args.code_word(_args.RANK_LAYOUTS[self.rank], self.layout),
-            "activation": _args.code_word(_args.ACTIVATIONS, self.activation),
+            "activation": _args.activation_argument(self.activation, self.negative_slope),
             "precision": None if self.precision < 0 else _args.code_word(_native.PRECISIONS, self.precision),
         }
 
@@ -84,7 +84,7 @@ class _ConvSpec:
         """The native call's parameters (_native.ConvParams) with the call's resolved padding."""
         mode = _args.PADDING_MODES["zeros"] if self.padding_mode == _args.CONSTANT_PADDING else self.padding_mode
         return _native.ConvParams(self.rank, self.stride, self.dilation, pads, self.groups, mode,
-                                  self.layout, self.activation, self.precision)
+                                  self.layout, self.activation, self.precision, self.negative_slope)
 
 
 class _Geometry:
@@ -213,7 +213,7 @@ def conv2d(
     padding_mode: str = "zeros",
     padding_value: float = 0.0,
     layout: str = "NCHW",
-    activation: Optional[str] = None,
+    activation: Any = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
     precision: Optional[str] = None,
@@ -241,9 +241,9 @@ def conv2d(
         padding_value: the value of ``padding_mode="constant"`` (default 0.0, the same as
             ``"zeros"``); the other modes take none.
         layout: ``"NCHW"`` or ``"NHWC"``, for x and the result.
-        activation: None, ``"relu"``, ``"relu6"``, ``"leaky_relu"``, ``"sigmoid"``,
-            ``"tanh"``, ``"silu"``, ``"hardsigmoid"`` or ``"hardswish"`` (PyTorch's), applied
-            as the output is written.
+        activation: None, ``"relu"``, ``"relu6"``, ``"leaky_relu"`` (negative slope 0.01, or
+            ``("leaky_relu", negative_slope)``), ``"sigmoid"``, ``"tanh"``, ``"silu"``,
+            ``"hardsigmoid"`` or ``"hardswish"`` (PyTorch's), applied as the output is written.
         out: array of the result's shape and dtype to write into (returned).
         num_threads: threads for this call only (default None: ``cppconv.get_num_threads()``);
             the global setting is left as it is.
@@ -286,7 +286,7 @@ def conv1d(
     padding_mode: str = "zeros",
     padding_value: float = 0.0,
     layout: str = "NCW",
-    activation: Optional[str] = None,
+    activation: Any = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
     precision: Optional[str] = None,
@@ -330,7 +330,7 @@ def conv3d(
     padding_mode: str = "zeros",
     padding_value: float = 0.0,
     layout: str = "NCDHW",
-    activation: Optional[str] = None,
+    activation: Any = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
     precision: Optional[str] = None,
@@ -454,7 +454,7 @@ class _ConvNd(_layer.WeightedLayer):
         padding_mode: str = "zeros",
         padding_value: float = 0.0,
         layout: Optional[str] = None,
-        activation: Optional[str] = None,
+        activation: Any = None,
         precision: Optional[str] = None,
     ):
         layout = next(iter(_args.RANK_LAYOUTS[self._rank])) if layout is None else layout

@@ -91,7 +91,7 @@ class _TransposeSpec:
     """The hyper-parameters of a transposed convolution of `rank` spatial axes, normalised once."""
 
     __slots__ = ("rank", "stride", "dilation", "padding", "output_padding", "groups", "layout", "activation",
-                 "native")
+                 "negative_slope", "native")
 
     def __init__(self, rank: int, stride: Any, padding: Any, output_padding: Any, groups: Any, dilation: Any,
                  layout: Any, activation: Any):
@@ -109,9 +109,10 @@ class _TransposeSpec:
         if self.groups < 1:
             raise ValueError(f"groups must be >= 1, got {self.groups}")
         self.layout = _args.layout_code(layout, rank)
-        self.activation = _args.activation_code(activation)
+        self.activation, self.negative_slope = _args.activation_spec(activation)
         self.native = _native.ConvTransposeSettings(
-            self.stride, self.padding, self.output_padding, self.dilation, self.groups, self.layout, self.activation
+            self.stride, self.padding, self.output_padding, self.dilation, self.groups, self.layout, self.activation,
+            self.negative_slope,
         )
 
     def kwargs(self) -> Dict[str, Any]:
@@ -120,7 +121,7 @@ class _TransposeSpec:
             "stride": self.stride, "padding": _args.padding_argument_nd(self.padding),
             "output_padding": self.output_padding, "groups": self.groups, "dilation": self.dilation,
             "layout": _args.code_word(_args.RANK_LAYOUTS[self.rank], self.layout),
-            "activation": _args.code_word(_args.ACTIVATIONS, self.activation),
+            "activation": _args.activation_argument(self.activation, self.negative_slope),
         }
 
 
@@ -205,7 +206,7 @@ def conv_transpose1d(
     dilation: Any = 1,
     *,
     layout: str = "NCW",
-    activation: Optional[str] = None,
+    activation: Any = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
 ) -> np.ndarray:
@@ -241,7 +242,7 @@ def conv_transpose2d(
     dilation: Any = 1,
     *,
     layout: str = "NCHW",
-    activation: Optional[str] = None,
+    activation: Any = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
 ) -> np.ndarray:
@@ -291,7 +292,7 @@ def conv_transpose3d(
     dilation: Any = 1,
     *,
     layout: str = "NCDHW",
-    activation: Optional[str] = None,
+    activation: Any = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
 ) -> np.ndarray:
@@ -352,7 +353,7 @@ class _ConvTransposeNd(_layer.WeightedLayer):
         groups: int = 1,
         dilation: Any = 1,
         layout: Optional[str] = None,
-        activation: Optional[str] = None,
+        activation: Any = None,
     ):
         self._spec = _TransposeSpec(self._rank, stride, padding, output_padding, groups, dilation,
                                     self._default_layout if layout is None else layout, activation)

@@ -59,7 +59,7 @@ class _Node:
     def __init__(self, name: str, op: str, inputs: List[str], outputs: List[str], attrs: Dict[str, Any]):
         self.name, self.op, self.inputs, self.outputs, self.attrs = name, op, inputs, outputs, attrs
         self.bn: Optional[_Node] = None
-        self.activation: Optional[str] = None
+        self.activation: Any = None  # a fused activation argument: a name or ("leaky_relu", alpha)
         self.fused: List[_Node] = []
 
     def input(self, i: int) -> str:
@@ -562,12 +562,13 @@ def _clip_bounds(node: _Node, known: Dict[str, np.ndarray], opset: int) -> Optio
     return bounds[0], bounds[1]
 
 
-def _fused_activation(node: _Node, known: Dict[str, np.ndarray], opset: int) -> Optional[str]:
-    """The cppconv activation that node computes, if a convolution can apply it as it writes."""
+def _fused_activation(node: _Node, known: Dict[str, np.ndarray], opset: int) -> Any:
+    """The cppconv activation argument that node computes, if a convolution can apply it as it writes."""
     if node.op in _FUSABLE:
         return _FUSABLE[node.op]
-    if node.op == "LeakyRelu" and np.float32(node.attrs.get("alpha", 0.01)) == np.float32(0.01):
-        return "leaky_relu"
+    if node.op == "LeakyRelu":  # ONNX's alpha is a float32, as the kernels apply it to float32
+        alpha = float(np.float32(node.attrs.get("alpha", 0.01)))
+        return "leaky_relu" if alpha == float(np.float32(0.01)) else ("leaky_relu", alpha)
     if (node.op == "HardSigmoid" and np.float32(node.attrs.get("alpha", 0.2)) == np.float32(1 / 6)
             and np.float32(node.attrs.get("beta", 0.5)) == np.float32(0.5)):
         return "hardsigmoid"  # PyTorch's, which its exporter writes with alpha 1/6
@@ -580,7 +581,7 @@ def _fused_activation(node: _Node, known: Dict[str, np.ndarray], opset: int) -> 
 
 def _fuse(nodes: List[_Node], known: Dict[str, np.ndarray], graph_outputs: Set[str], opset: int) -> List[_Node]:
     """Merges into each Conv (and ConvTranspose) with constant weights a BatchNormalization that
-    alone reads its output, then the activation (Relu, Clip(0, 6), Sigmoid, Tanh, LeakyRelu(0.01),
+    alone reads its output, then the activation (Relu, Clip(0, 6), Sigmoid, Tanh, LeakyRelu (any alpha),
     x * Sigmoid(x)) that alone reads the result."""
     readers: Dict[str, List[_Node]] = defaultdict(list)
     for n in nodes:
@@ -738,7 +739,8 @@ def _conv(p: _Planner, node: _Node) -> None:
     if node.bn is not None:
         parts.append(f"BatchNormalization {node.bn.name!r} folded into the weights")
     if node.activation:
-        parts.append(f"activation {node.activation} fused")
+        act = node.activation
+        parts.append(f"activation {act if isinstance(act, str) else '{}({})'.format(*act)} fused")
     extra: Dict[str, Any] = {"layer": layer}
     in_shape = p.stored_shape(xin)
     if not transposed and in_shape is not None:
