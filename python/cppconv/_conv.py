@@ -441,6 +441,7 @@ class _ConvNd(_layer.WeightedLayer):
     _repr_positional = ("in_channels", "out_channels")
     _repr_settings = ("kernel_size", "stride", "padding", "dilation", "groups", "bias", "padding_mode",
                       "padding_value", "layout", "activation", "precision")
+    _torch_settings = ("stride", "padding", "dilation", "groups", "padding_mode")
 
     def __init__(
         self,

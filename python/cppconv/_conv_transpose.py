@@ -341,6 +341,7 @@ class _ConvTransposeNd(_layer.WeightedLayer):
     _repr_positional = ("in_channels", "out_channels")
     _repr_settings = ("kernel_size", "stride", "padding", "output_padding", "groups", "bias", "dilation", "layout",
                       "activation")
+    _torch_settings = ("stride", "padding", "output_padding", "groups", "dilation")
 
     def __init__(
         self,

@@ -642,6 +642,7 @@ class _MaxPoolNd(_PoolLayer):
 
     _rank = 2
     _repr_settings = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices", "layout")
+    _torch_settings = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
                  ceil_mode: bool = False, return_indices: bool = False, layout: Optional[str] = None):
@@ -668,6 +669,7 @@ class _AvgPoolNd(_PoolLayer):
 
     _rank = 2
     _repr_settings = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override", "layout")
+    _torch_settings = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                  count_include_pad: bool = True, divisor_override: Optional[int] = None, layout: Optional[str] = None):
@@ -789,6 +791,7 @@ class _AdaptivePoolNd(_layer.Layer):
     _kind, _rank = _AVG, 1
     _spec: _AdaptiveSpec
     _return_indices = False
+    _torch_settings: Tuple[str, ...] = ("output_size",)
 
     output_size = _layer.spec_setting("output_size", "per axis, None where the input's size is kept")
     layout = _layer.spec_setting("layout")
@@ -809,6 +812,7 @@ class _AdaptivePoolNd(_layer.Layer):
 class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
     _kind = _MAX
     _repr_settings = ("output_size", "return_indices", "layout")
+    _torch_settings = ("output_size", "return_indices")
 
     def __init__(self, output_size: Any, return_indices: bool = False, layout: Optional[str] = None):
         super().__init__(output_size, layout)
