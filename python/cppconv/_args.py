@@ -487,8 +487,9 @@ def output_buffer(
 
     Returns (buffer, direct).  out must already have passed check_out.
     """
-    direct = out is not None and result == compute and out.flags.c_contiguous and not overlaps(out, inputs)
-    return (out.reshape(shape4) if direct else np.empty(shape4, dtype=compute)), direct
+    if out is not None and result == compute and out.flags.c_contiguous and not overlaps(out, inputs):
+        return out.reshape(shape4), True
+    return np.empty(shape4, dtype=compute), False
 
 
 def layer_operands(

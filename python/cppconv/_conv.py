@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from . import _args, _layer, _native
+from . import _args, _layer, _native, _types
 
 _LONG = np.dtype(np.longdouble)
 
@@ -210,14 +210,14 @@ def conv2d(
     dilation: Any = 1,
     groups: int = 1,
     *,
-    padding_mode: str = "zeros",
+    padding_mode: _types.PaddingMode = "zeros",
     padding_value: float = 0.0,
-    layout: str = "NCHW",
-    activation: Any = None,
+    layout: _types.Layout2d = "NCHW",
+    activation: _types.Activation = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
-    precision: Optional[str] = None,
-) -> np.ndarray:
+    precision: _types.Precision = None,
+) -> _types.Array:
     """2-D convolution (cross-correlation, as ``torch.nn.functional.conv2d`` computes it).
 
     Each of the K kernels slides over the input with the given stride and spans all input
@@ -283,14 +283,14 @@ def conv1d(
     dilation: Any = 1,
     groups: int = 1,
     *,
-    padding_mode: str = "zeros",
+    padding_mode: _types.PaddingMode = "zeros",
     padding_value: float = 0.0,
-    layout: str = "NCW",
-    activation: Any = None,
+    layout: _types.Layout1d = "NCW",
+    activation: _types.Activation = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
-    precision: Optional[str] = None,
-) -> np.ndarray:
+    precision: _types.Precision = None,
+) -> _types.Array:
     """1-D convolution (cross-correlation, as ``torch.nn.functional.conv1d`` computes it).
 
     The arguments are :func:`conv2d`'s with one spatial axis: x ``(N, C, L)`` or ``(C, L)``
@@ -327,14 +327,14 @@ def conv3d(
     dilation: Any = 1,
     groups: int = 1,
     *,
-    padding_mode: str = "zeros",
+    padding_mode: _types.PaddingMode = "zeros",
     padding_value: float = 0.0,
-    layout: str = "NCDHW",
-    activation: Any = None,
+    layout: _types.Layout3d = "NCDHW",
+    activation: _types.Activation = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
-    precision: Optional[str] = None,
-) -> np.ndarray:
+    precision: _types.Precision = None,
+) -> _types.Array:
     """3-D convolution (cross-correlation, as ``torch.nn.functional.conv3d`` computes it).
 
     The arguments are :func:`conv2d`'s with three spatial axes: x ``(N, C, D, H, W)`` or
@@ -452,11 +452,11 @@ class _ConvNd(_layer.WeightedLayer):
         padding: Any = 0,
         dilation: Any = 1,
         groups: int = 1,
-        padding_mode: str = "zeros",
+        padding_mode: _types.PaddingMode = "zeros",
         padding_value: float = 0.0,
         layout: Optional[str] = None,
-        activation: Any = None,
-        precision: Optional[str] = None,
+        activation: _types.Activation = None,
+        precision: _types.Precision = None,
     ):
         layout = next(iter(_args.RANK_LAYOUTS[self._rank])) if layout is None else layout
         self._spec = _ConvSpec(self._rank, stride, padding, dilation, groups, padding_mode, layout, activation,

@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
-from . import _args, _layer, _native
+from . import _args, _layer, _native, _types
 
 _FUNCTION = "conv_transpose{}d"
 # The kernel axes of the weight, by rank, for messages.
@@ -205,11 +205,11 @@ def conv_transpose1d(
     groups: int = 1,
     dilation: Any = 1,
     *,
-    layout: str = "NCW",
-    activation: Any = None,
+    layout: _types.Layout1d = "NCW",
+    activation: _types.Activation = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
-) -> np.ndarray:
+) -> _types.Array:
     """1-D transposed convolution (``torch.nn.functional.conv_transpose1d``), the adjoint of a
     1-D convolution; arguments as for :func:`conv_transpose2d`, one value per axis.
 
@@ -241,11 +241,11 @@ def conv_transpose2d(
     groups: int = 1,
     dilation: Any = 1,
     *,
-    layout: str = "NCHW",
-    activation: Any = None,
+    layout: _types.Layout2d = "NCHW",
+    activation: _types.Activation = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
-) -> np.ndarray:
+) -> _types.Array:
     """2-D transposed convolution (``torch.nn.functional.conv_transpose2d``), the adjoint of conv2d.
 
     ``<conv2d(x, w), y> == <x, conv_transpose2d(y, w)>`` for the same weight array, so it
@@ -291,11 +291,11 @@ def conv_transpose3d(
     groups: int = 1,
     dilation: Any = 1,
     *,
-    layout: str = "NCDHW",
-    activation: Any = None,
+    layout: _types.Layout3d = "NCDHW",
+    activation: _types.Activation = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
-) -> np.ndarray:
+) -> _types.Array:
     """3-D transposed convolution (``torch.nn.functional.conv_transpose3d``), the adjoint of a
     3-D convolution; arguments as for :func:`conv_transpose2d`, one value per axis (d, h, w).
 
@@ -354,7 +354,7 @@ class _ConvTransposeNd(_layer.WeightedLayer):
         groups: int = 1,
         dilation: Any = 1,
         layout: Optional[str] = None,
-        activation: Any = None,
+        activation: _types.Activation = None,
     ):
         self._spec = _TransposeSpec(self._rank, stride, padding, output_padding, groups, dilation,
                                     self._default_layout if layout is None else layout, activation)

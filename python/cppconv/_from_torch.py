@@ -25,7 +25,7 @@ def _array(torch: Any, tensor: Any, name: str) -> Optional[np.ndarray]:
     if tensor.dtype not in (torch.float16, torch.float32, torch.float64):
         raise TypeError(f"the module's {name} has dtype {tensor.dtype}; cppconv's layers take float16, float32 or "
                         f"float64 weights: convert the module first (module.float())")
-    return tensor.detach().cpu().numpy()
+    return np.asarray(tensor.detach().cpu().numpy())
 
 
 def _setting(value: Any) -> Any:

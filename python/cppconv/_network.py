@@ -16,11 +16,11 @@ from __future__ import annotations
 import heapq
 import sys
 from collections import defaultdict
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, cast
 
 import numpy as np
 
-from . import _args, _netops
+from . import _args, _netops, _types
 from ._conv import Conv1d, Conv2d, Conv3d
 from ._conv_transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from ._pool import (avg_pool1d, avg_pool2d, avg_pool3d, global_avg_pool1d, global_avg_pool2d, global_avg_pool3d,
@@ -727,7 +727,7 @@ def _conv(p: _Planner, node: _Node) -> None:
     else:
         kwargs["padding"] = _window_pads(p, node, x, kernel, stride, dilation)
         layer = _CONV_LAYERS[rank](w.astype(p.dtype), None if bias is None else b.astype(p.dtype),
-                                   precision=p.precision, **kwargs)
+                                   precision=cast(_types.Precision, p.precision), **kwargs)
     perm = channels_last(rank + 2)
     xin = p.value_in(x, perm)
     threads = p.threads
@@ -858,7 +858,8 @@ _POOLS: Dict[str, Dict[int, Callable[..., Any]]] = {
     "max": {1: max_pool1d, 2: max_pool2d, 3: max_pool3d},
     "avg": {1: avg_pool1d, 2: avg_pool2d, 3: avg_pool3d},
 }
-_GLOBAL_AVERAGE = {3: global_avg_pool1d, 4: global_avg_pool2d, 5: global_avg_pool3d}
+_GLOBAL_AVERAGE: Dict[int, Callable[..., np.ndarray]] = {3: global_avg_pool1d, 4: global_avg_pool2d,
+                                                         5: global_avg_pool3d}
 
 
 def _global_pool(p: _Planner, node: _Node) -> None:

@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from . import _args
+from . import _args, _types
 from ._conv import conv2d
 
 # scipy.signal's boundary names -> conv2d's padding modes (README, "Padding modes").
@@ -71,8 +71,8 @@ def _fill_value(fillvalue: Any, name: str) -> float:
     return float(value.reshape(()))
 
 
-def correlate2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill", fillvalue: Any = 0, *,
-                num_threads: Optional[int] = None) -> np.ndarray:
+def correlate2d(in1: Any, in2: Any, mode: _types.Mode = "full", boundary: _types.Boundary = "fill",
+                fillvalue: Any = 0, *, num_threads: Optional[int] = None) -> _types.Array:
     """2-D cross-correlation as ``scipy.signal.correlate2d`` computes it, on cppconv's kernels.
 
     Args:
@@ -97,8 +97,8 @@ def correlate2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill", 
     return _correlate(in1, in2, mode, boundary, fillvalue, False, num_threads, "correlate2d")
 
 
-def convolve2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill", fillvalue: Any = 0, *,
-               num_threads: Optional[int] = None) -> np.ndarray:
+def convolve2d(in1: Any, in2: Any, mode: _types.Mode = "full", boundary: _types.Boundary = "fill",
+               fillvalue: Any = 0, *, num_threads: Optional[int] = None) -> _types.Array:
     """2-D convolution (the kernel flipped) as ``scipy.signal.convolve2d`` computes it; the
     arguments and results are :func:`correlate2d`'s.
 

@@ -245,10 +245,12 @@ def _windowed(
         for i, each in enumerate(dtype):
             name_i = f"{out_name}-{i}"
             parts = {(name_i, *key[1:]): (operator.getitem, key, i) for key in list(dsk) if key[0] == out_name}
-            graph = HighLevelGraph.from_collections(name_i, {**dsk, **parts}, dependencies=[x])
+            # (Dask's annotations take neither its Array as a collection nor tuple keys here)
+            graph = HighLevelGraph.from_collections(name_i, {**dsk, **parts},  # type: ignore[dict-item]
+                                                    dependencies=[x])  # type: ignore[list-item]
             results.append(da.Array(graph, name_i, tuple(out_chunks), meta=np.empty((0,) * x.ndim, each)))
         return tuple(results)
-    graph = HighLevelGraph.from_collections(out_name, dsk, dependencies=[x])
+    graph = HighLevelGraph.from_collections(out_name, dsk, dependencies=[x])  # type: ignore[list-item]  # (as above)
     return da.Array(graph, out_name, tuple(out_chunks), meta=np.empty((0,) * x.ndim, dtype))
 
 
@@ -586,8 +588,9 @@ def _pooled(kind: str, rank: int, x: Any, kernel_size: Any, stride: Any, padding
     if return_indices:
         for plan in plans:  # each chunk's origin, to turn its indices into the whole plane's
             plan.local = [(pads, start) for pads, start in zip(plan.local, plan.lo)]
-        block = functools.partial(_pool_indices_chunk, function=function, kwargs=kwargs, num_threads=num_threads,
-                                  axes=axes, sizes=tuple(sizes))
+        block: "functools.partial[Any]" = functools.partial(
+            _pool_indices_chunk, function=function, kwargs=kwargs, num_threads=num_threads, axes=axes,
+            sizes=tuple(sizes))
         pair = _windowed(name, x4, axes, plans, c_axis, x4.shape[c_axis], block, (), (result, np.dtype(np.int64)))
         return tuple(_unbatched(y, x.ndim, rank, code, image) for y in pair)
     block = functools.partial(_pool_chunk, function=function, kwargs=kwargs, num_threads=num_threads)
