@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <iterator>
 #include <stdexcept>
@@ -106,11 +107,18 @@ struct ConvParams {
   std::array<int64_t, 6> padding{};  // (before, after) per axis
   int64_t groups = 1;
   int padding_mode = 0, layout = 0, activation = 0, precision = -1;  // precision -1: the process setting
+  double negative_slope = 0.01;  // leaky_relu's
 };
+
+// An activation's parameter from the Python layer (cppconv._args.activation_spec checks it first).
+double checked_slope(double negative_slope) {
+  if (!std::isfinite(negative_slope)) throw py::value_error("negative_slope must be finite");
+  return negative_slope;
+}
 
 ConvParams conv_params(int rank, const std::vector<int64_t>& stride, const std::vector<int64_t>& dilation,
                        const std::vector<int64_t>& padding, int64_t groups, int padding_mode, int layout,
-                       int activation, int precision) {
+                       int activation, int precision, double negative_slope) {
   if (rank < 1 || rank > 3) throw py::value_error("rank must be 1, 2 or 3");
   if (stride.size() != size_t(rank) || dilation.size() != size_t(rank) || padding.size() != size_t(2 * rank))
     throw py::value_error("stride and dilation need rank values, padding 2 * rank");
@@ -128,6 +136,7 @@ ConvParams conv_params(int rank, const std::vector<int64_t>& stride, const std::
   a.layout = layout;
   a.activation = activation;
   a.precision = precision;
+  a.negative_slope = checked_slope(negative_slope);
   return a;
 }
 
@@ -146,6 +155,7 @@ ConvProblem make_problem(const ConvPlan& plan, const int64_t* x, size_t x_dims, 
   p.layout = code_of<Layout>(a.layout, kLayoutNames[0], "layout");
   p.pad_mode = code_of<PadMode>(a.padding_mode, kPadModeNames, "padding_mode");
   p.activation = code_of<Activation>(a.activation, kActivationNames, "activation");
+  p.negative_slope = a.negative_slope;
   const bool first = p.layout == Layout::NCHW;
   p.batch = x[0];
   p.in_channels = x[first ? 1 : r + 1];
@@ -457,7 +467,7 @@ PYBIND11_MODULE(_native, m) {
   py::class_<ConvParams>(m, "ConvParams", "A convolution call's normalised hyper-parameters (internal).")
       .def(py::init(&conv_params), py::arg("rank"), py::arg("stride"), py::arg("dilation"), py::arg("padding"),
            py::arg("groups"), py::arg("padding_mode"), py::arg("layout"), py::arg("activation"),
-           py::arg("precision") = -1)
+           py::arg("precision") = -1, py::arg("negative_slope") = 0.01)
       .def_readonly("rank", &ConvParams::rank);
 
   py::class_<PyConvPlan>(m, "ConvPlan")
@@ -675,11 +685,13 @@ struct TransposeSettings {
   int64_t groups = 1;
   Layout layout = Layout::NCHW;
   Activation activation = Activation::None;
+  double negative_slope = 0.01;  // leaky_relu's
   size_t rank() const { return stride.size(); }
 };
 
 TransposeSettings make_transpose_settings(const Sizes& stride, const Sizes& padding, const Sizes& output_padding,
-                                          const Sizes& dilation, int64_t groups, int layout, int activation) {
+                                          const Sizes& dilation, int64_t groups, int layout, int activation,
+                                          double negative_slope) {
   const size_t rank = stride.size();
   if (rank < 1 || rank > 3 || padding.size() != 2 * rank || output_padding.size() != rank || dilation.size() != rank)
     throw py::value_error("stride, output_padding and dilation take one value per spatial axis (1 to 3), padding two");
@@ -691,7 +703,7 @@ TransposeSettings make_transpose_settings(const Sizes& stride, const Sizes& padd
   }
   if (groups < 1) throw py::value_error("groups must be >= 1");
   return {stride, padding, output_padding, dilation, groups, layout_from(layout),
-          code_of<Activation>(activation, kActivationNames, "activation")};
+          code_of<Activation>(activation, kActivationNames, "activation"), checked_slope(negative_slope)};
 }
 
 struct PyConvTransposePlan {
@@ -739,6 +751,7 @@ ConvTransposeProblem make_transpose_problem(const PyConvTransposePlan& self, con
   p.dtype = plan.dtype();
   p.layout = s.layout;
   p.activation = s.activation;
+  p.negative_slope = s.negative_slope;
   const bool first = p.layout == Layout::NCHW;
   p.batch = x[0];
   p.in_channels = x[first ? 1 : rank + 1];
@@ -925,7 +938,7 @@ void bind_pool_and_transpose(py::module_& m) {
   py::class_<TransposeSettings>(m, "ConvTransposeSettings")
       .def(py::init(&make_transpose_settings), py::arg("stride"), py::arg("padding"), py::arg("output_padding"),
            py::arg("dilation"), py::arg("groups"), py::arg("layout"), py::arg("activation"),
-           "Per-axis settings of a transposed convolution of spatial rank 1 to 3 (internal).");
+           py::arg("negative_slope") = 0.01, "Per-axis settings of a transposed convolution of spatial rank 1 to 3 (internal).");
 
   py::class_<PyConvTransposePlan>(m, "ConvTransposePlan")
       .def(py::init([](const py::array& weight, const py::object& bias, bool copy) {

@@ -27,6 +27,11 @@ enum class Layout : int { NCHW = 0, NHWC = 1 };
 enum class PadMode : int { Zeros = 0, Reflect = 1, Replicate = 2, Circular = 3, Symmetric = 4 };
 enum class Activation : int { None = 0, Relu = 1, Relu6 = 2, LeakyRelu = 3, Sigmoid = 4, Tanh = 5, Silu = 6,
                               HardSigmoid = 7, HardSwish = 8 };
+// An activation with its parameter, as a kernel applies it to the outputs it stores.
+struct FusedActivation {
+  Activation kind = Activation::None;
+  double negative_slope = 0.01;  // leaky_relu's slope below zero (PyTorch's negative_slope, ONNX's alpha)
+};
 // How far a float32 result may stray from the exact one, as PyTorch's float32 precision modes
 // name it.  Highest: within the direct sum's rounding, 1e-5 * sum |w| |x| per output.  High:
 // algorithms that mix a neighbourhood's values (Winograd) may run; their bound scales with
@@ -50,6 +55,7 @@ struct ConvProblem {
   Layout layout = Layout::NCHW;  // of both input and output
   PadMode pad_mode = PadMode::Zeros;
   Activation activation = Activation::None;
+  double negative_slope = 0.01;  // leaky_relu's (see FusedActivation)
   Precision precision = Precision::Highest;  // the loosest error bound this call accepts
   // Whether these weights serve many calls (a layer) or this one call alone: an algorithm that
   // repacks weights is only worth it where the packing pays for itself.

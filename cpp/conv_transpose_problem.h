@@ -24,6 +24,7 @@ struct ConvTransposeProblem {
   DType dtype = DType::Float32;
   Layout layout = Layout::NCHW;  // channels first (NCW, NCHW, NCDHW) or last (NWC, NHWC, NDHWC)
   Activation activation = Activation::None;
+  double negative_slope = 0.01;  // leaky_relu's (see ConvProblem)
 };
 
 struct ConvTransposeCall {

@@ -51,7 +51,7 @@ void run_conv_transpose_reference(const ConvTransposeCall& call) {
               }
             }
             y[n * call.y_stride.n + k * call.y_stride.c + od * call.y_stride_d + oh * call.y_stride.h +
-              ow * call.y_stride.w] = activate_reference(T(sum), p.activation);
+              ow * call.y_stride.w] = activate_reference(T(sum), p.activation, p.negative_slope);
           }
     }
 }

@@ -9,12 +9,12 @@
 namespace cppconv {
 namespace {
 template <class T>
-T activate_reference_t(T v, Activation a) {
+T activate_reference_t(T v, Activation a, T negative_slope) {
   switch (a) {
     case Activation::None: return v;
     case Activation::Relu: return v < T(0) ? T(0) : v;
     case Activation::Relu6: return v < T(0) ? T(0) : (v > T(6) ? T(6) : v);
-    case Activation::LeakyRelu: return v < T(0) ? v * T(0.01) : v;
+    case Activation::LeakyRelu: return v < T(0) ? v * negative_slope : v;
     case Activation::Sigmoid: return T(1) / (T(1) + std::exp(-v));
     case Activation::Tanh: return std::tanh(v);
     case Activation::Silu: return v / (T(1) + std::exp(-v));
@@ -29,8 +29,12 @@ T activate_reference_t(T v, Activation a) {
 
 }  // namespace
 
-float activate_reference(float v, Activation a) { return activate_reference_t(v, a); }
-double activate_reference(double v, Activation a) { return activate_reference_t(v, a); }
+float activate_reference(float v, Activation a, double negative_slope) {
+  return activate_reference_t(v, a, float(negative_slope));
+}
+double activate_reference(double v, Activation a, double negative_slope) {
+  return activate_reference_t(v, a, negative_slope);
+}
 
 namespace {
 
@@ -77,7 +81,7 @@ void run_reference(const ConvCall& call) {
                     sum += double(xv) * double(wv);
                   }
             y[n * call.y_stride.n + k * call.y_stride.c + od * call.y_depth_stride + oh * call.y_stride.h +
-              ow * call.y_stride.w] = activate_reference(T(sum), p.activation);
+              ow * call.y_stride.w] = activate_reference(T(sum), p.activation, p.negative_slope);
           }
         }
       }

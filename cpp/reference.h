@@ -6,8 +6,8 @@
 namespace cppconv {
 
 // The activations as the references apply them (the oracle's definition of each).
-float activate_reference(float v, Activation a);
-double activate_reference(double v, Activation a);
+float activate_reference(float v, Activation a, double negative_slope);
+double activate_reference(double v, Activation a, double negative_slope);
 
 extern const ConvAlgorithm conv_reference_f32;
 extern const ConvAlgorithm conv_reference_f64;

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 # PyTorch padding_mode -> np.pad mode (the same padding, NumPy's name for it).
-NP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap", "symmetric": "symmetric"}
+NP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap", "symmetric": "symmetric",
+               "constant": "constant"}
 
 ACTIVATIONS = [None, "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardsigmoid", "hardswish"]
 PADDING_MODES = ["zeros", "reflect", "replicate", "circular", "symmetric"]
@@ -62,10 +63,15 @@ def conv_output_size(input_size, kernel_size, stride=1, padding_total=0, dilatio
 
 
 def activate(y, activation):
-    """The activation applied elementwise to float64 y (NaN stays NaN)."""
+    """The activation applied elementwise to float64 y (NaN stays NaN); ("leaky_relu", slope)
+    for a slope other than 0.01."""
     with np.errstate(over="ignore", invalid="ignore"):
         if activation is None:
             return y
+        if isinstance(activation, tuple):
+            name, slope = activation
+            assert name == "leaky_relu", activation
+            return np.where(y < 0, slope * y, y)
         if activation == "relu":
             return np.maximum(y, 0.0)
         if activation == "relu6":
@@ -85,10 +91,11 @@ def activate(y, activation):
 
 
 def conv_nd_ref(x, w, b=None, stride=1, padding=None, dilation=1, groups=1, padding_mode="zeros",
-                activation=None):
+                activation=None, padding_value=0.0):
     """Reference convolution of any rank on channels-first input (N, C, *spatial), weight
     (K, C/groups, *kernel).  stride and dilation: an int or one per axis; padding: (before,
-    after) per axis, flattened ((top, bottom, left, right) in 2-D), None for none."""
+    after) per axis, flattened ((top, bottom, left, right) in 2-D), None for none;
+    padding_value: padding_mode="constant"'s."""
     x = np.asarray(x).astype(np.float64)
     w = np.asarray(w).astype(np.float64)
     r = x.ndim - 2
@@ -101,8 +108,9 @@ def conv_nd_ref(x, w, b=None, stride=1, padding=None, dilation=1, groups=1, padd
     per_axis = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v,) * r  # noqa: E731
     strides, dilations = per_axis(stride), per_axis(dilation)
     pads = (0,) * (2 * r) if padding is None else tuple(padding)
+    fill = {"constant_values": padding_value} if padding_mode == "constant" else {}
     xp = np.pad(x, [(0, 0), (0, 0)] + [(pads[2 * i], pads[2 * i + 1]) for i in range(r)],
-                mode=NP_PAD_MODE[padding_mode])
+                mode=NP_PAD_MODE[padding_mode], **fill)
     out = tuple((xp.shape[2 + i] - dilations[i] * (kernel[i] - 1) - 1) // strides[i] + 1 for i in range(r))
     assert min(out) >= 1
     y = np.zeros((N, K) + out, np.float64)
@@ -122,7 +130,7 @@ def conv_nd_ref(x, w, b=None, stride=1, padding=None, dilation=1, groups=1, padd
 
 
 def conv_nd_abs_bound(x, w, b=None, stride=1, padding=None, dilation=1, groups=1, padding_mode="zeros",
-                      activation=None):
+                      activation=None, padding_value=0.0):
     """sum |w| |x| + |bias| over each output's window: a bound on the size of every term that
     enters the output, so a rounding-error tolerance scales with it.  Activations whose value can
     exceed that bound (sigmoid, tanh and hardsigmoid, |f| <= 1) add 1; hardswish, whose slope
@@ -130,7 +138,7 @@ def conv_nd_abs_bound(x, w, b=None, stride=1, padding=None, dilation=1, groups=1
     x = np.abs(np.asarray(x).astype(np.float64))
     w = np.abs(np.asarray(w).astype(np.float64))
     b = None if b is None else np.abs(np.asarray(b).astype(np.float64))
-    bound = conv_nd_ref(x, w, b, stride, padding, dilation, groups, padding_mode, None)
+    bound = conv_nd_ref(x, w, b, stride, padding, dilation, groups, padding_mode, None, abs(padding_value))
     if activation in ("sigmoid", "tanh", "hardsigmoid"):
         bound = bound + 1.0
     if activation == "hardswish":

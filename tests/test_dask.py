@@ -79,7 +79,10 @@ CONV2D_CASES = [
     dict(padding=((2, 1), (0, 3)), padding_mode="circular", stride=3),
     dict(padding="same", padding_mode="reflect"),
     dict(padding=(3, 2), padding_mode="symmetric", stride=2),
+    dict(padding=((2, 1), (0, 3)), padding_mode="constant", padding_value=-1.25, stride=2),
+    dict(padding="same", padding_mode="constant", padding_value=0.0),
     dict(padding=1, groups=2, activation="relu"),
+    dict(padding=1, activation=("leaky_relu", -0.3)),
     dict(padding=1, groups=4, activation="silu", stride=2),
 ]
 

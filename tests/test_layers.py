@@ -128,7 +128,7 @@ def test_pickled_state_is_the_constructor_arguments(name):
     def plain(v):
         if isinstance(v, tuple):
             return all(plain(e) for e in v)
-        return v is None or isinstance(v, (bool, int, str, np.ndarray))
+        return v is None or isinstance(v, (bool, int, float, str, np.ndarray))
 
     assert all(plain(v) for v in state.values()), state
     assert _same(type(layer)(**state)(x), layer(x))
@@ -387,7 +387,7 @@ def test_repr_in_pytorchs_style():
     layer = cppconv.Conv2d(np.zeros((64, 64, 3, 3), np.float32), np.zeros(64, np.float32), padding=1)
     assert repr(layer) == (
         "Conv2d(64, 64, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, bias=True, "
-        "padding_mode='zeros', layout='NCHW', activation=None, precision=None, compute_dtype=None)"
+        "padding_mode='zeros', padding_value=0.0, layout='NCHW', activation=None, precision=None, compute_dtype=None)"
     )
     assert repr(cppconv.MaxPool2d(3, 2, 1)) == (
         "MaxPool2d(kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(1, 1), ceil_mode=False, "

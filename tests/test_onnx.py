@@ -278,9 +278,17 @@ def test_no_fusion_when_the_intermediate_is_read_elsewhere():
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["y"])]
     net = _check(nodes, {"x": X4}, outputs=("y", "c"), initializers={"w": _rand(3, 4, 1, 1)})
     assert "fused" not in _row(net, "Conv")["became"]
-    leaky = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("LeakyRelu", ["c"], ["y"], alpha=0.2)]
-    net = _check(leaky, {"x": X4}, initializers={"w": _rand(3, 4, 1, 1)})
-    assert "fused" not in _row(net, "Conv")["became"]  # cppconv's leaky_relu has slope 0.01
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.01, -0.5, 1.5])
+@pytest.mark.parametrize("op", ["Conv", "ConvTranspose"])
+def test_leaky_relu_of_any_alpha_fuses(op, alpha):
+    nodes = [helper.make_node(op, ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("LeakyRelu", ["c"], ["y"], alpha=alpha)]
+    net = _check(nodes, {"x": X4}, initializers={"w": _rand(4, 4, 3, 3), "b": _rand(4)}, rtol=1e-4)
+    slope = float(np.float32(alpha))
+    want = "leaky_relu" if alpha == 0.01 else f"leaky_relu({slope})"
+    assert f"activation {want} fused" in _row(net, op)["became"]
 
 
 @pytest.mark.parametrize("rank", [1, 2, 3])

@@ -30,14 +30,23 @@ def test_package_ships_type_information():
     assert os.path.exists(os.path.join(PACKAGE, "_native.pyi"))
 
 
-def test_mypy_strict_on_public_api_use(tmp_path):
+# The package's public modules, checked with everything they import (the command line's modules,
+# cppconv.bench and its demo, are not among them yet).
+PUBLIC_MODULES = ["cppconv", "cppconv.dask", "cppconv.onnx"]
+
+
+def test_mypy_strict_on_public_api_use_and_public_modules(tmp_path):
     if importlib.util.find_spec("mypy") is None:
         pytest.skip("mypy is not installed (it is in the test extra)")
+    config = os.path.join(REPO, "pyproject.toml")
+    if not os.path.exists(config):
+        pytest.skip("not a source checkout (the mypy settings are in pyproject.toml)")
     # Run from an empty folder so that mypy sees the installed package, stub and py.typed.
+    modules = [arg for name in ["typing_check", *PUBLIC_MODULES] for arg in ("-m", name)]
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", os.devnull,
-         os.path.join(TESTS, "typing_check.py")],
-        capture_output=True, text=True, cwd=tmp_path,
+         "--config-file", config, *modules],
+        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "MYPYPATH": TESTS},
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -50,7 +50,20 @@ def helpers() -> List[str]:
     return [str(size), str(details["algorithm"]), str(info["isa"]), version, *isas]
 
 
+def pools_and_options() -> Tuple[int, ...]:
+    x = np.ones((1, 3, 8, 8), np.float32)
+    pooled: npt.NDArray[Any] = cppconv.max_pool2d(x, 2)  # return_indices=False: an array
+    values, indices = cppconv.max_pool2d(x, 2, return_indices=True)  # True: a pair
+    adaptive, where = cppconv.adaptive_max_pool1d(x[0], 3, True)
+    smoothed = cppconv.conv2d(x, np.ones((2, 3, 3, 3), np.float32), padding="same", padding_mode="constant",
+                              padding_value=1.0, activation=("leaky_relu", 0.2), layout="NCHW", precision="high")
+    layer: cppconv.MaxPool2d = cppconv.MaxPool2d(2, layout="NHWC")
+    assert layer.layout == "NHWC"
+    return (pooled + values).shape + indices.shape + adaptive.shape + where.shape + smoothed.shape
+
+
 def main() -> None:
+    assert pools_and_options()[:4] == (1, 3, 4, 4)
     assert one_image() == (3, 3)
     assert volume_and_layer().shape == (8, 16, 16)
     assert helpers()[0] == "5"

@@ -48,7 +48,7 @@ constexpr size_t kLineFloats = 64 / sizeof(float);
 //   col_step: from one output pixel to the next in the tile (stride_w * kVL)
 template <int MB>
 void cblock_taps(const float* x, const int64_t* tap_off, int64_t taps, int64_t col_step, const float* w,
-                 const float* bias, Activation act, float* out) {
+                 const float* bias, FusedActivation act, float* out) {
   Vec acc[MB];
 #pragma GCC unroll 8
   for (int m = 0; m < MB; ++m) acc[m] = vload(bias);
@@ -72,7 +72,7 @@ void cblock_taps(const float* x, const int64_t* tap_off, int64_t taps, int64_t c
 // reads x itself (pitch C), checking columns only in the blocks at the left and right edges.
 template <int KW, int S, int MB, bool kChecked>
 void cblock_row_reuse(const float* x, int64_t kh, int64_t row_step, int64_t pixel_pitch, int64_t col0,
-                      int64_t in_w, const float* w, const float* bias, Activation act, float* out,
+                      int64_t in_w, const float* w, const float* bias, FusedActivation act, float* out,
                       int64_t out_pitch) {
   constexpr int kCols = (MB - 1) * S + KW;
   Vec acc[MB];
@@ -101,8 +101,8 @@ void cblock_row_reuse(const float* x, int64_t kh, int64_t row_step, int64_t pixe
 }
 
 using RowReuseFn = void (*)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*, const float*,
-                            Activation, float*, int64_t);
-using TapsFn = void (*)(const float*, const int64_t*, int64_t, int64_t, const float*, const float*, Activation,
+                            FusedActivation, float*, int64_t);
+using TapsFn = void (*)(const float*, const int64_t*, int64_t, int64_t, const float*, const float*, FusedActivation,
                         float*);
 
 template <int KW, int S, bool kChecked, size_t... M>
@@ -206,7 +206,7 @@ void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn* inner, const R
                           const float* weights, const float* biases, int64_t n, int64_t oh0, int64_t rows,
                           int64_t ow0, int64_t cols) {
   const ConvProblem& p = call.p;
-  const Activation fused = is_simple(p.activation) ? p.activation : Activation::None;
+  const FusedActivation fused = is_simple(p.activation) ? fused_activation(p) : FusedActivation{};
   const int64_t taps = p.kernel_h * p.kernel_w;
   const float* xn = static_cast<const float*>(call.x) + n * call.x_stride.n;
   float* yn = static_cast<float*>(call.y) + n * call.y_stride.n;
@@ -229,7 +229,7 @@ void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn* inner, const R
               weights + (cb * taps + i_lo * p.kernel_w) * kVL, biases + cb * kVL, fused, y0 + cb * kVL,
               call.y_stride.w);
       if (!is_simple(p.activation))
-        for (size_t m = 0; m < mb; ++m) activate_row(y0 + int64_t(m) * call.y_stride.w, full_cblocks * kVL, p.activation);
+        for (size_t m = 0; m < mb; ++m) activate_row(y0 + int64_t(m) * call.y_stride.w, full_cblocks * kVL, fused_activation(p));
     }
   }
 }
@@ -245,7 +245,7 @@ void run_cblock(const ConvCall& call) {
   const RowReuseFn* reuse_edge = d.in_place ? row_reuse_blocks<true>(p) : nullptr;
   const bool nchw = p.layout == Layout::NCHW;
   const int64_t full_cblocks = p.in_channels / kVL;
-  const Activation fused = is_simple(p.activation) ? p.activation : Activation::None;
+  const FusedActivation fused = is_simple(p.activation) ? fused_activation(p) : FusedActivation{};
   // Tap offsets in a tile of a full band's width, then of the last column band's.
   const int64_t last_band_cols = p.out_w - (d.col_bands - 1) * d.band_cols;
   std::vector<int64_t> tap_offsets(size_t(2 * taps));
@@ -300,7 +300,7 @@ void run_cblock(const ConvCall& call) {
           else kTaps[mb - 1](xr + ow * col_step, tap_off, taps, col_step, wblock, bias_block, fused, orow + ow * kVL);
         }
       }
-      if (!is_simple(p.activation)) activate_row(out_block, rows * cols * kVL, p.activation);
+      if (!is_simple(p.activation)) activate_row(out_block, rows * cols * kVL, fused_activation(p));
       float* yn = y + n * call.y_stride.n + c0 * call.y_stride.c;
       if (nchw && cols == p.out_w) {  // full rows: the block is a contiguous run of each plane
         pixels_to_planes(out_block, kVL, cvalid, rows * cols, yn + oh0 * call.y_stride.h, call.y_stride.c);
@@ -444,7 +444,7 @@ static inline void store_rows_block(const ConvProblem& p, Vec (&acc)[ROWS][NV], 
     float* yr = y_band + (r0 + r) * y_row_stride;
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      const Vec out = apply_simple_activation(acc[r][v], p.activation);
+      const Vec out = apply_simple_activation(acc[r][v], fused_activation(p));
       const int64_t o = ow0 + v * kVL;
       if (o + kVL <= p.out_w) vstore(yr + o, out);
       else vstore_mask(yr + o, out, lane_mask(0, p.out_w - o));
@@ -610,7 +610,7 @@ void run_rows(const ConvCall& call) {
           blocks[rb - 1][nv - 1](p, tile, d.pitch, w + c * taps, b, r, v * kVL, y_band, call.y_stride.h);
         }
         if (!is_simple(p.activation))
-          for (int k = 0; k < rb; ++k) activate_row(y_band + (r + k) * call.y_stride.h, p.out_w, p.activation);
+          for (int k = 0; k < rb; ++k) activate_row(y_band + (r + k) * call.y_stride.h, p.out_w, fused_activation(p));
       }
     }
   });
@@ -673,7 +673,7 @@ void flat3x3_band(const ConvProblem& p, const Mask* left, const Mask* right, con
                   float bias, float* y, Vec* ring, int64_t j_begin, int64_t j_end) {
   const int64_t n = p.in_h * p.in_w, vectors = ceil_div(n, kVL), full = n / kVL, m = p.in_w / 16;
   const int64_t ring_slots = p.in_w / 8;
-  const Activation act = p.activation;
+  const FusedActivation act = fused_activation(p);
   // Vector a of the plane; zeros outside it (the padding rows above and below).
   const auto load = [&](int64_t a) {
     if (a >= 0 && a < full) return _mm512_loadu_ps(x + a * kVL);
@@ -740,7 +740,7 @@ void flat3x3_band(const ConvProblem& p, const Mask* left, const Mask* right, con
   int64_t j = j_begin;
   for (; j < unchecked_end; ++j) step(j, std::false_type{});
   for (; j < j_end; ++j) step(j, std::true_type{});
-  if (!is_simple(act)) activate_row(y + j_begin * kVL, std::min(n, j_end * kVL) - j_begin * kVL, act);
+  if (!is_simple(act.kind)) activate_row(y + j_begin * kVL, std::min(n, j_end * kVL) - j_begin * kVL, act);
 }
 
 void run_flat3x3(const ConvCall& call) {

@@ -383,7 +383,7 @@ struct WeightPrefetch {
 template <class T, int MR, bool kUnitPitch>
 void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels,
                             int64_t tap_stride, int64_t chan_pitch, int64_t pixel_pitch, const T* w, const T* bias,
-                            int kvalid, bool accumulate, Activation act, T* out, int64_t out_pixel_stride,
+                            int kvalid, bool accumulate, FusedActivation act, T* out, int64_t out_pixel_stride,
                             WeightPrefetch* prefetch) {
   if constexpr (kUnitPitch) pixel_pitch = 1;
   Vec<T> acc[MR][kNV];
@@ -446,7 +446,7 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
 template <class T, int MK, int NV_>
 void pixelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels,
                           int64_t chan_pitch, const T* w, int64_t w_k_stride, const T* bias,
-                          int last_valid, Activation act, T* out, int64_t out_chan_stride) {
+                          int last_valid, FusedActivation act, T* out, int64_t out_chan_stride) {
   constexpr int NV = NV_ < nv_cap(MK) ? NV_ : nv_cap(MK);
   Vec<T> acc[MK][NV];
   #pragma GCC unroll 16
@@ -488,10 +488,10 @@ void pixelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int6
 
 template <class T>
 using ChannelVecFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, const T*,
-                              const T*, int, bool, Activation, T*, int64_t, WeightPrefetch*);
+                              const T*, int, bool, FusedActivation, T*, int64_t, WeightPrefetch*);
 template <class T>
 using MicrokernelFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, const T*, int64_t,
-                               const T*, int, Activation, T*, int64_t);
+                               const T*, int, FusedActivation, T*, int64_t);
 
 template <class T, bool kUnitPitch, int... M>
 constexpr std::array<ChannelVecFn<T>, sizeof...(M)> channelvec_table(std::integer_sequence<int, M...>) {
@@ -651,7 +651,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
       for (int64_t sl = 0; sl < slices; ++sl) {
         const int64_t c_begin = sl * d.channels_per_slice;
         const int64_t c_count = std::min(d.channels_per_slice, d.group_in - c_begin);
-        const Activation act = sl + 1 == slices && simple_act ? p.activation : Activation::None;
+        const FusedActivation act = sl + 1 == slices && simple_act ? fused_activation(p) : FusedActivation{};
         // Packed weights [tap][c][kNR<T>] of this slice.
         const T* w_slice = wk ? wk + c_begin * d.taps * kNR<T> : nullptr;
         const int64_t w_tap_stride = c_count * kNR<T>;
@@ -731,10 +731,10 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
               for (int64_t o = 0; o < pixels; ++o) y_row[kk * call.y_stride.c + o] = buf[o * kNR<T> + kk];
           }
           if (!simple_act)
-            for (int kk = 0; kk < kvalid; ++kk) activate_row(y_row + kk * call.y_stride.c, pixels, p.activation);
+            for (int kk = 0; kk < kvalid; ++kk) activate_row(y_row + kk * call.y_stride.c, pixels, fused_activation(p));
         } else if (!simple_act) {
           T* out_row = y + n * call.y_stride.n + y_offset(r) + k0;
-          for (int64_t o = 0; o < pixels; ++o) activate_row(out_row + o * call.y_stride.w, kvalid, p.activation);
+          for (int64_t o = 0; o < pixels; ++o) activate_row(out_row + o * call.y_stride.w, kvalid, fused_activation(p));
         }
       }
     }
@@ -767,7 +767,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
       const int64_t nv = ceil_div(count, kLanes<T>);
       const int last_valid = int(count - (nv - 1) * kLanes<T>);
       kPixelVec<T>[size_t(mk - 1)][size_t(nv - 1)](xrow + px, tap_off, d.taps, d.group_in, d.chan_pitch, wk,
-                                                d.taps * d.group_in, bk, last_valid, p.activation, out + px,
+                                                d.taps * d.group_in, bk, last_valid, fused_activation(p), out + px,
                                                 out_chan_stride);
     }
     if (d.wide) {
@@ -775,11 +775,11 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
         for (int64_t rr = 0; rr < rows; ++rr) {
           T* yr = yrow + kk * call.y_stride.c + rr * call.y_stride.h;
           std::memcpy(yr, out + kk * out_chan_stride + rr * d.phase_w, sizeof(T) * p.out_w);
-          if (!simple_act) activate_row(yr, p.out_w, p.activation);
+          if (!simple_act) activate_row(yr, p.out_w, fused_activation(p));
         }
     } else if (!simple_act) {
       for (int64_t kk = 0; kk < mk; ++kk)
-        activate_row(yrow + kk * call.y_stride.c + px_begin, px_end - px_begin, p.activation);
+        activate_row(yrow + kk * call.y_stride.c + px_begin, px_end - px_begin, fused_activation(p));
     }
   }
 }

@@ -136,7 +136,7 @@ void run_tiled(const ConvCall& call) {
       for (int64_t kk = 0; kk < kcount; ++kk) {
         for (int64_t r = 0; r < rows; ++r) {
           T* a = acc + (kk * rows + r) * OW;
-          activate_row(a, OW, p.activation);
+          activate_row(a, OW, fused_activation(p));
           T* yr = y + n * call.y_stride.n + (k0 + kk) * call.y_stride.c + (oh0 + r) * call.y_stride.h;
           if (call.y_stride.w == 1) {
             std::memcpy(yr, a, sizeof(T) * OW);

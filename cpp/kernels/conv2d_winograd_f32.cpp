@@ -354,6 +354,7 @@ bool store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, 
                    float* row_buf) {
   const ConvProblem& p = call.p;
   const bool nhwc = p.layout == Layout::NHWC, simple = is_simple(p.activation);
+  const FusedActivation act = fused_activation(p);
   float* y = static_cast<float*>(call.y) + b.n * call.y_stride.n;
   const float* bias = static_cast<const float*>(call.bias);
   const int64_t row_len = 2 * w.dw * b.cols;  // row buffer pixels per row
@@ -382,7 +383,7 @@ bool store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, 
       for (int a = 0; a < 2; ++a) {
         const V y0 = s[a][0] + s[a][1] + s[a][2], y1 = s[a][1] - s[a][2] - s[a][3];
         nan_probe = vfma(y1, vzero(), vfma(y0, vzero(), nan_probe));
-        const V out[2] = {apply_simple_activation(y0 + bv, p.activation), apply_simple_activation(y1 + bv, p.activation)};
+        const V out[2] = {apply_simple_activation(y0 + bv, act), apply_simple_activation(y1 + bv, act)};
         const int64_t row = ph + w.dh * (2 * tr + a), oh = 2 * w.dh * b.ty0 + row;
         if (oh >= p.out_h) continue;
         for (int e = 0; e < 2; ++e) {
@@ -391,7 +392,7 @@ bool store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, 
           if (nhwc) {
             float* dst = y + oh * call.y_stride.h + ow * call.y_stride.w + k0;
             vstore_mask(dst, out[e], lanes);
-            if (!simple) activate_row(dst, kv, p.activation);
+            if (!simple) activate_row(dst, kv, fused_activation(p));
           } else {
             vstore(row_buf + (row * row_len + col) * kNR + h * L, out[e]);
           }
@@ -412,7 +413,7 @@ bool store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, 
       float* dst = y + k0 * call.y_stride.c + (2 * w.dh * b.ty0 + r) * call.y_stride.h + 2 * w.dw * b.tx0;
       pixels_to_planes(row_buf + r * row_len * kNR + h * L, kNR, kv, count, dst, call.y_stride.c);
       if (!simple)
-        for (int c = 0; c < kv; ++c) activate_row(dst + c * call.y_stride.c, count, p.activation);
+        for (int c = 0; c < kv; ++c) activate_row(dst + c * call.y_stride.c, count, fused_activation(p));
     }
   return true;
 }

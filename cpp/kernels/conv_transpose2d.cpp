@@ -289,7 +289,7 @@ void run_phase(const ConvTransposeCall& call) {
           }
           for (int64_t q = 0; q < pix; ++q) {
             T* t = tile + q * NR;
-            activate_row(t, kcount, p.activation);
+            activate_row(t, kcount, fused_activation(p));
             const int64_t ow = (m0 + q) * SW + r - p.pad_left;
             T* yo = y + n * call.y_stride.n + od * call.y_stride_d + oh * call.y_stride.h + ow * call.y_stride.w +
                     k0 * call.y_stride.c;

@@ -86,12 +86,12 @@ static inline T hard_sigmoid(T v) {
 }
 
 template <class T>
-static inline T activate(T v, Activation a) {
+static inline T activate(T v, Activation a, T negative_slope) {
   switch (a) {
     case Activation::None: return v;
     case Activation::Relu: return v > T(0) ? v : (v != v ? v : T(0));
     case Activation::Relu6: return v != v ? v : std::min(std::max(v, T(0)), T(6));
-    case Activation::LeakyRelu: return v >= T(0) ? v : v * T(0.01);
+    case Activation::LeakyRelu: return v >= T(0) ? v : v * negative_slope;
     case Activation::Sigmoid: return T(1) / (T(1) + std::exp(-v));
     case Activation::Tanh: return std::tanh(v);
     case Activation::Silu: return v / (T(1) + std::exp(-v));
@@ -143,11 +143,18 @@ static inline float tanh_f32(float v) {
   return a < 0.625f ? small : (v < 0 ? -large : large);  // NaN: large is NaN
 }
 
+// A problem's activation (ConvProblem, ConvTransposeProblem) with its parameter.
+template <class Problem>
+static inline FusedActivation fused_activation(const Problem& p) {
+  return {p.activation, p.negative_slope};
+}
+
 // Applies the activation to n contiguous values in place; every case vectorises for float.
 template <class T>
-static inline void activate_row(T* v, int64_t n, Activation a) {
+static inline void activate_row(T* v, int64_t n, FusedActivation a) {
+  const T slope = T(a.negative_slope);
   if constexpr (std::is_same<T, float>::value) {
-    switch (a) {
+    switch (a.kind) {
       case Activation::Sigmoid:
         for (int64_t i = 0; i < n; ++i) v[i] = 1.0f / (1.0f + exp_f32(-v[i]));
         return;
@@ -161,7 +168,7 @@ static inline void activate_row(T* v, int64_t n, Activation a) {
         break;
     }
   }
-  switch (a) {
+  switch (a.kind) {
     case Activation::None: return;
     case Activation::Relu:
       for (int64_t i = 0; i < n; ++i) v[i] = v[i] < T(0) ? T(0) : v[i];  // NaN stays NaN
@@ -170,7 +177,7 @@ static inline void activate_row(T* v, int64_t n, Activation a) {
       for (int64_t i = 0; i < n; ++i) v[i] = v[i] < T(0) ? T(0) : (v[i] > T(6) ? T(6) : v[i]);
       return;
     case Activation::LeakyRelu:
-      for (int64_t i = 0; i < n; ++i) v[i] = v[i] < T(0) ? v[i] * T(0.01) : v[i];
+      for (int64_t i = 0; i < n; ++i) v[i] = v[i] < T(0) ? v[i] * slope : v[i];
       return;
     case Activation::HardSigmoid:
       for (int64_t i = 0; i < n; ++i) v[i] = hard_sigmoid(v[i]);
@@ -179,7 +186,7 @@ static inline void activate_row(T* v, int64_t n, Activation a) {
       for (int64_t i = 0; i < n; ++i) v[i] *= hard_sigmoid(v[i]);
       return;
     default:
-      for (int64_t i = 0; i < n; ++i) v[i] = activate(v[i], a);
+      for (int64_t i = 0; i < n; ++i) v[i] = activate(v[i], a.kind, slope);
   }
 }
 

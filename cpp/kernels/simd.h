@@ -95,13 +95,13 @@ static inline __m512 vmax(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
 static inline __m512d vmax(__m512d a, __m512d b) { return _mm512_max_pd(a, b); }
 static inline __m512 vmin(__m512 a, __m512 b) { return _mm512_min_ps(a, b); }
 static inline __m512d vmin(__m512d a, __m512d b) { return _mm512_min_pd(a, b); }
-static inline __m512 vleaky(__m512 v) {
+static inline __m512 vleaky(__m512 v, float slope) {
   const __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
-  return _mm512_mask_mul_ps(v, neg, v, _mm512_set1_ps(0.01f));
+  return _mm512_mask_mul_ps(v, neg, v, _mm512_set1_ps(slope));
 }
-static inline __m512d vleaky(__m512d v) {
+static inline __m512d vleaky(__m512d v, double slope) {
   const __mmask8 neg = _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_LT_OQ);
-  return _mm512_mask_mul_pd(v, neg, v, _mm512_set1_pd(0.01));
+  return _mm512_mask_mul_pd(v, neg, v, _mm512_set1_pd(slope));
 }
 // Lanes [lo, hi); masked lanes are neither read nor written (no fault past an edge).
 template <class T = float>
@@ -136,13 +136,13 @@ static inline __m256 vmax(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
 static inline __m256d vmax(__m256d a, __m256d b) { return _mm256_max_pd(a, b); }
 static inline __m256 vmin(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
 static inline __m256d vmin(__m256d a, __m256d b) { return _mm256_min_pd(a, b); }
-static inline __m256 vleaky(__m256 v) {
+static inline __m256 vleaky(__m256 v, float slope) {
   const __m256 neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
-  return _mm256_blendv_ps(v, _mm256_mul_ps(v, _mm256_set1_ps(0.01f)), neg);
+  return _mm256_blendv_ps(v, _mm256_mul_ps(v, _mm256_set1_ps(slope)), neg);
 }
-static inline __m256d vleaky(__m256d v) {
+static inline __m256d vleaky(__m256d v, double slope) {
   const __m256d neg = _mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_LT_OQ);
-  return _mm256_blendv_pd(v, _mm256_mul_pd(v, _mm256_set1_pd(0.01)), neg);
+  return _mm256_blendv_pd(v, _mm256_mul_pd(v, _mm256_set1_pd(slope)), neg);
 }
 template <class T = float>
 static inline Mask<T> lane_mask(int64_t lo, int64_t hi) {
@@ -403,12 +403,12 @@ static inline bool is_simple(Activation a) {
 float lane_type(Vec<float>);  // (overloads, not std::is_same on vector types, whose attributes
 double lane_type(Vec<double>);  // GCC drops from template arguments with a warning)
 template <class V>
-static inline V apply_simple_activation(V v, Activation a) {
+static inline V apply_simple_activation(V v, FusedActivation a) {
   using T = decltype(lane_type(v));
-  switch (a) {
+  switch (a.kind) {
     case Activation::Relu: return vmax(vzero<T>(), v);
     case Activation::Relu6: return vmin(vset1(T(6)), vmax(vzero<T>(), v));
-    case Activation::LeakyRelu: return vleaky(v);
+    case Activation::LeakyRelu: return vleaky(v, T(a.negative_slope));
     default: return v;
   }
 }

@@ -132,14 +132,14 @@ std::string geometry(const Problem& p) {
   std::snprintf(buf, sizeof buf,
                 "N=%lld C=%lld in=%lldx%lldx%lld K=%lld kernel=%lldx%lldx%lld stride=%lldx%lldx%lld "
                 "dilation=%lldx%lldx%lld pad=(%lld,%lld,%lld,%lld,%lld,%lld) groups=%lld out=%lldx%lldx%lld %s %s "
-                "activation=%d",
+                "activation=%d slope=%g",
                 (long long)p.batch, (long long)p.in_channels, (long long)p.in_d, (long long)p.in_h, (long long)p.in_w,
                 (long long)p.out_channels, (long long)p.kernel_d, (long long)p.kernel_h, (long long)p.kernel_w,
                 (long long)p.stride_d, (long long)p.stride_h, (long long)p.stride_w, (long long)p.dilation_d,
                 (long long)p.dilation_h, (long long)p.dilation_w, (long long)p.pad_front, (long long)p.pad_back,
                 (long long)p.pad_top, (long long)p.pad_bottom, (long long)p.pad_left, (long long)p.pad_right,
                 (long long)p.groups, (long long)p.out_d, (long long)p.out_h, (long long)p.out_w,
-                layout_name(p.layout), dtype_name(p.dtype), int(p.activation));
+                layout_name(p.layout), dtype_name(p.dtype), int(p.activation), p.negative_slope);
   return buf;
 }
 
@@ -174,6 +174,7 @@ struct ConvGeometry {
   PadMode mode = PadMode::Zeros;
   Layout layout = Layout::NCHW;
   Activation activation = Activation::None;
+  double negative_slope = 0.01;
   DType dtype = DType::Float32;
   Precision precision = Precision::Highest;
   bool bias = true, reused = false;
@@ -206,6 +207,7 @@ ConvProblem make_problem(const ConvGeometry& g) {
   p.pad_mode = valid_mode(valid_mode(valid_mode(g.mode, g.d), g.h), g.w);
   p.layout = g.layout;
   p.activation = g.activation;
+  p.negative_slope = g.negative_slope;
   p.dtype = g.dtype;
   p.precision = g.precision;
   p.weights_reused = g.reused;
@@ -364,6 +366,8 @@ const std::vector<Activation> kActivations = {Activation::None,  Activation::Non
                                               Activation::Relu6, Activation::LeakyRelu, Activation::Sigmoid,
                                               Activation::Tanh,  Activation::Silu,    Activation::HardSigmoid,
                                               Activation::HardSwish};
+// leaky_relu's slopes: PyTorch's default, ONNX's, and ones that flip or grow the negatives.
+const std::vector<double> kSlopes = {0.01, 0.2, -0.5, 1.5};
 const std::vector<PadMode> kModes = {PadMode::Zeros,    PadMode::Zeros,    PadMode::Reflect,
                                      PadMode::Replicate, PadMode::Circular, PadMode::Symmetric};
 
@@ -398,6 +402,7 @@ ConvGeometry random_geometry(int64_t OW, int64_t C, int64_t K, int64_t groups, D
   g.mode = pad ? pick(kModes) : PadMode::Zeros;
   g.layout = chance(0.5) ? Layout::NCHW : Layout::NHWC;
   g.activation = pick(kActivations);
+  g.negative_slope = pick(kSlopes);
   g.dtype = dtype;
   g.bias = chance(0.8);
   g.reused = chance(0.5);
@@ -445,6 +450,7 @@ void conv2d_sweep() {
     g.h = {1 + W % 7, 3, 1, 1, 1, 1};
     g.w = {W, 3, 1, 1, 1, 1};
     g.activation = pick(kActivations);
+    g.negative_slope = pick(kSlopes);
     run_case(g);
   }
   // Reduction slices and several row blocks: many input channels, bigger planes.
@@ -472,6 +478,7 @@ void conv2d_sweep() {
       g.mode = pad ? pick(kModes) : PadMode::Zeros;
       g.layout = i % 2 ? Layout::NHWC : Layout::NCHW;
       g.activation = pick(kActivations);
+      g.negative_slope = pick(kSlopes);
       g.precision = Precision::High;
       g.reused = i % 4 < 2;
       g.bias = i % 5 != 4;
@@ -507,6 +514,7 @@ void lowering_sweep() {
     g.layout = i % 2 ? Layout::NHWC : Layout::NCHW;
     g.mode = pick(kModes);
     g.activation = pick(kActivations);
+    g.negative_slope = pick(kSlopes);
     g.bias = false;
     g.N = 1 + i % 2;
     g.C = pick(std::vector<int64_t>{1, 3, 8, 17});
@@ -694,6 +702,7 @@ void conv_transpose_sweep() {
                    p.out_w, false);
     if (p.out_d < 1 || p.out_h < 1 || p.out_w < 1) continue;
     p.activation = pick(kActivations);
+    p.negative_slope = pick(kSlopes);
     const size_t inputs = size_t(p.batch * p.in_channels * p.in_d * p.in_h * p.in_w);
     const size_t weights = size_t(p.in_channels * group_out * p.kernel_d * p.kernel_h * p.kernel_w);
     const std::vector<double> x = random_values(inputs, p.dtype), w = random_values(weights, p.dtype);

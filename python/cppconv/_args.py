@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 import sys
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union, overload
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
@@ -21,7 +21,11 @@ IntPair = Union[int, Tuple[int, int]]
 # names; code 0 is channels-first, 1 channels-last), padding modes, activations (None: none).
 RANK_LAYOUTS: Dict[int, Dict[str, int]] = _native.LAYOUTS
 LAYOUTS = RANK_LAYOUTS[2]
-PADDING_MODES: Dict[str, int] = _native.PADDING_MODES
+# "constant" (with a padding_value) has no native code: a value of 0 is the native zero padding,
+# any other is padded into a copy of the input before the native call (constant_padded), so
+# every kernel and lowering computes it exactly as it computes an unpadded problem.
+CONSTANT_PADDING: int = max(_native.PADDING_MODES.values()) + 1
+PADDING_MODES: Dict[str, int] = {**_native.PADDING_MODES, "constant": CONSTANT_PADDING}
 ACTIVATIONS: Dict[Optional[str], int] = _native.ACTIVATIONS
 # The spatial axes' letters by rank, for shapes in messages.
 SPATIAL_AXES = {1: "L", 2: "HW", 3: "DHW"}
@@ -149,14 +153,74 @@ def padding_mode_code(mode: Any) -> int:
     return code
 
 
+def real_number(value: Any, name: str) -> float:
+    """A real-number argument (Python or NumPy int or float, not bool) as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def padding_value(value: Any, mode: int) -> float:
+    """padding_mode="constant"'s value as a float (any real number, NaN and Inf included); the
+    other modes read the input and take none (0)."""
+    number = real_number(value, "padding_value")
+    if number != 0 and mode != CONSTANT_PADDING:
+        raise ValueError(f"padding_value={value!r} needs padding_mode='constant', got padding_mode="
+                         f"{code_word(PADDING_MODES, mode)!r}")
+    return number
+
+
+def spatial_pad_width(pads: Sequence[int], layout: int) -> List[Tuple[int, int]]:
+    """np.pad's pad_width for an input with batch and channel axes in `layout` and flattened
+    (before, after) `pads` per spatial axis."""
+    spatial = list(zip(pads[0::2], pads[1::2]))
+    return [(0, 0)] + spatial + [(0, 0)] if layout == 1 else [(0, 0), (0, 0)] + spatial
+
+
+def constant_padded(x: np.ndarray, pads: Sequence[int], layout: int, value: float) -> np.ndarray:
+    """x (batch and channel axes in `layout`) with `pads` of `value` around its spatial axes."""
+    return np.pad(x, spatial_pad_width(pads, layout), mode="constant", constant_values=value)
+
+
+# leaky_relu's slope below zero when the activation is named alone: PyTorch's and ONNX's default.
+DEFAULT_NEGATIVE_SLOPE = 0.01
+
+
 def activation_code(activation: Any) -> int:
     if activation is None:
         return ACTIVATIONS[None]
     code = ACTIVATIONS.get(activation.lower()) if isinstance(activation, str) else None
     if code is None:
         names = [a for a in ACTIVATIONS if a is not None]
-        raise ValueError(f"activation must be None or one of {names}, got {activation!r}")
+        raise ValueError(f"activation must be None, one of {names} or ('leaky_relu', negative_slope), "
+                         f"got {activation!r}")
     return code
+
+
+def activation_spec(activation: Any) -> Tuple[int, float]:
+    """An activation argument's native code and leaky_relu's negative slope.  The one convention
+    for an activation with a parameter: a (name, parameter) pair, ``("leaky_relu", 0.2)``
+    (PyTorch's negative_slope); the name alone takes the default (0.01)."""
+    if isinstance(activation, (tuple, list)) and len(activation) == 2 and isinstance(activation[0], str):
+        name, parameter = activation
+        code = activation_code(name)
+        if code != ACTIVATIONS["leaky_relu"]:
+            raise ValueError(f"activation {tuple(activation)!r}: only 'leaky_relu' takes a parameter, as "
+                             f"('leaky_relu', negative_slope); {name!r} is named alone")
+        slope = real_number(parameter, "leaky_relu's negative_slope")
+        if not np.isfinite(slope):
+            raise ValueError(f"leaky_relu's negative_slope must be finite, got {parameter!r}")
+        return code, slope
+    return activation_code(activation), DEFAULT_NEGATIVE_SLOPE
+
+
+def activation_argument(code: int, negative_slope: float) -> Any:
+    """The activation argument activation_spec turns into (code, negative_slope): the name, or
+    ("leaky_relu", slope) for a slope other than the default."""
+    name = code_word(ACTIVATIONS, code)
+    if code == ACTIVATIONS["leaky_relu"] and negative_slope != DEFAULT_NEGATIVE_SLOPE:
+        return (name, negative_slope)
+    return name
 
 
 def precision_code(precision: Any, name: str = "precision", allow_none: bool = True) -> int:
@@ -556,8 +620,9 @@ def output_buffer(
 
     Returns (buffer, direct).  out must already have passed check_out.
     """
-    direct = out is not None and result == compute and out.flags.c_contiguous and not overlaps(out, inputs)
-    return (out.reshape(shape4) if direct else np.empty(shape4, dtype=compute)), direct
+    if out is not None and result == compute and out.flags.c_contiguous and not overlaps(out, inputs):
+        return out.reshape(shape4), True
+    return np.empty(shape4, dtype=compute), False
 
 
 def layer_operands(

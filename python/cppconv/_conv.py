@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from . import _args, _layer, _native
+from . import _args, _layer, _native, _types
 
 _LONG = np.dtype(np.longdouble)
 
@@ -35,10 +35,11 @@ def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding
 class _ConvSpec:
     """The hyper-parameters of a convolution of spatial rank 1, 2 or 3, normalised once."""
 
-    __slots__ = ("rank", "stride", "dilation", "padding", "groups", "padding_mode", "layout", "activation", "precision")
+    __slots__ = ("rank", "stride", "dilation", "padding", "groups", "padding_mode", "padding_value", "layout",
+                 "activation", "negative_slope", "precision")
 
     def __init__(self, rank: int, stride: Any, padding: Any, dilation: Any, groups: Any, padding_mode: Any,
-                 layout: Any, activation: Any, precision: Any = None):
+                 layout: Any, activation: Any, precision: Any = None, padding_value: Any = 0.0):
         self.rank = rank
         self.stride = _args.ntuple(stride, "stride", rank, minimum=1)
         self.dilation = _args.ntuple(dilation, "dilation", rank, minimum=1)
@@ -47,8 +48,9 @@ class _ConvSpec:
         if self.groups < 1:
             raise ValueError(f"groups must be >= 1, got {self.groups}")
         self.padding_mode = _args.padding_mode_code(padding_mode)
+        self.padding_value = _args.padding_value(padding_value, self.padding_mode)
         self.layout = _args.layout_code(layout, rank)
-        self.activation = _args.activation_code(activation)
+        self.activation, self.negative_slope = _args.activation_spec(activation)
         self.precision = _args.precision_code(precision)  # -1: the process-wide setting at call time
 
     @classmethod
@@ -58,7 +60,7 @@ class _ConvSpec:
             rank, kwargs.pop("stride", 1), kwargs.pop("padding", 0), kwargs.pop("dilation", 1),
             kwargs.pop("groups", 1), kwargs.pop("padding_mode", "zeros"),
             kwargs.pop("layout", next(iter(_args.RANK_LAYOUTS[rank]))), kwargs.pop("activation", None),
-            kwargs.pop("precision", None),
+            kwargs.pop("precision", None), kwargs.pop("padding_value", 0.0),
         )
 
     def kwargs(self) -> Dict[str, Any]:
@@ -66,15 +68,23 @@ class _ConvSpec:
         return {
             "stride": self.stride, "padding": _args.padding_argument_nd(self.padding), "dilation": self.dilation,
             "groups": self.groups, "padding_mode": _args.code_word(_args.PADDING_MODES, self.padding_mode),
+            "padding_value": self.padding_value,
             "layout": _args.code_word(_args.RANK_LAYOUTS[self.rank], self.layout),
-            "activation": _args.code_word(_args.ACTIVATIONS, self.activation),
+            "activation": _args.activation_argument(self.activation, self.negative_slope),
             "precision": None if self.precision < 0 else _args.code_word(_native.PRECISIONS, self.precision),
         }
 
+    @property
+    def pads_input(self) -> bool:
+        """Whether the input is padded before the native call: constant padding other than 0
+        (see _args.CONSTANT_PADDING); the native call then has no padding."""
+        return self.padding_mode == _args.CONSTANT_PADDING and self.padding_value != 0
+
     def params(self, pads: Tuple[int, ...]) -> Any:
         """The native call's parameters (_native.ConvParams) with the call's resolved padding."""
-        return _native.ConvParams(self.rank, self.stride, self.dilation, pads, self.groups, self.padding_mode,
-                                  self.layout, self.activation, self.precision)
+        mode = _args.PADDING_MODES["zeros"] if self.padding_mode == _args.CONSTANT_PADDING else self.padding_mode
+        return _native.ConvParams(self.rank, self.stride, self.dilation, pads, self.groups, mode,
+                                  self.layout, self.activation, self.precision, self.negative_slope)
 
 
 class _Geometry:
@@ -187,7 +197,10 @@ def _run(
     threads = _args.thread_count(num_threads)
     call = _args.prepare_call(x, weight, bias, out, lambda *ops: _Geometry(spec, *ops), _native.ConvPlan, plans,
                               dtype, rounding)
-    call.plan.run(call.x, call.dst, spec.params(call.geometry.pads), algorithm, threads)
+    x, pads = call.x, call.geometry.pads
+    if spec.pads_input:
+        x, pads = _args.constant_padded(x, pads, spec.layout, spec.padding_value), (0,) * len(pads)
+    call.plan.run(x, call.dst, spec.params(pads), algorithm, threads)
     return _args.deliver(out, call.dst, call.direct, call.geometry.out_shape, call.result)
 
 
@@ -200,14 +213,15 @@ def conv2d(
     dilation: Any = 1,
     groups: int = 1,
     *,
-    padding_mode: str = "zeros",
-    layout: str = "NCHW",
-    activation: Optional[str] = None,
+    padding_mode: _types.PaddingMode = "zeros",
+    padding_value: float = 0.0,
+    layout: _types.Layout2d = "NCHW",
+    activation: _types.Activation = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
-    precision: Optional[str] = None,
+    precision: _types.Precision = None,
     dtype: Any = None,
-) -> np.ndarray:
+) -> _types.Array:
     """2-D convolution (cross-correlation, as ``torch.nn.functional.conv2d`` computes it).
 
     Each of the K kernels slides over the input with the given stride and spans all input
@@ -224,12 +238,16 @@ def conv2d(
         padding: int, ``(ph, pw)``, ``((top, bottom), (left, right))``, ``"valid"`` or
             ``"same"`` (output ``ceil(I / S)``, the odd pixel at the bottom/right).
         groups: divides C and K; ``groups == C`` is a depthwise convolution.
-        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"``, ``"circular"`` (PyTorch's) or
-            ``"symmetric"`` (NumPy's and SciPy's: the edge value repeated, any padding size).
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"``, ``"circular"`` (PyTorch's),
+            ``"symmetric"`` (NumPy's and SciPy's: the edge value repeated, any padding size) or
+            ``"constant"`` (padding_value past the edges, as ``torch.nn.functional.pad(x,
+            mode="constant", value=padding_value)`` and ``np.pad(mode="constant")``).
+        padding_value: the value of ``padding_mode="constant"`` (default 0.0, the same as
+            ``"zeros"``); the other modes take none.
         layout: ``"NCHW"`` or ``"NHWC"``, for x and the result.
-        activation: None, ``"relu"``, ``"relu6"``, ``"leaky_relu"``, ``"sigmoid"``,
-            ``"tanh"``, ``"silu"``, ``"hardsigmoid"`` or ``"hardswish"`` (PyTorch's), applied
-            as the output is written.
+        activation: None, ``"relu"``, ``"relu6"``, ``"leaky_relu"`` (negative slope 0.01, or
+            ``("leaky_relu", negative_slope)``), ``"sigmoid"``, ``"tanh"``, ``"silu"``,
+            ``"hardsigmoid"`` or ``"hardswish"`` (PyTorch's), applied as the output is written.
         out: array of the result's shape and dtype to write into (returned).
         num_threads: threads for this call only (default None: ``cppconv.get_num_threads()``);
             the global setting is left as it is.
@@ -254,12 +272,13 @@ def conv2d(
     """
     # The common call in one native step (plain ints, canonical words, arrays the kernels read
     # in place); None sends anything else, and every error, through the full path.
-    if dtype is None:
+    if dtype is None and padding_value.__class__ in (float, int) and padding_value == 0:
         y: Optional[np.ndarray] = _native.conv_simple(x, weight, bias, out, 2, stride, padding, dilation, groups,
                                                       padding_mode, layout, activation, precision, num_threads)
         if y is not None:
             return y
-    spec = _ConvSpec(2, stride, padding, dilation, groups, padding_mode, layout, activation, precision)
+    spec = _ConvSpec(2, stride, padding, dilation, groups, padding_mode, layout, activation, precision,
+                     padding_value)
     return _run(spec, x, weight, bias, out, num_threads=num_threads, dtype=dtype)
 
 
@@ -272,14 +291,15 @@ def conv1d(
     dilation: Any = 1,
     groups: int = 1,
     *,
-    padding_mode: str = "zeros",
-    layout: str = "NCW",
-    activation: Optional[str] = None,
+    padding_mode: _types.PaddingMode = "zeros",
+    padding_value: float = 0.0,
+    layout: _types.Layout1d = "NCW",
+    activation: _types.Activation = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
-    precision: Optional[str] = None,
+    precision: _types.Precision = None,
     dtype: Any = None,
-) -> np.ndarray:
+) -> _types.Array:
     """1-D convolution (cross-correlation, as ``torch.nn.functional.conv1d`` computes it).
 
     The arguments are :func:`conv2d`'s with one spatial axis: x ``(N, C, L)`` or ``(C, L)``
@@ -297,12 +317,13 @@ def conv1d(
     """
     # The common call in one native step (plain ints, canonical words, arrays the kernels read
     # in place); None sends anything else, and every error, through the full path.
-    if dtype is None:
+    if dtype is None and padding_value.__class__ in (float, int) and padding_value == 0:
         y: Optional[np.ndarray] = _native.conv_simple(x, weight, bias, out, 1, stride, padding, dilation, groups,
                                                       padding_mode, layout, activation, precision, num_threads)
         if y is not None:
             return y
-    spec = _ConvSpec(1, stride, padding, dilation, groups, padding_mode, layout, activation, precision)
+    spec = _ConvSpec(1, stride, padding, dilation, groups, padding_mode, layout, activation, precision,
+                     padding_value)
     return _run(spec, x, weight, bias, out, num_threads=num_threads, dtype=dtype)
 
 
@@ -315,14 +336,15 @@ def conv3d(
     dilation: Any = 1,
     groups: int = 1,
     *,
-    padding_mode: str = "zeros",
-    layout: str = "NCDHW",
-    activation: Optional[str] = None,
+    padding_mode: _types.PaddingMode = "zeros",
+    padding_value: float = 0.0,
+    layout: _types.Layout3d = "NCDHW",
+    activation: _types.Activation = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
-    precision: Optional[str] = None,
+    precision: _types.Precision = None,
     dtype: Any = None,
-) -> np.ndarray:
+) -> _types.Array:
     """3-D convolution (cross-correlation, as ``torch.nn.functional.conv3d`` computes it).
 
     The arguments are :func:`conv2d`'s with three spatial axes: x ``(N, C, D, H, W)`` or
@@ -342,12 +364,13 @@ def conv3d(
     """
     # The common call in one native step (plain ints, canonical words, arrays the kernels read
     # in place); None sends anything else, and every error, through the full path.
-    if dtype is None:
+    if dtype is None and padding_value.__class__ in (float, int) and padding_value == 0:
         y: Optional[np.ndarray] = _native.conv_simple(x, weight, bias, out, 3, stride, padding, dilation, groups,
                                                       padding_mode, layout, activation, precision, num_threads)
         if y is not None:
             return y
-    spec = _ConvSpec(3, stride, padding, dilation, groups, padding_mode, layout, activation, precision)
+    spec = _ConvSpec(3, stride, padding, dilation, groups, padding_mode, layout, activation, precision,
+                     padding_value)
     return _run(spec, x, weight, bias, out, num_threads=num_threads, dtype=dtype)
 
 
@@ -420,6 +443,9 @@ def _explain(
     # accumulate in float32; bfloat16 and float16 inputs are widened to float32 exactly.
     info["compute_dtype"] = rounding or compute.name
     info["result_dtype"] = dtype.name
+    if spec.pads_input:  # the input's padded copy (see _run)
+        padded = np.prod([s + b + a for s, (b, a) in zip(geo.x4.shape, _args.spatial_pad_width(geo.pads, spec.layout))])
+        info["workspace_bytes"] += int(padded) * compute.itemsize
     return info
 
 
@@ -429,8 +455,9 @@ class _ConvNd(_layer.WeightedLayer):
 
     _rank = 2
     _repr_positional = ("in_channels", "out_channels")
-    _repr_settings = ("kernel_size", "stride", "padding", "dilation", "groups", "bias", "padding_mode", "layout",
-                      "activation", "precision", "compute_dtype")
+    _repr_settings = ("kernel_size", "stride", "padding", "dilation", "groups", "bias", "padding_mode",
+                      "padding_value", "layout", "activation", "precision", "compute_dtype")
+    _torch_settings = ("stride", "padding", "dilation", "groups", "padding_mode")
 
     def __init__(
         self,
@@ -441,15 +468,16 @@ class _ConvNd(_layer.WeightedLayer):
         padding: Any = 0,
         dilation: Any = 1,
         groups: int = 1,
-        padding_mode: str = "zeros",
+        padding_mode: _types.PaddingMode = "zeros",
+        padding_value: float = 0.0,
         layout: Optional[str] = None,
-        activation: Optional[str] = None,
-        precision: Optional[str] = None,
+        activation: _types.Activation = None,
+        precision: _types.Precision = None,
         compute_dtype: Optional[str] = None,
     ):
         layout = next(iter(_args.RANK_LAYOUTS[self._rank])) if layout is None else layout
         self._spec = _ConvSpec(self._rank, stride, padding, dilation, groups, padding_mode, layout, activation,
-                               precision)
+                               precision, padding_value)
         self._rounding = _args.layer_rounding(compute_dtype)
         self._set_weights(weight, bias)
 
@@ -465,7 +493,8 @@ class _ConvNd(_layer.WeightedLayer):
         plans: Dict[np.dtype, Any] = {}
         pads = self._spec.padding
         own_dtype = weight.dtype in (np.float32, np.float64) and (bias is None or bias.dtype == weight.dtype)
-        if not (own_dtype and self._rounding is None and pads is not None and pads[0::2] == pads[1::2]):
+        if not (own_dtype and self._rounding is None and pads is not None and pads[0::2] == pads[1::2]) \
+                or self._spec.pads_input:
             return _layer.Weights(weight, bias, plans)
         w_full = weight if weight.ndim > 2 else weight[None, None]
         plan = plans[weight.dtype] = _native.ConvPlan(np.ascontiguousarray(w_full), bias, copy=True)
@@ -537,6 +566,7 @@ class _ConvNd(_layer.WeightedLayer):
     dilation = _layer.spec_setting("dilation")
     groups = _layer.spec_setting("groups")
     padding_mode = _layer.spec_setting("padding_mode")
+    padding_value = _layer.spec_setting("padding_value", 'padding_mode="constant"\'s value (0.0 for the other modes).')
     layout = _layer.spec_setting("layout")
     activation = _layer.spec_setting("activation")
     precision = _layer.spec_setting("precision", 'None: the process-wide setting at each call.')

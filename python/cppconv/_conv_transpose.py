@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
-from . import _args, _layer, _native
+from . import _args, _layer, _native, _types
 
 _FUNCTION = "conv_transpose{}d"
 # The kernel axes of the weight, by rank, for messages.
@@ -91,7 +91,7 @@ class _TransposeSpec:
     """The hyper-parameters of a transposed convolution of `rank` spatial axes, normalised once."""
 
     __slots__ = ("rank", "stride", "dilation", "padding", "output_padding", "groups", "layout", "activation",
-                 "native")
+                 "negative_slope", "native")
 
     def __init__(self, rank: int, stride: Any, padding: Any, output_padding: Any, groups: Any, dilation: Any,
                  layout: Any, activation: Any):
@@ -109,9 +109,10 @@ class _TransposeSpec:
         if self.groups < 1:
             raise ValueError(f"groups must be >= 1, got {self.groups}")
         self.layout = _args.layout_code(layout, rank)
-        self.activation = _args.activation_code(activation)
+        self.activation, self.negative_slope = _args.activation_spec(activation)
         self.native = _native.ConvTransposeSettings(
-            self.stride, self.padding, self.output_padding, self.dilation, self.groups, self.layout, self.activation
+            self.stride, self.padding, self.output_padding, self.dilation, self.groups, self.layout, self.activation,
+            self.negative_slope,
         )
 
     def kwargs(self) -> Dict[str, Any]:
@@ -120,7 +121,7 @@ class _TransposeSpec:
             "stride": self.stride, "padding": _args.padding_argument_nd(self.padding),
             "output_padding": self.output_padding, "groups": self.groups, "dilation": self.dilation,
             "layout": _args.code_word(_args.RANK_LAYOUTS[self.rank], self.layout),
-            "activation": _args.code_word(_args.ACTIVATIONS, self.activation),
+            "activation": _args.activation_argument(self.activation, self.negative_slope),
         }
 
 
@@ -204,12 +205,12 @@ def conv_transpose1d(
     groups: int = 1,
     dilation: Any = 1,
     *,
-    layout: str = "NCW",
-    activation: Optional[str] = None,
+    layout: _types.Layout1d = "NCW",
+    activation: _types.Activation = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
     dtype: Any = None,
-) -> np.ndarray:
+) -> _types.Array:
     """1-D transposed convolution (``torch.nn.functional.conv_transpose1d``), the adjoint of a
     1-D convolution; arguments as for :func:`conv_transpose2d`, one value per axis.
 
@@ -241,12 +242,12 @@ def conv_transpose2d(
     groups: int = 1,
     dilation: Any = 1,
     *,
-    layout: str = "NCHW",
-    activation: Optional[str] = None,
+    layout: _types.Layout2d = "NCHW",
+    activation: _types.Activation = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
     dtype: Any = None,
-) -> np.ndarray:
+) -> _types.Array:
     """2-D transposed convolution (``torch.nn.functional.conv_transpose2d``), the adjoint of conv2d.
 
     ``<conv2d(x, w), y> == <x, conv_transpose2d(y, w)>`` for the same weight array, so it
@@ -293,12 +294,12 @@ def conv_transpose3d(
     groups: int = 1,
     dilation: Any = 1,
     *,
-    layout: str = "NCDHW",
-    activation: Optional[str] = None,
+    layout: _types.Layout3d = "NCDHW",
+    activation: _types.Activation = None,
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
     dtype: Any = None,
-) -> np.ndarray:
+) -> _types.Array:
     """3-D transposed convolution (``torch.nn.functional.conv_transpose3d``), the adjoint of a
     3-D convolution; arguments as for :func:`conv_transpose2d`, one value per axis (d, h, w).
 
@@ -344,6 +345,7 @@ class _ConvTransposeNd(_layer.WeightedLayer):
     _repr_positional = ("in_channels", "out_channels")
     _repr_settings = ("kernel_size", "stride", "padding", "output_padding", "groups", "bias", "dilation", "layout",
                       "activation", "compute_dtype")
+    _torch_settings = ("stride", "padding", "output_padding", "groups", "dilation")
 
     def __init__(
         self,
@@ -356,7 +358,7 @@ class _ConvTransposeNd(_layer.WeightedLayer):
         groups: int = 1,
         dilation: Any = 1,
         layout: Optional[str] = None,
-        activation: Optional[str] = None,
+        activation: _types.Activation = None,
         compute_dtype: Optional[str] = None,
     ):
         self._spec = _TransposeSpec(self._rank, stride, padding, output_padding, groups, dilation,

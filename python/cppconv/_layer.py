@@ -3,7 +3,7 @@ layers with weights) ``weight`` and ``bias`` attributes that assignment replaces
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Type, TypeVar
 
 import numpy as np
 
@@ -33,6 +33,9 @@ def spec_setting(name: str, doc: Optional[str] = None) -> Any:
     return read_only(getter)
 
 
+LayerT = TypeVar("LayerT", bound="Layer")
+
+
 class Layer:
     """A layer's state is its constructor arguments (see _init_kwargs): pickle, copy.copy and
     copy.deepcopy carry those and build the layer anew, so the native plans it caches (weights
@@ -41,6 +44,27 @@ class Layer:
 
     _repr_positional: Tuple[str, ...] = ()
     _repr_settings: Tuple[str, ...] = ()
+    # The attributes of the torch.nn module of the same class name that are constructor
+    # arguments of the same name, and whether its weight and bias are (see from_torch).
+    _torch_settings: Tuple[str, ...] = ()
+    _torch_weighted = False
+
+    @classmethod
+    def from_torch(cls: Type[LayerT], module: Any, **kwargs: Any) -> LayerT:
+        """The layer that computes what ``module``, the ``torch.nn`` module of the same class
+        name, computes: its weight and bias (copied) and its settings (stride, padding, string
+        paddings, padding_mode, groups, dilation, ceil_mode, ...).  Keyword arguments add the
+        settings the module does not have (``layout``, ``activation``, ``precision``).  A module
+        of another class, lazy parameters not yet initialised, or weights of another dtype than
+        float16/32/64 raise TypeError or ValueError.  PyTorch is imported by this call only.
+
+        >>> import torch, cppconv
+        >>> cppconv.Conv2d.from_torch(torch.nn.Conv2d(3, 8, 3, padding="same", bias=False))
+        Conv2d(3, 8, kernel_size=(3, 3), stride=(1, 1), padding='same', dilation=(1, 1), groups=1, bias=False, padding_mode='zeros', padding_value=0.0, layout='NCHW', activation=None, precision=None)
+        """
+        from . import _from_torch
+
+        return cls(**_from_torch.layer_arguments(cls, module, cls._torch_settings, cls._torch_weighted, kwargs))
 
     def _init_kwargs(self) -> Dict[str, Any]:
         raise NotImplementedError
@@ -77,6 +101,7 @@ class WeightedLayer(Layer):
     The arrays read back are read-only copies: in-place changes raise."""
 
     _weights: Weights
+    _torch_weighted = True
     _rank = 2  # spatial axes of the weight
     _weight_axes = ""  # the weight's axes, for messages: "(K, C/groups, kh, kw)"
     _rounding: Optional[str] = None  # compute_dtype="bfloat16" (_args.layer_rounding): operands rounded to it

@@ -7,7 +7,7 @@ now; the convolutions and pools run on cppconv's kernels.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -115,7 +115,8 @@ def pad(x: np.ndarray, pads: Sequence[int], mode: str, value: Any) -> np.ndarray
     width = [(max(b, 0), max(e, 0)) for b, e in zip(begins, ends)]
     if mode == "constant":
         return np.pad(x, width, mode="constant", constant_values=np.asarray(value, x.dtype))
-    return np.pad(x, width, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])
+    # (the mode is one of np.pad's names, which NumPy's stubs type as a Literal)
+    return np.pad(x, width, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])  # type: ignore[call-overload]
 
 
 def _source_coordinates(out_size: int, in_size: int, scale: float, mode: str) -> np.ndarray:
@@ -133,7 +134,7 @@ def _source_coordinates(out_size: int, in_size: int, scale: float, mode: str) ->
     raise AssertionError(mode)  # the planner accepts only the modes above
 
 
-_NEAREST = {
+_NEAREST: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "round_prefer_floor": lambda c: np.ceil(c - 0.5),
     "round_prefer_ceil": lambda c: np.floor(c + 0.5),
     "floor": np.floor,

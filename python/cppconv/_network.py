@@ -16,11 +16,11 @@ from __future__ import annotations
 import heapq
 import sys
 from collections import defaultdict
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, cast
 
 import numpy as np
 
-from . import _args, _netops
+from . import _args, _netops, _types
 from ._conv import Conv1d, Conv2d, Conv3d
 from ._conv_transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from ._pool import (avg_pool1d, avg_pool2d, avg_pool3d, global_avg_pool1d, global_avg_pool2d, global_avg_pool3d,
@@ -59,7 +59,7 @@ class _Node:
     def __init__(self, name: str, op: str, inputs: List[str], outputs: List[str], attrs: Dict[str, Any]):
         self.name, self.op, self.inputs, self.outputs, self.attrs = name, op, inputs, outputs, attrs
         self.bn: Optional[_Node] = None
-        self.activation: Optional[str] = None
+        self.activation: Any = None  # a fused activation argument: a name or ("leaky_relu", alpha)
         self.fused: List[_Node] = []
 
     def input(self, i: int) -> str:
@@ -562,12 +562,13 @@ def _clip_bounds(node: _Node, known: Dict[str, np.ndarray], opset: int) -> Optio
     return bounds[0], bounds[1]
 
 
-def _fused_activation(node: _Node, known: Dict[str, np.ndarray], opset: int) -> Optional[str]:
-    """The cppconv activation that node computes, if a convolution can apply it as it writes."""
+def _fused_activation(node: _Node, known: Dict[str, np.ndarray], opset: int) -> Any:
+    """The cppconv activation argument that node computes, if a convolution can apply it as it writes."""
     if node.op in _FUSABLE:
         return _FUSABLE[node.op]
-    if node.op == "LeakyRelu" and np.float32(node.attrs.get("alpha", 0.01)) == np.float32(0.01):
-        return "leaky_relu"
+    if node.op == "LeakyRelu":  # ONNX's alpha is a float32, as the kernels apply it to float32
+        alpha = float(np.float32(node.attrs.get("alpha", 0.01)))
+        return "leaky_relu" if alpha == float(np.float32(0.01)) else ("leaky_relu", alpha)
     if (node.op == "HardSigmoid" and np.float32(node.attrs.get("alpha", 0.2)) == np.float32(1 / 6)
             and np.float32(node.attrs.get("beta", 0.5)) == np.float32(0.5)):
         return "hardsigmoid"  # PyTorch's, which its exporter writes with alpha 1/6
@@ -580,7 +581,7 @@ def _fused_activation(node: _Node, known: Dict[str, np.ndarray], opset: int) -> 
 
 def _fuse(nodes: List[_Node], known: Dict[str, np.ndarray], graph_outputs: Set[str], opset: int) -> List[_Node]:
     """Merges into each Conv (and ConvTranspose) with constant weights a BatchNormalization that
-    alone reads its output, then the activation (Relu, Clip(0, 6), Sigmoid, Tanh, LeakyRelu(0.01),
+    alone reads its output, then the activation (Relu, Clip(0, 6), Sigmoid, Tanh, LeakyRelu (any alpha),
     x * Sigmoid(x)) that alone reads the result."""
     readers: Dict[str, List[_Node]] = defaultdict(list)
     for n in nodes:
@@ -726,7 +727,7 @@ def _conv(p: _Planner, node: _Node) -> None:
     else:
         kwargs["padding"] = _window_pads(p, node, x, kernel, stride, dilation)
         layer = _CONV_LAYERS[rank](w.astype(p.dtype), None if bias is None else b.astype(p.dtype),
-                                   precision=p.precision, **kwargs)
+                                   precision=cast(_types.Precision, p.precision), **kwargs)
     perm = channels_last(rank + 2)
     xin = p.value_in(x, perm)
     threads = p.threads
@@ -738,7 +739,8 @@ def _conv(p: _Planner, node: _Node) -> None:
     if node.bn is not None:
         parts.append(f"BatchNormalization {node.bn.name!r} folded into the weights")
     if node.activation:
-        parts.append(f"activation {node.activation} fused")
+        act = node.activation
+        parts.append(f"activation {act if isinstance(act, str) else '{}({})'.format(*act)} fused")
     extra: Dict[str, Any] = {"layer": layer}
     in_shape = p.stored_shape(xin)
     if not transposed and in_shape is not None:
@@ -856,7 +858,8 @@ _POOLS: Dict[str, Dict[int, Callable[..., Any]]] = {
     "max": {1: max_pool1d, 2: max_pool2d, 3: max_pool3d},
     "avg": {1: avg_pool1d, 2: avg_pool2d, 3: avg_pool3d},
 }
-_GLOBAL_AVERAGE = {3: global_avg_pool1d, 4: global_avg_pool2d, 5: global_avg_pool3d}
+_GLOBAL_AVERAGE: Dict[int, Callable[..., np.ndarray]] = {3: global_avg_pool1d, 4: global_avg_pool2d,
+                                                         5: global_avg_pool3d}
 
 
 def _global_pool(p: _Planner, node: _Node) -> None:

@@ -4,11 +4,11 @@ with the native depth axis."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple, Union, overload
+from typing import Any, Dict, Literal, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
-from . import _args, _layer, _native
+from . import _args, _layer, _native, _types
 
 _MAX, _AVG = 0, 1
 _I64 = np.dtype(np.int64)
@@ -276,6 +276,36 @@ def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, a
     return dest.deliver()
 
 
+@overload
+def max_pool2d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    return_indices: Literal[False] = False,
+    layout: _types.Layout2d = "NCHW",
+    out: Optional[_types.Array] = None,
+    num_threads: Optional[int] = None,
+    dtype: Any = None,
+) -> _types.Array: ...
+@overload
+def max_pool2d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    *,
+    return_indices: Literal[True],
+    layout: _types.Layout2d = "NCHW",
+    out: Optional[Tuple[_types.Array, _types.Array]] = None,
+    num_threads: Optional[int] = None,
+    dtype: Any = None,
+) -> _types.ArrayAndIndices: ...
+@overload
 def max_pool2d(
     x: Any,
     kernel_size: Any,
@@ -284,11 +314,24 @@ def max_pool2d(
     dilation: Any = 1,
     ceil_mode: bool = False,
     return_indices: bool = False,
-    layout: str = "NCHW",
+    layout: _types.Layout2d = "NCHW",
     out: Any = None,
     num_threads: Optional[int] = None,
     dtype: Any = None,
-) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+) -> Union[_types.Array, _types.ArrayAndIndices]: ...
+def max_pool2d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+    layout: _types.Layout2d = "NCHW",
+    out: Any = None,
+    num_threads: Optional[int] = None,
+    dtype: Any = None,
+) -> Union[_types.Array, _types.ArrayAndIndices]:
     """2-D max pooling (``torch.nn.functional.max_pool2d``).
 
     Args:
@@ -341,7 +384,7 @@ def avg_pool2d(
     ceil_mode: bool = False,
     count_include_pad: bool = True,
     divisor_override: Optional[int] = None,
-    layout: str = "NCHW",
+    layout: _types.Layout2d = "NCHW",
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
     dtype: Any = None,
@@ -367,6 +410,36 @@ def avg_pool2d(
     return _run_pool(spec, x, out, num_threads=num_threads, dtype=dtype)
 
 
+@overload
+def max_pool1d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    return_indices: Literal[False] = False,
+    layout: _types.Layout1d = "NCW",
+    out: Optional[_types.Array] = None,
+    num_threads: Optional[int] = None,
+    dtype: Any = None,
+) -> _types.Array: ...
+@overload
+def max_pool1d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    *,
+    return_indices: Literal[True],
+    layout: _types.Layout1d = "NCW",
+    out: Optional[Tuple[_types.Array, _types.Array]] = None,
+    num_threads: Optional[int] = None,
+    dtype: Any = None,
+) -> _types.ArrayAndIndices: ...
+@overload
 def max_pool1d(
     x: Any,
     kernel_size: Any,
@@ -375,11 +448,24 @@ def max_pool1d(
     dilation: Any = 1,
     ceil_mode: bool = False,
     return_indices: bool = False,
-    layout: str = "NCW",
+    layout: _types.Layout1d = "NCW",
     out: Any = None,
     num_threads: Optional[int] = None,
     dtype: Any = None,
-) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+) -> Union[_types.Array, _types.ArrayAndIndices]: ...
+def max_pool1d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+    layout: _types.Layout1d = "NCW",
+    out: Any = None,
+    num_threads: Optional[int] = None,
+    dtype: Any = None,
+) -> Union[_types.Array, _types.ArrayAndIndices]:
     """1-D max pooling (``torch.nn.functional.max_pool1d``): :func:`max_pool2d` along one axis.
 
     x is ``(N, C, L)`` or ``(C, L)`` for ``layout="NCW"``, ``(N, L, C)`` or ``(L, C)`` for
@@ -394,6 +480,36 @@ def max_pool1d(
     return _run_pool(spec, x, out, bool(return_indices), num_threads=num_threads, dtype=dtype)
 
 
+@overload
+def max_pool3d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    return_indices: Literal[False] = False,
+    layout: _types.Layout3d = "NCDHW",
+    out: Optional[_types.Array] = None,
+    num_threads: Optional[int] = None,
+    dtype: Any = None,
+) -> _types.Array: ...
+@overload
+def max_pool3d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    *,
+    return_indices: Literal[True],
+    layout: _types.Layout3d = "NCDHW",
+    out: Optional[Tuple[_types.Array, _types.Array]] = None,
+    num_threads: Optional[int] = None,
+    dtype: Any = None,
+) -> _types.ArrayAndIndices: ...
+@overload
 def max_pool3d(
     x: Any,
     kernel_size: Any,
@@ -402,11 +518,24 @@ def max_pool3d(
     dilation: Any = 1,
     ceil_mode: bool = False,
     return_indices: bool = False,
-    layout: str = "NCDHW",
+    layout: _types.Layout3d = "NCDHW",
     out: Any = None,
     num_threads: Optional[int] = None,
     dtype: Any = None,
-) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+) -> Union[_types.Array, _types.ArrayAndIndices]: ...
+def max_pool3d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    dilation: Any = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+    layout: _types.Layout3d = "NCDHW",
+    out: Any = None,
+    num_threads: Optional[int] = None,
+    dtype: Any = None,
+) -> Union[_types.Array, _types.ArrayAndIndices]:
     """3-D max pooling (``torch.nn.functional.max_pool3d``): :func:`max_pool2d` with a depth axis.
 
     x is ``(N, C, D, H, W)`` or ``(C, D, H, W)`` for ``layout="NCDHW"``, ``(N, D, H, W, C)`` or
@@ -430,7 +559,7 @@ def avg_pool1d(
     ceil_mode: bool = False,
     count_include_pad: bool = True,
     divisor_override: Optional[int] = None,
-    layout: str = "NCW",
+    layout: _types.Layout1d = "NCW",
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
     dtype: Any = None,
@@ -455,7 +584,7 @@ def avg_pool3d(
     ceil_mode: bool = False,
     count_include_pad: bool = True,
     divisor_override: Optional[int] = None,
-    layout: str = "NCDHW",
+    layout: _types.Layout3d = "NCDHW",
     out: Optional[np.ndarray] = None,
     num_threads: Optional[int] = None,
     dtype: Any = None,
@@ -507,7 +636,7 @@ def _run_adaptive(kind: int, x: Any, output_size: Any, layout: Any, return_indic
 
 
 def adaptive_avg_pool2d(
-    x: Any, output_size: Any, layout: str = "NCHW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None,
+    x: Any, output_size: Any, layout: _types.Layout2d = "NCHW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None,
     dtype: Any = None,
 ) -> np.ndarray:
     """Adaptive average pooling to a fixed output size (``torch.nn.functional.adaptive_avg_pool2d``).
@@ -528,11 +657,29 @@ def adaptive_avg_pool2d(
     return _run_adaptive(_AVG, x, output_size, layout, out=out, num_threads=num_threads, dtype=dtype)
 
 
+@overload
 def adaptive_max_pool2d(
-    x: Any, output_size: Any, return_indices: bool = False, layout: str = "NCHW", out: Any = None,
+    x: Any, output_size: Any, return_indices: Literal[False] = False, layout: _types.Layout2d = "NCHW",
+    out: Optional[_types.Array] = None, num_threads: Optional[int] = None,
+    dtype: Any = None,
+) -> _types.Array: ...
+@overload
+def adaptive_max_pool2d(
+    x: Any, output_size: Any, return_indices: Literal[True], layout: _types.Layout2d = "NCHW",
+    out: Optional[Tuple[_types.Array, _types.Array]] = None, num_threads: Optional[int] = None,
+    dtype: Any = None,
+) -> _types.ArrayAndIndices: ...
+@overload
+def adaptive_max_pool2d(
+    x: Any, output_size: Any, return_indices: bool = False, layout: _types.Layout2d = "NCHW", out: Any = None,
     num_threads: Optional[int] = None,
     dtype: Any = None,
-) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+) -> Union[_types.Array, _types.ArrayAndIndices]: ...
+def adaptive_max_pool2d(
+    x: Any, output_size: Any, return_indices: bool = False, layout: _types.Layout2d = "NCHW", out: Any = None,
+    num_threads: Optional[int] = None,
+    dtype: Any = None,
+) -> Union[_types.Array, _types.ArrayAndIndices]:
     """Adaptive max pooling (``torch.nn.functional.adaptive_max_pool2d``).
 
     Windows as in :func:`adaptive_avg_pool2d`; indices and NaN as in :func:`max_pool2d`.
@@ -550,7 +697,7 @@ def adaptive_max_pool2d(
 
 
 def adaptive_avg_pool1d(
-    x: Any, output_size: Any, layout: str = "NCW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None,
+    x: Any, output_size: Any, layout: _types.Layout1d = "NCW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None,
     dtype: Any = None,
 ) -> np.ndarray:
     """Adaptive 1-D average pooling (``torch.nn.functional.adaptive_avg_pool1d``); windows as
@@ -564,7 +711,7 @@ def adaptive_avg_pool1d(
 
 
 def adaptive_avg_pool3d(
-    x: Any, output_size: Any, layout: str = "NCDHW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None,
+    x: Any, output_size: Any, layout: _types.Layout3d = "NCDHW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None,
     dtype: Any = None,
 ) -> np.ndarray:
     """Adaptive 3-D average pooling (``torch.nn.functional.adaptive_avg_pool3d``): output_size
@@ -577,11 +724,29 @@ def adaptive_avg_pool3d(
     return _run_adaptive(_AVG, x, output_size, layout, out=out, rank=3, num_threads=num_threads, dtype=dtype)
 
 
+@overload
 def adaptive_max_pool1d(
-    x: Any, output_size: Any, return_indices: bool = False, layout: str = "NCW", out: Any = None,
+    x: Any, output_size: Any, return_indices: Literal[False] = False, layout: _types.Layout1d = "NCW",
+    out: Optional[_types.Array] = None, num_threads: Optional[int] = None,
+    dtype: Any = None,
+) -> _types.Array: ...
+@overload
+def adaptive_max_pool1d(
+    x: Any, output_size: Any, return_indices: Literal[True], layout: _types.Layout1d = "NCW",
+    out: Optional[Tuple[_types.Array, _types.Array]] = None, num_threads: Optional[int] = None,
+    dtype: Any = None,
+) -> _types.ArrayAndIndices: ...
+@overload
+def adaptive_max_pool1d(
+    x: Any, output_size: Any, return_indices: bool = False, layout: _types.Layout1d = "NCW", out: Any = None,
     num_threads: Optional[int] = None,
     dtype: Any = None,
-) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+) -> Union[_types.Array, _types.ArrayAndIndices]: ...
+def adaptive_max_pool1d(
+    x: Any, output_size: Any, return_indices: bool = False, layout: _types.Layout1d = "NCW", out: Any = None,
+    num_threads: Optional[int] = None,
+    dtype: Any = None,
+) -> Union[_types.Array, _types.ArrayAndIndices]:
     """Adaptive 1-D max pooling (``torch.nn.functional.adaptive_max_pool1d``); indices are
     positions along L.
 
@@ -592,11 +757,29 @@ def adaptive_max_pool1d(
     return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, rank=1, num_threads=num_threads, dtype=dtype)
 
 
+@overload
 def adaptive_max_pool3d(
-    x: Any, output_size: Any, return_indices: bool = False, layout: str = "NCDHW", out: Any = None,
+    x: Any, output_size: Any, return_indices: Literal[False] = False, layout: _types.Layout3d = "NCDHW",
+    out: Optional[_types.Array] = None, num_threads: Optional[int] = None,
+    dtype: Any = None,
+) -> _types.Array: ...
+@overload
+def adaptive_max_pool3d(
+    x: Any, output_size: Any, return_indices: Literal[True], layout: _types.Layout3d = "NCDHW",
+    out: Optional[Tuple[_types.Array, _types.Array]] = None, num_threads: Optional[int] = None,
+    dtype: Any = None,
+) -> _types.ArrayAndIndices: ...
+@overload
+def adaptive_max_pool3d(
+    x: Any, output_size: Any, return_indices: bool = False, layout: _types.Layout3d = "NCDHW", out: Any = None,
     num_threads: Optional[int] = None,
     dtype: Any = None,
-) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+) -> Union[_types.Array, _types.ArrayAndIndices]: ...
+def adaptive_max_pool3d(
+    x: Any, output_size: Any, return_indices: bool = False, layout: _types.Layout3d = "NCDHW", out: Any = None,
+    num_threads: Optional[int] = None,
+    dtype: Any = None,
+) -> Union[_types.Array, _types.ArrayAndIndices]:
     """Adaptive 3-D max pooling (``torch.nn.functional.adaptive_max_pool3d``); indices flat
     ``(d * H + h) * W + w`` within each input volume.
 
@@ -607,7 +790,7 @@ def adaptive_max_pool3d(
     return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, rank=3, num_threads=num_threads, dtype=dtype)
 
 
-def global_avg_pool2d(x: Any, layout: str = "NCHW", out: Optional[np.ndarray] = None,
+def global_avg_pool2d(x: Any, layout: _types.Layout2d = "NCHW", out: Optional[np.ndarray] = None,
                       num_threads: Optional[int] = None, dtype: Any = None) -> np.ndarray:
     """The mean of each channel's plane, keeping H = W = 1: ``(N, C, 1, 1)`` or ``(N, 1, 1, C)``.
 
@@ -627,7 +810,7 @@ def global_avg_pool2d(x: Any, layout: str = "NCHW", out: Optional[np.ndarray] = 
     return _run_adaptive(_AVG, x, (1, 1), layout, out=out, num_threads=num_threads, dtype=dtype)
 
 
-def global_avg_pool1d(x: Any, layout: str = "NCW", out: Optional[np.ndarray] = None,
+def global_avg_pool1d(x: Any, layout: _types.Layout1d = "NCW", out: Optional[np.ndarray] = None,
                       num_threads: Optional[int] = None, dtype: Any = None) -> np.ndarray:
     """The mean of each channel's sequence, keeping L = 1: ``(N, C, 1)`` or ``(N, 1, C)``.
 
@@ -638,7 +821,7 @@ def global_avg_pool1d(x: Any, layout: str = "NCW", out: Optional[np.ndarray] = N
     return _run_adaptive(_AVG, x, 1, layout, out=out, rank=1, num_threads=num_threads, dtype=dtype)
 
 
-def global_avg_pool3d(x: Any, layout: str = "NCDHW", out: Optional[np.ndarray] = None,
+def global_avg_pool3d(x: Any, layout: _types.Layout3d = "NCDHW", out: Optional[np.ndarray] = None,
                       num_threads: Optional[int] = None, dtype: Any = None) -> np.ndarray:
     """The mean of each channel's volume, keeping D = H = W = 1: ``(N, C, 1, 1, 1)`` or ``(N, 1, 1, 1, C)``.
 
@@ -666,6 +849,7 @@ class _MaxPoolNd(_PoolLayer):
 
     _rank = 2
     _repr_settings = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices", "layout")
+    _torch_settings = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
                  ceil_mode: bool = False, return_indices: bool = False, layout: Optional[str] = None):
@@ -693,6 +877,7 @@ class _AvgPoolNd(_PoolLayer):
 
     _rank = 2
     _repr_settings = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override", "layout")
+    _torch_settings = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                  count_include_pad: bool = True, divisor_override: Optional[int] = None, layout: Optional[str] = None):
@@ -738,7 +923,7 @@ class MaxPool2d(_MaxPoolNd):
     """
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
-                 ceil_mode: bool = False, return_indices: bool = False, layout: str = "NCHW"):
+                 ceil_mode: bool = False, return_indices: bool = False, layout: _types.Layout2d = "NCHW"):
         super().__init__(kernel_size, stride, padding, dilation, ceil_mode, return_indices, layout)
 
 
@@ -777,7 +962,7 @@ class AvgPool2d(_AvgPoolNd):
     """
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
-                 count_include_pad: bool = True, divisor_override: Optional[int] = None, layout: str = "NCHW"):
+                 count_include_pad: bool = True, divisor_override: Optional[int] = None, layout: _types.Layout2d = "NCHW"):
         super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, layout)
 
 
@@ -815,6 +1000,7 @@ class _AdaptivePoolNd(_layer.Layer):
     _kind, _rank = _AVG, 1
     _spec: _AdaptiveSpec
     _return_indices = False
+    _torch_settings: Tuple[str, ...] = ("output_size",)
 
     output_size = _layer.spec_setting("output_size", "per axis, None where the input's size is kept")
     layout = _layer.spec_setting("layout")
@@ -835,6 +1021,7 @@ class _AdaptivePoolNd(_layer.Layer):
 class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
     _kind = _MAX
     _repr_settings = ("output_size", "return_indices", "layout")
+    _torch_settings = ("output_size", "return_indices")
 
     def __init__(self, output_size: Any, return_indices: bool = False, layout: Optional[str] = None):
         super().__init__(output_size, layout)

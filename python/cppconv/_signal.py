@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from . import _args
+from . import _args, _types
 from ._conv import conv2d
 
 # scipy.signal's boundary names -> conv2d's padding modes (README, "Padding modes").
-BOUNDARIES = {"fill": "zeros", "wrap": "circular", "symm": "symmetric"}
+BOUNDARIES = {"fill": "constant", "wrap": "circular", "symm": "symmetric"}
 MODES = ("full", "same", "valid")
 
 
@@ -45,9 +45,8 @@ def _correlate(in1: Any, in2: Any, mode: str, boundary: str, fillvalue: Any, fli
     if mode == "valid" and any(k > i for k, i in zip(kernel.shape, image.shape[:2])):
         raise ValueError(f"{name}: mode='valid' needs in2 {kernel.shape} no larger than in1 {image.shape[:2]} "
                          f"in each axis")
-    fill = float(fillvalue) if boundary == "fill" else 0.0
-    # Computed in the compute dtype on the operands as dtype= rounds them; the fill term is
-    # added there too, and the sum rounded to the result dtype once.
+    # Computed in the compute dtype on the operands as dtype= rounds them, and the result
+    # rounded to the result dtype once.
     dtypes = _args.call_dtypes(image, kernel, None, dtype)
     image = _args.as_rounded(image, dtypes.compute, dtypes.rounding)
     kernel = _args.as_rounded(kernel, dtypes.compute, dtypes.rounding)
@@ -57,7 +56,9 @@ def _correlate(in1: Any, in2: Any, mode: str, boundary: str, fillvalue: Any, fli
     if boundary == "wrap" and any(max(p) > i for p, i in zip(pads, image.shape[:2])):
         raise ValueError(f"{name}: boundary='wrap' pads {pads}, more than the image {image.shape[:2]} holds; "
                          f"use a smaller kernel or boundary='symm'")
-    kw = dict(padding=pads, padding_mode=BOUNDARIES[boundary], num_threads=num_threads)
+    kw: Dict[str, Any] = dict(padding=pads, padding_mode=BOUNDARIES[boundary], num_threads=num_threads)
+    if boundary == "fill":
+        kw["padding_value"] = _fill_value(fillvalue, name)
     if image.ndim == 3:  # the kernel on each channel: a depthwise convolution in NHWC
         channels = image.shape[2]
         weight = np.ascontiguousarray(np.broadcast_to(kernel, (channels, 1) + kernel.shape))
@@ -65,16 +66,19 @@ def _correlate(in1: Any, in2: Any, mode: str, boundary: str, fillvalue: Any, fli
     else:
         weight = kernel
     y = conv2d(image, weight, **kw)
-    if fill != 0.0:
-        # Padding with c is zero padding plus c times the padding's indicator: the windows'
-        # sum of the weights over padding, sum(w) minus their sum over the image.
-        inside = conv2d(np.ones(image.shape, y.dtype), weight.astype(y.dtype, copy=False), **kw)
-        y += y.dtype.type(fill) * (np.asarray(kernel, y.dtype).sum() - inside)
     return _args.deliver(None, y, False, y.shape, dtypes.result)
 
 
-def correlate2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill", fillvalue: Any = 0, *,
-                num_threads: Optional[int] = None, dtype: Any = None) -> np.ndarray:
+def _fill_value(fillvalue: Any, name: str) -> float:
+    """scipy's fillvalue (a number, or a one-element array) as conv2d's padding_value."""
+    value = np.asarray(fillvalue)
+    if value.size != 1 or value.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: fillvalue must be a single real number, got {fillvalue!r}")
+    return float(value.reshape(()))
+
+
+def correlate2d(in1: Any, in2: Any, mode: _types.Mode = "full", boundary: _types.Boundary = "fill",
+                fillvalue: Any = 0, *, num_threads: Optional[int] = None, dtype: Any = None) -> _types.Array:
     """2-D cross-correlation as ``scipy.signal.correlate2d`` computes it, on cppconv's kernels.
 
     Args:
@@ -101,8 +105,8 @@ def correlate2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill", 
     return _correlate(in1, in2, mode, boundary, fillvalue, False, num_threads, "correlate2d", dtype)
 
 
-def convolve2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill", fillvalue: Any = 0, *,
-               num_threads: Optional[int] = None, dtype: Any = None) -> np.ndarray:
+def convolve2d(in1: Any, in2: Any, mode: _types.Mode = "full", boundary: _types.Boundary = "fill",
+               fillvalue: Any = 0, *, num_threads: Optional[int] = None, dtype: Any = None) -> _types.Array:
     """2-D convolution (the kernel flipped) as ``scipy.signal.convolve2d`` computes it; the
     arguments and results are :func:`correlate2d`'s.
 

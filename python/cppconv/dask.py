@@ -245,10 +245,12 @@ def _windowed(
         for i, each in enumerate(dtype):
             name_i = f"{out_name}-{i}"
             parts = {(name_i, *key[1:]): (operator.getitem, key, i) for key in list(dsk) if key[0] == out_name}
-            graph = HighLevelGraph.from_collections(name_i, {**dsk, **parts}, dependencies=[x])
+            # (Dask's annotations take neither its Array as a collection nor tuple keys here)
+            graph = HighLevelGraph.from_collections(name_i, {**dsk, **parts},  # type: ignore[dict-item]
+                                                    dependencies=[x])  # type: ignore[list-item]
             results.append(da.Array(graph, name_i, tuple(out_chunks), meta=np.empty((0,) * x.ndim, each)))
         return tuple(results)
-    graph = HighLevelGraph.from_collections(out_name, dsk, dependencies=[x])
+    graph = HighLevelGraph.from_collections(out_name, dsk, dependencies=[x])  # type: ignore[list-item]  # (as above)
     return da.Array(graph, out_name, tuple(out_chunks), meta=np.empty((0,) * x.ndim, dtype))
 
 
@@ -333,11 +335,16 @@ def _convolve(rank: int, x: Any, weight: Any, bias: Any, kwargs: Dict[str, Any],
     common = spec.kwargs()
     # The mode of this process, not the workers': the pinned algorithm was chosen under it.
     common["precision"] = common["precision"] or _args.code_word(_native.PRECISIONS, _native.get_float32_precision())
-    if spec.padding_mode != _args.PADDING_MODES["zeros"]:
-        x4 = _pad_far(x4, axes, pairs, spec.padding_mode)
+    # Zero padding is the native call's (per chunk, at the array's edges); any other is copied in.
+    if spec.pads_input or spec.padding_mode not in (_args.PADDING_MODES["zeros"], _args.CONSTANT_PADDING):
+        if spec.pads_input:  # in the compute dtype, as the in-memory call pads (an int x cannot hold 0.5)
+            x4 = da.pad(x4.astype(_args.compute_dtype(result)), _args.spatial_pad_width(pads, layout),
+                        mode="constant", constant_values=spec.padding_value)
+        else:
+            x4 = _pad_far(x4, axes, pairs, spec.padding_mode)
         cuts = [[c + before for c in axis_cuts] for axis_cuts, (before, _) in zip(cuts, pairs)]
         pairs = [(0, 0)] * rank
-        common["padding_mode"] = "zeros"
+        common["padding_mode"], common["padding_value"] = "zeros", 0.0
     sizes = [x4.shape[a] for a in axes]
     spans = [d * (k - 1) + 1 for d, k in zip(spec.dilation, weight.shape[2:])]
     outs = [(s + b + a - sp) // st + 1 for s, (b, a), sp, st in zip(sizes, pairs, spans, spec.stride)]
@@ -354,8 +361,11 @@ def _convolve(rank: int, x: Any, weight: Any, bias: Any, kwargs: Dict[str, Any],
         min_out *= 2
     k = weight.shape[0]
     block = functools.partial(_conv_chunk, spec=common, rank=rank, algorithm=algorithm, num_threads=num_threads)
+    chunk_result = _args.call_dtypes(np.empty(0, x4.dtype), weight, bias).result
     y = _windowed(f"cppconv-conv{rank}d", x4, axes, plans, _channel_axis(rank, layout), k, block, (weight, bias),
-                  result)
+                  chunk_result)
+    if chunk_result != result:  # float16 padded in float32 above
+        y = y.astype(result)
     return _unbatched(y, x.ndim, rank, layout, image)
 
 
@@ -578,8 +588,9 @@ def _pooled(kind: str, rank: int, x: Any, kernel_size: Any, stride: Any, padding
     if return_indices:
         for plan in plans:  # each chunk's origin, to turn its indices into the whole plane's
             plan.local = [(pads, start) for pads, start in zip(plan.local, plan.lo)]
-        block = functools.partial(_pool_indices_chunk, function=function, kwargs=kwargs, num_threads=num_threads,
-                                  axes=axes, sizes=tuple(sizes))
+        block: "functools.partial[Any]" = functools.partial(
+            _pool_indices_chunk, function=function, kwargs=kwargs, num_threads=num_threads, axes=axes,
+            sizes=tuple(sizes))
         pair = _windowed(name, x4, axes, plans, c_axis, x4.shape[c_axis], block, (), (result, np.dtype(np.int64)))
         return tuple(_unbatched(y, x.ndim, rank, code, image) for y in pair)
     block = functools.partial(_pool_chunk, function=function, kwargs=kwargs, num_threads=num_threads)
