@@ -377,8 +377,8 @@ RowsPlan rows_plan(const ConvProblem& p, int threads) {
 }
 
 // With a vector's worth of channels, the channel-block kernel does better on rows narrower
-// than this: they waste lanes here, and pay for lane shifts on every row (Tiles).
-constexpr int64_t kRowsMinWidth = Tiles::kDepthwiseRowsMinVectors * kVL;
+// than this: they waste lanes here, and pay for lane shifts on every row (kTiles).
+constexpr int64_t kRowsMinWidth = kTiles.depthwise_rows_min_vectors * kVL;
 
 bool rows_accepts(const ConvProblem& p) {
   return p.dtype == DType::Float32 && p.layout == Layout::NCHW && p.groups == p.in_channels &&
@@ -540,7 +540,7 @@ struct RowsBlocks {
   };
 };
 
-constexpr int64_t kReuseVecs = Tiles::kDepthwiseReuseVectors;
+constexpr int64_t kReuseVecs = kTiles.depthwise_reuse_vectors;
 static_assert(kReuseVecs <= kVecsMax, "the 3x3 reuse blocks are a part of the rows_block table");
 // The 3x3 blocks that reuse input rows, up to kReuseVecs vectors (none wider is built).
 template <int R, int NV>

@@ -45,8 +45,8 @@ namespace {
 
 using namespace simd;
 
-constexpr int kNV = Tiles::kDirectVectors;  // vectors of output channels per block
-constexpr int kMR = Tiles::kDirectPixels;    // output pixels per block
+constexpr int kNV = kTiles.direct_vectors;  // vectors of output channels per block
+constexpr int kMR = kTiles.direct_pixels;    // output pixels per block
 
 template <class T>
 constexpr int kNR = kLanes<T> * kNV;  // output channels per block
@@ -57,14 +57,14 @@ template <class T>
 constexpr DType kDType = std::is_same_v<T, float> ? DType::Float32 : DType::Float64;
 
 // Pixel-vector microkernels (for NCHW output): MK output channels x NV vectors of pixels.
-constexpr int kMKMax = Tiles::kPixelVecChannels;
+constexpr int kMKMax = kTiles.pixelvec_channels;
 // Whether a flat 1x1 convolution with few inputs runs PixelVec.  Its 4-channel AVX2 block reads
 // the segment's input once per 4 output channels and lost to ChannelVec there; the 6-channel
 // AVX-512 block won (docs/tuning.md, "Flat 1x1").
 constexpr bool kFlatPrefersPixelVec = kMKMax >= 6;
 // Vectors of pixels per block for MK channels: accumulators + pixel vectors + a broadcast
 // fit the register file.
-constexpr int nv_cap(int mk) { return std::min(Tiles::kPixelVecVectors, Tiles::kPixelVecRegisters / (mk + 1)); }
+constexpr int nv_cap(int mk) { return std::min(kTiles.pixelvec_vectors, kTiles.pixelvec_registers / (mk + 1)); }
 
 enum class Orientation { ChannelVec, PixelVec };
 

@@ -63,7 +63,7 @@ using V = Vec<float>;
 
 constexpr int L = kLanes<float>;
 constexpr int kNR = 2 * L;  // output channels per block: two vectors
-constexpr int kMRMax = Tiles::kWinogradTiles;  // tiles per microkernel block
+constexpr int kMRMax = kTiles.winograd_tiles;  // tiles per microkernel block
 constexpr int kPos = 16;                          // positions of a transformed 4x4 tile
 constexpr int64_t kSliceBytes = 256 << 10;        // transformed weights of one (k block, slice)
 constexpr int64_t kInputBudgetBytes = 512 << 10;  // V of one block of tiles

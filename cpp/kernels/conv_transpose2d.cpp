@@ -37,7 +37,7 @@ namespace CPPCONV_ISA_NS {
 namespace {
 
 #if CPPCONV_SIMD
-constexpr int64_t kMR = simd::Tiles::kTransposedPixels;  // most pixels per micro-tile
+constexpr int64_t kMR = simd::kTiles.transposed_pixels;  // most pixels per micro-tile
 #else
 constexpr int64_t kMR = 6;  // 12 of 16 vector registers accumulate
 #endif

@@ -1,9 +1,9 @@
 // The vector vocabulary of the SIMD kernels, for float and double, for the ISA this file is
 // compiled for.  The ISA's backend header (simd/f32-<isa>.h, chosen by simd/backend.h) defines
 // the same API on every ISA: Vec<T> and Mask<T>, vzero, vset1, vload, vbroadcast, vstore, vadd,
-// vmul, vfma, vmax, vmin, vleaky, lane_mask, masked loads and stores (vload_mask, vstore_mask,
-// vload_mask_or), vmax_nan_wins, deinterleave2, shift_lanes_c, the interleaves and last step of
-// transpose_square, in_register, prefetches, and the ISA's register blocking (Tiles); this file
+// vsub, vmul, vdiv, vfma, vmax, vmin, vleaky, lane_mask, masked loads and stores (vload_mask,
+// vstore_mask, vload_mask_or), vmax_nan_wins, deinterleave2, shift_lanes_c, the interleaves and
+// last step of transpose_square, and the ISA's register blocking (kTiles, simd/tiles.h); this file
 // holds what is built on top of it, the same for every ISA.  Overloads pick the element type
 // from the arguments; where nothing does (vzero, lane_mask), a template argument does, float by
 // default.  Per-ISA like isa_common.h: everything sits in cppconv::CPPCONV_ISA_NS, so each ISA
@@ -38,11 +38,43 @@ static inline Vec<T> vload_partial(const T* p, int n) { return vload_mask(p, lan
 template <class T>
 static inline void vstore_partial(T* p, Vec<T> v, int n) { vstore_mask(p, v, lane_mask<T>(0, n)); }
 
-// (in_register(v), each backend's: v, held in a register from here on.  GCC folds a load into
-// each FMA that uses it as a memory operand, so a vector several FMAs share is loaded once per
-// FMA: the depthwise row-reuse blocks did 24 loads for the 10 input columns of a 3-wide kernel
-// row, and were load-bound (NHWC 64@112 on one thread: 193 -> 133 us once the columns were
-// held).)
+// GCC's and clang's vector types have lane-wise + - * /, which the Winograd transforms and
+// pooling use; MSVC's x86 types are structs without them.  (Untested here: no MSVC on the
+// development machine; CI's Windows wheel build compiles it.)
+#if defined(_MSC_VER) && !defined(__clang__)
+static inline Vec<float> operator+(Vec<float> a, Vec<float> b) { return vadd(a, b); }
+static inline Vec<float> operator-(Vec<float> a, Vec<float> b) { return vsub(a, b); }
+static inline Vec<float> operator*(Vec<float> a, Vec<float> b) { return vmul(a, b); }
+static inline Vec<float> operator/(Vec<float> a, Vec<float> b) { return vdiv(a, b); }
+#endif
+
+// v, held in a register from here on.  GCC folds a load into each FMA that uses it as a memory
+// operand, so a vector several FMAs share is loaded once per FMA: the depthwise row-reuse blocks
+// did 24 loads for the 10 input columns of a 3-wide kernel row, and were load-bound (NHWC
+// 64@112 on one thread: 193 -> 133 us once the columns were held).
+template <class V>
+static inline V in_register(V v) {
+#if defined(__GNUC__)  // (GCC and clang; MSVC has no inline assembly on x64 and keeps its loads)
+  __asm__("" : CPPCONV_SIMD_REGISTER(v));
+#endif
+  return v;
+}
+
+// The cache line at p, asked for into L1 (prefetch_l1) or L2 (prefetch_l2).
+static inline void prefetch_l1(const void* p) {
+#if defined(__GNUC__)
+  __builtin_prefetch(p, 0, 3);
+#else
+  _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);  // (MSVC, x86 only here)
+#endif
+}
+static inline void prefetch_l2(const void* p) {
+#if defined(__GNUC__)
+  __builtin_prefetch(p, 0, 2);
+#else
+  _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1);
+#endif
+}
 
 // Runtime-indexed shift_lanes_c for loops the compiler fully unrolls (the index folds to a
 // constant).  (Shifts past kLanes are the whole of hi.)

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/simd/tiles.h"
+
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
 namespace simd {
@@ -24,33 +26,11 @@ struct Types<double> {
 };
 constexpr int kVectorBytes = 32;
 
-// Register blocking of the kernels for 16 vector registers (names derive from these).
-struct Tiles {
-  static constexpr int kDirectVectors = 2;       // vectors of output channels per ChannelVec block
-  static constexpr int kDirectPixels = 6;        // output pixels per ChannelVec block: 12 accumulators
-  static constexpr int kPixelVecChannels = 4;    // output channels per PixelVec block: 4 x 3 vectors
-  static constexpr int kPixelVecVectors = 7;     // most pixel vectors per PixelVec block
-  static constexpr int kPixelVecRegisters = 15;  // accumulators + pixel vectors per PixelVec block
-  static constexpr int kWinogradTiles = 6;       // tiles per Winograd block: 12 accumulators
-  static constexpr int kTransposedPixels = 6;    // pixels per transposed-conv micro-tile: 12 accumulators
-  static constexpr int kDepthwiseReuseVectors = 2;  // (16 registers)
-  // Shortest rows (in vectors) for the depthwise row kernel: a lane shift across the two
-  // 128-bit halves takes two shuffles, which it pays on every row of any width (measured).
-  static constexpr int kDepthwiseRowsMinVectors = 8;
-};
-
-// GCC's and clang's __m256 are vector types with lane-wise + - * /, which the Winograd
-// transforms and pooling use; MSVC's are structs without them.  (Untested here: no MSVC on the
-// development machine; CI's Windows wheel build compiles it.)
-#if defined(_MSC_VER) && !defined(__clang__)
-#define CPPCONV_SIMD_OP(op, fn) \
-  static inline __m256 operator op(__m256 a, __m256 b) { return _mm256_##fn##_ps(a, b); }
-CPPCONV_SIMD_OP(+, add)
-CPPCONV_SIMD_OP(-, sub)
-CPPCONV_SIMD_OP(*, mul)
-CPPCONV_SIMD_OP(/, div)
-#undef CPPCONV_SIMD_OP
-#endif
+// For 16 registers: 12 accumulators in the ChannelVec, Winograd and transposed-convolution
+// blocks, 4 x 3 in PixelVec's; a lane shift across the two 128-bit halves takes two shuffles,
+// which the depthwise row kernel pays on every row of any width, so its rows must be long
+// (measured).
+constexpr TileSizes kTiles = {2, 6, 4, 7, 15, 6, 6, 2, 8};
 
 template <class T = float>
 static inline typename Types<T>::Vec vzero();
@@ -67,7 +47,9 @@ static inline __m256d vbroadcast(const double* p) { return _mm256_broadcast_sd(p
 static inline void vstore(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
 static inline void vstore(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
 static inline __m256 vadd(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+static inline __m256 vsub(__m256 a, __m256 b) { return _mm256_sub_ps(a, b); }
 static inline __m256 vmul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
+static inline __m256 vdiv(__m256 a, __m256 b) { return _mm256_div_ps(a, b); }
 static inline __m256 vfma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
 static inline __m256d vfma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
 static inline __m256 vmax(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
@@ -120,19 +102,6 @@ static inline void deinterleave2(__m256 a, __m256 b, __m256& even, __m256& odd) 
   even = _mm256_shuffle_ps(lo, hi, 0x88);
   odd = _mm256_shuffle_ps(lo, hi, 0xDD);
 }
-
-// v, held in a register from here on (see simd.h).
-template <class V>
-static inline V in_register(V v) {
-#if defined(__GNUC__)  // (GCC and clang; MSVC has no inline assembly on x64 and keeps its loads)
-  __asm__("" : "+v"(v));
-#endif
-  return v;
-}
-
-// The cache line at p, asked for into L1 (prefetch_l1) or L2 (prefetch_l2).
-static inline void prefetch_l1(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
-static inline void prefetch_l2(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1); }
 
 // Lanes [n, n + kLanes) of the concatenation lo:hi (lo first), for a compile-time n in
 // [0, kLanes]: a window shifted by n elements, built from two aligned vectors.

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/simd/tiles.h"
+
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
 namespace simd {
@@ -24,32 +26,10 @@ struct Types<double> {
 };
 constexpr int kVectorBytes = 64;
 
-// Register blocking of the kernels for 32 vector registers (names derive from these).
-struct Tiles {
-  static constexpr int kDirectVectors = 2;       // vectors of output channels per ChannelVec block
-  static constexpr int kDirectPixels = 12;       // output pixels per ChannelVec block: 24 accumulators
-  static constexpr int kPixelVecChannels = 6;    // output channels per PixelVec block: 6 x 4 vectors
-  static constexpr int kPixelVecVectors = 8;     // most pixel vectors per PixelVec block
-  static constexpr int kPixelVecRegisters = 30;  // accumulators + pixel vectors per PixelVec block
-  static constexpr int kWinogradTiles = 12;      // tiles per Winograd block: 24 accumulators
-  static constexpr int kTransposedPixels = 8;    // pixels per transposed-conv micro-tile: 16 accumulators
-  static constexpr int kDepthwiseReuseVectors = 4;  // 16 accumulators, 9 weights and 4 inputs
-  // Shortest rows (in vectors) for the depthwise row kernel: a lane shift is one instruction.
-  static constexpr int kDepthwiseRowsMinVectors = 1;
-};
-
-// GCC's and clang's __m512 are vector types with lane-wise + - * /, which the Winograd
-// transforms and pooling use; MSVC's are structs without them.  (Untested here: no MSVC on the
-// development machine; CI's Windows wheel build compiles it.)
-#if defined(_MSC_VER) && !defined(__clang__)
-#define CPPCONV_SIMD_OP(op, fn) \
-  static inline __m512 operator op(__m512 a, __m512 b) { return _mm512_##fn##_ps(a, b); }
-CPPCONV_SIMD_OP(+, add)
-CPPCONV_SIMD_OP(-, sub)
-CPPCONV_SIMD_OP(*, mul)
-CPPCONV_SIMD_OP(/, div)
-#undef CPPCONV_SIMD_OP
-#endif
+// For 32 registers: 24 accumulators in the ChannelVec and Winograd blocks, 6 x 4 in PixelVec's,
+// 16 in the transposed convolution's; the depthwise reuse blocks hold 16 accumulators, 9
+// weights and 4 inputs; a lane shift is one instruction, so rows one vector wide pay.
+constexpr TileSizes kTiles = {2, 12, 6, 8, 30, 12, 8, 4, 1};
 
 template <class T = float>
 static inline typename Types<T>::Vec vzero();
@@ -66,7 +46,9 @@ static inline __m512d vbroadcast(const double* p) { return _mm512_set1_pd(*p); }
 static inline void vstore(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
 static inline void vstore(double* p, __m512d v) { _mm512_storeu_pd(p, v); }
 static inline __m512 vadd(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+static inline __m512 vsub(__m512 a, __m512 b) { return _mm512_sub_ps(a, b); }
 static inline __m512 vmul(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
+static inline __m512 vdiv(__m512 a, __m512 b) { return _mm512_div_ps(a, b); }
 static inline __m512 vfma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
 static inline __m512d vfma(__m512d a, __m512d b, __m512d c) { return _mm512_fmadd_pd(a, b, c); }
 // a * b + c in the lanes of m, c in the others.
@@ -112,19 +94,6 @@ static inline void deinterleave2(__m512 a, __m512 b, __m512& even, __m512& odd) 
   even = _mm512_permutex2var_ps(a, e, b);
   odd = _mm512_permutex2var_ps(a, _mm512_add_epi32(e, _mm512_set1_epi32(1)), b);
 }
-
-// v, held in a register from here on (see simd.h).
-template <class V>
-static inline V in_register(V v) {
-#if defined(__GNUC__)  // (GCC and clang; MSVC has no inline assembly on x64 and keeps its loads)
-  __asm__("" : "+v"(v));
-#endif
-  return v;
-}
-
-// The cache line at p, asked for into L1 (prefetch_l1) or L2 (prefetch_l2).
-static inline void prefetch_l1(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0); }
-static inline void prefetch_l2(const void* p) { _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1); }
 
 // Lanes [n, n + kLanes) of the concatenation lo:hi (lo first), for a compile-time n in
 // [0, kLanes]: a window shifted by n elements, built from two aligned vectors.

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/simd/tiles.h"
+
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
 namespace simd {
@@ -27,20 +29,9 @@ struct Types<double> {
 };
 constexpr int kVectorBytes = 16;
 
-// Register blocking of the kernels for 32 vector registers, as for AVX-512's 32 (names derive
-// from these).  Chosen by register count, not measured: no ARM machine here.
-struct Tiles {
-  static constexpr int kDirectVectors = 2;       // vectors of output channels per ChannelVec block
-  static constexpr int kDirectPixels = 12;       // output pixels per ChannelVec block: 24 accumulators
-  static constexpr int kPixelVecChannels = 6;    // output channels per PixelVec block: 6 x 4 vectors
-  static constexpr int kPixelVecVectors = 8;     // most pixel vectors per PixelVec block
-  static constexpr int kPixelVecRegisters = 30;  // accumulators + pixel vectors per PixelVec block
-  static constexpr int kWinogradTiles = 12;      // tiles per Winograd block: 24 accumulators
-  static constexpr int kTransposedPixels = 8;    // pixels per transposed-conv micro-tile: 16 accumulators
-  static constexpr int kDepthwiseReuseVectors = 4;  // 16 accumulators, 9 weights and 4 inputs
-  // Shortest rows (in vectors) for the depthwise row kernel: a lane shift is one EXT.
-  static constexpr int kDepthwiseRowsMinVectors = 1;
-};
+// For 32 registers, as AVX-512's 32 (a lane shift is one EXT, as one VALIGND there).  Chosen
+// by register count, not measured: no ARM machine here.
+constexpr TileSizes kTiles = {2, 12, 6, 8, 30, 12, 8, 4, 1};
 
 template <class T = float>
 static inline typename Types<T>::Vec vzero();
@@ -57,7 +48,9 @@ static inline float64x2_t vbroadcast(const double* p) { return vld1q_dup_f64(p);
 static inline void vstore(float* p, float32x4_t v) { vst1q_f32(p, v); }
 static inline void vstore(double* p, float64x2_t v) { vst1q_f64(p, v); }
 static inline float32x4_t vadd(float32x4_t a, float32x4_t b) { return vaddq_f32(a, b); }
+static inline float32x4_t vsub(float32x4_t a, float32x4_t b) { return vsubq_f32(a, b); }
 static inline float32x4_t vmul(float32x4_t a, float32x4_t b) { return vmulq_f32(a, b); }
+static inline float32x4_t vdiv(float32x4_t a, float32x4_t b) { return vdivq_f32(a, b); }
 static inline float32x4_t vfma(float32x4_t a, float32x4_t b, float32x4_t c) { return vfmaq_f32(c, a, b); }
 static inline float64x2_t vfma(float64x2_t a, float64x2_t b, float64x2_t c) { return vfmaq_f64(c, a, b); }
 // x86's rule, which the kernels rely on: the second operand when either is NaN (FMAX would
@@ -122,17 +115,6 @@ static inline void deinterleave2(float32x4_t a, float32x4_t b, float32x4_t& even
   even = vuzp1q_f32(a, b);
   odd = vuzp2q_f32(a, b);
 }
-
-// v, held in a register from here on (see simd.h).
-template <class V>
-static inline V in_register(V v) {
-  __asm__("" : "+w"(v));
-  return v;
-}
-
-// The cache line at p, asked for into L1 (prefetch_l1) or L2 (prefetch_l2).
-static inline void prefetch_l1(const void* p) { __builtin_prefetch(p, 0, 3); }
-static inline void prefetch_l2(const void* p) { __builtin_prefetch(p, 0, 2); }
 
 // Lanes [n, n + kLanes) of the concatenation lo:hi (lo first), for a compile-time n in
 // [0, kLanes]: a window shifted by n elements, built from two aligned vectors.
