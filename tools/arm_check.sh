@@ -2,7 +2,8 @@
 # The aarch64 (NEON) build checked under emulation: cross-compiles the C++ core with the kernel
 # tests (cpp/tests/kernel_tests.cpp) for aarch64 and runs them with qemu-user, in build/arm.
 # Every algorithm of the neon ISA is forced on problems around its tiles against the float64
-# reference (CPPCONV_TEST_SEED draws another sweep).  What emulation cannot tell is speed: ARM
+# reference (CPPCONV_TEST_SEED draws another sweep), and the NEON backend is tested itself
+# (cpp/tests/simd_tests.cpp).  What emulation cannot tell is speed: ARM
 # performance is not measured here.
 #
 # Needs (Debian): apt-get install g++-aarch64-linux-gnu qemu-user; cmake and ninja from the venv
