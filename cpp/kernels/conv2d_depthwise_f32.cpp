@@ -22,7 +22,7 @@
 #include "kernels/conv2d_depthwise_f32.h"
 #include "kernels/isa_common.h"
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if CPPCONV_SIMD
 #include "kernels/interleaved_tile.h"
 #include "kernels/simd.h"
 
@@ -377,13 +377,8 @@ RowsPlan rows_plan(const ConvProblem& p, int threads) {
 }
 
 // With a vector's worth of channels, the channel-block kernel does better on rows narrower
-// than this: they waste lanes here.  On AVX2 a lane shift across the two 128-bit halves takes
-// two shuffles, which it pays on every row of any width, so rows must be long (measured).
-#if defined(__AVX512F__)
-constexpr int64_t kRowsMinWidth = kVL;
-#else
-constexpr int64_t kRowsMinWidth = 8 * kVL;
-#endif
+// than this: they waste lanes here, and pay for lane shifts on every row (kTiles).
+constexpr int64_t kRowsMinWidth = kTiles.depthwise_rows_min_vectors * kVL;
 
 bool rows_accepts(const ConvProblem& p) {
   return p.dtype == DType::Float32 && p.layout == Layout::NCHW && p.groups == p.in_channels &&
@@ -545,27 +540,22 @@ struct RowsBlocks {
   };
 };
 
-#if defined(__AVX512F__)
-constexpr int64_t kReuseVecs = 4;  // 16 accumulators, 9 weights and 4 inputs in 32 registers
+constexpr int64_t kReuseVecs = kTiles.depthwise_reuse_vectors;
+static_assert(kReuseVecs <= kVecsMax, "the 3x3 reuse blocks are a part of the rows_block table");
+// The 3x3 blocks that reuse input rows, up to kReuseVecs vectors (none wider is built).
+template <int R, int NV>
+constexpr RowsBlockFn reuse_block() {
+  if constexpr (NV <= kReuseVecs) return rows_block_3x3<R, NV>;
+  else return nullptr;
+}
 struct RowsBlocks3x3 {
   static constexpr RowsBlockFn table[kRowsMax][kVecsMax] = {
-      {rows_block_3x3<1, 1>, rows_block_3x3<1, 2>, rows_block_3x3<1, 3>, rows_block_3x3<1, 4>},
-      {rows_block_3x3<2, 1>, rows_block_3x3<2, 2>, rows_block_3x3<2, 3>, rows_block_3x3<2, 4>},
-      {rows_block_3x3<3, 1>, rows_block_3x3<3, 2>, rows_block_3x3<3, 3>, rows_block_3x3<3, 4>},
-      {rows_block_3x3<4, 1>, rows_block_3x3<4, 2>, rows_block_3x3<4, 3>, rows_block_3x3<4, 4>},
+      {reuse_block<1, 1>(), reuse_block<1, 2>(), reuse_block<1, 3>(), reuse_block<1, 4>()},
+      {reuse_block<2, 1>(), reuse_block<2, 2>(), reuse_block<2, 3>(), reuse_block<2, 4>()},
+      {reuse_block<3, 1>(), reuse_block<3, 2>(), reuse_block<3, 3>(), reuse_block<3, 4>()},
+      {reuse_block<4, 1>(), reuse_block<4, 2>(), reuse_block<4, 3>(), reuse_block<4, 4>()},
   };
 };
-#else
-constexpr int64_t kReuseVecs = 2;  // 16 registers
-struct RowsBlocks3x3 {
-  static constexpr RowsBlockFn table[kRowsMax][kVecsMax] = {
-      {rows_block_3x3<1, 1>, rows_block_3x3<1, 2>, nullptr, nullptr},
-      {rows_block_3x3<2, 1>, rows_block_3x3<2, 2>, nullptr, nullptr},
-      {rows_block_3x3<3, 1>, rows_block_3x3<3, 2>, nullptr, nullptr},
-      {rows_block_3x3<4, 1>, rows_block_3x3<4, 2>, nullptr, nullptr},
-  };
-};
-#endif
 
 void run_rows(const ConvCall& call) {
   const ConvProblem& p = call.p;
@@ -616,8 +606,7 @@ void run_rows(const ConvCall& call) {
   });
 }
 
-
-#if defined(__AVX512F__)
+#if CPPCONV_SIMD_LANE_BIT_MASKS
 // ---------------------------------------------------------------------------------------------
 // conv2d_depthwise_flat3x3_f32: NCHW 3x3, stride 1, zero padding 1 on every side, rows a
 // multiple of 8 wide (MobileNet's 112, 56, ...).  Each plane is read in place as one flat run
@@ -630,6 +619,9 @@ void run_rows(const ConvCall& call) {
 // windows for output vector j are the top kernel row's for vector j + W / 8: each is shifted
 // once and kept in a small ring in L1 until then (5 shifts for 9 FMAs instead of 8).  Work
 // items are bands of output vectors of a plane, so a single plane still uses every thread.
+
+static_assert(kVL == 16, "flat3x3 pairs 16-lane vectors with rows a multiple of 8 wide");
+constexpr AlgorithmName kFlat3x3Name = algorithm_name("conv2d_depthwise_flat3x3_f32__" CPPCONV_ISA_NAME, kVL, 1);
 
 bool flat3x3_accepts(const ConvProblem& p) {
   return p.dtype == DType::Float32 && p.layout == Layout::NCHW && p.groups == p.in_channels &&
@@ -676,7 +668,7 @@ void flat3x3_band(const ConvProblem& p, const Mask* left, const Mask* right, con
   const FusedActivation act = fused_activation(p);
   // Vector a of the plane; zeros outside it (the padding rows above and below).
   const auto load = [&](int64_t a) {
-    if (a >= 0 && a < full) return _mm512_loadu_ps(x + a * kVL);
+    if (a >= 0 && a < full) return vload(x + a * kVL);
     if (a == full && a < vectors) return vload_mask(x + a * kVL, lane_mask(0, n - a * kVL));
     return vzero();
   };
@@ -713,26 +705,26 @@ void flat3x3_band(const ConvProblem& p, const Mask* left, const Mask* right, con
     Vec bottom[3];
     bottom_windows(bottom);
     Vec* top = ring + 3 * slot;
-    Vec acc_top = _mm512_mask3_fmadd_ps(top[0], wv[0], b, l);
+    Vec acc_top = vfma_lanes(top[0], wv[0], b, l);
     acc_top = vfma(top[1], wv[1], acc_top);
-    acc_top = _mm512_mask3_fmadd_ps(top[2], wv[2], acc_top, r);
+    acc_top = vfma_lanes(top[2], wv[2], acc_top, r);
     top[0] = bottom[0], top[1] = bottom[1], top[2] = bottom[2];
     if (++slot == ring_slots) slot = 0;
-    Vec acc_mid = _mm512_mul_ps(cur, wv[4]);
-    acc_mid = _mm512_mask3_fmadd_ps(shift_lanes_c<15>(prev, cur), wv[3], acc_mid, l);
-    acc_mid = _mm512_mask3_fmadd_ps(shift_lanes_c<1>(cur, next), wv[5], acc_mid, r);
-    Vec acc_bottom = _mm512_mul_ps(bottom[1], wv[7]);
-    acc_bottom = _mm512_mask3_fmadd_ps(bottom[0], wv[6], acc_bottom, l);
-    acc_bottom = _mm512_mask3_fmadd_ps(bottom[2], wv[8], acc_bottom, r);
-    const Vec out = apply_simple_activation(_mm512_add_ps(acc_top, _mm512_add_ps(acc_mid, acc_bottom)), act);
+    Vec acc_mid = vmul(cur, wv[4]);
+    acc_mid = vfma_lanes(shift_lanes_c<15>(prev, cur), wv[3], acc_mid, l);
+    acc_mid = vfma_lanes(shift_lanes_c<1>(cur, next), wv[5], acc_mid, r);
+    Vec acc_bottom = vmul(bottom[1], wv[7]);
+    acc_bottom = vfma_lanes(bottom[0], wv[6], acc_bottom, l);
+    acc_bottom = vfma_lanes(bottom[2], wv[8], acc_bottom, r);
+    const Vec out = apply_simple_activation(vadd(acc_top, vadd(acc_mid, acc_bottom)), act);
     prev = cur, cur = next, lo = mid, mid = hi;
     if constexpr (decltype(checked)::value) {
-      if (j < full) _mm512_storeu_ps(y + j * kVL, out);
+      if (j < full) vstore(y + j * kVL, out);
       else vstore_mask(y + j * kVL, out, lane_mask(0, n - j * kVL));
       next = load(j + 2), hi = load(j + m + 2);
     } else {
-      _mm512_storeu_ps(y + j * kVL, out);
-      next = _mm512_loadu_ps(x + (j + 2) * kVL), hi = _mm512_loadu_ps(x + (j + m + 2) * kVL);
+      vstore(y + j * kVL, out);
+      next = vload(x + (j + 2) * kVL), hi = vload(x + (j + m + 2) * kVL);
     }
   };
   // Up to where the vectors loaded ahead (j + 2 and j + m + 2) are whole vectors of the plane.
@@ -774,33 +766,26 @@ void run_flat3x3(const ConvCall& call) {
     }
   });
 }
-#endif  // __AVX512F__
+#endif  // CPPCONV_SIMD_LANE_BIT_MASKS
+
+// Names: <op>__<isa>_<output pixels x channels of a register block>.
+constexpr AlgorithmName kNchwName = algorithm_name("conv2d_depthwise_nchw_f32__" CPPCONV_ISA_NAME, kVL, 1);
+constexpr AlgorithmName kCblockName = algorithm_name("conv2d_depthwise_cblock_f32__" CPPCONV_ISA_NAME, kMB, kVL);
 
 }  // namespace
 
-#if defined(__AVX512F__)
-const ConvAlgorithm conv2d_depthwise_flat3x3_f32 = {"conv2d_depthwise_flat3x3_f32__" CPPCONV_ISA_NAME "_16x1",
-                                                     DType::Float32, flat3x3_accepts, no_packing, nullptr,
-                                                     flat3x3_workspace, run_flat3x3};
+#if CPPCONV_SIMD_LANE_BIT_MASKS
+const ConvAlgorithm conv2d_depthwise_flat3x3_f32 = {kFlat3x3Name.text, DType::Float32, flat3x3_accepts, no_packing,
+                                                     nullptr, flat3x3_workspace, run_flat3x3};
 #endif
 
-const ConvAlgorithm conv2d_depthwise_nchw_f32 = {
-#if defined(__AVX512F__)
-    "conv2d_depthwise_nchw_f32__" CPPCONV_ISA_NAME "_16x1",
-#else
-    "conv2d_depthwise_nchw_f32__" CPPCONV_ISA_NAME "_8x1",
-#endif
-    DType::Float32, rows_accepts, no_packing, nullptr, rows_workspace, run_rows};
+const ConvAlgorithm conv2d_depthwise_nchw_f32 = {kNchwName.text, DType::Float32, rows_accepts, no_packing, nullptr,
+                                                 rows_workspace, run_rows};
 
-const ConvAlgorithm conv2d_depthwise_cblock_f32 = {
-#if defined(__AVX512F__)
-    "conv2d_depthwise_cblock_f32__" CPPCONV_ISA_NAME "_8x16",
-#else
-    "conv2d_depthwise_cblock_f32__" CPPCONV_ISA_NAME "_8x8",
-#endif
-    DType::Float32, cblock_accepts, no_packing, nullptr, cblock_workspace, run_cblock};
+const ConvAlgorithm conv2d_depthwise_cblock_f32 = {kCblockName.text, DType::Float32, cblock_accepts, no_packing,
+                                                   nullptr, cblock_workspace, run_cblock};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
 
-#endif  // __AVX512F__ || __AVX2__
+#endif  // CPPCONV_SIMD

@@ -1,5 +1,5 @@
 // conv2d_channelvec / conv2d_pixelvec: the blocked direct convolution engine, for float32 and
-// float64, on AVX2 and AVX-512.
+// float64, on every ISA with a SIMD backend (simd.h).
 //
 // Output-stationary register blocking, in two orientations:
 //  - ChannelVec: a microkernel holds MR output pixels of one output row times NR output
@@ -25,7 +25,7 @@
 //    (filled together, then its outputs handed out dynamically); with many, each thread owns
 //    whole units and their tiles, and no barrier is needed.
 //  - NHWC output is stored straight from the registers; NCHW output of ChannelVec goes through
-//    a per-thread row buffer [row][ow][NR] that is transposed into the output rows (16x16
+//    a per-thread row buffer [row][ow][NR] that is transposed into the output rows (kLanes x kLanes
 //    in-register transposes for float).
 #include <array>
 #include <cstring>
@@ -36,7 +36,7 @@
 #include "kernels/conv2d_direct.h"
 #include "kernels/isa_common.h"
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if CPPCONV_SIMD
 #include "kernels/simd.h"
 
 namespace cppconv {
@@ -45,13 +45,8 @@ namespace {
 
 using namespace simd;
 
-#if defined(__AVX512F__)
-constexpr int kNV = 2;   // vectors of output channels per block
-constexpr int kMR = 12;  // output pixels per block: 24 accumulators of 32 registers
-#else
-constexpr int kNV = 2;
-constexpr int kMR = 6;  // 12 accumulators of 16 registers
-#endif
+constexpr int kNV = kTiles.direct_vectors;  // vectors of output channels per block
+constexpr int kMR = kTiles.direct_pixels;    // output pixels per block
 
 template <class T>
 constexpr int kNR = kLanes<T> * kNV;  // output channels per block
@@ -62,24 +57,14 @@ template <class T>
 constexpr DType kDType = std::is_same_v<T, float> ? DType::Float32 : DType::Float64;
 
 // Pixel-vector microkernels (for NCHW output): MK output channels x NV vectors of pixels.
-#if defined(__AVX512F__)
-constexpr int kMKMax = 6;  // 6 x 4 vectors = 24 accumulators
-#else
-constexpr int kMKMax = 4;  // 4 x 3 vectors = 12 accumulators
-#endif
+constexpr int kMKMax = kTiles.pixelvec_channels;
 // Whether a flat 1x1 convolution with few inputs runs PixelVec.  Its 4-channel AVX2 block reads
 // the segment's input once per 4 output channels and lost to ChannelVec there; the 6-channel
 // AVX-512 block won (docs/tuning.md, "Flat 1x1").
 constexpr bool kFlatPrefersPixelVec = kMKMax >= 6;
 // Vectors of pixels per block for MK channels: accumulators + pixel vectors + a broadcast
 // fit the register file.
-constexpr int nv_cap(int mk) {
-#if defined(__AVX512F__)
-  return std::min(8, 30 / (mk + 1));
-#else
-  return std::min(7, 15 / (mk + 1));
-#endif
-}
+constexpr int nv_cap(int mk) { return std::min(kTiles.pixelvec_vectors, kTiles.pixelvec_registers / (mk + 1)); }
 
 enum class Orientation { ChannelVec, PixelVec };
 
@@ -295,7 +280,7 @@ bool pack_block(const T* wb, int64_t row_stride, int64_t valid, int64_t channels
         for (int m = 0; m < L; ++m) {
           const float* src = wb + (kk0 + m) * row_stride + col0;
           // The rows stream from memory side by side: ask for their lines well ahead.
-          if (kk0 + m < valid) _mm_prefetch(reinterpret_cast<const char*>(src + 8 * L), _MM_HINT_T0);
+          if (kk0 + m < valid) prefetch_l1(src + 8 * L);
           v[m] = kk0 + m < valid ? (n == L ? vload(src) : vload_mask(src, cmask)) : vzero();
         }
 #pragma GCC unroll 16
@@ -367,7 +352,7 @@ struct WeightPrefetch {
   int64_t row_bytes = 0, row_stride = 0, rows_left = 0, offset = 0;
   void step() {
     if (rows_left == 0) return;
-    _mm_prefetch(row + offset, _MM_HINT_T1);
+    prefetch_l2(row + offset);
     offset += 64;
     if (offset >= row_bytes) offset = 0, row += row_stride, --rows_left;
   }
@@ -947,34 +932,35 @@ size_t pixelvec_workspace(const ConvProblem& p, int threads) {
 }  // namespace
 
 // Names: <op>_<dtype>__<isa>_<output pixels x output channels held in registers>.
-#if defined(__AVX512F__)
-#define CPPCONV_PIXELVEC_TILE_F32 "_64x6"
-#define CPPCONV_PIXELVEC_TILE_F64 "_32x6"
-#define CPPCONV_CHANNELVEC_TILE_F32 "_12x32"
-#define CPPCONV_CHANNELVEC_TILE_F64 "_12x16"
-#else
-#define CPPCONV_PIXELVEC_TILE_F32 "_24x4"
-#define CPPCONV_PIXELVEC_TILE_F64 "_12x4"
-#define CPPCONV_CHANNELVEC_TILE_F32 "_6x16"
-#define CPPCONV_CHANNELVEC_TILE_F64 "_6x8"
-#endif
+namespace {
+template <class T>
+constexpr int kPixelVecPixels = nv_cap(kMKMax) * kLanes<T>;  // the widest PixelVec block's
+constexpr AlgorithmName kPixelVecF32Name =
+    algorithm_name("conv2d_pixelvec_f32__" CPPCONV_ISA_NAME, kPixelVecPixels<float>, kMKMax);
+constexpr AlgorithmName kPixelVecF64Name =
+    algorithm_name("conv2d_pixelvec_f64__" CPPCONV_ISA_NAME, kPixelVecPixels<double>, kMKMax);
+constexpr AlgorithmName kChannelVecF32Name =
+    algorithm_name("conv2d_channelvec_f32__" CPPCONV_ISA_NAME, kMR, kNR<float>);
+constexpr AlgorithmName kChannelVecF64Name =
+    algorithm_name("conv2d_channelvec_f64__" CPPCONV_ISA_NAME, kMR, kNR<double>);
+}  // namespace
 
 const ConvAlgorithm conv2d_pixelvec_f32 = {
-    "conv2d_pixelvec_f32__" CPPCONV_ISA_NAME CPPCONV_PIXELVEC_TILE_F32, DType::Float32, pixelvec_accepts<float>,
+    kPixelVecF32Name.text, DType::Float32, pixelvec_accepts<float>,
     no_packing, nullptr, pixelvec_workspace<float>, run_pixelvec<float>};
 const ConvAlgorithm conv2d_pixelvec_f64 = {
-    "conv2d_pixelvec_f64__" CPPCONV_ISA_NAME CPPCONV_PIXELVEC_TILE_F64, DType::Float64, pixelvec_accepts<double>,
+    kPixelVecF64Name.text, DType::Float64, pixelvec_accepts<double>,
     no_packing, nullptr, pixelvec_workspace<double>, run_pixelvec<double>};
 const ConvAlgorithm conv2d_channelvec_f32 = {
-    "conv2d_channelvec_f32__" CPPCONV_ISA_NAME CPPCONV_CHANNELVEC_TILE_F32, DType::Float32,
+    kChannelVecF32Name.text, DType::Float32,
     channelvec_accepts<float>, channelvec_packed_bytes<float>, channelvec_pack<float>, channelvec_workspace<float>,
     run_channelvec<float>};
 const ConvAlgorithm conv2d_channelvec_f64 = {
-    "conv2d_channelvec_f64__" CPPCONV_ISA_NAME CPPCONV_CHANNELVEC_TILE_F64, DType::Float64,
+    kChannelVecF64Name.text, DType::Float64,
     channelvec_accepts<double>, channelvec_packed_bytes<double>, channelvec_pack<double>,
     channelvec_workspace<double>, run_channelvec<double>};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
 
-#endif  // __AVX512F__ || __AVX2__
+#endif  // CPPCONV_SIMD

@@ -50,7 +50,7 @@
 #include "kernels/conv2d_winograd_f32.h"
 #include "kernels/isa_common.h"
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if CPPCONV_SIMD
 #include "kernels/interleaved_tile.h"
 #include "kernels/simd.h"
 
@@ -63,11 +63,7 @@ using V = Vec<float>;
 
 constexpr int L = kLanes<float>;
 constexpr int kNR = 2 * L;  // output channels per block: two vectors
-#if defined(__AVX512F__)
-constexpr int kMRMax = 12;  // tiles per microkernel block: 24 accumulators of 32 registers
-#else
-constexpr int kMRMax = 6;  // 12 accumulators of 16 registers
-#endif
+constexpr int kMRMax = kTiles.winograd_tiles;  // tiles per microkernel block
 constexpr int kPos = 16;                          // positions of a transformed 4x4 tile
 constexpr int64_t kSliceBytes = 256 << 10;        // transformed weights of one (k block, slice)
 constexpr int64_t kInputBudgetBytes = 512 << 10;  // V of one block of tiles
@@ -565,20 +561,17 @@ bool winograd_accepts(const ConvProblem& p) {
   return packed <= kOneShotPackBytes;
 }
 
+// Name: <op>__<isa>_<tiles x output channels of a register block>.
+constexpr AlgorithmName kWinogradName = algorithm_name("conv2d_winograd2x2_f32__" CPPCONV_ISA_NAME, kMRMax, kNR);
+
 }  // namespace
 
-#if defined(__AVX512F__)
-#define CPPCONV_WINOGRAD_TILE "_12x32"
-#else
-#define CPPCONV_WINOGRAD_TILE "_6x16"
-#endif
-
 const ConvAlgorithm conv2d_winograd2x2_f32 = {
-    "conv2d_winograd2x2_f32__" CPPCONV_ISA_NAME CPPCONV_WINOGRAD_TILE, DType::Float32, winograd_accepts,
+    kWinogradName.text, DType::Float32, winograd_accepts,
     winograd_packed_bytes, winograd_pack, winograd_workspace, run_winograd,
     Precision::High};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
 
-#endif  // __AVX512F__ || __AVX2__
+#endif  // CPPCONV_SIMD

@@ -1,7 +1,8 @@
 #pragma once
 #include "kernels/kernel_table.h"
+#include "kernels/simd/backend.h"
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if CPPCONV_SIMD
 #define CPPCONV_HAS_WINOGRAD_F32 1
 namespace cppconv {
 namespace CPPCONV_ISA_NS {

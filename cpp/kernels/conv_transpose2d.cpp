@@ -24,7 +24,7 @@
 #include "kernels/conv_transpose2d.h"
 #include "kernels/isa_common.h"
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if CPPCONV_SIMD
 #include "kernels/simd.h"
 // float packs and NCHW stores by in-register transposes (the baseline build moves scalars)
 #define CPPCONV_CT_TRANSPOSES 1
@@ -36,12 +36,11 @@ namespace cppconv {
 namespace CPPCONV_ISA_NS {
 namespace {
 
-#if CPPCONV_VEC_BYTES == 64
-#define CPPCONV_CT_MAX_MR 8  // 16 of the 32 vector registers accumulate
+#if CPPCONV_SIMD
+constexpr int64_t kMR = simd::kTiles.transposed_pixels;  // most pixels per micro-tile
 #else
-#define CPPCONV_CT_MAX_MR 6  // 12 of the 16 vector registers accumulate
+constexpr int64_t kMR = 6;  // 12 of 16 vector registers accumulate
 #endif
-constexpr int64_t kMR = CPPCONV_CT_MAX_MR;  // most pixels per micro-tile
 template <class T>
 constexpr int64_t lanes() {
   return CPPCONV_VEC_BYTES / int64_t(sizeof(T));
@@ -281,10 +280,8 @@ void run_phase(const ConvTransposeCall& call) {
             case 4: micro_tile<T, 4>(args, b0, b1, tile); break;
             case 5: micro_tile<T, 5>(args, b0, b1, tile); break;
             case 6: micro_tile<T, 6>(args, b0, b1, tile); break;
-#if CPPCONV_CT_MAX_MR > 6
-            case 7: micro_tile<T, 7>(args, b0, b1, tile); break;
-            case 8: micro_tile<T, 8>(args, b0, b1, tile); break;
-#endif
+            case 7: if constexpr (kMR >= 7) micro_tile<T, std::min<int64_t>(7, kMR)>(args, b0, b1, tile); break;
+            case 8: if constexpr (kMR >= 8) micro_tile<T, std::min<int64_t>(8, kMR)>(args, b0, b1, tile); break;
             default: break;
           }
           for (int64_t q = 0; q < pix; ++q) {

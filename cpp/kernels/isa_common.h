@@ -27,15 +27,9 @@
 #define CPPCONV_STRINGIFY(x) CPPCONV_STRINGIFY_(x)
 // The ISA's name, for algorithm names of the form <op>_<params>__<isa>_<tile>.
 #define CPPCONV_ISA_NAME CPPCONV_STRINGIFY(CPPCONV_ISA_NS)
-// The ISA's vector width in bytes, for portable vector code (VecOf below), which the baseline
-// build runs too.
-#if defined(__AVX512F__)
-#define CPPCONV_VEC_BYTES 64
-#elif defined(__AVX__)
-#define CPPCONV_VEC_BYTES 32
-#else
-#define CPPCONV_VEC_BYTES 16
-#endif
+// CPPCONV_VEC_BYTES, the ISA's vector width in bytes, for portable vector code (VecOf below),
+// which the baseline build runs too; CPPCONV_SIMD, whether the SIMD kernels are built.
+#include "kernels/simd/backend.h"
 
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
@@ -197,19 +191,24 @@ class DenormalGuard {
   DenormalGuard() {
 #if defined(__SSE__) || defined(__x86_64__)
     saved_ = _mm_getcsr();
-    _mm_setcsr(saved_ | 0x8040);  // FTZ | DAZ
+    _mm_setcsr(unsigned(saved_ | 0x8040));  // FTZ | DAZ
+#elif defined(__aarch64__) && defined(__GNUC__)
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(saved_));
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(saved_ | (uint64_t(1) << 24)));  // FZ: inputs and results
 #endif
   }
   ~DenormalGuard() {
 #if defined(__SSE__) || defined(__x86_64__)
-    _mm_setcsr(saved_);
+    _mm_setcsr(unsigned(saved_));
+#elif defined(__aarch64__) && defined(__GNUC__)
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(saved_));
 #endif
   }
   DenormalGuard(const DenormalGuard&) = delete;
   DenormalGuard& operator=(const DenormalGuard&) = delete;
 
  private:
-  unsigned saved_ = 0;
+  uint64_t saved_ = 0;
 };
 
 // Runs body() on a team of `threads`, or straight on the calling thread when that is all it
@@ -227,6 +226,25 @@ static inline void parallel_region(int threads, Body&& body) {
 #endif
   (void)threads;
   body();
+}
+
+// An algorithm's name, prefix (<op>__<isa>) + "_<rows>x<cols>", built at compile time from the
+// tile constants it names, so a constant (no static initializer).
+struct AlgorithmName {
+  char text[96] = {};
+};
+static constexpr AlgorithmName algorithm_name(const char* prefix, int rows, int cols) {
+  AlgorithmName name;
+  int n = 0;
+  while (*prefix) name.text[n++] = *prefix++;
+  const int numbers[2] = {rows, cols};
+  for (int i = 0; i < 2; ++i) {
+    name.text[n++] = i == 0 ? '_' : 'x';
+    int scale = 1;
+    while (numbers[i] / scale >= 10) scale *= 10;
+    for (; scale > 0; scale /= 10) name.text[n++] = char('0' + numbers[i] / scale % 10);
+  }
+  return name;
 }
 
 // ConvAlgorithm::packed_bytes of the algorithms that read the weights as they are.

@@ -15,7 +15,7 @@ namespace {
 // Pointers to the algorithms (see KernelTable: no static initializers in per-ISA code).
 const ConvAlgorithm* const kConvAlgorithms[] = {
 #ifdef CPPCONV_HAS_DEPTHWISE_F32
-#if defined(__AVX512F__)
+#if CPPCONV_SIMD_LANE_BIT_MASKS
     &conv2d_depthwise_flat3x3_f32,
 #endif
     &conv2d_depthwise_nchw_f32,

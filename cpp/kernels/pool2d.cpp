@@ -22,7 +22,7 @@
 #include "kernels/isa_common.h"
 #include "kernels/pool2d.h"
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if CPPCONV_SIMD
 #include "kernels/simd.h"
 #define CPPCONV_POOL_SIMD 1
 #else
