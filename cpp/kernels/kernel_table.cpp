@@ -48,6 +48,7 @@ constexpr int count_of(const A (&)[N]) {
 }
 #ifdef CPPCONV_HAS_QCONV_S16
 const QConvAlgorithm* const kQConvAlgorithms[] = {
+    &qconv_depthwise_s16_4x16,
     &qconv_s16_6x16,
 };
 constexpr int kQConvCount = count_of(kQConvAlgorithms);

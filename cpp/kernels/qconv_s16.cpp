@@ -239,9 +239,126 @@ void run(const QConvCall& call) {
   }
 }
 
+
+// ---- Depthwise (one input and one output channel per group): channels in lanes.  The tile is
+// [d][h][w][channel], channels padded to a multiple of 16; the weights [block][tap][16] int32.
+// Each tap's 16 inputs are widened to int32 and multiplied exactly (|x|, |w| <= 255).
+
+constexpr int64_t kDepthwisePixels = 4;
+
+bool depthwise_accepts(const ConvProblem& p) {
+  if (p.pad_mode != PadMode::Zeros || p.batch < 1 || p.in_channels < 1) return false;
+  if (p.groups != p.in_channels || p.out_channels != p.in_channels) return false;
+  const Geometry g = geometry_of(p);
+  const double tile = double(g.depth) * double(g.rows) * double(g.cols) * double(g.blocks * kChannels);
+  const double input = double(p.in_d) * double(p.in_h) * double(p.in_w) * double(p.in_channels);
+  return tile <= 4.0 * input + double(1 << 20);
+}
+
+int64_t depthwise_blocks(const ConvProblem& p) { return (p.out_channels + kChannels - 1) / kChannels; }
+
+size_t depthwise_packed_bytes(const ConvProblem& p) {
+  const int64_t taps = p.kernel_d * p.kernel_h * p.kernel_w;
+  return size_t(depthwise_blocks(p) * (taps + 1) * kChannels) * sizeof(int32_t);  // weights, then the bias
+}
+
+void depthwise_pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed) {
+  const int64_t taps = p.kernel_d * p.kernel_h * p.kernel_w, blocks = depthwise_blocks(p);
+  int32_t* w = static_cast<int32_t*>(packed);
+  int32_t* b = w + blocks * taps * kChannels;
+  std::memset(packed, 0, depthwise_packed_bytes(p));
+  for (int64_t k = 0; k < p.out_channels; ++k) {
+    b[k] = bias ? bias[k] : 0;
+    for (int64_t t = 0; t < taps; ++t) w[(k / kChannels * taps + t) * kChannels + k % kChannels] = weight[k * taps + t];
+  }
+}
+
+template <class T>
+void copy_depthwise_tile(const QConvCall& call, const Geometry& g, int64_t width, int64_t n, int16_t* tile,
+                         int threads) {
+  const ConvProblem& p = call.p;
+  const T* x = static_cast<const T*>(call.x);
+  const int64_t C = p.in_channels, D = p.in_d, H = p.in_h, W = p.in_w, zero = call.x_zero_point;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t row = 0; row < g.depth * g.rows; ++row) {
+    const int64_t d = row / g.rows - p.pad_front, h = row % g.rows - p.pad_top;
+    int16_t* out = tile + row * g.cols * width;
+    std::memset(out, 0, sizeof(int16_t) * size_t(g.cols * width));
+    if (d < 0 || d >= D || h < 0 || h >= H) continue;
+    if (p.layout == Layout::NHWC) {
+      for (int64_t w = 0; w < W; ++w) {
+        const T* src = x + (((n * D + d) * H + h) * W + w) * C;
+        int16_t* px = out + (w + p.pad_left) * width;
+        for (int64_t c = 0; c < C; ++c) px[c] = int16_t(int32_t(src[c]) - zero);
+      }
+    } else {
+      for (int64_t c = 0; c < C; ++c) {
+        const T* src = x + (((n * C + c) * D + d) * H + h) * W;
+        for (int64_t w = 0; w < W; ++w) out[(w + p.pad_left) * width + c] = int16_t(int32_t(src[w]) - zero);
+      }
+    }
+  }
+}
+
+void depthwise_run(const QConvCall& call) {
+  const ConvProblem& p = call.p;
+  const Geometry g = geometry_of(p);
+  const int64_t blocks = depthwise_blocks(p), width = blocks * kChannels;
+  const int32_t* weights = static_cast<const int32_t*>(call.packed);
+  const int32_t* bias = weights + blocks * g.taps * kChannels;
+  std::vector<int16_t> tile(size_t(g.depth * g.rows * g.cols * width));
+  std::vector<int64_t> tap_offset(size_t(g.taps));
+  for (int64_t a = 0; a < p.kernel_d; ++a)
+    for (int64_t i = 0; i < p.kernel_h; ++i)
+      for (int64_t j = 0; j < p.kernel_w; ++j)
+        tap_offset[size_t((a * p.kernel_h + i) * p.kernel_w + j)] =
+            ((a * p.dilation_d * g.rows + i * p.dilation_h) * g.cols + j * p.dilation_w) * width;
+  std::vector<float> multiplier(size_t(width), 0.0f);
+  if (call.output != QOutput::Int32) std::copy(call.multiplier, call.multiplier + p.out_channels, multiplier.begin());
+  const int64_t items = p.out_d * p.out_h * blocks;
+  const int threads = call.num_threads;
+  for (int64_t n = 0; n < p.batch; ++n) {
+    if (call.x_signed) copy_depthwise_tile<int8_t>(call, g, width, n, tile.data(), threads);
+    else copy_depthwise_tile<uint8_t>(call, g, width, n, tile.data(), threads);
+    parallel_region(threads, [&] {
+      const NearestRounding rounding;
+#pragma omp for schedule(static)
+      for (int64_t item = 0; item < items; ++item) {
+        const int64_t block = item % blocks, row = item / blocks, od = row / p.out_h, oh = row % p.out_h;
+        const int16_t* x_row =
+            tile.data() + ((od * p.stride_d * g.rows + oh * p.stride_h) * g.cols) * width + block * kChannels;
+        const int32_t* w = weights + block * g.taps * kChannels;
+        const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + block * kChannels));
+        const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + block * kChannels + 8));
+        const int64_t k0 = block * kChannels, count = std::min(kChannels, p.out_channels - k0);
+        for (int64_t ow0 = 0; ow0 < p.out_w; ow0 += kDepthwisePixels) {
+          const int64_t np = std::min(kDepthwisePixels, p.out_w - ow0);
+          __m256i acc[kDepthwisePixels][2];
+          for (int64_t q = 0; q < kDepthwisePixels; ++q) acc[q][0] = b0, acc[q][1] = b1;
+          for (int64_t t = 0; t < g.taps; ++t) {
+            const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + t * kChannels));
+            const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + t * kChannels + 8));
+            const int16_t* xt = x_row + tap_offset[size_t(t)] + ow0 * p.stride_w * width;
+            for (int64_t q = 0; q < np; ++q) {
+              const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xt + q * p.stride_w * width));
+              const __m256i lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(v));
+              const __m256i hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(v, 1));
+              acc[q][0] = _mm256_add_epi32(acc[q][0], _mm256_mullo_epi32(lo, w0));
+              acc[q][1] = _mm256_add_epi32(acc[q][1], _mm256_mullo_epi32(hi, w1));
+            }
+          }
+          for (int64_t q = 0; q < np; ++q)
+            store(call, acc[q][0], acc[q][1], multiplier.data() + k0, n, row * p.out_w + ow0 + q, k0, count);
+        }
+      }
+    });
+  }
+}
 }  // namespace
 
 const QConvAlgorithm qconv_s16_6x16 = {"qconv_s16__" CPPCONV_ISA_NAME "_6x16", accepts, packed_bytes, pack, run};
+const QConvAlgorithm qconv_depthwise_s16_4x16 = {"qconv_depthwise_s16__" CPPCONV_ISA_NAME "_4x16", depthwise_accepts,
+                                                 depthwise_packed_bytes, depthwise_pack, depthwise_run};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

@@ -11,6 +11,8 @@
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
 extern const QConvAlgorithm qconv_s16_6x16;
+// Depthwise (groups = C = K): channels in lanes, exact int32 products.
+extern const QConvAlgorithm qconv_depthwise_s16_4x16;
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
 #endif

@@ -21,7 +21,7 @@ _ACTIVATIONS = (None, "relu", "relu6")
 
 
 def _quantized_dtype(value: Any, name: str) -> np.dtype:
-    dtype = np.dtype(value)
+    dtype: np.dtype = np.dtype(value)
     if dtype not in _RANGES:
         raise TypeError(f"{name} must be uint8 or int8, got {dtype}")
     return dtype
@@ -83,7 +83,7 @@ def _output_kind(out_dtype: Any, y_zero_point: Any, x_dtype: np.dtype) -> np.dty
     zp_dtype = y_zero_point.dtype if isinstance(y_zero_point, (np.ndarray, np.generic)) else None
     if out_dtype is None:
         return zp_dtype if zp_dtype in _RANGES else x_dtype
-    dtype = np.dtype(out_dtype)
+    dtype: np.dtype = np.dtype(out_dtype)
     if dtype not in (_U8, _I8, _I32, _F32):
         raise TypeError(f"out_dtype must be uint8, int8, int32 or float32, got {dtype}")
     if dtype in _RANGES and zp_dtype is not None and zp_dtype != dtype:
@@ -136,9 +136,9 @@ class _QuantizedWeights:
         self.weight_l1 = np.abs(self.centred.astype(np.int64)).reshape(k, -1).sum(axis=1)
         self.spec = spec
         self.plan = _native.QConvPlan(self.centred, self.bias, spec.groups)
-        self.checked: Dict[np.dtype, Tuple[int, np.dtype, Tuple[Any, ...]]] = {}
+        self.checked: Dict[np.dtype, Tuple[int, np.dtype, Dict[str, Any]]] = {}
 
-    def call_settings(self, x_dtype: np.dtype) -> Tuple[int, np.dtype, Tuple[Any, ...]]:
+    def call_settings(self, x_dtype: np.dtype) -> Tuple[int, np.dtype, Dict[str, Any]]:
         """(x_zero_point, result dtype, the native run's quantization arguments) for an x of
         x_dtype, checked once per dtype: zero points in range, the accumulator within int32."""
         found = self.checked.get(x_dtype)
@@ -179,7 +179,8 @@ class _QuantizedWeights:
                 f_max = 6.0
         k = self.centred.shape[0]
         multiplier = np.ascontiguousarray(np.broadcast_to(multiplier.astype(_F32), (k,)))
-        settings = (x_zp, result, (x_zp, multiplier if result != _I32 else None, y_zp, y_lo, y_hi, f_min, f_max))
+        settings = (x_zp, result, dict(x_zero_point=x_zp, multiplier=multiplier if result != _I32 else None,
+                                       y_zero_point=y_zp, y_min=y_lo, y_max=y_hi, f_min=f_min, f_max=f_max))
         self.checked[x_dtype] = settings
         return settings
 
@@ -194,7 +195,8 @@ class _QuantizedWeights:
             _args.check_out(out, geometry.out_shape, result)
         x4 = np.ascontiguousarray(geometry.x4)
         buffer, direct = _args.output_buffer(out, geometry.out_shape4, result, result, [x4])
-        self.plan.run(x4, buffer, self.spec.params(geometry.pads), *native_args, algorithm, threads)
+        self.plan.run(x4, buffer, self.spec.params(geometry.pads), **native_args, algorithm=algorithm,
+                      num_threads=threads)
         return _args.deliver(out, buffer, direct, geometry.out_shape, result)
 
     def explain(self, x_shape: Tuple[int, ...], x_dtype: Any, algorithm: str = "",
@@ -369,7 +371,8 @@ def quantize_linear(x: Any, scale: Any, zero_point: Any = None, dtype: Any = Non
         v = xc / s.astype(compute)
     # Clamped before rounding (integer bounds: the same as after), so infinities saturate.
     v = np.clip(v, (lo - zp).astype(compute), (hi - zp).astype(compute))
-    return (np.rint(v).astype(np.int32) + zp).astype(out_dtype)
+    y: np.ndarray = (np.rint(v).astype(np.int32) + zp).astype(out_dtype)
+    return y
 
 
 def dequantize_linear(x: Any, scale: Any, zero_point: Any = None, axis: Any = None) -> np.ndarray:
@@ -389,4 +392,5 @@ def dequantize_linear(x: Any, scale: Any, zero_point: Any = None, axis: Any = No
         zp = np.zeros((), np.int64)
     else:
         zp, _ = _axis_parameter(_zero_points(zero_point, "zero_point", xa.dtype, count), "zero_point", xa, axis)
-    return (xa.astype(np.int64) - zp).astype(_F32) * s
+    y: np.ndarray = (xa.astype(np.int64) - zp).astype(_F32) * s
+    return y
