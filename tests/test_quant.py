@@ -451,3 +451,10 @@ def test_bad_quantize_arguments():
         cppconv.quantize_linear(np.float32([1]), 1.0, np.uint8(0), dtype=np.int8)
     with pytest.raises(TypeError, match="x must be a uint8, int8 or int32"):
         cppconv.dequantize_linear(np.float32([1]), 1.0)
+
+
+def test_examples_in_the_docstrings_run():
+    import doctest
+
+    result = doctest.testmod(_quant, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted >= 8

@@ -257,7 +257,11 @@ def qconv1d(x: Any, x_scale: Any, x_zero_point: Any, w: Any, w_scale: Any, w_zer
             y_zero_point: Any, bias: Any = None, *, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
             groups: Any = 1, layout: str = "NCW", activation: Optional[str] = None, out_dtype: Any = None,
             out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
-    """:func:`qconv2d` for one spatial axis: x (N, C, L) / (C, L) ("NWC": channels last), w (K, C/groups, kl)."""
+    """:func:`qconv2d` for one spatial axis: x (N, C, L) / (C, L) ("NWC": channels last), w (K, C/groups, kl).
+
+    >>> qconv1d(np.full((1, 2, 5), 10, np.int8), 1.0, 0, np.ones((1, 2, 3), np.int8), 1.0, 0, 4.0, 0, padding=1)
+    array([[[10, 15, 15, 15, 10]]], dtype=int8)
+    """
     return _qconv(1, x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, bias, stride,
                   padding, dilation, groups, layout, activation, out_dtype, out, num_threads)
 
@@ -266,7 +270,12 @@ def qconv3d(x: Any, x_scale: Any, x_zero_point: Any, w: Any, w_scale: Any, w_zer
             y_zero_point: Any, bias: Any = None, *, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
             groups: Any = 1, layout: str = "NCDHW", activation: Optional[str] = None, out_dtype: Any = None,
             out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
-    """:func:`qconv2d` for three spatial axes: x (N, C, D, H, W) ("NDHWC": channels last), w (K, C/groups, kd, kh, kw)."""
+    """:func:`qconv2d` for three spatial axes: x (N, C, D, H, W) ("NDHWC": channels last), w (K, C/groups, kd, kh, kw).
+
+    >>> x = np.full((1, 1, 2, 2, 2), 3, np.uint8)
+    >>> qconv3d(x, 1.0, 1, np.ones((1, 1, 2, 2, 2), np.int8), 1.0, 0, 2.0, 0).ravel()  # 8 * 2 / 2
+    array([8], dtype=uint8)
+    """
     return _qconv(3, x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, bias, stride,
                   padding, dilation, groups, layout, activation, out_dtype, out, num_threads)
 
@@ -299,7 +308,11 @@ class _QConvNd:
 
 
 class QConv1d(_QConvNd):
-    """:func:`qconv1d` as a layer (arguments as qconv1d's without x)."""
+    """:func:`qconv1d` as a layer (arguments as qconv1d's without x).
+
+    >>> QConv1d(1.0, 0, np.ones((3, 2, 3), np.int8), 1.0, 0, 1.0, 0)(np.ones((1, 2, 8), np.uint8)).shape
+    (1, 3, 6)
+    """
 
     _rank = 1
 
@@ -316,7 +329,12 @@ class QConv2d(_QConvNd):
 
 
 class QConv3d(_QConvNd):
-    """:func:`qconv3d` as a layer (arguments as qconv3d's without x)."""
+    """:func:`qconv3d` as a layer (arguments as qconv3d's without x).
+
+    >>> QConv3d(1.0, 0, np.ones((4, 2, 3, 3, 3), np.int8), 1.0, 0, 1.0, 0, padding=1)(
+    ...     np.ones((1, 2, 4, 5, 6), np.uint8)).shape
+    (1, 4, 4, 5, 6)
+    """
 
     _rank = 3
 
