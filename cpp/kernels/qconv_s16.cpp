@@ -87,29 +87,51 @@ class NearestRounding {
   unsigned saved_;
 };
 
-// The image's padded tile, x - x_zero_point as int16 (padding and the padded channel are 0).
+// Where a tile pixel keeps its channels: `width` int16 values, channel c of group g at
+// g * group_in_padded + c (the depthwise tile: one channel per group, none padded).
+struct TileLayout {
+  int64_t width, group_in, group_in_padded;
+};
+
+// The image's padded tile, x - x_zero_point as int16 (padding and the padded channels are 0).
 template <class T>
-void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, int16_t* tile, int threads) {
+void copy_tile(const QConvCall& call, const Geometry& g, const TileLayout& t, int64_t n, int16_t* tile, int threads) {
   const ConvProblem& p = call.p;
   const T* x = static_cast<const T*>(call.x);
   const int64_t C = p.in_channels, D = p.in_d, H = p.in_h, W = p.in_w, zero = call.x_zero_point;
+  auto slot = [&](int64_t ch) { return ch / t.group_in * t.group_in_padded + ch % t.group_in; };
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t row = 0; row < g.depth * g.rows; ++row) {
     const int64_t d = row / g.rows - p.pad_front, h = row % g.rows - p.pad_top;
-    int16_t* out = tile + row * g.cols * g.pixel;
-    std::memset(out, 0, sizeof(int16_t) * size_t(g.cols * g.pixel));
+    int16_t* out = tile + row * g.cols * t.width;
+    std::memset(out, 0, sizeof(int16_t) * size_t(g.cols * t.width));
     if (d < 0 || d >= D || h < 0 || h >= H) continue;
-    for (int64_t w = 0; w < W; ++w) {
-      int16_t* px = out + (w + p.pad_left) * g.pixel;
-      for (int64_t grp = 0; grp < g.groups; ++grp)
-        for (int64_t c = 0; c < g.group_in; ++c) {
-          const int64_t ch = grp * g.group_in + c;
-          const T v = p.layout == Layout::NHWC ? x[(((n * D + d) * H + h) * W + w) * C + ch]
-                                               : x[(((n * C + ch) * D + d) * H + h) * W + w];
-          px[grp * g.group_in_padded + c] = int16_t(int32_t(v) - zero);
-        }
+    // Reads run along x's contiguous axis (channels, or the row); the row's tile is in L1.
+    if (p.layout == Layout::NHWC) {
+      for (int64_t w = 0; w < W; ++w) {
+        const T* src = x + (((n * D + d) * H + h) * W + w) * C;
+        int16_t* px = out + (w + p.pad_left) * t.width;
+        for (int64_t ch = 0; ch < C; ++ch) px[slot(ch)] = int16_t(int32_t(src[ch]) - zero);
+      }
+      continue;
+    }
+    for (int64_t ch = 0; ch < C; ++ch) {
+      const T* src = x + (((n * C + ch) * D + d) * H + h) * W;
+      int16_t* dst = out + p.pad_left * t.width + slot(ch);
+      for (int64_t w = 0; w < W; ++w) dst[w * t.width] = int16_t(int32_t(src[w]) - zero);
     }
   }
+}
+
+// Each kernel tap's offset in the tile from its window's first value (`width` values a pixel).
+std::vector<int64_t> tap_offsets(const ConvProblem& p, const Geometry& g, int64_t width) {
+  std::vector<int64_t> offset(size_t(g.taps));
+  for (int64_t a = 0; a < p.kernel_d; ++a)
+    for (int64_t i = 0; i < p.kernel_h; ++i)
+      for (int64_t j = 0; j < p.kernel_w; ++j)
+        offset[size_t((a * p.kernel_h + i) * p.kernel_w + j)] =
+            ((a * p.dilation_d * g.rows + i * p.dilation_h) * g.cols + j * p.dilation_w) * width;
+  return offset;
 }
 
 // NP pixels x 16 channels: acc += sum over taps and channel pairs of (x pair) . (w pair).
@@ -193,12 +215,7 @@ void run(const QConvCall& call) {
   const int32_t* bias = reinterpret_cast<const int32_t*>(weights + weight_values(g));
   // Allocated before any parallel region: a failed allocation throws on the caller's thread.
   std::vector<int16_t> tile(size_t(g.depth * g.rows * g.cols * g.pixel));
-  std::vector<int64_t> tap_offset(size_t(g.taps));
-  for (int64_t a = 0; a < p.kernel_d; ++a)
-    for (int64_t i = 0; i < p.kernel_h; ++i)
-      for (int64_t j = 0; j < p.kernel_w; ++j)
-        tap_offset[size_t((a * p.kernel_h + i) * p.kernel_w + j)] =
-            ((a * p.dilation_d * g.rows + i * p.dilation_h) * g.cols + j * p.dilation_w) * g.pixel;
+  const std::vector<int64_t> tap_offset = tap_offsets(p, g, g.pixel);
   // The multipliers by block, padded to whole blocks (read as vectors).
   std::vector<float> multiplier(size_t(g.groups * g.blocks * kChannels), 0.0f);
   if (call.output != QOutput::Int32)
@@ -210,8 +227,9 @@ void run(const QConvCall& call) {
   const int64_t items = p.out_d * p.out_h * g.groups * g.blocks;
   const int threads = call.num_threads;
   for (int64_t n = 0; n < p.batch; ++n) {
-    if (call.x_signed) copy_tile<int8_t>(call, g, n, tile.data(), threads);
-    else copy_tile<uint8_t>(call, g, n, tile.data(), threads);
+    const TileLayout layout = {g.pixel, g.group_in, g.group_in_padded};
+    if (call.x_signed) copy_tile<int8_t>(call, g, layout, n, tile.data(), threads);
+    else copy_tile<uint8_t>(call, g, layout, n, tile.data(), threads);
     parallel_region(threads, [&] {
       const NearestRounding rounding;
 #pragma omp for schedule(static)
@@ -273,33 +291,6 @@ void depthwise_pack(const ConvProblem& p, const int16_t* weight, const int32_t* 
   }
 }
 
-template <class T>
-void copy_depthwise_tile(const QConvCall& call, const Geometry& g, int64_t width, int64_t n, int16_t* tile,
-                         int threads) {
-  const ConvProblem& p = call.p;
-  const T* x = static_cast<const T*>(call.x);
-  const int64_t C = p.in_channels, D = p.in_d, H = p.in_h, W = p.in_w, zero = call.x_zero_point;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (int64_t row = 0; row < g.depth * g.rows; ++row) {
-    const int64_t d = row / g.rows - p.pad_front, h = row % g.rows - p.pad_top;
-    int16_t* out = tile + row * g.cols * width;
-    std::memset(out, 0, sizeof(int16_t) * size_t(g.cols * width));
-    if (d < 0 || d >= D || h < 0 || h >= H) continue;
-    if (p.layout == Layout::NHWC) {
-      for (int64_t w = 0; w < W; ++w) {
-        const T* src = x + (((n * D + d) * H + h) * W + w) * C;
-        int16_t* px = out + (w + p.pad_left) * width;
-        for (int64_t c = 0; c < C; ++c) px[c] = int16_t(int32_t(src[c]) - zero);
-      }
-    } else {
-      for (int64_t c = 0; c < C; ++c) {
-        const T* src = x + (((n * C + c) * D + d) * H + h) * W;
-        for (int64_t w = 0; w < W; ++w) out[(w + p.pad_left) * width + c] = int16_t(int32_t(src[w]) - zero);
-      }
-    }
-  }
-}
-
 void depthwise_run(const QConvCall& call) {
   const ConvProblem& p = call.p;
   const Geometry g = geometry_of(p);
@@ -307,19 +298,15 @@ void depthwise_run(const QConvCall& call) {
   const int32_t* weights = static_cast<const int32_t*>(call.packed);
   const int32_t* bias = weights + blocks * g.taps * kChannels;
   std::vector<int16_t> tile(size_t(g.depth * g.rows * g.cols * width));
-  std::vector<int64_t> tap_offset(size_t(g.taps));
-  for (int64_t a = 0; a < p.kernel_d; ++a)
-    for (int64_t i = 0; i < p.kernel_h; ++i)
-      for (int64_t j = 0; j < p.kernel_w; ++j)
-        tap_offset[size_t((a * p.kernel_h + i) * p.kernel_w + j)] =
-            ((a * p.dilation_d * g.rows + i * p.dilation_h) * g.cols + j * p.dilation_w) * width;
+  const std::vector<int64_t> tap_offset = tap_offsets(p, g, width);
   std::vector<float> multiplier(size_t(width), 0.0f);
   if (call.output != QOutput::Int32) std::copy(call.multiplier, call.multiplier + p.out_channels, multiplier.begin());
   const int64_t items = p.out_d * p.out_h * blocks;
   const int threads = call.num_threads;
   for (int64_t n = 0; n < p.batch; ++n) {
-    if (call.x_signed) copy_depthwise_tile<int8_t>(call, g, width, n, tile.data(), threads);
-    else copy_depthwise_tile<uint8_t>(call, g, width, n, tile.data(), threads);
+    const TileLayout layout = {width, 1, 1};
+    if (call.x_signed) copy_tile<int8_t>(call, g, layout, n, tile.data(), threads);
+    else copy_tile<uint8_t>(call, g, layout, n, tile.data(), threads);
     parallel_region(threads, [&] {
       const NearestRounding rounding;
 #pragma omp for schedule(static)
