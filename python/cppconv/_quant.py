@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from . import _args, _native
+from . import _args, _layer, _native
 from ._conv import _ConvSpec, _Geometry
 
 _U8, _I8, _I16, _I32, _F32 = (np.dtype(t) for t in (np.uint8, np.int8, np.int16, np.int32, np.float32))
@@ -280,19 +280,34 @@ def qconv3d(x: Any, x_scale: Any, x_zero_point: Any, w: Any, w_scale: Any, w_zer
                   padding, dilation, groups, layout, activation, out_dtype, out, num_threads)
 
 
-class _QConvNd:
+class _QConvNd(_layer.Layer):
     """A quantized convolution layer: parameters validated, zero points folded into centred
-    weights and the weights packed once; ``layer(x, out=None, num_threads=None)``."""
+    weights and the weights packed once; ``layer(x, out=None, num_threads=None)``.  Its state
+    (pickle, copy) is its constructor's arguments; the settings read back read-only."""
 
     _rank = 2
+    _repr_positional = ("in_channels", "out_channels")
+    _repr_settings = ("kernel_size", "stride", "padding", "dilation", "groups", "bias", "layout", "activation",
+                      "out_dtype")
 
     def __init__(self, x_scale: Any, x_zero_point: Any, w: Any, w_scale: Any, w_zero_point: Any, y_scale: Any,
                  y_zero_point: Any, bias: Any = None, *, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
                  groups: Any = 1, layout: Optional[str] = None, activation: Optional[str] = None,
                  out_dtype: Any = None):
-        self._weights = _QuantizedWeights(_spec(self._rank, stride, padding, dilation, groups, layout), x_scale,
-                                          x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, bias,
-                                          activation, out_dtype, None)
+        self._spec = _spec(self._rank, stride, padding, dilation, groups, layout)
+        self._weights = _QuantizedWeights(self._spec, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale,
+                                          y_zero_point, bias, activation, out_dtype, None)
+        # Private copies of the quantization arguments, as the state carries them.
+        self._quantization = {name: _frozen(value) for name, value in (
+            ("x_scale", x_scale), ("x_zero_point", x_zero_point), ("w", w), ("w_scale", w_scale),
+            ("w_zero_point", w_zero_point), ("y_scale", y_scale), ("y_zero_point", y_zero_point), ("bias", bias))}
+        self._out_dtype = None if out_dtype is None else np.dtype(out_dtype).name
+
+    def _init_kwargs(self) -> Dict[str, Any]:
+        spec = self._spec.kwargs()
+        settings = {name: spec[name] for name in ("stride", "padding", "dilation", "groups", "layout")}
+        return {**self._quantization, **settings, "activation": self._weights.activation,
+                "out_dtype": self._out_dtype}
 
     def __call__(self, x: Any, out: Optional[np.ndarray] = None, *, num_threads: Optional[int] = None) -> np.ndarray:
         return self._weights.run(x, out, num_threads)
@@ -301,10 +316,47 @@ class _QConvNd:
         """The algorithm, ISA and threads a call on an x of this shape and dtype would use."""
         return self._weights.explain(x_shape, x_dtype)
 
-    def __repr__(self) -> str:
-        w = self._weights
-        return (f"{type(self).__name__}(w={w.w.shape} {w.w_dtype}, stride={w.spec.stride}, groups={w.spec.groups}, "
-                f"activation={w.activation!r})")
+    @_layer.read_only
+    def in_channels(self) -> int:
+        return int(self._weights.centred.shape[1] * self._spec.groups)
+
+    @_layer.read_only
+    def out_channels(self) -> int:
+        return int(self._weights.centred.shape[0])
+
+    @_layer.read_only
+    def kernel_size(self) -> Tuple[int, ...]:
+        return tuple(int(k) for k in self._weights.centred.shape[-self._rank:])
+
+    @_layer.read_only
+    def bias(self) -> Optional[np.ndarray]:
+        return self._quantization["bias"]  # type: ignore[no-any-return]
+
+    @_layer.read_only
+    def activation(self) -> Optional[str]:
+        return self._weights.activation
+
+    @_layer.read_only
+    def out_dtype(self) -> Optional[str]:
+        return self._out_dtype
+
+    stride = _layer.spec_setting("stride")
+    padding = _layer.spec_setting("padding")
+    dilation = _layer.spec_setting("dilation")
+    groups = _layer.spec_setting("groups")
+    layout = _layer.spec_setting("layout")
+
+
+def _frozen(value: Any) -> Any:
+    """A read-only copy of an array argument (NumPy scalars become 0-d arrays, keeping their
+    dtype); other values as they are."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        a = np.array(value)
+        a.flags.writeable = False
+        return a
+    if isinstance(value, float):
+        return np.array(value)  # a plain float64 0-d array: the state holds arrays, not floats
+    return value
 
 
 class QConv1d(_QConvNd):
