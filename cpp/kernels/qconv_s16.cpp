@@ -137,7 +137,10 @@ std::vector<int64_t> tap_offsets(const ConvProblem& p, const Geometry& g, int64_
 // NP pixels x 16 channels: acc += sum over taps and channel pairs of (x pair) . (w pair).
 template <int NP>
 void accumulate(const int16_t* x, int64_t pixel_step, const int64_t* tap_offset, int64_t taps, int64_t pairs,
-                const int16_t* w, __m256i (&acc)[kPixels][2]) {
+                const int16_t* w, __m256i (&out)[kPixels][2]) {
+  // Local accumulators: written through `out` inside the loop, they would be stored back to
+  // memory after every multiply-add (the compiler cannot rule out aliasing with the loads).
+  __m256i acc[NP][2];
   for (int q = 0; q < NP; ++q) acc[q][0] = acc[q][1] = _mm256_setzero_si256();
   for (int64_t t = 0; t < taps; ++t) {
     const int16_t* xt = x + tap_offset[t];
@@ -155,6 +158,7 @@ void accumulate(const int16_t* x, int64_t pixel_step, const int64_t* tap_offset,
       }
     }
   }
+  for (int q = 0; q < NP; ++q) out[q][0] = acc[q][0], out[q][1] = acc[q][1];
 }
 
 using Accumulate = void (*)(const int16_t*, int64_t, const int64_t*, int64_t, int64_t, const int16_t*,
@@ -291,6 +295,30 @@ void depthwise_pack(const ConvProblem& p, const int16_t* weight, const int32_t* 
   }
 }
 
+// NP pixels x 16 channels of a depthwise row: acc = bias + sum over taps of x * w (int32).
+template <int NP>
+void depthwise_accumulate(const int16_t* x, int64_t pixel_step, const int64_t* tap_offset, int64_t taps,
+                          const int32_t* w, __m256i b0, __m256i b1, __m256i (&out)[kPixels][2]) {
+  __m256i acc[NP][2];  // local, as in accumulate()
+  for (int q = 0; q < NP; ++q) acc[q][0] = b0, acc[q][1] = b1;
+  for (int64_t t = 0; t < taps; ++t) {
+    const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + t * kChannels));
+    const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + t * kChannels + 8));
+    const int16_t* xt = x + tap_offset[t];
+    for (int q = 0; q < NP; ++q) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xt + q * pixel_step));
+      acc[q][0] = _mm256_add_epi32(acc[q][0], _mm256_mullo_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(v)), w0));
+      acc[q][1] = _mm256_add_epi32(acc[q][1], _mm256_mullo_epi32(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(v, 1)), w1));
+    }
+  }
+  for (int q = 0; q < NP; ++q) out[q][0] = acc[q][0], out[q][1] = acc[q][1];
+}
+
+using DepthwiseAccumulate = void (*)(const int16_t*, int64_t, const int64_t*, int64_t, const int32_t*, __m256i,
+                                     __m256i, __m256i (&)[kPixels][2]);
+constexpr DepthwiseAccumulate kDepthwiseAccumulate[kDepthwisePixels + 1] = {
+    nullptr, depthwise_accumulate<1>, depthwise_accumulate<2>, depthwise_accumulate<3>, depthwise_accumulate<4>};
+
 void depthwise_run(const QConvCall& call) {
   const ConvProblem& p = call.p;
   const Geometry g = geometry_of(p);
@@ -320,20 +348,9 @@ void depthwise_run(const QConvCall& call) {
         const int64_t k0 = block * kChannels, count = std::min(kChannels, p.out_channels - k0);
         for (int64_t ow0 = 0; ow0 < p.out_w; ow0 += kDepthwisePixels) {
           const int64_t np = std::min(kDepthwisePixels, p.out_w - ow0);
-          __m256i acc[kDepthwisePixels][2];
-          for (int64_t q = 0; q < kDepthwisePixels; ++q) acc[q][0] = b0, acc[q][1] = b1;
-          for (int64_t t = 0; t < g.taps; ++t) {
-            const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + t * kChannels));
-            const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + t * kChannels + 8));
-            const int16_t* xt = x_row + tap_offset[size_t(t)] + ow0 * p.stride_w * width;
-            for (int64_t q = 0; q < np; ++q) {
-              const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xt + q * p.stride_w * width));
-              const __m256i lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(v));
-              const __m256i hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(v, 1));
-              acc[q][0] = _mm256_add_epi32(acc[q][0], _mm256_mullo_epi32(lo, w0));
-              acc[q][1] = _mm256_add_epi32(acc[q][1], _mm256_mullo_epi32(hi, w1));
-            }
-          }
+          __m256i acc[kPixels][2];
+          kDepthwiseAccumulate[np](x_row + ow0 * p.stride_w * width, p.stride_w * width, tap_offset.data(), g.taps,
+                                   w, b0, b1, acc);
           for (int64_t q = 0; q < np; ++q)
             store(call, acc[q][0], acc[q][1], multiplier.data() + k0, n, row * p.out_w + ow0 + q, k0, count);
         }
