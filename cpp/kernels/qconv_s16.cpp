@@ -111,7 +111,8 @@ void copy_tile(const QConvCall& call, const Geometry& g, const TileLayout& t, in
       for (int64_t w = 0; w < W; ++w) {
         const T* src = x + (((n * D + d) * H + h) * W + w) * C;
         int16_t* px = out + (w + p.pad_left) * t.width;
-        for (int64_t ch = 0; ch < C; ++ch) px[slot(ch)] = int16_t(int32_t(src[ch]) - zero);
+        for (int64_t ch0 = 0; ch0 < C; ch0 += t.group_in, px += t.group_in_padded)  // a group at a time
+          for (int64_t c = 0; c < t.group_in; ++c) px[c] = int16_t(int32_t(src[ch0 + c]) - zero);
       }
       continue;
     }
@@ -212,6 +213,23 @@ void store(const QConvCall& call, __m256i acc0, __m256i acc1, const float* multi
   }
 }
 
+// Each image's tile copied, then body(n, item) for every work item of that image on the call's
+// threads, with MXCSR's rounding set to nearest in each.
+template <class Body>
+void for_each_image(const QConvCall& call, const Geometry& g, const TileLayout& layout, std::vector<int16_t>& tile,
+                    int64_t items, Body&& body) {
+  const int threads = call.num_threads;
+  for (int64_t n = 0; n < call.p.batch; ++n) {
+    if (call.x_signed) copy_tile<int8_t>(call, g, layout, n, tile.data(), threads);
+    else copy_tile<uint8_t>(call, g, layout, n, tile.data(), threads);
+    parallel_region(threads, [&] {
+      const NearestRounding rounding;
+#pragma omp for schedule(static)
+      for (int64_t item = 0; item < items; ++item) body(n, item);
+    });
+  }
+}
+
 void run(const QConvCall& call) {
   const ConvProblem& p = call.p;
   const Geometry g = geometry_of(p);
@@ -229,42 +247,35 @@ void run(const QConvCall& call) {
           call.multiplier[k];
     }
   const int64_t items = p.out_d * p.out_h * g.groups * g.blocks;
-  const int threads = call.num_threads;
-  for (int64_t n = 0; n < p.batch; ++n) {
-    const TileLayout layout = {g.pixel, g.group_in, g.group_in_padded};
-    if (call.x_signed) copy_tile<int8_t>(call, g, layout, n, tile.data(), threads);
-    else copy_tile<uint8_t>(call, g, layout, n, tile.data(), threads);
-    parallel_region(threads, [&] {
-      const NearestRounding rounding;
-#pragma omp for schedule(static)
-      for (int64_t item = 0; item < items; ++item) {
-        const int64_t block = item % (g.groups * g.blocks), row = item / (g.groups * g.blocks);
-        const int64_t grp = block / g.blocks, od = row / p.out_h, oh = row % p.out_h;
-        const int16_t* x_row = tile.data() + ((od * p.stride_d * g.rows + oh * p.stride_h) * g.cols) * g.pixel +
-                               grp * g.group_in_padded;
-        const int16_t* w = weights + block * g.taps * g.pairs * kChannels * 2;
-        const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + block * kChannels));
-        const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + block * kChannels + 8));
-        const int64_t k_in_group = (block % g.blocks) * kChannels;
-        const int64_t k0 = grp * g.group_out + k_in_group, count = std::min(kChannels, g.group_out - k_in_group);
-        __m256i acc[kPixels][2];
-        for (int64_t ow0 = 0; ow0 < p.out_w; ow0 += kPixels) {
-          const int64_t np = std::min(kPixels, p.out_w - ow0);
-          kAccumulate[np](x_row + ow0 * p.stride_w * g.pixel, p.stride_w * g.pixel, tap_offset.data(), g.taps,
-                          g.pairs, w, acc);
-          for (int64_t q = 0; q < np; ++q)
-            store(call, _mm256_add_epi32(acc[q][0], b0), _mm256_add_epi32(acc[q][1], b1),
-                  multiplier.data() + block * kChannels, n, row * p.out_w + ow0 + q, k0, count);
-        }
-      }
-    });
-  }
+  for_each_image(call, g, {g.pixel, g.group_in, g.group_in_padded}, tile, items, [&](int64_t n, int64_t item) {
+    const int64_t block = item % (g.groups * g.blocks), row = item / (g.groups * g.blocks);
+    const int64_t grp = block / g.blocks, od = row / p.out_h, oh = row % p.out_h;
+    const int16_t* x_row = tile.data() + ((od * p.stride_d * g.rows + oh * p.stride_h) * g.cols) * g.pixel +
+                           grp * g.group_in_padded;
+    const int16_t* w = weights + block * g.taps * g.pairs * kChannels * 2;
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + block * kChannels));
+    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + block * kChannels + 8));
+    const int64_t k_in_group = (block % g.blocks) * kChannels;
+    const int64_t k0 = grp * g.group_out + k_in_group, count = std::min(kChannels, g.group_out - k_in_group);
+    __m256i acc[kPixels][2];
+    for (int64_t ow0 = 0; ow0 < p.out_w; ow0 += kPixels) {
+      const int64_t np = std::min(kPixels, p.out_w - ow0);
+      kAccumulate[np](x_row + ow0 * p.stride_w * g.pixel, p.stride_w * g.pixel, tap_offset.data(), g.taps,
+                      g.pairs, w, acc);
+      for (int64_t q = 0; q < np; ++q)
+        store(call, _mm256_add_epi32(acc[q][0], b0), _mm256_add_epi32(acc[q][1], b1),
+              multiplier.data() + block * kChannels, n, row * p.out_w + ow0 + q, k0, count);
+    }
+  });
 }
 
 
 // ---- Depthwise (one input and one output channel per group): channels in lanes.  The tile is
-// [d][h][w][channel], channels padded to a multiple of 16; the weights [block][tap][16] int32.
-// Each tap's 16 inputs are widened to int32 and multiplied exactly (|x|, |w| <= 255).
+// [d][h][w][channel], channels padded to a multiple of 16.  Taps go in pairs: the two taps'
+// inputs interleaved by unpacklo/hi (channels 0-3 and 8-11, then 4-7 and 12-15) meet the
+// weights packed in that order, [block][tap pair][2][16] int16, in vpmaddwd (exact: |x|,
+// |w| <= 255); the channels are put back in order once per output.  An odd last tap pairs
+// with a zero weight.
 
 constexpr int64_t kDepthwisePixels = 4;
 
@@ -279,42 +290,51 @@ bool depthwise_accepts(const ConvProblem& p) {
 
 int64_t depthwise_blocks(const ConvProblem& p) { return (p.out_channels + kChannels - 1) / kChannels; }
 
+int64_t tap_pairs(const ConvProblem& p) { return (p.kernel_d * p.kernel_h * p.kernel_w + 1) / 2; }
+
 size_t depthwise_packed_bytes(const ConvProblem& p) {
-  const int64_t taps = p.kernel_d * p.kernel_h * p.kernel_w;
-  return size_t(depthwise_blocks(p) * (taps + 1) * kChannels) * sizeof(int32_t);  // weights, then the bias
+  const int64_t blocks = depthwise_blocks(p);
+  return size_t(blocks * tap_pairs(p) * 2 * kChannels) * sizeof(int16_t) + size_t(blocks * kChannels) * sizeof(int32_t);
 }
 
 void depthwise_pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed) {
-  const int64_t taps = p.kernel_d * p.kernel_h * p.kernel_w, blocks = depthwise_blocks(p);
-  int32_t* w = static_cast<int32_t*>(packed);
-  int32_t* b = w + blocks * taps * kChannels;
+  const int64_t taps = p.kernel_d * p.kernel_h * p.kernel_w, pairs = tap_pairs(p), blocks = depthwise_blocks(p);
+  int16_t* w = static_cast<int16_t*>(packed);
+  int32_t* b = reinterpret_cast<int32_t*>(w + blocks * pairs * 2 * kChannels);
   std::memset(packed, 0, depthwise_packed_bytes(p));
   for (int64_t k = 0; k < p.out_channels; ++k) {
     b[k] = bias ? bias[k] : 0;
-    for (int64_t t = 0; t < taps; ++t) w[(k / kChannels * taps + t) * kChannels + k % kChannels] = weight[k * taps + t];
+    const int64_t block = k / kChannels, lane = k % kChannels, half = lane / 8, r = lane % 8;
+    for (int64_t t = 0; t < taps; ++t)
+      w[((block * pairs + t / 2) * 2 + r / 4) * kChannels + half * 8 + 2 * (r % 4) + t % 2] = weight[k * taps + t];
   }
 }
 
-// NP pixels x 16 channels of a depthwise row: acc = bias + sum over taps of x * w (int32).
+// NP pixels x 16 channels of a depthwise row: out = bias + sum over taps of x * w (int32).
 template <int NP>
 void depthwise_accumulate(const int16_t* x, int64_t pixel_step, const int64_t* tap_offset, int64_t taps,
-                          const int32_t* w, __m256i b0, __m256i b1, __m256i (&out)[kPixels][2]) {
-  __m256i acc[NP][2];  // local, as in accumulate()
-  for (int q = 0; q < NP; ++q) acc[q][0] = b0, acc[q][1] = b1;
-  for (int64_t t = 0; t < taps; ++t) {
-    const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + t * kChannels));
-    const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + t * kChannels + 8));
-    const int16_t* xt = x + tap_offset[t];
+                          const int16_t* w, __m256i b0, __m256i b1, __m256i (&out)[kPixels][2]) {
+  __m256i acc[NP][2];  // local, as in accumulate(); channels (0-3, 8-11) and (4-7, 12-15)
+  for (int q = 0; q < NP; ++q) acc[q][0] = acc[q][1] = _mm256_setzero_si256();
+  for (int64_t t = 0; t < taps; t += 2) {
+    const __m256i w_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + t * kChannels));
+    const __m256i w_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + t * kChannels + kChannels));
+    const int16_t* x0 = x + tap_offset[t];
+    const int16_t* x1 = x + tap_offset[t + 1 < taps ? t + 1 : t];  // its weight is 0 past the last tap
     for (int q = 0; q < NP; ++q) {
-      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xt + q * pixel_step));
-      acc[q][0] = _mm256_add_epi32(acc[q][0], _mm256_mullo_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(v)), w0));
-      acc[q][1] = _mm256_add_epi32(acc[q][1], _mm256_mullo_epi32(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(v, 1)), w1));
+      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x0 + q * pixel_step));
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x1 + q * pixel_step));
+      acc[q][0] = _mm256_add_epi32(acc[q][0], _mm256_madd_epi16(_mm256_unpacklo_epi16(a, b), w_lo));
+      acc[q][1] = _mm256_add_epi32(acc[q][1], _mm256_madd_epi16(_mm256_unpackhi_epi16(a, b), w_hi));
     }
   }
-  for (int q = 0; q < NP; ++q) out[q][0] = acc[q][0], out[q][1] = acc[q][1];
+  for (int q = 0; q < NP; ++q) {
+    out[q][0] = _mm256_add_epi32(_mm256_permute2x128_si256(acc[q][0], acc[q][1], 0x20), b0);
+    out[q][1] = _mm256_add_epi32(_mm256_permute2x128_si256(acc[q][0], acc[q][1], 0x31), b1);
+  }
 }
 
-using DepthwiseAccumulate = void (*)(const int16_t*, int64_t, const int64_t*, int64_t, const int32_t*, __m256i,
+using DepthwiseAccumulate = void (*)(const int16_t*, int64_t, const int64_t*, int64_t, const int16_t*, __m256i,
                                      __m256i, __m256i (&)[kPixels][2]);
 constexpr DepthwiseAccumulate kDepthwiseAccumulate[kDepthwisePixels + 1] = {
     nullptr, depthwise_accumulate<1>, depthwise_accumulate<2>, depthwise_accumulate<3>, depthwise_accumulate<4>};
@@ -323,40 +343,31 @@ void depthwise_run(const QConvCall& call) {
   const ConvProblem& p = call.p;
   const Geometry g = geometry_of(p);
   const int64_t blocks = depthwise_blocks(p), width = blocks * kChannels;
-  const int32_t* weights = static_cast<const int32_t*>(call.packed);
-  const int32_t* bias = weights + blocks * g.taps * kChannels;
+  const int64_t block_values = tap_pairs(p) * 2 * kChannels;  // one block's packed weights
+  const int16_t* weights = static_cast<const int16_t*>(call.packed);
+  const int32_t* bias = reinterpret_cast<const int32_t*>(weights + blocks * block_values);
   std::vector<int16_t> tile(size_t(g.depth * g.rows * g.cols * width));
   const std::vector<int64_t> tap_offset = tap_offsets(p, g, width);
   std::vector<float> multiplier(size_t(width), 0.0f);
   if (call.output != QOutput::Int32) std::copy(call.multiplier, call.multiplier + p.out_channels, multiplier.begin());
   const int64_t items = p.out_d * p.out_h * blocks;
-  const int threads = call.num_threads;
-  for (int64_t n = 0; n < p.batch; ++n) {
-    const TileLayout layout = {width, 1, 1};
-    if (call.x_signed) copy_tile<int8_t>(call, g, layout, n, tile.data(), threads);
-    else copy_tile<uint8_t>(call, g, layout, n, tile.data(), threads);
-    parallel_region(threads, [&] {
-      const NearestRounding rounding;
-#pragma omp for schedule(static)
-      for (int64_t item = 0; item < items; ++item) {
-        const int64_t block = item % blocks, row = item / blocks, od = row / p.out_h, oh = row % p.out_h;
-        const int16_t* x_row =
-            tile.data() + ((od * p.stride_d * g.rows + oh * p.stride_h) * g.cols) * width + block * kChannels;
-        const int32_t* w = weights + block * g.taps * kChannels;
-        const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + block * kChannels));
-        const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + block * kChannels + 8));
-        const int64_t k0 = block * kChannels, count = std::min(kChannels, p.out_channels - k0);
-        for (int64_t ow0 = 0; ow0 < p.out_w; ow0 += kDepthwisePixels) {
-          const int64_t np = std::min(kDepthwisePixels, p.out_w - ow0);
-          __m256i acc[kPixels][2];
-          kDepthwiseAccumulate[np](x_row + ow0 * p.stride_w * width, p.stride_w * width, tap_offset.data(), g.taps,
-                                   w, b0, b1, acc);
-          for (int64_t q = 0; q < np; ++q)
-            store(call, acc[q][0], acc[q][1], multiplier.data() + k0, n, row * p.out_w + ow0 + q, k0, count);
-        }
-      }
-    });
-  }
+  for_each_image(call, g, {width, 1, 1}, tile, items, [&](int64_t n, int64_t item) {
+    const int64_t block = item % blocks, row = item / blocks, od = row / p.out_h, oh = row % p.out_h;
+    const int16_t* x_row =
+        tile.data() + ((od * p.stride_d * g.rows + oh * p.stride_h) * g.cols) * width + block * kChannels;
+    const int16_t* w = weights + block * block_values;
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + block * kChannels));
+    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + block * kChannels + 8));
+    const int64_t k0 = block * kChannels, count = std::min(kChannels, p.out_channels - k0);
+    for (int64_t ow0 = 0; ow0 < p.out_w; ow0 += kDepthwisePixels) {
+      const int64_t np = std::min(kDepthwisePixels, p.out_w - ow0);
+      __m256i acc[kPixels][2];
+      kDepthwiseAccumulate[np](x_row + ow0 * p.stride_w * width, p.stride_w * width, tap_offset.data(), g.taps,
+                               w, b0, b1, acc);
+      for (int64_t q = 0; q < np; ++q)
+        store(call, acc[q][0], acc[q][1], multiplier.data() + k0, n, row * p.out_w + ow0 + q, k0, count);
+    }
+  });
 }
 }  // namespace
 
