@@ -198,15 +198,23 @@ ConvProblem make_problem(const Plan& plan, const int64_t* x, size_t x_dims, cons
 
 std::vector<int64_t> shape_of(const py::array& a) { return {a.shape(), a.shape() + a.ndim()}; }
 
-const ConvAlgorithm* algorithm_named(const std::string& name) {
+// A caller-named algorithm of one family (nullptr for ""), or ValueError listing the family's.
+template <class Algorithm>
+const Algorithm* named_in(const std::string& name, const Algorithm* (*find)(const std::string&),
+                          std::vector<const Algorithm*> (*all)(), const char* family) {
   if (name.empty()) return nullptr;
-  const ConvAlgorithm* a = find_conv_algorithm(name);
+  const Algorithm* a = find(name);
   if (!a) {
     std::string known;
-    for (const ConvAlgorithm* c : all_conv_algorithms()) known += (known.empty() ? "" : ", ") + std::string(c->name);
-    throw py::value_error("no conv algorithm named '" + name + "' on this machine; available: " + known);
+    for (const Algorithm* c : all()) known += (known.empty() ? "" : ", ") + std::string(c->name);
+    throw py::value_error(std::string("no ") + family + " algorithm named '" + name + "' on this machine; available: " +
+                          known);
   }
   return a;
+}
+
+const ConvAlgorithm* algorithm_named(const std::string& name) {
+  return named_in(name, find_conv_algorithm, all_conv_algorithms, "conv");
 }
 
 struct PyConvPlan {
@@ -985,14 +993,7 @@ void require_q(const py::array& a, const char* name, py::ssize_t ndim, bool writ
 }
 
 const QConvAlgorithm* qconv_algorithm_named(const std::string& name) {
-  if (name.empty()) return nullptr;
-  const QConvAlgorithm* a = find_qconv_algorithm(name);
-  if (!a) {
-    std::string known;
-    for (const QConvAlgorithm* c : all_qconv_algorithms()) known += (known.empty() ? "" : ", ") + std::string(c->name);
-    throw py::value_error("no qconv algorithm named '" + name + "' on this machine; available: " + known);
-  }
-  return a;
+  return named_in(name, find_qconv_algorithm, all_qconv_algorithms, "qconv");
 }
 
 std::unique_ptr<QConvPlan> make_qconv_plan(const py::array& weight, const py::object& bias, int64_t groups) {
