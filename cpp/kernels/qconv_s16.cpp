@@ -202,6 +202,14 @@ void store(const QConvCall& call, __m256i acc0, __m256i acc1, const float* multi
   constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
   const __m256i q0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_min_ps(_mm256_max_ps(v0, lo), hi), kNearest));
   const __m256i q1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_min_ps(_mm256_max_ps(v1, lo), hi), kNearest));
+  if (last && count == kChannels) {  // 16 channels-last bytes in one store (values already in range)
+    const __m256i words = _mm256_permute4x64_epi64(
+        _mm256_packs_epi32(_mm256_add_epi32(q0, zero), _mm256_add_epi32(q1, zero)), 0xD8);
+    const __m128i lo = _mm256_castsi256_si128(words), hi = _mm256_extracti128_si256(words, 1);
+    const __m128i bytes = call.y_signed ? _mm_packs_epi16(lo, hi) : _mm_packus_epi16(lo, hi);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(call.y) + at(0)), bytes);
+    return;
+  }
   _mm256_store_si256(reinterpret_cast<__m256i*>(ints), _mm256_add_epi32(q0, zero));
   _mm256_store_si256(reinterpret_cast<__m256i*>(ints + 8), _mm256_add_epi32(q1, zero));
   if (call.y_signed) {
