@@ -21,12 +21,14 @@
 #include "dispatch.h"
 #include "memory.h"
 #include "pool.h"
+#include "qconv.h"
 
 namespace py = pybind11;
 using namespace cppconv;
 
 namespace {
 void bind_pool_and_transpose(py::module_& m);  // the pooling / transposed-conv section below
+void bind_qconv(py::module_& m);               // the quantized convolution section below
 }  // namespace
 
 namespace {
@@ -96,6 +98,9 @@ Precision precision_from(int code) { return code_of<Precision>(code, kPrecisionN
 
 using Shape4 = std::array<int64_t, 4>;
 
+DType dtype_of_plan(const ConvPlan& plan) { return plan.dtype(); }
+DType dtype_of_plan(const QConvPlan&) { return DType::Float32; }  // unused by quantized problems
+
 Shape4 shape4(const py::array& a) { return {a.shape(0), a.shape(1), a.shape(2), a.shape(3)}; }
 
 // A convolution's hyper-parameters, normalised by the Python layer (cppconv._conv): one object
@@ -142,7 +147,9 @@ ConvParams conv_params(int rank, const std::vector<int64_t>& stride, const std::
 
 // The problem of an input of shape x (rank + 2 sizes, in the params' layout) with the plan's
 // weights; checks `out` against the result's shape when given.
-ConvProblem make_problem(const ConvPlan& plan, const int64_t* x, size_t x_dims, const std::vector<int64_t>* out,
+// (The weights' sizes as a plan of either kind holds them: K, C/groups and the (d, h, w) kernel.)
+template <class Plan>
+ConvProblem make_problem(const Plan& plan, const int64_t* x, size_t x_dims, const std::vector<int64_t>* out,
                          const ConvParams& a) {
   ConvProblem p;
   const int r = a.rank;
@@ -150,7 +157,7 @@ ConvProblem make_problem(const ConvPlan& plan, const int64_t* x, size_t x_dims, 
   if (r < 3 && plan.kernel_d() != 1) throw py::value_error("weight: a 3-D kernel for a lower-rank call");
   if (r < 2 && plan.kernel_h() != 1) throw py::value_error("weight: a 2-D kernel for a 1-D call");
   p.rank = r;
-  p.dtype = plan.dtype();
+  p.dtype = dtype_of_plan(plan);
   p.precision = a.precision == -1 ? get_float32_precision() : precision_from(a.precision);
   p.layout = code_of<Layout>(a.layout, kLayoutNames[0], "layout");
   p.pad_mode = code_of<PadMode>(a.padding_mode, kPadModeNames, "padding_mode");
@@ -201,15 +208,23 @@ ConvProblem make_problem(const ConvPlan& plan, const int64_t* x, size_t x_dims, 
 
 std::vector<int64_t> shape_of(const py::array& a) { return {a.shape(), a.shape() + a.ndim()}; }
 
-const ConvAlgorithm* algorithm_named(const std::string& name) {
+// A caller-named algorithm of one family (nullptr for ""), or ValueError listing the family's.
+template <class Algorithm>
+const Algorithm* named_in(const std::string& name, const Algorithm* (*find)(const std::string&),
+                          std::vector<const Algorithm*> (*all)(), const char* family) {
   if (name.empty()) return nullptr;
-  const ConvAlgorithm* a = find_conv_algorithm(name);
+  const Algorithm* a = find(name);
   if (!a) {
     std::string known;
-    for (const ConvAlgorithm* c : all_conv_algorithms()) known += (known.empty() ? "" : ", ") + std::string(c->name);
-    throw py::value_error("no conv algorithm named '" + name + "' on this machine; available: " + known);
+    for (const Algorithm* c : all()) known += (known.empty() ? "" : ", ") + std::string(c->name);
+    throw py::value_error(std::string("no ") + family + " algorithm named '" + name + "' on this machine; available: " +
+                          known);
   }
   return a;
+}
+
+const ConvAlgorithm* algorithm_named(const std::string& name) {
+  return named_in(name, find_conv_algorithm, all_conv_algorithms, "conv");
 }
 
 struct PyConvPlan {
@@ -582,6 +597,7 @@ PYBIND11_MODULE(_native, m) {
       "Float32 multiply-add GFLOP/s of the selected ISA's vectors on `threads` threads (the best round "
       "in about `seconds`): the machine limit benchmarks compare against.");
   bind_pool_and_transpose(m);
+  bind_qconv(m);
   m.def("openmp", []() {
 #if defined(_OPENMP)
     return true;
@@ -973,6 +989,125 @@ void bind_pool_and_transpose(py::module_& m) {
       py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("settings"),
       py::arg("algorithm") = "", py::arg("num_threads") = 0,
       "One-shot transposed convolution of rank 1 to 3 into `out` (internal; see cppconv.conv_transpose2d).");
+}
+
+}  // namespace
+
+// ---- Quantized convolution (cpp/qconv.*): the Python layer (cppconv._quant) has validated the
+// quantization parameters and proved the accumulators fit int32; here only the native boundary.
+namespace {
+
+void require_q(const py::array& a, const char* name, py::ssize_t ndim, bool writable) {
+  if (a.ndim() != ndim)
+    throw py::value_error(std::string(name) + ": expected " + std::to_string(ndim) + " dimensions, got " +
+                          std::to_string(a.ndim()));
+  if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + ": must be C-contiguous");
+  if (writable && !a.writeable()) throw py::value_error(std::string(name) + ": must be writable");
+}
+
+const QConvAlgorithm* qconv_algorithm_named(const std::string& name) {
+  return named_in(name, find_qconv_algorithm, all_qconv_algorithms, "qconv");
+}
+
+std::unique_ptr<QConvPlan> make_qconv_plan(const py::array& weight, const py::object& bias, int64_t groups) {
+  if (!weight.dtype().equal(py::dtype::of<int16_t>())) throw py::type_error("weight: the centred weights are int16");
+  if (weight.ndim() < 3 || weight.ndim() > 5) throw py::value_error("weight: expected 3 to 5 dimensions");
+  require_q(weight, "weight", weight.ndim(), false);
+  if (groups < 1 || weight.shape(0) % groups != 0) throw py::value_error("groups must divide weight's out channels");
+  const int32_t* bias_ptr = nullptr;
+  if (!bias.is_none()) {
+    py::array b = py::reinterpret_borrow<py::array>(bias);
+    if (!b.dtype().equal(py::dtype::of<int32_t>())) throw py::type_error("bias: int32 expected");
+    require_q(b, "bias", 1, false);
+    if (b.shape(0) != weight.shape(0)) throw py::value_error("bias: length differs from weight's out channels");
+    bias_ptr = static_cast<const int32_t*>(b.data());
+  }
+  const std::vector<int64_t> shape = shape_of(weight);
+  const std::array<int64_t, 3> kernel = kernel_of(shape.data() + 2, shape.size() - 2);
+  return std::make_unique<QConvPlan>(static_cast<const int16_t*>(weight.data()), bias_ptr, shape[0], shape[1],
+                                     kernel[0], kernel[1], kernel[2], groups);
+}
+
+ConvProblem qconv_problem(const QConvPlan& plan, const std::vector<int64_t>& x_shape, const std::vector<int64_t>* out,
+                          const ConvParams& params) {
+  if (params.groups != plan.groups()) throw py::value_error("groups differ from the plan's");
+  if (params.padding_mode != int(PadMode::Zeros)) throw py::value_error("padding_mode: quantized padding is x_zero_point");
+  return make_problem(plan, x_shape.data(), x_shape.size(), out, params);
+}
+
+void run_qconv(const QConvPlan& plan, const py::array& x, const py::array& out, const ConvParams& params,
+               int x_zero_point, const py::object& multiplier, int y_zero_point, int y_min, int y_max, float f_min,
+               float f_max, const std::string& algorithm, int num_threads) {
+  QConvCall call;
+  if (x.dtype().equal(py::dtype::of<uint8_t>())) call.x_signed = false;
+  else if (x.dtype().equal(py::dtype::of<int8_t>())) call.x_signed = true;
+  else throw py::type_error("x: uint8 or int8 expected");
+  if (out.dtype().equal(py::dtype::of<uint8_t>()) || out.dtype().equal(py::dtype::of<int8_t>())) {
+    call.output = QOutput::Quantized;
+    call.y_signed = out.dtype().equal(py::dtype::of<int8_t>());
+  } else if (out.dtype().equal(py::dtype::of<int32_t>())) {
+    call.output = QOutput::Int32;
+  } else if (out.dtype().equal(py::dtype::of<float>())) {
+    call.output = QOutput::Float32;
+  } else {
+    throw py::type_error("out: uint8, int8, int32 or float32 expected");
+  }
+  require_q(x, "x", params.rank + 2, false);
+  require_q(out, "out", params.rank + 2, true);
+  const std::vector<int64_t> xs = shape_of(x), os = shape_of(out);
+  call.p = qconv_problem(plan, xs, &os, params);
+  py::array_t<float> m;
+  if (call.output != QOutput::Int32) {
+    if (multiplier.is_none()) throw py::value_error("multiplier: needed for a quantized or float32 output");
+    m = py::reinterpret_borrow<py::array>(multiplier);
+    if (!m.dtype().equal(py::dtype::of<float>())) throw py::type_error("multiplier: float32 expected");
+    require_q(m, "multiplier", 1, false);
+    if (m.shape(0) != plan.out_channels()) throw py::value_error("multiplier: one per output channel");
+    call.multiplier = m.data();
+  }
+  const int lo = call.y_signed ? -128 : 0, hi = call.y_signed ? 127 : 255;
+  if (call.output == QOutput::Quantized &&
+      (y_zero_point < lo || y_zero_point > hi || y_min < lo || y_max > hi || y_min > y_max))
+    throw py::value_error("y_zero_point, y_min, y_max: outside the output dtype's range");
+  if (num_threads < 0) throw py::value_error("num_threads must be >= 0 (0: the global setting)");
+  call.x_zero_point = x_zero_point;
+  call.y_zero_point = y_zero_point;
+  call.y_min = y_min;
+  call.y_max = y_max;
+  call.f_min = f_min;
+  call.f_max = f_max;
+  call.x = x.data();
+  call.y = const_cast<void*>(out.data());
+  const QConvAlgorithm* forced = qconv_algorithm_named(algorithm);
+  py::gil_scoped_release release;
+  plan.run(call, forced, num_threads);
+}
+
+void bind_qconv(py::module_& m) {
+  py::class_<QConvPlan>(m, "QConvPlan", "Centred int16 weights and int32 bias, packed once (internal).")
+      .def(py::init(&make_qconv_plan), py::arg("weight"), py::arg("bias"), py::arg("groups"))
+      .def("run", &run_qconv, py::arg("x"), py::arg("out"), py::arg("params"), py::arg("x_zero_point"),
+           py::arg("multiplier"), py::arg("y_zero_point"), py::arg("y_min"), py::arg("y_max"), py::arg("f_min"),
+           py::arg("f_max"), py::arg("algorithm") = "", py::arg("num_threads") = 0)
+      .def(
+          "explain",
+          [](const QConvPlan& plan, const std::vector<int64_t>& x_shape, const ConvParams& params,
+             const std::string& algorithm, int num_threads) {
+            const ConvProblem p = qconv_problem(plan, x_shape, nullptr, params);
+            const QConvChoice c = plan.choose(p, num_threads, qconv_algorithm_named(algorithm));
+            py::dict d;
+            d["algorithm"] = c.algorithm->name;
+            d["isa"] = c.isa;
+            d["threads"] = c.threads;
+            d["flops"] = conv_flops(p);
+            return d;
+          },
+          py::arg("x_shape"), py::arg("params"), py::arg("algorithm") = "", py::arg("num_threads") = 0);
+  m.def("qconv_algorithms", []() {
+    std::vector<std::string> names;
+    for (const QConvAlgorithm* a : all_qconv_algorithms()) names.emplace_back(a->name);
+    return names;
+  });
 }
 
 }  // namespace

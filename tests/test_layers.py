@@ -61,6 +61,23 @@ def _layers():
                                         return_indices=True, layout="NHWC"), x_nhwc),
         "AvgPool2d": (cppconv.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False, divisor_override=4), x),
         **_nd_pool_layers(x),
+        **_quantized_layers(rng),
+    }
+
+
+def _quantized_layers(rng):
+    """The int8 convolution layers, per-channel scales and zero points, on uint8 and int8 inputs."""
+    xq = rng.integers(0, 256, (2, 4, 9, 9)).astype(np.uint8)
+    wq = rng.integers(-128, 128, (6, 2, 3, 3)).astype(np.int8)
+    ws, wz = np.linspace(0.01, 0.02, 6).astype(np.float32), np.arange(-3, 3).astype(np.int8)
+    bq = rng.integers(-500, 500, 6).astype(np.int32)
+    return {
+        "QConv2d": (cppconv.QConv2d(0.05, np.uint8(120), wq, ws, wz, 0.4, np.uint8(7), bq, stride=(1, 2), padding=1,
+                                    groups=2, activation="relu"), xq),
+        "QConv1d": (cppconv.QConv1d(0.05, -3, wq[:, :, 0], ws, wz, 0.4, 2, None, padding=((1, 0),), groups=2,
+                                    layout="NWC"), np.ascontiguousarray(xq[:, :, 0].transpose(0, 2, 1)).view(np.int8)),
+        "QConv3d": (cppconv.QConv3d(0.05, 120, wq[:, :, None], ws, wz, 0.4, 7, bq, padding=(0, 1, 1), groups=2,
+                                    out_dtype=np.float32), xq[:, :, None]),
     }
 
 
@@ -356,6 +373,10 @@ SETTINGS = {
                       divisor_override=4, layout="NCW"),
     "AvgPool3d": dict(kernel_size=(2, 2, 2), stride=(1, 1, 1), padding=(1, 1, 1), ceil_mode=False,
                       count_include_pad=False, divisor_override=None, layout="NDHWC"),
+    "QConv2d": dict(in_channels=4, out_channels=6, kernel_size=(3, 3), stride=(1, 2), padding=(1, 1), groups=2,
+                    layout="NCHW", activation="relu", out_dtype=None),
+    "QConv1d": dict(in_channels=4, out_channels=6, kernel_size=(3,), padding=((1, 0),), groups=2, layout="NWC"),
+    "QConv3d": dict(in_channels=4, out_channels=6, kernel_size=(1, 3, 3), padding=(0, 1, 1), out_dtype="float32"),
     "AdaptiveAvgPool1d": dict(output_size=(4,), layout="NWC"),
     "AdaptiveMaxPool1d": dict(output_size=(5,), return_indices=True, layout="NCW"),
     "AdaptiveAvgPool3d": dict(output_size=(2, None, 4), layout="NCDHW"),

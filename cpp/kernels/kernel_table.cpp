@@ -6,6 +6,7 @@
 #include "kernels/conv_transpose2d.h"
 #include "kernels/fma_peak.h"
 #include "kernels/pool2d.h"
+#include "kernels/qconv_s16.h"
 #include "kernels/isa_common.h"
 
 namespace cppconv {
@@ -45,12 +46,23 @@ template <class A, int N>
 constexpr int count_of(const A (&)[N]) {
   return N;
 }
+#ifdef CPPCONV_HAS_QCONV_S16
+const QConvAlgorithm* const kQConvAlgorithms[] = {
+    &qconv_depthwise_s16_4x16,
+    &qconv_s16_6x16,
+};
+constexpr int kQConvCount = count_of(kQConvAlgorithms);
+#else
+const QConvAlgorithm* const* const kQConvAlgorithms = nullptr;  // the reference only
+constexpr int kQConvCount = 0;
+#endif
 }  // namespace
 
 const KernelTable& kernel_table() {
   static const KernelTable table = {CPPCONV_ISA_NAME, kConvAlgorithms, count_of(kConvAlgorithms),
                                     kPoolAlgorithms, count_of(kPoolAlgorithms),
                                     kConvTransposeAlgorithms, count_of(kConvTransposeAlgorithms),
+                                    kQConvAlgorithms, kQConvCount,
                                     fma_peak_gflops};
   return table;
 }

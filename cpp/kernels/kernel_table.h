@@ -4,6 +4,7 @@
 #include "conv_problem.h"
 #include "conv_transpose_problem.h"
 #include "pool_problem.h"
+#include "qconv_problem.h"
 
 namespace cppconv {
 
@@ -45,6 +46,17 @@ struct ConvTransposeAlgorithm {
   void (*run)(const ConvTransposeCall& call);
 };
 
+// One quantized-convolution algorithm (cpp/qconv.cpp).  Packed weights are made from the
+// centred int16 weights (QConvCall::weight) once per plan; the result is exact, so every
+// algorithm gives the reference's bits.
+struct QConvAlgorithm {
+  const char* name;
+  bool (*accepts)(const ConvProblem& p);
+  size_t (*packed_bytes)(const ConvProblem& p);
+  void (*pack)(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed);
+  void (*run)(const QConvCall& call);
+};
+
 // Lists of pointers, not of copies: a copy of an algorithm defined in another source file is
 // made by a static initializer, which runs when the module loads on every CPU, and the
 // compiler vectorises it with this ISA's instructions (an AVX-512 copy of a 64-byte entry
@@ -57,6 +69,8 @@ struct KernelTable {
   int pool_count;
   const ConvTransposeAlgorithm* const* conv_transpose;  // likewise
   int conv_transpose_count;
+  const QConvAlgorithm* const* qconv;  // likewise; cpp/qconv.cpp's reference ends the list
+  int qconv_count;
   // The ISA's float32 multiply-add limit, measured (kernels/fma_peak.cpp).
   double (*fma_peak_gflops)(int threads, double seconds);
 };

@@ -22,6 +22,7 @@
 #include "dispatch.h"
 #include "pool.h"
 #include "pool_reference.h"
+#include "qconv.h"
 #include "reference.h"
 
 using namespace cppconv;
@@ -729,6 +730,92 @@ void conv_transpose_sweep() {
   }
 }
 
+
+// ------------------------------------------------------------------------------------------
+// Quantized convolution: every algorithm bit for bit against qconv_reference, on problems
+// around the 6-pixel x 16-channel block and the channel pairs, uint8 and int8 activations,
+// every output kind, 1 and kThreads threads.
+
+std::string describe_q(const QConvCall& c) {
+  const char* out[] = {"quantized", "int32", "float32"};
+  return describe(c.p) + (c.x_signed ? " s8" : " u8") + " x_zp " + std::to_string(c.x_zero_point) + " " +
+         out[int(c.output)];
+}
+
+void qconv_sweep() {
+  for (int round = 0; round < 160; ++round) {
+    ConvProblem p;
+    p.rank = round % 8 == 7 ? 3 : 2;
+    p.layout = chance(0.5) ? Layout::NHWC : Layout::NCHW;
+    p.batch = uniform(1, 2);
+    if (round % 5 == 4) {  // depthwise, channel counts around the 16 lanes
+      p.groups = p.in_channels = p.out_channels = uniform(1, 35);
+    } else {
+      p.groups = chance(0.2) ? uniform(2, 4) : 1;
+      p.in_channels = p.groups * uniform(1, 19);
+      p.out_channels = p.groups * uniform(1, 35);
+    }
+    p.kernel_h = uniform(1, 4), p.kernel_w = uniform(1, 4);
+    p.stride_h = uniform(1, 2), p.stride_w = uniform(1, 2);
+    p.dilation_h = chance(0.2) ? 2 : 1, p.dilation_w = chance(0.2) ? 2 : 1;
+    p.pad_top = uniform(0, 2), p.pad_bottom = uniform(0, 2), p.pad_left = uniform(0, 2), p.pad_right = uniform(0, 2);
+    p.in_h = uniform(p.dilation_h * (p.kernel_h - 1) + 1, 9);
+    const int64_t width_tile = 6 * p.stride_w * uniform(1, 2);
+    p.in_w = std::max(p.dilation_w * (p.kernel_w - 1) + 1, width_tile + uniform(-1, 1));
+    if (p.rank == 3) {
+      p.kernel_d = uniform(1, 3), p.in_d = uniform(p.kernel_d, 4), p.pad_front = uniform(0, 1), p.pad_back = 0;
+    }
+    p.out_d = conv_output_size(p.in_d, p.kernel_d, p.stride_d, p.dilation_d, p.pad_front, p.pad_back);
+    p.out_h = conv_output_size(p.in_h, p.kernel_h, p.stride_h, p.dilation_h, p.pad_top, p.pad_bottom);
+    p.out_w = conv_output_size(p.in_w, p.kernel_w, p.stride_w, p.dilation_w, p.pad_left, p.pad_right);
+    QConvCall call;
+    call.p = p;
+    call.x_signed = chance(0.5);
+    call.output = QOutput(round % 3);
+    call.y_signed = chance(0.5);
+    const int64_t lo = call.x_signed ? -128 : 0;
+    call.x_zero_point = int32_t(uniform(lo, lo + 255));
+    const int64_t group_in = p.in_channels / p.groups;
+    const int64_t taps = p.kernel_d * p.kernel_h * p.kernel_w;
+    std::vector<int16_t> w(size_t(p.out_channels * group_in * taps));
+    for (auto& v : w) v = int16_t(uniform(-255, 255));  // centred: w - w_zero_point
+    std::vector<int32_t> bias(size_t(p.out_channels));
+    for (auto& v : bias) v = int32_t(uniform(-100000, 100000));
+    std::vector<float> multiplier(size_t(p.out_channels));
+    for (auto& m : multiplier) m = float(std::ldexp(double(uniform(1, 1 << 20)), -int(uniform(20, 36))));
+    call.multiplier = multiplier.data();
+    call.y_zero_point = int32_t(call.y_signed ? uniform(-128, 127) : uniform(0, 255));
+    call.y_min = call.y_signed ? -128 : 0, call.y_max = call.y_signed ? 127 : 255;
+    if (chance(0.3)) call.y_min = call.y_zero_point;  // relu
+    if (call.output == QOutput::Float32 && chance(0.3)) call.f_min = 0, call.f_max = 6;
+    std::vector<uint8_t> x(size_t(p.batch * p.in_channels * p.in_d * p.in_h * p.in_w));
+    for (auto& v : x) v = uint8_t(uniform(0, 255));
+    call.x = x.data();
+    const size_t out_bytes = size_t(conv_outputs(p)) * (call.output == QOutput::Quantized ? 1 : 4);
+    const QConvPlan plan(w.data(), chance(0.8) ? bias.data() : nullptr, p.out_channels, group_in, p.kernel_d,
+                         p.kernel_h, p.kernel_w, p.groups);
+    std::vector<unsigned char> ref(out_bytes), y(out_bytes);
+    call.y = ref.data();
+    plan.run(call, &qconv_reference, 1);
+    for (const QConvAlgorithm* a : all_qconv_algorithms()) {
+      if (a == &qconv_reference || !a->accepts(p)) continue;
+      ++g_cases[a->name];
+      for (const int threads : {1, kThreads}) {
+        std::fill(y.begin(), y.end(), 0xAB);
+        call.y = y.data();
+        std::string why;
+        try {
+          plan.run(call, a, threads);
+          if (y != ref) why = "differs from the reference";
+        } catch (const std::exception& e) {
+          why = std::string("threw ") + e.what();
+        }
+        if (!why.empty())
+          fail(std::string(a->name) + ": " + why + " with " + std::to_string(threads) + " threads on " + describe_q(call));
+      }
+    }
+  }
+}
 // ------------------------------------------------------------------------------------------
 
 // Every algorithm this machine runs must have run kMinCases cases (but the float64 references,
@@ -767,11 +854,13 @@ int main() {
   timed("1-D and 3-D lowerings", lowering_sweep);
   timed("pooling", pool_sweep);
   timed("transposed convolution", conv_transpose_sweep);
+  timed("quantized convolution", qconv_sweep);
 
   std::printf("cases per algorithm:\n");
   require_cases(all_conv_algorithms(), &conv_reference_f64);
   require_cases(all_pool_algorithms(), &pool2d_reference_f64);
   require_cases(all_conv_transpose_algorithms(), &conv_transpose2d_reference_f64);
+  require_cases(all_qconv_algorithms(), &qconv_reference);
   for (const Lowering l : {Lowering::None, Lowering::Flatten, Lowering::IntoBatch, Lowering::Gather,
                            Lowering::Interleave, Lowering::FoldRows}) {
     const std::string name = std::string("lowering ") + lowering_name(l);

@@ -52,6 +52,7 @@ from ._pool import (
     pool_output_size,
 )
 from ._signal import convolve2d, correlate2d
+from ._quant import QConv1d, QConv2d, QConv3d, dequantize_linear, qconv1d, qconv2d, qconv3d, quantize_linear
 from ._network import Network
 from . import onnx  # cppconv.onnx.load; the onnx package is imported only when a model is loaded
 
@@ -176,6 +177,9 @@ __all__ = [
     "MaxPool2d",
     "MaxPool3d",
     "Network",
+    "QConv1d",
+    "QConv2d",
+    "QConv3d",
     "__version__",
     "adaptive_avg_pool1d",
     "adaptive_avg_pool2d",
@@ -196,6 +200,7 @@ __all__ = [
     "conv_transpose_output_size",
     "convolve2d",
     "correlate2d",
+    "dequantize_linear",
     "explain",
     "get_float32_precision",
     "get_num_threads",
@@ -207,6 +212,10 @@ __all__ = [
     "max_pool2d",
     "max_pool3d",
     "pool_output_size",
+    "qconv1d",
+    "qconv2d",
+    "qconv3d",
+    "quantize_linear",
     "set_float32_precision",
     "set_num_threads",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'adaptive_pool2d', 'adaptive_pool3d', 'available_isas', 'bf16_to_float32', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool3d', 'pool_algorithms', 'pool_output_size', 'reset_num_threads', 'round_to_bf16', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
+__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'QConvPlan', 'adaptive_pool2d', 'adaptive_pool3d', 'available_isas', 'bf16_to_float32', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool3d', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'reset_num_threads', 'round_to_bf16', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
 class ConvParams:
     """
     A convolution call's normalised hyper-parameters (internal).
@@ -38,6 +38,16 @@ class ConvTransposePlan:
     def explain(self, x_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], settings: ConvTransposeSettings, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> dict:
         ...
     def run(self, x: numpy.ndarray, out: numpy.ndarray, settings: ConvTransposeSettings, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+        ...
+class QConvPlan:
+    """
+    Centred int16 weights and int32 bias, packed once (internal).
+    """
+    def __init__(self, weight: numpy.ndarray, bias: typing.Any, groups: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def explain(self, x_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], params: ConvParams, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> dict:
+        ...
+    def run(self, x: numpy.ndarray, out: numpy.ndarray, params: ConvParams, x_zero_point: typing.SupportsInt | typing.SupportsIndex, multiplier: typing.Any, y_zero_point: typing.SupportsInt | typing.SupportsIndex, y_min: typing.SupportsInt | typing.SupportsIndex, y_max: typing.SupportsInt | typing.SupportsIndex, f_min: typing.SupportsFloat | typing.SupportsIndex, f_max: typing.SupportsFloat | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
         ...
 def adaptive_pool2d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
@@ -118,6 +128,8 @@ def pool3d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typi
 def pool_algorithms() -> list[str]:
     ...
 def pool_output_size(input_size: typing.SupportsInt | typing.SupportsIndex, kernel_size: typing.SupportsInt | typing.SupportsIndex, stride: typing.SupportsInt | typing.SupportsIndex, pad_before: typing.SupportsInt | typing.SupportsIndex, pad_after: typing.SupportsInt | typing.SupportsIndex, dilation: typing.SupportsInt | typing.SupportsIndex, ceil_mode: bool) -> int:
+    ...
+def qconv_algorithms() -> list[str]:
     ...
 def reset_num_threads() -> None:
     """

@@ -1,0 +1,164 @@
+#include "qconv.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "dispatch.h"
+
+#if defined(__SSE__) || defined(__x86_64__) || defined(_M_X64)
+#include <xmmintrin.h>
+#define CPPCONV_QCONV_MXCSR 1
+#endif
+
+namespace cppconv {
+
+int32_t requantize_reference(int32_t acc, float multiplier, int32_t y_zero_point, int32_t y_min, int32_t y_max) {
+  float v = float(acc) * multiplier;
+  v = std::min(std::max(v, float(y_min - y_zero_point)), float(y_max - y_zero_point));
+  // |v| <= 510 here, so v - floor(v) is exact; ties go to the even neighbour.
+  const float below = std::floor(v), fraction = v - below;
+  const int32_t r = int32_t(below);
+  return r + ((fraction > 0.5f || (fraction == 0.5f && (r & 1))) ? 1 : 0) + y_zero_point;
+}
+
+namespace {
+
+// MXCSR's rounding set to nearest-even while the reference converts and multiplies (the
+// caller's restored after): the kernels do the same, so a caller's mode changes no result.
+class NearestRoundingScope {
+ public:
+#if defined(CPPCONV_QCONV_MXCSR)
+  NearestRoundingScope() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ & ~0x6000u); }
+  ~NearestRoundingScope() { _mm_setcsr(saved_); }
+
+ private:
+  unsigned saved_;
+#endif
+};
+
+// y[n, k, od, oh, ow] = requantize(bias[k] + sum over c, a, i, j of
+//   weight[k, c, a, i, j] * (xpad[n, g*Cg + c, od*S + a*D, oh*S + i*D, ow*S + j*D] - x_zero_point))
+// where padding reads x_zero_point (its term is zero).  Accumulates in int64 (the Python layer
+// proves the sum fits int32), single-threaded.
+template <class T>
+void run_reference_t(const QConvCall& call) {
+  const NearestRoundingScope rounding;
+  const ConvProblem& p = call.p;
+  const T* x = static_cast<const T*>(call.x);
+  const int64_t group_in = p.in_channels / p.groups, group_out = p.out_channels / p.groups;
+  const int64_t taps = p.kernel_d * p.kernel_h * p.kernel_w, plane = p.out_d * p.out_h * p.out_w;
+  const int64_t C = p.in_channels, D = p.in_d, H = p.in_h, W = p.in_w, K = p.out_channels;
+  const bool last = p.layout == Layout::NHWC;
+  for (int64_t n = 0; n < p.batch; ++n)
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t g = k / group_out;
+      for (int64_t od = 0; od < p.out_d; ++od)
+        for (int64_t oh = 0; oh < p.out_h; ++oh)
+          for (int64_t ow = 0; ow < p.out_w; ++ow) {
+            int64_t acc = call.bias ? call.bias[k] : 0;
+            for (int64_t c = 0; c < group_in; ++c)
+              for (int64_t a = 0; a < p.kernel_d; ++a)
+                for (int64_t i = 0; i < p.kernel_h; ++i)
+                  for (int64_t j = 0; j < p.kernel_w; ++j) {
+                    const int64_t d = od * p.stride_d + a * p.dilation_d - p.pad_front;
+                    const int64_t h = oh * p.stride_h + i * p.dilation_h - p.pad_top;
+                    const int64_t w = ow * p.stride_w + j * p.dilation_w - p.pad_left;
+                    if (d < 0 || d >= D || h < 0 || h >= H || w < 0 || w >= W) continue;  // x_zero_point
+                    const int64_t ch = g * group_in + c;
+                    const T xv = last ? x[(((n * D + d) * H + h) * W + w) * C + ch] : x[(((n * C + ch) * D + d) * H + h) * W + w];
+                    acc += (int64_t(xv) - call.x_zero_point) *
+                           int64_t(call.weight[(k * group_in + c) * taps + (a * p.kernel_h + i) * p.kernel_w + j]);
+                  }
+            const int64_t pixel = (od * p.out_h + oh) * p.out_w + ow;
+            const int64_t at = last ? (n * plane + pixel) * K + k : (n * K + k) * plane + pixel;
+            const int32_t acc32 = int32_t(acc);
+            switch (call.output) {
+              case QOutput::Int32: static_cast<int32_t*>(call.y)[at] = acc32; break;
+              case QOutput::Float32:
+                static_cast<float*>(call.y)[at] =
+                    std::min(std::max(float(acc32) * call.multiplier[k], call.f_min), call.f_max);
+                break;
+              case QOutput::Quantized: {
+                const int32_t q = requantize_reference(acc32, call.multiplier[k], call.y_zero_point, call.y_min, call.y_max);
+                if (call.y_signed) static_cast<int8_t*>(call.y)[at] = int8_t(q);
+                else static_cast<uint8_t*>(call.y)[at] = uint8_t(q);
+                break;
+              }
+            }
+          }
+    }
+}
+
+void run_reference(const QConvCall& call) {
+  if (call.x_signed) run_reference_t<int8_t>(call);
+  else run_reference_t<uint8_t>(call);
+}
+
+bool accepts_any(const ConvProblem&) { return true; }
+size_t no_packing(const ConvProblem&) { return 0; }
+
+}  // namespace
+
+const QConvAlgorithm qconv_reference = {"qconv_reference", accepts_any, no_packing, nullptr, run_reference};
+
+std::vector<const QConvAlgorithm*> all_qconv_algorithms() {
+  std::vector<const QConvAlgorithm*> found;
+  for (const std::string& isa : available_isas()) {
+    const KernelTable& t = table_for_isa(isa);
+    for (int i = 0; i < t.qconv_count; ++i) found.push_back(t.qconv[i]);
+  }
+  found.push_back(&qconv_reference);
+  return found;
+}
+
+const QConvAlgorithm* find_qconv_algorithm(const std::string& name) {
+  for (const QConvAlgorithm* a : all_qconv_algorithms())
+    if (name == a->name) return a;
+  return nullptr;
+}
+
+QConvPlan::QConvPlan(const int16_t* weight, const int32_t* bias, int64_t out_channels, int64_t group_in_channels,
+                     int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, int64_t groups)
+    : out_channels_(out_channels), group_in_(group_in_channels), kernel_d_(kernel_d), kernel_h_(kernel_h),
+      kernel_w_(kernel_w), groups_(groups),
+      weight_(weight, weight + out_channels * group_in_channels * kernel_d * kernel_h * kernel_w),
+      bias_(bias ? std::vector<int32_t>(bias, bias + out_channels) : std::vector<int32_t>()), has_bias_(bias) {
+  ConvProblem shape;  // what packing reads: the weights' shape and the groups
+  shape.out_channels = out_channels;
+  shape.in_channels = group_in_channels * groups;
+  shape.groups = groups;
+  shape.kernel_d = kernel_d, shape.kernel_h = kernel_h, shape.kernel_w = kernel_w;
+  for (const QConvAlgorithm* a : all_qconv_algorithms()) {
+    const size_t bytes = a->packed_bytes(shape);
+    if (bytes == 0) continue;
+    std::vector<unsigned char>& buffer = packed_[a];
+    buffer.resize(bytes);
+    a->pack(shape, weight_.data(), has_bias_ ? bias_.data() : nullptr, buffer.data());
+  }
+}
+
+QConvChoice QConvPlan::choose(const ConvProblem& p, int max_threads, const QConvAlgorithm* forced) const {
+  const int cap = max_threads > 0 ? max_threads : get_num_threads();
+  const KernelTable& table = active_table();
+  const QConvAlgorithm* chosen = forced;
+  for (int i = 0; !chosen && i < table.qconv_count; ++i)
+    if (table.qconv[i]->accepts(p)) chosen = table.qconv[i];
+  if (!chosen) chosen = &qconv_reference;
+  if (forced && !forced->accepts(p))
+    throw std::invalid_argument(std::string("algorithm ") + forced->name + " does not accept this problem");
+  const bool reference = chosen == &qconv_reference;
+  return {chosen, reference ? "reference" : table.isa_name, reference ? 1 : threads_for(p, cap)};
+}
+
+void QConvPlan::run(QConvCall call, const QConvAlgorithm* forced, int max_threads) const {
+  const QConvChoice choice = choose(call.p, max_threads, forced);
+  call.weight = weight_.data();
+  call.bias = has_bias_ ? bias_.data() : nullptr;
+  const auto it = packed_.find(choice.algorithm);
+  call.packed = it == packed_.end() ? nullptr : it->second.data();
+  call.num_threads = choice.threads;
+  choice.algorithm->run(call);
+}
+
+}  // namespace cppconv

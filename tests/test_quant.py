@@ -1,0 +1,460 @@
+"""Quantized convolution (ONNX QLinearConv semantics), QuantizeLinear/DequantizeLinear and
+max pooling of 8-bit tensors.
+
+Every native algorithm of every ISA is compared bit for bit with `numpy_qconv`, an int64 NumPy
+reference written here independently of the C++ one, and with ONNX Runtime where installed.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cppconv
+from cppconv import _native, _quant
+
+from conftest import make_rng
+
+U8, I8 = np.uint8, np.int8
+RANGE = {np.dtype(U8): (0, 255), np.dtype(I8): (-128, 127)}
+
+
+def numpy_qconv(x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, bias=None, stride=1, padding=0, dilation=1,
+                groups=1, channels_last=False, activation=None, out_dtype=None):
+    """QLinearConv in int64 NumPy: x (N, C, *sizes) (or channels last), w (K, C/g, *kernel);
+    padding an int; the float32 requantization of ONNX Runtime (multiplier (x_s * w_s) / y_s,
+    product, round half to even, zero point, saturation)."""
+    rank = x.ndim - 2
+    if channels_last:
+        x = np.moveaxis(x, -1, 1)
+    k = w.shape[0]
+    w_zp = np.broadcast_to(np.asarray(w_zp, np.int64), (k,))
+    wc = w.astype(np.int64) - w_zp.reshape((k,) + (1,) * (rank + 1))
+    xp = np.pad(x.astype(np.int64) - int(x_zp), [(0, 0), (0, 0)] + [(padding, padding)] * rank)
+    n, c = x.shape[:2]
+    cg, kg = c // groups, k // groups
+    kernel = w.shape[2:]
+    outs = [(xp.shape[2 + a] - dilation * (kernel[a] - 1) - 1) // stride + 1 for a in range(rank)]
+    acc = np.zeros((n, k, *outs), np.int64)
+    for tap in np.ndindex(*kernel):
+        window = tuple(slice(t * dilation, t * dilation + (o - 1) * stride + 1, stride) for t, o in zip(tap, outs))
+        for g in range(groups):
+            xs = xp[(slice(None), slice(g * cg, (g + 1) * cg)) + window]  # (n, cg, *outs)
+            ws = wc[(slice(g * kg, (g + 1) * kg), slice(None)) + tuple(tap)]  # (kg, cg)
+            acc[:, g * kg:(g + 1) * kg] += np.einsum("nc...,kc->nk...", xs, ws)
+    if bias is not None:
+        acc += np.asarray(bias, np.int64).reshape((1, k) + (1,) * rank)
+    assert np.abs(acc).max(initial=0) < 2**31
+    shape = (1, k) + (1,) * rank
+    scale = np.float32(x_scale) * np.broadcast_to(np.asarray(w_scale, np.float32), (k,))
+    if out_dtype == np.int32:
+        y = acc.astype(np.int32)
+    elif out_dtype == np.float32:
+        y = acc.astype(np.float32) * scale.reshape(shape)
+        if activation:
+            y = np.clip(y, 0, 6 if activation == "relu6" else np.inf).astype(np.float32)
+    else:
+        dtype = np.dtype(out_dtype or np.asarray(y_zp).dtype)
+        lo, hi = RANGE[dtype]
+        mult = (scale / np.float32(y_scale)).astype(np.float32)
+        v = acc.astype(np.float32) * mult.reshape(shape)
+        q = np.clip(np.rint(v), lo - 1000, hi + 1000).astype(np.int64) + int(y_zp)
+        if activation in ("relu", "relu6"):
+            lo = max(lo, int(y_zp))
+        if activation == "relu6":
+            hi = min(hi, int(y_zp) + int(np.rint(min(np.float32(6) / np.float32(y_scale), 1e4))))
+        y = np.clip(q, lo, hi).astype(dtype)
+    return np.moveaxis(y, 1, -1) if channels_last else y
+
+
+def algorithms_for(call):
+    """The native algorithms (every available ISA's, the reference) that accept a call: call(algorithm)."""
+    names = []
+    for name in _native.qconv_algorithms():
+        try:
+            call(name, explain=True)
+        except ValueError as e:
+            if "does not accept" in str(e):
+                continue
+            raise
+        names.append(name)
+    return names
+
+
+def random_case(rng, x_dtype, n, c, sizes, k, kernel, groups, w_dtype=I8, per_channel=True):
+    lo, hi = RANGE[np.dtype(x_dtype)]
+    x = rng.integers(lo, hi + 1, size=(n, c, *sizes)).astype(x_dtype)
+    wlo, whi = RANGE[np.dtype(w_dtype)]
+    w = rng.integers(wlo, whi + 1, size=(k, c // groups, *kernel)).astype(w_dtype)
+    x_zp = np.array(rng.integers(lo, hi + 1), x_dtype)
+    w_zp = rng.integers(wlo, whi + 1, size=k if per_channel else ()).astype(w_dtype)
+    w_scale = (rng.uniform(0.5, 2, size=k if per_channel else ()) * 2.0**-7).astype(np.float32)
+    bias = rng.integers(-5000, 5000, size=k).astype(np.int32)
+    return x, x_zp, w, w_zp, w_scale, bias
+
+
+def run_forced(algorithm, rank, x, *args, explain=False, **kw):
+    if explain:
+        layout = kw.get("layout")
+        spec = _quant._spec(rank, kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1),
+                            kw.get("groups", 1), layout)
+        weights = _quant._QuantizedWeights(spec, *args[:7], args[7] if len(args) > 7 else None,
+                                           kw.get("activation"), kw.get("out_dtype"), x.dtype)
+        return weights.explain(x.shape, x.dtype, algorithm)
+    return _quant._qconv(rank, x, *args, kw.get("bias"), kw.get("stride", 1), kw.get("padding", 0),
+                         kw.get("dilation", 1), kw.get("groups", 1), kw.get("layout"), kw.get("activation"),
+                         kw.get("out_dtype"), None, kw.get("num_threads"), algorithm)
+
+
+# (rank, n, c, sizes, k, kernel, stride, padding, dilation, groups): around the AVX2 kernel's
+# 6 pixels x 16 channels block and its channel pairs.
+CASES = [
+    (2, 1, 3, (9, 13), 16, (3, 3), 1, 1, 1, 1),
+    (2, 2, 5, (7, 7), 17, (3, 3), 2, 1, 1, 1),
+    (2, 1, 8, (6, 5), 15, (1, 1), 1, 0, 1, 1),
+    (2, 1, 16, (8, 12), 32, (3, 3), 1, 2, 2, 1),
+    (2, 1, 6, (11, 11), 8, (5, 5), 2, 2, 1, 2),
+    (2, 1, 12, (7, 9), 12, (3, 3), 1, 1, 1, 12),   # depthwise
+    (2, 1, 8, (5, 7), 24, (3, 3), 1, 1, 1, 8),     # depthwise multiplier 3
+    (2, 1, 3, (23, 23), 8, (7, 7), 2, 3, 1, 1),    # first layer
+    (2, 1, 33, (4, 7), 33, (2, 3), 1, 0, 1, 1),
+    (1, 2, 7, (40,), 9, (5,), 2, 2, 1, 1),
+    (1, 1, 4, (13,), 4, (3,), 1, 1, 1, 4),
+    (3, 1, 4, (4, 5, 6), 6, (3, 3, 3), 1, 1, 1, 1),
+    (3, 1, 6, (5, 4, 7), 6, (2, 1, 3), 2, 1, 1, 3),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("x_dtype", [U8, I8])
+@pytest.mark.parametrize("layout_last", [False, True])
+def test_every_algorithm_matches_numpy_bit_exact(isa, case, x_dtype, layout_last):
+    rank, n, c, sizes, k, kernel, stride, padding, dilation, groups = case
+    rng = make_rng("qconv", case, np.dtype(x_dtype).name, layout_last)
+    x, x_zp, w, w_zp, w_scale, bias = random_case(rng, x_dtype, n, c, sizes, k, kernel, groups)
+    x_scale, y_scale = np.float32(0.05), np.float32(0.7)
+    y_zp = np.array(rng.integers(*RANGE[np.dtype(x_dtype)]), x_dtype)
+    xin = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if layout_last else x
+    layout = ("NWC", "NHWC", "NDHWC")[rank - 1] if layout_last else None
+    args = (x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp)
+    kw = dict(bias=bias, stride=stride, padding=padding, dilation=dilation, groups=groups, layout=layout)
+    ref = numpy_qconv(xin, *args, bias=bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                      channels_last=layout_last)
+    algorithms = algorithms_for(lambda a, explain=False: run_forced(a, rank, xin, *args, explain=explain, **kw))
+    assert "qconv_reference" in algorithms
+    for algorithm in algorithms:
+        for threads in (1, 2):
+            y = run_forced(algorithm, rank, xin, *args, num_threads=threads, **kw)
+            assert y.dtype == np.dtype(x_dtype)
+            np.testing.assert_array_equal(y, ref, err_msg=f"{algorithm}, {threads} threads")
+    for out_dtype in (np.int32, np.float32):
+        ref = numpy_qconv(xin, *args, bias=bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                          channels_last=layout_last, out_dtype=out_dtype)
+        for algorithm in algorithms:
+            y = run_forced(algorithm, rank, xin, *args, out_dtype=out_dtype, **kw)
+            assert y.dtype == np.dtype(out_dtype)
+            np.testing.assert_array_equal(y, ref, err_msg=f"{algorithm}, out_dtype {out_dtype}")
+
+
+def test_the_fast_kernel_is_chosen_and_named(isa):
+    rng = make_rng("explain")
+    x, x_zp, w, w_zp, w_scale, bias = random_case(rng, U8, 1, 64, (14, 14), 64, (3, 3), 1)
+    layer = cppconv.QConv2d(0.1, x_zp, w, w_scale, w_zp, 0.2, np.uint8(3), bias, padding=1, layout="NHWC")
+    info = layer.explain((1, 14, 14, 64))
+    if isa == "baseline":
+        assert info["algorithm"] == "qconv_reference"
+    else:
+        assert info["algorithm"] == f"qconv_s16__{isa}_6x16" and info["isa"] == isa
+    assert info["output_shape"] == (1, 14, 14, 64) and info["dtype"] == np.uint8
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "relu6"])
+@pytest.mark.parametrize("y_dtype", [U8, I8])
+def test_saturation_zero_points_and_activations(isa, activation, y_dtype):
+    """Both ends saturate; (255, 255) x (127, 127) pairs; zero points 0, 255 and -128 with padding."""
+    for x_dtype, x_zp in ((U8, 0), (U8, 255), (U8, 128), (I8, -128), (I8, 127), (I8, 0)):
+        rng = make_rng("sat", np.dtype(x_dtype).name, x_zp, activation, np.dtype(y_dtype).name)
+        lo, hi = RANGE[np.dtype(x_dtype)]
+        x = rng.choice([lo, hi], size=(1, 16, 6, 7)).astype(x_dtype)
+        x[0, :, 0, :] = hi  # every channel pair at the extreme
+        w = rng.choice([-128, 127], size=(16, 16, 3, 3)).astype(I8)
+        w[:8] = 127
+        for y_scale in (np.float32(1.0), np.float32(1000.0)):
+            y_zp = np.array(RANGE[np.dtype(y_dtype)][0] + 7, y_dtype)
+            args = (np.float32(1.0), np.array(x_zp, x_dtype), w, np.float32(1.0), np.int8(0), y_scale, y_zp)
+            ref = numpy_qconv(x, *args, padding=1, activation=activation)
+            y = cppconv.qconv2d(x, *args, padding=1, activation=activation)
+            np.testing.assert_array_equal(y, ref)
+            if y_scale == 1.0 and activation != "relu6":
+                lo_y, hi_y = RANGE[np.dtype(y_dtype)]
+                assert (y == hi_y).any() and ((y == lo_y).any() or activation)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.0 - 2.0**-20, 1.0 + 2.0**-20, 2.0**-30, 3.0 * 2.0**-31, 0.5])
+def test_requantization_scales_near_one_and_tiny(isa, scale):
+    rng = make_rng("scale", scale)
+    x, x_zp, w, w_zp, w_scale, bias = random_case(rng, U8, 1, 16, (7, 9), 16, (3, 3), 1, per_channel=False)
+    big = rng.integers(-2**28, 2**28, size=16).astype(np.int32)  # with 2^-30, products near 0.5 and below
+    for b in (bias, big):
+        args = (np.float32(1.0), x_zp, w, np.float32(1.0), w_zp, np.float32(1.0 / scale), np.uint8(128))
+        ref = numpy_qconv(x, *args, bias=b, padding=1)
+        for name in _native.qconv_algorithms():
+            try:
+                y = _quant._qconv(2, x, *args, b, 1, 1, 1, 1, None, None, None, None, None, name)
+            except ValueError as e:
+                assert "does not accept" in str(e)
+                continue
+            np.testing.assert_array_equal(y, ref, err_msg=name)
+
+
+def test_exact_ties_round_to_even(isa):
+    """acc * multiplier lands on k + 0.5 exactly: ties go to the even integer, not up or away."""
+    x = np.arange(0, 16, dtype=np.uint8).reshape(1, 16, 1, 1)
+    w = np.zeros((16, 16, 1, 1), np.int8)
+    for k in range(16):
+        w[k, k] = 1  # y[k] = x[k] * 0.5: 0, 0.5, 1, 1.5, ...
+    w = np.concatenate([w, -w])  # and the negative ties
+    y = cppconv.qconv2d(x, 1.0, 0, w, 0.5, 0, 1.0, np.int8(0))
+    expect = np.rint(np.arange(16) * 0.5)
+    np.testing.assert_array_equal(y.ravel(), np.concatenate([expect, -expect]).astype(np.int8))
+
+
+def test_accumulators_near_2_to_31_and_overflow_refused(isa):
+    # 16 channels x 81 taps x 255 x 127 = 41,990,... per channel; with bias near the limit.
+    x = np.full((1, 16, 9, 9), 255, np.uint8)
+    w = np.full((16, 16, 9, 9), 127, np.int8)
+    bound = 16 * 81 * 255 * 127
+    bias = np.full(16, 2**31 - 1 - bound, np.int32)
+    y = cppconv.qconv2d(x, 1.0, 0, w, 1.0, 0, 1.0, 0, bias, out_dtype=np.int32)
+    assert y.ravel()[0] == 2**31 - 1
+    np.testing.assert_array_equal(y, numpy_qconv(x, 1.0, 0, w, 1.0, 0, 1.0, 0, bias, out_dtype=np.int32))
+    with pytest.raises(ValueError, match="w: the int32 accumulator can overflow"):
+        cppconv.qconv2d(x, 1.0, 0, w, 1.0, 0, 1.0, 0, bias + 1, out_dtype=np.int32)
+    big = np.full((1, 8192, 3, 3), 255, np.uint8)
+    with pytest.raises(ValueError, match="can overflow"):
+        cppconv.qconv2d(big, 1.0, 0, np.full((1, 8192, 3, 3), -128, np.int8), 1.0, 0, 1.0, 0)
+
+
+def test_uint8_weights_and_per_tensor_zero_points(isa):
+    rng = make_rng("u8w")
+    x, x_zp, w, w_zp, w_scale, bias = random_case(rng, U8, 2, 6, (8, 8), 10, (3, 3), 2, w_dtype=U8,
+                                                  per_channel=False)
+    args = (np.float32(0.02), x_zp, w, w_scale, w_zp, np.float32(0.1), np.uint8(100))
+    np.testing.assert_array_equal(cppconv.qconv2d(x, *args, bias, groups=2, padding=1),
+                                  numpy_qconv(x, *args, bias, groups=2, padding=1))
+
+
+def test_layer_matches_function_and_threads(isa, restore_threads):
+    rng = make_rng("layer")
+    x, x_zp, w, w_zp, w_scale, bias = random_case(rng, I8, 3, 32, (10, 10), 48, (3, 3), 1)
+    args = (np.float32(0.03), x_zp, w, w_scale, w_zp, np.float32(0.3), np.int8(-5))
+    layer = cppconv.QConv2d(*args, bias, stride=2, padding=1, activation="relu")
+    ref = numpy_qconv(x, *args, bias, stride=2, padding=1, activation="relu")
+    for threads in (1, 2, 3):
+        np.testing.assert_array_equal(layer(x, num_threads=threads), ref)
+    out = np.empty_like(ref)
+    assert layer(x, out=out) is out
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(cppconv.qconv2d(x[0], *args, bias, stride=2, padding=1, activation="relu"), ref[0])
+    l1 = cppconv.QConv1d(*args[:2], w[:, :, 1], *args[3:], bias, padding=1)
+    np.testing.assert_array_equal(l1(x[:, :, 0]), numpy_qconv(x[:, :, 0], *args[:2], w[:, :, 1], *args[3:], bias,
+                                                              padding=1))
+    w3 = w[:, :, None]
+    l3 = cppconv.QConv3d(*args[:2], w3, *args[3:], bias, padding=(0, 1, 1))
+    np.testing.assert_array_equal(l3(x[:, :, None]), numpy_qconv(x[:, :, None], *args[:2], w3, *args[3:], bias,
+                                                                 padding=1)[:, :, 1:2])
+
+
+def test_each_cpu_feature_path_through_max_isa():
+    """The same call in processes capped by CPPCONV_MAX_ISA gives the same bits."""
+    code = (
+        "import numpy as np, cppconv, hashlib;"
+        "r = np.random.default_rng(5);"
+        "x = r.integers(0, 256, (2, 24, 11, 13)).astype(np.uint8);"
+        "w = r.integers(-128, 128, (40, 24, 3, 3)).astype(np.int8);"
+        "y = cppconv.qconv2d(x, 0.02, 131, w, np.full(40, 0.01, np.float32), 0, 0.5, 7, padding=1);"
+        "print(cppconv.info()['isa'], hashlib.sha256(y.tobytes()).hexdigest())"
+    )
+    digests = {}
+    for cap in _native.available_isas():
+        env = dict(os.environ, CPPCONV_MAX_ISA=cap)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        isa, digest = out.stdout.split()
+        assert isa == cap
+        digests[cap] = digest
+    assert len(set(digests.values())) == 1, digests
+
+
+def test_rounding_mode_of_the_caller_is_ignored(isa):
+    """MXCSR set to round toward zero by the caller changes nothing (and is restored)."""
+    ctypes = pytest.importorskip("ctypes")
+    try:
+        libm = ctypes.CDLL("libm.so.6")
+    except OSError:
+        pytest.skip("no libm.so.6 (fesetround) on this platform")
+    rng = make_rng("mxcsr")
+    x, x_zp, w, w_zp, w_scale, bias = random_case(rng, U8, 1, 16, (6, 6), 16, (3, 3), 1)
+    args = (np.float32(0.37), x_zp, w, w_scale, w_zp, np.float32(0.11), np.uint8(9))
+    ref = cppconv.qconv2d(x, *args, bias, padding=1)
+    FE_TOWARDZERO, FE_TONEAREST = 0xC00, 0
+    libm.fesetround(FE_TOWARDZERO)
+    try:
+        y = cppconv.qconv2d(x, *args, bias, padding=1, num_threads=1)
+        assert libm.fegetround() == FE_TOWARDZERO
+    finally:
+        libm.fesetround(FE_TONEAREST)
+    np.testing.assert_array_equal(y, ref)
+
+
+def onnx_qlinearconv(x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, bias, stride, padding, groups):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.asarray(v), name) for v, name in (
+        (np.float32(x_scale), "xs"), (np.asarray(x_zp), "xz"), (w, "w"), (np.asarray(w_scale, np.float32), "ws"),
+        (np.asarray(w_zp), "wz"), (np.float32(y_scale), "ys"), (np.asarray(y_zp), "yz"), (bias, "b"))]
+    kernel = list(w.shape[2:])
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"],
+                            strides=[stride] * len(kernel), pads=[padding] * 2 * len(kernel), group=groups,
+                            kernel_shape=kernel)
+    elem = TensorProto.UINT8 if x.dtype == np.uint8 else TensorProto.INT8
+    yelem = TensorProto.UINT8 if np.asarray(y_zp).dtype == np.uint8 else TensorProto.INT8
+    graph = helper.make_graph([node], "q", [helper.make_tensor_value_info("x", elem, list(x.shape))],
+                              [helper.make_tensor_value_info("y", yelem, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("case", [
+    (U8, 16, 32, (3, 3), 1, 1, 1), (U8, 3, 16, (7, 7), 2, 3, 1), (U8, 32, 32, (3, 3), 1, 1, 32),
+    (U8, 64, 16, (1, 1), 1, 0, 1), (I8, 16, 24, (3, 3), 2, 1, 1), (U8, 12, 12, (3, 3), 1, 1, 3),
+])
+def test_matches_onnx_runtime_qlinearconv(case):
+    x_dtype, c, k, kernel, stride, padding, groups = case
+    rng = make_rng("ort", case)
+    x, x_zp, w, w_zp, w_scale, bias = random_case(rng, x_dtype, 1, c, (12, 12), k, kernel, groups)
+    w_zp = np.zeros(k, np.int8)
+    # Weights within [-64, 63]: ONNX Runtime's u8 x s8 kernels on AVX2 without VNNI sum adjacent
+    # products in int16 (vpmaddubsw) and saturate for full-range pairs, e.g. (255, 255) x
+    # (127, 127); cppconv stays exact there (test_saturation_zero_points_and_activations).
+    w = np.clip(w, -64, 63).astype(np.int8)
+    y_zp = np.array(5, x_dtype)
+    args = (np.float32(0.04), x_zp, w, w_scale, w_zp, np.float32(0.25), y_zp)
+    ours = cppconv.qconv2d(x, *args, bias, stride=stride, padding=padding, groups=groups)
+    theirs = onnx_qlinearconv(x, *args, bias, stride, padding, groups)
+    assert ours.shape == theirs.shape
+    diff = np.abs(ours.astype(np.int32) - theirs.astype(np.int32))
+    assert diff.max() <= 1
+    if diff.any():  # only at exact rounding ties of the float32 product
+        ref = numpy_qconv(x, *args, bias, stride=stride, padding=padding, groups=groups, out_dtype=np.float32)
+        v = ref * np.float32(1.0 / 0.25)
+        assert np.all(np.abs(np.abs(v - np.floor(v))[diff > 0] - 0.5) < 1e-3)
+
+
+def test_quantize_and_dequantize_linear_as_onnx():
+    x = np.array([-1.0, -0.25, 0.25, 0.75, 1.25, 2.5, 1e9, -np.inf, np.inf], np.float32)
+    np.testing.assert_array_equal(cppconv.quantize_linear(x, 0.5, np.uint8(128)),
+                                  np.array([126, 128, 128, 130, 130, 133, 255, 0, 255], np.uint8))
+    np.testing.assert_array_equal(cppconv.quantize_linear(x, 0.5, np.int8(-1)),
+                                  np.array([-3, -1, -1, 1, 1, 4, 127, -128, 127], np.int8))
+    per_axis = cppconv.quantize_linear(np.ones((2, 3), np.float32), np.array([1, 0.5, 0.25], np.float32),
+                                       np.array([0, 1, 2], np.uint8), axis=1)
+    np.testing.assert_array_equal(per_axis, [[1, 3, 6], [1, 3, 6]])
+    q = np.array([0, 128, 255], np.uint8)
+    np.testing.assert_array_equal(cppconv.dequantize_linear(q, 0.5, np.uint8(128)), np.float32([-64, 0, 63.5]))
+    np.testing.assert_array_equal(cppconv.dequantize_linear(np.int32([7, -8]), 0.25), np.float32([1.75, -2]))
+    rng = make_rng("qdq")
+    v = rng.normal(size=1000).astype(np.float32)
+    back = cppconv.dequantize_linear(cppconv.quantize_linear(v, 0.01, np.int8(0)), 0.01, np.int8(0))
+    inside = np.abs(v) < 1.2
+    assert np.abs(back - v)[inside].max() <= 0.005 + 1e-7
+
+
+def test_quantize_linear_matches_onnx_runtime():
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = make_rng("qlinear")
+    x = np.concatenate([rng.normal(size=500) * 50, np.arange(-40, 40) * 0.5]).astype(np.float32)
+    node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])
+    graph = helper.make_graph([node], "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.INT8, None)],
+                              [numpy_helper.from_array(np.float32(0.5), "s"), numpy_helper.from_array(np.int8(3), "z")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    theirs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(cppconv.quantize_linear(x, 0.5, np.int8(3)), theirs)
+
+
+@pytest.mark.parametrize("dtype", [U8, I8])
+def test_max_pool_of_8_bit_tensors_is_exact(dtype):
+    rng = make_rng("pool", np.dtype(dtype).name)
+    lo, hi = RANGE[np.dtype(dtype)]
+    x = rng.integers(lo, hi + 1, size=(2, 5, 9, 11)).astype(dtype)
+    y, idx = cppconv.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
+    ref = cppconv.max_pool2d(x.astype(np.float64), 3, stride=2, padding=1)
+    assert y.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(y, ref.astype(dtype))
+    np.testing.assert_array_equal(x.reshape(2, 5, -1)[np.arange(2)[:, None, None], np.arange(5)[None, :, None],
+                                                        idx.reshape(2, 5, -1)].reshape(y.shape), y)
+    assert cppconv.max_pool1d(x[:, :, 0], 2).dtype == np.dtype(dtype)
+    assert cppconv.max_pool3d(x[:, :, None], (1, 2, 2)).dtype == np.dtype(dtype)
+    assert cppconv.MaxPool2d(2)(x).dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(x_scale=0.0), ValueError, "x_scale must be positive and finite"),
+    (dict(x_scale=np.inf), ValueError, "x_scale must be positive and finite"),
+    (dict(y_scale=-1.0), ValueError, "y_scale must be positive and finite"),
+    (dict(y_scale=1e-50), ValueError, "y_scale must be positive and finite"),
+    (dict(w_scale=np.ones(3, np.float32)), ValueError, "w_scale must be a scalar or 4 values"),
+    (dict(w_zero_point=np.zeros(5, np.int8)), ValueError, "w_zero_point must be a scalar or 4 values"),
+    (dict(w_zero_point=np.uint8(0)), TypeError, "w_zero_point has dtype uint8"),
+    (dict(x_zero_point=np.int8(0)), TypeError, "x_zero_point has dtype int8"),
+    (dict(x_zero_point=256), ValueError, r"x_zero_point must lie in \[0, 255\]"),
+    (dict(y_zero_point=-1), ValueError, r"y_zero_point must lie in \[0, 255\]"),
+    (dict(x_zero_point=1.5), TypeError, "x_zero_point must be an integer"),
+    (dict(x=np.zeros((1, 2, 5, 5), np.float32)), TypeError, "x must be a uint8 or int8 array"),
+    (dict(w=np.zeros((4, 2, 3, 3), np.int16)), TypeError, "w must be a uint8 or int8 array"),
+    (dict(bias=np.zeros(4, np.float32)), TypeError, "bias must be an int32 array"),
+    (dict(bias=np.zeros(3, np.int32)), ValueError, r"bias must have shape \(4,\)"),
+    (dict(activation="sigmoid"), ValueError, "activation must be None, 'relu' or 'relu6'"),
+    (dict(out_dtype=np.float64), TypeError, "out_dtype must be uint8, int8, int32 or float32"),
+    (dict(out_dtype=np.int8, y_zero_point=np.uint8(3)), ValueError, "out_dtype int8 differs"),
+    (dict(x=np.zeros((1, 3, 5, 5), np.uint8)), ValueError, "weight expects 2 input channels"),
+    (dict(padding_mode_probe=True), TypeError, "unexpected keyword"),
+    (dict(num_threads=0), ValueError, "num_threads must be between"),
+    (dict(out=np.zeros((1, 4, 3, 3), np.int8)), TypeError, "out has dtype int8"),
+])
+def test_bad_arguments_name_the_argument(change, error, match):
+    kw = dict(x=np.zeros((1, 2, 5, 5), np.uint8), x_scale=0.1, x_zero_point=0, w=np.zeros((4, 2, 3, 3), np.int8),
+              w_scale=0.1, w_zero_point=0, y_scale=0.1, y_zero_point=0)
+    kw.update(change)
+    with pytest.raises(error, match=match):
+        cppconv.qconv2d(**kw)
+
+
+def test_bad_quantize_arguments():
+    with pytest.raises(ValueError, match="x: NaN"):
+        cppconv.quantize_linear(np.float32([np.nan]), 1.0)
+    with pytest.raises(ValueError, match="scale must be positive"):
+        cppconv.quantize_linear(np.float32([1]), -1.0)
+    with pytest.raises(ValueError, match="scale must be a scalar, got shape"):
+        cppconv.quantize_linear(np.ones((2, 3), np.float32), np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="dtype int8 differs from zero_point's dtype uint8"):
+        cppconv.quantize_linear(np.float32([1]), 1.0, np.uint8(0), dtype=np.int8)
+    with pytest.raises(TypeError, match="x must be a uint8, int8 or int32"):
+        cppconv.dequantize_linear(np.float32([1]), 1.0)
+
+
+def test_examples_in_the_docstrings_run():
+    import doctest
+
+    result = doctest.testmod(_quant, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted >= 8
