@@ -30,9 +30,9 @@ def test_package_ships_type_information():
     assert os.path.exists(os.path.join(PACKAGE, "_native.pyi"))
 
 
-# The package's public modules, checked with everything they import (the command line's modules,
-# cppconv.bench and its demo, are not among them yet).
-PUBLIC_MODULES = ["cppconv", "cppconv.dask", "cppconv.onnx"]
+# The package's public modules and the command line's, checked with everything they import.
+PUBLIC_MODULES = ["cppconv", "cppconv.dask", "cppconv.onnx", "cppconv.bench", "cppconv._cli", "cppconv._demo",
+                  "cppconv._netrun"]
 
 
 def test_mypy_strict_on_public_api_use_and_public_modules(tmp_path):

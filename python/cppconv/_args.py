@@ -353,7 +353,7 @@ def requested_dtype(dtype: Any, name: str = "dtype") -> Optional[np.dtype]:
                              f"`import ml_dtypes` first (pip install ml_dtypes), or pass {name}=ml_dtypes.bfloat16")
         return known
     try:
-        wanted = np.dtype(dtype)
+        wanted: np.dtype[Any] = np.dtype(dtype)
     except TypeError:
         error = ValueError if isinstance(dtype, str) else TypeError
         raise error(f"{name} must be {_DTYPE_CHOICES}, got {dtype!r}") from None

@@ -44,7 +44,7 @@ def random_feeds(model: Any, batch: int) -> Dict[str, np.ndarray]:
 
 
 def _onnxruntime(model: Any, threads: Any) -> Callable[[Dict[str, np.ndarray]], List[np.ndarray]]:
-    import onnxruntime as ort  # type: ignore[import-untyped]
+    import onnxruntime as ort
 
     from ._network import free_batch
 

@@ -289,7 +289,7 @@ class _Planner:
         from onnx import numpy_helper
 
         self.threads = num_threads or None
-        self.precision = precision
+        self.precision: Any = precision  # checked by Network (_args.precision_code); a layer takes it as is
         g = proto.graph
         self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
         self.consts: Dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
@@ -954,7 +954,7 @@ def _reshape(p: _Planner, node: _Node) -> None:
         return
     back = _inverse(have)  # type: ignore[arg-type]
 
-    def fn(v: np.ndarray, s: np.ndarray) -> Tuple[np.ndarray]:
+    def fn(v: np.ndarray, s: Any) -> Tuple[np.ndarray]:
         out = _netops.reshape_target(tuple(v.shape[b] for b in back), s, allowzero)
         return (v.reshape([out[a] for a in perm]),)
 
@@ -1113,7 +1113,7 @@ def _fully_connected(p: _Planner, node: _Node, weight: np.ndarray, bias: Optiona
     (NumPy's BLAS keeps its own thread pool: at batch 1 the hand-off to it cost far more than
     the product, and it competes with cppconv's threads.)"""
     out_features, in_features = weight.shape
-    layer = Conv1d(np.ascontiguousarray(weight, p.dtype).reshape(out_features, in_features, 1),
+    layer = _CONV_LAYERS[1](np.ascontiguousarray(weight, p.dtype).reshape(out_features, in_features, 1),
                    None if bias is None else np.asarray(bias, p.dtype), layout="NWC", precision=p.precision)
     threads = p.threads
 

@@ -235,14 +235,14 @@ class Skip(Exception):
 Runner = Callable[[Layer, LayerData, int], Callable[[], Any]]
 
 
-def _import(name: str):
+def _import(name: str) -> Any:
     try:
         return importlib.import_module(name)
     except Exception:
         return None
 
 
-def _cppconv_has_api(cppconv) -> bool:
+def _cppconv_has_api(cppconv: Any) -> bool:
     return cppconv is not None and hasattr(cppconv, "conv2d")
 
 
@@ -336,7 +336,7 @@ def runner_numpy(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
         win = sliding_window_view(_pad(x, p), (eh, ew), axis=(2, 3))[:, :, ::s, ::s, ::dil, ::dil]
         # (N, C, OH, OW, kh, kw) -> columns (N, g, C/g*kh*kw, OH*OW); a view when 1x1/stride 1
         cols = win.transpose(0, 1, 4, 5, 2, 3).reshape(n, g, cg * layer.kh * layer.kw, oh * ow)
-        y = np.matmul(wg, cols).reshape(n, k, oh, ow)
+        y: np.ndarray = np.matmul(wg, cols).reshape(n, k, oh, ow)
         if bias is not None:
             y += bias
         return y
@@ -396,7 +396,8 @@ def _torch_runner(channels_last: bool) -> Runner:
         import torch.nn.functional as F
 
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        x, w, b = (None if a is None else _torch_tensor(a) for a in (d.x, d.w, d.b))
+        x, w = _torch_tensor(d.x), _torch_tensor(d.w)
+        b = None if d.b is None else _torch_tensor(d.b)
         if x.dtype == torch.bfloat16 and b is not None:
             b = b.to(torch.bfloat16)  # PyTorch's bfloat16 convolution takes a bfloat16 bias only
         x, w = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
@@ -526,7 +527,8 @@ class Timer:
 
     def __init__(self, fn: Callable[[], Any], cfg: TimerConfig):
         self.fn = fn
-        calls, start = [], time.perf_counter()
+        calls: List[float] = []
+        start = time.perf_counter()
         while len(calls) < cfg.warmup_calls or time.perf_counter() - start < cfg.warmup_s:
             t0 = time.perf_counter()
             fn()
@@ -598,12 +600,31 @@ class Result:
     match: Optional[bool] = None
     max_abs_err: Optional[float] = None
 
+    @property
+    def median_s(self) -> float:
+        """The median sample of an "ok" result (one with a timing)."""
+        assert self.timing is not None, f"no timing for a result of status {self.status!r}"
+        return self.timing.median_s
+
+    @property
+    def gflops_ok(self) -> float:
+        """The GFLOP/s of an "ok" result."""
+        assert self.gflops is not None, f"no GFLOP/s for a result of status {self.status!r}"
+        return self.gflops
+
+
+def _call_if(module: Any, name: str, *args: Any) -> Any:
+    """module.name(*args), or None where the module (an optional import) or the name is missing."""
+    fn = getattr(module, name, None)
+    return None if fn is None else fn(*args)
+
 
 def to_numpy(out: Any) -> np.ndarray:
     if isinstance(out, np.ndarray):
         return out
     if hasattr(out, "numpy"):  # torch.Tensor (NumPy has no bfloat16 of its own)
-        return out.float().numpy() if str(getattr(out, "dtype", "")) == "torch.bfloat16" else out.numpy()
+        out = out.float() if str(getattr(out, "dtype", "")) == "torch.bfloat16" else out
+        return np.asarray(out.numpy())
     return np.asarray(out)
 
 
@@ -737,11 +758,11 @@ def machine_info(threads: int, git_root: Optional[str] = None) -> Dict[str, Any]
         "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "threads": threads,
         "cppconv_version": getattr(cppconv, "__version__", getattr(native, "__version__", None)),
-        "cppconv_isa": native.selected_isa() if hasattr(native, "selected_isa") else None,
-        "cppconv_openmp": native.openmp() if hasattr(native, "openmp") else None,
+        "cppconv_isa": _call_if(native, "selected_isa"),
+        "cppconv_openmp": _call_if(native, "openmp"),
         # The machine limit the GFLOP/s compare against: float32 multiply-adds of the selected
         # ISA's vectors on the same threads, measured now.
-        "fma_peak_gflops": native.fma_peak_gflops(threads, 0.5) if hasattr(native, "fma_peak_gflops") else None,
+        "fma_peak_gflops": _call_if(native, "fma_peak_gflops", threads, 0.5),
         "versions": versions,
         "git": _git_info(git_root),
     }
@@ -790,7 +811,7 @@ def _fmt_gf(r: Optional[Result]) -> str:
     if r.status != "ok":
         return r.status
     unsteady = r.timing is not None and r.timing.spread > UNSTEADY_SPREAD
-    return _fmt_num(r.gflops) + ("~" if unsteady else "") + ("!" if r.match is False else "")
+    return _fmt_num(r.gflops_ok) + ("~" if unsteady else "") + ("!" if r.match is False else "")
 
 
 def _fmt_x(x: Optional[float]) -> str:
@@ -800,7 +821,7 @@ def _fmt_x(x: Optional[float]) -> str:
 def speedups(res: Dict[str, Result]) -> Dict[str, Optional[float]]:
     def t(col: str) -> Optional[float]:
         r = res.get(col)
-        return r.timing.median_s if r is not None and r.status == "ok" else None
+        return r.median_s if r is not None and r.status == "ok" else None
 
     fw = [v for v in (t(c) for c in FRAMEWORKS) if v is not None]
     times = {"best_fw": min(fw) if fw else None, "numpy": t("numpy"), "loop": t("loop")}
@@ -817,7 +838,7 @@ def geomean(xs: Sequence[float]) -> Optional[float]:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
 
 
-def build_table(rows: List[Tuple[Layer, Dict[str, Result], Optional[Dict[str, Any]]]],
+def build_table(rows: Sequence[Tuple[Layer, Dict[str, Result], Any]],
                 columns: Sequence[str], peak_gflops: Optional[float] = None
                 ) -> Tuple[List[str], List[List[str]], List[str]]:
     peer_cols = [c for c in columns if c not in CPPCONV_COLUMNS]
@@ -834,10 +855,10 @@ def build_table(rows: List[Tuple[Layer, Dict[str, Result], Optional[Dict[str, An
     sp_all: Dict[str, List[float]] = {k: [] for k in sp_cols}
     for layer, res, info in rows:
         c = res.get("cppconv")
-        us = _fmt_num(c.timing.median_s * 1e6) if c is not None and c.status == "ok" else (c.status if c else "")
+        us = _fmt_num(c.median_s * 1e6) if c is not None and c.status == "ok" else (c.status if c else "")
         row = [layer.name, us, _fmt_gf(c)]
         if peak_gflops:
-            row.append(f"{100 * c.gflops / peak_gflops:.0f}" if c is not None and c.status == "ok" else "")
+            row.append(f"{100 * c.gflops_ok / peak_gflops:.0f}" if c is not None and c.status == "ok" else "")
         row += [_fmt_gf(res.get(col)) for col in own_cols]
         row += [_fmt_gf(res.get(col)) for col in peer_cols]
         sp = speedups(res)
@@ -1134,8 +1155,8 @@ def run(args: argparse.Namespace, argv: Sequence[str], git_root: Optional[str] =
             c = res.get("cppconv")
             c_txt = f"{c.gflops:.1f} GF/s" if c and c.status == "ok" else (c.status if c else "-")
             log(f"[{layer.name}] {layer.describe()}: cppconv {c_txt} ({time.perf_counter() - t0:.1f} s)")
-            if layer.sanity and c and c.status == "ok" and c.timing.median_s > SANITY_LIMIT_S:
-                log(f"  WARNING: sanity row {layer.name} took cppconv {c.timing.median_s:.2f} s (limit "
+            if layer.sanity and c and c.status == "ok" and c.median_s > SANITY_LIMIT_S:
+                log(f"  WARNING: sanity row {layer.name} took cppconv {c.median_s:.2f} s (limit "
                     f"{SANITY_LIMIT_S} s): its cost is out of proportion to its work")
         progress.update(len(layers), "done")
         progress.close()
