@@ -16,11 +16,11 @@ from __future__ import annotations
 import heapq
 import sys
 from collections import defaultdict
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from . import _args, _netops, _types
+from . import _args, _netops
 from ._conv import Conv1d, Conv2d, Conv3d
 from ._conv_transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from ._pool import (avg_pool1d, avg_pool2d, avg_pool3d, global_avg_pool1d, global_avg_pool2d, global_avg_pool3d,
@@ -220,13 +220,16 @@ def free_batch(proto: Any) -> Any:
 
     model = onnx.ModelProto()
     model.CopyFrom(proto)
-    g = model.graph
-    initializers = {t.name for t in g.initializer}
+    _symbolic_batch(model.graph, {t.name for t in model.graph.initializer})
+    return model
+
+
+def _symbolic_batch(g: Any, initializers: Set[str]) -> None:
+    """Marks the first axis of the graph's inputs and outputs (the initializers excepted) "N"."""
     for v in list(g.input) + list(g.output):
         dims = v.type.tensor_type.shape.dim
         if v.name not in initializers and len(dims):
             dims[0].dim_param = "N"
-    return model
 
 
 def _without_weights(proto: Any) -> Any:
@@ -245,13 +248,9 @@ def _without_weights(proto: Any) -> Any:
     g.node.extend(src.node)
     weights = {t.name for t in src.initializer if int(np.prod(t.dims)) > 64}
     g.initializer.extend(t for t in src.initializer if t.name not in weights)
-    initializers = {t.name for t in src.initializer}
     g.input.extend(src.input)
     g.output.extend(src.output)
-    for v in list(g.input) + list(g.output):
-        dims = v.type.tensor_type.shape.dim
-        if v.name not in initializers and len(dims):
-            dims[0].dim_param = "N"
+    _symbolic_batch(g, {t.name for t in src.initializer})
     declared = {v.name for v in src.input}
     g.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
                    for t in src.initializer if t.name in weights and t.name not in declared)
@@ -727,7 +726,7 @@ def _conv(p: _Planner, node: _Node) -> None:
     else:
         kwargs["padding"] = _window_pads(p, node, x, kernel, stride, dilation)
         layer = _CONV_LAYERS[rank](w.astype(p.dtype), None if bias is None else b.astype(p.dtype),
-                                   precision=cast(_types.Precision, p.precision), **kwargs)
+                                   precision=p.precision, **kwargs)
     perm = channels_last(rank + 2)
     xin = p.value_in(x, perm)
     threads = p.threads
@@ -1090,9 +1089,11 @@ def _gemm(p: _Planner, node: _Node) -> None:
             raise ModelError(f"{node.where()}: shape mismatch: A has {k_a} columns, B has {k_b} rows")
     if b_const and not ta and p.rank(node.input(0)) == 2 and p.consts[node.input(1)].ndim == 2:
         b = p.consts[node.input(1)]
-        c = p.optional_const(node, 2, "C") if len(node.inputs) > 2 and node.input(2) in p.consts else None
-        if len(node.inputs) <= 2 or node.input(2) == "" or (c is not None and c.size in (1, b.shape[0 if tb else 1])):
-            out_features = b.shape[0 if tb else 1]
+        out_features = b.shape[0 if tb else 1]
+        c_name = node.input(2)
+        c = p.consts.get(c_name)
+        # A constant C with one value per output (or one for all) is the layer's bias.
+        if c_name == "" or (c is not None and c.size in (1, out_features)):
             bias = None if c is None else np.broadcast_to(np.asarray(c, np.float64).reshape(-1), (out_features,)) * beta
             _fully_connected(p, node, (b.T if not tb else b) * alpha, bias)
             return
@@ -1113,7 +1114,7 @@ def _fully_connected(p: _Planner, node: _Node, weight: np.ndarray, bias: Optiona
     (NumPy's BLAS keeps its own thread pool: at batch 1 the hand-off to it cost far more than
     the product, and it competes with cppconv's threads.)"""
     out_features, in_features = weight.shape
-    layer = _CONV_LAYERS[1](np.ascontiguousarray(weight, p.dtype).reshape(out_features, in_features, 1),
+    layer = Conv1d(np.ascontiguousarray(weight, p.dtype).reshape(out_features, in_features, 1),
                    None if bias is None else np.asarray(bias, p.dtype), layout="NWC", precision=p.precision)
     threads = p.threads
 
