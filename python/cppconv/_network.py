@@ -20,9 +20,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from . import _args, _netops
+from . import _args, _netops, _netquant
 from ._conv import Conv1d, Conv2d, Conv3d
 from ._conv_transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
+from ._quant import QConv1d, QConv2d, QConv3d, dequantize_linear, quantize_linear
 from ._pool import (avg_pool1d, avg_pool2d, avg_pool3d, global_avg_pool1d, global_avg_pool2d, global_avg_pool3d,
                     max_pool1d, max_pool2d, max_pool3d)
 
@@ -91,6 +92,9 @@ _ATTRIBUTES: Dict[str, Set[str]] = {
     "ReduceMean": {"axes", "keepdims", "noop_with_empty_axes"},
     "Constant": {"value", "value_float", "value_floats", "value_int", "value_ints"},
     "Shape": {"start", "end"}, "Gather": {"axis"}, "ConstantOfShape": {"value"}, "Cast": {"to", "saturate"},
+    # Quantized models (_netquant): ONNX Runtime's own quantized operators arrive rewritten as these.
+    "QuantizeLinear": {"axis", "saturate"}, "DequantizeLinear": {"axis"},
+    "QLinearConv": {"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"},
 }
 SUPPORTED_OPERATORS = tuple(sorted(_ATTRIBUTES))
 
@@ -257,11 +261,13 @@ def _without_weights(proto: Any) -> Any:
     return model
 
 
-def _inferred_shapes(proto: Any) -> Tuple[Dict[str, Tuple[Optional[int], ...]], Optional[str]]:
+def _inferred_shapes(proto: Any) -> Tuple[Dict[str, Tuple[Optional[int], ...]], Dict[str, np.dtype], Optional[str]]:
     """Every value's shape from ONNX shape inference, with the graph inputs' first axis
     symbolic (the batch size is free): None marks a size that is not a constant.  Also the
-    error strict inference found, if any."""
+    values' element types where inference knows them, and the error strict inference found,
+    if any."""
     import onnx
+    from onnx import helper
 
     model = _without_weights(proto)
     problem = None
@@ -272,12 +278,14 @@ def _inferred_shapes(proto: Any) -> Tuple[Dict[str, Tuple[Optional[int], ...]], 
         # at fault; the error stands if no check does (Network.__init__).
         problem = f"the model's shapes do not check: {str(e).strip()}"
         model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    shapes = {}
+    shapes, dtypes = {}, {}
     for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
         t = v.type.tensor_type
         if t.HasField("shape"):
             shapes[v.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
-    return shapes, problem
+        if t.elem_type:
+            dtypes[v.name] = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type))
+    return shapes, dtypes, problem
 
 
 class _Planner:
@@ -310,7 +318,9 @@ class _Planner:
             node = _Node(n.name or f"{n.op_type}_{i}", n.op_type, list(n.input), list(n.output), _attributes(n))
             if n.domain not in ("", "ai.onnx"):
                 raise ModelError(f"{node.where()}: operator domain {n.domain!r} is not supported; supported: "
-                                 f"the default ONNX domain, operators {', '.join(SUPPORTED_OPERATORS)}")
+                                 f"the default ONNX domain, operators {', '.join(SUPPORTED_OPERATORS)}; and "
+                                 f"ONNX Runtime's quantized operators (com.microsoft) "
+                                 f"{', '.join(_netquant.MICROSOFT_QUANTIZED)}")
             if n.op_type not in _ATTRIBUTES:
                 raise ModelError(f"{node.where()}: operator {n.op_type!r} is not supported; supported operators: "
                                  f"{', '.join(SUPPORTED_OPERATORS)}")
@@ -321,11 +331,14 @@ class _Planner:
                                  f"of {n.op_type}: {allowed}")
             nodes.append(node)
         order = _topological(nodes, set(self.consts) | {v.name for v in self.inputs})
-        self.shapes, self.shape_problem = _inferred_shapes(proto)
+        self.shapes, self.dtypes, self.shape_problem = _inferred_shapes(proto)
         for name in self.output_names:
             if name not in self.layout and not any(name in n.outputs for n in order):
                 raise ModelError(f"graph output {name!r} is produced by no node, initializer or input")
-        self.nodes = _fuse(order, self._known_constants(order), set(self.output_names), self.opset)
+        known = self._known_constants(order)
+        quantized = _netquant.quantized_convolutions(
+            order, known, set(self.output_names), lambda n: _fused_activation(n, known, self.opset), _Node)
+        self.nodes = _fuse(quantized, known, set(self.output_names), self.opset)
 
     def _known_constants(self, nodes: List[_Node]) -> Dict[str, np.ndarray]:
         """Initializers and Constant outputs: what the fusion pass may read as weights."""
@@ -483,7 +496,8 @@ class _Planner:
                 shape = self.stored_shape(i, batch)
                 if shape is None:
                     return
-                args.append(np.zeros(shape, self.dtype))
+                # (A value converted to another layout is named "<value>@<layout>".)
+                args.append(np.zeros(shape, self.dtypes.get(i.split("@")[0], self.dtype)))
             try:
                 found.append(list(fn(*args)))
             except Exception:  # a step that zeros do not suit: its shapes stay unknown
@@ -1287,6 +1301,80 @@ def _cast(p: _Planner, node: _Node) -> None:
     p.emit(node, lambda v: (v.astype(dtype),), [x], [p.layout[x]], f"NumPy astype {dtype}")
 
 
+def _quantization_axis(p: _Planner, node: _Node, x: str, scale: np.ndarray) -> Optional[int]:
+    """The stored axis a per-axis scale runs along (None for a per-tensor one)."""
+    if scale.size == 1 and scale.ndim <= 1:
+        return None
+    return p.axis(node, x, int(node.attrs.get("axis", 1)))
+
+
+def _quantize(p: _Planner, node: _Node) -> None:
+    """QuantizeLinear and DequantizeLinear: elementwise, in the input's layout."""
+    x = node.input(0)
+    scale = p.const(node, 1, "scale")
+    zero_point = p.optional_const(node, 2, "zero point")
+    axis = _quantization_axis(p, node, x, scale)
+    if node.op == "QuantizeLinear":
+        if int(node.attrs.get("saturate", 1)) != 1:
+            raise _refuse(node, "saturate", node.attrs["saturate"], "1 (integer results always saturate)")
+        fn: Callable[..., Tuple[Any, ...]] = lambda v: (quantize_linear(v, scale, zero_point, axis=axis),)  # noqa: E731
+        became = "cppconv quantize_linear"
+    else:
+        fn = lambda v: (dequantize_linear(v, scale, zero_point, axis=axis),)  # noqa: E731
+        became = "cppconv dequantize_linear"
+    p.emit(node, fn, [x], [p.layout.get(x)], became + ("" if axis is None else f" (per axis {axis} as stored)"))
+
+
+_QCONV_LAYERS = {1: QConv1d, 2: QConv2d, 3: QConv3d}
+
+
+def _qlinear_conv(p: _Planner, node: _Node) -> None:
+    """QLinearConv (ONNX's, or a QDQ convolution group fused by _netquant): a cppconv QConv
+    layer, channels-last, on the int8 kernels."""
+    x = node.input(0)
+    w = p.const(node, 3, "weight")
+    rank = w.ndim - 2
+    if rank not in (1, 2, 3):
+        raise ModelError(f"{node.where()}: a {w.ndim}-D weight is not supported; supported: 3-D to 5-D "
+                         f"(1 to 3 spatial axes)")
+    kernel = tuple(w.shape[2:])
+    if tuple(node.attrs.get("kernel_shape", kernel)) != kernel:
+        raise _refuse(node, "kernel_shape", node.attrs["kernel_shape"], f"the weight's kernel {kernel}")
+    stride, dilation = _ints(node, "strides", rank, 1), _ints(node, "dilations", rank, 1)
+    group = int(node.attrs.get("group", 1))
+    quantization = [p.const(node, 1, "x_scale"), p.optional_const(node, 2, "x_zero_point"), w,
+                    p.const(node, 4, "w_scale"), p.optional_const(node, 5, "w_zero_point"),
+                    p.const(node, 6, "y_scale"), p.optional_const(node, 7, "y_zero_point"),
+                    p.optional_const(node, 8, "bias")]
+    for i, default in ((1, np.uint8), (4, np.int8), (6, np.uint8)):  # ONNX's absent zero points
+        if quantization[i] is None:
+            quantization[i] = np.zeros((), default)
+    perm = channels_last(rank + 2)
+    try:
+        layer = _QCONV_LAYERS[rank](*quantization, stride=stride, dilation=dilation, groups=group,
+                                    padding=_window_pads(p, node, x, kernel, stride, dilation),
+                                    layout=_layout_word(perm), activation=node.activation)
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{node.where()}: {e}") from None
+    xin = p.value_in(x, perm)
+    threads = p.threads
+    parts = [f"{type(layer).__name__} {'x'.join(map(str, kernel))}"
+             + (f" stride {'x'.join(map(str, stride))}" if max(stride) > 1 else "")
+             + (f" groups {group}" if group > 1 else "") + " (int8 kernels)"]
+    if node.fused:
+        parts.append(f"QDQ group fused: {', '.join(f.op for f in node.fused)}")
+    if node.activation:
+        parts.append(f"activation {node.activation} clamped in the quantized domain")
+    extra: Dict[str, Any] = {"layer": layer}
+    in_shape = p.stored_shape(xin)
+    if in_shape is not None:
+        try:
+            extra["algorithm"] = layer.explain(in_shape, quantization[1].dtype)["algorithm"]
+        except (TypeError, ValueError):
+            pass
+    p.emit(node, lambda v: (layer(v, num_threads=threads),), [xin], [perm], "; ".join(parts), **extra)
+
+
 _HANDLERS: Dict[str, Callable[[_Planner, _Node], None]] = {
     "Conv": _conv, "ConvTranspose": _conv, "BatchNormalization": _batch_norm,
     "Relu": _unary(_netops.relu, in_place=True),
@@ -1303,6 +1391,7 @@ _HANDLERS: Dict[str, Callable[[_Planner, _Node], None]] = {
     "Softmax": _softmax, "LogSoftmax": _softmax, "Dropout": _identity, "Identity": _identity, "LRN": _lrn,
     "Pad": _pad, "Resize": _resize, "ReduceMean": _reduce_mean, "Constant": _constant, "Shape": _shape,
     "Gather": _gather, "ConstantOfShape": _constant_of_shape, "Cast": _cast,
+    "QuantizeLinear": _quantize, "DequantizeLinear": _quantize, "QLinearConv": _qlinear_conv,
 }
 assert set(_HANDLERS) == set(_ATTRIBUTES)
 
@@ -1339,6 +1428,10 @@ class Network:
         _args.precision_code(precision)  # rejects unknown modes now
         self._precision = precision
         proto, self._bytes = parse_model(model)
+        try:
+            proto = _netquant.expand_qoperator(proto)
+        except _netquant.ExpansionError as e:
+            raise ModelError(str(e)) from None
         planner = _Planner(proto, self._threads, precision)
         planner.plan()
         outputs = [planner.value_in(name, None) for name in planner.output_names]

@@ -1,0 +1,233 @@
+"""Quantized ONNX models (as onnxruntime.quantization writes them) for cppconv.Network.
+
+Two forms reach the planner as one:
+- QOperator models use quantized operators, some of them ONNX Runtime's own (com.microsoft:
+  QLinearAdd, QLinearConcat, QGemm, ...).  expand_qoperator rewrites each of those, and the
+  standard QLinearMatMul, into the standard operators that define it: DequantizeLinear of the
+  inputs, the float operator, QuantizeLinear of the result (a QDQ group).  QLinearConv stays:
+  it runs on cppconv's int8 kernels as it is.
+- QDQ models are float graphs with QuantizeLinear/DequantizeLinear pairs around each quantized
+  operator.  quantized_convolutions turns each group DequantizeLinear(x), DequantizeLinear(w),
+  DequantizeLinear(int32 bias), Conv, [Relu or Clip(0, 6)], QuantizeLinear into one QLinearConv
+  node, so the convolution runs on the int8 kernels with the activation clamped in the
+  quantized domain (which equals quantizing the activated float: rounding is monotonic).
+
+Every other QDQ group runs as its definition says: dequantized, the float operator, quantized.
+That is ONNX's reference semantics exactly; ONNX Runtime's fused int8 kernels for those
+operators may round differently by one step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set
+
+import numpy as np
+
+# ONNX Runtime's quantized operators that expand_qoperator rewrites, with their float operator;
+# the standard QLinearMatMul too.
+MICROSOFT_QUANTIZED = ("QGemm", "QLinearAdd", "QLinearAveragePool", "QLinearConcat", "QLinearGlobalAveragePool",
+                       "QLinearLeakyRelu", "QLinearMul", "QLinearSigmoid", "QLinearSoftmax")
+_FLOAT_OP = {"QLinearAdd": "Add", "QLinearMul": "Mul", "QLinearAveragePool": "AveragePool",
+             "QLinearGlobalAveragePool": "GlobalAveragePool", "QLinearLeakyRelu": "LeakyRelu",
+             "QLinearSigmoid": "Sigmoid", "QLinearSoftmax": "Softmax", "QLinearConcat": "Concat",
+             "QGemm": "Gemm", "QLinearMatMul": "MatMul"}
+
+
+class ExpansionError(ValueError):
+    """A quantized operator whose attributes have no standard equivalent here."""
+
+
+def _is_expanded(node: Any) -> bool:
+    if node.domain == "com.microsoft":
+        return node.op_type in MICROSOFT_QUANTIZED
+    return node.domain in ("", "ai.onnx") and node.op_type == "QLinearMatMul"
+
+
+def expand_qoperator(proto: Any) -> Any:
+    """The model with each quantized operator of MICROSOFT_QUANTIZED (and QLinearMatMul)
+    rewritten as DequantizeLinear -> float operator -> QuantizeLinear; the model itself when it
+    has none.  Raises ExpansionError for attributes with no standard equivalent."""
+    if not any(_is_expanded(n) for n in proto.graph.node):
+        return proto
+    import onnx
+    from onnx import helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    for i, node in enumerate(nodes):
+        if not _is_expanded(node):
+            model.graph.node.append(node)
+            continue
+        name = node.name or f"{node.op_type}_{i}"
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        model.graph.node.extend(_expansion(helper, name, node.op_type, list(node.input), list(node.output), attrs))
+    return model
+
+
+def _expansion(helper: Any, name: str, op: str, ins: List[str], outs: List[str],
+               attrs: Dict[str, Any]) -> List[Any]:
+    """The standard nodes that compute one quantized operator."""
+    new: List[Any] = []
+
+    def dequantized(value: str, scale: str, zero_point: str, tag: str, axis: Optional[int] = None) -> str:
+        out = f"{name}/{tag}_dequantized"
+        kw = {} if axis is None else {"axis": axis}
+        new.append(helper.make_node("DequantizeLinear", [value, scale, zero_point], [out], name=f"{name}/dequantize_{tag}",
+                                    **kw))
+        return out
+
+    def result(float_value: str, scale: str, zero_point: str) -> None:
+        if scale:
+            new.append(helper.make_node("QuantizeLinear", [float_value, scale, zero_point], outs[:1],
+                                        name=f"{name}/quantize"))
+
+    def refuse(attribute: str, value: Any, supported: str) -> ExpansionError:
+        return ExpansionError(f"node {name!r} ({op}): attribute {attribute}={value!r} is not supported; "
+                              f"supported: {supported}")
+
+    float_out = f"{name}/float_result"
+    if op in ("QLinearAdd", "QLinearMul"):  # A, A_scale, A_zp, B, B_scale, B_zp, C_scale, C_zp
+        a = dequantized(ins[0], ins[1], _at(ins, 2), "a")
+        b = dequantized(ins[3], ins[4], _at(ins, 5), "b")
+        new.append(helper.make_node(_FLOAT_OP[op], [a, b], [float_out], name=f"{name}/float"))
+        result(float_out, ins[6], _at(ins, 7))
+    elif op == "QLinearMatMul":  # a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp
+        a = dequantized(ins[0], ins[1], ins[2], "a")
+        b = dequantized(ins[3], ins[4], ins[5], "b", axis=-1)  # per column when b_scale is a vector
+        new.append(helper.make_node("MatMul", [a, b], [float_out], name=f"{name}/float"))
+        result(float_out, ins[6], ins[7])
+    elif op in ("QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu",
+                "QLinearSoftmax"):  # X, X_scale, X_zp, Y_scale, Y_zp
+        if attrs.pop("channels_last", 0):
+            raise refuse("channels_last", 1, "0 (channels-first input, as ONNX's own operators)")
+        if op == "QLinearSoftmax":
+            version = attrs.pop("opset", 13)
+            if version < 13 and attrs.get("axis", 1) != -1:
+                raise refuse("opset", version, "13 or later, or axis=-1 (where the opset-1 and opset-13 "
+                                                "Softmax agree)")
+        x = dequantized(ins[0], ins[1], _at(ins, 2), "x")
+        new.append(helper.make_node(_FLOAT_OP[op], [x], [float_out], name=f"{name}/float", **attrs))
+        result(float_out, ins[3], _at(ins, 4))
+    elif op == "QLinearConcat":  # Y_scale, Y_zp, then (X, X_scale, X_zp) per input
+        if (len(ins) - 2) % 3:
+            raise ExpansionError(f"node {name!r} (QLinearConcat): {len(ins)} inputs; it takes Y_scale, "
+                                 f"Y_zero_point and a (X, X_scale, X_zero_point) triple per input")
+        parts = [dequantized(ins[k], ins[k + 1], ins[k + 2], f"x{j}") for j, k in enumerate(range(2, len(ins), 3))]
+        new.append(helper.make_node("Concat", parts, [float_out], name=f"{name}/float", **attrs))
+        result(float_out, ins[0], ins[1])
+    elif op == "QGemm":  # A, a_scale, a_zp, B, b_scale, b_zp, [C (int32)], [y_scale, y_zp]
+        trans_b = int(attrs.get("transB", 0))
+        a = dequantized(ins[0], ins[1], ins[2], "a")
+        b = dequantized(ins[3], ins[4], ins[5], "b", axis=0 if trans_b else 1)
+        gemm_ins = [a, b]
+        if _at(ins, 6):  # C's scale is a_scale * b_scale, its zero point 0
+            c_scale = f"{name}/c_scale"
+            new.append(helper.make_node("Mul", [ins[1], ins[4]], [c_scale], name=f"{name}/c_scale"))
+            gemm_ins.append(dequantized(ins[6], c_scale, "", "c", axis=0))
+        new.append(helper.make_node("Gemm", gemm_ins, [float_out if _at(ins, 7) else outs[0]], name=f"{name}/float",
+                                    **attrs))
+        result(float_out, _at(ins, 7), _at(ins, 8))
+    else:  # pragma: no cover - MICROSOFT_QUANTIZED and this function list the same operators
+        raise AssertionError(op)
+    return new
+
+
+def _at(values: Sequence[str], i: int) -> str:
+    return values[i] if i < len(values) else ""
+
+
+# ----- QDQ convolutions -----------------------------------------------------------------------
+
+# Activations a quantized convolution clamps in the quantized domain.
+_QUANTIZED_ACTIVATIONS = ("relu", "relu6")
+
+
+def quantized_convolutions(nodes: List[Any], known: Dict[str, np.ndarray], graph_outputs: Set[str],
+                           activation_of: Callable[[Any], Any], make_node: Callable[..., Any]) -> List[Any]:
+    """The nodes with each QDQ convolution group (see the module's doc) replaced by one
+    QLinearConv node, placed where its Conv was.  The DequantizeLinear nodes stay (other nodes
+    may read them; the plan drops the unread); the QuantizeLinear (and activation) nodes go.
+    activation_of(node): the cppconv activation a node computes, or None."""
+    producer: Dict[str, Any] = {o: n for n in nodes for o in n.outputs if o}
+    readers: Dict[str, List[Any]] = {}
+    for n in nodes:
+        for i in n.inputs:
+            if i:
+                readers.setdefault(i, []).append(n)
+
+    def only_reader(value: str) -> Optional[Any]:
+        r = readers.get(value, [])
+        return r[0] if len(r) == 1 and value not in graph_outputs else None
+
+    def dequantize_of(value: str) -> Optional[Any]:
+        n = producer.get(value)
+        return n if n is not None and n.op == "DequantizeLinear" else None
+
+    def per_tensor(name: str) -> bool:
+        return name in known and known[name].size == 1
+
+    replaced: Dict[int, Any] = {}
+    removed: Set[int] = set()
+    for n in nodes:
+        if n.op != "Conv" or len(n.outputs) != 1:
+            continue
+        dq_x, dq_w = dequantize_of(n.input(0)), dequantize_of(n.input(1))
+        if dq_x is None or dq_w is None:
+            continue
+        x_q, x_scale, x_zero = dq_x.input(0), dq_x.input(1), dq_x.input(2)
+        w_q, w_scale, w_zero = dq_w.input(0), dq_w.input(1), dq_w.input(2)
+        if not (per_tensor(x_scale) and (x_zero == "" or per_tensor(x_zero)) and x_q not in known):
+            continue
+        if not (w_q in known and w_scale in known and (w_zero == "" or w_zero in known)
+                and known[w_q].dtype in (np.int8, np.uint8) and (known[w_scale].size == 1 or
+                                                                 int(dq_w.attrs.get("axis", 1)) == 0)):
+            continue
+        bias = _integer_bias(n.input(2), dequantize_of(n.input(2)), known, known[x_scale], known[w_scale])
+        if bias is None:
+            continue
+        # Conv -> [activation ->] QuantizeLinear, each the only reader of the value before it.
+        after = only_reader(n.outputs[0])
+        activation = None if after is None else activation_of(after)
+        fused: List[Any] = []
+        if after is not None and activation in _QUANTIZED_ACTIVATIONS:
+            fused.append(after)
+            after = only_reader(after.outputs[0])
+        elif activation is not None:
+            continue
+        if after is None or after.op != "QuantizeLinear" or not per_tensor(after.input(1)) or \
+                not (after.input(2) == "" or per_tensor(after.input(2))):
+            continue
+        fused.append(after)
+        x_zero_value = known[x_zero] if x_zero else np.zeros((), np.uint8)
+        y_zero_value = known[after.input(2)] if after.input(2) else np.zeros((), np.uint8)
+        if x_zero_value.dtype not in (np.uint8, np.int8) or y_zero_value.dtype not in (np.uint8, np.int8):
+            continue
+        q = make_node(n.name, "QLinearConv", [x_q, x_scale, x_zero, w_q, w_scale, w_zero, after.input(1),
+                                              after.input(2), bias], [after.outputs[0]], dict(n.attrs))
+        q.activation = activation
+        q.fused = [n, *fused]  # (the DequantizeLinear nodes stay: others may read them)
+        replaced[id(n)] = q
+        removed.update(id(f) for f in fused)
+    return [replaced.get(id(n), n) for n in nodes if id(n) not in removed]
+
+
+def _integer_bias(name: str, dequantize: Optional[Any], known: Dict[str, np.ndarray], x_scale: np.ndarray,
+                  w_scale: np.ndarray) -> Optional[str]:
+    """The int32 bias a QDQ convolution's bias input is ("" for none), or None where it is not
+    DequantizeLinear(int32 constant, x_scale * w_scale, 0): then the group stays in float."""
+    if name == "":
+        return ""
+    if dequantize is None:
+        return None
+    b, scale, zero = dequantize.input(0), dequantize.input(1), dequantize.input(2)
+    if b not in known or known[b].dtype != np.int32 or scale not in known:
+        return None
+    if zero and (zero not in known or np.any(known[zero] != 0)):
+        return None
+    expected = np.float32(x_scale).reshape(()) * np.asarray(w_scale, np.float32).reshape(-1)
+    given = np.asarray(known[scale], np.float32).reshape(-1)
+    if given.size not in (1, expected.size) or not np.allclose(given, expected, rtol=1e-6, atol=0):
+        return None
+    return b

@@ -1,0 +1,422 @@
+"""Quantized ONNX models in cppconv.Network: QDQ and QOperator models as
+onnxruntime.quantization writes them, each QDQ convolution group run on the int8 kernels,
+each of ONNX Runtime's quantized operators against ONNX Runtime, and the errors."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import cppconv  # noqa: E402
+from cppconv.onnx import ModelError  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import onnx_networks  # noqa: E402
+
+F32, U8, I8, I32 = TensorProto.FLOAT, TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32
+
+
+def _session(model: Any, optimise: bool = True) -> Any:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    if not optimise:  # each node as its definition says: the reference semantics of a QDQ graph
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def _quantized(model: Any, shape: Sequence[int], fmt: str, tmp_path: Any, per_channel: bool = True) -> Any:
+    """The float model quantized by onnxruntime.quantization (uint8 activations, int8 weights)."""
+    quantization = pytest.importorskip("onnxruntime.quantization")
+    src, dst = tmp_path / "float.onnx", tmp_path / f"{fmt}.onnx"
+    src.write_bytes(model if isinstance(model, bytes) else model.SerializeToString())
+
+    class Reader(quantization.CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.feeds = iter([{"x": np.random.default_rng(i).standard_normal(shape).astype(np.float32)}
+                               for i in range(4)])
+
+        def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+            return next(self.feeds, None)
+
+    quantization.quantize_static(str(src), str(dst), Reader(), quant_format=getattr(quantization.QuantFormat, fmt),
+                                 per_channel=per_channel, activation_type=quantization.QuantType.QUInt8,
+                                 weight_type=quantization.QuantType.QInt8)
+    return onnx.load(str(dst))
+
+
+def _cnn() -> Any:
+    """A small float CNN built with onnx.helper (no torch): a stem, a residual block, max pool, a
+    strided 1x1, a depthwise conv, a concatenation, a squeeze-and-excitation gate, global
+    average pool and a fully connected layer."""
+    rng = np.random.default_rng(0)
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
+
+    inits = {"w1": w(8, 3, 3, 3), "b1": w(8), "w2": w(8, 8, 3, 3), "b2": w(8), "w3": w(16, 8, 1, 1), "b3": w(16),
+             "w4": w(16, 1, 3, 3), "b4": w(16), "w5": w(8, 32, 1, 1), "b5": w(8), "fc": w(10, 8), "fcb": w(10)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "r1"], ["a2"]),
+        helper.make_node("Relu", ["a2"], ["r2"]),
+        helper.make_node("MaxPool", ["r2"], ["p2"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p2", "w3", "b3"], ["c3"], strides=[2, 2]),
+        helper.make_node("Conv", ["c3", "w4", "b4"], ["c4"], pads=[1, 1, 1, 1], group=16),
+        helper.make_node("Relu", ["c4"], ["r4"]),
+        helper.make_node("Concat", ["c3", "r4"], ["cat"], axis=1),
+        helper.make_node("Conv", ["cat", "w5", "b5"], ["c5"]),
+        helper.make_node("GlobalAveragePool", ["c5"], ["g5"]),
+        helper.make_node("Sigmoid", ["g5"], ["s5"]),
+        helper.make_node("Mul", ["c5", "s5"], ["m5"]),
+        helper.make_node("GlobalAveragePool", ["m5"], ["g6"]),
+        helper.make_node("Flatten", ["g6"], ["f6"]),
+        helper.make_node("Gemm", ["f6", "fc", "fcb"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", F32, ["N", 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", F32, ["N", 10])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _convolutions(model: Any) -> int:
+    return sum(n.op_type in ("Conv", "QLinearConv") for n in model.graph.node)
+
+
+def _quantized_rows(net: Any) -> List[Dict[str, Any]]:
+    return [r for r in net.explain()["nodes"] if r["op"] == "QLinearConv"]
+
+
+def _output_step(model: Any) -> float:
+    """The scale of the quantization that the graph output was dequantized from."""
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    node = producer[model.graph.output[0].name]
+    while node.op_type != "DequantizeLinear":
+        node = producer[node.input[0]]
+    return float(inits[node.input[1]])
+
+
+# ----- whole models -----------------------------------------------------------------------------
+
+def test_qdq_model_runs_every_convolution_on_the_int8_kernels_as_its_definition_says(tmp_path: Any) -> None:
+    float_model = _cnn()
+    model = _quantized(float_model, (2, 3, 16, 16), "QDQ", tmp_path)
+    net = cppconv.onnx.load(model)
+    rows = _quantized_rows(net)
+    assert len(rows) == _convolutions(float_model) == 5
+    assert all("int8 kernels" in r["became"] and "qconv" in r.get("algorithm", "qconv") for r in rows)
+    assert not any(r["op"] == "Conv" and "fused into" not in r["became"] for r in net.explain()["nodes"])
+    x = np.random.default_rng(7).standard_normal((3, 3, 16, 16)).astype(np.float32)
+    want = _session(model, optimise=False).run(None, {"x": x})[0]
+    got = net(x)
+    step = _output_step(model)
+    assert np.abs(got - want).max() <= step * 1.001
+    assert np.mean(got == want) >= 0.95  # equal but for a float rounding at a tie, now and then
+    # ONNX Runtime's own fused int8 kernels round some operators differently, by a step or so.
+    np.testing.assert_allclose(got, _session(model).run(None, {"x": x})[0], atol=4 * step)
+
+
+def test_qoperator_model_matches_onnx_runtime_and_the_same_model_in_qdq_form(tmp_path: Any) -> None:
+    float_model = _cnn()
+    qop = _quantized(float_model, (2, 3, 16, 16), "QOperator", tmp_path)
+    qdq = _quantized(float_model, (2, 3, 16, 16), "QDQ", tmp_path)
+    assert any(n.domain == "com.microsoft" for n in qop.graph.node)  # what the rewrite is for
+    net = cppconv.onnx.load(qop)
+    assert len(_quantized_rows(net)) == 5
+    x = np.random.default_rng(8).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    got = net(x)
+    step = _output_step(qop)
+    np.testing.assert_allclose(got, _session(qop).run(None, {"x": x})[0], atol=4 * step)
+    np.testing.assert_allclose(got, cppconv.onnx.load(qdq)(x), atol=step * 1.001)
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenet_v2", "se_hardswish", "squeezenet", "shufflenet", "densenet",
+                                  "inception", "unet", "conv1d", "conv3d"])
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_quantized_torch_networks(name: str, fmt: str, tmp_path: Any) -> None:
+    pytest.importorskip("torch")
+    module, shape = onnx_networks.build(name)
+    float_model = onnx.load_from_string(onnx_networks.export(module, shape))
+    model = _quantized(float_model, shape, fmt, tmp_path)
+    net = cppconv.onnx.load(model)
+    assert len(_quantized_rows(net)) == sum(n.op_type == "Conv" for n in float_model.graph.node)
+    x = np.random.default_rng(9).standard_normal((2, *shape[1:])).astype(np.float32)
+    got = net(x)
+    want = _session(model, optimise=fmt == "QOperator").run(None, {"x": x})[0]
+    rng = float(np.abs(want).max())
+    if fmt == "QDQ":  # the definition, up to a step where float operators round differently
+        assert np.abs(got - want).max() <= 2.001 * _output_step(model) + 1e-6 * rng
+    else:  # ONNX Runtime's quantized kernels: their rounding, compounded over the layers
+        assert np.abs(got - want).max() <= 0.5 * rng
+
+
+def test_quantized_network_pickles(tmp_path: Any) -> None:
+    model = _quantized(_cnn(), (2, 3, 16, 16), "QDQ", tmp_path)
+    net = cppconv.onnx.load(model)
+    x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(net))(x), net(x))
+
+
+# ----- QDQ convolution groups --------------------------------------------------------------------
+
+def _qdq_conv(between: Sequence[Any], bias: str = "dq", weight_axis: int = 0) -> Any:
+    """x (float) -> Q -> DQ -> Conv(DQ(w), bias) -> [between] -> Q -> DQ -> y."""
+    rng = np.random.default_rng(1)
+    w = rng.integers(-127, 128, (6, 4, 3, 3)).astype(np.int8)
+    w_scale = rng.uniform(0.002, 0.01, 6).astype(np.float32)
+    x_scale = np.float32(0.02)
+    inits = {"xs": x_scale, "xz": np.uint8(128), "wq": w, "ws": w_scale, "wz": np.zeros(6, np.int8),
+             "ys": np.float32(0.05), "yz": np.uint8(100)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xf"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wf"], axis=weight_axis)]
+    conv_inputs = ["xf", "wf"]
+    if bias == "dq":
+        inits.update(bq=rng.integers(-2000, 2000, 6).astype(np.int32), bs=x_scale * w_scale, bz=np.zeros(6, np.int32))
+        nodes.append(helper.make_node("DequantizeLinear", ["bq", "bs", "bz"], ["bf"], axis=0))
+        conv_inputs.append("bf")
+    elif bias == "float":
+        inits["bf"] = rng.standard_normal(6).astype(np.float32)
+        conv_inputs.append("bf")
+    nodes.append(helper.make_node("Conv", conv_inputs, ["c"], pads=[1, 1, 1, 1]))
+    last = "c"
+    for k, (op, kw, extra) in enumerate(between):
+        inits.update(extra)
+        nodes.append(helper.make_node(op, [last, *extra], [f"a{k}"], **kw))
+        last = f"a{k}"
+    nodes += [helper.make_node("QuantizeLinear", [last, "ys", "yz"], ["yq"]),
+              helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F32, ["N", 4, 7, 9])],
+                              [helper.make_tensor_value_info("y", F32, None)],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("between, fused, activation", [
+    ([], True, None),
+    ([("Relu", {}, {})], True, "relu"),
+    ([("Clip", {}, {"lo": np.float32(0), "hi": np.float32(6)})], True, "relu6"),
+    ([("Sigmoid", {}, {})], False, None),  # not a clamp: the group stays in float
+])
+def test_qdq_convolution_groups_fuse_with_the_clamping_activations(between: Any, fused: bool, activation: Any) -> None:
+    model = _qdq_conv(between)
+    net = cppconv.onnx.load(model)
+    rows = _quantized_rows(net)
+    assert len(rows) == int(fused)
+    if fused and activation:
+        assert f"activation {activation} clamped" in rows[0]["became"]
+    x = (np.random.default_rng(2).standard_normal((2, 4, 7, 9)) * 2).astype(np.float32)
+    want = _session(model, optimise=False).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(net(x), want)
+
+
+@pytest.mark.parametrize("bias, weight_axis", [("float", 0), ("none", 0), ("dq", 1)])
+def test_qdq_groups_the_int8_kernels_cannot_take_stay_in_float(bias: str, weight_axis: int) -> None:
+    # A float bias (not DequantizeLinear of int32 at x_scale * w_scale) or weights quantized
+    # along another axis: the group runs as dequantize, float conv, quantize.  No bias fuses.
+    model = _qdq_conv([], bias=bias, weight_axis=weight_axis) if weight_axis == 0 else None
+    if model is None:  # per-axis along axis 1 needs one scale per input channel
+        model = _qdq_conv([], bias=bias)
+        for t in model.graph.initializer:
+            if t.name == "ws":
+                t.CopyFrom(numpy_helper.from_array(np.full(4, 0.005, np.float32), "ws"))
+            if t.name == "wz":
+                t.CopyFrom(numpy_helper.from_array(np.zeros(4, np.int8), "wz"))
+            if t.name == "bs":
+                t.CopyFrom(numpy_helper.from_array(np.full(6, 0.02 * 0.005, np.float32), "bs"))
+        for n in model.graph.node:
+            if n.output[0] == "wf":
+                n.attribute[0].i = 1
+    net = cppconv.onnx.load(model)
+    assert len(_quantized_rows(net)) == int(bias == "none")
+    x = np.random.default_rng(4).standard_normal((1, 4, 7, 9)).astype(np.float32)
+    want = _session(model, optimise=False).run(None, {"x": x})[0]
+    np.testing.assert_allclose(net(x), want, atol=0.05 * 1.001)  # at most one step (a float tie)
+
+
+def test_per_axis_quantization_of_a_channels_last_value() -> None:
+    # The conv output is stored NHWC; QuantizeLinear/DequantizeLinear along ONNX axis 1 must
+    # follow the channels wherever they are stored.
+    rng = np.random.default_rng(5)
+    inits = {"w": rng.standard_normal((5, 3, 3, 3)).astype(np.float32), "s": rng.uniform(0.01, 0.1, 5).astype(np.float32),
+             "z": rng.integers(0, 255, 5).astype(np.uint8)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("QuantizeLinear", ["c", "s", "z"], ["q"], axis=1),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F32, ["N", 3, 6, 6])],
+                              [helper.make_tensor_value_info("y", F32, None)],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    net = cppconv.onnx.load(model)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    want = _session(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(net(x), want, atol=float(inits["s"].max()) * 1.001)
+    assert any("per axis" in r["became"] for r in net.explain()["nodes"])
+
+
+# ----- ONNX Runtime's quantized operators, one node at a time -------------------------------------
+
+def _qparams(name: str, scale: float, zero: int) -> Dict[str, np.ndarray]:
+    return {f"{name}_s": np.float32(scale), f"{name}_z": np.uint8(zero)}
+
+
+def _single(op: str, inputs: List[str], feeds: Dict[str, np.ndarray], inits: Dict[str, np.ndarray],
+            domain: str = "com.microsoft", equal: float = 0.9, **attrs: Any) -> None:
+    """One quantized node against ONNX Runtime: uint8 results within one step (ties round
+    differently) and at least the fraction `equal` of them equal."""
+    node = helper.make_node(op, inputs, ["y"], domain=domain, **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(k, U8, list(v.shape)) for k, v in feeds.items()],
+                              [helper.make_tensor_value_info("y", U8, None)],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("com.microsoft", 1)] if domain else [])
+    model = helper.make_model(graph, opset_imports=opsets)
+    want = _session(model).run(None, feeds)[0]
+    got = cppconv.onnx.load(model).run(feeds)["y"]
+    assert got.dtype == want.dtype and got.shape == want.shape
+    diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
+    assert diff.max() <= 1 and np.mean(diff == 0) >= equal, (op, diff.max(), np.mean(diff == 0))
+
+
+def _u8(*shape: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape).astype(np.uint8)
+
+
+@pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
+def test_qlinear_binary(op: str) -> None:
+    inits = {**_qparams("a", 0.03, 120), **_qparams("b", 0.05, 130), **_qparams("c", 0.08 if op == "QLinearAdd" else 0.2, 128)}
+    _single(op, ["a", "a_s", "a_z", "b", "b_s", "b_z", "c_s", "c_z"], {"a": _u8(2, 8, 5, 5), "b": _u8(1, 8, 1, 1, seed=1)},
+            inits)
+
+
+@pytest.mark.parametrize("op, attrs", [
+    ("QLinearGlobalAveragePool", {}),
+    ("QLinearAveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
+    ("QLinearSigmoid", {}),
+    ("QLinearLeakyRelu", {"alpha": 0.1}),
+    ("QLinearSoftmax", {"axis": -1, "opset": 13}),
+])
+def test_qlinear_unary(op: str, attrs: Dict[str, Any]) -> None:
+    inits = {**_qparams("x", 0.04, 128), **_qparams("y", 0.004 if op == "QLinearSoftmax" else 0.03, 0 if op in (
+        "QLinearSigmoid", "QLinearSoftmax") else 100)}
+    # (ONNX Runtime's softmax reads exponentials from a table of the 256 inputs: more ties differ.)
+    _single(op, ["x", "x_s", "x_z", "y_s", "y_z"], {"x": _u8(2, 6, 7, 7)}, inits,
+            equal=0.8 if op == "QLinearSoftmax" else 0.9, **attrs)
+
+
+def test_qlinear_concat() -> None:
+    inits = {**_qparams("y", 0.05, 128), **_qparams("a", 0.04, 120), **_qparams("b", 0.06, 130)}
+    _single("QLinearConcat", ["y_s", "y_z", "a", "a_s", "a_z", "b", "b_s", "b_z"],
+            {"a": _u8(2, 3, 4, 4), "b": _u8(2, 5, 4, 4, seed=2)}, inits, axis=1)
+
+
+@pytest.mark.parametrize("with_bias, quantized_output", [(True, True), (False, True), (True, False)])
+def test_qgemm(with_bias: bool, quantized_output: bool) -> None:
+    rng = np.random.default_rng(6)
+    b_scale = rng.uniform(0.002, 0.01, 7).astype(np.float32)
+    # (Weights in [-64, 63]: ONNX Runtime's AVX2 u8 x s8 kernels saturate int16 pair sums beyond.)
+    inits: Dict[str, np.ndarray] = {**_qparams("a", 0.05, 128), "b": rng.integers(-64, 64, (7, 12)).astype(np.int8),
+                                    "b_s": b_scale, "b_z": np.zeros(7, np.int8)}
+    ins = ["a", "a_s", "a_z", "b", "b_s", "b_z"]
+    if with_bias:
+        inits["c"] = rng.integers(-500, 500, 7).astype(np.int32)
+    ins.append("c" if with_bias else "")
+    if quantized_output:
+        inits.update(_qparams("y", 0.1, 128))
+        ins += ["y_s", "y_z"]
+    feeds = {"a": _u8(3, 12)}
+    if quantized_output:
+        _single("QGemm", ins, feeds, inits, transB=1)
+        return
+    node = helper.make_node("QGemm", ins, ["y"], domain="com.microsoft", transB=1)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", U8, [3, 12])],
+                              [helper.make_tensor_value_info("y", F32, None)],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    np.testing.assert_allclose(cppconv.onnx.load(model).run(feeds)["y"], _session(model).run(None, feeds)[0],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_qlinear_matmul() -> None:
+    rng = np.random.default_rng(7)
+    inits = {**_qparams("a", 0.05, 128), "b": rng.integers(0, 256, (12, 5)).astype(np.uint8), "b_s": np.float32(0.01),
+             "b_z": np.uint8(128), **_qparams("y", 0.2, 128)}
+    _single("QLinearMatMul", ["a", "a_s", "a_z", "b", "b_s", "b_z", "y_s", "y_z"], {"a": _u8(4, 12)}, inits, domain="")
+
+
+def test_qlinear_conv_node_is_the_int8_layer() -> None:
+    rng = np.random.default_rng(8)
+    w = rng.integers(-64, 64, (8, 3, 3, 3)).astype(np.int8)  # ORT's AVX2 kernels saturate int16 beyond this
+    inits = {**_qparams("x", 0.02, 128), "w": w, "w_s": rng.uniform(0.002, 0.01, 8).astype(np.float32),
+             "w_z": np.zeros(8, np.int8), **_qparams("y", 0.05, 120), "b": rng.integers(-900, 900, 8).astype(np.int32)}
+    ins = ["x", "x_s", "x_z", "w", "w_s", "w_z", "y_s", "y_z", "b"]
+    feeds = {"x": _u8(2, 3, 9, 11)}
+    _single("QLinearConv", ins, feeds, inits, domain="", pads=[1, 1, 1, 1], strides=[2, 1])
+    node = helper.make_node("QLinearConv", ins, ["y"], pads=[1, 1, 1, 1], strides=[2, 1])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", U8, [2, 3, 9, 11])],
+                              [helper.make_tensor_value_info("y", U8, None)],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    got = cppconv.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])).run(feeds)["y"]
+    want = cppconv.qconv2d(feeds["x"], inits["x_s"], inits["x_z"], w, inits["w_s"], inits["w_z"], inits["y_s"],
+                           inits["y_z"], inits["b"], stride=(2, 1), padding=1)
+    np.testing.assert_array_equal(got, want)  # exactly cppconv's own QLinearConv
+
+
+# ----- errors ----------------------------------------------------------------------------------------
+
+def _microsoft_model(op: str, inputs: List[str], inits: Dict[str, np.ndarray], **attrs: Any) -> Any:
+    node = helper.make_node(op, inputs, ["y"], domain="com.microsoft", **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", U8, [1, 4, 5, 5])],
+                              [helper.make_tensor_value_info("y", U8, None)],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+
+
+def test_unsupported_microsoft_operator_names_the_supported_ones() -> None:
+    model = _microsoft_model("QLinearWhere", ["x"], {})
+    with pytest.raises(ModelError, match=r"com\.microsoft.*QLinearWhere|QLinearWhere.*com\.microsoft") as e:
+        cppconv.onnx.load(model)
+    assert "QLinearAdd" in str(e.value) and "QGemm" in str(e.value)
+
+
+def test_channels_last_quantized_pool_is_refused() -> None:
+    inits = {**_qparams("x", 0.04, 128), **_qparams("y", 0.03, 100)}
+    model = _microsoft_model("QLinearGlobalAveragePool", ["x", "x_s", "x_z", "y_s", "y_z"], inits, channels_last=1)
+    with pytest.raises(ModelError, match="channels_last=1 is not supported"):
+        cppconv.onnx.load(model)
+
+
+def test_quantized_softmax_of_the_old_opset_on_an_inner_axis_is_refused() -> None:
+    inits = {**_qparams("x", 0.04, 128), **_qparams("y", 0.004, 0)}
+    model = _microsoft_model("QLinearSoftmax", ["x", "x_s", "x_z", "y_s", "y_z"], inits, axis=1, opset=12)
+    with pytest.raises(ModelError, match="opset=12 is not supported"):
+        cppconv.onnx.load(model)
+
+
+def test_quantize_linear_without_saturation_is_refused() -> None:
+    node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], saturate=0)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", F32, [1, 4])],
+                              [helper.make_tensor_value_info("y", U8, None)],
+                              [numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.uint8(3), "z")])
+    with pytest.raises(ModelError, match="saturate=0 is not supported"):
+        cppconv.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]))
+
+
+def test_computed_quantization_scale_is_refused() -> None:
+    node = helper.make_node("QuantizeLinear", ["x", "s"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", F32, [1, 4]),
+                                            helper.make_tensor_value_info("s", F32, [])],
+                              [helper.make_tensor_value_info("y", U8, None)])
+    with pytest.raises(ModelError, match="scale.*must be a constant"):
+        cppconv.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
