@@ -841,3 +841,34 @@ def test_cli_run(tmp_path, capsys):
     assert "node 'e' (Erf)" in capsys.readouterr().err
     assert _cli.main(["run", str(tmp_path / "missing.onnx")]) == 1
     assert "No such file" in capsys.readouterr().err
+
+
+# ----- bfloat16 -------------------------------------------------------------------------------------
+
+def test_float_model_runs_in_bfloat16() -> None:
+    pytest.importorskip("ml_dtypes")
+    w1, w2, wt = _rand(8, 3, 3, 3), _rand(6, 8, 1, 1), _rand(6, 4, 2, 2)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"]),
+             helper.make_node("ConvTranspose", ["c2", "wt"], ["y"], strides=[2, 2])]
+    x = _rand(2, 3, 9, 9)
+    model = _model(nodes, {"x": x}, ["y"], {"w1": w1, "w2": w2, "wt": wt})
+    net = cppconv.onnx.load(model, compute_dtype="bfloat16")
+    assert net.explain()["compute_dtype"] == "bfloat16"
+    assert all("computed in bfloat16" in r["became"] for r in net.explain()["nodes"] if r["op"] in ("Conv", "ConvTranspose"))
+    # Each layer as its own bfloat16 layer would compute it, in the network's layout.
+    want = cppconv.Conv2d(w1, padding=1, activation="relu", compute_dtype="bfloat16")(x)
+    want = cppconv.Conv2d(w2, compute_dtype="bfloat16")(want)
+    want = cppconv.ConvTranspose2d(wt, stride=2, compute_dtype="bfloat16")(want)
+    got = net(x)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    exact = _ort(model, {"x": x})[0]
+    assert not np.allclose(got, exact, rtol=1e-5, atol=1e-5)  # rounded to bfloat16 on the way
+    np.testing.assert_allclose(got, exact, rtol=0.05, atol=0.05 * float(np.abs(exact).max()))
+    again = pickle.loads(pickle.dumps(net))
+    assert again.explain()["compute_dtype"] == "bfloat16"
+    np.testing.assert_array_equal(again(x), got)
+    assert cppconv.onnx.load(model).explain()["compute_dtype"] == "float32"
+    with pytest.raises(ValueError, match="compute_dtype"):
+        cppconv.onnx.load(model, compute_dtype="float16")

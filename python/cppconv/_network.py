@@ -292,11 +292,12 @@ class _Planner:
     """Builds a Network's steps from an ONNX model: validation, constant folding, fusion,
     layout assignment and the liveness plan."""
 
-    def __init__(self, proto: Any, num_threads: int, precision: Optional[str]):
+    def __init__(self, proto: Any, num_threads: int, precision: Optional[str], compute_dtype: Optional[str] = None):
         from onnx import numpy_helper
 
         self.threads = num_threads or None
         self.precision: Any = precision  # checked by Network (_args.precision_code); a layer takes it as is
+        self.compute_dtype = compute_dtype  # the float conv layers' compute_dtype= (checked by Network)
         g = proto.graph
         self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
         self.consts: Dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
@@ -736,11 +737,12 @@ def _conv(p: _Planner, node: _Node) -> None:
             raise _refuse(node, "auto_pad", mode, "NOTSET, VALID")
         kwargs["padding"] = _window_pads(p, node, x, kernel, stride, dilation)
         kwargs["output_padding"] = _ints(node, "output_padding", rank, 0)
-        layer: Any = _TRANSPOSE_LAYERS[rank](w.astype(p.dtype), None if bias is None else b.astype(p.dtype), **kwargs)
+        layer: Any = _TRANSPOSE_LAYERS[rank](w.astype(p.dtype), None if bias is None else b.astype(p.dtype),
+                                             compute_dtype=p.compute_dtype, **kwargs)
     else:
         kwargs["padding"] = _window_pads(p, node, x, kernel, stride, dilation)
         layer = _CONV_LAYERS[rank](w.astype(p.dtype), None if bias is None else b.astype(p.dtype),
-                                   precision=p.precision, **kwargs)
+                                   precision=p.precision, compute_dtype=p.compute_dtype, **kwargs)
     perm = channels_last(rank + 2)
     xin = p.value_in(x, perm)
     threads = p.threads
@@ -754,6 +756,8 @@ def _conv(p: _Planner, node: _Node) -> None:
     if node.activation:
         act = node.activation
         parts.append(f"activation {act if isinstance(act, str) else '{}({})'.format(*act)} fused")
+    if p.compute_dtype:
+        parts.append(f"computed in {p.compute_dtype}")
     extra: Dict[str, Any] = {"layer": layer}
     in_shape = p.stored_shape(xin)
     if not transposed and in_shape is not None:
@@ -1129,7 +1133,8 @@ def _fully_connected(p: _Planner, node: _Node, weight: np.ndarray, bias: Optiona
     the product, and it competes with cppconv's threads.)"""
     out_features, in_features = weight.shape
     layer = Conv1d(np.ascontiguousarray(weight, p.dtype).reshape(out_features, in_features, 1),
-                   None if bias is None else np.asarray(bias, p.dtype), layout="NWC", precision=p.precision)
+                   None if bias is None else np.asarray(bias, p.dtype), layout="NWC", precision=p.precision,
+                   compute_dtype=p.compute_dtype)
     threads = p.threads
 
     def fn(x: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
@@ -1423,16 +1428,18 @@ class Network:
     (2, 4, 8, 8)
     """
 
-    def __init__(self, model: Any, *, num_threads: Optional[int] = None, precision: Optional[str] = None):
+    def __init__(self, model: Any, *, num_threads: Optional[int] = None, precision: Optional[str] = None,
+                 compute_dtype: Optional[str] = None):
         self._threads = _args.thread_count(num_threads)
         _args.precision_code(precision)  # rejects unknown modes now
         self._precision = precision
+        self._compute_dtype = _args.layer_rounding(compute_dtype)  # None or "bfloat16"; rejects others now
         proto, self._bytes = parse_model(model)
         try:
             proto = _netquant.expand_qoperator(proto)
         except _netquant.ExpansionError as e:
             raise ModelError(str(e)) from None
-        planner = _Planner(proto, self._threads, precision)
+        planner = _Planner(proto, self._threads, precision, self._compute_dtype)
         planner.plan()
         outputs = [planner.value_in(name, None) for name in planner.output_names]
         planner.drop_unused(outputs)
@@ -1585,6 +1592,7 @@ class Network:
             "convolution_layout": "channels-last (NWC, NHWC, NDHWC)",
             "peak_activation_bytes": self._peak,
             "threads": self._threads or None, "precision": self._precision,
+            "compute_dtype": self._compute_dtype or "float32",
         }
 
     def summary(self) -> str:
@@ -1605,7 +1613,7 @@ class Network:
         return f"<cppconv.Network {len(self._steps)} steps, inputs {self.input_names}, outputs {self.output_names}>"
 
     def __reduce__(self) -> Any:
-        return (_rebuild, (self._bytes, self._threads or None, self._precision))
+        return (_rebuild, (self._bytes, self._threads or None, self._precision, self._compute_dtype))
 
 
 def _step_error(error: Exception, row: Dict[str, Any]) -> Exception:
@@ -1680,8 +1688,9 @@ _REFCOUNTS_TELL = True
 _REFCOUNTS_TELL = _refcounts_tell()
 
 
-def _rebuild(data: bytes, num_threads: Optional[int], precision: Optional[str]) -> Network:
-    return Network(data, num_threads=num_threads, precision=precision)
+def _rebuild(data: bytes, num_threads: Optional[int], precision: Optional[str],
+             compute_dtype: Optional[str] = None) -> Network:
+    return Network(data, num_threads=num_threads, precision=precision, compute_dtype=compute_dtype)
 
 
 def _peak_bytes(planner: _Planner, last: Dict[str, int], keep: Set[str], root: Dict[str, str]) -> Optional[int]:

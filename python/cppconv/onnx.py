@@ -14,7 +14,8 @@ from ._network import SUPPORTED_OPERATORS, ModelError, Network
 __all__ = ["ModelError", "Network", "SUPPORTED_OPERATORS", "load"]
 
 
-def load(model: Any, *, num_threads: Optional[int] = None, precision: Optional[str] = None) -> Network:
+def load(model: Any, *, num_threads: Optional[int] = None, precision: Optional[str] = None,
+         compute_dtype: Optional[str] = None) -> Network:
     """Load an ONNX model and plan it once for cppconv.
 
     Args:
@@ -23,6 +24,9 @@ def load(model: Any, *, num_threads: Optional[int] = None, precision: Optional[s
             at each call).
         precision: float32 precision of the convolutions, ``"highest"`` or ``"high"`` (default
             None: ``cppconv.get_float32_precision()`` at each call).
+        compute_dtype: ``"bfloat16"`` runs the float model's convolutions in bfloat16 (weights
+            rounded once, activations rounded at each convolution, float32 accumulation, as the
+            layers' ``compute_dtype``); None or ``"float32"``: float32.
 
     Returns:
         A :class:`cppconv.Network`: ``net(x)`` for one input and output, ``net.run(feeds)`` in
@@ -37,4 +41,4 @@ def load(model: Any, *, num_threads: Optional[int] = None, precision: Optional[s
         import onnx  # noqa: F401
     except ImportError:
         raise ImportError('cppconv.onnx.load needs the onnx package: pip install "cppconv[onnx]"') from None
-    return Network(model, num_threads=num_threads, precision=precision)
+    return Network(model, num_threads=num_threads, precision=precision, compute_dtype=compute_dtype)
