@@ -2,7 +2,7 @@
 """Benchmark whole networks (issue 15): cppconv.onnx against ONNX Runtime and PyTorch.
 
     python bench/bench_networks.py [--threads 2] [--batches 1,16] [--networks resnet50,...] [--size 224]
-                                   [--budget 1.0] [--small]
+                                   [--budget 1.0] [--small] [--int8 qdq|qoperator]
 
 The networks are the full architectures of tests/vision_models.py (ResNet-18/50, MobileNetV2,
 MobileNetV3-Small, EfficientNet-B0, SqueezeNet 1.1, ShuffleNetV2, GoogLeNet, DenseNet-121,
@@ -12,7 +12,11 @@ network and batch size, in one process, sampled round-robin (cppconv.bench's
 timer, median): cppconv.Network; ONNX Runtime with all graph optimisations; PyTorch in eval
 mode, channels_last, under inference_mode.  "vs ORT" is ONNX Runtime's median over
 cppconv's (above 1: cppconv is faster).  Load-and-plan time is cppconv.onnx.load's.  Every
-output is checked against PyTorch's.
+output is checked against PyTorch's.  With --int8 the exported model is first quantized by
+onnxruntime.quantization (static, per-channel int8 weights, uint8 activations, in that format)
+and cppconv runs it against ONNX Runtime on the same quantized model (no PyTorch column);
+outputs are checked against ONNX Runtime's, within the drift of one step per layer that the
+two round differently.
 """
 
 from __future__ import annotations
@@ -32,6 +36,31 @@ from cppconv import bench
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 import onnx_networks  # noqa: E402
 import vision_models  # noqa: E402
+
+
+def _quantized(data: bytes, shape: Any, fmt: str) -> bytes:
+    """The float model quantized statically by onnxruntime.quantization in format fmt."""
+    import tempfile
+
+    from onnxruntime import quantization as q
+
+    class Reader(q.CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.feeds = iter([{"x": np.random.default_rng(i).standard_normal(shape).astype(np.float32)}
+                               for i in range(4)])
+
+        def get_next(self) -> Any:
+            return next(self.feeds, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "int8.onnx")
+        with open(src, "wb") as f:
+            f.write(data)
+        form = q.QuantFormat.QDQ if fmt == "qdq" else q.QuantFormat.QOperator
+        q.quantize_static(src, dst, Reader(), quant_format=form, per_channel=True,
+                          activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
+        with open(dst, "rb") as f:
+            return f.read()
 
 
 def _runners(module: Any, data: bytes, x: np.ndarray, threads: int) -> Dict[str, Callable[[], Any]]:
@@ -63,6 +92,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
     ap.add_argument("--small", action="store_true", help="the small networks of tests/onnx_networks.py instead")
     ap.add_argument("--budget", type=float, default=1.0, help="sampling seconds per library and case")
+    ap.add_argument("--int8", choices=["qdq", "qoperator"], help="quantize each model in this format first")
     args = ap.parse_args(argv)
     suite = onnx_networks.NETWORKS if args.small else vision_models.ARCHITECTURES
     names = [n for n in suite if not args.networks or n in args.networks.split(",")]
@@ -70,6 +100,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     cfg = bench.TimerConfig(budget_s=args.budget)
     header = ["network", "batch", "load ms", "cppconv ms", "onnxruntime ms", "torch_cl ms", "vs ORT", "vs torch",
               "check"]
+    if args.int8:
+        header = [h for h in header if h not in ("torch_cl ms", "vs torch")]
     body: List[List[str]] = []
     ratios: List[float] = []
     with contextlib.ExitStack() as stack:
@@ -80,20 +112,28 @@ def main(argv: Optional[List[str]] = None) -> int:
         for name in names:
             module, shape = onnx_networks.build(name) if args.small else vision_models.build(name, args.size)
             data = onnx_networks.export(module, shape)
+            if args.int8:
+                data = _quantized(data, shape, args.int8)
             start = time.perf_counter()
             cppconv.onnx.load(data, num_threads=threads)
             load_ms = (time.perf_counter() - start) * 1e3
             for batch in batches:
                 x = np.random.default_rng(0).standard_normal((batch, *shape[1:])).astype(np.float32)
                 fns = _runners(module, data, x, threads)
-                expected = bench.to_numpy(fns["torch_cl"]())
-                ok, _ = bench.compare(bench.to_numpy(fns["cppconv"]()), expected)
+                if args.int8:
+                    del fns["torch_cl"]
+                    expected = bench.to_numpy(fns["onnxruntime"]())
+                    got = bench.to_numpy(fns["cppconv"]())
+                    ok = got.shape == expected.shape and \
+                        float(np.abs(got - expected).max()) <= 0.5 * float(np.abs(expected).max())
+                else:
+                    ok, _ = bench.compare(bench.to_numpy(fns["cppconv"]()), bench.to_numpy(fns["torch_cl"]()))
                 t = bench.time_interleaved(fns, cfg)
                 ratio = t["onnxruntime"].median_s / t["cppconv"].median_s
                 ratios.append(ratio)
+                versus_torch = [] if args.int8 else [f"{t['torch_cl'].median_s / t['cppconv'].median_s:.2f}x"]
                 body.append([name, str(batch), f"{load_ms:.1f}", *(f"{t[k].median_s * 1e3:.3f}" for k in fns),
-                             f"{ratio:.2f}x", f"{t['torch_cl'].median_s / t['cppconv'].median_s:.2f}x",
-                             "ok" if ok else "MISMATCH"])
+                             f"{ratio:.2f}x", *versus_torch, "ok" if ok else "MISMATCH"])
                 print(bench.format_text(header, body[-1:]).splitlines()[-1], file=sys.stderr)
     print(bench.format_text(header, body))
     mean = bench.geomean(ratios)
