@@ -54,13 +54,13 @@ def _quantized(data: bytes, shape: Any, fmt: str) -> bytes:
 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "int8.onnx")
-        with open(src, "wb") as f:
-            f.write(data)
+        with open(src, "wb") as out:
+            out.write(data)
         form = q.QuantFormat.QDQ if fmt == "qdq" else q.QuantFormat.QOperator
         q.quantize_static(src, dst, Reader(), quant_format=form, per_channel=True,
                           activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
-        with open(dst, "rb") as f:
-            return f.read()
+        with open(dst, "rb") as quantized:
+            return quantized.read()
 
 
 def _runners(module: Any, data: bytes, x: np.ndarray, threads: int) -> Dict[str, Callable[[], Any]]:
