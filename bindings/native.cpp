@@ -16,6 +16,7 @@
 #include <tuple>
 
 #include "bf16.h"
+#include "quantize.h"
 #include "conv.h"
 #include "conv_transpose.h"
 #include "dispatch.h"
@@ -59,6 +60,102 @@ void bind_conversion(py::module_& m, const char* name, void (*pass)(const S*, D*
         pass(from, to, n, num_threads);
       },
       py::arg("src"), py::arg("dst"), py::arg("num_threads") = 0, doc);
+}
+
+// Quantize/dequantize arrays: C-contiguous, `count` elements laid out [outer][length][inner];
+// scale float32 and zero_point int32, `length` of each.
+void check_quantization(const py::array& x, const py::array& y, const py::array& scale, const py::array& zero_point,
+                        QuantizationAxis axis) {
+  if (!(x.flags() & py::array::c_style)) throw py::type_error("x: must be C-contiguous");
+  if (!(y.flags() & py::array::c_style) || !y.writeable()) throw py::type_error("y: must be a writable C-contiguous array");
+  if (axis.outer < 0 || axis.length < 1 || axis.inner < 0 || x.size() != axis.outer * axis.length * axis.inner ||
+      y.size() != x.size())
+    throw py::value_error("x and y must have outer * length * inner elements");
+  if (!scale.dtype().equal(py::dtype::of<float>()) || !(scale.flags() & py::array::c_style) || scale.size() != axis.length)
+    throw py::type_error("scale: must be a C-contiguous float32 array of `length` values");
+  if (!zero_point.dtype().equal(py::dtype::of<int32_t>()) || !(zero_point.flags() & py::array::c_style) ||
+      zero_point.size() != axis.length)
+    throw py::type_error("zero_point: must be a C-contiguous int32 array of `length` values");
+}
+
+template <class T, class Q>
+bool try_quantize(const py::array& x, const py::array& scale, const py::array& zero_point, const py::array& y,
+                  QuantizationAxis axis, int32_t lo, int32_t hi, int num_threads) {
+  if (!x.dtype().equal(py::dtype::of<T>()) || !y.dtype().equal(py::dtype::of<Q>())) return false;
+  const T* from = static_cast<const T*>(x.data());
+  Q* to = static_cast<Q*>(const_cast<void*>(y.data()));
+  const float* s = static_cast<const float*>(scale.data());
+  const int32_t* z = static_cast<const int32_t*>(zero_point.data());
+  py::gil_scoped_release release;
+  quantize_linear<T, Q>(from, s, z, axis, lo, hi, to, num_threads);
+  return true;
+}
+
+template <class Q>
+bool try_dequantize(const py::array& x, const py::array& scale, const py::array& zero_point, const py::array& y,
+                    QuantizationAxis axis, int num_threads) {
+  if (!x.dtype().equal(py::dtype::of<Q>())) return false;
+  const Q* from = static_cast<const Q*>(x.data());
+  float* to = static_cast<float*>(const_cast<void*>(y.data()));
+  const float* s = static_cast<const float*>(scale.data());
+  const int32_t* z = static_cast<const int32_t*>(zero_point.data());
+  py::gil_scoped_release release;
+  dequantize_linear<Q>(from, s, z, axis, to, num_threads);
+  return true;
+}
+
+void bind_quantization(py::module_& m) {
+  m.def(
+      "quantize_linear",
+      [](const py::array& x, const py::array& scale, const py::array& zero_point, const py::array& y, int64_t outer,
+         int64_t length, int64_t inner, int32_t lo, int32_t hi, int num_threads) {
+        const QuantizationAxis axis{outer, length, inner};
+        check_quantization(x, y, scale, zero_point, axis);
+        if (lo > hi) throw py::value_error("lo must not exceed hi");
+        if (!(try_quantize<float, uint8_t>(x, scale, zero_point, y, axis, lo, hi, num_threads) ||
+              try_quantize<float, int8_t>(x, scale, zero_point, y, axis, lo, hi, num_threads) ||
+              try_quantize<double, uint8_t>(x, scale, zero_point, y, axis, lo, hi, num_threads) ||
+              try_quantize<double, int8_t>(x, scale, zero_point, y, axis, lo, hi, num_threads)))
+          throw py::type_error("quantize_linear: x float32 or float64, y uint8 or int8");
+      },
+      py::arg("x"), py::arg("scale"), py::arg("zero_point"), py::arg("y"), py::arg("outer"), py::arg("length"),
+      py::arg("inner"), py::arg("lo"), py::arg("hi"), py::arg("num_threads") = 0,
+      "y = saturate(round_half_to_even(x / scale) + zero_point) into [lo, hi], x laid out [outer][length][inner] "
+      "(scale, zero point per index of the middle axis); x must hold no NaN (quantize_nan_count).");
+  m.def(
+      "quantize_nan_count",
+      [](const py::array& x, int num_threads) -> int64_t {
+        if (!(x.flags() & py::array::c_style)) throw py::type_error("x: must be C-contiguous");
+        const int64_t n = int64_t(x.size());
+        if (x.dtype().equal(py::dtype::of<float>())) {
+          const float* p = static_cast<const float*>(x.data());
+          py::gil_scoped_release release;
+          return quantize_nan_count<float>(p, n, num_threads);
+        }
+        if (x.dtype().equal(py::dtype::of<double>())) {
+          const double* p = static_cast<const double*>(x.data());
+          py::gil_scoped_release release;
+          return quantize_nan_count<double>(p, n, num_threads);
+        }
+        throw py::type_error("quantize_nan_count: x float32 or float64");
+      },
+      py::arg("x"), py::arg("num_threads") = 0, "How many values of x are NaN.");
+  m.def(
+      "dequantize_linear",
+      [](const py::array& x, const py::array& scale, const py::array& zero_point, const py::array& y, int64_t outer,
+         int64_t length, int64_t inner, int num_threads) {
+        const QuantizationAxis axis{outer, length, inner};
+        check_quantization(x, y, scale, zero_point, axis);
+        if (!y.dtype().equal(py::dtype::of<float>())) throw py::type_error("y: must be float32");
+        if (!(try_dequantize<uint8_t>(x, scale, zero_point, y, axis, num_threads) ||
+              try_dequantize<int8_t>(x, scale, zero_point, y, axis, num_threads) ||
+              try_dequantize<int32_t>(x, scale, zero_point, y, axis, num_threads)))
+          throw py::type_error("dequantize_linear: x uint8, int8 or int32");
+      },
+      py::arg("x"), py::arg("scale"), py::arg("zero_point"), py::arg("y"), py::arg("outer"), py::arg("length"),
+      py::arg("inner"), py::arg("num_threads") = 0,
+      "y = float32(x - zero_point) * scale, x laid out [outer][length][inner] (scale, zero point per index of the "
+      "middle axis).");
 }
 }  // namespace
 
@@ -572,6 +669,7 @@ PYBIND11_MODULE(_native, m) {
                                    "bfloat16 bits (uint16) widened to float32, exactly.");
   bind_conversion<float, uint16_t>(m, "float32_to_bf16", &float32_to_bf16,
                                    "float32 to bfloat16 bits (uint16), round to nearest even; NaN stays NaN.");
+  bind_quantization(m);
   bind_conversion<float, float>(m, "round_to_bf16", &round_to_bf16,
                                 "float32 rounded to the nearest bfloat16, kept as float32 (dst may be src).");
   m.def("available_isas", &available_isas, "ISAs compiled in that this CPU can run, weakest first.");

@@ -458,3 +458,54 @@ def test_examples_in_the_docstrings_run():
 
     result = doctest.testmod(_quant, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted >= 8
+
+
+def _quantize_reference(x, scale, zero_point, lo, hi):
+    """ONNX QuantizeLinear in NumPy: the quotient in x's float type, clamped, half to even."""
+    v = np.clip(x / scale.astype(x.dtype), (lo - zero_point).astype(x.dtype), (hi - zero_point).astype(x.dtype))
+    return (np.rint(v).astype(np.int64) + zero_point).astype(np.int64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("q", [U8, I8])
+@pytest.mark.parametrize("shape, axis", [((3000,), None), ((2, 5, 7, 3), 1), ((4, 6, 6, 5), 3), ((3, 4), 0),
+                                         ((1100, 1000), None)])  # the last: 1.1 M values, several threads
+def test_native_quantize_and_dequantize_passes(dtype, q, shape, axis):
+    rng = make_rng("native-qdq", str(shape), np.dtype(dtype).name)
+    lo, hi = RANGE[np.dtype(q)]
+    count = 1 if axis is None else shape[axis]
+    scale = rng.uniform(0.01, 0.3, count).astype(np.float32)
+    zero = rng.integers(lo, hi + 1, count).astype(q)
+    x = (rng.normal(size=shape) * 30).astype(dtype)
+    ties = min(200, x.size)
+    x.reshape(-1)[:ties] = np.arange(-100, ties - 100) * 0.5 * float(scale[0])  # ties at one scale
+    bshape = [1] * len(shape)
+    if axis is not None:
+        bshape[axis] = -1
+    s, z = scale.reshape(bshape), zero.astype(np.int64).reshape(bshape)
+    y = cppconv.quantize_linear(x, scale if axis is not None else scale[0], zero if axis is not None else zero[0],
+                                axis=axis)
+    assert y.dtype == q
+    np.testing.assert_array_equal(y.astype(np.int64), _quantize_reference(x, s, z, lo, hi))
+    back = cppconv.dequantize_linear(y, scale if axis is not None else scale[0], zero if axis is not None else zero[0],
+                                     axis=axis)
+    np.testing.assert_array_equal(back, ((y.astype(np.int64) - z).astype(np.float32) * s).astype(np.float32))
+
+
+def test_native_quantize_ignores_the_callers_rounding_mode():
+    ctypes = pytest.importorskip("ctypes")
+    try:
+        libm = ctypes.CDLL("libm.so.6")
+    except OSError:
+        pytest.skip("no libm.so.6 (fesetround) on this platform")
+    x = (np.arange(-300, 300) * 0.25).astype(np.float32)  # halves and quarters: ties and near-ties
+    want = cppconv.quantize_linear(x, 0.5, np.int8(0))
+    FE_TOWARDZERO, FE_TONEAREST = 0xC00, 0
+    libm.fesetround(FE_TOWARDZERO)
+    try:
+        got = cppconv.quantize_linear(x, 0.5, np.int8(0))
+        assert libm.fegetround() == FE_TOWARDZERO
+    finally:
+        libm.fesetround(FE_TONEAREST)
+    np.testing.assert_array_equal(got, want)
+    assert [int(want[x == v][0]) for v in (0.25, 0.75, -0.25, -0.75, 1.25)] == [0, 2, 0, -2, 2]  # ties to even

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'QConvPlan', 'adaptive_pool2d', 'adaptive_pool3d', 'available_isas', 'bf16_to_float32', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'explain', 'explain_pool', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool3d', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'reset_num_threads', 'round_to_bf16', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
+__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'QConvPlan', 'adaptive_pool2d', 'adaptive_pool3d', 'available_isas', 'bf16_to_float32', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'dequantize_linear', 'explain', 'explain_pool', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool3d', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'reset_num_threads', 'round_to_bf16', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
 class ConvParams:
     """
     A convolution call's normalised hyper-parameters (internal).
@@ -91,6 +91,10 @@ def default_isa() -> str:
     """
     The ISA chosen at import (CPPCONV_MAX_ISA caps it).
     """
+def dequantize_linear(x: numpy.ndarray, scale: numpy.ndarray, zero_point: numpy.ndarray, y: numpy.ndarray, outer: typing.SupportsInt | typing.SupportsIndex, length: typing.SupportsInt | typing.SupportsIndex, inner: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    """
+    y = float32(x - zero_point) * scale, x laid out [outer][length][inner] (scale, zero point per index of the middle axis).
+    """
 def explain(dtype: str, x_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], weight_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], has_bias: bool, params: ConvParams, layer: bool = False) -> dict:
     ...
 def explain_pool(dtype: str, x_shape: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(4)"], out_shape: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(4)"], kind: typing.SupportsInt | typing.SupportsIndex, adaptive: bool, layout: typing.SupportsInt | typing.SupportsIndex) -> dict:
@@ -131,6 +135,14 @@ def pool_output_size(input_size: typing.SupportsInt | typing.SupportsIndex, kern
     ...
 def qconv_algorithms() -> list[str]:
     ...
+def quantize_linear(x: numpy.ndarray, scale: numpy.ndarray, zero_point: numpy.ndarray, y: numpy.ndarray, outer: typing.SupportsInt | typing.SupportsIndex, length: typing.SupportsInt | typing.SupportsIndex, inner: typing.SupportsInt | typing.SupportsIndex, lo: typing.SupportsInt | typing.SupportsIndex, hi: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    """
+    y = saturate(round_half_to_even(x / scale) + zero_point) into [lo, hi], x laid out [outer][length][inner] (scale, zero point per index of the middle axis); x must hold no NaN (quantize_nan_count).
+    """
+def quantize_nan_count(x: numpy.ndarray, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> int:
+    """
+    How many values of x are NaN.
+    """
 def reset_num_threads() -> None:
     """
     Forgets set_num_threads: OpenMP's setting (OMP_NUM_THREADS, omp_set_num_threads) applies again.

@@ -221,7 +221,8 @@ def _integer_bias(name: str, dequantize: Optional[Any], known: Dict[str, np.ndar
         return ""
     if dequantize is None:
         return None
-    b, scale, zero = dequantize.input(0), dequantize.input(1), dequantize.input(2)
+    b: str = dequantize.input(0)
+    scale, zero = dequantize.input(1), dequantize.input(2)
     if b not in known or known[b].dtype != np.int32 or scale not in known:
         return None
     if zero and (zero not in known or np.any(known[zero] != 0)):

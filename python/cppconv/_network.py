@@ -20,10 +20,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from . import _args, _netops, _netquant
+from . import _args, _netops, _netquant, _quant
 from ._conv import Conv1d, Conv2d, Conv3d
 from ._conv_transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
-from ._quant import QConv1d, QConv2d, QConv3d, dequantize_linear, quantize_linear
+from ._quant import QConv1d, QConv2d, QConv3d
 from ._pool import (avg_pool1d, avg_pool2d, avg_pool3d, global_avg_pool1d, global_avg_pool2d, global_avg_pool3d,
                     max_pool1d, max_pool2d, max_pool3d)
 
@@ -1314,18 +1314,29 @@ def _quantization_axis(p: _Planner, node: _Node, x: str, scale: np.ndarray) -> O
 
 
 def _quantize(p: _Planner, node: _Node) -> None:
-    """QuantizeLinear and DequantizeLinear: elementwise, in the input's layout."""
+    """QuantizeLinear and DequantizeLinear: elementwise native passes, in the input's layout,
+    their parameters validated once here."""
     x = node.input(0)
     scale = p.const(node, 1, "scale")
     zero_point = p.optional_const(node, 2, "zero point")
     axis = _quantization_axis(p, node, x, scale)
+    try:
+        s, z, dtype = _quant.prepared_parameters(scale, zero_point, None if axis is None else scale.size)
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{node.where()}: {e}") from None
     if node.op == "QuantizeLinear":
         if int(node.attrs.get("saturate", 1)) != 1:
             raise _refuse(node, "saturate", node.attrs["saturate"], "1 (integer results always saturate)")
-        fn: Callable[..., Tuple[Any, ...]] = lambda v: (quantize_linear(v, scale, zero_point, axis=axis),)  # noqa: E731
+
+        def fn(v: np.ndarray) -> Tuple[np.ndarray]:
+            compute = np.float64 if v.dtype == np.float64 else np.float32
+            return (_quant.quantize_values(np.ascontiguousarray(v, compute), s, z, axis, dtype),)
         became = "cppconv quantize_linear"
     else:
-        fn = lambda v: (dequantize_linear(v, scale, zero_point, axis=axis),)  # noqa: E731
+        def fn(v: np.ndarray) -> Tuple[np.ndarray]:
+            if zero_point is not None and v.dtype != dtype:  # (absent, it is a zero of x's type)
+                raise TypeError(f"x has dtype {v.dtype}; the zero point's is {dtype}")
+            return (_quant.dequantize_values(np.ascontiguousarray(v), s, z, axis),)
         became = "cppconv dequantize_linear"
     p.emit(node, fn, [x], [p.layout.get(x)], became + ("" if axis is None else f" (per axis {axis} as stored)"))
 
@@ -1374,7 +1385,9 @@ def _qlinear_conv(p: _Planner, node: _Node) -> None:
     in_shape = p.stored_shape(xin)
     if in_shape is not None:
         try:
-            extra["algorithm"] = layer.explain(in_shape, quantization[1].dtype)["algorithm"]
+            x_zero_point = quantization[1]
+            assert x_zero_point is not None  # (filled in above where absent)
+            extra["algorithm"] = layer.explain(in_shape, x_zero_point.dtype)["algorithm"]
         except (TypeError, ValueError):
             pass
     p.emit(node, lambda v: (layer(v, num_threads=threads),), [xin], [perm], "; ".join(parts), **extra)

@@ -431,17 +431,61 @@ def quantize_linear(x: Any, scale: Any, zero_point: Any = None, dtype: Any = Non
             raise ValueError(f"dtype {out_dtype} differs from zero_point's dtype {zp_dtype}")
     compute = np.dtype(np.float64) if xa.dtype == np.float64 else _F32
     count = None if axis is None else xa.shape[_args.as_int(axis, "axis") % max(xa.ndim, 1)] if xa.ndim else None
-    s, _ = _axis_parameter(_scales(scale, "scale", count), "scale", xa, axis)
+    s, a = _axis_parameter(_scales(scale, "scale", count), "scale", xa, axis)
     zp, _ = _axis_parameter(_zero_points(zero_point, "zero_point", out_dtype, count), "zero_point", xa, axis)
-    xc = xa.astype(compute)
-    if np.isnan(xc).any():
+    return quantize_values(np.ascontiguousarray(xa, dtype=compute), *_per_index(s, zp), a, out_dtype)
+
+
+def _rows(shape: Tuple[int, ...], axis: Optional[int], length: int) -> Tuple[int, int, int]:
+    """x of `shape` as [outer][length][inner] rows for the native passes (per tensor: one row)."""
+    size = int(np.prod(shape, dtype=np.int64))
+    if axis is None or length == 1:
+        return 1, 1, size
+    return int(np.prod(shape[:axis], dtype=np.int64)), length, int(np.prod(shape[axis + 1:], dtype=np.int64))
+
+
+def _per_index(scale: np.ndarray, zero_point: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Validated scale and zero point as float32 and int32 vectors of one common length."""
+    s, z = scale.reshape(-1), zero_point.reshape(-1)
+    if s.size != z.size:
+        n = max(s.size, z.size)
+        s, z = np.broadcast_to(s, (n,)), np.broadcast_to(z, (n,))
+    return np.ascontiguousarray(s, _F32), np.ascontiguousarray(z, _I32)
+
+
+def prepared_parameters(scale: Any, zero_point: Any, count: Optional[int]) -> Tuple[np.ndarray, np.ndarray, np.dtype]:
+    """A QuantizeLinear/DequantizeLinear's scale and zero point validated once (a network's
+    nodes): (float32 scales, int32 zero points, of one length: 1, or `count` per index of the
+    axis; the quantized dtype, the zero point's or uint8 where it is absent)."""
+    dtype = np.dtype(zero_point.dtype) if isinstance(zero_point, (np.ndarray, np.generic)) else _U8
+    s = _scales(scale, "scale", count)
+    if dtype == _I32:  # DequantizeLinear of int32 (a bias)
+        if np.any(np.asarray(zero_point) != 0):
+            raise ValueError("zero_point must be 0 for int32 values (ONNX)")
+        z = np.zeros(1, _I32)
+    else:
+        z = _zero_points(zero_point, "zero_point", _quantized_dtype(dtype, "zero_point"), count)
+    return (*_per_index(s, z), dtype)
+
+
+def quantize_values(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: Optional[int],
+                    out_dtype: np.dtype) -> np.ndarray:
+    """QuantizeLinear of a C-contiguous float32 or float64 x with validated parameters: float32
+    scales and int32 zero points of one length (1, or one per index of x's `axis`).  The native
+    pass; NaN cannot be quantized (ValueError)."""
+    if _native.quantize_nan_count(x):
         raise ValueError("x: NaN cannot be quantized")
-    lo, hi = _RANGES[out_dtype]
-    with np.errstate(over="ignore", divide="ignore"):
-        v = xc / s.astype(compute)
-    # Clamped before rounding (integer bounds: the same as after), so infinities saturate.
-    v = np.clip(v, (lo - zp).astype(compute), (hi - zp).astype(compute))
-    y: np.ndarray = (np.rint(v).astype(np.int32) + zp).astype(out_dtype)
+    y = np.empty(x.shape, out_dtype)
+    lo, hi = _RANGES[np.dtype(out_dtype)]
+    _native.quantize_linear(x, scale, zero_point, y, *_rows(x.shape, axis, scale.size), lo, hi)
+    return y
+
+
+def dequantize_values(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: Optional[int]) -> np.ndarray:
+    """DequantizeLinear of a C-contiguous uint8, int8 or int32 x with validated parameters (as
+    quantize_values')."""
+    y = np.empty(x.shape, _F32)
+    _native.dequantize_linear(x, scale, zero_point, y, *_rows(x.shape, axis, scale.size))
     return y
 
 
@@ -455,12 +499,11 @@ def dequantize_linear(x: Any, scale: Any, zero_point: Any = None, axis: Any = No
     if xa.dtype not in (_U8, _I8, _I32):
         raise TypeError(f"x must be a uint8, int8 or int32 array, got dtype {xa.dtype}")
     count = None if axis is None else xa.shape[_args.as_int(axis, "axis") % max(xa.ndim, 1)] if xa.ndim else None
-    s, _ = _axis_parameter(_scales(scale, "scale", count), "scale", xa, axis)
+    s, a = _axis_parameter(_scales(scale, "scale", count), "scale", xa, axis)
     if xa.dtype == _I32:
         if zero_point is not None and np.any(np.asarray(zero_point) != 0):
             raise ValueError("zero_point must be 0 for int32 x (ONNX)")
-        zp = np.zeros((), np.int64)
+        zp = np.zeros(1, _I32)
     else:
         zp, _ = _axis_parameter(_zero_points(zero_point, "zero_point", xa.dtype, count), "zero_point", xa, axis)
-    y: np.ndarray = (xa.astype(np.int64) - zp).astype(_F32) * s
-    return y
+    return dequantize_values(np.ascontiguousarray(xa), *_per_index(s, zp), a)

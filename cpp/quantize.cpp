@@ -1,0 +1,155 @@
+#include "quantize.h"
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#if defined(__SSE2__) || defined(_M_X64)
+#include <xmmintrin.h>
+#endif
+
+#include "conv.h"
+#include "driver.h"
+
+namespace cppconv {
+namespace {
+
+// Element-wise passes are memory bound: a million values per extra thread (threads_for_work's
+// unit) pays for waking it.  Each thread takes a contiguous range of the outer index and calls
+// block(o_begin, o_end) on it.
+// One scale for all (length 1) is one flat run of outer * inner values, cut anywhere.
+template <class Block>
+void outer_ranges(QuantizationAxis& axis, int max_threads, Block block) {
+  if (axis.length == 1) axis = {axis.outer * axis.inner, 1, 1};
+  const int64_t per_outer = axis.length * axis.inner;
+  const int threads = threads_for_work(double(axis.outer * per_outer), max_threads > 0 ? max_threads : get_num_threads());
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int t = 0; t < threads; ++t) block(axis.outer * t / threads, axis.outer * (t + 1) / threads);
+}
+
+// Adding and subtracting 1.5 * 2^(mantissa bits) rounds a value of magnitude below 2^22
+// (float) or 2^51 (double) to an integer in the current rounding mode, and vectorises; the
+// passes hold MXCSR at round-to-nearest-even meanwhile, so a caller's mode changes nothing.
+template <class T>
+constexpr T kRoundingShift = std::is_same_v<T, float> ? T(12582912.0) : T(6755399441055744.0);
+
+class NearestRoundingScope {
+ public:
+#if defined(__SSE2__) || defined(_M_X64)
+  NearestRoundingScope() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ & ~0x6000u); }
+  ~NearestRoundingScope() { _mm_setcsr(saved_); }
+
+ private:
+  unsigned saved_;
+#endif
+};
+
+
+// n values with one scale and zero point (the loops take everything as locals, so they
+// vectorise: values read through a closure might alias the output).
+template <class T, class Q>
+void quantize_run(const T* x, int64_t n, T scale, int32_t z, T v_lo, T v_hi, Q* y) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    // Clamped before rounding (the integer bounds give the same result after), so infinities
+    // saturate and the rounding trick stays exact.
+    const T v = std::min(std::max(x[i] / scale, v_lo), v_hi);
+    y[i] = Q(int32_t((v + kRoundingShift<T>) - kRoundingShift<T>) + z);
+  }
+}
+
+// One value per index of the axis, the axis innermost (channels last).
+template <class T, class Q>
+void quantize_across(const T* x, int64_t length, const float* scale, const int32_t* zero_point, int32_t lo,
+                     int32_t hi, Q* y) {
+#pragma omp simd
+  for (int64_t a = 0; a < length; ++a) {
+    const int32_t z = zero_point[a];
+    const T v = std::min(std::max(x[a] / T(scale[a]), T(lo - z)), T(hi - z));
+    y[a] = Q(int32_t((v + kRoundingShift<T>) - kRoundingShift<T>) + z);
+  }
+}
+
+template <class Q>
+void dequantize_across(const Q* x, int64_t length, const float* scale, const int32_t* zero_point, float* y) {
+#pragma omp simd
+  for (int64_t a = 0; a < length; ++a) y[a] = float(int32_t(x[a]) - zero_point[a]) * scale[a];
+}
+
+template <class Q>
+void dequantize_run(const Q* x, int64_t n, float scale, int32_t z, float* y) {
+  // (int32 x has zero point 0: x - z never overflows.)
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = float(int32_t(x[i]) - z) * scale;
+}
+
+}  // namespace
+
+template <class T, class Q>
+void quantize_linear(const T* x, const float* scale, const int32_t* zero_point, QuantizationAxis axis, int32_t lo,
+                     int32_t hi, Q* y, int max_threads) {
+  outer_ranges(axis, max_threads, [&](int64_t o_begin, int64_t o_end) {
+    const NearestRoundingScope nearest;  // (this thread's MXCSR)
+    if (axis.length == 1) {
+      quantize_run(x + o_begin, o_end - o_begin, T(scale[0]), zero_point[0], T(lo - zero_point[0]),
+                   T(hi - zero_point[0]), y + o_begin);
+      return;
+    }
+    for (int64_t o = o_begin; o < o_end; ++o) {
+      if (axis.inner == 1) {
+        quantize_across(x + o * axis.length, axis.length, scale, zero_point, lo, hi, y + o * axis.length);
+        continue;
+      }
+      for (int64_t a = 0; a < axis.length; ++a) {
+        const int64_t at = (o * axis.length + a) * axis.inner;
+        quantize_run(x + at, axis.inner, T(scale[a]), zero_point[a], T(lo - zero_point[a]), T(hi - zero_point[a]),
+                     y + at);
+      }
+    }
+  });
+}
+
+template <class T>
+int64_t quantize_nan_count(const T* x, int64_t n, int max_threads) {
+  int64_t nans = 0;
+  const int threads = threads_for_work(double(n), max_threads > 0 ? max_threads : get_num_threads());
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1) reduction(+ : nans)
+  for (int64_t i = 0; i < n; ++i) nans += x[i] != x[i];
+  return nans;
+}
+
+template <class Q>
+void dequantize_linear(const Q* x, const float* scale, const int32_t* zero_point, QuantizationAxis axis, float* y,
+                       int max_threads) {
+  outer_ranges(axis, max_threads, [&](int64_t o_begin, int64_t o_end) {
+    if (axis.length == 1) {
+      dequantize_run(x + o_begin, o_end - o_begin, scale[0], zero_point[0], y + o_begin);
+      return;
+    }
+    for (int64_t o = o_begin; o < o_end; ++o) {
+      if (axis.inner == 1) {
+        dequantize_across(x + o * axis.length, axis.length, scale, zero_point, y + o * axis.length);
+        continue;
+      }
+      for (int64_t a = 0; a < axis.length; ++a) {
+        const int64_t at = (o * axis.length + a) * axis.inner;
+        dequantize_run(x + at, axis.inner, scale[a], zero_point[a], y + at);
+      }
+    }
+  });
+}
+
+template void quantize_linear<float, uint8_t>(const float*, const float*, const int32_t*, QuantizationAxis, int32_t,
+                                              int32_t, uint8_t*, int);
+template void quantize_linear<float, int8_t>(const float*, const float*, const int32_t*, QuantizationAxis, int32_t,
+                                             int32_t, int8_t*, int);
+template void quantize_linear<double, uint8_t>(const double*, const float*, const int32_t*, QuantizationAxis, int32_t,
+                                               int32_t, uint8_t*, int);
+template void quantize_linear<double, int8_t>(const double*, const float*, const int32_t*, QuantizationAxis, int32_t,
+                                              int32_t, int8_t*, int);
+template int64_t quantize_nan_count<float>(const float*, int64_t, int);
+template int64_t quantize_nan_count<double>(const double*, int64_t, int);
+template void dequantize_linear<uint8_t>(const uint8_t*, const float*, const int32_t*, QuantizationAxis, float*, int);
+template void dequantize_linear<int8_t>(const int8_t*, const float*, const int32_t*, QuantizationAxis, float*, int);
+template void dequantize_linear<int32_t>(const int32_t*, const float*, const int32_t*, QuantizationAxis, float*, int);
+
+}  // namespace cppconv
