@@ -88,7 +88,10 @@ struct EnginePlan {
   int64_t row_pitch;   // from one tile row to the next
   int64_t rows_per_block, row_blocks;
   int64_t tile_elems;  // 0 when direct_input
-  bool private_tiles;  // each thread owns whole (n, g, row block) units; else a team shares one
+  bool private_tiles;  // each thread owns whole units (below) and fills its own tiles; else a team shares one
+  // A unit is one part of an (n, g, row block): a contiguous range of its items.  Blocks are
+  // cut into parts where they are too few for every thread to own several.
+  int64_t parts_per_block;
   // Output channel blocking: ChannelVec uses kNR-wide blocks; PixelVec balanced chunks of <= kMKMax.
   int64_t k_units;
   int64_t pixels_per_row;  // pixels one row-run covers (out_w, or out_h * out_w when flat)
@@ -143,6 +146,8 @@ bool packs_in_items(const ConvProblem& p) {
   return !p.weights_reused && p.batch * p.out_h * p.out_w <= kInItemPackPixels;
 }
 
+int64_t items_per_block(const EnginePlan& d, int64_t rows);
+
 template <class T>
 EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
   EnginePlan d{};
@@ -182,9 +187,6 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
     d.tile_elems = input_rows_for(p, rows) * d.row_pitch;
   }
   d.row_blocks = ceil_div(p.out_h, d.rows_per_block);
-  // Enough independent (n, g, row block) units for every thread to own several: no barriers,
-  // no shared tile.  Otherwise the team fills each tile together and splits its outputs.
-  d.private_tiles = threads == 1 || p.batch * p.groups * d.row_blocks >= 4 * threads;
   d.wide = o == Orientation::PixelVec && !d.direct_input && p.stride_h == 1 && p.stride_w == 1;
   if (d.wide) {
     d.row_pitch = d.phase_w;
@@ -219,6 +221,20 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
   const int64_t items_per_thread = d.direct_input ? 8 : 4;
   const int64_t row_groups = std::max<int64_t>(1, ceil_div(items_per_thread * threads, d.k_units));
   d.rows_per_item = d.flat ? 1 : std::min<int64_t>(16, std::max<int64_t>(1, ceil_div(d.rows_per_block, row_groups)));
+  // Enough independent units for every thread to own several: no barriers, no shared tile.
+  // Where (n, g, row block)s are fewer, each is cut into parts, and every thread taking a part
+  // of a block copies that block's tile itself: at most one extra copy of the input per thread,
+  // cheap where each input value feeds many multiply-adds (k blocks x taps), and no thread
+  // waits for another until the call ends.  Otherwise the team fills each tile together (one
+  // barrier after the fill and one after the outputs, per block).
+  const int64_t blocks = p.batch * p.groups * d.row_blocks;
+  const int64_t items = items_per_block(d, d.rows_per_block);
+  d.parts_per_block = 1;
+  d.private_tiles = threads == 1 || blocks >= 4 * threads;
+  if (!d.private_tiles && (d.direct_input || d.k_units * d.taps >= 8) && items >= 2) {
+    d.private_tiles = true;
+    d.parts_per_block = std::min(items, ceil_div(8 * int64_t(threads), blocks));
+  }
   return d;
 }
 
@@ -829,16 +845,21 @@ void run_engine(const ConvCall& call, Orientation orientation) {
     T* row_buf = row_bufs + row_buf_elems * thread_id();
     if (d.private_tiles) {
       T* own = tiles + d.tile_elems * thread_id();
+      int64_t own_block = -1;  // the block whose tile `own` holds
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t unit = 0; unit < p.batch * p.groups * d.row_blocks; ++unit) {
-        const int64_t rb = unit % d.row_blocks, g = (unit / d.row_blocks) % p.groups;
-        const int64_t n = unit / (d.row_blocks * p.groups);
+      for (int64_t unit = 0; unit < p.batch * p.groups * d.row_blocks * d.parts_per_block; ++unit) {
+        const int64_t block = unit / d.parts_per_block, part = unit % d.parts_per_block;
+        const int64_t rb = block % d.row_blocks, g = (block / d.row_blocks) % p.groups;
+        const int64_t n = block / (d.row_blocks * p.groups);
         const int64_t oh0 = rb * d.rows_per_block, rows = std::min(d.rows_per_block, p.out_h - oh0);
-        if (!d.direct_input)
+        if (!d.direct_input && block != own_block) {
           for (int64_t r = 0; r < input_rows_for(p, rows); ++r)
             fill_tile_unit<T>(call, d, columns, n, g * d.group_in, oh0 * p.stride_h, r, 0, d.group_in, own);
-        compute_items<T>(call, d, tap_off.data(), n, g, oh0, rows, tile_for(n, g, oh0, own), 0,
-                      items_per_block(d, rows), row_buf);
+          own_block = block;
+        }
+        const int64_t items = items_per_block(d, rows);
+        compute_items<T>(call, d, tap_off.data(), n, g, oh0, rows, tile_for(n, g, oh0, own),
+                         items * part / d.parts_per_block, items * (part + 1) / d.parts_per_block, row_buf);
       }
     } else {
       for (int64_t n = 0; n < p.batch; ++n)
