@@ -30,8 +30,8 @@ import cppconv
 from cppconv import bench
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-import onnx_networks  # noqa: E402
-import vision_models  # noqa: E402
+import onnx_networks
+import vision_models
 
 
 def _runners(module: Any, data: bytes, x: np.ndarray, threads: int) -> Dict[str, Callable[[], Any]]:

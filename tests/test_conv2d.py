@@ -15,6 +15,7 @@ import pytest
 
 import cppconv
 from cppconv import _native
+
 from conftest import assert_close, make_rng, random_array
 from reference import (
     ACTIVATIONS,
@@ -1103,7 +1104,7 @@ N_SMALL = len(SWEEP_CASES)
 SWEEP_CASES += BIG_SWEEP_CASES
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sweep_data(index, dtype_name):
     c = dict(SWEEP_CASES[index])
     dtype = np.dtype(dtype_name)

@@ -8,6 +8,7 @@ import pytest
 
 import cppconv
 from cppconv._conv import _conv_with_algorithm
+
 from conftest import assert_close, make_rng
 from reference import ACTIVATIONS, PADDING_MODES, conv2d_abs_bound, conv2d_ref, resolve_padding
 

@@ -13,6 +13,7 @@ import pytest
 
 import cppconv
 from cppconv import _conv_transpose, _native
+
 from conftest import make_rng
 from reference import ACTIVATIONS, activate
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import cppconv
 from cppconv import _conv_transpose, _native
+
 from conftest import make_rng
 from reference import ACTIVATIONS, activate
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import cppconv
+
 from conftest import make_rng
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import cppconv
-from cppconv import _native, _pool
+from cppconv import _native
+
 from conftest import make_rng
 
 LAYOUTS = ["NCHW", "NHWC"]

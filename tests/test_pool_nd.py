@@ -13,6 +13,7 @@ import pytest
 
 import cppconv
 from cppconv import _native, _pool
+
 from conftest import make_rng
 from test_pool import random_input, ref_length, ref_windows
 

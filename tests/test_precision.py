@@ -10,6 +10,7 @@ import pytest
 import cppconv
 from cppconv import _native
 from cppconv._conv import _conv_with_algorithm
+
 from conftest import assert_close, make_rng
 from reference import NP_PAD_MODE, conv2d_abs_bound, conv2d_ref, resolve_padding
 

@@ -54,7 +54,7 @@ class _ConvSpec:
         self.precision = _args.precision_code(precision)  # -1: the process-wide setting at call time
 
     @classmethod
-    def popped_from(cls, kwargs: Dict[str, Any], rank: int = 2) -> "_ConvSpec":
+    def popped_from(cls, kwargs: Dict[str, Any], rank: int = 2) -> _ConvSpec:
         """The spec of a convolution's keywords in `kwargs` (taken out of it), defaults for the rest."""
         return cls(
             rank, kwargs.pop("stride", 1), kwargs.pop("padding", 0), kwargs.pop("dilation", 1),
