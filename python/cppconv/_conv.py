@@ -154,7 +154,10 @@ class _Geometry:
                 f"kernel {tuple(kernel_sizes)} with dilation {spec.dilation} spans {spans}, "
                 f"larger than the padded input {padded}{hint}"
             )
-        outs = tuple((p - sp) // st + 1 for p, sp, st in zip(padded, spans, spec.stride))
+        outs = tuple(
+            int(_native.conv_output_size(i, kk, st, d, b, a))
+            for i, kk, st, d, b, a in zip(sizes, kernel_sizes, spec.stride, spec.dilation, befores, afters)
+        )
         self.x4, self.w4, self.pads = x4, w4, pads
         self.out_shape4 = (n, *outs, k) if last else (n, k, *outs)
         if r == 2 and x.ndim == 2:

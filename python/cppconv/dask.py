@@ -348,7 +348,10 @@ def _convolve(rank: int, x: Any, weight: Any, bias: Any, kwargs: Dict[str, Any],
         common["padding_mode"], common["padding_value"] = "zeros", 0.0
     sizes = [x4.shape[a] for a in axes]
     spans = [d * (k - 1) + 1 for d, k in zip(spec.dilation, weight.shape[2:])]
-    outs = [(s + b + a - sp) // st + 1 for s, (b, a), sp, st in zip(sizes, pairs, spans, spec.stride)]
+    outs = [
+        int(_native.conv_output_size(s, k, st, d, b, a))
+        for s, k, st, d, (b, a) in zip(sizes, weight.shape[2:], spec.stride, spec.dilation, pairs)
+    ]
     algorithm = info["algorithm"]
     # Winograd F(2x2, 3x3) computes an output from its place in a 2x2 tile (of each dilation phase).
     align = [2 * d if "winograd" in algorithm else 1 for d in spec.dilation]
