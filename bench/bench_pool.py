@@ -66,7 +66,8 @@ def np_conv_transpose(x: np.ndarray, w: np.ndarray, s: int, p: int) -> np.ndarra
     full = np.zeros((n, k, (h - 1) * s + kh, (wd - 1) * s + kw), x.dtype)
     for i in range(kh):
         for j in range(kw):
-            full[:, :, i:i + (h - 1) * s + 1:s, j:j + (wd - 1) * s + 1:s] += np.einsum("nchw,ck->nkhw", x, w[:, :, i, j])
+            full[:, :, i:i + (h - 1) * s + 1:s, j:j + (wd - 1) * s + 1:s] += np.einsum("nchw,ck->nkhw", x,
+                                                                                    w[:, :, i, j])
     return full[:, :, p:full.shape[2] - p, p:full.shape[3] - p]
 
 
@@ -100,7 +101,8 @@ def main() -> None:
     info = cppconv.info()
     print(f"cppconv {info['version']} isa={info['isa']} threads={threads} stat={args.stat}"
           f"  torch={torch.__version__ if torch is not None else 'not installed'}  numpy={np.__version__}")
-    header = f"{'row':44s} {'layout':6s} {'N':>3s} {'cppconv ms':>10s} {'rate':>12s} {'numpy ms':>10s} {'torch ms':>10s} {'torch rate':>12s} {'speedup':>8s}"
+    header = (f"{'row':44s} {'layout':6s} {'N':>3s} {'cppconv ms':>10s} {'rate':>12s} {'numpy ms':>10s} "
+              f"{'torch ms':>10s} {'torch rate':>12s} {'speedup':>8s}")
     print(header)
     print("-" * len(header))
 

@@ -92,7 +92,8 @@ def main() -> None:
     print(f"CPU: {cpu_model()}; cppconv {cppconv.__version__} ISA {cppconv.info()['isa']}; {threads} thread(s); "
           f"{'min CPU time' if cpu else 'min wall time'} of {args.repeats}; batch {args.batch}; "
           f"onnxruntime {ort.__version__ if ort else 'not installed'}")
-    head = "| layer | " + " | ".join(f"int8 {layout}" for layout in layouts) + " | ORT QLinearConv | float32 NCHW | int8 algorithm |"
+    head = ("| layer | " + " | ".join(f"int8 {layout}" for layout in layouts)
+            + " | ORT QLinearConv | float32 NCHW | int8 algorithm |")
     print("\nGOP/s\n")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))

@@ -150,7 +150,8 @@ def test_highest_meets_the_direct_bound_on_adversarial_inputs(kind, restore_prec
             results = [cppconv.conv2d(x, w, **kw), cppconv.Conv2d(w, **kw)(x),
                        cppconv.conv2d(xh, w, layout="NHWC", **kw).transpose(0, 3, 1, 2)]
             cppconv.set_float32_precision("high")
-            results += [cppconv.conv2d(x, w, precision="highest", **kw), cppconv.Conv2d(w, precision="highest", **kw)(x)]
+            results += [cppconv.conv2d(x, w, precision="highest", **kw),
+                        cppconv.Conv2d(w, precision="highest", **kw)(x)]
             cppconv.set_float32_precision("highest")
         finally:
             _native.select_isa(_native.default_isa())

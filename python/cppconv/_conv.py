@@ -27,7 +27,8 @@ def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding
     _args.check_padded_size((i + 2 * p,))
     if d * (k - 1) + 1 > i + 2 * p:
         raise ValueError(
-            f"kernel_size {k} with dilation {d} spans {d * (k - 1) + 1} > padded input size {i + 2 * p}: output size below 1"
+            f"kernel_size {k} with dilation {d} spans {d * (k - 1) + 1} > padded input size {i + 2 * p}: "
+            "output size below 1"
         )
     return int(_native.conv_output_size(i, k, s, d, p, p))
 
@@ -99,7 +100,8 @@ class _Geometry:
         if r == 2 and (x.ndim == 2 or weight.ndim == 2):
             if x.ndim != 2 or weight.ndim != 2:
                 raise ValueError(
-                    f"a 2-D image needs a 2-D kernel and vice versa: x has shape {x.shape}, weight has shape {weight.shape}"
+                    f"a 2-D image needs a 2-D kernel and vice versa: x has shape {x.shape}, "
+                    f"weight has shape {weight.shape}"
                 )
             x4 = x[None, :, :, None] if last else x[None, None]
             w4 = weight[None, None]
@@ -391,7 +393,9 @@ def _conv_with_algorithm(
     return _run(spec, x, weight, bias, out, algorithm=algorithm)
 
 
-def explain(x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: Any = np.float32, **kwargs: Any) -> Dict[str, Any]:
+def explain(
+    x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: Any = np.float32, **kwargs: Any
+) -> Dict[str, Any]:
     """What conv1d, conv2d or conv3d (by the weight's rank) would do for these shapes, without
     running it.
 

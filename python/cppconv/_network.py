@@ -558,7 +558,9 @@ def _constant_value(node: _Node) -> np.ndarray:
     raise ModelError(f"{node.where()}: no value attribute; supported: value, value_float(s), value_int(s)")
 
 
-def _clip_bounds(node: _Node, known: Dict[str, np.ndarray], opset: int) -> Optional[Tuple[Optional[float], Optional[float]]]:
+def _clip_bounds(
+    node: _Node, known: Dict[str, np.ndarray], opset: int
+) -> Optional[Tuple[Optional[float], Optional[float]]]:
     """Clip's (min, max) when they are constants (attributes before opset 11, inputs after)."""
     if opset < 11:
         return node.attrs.get("min"), node.attrs.get("max")

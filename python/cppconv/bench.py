@@ -944,7 +944,8 @@ def result_json(r: Result) -> Dict[str, Any]:
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The benchmark's options, shared by ``cppconv bench`` and bench/bench_conv.py."""
-    ap.add_argument("--quick", action="store_true", help="fewer repeats, skip the batched layers (batch 16, the batch-64 sanity rows)")
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer repeats, skip the batched layers (batch 16, the batch-64 sanity rows)")
     ap.add_argument("--threads", type=int, help="threads for every library (default: cppconv.get_num_threads())")
     ap.add_argument("--layers", help="comma-separated layer names (see --list)")
     ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")

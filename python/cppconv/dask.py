@@ -493,7 +493,8 @@ def _transposed(rank: int, x: Any, weight: Any, bias: Any, stride: Any, padding:
 
 
 def conv_transpose1d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
-                     groups: int = 1, dilation: Any = 1, *, layout: Optional[str] = None, activation: Optional[str] = None,
+                     groups: int = 1, dilation: Any = 1, *, layout: Optional[str] = None,
+                     activation: Optional[str] = None,
                      num_threads: Optional[int] = None) -> da.Array:
     """:func:`cppconv.conv_transpose1d` of a Dask array (see conv_transpose2d)."""
     return _transposed(1, x, weight, bias, stride, padding, output_padding, groups, dilation, layout, activation,
@@ -501,7 +502,8 @@ def conv_transpose1d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, pad
 
 
 def conv_transpose2d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
-                     groups: int = 1, dilation: Any = 1, *, layout: Optional[str] = None, activation: Optional[str] = None,
+                     groups: int = 1, dilation: Any = 1, *, layout: Optional[str] = None,
+                     activation: Optional[str] = None,
                      num_threads: Optional[int] = None) -> da.Array:
     """:func:`cppconv.conv_transpose2d` of a Dask array, with the same numbers as the in-memory
     call: each output chunk gathers every input that reaches it (a halo on both sides).
@@ -517,7 +519,8 @@ def conv_transpose2d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, pad
 
 
 def conv_transpose3d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
-                     groups: int = 1, dilation: Any = 1, *, layout: Optional[str] = None, activation: Optional[str] = None,
+                     groups: int = 1, dilation: Any = 1, *, layout: Optional[str] = None,
+                     activation: Optional[str] = None,
                      num_threads: Optional[int] = None) -> da.Array:
     """:func:`cppconv.conv_transpose3d` of a Dask array (see conv_transpose2d)."""
     return _transposed(3, x, weight, bias, stride, padding, output_padding, groups, dilation, layout, activation,
