@@ -121,7 +121,8 @@ def main() -> None:
             rows.append({"workload": name, "in_memory_s": in_memory, "cluster_s": seconds,
                          "chunk_bytes": shape[1] * chunk * chunk * 4 + out_chunk})
 
-        x = da.random.default_rng(2).random((images, 3, image, image), dtype=np.float32, chunks=(batch, 3, image, image))
+        x = da.random.default_rng(2).random((images, 3, image, image), dtype=np.float32,
+                                            chunks=(batch, 3, image, image))
         x = x.persist()
         distributed.wait(x)
         seconds = cluster_seconds(cd.apply(network, x))

@@ -20,6 +20,7 @@ import statistics
 import numpy as np
 
 import cppconv
+
 from bench_pool import timeit  # the same timer as the pooling benchmark beside this file
 
 STAT = statistics.median

@@ -107,7 +107,6 @@ def _runners(layer: NdLayer, x: np.ndarray, w: np.ndarray, b: np.ndarray, thread
 
 
 def _onnxruntime(layer: NdLayer, x: np.ndarray, w: np.ndarray, b: np.ndarray, threads: int) -> Callable[[], Any]:
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 

@@ -34,8 +34,8 @@ import cppconv
 from cppconv import bench
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-import onnx_networks  # noqa: E402
-import vision_models  # noqa: E402
+import onnx_networks
+import vision_models
 
 
 def _quantized(data: bytes, shape: Any, fmt: str) -> bytes:

@@ -66,7 +66,8 @@ def np_conv_transpose(x: np.ndarray, w: np.ndarray, s: int, p: int) -> np.ndarra
     full = np.zeros((n, k, (h - 1) * s + kh, (wd - 1) * s + kw), x.dtype)
     for i in range(kh):
         for j in range(kw):
-            full[:, :, i:i + (h - 1) * s + 1:s, j:j + (wd - 1) * s + 1:s] += np.einsum("nchw,ck->nkhw", x, w[:, :, i, j])
+            full[:, :, i:i + (h - 1) * s + 1:s, j:j + (wd - 1) * s + 1:s] += np.einsum("nchw,ck->nkhw", x,
+                                                                                    w[:, :, i, j])
     return full[:, :, p:full.shape[2] - p, p:full.shape[3] - p]
 
 
@@ -99,8 +100,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     info = cppconv.info()
     print(f"cppconv {info['version']} isa={info['isa']} threads={threads} stat={args.stat}"
-          f"  torch={'%s' % torch.__version__ if torch is not None else 'not installed'}  numpy={np.__version__}")
-    header = f"{'row':44s} {'layout':6s} {'N':>3s} {'cppconv ms':>10s} {'rate':>12s} {'numpy ms':>10s} {'torch ms':>10s} {'torch rate':>12s} {'speedup':>8s}"
+          f"  torch={torch.__version__ if torch is not None else 'not installed'}  numpy={np.__version__}")
+    header = (f"{'row':44s} {'layout':6s} {'N':>3s} {'cppconv ms':>10s} {'rate':>12s} {'numpy ms':>10s} "
+              f"{'torch ms':>10s} {'torch rate':>12s} {'speedup':>8s}")
     print(header)
     print("-" * len(header))
 
@@ -143,11 +145,13 @@ def main() -> None:
                     tx = torch_input(x, layout)
                     with torch.inference_mode():
                         t_torch = timeit(lambda: theirs(tx), min_time)
-                if flops is None:
-                    nbytes = (x.size + int(np.prod(out_shape))) * 4
-                    rate = lambda t: f"{nbytes / t / 1e9:8.1f} GB/s"
-                else:
-                    rate = lambda t: f"{flops / t / 1e9:6.1f} GFLOP/s"
+                nbytes = (x.size + int(np.prod(out_shape))) * 4
+
+                def rate(t: float) -> str:
+                    if flops is None:
+                        return f"{nbytes / t / 1e9:8.1f} GB/s"
+                    return f"{flops / t / 1e9:6.1f} GFLOP/s"
+
                 base = t_torch if t_torch is not None else t_np
                 print(f"{name:44s} {layout:6s} {n:3d} {t_ours * 1e3:10.3f} {rate(t_ours):>12s} "
                       f"{(t_np * 1e3 if t_np else float('nan')):10.3f} "

@@ -22,7 +22,6 @@ import numpy as np
 import cppconv
 
 try:
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 except ImportError:  # pragma: no cover - optional peer
@@ -93,7 +92,8 @@ def main() -> None:
     print(f"CPU: {cpu_model()}; cppconv {cppconv.__version__} ISA {cppconv.info()['isa']}; {threads} thread(s); "
           f"{'min CPU time' if cpu else 'min wall time'} of {args.repeats}; batch {args.batch}; "
           f"onnxruntime {ort.__version__ if ort else 'not installed'}")
-    head = "| layer | " + " | ".join(f"int8 {l}" for l in layouts) + " | ORT QLinearConv | float32 NCHW | int8 algorithm |"
+    head = ("| layer | " + " | ".join(f"int8 {layout}" for layout in layouts)
+            + " | ORT QLinearConv | float32 NCHW | int8 algorithm |")
     print("\nGOP/s\n")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
@@ -135,7 +135,7 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(cells) + f" | {algorithm} |")
     if ratios:
         gm = float(np.exp(np.mean(np.log(ratios))))
-        print(f"\nint8 NCHW over ONNX Runtime (time ratio ORT / cppconv): "
+        print("\nint8 NCHW over ONNX Runtime (time ratio ORT / cppconv): "
               + ", ".join(f"{r:.2f}" for r in ratios) + f"; geometric mean {gm:.2f}")
 
 

@@ -36,7 +36,8 @@ def main() -> int:
     rows = [f"CPU: {info['cpu_model']}; scipy {info['versions'].get('scipy')}; cppconv {info['cppconv_version']} "
             f"({info['cppconv_isa']})", "",
             f"| image | kernel | scipy.signal ms | scipy.ndimage ms | cppconv 1 thread ms | cppconv {args.threads} "
-            f"threads ms | vs ndimage (1 thread) | vs ndimage ({args.threads} threads) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+            f"threads ms | vs ndimage (1 thread) | vs ndimage ({args.threads} threads) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
     for shape, k in CASES:
         rng = np.random.default_rng(0)
         x = rng.random(shape, dtype=np.float32)

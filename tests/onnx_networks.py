@@ -101,13 +101,15 @@ def se_hardswish() -> Tuple[Any, Tuple[int, ...]]:
     class SE(nn.Module):
         def __init__(self, c: int):
             super().__init__()
-            self.fc = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c // 4, 1), nn.ReLU(), nn.Conv2d(c // 4, c, 1),
+            self.fc = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c // 4, 1), nn.ReLU(),
+                                    nn.Conv2d(c // 4, c, 1),
                                     nn.Hardsigmoid())
 
         def forward(self, x: Any) -> Any:
             return x * self.fc(x)
 
-    net = nn.Sequential(_bn_relu(nn, 3, 16, 3, 2, act=nn.Hardswish()), _bn_relu(nn, 16, 16, 3, 1, 16, act=nn.Hardswish()),
+    net = nn.Sequential(_bn_relu(nn, 3, 16, 3, 2, act=nn.Hardswish()),
+                        _bn_relu(nn, 16, 16, 3, 1, 16, act=nn.Hardswish()),
                         SE(16), _bn_relu(nn, 16, 24, 1, act=nn.SiLU()), _bn_relu(nn, 24, 24, 5, 2, 24, act=nn.SiLU()),
                         SE(24), nn.Conv2d(24, 32, 1), nn.Hardswish(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                         nn.Linear(32, 10), nn.Softmax(dim=1))
@@ -144,7 +146,8 @@ def shufflenet() -> Tuple[Any, Tuple[int, ...]]:
         def __init__(self, c: int):
             super().__init__()
             half = c // 2
-            self.branch = nn.Sequential(_bn_relu(nn, half, half, 1), nn.Conv2d(half, half, 3, 1, 1, groups=half, bias=False),
+            self.branch = nn.Sequential(_bn_relu(nn, half, half, 1),
+                                        nn.Conv2d(half, half, 3, 1, 1, groups=half, bias=False),
                                         nn.BatchNorm2d(half), _bn_relu(nn, half, half, 1))
 
         def forward(self, x: Any) -> Any:
@@ -192,7 +195,8 @@ def densenet() -> Tuple[Any, Tuple[int, ...]]:
         def __init__(self, cin: int, growth: int):
             super().__init__()
             self.f = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, 2 * growth, 1, bias=False),
-                                   nn.BatchNorm2d(2 * growth), nn.ReLU(), nn.Conv2d(2 * growth, growth, 3, 1, 1, bias=False))
+                                   nn.BatchNorm2d(2 * growth), nn.ReLU(),
+                                   nn.Conv2d(2 * growth, growth, 3, 1, 1, bias=False))
 
         def forward(self, x: Any) -> Any:
             return torch.cat([x, self.f(x)], 1)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 # PyTorch padding_mode -> np.pad mode (the same padding, NumPy's name for it).
-NP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap", "symmetric": "symmetric",
+NP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap",
+               "symmetric": "symmetric",
                "constant": "constant"}
 
 ACTIVATIONS = [None, "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardsigmoid", "hardswish"]

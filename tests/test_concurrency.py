@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import cppconv
+
 from conftest import make_rng
 
 THREADS = 16

@@ -15,6 +15,7 @@ import pytest
 
 import cppconv
 from cppconv import _native
+
 from conftest import assert_close, make_rng, random_array
 from reference import (
     ACTIVATIONS,
@@ -1024,7 +1025,8 @@ BIG_SWEEP_CASES = [
     # A plane split into bands of output vectors between threads (flat-plane 3x3 kernel).
     dict(N=1, C=1, K=1, groups=1, activation="relu", layout="NCHW", **_geometry_case(150, 64, (3, 3))),
     dict(N=1, C=2, K=2, groups=2, activation=None, layout="NCHW", **_geometry_case(97, 56, (3, 3))),
-    dict(N=3, C=31, K=31, groups=31, activation="leaky_relu", layout="NHWC", **_geometry_case(14, 14, (3, 3), stride=2)),
+    dict(N=3, C=31, K=31, groups=31, activation="leaky_relu", layout="NHWC",
+         **_geometry_case(14, 14, (3, 3), stride=2)),
     # Winograd F(2x2, 3x3) problems (3x3, stride 1, >= 16 channels each side): odd output
     # sizes (half-used tiles), output-channel tails, several reduction slices (C = 300, 130),
     # blocks of tiles across the width (35 tiles wide) and down the height, one block
@@ -1103,7 +1105,7 @@ N_SMALL = len(SWEEP_CASES)
 SWEEP_CASES += BIG_SWEEP_CASES
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sweep_data(index, dtype_name):
     c = dict(SWEEP_CASES[index])
     dtype = np.dtype(dtype_name)

@@ -8,6 +8,7 @@ import pytest
 
 import cppconv
 from cppconv._conv import _conv_with_algorithm
+
 from conftest import assert_close, make_rng
 from reference import ACTIVATIONS, PADDING_MODES, conv2d_abs_bound, conv2d_ref, resolve_padding
 
@@ -255,7 +256,8 @@ def test_out_in_non_native_byte_order(char):
         lambda: cppconv.Conv2d(w, padding="same")(x, out=out((2, 6, 8, 8))),
         lambda: cppconv.conv_transpose2d(xi, w.transpose(1, 0, 2, 3)[:4], out=out((2, 6, 6, 6))),
         lambda: cppconv.max_pool2d(xi, 2, out=out((2, 4, 2, 2))),
-        lambda: cppconv.max_pool2d(xi, 2, return_indices=True, out=(out((2, 4, 2, 2)), np.zeros((2, 4, 2, 2), np.int64))),
+        lambda: cppconv.max_pool2d(xi, 2, return_indices=True,
+                                   out=(out((2, 4, 2, 2)), np.zeros((2, 4, 2, 2), np.int64))),
         lambda: cppconv.max_pool2d(xi, 2, return_indices=True,
                                    out=(np.zeros((2, 4, 2, 2), x.dtype), np.zeros((2, 4, 2, 2), NON_NATIVE + "i8"))),
         lambda: cppconv.avg_pool2d(xi, 2, out=out((2, 4, 2, 2))),

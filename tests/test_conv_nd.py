@@ -10,6 +10,7 @@ import pytest
 
 import cppconv
 from cppconv import _conv, _native
+
 from conftest import assert_close, make_rng
 from reference import ACTIVATIONS, PADDING_MODES, conv_nd_abs_bound, conv_nd_ref, same_padding
 

@@ -13,6 +13,7 @@ import pytest
 
 import cppconv
 from cppconv import _conv_transpose, _native
+
 from conftest import make_rng
 from reference import ACTIVATIONS, activate
 
@@ -35,7 +36,9 @@ def ref_conv_transpose(x, w, bias=None, stride=(1, 1), pads=(0, 0, 0, 0), output
         for i in range(kh):
             for j in range(kw):
                 contrib = np.einsum("nchw,ck->nkhw", xs, w[g * cg:(g + 1) * cg, :, i, j])
-                full[:, g * kg:(g + 1) * kg, i * dh:i * dh + (h - 1) * sh + 1:sh, j * dw:j * dw + (wd - 1) * sw + 1:sw] += contrib
+                rows = slice(i * dh, i * dh + (h - 1) * sh + 1, sh)
+                cols = slice(j * dw, j * dw + (wd - 1) * sw + 1, sw)
+                full[:, g * kg:(g + 1) * kg, rows, cols] += contrib
     y = full[:, :, top:full_h - oph - bottom + oph, left:full_w - opw - right + opw]
     if bias is not None:
         y = y + bias[None, :, None, None]
@@ -93,7 +96,8 @@ def test_random(isa, layout, seed):
     dilation = tuple(int(v) for v in rng.integers(1, 3, 2))
     op = tuple(int(rng.integers(0, max(stride[a], dilation[a]))) for a in (0, 1))
     h, w = (int(v) for v in rng.integers(1, 9, 2))
-    full = [(h - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1, (w - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1]
+    full = [(h - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1,
+            (w - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1]
     pads = (int(rng.integers(0, 3)), int(rng.integers(0, 3)), int(rng.integers(0, 3)), int(rng.integers(0, 3)))
     if pads[0] + pads[1] >= full[0] + op[0] or pads[2] + pads[3] >= full[1] + op[1]:
         pads = (0, 0, 0, 0)
@@ -130,7 +134,8 @@ def test_adjoint_of_conv2d(isa, layout, seed):
     y = cppconv.conv2d(to_layout(x, layout), weight, stride=s, padding=p, dilation=d, groups=groups, layout=layout)
     oh, ow = (y.shape[2], y.shape[3]) if layout == "NCHW" else (y.shape[1], y.shape[2])
     op = tuple((size + 2 * p[a] - d[a] * (kk - 1) - 1) % s[a] for a, size, kk in ((0, h, kh), (1, w_, kw)))
-    assert oh == (h + 2 * p[0] - d[0] * (kh - 1) - 1) // s[0] + 1 and ow == (w_ + 2 * p[1] - d[1] * (kw - 1) - 1) // s[1] + 1
+    assert oh == (h + 2 * p[0] - d[0] * (kh - 1) - 1) // s[0] + 1
+    assert ow == (w_ + 2 * p[1] - d[1] * (kw - 1) - 1) // s[1] + 1
     r = rng.standard_normal(y.shape)
     xt = cppconv.conv_transpose2d(r, weight, stride=s, padding=p, output_padding=op, dilation=d, groups=groups,
                                   layout=layout)
@@ -336,7 +341,8 @@ def test_bad_input_more():
     with pytest.raises(ValueError, match="out"):
         plan.run(x, np.empty((1, 2, 5, 6)), settings())
     with pytest.raises(ValueError, match="spatial axes"):
-        plan.run(x[:, :, 0].copy(), np.empty((1, 2, 6)), _native.ConvTransposeSettings((1,), (0, 0), (0,), (1,), 1, 0, 0))
+        plan.run(x[:, :, 0].copy(), np.empty((1, 2, 6)),
+                 _native.ConvTransposeSettings((1,), (0, 0), (0,), (1,), 1, 0, 0))
 
 
 def test_threads_agree(isa):

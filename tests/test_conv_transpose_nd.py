@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import cppconv
 from cppconv import _conv_transpose, _native
+
 from conftest import make_rng
 from reference import ACTIVATIONS, activate
 
@@ -38,7 +39,8 @@ def ref_conv_transpose(x, w, bias=None, stride=None, pads=None, output_padding=N
     output_padding = output_padding or (0,) * rank
     n, c, *sizes = x.shape
     kg, kernel = w.shape[1], w.shape[2:]
-    full = [(i - 1) * s + d * (k - 1) + 1 + op for i, k, s, d, op in zip(sizes, kernel, stride, dilation, output_padding)]
+    full = [(i - 1) * s + d * (k - 1) + 1 + op
+            for i, k, s, d, op in zip(sizes, kernel, stride, dilation, output_padding)]
     y = np.zeros((n, kg * groups, *full))
     cg = c // groups
     for g in range(groups):
@@ -66,7 +68,8 @@ def ref_conv(x, w, stride, padding, dilation, groups):
         for tap in itertools.product(*(range(kk) for kk in kernel)):
             where = tuple(tap_slice(t * d, o, s) for t, d, o, s in zip(tap, dilation, out, stride))
             xs = xp[(slice(None), slice(g * cg, (g + 1) * cg), *where)]
-            y[:, g * kg:(g + 1) * kg] += np.einsum("nc...,kc->nk...", xs, w[(slice(g * kg, (g + 1) * kg), slice(None), *tap)])
+            wg = w[(slice(g * kg, (g + 1) * kg), slice(None), *tap)]
+            y[:, g * kg:(g + 1) * kg] += np.einsum("nc...,kc->nk...", xs, wg)
     return y
 
 

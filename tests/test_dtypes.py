@@ -12,6 +12,7 @@ import pytest
 
 import cppconv
 from cppconv import _conv, _conv_transpose, _native, _pool
+
 from conftest import RTOL, make_rng
 from reference import conv_nd_abs_bound, conv_nd_ref
 from test_conv_transpose_nd import ref_conv_transpose

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import cppconv
+
 from conftest import make_rng
 
 

@@ -214,10 +214,12 @@ def _known_hostile_calls():
         "conv2d with C=0": (lambda: cppconv.conv2d(np.ones((1, 0, 4, 4), f32), np.ones((2, 0, 1, 1), f32)), None),
         "explain with K=0": (lambda: cppconv.explain((1, 1, 4, 4), (0, 1, 1, 1)), None),
         # Hung: kernels that tile by stride phase looped over 2^63 phases.
-        "conv2d stride 2^63-1": (lambda: cppconv.conv2d(np.ones((3, 3), f32), np.ones((1, 1), f32), stride=2**63 - 1), None),
+        "conv2d stride 2^63-1": (
+            lambda: cppconv.conv2d(np.ones((3, 3), f32), np.ones((1, 1), f32), stride=2**63 - 1), None),
         # Wrong error (TypeError from pybind11's argument conversion) or wrapped arithmetic.
         "conv2d stride 2^70": (lambda: cppconv.conv2d(one, k1, stride=2**70), ValueError),
-        "conv2d padding 2^63-1": (lambda: cppconv.conv2d(np.ones((3, 3), f32), np.ones((1, 1), f32), padding=2**63 - 1), ValueError),
+        "conv2d padding 2^63-1": (
+            lambda: cppconv.conv2d(np.ones((3, 3), f32), np.ones((1, 1), f32), padding=2**63 - 1), ValueError),
         "max_pool2d stride 2^63": (lambda: cppconv.max_pool2d(one, 1, stride=2**63), ValueError),
         "explain shape 2^70": (lambda: cppconv.explain((2**70, 1, 2, 2), (1, 1, 1, 1)), ValueError),
         "set_num_threads 2^40": (lambda: cppconv.set_num_threads(2**40), ValueError),
@@ -226,7 +228,8 @@ def _known_hostile_calls():
         "max_pool3d depth kernel 2^40": (
             lambda: cppconv.max_pool3d(one[None], (2**40, 1, 1), padding=(2**39, 0, 0), return_indices=True), None),
         "avg_pool3d ceil_mode depth stride 2^63-1": (
-            lambda: cppconv.avg_pool3d(one[None], (3, 1, 1), stride=(2**63 - 1, 1, 1), padding=(1, 0, 0), ceil_mode=True),
+            lambda: cppconv.avg_pool3d(one[None], (3, 1, 1), stride=(2**63 - 1, 1, 1), padding=(1, 0, 0),
+                                       ceil_mode=True),
             None),
         "max_pool2d kernel 2^63-1": (lambda: cppconv.max_pool2d(one, 2**63 - 1, padding=2**62 - 1), ValueError),
         # Signed overflow (UBSan) in the pooled size: ceil_mode with a stride near 2^63.

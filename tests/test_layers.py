@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import cppconv
+
 from conftest import make_rng
 
 
@@ -86,8 +87,10 @@ def _nd_pool_layers(x):
     x1, x3 = x[:, :, 0], np.stack([x, x[:, :, ::-1], x * 2], axis=2)  # (2, 4, 9), (2, 4, 3, 9, 9)
     x1_nwc, x3_ndhwc = np.ascontiguousarray(np.moveaxis(x1, 1, -1)), np.ascontiguousarray(np.moveaxis(x3, 1, -1))
     return {
-        "MaxPool1d": (cppconv.MaxPool1d(3, 2, 1, dilation=2, ceil_mode=True, return_indices=True, layout="NWC"), x1_nwc),
-        "MaxPool3d": (cppconv.MaxPool3d((1, 3, 2), (1, 2, 1), (0, 1, 1), (2, 1, 2), ceil_mode=True, return_indices=True),
+        "MaxPool1d": (cppconv.MaxPool1d(3, 2, 1, dilation=2, ceil_mode=True, return_indices=True, layout="NWC"),
+                      x1_nwc),
+        "MaxPool3d": (cppconv.MaxPool3d((1, 3, 2), (1, 2, 1), (0, 1, 1), (2, 1, 2), ceil_mode=True,
+                                        return_indices=True),
                       x3),
         "AvgPool1d": (cppconv.AvgPool1d(3, 2, 1, ceil_mode=True, count_include_pad=False, divisor_override=4), x1),
         "AvgPool3d": (cppconv.AvgPool3d(2, 1, 1, count_include_pad=False, layout="NDHWC"), x3_ndhwc),

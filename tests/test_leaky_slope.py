@@ -13,6 +13,7 @@ import pytest
 
 import cppconv
 from cppconv import _conv, _conv_transpose, _native
+
 from conftest import assert_close, make_rng
 from reference import conv_nd_abs_bound, conv_nd_ref
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import cppconv
-from cppconv import _native, _pool
+from cppconv import _native
+
 from conftest import make_rng
 
 LAYOUTS = ["NCHW", "NHWC"]
@@ -346,7 +347,8 @@ def test_ceil_mode_sizes_and_values_match_torch():
         h, w = (int(v) for v in rng.integers(1, 7, 2))
         x = rng.standard_normal((1, 2, h, w))
         tx = torch.from_numpy(x)
-        for i, k, s, p, d in ((h, kernel[0], stride[0], pad[0], dilation[0]), (w, kernel[1], stride[1], pad[1], dilation[1])):
+        for i, k, s, p, d in ((h, kernel[0], stride[0], pad[0], dilation[0]),
+                              (w, kernel[1], stride[1], pad[1], dilation[1])):
             try:
                 want = F.max_pool1d(torch.zeros(1, 1, i), k, s, p, d, ceil_mode=True).shape[-1]
             except RuntimeError:
@@ -507,7 +509,8 @@ def test_every_pool_algorithm():
                 if idx is not None:
                     np.testing.assert_array_equal(from_layout(idx, layout), want_idx)
             for name in _native.pool_algorithms():
-                out = np.empty((2, 3, 4, 3) if code == 0 else (2, 4, 3, 3), np.float64 if "_f64" in name else np.float32)
+                out = np.empty((2, 3, 4, 3) if code == 0 else (2, 4, 3, 3),
+                               np.float64 if "_f64" in name else np.float32)
                 try:
                     _native.adaptive_pool2d(np.ascontiguousarray(xl, out.dtype), out, None, 1, code, name)
                 except ValueError as e:
@@ -800,4 +803,5 @@ def test_pools_take_pytorchs_positional_order_and_words_in_any_case():
     for pool in (cppconv.max_pool2d, cppconv.avg_pool2d):
         np.testing.assert_array_equal(pool(xt, 3, layout="nhwc"), pool(xt, 3, layout="NHWC"))
         np.testing.assert_array_equal(pool(x, 3, padding="SAME"), pool(x, 3, padding="same"))
-    np.testing.assert_array_equal(cppconv.global_avg_pool2d(xt, layout="nhwc"), cppconv.global_avg_pool2d(xt, layout="NHWC"))
+    np.testing.assert_array_equal(cppconv.global_avg_pool2d(xt, layout="nhwc"),
+                                  cppconv.global_avg_pool2d(xt, layout="NHWC"))

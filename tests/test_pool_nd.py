@@ -13,6 +13,7 @@ import pytest
 
 import cppconv
 from cppconv import _native, _pool
+
 from conftest import make_rng
 from test_pool import random_input, ref_length, ref_windows
 
@@ -34,7 +35,8 @@ def ref_pool_nd(x, kind, kernel, stride, pads, dilation, ceil_mode=False, count_
     for a in range(rank):
         if adaptive_size is None:
             o = ref_length(sizes[a], kernel[a], stride[a], pads[2 * a], pads[2 * a + 1], dilation[a], ceil_mode)
-            axes.append(ref_windows(sizes[a], o, kernel[a], stride[a], pads[2 * a], pads[2 * a + 1], dilation[a], False))
+            axes.append(ref_windows(sizes[a], o, kernel[a], stride[a], pads[2 * a], pads[2 * a + 1], dilation[a],
+                                    False))
         else:
             axes.append(ref_windows(sizes[a], adaptive_size[a], 0, 0, 0, 0, 1, True))
     out_shape = tuple(len(w) for w in axes)
@@ -84,7 +86,8 @@ def random_case(rng, rank, kind, max_size=9):
     stride = tuple(int(v) for v in rng.integers(1, 4, rank))
     dilation = tuple(int(v) for v in rng.integers(1, 3, rank)) if kind == "max" else (1,) * rank
     pads = tuple(int(rng.integers(0, kernel[a // 2] // 2 + 1)) for a in range(2 * rank))
-    sizes = tuple(max(int(rng.integers(1, max_size + 1)), dilation[a] * (kernel[a] - 1) + 1 - pads[2 * a] - pads[2 * a + 1], 1)
+    sizes = tuple(max(int(rng.integers(1, max_size + 1)),
+                      dilation[a] * (kernel[a] - 1) + 1 - pads[2 * a] - pads[2 * a + 1], 1)
                   for a in range(rank))
     return sizes, kernel, stride, dilation, pads
 
@@ -161,7 +164,8 @@ def test_3d_widths_around_vectors(isa, layout, width):
         y, idx = cppconv.max_pool3d(x, kernel, stride, padding_arg(pads), dilation, return_indices=True, layout=layout)
         np.testing.assert_array_equal(from_layout(y, layout), want.astype(np.float32))
         np.testing.assert_array_equal(from_layout(idx, layout), want_idx)
-        np.testing.assert_array_equal(cppconv.max_pool3d(x, kernel, stride, padding_arg(pads), dilation, layout=layout), y)
+        y_plain = cppconv.max_pool3d(x, kernel, stride, padding_arg(pads), dilation, layout=layout)
+        np.testing.assert_array_equal(y_plain, y)
         if dilation != (1, 1, 1):
             continue
         for cip in (True, False):

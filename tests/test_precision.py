@@ -10,6 +10,7 @@ import pytest
 import cppconv
 from cppconv import _native
 from cppconv._conv import _conv_with_algorithm
+
 from conftest import assert_close, make_rng
 from reference import NP_PAD_MODE, conv2d_abs_bound, conv2d_ref, resolve_padding
 
@@ -149,7 +150,8 @@ def test_highest_meets_the_direct_bound_on_adversarial_inputs(kind, restore_prec
             results = [cppconv.conv2d(x, w, **kw), cppconv.Conv2d(w, **kw)(x),
                        cppconv.conv2d(xh, w, layout="NHWC", **kw).transpose(0, 3, 1, 2)]
             cppconv.set_float32_precision("high")
-            results += [cppconv.conv2d(x, w, precision="highest", **kw), cppconv.Conv2d(w, precision="highest", **kw)(x)]
+            results += [cppconv.conv2d(x, w, precision="highest", **kw),
+                        cppconv.Conv2d(w, precision="highest", **kw)(x)]
             cppconv.set_float32_precision("highest")
         finally:
             _native.select_isa(_native.default_isa())

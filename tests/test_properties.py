@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import cppconv
 from cppconv import _native
+
 from conftest import assert_close
 from reference import ACTIVATIONS, PADDING_MODES, conv2d_abs_bound, conv2d_ref, conv_nd_abs_bound, conv_nd_ref
 from test_conv_transpose import ref_conv_transpose

@@ -309,7 +309,7 @@ def test_rounding_mode_of_the_caller_is_ignored(isa):
 
 
 def onnx_qlinearconv(x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, bias, stride, padding, groups):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     from onnx import TensorProto, helper, numpy_helper
 

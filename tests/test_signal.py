@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import cppconv
+
 from conftest import make_rng
 
 ss = pytest.importorskip("scipy.signal")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import cppconv
+
 from conftest import assert_close, make_rng
 from reference import conv2d_abs_bound, conv2d_ref, resolve_padding
 

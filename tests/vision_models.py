@@ -132,7 +132,8 @@ def mobilenet_v3_small() -> Any:
 
     config = [(3, 16, 16, True, "relu", 2), (3, 72, 24, False, "relu", 2), (3, 88, 24, False, "relu", 1),
               (5, 96, 40, True, "hardswish", 2), (5, 240, 40, True, "hardswish", 1), (5, 240, 40, True, "hardswish", 1),
-              (5, 120, 48, True, "hardswish", 1), (5, 144, 48, True, "hardswish", 1), (5, 288, 96, True, "hardswish", 2),
+              (5, 120, 48, True, "hardswish", 1), (5, 144, 48, True, "hardswish", 1),
+              (5, 288, 96, True, "hardswish", 2),
               (5, 576, 96, True, "hardswish", 1), (5, 576, 96, True, "hardswish", 1)]
     layers: List[Any] = [_cbn(nn, 3, 16, 3, 2, act="hardswish", eps=1e-3)]
     cin = 16

@@ -198,8 +198,8 @@ size_t cblock_workspace(const ConvProblem& p, int threads) {
 // channels are a vector already; copying them into the tile cost as much as the arithmetic),
 // kernel rows outside the input skipped, edge columns checked.  Every full channel block of a
 // block of pixels runs before the next pixels, so a pixel's channels are used while its lines
-// are in L1 (a pass per channel block read every line of a 128-channel plane 8 times from L2:
-// 1.9x the NCHW kernel's time).  Rows [oh0, oh0 + rows) and columns [ow0, ow0 + cols) of
+// are in L1 (a pass per channel block read every line of a 128-channel plane 8 times from L2;
+// docs/tuning.md, "Memory traffic").  Rows [oh0, oh0 + rows) and columns [ow0, ow0 + cols) of
 // image n; `inner` and `edge` are the problem's row-reuse blocks, unchecked and checked;
 // weights [channel block][tap][kVL], biases [channel block][kVL].
 void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn* inner, const RowReuseFn* edge, int64_t full_cblocks,

@@ -767,9 +767,9 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
       const int64_t count = std::min(block_pixels, px_end - px);
       const int64_t nv = ceil_div(count, kLanes<T>);
       const int last_valid = int(count - (nv - 1) * kLanes<T>);
-      kPixelVec<T>[size_t(mk - 1)][size_t(nv - 1)](xrow + px, tap_off, d.taps, d.group_in, d.chan_pitch, wk,
-                                                d.taps * d.group_in, bk, last_valid, fused_activation(p), out + px,
-                                                out_chan_stride);
+      const MicrokernelFn<T> microkernel = kPixelVec<T>[size_t(mk - 1)][size_t(nv - 1)];
+      microkernel(xrow + px, tap_off, d.taps, d.group_in, d.chan_pitch, wk, d.taps * d.group_in, bk, last_valid,
+                  fused_activation(p), out + px, out_chan_stride);
     }
     if (d.wide) {
       for (int64_t kk = 0; kk < mk; ++kk)

@@ -70,9 +70,7 @@ constexpr int64_t kInputBudgetBytes = 512 << 10;  // V of one block of tiles
 constexpr int64_t kSumBudgetBytes = 128 << 10;    // M of one block of tiles, in L2
 constexpr int64_t kBlockTilesMax = kSumBudgetBytes / (kPos * kNR * 4);
 // Each block of tiles reads all the transformed weights once more: in make_plan's cost model a
-// block costs its tiles plus this many.  (8 gave 128@28 on 2 threads four blocks of 7 x 7
-// tiles where there had been 14 of 1 x 14: 820 -> 850 GFLOP/s one-shot, 910 -> 940 as a
-// layer; 0, 4 and 16 measured within noise of it.)
+// block costs its tiles plus this many (measured: docs/tuning.md, "Winograd").
 constexpr int64_t kBlockCostTiles = 8;
 
 struct WinogradPlan {
@@ -127,8 +125,7 @@ WinogradPlan make_plan(const ConvProblem& p, int threads) {
   // A one-shot call on a single image of at most kBlockTilesMax tiles is one block whatever
   // its V takes (each slice of V is read once per k block, from L2 or L3): more blocks would
   // each transform the weights again, or have them packed up front in a pass through memory
-  // that a busy host slows down badly (one-shot 256@14 measured 380 us as one block of 49
-  // tiles against 680 us as two blocks with the weights packed first, in the same minutes).
+  // that a busy host slows down badly (docs/tuning.md, "Winograd").
   const bool one_block = !p.weights_reused && p.batch == 1 && w.phases * w.tiles_h * w.tiles_w <= kBlockTilesMax;
   const int64_t max_tiles =
       one_block ? kBlockTilesMax : std::max<int64_t>(1, std::min(kBlockTilesMax, kInputBudgetBytes / (kPos * w.cpad * 4)));
@@ -529,8 +526,8 @@ constexpr int64_t kStreamedWeightTiles = 64;
 constexpr double kOneShotPackBytes = 8 << 20;
 // A one-shot call on one block transforms each 3x3 kernel into 16 values while saving
 // 9 P - 16 T multiply-adds on it (P outputs, T tiles): that pays for itself from about 160
-// (7x7 outputs: 185; 5x5: 81, which measured 0.85x at 1024 -> 1024 channels), or where the
-// weights are few enough to stay in cache.
+// (7x7 outputs: 185; 5x5: 81, which lost; docs/tuning.md, "Winograd"), or where the weights
+// are few enough to stay in cache.
 constexpr int64_t kOneShotSavedPerKernel = 160;
 constexpr double kOneShotCachedWeightBytes = 4 << 20;
 // Dilation up to this (a cell of its d x d phase tiles fits a block), where Winograd's
@@ -541,8 +538,7 @@ constexpr double kDilatedMaxWork = 0.6;
 
 // Where F(2x2, 3x3) is worth its transforms: enough channels on both sides that the
 // transforms are a small part of the work, at least a few tiles per call, and transformed
-// weights that do not turn the call into a stream from memory (measured on Zen 5: 2048 -> 512
-// channels at 7x7 runs at 0.6x of the direct kernel as a layer, 0.2x one-shot).
+// weights that do not turn the call into a stream from memory (docs/tuning.md, "Winograd").
 bool winograd_accepts(const ConvProblem& p) {
   if (!(p.dtype == DType::Float32 && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_h == 1 && p.stride_w == 1 &&
         p.groups == 1 && p.in_channels >= 16 && p.out_channels >= 16 && p.out_h >= 2 && p.out_w >= 2 &&

@@ -77,8 +77,8 @@ size_t packed_bytes(const ConvTransposeProblem& p) {
 // [group][output-channel block][a][i][j][c][NR], zero past the group's output channels.  One
 // (group, block) per unit; each input channel's NR rows of taps (output channel k's kd x kh x kw
 // taps are contiguous in the (C, K / groups, kd, kh, kw) weights) are transposed into the block's
-// columns: a one-shot call packs every time, and element by element the pack of 512 -> 256
-// channels at 4x4 (8 MB) took twice the arithmetic.
+// columns: a one-shot call packs every time, and element by element the pack cost more than
+// the arithmetic (docs/tuning.md, "Memory traffic").
 template <class T>
 void pack(const ConvTransposeProblem& p, const void* weight, void* packed, int threads) {
   const Geometry g = geometry<T>(p);

@@ -93,8 +93,8 @@ void run_rows_nchw_f32(const PoolCall& call, const std::vector<int64_t>& lo, con
     band_input(b, first, end);
     max_rows = std::max(max_rows, end - first);
   }
-  // (Each thread's part starts on its own cache lines: two threads writing one line took the
-  // 2x2 average pool of 256@56 from 220 us on one thread to 224 us on two.)
+  // (Each thread's part starts on its own cache lines: two threads writing one line were no
+  // faster than one; docs/tuning.md, "Memory traffic".)
   constexpr int64_t kLine = 64 / sizeof(float);
   const int64_t phase_w = ceil_div(W, 2 * L) * L;
   const int64_t thread_elems = ceil_div(depth_taps * max_rows * 2 * phase_w, kLine) * kLine;

@@ -50,8 +50,8 @@ static inline Vec<float> operator/(Vec<float> a, Vec<float> b) { return vdiv(a, 
 
 // v, held in a register from here on.  GCC folds a load into each FMA that uses it as a memory
 // operand, so a vector several FMAs share is loaded once per FMA: the depthwise row-reuse blocks
-// did 24 loads for the 10 input columns of a 3-wide kernel row, and were load-bound (NHWC
-// 64@112 on one thread: 193 -> 133 us once the columns were held).
+// did 24 loads for the 10 input columns of a 3-wide kernel row, and were load-bound
+// (docs/tuning.md, "Memory traffic").
 template <class V>
 static inline V in_register(V v) {
 #if defined(__GNUC__)  // (GCC and clang; MSVC has no inline assembly on x64 and keeps its loads)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from . import _native
-from ._version import __version__  # written by the build from git (setuptools-scm)
+from . import onnx as onnx  # cppconv.onnx.load; the onnx package is imported only when a model is loaded
 from ._conv import Conv1d, Conv2d, Conv3d, conv1d, conv2d, conv3d, conv_output_size, explain
 from ._conv_transpose import (
     ConvTranspose1d,
@@ -23,6 +23,7 @@ from ._conv_transpose import (
     conv_transpose3d,
     conv_transpose_output_size,
 )
+from ._network import Network
 from ._pool import (
     AdaptiveAvgPool1d,
     AdaptiveAvgPool3d,
@@ -51,10 +52,9 @@ from ._pool import (
     max_pool3d,
     pool_output_size,
 )
-from ._signal import convolve2d, correlate2d
 from ._quant import QConv1d, QConv2d, QConv3d, dequantize_linear, qconv1d, qconv2d, qconv3d, quantize_linear
-from ._network import Network
-from . import onnx  # cppconv.onnx.load; the onnx package is imported only when a model is loaded
+from ._signal import convolve2d, correlate2d
+from ._version import __version__  # written by the build from git (setuptools-scm)
 
 
 def _check_isa_cap() -> None:

@@ -266,7 +266,9 @@ def explicit_padding(padding: Any, name: str = "padding") -> Optional[Tuple[int,
             return (0, 0, 0, 0)
         if padding.lower() == "same":
             return None
-        raise ValueError(f"{name} must be an int, a pair, ((top, bottom), (left, right)), 'valid' or 'same', got {padding!r}")
+        raise ValueError(
+            f"{name} must be an int, a pair, ((top, bottom), (left, right)), 'valid' or 'same', got {padding!r}"
+        )
     if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, (tuple, list)) for p in padding):
         (top, bottom), (left, right) = pair(padding[0], name), pair(padding[1], name)
     else:
@@ -487,7 +489,9 @@ def _readable_tensor(value: Any, name: str) -> Any:
     the lazy negation and conjugation bits (``z.conj().imag``) are materialised, since DLPack
     shares the raw storage without them and NumPy would read -x as x."""
     if getattr(value, "requires_grad", False):
-        raise TypeError(f"{name} is a torch tensor that requires grad (cppconv computes no gradients): pass {name}.detach()")
+        raise TypeError(
+            f"{name} is a torch tensor that requires grad (cppconv computes no gradients): pass {name}.detach()"
+        )
     for bit, resolve in (("is_neg", "resolve_neg"), ("is_conj", "resolve_conj")):
         test = getattr(value, bit, None)
         if callable(test) and test():
@@ -690,7 +694,9 @@ def prepare_call(
     return PreparedCall(geo, plan, as_rounded(geo.x4, dtypes.compute, dtypes.rounding), dst, direct, dtypes.result)
 
 
-def deliver(out: Optional[np.ndarray], buffer: np.ndarray, direct: bool, shape: Tuple[int, ...], result: np.dtype) -> np.ndarray:
+def deliver(
+    out: Optional[np.ndarray], buffer: np.ndarray, direct: bool, shape: Tuple[int, ...], result: np.dtype
+) -> np.ndarray:
     """The user's result from the kernel's buffer (see output_buffer): out, or a new array of `result`."""
     if direct:
         return out  # type: ignore[return-value]

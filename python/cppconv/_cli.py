@@ -110,9 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from . import bench
-
-    from . import __version__
+    from . import __version__, bench
 
     parser = argparse.ArgumentParser(prog="cppconv", description="cppconv: fast 2-D convolution on NumPy arrays.")
     parser.add_argument("--version", action="version", version=f"cppconv {__version__}")

@@ -27,7 +27,8 @@ def conv_output_size(input_size: int, kernel_size: int, stride: int = 1, padding
     _args.check_padded_size((i + 2 * p,))
     if d * (k - 1) + 1 > i + 2 * p:
         raise ValueError(
-            f"kernel_size {k} with dilation {d} spans {d * (k - 1) + 1} > padded input size {i + 2 * p}: output size below 1"
+            f"kernel_size {k} with dilation {d} spans {d * (k - 1) + 1} > padded input size {i + 2 * p}: "
+            "output size below 1"
         )
     return int(_native.conv_output_size(i, k, s, d, p, p))
 
@@ -54,7 +55,7 @@ class _ConvSpec:
         self.precision = _args.precision_code(precision)  # -1: the process-wide setting at call time
 
     @classmethod
-    def popped_from(cls, kwargs: Dict[str, Any], rank: int = 2) -> "_ConvSpec":
+    def popped_from(cls, kwargs: Dict[str, Any], rank: int = 2) -> _ConvSpec:
         """The spec of a convolution's keywords in `kwargs` (taken out of it), defaults for the rest."""
         return cls(
             rank, kwargs.pop("stride", 1), kwargs.pop("padding", 0), kwargs.pop("dilation", 1),
@@ -99,7 +100,8 @@ class _Geometry:
         if r == 2 and (x.ndim == 2 or weight.ndim == 2):
             if x.ndim != 2 or weight.ndim != 2:
                 raise ValueError(
-                    f"a 2-D image needs a 2-D kernel and vice versa: x has shape {x.shape}, weight has shape {weight.shape}"
+                    f"a 2-D image needs a 2-D kernel and vice versa: x has shape {x.shape}, "
+                    f"weight has shape {weight.shape}"
                 )
             x4 = x[None, :, :, None] if last else x[None, None]
             w4 = weight[None, None]
@@ -154,7 +156,10 @@ class _Geometry:
                 f"kernel {tuple(kernel_sizes)} with dilation {spec.dilation} spans {spans}, "
                 f"larger than the padded input {padded}{hint}"
             )
-        outs = tuple((p - sp) // st + 1 for p, sp, st in zip(padded, spans, spec.stride))
+        outs = tuple(
+            int(_native.conv_output_size(i, kk, st, d, b, a))
+            for i, kk, st, d, b, a in zip(sizes, kernel_sizes, spec.stride, spec.dilation, befores, afters)
+        )
         self.x4, self.w4, self.pads = x4, w4, pads
         self.out_shape4 = (n, *outs, k) if last else (n, k, *outs)
         if r == 2 and x.ndim == 2:
@@ -388,7 +393,9 @@ def _conv_with_algorithm(
     return _run(spec, x, weight, bias, out, algorithm=algorithm)
 
 
-def explain(x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: Any = np.float32, **kwargs: Any) -> Dict[str, Any]:
+def explain(
+    x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: Any = np.float32, **kwargs: Any
+) -> Dict[str, Any]:
     """What conv1d, conv2d or conv3d (by the weight's rank) would do for these shapes, without
     running it.
 

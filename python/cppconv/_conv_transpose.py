@@ -137,7 +137,8 @@ class _Geometry:
         if image:
             if x.ndim != 2 or weight.ndim != 2:
                 raise ValueError(
-                    f"a 2-D image needs a 2-D kernel and vice versa: x has shape {x.shape}, weight has shape {weight.shape}"
+                    f"a 2-D image needs a 2-D kernel and vice versa: x has shape {x.shape}, "
+                    f"weight has shape {weight.shape}"
                 )
             wb = weight[None, None]
             xb = _args.image_4d(x, spec.layout)

@@ -243,7 +243,7 @@ def _sliding_without_matplotlib(cell: int = 14) -> np.ndarray:
     cases = sliding_outputs()
     gap = cell
     panels = []
-    for _, stride, padding, size, _ in cases:
+    for _, _stride, padding, size, _ in cases:
         n = 5 + 2 * padding
         width = (n + 1 + size) * cell
         panel = np.full((7 * cell, width, 3), 255, np.uint8)

@@ -17,7 +17,9 @@ def read_only(getter: Callable[[Any], Any]) -> Any:
 
     def refuse(self: Any, value: Any) -> None:
         cls = type(self).__name__
-        raise AttributeError(f"{cls}.{name} is read-only (fixed when the layer is built): make a new {cls} with {name}={value!r}")
+        raise AttributeError(
+            f"{cls}.{name} is read-only (fixed when the layer is built): make a new {cls} with {name}={value!r}"
+        )
 
     return property(getter, refuse, doc=getter.__doc__)
 
@@ -61,7 +63,7 @@ class Layer:
         >>> import torch, cppconv
         >>> cppconv.Conv2d.from_torch(torch.nn.Conv2d(3, 8, 3, padding="same", bias=False))
         Conv2d(3, 8, kernel_size=(3, 3), stride=(1, 1), padding='same', dilation=(1, 1), groups=1, bias=False, padding_mode='zeros', padding_value=0.0, layout='NCHW', activation=None, precision=None)
-        """
+        """  # noqa: E501 - the doctest shows the repr as printed
         from . import _from_torch
 
         return cls(**_from_torch.layer_arguments(cls, module, cls._torch_settings, cls._torch_weighted, kwargs))

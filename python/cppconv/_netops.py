@@ -11,7 +11,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-
 # The activations take `out` (which may be x itself, when x dies at this step): each writes
 # its result there in place of a new array.
 

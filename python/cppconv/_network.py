@@ -23,9 +23,18 @@ import numpy as np
 from . import _args, _netops, _netquant, _quant
 from ._conv import Conv1d, Conv2d, Conv3d
 from ._conv_transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
+from ._pool import (
+    avg_pool1d,
+    avg_pool2d,
+    avg_pool3d,
+    global_avg_pool1d,
+    global_avg_pool2d,
+    global_avg_pool3d,
+    max_pool1d,
+    max_pool2d,
+    max_pool3d,
+)
 from ._quant import QConv1d, QConv2d, QConv3d
-from ._pool import (avg_pool1d, avg_pool2d, avg_pool3d, global_avg_pool1d, global_avg_pool2d, global_avg_pool3d,
-                    max_pool1d, max_pool2d, max_pool3d)
 
 Perm = Optional[Tuple[int, ...]]  # a value's stored axis order: None (as ONNX), or channels-last
 
@@ -136,7 +145,7 @@ def parse_model(model: Any) -> Tuple[Any, bytes]:
         proto = onnx.ModelProto()
         try:
             proto.ParseFromString(data)
-        except Exception as e:  # protobuf's DecodeError
+        except Exception as e:  # noqa: BLE001 - protobuf's DecodeError
             raise ModelError(f"not an ONNX model: {e}") from None
     else:
         import os
@@ -147,7 +156,7 @@ def parse_model(model: Any) -> Tuple[Any, bytes]:
             proto = onnx.load(os.fspath(model))  # also reads weights kept in files beside the model
         except OSError:
             raise
-        except Exception as e:  # protobuf's DecodeError
+        except Exception as e:  # noqa: BLE001 - protobuf's DecodeError
             raise ModelError(f"{os.fspath(model)}: not an ONNX model: {e}") from None
         data = proto.SerializeToString()
     if not proto.graph.node and not proto.graph.output:
@@ -273,7 +282,7 @@ def _inferred_shapes(proto: Any) -> Tuple[Dict[str, Tuple[Optional[int], ...]], 
     problem = None
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
-    except Exception as e:  # onnx.shape_inference.InferenceError and the checker's errors
+    except Exception as e:  # noqa: BLE001 - onnx.shape_inference.InferenceError and the checker's errors
         # Planned on what inference can still say, so a node's own check names the attribute
         # at fault; the error stands if no check does (Network.__init__).
         problem = f"the model's shapes do not check: {str(e).strip()}"
@@ -501,7 +510,7 @@ class _Planner:
                 args.append(np.zeros(shape, self.dtypes.get(i.split("@")[0], self.dtype)))
             try:
                 found.append(list(fn(*args)))
-            except Exception:  # a step that zeros do not suit: its shapes stay unknown
+            except Exception:  # noqa: BLE001 - a step that zeros do not suit: its shapes stay unknown
                 return
         if values:
             for o, one, two in zip(outs, *found):
@@ -563,7 +572,9 @@ def _constant_value(node: _Node) -> np.ndarray:
     raise ModelError(f"{node.where()}: no value attribute; supported: value, value_float(s), value_int(s)")
 
 
-def _clip_bounds(node: _Node, known: Dict[str, np.ndarray], opset: int) -> Optional[Tuple[Optional[float], Optional[float]]]:
+def _clip_bounds(
+    node: _Node, known: Dict[str, np.ndarray], opset: int
+) -> Optional[Tuple[Optional[float], Optional[float]]]:
     """Clip's (min, max) when they are constants (attributes before opset 11, inputs after)."""
     if opset < 11:
         return node.attrs.get("min"), node.attrs.get("max")
@@ -1471,7 +1482,7 @@ class Network:
             feeds[spec.name] = np.zeros((1, *sizes) if spec.shape else (), spec.dtype)
         try:
             self.run(feeds)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any failure of the run is the model's error
             raise ModelError(f"{problem}; a run on zeros fails too: {e}") from None
 
     def _compile(self, planner: _Planner, outputs: List[str]) -> None:
@@ -1634,7 +1645,7 @@ def _step_error(error: Exception, row: Dict[str, Any]) -> Exception:
     message = f"node {row['node']!r} ({row['op']}, {row['became']}): {error}"
     try:
         return type(error)(message)
-    except Exception:  # an exception type whose constructor takes other arguments
+    except Exception:  # noqa: BLE001 - an exception type whose constructor takes other arguments
         return RuntimeError(message)
 
 
@@ -1690,10 +1701,11 @@ def _refcounts_tell() -> bool:
         del args, held
         dropped = _dropped(env, 0, np.dtype(np.float32)) is not None
         env = [np.zeros(2, np.float32)]
-        held = env[0]
+        held = env[0]  # a second reference: the value is not free
         kept = _dropped(env, 0, np.dtype(np.float32)) is None
+        del held
         return alone and shared and dropped and kept
-    except Exception:
+    except Exception:  # noqa: BLE001 - an interpreter this probe does not suit: no buffer reuse
         return False
 
 

@@ -116,7 +116,7 @@ def decode_png(data: bytes) -> np.ndarray:
     return pixels.reshape(height, width) if channels == 1 else pixels.reshape(height, width, channels)
 
 
-def read_png(path: Union[str, "os.PathLike[str]"]) -> np.ndarray:
+def read_png(path: Union[str, os.PathLike[str]]) -> np.ndarray:
     """Reads a PNG written by :func:`write_png` (or any 8-bit gray/RGB(A) PNG)."""
     with open(path, "rb") as f:
         return decode_png(f.read())

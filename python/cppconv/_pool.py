@@ -62,7 +62,8 @@ def _no_window(axis: str, i: int, k: int, s: int, before: int, after: int, d: in
 
 @overload
 def pool_output_size(
-    input_size: int, kernel_size: int, stride: Optional[int] = None, padding: int = 0, dilation: int = 1, ceil_mode: bool = False
+    input_size: int, kernel_size: int, stride: Optional[int] = None, padding: int = 0, dilation: int = 1,
+    ceil_mode: bool = False,
 ) -> int: ...
 @overload
 def pool_output_size(
@@ -95,8 +96,11 @@ def pool_output_size(
     return _axis_output_size(input_size, kernel_size, stride, padding, dilation, ceil_mode)
 
 
-def _axis_output_size(input_size: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: bool) -> int:
-    i, k, s, p, d = _args.axis_sizes(input_size, kernel_size, kernel_size if stride is None else stride, padding, dilation)
+def _axis_output_size(
+    input_size: Any, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: bool
+) -> int:
+    strides = kernel_size if stride is None else stride
+    i, k, s, p, d = _args.axis_sizes(input_size, kernel_size, strides, padding, dilation)
     out = _pool_length(i, k, s, p, p, d, bool(ceil_mode))
     if out < 1:
         raise _no_window("", i, k, s, p, p, d, bool(ceil_mode))
@@ -254,7 +258,8 @@ def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, a
     _args.check_padded_size(tuple(sizes[a] + pads[2 * a] + pads[2 * a + 1] for a in range(rank)))
     out_sizes = []
     for a in range(rank):
-        axis = (sizes[a], spec.kernel[a], spec.stride[a], pads[2 * a], pads[2 * a + 1], spec.dilation[a], spec.ceil_mode)
+        axis = (sizes[a], spec.kernel[a], spec.stride[a], pads[2 * a], pads[2 * a + 1], spec.dilation[a],
+                spec.ceil_mode)
         length = _pool_length(*axis)
         if length < 1:
             raise _no_window(f" along the {_AXIS_NAMES[rank][a]}", *axis)
@@ -272,7 +277,8 @@ def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, a
         top, bottom, left, right = (0, 0) * (2 - rank) + pads
         _native.pool2d(_native_view(xin, rank, spec.layout), _native_view(dest.values, rank, spec.layout),
                        _native_view(dest.indices, rank, spec.layout), spec.kind, kh, kw, sh, sw, dh, dw, top, bottom,
-                       left, right, spec.ceil_mode, spec.count_include_pad, spec.divisor, spec.layout, algorithm, threads)
+                       left, right, spec.ceil_mode, spec.count_include_pad, spec.divisor, spec.layout, algorithm,
+                       threads)
     return dest.deliver()
 
 
@@ -367,8 +373,8 @@ def max_pool2d(
     array([[[ 5.,  7.],
             [13., 15.]]], dtype=float32)
     """
-    if (out is None and num_threads is None and dtype is None and dilation.__class__ is int and dilation == 1 and ceil_mode is False
-            and return_indices is False):
+    if (out is None and num_threads is None and dtype is None and dilation.__class__ is int and dilation == 1
+            and ceil_mode is False and return_indices is False):
         y = _simple_pool(_MAX, x, kernel_size, stride, padding, True, layout)
         if y is not None:
             return y
@@ -616,7 +622,8 @@ def _adaptive_request(output_size: Any, rank: int) -> Tuple[Optional[int], ...]:
 
 
 def _run_adaptive(kind: int, x: Any, output_size: Any, layout: Any, return_indices: bool = False,
-                  out: Any = None, algorithm: str = "", rank: int = 2, num_threads: Any = None, dtype: Any = None) -> Any:
+                  out: Any = None, algorithm: str = "", rank: int = 2, num_threads: Any = None,
+                  dtype: Any = None) -> Any:
     code = _args.layout_code(layout, rank)
     threads = _args.thread_count(num_threads)
     request = _adaptive_request(output_size, rank)
@@ -636,7 +643,8 @@ def _run_adaptive(kind: int, x: Any, output_size: Any, layout: Any, return_indic
 
 
 def adaptive_avg_pool2d(
-    x: Any, output_size: Any, layout: _types.Layout2d = "NCHW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None,
+    x: Any, output_size: Any, layout: _types.Layout2d = "NCHW", out: Optional[np.ndarray] = None,
+    num_threads: Optional[int] = None,
     dtype: Any = None,
 ) -> np.ndarray:
     """Adaptive average pooling to a fixed output size (``torch.nn.functional.adaptive_avg_pool2d``).
@@ -697,7 +705,8 @@ def adaptive_max_pool2d(
 
 
 def adaptive_avg_pool1d(
-    x: Any, output_size: Any, layout: _types.Layout1d = "NCW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None,
+    x: Any, output_size: Any, layout: _types.Layout1d = "NCW", out: Optional[np.ndarray] = None,
+    num_threads: Optional[int] = None,
     dtype: Any = None,
 ) -> np.ndarray:
     """Adaptive 1-D average pooling (``torch.nn.functional.adaptive_avg_pool1d``); windows as
@@ -711,7 +720,8 @@ def adaptive_avg_pool1d(
 
 
 def adaptive_avg_pool3d(
-    x: Any, output_size: Any, layout: _types.Layout3d = "NCDHW", out: Optional[np.ndarray] = None, num_threads: Optional[int] = None,
+    x: Any, output_size: Any, layout: _types.Layout3d = "NCDHW", out: Optional[np.ndarray] = None,
+    num_threads: Optional[int] = None,
     dtype: Any = None,
 ) -> np.ndarray:
     """Adaptive 3-D average pooling (``torch.nn.functional.adaptive_avg_pool3d``): output_size
@@ -754,7 +764,8 @@ def adaptive_max_pool1d(
     >>> cppconv.adaptive_max_pool1d(np.array([[1., 5., 2., 4., 3.]]), 2, return_indices=True)
     (array([[5., 4.]]), array([[1, 3]]))
     """
-    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, rank=1, num_threads=num_threads, dtype=dtype)
+    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, rank=1, num_threads=num_threads,
+                         dtype=dtype)
 
 
 @overload
@@ -787,7 +798,8 @@ def adaptive_max_pool3d(
     >>> cppconv.adaptive_max_pool3d(np.arange(8.0).reshape(1, 2, 2, 2), 1, return_indices=True)
     (array([[[[7.]]]]), array([[[[7]]]]))
     """
-    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, rank=3, num_threads=num_threads, dtype=dtype)
+    return _run_adaptive(_MAX, x, output_size, layout, bool(return_indices), out, rank=3, num_threads=num_threads,
+                         dtype=dtype)
 
 
 def global_avg_pool2d(x: Any, layout: _types.Layout2d = "NCHW", out: Optional[np.ndarray] = None,
@@ -798,7 +810,8 @@ def global_avg_pool2d(x: Any, layout: _types.Layout2d = "NCHW", out: Optional[np
     >>> cppconv.global_avg_pool2d(np.ones((2, 7, 7, 8), np.float32), layout="NHWC").shape
     (2, 1, 1, 8)
     """
-    if out is None and num_threads is None and dtype is None and x.__class__ is np.ndarray and x.ndim == 4 and x.flags.c_contiguous and x.size:
+    if (out is None and num_threads is None and dtype is None and x.__class__ is np.ndarray and x.ndim == 4
+            and x.flags.c_contiguous and x.size):
         # The common call, a batch in a native float dtype, without the general path's
         # argument handling: at batch 1 that handling costs more than the reduction.
         code = _args.LAYOUTS.get(layout) if layout.__class__ is str else None
@@ -876,7 +889,8 @@ class _AvgPoolNd(_PoolLayer):
     """AvgPool1d/2d/3d by their _rank; layout None is the rank's channels-first layout."""
 
     _rank = 2
-    _repr_settings = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override", "layout")
+    _repr_settings = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override",
+                      "layout")
     _torch_settings = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
@@ -952,7 +966,8 @@ class AvgPool1d(_AvgPoolNd):
 
 
 class AvgPool2d(_AvgPoolNd):
-    """An average-pooling layer: ``AvgPool2d(kernel_size, **kwargs)(x)`` equals ``avg_pool2d(x, kernel_size, **kwargs)``.
+    """An average-pooling layer: ``AvgPool2d(kernel_size, **kwargs)(x)`` equals
+    ``avg_pool2d(x, kernel_size, **kwargs)``.
     It pickles and copies (as its constructor arguments).
 
     >>> import numpy as np, cppconv
@@ -962,7 +977,8 @@ class AvgPool2d(_AvgPoolNd):
     """
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
-                 count_include_pad: bool = True, divisor_override: Optional[int] = None, layout: _types.Layout2d = "NCHW"):
+                 count_include_pad: bool = True, divisor_override: Optional[int] = None,
+                 layout: _types.Layout2d = "NCHW"):
         super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, layout)
 
 
@@ -1014,7 +1030,8 @@ class _AdaptivePoolNd(_layer.Layer):
 
     def __call__(self, x: Any, out: Any = None, *, num_threads: Optional[int] = None, dtype: Any = None) -> Any:
         spec = self._spec
-        return _run_adaptive(spec.kind, x, spec.output_size, _args.code_word(_args.RANK_LAYOUTS[spec.rank], spec.layout),
+        layout = _args.code_word(_args.RANK_LAYOUTS[spec.rank], spec.layout)
+        return _run_adaptive(spec.kind, x, spec.output_size, layout,
                              self._return_indices, out, rank=spec.rank, num_threads=num_threads, dtype=dtype)
 
 

@@ -120,7 +120,9 @@ class _QuantizedWeights:
         if bias is not None:
             b = np.asarray(bias)
             if b.dtype.kind not in "iu":
-                raise TypeError(f"bias must be an int32 array (scale x_scale * w_scale, zero point 0), got dtype {b.dtype}")
+                raise TypeError(
+                    f"bias must be an int32 array (scale x_scale * w_scale, zero point 0), got dtype {b.dtype}"
+                )
             if b.shape != (k,):
                 raise ValueError(f"bias must have shape ({k},) for {k} output channels, got {b.shape}")
             if b.size and (int(b.min()) < -2**31 or int(b.max()) > _INT32_MAX):

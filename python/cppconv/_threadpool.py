@@ -67,7 +67,7 @@ def _controller_class(threadpoolctl: ModuleType) -> Optional[type]:
 # Where that count was cppconv's default (no set_num_threads), setting it again means following
 # the default again (OMP_NUM_THREADS, threadpoolctl's "openmp" API), not pinning it.  Kept
 # outside the controller, whose attributes threadpool_info() would list.
-_default_count: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+_default_count: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
 def register(threadpoolctl: ModuleType) -> bool:

@@ -211,7 +211,7 @@ class LayerData:
     b: Optional[np.ndarray]
 
     @classmethod
-    def make(cls, layer: Layer, seed: int = 0, dtype: str = "f32") -> "LayerData":
+    def make(cls, layer: Layer, seed: int = 0, dtype: str = "f32") -> LayerData:
         """float32 data, or with dtype "bf16" x and the weight in bfloat16 (the bias float32)."""
         rng = np.random.default_rng(seed)
         x = rng.standard_normal(layer.x_shape, dtype=np.float32)
@@ -238,7 +238,7 @@ Runner = Callable[[Layer, LayerData, int], Callable[[], Any]]
 def _import(name: str) -> Any:
     try:
         return importlib.import_module(name)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an optional peer that fails to import (not only ImportError) is absent
         return None
 
 
@@ -717,7 +717,7 @@ def run_layer(layer: Layer, columns: Sequence[str], threads: int, cfg: TimerConf
 def _lscpu_model() -> Optional[str]:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-    except Exception:
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
         return None
     for line in out.splitlines():
         if line.startswith("Model name:"):
@@ -735,7 +735,7 @@ def _git_info(root: Optional[str]) -> Dict[str, Any]:
         dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=5).stdout.strip() != ""
         return {"commit": head or None, "dirty": dirty if head else None}
-    except Exception:
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
         return {}
 
 
@@ -944,7 +944,8 @@ def result_json(r: Result) -> Dict[str, Any]:
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The benchmark's options, shared by ``cppconv bench`` and bench/bench_conv.py."""
-    ap.add_argument("--quick", action="store_true", help="fewer repeats, skip the batched layers (batch 16, the batch-64 sanity rows)")
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer repeats, skip the batched layers (batch 16, the batch-64 sanity rows)")
     ap.add_argument("--threads", type=int, help="threads for every library (default: cppconv.get_num_threads())")
     ap.add_argument("--layers", help="comma-separated layer names (see --list)")
     ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}")

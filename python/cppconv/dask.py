@@ -173,14 +173,14 @@ def _channel_axis(rank: int, layout: int) -> int:
     return rank + 1 if layout == 1 else 1
 
 
-def _unbatched(y: "da.Array", ndim: int, rank: int, layout: int, image: bool) -> "da.Array":
+def _unbatched(y: da.Array, ndim: int, rank: int, layout: int, image: bool) -> da.Array:
     """The result for an input of `ndim` dimensions from the batched one (see _args.image_shape)."""
     if image:
         return y[0, :, :, 0] if layout == 1 else y[0, 0]
     return y if ndim == rank + 2 else y[0]
 
 
-def _input_array(x: Any) -> "da.Array":
+def _input_array(x: Any) -> da.Array:
     return x if isinstance(x, da.Array) else da.asarray(x)
 
 
@@ -201,7 +201,7 @@ def _assemble(pieces: Any, axes: Sequence[int], slices: Sequence[Sequence[slice]
 
 
 def _windowed(
-    name: str, x: "da.Array", axes: Sequence[int], plans: Sequence[_Split], channel_axis: int, out_channels: int,
+    name: str, x: da.Array, axes: Sequence[int], plans: Sequence[_Split], channel_axis: int, out_channels: int,
     block: Callable[..., Any], arrays: Sequence[Optional[np.ndarray]], dtype: Any,
 ) -> Any:
     """The graph of a windowed operation: x rechunked to the plans' cores (channels one chunk),
@@ -222,20 +222,21 @@ def _windowed(
             array_keys.append((f"{out_name}-operand", i))
             dsk[array_keys[-1]] = array
     counts = [len(plans[axes.index(a)].out_chunks) if a in axes else len(x.chunks[a]) for a in range(x.ndim)]
+
+    def keys(index: Tuple[int, ...], spans: List[List[Tuple[int, slice]]], level: int, at: Tuple[int, ...]) -> Any:
+        """The nested lists of x's keys that output chunk `index` reads (one level per axis)."""
+        if level == len(axes):
+            block_index = list(index)
+            for a, j in zip(axes, at):
+                block_index[a] = j
+            return (x.name, *block_index)
+        return [keys(index, spans, level + 1, at + (j,)) for j, _ in spans[level]]
+
     for index in itertools.product(*map(range, counts)):
         spans = [plan.pieces(index[a]) for plan, a in zip(plans, axes)]
-
-        def keys(level: int, at: Tuple[int, ...]) -> Any:
-            if level == len(axes):
-                block_index = list(index)
-                for a, j in zip(axes, at):
-                    block_index[a] = j
-                return (x.name, *block_index)
-            return [keys(level + 1, at + (j,)) for j, _ in spans[level]]
-
         slices = [[s for _, s in span] for span in spans]
         pads = tuple(plan.local[index[a]] for plan, a in zip(plans, axes))
-        dsk[(out_name, *index)] = (_run_block, block, keys(0, ()), tuple(axes), slices, pads, *array_keys)
+        dsk[(out_name, *index)] = (_run_block, block, keys(index, spans, 0, ()), tuple(axes), slices, pads, *array_keys)
     out_chunks = list(x.chunks)
     out_chunks[channel_axis] = (out_channels,)
     for axis, plan in zip(axes, plans):
@@ -276,7 +277,7 @@ def _conv_chunk(x: np.ndarray, pads: Tuple[Tuple[int, int], ...], weight: np.nda
                          f"chunks") from e
 
 
-def _pad_far(x: "da.Array", axes: Sequence[int], pads: Sequence[Tuple[int, int]], mode: int) -> "da.Array":
+def _pad_far(x: da.Array, axes: Sequence[int], pads: Sequence[Tuple[int, int]], mode: int) -> da.Array:
     """x with the padding of a mode that reads the input (reflect, replicate, circular,
     symmetric) copied in, lazily: each axis gets the rows the native padding index maps name."""
     for axis, (before, after) in zip(axes, pads):
@@ -311,7 +312,7 @@ def _padded_source(i: int, size: int, before: int, mode: int) -> int:
     return period - s if s >= size else s
 
 
-def _convolve(rank: int, x: Any, weight: Any, bias: Any, kwargs: Dict[str, Any], num_threads: Any) -> "da.Array":
+def _convolve(rank: int, x: Any, weight: Any, bias: Any, kwargs: Dict[str, Any], num_threads: Any) -> da.Array:
     x = _input_array(x)
     weight = _args.as_input_array(weight, "weight")
     bias = None if bias is None else _args.as_input_array(bias, "bias")
@@ -347,7 +348,10 @@ def _convolve(rank: int, x: Any, weight: Any, bias: Any, kwargs: Dict[str, Any],
         common["padding_mode"], common["padding_value"] = "zeros", 0.0
     sizes = [x4.shape[a] for a in axes]
     spans = [d * (k - 1) + 1 for d, k in zip(spec.dilation, weight.shape[2:])]
-    outs = [(s + b + a - sp) // st + 1 for s, (b, a), sp, st in zip(sizes, pairs, spans, spec.stride)]
+    outs = [
+        int(_native.conv_output_size(s, k, st, d, b, a))
+        for s, k, st, d, (b, a) in zip(sizes, weight.shape[2:], spec.stride, spec.dilation, pairs)
+    ]
     algorithm = info["algorithm"]
     # Winograd F(2x2, 3x3) computes an output from its place in a 2x2 tile (of each dilation phase).
     align = [2 * d if "winograd" in algorithm else 1 for d in spec.dilation]
@@ -369,7 +373,7 @@ def _convolve(rank: int, x: Any, weight: Any, bias: Any, kwargs: Dict[str, Any],
     return _unbatched(y, x.ndim, rank, layout, image)
 
 
-def _accepted(rank: int, spec: Any, common: Dict[str, Any], plans: Sequence[_Split], x4: "da.Array", weight: np.ndarray,
+def _accepted(rank: int, spec: Any, common: Dict[str, Any], plans: Sequence[_Split], x4: da.Array, weight: np.ndarray,
               bias: Any, dtype: np.dtype, algorithm: str) -> bool:
     """Whether the dispatcher (as cppconv.explain reports it: no kernel runs) picks the pinned
     algorithm for every chunk's problem on its own.  A chunk for which it picks another may be
@@ -392,13 +396,13 @@ def _accepted(rank: int, spec: Any, common: Dict[str, Any], plans: Sequence[_Spl
     return True
 
 
-def conv1d(x: Any, weight: Any, bias: Any = None, *, num_threads: Optional[int] = None, **kwargs: Any) -> "da.Array":
+def conv1d(x: Any, weight: Any, bias: Any = None, *, num_threads: Optional[int] = None, **kwargs: Any) -> da.Array:
     """:func:`cppconv.conv1d` of a Dask array (see the module's notes): the same keywords, a lazy
     result with the same numbers as the in-memory call on the whole array."""
     return _convolve(1, x, weight, bias, kwargs, num_threads)
 
 
-def conv2d(x: Any, weight: Any, bias: Any = None, *, num_threads: Optional[int] = None, **kwargs: Any) -> "da.Array":
+def conv2d(x: Any, weight: Any, bias: Any = None, *, num_threads: Optional[int] = None, **kwargs: Any) -> da.Array:
     """:func:`cppconv.conv2d` of a Dask array (see the module's notes): the same keywords
     (stride, padding, dilation, groups, padding_mode, layout, activation, precision), a lazy
     result with the same numbers as the in-memory call on the whole array.
@@ -412,7 +416,7 @@ def conv2d(x: Any, weight: Any, bias: Any = None, *, num_threads: Optional[int] 
     return _convolve(2, x, weight, bias, kwargs, num_threads)
 
 
-def conv3d(x: Any, weight: Any, bias: Any = None, *, num_threads: Optional[int] = None, **kwargs: Any) -> "da.Array":
+def conv3d(x: Any, weight: Any, bias: Any = None, *, num_threads: Optional[int] = None, **kwargs: Any) -> da.Array:
     """:func:`cppconv.conv3d` of a Dask array (see the module's notes)."""
     return _convolve(3, x, weight, bias, kwargs, num_threads)
 
@@ -459,7 +463,7 @@ def _transpose_chunk(x: np.ndarray, local: Tuple[Any, ...], weight: np.ndarray, 
 
 
 def _transposed(rank: int, x: Any, weight: Any, bias: Any, stride: Any, padding: Any, output_padding: Any, groups: Any,
-                dilation: Any, layout: Optional[str], activation: Any, num_threads: Any) -> "da.Array":
+                dilation: Any, layout: Optional[str], activation: Any, num_threads: Any) -> da.Array:
     x = _input_array(x)
     weight = _args.as_input_array(weight, "weight")
     bias = None if bias is None else _args.as_input_array(bias, "bias")
@@ -489,16 +493,18 @@ def _transposed(rank: int, x: Any, weight: Any, bias: Any, stride: Any, padding:
 
 
 def conv_transpose1d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
-                     groups: int = 1, dilation: Any = 1, *, layout: Optional[str] = None, activation: Optional[str] = None,
-                     num_threads: Optional[int] = None) -> "da.Array":
+                     groups: int = 1, dilation: Any = 1, *, layout: Optional[str] = None,
+                     activation: Optional[str] = None,
+                     num_threads: Optional[int] = None) -> da.Array:
     """:func:`cppconv.conv_transpose1d` of a Dask array (see conv_transpose2d)."""
     return _transposed(1, x, weight, bias, stride, padding, output_padding, groups, dilation, layout, activation,
                        num_threads)
 
 
 def conv_transpose2d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
-                     groups: int = 1, dilation: Any = 1, *, layout: Optional[str] = None, activation: Optional[str] = None,
-                     num_threads: Optional[int] = None) -> "da.Array":
+                     groups: int = 1, dilation: Any = 1, *, layout: Optional[str] = None,
+                     activation: Optional[str] = None,
+                     num_threads: Optional[int] = None) -> da.Array:
     """:func:`cppconv.conv_transpose2d` of a Dask array, with the same numbers as the in-memory
     call: each output chunk gathers every input that reaches it (a halo on both sides).
 
@@ -513,8 +519,9 @@ def conv_transpose2d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, pad
 
 
 def conv_transpose3d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
-                     groups: int = 1, dilation: Any = 1, *, layout: Optional[str] = None, activation: Optional[str] = None,
-                     num_threads: Optional[int] = None) -> "da.Array":
+                     groups: int = 1, dilation: Any = 1, *, layout: Optional[str] = None,
+                     activation: Optional[str] = None,
+                     num_threads: Optional[int] = None) -> da.Array:
     """:func:`cppconv.conv_transpose3d` of a Dask array (see conv_transpose2d)."""
     return _transposed(3, x, weight, bias, stride, padding, output_padding, groups, dilation, layout, activation,
                        num_threads)
@@ -588,7 +595,7 @@ def _pooled(kind: str, rank: int, x: Any, kernel_size: Any, stride: Any, padding
     if return_indices:
         for plan in plans:  # each chunk's origin, to turn its indices into the whole plane's
             plan.local = [(pads, start) for pads, start in zip(plan.local, plan.lo)]
-        block: "functools.partial[Any]" = functools.partial(
+        block: functools.partial[Any] = functools.partial(
             _pool_indices_chunk, function=function, kwargs=kwargs, num_threads=num_threads, axes=axes,
             sizes=tuple(sizes))
         pair = _windowed(name, x4, axes, plans, c_axis, x4.shape[c_axis], block, (), (result, np.dtype(np.int64)))
@@ -609,7 +616,7 @@ def max_pool2d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, d
 
 def avg_pool2d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: Optional[int] = None,
-               layout: str = "NCHW", *, num_threads: Optional[int] = None) -> "da.Array":
+               layout: str = "NCHW", *, num_threads: Optional[int] = None) -> da.Array:
     """:func:`cppconv.avg_pool2d` of a Dask array (see the module's notes)."""
     return _pooled("avg", 2, x, kernel_size, stride, padding, 1, ceil_mode, layout,
                    num_threads=num_threads, count_include_pad=count_include_pad, divisor_override=divisor_override)
@@ -633,7 +640,7 @@ def max_pool3d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, d
 
 def avg_pool1d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: Optional[int] = None,
-               layout: Optional[str] = None, *, num_threads: Optional[int] = None) -> "da.Array":
+               layout: Optional[str] = None, *, num_threads: Optional[int] = None) -> da.Array:
     """``cppconv.avg_pool1d`` of a Dask array, where this cppconv has it (see avg_pool2d)."""
     return _pooled("avg", 1, x, kernel_size, stride, padding, 1, ceil_mode, layout,
                    num_threads=num_threads, count_include_pad=count_include_pad, divisor_override=divisor_override)
@@ -641,7 +648,7 @@ def avg_pool1d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, c
 
 def avg_pool3d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: Optional[int] = None,
-               layout: Optional[str] = None, *, num_threads: Optional[int] = None) -> "da.Array":
+               layout: Optional[str] = None, *, num_threads: Optional[int] = None) -> da.Array:
     """``cppconv.avg_pool3d`` of a Dask array, where this cppconv has it (see avg_pool2d)."""
     return _pooled("avg", 3, x, kernel_size, stride, padding, 1, ceil_mode, layout,
                    num_threads=num_threads, count_include_pad=count_include_pad, divisor_override=divisor_override)
@@ -651,7 +658,7 @@ def avg_pool3d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, c
 # Adaptive and global pools: exact when no window straddles a chunk boundary
 
 
-def _adaptive(kind: str, rank: int, x: Any, output_size: Any, layout: Optional[str], num_threads: Any) -> "da.Array":
+def _adaptive(kind: str, rank: int, x: Any, output_size: Any, layout: Optional[str], num_threads: Any) -> da.Array:
     function, x, layout, code, x4, image = _pool_input(f"adaptive_{kind}_pool{{}}d", rank, x, layout)
     request = _pool._adaptive_request(output_size, rank)
     axes = _spatial_axes(rank, code)
@@ -699,13 +706,13 @@ def _adaptive_chunk(chunk: np.ndarray, *, function: Callable[..., np.ndarray], a
 
 
 def adaptive_avg_pool1d(x: Any, output_size: Any, layout: Optional[str] = None, *,
-                        num_threads: Optional[int] = None) -> "da.Array":
+                        num_threads: Optional[int] = None) -> da.Array:
     """:func:`cppconv.adaptive_avg_pool1d` of a Dask array (chunks as in adaptive_avg_pool2d)."""
     return _adaptive("avg", 1, x, output_size, layout, num_threads)
 
 
 def adaptive_avg_pool2d(x: Any, output_size: Any, layout: str = "NCHW", *,
-                        num_threads: Optional[int] = None) -> "da.Array":
+                        num_threads: Optional[int] = None) -> da.Array:
     """:func:`cppconv.adaptive_avg_pool2d` of a Dask array: exact where each spatial chunk
     boundary falls between windows (at multiples of ``size / gcd(size, output)``); otherwise a
     ValueError that names the chunking that works.  No return_indices on the adaptive pools."""
@@ -713,41 +720,41 @@ def adaptive_avg_pool2d(x: Any, output_size: Any, layout: str = "NCHW", *,
 
 
 def adaptive_avg_pool3d(x: Any, output_size: Any, layout: Optional[str] = None, *,
-                        num_threads: Optional[int] = None) -> "da.Array":
+                        num_threads: Optional[int] = None) -> da.Array:
     """:func:`cppconv.adaptive_avg_pool3d` of a Dask array (chunks as in adaptive_avg_pool2d)."""
     return _adaptive("avg", 3, x, output_size, layout, num_threads)
 
 
 def adaptive_max_pool1d(x: Any, output_size: Any, layout: Optional[str] = None, *,
-                        num_threads: Optional[int] = None) -> "da.Array":
+                        num_threads: Optional[int] = None) -> da.Array:
     """:func:`cppconv.adaptive_max_pool1d` of a Dask array (chunks as in adaptive_avg_pool2d)."""
     return _adaptive("max", 1, x, output_size, layout, num_threads)
 
 
 def adaptive_max_pool2d(x: Any, output_size: Any, layout: str = "NCHW", *,
-                        num_threads: Optional[int] = None) -> "da.Array":
+                        num_threads: Optional[int] = None) -> da.Array:
     """:func:`cppconv.adaptive_max_pool2d` of a Dask array (chunks as in adaptive_avg_pool2d)."""
     return _adaptive("max", 2, x, output_size, layout, num_threads)
 
 
 def adaptive_max_pool3d(x: Any, output_size: Any, layout: Optional[str] = None, *,
-                        num_threads: Optional[int] = None) -> "da.Array":
+                        num_threads: Optional[int] = None) -> da.Array:
     """:func:`cppconv.adaptive_max_pool3d` of a Dask array (chunks as in adaptive_avg_pool2d)."""
     return _adaptive("max", 3, x, output_size, layout, num_threads)
 
 
-def global_avg_pool1d(x: Any, layout: Optional[str] = None, *, num_threads: Optional[int] = None) -> "da.Array":
+def global_avg_pool1d(x: Any, layout: Optional[str] = None, *, num_threads: Optional[int] = None) -> da.Array:
     """:func:`cppconv.global_avg_pool1d` of a Dask array (chunks as in global_avg_pool2d)."""
     return _adaptive("avg", 1, x, 1, layout, num_threads)
 
 
-def global_avg_pool2d(x: Any, layout: str = "NCHW", *, num_threads: Optional[int] = None) -> "da.Array":
+def global_avg_pool2d(x: Any, layout: str = "NCHW", *, num_threads: Optional[int] = None) -> da.Array:
     """:func:`cppconv.global_avg_pool2d` of a Dask array: the spatial axes must be one chunk
     (the mean's summation order is the whole plane's); the batch may be chunked."""
     return _adaptive("avg", 2, x, 1, layout, num_threads)
 
 
-def global_avg_pool3d(x: Any, layout: Optional[str] = None, *, num_threads: Optional[int] = None) -> "da.Array":
+def global_avg_pool3d(x: Any, layout: Optional[str] = None, *, num_threads: Optional[int] = None) -> da.Array:
     """:func:`cppconv.global_avg_pool3d` of a Dask array (chunks as in global_avg_pool2d)."""
     return _adaptive("avg", 3, x, 1, layout, num_threads)
 
@@ -772,7 +779,7 @@ def _takes_num_threads(layer: Callable[..., Any]) -> bool:
 
 
 def apply(layer: Callable[..., Any], x: Any, *, output_shape: Optional[Tuple[int, ...]] = None, dtype: Any = None,
-          num_threads: Optional[int] = None) -> "da.Array":
+          num_threads: Optional[int] = None) -> da.Array:
     """``layer`` (a cppconv layer, a network, or any picklable callable on a batch) mapped over
     the batch chunks of ``x``; the other axes become one chunk.
 
