@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import onnx_networks  # noqa: E402
 
 F32, U8, I8, I32 = TensorProto.FLOAT, TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32
+WITH_MICROSOFT = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
 
 
 def _session(model: Any, optimise: bool = True) -> Any:
@@ -250,8 +251,8 @@ def test_per_axis_quantization_of_a_channels_last_value() -> None:
     # The conv output is stored NHWC; QuantizeLinear/DequantizeLinear along ONNX axis 1 must
     # follow the channels wherever they are stored.
     rng = np.random.default_rng(5)
-    inits = {"w": rng.standard_normal((5, 3, 3, 3)).astype(np.float32), "s": rng.uniform(0.01, 0.1, 5).astype(np.float32),
-             "z": rng.integers(0, 255, 5).astype(np.uint8)}
+    inits = {"w": rng.standard_normal((5, 3, 3, 3)).astype(np.float32),
+             "s": rng.uniform(0.01, 0.1, 5).astype(np.float32), "z": rng.integers(0, 255, 5).astype(np.uint8)}
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
              helper.make_node("QuantizeLinear", ["c", "s", "z"], ["q"], axis=1),
              helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=1)]
@@ -277,7 +278,8 @@ def _single(op: str, inputs: List[str], feeds: Dict[str, np.ndarray], inits: Dic
     """One quantized node against ONNX Runtime: uint8 results within one step (ties round
     differently) and at least the fraction `equal` of them equal."""
     node = helper.make_node(op, inputs, ["y"], domain=domain, **attrs)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(k, U8, list(v.shape)) for k, v in feeds.items()],
+    graph = helper.make_graph([node], "g",
+                              [helper.make_tensor_value_info(k, U8, list(v.shape)) for k, v in feeds.items()],
                               [helper.make_tensor_value_info("y", U8, None)],
                               [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("com.microsoft", 1)] if domain else [])
@@ -295,9 +297,10 @@ def _u8(*shape: int, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
 def test_qlinear_binary(op: str) -> None:
-    inits = {**_qparams("a", 0.03, 120), **_qparams("b", 0.05, 130), **_qparams("c", 0.08 if op == "QLinearAdd" else 0.2, 128)}
-    _single(op, ["a", "a_s", "a_z", "b", "b_s", "b_z", "c_s", "c_z"], {"a": _u8(2, 8, 5, 5), "b": _u8(1, 8, 1, 1, seed=1)},
-            inits)
+    inits = {**_qparams("a", 0.03, 120), **_qparams("b", 0.05, 130),
+             **_qparams("c", 0.08 if op == "QLinearAdd" else 0.2, 128)}
+    feeds = {"a": _u8(2, 8, 5, 5), "b": _u8(1, 8, 1, 1, seed=1)}
+    _single(op, ["a", "a_s", "a_z", "b", "b_s", "b_z", "c_s", "c_z"], feeds, inits)
 
 
 @pytest.mark.parametrize("op, attrs", [
@@ -343,7 +346,7 @@ def test_qgemm(with_bias: bool, quantized_output: bool) -> None:
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", U8, [3, 12])],
                               [helper.make_tensor_value_info("y", F32, None)],
                               [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model = helper.make_model(graph, opset_imports=WITH_MICROSOFT)
     np.testing.assert_allclose(cppconv.onnx.load(model).run(feeds)["y"], _session(model).run(None, feeds)[0],
                                rtol=1e-5, atol=1e-5)
 
@@ -380,7 +383,7 @@ def _microsoft_model(op: str, inputs: List[str], inits: Dict[str, np.ndarray], *
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", U8, [1, 4, 5, 5])],
                               [helper.make_tensor_value_info("y", U8, None)],
                               [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    return helper.make_model(graph, opset_imports=WITH_MICROSOFT)
 
 
 def test_unsupported_microsoft_operator_names_the_supported_ones() -> None:
@@ -408,7 +411,8 @@ def test_quantize_linear_without_saturation_is_refused() -> None:
     node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], saturate=0)
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", F32, [1, 4])],
                               [helper.make_tensor_value_info("y", U8, None)],
-                              [numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.uint8(3), "z")])
+                              [numpy_helper.from_array(np.float32(0.1), "s"),
+                               numpy_helper.from_array(np.uint8(3), "z")])
     with pytest.raises(ModelError, match="saturate=0 is not supported"):
         cppconv.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]))
 

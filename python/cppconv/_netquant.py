@@ -74,8 +74,8 @@ def _expansion(helper: Any, name: str, op: str, ins: List[str], outs: List[str],
     def dequantized(value: str, scale: str, zero_point: str, tag: str, axis: Optional[int] = None) -> str:
         out = f"{name}/{tag}_dequantized"
         kw = {} if axis is None else {"axis": axis}
-        new.append(helper.make_node("DequantizeLinear", [value, scale, zero_point], [out], name=f"{name}/dequantize_{tag}",
-                                    **kw))
+        new.append(helper.make_node("DequantizeLinear", [value, scale, zero_point], [out],
+                                    name=f"{name}/dequantize_{tag}", **kw))
         return out
 
     def result(float_value: str, scale: str, zero_point: str) -> None:
