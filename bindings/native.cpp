@@ -16,7 +16,7 @@
 #include <tuple>
 
 #include "bf16.h"
-#include "quantize.h"
+#include "elementwise.h"
 #include "conv.h"
 #include "conv_transpose.h"
 #include "dispatch.h"
@@ -62,10 +62,9 @@ void bind_conversion(py::module_& m, const char* name, void (*pass)(const S*, D*
       py::arg("src"), py::arg("dst"), py::arg("num_threads") = 0, doc);
 }
 
-// Quantize/dequantize arrays: C-contiguous, `count` elements laid out [outer][length][inner];
-// scale float32 and zero_point int32, `length` of each.
-void check_quantization(const py::array& x, const py::array& y, const py::array& scale, const py::array& zero_point,
-                        QuantizationAxis axis) {
+// The per-axis passes' arrays: C-contiguous, `count` elements laid out [outer][length][inner];
+// scale float32 (and zero_point int32), `length` of each.
+void check_axis_arrays(const py::array& x, const py::array& y, const py::array& scale, AxisLayout axis) {
   if (!(x.flags() & py::array::c_style)) throw py::type_error("x: must be C-contiguous");
   if (!(y.flags() & py::array::c_style) || !y.writeable()) throw py::type_error("y: must be a writable C-contiguous array");
   if (axis.outer < 0 || axis.length < 1 || axis.inner < 0 || x.size() != axis.outer * axis.length * axis.inner ||
@@ -73,6 +72,11 @@ void check_quantization(const py::array& x, const py::array& y, const py::array&
     throw py::value_error("x and y must have outer * length * inner elements");
   if (!scale.dtype().equal(py::dtype::of<float>()) || !(scale.flags() & py::array::c_style) || scale.size() != axis.length)
     throw py::type_error("scale: must be a C-contiguous float32 array of `length` values");
+}
+
+void check_quantization(const py::array& x, const py::array& y, const py::array& scale, const py::array& zero_point,
+                        AxisLayout axis) {
+  check_axis_arrays(x, y, scale, axis);
   if (!zero_point.dtype().equal(py::dtype::of<int32_t>()) || !(zero_point.flags() & py::array::c_style) ||
       zero_point.size() != axis.length)
     throw py::type_error("zero_point: must be a C-contiguous int32 array of `length` values");
@@ -80,7 +84,7 @@ void check_quantization(const py::array& x, const py::array& y, const py::array&
 
 template <class T, class Q>
 bool try_quantize(const py::array& x, const py::array& scale, const py::array& zero_point, const py::array& y,
-                  QuantizationAxis axis, int32_t lo, int32_t hi, int num_threads) {
+                  AxisLayout axis, int32_t lo, int32_t hi, int num_threads) {
   if (!x.dtype().equal(py::dtype::of<T>()) || !y.dtype().equal(py::dtype::of<Q>())) return false;
   const T* from = static_cast<const T*>(x.data());
   Q* to = static_cast<Q*>(const_cast<void*>(y.data()));
@@ -93,7 +97,7 @@ bool try_quantize(const py::array& x, const py::array& scale, const py::array& z
 
 template <class Q>
 bool try_dequantize(const py::array& x, const py::array& scale, const py::array& zero_point, const py::array& y,
-                    QuantizationAxis axis, int num_threads) {
+                    AxisLayout axis, int num_threads) {
   if (!x.dtype().equal(py::dtype::of<Q>())) return false;
   const Q* from = static_cast<const Q*>(x.data());
   float* to = static_cast<float*>(const_cast<void*>(y.data()));
@@ -109,7 +113,7 @@ void bind_quantization(py::module_& m) {
       "quantize_linear",
       [](const py::array& x, const py::array& scale, const py::array& zero_point, const py::array& y, int64_t outer,
          int64_t length, int64_t inner, int32_t lo, int32_t hi, int num_threads) {
-        const QuantizationAxis axis{outer, length, inner};
+        const AxisLayout axis{outer, length, inner};
         check_quantization(x, y, scale, zero_point, axis);
         if (lo > hi) throw py::value_error("lo must not exceed hi");
         if (!(try_quantize<float, uint8_t>(x, scale, zero_point, y, axis, lo, hi, num_threads) ||
@@ -144,7 +148,7 @@ void bind_quantization(py::module_& m) {
       "dequantize_linear",
       [](const py::array& x, const py::array& scale, const py::array& zero_point, const py::array& y, int64_t outer,
          int64_t length, int64_t inner, int num_threads) {
-        const QuantizationAxis axis{outer, length, inner};
+        const AxisLayout axis{outer, length, inner};
         check_quantization(x, y, scale, zero_point, axis);
         if (!y.dtype().equal(py::dtype::of<float>())) throw py::type_error("y: must be float32");
         if (!(try_dequantize<uint8_t>(x, scale, zero_point, y, axis, num_threads) ||
@@ -156,6 +160,28 @@ void bind_quantization(py::module_& m) {
       py::arg("inner"), py::arg("num_threads") = 0,
       "y = float32(x - zero_point) * scale, x laid out [outer][length][inner] (scale, zero point per index of the "
       "middle axis).");
+  m.def(
+      "channel_affine",
+      [](const py::array& x, const py::array& scale, const py::array& shift, const py::array& y, int64_t outer,
+         int64_t length, int64_t inner, bool relu, int num_threads) {
+        const AxisLayout axis{outer, length, inner};
+        if (!x.dtype().equal(py::dtype::of<float>()) || !y.dtype().equal(py::dtype::of<float>()))
+          throw py::type_error("channel_affine: x and y float32");
+        if (!shift.dtype().equal(py::dtype::of<float>()) || !(shift.flags() & py::array::c_style) ||
+            shift.size() != length)
+          throw py::type_error("shift: must be a C-contiguous float32 array of `length` values");
+        check_axis_arrays(x, y, scale, axis);
+        const float* from = static_cast<const float*>(x.data());
+        float* to = static_cast<float*>(const_cast<void*>(y.data()));
+        const float* s = static_cast<const float*>(scale.data());
+        const float* t = static_cast<const float*>(shift.data());
+        py::gil_scoped_release release;
+        channel_affine(from, s, t, axis, relu, to, num_threads);
+      },
+      py::arg("x"), py::arg("scale"), py::arg("shift"), py::arg("y"), py::arg("outer"), py::arg("length"),
+      py::arg("inner"), py::arg("relu"), py::arg("num_threads") = 0,
+      "y = x * scale + shift (then ReLU where relu), x laid out [outer][length][inner] (scale and shift per index "
+      "of the middle axis); y may be x.");
 }
 }  // namespace
 

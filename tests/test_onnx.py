@@ -351,6 +351,30 @@ def test_prelu_and_batchnorm_alone():
                                            "m": bn[2], "v": bn[3]})
 
 
+@pytest.mark.parametrize("stored", ["plain", "channels-last"])
+@pytest.mark.parametrize("readers", ["relu only", "relu and another"])
+def test_preactivation_batchnorm_and_relu_run_as_one_pass(stored, readers):
+    # DenseNet's pre-activation: BatchNormalization -> Relu -> Conv.  Fused into one native
+    # pass where the Relu alone reads the normalised value; a second reader keeps them apart.
+    bn = [np.abs(_rand(4)) + 0.5, _rand(4), _rand(4), np.abs(_rand(4)) + 0.5]
+    # (A conv's output through an activation, which the conv takes in: stored channels-last,
+    # and not a BatchNormalization the conv could fold.)
+    first = [helper.make_node("Conv", ["x", "w0"], ["c"]), helper.make_node("Sigmoid", ["c"], ["h"])] \
+        if stored == "channels-last" else [helper.make_node("Identity", ["x"], ["h"])]
+    nodes = [*first, helper.make_node("BatchNormalization", ["h", "s", "t", "m", "v"], ["n"]),
+             helper.make_node("Relu", ["n"], ["r"]), helper.make_node("Conv", ["r", "w"], ["y"])]
+    outputs = ["y"]
+    if readers == "relu and another":
+        nodes.append(helper.make_node("Sigmoid", ["n"], ["z"]))
+        outputs.append("z")
+    net = _check(nodes, {"x": X4}, outputs, initializers={"w0": _rand(4, 4, 1, 1), "w": _rand(5, 4, 3, 3),
+                                                          "s": bn[0], "t": bn[1], "m": bn[2], "v": bn[3]})
+    became = _row(net, "BatchNormalization")["became"]
+    assert became.startswith("cppconv per-channel scale and shift")
+    assert ("Relu fused" in became) == (readers == "relu only")
+    assert _row(net, "BatchNormalization")["layout"] == ("NHWC" if stored == "channels-last" else "ONNX order")
+
+
 @pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Sum"])
 @pytest.mark.parametrize("other", ["same", "channel", "scalar", "row", "input-plain"])
 def test_broadcasting(op, other):

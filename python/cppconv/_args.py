@@ -732,3 +732,12 @@ def axis_sizes(
     if p < 0:
         raise ValueError(f"padding must be non-negative, got {p}")
     return i, k, s, p, d
+
+
+def axis_rows(shape: Tuple[int, ...], axis: Optional[int], length: int) -> Tuple[int, int, int]:
+    """An array of `shape` as [outer][length][inner] rows for the native per-axis passes
+    (parameters along `axis`, `length` of them; one for all: a single row)."""
+    size = int(np.prod(shape, dtype=np.int64))
+    if axis is None or length == 1:
+        return 1, 1, size
+    return int(np.prod(shape[:axis], dtype=np.int64)), length, int(np.prod(shape[axis + 1:], dtype=np.int64))

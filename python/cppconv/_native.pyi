@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'QConvPlan', 'adaptive_pool2d', 'adaptive_pool3d', 'available_isas', 'bf16_to_float32', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'dequantize_linear', 'explain', 'explain_pool', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool3d', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'reset_num_threads', 'round_to_bf16', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
+__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'QConvPlan', 'adaptive_pool2d', 'adaptive_pool3d', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'dequantize_linear', 'explain', 'explain_pool', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool3d', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'reset_num_threads', 'round_to_bf16', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
 class ConvParams:
     """
     A convolution call's normalised hyper-parameters (internal).
@@ -64,6 +64,10 @@ def available_isas() -> list[str]:
 def bf16_to_float32(src: numpy.ndarray, dst: numpy.ndarray, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
     bfloat16 bits (uint16) widened to float32, exactly.
+    """
+def channel_affine(x: numpy.ndarray, scale: numpy.ndarray, shift: numpy.ndarray, y: numpy.ndarray, outer: typing.SupportsInt | typing.SupportsIndex, length: typing.SupportsInt | typing.SupportsIndex, inner: typing.SupportsInt | typing.SupportsIndex, relu: bool, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    """
+    y = x * scale + shift (then ReLU where relu), x laid out [outer][length][inner] (scale and shift per index of the middle axis); y may be x.
     """
 def conv(x: numpy.ndarray, weight: numpy.ndarray, bias: typing.Any, out: numpy.ndarray, params: ConvParams, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from . import _args, _netops, _netquant, _quant
+from . import _args, _native, _netops, _netquant, _quant
 from ._conv import Conv1d, Conv2d, Conv3d
 from ._conv_transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from ._pool import (
@@ -644,6 +644,16 @@ def _fuse(nodes: List[_Node], known: Dict[str, np.ndarray], graph_outputs: Set[s
                 n.activation, n.outputs = "silu", [mul.outputs[0]]
                 n.fused += [sig, mul]
                 merged.update({id(sig), id(mul)})
+    # A BatchNormalization no convolution took in (a pre-activation one) and the Relu that
+    # alone reads it: one pass.
+    for n in nodes:
+        if n.op != "BatchNormalization" or id(n) in merged or len([o for o in n.outputs if o]) != 1:
+            continue
+        act = only_reader(n.outputs[0])
+        if act is not None and act.op == "Relu":
+            n.activation, n.outputs = "relu", [act.outputs[0]]
+            n.fused.append(act)
+            merged.add(id(act))
     return [n for n in nodes if id(n) not in merged]
 
 
@@ -837,9 +847,27 @@ def _batch_norm(p: _Planner, node: _Node) -> None:
     ax = p.axis(node, x, 1)
     shape = [1] * rank
     shape[ax] = channels
+    relu = node.activation == "relu"
+    if p.dtype == np.float32:  # one native pass, the Relu after it included
+        s32, t32 = np.ascontiguousarray(scale, np.float32), np.ascontiguousarray(shift, np.float32)
+
+        def fn(v: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
+            v = np.ascontiguousarray(v, np.float32)
+            y = np.empty_like(v) if out is None else out
+            _native.channel_affine(v, s32, t32, y, *_args.axis_rows(v.shape, ax, channels), relu)
+            return (y,)
+
+        p.emit(node, fn, [x], [p.layout[x]], "cppconv per-channel scale and shift" + ("; Relu fused" if relu else ""),
+               writes=_IN_PLACE)
+        return
     s, t = scale.astype(p.dtype).reshape(shape), shift.astype(p.dtype).reshape(shape)
-    p.emit(node, lambda v, out=None: (_netops.batch_norm(v, s, t, out=out),), [x], [p.layout[x]],
-           "NumPy per-channel scale and shift", writes=_IN_PLACE)
+
+    def numpy_fn(v: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
+        y = _netops.batch_norm(v, s, t, out=out)
+        return (np.maximum(y, 0, out=y) if relu else y,)
+
+    p.emit(node, numpy_fn, [x], [p.layout[x]], "NumPy per-channel scale and shift" + ("; Relu fused" if relu else ""),
+           writes=_IN_PLACE)
 
 
 def _pool(p: _Planner, node: _Node) -> None:

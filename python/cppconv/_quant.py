@@ -438,14 +438,6 @@ def quantize_linear(x: Any, scale: Any, zero_point: Any = None, dtype: Any = Non
     return quantize_values(np.ascontiguousarray(xa, dtype=compute), *_per_index(s, zp), a, out_dtype)
 
 
-def _rows(shape: Tuple[int, ...], axis: Optional[int], length: int) -> Tuple[int, int, int]:
-    """x of `shape` as [outer][length][inner] rows for the native passes (per tensor: one row)."""
-    size = int(np.prod(shape, dtype=np.int64))
-    if axis is None or length == 1:
-        return 1, 1, size
-    return int(np.prod(shape[:axis], dtype=np.int64)), length, int(np.prod(shape[axis + 1:], dtype=np.int64))
-
-
 def _per_index(scale: np.ndarray, zero_point: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Validated scale and zero point as float32 and int32 vectors of one common length."""
     s, z = scale.reshape(-1), zero_point.reshape(-1)
@@ -479,7 +471,7 @@ def quantize_values(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, ax
         raise ValueError("x: NaN cannot be quantized")
     y = np.empty(x.shape, out_dtype)
     lo, hi = _RANGES[np.dtype(out_dtype)]
-    _native.quantize_linear(x, scale, zero_point, y, *_rows(x.shape, axis, scale.size), lo, hi)
+    _native.quantize_linear(x, scale, zero_point, y, *_args.axis_rows(x.shape, axis, scale.size), lo, hi)
     return y
 
 
@@ -487,7 +479,7 @@ def dequantize_values(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, 
     """DequantizeLinear of a C-contiguous uint8, int8 or int32 x with validated parameters (as
     quantize_values')."""
     y = np.empty(x.shape, _F32)
-    _native.dequantize_linear(x, scale, zero_point, y, *_rows(x.shape, axis, scale.size))
+    _native.dequantize_linear(x, scale, zero_point, y, *_args.axis_rows(x.shape, axis, scale.size))
     return y
 
 

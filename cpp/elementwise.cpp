@@ -1,4 +1,4 @@
-#include "quantize.h"
+#include "elementwise.h"
 
 #include <algorithm>
 #include <cmath>
@@ -18,7 +18,7 @@ namespace {
 // block(o_begin, o_end) on it.
 // One scale for all (length 1) is one flat run of outer * inner values, cut anywhere.
 template <class Block>
-void outer_ranges(QuantizationAxis& axis, int max_threads, Block block) {
+void outer_ranges(AxisLayout& axis, int max_threads, Block block) {
   if (axis.length == 1) axis = {axis.outer * axis.inner, 1, 1};
   const int64_t per_outer = axis.length * axis.inner;
   const int threads = threads_for_work(double(axis.outer * per_outer), max_threads > 0 ? max_threads : get_num_threads());
@@ -85,7 +85,7 @@ void dequantize_run(const Q* x, int64_t n, float scale, int32_t z, float* y) {
 }  // namespace
 
 template <class T, class Q>
-void quantize_linear(const T* x, const float* scale, const int32_t* zero_point, QuantizationAxis axis, int32_t lo,
+void quantize_linear(const T* x, const float* scale, const int32_t* zero_point, AxisLayout axis, int32_t lo,
                      int32_t hi, Q* y, int max_threads) {
   outer_ranges(axis, max_threads, [&](int64_t o_begin, int64_t o_end) {
     const NearestRoundingScope nearest;  // (this thread's MXCSR)
@@ -118,7 +118,7 @@ int64_t quantize_nan_count(const T* x, int64_t n, int max_threads) {
 }
 
 template <class Q>
-void dequantize_linear(const Q* x, const float* scale, const int32_t* zero_point, QuantizationAxis axis, float* y,
+void dequantize_linear(const Q* x, const float* scale, const int32_t* zero_point, AxisLayout axis, float* y,
                        int max_threads) {
   outer_ranges(axis, max_threads, [&](int64_t o_begin, int64_t o_end) {
     if (axis.length == 1) {
@@ -138,18 +138,69 @@ void dequantize_linear(const Q* x, const float* scale, const int32_t* zero_point
   });
 }
 
-template void quantize_linear<float, uint8_t>(const float*, const float*, const int32_t*, QuantizationAxis, int32_t,
+namespace {
+
+template <bool kRelu>
+void affine_run(const float* x, int64_t n, float scale, float shift, float* y) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i] * scale + shift;
+    y[i] = kRelu ? (v < 0.0f ? 0.0f : v) : v;
+  }
+}
+
+template <bool kRelu>
+void affine_across(const float* x, int64_t length, const float* scale, const float* shift, float* y) {
+#pragma omp simd
+  for (int64_t a = 0; a < length; ++a) {
+    const float v = x[a] * scale[a] + shift[a];
+    y[a] = kRelu ? (v < 0.0f ? 0.0f : v) : v;
+  }
+}
+
+template <bool kRelu>
+void channel_affine_as(const float* x, const float* scale, const float* shift, AxisLayout axis, float* y,
+                       int max_threads) {
+  outer_ranges(axis, max_threads, [&](int64_t o_begin, int64_t o_end) {
+    if (axis.length == 1) {
+      affine_run<kRelu>(x + o_begin, o_end - o_begin, scale[0], shift[0], y + o_begin);
+      return;
+    }
+    for (int64_t o = o_begin; o < o_end; ++o) {
+      if (axis.inner == 1) {
+        affine_across<kRelu>(x + o * axis.length, axis.length, scale, shift, y + o * axis.length);
+        continue;
+      }
+      for (int64_t a = 0; a < axis.length; ++a) {
+        const int64_t at = (o * axis.length + a) * axis.inner;
+        affine_run<kRelu>(x + at, axis.inner, scale[a], shift[a], y + at);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void channel_affine(const float* x, const float* scale, const float* shift, AxisLayout axis, bool relu, float* y,
+                    int max_threads) {
+  if (relu)
+    channel_affine_as<true>(x, scale, shift, axis, y, max_threads);
+  else
+    channel_affine_as<false>(x, scale, shift, axis, y, max_threads);
+}
+
+template void quantize_linear<float, uint8_t>(const float*, const float*, const int32_t*, AxisLayout, int32_t,
                                               int32_t, uint8_t*, int);
-template void quantize_linear<float, int8_t>(const float*, const float*, const int32_t*, QuantizationAxis, int32_t,
+template void quantize_linear<float, int8_t>(const float*, const float*, const int32_t*, AxisLayout, int32_t,
                                              int32_t, int8_t*, int);
-template void quantize_linear<double, uint8_t>(const double*, const float*, const int32_t*, QuantizationAxis, int32_t,
+template void quantize_linear<double, uint8_t>(const double*, const float*, const int32_t*, AxisLayout, int32_t,
                                                int32_t, uint8_t*, int);
-template void quantize_linear<double, int8_t>(const double*, const float*, const int32_t*, QuantizationAxis, int32_t,
+template void quantize_linear<double, int8_t>(const double*, const float*, const int32_t*, AxisLayout, int32_t,
                                               int32_t, int8_t*, int);
 template int64_t quantize_nan_count<float>(const float*, int64_t, int);
 template int64_t quantize_nan_count<double>(const double*, int64_t, int);
-template void dequantize_linear<uint8_t>(const uint8_t*, const float*, const int32_t*, QuantizationAxis, float*, int);
-template void dequantize_linear<int8_t>(const int8_t*, const float*, const int32_t*, QuantizationAxis, float*, int);
-template void dequantize_linear<int32_t>(const int32_t*, const float*, const int32_t*, QuantizationAxis, float*, int);
+template void dequantize_linear<uint8_t>(const uint8_t*, const float*, const int32_t*, AxisLayout, float*, int);
+template void dequantize_linear<int8_t>(const int8_t*, const float*, const int32_t*, AxisLayout, float*, int);
+template void dequantize_linear<int32_t>(const int32_t*, const float*, const int32_t*, AxisLayout, float*, int);
 
 }  // namespace cppconv

@@ -1,0 +1,34 @@
+// Element-wise passes with parameters along one axis: ONNX QuantizeLinear and DequantizeLinear
+// (cppconv.quantize_linear, cppconv.dequantize_linear, the quantized networks' Q/DQ nodes) and
+// a per-channel scale and shift with an optional ReLU (the networks' BatchNormalization that
+// no convolution takes in).  Driver code, compiled once with the default flags.
+//
+// The values are laid out [outer][axis][inner]: the parameters of index a of the axis apply to
+// x[o, a, i] for every o and i (axis length 1: one set for all).
+#pragma once
+#include <cstdint>
+
+namespace cppconv {
+
+struct AxisLayout {
+  int64_t outer, length, inner;
+};
+
+// y = saturate(round_half_to_even(x / scale) + zero_point) in T's arithmetic, into [lo, hi].
+// x must hold no NaN (the caller checks: quantize_nan_count).
+template <class T, class Q>
+void quantize_linear(const T* x, const float* scale, const int32_t* zero_point, AxisLayout axis, int32_t lo,
+                     int32_t hi, Q* y, int max_threads);
+// How many of x's n values are NaN.
+template <class T>
+int64_t quantize_nan_count(const T* x, int64_t n, int max_threads);
+// y = float32(x - zero_point) * scale.
+template <class Q>
+void dequantize_linear(const Q* x, const float* scale, const int32_t* zero_point, AxisLayout axis, float* y,
+                       int max_threads);
+
+// y = x * scale + shift, then max(y, 0) where relu (a NaN stays NaN).  y may be x.
+void channel_affine(const float* x, const float* scale, const float* shift, AxisLayout axis, bool relu, float* y,
+                    int max_threads);
+
+}  // namespace cppconv
