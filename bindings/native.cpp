@@ -161,6 +161,23 @@ void bind_quantization(py::module_& m) {
       "y = float32(x - zero_point) * scale, x laid out [outer][length][inner] (scale, zero point per index of the "
       "middle axis).");
   m.def(
+      "add",
+      [](const py::array& a, const py::array& b, const py::array& y, bool relu, int num_threads) {
+        for (const py::array* v : {&a, &b, &y})
+          if (!v->dtype().equal(py::dtype::of<float>()) || !(v->flags() & py::array::c_style))
+            throw py::type_error("add: a, b and y must be C-contiguous float32 arrays");
+        if (!y.writeable()) throw py::type_error("add: y must be writable");
+        if (a.size() != b.size() || y.size() != a.size()) throw py::value_error("add: a, b and y must have one size");
+        const float* pa = static_cast<const float*>(a.data());
+        const float* pb = static_cast<const float*>(b.data());
+        float* py_ = static_cast<float*>(const_cast<void*>(y.data()));
+        const int64_t n = int64_t(a.size());
+        py::gil_scoped_release release;
+        add(pa, pb, n, relu, py_, num_threads);
+      },
+      py::arg("a"), py::arg("b"), py::arg("y"), py::arg("relu"), py::arg("num_threads") = 0,
+      "y = a + b (then ReLU where relu), elementwise over same-sized arrays; y may be a or b.");
+  m.def(
       "channel_affine",
       [](const py::array& x, const py::array& scale, const py::array& shift, const py::array& y, int64_t outer,
          int64_t length, int64_t inner, bool relu, int num_threads) {

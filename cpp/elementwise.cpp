@@ -189,6 +189,29 @@ void channel_affine(const float* x, const float* scale, const float* shift, Axis
     channel_affine_as<false>(x, scale, shift, axis, y, max_threads);
 }
 
+namespace {
+
+template <bool kRelu>
+void add_run(const float* a, const float* b, int64_t n, float* y) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = a[i] + b[i];
+    y[i] = kRelu ? (v < 0.0f ? 0.0f : v) : v;
+  }
+}
+
+}  // namespace
+
+void add(const float* a, const float* b, int64_t n, bool relu, float* y, int max_threads) {
+  AxisLayout flat{n, 1, 1};
+  outer_ranges(flat, max_threads, [&](int64_t begin, int64_t end) {
+    if (relu)
+      add_run<true>(a + begin, b + begin, end - begin, y + begin);
+    else
+      add_run<false>(a + begin, b + begin, end - begin, y + begin);
+  });
+}
+
 template void quantize_linear<float, uint8_t>(const float*, const float*, const int32_t*, AxisLayout, int32_t,
                                               int32_t, uint8_t*, int);
 template void quantize_linear<float, int8_t>(const float*, const float*, const int32_t*, AxisLayout, int32_t,

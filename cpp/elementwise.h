@@ -30,5 +30,7 @@ void dequantize_linear(const Q* x, const float* scale, const int32_t* zero_point
 // y = x * scale + shift, then max(y, 0) where relu (a NaN stays NaN).  y may be x.
 void channel_affine(const float* x, const float* scale, const float* shift, AxisLayout axis, bool relu, float* y,
                     int max_threads);
+// y = a + b over n values, then max(y, 0) where relu (a residual connection).  y may be a or b.
+void add(const float* a, const float* b, int64_t n, bool relu, float* y, int max_threads);
 
 }  // namespace cppconv

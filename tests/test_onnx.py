@@ -375,6 +375,18 @@ def test_preactivation_batchnorm_and_relu_run_as_one_pass(stored, readers):
     assert _row(net, "BatchNormalization")["layout"] == ("NHWC" if stored == "channels-last" else "ONNX order")
 
 
+@pytest.mark.parametrize("other", ["residual", "channel"])
+def test_add_and_the_relu_that_alone_reads_it_run_as_one_pass(other):
+    # ResNet's residual: conv(x) + x, then Relu (one native pass where the shapes agree; a
+    # broadcast Add applies the Relu to its own result).
+    b = "x" if other == "residual" else "b"
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Add", ["c", b], ["a"]),
+             helper.make_node("Relu", ["a"], ["y"])]
+    net = _check(nodes, {"x": X4}, initializers={"w": _rand(4, 4, 3, 3), "b": _rand(4, 1, 1)})
+    assert _row(net, "Add")["became"].endswith("Relu fused")
+    assert _row(net, "Relu")["became"].startswith("fused into")
+
+
 @pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Sum"])
 @pytest.mark.parametrize("other", ["same", "channel", "scalar", "row", "input-plain"])
 def test_broadcasting(op, other):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'QConvPlan', 'adaptive_pool2d', 'adaptive_pool3d', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'dequantize_linear', 'explain', 'explain_pool', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool3d', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'reset_num_threads', 'round_to_bf16', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
+__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'QConvPlan', 'adaptive_pool2d', 'adaptive_pool3d', 'add', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'dequantize_linear', 'explain', 'explain_pool', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool3d', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'reset_num_threads', 'round_to_bf16', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
 class ConvParams:
     """
     A convolution call's normalised hyper-parameters (internal).
@@ -56,6 +56,10 @@ def adaptive_pool2d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, k
 def adaptive_pool3d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
     Adaptive 3-D max/average pooling of 5-D arrays to out's size (internal; see cppconv.adaptive_avg_pool3d).
+    """
+def add(a: numpy.ndarray, b: numpy.ndarray, y: numpy.ndarray, relu: bool, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    """
+    y = a + b (then ReLU where relu), elementwise over same-sized arrays; y may be a or b.
     """
 def available_isas() -> list[str]:
     """

@@ -644,10 +644,10 @@ def _fuse(nodes: List[_Node], known: Dict[str, np.ndarray], graph_outputs: Set[s
                 n.activation, n.outputs = "silu", [mul.outputs[0]]
                 n.fused += [sig, mul]
                 merged.update({id(sig), id(mul)})
-    # A BatchNormalization no convolution took in (a pre-activation one) and the Relu that
-    # alone reads it: one pass.
+    # A BatchNormalization no convolution took in (a pre-activation one), or a residual Add, and
+    # the Relu that alone reads it: one pass.
     for n in nodes:
-        if n.op != "BatchNormalization" or id(n) in merged or len([o for o in n.outputs if o]) != 1:
+        if n.op not in ("BatchNormalization", "Add") or id(n) in merged or len([o for o in n.outputs if o]) != 1:
             continue
         act = only_reader(n.outputs[0])
         if act is not None and act.op == "Relu":
@@ -824,17 +824,25 @@ _BINARY: Dict[str, Callable[..., np.ndarray]] = {"Add": np.add, "Sub": np.subtra
 def _broadcasting(p: _Planner, node: _Node) -> None:
     ins, perm = p.broadcast_inputs(node.inputs)
     op: Callable[..., np.ndarray] = np.add if node.op == "Sum" else _BINARY[node.op]
+    relu = node.activation == "relu"  # (an Add's only reader, fused)
 
     def fn(*xs: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
         if len(xs) == 1:
             return (xs[0],)
-        total = op(xs[0], xs[1]) if out is None else op(xs[0], xs[1], out=out)
+        a, b = xs[0], xs[1]
+        if (node.op == "Add" and len(xs) == 2 and a.shape == b.shape and a.dtype == b.dtype == np.float32
+                and a.flags.c_contiguous and b.flags.c_contiguous):  # a residual: one native pass
+            y = np.empty_like(a) if out is None else out
+            _native.add(a, b, y, relu)
+            return (y,)
+        total = op(a, b) if out is None else op(a, b, out=out)
         for v in xs[2:]:
             total = op(total, v, out=total)  # the first sum is this step's own array
-        return (total,)
+        return (np.maximum(total, 0, out=total) if relu else total,)
 
     in_place = _IN_PLACE if node.op != "PRelu" and (node.op != "Div" or p.dtype.kind == "f") else _RETURNS
-    p.emit(node, fn, ins, [perm], f"NumPy {node.op.lower()} (broadcasting)", writes=in_place)
+    how = "cppconv add where the shapes agree, else NumPy's" if node.op == "Add" else f"NumPy {node.op.lower()}"
+    p.emit(node, fn, ins, [perm], how + " (broadcasting)" + ("; Relu fused" if relu else ""), writes=in_place)
 
 
 def _batch_norm(p: _Planner, node: _Node) -> None:
