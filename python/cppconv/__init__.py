@@ -54,6 +54,7 @@ from ._pool import (
 from ._signal import convolve2d, correlate2d
 from ._quant import QConv1d, QConv2d, QConv3d, dequantize_linear, qconv1d, qconv2d, qconv3d, quantize_linear
 from ._network import Network
+from ._tuning import get_tuning, set_tuning
 from . import onnx  # cppconv.onnx.load; the onnx package is imported only when a model is loaded
 
 
@@ -204,6 +205,7 @@ __all__ = [
     "explain",
     "get_float32_precision",
     "get_num_threads",
+    "get_tuning",
     "global_avg_pool1d",
     "global_avg_pool2d",
     "global_avg_pool3d",
@@ -218,6 +220,7 @@ __all__ = [
     "quantize_linear",
     "set_float32_precision",
     "set_num_threads",
+    "set_tuning",
 ]
 
 # threadpoolctl sees and limits cppconv's threads (registered once threadpoolctl is imported).
