@@ -263,9 +263,9 @@ def test_an_unwritable_cache_warns_and_the_layer_still_tunes(tmp_path, monkeypat
 
 
 _WRITER = """
-import sys
+import json, sys
 from cppconv import _tuning
-key = _tuning.full_key({"op": "conv2d", "x": [1, 2, 3]}, 1)
+key = json.loads(sys.argv[3])  # the test's: another test may have left this process's ISA or version different
 for i in range(int(sys.argv[1])):
     _tuning.write_entry(key, sys.argv[2], {sys.argv[2]: i * 1e-6})
 """
@@ -274,7 +274,7 @@ for i in range(int(sys.argv[1])):
 def test_concurrent_writers_leave_a_valid_file(cache):
     key = _tuning.full_key({"op": "conv2d", "x": [1, 2, 3]}, 1)
     env = dict(os.environ, CPPCONV_CACHE_DIR=str(cache))
-    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, "60", name], env=env)
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, "60", name, json.dumps(key)], env=env)
              for name in ("writer_a", "writer_b")]
     seen = set()
     with warnings.catch_warnings():
