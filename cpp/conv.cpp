@@ -524,6 +524,23 @@ ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
   return c;
 }
 
+std::vector<const ConvAlgorithm*> ConvPlan::candidates(const ConvProblem& problem) const {
+  const ConvProblem given = kernel_problem(problem);
+  const ConvProblem p = algorithm_problem(planar_form(given));
+  if (needs_reference(p)) return {kConvFamily.reference(p.dtype)};
+  // A folded row's tail is a second, shorter problem that a forced algorithm must accept too.
+  const bool tail = lowering_of(given) == Lowering::FoldRows && given.out_w % kFoldOutputs != 0;
+  const ConvProblem t = tail ? algorithm_problem(folded(given, 1, given.out_w % kFoldOutputs)) : p;
+  const KernelTable& table = active_table();
+  std::vector<const ConvAlgorithm*> found;
+  for (int i = 0; i < table.conv_count; ++i) {
+    const ConvAlgorithm& a = *table.conv[i];
+    if (a.dtype == p.dtype && meets_precision(a, p) && a.accepts(p) && a.accepts(t)) found.push_back(&a);
+  }
+  if (found.empty()) found.push_back(kConvFamily.reference(p.dtype));
+  return found;
+}
+
 ConvChoice ConvPlan::choose_for(const ConvProblem& given, const ConvProblem& p, int max_threads,
                                 const ConvAlgorithm* forced) const {
   const KernelTable& table = active_table();

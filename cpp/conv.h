@@ -86,6 +86,11 @@ class ConvPlan {
            int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, bool copy, bool reused);
 
   ConvChoice choose(const ConvProblem& p) const;
+  // The algorithms the dispatcher could pick for p: those of the active ISA's table that
+  // accept the problem its kernels run and meet p's precision mode, in the dispatcher's order
+  // (its choice first), or the reference alone where only the reference runs p.  Autotuning
+  // (python/cppconv/_tuning.py) times these and may force any of them.
+  std::vector<const ConvAlgorithm*> candidates(const ConvProblem& p) const;
   // x and y in p.layout, C-contiguous.  `forced` (tests, benchmarks) runs that algorithm
   // instead of the dispatcher's choice; it must accept the problem.  `max_threads` > 0 caps
   // this call's threads instead of get_num_threads() (a per-call num_threads=, which must

@@ -67,8 +67,11 @@ def test_bench_quick_table_json_and_progress(tmp_path, capsys):
     assert "cppconv GF/s" in captured.out and "seed5x5" in captured.out
     assert "[############################] 1/1" in captured.err  # the progress bar ends full
     doc = json.loads(report.read_text())
-    assert doc["columns"] == ["cppconv", "Conv2d", "cppconv_high", "Conv2d_high", "numpy"]
+    assert doc["columns"] == ["cppconv", "Conv2d", "cppconv_high", "Conv2d_high", "cppconv_nhwc", "Conv2d_nhwc",
+                              "numpy"]
     results = doc["layers"][0]["results"]
+    # The seed's 2-D form has no channel axis: no NHWC twin.
+    assert results["cppconv_nhwc"]["status"] == "n/a" and "channel axis" in results["cppconv_nhwc"]["note"]
     assert results["cppconv"]["status"] == "ok" and results["numpy"]["match"] is True
     # "high" changes nothing for the seed's single channel: its columns skip the layer.
     assert results["cppconv_high"]["status"] == "n/a" and "same algorithm" in results["cppconv_high"]["note"]
@@ -87,12 +90,36 @@ def test_bench_bfloat16(tmp_path, capsys):
                       "--dtype", "bf16", "--threads", "1", "--json", str(report)]) == 0
     doc = json.loads(report.read_text())
     assert doc["machine"]["dtype"] == "bf16"
-    want = ["cppconv", "Conv2d", "cppconv_high", "Conv2d_high", "Conv2d_f32"]
+    want = ["cppconv", "Conv2d", "cppconv_high", "Conv2d_high", "cppconv_nhwc", "Conv2d_nhwc", "Conv2d_f32"]
     assert doc["columns"] == want + (["torch", "torch_cl"] if "torch" in peers else [])
     for row in doc["layers"]:
         results = row["results"]
         assert results["cppconv"]["status"] == "ok" and results["Conv2d_f32"]["match"] is True
         assert all(r["match"] is True for r in results.values() if r["status"] == "ok")
+
+
+def test_bench_nhwc_twins(tmp_path, capsys):
+    """The NHWC columns run cppconv channels-last on the same data (their outputs, transposed,
+    match NCHW's), and each layout's speedup is taken against PyTorch's twin layout."""
+    report = tmp_path / "bench.json"
+    peers = "numpy,torch" if bench._import("torch") is not None else "numpy"
+    assert _cli.main(["bench", "--quick", "--layers", "dw_384@14_s2", "--peers", peers, "--repeat", "2",
+                      "--rounds", "1", "--threads", "1", "--json", str(report)]) == 0
+    captured = capsys.readouterr()
+    assert "conv2d NHWC GF/s" in captured.out and "NHWC x torch_cl" in captured.out
+    doc = json.loads(report.read_text())
+    [row] = doc["layers"]
+    for col in ("cppconv_nhwc", "Conv2d_nhwc"):
+        assert row["results"][col]["status"] == "ok" and row["results"][col]["match"] is True
+    if "torch" in peers:
+        assert row["speedup"]["nhwc_torch_cl"] and row["speedup"]["nchw_torch"]
+    # The twins' speedups from timings alone.
+    def result(seconds):
+        return bench.Result("ok", timing=bench.Timing(seconds, seconds, 1, 1, [seconds]), gflops=1.0)
+
+    sp = bench.speedups({"cppconv": result(1.0), "cppconv_nhwc": result(2.0), "torch": result(3.0),
+                         "torch_cl": result(1.0)})
+    assert sp["nchw_torch"] == 3.0 and sp["nhwc_torch_cl"] == 0.5 and sp["best_fw"] == 1.0
 
 
 def test_bench_sanity_rows(tmp_path, capsys):

@@ -32,7 +32,7 @@ def test_package_ships_type_information():
 
 # The package's public modules and the command line's, checked with everything they import.
 PUBLIC_MODULES = ["cppconv", "cppconv.dask", "cppconv.onnx", "cppconv.bench", "cppconv._cli", "cppconv._demo",
-                  "cppconv._netrun"]
+                  "cppconv._netrun", "cppconv._tunecmd"]
 
 
 def test_mypy_strict_on_public_api_use_and_public_modules(tmp_path):

@@ -54,6 +54,7 @@ from ._pool import (
 )
 from ._quant import QConv1d, QConv2d, QConv3d, dequantize_linear, qconv1d, qconv2d, qconv3d, quantize_linear
 from ._signal import convolve2d, correlate2d
+from ._tuning import get_tuning, set_tuning
 from ._version import __version__  # written by the build from git (setuptools-scm)
 
 
@@ -204,6 +205,7 @@ __all__ = [
     "explain",
     "get_float32_precision",
     "get_num_threads",
+    "get_tuning",
     "global_avg_pool1d",
     "global_avg_pool2d",
     "global_avg_pool3d",
@@ -218,6 +220,7 @@ __all__ = [
     "quantize_linear",
     "set_float32_precision",
     "set_num_threads",
+    "set_tuning",
 ]
 
 # threadpoolctl sees and limits cppconv's threads (registered once threadpoolctl is imported).

@@ -1,4 +1,4 @@
-"""The ``cppconv`` command (also ``python -m cppconv``): info, bench, run and demo.
+"""The ``cppconv`` command (also ``python -m cppconv``): info, bench, run, tune and demo.
 
 What it lists comes from the installed package at run time (``cppconv.__all__``, the native
 module's ``*_algorithms()`` functions), so new operators show up without changes here.
@@ -103,6 +103,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from . import _tunecmd
+
+    return _tunecmd.cmd_tune(args)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from . import _netrun
 
@@ -136,6 +142,15 @@ def make_parser() -> argparse.ArgumentParser:
     )
     _netrun.add_arguments(p_run)
     p_run.set_defaults(handler=cmd_run)
+
+    from . import _tunecmd
+
+    p_tune = sub.add_parser(
+        "tune", help="fill the tuning cache: time the algorithms of the benchmark's layers (or --model's)",
+        description=_tunecmd.__doc__,
+    )
+    _tunecmd.add_arguments(p_tune)
+    p_tune.set_defaults(handler=cmd_tune, check=lambda args: _tunecmd.check_arguments(p_tune, args))
 
     p_demo = sub.add_parser(
         "demo", help="convolve an image with a bank of named kernels and draw the feature maps",

@@ -3,11 +3,12 @@ rank-generic path (the rank is a spec setting) down to one native call."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+import json
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import _args, _layer, _native, _types
+from . import _args, _layer, _native, _tuning, _types
 
 _LONG = np.dtype(np.longdouble)
 
@@ -414,7 +415,11 @@ def explain(
         ``precision`` mode it chose under (the call's, else the process-wide one),
         ``threads``, ``flops``, ``workspace_bytes``, ``packed_weight_bytes`` and
         ``depth_lowering`` (how a 3-D call runs on the 2-D kernels: ``"none"``,
-        ``"flatten"``, ``"into_batch"`` or ``"gather"``; docs/design.md).
+        ``"flatten"``, ``"into_batch"`` or ``"gather"``; docs/design.md), ``candidates``
+        (the algorithms that accept the problem and meet its precision mode, the chosen one
+        first: those tuning may pick among) and ``chosen_by`` (``"heuristic"`` here; a
+        layer's :meth:`Conv2d.explain` may say ``"cache"`` or ``"measurement"``, see
+        :func:`cppconv.set_tuning`).
 
     >>> import cppconv
     >>> plan = cppconv.explain((1, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
@@ -427,7 +432,9 @@ def explain(
     if kwargs:
         raise TypeError(f"unexpected arguments {sorted(kwargs)}")
     result = _args.result_dtype([np.dtype(dtype)])
-    return _explain(spec, tuple(x_shape), tuple(weight_shape), result, bool(bias), layer=False)
+    info = _explain(spec, tuple(x_shape), tuple(weight_shape), result, bool(bias), layer=False)
+    info["chosen_by"] = "heuristic"  # the functions never tune (see cppconv.set_tuning)
+    return info
 
 
 def _explain(
@@ -487,6 +494,8 @@ class _ConvNd(_layer.WeightedLayer):
                                precision, padding_value)
         self._rounding = _args.layer_rounding(compute_dtype)
         self._set_weights(weight, bias)
+        # Tuned choices (see _tuned_choice), per tuning mode, input and thread count.
+        self._choices: Dict[Tuple[Any, ...], _tuning.Choice] = {}
 
     def _check_weights(self, weight: np.ndarray, bias: Optional[np.ndarray]) -> None:
         k = weight.shape[0] if weight.ndim > 2 else 1
@@ -529,6 +538,17 @@ class _ConvNd(_layer.WeightedLayer):
         (4, 6, 6)
         """
         w = self._weights  # one snapshot for the whole call (see _layer.Weights)
+        if _tuning._mode != "off":
+            if not isinstance(x, np.ndarray):
+                try:
+                    x = _args.as_input_array(x, "x")
+                except (TypeError, ValueError):
+                    pass  # the call below says what is wrong with it
+            choice = self._tuned_choice(_tuning._mode, w, x, num_threads, dtype) if isinstance(x, np.ndarray) \
+                else None
+            if choice is not None and choice.forced:
+                return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, algorithm=choice.forced,
+                            num_threads=num_threads, dtype=dtype, rounding=self._rounding)
         if w.forward is not None and dtype is None and (
                 num_threads is None or (num_threads.__class__ is int and num_threads > 0)):
             plan, (image, params) = w.forward
@@ -553,8 +573,102 @@ class _ConvNd(_layer.WeightedLayer):
         """
         w = self._weights
         dtypes = _args.call_dtypes(np.empty(0, dtype), w.weight, w.bias, rounding=self._rounding)
-        return _explain(self._spec, tuple(x_shape), w.weight.shape, dtypes.result, w.bias is not None, layer=True,
+        info = _explain(self._spec, tuple(x_shape), w.weight.shape, dtypes.result, w.bias is not None, layer=True,
                         rounding=self._rounding)
+        info["chosen_by"] = "heuristic"
+        mode = _tuning.get_tuning()
+        if mode != "off":
+            threads = int(_native.get_num_threads())
+            memo, key = self._tuning_keys(mode, w, tuple(x_shape), np.dtype(dtype), threads, None, info)
+            choice = self._choices.get(memo)
+            if choice is None:  # what the next call would find in the cache (it measures nothing here)
+                choice = _tuning.decide(mode, key, self._candidates(info), info["algorithm"], None)
+            info["algorithm"], info["chosen_by"] = choice.algorithm, choice.chosen_by
+        return info
+
+    def _precision(self) -> int:
+        """The precision mode a call runs in now: the layer's, else the process-wide one."""
+        return self._spec.precision if self._spec.precision >= 0 else int(_native.get_float32_precision())
+
+    def _tuning_keys(self, mode: str, w: _layer.Weights, x_shape: Tuple[int, ...], x_dtype: np.dtype, threads: int,
+                     dtype: Any, info: Dict[str, Any]) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+        """The layer's memo key and the cache key (_tuning.full_key) of one call's problem."""
+        memo = self._memo_key(mode, w, x_shape, x_dtype, threads, dtype)
+        spec = self._spec.kwargs()
+        problem = {
+            "op": f"conv{self._rank}d", "x": list(x_shape), "weight": list(w.weight.shape),
+            "bias": w.bias is not None, "stride": spec["stride"], "dilation": spec["dilation"],
+            "padding": info["padding"], "groups": spec["groups"], "padding_mode": spec["padding_mode"],
+            "padding_value": spec["padding_value"], "layout": spec["layout"], "activation": spec["activation"],
+            "compute_dtype": info["compute_dtype"], "result_dtype": info["result_dtype"],
+            "precision": info["precision"],
+        }
+        # Tuples as JSON lists, so that a key read back from a file compares equal.
+        return memo, _tuning.full_key(json.loads(json.dumps(problem)), threads)
+
+    def _memo_key(self, mode: str, w: _layer.Weights, x_shape: Tuple[int, ...], x_dtype: np.dtype, threads: int,
+                  dtype: Any) -> Tuple[Any, ...]:
+        return (mode, x_shape, x_dtype.str, x_dtype.name, threads, self._precision(), dtype,
+                w.weight.shape, w.bias is not None)
+
+    @staticmethod
+    def _candidates(info: Dict[str, Any]) -> List[str]:
+        """The algorithms tuning may choose among, the heuristic's first (the native list's order)."""
+        heuristic = str(info["algorithm"])
+        names = [str(n) for n in info.get("candidates", ())]
+        return [heuristic] + [n for n in names if n != heuristic] if heuristic in names else [heuristic]
+
+    def _tuned_choice(self, mode: str, w: _layer.Weights, x: np.ndarray, num_threads: Any,
+                      dtype: Any, force: bool = False) -> Optional[_tuning.Choice]:
+        """The algorithm for a call under tuning mode `mode` (see cppconv.set_tuning): the
+        layer's earlier choice for this input and thread count, else the cache's, else
+        measured now (mode "measure"), else the heuristic's.  None: arguments the call itself
+        will refuse (it reports them)."""
+        try:
+            threads = int(_native.get_num_threads()) if num_threads is None else _args.thread_count(num_threads)
+            requested = _args.requested_dtype(dtype)
+            dtype_word = None if requested is None else requested.name
+        except (TypeError, ValueError):
+            return None
+        memo = self._memo_key(mode, w, x.shape, x.dtype, threads, dtype_word)
+        force = force or _tuning._force
+        choice = None if force else self._choices.get(memo)
+        if choice is not None:
+            return choice
+        try:
+            dtypes = _args.call_dtypes(x, w.weight, w.bias, dtype, self._rounding)
+            info = _explain(self._spec, x.shape, w.weight.shape, dtypes.result, w.bias is not None, layer=True,
+                            rounding=self._rounding)
+        except (TypeError, ValueError):
+            return None
+        _, key = self._tuning_keys(mode, w, x.shape, x.dtype, threads, dtype_word, info)
+        plans: Dict[str, Dict[Any, Any]] = {}
+        out: List[Optional[np.ndarray]] = [None]
+
+        def run(name: str) -> None:
+            # Each candidate on a plan of its own (its packed weights dropped with it after the
+            # measurement), into one output buffer (every candidate's result has its shape).
+            out[0] = _run(self._spec, x, w.weight, w.bias, out[0], plans=plans.setdefault(name, {}),
+                          algorithm=name, num_threads=threads, dtype=dtype, rounding=self._rounding)
+
+        choice = _tuning.decide(mode, key, self._candidates(info), str(info["algorithm"]), run, force)
+        self._choices[memo] = choice
+        return choice
+
+    def _tune(self, x: Any, num_threads: Optional[int] = None, force: bool = False) -> _tuning.Choice:
+        """Measures now as a call in mode "measure" would (`force`: even where the cache or the
+        layer has a choice), whatever the mode; later calls in "cached" or "measure" mode use
+        the choice (``cppconv tune``)."""
+        x = _args.as_input_array(x, "x")
+        w = self._weights
+        choice = self._tuned_choice("measure", w, x, num_threads, None, force)
+        if choice is None:
+            self(x, num_threads=num_threads)  # raises the call's own error
+            raise AssertionError("a call that tuning cannot plan ran")  # pragma: no cover
+        # Calls in "cached" mode reuse it without reading the cache again.
+        threads = int(_native.get_num_threads()) if num_threads is None else int(num_threads)
+        self._choices[self._memo_key("cached", w, x.shape, x.dtype, threads, None)] = choice
+        return choice
 
     # The settings, read-only, as PyTorch's layers name them; words in their canonical case.
     @_layer.read_only

@@ -1644,9 +1644,16 @@ class Network:
     # ----- reporting ------------------------------------------------------------------------
     def explain(self) -> Dict[str, Any]:
         """The plan: each node and what it became (fused convolution, layout, algorithm chosen
-        for batch 1), and the planned peak activation memory at batch 1 (None where shapes are
-        not known at load)."""
-        nodes = [{k: v for k, v in row.items() if k != "layer"} for row in self._rows]
+        for batch 1, or the one a tuned convolution ran last, with ``chosen_by``: see
+        :func:`cppconv.set_tuning`), and the planned peak activation memory at batch 1 (None
+        where shapes are not known at load)."""
+        nodes = []
+        for row in self._rows:
+            node = {k: v for k, v in row.items() if k != "layer"}
+            choices = list(getattr(row.get("layer"), "_choices", {}).values())
+            if choices:
+                node["algorithm"], node["chosen_by"] = choices[-1].algorithm, choices[-1].chosen_by
+            nodes.append(node)
         return {
             "inputs": self.input_names, "outputs": self.output_names, "nodes": nodes, "steps": len(self._steps),
             "convolution_layout": "channels-last (NWC, NHWC, NDHWC)",

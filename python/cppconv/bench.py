@@ -36,6 +36,9 @@ Methodology
   - ``cppconv``: ``cppconv.conv2d(x, w, b, stride=, padding=, dilation=, groups=)``.
   - ``Conv2d``: the prepacked layer ``cppconv.Conv2d(w, b, ...)`` called as
     ``layer(x, out=out)`` with a preallocated ``out``: the steady-state inference path.
+  - ``conv2d NHWC`` / ``Conv2d NHWC``: the same two with ``layout="NHWC"`` on x transposed
+    to (N, H, W, C) once, outside the timed call (n/a for the 2-D ``seed5x5``): the twins of
+    ``torch_cl``, as ``cppconv``/``Conv2d`` (NCHW) are of ``torch``.
   - ``numpy``: im2col + GEMM in plain NumPy: ``np.pad``, ``sliding_window_view`` over the
     padded input (stride and dilation by slicing the window view), one copy into
     (N, groups, C/groups*kh*kw, OH*OW) columns and one batched ``np.matmul`` (one GEMM
@@ -80,7 +83,8 @@ Methodology
 * Speedups are cppconv.conv2d's median time versus numpy, loop, and the best of
   torch / torch_cl / onnxruntime, plus the prepacked Conv2d layer versus that best
   framework (like for like with onnxruntime, which prepacks weights when the session is
-  built); the summary gives their geometric means.
+  built); and each layout against its twin: cppconv NCHW (conv2d and Conv2d) versus
+  ``torch``, cppconv NHWC versus ``torch_cl``.  The summary gives their geometric means.
 * Peak: before the layers, ``cppconv._native.fma_peak_gflops(T)`` measures the float32
   multiply-add rate of the selected ISA's vectors on the T threads (independent FMA chains
   in registers, best round of about 0.5 s); ``% peak`` is cppconv.conv2d's GFLOP/s against
@@ -293,6 +297,27 @@ def _runner_cppconv_layer(precision: str) -> Runner:
     return make
 
 
+def _runner_cppconv_nhwc(layer_class: bool) -> Runner:
+    """cppconv in NHWC, PyTorch's channels_last twin: x transposed to (N, H, W, C) once, outside
+    the timed call; the result (N, OH, OW, K).  run_layer compares it through NHWC_COLUMNS."""
+
+    def make(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
+        import cppconv
+
+        if layer.two_d:
+            raise Skip("the 2-D form (H, W) has no channel axis")
+        x, w, b, kw = _cppconv_call(layer, d, "highest")
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        kw["layout"] = "NHWC"
+        if not layer_class:
+            return lambda: cppconv.conv2d(x, w, b, **kw)
+        conv = cppconv.Conv2d(w, b, **kw)
+        out = np.empty((layer.n, *layer.out_hw, layer.k), x.dtype)
+        return lambda: conv(x, out=out)
+
+    return make
+
+
 def runner_cppconv_layer_f32(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
     """The float32 Conv2d layer on a bfloat16 run's values (--dtype bf16 only)."""
     import cppconv
@@ -463,6 +488,8 @@ RUNNERS: Dict[str, Tuple[str, str, Runner]] = {
     "Conv2d": ("Conv2d", "cppconv", _runner_cppconv_layer("highest")),
     "cppconv_high": ("conv2d high", "cppconv", _runner_cppconv("high")),
     "Conv2d_high": ("Conv2d high", "cppconv", _runner_cppconv_layer("high")),
+    "cppconv_nhwc": ("conv2d NHWC", "cppconv", _runner_cppconv_nhwc(layer_class=False)),
+    "Conv2d_nhwc": ("Conv2d NHWC", "cppconv", _runner_cppconv_nhwc(layer_class=True)),
     "Conv2d_f32": ("Conv2d f32", "cppconv", runner_cppconv_layer_f32),
     "numpy": ("numpy", "numpy", runner_numpy),
     "loop": ("loop", "loop", runner_loop),
@@ -474,7 +501,9 @@ RUNNERS: Dict[str, Tuple[str, str, Runner]] = {
 PEERS = ["numpy", "loop", "torch", "onnxruntime", "scipy"]
 PEER_MODULES = {"numpy": "numpy", "loop": "numpy", "torch": "torch", "onnxruntime": "onnxruntime", "scipy": "scipy"}
 FRAMEWORKS = ["torch", "torch_cl", "onnxruntime"]
-CPPCONV_COLUMNS = ["cppconv", "Conv2d", "cppconv_high", "Conv2d_high", "Conv2d_f32"]
+CPPCONV_COLUMNS = ["cppconv", "Conv2d", "cppconv_high", "Conv2d_high", "cppconv_nhwc", "Conv2d_nhwc", "Conv2d_f32"]
+# Columns whose output is NHWC (N, OH, OW, K): transposed to NCHW before the comparison.
+NHWC_COLUMNS = ["cppconv_nhwc", "Conv2d_nhwc"]
 # The columns of a --dtype bf16 run: the peers with a bfloat16 convolution.
 BF16_COLUMNS = CPPCONV_COLUMNS + ["torch", "torch_cl"]
 # Speedup keys: (cppconv column, the column it falls back to where its runner skipped the layer,
@@ -486,6 +515,11 @@ SPEEDUPS = {
     "Conv2d_best_fw": ("Conv2d", None, "best_fw"),
     "high_best_fw": ("cppconv_high", "cppconv", "best_fw"),
     "Conv2d_high_best_fw": ("Conv2d_high", "Conv2d", "best_fw"),
+    # Each layout against its twin: NCHW with torch's NCHW, NHWC with torch's channels_last.
+    "nchw_torch": ("cppconv", None, "torch"),
+    "Conv2d_nchw_torch": ("Conv2d", None, "torch"),
+    "nhwc_torch_cl": ("cppconv_nhwc", None, "torch_cl"),
+    "Conv2d_nhwc_torch_cl": ("Conv2d_nhwc", None, "torch_cl"),
 }
 
 # --------------------------------------------------------------------------------------
@@ -674,7 +708,8 @@ def run_layer(layer: Layer, columns: Sequence[str], threads: int, cfg: TimerConf
     for col in columns:
         try:
             fn = RUNNERS[col][2](layer, data, threads)
-            outputs[col] = np.array(to_numpy(fn()), copy=True)  # first call; also the check
+            first = to_numpy(fn())  # first call; also the check
+            outputs[col] = np.array(first.transpose(0, 3, 1, 2) if col in NHWC_COLUMNS else first, copy=True)
             fns[col] = fn
         except Skip as e:
             results[col] = Result("n/a", str(e))
@@ -824,7 +859,8 @@ def speedups(res: Dict[str, Result]) -> Dict[str, Optional[float]]:
         return r.median_s if r is not None and r.status == "ok" else None
 
     fw = [v for v in (t(c) for c in FRAMEWORKS) if v is not None]
-    times = {"best_fw": min(fw) if fw else None, "numpy": t("numpy"), "loop": t("loop")}
+    times = {"best_fw": min(fw) if fw else None, "numpy": t("numpy"), "loop": t("loop"), "torch": t("torch"),
+             "torch_cl": t("torch_cl")}
     result: Dict[str, Optional[float]] = {}
     for key, (col, fallback, other) in SPEEDUPS.items():
         mine = t(col) or (t(fallback) if fallback else None)
@@ -848,8 +884,10 @@ def build_table(rows: Sequence[Tuple[Layer, Dict[str, Result], Any]],
         header.append("% peak")
     header += [f"{RUNNERS[c][0]} GF/s" for c in own_cols]
     header += [f"{RUNNERS[c][0]} GF/s" for c in peer_cols]
-    sp_cols = ["numpy", "loop", "best_fw", "Conv2d_best_fw", "high_best_fw", "Conv2d_high_best_fw"]
+    sp_cols = ["numpy", "loop", "best_fw", "Conv2d_best_fw", "high_best_fw", "Conv2d_high_best_fw", "nchw_torch",
+               "Conv2d_nchw_torch", "nhwc_torch_cl", "Conv2d_nhwc_torch_cl"]
     header += ["x numpy", "x loop", "x best fw", "Conv2d x best fw", "high x best fw", "Conv2d high x best fw",
+               "NCHW x torch", "Conv2d NCHW x torch", "NHWC x torch_cl", "Conv2d NHWC x torch_cl",
                "algorithm", "algorithm (high)"]
     body: List[List[str]] = []
     sp_all: Dict[str, List[float]] = {k: [] for k in sp_cols}
@@ -878,7 +916,12 @@ def build_table(rows: Sequence[Tuple[Layer, Dict[str, Result], Any]],
                                     ("best_fw", "cppconv.conv2d (precision 'highest', the default)", fw),
                                     ("Conv2d_best_fw", "cppconv.Conv2d (prepacked, 'highest')", fw),
                                     ("high_best_fw", "cppconv.conv2d (precision 'high')", fw),
-                                    ("Conv2d_high_best_fw", "cppconv.Conv2d (prepacked, 'high')", fw))]
+                                    ("Conv2d_high_best_fw", "cppconv.Conv2d (prepacked, 'high')", fw),
+                                    ("nchw_torch", "cppconv.conv2d NCHW", "torch NCHW (its twin layout)"),
+                                    ("Conv2d_nchw_torch", "cppconv.Conv2d NCHW", "torch NCHW"),
+                                    ("nhwc_torch_cl", "cppconv.conv2d NHWC",
+                                     "torch channels_last (its twin layout)"),
+                                    ("Conv2d_nhwc_torch_cl", "cppconv.Conv2d NHWC", "torch channels_last"))]
     if peak_gflops:
         summary.append(f"measured FMA peak (float32, these threads): {peak_gflops:.0f} GFLOP/s; `% peak` is "
                        "cppconv.conv2d's GFLOP/s against it (Winograd layers count the direct "
@@ -913,7 +956,8 @@ def format_markdown(header: List[str], body: List[List[str]], summary: List[str]
         "",
         "GF/s = 2*N*K*OH*OW*(C/groups)*kh*kw / median time. `x ...` columns: speedup of cppconv.conv2d "
         "(of the prepacked Conv2d layer in `Conv2d x best fw`) over that library; best fw = fastest of "
-        "torch, torch_cl, onnxruntime. `~` marks an unsteady timing (q75/q25 of the samples > "
+        "torch, torch_cl, onnxruntime; `NCHW x torch` and `NHWC x torch_cl` compare each cppconv layout with "
+        "PyTorch's in the same layout (its twin). `~` marks an unsteady timing (q75/q25 of the samples > "
         f"{UNSTEADY_SPREAD}), `!` an output mismatch.",
         "",
         "| " + " | ".join(header) + " |",
