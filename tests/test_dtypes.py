@@ -239,12 +239,31 @@ def test_integer_max_pooling_keeps_dtype_exactly(dtype):
 @pytest.mark.parametrize("dtype", [np.int64, np.uint64])
 def test_wide_integer_max_pooling_beyond_float64_is_refused(dtype):
     x = np.full((1, 2, 4, 4), 2**53, dtype)
-    x[0, 1, 2, 3] += 1  # 2^53 + 1: float64 would round it to 2^53
+    # 2^53 + 1, which float64 would round to 2^53, set from a Python int: `x[...] += 1` is not
+    # exact under NumPy 1.x, where a uint64 scalar plus a Python int is a float64 (2^53 again).
+    x[0, 1, 2, 3] = 2**53 + 1
+    assert int(x.max()) == 2**53 + 1
     for call in (lambda: cppconv.max_pool2d(x, 2), lambda: cppconv.adaptive_max_pool2d(x, 1),
                  lambda: cppconv.MaxPool1d(2)(x[0])):
         with pytest.raises(ValueError, match=r"x holds .*2\^53"):
             call()
     assert cppconv.max_pool2d(x, 2, dtype=np.float64).dtype == F64  # asked for: float64's rounding
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_wide_integer_max_pooling_refusal_bounds(dtype):
+    # +-2^53 are exact in float64 and pass; one past them is refused, whichever end (the values
+    # from Python ints, so the inputs do not depend on NumPy's promotion rules).
+    inside = [2**53, 0] if dtype == np.uint64 else [2**53, -(2**53)]
+    x = np.array(inside * 8, dtype).reshape(1, 1, 4, 4)
+    np.testing.assert_array_equal(cppconv.max_pool2d(x, 2), np.full((1, 1, 2, 2), 2**53, dtype))
+    outside = [2**53 + 1, 2**64 - 1] if dtype == np.uint64 else [2**53 + 1, -(2**53) - 1, 2**63 - 1, -(2**63)]
+    for value in outside:
+        y = x.copy()
+        y[0, 0, 3, 3] = value
+        assert int(y[0, 0, 3, 3]) == value
+        with pytest.raises(ValueError, match=r"x holds .*2\^53"):
+            cppconv.max_pool2d(y, 2)
 
 
 def test_dtype_argument_sets_the_computation():
