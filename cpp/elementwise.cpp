@@ -28,20 +28,46 @@ void outer_ranges(AxisLayout& axis, int max_threads, Block block) {
 
 // Adding and subtracting 1.5 * 2^(mantissa bits) rounds a value of magnitude below 2^22
 // (float) or 2^51 (double) to an integer in the current rounding mode, and vectorises; the
-// passes hold MXCSR at round-to-nearest-even meanwhile, so a caller's mode changes nothing.
+// passes hold the rounding mode at nearest-even meanwhile (MXCSR, FPCR), so a caller's mode
+// changes nothing.  Where the mode cannot be held, floor() rounds exactly instead.
 template <class T>
 constexpr T kRoundingShift = std::is_same_v<T, float> ? T(12582912.0) : T(6755399441055744.0);
 
 class NearestRoundingScope {
  public:
 #if defined(__SSE2__) || defined(_M_X64)
+  static constexpr bool kHeld = true;
   NearestRoundingScope() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ & ~0x6000u); }
   ~NearestRoundingScope() { _mm_setcsr(saved_); }
 
  private:
   unsigned saved_;
+#elif defined(__aarch64__) && defined(__GNUC__)
+  static constexpr bool kHeld = true;
+  NearestRoundingScope() {
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(saved_));
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(saved_ & ~(uint64_t(3) << 22)));  // RMode: nearest
+  }
+  ~NearestRoundingScope() { __asm__ __volatile__("msr fpcr, %0" : : "r"(saved_)); }
+
+ private:
+  uint64_t saved_;
+#else
+  static constexpr bool kHeld = false;
 #endif
 };
+
+// v (|v| < 2^22) rounded half to even.
+template <class T>
+T round_half_even(T v) {
+  if constexpr (NearestRoundingScope::kHeld) {
+    return (v + kRoundingShift<T>) - kRoundingShift<T>;
+  } else {
+    const T below = std::floor(v), fraction = v - below;
+    const bool odd = std::fmod(below, T(2)) != T(0);
+    return below + ((fraction > T(0.5) || (fraction == T(0.5) && odd)) ? T(1) : T(0));
+  }
+}
 
 
 // n values with one scale and zero point (the loops take everything as locals, so they
@@ -53,7 +79,7 @@ void quantize_run(const T* x, int64_t n, T scale, int32_t z, T v_lo, T v_hi, Q* 
     // Clamped before rounding (the integer bounds give the same result after), so infinities
     // saturate and the rounding trick stays exact.
     const T v = std::min(std::max(x[i] / scale, v_lo), v_hi);
-    y[i] = Q(int32_t((v + kRoundingShift<T>) - kRoundingShift<T>) + z);
+    y[i] = Q(int32_t(round_half_even(v)) + z);
   }
 }
 
@@ -65,7 +91,7 @@ void quantize_across(const T* x, int64_t length, const float* scale, const int32
   for (int64_t a = 0; a < length; ++a) {
     const int32_t z = zero_point[a];
     const T v = std::min(std::max(x[a] / T(scale[a]), T(lo - z)), T(hi - z));
-    y[a] = Q(int32_t((v + kRoundingShift<T>) - kRoundingShift<T>) + z);
+    y[a] = Q(int32_t(round_half_even(v)) + z);
   }
 }
 
