@@ -1,28 +1,43 @@
 #!/usr/bin/env python3
 """Benchmark cppconv.dask on a LocalCluster against the in-memory call on the same machine (issue 16).
 
-    python bench/bench_dask.py [--small] [--workers 2] [--threads-per-worker 1] [--markdown F]
+    python bench/bench_dask.py [--small] [--workers 2] [--threads-per-worker 1] [--repeat 3] [--markdown F]
 
 Workloads (the issue's; --small shrinks them to a check that runs in seconds):
   - a 20,000 x 20,000 float32 image filtered with a 5x5 kernel ("same" padding), 2048 x 2048 chunks;
   - the same image as 3 channels through a 3 -> 16-channel 3x3 convolution, same chunks;
   - 10,000 224 x 224 RGB images through a Conv2d stack (cppconv.dask.apply), 64 images a chunk.
 
-The in-memory side runs each workload in this process with as many threads as the cluster has
-cores (workers x threads per worker), the image workloads as one call, the batch in the same
-64-image batches; the cluster side computes each output chunk on the workers and keeps only a
-checksum of it (the outputs are tens of GB).  "per core" is the cluster's throughput over the
-in-memory one (the issue's target: at least 85 %); "peak RSS" is each worker's peak resident
-memory, against the bytes of one input and one output chunk.
+Cluster side: the workers make each input chunk themselves (a random chunk, as a chunked
+store would hand it over) and keep one element of each output chunk (the outputs are tens of
+GB), so nothing but the graph passes through this process and a worker holds only the chunks
+in flight.  The same graph without the convolution (make the input chunk, keep one element)
+is timed too: "net" is the cluster's time less that, the part of the work the in-memory call
+also does.  Each repeat runs the cluster and then the in-memory call, so both see the same
+load; the tables give medians over the repeats and their range.
+
+In-memory side: one call in this process with as many threads as the cluster has cores
+(workers x threads per worker) on an array made beforehand; the batch in the same 64-image
+batches.  The 3 -> 16 output of the whole image (25.6 GB) does not fit in this machine's
+memory, so that call runs on a band of the image's full width (--band rows) and its time is
+scaled by the pixels.  "per core" is the in-memory time over the cluster's at equal cores (the
+issue's target: at least 85 %).  Peak RSS: each worker's peak resident memory in the workload
+(Linux: VmHWM, reset before each); less its resident memory before the workload, in units of
+one input plus one output chunk.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
+import os
+import platform
 import resource
+import statistics
+import subprocess
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Sequence
 
 import numpy as np
 
@@ -30,27 +45,53 @@ import cppconv
 
 
 def _peak_rss_bytes() -> int:
-    # Linux reports kilobytes, macOS bytes.
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """This process's peak resident memory since the last _reset_peak (Linux's VmHWM), else
+    since it started."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux reports kilobytes, macOS bytes
     return int(peak) * (1 if peak > 2**32 else 1024)
 
 
-def _checksum(block: np.ndarray) -> np.ndarray:
-    return np.full((1,) * block.ndim, float(block.sum(dtype=np.float64)))
+def _reset_peak() -> bool:
+    """Start a new peak (Linux >= 4.0: writing 5 to clear_refs resets VmHWM to the current RSS)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
-def _network(seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def _first(block: np.ndarray) -> np.ndarray:
+    """One element of a block, so that a chunk's result is computed but never moves."""
+    return np.ascontiguousarray(block[(slice(0, 1),) * block.ndim])
+
+
+def _network(seed: int = 0) -> _Stack:
     rng = np.random.default_rng(seed)
 
     def weights(k: int, c: int) -> np.ndarray:
         return (rng.standard_normal((k, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
 
-    layers = [
+    return _Stack([
         cppconv.Conv2d(weights(16, 3), padding=1, activation="relu"),
         cppconv.Conv2d(weights(32, 16), stride=2, padding=1, activation="relu"),
         cppconv.Conv2d(weights(32, 32), padding=1, activation="relu"),
-    ]
-    return _Stack(layers)
+    ])
 
 
 class _Stack:
@@ -65,11 +106,32 @@ class _Stack:
         return x
 
 
+def _cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown"
+
+
+def _spread(values: Sequence[float], fmt: str) -> str:
+    med = statistics.median(values)
+    if len(values) == 1:
+        return format(med, fmt)
+    return f"{format(med, fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="small sizes: a check that the script works")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads-per-worker", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--band", type=int, default=4096, help="rows of the in-memory 3 -> 16 call (see above)")
+    parser.add_argument("--only", help="run only the workloads whose name contains this")
     parser.add_argument("--markdown", help="also write the table to this file")
     args = parser.parse_args()
 
@@ -79,74 +141,110 @@ def main() -> None:
     import cppconv.dask as cd
 
     size, chunk, images, image, batch = (20_000, 2048, 10_000, 224, 64) if not args.small else (1024, 256, 128, 64, 16)
+    band = min(args.band, size)
     cores = args.workers * args.threads_per_worker
     rng = np.random.default_rng(0)
     w5 = rng.standard_normal((1, 1, 5, 5)).astype(np.float32)
     w3 = rng.standard_normal((16, 3, 3, 3)).astype(np.float32)
     network = _network()
     rows: List[Dict[str, Any]] = []
+    started = datetime.datetime.now(datetime.timezone.utc)
+    loads = [os.getloadavg()]
 
     with distributed.LocalCluster(n_workers=args.workers, threads_per_worker=args.threads_per_worker, processes=True,
                                   dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
             distributed.Client(cluster) as client:
 
         def cluster_seconds(y: Any) -> float:
-            sums = y.map_blocks(_checksum, chunks=tuple((1,) * len(c) for c in y.chunks), dtype=np.float64)
+            kept = y.map_blocks(_first, chunks=tuple((1,) * len(c) for c in y.chunks), dtype=y.dtype)
             start = time.perf_counter()
-            client.compute(sums, sync=True)
+            client.compute(kept, sync=True)
             return time.perf_counter() - start
 
-        workloads = [
-            ("5x5 filter", (1, 1, size, size), w5,
-             lambda x: cd.conv2d(x, w5, padding="same"),
-             lambda x: cppconv.conv2d(x, w5, padding="same", num_threads=cores)),
-            ("3->16 3x3 conv", (1, 3, size, size), w3,
-             lambda x: cd.conv2d(x, w3, padding=1),
-             lambda x: cppconv.conv2d(x, w3, padding=1, num_threads=cores)),
-        ]
-        for name, shape, weight, lazy, eager in workloads:
-            # Each worker makes its own chunks: the image never passes through this process.
-            x = da.random.default_rng(1).random(shape, dtype=np.float32, chunks=(1, shape[1], chunk, chunk))
-            x = x.persist()
-            distributed.wait(x)
-            seconds = cluster_seconds(lazy(x))
-            del x
-            local = np.random.default_rng(1).random(shape, dtype=np.float32)
-            eager(local[..., :64, :64])  # warm-up
+        def timed(call: Callable[[], Any]) -> float:
             start = time.perf_counter()
-            eager(local)
-            in_memory = time.perf_counter() - start
-            del local
-            out_chunk = weight.shape[0] * chunk * chunk * 4
-            rows.append({"workload": name, "in_memory_s": in_memory, "cluster_s": seconds,
-                         "chunk_bytes": shape[1] * chunk * chunk * 4 + out_chunk})
+            call()
+            return time.perf_counter() - start
 
-        x = da.random.default_rng(2).random((images, 3, image, image), dtype=np.float32,
-                                            chunks=(batch, 3, image, image))
-        x = x.persist()
-        distributed.wait(x)
-        seconds = cluster_seconds(cd.apply(network, x))
-        del x
-        local = np.random.default_rng(2).random((batch, 3, image, image), dtype=np.float32)
-        network(local, num_threads=cores)  # warm-up
-        start = time.perf_counter()
-        for _ in range(images // batch):
-            network(local, num_threads=cores)
-        in_memory = (time.perf_counter() - start) * images / (images // batch * batch)
-        rows.append({"workload": f"{images} {image}x{image} images, Conv2d stack", "in_memory_s": in_memory,
-                     "cluster_s": seconds, "chunk_bytes": batch * (3 + 16 + 16 + 32) * image * image * 4})
-        peaks = client.run(_peak_rss_bytes)
+        def in_memory_filter(shape: Sequence[int], eager: Callable[[np.ndarray], Any]) -> Callable[[], float]:
+            rows_run = min(band, shape[2]) if shape[1] > 1 else shape[2]
+            local = np.random.default_rng(1).random((1, shape[1], rows_run, shape[3]), dtype=np.float32)
+            eager(local[..., :64, :64])  # warm-up
+            return lambda: timed(lambda: eager(local)) * shape[2] / rows_run
 
+        def in_memory_batches() -> Callable[[], float]:
+            local = np.random.default_rng(2).random((batch, 3, image, image), dtype=np.float32)
+            network(local, num_threads=cores)  # warm-up
+            runs = images // batch
+
+            def run() -> None:
+                for _ in range(runs):
+                    network(local, num_threads=cores)
+            return lambda: timed(run) * images / (runs * batch)
+
+        workloads = [
+            (f"{size}x{size} image, 5x5 filter", (1, 1, size, size), (1, 1, chunk, chunk), w5.shape[0],
+             lambda x: cd.conv2d(x, w5, padding="same"),
+             lambda: in_memory_filter((1, 1, size, size),
+                                      lambda x: cppconv.conv2d(x, w5, padding="same", num_threads=cores))),
+            (f"{size}x{size}x3 image, 3->16 3x3 conv", (1, 3, size, size), (1, 3, chunk, chunk), w3.shape[0],
+             lambda x: cd.conv2d(x, w3, padding=1),
+             lambda: in_memory_filter((1, 3, size, size),
+                                      lambda x: cppconv.conv2d(x, w3, padding=1, num_threads=cores))),
+            (f"{images} {image}x{image} images, Conv2d stack", (images, 3, image, image), (batch, 3, image, image), 32,
+             lambda x: cd.apply(network, x), in_memory_batches),
+        ]
+        for name, shape, chunks, out_channels, lazy, eager in workloads:
+            if args.only and args.only not in name:
+                continue
+            idle = client.run(_rss_bytes)
+            client.run(_reset_peak)
+            x = da.random.default_rng(1).random(shape, dtype=np.float32, chunks=chunks)
+            y = lazy(x)
+            cluster_s, baseline_s, memory_s, ratios_net, ratios_gross = [], [], [], [], []
+            run_in_memory = eager()
+            for _ in range(args.repeat):
+                baseline_s.append(cluster_seconds(x))
+                cluster_s.append(cluster_seconds(y))
+                memory_s.append(run_in_memory())
+                ratios_gross.append(memory_s[-1] / cluster_s[-1])
+                ratios_net.append(memory_s[-1] / (cluster_s[-1] - baseline_s[-1])
+                                  if cluster_s[-1] > baseline_s[-1] else float("nan"))
+            del run_in_memory
+            peaks = client.run(_peak_rss_bytes)
+            out_shape = y.chunks
+            in_chunk = int(np.prod(chunks)) * 4
+            out_chunk = max(out_shape[0]) * out_channels * int(np.prod([max(c) for c in out_shape[2:]])) * 4
+            rows.append({"workload": name, "tasks": len(y.__dask_graph__()), "chunks": y.npartitions,
+                         "in_memory_s": memory_s, "cluster_s": cluster_s, "input_s": baseline_s,
+                         "net": ratios_net, "gross": ratios_gross, "chunk_bytes": in_chunk + out_chunk,
+                         "peaks": list(peaks.values()), "idle": list(idle.values())})
+            loads.append(os.getloadavg())
+            print(name, "done", flush=True)
+
+    mb = 2**20
     lines = [f"LocalCluster of {args.workers} worker(s) x {args.threads_per_worker} thread(s) against one in-memory "
-             f"call with {cores} thread(s){' (--small)' if args.small else ''}",
+             f"call with {cores} thread(s){' (--small)' if args.small else ''}; {args.repeat} repeat(s), "
+             f"median (min-max)",
              "",
-             "| workload | in-memory s | cluster s | per core vs in-memory | chunk MB (in + out) |",
-             "|---|---:|---:|---:|---:|"]
+             f"CPU: {_cpu_model()}, {os.cpu_count()} CPUs; {started:%Y-%m-%d %H:%M} UTC; load average (1, 5, 15 min) "
+             f"at start {loads[0][0]:.2f}, {loads[0][1]:.2f}, {loads[0][2]:.2f}, after each workload "
+             + "; ".join(f"{a:.2f}, {b:.2f}, {c:.2f}" for a, b, c in loads[1:]),
+             "",
+             "| workload | in-memory s | cluster s | of which input s | per core, net | per core, gross |",
+             "|---|---:|---:|---:|---:|---:|"]
     for row in rows:
-        lines.append(f"| {row['workload']} | {row['in_memory_s']:.2f} | {row['cluster_s']:.2f} | "
-                     f"{row['in_memory_s'] / row['cluster_s']:.0%} | {row['chunk_bytes'] / 2**20:.1f} |")
-    lines.append("")
-    lines.append("peak RSS per worker (MB): " + ", ".join(f"{peak / 2**20:.0f}" for peak in peaks.values()))
+        lines.append(f"| {row['workload']} | {_spread(row['in_memory_s'], '.2f')} | "
+                     f"{_spread(row['cluster_s'], '.2f')} | {_spread(row['input_s'], '.2f')} | {_spread([r * 100 for r in row['net']], '.0f')} % | "
+                     f"{_spread([r * 100 for r in row['gross']], '.0f')} % |")
+    lines += ["", "| workload | chunks | tasks | chunk MB (in + out) | worker RSS idle MB | worker peak RSS MB | "
+                  "(peak - idle) / chunk |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['workload']} | {row['chunks']} | {row['tasks']} | {row['chunk_bytes'] / mb:.0f} | "
+                     + ", ".join(f"{p / mb:.0f}" for p in row["idle"]) + " | "
+                     + ", ".join(f"{p / mb:.0f}" for p in row["peaks"]) + " | "
+                     + ", ".join(f"{(p - i) / row['chunk_bytes']:.1f}" for p, i in zip(row["peaks"], row["idle"]))
+                     + " |")
     text = "\n".join(lines)
     print(text)
     if args.markdown:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import doctest
+import importlib.util
+import itertools
 import logging
 import os
 import pickle
@@ -10,6 +12,7 @@ import pickle
 import numpy as np
 import pytest
 
+dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
 
 import cppconv  # noqa: E402
@@ -55,16 +58,34 @@ def operands(rng, x_shape, w_shape, layout):
 
 
 def compute(y):
-    return y.compute(scheduler="sync")
+    return compute_checked(y)
 
 
-def check_plan(y, ref_shape, axes, strides, halos):
-    """Chunks cover the result, and every chunk but a last one is at least the halo's outputs."""
+def compute_checked(y):
+    """y computed block by block, each block checked against the shape y.chunks declares (what
+    a later slice or rechunk of y relies on), then assembled."""
+    blocks = y.to_delayed(optimize_graph=False)
+    values = dask.compute(*blocks.ravel(), scheduler="sync")
+    nested = np.empty(blocks.shape, dtype=object)
+    for index, value in zip(np.ndindex(blocks.shape), values):
+        assert value.shape == tuple(c[i] for c, i in zip(y.chunks, index)), (index, value.shape, y.chunks)
+        nested[index] = value
+    return np.block(nested.tolist())
+
+
+def check_plan(y, x_chunks, ref_shape, axes, strides, befores, halos):
+    """The output chunks are the plan's: they cover the result; each starts at the first output
+    whose window starts at or after a boundary of x's chunks; and each (the last too, unless it
+    is the only one) is at least ceil(halo / stride) outputs, so it reads one neighbour only."""
     assert y.shape == ref_shape
-    for axis, stride, halo in zip(axes, strides, halos):
-        assert sum(y.chunks[axis]) == ref_shape[axis]
-        floor = -(-halo // stride) if halo > 0 else 1
-        assert all(c >= floor for c in y.chunks[axis][:-1]), (y.chunks[axis], floor)
+    for axis, stride, before, halo in zip(axes, strides, befores, halos):
+        chunks = y.chunks[axis]
+        assert sum(chunks) == ref_shape[axis]
+        floor = max(1, -(-halo // stride))
+        assert len(chunks) == 1 or min(chunks) >= floor, (chunks, floor)
+        firsts = {-(-(cut + before) // stride) for cut in itertools.accumulate(x_chunks[axis][:-1])}
+        starts = set(itertools.accumulate(chunks[:-1]))
+        assert starts <= firsts, (chunks, x_chunks[axis], sorted(starts - firsts))
 
 
 CONV2D_CASES = [
@@ -94,13 +115,15 @@ def test_conv2d_bit_for_bit(kwargs, chunks, layout):
     rng = make_rng("dask-conv2d", str(kwargs), str(chunks), layout)
     x, w, b = operands(rng, (3, 4, 23, 29), (8, 4 // kwargs.get("groups", 1), 3, 3), layout)
     ref = cppconv.conv2d(x, w, b, layout=layout, **kwargs)
-    y = cd.conv2d(chunked(x, chunks, layout), w, b, layout=layout, **kwargs)
+    xd = chunked(x, chunks, layout)
+    y = cd.conv2d(xd, w, b, layout=layout, **kwargs)
     axes = (1, 2) if layout == "NHWC" else (2, 3)
     strides = np.broadcast_to(kwargs.get("stride", 1), 2)
     dilations = np.broadcast_to(kwargs.get("dilation", 1), 2)
-    check_plan(y, ref.shape, axes, strides, dilations * 2 + 1 - strides)
-    assert y.chunks[0] == chunked(x, chunks, layout).chunks[0]  # the batch keeps its chunks
-    assert_bits(compute(y), ref)
+    befores = cppconv.explain(x.shape, w.shape, layout=layout, **kwargs)["padding"][0::2]
+    check_plan(y, xd.chunks, ref.shape, axes, strides, befores, dilations * 2 + 1 - strides)
+    assert y.chunks[0] == xd.chunks[0]  # the batch keeps its chunks
+    assert_bits(compute_checked(y), ref)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float16, np.int32])
@@ -224,7 +247,7 @@ def test_conv_transpose2d_bit_for_bit(kwargs, chunks, layout):
     x, w, b = operands(rng, (2, 6, 17, 19), (6, 4 // kwargs.get("groups", 1), 3, 4), layout)
     b = b[:4]  # conv_transpose2d's output channels are weight.shape[1] * groups = 4
     ref = cppconv.conv_transpose2d(x, w, b, layout=layout, **kwargs)
-    assert_bits(compute(cd.conv_transpose2d(chunked(x, chunks, layout), w, b, layout=layout, **kwargs)), ref)
+    assert_bits(compute_checked(cd.conv_transpose2d(chunked(x, chunks, layout), w, b, layout=layout, **kwargs)), ref)
 
 
 def test_conv_transpose1d_and_3d():
@@ -296,7 +319,7 @@ def test_pool2d_bit_for_bit(kind, kwargs, chunks, layout):
     x = random_input(rng, (3, 4, 23, 29), layout)
     ref = getattr(cppconv, f"{kind}_pool2d")(x, layout=layout, **kwargs)
     y = getattr(cd, f"{kind}_pool2d")(chunked(x, chunks, layout), layout=layout, **kwargs)
-    assert_bits(compute(y), ref)
+    assert_bits(compute_checked(y), ref)
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -307,8 +330,8 @@ def test_max_pool2d_indices_are_the_whole_planes(chunks, layout):
     kw = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, layout=layout)
     values, indices = cppconv.max_pool2d(x, return_indices=True, **kw)
     got_values, got_indices = cd.max_pool2d(chunked(x, chunks, layout), return_indices=True, **kw)
-    assert_bits(compute(got_values), values)
-    assert_bits(compute(got_indices), indices)
+    assert_bits(compute_checked(got_values), values)
+    assert_bits(compute_checked(got_indices), indices)
 
 
 @pytest.mark.parametrize("rank", [1, 3])
@@ -331,7 +354,8 @@ def test_pools_of_other_ranks_when_present(rank):
 def test_adaptive_pools_on_window_aligned_chunks(kind, output_size, chunks):
     x = make_rng("dask-adaptive", kind).standard_normal((4, 3, 12, 10)).astype(np.float32)
     ref = getattr(cppconv, f"adaptive_{kind}_pool2d")(x, output_size)
-    assert_bits(compute(getattr(cd, f"adaptive_{kind}_pool2d")(da.from_array(x, chunks=chunks), output_size)), ref)
+    assert_bits(compute_checked(getattr(cd, f"adaptive_{kind}_pool2d")(da.from_array(x, chunks=chunks), output_size)),
+                ref)
 
 
 @pytest.mark.parametrize("rank", [1, 3])
@@ -381,6 +405,58 @@ def test_apply_maps_a_layer_over_batch_chunks_and_ships_it_once():
     assert_bits(compute(y), network(x))
 
 
+def small_network():
+    """A cppconv.Network (an ONNX graph: convolution, ReLU, max pool), or a skip without onnx."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    import cppconv.onnx
+
+    w = numpy_helper.from_array(make_rng("dask-network").standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["y"], ["z"]),
+         helper.make_node("MaxPool", ["z"], ["p"], kernel_shape=[2, 2], strides=[2, 2])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 12, 12])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["n", 4, 6, 6])], [w])
+    return cppconv.onnx.load(helper.make_model(graph))
+
+
+def test_apply_maps_a_network():
+    net = small_network()
+    x = make_rng("dask-apply-network").standard_normal((7, 3, 12, 12)).astype(np.float32)
+    y = cd.apply(net, da.from_array(x, chunks=(3, 3, 6, 12)))  # the result's shape from an empty batch
+    assert y.chunks == ((3, 3, 1), (4,), (6,), (6,))
+    assert sum(1 for v in dict(y.__dask_graph__()).values() if isinstance(v, cppconv.Network)) == 1
+    assert_bits(compute(y), net(x))
+
+
+@pytest.mark.parametrize("chunks", [(1, 3, 1, 1), (2, 3, (10, 1, 7, 5), (3, 20, 5, 1)), (1, 3, 5, 6), -1], ids=str)
+def test_task_count_is_a_small_constant_times_the_chunks(chunks):
+    """Each operation adds at most a few tasks per input and output chunk, for any chunking
+    (chunks of 1 merged up to the halo included)."""
+    rng = make_rng("dask-tasks", str(chunks))
+    x = da.from_array(rng.standard_normal((2, 3, 23, 29)).astype(np.float32), chunks=chunks)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    layer = cppconv.Conv2d(w, padding=1)
+    operations = {
+        "conv": lambda: cd.conv2d(x, w, padding=1),
+        "conv strided dilated": lambda: cd.conv2d(x, w, padding="same", stride=2, dilation=2),
+        "conv reflect": lambda: cd.conv2d(x, w, padding=2, padding_mode="reflect"),
+        "conv constant": lambda: cd.conv2d(x, w, padding=(1, 2), padding_mode="constant", padding_value=1.5),
+        "transpose": lambda: cd.conv_transpose2d(x, np.ones((3, 2, 3, 3), np.float32), stride=2, padding=1),
+        "max pool": lambda: cd.max_pool2d(x, 3, stride=2, ceil_mode=True),
+        "max pool indices": lambda: cd.max_pool2d(x, 3, stride=2, return_indices=True)[1],
+        "avg pool": lambda: cd.avg_pool2d(x, 2, padding=1),
+        "apply": lambda: cd.apply(layer, x),
+    }
+    before = len(x.__dask_graph__())
+    for name, make in operations.items():
+        y = make()
+        added = len(y.__dask_graph__()) - before
+        # (plus a fixed few: the far padding's takes and concatenations, 27 tasks on one chunk)
+        assert added <= 6 * (x.npartitions + y.npartitions) + 32, (name, added, x.npartitions, y.npartitions)
+
+
 def test_examples_run():
     result = doctest.testmod(cd, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
@@ -392,6 +468,48 @@ def test_call_threads(restore_threads):
     assert cd.call_threads() == 1  # never more than cppconv's own setting
     with pytest.raises(ValueError):
         cd.call_threads(0)
+
+
+def test_call_threads_is_the_workers_share_of_the_cores(restore_threads, monkeypatch):
+    """In a worker of 4 threads on 8 cores each call gets 2 threads (cores / worker threads),
+    never more than cppconv's setting; in dask's local thread pool, cores / its workers."""
+    distributed = pytest.importorskip("distributed")
+    monkeypatch.setattr(cd, "_cores", lambda: 8)
+    cppconv.set_num_threads(8)
+    assert cd.call_threads() == 8  # the caller's thread: the whole process is this task's
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=4, processes=False, dashboard_address=None,
+                                  silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as client:
+        assert client.submit(cd.call_threads, pure=False).result() == 2
+        assert client.submit(cd.call_threads, 3, pure=False).result() == 3  # num_threads= overrides
+        cppconv.set_num_threads(1)
+        assert client.submit(cd.call_threads, pure=False).result() == 1  # capped by cppconv's setting
+    cppconv.set_num_threads(8)
+    with dask.config.set(num_workers=2):
+        shares = dask.compute(*[dask.delayed(cd.call_threads, pure=False)() for _ in range(4)], scheduler="threads")
+    assert set(shares) == {4}
+
+
+def _threads_seen(batch):
+    """A callable without num_threads (as a Network): the threads cppconv would use here."""
+    return np.full((len(batch), 1), cppconv.get_num_threads())
+
+
+def test_apply_limits_a_callable_without_num_threads(restore_threads, monkeypatch):
+    """A Network or function passed to apply runs with OpenMP's setting of its thread limited
+    to the worker's share (8 threads of a worker on 8 cores: 1 each), then restored."""
+    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("threadpoolctl")
+    if not cd._openmp_controllers():
+        pytest.skip("no OpenMP runtime that threadpoolctl controls (cppconv built without OpenMP)")
+    monkeypatch.setattr(cd, "_cores", lambda: 8)
+    _native.reset_num_threads()
+    x = da.zeros((8, 3), chunks=1)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=8, processes=False, dashboard_address=None,
+                                  silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as client:
+        seen = client.compute(cd.apply(_threads_seen, x, output_shape=(1,), dtype=np.int64), sync=True)
+        assert seen.ravel().tolist() == [1] * 8
+        after = client.gather([client.submit(cppconv.get_num_threads, pure=False) for _ in range(16)])
+        assert set(after) == {cppconv.get_num_threads()}  # each thread's setting restored
 
 
 def _worker_threads():
@@ -414,6 +532,9 @@ def test_on_a_local_cluster_of_processes():
                               sync=True)
         assert_bits(y, cppconv.conv2d(x, w, padding="same", padding_mode="reflect", stride=2))
         assert_bits(z, layer(x))
+        if importlib.util.find_spec("onnx") is not None:  # a Network pickles as its model's bytes
+            net = small_network()
+            assert_bits(client.compute(cd.apply(net, xd[:, :, :12, :12]), sync=True), net(x[:, :, :12, :12]))
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         for threads, omp, setting in client.gather([client.submit(_worker_threads, pure=False, workers=[a])
                                                     for a in client.scheduler_info()["workers"]]):

@@ -763,10 +763,33 @@ def global_avg_pool3d(x: Any, layout: Optional[str] = None, *, num_threads: Opti
 # Any layer or network over batch chunks
 
 
+@functools.lru_cache(maxsize=1)
+def _openmp_controllers() -> Tuple[Any, ...]:
+    """threadpoolctl's controllers of the OpenMP runtimes loaded here (cppconv's among them),
+    whose setting libgomp keeps per calling thread; none without threadpoolctl."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return ()
+    return tuple(threadpoolctl.ThreadpoolController().select(user_api="openmp").lib_controllers)
+
+
 def _apply_block(layer: Callable[..., Any], x: np.ndarray, threads: bool, num_threads: Optional[int]) -> np.ndarray:
+    n = call_threads(num_threads)
     if threads:
-        return np.asarray(layer(x, num_threads=call_threads(num_threads)))
-    return np.asarray(layer(x))
+        return np.asarray(layer(x, num_threads=n))
+    # A callable without num_threads (a Network, a function) runs under OpenMP's setting of
+    # this thread, limited to the share for the call (cppconv's set_num_threads, when in force,
+    # wins over it and call_threads already caps by it).
+    controllers = () if _native.num_threads_is_set() else _openmp_controllers()
+    before = [c.get_num_threads() for c in controllers]
+    for c in controllers:
+        c.set_num_threads(n)
+    try:
+        return np.asarray(layer(x))
+    finally:
+        for c, b in zip(controllers, before):
+            c.set_num_threads(b)
 
 
 def _takes_num_threads(layer: Callable[..., Any]) -> bool:
@@ -785,7 +808,9 @@ def apply(layer: Callable[..., Any], x: Any, *, output_shape: Optional[Tuple[int
 
     The layer is one key of the graph, so each worker receives it once, not with every task.
     A layer whose call takes ``num_threads`` (cppconv's layers) gets :func:`call_threads`
-    per call; any other callable runs under cppconv's process-wide setting.
+    per call; any other callable (a :class:`cppconv.Network`) runs with OpenMP's setting of the
+    calling thread limited to it, where threadpoolctl is installed (else under cppconv's
+    process-wide setting).
 
     Args:
         output_shape: one sample's result shape; default: the result of the layer on an empty
