@@ -235,7 +235,8 @@ def main() -> None:
              "|---|---:|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(f"| {row['workload']} | {_spread(row['in_memory_s'], '.2f')} | "
-                     f"{_spread(row['cluster_s'], '.2f')} | {_spread(row['input_s'], '.2f')} | {_spread([r * 100 for r in row['net']], '.0f')} % | "
+                     f"{_spread(row['cluster_s'], '.2f')} | {_spread(row['input_s'], '.2f')} | "
+                     f"{_spread([r * 100 for r in row['net']], '.0f')} % | "
                      f"{_spread([r * 100 for r in row['gross']], '.0f')} % |")
     lines += ["", "| workload | chunks | tasks | chunk MB (in + out) | worker RSS idle MB | worker peak RSS MB | "
                   "(peak - idle) / chunk |", "|---|---:|---:|---:|---:|---:|---:|"]
