@@ -16,10 +16,10 @@
 #include <tuple>
 
 #include "bf16.h"
-#include "elementwise.h"
 #include "conv.h"
 #include "conv_transpose.h"
 #include "dispatch.h"
+#include "elementwise.h"
 #include "memory.h"
 #include "pool.h"
 #include "qconv.h"
@@ -66,11 +66,13 @@ void bind_conversion(py::module_& m, const char* name, void (*pass)(const S*, D*
 // scale float32 (and zero_point int32), `length` of each.
 void check_axis_arrays(const py::array& x, const py::array& y, const py::array& scale, AxisLayout axis) {
   if (!(x.flags() & py::array::c_style)) throw py::type_error("x: must be C-contiguous");
-  if (!(y.flags() & py::array::c_style) || !y.writeable()) throw py::type_error("y: must be a writable C-contiguous array");
+  if (!(y.flags() & py::array::c_style) || !y.writeable())
+    throw py::type_error("y: must be a writable C-contiguous array");
   if (axis.outer < 0 || axis.length < 1 || axis.inner < 0 || x.size() != axis.outer * axis.length * axis.inner ||
       y.size() != x.size())
     throw py::value_error("x and y must have outer * length * inner elements");
-  if (!scale.dtype().equal(py::dtype::of<float>()) || !(scale.flags() & py::array::c_style) || scale.size() != axis.length)
+  if (!scale.dtype().equal(py::dtype::of<float>()) || !(scale.flags() & py::array::c_style) ||
+      scale.size() != axis.length)
     throw py::type_error("scale: must be a C-contiguous float32 array of `length` values");
 }
 
@@ -224,7 +226,8 @@ void require(const py::array& a, const char* name, DType dtype, py::ssize_t ndim
 // _native.PRECISIONS, PADDING_MODES, ACTIVATIONS and LAYOUTS, so Python copies no table.
 constexpr const char* kPrecisionNames[] = {"highest", "high"};
 constexpr const char* kPadModeNames[] = {"zeros", "reflect", "replicate", "circular", "symmetric"};
-constexpr const char* kActivationNames[] = {"", "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "silu", "hardsigmoid", "hardswish"};  // "": None
+constexpr const char* kActivationNames[] = {"",     "relu", "relu6",       "leaky_relu", "sigmoid",
+                                            "tanh", "silu", "hardsigmoid", "hardswish"};  // "": None
 constexpr const char* kLayoutNames[][2] = {{"NCW", "NWC"}, {"NCHW", "NHWC"}, {"NCDHW", "NDHWC"}};  // by rank
 
 // The enum value of a code from the Python layer; `names` bounds it.
@@ -328,14 +331,27 @@ ConvProblem make_problem(const Plan& plan, const int64_t* x, size_t x_dims, cons
   }
   p.out_channels = plan.out_channels();
   p.groups = groups;
-  p.in_d = in[0]; p.in_h = in[1]; p.in_w = in[2];
-  p.kernel_d = kernel[0]; p.kernel_h = kernel[1]; p.kernel_w = kernel[2];
-  p.out_d = out_size[0]; p.out_h = out_size[1]; p.out_w = out_size[2];
-  p.stride_d = a.stride[0]; p.stride_h = a.stride[1]; p.stride_w = a.stride[2];
-  p.dilation_d = a.dilation[0]; p.dilation_h = a.dilation[1]; p.dilation_w = a.dilation[2];
-  p.pad_front = a.padding[0]; p.pad_back = a.padding[1];
-  p.pad_top = a.padding[2]; p.pad_bottom = a.padding[3];
-  p.pad_left = a.padding[4]; p.pad_right = a.padding[5];
+  p.in_d = in[0];
+  p.in_h = in[1];
+  p.in_w = in[2];
+  p.kernel_d = kernel[0];
+  p.kernel_h = kernel[1];
+  p.kernel_w = kernel[2];
+  p.out_d = out_size[0];
+  p.out_h = out_size[1];
+  p.out_w = out_size[2];
+  p.stride_d = a.stride[0];
+  p.stride_h = a.stride[1];
+  p.stride_w = a.stride[2];
+  p.dilation_d = a.dilation[0];
+  p.dilation_h = a.dilation[1];
+  p.dilation_w = a.dilation[2];
+  p.pad_front = a.padding[0];
+  p.pad_back = a.padding[1];
+  p.pad_top = a.padding[2];
+  p.pad_bottom = a.padding[3];
+  p.pad_left = a.padding[4];
+  p.pad_right = a.padding[5];
   if (out) {
     std::vector<int64_t> expect{p.batch};
     if (first) expect.push_back(p.out_channels);
@@ -357,8 +373,8 @@ const Algorithm* named_in(const std::string& name, const Algorithm* (*find)(cons
   if (!a) {
     std::string known;
     for (const Algorithm* c : all()) known += (known.empty() ? "" : ", ") + std::string(c->name);
-    throw py::value_error(std::string("no ") + family + " algorithm named '" + name + "' on this machine; available: " +
-                          known);
+    throw py::value_error(std::string("no ") + family + " algorithm named '" + name +
+                          "' on this machine; available: " + known);
   }
   return a;
 }
@@ -418,8 +434,8 @@ void run_plan(PyConvPlan& self, const py::array& x, const py::array& out, const 
   const std::vector<int64_t> xs = shape_of(x), os = shape_of(out);
   const ConvProblem p = make_problem(plan, xs.data(), xs.size(), &os, params);
   const ConvAlgorithm* forced = algorithm_named(algorithm);
-  if (num_threads < 0) throw py::value_error("num_threads must be >= 0 (0: the global setting), got " +
-                                             std::to_string(num_threads));
+  if (num_threads < 0)
+    throw py::value_error("num_threads must be >= 0 (0: the global setting), got " + std::to_string(num_threads));
   const void* xp = x.data();
   void* yp = const_cast<void*>(out.data());
   py::gil_scoped_release release;
@@ -471,7 +487,8 @@ py::object forward(ConvPlan& plan, const py::handle& x_obj, const py::handle& ou
   const bool last = a.layout == 1;
   std::array<int64_t, 5> xs{};
   if (image) {
-    xs = last ? std::array<int64_t, 5>{1, x.shape(0), x.shape(1), 1} : std::array<int64_t, 5>{1, 1, x.shape(0), x.shape(1)};
+    xs = last ? std::array<int64_t, 5>{1, x.shape(0), x.shape(1), 1}
+              : std::array<int64_t, 5>{1, 1, x.shape(0), x.shape(1)};
   } else {
     const int batched = xd == r + 2;
     xs[0] = batched ? x.shape(0) : 1;
@@ -549,10 +566,10 @@ bool plain_word(const py::handle& h, const char* const (&names)[N], int* code) {
 }
 
 py::object conv_simple(const py::handle& x_obj, const py::handle& w_obj, const py::handle& b_obj,
-                       const py::handle& out_obj, int rank, const py::handle& stride_obj,
-                       const py::handle& padding_obj, const py::handle& dilation_obj, const py::handle& groups_obj,
-                       const py::handle& mode_obj, const py::handle& layout_obj, const py::handle& activation_obj,
-                       const py::handle& precision_obj, const py::handle& threads_obj) {
+                       const py::handle& out_obj, int rank, const py::handle& stride_obj, const py::handle& padding_obj,
+                       const py::handle& dilation_obj, const py::handle& groups_obj, const py::handle& mode_obj,
+                       const py::handle& layout_obj, const py::handle& activation_obj, const py::handle& precision_obj,
+                       const py::handle& threads_obj) {
   if (!py::isinstance<py::array>(w_obj) || rank < 1 || rank > 3) return py::none();
   int64_t stride, padding = 0, dilation, groups, threads = 0;
   int pad_mode, layout, activation = 0, precision = -1;
@@ -651,15 +668,15 @@ PYBIND11_MODULE(_native, m) {
           },
           py::arg("x_shape"), py::arg("params"));
 
-  m.def("conv",
-        [](const py::array& x, const py::array& weight, const py::object& bias, const py::array& out,
-           const ConvParams& params, const std::string& algorithm, int num_threads) {
-          PyConvPlan plan = make_plan(weight, bias, /*copy=*/false);
-          run_plan(plan, x, out, params, algorithm, num_threads);
-        },
-        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("params"),
-        py::arg("algorithm") = "", py::arg("num_threads") = 0,
-        "One-shot convolution of any rank into `out` (internal; see cppconv.conv2d).");
+  m.def(
+      "conv",
+      [](const py::array& x, const py::array& weight, const py::object& bias, const py::array& out,
+         const ConvParams& params, const std::string& algorithm, int num_threads) {
+        PyConvPlan plan = make_plan(weight, bias, /*copy=*/false);
+        run_plan(plan, x, out, params, algorithm, num_threads);
+      },
+      py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("params"), py::arg("algorithm") = "",
+      py::arg("num_threads") = 0, "One-shot convolution of any rank into `out` (internal; see cppconv.conv2d).");
 
   m.def(
       "explain",
@@ -675,10 +692,9 @@ PYBIND11_MODULE(_native, m) {
       py::arg("dtype"), py::arg("x_shape"), py::arg("weight_shape"), py::arg("has_bias"), py::arg("params"),
       py::arg("layer") = false);
 
-  m.def("conv_simple", &conv_simple, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"),
-        py::arg("rank"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
-        py::arg("padding_mode"), py::arg("layout"), py::arg("activation"), py::arg("precision"),
-        py::arg("num_threads"),
+  m.def("conv_simple", &conv_simple, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("rank"),
+        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("padding_mode"),
+        py::arg("layout"), py::arg("activation"), py::arg("precision"), py::arg("num_threads"),
         "conv1d/2d/3d's one-step fast path (internal), for the arguments as the user passed them: the result, or "
         "None when any is not in its plain form (int sizes, canonical words) or anything else is unusual.");
   m.def("conv_output_size", &conv_output_size, py::arg("size"), py::arg("kernel"), py::arg("stride"),
@@ -808,8 +824,8 @@ const PoolAlgorithm* pool_algorithm_named(const std::string& name) {
 void run_pool(const Pool2dProblem& p, const py::array& x, const py::array& out, int64_t* idx,
               const std::string& algorithm, int num_threads) {
   const PoolAlgorithm* forced = pool_algorithm_named(algorithm);
-  if (num_threads < 0) throw py::value_error("num_threads must be >= 0 (0: the global setting), got " +
-                                             std::to_string(num_threads));
+  if (num_threads < 0)
+    throw py::value_error("num_threads must be >= 0 (0: the global setting), got " + std::to_string(num_threads));
   const void* xp = x.data();
   void* yp = const_cast<void*>(out.data());
   py::gil_scoped_release release;
@@ -862,8 +878,14 @@ TransposeSettings make_transpose_settings(const Sizes& stride, const Sizes& padd
       throw py::value_error("output_padding must be smaller than stride or dilation");
   }
   if (groups < 1) throw py::value_error("groups must be >= 1");
-  return {stride, padding, output_padding, dilation, groups, layout_from(layout),
-          code_of<Activation>(activation, kActivationNames, "activation"), checked_slope(negative_slope)};
+  return {stride,
+          padding,
+          output_padding,
+          dilation,
+          groups,
+          layout_from(layout),
+          code_of<Activation>(activation, kActivationNames, "activation"),
+          checked_slope(negative_slope)};
 }
 
 struct PyConvTransposePlan {
@@ -890,8 +912,8 @@ PyConvTransposePlan make_transpose_plan(const py::array& weight, const py::objec
   p.rank = size_t(weight.ndim() - 2);
   std::array<int64_t, 3> kernel{1, 1, 1};  // (kd, kh, kw), the missing leading axes 1
   for (size_t a = 0; a < p.rank; ++a) kernel[3 - p.rank + a] = weight.shape(py::ssize_t(2 + a));
-  p.plan = std::make_unique<ConvTransposePlan>(dt, weight.data(), bias_ptr, bias_size, weight.shape(0),
-                                               weight.shape(1), kernel[0], kernel[1], kernel[2], copy);
+  p.plan = std::make_unique<ConvTransposePlan>(dt, weight.data(), bias_ptr, bias_size, weight.shape(0), weight.shape(1),
+                                               kernel[0], kernel[1], kernel[2], copy);
   if (!copy) {
     p.weight_owner = weight;
     p.bias_owner = bias;
@@ -917,8 +939,7 @@ ConvTransposeProblem make_transpose_problem(const PyConvTransposePlan& self, con
   p.in_channels = x[first ? 1 : rank + 1];
   if (p.in_channels != plan.in_channels() || p.in_channels % s.groups != 0)
     throw py::value_error("x channels do not match weight and groups");
-  std::array<int64_t, 3> in{1, 1, 1}, stride{1, 1, 1}, dilation{1, 1, 1}, before{0, 0, 0}, after{0, 0, 0},
-      op{0, 0, 0};
+  std::array<int64_t, 3> in{1, 1, 1}, stride{1, 1, 1}, dilation{1, 1, 1}, before{0, 0, 0}, after{0, 0, 0}, op{0, 0, 0};
   for (size_t a = 0; a < rank; ++a) {
     const size_t to = 3 - rank + a;
     in[to] = x[(first ? 2 : 1) + a];
@@ -929,14 +950,28 @@ ConvTransposeProblem make_transpose_problem(const PyConvTransposePlan& self, con
     op[to] = s.output_padding[a];
   }
   if (std::min({in[0], in[1], in[2]}) < 1) throw py::value_error("x: empty spatial dimensions");
-  p.in_d = in[0]; p.in_h = in[1]; p.in_w = in[2];
+  p.in_d = in[0];
+  p.in_h = in[1];
+  p.in_w = in[2];
   p.out_channels = plan.group_out_channels() * s.groups;
-  p.kernel_d = plan.kernel_d(); p.kernel_h = plan.kernel_h(); p.kernel_w = plan.kernel_w();
-  p.stride_d = stride[0]; p.stride_h = stride[1]; p.stride_w = stride[2];
-  p.dilation_d = dilation[0]; p.dilation_h = dilation[1]; p.dilation_w = dilation[2];
-  p.pad_front = before[0]; p.pad_back = after[0]; p.pad_top = before[1]; p.pad_bottom = after[1];
-  p.pad_left = before[2]; p.pad_right = after[2];
-  p.output_padding_d = op[0]; p.output_padding_h = op[1]; p.output_padding_w = op[2];
+  p.kernel_d = plan.kernel_d();
+  p.kernel_h = plan.kernel_h();
+  p.kernel_w = plan.kernel_w();
+  p.stride_d = stride[0];
+  p.stride_h = stride[1];
+  p.stride_w = stride[2];
+  p.dilation_d = dilation[0];
+  p.dilation_h = dilation[1];
+  p.dilation_w = dilation[2];
+  p.pad_front = before[0];
+  p.pad_back = after[0];
+  p.pad_top = before[1];
+  p.pad_bottom = after[1];
+  p.pad_left = before[2];
+  p.pad_right = after[2];
+  p.output_padding_d = op[0];
+  p.output_padding_h = op[1];
+  p.output_padding_w = op[2];
   p.groups = s.groups;
   p.out_d = conv_transpose_output_size(p.in_d, p.kernel_d, p.stride_d, p.pad_front, p.pad_back, op[0], p.dilation_d);
   p.out_h = conv_transpose_output_size(p.in_h, p.kernel_h, p.stride_h, p.pad_top, p.pad_bottom, op[1], p.dilation_h);
@@ -947,9 +982,8 @@ ConvTransposeProblem make_transpose_problem(const PyConvTransposePlan& self, con
   return p;
 }
 
-
-void run_transpose_plan(PyConvTransposePlan& self, const py::array& x, const py::array& out,
-                        const TransposeSettings& s, const std::string& algorithm, int num_threads) {
+void run_transpose_plan(PyConvTransposePlan& self, const py::array& x, const py::array& out, const TransposeSettings& s,
+                        const std::string& algorithm, int num_threads) {
   if (num_threads < 0 || num_threads > kMaxThreads) throw py::value_error("num_threads out of range");
   ConvTransposePlan& plan = *self.plan;
   const py::ssize_t ndim = py::ssize_t(s.rank() + 2);
@@ -973,17 +1007,24 @@ void bind_pool_and_transpose(py::module_& m) {
   m.def(
       "pool2d",
       [](const py::array& x, const py::array& out, const py::object& indices, int kind, int64_t kh, int64_t kw,
-         int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr,
-         bool ceil_mode, bool count_include_pad, int64_t divisor_override, int layout, const std::string& algorithm,
-         int num_threads) {
+         int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, bool ceil_mode,
+         bool count_include_pad, int64_t divisor_override, int layout, const std::string& algorithm, int num_threads) {
         Pool2dProblem p;
         p.kind = pool_kind_from(kind);
         p.layout = layout_from(layout);
         int64_t* idx = pool_arrays(p, x, out, indices);
         if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0)
           throw py::value_error("kernel, stride and dilation must be >= 1 and padding >= 0");
-        p.kernel_h = kh; p.kernel_w = kw; p.stride_h = sh; p.stride_w = sw; p.dilation_h = dh; p.dilation_w = dw;
-        p.pad_top = pt; p.pad_bottom = pb; p.pad_left = pl; p.pad_right = pr;
+        p.kernel_h = kh;
+        p.kernel_w = kw;
+        p.stride_h = sh;
+        p.stride_w = sw;
+        p.dilation_h = dh;
+        p.dilation_w = dw;
+        p.pad_top = pt;
+        p.pad_bottom = pb;
+        p.pad_left = pl;
+        p.pad_right = pr;
         p.count_include_pad = count_include_pad;
         p.divisor_override = divisor_override;
         const int64_t oh = pool_output_size(p.in_h, kh, sh, pt, pb, dh, ceil_mode);
@@ -996,14 +1037,14 @@ void bind_pool_and_transpose(py::module_& m) {
       py::arg("stride_h"), py::arg("stride_w"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"),
       py::arg("pad_bottom"), py::arg("pad_left"), py::arg("pad_right"), py::arg("ceil_mode"),
       py::arg("count_include_pad"), py::arg("divisor_override"), py::arg("layout"), py::arg("algorithm") = "",
-      py::arg("num_threads") = 0, "Max (kind 0) or average (kind 1) pooling into `out` (internal; see cppconv.max_pool2d).");
+      py::arg("num_threads") = 0,
+      "Max (kind 0) or average (kind 1) pooling into `out` (internal; see cppconv.max_pool2d).");
 
   m.def(
       "adaptive_pool2d",
       [](const py::array& x, const py::array& out, const py::object& indices, int kind, int layout,
-         const std::string& algorithm, int num_threads) {
-        run_adaptive_pool(x, out, indices, kind, layout, algorithm, num_threads, 4);
-      },
+         const std::string& algorithm,
+         int num_threads) { run_adaptive_pool(x, out, indices, kind, layout, algorithm, num_threads, 4); },
       py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"), py::arg("layout"), py::arg("algorithm") = "",
       py::arg("num_threads") = 0,
       "Adaptive max/average pooling to out's size (internal; see cppconv.adaptive_avg_pool2d).");
@@ -1013,8 +1054,7 @@ void bind_pool_and_transpose(py::module_& m) {
       [](const py::array& x, const py::array& out, const py::object& indices, int kind,
          const std::array<int64_t, 3>& kernel, const std::array<int64_t, 3>& stride,
          const std::array<int64_t, 3>& dilation, const std::array<int64_t, 6>& padding, bool ceil_mode,
-         bool count_include_pad, int64_t divisor_override, int layout, const std::string& algorithm,
-         int num_threads) {
+         bool count_include_pad, int64_t divisor_override, int layout, const std::string& algorithm, int num_threads) {
         Pool2dProblem p;
         p.kind = pool_kind_from(kind);
         p.layout = layout_from(layout);
@@ -1031,8 +1071,8 @@ void bind_pool_and_transpose(py::module_& m) {
         p.divisor_override = divisor_override;
         const int64_t in[3] = {p.in_d, p.in_h, p.in_w}, got[3] = {p.out_d, p.out_h, p.out_w};
         for (int a = 0; a < 3; ++a) {
-          const int64_t o = pool_output_size(in[a], kernel[a], stride[a], padding[2 * a], padding[2 * a + 1],
-                                             dilation[a], ceil_mode);
+          const int64_t o =
+              pool_output_size(in[a], kernel[a], stride[a], padding[2 * a], padding[2 * a + 1], dilation[a], ceil_mode);
           if (o < 1) throw py::value_error("pooling output size below 1");
           if (o != got[a]) throw py::value_error("out: shape does not match the pooling's result");
         }
@@ -1047,9 +1087,8 @@ void bind_pool_and_transpose(py::module_& m) {
   m.def(
       "adaptive_pool3d",
       [](const py::array& x, const py::array& out, const py::object& indices, int kind, int layout,
-         const std::string& algorithm, int num_threads) {
-        run_adaptive_pool(x, out, indices, kind, layout, algorithm, num_threads, 5);
-      },
+         const std::string& algorithm,
+         int num_threads) { run_adaptive_pool(x, out, indices, kind, layout, algorithm, num_threads, 5); },
       py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"), py::arg("layout"), py::arg("algorithm") = "",
       py::arg("num_threads") = 0,
       "Adaptive 3-D max/average pooling of 5-D arrays to out's size (internal; see cppconv.adaptive_avg_pool3d).");
@@ -1057,8 +1096,7 @@ void bind_pool_and_transpose(py::module_& m) {
   m.def("pool_output_size", &pool_output_size, py::arg("input_size"), py::arg("kernel_size"), py::arg("stride"),
         py::arg("pad_before"), py::arg("pad_after"), py::arg("dilation"), py::arg("ceil_mode"));
   m.def("conv_transpose_output_size", &conv_transpose_output_size, py::arg("input_size"), py::arg("kernel_size"),
-        py::arg("stride"), py::arg("pad_before"), py::arg("pad_after"), py::arg("output_padding"),
-        py::arg("dilation"));
+        py::arg("stride"), py::arg("pad_before"), py::arg("pad_after"), py::arg("output_padding"), py::arg("dilation"));
   m.def("pool_algorithms", []() {
     std::vector<std::string> names;
     for (const PoolAlgorithm* a : all_pool_algorithms()) names.emplace_back(a->name);
@@ -1098,7 +1136,8 @@ void bind_pool_and_transpose(py::module_& m) {
   py::class_<TransposeSettings>(m, "ConvTransposeSettings")
       .def(py::init(&make_transpose_settings), py::arg("stride"), py::arg("padding"), py::arg("output_padding"),
            py::arg("dilation"), py::arg("groups"), py::arg("layout"), py::arg("activation"),
-           py::arg("negative_slope") = 0.01, "Per-axis settings of a transposed convolution of spatial rank 1 to 3 (internal).");
+           py::arg("negative_slope") = 0.01,
+           "Per-axis settings of a transposed convolution of spatial rank 1 to 3 (internal).");
 
   py::class_<PyConvTransposePlan>(m, "ConvTransposePlan")
       .def(py::init([](const py::array& weight, const py::object& bias, bool copy) {
@@ -1130,8 +1169,8 @@ void bind_pool_and_transpose(py::module_& m) {
         PyConvTransposePlan plan = make_transpose_plan(weight, bias, /*copy=*/false);
         run_transpose_plan(plan, x, out, s, algorithm, num_threads);
       },
-      py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("settings"),
-      py::arg("algorithm") = "", py::arg("num_threads") = 0,
+      py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("settings"), py::arg("algorithm") = "",
+      py::arg("num_threads") = 0,
       "One-shot transposed convolution of rank 1 to 3 into `out` (internal; see cppconv.conv_transpose2d).");
 }
 
@@ -1175,7 +1214,8 @@ std::unique_ptr<QConvPlan> make_qconv_plan(const py::array& weight, const py::ob
 ConvProblem qconv_problem(const QConvPlan& plan, const std::vector<int64_t>& x_shape, const std::vector<int64_t>* out,
                           const ConvParams& params) {
   if (params.groups != plan.groups()) throw py::value_error("groups differ from the plan's");
-  if (params.padding_mode != int(PadMode::Zeros)) throw py::value_error("padding_mode: quantized padding is x_zero_point");
+  if (params.padding_mode != int(PadMode::Zeros))
+    throw py::value_error("padding_mode: quantized padding is x_zero_point");
   return make_problem(plan, x_shape.data(), x_shape.size(), out, params);
 }
 

@@ -82,7 +82,8 @@ ConvProblem on_subsampled_input(const ConvProblem& p) {
 }
 
 size_t subsampled_bytes(const ConvProblem& p) {
-  return saturating_mul(size_t(p.batch * p.in_channels), saturating_mul(size_t(p.out_h * p.out_w), dtype_size(p.dtype)));
+  return saturating_mul(size_t(p.batch * p.in_channels),
+                        saturating_mul(size_t(p.out_h * p.out_w), dtype_size(p.dtype)));
 }
 
 template <class T>
@@ -117,7 +118,8 @@ ConvProblem algorithm_problem(const ConvProblem& given) {
 // Memory one call of `a` takes besides its output: the algorithm's scratch, the padding index
 // maps it reads and, for a subsampled input, its copy.
 size_t call_workspace_bytes(const ConvAlgorithm& a, const ConvProblem& given, const ConvProblem& p, int threads) {
-  const size_t bytes = saturating_add(a.workspace_bytes(p, threads), reads_index_maps(a) ? index_workspace_bytes(p) : 0);
+  const size_t bytes =
+      saturating_add(a.workspace_bytes(p, threads), reads_index_maps(a) ? index_workspace_bytes(p) : 0);
   return subsamples_input(given) ? saturating_add(bytes, subsampled_bytes(given)) : bytes;
 }
 
@@ -197,8 +199,8 @@ std::vector<int64_t> padding_index_map(int64_t size, int64_t before, int64_t aft
 }
 
 namespace {
-const AlgorithmFamily<ConvAlgorithm> kConvFamily = {&KernelTable::conv, &KernelTable::conv_count,
-                                                    &conv_reference_f32, &conv_reference_f64};
+const AlgorithmFamily<ConvAlgorithm> kConvFamily = {&KernelTable::conv, &KernelTable::conv_count, &conv_reference_f32,
+                                                    &conv_reference_f64};
 }  // namespace
 
 std::vector<const ConvAlgorithm*> all_conv_algorithms() { return kConvFamily.all(); }
@@ -233,14 +235,13 @@ bool is_reference(const ConvAlgorithm* a) { return a && !reads_index_maps(*a); }
 constexpr int64_t kFoldOutputs = 96;
 bool folds_rows(const ConvProblem& p) {
   const bool depthwise = p.groups == p.in_channels && p.groups == p.out_channels;
-  return p.in_h == 1 && p.out_h == 1 && p.kernel_h == 1 && p.kernel_w > 1 && p.out_w >= 2 * kFoldOutputs &&
-         !depthwise;
+  return p.in_h == 1 && p.out_h == 1 && p.kernel_h == 1 && p.kernel_w > 1 && p.out_w >= 2 * kFoldOutputs && !depthwise;
 }
 
 Lowering lowering_of(const ConvProblem& p) {
   if (!has_depth(p)) return folds_rows(p) ? Lowering::FoldRows : Lowering::None;
-  if (p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 &&
-      p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0)
+  if (p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 && p.pad_bottom == 0 &&
+      p.pad_left == 0 && p.pad_right == 0)
     return Lowering::Flatten;
   if (p.layout == Layout::NHWC && p.kernel_d == 1 && p.stride_d == 1 && p.pad_front == 0 && p.pad_back == 0)
     return Lowering::IntoBatch;
@@ -370,8 +371,7 @@ struct FoldedInputTag {};
 constexpr size_t kGatherBytes = size_t(4) << 20;
 size_t slice_bytes(const ConvProblem& p) {  // one output slice's gathered or interleaved input
   const int64_t rows = lowering_of(p) == Lowering::Interleave ? p.in_h + p.pad_top + p.pad_bottom : p.in_h;
-  return saturating_mul(saturating_mul(size_t(p.in_channels * p.kernel_d), size_t(rows * p.in_w)),
-                        dtype_size(p.dtype));
+  return saturating_mul(saturating_mul(size_t(p.in_channels * p.kernel_d), size_t(rows * p.in_w)), dtype_size(p.dtype));
 }
 int64_t gather_chunk(const ConvProblem& p) {
   const size_t per_slice = slice_bytes(p);
@@ -519,8 +519,7 @@ ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
   c.lowering = lowering;
   if (lowering == Lowering::Gather || lowering == Lowering::Interleave)
     c.workspace_bytes = saturating_add(c.workspace_bytes, gather_bytes(given, planar.batch));
-  if (lowering == Lowering::FoldRows)
-    c.workspace_bytes = saturating_add(c.workspace_bytes, fold_bytes(given));
+  if (lowering == Lowering::FoldRows) c.workspace_bytes = saturating_add(c.workspace_bytes, fold_bytes(given));
   return c;
 }
 
@@ -545,7 +544,7 @@ ConvChoice ConvPlan::choose_for(const ConvProblem& given, const ConvProblem& p, 
                                 const ConvAlgorithm* forced) const {
   const KernelTable& table = active_table();
   const int threads = threads_for(p, max_threads);
-  const ConvAlgorithm* chosen = forced                ? forced
+  const ConvAlgorithm* chosen = forced               ? forced
                                 : needs_reference(p) ? kConvFamily.reference(p.dtype)
                                                      : kConvFamily.choose(table, p);
   // The scratch depends on the thread count (one buffer per thread) as well as the algorithm.
@@ -560,9 +559,7 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
   if (given.batch == 0 || given.out_channels == 0) return;
   // A per-call cap obeys the same limits as the process-wide setting (one thread in a forked
   // child, at most kMaxThreads).
-  const int cap = max_threads <= 0          ? get_num_threads()
-                  : in_forked_child()      ? 1
-                                           : std::min(max_threads, kMaxThreads);
+  const int cap = max_threads <= 0 ? get_num_threads() : in_forked_child() ? 1 : std::min(max_threads, kMaxThreads);
   // The reference takes every depth itself: it is the oracle of the lowerings.
   if (is_reference(forced)) return run_planar(given, x, y, nullptr, forced, cap);
   switch (lowering_of(given)) {
@@ -583,8 +580,7 @@ void ConvPlan::run_folded(const ConvProblem& given, const void* x, void* y, cons
   const int threads = threads_for_work(double(fold_bytes(given)), cap);
   if (given.dtype == DType::Float32)
     fold_windows(given, static_cast<const float*>(x), rows, tail, reinterpret_cast<float*>(buffer.get()), threads);
-  else
-    fold_windows(given, static_cast<const double*>(x), rows, tail, reinterpret_cast<double*>(buffer.get()), threads);
+  else fold_windows(given, static_cast<const double*>(x), rows, tail, reinterpret_cast<double*>(buffer.get()), threads);
   const ConvProblem q = folded(given, rows, kFoldOutputs);
   const bool first = q.layout == Layout::NCHW;
   void* out = y;
@@ -607,8 +603,7 @@ void ConvPlan::run_folded(const ConvProblem& given, const void* x, void* y, cons
   if (out != y) {
     if (given.dtype == DType::Float32)
       channels_to_front(static_cast<const float*>(out), given.batch, OW, K, static_cast<float*>(y), threads);
-    else
-      channels_to_front(static_cast<const double*>(out), given.batch, OW, K, static_cast<double*>(y), threads);
+    else channels_to_front(static_cast<const double*>(out), given.batch, OW, K, static_cast<double*>(y), threads);
   }
 }
 
@@ -645,8 +640,8 @@ void ConvPlan::run_gathered(const ConvProblem& given, const void* x, void* y, co
       // stride out_plane and the channels stride out_d * out_plane.
       const int64_t od = b0 - n * given.out_d;
       const Strides4 stride{out_plane, given.out_d * out_plane, given.out_w, 1};
-      run_planar(q, buffer.get(), out + size_t((n * given.out_channels * given.out_d + od) * out_plane) * elem,
-                 &stride, forced, cap, weights);
+      run_planar(q, buffer.get(), out + size_t((n * given.out_channels * given.out_d + od) * out_plane) * elem, &stride,
+                 forced, cap, weights);
     }
     b0 += count;
   }
@@ -684,7 +679,8 @@ void ConvPlan::run_planar(const ConvProblem& given, const void* x, void* y, cons
     if (p.dtype == DType::Float32)
       subsample_input(given, static_cast<const float*>(x), reinterpret_cast<float*>(subsampled.get()), choice.threads);
     else
-      subsample_input(given, static_cast<const double*>(x), reinterpret_cast<double*>(subsampled.get()), choice.threads);
+      subsample_input(given, static_cast<const double*>(x), reinterpret_cast<double*>(subsampled.get()),
+                      choice.threads);
     x = subsampled.get();
   }
   std::vector<int64_t> rows, cols;

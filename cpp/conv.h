@@ -95,8 +95,7 @@ class ConvPlan {
   // instead of the dispatcher's choice; it must accept the problem.  `max_threads` > 0 caps
   // this call's threads instead of get_num_threads() (a per-call num_threads=, which must
   // not change the process-wide setting).
-  void run(const ConvProblem& p, const void* x, void* y, const ConvAlgorithm* forced = nullptr,
-           int max_threads = 0);
+  void run(const ConvProblem& p, const void* x, void* y, const ConvAlgorithm* forced = nullptr, int max_threads = 0);
 
   DType dtype() const { return dtype_; }
   int64_t out_channels() const { return out_channels_; }

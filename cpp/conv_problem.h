@@ -25,8 +25,17 @@ enum class Layout : int { NCHW = 0, NHWC = 1 };
 // PyTorch's padding modes, and NumPy's and SciPy's "symmetric": Reflect mirrors about the edge
 // value (d c b | a b c d), Symmetric repeats it (c b a | a b c d).
 enum class PadMode : int { Zeros = 0, Reflect = 1, Replicate = 2, Circular = 3, Symmetric = 4 };
-enum class Activation : int { None = 0, Relu = 1, Relu6 = 2, LeakyRelu = 3, Sigmoid = 4, Tanh = 5, Silu = 6,
-                              HardSigmoid = 7, HardSwish = 8 };
+enum class Activation : int {
+  None = 0,
+  Relu = 1,
+  Relu6 = 2,
+  LeakyRelu = 3,
+  Sigmoid = 4,
+  Tanh = 5,
+  Silu = 6,
+  HardSigmoid = 7,
+  HardSwish = 8
+};
 // An activation with its parameter, as a kernel applies it to the outputs it stores.
 struct FusedActivation {
   Activation kind = Activation::None;

@@ -21,8 +21,8 @@ const AlgorithmFamily<ConvTransposeAlgorithm> kConvTransposeFamily = {
 
 }  // namespace
 
-int64_t conv_transpose_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_before,
-                                   int64_t pad_after, int64_t output_padding, int64_t dilation) {
+int64_t conv_transpose_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_before, int64_t pad_after,
+                                   int64_t output_padding, int64_t dilation) {
   // Nothing wraps for any non-negative int64 arguments (UBSan checks this): a term past
   // kMaxIndexExtent gives kMaxIndexExtent, a size that callers refuse as too large.
   int64_t span, reach;
@@ -60,8 +60,8 @@ ConvTransposeChoice ConvTransposePlan::choose(const ConvTransposeProblem& p, int
   return {chosen, table.isa_name, threads, chosen->workspace_bytes(p, threads), chosen->packed_bytes(p)};
 }
 
-void ConvTransposePlan::run(const ConvTransposeProblem& p, const void* x, void* y,
-                            const ConvTransposeAlgorithm* forced, int max_threads) {
+void ConvTransposePlan::run(const ConvTransposeProblem& p, const void* x, void* y, const ConvTransposeAlgorithm* forced,
+                            int max_threads) {
   if (p.dtype != dtype_ || p.in_channels != in_channels_ || p.out_channels != group_out_ * p.groups ||
       p.kernel_d != kernel_d_ || p.kernel_h != kernel_h_ || p.kernel_w != kernel_w_ ||
       (has_bias() && bias_size_ != p.out_channels))

@@ -6,16 +6,16 @@
 #include <string>
 #include <vector>
 
+#include "conv_transpose_problem.h"
 #include "driver.h"
 #include "kernels/kernel_table.h"
-#include "conv_transpose_problem.h"
 
 namespace cppconv {
 
 // (I - 1) * S - before - after + D * (K - 1) + output_padding + 1, or kMaxIndexExtent where
 // that does not fit the kernels' index arithmetic.
-int64_t conv_transpose_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_before,
-                                   int64_t pad_after, int64_t output_padding, int64_t dilation);
+int64_t conv_transpose_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_before, int64_t pad_after,
+                                   int64_t output_padding, int64_t dilation);
 
 double conv_transpose_flops(const ConvTransposeProblem& p);
 

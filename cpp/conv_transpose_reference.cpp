@@ -63,10 +63,10 @@ size_t no_workspace(const ConvTransposeProblem&, int) { return 0; }
 }  // namespace
 
 const ConvTransposeAlgorithm conv_transpose2d_reference_f32 = {
-    "conv_transpose2d_reference_f32", DType::Float32, accepts_any, no_packing, nullptr, no_workspace,
+    "conv_transpose2d_reference_f32",   DType::Float32, accepts_any, no_packing, nullptr, no_workspace,
     run_conv_transpose_reference<float>};
 const ConvTransposeAlgorithm conv_transpose2d_reference_f64 = {
-    "conv_transpose2d_reference_f64", DType::Float64, accepts_any, no_packing, nullptr, no_workspace,
+    "conv_transpose2d_reference_f64",    DType::Float64, accepts_any, no_packing, nullptr, no_workspace,
     run_conv_transpose_reference<double>};
 
 }  // namespace cppconv

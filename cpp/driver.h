@@ -56,8 +56,8 @@ inline bool meets_precision(const ConvAlgorithm& a, const ConvProblem& p) { retu
 // every list.
 template <class Algorithm>
 struct AlgorithmFamily {
-  const Algorithm* const* KernelTable::*list;
-  int KernelTable::*count;
+  const Algorithm* const* KernelTable::* list;
+  int KernelTable::* count;
   const Algorithm* reference_f32;
   const Algorithm* reference_f64;
 

@@ -21,7 +21,8 @@ template <class Block>
 void outer_ranges(AxisLayout& axis, int max_threads, Block block) {
   if (axis.length == 1) axis = {axis.outer * axis.inner, 1, 1};
   const int64_t per_outer = axis.length * axis.inner;
-  const int threads = threads_for_work(double(axis.outer * per_outer), max_threads > 0 ? max_threads : get_num_threads());
+  const int threads =
+      threads_for_work(double(axis.outer * per_outer), max_threads > 0 ? max_threads : get_num_threads());
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int t = 0; t < threads; ++t) block(axis.outer * t / threads, axis.outer * (t + 1) / threads);
 }
@@ -69,7 +70,6 @@ T round_half_even(T v) {
   }
 }
 
-
 // n values with one scale and zero point (the loops take everything as locals, so they
 // vectorise: values read through a closure might alias the output).
 template <class T, class Q>
@@ -85,8 +85,8 @@ void quantize_run(const T* x, int64_t n, T scale, int32_t z, T v_lo, T v_hi, Q* 
 
 // One value per index of the axis, the axis innermost (channels last).
 template <class T, class Q>
-void quantize_across(const T* x, int64_t length, const float* scale, const int32_t* zero_point, int32_t lo,
-                     int32_t hi, Q* y) {
+void quantize_across(const T* x, int64_t length, const float* scale, const int32_t* zero_point, int32_t lo, int32_t hi,
+                     Q* y) {
 #pragma omp simd
   for (int64_t a = 0; a < length; ++a) {
     const int32_t z = zero_point[a];
@@ -111,8 +111,8 @@ void dequantize_run(const Q* x, int64_t n, float scale, int32_t z, float* y) {
 }  // namespace
 
 template <class T, class Q>
-void quantize_linear(const T* x, const float* scale, const int32_t* zero_point, AxisLayout axis, int32_t lo,
-                     int32_t hi, Q* y, int max_threads) {
+void quantize_linear(const T* x, const float* scale, const int32_t* zero_point, AxisLayout axis, int32_t lo, int32_t hi,
+                     Q* y, int max_threads) {
   outer_ranges(axis, max_threads, [&](int64_t o_begin, int64_t o_end) {
     const NearestRoundingScope nearest;  // (this thread's MXCSR)
     if (axis.length == 1) {
@@ -209,10 +209,8 @@ void channel_affine_as(const float* x, const float* scale, const float* shift, A
 
 void channel_affine(const float* x, const float* scale, const float* shift, AxisLayout axis, bool relu, float* y,
                     int max_threads) {
-  if (relu)
-    channel_affine_as<true>(x, scale, shift, axis, y, max_threads);
-  else
-    channel_affine_as<false>(x, scale, shift, axis, y, max_threads);
+  if (relu) channel_affine_as<true>(x, scale, shift, axis, y, max_threads);
+  else channel_affine_as<false>(x, scale, shift, axis, y, max_threads);
 }
 
 namespace {
@@ -231,21 +229,19 @@ void add_run(const float* a, const float* b, int64_t n, float* y) {
 void add(const float* a, const float* b, int64_t n, bool relu, float* y, int max_threads) {
   AxisLayout flat{n, 1, 1};
   outer_ranges(flat, max_threads, [&](int64_t begin, int64_t end) {
-    if (relu)
-      add_run<true>(a + begin, b + begin, end - begin, y + begin);
-    else
-      add_run<false>(a + begin, b + begin, end - begin, y + begin);
+    if (relu) add_run<true>(a + begin, b + begin, end - begin, y + begin);
+    else add_run<false>(a + begin, b + begin, end - begin, y + begin);
   });
 }
 
-template void quantize_linear<float, uint8_t>(const float*, const float*, const int32_t*, AxisLayout, int32_t,
-                                              int32_t, uint8_t*, int);
-template void quantize_linear<float, int8_t>(const float*, const float*, const int32_t*, AxisLayout, int32_t,
-                                             int32_t, int8_t*, int);
+template void quantize_linear<float, uint8_t>(const float*, const float*, const int32_t*, AxisLayout, int32_t, int32_t,
+                                              uint8_t*, int);
+template void quantize_linear<float, int8_t>(const float*, const float*, const int32_t*, AxisLayout, int32_t, int32_t,
+                                             int8_t*, int);
 template void quantize_linear<double, uint8_t>(const double*, const float*, const int32_t*, AxisLayout, int32_t,
                                                int32_t, uint8_t*, int);
-template void quantize_linear<double, int8_t>(const double*, const float*, const int32_t*, AxisLayout, int32_t,
-                                              int32_t, int8_t*, int);
+template void quantize_linear<double, int8_t>(const double*, const float*, const int32_t*, AxisLayout, int32_t, int32_t,
+                                              int8_t*, int);
 template int64_t quantize_nan_count<float>(const float*, int64_t, int);
 template int64_t quantize_nan_count<double>(const double*, int64_t, int);
 template void dequantize_linear<uint8_t>(const uint8_t*, const float*, const int32_t*, AxisLayout, float*, int);

@@ -17,8 +17,8 @@ struct AxisLayout {
 // y = saturate(round_half_to_even(x / scale) + zero_point) in T's arithmetic, into [lo, hi].
 // x must hold no NaN (the caller checks: quantize_nan_count).
 template <class T, class Q>
-void quantize_linear(const T* x, const float* scale, const int32_t* zero_point, AxisLayout axis, int32_t lo,
-                     int32_t hi, Q* y, int max_threads);
+void quantize_linear(const T* x, const float* scale, const int32_t* zero_point, AxisLayout axis, int32_t lo, int32_t hi,
+                     Q* y, int max_threads);
 // How many of x's n values are NaN.
 template <class T>
 int64_t quantize_nan_count(const T* x, int64_t n, int max_threads);

@@ -52,8 +52,8 @@ size_t physical_memory_bytes() {
 
 void throw_out_of_memory(size_t bytes, const char* purpose) {
   const std::string size = bytes == SIZE_MAX ? std::string("more than 2^64 - 1") : std::to_string(bytes);
-  throw OutOfMemory(std::string("cppconv: cannot allocate ") + size + " bytes for " + purpose +
-                    " (this machine has " + std::to_string(physical_memory_bytes()) + " bytes of memory)");
+  throw OutOfMemory(std::string("cppconv: cannot allocate ") + size + " bytes for " + purpose + " (this machine has " +
+                    std::to_string(physical_memory_bytes()) + " bytes of memory)");
 }
 
 void check_workspace(size_t bytes, const char* purpose) {

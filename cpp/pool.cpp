@@ -11,8 +11,8 @@
 namespace cppconv {
 namespace {
 
-const AlgorithmFamily<PoolAlgorithm> kPoolFamily = {&KernelTable::pool, &KernelTable::pool_count,
-                                                    &pool2d_reference_f32, &pool2d_reference_f64};
+const AlgorithmFamily<PoolAlgorithm> kPoolFamily = {&KernelTable::pool, &KernelTable::pool_count, &pool2d_reference_f32,
+                                                    &pool2d_reference_f64};
 
 int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 
@@ -22,8 +22,8 @@ int pool_threads(const Pool2dProblem& p, int max_threads) {
   // as twenty flops of a convolution).
   const double out_plane = double(p.out_d) * double(p.out_h) * double(p.out_w);
   const double in_plane = double(p.in_d) * double(p.in_h) * double(p.in_w);
-  const double taps = p.adaptive ? in_plane / out_plane + 1.0
-                                 : double(p.kernel_d) * double(p.kernel_h) * double(p.kernel_w);
+  const double taps =
+      p.adaptive ? in_plane / out_plane + 1.0 : double(p.kernel_d) * double(p.kernel_h) * double(p.kernel_w);
   const double outputs = double(p.batch) * double(p.channels) * out_plane;
   const double inputs = double(p.batch) * double(p.channels) * in_plane;
   return threads_for_work(20.0 * std::max(outputs * taps, inputs), max_threads);
@@ -36,8 +36,7 @@ int64_t pool_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad
   // PyTorch's pooling_output_shape, written so that nothing wraps for any non-negative int64
   // arguments (UBSan checks this): sizes past kMaxIndexExtent give 0, which callers refuse.
   int64_t reach, last_start;
-  if (std::max({in, pad_before, pad_after}) >= kMaxIndexExtent || mul_overflows(dilation, kernel - 1, &reach))
-    return 0;
+  if (std::max({in, pad_before, pad_after}) >= kMaxIndexExtent || mul_overflows(dilation, kernel - 1, &reach)) return 0;
   const int64_t extent = in + pad_before + pad_after;  // below 3 * 2^61
   int64_t steps;
   if (reach < extent) {
@@ -51,8 +50,7 @@ int64_t pool_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad
     steps = 0;
   }
   // ceil_mode: the last window must start inside the input or the left padding.
-  if (ceil_mode && (mul_overflows(steps, stride, &last_start) || last_start >= in + pad_before))
-    return steps;
+  if (ceil_mode && (mul_overflows(steps, stride, &last_start) || last_start >= in + pad_before)) return steps;
   return steps + 1;
 }
 
@@ -90,7 +88,8 @@ const PoolAlgorithm* find_pool_algorithm(const std::string& name) { return kPool
 
 PoolChoice choose_pool(const Pool2dProblem& p, int max_threads) {
   const KernelTable& table = active_table();
-  return {kPoolFamily.choose(table, p), table.isa_name, pool_threads(p, max_threads > 0 ? max_threads : get_num_threads())};
+  return {kPoolFamily.choose(table, p), table.isa_name,
+          pool_threads(p, max_threads > 0 ? max_threads : get_num_threads())};
 }
 
 void pool2d(const Pool2dProblem& p, const void* x, void* y, int64_t* indices, const PoolAlgorithm* forced,

@@ -34,15 +34,15 @@ void run_pool_reference(const PoolCall& call) {
       for (int64_t od = 0; od < p.out_d; ++od)
         for (int64_t oh = 0; oh < p.out_h; ++oh)
           for (int64_t ow = 0; ow < p.out_w; ++ow) {
-            const Window wd = window(p.adaptive, od, p.in_d, p.out_d, p.kernel_d, p.stride_d, p.dilation_d,
-                                     p.pad_front, p.pad_back);
-            const Window wh = window(p.adaptive, oh, p.in_h, p.out_h, p.kernel_h, p.stride_h, p.dilation_h,
-                                     p.pad_top, p.pad_bottom);
-            const Window ww = window(p.adaptive, ow, p.in_w, p.out_w, p.kernel_w, p.stride_w, p.dilation_w,
-                                     p.pad_left, p.pad_right);
+            const Window wd =
+                window(p.adaptive, od, p.in_d, p.out_d, p.kernel_d, p.stride_d, p.dilation_d, p.pad_front, p.pad_back);
+            const Window wh =
+                window(p.adaptive, oh, p.in_h, p.out_h, p.kernel_h, p.stride_h, p.dilation_h, p.pad_top, p.pad_bottom);
+            const Window ww =
+                window(p.adaptive, ow, p.in_w, p.out_w, p.kernel_w, p.stride_w, p.dilation_w, p.pad_left, p.pad_right);
             const T* xp = x + n * call.x_stride.n + c * call.x_stride.c;
-            const int64_t yo = n * call.y_stride.n + c * call.y_stride.c + od * call.y_stride_d +
-                               oh * call.y_stride.h + ow * call.y_stride.w;
+            const int64_t yo = n * call.y_stride.n + c * call.y_stride.c + od * call.y_stride_d + oh * call.y_stride.h +
+                               ow * call.y_stride.w;
             double sum = 0;
             int64_t inside = 0;
             // PyTorch's max: the first tap inside the input is the initial argmax, a strictly

@@ -66,7 +66,8 @@ void run_reference_t(const QConvCall& call) {
                     const int64_t w = ow * p.stride_w + j * p.dilation_w - p.pad_left;
                     if (d < 0 || d >= D || h < 0 || h >= H || w < 0 || w >= W) continue;  // x_zero_point
                     const int64_t ch = g * group_in + c;
-                    const T xv = last ? x[(((n * D + d) * H + h) * W + w) * C + ch] : x[(((n * C + ch) * D + d) * H + h) * W + w];
+                    const T xv = last ? x[(((n * D + d) * H + h) * W + w) * C + ch]
+                                      : x[(((n * C + ch) * D + d) * H + h) * W + w];
                     acc += (int64_t(xv) - call.x_zero_point) *
                            int64_t(call.weight[(k * group_in + c) * taps + (a * p.kernel_h + i) * p.kernel_w + j]);
                   }
@@ -80,7 +81,8 @@ void run_reference_t(const QConvCall& call) {
                     std::min(std::max(float(acc32) * call.multiplier[k], call.f_min), call.f_max);
                 break;
               case QOutput::Quantized: {
-                const int32_t q = requantize_reference(acc32, call.multiplier[k], call.y_zero_point, call.y_min, call.y_max);
+                const int32_t q =
+                    requantize_reference(acc32, call.multiplier[k], call.y_zero_point, call.y_min, call.y_max);
                 if (call.y_signed) static_cast<int8_t*>(call.y)[at] = int8_t(q);
                 else static_cast<uint8_t*>(call.y)[at] = uint8_t(q);
                 break;

@@ -96,9 +96,9 @@ size_t reference_workspace(const ConvProblem& p, int) {
 
 }  // namespace
 
-const ConvAlgorithm conv_reference_f32 = {"conv_reference_f32", DType::Float32, accepts_any,
-                                            no_packing, nullptr, reference_workspace, run_reference<float>};
-const ConvAlgorithm conv_reference_f64 = {"conv_reference_f64", DType::Float64, accepts_any,
-                                            no_packing, nullptr, reference_workspace, run_reference<double>};
+const ConvAlgorithm conv_reference_f32 = {"conv_reference_f32", DType::Float32,      accepts_any, no_packing, nullptr,
+                                          reference_workspace,  run_reference<float>};
+const ConvAlgorithm conv_reference_f64 = {"conv_reference_f64", DType::Float64,       accepts_any, no_packing, nullptr,
+                                          reference_workspace,  run_reference<double>};
 
 }  // namespace cppconv

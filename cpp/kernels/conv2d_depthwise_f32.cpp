@@ -71,9 +71,8 @@ void cblock_taps(const float* x, const int64_t* tap_off, int64_t taps, int64_t c
 // The tile path reads its padded tile (pitches kVL, nothing to check); NHWC with zero padding
 // reads x itself (pitch C), checking columns only in the blocks at the left and right edges.
 template <int KW, int S, int MB, bool kChecked>
-void cblock_row_reuse(const float* x, int64_t kh, int64_t row_step, int64_t pixel_pitch, int64_t col0,
-                      int64_t in_w, const float* w, const float* bias, FusedActivation act, float* out,
-                      int64_t out_pitch) {
+void cblock_row_reuse(const float* x, int64_t kh, int64_t row_step, int64_t pixel_pitch, int64_t col0, int64_t in_w,
+                      const float* w, const float* bias, FusedActivation act, float* out, int64_t out_pitch) {
   constexpr int kCols = (MB - 1) * S + KW;
   Vec acc[MB];
 #pragma GCC unroll 8
@@ -159,7 +158,8 @@ CBlockPlan cblock_plan(const ConvProblem& p, int threads) {
   while (d.band_cols > 1 && input_cols_for(p, d.band_cols) > kMaxTileCols) d.band_cols = ceil_div(d.band_cols, 2);
   const int64_t row_bytes = input_cols_for(p, d.band_cols) * kVL * int64_t(sizeof(float));
   d.band_rows = p.out_h;
-  while (d.band_rows > 1 && input_rows_for(p, d.band_rows) * row_bytes > kTileBytes) d.band_rows = ceil_div(d.band_rows, 2);
+  while (d.band_rows > 1 && input_rows_for(p, d.band_rows) * row_bytes > kTileBytes)
+    d.band_rows = ceil_div(d.band_rows, 2);
   d.col_bands = ceil_div(p.out_w, d.band_cols);
   // Enough items for an even split between threads, as long as a band keeps several rows
   // (each band copies kh - 1 rows of its neighbour again).
@@ -203,8 +203,8 @@ size_t cblock_workspace(const ConvProblem& p, int threads) {
 // image n; `inner` and `edge` are the problem's row-reuse blocks, unchecked and checked;
 // weights [channel block][tap][kVL], biases [channel block][kVL].
 void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn* inner, const RowReuseFn* edge, int64_t full_cblocks,
-                          const float* weights, const float* biases, int64_t n, int64_t oh0, int64_t rows,
-                          int64_t ow0, int64_t cols) {
+                          const float* weights, const float* biases, int64_t n, int64_t oh0, int64_t rows, int64_t ow0,
+                          int64_t cols) {
   const ConvProblem& p = call.p;
   const FusedActivation fused = is_simple(p.activation) ? fused_activation(p) : FusedActivation{};
   const int64_t taps = p.kernel_h * p.kernel_w;
@@ -229,7 +229,8 @@ void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn* inner, const R
               weights + (cb * taps + i_lo * p.kernel_w) * kVL, biases + cb * kVL, fused, y0 + cb * kVL,
               call.y_stride.w);
       if (!is_simple(p.activation))
-        for (size_t m = 0; m < mb; ++m) activate_row(y0 + int64_t(m) * call.y_stride.w, full_cblocks * kVL, fused_activation(p));
+        for (size_t m = 0; m < mb; ++m)
+          activate_row(y0 + int64_t(m) * call.y_stride.w, full_cblocks * kVL, fused_activation(p));
     }
   }
 }
@@ -400,8 +401,7 @@ size_t rows_workspace(const ConvProblem& p, int threads) {
 
 // Padded rows row0 .. row0 + rows - 1 of one plane, columns 0 .. pitch - 1 (zero past the
 // padded width).
-void fill_rows_tile(const ConvCall& call, const float* plane, int64_t row0, int64_t rows, int64_t pitch,
-                    float* tile) {
+void fill_rows_tile(const ConvCall& call, const float* plane, int64_t row0, int64_t rows, int64_t pitch, float* tile) {
   const ConvProblem& p = call.p;
   const int64_t padded_w = p.pad_left + p.in_w + p.pad_right;
   const int64_t inner_lo = std::min(p.pad_left, pitch), inner_hi = std::min(p.pad_left + p.in_w, pitch);
@@ -416,7 +416,8 @@ void fill_rows_tile(const ConvCall& call, const float* plane, int64_t row0, int6
     std::memcpy(dst + inner_lo, src + (inner_lo - p.pad_left), sizeof(float) * size_t(inner_hi - inner_lo));
     for (int64_t col = 0; col < inner_lo; ++col) dst[col] = call.col_src[col] < 0 ? 0.0f : src[call.col_src[col]];
     const int64_t border_hi = std::min(padded_w, pitch);
-    for (int64_t col = inner_hi; col < border_hi; ++col) dst[col] = call.col_src[col] < 0 ? 0.0f : src[call.col_src[col]];
+    for (int64_t col = inner_hi; col < border_hi; ++col)
+      dst[col] = call.col_src[col] < 0 ? 0.0f : src[call.col_src[col]];
     std::fill(dst + border_hi, dst + pitch, 0.0f);
   }
 }
@@ -432,8 +433,8 @@ static inline void fill_rows_block(Vec (&acc)[ROWS][NV], float bias) {
 }
 
 template <int ROWS, int NV>
-static inline void store_rows_block(const ConvProblem& p, Vec (&acc)[ROWS][NV], int64_t r0, int64_t ow0,
-                                    float* y_band, int64_t y_row_stride) {
+static inline void store_rows_block(const ConvProblem& p, Vec (&acc)[ROWS][NV], int64_t r0, int64_t ow0, float* y_band,
+                                    int64_t y_row_stride) {
 #pragma GCC unroll 4
   for (int r = 0; r < ROWS; ++r) {
     float* yr = y_band + (r0 + r) * y_row_stride;
@@ -450,8 +451,8 @@ static inline void store_rows_block(const ConvProblem& p, Vec (&acc)[ROWS][NV], 
 // ROWS output rows x NV vectors starting at output column ow0 of the band's row r0; KW is the
 // kernel width (0: any, read at run time).
 template <int ROWS, int NV, int KW>
-void rows_block(const ConvProblem& p, const float* tile, int64_t pitch, const float* wc, float bias,
-                int64_t r0, int64_t ow0, float* y_band, int64_t y_row_stride) {
+void rows_block(const ConvProblem& p, const float* tile, int64_t pitch, const float* wc, float bias, int64_t r0,
+                int64_t ow0, float* y_band, int64_t y_row_stride) {
   const int64_t kw = KW ? KW : p.kernel_w;
   Vec acc[ROWS][NV];
   fill_rows_block(acc, bias);
@@ -495,8 +496,8 @@ void rows_block(const ConvProblem& p, const float* tile, int64_t pitch, const fl
 // 3x3, unit stride and dilation: every input row of the block is loaded and shifted once and
 // feeds the (up to) three output rows it belongs to, instead of once per output row.
 template <int ROWS, int NV>
-void rows_block_3x3(const ConvProblem& p, const float* tile, int64_t pitch, const float* wc, float bias,
-                    int64_t r0, int64_t ow0, float* y_band, int64_t y_row_stride) {
+void rows_block_3x3(const ConvProblem& p, const float* tile, int64_t pitch, const float* wc, float bias, int64_t r0,
+                    int64_t ow0, float* y_band, int64_t y_row_stride) {
   Vec acc[ROWS][NV];
   fill_rows_block(acc, bias);
   Vec wv[3][3];
@@ -527,8 +528,8 @@ void rows_block_3x3(const ConvProblem& p, const float* tile, int64_t pitch, cons
   store_rows_block(p, acc, r0, ow0, y_band, y_row_stride);
 }
 
-using RowsBlockFn = void (*)(const ConvProblem&, const float*, int64_t, const float*, float, int64_t, int64_t,
-                             float*, int64_t);
+using RowsBlockFn = void (*)(const ConvProblem&, const float*, int64_t, const float*, float, int64_t, int64_t, float*,
+                             int64_t);
 template <int KW>
 struct RowsBlocks {
   // [rows - 1][nv - 1]
@@ -589,8 +590,8 @@ void run_rows(const ConvCall& call) {
       const int64_t plane = item / d.bands, band = item % d.bands;
       const int64_t n = plane / p.in_channels, c = plane % p.in_channels;
       const int64_t oh0 = band * d.band_rows, rows = std::min(d.band_rows, p.out_h - oh0);
-      fill_rows_tile(call, x + n * call.x_stride.n + c * call.x_stride.c, oh0 * p.stride_h,
-                     input_rows_for(p, rows), d.pitch, tile);
+      fill_rows_tile(call, x + n * call.x_stride.n + c * call.x_stride.c, oh0 * p.stride_h, input_rows_for(p, rows),
+                     d.pitch, tile);
       float* y_band = y + n * call.y_stride.n + c * call.y_stride.c + oh0 * call.y_stride.h;
       const float b = bias ? bias[c] : 0.0f;
       for (int64_t r = 0; r < rows; r += rows_max) {
@@ -625,9 +626,9 @@ constexpr AlgorithmName kFlat3x3Name = algorithm_name("conv2d_depthwise_flat3x3_
 
 bool flat3x3_accepts(const ConvProblem& p) {
   return p.dtype == DType::Float32 && p.layout == Layout::NCHW && p.groups == p.in_channels &&
-         p.out_channels == p.in_channels && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_h == 1 &&
-         p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1 && p.pad_top == 1 && p.pad_bottom == 1 &&
-         p.pad_left == 1 && p.pad_right == 1 && p.pad_mode == PadMode::Zeros && p.in_w % 8 == 0;
+         p.out_channels == p.in_channels && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_h == 1 && p.stride_w == 1 &&
+         p.dilation_h == 1 && p.dilation_w == 1 && p.pad_top == 1 && p.pad_bottom == 1 && p.pad_left == 1 &&
+         p.pad_right == 1 && p.pad_mode == PadMode::Zeros && p.in_w % 8 == 0;
 }
 
 // Output vectors [0, vectors) of a plane, in bands of band_vectors: enough (plane, band) items
@@ -661,8 +662,8 @@ size_t flat3x3_workspace(const ConvProblem& p, int threads) {
 // vector of the plane is loaded twice (for the middle and the bottom kernel row), whatever
 // its alignment.
 template <bool kHalf>
-void flat3x3_band(const ConvProblem& p, const Mask* left, const Mask* right, const float* x, const float* w,
-                  float bias, float* y, Vec* ring, int64_t j_begin, int64_t j_end) {
+void flat3x3_band(const ConvProblem& p, const Mask* left, const Mask* right, const float* x, const float* w, float bias,
+                  float* y, Vec* ring, int64_t j_begin, int64_t j_end) {
   const int64_t n = p.in_h * p.in_w, vectors = ceil_div(n, kVL), full = n / kVL, m = p.in_w / 16;
   const int64_t ring_slots = p.in_w / 8;
   const FusedActivation act = fused_activation(p);
@@ -762,7 +763,8 @@ void run_flat3x3(const ConvCall& call) {
       const int64_t plane = item / d.bands, j_begin = item % d.bands * d.band_vectors;
       const int64_t nb = plane / p.in_channels, c = plane % p.in_channels;
       band(p, left, right, x + nb * call.x_stride.n + c * call.x_stride.c, w + c * 9, bias ? bias[c] : 0.0f,
-           y + nb * call.y_stride.n + c * call.y_stride.c, ring, j_begin, std::min(d.vectors, j_begin + d.band_vectors));
+           y + nb * call.y_stride.n + c * call.y_stride.c, ring, j_begin,
+           std::min(d.vectors, j_begin + d.band_vectors));
     }
   });
 }
@@ -775,15 +777,15 @@ constexpr AlgorithmName kCblockName = algorithm_name("conv2d_depthwise_cblock_f3
 }  // namespace
 
 #if CPPCONV_SIMD_LANE_BIT_MASKS
-const ConvAlgorithm conv2d_depthwise_flat3x3_f32 = {kFlat3x3Name.text, DType::Float32, flat3x3_accepts, no_packing,
-                                                     nullptr, flat3x3_workspace, run_flat3x3};
+const ConvAlgorithm conv2d_depthwise_flat3x3_f32 = {kFlat3x3Name.text, DType::Float32,    flat3x3_accepts, no_packing,
+                                                    nullptr,           flat3x3_workspace, run_flat3x3};
 #endif
 
-const ConvAlgorithm conv2d_depthwise_nchw_f32 = {kNchwName.text, DType::Float32, rows_accepts, no_packing, nullptr,
-                                                 rows_workspace, run_rows};
+const ConvAlgorithm conv2d_depthwise_nchw_f32 = {kNchwName.text, DType::Float32, rows_accepts, no_packing,
+                                                 nullptr,        rows_workspace, run_rows};
 
-const ConvAlgorithm conv2d_depthwise_cblock_f32 = {kCblockName.text, DType::Float32, cblock_accepts, no_packing,
-                                                   nullptr, cblock_workspace, run_cblock};
+const ConvAlgorithm conv2d_depthwise_cblock_f32 = {kCblockName.text, DType::Float32,   cblock_accepts, no_packing,
+                                                   nullptr,          cblock_workspace, run_cblock};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

@@ -116,9 +116,7 @@ bool no_padding(const ConvProblem& p) {
 
 // NCHW at stride_w 1 (the PixelVec and ChannelVec microkernels step one pixel at a time), or
 // NHWC (ChannelVec, which steps pixel_pitch), as long as there is no padding to make up.
-bool can_read_in_place(const ConvProblem& p) {
-  return no_padding(p) && (p.layout == Layout::NHWC || p.stride_w == 1);
-}
+bool can_read_in_place(const ConvProblem& p) { return no_padding(p) && (p.layout == Layout::NHWC || p.stride_w == 1); }
 
 bool is_flat(const ConvProblem& p) {
   return can_read_in_place(p) && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1;
@@ -212,8 +210,9 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
     // in L2 anyway stays one run (more, shorter items only cost there).
     constexpr int64_t kBlock = kLanes<T> * nv_cap(kMKMax);
     const bool in_l2 = d.pixels_per_row * d.group_in * int64_t(sizeof(T)) <= kFlatPlaneInL2Bytes;
-    d.flat_segment = in_l2 ? d.pixels_per_row
-                           : std::max<int64_t>(kBlock, kFlatSegmentBytes / int64_t(sizeof(T) * d.group_in) / kBlock * kBlock);
+    d.flat_segment =
+        in_l2 ? d.pixels_per_row
+              : std::max<int64_t>(kBlock, kFlatSegmentBytes / int64_t(sizeof(T) * d.group_in) / kBlock * kBlock);
   }
   d.channels_per_slice = channels_per_slice<T>(d.group_in, d.taps);
   // Enough items for each thread to have several: 8 where x is read in place (a whole plane
@@ -351,7 +350,8 @@ void channelvec_pack(const ConvProblem& p, const void* weight, void* packed, int
     for (int64_t c_begin = 0; c_begin < gi; c_begin += per_slice) {
       const int64_t c_count = std::min(per_slice, gi - c_begin);
       all_finite = pack_block(wb + c_begin * taps, gi * taps, valid, c_count, taps,
-                              dst + unit * block + c_begin * taps * kNR<T>) && all_finite;
+                              dst + unit * block + c_begin * taps * kNR<T>) &&
+                   all_finite;
     }
     finite[unit] = all_finite;
   }
@@ -382,9 +382,9 @@ struct WeightPrefetch {
 //   out:    pixel m's kNR<T> outputs at out + m * out_pixel_stride (kvalid of them are stored)
 //   prefetch: one line of it every other channel step
 template <class T, int MR, bool kUnitPitch>
-void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels,
-                            int64_t tap_stride, int64_t chan_pitch, int64_t pixel_pitch, const T* w, const T* bias,
-                            int kvalid, bool accumulate, FusedActivation act, T* out, int64_t out_pixel_stride,
+void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels, int64_t tap_stride,
+                            int64_t chan_pitch, int64_t pixel_pitch, const T* w, const T* bias, int kvalid,
+                            bool accumulate, FusedActivation act, T* out, int64_t out_pixel_stride,
                             WeightPrefetch* prefetch) {
   if constexpr (kUnitPitch) pixel_pitch = 1;
   Vec<T> acc[MR][kNV];
@@ -402,7 +402,9 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
 #pragma GCC unroll 16
     for (int v = 0; v < kNV; ++v) {
       const int n = kvalid - v * kLanes<T>;
-      const Vec<T> b = !bias || n <= 0 ? vzero<T>() : (n >= kLanes<T> ? vload(bias + v * kLanes<T>) : vload_partial(bias + v * kLanes<T>, n));
+      const Vec<T> b = !bias || n <= 0
+                           ? vzero<T>()
+                           : (n >= kLanes<T> ? vload(bias + v * kLanes<T>) : vload_partial(bias + v * kLanes<T>, n));
 #pragma GCC unroll 16
       for (int m = 0; m < MR; ++m) acc[m][v] = b;
     }
@@ -445,15 +447,15 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
 //   w:   weight of (first channel, c = 0, tap 0); channel k's row at w + k * w_k_stride
 //   out: channel k's pixels at out + k * out_chan_stride
 template <class T, int MK, int NV_>
-void pixelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels,
-                          int64_t chan_pitch, const T* w, int64_t w_k_stride, const T* bias,
-                          int last_valid, FusedActivation act, T* out, int64_t out_chan_stride) {
+void pixelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels, int64_t chan_pitch,
+                          const T* w, int64_t w_k_stride, const T* bias, int last_valid, FusedActivation act, T* out,
+                          int64_t out_chan_stride) {
   constexpr int NV = NV_ < nv_cap(MK) ? NV_ : nv_cap(MK);
   Vec<T> acc[MK][NV];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int k = 0; k < MK; ++k) {
     const Vec<T> b = bias ? vset1(bias[k]) : vzero<T>();
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) acc[k][v] = b;
   }
   // Channels outer, taps inner: each channel's kh x kw weights of the MK output channels are
@@ -465,7 +467,7 @@ void pixelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int6
     for (int64_t t = 0; t < taps; ++t) {
       const T* xt = xc + tap_off[t];
       Vec<T> xv[NV];
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int v = 0; v + 1 < NV; ++v) xv[v] = vload(xt + v * kLanes<T>);
       // (A full last vector by a plain load: masked loads cost more.)
       xv[NV - 1] = last_valid == kLanes<T> ? vload(xt + (NV - 1) * kLanes<T>)
@@ -473,26 +475,26 @@ void pixelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int6
 #pragma GCC unroll 8
       for (int k = 0; k < MK; ++k) {
         const Vec<T> wb = vbroadcast(wc + k * w_k_stride + t);
-        #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int v = 0; v < NV; ++v) acc[k][v] = vfma(xv[v], wb, acc[k][v]);
       }
     }
   }
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int k = 0; k < MK; ++k) {
     T* o = out + k * out_chan_stride;
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int v = 0; v + 1 < NV; ++v) vstore(o + v * kLanes<T>, apply_simple_activation(acc[k][v], act));
     vstore_partial(o + (NV - 1) * kLanes<T>, apply_simple_activation(acc[k][NV - 1], act), last_valid);
   }
 }
 
 template <class T>
-using ChannelVecFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, const T*,
-                              const T*, int, bool, FusedActivation, T*, int64_t, WeightPrefetch*);
+using ChannelVecFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, const T*, const T*,
+                              int, bool, FusedActivation, T*, int64_t, WeightPrefetch*);
 template <class T>
-using MicrokernelFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, const T*, int64_t,
-                               const T*, int, FusedActivation, T*, int64_t);
+using MicrokernelFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, const T*, int64_t, const T*, int,
+                               FusedActivation, T*, int64_t);
 
 template <class T, bool kUnitPitch, int... M>
 constexpr std::array<ChannelVecFn<T>, sizeof...(M)> channelvec_table(std::integer_sequence<int, M...>) {
@@ -565,8 +567,7 @@ void fill_tile_unit(const ConvCall& call, const EnginePlan& d, const ColumnPlan&
     for (int64_t c = c_begin; c < c_end; ++c) std::memset(dst + c * d.chan_pitch, 0, sizeof(T) * row_floats);
     return;
   }
-  const T* xr = static_cast<const T*>(call.x) + n * call.x_stride.n + src_row * call.x_stride.h +
-                    c0 * call.x_stride.c;
+  const T* xr = static_cast<const T*>(call.x) + n * call.x_stride.n + src_row * call.x_stride.h + c0 * call.x_stride.c;
   const int64_t sw = p.stride_w, xs_c = call.x_stride.c, xs_w = call.x_stride.w;
   if (xs_w == 1) {  // NCHW: per channel, contiguous source rows
     for (int64_t c = c_begin; c < c_end; ++c) {
@@ -612,9 +613,8 @@ constexpr int64_t kFillChannels = 32;  // channels per tile-fill unit
 
 // Runs the outputs [item_begin, item_end) of one (n, g, row block), its tile ready at `tile`.
 template <class T>
-void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap_off, int64_t n, int64_t g,
-                   int64_t oh0, int64_t rows, const T* tile, int64_t item_begin, int64_t item_end,
-                   T* row_buf) {
+void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap_off, int64_t n, int64_t g, int64_t oh0,
+                   int64_t rows, const T* tile, int64_t item_begin, int64_t item_end, T* row_buf) {
   const ConvProblem& p = call.p;
   const T* bias = static_cast<const T*>(call.bias);
   const T* packed = static_cast<const T*>(call.packed);
@@ -634,7 +634,8 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     const int64_t runs = d.flat ? ceil_div(d.pixels_per_row, d.flat_segment) : rows;
     const int64_t groups_of_rows = ceil_div(runs, d.rows_per_item);
     const int64_t slices = ceil_div(d.group_in, d.channels_per_slice);
-    const ChannelVecFn<T>* microkernels = d.pixel_pitch == 1 ? kChannelVec<T, true>.data() : kChannelVec<T, false>.data();
+    const ChannelVecFn<T>* microkernels =
+        d.pixel_pitch == 1 ? kChannelVec<T, true>.data() : kChannelVec<T, false>.data();
     auto kb_of = [&](int64_t item) { return d.flat ? item % d.k_units : item / groups_of_rows; };
     auto pixels_of = [&](int64_t r) { return d.flat ? std::min(row_w, d.pixels_per_row - r * row_w) : row_w; };
     // Offsets of row r's first pixel in the tile and in the output image.
@@ -667,12 +668,12 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
         prefetch = WeightPrefetch{};
         if (d.packs_in_items) {
           const T* raw = static_cast<const T*>(call.weight) + k0 * d.group_in * d.taps + c_begin * d.taps;
-          skip_padding_rows = pack_block(raw, d.group_in * d.taps, kvalid, c_count, d.taps, packed_slice) &&
-                              skip_padding_rows;
+          skip_padding_rows =
+              pack_block(raw, d.group_in * d.taps, kvalid, c_count, d.taps, packed_slice) && skip_padding_rows;
           w_slice = packed_slice;
           if (next_k0 >= 0) {  // its raw rows
-            prefetch.row = reinterpret_cast<const char*>(static_cast<const T*>(call.weight) + next_k0 * d.group_in * d.taps +
-                                                         next_c * d.taps);
+            prefetch.row = reinterpret_cast<const char*>(static_cast<const T*>(call.weight) +
+                                                         next_k0 * d.group_in * d.taps + next_c * d.taps);
             prefetch.row_bytes = next_count * d.taps * int64_t(sizeof(T));
             prefetch.row_stride = d.group_in * d.taps * int64_t(sizeof(T));
             prefetch.rows_left = std::min<int64_t>(kNR<T>, (g + 1) * d.group_out - next_k0);
@@ -710,10 +711,9 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           for (int64_t b = 0; b < blocks; ++b) {
             const int64_t mr = base + (b < extra ? 1 : 0);
             // Packed weights are [tap][c][kNR<T>]: the slice starts at channel c_begin of each tap.
-            microkernels[size_t(mr - 1)](xrow + ow * d.pixel_pitch, tap_off + t_first, t_count, c_count,
-                                         w_tap_stride, d.chan_pitch, d.pixel_pitch, w_slice + t_first * w_tap_stride,
-                                         bk, kvalid, sl > 0, act, out_row + ow * out_pixel_stride, out_pixel_stride,
-                                         &prefetch);
+            microkernels[size_t(mr - 1)](xrow + ow * d.pixel_pitch, tap_off + t_first, t_count, c_count, w_tap_stride,
+                                         d.chan_pitch, d.pixel_pitch, w_slice + t_first * w_tap_stride, bk, kvalid,
+                                         sl > 0, act, out_row + ow * out_pixel_stride, out_pixel_stride, &prefetch);
             ow += mr;
           }
         }
@@ -836,7 +836,8 @@ void run_engine(const ConvCall& call, Orientation orientation) {
   const T* x = static_cast<const T*>(call.x);
 
   auto tile_for = [&](int64_t n, int64_t g, int64_t oh0, T* own) -> const T* {
-    if (d.direct_input) return x + n * call.x_stride.n + g * d.group_in * call.x_stride.c + oh0 * p.stride_h * d.row_pitch;
+    if (d.direct_input)
+      return x + n * call.x_stride.n + g * d.group_in * call.x_stride.c + oh0 * p.stride_h * d.row_pitch;
     return own;
   };
 
@@ -872,7 +873,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
               for (int64_t unit = 0; unit < input_rows_for(p, rows) * chunks; ++unit) {
                 const int64_t c_begin = (unit % chunks) * kFillChannels;
                 fill_tile_unit<T>(call, d, columns, n, g * d.group_in, oh0 * p.stride_h, unit / chunks, c_begin,
-                               std::min(d.group_in, c_begin + kFillChannels), tiles);
+                                  std::min(d.group_in, c_begin + kFillChannels), tiles);
               }
             }
             const T* tile = tile_for(n, g, oh0, tiles);
@@ -884,8 +885,8 @@ void run_engine(const ConvCall& call, Orientation orientation) {
             // (Items that pack their own weights go in longer runs: an item asks for the next
             // one's weights while it computes, which helps only if the same thread runs it.)
             const int64_t items = items_per_block(d, rows);
-            const int64_t run = std::max<int64_t>(1, d.packs_in_items ? ceil_div(items, 2 * int64_t(threads))
-                                                                        : items / (8 * int64_t(threads)));
+            const int64_t run = std::max<int64_t>(
+                1, d.packs_in_items ? ceil_div(items, 2 * int64_t(threads)) : items / (8 * int64_t(threads)));
 #pragma omp for schedule(dynamic, 1)
             for (int64_t first = 0; first < items; first += run)
               compute_items<T>(call, d, tap_off.data(), n, g, oh0, rows, tile, first, std::min(items, first + run),
@@ -896,15 +897,19 @@ void run_engine(const ConvCall& call, Orientation orientation) {
 }
 
 template <class T>
-void run_channelvec(const ConvCall& call) { run_engine<T>(call, Orientation::ChannelVec); }
+void run_channelvec(const ConvCall& call) {
+  run_engine<T>(call, Orientation::ChannelVec);
+}
 template <class T>
-void run_pixelvec(const ConvCall& call) { run_engine<T>(call, Orientation::PixelVec); }
+void run_pixelvec(const ConvCall& call) {
+  run_engine<T>(call, Orientation::PixelVec);
+}
 
 // ChannelVec first, PixelVec where it wins: few output channels per group (depthwise, grouped,
 // single maps: channel blocks would be mostly empty), first layers with C < 8 (the reduction
 // is too short to hide the NCHW transpose of channel blocks), 1x1 with few inputs where the
-// ISA's PixelVec block is wide enough (a plane is one long run of pixels).  (One-shot calls on small planes, whose weights serve few pixels,
-// stay with ChannelVec: it packs them slice by slice inside the items, see packs_in_items.)
+// ISA's PixelVec block is wide enough (a plane is one long run of pixels).  (One-shot calls on small planes, whose
+// weights serve few pixels, stay with ChannelVec: it packs them slice by slice inside the items, see packs_in_items.)
 template <class T>
 bool pixelvec_preferred(const ConvProblem& p) {
   const int64_t go = p.out_channels / p.groups, gi = p.in_channels / p.groups;
@@ -967,19 +972,19 @@ constexpr AlgorithmName kChannelVecF64Name =
 }  // namespace
 
 const ConvAlgorithm conv2d_pixelvec_f32 = {
-    kPixelVecF32Name.text, DType::Float32, pixelvec_accepts<float>,
-    no_packing, nullptr, pixelvec_workspace<float>, run_pixelvec<float>};
+    kPixelVecF32Name.text,     DType::Float32,     pixelvec_accepts<float>, no_packing, nullptr,
+    pixelvec_workspace<float>, run_pixelvec<float>};
 const ConvAlgorithm conv2d_pixelvec_f64 = {
-    kPixelVecF64Name.text, DType::Float64, pixelvec_accepts<double>,
-    no_packing, nullptr, pixelvec_workspace<double>, run_pixelvec<double>};
-const ConvAlgorithm conv2d_channelvec_f32 = {
-    kChannelVecF32Name.text, DType::Float32,
-    channelvec_accepts<float>, channelvec_packed_bytes<float>, channelvec_pack<float>, channelvec_workspace<float>,
-    run_channelvec<float>};
-const ConvAlgorithm conv2d_channelvec_f64 = {
-    kChannelVecF64Name.text, DType::Float64,
-    channelvec_accepts<double>, channelvec_packed_bytes<double>, channelvec_pack<double>,
-    channelvec_workspace<double>, run_channelvec<double>};
+    kPixelVecF64Name.text,      DType::Float64,      pixelvec_accepts<double>, no_packing, nullptr,
+    pixelvec_workspace<double>, run_pixelvec<double>};
+const ConvAlgorithm conv2d_channelvec_f32 = {kChannelVecF32Name.text,   DType::Float32,
+                                             channelvec_accepts<float>, channelvec_packed_bytes<float>,
+                                             channelvec_pack<float>,    channelvec_workspace<float>,
+                                             run_channelvec<float>};
+const ConvAlgorithm conv2d_channelvec_f64 = {kChannelVecF64Name.text,    DType::Float64,
+                                             channelvec_accepts<double>, channelvec_packed_bytes<double>,
+                                             channelvec_pack<double>,    channelvec_workspace<double>,
+                                             run_channelvec<double>};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

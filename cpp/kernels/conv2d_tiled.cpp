@@ -51,8 +51,7 @@ TiledPlan make_plan(const ConvProblem& p) {
 // Copies the padded input rows [row0, row0 + rows) of channels [c0, c0 + C) into the tile,
 // laid out [c][row][phase][q] with padded column x = q * stride_w + phase.
 template <class T>
-void fill_tile(const ConvCall& call, const TiledPlan& t, int64_t n, int64_t c0, int64_t row0,
-               int64_t rows, T* tile) {
+void fill_tile(const ConvCall& call, const TiledPlan& t, int64_t n, int64_t c0, int64_t row0, int64_t rows, T* tile) {
   const ConvProblem& p = call.p;
   const T* x = static_cast<const T*>(call.x);
   const int64_t sw = p.stride_w;
@@ -99,8 +98,10 @@ void run_tiled(const ConvCall& call) {
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < t.items; ++item) {
       int64_t rest = item;
-      const int64_t kb = rest % t.k_blocks; rest /= t.k_blocks;
-      const int64_t rb = rest % t.row_blocks; rest /= t.row_blocks;
+      const int64_t kb = rest % t.k_blocks;
+      rest /= t.k_blocks;
+      const int64_t rb = rest % t.row_blocks;
+      rest /= t.row_blocks;
       const int64_t g = rest % p.groups;
       const int64_t n = rest / p.groups;
       const int64_t oh0 = rb * t.rows_per_block;
@@ -167,12 +168,20 @@ size_t tiled_workspace(const ConvProblem& p, int threads) {
 
 }  // namespace
 
-const ConvAlgorithm conv2d_tiled_f32 = {
-    "conv2d_tiled_f32__" CPPCONV_ISA_NAME, DType::Float32, tiled_accepts<float>, no_packing, nullptr,
-    tiled_workspace<float>, run_tiled<float>};
-const ConvAlgorithm conv2d_tiled_f64 = {
-    "conv2d_tiled_f64__" CPPCONV_ISA_NAME, DType::Float64, tiled_accepts<double>, no_packing, nullptr,
-    tiled_workspace<double>, run_tiled<double>};
+const ConvAlgorithm conv2d_tiled_f32 = {"conv2d_tiled_f32__" CPPCONV_ISA_NAME,
+                                        DType::Float32,
+                                        tiled_accepts<float>,
+                                        no_packing,
+                                        nullptr,
+                                        tiled_workspace<float>,
+                                        run_tiled<float>};
+const ConvAlgorithm conv2d_tiled_f64 = {"conv2d_tiled_f64__" CPPCONV_ISA_NAME,
+                                        DType::Float64,
+                                        tiled_accepts<double>,
+                                        no_packing,
+                                        nullptr,
+                                        tiled_workspace<double>,
+                                        run_tiled<double>};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

@@ -128,7 +128,8 @@ WinogradPlan make_plan(const ConvProblem& p, int threads) {
   // that a busy host slows down badly (docs/tuning.md, "Winograd").
   const bool one_block = !p.weights_reused && p.batch == 1 && w.phases * w.tiles_h * w.tiles_w <= kBlockTilesMax;
   const int64_t max_tiles =
-      one_block ? kBlockTilesMax : std::max<int64_t>(1, std::min(kBlockTilesMax, kInputBudgetBytes / (kPos * w.cpad * 4)));
+      one_block ? kBlockTilesMax
+                : std::max<int64_t>(1, std::min(kBlockTilesMax, kInputBudgetBytes / (kPos * w.cpad * 4)));
   if (one_block) {
     w.block_rows = w.tiles_h;
     w.block_cols = w.tiles_w;
@@ -562,10 +563,9 @@ constexpr AlgorithmName kWinogradName = algorithm_name("conv2d_winograd2x2_f32__
 
 }  // namespace
 
-const ConvAlgorithm conv2d_winograd2x2_f32 = {
-    kWinogradName.text, DType::Float32, winograd_accepts,
-    winograd_packed_bytes, winograd_pack, winograd_workspace, run_winograd,
-    Precision::High};
+const ConvAlgorithm conv2d_winograd2x2_f32 = {kWinogradName.text,    DType::Float32, winograd_accepts,
+                                              winograd_packed_bytes, winograd_pack,  winograd_workspace,
+                                              run_winograd,          Precision::High};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

@@ -123,8 +123,7 @@ struct Tap {
 template <class T>
 size_t workspace_bytes(const ConvTransposeProblem& p, int threads) {
   const Geometry g = geometry<T>(p);
-  return size_t(p.batch * p.in_d * p.in_h * g.padded_w * p.in_channels + threads * row_buffer_elems<T>(p)) *
-             sizeof(T) +
+  return size_t(p.batch * p.in_d * p.in_h * g.padded_w * p.in_channels + threads * row_buffer_elems<T>(p)) * sizeof(T) +
          size_t(threads * p.kernel_d * p.kernel_h + p.kernel_w) * sizeof(Tap);
 }
 
@@ -205,7 +204,8 @@ void run_phase(const ConvTransposeCall& call) {
     std::memset(d + (E + IW) * C, 0, sizeof(T) * size_t((PW - E - IW) * C));
     const T* s = x + n * call.x_stride.n + id * call.x_stride_d + ih * call.x_stride.h;
     if (nhwc) {
-      for (int64_t iw = 0; iw < IW; ++iw) std::memcpy(d + (E + iw) * C, s + iw * call.x_stride.w, sizeof(T) * size_t(C));
+      for (int64_t iw = 0; iw < IW; ++iw)
+        std::memcpy(d + (E + iw) * C, s + iw * call.x_stride.w, sizeof(T) * size_t(C));
     } else {
       for (int64_t c = 0; c < C; ++c) {
         const T* sc = s + c * call.x_stride.c;
@@ -229,9 +229,12 @@ void run_phase(const ConvTransposeCall& call) {
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {
       int64_t rest = item;
-      const int64_t oh = rest % p.out_h; rest /= p.out_h;
-      const int64_t od = rest % p.out_d; rest /= p.out_d;
-      const int64_t n = rest % p.batch; rest /= p.batch;
+      const int64_t oh = rest % p.out_h;
+      rest /= p.out_h;
+      const int64_t od = rest % p.out_d;
+      rest /= p.out_d;
+      const int64_t n = rest % p.batch;
+      rest /= p.batch;
       const int64_t ob = rest % g.oc_blocks;
       const int64_t gr = rest / g.oc_blocks;
       const int64_t k0 = gr * g.group_out + ob * NR;
@@ -271,8 +274,8 @@ void run_phase(const ConvTransposeCall& call) {
         const int64_t mr = ceil_div(count, tiles);
         for (int64_t m0 = m_lo; m0 < m_hi; m0 += mr) {
           const int64_t pix = std::min(mr, m_hi - m0);
-          const TileArgs<T> args{row_taps, row_count, ctaps.data(), int64_t(ctaps.size()),
-                                 xn + (m0 + E) * C, wblock, PW * C, C, Cg, KW};
+          const TileArgs<T> args{
+              row_taps, row_count, ctaps.data(), int64_t(ctaps.size()), xn + (m0 + E) * C, wblock, PW * C, C, Cg, KW};
           switch (mr) {
             case 1: micro_tile<T, 1>(args, b0, b1, tile); break;
             case 2: micro_tile<T, 2>(args, b0, b1, tile); break;
@@ -280,8 +283,12 @@ void run_phase(const ConvTransposeCall& call) {
             case 4: micro_tile<T, 4>(args, b0, b1, tile); break;
             case 5: micro_tile<T, 5>(args, b0, b1, tile); break;
             case 6: micro_tile<T, 6>(args, b0, b1, tile); break;
-            case 7: if constexpr (kMR >= 7) micro_tile<T, std::min<int64_t>(7, kMR)>(args, b0, b1, tile); break;
-            case 8: if constexpr (kMR >= 8) micro_tile<T, std::min<int64_t>(8, kMR)>(args, b0, b1, tile); break;
+            case 7:
+              if constexpr (kMR >= 7) micro_tile<T, std::min<int64_t>(7, kMR)>(args, b0, b1, tile);
+              break;
+            case 8:
+              if constexpr (kMR >= 8) micro_tile<T, std::min<int64_t>(8, kMR)>(args, b0, b1, tile);
+              break;
             default: break;
           }
           for (int64_t q = 0; q < pix; ++q) {
@@ -331,12 +338,20 @@ bool phase_accepts(const ConvTransposeProblem& p) {
 
 }  // namespace
 
-const ConvTransposeAlgorithm conv_transpose2d_phase_f32 = {
-    "conv_transpose2d_phase_f32__" CPPCONV_ISA_NAME, DType::Float32, phase_accepts<float>, packed_bytes<float>,
-    pack<float>, workspace_bytes<float>, run_phase<float>};
-const ConvTransposeAlgorithm conv_transpose2d_phase_f64 = {
-    "conv_transpose2d_phase_f64__" CPPCONV_ISA_NAME, DType::Float64, phase_accepts<double>, packed_bytes<double>,
-    pack<double>, workspace_bytes<double>, run_phase<double>};
+const ConvTransposeAlgorithm conv_transpose2d_phase_f32 = {"conv_transpose2d_phase_f32__" CPPCONV_ISA_NAME,
+                                                           DType::Float32,
+                                                           phase_accepts<float>,
+                                                           packed_bytes<float>,
+                                                           pack<float>,
+                                                           workspace_bytes<float>,
+                                                           run_phase<float>};
+const ConvTransposeAlgorithm conv_transpose2d_phase_f64 = {"conv_transpose2d_phase_f64__" CPPCONV_ISA_NAME,
+                                                           DType::Float64,
+                                                           phase_accepts<double>,
+                                                           packed_bytes<double>,
+                                                           pack<double>,
+                                                           workspace_bytes<double>,
+                                                           run_phase<double>};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

@@ -158,8 +158,7 @@ static inline void activate_row(T* v, int64_t n, FusedActivation a) {
       case Activation::Tanh:
         for (int64_t i = 0; i < n; ++i) v[i] = tanh_f32(v[i]);
         return;
-      default:
-        break;
+      default: break;
     }
   }
   switch (a.kind) {

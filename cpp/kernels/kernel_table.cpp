@@ -5,9 +5,9 @@
 #include "kernels/conv2d_winograd_f32.h"
 #include "kernels/conv_transpose2d.h"
 #include "kernels/fma_peak.h"
+#include "kernels/isa_common.h"
 #include "kernels/pool2d.h"
 #include "kernels/qconv_s16.h"
-#include "kernels/isa_common.h"
 
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
@@ -35,8 +35,8 @@ const ConvAlgorithm* const kConvAlgorithms[] = {
     &conv2d_tiled_f64,
 };
 const PoolAlgorithm* const kPoolAlgorithms[] = {
-    &pool2d_plane_nchw_f32,    &pool2d_plane_nchw_f64,    &pool2d_rows_nchw_f32,      &pool2d_rows_nchw_f64,
-    &pool2d_maps_nchw_f32,     &pool2d_maps_nchw_f64,     &pool2d_channels_nhwc_f32,  &pool2d_channels_nhwc_f64,
+    &pool2d_plane_nchw_f32, &pool2d_plane_nchw_f64, &pool2d_rows_nchw_f32,     &pool2d_rows_nchw_f64,
+    &pool2d_maps_nchw_f32,  &pool2d_maps_nchw_f64,  &pool2d_channels_nhwc_f32, &pool2d_channels_nhwc_f64,
 };
 const ConvTransposeAlgorithm* const kConvTransposeAlgorithms[] = {
     &conv_transpose2d_phase_f32,
@@ -59,10 +59,15 @@ constexpr int kQConvCount = 0;
 }  // namespace
 
 const KernelTable& kernel_table() {
-  static const KernelTable table = {CPPCONV_ISA_NAME, kConvAlgorithms, count_of(kConvAlgorithms),
-                                    kPoolAlgorithms, count_of(kPoolAlgorithms),
-                                    kConvTransposeAlgorithms, count_of(kConvTransposeAlgorithms),
-                                    kQConvAlgorithms, kQConvCount,
+  static const KernelTable table = {CPPCONV_ISA_NAME,
+                                    kConvAlgorithms,
+                                    count_of(kConvAlgorithms),
+                                    kPoolAlgorithms,
+                                    count_of(kPoolAlgorithms),
+                                    kConvTransposeAlgorithms,
+                                    count_of(kConvTransposeAlgorithms),
+                                    kQConvAlgorithms,
+                                    kQConvCount,
                                     fma_peak_gflops};
   return table;
 }

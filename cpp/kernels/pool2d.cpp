@@ -62,7 +62,8 @@ void run_rows_nchw_f32(const PoolCall& call, const std::vector<int64_t>& lo, con
   constexpr int kChunk = 4;  // output vectors in registers
   const Pool2dProblem& p = call.p;
   const float* x = static_cast<const float*>(call.x);
-  const float* x_end = x + (p.batch - 1) * call.x_stride.n + (p.channels - 1) * call.x_stride.c + p.in_d * call.x_stride_d;
+  const float* x_end =
+      x + (p.batch - 1) * call.x_stride.n + (p.channels - 1) * call.x_stride.c + p.in_d * call.x_stride_d;
   float* y = static_cast<float*>(call.y);
   const int64_t OW = p.out_w, S = p.stride_w, W = p.in_w;
   const V identity = vset1(kMax ? neg_inf<float>() : 0.0f);
@@ -117,21 +118,23 @@ void run_rows_nchw_f32(const PoolCall& call, const std::vector<int64_t>& lo, con
       if (S == 2) band_input(band, first, end);
       const int64_t rows = end - first;
       for (int64_t td = 0; td < taps_d; ++td)
-      for (int64_t h = first; h < end; ++h) {
-        const float* xr = xp + (d0 + td * p.dilation_d) * call.x_stride_d + h * call.x_stride.h;
-        float* even = phases + (td * rows + h - first) * 2 * phase_w;
-        for (int64_t q = 0; q < W; q += 2 * L) {
-          // Past the row's end, the next row's values land in phase slots no tap reads; only
-          // the input's very end needs masked loads (which were slow on lines still in memory).
-          const int64_t left = xr + q + 2 * L <= x_end ? 2 * L : W - q;
-          const V v0 = left >= L ? vload(xr + q) : vload_partial(xr + q, int(left));
-          const V v1 = left >= 2 * L ? vload(xr + q + L) : left > L ? vload_partial(xr + q + L, int(left - L)) : vzero();
-          V e, o;
-          deinterleave2(v0, v1, e, o);
-          vstore(even + q / 2, e);
-          vstore(even + phase_w + q / 2, o);
+        for (int64_t h = first; h < end; ++h) {
+          const float* xr = xp + (d0 + td * p.dilation_d) * call.x_stride_d + h * call.x_stride.h;
+          float* even = phases + (td * rows + h - first) * 2 * phase_w;
+          for (int64_t q = 0; q < W; q += 2 * L) {
+            // Past the row's end, the next row's values land in phase slots no tap reads; only
+            // the input's very end needs masked loads (which were slow on lines still in memory).
+            const int64_t left = xr + q + 2 * L <= x_end ? 2 * L : W - q;
+            const V v0 = left >= L ? vload(xr + q) : vload_partial(xr + q, int(left));
+            const V v1 = left >= 2 * L ? vload(xr + q + L)
+                         : left > L    ? vload_partial(xr + q + L, int(left - L))
+                                       : vzero();
+            V e, o;
+            deinterleave2(v0, v1, e, o);
+            vstore(even + q / 2, e);
+            vstore(even + phase_w + q / 2, o);
+          }
         }
-      }
       for (int64_t oh = band * band_rows; oh < std::min(p.out_h, (band + 1) * band_rows); ++oh) {
         float* yr = y + n * call.y_stride.n + c * call.y_stride.c + od * call.y_stride_d + oh * call.y_stride.h;
         const int64_t h0 = call.rows.begin[oh], taps_h = call.rows.count[oh];
@@ -139,35 +142,35 @@ void run_rows_nchw_f32(const PoolCall& call, const std::vector<int64_t>& lo, con
           V acc[kChunk];
           for (int v = 0; v < kChunk; ++v) acc[v] = identity;
           for (int64_t td = 0; td < taps_d; ++td)
-          for (int64_t t = 0; t < taps_h; ++t) {
-            const int64_t h = h0 + t * p.dilation_h;
-            for (int64_t j = 0; j < p.kernel_w; ++j) {
-              const int64_t l = lo[size_t(j)], e = hi[size_t(j)];
-              if (e <= c0 || l >= c0 + kChunk * L) continue;
-              // Output ow reads base[ow]: input column ow * S + off of row h.
-              const int64_t off = j * p.dilation_w - p.pad_left;
-              const float* base;
-              if (S == 1) {
-                base = xp + (d0 + td * p.dilation_d) * call.x_stride_d + h * call.x_stride.h + off;
-              } else {
-                const int64_t odd = off & 1;  // column 2 ow + off is in phase odd, at ow + (off - odd) / 2
-                base = phases + (2 * (td * rows + h - first) + odd) * phase_w + (off - odd) / 2;
-              }
-#pragma GCC unroll 4
-              for (int v = 0; v < kChunk; ++v) {
-                const int64_t o = c0 + v * L;
-                V xv;
-                if (o >= l && o + L <= e) {
-                  xv = vload(base + o);
+            for (int64_t t = 0; t < taps_h; ++t) {
+              const int64_t h = h0 + t * p.dilation_h;
+              for (int64_t j = 0; j < p.kernel_w; ++j) {
+                const int64_t l = lo[size_t(j)], e = hi[size_t(j)];
+                if (e <= c0 || l >= c0 + kChunk * L) continue;
+                // Output ow reads base[ow]: input column ow * S + off of row h.
+                const int64_t off = j * p.dilation_w - p.pad_left;
+                const float* base;
+                if (S == 1) {
+                  base = xp + (d0 + td * p.dilation_d) * call.x_stride_d + h * call.x_stride.h + off;
                 } else {
-                  const int64_t lane_lo = std::max<int64_t>(l - o, 0), lane_hi = std::min<int64_t>(e - o, L);
-                  if (lane_hi <= lane_lo) continue;
-                  xv = vload_mask_or(base + o, lane_mask(lane_lo, lane_hi), identity);
+                  const int64_t odd = off & 1;  // column 2 ow + off is in phase odd, at ow + (off - odd) / 2
+                  base = phases + (2 * (td * rows + h - first) + odd) * phase_w + (off - odd) / 2;
                 }
-                acc[v] = combine(acc[v], xv);
+#pragma GCC unroll 4
+                for (int v = 0; v < kChunk; ++v) {
+                  const int64_t o = c0 + v * L;
+                  V xv;
+                  if (o >= l && o + L <= e) {
+                    xv = vload(base + o);
+                  } else {
+                    const int64_t lane_lo = std::max<int64_t>(l - o, 0), lane_hi = std::min<int64_t>(e - o, L);
+                    if (lane_hi <= lane_lo) continue;
+                    xv = vload_mask_or(base + o, lane_mask(lane_lo, lane_hi), identity);
+                  }
+                  acc[v] = combine(acc[v], xv);
+                }
               }
             }
-          }
           for (int v = 0; v < kChunk; ++v) {
             const int64_t o = c0 + v * L;
             if (o >= OW) break;
@@ -235,56 +238,56 @@ void run_rows_nchw(const PoolCall& call) {
         if (idx)
           for (int64_t ow = 0; ow < OW; ++ow) idx[ow] = (d0 * p.in_h + h0) * W + call.cols.begin[ow];
         for (int64_t td = 0; td < taps_d; ++td)
-        for (int64_t t = 0; t < taps_h; ++t) {
-          const int64_t d = d0 + td * p.dilation_d, h = h0 + t * p.dilation_h;
-          const T* xr = xp + d * call.x_stride_d + h * call.x_stride.h;
-          for (int64_t j = 0; j < p.kernel_w; ++j) {
-            const int64_t off = j * p.dilation_w - p.pad_left;
-            const int64_t l = lo[size_t(j)], e = hi[size_t(j)];
-            if (idx) {
-              const int64_t base = (d * p.in_h + h) * W + off;
-              for (int64_t ow = l; ow < e; ++ow) {
-                const T v = xr[ow * S + off];
-                if (v > a[ow] || v != v) {
-                  a[ow] = v;
-                  idx[ow] = base + ow * S;
+          for (int64_t t = 0; t < taps_h; ++t) {
+            const int64_t d = d0 + td * p.dilation_d, h = h0 + t * p.dilation_h;
+            const T* xr = xp + d * call.x_stride_d + h * call.x_stride.h;
+            for (int64_t j = 0; j < p.kernel_w; ++j) {
+              const int64_t off = j * p.dilation_w - p.pad_left;
+              const int64_t l = lo[size_t(j)], e = hi[size_t(j)];
+              if (idx) {
+                const int64_t base = (d * p.in_h + h) * W + off;
+                for (int64_t ow = l; ow < e; ++ow) {
+                  const T v = xr[ow * S + off];
+                  if (v > a[ow] || v != v) {
+                    a[ow] = v;
+                    idx[ow] = base + ow * S;
+                  }
                 }
-              }
-            } else if (S == 1) {
-              const T* s = xr + off + l;
-              T* d = a + l;
-              const int64_t m = e - l;
+              } else if (S == 1) {
+                const T* s = xr + off + l;
+                T* d = a + l;
+                const int64_t m = e - l;
 #pragma omp simd
-              for (int64_t q = 0; q < m; ++q) d[q] = (s[q] > d[q] || s[q] != s[q]) ? s[q] : d[q];
-            } else {
+                for (int64_t q = 0; q < m; ++q) d[q] = (s[q] > d[q] || s[q] != s[q]) ? s[q] : d[q];
+              } else {
 #pragma omp simd
-              for (int64_t ow = l; ow < e; ++ow) {
-                const T v = xr[ow * S + off];
-                a[ow] = (v > a[ow] || v != v) ? v : a[ow];
+                for (int64_t ow = l; ow < e; ++ow) {
+                  const T v = xr[ow * S + off];
+                  a[ow] = (v > a[ow] || v != v) ? v : a[ow];
+                }
               }
             }
           }
-        }
       } else {
         for (int64_t ow = 0; ow < OW; ++ow) a[ow] = T(0);
         for (int64_t td = 0; td < taps_d; ++td)
-        for (int64_t t = 0; t < taps_h; ++t) {
-          const T* xr = xp + (d0 + td * p.dilation_d) * call.x_stride_d + (h0 + t * p.dilation_h) * call.x_stride.h;
-          for (int64_t j = 0; j < p.kernel_w; ++j) {
-            const int64_t off = j * p.dilation_w - p.pad_left;
-            const int64_t l = lo[size_t(j)], e = hi[size_t(j)];
-            if (S == 1) {
-              const T* s = xr + off + l;
-              T* d = a + l;
-              const int64_t m = e - l;
+          for (int64_t t = 0; t < taps_h; ++t) {
+            const T* xr = xp + (d0 + td * p.dilation_d) * call.x_stride_d + (h0 + t * p.dilation_h) * call.x_stride.h;
+            for (int64_t j = 0; j < p.kernel_w; ++j) {
+              const int64_t off = j * p.dilation_w - p.pad_left;
+              const int64_t l = lo[size_t(j)], e = hi[size_t(j)];
+              if (S == 1) {
+                const T* s = xr + off + l;
+                T* d = a + l;
+                const int64_t m = e - l;
 #pragma omp simd
-              for (int64_t q = 0; q < m; ++q) d[q] += s[q];
-            } else {
+                for (int64_t q = 0; q < m; ++q) d[q] += s[q];
+              } else {
 #pragma omp simd
-              for (int64_t ow = l; ow < e; ++ow) a[ow] += xr[ow * S + off];
+                for (int64_t ow = l; ow < e; ++ow) a[ow] += xr[ow * S + off];
+              }
             }
           }
-        }
         if (p.divisor_override != 0) {
           const T d = T(p.divisor_override);
           for (int64_t ow = 0; ow < OW; ++ow) a[ow] /= d;
@@ -395,27 +398,28 @@ void run_maps_nchw(const PoolCall& call) {
             T best = neg_inf<T>();
             int64_t arg = (d0 * p.in_h + h0) * p.in_w + w0;
             for (int64_t k = 0; k < td; ++k)
-            for (int64_t t = 0; t < th; ++t) {
-              const int64_t d = d0 + k * p.dilation_d, h = h0 + t * p.dilation_h;
-              const T* xr = xp + d * call.x_stride_d + h * call.x_stride.h;
-              for (int64_t u = 0; u < tw; ++u) {
-                const int64_t w = w0 + u * p.dilation_w;
-                const T v = xr[w];
-                if (v > best || v != v) {
-                  best = v;
-                  arg = (d * p.in_h + h) * p.in_w + w;
+              for (int64_t t = 0; t < th; ++t) {
+                const int64_t d = d0 + k * p.dilation_d, h = h0 + t * p.dilation_h;
+                const T* xr = xp + d * call.x_stride_d + h * call.x_stride.h;
+                for (int64_t u = 0; u < tw; ++u) {
+                  const int64_t w = w0 + u * p.dilation_w;
+                  const T v = xr[w];
+                  if (v > best || v != v) {
+                    best = v;
+                    arg = (d * p.in_h + h) * p.in_w + w;
+                  }
                 }
               }
-            }
             y[yo] = best;
             if (call.indices) call.indices[yo] = arg;
           } else {
             T sum = 0;
             for (int64_t k = 0; k < td; ++k)
-            for (int64_t t = 0; t < th; ++t) {
-              const T* xr = xp + (d0 + k * p.dilation_d) * call.x_stride_d + (h0 + t * p.dilation_h) * call.x_stride.h + w0;
-              for (int64_t u = 0; u < tw; ++u) sum += xr[u * p.dilation_w];
-            }
+              for (int64_t t = 0; t < th; ++t) {
+                const T* xr =
+                    xp + (d0 + k * p.dilation_d) * call.x_stride_d + (h0 + t * p.dilation_h) * call.x_stride.h + w0;
+                for (int64_t u = 0; u < tw; ++u) sum += xr[u * p.dilation_w];
+              }
             y[yo] = sum / avg_divisor<T>(call, od, oh, ow);
           }
         }
@@ -446,9 +450,12 @@ void run_channels_nhwc(const PoolCall& call) {
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {
       int64_t rest = item;
-      const int64_t cb = rest % cblocks; rest /= cblocks;
-      const int64_t ow = rest % p.out_w; rest /= p.out_w;
-      const int64_t oh = rest % p.out_h; rest /= p.out_h;
+      const int64_t cb = rest % cblocks;
+      rest /= cblocks;
+      const int64_t ow = rest % p.out_w;
+      rest /= p.out_w;
+      const int64_t oh = rest % p.out_h;
+      rest /= p.out_h;
       // (No division for 2-D problems: items of few channels are a handful of loads each.)
       const int64_t od = p.out_d == 1 ? 0 : rest % p.out_d;
       const int64_t n = p.out_d == 1 ? rest : rest / p.out_d;
@@ -466,37 +473,37 @@ void run_channels_nhwc(const PoolCall& call) {
         if (idx)
           for (int64_t c = 0; c < cn; ++c) idx[c] = (d0 * p.in_h + h0) * p.in_w + w0;
         for (int64_t k = 0; k < td; ++k)
-        for (int64_t t = 0; t < th; ++t) {
-          const int64_t d = d0 + k * p.dilation_d, h = h0 + t * p.dilation_h;
-          for (int64_t u = 0; u < tw; ++u) {
-            const int64_t w = w0 + u * p.dilation_w;
-            const T* s = xn + d * call.x_stride_d + h * call.x_stride.h + w * call.x_stride.w;
-            if (idx) {
-              const int64_t here = (d * p.in_h + h) * p.in_w + w;
+          for (int64_t t = 0; t < th; ++t) {
+            const int64_t d = d0 + k * p.dilation_d, h = h0 + t * p.dilation_h;
+            for (int64_t u = 0; u < tw; ++u) {
+              const int64_t w = w0 + u * p.dilation_w;
+              const T* s = xn + d * call.x_stride_d + h * call.x_stride.h + w * call.x_stride.w;
+              if (idx) {
+                const int64_t here = (d * p.in_h + h) * p.in_w + w;
 #pragma omp simd
-              for (int64_t c = 0; c < cn; ++c) {
-                const bool take = s[c] > a[c] || s[c] != s[c];
-                a[c] = take ? s[c] : a[c];
-                idx[c] = take ? here : idx[c];
+                for (int64_t c = 0; c < cn; ++c) {
+                  const bool take = s[c] > a[c] || s[c] != s[c];
+                  a[c] = take ? s[c] : a[c];
+                  idx[c] = take ? here : idx[c];
+                }
+              } else {
+#pragma omp simd
+                for (int64_t c = 0; c < cn; ++c) a[c] = (s[c] > a[c] || s[c] != s[c]) ? s[c] : a[c];
               }
-            } else {
-#pragma omp simd
-              for (int64_t c = 0; c < cn; ++c) a[c] = (s[c] > a[c] || s[c] != s[c]) ? s[c] : a[c];
             }
           }
-        }
       } else {
         for (int64_t c = 0; c < cn; ++c) a[c] = T(0);
         for (int64_t k = 0; k < td; ++k)
-        for (int64_t t = 0; t < th; ++t) {
-          const int64_t h = h0 + t * p.dilation_h;
-          const T* xd = xn + (d0 + k * p.dilation_d) * call.x_stride_d;
-          for (int64_t u = 0; u < tw; ++u) {
-            const T* s = xd + h * call.x_stride.h + (w0 + u * p.dilation_w) * call.x_stride.w;
+          for (int64_t t = 0; t < th; ++t) {
+            const int64_t h = h0 + t * p.dilation_h;
+            const T* xd = xn + (d0 + k * p.dilation_d) * call.x_stride_d;
+            for (int64_t u = 0; u < tw; ++u) {
+              const T* s = xd + h * call.x_stride.h + (w0 + u * p.dilation_w) * call.x_stride.w;
 #pragma omp simd
-            for (int64_t c = 0; c < cn; ++c) a[c] += s[c];
+              for (int64_t c = 0; c < cn; ++c) a[c] += s[c];
+            }
           }
-        }
         const T d = avg_divisor<T>(call, od, oh, ow);
         const T r = T(1) / d;
         if (r * d == T(1) && std::frexp(d, &exponent) == T(0.5)) {
@@ -516,7 +523,7 @@ bool accepts_nhwc(const Pool2dProblem& p) { return p.layout == Layout::NHWC; }
 
 }  // namespace
 
-#define CPPCONV_POOL(name, accepts, run)                                                               \
+#define CPPCONV_POOL(name, accepts, run)                                                                   \
   const PoolAlgorithm name##_f32 = {#name "_f32__" CPPCONV_ISA_NAME, DType::Float32, accepts, run<float>}; \
   const PoolAlgorithm name##_f64 = {#name "_f64__" CPPCONV_ISA_NAME, DType::Float64, accepts, run<double>};
 

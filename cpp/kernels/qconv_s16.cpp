@@ -164,7 +164,7 @@ void accumulate(const int16_t* x, int64_t pixel_step, const int64_t* tap_offset,
 
 using Accumulate = void (*)(const int16_t*, int64_t, const int64_t*, int64_t, int64_t, const int16_t*,
                             __m256i (&)[kPixels][2]);
-constexpr Accumulate kAccumulate[kPixels + 1] = {nullptr,         accumulate<1>, accumulate<2>, accumulate<3>,
+constexpr Accumulate kAccumulate[kPixels + 1] = {nullptr,       accumulate<1>, accumulate<2>, accumulate<3>,
                                                  accumulate<4>, accumulate<5>, accumulate<6>};
 
 // One block's 16 channels of one pixel after the bias: requantized (or dequantized) and stored
@@ -203,8 +203,8 @@ void store(const QConvCall& call, __m256i acc0, __m256i acc1, const float* multi
   const __m256i q0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_min_ps(_mm256_max_ps(v0, lo), hi), kNearest));
   const __m256i q1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_min_ps(_mm256_max_ps(v1, lo), hi), kNearest));
   if (last && count == kChannels) {  // 16 channels-last bytes in one store (values already in range)
-    const __m256i words = _mm256_permute4x64_epi64(
-        _mm256_packs_epi32(_mm256_add_epi32(q0, zero), _mm256_add_epi32(q1, zero)), 0xD8);
+    const __m256i words =
+        _mm256_permute4x64_epi64(_mm256_packs_epi32(_mm256_add_epi32(q0, zero), _mm256_add_epi32(q1, zero)), 0xD8);
     const __m128i lo = _mm256_castsi256_si128(words), hi = _mm256_extracti128_si256(words, 1);
     const __m128i bytes = call.y_signed ? _mm_packs_epi16(lo, hi) : _mm_packus_epi16(lo, hi);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(call.y) + at(0)), bytes);
@@ -258,8 +258,8 @@ void run(const QConvCall& call) {
   for_each_image(call, g, {g.pixel, g.group_in, g.group_in_padded}, tile, items, [&](int64_t n, int64_t item) {
     const int64_t block = item % (g.groups * g.blocks), row = item / (g.groups * g.blocks);
     const int64_t grp = block / g.blocks, od = row / p.out_h, oh = row % p.out_h;
-    const int16_t* x_row = tile.data() + ((od * p.stride_d * g.rows + oh * p.stride_h) * g.cols) * g.pixel +
-                           grp * g.group_in_padded;
+    const int16_t* x_row =
+        tile.data() + ((od * p.stride_d * g.rows + oh * p.stride_h) * g.cols) * g.pixel + grp * g.group_in_padded;
     const int16_t* w = weights + block * g.taps * g.pairs * kChannels * 2;
     const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + block * kChannels));
     const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + block * kChannels + 8));
@@ -268,15 +268,14 @@ void run(const QConvCall& call) {
     __m256i acc[kPixels][2];
     for (int64_t ow0 = 0; ow0 < p.out_w; ow0 += kPixels) {
       const int64_t np = std::min(kPixels, p.out_w - ow0);
-      kAccumulate[np](x_row + ow0 * p.stride_w * g.pixel, p.stride_w * g.pixel, tap_offset.data(), g.taps,
-                      g.pairs, w, acc);
+      kAccumulate[np](x_row + ow0 * p.stride_w * g.pixel, p.stride_w * g.pixel, tap_offset.data(), g.taps, g.pairs, w,
+                      acc);
       for (int64_t q = 0; q < np; ++q)
         store(call, _mm256_add_epi32(acc[q][0], b0), _mm256_add_epi32(acc[q][1], b1),
               multiplier.data() + block * kChannels, n, row * p.out_w + ow0 + q, k0, count);
     }
   });
 }
-
 
 // ---- Depthwise (one input and one output channel per group): channels in lanes.  The tile is
 // [d][h][w][channel], channels padded to a multiple of 16.  Taps go in pairs: the two taps'
@@ -342,8 +341,8 @@ void depthwise_accumulate(const int16_t* x, int64_t pixel_step, const int64_t* t
   }
 }
 
-using DepthwiseAccumulate = void (*)(const int16_t*, int64_t, const int64_t*, int64_t, const int16_t*, __m256i,
-                                     __m256i, __m256i (&)[kPixels][2]);
+using DepthwiseAccumulate = void (*)(const int16_t*, int64_t, const int64_t*, int64_t, const int16_t*, __m256i, __m256i,
+                                     __m256i (&)[kPixels][2]);
 constexpr DepthwiseAccumulate kDepthwiseAccumulate[kDepthwisePixels + 1] = {
     nullptr, depthwise_accumulate<1>, depthwise_accumulate<2>, depthwise_accumulate<3>, depthwise_accumulate<4>};
 
@@ -370,8 +369,8 @@ void depthwise_run(const QConvCall& call) {
     for (int64_t ow0 = 0; ow0 < p.out_w; ow0 += kDepthwisePixels) {
       const int64_t np = std::min(kDepthwisePixels, p.out_w - ow0);
       __m256i acc[kPixels][2];
-      kDepthwiseAccumulate[np](x_row + ow0 * p.stride_w * width, p.stride_w * width, tap_offset.data(), g.taps,
-                               w, b0, b1, acc);
+      kDepthwiseAccumulate[np](x_row + ow0 * p.stride_w * width, p.stride_w * width, tap_offset.data(), g.taps, w, b0,
+                               b1, acc);
       for (int64_t q = 0; q < np; ++q)
         store(call, acc[q][0], acc[q][1], multiplier.data() + k0, n, row * p.out_w + ow0 + q, k0, count);
     }

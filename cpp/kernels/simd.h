@@ -34,9 +34,13 @@ constexpr int kLanes = kVectorBytes / int(sizeof(T));
 
 // The first n lanes.
 template <class T>
-static inline Vec<T> vload_partial(const T* p, int n) { return vload_mask(p, lane_mask<T>(0, n)); }
+static inline Vec<T> vload_partial(const T* p, int n) {
+  return vload_mask(p, lane_mask<T>(0, n));
+}
 template <class T>
-static inline void vstore_partial(T* p, Vec<T> v, int n) { vstore_mask(p, v, lane_mask<T>(0, n)); }
+static inline void vstore_partial(T* p, Vec<T> v, int n) {
+  vstore_mask(p, v, lane_mask<T>(0, n));
+}
 
 // GCC's and clang's vector types have lane-wise + - * /, which the Winograd transforms and
 // pooling use; MSVC's x86 types are structs without them.  (Untested here: no MSVC on the
@@ -153,7 +157,9 @@ static inline void planes_to_pixels(const float* src, int64_t plane_stride, int 
     Vec<float> v[L];
 #pragma GCC unroll 16
     for (int c = 0; c < L; ++c)
-      v[c] = c >= cvalid ? vzero<float>() : whole ? vload(src + c * plane_stride + q) : vload_mask(src + c * plane_stride + q, valid);
+      v[c] = c >= cvalid ? vzero<float>()
+             : whole     ? vload(src + c * plane_stride + q)
+                         : vload_mask(src + c * plane_stride + q, valid);
     transpose_square(v);
 #pragma GCC unroll 16
     for (int m = 0; m < L; ++m)

@@ -139,8 +139,8 @@ std::string geometry(const Problem& p) {
                 (long long)p.stride_d, (long long)p.stride_h, (long long)p.stride_w, (long long)p.dilation_d,
                 (long long)p.dilation_h, (long long)p.dilation_w, (long long)p.pad_front, (long long)p.pad_back,
                 (long long)p.pad_top, (long long)p.pad_bottom, (long long)p.pad_left, (long long)p.pad_right,
-                (long long)p.groups, (long long)p.out_d, (long long)p.out_h, (long long)p.out_w,
-                layout_name(p.layout), dtype_name(p.dtype), int(p.activation), p.negative_slope);
+                (long long)p.groups, (long long)p.out_d, (long long)p.out_h, (long long)p.out_w, layout_name(p.layout),
+                dtype_name(p.dtype), int(p.activation), p.negative_slope);
   return buf;
 }
 
@@ -233,8 +233,8 @@ struct ConvCase {
 std::vector<double> run_conv(const ConvProblem& p, const std::vector<unsigned char>& x,
                              const std::vector<unsigned char>& w, const std::vector<unsigned char>& b,
                              const ConvAlgorithm* forced, int threads) {
-  ConvPlan plan(p.dtype, w.data(), b.empty() ? nullptr : b.data(), p.out_channels, p.in_channels / p.groups,
-                p.kernel_d, p.kernel_h, p.kernel_w, /*copy=*/false, p.weights_reused);
+  ConvPlan plan(p.dtype, w.data(), b.empty() ? nullptr : b.data(), p.out_channels, p.in_channels / p.groups, p.kernel_d,
+                p.kernel_h, p.kernel_w, /*copy=*/false, p.weights_reused);
   std::vector<unsigned char> y(size_t(conv_outputs(p)) * kDTypes[int(p.dtype)].size);
   plan.run(p, x.data(), y.data(), forced, threads);
   return from_bytes(y, p.dtype);
@@ -363,13 +363,12 @@ std::vector<Tile> named_tiles() {
   return tiles;
 }
 
-const std::vector<Activation> kActivations = {Activation::None,  Activation::None,    Activation::Relu,
-                                              Activation::Relu6, Activation::LeakyRelu, Activation::Sigmoid,
-                                              Activation::Tanh,  Activation::Silu,    Activation::HardSigmoid,
-                                              Activation::HardSwish};
+const std::vector<Activation> kActivations = {
+    Activation::None,    Activation::None, Activation::Relu, Activation::Relu6,       Activation::LeakyRelu,
+    Activation::Sigmoid, Activation::Tanh, Activation::Silu, Activation::HardSigmoid, Activation::HardSwish};
 // leaky_relu's slopes: PyTorch's default, ONNX's, and ones that flip or grow the negatives.
 const std::vector<double> kSlopes = {0.01, 0.2, -0.5, 1.5};
-const std::vector<PadMode> kModes = {PadMode::Zeros,    PadMode::Zeros,    PadMode::Reflect,
+const std::vector<PadMode> kModes = {PadMode::Zeros,     PadMode::Zeros,    PadMode::Reflect,
                                      PadMode::Replicate, PadMode::Circular, PadMode::Symmetric};
 
 // Output widths 1..2 * tile + 1: all of them for small tiles, a sample with the edges
@@ -424,8 +423,8 @@ void conv2d_sweep() {
     // Two draws per width: each tile meets both layouts and several kernels at most widths.
     for (int64_t OW : widths_around(t.a))
       for (int draw = 0; draw < 2; ++draw) {
-        int64_t C = pick(channels), K = std::max<int64_t>(1, pick(std::vector<int64_t>{t.b - 1, t.b, t.b + 1,
-                                                                                        2 * t.b + 1, t.b / 2, 1, 3}));
+        int64_t C = pick(channels),
+                K = std::max<int64_t>(1, pick(std::vector<int64_t>{t.b - 1, t.b, t.b + 1, 2 * t.b + 1, t.b / 2, 1, 3}));
         int64_t groups = 1;
         if (t.depthwise || chance(0.1)) {
           groups = C, K = C * (chance(0.2) ? 2 : 1);  // depthwise, sometimes with a multiplier
@@ -697,10 +696,10 @@ void conv_transpose_sweep() {
     p.out_channels = group_out * p.groups;
     transpose_axis(p.in_d, p.kernel_d, p.stride_d, p.dilation_d, p.pad_front, p.pad_back, p.output_padding_d, p.out_d,
                    rank < 3);
-    transpose_axis(p.in_h, p.kernel_h, p.stride_h, p.dilation_h, p.pad_top, p.pad_bottom, p.output_padding_h,
-                   p.out_h, rank < 2);
-    transpose_axis(p.in_w, p.kernel_w, p.stride_w, p.dilation_w, p.pad_left, p.pad_right, p.output_padding_w,
-                   p.out_w, false);
+    transpose_axis(p.in_h, p.kernel_h, p.stride_h, p.dilation_h, p.pad_top, p.pad_bottom, p.output_padding_h, p.out_h,
+                   rank < 2);
+    transpose_axis(p.in_w, p.kernel_w, p.stride_w, p.dilation_w, p.pad_left, p.pad_right, p.output_padding_w, p.out_w,
+                   false);
     if (p.out_d < 1 || p.out_h < 1 || p.out_w < 1) continue;
     p.activation = pick(kActivations);
     p.negative_slope = pick(kSlopes);
@@ -729,7 +728,6 @@ void conv_transpose_sweep() {
     }
   }
 }
-
 
 // ------------------------------------------------------------------------------------------
 // Quantized convolution: every algorithm bit for bit against qconv_reference, on problems
@@ -811,7 +809,8 @@ void qconv_sweep() {
           why = std::string("threw ") + e.what();
         }
         if (!why.empty())
-          fail(std::string(a->name) + ": " + why + " with " + std::to_string(threads) + " threads on " + describe_q(call));
+          fail(std::string(a->name) + ": " + why + " with " + std::to_string(threads) + " threads on " +
+               describe_q(call));
       }
     }
   }

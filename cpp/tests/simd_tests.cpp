@@ -43,7 +43,8 @@ struct Guarded {
   explicit Guarded(size_t n) : bytes(n) {
 #if defined(CPPCONV_GUARD_PAGES)
     page = size_t(sysconf(_SC_PAGESIZE));
-    char* base = static_cast<char*>(mmap(nullptr, 3 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    char* base =
+        static_cast<char*>(mmap(nullptr, 3 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
     if (base != MAP_FAILED && n <= page) {
       mprotect(base, page, PROT_NONE);
       mprotect(base + 2 * page, page, PROT_NONE);
@@ -95,7 +96,8 @@ void masked_at_edges() {
         if constexpr (sizeof(T) == 4) {
           for (int i = lo; i < hi; ++i) p[i] = T(i + 1);
           to_array(vload_mask_or(p, m, vset1(T(-7))), got);
-          for (int i = 0; i < L; ++i) expect(same(got[i], i >= lo && i < hi ? T(i + 1) : T(-7)), "vload_mask_or", lo, hi);
+          for (int i = 0; i < L; ++i)
+            expect(same(got[i], i >= lo && i < hi ? T(i + 1) : T(-7)), "vload_mask_or", lo, hi);
         }
       }
     }

@@ -35,9 +35,13 @@ constexpr TileSizes kTiles = {2, 6, 4, 7, 15, 6, 6, 2, 8};
 template <class T = float>
 static inline typename Types<T>::Vec vzero();
 template <>
-inline __m256 vzero<float>() { return _mm256_setzero_ps(); }
+inline __m256 vzero<float>() {
+  return _mm256_setzero_ps();
+}
 template <>
-inline __m256d vzero<double>() { return _mm256_setzero_pd(); }
+inline __m256d vzero<double>() {
+  return _mm256_setzero_pd();
+}
 static inline __m256 vset1(float v) { return _mm256_set1_ps(v); }
 static inline __m256d vset1(double v) { return _mm256_set1_pd(v); }
 static inline __m256 vload(const float* p) { return _mm256_loadu_ps(p); }
@@ -98,7 +102,8 @@ static inline __m256 vload_mask_or(const float* p, __m256i m, __m256 fill) {
 }
 // The even and odd values of the 2 kLanes consecutive values a, b.
 static inline void deinterleave2(__m256 a, __m256 b, __m256& even, __m256& odd) {
-  const __m256 lo = _mm256_permute2f128_ps(a, b, 0x20), hi = _mm256_permute2f128_ps(a, b, 0x31);  // a0-3 b0-3, a4-7 b4-7
+  const __m256 lo = _mm256_permute2f128_ps(a, b, 0x20),
+               hi = _mm256_permute2f128_ps(a, b, 0x31);  // a0-3 b0-3, a4-7 b4-7
   even = _mm256_shuffle_ps(lo, hi, 0x88);
   odd = _mm256_shuffle_ps(lo, hi, 0xDD);
 }
@@ -113,7 +118,8 @@ static inline __m256 shift_lanes_c(__m256 lo, __m256 hi) {
   else {
     // AVX2 has no cross-lane alignr: rotate through the middle 128-bit halves.
     const __m256 mid = _mm256_permute2f128_ps(lo, hi, 0x21);  // lo[4..7] hi[0..3]
-    if constexpr (N < 4) return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(mid), _mm256_castps_si256(lo), N * 4));
+    if constexpr (N < 4)
+      return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(mid), _mm256_castps_si256(lo), N * 4));
     else return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(hi), _mm256_castps_si256(mid), (N - 4) * 4));
   }
 }

@@ -34,9 +34,13 @@ constexpr TileSizes kTiles = {2, 12, 6, 8, 30, 12, 8, 4, 1};
 template <class T = float>
 static inline typename Types<T>::Vec vzero();
 template <>
-inline __m512 vzero<float>() { return _mm512_setzero_ps(); }
+inline __m512 vzero<float>() {
+  return _mm512_setzero_ps();
+}
 template <>
-inline __m512d vzero<double>() { return _mm512_setzero_pd(); }
+inline __m512d vzero<double>() {
+  return _mm512_setzero_pd();
+}
 static inline __m512 vset1(float v) { return _mm512_set1_ps(v); }
 static inline __m512d vset1(double v) { return _mm512_set1_pd(v); }
 static inline __m512 vload(const float* p) { return _mm512_loadu_ps(p); }
@@ -87,7 +91,9 @@ static inline __m512 vmax_nan_wins(__m512 acc, __m512 v) {
   return _mm512_mask_blend_ps(take, acc, v);
 }
 // p's lanes in m, `fill` in the others.
-static inline __m512 vload_mask_or(const float* p, __mmask16 m, __m512 fill) { return _mm512_mask_loadu_ps(fill, m, p); }
+static inline __m512 vload_mask_or(const float* p, __mmask16 m, __m512 fill) {
+  return _mm512_mask_loadu_ps(fill, m, p);
+}
 // The even and odd values of the 2 kLanes consecutive values a, b.
 static inline void deinterleave2(__m512 a, __m512 b, __m512& even, __m512& odd) {
   const __m512i e = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);

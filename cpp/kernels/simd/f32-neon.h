@@ -36,9 +36,13 @@ constexpr TileSizes kTiles = {2, 12, 6, 8, 30, 12, 8, 4, 1};
 template <class T = float>
 static inline typename Types<T>::Vec vzero();
 template <>
-inline float32x4_t vzero<float>() { return vdupq_n_f32(0.0f); }
+inline float32x4_t vzero<float>() {
+  return vdupq_n_f32(0.0f);
+}
 template <>
-inline float64x2_t vzero<double>() { return vdupq_n_f64(0.0); }
+inline float64x2_t vzero<double>() {
+  return vdupq_n_f64(0.0);
+}
 static inline float32x4_t vset1(float v) { return vdupq_n_f32(v); }
 static inline float64x2_t vset1(double v) { return vdupq_n_f64(v); }
 static inline float32x4_t vload(const float* p) { return vld1q_f32(p); }
