@@ -713,20 +713,25 @@ def _folded_batch_norm(p: _Planner, bn: _Node, channels: int) -> Tuple[np.ndarra
     return scale, beta - mean * scale
 
 
-def _conv(p: _Planner, node: _Node) -> None:
-    transposed = node.op == "ConvTranspose"
-    x = node.input(0)
-    w = p.const(node, 1, "weight").astype(np.float64)
+def _window(node: _Node, w: np.ndarray) -> Tuple[int, Tuple[int, ...], Tuple[int, ...], Tuple[int, ...], int]:
+    """(rank, kernel, stride, dilation, group) of a convolution node with weight w, checked
+    (Conv, ConvTranspose, QLinearConv)."""
     rank = w.ndim - 2
     if rank not in (1, 2, 3):
         raise ModelError(f"{node.where()}: a {w.ndim}-D weight is not supported; supported: 3-D to 5-D "
                          f"(1 to 3 spatial axes)")
-    group = int(node.attrs.get("group", 1))
-    kernel = tuple(w.shape[2:])
+    kernel = tuple(int(k) for k in w.shape[2:])
     if tuple(node.attrs.get("kernel_shape", kernel)) != kernel:
         raise _refuse(node, "kernel_shape", node.attrs["kernel_shape"], f"the weight's kernel {kernel}")
-    stride = _ints(node, "strides", rank, 1)
-    dilation = _ints(node, "dilations", rank, 1)
+    return (rank, kernel, _ints(node, "strides", rank, 1), _ints(node, "dilations", rank, 1),
+            int(node.attrs.get("group", 1)))
+
+
+def _conv(p: _Planner, node: _Node) -> None:
+    transposed = node.op == "ConvTranspose"
+    x = node.input(0)
+    w = p.const(node, 1, "weight").astype(np.float64)
+    rank, kernel, stride, dilation, group = _window(node, w)
     bias = p.optional_const(node, 2, "bias")
     in_channels = w.shape[0] if transposed else w.shape[1] * group
     out_channels = w.shape[1] * group if transposed else w.shape[0]
@@ -1376,8 +1381,7 @@ def _quantize(p: _Planner, node: _Node) -> None:
             raise _refuse(node, "saturate", node.attrs["saturate"], "1 (integer results always saturate)")
 
         def fn(v: np.ndarray) -> Tuple[np.ndarray]:
-            compute = np.float64 if v.dtype == np.float64 else np.float32
-            return (_quant.quantize_values(np.ascontiguousarray(v, compute), s, z, axis, dtype),)
+            return (_quant.quantize_values(v, s, z, axis, dtype),)
         became = "cppconv quantize_linear"
     else:
         def fn(v: np.ndarray) -> Tuple[np.ndarray]:
@@ -1396,15 +1400,7 @@ def _qlinear_conv(p: _Planner, node: _Node) -> None:
     layer, channels-last, on the int8 kernels."""
     x = node.input(0)
     w = p.const(node, 3, "weight")
-    rank = w.ndim - 2
-    if rank not in (1, 2, 3):
-        raise ModelError(f"{node.where()}: a {w.ndim}-D weight is not supported; supported: 3-D to 5-D "
-                         f"(1 to 3 spatial axes)")
-    kernel = tuple(w.shape[2:])
-    if tuple(node.attrs.get("kernel_shape", kernel)) != kernel:
-        raise _refuse(node, "kernel_shape", node.attrs["kernel_shape"], f"the weight's kernel {kernel}")
-    stride, dilation = _ints(node, "strides", rank, 1), _ints(node, "dilations", rank, 1)
-    group = int(node.attrs.get("group", 1))
+    rank, kernel, stride, dilation, group = _window(node, w)
     quantization = [p.const(node, 1, "x_scale"), p.optional_const(node, 2, "x_zero_point"), w,
                     p.const(node, 4, "w_scale"), p.optional_const(node, 5, "w_zero_point"),
                     p.const(node, 6, "y_scale"), p.optional_const(node, 7, "y_zero_point"),

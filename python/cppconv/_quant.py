@@ -431,11 +431,10 @@ def quantize_linear(x: Any, scale: Any, zero_point: Any = None, dtype: Any = Non
         out_dtype = _quantized_dtype(dtype, "dtype")
         if zp_dtype is not None and zp_dtype != out_dtype:
             raise ValueError(f"dtype {out_dtype} differs from zero_point's dtype {zp_dtype}")
-    compute = np.dtype(np.float64) if xa.dtype == np.float64 else _F32
     count = None if axis is None else xa.shape[_args.as_int(axis, "axis") % max(xa.ndim, 1)] if xa.ndim else None
     s, a = _axis_parameter(_scales(scale, "scale", count), "scale", xa, axis)
     zp, _ = _axis_parameter(_zero_points(zero_point, "zero_point", out_dtype, count), "zero_point", xa, axis)
-    return quantize_values(np.ascontiguousarray(xa, dtype=compute), *_per_index(s, zp), a, out_dtype)
+    return quantize_values(xa, *_per_index(s, zp), a, out_dtype)
 
 
 def _per_index(scale: np.ndarray, zero_point: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -464,9 +463,10 @@ def prepared_parameters(scale: Any, zero_point: Any, count: Optional[int]) -> Tu
 
 def quantize_values(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: Optional[int],
                     out_dtype: np.dtype) -> np.ndarray:
-    """QuantizeLinear of a C-contiguous float32 or float64 x with validated parameters: float32
-    scales and int32 zero points of one length (1, or one per index of x's `axis`).  The native
-    pass; NaN cannot be quantized (ValueError)."""
+    """QuantizeLinear of a real array x with validated parameters: float32 scales and int32 zero
+    points of one length (1, or one per index of x's `axis`).  The native pass, in float64 for a
+    float64 x and float32 otherwise; NaN cannot be quantized (ValueError)."""
+    x = np.ascontiguousarray(x, np.float64 if x.dtype == np.float64 else _F32)
     if _native.quantize_nan_count(x):
         raise ValueError("x: NaN cannot be quantized")
     y = np.empty(x.shape, out_dtype)
