@@ -5,6 +5,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <thread>
+#include <type_traits>
 
 #include "dispatch.h"
 #include "memory.h"
@@ -222,6 +223,7 @@ const char* lowering_name(Lowering l) {
     case Lowering::Gather: return "depth_gather";
     case Lowering::Interleave: return "depth_interleave";
     case Lowering::FoldRows: return "fold_rows";
+    case Lowering::ChannelsFirst: return "channels_first";
   }
   return "?";
 }
@@ -238,8 +240,22 @@ bool folds_rows(const ConvProblem& p) {
   return p.in_h == 1 && p.out_h == 1 && p.kernel_h == 1 && p.kernel_w > 1 && p.out_w >= 2 * kFoldOutputs && !depthwise;
 }
 
+// ChannelsFirst: the channels-last kernels vectorise over a group's output channels, so with
+// fewer than a vector's worth per group most lanes idle (ResNeXt's 4 per group ran at a quarter
+// of the channels-first speed); the channels-first kernels vectorise over pixels instead.
+// Depthwise problems have their own channels-last kernels.
+constexpr int64_t kChannelsFirstGroupsBelow = 8;
+bool runs_channels_first(const ConvProblem& p) {
+  const bool depthwise = p.groups == p.in_channels && p.groups == p.out_channels;
+  return p.layout == Layout::NHWC && p.groups > 1 && !depthwise &&
+         p.out_channels / p.groups < kChannelsFirstGroupsBelow;
+}
+
 Lowering lowering_of(const ConvProblem& p) {
-  if (!has_depth(p)) return folds_rows(p) ? Lowering::FoldRows : Lowering::None;
+  if (!has_depth(p)) {
+    if (folds_rows(p)) return Lowering::FoldRows;
+    return runs_channels_first(p) ? Lowering::ChannelsFirst : Lowering::None;
+  }
   if (p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 && p.pad_bottom == 0 &&
       p.pad_left == 0 && p.pad_right == 0)
     return Lowering::Flatten;
@@ -425,19 +441,24 @@ size_t fold_output_bytes(const ConvProblem& p) {
 
 size_t fold_bytes(const ConvProblem& p) { return saturating_add(fold_input_bytes(p), fold_output_bytes(p)); }
 
-// y[n][k][w] = from[n][w][k], for the output of a channels-first problem folded channels-last.
+// to[n][j][i] = from[n][i][j] for `batch` matrices of rows x cols (layout changes: channels-last
+// to channels-first and back); float32 in the ISA's SIMD blocks, or else in tiles that stay in L1.
 template <class T>
-void channels_to_front(const T* from, int64_t batch, int64_t width, int64_t channels, T* y, int threads) {
-  constexpr int64_t kBlock = 64;  // a block of output positions, transposed through L1
-  const int64_t blocks = (width + kBlock - 1) / kBlock;
+void transpose_matrices(const T* from, int64_t batch, int64_t rows, int64_t cols, T* to, int threads) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (const auto simd = active_table().transpose_f32) return simd(from, batch, rows, cols, to, threads);
+  }
+  constexpr int64_t kTile = 32;
+  const int64_t row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
+  const int64_t tiles = row_tiles * col_tiles;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (int64_t item = 0; item < batch * blocks; ++item) {
-    const int64_t n = item / blocks, w0 = (item % blocks) * kBlock, w1 = std::min(width, w0 + kBlock);
-    for (int64_t k = 0; k < channels; ++k) {
-      T* out = y + (n * channels + k) * width;
-      const T* in = from + n * width * channels + k;
-      for (int64_t w = w0; w < w1; ++w) out[w] = in[w * channels];
-    }
+  for (int64_t item = 0; item < batch * tiles; ++item) {
+    const int64_t n = item / tiles, i0 = item % tiles / col_tiles * kTile, j0 = item % col_tiles * kTile;
+    const int64_t i1 = std::min(rows, i0 + kTile), j1 = std::min(cols, j0 + kTile);
+    const T* src = from + n * rows * cols;
+    T* dst = to + n * rows * cols;
+    for (int64_t j = j0; j < j1; ++j)
+      for (int64_t i = i0; i < i1; ++i) dst[j * rows + i] = src[i * cols + j];
   }
 }
 struct FoldedOutputTag {};
@@ -471,6 +492,26 @@ void interleave_slices(const ConvProblem& p, const T* x, int64_t b0, int64_t cou
   }
 }
 
+ConvProblem channels_first(const ConvProblem& p) {
+  ConvProblem q = p;
+  q.layout = Layout::NCHW;
+  return q;
+}
+
+// The channels-first copies of x and y that a ChannelsFirst problem runs on.
+size_t channels_first_input_bytes(const ConvProblem& p) {
+  return saturating_mul(size_t(p.batch * p.in_channels), saturating_mul(size_t(p.in_h * p.in_w), dtype_size(p.dtype)));
+}
+size_t channels_first_output_bytes(const ConvProblem& p) {
+  return saturating_mul(size_t(p.batch * p.out_channels),
+                        saturating_mul(size_t(p.out_h * p.out_w), dtype_size(p.dtype)));
+}
+size_t channels_first_bytes(const ConvProblem& p) {
+  return saturating_add(channels_first_input_bytes(p), channels_first_output_bytes(p));
+}
+struct ChannelsFirstInputTag {};
+struct ChannelsFirstOutputTag {};
+
 // The depth-1 problem a deep problem's kernels run (for a gathered one, its first chunk's).
 ConvProblem planar_form(const ConvProblem& p) {
   switch (lowering_of(p)) {
@@ -480,6 +521,7 @@ ConvProblem planar_form(const ConvProblem& p) {
     case Lowering::Gather: return gathered(p, gather_chunk(p));
     case Lowering::Interleave: return interleaved(p, gather_chunk(p));
     case Lowering::FoldRows: return folded(p, p.out_w / kFoldOutputs, kFoldOutputs);
+    case Lowering::ChannelsFirst: return channels_first(p);
   }
   return p;
 }
@@ -508,6 +550,9 @@ ConvProblem ConvPlan::kernel_problem(const ConvProblem& problem) const {
   clamp(p.stride_d, p.out_d, p.in_d, p.pad_front, p.pad_back, p.dilation_d, p.kernel_d);
   clamp(p.stride_h, p.out_h, p.in_h, p.pad_top, p.pad_bottom, p.dilation_h, p.kernel_h);
   clamp(p.stride_w, p.out_w, p.in_w, p.pad_left, p.pad_right, p.dilation_w, p.kernel_w);
+  // One input and one output channel: both layouts are the same memory, and the channels-last
+  // kernels, which vectorise over channels, would use one lane of each vector.
+  if (p.in_channels == 1 && p.out_channels == 1) p.layout = Layout::NCHW;
   return p;
 }
 
@@ -520,6 +565,8 @@ ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
   if (lowering == Lowering::Gather || lowering == Lowering::Interleave)
     c.workspace_bytes = saturating_add(c.workspace_bytes, gather_bytes(given, planar.batch));
   if (lowering == Lowering::FoldRows) c.workspace_bytes = saturating_add(c.workspace_bytes, fold_bytes(given));
+  if (lowering == Lowering::ChannelsFirst)
+    c.workspace_bytes = saturating_add(c.workspace_bytes, channels_first_bytes(given));
   return c;
 }
 
@@ -569,6 +616,34 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
     case Lowering::Gather:
     case Lowering::Interleave: return run_gathered(given, x, y, forced, cap);
     case Lowering::FoldRows: return run_folded(given, x, y, forced, cap);
+    case Lowering::ChannelsFirst: return run_channels_first(given, x, y, forced, cap);
+  }
+}
+
+void ConvPlan::run_channels_first(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced,
+                                  int cap) {
+  check_workspace(channels_first_bytes(given), "conv2d channels-first copies of x and y");
+  auto x_first = SpareBuffer<ChannelsFirstInputTag>::take(channels_first_input_bytes(given));
+  auto y_first = SpareBuffer<ChannelsFirstOutputTag>::take(channels_first_output_bytes(given));
+  // The convolution's team: run alone, the transposes would take one thread by their bytes,
+  // and the team idling or resizing around them cost more than they do (ResNeXt 128@28 g32).
+  const ConvProblem q = channels_first(given);
+  const int threads = threads_for(algorithm_problem(q), cap);
+  const int64_t pixels = given.in_h * given.in_w, out_pixels = given.out_h * given.out_w;
+  if (given.dtype == DType::Float32) {
+    transpose_matrices(static_cast<const float*>(x), given.batch, pixels, given.in_channels,
+                       reinterpret_cast<float*>(x_first.get()), threads);
+  } else {
+    transpose_matrices(static_cast<const double*>(x), given.batch, pixels, given.in_channels,
+                       reinterpret_cast<double*>(x_first.get()), threads);
+  }
+  run_planar(q, x_first.get(), y_first.get(), nullptr, forced, cap);
+  if (given.dtype == DType::Float32) {
+    transpose_matrices(reinterpret_cast<const float*>(y_first.get()), given.batch, given.out_channels, out_pixels,
+                       static_cast<float*>(y), threads);
+  } else {
+    transpose_matrices(reinterpret_cast<const double*>(y_first.get()), given.batch, given.out_channels, out_pixels,
+                       static_cast<double*>(y), threads);
   }
 }
 
@@ -602,8 +677,8 @@ void ConvPlan::run_folded(const ConvProblem& given, const void* x, void* y, cons
   }
   if (out != y) {
     if (given.dtype == DType::Float32)
-      channels_to_front(static_cast<const float*>(out), given.batch, OW, K, static_cast<float*>(y), threads);
-    else channels_to_front(static_cast<const double*>(out), given.batch, OW, K, static_cast<double*>(y), threads);
+      transpose_matrices(static_cast<const float*>(out), given.batch, OW, K, static_cast<float*>(y), threads);
+    else transpose_matrices(static_cast<const double*>(out), given.batch, OW, K, static_cast<double*>(y), threads);
   }
 }
 

@@ -344,6 +344,53 @@ def test_groups(isa, C, K, groups, layout):
              layout=layout, xdtype=F64, padding_mode="reflect", activation="relu")
 
 
+@pytest.mark.parametrize("H,W,C,K,groups", [
+    (1, 1, 8, 8, 4), (3, 5, 12, 6, 3), (7, 9, 16, 16, 8), (8, 8, 128, 128, 32), (5, 33, 24, 56, 8),
+    (13, 3, 34, 17, 17), (9, 7, 66, 33, 11),
+])
+def test_grouped_channels_last_runs_channels_first(isa, restore_threads, H, W, C, K, groups):
+    """Channels-last with fewer than 8 output channels per group (not depthwise) runs on the
+    channels-first kernels, transposed in and out (lowering "channels_first"): shapes around the
+    transposes' 8-wide blocks and 32-row chunks, every candidate forced, 1 and 2 threads."""
+    rng = make_rng("channels_first", H, W, C, K, groups)
+    x4, w, b = make_inputs(rng, 2, C, H, W, K, 3, groups)
+    kw = dict(padding=1, groups=groups, activation="silu")
+    info = cppconv.explain(to_layout(x4, "NHWC").shape, w.shape, layout="NHWC", **kw)
+    assert info["lowering"] == "channels_first", info
+    assert info["workspace_bytes"] >= 4 * 2 * (C * H * W + K * H * W)
+    ref, bound = reference(x4, w, b, **kw)
+    run_named = importlib.import_module("cppconv._conv")._conv_with_algorithm
+    for name in info["candidates"]:
+        for threads in (1, 2):
+            cppconv.set_num_threads(threads)
+            y = run_named(name, to_layout(x4, "NHWC"), w, b, layout="NHWC", **kw)
+            assert_close(y, to_layout(ref, "NHWC"), to_layout(bound, "NHWC"), F32, context=f"{name} {threads}")
+    layer = cppconv.Conv2d(w, b, layout="NHWC", **kw)
+    assert_close(layer(to_layout(x4, "NHWC")), to_layout(ref, "NHWC"), to_layout(bound, "NHWC"), F32)
+
+
+def test_grouped_channels_last_lowering_only_where_lanes_idle():
+    """Depthwise and 8+ output channels per group stay channels-last; so does channels-first."""
+    def lowering(x_shape, w_shape, **kw):
+        return cppconv.explain(x_shape, w_shape, padding=1, **kw)["lowering"]
+    assert lowering((1, 9, 9, 16), (16, 1, 3, 3), groups=16, layout="NHWC") == "none"  # depthwise
+    assert lowering((1, 9, 9, 16), (32, 1, 3, 3), groups=16, layout="NHWC") == "channels_first"  # multiplier 2
+    assert lowering((1, 9, 9, 16), (16, 8, 3, 3), groups=2, layout="NHWC") == "none"
+    assert lowering((1, 16, 9, 9), (16, 4, 3, 3), groups=4) == "none"
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_one_channel_channels_last_is_channels_first(isa, batched):
+    """One input and one output channel: NHWC is NCHW's memory, so it runs NCHW's kernels."""
+    rng = make_rng("one_channel", batched)
+    x4, w, b = make_inputs(rng, 1 + batched, 1, 37, 29, 1, (5, 3))
+    y = check_conv(x4, w, b, layout="NHWC", batched=batched, padding=2, padding_mode="reflect")
+    nchw = cppconv.conv2d(to_layout(x4, "NCHW", batched), w, b, padding=2, padding_mode="reflect")
+    np.testing.assert_array_equal(y.reshape(nchw.shape), nchw)
+    a = cppconv.explain(to_layout(x4, "NHWC").shape, w.shape, padding=2, layout="NHWC")["algorithm"]
+    assert a == cppconv.explain(x4.shape, w.shape, padding=2)["algorithm"]
+
+
 # --------------------------------------------------------------------------------------------
 # dtypes
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 #include "kernels/isa_common.h"
 #include "kernels/pool2d.h"
 #include "kernels/qconv_s16.h"
+#include "kernels/transpose_f32.h"
 
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
@@ -68,7 +69,13 @@ const KernelTable& kernel_table() {
                                     count_of(kConvTransposeAlgorithms),
                                     kQConvAlgorithms,
                                     kQConvCount,
-                                    fma_peak_gflops};
+                                    fma_peak_gflops,
+#ifdef CPPCONV_HAS_TRANSPOSE_F32
+                                    transpose_f32
+#else
+                                    nullptr
+#endif
+  };
   return table;
 }
 

@@ -73,6 +73,9 @@ struct KernelTable {
   int qconv_count;
   // The ISA's float32 multiply-add limit, measured (kernels/fma_peak.cpp).
   double (*fma_peak_gflops)(int threads, double seconds);
+  // to[n][j][i] = from[n][i][j] for `batch` float32 matrices of rows x cols, in SIMD blocks
+  // (kernels/transpose_f32.cpp); null where the ISA has no SIMD backend.
+  void (*transpose_f32)(const float* from, int64_t batch, int64_t rows, int64_t cols, float* to, int threads);
 };
 
 #define CPPCONV_DECLARE_ISA_TABLE(ns) \

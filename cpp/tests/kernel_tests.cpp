@@ -488,8 +488,8 @@ void conv2d_sweep() {
 }
 
 // ------------------------------------------------------------------------------------------
-// Lowerings: 1-D and 3-D problems through ConvPlan::run, under each ISA's dispatcher and with
-// each algorithm forced on the lowered problems, against the reference (which takes depth).
+// Lowerings: 1-D and 3-D problems (and channels-last grouped 2-D ones) through ConvPlan::run, under each ISA's
+// dispatcher and with each algorithm forced on the lowered problems, against the reference (which takes depth).
 
 void check_lowered(ConvCase& c) {
   ConvPlan plan(c.p.dtype, c.wb.data(), nullptr, c.p.out_channels, c.p.in_channels / c.p.groups, c.p.kernel_d,
@@ -507,7 +507,7 @@ void check_lowered(ConvCase& c) {
 }
 
 void lowering_sweep() {
-  for (int i = 0; i < 96; ++i) {
+  for (int i = 0; i < 112; ++i) {
     const DType dtype = i % 3 == 2 ? DType::Float64 : DType::Float32;
     ConvGeometry g;
     g.dtype = dtype;
@@ -519,8 +519,18 @@ void lowering_sweep() {
     g.N = 1 + i % 2;
     g.C = pick(std::vector<int64_t>{1, 3, 8, 17});
     g.K = pick(std::vector<int64_t>{1, 4, 16, 33});
-    const int kind = i % 6;
-    if (kind == 0 || kind == 1) {
+    const int kind = i % 7;
+    if (kind == 6) {
+      // ChannelsFirst: 2-D, channels-last, grouped with fewer than 8 output channels per group.
+      g.rank = 2;
+      g.layout = Layout::NHWC;
+      g.groups = pick(std::vector<int64_t>{2, 3, 5, 9});
+      g.C = g.groups * uniform(1, 5);
+      g.K = g.groups * uniform(1, 7);
+      const int64_t k = pick(std::vector<int64_t>{1, 3, 5});
+      g.h = axis_for(uniform(1, 12), k, uniform(1, 2), uniform(1, 2), chance(0.6));
+      g.w = axis_for(uniform(1, 40), k, uniform(1, 2), uniform(1, 2), chance(0.6));
+    } else if (kind == 0 || kind == 1) {
       // 1-D: short rows, and rows long enough to fold (192 outputs and up, with and without a
       // tail), kernels 3-7, strides and dilations.
       g.rank = 1;
@@ -861,7 +871,7 @@ int main() {
   require_cases(all_conv_transpose_algorithms(), &conv_transpose2d_reference_f64);
   require_cases(all_qconv_algorithms(), &qconv_reference);
   for (const Lowering l : {Lowering::None, Lowering::Flatten, Lowering::IntoBatch, Lowering::Gather,
-                           Lowering::Interleave, Lowering::FoldRows}) {
+                           Lowering::Interleave, Lowering::FoldRows, Lowering::ChannelsFirst}) {
     const std::string name = std::string("lowering ") + lowering_name(l);
     std::printf("  %6d  %s\n", g_cases[name], name.c_str());
     if (g_cases[name] < kMinCases) fail(name + " ran only " + std::to_string(g_cases[name]) + " cases");
