@@ -255,7 +255,7 @@ struct ConvParams {
   std::array<int64_t, 6> padding{};  // (before, after) per axis
   int64_t groups = 1;
   int padding_mode = 0, layout = 0, activation = 0, precision = -1;  // precision -1: the process setting
-  double negative_slope = 0.01;  // leaky_relu's
+  double negative_slope = kDefaultNegativeSlope;  // leaky_relu's
 };
 
 // An activation's parameter from the Python layer (cppconv._args.activation_spec checks it first).
@@ -642,7 +642,7 @@ PYBIND11_MODULE(_native, m) {
   py::class_<ConvParams>(m, "ConvParams", "A convolution call's normalised hyper-parameters (internal).")
       .def(py::init(&conv_params), py::arg("rank"), py::arg("stride"), py::arg("dilation"), py::arg("padding"),
            py::arg("groups"), py::arg("padding_mode"), py::arg("layout"), py::arg("activation"),
-           py::arg("precision") = -1, py::arg("negative_slope") = 0.01)
+           py::arg("precision") = -1, py::arg("negative_slope") = kDefaultNegativeSlope)
       .def_readonly("rank", &ConvParams::rank);
 
   py::class_<PyConvPlan>(m, "ConvPlan")
@@ -718,6 +718,7 @@ PYBIND11_MODULE(_native, m) {
   m.attr("ACTIVATIONS") = activations;
   m.attr("LAYOUTS") = layouts;  // {rank: {name: code}}
   m.attr("MAX_INDEX_EXTENT") = kMaxIndexExtent;
+  m.attr("DEFAULT_NEGATIVE_SLOPE") = kDefaultNegativeSlope;
   m.def("set_float32_precision", [](int mode) { set_float32_precision(precision_from(mode)); }, py::arg("mode"));
   m.def("get_float32_precision", []() { return int(get_float32_precision()); });
   m.def("set_num_threads", &cppconv::set_num_threads, py::arg("n"));
@@ -928,7 +929,7 @@ struct TransposeSettings {
   int64_t groups = 1;
   Layout layout = Layout::NCHW;
   Activation activation = Activation::None;
-  double negative_slope = 0.01;  // leaky_relu's
+  double negative_slope = kDefaultNegativeSlope;  // leaky_relu's
   size_t rank() const { return stride.size(); }
 };
 
@@ -1131,7 +1132,7 @@ void bind_pool_and_transpose(py::module_& m) {
   py::class_<TransposeSettings>(m, "ConvTransposeSettings")
       .def(py::init(&make_transpose_settings), py::arg("stride"), py::arg("padding"), py::arg("output_padding"),
            py::arg("dilation"), py::arg("groups"), py::arg("layout"), py::arg("activation"),
-           py::arg("negative_slope") = 0.01,
+           py::arg("negative_slope") = kDefaultNegativeSlope,
            "Per-axis settings of a transposed convolution of spatial rank 1 to 3 (internal).");
 
   py::class_<PyConvTransposePlan>(m, "ConvTransposePlan")
