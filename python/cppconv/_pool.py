@@ -61,7 +61,7 @@ _SIMPLE_SETTINGS: Dict[Tuple[int, int, int, int, bool, int], _native.PoolSetting
 
 def _pool_length(i: int, k: int, s: int, before: int, after: int, d: int, ceil_mode: bool) -> int:
     """PyTorch's pooled length, or 0 when no window fits (see pool_output_size).  The rule lives
-    in the native core only (cpp/pool.cpp), which pool2d checks its output shape against."""
+    in the native core only (cpp/pool.cpp), which _native.pool checks its output shape against."""
     return int(_native.pool_output_size(i, k, s, before, after, d, ceil_mode))
 
 
