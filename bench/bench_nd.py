@@ -45,7 +45,7 @@ class NdLayer:
 
     def out_size(self) -> Tuple[int, ...]:
         dil = self.dilation or (1,) * self.rank
-        return tuple((i + 2 * p - d * (k - 1) - 1) // s + 1
+        return tuple(cppconv.conv_output_size(i, k, s, p, d)
                      for i, k, s, p, d in zip(self.size, self.kernel, self.stride, self.padding, dil))
 
     def flops(self) -> float:

@@ -105,7 +105,8 @@ def main() -> None:
         params = dict(xs=np.float32(0.02), xz=np.uint8(128), w=w, ws=np.full(k, 0.001, np.float32),
                       wz=np.zeros(k, np.int8), ys=np.float32(0.5), yz=np.uint8(100),
                       b=rng.integers(-1000, 1000, k).astype(np.int32))
-        ops = 2.0 * args.batch * k * ((hw + 2 * padding - kernel) // stride + 1) ** 2 * (c // groups) * kernel**2
+        out_hw = cppconv.conv_output_size(hw, kernel, stride, padding)
+        ops = 2.0 * args.batch * k * out_hw**2 * (c // groups) * kernel**2
         cells = []
         algorithm = ""
         int8_nchw = None

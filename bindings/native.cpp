@@ -255,7 +255,7 @@ struct ConvParams {
   std::array<int64_t, 6> padding{};  // (before, after) per axis
   int64_t groups = 1;
   int padding_mode = 0, layout = 0, activation = 0, precision = -1;  // precision -1: the process setting
-  double negative_slope = 0.01;  // leaky_relu's
+  double negative_slope = kDefaultNegativeSlope;  // leaky_relu's
 };
 
 // An activation's parameter from the Python layer (cppconv._args.activation_spec checks it first).
@@ -642,7 +642,7 @@ PYBIND11_MODULE(_native, m) {
   py::class_<ConvParams>(m, "ConvParams", "A convolution call's normalised hyper-parameters (internal).")
       .def(py::init(&conv_params), py::arg("rank"), py::arg("stride"), py::arg("dilation"), py::arg("padding"),
            py::arg("groups"), py::arg("padding_mode"), py::arg("layout"), py::arg("activation"),
-           py::arg("precision") = -1, py::arg("negative_slope") = 0.01)
+           py::arg("precision") = -1, py::arg("negative_slope") = kDefaultNegativeSlope)
       .def_readonly("rank", &ConvParams::rank);
 
   py::class_<PyConvPlan>(m, "ConvPlan")
@@ -718,6 +718,7 @@ PYBIND11_MODULE(_native, m) {
   m.attr("ACTIVATIONS") = activations;
   m.attr("LAYOUTS") = layouts;  // {rank: {name: code}}
   m.attr("MAX_INDEX_EXTENT") = kMaxIndexExtent;
+  m.attr("DEFAULT_NEGATIVE_SLOPE") = kDefaultNegativeSlope;
   m.def("set_float32_precision", [](int mode) { set_float32_precision(precision_from(mode)); }, py::arg("mode"));
   m.def("get_float32_precision", []() { return int(get_float32_precision()); });
   m.def("set_num_threads", &cppconv::set_num_threads, py::arg("n"));
@@ -780,26 +781,26 @@ PoolKind pool_kind_from(int kind) {
   return PoolKind(kind);
 }
 
-// Fills batch/channels/sizes from x and out (4-D, or 5-D with a depth axis before the height;
-// C-contiguous, layout order) and checks the indices array, which must be int64 of out's
-// shape when given.
-int64_t* pool_arrays(Pool2dProblem& p, const py::array& x, const py::array& out, const py::object& indices,
-                     py::ssize_t ndim = 4) {
+// Fills batch/channels/sizes from x and out (3-D to 5-D: one to three spatial axes, the missing
+// leading (depth, height) axes of size 1; C-contiguous, layout order) and checks the indices
+// array, which must be int64 of out's shape when given.
+int64_t* pool_arrays(Pool2dProblem& p, const py::array& x, const py::array& out, const py::object& indices) {
   p.dtype = dtype_of(x, "x");
+  const py::ssize_t ndim = x.ndim();
+  if (ndim < 3 || ndim > 5) throw py::value_error("x: expected 3 to 5 dimensions (N, C and 1 to 3 spatial axes)");
   require(x, "x", p.dtype, ndim, false);
   require(out, "out", p.dtype, ndim, true);
-  const bool nchw = p.layout == Layout::NCHW;
-  const py::ssize_t c_axis = nchw ? 1 : ndim - 1, w_axis = nchw ? ndim - 1 : ndim - 2;
+  const bool first = p.layout == Layout::NCHW;
+  const py::ssize_t c_axis = first ? 1 : ndim - 1, rank = ndim - 2, spatial = first ? 2 : 1;
+  std::array<int64_t, 3> in{1, 1, 1}, got{1, 1, 1};
+  for (py::ssize_t a = 0; a < rank; ++a) {
+    in[size_t(3 - rank + a)] = x.shape(spatial + a);
+    got[size_t(3 - rank + a)] = out.shape(spatial + a);
+  }
   p.batch = x.shape(0);
   p.channels = x.shape(c_axis);
-  p.in_h = x.shape(w_axis - 1);
-  p.in_w = x.shape(w_axis);
-  p.out_h = out.shape(w_axis - 1);
-  p.out_w = out.shape(w_axis);
-  if (ndim == 5) {
-    p.in_d = x.shape(w_axis - 2);
-    p.out_d = out.shape(w_axis - 2);
-  }
+  std::tie(p.in_d, p.in_h, p.in_w) = std::tie(in[0], in[1], in[2]);
+  std::tie(p.out_d, p.out_h, p.out_w) = std::tie(got[0], got[1], got[2]);
   if (out.shape(0) != p.batch || out.shape(c_axis) != p.channels)
     throw py::value_error("out: batch or channels differ from x's");
   if (p.in_d < 1 || p.in_h < 1 || p.in_w < 1) throw py::value_error("x: empty spatial dimensions");
@@ -832,15 +833,84 @@ void run_pool(const Pool2dProblem& p, const py::array& x, const py::array& out, 
   pool2d(p, xp, yp, idx, forced, num_threads);
 }
 
-// Adaptive pooling of x (4-D, or 5-D with depth) to out's size.
+// Adaptive pooling of x (1 to 3 spatial axes) to out's size.
 void run_adaptive_pool(const py::array& x, const py::array& out, const py::object& indices, int kind, int layout,
-                       const std::string& algorithm, int num_threads, py::ssize_t ndim) {
+                       const std::string& algorithm, int num_threads) {
   Pool2dProblem p;
   p.kind = pool_kind_from(kind);
   p.layout = layout_from(layout);
   p.adaptive = true;
-  int64_t* idx = pool_arrays(p, x, out, indices, ndim);
+  int64_t* idx = pool_arrays(p, x, out, indices);
   if (p.out_d < 1 || p.out_h < 1 || p.out_w < 1) throw py::value_error("adaptive pooling output size below 1");
+  run_pool(p, x, out, idx, algorithm, num_threads);
+}
+
+using Sizes = std::vector<int64_t>;
+
+// A max or average pool's settings for spatial rank 1 to 3 (kernel, stride and dilation per
+// axis, padding (before, after) per axis), checked once when the Python layer builds its spec.
+struct PoolSettings {
+  Sizes kernel, stride, padding, dilation;
+  PoolKind kind = PoolKind::Max;
+  Layout layout = Layout::NCHW;
+  bool ceil_mode = false, count_include_pad = true;
+  int64_t divisor_override = 0;  // avg: 0 for none
+  size_t rank() const { return kernel.size(); }
+};
+
+PoolSettings make_pool_settings(int kind, const Sizes& kernel, const Sizes& stride, const Sizes& padding,
+                                const Sizes& dilation, bool ceil_mode, bool count_include_pad, int64_t divisor_override,
+                                int layout) {
+  const size_t rank = kernel.size();
+  if (rank < 1 || rank > 3 || stride.size() != rank || dilation.size() != rank || padding.size() != 2 * rank)
+    throw py::value_error("kernel, stride and dilation take one value per spatial axis (1 to 3), padding two");
+  for (size_t a = 0; a < rank; ++a)
+    if (kernel[a] < 1 || stride[a] < 1 || dilation[a] < 1 || padding[2 * a] < 0 || padding[2 * a + 1] < 0)
+      throw py::value_error("kernel, stride and dilation must be >= 1 and padding >= 0");
+  return {kernel,
+          stride,
+          padding,
+          dilation,
+          pool_kind_from(kind),
+          layout_from(layout),
+          ceil_mode,
+          count_include_pad,
+          divisor_override};
+}
+
+// Pools x into out (both with s.rank() spatial axes), whose shape must be the pooling's result.
+void run_pool_settings(const py::array& x, const py::array& out, const py::object& indices, const PoolSettings& s,
+                       const std::string& algorithm, int num_threads) {
+  if (x.ndim() != py::ssize_t(s.rank() + 2))
+    throw py::value_error("x and the settings differ in their number of spatial axes");
+  Pool2dProblem p;
+  p.kind = s.kind;
+  p.layout = s.layout;
+  int64_t* idx = pool_arrays(p, x, out, indices);
+  // The settings as (d, h, w) axes, the missing leading ones of size 1 and unpadded.
+  std::array<int64_t, 3> kernel{1, 1, 1}, stride{1, 1, 1}, dilation{1, 1, 1}, before{0, 0, 0}, after{0, 0, 0};
+  const size_t rank = s.rank();
+  for (size_t a = 0; a < rank; ++a) {
+    const size_t to = 3 - rank + a;
+    kernel[to] = s.kernel[a];
+    stride[to] = s.stride[a];
+    dilation[to] = s.dilation[a];
+    before[to] = s.padding[2 * a];
+    after[to] = s.padding[2 * a + 1];
+  }
+  std::tie(p.kernel_d, p.kernel_h, p.kernel_w) = std::tie(kernel[0], kernel[1], kernel[2]);
+  std::tie(p.stride_d, p.stride_h, p.stride_w) = std::tie(stride[0], stride[1], stride[2]);
+  std::tie(p.dilation_d, p.dilation_h, p.dilation_w) = std::tie(dilation[0], dilation[1], dilation[2]);
+  std::tie(p.pad_front, p.pad_top, p.pad_left) = std::tie(before[0], before[1], before[2]);
+  std::tie(p.pad_back, p.pad_bottom, p.pad_right) = std::tie(after[0], after[1], after[2]);
+  p.count_include_pad = s.count_include_pad;
+  p.divisor_override = s.divisor_override;
+  const int64_t in[3] = {p.in_d, p.in_h, p.in_w}, got[3] = {p.out_d, p.out_h, p.out_w};
+  for (int a = 0; a < 3; ++a) {
+    const int64_t o = pool_output_size(in[a], kernel[a], stride[a], before[a], after[a], dilation[a], s.ceil_mode);
+    if (o < 1) throw py::value_error("pooling output size below 1");
+    if (o != got[a]) throw py::value_error("out: shape does not match the pooling's result");
+  }
   run_pool(p, x, out, idx, algorithm, num_threads);
 }
 
@@ -851,8 +921,6 @@ const ConvTransposeAlgorithm* transpose_algorithm_named(const std::string& name)
   return a;
 }
 
-using Sizes = std::vector<int64_t>;
-
 // A transposed convolution's settings for spatial rank 1 to 3 (stride, output_padding and
 // dilation per axis, padding (before, after) per axis), checked once when the Python layer
 // builds its spec.
@@ -861,7 +929,7 @@ struct TransposeSettings {
   int64_t groups = 1;
   Layout layout = Layout::NCHW;
   Activation activation = Activation::None;
-  double negative_slope = 0.01;  // leaky_relu's
+  double negative_slope = kDefaultNegativeSlope;  // leaky_relu's
   size_t rank() const { return stride.size(); }
 };
 
@@ -1004,94 +1072,22 @@ void run_transpose_plan(PyConvTransposePlan& self, const py::array& x, const py:
 }
 
 void bind_pool_and_transpose(py::module_& m) {
-  m.def(
-      "pool2d",
-      [](const py::array& x, const py::array& out, const py::object& indices, int kind, int64_t kh, int64_t kw,
-         int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, bool ceil_mode,
-         bool count_include_pad, int64_t divisor_override, int layout, const std::string& algorithm, int num_threads) {
-        Pool2dProblem p;
-        p.kind = pool_kind_from(kind);
-        p.layout = layout_from(layout);
-        int64_t* idx = pool_arrays(p, x, out, indices);
-        if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pb < 0 || pl < 0 || pr < 0)
-          throw py::value_error("kernel, stride and dilation must be >= 1 and padding >= 0");
-        p.kernel_h = kh;
-        p.kernel_w = kw;
-        p.stride_h = sh;
-        p.stride_w = sw;
-        p.dilation_h = dh;
-        p.dilation_w = dw;
-        p.pad_top = pt;
-        p.pad_bottom = pb;
-        p.pad_left = pl;
-        p.pad_right = pr;
-        p.count_include_pad = count_include_pad;
-        p.divisor_override = divisor_override;
-        const int64_t oh = pool_output_size(p.in_h, kh, sh, pt, pb, dh, ceil_mode);
-        const int64_t ow = pool_output_size(p.in_w, kw, sw, pl, pr, dw, ceil_mode);
-        if (oh < 1 || ow < 1) throw py::value_error("pooling output size below 1");
-        if (oh != p.out_h || ow != p.out_w) throw py::value_error("out: shape does not match the pooling's result");
-        run_pool(p, x, out, idx, algorithm, num_threads);
-      },
-      py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"), py::arg("kernel_h"), py::arg("kernel_w"),
-      py::arg("stride_h"), py::arg("stride_w"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"),
-      py::arg("pad_bottom"), py::arg("pad_left"), py::arg("pad_right"), py::arg("ceil_mode"),
-      py::arg("count_include_pad"), py::arg("divisor_override"), py::arg("layout"), py::arg("algorithm") = "",
-      py::arg("num_threads") = 0,
-      "Max (kind 0) or average (kind 1) pooling into `out` (internal; see cppconv.max_pool2d).");
+  py::class_<PoolSettings>(m, "PoolSettings")
+      .def(py::init(&make_pool_settings), py::arg("kind"), py::arg("kernel"), py::arg("stride"), py::arg("padding"),
+           py::arg("dilation"), py::arg("ceil_mode"), py::arg("count_include_pad"), py::arg("divisor_override"),
+           py::arg("layout"),
+           "Per-axis settings of a max (kind 0) or average (kind 1) pool of spatial rank 1 to 3; padding as "
+           "(before, after) per axis, divisor_override 0 for none (internal).")
+      .def_property_readonly("rank", &PoolSettings::rank);
 
-  m.def(
-      "adaptive_pool2d",
-      [](const py::array& x, const py::array& out, const py::object& indices, int kind, int layout,
-         const std::string& algorithm,
-         int num_threads) { run_adaptive_pool(x, out, indices, kind, layout, algorithm, num_threads, 4); },
-      py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"), py::arg("layout"), py::arg("algorithm") = "",
-      py::arg("num_threads") = 0,
-      "Adaptive max/average pooling to out's size (internal; see cppconv.adaptive_avg_pool2d).");
+  m.def("pool", &run_pool_settings, py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("settings"),
+        py::arg("algorithm") = "", py::arg("num_threads") = 0,
+        "Max or average pooling of rank 1 to 3 into `out` (internal; see cppconv.max_pool2d).");
 
-  m.def(
-      "pool3d",
-      [](const py::array& x, const py::array& out, const py::object& indices, int kind,
-         const std::array<int64_t, 3>& kernel, const std::array<int64_t, 3>& stride,
-         const std::array<int64_t, 3>& dilation, const std::array<int64_t, 6>& padding, bool ceil_mode,
-         bool count_include_pad, int64_t divisor_override, int layout, const std::string& algorithm, int num_threads) {
-        Pool2dProblem p;
-        p.kind = pool_kind_from(kind);
-        p.layout = layout_from(layout);
-        int64_t* idx = pool_arrays(p, x, out, indices, 5);
-        for (int a = 0; a < 3; ++a)
-          if (kernel[a] < 1 || stride[a] < 1 || dilation[a] < 1 || padding[2 * a] < 0 || padding[2 * a + 1] < 0)
-            throw py::value_error("kernel, stride and dilation must be >= 1 and padding >= 0");
-        std::tie(p.kernel_d, p.kernel_h, p.kernel_w) = std::tie(kernel[0], kernel[1], kernel[2]);
-        std::tie(p.stride_d, p.stride_h, p.stride_w) = std::tie(stride[0], stride[1], stride[2]);
-        std::tie(p.dilation_d, p.dilation_h, p.dilation_w) = std::tie(dilation[0], dilation[1], dilation[2]);
-        std::tie(p.pad_front, p.pad_back, p.pad_top, p.pad_bottom, p.pad_left, p.pad_right) =
-            std::tie(padding[0], padding[1], padding[2], padding[3], padding[4], padding[5]);
-        p.count_include_pad = count_include_pad;
-        p.divisor_override = divisor_override;
-        const int64_t in[3] = {p.in_d, p.in_h, p.in_w}, got[3] = {p.out_d, p.out_h, p.out_w};
-        for (int a = 0; a < 3; ++a) {
-          const int64_t o =
-              pool_output_size(in[a], kernel[a], stride[a], padding[2 * a], padding[2 * a + 1], dilation[a], ceil_mode);
-          if (o < 1) throw py::value_error("pooling output size below 1");
-          if (o != got[a]) throw py::value_error("out: shape does not match the pooling's result");
-        }
-        run_pool(p, x, out, idx, algorithm, num_threads);
-      },
-      py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"), py::arg("kernel"), py::arg("stride"),
-      py::arg("dilation"), py::arg("padding"), py::arg("ceil_mode"), py::arg("count_include_pad"),
-      py::arg("divisor_override"), py::arg("layout"), py::arg("algorithm") = "", py::arg("num_threads") = 0,
-      "3-D max (kind 0) or average (kind 1) pooling of 5-D arrays into `out`; kernel, stride and dilation as "
-      "(d, h, w), padding as (front, back, top, bottom, left, right) (internal; see cppconv.max_pool3d).");
-
-  m.def(
-      "adaptive_pool3d",
-      [](const py::array& x, const py::array& out, const py::object& indices, int kind, int layout,
-         const std::string& algorithm,
-         int num_threads) { run_adaptive_pool(x, out, indices, kind, layout, algorithm, num_threads, 5); },
-      py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"), py::arg("layout"), py::arg("algorithm") = "",
-      py::arg("num_threads") = 0,
-      "Adaptive 3-D max/average pooling of 5-D arrays to out's size (internal; see cppconv.adaptive_avg_pool3d).");
+  m.def("adaptive_pool", &run_adaptive_pool, py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"),
+        py::arg("layout"), py::arg("algorithm") = "", py::arg("num_threads") = 0,
+        "Adaptive max (kind 0) or average (kind 1) pooling of rank 1 to 3 to out's size (internal; see "
+        "cppconv.adaptive_avg_pool2d).");
 
   m.def("pool_output_size", &pool_output_size, py::arg("input_size"), py::arg("kernel_size"), py::arg("stride"),
         py::arg("pad_before"), py::arg("pad_after"), py::arg("dilation"), py::arg("ceil_mode"));
@@ -1136,7 +1132,7 @@ void bind_pool_and_transpose(py::module_& m) {
   py::class_<TransposeSettings>(m, "ConvTransposeSettings")
       .def(py::init(&make_transpose_settings), py::arg("stride"), py::arg("padding"), py::arg("output_padding"),
            py::arg("dilation"), py::arg("groups"), py::arg("layout"), py::arg("activation"),
-           py::arg("negative_slope") = 0.01,
+           py::arg("negative_slope") = kDefaultNegativeSlope,
            "Per-axis settings of a transposed convolution of spatial rank 1 to 3 (internal).");
 
   py::class_<PyConvTransposePlan>(m, "ConvTransposePlan")

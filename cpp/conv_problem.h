@@ -36,10 +36,13 @@ enum class Activation : int {
   HardSigmoid = 7,
   HardSwish = 8
 };
+// leaky_relu's slope below zero when the activation is named alone: PyTorch's and ONNX's
+// default (exported to Python as _native.DEFAULT_NEGATIVE_SLOPE).
+inline constexpr double kDefaultNegativeSlope = 0.01;
 // An activation with its parameter, as a kernel applies it to the outputs it stores.
 struct FusedActivation {
   Activation kind = Activation::None;
-  double negative_slope = 0.01;  // leaky_relu's slope below zero (PyTorch's negative_slope, ONNX's alpha)
+  double negative_slope = kDefaultNegativeSlope;  // leaky_relu's (PyTorch's negative_slope, ONNX's alpha)
 };
 // How far a float32 result may stray from the exact one, as PyTorch's float32 precision modes
 // name it.  Highest: within the direct sum's rounding, 1e-5 * sum |w| |x| per output.  High:
@@ -64,7 +67,7 @@ struct ConvProblem {
   Layout layout = Layout::NCHW;  // of both input and output
   PadMode pad_mode = PadMode::Zeros;
   Activation activation = Activation::None;
-  double negative_slope = 0.01;  // leaky_relu's (see FusedActivation)
+  double negative_slope = kDefaultNegativeSlope;  // leaky_relu's (see FusedActivation)
   Precision precision = Precision::Highest;  // the loosest error bound this call accepts
   // Whether these weights serve many calls (a layer) or this one call alone: an algorithm that
   // repacks weights is only worth it where the packing pays for itself.

@@ -24,7 +24,7 @@ struct ConvTransposeProblem {
   DType dtype = DType::Float32;
   Layout layout = Layout::NCHW;  // channels first (NCW, NCHW, NCDHW) or last (NWC, NHWC, NDHWC)
   Activation activation = Activation::None;
-  double negative_slope = 0.01;  // leaky_relu's (see ConvProblem)
+  double negative_slope = kDefaultNegativeSlope;  // leaky_relu's (see FusedActivation)
 };
 
 struct ConvTransposeCall {

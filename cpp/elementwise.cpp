@@ -70,42 +70,48 @@ T round_half_even(T v) {
   }
 }
 
-// n values with one scale and zero point (the loops take everything as locals, so they
-// vectorise: values read through a closure might alias the output).
-template <class T, class Q>
-void quantize_run(const T* x, int64_t n, T scale, int32_t z, T v_lo, T v_hi, Q* y) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    // Clamped before rounding (the integer bounds give the same result after), so infinities
-    // saturate and the rounding trick stays exact.
-    const T v = std::min(std::max(x[i] / scale, v_lo), v_hi);
-    y[i] = Q(int32_t(round_half_even(v)) + z);
-  }
+// The element formulas, each written once for both loop shapes below: a run of values with one
+// set of parameters, and one value per index of the axis (the axis innermost, channels last).
+// The loops take everything as locals, so they vectorise: values read through a closure might
+// alias the output.
+
+// x quantized with zero point z; clamped to [lo - z, hi - z] before rounding (the integer
+// bounds give the same result after), so infinities saturate and the rounding trick stays exact.
+template <class Q, class T>
+inline Q quantize_value(T x, T scale, int32_t z, int32_t lo, int32_t hi) {
+  const T v = std::min(std::max(x / scale, T(lo - z)), T(hi - z));
+  return Q(int32_t(round_half_even(v)) + z);
 }
 
-// One value per index of the axis, the axis innermost (channels last).
+// (int32 x has zero point 0: x - z never overflows.)
+template <class Q>
+inline float dequantize_value(Q x, float scale, int32_t z) {
+  return float(int32_t(x) - z) * scale;
+}
+
+template <class T, class Q>
+void quantize_run(const T* x, int64_t n, T scale, int32_t z, int32_t lo, int32_t hi, Q* y) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = quantize_value<Q>(x[i], scale, z, lo, hi);
+}
+
 template <class T, class Q>
 void quantize_across(const T* x, int64_t length, const float* scale, const int32_t* zero_point, int32_t lo, int32_t hi,
                      Q* y) {
 #pragma omp simd
-  for (int64_t a = 0; a < length; ++a) {
-    const int32_t z = zero_point[a];
-    const T v = std::min(std::max(x[a] / T(scale[a]), T(lo - z)), T(hi - z));
-    y[a] = Q(int32_t(round_half_even(v)) + z);
-  }
+  for (int64_t a = 0; a < length; ++a) y[a] = quantize_value<Q>(x[a], T(scale[a]), zero_point[a], lo, hi);
+}
+
+template <class Q>
+void dequantize_run(const Q* x, int64_t n, float scale, int32_t z, float* y) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = dequantize_value(x[i], scale, z);
 }
 
 template <class Q>
 void dequantize_across(const Q* x, int64_t length, const float* scale, const int32_t* zero_point, float* y) {
 #pragma omp simd
-  for (int64_t a = 0; a < length; ++a) y[a] = float(int32_t(x[a]) - zero_point[a]) * scale[a];
-}
-
-template <class Q>
-void dequantize_run(const Q* x, int64_t n, float scale, int32_t z, float* y) {
-  // (int32 x has zero point 0: x - z never overflows.)
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] = float(int32_t(x[i]) - z) * scale;
+  for (int64_t a = 0; a < length; ++a) y[a] = dequantize_value(x[a], scale[a], zero_point[a]);
 }
 
 }  // namespace
@@ -116,8 +122,7 @@ void quantize_linear(const T* x, const float* scale, const int32_t* zero_point, 
   outer_ranges(axis, max_threads, [&](int64_t o_begin, int64_t o_end) {
     const NearestRoundingScope nearest;  // (this thread's MXCSR)
     if (axis.length == 1) {
-      quantize_run(x + o_begin, o_end - o_begin, T(scale[0]), zero_point[0], T(lo - zero_point[0]),
-                   T(hi - zero_point[0]), y + o_begin);
+      quantize_run(x + o_begin, o_end - o_begin, T(scale[0]), zero_point[0], lo, hi, y + o_begin);
       return;
     }
     for (int64_t o = o_begin; o < o_end; ++o) {
@@ -127,8 +132,7 @@ void quantize_linear(const T* x, const float* scale, const int32_t* zero_point, 
       }
       for (int64_t a = 0; a < axis.length; ++a) {
         const int64_t at = (o * axis.length + a) * axis.inner;
-        quantize_run(x + at, axis.inner, T(scale[a]), zero_point[a], T(lo - zero_point[a]), T(hi - zero_point[a]),
-                     y + at);
+        quantize_run(x + at, axis.inner, T(scale[a]), zero_point[a], lo, hi, y + at);
       }
     }
   });
@@ -166,22 +170,27 @@ void dequantize_linear(const Q* x, const float* scale, const int32_t* zero_point
 
 namespace {
 
+// max(v, 0) where kRelu; a NaN stays NaN.
+template <bool kRelu>
+inline float relu_if(float v) {
+  return kRelu ? (v < 0.0f ? 0.0f : v) : v;
+}
+
+template <bool kRelu>
+inline float affine_value(float x, float scale, float shift) {
+  return relu_if<kRelu>(x * scale + shift);
+}
+
 template <bool kRelu>
 void affine_run(const float* x, int64_t n, float scale, float shift, float* y) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i] * scale + shift;
-    y[i] = kRelu ? (v < 0.0f ? 0.0f : v) : v;
-  }
+  for (int64_t i = 0; i < n; ++i) y[i] = affine_value<kRelu>(x[i], scale, shift);
 }
 
 template <bool kRelu>
 void affine_across(const float* x, int64_t length, const float* scale, const float* shift, float* y) {
 #pragma omp simd
-  for (int64_t a = 0; a < length; ++a) {
-    const float v = x[a] * scale[a] + shift[a];
-    y[a] = kRelu ? (v < 0.0f ? 0.0f : v) : v;
-  }
+  for (int64_t a = 0; a < length; ++a) y[a] = affine_value<kRelu>(x[a], scale[a], shift[a]);
 }
 
 template <bool kRelu>
@@ -218,10 +227,7 @@ namespace {
 template <bool kRelu>
 void add_run(const float* a, const float* b, int64_t n, float* y) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = a[i] + b[i];
-    y[i] = kRelu ? (v < 0.0f ? 0.0f : v) : v;
-  }
+  for (int64_t i = 0; i < n; ++i) y[i] = relu_if<kRelu>(a[i] + b[i]);
 }
 
 }  // namespace

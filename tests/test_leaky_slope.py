@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import cppconv
-from cppconv import _conv, _conv_transpose, _native
+from cppconv import _args, _conv, _conv_transpose, _native
 
 from conftest import assert_close, make_rng
 from reference import conv_nd_abs_bound, conv_nd_ref
@@ -148,6 +148,28 @@ def test_settings_read_back_and_pickle():
     # The bare name keeps PyTorch's default.
     np.testing.assert_array_equal(cppconv.conv2d(x, w, activation="leaky_relu"),
                                   cppconv.conv2d(x, w, activation=("leaky_relu", 0.01)))
+
+
+def test_one_default_slope():
+    """The default slope is one C++ constant (PyTorch's 0.01): Python reads it, and the native
+    settings that omit negative_slope apply it."""
+    assert _args.DEFAULT_NEGATIVE_SLOPE == _native.DEFAULT_NEGATIVE_SLOPE == 0.01
+    rng = make_rng("leaky-default")
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    code = _native.ACTIVATIONS["leaky_relu"]
+    outs = []
+    for slope in ((), (_native.DEFAULT_NEGATIVE_SLOPE,)):
+        out = np.empty((1, 4, 4, 4), np.float32)
+        _native.conv(x, w, None, out, _native.ConvParams(2, (1, 1), (1, 1), (0,) * 4, 1, 0, 0, code, -1, *slope))
+        outs.append(out)
+        out_t = np.empty((1, 3, 6, 6), np.float32)
+        settings = _native.ConvTransposeSettings((1, 1), (0,) * 4, (0, 0), (1, 1), 1, 0, code, *slope)
+        _native.conv_transpose(out, w, None, out_t, settings)
+        outs.append(out_t)
+    np.testing.assert_array_equal(outs[0], outs[2])
+    np.testing.assert_array_equal(outs[1], outs[3])
+    assert (outs[0] < 0).any()  # the slope applied
 
 
 @pytest.mark.parametrize("activation, error, message", [

@@ -419,6 +419,9 @@ def test_sum_of_three_and_integer_division():
     ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
     ("MaxPool", {"kernel_shape": [2, 2], "dilations": [2, 2]}),
     ("MaxPool", {"kernel_shape": [3, 3], "pads": [0, 0, 2, 2]}),  # pads past kernel // 2: NumPy
+    # NumPy, where ceil_mode's last window would start in the right padding: one output fewer.
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [4, 4], "pads": [0, 0, 2, 2], "ceil_mode": 1}),
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [4, 4], "pads": [0, 0, 2, 2], "ceil_mode": 1}),
     ("MaxPool", {"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER", "strides": [2, 2]}),
     ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
     ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": 1}),

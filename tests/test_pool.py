@@ -322,8 +322,9 @@ def test_ceil_mode_overhang_random_every_algorithm(seed):
                 out = np.empty(shape, dtype)
                 out_idx = np.empty(shape, np.int64) if kind == "max" else None
                 try:
-                    _native.pool2d(np.ascontiguousarray(xl, dtype), out, out_idx, 0 if kind == "max" else 1,
-                                   *kernel, *stride, *dilation, *pads, True, cip, divisor or 0, code, name)
+                    settings = _native.PoolSettings(0 if kind == "max" else 1, kernel, stride, pads, dilation, True,
+                                                    cip, divisor or 0, code)
+                    _native.pool(np.ascontiguousarray(xl, dtype), out, out_idx, settings, name)
                 except ValueError as e:
                     assert "does not accept" in str(e)
                     continue
@@ -499,8 +500,9 @@ def test_every_pool_algorithm():
                 out = np.empty(shape, dtype)
                 idx = np.empty(shape, np.int64) if kind == "max" else None
                 try:
-                    _native.pool2d(xin, out, idx, case["kind"], kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, case["ceil"],
-                                   True, 0, code, name)
+                    settings = _native.PoolSettings(case["kind"], (kh, kw), (sh, sw), (pt, pb, pl, pr), (dh, dw),
+                                                    case["ceil"], True, 0, code)
+                    _native.pool(xin, out, idx, settings, name)
                 except ValueError as e:
                     assert "does not accept" in str(e)
                     continue
@@ -512,7 +514,7 @@ def test_every_pool_algorithm():
                 out = np.empty((2, 3, 4, 3) if code == 0 else (2, 4, 3, 3),
                                np.float64 if "_f64" in name else np.float32)
                 try:
-                    _native.adaptive_pool2d(np.ascontiguousarray(xl, out.dtype), out, None, 1, code, name)
+                    _native.adaptive_pool(np.ascontiguousarray(xl, out.dtype), out, None, 1, code, name)
                 except ValueError as e:
                     assert "does not accept" in str(e)
                     continue
@@ -523,7 +525,7 @@ def test_every_pool_algorithm():
                 dtype = np.float64 if "_f64" in name else np.float32
                 out = np.empty((2, 3, 1, 1) if code == 0 else (2, 1, 1, 3), dtype)
                 try:
-                    _native.adaptive_pool2d(np.ascontiguousarray(xl, dtype), out, None, 1, code, name)
+                    _native.adaptive_pool(np.ascontiguousarray(xl, dtype), out, None, 1, code, name)
                 except ValueError as e:
                     assert "does not accept" in str(e)
                     continue
@@ -635,13 +637,13 @@ def test_zero_copy_input(monkeypatch):
     # A C-contiguous input of the compute dtype reaches the kernel without a copy.
     x = np.ones((1, 2, 4, 4), np.float32)
     seen = []
-    real = _native.pool2d
+    real = _native.pool
 
     def spy(xin, *args):
         seen.append(xin)
         return real(xin, *args)
 
-    monkeypatch.setattr(_native, "pool2d", spy)
+    monkeypatch.setattr(_native, "pool", spy)
     cppconv.max_pool2d(x, 2)
     assert np.shares_memory(seen[0], x)
 
@@ -730,19 +732,30 @@ def test_bad_input(call, exc, match):
 
 def test_native_boundary_checks():
     x = np.zeros((1, 2, 4, 4), np.float32)
+    max_2x2 = _native.PoolSettings(0, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False, True, 0, 0)
     with pytest.raises(ValueError, match="out"):
-        _native.pool2d(x, np.empty((1, 2, 3, 3), np.float32), None, 0, 2, 2, 2, 2, 1, 1, 0, 0, 0, 0, False, True, 0, 0)
+        _native.pool(x, np.empty((1, 2, 3, 3), np.float32), None, max_2x2)
     with pytest.raises(TypeError):
-        _native.pool2d(x, np.empty((1, 2, 2, 2)), None, 0, 2, 2, 2, 2, 1, 1, 0, 0, 0, 0, False, True, 0, 0)
+        _native.pool(x, np.empty((1, 2, 2, 2)), None, max_2x2)
     with pytest.raises(ValueError, match="below 1"):
-        _native.pool2d(x, np.empty((1, 2, 1, 1), np.float32), None, 0, 9, 9, 1, 1, 1, 1, 0, 0, 0, 0, False, True, 0, 0)
+        _native.pool(x, np.empty((1, 2, 1, 1), np.float32), None,
+                     _native.PoolSettings(0, (9, 9), (1, 1), (0, 0, 0, 0), (1, 1), False, True, 0, 0))
     with pytest.raises(ValueError, match="indices"):
-        _native.pool2d(x, np.empty((1, 2, 2, 2), np.float32), np.empty((1, 2, 2, 1), np.int64), 0, 2, 2, 2, 2, 1, 1,
-                       0, 0, 0, 0, False, True, 0, 0)
+        _native.pool(x, np.empty((1, 2, 2, 2), np.float32), np.empty((1, 2, 2, 1), np.int64), max_2x2)
+    with pytest.raises(ValueError, match="spatial axes"):
+        _native.pool(x[0], np.empty((2, 2, 2), np.float32), None, max_2x2)
+    with pytest.raises(ValueError, match="one value per spatial axis"):
+        _native.PoolSettings(0, (2, 2), (2,), (0, 0, 0, 0), (1, 1), False, True, 0, 0)
+    with pytest.raises(ValueError, match="padding >= 0"):
+        _native.PoolSettings(0, (2, 2), (2, 2), (0, -1, 0, 0), (1, 1), False, True, 0, 0)
+    with pytest.raises(ValueError, match="kind"):
+        _native.PoolSettings(2, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False, True, 0, 0)
     with pytest.raises(ValueError, match="algorithm"):
-        _native.adaptive_pool2d(x, np.empty((1, 2, 2, 2), np.float32), None, 1, 0, "no_such_algorithm")
+        _native.adaptive_pool(x, np.empty((1, 2, 2, 2), np.float32), None, 1, 0, "no_such_algorithm")
     with pytest.raises(ValueError, match="below 1"):
-        _native.adaptive_pool2d(x, np.empty((1, 2, 0, 2), np.float32), None, 1, 0)
+        _native.adaptive_pool(x, np.empty((1, 2, 0, 2), np.float32), None, 1, 0)
+    with pytest.raises(ValueError, match="3 to 5 dimensions"):
+        _native.adaptive_pool(x[0, 0], np.empty((1, 1), np.float32), None, 1, 0)
 
 
 def test_threads_agree(isa):

@@ -175,7 +175,7 @@ struct ConvGeometry {
   PadMode mode = PadMode::Zeros;
   Layout layout = Layout::NCHW;
   Activation activation = Activation::None;
-  double negative_slope = 0.01;
+  double negative_slope = kDefaultNegativeSlope;
   DType dtype = DType::Float32;
   Precision precision = Precision::Highest;
   bool bias = true, reused = false;

@@ -182,8 +182,9 @@ def constant_padded(x: np.ndarray, pads: Sequence[int], layout: int, value: floa
     return np.pad(x, spatial_pad_width(pads, layout), mode="constant", constant_values=value)
 
 
-# leaky_relu's slope below zero when the activation is named alone: PyTorch's and ONNX's default.
-DEFAULT_NEGATIVE_SLOPE = 0.01
+# leaky_relu's slope below zero when the activation is named alone: PyTorch's and ONNX's default
+# (kDefaultNegativeSlope in cpp/conv_problem.h).
+DEFAULT_NEGATIVE_SLOPE: float = _native.DEFAULT_NEGATIVE_SLOPE
 
 
 def activation_code(activation: Any) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'QConvPlan', 'adaptive_pool2d', 'adaptive_pool3d', 'add', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'dequantize_linear', 'explain', 'explain_pool', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool2d', 'pool3d', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'reset_num_threads', 'round_to_bf16', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
+__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'DEFAULT_NEGATIVE_SLOPE', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'PoolSettings', 'QConvPlan', 'adaptive_pool', 'add', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'dequantize_linear', 'explain', 'explain_pool', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'reset_num_threads', 'round_to_bf16', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
 class ConvParams:
     """
     A convolution call's normalised hyper-parameters (internal).
@@ -26,6 +26,14 @@ class ConvPlan:
         The layer's one-step path (internal): the output, or None when it does not apply.
         """
     def run(self, x: numpy.ndarray, out: numpy.ndarray, params: ConvParams, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+        ...
+class PoolSettings:
+    def __init__(self, kind: typing.SupportsInt | typing.SupportsIndex, kernel: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], stride: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], padding: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], dilation: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], ceil_mode: bool, count_include_pad: bool, divisor_override: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex) -> None:
+        """
+        Per-axis settings of a max (kind 0) or average (kind 1) pool of spatial rank 1 to 3; padding as (before, after) per axis, divisor_override 0 for none (internal).
+        """
+    @property
+    def rank(self) -> int:
         ...
 class ConvTransposeSettings:
     def __init__(self, stride: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], padding: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], output_padding: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], dilation: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], groups: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, activation: typing.SupportsInt | typing.SupportsIndex, negative_slope: typing.SupportsFloat | typing.SupportsIndex = 0.01) -> None:
@@ -49,13 +57,9 @@ class QConvPlan:
         ...
     def run(self, x: numpy.ndarray, out: numpy.ndarray, params: ConvParams, x_zero_point: typing.SupportsInt | typing.SupportsIndex, multiplier: typing.Any, y_zero_point: typing.SupportsInt | typing.SupportsIndex, y_min: typing.SupportsInt | typing.SupportsIndex, y_max: typing.SupportsInt | typing.SupportsIndex, f_min: typing.SupportsFloat | typing.SupportsIndex, f_max: typing.SupportsFloat | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
         ...
-def adaptive_pool2d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+def adaptive_pool(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
-    Adaptive max/average pooling to out's size (internal; see cppconv.adaptive_avg_pool2d).
-    """
-def adaptive_pool3d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
-    """
-    Adaptive 3-D max/average pooling of 5-D arrays to out's size (internal; see cppconv.adaptive_avg_pool3d).
+    Adaptive max (kind 0) or average (kind 1) pooling of rank 1 to 3 to out's size (internal; see cppconv.adaptive_avg_pool2d).
     """
 def add(a: numpy.ndarray, b: numpy.ndarray, y: numpy.ndarray, relu: bool, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
@@ -129,13 +133,9 @@ def physical_memory_bytes() -> int:
     """
     The most memory cppconv lets one call allocate.
     """
-def pool2d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, kernel_h: typing.SupportsInt | typing.SupportsIndex, kernel_w: typing.SupportsInt | typing.SupportsIndex, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, pad_top: typing.SupportsInt | typing.SupportsIndex, pad_bottom: typing.SupportsInt | typing.SupportsIndex, pad_left: typing.SupportsInt | typing.SupportsIndex, pad_right: typing.SupportsInt | typing.SupportsIndex, ceil_mode: bool, count_include_pad: bool, divisor_override: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+def pool(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, settings: PoolSettings, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
-    Max (kind 0) or average (kind 1) pooling into `out` (internal; see cppconv.max_pool2d).
-    """
-def pool3d(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, kernel: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(3)"], stride: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(3)"], dilation: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(3)"], padding: typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(6)"], ceil_mode: bool, count_include_pad: bool, divisor_override: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
-    """
-    3-D max (kind 0) or average (kind 1) pooling of 5-D arrays into `out`; kernel, stride and dilation as (d, h, w), padding as (front, back, top, bottom, left, right) (internal; see cppconv.max_pool3d).
+    Max or average pooling of rank 1 to 3 into `out` (internal; see cppconv.max_pool2d).
     """
 def pool_algorithms() -> list[str]:
     ...
@@ -170,6 +170,7 @@ def set_float32_precision(mode: typing.SupportsInt | typing.SupportsIndex) -> No
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
 ACTIVATIONS: dict = {None: 0, 'relu': 1, 'relu6': 2, 'leaky_relu': 3, 'sigmoid': 4, 'tanh': 5, 'silu': 6, 'hardsigmoid': 7, 'hardswish': 8}
+DEFAULT_NEGATIVE_SLOPE: float = 0.01
 LAYOUTS: dict = {1: {'NCW': 0, 'NWC': 1}, 2: {'NCHW': 0, 'NHWC': 1}, 3: {'NCDHW': 0, 'NDHWC': 1}}
 MAX_INDEX_EXTENT: int = 2305843009213693952
 MAX_THREADS: int = 1024

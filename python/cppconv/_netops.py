@@ -11,6 +11,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import _native
+
 # The activations take `out` (which may be x itself, when x dies at this step): each writes
 # its result there in place of a new array.
 
@@ -211,15 +213,8 @@ def pool_nd(x: np.ndarray, kind: str, kernel: Sequence[int], stride: Sequence[in
     what cppconv's pools do not take: padding over half the kernel, dilated averages."""
     r = len(kernel)
     fill = -np.inf if kind == "max" else 0
-    outs = []
-    for i in range(r):
-        size = x.shape[1 + i] + pads[i] + pads[r + i]
-        span = dilation[i] * (kernel[i] - 1) + 1
-        n = (size - span) / stride[i] + 1
-        o = int(np.ceil(n)) if ceil_mode else int(np.floor(n))
-        if ceil_mode and (o - 1) * stride[i] >= x.shape[1 + i] + pads[i]:
-            o -= 1  # the last window must start inside the input or the left padding
-        outs.append(o)
+    outs = [_native.pool_output_size(x.shape[1 + i], kernel[i], stride[i], pads[i], pads[r + i], dilation[i],
+                                     ceil_mode) for i in range(r)]
     # Extra zero/-inf padding at the end covers ceil_mode's partial windows.
     extra = [max((o - 1) * s + d * (k - 1) + 1 - (x.shape[1 + i] + pads[i] + pads[r + i]), 0)
              for i, (o, s, d, k) in enumerate(zip(outs, stride, dilation, kernel))]

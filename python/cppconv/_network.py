@@ -592,8 +592,8 @@ def _fused_activation(node: _Node, known: Dict[str, np.ndarray], opset: int) -> 
     if node.op in _FUSABLE:
         return _FUSABLE[node.op]
     if node.op == "LeakyRelu":  # ONNX's alpha is a float32, as the kernels apply it to float32
-        alpha = float(np.float32(node.attrs.get("alpha", 0.01)))
-        return "leaky_relu" if alpha == float(np.float32(0.01)) else ("leaky_relu", alpha)
+        alpha = float(np.float32(node.attrs.get("alpha", _args.DEFAULT_NEGATIVE_SLOPE)))
+        return "leaky_relu" if alpha == float(np.float32(_args.DEFAULT_NEGATIVE_SLOPE)) else ("leaky_relu", alpha)
     if (node.op == "HardSigmoid" and np.float32(node.attrs.get("alpha", 0.2)) == np.float32(1 / 6)
             and np.float32(node.attrs.get("beta", 0.5)) == np.float32(0.5)):
         return "hardsigmoid"  # PyTorch's, which its exporter writes with alpha 1/6
@@ -1439,7 +1439,7 @@ def _qlinear_conv(p: _Planner, node: _Node) -> None:
 _HANDLERS: Dict[str, Callable[[_Planner, _Node], None]] = {
     "Conv": _conv, "ConvTranspose": _conv, "BatchNormalization": _batch_norm,
     "Relu": _unary(_netops.relu, in_place=True),
-    "LeakyRelu": _unary(_netops.leaky_relu, ("alpha", 0.01)),
+    "LeakyRelu": _unary(_netops.leaky_relu, ("alpha", _args.DEFAULT_NEGATIVE_SLOPE)),
     "Sigmoid": _unary(_netops.sigmoid, in_place=True), "Tanh": _unary(_netops.tanh, in_place=True),
     "HardSigmoid": _unary(_netops.hard_sigmoid, ("alpha", 0.2), ("beta", 0.5), in_place=True),
     "HardSwish": _unary(_netops.hard_swish, in_place=True), "Elu": _unary(_netops.elu, ("alpha", 1.0)),

@@ -1,6 +1,6 @@
 """Max, average, adaptive and global pooling in 1, 2 and 3 dimensions, their layers and the
-size arithmetic.  Every rank runs the one native pool: 1-D as 2-D with H = 1 (a view), 3-D
-with the native depth axis."""
+size arithmetic.  Every rank runs the one native pool (_native.pool with a _native.PoolSettings,
+_native.adaptive_pool), which gives the missing leading axes size 1."""
 
 from __future__ import annotations
 
@@ -43,13 +43,25 @@ def _simple_pool(kind: int, x: Any, kernel_size: Any, stride: Any, padding: Any,
     if h < 1 or w < 1 or oh < 1 or ow < 1:
         return None
     y = np.empty((n, oh, ow, c) if code == 1 else (n, c, oh, ow), dtype)
-    _native.pool2d(x, y, None, kind, k, k, s, s, 1, 1, p, p, p, p, False, bool(count_include_pad), 0, code, "")
+    key = (kind, k, s, p, bool(count_include_pad), code)
+    settings = _SIMPLE_SETTINGS.get(key)
+    if settings is None:
+        if len(_SIMPLE_SETTINGS) >= 256:
+            _SIMPLE_SETTINGS.clear()
+        settings = _SIMPLE_SETTINGS[key] = _native.PoolSettings(kind, (k, k), (s, s), (p, p, p, p), (1, 1), False,
+                                                                 key[4], 0, code)
+    _native.pool(x, y, None, settings)
     return y
+
+
+# _simple_pool's settings by (kind, kernel, stride, padding, count_include_pad, layout): built
+# once per distinct call rather than per call.
+_SIMPLE_SETTINGS: Dict[Tuple[int, int, int, int, bool, int], _native.PoolSettings] = {}
 
 
 def _pool_length(i: int, k: int, s: int, before: int, after: int, d: int, ceil_mode: bool) -> int:
     """PyTorch's pooled length, or 0 when no window fits (see pool_output_size).  The rule lives
-    in the native core only (cpp/pool.cpp), which pool2d checks its output shape against."""
+    in the native core only (cpp/pool.cpp), which _native.pool checks its output shape against."""
     return int(_native.pool_output_size(i, k, s, before, after, d, ceil_mode))
 
 
@@ -112,7 +124,7 @@ class _PoolSpec:
     Per-axis values are tuples in axis order; padding is (before, after) per axis."""
 
     __slots__ = ("kind", "rank", "kernel", "stride", "padding", "dilation", "ceil_mode", "count_include_pad",
-                 "divisor", "layout")
+                 "divisor", "layout", "settings")
 
     def __init__(self, kind: int, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: Any,
                  count_include_pad: Any, divisor_override: Any, layout: Any, rank: int = 2):
@@ -139,6 +151,13 @@ class _PoolSpec:
             if self.divisor == 0:
                 raise ValueError("divisor_override must be a non-zero integer or None, got 0")
         self.layout = _args.layout_code(layout, rank)
+        # The native settings, built once; "same" padding depends on the input's size (settings_for).
+        self.settings = None if self.padding is None else self.settings_for(self.padding)
+
+    def settings_for(self, padding: Tuple[int, ...]) -> _native.PoolSettings:
+        """The native settings of this spec with explicit (before, after) padding per axis."""
+        return _native.PoolSettings(self.kind, self.kernel, self.stride, padding, self.dilation, self.ceil_mode,
+                                    self.count_include_pad, self.divisor, self.layout)
 
     def kwargs(self) -> Dict[str, Any]:
         """The keyword arguments of MaxPool{rank}d or AvgPool{rank}d (by kind) that give this spec."""
@@ -190,17 +209,6 @@ def _result_shape(full: Tuple[int, ...], ndim: int, rank: int, layout: int) -> T
     if rank == 2:
         return _args.image_shape(full, ndim, layout)  # type: ignore[arg-type]
     return full if ndim == rank + 2 else full[1:]
-
-
-@overload
-def _native_view(a: np.ndarray, rank: int, layout: int) -> np.ndarray: ...
-@overload
-def _native_view(a: None, rank: int, layout: int) -> None: ...
-def _native_view(a: Optional[np.ndarray], rank: int, layout: int) -> Optional[np.ndarray]:
-    """A batched array of a 1-D pool as the 2-D pool's (N, C, 1, L) or (N, 1, L, C): a view."""
-    if a is None or rank != 1:
-        return a
-    return a[:, :, None] if layout == 0 else a[:, None]
 
 
 def _split_out(out: Any, return_indices: bool) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
@@ -268,17 +276,8 @@ def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, a
     shape = _result_shape(full, x.ndim, rank, spec.layout)
     dest = _Destinations(out, return_indices, shape, full, dtypes.result, dtypes.compute, x)
     xin = _args.as_rounded(xb, dtypes.compute, dtypes.rounding)
-    if rank == 3:
-        _native.pool3d(xin, dest.values, dest.indices, spec.kind, spec.kernel, spec.stride, spec.dilation, pads,
-                       spec.ceil_mode, spec.count_include_pad, spec.divisor, spec.layout, algorithm, threads)
-    else:
-        # 1-D is the 2-D pool with a unit height: kernel, stride and dilation 1, no padding.
-        (kh, kw), (sh, sw), (dh, dw) = ((1,) * (2 - rank) + t for t in (spec.kernel, spec.stride, spec.dilation))
-        top, bottom, left, right = (0, 0) * (2 - rank) + pads
-        _native.pool2d(_native_view(xin, rank, spec.layout), _native_view(dest.values, rank, spec.layout),
-                       _native_view(dest.indices, rank, spec.layout), spec.kind, kh, kw, sh, sw, dh, dw, top, bottom,
-                       left, right, spec.ceil_mode, spec.count_include_pad, spec.divisor, spec.layout, algorithm,
-                       threads)
+    settings = spec.settings if spec.settings is not None else spec.settings_for(pads)
+    _native.pool(xin, dest.values, dest.indices, settings, algorithm, threads)
     return dest.deliver()
 
 
@@ -634,11 +633,7 @@ def _run_adaptive(kind: int, x: Any, output_size: Any, layout: Any, return_indic
     shape = _result_shape(full, x.ndim, rank, code)
     dest = _Destinations(out, return_indices, shape, full, dtypes.result, dtypes.compute, x)
     xin = _args.as_rounded(xb, dtypes.compute, dtypes.rounding)
-    if rank == 3:
-        _native.adaptive_pool3d(xin, dest.values, dest.indices, kind, code, algorithm, threads)
-    else:
-        _native.adaptive_pool2d(_native_view(xin, rank, code), _native_view(dest.values, rank, code),
-                                _native_view(dest.indices, rank, code), kind, code, algorithm, threads)
+    _native.adaptive_pool(xin, dest.values, dest.indices, kind, code, algorithm, threads)
     return dest.deliver()
 
 
@@ -818,7 +813,7 @@ def global_avg_pool2d(x: Any, layout: _types.Layout2d = "NCHW", out: Optional[np
         if code is not None and (x.dtype == np.float32 or x.dtype == np.float64) and x.dtype.isnative:
             n, c = x.shape[0], x.shape[3 if code else 1]
             y = np.empty((n, 1, 1, c) if code else (n, c, 1, 1), dtype=x.dtype)
-            _native.adaptive_pool2d(x, y, None, _AVG, code, "")
+            _native.adaptive_pool(x, y, None, _AVG, code)
             return y
     return _run_adaptive(_AVG, x, (1, 1), layout, out=out, num_threads=num_threads, dtype=dtype)
 

@@ -113,6 +113,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ._conv import conv_output_size
+
 # --------------------------------------------------------------------------------------
 # Layers
 
@@ -146,10 +148,8 @@ class Layer:
 
     @property
     def out_hw(self) -> Tuple[int, int]:
-        def size(i: int, k: int) -> int:
-            return (i + 2 * self.padding - self.dilation * (k - 1) - 1) // self.stride + 1
-
-        return size(self.h, self.kh), size(self.w, self.kw)
+        settings = (self.stride, self.padding, self.dilation)
+        return conv_output_size(self.h, self.kh, *settings), conv_output_size(self.w, self.kw, *settings)
 
     @property
     def x_shape(self) -> Tuple[int, int, int, int]:
