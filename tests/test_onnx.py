@@ -527,6 +527,57 @@ def test_reshape_to_a_batch_dependent_shape_keeps_later_shapes_known():
     assert _row(net, "Div")["became"] == "a constant (folded at load)"
 
 
+def test_reshape_to_a_batch_scaled_shape_drops_the_shape_steps():
+    """A Reshape target built from the batch size (Shape, Gather, Unsqueeze, Concat, as
+    PyTorch exports a channel shuffle) is found from the input's size: the shape arithmetic
+    leaves the plan, and every batch size still reshapes right."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Shape", ["c"], ["s"]),
+             helper.make_node("Gather", ["s", "i0"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "ax0"], ["n1"]),
+             helper.make_node("Concat", ["n1", "split"], ["target"], axis=0),
+             helper.make_node("Reshape", ["c", "target"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t", "merge"], ["m"]),
+             helper.make_node("Conv", ["m", "w2"], ["y"])]
+    inits = {"w": _rand(6, 4, 1, 1), "w2": _rand(3, 6, 1, 1), "i0": np.array(0, np.int64),
+             "ax0": np.array([0], np.int64), "split": np.array([2, 3, 6, 6], np.int64),
+             "merge": np.array([0, 6, 6, 6], np.int64)}
+    model = _model(nodes, {"x": X4}, ["y"], inits)
+    net = cppconv.onnx.load(model)
+    for op in ("Shape", "Gather", "Unsqueeze", "Concat"):
+        assert _row(net, op)["became"].endswith("(unused once folded: dropped)"), op
+    for batch in (1, 3):
+        x = _rand(batch, 4, 6, 6)
+        np.testing.assert_allclose(net(x), _ort(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_reshape_of_a_strided_view_copies_in_its_order():
+    """_netops.reshape: a view where NumPy can give one; else the copy a channel shuffle's
+    transposed view needs (its last axis short and strided), equal to NumPy's."""
+    from cppconv import _netops
+
+    x = np.arange(2 * 3 * 4 * 10, dtype=np.float32).reshape(2, 3, 4, 10)
+    view = _netops.reshape(x, (6, 40))
+    assert np.shares_memory(view, x) and np.array_equal(view, x.reshape(6, 40))
+    for last in (2, 5):
+        shuffled = x.reshape(2, 3, 4, last, 10 // last).transpose(0, 1, 2, 4, 3)
+        y = _netops.reshape(shuffled, (2, 3, 4, 10))
+        assert not np.shares_memory(y, x) and y.flags.c_contiguous
+        np.testing.assert_array_equal(y, shuffled.reshape(2, 3, 4, 10))
+    wide = x.transpose(0, 1, 3, 2)  # a long strided last axis: NumPy's copy
+    np.testing.assert_array_equal(_netops.reshape(wide, (6, 40)), wide.reshape(6, 40))
+
+
+def test_convolution_of_a_strided_channel_slice():
+    """A Split's half of the channels (a strided view of the NHWC value) into a convolution."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Split", ["c", "halves"], ["a", "b"], axis=1),
+             helper.make_node("Conv", ["b", "w2"], ["d"]),
+             helper.make_node("Concat", ["a", "d"], ["y"], axis=1)]
+    inits = {"w": _rand(8, 4, 1, 1), "w2": _rand(4, 4, 1, 1), "halves": np.array([4, 4], np.int64)}
+    _check(nodes, {"x": X4}, initializers=inits)
+
+
 def test_channel_shuffle_stays_channels_last():
     """Reshape (N, g, C/g, H, W) -> Transpose (0, 2, 1, 3, 4) -> Reshape (N, C, H, W) between
     two convolutions runs on the NHWC value as stored: no conversion to ONNX's order and back.

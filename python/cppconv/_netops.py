@@ -171,7 +171,7 @@ def slice_array(x: np.ndarray, starts: Sequence[int], ends: Sequence[int], axes:
     for s, e, a, st in zip(starts, ends, axes, steps):
         # ONNX clamps like Python slicing, with "past the end" given as huge ints.
         size = x.shape[a]
-        s, e = int(np.clip(s, -size - 1, size)), int(np.clip(e, -size - 1, size))
+        s, e = min(max(int(s), -size - 1), size), min(max(int(e), -size - 1), size)
         if st < 0 and e < -size:
             e = None  # type: ignore[assignment]  # down to and including index 0
         index[a] = slice(s, e, int(st))
@@ -193,6 +193,22 @@ def reshape_target(shape: Sequence[int], target: Sequence[int], allowzero: bool)
     """ONNX Reshape's shape: 0 copies the input's size (unless allowzero), -1 is inferred."""
     out = [shape[i] if (t == 0 and not allowzero) else int(t) for i, t in enumerate(target)]
     return tuple(out)
+
+
+def reshape(x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """x.reshape(shape): a view where one can be, else a copy.  A copy of a view whose last
+    axis is short and strided (the transpose of a channel shuffle) runs one index of that axis
+    at a time, so its inner loop is the long axis: NumPy's own copy loops over the short one."""
+    try:
+        return np.reshape(x, shape, copy=False)
+    except ValueError:
+        pass
+    if x.ndim >= 2 and x.shape[-1] <= 8 and x.strides[-1] != x.itemsize:
+        compact = np.empty(x.shape, x.dtype)
+        for i in range(x.shape[-1]):
+            compact[..., i] = x[..., i]
+        x = compact
+    return x.reshape(shape)
 
 
 def gemm(a: np.ndarray, b: np.ndarray, c: Optional[np.ndarray], alpha: float, beta: float, trans_a: bool,

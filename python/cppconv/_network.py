@@ -772,7 +772,12 @@ def _conv(p: _Planner, node: _Node) -> None:
     perm = channels_last(rank + 2)
     xin = p.value_in(x, perm)
     threads = p.threads
-    fn = lambda x, out=None: (layer(x, out, num_threads=threads),)  # noqa: E731
+
+    def fn(x: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
+        # A strided view (a Split or Slice of the channels) misses the layer's planned path,
+        # which costs more than the copy (tuning.md, "Whole networks").
+        return (layer(x if x.flags.c_contiguous else np.ascontiguousarray(x), out, num_threads=threads),)
+
     parts = [f"{type(layer).__name__} {'x'.join(map(str, kernel))}"
              + (f" stride {'x'.join(map(str, stride))}" if max(stride) > 1 else "")
              + (f" dilation {'x'.join(map(str, dilation))}" if max(dilation) > 1 else "")
@@ -1019,16 +1024,44 @@ def _reshape(p: _Planner, node: _Node) -> None:
     have = p.layout[x]
     perm = _reshape_layout(p, x, node.input(1), allowzero) if have is not None else None
     if perm is None:
-        _plain(p, node, lambda v, s: (v.reshape(_netops.reshape_target(v.shape, s, allowzero)),), "NumPy reshape")
+        _plain(p, node, lambda v, s: (_netops.reshape(v, _netops.reshape_target(v.shape, s, allowzero)),),
+               "NumPy reshape")
         return
     back = _inverse(have)  # type: ignore[arg-type]
+    target, ins = node.input(1), [x, node.input(1)]
+    batch_target = _batch_scaled_target(p, x, target)
+    if batch_target is not None:
+        # The target is computed from the batch size (Shape, Gather, Unsqueeze, Concat): it is
+        # found from the input's size instead, and those steps drop out of the plan.
+        per_image, base, scaled = batch_target
+        ins = [x]
 
-    def fn(v: np.ndarray, s: Any) -> Tuple[np.ndarray]:
+    def fn(v: np.ndarray, s: Any = None) -> Tuple[np.ndarray]:
+        if batch_target is not None:
+            batch = v.size // per_image
+            s = [t * batch if grows else t for t, grows in zip(base, scaled)]
         out = _netops.reshape_target(tuple(v.shape[b] for b in back), s, allowzero)
-        return (v.reshape([out[a] for a in perm]),)
+        return (_netops.reshape(v, [out[a] for a in perm]),)
 
-    p.emit(node, fn, [x, node.input(1)], [None if perm == tuple(range(len(perm))) else perm],
+    p.emit(node, fn, ins, [None if perm == tuple(range(len(perm))) else perm],
            f"NumPy reshape in layout {_layout_word(have)}")
+
+
+def _batch_scaled_target(p: _Planner, x: str, target: str) -> Optional[Tuple[int, List[int], List[bool]]]:
+    """A Reshape target computed at run time whose values are constants or the batch size
+    times a constant (the probes at batch 1 and 2 say which): (x's size per image, the values
+    at batch 1, which of them scale with the batch).  None otherwise."""
+    probes = p.probes.get(target)
+    shape = p.stored_shape(x, batch=1)
+    if target in p.consts or probes is None or shape is None or 0 in shape:
+        return None
+    one, two = (np.asarray(t, np.int64).ravel() for t in probes)
+    if one.shape != two.shape:
+        return None
+    scaled = one != two
+    if not np.array_equal(two[scaled], 2 * one[scaled]):
+        return None
+    return int(np.prod(shape, dtype=np.int64)), [int(t) for t in one], [bool(g) for g in scaled]
 
 
 def _reshape_layout(p: _Planner, x: str, target: str, allowzero: bool) -> Optional[Tuple[int, ...]]:
