@@ -551,6 +551,32 @@ def test_reshape_to_a_batch_scaled_shape_drops_the_shape_steps():
         np.testing.assert_allclose(net(x), _ort(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("groups, perm, fused", [(2, [0, 2, 1, 3, 4], True), (3, [0, 2, 1, 3, 4], True),
+                                                 (2, [0, 1, 2, 3, 4], False)])
+def test_concat_then_channel_shuffle_is_one_interleaving_copy(groups, perm, fused):
+    """Concat of g parts, Reshape (N, g, C/g, H, W), Transpose (0, 2, 1, 3, 4), Reshape
+    (N, C, H, W): one step interleaves the parts' channels (the Concat and the steps between
+    drop out); a Transpose that does not shuffle keeps the plain steps.  Every batch size runs."""
+    c = 4
+    nodes = [helper.make_node("Conv", ["x", f"w{i}"], [f"c{i}"]) for i in range(groups)]
+    nodes += [helper.make_node("Concat", [f"c{i}" for i in range(groups)], ["cat"], axis=1),
+              helper.make_node("Reshape", ["cat", "split"], ["r"]),
+              helper.make_node("Transpose", ["r"], ["t"], perm=perm),
+              helper.make_node("Reshape", ["t", "merge"], ["m"]),
+              helper.make_node("Conv", ["m", "wf"], ["y"])]
+    inits = {**{f"w{i}": _rand(c, 4, 1, 1) for i in range(groups)}, "wf": _rand(3, c * groups, 1, 1),
+             "split": np.array([0, groups, c, 6, 6] if perm[1] == 2 else [0, c, groups, 6, 6], np.int64),
+             "merge": np.array([0, c * groups, 6, 6], np.int64)}
+    model = _model(nodes, {"x": X4}, ["y"], inits)
+    net = cppconv.onnx.load(model)
+    became = [r["became"] for r in net.explain()["nodes"] if r["op"] == "Reshape"]
+    assert became[-1].startswith("channel shuffle of the Concat") == fused, became
+    assert ("(unused once folded: dropped)" in _row(net, "Concat")["became"]) == fused
+    for batch in (1, 3):
+        x = _rand(batch, 4, 6, 6)
+        np.testing.assert_allclose(net(x), _ort(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
 def test_reshape_of_a_strided_view_copies_in_its_order():
     """_netops.reshape: a view where NumPy can give one; else the copy a channel shuffle's
     transposed view needs (its last axis short and strided), equal to NumPy's."""

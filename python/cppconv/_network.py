@@ -1043,8 +1043,70 @@ def _reshape(p: _Planner, node: _Node) -> None:
         out = _netops.reshape_target(tuple(v.shape[b] for b in back), s, allowzero)
         return (_netops.reshape(v, [out[a] for a in perm]),)
 
-    p.emit(node, fn, ins, [None if perm == tuple(range(len(perm))) else perm],
-           f"NumPy reshape in layout {_layout_word(have)}")
+    out_perm = None if perm == tuple(range(len(perm))) else perm
+    shuffled = _shuffled_concat(p, node, fn, ins, out_perm)
+    if shuffled is not None:
+        p.emit(node, shuffled[0], shuffled[1], [out_perm],
+               "channel shuffle of the Concat before it: one interleaving copy of its inputs (the Concat, "
+               "Reshape and Transpose between drop out)")
+        return
+    p.emit(node, fn, ins, [out_perm], f"NumPy reshape in layout {_layout_word(have)}")
+
+
+def _shuffled_concat(p: _Planner, node: _Node, fn: Callable[..., Tuple[Any, ...]], ins: List[str],
+                     perm: Perm) -> Optional[Tuple[Callable[..., Tuple[Any, ...]], List[str]]]:
+    """A channel shuffle after a Concat of g equal channels-last parts (ShuffleNet's Concat,
+    Reshape (N, g, C/g, H, W), Transpose (0, 2, 1, 3, 4), and this Reshape (N, C, H, W)): a
+    step that writes the parts' channels interleaved into the result, in place of copying them
+    once to concatenate and again to shuffle.  The chain is recognised by its steps and then
+    checked by running it and the interleave on numbered inputs at batch 1 and 2.  None where
+    it does not apply."""
+    producer = {o: s for s in p.steps for o in s.outs}
+    chain = [producer.get(node.input(0))]
+    for op in ("Transpose", "Reshape", "Concat"):
+        if chain[-1] is None or chain[-1].row.get("op") != op or (op == "Concat" and not chain[-1].ins):
+            return None
+        chain.append(producer.get(chain[-1].ins[0]) if op != "Concat" else None)
+    transpose, first_reshape, concat = chain[0], chain[1], chain[2]
+    parts = concat.ins  # type: ignore[union-attr]
+    if perm != channels_last(4) or len(parts) < 2 or any(p.layout.get(x) != perm for x in parts):
+        return None
+    sizes = [p.stored_shape(x, batch=1) for x in parts]
+    if any(s is None or s != sizes[0] for s in sizes):
+        return None
+    g = len(parts)
+
+    def interleave(*xs: np.ndarray) -> Tuple[np.ndarray]:
+        n, h, w, c = xs[0].shape
+        y = np.empty((n, h, w, c * g), xs[0].dtype)
+        lanes = y.reshape(n, h, w, c, g)
+        for i, x in enumerate(xs):
+            lanes[..., i] = x
+        return (y,)
+
+    def value(name: str, b: int, env: Dict[str, Any]) -> Any:
+        if name in env:
+            return env[name]
+        if name == "" or name in p.consts:
+            return p.consts.get(name)
+        return p.probes[name][b] if name in p.probes else None
+
+    for b, batch in enumerate((1, 2)):
+        env: Dict[str, Any] = {}
+        shape = (batch, *sizes[0][1:])  # type: ignore[index]
+        for k, x in enumerate(parts):
+            env[x] = np.arange(k * 1e6, k * 1e6 + np.prod(shape)).reshape(shape).astype(p.dtype)
+        try:
+            for step in (concat, first_reshape, transpose):
+                results = step.fn(*[value(i, b, env) for i in step.ins])  # type: ignore[union-attr]
+                env.update(zip(step.outs, results))  # type: ignore[union-attr]
+            want = fn(*[value(i, b, env) for i in ins])[0]
+        except Exception:  # noqa: BLE001 - a chain that numbered inputs do not suit: not fused
+            return None
+        got = interleave(*[env[x] for x in parts])[0]
+        if want.shape != got.shape or not np.array_equal(want, got):
+            return None
+    return interleave, list(parts)
 
 
 def _batch_scaled_target(p: _Planner, x: str, target: str) -> Optional[Tuple[int, List[int], List[bool]]]:
