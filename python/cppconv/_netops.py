@@ -160,8 +160,12 @@ def resize(x: np.ndarray, sizes: Sequence[int], scales: Sequence[float], mode: s
         shape = [1] * x.ndim
         shape[axis] = out_size
         frac = (coords - low).astype(x.dtype).reshape(shape)
-        a, b = np.take(x, low, axis=axis), np.take(x, high, axis=axis)
-        x = a + (b - a) * frac
+        # a + (b - a) * frac, in place in b's array: no temporaries of the (large) result's size
+        a, y = np.take(x, low, axis=axis), np.take(x, high, axis=axis)
+        y -= a
+        y *= frac
+        y += a
+        x = y
     return x
 
 
