@@ -578,8 +578,9 @@ def test_concat_then_channel_shuffle_is_one_interleaving_copy(groups, perm, fuse
 
 
 def test_reshape_of_a_strided_view_copies_in_its_order():
-    """_netops.reshape: a view where NumPy can give one; else the copy a channel shuffle's
-    transposed view needs (its last axis short and strided), equal to NumPy's."""
+    """_netops.reshape: a view where NumPy can give one; else the copy (_netops.contiguous) a
+    channel shuffle's transposed view or an NCHW image seen as NHWC needs (its last axis short
+    and strided), equal to NumPy's."""
     from cppconv import _netops
 
     x = np.arange(2 * 3 * 4 * 10, dtype=np.float32).reshape(2, 3, 4, 10)
@@ -592,6 +593,10 @@ def test_reshape_of_a_strided_view_copies_in_its_order():
         np.testing.assert_array_equal(y, shuffled.reshape(2, 3, 4, 10))
     wide = x.transpose(0, 1, 3, 2)  # a long strided last axis: NumPy's copy
     np.testing.assert_array_equal(_netops.reshape(wide, (6, 40)), wide.reshape(6, 40))
+    image = x.transpose(0, 2, 3, 1)  # NCHW as NHWC: three channels, strided
+    assert _netops.contiguous(x) is x
+    np.testing.assert_array_equal(_netops.contiguous(image), np.ascontiguousarray(image))
+    assert _netops.contiguous(image).flags.c_contiguous
 
 
 def test_convolution_of_a_strided_channel_slice():

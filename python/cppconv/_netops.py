@@ -199,20 +199,26 @@ def reshape_target(shape: Sequence[int], target: Sequence[int], allowzero: bool)
     return tuple(out)
 
 
-def reshape(x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """x.reshape(shape): a view where one can be, else a copy.  A copy of a view whose last
-    axis is short and strided (the transpose of a channel shuffle) runs one index of that axis
-    at a time, so its inner loop is the long axis: NumPy's own copy loops over the short one."""
-    try:
-        return np.reshape(x, shape, copy=False)
-    except ValueError:
-        pass
+def contiguous(x: np.ndarray) -> np.ndarray:
+    """np.ascontiguousarray(x).  A view whose last axis is short and strided (an NCHW image
+    seen as NHWC, the transpose of a channel shuffle) is copied one index of that axis at a
+    time, so the inner loop runs along a long axis: NumPy's own copy loops over the short one."""
+    if x.flags.c_contiguous:
+        return x
     if x.ndim >= 2 and x.shape[-1] <= 8 and x.strides[-1] != x.itemsize:
         compact = np.empty(x.shape, x.dtype)
         for i in range(x.shape[-1]):
             compact[..., i] = x[..., i]
-        x = compact
-    return x.reshape(shape)
+        return compact
+    return np.ascontiguousarray(x)
+
+
+def reshape(x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """x.reshape(shape): a view where one can be, else a copy (contiguous's)."""
+    try:
+        return np.reshape(x, shape, copy=False)
+    except ValueError:
+        return contiguous(x).reshape(shape)
 
 
 def gemm(a: np.ndarray, b: np.ndarray, c: Optional[np.ndarray], alpha: float, beta: float, trans_a: bool,

@@ -409,7 +409,7 @@ class _Planner:
         self.converted[key] = target
 
         def convert(x: np.ndarray) -> Tuple[np.ndarray]:
-            return (np.ascontiguousarray(x.transpose(perm)),)
+            return (_netops.contiguous(x.transpose(perm)),)
 
         if name in self.consts:
             self.consts[target] = convert(self.consts[name])[0]
@@ -776,7 +776,7 @@ def _conv(p: _Planner, node: _Node) -> None:
     def fn(x: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
         # A strided view (a Split or Slice of the channels) misses the layer's planned path,
         # which costs more than the copy (tuning.md, "Whole networks").
-        return (layer(x if x.flags.c_contiguous else np.ascontiguousarray(x), out, num_threads=threads),)
+        return (layer(_netops.contiguous(x), out, num_threads=threads),)
 
     parts = [f"{type(layer).__name__} {'x'.join(map(str, kernel))}"
              + (f" stride {'x'.join(map(str, stride))}" if max(stride) > 1 else "")
