@@ -1094,8 +1094,9 @@ def _shuffled_concat(p: _Planner, node: _Node, fn: Callable[..., Tuple[Any, ...]
     for b, batch in enumerate((1, 2)):
         env: Dict[str, Any] = {}
         shape = (batch, *sizes[0][1:])  # type: ignore[index]
-        for k, x in enumerate(parts):
-            env[x] = np.arange(k * 1e6, k * 1e6 + np.prod(shape)).reshape(shape).astype(p.dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        for k, x in enumerate(parts):  # every value distinct (float64: exact integers)
+            env[x] = np.arange(k * count, (k + 1) * count, dtype=np.float64).reshape(shape)
         try:
             for step in (concat, first_reshape, transpose):
                 results = step.fn(*[value(i, b, env) for i in step.ins])  # type: ignore[union-attr]
