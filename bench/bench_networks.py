@@ -108,7 +108,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         threads = bench.setup_threads(args.threads, ["torch"], stack, lambda m: print(m, file=sys.stderr))
         info = bench.machine_info(threads)
         print(f"# {info['cpu_model']}, {threads} threads, cppconv {info['cppconv_version']} "
-              f"({info['cppconv_isa']})", file=sys.stderr)
+              f"({info['cppconv_isa']}), load average {info['loadavg_at_start']}, "
+              f"OpenMP environment {info['openmp_env'] or 'default'}", file=sys.stderr)
         for name in names:
             module, shape = onnx_networks.build(name) if args.small else vision_models.build(name, args.size)
             data = onnx_networks.export(module, shape)

@@ -79,6 +79,14 @@ def test_bench_quick_table_json_and_progress(tmp_path, capsys):
     assert doc["machine"]["threads"] == 1
 
 
+def test_machine_info_records_how_openmp_waits(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    assert bench.machine_info(1)["openmp_env"].get("OMP_WAIT_POLICY") == "PASSIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert "OMP_WAIT_POLICY" not in bench.machine_info(1)["openmp_env"]
+
+
 def test_bench_bfloat16(tmp_path, capsys):
     """--dtype bf16: cppconv's columns on bfloat16 data (the float32 layer beside them), PyTorch's
     bfloat16 layouts where torch is installed, the float32-only peers left out."""

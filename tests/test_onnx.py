@@ -530,6 +530,88 @@ def test_reshape_to_a_batch_dependent_shape_keeps_later_shapes_known():
     assert _row(net, "Div")["became"] == "a constant (folded at load)"
 
 
+def test_reshape_to_a_batch_scaled_shape_drops_the_shape_steps():
+    """A Reshape target built from the batch size (Shape, Gather, Unsqueeze, Concat, as
+    PyTorch exports a channel shuffle) is found from the input's size: the shape arithmetic
+    leaves the plan, and every batch size still reshapes right."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Shape", ["c"], ["s"]),
+             helper.make_node("Gather", ["s", "i0"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "ax0"], ["n1"]),
+             helper.make_node("Concat", ["n1", "split"], ["target"], axis=0),
+             helper.make_node("Reshape", ["c", "target"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t", "merge"], ["m"]),
+             helper.make_node("Conv", ["m", "w2"], ["y"])]
+    inits = {"w": _rand(6, 4, 1, 1), "w2": _rand(3, 6, 1, 1), "i0": np.array(0, np.int64),
+             "ax0": np.array([0], np.int64), "split": np.array([2, 3, 6, 6], np.int64),
+             "merge": np.array([0, 6, 6, 6], np.int64)}
+    model = _model(nodes, {"x": X4}, ["y"], inits)
+    net = cppconv.onnx.load(model)
+    for op in ("Shape", "Gather", "Unsqueeze", "Concat"):
+        assert _row(net, op)["became"].endswith("(unused once folded: dropped)"), op
+    for batch in (1, 3):
+        x = _rand(batch, 4, 6, 6)
+        np.testing.assert_allclose(net(x), _ort(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("groups, perm, fused", [(2, [0, 2, 1, 3, 4], True), (3, [0, 2, 1, 3, 4], True),
+                                                 (2, [0, 1, 2, 3, 4], False)])
+def test_concat_then_channel_shuffle_is_one_interleaving_copy(groups, perm, fused):
+    """Concat of g parts, Reshape (N, g, C/g, H, W), Transpose (0, 2, 1, 3, 4), Reshape
+    (N, C, H, W): one step interleaves the parts' channels (the Concat and the steps between
+    drop out); a Transpose that does not shuffle keeps the plain steps.  Every batch size runs."""
+    c = 4
+    nodes = [helper.make_node("Conv", ["x", f"w{i}"], [f"c{i}"]) for i in range(groups)]
+    nodes += [helper.make_node("Concat", [f"c{i}" for i in range(groups)], ["cat"], axis=1),
+              helper.make_node("Reshape", ["cat", "split"], ["r"]),
+              helper.make_node("Transpose", ["r"], ["t"], perm=perm),
+              helper.make_node("Reshape", ["t", "merge"], ["m"]),
+              helper.make_node("Conv", ["m", "wf"], ["y"])]
+    inits = {**{f"w{i}": _rand(c, 4, 1, 1) for i in range(groups)}, "wf": _rand(3, c * groups, 1, 1),
+             "split": np.array([0, groups, c, 6, 6] if perm[1] == 2 else [0, c, groups, 6, 6], np.int64),
+             "merge": np.array([0, c * groups, 6, 6], np.int64)}
+    model = _model(nodes, {"x": X4}, ["y"], inits)
+    net = cppconv.onnx.load(model)
+    became = [r["became"] for r in net.explain()["nodes"] if r["op"] == "Reshape"]
+    assert became[-1].startswith("channel shuffle of the Concat") == fused, became
+    assert ("(unused once folded: dropped)" in _row(net, "Concat")["became"]) == fused
+    for batch in (1, 3):
+        x = _rand(batch, 4, 6, 6)
+        np.testing.assert_allclose(net(x), _ort(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_reshape_of_a_strided_view_copies_in_its_order():
+    """_netops.reshape: a view where NumPy can give one; else the copy (_netops.contiguous) a
+    channel shuffle's transposed view or an NCHW image seen as NHWC needs (its last axis short
+    and strided), equal to NumPy's."""
+    from cppconv import _netops
+
+    x = np.arange(2 * 3 * 4 * 10, dtype=np.float32).reshape(2, 3, 4, 10)
+    view = _netops.reshape(x, (6, 40))
+    assert np.shares_memory(view, x) and np.array_equal(view, x.reshape(6, 40))
+    for last in (2, 5):
+        shuffled = x.reshape(2, 3, 4, last, 10 // last).transpose(0, 1, 2, 4, 3)
+        y = _netops.reshape(shuffled, (2, 3, 4, 10))
+        assert not np.shares_memory(y, x) and y.flags.c_contiguous
+        np.testing.assert_array_equal(y, shuffled.reshape(2, 3, 4, 10))
+    wide = x.transpose(0, 1, 3, 2)  # a long strided last axis: NumPy's copy
+    np.testing.assert_array_equal(_netops.reshape(wide, (6, 40)), wide.reshape(6, 40))
+    image = x.transpose(0, 2, 3, 1)  # NCHW as NHWC: three channels, strided
+    assert _netops.contiguous(x) is x
+    np.testing.assert_array_equal(_netops.contiguous(image), np.ascontiguousarray(image))
+    assert _netops.contiguous(image).flags.c_contiguous
+
+
+def test_convolution_of_a_strided_channel_slice():
+    """A Split's half of the channels (a strided view of the NHWC value) into a convolution."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Split", ["c", "halves"], ["a", "b"], axis=1),
+             helper.make_node("Conv", ["b", "w2"], ["d"]),
+             helper.make_node("Concat", ["a", "d"], ["y"], axis=1)]
+    inits = {"w": _rand(8, 4, 1, 1), "w2": _rand(4, 4, 1, 1), "halves": np.array([4, 4], np.int64)}
+    _check(nodes, {"x": X4}, initializers=inits)
+
+
 def test_channel_shuffle_stays_channels_last():
     """Reshape (N, g, C/g, H, W) -> Transpose (0, 2, 1, 3, 4) -> Reshape (N, C, H, W) between
     two convolutions runs on the NHWC value as stored: no conversion to ONNX's order and back.

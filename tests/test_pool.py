@@ -470,6 +470,17 @@ def test_global_avg_pool(isa, layout, shape):
     np.testing.assert_allclose(from_layout(y, layout), x.mean(axis=(2, 3), keepdims=True), rtol=1e-12, atol=1e-14)
     y32 = cppconv.global_avg_pool2d(to_layout(x.astype(np.float32), layout), layout=layout)
     np.testing.assert_allclose(from_layout(y32, layout), x.mean(axis=(2, 3), keepdims=True), rtol=1e-5, atol=1e-6)
+    for threads in (1, 2):  # (the call a network makes, with its thread count)
+        y32 = cppconv.global_avg_pool2d(to_layout(x.astype(np.float32), layout), layout=layout, num_threads=threads)
+        np.testing.assert_allclose(from_layout(y32, layout), x.mean(axis=(2, 3), keepdims=True), rtol=1e-5,
+                                   atol=1e-6)
+
+
+def test_global_avg_pool_thread_count_is_checked():
+    x = np.ones((1, 2, 3, 3), np.float32)
+    for bad in (0, -1, cppconv._native.MAX_THREADS + 1):
+        with pytest.raises(ValueError, match="num_threads"):
+            cppconv.global_avg_pool2d(x, num_threads=bad)
 
 
 # ------------------------------------------------------------------------------------------

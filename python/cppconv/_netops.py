@@ -162,8 +162,12 @@ def resize(x: np.ndarray, sizes: Sequence[int], scales: Sequence[float], mode: s
         shape = [1] * x.ndim
         shape[axis] = out_size
         frac = (coords - low).astype(x.dtype).reshape(shape)
-        a, b = np.take(x, low, axis=axis), np.take(x, high, axis=axis)
-        x = a + (b - a) * frac
+        # a + (b - a) * frac, in place in b's array: no temporaries of the (large) result's size
+        a, y = np.take(x, low, axis=axis), np.take(x, high, axis=axis)
+        y -= a
+        y *= frac
+        y += a
+        x = y
     return x
 
 
@@ -173,7 +177,7 @@ def slice_array(x: np.ndarray, starts: Sequence[int], ends: Sequence[int], axes:
     for s, e, a, st in zip(starts, ends, axes, steps):
         # ONNX clamps like Python slicing, with "past the end" given as huge ints.
         size = x.shape[a]
-        s, e = int(np.clip(s, -size - 1, size)), int(np.clip(e, -size - 1, size))
+        s, e = min(max(int(s), -size - 1), size), min(max(int(e), -size - 1), size)
         if st < 0 and e < -size:
             e = None  # type: ignore[assignment]  # down to and including index 0
         index[a] = slice(s, e, int(st))
@@ -195,6 +199,28 @@ def reshape_target(shape: Sequence[int], target: Sequence[int], allowzero: bool)
     """ONNX Reshape's shape: 0 copies the input's size (unless allowzero), -1 is inferred."""
     out = [shape[i] if (t == 0 and not allowzero) else int(t) for i, t in enumerate(target)]
     return tuple(out)
+
+
+def contiguous(x: np.ndarray) -> np.ndarray:
+    """np.ascontiguousarray(x).  A view whose last axis is short and strided (an NCHW image
+    seen as NHWC, the transpose of a channel shuffle) is copied one index of that axis at a
+    time, so the inner loop runs along a long axis: NumPy's own copy loops over the short one."""
+    if x.flags.c_contiguous:
+        return x
+    if x.ndim >= 2 and x.shape[-1] <= 8 and x.strides[-1] != x.itemsize:
+        compact = np.empty(x.shape, x.dtype)
+        for i in range(x.shape[-1]):
+            compact[..., i] = x[..., i]
+        return compact
+    return np.ascontiguousarray(x)
+
+
+def reshape(x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """x.reshape(shape): a view where one can be, else a copy (contiguous's)."""
+    try:
+        return np.reshape(x, shape, copy=False)
+    except ValueError:
+        return contiguous(x).reshape(shape)
 
 
 def gemm(a: np.ndarray, b: np.ndarray, c: Optional[np.ndarray], alpha: float, beta: float, trans_a: bool,

@@ -409,7 +409,7 @@ class _Planner:
         self.converted[key] = target
 
         def convert(x: np.ndarray) -> Tuple[np.ndarray]:
-            return (np.ascontiguousarray(x.transpose(perm)),)
+            return (_netops.contiguous(x.transpose(perm)),)
 
         if name in self.consts:
             self.consts[target] = convert(self.consts[name])[0]
@@ -772,7 +772,12 @@ def _conv(p: _Planner, node: _Node) -> None:
     perm = channels_last(rank + 2)
     xin = p.value_in(x, perm)
     threads = p.threads
-    fn = lambda x, out=None: (layer(x, out, num_threads=threads),)  # noqa: E731
+
+    def fn(x: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
+        # A strided view (a Split or Slice of the channels) misses the layer's planned path,
+        # which costs more than the copy (tuning.md, "Whole networks").
+        return (layer(_netops.contiguous(x), out, num_threads=threads),)
+
     parts = [f"{type(layer).__name__} {'x'.join(map(str, kernel))}"
              + (f" stride {'x'.join(map(str, stride))}" if max(stride) > 1 else "")
              + (f" dilation {'x'.join(map(str, dilation))}" if max(dilation) > 1 else "")
@@ -1019,16 +1024,107 @@ def _reshape(p: _Planner, node: _Node) -> None:
     have = p.layout[x]
     perm = _reshape_layout(p, x, node.input(1), allowzero) if have is not None else None
     if perm is None:
-        _plain(p, node, lambda v, s: (v.reshape(_netops.reshape_target(v.shape, s, allowzero)),), "NumPy reshape")
+        _plain(p, node, lambda v, s: (_netops.reshape(v, _netops.reshape_target(v.shape, s, allowzero)),),
+               "NumPy reshape")
         return
     back = _inverse(have)  # type: ignore[arg-type]
+    target, ins = node.input(1), [x, node.input(1)]
+    batch_target = _batch_scaled_target(p, x, target)
+    if batch_target is not None:
+        # The target is computed from the batch size (Shape, Gather, Unsqueeze, Concat): it is
+        # found from the input's size instead, and those steps drop out of the plan.
+        per_image, base, scaled = batch_target
+        ins = [x]
 
-    def fn(v: np.ndarray, s: Any) -> Tuple[np.ndarray]:
+    def fn(v: np.ndarray, s: Any = None) -> Tuple[np.ndarray]:
+        if batch_target is not None:
+            batch = v.size // per_image
+            s = [t * batch if grows else t for t, grows in zip(base, scaled)]
         out = _netops.reshape_target(tuple(v.shape[b] for b in back), s, allowzero)
-        return (v.reshape([out[a] for a in perm]),)
+        return (_netops.reshape(v, [out[a] for a in perm]),)
 
-    p.emit(node, fn, [x, node.input(1)], [None if perm == tuple(range(len(perm))) else perm],
-           f"NumPy reshape in layout {_layout_word(have)}")
+    out_perm = None if perm == tuple(range(len(perm))) else perm
+    shuffled = _shuffled_concat(p, node, fn, ins, out_perm)
+    if shuffled is not None:
+        p.emit(node, shuffled[0], shuffled[1], [out_perm],
+               "channel shuffle of the Concat before it: one interleaving copy of its inputs (the Concat, "
+               "Reshape and Transpose between drop out)")
+        return
+    p.emit(node, fn, ins, [out_perm], f"NumPy reshape in layout {_layout_word(have)}")
+
+
+def _shuffled_concat(p: _Planner, node: _Node, fn: Callable[..., Tuple[Any, ...]], ins: List[str],
+                     perm: Perm) -> Optional[Tuple[Callable[..., Tuple[Any, ...]], List[str]]]:
+    """A channel shuffle after a Concat of g equal channels-last parts (ShuffleNet's Concat,
+    Reshape (N, g, C/g, H, W), Transpose (0, 2, 1, 3, 4), and this Reshape (N, C, H, W)): a
+    step that writes the parts' channels interleaved into the result, in place of copying them
+    once to concatenate and again to shuffle.  The chain is recognised by its steps and then
+    checked by running it and the interleave on numbered inputs at batch 1 and 2.  None where
+    it does not apply."""
+    producer = {o: s for s in p.steps for o in s.outs}
+    chain = [producer.get(node.input(0))]
+    for op in ("Transpose", "Reshape", "Concat"):
+        if chain[-1] is None or chain[-1].row.get("op") != op or (op == "Concat" and not chain[-1].ins):
+            return None
+        chain.append(producer.get(chain[-1].ins[0]) if op != "Concat" else None)
+    transpose, first_reshape, concat = chain[0], chain[1], chain[2]
+    parts = concat.ins  # type: ignore[union-attr]
+    if perm != channels_last(4) or len(parts) < 2 or any(p.layout.get(x) != perm for x in parts):
+        return None
+    sizes = [p.stored_shape(x, batch=1) for x in parts]
+    if any(s is None or s != sizes[0] for s in sizes):
+        return None
+    g = len(parts)
+
+    def interleave(*xs: np.ndarray) -> Tuple[np.ndarray]:
+        n, h, w, c = xs[0].shape
+        y = np.empty((n, h, w, c * g), xs[0].dtype)
+        lanes = y.reshape(n, h, w, c, g)
+        for i, x in enumerate(xs):
+            lanes[..., i] = x
+        return (y,)
+
+    def value(name: str, b: int, env: Dict[str, Any]) -> Any:
+        if name in env:
+            return env[name]
+        if name == "" or name in p.consts:
+            return p.consts.get(name)
+        return p.probes[name][b] if name in p.probes else None
+
+    for b, batch in enumerate((1, 2)):
+        env: Dict[str, Any] = {}
+        shape = (batch, *sizes[0][1:])  # type: ignore[index]
+        count = int(np.prod(shape, dtype=np.int64))
+        for k, x in enumerate(parts):  # every value distinct (float64: exact integers)
+            env[x] = np.arange(k * count, (k + 1) * count, dtype=np.float64).reshape(shape)
+        try:
+            for step in (concat, first_reshape, transpose):
+                results = step.fn(*[value(i, b, env) for i in step.ins])  # type: ignore[union-attr]
+                env.update(zip(step.outs, results))  # type: ignore[union-attr]
+            want = fn(*[value(i, b, env) for i in ins])[0]
+        except Exception:  # noqa: BLE001 - a chain that numbered inputs do not suit: not fused
+            return None
+        got = interleave(*[env[x] for x in parts])[0]
+        if want.shape != got.shape or not np.array_equal(want, got):
+            return None
+    return interleave, list(parts)
+
+
+def _batch_scaled_target(p: _Planner, x: str, target: str) -> Optional[Tuple[int, List[int], List[bool]]]:
+    """A Reshape target computed at run time whose values are constants or the batch size
+    times a constant (the probes at batch 1 and 2 say which): (x's size per image, the values
+    at batch 1, which of them scale with the batch).  None otherwise."""
+    probes = p.probes.get(target)
+    shape = p.stored_shape(x, batch=1)
+    if target in p.consts or probes is None or shape is None or 0 in shape:
+        return None
+    one, two = (np.asarray(t, np.int64).ravel() for t in probes)
+    if one.shape != two.shape:
+        return None
+    scaled = one != two
+    if not np.array_equal(two[scaled], 2 * one[scaled]):
+        return None
+    return int(np.prod(shape, dtype=np.int64)), [int(t) for t in one], [bool(g) for g in scaled]
 
 
 def _reshape_layout(p: _Planner, x: str, target: str, allowzero: bool) -> Optional[Tuple[int, ...]]:

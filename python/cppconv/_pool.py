@@ -805,15 +805,17 @@ def global_avg_pool2d(x: Any, layout: _types.Layout2d = "NCHW", out: Optional[np
     >>> cppconv.global_avg_pool2d(np.ones((2, 7, 7, 8), np.float32), layout="NHWC").shape
     (2, 1, 1, 8)
     """
-    if (out is None and num_threads is None and dtype is None and x.__class__ is np.ndarray and x.ndim == 4
-            and x.flags.c_contiguous and x.size):
+    if (out is None and dtype is None and x.__class__ is np.ndarray and x.ndim == 4 and x.flags.c_contiguous
+            and x.size and (num_threads is None or (num_threads.__class__ is int
+                                                    and 0 < num_threads <= _native.MAX_THREADS))):
         # The common call, a batch in a native float dtype, without the general path's
-        # argument handling: at batch 1 that handling costs more than the reduction.
+        # argument handling: at batch 1 that handling costs more than the reduction (a
+        # network's squeeze-and-excitation blocks make this call with their thread count).
         code = _args.LAYOUTS.get(layout) if layout.__class__ is str else None
         if code is not None and (x.dtype == np.float32 or x.dtype == np.float64) and x.dtype.isnative:
             n, c = x.shape[0], x.shape[3 if code else 1]
             y = np.empty((n, 1, 1, c) if code else (n, c, 1, 1), dtype=x.dtype)
-            _native.adaptive_pool(x, y, None, _AVG, code)
+            _native.adaptive_pool(x, y, None, _AVG, code, "", num_threads or 0)
             return y
     return _run_adaptive(_AVG, x, (1, 1), layout, out=out, num_threads=num_threads, dtype=dtype)
 

@@ -800,6 +800,10 @@ def machine_info(threads: int, git_root: Optional[str] = None) -> Dict[str, Any]
         "fma_peak_gflops": _call_if(native, "fma_peak_gflops", threads, 0.5),
         "versions": versions,
         "git": _git_info(git_root),
+        # How OpenMP threads wait at barriers: on a loaded machine libgomp's default spinning
+        # slowed networks 20x (docs/tuning.md, "Whole networks"), so it belongs with the timings.
+        "openmp_env": {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
+                       if k in os.environ},
     }
     tpc = sys.modules.get("threadpoolctl")
     if tpc is not None:
