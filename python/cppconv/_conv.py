@@ -414,8 +414,9 @@ def explain(
         left, right in 2-D), the ``algorithm`` and ``isa`` the dispatcher picks, the
         ``precision`` mode it chose under (the call's, else the process-wide one),
         ``threads``, ``flops``, ``workspace_bytes``, ``packed_weight_bytes`` and
-        ``depth_lowering`` (how a 3-D call runs on the 2-D kernels: ``"none"``,
-        ``"flatten"``, ``"into_batch"`` or ``"gather"``; docs/design.md), ``candidates``
+        ``lowering`` (how a 1-D or 3-D call runs on the 2-D kernels: ``"none"``,
+        ``"flatten"``, ``"depth_into_batch"``, ``"depth_gather"``, ``"depth_interleave"``,
+        ``"fold_rows"``, ``"dilation_rows"`` or ``"taps_as_channels"``; docs/design.md), ``candidates``
         (the algorithms that accept the problem and meet its precision mode, the chosen one
         first: those tuning may pick among) and ``chosen_by`` (``"heuristic"`` here; a
         layer's :meth:`Conv2d.explain` may say ``"cache"`` or ``"measurement"``, see
