@@ -224,6 +224,8 @@ const char* lowering_name(Lowering l) {
     case Lowering::Interleave: return "depth_interleave";
     case Lowering::FoldRows: return "fold_rows";
     case Lowering::ChannelsFirst: return "channels_first";
+    case Lowering::TapsAsChannels: return "taps_as_channels";
+    case Lowering::DilationRows: return "dilation_rows";
   }
   return "?";
 }
@@ -251,8 +253,33 @@ bool runs_channels_first(const ConvProblem& p) {
          p.out_channels / p.groups < kChannelsFirstGroupsBelow;
 }
 
+// TapsAsChannels: a long row with at most this many (input channel, tap) pairs copies each
+// tap's strided window as a channel of a 1x1 problem (wav2vec2's 1->512 k10 s5 first layer):
+// the copy is smaller than the output, and the 1x1 kernels then run as a GEMM over whole rows
+// (docs/tuning.md, "1-D and 3-D lowerings").
+constexpr int64_t kTapChannelsMax = 16;
+bool takes_taps_as_channels(const ConvProblem& p) {
+  return p.in_h == 1 && p.out_h == 1 && p.kernel_h == 1 && p.kernel_w > 1 && p.out_w >= 2 * kFoldOutputs &&
+         p.in_channels * p.kernel_w <= kTapChannelsMax;
+}
+
+// DilationRows: at stride 1 a tap dilated by d moves the window by one row of d values, so a
+// long row whose length and zero padding are multiples of d is a (k, 1) kernel on a plane of
+// rows of d values, read in place (TCN's dilated layers).  Rows narrower than 8 would waste
+// the microkernels' pixel blocks.
+constexpr int64_t kDilationRowsMin = 8;
+bool takes_dilation_rows(const ConvProblem& p) {
+  const int64_t d = p.dilation_w;
+  const bool depthwise = p.groups == p.in_channels && p.groups == p.out_channels;
+  return p.in_h == 1 && p.out_h == 1 && p.kernel_h == 1 && p.kernel_w > 1 && p.stride_w == 1 && d >= kDilationRowsMin &&
+         p.in_w % d == 0 && p.pad_left % d == 0 && p.pad_right % d == 0 &&
+         (p.pad_mode == PadMode::Zeros || p.pad_left + p.pad_right == 0) && !depthwise;
+}
+
 Lowering lowering_of(const ConvProblem& p) {
   if (!has_depth(p)) {
+    if (takes_dilation_rows(p)) return Lowering::DilationRows;
+    if (takes_taps_as_channels(p)) return Lowering::TapsAsChannels;
     if (folds_rows(p)) return Lowering::FoldRows;
     return runs_channels_first(p) ? Lowering::ChannelsFirst : Lowering::None;
   }
@@ -288,6 +315,69 @@ ConvProblem flattened(const ConvProblem& p) {
   q.dilation_h = p.dilation_d;
   q.pad_top = p.pad_front;
   q.pad_bottom = p.pad_back;
+  return q;
+}
+
+// TapsAsChannels: channel c * kw + j of the 1x1 problem is tap j's window of channel c, so the
+// weight (K, C/g, kw) is already its (K, C/g * kw, 1, 1) weight.
+ConvProblem taps_as_channels(const ConvProblem& p) {
+  ConvProblem q = p;
+  q.in_channels = p.in_channels * p.kernel_w;
+  q.in_w = p.out_w;
+  q.kernel_w = q.stride_w = q.dilation_w = 1;
+  q.pad_left = q.pad_right = 0;
+  q.pad_mode = PadMode::Zeros;
+  return q;
+}
+
+size_t tap_channels_bytes(const ConvProblem& p) {
+  return saturating_mul(saturating_mul(size_t(p.batch * p.in_channels * p.kernel_w), size_t(p.out_w)),
+                        dtype_size(p.dtype));
+}
+
+// The windows of taps_as_channels(p): [n][c * kw + j][t] or [n][t][c * kw + j], x at padded
+// column t * stride + j * dilation.
+template <class T>
+void copy_tap_windows(const ConvProblem& p, const T* x, T* dst, int threads) {
+  const int64_t C = p.in_channels, kw = p.kernel_w, L = p.in_w, OW = p.out_w, CK = C * kw;
+  if (p.layout == Layout::NCHW) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t row = 0; row < p.batch * CK; ++row) {
+      const int64_t n = row / CK, c = (row % CK) / kw, j = row % kw;
+      const T* in = x + (n * C + c) * L;
+      T* out = dst + row * OW;
+      for (int64_t t = 0; t < OW; ++t) {
+        const int64_t src = padded_source(t * p.stride_w + j * p.dilation_w, L, p.pad_left, p.pad_mode);
+        out[t] = src < 0 ? T(0) : in[src];
+      }
+    }
+  } else {
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t pos = 0; pos < p.batch * OW; ++pos) {
+      const int64_t n = pos / OW, t = pos % OW;
+      T* out = dst + pos * CK;
+      for (int64_t j = 0; j < kw; ++j) {
+        const int64_t src = padded_source(t * p.stride_w + j * p.dilation_w, L, p.pad_left, p.pad_mode);
+        for (int64_t c = 0; c < C; ++c) out[c * kw + j] = src < 0 ? T(0) : x[(n * L + src) * C + c];
+      }
+    }
+  }
+}
+struct TapChannelsTag {};
+
+// DilationRows: the row of length L as L / d rows of d values, the taps one row apart.
+ConvProblem dilation_rows(const ConvProblem& p) {
+  const int64_t d = p.dilation_w;
+  ConvProblem q = p;
+  q.in_h = p.in_w / d;
+  q.in_w = q.out_w = d;
+  q.out_h = p.out_w / d;
+  q.kernel_h = p.kernel_w;
+  q.kernel_w = 1;
+  q.dilation_h = q.dilation_w = q.stride_h = q.stride_w = 1;
+  q.pad_top = p.pad_left / d;
+  q.pad_bottom = p.pad_right / d;
+  q.pad_left = q.pad_right = 0;
   return q;
 }
 
@@ -522,6 +612,8 @@ ConvProblem planar_form(const ConvProblem& p) {
     case Lowering::Interleave: return interleaved(p, gather_chunk(p));
     case Lowering::FoldRows: return folded(p, p.out_w / kFoldOutputs, kFoldOutputs);
     case Lowering::ChannelsFirst: return channels_first(p);
+    case Lowering::TapsAsChannels: return taps_as_channels(p);
+    case Lowering::DilationRows: return dilation_rows(p);
   }
   return p;
 }
@@ -567,6 +659,8 @@ ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
   if (lowering == Lowering::FoldRows) c.workspace_bytes = saturating_add(c.workspace_bytes, fold_bytes(given));
   if (lowering == Lowering::ChannelsFirst)
     c.workspace_bytes = saturating_add(c.workspace_bytes, channels_first_bytes(given));
+  if (lowering == Lowering::TapsAsChannels)
+    c.workspace_bytes = saturating_add(c.workspace_bytes, tap_channels_bytes(given));
   return c;
 }
 
@@ -616,6 +710,8 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
     case Lowering::Gather:
     case Lowering::Interleave: return run_gathered(given, x, y, forced, cap);
     case Lowering::FoldRows: return run_folded(given, x, y, forced, cap);
+    case Lowering::TapsAsChannels: return run_taps_as_channels(given, x, y, forced, cap);
+    case Lowering::DilationRows: return run_planar(dilation_rows(given), x, y, nullptr, forced, cap);
     case Lowering::ChannelsFirst: return run_channels_first(given, x, y, forced, cap);
   }
 }
@@ -645,6 +741,17 @@ void ConvPlan::run_channels_first(const ConvProblem& given, const void* x, void*
     transpose_matrices(reinterpret_cast<const double*>(y_first.get()), given.batch, given.out_channels, out_pixels,
                        static_cast<double*>(y), threads);
   }
+}
+
+void ConvPlan::run_taps_as_channels(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced,
+                                    int cap) {
+  check_workspace(tap_channels_bytes(given), "conv1d tap windows");
+  auto buffer = SpareBuffer<TapChannelsTag>::take(tap_channels_bytes(given));
+  const int threads = threads_for_work(double(tap_channels_bytes(given)), cap);
+  if (given.dtype == DType::Float32)
+    copy_tap_windows(given, static_cast<const float*>(x), reinterpret_cast<float*>(buffer.get()), threads);
+  else copy_tap_windows(given, static_cast<const double*>(x), reinterpret_cast<double*>(buffer.get()), threads);
+  run_planar(taps_as_channels(given), buffer.get(), y, nullptr, forced, cap);
 }
 
 void ConvPlan::run_folded(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap) {

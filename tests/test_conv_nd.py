@@ -295,6 +295,77 @@ def test_long_rows_fold(isa, length, kernel, stride, padding, dilation, padding_
     assert y.shape[-1] >= 192
 
 
+# (channels, groups, length, kernel, stride, padding): long rows with at most 16 (channel, tap)
+# pairs run as a 1x1 problem on each tap's window copied as a channel; output widths around
+# the 192-output threshold and the pixel blocks, odd tails, strided and padded windows
+TAPS = [(1, 1, 16000 // 8, 10, 5, 0), (1, 1, 194, 3, 1, 0), (1, 1, 201, 3, 1, 2), (2, 2, 400, 5, 2, 1),
+        (3, 1, 1000, 5, 3, "same"), (1, 1, 2000, 16, 7, 4)]
+
+
+@pytest.mark.parametrize("channels,groups,length,kernel,stride,padding", TAPS)
+@pytest.mark.parametrize("padding_mode", PADDING_MODES)
+@pytest.mark.parametrize("last", [False, True])
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_long_rows_taps_as_channels(isa, channels, groups, length, kernel, stride, padding, padding_mode, last, dtype):
+    rng = make_rng("taps", channels, groups, length, kernel, stride, padding, padding_mode, last, dtype)
+    x = rng.standard_normal((2, channels, length)).astype(dtype)
+    w = rng.standard_normal((6 * groups, channels // groups, kernel)).astype(dtype)
+    b = rng.standard_normal(6 * groups).astype(dtype)
+    kw = dict(stride=stride, padding=padding, groups=groups, padding_mode=padding_mode, activation="relu")
+    y = check(x, w, b, layout_last=last, **kw)
+    shape = channels_last(x).shape if last else x.shape
+    info = cppconv.explain(shape, w.shape, layout="NWC" if last else "NCW", **kw)
+    assert info["lowering"] == "taps_as_channels", info
+    assert y.shape[-1] >= 192
+
+
+# (channels, groups, length, kernel, dilation, padding): stride 1, length and zero padding
+# multiples of the dilation, so the row is a plane of rows of `dilation` values; row counts
+# around the microkernels' blocks
+DILATION_ROWS = [(64, 1, 4096, 3, 8, 8), (5, 1, 8 * 7, 3, 8, 0), (6, 2, 16 * 13, 2, 16, 16), (4, 1, 8 * 25, 5, 8, 16),
+                 (3, 1, 24 * 9, 3, 24, 48)]
+
+
+@pytest.mark.parametrize("channels,groups,length,kernel,dilation,padding", DILATION_ROWS)
+@pytest.mark.parametrize("last", [False, True])
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_dilation_rows(isa, channels, groups, length, kernel, dilation, padding, last, dtype):
+    rng = make_rng("dilation_rows", channels, groups, length, kernel, dilation, padding, last, dtype)
+    x = rng.standard_normal((2, channels, length)).astype(dtype)
+    w = rng.standard_normal((7 * groups, channels // groups, kernel)).astype(dtype)
+    b = rng.standard_normal(7 * groups).astype(dtype)
+    kw = dict(padding=padding, dilation=dilation, groups=groups, activation="leaky_relu")
+    check(x, w, b, layout_last=last, **kw)
+    shape = channels_last(x).shape if last else x.shape
+    layout = "NWC" if last else "NCW"
+    assert cppconv.explain(shape, w.shape, layout=layout, **kw)["lowering"] == "dilation_rows"
+    # a padding that is not zeros, or not a multiple of the dilation, reads values rows would not hold
+    for other in (dict(kw, padding_mode="reflect"), dict(kw, padding=padding + 1)):
+        if padding or other.get("padding_mode") is None:
+            check(x, w, b, layout_last=last, **other)
+            assert cppconv.explain(shape, w.shape, layout=layout, **other)["lowering"] != "dilation_rows"
+
+
+@pytest.mark.parametrize("lowering,kw", [("taps_as_channels", dict(stride=5, padding=3)),
+                                         ("dilation_rows", dict(dilation=8, padding=8))])
+def test_1d_lowerings_every_algorithm(lowering, kw):
+    rng = make_rng("1d_lowerings", lowering)
+    channels = 1 if lowering == "taps_as_channels" else 4
+    x = rng.standard_normal((1, channels, 1200)).astype(np.float32)
+    w = rng.standard_normal((8, channels, 3)).astype(np.float32)
+    assert cppconv.explain(x.shape, w.shape, **kw)["lowering"] == lowering
+    ran = set()
+    for name in _native.conv_algorithms():
+        for last in (False, True):
+            try:
+                check(x, w, None, algorithm=name, layout_last=last, context=name, **kw)
+            except ValueError as e:
+                assert "does not accept" in str(e), e
+                continue
+            ran.add(name)
+    assert len(ran) >= 3, ran
+
+
 def test_long_rows_every_algorithm():
     rng = make_rng("fold_algorithms")
     x = rng.standard_normal((1, 4, 1001)).astype(np.float32)

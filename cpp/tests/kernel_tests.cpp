@@ -538,6 +538,15 @@ void lowering_sweep() {
       const int64_t k = kind == 0 ? pick(std::vector<int64_t>{1, 3, 5, 7}) : pick(std::vector<int64_t>{3, 5, 7});
       g.w = axis_for(OW, k, uniform(1, 2), uniform(1, 2), chance(0.6));
       if (kind == 0 && chance(0.3)) g.groups = g.C, g.K = g.C;  // depthwise (never folded)
+      // DilationRows (every third long row): stride 1, dilation 8 or 16, length and zero
+      // padding multiples of it
+      if (kind == 1 && (i / 7) % 3 == 1) g.C = pick(std::vector<int64_t>{1, 2});  // TapsAsChannels: C * k <= 16
+      if (kind == 1 && (i / 7) % 3 == 2) g.C = pick(std::vector<int64_t>{8, 17});  // FoldRows: C * k > 16
+      if (kind == 1 && (i / 7) % 3 == 0) {
+        const int64_t d = pick(std::vector<int64_t>{8, 16});
+        g.w = axis_for(d * uniform(24, 40), k, 1, d, chance(0.6));
+        g.mode = PadMode::Zeros;
+      }
     } else {
       g.rank = 3;
       const bool pad = chance(0.6);
@@ -870,8 +879,9 @@ int main() {
   require_cases(all_pool_algorithms(), &pool2d_reference_f64);
   require_cases(all_conv_transpose_algorithms(), &conv_transpose2d_reference_f64);
   require_cases(all_qconv_algorithms(), &qconv_reference);
-  for (const Lowering l : {Lowering::None, Lowering::Flatten, Lowering::IntoBatch, Lowering::Gather,
-                           Lowering::Interleave, Lowering::FoldRows, Lowering::ChannelsFirst}) {
+  for (const Lowering l :
+       {Lowering::None, Lowering::Flatten, Lowering::IntoBatch, Lowering::Gather, Lowering::Interleave,
+        Lowering::FoldRows, Lowering::TapsAsChannels, Lowering::DilationRows, Lowering::ChannelsFirst}) {
     const std::string name = std::string("lowering ") + lowering_name(l);
     std::printf("  %6d  %s\n", g_cases[name], name.c_str());
     if (g_cases[name] < kMinCases) fail(name + " ran only " + std::to_string(g_cases[name]) + " cases");
