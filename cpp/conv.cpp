@@ -171,6 +171,12 @@ int threads_for(const ConvProblem& p, int max_threads) {
   return threads_for_work(conv_flops(p) + 32.0 * values, max_threads);
 }
 
+// Threads for a lowering's copies and transposes around the kernels' problem q: q's own team.
+// Taken by their bytes alone they would often get one thread, and the team idling or resizing
+// around them cost more than they do (channels-last ResNeXt 128@28 g32, 2 threads: 453 us with
+// one-thread transposes, 300 us with the team; docs/tuning.md).
+int lowering_threads(const ConvProblem& q, int max_threads) { return threads_for(algorithm_problem(q), max_threads); }
+
 int64_t padded_source(int64_t i, int64_t size, int64_t before, PadMode mode) {
   int64_t s = i - before;
   if (s >= 0 && s < size) return s;
@@ -721,10 +727,8 @@ void ConvPlan::run_channels_first(const ConvProblem& given, const void* x, void*
   check_workspace(channels_first_bytes(given), "conv2d channels-first copies of x and y");
   auto x_first = SpareBuffer<ChannelsFirstInputTag>::take(channels_first_input_bytes(given));
   auto y_first = SpareBuffer<ChannelsFirstOutputTag>::take(channels_first_output_bytes(given));
-  // The convolution's team: run alone, the transposes would take one thread by their bytes,
-  // and the team idling or resizing around them cost more than they do (ResNeXt 128@28 g32).
   const ConvProblem q = channels_first(given);
-  const int threads = threads_for(algorithm_problem(q), cap);
+  const int threads = lowering_threads(q, cap);
   const int64_t pixels = given.in_h * given.in_w, out_pixels = given.out_h * given.out_w;
   if (given.dtype == DType::Float32) {
     transpose_matrices(static_cast<const float*>(x), given.batch, pixels, given.in_channels,
@@ -747,11 +751,12 @@ void ConvPlan::run_taps_as_channels(const ConvProblem& given, const void* x, voi
                                     int cap) {
   check_workspace(tap_channels_bytes(given), "conv1d tap windows");
   auto buffer = SpareBuffer<TapChannelsTag>::take(tap_channels_bytes(given));
-  const int threads = threads_for_work(double(tap_channels_bytes(given)), cap);
+  const ConvProblem q = taps_as_channels(given);
+  const int threads = lowering_threads(q, cap);
   if (given.dtype == DType::Float32)
     copy_tap_windows(given, static_cast<const float*>(x), reinterpret_cast<float*>(buffer.get()), threads);
   else copy_tap_windows(given, static_cast<const double*>(x), reinterpret_cast<double*>(buffer.get()), threads);
-  run_planar(taps_as_channels(given), buffer.get(), y, nullptr, forced, cap);
+  run_planar(q, buffer.get(), y, nullptr, forced, cap);
 }
 
 void ConvPlan::run_folded(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap) {
@@ -759,11 +764,11 @@ void ConvPlan::run_folded(const ConvProblem& given, const void* x, void* y, cons
   check_workspace(fold_bytes(given), "conv1d folded input windows");
   auto buffer = SpareBuffer<FoldedInputTag>::take(fold_input_bytes(given));
   SpareBuffer<FoldedOutputTag> transposed;
-  const int threads = threads_for_work(double(fold_bytes(given)), cap);
+  const ConvProblem q = folded(given, rows, kFoldOutputs);
+  const int threads = lowering_threads(q, cap);
   if (given.dtype == DType::Float32)
     fold_windows(given, static_cast<const float*>(x), rows, tail, reinterpret_cast<float*>(buffer.get()), threads);
   else fold_windows(given, static_cast<const double*>(x), rows, tail, reinterpret_cast<double*>(buffer.get()), threads);
-  const ConvProblem q = folded(given, rows, kFoldOutputs);
   const bool first = q.layout == Layout::NCHW;
   void* out = y;
   if (q.layout != given.layout) {
@@ -803,7 +808,7 @@ void ConvPlan::run_gathered(const ConvProblem& given, const void* x, void* y, co
     const int64_t end = given.layout == Layout::NHWC ? total : (n + 1) * given.out_d;
     const int64_t count = std::min(chunk, end - b0);
     const ConvProblem q = rows ? interleaved(given, count) : gathered(given, count);
-    const int threads = threads_for_work(double(gather_bytes(given, count)), cap);
+    const int threads = lowering_threads(q, cap);
     if (given.dtype == DType::Float32) {
       const auto* xf = static_cast<const float*>(x);
       auto* to = reinterpret_cast<float*>(buffer.get());
