@@ -239,12 +239,8 @@ Enum code_of(int code, const char* const (&names)[N], const char* what) {
 
 Precision precision_from(int code) { return code_of<Precision>(code, kPrecisionNames, "precision"); }
 
-using Shape4 = std::array<int64_t, 4>;
-
 DType dtype_of_plan(const ConvPlan& plan) { return plan.dtype(); }
 DType dtype_of_plan(const QConvPlan&) { return DType::Float32; }  // unused by quantized problems
-
-Shape4 shape4(const py::array& a) { return {a.shape(0), a.shape(1), a.shape(2), a.shape(3)}; }
 
 // A convolution's hyper-parameters, normalised by the Python layer (cppconv._conv): one object
 // per call instead of a dozen positional integers.  Per spatial axis in (d, h, w) order; a
@@ -1103,31 +1099,6 @@ void bind_pool_and_transpose(py::module_& m) {
     for (const ConvTransposeAlgorithm* a : all_conv_transpose_algorithms()) names.emplace_back(a->name);
     return names;
   });
-  m.def(
-      "explain_pool",
-      [](char dtype, const Shape4& x_shape, const Shape4& out_shape, int kind, bool adaptive, int layout) {
-        Pool2dProblem p;
-        if (dtype != 'f' && dtype != 'd') throw py::type_error("explain_pool: dtype must be 'f' or 'd'");
-        p.dtype = dtype == 'f' ? DType::Float32 : DType::Float64;
-        p.kind = pool_kind_from(kind);
-        p.layout = layout_from(layout);
-        p.adaptive = adaptive;
-        const bool nchw = p.layout == Layout::NCHW;
-        p.batch = x_shape[0];
-        p.channels = x_shape[nchw ? 1 : 3];
-        p.in_h = x_shape[nchw ? 2 : 1];
-        p.in_w = x_shape[nchw ? 3 : 2];
-        p.out_h = out_shape[nchw ? 2 : 1];
-        p.out_w = out_shape[nchw ? 3 : 2];
-        const PoolChoice c = choose_pool(p);
-        py::dict d;
-        d["algorithm"] = c.algorithm->name;
-        d["isa"] = c.isa;
-        d["threads"] = c.threads;
-        return d;
-      },
-      py::arg("dtype"), py::arg("x_shape"), py::arg("out_shape"), py::arg("kind"), py::arg("adaptive"),
-      py::arg("layout"));
 
   py::class_<TransposeSettings>(m, "ConvTransposeSettings")
       .def(py::init(&make_transpose_settings), py::arg("stride"), py::arg("padding"), py::arg("output_padding"),
