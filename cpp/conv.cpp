@@ -240,12 +240,15 @@ namespace {
 
 bool is_reference(const ConvAlgorithm* a) { return a && !reads_index_maps(*a); }
 
+// One group per channel, one output channel per group: the depthwise kernels' problems.
+bool is_depthwise(const ConvProblem& p) { return p.groups == p.in_channels && p.groups == p.out_channels; }
+
 // FoldRows: output row length, a multiple of the microkernels' pixel blocks.  1x1 stride-1
 // problems run flat already, and depthwise kernels go channel by channel, so neither folds.
 constexpr int64_t kFoldOutputs = 96;
 bool folds_rows(const ConvProblem& p) {
-  const bool depthwise = p.groups == p.in_channels && p.groups == p.out_channels;
-  return p.in_h == 1 && p.out_h == 1 && p.kernel_h == 1 && p.kernel_w > 1 && p.out_w >= 2 * kFoldOutputs && !depthwise;
+  return p.in_h == 1 && p.out_h == 1 && p.kernel_h == 1 && p.kernel_w > 1 && p.out_w >= 2 * kFoldOutputs &&
+         !is_depthwise(p);
 }
 
 // ChannelsFirst: the channels-last kernels vectorise over a group's output channels, so with
@@ -254,8 +257,7 @@ bool folds_rows(const ConvProblem& p) {
 // Depthwise problems have their own channels-last kernels.
 constexpr int64_t kChannelsFirstGroupsBelow = 8;
 bool runs_channels_first(const ConvProblem& p) {
-  const bool depthwise = p.groups == p.in_channels && p.groups == p.out_channels;
-  return p.layout == Layout::NHWC && p.groups > 1 && !depthwise &&
+  return p.layout == Layout::NHWC && p.groups > 1 && !is_depthwise(p) &&
          p.out_channels / p.groups < kChannelsFirstGroupsBelow;
 }
 
@@ -276,10 +278,9 @@ bool takes_taps_as_channels(const ConvProblem& p) {
 constexpr int64_t kDilationRowsMin = 8;
 bool takes_dilation_rows(const ConvProblem& p) {
   const int64_t d = p.dilation_w;
-  const bool depthwise = p.groups == p.in_channels && p.groups == p.out_channels;
   return p.in_h == 1 && p.out_h == 1 && p.kernel_h == 1 && p.kernel_w > 1 && p.stride_w == 1 && d >= kDilationRowsMin &&
          p.in_w % d == 0 && p.pad_left % d == 0 && p.pad_right % d == 0 &&
-         (p.pad_mode == PadMode::Zeros || p.pad_left + p.pad_right == 0) && !depthwise;
+         (p.pad_mode == PadMode::Zeros || p.pad_left + p.pad_right == 0) && !is_depthwise(p);
 }
 
 Lowering lowering_of(const ConvProblem& p) {
