@@ -449,6 +449,7 @@ py::dict describe(const ConvPlan& plan, const ConvProblem& p) {
   d["workspace_bytes"] = c.workspace_bytes;
   d["packed_weight_bytes"] = c.packed_bytes;
   d["lowering"] = lowering_name(c.lowering);
+  d["live_taps_only"] = c.live_taps_only;
   py::list candidates;
   for (const ConvAlgorithm* a : plan.candidates(p)) candidates.append(a->name);
   d["candidates"] = candidates;

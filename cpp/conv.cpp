@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <thread>
@@ -633,7 +634,105 @@ void set_contiguous_strides(const ConvProblem& p, ConvCall& call) {
   call.y_depth_stride = p.out_h * call.y_stride.h;
 }
 
+// Live taps along one axis: tap i reads the input for some output o < out where
+// 0 <= o * stride + i * dilation - before < size, i.e. before - (out - 1) * stride <= i * dilation
+// < size + before.  [first, last] holds them, widened where that keeps the padding left on
+// either side from going negative; false where it would be empty.
+bool live_axis(int64_t size, int64_t kernel, int64_t stride, int64_t dilation, int64_t before, int64_t after,
+               int64_t out, int64_t& first, int64_t& last) {
+  const int64_t reach = before - (out - 1) * stride;
+  first = reach > 0 ? std::min((reach + dilation - 1) / dilation, before / dilation) : 0;
+  last = std::max(std::min(kernel - 1, (size + before - 1) / dilation), kernel - 1 - after / dilation);
+  return first <= last;
+}
+
+// Per axis (depth, height, width) the first and last live tap of a zero-padded problem, or
+// nothing where that is every tap.
+using TapWindow = std::array<int64_t, 6>;
+std::optional<TapWindow> live_tap_window(const ConvProblem& p) {
+  TapWindow w{};
+  if (p.pad_mode != PadMode::Zeros ||
+      !live_axis(p.in_d, p.kernel_d, p.stride_d, p.dilation_d, p.pad_front, p.pad_back, p.out_d, w[0], w[1]) ||
+      !live_axis(p.in_h, p.kernel_h, p.stride_h, p.dilation_h, p.pad_top, p.pad_bottom, p.out_h, w[2], w[3]) ||
+      !live_axis(p.in_w, p.kernel_w, p.stride_w, p.dilation_w, p.pad_left, p.pad_right, p.out_w, w[4], w[5]))
+    return std::nullopt;
+  if (w == TapWindow{0, p.kernel_d - 1, 0, p.kernel_h - 1, 0, p.kernel_w - 1}) return std::nullopt;
+  return w;
+}
+
+// p on the window's taps: each axis loses the padding its dropped taps spanned, so every
+// output reads the same inputs (and the output sizes stay).
+ConvProblem on_live_taps(const ConvProblem& p, const TapWindow& w) {
+  ConvProblem q = p;
+  const auto trim = [](int64_t& kernel, int64_t& before, int64_t& after, int64_t dilation, int64_t first,
+                       int64_t last) {
+    before -= first * dilation;
+    after -= (kernel - 1 - last) * dilation;
+    kernel = last - first + 1;
+  };
+  trim(q.kernel_d, q.pad_front, q.pad_back, q.dilation_d, w[0], w[1]);
+  trim(q.kernel_h, q.pad_top, q.pad_bottom, q.dilation_h, w[2], w[3]);
+  trim(q.kernel_w, q.pad_left, q.pad_right, q.dilation_w, w[4], w[5]);
+  return q;
+}
+
+// The weights (filters, kd, kh, kw) of the window's taps, or nothing where a dropped tap's
+// weight is not finite: it meets zero padding, and 0 * inf is NaN.
+template <class T>
+std::optional<std::vector<unsigned char>> live_tap_weights(const void* weight, int64_t filters, int64_t kd, int64_t kh,
+                                                           int64_t kw, const TapWindow& w) {
+  const T* from = static_cast<const T*>(weight);
+  std::vector<unsigned char> kept(size_t(filters * (w[1] - w[0] + 1) * (w[3] - w[2] + 1) * (w[5] - w[4] + 1)) *
+                                  sizeof(T));
+  T* to = reinterpret_cast<T*>(kept.data());
+  for (int64_t f = 0; f < filters; ++f)
+    for (int64_t a = 0; a < kd; ++a)
+      for (int64_t i = 0; i < kh; ++i)
+        for (int64_t j = 0; j < kw; ++j) {
+          const T v = *from++;
+          if (a >= w[0] && a <= w[1] && i >= w[2] && i <= w[3] && j >= w[4] && j <= w[5]) *to++ = v;
+          else if (!std::isfinite(v)) return std::nullopt;
+        }
+  return kept;
+}
+
+// Plans of live taps a plan keeps (a layer called on many input sizes with a huge padding).
+constexpr size_t kLiveTapsPlans = 8;
+
 }  // namespace
+
+std::optional<ConvPlan::LiveTapsRun> ConvPlan::live_taps_run(const ConvProblem& given) const {
+  const std::optional<TapWindow> window = live_tap_window(given);
+  if (!window) return std::nullopt;
+  // Only where the reference alone takes the problem: elsewhere the kernels skip padding rows
+  // themselves, and a chunk of a larger call (cppconv.dask) runs as the whole call does.
+  const auto only_reference = [&](const ConvProblem& p) {
+    const std::vector<const ConvAlgorithm*> found = kernel_candidates(p);
+    return found.size() == 1 && is_reference(found.front());
+  };
+  const ConvProblem live = on_live_taps(given, *window);
+  if (!only_reference(given) || only_reference(live)) return std::nullopt;
+  std::lock_guard<std::mutex> lock(live_taps_mutex_);
+  for (const auto& [key, plan] : live_taps_plans_)
+    if (key == *window) return plan ? std::optional<LiveTapsRun>(LiveTapsRun{live, plan}) : std::nullopt;
+  std::shared_ptr<ConvPlan> plan;
+  if (!weights_.weight()) {  // a plan of shapes alone (explain): what finite weights would run
+    plan = std::make_shared<ConvPlan>(dtype_, nullptr, nullptr, out_channels_, group_in_, live.kernel_d, live.kernel_h,
+                                      live.kernel_w, /*copy=*/false, weights_reused_);
+  } else {
+    const int64_t filters = out_channels_ * group_in_;
+    const auto kept =
+        dtype_ == DType::Float32
+            ? live_tap_weights<float>(weights_.weight(), filters, kernel_d_, kernel_h_, kernel_w_, *window)
+            : live_tap_weights<double>(weights_.weight(), filters, kernel_d_, kernel_h_, kernel_w_, *window);
+    if (kept)
+      plan = std::make_shared<ConvPlan>(dtype_, kept->data(), weights_.bias(), out_channels_, group_in_, live.kernel_d,
+                                        live.kernel_h, live.kernel_w, /*copy=*/true, weights_reused_);
+  }
+  if (live_taps_plans_.size() == kLiveTapsPlans) live_taps_plans_.erase(live_taps_plans_.begin());
+  live_taps_plans_.emplace_back(*window, plan);
+  return plan ? std::optional<LiveTapsRun>(LiveTapsRun{live, plan}) : std::nullopt;
+}
 
 ConvProblem ConvPlan::kernel_problem(const ConvProblem& problem) const {
   ConvProblem p = problem;
@@ -649,14 +748,25 @@ ConvProblem ConvPlan::kernel_problem(const ConvProblem& problem) const {
   clamp(p.stride_d, p.out_d, p.in_d, p.pad_front, p.pad_back, p.dilation_d, p.kernel_d);
   clamp(p.stride_h, p.out_h, p.in_h, p.pad_top, p.pad_bottom, p.dilation_h, p.kernel_h);
   clamp(p.stride_w, p.out_w, p.in_w, p.pad_left, p.pad_right, p.dilation_w, p.kernel_w);
-  // One input and one output channel: both layouts are the same memory, and the channels-last
-  // kernels, which vectorise over channels, would use one lane of each vector.
+  // A one-tap axis has no dilation to take (kernels with fast paths for dilation 1 then apply).
+  if (p.kernel_d == 1) p.dilation_d = 1;
+  if (p.kernel_h == 1) p.dilation_h = 1;
+  if (p.kernel_w == 1) p.dilation_w = 1;
+  // One input and one output channel, or one pixel in and out: both layouts are the same
+  // memory.  Run the layout whose kernels vectorise over the axis that has the extent (the
+  // channels-last kernels over channels, the channels-first ones over pixels).
   if (p.in_channels == 1 && p.out_channels == 1) p.layout = Layout::NCHW;
+  else if (p.in_d * p.in_h * p.in_w == 1 && p.out_d * p.out_h * p.out_w == 1) p.layout = Layout::NHWC;
   return p;
 }
 
 ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
   const ConvProblem given = kernel_problem(problem);
+  if (const auto live = live_taps_run(given)) {
+    ConvChoice c = live->plan->choose(live->problem);
+    c.live_taps_only = true;
+    return c;
+  }
   const Lowering lowering = lowering_of(given);
   const ConvProblem planar = planar_form(given);
   ConvChoice c = choose_for(planar, algorithm_problem(planar), get_num_threads(), nullptr);
@@ -673,6 +783,11 @@ ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
 
 std::vector<const ConvAlgorithm*> ConvPlan::candidates(const ConvProblem& problem) const {
   const ConvProblem given = kernel_problem(problem);
+  if (const auto live = live_taps_run(given)) return live->plan->candidates(live->problem);
+  return kernel_candidates(given);
+}
+
+std::vector<const ConvAlgorithm*> ConvPlan::kernel_candidates(const ConvProblem& given) const {
   const ConvProblem p = algorithm_problem(planar_form(given));
   if (needs_reference(p)) return {kConvFamily.reference(p.dtype)};
   // A folded row's tail is a second, shorter problem that a forced algorithm must accept too.
@@ -710,6 +825,7 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
   const int cap = max_threads <= 0 ? get_num_threads() : in_forked_child() ? 1 : std::min(max_threads, kMaxThreads);
   // The reference takes every depth itself: it is the oracle of the lowerings.
   if (is_reference(forced)) return run_planar(given, x, y, nullptr, forced, cap);
+  if (const auto live = live_taps_run(given)) return live->plan->run(live->problem, x, y, forced, max_threads);
   switch (lowering_of(given)) {
     case Lowering::None: return run_planar(given, x, y, nullptr, forced, cap);
     case Lowering::Flatten: return run_planar(flattened(given), x, y, nullptr, forced, cap);

@@ -2,9 +2,11 @@
 // (first that accepts the problem wins, the reference last), packs weights once per plan and
 // runs the kernel.  No Python here: raw pointers and sizes only.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -75,6 +77,9 @@ struct ConvChoice {
   size_t workspace_bytes;
   size_t packed_bytes;
   Lowering lowering = Lowering::None;
+  // Only the taps that read the input ran: a zero padding that dwarfs the input (see
+  // ConvPlan::live_taps_run).
+  bool live_taps_only = false;
 };
 
 // A layer's weights, prepared once.  `run` is thread-safe: packed weights are built on first
@@ -125,6 +130,16 @@ class ConvPlan {
   void run_channels_first(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap);
   // Each tap's window as a channel of a 1x1 problem (Lowering::TapsAsChannels).
   void run_taps_as_channels(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap);
+  // Where only the reference takes `given` because its zero padding dwarfs the input (no
+  // kernel's tiles stay in proportion to the call), and some taps read only padding for every
+  // output: the problem of the other taps and a plan of their weights (conv.cpp, live taps).
+  struct LiveTapsRun {
+    ConvProblem problem;
+    std::shared_ptr<ConvPlan> plan;
+  };
+  std::optional<LiveTapsRun> live_taps_run(const ConvProblem& given) const;
+  // candidates() of a kernel problem, taps as given.
+  std::vector<const ConvAlgorithm*> kernel_candidates(const ConvProblem& given) const;
   // The choice for a kernel problem and the problem its algorithm runs (algorithm_problem in
   // conv.cpp), with at most max_threads threads; `forced` replaces the dispatcher's pick.
   ConvChoice choose_for(const ConvProblem& given, const ConvProblem& p, int max_threads,
@@ -137,6 +152,10 @@ class ConvPlan {
   PlanWeights weights_;
   std::mutex interleaved_mutex_;
   std::unique_ptr<PlanWeights> interleaved_;
+  // Plans of live taps, by tap window (first and last tap per axis); null where a dropped
+  // tap's weight is not finite (0 * inf is NaN, as in PyTorch, so those taps must run).
+  mutable std::mutex live_taps_mutex_;
+  mutable std::vector<std::pair<std::array<int64_t, 6>, std::shared_ptr<ConvPlan>>> live_taps_plans_;
 };
 
 }  // namespace cppconv

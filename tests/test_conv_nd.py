@@ -25,12 +25,13 @@ def channels_last(a):
 
 
 def pads_of(padding, sizes, kernel, stride, dilation):
-    """conv_nd_ref's flattened (before, after) pads for a conv argument (int, per-axis ints or "same")."""
+    """conv_nd_ref's flattened (before, after) pads for a conv argument (int, per-axis ints or
+    (before, after) pairs, or "same")."""
     r = len(sizes)
     per = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v,) * r  # noqa: E731
     if padding == "same":
         return tuple(p for i in range(r) for p in same_padding(sizes[i], kernel[i], per(stride)[i], per(dilation)[i]))
-    return tuple(p for v in per(padding) for p in (v, v))
+    return tuple(p for v in per(padding) for p in (tuple(v) if isinstance(v, (tuple, list)) else (v, v)))
 
 
 def check(x, w, b=None, *, layout_last=False, algorithm=None, context="", **kw):
@@ -388,3 +389,52 @@ def test_symmetric_padding_is_numpys():
     w = np.ones((1, 1, 1))
     y = cppconv.conv1d(x, w, padding=7, padding_mode="symmetric")
     np.testing.assert_array_equal(y[0, 0], np.pad(np.arange(5.0), 7, mode="symmetric"))
+
+
+# Zero padding that dwarfs the input, so that no kernel's tiles stay in proportion to the call,
+# and taps that read only padding for every output: the kernels run the other taps, unpadded
+# where the dropped taps spanned the padding (explain's live_taps_only).  (sizes, kernel,
+# stride, padding, dilation, live taps only); the last case keeps every tap.
+LIVE_TAPS = [
+    ((1,), (3,), 1, 200, 200, True),
+    ((3, 1), (3, 3), 1, (1, 300), (1, 300), True),
+    ((4, 4), (2, 3), (1, 3), ((300, 250), (400, 401)), 256, True),
+    ((2, 3), (3, 3), 1, 500, 500, True),
+    ((2, 2, 2), (3, 3, 3), 1, 300, 300, True),
+    ((3, 1, 2), (2, 3, 1), (2, 1, 1), ((0, 0), (300, 300), (1, 0)), (1, 300, 1), True),
+    ((5,), (3,), 2, ((150, 190),), 97, False),
+]
+
+
+@pytest.mark.parametrize("sizes,kernel,stride,padding,dilation,live", LIVE_TAPS, ids=lambda v: str(v))
+@pytest.mark.parametrize("channels,groups", [((4, 6), 1), ((6, 6), 3), ((8, 8), 8)])
+@pytest.mark.parametrize("last", [False, True])
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_live_taps_only(isa, sizes, kernel, stride, padding, dilation, live, channels, groups, last, dtype):
+    """Against the native float64 reference, which runs every tap and reads padding without
+    copying it (a NumPy reference would pad 600^3 values), with its bound from |x| and |w|."""
+    r = len(sizes)
+    rng = make_rng("live_taps", sizes, kernel, channels, groups, last, dtype)
+    C, K = channels
+    x = rng.standard_normal((2, C) + sizes).astype(dtype)
+    w = rng.standard_normal((K, C // groups) + kernel).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    if last:
+        x, kw["layout"] = channels_last(x), LAST[r]
+
+    def reference(x, w, b, **extra):
+        x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+        return _conv._conv_with_algorithm("conv_reference_f64", x64, w64, b64, rank=r, **kw, **extra)
+
+    ref = reference(x, w, b, activation="relu")
+    bound = reference(np.abs(x), np.abs(w), np.abs(b))
+    info = cppconv.explain(x.shape, w.shape, dtype, **kw)
+    assert info["live_taps_only"] == live, info
+    assert_close(FUNCTIONS[r](x, w, b, activation="relu", **kw), ref, bound, dtype)
+    for name in info["candidates"]:
+        y = _conv._conv_with_algorithm(name, x, w, b, rank=r, activation="relu", **kw)
+        assert_close(y, ref, bound, dtype, name)
+    layer = LAYERS[r](w, b, activation="relu", **kw)
+    assert layer.explain(x.shape)["live_taps_only"] == live
+    np.testing.assert_array_equal(layer(x), FUNCTIONS[r](x, w, b, activation="relu", **kw))

@@ -118,12 +118,14 @@ constexpr auto kTaps = taps_table(std::make_index_sequence<kMB>());
 // the ones that read x in place at the left and right edges.
 template <bool kChecked>
 const RowReuseFn* row_reuse_blocks(const ConvProblem& p) {
+  static constexpr auto k1s1 = row_reuse_table<1, 1, kChecked>(std::make_index_sequence<kMB>());
   static constexpr auto k3s1 = row_reuse_table<3, 1, kChecked>(std::make_index_sequence<kMB>());
   static constexpr auto k3s2 = row_reuse_table<3, 2, kChecked>(std::make_index_sequence<kMB>());
   static constexpr auto k5s1 = row_reuse_table<5, 1, kChecked>(std::make_index_sequence<kMB>());
   static constexpr auto k5s2 = row_reuse_table<5, 2, kChecked>(std::make_index_sequence<kMB>());
   static constexpr auto k7s1 = row_reuse_table<7, 1, kChecked>(std::make_index_sequence<kMB>());
   if (p.dilation_w != 1) return nullptr;
+  if (p.kernel_w == 1 && p.stride_w == 1) return k1s1.data();
   if (p.kernel_w == 3) return p.stride_w == 1 ? k3s1.data() : p.stride_w == 2 ? k3s2.data() : nullptr;
   if (p.kernel_w == 5) return p.stride_w == 1 ? k5s1.data() : p.stride_w == 2 ? k5s2.data() : nullptr;
   if (p.kernel_w == 7 && p.stride_w == 1) return k7s1.data();

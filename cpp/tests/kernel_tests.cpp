@@ -570,6 +570,45 @@ void lowering_sweep() {
   }
 }
 
+// Zero padding that dwarfs small inputs (dilations of 100-300 spanning it): where only the
+// reference would take the problem, the plan runs the taps that meet the input (ConvPlan::
+// live_taps_run), under each ISA's dispatcher and with each algorithm forced on them.
+void live_taps_sweep() {
+  for (int i = 0; i < 36; ++i) {
+    ConvGeometry g;
+    g.dtype = i % 3 == 2 ? DType::Float64 : DType::Float32;
+    g.layout = i % 2 ? Layout::NHWC : Layout::NCHW;
+    g.activation = pick(kActivations);
+    g.bias = chance(0.5);
+    g.rank = 1 + i % 3;
+    g.N = uniform(1, 2);
+    g.groups = pick(std::vector<int64_t>{1, 2, 4});
+    g.C = g.groups * uniform(1, 3);
+    g.K = g.groups * uniform(1, 3);
+    if (chance(0.3)) g.groups = g.C = g.K = 8;  // depthwise
+    const auto sparse_axis = [&] {
+      if (chance(0.3)) return axis_for(uniform(1, 4), pick(std::vector<int64_t>{1, 3}), 1, 1, true);
+      // A few outputs whose windows span a padding hundreds of times the input; the first
+      // output's tap `live` reads input column `at`.
+      const int64_t in = uniform(1, 4), k = uniform(2, 3), d = uniform(100, 300), stride = uniform(1, 2);
+      const int64_t padding = (uniform(1, 3) - 1) * stride + d * (k - 1) + 1 - in;
+      const int64_t live = uniform(0, k - 1), at = uniform(0, in - 1);
+      const int64_t before = std::clamp(live * d - at, int64_t(0), padding);
+      return Axis{in, k, stride, d, before, padding - before};
+    };
+    if (g.rank == 3) g.d = sparse_axis();
+    if (g.rank >= 2) g.h = sparse_axis();
+    g.w = sparse_axis();
+    const ConvProblem p = make_problem(g);
+    if (p.out_d < 1 || p.out_h < 1 || p.out_w < 1) continue;
+    ConvCase c = make_conv_case(p, g.bias);
+    ConvPlan plan(c.p.dtype, c.wb.data(), nullptr, c.p.out_channels, c.p.in_channels / c.p.groups, c.p.kernel_d,
+                  c.p.kernel_h, c.p.kernel_w, false, false);
+    if (plan.choose(c.p).live_taps_only) ++g_cases["live taps"];
+    check_lowered(c);
+  }
+}
+
 // ------------------------------------------------------------------------------------------
 // Pooling
 
@@ -870,6 +909,7 @@ int main() {
   std::printf(" (default %s)\n", default_isa().c_str());
   timed("conv2d sweep", conv2d_sweep);
   timed("1-D and 3-D lowerings", lowering_sweep);
+  timed("live taps", live_taps_sweep);
   timed("pooling", pool_sweep);
   timed("transposed convolution", conv_transpose_sweep);
   timed("quantized convolution", qconv_sweep);
@@ -879,6 +919,8 @@ int main() {
   require_cases(all_pool_algorithms(), &pool2d_reference_f64);
   require_cases(all_conv_transpose_algorithms(), &conv_transpose2d_reference_f64);
   require_cases(all_qconv_algorithms(), &qconv_reference);
+  std::printf("  %6d  live taps\n", g_cases["live taps"]);
+  if (g_cases["live taps"] < kMinCases) fail("live taps ran only " + std::to_string(g_cases["live taps"]) + " cases");
   for (const Lowering l :
        {Lowering::None, Lowering::Flatten, Lowering::IntoBatch, Lowering::Gather, Lowering::Interleave,
         Lowering::FoldRows, Lowering::TapsAsChannels, Lowering::DilationRows, Lowering::ChannelsFirst}) {

@@ -417,7 +417,9 @@ def explain(
         ``lowering`` (how the driver recasts the problem for the 2-D kernels: ``"none"``,
         ``"flatten"``, ``"depth_into_batch"``, ``"depth_gather"``, ``"depth_interleave"``,
         ``"fold_rows"``, ``"dilation_rows"``, ``"taps_as_channels"`` or ``"channels_first"``;
-        docs/design.md), ``candidates``
+        docs/design.md), ``live_taps_only`` (True where a zero padding that dwarfs the input
+        left taps that read only padding for every output, and the kernels ran the others
+        alone; docs/design.md), ``candidates``
         (the algorithms that accept the problem and meet its precision mode, the chosen one
         first: those tuning may pick among) and ``chosen_by`` (``"heuristic"`` here; a
         layer's :meth:`Conv2d.explain` may say ``"cache"`` or ``"measurement"``, see
