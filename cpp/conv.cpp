@@ -83,10 +83,13 @@ ConvProblem on_subsampled_input(const ConvProblem& p) {
   return q;
 }
 
-size_t subsampled_bytes(const ConvProblem& p) {
-  return saturating_mul(size_t(p.batch * p.in_channels),
-                        saturating_mul(size_t(p.out_h * p.out_w), dtype_size(p.dtype)));
+// Bytes of `runs` runs of `length` values of p's dtype: the lowerings' copies.  Saturating, so
+// that a size past the address space is refused (MemoryError), not wrapped.
+size_t element_bytes(const ConvProblem& p, int64_t runs, int64_t length) {
+  return saturating_mul(saturating_mul(size_t(runs), size_t(length)), dtype_size(p.dtype));
 }
+
+size_t subsampled_bytes(const ConvProblem& p) { return element_bytes(p, p.batch * p.in_channels, p.out_h * p.out_w); }
 
 template <class T>
 void subsample_input(const ConvProblem& p, const T* x, T* dst, int threads) {
@@ -244,6 +247,13 @@ bool is_reference(const ConvAlgorithm* a) { return a && !reads_index_maps(*a); }
 // One group per channel, one output channel per group: the depthwise kernels' problems.
 bool is_depthwise(const ConvProblem& p) { return p.groups == p.in_channels && p.groups == p.out_channels; }
 
+// f(T{}) for the element type T of `dtype` (float or double): the lowerings' copies take typed
+// pointers, the plan holds bytes.
+template <class F>
+decltype(auto) with_element_type(DType dtype, F&& f) {
+  return dtype == DType::Float32 ? f(float{}) : f(double{});
+}
+
 // FoldRows: output row length, a multiple of the microkernels' pixel blocks.  1x1 stride-1
 // problems run flat already, and depthwise kernels go channel by channel, so neither folds.
 constexpr int64_t kFoldOutputs = 96;
@@ -339,8 +349,7 @@ ConvProblem taps_as_channels(const ConvProblem& p) {
 }
 
 size_t tap_channels_bytes(const ConvProblem& p) {
-  return saturating_mul(saturating_mul(size_t(p.batch * p.in_channels * p.kernel_w), size_t(p.out_w)),
-                        dtype_size(p.dtype));
+  return element_bytes(p, p.batch * p.in_channels * p.kernel_w, p.out_w);
 }
 
 // The windows of taps_as_channels(p): [n][c * kw + j][t] or [n][t][c * kw + j], x at padded
@@ -485,7 +494,7 @@ struct FoldedInputTag {};
 constexpr size_t kGatherBytes = size_t(4) << 20;
 size_t slice_bytes(const ConvProblem& p) {  // one output slice's gathered or interleaved input
   const int64_t rows = lowering_of(p) == Lowering::Interleave ? p.in_h + p.pad_top + p.pad_bottom : p.in_h;
-  return saturating_mul(saturating_mul(size_t(p.in_channels * p.kernel_d), size_t(rows * p.in_w)), dtype_size(p.dtype));
+  return element_bytes(p, p.in_channels * p.kernel_d, rows * p.in_w);
 }
 int64_t gather_chunk(const ConvProblem& p) {
   const size_t per_slice = slice_bytes(p);
@@ -528,13 +537,13 @@ struct GatheredInputTag {};
 size_t fold_input_bytes(const ConvProblem& p) {
   const int64_t rows = p.out_w / kFoldOutputs, tail = p.out_w % kFoldOutputs;
   const int64_t per = rows * folded(p, 1, kFoldOutputs).in_w + (tail ? folded(p, 1, tail).in_w : 0);
-  return saturating_mul(saturating_mul(size_t(p.batch * p.in_channels), size_t(per)), dtype_size(p.dtype));
+  return element_bytes(p, p.batch * p.in_channels, per);
 }
 
 // The channels-last output a folded channels-first problem is computed into (0 when none).
 size_t fold_output_bytes(const ConvProblem& p) {
   if (fold_layout(p) == p.layout) return 0;
-  return saturating_mul(saturating_mul(size_t(p.batch * p.out_channels), size_t(p.out_w)), dtype_size(p.dtype));
+  return element_bytes(p, p.batch * p.out_channels, p.out_w);
 }
 
 size_t fold_bytes(const ConvProblem& p) { return saturating_add(fold_input_bytes(p), fold_output_bytes(p)); }
@@ -598,11 +607,10 @@ ConvProblem channels_first(const ConvProblem& p) {
 
 // The channels-first copies of x and y that a ChannelsFirst problem runs on.
 size_t channels_first_input_bytes(const ConvProblem& p) {
-  return saturating_mul(size_t(p.batch * p.in_channels), saturating_mul(size_t(p.in_h * p.in_w), dtype_size(p.dtype)));
+  return element_bytes(p, p.batch * p.in_channels, p.in_h * p.in_w);
 }
 size_t channels_first_output_bytes(const ConvProblem& p) {
-  return saturating_mul(size_t(p.batch * p.out_channels),
-                        saturating_mul(size_t(p.out_h * p.out_w), dtype_size(p.dtype)));
+  return element_bytes(p, p.batch * p.out_channels, p.out_h * p.out_w);
 }
 size_t channels_first_bytes(const ConvProblem& p) {
   return saturating_add(channels_first_input_bytes(p), channels_first_output_bytes(p));
@@ -721,10 +729,9 @@ std::optional<ConvPlan::LiveTapsRun> ConvPlan::live_taps_run(const ConvProblem& 
                                       live.kernel_w, /*copy=*/false, weights_reused_);
   } else {
     const int64_t filters = out_channels_ * group_in_;
-    const auto kept =
-        dtype_ == DType::Float32
-            ? live_tap_weights<float>(weights_.weight(), filters, kernel_d_, kernel_h_, kernel_w_, *window)
-            : live_tap_weights<double>(weights_.weight(), filters, kernel_d_, kernel_h_, kernel_w_, *window);
+    const auto kept = with_element_type(dtype_, [&](auto zero) {
+      return live_tap_weights<decltype(zero)>(weights_.weight(), filters, kernel_d_, kernel_h_, kernel_w_, *window);
+    });
     if (kept)
       plan = std::make_shared<ConvPlan>(dtype_, kept->data(), weights_.bias(), out_channels_, group_in_, live.kernel_d,
                                         live.kernel_h, live.kernel_w, /*copy=*/true, weights_reused_);
@@ -847,21 +854,14 @@ void ConvPlan::run_channels_first(const ConvProblem& given, const void* x, void*
   const ConvProblem q = channels_first(given);
   const int threads = lowering_threads(q, cap);
   const int64_t pixels = given.in_h * given.in_w, out_pixels = given.out_h * given.out_w;
-  if (given.dtype == DType::Float32) {
-    transpose_matrices(static_cast<const float*>(x), given.batch, pixels, given.in_channels,
-                       reinterpret_cast<float*>(x_first.get()), threads);
-  } else {
-    transpose_matrices(static_cast<const double*>(x), given.batch, pixels, given.in_channels,
-                       reinterpret_cast<double*>(x_first.get()), threads);
-  }
-  run_planar(q, x_first.get(), y_first.get(), nullptr, forced, cap);
-  if (given.dtype == DType::Float32) {
-    transpose_matrices(reinterpret_cast<const float*>(y_first.get()), given.batch, given.out_channels, out_pixels,
-                       static_cast<float*>(y), threads);
-  } else {
-    transpose_matrices(reinterpret_cast<const double*>(y_first.get()), given.batch, given.out_channels, out_pixels,
-                       static_cast<double*>(y), threads);
-  }
+  with_element_type(given.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    transpose_matrices(static_cast<const T*>(x), given.batch, pixels, given.in_channels,
+                       reinterpret_cast<T*>(x_first.get()), threads);
+    run_planar(q, x_first.get(), y_first.get(), nullptr, forced, cap);
+    transpose_matrices(reinterpret_cast<const T*>(y_first.get()), given.batch, given.out_channels, out_pixels,
+                       static_cast<T*>(y), threads);
+  });
 }
 
 void ConvPlan::run_taps_as_channels(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced,
@@ -870,9 +870,10 @@ void ConvPlan::run_taps_as_channels(const ConvProblem& given, const void* x, voi
   auto buffer = SpareBuffer<TapChannelsTag>::take(tap_channels_bytes(given));
   const ConvProblem q = taps_as_channels(given);
   const int threads = lowering_threads(q, cap);
-  if (given.dtype == DType::Float32)
-    copy_tap_windows(given, static_cast<const float*>(x), reinterpret_cast<float*>(buffer.get()), threads);
-  else copy_tap_windows(given, static_cast<const double*>(x), reinterpret_cast<double*>(buffer.get()), threads);
+  with_element_type(given.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    copy_tap_windows(given, static_cast<const T*>(x), reinterpret_cast<T*>(buffer.get()), threads);
+  });
   run_planar(q, buffer.get(), y, nullptr, forced, cap);
 }
 
@@ -883,9 +884,10 @@ void ConvPlan::run_folded(const ConvProblem& given, const void* x, void* y, cons
   SpareBuffer<FoldedOutputTag> transposed;
   const ConvProblem q = folded(given, rows, kFoldOutputs);
   const int threads = lowering_threads(q, cap);
-  if (given.dtype == DType::Float32)
-    fold_windows(given, static_cast<const float*>(x), rows, tail, reinterpret_cast<float*>(buffer.get()), threads);
-  else fold_windows(given, static_cast<const double*>(x), rows, tail, reinterpret_cast<double*>(buffer.get()), threads);
+  with_element_type(given.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    fold_windows(given, static_cast<const T*>(x), rows, tail, reinterpret_cast<T*>(buffer.get()), threads);
+  });
   const bool first = q.layout == Layout::NCHW;
   void* out = y;
   if (q.layout != given.layout) {
@@ -904,11 +906,11 @@ void ConvPlan::run_folded(const ConvProblem& given, const void* x, void* y, cons
                static_cast<unsigned char*>(out) + size_t(rows * kFoldOutputs * (first ? 1 : K)) * elem, &tail_stride,
                forced, cap);
   }
-  if (out != y) {
-    if (given.dtype == DType::Float32)
-      transpose_matrices(static_cast<const float*>(out), given.batch, OW, K, static_cast<float*>(y), threads);
-    else transpose_matrices(static_cast<const double*>(out), given.batch, OW, K, static_cast<double*>(y), threads);
-  }
+  if (out != y)
+    with_element_type(given.dtype, [&](auto zero) {
+      using T = decltype(zero);
+      transpose_matrices(static_cast<const T*>(out), given.batch, OW, K, static_cast<T*>(y), threads);
+    });
 }
 
 void ConvPlan::run_gathered(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap) {
@@ -926,15 +928,13 @@ void ConvPlan::run_gathered(const ConvProblem& given, const void* x, void* y, co
     const int64_t count = std::min(chunk, end - b0);
     const ConvProblem q = rows ? interleaved(given, count) : gathered(given, count);
     const int threads = lowering_threads(q, cap);
-    if (given.dtype == DType::Float32) {
-      const auto* xf = static_cast<const float*>(x);
-      auto* to = reinterpret_cast<float*>(buffer.get());
-      rows ? interleave_slices(given, xf, b0, count, to, threads) : gather_slices(given, xf, b0, count, to, threads);
-    } else {
-      const auto* xd = static_cast<const double*>(x);
-      auto* to = reinterpret_cast<double*>(buffer.get());
-      rows ? interleave_slices(given, xd, b0, count, to, threads) : gather_slices(given, xd, b0, count, to, threads);
-    }
+    with_element_type(given.dtype, [&](auto zero) {
+      using T = decltype(zero);
+      const auto* from = static_cast<const T*>(x);
+      auto* to = reinterpret_cast<T*>(buffer.get());
+      rows ? interleave_slices(given, from, b0, count, to, threads)
+           : gather_slices(given, from, b0, count, to, threads);
+    });
     auto* out = static_cast<unsigned char*>(y);
     if (given.layout == Layout::NHWC) {
       run_planar(q, buffer.get(), out + size_t(b0 * out_plane * given.out_channels) * elem, nullptr, forced, cap,
@@ -980,11 +980,10 @@ void ConvPlan::run_planar(const ConvProblem& given, const void* x, void* y, cons
   SpareBuffer<SubsampledInputTag> subsampled;
   if (subsamples_input(given)) {
     subsampled = SpareBuffer<SubsampledInputTag>::take(subsampled_bytes(given));
-    if (p.dtype == DType::Float32)
-      subsample_input(given, static_cast<const float*>(x), reinterpret_cast<float*>(subsampled.get()), choice.threads);
-    else
-      subsample_input(given, static_cast<const double*>(x), reinterpret_cast<double*>(subsampled.get()),
-                      choice.threads);
+    with_element_type(p.dtype, [&](auto zero) {
+      using T = decltype(zero);
+      subsample_input(given, static_cast<const T*>(x), reinterpret_cast<T*>(subsampled.get()), choice.threads);
+    });
     x = subsampled.get();
   }
   std::vector<int64_t> rows, cols;
