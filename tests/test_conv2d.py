@@ -391,7 +391,8 @@ def test_one_channel_channels_last_is_channels_first(isa, batched):
     assert a == cppconv.explain(x4.shape, w.shape, padding=2)["algorithm"]
 
 
-@pytest.mark.parametrize("groups,kernel,padding,dilation", [(1, 1, 0, 1), (40, 1, 0, 1), (40, 3, 5, 5), (8, (1, 3), (0, 7), 7)])
+@pytest.mark.parametrize("groups,kernel,padding,dilation",
+                         [(1, 1, 0, 1), (40, 1, 0, 1), (40, 3, 5, 5), (8, (1, 3), (0, 7), 7)])
 def test_one_pixel_channels_first_is_channels_last(isa, groups, kernel, padding, dilation):
     """One pixel in and out: NCHW is NHWC's memory, so it runs NHWC's kernels, which vectorise
     over the channels (a one-tap axis drops its dilation).  Depthwise 1x1 on 1x1 planes ran
@@ -400,7 +401,8 @@ def test_one_pixel_channels_first_is_channels_last(isa, groups, kernel, padding,
     x4, w, b = make_inputs(rng, 3, 40, 1, 1, 40, kernel, groups)
     kw = dict(groups=groups, padding=padding, dilation=dilation, activation="relu")
     y = check_conv(x4, w, b, **kw)
-    np.testing.assert_array_equal(cppconv.conv2d(to_layout(x4, "NHWC"), w, b, layout="NHWC", **kw), y.reshape(3, 1, 1, 40))
+    y_last = cppconv.conv2d(to_layout(x4, "NHWC"), w, b, layout="NHWC", **kw)
+    np.testing.assert_array_equal(y_last, y.reshape(3, 1, 1, 40))
     assert cppconv.explain(x4.shape, w.shape, **kw)["algorithm"] == cppconv.explain(
         to_layout(x4, "NHWC").shape, w.shape, layout="NHWC", **kw)["algorithm"]
 
