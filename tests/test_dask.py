@@ -457,6 +457,38 @@ def test_task_count_is_a_small_constant_times_the_chunks(chunks):
         assert added <= 6 * (x.npartitions + y.npartitions) + 32, (name, added, x.npartitions, y.npartitions)
 
 
+def test_neighbours_pass_only_their_halos():
+    """An output task reads its own core chunk whole and of each neighbour only a halo task's
+    copy of the rows or columns it needs (as map_overlap's getitem tasks), so a core chunk
+    is released once its block and its few halos ran and only halos travel between workers."""
+    from dask.core import get_deps
+
+    rng = make_rng("dask-halos")
+    x_np = rng.standard_normal((2, 3, 40, 50)).astype(np.float32)
+    x = da.from_array(x_np, chunks=(1, 3, 10, 10))
+    w = rng.standard_normal((4, 3, 5, 3)).astype(np.float32)
+    y = cd.conv2d(x, w, padding=(2, 1), dilation=(1, 2))
+    halos = (5 - 1, 2 * (3 - 1))  # dilation * (k - 1) + 1 - stride per spatial axis
+    graph = dict(y.__dask_graph__())
+    dependencies, dependents = get_deps(graph)
+    outputs = {k for k in graph if isinstance(k, tuple) and k[0] == y.name}
+    halo_keys = {k for k in graph if isinstance(k, tuple) and k[0] == f"{y.name}-halo"}
+    inputs = {k for k in graph if isinstance(k, tuple) and k[0] == x.name}
+    assert len(outputs) == y.npartitions and inputs == set(dict(x.__dask_graph__())) and halo_keys
+    assert len(halo_keys) <= 3 * len(outputs)  # at most the right, lower and corner neighbours
+    for key in outputs:
+        assert len(dependencies[key] & inputs) == 1, key  # its own core chunk only
+    for key in inputs:  # each core chunk: its own block and the halos cut from it, nothing more
+        assert len(dependents[key] & outputs) <= 1 and len(dependents[key] - outputs - halo_keys) == 0, key
+    core = x.chunks[2][0], x.chunks[3][0]
+    for key in halo_keys:
+        (value,) = dask.get(graph, [key])
+        assert value.base is None  # a copy, which does not keep the neighbour alive
+        rows, cols = value.shape[2:]
+        assert (rows <= halos[0] and cols <= core[1]) or (rows <= core[0] and cols <= halos[1]), value.shape
+    assert_bits(compute(y), cppconv.conv2d(x_np, w, padding=(2, 1), dilation=(1, 2)))
+
+
 def test_examples_run():
     result = doctest.testmod(cd, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0

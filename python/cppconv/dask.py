@@ -184,20 +184,44 @@ def _input_array(x: Any) -> da.Array:
     return x if isinstance(x, da.Array) else da.asarray(x)
 
 
-def _assemble(pieces: Any, axes: Sequence[int], slices: Sequence[Sequence[slice]]) -> np.ndarray:
-    """One chunk's input from the nested list of core blocks it reads (nested by axis), each
-    cut to the part it reads."""
+def _assemble(pieces: Any, axes: Sequence[int]) -> np.ndarray:
+    """One chunk's input from the nested list of pieces it reads (nested by axis), each copied
+    once into its place (concatenating axis by axis would copy the core chunk once per axis)."""
+    leaves: Dict[Tuple[int, ...], np.ndarray] = {}
 
-    def build(node: Any, level: int, cut: Tuple[slice, ...]) -> np.ndarray:
-        if level == len(axes):
-            index = [slice(None)] * node.ndim
-            for axis, s in zip(axes, cut):
-                index[axis] = s
-            return node[tuple(index)]
-        parts = [build(child, level + 1, cut + (s,)) for child, s in zip(node, slices[level])]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axes[level])
+    def walk(node: Any, at: Tuple[int, ...]) -> None:
+        if len(at) == len(axes):
+            leaves[at] = node
+        else:
+            for i, child in enumerate(node):
+                walk(child, at + (i,))
 
-    return build(pieces, 0, ())
+    walk(pieces, ())
+    first = leaves[(0,) * len(axes)]
+    if len(leaves) == 1:
+        return first
+    # The extent of piece i along an axis: that of the piece at i on it and 0 on the others.
+    starts = []
+    for level, axis in enumerate(axes):
+        sizes = [leaves[tuple(i if lv == level else 0 for lv in range(len(axes)))].shape[axis]
+                 for i in range(max(at[level] for at in leaves) + 1)]
+        starts.append([0, *itertools.accumulate(sizes)])
+    shape = list(first.shape)
+    for axis, bounds in zip(axes, starts):
+        shape[axis] = bounds[-1]
+    x = np.empty(shape, first.dtype)
+    for at, leaf in leaves.items():
+        index = [slice(None)] * x.ndim
+        for axis, bounds, i in zip(axes, starts, at):
+            index[axis] = slice(bounds[i], bounds[i + 1])
+        x[tuple(index)] = leaf
+    return x
+
+
+def _halo_piece(chunk: np.ndarray, index: Tuple[slice, ...]) -> np.ndarray:
+    """The part of a neighbouring core chunk that a chunk reads, copied: a view would keep the
+    whole neighbour alive on its worker (and its consumer's worker receives only these bytes)."""
+    return chunk[index].copy()
 
 
 def _windowed(
@@ -205,14 +229,17 @@ def _windowed(
     block: Callable[..., Any], arrays: Sequence[Optional[np.ndarray]], dtype: Any,
 ) -> Any:
     """The graph of a windowed operation: x rechunked to the plans' cores (channels one chunk),
-    then one task per output chunk that assembles its input and calls
-    ``block(input, pads, *arrays)``; the arrays (weights) are graph keys, sent once."""
+    one task per output chunk that assembles its input and calls ``block(input, pads, *arrays)``,
+    and one small task per neighbour's halo it reads, which slices just that halo out (as dask's
+    map_overlap does): a core chunk is released as soon as its own block and its halos ran, and
+    only halos travel between workers.  The arrays (weights) are graph keys, sent once."""
     chunks = list(x.chunks)
     chunks[channel_axis] = (x.shape[channel_axis],)
     for axis, plan in zip(axes, plans):
         chunks[axis] = plan.cores
     x = x.rechunk(tuple(chunks))
     out_name = f"{name}-{tokenize(x, block, [(p.out, p.lo, p.hi) for p in plans], arrays)}"
+    halo_name = f"{out_name}-halo"
     dsk: Dict[Any, Any] = {}
     array_keys: List[Any] = []
     for i, array in enumerate(arrays):
@@ -223,20 +250,33 @@ def _windowed(
             dsk[array_keys[-1]] = array
     counts = [len(plans[axes.index(a)].out_chunks) if a in axes else len(x.chunks[a]) for a in range(x.ndim)]
 
-    def keys(index: Tuple[int, ...], spans: List[List[Tuple[int, slice]]], level: int, at: Tuple[int, ...]) -> Any:
-        """The nested lists of x's keys that output chunk `index` reads (one level per axis)."""
-        if level == len(axes):
-            block_index = list(index)
-            for a, j in zip(axes, at):
-                block_index[a] = j
+    def piece(index: Tuple[int, ...], spans: List[List[Tuple[int, slice]]], at: Tuple[int, ...]) -> Any:
+        """The key of the piece of core chunk `at` (one position per axis) that output chunk
+        `index` reads: the core chunk's own key when it reads all of it, else a halo task's."""
+        block_index = list(index)
+        cut = [slice(None)] * x.ndim
+        whole = True
+        for a, plan, span, k in zip(axes, plans, spans, at):
+            j, s = span[k]
+            block_index[a] = j
+            cut[a] = s
+            whole = whole and s.start == 0 and s.stop == plan.cores[j]
+        if whole:
             return (x.name, *block_index)
-        return [keys(index, spans, level + 1, at + (j,)) for j, _ in spans[level]]
+        key = (halo_name, *index, *at)
+        dsk[key] = (_halo_piece, (x.name, *block_index), tuple(cut))
+        return key
+
+    def pieces(index: Tuple[int, ...], spans: List[List[Tuple[int, slice]]], at: Tuple[int, ...]) -> Any:
+        """The nested lists of the pieces' keys that output chunk `index` reads (one level per axis)."""
+        if len(at) == len(axes):
+            return piece(index, spans, at)
+        return [pieces(index, spans, at + (k,)) for k in range(len(spans[len(at)]))]
 
     for index in itertools.product(*map(range, counts)):
         spans = [plan.pieces(index[a]) for plan, a in zip(plans, axes)]
-        slices = [[s for _, s in span] for span in spans]
         pads = tuple(plan.local[index[a]] for plan, a in zip(plans, axes))
-        dsk[(out_name, *index)] = (_run_block, block, keys(index, spans, 0, ()), tuple(axes), slices, pads, *array_keys)
+        dsk[(out_name, *index)] = (_run_block, block, pieces(index, spans, ()), tuple(axes), pads, *array_keys)
     out_chunks = list(x.chunks)
     out_chunks[channel_axis] = (out_channels,)
     for axis, plan in zip(axes, plans):
@@ -255,9 +295,9 @@ def _windowed(
     return da.Array(graph, out_name, tuple(out_chunks), meta=np.empty((0,) * x.ndim, dtype))
 
 
-def _run_block(block: Callable[..., np.ndarray], pieces: Any, axes: Sequence[int], slices: Any, pads: Any,
+def _run_block(block: Callable[..., np.ndarray], pieces: Any, axes: Sequence[int], pads: Any,
                *arrays: Any) -> np.ndarray:
-    return block(_assemble(pieces, axes, slices), pads, *arrays)
+    return block(_assemble(pieces, axes), pads, *arrays)
 
 
 # ---------------------------------------------------------------------------------------------
