@@ -1217,6 +1217,72 @@ def test_every_algorithm(algorithm, restore_threads):
         pytest.skip(f"{algorithm} accepted none of the sweep's problems")
 
 
+def _hard_activation_cases():
+    """hardsigmoid and hardswish, fused into the kernels' stores: shapes around the ChannelVec
+    (6 or 12 pixels x 16 or 32 channels) and PixelVec tiles in both layouts, rows of several
+    blocks of two sizes (56 = 6 x 6 + 4 x 5), input-channel slices (C = 300), few input channels
+    (a first layer's 3, NHWC at stride 2: the channels-last tile copy of few channels)."""
+    cases = []
+    for i, (C, K, OH, OW, kernel, stride) in enumerate([
+            (16, 72, 2, 56, (1, 1), 1), (3, 16, 3, 17, (3, 3), 2), (3, 32, 2, 56, (3, 3), 2),
+            (24, 40, 3, 13, (1, 1), 1), (5, 17, 2, 25, (3, 3), 1), (300, 33, 2, 7, (3, 3), 1),
+            (8, 8, 4, 16, (3, 3), 1), (16, 16, 2, 8, (3, 3), 1)]):
+        for layout in ("NHWC", "NCHW"):
+            cases.append(dict(N=1 + i % 2, C=C, K=K, groups=1, padding_mode="zeros", bias=i % 3 != 2,
+                              layout=layout, activation=["hardswish", "hardsigmoid"][(i + len(cases)) % 2],
+                              **_geometry_case(OH, OW, kernel, stride=stride, pad=i != 3)))
+    # depthwise (the depthwise kernels' stores)
+    for layout in ("NHWC", "NCHW"):
+        cases.append(dict(N=1, C=24, K=24, groups=24, padding_mode="zeros", bias=True, layout=layout,
+                          activation="hardswish", **_geometry_case(3, 16, (3, 3))))
+    return cases
+
+
+@pytest.mark.parametrize("algorithm", _native.conv_algorithms())
+def test_every_algorithm_hard_activations(algorithm, restore_threads):
+    """Every algorithm, forced, with hardsigmoid and hardswish (applied in registers by the
+    SIMD kernels) against the float64 reference, including NaN and +-Inf inputs: NaN stays NaN,
+    hardswish(-inf) is NaN (-inf * 0), hardswish(inf) inf."""
+    run_named = importlib.import_module("cppconv._conv")._conv_with_algorithm
+    accepted = 0
+    for d in _algorithm_dtypes(algorithm):
+        dtype = {"f32": F32, "f64": F64}[d]
+        for i, case in enumerate(_hard_activation_cases()):
+            c = dict(case)
+            rng = make_rng("hard-activations", i, d)
+            x4, w, b = make_inputs(rng, c.pop("N"), c.pop("C"), c.pop("H"), c.pop("W"), c.pop("K"),
+                                   c.pop("kernel"), c["groups"], c.pop("bias"), xdtype=dtype, scale=4.0)
+            layout = c.pop("layout")
+            cppconv.set_num_threads(2)
+            try:
+                y = run_named(algorithm, to_layout(x4, layout), w, b, layout=layout, **c)
+            except ValueError as e:
+                if "accept" in str(e):
+                    continue
+                raise
+            accepted += 1
+            ref, bound = reference(x4, w, b, **c)
+            assert_close(y, to_layout(ref, layout), to_layout(bound, layout), dtype,
+                         context=f"{algorithm} {layout} {case}")
+        # Special values through a 1x1 convolution of one input channel into 16 equal ones.
+        v = np.array([np.nan, -np.inf, np.inf, -3.5, -0.0, 0.0, 2.0, 3.5, 1e30, -1e30], dtype)
+        for layout in ("NHWC", "NCHW"):
+            x4 = np.broadcast_to(v, (1, 1, 2, v.size)).copy()
+            w = np.ones((16, 1, 1, 1), dtype)
+            for activation in ("hardswish", "hardsigmoid"):
+                try:
+                    y = run_named(algorithm, to_layout(x4, layout), w, None, layout=layout, activation=activation)
+                except ValueError as e:
+                    if "accept" in str(e):
+                        continue
+                    raise
+                ref = conv2d_ref(x4, w, None, activation=activation)
+                assert_close(y, to_layout(ref, layout), np.abs(to_layout(ref, layout)) + 1.0, dtype,
+                             context=f"{algorithm} {layout} {activation} special values")
+    if accepted == 0:
+        pytest.skip(f"{algorithm} accepted none of the hard-activation problems")
+
+
 def test_algorithm_unknown_name():
     run_named = importlib.import_module("cppconv._conv")._conv_with_algorithm
     x = np.zeros((1, 1, 3, 3), np.float32)

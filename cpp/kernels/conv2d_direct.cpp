@@ -374,7 +374,10 @@ struct WeightPrefetch {
   }
 };
 
-// ChannelVec microkernel: MR pixels x kNR<T> channels, one input broadcast per pixel.
+// ChannelVec microkernel: `blocks` consecutive blocks of MR pixels x kNR<T> channels, one input
+// broadcast per pixel.  (A run of blocks per call: with a short reduction, 16 input channels
+// of a 1x1 layer, a call per block spent about as long in the call and its set-up as in the
+// multiply-adds; docs/tuning.md.)
 //   x:      tile address of pixel 0, tap offset 0, channel 0; pixel m is at + m * pixel_pitch
 //           (kUnitPitch: pixel_pitch is 1, the tile's layout, and the offsets are constants)
 //   tap_off[t]: offset of tap t in the tile;  chan_pitch: from one channel to the next
@@ -385,57 +388,59 @@ template <class T, int MR, bool kUnitPitch>
 void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels, int64_t tap_stride,
                             int64_t chan_pitch, int64_t pixel_pitch, const T* w, const T* bias, int kvalid,
                             bool accumulate, FusedActivation act, T* out, int64_t out_pixel_stride,
-                            WeightPrefetch* prefetch) {
+                            WeightPrefetch* prefetch, int64_t blocks) {
   if constexpr (kUnitPitch) pixel_pitch = 1;
-  Vec<T> acc[MR][kNV];
-  if (accumulate) {  // a later slice of input channels: continue the stored partial sums
+  for (int64_t blk = 0; blk < blocks; ++blk, x += MR * pixel_pitch, out += MR * out_pixel_stride) {
+    Vec<T> acc[MR][kNV];
+    if (accumulate) {  // a later slice of input channels: continue the stored partial sums
 #pragma GCC unroll 16
-    for (int m = 0; m < MR; ++m) {
+      for (int m = 0; m < MR; ++m) {
+#pragma GCC unroll 16
+        for (int v = 0; v < kNV; ++v) {
+          const int n = kvalid - v * kLanes<T>;
+          const T* o = out + m * out_pixel_stride + v * kLanes<T>;
+          acc[m][v] = n <= 0 ? vzero<T>() : (n >= kLanes<T> ? vload(o) : vload_partial(o, n));
+        }
+      }
+    } else {
 #pragma GCC unroll 16
       for (int v = 0; v < kNV; ++v) {
         const int n = kvalid - v * kLanes<T>;
-        const T* o = out + m * out_pixel_stride + v * kLanes<T>;
-        acc[m][v] = n <= 0 ? vzero<T>() : (n >= kLanes<T> ? vload(o) : vload_partial(o, n));
+        const Vec<T> b = !bias || n <= 0
+                             ? vzero<T>()
+                             : (n >= kLanes<T> ? vload(bias + v * kLanes<T>) : vload_partial(bias + v * kLanes<T>, n));
+#pragma GCC unroll 16
+        for (int m = 0; m < MR; ++m) acc[m][v] = b;
       }
     }
-  } else {
+    for (int64_t t = 0; t < taps; ++t) {
+      const T* xc = x + tap_off[t];
+      const T* wc = w + t * tap_stride;
+      for (int64_t c = 0; c < channels; ++c) {
+        Vec<T> wv[kNV];
 #pragma GCC unroll 16
-    for (int v = 0; v < kNV; ++v) {
-      const int n = kvalid - v * kLanes<T>;
-      const Vec<T> b = !bias || n <= 0
-                           ? vzero<T>()
-                           : (n >= kLanes<T> ? vload(bias + v * kLanes<T>) : vload_partial(bias + v * kLanes<T>, n));
+        for (int v = 0; v < kNV; ++v) wv[v] = vload(wc + v * kLanes<T>);
 #pragma GCC unroll 16
-      for (int m = 0; m < MR; ++m) acc[m][v] = b;
-    }
-  }
-  for (int64_t t = 0; t < taps; ++t) {
-    const T* xc = x + tap_off[t];
-    const T* wc = w + t * tap_stride;
-    for (int64_t c = 0; c < channels; ++c) {
-      Vec<T> wv[kNV];
+        for (int m = 0; m < MR; ++m) {
+          const Vec<T> a = vbroadcast(xc + m * pixel_pitch);
 #pragma GCC unroll 16
-      for (int v = 0; v < kNV; ++v) wv[v] = vload(wc + v * kLanes<T>);
-#pragma GCC unroll 16
-      for (int m = 0; m < MR; ++m) {
-        const Vec<T> a = vbroadcast(xc + m * pixel_pitch);
-#pragma GCC unroll 16
-        for (int v = 0; v < kNV; ++v) acc[m][v] = vfma(a, wv[v], acc[m][v]);
+          for (int v = 0; v < kNV; ++v) acc[m][v] = vfma(a, wv[v], acc[m][v]);
+        }
+        xc += chan_pitch;
+        wc += kNR<T>;
+        if (c & 1) prefetch->step();
       }
-      xc += chan_pitch;
-      wc += kNR<T>;
-      if (c & 1) prefetch->step();
     }
-  }
 #pragma GCC unroll 16
-  for (int m = 0; m < MR; ++m) {
-    T* o = out + m * out_pixel_stride;
+    for (int m = 0; m < MR; ++m) {
+      T* o = out + m * out_pixel_stride;
 #pragma GCC unroll 16
-    for (int v = 0; v < kNV; ++v) {
-      const Vec<T> r = apply_simple_activation(acc[m][v], act);
-      const int n = kvalid - v * kLanes<T>;
-      if (n >= kLanes<T>) vstore(o + v * kLanes<T>, r);
-      else if (n > 0) vstore_partial(o + v * kLanes<T>, r, n);
+      for (int v = 0; v < kNV; ++v) {
+        const Vec<T> r = apply_simple_activation(acc[m][v], act);
+        const int n = kvalid - v * kLanes<T>;
+        if (n >= kLanes<T>) vstore(o + v * kLanes<T>, r);
+        else if (n > 0) vstore_partial(o + v * kLanes<T>, r, n);
+      }
     }
   }
 }
@@ -491,7 +496,7 @@ void pixelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int6
 
 template <class T>
 using ChannelVecFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, const T*, const T*,
-                              int, bool, FusedActivation, T*, int64_t, WeightPrefetch*);
+                              int, bool, FusedActivation, T*, int64_t, WeightPrefetch*, int64_t);
 template <class T>
 using MicrokernelFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, const T*, int64_t, const T*, int,
                                FusedActivation, T*, int64_t);
@@ -707,14 +712,16 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           const int64_t pixels = pixels_of(r);
           const int64_t blocks = ceil_div(pixels, kMR);
           const int64_t base = pixels / blocks, extra = pixels % blocks;  // 14 pixels run as 7 + 7
+          // The first `extra` blocks hold base + 1 pixels, the others base: one call for each run.
           int64_t ow = 0;
-          for (int64_t b = 0; b < blocks; ++b) {
-            const int64_t mr = base + (b < extra ? 1 : 0);
+          for (const auto& [mr, count] : {std::pair{base + 1, extra}, std::pair{base, blocks - extra}}) {
+            if (count == 0) continue;
             // Packed weights are [tap][c][kNR<T>]: the slice starts at channel c_begin of each tap.
             microkernels[size_t(mr - 1)](xrow + ow * d.pixel_pitch, tap_off + t_first, t_count, c_count, w_tap_stride,
                                          d.chan_pitch, d.pixel_pitch, w_slice + t_first * w_tap_stride, bk, kvalid,
-                                         sl > 0, act, out_row + ow * out_pixel_stride, out_pixel_stride, &prefetch);
-            ow += mr;
+                                         sl > 0, act, out_row + ow * out_pixel_stride, out_pixel_stride, &prefetch,
+                                         count);
+            ow += mr * count;
           }
         }
       }

@@ -182,6 +182,19 @@ static inline void pixels_to_planes(const float* src, int64_t pixel_stride, int 
 #pragma GCC unroll 16
       for (int c = 0; c < L; ++c) vstore(dst + c * plane_stride + q, v[c]);
     }
+  } else {
+    // Few channels (a 3-channel image): the loads are masked to the pixel's channels, the
+    // stores of whole vectors plain (a masked 256-bit store is microcoded on AMD Zen).
+    const Mask<float> channels = lane_mask(0, cvalid);
+    for (; q + L <= count; q += L) {
+      Vec<float> v[L];
+#pragma GCC unroll 16
+      for (int m = 0; m < L; ++m) v[m] = vload_mask(src + (q + m) * pixel_stride, channels);
+      transpose_square(v);
+#pragma GCC unroll 16
+      for (int c = 0; c < L; ++c)
+        if (c < cvalid) vstore(dst + c * plane_stride + q, v[c]);
+    }
   }
   for (; q < count; q += L) {
     const int n = int(std::min<int64_t>(L, count - q));
@@ -200,17 +213,24 @@ static inline void pixels_to_planes(const float* src, int64_t pixel_stride, int 
 // silu) are applied after the store by activate_row.  max/min return the second operand
 // when either is NaN, so the value goes second and NaN stays NaN.
 static inline bool is_simple(Activation a) {
-  return a == Activation::None || a == Activation::Relu || a == Activation::Relu6 || a == Activation::LeakyRelu;
+  return a == Activation::None || a == Activation::Relu || a == Activation::Relu6 || a == Activation::LeakyRelu ||
+         a == Activation::HardSigmoid || a == Activation::HardSwish;
 }
 float lane_type(Vec<float>);  // (overloads, not std::is_same on vector types, whose attributes
 double lane_type(Vec<double>);  // GCC drops from template arguments with a warning)
 template <class V>
 static inline V apply_simple_activation(V v, FusedActivation a) {
   using T = decltype(lane_type(v));
+  // hard_sigmoid (isa_common.h) by vectors: min(max(x/6 + 1/2, 0), 1).
+  auto hard_sigmoid_v = [](V x) {
+    return vmin(vset1(T(1)), vmax(vzero<T>(), vfma(x, vset1(T(1.0 / 6)), vset1(T(0.5)))));
+  };
   switch (a.kind) {
     case Activation::Relu: return vmax(vzero<T>(), v);
     case Activation::Relu6: return vmin(vset1(T(6)), vmax(vzero<T>(), v));
     case Activation::LeakyRelu: return vleaky(v, T(a.negative_slope));
+    case Activation::HardSigmoid: return hard_sigmoid_v(v);
+    case Activation::HardSwish: return vmul(v, hard_sigmoid_v(v));
     default: return v;
   }
 }

@@ -53,6 +53,7 @@ static inline void vstore(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
 static inline __m256 vadd(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
 static inline __m256 vsub(__m256 a, __m256 b) { return _mm256_sub_ps(a, b); }
 static inline __m256 vmul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
+static inline __m256d vmul(__m256d a, __m256d b) { return _mm256_mul_pd(a, b); }
 static inline __m256 vdiv(__m256 a, __m256 b) { return _mm256_div_ps(a, b); }
 static inline __m256 vfma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
 static inline __m256d vfma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }

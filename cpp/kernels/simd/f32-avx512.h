@@ -52,6 +52,7 @@ static inline void vstore(double* p, __m512d v) { _mm512_storeu_pd(p, v); }
 static inline __m512 vadd(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
 static inline __m512 vsub(__m512 a, __m512 b) { return _mm512_sub_ps(a, b); }
 static inline __m512 vmul(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
+static inline __m512d vmul(__m512d a, __m512d b) { return _mm512_mul_pd(a, b); }
 static inline __m512 vdiv(__m512 a, __m512 b) { return _mm512_div_ps(a, b); }
 static inline __m512 vfma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
 static inline __m512d vfma(__m512d a, __m512d b, __m512d c) { return _mm512_fmadd_pd(a, b, c); }

@@ -54,6 +54,7 @@ static inline void vstore(double* p, float64x2_t v) { vst1q_f64(p, v); }
 static inline float32x4_t vadd(float32x4_t a, float32x4_t b) { return vaddq_f32(a, b); }
 static inline float32x4_t vsub(float32x4_t a, float32x4_t b) { return vsubq_f32(a, b); }
 static inline float32x4_t vmul(float32x4_t a, float32x4_t b) { return vmulq_f32(a, b); }
+static inline float64x2_t vmul(float64x2_t a, float64x2_t b) { return vmulq_f64(a, b); }
 static inline float32x4_t vdiv(float32x4_t a, float32x4_t b) { return vdivq_f32(a, b); }
 static inline float32x4_t vfma(float32x4_t a, float32x4_t b, float32x4_t c) { return vfmaq_f32(c, a, b); }
 static inline float64x2_t vfma(float64x2_t a, float64x2_t b, float64x2_t c) { return vfmaq_f64(c, a, b); }
