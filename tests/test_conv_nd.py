@@ -129,6 +129,44 @@ def test_depth_lowerings(isa, dhw, kernel, stride, padding, last, lowering, padd
     assert info["lowering"] == lowering, info
 
 
+# (k, 1, 1) kernels on planes whose rows of C/g * h * w values exceed 256 KiB run as column
+# segments read through strides (cpp/conv.cpp, flatten_segments): widths that divide the plane
+# and ones that leave a tail, depth padding (a tile) and none (read in place), groups, float64.
+FLATTEN_SEGMENTS = [
+    # (N, C, K, groups, (D, H, W), kd, stride_d, pad_d, dilation_d, dtype)
+    (1, 48, 20, 1, (3, 40, 40), 3, 1, 1, 1, F32),
+    (2, 48, 17, 1, (4, 37, 41), 3, 2, 2, 1, F32),
+    (1, 48, 9, 1, (5, 37, 41), 2, 1, 0, 2, F32),
+    (1, 32, 32, 2, (3, 48, 48), 2, 1, 1, 1, F64),
+]
+
+
+@pytest.mark.parametrize("n,c,k,groups,dhw,kd,stride,pad,dilation,dtype", FLATTEN_SEGMENTS)
+@pytest.mark.parametrize("last", [False, True])
+def test_flatten_column_segments(isa, n, c, k, groups, dhw, kd, stride, pad, dilation, dtype, last):
+    rng = make_rng("flatten_segments", n, c, k, dhw, kd, stride, pad, last)
+    x = rng.standard_normal((n, c) + dhw).astype(dtype)
+    w = rng.standard_normal((k, c // groups, kd, 1, 1)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    kw = dict(stride=(stride, 1, 1), padding=(pad, 0, 0), dilation=(dilation, 1, 1), groups=groups)
+    info = cppconv.explain((x if not last else channels_last(x)).shape, w.shape, dtype=dtype,
+                           layout=LAST[3] if last else "NCDHW", **kw)
+    assert info["lowering"] == "flatten", info
+    check(x, w, b, layout_last=last, activation="relu", **kw)
+    check(x, w, b, layout_last=last, padding_mode="reflect", **kw)
+    ran = []
+    for name in _native.conv_algorithms():
+        if ("_f32" in name) != (dtype == F32):
+            continue
+        try:
+            check(x, w, b, layout_last=last, algorithm=name, context=name, **kw)
+        except ValueError as e:
+            assert "does not accept" in str(e), e
+            continue
+        ran.append(name)
+    assert any("channelvec" in a or "pixelvec" in a for a in ran), ran
+
+
 @pytest.mark.parametrize("dhw,kernel,stride,padding,dilation,last,lowering", DEPTHWISE_LOWERINGS)
 @pytest.mark.parametrize("padding_mode", PADDING_MODES)
 def test_depthwise_lowerings(isa, dhw, kernel, stride, padding, dilation, last, lowering, padding_mode):
