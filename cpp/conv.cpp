@@ -518,10 +518,12 @@ void fold_windows(const ConvProblem& p, const T* x, int64_t rows, int64_t tail, 
 }
 struct FoldedInputTag {};
 
-// Output slices per gathered call: their gathered input within about kGatherBytes (in L3 while
-// the kernels read it), at least one.  Channels-first output slices of one image only, whose
-// y strides are then uniform (run_gathered).
-constexpr size_t kGatherBytes = size_t(4) << 20;
+// Output slices per gathered call: their gathered input within about kGatherBytes, at least
+// one.  Each chunk costs a copy region and a kernel region; on a shared host a fork/join can
+// cost a timeslice, and 16 MiB chunks (one or two for the suite's layers) beat 4 MiB ones by
+// 1.1-2.9x there (docs/tuning.md).  Channels-first output slices of one image only, whose y
+// strides are then uniform (run_gathered).
+constexpr size_t kGatherBytes = size_t(16) << 20;
 size_t slice_bytes(const ConvProblem& p) {  // one output slice's gathered or interleaved input
   const int64_t rows = lowering_of(p) == Lowering::Interleave ? p.in_h + p.pad_top + p.pad_bottom : p.in_h;
   return saturating_mul(saturating_mul(size_t(p.in_channels * p.kernel_d), size_t(rows * p.in_w)), dtype_size(p.dtype));

@@ -193,9 +193,10 @@ def test_depthwise_lowerings(isa, dhw, kernel, stride, padding, dilation, last, 
 
 @pytest.mark.parametrize("last", [False, True])
 def test_gathered_in_several_chunks(isa, last):
-    """Output slices beyond one gathered chunk (4 MiB of input slices) and several images."""
+    """Output slices beyond one gathered chunk (16 MiB of input slices: 24 slices of 96 x 42 x 42
+    here), a part chunk, and several images."""
     rng = make_rng("chunks", last)
-    x = rng.standard_normal((2, 32, 12, 40, 40)).astype(np.float32)
+    x = rng.standard_normal((2, 32, 30, 40, 40)).astype(np.float32)
     w = rng.standard_normal((8, 32, 3, 3, 3)).astype(np.float32)
     check(x, w, None, layout_last=last, padding=1, stride=(1, 2, 1))
 
