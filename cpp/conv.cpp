@@ -518,19 +518,22 @@ void fold_windows(const ConvProblem& p, const T* x, int64_t rows, int64_t tail, 
 }
 struct FoldedInputTag {};
 
-// Output slices per gathered call: their gathered input within about kGatherBytes, at least
-// one.  Each chunk costs a copy region and a kernel region; on a shared host a fork/join can
-// cost a timeslice, and 16 MiB chunks (one or two for the suite's layers) beat 4 MiB ones by
-// 1.1-2.9x there (docs/tuning.md).  Channels-first output slices of one image only, whose y
-// strides are then uniform (run_gathered).
+// Output slices per gathered call: their copied input within about kGatherBytes (Gather) or
+// kInterleaveBytes (Interleave), at least one.  Each chunk costs a copy region and a kernel
+// region: on a loaded host a fork/join can cost a timeslice, and 16 MiB gathered chunks won
+// there (1.1-1.6x) and tied or won 2 % on a quiet one; interleaved depthwise chunks of 16 MiB
+// ran channels-last x3d 0.61x on a quiet host, out of L3 (docs/tuning.md).  Channels-first
+// output slices of one image only, whose y strides are then uniform (run_gathered).
 constexpr size_t kGatherBytes = size_t(16) << 20;
+constexpr size_t kInterleaveBytes = size_t(4) << 20;
 size_t slice_bytes(const ConvProblem& p) {  // one output slice's gathered or interleaved input
   const int64_t rows = lowering_of(p) == Lowering::Interleave ? p.in_h + p.pad_top + p.pad_bottom : p.in_h;
   return saturating_mul(saturating_mul(size_t(p.in_channels * p.kernel_d), size_t(rows * p.in_w)), dtype_size(p.dtype));
 }
 int64_t gather_chunk(const ConvProblem& p) {
   const size_t per_slice = slice_bytes(p);
-  const int64_t fit = int64_t(std::max<size_t>(1, kGatherBytes / std::max<size_t>(1, per_slice)));
+  const size_t budget = lowering_of(p) == Lowering::Interleave ? kInterleaveBytes : kGatherBytes;
+  const int64_t fit = int64_t(std::max<size_t>(1, budget / std::max<size_t>(1, per_slice)));
   return std::min(fit, p.layout == Layout::NHWC ? p.batch * p.out_d : p.out_d);
 }
 

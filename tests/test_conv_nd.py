@@ -199,6 +199,10 @@ def test_gathered_in_several_chunks(isa, last):
     x = rng.standard_normal((2, 32, 30, 40, 40)).astype(np.float32)
     w = rng.standard_normal((8, 32, 3, 3, 3)).astype(np.float32)
     check(x, w, None, layout_last=last, padding=1, stride=(1, 2, 1))
+    # Depthwise, interleaved rows in chunks of 4 MiB: 13 slices of 16 x 126 x 40 here.
+    x = rng.standard_normal((2, 16, 30, 40, 40)).astype(np.float32)
+    w = rng.standard_normal((16, 1, 3, 3, 3)).astype(np.float32)
+    check(x, w, None, layout_last=last, padding=1, groups=16)
 
 
 @pytest.mark.parametrize("rank", [1, 3])
