@@ -336,6 +336,46 @@ ConvProblem flattened(const ConvProblem& p) {
   return q;
 }
 
+// Flatten's rows are whole (h, w) planes.  Where a row's input is far beyond L2 (R(2+1)D's
+// temporal (3,1,1) layer: 3136 pixels x 144 channels, 1.8 MB) each row's tile streamed from
+// memory once per block of output channels; such rows run as column segments, the segments of
+// an image the batch of one 2-D problem read in place through strides, and the columns left
+// over as a second problem (docs/tuning.md, "Flatten in column segments").
+constexpr int64_t kFlattenRowBytes = 256 << 10;
+// A segment's padded column of all rows is what one tile holds: segments as wide as the direct
+// kernel's tile budget allows keep a whole segment in one row block (widths from 28 to 196
+// pixels ran alike on R(2+1)D's layer), at least a few microkernel blocks wide.
+constexpr int64_t kFlattenTileBytes = 384 << 10;
+constexpr int64_t kFlattenMinWidth = 32;
+struct FlattenSegments {
+  int64_t width, count, tail;  // count segments of `width` columns, then one of `tail` (may be 0)
+};
+FlattenSegments flatten_segments(const ConvProblem& q) {
+  const int64_t elem = int64_t(dtype_size(q.dtype)), group_in = q.in_channels / q.groups;
+  if (q.kernel_h == 1 || q.groups == q.in_channels || group_in * q.in_w * elem <= kFlattenRowBytes)
+    return {q.in_w, 1, 0};
+  const int64_t column_bytes = group_in * (q.in_h + q.pad_top + q.pad_bottom) * elem;
+  const int64_t target = std::max(kFlattenMinWidth, kFlattenTileBytes / column_bytes);
+  if (target >= q.in_w) return {q.in_w, 1, 0};
+  // A width that divides the row leaves no tail problem (56 x 56 = 49 segments of 64).
+  for (int64_t width = target; width >= std::max(kFlattenMinWidth, target / 2); --width)
+    if (q.in_w % width == 0) return {width, q.in_w / width, 0};
+  const int64_t count = (q.in_w + target - 1) / target, width = (q.in_w + count - 1) / count;
+  return {width, q.in_w / width, q.in_w % width};
+}
+// One image's segments [first, first + count) of `width` columns as a batch.
+ConvProblem flattened_segments(const ConvProblem& q, int64_t count, int64_t width) {
+  ConvProblem s = q;
+  s.batch = count;
+  s.in_w = s.out_w = width;
+  return s;
+}
+ConvProblem first_flattened_segments(const ConvProblem& p) {
+  const ConvProblem q = flattened(p);
+  const FlattenSegments f = flatten_segments(q);
+  return f.count == 1 && f.tail == 0 ? q : flattened_segments(q, f.count, f.width);
+}
+
 // TapsAsChannels: channel c * kw + j of the 1x1 problem is tap j's window of channel c, so the
 // weight (K, C/g, kw) is already its (K, C/g * kw, 1, 1) weight.
 ConvProblem taps_as_channels(const ConvProblem& p) {
@@ -488,17 +528,22 @@ void fold_windows(const ConvProblem& p, const T* x, int64_t rows, int64_t tail, 
 }
 struct FoldedInputTag {};
 
-// Output slices per gathered call: their gathered input within about kGatherBytes (in L3 while
-// the kernels read it), at least one.  Channels-first output slices of one image only, whose
-// y strides are then uniform (run_gathered).
-constexpr size_t kGatherBytes = size_t(4) << 20;
+// Output slices per gathered call: their copied input within about kGatherBytes (Gather) or
+// kInterleaveBytes (Interleave), at least one.  Each chunk costs a copy region and a kernel
+// region: on a loaded host a fork/join can cost a timeslice, and 16 MiB gathered chunks won
+// there (1.1-1.6x) and tied or won 2 % on a quiet one; interleaved depthwise chunks of 16 MiB
+// ran channels-last x3d 0.61x on a quiet host, out of L3 (docs/tuning.md).  Channels-first
+// output slices of one image only, whose y strides are then uniform (run_gathered).
+constexpr size_t kGatherBytes = size_t(16) << 20;
+constexpr size_t kInterleaveBytes = size_t(4) << 20;
 size_t slice_bytes(const ConvProblem& p) {  // one output slice's gathered or interleaved input
   const int64_t rows = lowering_of(p) == Lowering::Interleave ? p.in_h + p.pad_top + p.pad_bottom : p.in_h;
   return element_bytes(p, p.in_channels * p.kernel_d, rows * p.in_w);
 }
 int64_t gather_chunk(const ConvProblem& p) {
   const size_t per_slice = slice_bytes(p);
-  const int64_t fit = int64_t(std::max<size_t>(1, kGatherBytes / std::max<size_t>(1, per_slice)));
+  const size_t budget = lowering_of(p) == Lowering::Interleave ? kInterleaveBytes : kGatherBytes;
+  const int64_t fit = int64_t(std::max<size_t>(1, budget / std::max<size_t>(1, per_slice)));
   return std::min(fit, p.layout == Layout::NHWC ? p.batch * p.out_d : p.out_d);
 }
 
@@ -622,7 +667,7 @@ struct ChannelsFirstOutputTag {};
 ConvProblem planar_form(const ConvProblem& p) {
   switch (lowering_of(p)) {
     case Lowering::None: return p;
-    case Lowering::Flatten: return flattened(p);
+    case Lowering::Flatten: return first_flattened_segments(p);
     case Lowering::IntoBatch: return depth_into_batch(p);
     case Lowering::Gather: return gathered(p, gather_chunk(p));
     case Lowering::Interleave: return interleaved(p, gather_chunk(p));
@@ -798,8 +843,14 @@ std::vector<const ConvAlgorithm*> ConvPlan::kernel_candidates(const ConvProblem&
   const ConvProblem p = algorithm_problem(planar_form(given));
   if (needs_reference(p)) return {kConvFamily.reference(p.dtype)};
   // A folded row's tail is a second, shorter problem that a forced algorithm must accept too.
-  const bool tail = lowering_of(given) == Lowering::FoldRows && given.out_w % kFoldOutputs != 0;
-  const ConvProblem t = tail ? algorithm_problem(folded(given, 1, given.out_w % kFoldOutputs)) : p;
+  // So is the last column segment of a flattened plane.
+  ConvProblem t = p;
+  if (lowering_of(given) == Lowering::FoldRows && given.out_w % kFoldOutputs != 0)
+    t = algorithm_problem(folded(given, 1, given.out_w % kFoldOutputs));
+  if (lowering_of(given) == Lowering::Flatten) {
+    const FlattenSegments f = flatten_segments(flattened(given));
+    if (f.tail > 0) t = flattened_segments(flattened(given), 1, f.tail);
+  }
   const KernelTable& table = active_table();
   std::vector<const ConvAlgorithm*> found;
   for (int i = 0; i < table.conv_count; ++i) {
@@ -835,7 +886,7 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
   if (const auto live = live_taps_run(given)) return live->plan->run(live->problem, x, y, forced, max_threads);
   switch (lowering_of(given)) {
     case Lowering::None: return run_planar(given, x, y, nullptr, forced, cap);
-    case Lowering::Flatten: return run_planar(flattened(given), x, y, nullptr, forced, cap);
+    case Lowering::Flatten: return run_flattened(given, x, y, forced, cap);
     case Lowering::IntoBatch: return run_planar(depth_into_batch(given), x, y, nullptr, forced, cap);
     case Lowering::Gather:
     case Lowering::Interleave: return run_gathered(given, x, y, forced, cap);
@@ -843,6 +894,31 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
     case Lowering::TapsAsChannels: return run_taps_as_channels(given, x, y, forced, cap);
     case Lowering::DilationRows: return run_planar(dilation_rows(given), x, y, nullptr, forced, cap);
     case Lowering::ChannelsFirst: return run_channels_first(given, x, y, forced, cap);
+  }
+}
+
+void ConvPlan::run_flattened(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap) {
+  const ConvProblem q = flattened(given);
+  const FlattenSegments f = flatten_segments(q);
+  if (f.count == 1 && f.tail == 0) return run_planar(q, x, y, nullptr, forced, cap);
+  const size_t elem = dtype_size(given.dtype);
+  const bool first = q.layout == Layout::NCHW;
+  const int64_t C = q.in_channels, K = q.out_channels, in_plane = q.in_h * q.in_w, out_plane = q.out_h * q.out_w;
+  // Segment s of an image starts at column s * width: the batch stride is a segment's columns.
+  auto strides = [&](int64_t channels, int64_t rows, int64_t cols, int64_t width) {
+    return first ? Strides4{width, rows * cols, cols, 1} : Strides4{width * channels, 1, cols * channels, channels};
+  };
+  const Strides4 xs = strides(C, q.in_h, q.in_w, f.width), ys = strides(K, q.out_h, q.out_w, f.width);
+  const Strides4 xt = strides(C, q.in_h, q.in_w, f.tail), yt = strides(K, q.out_h, q.out_w, f.tail);
+  for (int64_t n = 0; n < q.batch; ++n) {
+    const auto* xn = static_cast<const unsigned char*>(x) + size_t(n * C * in_plane) * elem;
+    auto* yn = static_cast<unsigned char*>(y) + size_t(n * K * out_plane) * elem;
+    run_planar(flattened_segments(q, f.count, f.width), xn, yn, &ys, forced, cap, nullptr, &xs);
+    if (f.tail > 0) {
+      const int64_t col = f.count * f.width;
+      run_planar(flattened_segments(q, 1, f.tail), xn + size_t(col * (first ? 1 : C)) * elem,
+                 yn + size_t(col * (first ? 1 : K)) * elem, &yt, forced, cap, nullptr, &xt);
+    }
   }
 }
 
@@ -971,7 +1047,7 @@ PlanWeights& ConvPlan::interleaved_weights() {
 }
 
 void ConvPlan::run_planar(const ConvProblem& given, const void* x, void* y, const Strides4* y_stride,
-                          const ConvAlgorithm* forced, int cap, PlanWeights* weights) {
+                          const ConvAlgorithm* forced, int cap, PlanWeights* weights, const Strides4* x_stride) {
   PlanWeights& w = weights ? *weights : weights_;
   const ConvProblem p = algorithm_problem(given);
   if (forced) require_accepts(*forced, p);
@@ -1000,6 +1076,7 @@ void ConvPlan::run_planar(const ConvProblem& given, const void* x, void* y, cons
   call.y = y;
   set_contiguous_strides(p, call);
   if (y_stride) call.y_stride = *y_stride;
+  if (x_stride) call.x_stride = *x_stride;
   call.row_src = rows.empty() ? nullptr : rows.data();
   call.col_src = cols.empty() ? nullptr : cols.data();
   call.num_threads = choice.threads;

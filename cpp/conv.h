@@ -118,9 +118,12 @@ class ConvPlan {
   // stride 1 on the subsampled input).
   ConvProblem kernel_problem(const ConvProblem& problem) const;
   // Runs a problem of depth 1 (or any problem, through the reference) with y's strides
-  // `y_stride` (nullptr: contiguous), at most `cap` threads.
+  // `y_stride` and x's `x_stride` (nullptr: contiguous), at most `cap` threads.
   void run_planar(const ConvProblem& given, const void* x, void* y, const Strides4* y_stride,
-                  const ConvAlgorithm* forced, int cap, PlanWeights* weights = nullptr);
+                  const ConvAlgorithm* forced, int cap, PlanWeights* weights = nullptr,
+                  const Strides4* x_stride = nullptr);
+  // (d, h*w) as a 2-D problem, long rows in column segments (Lowering::Flatten).
+  void run_flattened(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap);
   // The weights as Lowering::Interleave reads them, made on first use.
   PlanWeights& interleaved_weights();
   // A deep problem, one chunk of output slices at a time (Lowering::Gather or Interleave).

@@ -54,6 +54,24 @@ def check(x, w, b=None, *, layout_last=False, algorithm=None, context="", **kw):
     return y
 
 
+def check_every_algorithm(x, w, b=None, *, layouts=(False,), **kw):
+    """check() with each algorithm of x's dtype forced in turn, in each layout (True: channels-last);
+    the names of those that accepted the problem."""
+    ran = set()
+    suffix = "_f32" if x.dtype == F32 else "_f64"
+    for name in _native.conv_algorithms():
+        if suffix not in name:
+            continue
+        for last in layouts:
+            try:
+                check(x, w, b, algorithm=name, layout_last=last, context=name, **kw)
+            except ValueError as e:
+                assert "does not accept" in str(e), e
+                continue
+            ran.add(name)
+    return ran
+
+
 def random_case(rng, rank, dtype=F32):
     groups = int(rng.choice([1, 1, 2, 3]))
     cg, kg = int(rng.integers(1, 5)), int(rng.integers(1, 5))
@@ -130,6 +148,35 @@ def test_depth_lowerings(isa, dhw, kernel, stride, padding, last, lowering, padd
     assert info["lowering"] == lowering, info
 
 
+# (k, 1, 1) kernels on planes whose rows of C/g * h * w values exceed 256 KiB run as column
+# segments read through strides (cpp/conv.cpp, flatten_segments): widths that divide the plane
+# and ones that leave a tail, depth padding (a tile) and none (read in place), groups, float64.
+FLATTEN_SEGMENTS = [
+    # (N, C, K, groups, (D, H, W), kd, stride_d, pad_d, dilation_d, dtype)
+    (1, 48, 20, 1, (3, 40, 40), 3, 1, 1, 1, F32),
+    (2, 48, 17, 1, (4, 37, 41), 3, 2, 2, 1, F32),
+    (1, 48, 9, 1, (5, 37, 41), 2, 1, 0, 2, F32),
+    (1, 32, 32, 2, (3, 48, 48), 2, 1, 1, 1, F64),
+]
+
+
+@pytest.mark.parametrize("n,c,k,groups,dhw,kd,stride,pad,dilation,dtype", FLATTEN_SEGMENTS)
+@pytest.mark.parametrize("last", [False, True])
+def test_flatten_column_segments(isa, n, c, k, groups, dhw, kd, stride, pad, dilation, dtype, last):
+    rng = make_rng("flatten_segments", n, c, k, dhw, kd, stride, pad, last)
+    x = rng.standard_normal((n, c) + dhw).astype(dtype)
+    w = rng.standard_normal((k, c // groups, kd, 1, 1)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    kw = dict(stride=(stride, 1, 1), padding=(pad, 0, 0), dilation=(dilation, 1, 1), groups=groups)
+    info = cppconv.explain((x if not last else channels_last(x)).shape, w.shape, dtype=dtype,
+                           layout=LAST[3] if last else "NCDHW", **kw)
+    assert info["lowering"] == "flatten", info
+    check(x, w, b, layout_last=last, activation="relu", **kw)
+    check(x, w, b, layout_last=last, padding_mode="reflect", **kw)
+    ran = check_every_algorithm(x, w, b, layouts=(last,), **kw)
+    assert any("channelvec" in a or "pixelvec" in a for a in ran), ran
+
+
 @pytest.mark.parametrize("dhw,kernel,stride,padding,dilation,last,lowering", DEPTHWISE_LOWERINGS)
 @pytest.mark.parametrize("padding_mode", PADDING_MODES)
 def test_depthwise_lowerings(isa, dhw, kernel, stride, padding, dilation, last, lowering, padding_mode):
@@ -147,11 +194,16 @@ def test_depthwise_lowerings(isa, dhw, kernel, stride, padding, dilation, last, 
 
 @pytest.mark.parametrize("last", [False, True])
 def test_gathered_in_several_chunks(isa, last):
-    """Output slices beyond one gathered chunk (4 MiB of input slices) and several images."""
+    """Output slices beyond one gathered chunk (16 MiB of input slices: 24 slices of 96 x 42 x 42
+    here), a part chunk, and several images."""
     rng = make_rng("chunks", last)
-    x = rng.standard_normal((2, 32, 12, 40, 40)).astype(np.float32)
+    x = rng.standard_normal((2, 32, 30, 40, 40)).astype(np.float32)
     w = rng.standard_normal((8, 32, 3, 3, 3)).astype(np.float32)
     check(x, w, None, layout_last=last, padding=1, stride=(1, 2, 1))
+    # Depthwise, interleaved rows in chunks of 4 MiB: 13 slices of 16 x 126 x 40 here.
+    x = rng.standard_normal((2, 16, 30, 40, 40)).astype(np.float32)
+    w = rng.standard_normal((16, 1, 3, 3, 3)).astype(np.float32)
+    check(x, w, None, layout_last=last, padding=1, groups=16)
 
 
 @pytest.mark.parametrize("rank", [1, 3])
@@ -355,15 +407,7 @@ def test_1d_lowerings_every_algorithm(lowering, kw):
     x = rng.standard_normal((1, channels, 1200)).astype(np.float32)
     w = rng.standard_normal((8, channels, 3)).astype(np.float32)
     assert cppconv.explain(x.shape, w.shape, **kw)["lowering"] == lowering
-    ran = set()
-    for name in _native.conv_algorithms():
-        for last in (False, True):
-            try:
-                check(x, w, None, algorithm=name, layout_last=last, context=name, **kw)
-            except ValueError as e:
-                assert "does not accept" in str(e), e
-                continue
-            ran.add(name)
+    ran = check_every_algorithm(x, w, None, layouts=(False, True), **kw)
     assert len(ran) >= 3, ran
 
 

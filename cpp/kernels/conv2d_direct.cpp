@@ -820,6 +820,13 @@ void run_engine(const ConvCall& call, Orientation orientation) {
   const ConvProblem& p = call.p;
   const int threads = call.num_threads;
   EnginePlan d = make_plan<T>(p, orientation, threads);
+  if (d.direct_input && !d.flat) {
+    // Read in place through x's strides, which need not be contiguous: the driver runs column
+    // segments of long rows as batch items (Flatten, cpp/conv.cpp).  A flat plane is one run.
+    d.chan_pitch = call.x_stride.c;
+    d.row_pitch = call.x_stride.h;
+    if (p.layout == Layout::NHWC) d.pixel_pitch = p.stride_w * call.x_stride.w;
+  }
   // With packing inside the items, each slice's own finiteness decides (compute_items).
   d.skip_padding_rows = orientation == Orientation::ChannelVec && p.pad_mode == PadMode::Zeros &&
                         (p.pad_top > 0 || p.pad_bottom > 0) &&
@@ -831,7 +838,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
       const int64_t col = j * p.dilation_w;
       tap_off[size_t(i * p.kernel_w + j)] =
           i * p.dilation_h * d.row_pitch + (d.direct_input && p.layout == Layout::NHWC
-                                                ? col * p.in_channels
+                                                ? col * call.x_stride.w
                                                 : (col % p.stride_w) * d.phase_w + col / p.stride_w);
     }
   const ColumnPlan columns = plan_columns(call, d);

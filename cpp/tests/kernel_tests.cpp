@@ -555,6 +555,9 @@ void lowering_sweep() {
       if (kind == 2) {  // Flatten: 1x1 in (h, w), stride 1, no padding there
         g.h = {uniform(1, 6), 1, 1, 1, 0, 0};
         g.w = {uniform(1, 9), 1, 1, 1, 0, 0};
+        // Every other one on a plane whose rows (48 x 37 x 41 values) run as column segments,
+        // a tail segment included (flatten_segments, cpp/conv.cpp).
+        if ((i / 7) % 2 == 1) g.C = 48, g.h = {37, 1, 1, 1, 0, 0}, g.w = {41, 1, 1, 1, 0, 0};
       } else {
         const int64_t k = pick(std::vector<int64_t>{1, 3, 5});
         g.h = axis_for(uniform(1, 5), k, uniform(1, 2), kind == 4 ? 1 : uniform(1, 2), pad);
