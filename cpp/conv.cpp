@@ -845,11 +845,13 @@ std::vector<const ConvAlgorithm*> ConvPlan::kernel_candidates(const ConvProblem&
   // A folded row's tail is a second, shorter problem that a forced algorithm must accept too.
   // So is the last column segment of a flattened plane.
   ConvProblem t = p;
-  if (lowering_of(given) == Lowering::FoldRows && given.out_w % kFoldOutputs != 0)
+  const Lowering lowering = lowering_of(given);
+  if (lowering == Lowering::FoldRows && given.out_w % kFoldOutputs != 0)
     t = algorithm_problem(folded(given, 1, given.out_w % kFoldOutputs));
-  if (lowering_of(given) == Lowering::Flatten) {
-    const FlattenSegments f = flatten_segments(flattened(given));
-    if (f.tail > 0) t = flattened_segments(flattened(given), 1, f.tail);
+  if (lowering == Lowering::Flatten) {
+    const ConvProblem q = flattened(given);
+    const FlattenSegments f = flatten_segments(q);
+    if (f.tail > 0) t = algorithm_problem(flattened_segments(q, 1, f.tail));
   }
   const KernelTable& table = active_table();
   std::vector<const ConvAlgorithm*> found;
