@@ -20,10 +20,13 @@ load; the tables give medians over the repeats and their range.
 
 In-memory side: one call in this process with as many threads as the cluster has cores
 (workers x threads per worker) on an array made beforehand; the batch in the same 64-image
-batches.  The 3 -> 16 output of the whole image (25.6 GB) does not fit in this machine's
-memory, so that call runs on a band of the image's full width (--band rows) and its time is
-scaled by the pixels.  "per core" is the in-memory time over the cluster's at equal cores (the
-issue's target: at least 85 %).  Peak RSS: each worker's peak resident memory in the workload
+batches.  The filters run twice: the plain call, whose fresh output pays first-touch page faults
+(on the VM of bench/results/dask_2workers.md, most of the plain call's time), and the same call
+into an output made beforehand ("into a buffer": the convolution alone; the cluster's chunks
+pay their faults).  The 3 -> 16 output of the whole image (25.6 GB) does not fit in this
+machine's memory, so that call runs on a band of the image's full width (--band rows) and its
+time is scaled by the pixels.  "per core" is the in-memory time over the cluster's at equal
+cores (the issue's target: at least 85 %).  Peak RSS: each worker's peak resident memory in the workload
 (Linux: VmHWM, reset before each); less its resident memory before the workload, in units of
 one input plus one output chunk.
 """
@@ -39,7 +42,7 @@ import resource
 import statistics
 import subprocess
 import time
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -179,13 +182,15 @@ def main() -> None:
             call()
             return time.perf_counter() - start
 
-        def in_memory_filter(shape: Sequence[int], eager: Callable[[np.ndarray], Any]) -> Callable[[], float]:
+        def in_memory_filter(shape: Sequence[int],
+                             eager: Callable[..., Any]) -> Callable[[], Tuple[float, Optional[float]]]:
             rows_run = min(band, shape[2]) if shape[1] > 1 else shape[2]
             local = np.random.default_rng(1).random((1, shape[1], rows_run, shape[3]), dtype=np.float32)
-            eager(local[..., :64, :64])  # warm-up
-            return lambda: timed(lambda: eager(local)) * shape[2] / rows_run
+            buffer = eager(local)  # warm-up, and the output that the second timing writes into
+            scale = shape[2] / rows_run
+            return lambda: (timed(lambda: eager(local)) * scale, timed(lambda: eager(local, out=buffer)) * scale)
 
-        def in_memory_batches() -> Callable[[], float]:
+        def in_memory_batches() -> Callable[[], Tuple[float, Optional[float]]]:
             local = np.random.default_rng(2).random((batch, 3, image, image), dtype=np.float32)
             network(local, num_threads=cores)  # warm-up
             runs = images // batch
@@ -193,18 +198,18 @@ def main() -> None:
             def run() -> None:
                 for _ in range(runs):
                     network(local, num_threads=cores)
-            return lambda: timed(run) * images / (runs * batch)
+            return lambda: (timed(run) * images / (runs * batch), None)
 
         client.run(_warm_up)
         workloads = [
             (f"{size}x{size} image, 5x5 filter", (1, 1, size, size), (1, 1, chunk, chunk), w5.shape[0],
              lambda x: cd.conv2d(x, w5, padding="same"),
              lambda: in_memory_filter((1, 1, size, size),
-                                      lambda x: cppconv.conv2d(x, w5, padding="same", num_threads=cores))),
+                                      lambda x, **kw: cppconv.conv2d(x, w5, padding="same", num_threads=cores, **kw))),
             (f"{size}x{size}x3 image, 3->16 3x3 conv", (1, 3, size, size), (1, 3, chunk, chunk), w3.shape[0],
              lambda x: cd.conv2d(x, w3, padding=1),
              lambda: in_memory_filter((1, 3, size, size),
-                                      lambda x: cppconv.conv2d(x, w3, padding=1, num_threads=cores))),
+                                      lambda x, **kw: cppconv.conv2d(x, w3, padding=1, num_threads=cores, **kw))),
             (f"{images} {image}x{image} images, Conv2d stack", (images, 3, image, image), (batch, 3, image, image), 32,
              lambda x: cd.apply(network, x), in_memory_batches),
         ]
@@ -215,23 +220,34 @@ def main() -> None:
             client.run(_reset_peak)
             x = da.random.default_rng(1).random(shape, dtype=np.float32, chunks=chunks)
             y = lazy(x)
-            cluster_s, baseline_s, memory_s, ratios_net, ratios_gross = [], [], [], [], []
+            cluster_s: List[float] = []
+            baseline_s: List[float] = []
+            memory_s: List[float] = []
+            buffer_s: List[float] = []
+            ratios_net: List[float] = []
+            ratios_buffer: List[float] = []
+            ratios_gross: List[float] = []
             run_in_memory = eager()
             for _ in range(args.repeat):
                 baseline_s.append(cluster_seconds(x))
                 cluster_s.append(cluster_seconds(y))
-                memory_s.append(run_in_memory())
-                ratios_gross.append(memory_s[-1] / cluster_s[-1])
-                ratios_net.append(memory_s[-1] / (cluster_s[-1] - baseline_s[-1])
-                                  if cluster_s[-1] > baseline_s[-1] else float("nan"))
+                plain, into_buffer = run_in_memory()
+                memory_s.append(plain)
+                net_s = cluster_s[-1] - baseline_s[-1] if cluster_s[-1] > baseline_s[-1] else float("nan")
+                ratios_gross.append(plain / cluster_s[-1])
+                ratios_net.append(plain / net_s)
+                if into_buffer is not None:
+                    buffer_s.append(into_buffer)
+                    ratios_buffer.append(into_buffer / net_s)
             del run_in_memory
             peaks = client.run(_peak_rss_bytes)
             out_shape = y.chunks
             in_chunk = int(np.prod(chunks)) * 4
             out_chunk = max(out_shape[0]) * out_channels * int(np.prod([max(c) for c in out_shape[2:]])) * 4
             rows.append({"workload": name, "tasks": len(y.__dask_graph__()), "chunks": y.npartitions,
-                         "in_memory_s": memory_s, "cluster_s": cluster_s, "input_s": baseline_s,
-                         "net": ratios_net, "gross": ratios_gross, "chunk_bytes": in_chunk + out_chunk,
+                         "in_memory_s": memory_s, "buffer_s": buffer_s, "cluster_s": cluster_s,
+                         "input_s": baseline_s, "net": ratios_net, "net_buffer": ratios_buffer,
+                         "gross": ratios_gross, "chunk_bytes": in_chunk + out_chunk,
                          "peaks": list(peaks.values()), "idle": list(idle.values())})
             loads.append(os.getloadavg())
             print(name, "done", flush=True)
@@ -245,13 +261,18 @@ def main() -> None:
              f"at start {loads[0][0]:.2f}, {loads[0][1]:.2f}, {loads[0][2]:.2f}, after each workload "
              + "; ".join(f"{a:.2f}, {b:.2f}, {c:.2f}" for a, b, c in loads[1:]),
              "",
-             "| workload | in-memory s | cluster s | of which input s | per core, net | per core, gross |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| workload | in-memory s | into a buffer s | cluster s | of which input s | per core, net | "
+             "net, vs into a buffer | per core, gross |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def percent(values: Sequence[float]) -> str:
+        return f"{_spread([v * 100 for v in values], '.0f')} %" if values else "-"
+
     for row in rows:
         lines.append(f"| {row['workload']} | {_spread(row['in_memory_s'], '.2f')} | "
+                     f"{_spread(row['buffer_s'], '.2f') if row['buffer_s'] else '-'} | "
                      f"{_spread(row['cluster_s'], '.2f')} | {_spread(row['input_s'], '.2f')} | "
-                     f"{_spread([r * 100 for r in row['net']], '.0f')} % | "
-                     f"{_spread([r * 100 for r in row['gross']], '.0f')} % |")
+                     f"{percent(row['net'])} | {percent(row['net_buffer'])} | {percent(row['gross'])} |")
     lines += ["", "| workload | chunks | tasks | chunk MB (in + out) | worker RSS idle MB | worker peak RSS MB | "
                   "(peak - idle) / chunk |", "|---|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
