@@ -777,6 +777,32 @@ def test_elementwise_writes_into_its_dying_input():
     np.testing.assert_array_equal(net(X4), want)
 
 
+def test_broadcasting_step_writes_only_into_a_full_size_input():
+    """Of two inputs dying at a broadcasting Add, only the one of the result's shape may take
+    the result (in either operand order); the per-channel one is too small."""
+    for order in (["r", "d"], ["d", "r"]):
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                 helper.make_node("ReduceMean", ["c"], ["r"], axes=[2, 3], keepdims=1),
+                 helper.make_node("Conv", ["x", "w2"], ["d"], pads=[1, 1, 1, 1]),
+                 helper.make_node("Add", order, ["y"])]
+        net = _check(nodes, {"x": X4}, initializers={"w": _rand(4, 4, 3, 3), "w2": _rand(4, 4, 3, 3)})
+        taken: List[Any] = []
+
+        def spy(fn: Any, taken: List[Any] = taken) -> Any:
+            def call(*args: Any, out: Any = None) -> Any:
+                taken.append(None if out is None else [i for i, a in enumerate(args) if a is out])
+                return fn(*args, out=out)
+            return call
+
+        steps = net._steps
+        net._steps = [(spy(fn) if writes == 2 else fn, ins, outs, dead, writes, extra)
+                      for fn, ins, outs, dead, writes, extra in steps]
+        want = net(X4)
+        assert taken == [[order.index("d")]], (order, taken)
+        net._steps = steps
+        np.testing.assert_array_equal(net(X4), want)
+
+
 # ----- running: inputs and outputs --------------------------------------------------------------
 
 def _two_in_two_out() -> cppconv.Network:

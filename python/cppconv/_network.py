@@ -1698,10 +1698,11 @@ class Network:
         for spec in self._inputs:
             env[spec.slot] = self._feed(spec, feeds[spec.name])
         free: Dict[Tuple[int, ...], List[np.ndarray]] = {}  # this call's dropped arrays, by shape
+        dtype = self._dtype
         for k, (fn, ins, outs, dead, writes, extra) in enumerate(self._steps):
             try:
                 if writes == _RETURNS:
-                    results = fn(*[env[i] for i in ins])
+                    results = fn(env[ins[0]]) if len(ins) == 1 else fn(*[env[i] for i in ins])
                 elif writes == _INTO_BUFFER:  # extra: the output's shape after the batch axis
                     x = env[ins[0]]
                     same = free.get((x.shape[0], *extra)) if extra is not None else None
@@ -1709,15 +1710,18 @@ class Network:
                     del x
                 else:  # extra: the positions of inputs that die here, which the step may overwrite
                     args = [env[i] for i in ins]
-                    results = fn(*args, out=_overwritable(args, extra))
+                    results = fn(*args, out=_overwritable(args, extra) if extra else None)
                     del args
             except Exception as e:  # a size the model did not fix changed, say: name the node
                 raise _step_error(e, self._step_rows[k]) from e
-            for o, r in zip(outs, results):
-                env[o] = r
+            if len(outs) == 1:
+                env[outs[0]] = results[0]
+            else:
+                for o, r in zip(outs, results):
+                    env[o] = r
             del results
             for d in dead:
-                spare = _dropped(env, d, self._dtype)
+                spare = _dropped(env, d, dtype)
                 if spare is not None:
                     free.setdefault(spare.shape, []).append(spare)
             spare = None
@@ -1805,10 +1809,22 @@ def _overwritable(args: List[Any], candidates: Tuple[int, ...]) -> Optional[np.n
         return None
     for j in candidates:
         a = args[j]
-        if (isinstance(a, np.ndarray) and a.flags.owndata and a.flags.c_contiguous and sys.getrefcount(a) == 4
-                and a.dtype.kind == "f" and a.shape == np.broadcast_shapes(*(np.shape(v) for v in args))):
+        if (a.__class__ is np.ndarray and sys.getrefcount(a) == 4 and a.dtype.kind == "f"
+                and a.flags.owndata and a.flags.c_contiguous and _is_broadcast_shape(a.shape, args)):
             return a
     return None
+
+
+def _is_broadcast_shape(shape: Tuple[int, ...], args: List[Any]) -> bool:
+    """Whether `shape` is the broadcast shape of the args' (first without NumPy's general rule,
+    which costs microseconds a step: most steps' operands have the same shape)."""
+    for v in args:
+        if v.__class__ is not np.ndarray or v.shape != shape:
+            try:
+                return shape == np.broadcast_shapes(*(np.shape(v) for v in args))
+            except ValueError:
+                return False
+    return True
 
 
 def _dropped(env: List[Any], slot: int, dtype: np.dtype) -> Optional[np.ndarray]:
@@ -1817,8 +1833,8 @@ def _dropped(env: List[Any], slot: int, dtype: np.dtype) -> Optional[np.ndarray]
     and getrefcount's argument), it owns its data, C-contiguous, in the network's dtype."""
     value = env[slot]
     env[slot] = None
-    if (_REFCOUNTS_TELL and isinstance(value, np.ndarray) and value.flags.owndata and value.flags.c_contiguous
-            and value.dtype == dtype and sys.getrefcount(value) == 2):
+    if (_REFCOUNTS_TELL and value.__class__ is np.ndarray and sys.getrefcount(value) == 2 and value.dtype == dtype
+            and value.flags.owndata and value.flags.c_contiguous):
         return value
     return None
 
