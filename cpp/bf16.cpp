@@ -6,11 +6,12 @@
 namespace cppconv {
 namespace {
 
-// Element-wise passes are memory bound: a million values per extra thread (threads_for_work's
-// unit) pays for waking it.  Each thread takes one contiguous stretch.
+// Element-wise passes are memory bound: threads by the values they move (kFlopsPerValueMoved).
+// Each thread takes one contiguous stretch.
 template <class Convert>
 void elementwise(int64_t n, int max_threads, Convert convert) {
-  const int threads = threads_for_work(double(n), max_threads > 0 ? max_threads : get_num_threads());
+  const int threads =
+      threads_for_work(kFlopsPerValueMoved * double(n), max_threads > 0 ? max_threads : get_num_threads());
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int t = 0; t < threads; ++t) {
     const int64_t begin = n * t / threads, end = n * (t + 1) / threads;

@@ -172,7 +172,7 @@ int64_t conv_output_size(int64_t size, int64_t kernel, int64_t stride, int64_t d
 int threads_for(const ConvProblem& p, int max_threads) {
   const double values = double(p.batch) * (double(p.in_channels) * double(p.in_d * p.in_h * p.in_w) +
                                            double(p.out_channels) * double(p.out_d * p.out_h * p.out_w));
-  return threads_for_work(conv_flops(p) + 32.0 * values, max_threads);
+  return threads_for_work(conv_flops(p) + kFlopsPerValueMoved * values, max_threads);
 }
 
 // Threads for a lowering's copies and transposes around the kernels' problem q: q's own team.

@@ -44,6 +44,10 @@ inline int threads_for_work(double work, int max_threads) {
 #endif
 }
 
+// A value a memory-bound pass reads or writes costs about as much time as this many flops of a
+// convolution's arithmetic: the weight of data movement in threads_for_work.
+constexpr double kFlopsPerValueMoved = 32.0;
+
 // Whether algorithm `a` may serve problem p under p's precision mode.  Only convolution has
 // algorithms looser than the direct sum; every other family always meets its problems' bound.
 template <class Algorithm, class Problem>

@@ -13,16 +13,15 @@
 namespace cppconv {
 namespace {
 
-// Element-wise passes are memory bound: a million values per extra thread (threads_for_work's
-// unit) pays for waking it.  Each thread takes a contiguous range of the outer index and calls
-// block(o_begin, o_end) on it.
+// Element-wise passes are memory bound: threads by the values they move (kFlopsPerValueMoved).
+// Each thread takes a contiguous range of the outer index and calls block(o_begin, o_end) on it.
 // One scale for all (length 1) is one flat run of outer * inner values, cut anywhere.
 template <class Block>
 void outer_ranges(AxisLayout& axis, int max_threads, Block block) {
   if (axis.length == 1) axis = {axis.outer * axis.inner, 1, 1};
   const int64_t per_outer = axis.length * axis.inner;
-  const int threads =
-      threads_for_work(double(axis.outer * per_outer), max_threads > 0 ? max_threads : get_num_threads());
+  const int threads = threads_for_work(kFlopsPerValueMoved * double(axis.outer * per_outer),
+                                       max_threads > 0 ? max_threads : get_num_threads());
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int t = 0; t < threads; ++t) block(axis.outer * t / threads, axis.outer * (t + 1) / threads);
 }
@@ -141,7 +140,8 @@ void quantize_linear(const T* x, const float* scale, const int32_t* zero_point, 
 template <class T>
 int64_t quantize_nan_count(const T* x, int64_t n, int max_threads) {
   int64_t nans = 0;
-  const int threads = threads_for_work(double(n), max_threads > 0 ? max_threads : get_num_threads());
+  const int threads =
+      threads_for_work(kFlopsPerValueMoved * double(n), max_threads > 0 ? max_threads : get_num_threads());
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1) reduction(+ : nans)
   for (int64_t i = 0; i < n; ++i) nans += x[i] != x[i];
   return nans;

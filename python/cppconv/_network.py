@@ -835,6 +835,7 @@ def _broadcasting(p: _Planner, node: _Node) -> None:
     ins, perm = p.broadcast_inputs(node.inputs)
     op: Callable[..., np.ndarray] = np.add if node.op == "Sum" else _BINARY[node.op]
     relu = node.activation == "relu"  # (an Add's only reader, fused)
+    threads = p.threads or 0  # the network's threads (0: cppconv's setting)
 
     def fn(*xs: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
         if len(xs) == 1:
@@ -843,7 +844,7 @@ def _broadcasting(p: _Planner, node: _Node) -> None:
         if (node.op == "Add" and len(xs) == 2 and a.shape == b.shape and a.dtype == b.dtype == np.float32
                 and a.flags.c_contiguous and b.flags.c_contiguous):  # a residual: one native pass
             y = np.empty_like(a) if out is None else out
-            _native.add(a, b, y, relu)
+            _native.add(a, b, y, relu, threads)
             return (y,)
         total = op(a, b) if out is None else op(a, b, out=out)
         for v in xs[2:]:
