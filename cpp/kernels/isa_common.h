@@ -98,7 +98,7 @@ static inline T activate(T v, Activation a, T negative_slope) {
 // The lane operations exp_f32_of and the activations built on it take, for one float
 // (ScalarF32Ops, here) or a SIMD vector of them (simd::VecF32Ops, simd.h): splat, add, sub, mul,
 // div, fma, min and max (x86's NaN rule: the second operand when either is NaN) and pow2i (2^n
-// for an integral n in [-126, 127]).  One formula for both, so that the activations the SIMD
+// for an integral n in [-126, 127]; 0 for -127, inf for 128).  One formula for both, so that the activations the SIMD
 // kernels apply in registers and the ones activate_row applies after the stores agree.
 struct ScalarF32Ops {
   static float splat(float c) { return c; }
@@ -110,7 +110,7 @@ struct ScalarF32Ops {
   static float min(float a, float b) { return a < b ? a : b; }
   static float max(float a, float b) { return a > b ? a : b; }
   static float pow2i(float n) {
-    const int32_t bits = (int32_t(n == n ? n : 0.0f) + 127) << 23;  // (NaN: its exp_f32_of is NaN anyway)
+    const int32_t bits = (int32_t(n == n ? n : 0.0f) + 127) << 23;  // (NaN: exp_f32_of's p is NaN anyway)
     float s;
     std::memcpy(&s, &bits, 4);
     return s;
@@ -119,13 +119,15 @@ struct ScalarF32Ops {
 
 // e^v in float32, branch-free, for a float or a vector of them (a libm call per value made a
 // fused SiLU cost more than the convolution: EfficientNet's 1x1 16->96 layer).
-// 2^n p(r), n = round(v log2 e), r = v - n ln 2 in [-ln2/2, ln2/2] (ln 2 in two parts), p
-// Cephes' degree-6 polynomial of expf (about 1 ulp); 2^n applied as two factors, so that
-// e^v reaches the denormals and overflows to inf where the true value does.  NaN stays NaN
-// (the clamp keeps it, as the value goes second, and it reaches p).
+// 2^n p(r), n = round(v log2 e) in [-127, 128], r = v - n ln 2 in [-ln2/2, ln2/2] (ln 2 in two
+// parts), p Cephes' degree-6 polynomial of expf (about 1 ulp).  2^n is one factor, the exponent
+// field itself: 2^128 is inf and 2^-127 is 0, so e^v is inf from v = 88.38 (n = 128; the true
+// value overflows at 88.72) and 0 below -87.69, with denormals between: what sigmoid and SiLU,
+// which add it to 1, need (one factor instead of two is a fifth faster; docs/tuning.md).
+// NaN stays NaN (the clamp keeps it, as the value goes second, and it reaches p).
 template <class V, class Ops>
 static inline V exp_f32_of(V v, Ops o) {
-  const V c = o.min(o.splat(88.8f), o.max(o.splat(-104.0f), v));
+  const V c = o.min(o.splat(88.8f), o.max(o.splat(-88.0f), v));
   const V magic = o.splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
   const V n = o.sub(o.fma(c, o.splat(1.44269504088896341f), magic), magic);
   const V r = o.fma(n, o.splat(2.12194440e-4f), o.fma(n, o.splat(-0.693359375f), c));
@@ -136,8 +138,7 @@ static inline V exp_f32_of(V v, Ops o) {
   p = o.fma(p, r, o.splat(1.6666665459e-1f));
   p = o.fma(p, r, o.splat(5.0000001201e-1f));
   p = o.add(o.fma(o.mul(p, r), r, r), o.splat(1.0f));
-  const V half = o.sub(o.fma(n, o.splat(0.5f), magic), magic);  // n in [-150, 128]: both in [-75, 64]
-  return o.mul(o.mul(p, o.pow2i(half)), o.pow2i(o.sub(n, half)));
+  return o.mul(p, o.pow2i(n));
 }
 
 // 1 / (1 + e^-v) and v / (1 + e^-v), as the reference computes them: sigmoid(-inf) 0,

@@ -183,15 +183,16 @@ bool near_ulps(float a, double b, double ulps) {
   return std::fabs(double(a) - b) <= ulps * ulp;
 }
 
-// vpow2i exactly; the vector exp, sigmoid and SiLU (isa_common.h's formulas on VecF32Ops) against
-// float64 libm over their range, lane by lane, and at the special values the kernels must keep:
-// NaN stays NaN, sigmoid(-inf) 0, silu(-inf) NaN, silu(inf) inf.
+// vpow2i exactly (0 for 2^-127, inf for 2^128); the vector exp, sigmoid and SiLU (isa_common.h's
+// formulas on VecF32Ops) against float64 libm over their range, lane by lane, and at the special
+// values the kernels must keep: NaN stays NaN, sigmoid(-inf) 0, silu(-inf) NaN, silu(inf) inf.
 void vector_activations() {
   constexpr int L = kLanes<float>;
   float got[L];
-  for (int n = -126; n <= 127; ++n) {
+  for (int n = -127; n <= 128; ++n) {
     to_array(vpow2i(vset1(float(n))), got);
-    expect(got[L - 1] == std::ldexp(1.0f, n), "vpow2i", n, 0);
+    const float want = n == -127 ? 0.0f : (n == 128 ? std::numeric_limits<float>::infinity() : std::ldexp(1.0f, n));
+    expect(got[L - 1] == want, "vpow2i", n, 0);
   }
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
   std::vector<float> values = {nan, -inf, inf, -0.0f, 0.0f, -1e30f, 1e30f, -104.5f, 88.9f, 88.7f, -87.3f, 1e-30f};
@@ -206,8 +207,11 @@ void vector_activations() {
     to_array(silu_f32_of(v, VecF32Ops{}), silu);
     for (int l = 0; l < L; ++l) {
       const double x = lane[l], ex = std::exp(x), enx = std::exp(-x);
-      // (Below e^-87.3 the result is denormal and may flush or lose bits: an absolute check.)
-      const bool e_ok = x < -87.3 ? std::fabs(double(e[l]) - ex) <= 1e-37 : near_ulps(e[l], ex, 2);
+      // Within the normal floats; inf from 88.38 (2^128), 0 below -87.69 (2^-127), denormals
+      // between that and -87.3.
+      const bool e_ok = x > 88.38   ? std::isinf(e[l]) && e[l] > 0
+                        : x < -87.3 ? (x < -87.69 ? e[l] == 0.0f : std::fabs(double(e[l]) - ex) <= 1e-37)
+                                    : near_ulps(e[l], ex, 2);
       expect(e_ok, "exp_f32_of", int(i), l);
       expect(near_ulps(sig[l], 1.0 / (1.0 + enx), 3) || std::fabs(double(sig[l]) - 1.0 / (1.0 + enx)) <= 1e-37,
              "sigmoid_f32_of", int(i), l);
