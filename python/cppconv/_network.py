@@ -835,7 +835,7 @@ def _broadcasting(p: _Planner, node: _Node) -> None:
     ins, perm = p.broadcast_inputs(node.inputs)
     op: Callable[..., np.ndarray] = np.add if node.op == "Sum" else _BINARY[node.op]
     relu = node.activation == "relu"  # (an Add's only reader, fused)
-    threads = p.threads or 0
+    threads = p.threads or 0  # the network's threads (0: cppconv's setting)
 
     def fn(*xs: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
         if len(xs) == 1:
