@@ -201,6 +201,28 @@ void bind_quantization(py::module_& m) {
       py::arg("inner"), py::arg("relu"), py::arg("num_threads") = 0,
       "y = x * scale + shift (then ReLU where relu), x laid out [outer][length][inner] (scale and shift per index "
       "of the middle axis); y may be x.");
+  m.def(
+      "scale_channels",
+      [](const py::array& x, const py::array& scale, const py::array& y, int num_threads) {
+        for (const py::array* v : {&x, &scale, &y})
+          if (!v->dtype().equal(py::dtype::of<float>()) || !(v->flags() & py::array::c_style))
+            throw py::type_error("scale_channels: x, scale and y must be C-contiguous float32 arrays");
+        if (!y.writeable()) throw py::type_error("scale_channels: y must be writable");
+        if (x.ndim() < 2 || y.size() != x.size())
+          throw py::value_error("scale_channels: x must have an image and a channel axis, y its size");
+        const int64_t images = x.shape(0), channels = x.shape(x.ndim() - 1);
+        if (scale.size() != images * channels)
+          throw py::value_error("scale_channels: scale must hold one value per image and channel of x");
+        const int64_t pixels = images * channels == 0 ? 0 : int64_t(x.size()) / (images * channels);
+        const float* from = static_cast<const float*>(x.data());
+        const float* s = static_cast<const float*>(scale.data());
+        float* to = static_cast<float*>(const_cast<void*>(y.data()));
+        py::gil_scoped_release release;
+        scale_channels(from, s, images, pixels, channels, to, num_threads);
+      },
+      py::arg("x"), py::arg("scale"), py::arg("y"), py::arg("num_threads") = 0,
+      "y[n, ..., c] = x[n, ..., c] * scale[n, c] for channels-last x (one gate per image and channel, as a "
+      "squeeze-and-excitation block's Mul); y may be x.");
 }
 }  // namespace
 

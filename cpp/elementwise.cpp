@@ -240,6 +240,20 @@ void add(const float* a, const float* b, int64_t n, bool relu, float* y, int max
   });
 }
 
+void scale_channels(const float* x, const float* scale, int64_t images, int64_t pixels, int64_t channels, float* y,
+                    int max_threads) {
+  AxisLayout rows{images * pixels, channels, 1};  // a row per pixel
+  outer_ranges(rows, max_threads, [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o) {
+      const float* s = scale + o / pixels * channels;
+      const float* from = x + o * channels;
+      float* to = y + o * channels;
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c) to[c] = from[c] * s[c];
+    }
+  });
+}
+
 template void quantize_linear<float, uint8_t>(const float*, const float*, const int32_t*, AxisLayout, int32_t, int32_t,
                                               uint8_t*, int);
 template void quantize_linear<float, int8_t>(const float*, const float*, const int32_t*, AxisLayout, int32_t, int32_t,

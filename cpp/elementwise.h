@@ -1,7 +1,8 @@
 // Element-wise passes with parameters along one axis: ONNX QuantizeLinear and DequantizeLinear
 // (cppconv.quantize_linear, cppconv.dequantize_linear, the quantized networks' Q/DQ nodes) and
 // a per-channel scale and shift with an optional ReLU (the networks' BatchNormalization that
-// no convolution takes in).  Driver code, compiled once with the default flags.
+// no convolution takes in), and a per-image channel scale (squeeze-and-excitation gates).  Driver code, compiled once
+// with the default flags.
 //
 // The values are laid out [outer][axis][inner]: the parameters of index a of the axis apply to
 // x[o, a, i] for every o and i (axis length 1: one set for all).
@@ -32,5 +33,10 @@ void channel_affine(const float* x, const float* scale, const float* shift, Axis
                     int max_threads);
 // y = a + b over n values, then max(y, 0) where relu (a residual connection).  y may be a or b.
 void add(const float* a, const float* b, int64_t n, bool relu, float* y, int max_threads);
+
+// y[n][p][c] = x[n][p][c] * scale[n][c] over `images` x `pixels` x `channels` values: channels-last
+// values times one gate per image and channel (a squeeze-and-excitation block's Mul).  y may be x.
+void scale_channels(const float* x, const float* scale, int64_t images, int64_t pixels, int64_t channels, float* y,
+                    int max_threads);
 
 }  // namespace cppconv

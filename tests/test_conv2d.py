@@ -1217,8 +1217,12 @@ def test_every_algorithm(algorithm, restore_threads):
         pytest.skip(f"{algorithm} accepted none of the sweep's problems")
 
 
-def _hard_activation_cases():
-    """hardsigmoid and hardswish, fused into the kernels' stores: shapes around the ChannelVec
+_STORE_ACTIVATIONS = ["hardswish", "hardsigmoid", "silu", "sigmoid", "tanh"]
+
+
+def _store_activation_cases():
+    """The activations fused into the SIMD kernels' stores (hardsigmoid, hardswish; float32
+    sigmoid and SiLU on the vector exp) and tanh, applied after them: shapes around the ChannelVec
     (6 or 12 pixels x 16 or 32 channels) and PixelVec tiles in both layouts, rows of several
     blocks of two sizes (56 = 6 x 6 + 4 x 5), input-channel slices (C = 300), few input channels
     (a first layer's 3, NHWC at stride 2: the channels-last tile copy of few channels)."""
@@ -1229,27 +1233,30 @@ def _hard_activation_cases():
             (8, 8, 4, 16, (3, 3), 1), (16, 16, 2, 8, (3, 3), 1)]):
         for layout in ("NHWC", "NCHW"):
             cases.append(dict(N=1 + i % 2, C=C, K=K, groups=1, padding_mode="zeros", bias=i % 3 != 2,
-                              layout=layout, activation=["hardswish", "hardsigmoid"][(i + len(cases)) % 2],
+                              layout=layout, activation=_STORE_ACTIVATIONS[(i + len(cases)) % 5],
                               **_geometry_case(OH, OW, kernel, stride=stride, pad=i != 3)))
     # depthwise (the depthwise kernels' stores)
     for layout in ("NHWC", "NCHW"):
-        cases.append(dict(N=1, C=24, K=24, groups=24, padding_mode="zeros", bias=True, layout=layout,
-                          activation="hardswish", **_geometry_case(3, 16, (3, 3))))
+        for activation in ("hardswish", "silu", "sigmoid"):
+            cases.append(dict(N=1, C=24, K=24, groups=24, padding_mode="zeros", bias=True, layout=layout,
+                              activation=activation, **_geometry_case(3, 16, (3, 3))))
     return cases
 
 
 @pytest.mark.parametrize("algorithm", _native.conv_algorithms())
-def test_every_algorithm_hard_activations(algorithm, restore_threads):
-    """Every algorithm, forced, with hardsigmoid and hardswish (applied in registers by the
-    SIMD kernels) against the float64 reference, including NaN and +-Inf inputs: NaN stays NaN,
-    hardswish(-inf) is NaN (-inf * 0), hardswish(inf) inf."""
+def test_every_algorithm_store_activations(algorithm, restore_threads):
+    """Every algorithm, forced, with hardsigmoid, hardswish, sigmoid and SiLU (applied in
+    registers by the SIMD kernels, the last two on the vector exp in float32) and tanh against
+    the float64 reference, including NaN and +-Inf inputs: NaN stays NaN, hardswish(-inf) is NaN
+    (-inf * 0), hardswish(inf) inf, sigmoid(-inf) 0, silu(-inf) NaN (-inf / inf), silu(inf) inf,
+    silu(-1e30) -0."""
     run_named = importlib.import_module("cppconv._conv")._conv_with_algorithm
     accepted = 0
     for d in _algorithm_dtypes(algorithm):
         dtype = {"f32": F32, "f64": F64}[d]
-        for i, case in enumerate(_hard_activation_cases()):
+        for i, case in enumerate(_store_activation_cases()):
             c = dict(case)
-            rng = make_rng("hard-activations", i, d)
+            rng = make_rng("store-activations", i, d)
             x4, w, b = make_inputs(rng, c.pop("N"), c.pop("C"), c.pop("H"), c.pop("W"), c.pop("K"),
                                    c.pop("kernel"), c["groups"], c.pop("bias"), xdtype=dtype, scale=4.0)
             layout = c.pop("layout")
@@ -1269,7 +1276,7 @@ def test_every_algorithm_hard_activations(algorithm, restore_threads):
         for layout in ("NHWC", "NCHW"):
             x4 = np.broadcast_to(v, (1, 1, 2, v.size)).copy()
             w = np.ones((16, 1, 1, 1), dtype)
-            for activation in ("hardswish", "hardsigmoid"):
+            for activation in _STORE_ACTIVATIONS:
                 try:
                     y = run_named(algorithm, to_layout(x4, layout), w, None, layout=layout, activation=activation)
                 except ValueError as e:
@@ -1280,7 +1287,7 @@ def test_every_algorithm_hard_activations(algorithm, restore_threads):
                 assert_close(y, to_layout(ref, layout), np.abs(to_layout(ref, layout)) + 1.0, dtype,
                              context=f"{algorithm} {layout} {activation} special values")
     if accepted == 0:
-        pytest.skip(f"{algorithm} accepted none of the hard-activation problems")
+        pytest.skip(f"{algorithm} accepted none of the store-activation problems")
 
 
 def test_algorithm_unknown_name():

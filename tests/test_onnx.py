@@ -403,6 +403,37 @@ def test_broadcasting(op, other):
     assert _row(net, op)["layout"] == "NHWC"  # broadcasting kept the conv's layout
 
 
+@pytest.mark.parametrize("gate_first", [False, True])
+def test_squeeze_and_excitation_mul_is_one_native_channel_scale(gate_first):
+    """The gate (N, C, 1, 1) of a squeeze-and-excitation block times the block's values: one
+    native pass, exactly NumPy's products (one multiply each, special values included), at any
+    batch size."""
+    mul_in = ["g", "c"] if gate_first else ["c", "g"]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c"], ["p"]),
+             helper.make_node("Conv", ["p", "w1"], ["q"]), helper.make_node("Relu", ["q"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["s"]), helper.make_node("Sigmoid", ["s"], ["g"]),
+             helper.make_node("Mul", mul_in, ["y"])]
+    inits = {"w": _rand(6, 4, 3, 3), "w1": _rand(2, 6, 1, 1), "w2": _rand(6, 2, 1, 1)}
+    net = _check(nodes, {"x": X4}, initializers=inits)
+    assert _row(net, "Mul")["became"].startswith("cppconv channel scale")
+    model = _model(nodes, {"x": X4}, ["c", "g", "y"], inits)
+    for batch in (1, 3):
+        x = _rand(batch, 4, 6, 6)
+        got = cppconv.onnx.load(model).run({"x": x})
+        np.testing.assert_array_equal(got["y"], got["c"] * got["g"])
+    # Special values in both operands (channels-last: the values along the channels).
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30], np.float32)
+    x_nhwc = np.broadcast_to(special, (2, 4, 5, 6)).copy()
+    gate = np.array([[2.0, 0.0, 0.5, -1.0, np.inf, np.nan], [1e-30, -0.0, 3.0, np.nan, -np.inf, 1.0]], np.float32)
+    y = np.empty_like(x_nhwc)
+    cppconv._native.scale_channels(x_nhwc, gate, y, 1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = x_nhwc * gate[:, None, None, :]
+    np.testing.assert_array_equal(y, want)
+    assert np.array_equal(np.signbit(y), np.signbit(want))
+
+
 def test_sum_of_three_and_integer_division():
     nodes = [helper.make_node("Sum", ["x", "x", "x"], ["y"])]
     _check(nodes, {"x": X4})

@@ -208,7 +208,7 @@ void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn* inner, const R
                           const float* weights, const float* biases, int64_t n, int64_t oh0, int64_t rows, int64_t ow0,
                           int64_t cols) {
   const ConvProblem& p = call.p;
-  const FusedActivation fused = is_simple(p.activation) ? fused_activation(p) : FusedActivation{};
+  const FusedActivation fused = is_simple<float>(p.activation) ? fused_activation(p) : FusedActivation{};
   const int64_t taps = p.kernel_h * p.kernel_w;
   const float* xn = static_cast<const float*>(call.x) + n * call.x_stride.n;
   float* yn = static_cast<float*>(call.y) + n * call.y_stride.n;
@@ -230,7 +230,7 @@ void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn* inner, const R
         block(x0 + cb * kVL, i_hi - i_lo, p.dilation_h * call.x_stride.h, call.x_stride.w, col0, p.in_w,
               weights + (cb * taps + i_lo * p.kernel_w) * kVL, biases + cb * kVL, fused, y0 + cb * kVL,
               call.y_stride.w);
-      if (!is_simple(p.activation))
+      if (!is_simple<float>(p.activation))
         for (size_t m = 0; m < mb; ++m)
           activate_row(y0 + int64_t(m) * call.y_stride.w, full_cblocks * kVL, fused_activation(p));
     }
@@ -248,7 +248,7 @@ void run_cblock(const ConvCall& call) {
   const RowReuseFn* reuse_edge = d.in_place ? row_reuse_blocks<true>(p) : nullptr;
   const bool nchw = p.layout == Layout::NCHW;
   const int64_t full_cblocks = p.in_channels / kVL;
-  const FusedActivation fused = is_simple(p.activation) ? fused_activation(p) : FusedActivation{};
+  const FusedActivation fused = is_simple<float>(p.activation) ? fused_activation(p) : FusedActivation{};
   // Tap offsets in a tile of a full band's width, then of the last column band's.
   const int64_t last_band_cols = p.out_w - (d.col_bands - 1) * d.band_cols;
   std::vector<int64_t> tap_offsets(size_t(2 * taps));
@@ -303,7 +303,7 @@ void run_cblock(const ConvCall& call) {
           else kTaps[mb - 1](xr + ow * col_step, tap_off, taps, col_step, wblock, bias_block, fused, orow + ow * kVL);
         }
       }
-      if (!is_simple(p.activation)) activate_row(out_block, rows * cols * kVL, fused_activation(p));
+      if (!is_simple<float>(p.activation)) activate_row(out_block, rows * cols * kVL, fused_activation(p));
       float* yn = y + n * call.y_stride.n + c0 * call.y_stride.c;
       if (nchw && cols == p.out_w) {  // full rows: the block is a contiguous run of each plane
         pixels_to_planes(out_block, kVL, cvalid, rows * cols, yn + oh0 * call.y_stride.h, call.y_stride.c);
@@ -602,7 +602,7 @@ void run_rows(const ConvCall& call) {
           const int nv = int(std::min<int64_t>(nv_max, d.row_vectors - v));
           blocks[rb - 1][nv - 1](p, tile, d.pitch, w + c * taps, b, r, v * kVL, y_band, call.y_stride.h);
         }
-        if (!is_simple(p.activation))
+        if (!is_simple<float>(p.activation))
           for (int k = 0; k < rb; ++k) activate_row(y_band + (r + k) * call.y_stride.h, p.out_w, fused_activation(p));
       }
     }
@@ -735,7 +735,7 @@ void flat3x3_band(const ConvProblem& p, const Mask* left, const Mask* right, con
   int64_t j = j_begin;
   for (; j < unchecked_end; ++j) step(j, std::false_type{});
   for (; j < j_end; ++j) step(j, std::true_type{});
-  if (!is_simple(act.kind)) activate_row(y + j_begin * kVL, std::min(n, j_end * kVL) - j_begin * kVL, act);
+  if (!is_simple<float>(act.kind)) activate_row(y + j_begin * kVL, std::min(n, j_end * kVL) - j_begin * kVL, act);
 }
 
 void run_flat3x3(const ConvCall& call) {

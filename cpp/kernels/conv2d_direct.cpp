@@ -625,7 +625,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
   const T* packed = static_cast<const T*>(call.packed);
   T* y = static_cast<T*>(call.y);
   const bool nchw = p.layout == Layout::NCHW;
-  const bool simple_act = is_simple(p.activation);
+  const bool simple_act = is_simple<T>(p.activation);
   if (d.orientation == Orientation::ChannelVec) {
     // Items are (k block, group of rows), or (segment, k block) of a flat plane, k blocks
     // inner so that a thread's run of items finds the segment's input in L2.  A "row" is then

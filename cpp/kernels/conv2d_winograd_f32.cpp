@@ -347,7 +347,7 @@ constexpr auto kMultiply = multiply_table(std::make_integer_sequence<int, kMRMax
 bool store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, int64_t kb, const float* mbuf,
                    float* row_buf) {
   const ConvProblem& p = call.p;
-  const bool nhwc = p.layout == Layout::NHWC, simple = is_simple(p.activation);
+  const bool nhwc = p.layout == Layout::NHWC, simple = is_simple<float>(p.activation);
   const FusedActivation act = fused_activation(p);
   float* y = static_cast<float*>(call.y) + b.n * call.y_stride.n;
   const float* bias = static_cast<const float*>(call.bias);

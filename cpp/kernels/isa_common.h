@@ -95,33 +95,64 @@ static inline T activate(T v, Activation a, T negative_slope) {
   return v;
 }
 
-// e^v in float32, branch-free so that the loops of activate_row vectorise (a libm call per
-// value made a fused SiLU cost more than the convolution: EfficientNet's 1x1 16->96 layer).
-// 2^n p(r), n = round(v log2 e), r = v - n ln 2 in [-ln2/2, ln2/2] (ln 2 in two parts), p
-// Cephes' degree-6 polynomial of expf (about 1 ulp); 2^n applied as two factors, so that
-// e^v reaches the denormals and overflows to inf where the true value does.  NaN stays NaN.
-static inline float exp_f32(float v) {
-  float c = v < -104.0f ? -104.0f : v;  // (NaN fails both tests; it is put back at the end)
-  c = c > 88.8f ? 88.8f : c;
-  c = c == c ? c : 0.0f;
-  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const float n = (c * 1.44269504088896341f + magic) - magic;
-  const float r = (c - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t ni = int32_t(n), half = ni / 2;
-  const int32_t bits1 = (half + 127) << 23, bits2 = (ni - half + 127) << 23;
-  float s1, s2;
-  std::memcpy(&s1, &bits1, 4);
-  std::memcpy(&s2, &bits2, 4);
-  const float e = p * s1 * s2;
-  return v == v ? e : v;
+// The lane operations exp_f32_of and the activations built on it take, for one float
+// (ScalarF32Ops, here) or a SIMD vector of them (simd::VecF32Ops, simd.h): splat, add, sub, mul,
+// div, fma, min and max (x86's NaN rule: the second operand when either is NaN) and pow2i (2^n
+// for an integral n in [-126, 127]; 0 for -127, inf for 128).  One formula for both, so that the activations the SIMD
+// kernels apply in registers and the ones activate_row applies after the stores agree.
+struct ScalarF32Ops {
+  static float splat(float c) { return c; }
+  static float add(float a, float b) { return a + b; }
+  static float sub(float a, float b) { return a - b; }
+  static float mul(float a, float b) { return a * b; }
+  static float div(float a, float b) { return a / b; }
+  static float fma(float a, float b, float c) { return a * b + c; }  // (std::fma is a libm call without FMA)
+  static float min(float a, float b) { return a < b ? a : b; }
+  static float max(float a, float b) { return a > b ? a : b; }
+  static float pow2i(float n) {
+    const int32_t bits = (int32_t(n == n ? n : 0.0f) + 127) << 23;  // (NaN: exp_f32_of's p is NaN anyway)
+    float s;
+    std::memcpy(&s, &bits, 4);
+    return s;
+  }
+};
+
+// e^v in float32, branch-free, for a float or a vector of them (a libm call per value made a
+// fused SiLU cost more than the convolution: EfficientNet's 1x1 16->96 layer).
+// 2^n p(r), n = round(v log2 e) in [-127, 128], r = v - n ln 2 in [-ln2/2, ln2/2] (ln 2 in two
+// parts), p Cephes' degree-6 polynomial of expf (about 1 ulp).  2^n is one factor, the exponent
+// field itself: 2^128 is inf and 2^-127 is 0, so e^v is inf from v = 88.38 (n = 128; the true
+// value overflows at 88.72) and 0 below -87.69, with denormals between: what sigmoid and SiLU,
+// which add it to 1, need (one factor instead of two is a fifth faster; docs/tuning.md).
+// NaN stays NaN (the clamp keeps it, as the value goes second, and it reaches p).
+template <class V, class Ops>
+static inline V exp_f32_of(V v, Ops o) {
+  const V c = o.min(o.splat(88.8f), o.max(o.splat(-88.0f), v));
+  const V magic = o.splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const V n = o.sub(o.fma(c, o.splat(1.44269504088896341f), magic), magic);
+  const V r = o.fma(n, o.splat(2.12194440e-4f), o.fma(n, o.splat(-0.693359375f), c));
+  V p = o.splat(1.9875691500e-4f);
+  p = o.fma(p, r, o.splat(1.3981999507e-3f));
+  p = o.fma(p, r, o.splat(8.3334519073e-3f));
+  p = o.fma(p, r, o.splat(4.1665795894e-2f));
+  p = o.fma(p, r, o.splat(1.6666665459e-1f));
+  p = o.fma(p, r, o.splat(5.0000001201e-1f));
+  p = o.add(o.fma(o.mul(p, r), r, r), o.splat(1.0f));
+  return o.mul(p, o.pow2i(n));
 }
+
+// 1 / (1 + e^-v) and v / (1 + e^-v), as the reference computes them: sigmoid(-inf) 0,
+// silu(-inf) NaN (-inf / inf), silu(inf) inf.
+template <class V, class Ops>
+static inline V sigmoid_f32_of(V v, Ops o) {
+  return o.div(o.splat(1.0f), o.add(o.splat(1.0f), exp_f32_of(o.sub(o.splat(0.0f), v), o)));
+}
+template <class V, class Ops>
+static inline V silu_f32_of(V v, Ops o) {
+  return o.div(v, o.add(o.splat(1.0f), exp_f32_of(o.sub(o.splat(0.0f), v), o)));
+}
+
+static inline float exp_f32(float v) { return exp_f32_of(v, ScalarF32Ops{}); }
 
 // tanh in float32 like exp_f32: Cephes' odd polynomial below |v| = 0.625 (where 1 - 2/(e^2v + 1)
 // would cancel), that form above; the sign put back.
@@ -150,10 +181,10 @@ static inline void activate_row(T* v, int64_t n, FusedActivation a) {
   if constexpr (std::is_same<T, float>::value) {
     switch (a.kind) {
       case Activation::Sigmoid:
-        for (int64_t i = 0; i < n; ++i) v[i] = 1.0f / (1.0f + exp_f32(-v[i]));
+        for (int64_t i = 0; i < n; ++i) v[i] = sigmoid_f32_of(v[i], ScalarF32Ops{});
         return;
       case Activation::Silu:
-        for (int64_t i = 0; i < n; ++i) v[i] = v[i] / (1.0f + exp_f32(-v[i]));
+        for (int64_t i = 0; i < n; ++i) v[i] = silu_f32_of(v[i], ScalarF32Ops{});
         return;
       case Activation::Tanh:
         for (int64_t i = 0; i < n; ++i) v[i] = tanh_f32(v[i]);

@@ -11,7 +11,8 @@
 //   pool2d_plane_nchw:    one output per plane covering it all (global pooling): a reduction
 //                         over the contiguous plane.
 //   pool2d_maps_nchw:     any NCHW problem (adaptive windows), scalar through the window maps.
-//   pool2d_channels_nhwc: any NHWC problem, vectorised across channels.
+//   pool2d_channels_nhwc: any NHWC problem, vectorised across channels; float global averages
+//                         sum blocks of channels over every pixel in registers.
 // Inputs and outputs are C-contiguous in p.layout (unit stride along w for NCHW, along c for
 // NHWC).  Max follows PyTorch: the first tap inside the input is the initial argmax, a
 // strictly larger value or a NaN replaces it; padding never wins.
@@ -433,9 +434,69 @@ bool accepts_nchw(const Pool2dProblem& p) { return p.layout == Layout::NCHW; }
 // ---------------------------------------------------------------------------------------
 // pool2d_channels_nhwc
 
+#if CPPCONV_POOL_SIMD
+// Global average pooling of channels-last float images (a squeeze-and-excitation block's pool):
+// each item sums a block of channels over every pixel in registers, two pixels at a time.  The
+// general loop below adds each pixel into the output in memory, about a value a cycle, and ran
+// these pools at half ONNX Runtime's speed (docs/tuning.md, "Whole networks").
+void run_global_average_nhwc_f32(const PoolCall& call) {
+  using namespace simd;
+  using V = Vec<float>;
+  constexpr int L = kLanes<float>, kVecs = 4;  // a block: kVecs vectors of channels
+  const Pool2dProblem& p = call.p;
+  const float* x = static_cast<const float*>(call.x);
+  float* y = static_cast<float*>(call.y);
+  const int64_t C = p.channels, pixels = p.in_d * p.in_h * p.in_w;
+  const int64_t cblocks = ceil_div(C, int64_t(kVecs * L)), items = p.batch * cblocks;
+  const V divisor = vset1(avg_divisor<float>(call, 0, 0, 0));
+  parallel_region(call.num_threads, [&] {
+    DenormalGuard denormals;
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t n = item / cblocks, c0 = item % cblocks * kVecs * L;
+      const float* xn = x + n * call.x_stride.n + c0;  // pixel q at xn + q * C (C-contiguous)
+      int valid[kVecs];
+      Mask<float> masks[kVecs];
+      for (int v = 0; v < kVecs; ++v) {
+        valid[v] = int(std::clamp<int64_t>(C - c0 - v * L, 0, L));
+        masks[v] = lane_mask(0, valid[v]);
+      }
+      const auto load = [&](int64_t q, int v) {
+        const float* s = xn + q * C + v * L;
+        return valid[v] == L ? vload(s) : vload_mask(s, masks[v]);
+      };
+      V even[kVecs], odd[kVecs];
+      for (int v = 0; v < kVecs; ++v) even[v] = odd[v] = vzero<float>();
+      int64_t q = 0;
+      for (; q + 1 < pixels; q += 2)
+#pragma GCC unroll 4
+        for (int v = 0; v < kVecs; ++v)
+          if (valid[v] > 0) even[v] = vadd(even[v], load(q, v)), odd[v] = vadd(odd[v], load(q + 1, v));
+      if (q < pixels)
+        for (int v = 0; v < kVecs; ++v)
+          if (valid[v] > 0) even[v] = vadd(even[v], load(q, v));
+      float* yn = y + n * call.y_stride.n + c0;
+      for (int v = 0; v < kVecs; ++v) {
+        const V mean = vdiv(vadd(even[v], odd[v]), divisor);  // (as the general loop: a division)
+        if (valid[v] == L) vstore(yn + v * L, mean);
+        else if (valid[v] > 0) vstore_mask(yn + v * L, mean, masks[v]);
+      }
+    }
+  });
+}
+#endif
+
 template <class T>
 void run_channels_nhwc(const PoolCall& call) {
   const Pool2dProblem& p = call.p;
+#if CPPCONV_POOL_SIMD
+  if constexpr (std::is_same_v<T, float>) {
+    if (p.kind == PoolKind::Avg && p.adaptive && p.out_d == 1 && p.out_h == 1 && p.out_w == 1) {
+      run_global_average_nhwc_f32(call);
+      return;
+    }
+  }
+#endif
   const T* x = static_cast<const T*>(call.x);
   T* y = static_cast<T*>(call.y);
   const int64_t C = p.channels;

@@ -1,7 +1,7 @@
 // The vector vocabulary of the SIMD kernels, for float and double, for the ISA this file is
 // compiled for.  The ISA's backend header (simd/f32-<isa>.h, chosen by simd/backend.h) defines
 // the same API on every ISA: Vec<T> and Mask<T>, vzero, vset1, vload, vbroadcast, vstore, vadd,
-// vsub, vmul, vdiv, vfma, vmax, vmin, vleaky, lane_mask, masked loads and stores (vload_mask,
+// vsub, vmul, vdiv, vfma, vmax, vmin, vleaky, vpow2i, lane_mask, masked loads and stores (vload_mask,
 // vstore_mask, vload_mask_or), vmax_nan_wins, deinterleave2, shift_lanes_c, the interleaves and
 // last step of transpose_square, and the ISA's register blocking (kTiles, simd/tiles.h); this file
 // holds what is built on top of it, the same for every ISA.  Overloads pick the element type
@@ -209,12 +209,29 @@ static inline void pixels_to_planes(const float* src, int64_t pixel_stride, int 
   }
 }
 
-// Activations that are a few vector instructions; the transcendental ones (sigmoid, tanh,
-// silu) are applied after the store by activate_row.  max/min return the second operand
-// when either is NaN, so the value goes second and NaN stays NaN.
+// isa_common.h's lane operations on float vectors, for exp_f32_of and the activations on it.
+struct VecF32Ops {
+  static Vec<float> splat(float c) { return vset1(c); }
+  static Vec<float> add(Vec<float> a, Vec<float> b) { return vadd(a, b); }
+  static Vec<float> sub(Vec<float> a, Vec<float> b) { return vsub(a, b); }
+  static Vec<float> mul(Vec<float> a, Vec<float> b) { return vmul(a, b); }
+  static Vec<float> div(Vec<float> a, Vec<float> b) { return vdiv(a, b); }
+  static Vec<float> fma(Vec<float> a, Vec<float> b, Vec<float> c) { return vfma(a, b, c); }
+  static Vec<float> min(Vec<float> a, Vec<float> b) { return vmin(a, b); }
+  static Vec<float> max(Vec<float> a, Vec<float> b) { return vmax(a, b); }
+  static Vec<float> pow2i(Vec<float> n) { return vpow2i(n); }
+};
+
+// The activations the SIMD kernels apply in registers as they store (apply_simple_activation):
+// a few vector instructions each, and for float sigmoid and SiLU on the vector exp (about as
+// many instructions per vector as 16 multiply-add steps of the convolution, but on values still
+// in registers).  The others (tanh; sigmoid and SiLU in double) are applied after the stores by
+// activate_row.  max/min return the second operand when either is NaN, so the value goes second
+// and NaN stays NaN.
+template <class T>
 static inline bool is_simple(Activation a) {
-  return a == Activation::None || a == Activation::Relu || a == Activation::Relu6 || a == Activation::LeakyRelu ||
-         a == Activation::HardSigmoid || a == Activation::HardSwish;
+  if (a == Activation::Sigmoid || a == Activation::Silu) return std::is_same<T, float>::value;
+  return a != Activation::Tanh;
 }
 float lane_type(Vec<float>);  // (overloads, not std::is_same on vector types, whose attributes
 double lane_type(Vec<double>);  // GCC drops from template arguments with a warning)
@@ -231,6 +248,12 @@ static inline V apply_simple_activation(V v, FusedActivation a) {
     case Activation::LeakyRelu: return vleaky(v, T(a.negative_slope));
     case Activation::HardSigmoid: return hard_sigmoid_v(v);
     case Activation::HardSwish: return vmul(v, hard_sigmoid_v(v));
+    case Activation::Sigmoid:
+      if constexpr (std::is_same<T, float>::value) return sigmoid_f32_of(v, VecF32Ops{});
+      return v;
+    case Activation::Silu:
+      if constexpr (std::is_same<T, float>::value) return silu_f32_of(v, VecF32Ops{});
+      return v;
     default: return v;
   }
 }

@@ -1,7 +1,8 @@
 // Tests of one SIMD backend (cpp/kernels/simd/), compiled per ISA like the kernels
 // (CPPCONV_ISA_NS and the ISA's flags; CMake builds one per backend): the masked and partial
 // loads and stores read and write only their lanes, next to inaccessible pages; lane shifts,
-// the transpose, deinterleave2 and the NaN rules of vmax, vmin and vmax_nan_wins lane by lane.
+// the transpose, deinterleave2, the NaN rules of vmax, vmin and vmax_nan_wins lane by lane, and
+// vpow2i and the vector exp, sigmoid and SiLU the kernels apply in their stores.
 // Exits 77 (CTest: skipped) when the CPU lacks the ISA, 1 on any mismatch.
 #include <cmath>
 #include <cstdio>
@@ -17,6 +18,7 @@
 #define CPPCONV_GUARD_PAGES 1
 #endif
 
+using namespace cppconv::CPPCONV_ISA_NS;
 using namespace cppconv::CPPCONV_ISA_NS::simd;
 
 namespace {
@@ -171,6 +173,59 @@ void nan_rules() {
   }
 }
 
+// Whether a is within `ulps` units in the last place of float64 b (both NaN count as equal; where b
+// rounds to a float infinity, a must be that infinity).
+bool near_ulps(float a, double b, double ulps) {
+  if (a != a || b != b) return a != a && b != b;
+  if (std::isinf(float(b)) || std::isinf(a)) return a == float(b);
+  const double ulp = std::max(double(std::numeric_limits<float>::min()),
+                              std::ldexp(1.0, std::ilogb(std::max(std::fabs(b), 1e-38)) - 23));
+  return std::fabs(double(a) - b) <= ulps * ulp;
+}
+
+// vpow2i exactly (0 for 2^-127, inf for 2^128); the vector exp, sigmoid and SiLU (isa_common.h's
+// formulas on VecF32Ops) against float64 libm over their range, lane by lane, and at the special
+// values the kernels must keep: NaN stays NaN, sigmoid(-inf) 0, silu(-inf) NaN, silu(inf) inf.
+void vector_activations() {
+  constexpr int L = kLanes<float>;
+  float got[L];
+  for (int n = -127; n <= 128; ++n) {
+    to_array(vpow2i(vset1(float(n))), got);
+    const float want = n == -127 ? 0.0f : (n == 128 ? std::numeric_limits<float>::infinity() : std::ldexp(1.0f, n));
+    expect(got[L - 1] == want, "vpow2i", n, 0);
+  }
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<float> values = {nan, -inf, inf, -0.0f, 0.0f, -1e30f, 1e30f, -104.5f, 88.9f, 88.7f, -87.3f, 1e-30f};
+  for (int i = -2000; i <= 2000; ++i) values.push_back(float(i) * 0.0441f + 0.0013f);  // about [-88.2, 88.2]
+  for (size_t i = 0; i < values.size(); ++i) {
+    float lane[L];
+    for (int l = 0; l < L; ++l) lane[l] = values[(i + size_t(l)) % values.size()];
+    const Vec<float> v = vload(lane);
+    float e[L], sig[L], silu[L];
+    to_array(exp_f32_of(v, VecF32Ops{}), e);
+    to_array(sigmoid_f32_of(v, VecF32Ops{}), sig);
+    to_array(silu_f32_of(v, VecF32Ops{}), silu);
+    for (int l = 0; l < L; ++l) {
+      const double x = lane[l], ex = std::exp(x), enx = std::exp(-x);
+      // Within the normal floats; inf from 88.38 (2^128), 0 below -87.69 (2^-127), denormals
+      // between that and -87.3.
+      const bool e_ok = x > 88.38   ? std::isinf(e[l]) && e[l] > 0
+                        : x < -87.3 ? (x < -87.69 ? e[l] == 0.0f : std::fabs(double(e[l]) - ex) <= 1e-37)
+                                    : near_ulps(e[l], ex, 2);
+      expect(e_ok, "exp_f32_of", int(i), l);
+      expect(near_ulps(sig[l], 1.0 / (1.0 + enx), 3) || std::fabs(double(sig[l]) - 1.0 / (1.0 + enx)) <= 1e-37,
+             "sigmoid_f32_of", int(i), l);
+      const double silu_ref = x / (1.0 + enx);
+      expect(near_ulps(silu[l], silu_ref, 3) || std::fabs(double(silu[l]) - silu_ref) <= 1e-36, "silu_f32_of", int(i),
+             l);
+      // The scalar form (activate_row's) computes the same formula.
+      expect(near_ulps(silu_f32_of(lane[l], ScalarF32Ops{}), double(silu[l]), 1) ||
+                 std::fabs(double(silu[l]) - silu_ref) <= 1e-36,
+             "silu_f32_of scalar", int(i), l);
+    }
+  }
+}
+
 bool cpu_runs_this_isa() {
 #if defined(CPPCONV_TEST_AVX512)
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -194,6 +249,7 @@ int main() {
   shuffles();
   nan_rules<float>();
   nan_rules<double>();
+  vector_activations();
   std::printf("%s: %s (%d lanes of float)\n", CPPCONV_ISA_NAME, g_failures ? "FAILED" : "all passed", kLanes<float>);
   return g_failures ? 1 : 0;
 }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'DEFAULT_NEGATIVE_SLOPE', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'PoolSettings', 'QConvPlan', 'adaptive_pool', 'add', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'dequantize_linear', 'explain', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'reset_num_threads', 'round_to_bf16', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
+__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'DEFAULT_NEGATIVE_SLOPE', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'PoolSettings', 'QConvPlan', 'adaptive_pool', 'add', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'dequantize_linear', 'explain', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'reset_num_threads', 'round_to_bf16', 'scale_channels', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
 class ConvParams:
     """
     A convolution call's normalised hyper-parameters (internal).
@@ -156,6 +156,10 @@ def reset_num_threads() -> None:
 def round_to_bf16(src: numpy.ndarray, dst: numpy.ndarray, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
     float32 rounded to the nearest bfloat16, kept as float32 (dst may be src).
+    """
+def scale_channels(x: numpy.ndarray, scale: numpy.ndarray, y: numpy.ndarray, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    """
+    y[n, ..., c] = x[n, ..., c] * scale[n, c] for channels-last x (one gate per image and channel, as a squeeze-and-excitation block's Mul); y may be x.
     """
 def select_isa(name: str) -> None:
     """

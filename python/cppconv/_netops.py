@@ -43,6 +43,22 @@ def hard_swish(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     return np.multiply(x, hard_sigmoid(x, 1 / 6, 0.5), out=out)
 
 
+def gate_channels(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None,
+                  num_threads: int = 0) -> Optional[np.ndarray]:
+    """a * b in one native pass where one operand is a gate per image and channel of the other,
+    channels-last: shapes (N, ..., C) and (N, 1, ..., 1, C), float32 and C-contiguous (the Mul
+    of a squeeze-and-excitation block, where NumPy's broadcasting loop runs a pixel at a time);
+    None otherwise."""
+    for x, gate in ((a, b), (b, a)):
+        if (x.ndim == gate.ndim >= 3 and x.dtype == gate.dtype == np.float32 and gate.shape[0] == x.shape[0]
+                and gate.shape[-1] == x.shape[-1] and gate.size == x.shape[0] * x.shape[-1] and x.size > gate.size
+                and x.flags.c_contiguous and gate.flags.c_contiguous):
+            y = np.empty_like(x) if out is None else out
+            _native.scale_channels(x, gate, y, num_threads)
+            return y
+    return None
+
+
 def elu(x: np.ndarray, alpha: float) -> np.ndarray:
     return np.where(x > 0, x, np.expm1(np.minimum(x, 0)) * np.asarray(alpha, x.dtype))
 

@@ -846,13 +846,19 @@ def _broadcasting(p: _Planner, node: _Node) -> None:
             y = np.empty_like(a) if out is None else out
             _native.add(a, b, y, relu, threads)
             return (y,)
+        if node.op == "Mul" and len(xs) == 2:  # a squeeze-and-excitation gate: one native pass
+            gated = _netops.gate_channels(a, b, out, threads)
+            if gated is not None:
+                return (gated,)
         total = op(a, b) if out is None else op(a, b, out=out)
         for v in xs[2:]:
             total = op(total, v, out=total)  # the first sum is this step's own array
         return (np.maximum(total, 0, out=total) if relu else total,)
 
     in_place = _IN_PLACE if node.op != "PRelu" and (node.op != "Div" or p.dtype.kind == "f") else _RETURNS
-    how = "cppconv add where the shapes agree, else NumPy's" if node.op == "Add" else f"NumPy {node.op.lower()}"
+    how = {"Add": "cppconv add where the shapes agree, else NumPy's",
+           "Mul": "cppconv channel scale for a per-image channel gate, else NumPy's multiply"}.get(
+        node.op, f"NumPy {node.op.lower()}")
     p.emit(node, fn, ins, [perm], how + " (broadcasting)" + ("; Relu fused" if relu else ""), writes=in_place)
 
 

@@ -61,6 +61,10 @@ static inline __m256 vmax(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
 static inline __m256d vmax(__m256d a, __m256d b) { return _mm256_max_pd(a, b); }
 static inline __m256 vmin(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
 static inline __m256d vmin(__m256d a, __m256d b) { return _mm256_min_pd(a, b); }
+// 2^n for integral n in [-126, 127] (the exponent field set from the integer; 0 for -127, inf for 128).
+static inline __m256 vpow2i(__m256 n) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+}
 static inline __m256 vleaky(__m256 v, float slope) {
   const __m256 neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
   return _mm256_blendv_ps(v, _mm256_mul_ps(v, _mm256_set1_ps(slope)), neg);

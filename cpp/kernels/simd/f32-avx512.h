@@ -62,6 +62,10 @@ static inline __m512 vmax(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
 static inline __m512d vmax(__m512d a, __m512d b) { return _mm512_max_pd(a, b); }
 static inline __m512 vmin(__m512 a, __m512 b) { return _mm512_min_ps(a, b); }
 static inline __m512d vmin(__m512d a, __m512d b) { return _mm512_min_pd(a, b); }
+// 2^n for integral n in [-126, 127] (the exponent field set from the integer; 0 for -127, inf for 128).
+static inline __m512 vpow2i(__m512 n) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+}
 static inline __m512 vleaky(__m512 v, float slope) {
   const __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
   return _mm512_mask_mul_ps(v, neg, v, _mm512_set1_ps(slope));

@@ -64,6 +64,10 @@ static inline float32x4_t vmax(float32x4_t a, float32x4_t b) { return vbslq_f32(
 static inline float64x2_t vmax(float64x2_t a, float64x2_t b) { return vbslq_f64(vcgtq_f64(a, b), a, b); }
 static inline float32x4_t vmin(float32x4_t a, float32x4_t b) { return vbslq_f32(vcltq_f32(a, b), a, b); }
 static inline float64x2_t vmin(float64x2_t a, float64x2_t b) { return vbslq_f64(vcltq_f64(a, b), a, b); }
+// 2^n for integral n in [-126, 127] (the exponent field set from the integer; 0 for -127, inf for 128).
+static inline float32x4_t vpow2i(float32x4_t n) {
+  return vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23));
+}
 static inline float32x4_t vleaky(float32x4_t v, float slope) {
   return vbslq_f32(vcltq_f32(v, vdupq_n_f32(0.0f)), vmulq_n_f32(v, slope), v);
 }
