@@ -1318,6 +1318,36 @@ def test_strided_1x1_workspace_counts_the_subsampled_input():
 
 
 # --------------------------------------------------------------------------------------------
+# ChannelVec: NHWC 1x1 expansions run flat (a segment's k blocks one after another), and a last
+# k block of at most one vector of channels computes that vector alone
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("C,K,H,W,kernel,activation,layout", [
+    (16, 96, 112, 112, 1, "relu6", "NHWC"),  # flat expansion cut into output-sized segments
+    (24, 72, 14, 14, 1, "relu", "NHWC"),  # flat expansion, last k block half full
+    (16, 600, 9, 9, 1, "sigmoid", "NHWC"),  # flat expansion, activation after the stores
+    (96, 24, 13, 11, 1, None, "NHWC"),  # a projection runs by rows; last k block one vector
+    (600, 24, 5, 6, 3, "hardswish", "NCHW"),  # two input-channel slices summed into a one-vector block
+    (600, 20, 5, 6, 3, None, "NHWC"),
+    (24, 40, 6, 33, 1, "leaky_relu", "NCHW"),
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_channelvec_flat_expansions_and_one_vector_blocks(isa, restore_threads, C, K, H, W, kernel, activation,
+                                                          layout, threads):
+    cppconv.set_num_threads(threads)
+    x_shape = (1, H, W, C) if layout == "NHWC" else (1, C, H, W)
+    algorithm = cppconv.explain(x_shape, (K, C, kernel, kernel), padding=kernel // 2, layout=layout)["algorithm"]
+    if any(a.startswith("conv2d_channelvec_f32__" + isa) for a in _native.conv_algorithms()):
+        assert algorithm.startswith("conv2d_channelvec_f32"), algorithm
+    y = run_case(N=1, C=C, H=H, W=W, K=K, kernel=kernel, padding=kernel // 2, layout=layout, activation=activation)
+    if threads == 2:  # each output is summed in one work item, in one order, however the items are cut
+        cppconv.set_num_threads(1)
+        np.testing.assert_array_equal(
+            run_case(N=1, C=C, H=H, W=W, K=K, kernel=kernel, padding=kernel // 2, layout=layout,
+                     activation=activation), y)
+
+
+# --------------------------------------------------------------------------------------------
 # Algorithm choice: a call costs in proportion to its work, input and output, not its padding
 # --------------------------------------------------------------------------------------------
 

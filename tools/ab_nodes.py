@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-# name: (in channels, out channels, height = width, kernel, stride, activation)
+# name: (in channels, out channels, height = width, kernel, stride, activation[, groups])
 NODES = {
     "mnv3s_exp16_72@56": (16, 72, 56, 1, 1, "relu"),
     "mnv3s_exp24_88@28": (24, 88, 28, 1, 1, "relu"),
@@ -32,6 +32,19 @@ NODES = {
     "effb0_exp16_96@112": (16, 96, 112, 1, 1, "silu"),
     "mnv3s_stem3_16@224": (3, 16, 224, 3, 2, "hardswish"),
     "mnv2_stem3_32@224": (3, 32, 224, 3, 2, "relu6"),
+    "mnv2_exp16_96@112": (16, 96, 112, 1, 1, "relu6"),
+    "mnv2_exp96_576@14": (96, 576, 14, 1, 1, "relu6"),
+    "mnv2_proj96_24@56": (96, 24, 56, 1, 1, None),
+    "mnv2_proj144_24@56": (144, 24, 56, 1, 1, None),
+    "mnv2_proj32_16@112": (32, 16, 112, 1, 1, None),
+    "mnv2_proj576_96@14": (576, 96, 14, 1, 1, None),
+    "mnv2_dw32@112": (32, 32, 112, 3, 1, "relu6", 32),
+    "mnv2_dw96@112_s2": (96, 96, 112, 3, 2, "relu6", 96),
+    "mnv2_dw144@56": (144, 144, 56, 3, 1, "relu6", 144),
+    "regnet_g3x3_64@28": (64, 64, 28, 3, 1, "relu", 4),
+    "regnet_g3x3_160@14": (160, 160, 14, 3, 1, "relu", 10),
+    "squeeze_exp3x3_16_64@55": (16, 64, 55, 3, 1, "relu"),
+    "squeeze_exp1x1_16_64@55": (16, 64, 55, 1, 1, "relu"),
 }
 
 TIMER = r"""
@@ -43,11 +56,12 @@ import numpy as np, cppconv
 assert cppconv.__file__.startswith(tree), cppconv.__file__
 rng = np.random.default_rng(0)
 out = {}
-for name, (C, K, H, kh, s, act) in nodes.items():
+for name, (C, K, H, kh, s, act, *groups) in nodes.items():
+    g = groups[0] if groups else 1
     x = rng.standard_normal((1, H, H, C), dtype=np.float32)
-    w = rng.standard_normal((K, C, kh, kh), dtype=np.float32)
+    w = rng.standard_normal((K, C // g, kh, kh), dtype=np.float32)
     b = rng.standard_normal(K, dtype=np.float32)
-    layer = cppconv.Conv2d(w, b, stride=s, padding=kh // 2, layout="NHWC", activation=act)
+    layer = cppconv.Conv2d(w, b, stride=s, padding=kh // 2, groups=g, layout="NHWC", activation=act)
     y = np.empty_like(layer(x, num_threads=1))
     for _ in range(20):
         layer(x, out=y, num_threads=1)

@@ -126,6 +126,7 @@ constexpr int64_t kMinPrivateRows = 4;
 constexpr int64_t kFlatSegmentBytes = 16 << 10;    // input of a flat PixelVec segment (see EnginePlan)
 constexpr int64_t kFlatPlaneInL2Bytes = 256 << 10;  // a flat plane's input up to this is not cut
 constexpr int64_t kChannelVecSegmentBytes = 192 << 10;  // input of a flat ChannelVec segment
+constexpr int64_t kChannelVecSegmentOutBytes = 128 << 10;  // output of a flat NHWC expansion's segment
 
 // ChannelVec reduction blocking: input channels per slice, so that a slice's packed weights
 // (taps x channels x kNR) stay within ~256 KiB of L2 while every row of an item uses them.
@@ -156,7 +157,13 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
   d.direct_input = can_read_in_place(p);
   // ChannelVec runs flat only where rows are short (14 pixels ran as 7 + 7): longer rows
   // already fill its blocks, and segments then only cost (docs/tuning.md, "Engine constants").
-  d.flat = is_flat(p) && (o == Orientation::PixelVec || p.out_w < 2 * kMR);
+  // An NHWC expansion (more outputs than inputs per pixel) runs flat too: a segment's k blocks
+  // run one after another, so its output pixels are written whole while in L2 instead of one
+  // k block's lines per sweep of the plane, and its pixels fill whole blocks whatever the row
+  // length (docs/tuning.md, "Whole networks").
+  const bool flat_expansion =
+      is_flat(p) && o == Orientation::ChannelVec && p.layout == Layout::NHWC && d.group_out > d.group_in;
+  d.flat = is_flat(p) && (o == Orientation::PixelVec || p.out_w < 2 * kMR || flat_expansion);
   d.pixel_pitch = 1;
   if (d.direct_input) {
     const bool nhwc = p.layout == Layout::NHWC;
@@ -201,6 +208,9 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
     if (!d.packs_in_items) {
       const int64_t plane_bytes = d.pixels_per_row * d.group_in * int64_t(sizeof(T));
       segments = std::max(ceil_div(plane_bytes, kChannelVecSegmentBytes), ceil_div(4 * threads, d.k_units));
+      if (flat_expansion)  // its output, too, within L2
+        segments = std::max(segments,
+                            ceil_div(d.pixels_per_row * d.group_out * int64_t(sizeof(T)), kChannelVecSegmentOutBytes));
       segments = ceil_div(segments, int64_t(threads)) * threads;  // whole rounds: 17 on 2 threads would run 9 + 8
       segments = std::min(segments, ceil_div(d.pixels_per_row, kMR));
     }
@@ -374,6 +384,33 @@ struct WeightPrefetch {
   }
 };
 
+// The simple activation on every accumulator of a block, the activation chosen once per block:
+// GCC kept apply_simple_activation's switch for each vector of the stores.
+template <Activation kKind, class V, int M, int N>
+inline void activate_block_as(V (&acc)[M][N], FusedActivation act) {
+  act.kind = kKind;
+#pragma GCC unroll 16
+  for (int m = 0; m < M; ++m)
+#pragma GCC unroll 16
+    for (int v = 0; v < N; ++v) acc[m][v] = apply_simple_activation(acc[m][v], act);
+}
+template <class V, int M, int N>
+inline void activate_block(V (&acc)[M][N], FusedActivation act) {
+  switch (act.kind) {
+    case Activation::None: return;
+    case Activation::Relu: return activate_block_as<Activation::Relu>(acc, act);
+    case Activation::Relu6: return activate_block_as<Activation::Relu6>(acc, act);
+    case Activation::LeakyRelu: return activate_block_as<Activation::LeakyRelu>(acc, act);
+    case Activation::HardSigmoid: return activate_block_as<Activation::HardSigmoid>(acc, act);
+    case Activation::HardSwish: return activate_block_as<Activation::HardSwish>(acc, act);
+    default:  // any other kind apply_simple_activation handles, chosen per vector
+#pragma GCC unroll 16
+      for (int m = 0; m < M; ++m)
+#pragma GCC unroll 16
+        for (int v = 0; v < N; ++v) acc[m][v] = apply_simple_activation(acc[m][v], act);
+  }
+}
+
 // ChannelVec microkernel: `blocks` consecutive blocks of MR pixels x kNR<T> channels, one input
 // broadcast per pixel.  (A run of blocks per call: with a short reduction, 16 input channels
 // of a 1x1 layer, a call per block spent about as long in the call and its set-up as in the
@@ -384,19 +421,21 @@ struct WeightPrefetch {
 //   w:      packed weights of this k block, [tap][c][kNR<T>]
 //   out:    pixel m's kNR<T> outputs at out + m * out_pixel_stride (kvalid of them are stored)
 //   prefetch: one line of it every other channel step
-template <class T, int MR, bool kUnitPitch>
+// NV: vectors of output channels computed, kNV, or 1 for a last k block of at most kLanes
+// channels (K = 24 or 72: the block's other vector would be all padding, half its FMAs).
+template <class T, int MR, int NV, bool kUnitPitch>
 void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels, int64_t tap_stride,
                             int64_t chan_pitch, int64_t pixel_pitch, const T* w, const T* bias, int kvalid,
                             bool accumulate, FusedActivation act, T* out, int64_t out_pixel_stride,
                             WeightPrefetch* prefetch, int64_t blocks) {
   if constexpr (kUnitPitch) pixel_pitch = 1;
   for (int64_t blk = 0; blk < blocks; ++blk, x += MR * pixel_pitch, out += MR * out_pixel_stride) {
-    Vec<T> acc[MR][kNV];
+    Vec<T> acc[MR][NV];
     if (accumulate) {  // a later slice of input channels: continue the stored partial sums
 #pragma GCC unroll 16
       for (int m = 0; m < MR; ++m) {
 #pragma GCC unroll 16
-        for (int v = 0; v < kNV; ++v) {
+        for (int v = 0; v < NV; ++v) {
           const int n = kvalid - v * kLanes<T>;
           const T* o = out + m * out_pixel_stride + v * kLanes<T>;
           acc[m][v] = n <= 0 ? vzero<T>() : (n >= kLanes<T> ? vload(o) : vload_partial(o, n));
@@ -404,7 +443,7 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
       }
     } else {
 #pragma GCC unroll 16
-      for (int v = 0; v < kNV; ++v) {
+      for (int v = 0; v < NV; ++v) {
         const int n = kvalid - v * kLanes<T>;
         const Vec<T> b = !bias || n <= 0
                              ? vzero<T>()
@@ -413,33 +452,47 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
         for (int m = 0; m < MR; ++m) acc[m][v] = b;
       }
     }
-    for (int64_t t = 0; t < taps; ++t) {
-      const T* xc = x + tap_off[t];
-      const T* wc = w + t * tap_stride;
-      for (int64_t c = 0; c < channels; ++c) {
-        Vec<T> wv[kNV];
+    // (Two copies of the loop, with and without the prefetch: where nothing is left to
+    // prefetch, as for a small layer's weights, the loop keeps no test of it.)
+    const auto reduce = [&](auto with_prefetch) {
+      for (int64_t t = 0; t < taps; ++t) {
+        const T* xc = x + tap_off[t];
+        const T* wc = w + t * tap_stride;
+        for (int64_t c = 0; c < channels; ++c) {
+          Vec<T> wv[NV];
 #pragma GCC unroll 16
-        for (int v = 0; v < kNV; ++v) wv[v] = vload(wc + v * kLanes<T>);
+          for (int v = 0; v < NV; ++v) wv[v] = vload(wc + v * kLanes<T>);
 #pragma GCC unroll 16
-        for (int m = 0; m < MR; ++m) {
-          const Vec<T> a = vbroadcast(xc + m * pixel_pitch);
+          for (int m = 0; m < MR; ++m) {
+            const Vec<T> a = vbroadcast(xc + m * pixel_pitch);
 #pragma GCC unroll 16
-          for (int v = 0; v < kNV; ++v) acc[m][v] = vfma(a, wv[v], acc[m][v]);
+            for (int v = 0; v < NV; ++v) acc[m][v] = vfma(a, wv[v], acc[m][v]);
+          }
+          xc += chan_pitch;
+          wc += kNR<T>;
+          if constexpr (decltype(with_prefetch)::value)
+            if (c & 1) prefetch->step();
         }
-        xc += chan_pitch;
-        wc += kNR<T>;
-        if (c & 1) prefetch->step();
       }
+    };
+    if (prefetch->rows_left > 0) reduce(std::true_type{});
+    else reduce(std::false_type{});
+    activate_block(acc, act);
+    if (kvalid >= NV * kLanes<T>) {
+#pragma GCC unroll 16
+      for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; ++v) vstore(out + m * out_pixel_stride + v * kLanes<T>, acc[m][v]);
+      continue;
     }
 #pragma GCC unroll 16
     for (int m = 0; m < MR; ++m) {
       T* o = out + m * out_pixel_stride;
 #pragma GCC unroll 16
-      for (int v = 0; v < kNV; ++v) {
-        const Vec<T> r = apply_simple_activation(acc[m][v], act);
+      for (int v = 0; v < NV; ++v) {
         const int n = kvalid - v * kLanes<T>;
-        if (n >= kLanes<T>) vstore(o + v * kLanes<T>, r);
-        else if (n > 0) vstore_partial(o + v * kLanes<T>, r, n);
+        if (n >= kLanes<T>) vstore(o + v * kLanes<T>, acc[m][v]);
+        else if (n > 0) vstore_partial(o + v * kLanes<T>, acc[m][v], n);
       }
     }
   }
@@ -501,13 +554,13 @@ template <class T>
 using MicrokernelFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, const T*, int64_t, const T*, int,
                                FusedActivation, T*, int64_t);
 
-template <class T, bool kUnitPitch, int... M>
+template <class T, int NV, bool kUnitPitch, int... M>
 constexpr std::array<ChannelVecFn<T>, sizeof...(M)> channelvec_table(std::integer_sequence<int, M...>) {
-  return {&channelvec_microkernel<T, M + 1, kUnitPitch>...};
+  return {&channelvec_microkernel<T, M + 1, NV, kUnitPitch>...};
 }
-// kChannelVec<T, kUnitPitch>[mr - 1] handles mr pixels.
-template <class T, bool kUnitPitch>
-constexpr auto kChannelVec = channelvec_table<T, kUnitPitch>(std::make_integer_sequence<int, kMR>{});
+// kChannelVec<T, NV, kUnitPitch>[mr - 1] handles mr pixels x NV vectors of channels.
+template <class T, int NV, bool kUnitPitch>
+constexpr auto kChannelVec = channelvec_table<T, NV, kUnitPitch>(std::make_integer_sequence<int, kMR>{});
 
 constexpr int kNVMax = nv_cap(1);
 template <class T, int MK, int... V>
@@ -639,8 +692,10 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     const int64_t runs = d.flat ? ceil_div(d.pixels_per_row, d.flat_segment) : rows;
     const int64_t groups_of_rows = ceil_div(runs, d.rows_per_item);
     const int64_t slices = ceil_div(d.group_in, d.channels_per_slice);
-    const ChannelVecFn<T>* microkernels =
-        d.pixel_pitch == 1 ? kChannelVec<T, true>.data() : kChannelVec<T, false>.data();
+    const ChannelVecFn<T>* full_blocks =
+        d.pixel_pitch == 1 ? kChannelVec<T, kNV, true>.data() : kChannelVec<T, kNV, false>.data();
+    const ChannelVecFn<T>* one_vector =
+        d.pixel_pitch == 1 ? kChannelVec<T, 1, true>.data() : kChannelVec<T, 1, false>.data();
     auto kb_of = [&](int64_t item) { return d.flat ? item % d.k_units : item / groups_of_rows; };
     auto pixels_of = [&](int64_t r) { return d.flat ? std::min(row_w, d.pixels_per_row - r * row_w) : row_w; };
     // Offsets of row r's first pixel in the tile and in the output image.
@@ -653,6 +708,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
       const int64_t r_end = std::min(runs, r_begin + d.rows_per_item);
       const int64_t k0 = g * d.group_out + kb * kNR<T>;
       const int kvalid = int(std::min<int64_t>(kNR<T>, (g + 1) * d.group_out - k0));
+      const ChannelVecFn<T>* microkernels = kvalid <= kLanes<T> ? one_vector : full_blocks;
       const T* wk = packed ? packed + g * packed_group + kb * d.taps * tap_stride : nullptr;
       const T* bk = bias ? bias + k0 : nullptr;
       for (int64_t sl = 0; sl < slices; ++sl) {

@@ -484,6 +484,46 @@ void run_global_average_nhwc_f32(const PoolCall& call) {
     }
   });
 }
+
+// One float output pixel's max over its window, cn channels from xn (the window's image, its
+// first channel) into a: 4 vectors of channels held in registers across the taps, stored once
+// (the generic loop below loads, compares and stores every output vector at each tap).
+void max_window_nhwc_f32(const PoolCall& call, const float* xn, int64_t d0, int64_t td, int64_t h0, int64_t th,
+                         int64_t w0, int64_t tw, int64_t cn, float* a) {
+  using namespace simd;
+  using V = Vec<float>;
+  constexpr int L = kLanes<float>;
+  constexpr int kChunk = 4;  // vectors in registers
+  const Pool2dProblem& p = call.p;
+  for (int64_t c0 = 0; c0 < cn; c0 += kChunk * L) {
+    const int64_t n = std::min<int64_t>(kChunk * L, cn - c0);
+    V acc[kChunk];
+#pragma GCC unroll 4
+    for (int v = 0; v < kChunk; ++v) acc[v] = vset1(neg_inf<float>());
+    for (int64_t k = 0; k < td; ++k)
+      for (int64_t t = 0; t < th; ++t) {
+        const float* xr =
+            xn + c0 + (d0 + k * p.dilation_d) * call.x_stride_d + (h0 + t * p.dilation_h) * call.x_stride.h;
+        for (int64_t u = 0; u < tw; ++u) {
+          const float* s = xr + (w0 + u * p.dilation_w) * call.x_stride.w;
+          if (n == kChunk * L) {
+#pragma GCC unroll 4
+            for (int v = 0; v < kChunk; ++v) acc[v] = vmax_nan_wins(acc[v], vload(s + v * L));
+          } else {
+            for (int v = 0; v * L < n; ++v) {
+              const int m = int(std::min<int64_t>(L, n - v * L));
+              acc[v] = vmax_nan_wins(acc[v], m == L ? vload(s + v * L) : vload_partial(s + v * L, m));
+            }
+          }
+        }
+      }
+    for (int v = 0; v * L < n; ++v) {
+      const int m = int(std::min<int64_t>(L, n - v * L));
+      if (m == L) vstore(a + c0 + v * L, acc[v]);
+      else vstore_partial(a + c0 + v * L, acc[v], m);
+    }
+  }
+}
 #endif
 
 template <class T>
@@ -528,6 +568,14 @@ void run_channels_nhwc(const PoolCall& call) {
       const T* xn = x + n * call.x_stride.n + c0;
       const int64_t yo = n * call.y_stride.n + od * call.y_stride_d + oh * call.y_stride.h + ow * call.y_stride.w + c0;
       T* a = y + yo;
+#if CPPCONV_POOL_SIMD
+      if constexpr (std::is_same_v<T, float>) {
+        if (is_max && !call.indices) {
+          max_window_nhwc_f32(call, xn, d0, td, h0, th, w0, tw, cn, a);
+          continue;
+        }
+      }
+#endif
       if (is_max) {
         for (int64_t c = 0; c < cn; ++c) a[c] = neg_inf<T>();
         int64_t* idx = call.indices ? call.indices + yo : nullptr;
