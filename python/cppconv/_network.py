@@ -15,6 +15,7 @@ that step.  A Concat's convolution inputs are written straight into its result.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import sys
 import threading
@@ -1740,6 +1741,10 @@ class Network:
         self._peak = _peak_bytes(planner, last, keep, root)
         self._spares: Dict[Tuple[int, ...], List[np.ndarray]] = {}  # the last call's dropped arrays (run)
         self._spares_lock = threading.Lock()
+        self._wants: Dict[Tuple[int, ...], List[int]] = {}  # output shape (after the batch) -> steps writing one
+        for k, (_, _, _, _, writes, shape) in enumerate(self._steps):
+            if writes == _INTO_BUFFER and shape is not None:
+                self._wants.setdefault(shape, []).append(k)
 
     # ----- running --------------------------------------------------------------------------
     @property
@@ -1786,6 +1791,8 @@ class Network:
         # U-Net's 200 MB activations spent a second of its 11 on them, tuning.md).
         with self._spares_lock:
             free, self._spares = self._spares, {}
+        keep: Dict[Tuple[int, ...], List[np.ndarray]] = {}  # for the next call
+        held, budget = 0, (self._peak or 0) * (batch[0] if batch else 1)
         for k, (fn, ins, outs, dead, writes, extra) in enumerate(self._steps):
             try:
                 if writes == _RETURNS:
@@ -1806,14 +1813,26 @@ class Network:
             del results
             for d in dead:
                 spare = _dropped(env, d, self._dtype)
-                if spare is not None:
-                    free.setdefault(spare.shape, []).append(spare)
+                later = None if spare is None else self._wants.get(spare.shape[1:])
+                if spare is None or later is None:
+                    continue
+                # Kept while a later step of this call takes its shape, else for the next call
+                # (at most one array per step that takes the shape, and the planned peak in all);
+                # otherwise freed now.
+                spares = free.setdefault(spare.shape, [])
+                if len(later) - bisect.bisect_right(later, k) > len(spares):
+                    spares.append(spare)
+                    continue
+                kept = keep.setdefault(spare.shape, [])
+                if len(kept) < len(later) and held + spare.nbytes <= budget:
+                    kept.append(spare)
+                    held += spare.nbytes
             spare = None
         found = {name: env[s] for name, s in self._outputs}
-        with self._spares_lock:  # kept for the next call: this batch size's arrays (one call's set)
+        with self._spares_lock:
             if not self._spares:
-                self._spares = {shape: arrays for shape, arrays in free.items() if shape[:1] == batch}
-        del free
+                self._spares = keep
+        del free, keep
         # A result that is an input, a constant or a view is copied: the caller owns it.
         return {n: found[n] if n in self._fresh_outputs and found[n].flags.owndata else np.array(found[n])
                 for n in wanted}
