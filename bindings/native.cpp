@@ -62,6 +62,13 @@ void bind_conversion(py::module_& m, const char* name, void (*pass)(const S*, D*
       py::arg("src"), py::arg("dst"), py::arg("num_threads") = 0, doc);
 }
 
+// Whether two byte ranges share any byte.
+bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
+  const auto* pa = static_cast<const unsigned char*>(a);
+  const auto* pb = static_cast<const unsigned char*>(b);
+  return pa < pb + b_bytes && pb < pa + a_bytes;
+}
+
 // The per-axis passes' arrays: C-contiguous, `count` elements laid out [outer][length][inner];
 // scale float32 (and zero_point int32), `length` of each.
 void check_axis_arrays(const py::array& x, const py::array& y, const py::array& scale, AxisLayout axis) {
@@ -223,6 +230,55 @@ void bind_quantization(py::module_& m) {
       py::arg("x"), py::arg("scale"), py::arg("y"), py::arg("num_threads") = 0,
       "y[n, ..., c] = x[n, ..., c] * scale[n, c] for channels-last x (one gate per image and channel, as a "
       "squeeze-and-excitation block's Mul); y may be x.");
+  m.def(
+      "resize_2d",
+      [](const py::array& x, const py::array& y, const py::array& low_h, const py::array& high_h,
+         const py::object& frac_h, const py::array& low_w, const py::array& high_w, const py::object& frac_w,
+         int num_threads) {
+        for (const py::array* v : {&x, &y})
+          if (!v->dtype().equal(py::dtype::of<float>()) || !(v->flags() & py::array::c_style) || v->ndim() != 4)
+            throw py::type_error("resize_2d: x and y must be 4-D C-contiguous float32 arrays");
+        if (!y.writeable()) throw py::type_error("resize_2d: y must be writable");
+        if (x.shape(0) != y.shape(0) || x.shape(3) != y.shape(3))
+          throw py::value_error("resize_2d: x and y must agree on the outer and inner axes");
+        if (overlaps(x.data(), size_t(x.nbytes()), y.data(), size_t(y.nbytes())))
+          throw py::value_error("resize_2d: y must not overlap x");
+        // Each axis's taps, checked to index the input: the pass reads where they say.
+        auto taps = [](const py::array& low, const py::array& high, const py::object& frac, py::ssize_t in,
+                       py::ssize_t out, const char* axis) {
+          for (const py::array* v : {&low, &high})
+            if (!v->dtype().equal(py::dtype::of<int64_t>()) || !(v->flags() & py::array::c_style) || v->size() != out)
+              throw py::type_error(std::string("resize_2d: the ") + axis + " indices must be C-contiguous int64, " +
+                                   "one per output index");
+          const auto* lo = static_cast<const int64_t*>(low.data());
+          const auto* hi = static_cast<const int64_t*>(high.data());
+          for (py::ssize_t i = 0; i < out; ++i)
+            if (lo[i] < 0 || lo[i] >= in || hi[i] < 0 || hi[i] >= in)
+              throw py::value_error(std::string("resize_2d: a ") + axis + " index is outside the input");
+          const float* f = nullptr;
+          if (!frac.is_none()) {
+            const auto a = py::reinterpret_borrow<py::array>(frac);
+            if (!a.dtype().equal(py::dtype::of<float>()) || !(a.flags() & py::array::c_style) || a.size() != out)
+              throw py::type_error(std::string("resize_2d: the ") + axis + " weights must be C-contiguous float32, " +
+                                   "one per output index");
+            f = static_cast<const float*>(a.data());
+          }
+          return ResizeTaps{lo, hi, f};
+        };
+        const ResizeTaps rows = taps(low_h, high_h, frac_h, x.shape(1), y.shape(1), "row");
+        const ResizeTaps cols = taps(low_w, high_w, frac_w, x.shape(2), y.shape(2), "column");
+        const float* from = static_cast<const float*>(x.data());
+        float* to = static_cast<float*>(const_cast<void*>(y.data()));
+        const int64_t outer = x.shape(0), in_h = x.shape(1), in_w = x.shape(2), inner = x.shape(3);
+        const int64_t out_h = y.shape(1), out_w = y.shape(2);
+        py::gil_scoped_release release;
+        resize_2d(from, outer, in_h, in_w, inner, rows, out_h, cols, out_w, to, num_threads);
+      },
+      py::arg("x"), py::arg("y"), py::arg("low_h"), py::arg("high_h"), py::arg("frac_h"), py::arg("low_w"),
+      py::arg("high_w"), py::arg("frac_w"), py::arg("num_threads") = 0,
+      "ONNX Resize of axes 1 and 2 of x (outer, h, w, inner) into y (outer, out_h, out_w, inner): output index i of "
+      "an axis is x[low[i]] + (x[high[i]] - x[low[i]]) * frac[i], along h then w; frac None: x[low[i]] alone. "
+      "y must not overlap x.");
 }
 }  // namespace
 
@@ -480,17 +536,24 @@ py::dict describe(const ConvPlan& plan, const ConvProblem& p) {
 
 }  // namespace
 
-// Whether two C-contiguous arrays share any byte.
-bool overlaps(const py::array& a, const void* b, size_t b_bytes) {
-  const auto* pa = static_cast<const unsigned char*>(a.data());
-  const auto* pb = static_cast<const unsigned char*>(b);
-  return pa < pb + b_bytes && pb < pa + a.nbytes();
+// The pixel pitch, in elements, of `out` when it is a channel slice of a wider C-contiguous
+// channels-last array (a 4-D (n, h, w, k) view with unit channel stride and pixels, rows and
+// images packed at one pitch, as a Concat's input written in place is); 0 otherwise.
+int64_t channel_slice_pitch(const py::array& out) {
+  if (out.ndim() != 4) return 0;
+  const py::ssize_t item = out.itemsize();
+  const py::ssize_t pitch = out.strides(2);
+  if (out.strides(3) != item || pitch % item != 0 || pitch / item < out.shape(3) ||
+      out.strides(1) != out.shape(2) * pitch || out.strides(0) != out.shape(1) * out.strides(1))
+    return 0;
+  return int64_t(pitch / item);
 }
 
 // The one-step path of the common call (C-contiguous float32/float64 input of the weights'
 // dtype; a new output, or a C-contiguous `out` of the exact shape that shares no memory with
 // the operands): for small inputs, where Python-level argument handling would cost more than
-// the convolution.  Returns None whenever anything is unusual or wrong, and the Python layer
+// the convolution; also `out` a channel slice (channel_slice_pitch) where the plan writes one.
+// Returns None whenever anything is unusual or wrong, and the Python layer
 // then takes its full path (and raises its errors).  `image`: x is a 2-D image for a 2-D
 // kernel.  `operands`: other arrays `out` must not overlap (a one-shot call's borrowed
 // weights and bias).
@@ -529,25 +592,31 @@ py::object forward(ConvPlan& plan, const py::handle& x_obj, const py::handle& ou
   for (int i = 0; i < r; ++i) shape.push_back(spatial[3 - r + i]);
   if (!image && last) shape.push_back(p.out_channels);
   py::array out;
+  int64_t pixel_pitch = 0;  // > 0: out is a channel slice of a wider channels-last array
   if (out_obj.is_none()) {
     out = py::array(dtype, shape);
   } else {
     if (!py::isinstance<py::array>(out_obj)) return py::none();
     out = py::reinterpret_borrow<py::array>(out_obj);
-    if (!out.dtype().equal(dtype) || !(out.flags() & py::array::c_style) || !out.writeable() ||
-        size_t(out.ndim()) != shape.size())
-      return py::none();
+    if (!out.dtype().equal(dtype) || !out.writeable() || size_t(out.ndim()) != shape.size()) return py::none();
     for (size_t i = 0; i < shape.size(); ++i)
       if (out.shape(py::ssize_t(i)) != shape[i]) return py::none();
-    if (overlaps(out, x.data(), size_t(x.nbytes()))) return py::none();
+    size_t extent = size_t(out.nbytes());
+    if (!(out.flags() & py::array::c_style)) {
+      pixel_pitch = channel_slice_pitch(out);
+      if (pixel_pitch == 0 || !plan.writes_channel_slice(p)) return py::none();
+      extent = size_t((p.batch * p.out_h * p.out_w - 1) * pixel_pitch + p.out_channels) * size_t(out.itemsize());
+    }
+    if (overlaps(out.data(), extent, x.data(), size_t(x.nbytes()))) return py::none();
     for (const py::array& o : operands)
-      if (overlaps(out, o.data(), size_t(o.nbytes()))) return py::none();
+      if (overlaps(out.data(), extent, o.data(), size_t(o.nbytes()))) return py::none();
   }
   const void* xp = x.data();
   void* yp = out.mutable_data();
   {
     py::gil_scoped_release release;
-    plan.run(p, xp, yp, nullptr, num_threads);
+    if (pixel_pitch > 0) plan.run_into_channels(p, xp, yp, pixel_pitch, num_threads);
+    else plan.run(p, xp, yp, nullptr, num_threads);
   }
   return std::move(out);
 }

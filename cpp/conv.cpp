@@ -899,6 +899,23 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
   }
 }
 
+bool ConvPlan::writes_channel_slice(const ConvProblem& problem) const {
+  const ConvProblem given = kernel_problem(problem);
+  return problem.layout == Layout::NHWC && given.layout == Layout::NHWC && lowering_of(given) == Lowering::None &&
+         !live_taps_run(given);
+}
+
+void ConvPlan::run_into_channels(const ConvProblem& problem, const void* x, void* y, int64_t pixel_pitch,
+                                 int max_threads) {
+  if (!writes_channel_slice(problem) || pixel_pitch < problem.out_channels)
+    throw std::invalid_argument("run_into_channels: the problem does not run into a channel slice");
+  const ConvProblem given = kernel_problem(problem);
+  if (given.batch == 0 || given.out_channels == 0) return;
+  const int cap = max_threads <= 0 ? get_num_threads() : in_forked_child() ? 1 : std::min(max_threads, kMaxThreads);
+  const Strides4 strides{given.out_h * given.out_w * pixel_pitch, 1, given.out_w * pixel_pitch, pixel_pitch};
+  run_planar(given, x, y, &strides, nullptr, cap);
+}
+
 void ConvPlan::run_flattened(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap) {
   const ConvProblem q = flattened(given);
   const FlattenSegments f = flatten_segments(q);

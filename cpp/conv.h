@@ -104,6 +104,13 @@ class ConvPlan {
   // this call's threads instead of get_num_threads() (a per-call num_threads=, which must
   // not change the process-wide setting).
   void run(const ConvProblem& p, const void* x, void* y, const ConvAlgorithm* forced = nullptr, int max_threads = 0);
+  // Whether run_into_channels can take p: a 2-D channels-last problem that runs as it is (no
+  // lowering, no live-taps plan), whose kernels write through the output's strides.
+  bool writes_channel_slice(const ConvProblem& p) const;
+  // run() with y's pixels `pixel_pitch` values apart (pixel_pitch >= out_channels): channels
+  // [c0, c0 + K) of a wider channels-last array, the output of a Concat's input written in
+  // place.  p must pass writes_channel_slice.
+  void run_into_channels(const ConvProblem& p, const void* x, void* y, int64_t pixel_pitch, int max_threads = 0);
 
   DType dtype() const { return dtype_; }
   int64_t out_channels() const { return out_channels_; }

@@ -254,6 +254,60 @@ void scale_channels(const float* x, const float* scale, int64_t images, int64_t 
   });
 }
 
+namespace {
+
+// One output row of resize_2d from input rows x0 and x1 (kLerpH: weighted by fh, else x0
+// alone); along w likewise (kLerpW).  An axis without interpolation only picks, so an
+// infinity stays one (inf - inf would be NaN).
+template <bool kLerpH, bool kLerpW>
+void resize_row(const float* x0, const float* x1, float fh, ResizeTaps cols, int64_t out_w, int64_t inner, float* yr) {
+  for (int64_t ow = 0; ow < out_w; ++ow) {
+    const float* a0 = x0 + cols.low[ow] * inner;
+    const float* a1 = x1 + cols.low[ow] * inner;
+    const float* b0 = x0 + cols.high[ow] * inner;
+    const float* b1 = x1 + cols.high[ow] * inner;
+    const float fw = kLerpW ? cols.frac[ow] : 0.0f;
+    float* yo = yr + ow * inner;
+#pragma omp simd
+    for (int64_t i = 0; i < inner; ++i) {
+      const float a = kLerpH ? a0[i] + (a1[i] - a0[i]) * fh : a0[i];
+      if (kLerpW) {
+        const float b = kLerpH ? b0[i] + (b1[i] - b0[i]) * fh : b0[i];
+        yo[i] = a + (b - a) * fw;
+      } else {
+        yo[i] = a;
+      }
+    }
+  }
+}
+
+template <bool kLerpH, bool kLerpW>
+void resize_rows(const float* x, int64_t in_h, int64_t in_w, int64_t inner, ResizeTaps rows, int64_t out_h,
+                 ResizeTaps cols, int64_t out_w, float* y, int64_t r_begin, int64_t r_end) {
+  for (int64_t r = r_begin; r < r_end; ++r) {
+    const int64_t o = r / out_h, oh = r % out_h;
+    const float* x0 = x + (o * in_h + rows.low[oh]) * in_w * inner;
+    const float* x1 = x + (o * in_h + rows.high[oh]) * in_w * inner;
+    resize_row<kLerpH, kLerpW>(x0, x1, kLerpH ? rows.frac[oh] : 0.0f, cols, out_w, inner, y + r * out_w * inner);
+  }
+}
+
+}  // namespace
+
+void resize_2d(const float* x, int64_t outer, int64_t in_h, int64_t in_w, int64_t inner, ResizeTaps rows, int64_t out_h,
+               ResizeTaps cols, int64_t out_w, float* y, int max_threads) {
+  // Rows of the output are the unit of work; a thread takes a contiguous range of them.
+  const int64_t out_rows = outer * out_h;
+  const int threads =
+      threads_for_work(double(out_rows * out_w * inner), max_threads > 0 ? max_threads : get_num_threads());
+  auto run = resize_rows<true, true>;
+  if (!rows.frac) run = cols.frac ? resize_rows<false, true> : resize_rows<false, false>;
+  else if (!cols.frac) run = resize_rows<true, false>;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int t = 0; t < threads; ++t)
+    run(x, in_h, in_w, inner, rows, out_h, cols, out_w, y, out_rows * t / threads, out_rows * (t + 1) / threads);
+}
+
 template void quantize_linear<float, uint8_t>(const float*, const float*, const int32_t*, AxisLayout, int32_t, int32_t,
                                               uint8_t*, int);
 template void quantize_linear<float, int8_t>(const float*, const float*, const int32_t*, AxisLayout, int32_t, int32_t,

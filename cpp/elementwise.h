@@ -1,8 +1,9 @@
 // Element-wise passes with parameters along one axis: ONNX QuantizeLinear and DequantizeLinear
 // (cppconv.quantize_linear, cppconv.dequantize_linear, the quantized networks' Q/DQ nodes) and
 // a per-channel scale and shift with an optional ReLU (the networks' BatchNormalization that
-// no convolution takes in), and a per-image channel scale (squeeze-and-excitation gates).  Driver code, compiled once
-// with the default flags.
+// no convolution takes in), a per-image channel scale (squeeze-and-excitation gates), and the
+// linear and nearest Resize of two adjacent axes.  Driver code, compiled once with the default
+// flags.
 //
 // The values are laid out [outer][axis][inner]: the parameters of index a of the axis apply to
 // x[o, a, i] for every o and i (axis length 1: one set for all).
@@ -38,5 +39,19 @@ void add(const float* a, const float* b, int64_t n, bool relu, float* y, int max
 // values times one gate per image and channel (a squeeze-and-excitation block's Mul).  y may be x.
 void scale_channels(const float* x, const float* scale, int64_t images, int64_t pixels, int64_t channels, float* y,
                     int max_threads);
+
+// Where each output index along one axis reads the input: indices `low` and `high` and the
+// weight `frac` of `high`; frac nullptr: the value at `low` alone (nearest, or an axis kept).
+struct ResizeTaps {
+  const int64_t* low;
+  const int64_t* high;
+  const float* frac;
+};
+
+// ONNX Resize (linear or nearest) of the two adjacent axes h and w of x laid out
+// [outer][in_h][in_w][inner] into y [outer][out_h][out_w][inner]: along h, then along w,
+// a + (b - a) * frac each (the order of operations of _netops.resize's NumPy path).
+void resize_2d(const float* x, int64_t outer, int64_t in_h, int64_t in_w, int64_t inner, ResizeTaps rows, int64_t out_h,
+               ResizeTaps cols, int64_t out_w, float* y, int max_threads);
 
 }  // namespace cppconv

@@ -578,6 +578,43 @@ def test_out_noncontiguous(isa, layout, kind):
         np.testing.assert_array_equal(base[mask], before[mask])
 
 
+@pytest.mark.parametrize("case", [
+    dict(C=5, K=7, kernel=3, padding=1),  # ChannelVec, tile copy
+    dict(C=20, K=9, kernel=1),  # 1x1 read in place
+    dict(C=12, K=18, kernel=1, stride=2),  # strided 1x1 on a subsampled copy
+    dict(C=8, K=8, kernel=3, groups=8, padding=1),  # depthwise
+    dict(C=16, K=16, kernel=3, padding=1, precision="high"),  # Winograd
+    dict(C=16, K=12, kernel=3, groups=4, padding=1),  # channels-first lowering: a copy into the slice
+    dict(C=3, K=5, kernel=3, padding=40),  # padding that dwarfs the input: live taps, a copy
+], ids=str)
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_out_channel_slice(isa, case, dtype):
+    """out= channels [c0, c0 + K) of a wider NHWC array (a network's Concat input written in
+    place): the plan writes through the pixel pitch where it runs the problem as it is, else
+    the result is copied in; the same values as into a new array (against the float64
+    reference), by conv2d and by a layer, and the other channels are never touched."""
+    case = dict(case)
+    C, K, kernel, groups = case.pop("C"), case.pop("K"), case.pop("kernel"), case.get("groups", 1)
+    rng = make_rng("out-channel-slice", str(case), str(dtype))
+    x4, w, b = make_inputs(rng, 2, C, 7, 9, K, kernel, groups=groups, xdtype=dtype)
+    x = to_layout(x4, "NHWC")
+    layer = cppconv.Conv2d(w, b, layout="NHWC", **case)
+    want = layer(x)
+    if "precision" not in case:  # (Winograd's bound is the README's patch bound: test_precision.py)
+        ref, bound = reference(x4, w, b, **case)
+        assert_close(want, to_layout(ref, "NHWC"), to_layout(bound, "NHWC"), dtype)
+    base = np.full(want.shape[:3] + (K + 11,), np.nan, dtype)
+    out = base[..., 4:4 + K]
+    assert not out.flags.c_contiguous
+    one_shot = cppconv.conv2d(x, w, b, layout="NHWC", **case)
+    for run, same in ((lambda: layer(x, out), want),
+                      (lambda: cppconv.conv2d(x, w, b, layout="NHWC", out=out, **case), one_shot)):
+        base[...] = np.nan
+        assert run() is out
+        np.testing.assert_array_equal(out, same)
+        assert np.isnan(base[..., :4]).all() and np.isnan(base[..., 4 + K:]).all()
+
+
 def test_out_is_x_same_size_1x1(isa):
     """out is x itself: a 1x1 conv with C == K keeps x's shape."""
     for layout in ("NCHW", "NHWC"):

@@ -643,6 +643,39 @@ def test_convolution_of_a_strided_channel_slice():
     _check(nodes, {"x": X4}, initializers=inits)
 
 
+def test_concat_inputs_written_in_place():
+    """A channel Concat's convolution inputs that only it reads are written straight into their
+    channels of its result; the other inputs (a pool, a convolution read twice, the graph
+    input) are copied in."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["ar"]),
+             helper.make_node("Conv", ["x", "w2"], ["b"]),
+             helper.make_node("Conv", ["x", "w3"], ["c"]),
+             helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["ar", "b", "c", "p", "x"], ["y"], axis=1),
+             helper.make_node("Conv", ["c", "w4"], ["z"])]
+    inits = {"w1": _rand(6, 4, 3, 3), "w2": _rand(5, 4, 1, 1), "w3": _rand(3, 4, 1, 1), "w4": _rand(2, 3, 1, 1)}
+    net = _check(nodes, {"x": X4}, outputs=("y", "z"), initializers=inits)
+    rows = net.explain()["nodes"]
+    placed = [r["node"] for r in rows if "written into channels" in r["became"]]
+    assert len(placed) == 2 and "channels 0:6" in _row(net, "Conv")["became"], rows
+    assert _row(net, "(buffer)")["node"] == "y@concat buffer"
+    assert _row(net, "Concat")["became"].startswith("copies 3 of 5 inputs")
+    # Another batch size, twice: the second call's arrays are new ones again; the same results.
+    x = RNG.standard_normal((3, *X4.shape[1:])).astype(np.float32)
+    first = net.run({"x": x})["y"].copy()
+    np.testing.assert_array_equal(net.run({"x": x})["y"], first)
+
+
+def test_concat_of_a_graph_output_is_copied():
+    """A convolution whose output is also a graph output is not written into the Concat."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]), helper.make_node("Conv", ["x", "w2"], ["b"]),
+             helper.make_node("Concat", ["a", "b"], ["y"], axis=1)]
+    net = _check(nodes, {"x": X4}, outputs=("y", "a"), initializers={"w1": _rand(3, 4, 1, 1), "w2": _rand(2, 4, 1, 1)})
+    placed = [r["became"] for r in net.explain()["nodes"] if "written into channels" in r["became"]]
+    assert len(placed) == 1 and "channels 3:5" in placed[0], placed
+
+
 def test_channel_shuffle_stays_channels_last():
     """Reshape (N, g, C/g, H, W) -> Transpose (0, 2, 1, 3, 4) -> Reshape (N, C, H, W) between
     two convolutions runs on the NHWC value as stored: no conversion to ONNX's order and back.
@@ -699,6 +732,73 @@ def test_resize(mode, transform, nearest, by):
         inits["scales"] = np.array([1, 1, 2.0, 1.5] if by == "scales" else [1, 1, 0.5, 0.75], np.float32)
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Resize", inputs, ["y"], **attrs)]
     _check(nodes, {"x": X4}, initializers=inits)
+
+
+@pytest.mark.parametrize("mode,transform,nearest", [
+    ("linear", "half_pixel", None), ("linear", "pytorch_half_pixel", None), ("linear", "align_corners", None),
+    ("linear", "asymmetric", None), ("nearest", "asymmetric", "floor"), ("nearest", "half_pixel", "round_prefer_ceil"),
+])
+@pytest.mark.parametrize("shape,sizes", [
+    ((2, 5, 7, 3), (2, 10, 14, 3)),  # NHWC, both axes up
+    ((2, 3, 5, 7), (2, 3, 4, 11)),  # NCHW, one axis down, one up
+    ((2, 5, 7, 16), (2, 5, 13, 16)),  # only w (h kept)
+    ((2, 5, 7, 16), (2, 9, 7, 16)),  # only h (w kept)
+    ((3, 6, 1), (3, 12, 1)),  # the axis before the last
+    ((6, 4), (6, 9)),  # the last axis
+])
+def test_resize_native_pass(mode, transform, nearest, shape, sizes):
+    """_netops.resize's native pass (float32, at most two adjacent axes) against its NumPy path
+    on the same values in float64, and into a given buffer."""
+    from cppconv import _netops
+
+    x = RNG.standard_normal(shape).astype(np.float32)
+    scales = [o / i for o, i in zip(sizes, shape)]
+    args = (sizes, scales, mode, transform, nearest or "round_prefer_floor")
+    want = _netops.resize(x.astype(np.float64), *args)
+    got = _netops.resize(x, *args, num_threads=2)
+    assert got.dtype == np.float32 and got.shape == tuple(sizes)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    buffer = np.full(sizes, np.nan, np.float32)
+    assert _netops.resize(x, *args, out=buffer) is buffer
+    np.testing.assert_array_equal(buffer, got)
+
+
+def test_resize_native_pass_keeps_special_values():
+    """Infinities on an axis that is only picked (nearest, or a kept axis) stay infinities, as
+    NumPy's path keeps them; NaN spreads as the interpolation reads it."""
+    from cppconv import _netops
+
+    x = np.ones((1, 4, 4, 2), np.float32)
+    x[0, 1, 2, 0] = np.inf
+    x[0, 2, 1, 1] = np.nan
+    for sizes, mode in (((1, 8, 8, 2), "nearest"), ((1, 4, 8, 2), "linear"), ((1, 8, 8, 2), "linear")):
+        scales = [o / i for o, i in zip(sizes, x.shape)]
+        args = (sizes, scales, mode, "half_pixel", "round_prefer_floor")
+        with np.errstate(invalid="ignore"):  # (inf - inf in NumPy's path, as in the native pass)
+            want = _netops.resize(x.astype(np.float64), *args)
+        np.testing.assert_array_equal(_netops.resize(x, *args), want)
+
+
+def test_resize_of_axes_apart_runs_in_numpy():
+    """Axes that are not adjacent (channels and width of an NHWC value) take the NumPy path."""
+    from cppconv import _netops
+
+    x = RNG.standard_normal((1, 3, 4, 5)).astype(np.float32)
+    sizes, scales = (1, 6, 4, 10), [1, 2.0, 1, 2.0]
+    got = _netops.resize(x, sizes, scales, "linear", "half_pixel", "round_prefer_floor")
+    want = _netops.resize(x.astype(np.float64), sizes, scales, "linear", "half_pixel", "round_prefer_floor")
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_resize_rejects_taps_outside_the_input():
+    from cppconv import _native
+
+    x, y = np.zeros((1, 2, 2, 1), np.float32), np.zeros((1, 3, 2, 1), np.float32)
+    rows, cols = np.array([0, 1, 2], np.int64), np.arange(2, dtype=np.int64)
+    with pytest.raises(ValueError, match="row index is outside the input"):
+        _native.resize_2d(x, y, rows, rows, None, cols, cols, None)
+    with pytest.raises(ValueError, match="must not overlap"):
+        _native.resize_2d(x, x, cols, cols, None, cols, cols, None)
 
 
 def test_resize_opset_10_scales_input():
@@ -759,7 +859,8 @@ def test_constant_output_and_unused_steps():
 
 def test_conv_outputs_reuse_dropped_buffers():
     """A conv writes into the buffer of a dropped conv output of its shape (nothing else holding
-    it), so a chain runs on a fixed set of buffers; the results stay ONNX Runtime's."""
+    it), so a chain runs on a fixed set of buffers, kept for the next call of the batch size;
+    the results stay ONNX Runtime's."""
     nodes, inits, prev = [], {}, "x"
     for i in range(4):
         nodes += [helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
@@ -778,9 +879,16 @@ def test_conv_outputs_reuse_dropped_buffers():
 
     net._steps = [(spy(fn) if writes == 1 else fn, ins, outs, dead, writes, extra)
                   for fn, ins, outs, dead, writes, extra in net._steps]
+    net._spares = {}  # as after loading
     want = net(X4)
     assert given == [False, True, True, True]
+    given.clear()  # the next call starts on the arrays this one dropped
     np.testing.assert_array_equal(net(X4), want)
+    assert given == [True] * 4
+    given.clear()  # another batch size: none of them fits, and they are not kept
+    x3 = RNG.standard_normal((3, *X4.shape[1:])).astype(np.float32)
+    net(x3)
+    assert given == [False, True, True, True] and all(shape[0] == 3 for shape in net._spares)
 
 
 def test_elementwise_writes_into_its_dying_input():

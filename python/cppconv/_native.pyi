@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'DEFAULT_NEGATIVE_SLOPE', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'PoolSettings', 'QConvPlan', 'adaptive_pool', 'add', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'dequantize_linear', 'explain', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'reset_num_threads', 'round_to_bf16', 'scale_channels', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
+__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'DEFAULT_NEGATIVE_SLOPE', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'PoolSettings', 'QConvPlan', 'adaptive_pool', 'add', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'default_isa', 'dequantize_linear', 'explain', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'reset_num_threads', 'resize_2d', 'round_to_bf16', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads']
 class ConvParams:
     """
     A convolution call's normalised hyper-parameters (internal).
@@ -152,6 +152,10 @@ def quantize_nan_count(x: numpy.ndarray, num_threads: typing.SupportsInt | typin
 def reset_num_threads() -> None:
     """
     Forgets set_num_threads: OpenMP's setting (OMP_NUM_THREADS, omp_set_num_threads) applies again.
+    """
+def resize_2d(x: numpy.ndarray, y: numpy.ndarray, low_h: numpy.ndarray, high_h: numpy.ndarray, frac_h: typing.Any, low_w: numpy.ndarray, high_w: numpy.ndarray, frac_w: typing.Any, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    """
+    ONNX Resize of axes 1 and 2 of x (outer, h, w, inner) into y (outer, out_h, out_w, inner): output index i of an axis is x[low[i]] + (x[high[i]] - x[low[i]]) * frac[i], along h then w; frac None: x[low[i]] alone. y must not overlap x.
     """
 def round_to_bf16(src: numpy.ndarray, dst: numpy.ndarray, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """

@@ -159,31 +159,61 @@ _NEAREST: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+def _resize_taps(out_size: int, in_size: int, scale: float, mode: str, transform: str,
+                 nearest_mode: str) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """Where each output index along one axis reads the input: (low, high, frac), the value
+    being x[low] + (x[high] - x[low]) * frac; frac None for nearest (x[low] alone)."""
+    coords = _source_coordinates(out_size, in_size, scale, transform)
+    if mode == "nearest":
+        index = np.clip(_NEAREST[nearest_mode](coords), 0, in_size - 1).astype(np.int64)
+        return index, index, None
+    coords = np.clip(coords, 0, in_size - 1)
+    low = np.floor(coords).astype(np.int64)
+    high = np.minimum(low + 1, in_size - 1)
+    return low, high, coords - low
+
+
 def resize(x: np.ndarray, sizes: Sequence[int], scales: Sequence[float], mode: str, transform: str,
-           nearest_mode: str) -> np.ndarray:
+           nearest_mode: str, out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
     """Separable ONNX Resize, one axis at a time (linear on each axis is (bi/tri)linear over
-    all of them); axes whose size and scale are unchanged are skipped."""
-    for axis, (out_size, scale) in enumerate(zip(sizes, scales)):
-        in_size = x.shape[axis]
-        if out_size == in_size and scale == 1:
+    all of them); axes whose size and scale are unchanged are skipped.  float32 with at most
+    two adjacent axes resized (an image's height and width, in either layout) is one native
+    pass, into `out` when given (a C-contiguous float32 array of the result's shape)."""
+    axes = [a for a, (o, s) in enumerate(zip(sizes, scales)) if not (o == x.shape[a] and s == 1)]
+    if (x.dtype == np.float32 and x.flags.c_contiguous and x.ndim >= 2 and 1 <= len(axes) <= 2
+            and axes[-1] - axes[0] == len(axes) - 1):
+        h = min(axes[0], x.ndim - 2)  # the resized axes as (h, w), w possibly kept
+        taps = [_resize_taps(sizes[a], x.shape[a], scales[a], mode, transform, nearest_mode) if a in axes
+                else (np.arange(x.shape[a], dtype=np.int64),) * 2 + (None,) for a in (h, h + 1)]
+        outer, inner = int(np.prod(x.shape[:h], dtype=np.int64)), int(np.prod(x.shape[h + 2:], dtype=np.int64))
+        shape = tuple(int(s) for s in sizes)
+        usable = out is not None and out.dtype == np.float32 and out.flags.c_contiguous and out.shape == shape
+        y = out if usable else np.empty(shape, np.float32)
+        (lh, hh, fh), (lw, hw, fw) = taps
+        _native.resize_2d(x.reshape(outer, x.shape[h], x.shape[h + 1], inner),
+                          y.reshape(outer, shape[h], shape[h + 1], inner), lh, hh,
+                          None if fh is None else fh.astype(np.float32), lw, hw,
+                          None if fw is None else fw.astype(np.float32), num_threads or 0)
+        if out is not None and not usable:
+            np.copyto(out, y)
+            return out
+        return y
+    for axis in axes:
+        low, high, frac = _resize_taps(sizes[axis], x.shape[axis], scales[axis], mode, transform, nearest_mode)
+        if frac is None:
+            x = np.take(x, low, axis=axis)
             continue
-        coords = _source_coordinates(out_size, in_size, scale, transform)
-        if mode == "nearest":
-            index = np.clip(_NEAREST[nearest_mode](coords), 0, in_size - 1).astype(np.intp)
-            x = np.take(x, index, axis=axis)
-            continue
-        coords = np.clip(coords, 0, in_size - 1)
-        low = np.floor(coords).astype(np.intp)
-        high = np.minimum(low + 1, in_size - 1)
         shape = [1] * x.ndim
-        shape[axis] = out_size
-        frac = (coords - low).astype(x.dtype).reshape(shape)
+        shape[axis] = sizes[axis]
         # a + (b - a) * frac, in place in b's array: no temporaries of the (large) result's size
         a, y = np.take(x, low, axis=axis), np.take(x, high, axis=axis)
         y -= a
-        y *= frac
+        y *= frac.astype(x.dtype).reshape(shape)
         y += a
         x = y
+    if out is not None:
+        np.copyto(out, x)
+        return out
     return x
 
 

@@ -6,15 +6,19 @@ weights and the following activation fused; pools run on cppconv's pools; the re
 in NumPy (_netops).  The convolution path keeps one channels-last layout (NHWC, NWC, NDHWC):
 values are converted only at graph inputs and outputs and around operators that need the
 ONNX (channels-first) axis order, such as Flatten or Reshape before a Gemm.  Each value is
-dropped after its last reader, so the memory held follows the liveness plan, and a dropped
-array that nothing else holds is written again: by a conv whose output has its shape, or by
-an elementwise operator (activation, residual Add) whose input dies at that step.
+dropped after its last reader, and a dropped array that nothing else holds is written again:
+by a step that writes into a buffer of its shape (a conv, a Resize, a Concat's result), in
+this call or the next (a network keeps one call's spare arrays, as ONNX Runtime's arena keeps
+its memory), or by an elementwise operator (activation, residual Add) whose input dies at
+that step.  A Concat's convolution inputs are written straight into its result.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import sys
+import threading
 from collections import defaultdict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -349,6 +353,11 @@ class _Planner:
         quantized = _netquant.quantized_convolutions(
             order, known, set(self.output_names), lambda n: _fused_activation(n, known, self.opset), _Node)
         self.nodes = _fuse(quantized, known, set(self.output_names), self.opset)
+        # The nodes that read each value (a Concat's input read by it alone may be written in place).
+        self.readers: Dict[str, List[_Node]] = defaultdict(list)
+        for n in self.nodes:
+            for i in n.inputs:
+                self.readers[i].append(n)
 
     def _known_constants(self, nodes: List[_Node]) -> Dict[str, np.ndarray]:
         """Initializers and Constant outputs: what the fusion pass may read as weights."""
@@ -969,7 +978,71 @@ def _concat(p: _Planner, node: _Node) -> None:
         perm = None
     ins = [p.value_in(n, perm) for n in node.inputs]
     axis = p.axis(node, ins[0], int(node.attrs.get("axis", 1 if p.opset < 4 else 0)))
+    if perm == channels_last(4) and axis == 3 and _concat_in_place(p, node, ins, perm):
+        return
     p.emit(node, lambda *xs: (np.concatenate(xs, axis=axis),), ins, [perm], "NumPy concatenate")
+
+
+def _concat_in_place(p: _Planner, node: _Node, ins: List[str], perm: Tuple[int, ...]) -> bool:
+    """A Concat of NHWC values along the channels whose inputs include convolutions read by it
+    alone: those write their outputs straight into their channels of the Concat's result (the
+    layer's run into a channel slice), which a step allocates before the first of them runs;
+    the Concat copies in only the other inputs.  False (nothing planned) where no input
+    qualifies or the channel counts are not known at load."""
+    out = node.outputs[0]
+    if any(r.op == "Reshape" for r in p.readers[out]):
+        return False  # a channel shuffle after it interleaves the inputs instead (_shuffled_concat)
+    p.layout[out] = perm  # (as emit would set it: the shape below is the stored one)
+    shape = p.stored_shape(out)
+    widths = [(p.stored_shape(i) or (None,))[-1] for i in ins]
+    if shape is None or None in widths or sum(widths) != shape[-1] or len(set(ins)) != len(ins):  # type: ignore[arg-type]
+        return False
+    producer = {o: k for k, s in enumerate(p.steps) for o in s.outs}
+    graph_outputs = set(p.output_names)
+    fused = [i for i in ins if i in producer and p.steps[producer[i]].writes == _INTO_BUFFER
+             and "layer" in p.steps[producer[i]].row and len(p.readers[i]) == 1 and i not in graph_outputs]
+    if not fused:
+        return False
+    starts = dict(zip(ins, np.cumsum([0, *widths[:-1]]).tolist()))
+    bounds = {i: (int(starts[i]), int(starts[i]) + int(w)) for i, w in zip(ins, widths)}  # type: ignore[arg-type]
+    buffer = f"{out}@concat buffer"
+    p.shapes[buffer] = p.shapes.get(out)  # type: ignore[assignment]
+    p.layout[buffer] = perm
+    dtype = p.dtype
+
+    for name in fused:
+        step = p.steps[producer[name]]
+        c0, c1 = bounds[name]
+
+        def into_slice(buf: np.ndarray, x: np.ndarray, run: Callable[..., Tuple[Any, ...]] = step.fn, c0: int = c0,
+                       c1: int = c1) -> Tuple[Any, ...]:
+            return run(x, buf[..., c0:c1])
+
+        step.fn, step.ins, step.view, step.writes = into_slice, [buffer, step.ins[0]], True, _RETURNS
+        step.row["became"] += f"; written into channels {c0}:{c1} of the result of Concat {node.name!r}"
+    first = min(producer[name] for name in fused)
+    sizes = tuple(shape[1:])
+
+    def allocate(x: np.ndarray, spare: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
+        return (spare if spare is not None else np.empty((x.shape[0], *sizes), dtype),)
+
+    row = {"node": buffer, "op": "(buffer)", "became": f"the result of Concat {node.name!r}, allocated before "
+           f"{len(fused)} of its {len(ins)} inputs are written into it", "layout": _layout_word(perm)}
+    p.rows.insert(next(k for k, r in enumerate(p.rows) if r is p.steps[first].row), row)
+    p.steps.insert(first, _Step(allocate, [p.steps[first].ins[1]], [buffer], False, row, _INTO_BUFFER))
+    copied = {i: bounds[i] for i in ins if i not in fused}
+
+    def concat(buf: np.ndarray, *parts: np.ndarray) -> Tuple[np.ndarray]:
+        for name, part in zip(ins, parts):
+            if name in copied:
+                c0, c1 = copied[name]
+                buf[..., c0:c1] = part
+        return (buf,)
+
+    p.emit(node, concat, [buffer, *ins], [perm], f"copies {len(copied)} of {len(ins)} inputs into the result "
+           f"(the others were written there)")
+    p.steps[-1].view = True  # the result is the buffer
+    return True
 
 
 def _split(p: _Planner, node: _Node) -> None:
@@ -1380,7 +1453,10 @@ def _resize(p: _Planner, node: _Node) -> None:
     stored = [p.axis(node, x, ax) for ax in axes]
     scales_name, sizes_name = (node.input(1), "") if p.opset < 11 else (node.input(2), node.input(3))
 
-    def fn(v: np.ndarray, scales: Optional[np.ndarray], sizes: Optional[np.ndarray]) -> Tuple[np.ndarray]:
+    threads = p.threads
+
+    def fn(v: np.ndarray, scales: Optional[np.ndarray], sizes: Optional[np.ndarray],
+           out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
         out_sizes, out_scales = list(v.shape), [1.0] * v.ndim
         use_sizes = sizes is not None and sizes.size
         for i, s in enumerate(stored):
@@ -1390,9 +1466,15 @@ def _resize(p: _Planner, node: _Node) -> None:
             else:
                 out_scales[s] = float(scales[i])  # type: ignore[index]
                 out_sizes[s] = int(np.floor(v.shape[s] * out_scales[s]))
-        return (_netops.resize(v, out_sizes, out_scales, mode, transform, nearest_mode),)
+        return (_netops.resize(v, out_sizes, out_scales, mode, transform, nearest_mode, out, threads),)
 
-    p.emit(node, fn, [x, scales_name, sizes_name], [p.layout[x]], f"NumPy resize ({mode}, {transform})")
+    became = f"resize ({mode}, {transform}): cppconv's pass for float32 height and width, else NumPy"
+    if all(n == "" or n in p.consts for n in (scales_name, sizes_name)):
+        # Constant scales or sizes (as exported): a step of x alone, written into a dropped buffer.
+        scales, sizes = p.consts.get(scales_name), p.consts.get(sizes_name)
+        p.emit(node, lambda v, out=None: fn(v, scales, sizes, out), [x], [p.layout[x]], became, writes=_INTO_BUFFER)
+        return
+    p.emit(node, fn, [x, scales_name, sizes_name], [p.layout[x]], became)
 
 
 def _reduce_mean(p: _Planner, node: _Node) -> None:
@@ -1664,6 +1746,12 @@ class Network:
         self._fresh_outputs = {name for name, o in zip(planner.output_names, outputs) if o not in given}
         self._rows = planner.rows
         self._peak = _peak_bytes(planner, last, keep, root)
+        self._spares: Dict[Tuple[int, ...], List[np.ndarray]] = {}  # the last call's dropped arrays (run)
+        self._spares_lock = threading.Lock()
+        self._wants: Dict[Tuple[int, ...], List[int]] = {}  # output shape (after the batch) -> steps writing one
+        for k, (_, _, _, _, writes, shape) in enumerate(self._steps):
+            if writes == _INTO_BUFFER and shape is not None:
+                self._wants.setdefault(shape, []).append(k)
 
     # ----- running --------------------------------------------------------------------------
     @property
@@ -1704,8 +1792,15 @@ class Network:
         env = list(self._template)
         for spec in self._inputs:
             env[spec.slot] = self._feed(spec, feeds[spec.name])
-        free: Dict[Tuple[int, ...], List[np.ndarray]] = {}  # this call's dropped arrays, by shape
-        dtype = self._dtype
+        batch = env[self._inputs[0].slot].shape[:1] if self._inputs else ()
+        # Dropped arrays by shape, for steps that write into a buffer: this call's, and those the
+        # last call left (fresh memory costs page faults as it is first written: at batch 16 a
+        # U-Net's 200 MB activations spent a second of its 11 on them, tuning.md).
+        with self._spares_lock:
+            free, self._spares = self._spares, {}
+        keep: Dict[Tuple[int, ...], List[np.ndarray]] = {}  # for the next call
+        # (twice the planned peak: U-Net at batch 16 ran 9.8 s with it once, 8.9 s twice, tuning.md)
+        held, budget = 0, 2 * (self._peak or 0) * (batch[0] if batch else 1)
         for k, (fn, ins, outs, dead, writes, extra) in enumerate(self._steps):
             try:
                 if writes == _RETURNS:
@@ -1728,11 +1823,27 @@ class Network:
                     env[o] = r
             del results
             for d in dead:
-                spare = _dropped(env, d, dtype)
-                if spare is not None:
-                    free.setdefault(spare.shape, []).append(spare)
+                spare = _dropped(env, d, self._dtype)
+                later = None if spare is None else self._wants.get(spare.shape[1:])
+                if spare is None or later is None:
+                    continue
+                # Kept while a later step of this call takes its shape, else for the next call
+                # (at most one array per step that takes the shape, and `budget` bytes in all);
+                # otherwise freed now.
+                spares = free.setdefault(spare.shape, [])
+                if len(later) - bisect.bisect_right(later, k) > len(spares):
+                    spares.append(spare)
+                    continue
+                kept = keep.setdefault(spare.shape, [])
+                if len(kept) < len(later) and held + spare.nbytes <= budget:
+                    kept.append(spare)
+                    held += spare.nbytes
             spare = None
         found = {name: env[s] for name, s in self._outputs}
+        with self._spares_lock:
+            if not self._spares:
+                self._spares = keep
+        del free, keep
         # A result that is an input, a constant or a view is copied: the caller owns it.
         return {n: found[n] if n in self._fresh_outputs and found[n].flags.owndata else np.array(found[n])
                 for n in wanted}
