@@ -298,8 +298,8 @@ void resize_2d(const float* x, int64_t outer, int64_t in_h, int64_t in_w, int64_
                ResizeTaps cols, int64_t out_w, float* y, int max_threads) {
   // Rows of the output are the unit of work; a thread takes a contiguous range of them.
   const int64_t out_rows = outer * out_h;
-  const int threads =
-      threads_for_work(double(out_rows * out_w * inner), max_threads > 0 ? max_threads : get_num_threads());
+  const int threads = threads_for_work(kFlopsPerValueMoved * double(out_rows * out_w * inner),
+                                       max_threads > 0 ? max_threads : get_num_threads());
   auto run = resize_rows<true, true>;
   if (!rows.frac) run = cols.frac ? resize_rows<false, true> : resize_rows<false, false>;
   else if (!cols.frac) run = resize_rows<true, false>;
