@@ -148,6 +148,12 @@ int get_num_threads() {
   return n != 0 ? n : default_num_threads();
 }
 
+// A call's threads: its num_threads= (max_threads > 0) under the same limits as the process-wide
+// setting (one thread in a forked child, at most kMaxThreads), else that setting.
+static int call_thread_cap(int max_threads) {
+  return max_threads <= 0 ? get_num_threads() : in_forked_child() ? 1 : std::min(max_threads, kMaxThreads);
+}
+
 namespace {
 std::atomic<int> float32_precision_setting{int(Precision::Highest)};
 }  // namespace
@@ -880,9 +886,7 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
       given.kernel_d != kernel_d_ || given.kernel_h != kernel_h_ || given.kernel_w != kernel_w_)
     throw std::invalid_argument("convolution problem does not match the plan's weights");
   if (given.batch == 0 || given.out_channels == 0) return;
-  // A per-call cap obeys the same limits as the process-wide setting (one thread in a forked
-  // child, at most kMaxThreads).
-  const int cap = max_threads <= 0 ? get_num_threads() : in_forked_child() ? 1 : std::min(max_threads, kMaxThreads);
+  const int cap = call_thread_cap(max_threads);
   // The reference takes every depth itself: it is the oracle of the lowerings.
   if (is_reference(forced)) return run_planar(given, x, y, nullptr, forced, cap);
   if (const auto live = live_taps_run(given)) return live->plan->run(live->problem, x, y, forced, max_threads);
@@ -911,7 +915,7 @@ void ConvPlan::run_into_channels(const ConvProblem& problem, const void* x, void
     throw std::invalid_argument("run_into_channels: the problem does not run into a channel slice");
   const ConvProblem given = kernel_problem(problem);
   if (given.batch == 0 || given.out_channels == 0) return;
-  const int cap = max_threads <= 0 ? get_num_threads() : in_forked_child() ? 1 : std::min(max_threads, kMaxThreads);
+  const int cap = call_thread_cap(max_threads);
   const Strides4 strides{given.out_h * given.out_w * pixel_pitch, 1, given.out_w * pixel_pitch, pixel_pitch};
   run_planar(given, x, y, &strides, nullptr, cap);
 }
