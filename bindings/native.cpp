@@ -825,6 +825,11 @@ PYBIND11_MODULE(_native, m) {
                                 "float32 rounded to the nearest bfloat16, kept as float32 (dst may be src).");
   m.def("available_isas", &available_isas, "ISAs compiled in that this CPU can run, weakest first.");
   m.def("default_isa", &default_isa, "The ISA chosen at import (CPPCONV_MAX_ISA caps it).");
+  m.def(
+      "cpu_features", []() { return cpu_feature_names(cpu_features()); },
+      "CPU extensions beyond the ISAs that feature-guarded kernels may use here (CPPCONV_MAX_ISA caps them).");
+  m.def("max_isa_levels", &max_isa_levels,
+        "Every value CPPCONV_MAX_ISA can take on this machine, weakest first: ISAs, then feature levels.");
   m.def("selected_isa", []() { return std::string(active_table().isa_name); });
   m.def("select_isa", &select_isa, py::arg("name"), "Switch the kernel table (for tests and benchmarks).");
   m.def("conv_algorithms", []() {

@@ -863,7 +863,8 @@ std::vector<const ConvAlgorithm*> ConvPlan::kernel_candidates(const ConvProblem&
   std::vector<const ConvAlgorithm*> found;
   for (int i = 0; i < table.conv_count; ++i) {
     const ConvAlgorithm& a = *table.conv[i];
-    if (a.dtype == p.dtype && meets_precision(a, p) && a.accepts(p) && a.accepts(t)) found.push_back(&a);
+    if (a.dtype == p.dtype && has_cpu_features(a.features) && meets_precision(a, p) && a.accepts(p) && a.accepts(t))
+      found.push_back(&a);
   }
   if (found.empty()) found.push_back(kConvFamily.reference(p.dtype));
   return found;

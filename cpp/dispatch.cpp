@@ -4,6 +4,11 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #if defined(_MSC_VER) && defined(_M_X64)
 #include <intrin.h>
 #elif defined(__x86_64__)
@@ -68,6 +73,33 @@ bool cpu_has_avx512() {
   const bool f = b & (1u << 16), dq = b & (1u << 17), bw = b & (1u << 30), vl = b & (1u << 31);
   return f && dq && bw && vl;
 }
+
+// Linux hands out the AMX tile state (XTILEDATA, XCR0 bit 18) only to processes that ask.
+bool os_grants_amx_tiles() {
+#if defined(__linux__) && defined(__x86_64__)
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
+// The extensions the feature-guarded AVX-512 entries use, as this CPU and OS support them.
+unsigned detected_cpu_features() {
+  unsigned a, b, c, d, features = 0;
+  if (!cpu_has_avx512() || !cpuid(7, 0, a, b, c, d)) return 0;
+  const unsigned edx7 = d;
+  if (c & (1u << 11)) features |= kCpuAvx512Vnni;
+  if (cpuid(7, 1, a, b, c, d) && (a & (1u << 5))) features |= kCpuAvx512Bf16;
+  const bool tiles = (edx7 & (1u << 24)) && (xgetbv0() & 0x60000) == 0x60000;
+  if (tiles && ((edx7 & (1u << 25)) || (edx7 & (1u << 22))) && os_grants_amx_tiles()) {
+    if (edx7 & (1u << 25)) features |= kCpuAmxInt8;
+    if (edx7 & (1u << 22)) features |= kCpuAmxBf16;
+  }
+  return features;
+}
+#else
+unsigned detected_cpu_features() { return 0; }
 #endif
 
 bool always() { return true; }
@@ -90,22 +122,52 @@ const IsaEntry kIsas[] = {
 
 constexpr size_t kIsaCount = sizeof(kIsas) / sizeof(kIsas[0]);
 
+// The caps above the strongest ISA, weakest first: each allows the features of those before it.
+struct FeatureLevel {
+  const char* name;
+  unsigned features;  // its own; the level allows these and every earlier level's
+};
+const FeatureLevel kFeatureLevels[] = {
+    {"avx512_vnni", kCpuAvx512Vnni},
+    {"avx512_bf16", kCpuAvx512Bf16},
+    {"amx", kCpuAmxInt8 | kCpuAmxBf16},
+};
+const char* const kFeatureNames[] = {"avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"};
+
+struct Capabilities {
+  std::vector<bool> isa;  // by kIsas index
+  unsigned features = 0;
+  unsigned detected_features = 0;  // before the cap
+};
+
 // What this process may use: what the CPU and OS support (CPUID is asked once: under a
-// hypervisor every CPUID traps and costs microseconds), up to the ISA that CPPCONV_MAX_ISA
-// names, so that a capped process behaves as on a machine without the stronger ISAs
-// (tests, benchmarks and kernel selection alike).  An unknown name caps nothing.
-bool is_supported(size_t index) {
-  static const std::vector<bool> supported = [] {
-    const char* cap = std::getenv("CPPCONV_MAX_ISA");
+// hypervisor every CPUID traps and costs microseconds), up to the ISA or feature level that
+// CPPCONV_MAX_ISA names, so that a capped process behaves as on a machine without the stronger
+// ISAs and features (tests, benchmarks and kernel selection alike).  An unknown name caps
+// nothing.
+const Capabilities& capabilities() {
+  static const Capabilities caps = [] {
+    const char* env = std::getenv("CPPCONV_MAX_ISA");
+    const std::string cap = env ? env : "";
+    Capabilities c;
+    c.detected_features = detected_cpu_features();
     size_t limit = kIsaCount;
-    for (size_t i = 0; cap && *cap && i < kIsaCount; ++i)
-      if (std::string(cap) == kIsas[i].name) limit = i + 1;
-    std::vector<bool> s;
-    for (size_t i = 0; i < kIsaCount; ++i) s.push_back(i < limit && kIsas[i].supported());
-    return s;
+    unsigned allowed = ~0u;
+    for (size_t i = 0; i < kIsaCount; ++i)
+      if (cap == kIsas[i].name) limit = i + 1, allowed = 0;
+    unsigned below = 0;
+    for (const FeatureLevel& level : kFeatureLevels) {
+      below |= level.features;
+      if (cap == level.name) allowed = below;
+    }
+    for (size_t i = 0; i < kIsaCount; ++i) c.isa.push_back(i < limit && kIsas[i].supported());
+    c.features = c.detected_features & allowed;
+    return c;
   }();
-  return supported[index];
+  return caps;
 }
+
+bool is_supported(size_t index) { return capabilities().isa[index]; }
 
 const IsaEntry* find_available(const std::string& name) {
   for (size_t i = 0; i < kIsaCount; ++i)
@@ -148,6 +210,32 @@ const KernelTable& table_for_isa(const std::string& name) {
   const IsaEntry* e = find_available(name);
   if (!e) throw std::invalid_argument("ISA '" + name + "' is not available on this machine");
   return e->table();
+}
+
+unsigned cpu_features() { return capabilities().features; }
+
+bool has_cpu_features(unsigned needed) { return (cpu_features() & needed) == needed; }
+
+std::vector<std::string> cpu_feature_names(unsigned features) {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < sizeof(kFeatureNames) / sizeof(kFeatureNames[0]); ++i)
+    if (features & (1u << i)) names.emplace_back(kFeatureNames[i]);
+  return names;
+}
+
+std::vector<std::string> max_isa_levels() {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < kIsaCount; ++i)
+    if (kIsas[i].supported()) names.emplace_back(kIsas[i].name);
+  unsigned below = 0;
+  for (const FeatureLevel& level : kFeatureLevels) {
+    below |= level.features;
+    // A level is there when the CPU has at least one of its own features and all earlier ones.
+    const unsigned earlier = below & ~level.features;
+    if ((capabilities().detected_features & level.features) && (capabilities().detected_features & earlier) == earlier)
+      names.emplace_back(level.name);
+  }
+  return names;
 }
 
 void select_isa(const std::string& name) {

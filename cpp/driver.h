@@ -67,12 +67,13 @@ struct AlgorithmFamily {
 
   const Algorithm* reference(DType d) const { return d == DType::Float32 ? reference_f32 : reference_f64; }
 
-  // The first of `table`'s algorithms that accepts p (oneDNN style), else the reference.
+  // The first of `table`'s algorithms that this CPU runs and that accepts p (oneDNN style),
+  // else the reference.
   template <class Problem>
   const Algorithm* choose(const KernelTable& table, const Problem& p) const {
     for (int i = 0; i < table.*count; ++i) {
       const Algorithm& a = *(table.*list)[i];
-      if (a.dtype == p.dtype && meets_precision(a, p) && a.accepts(p)) return &a;
+      if (a.dtype == p.dtype && has_cpu_features(a.features) && meets_precision(a, p) && a.accepts(p)) return &a;
     }
     return reference(p.dtype);
   }
@@ -82,7 +83,8 @@ struct AlgorithmFamily {
     std::vector<const Algorithm*> found;
     for (const std::string& isa : available_isas()) {
       const KernelTable& t = table_for_isa(isa);
-      for (int i = 0; i < t.*count; ++i) found.push_back((t.*list)[i]);
+      for (int i = 0; i < t.*count; ++i)
+        if (has_cpu_features((t.*list)[i]->features)) found.push_back((t.*list)[i]);
     }
     found.push_back(reference_f32);
     found.push_back(reference_f64);
@@ -96,9 +98,16 @@ struct AlgorithmFamily {
   }
 };
 
-// A caller-named algorithm (tests, benchmarks) must accept the problem.
+// A caller-named algorithm (tests, benchmarks) must run on this CPU and accept the problem.
+template <class Algorithm>
+void require_cpu_features(const Algorithm& a) {
+  if (!has_cpu_features(a.features))
+    throw std::invalid_argument(std::string("algorithm ") + a.name +
+                                " needs CPU features this machine lacks or CPPCONV_MAX_ISA excludes");
+}
 template <class Algorithm, class Problem>
 void require_accepts(const Algorithm& a, const Problem& p) {
+  require_cpu_features(a);
   if (a.dtype != p.dtype || !a.accepts(p))
     throw std::invalid_argument(std::string("algorithm ") + a.name + " does not accept this problem");
 }

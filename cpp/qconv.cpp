@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "dispatch.h"
+#include "driver.h"
 
 #if defined(__SSE__) || defined(__x86_64__) || defined(_M_X64)
 #include <xmmintrin.h>
@@ -108,7 +109,8 @@ std::vector<const QConvAlgorithm*> all_qconv_algorithms() {
   std::vector<const QConvAlgorithm*> found;
   for (const std::string& isa : available_isas()) {
     const KernelTable& t = table_for_isa(isa);
-    for (int i = 0; i < t.qconv_count; ++i) found.push_back(t.qconv[i]);
+    for (int i = 0; i < t.qconv_count; ++i)
+      if (has_cpu_features(t.qconv[i]->features)) found.push_back(t.qconv[i]);
   }
   found.push_back(&qconv_reference);
   return found;
@@ -145,8 +147,9 @@ QConvChoice QConvPlan::choose(const ConvProblem& p, int max_threads, const QConv
   const KernelTable& table = active_table();
   const QConvAlgorithm* chosen = forced;
   for (int i = 0; !chosen && i < table.qconv_count; ++i)
-    if (table.qconv[i]->accepts(p)) chosen = table.qconv[i];
+    if (has_cpu_features(table.qconv[i]->features) && table.qconv[i]->accepts(p)) chosen = table.qconv[i];
   if (!chosen) chosen = &qconv_reference;
+  if (forced) require_cpu_features(*forced);
   if (forced && !forced->accepts(p))
     throw std::invalid_argument(std::string("algorithm ") + forced->name + " does not accept this problem");
   const bool reference = chosen == &qconv_reference;

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
+import os
+import subprocess
+import sys
 import time
 import tracemalloc
 
@@ -111,6 +115,31 @@ def test_isa_hooks():
     algos = _native.conv_algorithms()
     assert "conv_reference_f32" in algos and "conv_reference_f64" in algos
     assert len(set(algos)) == len(algos)
+
+
+FEATURE_LEVELS = {"avx512_vnni": ["avx512_vnni"], "avx512_bf16": ["avx512_vnni", "avx512_bf16"]}
+
+
+def test_cpu_features_follow_max_isa():
+    """CPPCONV_MAX_ISA set to an ISA turns the CPU features off; set to a feature level it keeps
+    the features up to that level, with every ISA."""
+    levels = list(_native.max_isa_levels())
+    isas = list(_native.available_isas())
+    assert levels[: len(isas)] == isas
+    assert set(_native.cpu_features()) <= {"avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}
+    code = "import cppconv, json; print(json.dumps([cppconv.info()['isa'], cppconv.info()['cpu_features']]))"
+    for cap in levels:
+        env = dict(os.environ, CPPCONV_MAX_ISA=cap)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        isa, features = json.loads(out.stdout)
+        if cap in isas:
+            assert (isa, features) == (cap, [])
+        else:
+            assert isa == isas[-1]
+            if cap in FEATURE_LEVELS:
+                assert features == [f for f in FEATURE_LEVELS[cap] if f in _native.cpu_features()]
+            else:  # amx: everything this CPU has
+                assert features == list(_native.cpu_features())
 
 
 def test_fma_peak(isa):

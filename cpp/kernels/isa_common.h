@@ -31,6 +31,19 @@
 // which the baseline build runs too; CPPCONV_SIMD, whether the SIMD kernels are built.
 #include "kernels/simd/backend.h"
 
+// Function attributes for the intrinsics of one CPU feature (kernel_table.h's CpuFeature),
+// used by the feature-guarded entries of the avx512 build: only the functions so marked may
+// hold those instructions, so nothing shared with the rest of the build (inline functions,
+// templates) is compiled for a feature the CPU may lack.  Every function that uses the
+// intrinsics needs the attribute, always-inline helpers included.  MSVC needs none.
+#if defined(__GNUC__) || defined(__clang__)
+#define CPPCONV_TARGET_AVX512VNNI __attribute__((target("avx512vnni")))
+#define CPPCONV_TARGET_AVX512BF16 __attribute__((target("avx512bf16")))
+#else
+#define CPPCONV_TARGET_AVX512VNNI
+#define CPPCONV_TARGET_AVX512BF16
+#endif
+
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
 

@@ -8,6 +8,16 @@
 
 namespace cppconv {
 
+// CPU extensions beyond an ISA table's own that one algorithm needs (a bit mask): a kernel for
+// one extension is one entry of its ISA's list, skipped where the CPU (or CPPCONV_MAX_ISA)
+// lacks it, rather than a new ISA level with a whole table (cpp/dispatch.h).
+enum CpuFeature : unsigned {
+  kCpuAvx512Vnni = 1u << 0,  // vpdpbusd: u8 x s8 dot products of 4 into int32
+  kCpuAvx512Bf16 = 1u << 1,  // vdpbf16ps: bf16 pairs into float32
+  kCpuAmxInt8 = 1u << 2,     // AMX tiles, int8 (the OS granted the tile state)
+  kCpuAmxBf16 = 1u << 3,     // AMX tiles, bf16
+};
+
 // One convolution algorithm of one ISA, named <op>_<params>__<isa>_<tile> (XNNPACK style).
 // The dispatcher tries a table's algorithms in order; the first whose accepts() is true runs
 // (oneDNN style), and the portable reference in cpp/reference.cpp ends every list.
@@ -24,6 +34,7 @@ struct ConvAlgorithm {
   // The strictest precision mode whose error bound this algorithm meets for every input; it
   // runs only for calls that accept that mode (or a looser one).
   Precision accuracy = Precision::Highest;
+  unsigned features = 0;  // CpuFeature bits it needs beyond the table's ISA
 };
 
 // One pooling algorithm (max and avg, regular and adaptive as its accepts() says).
@@ -32,6 +43,7 @@ struct PoolAlgorithm {
   DType dtype;
   bool (*accepts)(const Pool2dProblem& p);
   void (*run)(const PoolCall& call);
+  unsigned features = 0;  // as ConvAlgorithm's
 };
 
 // One transposed-convolution algorithm; packing as for ConvAlgorithm, with the weight in
@@ -44,6 +56,7 @@ struct ConvTransposeAlgorithm {
   void (*pack)(const ConvTransposeProblem& p, const void* weight, void* packed, int threads);
   size_t (*workspace_bytes)(const ConvTransposeProblem& p, int threads);
   void (*run)(const ConvTransposeCall& call);
+  unsigned features = 0;  // as ConvAlgorithm's
 };
 
 // One quantized-convolution algorithm (cpp/qconv.cpp).  Packed weights are made from the
@@ -55,6 +68,7 @@ struct QConvAlgorithm {
   size_t (*packed_bytes)(const ConvProblem& p);
   void (*pack)(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed);
   void (*run)(const QConvCall& call);
+  unsigned features = 0;  // as ConvAlgorithm's
 };
 
 // Lists of pointers, not of copies: a copy of an algorithm defined in another source file is

@@ -64,10 +64,11 @@ def _check_isa_cap() -> None:
     import warnings
 
     cap = os.environ.get("CPPCONV_MAX_ISA")
-    available = list(_native.available_isas())
+    available = list(_native.max_isa_levels())
     if cap and cap not in available:
         warnings.warn(
-            f"CPPCONV_MAX_ISA={cap!r} names no ISA available on this machine ({', '.join(available)}); "
+            f"CPPCONV_MAX_ISA={cap!r} names no ISA or feature level available on this machine "
+            f"({', '.join(available)}); "
             f"it caps nothing, so cppconv uses {_native.selected_isa()}",
             RuntimeWarning,
             stacklevel=2,
@@ -141,20 +142,26 @@ def get_float32_precision() -> str:
 
 
 def info() -> Dict[str, Any]:
-    """Version, the ISA in use, the ISAs available on this machine, threads and OpenMP.
+    """Version, the ISA in use, the ISAs and CPU features available on this machine, threads
+    and OpenMP.
 
     ``default_isa`` is the one chosen at import: the strongest this CPU runs, capped by the
     ``CPPCONV_MAX_ISA`` environment variable (``avx512``, ``avx2`` or ``baseline``).
+    ``cpu_features`` are the extensions some AVX-512 kernels use (``avx512_vnni``,
+    ``avx512_bf16``, ``amx_int8``, ``amx_bf16``); ``CPPCONV_MAX_ISA`` set to an ISA turns them
+    all off, set to a feature level (``avx512_vnni``, ``avx512_bf16``, ``amx``) keeps those up
+    to it.
 
     >>> import cppconv
     >>> sorted(cppconv.info())
-    ['available_isas', 'default_isa', 'isa', 'openmp', 'threads', 'version']
+    ['available_isas', 'cpu_features', 'default_isa', 'isa', 'openmp', 'threads', 'version']
     """
     return {
         "version": __version__,
         "isa": _native.selected_isa(),
         "default_isa": _native.default_isa(),
         "available_isas": list(_native.available_isas()),
+        "cpu_features": list(_native.cpu_features()),
         "threads": get_num_threads(),
         "openmp": bool(_native.openmp()),
     }

@@ -60,6 +60,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  ISA in use:      {report['isa']} (chosen at import: {report['default_isa']}; "
           f"CPPCONV_MAX_ISA={cap if cap else 'unset'})")
     print(f"  ISAs available:  {', '.join(report['available_isas'])}")
+    print(f"  CPU features:    {', '.join(report['cpu_features']) or 'none beyond the ISAs'}")
     print(f"  threads:         {report['threads']}")
     print(f"  OpenMP:          {'yes' if report['openmp'] else 'no (single-threaded build)'}")
     print(_wrapped("  API:             ", report["api"]))
