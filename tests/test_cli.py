@@ -106,6 +106,29 @@ def test_bench_bfloat16(tmp_path, capsys):
         assert all(r["match"] is True for r in results.values() if r["status"] == "ok")
 
 
+def test_bench_int8(tmp_path, capsys):
+    """--dtype int8: qconv2d and QConv2d in both layouts on the quantized suite data, the float32
+    layer on the dequantized values, and ONNX Runtime's QLinearConv where installed."""
+    report = tmp_path / "bench.json"
+    have_ort = bench._import("onnxruntime") is not None and bench._import("onnx") is not None
+    peers = "numpy,onnxruntime" if have_ort else "numpy"
+    assert _cli.main(["bench", "--quick", "--layers", "resnet_3x3_512@7,dw_384@14_s2", "--peers", peers, "--repeat",
+                      "2", "--rounds", "1", "--dtype", "int8", "--threads", "1", "--json", str(report)]) == 0
+    captured = capsys.readouterr()
+    assert "Conv2d x f32" in captured.out and "% peak" not in captured.out
+    doc = json.loads(report.read_text())
+    assert doc["machine"]["dtype"] == "int8"
+    want = ["cppconv", "Conv2d", "cppconv_nhwc", "Conv2d_nhwc", "Conv2d_f32"]
+    assert doc["columns"] == want + (["onnxruntime"] if have_ort else [])
+    for row in doc["layers"]:
+        results = row["results"]
+        assert all(results[col]["status"] == "ok" for col in doc["columns"])
+        assert all(results[col]["match"] is True for col in doc["columns"] if col != "Conv2d_f32")
+        assert row["speedup"]["Conv2d_f32"] and row["explain"]["highest"]["algorithm"].startswith("qconv")
+        if have_ort:
+            assert row["speedup"]["best_fw"]
+
+
 def test_bench_nhwc_twins(tmp_path, capsys):
     """The NHWC columns run cppconv channels-last on the same data (their outputs, transposed,
     match NCHW's), and each layout's speedup is taken against PyTorch's twin layout."""

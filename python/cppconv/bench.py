@@ -2,7 +2,7 @@
 
 Usage (the three are the same program; the suite ships inside the package)::
 
-    cppconv bench [--quick] [--threads N] [--layers NAME,...] [--dtype f32|bf16]
+    cppconv bench [--quick] [--threads N] [--layers NAME,...] [--dtype f32|bf16|int8]
                   [--peers numpy,loop,torch,onnxruntime,scipy]
                   [--repeat R] [--json FILE] [--markdown FILE] [--plot FILE.png] [--list]
     python -m cppconv bench ...
@@ -60,6 +60,13 @@ Methodology
   other peers compute in float32 only and are left out; ``best fw`` is the better torch
   layout.  Outputs are compared with ``rtol = atol / max|ref| = 1e-2`` (bfloat16 keeps 8
   significant bits).  Needs ml_dtypes (and torch for the peers).
+* ``--dtype int8``: the same values quantized as a quantized CNN's QLinearConv has them (uint8
+  x with zero point 128, int8 weights with symmetric per-channel scales, int32 bias); the
+  result uint8.  The columns are cppconv's ``qconv2d`` (``cppconv``) and ``QConv2d``
+  (``Conv2d``) in both layouts, ``Conv2d f32`` (the float32 layer on the dequantized values,
+  for int8's gain over float32) and ONNX Runtime's ``QLinearConv`` (``ort``, the ``best fw``);
+  GF/s count integer operations alike.  Outputs may differ from ONNX Runtime's by one step at
+  rounding ties.
 * Threads: every library gets the same count T (default ``cppconv.get_num_threads()``;
   ``--threads`` sets it through ``cppconv.set_num_threads``, ``torch.set_num_threads``,
   the ORT session options and, when threadpoolctl is installed, NumPy's BLAS).
@@ -213,10 +220,14 @@ class LayerData:
     x: np.ndarray
     w: np.ndarray
     b: Optional[np.ndarray]
+    # dtype "int8": QLinearConv's other operands (x_scale, x_zero_point, w_scale, w_zero_point,
+    # y_scale, y_zero_point), with x uint8, w int8 and b int32 above.
+    quant: Optional[Dict[str, Any]] = None
 
     @classmethod
     def make(cls, layer: Layer, seed: int = 0, dtype: str = "f32") -> LayerData:
-        """float32 data, or with dtype "bf16" x and the weight in bfloat16 (the bias float32)."""
+        """float32 data; with dtype "bf16" x and the weight in bfloat16 (the bias float32); with
+        "int8" the same values quantized as a QLinearConv layer of a quantized CNN has them."""
         rng = np.random.default_rng(seed)
         x = rng.standard_normal(layer.x_shape, dtype=np.float32)
         fan_in = (layer.c // layer.groups) * layer.kh * layer.kw
@@ -225,7 +236,30 @@ class LayerData:
         if dtype == "bf16":
             bfloat16 = importlib.import_module("ml_dtypes").bfloat16  # the benchmark's option, not the package's
             x, w = x.astype(bfloat16), w.astype(bfloat16)
+        if dtype == "int8":
+            return cls.quantized(x, w, b)
         return cls(x, w, b)
+
+    @classmethod
+    def quantized(cls, x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray]) -> LayerData:
+        """uint8 activations (x within +-4 sigma, zero point 128), int8 weights with symmetric
+        per-output-channel scales, the bias in int32 at x_scale * w_scale, and the output scaled
+        for +-6 (the float outputs have unit variance)."""
+        x_scale, x_zero = np.float32(8.0 / 255), np.uint8(128)
+        w_scale = (np.abs(w).reshape(len(w), -1).max(axis=1) / 127).astype(np.float32)
+        w_scale[w_scale == 0] = 1
+        xq = np.clip(np.rint(x / x_scale) + 128, 0, 255).astype(np.uint8)
+        wq = np.clip(np.rint(w / w_scale.reshape(-1, 1, 1, 1)), -127, 127).astype(np.int8)
+        bq = None if b is None else np.rint(b / (x_scale * w_scale)).astype(np.int32)
+        quant = dict(x_scale=x_scale, x_zero_point=x_zero, w_scale=w_scale, w_zero_point=np.zeros(len(w), np.int8),
+                     y_scale=np.float32(12.0 / 255), y_zero_point=np.uint8(128))
+        return cls(xq, wq, bq, quant)
+
+    def qconv_args(self, w: Optional[np.ndarray] = None) -> Tuple[Any, ...]:
+        """qconv2d's / QConv2d's positional operands after x (the weight `w` if given)."""
+        q = self.quant or {}
+        return (q["x_scale"], q["x_zero_point"], self.w if w is None else w, q["w_scale"], q["w_zero_point"],
+                q["y_scale"], q["y_zero_point"], self.b)
 
 
 # --------------------------------------------------------------------------------------
@@ -271,10 +305,30 @@ def _cppconv_call(layer: Layer, d: LayerData, precision: str) -> Tuple[np.ndarra
     return d.x, d.w, d.b, kw
 
 
+def _int8_runner(layer: Layer, d: LayerData, precision: str, layer_class: bool, layout: str) -> Callable[[], Any]:
+    """A --dtype int8 run's cppconv column: qconv2d, or the prepacked QConv2d layer, in `layout`."""
+    import cppconv
+
+    if precision != "highest":
+        raise Skip("int8 has no precision modes")
+    if layer.two_d:
+        raise Skip("the 2-D form (H, W) has no channel axis")
+    x = d.x if layout == "NCHW" else np.ascontiguousarray(d.x.transpose(0, 2, 3, 1))
+    kw = dict(layer.conv_kwargs, layout=layout)
+    if not layer_class:
+        return lambda: cppconv.qconv2d(x, *d.qconv_args(), **kw)
+    conv = cppconv.QConv2d(*d.qconv_args(), **kw)
+    out_shape = layer.out_shape if layout == "NCHW" else (layer.n, *layer.out_hw, layer.k)
+    out = np.empty(out_shape, np.uint8)
+    return lambda: conv(x, out=out)
+
+
 def _runner_cppconv(precision: str) -> Runner:
     def make(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
         import cppconv
 
+        if d.quant is not None:
+            return _int8_runner(layer, d, precision, layer_class=False, layout="NCHW")
         if not hasattr(cppconv, "conv2d"):
             raise Skip("cppconv.conv2d missing")
         x, w, b, kw = _cppconv_call(layer, d, precision)
@@ -287,6 +341,8 @@ def _runner_cppconv_layer(precision: str) -> Runner:
     def make(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
         import cppconv
 
+        if d.quant is not None:
+            return _int8_runner(layer, d, precision, layer_class=True, layout="NCHW")
         if not hasattr(cppconv, "Conv2d"):
             raise Skip("cppconv.Conv2d missing")
         x, w, b, kw = _cppconv_call(layer, d, precision)
@@ -304,6 +360,8 @@ def _runner_cppconv_nhwc(layer_class: bool) -> Runner:
     def make(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
         import cppconv
 
+        if d.quant is not None:
+            return _int8_runner(layer, d, "highest", layer_class, layout="NHWC")
         if layer.two_d:
             raise Skip("the 2-D form (H, W) has no channel axis")
         x, w, b, kw = _cppconv_call(layer, d, "highest")
@@ -319,14 +377,24 @@ def _runner_cppconv_nhwc(layer_class: bool) -> Runner:
 
 
 def runner_cppconv_layer_f32(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
-    """The float32 Conv2d layer on a bfloat16 run's values (--dtype bf16 only)."""
+    """The float32 Conv2d layer on a bfloat16 run's values, or on an int8 run's dequantized
+    values (--dtype bf16 and int8 only)."""
     import cppconv
 
     if d.x.dtype == np.float32:
         raise Skip("the Conv2d column in a float32 run")
-    x, w, b, kw = _cppconv_call(layer, d, "highest")
-    conv = cppconv.Conv2d(w.astype(np.float32), b, **kw)
-    x = x.astype(np.float32)
+    if d.quant is not None:
+        q = d.quant
+        x = (d.x.astype(np.float32) - np.float32(q["x_zero_point"])) * q["x_scale"]
+        w = d.w.astype(np.float32) * q["w_scale"].reshape(-1, 1, 1, 1)
+        b = None if d.b is None else (d.b * (q["x_scale"] * q["w_scale"])).astype(np.float32)
+        kw: Dict[str, Any] = dict(layer.conv_kwargs)
+        if layer.two_d:
+            raise Skip("the 2-D form (H, W) has no channel axis")
+    else:
+        x, w, b, kw = _cppconv_call(layer, d, "highest")
+        x, w = x.astype(np.float32), w.astype(np.float32)
+    conv = cppconv.Conv2d(w, b, **kw)
     out = np.empty(layer.out_hw if layer.two_d else layer.out_shape, np.float32)
     return lambda: conv(x, out=out)
 
@@ -443,17 +511,27 @@ def _torch_tensor(a: np.ndarray) -> Any:
 
 
 def runner_onnxruntime(layer: Layer, d: LayerData, threads: int) -> Callable[[], Any]:
+    """A one-node Conv model, or with --dtype int8 a QLinearConv (uint8 x, int8 per-channel w)."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    inputs = ["x", "w"] + (["b"] if d.b is not None else [])
     p, s, dil = layer.padding, layer.stride, layer.dilation
-    node = helper.make_node("Conv", inputs, ["y"], kernel_shape=[layer.kh, layer.kw], strides=[s, s],
-                            pads=[p, p, p, p], dilations=[dil, dil], group=layer.groups)
-    inits = [numpy_helper.from_array(d.w, "w")] + ([numpy_helper.from_array(d.b, "b")] if d.b is not None else [])
-    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, d.x.shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, layer.out_shape)],
-                              initializer=inits)
+    geometry = dict(kernel_shape=[layer.kh, layer.kw], strides=[s, s], pads=[p, p, p, p], dilations=[dil, dil],
+                    group=layer.groups)
+    if d.quant is not None:
+        operands = dict(zip(["x_scale", "x_zero_point", "w", "w_scale", "w_zero_point", "y_scale", "y_zero_point",
+                             "b"], d.qconv_args()))
+        inputs = ["x", *[n for n, v in operands.items() if v is not None]]
+        inits = [numpy_helper.from_array(np.asarray(v), n) for n, v in operands.items() if v is not None]
+        node = helper.make_node("QLinearConv", inputs, ["y"], **geometry)
+        elem = TensorProto.UINT8
+    else:
+        inputs = ["x", "w"] + (["b"] if d.b is not None else [])
+        node = helper.make_node("Conv", inputs, ["y"], **geometry)
+        inits = [numpy_helper.from_array(d.w, "w")] + ([numpy_helper.from_array(d.b, "b")] if d.b is not None else [])
+        elem = TensorProto.FLOAT
+    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info("x", elem, d.x.shape)],
+                              [helper.make_tensor_value_info("y", elem, layer.out_shape)], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # understood by every onnxruntime that knows opset 17
     so = ort.SessionOptions()
@@ -506,6 +584,8 @@ CPPCONV_COLUMNS = ["cppconv", "Conv2d", "cppconv_high", "Conv2d_high", "cppconv_
 NHWC_COLUMNS = ["cppconv_nhwc", "Conv2d_nhwc"]
 # The columns of a --dtype bf16 run: the peers with a bfloat16 convolution.
 BF16_COLUMNS = CPPCONV_COLUMNS + ["torch", "torch_cl"]
+# Those of a --dtype int8 run (ONNX Runtime's QLinearConv is the peer).
+INT8_COLUMNS = ["cppconv", "Conv2d", "cppconv_nhwc", "Conv2d_nhwc", "Conv2d_f32", "onnxruntime"]
 # Speedup keys: (cppconv column, the column it falls back to where its runner skipped the layer,
 # what it is compared with).  A "high" column skips layers where the mode changes nothing.
 SPEEDUPS = {
@@ -520,6 +600,8 @@ SPEEDUPS = {
     "Conv2d_nchw_torch": ("Conv2d", None, "torch"),
     "nhwc_torch_cl": ("cppconv_nhwc", None, "torch_cl"),
     "Conv2d_nhwc_torch_cl": ("Conv2d_nhwc", None, "torch_cl"),
+    # --dtype bf16 and int8: the reduced-precision layer against the float32 one on the same values.
+    "Conv2d_f32": ("Conv2d", None, "Conv2d_f32"),
 }
 
 # --------------------------------------------------------------------------------------
@@ -682,14 +764,19 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
-def explain_layer(layer: Layer, precision: str = "highest") -> Optional[Dict[str, Any]]:
+def explain_layer(layer: Layer, precision: str = "highest", dtype: str = "f32") -> Optional[Dict[str, Any]]:
     cppconv = _import("cppconv")
     explain = getattr(cppconv, "explain", None)
     if explain is None:
         return None
     mode = {"precision": precision} if hasattr(cppconv, "set_float32_precision") else {}
     try:
-        if layer.two_d:
+        if dtype == "int8":
+            if layer.two_d or precision != "highest":
+                return None
+            d = LayerData.quantized(np.zeros(layer.x_shape, np.float32), np.ones(layer.w_shape, np.float32), None)
+            info = cppconv.QConv2d(*d.qconv_args(), **layer.conv_kwargs).explain(layer.x_shape)
+        elif layer.two_d:
             info = explain((layer.h, layer.w), (layer.kh, layer.kw), stride=layer.stride,
                            padding=layer.padding, dilation=layer.dilation, **mode)
         else:
@@ -734,9 +821,10 @@ def run_layer(layer: Layer, columns: Sequence[str], threads: int, cfg: TimerConf
     if ref_col is not None:
         ref = outputs[ref_col].astype(np.float64)
         for col in timings:
-            if col == ref_col:
+            if col == ref_col or (dtype == "int8" and col == "Conv2d_f32"):  # int8 steps against float values
                 continue
-            ok, err = compare(outputs[col], ref, 1e-2 if dtype == "bf16" else 1e-3)
+            # bfloat16 keeps 8 significant bits; int8 results may differ by one step at rounding ties.
+            ok, err = compare(outputs[col], ref, 1e-3 if dtype == "f32" else 1e-2)
             results[col].match, results[col].max_abs_err = ok, err
             if not ok:
                 log(f"  !!! MISMATCH {layer.name}: {col} differs from {ref_col} (max abs err {err:.3g}, "
@@ -864,7 +952,7 @@ def speedups(res: Dict[str, Result]) -> Dict[str, Optional[float]]:
 
     fw = [v for v in (t(c) for c in FRAMEWORKS) if v is not None]
     times = {"best_fw": min(fw) if fw else None, "numpy": t("numpy"), "loop": t("loop"), "torch": t("torch"),
-             "torch_cl": t("torch_cl")}
+             "torch_cl": t("torch_cl"), "Conv2d_f32": t("Conv2d_f32")}
     result: Dict[str, Optional[float]] = {}
     for key, (col, fallback, other) in SPEEDUPS.items():
         mine = t(col) or (t(fallback) if fallback else None)
@@ -889,9 +977,9 @@ def build_table(rows: Sequence[Tuple[Layer, Dict[str, Result], Any]],
     header += [f"{RUNNERS[c][0]} GF/s" for c in own_cols]
     header += [f"{RUNNERS[c][0]} GF/s" for c in peer_cols]
     sp_cols = ["numpy", "loop", "best_fw", "Conv2d_best_fw", "high_best_fw", "Conv2d_high_best_fw", "nchw_torch",
-               "Conv2d_nchw_torch", "nhwc_torch_cl", "Conv2d_nhwc_torch_cl"]
+               "Conv2d_nchw_torch", "nhwc_torch_cl", "Conv2d_nhwc_torch_cl", "Conv2d_f32"]
     header += ["x numpy", "x loop", "x best fw", "Conv2d x best fw", "high x best fw", "Conv2d high x best fw",
-               "NCHW x torch", "Conv2d NCHW x torch", "NHWC x torch_cl", "Conv2d NHWC x torch_cl",
+               "NCHW x torch", "Conv2d NCHW x torch", "NHWC x torch_cl", "Conv2d NHWC x torch_cl", "Conv2d x f32",
                "algorithm", "algorithm (high)"]
     body: List[List[str]] = []
     sp_all: Dict[str, List[float]] = {k: [] for k in sp_cols}
@@ -925,7 +1013,8 @@ def build_table(rows: Sequence[Tuple[Layer, Dict[str, Result], Any]],
                                     ("Conv2d_nchw_torch", "cppconv.Conv2d NCHW", "torch NCHW"),
                                     ("nhwc_torch_cl", "cppconv.conv2d NHWC",
                                      "torch channels_last (its twin layout)"),
-                                    ("Conv2d_nhwc_torch_cl", "cppconv.Conv2d NHWC", "torch channels_last"))]
+                                    ("Conv2d_nhwc_torch_cl", "cppconv.Conv2d NHWC", "torch channels_last"),
+                                    ("Conv2d_f32", "cppconv.Conv2d", "its float32 twin (Conv2d f32)"))]
     if peak_gflops:
         summary.append(f"measured FMA peak (float32, these threads): {peak_gflops:.0f} GFLOP/s; `% peak` is "
                        "cppconv.conv2d's GFLOP/s against it (Winograd layers count the direct "
@@ -961,7 +1050,8 @@ def format_markdown(header: List[str], body: List[List[str]], summary: List[str]
         "GF/s = 2*N*K*OH*OW*(C/groups)*kh*kw / median time. `x ...` columns: speedup of cppconv.conv2d "
         "(of the prepacked Conv2d layer in `Conv2d x best fw`) over that library; best fw = fastest of "
         "torch, torch_cl, onnxruntime; `NCHW x torch` and `NHWC x torch_cl` compare each cppconv layout with "
-        "PyTorch's in the same layout (its twin). `~` marks an unsteady timing (q75/q25 of the samples > "
+        "PyTorch's in the same layout (its twin); `Conv2d x f32` (--dtype bf16, int8) the layer against the "
+        "float32 layer on the same values. `~` marks an unsteady timing (q75/q25 of the samples > "
         f"{UNSTEADY_SPREAD}), `!` an output mismatch.",
         "",
         "| " + " | ".join(header) + " |",
@@ -1003,8 +1093,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--markdown", metavar="FILE", help="write the table as markdown")
     ap.add_argument("--plot", metavar="FILE.png", help="bar chart of GFLOP/s per layer and library (needs matplotlib)")
     ap.add_argument("--list", action="store_true", help="list the layers and exit")
-    ap.add_argument("--dtype", choices=("f32", "bf16"), default="f32",
-                    help="f32 (default), or bf16: bfloat16 x and weight (needs ml_dtypes) against PyTorch's bfloat16")
+    ap.add_argument("--dtype", choices=("f32", "bf16", "int8"), default="f32",
+                    help="f32 (default); bf16: bfloat16 x and weight (needs ml_dtypes) against PyTorch's bfloat16; "
+                         "int8: QLinearConv (uint8 x, int8 w) against ONNX Runtime's")
 
 
 def check_arguments(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -1066,6 +1157,8 @@ def select_columns(args: argparse.Namespace, log: Callable[[str], None]) -> List
     columns = [col for col, (_, group, _) in RUNNERS.items() if group == "cppconv" or group in available]
     if getattr(args, "dtype", "f32") == "bf16":
         return [col for col in columns if col in BF16_COLUMNS]
+    if getattr(args, "dtype", "f32") == "int8":
+        return [col for col in columns if col in INT8_COLUMNS]
     return [col for col in columns if col != "Conv2d_f32"]
 
 
@@ -1196,7 +1289,7 @@ def run(args: argparse.Namespace, argv: Sequence[str], git_root: Optional[str] =
             progress.update(done, f"{layer.name} ({layer.describe()})")
             t0 = time.perf_counter()
             res = run_layer(layer, columns, threads, cfg, log, args.dtype)
-            expl = {mode: explain_layer(layer, mode) for mode in ("highest", "high")}
+            expl = {mode: explain_layer(layer, mode, args.dtype) for mode in ("highest", "high")}
             flops = (expl["highest"] or {}).get("flops")
             if isinstance(flops, (int, float)) and flops != layer.flops:
                 log(f"  note: explain() flops {flops} != bench flops {layer.flops} for {layer.name}")
@@ -1211,7 +1304,9 @@ def run(args: argparse.Namespace, argv: Sequence[str], git_root: Optional[str] =
         progress.close()
         total_s = time.perf_counter() - t_start
 
-    header, body, summary = build_table(rows, columns, info.get("fma_peak_gflops"))
+    # The float32 peak says nothing of int8's rate (VNNI: 4 multiply-adds a lane).
+    peak = info.get("fma_peak_gflops") if args.dtype != "int8" else None
+    header, body, summary = build_table(rows, columns, peak)
     print()
     print(format_text(header, body))
     print()
