@@ -2,7 +2,7 @@
 """Where a whole network's time goes, step by step, against ONNX Runtime's per-node profile.
 
     python tools/profile_network.py efficientnet_b0 [--batch 1] [--size 224] [--repeats 20] [--top 25]
-                                    [--json out.json] [--tree TREE]
+                                    [--json out.json] [--tree TREE] [--int8 qdq|qoperator]
 
 The network of tests/vision_models.py is exported as bench/bench_networks.py does and run on
 one thread by both libraries.  Each planned step of cppconv.Network is timed within --repeats
@@ -156,9 +156,16 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--json", help="write the steps, nodes and totals here")
     ap.add_argument("--tree", help="import cppconv from this folder (see above)")
+    ap.add_argument("--int8", choices=["qdq", "qoperator"],
+                    help="quantize the model first, as bench/bench_networks.py --int8 does")
     args = ap.parse_args(argv)
     module, shape = vision_models.build(args.network, args.size)
     data = onnx_networks.export(module, shape)
+    if args.int8:
+        sys.path.insert(0, os.path.join(ROOT, "bench"))
+        import bench_networks
+
+        data = bench_networks._quantized(data, shape, args.int8)
     x = np.random.default_rng(0).standard_normal((args.batch, *shape[1:])).astype(np.float32)
     net = cppconv.onnx.load(data, num_threads=1)
     net(x)
