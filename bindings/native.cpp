@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <iterator>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -117,7 +118,49 @@ bool try_dequantize(const py::array& x, const py::array& scale, const py::array&
   return true;
 }
 
+template <class Q, class Y>
+bool try_quantized_add(const py::array& a, float a_scale, int32_t a_zero, const py::array& b, float b_scale,
+                       int32_t b_zero, const py::array& y, float y_scale, int32_t y_zero, bool relu, int num_threads) {
+  if (!a.dtype().equal(py::dtype::of<Q>()) || !b.dtype().equal(py::dtype::of<Q>()) ||
+      !y.dtype().equal(py::dtype::of<Y>()))
+    return false;
+  const Q* pa = static_cast<const Q*>(a.data());
+  const Q* pb = static_cast<const Q*>(b.data());
+  Y* to = static_cast<Y*>(const_cast<void*>(y.data()));
+  const int64_t n = int64_t(a.size());
+  constexpr int32_t lo = std::numeric_limits<Y>::min(), hi = std::numeric_limits<Y>::max();
+  py::gil_scoped_release release;
+  quantized_add<Q, Y>(pa, a_scale, a_zero, pb, b_scale, b_zero, n, relu, y_scale, y_zero, lo, hi, to, num_threads);
+  return true;
+}
+
 void bind_quantization(py::module_& m) {
+  m.def(
+      "quantized_add",
+      [](const py::array& a, float a_scale, int32_t a_zero, const py::array& b, float b_scale, int32_t b_zero,
+         const py::array& y, float y_scale, int32_t y_zero, bool relu, int num_threads) {
+        for (const py::array* v : {&a, &b, &y})
+          if (!(v->flags() & py::array::c_style))
+            throw py::type_error("quantized_add: a, b and y must be C-contiguous");
+        if (!y.writeable()) throw py::type_error("quantized_add: y must be writable");
+        if (a.size() != b.size() || y.size() != a.size())
+          throw py::value_error("quantized_add: a, b and y must have one size");
+        if (!(std::isfinite(a_scale) && std::isfinite(b_scale) && std::isfinite(y_scale) && y_scale > 0))
+          throw py::value_error("quantized_add: scales must be finite and y_scale positive");
+        if (!(try_quantized_add<uint8_t, uint8_t>(a, a_scale, a_zero, b, b_scale, b_zero, y, y_scale, y_zero, relu,
+                                                  num_threads) ||
+              try_quantized_add<uint8_t, int8_t>(a, a_scale, a_zero, b, b_scale, b_zero, y, y_scale, y_zero, relu,
+                                                 num_threads) ||
+              try_quantized_add<int8_t, uint8_t>(a, a_scale, a_zero, b, b_scale, b_zero, y, y_scale, y_zero, relu,
+                                                 num_threads) ||
+              try_quantized_add<int8_t, int8_t>(a, a_scale, a_zero, b, b_scale, b_zero, y, y_scale, y_zero, relu,
+                                                num_threads)))
+          throw py::type_error("quantized_add: a and b both uint8 or both int8, y uint8 or int8");
+      },
+      py::arg("a"), py::arg("a_scale"), py::arg("a_zero"), py::arg("b"), py::arg("b_scale"), py::arg("b_zero"),
+      py::arg("y"), py::arg("y_scale"), py::arg("y_zero"), py::arg("relu"), py::arg("num_threads") = 0,
+      "y = QuantizeLinear(DequantizeLinear(a) + DequantizeLinear(b)) (ReLU on the sum where relu), elementwise over "
+      "same-sized arrays, each step in float32 as its ONNX operator; y may be a or b.");
   m.def(
       "quantize_linear",
       [](const py::array& x, const py::array& scale, const py::array& zero_point, const py::array& y, int64_t outer,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 #if defined(__SSE2__) || defined(_M_X64)
 #include <xmmintrin.h>
@@ -240,6 +241,34 @@ void add(const float* a, const float* b, int64_t n, bool relu, float* y, int max
   });
 }
 
+namespace {
+
+// (Parameters as locals, as for the runs above.)  `floor`: 0 for a ReLU, else -infinity (the
+// sums of finite values pass).
+template <class Q, class Y>
+void quantized_add_run(const Q* a, float a_scale, int32_t a_zero, const Q* b, float b_scale, int32_t b_zero, int64_t n,
+                       float floor, float y_scale, int32_t y_zero, int32_t lo, int32_t hi, Y* y) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float sum = dequantize_value(a[i], a_scale, a_zero) + dequantize_value(b[i], b_scale, b_zero);
+    y[i] = quantize_value<Y>(std::max(sum, floor), y_scale, y_zero, lo, hi);
+  }
+}
+
+}  // namespace
+
+template <class Q, class Y>
+void quantized_add(const Q* a, float a_scale, int32_t a_zero, const Q* b, float b_scale, int32_t b_zero, int64_t n,
+                   bool relu, float y_scale, int32_t y_zero, int32_t lo, int32_t hi, Y* y, int max_threads) {
+  AxisLayout flat{n, 1, 1};
+  const float floor = relu ? 0.0f : -std::numeric_limits<float>::infinity();
+  outer_ranges(flat, max_threads, [&](int64_t begin, int64_t end) {
+    const NearestRoundingScope nearest;  // (this thread's MXCSR)
+    quantized_add_run(a + begin, a_scale, a_zero, b + begin, b_scale, b_zero, end - begin, floor, y_scale, y_zero, lo,
+                      hi, y + begin);
+  });
+}
+
 void scale_channels(const float* x, const float* scale, int64_t images, int64_t pixels, int64_t channels, float* y,
                     int max_threads) {
   AxisLayout rows{images * pixels, channels, 1};  // a row per pixel
@@ -316,6 +345,14 @@ template void quantize_linear<double, uint8_t>(const double*, const float*, cons
                                                int32_t, uint8_t*, int);
 template void quantize_linear<double, int8_t>(const double*, const float*, const int32_t*, AxisLayout, int32_t, int32_t,
                                               int8_t*, int);
+template void quantized_add<uint8_t, uint8_t>(const uint8_t*, float, int32_t, const uint8_t*, float, int32_t, int64_t,
+                                              bool, float, int32_t, int32_t, int32_t, uint8_t*, int);
+template void quantized_add<uint8_t, int8_t>(const uint8_t*, float, int32_t, const uint8_t*, float, int32_t, int64_t,
+                                             bool, float, int32_t, int32_t, int32_t, int8_t*, int);
+template void quantized_add<int8_t, uint8_t>(const int8_t*, float, int32_t, const int8_t*, float, int32_t, int64_t,
+                                             bool, float, int32_t, int32_t, int32_t, uint8_t*, int);
+template void quantized_add<int8_t, int8_t>(const int8_t*, float, int32_t, const int8_t*, float, int32_t, int64_t, bool,
+                                            float, int32_t, int32_t, int32_t, int8_t*, int);
 template int64_t quantize_nan_count<float>(const float*, int64_t, int);
 template int64_t quantize_nan_count<double>(const double*, int64_t, int);
 template void dequantize_linear<uint8_t>(const uint8_t*, const float*, const int32_t*, AxisLayout, float*, int);

@@ -29,6 +29,14 @@ template <class Q>
 void dequantize_linear(const Q* x, const float* scale, const int32_t* zero_point, AxisLayout axis, float* y,
                        int max_threads);
 
+// y = QuantizeLinear(DequantizeLinear(a) + DequantizeLinear(b)) over n values, each with its
+// scale and zero point, max(sum, 0) first where relu: a QDQ model's residual Add [Relu]
+// QuantizeLinear group in one pass.  Every step is its operator's float32 arithmetic, so the
+// result is the unfused group's, bit for bit.  y may be a or b (same element size).
+template <class Q, class Y>
+void quantized_add(const Q* a, float a_scale, int32_t a_zero, const Q* b, float b_scale, int32_t b_zero, int64_t n,
+                   bool relu, float y_scale, int32_t y_zero, int32_t lo, int32_t hi, Y* y, int max_threads);
+
 // y = x * scale + shift, then max(y, 0) where relu (a NaN stays NaN).  y may be x.
 void channel_affine(const float* x, const float* scale, const float* shift, AxisLayout axis, bool relu, float* y,
                     int max_threads);

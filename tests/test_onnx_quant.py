@@ -267,6 +267,108 @@ def test_per_axis_quantization_of_a_channels_last_value() -> None:
     assert any("per axis" in r["became"] for r in net.explain()["nodes"])
 
 
+def _qdq_add(relu: bool, a_type: int, y_type: int, b_shape: Sequence[int]) -> Any:
+    """x -> Q (a), x2 -> Q (b), DequantizeLinear of each, Add, [Relu], QuantizeLinear, and the
+    result dequantized: a QDQ model's residual connection."""
+    a_zero, y_zero = (np.uint8(131), np.uint8(120)) if a_type == U8 else (np.int8(-3), np.int8(5))
+    if y_type != a_type:
+        y_zero = np.int8(-7) if y_type == I8 else np.uint8(127)
+    inits = {"as": np.float32(0.031), "az": a_zero, "bs": np.float32(0.047), "bz": a_zero,
+             "ys": np.float32(0.062), "yz": y_zero}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "as", "az"], ["aq"]),
+             helper.make_node("QuantizeLinear", ["x2", "bs", "bz"], ["bq"]),
+             helper.make_node("DequantizeLinear", ["aq", "as", "az"], ["af"]),
+             helper.make_node("DequantizeLinear", ["bq", "bs", "bz"], ["bf"]),
+             helper.make_node("Add", ["af", "bf"], ["s"])]
+    last = "s"
+    if relu:
+        nodes.append(helper.make_node("Relu", ["s"], ["r"]))
+        last = "r"
+    nodes += [helper.make_node("QuantizeLinear", [last, "ys", "yz"], ["yq"]),
+              helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F32, ["N", 5, 6, 7]),
+                                           helper.make_tensor_value_info("x2", F32, list(b_shape))],
+                              [helper.make_tensor_value_info("y", F32, None)],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("a_type, y_type", [(U8, U8), (I8, I8), (U8, I8), (I8, U8)])
+@pytest.mark.parametrize("b_shape", [["N", 5, 6, 7], [1, 5, 1, 1]], ids=["same", "broadcast"])
+def test_qdq_addition_runs_as_one_pass_as_its_definition_says(relu: bool, a_type: int, y_type: int,
+                                                               b_shape: List[Any]) -> None:
+    """DequantizeLinear(a) + DequantizeLinear(b), [Relu], QuantizeLinear is one step over the
+    8-bit values: ONNX's definition bit for bit, saturating at both ends (the inputs reach well
+    past the output's range); a broadcast addition runs the definition step by step."""
+    model = _qdq_add(relu, a_type, y_type, b_shape)
+    net = cppconv.onnx.load(model)
+    fused = [r for r in net.explain()["nodes"] if "quantized add" in r["became"]]
+    assert len(fused) == 1 and ("Relu fused" in fused[0]["became"]) == relu
+    assert "QuantizeLinear" in fused[0]["became"] and ("Relu" in fused[0]["became"]) == relu
+    rng = np.random.default_rng(11)
+    feeds = {"x": (rng.standard_normal((3, 5, 6, 7)) * 4).astype(np.float32),
+             "x2": (rng.standard_normal([3 if d == "N" else d for d in b_shape]) * 6).astype(np.float32)}
+    feeds["x"][0, 0, 0, :4] = [0.5 * 0.031, 1.5 * 0.031, 100.0, -100.0]  # ties of the input's rounding, saturation
+    want = _session(model, optimise=False).run(None, feeds)[0]
+    np.testing.assert_array_equal(net.run(feeds)["y"], want)
+    for threads in (1, 2):  # one pass cut across threads: the same values
+        np.testing.assert_array_equal(cppconv.onnx.load(model, num_threads=threads).run(feeds)["y"], want)
+
+
+# The native passes a network step calls, with where their thread cap is in the arguments.
+THREADED_PASSES = {"quantize_linear": 9, "dequantize_linear": 7, "quantize_nan_count": 1, "quantized_add": 10,
+                   "channel_affine": 8, "add": 4}
+
+
+def test_every_step_keeps_to_the_networks_threads(tmp_path: Any, monkeypatch: Any, restore_threads: Any) -> None:
+    """load(num_threads=1) holds for the element-wise passes too (quantize, dequantize, the fused
+    addition, a BatchNormalization no convolution takes in), not only the convolutions: they
+    took cppconv's process-wide count."""
+    from cppconv import _native
+
+    caps: Dict[str, List[int]] = {}
+
+    def spy(name: str, at: int) -> Any:
+        real = getattr(_native, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            caps.setdefault(name, []).append(kwargs.get("num_threads", args[at] if len(args) > at else 0))
+            return real(*args, **kwargs)
+        return call
+
+    for name, at in THREADED_PASSES.items():
+        monkeypatch.setattr(_native, name, spy(name, at))
+    cppconv.set_num_threads(2)
+    model = _quantized(_cnn(), (2, 3, 16, 16), "QDQ", tmp_path)
+    x = np.random.default_rng(8).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    cppconv.onnx.load(model, num_threads=1)(x)
+    inits = {"s": np.full(3, 1.5, np.float32), "b": np.full(3, 0.1, np.float32), "m": np.zeros(3, np.float32),
+             "v": np.ones(3, np.float32)}
+    bn = helper.make_graph([helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["n"]),
+                            helper.make_node("Relu", ["n"], ["y"])], "bn",
+                           [helper.make_tensor_value_info("x", F32, ["N", 3, 16, 16])],
+                           [helper.make_tensor_value_info("y", F32, None)],
+                           [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    cppconv.onnx.load(helper.make_model(bn, opset_imports=[helper.make_opsetid("", 17)]), num_threads=1)(x)
+    assert {"quantize_linear", "dequantize_linear", "quantized_add", "channel_affine"} <= set(caps), caps
+    assert all(c == [1] * len(c) for c in caps.values()), caps
+
+
+def test_qdq_addition_feeding_two_readers_stays_in_float() -> None:
+    """An Add whose float sum something else reads too is not fused (the sum must exist)."""
+    model = _qdq_add(False, U8, U8, ["N", 5, 6, 7])
+    model.graph.node.append(helper.make_node("Sigmoid", ["s"], ["t"]))
+    model.graph.output.append(helper.make_tensor_value_info("t", F32, None))
+    net = cppconv.onnx.load(model)
+    assert not any("quantized add" in r["became"] for r in net.explain()["nodes"])
+    rng = np.random.default_rng(12)
+    feeds = {"x": rng.standard_normal((2, 5, 6, 7)).astype(np.float32),
+             "x2": rng.standard_normal((2, 5, 6, 7)).astype(np.float32)}
+    for got, want in zip(net.run(feeds).values(), _session(model, optimise=False).run(None, feeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
 # ----- ONNX Runtime's quantized operators, one node at a time -------------------------------------
 
 def _qparams(name: str, scale: float, zero: int) -> Dict[str, np.ndarray]:

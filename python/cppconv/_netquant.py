@@ -12,6 +12,9 @@ Two forms reach the planner as one:
   node, so the convolution runs on the int8 kernels with the activation clamped in the
   quantized domain (which equals quantizing the activated float: rounding is monotonic).
 
+quantized_adds likewise turns each residual addition, DequantizeLinear(a) + DequantizeLinear(b),
+[Relu], QuantizeLinear, into one pass over the 8-bit values with the same float32 arithmetic.
+
 Every other QDQ group runs as its definition says: dequantized, the float operator, quantized.
 That is ONNX's reference semantics exactly; ONNX Runtime's fused int8 kernels for those
 operators may round differently by one step.
@@ -208,6 +211,67 @@ def quantized_convolutions(nodes: List[Any], known: Dict[str, np.ndarray], graph
                                               after.input(2), bias], [after.outputs[0]], dict(n.attrs))
         q.activation = activation
         q.fused = [n, *fused]  # (the DequantizeLinear nodes stay: others may read them)
+        replaced[id(n)] = q
+        removed.update(id(f) for f in fused)
+    return [replaced.get(id(n), n) for n in nodes if id(n) not in removed]
+
+
+# ----- QDQ residual additions ------------------------------------------------------------------
+
+# A QDQ group of an Add fused by quantized_adds (cppconv's own operator name, not ONNX's).
+QUANTIZED_ADD = "cppconv.QuantizedAdd"
+
+
+def quantized_adds(nodes: List[Any], known: Dict[str, np.ndarray], graph_outputs: Set[str],
+                   activation_of: Callable[[Any], Any], make_node: Callable[..., Any]) -> List[Any]:
+    """The nodes with each QDQ addition, DequantizeLinear(a) + DequantizeLinear(b), [Relu],
+    QuantizeLinear (per-tensor parameters; a residual connection of a quantized CNN), replaced by
+    one QUANTIZED_ADD node [a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero] placed where
+    its Add was: one pass over the 8-bit values instead of three over floats, with the same
+    arithmetic (cpp/elementwise.h, quantized_add).  The DequantizeLinear nodes stay, as in
+    quantized_convolutions."""
+    producer: Dict[str, Any] = {o: n for n in nodes for o in n.outputs if o}
+    readers: Dict[str, List[Any]] = {}
+    for n in nodes:
+        for i in n.inputs:
+            if i:
+                readers.setdefault(i, []).append(n)
+
+    def only_reader(value: str) -> Optional[Any]:
+        r = readers.get(value, [])
+        return r[0] if len(r) == 1 and value not in graph_outputs else None
+
+    def per_tensor(name: str, dtypes: Sequence[Any]) -> bool:  # "" (absent) is ONNX's uint8 zero
+        if name == "":
+            return True
+        return name in known and known[name].size == 1 and (not dtypes or known[name].dtype in dtypes)
+
+    eight_bit = (np.uint8, np.int8)
+    replaced: Dict[int, Any] = {}
+    removed: Set[int] = set()
+    for n in nodes:
+        if n.op != "Add" or len(n.inputs) != 2 or len(n.outputs) != 1:
+            continue
+        dqs = [producer.get(v) for v in n.inputs]
+        if not all(d is not None and d.op == "DequantizeLinear" and d.input(0) not in known and
+                   per_tensor(d.input(1), ()) and d.input(1) != "" and per_tensor(d.input(2), eight_bit)
+                   for d in dqs):
+            continue
+        after = only_reader(n.outputs[0])
+        activation = None if after is None else activation_of(after)
+        fused: List[Any] = []
+        if after is not None and activation == "relu":
+            fused.append(after)
+            after = only_reader(after.outputs[0])
+        if after is None or after.op != "QuantizeLinear" or after.input(1) == "" or \
+                not per_tensor(after.input(1), ()) or not per_tensor(after.input(2), eight_bit):
+            continue
+        fused.append(after)
+        a, b = dqs
+        q = make_node(n.name, QUANTIZED_ADD, [a.input(0), a.input(1), a.input(2), b.input(0), b.input(1), b.input(2),
+                                              after.input(1), after.input(2)], [after.outputs[0]], {})
+        q.activation = "relu" if activation == "relu" and len(fused) == 2 else None
+        q.fused = [n, *fused]
         replaced[id(n)] = q
         removed.update(id(f) for f in fused)
     return [replaced.get(id(n), n) for n in nodes if id(n) not in removed]

@@ -350,8 +350,11 @@ class _Planner:
             if name not in self.layout and not any(name in n.outputs for n in order):
                 raise ModelError(f"graph output {name!r} is produced by no node, initializer or input")
         known = self._known_constants(order)
-        quantized = _netquant.quantized_convolutions(
-            order, known, set(self.output_names), lambda n: _fused_activation(n, known, self.opset), _Node)
+        def activation_of(n: _Node) -> Any:
+            return _fused_activation(n, known, self.opset)
+
+        quantized = _netquant.quantized_convolutions(order, known, set(self.output_names), activation_of, _Node)
+        quantized = _netquant.quantized_adds(quantized, known, set(self.output_names), activation_of, _Node)
         self.nodes = _fuse(quantized, known, set(self.output_names), self.opset)
         # The nodes that read each value (a Concat's input read by it alone may be written in place).
         self.readers: Dict[str, List[_Node]] = defaultdict(list)
@@ -884,11 +887,12 @@ def _batch_norm(p: _Planner, node: _Node) -> None:
     relu = node.activation == "relu"
     if p.dtype == np.float32:  # one native pass, the Relu after it included
         s32, t32 = np.ascontiguousarray(scale, np.float32), np.ascontiguousarray(shift, np.float32)
+        threads = p.threads or 0  # the network's threads (0: cppconv's setting)
 
         def fn(v: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
             v = np.ascontiguousarray(v, np.float32)
             y = np.empty_like(v) if out is None else out
-            _native.channel_affine(v, s32, t32, y, *_args.axis_rows(v.shape, ax, channels), relu)
+            _native.channel_affine(v, s32, t32, y, *_args.axis_rows(v.shape, ax, channels), relu, threads)
             return (y,)
 
         p.emit(node, fn, [x], [p.layout[x]], "cppconv per-channel scale and shift" + ("; Relu fused" if relu else ""),
@@ -1561,20 +1565,53 @@ def _quantize(p: _Planner, node: _Node) -> None:
         s, z, dtype = _quant.prepared_parameters(scale, zero_point, None if axis is None else scale.size)
     except (TypeError, ValueError) as e:
         raise ModelError(f"{node.where()}: {e}") from None
+    threads = p.threads or 0  # the network's threads (0: cppconv's setting)
     if node.op == "QuantizeLinear":
         if int(node.attrs.get("saturate", 1)) != 1:
             raise _refuse(node, "saturate", node.attrs["saturate"], "1 (integer results always saturate)")
 
         def fn(v: np.ndarray) -> Tuple[np.ndarray]:
-            return (_quant.quantize_values(v, s, z, axis, dtype),)
+            return (_quant.quantize_values(v, s, z, axis, dtype, threads),)
         became = "cppconv quantize_linear"
     else:
         def fn(v: np.ndarray) -> Tuple[np.ndarray]:
             if zero_point is not None and v.dtype != dtype:  # (absent, it is a zero of x's type)
                 raise TypeError(f"x has dtype {v.dtype}; the zero point's is {dtype}")
-            return (_quant.dequantize_values(np.ascontiguousarray(v), s, z, axis),)
+            return (_quant.dequantize_values(np.ascontiguousarray(v), s, z, axis, threads),)
         became = "cppconv dequantize_linear"
     p.emit(node, fn, [x], [p.layout.get(x)], became + ("" if axis is None else f" (per axis {axis} as stored)"))
+
+
+def _quantized_add(p: _Planner, node: _Node) -> None:
+    """A QDQ residual addition fused by _netquant.quantized_adds: one native pass over the 8-bit
+    values where both have one shape and dtype, else the group's definition step by step."""
+    names = ("a scale", "a zero point", "b scale", "b zero point", "y scale", "y zero point")
+    consts = [(p.const if i % 3 == 0 else p.optional_const)(node, k, names[i])
+              for i, k in enumerate((1, 2, 4, 5, 6, 7))]
+    try:
+        (sa, za, ta), (sb, zb, tb), (sy, zy, ty) = (_quant.prepared_parameters(consts[i], consts[i + 1], None)
+                                                     for i in (0, 2, 4))
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{node.where()}: {e}") from None
+    ins, perm = p.broadcast_inputs([node.input(0), node.input(3)])
+    relu = node.activation == "relu"
+    threads = p.threads or 0
+
+    def fn(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray]:
+        if a.dtype != ta or b.dtype != tb:
+            raise TypeError(f"the added values have dtypes {a.dtype} and {b.dtype}; their zero points' are {ta} "
+                            f"and {tb}")
+        if a.shape == b.shape and ta == tb and a.flags.c_contiguous and b.flags.c_contiguous:
+            y = np.empty(a.shape, ty)
+            _native.quantized_add(a, float(sa[0]), int(za[0]), b, float(sb[0]), int(zb[0]), y, float(sy[0]),
+                                  int(zy[0]), relu, threads)
+            return (y,)
+        total = (_quant.dequantize_values(np.ascontiguousarray(a), sa, za, None, threads)
+                 + _quant.dequantize_values(np.ascontiguousarray(b), sb, zb, None, threads))
+        return (_quant.quantize_values(np.maximum(total, 0, out=total) if relu else total, sy, zy, None, ty, threads),)
+
+    p.emit(node, fn, ins, [perm], "cppconv quantized add (QDQ group fused: "
+           + ", ".join(f.op for f in node.fused) + ")" + ("; Relu fused" if relu else ""))
 
 
 _QCONV_LAYERS = {1: QConv1d, 2: QConv2d, 3: QConv3d}
@@ -1638,8 +1675,9 @@ _HANDLERS: Dict[str, Callable[[_Planner, _Node], None]] = {
     "Pad": _pad, "Resize": _resize, "ReduceMean": _reduce_mean, "Constant": _constant, "Shape": _shape,
     "Gather": _gather, "ConstantOfShape": _constant_of_shape, "Cast": _cast,
     "QuantizeLinear": _quantize, "DequantizeLinear": _quantize, "QLinearConv": _qlinear_conv,
+    _netquant.QUANTIZED_ADD: _quantized_add,
 }
-assert set(_HANDLERS) == set(_ATTRIBUTES)
+assert set(_HANDLERS) == set(_ATTRIBUTES) | {_netquant.QUANTIZED_ADD}  # (that one only from a fusion)
 
 
 class _Input:

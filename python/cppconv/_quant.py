@@ -462,24 +462,26 @@ def prepared_parameters(scale: Any, zero_point: Any, count: Optional[int]) -> Tu
 
 
 def quantize_values(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: Optional[int],
-                    out_dtype: np.dtype) -> np.ndarray:
+                    out_dtype: np.dtype, num_threads: int = 0) -> np.ndarray:
     """QuantizeLinear of a real array x with validated parameters: float32 scales and int32 zero
     points of one length (1, or one per index of x's `axis`).  The native pass, in float64 for a
-    float64 x and float32 otherwise; NaN cannot be quantized (ValueError)."""
+    float64 x and float32 otherwise, on at most num_threads threads (0: cppconv's setting); NaN
+    cannot be quantized (ValueError)."""
     x = np.ascontiguousarray(x, np.float64 if x.dtype == np.float64 else _F32)
-    if _native.quantize_nan_count(x):
+    if _native.quantize_nan_count(x, num_threads):
         raise ValueError("x: NaN cannot be quantized")
     y = np.empty(x.shape, out_dtype)
     lo, hi = _RANGES[np.dtype(out_dtype)]
-    _native.quantize_linear(x, scale, zero_point, y, *_args.axis_rows(x.shape, axis, scale.size), lo, hi)
+    _native.quantize_linear(x, scale, zero_point, y, *_args.axis_rows(x.shape, axis, scale.size), lo, hi, num_threads)
     return y
 
 
-def dequantize_values(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: Optional[int]) -> np.ndarray:
+def dequantize_values(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: Optional[int],
+                      num_threads: int = 0) -> np.ndarray:
     """DequantizeLinear of a C-contiguous uint8, int8 or int32 x with validated parameters (as
     quantize_values')."""
     y = np.empty(x.shape, _F32)
-    _native.dequantize_linear(x, scale, zero_point, y, *_args.axis_rows(x.shape, axis, scale.size))
+    _native.dequantize_linear(x, scale, zero_point, y, *_args.axis_rows(x.shape, axis, scale.size), num_threads)
     return y
 
 

@@ -314,7 +314,7 @@ def _int8_runner(layer: Layer, d: LayerData, precision: str, layer_class: bool, 
     if layer.two_d:
         raise Skip("the 2-D form (H, W) has no channel axis")
     x = d.x if layout == "NCHW" else np.ascontiguousarray(d.x.transpose(0, 2, 3, 1))
-    kw = dict(layer.conv_kwargs, layout=layout)
+    kw: Dict[str, Any] = dict(layer.conv_kwargs, layout=layout)
     if not layer_class:
         return lambda: cppconv.qconv2d(x, *d.qconv_args(), **kw)
     conv = cppconv.QConv2d(*d.qconv_args(), **kw)
@@ -516,8 +516,8 @@ def runner_onnxruntime(layer: Layer, d: LayerData, threads: int) -> Callable[[],
     from onnx import TensorProto, helper, numpy_helper
 
     p, s, dil = layer.padding, layer.stride, layer.dilation
-    geometry = dict(kernel_shape=[layer.kh, layer.kw], strides=[s, s], pads=[p, p, p, p], dilations=[dil, dil],
-                    group=layer.groups)
+    geometry: Dict[str, Any] = dict(kernel_shape=[layer.kh, layer.kw], strides=[s, s], pads=[p, p, p, p],
+                                    dilations=[dil, dil], group=layer.groups)
     if d.quant is not None:
         operands = dict(zip(["x_scale", "x_zero_point", "w", "w_scale", "w_zero_point", "y_scale", "y_zero_point",
                              "b"], d.qconv_args()))
