@@ -141,6 +141,29 @@ def _at(values: Sequence[str], i: int) -> str:
     return values[i] if i < len(values) else ""
 
 
+class _Wiring:
+    """Which node produces each value of a node list and which read it."""
+
+    def __init__(self, nodes: List[Any], graph_outputs: Set[str]) -> None:
+        self.producer: Dict[str, Any] = {o: n for n in nodes for o in n.outputs if o}
+        self.readers: Dict[str, List[Any]] = {}
+        for n in nodes:
+            for i in n.inputs:
+                if i:
+                    self.readers.setdefault(i, []).append(n)
+        self.graph_outputs = graph_outputs
+
+    def only_reader(self, value: str) -> Optional[Any]:
+        """The one node that reads value, None where several do or it is a graph output."""
+        r = self.readers.get(value, [])
+        return r[0] if len(r) == 1 and value not in self.graph_outputs else None
+
+    def dequantize_of(self, value: str) -> Optional[Any]:
+        """The DequantizeLinear node that produces value, if one does."""
+        n = self.producer.get(value)
+        return n if n is not None and n.op == "DequantizeLinear" else None
+
+
 # ----- QDQ convolutions -----------------------------------------------------------------------
 
 # Activations a quantized convolution clamps in the quantized domain.
@@ -153,21 +176,8 @@ def quantized_convolutions(nodes: List[Any], known: Dict[str, np.ndarray], graph
     QLinearConv node, placed where its Conv was.  The DequantizeLinear nodes stay (other nodes
     may read them; the plan drops the unread); the QuantizeLinear (and activation) nodes go.
     activation_of(node): the cppconv activation a node computes, or None."""
-    producer: Dict[str, Any] = {o: n for n in nodes for o in n.outputs if o}
-    readers: Dict[str, List[Any]] = {}
-    for n in nodes:
-        for i in n.inputs:
-            if i:
-                readers.setdefault(i, []).append(n)
-
-    def only_reader(value: str) -> Optional[Any]:
-        r = readers.get(value, [])
-        return r[0] if len(r) == 1 and value not in graph_outputs else None
-
-    def dequantize_of(value: str) -> Optional[Any]:
-        n = producer.get(value)
-        return n if n is not None and n.op == "DequantizeLinear" else None
-
+    wiring = _Wiring(nodes, graph_outputs)
+    only_reader, dequantize_of = wiring.only_reader, wiring.dequantize_of
     def per_tensor(name: str) -> bool:
         return name in known and known[name].size == 1
 
@@ -230,16 +240,8 @@ def quantized_adds(nodes: List[Any], known: Dict[str, np.ndarray], graph_outputs
     its Add was: one pass over the 8-bit values instead of three over floats, with the same
     arithmetic (cpp/elementwise.h, quantized_add).  The DequantizeLinear nodes stay, as in
     quantized_convolutions."""
-    producer: Dict[str, Any] = {o: n for n in nodes for o in n.outputs if o}
-    readers: Dict[str, List[Any]] = {}
-    for n in nodes:
-        for i in n.inputs:
-            if i:
-                readers.setdefault(i, []).append(n)
-
-    def only_reader(value: str) -> Optional[Any]:
-        r = readers.get(value, [])
-        return r[0] if len(r) == 1 and value not in graph_outputs else None
+    wiring = _Wiring(nodes, graph_outputs)
+    only_reader = wiring.only_reader
 
     def per_tensor(name: str, dtypes: Sequence[Any]) -> bool:  # "" (absent) is ONNX's uint8 zero
         if name == "":
@@ -252,8 +254,8 @@ def quantized_adds(nodes: List[Any], known: Dict[str, np.ndarray], graph_outputs
     for n in nodes:
         if n.op != "Add" or len(n.inputs) != 2 or len(n.outputs) != 1:
             continue
-        dqs = [producer.get(v) for v in n.inputs]
-        if not all(d is not None and d.op == "DequantizeLinear" and d.input(0) not in known and
+        dqs = [wiring.dequantize_of(v) for v in n.inputs]
+        if not all(d is not None and d.input(0) not in known and
                    per_tensor(d.input(1), ()) and d.input(1) != "" and per_tensor(d.input(2), eight_bit)
                    for d in dqs):
             continue
