@@ -9,6 +9,7 @@
 #endif
 
 #include "conv.h"
+#include "dispatch.h"
 #include "driver.h"
 
 namespace cppconv {
@@ -27,13 +28,10 @@ void outer_ranges(AxisLayout& axis, int max_threads, Block block) {
   for (int t = 0; t < threads; ++t) block(axis.outer * t / threads, axis.outer * (t + 1) / threads);
 }
 
-// Adding and subtracting 1.5 * 2^(mantissa bits) rounds a value of magnitude below 2^22
-// (float) or 2^51 (double) to an integer in the current rounding mode, and vectorises; the
-// passes hold the rounding mode at nearest-even meanwhile (MXCSR, FPCR), so a caller's mode
-// changes nothing.  Where the mode cannot be held, floor() rounds exactly instead.
-template <class T>
-constexpr T kRoundingShift = std::is_same_v<T, float> ? T(12582912.0) : T(6755399441055744.0);
-
+// The quantization kernels (kernels/quantize8.cpp) round by adding and subtracting 1.5 *
+// 2^(mantissa bits), which needs the rounding mode at nearest-even: the passes hold it meanwhile
+// (MXCSR, FPCR), so a caller's mode changes nothing.  Where it cannot be held (kHeld false),
+// the kernels round by floor() instead.
 class NearestRoundingScope {
  public:
 #if defined(__SSE2__) || defined(_M_X64)
@@ -58,82 +56,33 @@ class NearestRoundingScope {
 #endif
 };
 
-// v (|v| < 2^22) rounded half to even.
-template <class T>
-T round_half_even(T v) {
-  if constexpr (NearestRoundingScope::kHeld) {
-    return (v + kRoundingShift<T>) - kRoundingShift<T>;
-  } else {
-    const T below = std::floor(v), fraction = v - below;
-    const bool odd = std::fmod(below, T(2)) != T(0);
-    return below + ((fraction > T(0.5) || (fraction == T(0.5) && odd)) ? T(1) : T(0));
-  }
-}
-
-// The element formulas, each written once for both loop shapes below: a run of values with one
-// set of parameters, and one value per index of the axis (the axis innermost, channels last).
-// The loops take everything as locals, so they vectorise: values read through a closure might
-// alias the output.
-
-// x quantized with zero point z; clamped to [lo - z, hi - z] before rounding (the integer
-// bounds give the same result after), so infinities saturate and the rounding trick stays exact.
-template <class Q, class T>
-inline Q quantize_value(T x, T scale, int32_t z, int32_t lo, int32_t hi) {
-  const T v = std::min(std::max(x / scale, T(lo - z)), T(hi - z));
-  return Q(int32_t(round_half_even(v)) + z);
-}
-
-// (int32 x has zero point 0: x - z never overflows.)
 template <class Q>
-inline float dequantize_value(Q x, float scale, int32_t z) {
-  return float(int32_t(x) - z) * scale;
-}
-
-template <class T, class Q>
-void quantize_run(const T* x, int64_t n, T scale, int32_t z, int32_t lo, int32_t hi, Q* y) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] = quantize_value<Q>(x[i], scale, z, lo, hi);
-}
-
-template <class T, class Q>
-void quantize_across(const T* x, int64_t length, const float* scale, const int32_t* zero_point, int32_t lo, int32_t hi,
-                     Q* y) {
-#pragma omp simd
-  for (int64_t a = 0; a < length; ++a) y[a] = quantize_value<Q>(x[a], T(scale[a]), zero_point[a], lo, hi);
-}
-
-template <class Q>
-void dequantize_run(const Q* x, int64_t n, float scale, int32_t z, float* y) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] = dequantize_value(x[i], scale, z);
-}
-
-template <class Q>
-void dequantize_across(const Q* x, int64_t length, const float* scale, const int32_t* zero_point, float* y) {
-#pragma omp simd
-  for (int64_t a = 0; a < length; ++a) y[a] = dequantize_value(x[a], scale[a], zero_point[a]);
-}
+constexpr Int8Kind kKindOf = std::is_same_v<Q, uint8_t>  ? Int8Kind::U8
+                             : std::is_same_v<Q, int8_t> ? Int8Kind::S8
+                                                         : Int8Kind::S32;
 
 }  // namespace
 
 template <class T, class Q>
 void quantize_linear(const T* x, const float* scale, const int32_t* zero_point, AxisLayout axis, int32_t lo, int32_t hi,
                      Q* y, int max_threads) {
+  const KernelTable& table = active_table();
   outer_ranges(axis, max_threads, [&](int64_t o_begin, int64_t o_end) {
     const NearestRoundingScope nearest;  // (this thread's MXCSR)
+    const auto run = [&](int64_t at, int64_t n, int64_t a, bool across) {
+      table.quantize({x + at, std::is_same_v<T, double>, y + at, kKindOf<Q>, n, scale + a, zero_point + a, across, lo,
+                      hi, NearestRoundingScope::kHeld});
+    };
     if (axis.length == 1) {
-      quantize_run(x + o_begin, o_end - o_begin, T(scale[0]), zero_point[0], lo, hi, y + o_begin);
+      run(o_begin, o_end - o_begin, 0, false);
       return;
     }
     for (int64_t o = o_begin; o < o_end; ++o) {
       if (axis.inner == 1) {
-        quantize_across(x + o * axis.length, axis.length, scale, zero_point, lo, hi, y + o * axis.length);
+        run(o * axis.length, axis.length, 0, true);
         continue;
       }
-      for (int64_t a = 0; a < axis.length; ++a) {
-        const int64_t at = (o * axis.length + a) * axis.inner;
-        quantize_run(x + at, axis.inner, T(scale[a]), zero_point[a], lo, hi, y + at);
-      }
+      for (int64_t a = 0; a < axis.length; ++a) run((o * axis.length + a) * axis.inner, axis.inner, a, false);
     }
   });
 }
@@ -151,20 +100,21 @@ int64_t quantize_nan_count(const T* x, int64_t n, int max_threads) {
 template <class Q>
 void dequantize_linear(const Q* x, const float* scale, const int32_t* zero_point, AxisLayout axis, float* y,
                        int max_threads) {
+  const KernelTable& table = active_table();
   outer_ranges(axis, max_threads, [&](int64_t o_begin, int64_t o_end) {
+    const auto run = [&](int64_t at, int64_t n, int64_t a, bool across) {
+      table.dequantize({x + at, kKindOf<Q>, y + at, n, scale + a, zero_point + a, across});
+    };
     if (axis.length == 1) {
-      dequantize_run(x + o_begin, o_end - o_begin, scale[0], zero_point[0], y + o_begin);
+      run(o_begin, o_end - o_begin, 0, false);
       return;
     }
     for (int64_t o = o_begin; o < o_end; ++o) {
       if (axis.inner == 1) {
-        dequantize_across(x + o * axis.length, axis.length, scale, zero_point, y + o * axis.length);
+        run(o * axis.length, axis.length, 0, true);
         continue;
       }
-      for (int64_t a = 0; a < axis.length; ++a) {
-        const int64_t at = (o * axis.length + a) * axis.inner;
-        dequantize_run(x + at, axis.inner, scale[a], zero_point[a], y + at);
-      }
+      for (int64_t a = 0; a < axis.length; ++a) run((o * axis.length + a) * axis.inner, axis.inner, a, false);
     }
   });
 }
@@ -241,31 +191,16 @@ void add(const float* a, const float* b, int64_t n, bool relu, float* y, int max
   });
 }
 
-namespace {
-
-// (Parameters as locals, as for the runs above.)  `floor`: 0 for a ReLU, else -infinity (the
-// sums of finite values pass).
-template <class Q, class Y>
-void quantized_add_run(const Q* a, float a_scale, int32_t a_zero, const Q* b, float b_scale, int32_t b_zero, int64_t n,
-                       float floor, float y_scale, int32_t y_zero, int32_t lo, int32_t hi, Y* y) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const float sum = dequantize_value(a[i], a_scale, a_zero) + dequantize_value(b[i], b_scale, b_zero);
-    y[i] = quantize_value<Y>(std::max(sum, floor), y_scale, y_zero, lo, hi);
-  }
-}
-
-}  // namespace
-
 template <class Q, class Y>
 void quantized_add(const Q* a, float a_scale, int32_t a_zero, const Q* b, float b_scale, int32_t b_zero, int64_t n,
                    bool relu, float y_scale, int32_t y_zero, int32_t lo, int32_t hi, Y* y, int max_threads) {
+  const KernelTable& table = active_table();
+  const float floor = relu ? 0.0f : -std::numeric_limits<float>::infinity();  // (sums of finite values pass)
   AxisLayout flat{n, 1, 1};
-  const float floor = relu ? 0.0f : -std::numeric_limits<float>::infinity();
   outer_ranges(flat, max_threads, [&](int64_t begin, int64_t end) {
     const NearestRoundingScope nearest;  // (this thread's MXCSR)
-    quantized_add_run(a + begin, a_scale, a_zero, b + begin, b_scale, b_zero, end - begin, floor, y_scale, y_zero, lo,
-                      hi, y + begin);
+    table.quantized_add({a + begin, b + begin, kKindOf<Q>, y + begin, kKindOf<Y>, end - begin, a_scale, b_scale,
+                         y_scale, floor, a_zero, b_zero, y_zero, lo, hi, NearestRoundingScope::kHeld});
   });
 }
 

@@ -483,7 +483,7 @@ def _quantize_reference(x, scale, zero_point, lo, hi):
 @pytest.mark.parametrize("q", [U8, I8])
 @pytest.mark.parametrize("shape, axis", [((3000,), None), ((2, 5, 7, 3), 1), ((4, 6, 6, 5), 3), ((3, 4), 0),
                                          ((1100, 1000), None)])  # the last: 1.1 M values, several threads
-def test_native_quantize_and_dequantize_passes(dtype, q, shape, axis):
+def test_native_quantize_and_dequantize_passes(isa, dtype, q, shape, axis):
     rng = make_rng("native-qdq", str(shape), np.dtype(dtype).name)
     lo, hi = RANGE[np.dtype(q)]
     count = 1 if axis is None else shape[axis]
@@ -503,6 +503,29 @@ def test_native_quantize_and_dequantize_passes(dtype, q, shape, axis):
     back = cppconv.dequantize_linear(y, scale if axis is not None else scale[0], zero if axis is not None else zero[0],
                                      axis=axis)
     np.testing.assert_array_equal(back, ((y.astype(np.int64) - z).astype(np.float32) * s).astype(np.float32))
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("q, y_type", [(U8, U8), (I8, I8), (U8, I8), (I8, U8)])
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 63, 64, 65, 1000, 300_001])  # around vector widths; several threads
+def test_native_quantized_add(isa, q, y_type, relu, n):
+    """_native.quantized_add is DequantizeLinear of both, float32 add, [ReLU], QuantizeLinear,
+    bit for bit, on every ISA (ties of the output's rounding and saturation at both ends included)."""
+    rng = make_rng("quantized-add", q.__name__, y_type.__name__, n)
+    lo, hi = RANGE[np.dtype(q)]
+    a = rng.integers(lo, hi + 1, n).astype(q)
+    b = rng.integers(lo, hi + 1, n).astype(q)
+    sa, za = np.float32(0.03), int(rng.integers(lo, hi + 1))
+    sb, zb = np.float32(0.5), int(rng.integers(lo, hi + 1))
+    sy, zy = np.float32(0.06), int(rng.integers(*RANGE[np.dtype(y_type)]))
+    y = np.empty(n, y_type)
+    _native.quantized_add(a, float(sa), za, b, float(sb), zb, y, float(sy), zy, relu)
+    total = (a.astype(np.int32) - za).astype(np.float32) * sa + (b.astype(np.int32) - zb).astype(np.float32) * sb
+    if relu:
+        total = np.maximum(total, np.float32(0))
+    ylo, yhi = RANGE[np.dtype(y_type)]
+    want = _quantize_reference(total, np.float32(sy), np.int64(zy), ylo, yhi)
+    np.testing.assert_array_equal(y.astype(np.int64), want)
 
 
 def test_native_quantize_ignores_the_callers_rounding_mode():

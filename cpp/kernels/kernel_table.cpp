@@ -8,6 +8,7 @@
 #include "kernels/isa_common.h"
 #include "kernels/pool2d.h"
 #include "kernels/qconv_s16.h"
+#include "kernels/quantize8.h"
 #include "kernels/transpose_f32.h"
 
 namespace cppconv {
@@ -71,11 +72,13 @@ const KernelTable& kernel_table() {
                                     kQConvCount,
                                     fma_peak_gflops,
 #ifdef CPPCONV_HAS_TRANSPOSE_F32
-                                    transpose_f32
+                                    transpose_f32,
 #else
-                                    nullptr
+                                    nullptr,
 #endif
-  };
+                                    quantize_values,
+                                    dequantize_values,
+                                    quantized_add_values};
   return table;
 }
 

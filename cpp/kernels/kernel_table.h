@@ -71,6 +71,45 @@ struct QConvAlgorithm {
   unsigned features = 0;  // as ConvAlgorithm's
 };
 
+// One run of an 8-bit quantization pass (cpp/elementwise.cpp cuts the passes into runs and
+// threads; kernels/quantize8.cpp computes them).  Parameters are one scale and zero point for
+// the whole run, or one per value where `across` (the axis innermost).  rounding_held: the
+// caller holds the rounding mode at nearest-even, so the kernels may round by adding and
+// subtracting 1.5 * 2^mantissa bits; otherwise they round by floor.
+enum class Int8Kind : int { U8 = 0, S8 = 1, S32 = 2 };
+struct QuantizeRun {  // y = saturate(rne(x / scale) + zero) in [lo, hi], x float32 or float64
+  const void* x;
+  bool x_double;
+  void* y;
+  Int8Kind y_kind;  // U8 or S8
+  int64_t n;
+  const float* scale;
+  const int32_t* zero;
+  bool across;
+  int32_t lo, hi;
+  bool rounding_held;
+};
+struct DequantizeRun {  // y = float32(x - zero) * scale
+  const void* x;
+  Int8Kind x_kind;
+  float* y;
+  int64_t n;
+  const float* scale;
+  const int32_t* zero;
+  bool across;
+};
+struct QuantizedAddRun {  // y = quantize(max(dequantize(a) + dequantize(b), floor))
+  const void* a;
+  const void* b;
+  Int8Kind in_kind;  // of a and b: U8 or S8
+  void* y;
+  Int8Kind y_kind;
+  int64_t n;
+  float a_scale, b_scale, y_scale, floor;
+  int32_t a_zero, b_zero, y_zero, lo, hi;
+  bool rounding_held;
+};
+
 // Lists of pointers, not of copies: a copy of an algorithm defined in another source file is
 // made by a static initializer, which runs when the module loads on every CPU, and the
 // compiler vectorises it with this ISA's instructions (an AVX-512 copy of a 64-byte entry
@@ -90,6 +129,10 @@ struct KernelTable {
   // to[n][j][i] = from[n][i][j] for `batch` float32 matrices of rows x cols, in SIMD blocks
   // (kernels/transpose_f32.cpp); null where the ISA has no SIMD backend.
   void (*transpose_f32)(const float* from, int64_t batch, int64_t rows, int64_t cols, float* to, int threads);
+  // The 8-bit quantization passes' runs (kernels/quantize8.cpp), on the calling thread.
+  void (*quantize)(const QuantizeRun& run);
+  void (*dequantize)(const DequantizeRun& run);
+  void (*quantized_add)(const QuantizedAddRun& run);
 };
 
 #define CPPCONV_DECLARE_ISA_TABLE(ns) \
