@@ -86,8 +86,7 @@ void quantize_as(const QuantizeRun& r) {
   const T* x = static_cast<const T*>(r.x);
   if (r.y_kind == Int8Kind::S8)
     quantize_loop<kHeld>(x, r.n, r.scale, r.zero, r.across, r.lo, r.hi, static_cast<int8_t*>(r.y));
-  else
-    quantize_loop<kHeld>(x, r.n, r.scale, r.zero, r.across, r.lo, r.hi, static_cast<uint8_t*>(r.y));
+  else quantize_loop<kHeld>(x, r.n, r.scale, r.zero, r.across, r.lo, r.hi, static_cast<uint8_t*>(r.y));
 }
 
 template <bool kHeld, class Q, class Y>

@@ -410,8 +410,9 @@ def call_dtypes(x: np.ndarray, weight: Optional[np.ndarray], bias: Optional[np.n
     weight were first cast to d (float16 and bfloat16 operands rounded to it, accumulating in
     float32) and returns d.  `rounding` (a layer's compute_dtype="bfloat16") rounds the operands
     whatever the result.  weight None is a pooling call; `keeps_integers` (max pooling) keeps
-    an integer or bool x's dtype, computed in float64 (exact for integers within 2^53, which
-    the pools check for 8-byte ones).
+    an integer or bool x's dtype, computed in float32 for integers of 1 and 2 bytes (every one
+    exact) and in float64 for wider ones (exact within 2^53, which the pools check for 8-byte
+    ones).
     """
     requested = requested_dtype(dtype)
     operands = [operand_dtype(x, "x")] + ([] if weight is None else [operand_dtype(weight, "weight")])
@@ -427,6 +428,8 @@ def call_dtypes(x: np.ndarray, weight: Optional[np.ndarray], bias: Optional[np.n
     if rounding is None and requested is not None and compute_dtype(requested) != requested:
         rounding = requested.name
     compute = _F32 if rounding is not None else compute_dtype(result)
+    if keeps_integers and result == operands[0] and result.kind in "iub" and result.itemsize <= 2:
+        compute = _F32
     return CallDtypes(result, compute, rounding)
 
 

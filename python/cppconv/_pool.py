@@ -170,7 +170,8 @@ class _PoolSpec:
 
 def _input(x: Any, kind: int, dtype: Any) -> Tuple[np.ndarray, _args.CallDtypes]:
     """x as an array, and the call's dtypes (_args.call_dtypes): max pooling keeps an integer x's
-    dtype, computed in float64, so 8-byte integers must lie where float64 holds every one."""
+    dtype, computed in float64 for the wide ones, so 8-byte integers must lie where float64
+    holds every one."""
     x = _args.as_input_array(x, "x")
     dtypes = _args.call_dtypes(x, None, None, dtype, keeps_integers=kind == _MAX)
     if dtypes.result.kind in "iu" and dtypes.result.itemsize == 8 and x.size:
