@@ -316,6 +316,36 @@ def test_qdq_addition_runs_as_one_pass_as_its_definition_says(relu: bool, a_type
         np.testing.assert_array_equal(cppconv.onnx.load(model, num_threads=threads).run(feeds)["y"], want)
 
 
+def _qdq_max_pool(y_scale: float, y_type: int, pads: List[int]) -> Any:
+    """x -> Q, DequantizeLinear, MaxPool, QuantizeLinear (y_scale, y_type's zero), dequantized."""
+    zero = {U8: np.uint8(121), I8: np.int8(-9)}
+    inits = {"s": np.float32(0.037), "z": zero[U8], "ys": np.float32(y_scale), "yz": zero[y_type]}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["f"]),
+             helper.make_node("MaxPool", ["f"], ["m"], kernel_shape=[3, 3], strides=[2, 2], pads=pads),
+             helper.make_node("QuantizeLinear", ["m", "ys", "yz"], ["mq"]),
+             helper.make_node("DequantizeLinear", ["mq", "ys", "yz"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F32, ["N", 4, 9, 11])],
+                              [helper.make_tensor_value_info("y", F32, None)],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("y_scale, y_type, fused", [(0.037, U8, True), (0.05, U8, False), (0.037, I8, False)])
+@pytest.mark.parametrize("pads", [[0, 0, 0, 0], [1, 1, 1, 1]])
+def test_qdq_max_pool_runs_on_the_8_bit_values_where_the_quantizations_agree(y_scale: float, y_type: int,
+                                                                               fused: bool, pads: List[int]) -> None:
+    """DequantizeLinear, MaxPool, QuantizeLinear with one scale and zero point is the max pool
+    of the 8-bit values, exactly (saturated inputs and padding included); with another output
+    quantization the group runs as its definition says."""
+    model = _qdq_max_pool(y_scale, y_type, pads)
+    net = cppconv.onnx.load(model)
+    rows = [r for r in net.explain()["nodes"] if r["op"] == "MaxPool"]
+    assert len(rows) == 1 and ("on the 8-bit values" in rows[0]["became"]) == fused
+    x = (np.random.default_rng(13).standard_normal((2, 4, 9, 11)) * 3).astype(np.float32)
+    np.testing.assert_array_equal(net(x), _session(model, optimise=False).run(None, {"x": x})[0])
+
+
 # The native passes a network step calls, with where their thread cap is in the arguments.
 THREADED_PASSES = {"quantize_linear": 9, "dequantize_linear": 7, "quantize_nan_count": 1, "quantized_add": 10,
                    "channel_affine": 8, "add": 4}

@@ -12,8 +12,10 @@ Two forms reach the planner as one:
   node, so the convolution runs on the int8 kernels with the activation clamped in the
   quantized domain (which equals quantizing the activated float: rounding is monotonic).
 
-quantized_adds likewise turns each residual addition, DequantizeLinear(a) + DequantizeLinear(b),
-[Relu], QuantizeLinear, into one pass over the 8-bit values with the same float32 arithmetic.
+quantized_adds turns each residual addition, DequantizeLinear(a) + DequantizeLinear(b), [Relu],
+QuantizeLinear, into one pass over the 8-bit values with the same float32 arithmetic, and
+quantized_max_pools runs a max pool between a dequantization and the same quantization on the
+8-bit values themselves.
 
 Every other QDQ group runs as its definition says: dequantized, the float operator, quantized.
 That is ONNX's reference semantics exactly; ONNX Runtime's fused int8 kernels for those
@@ -277,6 +279,38 @@ def quantized_adds(nodes: List[Any], known: Dict[str, np.ndarray], graph_outputs
         replaced[id(n)] = q
         removed.update(id(f) for f in fused)
     return [replaced.get(id(n), n) for n in nodes if id(n) not in removed]
+
+
+# ----- QDQ max pools -----------------------------------------------------------------------------
+
+def quantized_max_pools(nodes: List[Any], known: Dict[str, np.ndarray], graph_outputs: Set[str]) -> List[Any]:
+    """The nodes with each DequantizeLinear(x), MaxPool, QuantizeLinear whose two quantizations
+    are the same (per tensor; how onnxruntime.quantization writes a max pool) replaced by the
+    MaxPool of the 8-bit x itself: dequantizing is increasing, so the maximum commutes with it,
+    and quantizing a dequantized value with the same scale and zero point gives it back (|x -
+    zero| <= 255, so ((x - zero) * scale) / scale is within far less than half of x - zero)."""
+    wiring = _Wiring(nodes, graph_outputs)
+
+    def same(a: str, b: str) -> bool:  # two per-tensor parameters ("" absent: a uint8 zero)
+        if a == "" or b == "":
+            return a == b
+        return a in known and b in known and known[a].size == 1 and known[a].dtype == known[b].dtype and \
+            known[a].tobytes() == known[b].tobytes()
+
+    removed: Set[int] = set()
+    for n in nodes:
+        if n.op != "MaxPool" or len([o for o in n.outputs if o]) != 1:
+            continue
+        dq, q = wiring.dequantize_of(n.input(0)), wiring.only_reader(n.outputs[0])
+        if dq is None or wiring.only_reader(dq.outputs[0]) is not n or q is None or q.op != "QuantizeLinear":
+            continue
+        if dq.input(1) == "" or not same(dq.input(1), q.input(1)) or not same(dq.input(2), q.input(2)):
+            continue
+        n.inputs = [dq.input(0)]  # (this list's own node: the model's proto is not touched)
+        n.outputs = [q.outputs[0]]
+        n.fused = [*n.fused, dq, q]
+        removed.update((id(dq), id(q)))
+    return [n for n in nodes if id(n) not in removed]
 
 
 def _integer_bias(name: str, dequantize: Optional[Any], known: Dict[str, np.ndarray], x_scale: np.ndarray,

@@ -355,6 +355,7 @@ class _Planner:
 
         quantized = _netquant.quantized_convolutions(order, known, set(self.output_names), activation_of, _Node)
         quantized = _netquant.quantized_adds(quantized, known, set(self.output_names), activation_of, _Node)
+        quantized = _netquant.quantized_max_pools(quantized, known, set(self.output_names))
         self.nodes = _fuse(quantized, known, set(self.output_names), self.opset)
         # The nodes that read each value (a Concat's input read by it alone may be written in place).
         self.readers: Dict[str, List[_Node]] = defaultdict(list)
@@ -938,7 +939,9 @@ def _pool(p: _Planner, node: _Node) -> None:
         else:
             fn = lambda v: (pool(v, kernel, stride, pads, ceil_mode, include_pad, layout=layout,  # noqa: E731
                                  num_threads=threads),)
-        p.emit(node, fn, [xin], [perm], f"cppconv {pool.__name__} {'x'.join(map(str, kernel))}")
+        fused = ", ".join(f.op for f in node.fused)
+        on_8_bit = f" on the 8-bit values (QDQ group fused: {fused})" if fused else ""
+        p.emit(node, fn, [xin], [perm], f"cppconv {pool.__name__} {'x'.join(map(str, kernel))}{on_8_bit}")
         return
     if pads == "same":
         raise _refuse(node, "auto_pad", "SAME_UPPER", "NOTSET, VALID with pads over half the kernel or dilated "
