@@ -10,12 +10,13 @@
 //    [row][pair][column] for channels-first, converted on the way in (from bfloat16, or from
 //    float32 rounded to nearest even by vcvtneps2bf16 for compute_dtype="bfloat16"); padding of
 //    every mode is resolved there through the driver's index maps;
-//  - a microkernel holds M pixels of one output row by NB blocks of 16 output channels in
-//    registers and, per tap and channel pair, broadcasts one word per pixel against the NB
-//    weight vectors;
-//  - bias and activation are applied in float32 in registers; each output row goes through a
-//    per-thread float32 row (transposed for channels-first output) and is stored as float32 or
-//    rounded to bfloat16, nearest even, as the driver's float32_to_bf16 rounds.
+//  - a microkernel holds M pixels of the row block (row-major, so a block of a narrow plane spans
+//    rows: 7x7 outputs run as 8 blocks of 6 and one of 1, not 7 of 6 and 7 of 1) by NB blocks
+//    of 16 output channels in registers and, per tap and channel pair, broadcasts one word per
+//    pixel against the NB weight vectors;
+//  - bias and activation are applied in float32 in registers; a segment of pixels goes through
+//    a per-thread float32 buffer (transposed for channels-first output) and is stored as float32
+//    or rounded to bfloat16, nearest even, as the driver's float32_to_bf16 rounds.
 // Each output's sum runs in one fixed order (taps, then pairs) whatever the thread count.
 #include "kernels/conv2d_bf16.h"
 
@@ -41,7 +42,6 @@ constexpr int kMaxBlocks = 4;  // vectors of output channels per microkernel
 // Pixels per microkernel for NB vectors of channels: M x NB accumulators, NB weights and a
 // broadcast within the 32 registers.
 constexpr int pixels_for(int nb) { return nb >= 4 ? 6 : nb == 3 ? 8 : 12; }
-constexpr int kMaxPixels = 12;
 // The tile of a row block should stay in L2 next to the weights streaming past it.
 constexpr int64_t kTileBytes = 256 << 10;
 
@@ -75,7 +75,9 @@ Geometry geometry_of(const ConvProblem& p, int threads) {
   return g;
 }
 
-int64_t tile_words(const ConvProblem& p, const Geometry& g) { return input_rows_for(p, g.rows_per_block) * g.row_pitch; }
+int64_t tile_words(const ConvProblem& p, const Geometry& g) {
+  return input_rows_for(p, g.rows_per_block) * g.row_pitch;
+}
 
 // Single-channel groups (depthwise) would fill half of every pair; groups of few output
 // channels most lanes (those run channels-first in float32); a padded tile far larger than the
@@ -107,19 +109,24 @@ void pack(const ConvProblem& p, const void* weight, void* packed, int) {
           for (int64_t lane = 0; lane < kBlock; ++lane)
             for (int64_t e = 0; e < 2; ++e) {
               const int64_t k = kb * kBlock + lane, c = 2 * cp + e;
-              *out++ = k < g.group_out && c < g.group_in ? w[((grp * g.group_out + k) * g.group_in + c) * g.taps + t] : 0;
+              *out++ =
+                  k < g.group_out && c < g.group_in ? w[((grp * g.group_out + k) * g.group_in + c) * g.taps + t] : 0;
             }
 }
 
-// Per thread: the tile, a float32 output row of kMaxBlocks blocks per pixel, and the planes of
+// Pixels per segment: the outputs one pass of the microkernels leaves in the float32 row buffer
+// before they are stored (a multiple of each microkernel's pixels).  (Cutting the channel pairs
+// into slices whose weights stay in L2, partial sums kept in that buffer, ran slower on every
+// layer tried, 7x7x512 at 7x7 1.3x slower: docs/tuning.md.)
+constexpr int64_t kSegmentPixels = 96;
+// Per thread: the tile, a float32 segment of kMaxBlocks blocks per pixel, and the planes of
 // one block for channels-first output.
 struct Scratch {
   int64_t tile_words, row_floats, plane_floats;
   size_t bytes() const { return size_t(tile_words) * 4 + size_t(row_floats + plane_floats) * 4 + 128; }
 };
 Scratch scratch_of(const ConvProblem& p, const Geometry& g) {
-  const int64_t out_w = ceil_div(p.out_w, kMaxPixels) * kMaxPixels;
-  return {tile_words(p, g), out_w * kMaxBlocks * kBlock, out_w * kBlock};
+  return {tile_words(p, g), kSegmentPixels * kMaxBlocks * kBlock, kSegmentPixels * kBlock};
 }
 
 size_t workspace_bytes(const ConvProblem& p, int threads) {
@@ -127,15 +134,12 @@ size_t workspace_bytes(const ConvProblem& p, int threads) {
   return size_t(threads) * scratch_of(p, g).bytes();
 }
 
-// float32 to bfloat16, nearest even, NaN kept quiet: bf16.h's float_to_bf16 by vectors.
+// float32 to bfloat16, nearest even, a NaN kept with its quiet bit set: bf16.h's float_to_bf16
+// (vcvtneps2bf16 flushes denormals, which the kernel's float32 sums, under DenormalGuard's
+// flush-to-zero, never are).
 CPPCONV_TARGET_AVX512BF16 inline __m256i round_to_bf16(__m512 v) {
-  const __m512i u = _mm512_castps_si512(v);
-  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
-  const __m512i magnitude = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
-  const __mmask16 nan = _mm512_cmpgt_epu32_mask(magnitude, _mm512_set1_epi32(0x7f800000));
-  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x0040));
-  return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet));
+  const __m256bh narrow = _mm512_cvtneps_pbh(v);
+  return reinterpret_cast<const __m256i&>(narrow);
 }
 
 // n <= 16 values as bfloat16 bits (zero-extended to words): bfloat16 input as it is, float32
@@ -155,7 +159,8 @@ CPPCONV_TARGET_AVX512BF16 inline uint16_t bf16_bits(float v) {
 
 // The word of channels (lo, hi) at source column src (-1: padding).
 template <class In>
-CPPCONV_TARGET_AVX512BF16 inline uint32_t pair_word(const In* lo, const In* hi, bool has_hi, int64_t src, int64_t step) {
+CPPCONV_TARGET_AVX512BF16 inline uint32_t pair_word(const In* lo, const In* hi, bool has_hi, int64_t src,
+                                                    int64_t step) {
   if (src < 0) return 0;
   const uint32_t a = bf16_bits(lo[src * step]), b = has_hi ? bf16_bits(hi[src * step]) : 0;
   return a | (b << 16);
@@ -217,38 +222,42 @@ CPPCONV_TARGET_AVX512BF16 void fill_row(const ConvCall& call, const Geometry& g,
   }
 }
 
-// What the microkernels of one row need.
-struct RowArgs {
-  const uint32_t* in;        // the tile at the row's first tap, first pixel
-  const int64_t* tap_offset;  // words from the first tap to each tap
-  int64_t taps, pairs, pixel_step, pair_step;
-  const uint16_t* weights;  // the first block's [tap][pair][16][2]
-  int64_t block_words;      // from one k block's weights to the next, in 16-bit values
+// What the microkernels of one segment need.
+struct BlockArgs {
+  const uint32_t* in;         // the tile
+  const int64_t* tap_offset;  // words from a pixel's first tap to each tap
+  int64_t taps, pairs, pair_step;
+  const uint16_t* weights;  // the first block's weights: [tap][pair][16][2]
+  int64_t tap_words;        // from one tap's weights to the next, in 16-bit values
+  int64_t block_words;      // from one k block's weights to the next
   const float* bias;        // NB * 16 values
   FusedActivation act;
   bool simple_act;
-  float* out;  // [pixel][NB * 16]
 };
 
-// M pixels from `first` by NB blocks of 16 output channels.
+// M pixels (tile offsets `offset`) by NB blocks of 16 output channels into `out`, [pixel][NB * 16],
+// with the bias and a simple activation.
 template <int NB, int M>
-CPPCONV_TARGET_AVX512BF16 void microkernel(const RowArgs& a, int64_t first) {
+CPPCONV_TARGET_AVX512BF16 void microkernel(const BlockArgs& a, const int64_t* offset, float* out) {
   __m512 acc[M][NB];
 #pragma GCC unroll 16
   for (int m = 0; m < M; ++m)
 #pragma GCC unroll 4
     for (int b = 0; b < NB; ++b) acc[m][b] = _mm512_setzero_ps();
-  const uint32_t* in = a.in + first * a.pixel_step;
+  const uint32_t* src[M];
+#pragma GCC unroll 16
+  for (int m = 0; m < M; ++m) src[m] = a.in + offset[m];
   for (int64_t t = 0; t < a.taps; ++t) {
-    const uint32_t* src = in + a.tap_offset[t];
-    const uint16_t* w = a.weights + t * a.pairs * kBlock * 2;
+    const int64_t tap = a.tap_offset[t];
+    const uint16_t* w = a.weights + t * a.tap_words;
     for (int64_t cp = 0; cp < a.pairs; ++cp) {
       __m512bh wv[NB];
 #pragma GCC unroll 4
       for (int b = 0; b < NB; ++b) wv[b] = (__m512bh)_mm512_loadu_si512(w + b * a.block_words + cp * kBlock * 2);
+      const int64_t at = tap + cp * a.pair_step;
 #pragma GCC unroll 16
       for (int m = 0; m < M; ++m) {
-        const __m512bh xv = (__m512bh)_mm512_set1_epi32(int(src[m * a.pixel_step + cp * a.pair_step]));
+        const __m512bh xv = (__m512bh)_mm512_set1_epi32(int(src[m][at]));
 #pragma GCC unroll 4
         for (int b = 0; b < NB; ++b) acc[m][b] = _mm512_dpbf16_ps(acc[m][b], wv[b], xv);
       }
@@ -260,24 +269,29 @@ CPPCONV_TARGET_AVX512BF16 void microkernel(const RowArgs& a, int64_t first) {
     for (int b = 0; b < NB; ++b) {
       __m512 v = _mm512_add_ps(acc[m][b], _mm512_loadu_ps(a.bias + b * kBlock));
       if (a.simple_act) v = apply_simple_activation(v, a.act);
-      _mm512_storeu_ps(a.out + (first + m) * NB * kBlock + b * kBlock, v);
+      _mm512_storeu_ps(out + m * NB * kBlock + b * kBlock, v);
     }
 }
 
 template <int NB, int... Ms>
-CPPCONV_TARGET_AVX512BF16 void tail_block(const RowArgs& a, int64_t first, int m, std::integer_sequence<int, Ms...>) {
-  using Kernel = void (*)(const RowArgs&, int64_t);
+CPPCONV_TARGET_AVX512BF16 void tail_block(const BlockArgs& a, const int64_t* offset, float* out, int m,
+                                          std::integer_sequence<int, Ms...>) {
+  using Kernel = void (*)(const BlockArgs&, const int64_t*, float*);
   static constexpr Kernel kernels[] = {microkernel<NB, Ms + 1>...};
-  kernels[m - 1](a, first);
+  kernels[m - 1](a, offset, out);
 }
 
-// One output row of NB blocks into a.out.
+// Pixels [first, first + count) of the row block (row-major over its rows and out_w columns; a
+// microkernel's pixels may span rows), NB blocks, into out ([pixel - first][NB * 16]).
 template <int NB>
-CPPCONV_TARGET_AVX512BF16 void row_blocks(const RowArgs& a, int64_t out_w) {
+CPPCONV_TARGET_AVX512BF16 void segment_blocks(const BlockArgs& a, const int64_t* pixel_offset, int64_t count,
+                                              float* out) {
   constexpr int M = pixels_for(NB);
-  int64_t ow = 0;
-  for (; ow + M <= out_w; ow += M) microkernel<NB, M>(a, ow);
-  if (ow < out_w) tail_block<NB>(a, ow, int(out_w - ow), std::make_integer_sequence<int, M - 1>{});
+  int64_t q = 0;
+  for (; q + M <= count; q += M) microkernel<NB, M>(a, pixel_offset + q, out + q * NB * kBlock);
+  if (q < count)
+    tail_block<NB>(a, pixel_offset + q, out + q * NB * kBlock, int(count - q),
+                   std::make_integer_sequence<int, M - 1>{});
 }
 
 // Stores n float32 values as y's element type.
@@ -291,26 +305,27 @@ CPPCONV_TARGET_AVX512BF16 inline void store_values(const float* v, int64_t n, ui
   }
 }
 
-// The float32 row [pixel][NB * 16] (channels k0 ... k0 + kvalid of group grp) into y.
+// `count` float32 pixels [pixel][width] (channels k0 ... k0 + kvalid of the output) of row oh,
+// from column ow, into y.
 template <class Out>
-CPPCONV_TARGET_AVX512BF16 void store_row(const ConvCall& call, const float* row, int nb, int64_t kvalid, int64_t n,
-                                         int64_t oh, int64_t k0, float* planes, Out* y) {
+CPPCONV_TARGET_AVX512BF16 void store_pixels(const ConvCall& call, const float* row, int64_t width, int64_t kvalid,
+                                            int64_t n, int64_t oh, int64_t ow, int64_t count, int64_t k0, float* planes,
+                                            Out* y) {
   const ConvProblem& p = call.p;
   const Strides4& ys = call.y_stride;
-  Out* base = y + n * ys.n + oh * ys.h + k0 * ys.c;
-  const int64_t width = int64_t(nb) * kBlock;
+  Out* base = y + n * ys.n + oh * ys.h + ow * ys.w + k0 * ys.c;
   if (p.layout == Layout::NHWC) {
-    for (int64_t ow = 0; ow < p.out_w; ++ow) store_values(row + ow * width, kvalid, base + ow * ys.w);
+    for (int64_t i = 0; i < count; ++i) store_values(row + i * width, kvalid, base + i * ys.w);
     return;
   }
   for (int64_t b = 0; b * kBlock < kvalid; ++b) {
     const int cvalid = int(std::min<int64_t>(kBlock, kvalid - b * kBlock));
     Out* dst = base + b * kBlock * ys.c;
     if constexpr (std::is_same_v<Out, float>) {
-      pixels_to_planes(row + b * kBlock, width, cvalid, p.out_w, dst, ys.c);
+      pixels_to_planes(row + b * kBlock, width, cvalid, count, dst, ys.c);
     } else {
-      pixels_to_planes(row + b * kBlock, width, cvalid, p.out_w, planes, p.out_w);
-      for (int c = 0; c < cvalid; ++c) store_values(planes + c * p.out_w, p.out_w, dst + c * ys.c);
+      pixels_to_planes(row + b * kBlock, width, cvalid, count, planes, count);
+      for (int c = 0; c < cvalid; ++c) store_values(planes + c * count, count, dst + c * ys.c);
     }
   }
 }
@@ -330,43 +345,57 @@ CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call, const Geometry& g,
     fill_row(call, g, x, n, grp, call.row_src[oh0 * p.stride_h + r], tile + r * g.row_pitch);
   const auto* packed = static_cast<const uint16_t*>(call.packed);
   const auto* bias = static_cast<const float*>(call.bias);
-  const int64_t block_words = g.taps * g.pairs * kBlock * 2;
+  const int64_t tap_words = g.pairs * kBlock * 2, block_words = g.taps * tap_words;
   const bool simple_act = is_simple<float>(p.activation);
+  const int64_t pixels = rows * p.out_w;
+  int64_t pixel_offset[kSegmentPixels];
   for (int64_t kb = 0; kb < g.blocks; kb += kMaxBlocks) {
     const int nb = int(std::min<int64_t>(kMaxBlocks, g.blocks - kb));
     const int64_t k0 = kb * kBlock, kvalid = std::min<int64_t>(int64_t(nb) * kBlock, g.group_out - k0);
     alignas(64) float bias_block[kMaxBlocks * kBlock] = {};
     for (int64_t k = 0; k < kvalid && bias; ++k) bias_block[k] = bias[grp * g.group_out + k0 + k];
-    RowArgs a{};
+    BlockArgs a{};
+    a.in = tile;
     a.tap_offset = tap_offset;
     a.taps = g.taps;
     a.pairs = g.pairs;
-    a.pixel_step = p.stride_w * g.col_pitch;
     a.pair_step = g.pair_pitch;
     a.weights = packed + (grp * g.blocks + kb) * block_words;
+    a.tap_words = tap_words;
     a.block_words = block_words;
     a.bias = bias_block;
     a.act = fused_activation(p);
     a.simple_act = simple_act;
-    a.out = out_row;
-    for (int64_t r = 0; r < rows; ++r) {
-      a.in = tile + r * p.stride_h * g.row_pitch;
-      switch (nb) {
-        case 1: row_blocks<1>(a, p.out_w); break;
-        case 2: row_blocks<2>(a, p.out_w); break;
-        case 3: row_blocks<3>(a, p.out_w); break;
-        default: row_blocks<4>(a, p.out_w); break;
+    for (int64_t first = 0; first < pixels; first += kSegmentPixels) {
+      const int64_t count = std::min(kSegmentPixels, pixels - first);
+      for (int64_t i = 0; i < count; ++i) {
+        const int64_t r = (first + i) / p.out_w, ow = (first + i) % p.out_w;
+        pixel_offset[i] = r * p.stride_h * g.row_pitch + ow * p.stride_w * g.col_pitch;
       }
-      if (!simple_act) activate_row(out_row, p.out_w * nb * kBlock, fused_activation(p));
-      store_row(call, out_row, nb, kvalid, n, oh0 + r, grp * g.group_out + k0, planes, static_cast<Out*>(call.y));
+      switch (nb) {
+        case 1: segment_blocks<1>(a, pixel_offset, count, out_row); break;
+        case 2: segment_blocks<2>(a, pixel_offset, count, out_row); break;
+        case 3: segment_blocks<3>(a, pixel_offset, count, out_row); break;
+        default: segment_blocks<4>(a, pixel_offset, count, out_row); break;
+      }
+      const int64_t width = int64_t(nb) * kBlock;
+      if (!simple_act) activate_row(out_row, count * width, fused_activation(p));
+      // The segment's pixels row by row: each run is contiguous in y.
+      for (int64_t i = 0; i < count;) {
+        const int64_t r = (first + i) / p.out_w, ow = (first + i) % p.out_w;
+        const int64_t run = std::min(count - i, p.out_w - ow);
+        store_pixels(call, out_row + i * width, width, kvalid, n, oh0 + r, ow, run, grp * g.group_out + k0, planes,
+                     static_cast<Out*>(call.y));
+        i += run;
+      }
     }
   }
 }
 
 // This thread's share of the items (row blocks of one image and group), each with its own tile.
 template <class In, class Out>
-CPPCONV_TARGET_AVX512BF16 void run_items(const ConvCall& call, const Geometry& g, int64_t items,
-                                         unsigned char* scratch, const Scratch& sizes, const int64_t* tap_offset) {
+CPPCONV_TARGET_AVX512BF16 void run_items(const ConvCall& call, const Geometry& g, int64_t items, unsigned char* scratch,
+                                         const Scratch& sizes, const int64_t* tap_offset) {
   DenormalGuard denormals;
 #pragma omp for schedule(dynamic, 1)
   for (int64_t item = 0; item < items; ++item) run_item<In, Out>(call, g, item, scratch, sizes, tap_offset);
@@ -385,8 +414,9 @@ CPPCONV_TARGET_AVX512BF16 void run_typed(const ConvCall& call) {
     for (int64_t j = 0; j < p.kernel_w; ++j)
       tap_offset[size_t(i * p.kernel_w + j)] = i * p.dilation_h * g.row_pitch + j * p.dilation_w * g.col_pitch;
   const int64_t items = p.batch * p.groups * g.row_blocks;
-  parallel_region(threads, [&] { run_items<In, Out>(call, g, items, scratch + per_thread * size_t(thread_id()), sizes,
-                                                    tap_offset.data()); });
+  parallel_region(threads, [&] {
+    run_items<In, Out>(call, g, items, scratch + per_thread * size_t(thread_id()), sizes, tap_offset.data());
+  });
 }
 
 void run(const ConvCall& call) {
@@ -399,12 +429,11 @@ void run(const ConvCall& call) {
 }
 
 constexpr AlgorithmName kName =
-    algorithm_name("conv2d_channelvec_bf16__" CPPCONV_ISA_NAME, pixels_for(kMaxBlocks), kMaxBlocks * kBlock);
+    algorithm_name("conv2d_channelvec_bf16__" CPPCONV_ISA_NAME, pixels_for(kMaxBlocks), kMaxBlocks* kBlock);
 }  // namespace
 
 const ConvAlgorithm conv2d_channelvec_bf16 = {
-    kName.text, DType::BFloat16, accepts, packed_bytes, pack, workspace_bytes, run, Precision::Highest,
-    kCpuAvx512Bf16};
+    kName.text, DType::BFloat16, accepts, packed_bytes, pack, workspace_bytes, run, Precision::Highest, kCpuAvx512Bf16};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
