@@ -843,7 +843,8 @@ bool ConvPlan::runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* f
   const KernelTable& table = active_table();
   for (int i = 0; i < table.conv_count; ++i) {
     const ConvAlgorithm& a = *table.conv[i];
-    if (a.dtype == DType::BFloat16 && has_cpu_features(a.features) && meets_precision(a, given) && a.accepts(given)) return true;
+    if (a.dtype == DType::BFloat16 && has_cpu_features(a.features) && meets_precision(a, given) && a.accepts(given))
+      return true;
   }
   return false;
 }

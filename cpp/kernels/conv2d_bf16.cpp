@@ -9,14 +9,16 @@
 //    each the (c, c + 1) pair of one pixel, [row][column][pair] for channels-last input and
 //    [row][pair][column] for channels-first, converted on the way in (from bfloat16, or from
 //    float32 rounded to nearest even by vcvtneps2bf16 for compute_dtype="bfloat16"); padding of
-//    every mode is resolved there through the driver's index maps;
+//    every mode is resolved there through the driver's index maps.  Channels-last bfloat16 input
+//    without padding and with even channel counts is read in place: its pairs are words already;
 //  - a microkernel holds M pixels of the row block (row-major, so a block of a narrow plane spans
 //    rows: 7x7 outputs run as 8 blocks of 6 and one of 1, not 7 of 6 and 7 of 1) by NB blocks
 //    of 16 output channels in registers and, per tap and channel pair, broadcasts one word per
 //    pixel against the NB weight vectors;
-//  - bias and activation are applied in float32 in registers; a segment of pixels goes through
-//    a per-thread float32 buffer (transposed for channels-first output) and is stored as float32
-//    or rounded to bfloat16, nearest even, as the driver's float32_to_bf16 rounds.
+//  - bias and activation are applied in float32 in registers, and the result stored as float32
+//    or rounded to bfloat16, nearest even, as the driver's float32_to_bf16 rounds: straight from
+//    the registers for channels-last output of whole 16-channel blocks, else through a
+//    per-thread float32 buffer of a segment of pixels (transposed for channels-first output).
 // Each output's sum runs in one fixed order (taps, then pairs) whatever the thread count.
 #include "kernels/conv2d_bf16.h"
 
@@ -49,7 +51,10 @@ struct Geometry {
   int64_t group_in, group_out, pairs, blocks, taps;
   int64_t cols;  // padded columns the outputs read
   bool nhwc;
-  // Tile strides in words: one column, one channel pair, one tile row.
+  // Channels-last bfloat16 x without padding, an even number of channels per group: a pixel's
+  // channel pairs are already words, read in place (no tile).
+  bool in_place;
+  // Tile strides in words (of x read in place: its own): one column, one channel pair, one row.
   int64_t col_pitch, pair_pitch, row_pitch;
   int64_t rows_per_block, row_blocks;
 };
@@ -224,7 +229,7 @@ CPPCONV_TARGET_AVX512BF16 void fill_row(const ConvCall& call, const Geometry& g,
 
 // What the microkernels of one segment need.
 struct BlockArgs {
-  const uint32_t* in;         // the tile
+  const uint32_t* in;         // the tile (or x read in place)
   const int64_t* tap_offset;  // words from a pixel's first tap to each tap
   int64_t taps, pairs, pair_step;
   const uint16_t* weights;  // the first block's weights: [tap][pair][16][2]
@@ -235,10 +240,17 @@ struct BlockArgs {
   bool simple_act;
 };
 
-// M pixels (tile offsets `offset`) by NB blocks of 16 output channels into `out`, [pixel][NB * 16],
-// with the bias and a simple activation.
-template <int NB, int M>
-CPPCONV_TARGET_AVX512BF16 void microkernel(const BlockArgs& a, const int64_t* offset, float* out) {
+// Stores 16 float32 values as Out: float32, or bfloat16 rounded to nearest even.
+CPPCONV_TARGET_AVX512BF16 inline void store_block(float* y, __m512 v) { _mm512_storeu_ps(y, v); }
+CPPCONV_TARGET_AVX512BF16 inline void store_block(uint16_t* y, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(y), round_to_bf16(v));
+}
+
+// M pixels (tile offsets `offset`) by NB blocks of 16 output channels, with the bias and a
+// simple activation, pixel m's blocks stored at out[m] (consecutive 16-value blocks: a row of
+// the float32 segment buffer, or the pixel's channels in a channels-last y).
+template <int NB, int M, class Out>
+CPPCONV_TARGET_AVX512BF16 void microkernel(const BlockArgs& a, const int64_t* offset, Out* const* out) {
   __m512 acc[M][NB];
 #pragma GCC unroll 16
   for (int m = 0; m < M; ++m)
@@ -269,29 +281,39 @@ CPPCONV_TARGET_AVX512BF16 void microkernel(const BlockArgs& a, const int64_t* of
     for (int b = 0; b < NB; ++b) {
       __m512 v = _mm512_add_ps(acc[m][b], _mm512_loadu_ps(a.bias + b * kBlock));
       if (a.simple_act) v = apply_simple_activation(v, a.act);
-      _mm512_storeu_ps(out + m * NB * kBlock + b * kBlock, v);
+      store_block(out[m] + b * kBlock, v);
     }
 }
 
-template <int NB, int... Ms>
-CPPCONV_TARGET_AVX512BF16 void tail_block(const BlockArgs& a, const int64_t* offset, float* out, int m,
+template <int NB, class Out, int... Ms>
+CPPCONV_TARGET_AVX512BF16 void tail_block(const BlockArgs& a, const int64_t* offset, Out* const* out, int m,
                                           std::integer_sequence<int, Ms...>) {
-  using Kernel = void (*)(const BlockArgs&, const int64_t*, float*);
-  static constexpr Kernel kernels[] = {microkernel<NB, Ms + 1>...};
+  using Kernel = void (*)(const BlockArgs&, const int64_t*, Out* const*);
+  static constexpr Kernel kernels[] = {microkernel<NB, Ms + 1, Out>...};
   kernels[m - 1](a, offset, out);
 }
 
-// Pixels [first, first + count) of the row block (row-major over its rows and out_w columns; a
-// microkernel's pixels may span rows), NB blocks, into out ([pixel - first][NB * 16]).
-template <int NB>
+// `count` pixels of the row block (tile offsets pixel_offset, row-major over its rows and
+// out_w columns: a microkernel's pixels may span rows), NB blocks, pixel i's stored at out[i].
+template <int NB, class Out>
 CPPCONV_TARGET_AVX512BF16 void segment_blocks(const BlockArgs& a, const int64_t* pixel_offset, int64_t count,
-                                              float* out) {
+                                              Out* const* out) {
   constexpr int M = pixels_for(NB);
   int64_t q = 0;
-  for (; q + M <= count; q += M) microkernel<NB, M>(a, pixel_offset + q, out + q * NB * kBlock);
+  for (; q + M <= count; q += M) microkernel<NB, M, Out>(a, pixel_offset + q, out + q);
   if (q < count)
-    tail_block<NB>(a, pixel_offset + q, out + q * NB * kBlock, int(count - q),
-                   std::make_integer_sequence<int, M - 1>{});
+    tail_block<NB, Out>(a, pixel_offset + q, out + q, int(count - q), std::make_integer_sequence<int, M - 1>{});
+}
+
+template <class Out>
+CPPCONV_TARGET_AVX512BF16 void segment(const BlockArgs& a, int nb, const int64_t* pixel_offset, int64_t count,
+                                       Out* const* out) {
+  switch (nb) {
+    case 1: return segment_blocks<1>(a, pixel_offset, count, out);
+    case 2: return segment_blocks<2>(a, pixel_offset, count, out);
+    case 3: return segment_blocks<3>(a, pixel_offset, count, out);
+    default: return segment_blocks<4>(a, pixel_offset, count, out);
+  }
 }
 
 // Stores n float32 values as y's element type.
@@ -336,19 +358,29 @@ CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call, const Geometry& g,
   const ConvProblem& p = call.p;
   const int64_t rb = item % g.row_blocks, grp = item / g.row_blocks % p.groups, n = item / g.row_blocks / p.groups;
   const int64_t oh0 = rb * g.rows_per_block, rows = std::min(g.rows_per_block, p.out_h - oh0);
-  auto* tile = reinterpret_cast<uint32_t*>(scratch);
   float* out_row = reinterpret_cast<float*>(scratch + size_t(sizes.tile_words) * 4 + 64);
   float* planes = out_row + sizes.row_floats;
   const In* x = static_cast<const In*>(call.x);
-  const int64_t tile_rows = input_rows_for(p, rows);
-  for (int64_t r = 0; r < tile_rows; ++r)
-    fill_row(call, g, x, n, grp, call.row_src[oh0 * p.stride_h + r], tile + r * g.row_pitch);
+  const uint32_t* tile;
+  if (g.in_place) {
+    tile = reinterpret_cast<const uint32_t*>(x + n * call.x_stride.n + oh0 * p.stride_h * call.x_stride.h +
+                                             grp * g.group_in);
+  } else {
+    auto* fill = reinterpret_cast<uint32_t*>(scratch);
+    const int64_t tile_rows = input_rows_for(p, rows);
+    for (int64_t r = 0; r < tile_rows; ++r)
+      fill_row(call, g, x, n, grp, call.row_src[oh0 * p.stride_h + r], fill + r * g.row_pitch);
+    tile = fill;
+  }
   const auto* packed = static_cast<const uint16_t*>(call.packed);
   const auto* bias = static_cast<const float*>(call.bias);
   const int64_t tap_words = g.pairs * kBlock * 2, block_words = g.taps * tap_words;
   const bool simple_act = is_simple<float>(p.activation);
   const int64_t pixels = rows * p.out_w;
   int64_t pixel_offset[kSegmentPixels];
+  float* buffer_rows[kSegmentPixels];
+  Out* y_pixels[kSegmentPixels];
+  Out* y = static_cast<Out*>(call.y);
   for (int64_t kb = 0; kb < g.blocks; kb += kMaxBlocks) {
     const int nb = int(std::min<int64_t>(kMaxBlocks, g.blocks - kb));
     const int64_t k0 = kb * kBlock, kvalid = std::min<int64_t>(int64_t(nb) * kBlock, g.group_out - k0);
@@ -366,26 +398,30 @@ CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call, const Geometry& g,
     a.bias = bias_block;
     a.act = fused_activation(p);
     a.simple_act = simple_act;
+    const bool direct = g.nhwc && call.y_stride.c == 1 && simple_act && kvalid == int64_t(nb) * kBlock;
     for (int64_t first = 0; first < pixels; first += kSegmentPixels) {
       const int64_t count = std::min(kSegmentPixels, pixels - first);
+      const int64_t width = int64_t(nb) * kBlock;
       for (int64_t i = 0; i < count; ++i) {
         const int64_t r = (first + i) / p.out_w, ow = (first + i) % p.out_w;
         pixel_offset[i] = r * p.stride_h * g.row_pitch + ow * p.stride_w * g.col_pitch;
+        buffer_rows[i] = out_row + i * width;
+        y_pixels[i] = y + n * call.y_stride.n + (oh0 + r) * call.y_stride.h + ow * call.y_stride.w +
+                      (grp * g.group_out + k0) * call.y_stride.c;
       }
-      switch (nb) {
-        case 1: segment_blocks<1>(a, pixel_offset, count, out_row); break;
-        case 2: segment_blocks<2>(a, pixel_offset, count, out_row); break;
-        case 3: segment_blocks<3>(a, pixel_offset, count, out_row); break;
-        default: segment_blocks<4>(a, pixel_offset, count, out_row); break;
+      // Channels-last output of whole blocks is stored from the registers; the rest goes through
+      // the float32 buffer (transposed, cut to the valid channels, the activation applied).
+      if (direct) {
+        segment(a, nb, pixel_offset, count, y_pixels);
+        continue;
       }
-      const int64_t width = int64_t(nb) * kBlock;
+      segment(a, nb, pixel_offset, count, buffer_rows);
       if (!simple_act) activate_row(out_row, count * width, fused_activation(p));
       // The segment's pixels row by row: each run is contiguous in y.
       for (int64_t i = 0; i < count;) {
         const int64_t r = (first + i) / p.out_w, ow = (first + i) % p.out_w;
         const int64_t run = std::min(count - i, p.out_w - ow);
-        store_pixels(call, out_row + i * width, width, kvalid, n, oh0 + r, ow, run, grp * g.group_out + k0, planes,
-                     static_cast<Out*>(call.y));
+        store_pixels(call, out_row + i * width, width, kvalid, n, oh0 + r, ow, run, grp * g.group_out + k0, planes, y);
         i += run;
       }
     }
@@ -405,7 +441,15 @@ template <class In, class Out>
 CPPCONV_TARGET_AVX512BF16 void run_typed(const ConvCall& call) {
   const ConvProblem& p = call.p;
   const int threads = call.num_threads;
-  const Geometry g = geometry_of(p, threads);
+  Geometry g = geometry_of(p, threads);
+  const Strides4& xs = call.x_stride;
+  g.in_place = std::is_same_v<In, uint16_t> && g.nhwc && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 &&
+               p.pad_right == 0 && g.group_in % 2 == 0 && p.in_channels % 2 == 0 && xs.c == 1 && xs.w % 2 == 0 &&
+               xs.h % 2 == 0 && xs.n % 2 == 0 && reinterpret_cast<uintptr_t>(call.x) % 4 == 0;
+  if (g.in_place) {
+    g.col_pitch = xs.w / 2;
+    g.row_pitch = xs.h / 2;
+  }
   const Scratch sizes = scratch_of(p, g);
   const size_t per_thread = (sizes.bytes() + 63) / 64 * 64;
   auto* scratch = static_cast<unsigned char*>(scratch_bytes(per_thread * size_t(threads)));
