@@ -124,14 +124,13 @@ void pack(const ConvProblem& p, const void* weight, void* packed, int) {
 // into slices whose weights stay in L2, partial sums kept in that buffer, ran slower on every
 // layer tried, 7x7x512 at 7x7 1.3x slower: docs/tuning.md.)
 constexpr int64_t kSegmentPixels = 96;
-// Per thread: the tile, a float32 segment of kMaxBlocks blocks per pixel, and the planes of
-// one block for channels-first output.
+// Per thread: the tile and a float32 segment of kMaxBlocks blocks per pixel.
 struct Scratch {
-  int64_t tile_words, row_floats, plane_floats;
-  size_t bytes() const { return size_t(tile_words) * 4 + size_t(row_floats + plane_floats) * 4 + 128; }
+  int64_t tile_words, row_floats;
+  size_t bytes() const { return size_t(tile_words) * 4 + size_t(row_floats) * 4 + 128; }
 };
 Scratch scratch_of(const ConvProblem& p, const Geometry& g) {
-  return {tile_words(p, g), kSegmentPixels * kMaxBlocks * kBlock, kSegmentPixels * kBlock};
+  return {tile_words(p, g), kSegmentPixels * kMaxBlocks * kBlock};
 }
 
 size_t workspace_bytes(const ConvProblem& p, int threads) {
@@ -327,12 +326,32 @@ CPPCONV_TARGET_AVX512BF16 inline void store_values(const float* v, int64_t n, ui
   }
 }
 
+// simd.h's pixels_to_planes for a bfloat16 y: each transposed vector rounded and stored as it
+// leaves the registers.  (The buffer's pixel rows hold whole blocks: always readable.)
+CPPCONV_TARGET_AVX512BF16 void pixels_to_bf16_planes(const float* src, int64_t pixel_stride, int cvalid, int64_t count,
+                                                     uint16_t* dst, int64_t plane_stride) {
+  for (int64_t q = 0; q < count; q += kBlock) {
+    const int n = int(std::min<int64_t>(kBlock, count - q));
+    __m512 v[kBlock];
+#pragma GCC unroll 16
+    for (int m = 0; m < kBlock; ++m) v[m] = m < n ? _mm512_loadu_ps(src + (q + m) * pixel_stride) : _mm512_setzero_ps();
+    transpose_square(v);
+    const __mmask16 valid = first_lanes(n);
+#pragma GCC unroll 16
+    for (int c = 0; c < kBlock; ++c) {
+      if (c >= cvalid) break;
+      uint16_t* to = dst + c * plane_stride + q;
+      if (n == kBlock) _mm256_storeu_si256(reinterpret_cast<__m256i*>(to), round_to_bf16(v[c]));
+      else _mm256_mask_storeu_epi16(to, valid, round_to_bf16(v[c]));
+    }
+  }
+}
+
 // `count` float32 pixels [pixel][width] (channels k0 ... k0 + kvalid of the output) of row oh,
 // from column ow, into y.
 template <class Out>
 CPPCONV_TARGET_AVX512BF16 void store_pixels(const ConvCall& call, const float* row, int64_t width, int64_t kvalid,
-                                            int64_t n, int64_t oh, int64_t ow, int64_t count, int64_t k0, float* planes,
-                                            Out* y) {
+                                            int64_t n, int64_t oh, int64_t ow, int64_t count, int64_t k0, Out* y) {
   const ConvProblem& p = call.p;
   const Strides4& ys = call.y_stride;
   Out* base = y + n * ys.n + oh * ys.h + ow * ys.w + k0 * ys.c;
@@ -343,12 +362,8 @@ CPPCONV_TARGET_AVX512BF16 void store_pixels(const ConvCall& call, const float* r
   for (int64_t b = 0; b * kBlock < kvalid; ++b) {
     const int cvalid = int(std::min<int64_t>(kBlock, kvalid - b * kBlock));
     Out* dst = base + b * kBlock * ys.c;
-    if constexpr (std::is_same_v<Out, float>) {
-      pixels_to_planes(row + b * kBlock, width, cvalid, count, dst, ys.c);
-    } else {
-      pixels_to_planes(row + b * kBlock, width, cvalid, count, planes, count);
-      for (int c = 0; c < cvalid; ++c) store_values(planes + c * count, count, dst + c * ys.c);
-    }
+    if constexpr (std::is_same_v<Out, float>) pixels_to_planes(row + b * kBlock, width, cvalid, count, dst, ys.c);
+    else pixels_to_bf16_planes(row + b * kBlock, width, cvalid, count, dst, ys.c);
   }
 }
 
@@ -359,7 +374,6 @@ CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call, const Geometry& g,
   const int64_t rb = item % g.row_blocks, grp = item / g.row_blocks % p.groups, n = item / g.row_blocks / p.groups;
   const int64_t oh0 = rb * g.rows_per_block, rows = std::min(g.rows_per_block, p.out_h - oh0);
   float* out_row = reinterpret_cast<float*>(scratch + size_t(sizes.tile_words) * 4 + 64);
-  float* planes = out_row + sizes.row_floats;
   const In* x = static_cast<const In*>(call.x);
   const uint32_t* tile;
   if (g.in_place) {
@@ -421,7 +435,7 @@ CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call, const Geometry& g,
       for (int64_t i = 0; i < count;) {
         const int64_t r = (first + i) / p.out_w, ow = (first + i) % p.out_w;
         const int64_t run = std::min(count - i, p.out_w - ow);
-        store_pixels(call, out_row + i * width, width, kvalid, n, oh0 + r, ow, run, grp * g.group_out + k0, planes, y);
+        store_pixels(call, out_row + i * width, width, kvalid, n, oh0 + r, ow, run, grp * g.group_out + k0, y);
         i += run;
       }
     }
