@@ -334,8 +334,10 @@ DType dtype_of(const py::array& a, const char* name) {
                        py::str(a.dtype()).cast<std::string>());
 }
 
-void require(const py::array& a, const char* name, DType dtype, py::ssize_t ndim, bool writable) {
-  if (dtype_of(a, name) != dtype) throw py::type_error(std::string(name) + ": dtype differs from the input's");
+void require(const py::array& a, const char* name, DType dtype, py::ssize_t ndim, bool writable,
+             bool check_dtype = true) {
+  if (check_dtype && dtype_of(a, name) != dtype)
+    throw py::type_error(std::string(name) + ": dtype differs from the input's");
   if (a.ndim() != ndim)
     throw py::value_error(std::string(name) + ": expected " + std::to_string(ndim) + " dimensions, got " +
                           std::to_string(a.ndim()));
@@ -523,14 +525,25 @@ std::unique_ptr<ConvPlan> plan_of(DType dt, const void* weight, const std::vecto
                                     reused);
 }
 
-PyConvPlan make_plan(const py::array& weight, const py::object& bias, bool copy) {
-  const DType dt = dtype_of(weight, "weight");
+// A BFloat16 plan's arrays travel as their bits, uint16 (NumPy has no bfloat16 of its own),
+// or as float32 where that is what the call has (see run_plan).
+void require_bits(const py::array& a, const char* name, py::ssize_t ndim, bool writable, bool float32_too) {
+  const bool bits = a.dtype().equal(py::dtype::of<uint16_t>());
+  if (!bits && !(float32_too && a.dtype().equal(py::dtype::of<float>())))
+    throw py::type_error(std::string(name) + ": a bfloat16 plan takes bfloat16 bits as uint16" +
+                         (float32_too ? " or float32" : "") + ", got " + py::str(a.dtype()).cast<std::string>());
+  require(a, name, DType::Float32, ndim, writable, /*check_dtype=*/false);
+}
+
+PyConvPlan make_plan(const py::array& weight, const py::object& bias, bool copy, bool bfloat16 = false) {
+  const DType dt = bfloat16 ? DType::BFloat16 : dtype_of(weight, "weight");
   if (weight.ndim() < 3 || weight.ndim() > 5) throw py::value_error("weight: expected 3 to 5 dimensions");
-  require(weight, "weight", dt, weight.ndim(), false);
+  if (bfloat16) require_bits(weight, "weight", weight.ndim(), false, false);
+  else require(weight, "weight", dt, weight.ndim(), false);
   const void* bias_ptr = nullptr;
   if (!bias.is_none()) {
     py::array b = py::reinterpret_borrow<py::array>(bias);
-    require(b, "bias", dt, 1, false);
+    require(b, "bias", bfloat16 ? DType::Float32 : dt, 1, false);
     if (b.shape(0) != weight.shape(0)) throw py::value_error("bias: length differs from weight's out channels");
     bias_ptr = b.data();
   }
@@ -546,10 +559,18 @@ PyConvPlan make_plan(const py::array& weight, const py::object& bias, bool copy)
 void run_plan(PyConvPlan& self, const py::array& x, const py::array& out, const ConvParams& params,
               const std::string& algorithm, int num_threads) {
   ConvPlan& plan = *self.plan;
-  require(x, "x", plan.dtype(), params.rank + 2, false);
-  require(out, "out", plan.dtype(), params.rank + 2, true);
+  const bool bfloat16 = plan.dtype() == DType::BFloat16;
+  if (bfloat16) {
+    require_bits(x, "x", params.rank + 2, false, true);
+    require_bits(out, "out", params.rank + 2, true, true);
+  } else {
+    require(x, "x", plan.dtype(), params.rank + 2, false);
+    require(out, "out", plan.dtype(), params.rank + 2, true);
+  }
   const std::vector<int64_t> xs = shape_of(x), os = shape_of(out);
-  const ConvProblem p = make_problem(plan, xs.data(), xs.size(), &os, params);
+  ConvProblem p = make_problem(plan, xs.data(), xs.size(), &os, params);
+  p.x_float32 = bfloat16 && x.dtype().equal(py::dtype::of<float>());
+  p.y_float32 = bfloat16 && out.dtype().equal(py::dtype::of<float>());
   const ConvAlgorithm* forced = algorithm_named(algorithm);
   if (num_threads < 0)
     throw py::value_error("num_threads must be >= 0 (0: the global setting), got " + std::to_string(num_threads));
@@ -602,7 +623,7 @@ int64_t channel_slice_pitch(const py::array& out) {
 // weights and bias).
 py::object forward(ConvPlan& plan, const py::handle& x_obj, const py::handle& out_obj,
                    const std::vector<py::array>& operands, bool image, const ConvParams& a, int num_threads) {
-  if (num_threads < 0 || !py::isinstance<py::array>(x_obj)) return py::none();
+  if (num_threads < 0 || !py::isinstance<py::array>(x_obj) || plan.dtype() == DType::BFloat16) return py::none();
   const auto x = py::reinterpret_borrow<py::array>(x_obj);
   const int xd = int(x.ndim()), r = a.rank;
   if (image ? (xd != 2 || r != 2) : (xd != r + 1 && xd != r + 2)) return py::none();
@@ -777,10 +798,12 @@ PYBIND11_MODULE(_native, m) {
       .def_readonly("rank", &ConvParams::rank);
 
   py::class_<PyConvPlan>(m, "ConvPlan")
-      .def(py::init([](const py::array& weight, const py::object& bias, bool copy) {
-             return make_plan(weight, bias, copy);
+      .def(py::init([](const py::array& weight, const py::object& bias, bool copy, bool bfloat16) {
+             return make_plan(weight, bias, copy, bfloat16);
            }),
-           py::arg("weight"), py::arg("bias"), py::arg("copy") = true)
+           py::arg("weight"), py::arg("bias"), py::arg("copy") = true, py::arg("bfloat16") = false,
+           "bfloat16=True: weight holds bfloat16 bits (uint16) and the bias is float32; run() then takes x and "
+           "out as bfloat16 bits or float32 (x rounded to bfloat16 as it is read), accumulating in float32.")
       .def("run", &run_plan, py::arg("x"), py::arg("out"), py::arg("params"), py::arg("algorithm") = "",
            py::arg("num_threads") = 0)
       .def(
@@ -813,11 +836,13 @@ PYBIND11_MODULE(_native, m) {
       "explain",
       [](char dtype, const std::vector<int64_t>& x_shape, const std::vector<int64_t>& weight_shape, bool has_bias,
          const ConvParams& params, bool layer) {
-        if (dtype != 'f' && dtype != 'd') throw py::type_error("explain: dtype must be 'f' or 'd'");
+        if (dtype != 'f' && dtype != 'd' && dtype != 'b')
+          throw py::type_error("explain: dtype must be 'f', 'd' or 'b' (bfloat16 operands, float32 sums)");
         // choose() looks at shapes only, so a plan without weights is enough here.
         static const double no_bias = 0;
-        const std::unique_ptr<ConvPlan> plan = plan_of(dtype == 'f' ? DType::Float32 : DType::Float64, nullptr,
-                                                       weight_shape, has_bias ? &no_bias : nullptr, false, layer);
+        const DType dt = dtype == 'f' ? DType::Float32 : dtype == 'd' ? DType::Float64 : DType::BFloat16;
+        const std::unique_ptr<ConvPlan> plan =
+            plan_of(dt, nullptr, weight_shape, has_bias ? &no_bias : nullptr, false, layer);
         return describe(*plan, make_problem(*plan, x_shape.data(), x_shape.size(), nullptr, params));
       },
       py::arg("dtype"), py::arg("x_shape"), py::arg("weight_shape"), py::arg("has_bias"), py::arg("params"),

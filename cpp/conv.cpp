@@ -8,6 +8,7 @@
 #include <thread>
 #include <type_traits>
 
+#include "bf16.h"
 #include "dispatch.h"
 #include "memory.h"
 #include "reference.h"
@@ -47,7 +48,9 @@ int default_num_threads() {
 // The kernels read the padded input through index maps; the reference works each source row
 // and column out as it goes (padded_source), so that a call it takes, whose windows skip most
 // of the padding (see tiles_in_proportion), costs its work and not the padded extent.
-bool reads_index_maps(const ConvAlgorithm& a) { return &a != &conv_reference_f32 && &a != &conv_reference_f64; }
+bool reads_index_maps(const ConvAlgorithm& a) {
+  return &a != &conv_reference_f32 && &a != &conv_reference_f64 && &a != &conv_reference_bf16;
+}
 
 // Memory that grows with the padded extent, not with the data: the padding index maps
 // (8 bytes per padded row and column) and the column plans the engine kernels derive per call
@@ -70,9 +73,11 @@ bool has_depth(const ConvProblem& p) {
 // A strided 1x1 convolution without padding reads only every stride-th row and column: it is
 // the stride-1 convolution of that subsampled input.  Subsampled once, the input is a dense
 // plane the kernels read in place (a tile would copy every stride phase and row to use one).
+// (The bfloat16 kernel reads strided input through its tile, and the copy knows no bfloat16.)
 bool subsamples_input(const ConvProblem& p) {
-  return !has_depth(p) && p.kernel_h == 1 && p.kernel_w == 1 && (p.stride_h > 1 || p.stride_w > 1) && p.pad_top == 0 &&
-         p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0 && p.in_channels > 0;
+  return p.dtype != DType::BFloat16 && !has_depth(p) && p.kernel_h == 1 && p.kernel_w == 1 &&
+         (p.stride_h > 1 || p.stride_w > 1) && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 &&
+         p.pad_right == 0 && p.in_channels > 0;
 }
 
 ConvProblem on_subsampled_input(const ConvProblem& p) {
@@ -217,7 +222,7 @@ std::vector<int64_t> padding_index_map(int64_t size, int64_t before, int64_t aft
 
 namespace {
 const AlgorithmFamily<ConvAlgorithm> kConvFamily = {&KernelTable::conv, &KernelTable::conv_count, &conv_reference_f32,
-                                                    &conv_reference_f64};
+                                                    &conv_reference_f64, &conv_reference_bf16};
 }  // namespace
 
 std::vector<const ConvAlgorithm*> all_conv_algorithms() { return kConvFamily.all(); }
@@ -818,8 +823,77 @@ ConvProblem ConvPlan::kernel_problem(const ConvProblem& problem) const {
   return p;
 }
 
+namespace {
+// A BFloat16 problem as its widened float32 run computes it.
+ConvProblem widened_problem(const ConvProblem& p) {
+  ConvProblem q = p;
+  q.dtype = DType::Float32;
+  q.x_float32 = q.y_float32 = false;
+  return q;
+}
+struct WidenedInputTag {};
+struct WidenedOutputTag {};
+}  // namespace
+
+bool ConvPlan::runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* forced) const {
+  if (forced && forced->dtype != DType::BFloat16) return false;
+  if (is_reference(forced)) return true;  // (it takes every problem, depth and all)
+  if (lowering_of(given) != Lowering::None || needs_reference(given)) return false;
+  if (forced) return true;  // (run_planar checks that it accepts the problem)
+  const KernelTable& table = active_table();
+  for (int i = 0; i < table.conv_count; ++i) {
+    const ConvAlgorithm& a = *table.conv[i];
+    if (a.dtype == DType::BFloat16 && has_cpu_features(a.features) && meets_precision(a, given) && a.accepts(given))
+      return true;
+  }
+  return false;
+}
+
+ConvPlan& ConvPlan::widened_plan() const {
+  std::lock_guard<std::mutex> lock(widened_mutex_);
+  if (!widened_) {
+    const int64_t count = out_channels_ * group_in_ * kernel_d_ * kernel_h_ * kernel_w_;
+    std::vector<float> wide;
+    if (weights_.weight()) {  // (a plan of shapes alone, for explain, has none)
+      wide.resize(size_t(count));
+      bf16_to_float32(static_cast<const uint16_t*>(weights_.weight()), wide.data(), count, 1);
+    }
+    widened_ = std::make_unique<ConvPlan>(DType::Float32, wide.empty() ? nullptr : wide.data(), weights_.bias(),
+                                          out_channels_, group_in_, kernel_d_, kernel_h_, kernel_w_,
+                                          /*copy=*/!wide.empty(), weights_reused_);
+  }
+  return *widened_;
+}
+
+void ConvPlan::run_widened(const ConvProblem& problem, const void* x, void* y, const ConvAlgorithm* forced,
+                           int max_threads) {
+  const int cap = call_thread_cap(max_threads);
+  const ConvProblem q = widened_problem(problem);
+  const int64_t inputs = q.batch * q.in_channels * q.in_d * q.in_h * q.in_w;
+  const int64_t outputs = q.batch * q.out_channels * q.out_d * q.out_h * q.out_w;
+  check_workspace(
+      saturating_add(saturating_mul(size_t(inputs), 4), problem.y_float32 ? 0 : saturating_mul(size_t(outputs), 4)),
+      "conv2d float32 copies of bfloat16 operands");
+  auto wide_x = SpareBuffer<WidenedInputTag>::take(size_t(inputs) * 4);
+  auto* xf = reinterpret_cast<float*>(wide_x.get());
+  if (problem.x_float32) round_to_bf16(static_cast<const float*>(x), xf, inputs, cap);
+  else bf16_to_float32(static_cast<const uint16_t*>(x), xf, inputs, cap);
+  SpareBuffer<WidenedOutputTag> wide_y;
+  float* yf = static_cast<float*>(y);
+  if (!problem.y_float32) {
+    wide_y = SpareBuffer<WidenedOutputTag>::take(size_t(outputs) * 4);
+    yf = reinterpret_cast<float*>(wide_y.get());
+  }
+  widened_plan().run(q, xf, yf, forced, max_threads);
+  if (!problem.y_float32) float32_to_bf16(yf, static_cast<uint16_t*>(y), outputs, cap);
+}
+
 ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
   const ConvProblem given = kernel_problem(problem);
+  if (dtype_ == DType::BFloat16) {
+    if (!runs_bf16_kernel(given, nullptr)) return widened_plan().choose(widened_problem(problem));
+    return choose_for(given, given, get_num_threads(), nullptr);
+  }
   if (const auto live = live_taps_run(given)) {
     ConvChoice c = live->plan->choose(live->problem);
     c.live_taps_only = true;
@@ -841,6 +915,8 @@ ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
 
 std::vector<const ConvAlgorithm*> ConvPlan::candidates(const ConvProblem& problem) const {
   const ConvProblem given = kernel_problem(problem);
+  if (dtype_ == DType::BFloat16 && !runs_bf16_kernel(given, nullptr))
+    return widened_plan().candidates(widened_problem(problem));
   if (const auto live = live_taps_run(given)) return live->plan->candidates(live->problem);
   return kernel_candidates(given);
 }
@@ -888,6 +964,14 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
     throw std::invalid_argument("convolution problem does not match the plan's weights");
   if (given.batch == 0 || given.out_channels == 0) return;
   const int cap = call_thread_cap(max_threads);
+  if (dtype_ == DType::BFloat16) {
+    if (!runs_bf16_kernel(given, forced)) {
+      if (forced && forced->dtype == DType::BFloat16)
+        throw std::invalid_argument(std::string("algorithm ") + forced->name + " does not accept this problem");
+      return run_widened(problem, x, y, forced, max_threads);
+    }
+    return run_planar(given, x, y, nullptr, forced, cap);
+  }
   // The reference takes every depth itself: it is the oracle of the lowerings.
   if (is_reference(forced)) return run_planar(given, x, y, nullptr, forced, cap);
   if (const auto live = live_taps_run(given)) return live->plan->run(live->problem, x, y, forced, max_threads);
@@ -906,8 +990,8 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
 
 bool ConvPlan::writes_channel_slice(const ConvProblem& problem) const {
   const ConvProblem given = kernel_problem(problem);
-  return problem.layout == Layout::NHWC && given.layout == Layout::NHWC && lowering_of(given) == Lowering::None &&
-         !live_taps_run(given);
+  return dtype_ != DType::BFloat16 && problem.layout == Layout::NHWC && given.layout == Layout::NHWC &&
+         lowering_of(given) == Lowering::None && !live_taps_run(given);
 }
 
 void ConvPlan::run_into_channels(const ConvProblem& problem, const void* x, void* y, int64_t pixel_pitch,

@@ -87,9 +87,9 @@ struct ConvChoice {
 class ConvPlan {
  public:
   // weight: (K, C/groups, kd, kh, kw) C-contiguous of `dtype` (kd = 1 for 1-D and 2-D, kh = 1
-  // for 1-D); bias: (K,) or nullptr.  A layer's plan copies them (copy=true) and will reuse
-  // them over many calls; a one-shot call borrows them for the plan's lifetime.  `reused`
-  // tells the dispatcher which (see ConvProblem::weights_reused).
+  // for 1-D); bias: (K,) or nullptr, float32 for a BFloat16 plan.  A layer's plan copies them (copy=true) and will
+  // reuse them over many calls; a one-shot call borrows them for the plan's lifetime.  `reused` tells the dispatcher
+  // which (see ConvProblem::weights_reused).
   ConvPlan(DType dtype, const void* weight, const void* bias, int64_t out_channels, int64_t group_in_channels,
            int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, bool copy, bool reused);
 
@@ -155,6 +155,14 @@ class ConvPlan {
   ConvChoice choose_for(const ConvProblem& given, const ConvProblem& p, int max_threads,
                         const ConvAlgorithm* forced) const;
 
+  // BFloat16 plans: whether a bfloat16 kernel runs `given` (a kernel problem) as it is, or
+  // `forced` where given.  Whatever none takes (lowered problems, depthwise, CPUs without
+  // AVX512-BF16) runs widened: x widened (or rounded) to float32 values in one pass, the
+  // float32 plan of the widened weights, the result rounded back in one pass.
+  bool runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* forced) const;
+  ConvPlan& widened_plan() const;  // made on first use
+  void run_widened(const ConvProblem& problem, const void* x, void* y, const ConvAlgorithm* forced, int max_threads);
+
   DType dtype_;
   int64_t out_channels_, group_in_, kernel_d_, kernel_h_, kernel_w_;
   bool weights_reused_;
@@ -162,6 +170,8 @@ class ConvPlan {
   PlanWeights weights_;
   std::mutex interleaved_mutex_;
   std::unique_ptr<PlanWeights> interleaved_;
+  mutable std::mutex widened_mutex_;
+  mutable std::unique_ptr<ConvPlan> widened_;
   // Plans of live taps, by tap window (first and last tap per axis); null where a dropped
   // tap's weight is not finite (0 * inf is NaN, as in PyTorch, so those taps must run).
   mutable std::mutex live_taps_mutex_;

@@ -12,14 +12,16 @@ namespace cppconv {
 // still fit int64.  The bindings refuse larger ones with ValueError.
 constexpr int64_t kMaxIndexExtent = int64_t(1) << 61;
 
-enum class DType : int { Float32 = 0, Float64 = 1 };
+// BFloat16: bfloat16 operands whose products are summed in float32 (the bias float32 too).
+enum class DType : int { Float32 = 0, Float64 = 1, BFloat16 = 2 };
 // What the driver needs to know of each data type, by DType code: a new type is one more row
 // (and its kernels' entries in the algorithm lists).
 struct DTypeInfo {
-  const char* name;  // NumPy's
-  size_t size;       // bytes per element
+  const char* name;   // NumPy's (ml_dtypes' for bfloat16)
+  size_t size;        // bytes per element
+  size_t bias_size;   // bytes per bias element: the accumulator's type
 };
-constexpr DTypeInfo kDTypes[] = {{"float32", 4}, {"float64", 8}};
+constexpr DTypeInfo kDTypes[] = {{"float32", 4, 4}, {"float64", 8, 8}, {"bfloat16", 2, 4}};
 // Channels-first or channels-last, whatever the rank: NCHW stands for NCW and NCDHW too.
 enum class Layout : int { NCHW = 0, NHWC = 1 };
 // PyTorch's padding modes, and NumPy's and SciPy's "symmetric": Reflect mirrors about the edge
@@ -72,6 +74,10 @@ struct ConvProblem {
   // Whether these weights serve many calls (a layer) or this one call alone: an algorithm that
   // repacks weights is only worth it where the packing pays for itself.
   bool weights_reused = false;
+  // BFloat16 problems: x, or y, is a float32 array rather than a bfloat16 one (a float32
+  // layer's compute_dtype="bfloat16": x's values are rounded to bfloat16 as they are read,
+  // the result is kept in float32).
+  bool x_float32 = false, y_float32 = false;
 };
 
 // Element strides of a 4-D tensor, in logical (n, c, h, w) order whatever the memory layout.

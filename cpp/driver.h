@@ -64,8 +64,11 @@ struct AlgorithmFamily {
   int KernelTable::* count;
   const Algorithm* reference_f32;
   const Algorithm* reference_f64;
+  const Algorithm* reference_bf16 = nullptr;  // a family with BFloat16 problems
 
-  const Algorithm* reference(DType d) const { return d == DType::Float32 ? reference_f32 : reference_f64; }
+  const Algorithm* reference(DType d) const {
+    return d == DType::Float32 ? reference_f32 : d == DType::BFloat16 ? reference_bf16 : reference_f64;
+  }
 
   // The first of `table`'s algorithms that this CPU runs and that accepts p (oneDNN style),
   // else the reference.
@@ -88,6 +91,7 @@ struct AlgorithmFamily {
     }
     found.push_back(reference_f32);
     found.push_back(reference_f64);
+    if (reference_bf16) found.push_back(reference_bf16);
     return found;
   }
 
@@ -167,7 +171,7 @@ class PlanWeights {
       weight_ = owned_weight_.data();
       if (bias) {
         const auto* b = static_cast<const unsigned char*>(bias);
-        owned_bias_.assign(b, b + bias_count * dtype_size(dtype));
+        owned_bias_.assign(b, b + bias_count * kDTypes[int(dtype)].bias_size);
         bias_ = owned_bias_.data();
       }
       enlist();

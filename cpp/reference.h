@@ -11,5 +11,9 @@ double activate_reference(double v, Activation a, double negative_slope);
 
 extern const ConvAlgorithm conv_reference_f32;
 extern const ConvAlgorithm conv_reference_f64;
+// BFloat16 problems: the bfloat16 values (x rounded to them where it is float32), summed in
+// double, the sum rounded to float32 (the activation's type), stored as float32 or rounded to
+// bfloat16.
+extern const ConvAlgorithm conv_reference_bf16;
 
 }  // namespace cppconv

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""What bfloat16 costs cppconv against float32, beside PyTorch's bfloat16 convolution.
+"""What bfloat16 costs or saves cppconv against float32, beside PyTorch's bfloat16 convolution.
 
-One thread, CPU time (time.process_time), best of --repeat calls: the fair measure on a
-loaded machine.  Prepacked cppconv layers write into a preallocated `out`; PyTorch gets
-bfloat16 tensors (its bias in bfloat16) in NCHW and channels_last.  Also times the two
+One thread, the calling thread's CPU time (time.thread_time), best of --repeat calls: the fair
+measure on a loaded machine.  Prepacked cppconv layers write into a preallocated `out`, in the
+layout --layout names; PyTorch gets bfloat16 tensors (its bias in bfloat16) in NCHW and
+channels_last.  The bfloat16 layer runs the AVX512-BF16 kernel where the CPU has it (the
+`algorithm` column), else the float32 kernels on widened values.  Also times the two
 conversion passes against ml_dtypes' astype.  Needs ml_dtypes and torch; the table is
 markdown for docs/tuning.md.
 """
@@ -19,14 +21,20 @@ import cppconv
 from cppconv import _native
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
-# name, x shape, weight shape, stride, padding, groups (layers of cppconv's bench suite)
+# name, x shape, weight shape, stride, padding, groups, dilation (layers of cppconv's bench suite)
 LAYERS = [
-    ("resnet_3x3_64@56", (1, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1),
-    ("resnet_3x3_256@14", (1, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1),
-    ("1x1_256to64@56", (1, 256, 56, 56), (64, 256, 1, 1), 1, 0, 1),
-    ("dw_144@56", (1, 144, 56, 56), (144, 1, 3, 3), 1, 1, 144),
-    ("resnet_conv1", (1, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1),
-    ("dw_384@14_s2", (1, 384, 14, 14), (384, 1, 3, 3), 2, 1, 384),
+    ("resnet_conv1", (1, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1, 1),
+    ("resnet_3x3_64@56", (1, 64, 56, 56), (64, 64, 3, 3), 1, 1, 1, 1),
+    ("resnet_3x3_128@28", (1, 128, 28, 28), (128, 128, 3, 3), 1, 1, 1, 1),
+    ("resnet_3x3_256@14", (1, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1),
+    ("resnet_3x3_512@7", (1, 512, 7, 7), (512, 512, 3, 3), 1, 1, 1, 1),
+    ("1x1_256to64@56", (1, 256, 56, 56), (64, 256, 1, 1), 1, 0, 1, 1),
+    ("1x1_64to256@56", (1, 64, 56, 56), (256, 64, 1, 1), 1, 0, 1, 1),
+    ("1x1_512to1024_s2@28", (1, 512, 28, 28), (1024, 512, 1, 1), 2, 0, 1, 1),
+    ("dilated_256@28_d2", (1, 256, 28, 28), (256, 256, 3, 3), 1, 2, 1, 2),
+    ("resnet_7x7_512@7", (1, 512, 7, 7), (512, 512, 7, 7), 1, 3, 1, 1),
+    ("resnext_128@28_g32", (1, 128, 28, 28), (128, 4, 3, 3), 1, 1, 32, 1),
+    ("dw_144@56", (1, 144, 56, 56), (144, 1, 3, 3), 1, 1, 144, 1),
 ]
 
 
@@ -34,9 +42,9 @@ def best_seconds(fn, repeat):
     fn()
     times = []
     for _ in range(repeat):
-        start = time.process_time()
+        start = time.thread_time()
         fn()
-        times.append(time.process_time() - start)
+        times.append(time.thread_time() - start)
     return min(times)
 
 
@@ -48,32 +56,42 @@ def torch_tensor(a):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW", help="cppconv's layout")
+    ap.add_argument("--layers", default="", help="comma-separated names (default: all)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cppconv.set_num_threads(1)
     rng = np.random.default_rng(0)
-    print("| layer | float32 Conv2d ms | bfloat16 Conv2d ms | bfloat16 / float32 | torch bfloat16 NCHW ms | "
-          "torch bfloat16 channels_last ms |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| layer ({args.layout}) | float32 Conv2d ms | bfloat16 Conv2d ms | float32 / bfloat16 | "
+          "torch bfloat16 NCHW ms | torch bfloat16 channels_last ms | best torch / bfloat16 | bfloat16 GFLOP/s | "
+          "algorithm |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    only = set(filter(None, args.layers.split(",")))
     with torch.inference_mode():
-        for name, x_shape, w_shape, stride, padding, groups in LAYERS:
+        for name, x_shape, w_shape, stride, padding, groups, dilation in LAYERS:
+            if only and name not in only:
+                continue
             x = rng.standard_normal(x_shape).astype(np.float32)
             w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(np.float32)
             b = rng.standard_normal(w_shape[0]).astype(np.float32)
             xb, wb = x.astype(BF16), w.astype(BF16)
-            kw = dict(stride=stride, padding=padding, groups=groups)
+            kw = dict(stride=stride, padding=padding, groups=groups, dilation=dilation, layout=args.layout)
+            xl = x if args.layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+            xbl = xl.astype(BF16)
             float32_layer, bfloat16_layer = cppconv.Conv2d(w, b, **kw), cppconv.Conv2d(wb, b, **kw)
-            out32 = np.empty(float32_layer.explain(x_shape)["output_shape"], np.float32)
+            info = bfloat16_layer.explain(xbl.shape, BF16)
+            out32 = np.empty(info["output_shape"], np.float32)
             out16 = np.empty(out32.shape, BF16)
-            t32 = best_seconds(lambda: float32_layer(x, out=out32), args.repeat)
-            t16 = best_seconds(lambda: bfloat16_layer(xb, out=out16), args.repeat)
+            t32 = best_seconds(lambda: float32_layer(xl, out=out32), args.repeat)
+            t16 = best_seconds(lambda: bfloat16_layer(xbl, out=out16), args.repeat)
             tx, tw, tb = torch_tensor(xb), torch_tensor(wb), torch.from_numpy(b).to(torch.bfloat16)
             conv = torch.nn.functional.conv2d
-            nchw = best_seconds(lambda: conv(tx, tw, tb, stride, padding, 1, groups), args.repeat)
+            nchw = best_seconds(lambda: conv(tx, tw, tb, stride, padding, dilation, groups), args.repeat)
             cx, cw = (t.contiguous(memory_format=torch.channels_last) for t in (tx, tw))
-            last = best_seconds(lambda: conv(cx, cw, tb, stride, padding, 1, groups), args.repeat)
-            print(f"| {name} | {t32 * 1e3:.2f} | {t16 * 1e3:.2f} | {t16 / t32:.2f} | {nchw * 1e3:.2f} | "
-                  f"{last * 1e3:.2f} |")
+            last = best_seconds(lambda: conv(cx, cw, tb, stride, padding, dilation, groups), args.repeat)
+            print(f"| {name} | {t32 * 1e3:.2f} | {t16 * 1e3:.2f} | {t32 / t16:.2f} | {nchw * 1e3:.2f} | "
+                  f"{last * 1e3:.2f} | {min(nchw, last) / t16:.2f} | {info['flops'] / t16 / 1e9:.0f} | "
+                  f"{info['algorithm']} |", flush=True)
     n = 1 << 22
     values = rng.standard_normal(n).astype(np.float32)
     narrow, wide = np.empty(n, np.uint16), np.empty(n, np.float32)

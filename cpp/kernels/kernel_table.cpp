@@ -1,4 +1,5 @@
 // This ISA's function table: its convolution algorithms in order of preference.
+#include "kernels/conv2d_bf16.h"
 #include "kernels/conv2d_depthwise_f32.h"
 #include "kernels/conv2d_direct.h"
 #include "kernels/conv2d_tiled.h"
@@ -35,6 +36,9 @@ const ConvAlgorithm* const kConvAlgorithms[] = {
 #endif
     &conv2d_tiled_f32,
     &conv2d_tiled_f64,
+#ifdef CPPCONV_HAS_CONV2D_BF16
+    &conv2d_channelvec_bf16,
+#endif
 };
 const PoolAlgorithm* const kPoolAlgorithms[] = {
     &pool2d_plane_nchw_f32, &pool2d_plane_nchw_f64, &pool2d_rows_nchw_f32,     &pool2d_rows_nchw_f64,

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bf16.h"
 #include "conv.h"
 #include "conv_transpose.h"
 #include "conv_transpose_reference.h"
@@ -54,19 +55,28 @@ T pick(const std::vector<T>& v) {
 }
 bool chance(double p) { return std::bernoulli_distribution(p)(g_rng); }
 
+double rounded_to_bf16(double v) { return bf16_to_float(float_to_bf16(float(v))); }
+
 // Values in [-1, 1], rounded to the dtype so that the float64 oracle sees exactly the kernel's
 // inputs.
 std::vector<double> random_values(size_t n, DType dtype) {
   std::uniform_real_distribution<double> u(-1.0, 1.0);
   std::vector<double> v(n);
-  for (double& e : v) e = dtype == DType::Float32 ? double(float(u(g_rng))) : u(g_rng);
+  for (double& e : v) {
+    e = u(g_rng);
+    if (dtype == DType::Float32) e = double(float(e));
+    if (dtype == DType::BFloat16) e = rounded_to_bf16(e);
+  }
   return v;
 }
 
 std::vector<unsigned char> to_bytes(const std::vector<double>& v, DType dtype) {
   std::vector<unsigned char> out(v.size() * kDTypes[int(dtype)].size);
   for (size_t i = 0; i < v.size(); ++i) {
-    if (dtype == DType::Float32) {
+    if (dtype == DType::BFloat16) {
+      const uint16_t h = float_to_bf16(float(v[i]));
+      std::memcpy(out.data() + 2 * i, &h, 2);
+    } else if (dtype == DType::Float32) {
       const float f = float(v[i]);
       std::memcpy(out.data() + 4 * i, &f, 4);
     } else {
@@ -80,7 +90,11 @@ std::vector<double> from_bytes(const std::vector<unsigned char>& b, DType dtype)
   const size_t size = kDTypes[int(dtype)].size, n = b.size() / size;
   std::vector<double> v(n);
   for (size_t i = 0; i < n; ++i) {
-    if (dtype == DType::Float32) {
+    if (dtype == DType::BFloat16) {
+      uint16_t h;
+      std::memcpy(&h, b.data() + 2 * i, 2);
+      v[i] = bf16_to_float(h);
+    } else if (dtype == DType::Float32) {
       float f;
       std::memcpy(&f, b.data() + 4 * i, 4);
       v[i] = f;
@@ -98,14 +112,17 @@ std::vector<double> absolute(std::vector<double> v) {
 
 // |y - ref| <= rtol * bound + 4 units in the last place of ref, y finite.  The ulps are the
 // activation's own evaluation in the output's dtype: a float32 sigmoid of a tiny sum is 0.5 to
-// 1-2 ulps, far past rtol * bound.  Empty when it holds, else the first miss.
+// 1-2 ulps, far past rtol * bound.  A bfloat16 output adds its own rounding, 2^-8 of the value
+// it rounds.  Empty when it holds, else the first miss.
 std::string mismatch(const std::vector<double>& y, const std::vector<double>& ref, const std::vector<double>& bound,
                      double rtol, DType dtype) {
-  const double eps = 4 * (dtype == DType::Float32 ? 0x1p-23 : 0x1p-52);
+  const double eps = 4 * (dtype == DType::Float64 ? 0x1p-52 : 0x1p-23),
+               rounding = dtype == DType::BFloat16 ? 0x1p-8 : 0;
   int bad = 0;
   std::string first;
   for (size_t i = 0; i < y.size(); ++i) {
-    const double err = std::fabs(y[i] - ref[i]), tol = rtol * bound[i] + eps * std::fabs(ref[i]) + 1e-30;
+    const double err = std::fabs(y[i] - ref[i]), tol = (1 + rounding) * (rtol * bound[i] + eps * std::fabs(ref[i])) +
+                                                       rounding * std::fabs(ref[i]) + 1e-30;
     if (!(err <= tol)) {
       if (bad++ == 0) {
         char buf[200];
@@ -235,19 +252,27 @@ std::vector<double> run_conv(const ConvProblem& p, const std::vector<unsigned ch
                              const ConvAlgorithm* forced, int threads) {
   ConvPlan plan(p.dtype, w.data(), b.empty() ? nullptr : b.data(), p.out_channels, p.in_channels / p.groups, p.kernel_d,
                 p.kernel_h, p.kernel_w, /*copy=*/false, p.weights_reused);
-  std::vector<unsigned char> y(size_t(conv_outputs(p)) * kDTypes[int(p.dtype)].size);
+  const DType out = p.y_float32 ? DType::Float32 : p.dtype;
+  std::vector<unsigned char> y(size_t(conv_outputs(p)) * kDTypes[int(out)].size);
   plan.run(p, x.data(), y.data(), forced, threads);
-  return from_bytes(y, p.dtype);
+  return from_bytes(y, out);
 }
 
 ConvCase make_conv_case(const ConvProblem& p, bool bias) {
   ConvCase c;
   c.p = p;
-  c.x = random_values(size_t(conv_inputs(p)), p.dtype);
-  c.w = random_values(size_t(conv_weights(p)), p.dtype);
-  if (bias) c.b = random_values(size_t(p.out_channels), p.dtype);
-  c.xb = to_bytes(c.x, p.dtype), c.wb = to_bytes(c.w, p.dtype), c.bb = to_bytes(c.b, p.dtype);
   ConvProblem q = p;
+  // A BFloat16 problem's bias is float32; its x float32 where p.x_float32 says, the kernel
+  // rounding it to the bfloat16 values the oracle sees.
+  const bool bf16 = p.dtype == DType::BFloat16;
+  c.x = random_values(size_t(conv_inputs(p)), p.x_float32 ? DType::Float32 : p.dtype);
+  c.w = random_values(size_t(conv_weights(p)), p.dtype);
+  if (bias) c.b = random_values(size_t(p.out_channels), bf16 ? DType::Float32 : p.dtype);
+  c.xb = to_bytes(c.x, p.x_float32 ? DType::Float32 : p.dtype), c.wb = to_bytes(c.w, p.dtype);
+  c.bb = to_bytes(c.b, bf16 ? DType::Float32 : p.dtype);
+  if (p.x_float32)
+    for (double& v : c.x) v = rounded_to_bf16(v);
+  q.x_float32 = q.y_float32 = false;
   q.dtype = DType::Float64;
   c.ref = run_conv(q, to_bytes(c.x, q.dtype), to_bytes(c.w, q.dtype), to_bytes(c.b, q.dtype), &conv_reference_f64, 1);
   q.activation = Activation::None;
@@ -310,7 +335,7 @@ std::vector<double> winograd_patch_bound(const ConvCase& c) {
   return bound;
 }
 
-double rtol_for(DType d) { return d == DType::Float32 ? 1e-5 : 1e-12; }
+double rtol_for(DType d) { return d == DType::Float64 ? 1e-12 : 1e-5; }
 
 // Runs c through `forced` (nullptr: the active ISA's choice) and checks it; false when the
 // algorithm declines the problem.
@@ -328,7 +353,8 @@ bool check_conv(ConvCase& c, const ConvAlgorithm* forced, const std::string& lab
   }
   const bool winograd = forced && forced->accuracy == Precision::High;
   if (winograd && c.patch_bound.empty()) c.patch_bound = winograd_patch_bound(c);
-  const std::string why = mismatch(y, c.ref, winograd ? c.patch_bound : c.bound, rtol_for(c.p.dtype), c.p.dtype);
+  const DType out = c.p.y_float32 ? DType::Float32 : c.p.dtype;
+  const std::string why = mismatch(y, c.ref, winograd ? c.patch_bound : c.bound, rtol_for(c.p.dtype), out);
   if (!why.empty()) fail(label + ": " + why + " on " + describe(c.p));
   return true;
 }
@@ -410,8 +436,12 @@ ConvGeometry random_geometry(int64_t OW, int64_t C, int64_t K, int64_t groups, D
 }
 
 void run_case(const ConvGeometry& g) {
-  const ConvProblem p = make_problem(g);
+  ConvProblem p = make_problem(g);
   if (p.out_h < 1 || p.out_w < 1 || p.out_d < 1) return;
+  if (p.dtype == DType::BFloat16) {  // float32 x or y: a float32 layer's compute_dtype="bfloat16"
+    p.x_float32 = chance(0.25);
+    p.y_float32 = chance(0.25);
+  }
   ConvCase c = make_conv_case(p, g.bias);
   check_every_conv_algorithm(c);
 }
@@ -451,6 +481,17 @@ void conv2d_sweep() {
     g.w = {W, 3, 1, 1, 1, 1};
     g.activation = pick(kActivations);
     g.negative_slope = pick(kSlopes);
+    run_case(g);
+  }
+  // bfloat16: output channels around each microkernel's 16-channel blocks (1 to 4 of them,
+  // and more than 4), widths around its pixel counts (6, 8, 12), odd and even channel counts
+  // (pairs), groups; several row blocks on taller planes.
+  for (int i = 0; i < 80; ++i) {
+    const int64_t K = pick(std::vector<int64_t>{8, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 80, 129});
+    const int64_t C = pick(std::vector<int64_t>{2, 3, 5, 16, 17, 32, 33});
+    const int64_t groups = C % 2 == 0 && K % 2 == 0 && K >= 16 && chance(0.2) ? 2 : 1;
+    ConvGeometry g = random_geometry(uniform(1, 27), C, K, groups, DType::BFloat16);
+    if (i % 8 == 7) g.h = axis_for(uniform(8, 40), 3, 1, 1, true);
     run_case(g);
   }
   // Reduction slices and several row blocks: many input channels, bigger planes.

@@ -447,6 +447,27 @@ def as_rounded(array: np.ndarray, compute: np.dtype, rounding: Optional[str]) ->
     return np.ascontiguousarray(np.asarray(array, dtype=rounding), dtype=compute)
 
 
+def bfloat16_arithmetic(x_dtype: np.dtype, weight_dtype: np.dtype, dtypes: CallDtypes) -> bool:
+    """Whether a call's operands hold bfloat16 values whose products are summed in float32, the
+    arithmetic of the native bfloat16 plans: bfloat16 x and weight, or operands rounded to
+    bfloat16 (dtype="bfloat16", a layer's compute_dtype="bfloat16")."""
+    if dtypes.compute != _F32:
+        return False
+    return dtypes.rounding == "bfloat16" or (
+        dtypes.rounding is None and is_bfloat16(x_dtype) and is_bfloat16(weight_dtype))
+
+
+def bfloat16_bits(array: np.ndarray) -> np.ndarray:
+    """An operand as C-contiguous bfloat16 bits (uint16, as the native bfloat16 plans take it):
+    a bfloat16 array's own, any other rounded to nearest even in one native pass."""
+    if is_bfloat16(array.dtype):
+        return np.ascontiguousarray(array).view(np.uint16)
+    wide = np.ascontiguousarray(array, dtype=_F32)
+    bits = np.empty(wide.shape, np.uint16)
+    _native.float32_to_bf16(wide, bits)
+    return bits
+
+
 def as_bfloat16(array: np.ndarray, bfloat16: np.dtype, out: Optional[np.ndarray] = None) -> np.ndarray:
     """A float array rounded to bfloat16 (round to nearest even, NaN kept) in one native pass,
     into `out` (a C-contiguous bfloat16 array of its size) when given, else a new array."""
@@ -617,6 +638,24 @@ def prepared_plan(
     return plan
 
 
+# A layer's cache key of its native bfloat16 plan (bfloat16_arithmetic); the float32 plans are
+# keyed by dtype or by rounding.
+BFLOAT16_PLAN = "bfloat16 plan"
+
+
+def prepared_bfloat16_plan(plan_class: Any, plans: Optional[Dict[Any, Any]], weight4: np.ndarray,
+                           bias: Optional[np.ndarray]) -> Any:
+    """prepared_plan's counterpart for bfloat16 arithmetic: the weights as bfloat16 bits, the
+    bias in float32."""
+    plan = None if plans is None else plans.get(BFLOAT16_PLAN)
+    if plan is None:
+        b = None if bias is None else as_compute(bias, _F32)
+        plan = plan_class(bfloat16_bits(weight4), b, copy=plans is not None, bfloat16=True)
+        if plans is not None:
+            plans[BFLOAT16_PLAN] = plan
+    return plan
+
+
 def output_buffer(
     out: Optional[np.ndarray],
     shape4: Tuple[int, ...],
@@ -682,17 +721,29 @@ class PreparedCall(NamedTuple):
 def prepare_call(
     x: Any, weight: Any, bias: Any, out: Any, geometry: Callable[[np.ndarray, np.ndarray, Optional[np.ndarray]], Any],
     plan_class: Any, plans: Optional[Dict[Any, Any]], dtype: Any = None, rounding: Optional[str] = None,
+    bfloat16_plans: bool = False,
 ) -> PreparedCall:
     """The steps conv2d and conv_transpose2d take before their native call: operands as arrays,
     the result and compute dtypes (call_dtypes, from dtype= and a layer's `rounding`), the
     geometry (a callable of x, weight and bias), the result size and `out` checked, the plan,
-    and the output buffer.  Finish with deliver()."""
+    and the output buffer.  Finish with deliver().
+
+    `bfloat16_plans`: plan_class has native bfloat16 plans (bfloat16=True), which bfloat16
+    arithmetic then uses: x as bfloat16 bits or float32, the result written as bfloat16 bits
+    where it is bfloat16, else float32 (the plan widens to float32 itself where no bfloat16
+    kernel takes the problem)."""
     x, weight, bias = operand_arrays(x, weight, bias)
     dtypes = call_dtypes(x, weight, bias, dtype, rounding)
     geo = geometry(x, weight, bias)
     check_result_size(geo.out_shape, dtypes.result)
     if out is not None:
         check_out(out, geo.out_shape, dtypes.result)
+    if bfloat16_plans and bfloat16_arithmetic(x.dtype, weight.dtype, dtypes):
+        plan = prepared_bfloat16_plan(plan_class, plans, geo.w4, bias)
+        store = dtypes.result if is_bfloat16(dtypes.result) else _F32
+        dst, direct = output_buffer(out, geo.out_shape4, dtypes.result, store, (x, weight, bias))
+        x4 = bfloat16_bits(geo.x4) if is_bfloat16(geo.x4.dtype) else as_compute(geo.x4, _F32)
+        return PreparedCall(geo, plan, x4, dst, direct, dtypes.result)
     plan = prepared_plan(plan_class, plans, dtypes.compute, geo.w4, bias, dtypes.rounding)
     dst, direct = output_buffer(out, geo.out_shape4, dtypes.result, dtypes.compute, (x, weight, bias))
     return PreparedCall(geo, plan, as_rounded(geo.x4, dtypes.compute, dtypes.rounding), dst, direct, dtypes.result)
@@ -705,7 +756,7 @@ def deliver(
     if direct:
         return out  # type: ignore[return-value]
     y = buffer.reshape(shape)
-    if is_bfloat16(result):
+    if is_bfloat16(result) and not is_bfloat16(y.dtype):
         if out is not None and out.flags.c_contiguous:  # buffer is the kernel's own: out may overlap x
             return as_bfloat16(y, result, out)
         y = as_bfloat16(y, result)

@@ -201,12 +201,14 @@ def _run(
     rounding: Optional[str] = None,
 ) -> np.ndarray:
     threads = _args.thread_count(num_threads)
+    # (An input padded with a constant first is widened: the padded copy is made in float32.)
     call = _args.prepare_call(x, weight, bias, out, lambda *ops: _Geometry(spec, *ops), _native.ConvPlan, plans,
-                              dtype, rounding)
+                              dtype, rounding, bfloat16_plans=not spec.pads_input)
     x, pads = call.x, call.geometry.pads
     if spec.pads_input:
         x, pads = _args.constant_padded(x, pads, spec.layout, spec.padding_value), (0,) * len(pads)
-    call.plan.run(x, call.dst, spec.params(pads), algorithm, threads)
+    dst = call.dst.view(np.uint16) if _args.is_bfloat16(call.dst.dtype) else call.dst
+    call.plan.run(x, dst, spec.params(pads), algorithm, threads)
     return _args.deliver(out, call.dst, call.direct, call.geometry.out_shape, call.result)
 
 
@@ -454,7 +456,11 @@ def _explain(
     w = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), weight_shape, (0,) * len(weight_shape))
     b = np.zeros(weight_shape[0], dtype) if bias and len(weight_shape) > 2 else None
     geo = _Geometry(spec, x, w, b)
-    info = _native.explain(compute.char, geo.x4.shape, geo.w4.shape, bias, spec.params(geo.pads), layer)
+    # bfloat16 arithmetic (_args.bfloat16_arithmetic) has its own plans: "b".
+    bfloat16 = compute == np.float32 and not spec.pads_input and (
+        rounding == "bfloat16" or (rounding is None and _args.is_bfloat16(dtype)))
+    info = _native.explain("b" if bfloat16 else compute.char, geo.x4.shape, geo.w4.shape, bias,
+                           spec.params(geo.pads), layer)
     info["output_shape"] = geo.out_shape
     info["padding"] = geo.pads
     # The operands' arithmetic: bfloat16 values (a compute_dtype="bfloat16" layer's rounding)

@@ -1,0 +1,498 @@
+// conv2d_channelvec_bf16: the bfloat16 direct convolution on AVX512-BF16.
+//
+// vdpbf16ps multiplies 16 pairs of bfloat16 values by 16 pairs and adds both products of each
+// pair to one float32 lane, twice the multiply-adds of a float32 FMA.  So the output channels
+// sit in the 16 float32 lanes and the input channels are taken two at a time:
+//  - weights are packed once per plan to [group][k block][tap][channel pair][16][2] bfloat16
+//    (zero past the group's last output channel and for the odd channel's missing partner);
+//  - the padded input rows of a block of output rows are copied into a tile of 32-bit words,
+//    each the (c, c + 1) pair of one pixel, [row][column][pair] for channels-last input and
+//    [row][pair][column] for channels-first, converted on the way in (from bfloat16, or from
+//    float32 rounded to nearest even by vcvtneps2bf16 for compute_dtype="bfloat16"); padding of
+//    every mode is resolved there through the driver's index maps.  Channels-last bfloat16 input
+//    without padding and with even channel counts is read in place: its pairs are words already;
+//  - a microkernel holds M pixels of the row block (row-major, so a block of a narrow plane spans
+//    rows: 7x7 outputs run as 8 blocks of 6 and one of 1, not 7 of 6 and 7 of 1) by NB blocks
+//    of 16 output channels in registers and, per tap and channel pair, broadcasts one word per
+//    pixel against the NB weight vectors;
+//  - bias and activation are applied in float32 in registers, and the result stored as float32
+//    or rounded to bfloat16, nearest even, as the driver's float32_to_bf16 rounds: straight from
+//    the registers for channels-last output of whole 16-channel blocks, else through a
+//    per-thread float32 buffer of a segment of pixels (transposed for channels-first output).
+// Each output's sum runs in one fixed order (taps, then pairs) whatever the thread count.
+#include "kernels/conv2d_bf16.h"
+
+#if defined(CPPCONV_HAS_CONV2D_BF16)
+#include <immintrin.h>
+
+#include <cstring>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "kernels/isa_common.h"
+#include "kernels/simd.h"
+
+namespace cppconv {
+namespace CPPCONV_ISA_NS {
+namespace {
+
+using namespace simd;
+
+constexpr int kBlock = 16;     // output channels per vector
+constexpr int kMaxBlocks = 4;  // vectors of output channels per microkernel
+// Pixels per microkernel for NB vectors of channels: M x NB accumulators, NB weights and a
+// broadcast within the 32 registers.
+constexpr int pixels_for(int nb) { return nb >= 4 ? 6 : nb == 3 ? 8 : 12; }
+// The tile of a row block should stay in L2 next to the weights streaming past it.
+constexpr int64_t kTileBytes = 256 << 10;
+
+struct Geometry {
+  int64_t group_in, group_out, pairs, blocks, taps;
+  int64_t cols;  // padded columns the outputs read
+  bool nhwc;
+  // Channels-last bfloat16 x without padding, an even number of channels per group: a pixel's
+  // channel pairs are already words, read in place (no tile).
+  bool in_place;
+  // Tile strides in words (of x read in place: its own): one column, one channel pair, one row.
+  int64_t col_pitch, pair_pitch, row_pitch;
+  int64_t rows_per_block, row_blocks;
+};
+
+Geometry geometry_of(const ConvProblem& p, int threads) {
+  Geometry g{};
+  g.group_in = p.in_channels / p.groups;
+  g.group_out = p.out_channels / p.groups;
+  g.pairs = (g.group_in + 1) / 2;
+  g.blocks = ceil_div(g.group_out, kBlock);
+  g.taps = p.kernel_h * p.kernel_w;
+  g.cols = input_cols_for(p, p.out_w);
+  g.nhwc = p.layout == Layout::NHWC;
+  g.col_pitch = g.nhwc ? g.pairs : 1;
+  g.pair_pitch = g.nhwc ? 1 : g.cols;
+  g.row_pitch = g.pairs * g.cols;
+  int64_t rows = p.out_h;
+  while (rows > 1 && input_rows_for(p, rows) * g.row_pitch * 4 > kTileBytes) rows = (rows + 1) / 2;
+  // Enough row blocks for every thread to own a few (each copies its own kh - 1 extra rows).
+  while (p.batch * p.groups * ceil_div(p.out_h, rows) < 4 * threads && rows >= 4) rows = (rows + 1) / 2;
+  g.rows_per_block = rows;
+  g.row_blocks = ceil_div(p.out_h, rows);
+  return g;
+}
+
+int64_t tile_words(const ConvProblem& p, const Geometry& g) {
+  return input_rows_for(p, g.rows_per_block) * g.row_pitch;
+}
+
+// Single-channel groups (depthwise) would fill half of every pair; groups of few output
+// channels most lanes (those run channels-first in float32); a padded tile far larger than the
+// call (padding its windows mostly skip) costs more than it saves.
+bool accepts(const ConvProblem& p) {
+  if (p.batch < 1 || p.in_channels < 1 || p.out_channels < 1 || p.in_d != 1 || p.kernel_d != 1) return false;
+  const int64_t group_in = p.in_channels / p.groups, group_out = p.out_channels / p.groups;
+  if (group_in < 2 || (p.groups > 1 && group_out < kBlock / 2)) return false;
+  return tiles_in_proportion(p, p.in_channels + 1, [&] {
+    const Geometry g = geometry_of(p, 1);
+    return double(p.batch) * double(p.groups) * double(g.row_blocks) * double(tile_words(p, g)) * 2;
+  });
+}
+
+size_t packed_bytes(const ConvProblem& p) {
+  const Geometry g = geometry_of(p, 1);
+  return size_t(p.groups * g.blocks * g.taps * g.pairs) * kBlock * 2 * sizeof(uint16_t);
+}
+
+// (K, C/groups, kh, kw) bfloat16 -> [group][k block][tap][pair][16][2].
+void pack(const ConvProblem& p, const void* weight, void* packed, int) {
+  const Geometry g = geometry_of(p, 1);
+  const auto* w = static_cast<const uint16_t*>(weight);
+  auto* out = static_cast<uint16_t*>(packed);
+  for (int64_t grp = 0; grp < p.groups; ++grp)
+    for (int64_t kb = 0; kb < g.blocks; ++kb)
+      for (int64_t t = 0; t < g.taps; ++t)
+        for (int64_t cp = 0; cp < g.pairs; ++cp)
+          for (int64_t lane = 0; lane < kBlock; ++lane)
+            for (int64_t e = 0; e < 2; ++e) {
+              const int64_t k = kb * kBlock + lane, c = 2 * cp + e;
+              *out++ =
+                  k < g.group_out && c < g.group_in ? w[((grp * g.group_out + k) * g.group_in + c) * g.taps + t] : 0;
+            }
+}
+
+// Pixels per segment: the outputs one pass of the microkernels leaves in the float32 row buffer
+// before they are stored (a multiple of each microkernel's pixels).  (Cutting the channel pairs
+// into slices whose weights stay in L2, partial sums kept in that buffer, ran slower on every
+// layer tried, 7x7x512 at 7x7 1.3x slower: docs/tuning.md.)
+constexpr int64_t kSegmentPixels = 96;
+// Per thread: the tile and a float32 segment of kMaxBlocks blocks per pixel.
+struct Scratch {
+  int64_t tile_words, row_floats;
+  size_t bytes() const { return size_t(tile_words) * 4 + size_t(row_floats) * 4 + 128; }
+};
+Scratch scratch_of(const ConvProblem& p, const Geometry& g) {
+  return {tile_words(p, g), kSegmentPixels * kMaxBlocks * kBlock};
+}
+
+size_t workspace_bytes(const ConvProblem& p, int threads) {
+  const Geometry g = geometry_of(p, threads);
+  return size_t(threads) * scratch_of(p, g).bytes();
+}
+
+// float32 to bfloat16, nearest even, a NaN kept with its quiet bit set: bf16.h's float_to_bf16
+// (vcvtneps2bf16 flushes denormals, which the kernel's float32 sums, under DenormalGuard's
+// flush-to-zero, never are).
+CPPCONV_TARGET_AVX512BF16 inline __m256i round_to_bf16(__m512 v) {
+  const __m256bh narrow = _mm512_cvtneps_pbh(v);
+  return reinterpret_cast<const __m256i&>(narrow);
+}
+
+// n <= 16 values as bfloat16 bits (zero-extended to words): bfloat16 input as it is, float32
+// input rounded to nearest even (vcvtneps2bf16).
+CPPCONV_TARGET_AVX512BF16 inline __m512i load_bf16_words(const uint16_t* src, __mmask16 valid) {
+  return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(valid, src));
+}
+CPPCONV_TARGET_AVX512BF16 inline __m512i load_bf16_words(const float* src, __mmask16 valid) {
+  const __m256bh narrow = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(valid, src));
+  return _mm512_cvtepu16_epi32(reinterpret_cast<const __m256i&>(narrow));
+}
+inline uint16_t bf16_bits(uint16_t v) { return v; }
+CPPCONV_TARGET_AVX512BF16 inline uint16_t bf16_bits(float v) {
+  const __m256bh narrow = _mm512_cvtneps_pbh(_mm512_set1_ps(v));
+  return uint16_t(_mm256_extract_epi16(reinterpret_cast<const __m256i&>(narrow), 0));
+}
+
+// The word of channels (lo, hi) at source column src (-1: padding).
+template <class In>
+CPPCONV_TARGET_AVX512BF16 inline uint32_t pair_word(const In* lo, const In* hi, bool has_hi, int64_t src,
+                                                    int64_t step) {
+  if (src < 0) return 0;
+  const uint32_t a = bf16_bits(lo[src * step]), b = has_hi ? bf16_bits(hi[src * step]) : 0;
+  return a | (b << 16);
+}
+
+inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1); }
+
+// One tile row (padded row `src_row` of image n, group grp, -1 for a zero row) into `dst`.
+template <class In>
+CPPCONV_TARGET_AVX512BF16 void fill_row(const ConvCall& call, const Geometry& g, const In* x, int64_t n, int64_t grp,
+                                        int64_t src_row, uint32_t* dst) {
+  const ConvProblem& p = call.p;
+  if (src_row < 0) {
+    std::memset(dst, 0, size_t(g.row_pitch) * 4);
+    return;
+  }
+  const Strides4& xs = call.x_stride;
+  const In* row = x + n * xs.n + src_row * xs.h + grp * g.group_in * xs.c;
+  if (g.nhwc) {  // [column][pair]: a pixel's channels are its pairs already, in order
+    for (int64_t col = 0; col < g.cols; ++col) {
+      uint32_t* d = dst + col * g.col_pitch;
+      const int64_t src = call.col_src[col];
+      if (src < 0) {
+        std::memset(d, 0, size_t(g.pairs) * 4);
+        continue;
+      }
+      const In* s = row + src * xs.w;
+      auto* h = reinterpret_cast<uint16_t*>(d);
+      if constexpr (std::is_same_v<In, uint16_t>) {
+        std::memcpy(h, s, size_t(g.group_in) * 2);
+      } else {
+        for (int64_t c = 0; c < g.group_in; c += 16) {
+          const __mmask16 valid = first_lanes(g.group_in - c);
+          _mm256_mask_storeu_epi16(h + c, valid, _mm512_cvtepi32_epi16(load_bf16_words(s + c, valid)));
+        }
+      }
+      if (g.group_in & 1) h[g.group_in] = 0;
+    }
+    return;
+  }
+  // [pair][column]: two channel rows interleaved, the columns inside the input 16 at a time.
+  const int64_t inner_begin = std::min(std::max<int64_t>(p.pad_left, 0), g.cols);
+  const int64_t inner_end = std::min(p.pad_left + p.in_w, g.cols);
+  for (int64_t cp = 0; cp < g.pairs; ++cp) {
+    uint32_t* d = dst + cp * g.pair_pitch;
+    const In* lo = row + 2 * cp * xs.c;
+    const bool has_hi = 2 * cp + 1 < g.group_in;
+    const In* hi = has_hi ? lo + xs.c : lo;
+    for (int64_t col = 0; col < inner_begin; ++col) d[col] = pair_word(lo, hi, has_hi, call.col_src[col], xs.w);
+    for (int64_t col = inner_begin; col < inner_end; col += 16) {
+      const __mmask16 valid = first_lanes(inner_end - col);
+      const int64_t src = col - p.pad_left;
+      const __m512i a = load_bf16_words(lo + src, valid);
+      const __m512i b = has_hi ? load_bf16_words(hi + src, valid) : _mm512_setzero_si512();
+      _mm512_mask_storeu_epi32(d + col, valid, _mm512_or_si512(a, _mm512_slli_epi32(b, 16)));
+    }
+    for (int64_t col = std::max(inner_end, inner_begin); col < g.cols; ++col)
+      d[col] = pair_word(lo, hi, has_hi, call.col_src[col], xs.w);
+  }
+}
+
+// What the microkernels of one segment need.
+struct BlockArgs {
+  const uint32_t* in;         // the tile (or x read in place)
+  const int64_t* tap_offset;  // words from a pixel's first tap to each tap
+  int64_t taps, pairs, pair_step;
+  const uint16_t* weights;  // the first block's weights: [tap][pair][16][2]
+  int64_t tap_words;        // from one tap's weights to the next, in 16-bit values
+  int64_t block_words;      // from one k block's weights to the next
+  const float* bias;        // NB * 16 values
+  FusedActivation act;
+  bool simple_act;
+};
+
+// Stores 16 float32 values as Out: float32, or bfloat16 rounded to nearest even.
+CPPCONV_TARGET_AVX512BF16 inline void store_block(float* y, __m512 v) { _mm512_storeu_ps(y, v); }
+CPPCONV_TARGET_AVX512BF16 inline void store_block(uint16_t* y, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(y), round_to_bf16(v));
+}
+
+// M pixels (tile offsets `offset`) by NB blocks of 16 output channels, with the bias and a
+// simple activation, pixel m's blocks stored at out[m] (consecutive 16-value blocks: a row of
+// the float32 segment buffer, or the pixel's channels in a channels-last y).
+template <int NB, int M, class Out>
+CPPCONV_TARGET_AVX512BF16 void microkernel(const BlockArgs& a, const int64_t* offset, Out* const* out) {
+  __m512 acc[M][NB];
+#pragma GCC unroll 16
+  for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+    for (int b = 0; b < NB; ++b) acc[m][b] = _mm512_setzero_ps();
+  const uint32_t* src[M];
+#pragma GCC unroll 16
+  for (int m = 0; m < M; ++m) src[m] = a.in + offset[m];
+  for (int64_t t = 0; t < a.taps; ++t) {
+    const int64_t tap = a.tap_offset[t];
+    const uint16_t* w = a.weights + t * a.tap_words;
+    for (int64_t cp = 0; cp < a.pairs; ++cp) {
+      __m512bh wv[NB];
+#pragma GCC unroll 4
+      for (int b = 0; b < NB; ++b) wv[b] = (__m512bh)_mm512_loadu_si512(w + b * a.block_words + cp * kBlock * 2);
+      const int64_t at = tap + cp * a.pair_step;
+#pragma GCC unroll 16
+      for (int m = 0; m < M; ++m) {
+        const __m512bh xv = (__m512bh)_mm512_set1_epi32(int(src[m][at]));
+#pragma GCC unroll 4
+        for (int b = 0; b < NB; ++b) acc[m][b] = _mm512_dpbf16_ps(acc[m][b], wv[b], xv);
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+    for (int b = 0; b < NB; ++b) {
+      __m512 v = _mm512_add_ps(acc[m][b], _mm512_loadu_ps(a.bias + b * kBlock));
+      if (a.simple_act) v = apply_simple_activation(v, a.act);
+      store_block(out[m] + b * kBlock, v);
+    }
+}
+
+template <int NB, class Out, int... Ms>
+CPPCONV_TARGET_AVX512BF16 void tail_block(const BlockArgs& a, const int64_t* offset, Out* const* out, int m,
+                                          std::integer_sequence<int, Ms...>) {
+  using Kernel = void (*)(const BlockArgs&, const int64_t*, Out* const*);
+  static constexpr Kernel kernels[] = {microkernel<NB, Ms + 1, Out>...};
+  kernels[m - 1](a, offset, out);
+}
+
+// `count` pixels of the row block (tile offsets pixel_offset, row-major over its rows and
+// out_w columns: a microkernel's pixels may span rows), NB blocks, pixel i's stored at out[i].
+template <int NB, class Out>
+CPPCONV_TARGET_AVX512BF16 void segment_blocks(const BlockArgs& a, const int64_t* pixel_offset, int64_t count,
+                                              Out* const* out) {
+  constexpr int M = pixels_for(NB);
+  int64_t q = 0;
+  for (; q + M <= count; q += M) microkernel<NB, M, Out>(a, pixel_offset + q, out + q);
+  if (q < count)
+    tail_block<NB, Out>(a, pixel_offset + q, out + q, int(count - q), std::make_integer_sequence<int, M - 1>{});
+}
+
+template <class Out>
+CPPCONV_TARGET_AVX512BF16 void segment(const BlockArgs& a, int nb, const int64_t* pixel_offset, int64_t count,
+                                       Out* const* out) {
+  switch (nb) {
+    case 1: return segment_blocks<1>(a, pixel_offset, count, out);
+    case 2: return segment_blocks<2>(a, pixel_offset, count, out);
+    case 3: return segment_blocks<3>(a, pixel_offset, count, out);
+    default: return segment_blocks<4>(a, pixel_offset, count, out);
+  }
+}
+
+// Stores n float32 values as y's element type.
+CPPCONV_TARGET_AVX512BF16 inline void store_values(const float* v, int64_t n, float* y) {
+  std::memcpy(y, v, size_t(n) * 4);
+}
+CPPCONV_TARGET_AVX512BF16 inline void store_values(const float* v, int64_t n, uint16_t* y) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 valid = first_lanes(n - i);
+    _mm256_mask_storeu_epi16(y + i, valid, round_to_bf16(_mm512_maskz_loadu_ps(valid, v + i)));
+  }
+}
+
+// simd.h's pixels_to_planes for a bfloat16 y: each transposed vector rounded and stored as it
+// leaves the registers.  (The buffer's pixel rows hold whole blocks: always readable.)
+CPPCONV_TARGET_AVX512BF16 void pixels_to_bf16_planes(const float* src, int64_t pixel_stride, int cvalid, int64_t count,
+                                                     uint16_t* dst, int64_t plane_stride) {
+  for (int64_t q = 0; q < count; q += kBlock) {
+    const int n = int(std::min<int64_t>(kBlock, count - q));
+    __m512 v[kBlock];
+#pragma GCC unroll 16
+    for (int m = 0; m < kBlock; ++m) v[m] = m < n ? _mm512_loadu_ps(src + (q + m) * pixel_stride) : _mm512_setzero_ps();
+    transpose_square(v);
+    const __mmask16 valid = first_lanes(n);
+#pragma GCC unroll 16
+    for (int c = 0; c < kBlock; ++c) {
+      if (c >= cvalid) break;
+      uint16_t* to = dst + c * plane_stride + q;
+      if (n == kBlock) _mm256_storeu_si256(reinterpret_cast<__m256i*>(to), round_to_bf16(v[c]));
+      else _mm256_mask_storeu_epi16(to, valid, round_to_bf16(v[c]));
+    }
+  }
+}
+
+// `count` float32 pixels [pixel][width] (channels k0 ... k0 + kvalid of the output) of row oh,
+// from column ow, into y.
+template <class Out>
+CPPCONV_TARGET_AVX512BF16 void store_pixels(const ConvCall& call, const float* row, int64_t width, int64_t kvalid,
+                                            int64_t n, int64_t oh, int64_t ow, int64_t count, int64_t k0, Out* y) {
+  const ConvProblem& p = call.p;
+  const Strides4& ys = call.y_stride;
+  Out* base = y + n * ys.n + oh * ys.h + ow * ys.w + k0 * ys.c;
+  if (p.layout == Layout::NHWC) {
+    for (int64_t i = 0; i < count; ++i) store_values(row + i * width, kvalid, base + i * ys.w);
+    return;
+  }
+  for (int64_t b = 0; b * kBlock < kvalid; ++b) {
+    const int cvalid = int(std::min<int64_t>(kBlock, kvalid - b * kBlock));
+    Out* dst = base + b * kBlock * ys.c;
+    if constexpr (std::is_same_v<Out, float>) pixels_to_planes(row + b * kBlock, width, cvalid, count, dst, ys.c);
+    else pixels_to_bf16_planes(row + b * kBlock, width, cvalid, count, dst, ys.c);
+  }
+}
+
+template <class In, class Out>
+CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call, const Geometry& g, int64_t item, unsigned char* scratch,
+                                        const Scratch& sizes, const int64_t* tap_offset) {
+  const ConvProblem& p = call.p;
+  const int64_t rb = item % g.row_blocks, grp = item / g.row_blocks % p.groups, n = item / g.row_blocks / p.groups;
+  const int64_t oh0 = rb * g.rows_per_block, rows = std::min(g.rows_per_block, p.out_h - oh0);
+  float* out_row = reinterpret_cast<float*>(scratch + size_t(sizes.tile_words) * 4 + 64);
+  const In* x = static_cast<const In*>(call.x);
+  const uint32_t* tile;
+  if (g.in_place) {
+    tile = reinterpret_cast<const uint32_t*>(x + n * call.x_stride.n + oh0 * p.stride_h * call.x_stride.h +
+                                             grp * g.group_in);
+  } else {
+    auto* fill = reinterpret_cast<uint32_t*>(scratch);
+    const int64_t tile_rows = input_rows_for(p, rows);
+    for (int64_t r = 0; r < tile_rows; ++r)
+      fill_row(call, g, x, n, grp, call.row_src[oh0 * p.stride_h + r], fill + r * g.row_pitch);
+    tile = fill;
+  }
+  const auto* packed = static_cast<const uint16_t*>(call.packed);
+  const auto* bias = static_cast<const float*>(call.bias);
+  const int64_t tap_words = g.pairs * kBlock * 2, block_words = g.taps * tap_words;
+  const bool simple_act = is_simple<float>(p.activation);
+  const int64_t pixels = rows * p.out_w;
+  int64_t pixel_offset[kSegmentPixels];
+  float* buffer_rows[kSegmentPixels];
+  Out* y_pixels[kSegmentPixels];
+  Out* y = static_cast<Out*>(call.y);
+  for (int64_t kb = 0; kb < g.blocks; kb += kMaxBlocks) {
+    const int nb = int(std::min<int64_t>(kMaxBlocks, g.blocks - kb));
+    const int64_t k0 = kb * kBlock, kvalid = std::min<int64_t>(int64_t(nb) * kBlock, g.group_out - k0);
+    alignas(64) float bias_block[kMaxBlocks * kBlock] = {};
+    for (int64_t k = 0; k < kvalid && bias; ++k) bias_block[k] = bias[grp * g.group_out + k0 + k];
+    BlockArgs a{};
+    a.in = tile;
+    a.tap_offset = tap_offset;
+    a.taps = g.taps;
+    a.pairs = g.pairs;
+    a.pair_step = g.pair_pitch;
+    a.weights = packed + (grp * g.blocks + kb) * block_words;
+    a.tap_words = tap_words;
+    a.block_words = block_words;
+    a.bias = bias_block;
+    a.act = fused_activation(p);
+    a.simple_act = simple_act;
+    const bool direct = g.nhwc && call.y_stride.c == 1 && simple_act && kvalid == int64_t(nb) * kBlock;
+    for (int64_t first = 0; first < pixels; first += kSegmentPixels) {
+      const int64_t count = std::min(kSegmentPixels, pixels - first);
+      const int64_t width = int64_t(nb) * kBlock;
+      for (int64_t i = 0; i < count; ++i) {
+        const int64_t r = (first + i) / p.out_w, ow = (first + i) % p.out_w;
+        pixel_offset[i] = r * p.stride_h * g.row_pitch + ow * p.stride_w * g.col_pitch;
+        buffer_rows[i] = out_row + i * width;
+        y_pixels[i] = y + n * call.y_stride.n + (oh0 + r) * call.y_stride.h + ow * call.y_stride.w +
+                      (grp * g.group_out + k0) * call.y_stride.c;
+      }
+      // Channels-last output of whole blocks is stored from the registers; the rest goes through
+      // the float32 buffer (transposed, cut to the valid channels, the activation applied).
+      if (direct) {
+        segment(a, nb, pixel_offset, count, y_pixels);
+        continue;
+      }
+      segment(a, nb, pixel_offset, count, buffer_rows);
+      if (!simple_act) activate_row(out_row, count * width, fused_activation(p));
+      // The segment's pixels row by row: each run is contiguous in y.
+      for (int64_t i = 0; i < count;) {
+        const int64_t r = (first + i) / p.out_w, ow = (first + i) % p.out_w;
+        const int64_t run = std::min(count - i, p.out_w - ow);
+        store_pixels(call, out_row + i * width, width, kvalid, n, oh0 + r, ow, run, grp * g.group_out + k0, y);
+        i += run;
+      }
+    }
+  }
+}
+
+// This thread's share of the items (row blocks of one image and group), each with its own tile.
+template <class In, class Out>
+CPPCONV_TARGET_AVX512BF16 void run_items(const ConvCall& call, const Geometry& g, int64_t items, unsigned char* scratch,
+                                         const Scratch& sizes, const int64_t* tap_offset) {
+  DenormalGuard denormals;
+#pragma omp for schedule(dynamic, 1)
+  for (int64_t item = 0; item < items; ++item) run_item<In, Out>(call, g, item, scratch, sizes, tap_offset);
+}
+
+template <class In, class Out>
+CPPCONV_TARGET_AVX512BF16 void run_typed(const ConvCall& call) {
+  const ConvProblem& p = call.p;
+  const int threads = call.num_threads;
+  Geometry g = geometry_of(p, threads);
+  const Strides4& xs = call.x_stride;
+  g.in_place = std::is_same_v<In, uint16_t> && g.nhwc && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 &&
+               p.pad_right == 0 && g.group_in % 2 == 0 && p.in_channels % 2 == 0 && xs.c == 1 && xs.w % 2 == 0 &&
+               xs.h % 2 == 0 && xs.n % 2 == 0 && reinterpret_cast<uintptr_t>(call.x) % 4 == 0;
+  if (g.in_place) {
+    g.col_pitch = xs.w / 2;
+    g.row_pitch = xs.h / 2;
+  }
+  const Scratch sizes = scratch_of(p, g);
+  const size_t per_thread = (sizes.bytes() + 63) / 64 * 64;
+  auto* scratch = static_cast<unsigned char*>(scratch_bytes(per_thread * size_t(threads)));
+  std::vector<int64_t> tap_offset(size_t(g.taps));
+  for (int64_t i = 0; i < p.kernel_h; ++i)
+    for (int64_t j = 0; j < p.kernel_w; ++j)
+      tap_offset[size_t(i * p.kernel_w + j)] = i * p.dilation_h * g.row_pitch + j * p.dilation_w * g.col_pitch;
+  const int64_t items = p.batch * p.groups * g.row_blocks;
+  parallel_region(threads, [&] {
+    run_items<In, Out>(call, g, items, scratch + per_thread * size_t(thread_id()), sizes, tap_offset.data());
+  });
+}
+
+void run(const ConvCall& call) {
+  if (call.p.x_float32) {
+    if (call.p.y_float32) return run_typed<float, float>(call);
+    return run_typed<float, uint16_t>(call);
+  }
+  if (call.p.y_float32) return run_typed<uint16_t, float>(call);
+  run_typed<uint16_t, uint16_t>(call);
+}
+
+constexpr AlgorithmName kName =
+    algorithm_name("conv2d_channelvec_bf16__" CPPCONV_ISA_NAME, pixels_for(kMaxBlocks), kMaxBlocks* kBlock);
+}  // namespace
+
+const ConvAlgorithm conv2d_channelvec_bf16 = {
+    kName.text, DType::BFloat16, accepts, packed_bytes, pack, workspace_bytes, run, Precision::Highest, kCpuAvx512Bf16};
+
+}  // namespace CPPCONV_ISA_NS
+}  // namespace cppconv
+#endif

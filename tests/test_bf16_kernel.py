@@ -1,0 +1,247 @@
+"""The native bfloat16 convolution (AVX512-BF16's vdpbf16ps where the CPU has it; the
+widened float32 path elsewhere and for what it does not take): against a float64 convolution
+of the same bfloat16 values, within the output's bfloat16 rounding plus the float32
+accumulation bound, on shapes around its tiles (16-channel blocks, 6/8/12-pixel rows, channel
+pairs), every padding mode, stride, dilation, groups, both layouts, activations, every ISA,
+each bfloat16 algorithm forced, float32 operands of compute_dtype="bfloat16", and identical
+bits across thread counts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cppconv
+from cppconv import _conv, _native
+
+from conftest import RTOL, make_rng
+from reference import ACTIVATIONS, PADDING_MODES, conv_nd_abs_bound, conv_nd_ref
+
+ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is not installed: no NumPy bfloat16 dtype")
+BF16 = np.dtype(ml_dtypes.bfloat16)
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+BF16_ALGORITHMS = [name for name in _native.conv_algorithms() if "_bf16" in name]
+KERNELS = [name for name in BF16_ALGORITHMS if "reference" not in name]
+
+
+def bf16_random(rng, shape):
+    return rng.standard_normal(shape).astype(F32).astype(BF16)
+
+
+def channels_last(a):
+    return np.ascontiguousarray(np.moveaxis(a, 1, -1))
+
+
+def assert_close(y, ref, bound, rounded, context):
+    """|y - ref| within the float32 accumulation bound (RTOL * bound), plus bfloat16's rounding
+    of the value (2^-8 of it) where the output is rounded to bfloat16."""
+    y64 = y.astype(F64)
+    r = 2.0**-8 if rounded else 0.0
+    tol = (1 + r) * (RTOL[F32] * bound + 4 * 2.0**-23 * np.abs(ref)) + r * np.abs(ref) + 1e-30
+    err = np.abs(y64 - ref)
+    assert np.all(err <= tol), f"worst err/tol {np.max(err / tol):.3g} [{context}]"
+
+
+def kernel_runs(isa):
+    """Whether the bfloat16 kernel is in the ISA's table here (AVX-512 with AVX512-BF16)."""
+    return any(f"__{isa}_" in name for name in KERNELS)
+
+
+def random_case(rng):
+    """A random dense or grouped problem around the kernel's tiles."""
+    c = int(rng.choice([2, 3, 5, 7, 15, 16, 17, 31, 32, 33]))
+    k = int(rng.choice([1, 8, 15, 16, 17, 31, 32, 33, 47, 48, 49, 64, 65, 80]))
+    groups = 1
+    if rng.random() < 0.25:
+        groups = int(rng.choice([2, 3]))
+        c, k = c * groups, max(8, k) * groups
+    kh, kw = [(1, 1), (3, 3), (3, 3), (5, 5), (1, 3), (3, 1), (2, 2), (7, 7)][rng.integers(8)]
+    stride = (int(rng.choice([1, 1, 2, 3])), int(rng.choice([1, 1, 2])))
+    dilation = (int(rng.choice([1, 1, 2])), int(rng.choice([1, 1, 2])))
+    ow = int(rng.choice([1, 2, 5, 6, 7, 8, 9, 11, 12, 13, 17, 24, 25]))
+    oh = int(rng.integers(1, 6))
+    pad = rng.random() < 0.7
+    ph = (kh - 1) * dilation[0] // 2 if pad else 0
+    pw = (kw - 1) * dilation[1] // 2 if pad else 0
+    h = max(1, (oh - 1) * stride[0] + dilation[0] * (kh - 1) + 1 - 2 * ph)
+    w = max(1, (ow - 1) * stride[1] + dilation[1] * (kw - 1) + 1 - 2 * pw)
+    mode = str(rng.choice(PADDING_MODES)) if pad else "zeros"
+    if mode == "reflect" and max(ph, pw) >= min(h, w):
+        mode = "replicate"
+    if mode == "circular" and max(ph, pw) > min(h, w):
+        mode = "replicate"
+    activation = ACTIVATIONS[rng.integers(len(ACTIVATIONS))]
+    return dict(n=int(rng.integers(1, 3)), c=c, k=k, groups=groups, hw=(h, w), kernel=(kh, kw), stride=stride,
+                dilation=dilation, padding=(ph, pw), padding_mode=mode, activation=activation,
+                bias=rng.random() < 0.8)
+
+
+def operands(rng, case):
+    x = bf16_random(rng, (case["n"], case["c"]) + case["hw"])
+    w = bf16_random(rng, (case["k"], case["c"] // case["groups"]) + case["kernel"])
+    b = rng.standard_normal(case["k"]).astype(F32) if case["bias"] else None
+    return x, w, b
+
+
+def reference(x, w, b, case):
+    ph, pw = case["padding"]
+    args = dict(stride=case["stride"], padding=(ph, ph, pw, pw), dilation=case["dilation"], groups=case["groups"],
+                padding_mode=case["padding_mode"])
+    x64, w64 = x.astype(F64), w.astype(F64)
+    b64 = None if b is None else b.astype(F64)
+    return (conv_nd_ref(x64, w64, b64, activation=case["activation"], **args),
+            conv_nd_abs_bound(x64, w64, b64, activation=case["activation"], **args))
+
+
+def kwargs_of(case):
+    return dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], groups=case["groups"],
+                padding_mode=case["padding_mode"], activation=case["activation"])
+
+
+def expects_kernel(isa, case, layout):
+    """Whether the dispatcher should pick the bfloat16 kernel: dense or grouped with two or more
+    channels per group (and, grouped, 8 or more outputs per group)."""
+    cg, kg = case["c"] // case["groups"], case["k"] // case["groups"]
+    return kernel_runs(isa) and cg >= 2 and (case["groups"] == 1 or kg >= 8)
+
+
+@pytest.mark.parametrize("draw", range(6))
+def test_bf16_sweep(isa, draw):
+    rng = make_rng("bf16_kernel_sweep", draw)
+    for _ in range(20):
+        case = random_case(rng)
+        x, w, b = operands(rng, case)
+        ref, bound = reference(x, w, b, case)
+        for layout in ("NCHW", "NHWC"):
+            xl = channels_last(x) if layout == "NHWC" else x
+            kw = kwargs_of(case)
+            y = cppconv.conv2d(xl, w, b, layout=layout, **kw)
+            assert y.dtype == BF16
+            if layout == "NHWC":
+                y = np.moveaxis(y, -1, 1)
+            context = f"{isa} {layout} {case}"
+            assert_close(y, ref, bound, True, context)
+            algorithm = cppconv.explain(xl.shape, w.shape, dtype=BF16, layout=layout, bias=b is not None,
+                                        **kw)["algorithm"]
+            assert ("_bf16__" in algorithm) == expects_kernel(isa, case, layout), (algorithm, context)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_bf16_forced_algorithms(isa, layout):
+    """Each bfloat16 algorithm (the kernels and the reference) forced in turn."""
+    rng = make_rng("bf16_forced", layout)
+    ran = {}
+    for _ in range(24):
+        case = random_case(rng)
+        x, w, b = operands(rng, case)
+        ref, bound = reference(x, w, b, case)
+        xl = channels_last(x) if layout == "NHWC" else x
+        for name in BF16_ALGORITHMS:
+            try:
+                y = _conv._conv_with_algorithm(name, xl, w, b, layout=layout, **kwargs_of(case))
+            except ValueError as e:
+                assert "does not accept" in str(e), e
+                continue
+            ran[name] = ran.get(name, 0) + 1
+            y = np.moveaxis(y, -1, 1) if layout == "NHWC" else y
+            assert_close(y, ref, bound, True, f"{name} {case}")
+    assert all(ran.get(name, 0) >= 5 for name in BF16_ALGORITHMS), ran
+
+
+def test_bf16_kernel_named_and_tiles():
+    """The kernel is registered exactly where the CPU has AVX512-BF16 (and CPPCONV_MAX_ISA
+    allows it), and explain names it."""
+    assert bool(KERNELS) == ("avx512_bf16" in _native.cpu_features()), (KERNELS, _native.cpu_features())
+    if not KERNELS:
+        pytest.skip("no AVX512-BF16 on this CPU (or CPPCONV_MAX_ISA caps it): the widened path runs")
+    x, w = np.zeros((1, 64, 14, 14), BF16), np.zeros((64, 64, 3, 3), BF16)
+    info = cppconv.explain(x.shape, w.shape, dtype=BF16, padding=1)
+    assert info["algorithm"] in KERNELS
+    # depthwise stays on the widened float32 path
+    assert "_f32" in cppconv.explain(x.shape, (64, 1, 3, 3), dtype=BF16, padding=1, groups=64)["algorithm"]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_bf16_compute_dtype_layers(isa, layout):
+    """A float32 layer with compute_dtype="bfloat16" (float32 x rounded as the tile is copied,
+    float32 output), and dtype="bfloat16" on float32 operands (bfloat16 output)."""
+    rng = make_rng("bf16_compute_dtype", layout)
+    for _ in range(10):
+        case = random_case(rng)
+        x, w, b = operands(rng, case)
+        x32 = (x.astype(F32) * (1 + 2.0**-12)).astype(F32)  # between bfloat16 values: rounded by the kernel
+        xr = x32.astype(BF16)
+        ref, bound = reference(xr, w, b, case)
+        xl = channels_last(x32) if layout == "NHWC" else x32
+        layer = cppconv.Conv2d(w.astype(F32), b, layout=layout, compute_dtype="bfloat16", **kwargs_of(case))
+        y = layer(xl)
+        assert y.dtype == F32
+        y = np.moveaxis(y, -1, 1) if layout == "NHWC" else y
+        assert_close(y, ref, bound, False, f"layer {case}")
+        if expects_kernel(isa, case, layout):
+            assert "_bf16__" in layer.explain(xl.shape)["algorithm"]
+        y = cppconv.conv2d(xl, w.astype(F32), b, layout=layout, dtype="bfloat16", **kwargs_of(case))
+        assert y.dtype == BF16
+        y = np.moveaxis(y, -1, 1) if layout == "NHWC" else y
+        assert_close(y, ref, bound, True, f"dtype=bfloat16 {case}")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_bf16_identical_across_threads(layout, restore_threads):
+    rng = make_rng("bf16_kernel_threads", layout)
+    x = bf16_random(rng, (3, 35, 29, 31))
+    w = bf16_random(rng, (70, 35, 3, 3))
+    b = rng.standard_normal(70).astype(F32)
+    xl = channels_last(x) if layout == "NHWC" else x
+    results = [cppconv.conv2d(xl, w, b, padding=1, layout=layout, activation="silu", num_threads=n) for n in (1, 2, 3)]
+    for y in results[1:]:
+        np.testing.assert_array_equal(y.view(np.uint16), results[0].view(np.uint16))
+
+
+def test_bf16_special_values():
+    """inf and NaN pass through the kernel's float32 sums and its bfloat16 rounding."""
+    x = np.ones((1, 4, 5, 7), BF16)
+    x[0, 0, 1, 1] = np.inf
+    x[0, 3, 3, 3] = np.nan
+    w = np.ones((16, 4, 1, 1), BF16)
+    y = cppconv.conv2d(x, w).astype(F64)
+    assert np.all(np.isposinf(y[0, :, 1, 1])) and np.all(np.isnan(y[0, :, 3, 3]))
+    finite = np.isfinite(y)
+    assert np.all(y[finite] == 4.0)
+    big = np.full((1, 2, 2, 2), 3e38, F32).astype(BF16)
+    assert np.all(np.isposinf(cppconv.conv2d(big, np.ones((16, 2, 1, 1), BF16)).astype(F64)))
+
+
+@pytest.mark.parametrize("cap", ["avx2", "avx512", "avx512_vnni"])
+def test_bf16_capped_isa_widens(cap):
+    """CPPCONV_MAX_ISA below avx512_bf16: no bfloat16 kernel is listed or chosen, and the
+    widened path gives the same values within the bound."""
+    if cap not in _native.max_isa_levels():
+        pytest.skip(f"CPPCONV_MAX_ISA={cap} is not a level of this machine")
+    code = (
+        "import numpy as np, ml_dtypes, cppconv\n"
+        "from cppconv import _native\n"
+        "assert not any('_bf16__' in a for a in _native.conv_algorithms())\n"
+        "rng = np.random.default_rng(5)\n"
+        "x = rng.standard_normal((1, 20, 9, 11)).astype(ml_dtypes.bfloat16)\n"
+        "w = rng.standard_normal((33, 20, 3, 3)).astype(ml_dtypes.bfloat16)\n"
+        "info = cppconv.explain(x.shape, w.shape, dtype=ml_dtypes.bfloat16, padding=1)\n"
+        "assert '_f32' in info['algorithm'], info['algorithm']\n"
+        "np.save(__import__('sys').argv[1], cppconv.conv2d(x, w, padding=1).astype(np.float64))\n"
+    )
+    out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"cppconv_bf16_cap_{os.getpid()}.npy")
+    env = dict(os.environ, CPPCONV_MAX_ISA=cap)
+    subprocess.run([sys.executable, "-c", code, out], env=env, check=True)
+    y = np.load(out)
+    os.remove(out)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 20, 9, 11)).astype(BF16)
+    w = rng.standard_normal((33, 20, 3, 3)).astype(BF16)
+    args = dict(padding=(1, 1, 1, 1))
+    ref = conv_nd_ref(x.astype(F64), w.astype(F64), **args)
+    bound = conv_nd_abs_bound(x.astype(F64), w.astype(F64), **args)
+    assert_close(y, ref, bound, True, cap)
