@@ -1,0 +1,238 @@
+#include "kernels/qconv_vnni.h"
+
+#if defined(CPPCONV_HAS_QCONV_VNNI)
+#include <immintrin.h>
+
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/isa_common.h"
+#include "kernels/qconv_common.h"
+
+namespace cppconv {
+namespace CPPCONV_ISA_NS {
+namespace {
+
+using qconv::kBlock;
+
+// Exactness.  Each int32 lane sums bias + sum x*w - x_zero_point * sum w, where x is the u8
+// activation (an s8 one plus 128, with its zero point plus 128) and padding holds x_zero_point:
+// that is bias + sum (x - x_zero_point) * w.  vpdpbusd (not vpdpbusds), vpaddd and the bias'
+// fold (in uint32) all wrap modulo 2^32, so the lane holds that sum modulo 2^32, whatever the
+// partial sums did; the Python layer has proved the sum itself fits int32, so it is exact.
+
+constexpr int kMaxBlocks = 4;  // 16-channel output blocks per pass
+// Pixels per pass by blocks: NB x NP accumulators, NB weights and a broadcast within the 32
+// zmm registers, and the NP pixel pointers within the general registers.
+constexpr int kMaxPixels[kMaxBlocks + 1] = {0, 8, 8, 8, 6};
+constexpr int kPixelsMost = 8;
+
+// The padded tile is one image as u8, [d][h][w][group][channel], each group's channels padded
+// to a multiple of 4 (zeros, against zero weights), so 4 channels of a pixel are one int32 to
+// broadcast.  Output blocks of a group go in `sets` passes of at most kMaxBlocks.
+struct Geometry {
+  int64_t groups, group_in, group_out, group_in_padded, quads, blocks, sets, taps, depth, rows, cols, pixel;
+};
+
+Geometry geometry_of(const ConvProblem& p) {
+  Geometry g;
+  g.groups = p.groups;
+  g.group_in = p.in_channels / p.groups;
+  g.group_out = p.out_channels / p.groups;
+  g.group_in_padded = (g.group_in + 3) / 4 * 4;
+  g.quads = g.group_in_padded / 4;
+  g.blocks = (g.group_out + kBlock - 1) / kBlock;
+  g.sets = (g.blocks + kMaxBlocks - 1) / kMaxBlocks;
+  g.taps = p.kernel_d * p.kernel_h * p.kernel_w;
+  g.depth = p.in_d + p.pad_front + p.pad_back;
+  g.rows = p.in_h + p.pad_top + p.pad_bottom;
+  g.cols = p.in_w + p.pad_left + p.pad_right;
+  g.pixel = g.groups * g.group_in_padded;  // bytes per tile pixel
+  return g;
+}
+
+// Packed weights [group][tap][quad][block][16 channels][4] int8: a pass's blocks side by side.
+size_t weight_bytes(const Geometry& g) { return size_t(g.groups * g.taps * g.quads * g.blocks * kBlock * 4); }
+
+// As qconv_s16's: single-channel groups would use a quarter of each lane; a padded tile far
+// larger than the input costs more than it saves.
+bool accepts(const ConvProblem& p) {
+  if (p.pad_mode != PadMode::Zeros || p.batch < 1 || p.in_channels < 1 || p.out_channels < 1) return false;
+  const Geometry g = geometry_of(p);
+  if (g.group_in < 2 && g.group_out < kBlock / 2) return false;
+  const double tile = double(g.depth) * double(g.rows) * double(g.cols) * double(g.pixel);
+  const double input = double(p.in_d) * double(p.in_h) * double(p.in_w) * double(p.in_channels);
+  return tile <= 4.0 * input + double(1 << 20);
+}
+
+// The weights, then sum w per output channel and the bias, each [group][block][16] int32.
+size_t packed_bytes(const ConvProblem& p) {
+  const Geometry g = geometry_of(p);
+  return weight_bytes(g) + 2 * size_t(g.groups * g.blocks * kBlock) * sizeof(int32_t);
+}
+
+bool pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed) {
+  const Geometry g = geometry_of(p);
+  const int64_t count = p.out_channels * g.group_in * g.taps;
+  for (int64_t i = 0; i < count; ++i)
+    if (weight[i] < -128 || weight[i] > 127) return false;
+  std::memset(packed, 0, packed_bytes(p));
+  int8_t* w = static_cast<int8_t*>(packed);
+  int32_t* sums = reinterpret_cast<int32_t*>(w + weight_bytes(g));
+  int32_t* b = sums + g.groups * g.blocks * kBlock;
+  for (int64_t grp = 0; grp < g.groups; ++grp)
+    for (int64_t k = 0; k < g.group_out; ++k) {
+      const int64_t block = k / kBlock, lane = k % kBlock, out = grp * g.group_out + k;
+      int64_t sum = 0;
+      for (int64_t c = 0; c < g.group_in; ++c)
+        for (int64_t t = 0; t < g.taps; ++t) {
+          const int16_t v = weight[(out * g.group_in + c) * g.taps + t];
+          sum += v;
+          w[((((grp * g.taps + t) * g.quads + c / 4) * g.blocks + block) * kBlock + lane) * 4 + c % 4] = int8_t(v);
+        }
+      sums[(grp * g.blocks + block) * kBlock + lane] = int32_t(uint32_t(sum));
+      b[(grp * g.blocks + block) * kBlock + lane] = bias ? bias[out] : 0;
+    }
+  return true;
+}
+
+// Image n's padded tile as u8: x, or x ^ 0x80 (x + 128) for s8; padding holds the zero point
+// likewise shifted.  The padded channels keep the zeros the tile was allocated with.
+template <class T>
+void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* tile, int threads) {
+  const ConvProblem& p = call.p;
+  const T* x = static_cast<const T*>(call.x);
+  const int64_t C = p.in_channels, D = p.in_d, H = p.in_h, W = p.in_w;
+  const uint8_t flip = std::is_signed<T>::value ? 0x80 : 0, fill = uint8_t(uint8_t(call.x_zero_point) ^ flip);
+  const int64_t row_bytes = g.cols * g.pixel;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t row = 0; row < g.depth * g.rows; ++row) {
+    const int64_t d = row / g.rows - p.pad_front, h = row % g.rows - p.pad_top;
+    uint8_t* out = tile + row * row_bytes;
+    if (d < 0 || d >= D || h < 0 || h >= H) {
+      std::memset(out, fill, size_t(row_bytes));
+      continue;
+    }
+    std::memset(out, fill, size_t(p.pad_left * g.pixel));
+    std::memset(out + (p.pad_left + W) * g.pixel, fill, size_t(p.pad_right * g.pixel));
+    uint8_t* dst = out + p.pad_left * g.pixel;
+    if (p.layout == Layout::NHWC) {
+      const uint8_t* src = reinterpret_cast<const uint8_t*>(x + ((n * D + d) * H + h) * W * C);
+      if (g.pixel == C) {  // no padded channels: the row as it is
+        for (int64_t i = 0; i < W * C; ++i) dst[i] = uint8_t(src[i] ^ flip);
+        continue;
+      }
+      for (int64_t w = 0; w < W; ++w)
+        for (int64_t grp = 0; grp < g.groups; ++grp)
+          for (int64_t c = 0; c < g.group_in; ++c)
+            dst[w * g.pixel + grp * g.group_in_padded + c] = uint8_t(src[w * C + grp * g.group_in + c] ^ flip);
+      continue;
+    }
+    for (int64_t ch = 0; ch < C; ++ch) {
+      const uint8_t* src = reinterpret_cast<const uint8_t*>(x + (((n * C + ch) * D + d) * H + h) * W);
+      uint8_t* to = dst + ch / g.group_in * g.group_in_padded + ch % g.group_in;
+      for (int64_t w = 0; w < W; ++w) to[w * g.pixel] = uint8_t(src[w] ^ flip);
+    }
+  }
+}
+
+// NP pixels x NB blocks of 16 channels: out[p * NB + b] = sum over taps and channel quads of
+// the pixel's 4 channels (u8) . the block's 16 x 4 weights (s8).  x[p]: pixel p's window start.
+template <int NB, int NP>
+CPPCONV_TARGET_AVX512VNNI void accumulate(const uint8_t* const* x, const int64_t* tap_offset, int64_t taps,
+                                          int64_t quads, const int8_t* w, int64_t w_step, __m512i* out) {
+  __m512i acc[NP][NB];  // local, so the compiler keeps them in registers (see qconv_s16's)
+  for (int p = 0; p < NP; ++p)
+    for (int b = 0; b < NB; ++b) acc[p][b] = _mm512_setzero_si512();
+  for (int64_t t = 0; t < taps; ++t) {
+    const uint8_t* xt[NP];
+    for (int p = 0; p < NP; ++p) xt[p] = x[p] + tap_offset[t];
+    const int8_t* wt = w + t * quads * w_step;
+    for (int64_t q = 0; q < quads; ++q, wt += w_step) {
+      __m512i wv[NB];
+      for (int b = 0; b < NB; ++b) wv[b] = _mm512_loadu_si512(wt + b * kBlock * 4);
+#pragma GCC unroll 8
+      for (int p = 0; p < NP; ++p) {
+        int32_t four;
+        std::memcpy(&four, xt[p] + 4 * q, sizeof(four));
+        const __m512i xv = _mm512_set1_epi32(four);
+        for (int b = 0; b < NB; ++b) acc[p][b] = _mm512_dpbusd_epi32(acc[p][b], xv, wv[b]);
+      }
+    }
+  }
+  for (int p = 0; p < NP; ++p)
+    for (int b = 0; b < NB; ++b) out[p * NB + b] = acc[p][b];
+}
+
+using Accumulate = void (*)(const uint8_t* const*, const int64_t*, int64_t, int64_t, const int8_t*, int64_t,
+                            __m512i*);
+
+template <int NB, int NP>
+constexpr Accumulate entry() {
+  if constexpr (NP <= kMaxPixels[NB]) return accumulate<NB, NP>;
+  else return nullptr;
+}
+template <int NB>
+constexpr Accumulate kRow[kPixelsMost + 1] = {nullptr,        entry<NB, 1>(), entry<NB, 2>(), entry<NB, 3>(),
+                                              entry<NB, 4>(), entry<NB, 5>(), entry<NB, 6>(), entry<NB, 7>(),
+                                              entry<NB, 8>()};
+// kAccumulate[NB][NP], NP up to kMaxPixels[NB].
+constexpr const Accumulate* kAccumulate[kMaxBlocks + 1] = {nullptr, kRow<1>, kRow<2>, kRow<3>, kRow<4>};
+
+void run(const QConvCall& call) {
+  const ConvProblem& p = call.p;
+  const Geometry g = geometry_of(p);
+  const int8_t* weights = static_cast<const int8_t*>(call.packed);
+  const int32_t* sums = reinterpret_cast<const int32_t*>(weights + weight_bytes(g));
+  const int32_t* bias = sums + g.groups * g.blocks * kBlock;
+  // Allocated before any parallel region: a failed allocation throws on the caller's thread.
+  std::vector<uint8_t> tile(size_t(g.depth * g.rows * g.cols * g.pixel));
+  const std::vector<int64_t> tap_offset = qconv::tap_offsets(p, g.rows, g.cols, g.pixel);
+  const std::vector<float> multiplier = qconv::block_multipliers(call, g.groups, g.blocks);
+  // The bias less x_zero_point * sum w (the u8 zero point), wrapping (see Exactness).
+  const uint32_t zero = uint32_t(uint8_t(call.x_zero_point) ^ (call.x_signed ? 0x80 : 0));
+  std::vector<int32_t> folded(size_t(g.groups * g.blocks * kBlock));
+  for (size_t i = 0; i < folded.size(); ++i) folded[i] = int32_t(uint32_t(bias[i]) - zero * uint32_t(sums[i]));
+  // Work items: (od, group, pass, pixels); a pass's NP pixels run along the output plane,
+  // across rows, so narrow planes fill the tile too.
+  const int64_t plane = p.out_h * p.out_w, most_blocks = (g.blocks + g.sets - 1) / g.sets;
+  const int64_t pixels = kMaxPixels[most_blocks], runs = (plane + pixels - 1) / pixels;
+  const int64_t items = p.out_d * g.groups * g.sets * runs;
+  auto copy = [&](int64_t n, int threads) {
+    if (call.x_signed) copy_tile<int8_t>(call, g, n, tile.data(), threads);
+    else copy_tile<uint8_t>(call, g, n, tile.data(), threads);
+  };
+  qconv::for_each_image(call, items, copy, [&](int64_t n, int64_t item) {
+    const int64_t run_index = item % runs, pass = item / runs % g.sets, grp = item / runs / g.sets % g.groups;
+    const int64_t od = item / runs / g.sets / g.groups;
+    const int64_t b0 = pass * g.blocks / g.sets, nb = (pass + 1) * g.blocks / g.sets - b0;
+    const int64_t i0 = run_index * pixels, np = std::min(pixels, plane - i0);
+    const uint8_t* x[kPixelsMost];
+    const uint8_t* x_plane = tile.data() + od * p.stride_d * g.rows * g.cols * g.pixel + grp * g.group_in_padded;
+    for (int64_t q = 0; q < np; ++q) {
+      const int64_t oh = (i0 + q) / p.out_w, ow = (i0 + q) % p.out_w;
+      x[q] = x_plane + (oh * p.stride_h * g.cols + ow * p.stride_w) * g.pixel;
+    }
+    __m512i acc[kPixelsMost * kMaxBlocks];
+    kAccumulate[nb][np](x, tap_offset.data(), g.taps, g.quads,
+                        weights + (grp * g.taps * g.quads * g.blocks + b0) * kBlock * 4, g.blocks * kBlock * 4, acc);
+    for (int64_t q = 0; q < np; ++q)
+      for (int64_t b = 0; b < nb; ++b) {
+        const int64_t slot = grp * g.blocks + b0 + b, k_in_group = (b0 + b) * kBlock;
+        const __m512i v = _mm512_add_epi32(acc[q * nb + b], _mm512_loadu_si512(folded.data() + slot * kBlock));
+        qconv::store(call, _mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1),
+                     multiplier.data() + slot * kBlock, n, od * plane + i0 + q,
+                     grp * g.group_out + k_in_group, std::min(kBlock, g.group_out - k_in_group));
+      }
+  });
+}
+
+}  // namespace
+
+const QConvAlgorithm qconv_u8s8_vnni_6x64 = {
+    "qconv_u8s8_vnni__" CPPCONV_ISA_NAME "_6x64", accepts, packed_bytes, pack, run, kCpuAvx512Vnni};
+
+}  // namespace CPPCONV_ISA_NS
+}  // namespace cppconv
+#endif
