@@ -58,15 +58,46 @@ static inline std::vector<float> block_multipliers(const QConvCall& call, int64_
   return multiplier;
 }
 
+// One block's 16 channels after the bias (acc0: channels 0-7, acc1: 8-15) requantized to the
+// output's 8-bit type, in range: clamped to the output range first (integer bounds, so
+// clamping commutes with rounding), then rounded half to even by the instruction's own mode,
+// not MXCSR's.
+static inline __m128i requantize16(const QConvCall& call, __m256i acc0, __m256i acc1, const float* multiplier) {
+  const __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc0), _mm256_loadu_ps(multiplier));
+  const __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc1), _mm256_loadu_ps(multiplier + 8));
+  const __m256 lo = _mm256_set1_ps(float(call.y_min - call.y_zero_point));
+  const __m256 hi = _mm256_set1_ps(float(call.y_max - call.y_zero_point));
+  const __m256i zero = _mm256_set1_epi32(call.y_zero_point);
+  constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  const __m256i q0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_min_ps(_mm256_max_ps(v0, lo), hi), kNearest));
+  const __m256i q1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_min_ps(_mm256_max_ps(v1, lo), hi), kNearest));
+  const __m256i words =
+      _mm256_permute4x64_epi64(_mm256_packs_epi32(_mm256_add_epi32(q0, zero), _mm256_add_epi32(q1, zero)), 0xD8);
+  const __m128i low = _mm256_castsi256_si128(words), high = _mm256_extracti128_si256(words, 1);
+  return call.y_signed ? _mm_packs_epi16(low, high) : _mm_packus_epi16(low, high);
+}
+
 // One block's 16 channels of one pixel after the bias (acc0: channels 0-7, acc1: 8-15):
 // requantized (or dequantized) and stored to the channels [k0, k0 + count) of output pixel
 // `pixel` (an index into y's spatial plane).
-static inline void store(const QConvCall& call, __m256i acc0, __m256i acc1, const float* multiplier, int64_t n, int64_t pixel,
-                  int64_t k0, int64_t count) {
+static inline void store(const QConvCall& call, __m256i acc0, __m256i acc1, const float* multiplier, int64_t n,
+                         int64_t pixel, int64_t k0, int64_t count) {
   const ConvProblem& p = call.p;
   const int64_t K = p.out_channels, plane = p.out_d * p.out_h * p.out_w;
   const bool last = p.layout == Layout::NHWC;
   auto at = [&](int64_t k) { return last ? (n * plane + pixel) * K + k0 + k : (n * K + k0 + k) * plane + pixel; };
+  if (call.output == QOutput::Quantized) {
+    const __m128i bytes = requantize16(call, acc0, acc1, multiplier);
+    uint8_t* y = static_cast<uint8_t*>(call.y);  // (int8 output: the same bytes)
+    if (last && count == kBlock) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(y + at(0)), bytes);
+      return;
+    }
+    alignas(16) uint8_t values[kBlock];
+    _mm_store_si128(reinterpret_cast<__m128i*>(values), bytes);
+    for (int64_t k = 0; k < count; ++k) y[at(k)] = values[k];
+    return;
+  }
   alignas(32) int32_t ints[kBlock];
   alignas(32) float floats[kBlock];
   if (call.output == QOutput::Int32) {
@@ -78,39 +109,11 @@ static inline void store(const QConvCall& call, __m256i acc0, __m256i acc1, cons
   }
   const __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc0), _mm256_loadu_ps(multiplier));
   const __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc1), _mm256_loadu_ps(multiplier + 8));
-  if (call.output == QOutput::Float32) {
-    const __m256 lo = _mm256_set1_ps(call.f_min), hi = _mm256_set1_ps(call.f_max);
-    _mm256_store_ps(floats, _mm256_min_ps(_mm256_max_ps(v0, lo), hi));
-    _mm256_store_ps(floats + 8, _mm256_min_ps(_mm256_max_ps(v1, lo), hi));
-    float* y = static_cast<float*>(call.y);
-    for (int64_t k = 0; k < count; ++k) y[at(k)] = floats[k];
-    return;
-  }
-  // Clamped to the output range first (integer bounds, so clamping commutes with rounding),
-  // then rounded half to even by the instruction's own mode, not MXCSR's.
-  const __m256 lo = _mm256_set1_ps(float(call.y_min - call.y_zero_point));
-  const __m256 hi = _mm256_set1_ps(float(call.y_max - call.y_zero_point));
-  const __m256i zero = _mm256_set1_epi32(call.y_zero_point);
-  constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-  const __m256i q0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_min_ps(_mm256_max_ps(v0, lo), hi), kNearest));
-  const __m256i q1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_min_ps(_mm256_max_ps(v1, lo), hi), kNearest));
-  if (last && count == kBlock) {  // 16 channels-last bytes in one store (values already in range)
-    const __m256i words =
-        _mm256_permute4x64_epi64(_mm256_packs_epi32(_mm256_add_epi32(q0, zero), _mm256_add_epi32(q1, zero)), 0xD8);
-    const __m128i lo = _mm256_castsi256_si128(words), hi = _mm256_extracti128_si256(words, 1);
-    const __m128i bytes = call.y_signed ? _mm_packs_epi16(lo, hi) : _mm_packus_epi16(lo, hi);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(call.y) + at(0)), bytes);
-    return;
-  }
-  _mm256_store_si256(reinterpret_cast<__m256i*>(ints), _mm256_add_epi32(q0, zero));
-  _mm256_store_si256(reinterpret_cast<__m256i*>(ints + 8), _mm256_add_epi32(q1, zero));
-  if (call.y_signed) {
-    int8_t* y = static_cast<int8_t*>(call.y);
-    for (int64_t k = 0; k < count; ++k) y[at(k)] = int8_t(ints[k]);
-  } else {
-    uint8_t* y = static_cast<uint8_t*>(call.y);
-    for (int64_t k = 0; k < count; ++k) y[at(k)] = uint8_t(ints[k]);
-  }
+  const __m256 lo = _mm256_set1_ps(call.f_min), hi = _mm256_set1_ps(call.f_max);
+  _mm256_store_ps(floats, _mm256_min_ps(_mm256_max_ps(v0, lo), hi));
+  _mm256_store_ps(floats + 8, _mm256_min_ps(_mm256_max_ps(v1, lo), hi));
+  float* y = static_cast<float*>(call.y);
+  for (int64_t k = 0; k < count; ++k) y[at(k)] = floats[k];
 }
 
 // For each image n: copy(n, threads) fills its padded tile, then body(n, item) runs every work

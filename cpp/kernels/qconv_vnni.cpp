@@ -26,7 +26,7 @@ constexpr int kMaxBlocks = 4;  // 16-channel output blocks per pass
 // Pixels per pass by blocks: NB x NP accumulators, NB weights and a broadcast within the 32
 // zmm registers, and the NP pixel pointers within the general registers.
 constexpr int kMaxPixels[kMaxBlocks + 1] = {0, 8, 8, 8, 6};
-constexpr int kPixelsMost = 8;
+constexpr int kPixelsMost = 8;  // (store_channels_first transposes 8 pixels)
 
 // The padded tile is one image as u8, [d][h][w][group][channel], each group's channels padded
 // to a multiple of 4 (zeros, against zero weights), so 4 channels of a pixel are one int32 to
@@ -97,8 +97,29 @@ bool pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void
   return true;
 }
 
+// Pixels [0, 16) of 4 channel rows (a, b, c, d), ^ flip, interleaved: pixel i's 4 bytes to
+// to + i * step (a channels-first row into the channels-last tile, 4 bytes a store).
+void interleave_4x16(const uint8_t* a, const uint8_t* b, const uint8_t* c, const uint8_t* d, __m128i flip, uint8_t* to,
+                     int64_t step) {
+  auto row = [&](const uint8_t* r) {
+    return _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r)), flip);
+  };
+  const __m128i va = row(a), vb = row(b), vc = row(c), vd = row(d);
+  const __m128i ab_lo = _mm_unpacklo_epi8(va, vb), ab_hi = _mm_unpackhi_epi8(va, vb);
+  const __m128i cd_lo = _mm_unpacklo_epi8(vc, vd), cd_hi = _mm_unpackhi_epi8(vc, vd);
+  const __m128i quads[4] = {_mm_unpacklo_epi16(ab_lo, cd_lo), _mm_unpackhi_epi16(ab_lo, cd_lo),
+                            _mm_unpacklo_epi16(ab_hi, cd_hi), _mm_unpackhi_epi16(ab_hi, cd_hi)};
+  if (step == 4) {
+    for (int j = 0; j < 4; ++j) _mm_storeu_si128(reinterpret_cast<__m128i*>(to + 16 * j), quads[j]);
+    return;
+  }
+  alignas(16) uint32_t pixels[16];
+  for (int j = 0; j < 4; ++j) _mm_store_si128(reinterpret_cast<__m128i*>(pixels + 4 * j), quads[j]);
+  for (int i = 0; i < 16; ++i) std::memcpy(to + i * step, pixels + i, 4);
+}
+
 // Image n's padded tile as u8: x, or x ^ 0x80 (x + 128) for s8; padding holds the zero point
-// likewise shifted.  The padded channels keep the zeros the tile was allocated with.
+// likewise shifted.  Padded channels hold 0 (or 0x80), against zero weights.
 template <class T>
 void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* tile, int threads) {
   const ConvProblem& p = call.p;
@@ -106,6 +127,7 @@ void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* til
   const int64_t C = p.in_channels, D = p.in_d, H = p.in_h, W = p.in_w;
   const uint8_t flip = std::is_signed<T>::value ? 0x80 : 0, fill = uint8_t(uint8_t(call.x_zero_point) ^ flip);
   const int64_t row_bytes = g.cols * g.pixel;
+  const std::vector<uint8_t> zeros(p.layout == Layout::NCHW ? size_t(W) : 0);
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t row = 0; row < g.depth * g.rows; ++row) {
     const int64_t d = row / g.rows - p.pad_front, h = row % g.rows - p.pad_top;
@@ -129,10 +151,47 @@ void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* til
             dst[w * g.pixel + grp * g.group_in_padded + c] = uint8_t(src[w * C + grp * g.group_in + c] ^ flip);
       continue;
     }
-    for (int64_t ch = 0; ch < C; ++ch) {
-      const uint8_t* src = reinterpret_cast<const uint8_t*>(x + (((n * C + ch) * D + d) * H + h) * W);
-      uint8_t* to = dst + ch / g.group_in * g.group_in_padded + ch % g.group_in;
-      for (int64_t w = 0; w < W; ++w) to[w * g.pixel] = uint8_t(src[w] ^ flip);
+    auto src = [&](int64_t ch) { return reinterpret_cast<const uint8_t*>(x + (((n * C + ch) * D + d) * H + h) * W); };
+    const __m128i flips = _mm_set1_epi8(char(flip));
+    for (int64_t grp = 0; grp < g.groups; ++grp) {
+      const int64_t ch0 = grp * g.group_in;
+      uint8_t* to = dst + grp * g.group_in_padded;
+      for (int64_t c = 0; c < g.group_in; c += 4) {  // 4 channels at a time, 16 pixels at a time
+        const uint8_t* a = src(ch0 + c);  // (channels past the group's read zeros)
+        const uint8_t* b = c + 1 < g.group_in ? src(ch0 + c + 1) : zeros.data();
+        const uint8_t* e = c + 2 < g.group_in ? src(ch0 + c + 2) : zeros.data();
+        const uint8_t* f = c + 3 < g.group_in ? src(ch0 + c + 3) : zeros.data();
+        int64_t w = 0;
+        for (; w + 16 <= W; w += 16) interleave_4x16(a + w, b + w, e + w, f + w, flips, to + w * g.pixel + c, g.pixel);
+        for (; w < W; ++w) {
+          uint8_t* px = to + w * g.pixel + c;
+          px[0] = uint8_t(a[w] ^ flip), px[1] = uint8_t(b[w] ^ flip), px[2] = uint8_t(e[w] ^ flip);
+          px[3] = uint8_t(f[w] ^ flip);
+        }
+      }
+    }
+  }
+}
+
+// 8 pixels' 16 requantized channels (r[pixel]) stored channels-first: the first `pixels` of
+// channel k < channels at y + k * step, after an 8 x 16 byte transpose (16 stores, not 128).
+void store_channels_first(const __m128i (&r)[8], int64_t channels, int64_t pixels, uint8_t* y, int64_t step) {
+  __m128i t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);  // channels 0-7 of pixels 2i, 2i + 1
+    t[2 * i + 1] = _mm_unpackhi_epi8(r[2 * i], r[2 * i + 1]);  // channels 8-15
+  }
+  for (int i = 0; i < 2; ++i)
+    for (int half = 0; half < 2; ++half) {  // pixels 4i..4i+3, channels 8 * half + (0-3, 4-7)
+      u[4 * i + 2 * half] = _mm_unpacklo_epi16(t[4 * i + half], t[4 * i + 2 + half]);
+      u[4 * i + 2 * half + 1] = _mm_unpackhi_epi16(t[4 * i + half], t[4 * i + 2 + half]);
+    }
+  const __mmask16 mask = __mmask16((1u << pixels) - 1);
+  for (int j = 0; j < 4; ++j) {  // u[j]: channels 4j..4j+3 of pixels 0-3; u[4 + j]: of pixels 4-7
+    const __m128i pair[2] = {_mm_unpacklo_epi32(u[j], u[4 + j]), _mm_unpackhi_epi32(u[j], u[4 + j])};
+    for (int k = 0; k < 4 && 4 * j + k < channels; ++k) {
+      const __m128i eight = k % 2 ? _mm_srli_si128(pair[k / 2], 8) : pair[k / 2];
+      _mm_mask_storeu_epi8(y + (4 * j + k) * step, mask, eight);
     }
   }
 }
@@ -165,8 +224,7 @@ CPPCONV_TARGET_AVX512VNNI void accumulate(const uint8_t* const* x, const int64_t
     for (int b = 0; b < NB; ++b) out[p * NB + b] = acc[p][b];
 }
 
-using Accumulate = void (*)(const uint8_t* const*, const int64_t*, int64_t, int64_t, const int8_t*, int64_t,
-                            __m512i*);
+using Accumulate = void (*)(const uint8_t* const*, const int64_t*, int64_t, int64_t, const int8_t*, int64_t, __m512i*);
 
 template <int NB, int NP>
 constexpr Accumulate entry() {
@@ -174,9 +232,9 @@ constexpr Accumulate entry() {
   else return nullptr;
 }
 template <int NB>
-constexpr Accumulate kRow[kPixelsMost + 1] = {nullptr,        entry<NB, 1>(), entry<NB, 2>(), entry<NB, 3>(),
-                                              entry<NB, 4>(), entry<NB, 5>(), entry<NB, 6>(), entry<NB, 7>(),
-                                              entry<NB, 8>()};
+constexpr Accumulate kRow[kPixelsMost + 1] = {nullptr,        entry<NB, 1>(), entry<NB, 2>(),
+                                              entry<NB, 3>(), entry<NB, 4>(), entry<NB, 5>(),
+                                              entry<NB, 6>(), entry<NB, 7>(), entry<NB, 8>()};
 // kAccumulate[NB][NP], NP up to kMaxPixels[NB].
 constexpr const Accumulate* kAccumulate[kMaxBlocks + 1] = {nullptr, kRow<1>, kRow<2>, kRow<3>, kRow<4>};
 
@@ -186,8 +244,12 @@ void run(const QConvCall& call) {
   const int8_t* weights = static_cast<const int8_t*>(call.packed);
   const int32_t* sums = reinterpret_cast<const int32_t*>(weights + weight_bytes(g));
   const int32_t* bias = sums + g.groups * g.blocks * kBlock;
+  // Channels-last u8 without padding nor padded channels is its own tile.
+  const bool direct = p.layout == Layout::NHWC && !call.x_signed && g.pixel == p.in_channels && p.pad_front == 0 &&
+                      p.pad_back == 0 && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0;
+  const int64_t image_bytes = g.depth * g.rows * g.cols * g.pixel;
   // Allocated before any parallel region: a failed allocation throws on the caller's thread.
-  std::vector<uint8_t> tile(size_t(g.depth * g.rows * g.cols * g.pixel));
+  std::vector<uint8_t> tile(direct ? 0 : size_t(image_bytes));
   const std::vector<int64_t> tap_offset = qconv::tap_offsets(p, g.rows, g.cols, g.pixel);
   const std::vector<float> multiplier = qconv::block_multipliers(call, g.groups, g.blocks);
   // The bias less x_zero_point * sum w (the u8 zero point), wrapping (see Exactness).
@@ -196,10 +258,13 @@ void run(const QConvCall& call) {
   for (size_t i = 0; i < folded.size(); ++i) folded[i] = int32_t(uint32_t(bias[i]) - zero * uint32_t(sums[i]));
   // Work items: (od, group, pass, pixels); a pass's NP pixels run along the output plane,
   // across rows, so narrow planes fill the tile too.
-  const int64_t plane = p.out_h * p.out_w, most_blocks = (g.blocks + g.sets - 1) / g.sets;
+  const int64_t plane = p.out_h * p.out_w, volume = p.out_d * plane;
+  const int64_t most_blocks = (g.blocks + g.sets - 1) / g.sets;
   const int64_t pixels = kMaxPixels[most_blocks], runs = (plane + pixels - 1) / pixels;
   const int64_t items = p.out_d * g.groups * g.sets * runs;
+  const bool bytes_first = call.output == QOutput::Quantized && p.layout == Layout::NCHW;
   auto copy = [&](int64_t n, int threads) {
+    if (direct) return;
     if (call.x_signed) copy_tile<int8_t>(call, g, n, tile.data(), threads);
     else copy_tile<uint8_t>(call, g, n, tile.data(), threads);
   };
@@ -208,8 +273,9 @@ void run(const QConvCall& call) {
     const int64_t od = item / runs / g.sets / g.groups;
     const int64_t b0 = pass * g.blocks / g.sets, nb = (pass + 1) * g.blocks / g.sets - b0;
     const int64_t i0 = run_index * pixels, np = std::min(pixels, plane - i0);
+    const uint8_t* image = direct ? static_cast<const uint8_t*>(call.x) + n * image_bytes : tile.data();
+    const uint8_t* x_plane = image + od * p.stride_d * g.rows * g.cols * g.pixel + grp * g.group_in_padded;
     const uint8_t* x[kPixelsMost];
-    const uint8_t* x_plane = tile.data() + od * p.stride_d * g.rows * g.cols * g.pixel + grp * g.group_in_padded;
     for (int64_t q = 0; q < np; ++q) {
       const int64_t oh = (i0 + q) / p.out_w, ow = (i0 + q) % p.out_w;
       x[q] = x_plane + (oh * p.stride_h * g.cols + ow * p.stride_w) * g.pixel;
@@ -217,14 +283,27 @@ void run(const QConvCall& call) {
     __m512i acc[kPixelsMost * kMaxBlocks];
     kAccumulate[nb][np](x, tap_offset.data(), g.taps, g.quads,
                         weights + (grp * g.taps * g.quads * g.blocks + b0) * kBlock * 4, g.blocks * kBlock * 4, acc);
-    for (int64_t q = 0; q < np; ++q)
-      for (int64_t b = 0; b < nb; ++b) {
-        const int64_t slot = grp * g.blocks + b0 + b, k_in_group = (b0 + b) * kBlock;
-        const __m512i v = _mm512_add_epi32(acc[q * nb + b], _mm512_loadu_si512(folded.data() + slot * kBlock));
-        qconv::store(call, _mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1),
-                     multiplier.data() + slot * kBlock, n, od * plane + i0 + q,
-                     grp * g.group_out + k_in_group, std::min(kBlock, g.group_out - k_in_group));
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t slot = grp * g.blocks + b0 + b, k_in_group = (b0 + b) * kBlock;
+      const int64_t k0 = grp * g.group_out + k_in_group, count = std::min(kBlock, g.group_out - k_in_group);
+      const __m512i bias_b = _mm512_loadu_si512(folded.data() + slot * kBlock);
+      const float* multiplier_b = multiplier.data() + slot * kBlock;
+      if (bytes_first) {  // the block's channels of the run's pixels, contiguous in each channel
+        __m128i r[8] = {};
+        for (int64_t q = 0; q < np; ++q) {
+          const __m512i v = _mm512_add_epi32(acc[q * nb + b], bias_b);
+          r[q] = qconv::requantize16(call, _mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1), multiplier_b);
+        }
+        store_channels_first(
+            r, count, np, static_cast<uint8_t*>(call.y) + (n * p.out_channels + k0) * volume + od * plane + i0, volume);
+        continue;
       }
+      for (int64_t q = 0; q < np; ++q) {
+        const __m512i v = _mm512_add_epi32(acc[q * nb + b], bias_b);
+        qconv::store(call, _mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1), multiplier_b, n,
+                     od * plane + i0 + q, k0, count);
+      }
+    }
   });
 }
 

@@ -805,7 +805,7 @@ std::string describe_q(const QConvCall& c) {
 
 void qconv_sweep() {
   const int64_t passes[] = {1, 4, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 80};  // 16-channel blocks
-  for (int round = 0; round < 320; ++round) {
+  for (int round = 0; round < 480; ++round) {
     const bool int8_weights = round % 2 == 0;
     ConvProblem p;
     p.rank = round % 8 == 7 ? 3 : 2;
@@ -815,7 +815,10 @@ void qconv_sweep() {
       p.groups = p.in_channels = p.out_channels = uniform(1, 35);
     } else if (int8_weights) {
       p.groups = chance(0.2) ? uniform(2, 4) : 1;
-      p.in_channels = p.groups * (chance(0.3) ? uniform(1, 9) : uniform(1, 70) / p.groups + 1);
+      const int64_t kind = uniform(0, 9);  // few channels, whole quads (no padded ones), any up to 70
+      p.in_channels = p.groups * (kind < 3   ? uniform(1, 9)
+                                  : kind < 7 ? 4 * uniform(1, std::max<int64_t>(1, 17 / p.groups))
+                                             : uniform(1, 70) / p.groups + 1);
       p.out_channels = p.groups * (chance(0.7) ? passes[uniform(0, 14)] : uniform(1, 70));
     } else {
       p.groups = chance(0.2) ? uniform(2, 4) : 1;
@@ -829,6 +832,8 @@ void qconv_sweep() {
     p.in_h = uniform(p.dilation_h * (p.kernel_h - 1) + 1, 9);
     const int64_t width_tile = 6 * p.stride_w * uniform(1, 2);
     p.in_w = std::max(p.dilation_w * (p.kernel_w - 1) + 1, width_tile + uniform(-1, 1));
+    if (int8_weights && chance(0.3)) p.in_w = uniform(15, 34);  // 16-pixel row copies and their tails
+    if (int8_weights && chance(0.35)) p.pad_top = p.pad_bottom = p.pad_left = p.pad_right = 0;
     if (p.rank == 3) {
       p.kernel_d = uniform(1, 3), p.in_d = uniform(p.kernel_d, 4), p.pad_front = uniform(0, 1), p.pad_back = 0;
     }
