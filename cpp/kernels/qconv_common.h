@@ -61,8 +61,18 @@ static inline std::vector<float> block_multipliers(const QConvCall& call, int64_
 // One block's 16 channels after the bias (acc0: channels 0-7, acc1: 8-15) requantized to the
 // output's 8-bit type, in range: clamped to the output range first (integer bounds, so
 // clamping commutes with rounding), then rounded half to even by the instruction's own mode,
-// not MXCSR's.
+// not MXCSR's.  The AVX-512 build does the same arithmetic on one 16-lane vector, every
+// rounding named in its instruction.
 static inline __m128i requantize16(const QConvCall& call, __m256i acc0, __m256i acc1, const float* multiplier) {
+#if defined(__AVX512F__)
+  constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  const __m512i acc = _mm512_inserti64x4(_mm512_castsi256_si512(acc0), acc1, 1);
+  const __m512 v = _mm512_mul_round_ps(_mm512_cvt_roundepi32_ps(acc, kNearest), _mm512_loadu_ps(multiplier), kNearest);
+  const __m512 lo = _mm512_set1_ps(float(call.y_min - call.y_zero_point));
+  const __m512 hi = _mm512_set1_ps(float(call.y_max - call.y_zero_point));
+  const __m512i q = _mm512_cvt_roundps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi), kNearest);
+  return _mm512_cvtepi32_epi8(_mm512_add_epi32(q, _mm512_set1_epi32(call.y_zero_point)));  // (in range: truncation)
+#else
   const __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc0), _mm256_loadu_ps(multiplier));
   const __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc1), _mm256_loadu_ps(multiplier + 8));
   const __m256 lo = _mm256_set1_ps(float(call.y_min - call.y_zero_point));
@@ -75,6 +85,7 @@ static inline __m128i requantize16(const QConvCall& call, __m256i acc0, __m256i 
       _mm256_permute4x64_epi64(_mm256_packs_epi32(_mm256_add_epi32(q0, zero), _mm256_add_epi32(q1, zero)), 0xD8);
   const __m128i low = _mm256_castsi256_si128(words), high = _mm256_extracti128_si256(words, 1);
   return call.y_signed ? _mm_packs_epi16(low, high) : _mm_packus_epi16(low, high);
+#endif
 }
 
 // One block's 16 channels of one pixel after the bias (acc0: channels 0-7, acc1: 8-15):

@@ -141,14 +141,19 @@ void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* til
     uint8_t* dst = out + p.pad_left * g.pixel;
     if (p.layout == Layout::NHWC) {
       const uint8_t* src = reinterpret_cast<const uint8_t*>(x + ((n * D + d) * H + h) * W * C);
-      if (g.pixel == C) {  // no padded channels: the row as it is
-        for (int64_t i = 0; i < W * C; ++i) dst[i] = uint8_t(src[i] ^ flip);
+      // (Bounds in locals: stores through uint8_t* may alias anything, fields would be reloaded.)
+      const int64_t pixel = g.pixel, groups = g.groups, group_in = g.group_in, padded = g.group_in_padded;
+      if (pixel == C) {  // no padded channels: the row as it is
+        const int64_t count = W * C;
+        if (!flip) std::memcpy(dst, src, size_t(count));
+        else
+          for (int64_t i = 0; i < count; ++i) dst[i] = uint8_t(src[i] ^ flip);
         continue;
       }
       for (int64_t w = 0; w < W; ++w)
-        for (int64_t grp = 0; grp < g.groups; ++grp)
-          for (int64_t c = 0; c < g.group_in; ++c)
-            dst[w * g.pixel + grp * g.group_in_padded + c] = uint8_t(src[w * C + grp * g.group_in + c] ^ flip);
+        for (int64_t grp = 0; grp < groups; ++grp)
+          for (int64_t c = 0; c < group_in; ++c)
+            dst[w * pixel + grp * padded + c] = uint8_t(src[w * C + grp * group_in + c] ^ flip);
       continue;
     }
     auto src = [&](int64_t ch) { return reinterpret_cast<const uint8_t*>(x + (((n * C + ch) * D + d) * H + h) * W); };
