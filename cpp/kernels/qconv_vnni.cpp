@@ -118,6 +118,28 @@ void interleave_4x16(const uint8_t* a, const uint8_t* b, const uint8_t* c, const
   for (int i = 0; i < 16; ++i) std::memcpy(to + i * step, pixels + i, 4);
 }
 
+// Pixels [0, 32) of 16 channel rows (rows[i]: channel i), ^ flip, transposed: pixel i's 16
+// bytes to to + i * step.  Four rounds of unpacking rows i and i + 8 transpose a 16 x 16 byte
+// block with the rows taken in bit-reversed order; each 128-bit lane does its own 16 pixels.
+void transpose_16x32(const uint8_t* const (&rows)[16], __m256i flip, uint8_t* to, int64_t step) {
+  constexpr int kBitReversed[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
+  __m256i a[16], b[16];
+  for (int i = 0; i < 16; ++i)
+    a[i] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[kBitReversed[i]])), flip);
+  for (int i = 0; i < 8; ++i)
+    b[2 * i] = _mm256_unpacklo_epi8(a[i], a[i + 8]), b[2 * i + 1] = _mm256_unpackhi_epi8(a[i], a[i + 8]);
+  for (int i = 0; i < 8; ++i)
+    a[2 * i] = _mm256_unpacklo_epi16(b[i], b[i + 8]), a[2 * i + 1] = _mm256_unpackhi_epi16(b[i], b[i + 8]);
+  for (int i = 0; i < 8; ++i)
+    b[2 * i] = _mm256_unpacklo_epi32(a[i], a[i + 8]), b[2 * i + 1] = _mm256_unpackhi_epi32(a[i], a[i + 8]);
+  for (int i = 0; i < 8; ++i)
+    a[2 * i] = _mm256_unpacklo_epi64(b[i], b[i + 8]), a[2 * i + 1] = _mm256_unpackhi_epi64(b[i], b[i + 8]);
+  for (int i = 0; i < 16; ++i) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(to + i * step), _mm256_castsi256_si128(a[i]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(to + (i + 16) * step), _mm256_extracti128_si256(a[i], 1));
+  }
+}
+
 // Image n's padded tile as u8: x, or x ^ 0x80 (x + 128) for s8; padding holds the zero point
 // likewise shifted.  Padded channels hold 0 (or 0x80), against zero weights.
 template <class T>
@@ -150,6 +172,7 @@ void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* til
           for (int64_t i = 0; i < count; ++i) dst[i] = uint8_t(src[i] ^ flip);
         continue;
       }
+      std::memset(dst, 0, size_t(W * pixel));  // the padded channels
       for (int64_t w = 0; w < W; ++w)
         for (int64_t grp = 0; grp < groups; ++grp)
           for (int64_t c = 0; c < group_in; ++c)
@@ -158,16 +181,31 @@ void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* til
     }
     auto src = [&](int64_t ch) { return reinterpret_cast<const uint8_t*>(x + (((n * C + ch) * D + d) * H + h) * W); };
     const __m128i flips = _mm_set1_epi8(char(flip));
+    const __m256i flips32 = _mm256_set1_epi8(char(flip));
     for (int64_t grp = 0; grp < g.groups; ++grp) {
       const int64_t ch0 = grp * g.group_in;
       uint8_t* to = dst + grp * g.group_in_padded;
-      for (int64_t c = 0; c < g.group_in; c += 4) {  // 4 channels at a time, 16 pixels at a time
+      // Whole 16-channel blocks 32 pixels at a time, the rest 4 channels x 16 pixels at a time; a
+      // row's last chunk overlaps the one before (the same bytes again) rather than leave a tail.
+      const int64_t blocks16 = W >= 32 ? g.group_in / 16 * 16 : 0;
+      for (int64_t c = 0; c < blocks16; c += 16)
+        for (int64_t w0 = 0; w0 < W; w0 += 32) {
+          const int64_t w = std::min(w0, W - 32);
+          const uint8_t* rows[16];
+          for (int i = 0; i < 16; ++i) rows[i] = src(ch0 + c + i) + w;
+          transpose_16x32(rows, flips32, to + w * g.pixel + c, g.pixel);
+        }
+      for (int64_t c = blocks16; c < g.group_in; c += 4) {
         const uint8_t* a = src(ch0 + c);  // (channels past the group's read zeros)
         const uint8_t* b = c + 1 < g.group_in ? src(ch0 + c + 1) : zeros.data();
         const uint8_t* e = c + 2 < g.group_in ? src(ch0 + c + 2) : zeros.data();
         const uint8_t* f = c + 3 < g.group_in ? src(ch0 + c + 3) : zeros.data();
         int64_t w = 0;
-        for (; w + 16 <= W; w += 16) interleave_4x16(a + w, b + w, e + w, f + w, flips, to + w * g.pixel + c, g.pixel);
+        if (W >= 16)
+          for (; w < W; w += 16) {
+            const int64_t at = std::min(w, W - 16);
+            interleave_4x16(a + at, b + at, e + at, f + at, flips, to + at * g.pixel + c, g.pixel);
+          }
         for (; w < W; ++w) {
           uint8_t* px = to + w * g.pixel + c;
           px[0] = uint8_t(a[w] ^ flip), px[1] = uint8_t(b[w] ^ flip), px[2] = uint8_t(e[w] ^ flip);
@@ -254,7 +292,7 @@ void run(const QConvCall& call) {
                       p.pad_back == 0 && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0;
   const int64_t image_bytes = g.depth * g.rows * g.cols * g.pixel;
   // Allocated before any parallel region: a failed allocation throws on the caller's thread.
-  std::vector<uint8_t> tile(direct ? 0 : size_t(image_bytes));
+  uint8_t* tile = direct ? nullptr : scratch<uint8_t>(size_t(image_bytes));  // every byte written per image
   const std::vector<int64_t> tap_offset = qconv::tap_offsets(p, g.rows, g.cols, g.pixel);
   const std::vector<float> multiplier = qconv::block_multipliers(call, g.groups, g.blocks);
   // The bias less x_zero_point * sum w (the u8 zero point), wrapping (see Exactness).
@@ -270,20 +308,20 @@ void run(const QConvCall& call) {
   const bool bytes_first = call.output == QOutput::Quantized && p.layout == Layout::NCHW;
   auto copy = [&](int64_t n, int threads) {
     if (direct) return;
-    if (call.x_signed) copy_tile<int8_t>(call, g, n, tile.data(), threads);
-    else copy_tile<uint8_t>(call, g, n, tile.data(), threads);
+    if (call.x_signed) copy_tile<int8_t>(call, g, n, tile, threads);
+    else copy_tile<uint8_t>(call, g, n, tile, threads);
   };
   qconv::for_each_image(call, items, copy, [&](int64_t n, int64_t item) {
     const int64_t run_index = item % runs, pass = item / runs % g.sets, grp = item / runs / g.sets % g.groups;
     const int64_t od = item / runs / g.sets / g.groups;
     const int64_t b0 = pass * g.blocks / g.sets, nb = (pass + 1) * g.blocks / g.sets - b0;
     const int64_t i0 = run_index * pixels, np = std::min(pixels, plane - i0);
-    const uint8_t* image = direct ? static_cast<const uint8_t*>(call.x) + n * image_bytes : tile.data();
+    const uint8_t* image = direct ? static_cast<const uint8_t*>(call.x) + n * image_bytes : tile;
     const uint8_t* x_plane = image + od * p.stride_d * g.rows * g.cols * g.pixel + grp * g.group_in_padded;
     const uint8_t* x[kPixelsMost];
-    for (int64_t q = 0; q < np; ++q) {
-      const int64_t oh = (i0 + q) / p.out_w, ow = (i0 + q) % p.out_w;
+    for (int64_t q = 0, oh = i0 / p.out_w, ow = i0 % p.out_w; q < np; ++q) {  // (no division a pixel)
       x[q] = x_plane + (oh * p.stride_h * g.cols + ow * p.stride_w) * g.pixel;
+      if (++ow == p.out_w) ow = 0, ++oh;
     }
     __m512i acc[kPixelsMost * kMaxBlocks];
     kAccumulate[nb][np](x, tap_offset.data(), g.taps, g.quads,

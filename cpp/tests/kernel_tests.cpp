@@ -832,7 +832,7 @@ void qconv_sweep() {
     p.in_h = uniform(p.dilation_h * (p.kernel_h - 1) + 1, 9);
     const int64_t width_tile = 6 * p.stride_w * uniform(1, 2);
     p.in_w = std::max(p.dilation_w * (p.kernel_w - 1) + 1, width_tile + uniform(-1, 1));
-    if (int8_weights && chance(0.3)) p.in_w = uniform(15, 34);  // 16-pixel row copies and their tails
+    if (int8_weights && chance(0.3)) p.in_w = uniform(15, 48);  // 16- and 32-pixel row copies, their tails
     if (int8_weights && chance(0.35)) p.pad_top = p.pad_bottom = p.pad_left = p.pad_right = 0;
     if (p.rank == 3) {
       p.kernel_d = uniform(1, 3), p.in_d = uniform(p.kernel_d, 4), p.pad_front = uniform(0, 1), p.pad_back = 0;
