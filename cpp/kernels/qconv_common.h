@@ -58,20 +58,36 @@ static inline std::vector<float> block_multipliers(const QConvCall& call, int64_
   return multiplier;
 }
 
+#if defined(__AVX512F__)
+// The call's requantization constants as vectors, for requantize16 below (a kernel keeps a
+// local copy in registers across its stores).
+struct Requantization {
+  __m512 lo, hi;  // the output range less the zero point
+  __m512i zero;   // y_zero_point
+};
+static inline Requantization requantization(const QConvCall& call) {
+  return {_mm512_set1_ps(float(call.y_min - call.y_zero_point)), _mm512_set1_ps(float(call.y_max - call.y_zero_point)),
+          _mm512_set1_epi32(call.y_zero_point)};
+}
+
+// 16 channels' accumulators after the bias requantized to the output's 8-bit type, in range:
+// acc * multiplier in float32, clamped to the output range first (integer bounds, so clamping
+// commutes with rounding), then rounded half to even; every rounding is named in its
+// instruction, none read from MXCSR.
+static inline __m128i requantize16(const Requantization& r, __m512i acc, const float* multiplier) {
+  constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  const __m512 v = _mm512_mul_round_ps(_mm512_cvt_roundepi32_ps(acc, kNearest), _mm512_loadu_ps(multiplier), kNearest);
+  const __m512i q = _mm512_cvt_roundps_epi32(_mm512_min_ps(_mm512_max_ps(v, r.lo), r.hi), kNearest);
+  return _mm512_cvtepi32_epi8(_mm512_add_epi32(q, r.zero));  // (in range: truncation)
+}
+#endif
+
 // One block's 16 channels after the bias (acc0: channels 0-7, acc1: 8-15) requantized to the
-// output's 8-bit type, in range: clamped to the output range first (integer bounds, so
-// clamping commutes with rounding), then rounded half to even by the instruction's own mode,
-// not MXCSR's.  The AVX-512 build does the same arithmetic on one 16-lane vector, every
-// rounding named in its instruction.
+// output's 8-bit type, in range, as above (the AVX2 build rounds by _mm256_round_ps, also
+// naming its mode).
 static inline __m128i requantize16(const QConvCall& call, __m256i acc0, __m256i acc1, const float* multiplier) {
 #if defined(__AVX512F__)
-  constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-  const __m512i acc = _mm512_inserti64x4(_mm512_castsi256_si512(acc0), acc1, 1);
-  const __m512 v = _mm512_mul_round_ps(_mm512_cvt_roundepi32_ps(acc, kNearest), _mm512_loadu_ps(multiplier), kNearest);
-  const __m512 lo = _mm512_set1_ps(float(call.y_min - call.y_zero_point));
-  const __m512 hi = _mm512_set1_ps(float(call.y_max - call.y_zero_point));
-  const __m512i q = _mm512_cvt_roundps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi), kNearest);
-  return _mm512_cvtepi32_epi8(_mm512_add_epi32(q, _mm512_set1_epi32(call.y_zero_point)));  // (in range: truncation)
+  return requantize16(requantization(call), _mm512_inserti64x4(_mm512_castsi256_si512(acc0), acc1, 1), multiplier);
 #else
   const __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc0), _mm256_loadu_ps(multiplier));
   const __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc1), _mm256_loadu_ps(multiplier + 8));

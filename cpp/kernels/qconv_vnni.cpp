@@ -305,7 +305,7 @@ void run(const QConvCall& call) {
   const int64_t most_blocks = (g.blocks + g.sets - 1) / g.sets;
   const int64_t pixels = kMaxPixels[most_blocks], runs = (plane + pixels - 1) / pixels;
   const int64_t items = p.out_d * g.groups * g.sets * runs;
-  const bool bytes_first = call.output == QOutput::Quantized && p.layout == Layout::NCHW;
+  const qconv::Requantization requantization = qconv::requantization(call);
   auto copy = [&](int64_t n, int threads) {
     if (direct) return;
     if (call.x_signed) copy_tile<int8_t>(call, g, n, tile, threads);
@@ -326,26 +326,31 @@ void run(const QConvCall& call) {
     __m512i acc[kPixelsMost * kMaxBlocks];
     kAccumulate[nb][np](x, tap_offset.data(), g.taps, g.quads,
                         weights + (grp * g.taps * g.quads * g.blocks + b0) * kBlock * 4, g.blocks * kBlock * 4, acc);
+    const qconv::Requantization r = requantization;  // (a local: kept in registers across the stores)
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t slot = grp * g.blocks + b0 + b, k_in_group = (b0 + b) * kBlock;
       const int64_t k0 = grp * g.group_out + k_in_group, count = std::min(kBlock, g.group_out - k_in_group);
       const __m512i bias_b = _mm512_loadu_si512(folded.data() + slot * kBlock);
       const float* multiplier_b = multiplier.data() + slot * kBlock;
-      if (bytes_first) {  // the block's channels of the run's pixels, contiguous in each channel
-        __m128i r[8] = {};
+      if (call.output != QOutput::Quantized) {
         for (int64_t q = 0; q < np; ++q) {
           const __m512i v = _mm512_add_epi32(acc[q * nb + b], bias_b);
-          r[q] = qconv::requantize16(call, _mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1), multiplier_b);
+          qconv::store(call, _mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1), multiplier_b, n,
+                       od * plane + i0 + q, k0, count);
         }
-        store_channels_first(
-            r, count, np, static_cast<uint8_t*>(call.y) + (n * p.out_channels + k0) * volume + od * plane + i0, volume);
         continue;
       }
-      for (int64_t q = 0; q < np; ++q) {
-        const __m512i v = _mm512_add_epi32(acc[q * nb + b], bias_b);
-        qconv::store(call, _mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1), multiplier_b, n,
-                     od * plane + i0 + q, k0, count);
+      __m128i bytes[8] = {};
+      for (int64_t q = 0; q < np; ++q)
+        bytes[q] = qconv::requantize16(r, _mm512_add_epi32(acc[q * nb + b], bias_b), multiplier_b);
+      uint8_t* y = static_cast<uint8_t*>(call.y);
+      if (p.layout == Layout::NCHW) {  // the block's channels of the run's pixels, contiguous in each channel
+        store_channels_first(bytes, count, np, y + (n * p.out_channels + k0) * volume + od * plane + i0, volume);
+        continue;
       }
+      uint8_t* y_pixel = y + (n * volume + od * plane + i0) * p.out_channels + k0;
+      const __mmask16 channels = __mmask16((1u << count) - 1);
+      for (int64_t q = 0; q < np; ++q) _mm_mask_storeu_epi8(y_pixel + q * p.out_channels, channels, bytes[q]);
     }
   });
 }
