@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <utility>
 
 #include "dispatch.h"
 #include "driver.h"
@@ -136,9 +137,10 @@ QConvPlan::QConvPlan(const int16_t* weight, const int32_t* bias, int64_t out_cha
   for (const QConvAlgorithm* a : all_qconv_algorithms()) {
     const size_t bytes = a->packed_bytes(shape);
     if (bytes == 0) continue;
-    std::vector<unsigned char>& buffer = packed_[a];
-    buffer.resize(bytes);
-    a->pack(shape, weight_.data(), has_bias_ ? bias_.data() : nullptr, buffer.data());
+    std::vector<unsigned char> buffer(bytes);
+    if (a->pack(shape, weight_.data(), has_bias_ ? bias_.data() : nullptr, buffer.data()))
+      packed_[a] = std::move(buffer);
+    else refused_.insert(a);
   }
 }
 
@@ -147,11 +149,15 @@ QConvChoice QConvPlan::choose(const ConvProblem& p, int max_threads, const QConv
   const KernelTable& table = active_table();
   const QConvAlgorithm* chosen = forced;
   for (int i = 0; !chosen && i < table.qconv_count; ++i)
-    if (has_cpu_features(table.qconv[i]->features) && table.qconv[i]->accepts(p)) chosen = table.qconv[i];
+    if (has_cpu_features(table.qconv[i]->features) && table.qconv[i]->accepts(p) && !refused(table.qconv[i]))
+      chosen = table.qconv[i];
   if (!chosen) chosen = &qconv_reference;
   if (forced) require_cpu_features(*forced);
   if (forced && !forced->accepts(p))
     throw std::invalid_argument(std::string("algorithm ") + forced->name + " does not accept this problem");
+  if (forced && refused(forced))
+    throw std::invalid_argument(std::string("algorithm ") + forced->name +
+                                " does not accept these weights (a centred weight w - w_zero_point out of its range)");
   const bool reference = chosen == &qconv_reference;
   return {chosen, reference ? "reference" : table.isa_name, reference ? 1 : threads_for(p, cap)};
 }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,9 @@ class QConvPlan {
   // ConvPlan::run; max_threads > 0 caps the threads.
   void run(QConvCall call, const QConvAlgorithm* forced = nullptr, int max_threads = 0) const;
 
+  // Whether a's pack() declined these weights: choose() passes it over, forcing it throws.
+  bool refused(const QConvAlgorithm* a) const { return refused_.count(a) > 0; }
+
   int64_t out_channels() const { return out_channels_; }
   int64_t group_in_channels() const { return group_in_; }
   int64_t groups() const { return groups_; }
@@ -56,6 +60,7 @@ class QConvPlan {
   std::vector<int32_t> bias_;
   bool has_bias_;
   std::map<const QConvAlgorithm*, std::vector<unsigned char>> packed_;
+  std::set<const QConvAlgorithm*> refused_;  // whose pack() declined these weights
 };
 
 }  // namespace cppconv

@@ -127,8 +127,8 @@ def test_cpu_features_follow_max_isa():
     """CPPCONV_MAX_ISA set to an ISA turns the CPU features off; set to a feature level it keeps
     the features up to that level, with every ISA."""
     levels = list(_native.max_isa_levels())
-    isas = list(_native.available_isas())
-    assert levels[: len(isas)] == isas
+    isas = [level for level in levels if level not in (*FEATURE_LEVELS, "amx")]  # (this process may be capped)
+    assert set(_native.available_isas()) <= set(isas)
     assert set(_native.cpu_features()) <= {"avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}
     code = "import cppconv, json; print(json.dumps([cppconv.info()['isa'], cppconv.info()['cpu_features']]))"
     for cap in levels:
@@ -140,9 +140,10 @@ def test_cpu_features_follow_max_isa():
         else:
             assert isa == isas[-1]
             if cap in FEATURE_LEVELS:
-                assert features == [f for f in FEATURE_LEVELS[cap] if f in _native.cpu_features()]
+                assert set(features) <= set(FEATURE_LEVELS[cap])
+                assert set(features) >= set(FEATURE_LEVELS[cap]) & set(_native.cpu_features())
             else:  # amx: everything this CPU has
-                assert features == list(_native.cpu_features())
+                assert set(features) >= set(_native.cpu_features())
 
 
 def test_fma_peak(isa):

@@ -83,13 +83,26 @@ def algorithms_for(call):
     return names
 
 
-def random_case(rng, x_dtype, n, c, sizes, k, kernel, groups, w_dtype=I8, per_channel=True):
+def accepting_algorithms(rank, x, *args, **kw):
+    """algorithms_for a call of run_forced(algorithm, rank, x, *args, **kw)."""
+    return algorithms_for(lambda a, explain=False: run_forced(a, rank, x, *args, explain=explain, **kw))
+
+
+def random_case(rng, x_dtype, n, c, sizes, k, kernel, groups, w_dtype=I8, per_channel=True, int8_centred=False):
+    """A random QLinearConv case; int8_centred: weights within int8 of their zero point (what
+    the int8-product kernels such as VNNI's accept), the extremes included."""
     lo, hi = RANGE[np.dtype(x_dtype)]
     x = rng.integers(lo, hi + 1, size=(n, c, *sizes)).astype(x_dtype)
     wlo, whi = RANGE[np.dtype(w_dtype)]
     w = rng.integers(wlo, whi + 1, size=(k, c // groups, *kernel)).astype(w_dtype)
     x_zp = np.array(rng.integers(lo, hi + 1), x_dtype)
     w_zp = rng.integers(wlo, whi + 1, size=k if per_channel else ()).astype(w_dtype)
+    if int8_centred:
+        zp = np.broadcast_to(w_zp.astype(np.int64), (k,)).reshape((k,) + (1,) * (w.ndim - 1))
+        centred = np.clip(w.astype(np.int64) - zp, -128, 127)
+        centred.reshape(-1)[::7] = -128  # the extremes
+        centred.reshape(-1)[3::7] = 127
+        w = np.clip(centred + zp, wlo, whi).astype(w_dtype)
     w_scale = (rng.uniform(0.5, 2, size=k if per_channel else ()) * 2.0**-7).astype(np.float32)
     bias = rng.integers(-5000, 5000, size=k).astype(np.int32)
     return x, x_zp, w, w_zp, w_scale, bias
@@ -127,13 +140,20 @@ CASES = [
 ]
 
 
+def int8_product_algorithms():
+    """The registered algorithms that multiply int8 weights (and refuse wider centred ones)."""
+    return [name for name in _native.qconv_algorithms() if "_u8s8_" in name]
+
+
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("x_dtype", [U8, I8])
 @pytest.mark.parametrize("layout_last", [False, True])
-def test_every_algorithm_matches_numpy_bit_exact(isa, case, x_dtype, layout_last):
+@pytest.mark.parametrize("int8_centred", [False, True])
+def test_every_algorithm_matches_numpy_bit_exact(isa, case, x_dtype, layout_last, int8_centred):
     rank, n, c, sizes, k, kernel, stride, padding, dilation, groups = case
-    rng = make_rng("qconv", case, np.dtype(x_dtype).name, layout_last)
-    x, x_zp, w, w_zp, w_scale, bias = random_case(rng, x_dtype, n, c, sizes, k, kernel, groups)
+    rng = make_rng("qconv", case, np.dtype(x_dtype).name, layout_last, *(["int8"] if int8_centred else []))
+    x, x_zp, w, w_zp, w_scale, bias = random_case(rng, x_dtype, n, c, sizes, k, kernel, groups,
+                                                  int8_centred=int8_centred)
     x_scale, y_scale = np.float32(0.05), np.float32(0.7)
     y_zp = np.array(rng.integers(*RANGE[np.dtype(x_dtype)]), x_dtype)
     xin = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if layout_last else x
@@ -144,6 +164,8 @@ def test_every_algorithm_matches_numpy_bit_exact(isa, case, x_dtype, layout_last
                       channels_last=layout_last)
     algorithms = algorithms_for(lambda a, explain=False: run_forced(a, rank, xin, *args, explain=explain, **kw))
     assert "qconv_reference" in algorithms
+    if int8_centred and c // groups >= 2:  # (single-channel groups: the depthwise kernel's)
+        assert set(int8_product_algorithms()) <= set(algorithms)
     for algorithm in algorithms:
         for threads in (1, 2):
             y = run_forced(algorithm, rank, xin, *args, num_threads=threads, **kw)
@@ -158,16 +180,49 @@ def test_every_algorithm_matches_numpy_bit_exact(isa, case, x_dtype, layout_last
             np.testing.assert_array_equal(y, ref, err_msg=f"{algorithm}, out_dtype {out_dtype}")
 
 
-def test_the_fast_kernel_is_chosen_and_named(isa):
+def vnni_algorithm(isa):
+    """The VNNI kernel's name where this process may run it under `isa`, else None."""
+    name = f"qconv_u8s8_vnni__{isa}_6x64"
+    return name if name in _native.qconv_algorithms() else None
+
+
+@pytest.mark.parametrize("int8_centred", [False, True])
+def test_the_fast_kernel_is_chosen_and_named(isa, int8_centred):
     rng = make_rng("explain")
-    x, x_zp, w, w_zp, w_scale, bias = random_case(rng, U8, 1, 64, (14, 14), 64, (3, 3), 1)
+    x, x_zp, w, w_zp, w_scale, bias = random_case(rng, U8, 1, 64, (14, 14), 64, (3, 3), 1, int8_centred=int8_centred)
     layer = cppconv.QConv2d(0.1, x_zp, w, w_scale, w_zp, 0.2, np.uint8(3), bias, padding=1, layout="NHWC")
     info = layer.explain((1, 14, 14, 64))
     if isa in ("baseline", "neon"):  # (the int8 kernels are x86's; NEON ones are to come)
         assert info["algorithm"] == "qconv_reference"
+    elif int8_centred and vnni_algorithm(isa):
+        assert info["algorithm"] == vnni_algorithm(isa) and info["isa"] == isa
     else:
         assert info["algorithm"] == f"qconv_s16__{isa}_6x16" and info["isa"] == isa
     assert info["output_shape"] == (1, 14, 14, 64) and info["dtype"] == np.uint8
+
+
+def test_weights_beyond_int8_fall_back_from_the_int8_kernels(isa):
+    """uint8 weights with a zero point: centred within int8 (w_zero_point 128) the VNNI kernel
+    runs; beyond it (w_zero_point 3, weights up to 255) it refuses, the next kernel runs, and
+    forcing it is a ValueError."""
+    rng = make_rng("u8-fallback")
+    x = rng.integers(0, 256, (1, 24, 9, 10)).astype(U8)
+    for w_zp, fits in ((np.uint8(128), True), (np.full(32, 3, np.uint8), False)):
+        w = rng.integers(0, 256, (32, 24, 3, 3)).astype(U8)
+        w[0, 0, 0, :2] = (0, 255)  # centred -128 and 127 (zero point 128), or -3 and 252 (3)
+        args = (np.float32(0.05), np.uint8(77), w, np.float32(0.01), w_zp, np.float32(0.3), np.uint8(9))
+        ref = numpy_qconv(x, *args, padding=1)
+        layer = cppconv.QConv2d(*args, padding=1)
+        chosen = layer.explain(x.shape)["algorithm"]
+        vnni = vnni_algorithm(isa)
+        assert (chosen == vnni) == (fits and vnni is not None), chosen
+        np.testing.assert_array_equal(layer(x), ref)
+        for name in int8_product_algorithms():
+            if fits:
+                np.testing.assert_array_equal(run_forced(name, 2, x, *args, padding=1), ref)
+            else:
+                with pytest.raises(ValueError, match="does not accept these weights"):
+                    run_forced(name, 2, x, *args, padding=1)
 
 
 @pytest.mark.parametrize("activation", [None, "relu", "relu6"])
@@ -187,6 +242,9 @@ def test_saturation_zero_points_and_activations(isa, activation, y_dtype):
             ref = numpy_qconv(x, *args, padding=1, activation=activation)
             y = cppconv.qconv2d(x, *args, padding=1, activation=activation)
             np.testing.assert_array_equal(y, ref)
+            kw = dict(padding=1, activation=activation)
+            for name in accepting_algorithms(2, x, *args, **kw):
+                np.testing.assert_array_equal(run_forced(name, 2, x, *args, **kw), ref, err_msg=name)
             if y_scale == 1.0 and activation != "relu6":
                 lo_y, hi_y = RANGE[np.dtype(y_dtype)]
                 assert (y == hi_y).any() and ((y == lo_y).any() or activation)
@@ -230,6 +288,20 @@ def test_accumulators_near_2_to_31_and_overflow_refused(isa):
     y = cppconv.qconv2d(x, 1.0, 0, w, 1.0, 0, 1.0, 0, bias, out_dtype=np.int32)
     assert y.ravel()[0] == 2**31 - 1
     np.testing.assert_array_equal(y, numpy_qconv(x, 1.0, 0, w, 1.0, 0, 1.0, 0, bias, out_dtype=np.int32))
+    # Every algorithm at both ends, exactly +-(2^31 - 1) with the bias (the VNNI kernel's
+    # partial sums wrap there): (255 - 0) x 127, (0 - 255) x 127, (255 - 0) x -128, and s8
+    # (-128 - 127) x 127, (127 - -128) x -128.
+    top = 2**31 - 1
+    b127, b128 = np.full(16, -top + bound, np.int32), np.full(16, -top + 16 * 81 * 255 * 128, np.int32)
+    s8_low, s8_high = np.full(x.shape, -128, np.int8), np.full(x.shape, 127, np.int8)
+    for xs, x_zp, ws, b in ((x, 0, w, bias), (np.zeros_like(x), 255, w, b127), (x, 0, np.full_like(w, -128), b128),
+                            (s8_low, np.int8(127), w, b127), (s8_high, np.int8(-128), np.full_like(w, -128), b128)):
+        args = (1.0, x_zp, ws, 1.0, 0, 1.0, 0)
+        ref = numpy_qconv(xs, *args, b, out_dtype=np.int32)
+        assert np.abs(ref.astype(np.int64)).min() == top
+        for name in accepting_algorithms(2, xs, *args, bias=b, out_dtype=np.int32):
+            y = run_forced(name, 2, xs, *args, bias=b, out_dtype=np.int32)
+            np.testing.assert_array_equal(y, ref, err_msg=name)
     with pytest.raises(ValueError, match="w: the int32 accumulator can overflow"):
         cppconv.qconv2d(x, 1.0, 0, w, 1.0, 0, 1.0, 0, bias + 1, out_dtype=np.int32)
     big = np.full((1, 8192, 3, 3), 255, np.uint8)
@@ -267,6 +339,9 @@ def test_layer_matches_function_and_threads(isa, restore_threads):
                                                                  padding=1)[:, :, 1:2])
 
 
+FEATURE_LEVELS = ("avx512_vnni", "avx512_bf16", "amx")  # CPPCONV_MAX_ISA's levels above the ISAs
+
+
 def test_each_cpu_feature_path_through_max_isa():
     """The same call in processes capped by CPPCONV_MAX_ISA gives the same bits."""
     code = (
@@ -278,8 +353,9 @@ def test_each_cpu_feature_path_through_max_isa():
         "print(cppconv.info()['isa'], hashlib.sha256(y.tobytes()).hexdigest())"
     )
     digests = {}
-    isas = list(_native.available_isas())
-    for cap in _native.max_isa_levels():  # the ISAs, then the feature levels (avx512_vnni, ...)
+    levels = list(_native.max_isa_levels())  # the ISAs, then the feature levels (avx512_vnni, ...)
+    isas = [level for level in levels if level not in FEATURE_LEVELS]  # (whatever this process's own cap)
+    for cap in levels:
         env = dict(os.environ, CPPCONV_MAX_ISA=cap)
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         isa, digest = out.stdout.split()

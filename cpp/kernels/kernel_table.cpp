@@ -9,6 +9,7 @@
 #include "kernels/isa_common.h"
 #include "kernels/pool2d.h"
 #include "kernels/qconv_s16.h"
+#include "kernels/qconv_vnni.h"
 #include "kernels/quantize8.h"
 #include "kernels/transpose_f32.h"
 
@@ -55,6 +56,9 @@ constexpr int count_of(const A (&)[N]) {
 #ifdef CPPCONV_HAS_QCONV_S16
 const QConvAlgorithm* const kQConvAlgorithms[] = {
     &qconv_depthwise_s16_4x16,
+#ifdef CPPCONV_HAS_QCONV_VNNI
+    &qconv_u8s8_vnni_6x64,
+#endif
     &qconv_s16_6x16,
 };
 constexpr int kQConvCount = count_of(kQConvAlgorithms);

@@ -61,12 +61,14 @@ struct ConvTransposeAlgorithm {
 
 // One quantized-convolution algorithm (cpp/qconv.cpp).  Packed weights are made from the
 // centred int16 weights (QConvCall::weight) once per plan; the result is exact, so every
-// algorithm gives the reference's bits.
+// algorithm gives the reference's bits.  pack() returns false where the algorithm cannot run
+// these weights (int8 products need every centred weight within int8); the plan then never
+// chooses it.
 struct QConvAlgorithm {
   const char* name;
   bool (*accepts)(const ConvProblem& p);
   size_t (*packed_bytes)(const ConvProblem& p);
-  void (*pack)(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed);
+  bool (*pack)(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed);
   void (*run)(const QConvCall& call);
   unsigned features = 0;  // as ConvAlgorithm's
 };

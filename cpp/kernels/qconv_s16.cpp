@@ -7,13 +7,16 @@
 #include <vector>
 
 #include "kernels/isa_common.h"
+#include "kernels/qconv_common.h"
 
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
 namespace {
 
+using qconv::store;
+
 constexpr int64_t kPixels = 6;     // output pixels per block: 12 accumulators, 2 weights, 1 broadcast
-constexpr int64_t kChannels = 16;  // output channels per block: two vectors of 8 int32
+constexpr int64_t kChannels = qconv::kBlock;  // output channels per block: two vectors of 8 int32
 
 // Sizes of the padded int16 tile and the packed weights.  The tile is one image,
 // [d][h][w][group][channel pair][2] with each group's channels padded to an even count, so
@@ -57,7 +60,7 @@ size_t packed_bytes(const ConvProblem& p) {
   return weight_values(g) * sizeof(int16_t) + size_t(g.groups * g.blocks * kChannels) * sizeof(int32_t);
 }
 
-void pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed) {
+bool pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed) {
   const Geometry g = geometry_of(p);
   int16_t* w = static_cast<int16_t*>(packed);
   int32_t* b = reinterpret_cast<int32_t*>(w + weight_values(g));
@@ -71,21 +74,8 @@ void pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void
           w[((block * g.taps + t) * g.pairs + c / 2) * kChannels * 2 + lane * 2 + c % 2] =
               weight[(out * g.group_in + c) * g.taps + t];
     }
+  return true;
 }
-
-// Fixes MXCSR's rounding to nearest-even for the int32 -> float32 conversion and the
-// requantization product (the final rounding to an integer names its mode in the instruction),
-// and restores the caller's on the way out: every thread of a region sets its own.
-class NearestRounding {
- public:
-  NearestRounding() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ & ~0x6000u); }
-  ~NearestRounding() { _mm_setcsr(saved_); }
-  NearestRounding(const NearestRounding&) = delete;
-  NearestRounding& operator=(const NearestRounding&) = delete;
-
- private:
-  unsigned saved_;
-};
 
 // Where a tile pixel keeps its channels: `width` int16 values, channel c of group g at
 // g * group_in_padded + c (the depthwise tile: one channel per group, none padded).
@@ -124,17 +114,6 @@ void copy_tile(const QConvCall& call, const Geometry& g, const TileLayout& t, in
   }
 }
 
-// Each kernel tap's offset in the tile from its window's first value (`width` values a pixel).
-std::vector<int64_t> tap_offsets(const ConvProblem& p, const Geometry& g, int64_t width) {
-  std::vector<int64_t> offset(size_t(g.taps));
-  for (int64_t a = 0; a < p.kernel_d; ++a)
-    for (int64_t i = 0; i < p.kernel_h; ++i)
-      for (int64_t j = 0; j < p.kernel_w; ++j)
-        offset[size_t((a * p.kernel_h + i) * p.kernel_w + j)] =
-            ((a * p.dilation_d * g.rows + i * p.dilation_h) * g.cols + j * p.dilation_w) * width;
-  return offset;
-}
-
 // NP pixels x 16 channels: acc += sum over taps and channel pairs of (x pair) . (w pair).
 template <int NP>
 void accumulate(const int16_t* x, int64_t pixel_step, const int64_t* tap_offset, int64_t taps, int64_t pairs,
@@ -167,75 +146,12 @@ using Accumulate = void (*)(const int16_t*, int64_t, const int64_t*, int64_t, in
 constexpr Accumulate kAccumulate[kPixels + 1] = {nullptr,       accumulate<1>, accumulate<2>, accumulate<3>,
                                                  accumulate<4>, accumulate<5>, accumulate<6>};
 
-// One block's 16 channels of one pixel after the bias: requantized (or dequantized) and stored
-// to the channels [k0, k0 + count) of output pixel `pixel` (an index into y's spatial plane).
-void store(const QConvCall& call, __m256i acc0, __m256i acc1, const float* multiplier, int64_t n, int64_t pixel,
-           int64_t k0, int64_t count) {
-  const ConvProblem& p = call.p;
-  const int64_t K = p.out_channels, plane = p.out_d * p.out_h * p.out_w;
-  const bool last = p.layout == Layout::NHWC;
-  auto at = [&](int64_t k) { return last ? (n * plane + pixel) * K + k0 + k : (n * K + k0 + k) * plane + pixel; };
-  alignas(32) int32_t ints[kChannels];
-  alignas(32) float floats[kChannels];
-  if (call.output == QOutput::Int32) {
-    _mm256_store_si256(reinterpret_cast<__m256i*>(ints), acc0);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(ints + 8), acc1);
-    int32_t* y = static_cast<int32_t*>(call.y);
-    for (int64_t k = 0; k < count; ++k) y[at(k)] = ints[k];
-    return;
-  }
-  const __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc0), _mm256_loadu_ps(multiplier));
-  const __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc1), _mm256_loadu_ps(multiplier + 8));
-  if (call.output == QOutput::Float32) {
-    const __m256 lo = _mm256_set1_ps(call.f_min), hi = _mm256_set1_ps(call.f_max);
-    _mm256_store_ps(floats, _mm256_min_ps(_mm256_max_ps(v0, lo), hi));
-    _mm256_store_ps(floats + 8, _mm256_min_ps(_mm256_max_ps(v1, lo), hi));
-    float* y = static_cast<float*>(call.y);
-    for (int64_t k = 0; k < count; ++k) y[at(k)] = floats[k];
-    return;
-  }
-  // Clamped to the output range first (integer bounds, so clamping commutes with rounding),
-  // then rounded half to even by the instruction's own mode, not MXCSR's.
-  const __m256 lo = _mm256_set1_ps(float(call.y_min - call.y_zero_point));
-  const __m256 hi = _mm256_set1_ps(float(call.y_max - call.y_zero_point));
-  const __m256i zero = _mm256_set1_epi32(call.y_zero_point);
-  constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-  const __m256i q0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_min_ps(_mm256_max_ps(v0, lo), hi), kNearest));
-  const __m256i q1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_min_ps(_mm256_max_ps(v1, lo), hi), kNearest));
-  if (last && count == kChannels) {  // 16 channels-last bytes in one store (values already in range)
-    const __m256i words =
-        _mm256_permute4x64_epi64(_mm256_packs_epi32(_mm256_add_epi32(q0, zero), _mm256_add_epi32(q1, zero)), 0xD8);
-    const __m128i lo = _mm256_castsi256_si128(words), hi = _mm256_extracti128_si256(words, 1);
-    const __m128i bytes = call.y_signed ? _mm_packs_epi16(lo, hi) : _mm_packus_epi16(lo, hi);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint8_t*>(call.y) + at(0)), bytes);
-    return;
-  }
-  _mm256_store_si256(reinterpret_cast<__m256i*>(ints), _mm256_add_epi32(q0, zero));
-  _mm256_store_si256(reinterpret_cast<__m256i*>(ints + 8), _mm256_add_epi32(q1, zero));
-  if (call.y_signed) {
-    int8_t* y = static_cast<int8_t*>(call.y);
-    for (int64_t k = 0; k < count; ++k) y[at(k)] = int8_t(ints[k]);
-  } else {
-    uint8_t* y = static_cast<uint8_t*>(call.y);
-    for (int64_t k = 0; k < count; ++k) y[at(k)] = uint8_t(ints[k]);
-  }
-}
-
-// Each image's tile copied, then body(n, item) for every work item of that image on the call's
-// threads, with MXCSR's rounding set to nearest in each.
-template <class Body>
-void for_each_image(const QConvCall& call, const Geometry& g, const TileLayout& layout, std::vector<int16_t>& tile,
-                    int64_t items, Body&& body) {
-  const int threads = call.num_threads;
-  for (int64_t n = 0; n < call.p.batch; ++n) {
-    if (call.x_signed) copy_tile<int8_t>(call, g, layout, n, tile.data(), threads);
-    else copy_tile<uint8_t>(call, g, layout, n, tile.data(), threads);
-    parallel_region(threads, [&] {
-      const NearestRounding rounding;
-#pragma omp for schedule(static)
-      for (int64_t item = 0; item < items; ++item) body(n, item);
-    });
-  }
+// Image n's tile copied for for_each_image.
+auto tile_copier(const QConvCall& call, const Geometry& g, const TileLayout& layout, int16_t* tile) {
+  return [&call, g, layout, tile](int64_t n, int threads) {
+    if (call.x_signed) copy_tile<int8_t>(call, g, layout, n, tile, threads);
+    else copy_tile<uint8_t>(call, g, layout, n, tile, threads);
+  };
 }
 
 void run(const QConvCall& call) {
@@ -245,17 +161,11 @@ void run(const QConvCall& call) {
   const int32_t* bias = reinterpret_cast<const int32_t*>(weights + weight_values(g));
   // Allocated before any parallel region: a failed allocation throws on the caller's thread.
   std::vector<int16_t> tile(size_t(g.depth * g.rows * g.cols * g.pixel));
-  const std::vector<int64_t> tap_offset = tap_offsets(p, g, g.pixel);
-  // The multipliers by block, padded to whole blocks (read as vectors).
-  std::vector<float> multiplier(size_t(g.groups * g.blocks * kChannels), 0.0f);
-  if (call.output != QOutput::Int32)
-    for (int64_t k = 0; k < p.out_channels; ++k) {
-      const int64_t in_group = k % g.group_out;
-      multiplier[size_t((k / g.group_out * g.blocks + in_group / kChannels) * kChannels + in_group % kChannels)] =
-          call.multiplier[k];
-    }
+  const std::vector<int64_t> tap_offset = qconv::tap_offsets(p, g.rows, g.cols, g.pixel);
+  const std::vector<float> multiplier = qconv::block_multipliers(call, g.groups, g.blocks);
   const int64_t items = p.out_d * p.out_h * g.groups * g.blocks;
-  for_each_image(call, g, {g.pixel, g.group_in, g.group_in_padded}, tile, items, [&](int64_t n, int64_t item) {
+  const auto copy = tile_copier(call, g, {g.pixel, g.group_in, g.group_in_padded}, tile.data());
+  qconv::for_each_image(call, items, copy, [&](int64_t n, int64_t item) {
     const int64_t block = item % (g.groups * g.blocks), row = item / (g.groups * g.blocks);
     const int64_t grp = block / g.blocks, od = row / p.out_h, oh = row % p.out_h;
     const int16_t* x_row =
@@ -304,7 +214,7 @@ size_t depthwise_packed_bytes(const ConvProblem& p) {
   return size_t(blocks * tap_pairs(p) * 2 * kChannels) * sizeof(int16_t) + size_t(blocks * kChannels) * sizeof(int32_t);
 }
 
-void depthwise_pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed) {
+bool depthwise_pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed) {
   const int64_t taps = p.kernel_d * p.kernel_h * p.kernel_w, pairs = tap_pairs(p), blocks = depthwise_blocks(p);
   int16_t* w = static_cast<int16_t*>(packed);
   int32_t* b = reinterpret_cast<int32_t*>(w + blocks * pairs * 2 * kChannels);
@@ -315,6 +225,7 @@ void depthwise_pack(const ConvProblem& p, const int16_t* weight, const int32_t* 
     for (int64_t t = 0; t < taps; ++t)
       w[((block * pairs + t / 2) * 2 + r / 4) * kChannels + half * 8 + 2 * (r % 4) + t % 2] = weight[k * taps + t];
   }
+  return true;
 }
 
 // NP pixels x 16 channels of a depthwise row: out = bias + sum over taps of x * w (int32).
@@ -354,11 +265,11 @@ void depthwise_run(const QConvCall& call) {
   const int16_t* weights = static_cast<const int16_t*>(call.packed);
   const int32_t* bias = reinterpret_cast<const int32_t*>(weights + blocks * block_values);
   std::vector<int16_t> tile(size_t(g.depth * g.rows * g.cols * width));
-  const std::vector<int64_t> tap_offset = tap_offsets(p, g, width);
+  const std::vector<int64_t> tap_offset = qconv::tap_offsets(p, g.rows, g.cols, width);
   std::vector<float> multiplier(size_t(width), 0.0f);
   if (call.output != QOutput::Int32) std::copy(call.multiplier, call.multiplier + p.out_channels, multiplier.begin());
   const int64_t items = p.out_d * p.out_h * blocks;
-  for_each_image(call, g, {width, 1, 1}, tile, items, [&](int64_t n, int64_t item) {
+  qconv::for_each_image(call, items, tile_copier(call, g, {width, 1, 1}, tile.data()), [&](int64_t n, int64_t item) {
     const int64_t block = item % blocks, row = item / blocks, od = row / p.out_h, oh = row % p.out_h;
     const int16_t* x_row =
         tile.data() + ((od * p.stride_d * g.rows + oh * p.stride_h) * g.cols) * width + block * kChannels;

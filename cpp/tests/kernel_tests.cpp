@@ -833,7 +833,9 @@ void conv_transpose_sweep() {
 
 // ------------------------------------------------------------------------------------------
 // Quantized convolution: every algorithm bit for bit against qconv_reference, on problems
-// around the 6-pixel x 16-channel block and the channel pairs, uint8 and int8 activations,
+// around the 6-pixel x 16-channel block and the channel pairs (odd rounds), and around the VNNI
+// kernel's channel quads, its 16/32/48/64-channel passes and its pixel runs, with centred
+// weights within int8 (even rounds, which the int8 kernels accept), uint8 and int8 activations,
 // every output kind, 1 and kThreads threads.
 
 std::string describe_q(const QConvCall& c) {
@@ -843,13 +845,22 @@ std::string describe_q(const QConvCall& c) {
 }
 
 void qconv_sweep() {
-  for (int round = 0; round < 160; ++round) {
+  const int64_t passes[] = {1, 4, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 80};  // 16-channel blocks
+  for (int round = 0; round < 480; ++round) {
+    const bool int8_weights = round % 2 == 0;
     ConvProblem p;
     p.rank = round % 8 == 7 ? 3 : 2;
     p.layout = chance(0.5) ? Layout::NHWC : Layout::NCHW;
     p.batch = uniform(1, 2);
     if (round % 5 == 4) {  // depthwise, channel counts around the 16 lanes
       p.groups = p.in_channels = p.out_channels = uniform(1, 35);
+    } else if (int8_weights) {
+      p.groups = chance(0.2) ? uniform(2, 4) : 1;
+      const int64_t kind = uniform(0, 9);  // few channels, whole quads (no padded ones), any up to 70
+      p.in_channels = p.groups * (kind < 3   ? uniform(1, 9)
+                                  : kind < 7 ? 4 * uniform(1, std::max<int64_t>(1, 17 / p.groups))
+                                             : uniform(1, 70) / p.groups + 1);
+      p.out_channels = p.groups * (chance(0.7) ? passes[uniform(0, 14)] : uniform(1, 70));
     } else {
       p.groups = chance(0.2) ? uniform(2, 4) : 1;
       p.in_channels = p.groups * uniform(1, 19);
@@ -862,6 +873,8 @@ void qconv_sweep() {
     p.in_h = uniform(p.dilation_h * (p.kernel_h - 1) + 1, 9);
     const int64_t width_tile = 6 * p.stride_w * uniform(1, 2);
     p.in_w = std::max(p.dilation_w * (p.kernel_w - 1) + 1, width_tile + uniform(-1, 1));
+    if (int8_weights && chance(0.3)) p.in_w = uniform(15, 48);  // 16- and 32-pixel row copies, their tails
+    if (int8_weights && chance(0.35)) p.pad_top = p.pad_bottom = p.pad_left = p.pad_right = 0;
     if (p.rank == 3) {
       p.kernel_d = uniform(1, 3), p.in_d = uniform(p.kernel_d, 4), p.pad_front = uniform(0, 1), p.pad_back = 0;
     }
@@ -874,11 +887,12 @@ void qconv_sweep() {
     call.output = QOutput(round % 3);
     call.y_signed = chance(0.5);
     const int64_t lo = call.x_signed ? -128 : 0;
-    call.x_zero_point = int32_t(uniform(lo, lo + 255));
+    call.x_zero_point = int32_t(chance(0.3) ? (chance(0.5) ? lo : lo + 255) : uniform(lo, lo + 255));
     const int64_t group_in = p.in_channels / p.groups;
     const int64_t taps = p.kernel_d * p.kernel_h * p.kernel_w;
     std::vector<int16_t> w(size_t(p.out_channels * group_in * taps));
-    for (auto& v : w) v = int16_t(uniform(-255, 255));  // centred: w - w_zero_point
+    for (auto& v : w)  // centred: w - w_zero_point; the int8 extremes often
+      v = int16_t(int8_weights ? (chance(0.2) ? (chance(0.5) ? -128 : 127) : uniform(-128, 127)) : uniform(-255, 255));
     std::vector<int32_t> bias(size_t(p.out_channels));
     for (auto& v : bias) v = int32_t(uniform(-100000, 100000));
     std::vector<float> multiplier(size_t(p.out_channels));
@@ -889,7 +903,7 @@ void qconv_sweep() {
     if (chance(0.3)) call.y_min = call.y_zero_point;  // relu
     if (call.output == QOutput::Float32 && chance(0.3)) call.f_min = 0, call.f_max = 6;
     std::vector<uint8_t> x(size_t(p.batch * p.in_channels * p.in_d * p.in_h * p.in_w));
-    for (auto& v : x) v = uint8_t(uniform(0, 255));
+    for (auto& v : x) v = uint8_t(chance(0.2) ? (chance(0.5) ? 0 : 255) : uniform(0, 255));
     call.x = x.data();
     const size_t out_bytes = size_t(conv_outputs(p)) * (call.output == QOutput::Quantized ? 1 : 4);
     const QConvPlan plan(w.data(), chance(0.8) ? bias.data() : nullptr, p.out_channels, group_in, p.kernel_d,
@@ -899,6 +913,18 @@ void qconv_sweep() {
     plan.run(call, &qconv_reference, 1);
     for (const QConvAlgorithm* a : all_qconv_algorithms()) {
       if (a == &qconv_reference || !a->accepts(p)) continue;
+      if (plan.refused(a)) {  // only weights beyond int8, and forcing it is a clear error
+        bool threw = false;
+        try {
+          plan.run(call, a, 1);
+        } catch (const std::invalid_argument&) {
+          threw = true;
+        }
+        if (int8_weights || !threw)
+          fail(std::string(a->name) + (int8_weights ? " refused int8 weights" : " forced after refusing ran") + " on " +
+               describe_q(call));
+        continue;
+      }
       ++g_cases[a->name];
       for (const int threads : {1, kThreads}) {
         std::fill(y.begin(), y.end(), 0xAB);

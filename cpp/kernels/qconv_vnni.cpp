@@ -1,0 +1,365 @@
+#include "kernels/qconv_vnni.h"
+
+#if defined(CPPCONV_HAS_QCONV_VNNI)
+#include <immintrin.h>
+
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/isa_common.h"
+#include "kernels/qconv_common.h"
+
+namespace cppconv {
+namespace CPPCONV_ISA_NS {
+namespace {
+
+using qconv::kBlock;
+
+// Exactness.  Each int32 lane sums bias + sum x*w - x_zero_point * sum w, where x is the u8
+// activation (an s8 one plus 128, with its zero point plus 128) and padding holds x_zero_point:
+// that is bias + sum (x - x_zero_point) * w.  vpdpbusd (not vpdpbusds), vpaddd and the bias'
+// fold (in uint32) all wrap modulo 2^32, so the lane holds that sum modulo 2^32, whatever the
+// partial sums did; the Python layer has proved the sum itself fits int32, so it is exact.
+
+constexpr int kMaxBlocks = 4;  // 16-channel output blocks per pass
+// Pixels per pass by blocks: NB x NP accumulators, NB weights and a broadcast within the 32
+// zmm registers, and the NP pixel pointers within the general registers.
+constexpr int kMaxPixels[kMaxBlocks + 1] = {0, 8, 8, 8, 6};
+constexpr int kPixelsMost = 8;  // (store_channels_first transposes 8 pixels)
+
+// The padded tile is one image as u8, [d][h][w][group][channel], each group's channels padded
+// to a multiple of 4 (zeros, against zero weights), so 4 channels of a pixel are one int32 to
+// broadcast.  Output blocks of a group go in `sets` passes of at most kMaxBlocks.
+struct Geometry {
+  int64_t groups, group_in, group_out, group_in_padded, quads, blocks, sets, taps, depth, rows, cols, pixel;
+};
+
+Geometry geometry_of(const ConvProblem& p) {
+  Geometry g;
+  g.groups = p.groups;
+  g.group_in = p.in_channels / p.groups;
+  g.group_out = p.out_channels / p.groups;
+  g.group_in_padded = (g.group_in + 3) / 4 * 4;
+  g.quads = g.group_in_padded / 4;
+  g.blocks = (g.group_out + kBlock - 1) / kBlock;
+  g.sets = (g.blocks + kMaxBlocks - 1) / kMaxBlocks;
+  g.taps = p.kernel_d * p.kernel_h * p.kernel_w;
+  g.depth = p.in_d + p.pad_front + p.pad_back;
+  g.rows = p.in_h + p.pad_top + p.pad_bottom;
+  g.cols = p.in_w + p.pad_left + p.pad_right;
+  g.pixel = g.groups * g.group_in_padded;  // bytes per tile pixel
+  return g;
+}
+
+// Packed weights [group][tap][quad][block][16 channels][4] int8: a pass's blocks side by side.
+size_t weight_bytes(const Geometry& g) { return size_t(g.groups * g.taps * g.quads * g.blocks * kBlock * 4); }
+
+// As qconv_s16's: single-channel groups would use a quarter of each lane; a padded tile far
+// larger than the input costs more than it saves.
+bool accepts(const ConvProblem& p) {
+  if (p.pad_mode != PadMode::Zeros || p.batch < 1 || p.in_channels < 1 || p.out_channels < 1) return false;
+  const Geometry g = geometry_of(p);
+  if (g.group_in < 2 && g.group_out < kBlock / 2) return false;
+  const double tile = double(g.depth) * double(g.rows) * double(g.cols) * double(g.pixel);
+  const double input = double(p.in_d) * double(p.in_h) * double(p.in_w) * double(p.in_channels);
+  return tile <= 4.0 * input + double(1 << 20);
+}
+
+// The weights, then sum w per output channel and the bias, each [group][block][16] int32.
+size_t packed_bytes(const ConvProblem& p) {
+  const Geometry g = geometry_of(p);
+  return weight_bytes(g) + 2 * size_t(g.groups * g.blocks * kBlock) * sizeof(int32_t);
+}
+
+bool pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed) {
+  const Geometry g = geometry_of(p);
+  const int64_t count = p.out_channels * g.group_in * g.taps;
+  for (int64_t i = 0; i < count; ++i)
+    if (weight[i] < -128 || weight[i] > 127) return false;
+  std::memset(packed, 0, packed_bytes(p));
+  int8_t* w = static_cast<int8_t*>(packed);
+  int32_t* sums = reinterpret_cast<int32_t*>(w + weight_bytes(g));
+  int32_t* b = sums + g.groups * g.blocks * kBlock;
+  for (int64_t grp = 0; grp < g.groups; ++grp)
+    for (int64_t k = 0; k < g.group_out; ++k) {
+      const int64_t block = k / kBlock, lane = k % kBlock, out = grp * g.group_out + k;
+      int64_t sum = 0;
+      for (int64_t c = 0; c < g.group_in; ++c)
+        for (int64_t t = 0; t < g.taps; ++t) {
+          const int16_t v = weight[(out * g.group_in + c) * g.taps + t];
+          sum += v;
+          w[((((grp * g.taps + t) * g.quads + c / 4) * g.blocks + block) * kBlock + lane) * 4 + c % 4] = int8_t(v);
+        }
+      sums[(grp * g.blocks + block) * kBlock + lane] = int32_t(uint32_t(sum));
+      b[(grp * g.blocks + block) * kBlock + lane] = bias ? bias[out] : 0;
+    }
+  return true;
+}
+
+// Pixels [0, 16) of 4 channel rows (a, b, c, d), ^ flip, interleaved: pixel i's 4 bytes to
+// to + i * step (a channels-first row into the channels-last tile, 4 bytes a store).
+void interleave_4x16(const uint8_t* a, const uint8_t* b, const uint8_t* c, const uint8_t* d, __m128i flip, uint8_t* to,
+                     int64_t step) {
+  auto row = [&](const uint8_t* r) {
+    return _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r)), flip);
+  };
+  const __m128i va = row(a), vb = row(b), vc = row(c), vd = row(d);
+  const __m128i ab_lo = _mm_unpacklo_epi8(va, vb), ab_hi = _mm_unpackhi_epi8(va, vb);
+  const __m128i cd_lo = _mm_unpacklo_epi8(vc, vd), cd_hi = _mm_unpackhi_epi8(vc, vd);
+  const __m128i quads[4] = {_mm_unpacklo_epi16(ab_lo, cd_lo), _mm_unpackhi_epi16(ab_lo, cd_lo),
+                            _mm_unpacklo_epi16(ab_hi, cd_hi), _mm_unpackhi_epi16(ab_hi, cd_hi)};
+  if (step == 4) {
+    for (int j = 0; j < 4; ++j) _mm_storeu_si128(reinterpret_cast<__m128i*>(to + 16 * j), quads[j]);
+    return;
+  }
+  alignas(16) uint32_t pixels[16];
+  for (int j = 0; j < 4; ++j) _mm_store_si128(reinterpret_cast<__m128i*>(pixels + 4 * j), quads[j]);
+  for (int i = 0; i < 16; ++i) std::memcpy(to + i * step, pixels + i, 4);
+}
+
+// Pixels [0, 32) of 16 channel rows (channel i's at from + i * from_step), ^ flip, transposed:
+// pixel i's 16 bytes to to + i * step.  Four rounds of unpacking rows i and i + 8 transpose a
+// 16 x 16 byte block with the rows taken in bit-reversed order; each 128-bit lane does its own
+// 16 pixels.
+void transpose_16x32(const uint8_t* from, int64_t from_step, __m256i flip, uint8_t* to, int64_t step) {
+  constexpr int kBitReversed[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
+  __m256i a[16], b[16];
+  for (int i = 0; i < 16; ++i)
+    a[i] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(from + kBitReversed[i] * from_step)),
+                            flip);
+  for (int i = 0; i < 8; ++i)
+    b[2 * i] = _mm256_unpacklo_epi8(a[i], a[i + 8]), b[2 * i + 1] = _mm256_unpackhi_epi8(a[i], a[i + 8]);
+  for (int i = 0; i < 8; ++i)
+    a[2 * i] = _mm256_unpacklo_epi16(b[i], b[i + 8]), a[2 * i + 1] = _mm256_unpackhi_epi16(b[i], b[i + 8]);
+  for (int i = 0; i < 8; ++i)
+    b[2 * i] = _mm256_unpacklo_epi32(a[i], a[i + 8]), b[2 * i + 1] = _mm256_unpackhi_epi32(a[i], a[i + 8]);
+  for (int i = 0; i < 8; ++i)
+    a[2 * i] = _mm256_unpacklo_epi64(b[i], b[i + 8]), a[2 * i + 1] = _mm256_unpackhi_epi64(b[i], b[i + 8]);
+  for (int i = 0; i < 16; ++i) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(to + i * step), _mm256_castsi256_si128(a[i]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(to + (i + 16) * step), _mm256_extracti128_si256(a[i], 1));
+  }
+}
+
+// Image n's padded tile as u8: x, or x ^ 0x80 (x + 128) for s8; padding holds the zero point
+// likewise shifted.  Padded channels hold 0 (or 0x80), against zero weights.
+template <class T>
+void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* tile, int threads) {
+  const ConvProblem& p = call.p;
+  const T* x = static_cast<const T*>(call.x);
+  const int64_t C = p.in_channels, D = p.in_d, H = p.in_h, W = p.in_w;
+  const uint8_t flip = std::is_signed<T>::value ? 0x80 : 0, fill = uint8_t(uint8_t(call.x_zero_point) ^ flip);
+  const int64_t row_bytes = g.cols * g.pixel;
+  const std::vector<uint8_t> zeros(p.layout == Layout::NCHW ? size_t(W) : 0);
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t row = 0; row < g.depth * g.rows; ++row) {
+    const int64_t d = row / g.rows - p.pad_front, h = row % g.rows - p.pad_top;
+    uint8_t* out = tile + row * row_bytes;
+    if (d < 0 || d >= D || h < 0 || h >= H) {
+      std::memset(out, fill, size_t(row_bytes));
+      continue;
+    }
+    std::memset(out, fill, size_t(p.pad_left * g.pixel));
+    std::memset(out + (p.pad_left + W) * g.pixel, fill, size_t(p.pad_right * g.pixel));
+    uint8_t* dst = out + p.pad_left * g.pixel;
+    if (p.layout == Layout::NHWC) {
+      const uint8_t* src = reinterpret_cast<const uint8_t*>(x + ((n * D + d) * H + h) * W * C);
+      // (Bounds in locals: stores through uint8_t* may alias anything, fields would be reloaded.)
+      const int64_t pixel = g.pixel, groups = g.groups, group_in = g.group_in, padded = g.group_in_padded;
+      if (pixel == C) {  // no padded channels: the row as it is
+        const int64_t count = W * C;
+        if (!flip) std::memcpy(dst, src, size_t(count));
+        else
+          for (int64_t i = 0; i < count; ++i) dst[i] = uint8_t(src[i] ^ flip);
+        continue;
+      }
+      std::memset(dst, 0, size_t(W * pixel));  // the padded channels
+      for (int64_t w = 0; w < W; ++w)
+        for (int64_t grp = 0; grp < groups; ++grp)
+          for (int64_t c = 0; c < group_in; ++c)
+            dst[w * pixel + grp * padded + c] = uint8_t(src[w * C + grp * group_in + c] ^ flip);
+      continue;
+    }
+    auto src = [&](int64_t ch) { return reinterpret_cast<const uint8_t*>(x + (((n * C + ch) * D + d) * H + h) * W); };
+    const __m128i flips = _mm_set1_epi8(char(flip));
+    const __m256i flips32 = _mm256_set1_epi8(char(flip));
+    for (int64_t grp = 0; grp < g.groups; ++grp) {
+      const int64_t ch0 = grp * g.group_in;
+      uint8_t* to = dst + grp * g.group_in_padded;
+      // Whole 16-channel blocks 32 pixels at a time, the rest 4 channels x 16 pixels at a time; a
+      // row's last chunk overlaps the one before (the same bytes again) rather than leave a tail.
+      const int64_t blocks16 = W >= 32 ? g.group_in / 16 * 16 : 0;
+      for (int64_t c = 0; c < blocks16; c += 16)
+        for (int64_t w0 = 0; w0 < W; w0 += 32) {
+          const int64_t w = std::min(w0, W - 32);
+          transpose_16x32(src(ch0 + c) + w, D * H * W, flips32, to + w * g.pixel + c, g.pixel);
+        }
+      for (int64_t c = blocks16; c < g.group_in; c += 4) {
+        const uint8_t* a = src(ch0 + c);  // (channels past the group's read zeros)
+        const uint8_t* b = c + 1 < g.group_in ? src(ch0 + c + 1) : zeros.data();
+        const uint8_t* e = c + 2 < g.group_in ? src(ch0 + c + 2) : zeros.data();
+        const uint8_t* f = c + 3 < g.group_in ? src(ch0 + c + 3) : zeros.data();
+        int64_t w = 0;
+        if (W >= 16)
+          for (; w < W; w += 16) {
+            const int64_t at = std::min(w, W - 16);
+            interleave_4x16(a + at, b + at, e + at, f + at, flips, to + at * g.pixel + c, g.pixel);
+          }
+        for (; w < W; ++w) {
+          uint8_t* px = to + w * g.pixel + c;
+          px[0] = uint8_t(a[w] ^ flip), px[1] = uint8_t(b[w] ^ flip), px[2] = uint8_t(e[w] ^ flip);
+          px[3] = uint8_t(f[w] ^ flip);
+        }
+      }
+    }
+  }
+}
+
+// 8 pixels' 16 requantized channels (r[pixel]) stored channels-first: the first `pixels` of
+// channel k < channels at y + k * step, after an 8 x 16 byte transpose (16 stores, not 128).
+void store_channels_first(const __m128i (&r)[8], int64_t channels, int64_t pixels, uint8_t* y, int64_t step) {
+  __m128i t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);  // channels 0-7 of pixels 2i, 2i + 1
+    t[2 * i + 1] = _mm_unpackhi_epi8(r[2 * i], r[2 * i + 1]);  // channels 8-15
+  }
+  for (int i = 0; i < 2; ++i)
+    for (int half = 0; half < 2; ++half) {  // pixels 4i..4i+3, channels 8 * half + (0-3, 4-7)
+      u[4 * i + 2 * half] = _mm_unpacklo_epi16(t[4 * i + half], t[4 * i + 2 + half]);
+      u[4 * i + 2 * half + 1] = _mm_unpackhi_epi16(t[4 * i + half], t[4 * i + 2 + half]);
+    }
+  const __mmask16 mask = __mmask16((1u << pixels) - 1);
+  for (int j = 0; j < 4; ++j) {  // u[j]: channels 4j..4j+3 of pixels 0-3; u[4 + j]: of pixels 4-7
+    const __m128i pair[2] = {_mm_unpacklo_epi32(u[j], u[4 + j]), _mm_unpackhi_epi32(u[j], u[4 + j])};
+    for (int k = 0; k < 4 && 4 * j + k < channels; ++k) {
+      const __m128i eight = k % 2 ? _mm_srli_si128(pair[k / 2], 8) : pair[k / 2];
+      _mm_mask_storeu_epi8(y + (4 * j + k) * step, mask, eight);
+    }
+  }
+}
+
+// NP pixels x NB blocks of 16 channels: out[p * NB + b] = sum over taps and channel quads of
+// the pixel's 4 channels (u8) . the block's 16 x 4 weights (s8).  x[p]: pixel p's window start.
+template <int NB, int NP>
+CPPCONV_TARGET_AVX512VNNI void accumulate(const uint8_t* const* x, const int64_t* tap_offset, int64_t taps,
+                                          int64_t quads, const int8_t* w, int64_t w_step, __m512i* out) {
+  __m512i acc[NP][NB];  // local, so the compiler keeps them in registers (see qconv_s16's)
+  for (int p = 0; p < NP; ++p)
+    for (int b = 0; b < NB; ++b) acc[p][b] = _mm512_setzero_si512();
+  for (int64_t t = 0; t < taps; ++t) {
+    const uint8_t* xt[NP];
+    for (int p = 0; p < NP; ++p) xt[p] = x[p] + tap_offset[t];
+    const int8_t* wt = w + t * quads * w_step;
+    for (int64_t q = 0; q < quads; ++q, wt += w_step) {
+      __m512i wv[NB];
+      for (int b = 0; b < NB; ++b) wv[b] = _mm512_loadu_si512(wt + b * kBlock * 4);
+#pragma GCC unroll 8
+      for (int p = 0; p < NP; ++p) {
+        int32_t four;
+        std::memcpy(&four, xt[p] + 4 * q, sizeof(four));
+        const __m512i xv = _mm512_set1_epi32(four);
+        for (int b = 0; b < NB; ++b) acc[p][b] = _mm512_dpbusd_epi32(acc[p][b], xv, wv[b]);
+      }
+    }
+  }
+  for (int p = 0; p < NP; ++p)
+    for (int b = 0; b < NB; ++b) out[p * NB + b] = acc[p][b];
+}
+
+using Accumulate = void (*)(const uint8_t* const*, const int64_t*, int64_t, int64_t, const int8_t*, int64_t, __m512i*);
+
+template <int NB, int NP>
+constexpr Accumulate entry() {
+  if constexpr (NP <= kMaxPixels[NB]) return accumulate<NB, NP>;
+  else return nullptr;
+}
+template <int NB>
+constexpr Accumulate kRow[kPixelsMost + 1] = {nullptr,        entry<NB, 1>(), entry<NB, 2>(),
+                                              entry<NB, 3>(), entry<NB, 4>(), entry<NB, 5>(),
+                                              entry<NB, 6>(), entry<NB, 7>(), entry<NB, 8>()};
+// kAccumulate[NB][NP], NP up to kMaxPixels[NB].
+constexpr const Accumulate* kAccumulate[kMaxBlocks + 1] = {nullptr, kRow<1>, kRow<2>, kRow<3>, kRow<4>};
+
+void run(const QConvCall& call) {
+  const ConvProblem& p = call.p;
+  const Geometry g = geometry_of(p);
+  const int8_t* weights = static_cast<const int8_t*>(call.packed);
+  const int32_t* sums = reinterpret_cast<const int32_t*>(weights + weight_bytes(g));
+  const int32_t* bias = sums + g.groups * g.blocks * kBlock;
+  // Channels-last u8 without padding nor padded channels is its own tile.
+  const bool direct = p.layout == Layout::NHWC && !call.x_signed && g.pixel == p.in_channels && p.pad_front == 0 &&
+                      p.pad_back == 0 && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0;
+  const int64_t image_bytes = g.depth * g.rows * g.cols * g.pixel;
+  // Allocated before any parallel region: a failed allocation throws on the caller's thread.
+  uint8_t* tile = direct ? nullptr : scratch<uint8_t>(size_t(image_bytes));  // every byte written per image
+  const std::vector<int64_t> tap_offset = qconv::tap_offsets(p, g.rows, g.cols, g.pixel);
+  const std::vector<float> multiplier = qconv::block_multipliers(call, g.groups, g.blocks);
+  // The bias less x_zero_point * sum w (the u8 zero point), wrapping (see Exactness).
+  const uint32_t zero = uint32_t(uint8_t(call.x_zero_point) ^ (call.x_signed ? 0x80 : 0));
+  std::vector<int32_t> folded(size_t(g.groups * g.blocks * kBlock));
+  for (size_t i = 0; i < folded.size(); ++i) folded[i] = int32_t(uint32_t(bias[i]) - zero * uint32_t(sums[i]));
+  // Work items: (od, group, pass, pixels); a pass's NP pixels run along the output plane,
+  // across rows, so narrow planes fill the tile too.
+  const int64_t plane = p.out_h * p.out_w, volume = p.out_d * plane;
+  const int64_t most_blocks = (g.blocks + g.sets - 1) / g.sets;
+  const int64_t pixels = kMaxPixels[most_blocks], runs = (plane + pixels - 1) / pixels;
+  const int64_t items = p.out_d * g.groups * g.sets * runs;
+  const qconv::Requantization requantization = qconv::requantization(call);
+  auto copy = [&](int64_t n, int threads) {
+    if (direct) return;
+    if (call.x_signed) copy_tile<int8_t>(call, g, n, tile, threads);
+    else copy_tile<uint8_t>(call, g, n, tile, threads);
+  };
+  qconv::for_each_image(call, items, copy, [&](int64_t n, int64_t item) {
+    const int64_t run_index = item % runs, pass = item / runs % g.sets, grp = item / runs / g.sets % g.groups;
+    const int64_t od = item / runs / g.sets / g.groups;
+    const int64_t b0 = pass * g.blocks / g.sets, nb = (pass + 1) * g.blocks / g.sets - b0;
+    const int64_t i0 = run_index * pixels, np = std::min(pixels, plane - i0);
+    const uint8_t* image = direct ? static_cast<const uint8_t*>(call.x) + n * image_bytes : tile;
+    const uint8_t* x_plane = image + od * p.stride_d * g.rows * g.cols * g.pixel + grp * g.group_in_padded;
+    const uint8_t* x[kPixelsMost];
+    for (int64_t q = 0, oh = i0 / p.out_w, ow = i0 % p.out_w; q < np; ++q) {  // (no division a pixel)
+      x[q] = x_plane + (oh * p.stride_h * g.cols + ow * p.stride_w) * g.pixel;
+      if (++ow == p.out_w) ow = 0, ++oh;
+    }
+    __m512i acc[kPixelsMost * kMaxBlocks];
+    kAccumulate[nb][np](x, tap_offset.data(), g.taps, g.quads,
+                        weights + (grp * g.taps * g.quads * g.blocks + b0) * kBlock * 4, g.blocks * kBlock * 4, acc);
+    const qconv::Requantization r = requantization;  // (a local: kept in registers across the stores)
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t slot = grp * g.blocks + b0 + b, k_in_group = (b0 + b) * kBlock;
+      const int64_t k0 = grp * g.group_out + k_in_group, count = std::min(kBlock, g.group_out - k_in_group);
+      const __m512i bias_b = _mm512_loadu_si512(folded.data() + slot * kBlock);
+      const float* multiplier_b = multiplier.data() + slot * kBlock;
+      if (call.output != QOutput::Quantized) {
+        for (int64_t q = 0; q < np; ++q) {
+          const __m512i v = _mm512_add_epi32(acc[q * nb + b], bias_b);
+          qconv::store(call, _mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1), multiplier_b, n,
+                       od * plane + i0 + q, k0, count);
+        }
+        continue;
+      }
+      __m128i bytes[8] = {};
+      for (int64_t q = 0; q < np; ++q)
+        bytes[q] = qconv::requantize16(r, _mm512_add_epi32(acc[q * nb + b], bias_b), multiplier_b);
+      uint8_t* y = static_cast<uint8_t*>(call.y);
+      if (p.layout == Layout::NCHW) {  // the block's channels of the run's pixels, contiguous in each channel
+        store_channels_first(bytes, count, np, y + (n * p.out_channels + k0) * volume + od * plane + i0, volume);
+        continue;
+      }
+      uint8_t* y_pixel = y + (n * volume + od * plane + i0) * p.out_channels + k0;
+      const __mmask16 channels = __mmask16((1u << count) - 1);
+      for (int64_t q = 0; q < np; ++q) _mm_mask_storeu_epi8(y_pixel + q * p.out_channels, channels, bytes[q]);
+    }
+  });
+}
+
+}  // namespace
+
+const QConvAlgorithm qconv_u8s8_vnni_6x64 = {
+    "qconv_u8s8_vnni__" CPPCONV_ISA_NAME "_6x64", accepts, packed_bytes, pack, run, kCpuAvx512Vnni};
+
+}  // namespace CPPCONV_ISA_NS
+}  // namespace cppconv
+#endif
