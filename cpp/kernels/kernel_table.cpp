@@ -8,6 +8,7 @@
 #include "kernels/fma_peak.h"
 #include "kernels/isa_common.h"
 #include "kernels/pool2d.h"
+#include "kernels/qconv_depthwise_vnni.h"
 #include "kernels/qconv_s16.h"
 #include "kernels/quantize8.h"
 #include "kernels/transpose_f32.h"
@@ -54,6 +55,9 @@ constexpr int count_of(const A (&)[N]) {
 }
 #ifdef CPPCONV_HAS_QCONV_S16
 const QConvAlgorithm* const kQConvAlgorithms[] = {
+#ifdef CPPCONV_HAS_QCONV_DEPTHWISE_VNNI
+    &qconv_depthwise_rows_vnni_1x64,
+#endif
     &qconv_depthwise_s16_4x16,
     &qconv_s16_6x16,
 };
