@@ -31,7 +31,8 @@ namespace CPPCONV_ISA_NS {
 namespace {
 
 constexpr int64_t kPixels = 64;  // output pixels per block: 4 accumulators of 16 lanes
-constexpr int64_t kMaxRows = 64;  // kernel_d * kernel_h, for the row pointers on the stack
+constexpr int64_t kMaxRows = 64;   // kernel_d * kernel_h, for the row pointers on the stack
+constexpr int64_t kMaxTaps = 256;  // kernel_d * kernel_h * kernel_w (channels-last kernel), likewise
 constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 
 struct Packing {
@@ -178,8 +179,7 @@ CPPCONV_TARGET_AVX512VNNI void accumulate(const Context& k, int64_t c, const uin
 // The block's 64 results in pixel order: requantized bytes (returned), or int32 / float32
 // values into `values`.
 template <int S>
-CPPCONV_TARGET_AVX512VNNI __m512i finish(const QConvCall& call, int64_t c, const __m512i (&acc)[4],
-                                         int32_t* values) {
+CPPCONV_TARGET_AVX512VNNI __m512i finish(const QConvCall& call, int64_t c, const __m512i (&acc)[4], int32_t* values) {
   constexpr int J = 4 / S;
   if (call.output == QOutput::Quantized) {
     const __m512 multiplier = _mm512_set1_ps(call.multiplier[c]);
@@ -216,8 +216,7 @@ CPPCONV_TARGET_AVX512VNNI __m512i finish(const QConvCall& call, int64_t c, const
 // Output rows [oh0, oh1) of plane (n, c, od), each row's blocks straight from x (masked loads
 // do the padding).
 template <int S>
-CPPCONV_TARGET_AVX512VNNI void run_rows(const Context& k, int64_t n, int64_t c, int64_t od, int64_t oh0,
-                                        int64_t oh1) {
+CPPCONV_TARGET_AVX512VNNI void run_rows(const Context& k, int64_t n, int64_t c, int64_t od, int64_t oh0, int64_t oh1) {
   const QConvCall& call = *k.call;
   const ConvProblem& p = call.p;
   const int64_t H = p.in_h, W = p.in_w, D = p.in_d;
@@ -240,8 +239,7 @@ CPPCONV_TARGET_AVX512VNNI void run_rows(const Context& k, int64_t n, int64_t c, 
       const int64_t count = std::min(kPixels, p.out_w - p0), at = (out_plane + oh) * p.out_w + p0;
       if (call.output == QOutput::Quantized)
         _mm512_mask_storeu_epi8(static_cast<uint8_t*>(call.y) + at, byte_mask(0, count), bytes);
-      else
-        std::memcpy(static_cast<int32_t*>(call.y) + at, values, size_t(count) * 4);  // int32 and float32 alike
+      else std::memcpy(static_cast<int32_t*>(call.y) + at, values, size_t(count) * 4);  // int32 and float32 alike
     }
   }
 }
@@ -262,9 +260,8 @@ Flat flat_of(const ConvProblem& p) {
   f.pixels = (p.out_h - 1) * f.pitch + p.out_w;
   const int64_t blocks = (f.pixels + kPixels - 1) / kPixels;
   // The last load of the last block: S (blocks 64 - 1) + kernel rows' offset + 64 + 4 groups.
-  f.bytes = std::max(f.pitch * f.rows,
-                     p.stride_w * blocks * kPixels + (p.kernel_h - 1) * p.dilation_h * f.pitch + 64 +
-                         4 * ((p.kernel_w + 3) / 4)) +
+  f.bytes = std::max(f.pitch * f.rows, p.stride_w * blocks * kPixels + (p.kernel_h - 1) * p.dilation_h * f.pitch + 64 +
+                                           4 * ((p.kernel_w + 3) / 4)) +
             64;
   return f;
 }
@@ -302,10 +299,8 @@ CPPCONV_TARGET_AVX512VNNI void run_flat(const Context& k, const Flat& f, int64_t
   }
   const int64_t at = (n * p.out_channels + c) * p.out_h * p.out_w;
   for (int64_t oh = 0; oh < p.out_h; ++oh) {
-    if (quantized)
-      copy_bytes(static_cast<uint8_t*>(call.y) + at + oh * p.out_w, bytes_out + oh * f.pitch, p.out_w);
-    else
-      std::memcpy(static_cast<int32_t*>(call.y) + at + oh * p.out_w, out + oh * f.pitch, size_t(p.out_w) * 4);
+    if (quantized) copy_bytes(static_cast<uint8_t*>(call.y) + at + oh * p.out_w, bytes_out + oh * f.pitch, p.out_w);
+    else std::memcpy(static_cast<int32_t*>(call.y) + at + oh * p.out_w, out + oh * f.pitch, size_t(p.out_w) * 4);
   }
 }
 
@@ -375,10 +370,206 @@ void run(const QConvCall& call) {
   else run_strided<4>(call, k);
 }
 
+// ---- Channels-last (NHWC): 64 channels in lanes, one output pixel at a time.  Four taps'
+// 64-byte loads are interleaved into dwords by byte and word unpacks (within 128-bit lanes), so
+// vector k holds channels 16L + 4k + i (lane L, dword i) with their four taps; the weights are
+// packed in that order, [block of 64][group of 4 taps][k][64 bytes], and after
+// requantization the saturating packs of the four vectors put the channels back in order.  A
+// tap in the padding reads the zero point; the taps past the last of a group have weight 0.
+
+struct ChannelPacking {
+  int64_t taps, tap_groups, blocks;
+  size_t weights, sums, bias, fallback, bytes;
+};
+
+ChannelPacking channel_packing_of(const ConvProblem& p) {
+  ChannelPacking k;
+  const size_t K = size_t(p.out_channels);
+  k.taps = p.kernel_d * p.kernel_h * p.kernel_w;
+  k.tap_groups = (k.taps + 3) / 4;
+  k.blocks = (p.out_channels + 63) / 64;
+  k.weights = 64;  // after the header: whether the weights fit int8
+  k.sums = k.weights + size_t(k.blocks * k.tap_groups) * 256;
+  k.bias = k.sums + K * 4;
+  k.fallback = round64(k.bias + K * 4);
+  k.bytes = k.fallback + qconv_depthwise_s16_4x16.packed_bytes(p);
+  return k;
+}
+
+// Where channel c of a 64-channel block sits in the interleaved order (dword index 0..63).
+int64_t interleaved(int64_t c) { return (c % 16 / 4) * 16 + (c / 16) * 4 + c % 4; }
+
+bool channel_accepts(const ConvProblem& p) {
+  if (p.kernel_d * p.kernel_h > kMaxRows || p.kernel_d * p.kernel_h * p.kernel_w > kMaxTaps) return false;
+  return p.layout == Layout::NHWC && qconv_depthwise_s16_4x16.accepts(p);
+}
+
+size_t channel_packed_bytes(const ConvProblem& p) {
+  if (p.groups != p.in_channels || p.out_channels != p.in_channels) return 0;
+  return channel_packing_of(p).bytes;
+}
+
+void channel_pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed) {
+  const ChannelPacking k = channel_packing_of(p);
+  unsigned char* base = static_cast<unsigned char*>(packed);
+  std::memset(base, 0, k.fallback);
+  int32_t fits = 1;
+  for (int64_t i = 0; i < p.out_channels * k.taps; ++i) fits &= weight[i] >= -128 && weight[i] <= 127;
+  std::memcpy(base, &fits, 4);
+  int8_t* w = reinterpret_cast<int8_t*>(base + k.weights);
+  int32_t* sums = reinterpret_cast<int32_t*>(base + k.sums);
+  int32_t* b = reinterpret_cast<int32_t*>(base + k.bias);
+  for (int64_t c = 0; c < p.out_channels; ++c) {
+    int32_t sum = 0;
+    const int64_t block = c / 64, slot = interleaved(c % 64);
+    for (int64_t t = 0; t < k.taps; ++t) {
+      const int16_t v = weight[c * k.taps + t];
+      sum += v;
+      w[((block * k.tap_groups + t / 4) * 64 + slot) * 4 + t % 4] = int8_t(v);  // (unused unless fits)
+    }
+    sums[c] = sum;
+    b[c] = bias ? bias[c] : 0;
+  }
+  qconv_depthwise_s16_4x16.pack(p, weight, bias, base + k.fallback);
+}
+
+// Output rows [row0, row1) (over out_d x out_h) of image n, channel block `block`.
+template <bool kSigned>
+CPPCONV_TARGET_AVX512VNNI void run_channel_rows(const QConvCall& call, const ChannelPacking& k,
+                                                const int32_t* bias_slots, const float* multiplier_slots, int64_t n,
+                                                int64_t block, int64_t row0, int64_t row1) {
+  const ConvProblem& p = call.p;
+  const int64_t C = p.in_channels, D = p.in_d, H = p.in_h, W = p.in_w, c0 = block * 64;
+  const int64_t count = std::min<int64_t>(64, C - c0);
+  const __mmask64 lanes = byte_mask(0, count);
+  const uint8_t* x = static_cast<const uint8_t*>(call.x) + n * D * H * W * C + c0;
+  const __m512i zero = _mm512_set1_epi8(char(call.x_zero_point)), flip = _mm512_set1_epi8(char(0x80));
+  const int8_t* weights = reinterpret_cast<const int8_t*>(static_cast<const unsigned char*>(call.packed) + k.weights) +
+                          block * k.tap_groups * 256;
+  __m512i bias[4], multiplier[4];
+  for (int v = 0; v < 4; ++v) {
+    bias[v] = _mm512_loadu_si512(bias_slots + block * 64 + 16 * v);
+    multiplier[v] = _mm512_castps_si512(_mm512_loadu_ps(multiplier_slots + block * 64 + 16 * v));
+  }
+  const __m512 lo =
+      _mm512_set1_ps(call.output == QOutput::Quantized ? float(call.y_min - call.y_zero_point) : call.f_min);
+  const __m512 hi =
+      _mm512_set1_ps(call.output == QOutput::Quantized ? float(call.y_max - call.y_zero_point) : call.f_max);
+  const __m512i y_zero = _mm512_set1_epi32(call.y_zero_point);
+  const int64_t plane_out = p.out_d * p.out_h * p.out_w;
+  const int64_t rows = p.kernel_d * p.kernel_h;
+  const uint8_t* row_at[kMaxRows];  // each kernel row's input row, null in the padding
+  const uint8_t* tap_at[kMaxTaps];  // each tap's input pixel, null in the padding
+  for (int64_t row = row0; row < row1; ++row) {
+    const int64_t od = row / p.out_h, oh = row % p.out_h;
+    for (int64_t a = 0; a < p.kernel_d; ++a)
+      for (int64_t i = 0; i < p.kernel_h; ++i) {
+        const int64_t d = od * p.stride_d + a * p.dilation_d - p.pad_front;
+        const int64_t h = oh * p.stride_h + i * p.dilation_h - p.pad_top;
+        row_at[a * p.kernel_h + i] = d >= 0 && d < D && h >= 0 && h < H ? x + (d * H + h) * W * C : nullptr;
+      }
+    for (int64_t ow = 0; ow < p.out_w; ++ow) {
+      for (int64_t r = 0, t = 0; r < rows; ++r)
+        for (int64_t j = 0; j < p.kernel_w; ++j, ++t) {
+          const int64_t w = ow * p.stride_w + j * p.dilation_w - p.pad_left;
+          tap_at[t] = row_at[r] && w >= 0 && w < W ? row_at[r] + w * C : nullptr;
+        }
+      __m512i acc[4] = {bias[0], bias[1], bias[2], bias[3]};
+      for (int64_t g = 0; g < k.tap_groups; ++g) {
+        __m512i tap[4];
+        for (int u = 0; u < 4; ++u) {
+          const int64_t t = 4 * g + u;
+          if (t >= k.taps) {
+            tap[u] = tap[0];  // weight 0
+            continue;
+          }
+          const __m512i v = tap_at[t] ? _mm512_mask_loadu_epi8(zero, lanes, tap_at[t]) : zero;
+          tap[u] = kSigned ? _mm512_xor_si512(v, flip) : v;
+        }
+        const __m512i ab_lo = _mm512_unpacklo_epi8(tap[0], tap[1]), ab_hi = _mm512_unpackhi_epi8(tap[0], tap[1]);
+        const __m512i cd_lo = _mm512_unpacklo_epi8(tap[2], tap[3]), cd_hi = _mm512_unpackhi_epi8(tap[2], tap[3]);
+        const int8_t* wg = weights + g * 256;
+        acc[0] = _mm512_dpbusd_epi32(acc[0], _mm512_unpacklo_epi16(ab_lo, cd_lo), _mm512_loadu_si512(wg));
+        acc[1] = _mm512_dpbusd_epi32(acc[1], _mm512_unpackhi_epi16(ab_lo, cd_lo), _mm512_loadu_si512(wg + 64));
+        acc[2] = _mm512_dpbusd_epi32(acc[2], _mm512_unpacklo_epi16(ab_hi, cd_hi), _mm512_loadu_si512(wg + 128));
+        acc[3] = _mm512_dpbusd_epi32(acc[3], _mm512_unpackhi_epi16(ab_hi, cd_hi), _mm512_loadu_si512(wg + 192));
+      }
+      const int64_t at = (n * plane_out + row * p.out_w + ow) * C + c0;
+      if (call.output == QOutput::Quantized) {
+        __m512i q[4];
+        for (int v = 0; v < 4; ++v) {
+          const __m512 f =
+              _mm512_mul_round_ps(_mm512_cvt_roundepi32_ps(acc[v], kRound), _mm512_castsi512_ps(multiplier[v]), kRound);
+          q[v] = _mm512_add_epi32(_mm512_cvt_roundps_epi32(_mm512_min_ps(_mm512_max_ps(f, lo), hi), kRound), y_zero);
+        }
+        // The packs undo the interleaving: lane L gets channels 16L.. in order (values in range).
+        const __m512i w01 = _mm512_packs_epi32(q[0], q[1]), w23 = _mm512_packs_epi32(q[2], q[3]);
+        const __m512i bytes = call.y_signed ? _mm512_packs_epi16(w01, w23) : _mm512_packus_epi16(w01, w23);
+        _mm512_mask_storeu_epi8(static_cast<uint8_t*>(call.y) + at, lanes, bytes);
+        continue;
+      }
+      alignas(64) int32_t slots[64];
+      for (int v = 0; v < 4; ++v) {
+        if (call.output == QOutput::Int32) {
+          _mm512_store_si512(slots + 16 * v, acc[v]);
+        } else {
+          const __m512 f =
+              _mm512_mul_round_ps(_mm512_cvt_roundepi32_ps(acc[v], kRound), _mm512_castsi512_ps(multiplier[v]), kRound);
+          _mm512_store_ps(reinterpret_cast<float*>(slots) + 16 * v, _mm512_min_ps(_mm512_max_ps(f, lo), hi));
+        }
+      }
+      int32_t* y = static_cast<int32_t*>(call.y) + at;  // int32 and float32 alike
+      for (int64_t c = 0; c < count; ++c) y[c] = slots[interleaved(c)];
+    }
+  }
+}
+
+void channel_run(const QConvCall& call) {
+  const ConvProblem& p = call.p;
+  const ChannelPacking k = channel_packing_of(p);
+  const unsigned char* packed = static_cast<const unsigned char*>(call.packed);
+  int32_t fits;
+  std::memcpy(&fits, packed, 4);
+  if (!fits) {
+    QConvCall fallback = call;
+    fallback.packed = packed + k.fallback;
+    qconv_depthwise_s16_4x16.run(fallback);
+    return;
+  }
+  // The bias with the zero point's term (modulo 2^32) and the multipliers, in the interleaved
+  // order, whole blocks.
+  const int32_t zero = call.x_signed ? call.x_zero_point + 128 : call.x_zero_point;
+  const int32_t* sums = reinterpret_cast<const int32_t*>(packed + k.sums);
+  const int32_t* bias = reinterpret_cast<const int32_t*>(packed + k.bias);
+  std::vector<int32_t> bias_slots(size_t(k.blocks * 64), 0);
+  std::vector<float> multiplier_slots(size_t(k.blocks * 64), 0.0f);
+  for (int64_t c = 0; c < p.out_channels; ++c) {
+    const size_t slot = size_t(c / 64 * 64 + interleaved(c % 64));
+    bias_slots[slot] = int32_t(uint32_t(bias[c]) - uint32_t(zero) * uint32_t(sums[c]));
+    if (call.output != QOutput::Int32) multiplier_slots[slot] = call.multiplier[c];
+  }
+  const int64_t rows = p.out_d * p.out_h, items = p.batch * rows * k.blocks;
+  parallel_region(call.num_threads, [&] {
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t block = item % k.blocks, row = item / k.blocks % rows, n = item / (k.blocks * rows);
+      if (call.x_signed)
+        run_channel_rows<true>(call, k, bias_slots.data(), multiplier_slots.data(), n, block, row, row + 1);
+      else run_channel_rows<false>(call, k, bias_slots.data(), multiplier_slots.data(), n, block, row, row + 1);
+    }
+  });
+}
+
 }  // namespace
 
 const QConvAlgorithm qconv_depthwise_rows_vnni_1x64 = {
     "qconv_depthwise_rows_vnni__" CPPCONV_ISA_NAME "_1x64", accepts, packed_bytes, pack, run, kCpuAvx512Vnni};
+const QConvAlgorithm qconv_depthwise_channels_vnni_1x64 = {"qconv_depthwise_channels_vnni__" CPPCONV_ISA_NAME "_1x64",
+                                                           channel_accepts,
+                                                           channel_packed_bytes,
+                                                           channel_pack,
+                                                           channel_run,
+                                                           kCpuAvx512Vnni};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

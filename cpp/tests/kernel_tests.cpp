@@ -924,18 +924,19 @@ void qconv_sweep() {
   }
 }
 
-// Depthwise problems around the row kernel's tiles (qconv_depthwise_rows_vnni: 64 output
-// pixels of a row in 4 vectors of 16, 4/stride loads a block, windows of 4 taps) and the s16
-// kernel's 16 channels: widths around 16, 32 and 64 pixels, strides 1, 2 and 4, kernel widths
-// across the 4-tap groups, padding on each side, dilation across rows, 1-D to 3-D, centred
-// weights mostly within int8 (the row kernel's own path) and sometimes beyond (its stand-in).
+// Depthwise problems around the VNNI kernels' tiles (qconv_depthwise_rows_vnni: 64 output
+// pixels in 4 vectors of 16, 4/stride loads a block, windows of 4 taps;
+// qconv_depthwise_channels_vnni: 64 channels, taps in groups of 4) and the s16 kernel's 16
+// channels: channel counts around multiples of 16 up to 145, widths around 16, 32 and 64 pixels, strides 1, 2 and 4,
+// kernel widths across the 4-tap groups, padding on each side, dilation across rows, 1-D to 3-D, centred weights mostly
+// within int8 (the row kernel's own path) and sometimes beyond (its stand-in).
 void qconv_depthwise_sweep() {
   for (int round = 0; round < 160; ++round) {
     ConvProblem p;
     p.rank = round % 6 == 5 ? 3 : (round % 6 == 4 ? 1 : 2);
-    p.layout = chance(0.15) ? Layout::NHWC : Layout::NCHW;
+    p.layout = chance(0.4) ? Layout::NHWC : Layout::NCHW;
     p.batch = uniform(1, 2);
-    p.groups = p.in_channels = p.out_channels = chance(0.5) ? uniform(1, 5) : 16 * uniform(1, 4) + uniform(-1, 1);
+    p.groups = p.in_channels = p.out_channels = chance(0.4) ? uniform(1, 5) : 16 * uniform(1, 9) + uniform(-1, 1);
     p.kernel_w = chance(0.5) ? 3 : uniform(1, 9);
     p.stride_w = chance(0.2) ? 4 : uniform(1, 2);
     p.dilation_w = chance(0.1) ? 2 : 1;
