@@ -275,17 +275,27 @@ bool use_flat(const ConvProblem& p) {
          (p.stride_w == 1 || p.out_w <= kPixels / 2);
 }
 
+// A thread's padded plane filled with the zero point, once per call: the planes copied in
+// later write the same interior bytes, so the padding and the slack stay as set here.
+void fill_padded(const Context& k, const Flat& f, uint8_t* padded) {
+  for (int64_t i = 0; i < f.bytes; i += 64) _mm512_store_si512(padded + i, k.zero);  // (its size rounded up to 64)
+}
+
 template <int S>
 CPPCONV_TARGET_AVX512VNNI void run_flat(const Context& k, const Flat& f, int64_t n, int64_t c, uint8_t* padded,
                                         int32_t* out) {
   const QConvCall& call = *k.call;
   const ConvProblem& p = call.p;
   const int64_t H = p.in_h, W = p.in_w;
-  const uint8_t zero = uint8_t(_mm_cvtsi128_si32(_mm512_castsi512_si128(k.zero)));
   const uint8_t* plane = static_cast<const uint8_t*>(call.x) + (n * p.in_channels + c) * H * W;
-  const __m512i fill = _mm512_set1_epi8(char(zero));
-  for (int64_t i = 0; i < f.bytes; i += 64) _mm512_store_si512(padded + i, fill);  // (its size rounded up to 64)
-  for (int64_t h = 0; h < H; ++h) copy_bytes(padded + (h + p.pad_top) * f.pitch + p.pad_left, plane + h * W, W);
+  // Whole 64-byte stores (a masked store is slow on Zen 4): the bytes past a row's end are the
+  // zero point, and land in its right padding and the next row, copied next.
+  for (int64_t h = 0; h < H; ++h) {
+    uint8_t* to = padded + (h + p.pad_top) * f.pitch + p.pad_left;
+    const uint8_t* from = plane + h * W;
+    for (int64_t j = 0; j < W; j += 64)
+      _mm512_storeu_si512(to + j, _mm512_mask_loadu_epi8(k.zero, byte_mask(0, W - j), from + j));
+  }
   const uint8_t* row[kMaxRows];
   for (int64_t r = 0; r < p.kernel_h; ++r) row[r] = padded + r * p.dilation_h * f.pitch;
   const bool quantized = call.output == QOutput::Quantized;
@@ -299,7 +309,10 @@ CPPCONV_TARGET_AVX512VNNI void run_flat(const Context& k, const Flat& f, int64_t
   }
   const int64_t at = (n * p.out_channels + c) * p.out_h * p.out_w;
   for (int64_t oh = 0; oh < p.out_h; ++oh) {
-    if (quantized) copy_bytes(static_cast<uint8_t*>(call.y) + at + oh * p.out_w, bytes_out + oh * f.pitch, p.out_w);
+    uint8_t* y = static_cast<uint8_t*>(call.y) + at + oh * p.out_w;
+    if (quantized && p.out_w <= 64 && oh * p.out_w + 64 <= p.out_h * p.out_w)  // (past the row: later rows')
+      _mm512_storeu_si512(y, _mm512_loadu_si512(bytes_out + oh * f.pitch));
+    else if (quantized) copy_bytes(y, bytes_out + oh * f.pitch, p.out_w);
     else std::memcpy(static_cast<int32_t*>(call.y) + at + oh * p.out_w, out + oh * f.pitch, size_t(p.out_w) * 4);
   }
 }
@@ -318,6 +331,7 @@ void run_strided(const QConvCall& call, const Context& k) {
     unsigned char* base = reinterpret_cast<unsigned char*>(round64(reinterpret_cast<uintptr_t>(scratch.data())));
     parallel_region(threads, [&] {
       unsigned char* mine = base + stride * size_t(thread_id());
+      fill_padded(k, f, mine);
 #pragma omp for schedule(static)
       for (int64_t plane = 0; plane < planes; ++plane)
         run_flat<S>(k, f, plane / p.out_channels, plane % p.out_channels, mine,
