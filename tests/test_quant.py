@@ -180,6 +180,83 @@ def test_every_algorithm_matches_numpy_bit_exact(isa, case, x_dtype, layout_last
             np.testing.assert_array_equal(y, ref, err_msg=f"{algorithm}, out_dtype {out_dtype}")
 
 
+# Depthwise (groups = C = K) around the row kernel's 64-pixel blocks (16 lanes, 4/stride
+# loads) and its 4-tap dword groups: (rank, n, c, sizes, kernel, stride, padding, dilation).
+DEPTHWISE_CASES = [
+    (2, 1, 3, (5, 63), (3, 3), 1, 1, 1),
+    (2, 2, 17, (4, 64), (3, 3), 1, 1, 1),
+    (2, 1, 5, (6, 66), (3, 3), 1, 2, 1),
+    (2, 1, 4, (7, 129), (3, 3), 2, 1, 1),
+    (2, 1, 33, (5, 7), (3, 3), 2, 1, 1),
+    (2, 1, 63, (3, 5), (3, 3), 1, 1, 1),
+    (2, 2, 65, (4, 3), (3, 3), 2, 1, 1),
+    (2, 1, 130, (3, 3), (2, 2), 1, 0, 1),
+    (2, 1, 2, (5, 130), (5, 5), 2, 2, 1),
+    (2, 1, 3, (9, 70), (3, 7), 4, 3, 1),
+    (2, 1, 6, (8, 18), (3, 3), 1, 2, 2),
+    (2, 1, 2, (3, 9), (1, 4), 1, 1, 1),
+    (2, 1, 1, (1, 1), (3, 3), 1, 1, 1),
+    (1, 2, 7, (200,), (3,), 1, 1, 1),
+    (1, 1, 3, (65,), (9,), 2, 4, 1),
+    (3, 1, 4, (4, 5, 67), (3, 3, 3), 1, 1, 1),
+    (3, 1, 3, (5, 4, 33), (2, 1, 3), 2, 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", DEPTHWISE_CASES)
+@pytest.mark.parametrize("x_dtype,x_zp", [(U8, 0), (U8, 128), (U8, 255), (I8, -128), (I8, 0), (I8, 127)])
+@pytest.mark.parametrize("w_zp", [0, 3])
+@pytest.mark.parametrize("layout_last", [False, True])
+def test_depthwise_every_algorithm_bit_exact(isa, case, x_dtype, x_zp, w_zp, layout_last):
+    """int8 weights that fit int8 once centred (w_zp 0) and ones that do not (w_zp 3 moves
+    -128 to -131), every output kind, relu and relu6, per-channel scales, 1 and 2 threads,
+    channels first and last."""
+    rank, n, c, sizes, kernel, stride, padding, dilation = case
+    rng = make_rng("qconv-dw", case, np.dtype(x_dtype).name, x_zp, w_zp, layout_last)
+    lo, hi = RANGE[np.dtype(x_dtype)]
+    x = rng.integers(lo, hi + 1, size=(n, c, *sizes)).astype(x_dtype)
+    w = rng.integers(-128, 128, size=(c, 1, *kernel)).astype(I8)
+    w.reshape(c, -1)[:, 0] = -128  # the extreme weight in every channel
+    w_scale = (rng.uniform(0.5, 2, size=c) * 2.0**-7).astype(np.float32)
+    bias = rng.integers(-5000, 5000, size=c).astype(np.int32)
+    args = (np.float32(0.05), np.array(x_zp, x_dtype), w, w_scale, np.full(c, w_zp, I8), np.float32(0.3),
+            np.array(lo + 9, x_dtype))
+    if layout_last:
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    layout = ("NWC", "NHWC", "NDHWC")[rank - 1] if layout_last else None
+    kw = dict(bias=bias, stride=stride, padding=padding, dilation=dilation, groups=c, layout=layout)
+    algorithms = algorithms_for(lambda a, explain=False: run_forced(a, rank, x, *args, explain=explain, **kw))
+    assert "qconv_reference" in algorithms
+    for activation in (None, "relu", "relu6"):
+        ref = numpy_qconv(x, *args, bias=bias, stride=stride, padding=padding, dilation=dilation, groups=c,
+                          channels_last=layout_last, activation=activation)
+        for algorithm in algorithms:
+            for threads in (1, 2):
+                y = run_forced(algorithm, rank, x, *args, num_threads=threads, activation=activation, **kw)
+                np.testing.assert_array_equal(y, ref, err_msg=f"{algorithm}, {threads} threads, {activation}")
+    for out_dtype in (np.int32, np.float32):
+        ref = numpy_qconv(x, *args, bias=bias, stride=stride, padding=padding, dilation=dilation, groups=c,
+                          channels_last=layout_last, out_dtype=out_dtype)
+        for algorithm in algorithms:
+            y = run_forced(algorithm, rank, x, *args, out_dtype=out_dtype, **kw)
+            np.testing.assert_array_equal(y, ref, err_msg=f"{algorithm}, out_dtype {out_dtype}")
+
+
+def test_depthwise_vnni_kernels_are_chosen_where_they_can_run(isa):
+    x = np.zeros((1, 8, 20, 20), U8)
+    layer = cppconv.QConv2d(0.1, 3, np.ones((8, 1, 3, 3), I8), 0.1, 0, 0.2, 0, padding=1, groups=8)
+    name = layer.explain(x.shape)["algorithm"]
+    row_kernel = "qconv_depthwise_rows_vnni__avx512_1x64"
+    vnni = "avx512" in _native.available_isas() and "avx512_vnni" in _native.cpu_features()
+    assert (row_kernel in _native.qconv_algorithms()) == vnni
+    assert (name == row_kernel) == (vnni and isa == "avx512")
+    if isa in ("avx2", "avx512") and name != row_kernel:
+        assert name == f"qconv_depthwise_s16__{isa}_4x16"
+    last = cppconv.QConv2d(0.1, 3, np.ones((8, 1, 3, 3), I8), 0.1, 0, 0.2, 0, padding=1, groups=8, layout="NHWC")
+    name = last.explain((1, 20, 20, 8))["algorithm"]
+    assert (name == "qconv_depthwise_channels_vnni__avx512_1x64") == (vnni and isa == "avx512")
+
+
 def vnni_algorithm(isa):
     """The VNNI kernel's name where this process may run it under `isa`, else None."""
     name = f"qconv_u8s8_vnni__{isa}_6x64"

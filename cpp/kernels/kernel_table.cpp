@@ -8,6 +8,7 @@
 #include "kernels/fma_peak.h"
 #include "kernels/isa_common.h"
 #include "kernels/pool2d.h"
+#include "kernels/qconv_depthwise_vnni.h"
 #include "kernels/qconv_s16.h"
 #include "kernels/qconv_vnni.h"
 #include "kernels/quantize8.h"
@@ -55,6 +56,10 @@ constexpr int count_of(const A (&)[N]) {
 }
 #ifdef CPPCONV_HAS_QCONV_S16
 const QConvAlgorithm* const kQConvAlgorithms[] = {
+#ifdef CPPCONV_HAS_QCONV_DEPTHWISE_VNNI
+    &qconv_depthwise_rows_vnni_1x64,
+    &qconv_depthwise_channels_vnni_1x64,
+#endif
     &qconv_depthwise_s16_4x16,
 #ifdef CPPCONV_HAS_QCONV_VNNI
     &qconv_u8s8_vnni_6x64,

@@ -844,6 +844,45 @@ std::string describe_q(const QConvCall& c) {
          out[int(c.output)];
 }
 
+// Every algorithm that accepts call.p against qconv_reference, bit for bit, on 1 and kThreads
+// threads (call.y is set here).  An algorithm whose packing refused the weights must be one that
+// needs them within int8 (weights_fit_int8 false), and forcing it a clear error.
+void check_qconv(const QConvPlan& plan, QConvCall call, size_t out_bytes, bool weights_fit_int8) {
+  std::vector<unsigned char> ref(out_bytes), y(out_bytes);
+  call.y = ref.data();
+  plan.run(call, &qconv_reference, 1);
+  for (const QConvAlgorithm* a : all_qconv_algorithms()) {
+    if (a == &qconv_reference || !a->accepts(call.p)) continue;
+    if (plan.refused(a)) {
+      bool threw = false;
+      try {
+        plan.run(call, a, 1);
+      } catch (const std::invalid_argument&) {
+        threw = true;
+      }
+      if (weights_fit_int8 || !threw)
+        fail(std::string(a->name) + (weights_fit_int8 ? " refused int8 weights" : " forced after refusing ran") +
+             " on " + describe_q(call));
+      continue;
+    }
+    ++g_cases[a->name];
+    for (const int threads : {1, kThreads}) {
+      std::fill(y.begin(), y.end(), 0xAB);
+      call.y = y.data();
+      std::string why;
+      try {
+        plan.run(call, a, threads);
+        if (y != ref) why = "differs from the reference";
+      } catch (const std::exception& e) {
+        why = std::string("threw ") + e.what();
+      }
+      if (!why.empty())
+        fail(std::string(a->name) + ": " + why + " with " + std::to_string(threads) + " threads on " +
+             describe_q(call));
+    }
+  }
+}
+
 void qconv_sweep() {
   const int64_t passes[] = {1, 4, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 80};  // 16-channel blocks
   for (int round = 0; round < 480; ++round) {
@@ -908,39 +947,72 @@ void qconv_sweep() {
     const size_t out_bytes = size_t(conv_outputs(p)) * (call.output == QOutput::Quantized ? 1 : 4);
     const QConvPlan plan(w.data(), chance(0.8) ? bias.data() : nullptr, p.out_channels, group_in, p.kernel_d,
                          p.kernel_h, p.kernel_w, p.groups);
-    std::vector<unsigned char> ref(out_bytes), y(out_bytes);
-    call.y = ref.data();
-    plan.run(call, &qconv_reference, 1);
-    for (const QConvAlgorithm* a : all_qconv_algorithms()) {
-      if (a == &qconv_reference || !a->accepts(p)) continue;
-      if (plan.refused(a)) {  // only weights beyond int8, and forcing it is a clear error
-        bool threw = false;
-        try {
-          plan.run(call, a, 1);
-        } catch (const std::invalid_argument&) {
-          threw = true;
-        }
-        if (int8_weights || !threw)
-          fail(std::string(a->name) + (int8_weights ? " refused int8 weights" : " forced after refusing ran") + " on " +
-               describe_q(call));
-        continue;
-      }
-      ++g_cases[a->name];
-      for (const int threads : {1, kThreads}) {
-        std::fill(y.begin(), y.end(), 0xAB);
-        call.y = y.data();
-        std::string why;
-        try {
-          plan.run(call, a, threads);
-          if (y != ref) why = "differs from the reference";
-        } catch (const std::exception& e) {
-          why = std::string("threw ") + e.what();
-        }
-        if (!why.empty())
-          fail(std::string(a->name) + ": " + why + " with " + std::to_string(threads) + " threads on " +
-               describe_q(call));
-      }
+    check_qconv(plan, call, out_bytes, int8_weights);
+  }
+}
+
+// Depthwise problems around the VNNI kernels' tiles (qconv_depthwise_rows_vnni: 64 output
+// pixels in 4 vectors of 16, 4/stride loads a block, windows of 4 taps;
+// qconv_depthwise_channels_vnni: 64 channels, taps in groups of 4) and the s16 kernel's 16
+// channels: channel counts around multiples of 16 up to 145, widths around 16, 32 and 64 pixels, strides 1, 2 and 4,
+// kernel widths across the 4-tap groups, padding on each side, dilation across rows, 1-D to 3-D, centred weights mostly
+// within int8 (the row kernel's own path) and sometimes beyond (its stand-in).
+void qconv_depthwise_sweep() {
+  for (int round = 0; round < 160; ++round) {
+    ConvProblem p;
+    p.rank = round % 6 == 5 ? 3 : (round % 6 == 4 ? 1 : 2);
+    p.layout = chance(0.4) ? Layout::NHWC : Layout::NCHW;
+    p.batch = uniform(1, 2);
+    p.groups = p.in_channels = p.out_channels = chance(0.4) ? uniform(1, 5) : 16 * uniform(1, 9) + uniform(-1, 1);
+    p.kernel_w = chance(0.5) ? 3 : uniform(1, 9);
+    p.stride_w = chance(0.2) ? 4 : uniform(1, 2);
+    p.dilation_w = chance(0.1) ? 2 : 1;
+    p.pad_left = uniform(0, p.kernel_w), p.pad_right = uniform(0, p.kernel_w);
+    const int64_t out_w = 16 * uniform(1, 5) + uniform(-2, 2);
+    p.in_w = std::max<int64_t>(p.dilation_w * (p.kernel_w - 1) + 1 - p.pad_left - p.pad_right,
+                               (out_w - 1) * p.stride_w + p.dilation_w * (p.kernel_w - 1) + 1 - p.pad_left -
+                                   p.pad_right + uniform(0, p.stride_w - 1));
+    p.in_w = std::max<int64_t>(p.in_w, 1);
+    p.in_h = p.kernel_h = 1;
+    if (p.rank >= 2) {
+      p.kernel_h = uniform(1, 4), p.stride_h = uniform(1, 3), p.dilation_h = chance(0.3) ? 2 : 1;
+      p.pad_top = uniform(0, 2), p.pad_bottom = uniform(0, 2);
+      p.in_h = std::max<int64_t>(1, uniform(p.dilation_h * (p.kernel_h - 1) + 1 - p.pad_top - p.pad_bottom, 7));
     }
+    if (p.rank == 3) p.kernel_d = uniform(1, 3), p.in_d = uniform(p.kernel_d, 4), p.pad_front = uniform(0, 1);
+    p.out_d = conv_output_size(p.in_d, p.kernel_d, p.stride_d, p.dilation_d, p.pad_front, p.pad_back);
+    p.out_h = conv_output_size(p.in_h, p.kernel_h, p.stride_h, p.dilation_h, p.pad_top, p.pad_bottom);
+    p.out_w = conv_output_size(p.in_w, p.kernel_w, p.stride_w, p.dilation_w, p.pad_left, p.pad_right);
+    if (p.out_d < 1 || p.out_h < 1 || p.out_w < 1) continue;
+    QConvCall call;
+    call.p = p;
+    call.x_signed = chance(0.5);
+    call.output = QOutput(round % 3);
+    call.y_signed = chance(0.5);
+    const int64_t lo = call.x_signed ? -128 : 0;
+    const int64_t zero_points[] = {lo, lo + 128, lo + 255, uniform(lo, lo + 255)};
+    call.x_zero_point = int32_t(zero_points[uniform(0, 3)]);
+    const int64_t taps = p.kernel_d * p.kernel_h * p.kernel_w;
+    const bool wide = chance(0.15);
+    std::vector<int16_t> w(size_t(p.out_channels * taps));
+    for (auto& v : w) v = int16_t(wide ? uniform(-255, 255) : uniform(-128, 127));
+    std::vector<int32_t> bias(size_t(p.out_channels));
+    for (auto& v : bias) v = int32_t(uniform(-100000, 100000));
+    std::vector<float> multiplier(size_t(p.out_channels));
+    for (auto& m : multiplier) m = float(std::ldexp(double(uniform(1, 1 << 20)), -int(uniform(20, 36))));
+    call.multiplier = multiplier.data();
+    call.y_zero_point = int32_t(call.y_signed ? uniform(-128, 127) : uniform(0, 255));
+    call.y_min = call.y_signed ? -128 : 0, call.y_max = call.y_signed ? 127 : 255;
+    if (chance(0.3)) call.y_min = call.y_zero_point;                                         // relu
+    if (chance(0.2)) call.y_max = std::min<int32_t>(call.y_max, call.y_zero_point + 40);  // relu6
+    if (call.output == QOutput::Float32 && chance(0.3)) call.f_min = 0, call.f_max = 6;
+    std::vector<uint8_t> x(size_t(p.batch * p.in_channels * p.in_d * p.in_h * p.in_w));
+    for (auto& v : x) v = uint8_t(uniform(0, 255));
+    call.x = x.data();
+    const size_t out_bytes = size_t(conv_outputs(p)) * (call.output == QOutput::Quantized ? 1 : 4);
+    const QConvPlan plan(w.data(), chance(0.8) ? bias.data() : nullptr, p.out_channels, 1, p.kernel_d, p.kernel_h,
+                         p.kernel_w, p.groups);
+    check_qconv(plan, call, out_bytes, !wide);
   }
 }
 // ------------------------------------------------------------------------------------------
@@ -983,6 +1055,7 @@ int main() {
   timed("pooling", pool_sweep);
   timed("transposed convolution", conv_transpose_sweep);
   timed("quantized convolution", qconv_sweep);
+  timed("quantized depthwise convolution", qconv_depthwise_sweep);
 
   std::printf("cases per algorithm:\n");
   require_cases(all_conv_algorithms(), &conv_reference_f64);

@@ -139,6 +139,7 @@ class _QuantizedWeights:
         self.spec = spec
         self.plan = _native.QConvPlan(self.centred, self.bias, spec.groups)
         self.checked: Dict[np.dtype, Tuple[int, np.dtype, Dict[str, Any]]] = {}
+        self.geometries: Dict[Tuple[int, ...], Tuple[Any, ...]] = {}
 
     def call_settings(self, x_dtype: np.dtype) -> Tuple[int, np.dtype, Dict[str, Any]]:
         """(x_zero_point, result dtype, the native run's quantization arguments) for an x of
@@ -192,14 +193,25 @@ class _QuantizedWeights:
         x_dtype = _tensor_dtype(x, "x")
         threads = _args.thread_count(num_threads)
         _, result, native_args = self.call_settings(x_dtype)
-        geometry = _Geometry(self.spec, x, self.w, self.bias)
+        x4_shape, out_shape4, out_shape, params = self.shapes(x)
         if out is not None:
-            _args.check_out(out, geometry.out_shape, result)
-        x4 = np.ascontiguousarray(geometry.x4)
-        buffer, direct = _args.output_buffer(out, geometry.out_shape4, result, result, [x4])
-        self.plan.run(x4, buffer, self.spec.params(geometry.pads), **native_args, algorithm=algorithm,
-                      num_threads=threads)
-        return _args.deliver(out, buffer, direct, geometry.out_shape, result)
+            _args.check_out(out, out_shape, result)
+        x4 = np.ascontiguousarray(x).reshape(x4_shape)
+        buffer, direct = _args.output_buffer(out, out_shape4, result, result, [x4])
+        self.plan.run(x4, buffer, params, **native_args, algorithm=algorithm, num_threads=threads)
+        return _args.deliver(out, buffer, direct, out_shape, result)
+
+    def shapes(self, x: np.ndarray) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...], Any]:
+        """(x's batched shape, the output's with and without the batch axis, the native
+        parameters) for an x of this shape, worked out (and checked) once per shape: _Geometry
+        and the parameters cost more than the kernel of a small depthwise layer."""
+        found = self.geometries.get(x.shape)
+        if found is None:
+            geometry = _Geometry(self.spec, x, self.w, self.bias)
+            found = (geometry.x4.shape, geometry.out_shape4, geometry.out_shape, self.spec.params(geometry.pads))
+            if len(self.geometries) < 64:  # (a bound for callers whose shapes keep changing)
+                self.geometries[x.shape] = found
+        return found
 
     def explain(self, x_shape: Tuple[int, ...], x_dtype: Any, algorithm: str = "",
                 num_threads: Any = None) -> Dict[str, Any]:
