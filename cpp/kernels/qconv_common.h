@@ -33,6 +33,19 @@ class NearestRounding {
   unsigned saved_;
 };
 
+// Whether a dense kernel that copies the whole padded image into a tile (channels padded to
+// `pixel` values a pixel) takes p: zero padding; not single-channel groups with few outputs
+// (depthwise would fill a lane in 16 or 32); a tile not far larger than the input (padding its
+// windows mostly skip costs more than it saves).
+static inline bool dense_tile_accepts(const ConvProblem& p, int64_t pixel) {
+  if (p.pad_mode != PadMode::Zeros || p.batch < 1 || p.in_channels < 1 || p.out_channels < 1) return false;
+  if (p.in_channels / p.groups < 2 && p.out_channels / p.groups < kBlock / 2) return false;
+  const double tile = double(p.in_d + p.pad_front + p.pad_back) * double(p.in_h + p.pad_top + p.pad_bottom) *
+                      double(p.in_w + p.pad_left + p.pad_right) * double(pixel);
+  const double input = double(p.in_d) * double(p.in_h) * double(p.in_w) * double(p.in_channels);
+  return tile <= 4.0 * input + double(1 << 20);
+}
+
 // Each kernel tap's offset in a padded tile of rows x cols pixels of `width` values from its
 // window's first value.
 static inline std::vector<int64_t> tap_offsets(const ConvProblem& p, int64_t rows, int64_t cols, int64_t width) {

@@ -43,16 +43,7 @@ Geometry geometry_of(const ConvProblem& p) {
 
 size_t weight_values(const Geometry& g) { return size_t(g.groups * g.blocks * g.taps * g.pairs * kChannels * 2); }
 
-// Depthwise and other single-channel groups would fill one lane in 32 here; a padded tile far
-// larger than the input (padding its windows mostly skip) costs more than it saves.
-bool accepts(const ConvProblem& p) {
-  if (p.pad_mode != PadMode::Zeros || p.batch < 1 || p.in_channels < 1 || p.out_channels < 1) return false;
-  const Geometry g = geometry_of(p);
-  if (g.group_in < 2 && g.group_out < kChannels / 2) return false;
-  const double tile = double(g.depth) * double(g.rows) * double(g.cols) * double(g.pixel);
-  const double input = double(p.in_d) * double(p.in_h) * double(p.in_w) * double(p.in_channels);
-  return tile <= 4.0 * input + double(1 << 20);
-}
+bool accepts(const ConvProblem& p) { return qconv::dense_tile_accepts(p, geometry_of(p).pixel); }
 
 // Weights [group][block][tap][pair][16 channels][2], then the bias [group][block][16] (int32).
 size_t packed_bytes(const ConvProblem& p) {

@@ -55,16 +55,7 @@ Geometry geometry_of(const ConvProblem& p) {
 // Packed weights [group][tap][quad][block][16 channels][4] int8: a pass's blocks side by side.
 size_t weight_bytes(const Geometry& g) { return size_t(g.groups * g.taps * g.quads * g.blocks * kBlock * 4); }
 
-// As qconv_s16's: single-channel groups would use a quarter of each lane; a padded tile far
-// larger than the input costs more than it saves.
-bool accepts(const ConvProblem& p) {
-  if (p.pad_mode != PadMode::Zeros || p.batch < 1 || p.in_channels < 1 || p.out_channels < 1) return false;
-  const Geometry g = geometry_of(p);
-  if (g.group_in < 2 && g.group_out < kBlock / 2) return false;
-  const double tile = double(g.depth) * double(g.rows) * double(g.cols) * double(g.pixel);
-  const double input = double(p.in_d) * double(p.in_h) * double(p.in_w) * double(p.in_channels);
-  return tile <= 4.0 * input + double(1 << 20);
-}
+bool accepts(const ConvProblem& p) { return qconv::dense_tile_accepts(p, geometry_of(p).pixel); }
 
 // The weights, then sum w per output channel and the bias, each [group][block][16] int32.
 size_t packed_bytes(const ConvProblem& p) {

@@ -17,8 +17,10 @@ class ConvParams:
     def rank(self) -> int:
         ...
 class ConvPlan:
-    def __init__(self, weight: numpy.ndarray, bias: typing.Any, copy: bool = True) -> None:
-        ...
+    def __init__(self, weight: numpy.ndarray, bias: typing.Any, copy: bool = True, bfloat16: bool = False) -> None:
+        """
+        bfloat16=True: weight holds bfloat16 bits (uint16) and the bias is float32; run() then takes x and out as bfloat16 bits or float32 (x rounded to bfloat16 as it is read), accumulating in float32.
+        """
     def explain(self, x_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], params: ConvParams) -> dict:
         ...
     def forward(self, x: typing.Any, out: typing.Any, image: bool, params: ConvParams, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> typing.Any:
