@@ -1324,7 +1324,8 @@ const QConvAlgorithm* qconv_algorithm_named(const std::string& name) {
   return named_in(name, find_qconv_algorithm, all_qconv_algorithms, "qconv");
 }
 
-std::unique_ptr<QConvPlan> make_qconv_plan(const py::array& weight, const py::object& bias, int64_t groups) {
+std::unique_ptr<QConvPlan> make_qconv_plan(const py::array& weight, const py::object& bias, int64_t groups,
+                                           bool one_call, const std::string& algorithm) {
   if (!weight.dtype().equal(py::dtype::of<int16_t>())) throw py::type_error("weight: the centred weights are int16");
   if (weight.ndim() < 3 || weight.ndim() > 5) throw py::value_error("weight: expected 3 to 5 dimensions");
   require_q(weight, "weight", weight.ndim(), false);
@@ -1339,8 +1340,17 @@ std::unique_ptr<QConvPlan> make_qconv_plan(const py::array& weight, const py::ob
   }
   const std::vector<int64_t> shape = shape_of(weight);
   const std::array<int64_t, 3> kernel = kernel_of(shape.data() + 2, shape.size() - 2);
+  // A one-call plan packs what the call can run: the active table's algorithms and a forced one.
+  std::vector<const QConvAlgorithm*> only;
+  if (one_call) {
+    const KernelTable& table = active_table();
+    for (int i = 0; i < table.qconv_count; ++i)
+      if (has_cpu_features(table.qconv[i]->features)) only.push_back(table.qconv[i]);
+    if (const QConvAlgorithm* forced = algorithm.empty() ? nullptr : find_qconv_algorithm(algorithm))
+      only.push_back(forced);
+  }
   return std::make_unique<QConvPlan>(static_cast<const int16_t*>(weight.data()), bias_ptr, shape[0], shape[1],
-                                     kernel[0], kernel[1], kernel[2], groups);
+                                     kernel[0], kernel[1], kernel[2], groups, one_call ? &only : nullptr);
 }
 
 ConvProblem qconv_problem(const QConvPlan& plan, const std::vector<int64_t>& x_shape, const std::vector<int64_t>* out,
@@ -1401,7 +1411,8 @@ void run_qconv(const QConvPlan& plan, const py::array& x, const py::array& out, 
 
 void bind_qconv(py::module_& m) {
   py::class_<QConvPlan>(m, "QConvPlan", "Centred int16 weights and int32 bias, packed once (internal).")
-      .def(py::init(&make_qconv_plan), py::arg("weight"), py::arg("bias"), py::arg("groups"))
+      .def(py::init(&make_qconv_plan), py::arg("weight"), py::arg("bias"), py::arg("groups"),
+           py::arg("one_call") = false, py::arg("algorithm") = "")
       .def("run", &run_qconv, py::arg("x"), py::arg("out"), py::arg("params"), py::arg("x_zero_point"),
            py::arg("multiplier"), py::arg("y_zero_point"), py::arg("y_min"), py::arg("y_max"), py::arg("f_min"),
            py::arg("f_max"), py::arg("algorithm") = "", py::arg("num_threads") = 0)

@@ -100,6 +100,11 @@ void run_reference(const QConvCall& call) {
 }
 
 bool accepts_any(const ConvProblem&) { return true; }
+
+std::invalid_argument refused_weights(const QConvAlgorithm& a) {
+  return std::invalid_argument(std::string("algorithm ") + a.name +
+                               " does not accept these weights (a centred weight w - w_zero_point out of its range)");
+}
 size_t no_packing(const ConvProblem&) { return 0; }
 
 }  // namespace
@@ -124,24 +129,27 @@ const QConvAlgorithm* find_qconv_algorithm(const std::string& name) {
 }
 
 QConvPlan::QConvPlan(const int16_t* weight, const int32_t* bias, int64_t out_channels, int64_t group_in_channels,
-                     int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, int64_t groups)
+                     int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, int64_t groups,
+                     const std::vector<const QConvAlgorithm*>* only)
     : out_channels_(out_channels), group_in_(group_in_channels), kernel_d_(kernel_d), kernel_h_(kernel_h),
       kernel_w_(kernel_w), groups_(groups),
       weight_(weight, weight + out_channels * group_in_channels * kernel_d * kernel_h * kernel_w),
       bias_(bias ? std::vector<int32_t>(bias, bias + out_channels) : std::vector<int32_t>()), has_bias_(bias) {
-  ConvProblem shape;  // what packing reads: the weights' shape and the groups
-  shape.out_channels = out_channels;
-  shape.in_channels = group_in_channels * groups;
-  shape.groups = groups;
-  shape.kernel_d = kernel_d, shape.kernel_h = kernel_h, shape.kernel_w = kernel_w;
-  for (const QConvAlgorithm* a : all_qconv_algorithms()) {
-    const size_t bytes = a->packed_bytes(shape);
-    if (bytes == 0) continue;
-    std::vector<unsigned char> buffer(bytes);
-    if (a->pack(shape, weight_.data(), has_bias_ ? bias_.data() : nullptr, buffer.data()))
-      packed_[a] = std::move(buffer);
-    else refused_.insert(a);
+  for (const QConvAlgorithm* a : only ? *only : all_qconv_algorithms()) {
+    std::vector<unsigned char> buffer;
+    if (!pack_into(a, buffer)) refused_.insert(a);
+    else if (!buffer.empty()) packed_[a] = std::move(buffer);
   }
+}
+
+bool QConvPlan::pack_into(const QConvAlgorithm* a, std::vector<unsigned char>& buffer) const {
+  ConvProblem shape;  // what packing reads: the weights' shape and the groups
+  shape.out_channels = out_channels_;
+  shape.in_channels = group_in_ * groups_;
+  shape.groups = groups_;
+  shape.kernel_d = kernel_d_, shape.kernel_h = kernel_h_, shape.kernel_w = kernel_w_;
+  buffer.assign(a->packed_bytes(shape), 0);
+  return buffer.empty() || a->pack(shape, weight_.data(), has_bias_ ? bias_.data() : nullptr, buffer.data());
 }
 
 QConvChoice QConvPlan::choose(const ConvProblem& p, int max_threads, const QConvAlgorithm* forced) const {
@@ -155,19 +163,26 @@ QConvChoice QConvPlan::choose(const ConvProblem& p, int max_threads, const QConv
   if (forced) require_cpu_features(*forced);
   if (forced && !forced->accepts(p))
     throw std::invalid_argument(std::string("algorithm ") + forced->name + " does not accept this problem");
-  if (forced && refused(forced))
-    throw std::invalid_argument(std::string("algorithm ") + forced->name +
-                                " does not accept these weights (a centred weight w - w_zero_point out of its range)");
+  if (forced && refused(forced)) throw refused_weights(*forced);
   const bool reference = chosen == &qconv_reference;
   return {chosen, reference ? "reference" : table.isa_name, reference ? 1 : threads_for(p, cap)};
 }
 
 void QConvPlan::run(QConvCall call, const QConvAlgorithm* forced, int max_threads) const {
-  const QConvChoice choice = choose(call.p, max_threads, forced);
+  QConvChoice choice = choose(call.p, max_threads, forced);
   call.weight = weight_.data();
   call.bias = has_bias_ ? bias_.data() : nullptr;
   const auto it = packed_.find(choice.algorithm);
   call.packed = it == packed_.end() ? nullptr : it->second.data();
+  std::vector<unsigned char> for_this_call;  // an algorithm a one-call plan did not pack
+  if (it == packed_.end() && choice.algorithm != &qconv_reference) {
+    if (pack_into(choice.algorithm, for_this_call)) {
+      call.packed = for_this_call.empty() ? nullptr : for_this_call.data();
+    } else {
+      if (forced) throw refused_weights(*forced);
+      choice = {&qconv_reference, "reference", 1};
+    }
+  }
   call.num_threads = choice.threads;
   choice.algorithm->run(call);
 }

@@ -35,9 +35,12 @@ class QConvPlan {
  public:
   // weight: (K, C/groups, kd, kh, kw) centred int16 values (w - w_zero_point[k]); bias (K,) or
   // nullptr; both copied.  Packed for every algorithm at once (packing depends only on the
-  // weights and groups, which a plan fixes), so runs share it without locks.
+  // weights and groups, which a plan fixes), so runs share it without locks.  `only`: pack those
+  // algorithms alone (a one-call plan: the active table's and a forced one), where packing them
+  // all would cost more than the call; another that a run chooses is packed for that run.
   QConvPlan(const int16_t* weight, const int32_t* bias, int64_t out_channels, int64_t group_in_channels,
-            int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, int64_t groups);
+            int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, int64_t groups,
+            const std::vector<const QConvAlgorithm*>* only = nullptr);
 
   QConvChoice choose(const ConvProblem& p, int max_threads, const QConvAlgorithm* forced) const;
   // call.p, x, y, the quantization fields set; the plan fills in the weights.  `forced` as in
@@ -46,6 +49,8 @@ class QConvPlan {
 
   // Whether a's pack() declined these weights: choose() passes it over, forcing it throws.
   bool refused(const QConvAlgorithm* a) const { return refused_.count(a) > 0; }
+  // a's packing of these weights into buffer (empty where a packs none); false: a refused them.
+  bool pack_into(const QConvAlgorithm* a, std::vector<unsigned char>& buffer) const;
 
   int64_t out_channels() const { return out_channels_; }
   int64_t group_in_channels() const { return group_in_; }

@@ -7,7 +7,7 @@ x_zero_point, a real zero) and the multiplier and the product are float32, as in
 and XNNPACK.  Every native algorithm gives the same bits (cpp/qconv.cpp).
 """
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -97,7 +97,7 @@ class _QuantizedWeights:
 
     def __init__(self, spec: _ConvSpec, x_scale: Any, x_zero_point: Any, w: Any, w_scale: Any, w_zero_point: Any,
                  y_scale: Any, y_zero_point: Any, bias: Any, activation: Any, out_dtype: Any,
-                 x_dtype: Optional[np.dtype]):
+                 x_dtype: Optional[np.dtype], one_call: Union[bool, str] = False):
         if not isinstance(w, np.ndarray):
             w = np.asarray(w)
         self.w_dtype = _tensor_dtype(w, "w")
@@ -137,7 +137,10 @@ class _QuantizedWeights:
         # |bias| it bounds every partial sum of the accumulator.
         self.weight_l1 = np.abs(self.centred.astype(np.int64)).reshape(k, -1).sum(axis=1)
         self.spec = spec
-        self.plan = _native.QConvPlan(self.centred, self.bias, spec.groups)
+        # A one-call plan packs only what this call can run (one_call: True, or a forced
+        # algorithm's name): packing every ISA's algorithms cost more than a large layer's call.
+        self.plan = _native.QConvPlan(self.centred, self.bias, spec.groups, one_call=bool(one_call),
+                                      algorithm=one_call if isinstance(one_call, str) else "")
         self.checked: Dict[np.dtype, Tuple[int, np.dtype, Dict[str, Any]]] = {}
         self.geometries: Dict[Tuple[int, ...], Tuple[Any, ...]] = {}
 
@@ -239,7 +242,8 @@ def _qconv(rank: int, x: Any, x_scale: Any, x_zero_point: Any, w: Any, w_scale: 
         x = np.asarray(x)
     x_dtype = _tensor_dtype(x, "x")
     weights = _QuantizedWeights(_spec(rank, stride, padding, dilation, groups, layout), x_scale, x_zero_point, w,
-                                w_scale, w_zero_point, y_scale, y_zero_point, bias, activation, out_dtype, x_dtype)
+                                w_scale, w_zero_point, y_scale, y_zero_point, bias, activation, out_dtype, x_dtype,
+                                one_call=algorithm or True)
     return weights.run(x, out, num_threads, algorithm)
 
 
