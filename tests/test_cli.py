@@ -104,6 +104,10 @@ def test_bench_bfloat16(tmp_path, capsys):
         results = row["results"]
         assert results["cppconv"]["status"] == "ok" and results["Conv2d_f32"]["match"] is True
         assert all(r["match"] is True for r in results.values() if r["status"] == "ok")
+        # The bfloat16 problem's own algorithm is named (its kernel where the CPU has one).
+        dense = row["layer"]["name"] == "resnet_3x3_512@7"
+        kernel = "avx512_bf16" in cppconv._native.cpu_features()
+        assert row["explain"]["highest"]["algorithm"].startswith("conv2d_channelvec_bf16") == (dense and kernel)
 
 
 def test_bench_int8(tmp_path, capsys):

@@ -769,7 +769,9 @@ def explain_layer(layer: Layer, precision: str = "highest", dtype: str = "f32") 
     explain = getattr(cppconv, "explain", None)
     if explain is None:
         return None
-    mode = {"precision": precision} if hasattr(cppconv, "set_float32_precision") else {}
+    mode: Dict[str, Any] = {"precision": precision} if hasattr(cppconv, "set_float32_precision") else {}
+    if dtype == "bf16":  # the bfloat16 problem's own algorithm (a kernel of its own, or the widened one)
+        mode["dtype"] = importlib.import_module("ml_dtypes").bfloat16
     try:
         if dtype == "int8":
             if layer.two_d or precision != "highest":
