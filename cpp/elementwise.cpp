@@ -56,6 +56,23 @@ class NearestRoundingScope {
 #endif
 };
 
+// The runs of outer indices [o_begin, o_end) of a pass laid out as `axis`, each with one set of
+// parameters or one per value: run(first value, count, first parameter index, across).
+template <class Run>
+void for_each_run(const AxisLayout& axis, int64_t o_begin, int64_t o_end, const Run& run) {
+  if (axis.length == 1) {
+    run(o_begin, o_end - o_begin, 0, false);
+    return;
+  }
+  for (int64_t o = o_begin; o < o_end; ++o) {
+    if (axis.inner == 1) {
+      run(o * axis.length, axis.length, 0, true);
+      continue;
+    }
+    for (int64_t a = 0; a < axis.length; ++a) run((o * axis.length + a) * axis.inner, axis.inner, a, false);
+  }
+}
+
 template <class Q>
 constexpr Int8Kind kKindOf = std::is_same_v<Q, uint8_t>  ? Int8Kind::U8
                              : std::is_same_v<Q, int8_t> ? Int8Kind::S8
@@ -73,17 +90,7 @@ void quantize_linear(const T* x, const float* scale, const int32_t* zero_point, 
       table.quantize({x + at, std::is_same_v<T, double>, y + at, kKindOf<Q>, n, scale + a, zero_point + a, across, lo,
                       hi, NearestRoundingScope::kHeld});
     };
-    if (axis.length == 1) {
-      run(o_begin, o_end - o_begin, 0, false);
-      return;
-    }
-    for (int64_t o = o_begin; o < o_end; ++o) {
-      if (axis.inner == 1) {
-        run(o * axis.length, axis.length, 0, true);
-        continue;
-      }
-      for (int64_t a = 0; a < axis.length; ++a) run((o * axis.length + a) * axis.inner, axis.inner, a, false);
-    }
+    for_each_run(axis, o_begin, o_end, run);
   });
 }
 
@@ -105,17 +112,7 @@ void dequantize_linear(const Q* x, const float* scale, const int32_t* zero_point
     const auto run = [&](int64_t at, int64_t n, int64_t a, bool across) {
       table.dequantize({x + at, kKindOf<Q>, y + at, n, scale + a, zero_point + a, across});
     };
-    if (axis.length == 1) {
-      run(o_begin, o_end - o_begin, 0, false);
-      return;
-    }
-    for (int64_t o = o_begin; o < o_end; ++o) {
-      if (axis.inner == 1) {
-        run(o * axis.length, axis.length, 0, true);
-        continue;
-      }
-      for (int64_t a = 0; a < axis.length; ++a) run((o * axis.length + a) * axis.inner, axis.inner, a, false);
-    }
+    for_each_run(axis, o_begin, o_end, run);
   });
 }
 
@@ -148,20 +145,10 @@ template <bool kRelu>
 void channel_affine_as(const float* x, const float* scale, const float* shift, AxisLayout axis, float* y,
                        int max_threads) {
   outer_ranges(axis, max_threads, [&](int64_t o_begin, int64_t o_end) {
-    if (axis.length == 1) {
-      affine_run<kRelu>(x + o_begin, o_end - o_begin, scale[0], shift[0], y + o_begin);
-      return;
-    }
-    for (int64_t o = o_begin; o < o_end; ++o) {
-      if (axis.inner == 1) {
-        affine_across<kRelu>(x + o * axis.length, axis.length, scale, shift, y + o * axis.length);
-        continue;
-      }
-      for (int64_t a = 0; a < axis.length; ++a) {
-        const int64_t at = (o * axis.length + a) * axis.inner;
-        affine_run<kRelu>(x + at, axis.inner, scale[a], shift[a], y + at);
-      }
-    }
+    for_each_run(axis, o_begin, o_end, [&](int64_t at, int64_t n, int64_t a, bool across) {
+      if (across) affine_across<kRelu>(x + at, n, scale, shift, y + at);
+      else affine_run<kRelu>(x + at, n, scale[a], shift[a], y + at);
+    });
   });
 }
 
