@@ -367,20 +367,32 @@ void channelvec_pack(const ConvProblem& p, const void* weight, void* packed, int
   }
 }
 
-// The weights a thread needs next (the packed slice, or for items that pack their own the raw
-// rows, `row_bytes` each and `row_stride` apart), asked for one cache line at a time from inside
-// the microkernel's loop while the current slice computes, so they come into L2 in the shadow
-// of the arithmetic.  Large layers' weights live in memory (7x7 x 512 x 512 is 51 MB), and
-// packing raw weights from memory was a large share of a one-shot call; a burst of prefetches
-// at the start of each slice left the loads behind it waiting (docs/tuning.md).
-struct WeightPrefetch {
+// Memory a thread needs next, `row_bytes` at a time `row_stride` apart, asked for one cache line
+// at a time from inside the microkernel's loop, so that it comes into L2 in the shadow of the
+// arithmetic.
+struct PrefetchStream {
   const char* row = nullptr;
   int64_t row_bytes = 0, row_stride = 0, rows_left = 0, offset = 0;
   void step() {
-    if (rows_left == 0) return;
     prefetch_l2(row + offset);
     offset += 64;
     if (offset >= row_bytes) offset = 0, row += row_stride, --rows_left;
+  }
+};
+
+// What the microkernels prefetch: first the weights of the thread's next slice (the packed slice,
+// or for items that pack their own the raw rows): large layers' weights live in memory (7x7 x
+// 512 x 512 is 51 MB), and packing raw weights from memory was a large share of a one-shot call;
+// a burst of prefetches at the start of each slice left the loads behind it waiting
+// (docs/tuning.md).  Then the input of the thread's next tile: at batch 16 it comes from memory,
+// and its copy waited on every one of a block's short rows.
+struct WeightPrefetch {
+  PrefetchStream weights;
+  PrefetchStream* next_tile = nullptr;
+  bool active() const { return weights.rows_left > 0 || (next_tile && next_tile->rows_left > 0); }
+  void step() {
+    if (weights.rows_left > 0) weights.step();
+    else if (next_tile && next_tile->rows_left > 0) next_tile->step();
   }
 };
 
@@ -475,7 +487,7 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
         }
       }
     };
-    if (prefetch->rows_left > 0) reduce(std::true_type{});
+    if (prefetch->active()) reduce(std::true_type{});
     else reduce(std::false_type{});
     activate_block(acc, act);
     if (kvalid >= NV * kLanes<T>) {
@@ -668,11 +680,43 @@ void fill_tile_unit(const ConvCall& call, const EnginePlan& d, const ColumnPlan&
 }
 
 constexpr int64_t kFillChannels = 32;  // channels per tile-fill unit
+constexpr int64_t kInputInCacheBytes = 4 << 20;  // a call's input up to this is taken to be in cache
+
+// Block `block` of a call: (image, group, row block) with the block's first output row and rows.
+struct BlockOrigin {
+  int64_t n, g, oh0, rows;
+};
+BlockOrigin block_origin(const ConvProblem& p, const EnginePlan& d, int64_t block) {
+  const int64_t oh0 = (block % d.row_blocks) * d.rows_per_block;
+  return {block / (d.row_blocks * p.groups), (block / d.row_blocks) % p.groups, oh0,
+          std::min(d.rows_per_block, p.out_h - oh0)};
+}
+
+// The input a block's tile is copied from, as a prefetch stream: per channel (NCHW) or per row
+// (NHWC) one run from its first to its last source row or column.
+template <class T>
+PrefetchStream tile_source(const ConvCall& call, const EnginePlan& d, const BlockOrigin& b) {
+  const ConvProblem& p = call.p;
+  int64_t lo = p.in_h, hi = -1;
+  for (int64_t r = 0; r < input_rows_for(p, b.rows); ++r) {
+    const int64_t src = call.row_src[b.oh0 * p.stride_h + r];
+    if (src >= 0) lo = std::min(lo, src), hi = std::max(hi, src);
+  }
+  if (hi < 0) return {};
+  const Strides4& xs = call.x_stride;
+  const int64_t size = int64_t(sizeof(T));
+  const char* first = reinterpret_cast<const char*>(static_cast<const T*>(call.x) + b.n * xs.n +
+                                                    b.g * d.group_in * xs.c + lo * xs.h);
+  if (xs.w == 1)  // NCHW: a channel's rows lo..hi
+    return {first, ((hi - lo) * xs.h + p.in_w) * size, xs.c * size, d.group_in};
+  return {first, ((p.in_w - 1) * xs.w + (d.group_in - 1) * xs.c + 1) * size, xs.h * size, hi - lo + 1};
+}
 
 // Runs the outputs [item_begin, item_end) of one (n, g, row block), its tile ready at `tile`.
 template <class T>
 void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap_off, int64_t n, int64_t g, int64_t oh0,
-                   int64_t rows, const T* tile, int64_t item_begin, int64_t item_end, T* row_buf) {
+                   int64_t rows, const T* tile, int64_t item_begin, int64_t item_end, T* row_buf,
+                   PrefetchStream* next_tile = nullptr) {
   const ConvProblem& p = call.p;
   const T* bias = static_cast<const T*>(call.bias);
   const T* packed = static_cast<const T*>(call.packed);
@@ -702,6 +746,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     auto x_offset = [&](int64_t r) { return d.flat ? r * row_w * d.pixel_pitch : r * p.stride_h * d.row_pitch; };
     auto y_offset = [&](int64_t r) { return d.flat ? r * row_w * call.y_stride.w : (oh0 + r) * call.y_stride.h; };
     WeightPrefetch prefetch;
+    prefetch.next_tile = next_tile;
     for (int64_t item = item_begin; item < item_end; ++item) {
       const int64_t kb = kb_of(item);
       const int64_t r_begin = (d.flat ? item / d.k_units : item % groups_of_rows) * d.rows_per_item;
@@ -726,25 +771,25 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           next_c = 0;
         }
         const int64_t next_count = std::min(d.channels_per_slice, d.group_in - next_c);
-        prefetch = WeightPrefetch{};
+        prefetch.weights = PrefetchStream{};
         if (d.packs_in_items) {
           const T* raw = static_cast<const T*>(call.weight) + k0 * d.group_in * d.taps + c_begin * d.taps;
           skip_padding_rows =
               pack_block(raw, d.group_in * d.taps, kvalid, c_count, d.taps, packed_slice) && skip_padding_rows;
           w_slice = packed_slice;
           if (next_k0 >= 0) {  // its raw rows
-            prefetch.row = reinterpret_cast<const char*>(static_cast<const T*>(call.weight) +
+            prefetch.weights.row = reinterpret_cast<const char*>(static_cast<const T*>(call.weight) +
                                                          next_k0 * d.group_in * d.taps + next_c * d.taps);
-            prefetch.row_bytes = next_count * d.taps * int64_t(sizeof(T));
-            prefetch.row_stride = d.group_in * d.taps * int64_t(sizeof(T));
-            prefetch.rows_left = std::min<int64_t>(kNR<T>, (g + 1) * d.group_out - next_k0);
+            prefetch.weights.row_bytes = next_count * d.taps * int64_t(sizeof(T));
+            prefetch.weights.row_stride = d.group_in * d.taps * int64_t(sizeof(T));
+            prefetch.weights.rows_left = std::min<int64_t>(kNR<T>, (g + 1) * d.group_out - next_k0);
           }
         } else if (next_k0 >= 0) {  // its packed weights, one contiguous run
           const int64_t next_kb = (next_k0 - g * d.group_out) / kNR<T>;
-          prefetch.row = reinterpret_cast<const char*>(packed + g * packed_group + next_kb * d.taps * tap_stride +
+          prefetch.weights.row = reinterpret_cast<const char*>(packed + g * packed_group + next_kb * d.taps * tap_stride +
                                                        next_c * d.taps * kNR<T>);
-          prefetch.row_bytes = d.taps * next_count * kNR<T> * int64_t(sizeof(T));
-          prefetch.rows_left = 1;
+          prefetch.weights.row_bytes = d.taps * next_count * kNR<T> * int64_t(sizeof(T));
+          prefetch.weights.rows_left = 1;
         }
         for (int64_t r = r_begin; r < r_end; ++r) {
           const T* xrow = tile + x_offset(r) + c_begin * d.chan_pitch;
@@ -917,20 +962,30 @@ void run_engine(const ConvCall& call, Orientation orientation) {
     if (d.private_tiles) {
       T* own = tiles + d.tile_elems * thread_id();
       int64_t own_block = -1;  // the block whose tile `own` holds
+      const int64_t units = p.batch * p.groups * d.row_blocks * d.parts_per_block;
+      PrefetchStream next_tile;
+      // Only an input too large to stay in cache from call to call (batch 16 of 64@56: 12.8 MB)
+      // is worth asking for ahead; a single image's is usually there already.
+      const bool prefetches_tiles =
+          !d.direct_input && p.batch * p.in_channels * p.in_h * p.in_w * int64_t(sizeof(T)) > kInputInCacheBytes;
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t unit = 0; unit < p.batch * p.groups * d.row_blocks * d.parts_per_block; ++unit) {
+      for (int64_t unit = 0; unit < units; ++unit) {
         const int64_t block = unit / d.parts_per_block, part = unit % d.parts_per_block;
-        const int64_t rb = block % d.row_blocks, g = (block / d.row_blocks) % p.groups;
-        const int64_t n = block / (d.row_blocks * p.groups);
-        const int64_t oh0 = rb * d.rows_per_block, rows = std::min(d.rows_per_block, p.out_h - oh0);
+        const BlockOrigin b = block_origin(p, d, block);
         if (!d.direct_input && block != own_block) {
-          for (int64_t r = 0; r < input_rows_for(p, rows); ++r)
-            fill_tile_unit<T>(call, d, columns, n, g * d.group_in, oh0 * p.stride_h, r, 0, d.group_in, own);
+          for (int64_t r = 0; r < input_rows_for(p, b.rows); ++r)
+            fill_tile_unit<T>(call, d, columns, b.n, b.g * d.group_in, b.oh0 * p.stride_h, r, 0, d.group_in, own);
           own_block = block;
         }
-        const int64_t items = items_per_block(d, rows);
-        compute_items<T>(call, d, tap_off.data(), n, g, oh0, rows, tile_for(n, g, oh0, own),
-                         items * part / d.parts_per_block, items * (part + 1) / d.parts_per_block, row_buf);
+        // Units are handed out in turn, so this thread's next one is most likely `threads` on.
+        const int64_t next_block = (unit + threads) / d.parts_per_block;
+        next_tile = prefetches_tiles && unit + threads < units && next_block != block
+                        ? tile_source<T>(call, d, block_origin(p, d, next_block))
+                        : PrefetchStream{};
+        const int64_t items = items_per_block(d, b.rows);
+        compute_items<T>(call, d, tap_off.data(), b.n, b.g, b.oh0, b.rows, tile_for(b.n, b.g, b.oh0, own),
+                         items * part / d.parts_per_block, items * (part + 1) / d.parts_per_block, row_buf,
+                         &next_tile);
       }
     } else {
       for (int64_t n = 0; n < p.batch; ++n)
