@@ -705,8 +705,8 @@ PrefetchStream tile_source(const ConvCall& call, const EnginePlan& d, const Bloc
   if (hi < 0) return {};
   const Strides4& xs = call.x_stride;
   const int64_t size = int64_t(sizeof(T));
-  const char* first = reinterpret_cast<const char*>(static_cast<const T*>(call.x) + b.n * xs.n +
-                                                    b.g * d.group_in * xs.c + lo * xs.h);
+  const char* first =
+      reinterpret_cast<const char*>(static_cast<const T*>(call.x) + b.n * xs.n + b.g * d.group_in * xs.c + lo * xs.h);
   if (xs.w == 1)  // NCHW: a channel's rows lo..hi
     return {first, ((hi - lo) * xs.h + p.in_w) * size, xs.c * size, d.group_in};
   return {first, ((p.in_w - 1) * xs.w + (d.group_in - 1) * xs.c + 1) * size, xs.h * size, hi - lo + 1};
@@ -779,15 +779,15 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           w_slice = packed_slice;
           if (next_k0 >= 0) {  // its raw rows
             prefetch.weights.row = reinterpret_cast<const char*>(static_cast<const T*>(call.weight) +
-                                                         next_k0 * d.group_in * d.taps + next_c * d.taps);
+                                                                 next_k0 * d.group_in * d.taps + next_c * d.taps);
             prefetch.weights.row_bytes = next_count * d.taps * int64_t(sizeof(T));
             prefetch.weights.row_stride = d.group_in * d.taps * int64_t(sizeof(T));
             prefetch.weights.rows_left = std::min<int64_t>(kNR<T>, (g + 1) * d.group_out - next_k0);
           }
         } else if (next_k0 >= 0) {  // its packed weights, one contiguous run
           const int64_t next_kb = (next_k0 - g * d.group_out) / kNR<T>;
-          prefetch.weights.row = reinterpret_cast<const char*>(packed + g * packed_group + next_kb * d.taps * tap_stride +
-                                                       next_c * d.taps * kNR<T>);
+          prefetch.weights.row = reinterpret_cast<const char*>(
+              packed + g * packed_group + next_kb * d.taps * tap_stride + next_c * d.taps * kNR<T>);
           prefetch.weights.row_bytes = d.taps * next_count * kNR<T> * int64_t(sizeof(T));
           prefetch.weights.rows_left = 1;
         }
@@ -984,8 +984,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
                         : PrefetchStream{};
         const int64_t items = items_per_block(d, b.rows);
         compute_items<T>(call, d, tap_off.data(), b.n, b.g, b.oh0, b.rows, tile_for(b.n, b.g, b.oh0, own),
-                         items * part / d.parts_per_block, items * (part + 1) / d.parts_per_block, row_buf,
-                         &next_tile);
+                         items * part / d.parts_per_block, items * (part + 1) / d.parts_per_block, row_buf, &next_tile);
       }
     } else {
       for (int64_t n = 0; n < p.batch; ++n)
