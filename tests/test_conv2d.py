@@ -1400,25 +1400,50 @@ def test_strided_1x1_workspace_counts_the_subsampled_input():
     (600, 24, 5, 6, 3, "hardswish", "NCHW"),  # two input-channel slices summed into a one-vector block
     (600, 20, 5, 6, 3, None, "NHWC"),
     (24, 40, 6, 33, 1, "leaky_relu", "NCHW"),
+    (96, 64, 14, 14, 1, None, "NHWC"),  # the wide block: 1x1 read in place
+    (130, 80, 5, 30, 1, "relu", "NCHW"),  # wide, last k block one vector
+    (17, 129, 3, 25, 1, "silu", "NHWC"),  # wide, last k block one lane
+    (65, 100, 2, 13, 1, "hardswish", "NHWC"),  # wide, last k block two vectors
 ])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_channelvec_flat_expansions_and_one_vector_blocks(isa, restore_threads, C, K, H, W, kernel, activation,
                                                           layout, threads):
     name = "conv2d_channelvec_f32__" + isa
-    algorithm = next((a for a in _native.conv_algorithms() if a.startswith(name)), None)
-    if algorithm is None:
-        pytest.skip(f"no {name} here")
     x_shape = (1, H, W, C) if layout == "NHWC" else (1, C, H, W)
-    if algorithm not in cppconv.explain(x_shape, (K, C, kernel, kernel), padding=kernel // 2,
-                                        layout=layout)["candidates"]:
-        pytest.skip(f"{algorithm} leaves this shape to another kernel on this ISA")
-    cppconv.set_num_threads(threads)
-    case = dict(N=1, C=C, H=H, W=W, K=K, kernel=kernel, padding=kernel // 2, layout=layout, activation=activation,
-                algorithm=algorithm)
-    y = run_case(**case)
-    if threads == 2:  # each output is summed in one work item, in one order, however the items are cut
-        cppconv.set_num_threads(1)
-        np.testing.assert_array_equal(run_case(**case), y)
+    candidates = cppconv.explain(x_shape, (K, C, kernel, kernel), padding=kernel // 2, layout=layout)["candidates"]
+    algorithms = [a for a in _native.conv_algorithms() if a.startswith(name) and a in candidates]
+    if not algorithms:
+        pytest.skip(f"no {name} block takes this shape on this ISA")
+    for algorithm in algorithms:  # each register block
+        cppconv.set_num_threads(threads)
+        case = dict(N=1, C=C, H=H, W=W, K=K, kernel=kernel, padding=kernel // 2, layout=layout,
+                    activation=activation, algorithm=algorithm)
+        y = run_case(**case)
+        if threads == 2:  # each output is summed in one work item, in one order, however the items are cut
+            cppconv.set_num_threads(1)
+            np.testing.assert_array_equal(run_case(**case), y)
+
+
+def test_wide_channelvec_block_takes_pointwise_layers_read_in_place(isa):
+    # Where it was measured to pay: 1x1 read in place with rows of two of its blocks or more;
+    # not 3x3 layers (at par) nor short rows (twice the weight traffic per multiply-add).
+    blocks = [a for a in _native.conv_algorithms() if a.startswith("conv2d_channelvec_f32__" + isa)]
+    if len(blocks) < 2:
+        pytest.skip(f"one ChannelVec block on {isa}")
+    wide, narrow = blocks
+    def chosen(x_shape, w_shape, **kw):
+        return cppconv.explain(x_shape, w_shape, **kw)["algorithm"]
+    assert chosen((1, 56, 56, 64), (256, 64, 1, 1), layout="NHWC") == wide
+    assert chosen((1, 256, 56, 56), (64, 256, 1, 1)) == wide
+    assert chosen((1, 7, 7, 512), (512, 512, 1, 1), layout="NHWC", stride=1) == wide  # one flat segment
+    assert chosen((1, 64, 56, 56), (64, 64, 3, 3), padding=1) == narrow
+    pixels = int(wide.rsplit("_", 1)[1].split("x")[0])  # the wide block's output pixels
+    # (A 1x1 plane read in place is one run of pixels; a strided one is subsampled into one.)
+    assert chosen((1, 1, 2 * pixels - 1, 512), (512, 512, 1, 1), layout="NHWC") == narrow  # short of two blocks
+    assert chosen((1, 1, 2 * pixels, 512), (512, 512, 1, 1), layout="NHWC") == wide
+    assert chosen((1, 512, 4 * pixels, 4 * pixels), (512, 512, 1, 1), stride=2) == wide
+    channels = int(wide.rsplit("x", 1)[1])  # and output channels
+    assert chosen((1, 56, 56, 64), (channels - 1, 64, 1, 1), layout="NHWC") == narrow  # fewer than a block
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,11 +45,18 @@ namespace {
 
 using namespace simd;
 
-constexpr int kNV = kTiles.direct_vectors;  // vectors of output channels per block
-constexpr int kMR = kTiles.direct_pixels;    // output pixels per block
+// A ChannelVec register block: MR output pixels x NV vectors of output channels.  Each ISA has
+// two (simd/tiles.h): the narrow one, and a wide one that loads each input value once for twice
+// the output channels, where rows are long enough for its fewer pixels (channelvec_accepts).
+template <int MR_, int NV_>
+struct ChannelBlock {
+  static constexpr int MR = MR_, NV = NV_;
+};
+using NarrowBlock = ChannelBlock<kTiles.direct_pixels, kTiles.direct_vectors>;
+using WideBlock = ChannelBlock<kTiles.wide_direct_pixels, kTiles.wide_direct_vectors>;
 
-template <class T>
-constexpr int kNR = kLanes<T> * kNV;  // output channels per block
+template <class T, class B>
+constexpr int kNR = kLanes<T> * B::NV;  // output channels per block
 // Weights of one (k block, input-channel slice): kept in L1/L2 while every row of a work item
 // uses them.
 constexpr int64_t kSliceBytes = 256 << 10;
@@ -131,9 +138,9 @@ constexpr int64_t kChannelVecSegmentOutBytes = 128 << 10;  // output of a flat N
 // ChannelVec reduction blocking: input channels per slice, so that a slice's packed weights
 // (taps x channels x kNR) stay within ~256 KiB of L2 while every row of an item uses them.
 // The packed layout follows it (each slice contiguous), so it depends on the shape alone.
-template <class T>
+template <class T, class B>
 int64_t channels_per_slice(int64_t group_in, int64_t taps) {
-  const int64_t slice = std::max<int64_t>(1, kSliceBytes / (int64_t(sizeof(T)) * kNR<T> * taps));
+  const int64_t slice = std::max<int64_t>(1, kSliceBytes / (int64_t(sizeof(T)) * kNR<T, B> * taps));
   return ceil_div(group_in, ceil_div(group_in, slice));
 }
 
@@ -147,7 +154,7 @@ bool packs_in_items(const ConvProblem& p) {
 
 int64_t items_per_block(const EnginePlan& d, int64_t rows);
 
-template <class T>
+template <class T, class B>
 EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
   EnginePlan d{};
   d.orientation = o;
@@ -163,7 +170,7 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
   // length (docs/tuning.md, "Whole networks").
   const bool flat_expansion =
       is_flat(p) && o == Orientation::ChannelVec && p.layout == Layout::NHWC && d.group_out > d.group_in;
-  d.flat = is_flat(p) && (o == Orientation::PixelVec || p.out_w < 2 * kMR || flat_expansion);
+  d.flat = is_flat(p) && (o == Orientation::PixelVec || p.out_w < 2 * B::MR || flat_expansion);
   d.pixel_pitch = 1;
   if (d.direct_input) {
     const bool nhwc = p.layout == Layout::NHWC;
@@ -197,7 +204,7 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
     d.row_pitch = d.phase_w;
     d.chan_pitch = input_rows_for(p, d.rows_per_block) * d.phase_w;
   }
-  d.k_units = o == Orientation::ChannelVec ? ceil_div(d.group_out, kNR<T>) : ceil_div(d.group_out, kMKMax);
+  d.k_units = o == Orientation::ChannelVec ? ceil_div(d.group_out, kNR<T, B>) : ceil_div(d.group_out, kMKMax);
   d.pixels_per_row = d.flat ? p.out_h * p.out_w : p.out_w;
   d.packs_in_items = o == Orientation::ChannelVec && packs_in_items(p);
   if (d.flat && o == Orientation::ChannelVec) {
@@ -212,7 +219,7 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
         segments = std::max(segments,
                             ceil_div(d.pixels_per_row * d.group_out * int64_t(sizeof(T)), kChannelVecSegmentOutBytes));
       segments = ceil_div(segments, int64_t(threads)) * threads;  // whole rounds: 17 on 2 threads would run 9 + 8
-      segments = std::min(segments, ceil_div(d.pixels_per_row, kMR));
+      segments = std::min(segments, ceil_div(d.pixels_per_row, B::MR));
     }
     d.flat_segment = ceil_div(d.pixels_per_row, segments);
   } else if (d.flat) {
@@ -224,7 +231,7 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
         in_l2 ? d.pixels_per_row
               : std::max<int64_t>(kBlock, kFlatSegmentBytes / int64_t(sizeof(T) * d.group_in) / kBlock * kBlock);
   }
-  d.channels_per_slice = channels_per_slice<T>(d.group_in, d.taps);
+  d.channels_per_slice = channels_per_slice<T, B>(d.group_in, d.taps);
   // Enough items for each thread to have several: 8 where x is read in place (a whole plane
   // is one block, and the last item's tail is what the threads wait for at its end).
   const int64_t items_per_thread = d.direct_input ? 8 : 4;
@@ -256,38 +263,38 @@ Chunk k_chunk(const EnginePlan& d, int64_t u) {
   return {u * base + std::min(u, extra), base + (u < extra ? 1 : 0)};
 }
 
-// ChannelVec packing: [g][k block][channel slice][tap][c][kNR<T>], zero past the group's last
+// ChannelVec packing: [g][k block][channel slice][tap][c][NR], zero past the group's last
 // output channel.  Each slice is contiguous: with [tap][c] over all channels, a slice's taps
 // would sit a whole tap (C x kNR values, 64 KiB at 512 channels) apart, all in the same few L2
 // sets, and a 7x7 kernel's 49 of them would evict each other.
 // After the weights, one byte per (group, k block): whether its weights are all finite (then
 // taps that read only zero padding may be skipped; 0 * inf would be NaN).
-template <class T>
+template <class T, class B>
 size_t channelvec_weight_bytes(const ConvProblem& p) {
   const int64_t gi = p.in_channels / p.groups, go = p.out_channels / p.groups;
-  return size_t(p.groups * ceil_div(go, kNR<T>) * p.kernel_h * p.kernel_w * gi * kNR<T>) * sizeof(T);
+  return size_t(p.groups * ceil_div(go, kNR<T, B>) * p.kernel_h * p.kernel_w * gi * kNR<T, B>) * sizeof(T);
 }
-template <class T>
+template <class T, class B>
 int64_t channelvec_units(const ConvProblem& p) {
-  return p.groups * ceil_div(p.out_channels / p.groups, kNR<T>);
+  return p.groups * ceil_div(p.out_channels / p.groups, kNR<T, B>);
 }
-template <class T>
+template <class T, class B>
 size_t channelvec_packed_bytes(const ConvProblem& p) {
   if (packs_in_items(p)) return 0;
-  return channelvec_weight_bytes<T>(p) + size_t(channelvec_units<T>(p));
+  return channelvec_weight_bytes<T, B>(p) + size_t(channelvec_units<T, B>(p));
 }
-template <class T>
+template <class T, class B>
 bool channelvec_weights_finite(const ConvProblem& p, const void* packed) {
-  const unsigned char* finite = static_cast<const unsigned char*>(packed) + channelvec_weight_bytes<T>(p);
-  return std::all_of(finite, finite + channelvec_units<T>(p), [](unsigned char f) { return f != 0; });
+  const unsigned char* finite = static_cast<const unsigned char*>(packed) + channelvec_weight_bytes<T, B>(p);
+  return std::all_of(finite, finite + channelvec_units<T, B>(p), [](unsigned char f) { return f != 0; });
 }
 
 // Packs channels [0, channels) of one k block: row kk of the source holds (c, tap) values
 // with the block's first channel at wb + kk * row_stride; the packed block is
-// [tap][c][kNR<T>], zero past `valid` rows.  Returns whether the weights are all finite.
+// [tap][c][NR], zero past `valid` rows.  Returns whether the weights are all finite.
 // float: square blocks of kLanes rows x columns are transposed in registers, so each packed
 // (tap, c) vector of output channels is one store.
-template <class T>
+template <class T, class B>
 bool pack_block(const T* wb, int64_t row_stride, int64_t valid, int64_t channels, int64_t taps, T* out) {
   if constexpr (std::is_same_v<T, float>) {
     constexpr int L = kLanes<float>;
@@ -295,7 +302,7 @@ bool pack_block(const T* wb, int64_t row_stride, int64_t valid, int64_t channels
     // through every loaded vector took the pack's time).
     Vec<float> nan_if_not_finite[4] = {vzero(), vzero(), vzero(), vzero()};
     const int64_t cols = channels * taps;
-    for (int64_t kk0 = 0; kk0 < kNR<float>; kk0 += L) {
+    for (int64_t kk0 = 0; kk0 < kNR<float, B>; kk0 += L) {
       int64_t c = 0, t = 0;  // (channel, tap) of column col0
       for (int64_t col0 = 0; col0 < cols; col0 += L) {
         const int n = int(std::min<int64_t>(L, cols - col0));
@@ -314,7 +321,7 @@ bool pack_block(const T* wb, int64_t row_stride, int64_t valid, int64_t channels
 #pragma GCC unroll 16
         for (int j = 0; j < L; ++j) {
           if (j < n) {
-            vstore(out + (t * channels + c) * kNR<float> + kk0, v[j]);
+            vstore(out + (t * channels + c) * kNR<float, B> + kk0, v[j]);
             if (++t == taps) t = 0, ++c;
           }
         }
@@ -331,36 +338,36 @@ bool pack_block(const T* wb, int64_t row_stride, int64_t valid, int64_t channels
     for (int64_t c0 = 0; c0 < channels; c0 += kChannelsPerPass)
       for (int64_t t = 0; t < taps; ++t)
         for (int64_t c = c0; c < std::min(channels, c0 + kChannelsPerPass); ++c) {
-          T* o = out + (t * channels + c) * kNR<T>;
+          T* o = out + (t * channels + c) * kNR<T, B>;
           for (int64_t kk = 0; kk < valid; ++kk) {
             o[kk] = wb[kk * row_stride + c * taps + t];
             all_finite = all_finite && std::isfinite(o[kk]);
           }
-          for (int64_t kk = valid; kk < kNR<T>; ++kk) o[kk] = T(0);
+          for (int64_t kk = valid; kk < kNR<T, B>; ++kk) o[kk] = T(0);
         }
     return all_finite;
   }
 }
 
-template <class T>
+template <class T, class B>
 void channelvec_pack(const ConvProblem& p, const void* weight, void* packed, int threads) {
   const T* w = static_cast<const T*>(weight);
   T* dst = static_cast<T*>(packed);
   const int64_t gi = p.in_channels / p.groups, go = p.out_channels / p.groups;
-  const int64_t taps = p.kernel_h * p.kernel_w, kb_count = ceil_div(go, kNR<T>);
-  const int64_t block = taps * gi * kNR<T>;  // one (group, k block)
-  unsigned char* finite = static_cast<unsigned char*>(packed) + channelvec_weight_bytes<T>(p);
-  const int64_t per_slice = channels_per_slice<T>(gi, taps);
+  const int64_t taps = p.kernel_h * p.kernel_w, kb_count = ceil_div(go, kNR<T, B>);
+  const int64_t block = taps * gi * kNR<T, B>;  // one (group, k block)
+  unsigned char* finite = static_cast<unsigned char*>(packed) + channelvec_weight_bytes<T, B>(p);
+  const int64_t per_slice = channels_per_slice<T, B>(gi, taps);
 #pragma omp parallel for schedule(static) num_threads(threads) if (p.groups * kb_count > 1 && threads > 1)
   for (int64_t unit = 0; unit < p.groups * kb_count; ++unit) {
     const int64_t g = unit / kb_count, kb = unit % kb_count;
-    const int64_t valid = std::min<int64_t>(kNR<T>, go - kb * kNR<T>);
-    const T* wb = w + (g * go + kb * kNR<T>) * gi * taps;
+    const int64_t valid = std::min<int64_t>(kNR<T, B>, go - kb * kNR<T, B>);
+    const T* wb = w + (g * go + kb * kNR<T, B>) * gi * taps;
     bool all_finite = true;
     for (int64_t c_begin = 0; c_begin < gi; c_begin += per_slice) {
       const int64_t c_count = std::min(per_slice, gi - c_begin);
-      all_finite = pack_block(wb + c_begin * taps, gi * taps, valid, c_count, taps,
-                              dst + unit * block + c_begin * taps * kNR<T>) &&
+      all_finite = pack_block<T, B>(wb + c_begin * taps, gi * taps, valid, c_count, taps,
+                                    dst + unit * block + c_begin * taps * kNR<T, B>) &&
                    all_finite;
     }
     finite[unit] = all_finite;
@@ -423,19 +430,19 @@ inline void activate_block(V (&acc)[M][N], FusedActivation act) {
   }
 }
 
-// ChannelVec microkernel: `blocks` consecutive blocks of MR pixels x kNR<T> channels, one input
+// ChannelVec microkernel: `blocks` consecutive blocks of MR pixels x NV vectors of channels, one input
 // broadcast per pixel.  (A run of blocks per call: with a short reduction, 16 input channels
 // of a 1x1 layer, a call per block spent about as long in the call and its set-up as in the
 // multiply-adds; docs/tuning.md.)
 //   x:      tile address of pixel 0, tap offset 0, channel 0; pixel m is at + m * pixel_pitch
 //           (kUnitPitch: pixel_pitch is 1, the tile's layout, and the offsets are constants)
 //   tap_off[t]: offset of tap t in the tile;  chan_pitch: from one channel to the next
-//   w:      packed weights of this k block, [tap][c][kNR<T>]
-//   out:    pixel m's kNR<T> outputs at out + m * out_pixel_stride (kvalid of them are stored)
+//   w:      packed weights of this k block, [tap][c][kPackedNV vectors]
+//   out:    pixel m's outputs at out + m * out_pixel_stride (kvalid of them are stored)
 //   prefetch: one line of it every other channel step
-// NV: vectors of output channels computed, kNV, or 1 for a last k block of at most kLanes
-// channels (K = 24 or 72: the block's other vector would be all padding, half its FMAs).
-template <class T, int MR, int NV, bool kUnitPitch>
+// NV: vectors of output channels computed, the block's kPackedNV, or fewer for a last k block
+// whose other vectors would be all padding (K = 24 or 72 on the 2-vector block: half its FMAs).
+template <class T, int MR, int NV, int kPackedNV, bool kUnitPitch>
 void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels, int64_t tap_stride,
                             int64_t chan_pitch, int64_t pixel_pitch, const T* w, const T* bias, int kvalid,
                             bool accumulate, FusedActivation act, T* out, int64_t out_pixel_stride,
@@ -481,7 +488,7 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
             for (int v = 0; v < NV; ++v) acc[m][v] = vfma(a, wv[v], acc[m][v]);
           }
           xc += chan_pitch;
-          wc += kNR<T>;
+          wc += kPackedNV * kLanes<T>;
           if constexpr (decltype(with_prefetch)::value)
             if (c & 1) prefetch->step();
         }
@@ -566,13 +573,24 @@ template <class T>
 using MicrokernelFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, const T*, int64_t, const T*, int,
                                FusedActivation, T*, int64_t);
 
-template <class T, int NV, bool kUnitPitch, int... M>
+template <class T, int NV, int kPackedNV, bool kUnitPitch, int... M>
 constexpr std::array<ChannelVecFn<T>, sizeof...(M)> channelvec_table(std::integer_sequence<int, M...>) {
-  return {&channelvec_microkernel<T, M + 1, NV, kUnitPitch>...};
+  return {&channelvec_microkernel<T, M + 1, NV, kPackedNV, kUnitPitch>...};
 }
-// kChannelVec<T, NV, kUnitPitch>[mr - 1] handles mr pixels x NV vectors of channels.
-template <class T, int NV, bool kUnitPitch>
-constexpr auto kChannelVec = channelvec_table<T, NV, kUnitPitch>(std::make_integer_sequence<int, kMR>{});
+// kChannelVec<T, B, NV, kUnitPitch>[mr - 1] handles mr pixels x NV vectors of channels of B's
+// packed weights.
+template <class T, class B, int NV, bool kUnitPitch>
+constexpr auto kChannelVec = channelvec_table<T, NV, B::NV, kUnitPitch>(std::make_integer_sequence<int, B::MR>{});
+
+// The microkernels of block B for k blocks of `kvalid` channels: the fewest vectors that hold them.
+template <class T, class B>
+const ChannelVecFn<T>* channelvec_microkernels(int kvalid, bool unit_pitch) {
+  if (kvalid <= kLanes<T>) return unit_pitch ? kChannelVec<T, B, 1, true>.data() : kChannelVec<T, B, 1, false>.data();
+  if constexpr (B::NV > 2)
+    if (kvalid <= 2 * kLanes<T>)
+      return unit_pitch ? kChannelVec<T, B, 2, true>.data() : kChannelVec<T, B, 2, false>.data();
+  return unit_pitch ? kChannelVec<T, B, B::NV, true>.data() : kChannelVec<T, B, B::NV, false>.data();
+}
 
 constexpr int kNVMax = nv_cap(1);
 template <class T, int MK, int... V>
@@ -713,7 +731,7 @@ PrefetchStream tile_source(const ConvCall& call, const EnginePlan& d, const Bloc
 }
 
 // Runs the outputs [item_begin, item_end) of one (n, g, row block), its tile ready at `tile`.
-template <class T>
+template <class T, class B>
 void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap_off, int64_t n, int64_t g, int64_t oh0,
                    int64_t rows, const T* tile, int64_t item_begin, int64_t item_end, T* row_buf,
                    PrefetchStream* next_tile = nullptr) {
@@ -728,18 +746,14 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     // inner so that a thread's run of items finds the segment's input in L2.  A "row" is then
     // a segment.  Input channels are taken in slices whose weights stay in L2 while every row
     // of the group uses them; partial sums wait in the output (NHWC) or in the thread's row
-    // buffer [row][ow][kNR<T>] (NCHW, transposed into y at the end).
-    const int64_t packed_group = d.k_units * d.taps * d.group_in * kNR<T>;
+    // buffer [row][ow][NR] (NCHW, transposed into y at the end).
+    const int64_t packed_group = d.k_units * d.taps * d.group_in * kNR<T, B>;
     const int64_t row_w = d.flat ? d.flat_segment : p.out_w;  // pixels per row, the last segment fewer
-    T* packed_slice = row_buf + (nchw ? d.rows_per_item * row_w * kNR<T> : 0);
-    const int64_t tap_stride = d.group_in * kNR<T>;
+    T* packed_slice = row_buf + (nchw ? d.rows_per_item * row_w * kNR<T, B> : 0);
+    const int64_t tap_stride = d.group_in * kNR<T, B>;
     const int64_t runs = d.flat ? ceil_div(d.pixels_per_row, d.flat_segment) : rows;
     const int64_t groups_of_rows = ceil_div(runs, d.rows_per_item);
     const int64_t slices = ceil_div(d.group_in, d.channels_per_slice);
-    const ChannelVecFn<T>* full_blocks =
-        d.pixel_pitch == 1 ? kChannelVec<T, kNV, true>.data() : kChannelVec<T, kNV, false>.data();
-    const ChannelVecFn<T>* one_vector =
-        d.pixel_pitch == 1 ? kChannelVec<T, 1, true>.data() : kChannelVec<T, 1, false>.data();
     auto kb_of = [&](int64_t item) { return d.flat ? item % d.k_units : item / groups_of_rows; };
     auto pixels_of = [&](int64_t r) { return d.flat ? std::min(row_w, d.pixels_per_row - r * row_w) : row_w; };
     // Offsets of row r's first pixel in the tile and in the output image.
@@ -751,23 +765,23 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
       const int64_t kb = kb_of(item);
       const int64_t r_begin = (d.flat ? item / d.k_units : item % groups_of_rows) * d.rows_per_item;
       const int64_t r_end = std::min(runs, r_begin + d.rows_per_item);
-      const int64_t k0 = g * d.group_out + kb * kNR<T>;
-      const int kvalid = int(std::min<int64_t>(kNR<T>, (g + 1) * d.group_out - k0));
-      const ChannelVecFn<T>* microkernels = kvalid <= kLanes<T> ? one_vector : full_blocks;
+      const int64_t k0 = g * d.group_out + kb * kNR<T, B>;
+      const int kvalid = int(std::min<int64_t>(kNR<T, B>, (g + 1) * d.group_out - k0));
+      const ChannelVecFn<T>* microkernels = channelvec_microkernels<T, B>(kvalid, d.pixel_pitch == 1);
       const T* wk = packed ? packed + g * packed_group + kb * d.taps * tap_stride : nullptr;
       const T* bk = bias ? bias + k0 : nullptr;
       for (int64_t sl = 0; sl < slices; ++sl) {
         const int64_t c_begin = sl * d.channels_per_slice;
         const int64_t c_count = std::min(d.channels_per_slice, d.group_in - c_begin);
         const FusedActivation act = sl + 1 == slices && simple_act ? fused_activation(p) : FusedActivation{};
-        // Packed weights [tap][c][kNR<T>] of this slice.
-        const T* w_slice = wk ? wk + c_begin * d.taps * kNR<T> : nullptr;
-        const int64_t w_tap_stride = c_count * kNR<T>;
+        // Packed weights [tap][c][NR] of this slice.
+        const T* w_slice = wk ? wk + c_begin * d.taps * kNR<T, B> : nullptr;
+        const int64_t w_tap_stride = c_count * kNR<T, B>;
         bool skip_padding_rows = d.skip_padding_rows;
         // The next slice this thread computes: this k block's next, or the next item's first.
         int64_t next_k0 = k0, next_c = c_begin + c_count;
         if (sl + 1 == slices) {
-          next_k0 = item + 1 < item_end ? g * d.group_out + kb_of(item + 1) * kNR<T> : -1;
+          next_k0 = item + 1 < item_end ? g * d.group_out + kb_of(item + 1) * kNR<T, B> : -1;
           next_c = 0;
         }
         const int64_t next_count = std::min(d.channels_per_slice, d.group_in - next_c);
@@ -775,20 +789,20 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
         if (d.packs_in_items) {
           const T* raw = static_cast<const T*>(call.weight) + k0 * d.group_in * d.taps + c_begin * d.taps;
           skip_padding_rows =
-              pack_block(raw, d.group_in * d.taps, kvalid, c_count, d.taps, packed_slice) && skip_padding_rows;
+              pack_block<T, B>(raw, d.group_in * d.taps, kvalid, c_count, d.taps, packed_slice) && skip_padding_rows;
           w_slice = packed_slice;
           if (next_k0 >= 0) {  // its raw rows
             prefetch.weights.row = reinterpret_cast<const char*>(static_cast<const T*>(call.weight) +
                                                                  next_k0 * d.group_in * d.taps + next_c * d.taps);
             prefetch.weights.row_bytes = next_count * d.taps * int64_t(sizeof(T));
             prefetch.weights.row_stride = d.group_in * d.taps * int64_t(sizeof(T));
-            prefetch.weights.rows_left = std::min<int64_t>(kNR<T>, (g + 1) * d.group_out - next_k0);
+            prefetch.weights.rows_left = std::min<int64_t>(kNR<T, B>, (g + 1) * d.group_out - next_k0);
           }
         } else if (next_k0 >= 0) {  // its packed weights, one contiguous run
-          const int64_t next_kb = (next_k0 - g * d.group_out) / kNR<T>;
+          const int64_t next_kb = (next_k0 - g * d.group_out) / kNR<T, B>;
           prefetch.weights.row = reinterpret_cast<const char*>(
-              packed + g * packed_group + next_kb * d.taps * tap_stride + next_c * d.taps * kNR<T>);
-          prefetch.weights.row_bytes = d.taps * next_count * kNR<T> * int64_t(sizeof(T));
+              packed + g * packed_group + next_kb * d.taps * tap_stride + next_c * d.taps * kNR<T, B>);
+          prefetch.weights.row_bytes = d.taps * next_count * kNR<T, B> * int64_t(sizeof(T));
           prefetch.weights.rows_left = 1;
         }
         for (int64_t r = r_begin; r < r_end; ++r) {
@@ -796,8 +810,8 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           T* out_row;
           int64_t out_pixel_stride;
           if (nchw) {
-            out_row = row_buf + (r - r_begin) * row_w * kNR<T>;
-            out_pixel_stride = kNR<T>;
+            out_row = row_buf + (r - r_begin) * row_w * kNR<T, B>;
+            out_pixel_stride = kNR<T, B>;
           } else {
             out_row = y + n * call.y_stride.n + y_offset(r) + k0;
             out_pixel_stride = call.y_stride.w;
@@ -811,13 +825,13 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           }
           const int64_t t_first = i_lo * p.kernel_w, t_count = (i_hi - i_lo) * p.kernel_w;
           const int64_t pixels = pixels_of(r);
-          const int64_t blocks = ceil_div(pixels, kMR);
+          const int64_t blocks = ceil_div(pixels, B::MR);
           const int64_t base = pixels / blocks, extra = pixels % blocks;  // 14 pixels run as 7 + 7
           // The first `extra` blocks hold base + 1 pixels, the others base: one call for each run.
           int64_t ow = 0;
           for (const auto& [mr, count] : {std::pair{base + 1, extra}, std::pair{base, blocks - extra}}) {
             if (count == 0) continue;
-            // Packed weights are [tap][c][kNR<T>]: the slice starts at channel c_begin of each tap.
+            // Packed weights are [tap][c][NR]: the slice starts at channel c_begin of each tap.
             microkernels[size_t(mr - 1)](xrow + ow * d.pixel_pitch, tap_off + t_first, t_count, c_count, w_tap_stride,
                                          d.chan_pitch, d.pixel_pitch, w_slice + t_first * w_tap_stride, bk, kvalid,
                                          sl > 0, act, out_row + ow * out_pixel_stride, out_pixel_stride, &prefetch,
@@ -829,15 +843,15 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
       for (int64_t r = r_begin; r < r_end; ++r) {
         const int64_t pixels = pixels_of(r);
         if (nchw) {
-          const T* buf = row_buf + (r - r_begin) * row_w * kNR<T>;
+          const T* buf = row_buf + (r - r_begin) * row_w * kNR<T, B>;
           T* y_row = y + n * call.y_stride.n + k0 * call.y_stride.c + y_offset(r);
           if constexpr (std::is_same_v<T, float>) {
             for (int h = 0; h * kLanes<T> < kvalid; ++h)
-              pixels_to_planes(buf + h * kLanes<T>, kNR<T>, std::min(kLanes<T>, kvalid - h * kLanes<T>), pixels,
+              pixels_to_planes(buf + h * kLanes<T>, kNR<T, B>, std::min(kLanes<T>, kvalid - h * kLanes<T>), pixels,
                                y_row + h * kLanes<T> * call.y_stride.c, call.y_stride.c);
           } else {
             for (int kk = 0; kk < kvalid; ++kk)
-              for (int64_t o = 0; o < pixels; ++o) y_row[kk * call.y_stride.c + o] = buf[o * kNR<T> + kk];
+              for (int64_t o = 0; o < pixels; ++o) y_row[kk * call.y_stride.c + o] = buf[o * kNR<T, B> + kk];
           }
           if (!simple_act)
             for (int kk = 0; kk < kvalid; ++kk) activate_row(y_row + kk * call.y_stride.c, pixels, fused_activation(p));
@@ -894,18 +908,18 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
 }
 
 // Per-thread buffers: a wide PixelVec run's output; ChannelVec's NCHW output rows
-// [row][ow][kNR<T>], then the slice of packed weights when it packs inside the items.
-template <class T>
+// [row][ow][NR], then the slice of packed weights when it packs inside the items.
+template <class T, class B>
 int64_t packed_slice_elems(const EnginePlan& d) {
-  return d.packs_in_items ? d.taps * d.channels_per_slice * kNR<T> : 0;
+  return d.packs_in_items ? d.taps * d.channels_per_slice * kNR<T, B> : 0;
 }
-template <class T>
+template <class T, class B>
 int64_t row_buffer_elems(const ConvProblem& p, const EnginePlan& d) {
   if (d.wide) return kMKMax * d.rows_per_block * d.phase_w;
   if (d.orientation == Orientation::ChannelVec) {
     const int64_t row_w = d.flat ? d.flat_segment : p.out_w;
-    const int64_t out_rows = p.layout == Layout::NCHW ? d.rows_per_item * row_w * kNR<T> : 0;
-    return out_rows + packed_slice_elems<T>(d);
+    const int64_t out_rows = p.layout == Layout::NCHW ? d.rows_per_item * row_w * kNR<T, B> : 0;
+    return out_rows + packed_slice_elems<T, B>(d);
   }
   return 0;
 }
@@ -916,11 +930,11 @@ int64_t items_per_block(const EnginePlan& d, int64_t rows) {
   return d.k_units * (d.wide ? 1 : rows);
 }
 
-template <class T>
+template <class T, class B>
 void run_engine(const ConvCall& call, Orientation orientation) {
   const ConvProblem& p = call.p;
   const int threads = call.num_threads;
-  EnginePlan d = make_plan<T>(p, orientation, threads);
+  EnginePlan d = make_plan<T, B>(p, orientation, threads);
   if (d.direct_input && !d.flat) {
     // Read in place through x's strides, which need not be contiguous: the driver runs column
     // segments of long rows as batch items (Flatten, cpp/conv.cpp).  A flat plane is one run.
@@ -931,7 +945,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
   // With packing inside the items, each slice's own finiteness decides (compute_items).
   d.skip_padding_rows = orientation == Orientation::ChannelVec && p.pad_mode == PadMode::Zeros &&
                         (p.pad_top > 0 || p.pad_bottom > 0) &&
-                        (d.packs_in_items || channelvec_weights_finite<T>(p, call.packed));
+                        (d.packs_in_items || channelvec_weights_finite<T, B>(p, call.packed));
 
   std::vector<int64_t> tap_off(size_t(d.taps));
   for (int64_t i = 0; i < p.kernel_h; ++i)
@@ -945,7 +959,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
   const ColumnPlan columns = plan_columns(call, d);
   const int tile_copies = d.private_tiles ? threads : 1;
   // Per-thread output buffers (see row_buffer_elems).
-  const int64_t row_buf_elems = row_buffer_elems<T>(p, d);
+  const int64_t row_buf_elems = row_buffer_elems<T, B>(p, d);
   T* tiles = scratch<T>(size_t(d.tile_elems * tile_copies + row_buf_elems * threads));
   T* row_bufs = tiles + d.tile_elems * tile_copies;
   const T* x = static_cast<const T*>(call.x);
@@ -983,8 +997,9 @@ void run_engine(const ConvCall& call, Orientation orientation) {
                         ? tile_source<T>(call, d, block_origin(p, d, next_block))
                         : PrefetchStream{};
         const int64_t items = items_per_block(d, b.rows);
-        compute_items<T>(call, d, tap_off.data(), b.n, b.g, b.oh0, b.rows, tile_for(b.n, b.g, b.oh0, own),
-                         items * part / d.parts_per_block, items * (part + 1) / d.parts_per_block, row_buf, &next_tile);
+        compute_items<T, B>(call, d, tap_off.data(), b.n, b.g, b.oh0, b.rows, tile_for(b.n, b.g, b.oh0, own),
+                            items * part / d.parts_per_block, items * (part + 1) / d.parts_per_block, row_buf,
+                            &next_tile);
       }
     } else {
       for (int64_t n = 0; n < p.batch; ++n)
@@ -1013,20 +1028,20 @@ void run_engine(const ConvCall& call, Orientation orientation) {
                 1, d.packs_in_items ? ceil_div(items, 2 * int64_t(threads)) : items / (8 * int64_t(threads)));
 #pragma omp for schedule(dynamic, 1)
             for (int64_t first = 0; first < items; first += run)
-              compute_items<T>(call, d, tap_off.data(), n, g, oh0, rows, tile, first, std::min(items, first + run),
-                               row_buf);
+              compute_items<T, B>(call, d, tap_off.data(), n, g, oh0, rows, tile, first, std::min(items, first + run),
+                                  row_buf);
           }
     }
   });
 }
 
-template <class T>
+template <class T, class B>
 void run_channelvec(const ConvCall& call) {
-  run_engine<T>(call, Orientation::ChannelVec);
+  run_engine<T, B>(call, Orientation::ChannelVec);
 }
 template <class T>
 void run_pixelvec(const ConvCall& call) {
-  run_engine<T>(call, Orientation::PixelVec);
+  run_engine<T, NarrowBlock>(call, Orientation::PixelVec);
 }
 
 // ChannelVec first, PixelVec where it wins: few output channels per group (depthwise, grouped,
@@ -1038,45 +1053,62 @@ template <class T>
 bool pixelvec_preferred(const ConvProblem& p) {
   const int64_t go = p.out_channels / p.groups, gi = p.in_channels / p.groups;
   if (p.layout != Layout::NCHW) return false;
-  return 2 * go < kNR<T> || gi < 8 || (kFlatPrefersPixelVec && is_flat(p) && gi <= 64);
+  return 2 * go < kNR<T, NarrowBlock> || gi < 8 || (kFlatPrefersPixelVec && is_flat(p) && gi <= 64);
 }
 
 // The engine in orientation o copies tiles of the padded input in proportion to the call (see
 // tiles_in_proportion); it reads x in place without padding.
-template <class T>
+template <class T, class B>
 bool engine_tiles_in_proportion(const ConvProblem& p, Orientation o) {
   return tiles_in_proportion(p, can_read_in_place(p) ? 0 : p.in_channels, [&] {
-    const EnginePlan d = make_plan<T>(p, o, 1);
+    const EnginePlan d = make_plan<T, B>(p, o, 1);
     return double(p.batch * p.groups * d.row_blocks) * double(d.tile_elems);
   });
 }
 
-template <class T>
+// The wide block where it was measured to pay (docs/tuning.md, "The wide ChannelVec block"):
+// 1x1 kernels read in place, whose rows (or flat segments) hold at least two of its blocks.
+// Elsewhere it ran at par with the narrow block, or lost (rows of 7 pixels, twice the weight
+// traffic per multiply-add: 0.73x).
+template <class T, class B>
+bool block_pays(const ConvProblem& p) {
+  if constexpr (B::NV == NarrowBlock::NV) {
+    return true;
+  } else {
+    if (!(p.kernel_h == 1 && p.kernel_w == 1 && can_read_in_place(p) && p.out_channels / p.groups >= kNR<T, B>))
+      return false;
+    const EnginePlan d = make_plan<T, B>(p, Orientation::ChannelVec, 1);
+    return (d.flat ? d.flat_segment : p.out_w) >= 2 * B::MR;
+  }
+}
+
+template <class T, class B>
 bool channelvec_accepts(const ConvProblem& p) {
   const int64_t go = p.out_channels / p.groups;
-  return p.dtype == kDType<T> && 2 * go >= kNR<T> && !pixelvec_preferred<T>(p) &&
-         engine_tiles_in_proportion<T>(p, Orientation::ChannelVec);
+  return p.dtype == kDType<T> && 2 * go >= kNR<T, B> && !pixelvec_preferred<T>(p) && block_pays<T, B>(p) &&
+         engine_tiles_in_proportion<T, B>(p, Orientation::ChannelVec);
 }
 
 template <class T>
 bool pixelvec_accepts(const ConvProblem& p) {
-  return p.dtype == kDType<T> && p.layout == Layout::NCHW && engine_tiles_in_proportion<T>(p, Orientation::PixelVec);
+  return p.dtype == kDType<T> && p.layout == Layout::NCHW &&
+         engine_tiles_in_proportion<T, NarrowBlock>(p, Orientation::PixelVec);
 }
 
-template <class T>
+template <class T, class B>
 size_t engine_workspace(const ConvProblem& p, int threads, Orientation o) {
-  const EnginePlan d = make_plan<T>(p, o, threads);
+  const EnginePlan d = make_plan<T, B>(p, o, threads);
   const int64_t tiles = d.tile_elems * (d.private_tiles ? threads : 1);
-  const int64_t row_buf = row_buffer_elems<T>(p, d) * threads;
+  const int64_t row_buf = row_buffer_elems<T, B>(p, d) * threads;
   return size_t(tiles + row_buf) * sizeof(T) + size_t(d.taps) * sizeof(int64_t);
 }
-template <class T>
+template <class T, class B>
 size_t channelvec_workspace(const ConvProblem& p, int threads) {
-  return engine_workspace<T>(p, threads, Orientation::ChannelVec);
+  return engine_workspace<T, B>(p, threads, Orientation::ChannelVec);
 }
 template <class T>
 size_t pixelvec_workspace(const ConvProblem& p, int threads) {
-  return engine_workspace<T>(p, threads, Orientation::PixelVec);
+  return engine_workspace<T, NarrowBlock>(p, threads, Orientation::PixelVec);
 }
 
 }  // namespace
@@ -1089,10 +1121,16 @@ constexpr AlgorithmName kPixelVecF32Name =
     algorithm_name("conv2d_pixelvec_f32__" CPPCONV_ISA_NAME, kPixelVecPixels<float>, kMKMax);
 constexpr AlgorithmName kPixelVecF64Name =
     algorithm_name("conv2d_pixelvec_f64__" CPPCONV_ISA_NAME, kPixelVecPixels<double>, kMKMax);
+template <class T, class B>
+constexpr AlgorithmName channelvec_name(const char* prefix) {
+  return algorithm_name(prefix, B::MR, kNR<T, B>);
+}
 constexpr AlgorithmName kChannelVecF32Name =
-    algorithm_name("conv2d_channelvec_f32__" CPPCONV_ISA_NAME, kMR, kNR<float>);
+    channelvec_name<float, NarrowBlock>("conv2d_channelvec_f32__" CPPCONV_ISA_NAME);
+constexpr AlgorithmName kWideChannelVecF32Name =
+    channelvec_name<float, WideBlock>("conv2d_channelvec_f32__" CPPCONV_ISA_NAME);
 constexpr AlgorithmName kChannelVecF64Name =
-    algorithm_name("conv2d_channelvec_f64__" CPPCONV_ISA_NAME, kMR, kNR<double>);
+    channelvec_name<double, NarrowBlock>("conv2d_channelvec_f64__" CPPCONV_ISA_NAME);
 }  // namespace
 
 const ConvAlgorithm conv2d_pixelvec_f32 = {
@@ -1101,14 +1139,25 @@ const ConvAlgorithm conv2d_pixelvec_f32 = {
 const ConvAlgorithm conv2d_pixelvec_f64 = {
     kPixelVecF64Name.text,      DType::Float64,      pixelvec_accepts<double>, no_packing, nullptr,
     pixelvec_workspace<double>, run_pixelvec<double>};
-const ConvAlgorithm conv2d_channelvec_f32 = {kChannelVecF32Name.text,   DType::Float32,
-                                             channelvec_accepts<float>, channelvec_packed_bytes<float>,
-                                             channelvec_pack<float>,    channelvec_workspace<float>,
-                                             run_channelvec<float>};
-const ConvAlgorithm conv2d_channelvec_f64 = {kChannelVecF64Name.text,    DType::Float64,
-                                             channelvec_accepts<double>, channelvec_packed_bytes<double>,
-                                             channelvec_pack<double>,    channelvec_workspace<double>,
-                                             run_channelvec<double>};
+const ConvAlgorithm conv2d_channelvec_f32 = {kChannelVecF32Name.text,
+                                             DType::Float32,
+                                             channelvec_accepts<float, NarrowBlock>,
+                                             channelvec_packed_bytes<float, NarrowBlock>,
+                                             channelvec_pack<float, NarrowBlock>,
+                                             channelvec_workspace<float, NarrowBlock>,
+                                             run_channelvec<float, NarrowBlock>};
+const ConvAlgorithm conv2d_channelvec_wide_f32 = {
+    kWideChannelVecF32Name.text,          DType::Float32,
+    channelvec_accepts<float, WideBlock>, channelvec_packed_bytes<float, WideBlock>,
+    channelvec_pack<float, WideBlock>,    channelvec_workspace<float, WideBlock>,
+    run_channelvec<float, WideBlock>};
+const ConvAlgorithm conv2d_channelvec_f64 = {kChannelVecF64Name.text,
+                                             DType::Float64,
+                                             channelvec_accepts<double, NarrowBlock>,
+                                             channelvec_packed_bytes<double, NarrowBlock>,
+                                             channelvec_pack<double, NarrowBlock>,
+                                             channelvec_workspace<double, NarrowBlock>,
+                                             run_channelvec<double, NarrowBlock>};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

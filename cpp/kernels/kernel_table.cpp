@@ -31,6 +31,7 @@ const ConvAlgorithm* const kConvAlgorithms[] = {
     &conv2d_winograd2x2_f32,
 #endif
 #ifdef CPPCONV_HAS_DIRECT
+    &conv2d_channelvec_wide_f32,
     &conv2d_channelvec_f32,
     &conv2d_pixelvec_f32,
     &conv2d_channelvec_f64,

@@ -464,6 +464,24 @@ void conv2d_sweep() {
         run_case(random_geometry(OW, C, K, groups, t.dtype));
       }
   }
+  // 1x1 kernels read in place (no padding; stride 1, or 2 for NHWC), where the wide ChannelVec
+  // blocks run: widths around their pixel counts and flat planes, output channels around their
+  // blocks, input channels past those PixelVec takes (NCHW).
+  for (int i = 0; i < 120; ++i) {
+    ConvGeometry g;
+    g.N = chance(0.25) ? 2 : 1;
+    g.C = pick(std::vector<int64_t>{9, 16, 17, 65, 96, 130, 257});
+    g.K = pick(std::vector<int64_t>{32, 47, 63, 64, 65, 80, 96, 127, 128, 129, 200});
+    g.layout = chance(0.5) ? Layout::NCHW : Layout::NHWC;
+    const int64_t stride = g.layout == Layout::NHWC && chance(0.3) ? 2 : 1;
+    g.h = axis_for(i % 4 == 3 ? uniform(8, 20) : uniform(1, 3), 1, stride, 1, false);
+    g.w = axis_for(i % 4 == 3 ? uniform(8, 20) : uniform(1, 30), 1, stride, 1, false);
+    g.activation = pick(kActivations);
+    g.negative_slope = pick(kSlopes);
+    g.bias = chance(0.8);
+    g.reused = chance(0.5);
+    run_case(g);
+  }
   // Depthwise channel counts around the vector widths (8, 16 lanes and their blocks), rows
   // wide enough for the row kernels (64 outputs on AVX2), and both dtypes' direct kernels.
   for (int i = 0; i < 60; ++i) {

@@ -26,11 +26,10 @@ struct Types<double> {
 };
 constexpr int kVectorBytes = 32;
 
-// For 16 registers: 12 accumulators in the ChannelVec, Winograd and transposed-convolution
-// blocks, 4 x 3 in PixelVec's; a lane shift across the two 128-bit halves takes two shuffles,
-// which the depthwise row kernel pays on every row of any width, so its rows must be long
-// (measured).
-constexpr TileSizes kTiles = {2, 6, 4, 7, 15, 6, 6, 2, 8};
+// For 16 registers: 12 accumulators in the ChannelVec (6 x 2 vectors, and the wide 3 x 4),
+// Winograd and transposed-convolution blocks, 4 x 3 in PixelVec's; a lane shift across the two 128-bit halves takes two
+// shuffles, which the depthwise row kernel pays on every row of any width, so its rows must be long (measured).
+constexpr TileSizes kTiles = {2, 6, 4, 7, 15, 6, 6, 2, 8, 4, 3};
 
 template <class T = float>
 static inline typename Types<T>::Vec vzero();

@@ -26,10 +26,11 @@ struct Types<double> {
 };
 constexpr int kVectorBytes = 64;
 
-// For 32 registers: 24 accumulators in the ChannelVec and Winograd blocks, 6 x 4 in PixelVec's,
+// For 32 registers: 24 accumulators in the ChannelVec (12 x 2 vectors, and the wide 6 x 4) and
+// Winograd blocks, 6 x 4 in PixelVec's,
 // 16 in the transposed convolution's; the depthwise reuse blocks hold 16 accumulators, 9
 // weights and 4 inputs; a lane shift is one instruction, so rows one vector wide pay.
-constexpr TileSizes kTiles = {2, 12, 6, 8, 30, 12, 8, 4, 1};
+constexpr TileSizes kTiles = {2, 12, 6, 8, 30, 12, 8, 4, 1, 4, 6};
 
 template <class T = float>
 static inline typename Types<T>::Vec vzero();

@@ -31,7 +31,7 @@ constexpr int kVectorBytes = 16;
 
 // For 32 registers, as AVX-512's 32 (a lane shift is one EXT, as one VALIGND there).  Chosen
 // by register count, not measured: no ARM machine here.
-constexpr TileSizes kTiles = {2, 12, 6, 8, 30, 12, 8, 4, 1};
+constexpr TileSizes kTiles = {2, 12, 6, 8, 30, 12, 8, 4, 1, 4, 6};
 
 template <class T = float>
 static inline typename Types<T>::Vec vzero();

@@ -17,6 +17,8 @@ struct TileSizes {
   int transposed_pixels;      // most pixels per transposed-convolution micro-tile (x 2 vectors)
   int depthwise_reuse_vectors;  // most vectors of the depthwise 3x3 blocks that reuse input rows
   int depthwise_rows_min_vectors;  // shortest rows, in vectors, for the depthwise row kernel
+  int wide_direct_vectors;    // vectors of output channels per wide ChannelVec block
+  int wide_direct_pixels;     // output pixels per wide ChannelVec block
 };
 
 }  // namespace simd
