@@ -76,14 +76,26 @@ bool pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void
     for (int64_t k = 0; k < g.group_out; ++k) {
       const int64_t block = k / kBlock, lane = k % kBlock, out = grp * g.group_out + k;
       int64_t sum = 0;
-      for (int64_t c = 0; c < g.group_in; ++c)
-        for (int64_t t = 0; t < g.taps; ++t) {
-          const int16_t v = weight[(out * g.group_in + c) * g.taps + t];
-          sum += v;
-          w[((((grp * g.taps + t) * g.quads + c / 4) * g.blocks + block) * kBlock + lane) * 4 + c % 4] = int8_t(v);
-        }
+      for (int64_t i = 0; i < g.group_in * g.taps; ++i) sum += weight[out * g.group_in * g.taps + i];
       sums[(grp * g.blocks + block) * kBlock + lane] = int32_t(uint32_t(sum));
       b[(grp * g.blocks + block) * kBlock + lane] = bias ? bias[out] : 0;
+    }
+  // In the packed order, one 64-byte run [16 channels][4] at a time: a scatter in the weights'
+  // order wrote each byte to another cache line (about 10 ms for 512 x 512 x 3 x 3).
+  for (int64_t grp = 0; grp < g.groups; ++grp)
+    for (int64_t block = 0; block < g.blocks; ++block) {
+      const int64_t lanes = std::min(kBlock, g.group_out - block * kBlock);
+      for (int64_t quad = 0; quad < g.quads; ++quad) {
+        const int64_t channels = std::min<int64_t>(4, g.group_in - quad * 4);
+        for (int64_t t = 0; t < g.taps; ++t) {
+          int8_t* to = w + (((grp * g.taps + t) * g.quads + quad) * g.blocks + block) * kBlock * 4;
+          for (int64_t lane = 0; lane < lanes; ++lane) {
+            const int16_t* from =
+                weight + ((grp * g.group_out + block * kBlock + lane) * g.group_in + quad * 4) * g.taps + t;
+            for (int64_t c = 0; c < channels; ++c) to[lane * 4 + c] = int8_t(from[c * g.taps]);
+          }
+        }
+      }
     }
   return true;
 }
