@@ -58,15 +58,6 @@ Packing packing_of(const ConvProblem& p) {
   return k;
 }
 
-bool accepts(const ConvProblem& p) {
-  if (p.layout != Layout::NCHW || p.dilation_w != 1) return false;
-  if (p.stride_w != 1 && p.stride_w != 2 && p.stride_w != 4) return false;
-  if (p.kernel_d * p.kernel_h > kMaxRows) return false;
-  // The s16 kernel's conditions (depthwise, zero padding, sizes), so that it can stand in for
-  // weights this kernel refuses.
-  return qconv_depthwise_s16_4x16.accepts(p);
-}
-
 size_t packed_bytes(const ConvProblem& p) {
   if (p.groups != p.in_channels || p.out_channels != p.in_channels) return 0;
   return packing_of(p).bytes;
@@ -279,6 +270,21 @@ Flat flat_of(const ConvProblem& p) {
 bool use_flat(const ConvProblem& p) {
   return p.kernel_d == 1 && p.in_d == 1 && p.out_d == 1 && p.stride_h == p.stride_w &&
          (p.stride_w == 1 || p.out_w <= kPixels / 2);
+}
+
+// Depthwise, zero padding, strides 1, 2 and 4 along rows (dilation 1 there); a flat plane's
+// padded copy in proportion to the plane's input and output, so that a padding which dwarfs the
+// plane runs its live taps instead (LiveTaps, conv.h).  Not the s16 kernel's 16-lane tile
+// bound: that one refused a single-channel 512 x 512 image, which then ran the reference.
+bool accepts(const ConvProblem& p) {
+  if (p.layout != Layout::NCHW || p.dilation_w != 1) return false;
+  if (p.stride_w != 1 && p.stride_w != 2 && p.stride_w != 4) return false;
+  if (p.kernel_d * p.kernel_h > kMaxRows) return false;
+  if (p.pad_mode != PadMode::Zeros || p.batch < 1 || p.in_channels < 1) return false;
+  if (p.groups != p.in_channels || p.out_channels != p.in_channels) return false;
+  if (!use_flat(p)) return true;  // (rows read x in place: work in proportion to the output)
+  const double planes = double(p.in_h) * double(p.in_w) + double(p.out_h) * double(p.out_w);
+  return double(flat_of(p).bytes) <= 4.0 * planes + 4096.0;
 }
 
 // A thread's padded plane filled with the zero point, once per call: the planes copied in
