@@ -27,6 +27,10 @@ constexpr int kMaxBlocks = 4;  // 16-channel output blocks per pass
 // zmm registers, and the NP pixel pointers within the general registers.
 constexpr int kMaxPixels[kMaxBlocks + 1] = {0, 8, 8, 8, 6};
 constexpr int kPixelsMost = 8;  // (store_channels_first transposes 8 pixels)
+// A pass's weights (all its taps) that run pixel by pixel; beyond, tap chunks of about this
+// (docs/tuning.md, "int8 gaps": 32 KiB to 512 KiB tried on Zen 4).
+constexpr int64_t kPassWeightBytes = 64 << 10;
+constexpr int64_t kChunkedRuns = 32;  // runs of pixels an item of tap chunks takes (64 KiB of accumulators)
 
 // The padded tile is one image as u8, [d][h][w][group][channel], each group's channels padded
 // to a multiple of 4 (zeros, against zero weights), so 4 channels of a pixel are one int32 to
@@ -243,13 +247,14 @@ void store_channels_first(const __m128i (&r)[8], int64_t channels, int64_t pixel
 }
 
 // NP pixels x NB blocks of 16 channels: out[p * NB + b] = sum over taps and channel quads of
-// the pixel's 4 channels (u8) . the block's 16 x 4 weights (s8).  x[p]: pixel p's window start.
+// the pixel's 4 channels (u8) . the block's 16 x 4 weights (s8), added to out's values where
+// `add` (a later chunk of taps).  x[p]: pixel p's window start.
 template <int NB, int NP>
 CPPCONV_TARGET_AVX512VNNI void accumulate(const uint8_t* const* x, const int64_t* tap_offset, int64_t taps,
-                                          int64_t quads, const int8_t* w, int64_t w_step, __m512i* out) {
+                                          int64_t quads, const int8_t* w, int64_t w_step, bool add, __m512i* out) {
   __m512i acc[NP][NB];  // local, so the compiler keeps them in registers (see qconv_s16's)
   for (int p = 0; p < NP; ++p)
-    for (int b = 0; b < NB; ++b) acc[p][b] = _mm512_setzero_si512();
+    for (int b = 0; b < NB; ++b) acc[p][b] = add ? out[p * NB + b] : _mm512_setzero_si512();
   for (int64_t t = 0; t < taps; ++t) {
     const uint8_t* xt[NP];
     for (int p = 0; p < NP; ++p) xt[p] = x[p] + tap_offset[t];
@@ -270,7 +275,8 @@ CPPCONV_TARGET_AVX512VNNI void accumulate(const uint8_t* const* x, const int64_t
     for (int b = 0; b < NB; ++b) out[p * NB + b] = acc[p][b];
 }
 
-using Accumulate = void (*)(const uint8_t* const*, const int64_t*, int64_t, int64_t, const int8_t*, int64_t, __m512i*);
+using Accumulate = void (*)(const uint8_t* const*, const int64_t*, int64_t, int64_t, const int8_t*, int64_t, bool,
+                            __m512i*);
 
 template <int NB, int NP>
 constexpr Accumulate entry() {
@@ -307,28 +313,30 @@ void run(const QConvCall& call) {
   const int64_t plane = p.out_h * p.out_w, volume = p.out_d * plane;
   const int64_t most_blocks = (g.blocks + g.sets - 1) / g.sets;
   const int64_t pixels = kMaxPixels[most_blocks], runs = (plane + pixels - 1) / pixels;
-  const int64_t items = p.out_d * g.groups * g.sets * runs;
+  // A pass's weights beyond kPassWeightBytes (7x7 512 -> 512: 1.6 MB) came from L3 for every
+  // run of pixels: there an item is all runs of a pass, taken tap chunk by tap chunk, each
+  // chunk's weights over every run before the next, the accumulators kept in memory between.
+  const int64_t tap_bytes = g.quads * most_blocks * kBlock * 4;
+  const int64_t chunks = std::min(g.taps, (g.taps * tap_bytes + kPassWeightBytes - 1) / kPassWeightBytes);
+  const int64_t chunk_taps = (g.taps + chunks - 1) / chunks;
+  // (at most kChunkedRuns, fewer where the items would not give each thread 4)
+  const int64_t share = (4 * call.num_threads + p.out_d * g.groups * g.sets - 1) / (p.out_d * g.groups * g.sets);
+  const int64_t runs_per_item = chunks > 1 ? std::max<int64_t>(1, std::min(kChunkedRuns, runs / share)) : 1;
+  const int64_t run_items = (runs + runs_per_item - 1) / runs_per_item;
+  const int64_t items = p.out_d * g.groups * g.sets * run_items;
+  // Each thread's accumulators of an item's runs, allocated before the parallel region (a
+  // failed allocation throws on the caller's thread).
+  const size_t run_values = size_t(kPixelsMost * kMaxBlocks), item_values = size_t(runs_per_item) * run_values;
+  std::vector<__m512i> partial(chunks > 1 ? item_values * size_t(call.num_threads) : 0);
   const qconv::Requantization requantization = qconv::requantization(call);
   auto copy = [&](int64_t n, int threads) {
     if (direct) return;
     if (call.x_signed) copy_tile<int8_t>(call, g, n, tile, threads);
     else copy_tile<uint8_t>(call, g, n, tile, threads);
   };
-  qconv::for_each_image(call, items, copy, [&](int64_t n, int64_t item) {
-    const int64_t run_index = item % runs, pass = item / runs % g.sets, grp = item / runs / g.sets % g.groups;
-    const int64_t od = item / runs / g.sets / g.groups;
-    const int64_t b0 = pass * g.blocks / g.sets, nb = (pass + 1) * g.blocks / g.sets - b0;
-    const int64_t i0 = run_index * pixels, np = std::min(pixels, plane - i0);
-    const uint8_t* image = direct ? static_cast<const uint8_t*>(call.x) + n * image_bytes : tile;
-    const uint8_t* x_plane = image + od * p.stride_d * g.rows * g.cols * g.pixel + grp * g.group_in_padded;
-    const uint8_t* x[kPixelsMost];
-    for (int64_t q = 0, oh = i0 / p.out_w, ow = i0 % p.out_w; q < np; ++q) {  // (no division a pixel)
-      x[q] = x_plane + (oh * p.stride_h * g.cols + ow * p.stride_w) * g.pixel;
-      if (++ow == p.out_w) ow = 0, ++oh;
-    }
-    __m512i acc[kPixelsMost * kMaxBlocks];
-    kAccumulate[nb][np](x, tap_offset.data(), g.taps, g.quads,
-                        weights + (grp * g.taps * g.quads * g.blocks + b0) * kBlock * 4, g.blocks * kBlock * 4, acc);
+  // A run's accumulators (acc[q * nb + b]) after the bias, requantized (or dequantized) and stored.
+  auto store_run = [&](int64_t n, int64_t od, int64_t grp, int64_t b0, int64_t nb, int64_t i0, int64_t np,
+                       const __m512i* acc) {
     const qconv::Requantization r = requantization;  // (a local: kept in registers across the stores)
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t slot = grp * g.blocks + b0 + b, k_in_group = (b0 + b) * kBlock;
@@ -354,6 +362,36 @@ void run(const QConvCall& call) {
       uint8_t* y_pixel = y + (n * volume + od * plane + i0) * p.out_channels + k0;
       const __mmask16 channels = __mmask16((1u << count) - 1);
       for (int64_t q = 0; q < np; ++q) _mm_mask_storeu_epi8(y_pixel + q * p.out_channels, channels, bytes[q]);
+    }
+  };
+  qconv::for_each_image(call, items, copy, [&](int64_t n, int64_t item) {
+    const int64_t run_item = item % run_items, pass = item / run_items % g.sets;
+    const int64_t grp = item / run_items / g.sets % g.groups, od = item / run_items / g.sets / g.groups;
+    const int64_t b0 = pass * g.blocks / g.sets, nb = (pass + 1) * g.blocks / g.sets - b0;
+    const int64_t first_run = run_item * runs_per_item, end_run = std::min(runs, first_run + runs_per_item);
+    const uint8_t* image = direct ? static_cast<const uint8_t*>(call.x) + n * image_bytes : tile;
+    const uint8_t* x_plane = image + od * p.stride_d * g.rows * g.cols * g.pixel + grp * g.group_in_padded;
+    const int8_t* w_pass = weights + (grp * g.taps * g.quads * g.blocks + b0) * kBlock * 4;
+    const int64_t w_step = g.blocks * kBlock * 4;
+    __m512i one_run[kPixelsMost * kMaxBlocks];
+    __m512i* mine = chunks > 1 ? partial.data() + item_values * size_t(thread_id()) : nullptr;
+    const auto acc_of = [&](int64_t run_index) {
+      return chunks > 1 ? mine + size_t(run_index - first_run) * run_values : one_run;
+    };
+    for (int64_t t0 = 0; t0 < g.taps; t0 += chunk_taps)
+      for (int64_t run_index = first_run; run_index < end_run; ++run_index) {
+        const int64_t i0 = run_index * pixels, np = std::min(pixels, plane - i0);
+        const uint8_t* x[kPixelsMost];
+        for (int64_t q = 0, oh = i0 / p.out_w, ow = i0 % p.out_w; q < np; ++q) {  // (no division a pixel)
+          x[q] = x_plane + (oh * p.stride_h * g.cols + ow * p.stride_w) * g.pixel;
+          if (++ow == p.out_w) ow = 0, ++oh;
+        }
+        kAccumulate[nb][np](x, tap_offset.data() + t0, std::min(chunk_taps, g.taps - t0), g.quads,
+                            w_pass + t0 * g.quads * w_step, w_step, t0 > 0, acc_of(run_index));
+      }
+    for (int64_t run_index = first_run; run_index < end_run; ++run_index) {
+      const int64_t i0 = run_index * pixels, np = std::min(pixels, plane - i0);
+      store_run(n, od, grp, b0, nb, i0, np, acc_of(run_index));
     }
   });
 }
