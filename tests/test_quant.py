@@ -202,6 +202,11 @@ DEPTHWISE_CASES = [
     (2, 1, 1, (1, 1), (3, 3), 1, 1, 1),
     (2, 1, 1, (70, 130), (3, 3), 1, 1, 1),  # one-channel images: a flat plane past several blocks
     (2, 1, 1, (300, 300), (3, 3), 1, 1, 1),  # (which the s16 kernel's 16-lane tile bound refuses)
+    # small planes of 64 channels and more: the transposed kernel, its 16 x 32 byte blocks and tails
+    (2, 2, 70, (10, 10), (3, 3), 2, 1, 1),
+    (2, 1, 129, (7, 7), (3, 3), 1, 1, 1),
+    (1, 2, 80, (40,), (3,), 1, 1, 1),
+    (3, 1, 64, (2, 4, 5), (3, 3, 3), 1, 1, 1),
     (1, 2, 7, (200,), (3,), 1, 1, 1),
     (1, 1, 3, (65,), (9,), 2, 4, 1),
     (3, 1, 4, (4, 5, 67), (3, 3, 3), 1, 1, 1),

@@ -125,30 +125,6 @@ void interleave_4x16(const uint8_t* a, const uint8_t* b, const uint8_t* c, const
   for (int i = 0; i < 16; ++i) std::memcpy(to + i * step, pixels + i, 4);
 }
 
-// Pixels [0, 32) of 16 channel rows (channel i's at from + i * from_step), ^ flip, transposed:
-// pixel i's 16 bytes to to + i * step.  Four rounds of unpacking rows i and i + 8 transpose a
-// 16 x 16 byte block with the rows taken in bit-reversed order; each 128-bit lane does its own
-// 16 pixels.
-void transpose_16x32(const uint8_t* from, int64_t from_step, __m256i flip, uint8_t* to, int64_t step) {
-  constexpr int kBitReversed[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
-  __m256i a[16], b[16];
-  for (int i = 0; i < 16; ++i)
-    a[i] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(from + kBitReversed[i] * from_step)),
-                            flip);
-  for (int i = 0; i < 8; ++i)
-    b[2 * i] = _mm256_unpacklo_epi8(a[i], a[i + 8]), b[2 * i + 1] = _mm256_unpackhi_epi8(a[i], a[i + 8]);
-  for (int i = 0; i < 8; ++i)
-    a[2 * i] = _mm256_unpacklo_epi16(b[i], b[i + 8]), a[2 * i + 1] = _mm256_unpackhi_epi16(b[i], b[i + 8]);
-  for (int i = 0; i < 8; ++i)
-    b[2 * i] = _mm256_unpacklo_epi32(a[i], a[i + 8]), b[2 * i + 1] = _mm256_unpackhi_epi32(a[i], a[i + 8]);
-  for (int i = 0; i < 8; ++i)
-    a[2 * i] = _mm256_unpacklo_epi64(b[i], b[i + 8]), a[2 * i + 1] = _mm256_unpackhi_epi64(b[i], b[i + 8]);
-  for (int i = 0; i < 16; ++i) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(to + i * step), _mm256_castsi256_si128(a[i]));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(to + (i + 16) * step), _mm256_extracti128_si256(a[i], 1));
-  }
-}
-
 // Image n's padded tile as u8: x, or x ^ 0x80 (x + 128) for s8; padding holds the zero point
 // likewise shifted.  Padded channels hold 0 (or 0x80), against zero weights.
 template <class T>
@@ -200,7 +176,7 @@ void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* til
       for (int64_t c = 0; c < blocks16; c += 16)
         for (int64_t w0 = 0; w0 < W; w0 += 32) {
           const int64_t w = std::min(w0, W - 32);
-          transpose_16x32(src(ch0 + c) + w, D * H * W, flips32, to + w * g.pixel + c, g.pixel);
+          qconv::transpose_16x32(src(ch0 + c) + w, D * H * W, flips32, to + w * g.pixel + c, g.pixel);
         }
       for (int64_t c = blocks16; c < g.group_in; c += 4) {
         const uint8_t* a = src(ch0 + c);  // (channels past the group's read zeros)
