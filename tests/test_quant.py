@@ -307,7 +307,7 @@ def test_padding_that_dwarfs_the_input_runs_the_live_taps(isa, case, layout_last
         kw = dict(bias=bias, stride=stride, padding=padding, dilation=dilation, groups=groups, layout=layout)
         ref = numpy_qconv(x, *args, bias=bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
                           channels_last=layout_last)
-        algorithms = algorithms_for(lambda a, explain=False: run_forced(a, rank, x, *args, explain=explain, **kw))
+        algorithms = accepting_algorithms(rank, x, *args, **kw)
         assert "qconv_reference" in algorithms
         layer = layer_class(*args, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
                             layout=layout or ("NCW", "NCHW")[rank - 1])
