@@ -1325,7 +1325,7 @@ const QConvAlgorithm* qconv_algorithm_named(const std::string& name) {
 }
 
 std::unique_ptr<QConvPlan> make_qconv_plan(const py::array& weight, const py::object& bias, int64_t groups,
-                                           bool one_call, const std::string& algorithm) {
+                                           bool one_call) {
   if (!weight.dtype().equal(py::dtype::of<int16_t>())) throw py::type_error("weight: the centred weights are int16");
   if (weight.ndim() < 3 || weight.ndim() > 5) throw py::value_error("weight: expected 3 to 5 dimensions");
   require_q(weight, "weight", weight.ndim(), false);
@@ -1340,17 +1340,9 @@ std::unique_ptr<QConvPlan> make_qconv_plan(const py::array& weight, const py::ob
   }
   const std::vector<int64_t> shape = shape_of(weight);
   const std::array<int64_t, 3> kernel = kernel_of(shape.data() + 2, shape.size() - 2);
-  // A one-call plan packs what the call can run: the active table's algorithms and a forced one.
-  std::vector<const QConvAlgorithm*> only;
-  if (one_call) {
-    const KernelTable& table = active_table();
-    for (int i = 0; i < table.qconv_count; ++i)
-      if (has_cpu_features(table.qconv[i]->features)) only.push_back(table.qconv[i]);
-    if (const QConvAlgorithm* forced = algorithm.empty() ? nullptr : find_qconv_algorithm(algorithm))
-      only.push_back(forced);
-  }
+  // A one-call plan packs only the algorithm its call runs (QConvPlan's pack_on_use).
   return std::make_unique<QConvPlan>(static_cast<const int16_t*>(weight.data()), bias_ptr, shape[0], shape[1],
-                                     kernel[0], kernel[1], kernel[2], groups, one_call ? &only : nullptr);
+                                     kernel[0], kernel[1], kernel[2], groups, /*pack_on_use=*/one_call);
 }
 
 ConvProblem qconv_problem(const QConvPlan& plan, const std::vector<int64_t>& x_shape, const std::vector<int64_t>* out,
@@ -1412,7 +1404,7 @@ void run_qconv(const QConvPlan& plan, const py::array& x, const py::array& out, 
 void bind_qconv(py::module_& m) {
   py::class_<QConvPlan>(m, "QConvPlan", "Centred int16 weights and int32 bias, packed once (internal).")
       .def(py::init(&make_qconv_plan), py::arg("weight"), py::arg("bias"), py::arg("groups"),
-           py::arg("one_call") = false, py::arg("algorithm") = "")
+           py::arg("one_call") = false)
       .def("run", &run_qconv, py::arg("x"), py::arg("out"), py::arg("params"), py::arg("x_zero_point"),
            py::arg("multiplier"), py::arg("y_zero_point"), py::arg("y_min"), py::arg("y_max"), py::arg("f_min"),
            py::arg("f_max"), py::arg("algorithm") = "", py::arg("num_threads") = 0)
@@ -1426,6 +1418,7 @@ void bind_qconv(py::module_& m) {
             d["algorithm"] = c.algorithm->name;
             d["isa"] = c.isa;
             d["threads"] = c.threads;
+            d["live_taps_only"] = c.live_taps_only;
             d["flops"] = conv_flops(p);
             return d;
           },

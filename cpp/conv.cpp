@@ -710,9 +710,8 @@ bool live_axis(int64_t size, int64_t kernel, int64_t stride, int64_t dilation, i
   return first <= last;
 }
 
-// Per axis (depth, height, width) the first and last live tap of a zero-padded problem, or
-// nothing where that is every tap.
-using TapWindow = std::array<int64_t, 6>;
+}  // namespace
+
 std::optional<TapWindow> live_tap_window(const ConvProblem& p) {
   TapWindow w{};
   if (p.pad_mode != PadMode::Zeros ||
@@ -724,8 +723,6 @@ std::optional<TapWindow> live_tap_window(const ConvProblem& p) {
   return w;
 }
 
-// p on the window's taps: each axis loses the padding its dropped taps spanned, so every
-// output reads the same inputs (and the output sizes stay).
 ConvProblem on_live_taps(const ConvProblem& p, const TapWindow& w) {
   ConvProblem q = p;
   const auto trim = [](int64_t& kernel, int64_t& before, int64_t& after, int64_t dilation, int64_t first,
@@ -740,66 +737,31 @@ ConvProblem on_live_taps(const ConvProblem& p, const TapWindow& w) {
   return q;
 }
 
-// The weights (filters, kd, kh, kw) of the window's taps, or nothing where a dropped tap's
-// weight is not finite: it meets zero padding, and 0 * inf is NaN.
-template <class T>
-std::optional<std::vector<unsigned char>> live_tap_weights(const void* weight, int64_t filters, int64_t kd, int64_t kh,
-                                                           int64_t kw, const TapWindow& w) {
-  const T* from = static_cast<const T*>(weight);
-  std::vector<unsigned char> kept(size_t(filters * (w[1] - w[0] + 1) * (w[3] - w[2] + 1) * (w[5] - w[4] + 1)) *
-                                  sizeof(T));
-  T* to = reinterpret_cast<T*>(kept.data());
-  for (int64_t f = 0; f < filters; ++f)
-    for (int64_t a = 0; a < kd; ++a)
-      for (int64_t i = 0; i < kh; ++i)
-        for (int64_t j = 0; j < kw; ++j) {
-          const T v = *from++;
-          if (a >= w[0] && a <= w[1] && i >= w[2] && i <= w[3] && j >= w[4] && j <= w[5]) *to++ = v;
-          else if (!std::isfinite(v)) return std::nullopt;
-        }
-  return kept;
-}
-
-// Plans of live taps a plan keeps (a layer called on many input sizes with a huge padding).
-constexpr size_t kLiveTapsPlans = 8;
-
-}  // namespace
-
 std::optional<ConvPlan::LiveTapsRun> ConvPlan::live_taps_run(const ConvProblem& given) const {
-  const std::optional<TapWindow> window = live_tap_window(given);
-  if (!window) return std::nullopt;
-  // Only where the reference alone takes the problem: elsewhere the kernels skip padding rows
-  // themselves, and a chunk of a larger call (cppconv.dask) runs as the whole call does.
   const auto only_reference = [&](const ConvProblem& p) {
     const std::vector<const ConvAlgorithm*> found = kernel_candidates(p);
     return found.size() == 1 && is_reference(found.front());
   };
-  const ConvProblem live = on_live_taps(given, *window);
-  if (!only_reference(given) || only_reference(live)) return std::nullopt;
-  std::lock_guard<std::mutex> lock(live_taps_mutex_);
-  for (const auto& [key, plan] : live_taps_plans_)
-    if (key == *window) return plan ? std::optional<LiveTapsRun>(LiveTapsRun{live, plan}) : std::nullopt;
-  std::shared_ptr<ConvPlan> plan;
-  if (!weights_.weight()) {  // a plan of shapes alone (explain): what finite weights would run
-    plan = std::make_shared<ConvPlan>(dtype_, nullptr, nullptr, out_channels_, group_in_, live.kernel_d, live.kernel_h,
-                                      live.kernel_w, /*copy=*/false, weights_reused_);
-  } else {
-    const int64_t filters = out_channels_ * group_in_;
-    const auto kept = with_element_type(dtype_, [&](auto zero) {
-      return live_tap_weights<decltype(zero)>(weights_.weight(), filters, kernel_d_, kernel_h_, kernel_w_, *window);
-    });
-    if (kept)
-      plan = std::make_shared<ConvPlan>(dtype_, kept->data(), weights_.bias(), out_channels_, group_in_, live.kernel_d,
-                                        live.kernel_h, live.kernel_w, /*copy=*/true, weights_reused_);
-  }
-  if (live_taps_plans_.size() == kLiveTapsPlans) live_taps_plans_.erase(live_taps_plans_.begin());
-  live_taps_plans_.emplace_back(*window, plan);
-  return plan ? std::optional<LiveTapsRun>(LiveTapsRun{live, plan}) : std::nullopt;
+  return live_taps_.run_for(given, only_reference, [&](const ConvProblem& live, const TapWindow& window) {
+    std::shared_ptr<ConvPlan> plan;
+    if (!weights_.weight()) {  // a plan of shapes alone (explain): what finite weights would run
+      plan = std::make_shared<ConvPlan>(dtype_, nullptr, nullptr, out_channels_, group_in_, live.kernel_d,
+                                        live.kernel_h, live.kernel_w, /*copy=*/false, weights_reused_);
+    } else {
+      const int64_t filters = out_channels_ * group_in_;
+      const auto kept = with_element_type(dtype_, [&](auto zero) {
+        return live_tap_weights<decltype(zero)>(weights_.weight(), filters, kernel_d_, kernel_h_, kernel_w_, window);
+      });
+      if (kept)
+        plan = std::make_shared<ConvPlan>(dtype_, kept->data(), weights_.bias(), out_channels_, group_in_,
+                                          live.kernel_d, live.kernel_h, live.kernel_w, /*copy=*/true, weights_reused_);
+    }
+    return plan;
+  });
 }
 
-ConvProblem ConvPlan::kernel_problem(const ConvProblem& problem) const {
+ConvProblem kernel_geometry(const ConvProblem& problem) {
   ConvProblem p = problem;
-  p.weights_reused = weights_reused_;
   // Along an axis with one output the stride only has to exceed the room the window has to
   // move (padded size - span), but kernels that lay tiles out by stride phase spend time and
   // memory in proportion to it: a stride of 2^62 hung them.  Clamp it to the smallest stride
@@ -820,6 +782,12 @@ ConvProblem ConvPlan::kernel_problem(const ConvProblem& problem) const {
   // channels-last kernels over channels, the channels-first ones over pixels).
   if (p.in_channels == 1 && p.out_channels == 1) p.layout = Layout::NCHW;
   else if (p.in_d * p.in_h * p.in_w == 1 && p.out_d * p.out_h * p.out_w == 1) p.layout = Layout::NHWC;
+  return p;
+}
+
+ConvProblem ConvPlan::kernel_problem(const ConvProblem& problem) const {
+  ConvProblem p = kernel_geometry(problem);
+  p.weights_reused = weights_reused_;
   return p;
 }
 

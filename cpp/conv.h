@@ -3,11 +3,13 @@
 // runs the kernel.  No Python here: raw pointers and sizes only.
 #pragma once
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "conv_problem.h"
@@ -47,6 +49,80 @@ double conv_flops(const ConvProblem& p);
 // Output length of one axis: floor((size + before + after - dilation (kernel - 1) - 1) / stride) + 1,
 // or 0 when the kernel's span exceeds the padded size (callers refuse that).
 int64_t conv_output_size(int64_t size, int64_t kernel, int64_t stride, int64_t dilation, int64_t before, int64_t after);
+
+// The problem's geometry as the kernels are given it, whatever the dtype (see conv.cpp): a
+// single output's stride clamped, a one-tap axis's dilation 1, the layout of one-channel and
+// one-pixel problems (the same memory in both) the one whose kernels vectorise over the extent.
+ConvProblem kernel_geometry(const ConvProblem& p);
+
+// Live taps: where a zero padding dwarfs the input, some taps read only padding for every
+// output.  Per axis (depth, height, width) the first and last tap that reads the input for
+// some output, or nothing where every tap does (or the padding is not zeros).
+using TapWindow = std::array<int64_t, 6>;
+std::optional<TapWindow> live_tap_window(const ConvProblem& p);
+// p on the window's taps: each axis loses the padding its dropped taps spanned, so every
+// output reads the same inputs (and the output sizes stay).
+ConvProblem on_live_taps(const ConvProblem& p, const TapWindow& w);
+
+// The weights (filters, kd, kh, kw) of the window's taps, or nothing where a dropped tap's
+// weight is not finite: it meets zero padding, and 0 * inf is NaN.
+template <class T>
+std::optional<std::vector<unsigned char>> live_tap_weights(const void* weight, int64_t filters, int64_t kd, int64_t kh,
+                                                           int64_t kw, const TapWindow& w) {
+  const T* from = static_cast<const T*>(weight);
+  std::vector<unsigned char> kept(size_t(filters * (w[1] - w[0] + 1) * (w[3] - w[2] + 1) * (w[5] - w[4] + 1)) *
+                                  sizeof(T));
+  T* to = reinterpret_cast<T*>(kept.data());
+  for (int64_t f = 0; f < filters; ++f)
+    for (int64_t a = 0; a < kd; ++a)
+      for (int64_t i = 0; i < kh; ++i)
+        for (int64_t j = 0; j < kw; ++j) {
+          const T v = *from++;
+          if (a >= w[0] && a <= w[1] && i >= w[2] && i <= w[3] && j >= w[4] && j <= w[5]) *to++ = v;
+          else if constexpr (std::is_floating_point_v<T>) {
+            if (!std::isfinite(v)) return std::nullopt;
+          }
+        }
+  return kept;
+}
+
+// The live-taps lowering of a plan (float32: ConvPlan, int8: QConvPlan): where only the
+// reference takes `given` (its zero padding dwarfs the input, so no kernel's tiles stay in
+// proportion to the call) and some kernel takes the problem of the live taps, that problem and
+// a plan of the live taps' weights, made by make(live, window) once per window (nullptr: none).
+// Elsewhere the kernels skip padding rows themselves, and a chunk of a larger call
+// (cppconv.dask) runs as the whole call does.
+template <class Plan>
+class LiveTaps {
+ public:
+  struct Run {
+    ConvProblem problem;
+    std::shared_ptr<Plan> plan;
+  };
+  template <class OnlyReference, class Make>
+  std::optional<Run> run_for(const ConvProblem& given, OnlyReference&& only_reference, Make&& make) {
+    const std::optional<TapWindow> window = live_tap_window(given);
+    if (!window) return std::nullopt;
+    const ConvProblem live = on_live_taps(given, *window);
+    if (!only_reference(given) || only_reference(live)) return std::nullopt;
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::shared_ptr<Plan> plan;
+    bool found = false;
+    for (const auto& [key, kept] : plans_)
+      if (key == *window) plan = kept, found = true;
+    if (!found) {
+      plan = make(live, *window);
+      if (plans_.size() == kPlans) plans_.erase(plans_.begin());
+      plans_.emplace_back(*window, plan);
+    }
+    return plan ? std::optional<Run>(Run{live, plan}) : std::nullopt;
+  }
+
+ private:
+  static constexpr size_t kPlans = 8;  // windows kept (a layer called on many input sizes)
+  std::mutex mutex_;
+  std::vector<std::pair<TapWindow, std::shared_ptr<Plan>>> plans_;
+};
 
 // How a problem runs on the kernels, which take problems of depth 1 (see ConvProblem) and
 // tile, block and thread by output rows: as it is, or recast as a 2-D problem they run well.
@@ -143,10 +219,7 @@ class ConvPlan {
   // Where only the reference takes `given` because its zero padding dwarfs the input (no
   // kernel's tiles stay in proportion to the call), and some taps read only padding for every
   // output: the problem of the other taps and a plan of their weights (conv.cpp, live taps).
-  struct LiveTapsRun {
-    ConvProblem problem;
-    std::shared_ptr<ConvPlan> plan;
-  };
+  using LiveTapsRun = LiveTaps<ConvPlan>::Run;
   std::optional<LiveTapsRun> live_taps_run(const ConvProblem& given) const;
   // candidates() of a kernel problem, taps as given.
   std::vector<const ConvAlgorithm*> kernel_candidates(const ConvProblem& given) const;
@@ -174,8 +247,7 @@ class ConvPlan {
   mutable std::unique_ptr<ConvPlan> widened_;
   // Plans of live taps, by tap window (first and last tap per axis); null where a dropped
   // tap's weight is not finite (0 * inf is NaN, as in PyTorch, so those taps must run).
-  mutable std::mutex live_taps_mutex_;
-  mutable std::vector<std::pair<std::array<int64_t, 6>, std::shared_ptr<ConvPlan>>> live_taps_plans_;
+  mutable LiveTaps<ConvPlan> live_taps_;
 };
 
 }  // namespace cppconv

@@ -129,30 +129,69 @@ const QConvAlgorithm* find_qconv_algorithm(const std::string& name) {
 }
 
 QConvPlan::QConvPlan(const int16_t* weight, const int32_t* bias, int64_t out_channels, int64_t group_in_channels,
-                     int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, int64_t groups,
-                     const std::vector<const QConvAlgorithm*>* only)
+                     int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, int64_t groups, bool pack_on_use)
     : out_channels_(out_channels), group_in_(group_in_channels), kernel_d_(kernel_d), kernel_h_(kernel_h),
       kernel_w_(kernel_w), groups_(groups),
       weight_(weight, weight + out_channels * group_in_channels * kernel_d * kernel_h * kernel_w),
-      bias_(bias ? std::vector<int32_t>(bias, bias + out_channels) : std::vector<int32_t>()), has_bias_(bias) {
-  for (const QConvAlgorithm* a : only ? *only : all_qconv_algorithms()) {
-    std::vector<unsigned char> buffer;
-    if (!pack_into(a, buffer)) refused_.insert(a);
-    else if (!buffer.empty()) packed_[a] = std::move(buffer);
-  }
+      bias_(bias ? std::vector<int32_t>(bias, bias + out_channels) : std::vector<int32_t>()), has_bias_(bias),
+      pack_on_use_(pack_on_use) {
+  if (!pack_on_use_)
+    for (const QConvAlgorithm* a : all_qconv_algorithms()) packed(a);
 }
 
-bool QConvPlan::pack_into(const QConvAlgorithm* a, std::vector<unsigned char>& buffer) const {
+const QConvPlan::Packed& QConvPlan::packed(const QConvAlgorithm* a) const {
+  // (a plan that packed everything only reads the map; the lock is uncontended then)
+  std::lock_guard<std::mutex> lock(packing_mutex_);
+  const auto it = packed_.find(a);
+  if (it != packed_.end()) return it->second;
   ConvProblem shape;  // what packing reads: the weights' shape and the groups
   shape.out_channels = out_channels_;
   shape.in_channels = group_in_ * groups_;
   shape.groups = groups_;
   shape.kernel_d = kernel_d_, shape.kernel_h = kernel_h_, shape.kernel_w = kernel_w_;
-  buffer.assign(a->packed_bytes(shape), 0);
-  return buffer.empty() || a->pack(shape, weight_.data(), has_bias_ ? bias_.data() : nullptr, buffer.data());
+  Packed made{false, std::vector<unsigned char>(a->packed_bytes(shape), 0)};
+  if (!made.bytes.empty() && !a->pack(shape, weight_.data(), has_bias_ ? bias_.data() : nullptr, made.bytes.data())) {
+    made.refused = true;
+    made.bytes = {};
+  }
+  return packed_.emplace(a, std::move(made)).first->second;  // (std::map: references stay valid)
+}
+
+bool QConvPlan::refused(const QConvAlgorithm* a) const { return packed(a).refused; }
+
+std::optional<QConvPlan::LiveTapsRun> QConvPlan::live_taps_run(const ConvProblem& given) const {
+  const auto only_reference = [](const ConvProblem& p) {
+    const KernelTable& table = active_table();
+    for (int i = 0; i < table.qconv_count; ++i)
+      if (has_cpu_features(table.qconv[i]->features) && table.qconv[i]->accepts(p)) return false;
+    return true;
+  };
+  std::optional<LiveTapsRun> live =
+      live_taps_.run_for(given, only_reference, [&](const ConvProblem& problem, const TapWindow& window) {
+        const auto kept = live_tap_weights<int16_t>(weight_.data(), out_channels_ * group_in_, kernel_d_, kernel_h_,
+                                                    kernel_w_, window);  // (integers: always some)
+        return std::make_shared<QConvPlan>(reinterpret_cast<const int16_t*>(kept->data()),
+                                           has_bias_ ? bias_.data() : nullptr, out_channels_, group_in_,
+                                           problem.kernel_d, problem.kernel_h, problem.kernel_w, groups_,
+                                           /*pack_on_use=*/true);
+      });
+  // One live tap leaves one-tap axes and often one-pixel planes: the geometry the kernels take.
+  if (live) live->problem = kernel_geometry(live->problem);
+  return live;
 }
 
 QConvChoice QConvPlan::choose(const ConvProblem& p, int max_threads, const QConvAlgorithm* forced) const {
+  // (the reference takes every problem as it is: it is the oracle of the lowering)
+  if (forced != &qconv_reference)
+    if (const auto live = live_taps_run(p)) {
+      QConvChoice c = live->plan->choose_as_given(live->problem, max_threads, forced);
+      c.live_taps_only = true;
+      return c;
+    }
+  return choose_as_given(p, max_threads, forced);
+}
+
+QConvChoice QConvPlan::choose_as_given(const ConvProblem& p, int max_threads, const QConvAlgorithm* forced) const {
   const int cap = max_threads > 0 ? max_threads : get_num_threads();
   const KernelTable& table = active_table();
   const QConvAlgorithm* chosen = forced;
@@ -165,24 +204,20 @@ QConvChoice QConvPlan::choose(const ConvProblem& p, int max_threads, const QConv
     throw std::invalid_argument(std::string("algorithm ") + forced->name + " does not accept this problem");
   if (forced && refused(forced)) throw refused_weights(*forced);
   const bool reference = chosen == &qconv_reference;
-  return {chosen, reference ? "reference" : table.isa_name, reference ? 1 : threads_for(p, cap)};
+  return {chosen, reference ? "reference" : table.isa_name, reference ? 1 : threads_for(p, cap), false};
 }
 
 void QConvPlan::run(QConvCall call, const QConvAlgorithm* forced, int max_threads) const {
-  QConvChoice choice = choose(call.p, max_threads, forced);
+  if (forced != &qconv_reference)
+    if (const auto live = live_taps_run(call.p)) {
+      call.p = live->problem;
+      return live->plan->run(call, forced, max_threads);
+    }
+  const QConvChoice choice = choose_as_given(call.p, max_threads, forced);
+  const Packed& k = packed(choice.algorithm);  // (choose_as_given packed it, and it did not refuse)
   call.weight = weight_.data();
   call.bias = has_bias_ ? bias_.data() : nullptr;
-  const auto it = packed_.find(choice.algorithm);
-  call.packed = it == packed_.end() ? nullptr : it->second.data();
-  std::vector<unsigned char> for_this_call;  // an algorithm a one-call plan did not pack
-  if (it == packed_.end() && choice.algorithm != &qconv_reference) {
-    if (pack_into(choice.algorithm, for_this_call)) {
-      call.packed = for_this_call.empty() ? nullptr : for_this_call.data();
-    } else {
-      if (forced) throw refused_weights(*forced);
-      choice = {&qconv_reference, "reference", 1};
-    }
-  }
+  call.packed = k.bytes.empty() ? nullptr : k.bytes.data();
   call.num_threads = choice.threads;
   choice.algorithm->run(call);
 }

@@ -6,7 +6,8 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <set>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,18 +30,18 @@ struct QConvChoice {
   const QConvAlgorithm* algorithm;
   const char* isa;
   int threads;
+  bool live_taps_only = false;  // only the taps that read the input run (see LiveTaps, conv.h)
 };
 
 class QConvPlan {
  public:
   // weight: (K, C/groups, kd, kh, kw) centred int16 values (w - w_zero_point[k]); bias (K,) or
   // nullptr; both copied.  Packed for every algorithm at once (packing depends only on the
-  // weights and groups, which a plan fixes), so runs share it without locks.  `only`: pack those
-  // algorithms alone (a one-call plan: the active table's and a forced one), where packing them
-  // all would cost more than the call; another that a run chooses is packed for that run.
+  // weights and groups, which a plan fixes), so runs share it without locks; or, pack_on_use
+  // (a one-call plan, where packing them all would cost more than the call), each algorithm
+  // when a call first chooses it, which is the one the call runs.
   QConvPlan(const int16_t* weight, const int32_t* bias, int64_t out_channels, int64_t group_in_channels,
-            int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, int64_t groups,
-            const std::vector<const QConvAlgorithm*>* only = nullptr);
+            int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, int64_t groups, bool pack_on_use = false);
 
   QConvChoice choose(const ConvProblem& p, int max_threads, const QConvAlgorithm* forced) const;
   // call.p, x, y, the quantization fields set; the plan fills in the weights.  `forced` as in
@@ -48,9 +49,7 @@ class QConvPlan {
   void run(QConvCall call, const QConvAlgorithm* forced = nullptr, int max_threads = 0) const;
 
   // Whether a's pack() declined these weights: choose() passes it over, forcing it throws.
-  bool refused(const QConvAlgorithm* a) const { return refused_.count(a) > 0; }
-  // a's packing of these weights into buffer (empty where a packs none); false: a refused them.
-  bool pack_into(const QConvAlgorithm* a, std::vector<unsigned char>& buffer) const;
+  bool refused(const QConvAlgorithm* a) const;
 
   int64_t out_channels() const { return out_channels_; }
   int64_t group_in_channels() const { return group_in_; }
@@ -60,12 +59,27 @@ class QConvPlan {
   int64_t kernel_w() const { return kernel_w_; }
 
  private:
+  struct Packed {
+    bool refused;
+    std::vector<unsigned char> bytes;  // empty where a packs none
+  };
+  // a's packing of these weights, made here first where the plan packs on use.
+  const Packed& packed(const QConvAlgorithm* a) const;
+  // choose() of a problem that runs as it is (not through its live taps).
+  QConvChoice choose_as_given(const ConvProblem& p, int max_threads, const QConvAlgorithm* forced) const;
+  // Where only the reference takes `given` but the problem of the taps that read the input
+  // has a kernel (see LiveTaps in conv.h): that problem, in kernel_geometry, and its plan.
+  using LiveTapsRun = LiveTaps<QConvPlan>::Run;
+  std::optional<LiveTapsRun> live_taps_run(const ConvProblem& given) const;
+
   int64_t out_channels_, group_in_, kernel_d_, kernel_h_, kernel_w_, groups_;
   std::vector<int16_t> weight_;
   std::vector<int32_t> bias_;
   bool has_bias_;
-  std::map<const QConvAlgorithm*, std::vector<unsigned char>> packed_;
-  std::set<const QConvAlgorithm*> refused_;  // whose pack() declined these weights
+  bool pack_on_use_;
+  mutable std::mutex packing_mutex_;  // (taken where the plan packs on use)
+  mutable std::map<const QConvAlgorithm*, Packed> packed_;
+  mutable LiveTaps<QConvPlan> live_taps_;
 };
 
 }  // namespace cppconv

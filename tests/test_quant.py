@@ -137,6 +137,10 @@ CASES = [
     (1, 1, 4, (13,), 4, (3,), 1, 1, 1, 4),
     (3, 1, 4, (4, 5, 6), 6, (3, 3, 3), 1, 1, 1, 1),
     (3, 1, 6, (5, 4, 7), 6, (2, 1, 3), 2, 1, 1, 3),
+    # a pass's weights past 64 KiB: the VNNI kernel's tap chunks over several runs of pixels
+    (2, 1, 64, (6, 7), 64, (5, 5), 1, 2, 1, 1),
+    (2, 2, 30, (5, 9), 40, (7, 7), 1, 3, 1, 1),
+    (2, 1, 64, (4, 5), 64, (9, 9), 1, 4, 1, 2),
 ]
 
 
@@ -196,6 +200,13 @@ DEPTHWISE_CASES = [
     (2, 1, 6, (8, 18), (3, 3), 1, 2, 2),
     (2, 1, 2, (3, 9), (1, 4), 1, 1, 1),
     (2, 1, 1, (1, 1), (3, 3), 1, 1, 1),
+    (2, 1, 1, (70, 130), (3, 3), 1, 1, 1),  # one-channel images: a flat plane past several blocks
+    (2, 1, 1, (300, 300), (3, 3), 1, 1, 1),  # (which the s16 kernel's 16-lane tile bound refuses)
+    # small planes of 64 channels and more: the transposed kernel, its 16 x 32 byte blocks and tails
+    (2, 2, 70, (10, 10), (3, 3), 2, 1, 1),
+    (2, 1, 129, (7, 7), (3, 3), 1, 1, 1),
+    (1, 2, 80, (40,), (3,), 1, 1, 1),
+    (3, 1, 64, (2, 4, 5), (3, 3, 3), 1, 1, 1),
     (1, 2, 7, (200,), (3,), 1, 1, 1),
     (1, 1, 3, (65,), (9,), 2, 4, 1),
     (3, 1, 4, (4, 5, 67), (3, 3, 3), 1, 1, 1),
@@ -255,6 +266,84 @@ def test_depthwise_vnni_kernels_are_chosen_where_they_can_run(isa):
     last = cppconv.QConv2d(0.1, 3, np.ones((8, 1, 3, 3), I8), 0.1, 0, 0.2, 0, padding=1, groups=8, layout="NHWC")
     name = last.explain((1, 20, 20, 8))["algorithm"]
     assert (name == "qconv_depthwise_channels_vnni__avx512_1x64") == (vnni and isa == "avx512")
+
+
+# Zero padding (x_zero_point) and dilation that dwarf the input, so that no kernel copies the
+# padded input and some taps read only padding for every output: (n, c, sizes, k, kernel,
+# stride, padding, dilation, groups).  The kernels then run the live taps alone.
+SPARSE_WINDOWS = [
+    (1, 70, (1, 1), 70, (3, 3), 1, 130, 130, 70),  # depthwise on one-pixel planes: the centre tap
+    (1, 17, (2, 3), 17, (3, 3), 1, 150, 150, 17),  # depthwise, small planes
+    (1, 8, (2, 3), 20, (3, 3), 1, 300, 300, 1),  # dense
+    (1, 8, (1, 1), 20, (3, 3), 2, 300, 300, 2),  # grouped, strided
+    (1, 8, (60000,), 12, (9,), 1, 200000, 50000, 1),  # 1-D: three live taps of nine
+]
+
+
+def has_int8_kernels(isa):
+    return isa not in ("baseline", "neon")  # (the int8 kernels are x86's)
+
+
+@pytest.mark.parametrize("case", SPARSE_WINDOWS)
+@pytest.mark.parametrize("layout_last", [False, True])
+def test_padding_that_dwarfs_the_input_runs_the_live_taps(isa, case, layout_last):
+    """Every algorithm, one-shot and prepacked, 1 and 2 threads, bit for bit against NumPy with
+    the zero point as padding (at the ends of the range and between), weights within int8 once
+    centred (the VNNI kernels') and beyond (theirs refuse); where the ISA has int8 kernels a
+    kernel runs the live taps, not the reference on the whole padded extent."""
+    n, c, sizes, k, kernel, stride, padding, dilation, groups = case
+    rank = len(sizes)
+    layer_class = {1: cppconv.QConv1d, 2: cppconv.QConv2d}[rank]
+    layout = ("NWC", "NHWC")[rank - 1] if layout_last else None
+    for x_dtype, int8_centred, zp_at in ((U8, True, "low"), (I8, False, "high"), (U8, False, "any")):
+        rng = make_rng("qconv-sparse", case, layout_last, np.dtype(x_dtype).name, zp_at)
+        x, x_zp, w, w_zp, w_scale, bias = random_case(rng, x_dtype, n, c, sizes, k, kernel, groups,
+                                                      int8_centred=int8_centred)
+        lo, hi = RANGE[np.dtype(x_dtype)]
+        x_zp = {"low": np.array(lo, x_dtype), "high": np.array(hi, x_dtype), "any": x_zp}[zp_at]
+        if layout_last:
+            x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+        args = (np.float32(0.05), x_zp, w, w_scale, w_zp, np.float32(0.7), np.array(lo + 7, x_dtype))
+        kw = dict(bias=bias, stride=stride, padding=padding, dilation=dilation, groups=groups, layout=layout)
+        ref = numpy_qconv(x, *args, bias=bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                          channels_last=layout_last)
+        algorithms = accepting_algorithms(rank, x, *args, **kw)
+        assert "qconv_reference" in algorithms
+        layer = layer_class(*args, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                            layout=layout or ("NCW", "NCHW")[rank - 1])
+        info = layer.explain(x.shape, x_dtype)
+        if has_int8_kernels(isa):
+            assert info["live_taps_only"] and info["algorithm"] != "qconv_reference", info
+            assert len(algorithms) > 1
+        for algorithm in algorithms:
+            for threads in (1, 2):
+                y = run_forced(algorithm, rank, x, *args, num_threads=threads, **kw)
+                np.testing.assert_array_equal(y, ref, err_msg=f"{algorithm}, {threads} threads")
+        for threads in (1, 2):
+            np.testing.assert_array_equal(layer(x, num_threads=threads), ref)
+
+
+def test_the_benchmark_sanity_rows_run_their_live_taps(isa):
+    """The benchmark's int8 sanity rows (64 x 1024 channels of one pixel, 3x3 depthwise, padding
+    = dilation = 300 to 1000) against the reference forced on the whole padded problem, with
+    x_zero_point 128 and at the ends of uint8."""
+    from cppconv.bench import LAYERS, LayerData
+
+    for layer in LAYERS:
+        if not layer.sanity:
+            continue
+        d = LayerData.make(layer, dtype="int8")
+        x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, bias = d.qconv_args()
+        for zp in (x_zp, np.uint8(0), np.uint8(255)):
+            args = (x_scale, zp, w, w_scale, w_zp, y_scale, y_zp)
+            ref = run_forced("qconv_reference", 2, d.x, *args, bias=bias, **layer.conv_kwargs)
+            conv = cppconv.QConv2d(*args, bias, **layer.conv_kwargs)
+            info = conv.explain(d.x.shape)
+            assert info["live_taps_only"] == has_int8_kernels(isa), info
+            for threads in (1, 2):
+                np.testing.assert_array_equal(conv(d.x, num_threads=threads), ref)
+                np.testing.assert_array_equal(
+                    cppconv.qconv2d(d.x, *args, bias, num_threads=threads, **layer.conv_kwargs), ref)
 
 
 def vnni_algorithm(isa):
@@ -427,6 +516,11 @@ def test_each_cpu_feature_path_through_max_isa():
         "x = r.integers(0, 256, (2, 24, 11, 13)).astype(np.uint8);"
         "w = r.integers(-128, 128, (40, 24, 3, 3)).astype(np.int8);"
         "y = cppconv.qconv2d(x, 0.02, 131, w, np.full(40, 0.01, np.float32), 0, 0.5, 7, padding=1);"
+        # (a padding that dwarfs the input: its live taps, on each level's kernels)
+        "xs = r.integers(0, 256, (3, 70, 1, 2)).astype(np.uint8);"
+        "ws = r.integers(-128, 128, (70, 1, 3, 3)).astype(np.int8);"
+        "y = np.concatenate([y.ravel(), cppconv.qconv2d(xs, 0.02, 131, ws, np.full(70, 0.01, np.float32), 0, 0.5, 7,"
+        " padding=300, dilation=300, groups=70).ravel()]);"
         "print(cppconv.info()['isa'], hashlib.sha256(y.tobytes()).hexdigest())"
     )
     digests = {}

@@ -58,6 +58,7 @@ constexpr int count_of(const A (&)[N]) {
 #ifdef CPPCONV_HAS_QCONV_S16
 const QConvAlgorithm* const kQConvAlgorithms[] = {
 #ifdef CPPCONV_HAS_QCONV_DEPTHWISE_VNNI
+    &qconv_depthwise_transposed_vnni_1x64,
     &qconv_depthwise_rows_vnni_1x64,
     &qconv_depthwise_channels_vnni_1x64,
 #endif

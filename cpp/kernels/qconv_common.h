@@ -46,6 +46,47 @@ static inline bool dense_tile_accepts(const ConvProblem& p, int64_t pixel) {
   return tile <= 4.0 * input + double(1 << 20);
 }
 
+// Pixels [0, 32) of 16 channel rows (channel i's at from + i * from_step), ^ flip, transposed:
+// pixel i's 16 bytes to to + i * step.  Four rounds of unpacking rows i and i + 8 transpose a
+// 16 x 16 byte block with the rows taken in bit-reversed order; each 128-bit lane does its own
+// 16 pixels.
+static inline void transpose_16x32(const uint8_t* from, int64_t from_step, __m256i flip, uint8_t* to, int64_t step) {
+  constexpr int kBitReversed[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
+  __m256i a[16], b[16];
+  for (int i = 0; i < 16; ++i)
+    a[i] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(from + kBitReversed[i] * from_step)),
+                            flip);
+  for (int i = 0; i < 8; ++i)
+    b[2 * i] = _mm256_unpacklo_epi8(a[i], a[i + 8]), b[2 * i + 1] = _mm256_unpackhi_epi8(a[i], a[i + 8]);
+  for (int i = 0; i < 8; ++i)
+    a[2 * i] = _mm256_unpacklo_epi16(b[i], b[i + 8]), a[2 * i + 1] = _mm256_unpackhi_epi16(b[i], b[i + 8]);
+  for (int i = 0; i < 8; ++i)
+    b[2 * i] = _mm256_unpacklo_epi32(a[i], a[i + 8]), b[2 * i + 1] = _mm256_unpackhi_epi32(a[i], a[i + 8]);
+  for (int i = 0; i < 8; ++i)
+    a[2 * i] = _mm256_unpacklo_epi64(b[i], b[i + 8]), a[2 * i + 1] = _mm256_unpackhi_epi64(b[i], b[i + 8]);
+  for (int i = 0; i < 16; ++i) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(to + i * step), _mm256_castsi256_si128(a[i]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(to + (i + 16) * step), _mm256_extracti128_si256(a[i], 1));
+  }
+}
+
+// A rows x cols byte matrix (row r at from + r * cols) transposed into to (cols x rows): blocks
+// of 16 rows x 32 columns, the last of each way overlapping the one before; scalar where the
+// matrix is narrower than a block.
+static inline void transpose_bytes(const uint8_t* from, int64_t rows, int64_t cols, uint8_t* to) {
+  if (rows < 16 || cols < 32) {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) to[c * rows + r] = from[r * cols + c];
+    return;
+  }
+  const __m256i none = _mm256_setzero_si256();
+  for (int64_t r0 = 0; r0 < rows; r0 += 16)
+    for (int64_t c0 = 0; c0 < cols; c0 += 32) {
+      const int64_t r = std::min(r0, rows - 16), c = std::min(c0, cols - 32);
+      transpose_16x32(from + r * cols + c, cols, none, to + c * rows + r, rows);
+    }
+}
+
 // Each kernel tap's offset in a padded tile of rows x cols pixels of `width` values from its
 // window's first value.
 static inline std::vector<int64_t> tap_offsets(const ConvProblem& p, int64_t rows, int64_t cols, int64_t width) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/isa_common.h"
+#include "kernels/qconv_common.h"
 #include "kernels/qconv_s16.h"
 
 // Output pixels in lanes, 64 of a channel at a time in four vectors of 16 int32.  A kernel
@@ -56,15 +57,6 @@ Packing packing_of(const ConvProblem& p) {
   k.bias = k.sums + K * 4;
   k.bytes = round64(k.bias + K * 4);
   return k;
-}
-
-bool accepts(const ConvProblem& p) {
-  if (p.layout != Layout::NCHW || p.dilation_w != 1) return false;
-  if (p.stride_w != 1 && p.stride_w != 2 && p.stride_w != 4) return false;
-  if (p.kernel_d * p.kernel_h > kMaxRows) return false;
-  // The s16 kernel's conditions (depthwise, zero padding, sizes), so that it can stand in for
-  // weights this kernel refuses.
-  return qconv_depthwise_s16_4x16.accepts(p);
 }
 
 size_t packed_bytes(const ConvProblem& p) {
@@ -279,6 +271,21 @@ Flat flat_of(const ConvProblem& p) {
 bool use_flat(const ConvProblem& p) {
   return p.kernel_d == 1 && p.in_d == 1 && p.out_d == 1 && p.stride_h == p.stride_w &&
          (p.stride_w == 1 || p.out_w <= kPixels / 2);
+}
+
+// Depthwise, zero padding, strides 1, 2 and 4 along rows (dilation 1 there); a flat plane's
+// padded copy in proportion to the plane's input and output, so that a padding which dwarfs the
+// plane runs its live taps instead (LiveTaps, conv.h).  Not the s16 kernel's 16-lane tile
+// bound: that one refused a single-channel 512 x 512 image, which then ran the reference.
+bool accepts(const ConvProblem& p) {
+  if (p.layout != Layout::NCHW || p.dilation_w != 1) return false;
+  if (p.stride_w != 1 && p.stride_w != 2 && p.stride_w != 4) return false;
+  if (p.kernel_d * p.kernel_h > kMaxRows) return false;
+  if (p.pad_mode != PadMode::Zeros || p.batch < 1 || p.in_channels < 1) return false;
+  if (p.groups != p.in_channels || p.out_channels != p.in_channels) return false;
+  if (!use_flat(p)) return true;  // (rows read x in place: work in proportion to the output)
+  const double planes = double(p.in_h) * double(p.in_w) + double(p.out_h) * double(p.out_w);
+  return double(flat_of(p).bytes) <= 4.0 * planes + 4096.0;
 }
 
 // A thread's padded plane filled with the zero point, once per call: the planes copied in
@@ -561,8 +568,65 @@ void channel_run(const QConvCall& call) {
   });
 }
 
+// ---- Channels-first images of small planes: the row kernel's fixed cost a plane (a copy, a
+// block, the rows' stores) outweighs its pixels, where the channels kernel's cost is per pixel.
+// x is transposed to channels-last, the channels kernel runs, its result is transposed back.
+constexpr int64_t kSmallInPlane = 256, kSmallOutPlane = 64;  // (docs/tuning.md, "int8 gaps")
+
+ConvProblem channels_last(const ConvProblem& p) {
+  ConvProblem q = p;
+  q.layout = Layout::NHWC;
+  return q;
+}
+
+bool transposed_accepts(const ConvProblem& p) {
+  if (p.layout != Layout::NCHW || p.in_channels < 64) return false;
+  if (p.in_d * p.in_h * p.in_w > kSmallInPlane || p.out_d * p.out_h * p.out_w > kSmallOutPlane) return false;
+  return channel_accepts(channels_last(p));
+}
+
+size_t transposed_packed_bytes(const ConvProblem& p) { return channel_packed_bytes(channels_last(p)); }
+
+bool transposed_pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed) {
+  return channel_pack(channels_last(p), weight, bias, packed);
+}
+
+void transposed_run(const QConvCall& call) {
+  const ConvProblem& p = call.p;
+  const int64_t C = p.in_channels, in_plane = p.in_d * p.in_h * p.in_w, out_plane = p.out_d * p.out_h * p.out_w;
+  const int64_t value = call.output == QOutput::Quantized ? 1 : 4;  // bytes an output value
+  std::vector<uint8_t> x_last(size_t(p.batch * in_plane * C));
+  std::vector<uint8_t> y_last(size_t(p.batch * out_plane * C * value));
+  for (int64_t n = 0; n < p.batch; ++n)
+    qconv::transpose_bytes(static_cast<const uint8_t*>(call.x) + n * C * in_plane, C, in_plane,
+                           x_last.data() + n * in_plane * C);
+  QConvCall last = call;
+  last.p = channels_last(p);
+  last.x = x_last.data();
+  last.y = y_last.data();
+  channel_run(last);
+  uint8_t* y = static_cast<uint8_t*>(call.y);
+  for (int64_t n = 0; n < p.batch; ++n) {
+    const uint8_t* from = y_last.data() + n * out_plane * C * value;
+    uint8_t* to = y + n * C * out_plane * value;
+    if (value == 1) {
+      qconv::transpose_bytes(from, out_plane, C, to);
+      continue;
+    }
+    for (int64_t i = 0; i < out_plane; ++i)  // (int32 and float32 results: 4 bytes a value)
+      for (int64_t c = 0; c < C; ++c) std::memcpy(to + (c * out_plane + i) * 4, from + (i * C + c) * 4, 4);
+  }
+}
+
 }  // namespace
 
+const QConvAlgorithm qconv_depthwise_transposed_vnni_1x64 = {"qconv_depthwise_transposed_vnni__" CPPCONV_ISA_NAME
+                                                             "_1x64",
+                                                             transposed_accepts,
+                                                             transposed_packed_bytes,
+                                                             transposed_pack,
+                                                             transposed_run,
+                                                             kCpuAvx512Vnni};
 const QConvAlgorithm qconv_depthwise_rows_vnni_1x64 = {
     "qconv_depthwise_rows_vnni__" CPPCONV_ISA_NAME "_1x64", accepts, packed_bytes, pack, run, kCpuAvx512Vnni};
 const QConvAlgorithm qconv_depthwise_channels_vnni_1x64 = {"qconv_depthwise_channels_vnni__" CPPCONV_ISA_NAME "_1x64",

@@ -12,6 +12,8 @@ namespace CPPCONV_ISA_NS {
 extern const QConvAlgorithm qconv_depthwise_rows_vnni_1x64;
 // NHWC: 64 channels in lanes, one pixel at a time.
 extern const QConvAlgorithm qconv_depthwise_channels_vnni_1x64;
+// NCHW images of small planes: transposed to NHWC around the channels kernel.
+extern const QConvAlgorithm qconv_depthwise_transposed_vnni_1x64;
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
 #endif

@@ -27,6 +27,10 @@ constexpr int kMaxBlocks = 4;  // 16-channel output blocks per pass
 // zmm registers, and the NP pixel pointers within the general registers.
 constexpr int kMaxPixels[kMaxBlocks + 1] = {0, 8, 8, 8, 6};
 constexpr int kPixelsMost = 8;  // (store_channels_first transposes 8 pixels)
+// A pass's weights (all its taps) that run pixel by pixel; beyond, tap chunks of about this
+// (docs/tuning.md, "int8 gaps": 32 KiB to 512 KiB tried on Zen 4).
+constexpr int64_t kPassWeightBytes = 64 << 10;
+constexpr int64_t kChunkedRuns = 32;  // runs of pixels an item of tap chunks takes (64 KiB of accumulators)
 
 // The padded tile is one image as u8, [d][h][w][group][channel], each group's channels padded
 // to a multiple of 4 (zeros, against zero weights), so 4 channels of a pixel are one int32 to
@@ -76,14 +80,26 @@ bool pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void
     for (int64_t k = 0; k < g.group_out; ++k) {
       const int64_t block = k / kBlock, lane = k % kBlock, out = grp * g.group_out + k;
       int64_t sum = 0;
-      for (int64_t c = 0; c < g.group_in; ++c)
-        for (int64_t t = 0; t < g.taps; ++t) {
-          const int16_t v = weight[(out * g.group_in + c) * g.taps + t];
-          sum += v;
-          w[((((grp * g.taps + t) * g.quads + c / 4) * g.blocks + block) * kBlock + lane) * 4 + c % 4] = int8_t(v);
-        }
+      for (int64_t i = 0; i < g.group_in * g.taps; ++i) sum += weight[out * g.group_in * g.taps + i];
       sums[(grp * g.blocks + block) * kBlock + lane] = int32_t(uint32_t(sum));
       b[(grp * g.blocks + block) * kBlock + lane] = bias ? bias[out] : 0;
+    }
+  // In the packed order, one 64-byte run [16 channels][4] at a time: a scatter in the weights'
+  // order wrote each byte to another cache line (about 10 ms for 512 x 512 x 3 x 3).
+  for (int64_t grp = 0; grp < g.groups; ++grp)
+    for (int64_t block = 0; block < g.blocks; ++block) {
+      const int64_t lanes = std::min(kBlock, g.group_out - block * kBlock);
+      for (int64_t quad = 0; quad < g.quads; ++quad) {
+        const int64_t channels = std::min<int64_t>(4, g.group_in - quad * 4);
+        for (int64_t t = 0; t < g.taps; ++t) {
+          int8_t* to = w + (((grp * g.taps + t) * g.quads + quad) * g.blocks + block) * kBlock * 4;
+          for (int64_t lane = 0; lane < lanes; ++lane) {
+            const int16_t* from =
+                weight + ((grp * g.group_out + block * kBlock + lane) * g.group_in + quad * 4) * g.taps + t;
+            for (int64_t c = 0; c < channels; ++c) to[lane * 4 + c] = int8_t(from[c * g.taps]);
+          }
+        }
+      }
     }
   return true;
 }
@@ -107,30 +123,6 @@ void interleave_4x16(const uint8_t* a, const uint8_t* b, const uint8_t* c, const
   alignas(16) uint32_t pixels[16];
   for (int j = 0; j < 4; ++j) _mm_store_si128(reinterpret_cast<__m128i*>(pixels + 4 * j), quads[j]);
   for (int i = 0; i < 16; ++i) std::memcpy(to + i * step, pixels + i, 4);
-}
-
-// Pixels [0, 32) of 16 channel rows (channel i's at from + i * from_step), ^ flip, transposed:
-// pixel i's 16 bytes to to + i * step.  Four rounds of unpacking rows i and i + 8 transpose a
-// 16 x 16 byte block with the rows taken in bit-reversed order; each 128-bit lane does its own
-// 16 pixels.
-void transpose_16x32(const uint8_t* from, int64_t from_step, __m256i flip, uint8_t* to, int64_t step) {
-  constexpr int kBitReversed[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
-  __m256i a[16], b[16];
-  for (int i = 0; i < 16; ++i)
-    a[i] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(from + kBitReversed[i] * from_step)),
-                            flip);
-  for (int i = 0; i < 8; ++i)
-    b[2 * i] = _mm256_unpacklo_epi8(a[i], a[i + 8]), b[2 * i + 1] = _mm256_unpackhi_epi8(a[i], a[i + 8]);
-  for (int i = 0; i < 8; ++i)
-    a[2 * i] = _mm256_unpacklo_epi16(b[i], b[i + 8]), a[2 * i + 1] = _mm256_unpackhi_epi16(b[i], b[i + 8]);
-  for (int i = 0; i < 8; ++i)
-    b[2 * i] = _mm256_unpacklo_epi32(a[i], a[i + 8]), b[2 * i + 1] = _mm256_unpackhi_epi32(a[i], a[i + 8]);
-  for (int i = 0; i < 8; ++i)
-    a[2 * i] = _mm256_unpacklo_epi64(b[i], b[i + 8]), a[2 * i + 1] = _mm256_unpackhi_epi64(b[i], b[i + 8]);
-  for (int i = 0; i < 16; ++i) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(to + i * step), _mm256_castsi256_si128(a[i]));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(to + (i + 16) * step), _mm256_extracti128_si256(a[i], 1));
-  }
 }
 
 // Image n's padded tile as u8: x, or x ^ 0x80 (x + 128) for s8; padding holds the zero point
@@ -184,7 +176,7 @@ void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* til
       for (int64_t c = 0; c < blocks16; c += 16)
         for (int64_t w0 = 0; w0 < W; w0 += 32) {
           const int64_t w = std::min(w0, W - 32);
-          transpose_16x32(src(ch0 + c) + w, D * H * W, flips32, to + w * g.pixel + c, g.pixel);
+          qconv::transpose_16x32(src(ch0 + c) + w, D * H * W, flips32, to + w * g.pixel + c, g.pixel);
         }
       for (int64_t c = blocks16; c < g.group_in; c += 4) {
         const uint8_t* a = src(ch0 + c);  // (channels past the group's read zeros)
@@ -231,13 +223,14 @@ void store_channels_first(const __m128i (&r)[8], int64_t channels, int64_t pixel
 }
 
 // NP pixels x NB blocks of 16 channels: out[p * NB + b] = sum over taps and channel quads of
-// the pixel's 4 channels (u8) . the block's 16 x 4 weights (s8).  x[p]: pixel p's window start.
+// the pixel's 4 channels (u8) . the block's 16 x 4 weights (s8), added to out's values where
+// `add` (a later chunk of taps).  x[p]: pixel p's window start.
 template <int NB, int NP>
 CPPCONV_TARGET_AVX512VNNI void accumulate(const uint8_t* const* x, const int64_t* tap_offset, int64_t taps,
-                                          int64_t quads, const int8_t* w, int64_t w_step, __m512i* out) {
+                                          int64_t quads, const int8_t* w, int64_t w_step, bool add, __m512i* out) {
   __m512i acc[NP][NB];  // local, so the compiler keeps them in registers (see qconv_s16's)
   for (int p = 0; p < NP; ++p)
-    for (int b = 0; b < NB; ++b) acc[p][b] = _mm512_setzero_si512();
+    for (int b = 0; b < NB; ++b) acc[p][b] = add ? out[p * NB + b] : _mm512_setzero_si512();
   for (int64_t t = 0; t < taps; ++t) {
     const uint8_t* xt[NP];
     for (int p = 0; p < NP; ++p) xt[p] = x[p] + tap_offset[t];
@@ -258,7 +251,8 @@ CPPCONV_TARGET_AVX512VNNI void accumulate(const uint8_t* const* x, const int64_t
     for (int b = 0; b < NB; ++b) out[p * NB + b] = acc[p][b];
 }
 
-using Accumulate = void (*)(const uint8_t* const*, const int64_t*, int64_t, int64_t, const int8_t*, int64_t, __m512i*);
+using Accumulate = void (*)(const uint8_t* const*, const int64_t*, int64_t, int64_t, const int8_t*, int64_t, bool,
+                            __m512i*);
 
 template <int NB, int NP>
 constexpr Accumulate entry() {
@@ -295,28 +289,30 @@ void run(const QConvCall& call) {
   const int64_t plane = p.out_h * p.out_w, volume = p.out_d * plane;
   const int64_t most_blocks = (g.blocks + g.sets - 1) / g.sets;
   const int64_t pixels = kMaxPixels[most_blocks], runs = (plane + pixels - 1) / pixels;
-  const int64_t items = p.out_d * g.groups * g.sets * runs;
+  // A pass's weights beyond kPassWeightBytes (7x7 512 -> 512: 1.6 MB) came from L3 for every
+  // run of pixels: there an item is all runs of a pass, taken tap chunk by tap chunk, each
+  // chunk's weights over every run before the next, the accumulators kept in memory between.
+  const int64_t tap_bytes = g.quads * most_blocks * kBlock * 4;
+  const int64_t chunks = std::min(g.taps, (g.taps * tap_bytes + kPassWeightBytes - 1) / kPassWeightBytes);
+  const int64_t chunk_taps = (g.taps + chunks - 1) / chunks;
+  // (at most kChunkedRuns, fewer where the items would not give each thread 4)
+  const int64_t share = (4 * call.num_threads + p.out_d * g.groups * g.sets - 1) / (p.out_d * g.groups * g.sets);
+  const int64_t runs_per_item = chunks > 1 ? std::max<int64_t>(1, std::min(kChunkedRuns, runs / share)) : 1;
+  const int64_t run_items = (runs + runs_per_item - 1) / runs_per_item;
+  const int64_t items = p.out_d * g.groups * g.sets * run_items;
+  // Each thread's accumulators of an item's runs, allocated before the parallel region (a
+  // failed allocation throws on the caller's thread).
+  const size_t run_values = size_t(kPixelsMost * kMaxBlocks), item_values = size_t(runs_per_item) * run_values;
+  std::vector<__m512i> partial(chunks > 1 ? item_values * size_t(call.num_threads) : 0);
   const qconv::Requantization requantization = qconv::requantization(call);
   auto copy = [&](int64_t n, int threads) {
     if (direct) return;
     if (call.x_signed) copy_tile<int8_t>(call, g, n, tile, threads);
     else copy_tile<uint8_t>(call, g, n, tile, threads);
   };
-  qconv::for_each_image(call, items, copy, [&](int64_t n, int64_t item) {
-    const int64_t run_index = item % runs, pass = item / runs % g.sets, grp = item / runs / g.sets % g.groups;
-    const int64_t od = item / runs / g.sets / g.groups;
-    const int64_t b0 = pass * g.blocks / g.sets, nb = (pass + 1) * g.blocks / g.sets - b0;
-    const int64_t i0 = run_index * pixels, np = std::min(pixels, plane - i0);
-    const uint8_t* image = direct ? static_cast<const uint8_t*>(call.x) + n * image_bytes : tile;
-    const uint8_t* x_plane = image + od * p.stride_d * g.rows * g.cols * g.pixel + grp * g.group_in_padded;
-    const uint8_t* x[kPixelsMost];
-    for (int64_t q = 0, oh = i0 / p.out_w, ow = i0 % p.out_w; q < np; ++q) {  // (no division a pixel)
-      x[q] = x_plane + (oh * p.stride_h * g.cols + ow * p.stride_w) * g.pixel;
-      if (++ow == p.out_w) ow = 0, ++oh;
-    }
-    __m512i acc[kPixelsMost * kMaxBlocks];
-    kAccumulate[nb][np](x, tap_offset.data(), g.taps, g.quads,
-                        weights + (grp * g.taps * g.quads * g.blocks + b0) * kBlock * 4, g.blocks * kBlock * 4, acc);
+  // A run's accumulators (acc[q * nb + b]) after the bias, requantized (or dequantized) and stored.
+  auto store_run = [&](int64_t n, int64_t od, int64_t grp, int64_t b0, int64_t nb, int64_t i0, int64_t np,
+                       const __m512i* acc) {
     const qconv::Requantization r = requantization;  // (a local: kept in registers across the stores)
     for (int64_t b = 0; b < nb; ++b) {
       const int64_t slot = grp * g.blocks + b0 + b, k_in_group = (b0 + b) * kBlock;
@@ -342,6 +338,36 @@ void run(const QConvCall& call) {
       uint8_t* y_pixel = y + (n * volume + od * plane + i0) * p.out_channels + k0;
       const __mmask16 channels = __mmask16((1u << count) - 1);
       for (int64_t q = 0; q < np; ++q) _mm_mask_storeu_epi8(y_pixel + q * p.out_channels, channels, bytes[q]);
+    }
+  };
+  qconv::for_each_image(call, items, copy, [&](int64_t n, int64_t item) {
+    const int64_t run_item = item % run_items, pass = item / run_items % g.sets;
+    const int64_t grp = item / run_items / g.sets % g.groups, od = item / run_items / g.sets / g.groups;
+    const int64_t b0 = pass * g.blocks / g.sets, nb = (pass + 1) * g.blocks / g.sets - b0;
+    const int64_t first_run = run_item * runs_per_item, end_run = std::min(runs, first_run + runs_per_item);
+    const uint8_t* image = direct ? static_cast<const uint8_t*>(call.x) + n * image_bytes : tile;
+    const uint8_t* x_plane = image + od * p.stride_d * g.rows * g.cols * g.pixel + grp * g.group_in_padded;
+    const int8_t* w_pass = weights + (grp * g.taps * g.quads * g.blocks + b0) * kBlock * 4;
+    const int64_t w_step = g.blocks * kBlock * 4;
+    __m512i one_run[kPixelsMost * kMaxBlocks];
+    __m512i* mine = chunks > 1 ? partial.data() + item_values * size_t(thread_id()) : nullptr;
+    const auto acc_of = [&](int64_t run_index) {
+      return chunks > 1 ? mine + size_t(run_index - first_run) * run_values : one_run;
+    };
+    for (int64_t t0 = 0; t0 < g.taps; t0 += chunk_taps)
+      for (int64_t run_index = first_run; run_index < end_run; ++run_index) {
+        const int64_t i0 = run_index * pixels, np = std::min(pixels, plane - i0);
+        const uint8_t* x[kPixelsMost];
+        for (int64_t q = 0, oh = i0 / p.out_w, ow = i0 % p.out_w; q < np; ++q) {  // (no division a pixel)
+          x[q] = x_plane + (oh * p.stride_h * g.cols + ow * p.stride_w) * g.pixel;
+          if (++ow == p.out_w) ow = 0, ++oh;
+        }
+        kAccumulate[nb][np](x, tap_offset.data() + t0, std::min(chunk_taps, g.taps - t0), g.quads,
+                            w_pass + t0 * g.quads * w_step, w_step, t0 > 0, acc_of(run_index));
+      }
+    for (int64_t run_index = first_run; run_index < end_run; ++run_index) {
+      const int64_t i0 = run_index * pixels, np = std::min(pixels, plane - i0);
+      store_run(n, od, grp, b0, nb, i0, np, acc_of(run_index));
     }
   });
 }

@@ -972,7 +972,8 @@ void qconv_sweep() {
 // Depthwise problems around the VNNI kernels' tiles (qconv_depthwise_rows_vnni: 64 output
 // pixels in 4 vectors of 16, 4/stride loads a block, windows of 4 taps;
 // qconv_depthwise_channels_vnni: 64 channels, taps in groups of 4) and the s16 kernel's 16
-// channels: channel counts around multiples of 16 up to 145, widths around 16, 32 and 64 pixels, strides 1, 2 and 4,
+// channels and qconv_depthwise_transposed_vnni's small planes: channel counts around multiples of 16 up to 145,
+// widths around 16, 32 and 64 pixels (and narrower), strides 1, 2 and 4,
 // kernel widths across the 4-tap groups, padding on each side, dilation across rows, 1-D to 3-D, centred weights mostly
 // within int8 (the row kernel's own path) and sometimes beyond (its stand-in).
 void qconv_depthwise_sweep() {
@@ -986,7 +987,8 @@ void qconv_depthwise_sweep() {
     p.stride_w = chance(0.2) ? 4 : uniform(1, 2);
     p.dilation_w = chance(0.1) ? 2 : 1;
     p.pad_left = uniform(0, p.kernel_w), p.pad_right = uniform(0, p.kernel_w);
-    const int64_t out_w = 16 * uniform(1, 5) + uniform(-2, 2);
+    // (every fourth round: narrow rows, so small planes of many channels meet the transposed kernel)
+    const int64_t out_w = round % 4 == 3 ? uniform(1, 20) : 16 * uniform(1, 5) + uniform(-2, 2);
     p.in_w = std::max<int64_t>(p.dilation_w * (p.kernel_w - 1) + 1 - p.pad_left - p.pad_right,
                                (out_w - 1) * p.stride_w + p.dilation_w * (p.kernel_w - 1) + 1 - p.pad_left -
                                    p.pad_right + uniform(0, p.stride_w - 1));

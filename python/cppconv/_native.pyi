@@ -53,7 +53,7 @@ class QConvPlan:
     """
     Centred int16 weights and int32 bias, packed once (internal).
     """
-    def __init__(self, weight: numpy.ndarray, bias: typing.Any, groups: typing.SupportsInt | typing.SupportsIndex, one_call: bool = False, algorithm: str = '') -> None:
+    def __init__(self, weight: numpy.ndarray, bias: typing.Any, groups: typing.SupportsInt | typing.SupportsIndex, one_call: bool = False) -> None:
         ...
     def explain(self, x_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], params: ConvParams, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> dict:
         ...

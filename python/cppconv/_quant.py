@@ -7,7 +7,7 @@ x_zero_point, a real zero) and the multiplier and the product are float32, as in
 and XNNPACK.  Every native algorithm gives the same bits (cpp/qconv.cpp).
 """
 
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -72,9 +72,11 @@ def _zero_points(value: Any, name: str, dtype: Optional[np.dtype], count: Option
         raise ValueError(f"{name} must be {want}, got shape {a.shape}")
     v = a.reshape(-1)
     lo, hi = _RANGES[dtype if dtype is not None else _U8]
-    if any(int(z) < lo or int(z) > hi for z in v):
+    # (per channel a vector's test, not a Python loop: a one-shot depthwise call has 1024)
+    ints = np.array([int(z) for z in v], dtype=object) if v.dtype == object else v.astype(np.int64)
+    if ints.size and (ints.min() < lo or ints.max() > hi):
         raise ValueError(f"{name} must lie in [{lo}, {hi}] for {dtype}, got {v.tolist()}")
-    return np.array([int(z) for z in v], dtype=_I32)
+    return ints.astype(_I32)
 
 
 def _output_kind(out_dtype: Any, y_zero_point: Any, x_dtype: np.dtype) -> np.dtype:
@@ -97,7 +99,7 @@ class _QuantizedWeights:
 
     def __init__(self, spec: _ConvSpec, x_scale: Any, x_zero_point: Any, w: Any, w_scale: Any, w_zero_point: Any,
                  y_scale: Any, y_zero_point: Any, bias: Any, activation: Any, out_dtype: Any,
-                 x_dtype: Optional[np.dtype], one_call: Union[bool, str] = False):
+                 x_dtype: Optional[np.dtype], one_call: bool = False):
         if not isinstance(w, np.ndarray):
             w = np.asarray(w)
         self.w_dtype = _tensor_dtype(w, "w")
@@ -132,15 +134,15 @@ class _QuantizedWeights:
         w4 = w[None, None] if w.ndim == 2 else w  # a 2-D kernel for a 2-D image: one in, one out
         zero_points = np.broadcast_to(self.w_zero_point, (k,)).astype(_I16)
         self.w = w
-        self.centred = np.ascontiguousarray(w4.astype(_I16) - zero_points.reshape((-1,) + (1,) * (w4.ndim - 1)))
+        self.centred = np.subtract(w4, zero_points.reshape((-1,) + (1,) * (w4.ndim - 1)), dtype=_I16)
         # sum |w - w_zero_point| per output channel: with the largest |x - x_zero_point| and
-        # |bias| it bounds every partial sum of the accumulator.
-        self.weight_l1 = np.abs(self.centred.astype(np.int64)).reshape(k, -1).sum(axis=1)
+        # |bias| it bounds every partial sum of the accumulator.  (|w - w_zero_point| <= 255:
+        # int16 holds it, and the sum alone widens.)
+        self.weight_l1 = np.abs(self.centred).reshape(k, -1).sum(axis=1, dtype=np.int64)
         self.spec = spec
-        # A one-call plan packs only what this call can run (one_call: True, or a forced
-        # algorithm's name): packing every ISA's algorithms cost more than a large layer's call.
-        self.plan = _native.QConvPlan(self.centred, self.bias, spec.groups, one_call=bool(one_call),
-                                      algorithm=one_call if isinstance(one_call, str) else "")
+        # A one-call plan packs only the algorithm its call runs: packing every ISA's algorithms
+        # cost more than a large layer's call.
+        self.plan = _native.QConvPlan(self.centred, self.bias, spec.groups, one_call=one_call)
         self.checked: Dict[np.dtype, Tuple[int, np.dtype, Dict[str, Any]]] = {}
         self.geometries: Dict[Tuple[int, ...], Tuple[Any, ...]] = {}
 
@@ -243,7 +245,7 @@ def _qconv(rank: int, x: Any, x_scale: Any, x_zero_point: Any, w: Any, w_scale: 
     x_dtype = _tensor_dtype(x, "x")
     weights = _QuantizedWeights(_spec(rank, stride, padding, dilation, groups, layout), x_scale, x_zero_point, w,
                                 w_scale, w_zero_point, y_scale, y_zero_point, bias, activation, out_dtype, x_dtype,
-                                one_call=algorithm or True)
+                                one_call=True)
     return weights.run(x, out, num_threads, algorithm)
 
 
