@@ -147,6 +147,7 @@ struct CBlockPlan {
 };
 
 bool cblock_in_place(const ConvProblem& p) {
+  if (p.dtype != DType::Float32) return false;  // (bfloat16 x is widened into the tile)
   const bool zero_padding =
       p.pad_mode == PadMode::Zeros || (p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0);
   return p.layout == Layout::NHWC && zero_padding && row_reuse_blocks<true>(p) != nullptr;
@@ -180,8 +181,9 @@ CBlockPlan cblock_plan(const ConvProblem& p, int threads) {
   return d;
 }
 
-bool cblock_accepts(const ConvProblem& p) {
-  if (!(p.dtype == DType::Float32 && p.groups == p.in_channels && p.out_channels == p.in_channels)) return false;
+// The shape conditions, whatever the element type.
+bool cblock_accepts_shape(const ConvProblem& p) {
+  if (!(p.groups == p.in_channels && p.out_channels == p.in_channels)) return false;
   // In place, only a partial last channel block goes through tiles.
   const int64_t tiled = !cblock_in_place(p) ? p.in_channels : p.in_channels % kVL ? kVL : 0;
   return tiles_in_proportion(p, tiled, [&] {
@@ -189,6 +191,8 @@ bool cblock_accepts(const ConvProblem& p) {
     return double(p.batch * ceil_div(tiled, kVL) * d.row_bands * d.col_bands) * double(d.tile_rows * d.tile_cols * kVL);
   });
 }
+
+bool cblock_accepts(const ConvProblem& p) { return p.dtype == DType::Float32 && cblock_accepts_shape(p); }
 
 // Every thread's part, and the tap offsets of the two tile widths (see run_cblock).
 size_t cblock_workspace(const ConvProblem& p, int threads) {
@@ -237,12 +241,15 @@ void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn* inner, const R
   }
 }
 
-void run_cblock(const ConvCall& call) {
+// T: x's and y's element, float or bfloat16 bits (widened into the tile, rounded as stored;
+// the weights float32 either way).
+template <class T>
+void run_cblock_typed(const ConvCall& call) {
   const ConvProblem& p = call.p;
   const CBlockPlan d = cblock_plan(p, call.num_threads);
   const float* weight = static_cast<const float*>(call.weight);
   const float* bias = static_cast<const float*>(call.bias);
-  float* y = static_cast<float*>(call.y);
+  T* y = static_cast<T*>(call.y);
   const int64_t taps = p.kernel_h * p.kernel_w;
   const RowReuseFn* reuse = row_reuse_blocks<false>(p);
   const RowReuseFn* reuse_edge = d.in_place ? row_reuse_blocks<true>(p) : nullptr;
@@ -289,7 +296,7 @@ void run_cblock(const ConvCall& call) {
       const float* wblock = weights + slot * taps * kVL;
       const float* bias_block = biases + slot * kVL;
       const int64_t tile_rows = input_rows_for(p, rows), tile_cols = input_cols_for(p, cols);
-      fill_interleaved_tile(call, n, c0, cvalid, oh0 * p.stride_h, tile_rows, ow0 * p.stride_w, tile_cols, tile);
+      fill_interleaved_tile<T>(call, n, c0, cvalid, oh0 * p.stride_h, tile_rows, ow0 * p.stride_w, tile_cols, tile);
       const int64_t* tap_off = tap_offsets.data() + (cols == d.band_cols ? 0 : taps);
       const int64_t row_step = p.dilation_h * tile_cols * kVL, col_step = p.stride_w * kVL;
       for (int64_t r = 0; r < rows; ++r) {
@@ -304,18 +311,18 @@ void run_cblock(const ConvCall& call) {
         }
       }
       if (!is_simple<float>(p.activation)) activate_row(out_block, rows * cols * kVL, fused_activation(p));
-      float* yn = y + n * call.y_stride.n + c0 * call.y_stride.c;
+      T* yn = y + n * call.y_stride.n + c0 * call.y_stride.c;
       if (nchw && cols == p.out_w) {  // full rows: the block is a contiguous run of each plane
         pixels_to_planes(out_block, kVL, cvalid, rows * cols, yn + oh0 * call.y_stride.h, call.y_stride.c);
       } else {
         for (int64_t r = 0; r < rows; ++r) {
-          float* yr = yn + (oh0 + r) * call.y_stride.h + ow0 * call.y_stride.w;
+          T* yr = yn + (oh0 + r) * call.y_stride.h + ow0 * call.y_stride.w;
           const float* orow = out_block + r * cols * kVL;
           if (nchw) {
             pixels_to_planes(orow, kVL, cvalid, cols, yr, call.y_stride.c);
           } else {
             const Mask cmask = lane_mask(0, cvalid);
-            for (int64_t o = 0; o < cols; ++o) vstore_mask(yr + o * call.y_stride.w, vload(orow + o * kVL), cmask);
+            for (int64_t o = 0; o < cols; ++o) vstore_f32_mask(yr + o * call.y_stride.w, vload(orow + o * kVL), cmask);
           }
         }
       }
@@ -336,7 +343,8 @@ void run_cblock(const ConvCall& call) {
       const int64_t oh0 = rb * d.band_rows, rows = std::min(d.band_rows, p.out_h - oh0);
       const int64_t ow0 = colb * d.band_cols, cols = std::min(d.band_cols, p.out_w - ow0);
       if (d.in_place) {  // every channel block of the band: the full ones in place, a partial one tiled
-        cblock_nhwc_in_place(call, reuse, reuse_edge, full_cblocks, weights, biases, n, oh0, rows, ow0, cols);
+        if constexpr (std::is_same_v<T, float>)
+          cblock_nhwc_in_place(call, reuse, reuse_edge, full_cblocks, weights, biases, n, oh0, rows, ow0, cols);
         if (full_cblocks < d.cblocks) run_tile(n, full_cblocks, oh0, rows, ow0, cols);
         return;
       }
@@ -346,6 +354,8 @@ void run_cblock(const ConvCall& call) {
     for (int64_t item = 0; item < d.items; ++item) run_item(item);
   });
 }
+
+void run_cblock(const ConvCall& call) { run_cblock_typed<float>(call); }
 
 // ---------------------------------------------------------------------------------------------
 // conv2d_depthwise_nchw_f32: NCHW, stride 1 along the row, vectorised along the output row.
@@ -663,16 +673,17 @@ size_t flat3x3_workspace(const ConvProblem& p, int threads) {
 // j + m - 1 .. j + m + 1.  The vectors the windows need roll through registers, so each
 // vector of the plane is loaded twice (for the middle and the bottom kernel row), whatever
 // its alignment.
-template <bool kHalf>
-void flat3x3_band(const ConvProblem& p, const Mask* left, const Mask* right, const float* x, const float* w, float bias,
-                  float* y, Vec* ring, int64_t j_begin, int64_t j_end) {
+// T: x's and y's element, float or bfloat16 bits (widened as loaded, rounded as stored).
+template <bool kHalf, class T>
+void flat3x3_band(const ConvProblem& p, const Mask* left, const Mask* right, const T* x, const float* w, float bias,
+                  T* y, Vec* ring, int64_t j_begin, int64_t j_end) {
   const int64_t n = p.in_h * p.in_w, vectors = ceil_div(n, kVL), full = n / kVL, m = p.in_w / 16;
   const int64_t ring_slots = p.in_w / 8;
   const FusedActivation act = fused_activation(p);
   // Vector a of the plane; zeros outside it (the padding rows above and below).
   const auto load = [&](int64_t a) {
-    if (a >= 0 && a < full) return vload(x + a * kVL);
-    if (a == full && a < vectors) return vload_mask(x + a * kVL, lane_mask(0, n - a * kVL));
+    if (a >= 0 && a < full) return vload_f32(x + a * kVL);
+    if (a == full && a < vectors) return vload_f32_mask(x + a * kVL, lane_mask(0, n - a * kVL));
     return vzero();
   };
   Vec lo, mid, hi;  // vectors j + m - 1 .. j + m + 1 (kHalf uses mid and hi)
@@ -722,12 +733,12 @@ void flat3x3_band(const ConvProblem& p, const Mask* left, const Mask* right, con
     const Vec out = apply_simple_activation(vadd(acc_top, vadd(acc_mid, acc_bottom)), act);
     prev = cur, cur = next, lo = mid, mid = hi;
     if constexpr (decltype(checked)::value) {
-      if (j < full) vstore(y + j * kVL, out);
-      else vstore_mask(y + j * kVL, out, lane_mask(0, n - j * kVL));
+      if (j < full) vstore_f32(y + j * kVL, out);
+      else vstore_f32_mask(y + j * kVL, out, lane_mask(0, n - j * kVL));
       next = load(j + 2), hi = load(j + m + 2);
     } else {
-      vstore(y + j * kVL, out);
-      next = vload(x + (j + 2) * kVL), hi = vload(x + (j + m + 2) * kVL);
+      vstore_f32(y + j * kVL, out);
+      next = vload_f32(x + (j + 2) * kVL), hi = vload_f32(x + (j + m + 2) * kVL);
     }
   };
   // Up to where the vectors loaded ahead (j + 2 and j + m + 2) are whole vectors of the plane.
@@ -735,10 +746,12 @@ void flat3x3_band(const ConvProblem& p, const Mask* left, const Mask* right, con
   int64_t j = j_begin;
   for (; j < unchecked_end; ++j) step(j, std::false_type{});
   for (; j < j_end; ++j) step(j, std::true_type{});
-  if (!is_simple<float>(act.kind)) activate_row(y + j_begin * kVL, std::min(n, j_end * kVL) - j_begin * kVL, act);
+  if constexpr (std::is_same_v<T, float>)  // (the bfloat16 entry takes simple activations only)
+    if (!is_simple<float>(act.kind)) activate_row(y + j_begin * kVL, std::min(n, j_end * kVL) - j_begin * kVL, act);
 }
 
-void run_flat3x3(const ConvCall& call) {
+template <class T>
+void run_flat3x3_typed(const ConvCall& call) {
   const ConvProblem& p = call.p;
   const Flat3x3Plan d = flat3x3_plan(p, call.num_threads);
   // Per output vector, the lanes not in column 0 (left taps allowed) and not in column W - 1.
@@ -750,11 +763,11 @@ void run_flat3x3(const ConvCall& call) {
     left[first / kVL] = Mask(left[first / kVL] & ~(1u << (first % kVL)));
     right[last / kVL] = Mask(right[last / kVL] & ~(1u << (last % kVL)));
   }
-  const float* x = static_cast<const float*>(call.x);
+  const T* x = static_cast<const T*>(call.x);
   const float* w = static_cast<const float*>(call.weight);
   const float* bias = static_cast<const float*>(call.bias);
-  float* y = static_cast<float*>(call.y);
-  const auto band = p.in_w % 16 == 8 ? flat3x3_band<true> : flat3x3_band<false>;
+  T* y = static_cast<T*>(call.y);
+  const auto band = p.in_w % 16 == 8 ? flat3x3_band<true, T> : flat3x3_band<false, T>;
   Vec* rings = static_cast<Vec*>(scratch_bytes(size_t(3 * d.ring_slots * call.num_threads) * sizeof(Vec)));
   parallel_region(call.num_threads, [&] {
     DenormalGuard denormals;
@@ -770,7 +783,52 @@ void run_flat3x3(const ConvCall& call) {
     }
   });
 }
+
+void run_flat3x3(const ConvCall& call) { run_flat3x3_typed<float>(call); }
 #endif  // CPPCONV_SIMD_LANE_BIT_MASKS
+
+#if CPPCONV_SIMD_BF16
+// ---------------------------------------------------------------------------------------------
+// The bfloat16 depthwise entries: the float32 kernels above reading bfloat16 x (widened in
+// registers) and writing bfloat16 y (rounded once, as the widened float32 run's result would
+// be), so no conversion pass runs around them.  Their weights are widened to float32 when they
+// are packed.  Only bfloat16 x and y (compute_dtype="bfloat16" on float32 operands keeps the
+// widened path).
+
+bool bf16_operands(const ConvProblem& p) { return p.dtype == DType::BFloat16 && !p.x_float32 && !p.y_float32; }
+
+size_t widened_weight_bytes(const ConvProblem& p) {
+  return size_t(p.out_channels * p.kernel_h * p.kernel_w) * sizeof(float);
+}
+
+void widen_weights(const ConvProblem& p, const void* weight, void* packed, int) {
+  const auto* w = static_cast<const uint16_t*>(weight);
+  auto* out = static_cast<float*>(packed);
+  for (int64_t i = 0; i < p.out_channels * p.kernel_h * p.kernel_w; ++i) out[i] = scalar_f32(w[i]);
+}
+
+// The call with its float32 weights in place of the bfloat16 ones.
+template <void (*Run)(const ConvCall&)>
+void run_on_widened_weights(const ConvCall& call) {
+  ConvCall c = call;
+  c.weight = call.packed;
+  Run(c);
+}
+
+bool cblock_bf16_accepts(const ConvProblem& p) { return bf16_operands(p) && cblock_accepts_shape(p); }
+
+constexpr AlgorithmName kCblockBf16Name = algorithm_name("conv2d_depthwise_cblock_bf16__" CPPCONV_ISA_NAME, kMB, kVL);
+
+#if CPPCONV_SIMD_LANE_BIT_MASKS
+bool flat3x3_bf16_accepts(const ConvProblem& p) {
+  ConvProblem q = p;
+  q.dtype = DType::Float32;
+  return bf16_operands(p) && is_simple<float>(p.activation) && flat3x3_accepts(q);
+}
+
+constexpr AlgorithmName kFlat3x3Bf16Name = algorithm_name("conv2d_depthwise_flat3x3_bf16__" CPPCONV_ISA_NAME, kVL, 1);
+#endif
+#endif  // CPPCONV_SIMD_BF16
 
 // Names: <op>__<isa>_<output pixels x channels of a register block>.
 constexpr AlgorithmName kNchwName = algorithm_name("conv2d_depthwise_nchw_f32__" CPPCONV_ISA_NAME, kVL, 1);
@@ -788,6 +846,25 @@ const ConvAlgorithm conv2d_depthwise_nchw_f32 = {kNchwName.text, DType::Float32,
 
 const ConvAlgorithm conv2d_depthwise_cblock_f32 = {kCblockName.text, DType::Float32,   cblock_accepts, no_packing,
                                                    nullptr,          cblock_workspace, run_cblock};
+
+#if CPPCONV_SIMD_BF16
+const ConvAlgorithm conv2d_depthwise_cblock_bf16 = {kCblockBf16Name.text,
+                                                    DType::BFloat16,
+                                                    cblock_bf16_accepts,
+                                                    widened_weight_bytes,
+                                                    widen_weights,
+                                                    cblock_workspace,
+                                                    run_on_widened_weights<run_cblock_typed<uint16_t>>};
+#if CPPCONV_SIMD_LANE_BIT_MASKS
+const ConvAlgorithm conv2d_depthwise_flat3x3_bf16 = {kFlat3x3Bf16Name.text,
+                                                     DType::BFloat16,
+                                                     flat3x3_bf16_accepts,
+                                                     widened_weight_bytes,
+                                                     widen_weights,
+                                                     flat3x3_workspace,
+                                                     run_on_widened_weights<run_flat3x3_typed<uint16_t>>};
+#endif
+#endif
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
