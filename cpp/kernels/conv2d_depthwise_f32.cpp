@@ -70,23 +70,25 @@ void cblock_taps(const float* x, const int64_t* tap_off, int64_t taps, int64_t c
 //   out: pixel m's kVL outputs at out + m * out_pitch
 // The tile path reads its padded tile (pitches kVL, nothing to check); NHWC with zero padding
 // reads x itself (pitch C), checking columns only in the blocks at the left and right edges.
-template <int KW, int S, int MB, bool kChecked>
-void cblock_row_reuse(const float* x, int64_t kh, int64_t row_step, int64_t pixel_pitch, int64_t col0, int64_t in_w,
-                      const float* w, const float* bias, FusedActivation act, float* out, int64_t out_pitch) {
+// T: x's and out's element, float or (in place on bfloat16 x and y) bfloat16 bits.
+template <int KW, int S, int MB, bool kChecked, class T>
+void cblock_row_reuse(const T* x, int64_t kh, int64_t row_step, int64_t pixel_pitch, int64_t col0, int64_t in_w,
+                      const float* w, const float* bias, FusedActivation act, T* out, int64_t out_pitch) {
   constexpr int kCols = (MB - 1) * S + KW;
   Vec acc[MB];
 #pragma GCC unroll 8
   for (int m = 0; m < MB; ++m) acc[m] = vload(bias);
   for (int64_t i = 0; i < kh; ++i) {
-    const float* xr = x + i * row_step;
+    const T* xr = x + i * row_step;
     Vec wv[KW];
 #pragma GCC unroll 8
     for (int j = 0; j < KW; ++j) wv[j] = vload(w + (i * KW + j) * kVL);
 #pragma GCC unroll 32
     for (int q = 0; q < kCols; ++q) {
       Vec xv;
-      if constexpr (kChecked) xv = col0 + q >= 0 && col0 + q < in_w ? vload(xr + (col0 + q) * pixel_pitch) : vzero();
-      else xv = vload(xr + q * pixel_pitch);
+      if constexpr (kChecked)
+        xv = col0 + q >= 0 && col0 + q < in_w ? vload_f32(xr + (col0 + q) * pixel_pitch) : vzero();
+      else xv = vload_f32(xr + q * pixel_pitch);
       xv = in_register(xv);  // one load per column, not one per tap it feeds
 #pragma GCC unroll 8
       for (int j = 0; j < KW; ++j) {
@@ -96,17 +98,18 @@ void cblock_row_reuse(const float* x, int64_t kh, int64_t row_step, int64_t pixe
     }
   }
 #pragma GCC unroll 8
-  for (int m = 0; m < MB; ++m) vstore(out + m * out_pitch, apply_simple_activation(acc[m], act));
+  for (int m = 0; m < MB; ++m) vstore_f32(out + m * out_pitch, apply_simple_activation(acc[m], act));
 }
 
-using RowReuseFn = void (*)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*, const float*,
-                            FusedActivation, float*, int64_t);
+template <class T = float>
+using RowReuseFn = void (*)(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*, const float*,
+                            FusedActivation, T*, int64_t);
 using TapsFn = void (*)(const float*, const int64_t*, int64_t, int64_t, const float*, const float*, FusedActivation,
                         float*);
 
-template <int KW, int S, bool kChecked, size_t... M>
-constexpr std::array<RowReuseFn, kMB> row_reuse_table(std::index_sequence<M...>) {
-  return {cblock_row_reuse<KW, S, int(M) + 1, kChecked>...};
+template <int KW, int S, bool kChecked, class T, size_t... M>
+constexpr std::array<RowReuseFn<T>, kMB> row_reuse_table(std::index_sequence<M...>) {
+  return {cblock_row_reuse<KW, S, int(M) + 1, kChecked, T>...};
 }
 template <size_t... M>
 constexpr std::array<TapsFn, kMB> taps_table(std::index_sequence<M...>) {
@@ -116,14 +119,14 @@ constexpr auto kTaps = taps_table(std::make_index_sequence<kMB>());
 
 // Row-reuse blocks by [block pixels - 1] for the kernel widths and strides they cover; kChecked:
 // the ones that read x in place at the left and right edges.
-template <bool kChecked>
-const RowReuseFn* row_reuse_blocks(const ConvProblem& p) {
-  static constexpr auto k1s1 = row_reuse_table<1, 1, kChecked>(std::make_index_sequence<kMB>());
-  static constexpr auto k3s1 = row_reuse_table<3, 1, kChecked>(std::make_index_sequence<kMB>());
-  static constexpr auto k3s2 = row_reuse_table<3, 2, kChecked>(std::make_index_sequence<kMB>());
-  static constexpr auto k5s1 = row_reuse_table<5, 1, kChecked>(std::make_index_sequence<kMB>());
-  static constexpr auto k5s2 = row_reuse_table<5, 2, kChecked>(std::make_index_sequence<kMB>());
-  static constexpr auto k7s1 = row_reuse_table<7, 1, kChecked>(std::make_index_sequence<kMB>());
+template <bool kChecked, class T = float>
+const RowReuseFn<T>* row_reuse_blocks(const ConvProblem& p) {
+  static constexpr auto k1s1 = row_reuse_table<1, 1, kChecked, T>(std::make_index_sequence<kMB>());
+  static constexpr auto k3s1 = row_reuse_table<3, 1, kChecked, T>(std::make_index_sequence<kMB>());
+  static constexpr auto k3s2 = row_reuse_table<3, 2, kChecked, T>(std::make_index_sequence<kMB>());
+  static constexpr auto k5s1 = row_reuse_table<5, 1, kChecked, T>(std::make_index_sequence<kMB>());
+  static constexpr auto k5s2 = row_reuse_table<5, 2, kChecked, T>(std::make_index_sequence<kMB>());
+  static constexpr auto k7s1 = row_reuse_table<7, 1, kChecked, T>(std::make_index_sequence<kMB>());
   if (p.dilation_w != 1) return nullptr;
   if (p.kernel_w == 1 && p.stride_w == 1) return k1s1.data();
   if (p.kernel_w == 3) return p.stride_w == 1 ? k3s1.data() : p.stride_w == 2 ? k3s2.data() : nullptr;
@@ -147,7 +150,8 @@ struct CBlockPlan {
 };
 
 bool cblock_in_place(const ConvProblem& p) {
-  if (p.dtype != DType::Float32) return false;  // (bfloat16 x is widened into the tile)
+  // (bfloat16 y in place is rounded as it leaves the registers: the activation must be applied there.)
+  if (p.dtype != DType::Float32 && !is_simple<float>(p.activation)) return false;
   const bool zero_padding =
       p.pad_mode == PadMode::Zeros || (p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0);
   return p.layout == Layout::NHWC && zero_padding && row_reuse_blocks<true>(p) != nullptr;
@@ -208,35 +212,37 @@ size_t cblock_workspace(const ConvProblem& p, int threads) {
 // docs/tuning.md, "Memory traffic").  Rows [oh0, oh0 + rows) and columns [ow0, ow0 + cols) of
 // image n; `inner` and `edge` are the problem's row-reuse blocks, unchecked and checked;
 // weights [channel block][tap][kVL], biases [channel block][kVL].
-void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn* inner, const RowReuseFn* edge, int64_t full_cblocks,
-                          const float* weights, const float* biases, int64_t n, int64_t oh0, int64_t rows, int64_t ow0,
-                          int64_t cols) {
+template <class T>
+void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn<T>* inner, const RowReuseFn<T>* edge,
+                          int64_t full_cblocks, const float* weights, const float* biases, int64_t n, int64_t oh0,
+                          int64_t rows, int64_t ow0, int64_t cols) {
   const ConvProblem& p = call.p;
   const FusedActivation fused = is_simple<float>(p.activation) ? fused_activation(p) : FusedActivation{};
   const int64_t taps = p.kernel_h * p.kernel_w;
-  const float* xn = static_cast<const float*>(call.x) + n * call.x_stride.n;
-  float* yn = static_cast<float*>(call.y) + n * call.y_stride.n;
+  const T* xn = static_cast<const T*>(call.x) + n * call.x_stride.n;
+  T* yn = static_cast<T*>(call.y) + n * call.y_stride.n;
   const int64_t kw_reach = (p.kernel_w - 1) * p.dilation_w;
   for (int64_t ow = ow0; ow < ow0 + cols; ow += kMB) {
     const size_t mb = size_t(std::min<int64_t>(kMB, ow0 + cols - ow));
     const int64_t col0 = ow * p.stride_w - p.pad_left;
     const bool inside = col0 >= 0 && col0 + int64_t(mb - 1) * p.stride_w + kw_reach < p.in_w;
-    const RowReuseFn block = (inside ? inner : edge)[mb - 1];
+    const RowReuseFn<T> block = (inside ? inner : edge)[mb - 1];
     for (int64_t oh = oh0; oh < oh0 + rows; ++oh) {
       // Kernel rows [i_lo, i_hi) read input rows; the others only zero padding.
       const int64_t top = oh * p.stride_h - p.pad_top;
       const int64_t i_lo = top >= 0 ? 0 : std::min(p.kernel_h, ceil_div(-top, p.dilation_h));
       const int64_t i_hi = std::clamp(ceil_div(p.in_h - top, p.dilation_h), i_lo, p.kernel_h);
-      const float* xr = xn + (top + i_lo * p.dilation_h) * call.x_stride.h;
-      const float* x0 = inside ? xr + col0 * call.x_stride.w : xr;
-      float* y0 = yn + oh * call.y_stride.h + ow * call.y_stride.w;
+      const T* xr = xn + (top + i_lo * p.dilation_h) * call.x_stride.h;
+      const T* x0 = inside ? xr + col0 * call.x_stride.w : xr;
+      T* y0 = yn + oh * call.y_stride.h + ow * call.y_stride.w;
       for (int64_t cb = 0; cb < full_cblocks; ++cb)
         block(x0 + cb * kVL, i_hi - i_lo, p.dilation_h * call.x_stride.h, call.x_stride.w, col0, p.in_w,
               weights + (cb * taps + i_lo * p.kernel_w) * kVL, biases + cb * kVL, fused, y0 + cb * kVL,
               call.y_stride.w);
-      if (!is_simple<float>(p.activation))
-        for (size_t m = 0; m < mb; ++m)
-          activate_row(y0 + int64_t(m) * call.y_stride.w, full_cblocks * kVL, fused_activation(p));
+      if constexpr (std::is_same_v<T, float>)  // (bfloat16 runs in place with simple activations only)
+        if (!is_simple<float>(p.activation))
+          for (size_t m = 0; m < mb; ++m)
+            activate_row(y0 + int64_t(m) * call.y_stride.w, full_cblocks * kVL, fused_activation(p));
     }
   }
 }
@@ -251,8 +257,9 @@ void run_cblock_typed(const ConvCall& call) {
   const float* bias = static_cast<const float*>(call.bias);
   T* y = static_cast<T*>(call.y);
   const int64_t taps = p.kernel_h * p.kernel_w;
-  const RowReuseFn* reuse = row_reuse_blocks<false>(p);
-  const RowReuseFn* reuse_edge = d.in_place ? row_reuse_blocks<true>(p) : nullptr;
+  const RowReuseFn<float>* reuse = row_reuse_blocks<false>(p);  // (on the float32 tile)
+  const RowReuseFn<T>* in_place = d.in_place ? row_reuse_blocks<false, T>(p) : nullptr;
+  const RowReuseFn<T>* in_place_edge = d.in_place ? row_reuse_blocks<true, T>(p) : nullptr;
   const bool nchw = p.layout == Layout::NCHW;
   const int64_t full_cblocks = p.in_channels / kVL;
   const FusedActivation fused = is_simple<float>(p.activation) ? fused_activation(p) : FusedActivation{};
@@ -343,8 +350,7 @@ void run_cblock_typed(const ConvCall& call) {
       const int64_t oh0 = rb * d.band_rows, rows = std::min(d.band_rows, p.out_h - oh0);
       const int64_t ow0 = colb * d.band_cols, cols = std::min(d.band_cols, p.out_w - ow0);
       if (d.in_place) {  // every channel block of the band: the full ones in place, a partial one tiled
-        if constexpr (std::is_same_v<T, float>)
-          cblock_nhwc_in_place(call, reuse, reuse_edge, full_cblocks, weights, biases, n, oh0, rows, ow0, cols);
+        cblock_nhwc_in_place<T>(call, in_place, in_place_edge, full_cblocks, weights, biases, n, oh0, rows, ow0, cols);
         if (full_cblocks < d.cblocks) run_tile(n, full_cblocks, oh0, rows, ow0, cols);
         return;
       }
