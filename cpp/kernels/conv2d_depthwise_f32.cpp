@@ -799,7 +799,8 @@ void run_flat3x3(const ConvCall& call) { run_flat3x3_typed<float>(call); }
 // registers) and writing bfloat16 y (rounded once, as the widened float32 run's result would
 // be), so no conversion pass runs around them.  Their weights are widened to float32 when they
 // are packed.  Only bfloat16 x and y (compute_dtype="bfloat16" on float32 operands keeps the
-// widened path).
+// widened path).  They round with vcvtneps2bf16 (vstore_bf16): listed for AVX512-BF16 CPUs
+// only; elsewhere the widened path runs.
 
 bool bf16_operands(const ConvProblem& p) { return p.dtype == DType::BFloat16 && !p.x_float32 && !p.y_float32; }
 
@@ -860,7 +861,9 @@ const ConvAlgorithm conv2d_depthwise_cblock_bf16 = {kCblockBf16Name.text,
                                                     widened_weight_bytes,
                                                     widen_weights,
                                                     cblock_workspace,
-                                                    run_on_widened_weights<run_cblock_typed<uint16_t>>};
+                                                    run_on_widened_weights<run_cblock_typed<uint16_t>>,
+                                                    Precision::Highest,
+                                                    kCpuAvx512Bf16};
 #if CPPCONV_SIMD_LANE_BIT_MASKS
 const ConvAlgorithm conv2d_depthwise_flat3x3_bf16 = {kFlat3x3Bf16Name.text,
                                                      DType::BFloat16,
@@ -868,7 +871,9 @@ const ConvAlgorithm conv2d_depthwise_flat3x3_bf16 = {kFlat3x3Bf16Name.text,
                                                      widened_weight_bytes,
                                                      widen_weights,
                                                      flat3x3_workspace,
-                                                     run_on_widened_weights<run_flat3x3_typed<uint16_t>>};
+                                                     run_on_widened_weights<run_flat3x3_typed<uint16_t>>,
+                                                     Precision::Highest,
+                                                     kCpuAvx512Bf16};
 #endif
 #endif
 

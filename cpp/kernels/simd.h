@@ -131,7 +131,8 @@ static inline void transpose_square(Vec<float> (&rows)[kLanes<float>]) {
 }
 
 // float32 vectors loaded from and stored to float arrays, or bfloat16 ones (uint16_t bits)
-// where the backend has vload_bf16: widened exactly, rounded to nearest even.
+// where the backend has vload_bf16: widened exactly, rounded to nearest even (vstore_bf16:
+// AVX512-BF16 CPUs only).
 static inline Vec<float> vload_f32(const float* p) { return vload(p); }
 static inline Vec<float> vload_f32_mask(const float* p, Mask<float> m) { return vload_mask(p, m); }
 static inline void vstore_f32(float* p, Vec<float> v) { vstore(p, v); }
