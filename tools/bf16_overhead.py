@@ -99,9 +99,9 @@ def main():
                 tw16 = best_seconds(
                     lambda: _conv._conv_with_algorithm(f32_algorithm, xbl, wb, b, out=out16, **kw), args.repeat
                 )
-                widened = f" {tw16 * 1e3:.2f} |"
-            print(f"| {name} | {t32 * 1e3:.2f} | {t16 * 1e3:.2f} | {t32 / t16:.2f} | {nchw * 1e3:.2f} | "
-                  f"{last * 1e3:.2f} | {min(nchw, last) / t16:.2f} | {info['flops'] / t16 / 1e9:.0f} | "
+                widened = f" {tw16 * 1e3:.3f} |"
+            print(f"| {name} | {t32 * 1e3:.3f} | {t16 * 1e3:.3f} | {t32 / t16:.2f} | {nchw * 1e3:.3f} | "
+                  f"{last * 1e3:.3f} | {min(nchw, last) / t16:.2f} | {info['flops'] / t16 / 1e9:.0f} | "
                   f"{info['algorithm']} |{widened}", flush=True)
     n = 1 << 22
     values = rng.standard_normal(n).astype(np.float32)
