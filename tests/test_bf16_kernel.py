@@ -366,3 +366,35 @@ def test_bf16_depthwise_identical_across_threads(layout, restore_threads):
                    for n in (1, 2, 3)]
         for y in results[1:]:
             np.testing.assert_array_equal(y.view(np.uint16), results[0].view(np.uint16))
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_bf16_layer_one_step_path(layout):
+    """A bfloat16 Conv2d call goes through the native one-step path (x and out as their bits):
+    the same bits as the one-shot conv2d, into `out` or a new array; an `out` of another dtype
+    or a strided x still takes the full path (which raises, or computes the same bits)."""
+    rng = make_rng("bf16_layer_one_step", layout)
+    for c, k, groups, bias_dtype in ((16, 16, 16, F32), (12, 20, 1, BF16), (5, 7, 1, None)):
+        x = bf16_random(rng, (2, c, 9, 16))
+        w = bf16_random(rng, (k, c // groups, 3, 3))
+        b = None if bias_dtype is None else rng.standard_normal(k).astype(bias_dtype)
+        xl = channels_last(x) if layout == "NHWC" else x
+        kw = dict(padding=1, groups=groups, layout=layout, activation="relu")
+        expected = cppconv.conv2d(xl, w, b, **kw)
+        layer = cppconv.Conv2d(w, b, **kw)
+        y = layer(xl)
+        assert y.dtype == BF16 and y.shape == expected.shape
+        np.testing.assert_array_equal(y.view(np.uint16), expected.view(np.uint16))
+        out = np.empty(expected.shape, BF16)
+        assert layer(xl, out=out) is out
+        np.testing.assert_array_equal(out.view(np.uint16), expected.view(np.uint16))
+        with pytest.raises(TypeError, match="out has dtype float32"):  # (the full path's check)
+            layer(xl, out=np.empty(expected.shape, F32))
+        wide = np.zeros(xl.shape[:-1] + (2 * xl.shape[-1],), BF16)
+        wide[..., ::2] = xl
+        strided = wide[..., ::2]
+        np.testing.assert_array_equal(layer(strided).view(np.uint16), expected.view(np.uint16))
+    image = bf16_random(rng, (11, 13))
+    kernel = bf16_random(rng, (3, 3))
+    np.testing.assert_array_equal(cppconv.Conv2d(kernel, padding=1)(image).view(np.uint16),
+                                  cppconv.conv2d(image, kernel, padding=1).view(np.uint16))
