@@ -620,15 +620,18 @@ int64_t channel_slice_pitch(const py::array& out) {
 // Returns None whenever anything is unusual or wrong, and the Python layer
 // then takes its full path (and raises its errors).  `image`: x is a 2-D image for a 2-D
 // kernel.  `operands`: other arrays `out` must not overlap (a one-shot call's borrowed
-// weights and bias).
+// weights and bias).  A bfloat16 plan's x and out travel as their bits, uint16 (as run_plan
+// takes them), and a new output is uint16 too: the caller views it as bfloat16.
 py::object forward(ConvPlan& plan, const py::handle& x_obj, const py::handle& out_obj,
                    const std::vector<py::array>& operands, bool image, const ConvParams& a, int num_threads) {
-  if (num_threads < 0 || !py::isinstance<py::array>(x_obj) || plan.dtype() == DType::BFloat16) return py::none();
+  if (num_threads < 0 || !py::isinstance<py::array>(x_obj)) return py::none();
   const auto x = py::reinterpret_borrow<py::array>(x_obj);
   const int xd = int(x.ndim()), r = a.rank;
   if (image ? (xd != 2 || r != 2) : (xd != r + 1 && xd != r + 2)) return py::none();
   if (!(x.flags() & py::array::c_style)) return py::none();
-  const py::dtype dtype = plan.dtype() == DType::Float32 ? py::dtype::of<float>() : py::dtype::of<double>();
+  const py::dtype dtype = plan.dtype() == DType::Float32    ? py::dtype::of<float>()
+                          : plan.dtype() == DType::BFloat16 ? py::dtype::of<uint16_t>()
+                                                            : py::dtype::of<double>();
   if (!x.dtype().equal(dtype)) return py::none();
   const bool last = a.layout == 1;
   std::array<int64_t, 5> xs{};

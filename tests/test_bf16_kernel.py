@@ -26,6 +26,10 @@ BF16 = np.dtype(ml_dtypes.bfloat16)
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 BF16_ALGORITHMS = [name for name in _native.conv_algorithms() if "_bf16" in name]
 KERNELS = [name for name in BF16_ALGORITHMS if "reference" not in name]
+# The depthwise entries (the float32 depthwise kernels reading and writing bfloat16) and the
+# dense and grouped vdpbf16ps kernel; all need AVX512-BF16.
+DEPTHWISE = [name for name in KERNELS if "_depthwise_" in name]
+DENSE = [name for name in KERNELS if name not in DEPTHWISE]
 
 
 def bf16_random(rng, shape):
@@ -48,7 +52,7 @@ def assert_close(y, ref, bound, rounded, context):
 
 def kernel_runs(isa):
     """Whether the bfloat16 kernel is in the ISA's table here (AVX-512 with AVX512-BF16)."""
-    return any(f"__{isa}_" in name for name in KERNELS)
+    return any(f"__{isa}_" in name for name in DENSE)
 
 
 def random_case(rng):
@@ -149,20 +153,20 @@ def test_bf16_forced_algorithms(isa, layout):
             ran[name] = ran.get(name, 0) + 1
             y = np.moveaxis(y, -1, 1) if layout == "NHWC" else y
             assert_close(y, ref, bound, True, f"{name} {case}")
-    assert all(ran.get(name, 0) >= 5 for name in BF16_ALGORITHMS), ran
+    # (The depthwise entries take none of these problems: test_bf16_depthwise_forced.)
+    assert all(ran.get(name, 0) >= 5 for name in BF16_ALGORITHMS if name not in DEPTHWISE), ran
 
 
 def test_bf16_kernel_named_and_tiles():
     """The kernel is registered exactly where the CPU has AVX512-BF16 (and CPPCONV_MAX_ISA
     allows it), and explain names it."""
-    assert bool(KERNELS) == ("avx512_bf16" in _native.cpu_features()), (KERNELS, _native.cpu_features())
-    if not KERNELS:
+    assert bool(DENSE) == ("avx512_bf16" in _native.cpu_features()), (DENSE, _native.cpu_features())
+    if not DENSE:
         pytest.skip("no AVX512-BF16 on this CPU (or CPPCONV_MAX_ISA caps it): the widened path runs")
     x, w = np.zeros((1, 64, 14, 14), BF16), np.zeros((64, 64, 3, 3), BF16)
     info = cppconv.explain(x.shape, w.shape, dtype=BF16, padding=1)
-    assert info["algorithm"] in KERNELS
-    # depthwise stays on the widened float32 path
-    assert "_f32" in cppconv.explain(x.shape, (64, 1, 3, 3), dtype=BF16, padding=1, groups=64)["algorithm"]
+    assert info["algorithm"] in DENSE
+    assert cppconv.explain(x.shape, (64, 1, 3, 3), dtype=BF16, padding=1, groups=64)["algorithm"] in DEPTHWISE
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -218,14 +222,19 @@ def test_bf16_special_values():
 
 @pytest.mark.parametrize("cap", ["avx2", "avx512", "avx512_vnni"])
 def test_bf16_capped_isa_widens(cap):
-    """CPPCONV_MAX_ISA below avx512_bf16: no bfloat16 kernel is listed or chosen, and the
-    widened path gives the same values within the bound."""
+    """CPPCONV_MAX_ISA below avx512_bf16: no bfloat16 kernel (dense or depthwise) is listed or
+    chosen, and the widened path gives the same values within the bound."""
     if cap not in _native.max_isa_levels():
         pytest.skip(f"CPPCONV_MAX_ISA={cap} is not a level of this machine")
     code = (
         "import numpy as np, ml_dtypes, cppconv\n"
         "from cppconv import _native\n"
         "assert not any('_bf16__' in a for a in _native.conv_algorithms())\n"
+        "xd = np.random.default_rng(6).standard_normal((1, 17, 8, 16)).astype(ml_dtypes.bfloat16)\n"
+        "wd = np.random.default_rng(7).standard_normal((17, 1, 3, 3)).astype(ml_dtypes.bfloat16)\n"
+        "info = cppconv.explain(xd.shape, wd.shape, dtype=ml_dtypes.bfloat16, padding=1, groups=17)\n"
+        "assert '_f32' in info['algorithm'], info['algorithm']\n"
+        "np.save(__import__('sys').argv[2], cppconv.conv2d(xd, wd, padding=1, groups=17).astype(np.float64))\n"
         "rng = np.random.default_rng(5)\n"
         "x = rng.standard_normal((1, 20, 9, 11)).astype(ml_dtypes.bfloat16)\n"
         "w = rng.standard_normal((33, 20, 3, 3)).astype(ml_dtypes.bfloat16)\n"
@@ -234,10 +243,17 @@ def test_bf16_capped_isa_widens(cap):
         "np.save(__import__('sys').argv[1], cppconv.conv2d(x, w, padding=1).astype(np.float64))\n"
     )
     out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"cppconv_bf16_cap_{os.getpid()}.npy")
+    out_dw = out.replace(".npy", "_dw.npy")
     env = dict(os.environ, CPPCONV_MAX_ISA=cap)
-    subprocess.run([sys.executable, "-c", code, out], env=env, check=True)
-    y = np.load(out)
+    subprocess.run([sys.executable, "-c", code, out, out_dw], env=env, check=True)
+    y, y_dw = np.load(out), np.load(out_dw)
     os.remove(out)
+    os.remove(out_dw)
+    xd = np.random.default_rng(6).standard_normal((1, 17, 8, 16)).astype(BF16)
+    wd = np.random.default_rng(7).standard_normal((17, 1, 3, 3)).astype(BF16)
+    args = dict(padding=(1, 1, 1, 1), groups=17)
+    ref = conv_nd_ref(xd.astype(F64), wd.astype(F64), **args)
+    assert_close(y_dw, ref, conv_nd_abs_bound(xd.astype(F64), wd.astype(F64), **args), True, cap + " depthwise")
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1, 20, 9, 11)).astype(BF16)
     w = rng.standard_normal((33, 20, 3, 3)).astype(BF16)
@@ -245,3 +261,140 @@ def test_bf16_capped_isa_widens(cap):
     ref = conv_nd_ref(x.astype(F64), w.astype(F64), **args)
     bound = conv_nd_abs_bound(x.astype(F64), w.astype(F64), **args)
     assert_close(y, ref, bound, True, cap)
+
+
+# Depthwise problems around the 16-channel blocks, the 8-pixel register blocks and the flat
+# 3x3 kernel's rows (a multiple of 8 wide, 16m or 16m + 8).
+def random_depthwise_case(rng):
+    c = int(rng.choice([1, 2, 3, 15, 16, 17, 31, 32, 33, 48]))
+    kh, kw = [(3, 3), (3, 3), (3, 3), (5, 5), (1, 1), (3, 1), (1, 3), (2, 2), (7, 7)][rng.integers(9)]
+    stride = (int(rng.choice([1, 1, 2])), int(rng.choice([1, 1, 2])))
+    dilation = (int(rng.choice([1, 1, 1, 2])), int(rng.choice([1, 1, 1, 2])))
+    h, w = int(rng.choice([1, 2, 5, 7, 8, 13, 16])), int(rng.choice([1, 3, 7, 8, 9, 16, 17, 24, 40]))
+    pad = rng.random() < 0.8
+    ph = (kh - 1) * dilation[0] // 2 if pad else 0
+    pw = (kw - 1) * dilation[1] // 2 if pad else 0
+    h, w = max(h, dilation[0] * (kh - 1) + 1 - 2 * ph), max(w, dilation[1] * (kw - 1) + 1 - 2 * pw)
+    mode = str(rng.choice(PADDING_MODES)) if pad and rng.random() < 0.4 else "zeros"
+    if mode == "reflect" and max(ph, pw) >= min(h, w):
+        mode = "replicate"
+    if mode == "circular" and max(ph, pw) > min(h, w):
+        mode = "replicate"
+    activation = ACTIVATIONS[rng.integers(len(ACTIVATIONS))]
+    return dict(n=int(rng.integers(1, 3)), c=c, k=c, groups=c, hw=(h, w), kernel=(kh, kw), stride=stride,
+                dilation=dilation, padding=(ph, pw), padding_mode=mode, activation=activation,
+                bias=rng.random() < 0.8)
+
+
+def flat3x3_case(rng, w):
+    """The flat 3x3 kernel's problem: 3x3, stride 1, zero padding 1, rows a multiple of 8 wide."""
+    c = int(rng.choice([1, 3, 16, 17]))
+    return dict(n=1, c=c, k=c, groups=c, hw=(int(rng.choice([1, 2, 3, 7])), w), kernel=(3, 3), stride=(1, 1),
+                dilation=(1, 1), padding=(1, 1), padding_mode="zeros",
+                activation=[None, "relu", "relu6", "hardswish"][rng.integers(4)], bias=rng.random() < 0.8)
+
+
+def widened_twin(name):
+    """The float32 kernel a bfloat16 depthwise entry runs on widened values."""
+    return name.replace("_bf16__", "_f32__")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_bf16_depthwise_forced(isa, layout):
+    """Each bfloat16 depthwise entry forced in turn: within the bound of the float64 convolution
+    of the same bfloat16 values, and equal to its float32 kernel's result on the widened values
+    rounded once (the widened path with that kernel forced)."""
+    rng = make_rng("bf16_depthwise_forced", layout)
+    names = [name for name in DEPTHWISE if f"__{isa}_" in name]
+    ran = {}
+    cases = [random_depthwise_case(rng) for _ in range(40)] + [flat3x3_case(rng, w) for w in (8, 16, 24, 40, 56)]
+    for case in cases:
+        x, w, b = operands(rng, case)
+        ref, bound = reference(x, w, b, case)
+        xl = channels_last(x) if layout == "NHWC" else x
+        for name in names:
+            try:
+                y = _conv._conv_with_algorithm(name, xl, w, b, layout=layout, **kwargs_of(case))
+            except ValueError as e:
+                assert "does not accept" in str(e), e
+                continue
+            ran[name] = ran.get(name, 0) + 1
+            assert y.dtype == BF16
+            twin = _conv._conv_with_algorithm(widened_twin(name), xl, w, b, layout=layout, **kwargs_of(case))
+            np.testing.assert_array_equal(y.astype(F32), twin.astype(F32), err_msg=f"{name} {case}")
+            y = np.moveaxis(y, -1, 1) if layout == "NHWC" else y
+            assert_close(y, ref, bound, True, f"{name} {case}")
+    expected = {name for name in names if layout == "NCHW" or "flat3x3" not in name}
+    assert all(ran.get(name, 0) >= 5 for name in expected), ran
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_bf16_depthwise_chosen(isa, layout):
+    """The dispatcher runs a bfloat16 depthwise entry where the ISA has them (MobileNet's layers),
+    and the result is within the bound."""
+    rng = make_rng("bf16_depthwise_chosen", layout)
+    for shape, stride in (((1, 144, 56, 56), 1), ((1, 48, 14, 14), 2), ((2, 33, 9, 16), 1)):
+        c = shape[1]
+        x = bf16_random(rng, shape)
+        w = bf16_random(rng, (c, 1, 3, 3))
+        b = rng.standard_normal(c).astype(F32)
+        xl = channels_last(x) if layout == "NHWC" else x
+        kw = dict(stride=stride, padding=1, groups=c, layout=layout, activation="relu6")
+        algorithm = cppconv.explain(xl.shape, w.shape, dtype=BF16, bias=True, **kw)["algorithm"]
+        assert ("_depthwise_" in algorithm and "_bf16__" in algorithm) == any(f"__{isa}_" in n for n in DEPTHWISE), (
+            algorithm
+        )
+        layer = cppconv.Conv2d(w, b, stride=stride, padding=1, groups=c, layout=layout, activation="relu6")
+        assert layer.explain(xl.shape, dtype=BF16)["algorithm"] == algorithm
+        for y in (cppconv.conv2d(xl, w, b, **kw), layer(xl)):
+            y = np.moveaxis(y, -1, 1) if layout == "NHWC" else y
+            case = dict(stride=(stride, stride), padding=(1, 1), dilation=(1, 1), groups=c, padding_mode="zeros",
+                        activation="relu6")
+            ref, bound = reference(x, w, b, case)
+            assert_close(y, ref, bound, True, f"{algorithm} {shape}")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_bf16_depthwise_identical_across_threads(layout, restore_threads):
+    rng = make_rng("bf16_depthwise_threads", layout)
+    x = bf16_random(rng, (2, 37, 24, 40))
+    w = bf16_random(rng, (37, 1, 3, 3))
+    b = rng.standard_normal(37).astype(F32)
+    xl = channels_last(x) if layout == "NHWC" else x
+    for stride in (1, 2):
+        results = [cppconv.conv2d(xl, w, b, stride=stride, padding=1, groups=37, layout=layout, num_threads=n)
+                   for n in (1, 2, 3)]
+        for y in results[1:]:
+            np.testing.assert_array_equal(y.view(np.uint16), results[0].view(np.uint16))
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_bf16_layer_one_step_path(layout):
+    """A bfloat16 Conv2d call goes through the native one-step path (x and out as their bits):
+    the same bits as the one-shot conv2d, into `out` or a new array; an `out` of another dtype
+    or a strided x still takes the full path (which raises, or computes the same bits)."""
+    rng = make_rng("bf16_layer_one_step", layout)
+    for c, k, groups, bias_dtype in ((16, 16, 16, F32), (12, 20, 1, BF16), (5, 7, 1, None)):
+        x = bf16_random(rng, (2, c, 9, 16))
+        w = bf16_random(rng, (k, c // groups, 3, 3))
+        b = None if bias_dtype is None else rng.standard_normal(k).astype(bias_dtype)
+        xl = channels_last(x) if layout == "NHWC" else x
+        kw = dict(padding=1, groups=groups, layout=layout, activation="relu")
+        expected = cppconv.conv2d(xl, w, b, **kw)
+        layer = cppconv.Conv2d(w, b, **kw)
+        y = layer(xl)
+        assert y.dtype == BF16 and y.shape == expected.shape
+        np.testing.assert_array_equal(y.view(np.uint16), expected.view(np.uint16))
+        out = np.empty(expected.shape, BF16)
+        assert layer(xl, out=out) is out
+        np.testing.assert_array_equal(out.view(np.uint16), expected.view(np.uint16))
+        with pytest.raises(TypeError, match="out has dtype float32"):  # (the full path's check)
+            layer(xl, out=np.empty(expected.shape, F32))
+        wide = np.zeros(xl.shape[:-1] + (2 * xl.shape[-1],), BF16)
+        wide[..., ::2] = xl
+        strided = wide[..., ::2]
+        np.testing.assert_array_equal(layer(strided).view(np.uint16), expected.view(np.uint16))
+    image = bf16_random(rng, (11, 13))
+    kernel = bf16_random(rng, (3, 3))
+    np.testing.assert_array_equal(cppconv.Conv2d(kernel, padding=1)(image).view(np.uint16),
+                                  cppconv.conv2d(image, kernel, padding=1).view(np.uint16))

@@ -171,7 +171,7 @@ RLIMIT_CHILD = """
     pool_x, pool_y = Z((1, 1, 4001, 4001), "f"), Z((1, 1, 1, 1), "f")      # the stride-2 row split
     up_x, up_y = Z((1, 512, 256, 256), "f"), Z((1, 16, 256, 256), "f")     # the padded NHWC copy
     cases = (
-        forced("conv2d_depthwise_cblock", dw_x, Z((8, 1, 3, 3), "f"), dw_y, dilation=700, groups=8)
+        forced("conv2d_depthwise_cblock_f32", dw_x, Z((8, 1, 3, 3), "f"), dw_y, dilation=700, groups=8)
         + forced("conv2d_depthwise_nchw", rows_x, Z((1, 1, 3, 3), "f"), rows_y, dilation=2000)
         + forced("conv2d_channelvec_f32", dense_x, Z((16, 64, 3, 3), "f"), dense_y, dilation=350, padding=1)
         + forced("conv2d_channelvec_f64", dense64_x, Z((16, 32, 3, 3)), dense64_y, dilation=350, padding=1)

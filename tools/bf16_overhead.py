@@ -6,8 +6,10 @@ measure on a loaded machine.  Prepacked cppconv layers write into a preallocated
 layout --layout names; PyTorch gets bfloat16 tensors (its bias in bfloat16) in NCHW and
 channels_last.  The bfloat16 layer runs the AVX512-BF16 kernel where the CPU has it (the
 `algorithm` column), else the float32 kernels on widened values.  Also times the two
-conversion passes against ml_dtypes' astype.  Needs ml_dtypes and torch; the table is
-markdown for docs/tuning.md.
+conversion passes against ml_dtypes' astype.  --widened adds the bfloat16 call through the
+widened float32 path (the float32 layer's algorithm forced on the bfloat16 operands: the
+conversion passes around it), the path a layer took before it had a bfloat16 kernel.  Needs
+ml_dtypes and torch; the table is markdown for docs/tuning.md.
 """
 
 import argparse
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 
 import cppconv
-from cppconv import _native
+from cppconv import _conv, _native
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 # name, x shape, weight shape, stride, padding, groups, dilation (layers of cppconv's bench suite)
@@ -35,6 +37,7 @@ LAYERS = [
     ("resnet_7x7_512@7", (1, 512, 7, 7), (512, 512, 7, 7), 1, 3, 1, 1),
     ("resnext_128@28_g32", (1, 128, 28, 28), (128, 4, 3, 3), 1, 1, 32, 1),
     ("dw_144@56", (1, 144, 56, 56), (144, 1, 3, 3), 1, 1, 144, 1),
+    ("dw_384@14_s2", (1, 384, 14, 14), (384, 1, 3, 3), 2, 1, 384, 1),
 ]
 
 
@@ -58,14 +61,15 @@ def main():
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW", help="cppconv's layout")
     ap.add_argument("--layers", default="", help="comma-separated names (default: all)")
+    ap.add_argument("--widened", action="store_true", help="also time the widened float32 path (conv2d, forced)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cppconv.set_num_threads(1)
     rng = np.random.default_rng(0)
     print(f"| layer ({args.layout}) | float32 Conv2d ms | bfloat16 Conv2d ms | float32 / bfloat16 | "
           "torch bfloat16 NCHW ms | torch bfloat16 channels_last ms | best torch / bfloat16 | bfloat16 GFLOP/s | "
-          "algorithm |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+          "algorithm |" + (" widened bfloat16 conv2d ms |" if args.widened else ""))
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|" + ("---:|" if args.widened else ""))
     only = set(filter(None, args.layers.split(",")))
     with torch.inference_mode():
         for name, x_shape, w_shape, stride, padding, groups, dilation in LAYERS:
@@ -89,9 +93,16 @@ def main():
             nchw = best_seconds(lambda: conv(tx, tw, tb, stride, padding, dilation, groups), args.repeat)
             cx, cw = (t.contiguous(memory_format=torch.channels_last) for t in (tx, tw))
             last = best_seconds(lambda: conv(cx, cw, tb, stride, padding, dilation, groups), args.repeat)
-            print(f"| {name} | {t32 * 1e3:.2f} | {t16 * 1e3:.2f} | {t32 / t16:.2f} | {nchw * 1e3:.2f} | "
-                  f"{last * 1e3:.2f} | {min(nchw, last) / t16:.2f} | {info['flops'] / t16 / 1e9:.0f} | "
-                  f"{info['algorithm']} |", flush=True)
+            widened = ""
+            if args.widened:
+                f32_algorithm = float32_layer.explain(xl.shape)["algorithm"]
+                tw16 = best_seconds(
+                    lambda: _conv._conv_with_algorithm(f32_algorithm, xbl, wb, b, out=out16, **kw), args.repeat
+                )
+                widened = f" {tw16 * 1e3:.3f} |"
+            print(f"| {name} | {t32 * 1e3:.3f} | {t16 * 1e3:.3f} | {t32 / t16:.2f} | {nchw * 1e3:.3f} | "
+                  f"{last * 1e3:.3f} | {min(nchw, last) / t16:.2f} | {info['flops'] / t16 / 1e9:.0f} | "
+                  f"{info['algorithm']} |{widened}", flush=True)
     n = 1 << 22
     values = rng.standard_normal(n).astype(np.float32)
     narrow, wide = np.empty(n, np.uint16), np.empty(n, np.float32)

@@ -102,21 +102,48 @@ size_t packed_bytes(const ConvProblem& p) {
   return size_t(p.groups * g.blocks * g.taps * g.pairs) * kBlock * 2 * sizeof(uint16_t);
 }
 
-// (K, C/groups, kh, kw) bfloat16 -> [group][k block][tap][pair][16][2].
-void pack(const ConvProblem& p, const void* weight, void* packed, int) {
+inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1); }
+
+// (K, C/groups, kh, kw) bfloat16 -> [group][k block][tap][pair][16][2].  Per k block, 16 source
+// rows of (channel, tap) values are widened to 32-bit words and transposed 16 x 16 in
+// registers: each transposed vector is one (channel, tap)'s 16 output channels, stored as the
+// low halves of its pair's words (whole words, so an odd channel count leaves its missing
+// partner zero) or, for the odd channel, into the high halves.  (conv2d packs on every call; a
+// value-by-value pack took as long as the convolution on 7x7 planes.)
+void pack(const ConvProblem& p, const void* weight, void* packed, int threads) {
   const Geometry g = geometry_of(p, 1);
   const auto* w = static_cast<const uint16_t*>(weight);
   auto* out = static_cast<uint16_t*>(packed);
-  for (int64_t grp = 0; grp < p.groups; ++grp)
-    for (int64_t kb = 0; kb < g.blocks; ++kb)
-      for (int64_t t = 0; t < g.taps; ++t)
-        for (int64_t cp = 0; cp < g.pairs; ++cp)
-          for (int64_t lane = 0; lane < kBlock; ++lane)
-            for (int64_t e = 0; e < 2; ++e) {
-              const int64_t k = kb * kBlock + lane, c = 2 * cp + e;
-              *out++ =
-                  k < g.group_out && c < g.group_in ? w[((grp * g.group_out + k) * g.group_in + c) * g.taps + t] : 0;
-            }
+  const int64_t cols = g.group_in * g.taps, block_values = g.taps * g.pairs * kBlock * 2;
+  const int64_t units = p.groups * g.blocks;
+#pragma omp parallel for schedule(static) num_threads(threads) if (units > 1 && threads > 1)
+  for (int64_t unit = 0; unit < units; ++unit) {
+    const int64_t grp = unit / g.blocks, kb = unit % g.blocks;
+    const int64_t valid = std::min<int64_t>(kBlock, g.group_out - kb * kBlock);
+    const uint16_t* wb = w + (grp * g.group_out + kb * kBlock) * cols;
+    uint16_t* ob = out + (grp * g.blocks + kb) * block_values;
+    int64_t c = 0, t = 0;  // (channel, tap) of column col0 + j
+    for (int64_t col0 = 0; col0 < cols; col0 += kBlock) {
+      const int n = int(std::min<int64_t>(kBlock, cols - col0));
+      const __mmask16 cmask = first_lanes(n);
+      __m512 v[kBlock];
+#pragma GCC unroll 16
+      for (int m = 0; m < kBlock; ++m)
+        v[m] = m < valid
+                   ? _mm512_castsi512_ps(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(cmask, wb + m * cols + col0)))
+                   : _mm512_setzero_ps();
+      transpose_square(v);
+#pragma GCC unroll 16
+      for (int j = 0; j < kBlock; ++j) {
+        if (j >= n) break;
+        uint16_t* dst = ob + (t * g.pairs + c / 2) * kBlock * 2;
+        const __m512i words = _mm512_castps_si512(v[j]);
+        if (c & 1) _mm512_mask_storeu_epi16(dst, __mmask32(0xaaaaaaaau), _mm512_slli_epi32(words, 16));
+        else _mm512_storeu_si512(dst, words);
+        if (++t == g.taps) t = 0, ++c;
+      }
+    }
+  }
 }
 
 // Pixels per segment: the outputs one pass of the microkernels leaves in the float32 row buffer
@@ -169,8 +196,6 @@ CPPCONV_TARGET_AVX512BF16 inline uint32_t pair_word(const In* lo, const In* hi, 
   const uint32_t a = bf16_bits(lo[src * step]), b = has_hi ? bf16_bits(hi[src * step]) : 0;
   return a | (b << 16);
 }
-
-inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1); }
 
 // One tile row (padded row `src_row` of image n, group grp, -1 for a zero row) into `dst`.
 template <class In>

@@ -70,23 +70,25 @@ void cblock_taps(const float* x, const int64_t* tap_off, int64_t taps, int64_t c
 //   out: pixel m's kVL outputs at out + m * out_pitch
 // The tile path reads its padded tile (pitches kVL, nothing to check); NHWC with zero padding
 // reads x itself (pitch C), checking columns only in the blocks at the left and right edges.
-template <int KW, int S, int MB, bool kChecked>
-void cblock_row_reuse(const float* x, int64_t kh, int64_t row_step, int64_t pixel_pitch, int64_t col0, int64_t in_w,
-                      const float* w, const float* bias, FusedActivation act, float* out, int64_t out_pitch) {
+// T: x's and out's element, float or (in place on bfloat16 x and y) bfloat16 bits.
+template <int KW, int S, int MB, bool kChecked, class T>
+void cblock_row_reuse(const T* x, int64_t kh, int64_t row_step, int64_t pixel_pitch, int64_t col0, int64_t in_w,
+                      const float* w, const float* bias, FusedActivation act, T* out, int64_t out_pitch) {
   constexpr int kCols = (MB - 1) * S + KW;
   Vec acc[MB];
 #pragma GCC unroll 8
   for (int m = 0; m < MB; ++m) acc[m] = vload(bias);
   for (int64_t i = 0; i < kh; ++i) {
-    const float* xr = x + i * row_step;
+    const T* xr = x + i * row_step;
     Vec wv[KW];
 #pragma GCC unroll 8
     for (int j = 0; j < KW; ++j) wv[j] = vload(w + (i * KW + j) * kVL);
 #pragma GCC unroll 32
     for (int q = 0; q < kCols; ++q) {
       Vec xv;
-      if constexpr (kChecked) xv = col0 + q >= 0 && col0 + q < in_w ? vload(xr + (col0 + q) * pixel_pitch) : vzero();
-      else xv = vload(xr + q * pixel_pitch);
+      if constexpr (kChecked)
+        xv = col0 + q >= 0 && col0 + q < in_w ? vload_f32(xr + (col0 + q) * pixel_pitch) : vzero();
+      else xv = vload_f32(xr + q * pixel_pitch);
       xv = in_register(xv);  // one load per column, not one per tap it feeds
 #pragma GCC unroll 8
       for (int j = 0; j < KW; ++j) {
@@ -96,17 +98,18 @@ void cblock_row_reuse(const float* x, int64_t kh, int64_t row_step, int64_t pixe
     }
   }
 #pragma GCC unroll 8
-  for (int m = 0; m < MB; ++m) vstore(out + m * out_pitch, apply_simple_activation(acc[m], act));
+  for (int m = 0; m < MB; ++m) vstore_f32(out + m * out_pitch, apply_simple_activation(acc[m], act));
 }
 
-using RowReuseFn = void (*)(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*, const float*,
-                            FusedActivation, float*, int64_t);
+template <class T = float>
+using RowReuseFn = void (*)(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*, const float*,
+                            FusedActivation, T*, int64_t);
 using TapsFn = void (*)(const float*, const int64_t*, int64_t, int64_t, const float*, const float*, FusedActivation,
                         float*);
 
-template <int KW, int S, bool kChecked, size_t... M>
-constexpr std::array<RowReuseFn, kMB> row_reuse_table(std::index_sequence<M...>) {
-  return {cblock_row_reuse<KW, S, int(M) + 1, kChecked>...};
+template <int KW, int S, bool kChecked, class T, size_t... M>
+constexpr std::array<RowReuseFn<T>, kMB> row_reuse_table(std::index_sequence<M...>) {
+  return {cblock_row_reuse<KW, S, int(M) + 1, kChecked, T>...};
 }
 template <size_t... M>
 constexpr std::array<TapsFn, kMB> taps_table(std::index_sequence<M...>) {
@@ -116,14 +119,14 @@ constexpr auto kTaps = taps_table(std::make_index_sequence<kMB>());
 
 // Row-reuse blocks by [block pixels - 1] for the kernel widths and strides they cover; kChecked:
 // the ones that read x in place at the left and right edges.
-template <bool kChecked>
-const RowReuseFn* row_reuse_blocks(const ConvProblem& p) {
-  static constexpr auto k1s1 = row_reuse_table<1, 1, kChecked>(std::make_index_sequence<kMB>());
-  static constexpr auto k3s1 = row_reuse_table<3, 1, kChecked>(std::make_index_sequence<kMB>());
-  static constexpr auto k3s2 = row_reuse_table<3, 2, kChecked>(std::make_index_sequence<kMB>());
-  static constexpr auto k5s1 = row_reuse_table<5, 1, kChecked>(std::make_index_sequence<kMB>());
-  static constexpr auto k5s2 = row_reuse_table<5, 2, kChecked>(std::make_index_sequence<kMB>());
-  static constexpr auto k7s1 = row_reuse_table<7, 1, kChecked>(std::make_index_sequence<kMB>());
+template <bool kChecked, class T = float>
+const RowReuseFn<T>* row_reuse_blocks(const ConvProblem& p) {
+  static constexpr auto k1s1 = row_reuse_table<1, 1, kChecked, T>(std::make_index_sequence<kMB>());
+  static constexpr auto k3s1 = row_reuse_table<3, 1, kChecked, T>(std::make_index_sequence<kMB>());
+  static constexpr auto k3s2 = row_reuse_table<3, 2, kChecked, T>(std::make_index_sequence<kMB>());
+  static constexpr auto k5s1 = row_reuse_table<5, 1, kChecked, T>(std::make_index_sequence<kMB>());
+  static constexpr auto k5s2 = row_reuse_table<5, 2, kChecked, T>(std::make_index_sequence<kMB>());
+  static constexpr auto k7s1 = row_reuse_table<7, 1, kChecked, T>(std::make_index_sequence<kMB>());
   if (p.dilation_w != 1) return nullptr;
   if (p.kernel_w == 1 && p.stride_w == 1) return k1s1.data();
   if (p.kernel_w == 3) return p.stride_w == 1 ? k3s1.data() : p.stride_w == 2 ? k3s2.data() : nullptr;
@@ -147,6 +150,8 @@ struct CBlockPlan {
 };
 
 bool cblock_in_place(const ConvProblem& p) {
+  // (bfloat16 y in place is rounded as it leaves the registers: the activation must be applied there.)
+  if (p.dtype != DType::Float32 && !is_simple<float>(p.activation)) return false;
   const bool zero_padding =
       p.pad_mode == PadMode::Zeros || (p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0);
   return p.layout == Layout::NHWC && zero_padding && row_reuse_blocks<true>(p) != nullptr;
@@ -180,8 +185,9 @@ CBlockPlan cblock_plan(const ConvProblem& p, int threads) {
   return d;
 }
 
-bool cblock_accepts(const ConvProblem& p) {
-  if (!(p.dtype == DType::Float32 && p.groups == p.in_channels && p.out_channels == p.in_channels)) return false;
+// The shape conditions, whatever the element type.
+bool cblock_accepts_shape(const ConvProblem& p) {
+  if (!(p.groups == p.in_channels && p.out_channels == p.in_channels)) return false;
   // In place, only a partial last channel block goes through tiles.
   const int64_t tiled = !cblock_in_place(p) ? p.in_channels : p.in_channels % kVL ? kVL : 0;
   return tiles_in_proportion(p, tiled, [&] {
@@ -189,6 +195,8 @@ bool cblock_accepts(const ConvProblem& p) {
     return double(p.batch * ceil_div(tiled, kVL) * d.row_bands * d.col_bands) * double(d.tile_rows * d.tile_cols * kVL);
   });
 }
+
+bool cblock_accepts(const ConvProblem& p) { return p.dtype == DType::Float32 && cblock_accepts_shape(p); }
 
 // Every thread's part, and the tap offsets of the two tile widths (see run_cblock).
 size_t cblock_workspace(const ConvProblem& p, int threads) {
@@ -204,48 +212,54 @@ size_t cblock_workspace(const ConvProblem& p, int threads) {
 // docs/tuning.md, "Memory traffic").  Rows [oh0, oh0 + rows) and columns [ow0, ow0 + cols) of
 // image n; `inner` and `edge` are the problem's row-reuse blocks, unchecked and checked;
 // weights [channel block][tap][kVL], biases [channel block][kVL].
-void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn* inner, const RowReuseFn* edge, int64_t full_cblocks,
-                          const float* weights, const float* biases, int64_t n, int64_t oh0, int64_t rows, int64_t ow0,
-                          int64_t cols) {
+template <class T>
+void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn<T>* inner, const RowReuseFn<T>* edge,
+                          int64_t full_cblocks, const float* weights, const float* biases, int64_t n, int64_t oh0,
+                          int64_t rows, int64_t ow0, int64_t cols) {
   const ConvProblem& p = call.p;
   const FusedActivation fused = is_simple<float>(p.activation) ? fused_activation(p) : FusedActivation{};
   const int64_t taps = p.kernel_h * p.kernel_w;
-  const float* xn = static_cast<const float*>(call.x) + n * call.x_stride.n;
-  float* yn = static_cast<float*>(call.y) + n * call.y_stride.n;
+  const T* xn = static_cast<const T*>(call.x) + n * call.x_stride.n;
+  T* yn = static_cast<T*>(call.y) + n * call.y_stride.n;
   const int64_t kw_reach = (p.kernel_w - 1) * p.dilation_w;
   for (int64_t ow = ow0; ow < ow0 + cols; ow += kMB) {
     const size_t mb = size_t(std::min<int64_t>(kMB, ow0 + cols - ow));
     const int64_t col0 = ow * p.stride_w - p.pad_left;
     const bool inside = col0 >= 0 && col0 + int64_t(mb - 1) * p.stride_w + kw_reach < p.in_w;
-    const RowReuseFn block = (inside ? inner : edge)[mb - 1];
+    const RowReuseFn<T> block = (inside ? inner : edge)[mb - 1];
     for (int64_t oh = oh0; oh < oh0 + rows; ++oh) {
       // Kernel rows [i_lo, i_hi) read input rows; the others only zero padding.
       const int64_t top = oh * p.stride_h - p.pad_top;
       const int64_t i_lo = top >= 0 ? 0 : std::min(p.kernel_h, ceil_div(-top, p.dilation_h));
       const int64_t i_hi = std::clamp(ceil_div(p.in_h - top, p.dilation_h), i_lo, p.kernel_h);
-      const float* xr = xn + (top + i_lo * p.dilation_h) * call.x_stride.h;
-      const float* x0 = inside ? xr + col0 * call.x_stride.w : xr;
-      float* y0 = yn + oh * call.y_stride.h + ow * call.y_stride.w;
+      const T* xr = xn + (top + i_lo * p.dilation_h) * call.x_stride.h;
+      const T* x0 = inside ? xr + col0 * call.x_stride.w : xr;
+      T* y0 = yn + oh * call.y_stride.h + ow * call.y_stride.w;
       for (int64_t cb = 0; cb < full_cblocks; ++cb)
         block(x0 + cb * kVL, i_hi - i_lo, p.dilation_h * call.x_stride.h, call.x_stride.w, col0, p.in_w,
               weights + (cb * taps + i_lo * p.kernel_w) * kVL, biases + cb * kVL, fused, y0 + cb * kVL,
               call.y_stride.w);
-      if (!is_simple<float>(p.activation))
-        for (size_t m = 0; m < mb; ++m)
-          activate_row(y0 + int64_t(m) * call.y_stride.w, full_cblocks * kVL, fused_activation(p));
+      if constexpr (std::is_same_v<T, float>)  // (bfloat16 runs in place with simple activations only)
+        if (!is_simple<float>(p.activation))
+          for (size_t m = 0; m < mb; ++m)
+            activate_row(y0 + int64_t(m) * call.y_stride.w, full_cblocks * kVL, fused_activation(p));
     }
   }
 }
 
-void run_cblock(const ConvCall& call) {
+// T: x's and y's element, float or bfloat16 bits (widened into the tile, rounded as stored;
+// the weights float32 either way).
+template <class T>
+void run_cblock_typed(const ConvCall& call) {
   const ConvProblem& p = call.p;
   const CBlockPlan d = cblock_plan(p, call.num_threads);
   const float* weight = static_cast<const float*>(call.weight);
   const float* bias = static_cast<const float*>(call.bias);
-  float* y = static_cast<float*>(call.y);
+  T* y = static_cast<T*>(call.y);
   const int64_t taps = p.kernel_h * p.kernel_w;
-  const RowReuseFn* reuse = row_reuse_blocks<false>(p);
-  const RowReuseFn* reuse_edge = d.in_place ? row_reuse_blocks<true>(p) : nullptr;
+  const RowReuseFn<float>* reuse = row_reuse_blocks<false>(p);  // (on the float32 tile)
+  const RowReuseFn<T>* in_place = d.in_place ? row_reuse_blocks<false, T>(p) : nullptr;
+  const RowReuseFn<T>* in_place_edge = d.in_place ? row_reuse_blocks<true, T>(p) : nullptr;
   const bool nchw = p.layout == Layout::NCHW;
   const int64_t full_cblocks = p.in_channels / kVL;
   const FusedActivation fused = is_simple<float>(p.activation) ? fused_activation(p) : FusedActivation{};
@@ -289,7 +303,7 @@ void run_cblock(const ConvCall& call) {
       const float* wblock = weights + slot * taps * kVL;
       const float* bias_block = biases + slot * kVL;
       const int64_t tile_rows = input_rows_for(p, rows), tile_cols = input_cols_for(p, cols);
-      fill_interleaved_tile(call, n, c0, cvalid, oh0 * p.stride_h, tile_rows, ow0 * p.stride_w, tile_cols, tile);
+      fill_interleaved_tile<T>(call, n, c0, cvalid, oh0 * p.stride_h, tile_rows, ow0 * p.stride_w, tile_cols, tile);
       const int64_t* tap_off = tap_offsets.data() + (cols == d.band_cols ? 0 : taps);
       const int64_t row_step = p.dilation_h * tile_cols * kVL, col_step = p.stride_w * kVL;
       for (int64_t r = 0; r < rows; ++r) {
@@ -304,18 +318,18 @@ void run_cblock(const ConvCall& call) {
         }
       }
       if (!is_simple<float>(p.activation)) activate_row(out_block, rows * cols * kVL, fused_activation(p));
-      float* yn = y + n * call.y_stride.n + c0 * call.y_stride.c;
+      T* yn = y + n * call.y_stride.n + c0 * call.y_stride.c;
       if (nchw && cols == p.out_w) {  // full rows: the block is a contiguous run of each plane
         pixels_to_planes(out_block, kVL, cvalid, rows * cols, yn + oh0 * call.y_stride.h, call.y_stride.c);
       } else {
         for (int64_t r = 0; r < rows; ++r) {
-          float* yr = yn + (oh0 + r) * call.y_stride.h + ow0 * call.y_stride.w;
+          T* yr = yn + (oh0 + r) * call.y_stride.h + ow0 * call.y_stride.w;
           const float* orow = out_block + r * cols * kVL;
           if (nchw) {
             pixels_to_planes(orow, kVL, cvalid, cols, yr, call.y_stride.c);
           } else {
             const Mask cmask = lane_mask(0, cvalid);
-            for (int64_t o = 0; o < cols; ++o) vstore_mask(yr + o * call.y_stride.w, vload(orow + o * kVL), cmask);
+            for (int64_t o = 0; o < cols; ++o) vstore_f32_mask(yr + o * call.y_stride.w, vload(orow + o * kVL), cmask);
           }
         }
       }
@@ -336,7 +350,7 @@ void run_cblock(const ConvCall& call) {
       const int64_t oh0 = rb * d.band_rows, rows = std::min(d.band_rows, p.out_h - oh0);
       const int64_t ow0 = colb * d.band_cols, cols = std::min(d.band_cols, p.out_w - ow0);
       if (d.in_place) {  // every channel block of the band: the full ones in place, a partial one tiled
-        cblock_nhwc_in_place(call, reuse, reuse_edge, full_cblocks, weights, biases, n, oh0, rows, ow0, cols);
+        cblock_nhwc_in_place<T>(call, in_place, in_place_edge, full_cblocks, weights, biases, n, oh0, rows, ow0, cols);
         if (full_cblocks < d.cblocks) run_tile(n, full_cblocks, oh0, rows, ow0, cols);
         return;
       }
@@ -346,6 +360,8 @@ void run_cblock(const ConvCall& call) {
     for (int64_t item = 0; item < d.items; ++item) run_item(item);
   });
 }
+
+void run_cblock(const ConvCall& call) { run_cblock_typed<float>(call); }
 
 // ---------------------------------------------------------------------------------------------
 // conv2d_depthwise_nchw_f32: NCHW, stride 1 along the row, vectorised along the output row.
@@ -663,16 +679,17 @@ size_t flat3x3_workspace(const ConvProblem& p, int threads) {
 // j + m - 1 .. j + m + 1.  The vectors the windows need roll through registers, so each
 // vector of the plane is loaded twice (for the middle and the bottom kernel row), whatever
 // its alignment.
-template <bool kHalf>
-void flat3x3_band(const ConvProblem& p, const Mask* left, const Mask* right, const float* x, const float* w, float bias,
-                  float* y, Vec* ring, int64_t j_begin, int64_t j_end) {
+// T: x's and y's element, float or bfloat16 bits (widened as loaded, rounded as stored).
+template <bool kHalf, class T>
+void flat3x3_band(const ConvProblem& p, const Mask* left, const Mask* right, const T* x, const float* w, float bias,
+                  T* y, Vec* ring, int64_t j_begin, int64_t j_end) {
   const int64_t n = p.in_h * p.in_w, vectors = ceil_div(n, kVL), full = n / kVL, m = p.in_w / 16;
   const int64_t ring_slots = p.in_w / 8;
   const FusedActivation act = fused_activation(p);
   // Vector a of the plane; zeros outside it (the padding rows above and below).
   const auto load = [&](int64_t a) {
-    if (a >= 0 && a < full) return vload(x + a * kVL);
-    if (a == full && a < vectors) return vload_mask(x + a * kVL, lane_mask(0, n - a * kVL));
+    if (a >= 0 && a < full) return vload_f32(x + a * kVL);
+    if (a == full && a < vectors) return vload_f32_mask(x + a * kVL, lane_mask(0, n - a * kVL));
     return vzero();
   };
   Vec lo, mid, hi;  // vectors j + m - 1 .. j + m + 1 (kHalf uses mid and hi)
@@ -722,12 +739,12 @@ void flat3x3_band(const ConvProblem& p, const Mask* left, const Mask* right, con
     const Vec out = apply_simple_activation(vadd(acc_top, vadd(acc_mid, acc_bottom)), act);
     prev = cur, cur = next, lo = mid, mid = hi;
     if constexpr (decltype(checked)::value) {
-      if (j < full) vstore(y + j * kVL, out);
-      else vstore_mask(y + j * kVL, out, lane_mask(0, n - j * kVL));
+      if (j < full) vstore_f32(y + j * kVL, out);
+      else vstore_f32_mask(y + j * kVL, out, lane_mask(0, n - j * kVL));
       next = load(j + 2), hi = load(j + m + 2);
     } else {
-      vstore(y + j * kVL, out);
-      next = vload(x + (j + 2) * kVL), hi = vload(x + (j + m + 2) * kVL);
+      vstore_f32(y + j * kVL, out);
+      next = vload_f32(x + (j + 2) * kVL), hi = vload_f32(x + (j + m + 2) * kVL);
     }
   };
   // Up to where the vectors loaded ahead (j + 2 and j + m + 2) are whole vectors of the plane.
@@ -735,10 +752,12 @@ void flat3x3_band(const ConvProblem& p, const Mask* left, const Mask* right, con
   int64_t j = j_begin;
   for (; j < unchecked_end; ++j) step(j, std::false_type{});
   for (; j < j_end; ++j) step(j, std::true_type{});
-  if (!is_simple<float>(act.kind)) activate_row(y + j_begin * kVL, std::min(n, j_end * kVL) - j_begin * kVL, act);
+  if constexpr (std::is_same_v<T, float>)  // (the bfloat16 entry takes simple activations only)
+    if (!is_simple<float>(act.kind)) activate_row(y + j_begin * kVL, std::min(n, j_end * kVL) - j_begin * kVL, act);
 }
 
-void run_flat3x3(const ConvCall& call) {
+template <class T>
+void run_flat3x3_typed(const ConvCall& call) {
   const ConvProblem& p = call.p;
   const Flat3x3Plan d = flat3x3_plan(p, call.num_threads);
   // Per output vector, the lanes not in column 0 (left taps allowed) and not in column W - 1.
@@ -750,11 +769,11 @@ void run_flat3x3(const ConvCall& call) {
     left[first / kVL] = Mask(left[first / kVL] & ~(1u << (first % kVL)));
     right[last / kVL] = Mask(right[last / kVL] & ~(1u << (last % kVL)));
   }
-  const float* x = static_cast<const float*>(call.x);
+  const T* x = static_cast<const T*>(call.x);
   const float* w = static_cast<const float*>(call.weight);
   const float* bias = static_cast<const float*>(call.bias);
-  float* y = static_cast<float*>(call.y);
-  const auto band = p.in_w % 16 == 8 ? flat3x3_band<true> : flat3x3_band<false>;
+  T* y = static_cast<T*>(call.y);
+  const auto band = p.in_w % 16 == 8 ? flat3x3_band<true, T> : flat3x3_band<false, T>;
   Vec* rings = static_cast<Vec*>(scratch_bytes(size_t(3 * d.ring_slots * call.num_threads) * sizeof(Vec)));
   parallel_region(call.num_threads, [&] {
     DenormalGuard denormals;
@@ -770,7 +789,53 @@ void run_flat3x3(const ConvCall& call) {
     }
   });
 }
+
+void run_flat3x3(const ConvCall& call) { run_flat3x3_typed<float>(call); }
 #endif  // CPPCONV_SIMD_LANE_BIT_MASKS
+
+#if CPPCONV_SIMD_BF16
+// ---------------------------------------------------------------------------------------------
+// The bfloat16 depthwise entries: the float32 kernels above reading bfloat16 x (widened in
+// registers) and writing bfloat16 y (rounded once, as the widened float32 run's result would
+// be), so no conversion pass runs around them.  Their weights are widened to float32 when they
+// are packed.  Only bfloat16 x and y (compute_dtype="bfloat16" on float32 operands keeps the
+// widened path).  They round with vcvtneps2bf16 (vstore_bf16): listed for AVX512-BF16 CPUs
+// only; elsewhere the widened path runs.
+
+bool bf16_operands(const ConvProblem& p) { return p.dtype == DType::BFloat16 && !p.x_float32 && !p.y_float32; }
+
+size_t widened_weight_bytes(const ConvProblem& p) {
+  return size_t(p.out_channels * p.kernel_h * p.kernel_w) * sizeof(float);
+}
+
+void widen_weights(const ConvProblem& p, const void* weight, void* packed, int) {
+  const auto* w = static_cast<const uint16_t*>(weight);
+  auto* out = static_cast<float*>(packed);
+  for (int64_t i = 0; i < p.out_channels * p.kernel_h * p.kernel_w; ++i) out[i] = scalar_f32(w[i]);
+}
+
+// The call with its float32 weights in place of the bfloat16 ones.
+template <void (*Run)(const ConvCall&)>
+void run_on_widened_weights(const ConvCall& call) {
+  ConvCall c = call;
+  c.weight = call.packed;
+  Run(c);
+}
+
+bool cblock_bf16_accepts(const ConvProblem& p) { return bf16_operands(p) && cblock_accepts_shape(p); }
+
+constexpr AlgorithmName kCblockBf16Name = algorithm_name("conv2d_depthwise_cblock_bf16__" CPPCONV_ISA_NAME, kMB, kVL);
+
+#if CPPCONV_SIMD_LANE_BIT_MASKS
+bool flat3x3_bf16_accepts(const ConvProblem& p) {
+  ConvProblem q = p;
+  q.dtype = DType::Float32;
+  return bf16_operands(p) && is_simple<float>(p.activation) && flat3x3_accepts(q);
+}
+
+constexpr AlgorithmName kFlat3x3Bf16Name = algorithm_name("conv2d_depthwise_flat3x3_bf16__" CPPCONV_ISA_NAME, kVL, 1);
+#endif
+#endif  // CPPCONV_SIMD_BF16
 
 // Names: <op>__<isa>_<output pixels x channels of a register block>.
 constexpr AlgorithmName kNchwName = algorithm_name("conv2d_depthwise_nchw_f32__" CPPCONV_ISA_NAME, kVL, 1);
@@ -788,6 +853,29 @@ const ConvAlgorithm conv2d_depthwise_nchw_f32 = {kNchwName.text, DType::Float32,
 
 const ConvAlgorithm conv2d_depthwise_cblock_f32 = {kCblockName.text, DType::Float32,   cblock_accepts, no_packing,
                                                    nullptr,          cblock_workspace, run_cblock};
+
+#if CPPCONV_SIMD_BF16
+const ConvAlgorithm conv2d_depthwise_cblock_bf16 = {kCblockBf16Name.text,
+                                                    DType::BFloat16,
+                                                    cblock_bf16_accepts,
+                                                    widened_weight_bytes,
+                                                    widen_weights,
+                                                    cblock_workspace,
+                                                    run_on_widened_weights<run_cblock_typed<uint16_t>>,
+                                                    Precision::Highest,
+                                                    kCpuAvx512Bf16};
+#if CPPCONV_SIMD_LANE_BIT_MASKS
+const ConvAlgorithm conv2d_depthwise_flat3x3_bf16 = {kFlat3x3Bf16Name.text,
+                                                     DType::BFloat16,
+                                                     flat3x3_bf16_accepts,
+                                                     widened_weight_bytes,
+                                                     widen_weights,
+                                                     flat3x3_workspace,
+                                                     run_on_widened_weights<run_flat3x3_typed<uint16_t>>,
+                                                     Precision::Highest,
+                                                     kCpuAvx512Bf16};
+#endif
+#endif
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

@@ -15,13 +15,15 @@ namespace CPPCONV_ISA_NS {
 
 // The padded input of channels [c0, c0 + cvalid) (cvalid <= kLanes) of image n, channel-
 // interleaved: tile[r][col][kLanes] for padded rows row0 + r and padded columns col0 + col.
-// Lanes past cvalid, and rows and columns past the padded input, are zero.
+// Lanes past cvalid, and rows and columns past the padded input, are zero.  T: x's element,
+// float or (where the backend has vload_bf16) bfloat16 bits, widened as they are copied.
+template <class T = float>
 static inline void fill_interleaved_tile(const ConvCall& call, int64_t n, int64_t c0, int cvalid, int64_t row0,
                                          int64_t rows, int64_t col0, int64_t cols, float* tile) {
   using namespace simd;
   constexpr int L = kLanes<float>;
   const ConvProblem& p = call.p;
-  const float* x = static_cast<const float*>(call.x) + n * call.x_stride.n + c0 * call.x_stride.c;
+  const T* x = static_cast<const T*>(call.x) + n * call.x_stride.n + c0 * call.x_stride.c;
   const auto cmask = lane_mask(0, cvalid);
   const int64_t padded_h = p.in_h + p.pad_top + p.pad_bottom, padded_w = p.in_w + p.pad_left + p.pad_right;
   auto src_col_of = [&](int64_t col) { return col0 + col < padded_w ? call.col_src[col0 + col] : -1; };
@@ -35,13 +37,13 @@ static inline void fill_interleaved_tile(const ConvCall& call, int64_t n, int64_
       std::memset(dst, 0, sizeof(float) * size_t(cols * L));
       continue;
     }
-    const float* xr = x + src_row * call.x_stride.h;
+    const T* xr = x + src_row * call.x_stride.h;
     if (p.layout == Layout::NHWC) {
       // (Whole channel blocks by plain loads: masked loads of lines still in memory are slow.)
       for (int64_t col = 0; col < cols; ++col) {
         const int64_t src_col = src_col_of(col);
-        const float* src = xr + src_col * call.x_stride.w;
-        vstore(dst + col * L, src_col < 0 ? vzero() : cvalid == L ? vload(src) : vload_mask(src, cmask));
+        const T* src = xr + src_col * call.x_stride.w;
+        vstore(dst + col * L, src_col < 0 ? vzero() : cvalid == L ? vload_f32(src) : vload_f32_mask(src, cmask));
       }
       continue;
     }
@@ -57,7 +59,7 @@ static inline void fill_interleaved_tile(const ConvCall& call, int64_t n, int64_
       if (src_col < 0) {
         vstore(o, vzero());
       } else {
-        for (int c = 0; c < L; ++c) o[c] = c < cvalid ? xr[c * call.x_stride.c + src_col] : 0.0f;
+        for (int c = 0; c < L; ++c) o[c] = c < cvalid ? scalar_f32(xr[c * call.x_stride.c + src_col]) : 0.0f;
       }
     }
   }

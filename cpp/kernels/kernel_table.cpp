@@ -39,6 +39,12 @@ const ConvAlgorithm* const kConvAlgorithms[] = {
 #endif
     &conv2d_tiled_f32,
     &conv2d_tiled_f64,
+#if defined(CPPCONV_HAS_DEPTHWISE_F32) && CPPCONV_SIMD_BF16
+#if CPPCONV_SIMD_LANE_BIT_MASKS
+    &conv2d_depthwise_flat3x3_bf16,
+#endif
+    &conv2d_depthwise_cblock_bf16,
+#endif
 #ifdef CPPCONV_HAS_CONV2D_BF16
     &conv2d_channelvec_bf16,
 #endif

@@ -11,6 +11,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "kernels/isa_common.h"
@@ -129,6 +130,27 @@ static inline void transpose_square(Vec<float> (&rows)[kLanes<float>]) {
   transpose_lanes128(rows, t);
 }
 
+// float32 vectors loaded from and stored to float arrays, or bfloat16 ones (uint16_t bits)
+// where the backend has vload_bf16: widened exactly, rounded to nearest even (vstore_bf16:
+// AVX512-BF16 CPUs only).
+static inline Vec<float> vload_f32(const float* p) { return vload(p); }
+static inline Vec<float> vload_f32_mask(const float* p, Mask<float> m) { return vload_mask(p, m); }
+static inline void vstore_f32(float* p, Vec<float> v) { vstore(p, v); }
+static inline void vstore_f32_mask(float* p, Vec<float> v, Mask<float> m) { vstore_mask(p, v, m); }
+static inline float scalar_f32(float v) { return v; }
+#if CPPCONV_SIMD_BF16
+static inline float scalar_f32(uint16_t h) {
+  const uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+static inline Vec<float> vload_f32(const uint16_t* p) { return vload_bf16(p); }
+static inline Vec<float> vload_f32_mask(const uint16_t* p, Mask<float> m) { return vload_bf16_mask(p, m); }
+static inline void vstore_f32(uint16_t* p, Vec<float> v) { vstore_bf16(p, v); }
+static inline void vstore_f32_mask(uint16_t* p, Vec<float> v, Mask<float> m) { vstore_bf16_mask(p, v, m); }
+#endif
+
 // Channels [0, cvalid) of `count` pixels of a set of planes `plane_stride` apart, transposed
 // into pixels of kLanes values `pixel_pitch` apart at `dst`; lanes past cvalid are zero.
 // `readable` values of each plane may be read from src (the caller knows what follows the
@@ -136,7 +158,9 @@ static inline void transpose_square(Vec<float> (&rows)[kLanes<float>]) {
 // lines still in memory are slow (a 14-wide NCHW row took 40 % of a depthwise call that way).
 // (Loops over the vector array are fully unrolled, with the bounds as conditions inside, so
 // the block stays in registers.)
-static inline void planes_to_pixels(const float* src, int64_t plane_stride, int cvalid, int64_t count, float* dst,
+// (src float, or bfloat16 bits where the backend has vload_bf16, widened as they are loaded.)
+template <class T>
+static inline void planes_to_pixels(const T* src, int64_t plane_stride, int cvalid, int64_t count, float* dst,
                                     int64_t pixel_pitch = kLanes<float>, int64_t readable = 0) {
   constexpr int L = kLanes<float>;
   int64_t q = 0;
@@ -144,7 +168,7 @@ static inline void planes_to_pixels(const float* src, int64_t plane_stride, int 
     for (; q + L <= count; q += L) {
       Vec<float> v[L];
 #pragma GCC unroll 16
-      for (int c = 0; c < L; ++c) v[c] = vload(src + c * plane_stride + q);
+      for (int c = 0; c < L; ++c) v[c] = vload_f32(src + c * plane_stride + q);
       transpose_square(v);
 #pragma GCC unroll 16
       for (int m = 0; m < L; ++m) vstore(dst + (q + m) * pixel_pitch, v[m]);
@@ -158,8 +182,8 @@ static inline void planes_to_pixels(const float* src, int64_t plane_stride, int 
 #pragma GCC unroll 16
     for (int c = 0; c < L; ++c)
       v[c] = c >= cvalid ? vzero<float>()
-             : whole     ? vload(src + c * plane_stride + q)
-                         : vload_mask(src + c * plane_stride + q, valid);
+             : whole     ? vload_f32(src + c * plane_stride + q)
+                         : vload_f32_mask(src + c * plane_stride + q, valid);
     transpose_square(v);
 #pragma GCC unroll 16
     for (int m = 0; m < L; ++m)
@@ -168,8 +192,9 @@ static inline void planes_to_pixels(const float* src, int64_t plane_stride, int 
 }
 
 // The inverse: `count` pixels (pixel_stride apart, channels [0, cvalid) of each read) into
-// planes [0, cvalid).
-static inline void pixels_to_planes(const float* src, int64_t pixel_stride, int cvalid, int64_t count, float* dst,
+// planes [0, cvalid) of dst (float, or bfloat16 bits where the backend has vstore_bf16).
+template <class T>
+static inline void pixels_to_planes(const float* src, int64_t pixel_stride, int cvalid, int64_t count, T* dst,
                                     int64_t plane_stride) {
   constexpr int L = kLanes<float>;
   int64_t q = 0;
@@ -180,7 +205,7 @@ static inline void pixels_to_planes(const float* src, int64_t pixel_stride, int 
       for (int m = 0; m < L; ++m) v[m] = vload(src + (q + m) * pixel_stride);
       transpose_square(v);
 #pragma GCC unroll 16
-      for (int c = 0; c < L; ++c) vstore(dst + c * plane_stride + q, v[c]);
+      for (int c = 0; c < L; ++c) vstore_f32(dst + c * plane_stride + q, v[c]);
     }
   } else {
     // Few channels (a 3-channel image): the loads are masked to the pixel's channels, the
@@ -193,7 +218,7 @@ static inline void pixels_to_planes(const float* src, int64_t pixel_stride, int 
       transpose_square(v);
 #pragma GCC unroll 16
       for (int c = 0; c < L; ++c)
-        if (c < cvalid) vstore(dst + c * plane_stride + q, v[c]);
+        if (c < cvalid) vstore_f32(dst + c * plane_stride + q, v[c]);
     }
   }
   for (; q < count; q += L) {
@@ -205,7 +230,7 @@ static inline void pixels_to_planes(const float* src, int64_t pixel_stride, int 
     transpose_square(v);
 #pragma GCC unroll 16
     for (int c = 0; c < L; ++c)
-      if (c < cvalid) vstore_mask(dst + c * plane_stride + q, v[c], valid);
+      if (c < cvalid) vstore_f32_mask(dst + c * plane_stride + q, v[c], valid);
   }
 }
 

@@ -490,9 +490,12 @@ void conv2d_sweep() {
     run_case(random_geometry(OW, C, C, C, i % 5 == 4 ? DType::Float64 : DType::Float32));
   }
   // The AVX-512 flat-plane 3x3 depthwise kernel: 3x3, stride 1, zero padding 1, rows a multiple
-  // of 8 wide.
-  for (int64_t W : {8, 16, 24, 40, 56}) {
+  // of 8 wide; in float32, and in bfloat16 for its bfloat16 entry (twice: run_case makes some
+  // of those float32 x or y, which the entry leaves to the widened path).
+  for (int i = 0; i < 15; ++i) {
+    const int64_t W = std::vector<int64_t>{8, 16, 24, 40, 56}[size_t(i % 5)];
     ConvGeometry g;
+    g.dtype = i < 5 ? DType::Float32 : DType::BFloat16;
     g.N = 1 + W % 16 / 8;
     g.C = g.K = g.groups = 1 + W % 5;
     g.h = {1 + W % 7, 3, 1, 1, 1, 1};

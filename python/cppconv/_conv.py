@@ -515,16 +515,24 @@ class _ConvNd(_layer.WeightedLayer):
 
     def _snapshot(self, weight: np.ndarray, bias: Optional[np.ndarray]) -> _layer.Weights:
         # The one-step native path (ConvPlan.forward) for inputs of the weights' own float
-        # dtype with explicit, per-axis symmetric padding; its plan is prepared now.
-        plans: Dict[np.dtype, Any] = {}
+        # dtype with explicit, per-axis symmetric padding; its plan is prepared now.  bfloat16
+        # weights (a float32 or bfloat16 bias, which leaves the result bfloat16): the native
+        # bfloat16 plan the full path would make, x and out passed as their bits.
+        plans: Dict[Any, Any] = {}
         pads = self._spec.padding
         own_dtype = weight.dtype in (np.float32, np.float64) and (bias is None or bias.dtype == weight.dtype)
-        if not (own_dtype and self._rounding is None and pads is not None and pads[0::2] == pads[1::2]) \
-                or self._spec.pads_input:
+        bfloat16 = _args.is_bfloat16(weight.dtype) and (
+            bias is None or bias.dtype == np.float32 or bias.dtype == weight.dtype)
+        if not ((own_dtype or bfloat16) and self._rounding is None and pads is not None
+                and pads[0::2] == pads[1::2]) or self._spec.pads_input:
             return _layer.Weights(weight, bias, plans)
         w_full = weight if weight.ndim > 2 else weight[None, None]
-        plan = plans[weight.dtype] = _native.ConvPlan(np.ascontiguousarray(w_full), bias, copy=True)
-        return _layer.Weights(weight, bias, plans, (plan, (weight.ndim == 2, self._spec.params(pads))))
+        args = (weight.ndim == 2, self._spec.params(pads), weight.dtype if bfloat16 else None)
+        if bfloat16:
+            plan = _args.prepared_bfloat16_plan(_native.ConvPlan, plans, w_full, bias)
+        else:
+            plan = plans[weight.dtype] = _native.ConvPlan(np.ascontiguousarray(w_full), bias, copy=True)
+        return _layer.Weights(weight, bias, plans, (plan, args))
 
     def _init_kwargs(self) -> Dict[str, Any]:
         return {**self._weight_kwargs(), **self._spec.kwargs(), "compute_dtype": self._rounding}
@@ -561,8 +569,17 @@ class _ConvNd(_layer.WeightedLayer):
                             num_threads=num_threads, dtype=dtype, rounding=self._rounding)
         if w.forward is not None and dtype is None and (
                 num_threads is None or (num_threads.__class__ is int and num_threads > 0)):
-            plan, (image, params) = w.forward
-            y: Optional[np.ndarray] = plan.forward(x, out, image, params, 0 if num_threads is None else num_threads)
+            plan, (image, params, bits_of) = w.forward
+            threads = 0 if num_threads is None else num_threads
+            y: Optional[np.ndarray] = None
+            if bits_of is None:
+                y = plan.forward(x, out, image, params, threads)
+            elif x.__class__ is np.ndarray and x.dtype == bits_of and (
+                    out is None or (out.__class__ is np.ndarray and out.dtype == bits_of)):
+                y = plan.forward(x.view(np.uint16), None if out is None else out.view(np.uint16), image, params,
+                                 threads)
+                if y is not None:
+                    y = out if out is not None else y.view(bits_of)
             if y is not None:
                 return y
         return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, num_threads=num_threads, dtype=dtype,

@@ -11,6 +11,9 @@
 // Masks are bit masks, one bit a lane, of 16 lanes (the flat 3x3 depthwise kernel builds them
 // by bits).
 #define CPPCONV_SIMD_LANE_BIT_MASKS 1
+// vload_bf16 / vstore_bf16 (bfloat16 bits widened to, and rounded from, float32 vectors; the
+// rounding needs AVX512-BF16 at run time).
+#define CPPCONV_SIMD_BF16 1
 #elif defined(__AVX2__)
 #define CPPCONV_SIMD_HEADER "kernels/simd/f32-avx2.h"
 #define CPPCONV_VEC_BYTES 32
@@ -30,6 +33,9 @@
 // transposed convolution's transposes).
 #if !defined(CPPCONV_SIMD_LANE_BIT_MASKS)
 #define CPPCONV_SIMD_LANE_BIT_MASKS 0
+#endif
+#if !defined(CPPCONV_SIMD_BF16)
+#define CPPCONV_SIMD_BF16 0
 #endif
 #if defined(CPPCONV_SIMD_HEADER)
 #define CPPCONV_SIMD 1

@@ -145,6 +145,31 @@ static inline void transpose_lanes128(__m512 (&rows)[16], __m512 (&t)[16]) {
   }
 }
 
+// bfloat16 (the upper half of a float32, held as uint16_t) to and from float32 vectors.
+// Widening is exact (a 16-bit shift).  Narrowing is vcvtneps2bf16, round to nearest even with
+// bf16.h's float_to_bf16 rule for every value but denormals, which it flushes (none reach it
+// under DenormalGuard's flush-to-zero): AVX512-BF16, so the algorithms that store bfloat16 are
+// listed with features = kCpuAvx512Bf16.  (Inline assembly: the avx512 build is not compiled
+// for the extension; the integer rounding took 30-50 % longer in the depthwise kernels.)
+static inline __m512 vload_bf16(const uint16_t* p) {
+  const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+static inline __m512 vload_bf16_mask(const uint16_t* p, __mmask16 m) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+static inline __m256i narrow_to_bf16(__m512 v) {
+  __m256i r;
+  asm("vcvtneps2bf16 %1, %0" : "=v"(r) : "v"(v));
+  return r;
+}
+static inline void vstore_bf16(uint16_t* p, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow_to_bf16(v));
+}
+static inline void vstore_bf16_mask(uint16_t* p, __m512 v, __mmask16 m) {
+  _mm256_mask_storeu_epi16(p, m, narrow_to_bf16(v));
+}
+
 }  // namespace simd
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
