@@ -74,13 +74,18 @@ def random_case(rng):
     h = max(1, (oh - 1) * stride[0] + dilation[0] * (kh - 1) + 1 - 2 * ph)
     w = max(1, (ow - 1) * stride[1] + dilation[1] * (kw - 1) + 1 - 2 * pw)
     mode = str(rng.choice(PADDING_MODES)) if pad else "zeros"
-    if mode == "reflect" and max(ph, pw) >= min(h, w):
+    return finished_case(rng, c, k, groups, (h, w), (kh, kw), stride, dilation, (ph, pw), mode)
+
+
+def finished_case(rng, c, k, groups, hw, kernel, stride, dilation, padding, mode):
+    """A case dict: the padding mode made one PyTorch takes for this padding, an activation, a bias."""
+    if mode == "reflect" and max(padding) >= min(hw):
         mode = "replicate"
-    if mode == "circular" and max(ph, pw) > min(h, w):
+    if mode == "circular" and max(padding) > min(hw):
         mode = "replicate"
     activation = ACTIVATIONS[rng.integers(len(ACTIVATIONS))]
-    return dict(n=int(rng.integers(1, 3)), c=c, k=k, groups=groups, hw=(h, w), kernel=(kh, kw), stride=stride,
-                dilation=dilation, padding=(ph, pw), padding_mode=mode, activation=activation,
+    return dict(n=int(rng.integers(1, 3)), c=c, k=k, groups=groups, hw=hw, kernel=kernel, stride=stride,
+                dilation=dilation, padding=padding, padding_mode=mode, activation=activation,
                 bias=rng.random() < 0.8)
 
 
@@ -276,14 +281,7 @@ def random_depthwise_case(rng):
     pw = (kw - 1) * dilation[1] // 2 if pad else 0
     h, w = max(h, dilation[0] * (kh - 1) + 1 - 2 * ph), max(w, dilation[1] * (kw - 1) + 1 - 2 * pw)
     mode = str(rng.choice(PADDING_MODES)) if pad and rng.random() < 0.4 else "zeros"
-    if mode == "reflect" and max(ph, pw) >= min(h, w):
-        mode = "replicate"
-    if mode == "circular" and max(ph, pw) > min(h, w):
-        mode = "replicate"
-    activation = ACTIVATIONS[rng.integers(len(ACTIVATIONS))]
-    return dict(n=int(rng.integers(1, 3)), c=c, k=c, groups=c, hw=(h, w), kernel=(kh, kw), stride=stride,
-                dilation=dilation, padding=(ph, pw), padding_mode=mode, activation=activation,
-                bias=rng.random() < 0.8)
+    return finished_case(rng, c, c, c, (h, w), (kh, kw), stride, dilation, (ph, pw), mode)
 
 
 def flat3x3_case(rng, w):
