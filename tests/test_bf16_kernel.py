@@ -162,6 +162,33 @@ def test_bf16_forced_algorithms(isa, layout):
     assert all(ran.get(name, 0) >= 5 for name in BF16_ALGORITHMS if name not in DEPTHWISE), ran
 
 
+def test_bf16_channels_first_tile_rows(isa):
+    """Channels-first bfloat16 input goes through the tile's interleaved channel-pair rows (32
+    columns a step); channels-last input is read whole pixels at a time.  The kernel sums both in
+    the same order, so the two layouts give the same bits, on widths around 16 and 32 columns,
+    an odd channel (no partner), zero and reflect padding, a 1x1 and a 3x3 window."""
+    if not kernel_runs(isa):
+        pytest.skip(f"no bfloat16 kernel in {isa}'s table")
+    rng = make_rng("bf16_channels_first_tile_rows")
+    name = next(n for n in DENSE if f"__{isa}_" in n)
+    for width in (1, 2, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 70):
+        for c, kernel, pad, mode in ((5, 1, 0, "zeros"), (4, 3, 1, "zeros"), (7, 3, 2, "reflect"), (2, 1, 0, "zeros")):
+            if mode == "reflect" and pad >= width:
+                mode = "replicate"
+            x = bf16_random(rng, (1, c, 3, width))
+            w = bf16_random(rng, (20, c, kernel, kernel))
+            b = rng.standard_normal(20).astype(F32)
+            kw = dict(padding=pad, padding_mode=mode)
+            y = _conv._conv_with_algorithm(name, x, w, b, layout="NCHW", **kw)
+            y_last = _conv._conv_with_algorithm(name, channels_last(x), w, b, layout="NHWC", **kw)
+            context = f"{isa} width {width} c {c} kernel {kernel} pad {pad} {mode}"
+            assert np.array_equal(y.view(np.uint16), np.moveaxis(y_last, -1, 1).view(np.uint16)), context
+            args = dict(stride=(1, 1), padding=(pad, pad, pad, pad), dilation=(1, 1), groups=1, padding_mode=mode)
+            x64, w64, b64 = x.astype(F64), w.astype(F64), b.astype(F64)
+            assert_close(y, conv_nd_ref(x64, w64, b64, **args), conv_nd_abs_bound(x64, w64, b64, **args), True,
+                         context)
+
+
 def test_bf16_kernel_named_and_tiles():
     """The kernel is registered exactly where the CPU has AVX512-BF16 (and CPPCONV_MAX_ISA
     allows it), and explain names it."""

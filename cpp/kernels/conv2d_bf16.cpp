@@ -197,6 +197,25 @@ CPPCONV_TARGET_AVX512BF16 inline uint32_t pair_word(const In* lo, const In* hi, 
   return a | (b << 16);
 }
 
+// n columns of two bfloat16 channel rows (hi null: zeros) as n words (lo, hi): 32 columns of
+// each row a load, two vpermt2w to the interleaved words.
+CPPCONV_TARGET_AVX512BF16 inline void interleave_rows(const uint16_t* lo, const uint16_t* hi, int64_t n,
+                                                      uint32_t* dst) {
+  // Word i of the first output: (lo[i], hi[i]); of the second: (lo[16 + i], hi[16 + i]).
+  alignas(64) static constexpr uint16_t kFirst[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
+                                                      8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  const __m512i first = _mm512_load_si512(kFirst), second = _mm512_add_epi16(first, _mm512_set1_epi16(16));
+  for (int64_t col = 0; col < n; col += 32) {
+    const int64_t left = n - col;
+    const __mmask32 valid = left >= 32 ? __mmask32(0xffffffffu) : __mmask32((1u << left) - 1);
+    const __m512i a = _mm512_maskz_loadu_epi16(valid, lo + col);
+    const __m512i b = hi ? _mm512_maskz_loadu_epi16(valid, hi + col) : _mm512_setzero_si512();
+    _mm512_mask_storeu_epi32(dst + col, first_lanes(left), _mm512_permutex2var_epi16(a, first, b));
+    if (left > 16)
+      _mm512_mask_storeu_epi32(dst + col + 16, first_lanes(left - 16), _mm512_permutex2var_epi16(a, second, b));
+  }
+}
+
 // One tile row (padded row `src_row` of image n, group grp, -1 for a zero row) into `dst`.
 template <class In>
 CPPCONV_TARGET_AVX512BF16 void fill_row(const ConvCall& call, const Geometry& g, const In* x, int64_t n, int64_t grp,
@@ -239,12 +258,17 @@ CPPCONV_TARGET_AVX512BF16 void fill_row(const ConvCall& call, const Geometry& g,
     const bool has_hi = 2 * cp + 1 < g.group_in;
     const In* hi = has_hi ? lo + xs.c : lo;
     for (int64_t col = 0; col < inner_begin; ++col) d[col] = pair_word(lo, hi, has_hi, call.col_src[col], xs.w);
-    for (int64_t col = inner_begin; col < inner_end; col += 16) {
-      const __mmask16 valid = first_lanes(inner_end - col);
-      const int64_t src = col - p.pad_left;
-      const __m512i a = load_bf16_words(lo + src, valid);
-      const __m512i b = has_hi ? load_bf16_words(hi + src, valid) : _mm512_setzero_si512();
-      _mm512_mask_storeu_epi32(d + col, valid, _mm512_or_si512(a, _mm512_slli_epi32(b, 16)));
+    if constexpr (std::is_same_v<In, uint16_t>) {
+      interleave_rows(lo + inner_begin - p.pad_left, has_hi ? hi + inner_begin - p.pad_left : nullptr,
+                      inner_end - inner_begin, d + inner_begin);
+    } else {
+      for (int64_t col = inner_begin; col < inner_end; col += 16) {
+        const __mmask16 valid = first_lanes(inner_end - col);
+        const int64_t src = col - p.pad_left;
+        const __m512i a = load_bf16_words(lo + src, valid);
+        const __m512i b = has_hi ? load_bf16_words(hi + src, valid) : _mm512_setzero_si512();
+        _mm512_mask_storeu_epi32(d + col, valid, _mm512_or_si512(a, _mm512_slli_epi32(b, 16)));
+      }
     }
     for (int64_t col = std::max(inner_end, inner_begin); col < g.cols; ++col)
       d[col] = pair_word(lo, hi, has_hi, call.col_src[col], xs.w);
