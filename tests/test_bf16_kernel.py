@@ -139,25 +139,33 @@ def test_bf16_sweep(isa, draw):
             assert ("_bf16__" in algorithm) == expects_kernel(isa, case, layout), (algorithm, context)
 
 
-@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_bf16_forced_algorithms(isa, layout):
-    """Each bfloat16 algorithm (the kernels and the reference) forced in turn."""
-    rng = make_rng("bf16_forced", layout)
-    ran = {}
-    for _ in range(24):
-        case = random_case(rng)
+def forced_runs(rng, cases, names, layout, twin_of=None):
+    """(name, case, y, twin) for each case and each named algorithm that takes it, forced, y
+    checked within the bound of the float64 convolution of the same bfloat16 values; twin is
+    the same call through the algorithm twin_of(name) names (None without twin_of)."""
+    for case in cases:
         x, w, b = operands(rng, case)
         ref, bound = reference(x, w, b, case)
         xl = channels_last(x) if layout == "NHWC" else x
-        for name in BF16_ALGORITHMS:
+        for name in names:
             try:
                 y = _conv._conv_with_algorithm(name, xl, w, b, layout=layout, **kwargs_of(case))
             except ValueError as e:
                 assert "does not accept" in str(e), e
                 continue
-            ran[name] = ran.get(name, 0) + 1
-            y = np.moveaxis(y, -1, 1) if layout == "NHWC" else y
-            assert_close(y, ref, bound, True, f"{name} {case}")
+            twin = _conv._conv_with_algorithm(twin_of(name), xl, w, b, layout=layout, **kwargs_of(case)) \
+                if twin_of else None
+            assert_close(np.moveaxis(y, -1, 1) if layout == "NHWC" else y, ref, bound, True, f"{name} {case}")
+            yield name, case, y, twin
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_bf16_forced_algorithms(isa, layout):
+    """Each bfloat16 algorithm (the kernels and the reference) forced in turn."""
+    rng = make_rng("bf16_forced", layout)
+    ran = {}
+    for name, *_ in forced_runs(rng, [random_case(rng) for _ in range(24)], BF16_ALGORITHMS, layout):
+        ran[name] = ran.get(name, 0) + 1
     # (The depthwise entries take none of these problems: test_bf16_depthwise_forced.)
     assert all(ran.get(name, 0) >= 5 for name in BF16_ALGORITHMS if name not in DEPTHWISE), ran
 
@@ -333,22 +341,10 @@ def test_bf16_depthwise_forced(isa, layout):
     names = [name for name in DEPTHWISE if f"__{isa}_" in name]
     ran = {}
     cases = [random_depthwise_case(rng) for _ in range(40)] + [flat3x3_case(rng, w) for w in (8, 16, 24, 40, 56)]
-    for case in cases:
-        x, w, b = operands(rng, case)
-        ref, bound = reference(x, w, b, case)
-        xl = channels_last(x) if layout == "NHWC" else x
-        for name in names:
-            try:
-                y = _conv._conv_with_algorithm(name, xl, w, b, layout=layout, **kwargs_of(case))
-            except ValueError as e:
-                assert "does not accept" in str(e), e
-                continue
-            ran[name] = ran.get(name, 0) + 1
-            assert y.dtype == BF16
-            twin = _conv._conv_with_algorithm(widened_twin(name), xl, w, b, layout=layout, **kwargs_of(case))
-            np.testing.assert_array_equal(y.astype(F32), twin.astype(F32), err_msg=f"{name} {case}")
-            y = np.moveaxis(y, -1, 1) if layout == "NHWC" else y
-            assert_close(y, ref, bound, True, f"{name} {case}")
+    for name, case, y, twin in forced_runs(rng, cases, names, layout, widened_twin):
+        ran[name] = ran.get(name, 0) + 1
+        assert y.dtype == BF16
+        np.testing.assert_array_equal(y.astype(F32), twin.astype(F32), err_msg=f"{name} {case}")
     expected = {name for name in names if layout == "NCHW" or "flat3x3" not in name}
     assert all(ran.get(name, 0) >= 5 for name in expected), ran
 
