@@ -202,7 +202,8 @@ void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* til
 // 8 pixels' 16 requantized channels (r[pixel]) stored channels-first: the first `pixels` of
 // channel k < channels at y + k * step, after an 8 x 16 byte transpose (16 stores, not 128).
 // (Inlined: accumulate's runs know their pixels at compile time.)
-CPPCONV_ALWAYS_INLINE void store_channels_first(const __m128i (&r)[8], int64_t channels, int64_t pixels, uint8_t* y, int64_t step) {
+CPPCONV_ALWAYS_INLINE void store_channels_first(const __m128i (&r)[8], int64_t channels, int64_t pixels, uint8_t* y,
+                                                int64_t step) {
   __m128i t[8], u[8];
   for (int i = 0; i < 4; ++i) {
     t[2 * i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);  // channels 0-7 of pixels 2i, 2i + 1
