@@ -125,11 +125,23 @@ void interleave_4x16(const uint8_t* a, const uint8_t* b, const uint8_t* c, const
   for (int i = 0; i < 16; ++i) std::memcpy(to + i * step, pixels + i, 4);
 }
 
+// Whether some window reads padded row r of an axis (windows from r = o * stride, taps at
+// i * dilation): a stride past the kernel's extent (1x1 stride 2) skips rows.
+std::vector<char> rows_read(int64_t rows, int64_t out, int64_t stride, int64_t kernel, int64_t dilation) {
+  std::vector<char> read(size_t(rows), 0);
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t i = 0; i < kernel; ++i) read[size_t(o * stride + i * dilation)] = 1;
+  return read;
+}
+
 // Image n's padded tile as u8: x, or x ^ 0x80 (x + 128) for s8; padding holds the zero point
-// likewise shifted.  Padded channels hold 0 (or 0x80), against zero weights.
+// likewise shifted.  Padded channels hold 0 (or 0x80), against zero weights.  Rows no window
+// reads are left as they are.
 template <class T>
 void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* tile, int threads) {
   const ConvProblem& p = call.p;
+  const std::vector<char> depth_read = rows_read(g.depth, p.out_d, p.stride_d, p.kernel_d, p.dilation_d);
+  const std::vector<char> row_read = rows_read(g.rows, p.out_h, p.stride_h, p.kernel_h, p.dilation_h);
   const T* x = static_cast<const T*>(call.x);
   const int64_t C = p.in_channels, D = p.in_d, H = p.in_h, W = p.in_w;
   const uint8_t flip = std::is_signed<T>::value ? 0x80 : 0, fill = uint8_t(uint8_t(call.x_zero_point) ^ flip);
@@ -137,6 +149,7 @@ void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* til
   const std::vector<uint8_t> zeros(p.layout == Layout::NCHW ? size_t(W) : 0);
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t row = 0; row < g.depth * g.rows; ++row) {
+    if (!depth_read[size_t(row / g.rows)] || !row_read[size_t(row % g.rows)]) continue;
     const int64_t d = row / g.rows - p.pad_front, h = row % g.rows - p.pad_top;
     uint8_t* out = tile + row * row_bytes;
     if (d < 0 || d >= D || h < 0 || h >= H) {
@@ -313,7 +326,7 @@ void run(const QConvCall& call) {
                       p.pad_back == 0 && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0;
   const int64_t image_bytes = g.depth * g.rows * g.cols * g.pixel;
   // Allocated before any parallel region: a failed allocation throws on the caller's thread.
-  uint8_t* tile = direct ? nullptr : scratch<uint8_t>(size_t(image_bytes));  // every byte written per image
+  uint8_t* tile = direct ? nullptr : scratch<uint8_t>(size_t(image_bytes));  // every byte read written per image
   const std::vector<int64_t> tap_offset = qconv::tap_offsets(p, g.rows, g.cols, g.pixel);
   const std::vector<float> multiplier = qconv::block_multipliers(call, g.groups, g.blocks);
   // The bias less x_zero_point * sum w (the u8 zero point), wrapping (see Exactness).
