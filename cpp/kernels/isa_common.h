@@ -44,6 +44,14 @@
 #define CPPCONV_TARGET_AVX512BF16
 #endif
 
+// Inlined whatever the compiler's size estimate: for helpers whose arguments (counts, masks)
+// are constants at a hot call site and fold only once inlined.
+#if defined(__GNUC__) || defined(__clang__)
+#define CPPCONV_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define CPPCONV_ALWAYS_INLINE __forceinline
+#endif
+
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
 

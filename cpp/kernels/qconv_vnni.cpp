@@ -125,11 +125,23 @@ void interleave_4x16(const uint8_t* a, const uint8_t* b, const uint8_t* c, const
   for (int i = 0; i < 16; ++i) std::memcpy(to + i * step, pixels + i, 4);
 }
 
+// Whether some window reads padded row r of an axis (windows from r = o * stride, taps at
+// i * dilation): a stride past the kernel's extent (1x1 stride 2) skips rows.
+std::vector<char> rows_read(int64_t rows, int64_t out, int64_t stride, int64_t kernel, int64_t dilation) {
+  std::vector<char> read(size_t(rows), 0);
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t i = 0; i < kernel; ++i) read[size_t(o * stride + i * dilation)] = 1;
+  return read;
+}
+
 // Image n's padded tile as u8: x, or x ^ 0x80 (x + 128) for s8; padding holds the zero point
-// likewise shifted.  Padded channels hold 0 (or 0x80), against zero weights.
+// likewise shifted.  Padded channels hold 0 (or 0x80), against zero weights.  Rows no window
+// reads are left as they are.
 template <class T>
 void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* tile, int threads) {
   const ConvProblem& p = call.p;
+  const std::vector<char> depth_read = rows_read(g.depth, p.out_d, p.stride_d, p.kernel_d, p.dilation_d);
+  const std::vector<char> row_read = rows_read(g.rows, p.out_h, p.stride_h, p.kernel_h, p.dilation_h);
   const T* x = static_cast<const T*>(call.x);
   const int64_t C = p.in_channels, D = p.in_d, H = p.in_h, W = p.in_w;
   const uint8_t flip = std::is_signed<T>::value ? 0x80 : 0, fill = uint8_t(uint8_t(call.x_zero_point) ^ flip);
@@ -137,6 +149,7 @@ void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* til
   const std::vector<uint8_t> zeros(p.layout == Layout::NCHW ? size_t(W) : 0);
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t row = 0; row < g.depth * g.rows; ++row) {
+    if (!depth_read[size_t(row / g.rows)] || !row_read[size_t(row % g.rows)]) continue;
     const int64_t d = row / g.rows - p.pad_front, h = row % g.rows - p.pad_top;
     uint8_t* out = tile + row * row_bytes;
     if (d < 0 || d >= D || h < 0 || h >= H) {
@@ -201,7 +214,9 @@ void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* til
 
 // 8 pixels' 16 requantized channels (r[pixel]) stored channels-first: the first `pixels` of
 // channel k < channels at y + k * step, after an 8 x 16 byte transpose (16 stores, not 128).
-void store_channels_first(const __m128i (&r)[8], int64_t channels, int64_t pixels, uint8_t* y, int64_t step) {
+// (Inlined: accumulate's runs know their pixels at compile time.)
+CPPCONV_ALWAYS_INLINE void store_channels_first(const __m128i (&r)[8], int64_t channels, int64_t pixels, uint8_t* y,
+                                                int64_t step) {
   __m128i t[8], u[8];
   for (int i = 0; i < 4; ++i) {
     t[2 * i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);  // channels 0-7 of pixels 2i, 2i + 1
@@ -222,12 +237,28 @@ void store_channels_first(const __m128i (&r)[8], int64_t channels, int64_t pixel
   }
 }
 
+// Where a run's requantized bytes go, for a run whose taps are all in one call (Quantized
+// output): requantized from the accumulators' registers, not through memory and store_run's
+// loops over a run's blocks and pixels known only at run time.
+struct RunStore {
+  qconv::Requantization r;
+  const int32_t* bias;      // the pass's first block's folded bias, [NB][16]
+  const float* multiplier;  // likewise
+  uint8_t* y;               // the pass's first channel at the run's first pixel
+  int64_t channel_step;     // between channels: the plane (NCHW) or 1 (NHWC)
+  int64_t pixel_step;       // between pixels: 1 (NCHW) or the channels (NHWC)
+  int64_t last_count;       // channels of the pass's last block (a group's last may be partial)
+  bool channels_first;
+};
+
 // NP pixels x NB blocks of 16 channels: out[p * NB + b] = sum over taps and channel quads of
 // the pixel's 4 channels (u8) . the block's 16 x 4 weights (s8), added to out's values where
-// `add` (a later chunk of taps).  x[p]: pixel p's window start.
+// `add` (a later chunk of taps); or, given `store`, requantized and stored there instead.
+// x[p]: pixel p's window start.
 template <int NB, int NP>
 CPPCONV_TARGET_AVX512VNNI void accumulate(const uint8_t* const* x, const int64_t* tap_offset, int64_t taps,
-                                          int64_t quads, const int8_t* w, int64_t w_step, bool add, __m512i* out) {
+                                          int64_t quads, const int8_t* w, int64_t w_step, bool add, __m512i* out,
+                                          const RunStore* store) {
   __m512i acc[NP][NB];  // local, so the compiler keeps them in registers (see qconv_s16's)
   for (int p = 0; p < NP; ++p)
     for (int b = 0; b < NB; ++b) acc[p][b] = add ? out[p * NB + b] : _mm512_setzero_si512();
@@ -247,12 +278,30 @@ CPPCONV_TARGET_AVX512VNNI void accumulate(const uint8_t* const* x, const int64_t
       }
     }
   }
+  if (store) {
+    const qconv::Requantization r = store->r;
+    for (int b = 0; b < NB; ++b) {
+      const __m512i bias = _mm512_loadu_si512(store->bias + b * kBlock);
+      const float* multiplier = store->multiplier + b * kBlock;
+      const int64_t count = b == NB - 1 ? store->last_count : kBlock;
+      __m128i bytes[8] = {};
+      for (int p = 0; p < NP; ++p) bytes[p] = qconv::requantize16(r, _mm512_add_epi32(acc[p][b], bias), multiplier);
+      uint8_t* y = store->y + b * kBlock * store->channel_step;
+      if (store->channels_first) {
+        store_channels_first(bytes, count, NP, y, store->channel_step);
+        continue;
+      }
+      const __mmask16 channels = __mmask16((1u << count) - 1);
+      for (int p = 0; p < NP; ++p) _mm_mask_storeu_epi8(y + p * store->pixel_step, channels, bytes[p]);
+    }
+    return;
+  }
   for (int p = 0; p < NP; ++p)
     for (int b = 0; b < NB; ++b) out[p * NB + b] = acc[p][b];
 }
 
 using Accumulate = void (*)(const uint8_t* const*, const int64_t*, int64_t, int64_t, const int8_t*, int64_t, bool,
-                            __m512i*);
+                            __m512i*, const RunStore*);
 
 template <int NB, int NP>
 constexpr Accumulate entry() {
@@ -277,7 +326,7 @@ void run(const QConvCall& call) {
                       p.pad_back == 0 && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0;
   const int64_t image_bytes = g.depth * g.rows * g.cols * g.pixel;
   // Allocated before any parallel region: a failed allocation throws on the caller's thread.
-  uint8_t* tile = direct ? nullptr : scratch<uint8_t>(size_t(image_bytes));  // every byte written per image
+  uint8_t* tile = direct ? nullptr : scratch<uint8_t>(size_t(image_bytes));  // every byte read written per image
   const std::vector<int64_t> tap_offset = qconv::tap_offsets(p, g.rows, g.cols, g.pixel);
   const std::vector<float> multiplier = qconv::block_multipliers(call, g.groups, g.blocks);
   // The bias less x_zero_point * sum w (the u8 zero point), wrapping (see Exactness).
@@ -305,6 +354,7 @@ void run(const QConvCall& call) {
   const size_t run_values = size_t(kPixelsMost * kMaxBlocks), item_values = size_t(runs_per_item) * run_values;
   std::vector<__m512i> partial(chunks > 1 ? item_values * size_t(call.num_threads) : 0);
   const qconv::Requantization requantization = qconv::requantization(call);
+  const bool fused = chunks == 1 && call.output == QOutput::Quantized;  // (a run's taps in one call)
   auto copy = [&](int64_t n, int threads) {
     if (direct) return;
     if (call.x_signed) copy_tile<int8_t>(call, g, n, tile, threads);
@@ -362,9 +412,25 @@ void run(const QConvCall& call) {
           x[q] = x_plane + (oh * p.stride_h * g.cols + ow * p.stride_w) * g.pixel;
           if (++ow == p.out_w) ow = 0, ++oh;
         }
+        RunStore to;
+        if (fused) {
+          const int64_t slot = grp * g.blocks + b0, k0 = grp * g.group_out + b0 * kBlock;
+          uint8_t* y = static_cast<uint8_t*>(call.y);
+          const bool first = p.layout == Layout::NCHW;
+          to = {requantization,
+                folded.data() + slot * kBlock,
+                multiplier.data() + slot * kBlock,
+                first ? y + (n * p.out_channels + k0) * volume + od * plane + i0
+                      : y + (n * volume + od * plane + i0) * p.out_channels + k0,
+                first ? volume : 1,
+                first ? 1 : p.out_channels,
+                std::min(kBlock, g.group_out - (b0 + nb - 1) * kBlock),
+                first};
+        }
         kAccumulate[nb][np](x, tap_offset.data() + t0, std::min(chunk_taps, g.taps - t0), g.quads,
-                            w_pass + t0 * g.quads * w_step, w_step, t0 > 0, acc_of(run_index));
+                            w_pass + t0 * g.quads * w_step, w_step, t0 > 0, acc_of(run_index), fused ? &to : nullptr);
       }
+    if (fused) return;
     for (int64_t run_index = first_run; run_index < end_run; ++run_index) {
       const int64_t i0 = run_index * pixels, np = std::min(pixels, plane - i0);
       store_run(n, od, grp, b0, nb, i0, np, acc_of(run_index));
