@@ -1068,8 +1068,8 @@ bool engine_tiles_in_proportion(const ConvProblem& p, Orientation o) {
 
 // The wide block where it was measured to pay (docs/tuning.md, "The wide ChannelVec block"):
 // 1x1 kernels read in place, whose rows (or flat segments) hold at least two of its blocks.
-// Elsewhere it ran at par with the narrow block, or lost (rows of 7 pixels, twice the weight
-// traffic per multiply-add: 0.73x).
+// Elsewhere it ran at par with the narrow block, or lost (short rows: twice the weight traffic
+// per multiply-add).
 template <class T, class B>
 bool block_pays(const ConvProblem& p) {
   if constexpr (B::NV == NarrowBlock::NV) {

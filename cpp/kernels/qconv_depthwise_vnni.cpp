@@ -604,8 +604,8 @@ void transposed_run(const QConvCall& call) {
   last.p = channels_last(p);
   last.x = x_last.data();
   last.y = y_last.data();
-  // One image of a small plane is too little work to wake another thread for (dw 384@14/2:
-  // 19 us on one thread, 22 on two), so an image a thread at most.
+  // One image of a small plane is too little work to wake another thread for (docs/tuning.md,
+  // "Small depthwise planes channels-last"), so an image a thread at most.
   last.num_threads = int(std::min<int64_t>(call.num_threads, p.batch));
   channel_run(last);
   uint8_t* y = static_cast<uint8_t*>(call.y);

@@ -85,7 +85,7 @@ bool pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void
       b[(grp * g.blocks + block) * kBlock + lane] = bias ? bias[out] : 0;
     }
   // In the packed order, one 64-byte run [16 channels][4] at a time: a scatter in the weights'
-  // order wrote each byte to another cache line (about 10 ms for 512 x 512 x 3 x 3).
+  // order wrote each byte to another cache line (docs/tuning.md, "int8 gaps").
   for (int64_t grp = 0; grp < g.groups; ++grp)
     for (int64_t block = 0; block < g.blocks; ++block) {
       const int64_t lanes = std::min(kBlock, g.group_out - block * kBlock);

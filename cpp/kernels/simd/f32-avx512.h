@@ -150,7 +150,7 @@ static inline void transpose_lanes128(__m512 (&rows)[16], __m512 (&t)[16]) {
 // bf16.h's float_to_bf16 rule for every value but denormals, which it flushes (none reach it
 // under DenormalGuard's flush-to-zero): AVX512-BF16, so the algorithms that store bfloat16 are
 // listed with features = kCpuAvx512Bf16.  (Inline assembly: the avx512 build is not compiled
-// for the extension; the integer rounding took 30-50 % longer in the depthwise kernels.)
+// for the extension; the integer rounding was slower in the depthwise kernels, docs/tuning.md.)
 static inline __m512 vload_bf16(const uint16_t* p) {
   const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
