@@ -904,6 +904,26 @@ void check_qconv(const QConvPlan& plan, QConvCall call, size_t out_bytes, bool w
   }
 }
 
+// A quantized sweep's requantization, drawn onto `call`: a bias and a multiplier per output
+// channel (scales 2^-36 to 2^0; the caller points call.multiplier at them), the output zero
+// point, and clamps: relu, where asked relu6 (in the quantized domain), and relu6 on a float32
+// result.
+struct Requantization {
+  std::vector<int32_t> bias;
+  std::vector<float> multiplier;
+};
+Requantization draw_requantization(QConvCall& call, bool relu6) {
+  Requantization r{std::vector<int32_t>(size_t(call.p.out_channels)), std::vector<float>(size_t(call.p.out_channels))};
+  for (auto& v : r.bias) v = int32_t(uniform(-100000, 100000));
+  for (auto& m : r.multiplier) m = float(std::ldexp(double(uniform(1, 1 << 20)), -int(uniform(20, 36))));
+  call.y_zero_point = int32_t(call.y_signed ? uniform(-128, 127) : uniform(0, 255));
+  call.y_min = call.y_signed ? -128 : 0, call.y_max = call.y_signed ? 127 : 255;
+  if (chance(0.3)) call.y_min = call.y_zero_point;                                                // relu
+  if (relu6 && chance(0.2)) call.y_max = std::min<int32_t>(call.y_max, call.y_zero_point + 40);  // relu6
+  if (call.output == QOutput::Float32 && chance(0.3)) call.f_min = 0, call.f_max = 6;
+  return r;
+}
+
 void qconv_sweep() {
   const int64_t passes[] = {1, 4, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 80};  // 16-channel blocks
   for (int round = 0; round < 480; ++round) {
@@ -953,20 +973,13 @@ void qconv_sweep() {
     std::vector<int16_t> w(size_t(p.out_channels * group_in * taps));
     for (auto& v : w)  // centred: w - w_zero_point; the int8 extremes often
       v = int16_t(int8_weights ? (chance(0.2) ? (chance(0.5) ? -128 : 127) : uniform(-128, 127)) : uniform(-255, 255));
-    std::vector<int32_t> bias(size_t(p.out_channels));
-    for (auto& v : bias) v = int32_t(uniform(-100000, 100000));
-    std::vector<float> multiplier(size_t(p.out_channels));
-    for (auto& m : multiplier) m = float(std::ldexp(double(uniform(1, 1 << 20)), -int(uniform(20, 36))));
-    call.multiplier = multiplier.data();
-    call.y_zero_point = int32_t(call.y_signed ? uniform(-128, 127) : uniform(0, 255));
-    call.y_min = call.y_signed ? -128 : 0, call.y_max = call.y_signed ? 127 : 255;
-    if (chance(0.3)) call.y_min = call.y_zero_point;  // relu
-    if (call.output == QOutput::Float32 && chance(0.3)) call.f_min = 0, call.f_max = 6;
+    const Requantization r = draw_requantization(call, false);
+    call.multiplier = r.multiplier.data();
     std::vector<uint8_t> x(size_t(p.batch * p.in_channels * p.in_d * p.in_h * p.in_w));
     for (auto& v : x) v = uint8_t(chance(0.2) ? (chance(0.5) ? 0 : 255) : uniform(0, 255));
     call.x = x.data();
     const size_t out_bytes = size_t(conv_outputs(p)) * (call.output == QOutput::Quantized ? 1 : 4);
-    const QConvPlan plan(w.data(), chance(0.8) ? bias.data() : nullptr, p.out_channels, group_in, p.kernel_d,
+    const QConvPlan plan(w.data(), chance(0.8) ? r.bias.data() : nullptr, p.out_channels, group_in, p.kernel_d,
                          p.kernel_h, p.kernel_w, p.groups);
     check_qconv(plan, call, out_bytes, int8_weights);
   }
@@ -1019,21 +1032,13 @@ void qconv_depthwise_sweep() {
     const bool wide = chance(0.15);
     std::vector<int16_t> w(size_t(p.out_channels * taps));
     for (auto& v : w) v = int16_t(wide ? uniform(-255, 255) : uniform(-128, 127));
-    std::vector<int32_t> bias(size_t(p.out_channels));
-    for (auto& v : bias) v = int32_t(uniform(-100000, 100000));
-    std::vector<float> multiplier(size_t(p.out_channels));
-    for (auto& m : multiplier) m = float(std::ldexp(double(uniform(1, 1 << 20)), -int(uniform(20, 36))));
-    call.multiplier = multiplier.data();
-    call.y_zero_point = int32_t(call.y_signed ? uniform(-128, 127) : uniform(0, 255));
-    call.y_min = call.y_signed ? -128 : 0, call.y_max = call.y_signed ? 127 : 255;
-    if (chance(0.3)) call.y_min = call.y_zero_point;                                         // relu
-    if (chance(0.2)) call.y_max = std::min<int32_t>(call.y_max, call.y_zero_point + 40);  // relu6
-    if (call.output == QOutput::Float32 && chance(0.3)) call.f_min = 0, call.f_max = 6;
+    const Requantization r = draw_requantization(call, true);
+    call.multiplier = r.multiplier.data();
     std::vector<uint8_t> x(size_t(p.batch * p.in_channels * p.in_d * p.in_h * p.in_w));
     for (auto& v : x) v = uint8_t(uniform(0, 255));
     call.x = x.data();
     const size_t out_bytes = size_t(conv_outputs(p)) * (call.output == QOutput::Quantized ? 1 : 4);
-    const QConvPlan plan(w.data(), chance(0.8) ? bias.data() : nullptr, p.out_channels, 1, p.kernel_d, p.kernel_h,
+    const QConvPlan plan(w.data(), chance(0.8) ? r.bias.data() : nullptr, p.out_channels, 1, p.kernel_d, p.kernel_h,
                          p.kernel_w, p.groups);
     check_qconv(plan, call, out_bytes, !wide);
   }
