@@ -393,7 +393,7 @@ struct PrefetchStream {
 // a burst of prefetches at the start of each slice left the loads behind it waiting
 // (docs/tuning.md).  Then the input of the thread's next tile: at batch 16 it comes from memory,
 // and its copy waited on every one of a block's short rows.
-struct WeightPrefetch {
+struct NextPrefetch {
   PrefetchStream weights;
   PrefetchStream* next_tile = nullptr;
   bool active() const { return weights.rows_left > 0 || (next_tile && next_tile->rows_left > 0); }
@@ -446,7 +446,7 @@ template <class T, int MR, int NV, int kPackedNV, bool kUnitPitch>
 void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels, int64_t tap_stride,
                             int64_t chan_pitch, int64_t pixel_pitch, const T* w, const T* bias, int kvalid,
                             bool accumulate, FusedActivation act, T* out, int64_t out_pixel_stride,
-                            WeightPrefetch* prefetch, int64_t blocks) {
+                            NextPrefetch* prefetch, int64_t blocks) {
   if constexpr (kUnitPitch) pixel_pitch = 1;
   for (int64_t blk = 0; blk < blocks; ++blk, x += MR * pixel_pitch, out += MR * out_pixel_stride) {
     Vec<T> acc[MR][NV];
@@ -568,7 +568,7 @@ void pixelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int6
 
 template <class T>
 using ChannelVecFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, const T*, const T*,
-                              int, bool, FusedActivation, T*, int64_t, WeightPrefetch*, int64_t);
+                              int, bool, FusedActivation, T*, int64_t, NextPrefetch*, int64_t);
 template <class T>
 using MicrokernelFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, const T*, int64_t, const T*, int,
                                FusedActivation, T*, int64_t);
@@ -759,7 +759,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     // Offsets of row r's first pixel in the tile and in the output image.
     auto x_offset = [&](int64_t r) { return d.flat ? r * row_w * d.pixel_pitch : r * p.stride_h * d.row_pitch; };
     auto y_offset = [&](int64_t r) { return d.flat ? r * row_w * call.y_stride.w : (oh0 + r) * call.y_stride.h; };
-    WeightPrefetch prefetch;
+    NextPrefetch prefetch;
     prefetch.next_tile = next_tile;
     for (int64_t item = item_begin; item < item_end; ++item) {
       const int64_t kb = kb_of(item);
