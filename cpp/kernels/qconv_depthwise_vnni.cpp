@@ -595,25 +595,22 @@ void transposed_run(const QConvCall& call) {
   const ConvProblem& p = call.p;
   const int64_t C = p.in_channels, in_plane = p.in_d * p.in_h * p.in_w, out_plane = p.out_d * p.out_h * p.out_w;
   const int64_t value = call.output == QOutput::Quantized ? 1 : 4;  // bytes an output value
-  // The channels-last copies of x and y, in the calling thread's scratch (channel_run takes
-  // none): every byte is written before it is read.
-  const size_t x_bytes = size_t(p.batch * in_plane * C);
-  uint8_t* x_last = scratch<uint8_t>(x_bytes + size_t(p.batch * out_plane * C * value));
-  uint8_t* y_last = x_last + x_bytes;
+  std::vector<uint8_t> x_last(size_t(p.batch * in_plane * C));
+  std::vector<uint8_t> y_last(size_t(p.batch * out_plane * C * value));
   for (int64_t n = 0; n < p.batch; ++n)
     qconv::transpose_bytes(static_cast<const uint8_t*>(call.x) + n * C * in_plane, C, in_plane,
-                           x_last + n * in_plane * C);
+                           x_last.data() + n * in_plane * C);
   QConvCall last = call;
   last.p = channels_last(p);
-  last.x = x_last;
-  last.y = y_last;
+  last.x = x_last.data();
+  last.y = y_last.data();
   // One image of a small plane is too little work to wake another thread for (docs/tuning.md,
   // "Small depthwise planes channels-last"), so an image a thread at most.
   last.num_threads = int(std::min<int64_t>(call.num_threads, p.batch));
   channel_run(last);
   uint8_t* y = static_cast<uint8_t*>(call.y);
   for (int64_t n = 0; n < p.batch; ++n) {
-    const uint8_t* from = y_last + n * out_plane * C * value;
+    const uint8_t* from = y_last.data() + n * out_plane * C * value;
     uint8_t* to = y + n * C * out_plane * value;
     if (value == 1) {
       qconv::transpose_bytes(from, out_plane, C, to);
