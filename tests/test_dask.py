@@ -489,6 +489,52 @@ def test_neighbours_pass_only_their_halos():
     assert_bits(compute(y), cppconv.conv2d(x_np, w, padding=(2, 1), dilation=(1, 2)))
 
 
+def test_recycled_arrays_are_handed_out_only_when_unshared():
+    """An array comes back from the recycler only once it alone holds it: a reference, a view
+    or a buffer export keeps it busy; only `per_shape` of a shape and `shapes` shapes are kept."""
+    pool = cd._Recycler(per_shape=2, shapes=2)
+    a = pool.empty((3, 5), np.float32)
+    assert a.shape == (3, 5) and a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
+    b = pool.empty((3, 5), np.float32)
+    assert b is not a
+    a_id = id(a)
+    view = a[1:]
+    del a
+    assert id(pool.empty((3, 5), np.float32)) != a_id  # the view holds it
+    del view
+    assert id(pool.empty((3, 5), np.float32)) == a_id  # now free (this call's result was dropped)
+    held = memoryview(pool.empty((3, 5), np.float32))
+    assert id(pool.empty((3, 5), np.float32)) not in (id(held.obj), id(b))
+    assert pool.empty((3, 5), np.float64).dtype == np.float64  # dtypes kept apart
+    c = pool.empty((4,), np.int8)  # a third shape: the least recently used one is dropped
+    assert len(pool._kept) == 2 and ((3, 5), np.dtype(np.float32)) not in pool._kept
+    del b, c, held
+    pool.clear()
+    assert not pool._kept
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_chained_calls_with_recycled_arrays_match_the_in_memory_chain(scheduler):
+    """Three chained convolutions and a pool on small chunks, their outputs freed as soon as the
+    next step read them (so arrays are recycled while other tasks still hold their inputs and
+    halos): bit for bit the in-memory chain, under the synchronous and the threaded scheduler."""
+    rng = make_rng("dask-recycled")
+    x = rng.standard_normal((2, 3, 37, 41)).astype(np.float32)
+    w1, w2, w3 = (rng.standard_normal(s).astype(np.float32) for s in [(4, 3, 3, 3), (4, 4, 5, 5), (4, 4, 3, 3)])
+    ref = cppconv.conv2d(x, w1, padding=1, activation="relu")
+    ref = cppconv.conv2d(ref, w2, padding=2)
+    ref = cppconv.max_pool2d(cppconv.conv2d(ref, w3, padding=1, stride=2), 2)
+    cd.release_buffers()
+    for chunks in [(1, 3, 7, 9), (2, 3, (20, 17), (5, 36))]:
+        y = cd.conv2d(da.from_array(x, chunks=chunks), w1, padding=1, activation="relu")
+        y = cd.max_pool2d(cd.conv2d(cd.conv2d(y, w2, padding=2), w3, padding=1, stride=2), 2)
+        for _ in range(2):  # the second run starts with the first's arrays kept
+            got = y.compute(scheduler=scheduler, num_workers=4) if scheduler == "threads" else y.compute(
+                scheduler=scheduler)
+            assert_bits(got, ref)
+    assert cd._recycled._kept  # the calls did recycle
+
+
 def test_examples_run():
     result = doctest.testmod(cd, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0

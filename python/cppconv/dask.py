@@ -52,7 +52,7 @@ __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
            "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
            "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
            "adaptive_max_pool3d", "global_avg_pool1d", "global_avg_pool2d", "global_avg_pool3d", "apply",
-           "call_threads"]
+           "call_threads", "release_buffers"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,6 +92,61 @@ def call_threads(num_threads: Optional[int] = None) -> int:
     if tasks:
         share = min(share, max(1, _cores() // tasks))
     return max(1, share)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunk-sized arrays reused from task to task
+
+
+class _Recycler:
+    """Chunk-sized arrays that this process hands out again once nothing else holds them.
+
+    A worker frees each task's assembled input and, once Dask releases it, its output; under
+    Dask's nanny (``MALLOC_TRIM_THRESHOLD_`` set, which turns off glibc's dynamic mmap threshold)
+    every new chunk-sized array is then fresh pages, whose first-touch faults can cost a VM as
+    much as the convolution (docs/tuning.md, "Dask").  An array is reused only when this pool
+    holds the only reference to it: a view, a buffer export or a Dask key keeps it busy.
+    At most ``per_shape`` arrays of each of the ``shapes`` most recent shapes are kept."""
+
+    def __init__(self, per_shape: int = 4, shapes: int = 4):
+        self.per_shape, self.shapes = per_shape, shapes
+        self._lock = threading.Lock()
+        self._kept: Dict[Tuple[Tuple[int, ...], np.dtype], List[np.ndarray]] = {}
+
+    def empty(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
+        key = (tuple(int(s) for s in shape), np.dtype(dtype))
+        with self._lock:
+            kept = self._kept.pop(key, [])
+            self._kept[key] = kept  # most recently used last
+            for i in range(len(kept)):
+                if _references(kept, i) == _UNSHARED:
+                    return kept[i]
+            array = np.empty(key[0], key[1])
+            if len(kept) < self.per_shape:
+                kept.append(array)
+            while len(self._kept) > self.shapes:
+                del self._kept[next(iter(self._kept))]
+            return array
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
+
+
+def _references(arrays: List[np.ndarray], i: int) -> int:
+    return sys.getrefcount(arrays[i])
+
+
+# What _references counts for an array that only its list holds, on this interpreter.
+_UNSHARED = _references([np.empty(0)], 0)
+_recycled = _Recycler()
+
+
+def release_buffers() -> None:
+    """Drop the chunk-sized arrays this process keeps for reuse by later tasks (a worker keeps
+    up to 4 of each of its 4 most recent chunk shapes; those in use stay alive until released).
+    Run it on the workers with ``client.run(cppconv.dask.release_buffers)``."""
+    _recycled.clear()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,7 +264,7 @@ def _assemble(pieces: Any, axes: Sequence[int]) -> np.ndarray:
     shape = list(first.shape)
     for axis, bounds in zip(axes, starts):
         shape[axis] = bounds[-1]
-    x = np.empty(shape, first.dtype)
+    x = _recycled.empty(shape, first.dtype)
     for at, leaf in leaves.items():
         index = [slice(None)] * x.ndim
         for axis, bounds, i in zip(axes, starts, at):
@@ -273,14 +328,16 @@ def _windowed(
             return piece(index, spans, at)
         return [pieces(index, spans, at + (k,)) for k in range(len(spans[len(at)]))]
 
-    for index in itertools.product(*map(range, counts)):
-        spans = [plan.pieces(index[a]) for plan, a in zip(plans, axes)]
-        pads = tuple(plan.local[index[a]] for plan, a in zip(plans, axes))
-        dsk[(out_name, *index)] = (_run_block, block, pieces(index, spans, ()), tuple(axes), pads, *array_keys)
     out_chunks = list(x.chunks)
     out_chunks[channel_axis] = (out_channels,)
     for axis, plan in zip(axes, plans):
         out_chunks[axis] = plan.out_chunks
+    for index in itertools.product(*map(range, counts)):
+        spans = [plan.pieces(index[a]) for plan, a in zip(plans, axes)]
+        pads = tuple(plan.local[index[a]] for plan, a in zip(plans, axes))
+        # A block with one result writes it into a recycled array of the chunk's shape.
+        out = None if isinstance(dtype, tuple) else (tuple(c[i] for c, i in zip(out_chunks, index)), np.dtype(dtype))
+        dsk[(out_name, *index)] = (_run_block, block, pieces(index, spans, ()), tuple(axes), pads, out, *array_keys)
     if isinstance(dtype, tuple):  # the block returns one array per dtype: one Dask array each
         results = []
         for i, each in enumerate(dtype):
@@ -296,8 +353,11 @@ def _windowed(
 
 
 def _run_block(block: Callable[..., np.ndarray], pieces: Any, axes: Sequence[int], pads: Any,
-               *arrays: Any) -> np.ndarray:
-    return block(_assemble(pieces, axes), pads, *arrays)
+               out: Optional[Tuple[Tuple[int, ...], np.dtype]], *arrays: Any) -> np.ndarray:
+    x = _assemble(pieces, axes)
+    if out is None:
+        return block(x, pads, *arrays)
+    return block(x, pads, *arrays, out=_recycled.empty(*out))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,10 +365,11 @@ def _run_block(block: Callable[..., np.ndarray], pieces: Any, axes: Sequence[int
 
 
 def _conv_chunk(x: np.ndarray, pads: Tuple[Tuple[int, int], ...], weight: np.ndarray, bias: Optional[np.ndarray], *,
-                spec: Dict[str, Any], rank: int, algorithm: str, num_threads: Optional[int]) -> np.ndarray:
+                spec: Dict[str, Any], rank: int, algorithm: str, num_threads: Optional[int],
+                out: Optional[np.ndarray] = None) -> np.ndarray:
     local = _conv._ConvSpec.popped_from({**spec, "padding": tuple(pads)}, rank)
     try:
-        return _conv._run(local, x, weight, bias, None, algorithm=algorithm, num_threads=call_threads(num_threads))
+        return _conv._run(local, x, weight, bias, out, algorithm=algorithm, num_threads=call_threads(num_threads))
     except ValueError as e:
         if "does not accept" not in str(e):
             raise
@@ -493,13 +554,14 @@ class _TransposedAxis(_Split):
 
 
 def _transpose_chunk(x: np.ndarray, local: Tuple[Any, ...], weight: np.ndarray, bias: Optional[np.ndarray], *,
-                     spec: Dict[str, Any], rank: int, num_threads: Optional[int]) -> np.ndarray:
+                     spec: Dict[str, Any], rank: int, num_threads: Optional[int],
+                     out: Optional[np.ndarray] = None) -> np.ndarray:
     pads = tuple(p for p, _ in local)
     output_padding = tuple(op for _, op in local)
     kw = {**spec, "padding": pads, "output_padding": output_padding}
     local_spec = _conv_transpose._TransposeSpec(rank, kw["stride"], kw["padding"], kw["output_padding"], kw["groups"],
                                                 kw["dilation"], kw["layout"], kw["activation"])
-    return _conv_transpose._run(local_spec, x, weight, bias, None, num_threads=call_threads(num_threads))
+    return _conv_transpose._run(local_spec, x, weight, bias, out, num_threads=call_threads(num_threads))
 
 
 def _transposed(rank: int, x: Any, weight: Any, bias: Any, stride: Any, padding: Any, output_padding: Any, groups: Any,
@@ -572,8 +634,8 @@ def conv_transpose3d(x: Any, weight: Any, bias: Any = None, stride: Any = 1, pad
 
 
 def _pool_chunk(x: np.ndarray, pads: Tuple[Tuple[int, int], ...], *, function: Callable[..., np.ndarray],
-                kwargs: Dict[str, Any], num_threads: Optional[int]) -> np.ndarray:
-    return function(x, padding=tuple(pads), num_threads=call_threads(num_threads), **kwargs)
+                kwargs: Dict[str, Any], num_threads: Optional[int], out: Optional[np.ndarray] = None) -> np.ndarray:
+    return function(x, padding=tuple(pads), num_threads=call_threads(num_threads), out=out, **kwargs)
 
 
 def _pool_indices_chunk(x: np.ndarray, local: Tuple[Any, ...], *, function: Callable[..., Any], kwargs: Dict[str, Any],
