@@ -489,32 +489,35 @@ def test_neighbours_pass_only_their_halos():
     assert_bits(compute(y), cppconv.conv2d(x_np, w, padding=(2, 1), dilation=(1, 2)))
 
 
-def test_recycled_arrays_are_handed_out_only_when_unshared():
-    """An array comes back from the recycler only once it alone holds it: a reference, a view
-    or a buffer export keeps it busy; only `per_shape` of a shape and `shapes` shapes are kept."""
-    pool = cd._Recycler(per_shape=2, shapes=2)
-    a = pool.empty((3, 5), np.float32)
-    assert a.shape == (3, 5) and a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
-    b = pool.empty((3, 5), np.float32)
-    assert b is not a
-    a_id = id(a)
+def test_recycled_buffers_are_handed_out_only_when_unshared():
+    """A buffer comes back from the recycler only once it alone holds it (a reference, a view or
+    a buffer export keeps it busy), for any shape that fills at least half of it; only
+    `buffers` are kept, and small arrays are NumPy's own."""
+    pool = cd._Recycler(buffers=2, smallest=64)
+    a = pool.empty((3, 50), np.float32)
+    assert a.shape == (3, 50) and a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
+    buffer_a = id(a.base)  # (not the buffer itself: a reference would keep it busy)
+    b = pool.empty((3, 50), np.float32)
+    assert id(b.base) != buffer_a
     view = a[1:]
     del a
-    assert id(pool.empty((3, 5), np.float32)) != a_id  # the view holds it
+    assert id(pool.empty((3, 50), np.float32).base) != buffer_a  # the view holds it
     del view
-    assert id(pool.empty((3, 5), np.float32)) == a_id  # now free (this call's result was dropped)
-    held = memoryview(pool.empty((3, 5), np.float32))
-    assert id(pool.empty((3, 5), np.float32)) not in (id(held.obj), id(b))
-    assert pool.empty((3, 5), np.float64).dtype == np.float64  # dtypes kept apart
-    c = pool.empty((4,), np.int8)  # a third shape: the least recently used one is dropped
-    assert len(pool._kept) == 2 and ((3, 5), np.dtype(np.float32)) not in pool._kept
-    del b, c, held
+    c = pool.empty((5, 15), np.float64)  # another shape and dtype that fits: the same bytes
+    assert id(c.base) == buffer_a and c.shape == (5, 15) and c.dtype == np.float64
+    del c
+    assert id(pool.empty((10,), np.float32).base) != buffer_a  # would fill under half of it
+    held = memoryview(pool.empty((3, 50), np.float32))
+    assert pool.empty((3, 50), np.float32).base is not held.obj.base  # exported: busy
+    assert pool.empty((4,), np.float32).base is None  # under `smallest`: NumPy's
+    assert len(pool._kept) == 2
+    del b, held
     pool.clear()
     assert not pool._kept
 
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads"])
-def test_chained_calls_with_recycled_arrays_match_the_in_memory_chain(scheduler):
+def test_chained_calls_with_recycled_arrays_match_the_in_memory_chain(scheduler, monkeypatch):
     """Three chained convolutions and a pool on small chunks, their outputs freed as soon as the
     next step read them (so arrays are recycled while other tasks still hold their inputs and
     halos): bit for bit the in-memory chain, under the synchronous and the threaded scheduler."""
@@ -524,7 +527,7 @@ def test_chained_calls_with_recycled_arrays_match_the_in_memory_chain(scheduler)
     ref = cppconv.conv2d(x, w1, padding=1, activation="relu")
     ref = cppconv.conv2d(ref, w2, padding=2)
     ref = cppconv.max_pool2d(cppconv.conv2d(ref, w3, padding=1, stride=2), 2)
-    cd.release_buffers()
+    monkeypatch.setattr(cd, "_recycled", cd._Recycler(smallest=0))  # these chunks are small
     for chunks in [(1, 3, 7, 9), (2, 3, (20, 17), (5, 36))]:
         y = cd.conv2d(da.from_array(x, chunks=chunks), w1, padding=1, activation="relu")
         y = cd.max_pool2d(cd.conv2d(cd.conv2d(y, w2, padding=2), w3, padding=1, stride=2), 2)

@@ -104,29 +104,38 @@ class _Recycler:
     A worker frees each task's assembled input and, once Dask releases it, its output; under
     Dask's nanny (``MALLOC_TRIM_THRESHOLD_`` set, which turns off glibc's dynamic mmap threshold)
     every new chunk-sized array is then fresh pages, whose first-touch faults can cost a VM as
-    much as the convolution (docs/tuning.md, "Dask").  An array is reused only when this pool
-    holds the only reference to it: a view, a buffer export or a Dask key keeps it busy.
-    At most ``per_shape`` arrays of each of the ``shapes`` most recent shapes are kept."""
+    much as the convolution (docs/tuning.md, "Dask").  Arrays are views of byte buffers kept
+    here; a buffer is handed out again only when this pool holds the only reference to it (a
+    view of it, a buffer export or a Dask key keeps it busy), for any shape that fits in it and
+    fills at least half of it.  At most ``buffers`` are kept (by default two per task that may
+    run at once, an input and an output, and two more); arrays under ``smallest`` bytes come
+    from NumPy as usual."""
 
-    def __init__(self, per_shape: int = 4, shapes: int = 4):
-        self.per_shape, self.shapes = per_shape, shapes
+    def __init__(self, buffers: Optional[int] = None, smallest: int = 1 << 20):
+        self.buffers, self.smallest = buffers, smallest
         self._lock = threading.Lock()
-        self._kept: Dict[Tuple[Tuple[int, ...], np.dtype], List[np.ndarray]] = {}
+        self._kept: List[np.ndarray] = []  # least recently used first
 
     def empty(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
-        key = (tuple(int(s) for s in shape), np.dtype(dtype))
+        dtype = np.dtype(dtype)
+        shape = tuple(int(s) for s in shape)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        if nbytes < self.smallest:
+            return np.empty(shape, dtype)
+        most = self.buffers or 2 * (_pool_threads() or 1) + 2
         with self._lock:
-            kept = self._kept.pop(key, [])
-            self._kept[key] = kept  # most recently used last
-            for i in range(len(kept)):
-                if _references(kept, i) == _UNSHARED:
-                    return kept[i]
-            array = np.empty(key[0], key[1])
-            if len(kept) < self.per_shape:
-                kept.append(array)
-            while len(self._kept) > self.shapes:
-                del self._kept[next(iter(self._kept))]
-            return array
+            kept = self._kept
+            free = [i for i in range(len(kept)) if _references(kept, i) == _UNSHARED]
+            fits = [i for i in free if nbytes <= kept[i].nbytes <= 2 * nbytes]
+            if fits:
+                buffer = kept.pop(min(fits, key=lambda i: kept[i].nbytes))
+            else:
+                buffer = np.empty(nbytes, np.uint8)
+                if len(kept) >= most and free:  # make room: drop the least recently used free one
+                    del kept[free[0]]
+            if len(kept) < most:
+                kept.append(buffer)
+            return buffer[:nbytes].view(dtype).reshape(shape)
 
     def clear(self) -> None:
         with self._lock:
@@ -143,9 +152,9 @@ _recycled = _Recycler()
 
 
 def release_buffers() -> None:
-    """Drop the chunk-sized arrays this process keeps for reuse by later tasks (a worker keeps
-    up to 4 of each of its 4 most recent chunk shapes; those in use stay alive until released).
-    Run it on the workers with ``client.run(cppconv.dask.release_buffers)``."""
+    """Drop the chunk-sized buffers this process keeps for reuse by later tasks (a worker keeps
+    two per thread and two more; those in use stay alive until released).  Run it on the
+    workers with ``client.run(cppconv.dask.release_buffers)``."""
     _recycled.clear()
 
 
