@@ -557,7 +557,7 @@ PyConvPlan make_plan(const py::array& weight, const py::object& bias, bool copy,
 }
 
 void run_plan(PyConvPlan& self, const py::array& x, const py::array& out, const ConvParams& params,
-              const std::string& algorithm, int num_threads) {
+              const std::string& algorithm, int num_threads, const py::object& residual = py::none()) {
   ConvPlan& plan = *self.plan;
   const bool bfloat16 = plan.dtype() == DType::BFloat16;
   if (bfloat16) {
@@ -576,8 +576,18 @@ void run_plan(PyConvPlan& self, const py::array& x, const py::array& out, const 
     throw py::value_error("num_threads must be >= 0 (0: the global setting), got " + std::to_string(num_threads));
   const void* xp = x.data();
   void* yp = const_cast<void*>(out.data());
+  const void* rp = nullptr;
+  if (!residual.is_none()) {
+    if (bfloat16) throw py::type_error("residual: a bfloat16 plan takes none");
+    const auto r = py::reinterpret_borrow<py::array>(residual);
+    require(r, "residual", plan.dtype(), params.rank + 2, false);
+    if (shape_of(r) != os) throw py::value_error("residual: must have the output's shape");
+    if (overlaps(r.data(), size_t(r.nbytes()), yp, size_t(out.nbytes())))
+      throw py::value_error("residual: must not share memory with out (the kernels store partial sums in out)");
+    rp = r.data();
+  }
   py::gil_scoped_release release;
-  plan.run(p, xp, yp, forced, num_threads);
+  plan.run(p, xp, yp, forced, num_threads, rp);
 }
 
 py::dict describe(const ConvPlan& plan, const ConvProblem& p) {
@@ -592,6 +602,7 @@ py::dict describe(const ConvPlan& plan, const ConvProblem& p) {
   d["packed_weight_bytes"] = c.packed_bytes;
   d["lowering"] = lowering_name(c.lowering);
   d["live_taps_only"] = c.live_taps_only;
+  d["fuses_residual"] = plan.fuses_residual(p);
   py::list candidates;
   for (const ConvAlgorithm* a : plan.candidates(p)) candidates.append(a->name);
   d["candidates"] = candidates;
@@ -623,7 +634,8 @@ int64_t channel_slice_pitch(const py::array& out) {
 // weights and bias).  A bfloat16 plan's x and out travel as their bits, uint16 (as run_plan
 // takes them), and a new output is uint16 too: the caller views it as bfloat16.
 py::object forward(ConvPlan& plan, const py::handle& x_obj, const py::handle& out_obj,
-                   const std::vector<py::array>& operands, bool image, const ConvParams& a, int num_threads) {
+                   const std::vector<py::array>& operands, bool image, const ConvParams& a, int num_threads,
+                   const py::handle& residual_obj = py::none()) {
   if (num_threads < 0 || !py::isinstance<py::array>(x_obj)) return py::none();
   const auto x = py::reinterpret_borrow<py::array>(x_obj);
   const int xd = int(x.ndim()), r = a.rank;
@@ -678,12 +690,24 @@ py::object forward(ConvPlan& plan, const py::handle& x_obj, const py::handle& ou
     for (const py::array& o : operands)
       if (overlaps(out.data(), extent, o.data(), size_t(o.nbytes()))) return py::none();
   }
+  const void* rp = nullptr;  // a residual (see run_plan): of out's exact shape and dtype, apart from it
+  if (!residual_obj.is_none()) {
+    if (pixel_pitch > 0 || plan.dtype() == DType::BFloat16 || !py::isinstance<py::array>(residual_obj))
+      return py::none();
+    const auto r = py::reinterpret_borrow<py::array>(residual_obj);
+    if (!r.dtype().equal(dtype) || !(r.flags() & py::array::c_style) || size_t(r.ndim()) != shape.size())
+      return py::none();
+    for (size_t i = 0; i < shape.size(); ++i)
+      if (r.shape(py::ssize_t(i)) != shape[i]) return py::none();
+    if (overlaps(r.data(), size_t(r.nbytes()), out.data(), size_t(out.nbytes()))) return py::none();
+    rp = r.data();
+  }
   const void* xp = x.data();
   void* yp = out.mutable_data();
   {
     py::gil_scoped_release release;
     if (pixel_pitch > 0) plan.run_into_channels(p, xp, yp, pixel_pitch, num_threads);
-    else plan.run(p, xp, yp, nullptr, num_threads);
+    else plan.run(p, xp, yp, nullptr, num_threads, rp);
   }
   return std::move(out);
 }
@@ -808,15 +832,17 @@ PYBIND11_MODULE(_native, m) {
            "bfloat16=True: weight holds bfloat16 bits (uint16) and the bias is float32; run() then takes x and "
            "out as bfloat16 bits or float32 (x rounded to bfloat16 as it is read), accumulating in float32.")
       .def("run", &run_plan, py::arg("x"), py::arg("out"), py::arg("params"), py::arg("algorithm") = "",
-           py::arg("num_threads") = 0)
+           py::arg("num_threads") = 0, py::arg("residual") = py::none(),
+           "residual: an array of out's shape and dtype, not sharing memory with it, added before the activation.")
       .def(
           "forward",
           [](PyConvPlan& self, const py::handle& x, const py::handle& out, bool image, const ConvParams& params,
-             int num_threads) {
+             int num_threads, const py::handle& residual) {
             // A layer's plan owns copies of its weights: `out` can only clash with x.
-            return forward(*self.plan, x, out, {}, image, params, num_threads);
+            return forward(*self.plan, x, out, {}, image, params, num_threads, residual);
           },
           py::arg("x"), py::arg("out"), py::arg("image"), py::arg("params"), py::arg("num_threads") = 0,
+          py::arg("residual") = py::none(),
           "The layer's one-step path (internal): the output, or None when it does not apply.")
       .def(
           "explain",

@@ -133,6 +133,24 @@ size_t call_workspace_bytes(const ConvAlgorithm& a, const ConvProblem& given, co
   return subsamples_input(given) ? saturating_add(bytes, subsampled_bytes(given)) : bytes;
 }
 
+// y = act(y + residual) over the outputs of a 4-D problem p whose y has strides ys and the
+// residual sits `offset` bytes after y: the residual of an algorithm without adds_residual,
+// added after its stores (the same order of operations: the stored sum, the add, the activation).
+template <class T>
+void add_residual_after(const ConvProblem& p, T* y, const Strides4& ys, std::ptrdiff_t offset, int threads) {
+  const T* r = reinterpret_cast<const T*>(reinterpret_cast<const unsigned char*>(y) + offset);
+  const int64_t rows = p.batch * p.out_channels * p.out_h;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t n = row / (p.out_channels * p.out_h), k = row / p.out_h % p.out_channels, oh = row % p.out_h;
+    const int64_t at = n * ys.n + k * ys.c + oh * ys.h;
+    for (int64_t ow = 0; ow < p.out_w; ++ow) {
+      const int64_t i = at + ow * ys.w;
+      y[i] = activate_reference(T(y[i] + r[i]), p.activation, p.negative_slope);
+    }
+  }
+}
+
 }  // namespace
 
 void set_num_threads(int n) {
@@ -303,6 +321,15 @@ bool takes_dilation_rows(const ConvProblem& p) {
   return p.in_h == 1 && p.out_h == 1 && p.kernel_h == 1 && p.kernel_w > 1 && p.stride_w == 1 && d >= kDilationRowsMin &&
          p.in_w % d == 0 && p.pad_left % d == 0 && p.pad_right % d == 0 &&
          (p.pad_mode == PadMode::Zeros || p.pad_left + p.pad_right == 0) && !is_depthwise(p);
+}
+
+Lowering lowering_of(const ConvProblem& p);
+
+// Whether p's lowering has its kernels write y itself (through strides), so that they can add
+// a residual of y's layout as they store; the others write a copy that is transposed into y.
+bool lowering_writes_y(const ConvProblem& p) {
+  const Lowering l = lowering_of(p);
+  return l != Lowering::ChannelsFirst && l != Lowering::FoldRows;
 }
 
 Lowering lowering_of(const ConvProblem& p) {
@@ -925,13 +952,31 @@ ConvChoice ConvPlan::choose_for(const ConvProblem& given, const ConvProblem& p, 
   return {chosen, table.isa_name, threads, call_workspace_bytes(*chosen, given, p, threads), chosen->packed_bytes(p)};
 }
 
-void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const ConvAlgorithm* forced, int max_threads) {
+void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const ConvAlgorithm* forced, int max_threads,
+                   const void* residual) {
   const ConvProblem given = kernel_problem(problem);
   if (given.dtype != dtype_ || given.out_channels != out_channels_ || given.in_channels / given.groups != group_in_ ||
       given.kernel_d != kernel_d_ || given.kernel_h != kernel_h_ || given.kernel_w != kernel_w_)
     throw std::invalid_argument("convolution problem does not match the plan's weights");
   if (given.batch == 0 || given.out_channels == 0) return;
   const int cap = call_thread_cap(max_threads);
+  if (residual && dtype_ == DType::BFloat16) throw std::invalid_argument("a bfloat16 plan takes no residual");
+  std::optional<std::ptrdiff_t> res;
+  if (residual) res = static_cast<const unsigned char*>(residual) - static_cast<unsigned char*>(y);
+  if (res && !lowering_writes_y(given)) {
+    // The lowering writes y from a copy (a transpose): the convolution, then one pass.
+    ConvProblem plain = problem;
+    plain.activation = Activation::None;
+    run(plain, x, y, forced, max_threads);
+    ConvProblem whole = given;  // y as one contiguous run of values
+    whole.batch = 1, whole.out_channels = 1, whole.out_h = 1;
+    whole.out_w = given.batch * given.out_channels * given.out_d * given.out_h * given.out_w;
+    with_element_type(given.dtype, [&](auto zero) {
+      using T = decltype(zero);
+      add_residual_after(whole, static_cast<T*>(y), Strides4{0, 0, 0, 1}, *res, threads_for(given, cap));
+    });
+    return;
+  }
   if (dtype_ == DType::BFloat16) {
     if (!runs_bf16_kernel(given, forced)) {
       if (forced && forced->dtype == DType::BFloat16)
@@ -941,17 +986,20 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
     return run_planar(given, x, y, nullptr, forced, cap);
   }
   // The reference takes every depth itself: it is the oracle of the lowerings.
-  if (is_reference(forced)) return run_planar(given, x, y, nullptr, forced, cap);
-  if (const auto live = live_taps_run(given)) return live->plan->run(live->problem, x, y, forced, max_threads);
+  if (is_reference(forced)) return run_planar(given, x, y, nullptr, forced, cap, nullptr, nullptr, res);
+  if (const auto live = live_taps_run(given))
+    return live->plan->run(live->problem, x, y, forced, max_threads, residual);
   switch (lowering_of(given)) {
-    case Lowering::None: return run_planar(given, x, y, nullptr, forced, cap);
-    case Lowering::Flatten: return run_flattened(given, x, y, forced, cap);
-    case Lowering::IntoBatch: return run_planar(depth_into_batch(given), x, y, nullptr, forced, cap);
+    case Lowering::None: return run_planar(given, x, y, nullptr, forced, cap, nullptr, nullptr, res);
+    case Lowering::Flatten: return run_flattened(given, x, y, forced, cap, res);
+    case Lowering::IntoBatch:
+      return run_planar(depth_into_batch(given), x, y, nullptr, forced, cap, nullptr, nullptr, res);
     case Lowering::Gather:
-    case Lowering::Interleave: return run_gathered(given, x, y, forced, cap);
-    case Lowering::FoldRows: return run_folded(given, x, y, forced, cap);
-    case Lowering::TapsAsChannels: return run_taps_as_channels(given, x, y, forced, cap);
-    case Lowering::DilationRows: return run_planar(dilation_rows(given), x, y, nullptr, forced, cap);
+    case Lowering::Interleave: return run_gathered(given, x, y, forced, cap, res);
+    case Lowering::FoldRows: return run_folded(given, x, y, forced, cap);  // (res: it writes y, see above)
+    case Lowering::TapsAsChannels: return run_taps_as_channels(given, x, y, forced, cap, res);
+    case Lowering::DilationRows:
+      return run_planar(dilation_rows(given), x, y, nullptr, forced, cap, nullptr, nullptr, res);
     case Lowering::ChannelsFirst: return run_channels_first(given, x, y, forced, cap);
   }
 }
@@ -973,10 +1021,11 @@ void ConvPlan::run_into_channels(const ConvProblem& problem, const void* x, void
   run_planar(given, x, y, &strides, nullptr, cap);
 }
 
-void ConvPlan::run_flattened(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap) {
+void ConvPlan::run_flattened(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap,
+                             std::optional<std::ptrdiff_t> residual) {
   const ConvProblem q = flattened(given);
   const FlattenSegments f = flatten_segments(q);
-  if (f.count == 1 && f.tail == 0) return run_planar(q, x, y, nullptr, forced, cap);
+  if (f.count == 1 && f.tail == 0) return run_planar(q, x, y, nullptr, forced, cap, nullptr, nullptr, residual);
   const size_t elem = dtype_size(given.dtype);
   const bool first = q.layout == Layout::NCHW;
   const int64_t C = q.in_channels, K = q.out_channels, in_plane = q.in_h * q.in_w, out_plane = q.out_h * q.out_w;
@@ -989,11 +1038,11 @@ void ConvPlan::run_flattened(const ConvProblem& given, const void* x, void* y, c
   for (int64_t n = 0; n < q.batch; ++n) {
     const auto* xn = static_cast<const unsigned char*>(x) + size_t(n * C * in_plane) * elem;
     auto* yn = static_cast<unsigned char*>(y) + size_t(n * K * out_plane) * elem;
-    run_planar(flattened_segments(q, f.count, f.width), xn, yn, &ys, forced, cap, nullptr, &xs);
+    run_planar(flattened_segments(q, f.count, f.width), xn, yn, &ys, forced, cap, nullptr, &xs, residual);
     if (f.tail > 0) {
       const int64_t col = f.count * f.width;
       run_planar(flattened_segments(q, 1, f.tail), xn + size_t(col * (first ? 1 : C)) * elem,
-                 yn + size_t(col * (first ? 1 : K)) * elem, &yt, forced, cap, nullptr, &xt);
+                 yn + size_t(col * (first ? 1 : K)) * elem, &yt, forced, cap, nullptr, &xt, residual);
     }
   }
 }
@@ -1017,7 +1066,7 @@ void ConvPlan::run_channels_first(const ConvProblem& given, const void* x, void*
 }
 
 void ConvPlan::run_taps_as_channels(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced,
-                                    int cap) {
+                                    int cap, std::optional<std::ptrdiff_t> residual) {
   check_workspace(tap_channels_bytes(given), "conv1d tap windows");
   auto buffer = SpareBuffer<TapChannelsTag>::take(tap_channels_bytes(given));
   const ConvProblem q = taps_as_channels(given);
@@ -1026,7 +1075,7 @@ void ConvPlan::run_taps_as_channels(const ConvProblem& given, const void* x, voi
     using T = decltype(zero);
     copy_tap_windows(given, static_cast<const T*>(x), reinterpret_cast<T*>(buffer.get()), threads);
   });
-  run_planar(q, buffer.get(), y, nullptr, forced, cap);
+  run_planar(q, buffer.get(), y, nullptr, forced, cap, nullptr, nullptr, residual);
 }
 
 void ConvPlan::run_folded(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap) {
@@ -1065,7 +1114,8 @@ void ConvPlan::run_folded(const ConvProblem& given, const void* x, void* y, cons
     });
 }
 
-void ConvPlan::run_gathered(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap) {
+void ConvPlan::run_gathered(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap,
+                            std::optional<std::ptrdiff_t> residual) {
   const int64_t chunk = gather_chunk(given), total = given.batch * given.out_d;
   const size_t elem = dtype_size(given.dtype);
   check_workspace(gather_bytes(given, chunk), "conv3d gathered input slices");
@@ -1090,14 +1140,14 @@ void ConvPlan::run_gathered(const ConvProblem& given, const void* x, void* y, co
     auto* out = static_cast<unsigned char*>(y);
     if (given.layout == Layout::NHWC) {
       run_planar(q, buffer.get(), out + size_t(b0 * out_plane * given.out_channels) * elem, nullptr, forced, cap,
-                 weights);
+                 weights, nullptr, residual);
     } else {
       // Slices od of image n: channel k's at y[n, k, od], so the slices are q's batch with
       // stride out_plane and the channels stride out_d * out_plane.
       const int64_t od = b0 - n * given.out_d;
       const Strides4 stride{out_plane, given.out_d * out_plane, given.out_w, 1};
       run_planar(q, buffer.get(), out + size_t((n * given.out_channels * given.out_d + od) * out_plane) * elem, &stride,
-                 forced, cap, weights);
+                 forced, cap, weights, nullptr, residual);
     }
     b0 += count;
   }
@@ -1123,7 +1173,8 @@ PlanWeights& ConvPlan::interleaved_weights() {
 }
 
 void ConvPlan::run_planar(const ConvProblem& given, const void* x, void* y, const Strides4* y_stride,
-                          const ConvAlgorithm* forced, int cap, PlanWeights* weights, const Strides4* x_stride) {
+                          const ConvAlgorithm* forced, int cap, PlanWeights* weights, const Strides4* x_stride,
+                          std::optional<std::ptrdiff_t> residual) {
   PlanWeights& w = weights ? *weights : weights_;
   const ConvProblem p = algorithm_problem(given);
   if (forced) require_accepts(*forced, p);
@@ -1156,7 +1207,19 @@ void ConvPlan::run_planar(const ConvProblem& given, const void* x, void* y, cons
   call.row_src = rows.empty() ? nullptr : rows.data();
   call.col_src = cols.empty() ? nullptr : cols.data();
   call.num_threads = choice.threads;
+  if (residual && choice.algorithm->adds_residual) call.residual = static_cast<unsigned char*>(y) + *residual;
+  if (!residual || choice.algorithm->adds_residual) return choice.algorithm->run(call);
+  call.p.activation = Activation::None;  // applied with the residual, after the stores
   choice.algorithm->run(call);
+  with_element_type(p.dtype, [&](auto zero) {
+    using T = decltype(zero);
+    add_residual_after(p, static_cast<T*>(y), call.y_stride, *residual, choice.threads);
+  });
+}
+
+bool ConvPlan::fuses_residual(const ConvProblem& problem) const {
+  const ConvProblem given = kernel_problem(problem);
+  return dtype_ != DType::BFloat16 && lowering_writes_y(given) && choose(problem).algorithm->adds_residual;
 }
 
 }  // namespace cppconv

@@ -4,6 +4,7 @@
 #pragma once
 #include <array>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -179,7 +180,15 @@ class ConvPlan {
   // instead of the dispatcher's choice; it must accept the problem.  `max_threads` > 0 caps
   // this call's threads instead of get_num_threads() (a per-call num_threads=, which must
   // not change the process-wide setting).
-  void run(const ConvProblem& p, const void* x, void* y, const ConvAlgorithm* forced = nullptr, int max_threads = 0);
+  // `residual` (nullptr: none) is a tensor of y's dtype, shape and layout, C-contiguous, added to
+  // the outputs before the activation: y = act((conv(x) + bias) + residual).  It must not overlap
+  // y.  Algorithms with adds_residual add it as each output block is stored; after the others
+  // (and the channels-first and transposed fold-rows lowerings) one more pass adds it
+  // (fuses_residual says which).  Not for bfloat16 plans.
+  void run(const ConvProblem& p, const void* x, void* y, const ConvAlgorithm* forced = nullptr, int max_threads = 0,
+           const void* residual = nullptr);
+  // Whether run() with a residual adds it in the kernel's stores for p (the dispatcher's choice).
+  bool fuses_residual(const ConvProblem& p) const;
   // Whether run_into_channels can take p: a 2-D channels-last problem that runs as it is (no
   // lowering, no live-taps plan), whose kernels write through the output's strides.
   bool writes_channel_slice(const ConvProblem& p) const;
@@ -202,20 +211,24 @@ class ConvPlan {
   ConvProblem kernel_problem(const ConvProblem& problem) const;
   // Runs a problem of depth 1 (or any problem, through the reference) with y's strides
   // `y_stride` and x's `x_stride` (nullptr: contiguous), at most `cap` threads.
+  // `residual`: where the residual is, in bytes from y (nothing: none; see run).
   void run_planar(const ConvProblem& given, const void* x, void* y, const Strides4* y_stride,
                   const ConvAlgorithm* forced, int cap, PlanWeights* weights = nullptr,
-                  const Strides4* x_stride = nullptr);
+                  const Strides4* x_stride = nullptr, std::optional<std::ptrdiff_t> residual = std::nullopt);
   // (d, h*w) as a 2-D problem, long rows in column segments (Lowering::Flatten).
-  void run_flattened(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap);
+  void run_flattened(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap,
+                     std::optional<std::ptrdiff_t> residual = std::nullopt);
   // The weights as Lowering::Interleave reads them, made on first use.
   PlanWeights& interleaved_weights();
   // A deep problem, one chunk of output slices at a time (Lowering::Gather or Interleave).
-  void run_gathered(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap);
+  void run_gathered(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap,
+                    std::optional<std::ptrdiff_t> residual = std::nullopt);
   // One long row as folded rows and the tail that does not fill one (Lowering::FoldRows).
   void run_folded(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap);
   void run_channels_first(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap);
   // Each tap's window as a channel of a 1x1 problem (Lowering::TapsAsChannels).
-  void run_taps_as_channels(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap);
+  void run_taps_as_channels(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap,
+                            std::optional<std::ptrdiff_t> residual = std::nullopt);
   // Where only the reference takes `given` because its zero padding dwarfs the input (no
   // kernel's tiles stay in proportion to the call), and some taps read only padding for every
   // output: the problem of the other taps and a plan of their weights (conv.cpp, live taps).

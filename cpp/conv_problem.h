@@ -94,6 +94,10 @@ struct ConvCall {
   const void* packed = nullptr;    // the algorithm's packed weights, or nullptr if it packs none
   const void* bias = nullptr;      // (K,) or nullptr
   void* y = nullptr;               // output, strides y_stride
+  // A tensor of y's type, shape and strides added to each output before the activation (a
+  // residual connection), or nullptr.  It never overlaps y: the kernels store partial sums in
+  // y before they add it.  Only algorithms with adds_residual take one (ConvAlgorithm).
+  const void* residual = nullptr;
   Strides4 x_stride, y_stride;
   // From one depth slice to the next (a deep problem's x and y, which only the reference takes).
   int64_t x_depth_stride = 0, y_depth_stride = 0;

@@ -99,8 +99,13 @@ void run_reference(const ConvCall& call) {
                     const W wv = w[(k * group_in + c) * taps + (a * p.kernel_h + i) * p.kernel_w + j];
                     sum += value_of(xv) * value_of(wv);
                   }
-            y[n * call.y_stride.n + k * call.y_stride.c + od * call.y_depth_stride + oh * call.y_stride.h +
-              ow * call.y_stride.w] = store_as<Y>(activate_reference(T(sum), p.activation, p.negative_slope));
+            const int64_t at = n * call.y_stride.n + k * call.y_stride.c + od * call.y_depth_stride +
+                               oh * call.y_stride.h + ow * call.y_stride.w;
+            T v = T(sum);
+            // The residual (of y's type and strides) after the sum is rounded, before the activation.
+            if constexpr (std::is_same_v<T, Y>)
+              if (call.residual) v = v + static_cast<const Y*>(call.residual)[at];
+            y[at] = store_as<Y>(activate_reference(v, p.activation, p.negative_slope));
           }
         }
       }
@@ -115,10 +120,12 @@ size_t reference_workspace(const ConvProblem& p, int) {
 
 }  // namespace
 
-const ConvAlgorithm conv_reference_f32 = {"conv_reference_f32", DType::Float32,      accepts_any, no_packing, nullptr,
-                                          reference_workspace,  run_reference<float>};
-const ConvAlgorithm conv_reference_f64 = {"conv_reference_f64", DType::Float64,       accepts_any, no_packing, nullptr,
-                                          reference_workspace,  run_reference<double>};
+const ConvAlgorithm conv_reference_f32 = {
+    "conv_reference_f32", DType::Float32,       accepts_any,        no_packing, nullptr,
+    reference_workspace,  run_reference<float>, Precision::Highest, 0,          /*adds_residual=*/true};
+const ConvAlgorithm conv_reference_f64 = {
+    "conv_reference_f64", DType::Float64,        accepts_any,        no_packing, nullptr,
+    reference_workspace,  run_reference<double>, Precision::Highest, 0,          /*adds_residual=*/true};
 
 namespace {
 // bfloat16 weights, float32 bias; x and y as the problem stores them.

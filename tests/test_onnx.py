@@ -141,11 +141,16 @@ def test_resnet_plan_fuses_and_keeps_one_layout(torch):
     assert sum("activation relu fused" in r["became"] for r in convs) >= 5
     # Torch's exporter folds BatchNormalization itself; any left is folded here.
     assert all(r["became"].startswith("fused into") for r in rows if r["op"] == "BatchNormalization")
-    # One layout conversion, at the input: the residual adds stay NHWC, and the pooled
+    # One layout conversion, at the input: the residual adds stay NHWC (each fused into the
+    # convolution that produces its operand, with the Relu after it), and the pooled
     # (N, 1, 1, C) is flattened as it is.
     conversions = [r for r in rows if r["op"] == "(layout)"]
     assert len(conversions) == 1, conversions
-    assert all(r["layout"] == "NHWC" for r in rows if r["op"] == "Add")
+    adds = [r for r in rows if r["op"] == "Add"]
+    assert len(adds) == 4 and all(r["became"].startswith("fused into") for r in adds)
+    fused = [r for r in convs if "residual Add" in r["became"]]
+    assert len(fused) == 4 and all("fused in the kernel's stores; activation relu fused (after the residual)"
+                                   in r["became"] for r in fused)
     assert info["peak_activation_bytes"] > 16 * 32 * 32 * 4
     text = net.summary()
     assert "planned peak activation memory" in text and "Conv2d 7x7" in text
@@ -161,6 +166,8 @@ def test_unfolded_export_folds_here(torch, name):
     rows = net.explain()["nodes"]
     bns = [r for r in rows if r["op"] == "BatchNormalization"]
     assert bns and all(r["became"].startswith("fused into") for r in bns)
+    if name == "resnet":  # a Conv that took in its BatchNormalization takes the residual Add too
+        assert sum("residual Add" in r["became"] for r in rows if r["op"] == "Conv") == 4
     x = _rand(2, *shape[1:])
     with torch.inference_mode():
         want = module(torch.from_numpy(x)).numpy()
@@ -171,6 +178,10 @@ def test_mobilenet_fuses_relu6_and_silu(torch):
     rows = cppconv.onnx.load(_exported("mobilenet_v2")[2]).explain()["nodes"]
     assert any("relu6 fused" in r["became"] for r in rows)
     assert any("groups" in r["became"] for r in rows if r["op"] == "Conv")  # depthwise
+    # Each residual Add goes into the 1x1 projection that produces its operand.
+    adds = [r for r in rows if r["op"] == "Add"]
+    assert len(adds) == 2 and all(r["became"].startswith("fused into") for r in adds)
+    assert sum("Conv2d 1x1; residual Add" in r["became"] and "kernel's stores" in r["became"] for r in rows) == 2
     rows = cppconv.onnx.load(_exported("se_hardswish")[2]).explain()["nodes"]
     assert any("silu fused" in r["became"] for r in rows)
     assert all(r["layout"] == "NHWC" for r in rows if r["op"] == "Mul" and "fused" not in r["became"])  # SE scaling
@@ -383,8 +394,64 @@ def test_add_and_the_relu_that_alone_reads_it_run_as_one_pass(other):
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Add", ["c", b], ["a"]),
              helper.make_node("Relu", ["a"], ["y"])]
     net = _check(nodes, {"x": X4}, initializers={"w": _rand(4, 4, 3, 3), "b": _rand(4, 1, 1)})
-    assert _row(net, "Add")["became"].endswith("Relu fused")
     assert _row(net, "Relu")["became"].startswith("fused into")
+    if other == "residual":  # the Add and its Relu go into the convolution (a constant operand does not)
+        assert _row(net, "Add")["became"].startswith("fused into")
+        assert "residual Add" in _row(net, "Conv")["became"]
+    else:
+        assert _row(net, "Add")["became"].endswith("Relu fused")
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("case", ["input", "earlier-conv", "later-conv", "read-elsewhere", "broadcast", "activated"])
+def test_residual_add_fuses_into_the_conv(case, relu):
+    """Add(Conv(x), r) [Relu]: into the Conv when the Add alone reads its output, r is computed
+    before the Conv runs and has the output's shape; the results match ONNX Runtime's."""
+    inits = {"w1": _RESIDUAL_W1, "w2": _RESIDUAL_W2, "b": _RESIDUAL_B}
+    inputs = {"x": X4}
+    outputs = ["y"]
+    nodes = []
+    if case in ("input", "read-elsewhere", "activated"):
+        nodes.append(helper.make_node("Conv", ["x", "w1", "b"], ["c"], pads=[1, 1, 1, 1]))
+        if case == "activated":  # Conv, Relu, Add: the Conv keeps its own activation; no fusion
+            nodes.append(helper.make_node("Relu", ["c"], ["c1"]))
+        nodes.append(helper.make_node("Add", ["c1" if case == "activated" else "c", "x"], ["a"]))
+        if case == "read-elsewhere":
+            outputs.append("c")
+    elif case == "broadcast":
+        inputs["r"] = _rand(2, 4, 1, 6)
+        nodes += [helper.make_node("Conv", ["x", "w1", "b"], ["c"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Add", ["c", "r"], ["a"])]
+    else:  # two convolutions of x: the later one takes the earlier one's output as its residual
+        first, second = (["x", "w2"], ["x", "w1", "b"]) if case == "earlier-conv" else (["x", "w1", "b"], ["x", "w2"])
+        nodes += [helper.make_node("Conv", first, ["c1"], pads=[0, 0, 0, 0] if len(first) == 2 else [1, 1, 1, 1]),
+                  helper.make_node("Conv", second, ["c2"], pads=[0, 0, 0, 0] if len(second) == 2 else [1, 1, 1, 1]),
+                  helper.make_node("Add", ["c1", "c2"], ["a"])]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["a"], ["y"]))
+    else:
+        nodes[-1].output[0] = "y"
+    net = _check(nodes, inputs, outputs, initializers=inits)
+    rows = net.explain()["nodes"]
+    convs = [r for r in rows if r["op"] == "Conv"]
+    fused = [r for r in convs if "residual Add" in r["became"]]
+    if case in ("read-elsewhere", "activated", "broadcast"):  # (a broadcast Add stays NumPy's)
+        assert not fused and _row(net, "Add")["became"].startswith("cppconv add")
+        return
+    assert len(fused) == 1 and _row(net, "Add")["became"].startswith("fused into")
+    if case in ("earlier-conv", "later-conv"):
+        assert fused[0] is convs[-1]  # the one that runs second
+    assert "fused in the kernel's stores" in fused[0]["became"]
+    assert ("activation relu fused (after the residual)" in fused[0]["became"]) == relu
+    # The same results on one thread and two.
+    model = _model(nodes, inputs, outputs, inits)
+    one = cppconv.onnx.load(model, num_threads=1).run(inputs)
+    two = cppconv.onnx.load(model, num_threads=2).run(inputs)
+    for name in outputs:
+        assert np.array_equal(one[name], two[name])
+
+
+_RESIDUAL_W1, _RESIDUAL_W2, _RESIDUAL_B = _rand(4, 4, 3, 3), _rand(4, 4, 1, 1), _rand(4)
 
 
 @pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Sum"])
@@ -894,8 +961,10 @@ def test_conv_outputs_reuse_dropped_buffers():
 def test_elementwise_writes_into_its_dying_input():
     """A residual Add writes into the conv output that dies at it; an input still read later
     (or the caller's array) is never overwritten."""
+    # (The Add's other operand is computed after the Conv, so the Add is not fused into it.)
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Add", ["c", "x"], ["s"]),
+             helper.make_node("LeakyRelu", ["x"], ["l"]),
+             helper.make_node("Add", ["c", "l"], ["s"]),
              helper.make_node("Mul", ["s", "k"], ["m"]),  # s is also read below: written fresh
              helper.make_node("Sub", ["m", "s"], ["y"])]
     x = X4.copy()

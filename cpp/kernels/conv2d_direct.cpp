@@ -439,16 +439,30 @@ inline void activate_block(V (&acc)[M][N], FusedActivation act) {
 //   tap_off[t]: offset of tap t in the tile;  chan_pitch: from one channel to the next
 //   w:      packed weights of this k block, [tap][c][kPackedNV vectors]
 //   out:    pixel m's outputs at out + m * out_pixel_stride (kvalid of them are stored)
+//   residual: nullptr, or values laid out as out's, added to the sums before the activation
 //   prefetch: one line of it every other channel step
 // NV: vectors of output channels computed, the block's kPackedNV, or fewer for a last k block
 // whose other vectors would be all padding (K = 24 or 72 on the 2-vector block: half its FMAs).
 template <class T, int MR, int NV, int kPackedNV, bool kUnitPitch>
 void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels, int64_t tap_stride,
                             int64_t chan_pitch, int64_t pixel_pitch, const T* w, const T* bias, int kvalid,
-                            bool accumulate, FusedActivation act, T* out, int64_t out_pixel_stride,
+                            bool accumulate, FusedActivation act, T* out, int64_t out_pixel_stride, const T* residual,
                             NextPrefetch* prefetch, int64_t blocks) {
   if constexpr (kUnitPitch) pixel_pitch = 1;
+  // The residual's lines of a block, asked for two blocks ahead: read where the stores are, they
+  // come from memory, and a load of them waiting in the epilogue cost more than a separate pass.
+  const auto prefetch_residual = [&](const T* r) {
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; ++m)
+      for (int64_t byte = 0; byte < int64_t(kvalid * sizeof(T)); byte += 64)
+        prefetch_l1(reinterpret_cast<const char*>(r + m * out_pixel_stride) + byte);
+  };
+  if (residual) {
+    prefetch_residual(residual);
+    if (blocks > 1) prefetch_residual(residual + MR * out_pixel_stride);
+  }
   for (int64_t blk = 0; blk < blocks; ++blk, x += MR * pixel_pitch, out += MR * out_pixel_stride) {
+    if (residual && blk + 2 < blocks) prefetch_residual(residual + 2 * MR * out_pixel_stride);
     Vec<T> acc[MR][NV];
     if (accumulate) {  // a later slice of input channels: continue the stored partial sums
 #pragma GCC unroll 16
@@ -496,6 +510,19 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
     };
     if (prefetch->active()) reduce(std::true_type{});
     else reduce(std::false_type{});
+    if (residual) {  // in the order of the unfused steps: the sum (bias first), + residual, activation
+      const Vec<T> one = vset1(T(1));  // (r * 1 + acc: the add, exactly, for every dtype's vectors)
+#pragma GCC unroll 16
+      for (int m = 0; m < MR; ++m) {
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; ++v) {
+          const int n = kvalid - v * kLanes<T>;
+          const T* r = residual + m * out_pixel_stride + v * kLanes<T>;
+          if (n > 0) acc[m][v] = vfma(n >= kLanes<T> ? vload(r) : vload_partial(r, n), one, acc[m][v]);
+        }
+      }
+      residual += MR * out_pixel_stride;
+    }
     activate_block(acc, act);
     if (kvalid >= NV * kLanes<T>) {
 #pragma GCC unroll 16
@@ -568,7 +595,7 @@ void pixelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int6
 
 template <class T>
 using ChannelVecFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, const T*, const T*,
-                              int, bool, FusedActivation, T*, int64_t, NextPrefetch*, int64_t);
+                              int, bool, FusedActivation, T*, int64_t, const T*, NextPrefetch*, int64_t);
 template <class T>
 using MicrokernelFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, const T*, int64_t, const T*, int,
                                FusedActivation, T*, int64_t);
@@ -740,8 +767,12 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
   const T* packed = static_cast<const T*>(call.packed);
   T* y = static_cast<T*>(call.y);
   const bool nchw = p.layout == Layout::NCHW;
-  const bool simple_act = is_simple<T>(p.activation);
   if (d.orientation == Orientation::ChannelVec) {
+    // Channels-last, the microkernels add the residual in registers as they store the last
+    // slice; channels-first outputs wait in the row buffer, so the residual follows the stores.
+    const bool residual_in_registers = call.residual && !nchw;
+    const bool simple_act = residual_in_registers ? is_simple<T>(p.activation) : activates_as_stored<T>(call);
+    const T* residual = static_cast<const T*>(call.residual);
     // Items are (k block, group of rows), or (segment, k block) of a flat plane, k blocks
     // inner so that a thread's run of items finds the segment's input in L2.  A "row" is then
     // a segment.  Input channels are taken in slices whose weights stay in L2 while every row
@@ -774,6 +805,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
         const int64_t c_begin = sl * d.channels_per_slice;
         const int64_t c_count = std::min(d.channels_per_slice, d.group_in - c_begin);
         const FusedActivation act = sl + 1 == slices && simple_act ? fused_activation(p) : FusedActivation{};
+        const bool adds_residual = sl + 1 == slices && residual_in_registers;
         // Packed weights [tap][c][NR] of this slice.
         const T* w_slice = wk ? wk + c_begin * d.taps * kNR<T, B> : nullptr;
         const int64_t w_tap_stride = c_count * kNR<T, B>;
@@ -834,8 +866,9 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
             // Packed weights are [tap][c][NR]: the slice starts at channel c_begin of each tap.
             microkernels[size_t(mr - 1)](xrow + ow * d.pixel_pitch, tap_off + t_first, t_count, c_count, w_tap_stride,
                                          d.chan_pitch, d.pixel_pitch, w_slice + t_first * w_tap_stride, bk, kvalid,
-                                         sl > 0, act, out_row + ow * out_pixel_stride, out_pixel_stride, &prefetch,
-                                         count);
+                                         sl > 0, act, out_row + ow * out_pixel_stride, out_pixel_stride,
+                                         adds_residual ? residual + (out_row + ow * out_pixel_stride - y) : nullptr,
+                                         &prefetch, count);
             ow += mr * count;
           }
         }
@@ -854,8 +887,8 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
               for (int64_t o = 0; o < pixels; ++o) y_row[kk * call.y_stride.c + o] = buf[o * kNR<T, B> + kk];
           }
           if (!simple_act)
-            for (int kk = 0; kk < kvalid; ++kk) activate_row(y_row + kk * call.y_stride.c, pixels, fused_activation(p));
-        } else if (!simple_act) {
+            for (int kk = 0; kk < kvalid; ++kk) finish_row(call, y_row + kk * call.y_stride.c, pixels);
+        } else if (!simple_act) {  // (the residual, if any, is in already)
           T* out_row = y + n * call.y_stride.n + y_offset(r) + k0;
           for (int64_t o = 0; o < pixels; ++o) activate_row(out_row + o * call.y_stride.w, kvalid, fused_activation(p));
         }
@@ -865,6 +898,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
   }
   // PixelVec: items are (k chunk, row), or k chunks alone when a block is one wide run, or
   // (segment, k chunk) of a flat plane (see d.flat_segment).
+  const bool simple_act = activates_as_stored<T>(call);
   const int64_t run_rows = (d.flat || d.wide) ? 1 : rows;
   const int64_t run_pixels = d.wide ? (rows - 1) * d.phase_w + p.out_w : d.pixels_per_row;
   for (int64_t item = item_begin; item < item_end; ++item) {
@@ -891,18 +925,17 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
       const int last_valid = int(count - (nv - 1) * kLanes<T>);
       const MicrokernelFn<T> microkernel = kPixelVec<T>[size_t(mk - 1)][size_t(nv - 1)];
       microkernel(xrow + px, tap_off, d.taps, d.group_in, d.chan_pitch, wk, d.taps * d.group_in, bk, last_valid,
-                  fused_activation(p), out + px, out_chan_stride);
+                  stored_activation<T>(call), out + px, out_chan_stride);
     }
     if (d.wide) {
       for (int64_t kk = 0; kk < mk; ++kk)
         for (int64_t rr = 0; rr < rows; ++rr) {
           T* yr = yrow + kk * call.y_stride.c + rr * call.y_stride.h;
           std::memcpy(yr, out + kk * out_chan_stride + rr * d.phase_w, sizeof(T) * p.out_w);
-          if (!simple_act) activate_row(yr, p.out_w, fused_activation(p));
+          if (!simple_act) finish_row(call, yr, p.out_w);
         }
     } else if (!simple_act) {
-      for (int64_t kk = 0; kk < mk; ++kk)
-        activate_row(yrow + kk * call.y_stride.c + px_begin, px_end - px_begin, fused_activation(p));
+      for (int64_t kk = 0; kk < mk; ++kk) finish_row(call, yrow + kk * call.y_stride.c + px_begin, px_end - px_begin);
     }
   }
 }
@@ -1134,30 +1167,41 @@ constexpr AlgorithmName kChannelVecF64Name =
 }  // namespace
 
 const ConvAlgorithm conv2d_pixelvec_f32 = {
-    kPixelVecF32Name.text,     DType::Float32,     pixelvec_accepts<float>, no_packing, nullptr,
-    pixelvec_workspace<float>, run_pixelvec<float>};
+    kPixelVecF32Name.text,     DType::Float32,      pixelvec_accepts<float>, no_packing, nullptr,
+    pixelvec_workspace<float>, run_pixelvec<float>, Precision::Highest,      0,          /*adds_residual=*/true};
 const ConvAlgorithm conv2d_pixelvec_f64 = {
-    kPixelVecF64Name.text,      DType::Float64,      pixelvec_accepts<double>, no_packing, nullptr,
-    pixelvec_workspace<double>, run_pixelvec<double>};
+    kPixelVecF64Name.text,      DType::Float64,       pixelvec_accepts<double>, no_packing, nullptr,
+    pixelvec_workspace<double>, run_pixelvec<double>, Precision::Highest,       0,          /*adds_residual=*/true};
 const ConvAlgorithm conv2d_channelvec_f32 = {kChannelVecF32Name.text,
                                              DType::Float32,
                                              channelvec_accepts<float, NarrowBlock>,
                                              channelvec_packed_bytes<float, NarrowBlock>,
                                              channelvec_pack<float, NarrowBlock>,
                                              channelvec_workspace<float, NarrowBlock>,
-                                             run_channelvec<float, NarrowBlock>};
-const ConvAlgorithm conv2d_channelvec_wide_f32 = {
-    kWideChannelVecF32Name.text,          DType::Float32,
-    channelvec_accepts<float, WideBlock>, channelvec_packed_bytes<float, WideBlock>,
-    channelvec_pack<float, WideBlock>,    channelvec_workspace<float, WideBlock>,
-    run_channelvec<float, WideBlock>};
+                                             run_channelvec<float, NarrowBlock>,
+                                             Precision::Highest,
+                                             0,
+                                             /*adds_residual=*/true};
+const ConvAlgorithm conv2d_channelvec_wide_f32 = {kWideChannelVecF32Name.text,
+                                                  DType::Float32,
+                                                  channelvec_accepts<float, WideBlock>,
+                                                  channelvec_packed_bytes<float, WideBlock>,
+                                                  channelvec_pack<float, WideBlock>,
+                                                  channelvec_workspace<float, WideBlock>,
+                                                  run_channelvec<float, WideBlock>,
+                                                  Precision::Highest,
+                                                  0,
+                                                  /*adds_residual=*/true};
 const ConvAlgorithm conv2d_channelvec_f64 = {kChannelVecF64Name.text,
                                              DType::Float64,
                                              channelvec_accepts<double, NarrowBlock>,
                                              channelvec_packed_bytes<double, NarrowBlock>,
                                              channelvec_pack<double, NarrowBlock>,
                                              channelvec_workspace<double, NarrowBlock>,
-                                             run_channelvec<double, NarrowBlock>};
+                                             run_channelvec<double, NarrowBlock>,
+                                             Precision::Highest,
+                                             0,
+                                             /*adds_residual=*/true};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

@@ -137,8 +137,12 @@ void run_tiled(const ConvCall& call) {
       for (int64_t kk = 0; kk < kcount; ++kk) {
         for (int64_t r = 0; r < rows; ++r) {
           T* a = acc + (kk * rows + r) * OW;
-          activate_row(a, OW, fused_activation(p));
           T* yr = y + n * call.y_stride.n + (k0 + kk) * call.y_stride.c + (oh0 + r) * call.y_stride.h;
+          if (call.residual) {  // (same strides as y)
+            const T* res = static_cast<const T*>(call.residual) + (yr - y);
+            for (int64_t ow = 0; ow < OW; ++ow) a[ow] = a[ow] + res[ow * call.y_stride.w];
+          }
+          activate_row(a, OW, fused_activation(p));
           if (call.y_stride.w == 1) {
             std::memcpy(yr, a, sizeof(T) * OW);
           } else {
@@ -174,14 +178,20 @@ const ConvAlgorithm conv2d_tiled_f32 = {"conv2d_tiled_f32__" CPPCONV_ISA_NAME,
                                         no_packing,
                                         nullptr,
                                         tiled_workspace<float>,
-                                        run_tiled<float>};
+                                        run_tiled<float>,
+                                        Precision::Highest,
+                                        0,
+                                        /*adds_residual=*/true};
 const ConvAlgorithm conv2d_tiled_f64 = {"conv2d_tiled_f64__" CPPCONV_ISA_NAME,
                                         DType::Float64,
                                         tiled_accepts<double>,
                                         no_packing,
                                         nullptr,
                                         tiled_workspace<double>,
-                                        run_tiled<double>};
+                                        run_tiled<double>,
+                                        Precision::Highest,
+                                        0,
+                                        /*adds_residual=*/true};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

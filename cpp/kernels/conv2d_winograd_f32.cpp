@@ -347,8 +347,8 @@ constexpr auto kMultiply = multiply_table(std::make_integer_sequence<int, kMRMax
 bool store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, int64_t kb, const float* mbuf,
                    float* row_buf) {
   const ConvProblem& p = call.p;
-  const bool nhwc = p.layout == Layout::NHWC, simple = is_simple<float>(p.activation);
-  const FusedActivation act = fused_activation(p);
+  const bool nhwc = p.layout == Layout::NHWC, simple = activates_as_stored<float>(call);
+  const FusedActivation act = stored_activation<float>(call);
   float* y = static_cast<float*>(call.y) + b.n * call.y_stride.n;
   const float* bias = static_cast<const float*>(call.bias);
   const int64_t row_len = 2 * w.dw * b.cols;  // row buffer pixels per row
@@ -386,7 +386,7 @@ bool store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, 
           if (nhwc) {
             float* dst = y + oh * call.y_stride.h + ow * call.y_stride.w + k0;
             vstore_mask(dst, out[e], lanes);
-            if (!simple) activate_row(dst, kv, fused_activation(p));
+            if (!simple) finish_row(call, dst, kv);
           } else {
             vstore(row_buf + (row * row_len + col) * kNR + h * L, out[e]);
           }
@@ -407,7 +407,7 @@ bool store_k_block(const ConvCall& call, const WinogradPlan& w, const Block& b, 
       float* dst = y + k0 * call.y_stride.c + (2 * w.dh * b.ty0 + r) * call.y_stride.h + 2 * w.dw * b.tx0;
       pixels_to_planes(row_buf + r * row_len * kNR + h * L, kNR, kv, count, dst, call.y_stride.c);
       if (!simple)
-        for (int c = 0; c < kv; ++c) activate_row(dst + c * call.y_stride.c, count, fused_activation(p));
+        for (int c = 0; c < kv; ++c) finish_row(call, dst + c * call.y_stride.c, count);
     }
   return true;
 }
@@ -563,9 +563,10 @@ constexpr AlgorithmName kWinogradName = algorithm_name("conv2d_winograd2x2_f32__
 
 }  // namespace
 
-const ConvAlgorithm conv2d_winograd2x2_f32 = {kWinogradName.text,    DType::Float32, winograd_accepts,
-                                              winograd_packed_bytes, winograd_pack,  winograd_workspace,
-                                              run_winograd,          Precision::High};
+const ConvAlgorithm conv2d_winograd2x2_f32 = {kWinogradName.text,    DType::Float32,  winograd_accepts,
+                                              winograd_packed_bytes, winograd_pack,   winograd_workspace,
+                                              run_winograd,          Precision::High, 0,
+                                              /*adds_residual=*/true};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

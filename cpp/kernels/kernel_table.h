@@ -35,6 +35,8 @@ struct ConvAlgorithm {
   // runs only for calls that accept that mode (or a looser one).
   Precision accuracy = Precision::Highest;
   unsigned features = 0;  // CpuFeature bits it needs beyond the table's ISA
+  // Whether run() takes ConvCall::residual (the driver adds it after the others' stores).
+  bool adds_residual = false;
 };
 
 // One pooling algorithm (max and avg, regular and adaptive as its accepts() says).

@@ -258,6 +258,30 @@ static inline bool is_simple(Activation a) {
   if (a == Activation::Sigmoid || a == Activation::Silu) return std::is_same<T, float>::value;
   return a != Activation::Tanh;
 }
+
+// Whether a kernel applies the call's activation in registers as it stores (a simple one, and
+// no residual to add first), and the activation it applies there.  Otherwise it stores the
+// sums and calls finish_row on each run of them.
+template <class T>
+static inline bool activates_as_stored(const ConvCall& call) {
+  return is_simple<T>(call.p.activation) && !call.residual;
+}
+template <class T>
+static inline FusedActivation stored_activation(const ConvCall& call) {
+  return activates_as_stored<T>(call) ? fused_activation(call.p) : FusedActivation{};
+}
+
+// n contiguous outputs at v, stored without their activation: the residual's values at the
+// same place (it has y's strides) added, then the activation, in the order conv, add, activate.
+template <class T>
+static inline void finish_row(const ConvCall& call, T* v, int64_t n) {
+  if (call.residual) {
+    const T* r = static_cast<const T*>(call.residual) + (v - static_cast<T*>(call.y));
+    for (int64_t i = 0; i < n; ++i) v[i] = v[i] + r[i];
+  }
+  activate_row(v, n, fused_activation(call.p));
+}
+
 float lane_type(Vec<float>);  // (overloads, not std::is_same on vector types, whose attributes
 double lane_type(Vec<double>);  // GCC drops from template arguments with a warning)
 template <class V>

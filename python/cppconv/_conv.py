@@ -199,6 +199,7 @@ def _run(
     num_threads: Any = None,
     dtype: Any = None,
     rounding: Optional[str] = None,
+    residual: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     threads = _args.thread_count(num_threads)
     # (An input padded with a constant first is widened: the padded copy is made in float32.)
@@ -208,7 +209,12 @@ def _run(
     if spec.pads_input:
         x, pads = _args.constant_padded(x, pads, spec.layout, spec.padding_value), (0,) * len(pads)
     dst = call.dst.view(np.uint16) if _args.is_bfloat16(call.dst.dtype) else call.dst
-    call.plan.run(x, dst, spec.params(pads), algorithm, threads)
+    if residual is not None:
+        if dst.shape != residual.shape:  # (an unbatched call: the plan runs it with a batch of one)
+            residual = residual.reshape(dst.shape)
+        call.plan.run(x, dst, spec.params(pads), algorithm, threads, residual)
+    else:
+        call.plan.run(x, dst, spec.params(pads), algorithm, threads)
     return _args.deliver(out, call.dst, call.direct, call.geometry.out_shape, call.result)
 
 
@@ -538,7 +544,7 @@ class _ConvNd(_layer.WeightedLayer):
         return {**self._weight_kwargs(), **self._spec.kwargs(), "compute_dtype": self._rounding}
 
     def __call__(self, x: Any, out: Optional[np.ndarray] = None, *, num_threads: Optional[int] = None,
-                 dtype: Any = None) -> np.ndarray:
+                 dtype: Any = None, residual: Optional[np.ndarray] = None) -> np.ndarray:
         """The convolution of ``x`` with the layer's weights (shapes as in the function:
         :func:`cppconv.conv1d`, :func:`cppconv.conv2d` or :func:`cppconv.conv3d`).
 
@@ -549,6 +555,10 @@ class _ConvNd(_layer.WeightedLayer):
             num_threads: threads for this call only (default: ``cppconv.get_num_threads()``).
             dtype: the result's dtype, as for the function (a layer built with
                 ``compute_dtype="bfloat16"`` rounds its operands to bfloat16 whatever it is).
+            residual: a C-contiguous array of the result's shape and dtype (float32 or float64),
+                sharing no memory with ``out``, added before the activation:
+                ``activation(conv(x) + bias + residual)``, a residual connection in the same pass
+                (``explain(...)["fuses_residual"]`` says whether the kernel adds it as it stores).
 
         >>> import numpy as np, cppconv
         >>> layer = cppconv.Conv2d(np.ones((4, 3, 3, 3), np.float32))
@@ -556,6 +566,15 @@ class _ConvNd(_layer.WeightedLayer):
         (4, 6, 6)
         """
         w = self._weights  # one snapshot for the whole call (see _layer.Weights)
+        if residual is not None:
+            if w.forward is not None and dtype is None and w.forward[1][2] is None and (
+                    num_threads is None or (num_threads.__class__ is int and num_threads > 0)):
+                plan, (image, params, _) = w.forward
+                y = plan.forward(x, out, image, params, 0 if num_threads is None else num_threads, residual)
+                if y is not None:
+                    return y
+            return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, num_threads=num_threads, dtype=dtype,
+                        rounding=self._rounding, residual=residual)
         if _tuning._mode != "off":
             if not isinstance(x, np.ndarray):
                 try:
@@ -585,10 +604,12 @@ class _ConvNd(_layer.WeightedLayer):
         return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, num_threads=num_threads, dtype=dtype,
                     rounding=self._rounding)
 
-    def _call_with_algorithm(self, algorithm: str, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
+    def _call_with_algorithm(self, algorithm: str, x: Any, out: Optional[np.ndarray] = None, *,
+                             num_threads: Optional[int] = None, residual: Optional[np.ndarray] = None) -> np.ndarray:
         """The layer through a named algorithm (see ``_native.conv_algorithms()``): tests, benchmarks."""
         w = self._weights
-        return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, algorithm=algorithm, rounding=self._rounding)
+        return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, algorithm=algorithm, rounding=self._rounding,
+                    num_threads=num_threads, residual=residual)
 
     def explain(self, x_shape: Tuple[int, ...], dtype: Any = np.float32) -> Dict[str, Any]:
         """What a call on an input of this shape would do (see :func:`cppconv.explain`).

@@ -23,12 +23,14 @@ class ConvPlan:
         """
     def explain(self, x_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], params: ConvParams) -> dict:
         ...
-    def forward(self, x: typing.Any, out: typing.Any, image: bool, params: ConvParams, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> typing.Any:
+    def forward(self, x: typing.Any, out: typing.Any, image: bool, params: ConvParams, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, residual: typing.Any = None) -> typing.Any:
         """
         The layer's one-step path (internal): the output, or None when it does not apply.
         """
-    def run(self, x: numpy.ndarray, out: numpy.ndarray, params: ConvParams, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
-        ...
+    def run(self, x: numpy.ndarray, out: numpy.ndarray, params: ConvParams, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0, residual: typing.Any = None) -> None:
+        """
+        residual: an array of out's shape and dtype, not sharing memory with it, added before the activation.
+        """
 class PoolSettings:
     def __init__(self, kind: typing.SupportsInt | typing.SupportsIndex, kernel: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], stride: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], padding: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], dilation: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], ceil_mode: bool, count_include_pad: bool, divisor_override: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex) -> None:
         """

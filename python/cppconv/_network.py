@@ -68,13 +68,14 @@ def _layout_word(perm: Perm) -> str:
 class _Node:
     """One ONNX node, with what the fusion pass merged into it."""
 
-    __slots__ = ("name", "op", "inputs", "outputs", "attrs", "bn", "activation", "fused")
+    __slots__ = ("name", "op", "inputs", "outputs", "attrs", "bn", "activation", "fused", "residual")
 
     def __init__(self, name: str, op: str, inputs: List[str], outputs: List[str], attrs: Dict[str, Any]):
         self.name, self.op, self.inputs, self.outputs, self.attrs = name, op, inputs, outputs, attrs
         self.bn: Optional[_Node] = None
         self.activation: Any = None  # a fused activation argument: a name or ("leaky_relu", alpha)
         self.fused: List[_Node] = []
+        self.residual: Optional[_Node] = None  # a Conv's residual Add, fused (its other operand is input 3)
 
     def input(self, i: int) -> str:
         """Input i's name, "" for an absent optional input."""
@@ -356,7 +357,7 @@ class _Planner:
         quantized = _netquant.quantized_convolutions(order, known, set(self.output_names), activation_of, _Node)
         quantized = _netquant.quantized_adds(quantized, known, set(self.output_names), activation_of, _Node)
         quantized = _netquant.quantized_max_pools(quantized, known, set(self.output_names))
-        self.nodes = _fuse(quantized, known, set(self.output_names), self.opset)
+        self.nodes = _fuse(quantized, known, set(self.output_names), self.opset, self.shapes)
         # The nodes that read each value (a Concat's input read by it alone may be written in place).
         self.readers: Dict[str, List[_Node]] = defaultdict(list)
         for n in self.nodes:
@@ -617,7 +618,8 @@ def _fused_activation(node: _Node, known: Dict[str, np.ndarray], opset: int) -> 
     return None
 
 
-def _fuse(nodes: List[_Node], known: Dict[str, np.ndarray], graph_outputs: Set[str], opset: int) -> List[_Node]:
+def _fuse(nodes: List[_Node], known: Dict[str, np.ndarray], graph_outputs: Set[str], opset: int,
+          shapes: Optional[Dict[str, Any]] = None) -> List[_Node]:
     """Merges into each Conv (and ConvTranspose) with constant weights a BatchNormalization that
     alone reads its output, then the activation (Relu, Clip(0, 6), Sigmoid, Tanh, LeakyRelu (any alpha),
     x * Sigmoid(x)) that alone reads the result."""
@@ -667,7 +669,42 @@ def _fuse(nodes: List[_Node], known: Dict[str, np.ndarray], graph_outputs: Set[s
             n.activation, n.outputs = "relu", [act.outputs[0]]
             n.fused.append(act)
             merged.add(id(act))
+    _fuse_residual_adds(nodes, known, only_reader, merged, shapes or {})
     return [n for n in nodes if id(n) not in merged]
+
+
+def _fuse_residual_adds(nodes: List[_Node], known: Dict[str, np.ndarray], only_reader: Callable[[str], Optional[_Node]],
+                        merged: Set[int], shapes: Dict[str, Any]) -> None:
+    """Merges a residual Add (and the Relu it took in) into the 2-D Conv that produces one of
+    its operands, where the Add alone reads that Conv's output, the Conv applies no activation
+    of its own and the other operand is computed before the Conv runs: the convolution adds it
+    as it stores its outputs (Conv2d's residual=), instead of a pass over data that has left
+    the cache.  Of ResNet's Add(main path, downsampling Conv), that is the downsampling Conv.
+    An operand ONNX's shape inference says is broadcast stays a separate Add."""
+    # (Of the nodes that stay: a Conv that took in a BatchNormalization or activation produces
+    # that node's output.)
+    position = {o: k for k, n in enumerate(nodes) if id(n) not in merged for o in n.outputs if o}
+    producer = {o: n for n in nodes if id(n) not in merged for o in n.outputs if o}
+    for add in nodes:
+        if add.op != "Add" or id(add) in merged or len(add.inputs) != 2 or len([o for o in add.outputs if o]) != 1:
+            continue
+        for ours, other in (add.inputs, add.inputs[::-1]):
+            conv = producer.get(ours)
+            if (conv is None or conv.op != "Conv" or id(conv) in merged or conv.activation is not None
+                    or conv.residual is not None or conv.input(1) not in known or known[conv.input(1)].ndim != 4
+                    or only_reader(ours) is not add or other == ours or other in known or not other):
+                continue
+            if other in position and position[other] >= position[ours]:
+                continue  # computed after the Conv (the main path of a downsampling block)
+            a, b = shapes.get(other), shapes.get(ours)
+            if a is not None and b is not None and (len(a) != len(b) or any(
+                    i > 0 and p is not None and q is not None and p != q for i, (p, q) in enumerate(zip(a, b)))):
+                continue  # a broadcast
+            conv.inputs = [conv.input(0), conv.input(1), conv.input(2), other]
+            conv.residual, conv.activation, conv.outputs = add, add.activation, list(add.outputs)
+            conv.fused += [add, *add.fused]
+            merged.add(id(add))
+            break
 
 
 # ----- operator handlers: each plans one node (layouts, constants) and emits its step -------------
@@ -766,8 +803,17 @@ def _conv(p: _Planner, node: _Node) -> None:
         b = b * scale + shift
         bias = b
     layout = _layout_word(channels_last(rank + 2))
+    perm = channels_last(rank + 2)
+    residual = node.input(3) if node.residual is not None else ""
+    # The residual is added in the convolution where it is a float32 value of the output's
+    # shape; anything else (a broadcast, another dtype) runs as the convolution, then the add.
+    fused_add = bool(residual) and p.dtype == np.float32 and not p.compute_dtype and not transposed
+    if fused_add:
+        r_shape, y_shape = p.shapes.get(residual), p.shapes.get(node.outputs[0])
+        fused_add = r_shape is not None and y_shape is not None and None not in r_shape[1:] and \
+            tuple(r_shape[1:]) == tuple(y_shape[1:])
     kwargs: Dict[str, Any] = dict(stride=stride, dilation=dilation, groups=group, layout=layout,
-                                  activation=node.activation)
+                                  activation=node.activation if fused_add or not residual else None)
     if transposed:
         if "output_shape" in node.attrs:
             raise _refuse(node, "output_shape", node.attrs["output_shape"], "pads and output_padding")
@@ -782,7 +828,6 @@ def _conv(p: _Planner, node: _Node) -> None:
         kwargs["padding"] = _window_pads(p, node, x, kernel, stride, dilation)
         layer = _CONV_LAYERS[rank](w.astype(p.dtype), None if bias is None else b.astype(p.dtype),
                                    precision=p.precision, compute_dtype=p.compute_dtype, **kwargs)
-    perm = channels_last(rank + 2)
     xin = p.value_in(x, perm)
     threads = p.threads
 
@@ -791,24 +836,47 @@ def _conv(p: _Planner, node: _Node) -> None:
         # which costs more than the copy (tuning.md, "Whole networks").
         return (layer(_netops.contiguous(x), out, num_threads=threads),)
 
+    relu_after = node.activation == "relu"  # (the only activation a fused Add brings)
+
+    def fn_residual(x: np.ndarray, r: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
+        x = _netops.contiguous(x)
+        if fused_add and r.shape[0] == x.shape[0] and r.dtype == np.float32:
+            if out is not None and np.may_share_memory(out, r):
+                out = None  # (the kernels keep partial sums in the output)
+            return (layer(x, out, num_threads=threads, residual=_netops.contiguous(r)),)
+        total = np.add(layer(x, out, num_threads=threads), r)
+        return (np.maximum(total, 0, out=total) if relu_after else total,)
+
     parts = [f"{type(layer).__name__} {'x'.join(map(str, kernel))}"
              + (f" stride {'x'.join(map(str, stride))}" if max(stride) > 1 else "")
              + (f" dilation {'x'.join(map(str, dilation))}" if max(dilation) > 1 else "")
              + (f" groups {group}" if group > 1 else "")]
     if node.bn is not None:
         parts.append(f"BatchNormalization {node.bn.name!r} folded into the weights")
+    if residual:
+        add_name = node.residual.name  # type: ignore[union-attr]
+        parts.append(f"residual Add {add_name!r} fused" if fused_add else f"then residual Add {add_name!r} (NumPy)")
     if node.activation:
         act = node.activation
-        parts.append(f"activation {act if isinstance(act, str) else '{}({})'.format(*act)} fused")
+        parts.append(f"activation {act if isinstance(act, str) else '{}({})'.format(*act)} fused"
+                     + (" (after the residual)" if residual else ""))
     if p.compute_dtype:
         parts.append(f"computed in {p.compute_dtype}")
     extra: Dict[str, Any] = {"layer": layer}
     in_shape = p.stored_shape(xin)
     if not transposed and in_shape is not None:
         try:
-            extra["algorithm"] = layer.explain(in_shape)["algorithm"]
+            info = layer.explain(in_shape)
+            extra["algorithm"] = info["algorithm"]
+            if fused_add:  # the kernel adds it as it stores, or the driver right after its stores
+                k = next(i for i, part in enumerate(parts) if part.startswith("residual Add"))
+                parts[k] += " in the kernel's stores" if info["fuses_residual"] else " after the kernel's stores"
         except ValueError:
             pass
+    if residual:
+        rin = p.value_in(residual, perm)
+        p.emit(node, fn_residual, [xin, rin], [perm], "; ".join(parts), writes=_INTO_BUFFER, **extra)
+        return
     p.emit(node, fn, [xin], [perm], "; ".join(parts), writes=_INTO_BUFFER, **extra)
 
 
@@ -1007,7 +1075,8 @@ def _concat_in_place(p: _Planner, node: _Node, ins: List[str], perm: Tuple[int, 
     producer = {o: k for k, s in enumerate(p.steps) for o in s.outs}
     graph_outputs = set(p.output_names)
     fused = [i for i in ins if i in producer and p.steps[producer[i]].writes == _INTO_BUFFER
-             and "layer" in p.steps[producer[i]].row and len(p.readers[i]) == 1 and i not in graph_outputs]
+             and len(p.steps[producer[i]].ins) == 1 and "layer" in p.steps[producer[i]].row
+             and len(p.readers[i]) == 1 and i not in graph_outputs]
     if not fused:
         return False
     starts = dict(zip(ins, np.cumsum([0, *widths[:-1]]).tolist()))
@@ -1849,8 +1918,10 @@ class Network:
                 elif writes == _INTO_BUFFER:  # extra: the output's shape after the batch axis
                     x = env[ins[0]]
                     same = free.get((x.shape[0], *extra)) if extra is not None else None
-                    results = fn(x, same.pop() if same else None)
-                    del x
+                    spare = same.pop() if same else None
+                    # (a Conv with its residual Add fused reads a second input)
+                    results = fn(x, spare) if len(ins) == 1 else fn(x, *[env[i] for i in ins[1:]], spare)
+                    del x, spare
                 else:  # extra: the positions of inputs that die here, which the step may overwrite
                     args = [env[i] for i in ins]
                     results = fn(*args, out=_overwritable(args, extra) if extra else None)
