@@ -391,14 +391,19 @@ struct PrefetchStream {
 // or for items that pack their own the raw rows): large layers' weights live in memory (7x7 x
 // 512 x 512 is 51 MB), and packing raw weights from memory was a large share of a one-shot call;
 // a burst of prefetches at the start of each slice left the loads behind it waiting
-// (docs/tuning.md).  Then the input of the thread's next tile: at batch 16 it comes from memory,
-// and its copy waited on every one of a block's short rows.
+// (docs/tuning.md).  Then the output lines the item's NCHW transposes will write: at batch 16 they
+// are in memory, and the transposes of a whole item waited on their misses in one burst.  Then
+// the input of the thread's next tile: at batch 16 it comes from memory, and its copy waited on
+// every one of a block's short rows.
 struct NextPrefetch {
-  PrefetchStream weights;
+  PrefetchStream weights, output;
   PrefetchStream* next_tile = nullptr;
-  bool active() const { return weights.rows_left > 0 || (next_tile && next_tile->rows_left > 0); }
+  bool active() const {
+    return weights.rows_left > 0 || output.rows_left > 0 || (next_tile && next_tile->rows_left > 0);
+  }
   void step() {
     if (weights.rows_left > 0) weights.step();
+    else if (output.rows_left > 0) output.step();
     else if (next_tile && next_tile->rows_left > 0) next_tile->step();
   }
 };
@@ -761,12 +766,21 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     auto y_offset = [&](int64_t r) { return d.flat ? r * row_w * call.y_stride.w : (oh0 + r) * call.y_stride.h; };
     NextPrefetch prefetch;
     prefetch.next_tile = next_tile;
+    // Only an output too large to stay in cache from call to call is worth asking for ahead.
+    const bool prefetches_output =
+        nchw && p.batch * p.out_channels * p.out_h * p.out_w * int64_t(sizeof(T)) > kInputInCacheBytes;
     for (int64_t item = item_begin; item < item_end; ++item) {
       const int64_t kb = kb_of(item);
       const int64_t r_begin = (d.flat ? item / d.k_units : item % groups_of_rows) * d.rows_per_item;
       const int64_t r_end = std::min(runs, r_begin + d.rows_per_item);
       const int64_t k0 = g * d.group_out + kb * kNR<T, B>;
       const int kvalid = int(std::min<int64_t>(kNR<T, B>, (g + 1) * d.group_out - k0));
+      // The item's outputs: per channel one run from row r_begin's first pixel to row r_end - 1's last.
+      prefetch.output = PrefetchStream{};
+      if (prefetches_output)
+        prefetch.output = {reinterpret_cast<const char*>(y + n * call.y_stride.n + k0 * call.y_stride.c + y_offset(r_begin)),
+                           (y_offset(r_end - 1) - y_offset(r_begin) + pixels_of(r_end - 1)) * int64_t(sizeof(T)),
+                           call.y_stride.c * int64_t(sizeof(T)), kvalid};
       const ChannelVecFn<T>* microkernels = channelvec_microkernels<T, B>(kvalid, d.pixel_pitch == 1);
       const T* wk = packed ? packed + g * packed_group + kb * d.taps * tap_stride : nullptr;
       const T* bk = bias ? bias + k0 : nullptr;
