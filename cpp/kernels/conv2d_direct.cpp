@@ -792,9 +792,10 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
       // The item's outputs: per channel one run from row r_begin's first pixel to row r_end - 1's last.
       prefetch.output = PrefetchStream{};
       if (prefetches_output)
-        prefetch.output = {reinterpret_cast<const char*>(y + n * call.y_stride.n + k0 * call.y_stride.c + y_offset(r_begin)),
-                           (y_offset(r_end - 1) - y_offset(r_begin) + pixels_of(r_end - 1)) * int64_t(sizeof(T)),
-                           call.y_stride.c * int64_t(sizeof(T)), kvalid};
+        prefetch.output = {
+            reinterpret_cast<const char*>(y + n * call.y_stride.n + k0 * call.y_stride.c + y_offset(r_begin)),
+            (y_offset(r_end - 1) - y_offset(r_begin) + pixels_of(r_end - 1)) * int64_t(sizeof(T)),
+            call.y_stride.c * int64_t(sizeof(T)), kvalid};
       const ChannelVecFn<T>* microkernels = channelvec_microkernels<T, B>(kvalid, d.pixel_pitch == 1);
       const T* wk = packed ? packed + g * packed_group + kb * d.taps * tap_stride : nullptr;
       const T* bk = bias ? bias + k0 : nullptr;
