@@ -391,8 +391,8 @@ struct PrefetchStream {
 // or for items that pack their own the raw rows): large layers' weights live in memory (7x7 x
 // 512 x 512 is 51 MB), and packing raw weights from memory was a large share of a one-shot call;
 // a burst of prefetches at the start of each slice left the loads behind it waiting
-// (docs/tuning.md).  Then the output lines the item's NCHW transposes will write: at batch 16 they
-// are in memory, and the transposes of a whole item waited on their misses in one burst.  Then
+// (docs/tuning.md).  Then the output lines the item will write: at batch 16 they are in memory,
+// and the stores waited on their misses (NCHW: the item's transposes, in one burst).  Then
 // the input of the thread's next tile: at batch 16 it comes from memory, and its copy waited on
 // every one of a block's short rows.
 struct NextPrefetch {
@@ -782,7 +782,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     prefetch.next_tile = next_tile;
     // Only an output too large to stay in cache from call to call is worth asking for ahead.
     const bool prefetches_output =
-        nchw && p.batch * p.out_channels * p.out_h * p.out_w * int64_t(sizeof(T)) > kInputInCacheBytes;
+        (nchw || !d.flat) && p.batch * p.out_channels * p.out_h * p.out_w * int64_t(sizeof(T)) > kInputInCacheBytes;
     for (int64_t item = item_begin; item < item_end; ++item) {
       const int64_t kb = kb_of(item);
       const int64_t r_begin = (d.flat ? item / d.k_units : item % groups_of_rows) * d.rows_per_item;
@@ -791,7 +791,11 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
       const int kvalid = int(std::min<int64_t>(kNR<T, B>, (g + 1) * d.group_out - k0));
       // The item's outputs: per channel one run from row r_begin's first pixel to row r_end - 1's last.
       prefetch.output = PrefetchStream{};
-      if (prefetches_output)
+      if (prefetches_output && !nchw)  // NHWC: per row, its pixels' channels [k0, k0 + kvalid)
+        prefetch.output = {reinterpret_cast<const char*>(y + n * call.y_stride.n + y_offset(r_begin) + k0),
+                           ((p.out_w - 1) * call.y_stride.w + kvalid) * int64_t(sizeof(T)),
+                           call.y_stride.h * int64_t(sizeof(T)), r_end - r_begin};
+      else if (prefetches_output)
         prefetch.output = {
             reinterpret_cast<const char*>(y + n * call.y_stride.n + k0 * call.y_stride.c + y_offset(r_begin)),
             (y_offset(r_end - 1) - y_offset(r_begin) + pixels_of(r_end - 1)) * int64_t(sizeof(T)),
