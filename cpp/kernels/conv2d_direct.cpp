@@ -717,7 +717,7 @@ void fill_tile_unit(const ConvCall& call, const EnginePlan& d, const ColumnPlan&
 }
 
 constexpr int64_t kFillChannels = 32;  // channels per tile-fill unit
-constexpr int64_t kInputInCacheBytes = 2 << 20;  // a call's input up to this is taken to be in cache
+constexpr int64_t kInputInCacheBytes = 2 << 20;  // a call's input (output) up to this is taken to be in cache
 
 // Block `block` of a call: (image, group, row block) with the block's first output row and rows.
 struct BlockOrigin {
