@@ -826,6 +826,10 @@ LARGE = [
     dict(N=1, C=100, H=6, W=10, K=33, kernel=7, padding=3, activation="relu6", layout="NHWC"),
     dict(N=2, C=96, H=9, W=9, K=20, kernel=7, padding="same", activation="leaky_relu",
          padding_mode="reflect"),
+    # Input and output past 2 MiB: ChannelVec prefetches the next tile's input and the output
+    # lines of each item (a last k block of 16 of 32 channels) while it computes.
+    dict(N=4, C=16, H=96, W=96, K=48, kernel=3, padding=1, activation="relu"),
+    dict(N=4, C=16, H=96, W=96, K=48, kernel=3, padding=1, layout="NHWC"),
 ]
 
 

@@ -391,14 +391,19 @@ struct PrefetchStream {
 // or for items that pack their own the raw rows): large layers' weights live in memory (7x7 x
 // 512 x 512 is 51 MB), and packing raw weights from memory was a large share of a one-shot call;
 // a burst of prefetches at the start of each slice left the loads behind it waiting
-// (docs/tuning.md).  Then the input of the thread's next tile: at batch 16 it comes from memory,
-// and its copy waited on every one of a block's short rows.
+// (docs/tuning.md).  Then the output lines the item will write: at batch 16 they are in memory,
+// and the stores waited on their misses (NCHW: the item's transposes, in one burst).  Then
+// the input of the thread's next tile: at batch 16 it comes from memory, and its copy waited on
+// every one of a block's short rows.
 struct NextPrefetch {
-  PrefetchStream weights;
+  PrefetchStream weights, output;
   PrefetchStream* next_tile = nullptr;
-  bool active() const { return weights.rows_left > 0 || (next_tile && next_tile->rows_left > 0); }
+  bool active() const {
+    return weights.rows_left > 0 || output.rows_left > 0 || (next_tile && next_tile->rows_left > 0);
+  }
   void step() {
     if (weights.rows_left > 0) weights.step();
+    else if (output.rows_left > 0) output.step();
     else if (next_tile && next_tile->rows_left > 0) next_tile->step();
   }
 };
@@ -670,6 +675,20 @@ ColumnPlan plan_columns(const ConvCall& call, const EnginePlan& d) {
   return plan;
 }
 
+// n values from src to dst by vector loads and stores, a last partial vector as a whole one
+// ending at the run's end (masks only for runs shorter than a vector): memmove's call and
+// set-up were most of the cost of copying a 14-pixel row (56 bytes).
+template <class T>
+inline void copy_run(T* dst, const T* src, int64_t n) {
+  constexpr int L = kLanes<T>;
+  if (n < L) {
+    if (n > 0) vstore_partial(dst, vload_partial(src, int(n)), int(n));
+    return;
+  }
+  for (int64_t i = 0; i + L < n; i += L) vstore(dst + i, vload(src + i));
+  vstore(dst + n - L, vload(src + n - L));
+}
+
 // Copies tile row r, channels [c_begin, c_end) of the group starting at channel c0.
 template <class T>
 void fill_tile_unit(const ConvCall& call, const EnginePlan& d, const ColumnPlan& columns, int64_t n, int64_t c0,
@@ -693,7 +712,7 @@ void fill_tile_unit(const ConvCall& call, const EnginePlan& d, const ColumnPlan&
         const ColumnPlan::Phase& f = columns.phases[size_t(ph)];
         T* o = out + ph * d.phase_w;
         if (sw == 1) {
-          std::memcpy(o + f.q_lo, src + f.first, sizeof(T) * (f.q_hi - f.q_lo));
+          copy_run(o + f.q_lo, src + f.first, f.q_hi - f.q_lo);
         } else {
           for (int64_t q = f.q_lo; q < f.q_hi; ++q) o[q] = src[f.first + (q - f.q_lo) * sw];
         }
@@ -725,7 +744,7 @@ void fill_tile_unit(const ConvCall& call, const EnginePlan& d, const ColumnPlan&
 }
 
 constexpr int64_t kFillChannels = 32;  // channels per tile-fill unit
-constexpr int64_t kInputInCacheBytes = 4 << 20;  // a call's input up to this is taken to be in cache
+constexpr int64_t kInputInCacheBytes = 2 << 20;  // a call's input (output) up to this is taken to be in cache
 
 // Block `block` of a call: (image, group, row block) with the block's first output row and rows.
 struct BlockOrigin {
@@ -792,12 +811,26 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     auto y_offset = [&](int64_t r) { return d.flat ? r * row_w * call.y_stride.w : (oh0 + r) * call.y_stride.h; };
     NextPrefetch prefetch;
     prefetch.next_tile = next_tile;
+    // Only an output too large to stay in cache from call to call is worth asking for ahead.
+    const bool prefetches_output =
+        (nchw || !d.flat) && p.batch * p.out_channels * p.out_h * p.out_w * int64_t(sizeof(T)) > kInputInCacheBytes;
     for (int64_t item = item_begin; item < item_end; ++item) {
       const int64_t kb = kb_of(item);
       const int64_t r_begin = (d.flat ? item / d.k_units : item % groups_of_rows) * d.rows_per_item;
       const int64_t r_end = std::min(runs, r_begin + d.rows_per_item);
       const int64_t k0 = g * d.group_out + kb * kNR<T, B>;
       const int kvalid = int(std::min<int64_t>(kNR<T, B>, (g + 1) * d.group_out - k0));
+      // The item's outputs: per channel one run from row r_begin's first pixel to row r_end - 1's last.
+      prefetch.output = PrefetchStream{};
+      if (prefetches_output && !nchw)  // NHWC: per row, its pixels' channels [k0, k0 + kvalid)
+        prefetch.output = {reinterpret_cast<const char*>(y + n * call.y_stride.n + y_offset(r_begin) + k0),
+                           ((p.out_w - 1) * call.y_stride.w + kvalid) * int64_t(sizeof(T)),
+                           call.y_stride.h * int64_t(sizeof(T)), r_end - r_begin};
+      else if (prefetches_output)
+        prefetch.output = {
+            reinterpret_cast<const char*>(y + n * call.y_stride.n + k0 * call.y_stride.c + y_offset(r_begin)),
+            (y_offset(r_end - 1) - y_offset(r_begin) + pixels_of(r_end - 1)) * int64_t(sizeof(T)),
+            call.y_stride.c * int64_t(sizeof(T)), kvalid};
       const ChannelVecFn<T>* microkernels = channelvec_microkernels<T, B>(kvalid, d.pixel_pitch == 1);
       const T* wk = packed ? packed + g * packed_group + kb * d.taps * tap_stride : nullptr;
       const T* bk = bias ? bias + k0 : nullptr;
