@@ -474,18 +474,13 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
       for (int m = 0; m < MR; ++m) {
 #pragma GCC unroll 16
         for (int v = 0; v < NV; ++v) {
-          const int n = kvalid - v * kLanes<T>;
-          const T* o = out + m * out_pixel_stride + v * kLanes<T>;
-          acc[m][v] = n <= 0 ? vzero<T>() : (n >= kLanes<T> ? vload(o) : vload_partial(o, n));
+          acc[m][v] = vload_upto(out + m * out_pixel_stride + v * kLanes<T>, kvalid - v * kLanes<T>);
         }
       }
     } else {
 #pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) {
-        const int n = kvalid - v * kLanes<T>;
-        const Vec<T> b = !bias || n <= 0
-                             ? vzero<T>()
-                             : (n >= kLanes<T> ? vload(bias + v * kLanes<T>) : vload_partial(bias + v * kLanes<T>, n));
+        const Vec<T> b = bias ? vload_upto(bias + v * kLanes<T>, kvalid - v * kLanes<T>) : vzero<T>();
 #pragma GCC unroll 16
         for (int m = 0; m < MR; ++m) acc[m][v] = b;
       }
@@ -522,8 +517,7 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
 #pragma GCC unroll 16
         for (int v = 0; v < NV; ++v) {
           const int n = kvalid - v * kLanes<T>;
-          const T* r = residual + m * out_pixel_stride + v * kLanes<T>;
-          if (n > 0) acc[m][v] = vfma(n >= kLanes<T> ? vload(r) : vload_partial(r, n), one, acc[m][v]);
+          if (n > 0) acc[m][v] = vfma(vload_upto(residual + m * out_pixel_stride + v * kLanes<T>, n), one, acc[m][v]);
         }
       }
       residual += MR * out_pixel_stride;

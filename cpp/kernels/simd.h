@@ -38,6 +38,12 @@ template <class T>
 static inline Vec<T> vload_partial(const T* p, int n) {
   return vload_mask(p, lane_mask<T>(0, n));
 }
+// The first n lanes for n < kLanes, all of them for n >= kLanes, zeros for n <= 0 (p unread):
+// a vector of a row of n valid values.
+template <class T>
+static inline Vec<T> vload_upto(const T* p, int n) {
+  return n <= 0 ? vzero<T>() : (n >= kLanes<T> ? vload(p) : vload_partial(p, n));
+}
 template <class T>
 static inline void vstore_partial(T* p, Vec<T> v, int n) {
   vstore_mask(p, v, lane_mask<T>(0, n));
