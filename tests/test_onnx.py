@@ -402,6 +402,27 @@ def test_add_and_the_relu_that_alone_reads_it_run_as_one_pass(other):
         assert _row(net, "Add")["became"].endswith("Relu fused")
 
 
+def test_fused_residual_of_another_batch_runs_the_add_after_the_convolution():
+    """A residual whose batch the model leaves free may broadcast at run time (batch 1 against
+    the conv's N): the step then runs the convolution without the fused Relu, adds, and applies
+    the Relu once."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((4, 4, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Add", ["c", "r"], ["a"]),
+             helper.make_node("Relu", ["a"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 6, 6]),
+                                           helper.make_tensor_value_info("r", TensorProto.FLOAT, ["M", 4, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w")])
+    net = cppconv.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    assert "residual Add" in _row(net, "Conv")["became"]
+    x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    for r_batch in (2, 1):
+        r = rng.standard_normal((r_batch, 4, 6, 6)).astype(np.float32)
+        want = np.maximum(cppconv.conv2d(x, w, padding=1) + r, 0)
+        np.testing.assert_allclose(net.run({"x": x, "r": r})["y"], want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("case", ["input", "earlier-conv", "later-conv", "read-elsewhere", "broadcast", "activated"])
 def test_residual_add_fuses_into_the_conv(case, relu):

@@ -89,6 +89,9 @@ def test_residual_must_not_share_out():
         layer(x, r, residual=r)
     with pytest.raises(ValueError, match="shape"):
         layer(x, residual=r[:, :8])
+    for shape in [(1, 8, 8, 16), (16, 64), (1024,)]:  # the same number of values in another shape
+        with pytest.raises(ValueError, match="residual has shape"):
+            layer(x, residual=np.ascontiguousarray(r.reshape(shape)))
     with pytest.raises(TypeError):
         layer(x, residual=r.astype(np.float64))
     y = layer(x, residual=r)  # a fresh output: the residual stays as it was

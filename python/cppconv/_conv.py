@@ -210,8 +210,11 @@ def _run(
         x, pads = _args.constant_padded(x, pads, spec.layout, spec.padding_value), (0,) * len(pads)
     dst = call.dst.view(np.uint16) if _args.is_bfloat16(call.dst.dtype) else call.dst
     if residual is not None:
-        if dst.shape != residual.shape:  # (an unbatched call: the plan runs it with a batch of one)
-            residual = residual.reshape(dst.shape)
+        if residual.shape != dst.shape:
+            if residual.shape != tuple(call.geometry.out_shape):
+                raise ValueError(f"residual has shape {residual.shape}, the result has shape "
+                                 f"{tuple(call.geometry.out_shape)}")
+            residual = residual.reshape(dst.shape)  # (an unbatched call: the plan runs a batch of one)
         call.plan.run(x, dst, spec.params(pads), algorithm, threads, residual)
     else:
         call.plan.run(x, dst, spec.params(pads), algorithm, threads)

@@ -837,6 +837,8 @@ def _conv(p: _Planner, node: _Node) -> None:
         return (layer(_netops.contiguous(x), out, num_threads=threads),)
 
     relu_after = node.activation == "relu"  # (the only activation a fused Add brings)
+    unfused: List[Any] = []  # a fused Add's layer without the activation, for a residual of another batch
+    dtype, precision = p.dtype, p.precision
 
     def fn_residual(x: np.ndarray, r: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
         x = _netops.contiguous(x)
@@ -844,7 +846,13 @@ def _conv(p: _Planner, node: _Node) -> None:
             if out is not None and np.may_share_memory(out, r):
                 out = None  # (the kernels keep partial sums in the output)
             return (layer(x, out, num_threads=threads, residual=_netops.contiguous(r)),)
-        total = np.add(layer(x, out, num_threads=threads), r)
+        conv = layer
+        if fused_add:  # the layer applies the activation, which must come after the add
+            if not unfused:
+                unfused.append(_CONV_LAYERS[rank](w.astype(dtype), None if bias is None else b.astype(dtype),
+                                                  precision=precision, **{**kwargs, "activation": None}))
+            conv = unfused[0]
+        total = np.add(conv(x, out, num_threads=threads), r)
         return (np.maximum(total, 0, out=total) if relu_after else total,)
 
     parts = [f"{type(layer).__name__} {'x'.join(map(str, kernel))}"

@@ -120,7 +120,7 @@ class _Recycler:
         dtype = np.dtype(dtype)
         shape = tuple(int(s) for s in shape)
         nbytes = int(np.prod(shape)) * dtype.itemsize
-        if nbytes < self.smallest:
+        if nbytes < self.smallest or _UNSHARED is None:
             return np.empty(shape, dtype)
         most = self.buffers or 2 * (_pool_threads() or 1) + 2
         with self._lock:
@@ -130,12 +130,16 @@ class _Recycler:
             if fits:
                 buffer = kept.pop(min(fits, key=lambda i: kept[i].nbytes))
             else:
-                buffer = np.empty(nbytes, np.uint8)
+                buffer = self._new_buffer(nbytes)
                 if len(kept) >= most and free:  # make room: drop the least recently used free one
                     del kept[free[0]]
             if len(kept) < most:
                 kept.append(buffer)
             return buffer[:nbytes].view(dtype).reshape(shape)
+
+    @staticmethod
+    def _new_buffer(nbytes: int) -> np.ndarray:
+        return np.empty(nbytes, np.uint8)
 
     def clear(self) -> None:
         with self._lock:
@@ -146,8 +150,20 @@ def _references(arrays: List[np.ndarray], i: int) -> int:
     return sys.getrefcount(arrays[i])
 
 
-# What _references counts for an array that only its list holds, on this interpreter.
-_UNSHARED = _references([np.empty(0)], 0)
+def _unshared_count() -> Optional[int]:
+    """What _references counts for an array that only its list holds, on this interpreter; None
+    (nothing is recycled) where it cannot tell that from an array held elsewhere too."""
+    if not hasattr(sys, "getrefcount"):
+        return None
+    arrays = [np.empty(0)]
+    alone = _references(arrays, 0)
+    held = arrays[0]
+    shared = _references(arrays, 0)
+    del held
+    return alone if shared > alone else None
+
+
+_UNSHARED = _unshared_count()
 _recycled = _Recycler()
 
 
