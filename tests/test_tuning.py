@@ -154,6 +154,8 @@ def test_a_tuned_choice_gives_the_forced_algorithms_result(cache):
         np.testing.assert_allclose(y, heuristic, rtol=1e-4, atol=1e-4)
         out = np.empty_like(y)
         assert fresh(x, out=out) is out and np.array_equal(out, y)
+        r = make_rng("tuning-residual").standard_normal(y.shape).astype(np.float32)
+        assert np.array_equal(fresh(x, residual=r), y + r), name  # a fused residual: the tuned choice too
 
 
 def test_key_changes_with_threads_and_version(cache, monkeypatch):

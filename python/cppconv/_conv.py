@@ -569,15 +569,6 @@ class _ConvNd(_layer.WeightedLayer):
         (4, 6, 6)
         """
         w = self._weights  # one snapshot for the whole call (see _layer.Weights)
-        if residual is not None:
-            if w.forward is not None and dtype is None and w.forward[1][2] is None and (
-                    num_threads is None or (num_threads.__class__ is int and num_threads > 0)):
-                plan, (image, params, _) = w.forward
-                y = plan.forward(x, out, image, params, 0 if num_threads is None else num_threads, residual)
-                if y is not None:
-                    return y
-            return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, num_threads=num_threads, dtype=dtype,
-                        rounding=self._rounding, residual=residual)
         if _tuning._mode != "off":
             if not isinstance(x, np.ndarray):
                 try:
@@ -588,7 +579,16 @@ class _ConvNd(_layer.WeightedLayer):
                 else None
             if choice is not None and choice.forced:
                 return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, algorithm=choice.forced,
-                            num_threads=num_threads, dtype=dtype, rounding=self._rounding)
+                            num_threads=num_threads, dtype=dtype, rounding=self._rounding, residual=residual)
+        if residual is not None:
+            if w.forward is not None and dtype is None and w.forward[1][2] is None and (
+                    num_threads is None or (num_threads.__class__ is int and num_threads > 0)):
+                plan, (image, params, _) = w.forward
+                y = plan.forward(x, out, image, params, 0 if num_threads is None else num_threads, residual)
+                if y is not None:
+                    return y
+            return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, num_threads=num_threads, dtype=dtype,
+                        rounding=self._rounding, residual=residual)
         if w.forward is not None and dtype is None and (
                 num_threads is None or (num_threads.__class__ is int and num_threads > 0)):
             plan, (image, params, bits_of) = w.forward
