@@ -516,6 +516,13 @@ def test_recycled_buffers_are_handed_out_only_when_unshared():
     del b, held
     pool.clear()
     assert not pool._kept
+    capped = cd._Recycler(buffers=8, smallest=64, max_bytes=1000)  # room for one 600-byte buffer
+    first = capped.empty((150,), np.float32)
+    second = capped.empty((150,), np.float32)  # the first is busy: a new one, not kept
+    assert len(capped._kept) == 1 and capped._kept[0] is first.base
+    del first, second
+    third = capped.empty((200,), np.float32)  # 800 bytes: the free 600-byte one is dropped for it
+    assert len(capped._kept) == 1 and capped._kept[0] is third.base
 
 
 @pytest.mark.parametrize("scheduler", ["sync", "threads"])

@@ -108,11 +108,12 @@ class _Recycler:
     here; a buffer is handed out again only when this pool holds the only reference to it (a
     view of it, a buffer export or a Dask key keeps it busy), for any shape that fits in it and
     fills at least half of it.  At most ``buffers`` are kept (by default two per task that may
-    run at once, an input and an output, and two more); arrays under ``smallest`` bytes come
-    from NumPy as usual."""
+    run at once, an input and an output, and two more) and at most ``max_bytes`` in all, so a
+    process of many threads does not keep gigabytes after its work; arrays under ``smallest``
+    bytes come from NumPy as usual."""
 
-    def __init__(self, buffers: Optional[int] = None, smallest: int = 1 << 20):
-        self.buffers, self.smallest = buffers, smallest
+    def __init__(self, buffers: Optional[int] = None, smallest: int = 1 << 20, max_bytes: int = 1 << 30):
+        self.buffers, self.smallest, self.max_bytes = buffers, smallest, max_bytes
         self._lock = threading.Lock()
         self._kept: List[np.ndarray] = []  # least recently used first
 
@@ -131,9 +132,16 @@ class _Recycler:
                 buffer = kept.pop(min(fits, key=lambda i: kept[i].nbytes))
             else:
                 buffer = self._new_buffer(nbytes)
-                if len(kept) >= most and free:  # make room: drop the least recently used free one
-                    del kept[free[0]]
-            if len(kept) < most:
+                # Make room for it: drop free buffers, least recently used first.
+                drop = set()
+                held = sum(b.nbytes for b in kept)
+                for i in free:
+                    if len(kept) - len(drop) < most and held + nbytes <= self.max_bytes:
+                        break
+                    drop.add(i)
+                    held -= kept[i].nbytes
+                kept[:] = [b for i, b in enumerate(kept) if i not in drop]
+            if len(kept) < most and sum(b.nbytes for b in kept) + buffer.nbytes <= self.max_bytes:
                 kept.append(buffer)
             return buffer[:nbytes].view(dtype).reshape(shape)
 
@@ -169,8 +177,8 @@ _recycled = _Recycler()
 
 def release_buffers() -> None:
     """Drop the chunk-sized buffers this process keeps for reuse by later tasks (a worker keeps
-    two per thread and two more; those in use stay alive until released).  Run it on the
-    workers with ``client.run(cppconv.dask.release_buffers)``."""
+    two per thread and two more, 1 GiB at most; those in use stay alive until released).  Run
+    it on the workers with ``client.run(cppconv.dask.release_buffers)``."""
     _recycled.clear()
 
 
