@@ -34,7 +34,7 @@ import operator
 import os
 import sys
 import threading
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -133,7 +133,7 @@ class _Recycler:
             else:
                 buffer = self._new_buffer(nbytes)
                 # Make room for it: drop free buffers, least recently used first.
-                drop = set()
+                drop: Set[int] = set()
                 held = sum(b.nbytes for b in kept)
                 for i in free:
                     if len(kept) - len(drop) < most and held + nbytes <= self.max_bytes:
