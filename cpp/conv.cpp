@@ -968,12 +968,13 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
     ConvProblem plain = problem;
     plain.activation = Activation::None;
     run(plain, x, y, forced, max_threads);
-    ConvProblem whole = given;  // y as one contiguous run of values
-    whole.batch = 1, whole.out_channels = 1, whole.out_h = 1;
-    whole.out_w = given.batch * given.out_channels * given.out_d * given.out_h * given.out_w;
+    // y is contiguous: rows of out_w values whatever the layout, the pass's unit of work per thread.
+    ConvProblem rows = given;
+    rows.batch = 1, rows.out_channels = 1;
+    rows.out_h = given.batch * given.out_channels * given.out_d * given.out_h;
     with_element_type(given.dtype, [&](auto zero) {
       using T = decltype(zero);
-      add_residual_after(whole, static_cast<T*>(y), Strides4{0, 0, 0, 1}, *res, threads_for(given, cap));
+      add_residual_after(rows, static_cast<T*>(y), Strides4{0, 0, given.out_w, 1}, *res, threads_for(given, cap));
     });
     return;
   }
