@@ -580,23 +580,14 @@ class _ConvNd(_layer.WeightedLayer):
             if choice is not None and choice.forced:
                 return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, algorithm=choice.forced,
                             num_threads=num_threads, dtype=dtype, rounding=self._rounding, residual=residual)
-        if residual is not None:
-            if w.forward is not None and dtype is None and w.forward[1][2] is None and (
-                    num_threads is None or (num_threads.__class__ is int and num_threads > 0)):
-                plan, (image, params, _) = w.forward
-                y = plan.forward(x, out, image, params, 0 if num_threads is None else num_threads, residual)
-                if y is not None:
-                    return y
-            return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, num_threads=num_threads, dtype=dtype,
-                        rounding=self._rounding, residual=residual)
         if w.forward is not None and dtype is None and (
                 num_threads is None or (num_threads.__class__ is int and num_threads > 0)):
             plan, (image, params, bits_of) = w.forward
             threads = 0 if num_threads is None else num_threads
             y: Optional[np.ndarray] = None
             if bits_of is None:
-                y = plan.forward(x, out, image, params, threads)
-            elif x.__class__ is np.ndarray and x.dtype == bits_of and (
+                y = plan.forward(x, out, image, params, threads, residual)
+            elif residual is None and x.__class__ is np.ndarray and x.dtype == bits_of and (
                     out is None or (out.__class__ is np.ndarray and out.dtype == bits_of)):
                 y = plan.forward(x.view(np.uint16), None if out is None else out.view(np.uint16), image, params,
                                  threads)
@@ -605,7 +596,7 @@ class _ConvNd(_layer.WeightedLayer):
             if y is not None:
                 return y
         return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, num_threads=num_threads, dtype=dtype,
-                    rounding=self._rounding)
+                    rounding=self._rounding, residual=residual)
 
     def _call_with_algorithm(self, algorithm: str, x: Any, out: Optional[np.ndarray] = None, *,
                              num_threads: Optional[int] = None, residual: Optional[np.ndarray] = None) -> np.ndarray:
