@@ -274,6 +274,31 @@ void bind_quantization(py::module_& m) {
       "y[n, ..., c] = x[n, ..., c] * scale[n, c] for channels-last x (one gate per image and channel, as a "
       "squeeze-and-excitation block's Mul); y may be x.");
   m.def(
+      "transpose_matrices",
+      [](const py::array& x, const py::array& y, int num_threads) {
+        const bool single = x.dtype().equal(py::dtype::of<float>());
+        if (!(single || x.dtype().equal(py::dtype::of<double>())) || !y.dtype().equal(x.dtype()) ||
+            !(x.flags() & py::array::c_style) || !(y.flags() & py::array::c_style) || x.ndim() != 3 || y.ndim() != 3)
+          throw py::type_error("transpose_matrices: x and y must be 3-D C-contiguous arrays, both float32 or float64");
+        if (!y.writeable()) throw py::type_error("transpose_matrices: y must be writable");
+        const int64_t batch = x.shape(0), rows = x.shape(1), cols = x.shape(2);
+        if (y.shape(0) != batch || y.shape(1) != cols || y.shape(2) != rows)
+          throw py::value_error(
+              "transpose_matrices: y must have shape (batch, cols, rows) for x of (batch, rows, cols)");
+        if (overlaps(x.data(), size_t(x.nbytes()), y.data(), size_t(y.nbytes())))
+          throw py::value_error("transpose_matrices: y must not overlap x");
+        const int threads = threads_for_work(kFlopsPerValueMoved * 2.0 * double(x.size()),
+                                             num_threads > 0 ? num_threads : get_num_threads());
+        const void* from = x.data();
+        void* to = const_cast<void*>(y.data());
+        py::gil_scoped_release release;
+        if (single)
+          transpose_matrices(static_cast<const float*>(from), batch, rows, cols, static_cast<float*>(to), threads);
+        else transpose_matrices(static_cast<const double*>(from), batch, rows, cols, static_cast<double*>(to), threads);
+      },
+      py::arg("x"), py::arg("y"), py::arg("num_threads") = 0,
+      "y[n, j, i] = x[n, i, j] for a batch of matrices (layout changes between channels-first and channels-last).");
+  m.def(
       "resize_2d",
       [](const py::array& x, const py::array& y, const py::array& low_h, const py::array& high_h,
          const py::object& frac_h, const py::array& low_w, const py::array& high_w, const py::object& frac_w,

@@ -10,6 +10,7 @@
 
 #include "bf16.h"
 #include "dispatch.h"
+#include "elementwise.h"
 #include "memory.h"
 #include "reference.h"
 
@@ -631,26 +632,6 @@ size_t fold_output_bytes(const ConvProblem& p) {
 
 size_t fold_bytes(const ConvProblem& p) { return saturating_add(fold_input_bytes(p), fold_output_bytes(p)); }
 
-// to[n][j][i] = from[n][i][j] for `batch` matrices of rows x cols (layout changes: channels-last
-// to channels-first and back); float32 in the ISA's SIMD blocks, or else in tiles that stay in L1.
-template <class T>
-void transpose_matrices(const T* from, int64_t batch, int64_t rows, int64_t cols, T* to, int threads) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (const auto simd = active_table().transpose_f32) return simd(from, batch, rows, cols, to, threads);
-  }
-  constexpr int64_t kTile = 32;
-  const int64_t row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
-  const int64_t tiles = row_tiles * col_tiles;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (int64_t item = 0; item < batch * tiles; ++item) {
-    const int64_t n = item / tiles, i0 = item % tiles / col_tiles * kTile, j0 = item % col_tiles * kTile;
-    const int64_t i1 = std::min(rows, i0 + kTile), j1 = std::min(cols, j0 + kTile);
-    const T* src = from + n * rows * cols;
-    T* dst = to + n * rows * cols;
-    for (int64_t j = j0; j < j1; ++j)
-      for (int64_t i = i0; i < i1; ++i) dst[j * rows + i] = src[i * cols + j];
-  }
-}
 struct FoldedOutputTag {};
 
 size_t gather_bytes(const ConvProblem& p, int64_t slices) { return saturating_mul(size_t(slices), slice_bytes(p)); }

@@ -281,4 +281,26 @@ template void dequantize_linear<uint8_t>(const uint8_t*, const float*, const int
 template void dequantize_linear<int8_t>(const int8_t*, const float*, const int32_t*, AxisLayout, float*, int);
 template void dequantize_linear<int32_t>(const int32_t*, const float*, const int32_t*, AxisLayout, float*, int);
 
+// float32 in the ISA's SIMD blocks, or else in tiles that stay in L1.
+template <class T>
+void transpose_matrices(const T* from, int64_t batch, int64_t rows, int64_t cols, T* to, int threads) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (const auto simd = active_table().transpose_f32) return simd(from, batch, rows, cols, to, threads);
+  }
+  constexpr int64_t kTile = 32;
+  const int64_t row_tiles = (rows + kTile - 1) / kTile, col_tiles = (cols + kTile - 1) / kTile;
+  const int64_t tiles = row_tiles * col_tiles;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t item = 0; item < batch * tiles; ++item) {
+    const int64_t n = item / tiles, i0 = item % tiles / col_tiles * kTile, j0 = item % col_tiles * kTile;
+    const int64_t i1 = std::min(rows, i0 + kTile), j1 = std::min(cols, j0 + kTile);
+    const T* src = from + n * rows * cols;
+    T* dst = to + n * rows * cols;
+    for (int64_t j = j0; j < j1; ++j)
+      for (int64_t i = i0; i < i1; ++i) dst[j * rows + i] = src[i * cols + j];
+  }
+}
+template void transpose_matrices(const float*, int64_t, int64_t, int64_t, float*, int);
+template void transpose_matrices(const double*, int64_t, int64_t, int64_t, double*, int);
+
 }  // namespace cppconv

@@ -48,6 +48,11 @@ void add(const float* a, const float* b, int64_t n, bool relu, float* y, int max
 void scale_channels(const float* x, const float* scale, int64_t images, int64_t pixels, int64_t channels, float* y,
                     int max_threads);
 
+// to[n][j][i] = from[n][i][j] for `batch` matrices of rows x cols (float or double): layout
+// changes, channels-last to channels-first and back.
+template <class T>
+void transpose_matrices(const T* from, int64_t batch, int64_t rows, int64_t cols, T* to, int threads);
+
 // Where each output index along one axis reads the input: indices `low` and `high` and the
 // weight `frac` of `high`; frac nullptr: the value at `low` alone (nearest, or an axis kept).
 struct ResizeTaps {

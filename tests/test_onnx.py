@@ -1257,3 +1257,37 @@ def test_float_model_runs_in_bfloat16() -> None:
     assert cppconv.onnx.load(model).explain()["compute_dtype"] == "float32"
     with pytest.raises(ValueError, match="compute_dtype"):
         cppconv.onnx.load(model, compute_dtype="float16")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relayout_between_channels_first_and_last(isa, dtype):
+    """The networks' layout changes (one native transpose of (channels, pixels) matrices) against
+    NumPy's: channel counts around the narrow paths (1-4) and the vector width, odd planes, one
+    and two threads, ranks 3 to 5."""
+    from cppconv import _netops
+
+    rng = np.random.default_rng(7)
+    for shape in [(1, 3, 224, 224), (2, 1, 5, 7), (2, 2, 33, 17), (1, 4, 9, 9), (3, 5, 7, 9), (1, 16, 4, 4),
+                  (2, 17, 3, 11), (1, 33, 40), (2, 3, 2, 3, 5), (1, 64, 1, 1), (1, 1, 1, 1)]:
+        x = rng.standard_normal(shape).astype(dtype)
+        r = x.ndim
+        for perm in [(0, *range(2, r), 1), (0, r - 1, *range(1, r - 1))]:
+            want = np.ascontiguousarray(x.transpose(perm))
+            for threads in (1, 2):
+                got = _netops.relayout(x, perm, threads)
+                assert got.dtype == want.dtype and got.shape == want.shape
+                np.testing.assert_array_equal(got, want)
+    empty = np.zeros((0, 3, 4, 4), dtype)
+    assert _netops.relayout(empty, (0, 2, 3, 1)).shape == (0, 4, 4, 3)
+
+
+def test_transpose_matrices_checks_its_arrays():
+    from cppconv import _native
+
+    x = np.zeros((2, 3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"shape \(batch, cols, rows\)"):
+        _native.transpose_matrices(x, np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(TypeError, match="both float32 or float64"):
+        _native.transpose_matrices(x, np.zeros((2, 4, 3), np.float64))
+    with pytest.raises(ValueError, match="must not overlap"):
+        _native.transpose_matrices(x, x.reshape(2, 4, 3))

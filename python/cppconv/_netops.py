@@ -247,6 +247,24 @@ def reshape_target(shape: Sequence[int], target: Sequence[int], allowzero: bool)
     return tuple(out)
 
 
+def relayout(x: np.ndarray, perm: Tuple[int, ...], num_threads: int = 0) -> np.ndarray:
+    """np.ascontiguousarray(x.transpose(perm)).  Between channels-first and channels-last (perm
+    (0, 2, ..., 1) or its inverse) a C-contiguous float array is a batch of (channels, pixels)
+    matrices, transposed in one native pass in the network's threads: NumPy copies an image of
+    three channels one strided channel at a time, on one thread."""
+    r = x.ndim
+    if r >= 3 and x.size and x.dtype in (np.float32, np.float64) and x.flags.c_contiguous:
+        first = perm == (0, *range(2, r), 1)
+        if first or perm == (0, r - 1, *range(1, r - 1)):
+            y = np.empty(tuple(x.shape[i] for i in perm), x.dtype)
+            n = x.shape[0]
+            rows = x.shape[1] if first else x.size // (n * x.shape[-1])
+            cols = x.size // (n * rows)
+            _native.transpose_matrices(x.reshape(n, rows, cols), y.reshape(n, cols, rows), num_threads)
+            return y
+    return contiguous(x.transpose(perm))
+
+
 def contiguous(x: np.ndarray) -> np.ndarray:
     """np.ascontiguousarray(x).  A view whose last axis is short and strided (an NCHW image
     seen as NHWC, the transpose of a channel shuffle) is copied one index of that axis at a
