@@ -247,16 +247,20 @@ def reshape_target(shape: Sequence[int], target: Sequence[int], allowzero: bool)
     return tuple(out)
 
 
-def relayout(x: np.ndarray, perm: Tuple[int, ...], num_threads: int = 0) -> np.ndarray:
-    """np.ascontiguousarray(x.transpose(perm)).  Between channels-first and channels-last (perm
-    (0, 2, ..., 1) or its inverse) a C-contiguous float array is a batch of (channels, pixels)
-    matrices, transposed in one native pass in the network's threads: NumPy copies an image of
-    three channels one strided channel at a time, on one thread."""
+def relayout(x: np.ndarray, perm: Tuple[int, ...], num_threads: int = 0,
+             out: Optional[np.ndarray] = None) -> np.ndarray:
+    """np.ascontiguousarray(x.transpose(perm)), into `out` where it is a C-contiguous array of
+    the result's shape and dtype.  Between channels-first and channels-last (perm (0, 2, ..., 1)
+    or its inverse) a C-contiguous float array is a batch of (channels, pixels) matrices,
+    transposed in one native pass in the network's threads: NumPy copies an image of three
+    channels one strided channel at a time, on one thread."""
     r = x.ndim
     if r >= 3 and x.size and x.dtype in (np.float32, np.float64) and x.flags.c_contiguous:
         first = perm == (0, *range(2, r), 1)
         if first or perm == (0, r - 1, *range(1, r - 1)):
-            y = np.empty(tuple(x.shape[i] for i in perm), x.dtype)
+            shape = tuple(x.shape[i] for i in perm)
+            fits = out is not None and out.shape == shape and out.dtype == x.dtype and out.flags.c_contiguous
+            y = out if fits else np.empty(shape, x.dtype)
             n = x.shape[0]
             rows = x.shape[1] if first else x.size // (n * x.shape[-1])
             cols = x.size // (n * rows)

@@ -423,8 +423,8 @@ class _Planner:
         self.converted[key] = target
         threads = self.threads or 0
 
-        def convert(x: np.ndarray) -> Tuple[np.ndarray]:
-            return (_netops.relayout(x, perm, threads),)
+        def convert(x: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
+            return (_netops.relayout(x, perm, threads, out),)
 
         if name in self.consts:
             self.consts[target] = convert(self.consts[name])[0]
@@ -433,7 +433,8 @@ class _Planner:
             row = {"node": f"{name} -> {_layout_word(want)}", "op": "(layout)",
                    "became": f"transpose {_layout_word(have)} -> {_layout_word(want)}", "layout": _layout_word(want)}
             self.rows.append(row)
-            self.steps.append(_Step(convert, [name], [target], False, row))
+            # (into a dropped array of its shape where the run has one: a fresh one costs page faults)
+            self.steps.append(_Step(convert, [name], [target], False, row, _INTO_BUFFER))
             self.layout[target] = want
         return target
 
