@@ -74,6 +74,36 @@ def test_one_thread_equals_two(isa, restore_threads, i):
     np.testing.assert_array_equal(l1, y1)
 
 
+@pytest.mark.parametrize("shape, k, stride, activation", [
+    ((1, 7, 7, 96), 5, 1, "hardswish"),  # one 7-row band before the split: one per thread now
+    ((2, 7, 7, 40), 3, 1, None),          # a partial channel block (40 = 2 x 16 + 8) tiled
+    ((1, 14, 14, 64), 3, 2, "relu"),      # stride 2 to a 7x7 plane
+    ((1, 3, 5, 33), 3, 1, None),          # fewer rows than threads x 2
+    ((1, 2, 9, 16), 5, 1, None),          # kernel taller than the plane
+])
+def test_small_channels_last_depthwise_planes_split_between_threads(isa, restore_threads, shape, k, stride,
+                                                                    activation):
+    """A small NHWC depthwise plane read in place is split into a band of rows per thread: the
+    result matches the float64 reference and is the same on 1, 2 and 3 threads."""
+    rng = make_rng("small depthwise", shape, k, stride)
+    n, h, w_, c = shape
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((c, 1, k, k)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    kw = dict(stride=stride, padding=k // 2, groups=c, layout="NHWC", activation=activation)
+    layer = cppconv.Conv2d(w, b, **kw)
+    if isa != "baseline":  # (the SIMD ISAs' depthwise kernel; the baseline runs the reference's tiles)
+        assert layer.explain(shape)["algorithm"].startswith("conv2d_depthwise_cblock_f32")
+    results = [layer(x, num_threads=t) for t in (1, 2, 3)]
+    x_nchw = x.transpose(0, 3, 1, 2)
+    pads = (k // 2,) * 4
+    ref = conv2d_ref(x_nchw, w, b, stride, pads, 1, c, activation=activation).transpose(0, 2, 3, 1)
+    bound = conv2d_abs_bound(x_nchw, w, b, stride, pads, 1, c, activation=activation).transpose(0, 2, 3, 1)
+    assert_close(results[0], ref, bound, np.float32)
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
+
+
 def _run_threads(fns):
     """Runs each fn in its own Python thread, all released together; returns their results."""
     barrier = threading.Barrier(len(fns))

@@ -169,10 +169,14 @@ CBlockPlan cblock_plan(const ConvProblem& p, int threads) {
     d.band_rows = ceil_div(d.band_rows, 2);
   d.col_bands = ceil_div(p.out_w, d.band_cols);
   // Enough items for an even split between threads, as long as a band keeps several rows
-  // (each band copies kh - 1 rows of its neighbour again).
+  // (each band copies kh - 1 rows of its neighbour again).  In place nothing is copied, and a
+  // plane of fewer than 8 rows (7x7: one band, one thread busy) is split into a band a thread
+  // (finer bands, or a split of the channels, ran slower: docs/tuning.md, "Small depthwise
+  // planes on two threads").
   const int64_t item_cblocks = d.in_place ? 1 : d.cblocks;
   const auto item_count = [&] { return p.batch * item_cblocks * ceil_div(p.out_h, d.band_rows) * d.col_bands; };
   while (threads > 1 && item_count() < 8 * threads && d.band_rows >= 8) d.band_rows = ceil_div(d.band_rows, 2);
+  while (d.in_place && item_count() < threads && d.band_rows >= 2) d.band_rows = ceil_div(d.band_rows, 2);
   d.row_bands = ceil_div(p.out_h, d.band_rows);
   d.items = item_count();
   d.tile_rows = input_rows_for(p, d.band_rows);
