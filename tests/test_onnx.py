@@ -617,6 +617,34 @@ def test_gemm_and_matmul_with_constant_weights_run_as_fully_connected(trans_b, a
         assert rows["Gemm"].startswith("fully connected 12->5" if c_shape != (3, 5) else "NumPy")
 
 
+@pytest.mark.parametrize("c_shape", [None, (5,), (3, 5)])
+def test_fully_connected_layers_take_the_activation_after_them(c_shape):
+    """A Gemm or MatMul run as a fully connected layer applies the activation that alone reads
+    its result (Relu, HardSwish, Sigmoid, LeakyRelu); a NumPy product (C of 3 rows), an
+    activation with a second reader, or one on a graph output of the product stay separate."""
+    inits = {"gw": _rand(5, 12), "mw": _rand(12, 4), "lw": _rand(12, 6)}
+    gemm_inputs = ["f", "gw"]
+    if c_shape is not None:
+        inits["gc"] = _rand(*c_shape)
+        gemm_inputs.append("gc")
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]),
+             helper.make_node("Gemm", gemm_inputs, ["g"], transB=1),
+             helper.make_node("HardSwish", ["g"], ["y"]),
+             helper.make_node("MatMul", ["f", "mw"], ["m"]), helper.make_node("Sigmoid", ["m"], ["s"]),
+             helper.make_node("MatMul", ["f", "lw"], ["l"]), helper.make_node("LeakyRelu", ["l"], ["r"], alpha=0.3),
+             helper.make_node("Relu", ["l"], ["r2"]),  # a second reader of l: nothing fuses into it
+             helper.make_node("Gemm", ["f", "gw"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["hr"])]
+    outputs = ("y", "s", "r", "r2", "h", "hr")  # h is a graph output: its Relu stays a step
+    net = _check(nodes, {"x": _rand(3, 3, 2, 2)}, outputs=outputs, initializers=inits)
+    rows = [(r["op"], r["became"]) for r in net.explain()["nodes"]]
+    fused = [op for op, became in rows if "fully connected" in became and "activation" in became]
+    assert fused == (["MatMul"] if c_shape == (3, 5) else ["Gemm", "MatMul"])
+    assert sum(op == "Relu" and not became.startswith("fused") for op, became in rows) == 2
+    if c_shape != (3, 5):
+        assert next(b for op, b in rows if op == "Gemm").endswith("activation hardswish fused")
+        assert any(op == "HardSwish" and b.startswith("fused into") for op, b in rows)
+
+
 def test_hardswish_and_pytorch_hardsigmoid_fuse_into_the_convolution():
     inits = {"w": _rand(4, 4, 3, 3), "b": _rand(4)}
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),

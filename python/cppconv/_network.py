@@ -624,7 +624,8 @@ def _fuse(nodes: List[_Node], known: Dict[str, np.ndarray], graph_outputs: Set[s
           shapes: Optional[Dict[str, Any]] = None) -> List[_Node]:
     """Merges into each Conv (and ConvTranspose) with constant weights a BatchNormalization that
     alone reads its output, then the activation (Relu, Clip(0, 6), Sigmoid, Tanh, LeakyRelu (any alpha),
-    x * Sigmoid(x)) that alone reads the result."""
+    x * Sigmoid(x)) that alone reads the result; likewise the activation after a fully connected
+    Gemm or MatMul."""
     readers: Dict[str, List[_Node]] = defaultdict(list)
     for n in nodes:
         for i in n.inputs:
@@ -661,6 +662,21 @@ def _fuse(nodes: List[_Node], known: Dict[str, np.ndarray], graph_outputs: Set[s
                 n.activation, n.outputs = "silu", [mul.outputs[0]]
                 n.fused += [sig, mul]
                 merged.update({id(sig), id(mul)})
+    # A fully connected Gemm or MatMul (a 1x1 Conv1d) applies the activation that alone reads its result.
+    sizes = shapes or {}
+
+    def rank(name: str) -> Optional[int]:
+        return int(known[name].ndim) if name in known else (None if sizes.get(name) is None else len(sizes[name]))
+
+    for n in nodes:
+        if n.op not in ("Gemm", "MatMul") or len(n.outputs) != 1 or not _is_fully_connected(n, known, rank):
+            continue
+        act = only_reader(n.outputs[0])
+        name = None if act is None else _fused_activation(act, known, opset)
+        if act is not None and name is not None:
+            n.activation, n.outputs = name, [act.outputs[0]]
+            n.fused.append(act)
+            merged.add(id(act))
     # A BatchNormalization no convolution took in (a pre-activation one), or a residual Add, and
     # the Relu that alone reads it: one pass.
     for n in nodes:
@@ -1417,35 +1433,66 @@ def _unsqueeze(p: _Planner, node: _Node) -> None:
     p.emit(node, fn, [p.value_in(node.input(0), None)], [None], "NumPy expand_dims (a view)")
 
 
+def _is_fully_connected(node: _Node, consts: Dict[str, np.ndarray], rank: Callable[[str], Optional[int]]) -> bool:
+    """Whether a Gemm or MatMul is a fully connected layer, which cppconv runs as a 1x1 Conv1d
+    (_fully_connected): a constant 2-D B, a 2-D A not transposed, and for Gemm a C that is
+    absent or constant with one value per output (or one for all)."""
+    b = consts.get(node.input(1))
+    if b is None or b.ndim != 2 or rank(node.input(0)) != 2:
+        return False
+    if node.op == "MatMul":
+        return True
+    if node.attrs.get("transA", 0):
+        return False
+    c_name = node.input(2)
+    c = consts.get(c_name)
+    return c_name == "" or (c is not None and c.size in (1, b.shape[0 if node.attrs.get("transB", 0) else 1]))
+
+
+def _fully_connected_operands(node: _Node, consts: Dict[str, np.ndarray]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """(weight (M, K), bias or None) of a fully connected Gemm or MatMul (_is_fully_connected)."""
+    b = consts[node.input(1)]
+    if node.op == "MatMul":
+        return b.T, None
+    a = node.attrs
+    alpha, beta, tb = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0)), bool(a.get("transB", 0))
+    out_features = b.shape[0 if tb else 1]
+    c = consts.get(node.input(2))
+    bias = None if c is None else np.broadcast_to(np.asarray(c, np.float64).reshape(-1), (out_features,)) * beta
+    return (b.T if not tb else b) * alpha, bias
+
+
 def _gemm(p: _Planner, node: _Node) -> None:
     a = node.attrs
     alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
     ta, tb = bool(a.get("transA", 0)), bool(a.get("transB", 0))
-    b_const = node.input(1) in p.consts
-    if b_const and node.input(0) in p.shapes:
+    if node.input(1) in p.consts and node.input(0) in p.shapes:
         k_a = p.shapes[node.input(0)][0 if ta else -1]
         k_b = p.consts[node.input(1)].shape[-1 if tb else 0]
         if k_a is not None and k_a != k_b:
             raise ModelError(f"{node.where()}: shape mismatch: A has {k_a} columns, B has {k_b} rows")
-    if b_const and not ta and p.rank(node.input(0)) == 2 and p.consts[node.input(1)].ndim == 2:
-        b = p.consts[node.input(1)]
-        out_features = b.shape[0 if tb else 1]
-        c_name = node.input(2)
-        c = p.consts.get(c_name)
-        # A constant C with one value per output (or one for all) is the layer's bias.
-        if c_name == "" or (c is not None and c.size in (1, out_features)):
-            bias = None if c is None else np.broadcast_to(np.asarray(c, np.float64).reshape(-1), (out_features,)) * beta
-            _fully_connected(p, node, (b.T if not tb else b) * alpha, bias)
-            return
+    if _is_fully_connected(node, p.consts, p.rank):
+        _fully_connected(p, node, *_fully_connected_operands(node, p.consts))
+        return
+    _unfused_activation(node)
     fn = lambda x, w, c=None: (_netops.gemm(x, w, c, alpha, beta, ta, tb),)  # noqa: E731
     _plain(p, node, fn, "NumPy matmul (BLAS)")
 
 
 def _matmul(p: _Planner, node: _Node) -> None:
-    if node.input(1) in p.consts and p.consts[node.input(1)].ndim == 2 and p.rank(node.input(0)) == 2:
-        _fully_connected(p, node, p.consts[node.input(1)].T, None)
+    if _is_fully_connected(node, p.consts, p.rank):
+        _fully_connected(p, node, *_fully_connected_operands(node, p.consts))
     else:
+        _unfused_activation(node)
         _plain(p, node, lambda a, b: (np.matmul(a, b),), "NumPy matmul (BLAS)")
+
+
+def _unfused_activation(node: _Node) -> None:
+    """The fusion pass gives a Gemm or MatMul an activation only where it is fully connected
+    (_is_fully_connected, with the shapes known then); a NumPy product takes none."""
+    if node.activation is not None:
+        raise RuntimeError(f"{node.where()}: internal error: activation {node.activation!r} fused into a "
+                           f"{node.op} that is not run as a fully connected layer")
 
 
 def _fully_connected(p: _Planner, node: _Node, weight: np.ndarray, bias: Optional[np.ndarray]) -> None:
@@ -1456,7 +1503,7 @@ def _fully_connected(p: _Planner, node: _Node, weight: np.ndarray, bias: Optiona
     out_features, in_features = weight.shape
     layer = Conv1d(np.ascontiguousarray(weight, p.dtype).reshape(out_features, in_features, 1),
                    None if bias is None else np.asarray(bias, p.dtype), layout="NWC", precision=p.precision,
-                   compute_dtype=p.compute_dtype)
+                   compute_dtype=p.compute_dtype, activation=node.activation)
     threads = p.threads
 
     def fn(x: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
@@ -1464,7 +1511,10 @@ def _fully_connected(p: _Planner, node: _Node, weight: np.ndarray, bias: Optiona
         return (layer(rows, None if out is None else out.reshape(1, *out.shape), num_threads=threads)[0],)
 
     ins = [p.value_in(node.input(0), None)]
-    p.emit(node, fn, ins, [None], f"fully connected {in_features}->{out_features} (cppconv 1x1 Conv1d over rows)",
+    act = node.activation
+    fused = "" if act is None else f"; activation {act if isinstance(act, str) else '{}({})'.format(*act)} fused"
+    p.emit(node, fn, ins, [None],
+           f"fully connected {in_features}->{out_features} (cppconv 1x1 Conv1d over rows){fused}",
            writes=_INTO_BUFFER, layer=layer)
 
 
