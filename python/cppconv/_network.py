@@ -637,6 +637,17 @@ def _fuse(nodes: List[_Node], known: Dict[str, np.ndarray], graph_outputs: Set[s
         r = readers.get(value, [])
         return r[0] if len(r) == 1 and value not in graph_outputs else None
 
+    def take_activation(n: _Node) -> bool:
+        """n takes in the activation that alone reads its output, where it is one a layer fuses."""
+        act = only_reader(n.outputs[0])
+        name = None if act is None else _fused_activation(act, known, opset)
+        if act is None or name is None:
+            return False
+        n.activation, n.outputs = name, [act.outputs[0]]
+        n.fused.append(act)
+        merged.add(id(act))
+        return True
+
     for n in nodes:
         if n.op not in ("Conv", "ConvTranspose") or n.input(1) not in known or len(n.outputs) != 1:
             continue
@@ -646,12 +657,7 @@ def _fuse(nodes: List[_Node], known: Dict[str, np.ndarray], graph_outputs: Set[s
             n.bn, n.outputs = bn, [bn.outputs[0]]
             n.fused.append(bn)
             merged.add(id(bn))
-        act = only_reader(n.outputs[0])
-        name = None if act is None else _fused_activation(act, known, opset)
-        if act is not None and name is not None:
-            n.activation, n.outputs = name, [act.outputs[0]]
-            n.fused.append(act)
-            merged.add(id(act))
+        if take_activation(n):
             continue
         pair = readers.get(n.outputs[0], [])
         if len(pair) == 2 and n.outputs[0] not in graph_outputs:
@@ -669,14 +675,8 @@ def _fuse(nodes: List[_Node], known: Dict[str, np.ndarray], graph_outputs: Set[s
         return int(known[name].ndim) if name in known else (None if sizes.get(name) is None else len(sizes[name]))
 
     for n in nodes:
-        if n.op not in ("Gemm", "MatMul") or len(n.outputs) != 1 or not _is_fully_connected(n, known, rank):
-            continue
-        act = only_reader(n.outputs[0])
-        name = None if act is None else _fused_activation(act, known, opset)
-        if act is not None and name is not None:
-            n.activation, n.outputs = name, [act.outputs[0]]
-            n.fused.append(act)
-            merged.add(id(act))
+        if n.op in ("Gemm", "MatMul") and len(n.outputs) == 1 and _is_fully_connected(n, known, rank):
+            take_activation(n)
     # A BatchNormalization no convolution took in (a pre-activation one), or a residual Add, and
     # the Relu that alone reads it: one pass.
     for n in nodes:
