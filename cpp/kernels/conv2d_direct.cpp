@@ -704,36 +704,43 @@ void fill_tile_unit(const ConvCall& call, const EnginePlan& d, const ColumnPlan&
   const int64_t kd = call.depth_src ? p.depth_taps : 1;
   // Source row of tile channel c, or nullptr where its depth slice is zero padding.
   const auto channel_row = [&, x = static_cast<const T*>(call.x)](int64_t c) -> const T* {
-    const T* row = x + src_row * call.x_stride.h + (c0 / kd + c / kd) * xs_c;
-    if (!call.depth_src) return row + n * call.x_stride.n;
+    if (!call.depth_src) return x + n * call.x_stride.n + src_row * call.x_stride.h + (c0 + c) * xs_c;
     const int64_t slice = call.depth_src[n * kd + c % kd];
-    return slice < 0 ? nullptr : row + slice;
+    return slice < 0 ? nullptr : x + slice + src_row * call.x_stride.h + (c0 / kd + c / kd) * xs_c;
+  };
+  // Per depth tap a, the tile channels c * kd + a in [c_begin, c_end) read source channels
+  // [c_lo, c_hi) (consecutive ones, kd tile channels apart).
+  const auto tap_channels = [&](int64_t a) {
+    return std::pair{(c_begin - a + kd - 1) / kd, (c_end - a + kd - 1) / kd};
   };
   if (xs_w == 1) {  // NCHW: per channel, contiguous source rows
-    for (int64_t c = c_begin; c < c_end; ++c) {
-      const T* src = channel_row(c);
-      T* out = dst + c * d.chan_pitch;
-      if (!src) {
-        std::memset(out, 0, sizeof(T) * row_floats);
-        continue;
-      }
-      for (const ColumnPlan::Edge& e : columns.edges) out[e.offset] = e.src < 0 ? T(0) : src[e.src];
-      for (int64_t ph = 0; ph < sw; ++ph) {
-        const ColumnPlan::Phase& f = columns.phases[size_t(ph)];
-        T* o = out + ph * d.phase_w;
-        if (sw == 1) {
-          copy_run(o + f.q_lo, src + f.first, f.q_hi - f.q_lo);
-        } else {
-          for (int64_t q = f.q_lo; q < f.q_hi; ++q) o[q] = src[f.first + (q - f.q_lo) * sw];
+    for (int64_t a = 0; a < kd; ++a) {
+      const auto [c_lo, c_hi] = tap_channels(a);
+      const T* xr = c_lo < c_hi ? channel_row(c_lo * kd + a) : nullptr;  // source channel c_lo of the row
+      for (int64_t c = c_lo; c < c_hi; ++c) {
+        T* out = dst + (c * kd + a) * d.chan_pitch;
+        if (!xr) {
+          std::memset(out, 0, sizeof(T) * row_floats);
+          continue;
+        }
+        const T* src = xr + (c - c_lo) * xs_c;
+        for (const ColumnPlan::Edge& e : columns.edges) out[e.offset] = e.src < 0 ? T(0) : src[e.src];
+        for (int64_t ph = 0; ph < sw; ++ph) {
+          const ColumnPlan::Phase& f = columns.phases[size_t(ph)];
+          T* o = out + ph * d.phase_w;
+          if (sw == 1) {
+            copy_run(o + f.q_lo, src + f.first, f.q_hi - f.q_lo);
+          } else {
+            for (int64_t q = f.q_lo; q < f.q_hi; ++q) o[q] = src[f.first + (q - f.q_lo) * sw];
+          }
         }
       }
     }
     return;
   }
-  // NHWC: per depth tap a and column, the tile channels c * kd + a in [c_begin, c_end) read
-  // contiguous source channels [c_lo, c_hi).
+  // NHWC: per depth tap and column, contiguous source channels
   for (int64_t a = 0; a < kd; ++a) {
-    const int64_t c_lo = (c_begin - a + kd - 1) / kd, c_hi = (c_end - a + kd - 1) / kd;
+    const auto [c_lo, c_hi] = tap_channels(a);
     if (c_lo >= c_hi) continue;
     const T* xr = channel_row(c_lo * kd + a);  // source channel c_lo of the row
     T* dst_a = dst + (c_lo * kd + a) * d.chan_pitch;
@@ -783,7 +790,6 @@ BlockOrigin block_origin(const ConvProblem& p, const EnginePlan& d, int64_t bloc
 template <class T>
 PrefetchStream tile_source(const ConvCall& call, const EnginePlan& d, const BlockOrigin& b) {
   const ConvProblem& p = call.p;
-  if (call.depth_src) return {};  // (kd slices: not worth a stream each)
   int64_t lo = p.in_h, hi = -1;
   for (int64_t r = 0; r < input_rows_for(p, b.rows); ++r) {
     const int64_t src = call.row_src[b.oh0 * p.stride_h + r];
@@ -792,11 +798,28 @@ PrefetchStream tile_source(const ConvCall& call, const EnginePlan& d, const Bloc
   if (hi < 0) return {};
   const Strides4& xs = call.x_stride;
   const int64_t size = int64_t(sizeof(T));
+  // With depth taps: the span from the first depth slice read to the last, taken as one (the
+  // slices in between are the others read, for a depth dilation of 1).
+  int64_t slice = b.n * xs.n, span = 0, channels = d.group_in;
+  if (call.depth_src) {
+    const int64_t kd = p.depth_taps;
+    int64_t last = -1;
+    slice = -1;
+    for (int64_t a = 0; a < kd; ++a) {
+      const int64_t at = call.depth_src[b.n * kd + a];
+      if (at >= 0) slice = slice < 0 ? at : std::min(slice, at), last = std::max(last, at);
+    }
+    if (slice < 0) return {};
+    span = last - slice;
+    channels = d.group_in / kd;
+  }
   const char* first =
-      reinterpret_cast<const char*>(static_cast<const T*>(call.x) + b.n * xs.n + b.g * d.group_in * xs.c + lo * xs.h);
+      reinterpret_cast<const char*>(static_cast<const T*>(call.x) + slice + b.g * channels * xs.c + lo * xs.h);
   if (xs.w == 1)  // NCHW: a channel's rows lo..hi
-    return {first, ((hi - lo) * xs.h + p.in_w) * size, xs.c * size, d.group_in};
-  return {first, ((p.in_w - 1) * xs.w + (d.group_in - 1) * xs.c + 1) * size, xs.h * size, hi - lo + 1};
+    return {first, (span + (hi - lo) * xs.h + p.in_w) * size, xs.c * size, channels};
+  if (span > 0)  // NHWC: rows lo..hi of every slice, and what lies between
+    return {first, (span + (hi - lo) * xs.h + (p.in_w - 1) * xs.w + channels) * size, 0, 1};
+  return {first, ((p.in_w - 1) * xs.w + (channels - 1) * xs.c + 1) * size, xs.h * size, hi - lo + 1};
 }
 
 // Runs the outputs [item_begin, item_end) of one (n, g, row block), its tile ready at `tile`.
