@@ -261,6 +261,7 @@ const char* lowering_name(Lowering l) {
     case Lowering::Flatten: return "flatten";
     case Lowering::IntoBatch: return "depth_into_batch";
     case Lowering::Gather: return "depth_gather";
+    case Lowering::DepthTaps: return "depth_taps";
     case Lowering::Interleave: return "depth_interleave";
     case Lowering::FoldRows: return "fold_rows";
     case Lowering::ChannelsFirst: return "channels_first";
@@ -493,6 +494,38 @@ ConvProblem gathered(const ConvProblem& p, int64_t slices) {
   return q;
 }
 
+// The gathered problem of all output slices (channels-last) or of one image's (channels-first,
+// whose y strides are uniform only there), its channels read from x's depth slices in place by
+// an algorithm that reads depth taps (ConvCall::depth_src).
+ConvProblem gathered_in_place(const ConvProblem& p) {
+  ConvProblem q = gathered(p, p.layout == Layout::NHWC ? p.batch * p.out_d : p.out_d);
+  q.depth_taps = p.kernel_d;
+  return q;
+}
+bool gathers_in_place(const ConvProblem& p, const ConvAlgorithm& a) {
+  const ConvProblem q = gathered_in_place(p);
+  // (A subsampled input would be a copy of the contiguous x: 1x1 strided kernels keep the gather.)
+  return a.reads_depth_taps && !subsamples_input(q) && a.accepts(q);
+}
+
+// depth_src of gathered_in_place(p) for the output slices [b0, b0 + count): the element offset
+// of each one's tap-a depth slice (its channel 0, row 0, column 0) in x, or -1 for padding.
+std::vector<int64_t> depth_slice_offsets(const ConvProblem& p, int64_t b0, int64_t count) {
+  const int64_t kd = p.kernel_d, slice = p.in_h * p.in_w;
+  std::vector<int64_t> offsets(size_t(count * kd));
+  for (int64_t b = b0; b < b0 + count; ++b) {
+    const int64_t n = b / p.out_d, od = b % p.out_d;
+    for (int64_t a = 0; a < kd; ++a) {
+      const int64_t d = padded_source(od * p.stride_d + a * p.dilation_d, p.in_d, p.pad_front, p.pad_mode);
+      // NDHWC: slice d of image n is its (n * D + d)-th plane of HW x C; NCDHW: channel 0's d-th plane.
+      const int64_t at = p.layout == Layout::NHWC ? (n * p.in_d + d) * slice * p.in_channels
+                                                  : (n * p.in_channels * p.in_d + d) * slice;
+      offsets[size_t((b - b0) * kd + a)] = d < 0 ? -1 : at;
+    }
+  }
+  return offsets;
+}
+
 // Interleave: a 2-D problem of `slices` output slices whose input rows are the kd input slices'
 // rows interleaved, row h * kd + a holding row h of slice a, with the height padding already
 // copied in: kernel row i * kd + a is then tap (a, i), a kernel of kh * kd rows at stride
@@ -688,7 +721,8 @@ ConvProblem planar_form(const ConvProblem& p) {
     case Lowering::None: return p;
     case Lowering::Flatten: return first_flattened_segments(p);
     case Lowering::IntoBatch: return depth_into_batch(p);
-    case Lowering::Gather: return gathered(p, gather_chunk(p));
+    case Lowering::Gather:
+    case Lowering::DepthTaps: return gathered(p, gather_chunk(p));
     case Lowering::Interleave: return interleaved(p, gather_chunk(p));
     case Lowering::FoldRows: return folded(p, p.out_w / kFoldOutputs, kFoldOutputs);
     case Lowering::ChannelsFirst: return channels_first(p);
@@ -879,7 +913,8 @@ ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
   const ConvProblem planar = planar_form(given);
   ConvChoice c = choose_for(planar, algorithm_problem(planar), get_num_threads(), nullptr);
   c.lowering = lowering;
-  if (lowering == Lowering::Gather || lowering == Lowering::Interleave)
+  if (lowering == Lowering::Gather && gathers_in_place(given, *c.algorithm)) c.lowering = Lowering::DepthTaps;
+  if (c.lowering == Lowering::Gather || c.lowering == Lowering::Interleave)
     c.workspace_bytes = saturating_add(c.workspace_bytes, gather_bytes(given, planar.batch));
   if (lowering == Lowering::FoldRows) c.workspace_bytes = saturating_add(c.workspace_bytes, fold_bytes(given));
   if (lowering == Lowering::ChannelsFirst)
@@ -977,6 +1012,7 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
     case Lowering::IntoBatch:
       return run_planar(depth_into_batch(given), x, y, nullptr, forced, cap, nullptr, nullptr, res);
     case Lowering::Gather:
+    case Lowering::DepthTaps:
     case Lowering::Interleave: return run_gathered(given, x, y, forced, cap, res);
     case Lowering::FoldRows: return run_folded(given, x, y, forced, cap);  // (res: it writes y, see above)
     case Lowering::TapsAsChannels: return run_taps_as_channels(given, x, y, forced, cap, res);
@@ -1098,12 +1134,18 @@ void ConvPlan::run_folded(const ConvProblem& given, const void* x, void* y, cons
 
 void ConvPlan::run_gathered(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap,
                             std::optional<std::ptrdiff_t> residual) {
+  const bool rows = lowering_of(given) == Lowering::Interleave;
+  if (!rows) {
+    // What the gathered copy would run: if it reads depth taps itself, nothing is copied.
+    const ConvProblem planar = planar_form(given);
+    const ConvAlgorithm& algorithm = *choose_for(planar, algorithm_problem(planar), cap, forced).algorithm;
+    if (gathers_in_place(given, algorithm)) return run_gathered_in_place(given, x, y, algorithm, cap, residual);
+  }
   const int64_t chunk = gather_chunk(given), total = given.batch * given.out_d;
   const size_t elem = dtype_size(given.dtype);
   check_workspace(gather_bytes(given, chunk), "conv3d gathered input slices");
   auto buffer = SpareBuffer<GatheredInputTag>::take(gather_bytes(given, chunk));
   const int64_t out_plane = given.out_h * given.out_w;
-  const bool rows = lowering_of(given) == Lowering::Interleave;
   PlanWeights* weights = rows ? &interleaved_weights() : nullptr;
   for (int64_t b0 = 0; b0 < total;) {
     // Channels-first chunks stay within one image (see gather_chunk).
@@ -1135,6 +1177,29 @@ void ConvPlan::run_gathered(const ConvProblem& given, const void* x, void* y, co
   }
 }
 
+void ConvPlan::run_gathered_in_place(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm& algorithm,
+                                     int cap, std::optional<std::ptrdiff_t> residual) {
+  const ConvProblem q = gathered_in_place(given);
+  const int64_t C = given.in_channels, HW = given.in_h * given.in_w, out_plane = given.out_h * given.out_w;
+  // x's own strides within a depth slice (the slice's offset comes from depth_src).
+  const Strides4 x_stride =
+      given.layout == Layout::NHWC ? Strides4{0, 1, given.in_w * C, C} : Strides4{0, given.in_d * HW, given.in_w, 1};
+  if (given.layout == Layout::NHWC) {
+    const std::vector<int64_t> depth_src = depth_slice_offsets(given, 0, q.batch);
+    return run_planar(q, x, y, nullptr, &algorithm, cap, nullptr, &x_stride, residual, depth_src.data());
+  }
+  const size_t elem = dtype_size(given.dtype);
+  const int64_t K = given.out_channels;
+  // Channel k's slices at y[n, k, od]: the slices are q's batch with stride out_plane and the
+  // channels stride out_d * out_plane (as in run_gathered).
+  const Strides4 y_stride{out_plane, given.out_d * out_plane, given.out_w, 1};
+  for (int64_t n = 0; n < given.batch; ++n) {
+    const std::vector<int64_t> depth_src = depth_slice_offsets(given, n * given.out_d, given.out_d);
+    run_planar(q, x, static_cast<unsigned char*>(y) + size_t(n * K * given.out_d * out_plane) * elem, &y_stride,
+               &algorithm, cap, nullptr, &x_stride, residual, depth_src.data());
+  }
+}
+
 PlanWeights& ConvPlan::interleaved_weights() {
   std::lock_guard<std::mutex> lock(interleaved_mutex_);
   if (!interleaved_) {
@@ -1156,7 +1221,7 @@ PlanWeights& ConvPlan::interleaved_weights() {
 
 void ConvPlan::run_planar(const ConvProblem& given, const void* x, void* y, const Strides4* y_stride,
                           const ConvAlgorithm* forced, int cap, PlanWeights* weights, const Strides4* x_stride,
-                          std::optional<std::ptrdiff_t> residual) {
+                          std::optional<std::ptrdiff_t> residual, const int64_t* depth_src) {
   PlanWeights& w = weights ? *weights : weights_;
   const ConvProblem p = algorithm_problem(given);
   if (forced) require_accepts(*forced, p);
@@ -1188,6 +1253,7 @@ void ConvPlan::run_planar(const ConvProblem& given, const void* x, void* y, cons
   if (x_stride) call.x_stride = *x_stride;
   call.row_src = rows.empty() ? nullptr : rows.data();
   call.col_src = cols.empty() ? nullptr : cols.data();
+  call.depth_src = depth_src;
   call.num_threads = choice.threads;
   if (residual && choice.algorithm->adds_residual) call.residual = static_cast<unsigned char*>(y) + *residual;
   if (!residual || choice.algorithm->adds_residual) return choice.algorithm->run(call);

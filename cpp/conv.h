@@ -132,6 +132,7 @@ enum class Lowering {
   Flatten,     // deep, 1x1 in (h, w), stride 1, no padding there: (d, h*w) is a 2-D problem
   IntoBatch,   // deep, channels-last, kernel depth 1, stride 1, no depth padding: (n, d) is a batch
   Gather,      // deep: each output slice's kd input slices copied as C*kd channels, a 2-D problem
+  DepthTaps,   // Gather without the copy: the kernel's tiles take the C*kd channels from x's slices
   Interleave,  // deep depthwise: each output slice's kd input slices copied as interleaved rows
   FoldRows,    // one long row (1-D): output rows of a fixed length, each with its input window copied
   ChannelsFirst,  // channels-last, grouped with few channels per group: run channels-first, transposed in and out
@@ -212,9 +213,11 @@ class ConvPlan {
   // Runs a problem of depth 1 (or any problem, through the reference) with y's strides
   // `y_stride` and x's `x_stride` (nullptr: contiguous), at most `cap` threads.
   // `residual`: where the residual is, in bytes from y (nothing: none; see run).
+  // `depth_src`: a problem with depth_taps, its ConvCall::depth_src.
   void run_planar(const ConvProblem& given, const void* x, void* y, const Strides4* y_stride,
                   const ConvAlgorithm* forced, int cap, PlanWeights* weights = nullptr,
-                  const Strides4* x_stride = nullptr, std::optional<std::ptrdiff_t> residual = std::nullopt);
+                  const Strides4* x_stride = nullptr, std::optional<std::ptrdiff_t> residual = std::nullopt,
+                  const int64_t* depth_src = nullptr);
   // (d, h*w) as a 2-D problem, long rows in column segments (Lowering::Flatten).
   void run_flattened(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap,
                      std::optional<std::ptrdiff_t> residual = std::nullopt);
@@ -223,6 +226,10 @@ class ConvPlan {
   // A deep problem, one chunk of output slices at a time (Lowering::Gather or Interleave).
   void run_gathered(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap,
                     std::optional<std::ptrdiff_t> residual = std::nullopt);
+  // A Gather problem whose algorithm reads the depth taps from x itself (no copy), one
+  // 2-D call (channels-last) or one per image (channels-first).
+  void run_gathered_in_place(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm& algorithm, int cap,
+                             std::optional<std::ptrdiff_t> residual);
   // One long row as folded rows and the tail that does not fill one (Lowering::FoldRows).
   void run_folded(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap);
   void run_channels_first(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap);

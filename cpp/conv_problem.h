@@ -78,6 +78,9 @@ struct ConvProblem {
   // layer's compute_dtype="bfloat16": x's values are rounded to bfloat16 as they are read,
   // the result is kept in float32).
   bool x_float32 = false, y_float32 = false;
+  // A gathered depth problem read in place (see ConvCall::depth_src): kd, the depth taps whose
+  // slices make up each group's input channels; 0 for an ordinary problem.
+  int64_t depth_taps = 0;
 };
 
 // Element strides of a 4-D tensor, in logical (n, c, h, w) order whatever the memory layout.
@@ -107,6 +110,11 @@ struct ConvCall {
   // sources out itself.)
   const int64_t* row_src = nullptr;
   const int64_t* col_src = nullptr;
+  // p.depth_taps = kd > 0: batch item n's input channel c * kd + a of group g is channel
+  // g * group_in / kd + c of the depth slice at x + depth_src[n * kd + a] (elements; -1: zero
+  // padding), through x_stride's c, h and w.  The depth padding is resolved here as the other
+  // axes' is in row_src and col_src.
+  const int64_t* depth_src = nullptr;
   int num_threads = 1;
 };
 

@@ -145,6 +145,8 @@ def test_depth_lowerings(isa, dhw, kernel, stride, padding, last, lowering, padd
     check(x, w, b, layout_last=last, **kw)
     x_shape = channels_last(x).shape if last else x.shape
     info = cppconv.explain(x_shape, w.shape, layout=LAST[3] if last else "NCDHW", **kw)
+    if lowering == "depth_gather" and info["algorithm"].startswith(ENGINE):
+        lowering = "depth_taps"
     assert info["lowering"] == lowering, info
 
 
@@ -189,7 +191,8 @@ def test_depthwise_lowerings(isa, dhw, kernel, stride, padding, dilation, last, 
     layer = cppconv.Conv3d(w, b, layout=LAST[3] if last else "NCDHW", **kw)
     xin = channels_last(x) if last else x
     np.testing.assert_array_equal(layer(xin), cppconv.conv3d(xin, w, b, layout=layer.layout, **kw))
-    assert layer.explain(xin.shape)["lowering"] == lowering
+    assert layer.explain(xin.shape)["lowering"] == (expected_gather(layer, xin.shape) if lowering == "depth_gather"
+                                                    else lowering)
 
 
 @pytest.mark.parametrize("last", [False, True])
@@ -204,6 +207,87 @@ def test_gathered_in_several_chunks(isa, last):
     x = rng.standard_normal((2, 16, 30, 40, 40)).astype(np.float32)
     w = rng.standard_normal((16, 1, 3, 3, 3)).astype(np.float32)
     check(x, w, None, layout_last=last, padding=1, groups=16)
+
+
+ENGINE = ("conv2d_channelvec", "conv2d_pixelvec")  # the kernels that read depth taps in place
+
+
+def expected_gather(layer, x_shape):
+    """depth_taps where the chosen algorithm reads the kd slices in place, else depth_gather."""
+    return "depth_taps" if layer.explain(x_shape)["algorithm"].startswith(ENGINE) else "depth_gather"
+
+
+# (channels, output channels): around the vector widths (16 float32 lanes on AVX-512, 8 on
+# AVX2) and the ChannelVec blocks (32/64 outputs); 3 is a first layer (PixelVec channels-first).
+DEPTH_TAP_CHANNELS = [(1, 16), (3, 32), (15, 17), (16, 64), (17, 33), (33, 16)]
+
+
+@pytest.mark.parametrize("last", [False, True])
+@pytest.mark.parametrize("channels,out_channels", DEPTH_TAP_CHANNELS)
+@pytest.mark.parametrize("kd", [1, 2, 3, 5])
+def test_depth_taps_in_place(isa, last, channels, out_channels, kd):
+    """Gathered problems whose kernel takes the kd depth slices from x itself: against the
+    reference and every algorithm forced (the others still copy), batch 2, depth padding that
+    some taps read only, out= into a strided view, bit-identical on 1 and 2 threads."""
+    rng = make_rng("depth_taps", last, channels, out_channels, kd)
+    x = rng.standard_normal((2, channels, kd + 2, 7, 9)).astype(np.float32)
+    w = rng.standard_normal((out_channels, channels, kd, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(out_channels).astype(np.float32)
+    kw = dict(padding=((kd // 2 + 1, kd // 2), (1, 1), (2, 0)), stride=(1, 2, 1), dilation=(1, 1, 2), activation="relu")
+    y = check(x, w, b, layout_last=last, **kw)
+    ran = check_every_algorithm(x, w, b, layouts=(last,), **kw)
+    assert any(name.startswith(ENGINE) for name in ran), ran
+    layer = LAYERS[3](w, b, layout=LAST[3] if last else "NCDHW", **kw)
+    xin = channels_last(x) if last else x
+    if channels > 1:  # (one channel in one group is depthwise: interleaved rows)
+        assert layer.explain(xin.shape)["lowering"] == expected_gather(layer, xin.shape)
+    yin = channels_last(y) if last else y
+    one = layer(xin, num_threads=1)
+    np.testing.assert_array_equal(layer(xin, num_threads=2), one)
+    np.testing.assert_allclose(one, yin, rtol=1e-5, atol=1e-4)
+    wide = np.full(yin.shape[:-1] + (yin.shape[-1] * 2,), np.nan, np.float32)
+    out = wide[..., ::2]  # every other element: a strided y
+    assert layer(xin, out) is out
+    np.testing.assert_array_equal(out, one)
+
+
+@pytest.mark.parametrize("last", [False, True])
+@pytest.mark.parametrize("padding_mode", PADDING_MODES)
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_depth_taps_padding_modes(isa, last, padding_mode, dtype):
+    """Every padding mode along every axis (the depth one resolved into the slice map), strides
+    and dilations per axis, asymmetric and "same" padding, groups, float64."""
+    rng = make_rng("depth_taps_modes", last, padding_mode, dtype.name)
+    x = rng.standard_normal((2, 6, 7, 8, 9)).astype(dtype)
+    for kernel, kw in [
+        ((3, 3, 3), dict(padding=((2, 1), (1, 2), (1, 1)), stride=(2, 1, 2), dilation=(2, 1, 1))),
+        ((2, 3, 1), dict(padding="same")),
+        ((5, 1, 3), dict(padding=((2, 2), (0, 0), (0, 2)), dilation=(1, 2, 2))),
+        ((3, 3, 3), dict(padding=1, groups=2)),
+    ]:
+        groups = kw.get("groups", 1)
+        w = rng.standard_normal((20, 6 // groups) + kernel).astype(dtype)
+        b = rng.standard_normal(20).astype(dtype)
+        check(x, w, b, layout_last=last, padding_mode=padding_mode, activation="leaky_relu", **kw)
+
+
+@pytest.mark.parametrize("last", [False, True])
+def test_depth_taps_residual(isa, last):
+    """A residual added by the kernel in place of the copying gather's, on 1 and 2 threads."""
+    rng = make_rng("depth_taps_residual", last)
+    x = rng.standard_normal((2, 17, 5, 6, 7)).astype(np.float32)
+    w = rng.standard_normal((33, 17, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(33).astype(np.float32)
+    layout = LAST[3] if last else "NCDHW"
+    xin = channels_last(x) if last else x
+    plain = LAYERS[3](w, b, padding=1, layout=layout)
+    fused = LAYERS[3](w, b, padding=1, layout=layout, activation="relu")
+    r = rng.standard_normal(plain(xin).shape).astype(np.float32)
+    for algorithm in plain.explain(xin.shape)["candidates"]:
+        want = np.maximum(plain._call_with_algorithm(algorithm, xin) + r, 0)
+        one = fused._call_with_algorithm(algorithm, xin, num_threads=1, residual=r)
+        np.testing.assert_array_equal(fused._call_with_algorithm(algorithm, xin, num_threads=2, residual=r), one)
+        np.testing.assert_allclose(one, want, rtol=2e-6, atol=1e-5, err_msg=algorithm)
 
 
 @pytest.mark.parametrize("rank", [1, 3])

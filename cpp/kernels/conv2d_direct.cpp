@@ -123,7 +123,10 @@ bool no_padding(const ConvProblem& p) {
 
 // NCHW at stride_w 1 (the PixelVec and ChannelVec microkernels step one pixel at a time), or
 // NHWC (ChannelVec, which steps pixel_pitch), as long as there is no padding to make up.
-bool can_read_in_place(const ConvProblem& p) { return no_padding(p) && (p.layout == Layout::NHWC || p.stride_w == 1); }
+// (Depth taps come from kd slices of x, so they are copied into tiles.)
+bool can_read_in_place(const ConvProblem& p) {
+  return no_padding(p) && p.depth_taps == 0 && (p.layout == Layout::NHWC || p.stride_w == 1);
+}
 
 bool is_flat(const ConvProblem& p) {
   return can_read_in_place(p) && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1;
@@ -683,7 +686,9 @@ inline void copy_run(T* dst, const T* src, int64_t n) {
   vstore(dst + n - L, vload(src + n - L));
 }
 
-// Copies tile row r, channels [c_begin, c_end) of the group starting at channel c0.
+// Copies tile row r, channels [c_begin, c_end) of the group starting at channel c0.  With depth
+// taps (p.depth_taps = kd) tile channel c * kd + a is channel c0 / kd + c of tap a's depth slice
+// (ConvCall::depth_src): per tap the channels are x's consecutive ones, kd tile channels apart.
 template <class T>
 void fill_tile_unit(const ConvCall& call, const EnginePlan& d, const ColumnPlan& columns, int64_t n, int64_t c0,
                     int64_t row0, int64_t r, int64_t c_begin, int64_t c_end, T* tile) {
@@ -695,44 +700,74 @@ void fill_tile_unit(const ConvCall& call, const EnginePlan& d, const ColumnPlan&
     for (int64_t c = c_begin; c < c_end; ++c) std::memset(dst + c * d.chan_pitch, 0, sizeof(T) * row_floats);
     return;
   }
-  const T* xr = static_cast<const T*>(call.x) + n * call.x_stride.n + src_row * call.x_stride.h + c0 * call.x_stride.c;
   const int64_t sw = p.stride_w, xs_c = call.x_stride.c, xs_w = call.x_stride.w;
+  const int64_t kd = call.depth_src ? p.depth_taps : 1;
+  // Source row of tile channel c, or nullptr where its depth slice is zero padding.
+  const auto channel_row = [&, x = static_cast<const T*>(call.x)](int64_t c) -> const T* {
+    if (!call.depth_src) return x + n * call.x_stride.n + src_row * call.x_stride.h + (c0 + c) * xs_c;
+    const int64_t slice = call.depth_src[n * kd + c % kd];
+    return slice < 0 ? nullptr : x + slice + src_row * call.x_stride.h + (c0 / kd + c / kd) * xs_c;
+  };
+  // Per depth tap a, the tile channels c * kd + a in [c_begin, c_end) read source channels
+  // [c_lo, c_hi) (consecutive ones, kd tile channels apart).
+  const auto tap_channels = [&](int64_t a) {
+    return std::pair{(c_begin - a + kd - 1) / kd, (c_end - a + kd - 1) / kd};
+  };
   if (xs_w == 1) {  // NCHW: per channel, contiguous source rows
-    for (int64_t c = c_begin; c < c_end; ++c) {
-      const T* src = xr + c * xs_c;
-      T* out = dst + c * d.chan_pitch;
-      for (const ColumnPlan::Edge& e : columns.edges) out[e.offset] = e.src < 0 ? T(0) : src[e.src];
-      for (int64_t ph = 0; ph < sw; ++ph) {
-        const ColumnPlan::Phase& f = columns.phases[size_t(ph)];
-        T* o = out + ph * d.phase_w;
-        if (sw == 1) {
-          copy_run(o + f.q_lo, src + f.first, f.q_hi - f.q_lo);
-        } else {
-          for (int64_t q = f.q_lo; q < f.q_hi; ++q) o[q] = src[f.first + (q - f.q_lo) * sw];
+    for (int64_t a = 0; a < kd; ++a) {
+      const auto [c_lo, c_hi] = tap_channels(a);
+      const T* xr = c_lo < c_hi ? channel_row(c_lo * kd + a) : nullptr;  // source channel c_lo of the row
+      for (int64_t c = c_lo; c < c_hi; ++c) {
+        T* out = dst + (c * kd + a) * d.chan_pitch;
+        if (!xr) {
+          std::memset(out, 0, sizeof(T) * row_floats);
+          continue;
+        }
+        const T* src = xr + (c - c_lo) * xs_c;
+        for (const ColumnPlan::Edge& e : columns.edges) out[e.offset] = e.src < 0 ? T(0) : src[e.src];
+        for (int64_t ph = 0; ph < sw; ++ph) {
+          const ColumnPlan::Phase& f = columns.phases[size_t(ph)];
+          T* o = out + ph * d.phase_w;
+          if (sw == 1) {
+            copy_run(o + f.q_lo, src + f.first, f.q_hi - f.q_lo);
+          } else {
+            for (int64_t q = f.q_lo; q < f.q_hi; ++q) o[q] = src[f.first + (q - f.q_lo) * sw];
+          }
         }
       }
     }
     return;
   }
-  // NHWC: per column, contiguous source channels
-  for (const ColumnPlan::Edge& e : columns.edges) {
-    const T* src = xr + e.src * xs_w;
-    for (int64_t c = c_begin; c < c_end; ++c) dst[c * d.chan_pitch + e.offset] = e.src < 0 ? T(0) : src[c * xs_c];
-  }
-  for (int64_t ph = 0; ph < sw; ++ph) {
-    const ColumnPlan::Phase& f = columns.phases[size_t(ph)];
-    if constexpr (std::is_same_v<T, float>) {
-      // Blocks of kLanes channels x kLanes pixels transposed in registers (xs_c is 1).
-      const T* src = xr + f.first * xs_w;
-      for (int64_t c = c_begin; c < c_end; c += kLanes<T>)
-        pixels_to_planes(src + c, sw * xs_w, int(std::min<int64_t>(kLanes<T>, c_end - c)), f.q_hi - f.q_lo,
-                         dst + c * d.chan_pitch + ph * d.phase_w + f.q_lo, d.chan_pitch);
+  // NHWC: per depth tap and column, contiguous source channels
+  for (int64_t a = 0; a < kd; ++a) {
+    const auto [c_lo, c_hi] = tap_channels(a);
+    if (c_lo >= c_hi) continue;
+    const T* xr = channel_row(c_lo * kd + a);  // source channel c_lo of the row
+    T* dst_a = dst + (c_lo * kd + a) * d.chan_pitch;
+    const int64_t pitch = kd * d.chan_pitch;  // from one source channel to the next in the tile
+    if (!xr) {
+      for (int64_t c = c_lo; c < c_hi; ++c) std::memset(dst_a + (c - c_lo) * pitch, 0, sizeof(T) * row_floats);
       continue;
     }
-    for (int64_t q = f.q_lo; q < f.q_hi; ++q) {
-      const T* src = xr + (f.first + (q - f.q_lo) * sw) * xs_w;
-      T* o = dst + ph * d.phase_w + q;
-      for (int64_t c = c_begin; c < c_end; ++c) o[c * d.chan_pitch] = src[c * xs_c];
+    for (const ColumnPlan::Edge& e : columns.edges) {
+      const T* src = xr + e.src * xs_w;
+      for (int64_t c = 0; c < c_hi - c_lo; ++c) dst_a[c * pitch + e.offset] = e.src < 0 ? T(0) : src[c * xs_c];
+    }
+    for (int64_t ph = 0; ph < sw; ++ph) {
+      const ColumnPlan::Phase& f = columns.phases[size_t(ph)];
+      if constexpr (std::is_same_v<T, float>) {
+        // Blocks of kLanes channels x kLanes pixels transposed in registers (xs_c is 1).
+        const T* src = xr + f.first * xs_w;
+        for (int64_t c = 0; c < c_hi - c_lo; c += kLanes<T>)
+          pixels_to_planes(src + c, sw * xs_w, int(std::min<int64_t>(kLanes<T>, c_hi - c_lo - c)), f.q_hi - f.q_lo,
+                           dst_a + c * pitch + ph * d.phase_w + f.q_lo, pitch);
+        continue;
+      }
+      for (int64_t q = f.q_lo; q < f.q_hi; ++q) {
+        const T* src = xr + (f.first + (q - f.q_lo) * sw) * xs_w;
+        T* o = dst_a + ph * d.phase_w + q;
+        for (int64_t c = 0; c < c_hi - c_lo; ++c) o[c * pitch] = src[c * xs_c];
+      }
     }
   }
 }
@@ -763,11 +798,28 @@ PrefetchStream tile_source(const ConvCall& call, const EnginePlan& d, const Bloc
   if (hi < 0) return {};
   const Strides4& xs = call.x_stride;
   const int64_t size = int64_t(sizeof(T));
+  // With depth taps: the span from the first depth slice read to the last, taken as one (the
+  // slices in between are the others read, for a depth dilation of 1).
+  int64_t slice = b.n * xs.n, span = 0, channels = d.group_in;
+  if (call.depth_src) {
+    const int64_t kd = p.depth_taps;
+    int64_t last = -1;
+    slice = -1;
+    for (int64_t a = 0; a < kd; ++a) {
+      const int64_t at = call.depth_src[b.n * kd + a];
+      if (at >= 0) slice = slice < 0 ? at : std::min(slice, at), last = std::max(last, at);
+    }
+    if (slice < 0) return {};
+    span = last - slice;
+    channels = d.group_in / kd;
+  }
   const char* first =
-      reinterpret_cast<const char*>(static_cast<const T*>(call.x) + b.n * xs.n + b.g * d.group_in * xs.c + lo * xs.h);
+      reinterpret_cast<const char*>(static_cast<const T*>(call.x) + slice + b.g * channels * xs.c + lo * xs.h);
   if (xs.w == 1)  // NCHW: a channel's rows lo..hi
-    return {first, ((hi - lo) * xs.h + p.in_w) * size, xs.c * size, d.group_in};
-  return {first, ((p.in_w - 1) * xs.w + (d.group_in - 1) * xs.c + 1) * size, xs.h * size, hi - lo + 1};
+    return {first, (span + (hi - lo) * xs.h + p.in_w) * size, xs.c * size, channels};
+  if (span > 0)  // NHWC: rows lo..hi of every slice, and what lies between
+    return {first, (span + (hi - lo) * xs.h + (p.in_w - 1) * xs.w + channels) * size, 0, 1};
+  return {first, ((p.in_w - 1) * xs.w + (channels - 1) * xs.c + 1) * size, xs.h * size, hi - lo + 1};
 }
 
 // Runs the outputs [item_begin, item_end) of one (n, g, row block), its tile ready at `tile`.
@@ -1195,10 +1247,12 @@ constexpr AlgorithmName kChannelVecF64Name =
 
 const ConvAlgorithm conv2d_pixelvec_f32 = {
     kPixelVecF32Name.text,     DType::Float32,      pixelvec_accepts<float>, no_packing, nullptr,
-    pixelvec_workspace<float>, run_pixelvec<float>, Precision::Highest,      0,          /*adds_residual=*/true};
+    pixelvec_workspace<float>, run_pixelvec<float>, Precision::Highest,      0,          /*adds_residual=*/true,
+    /*reads_depth_taps=*/true};
 const ConvAlgorithm conv2d_pixelvec_f64 = {
     kPixelVecF64Name.text,      DType::Float64,       pixelvec_accepts<double>, no_packing, nullptr,
-    pixelvec_workspace<double>, run_pixelvec<double>, Precision::Highest,       0,          /*adds_residual=*/true};
+    pixelvec_workspace<double>, run_pixelvec<double>, Precision::Highest,       0,          /*adds_residual=*/true,
+    /*reads_depth_taps=*/true};
 const ConvAlgorithm conv2d_channelvec_f32 = {kChannelVecF32Name.text,
                                              DType::Float32,
                                              channelvec_accepts<float, NarrowBlock>,
@@ -1208,7 +1262,8 @@ const ConvAlgorithm conv2d_channelvec_f32 = {kChannelVecF32Name.text,
                                              run_channelvec<float, NarrowBlock>,
                                              Precision::Highest,
                                              0,
-                                             /*adds_residual=*/true};
+                                             /*adds_residual=*/true,
+                                             /*reads_depth_taps=*/true};
 const ConvAlgorithm conv2d_channelvec_wide_f32 = {kWideChannelVecF32Name.text,
                                                   DType::Float32,
                                                   channelvec_accepts<float, WideBlock>,
@@ -1218,7 +1273,8 @@ const ConvAlgorithm conv2d_channelvec_wide_f32 = {kWideChannelVecF32Name.text,
                                                   run_channelvec<float, WideBlock>,
                                                   Precision::Highest,
                                                   0,
-                                                  /*adds_residual=*/true};
+                                                  /*adds_residual=*/true,
+                                                  /*reads_depth_taps=*/true};
 const ConvAlgorithm conv2d_channelvec_f64 = {kChannelVecF64Name.text,
                                              DType::Float64,
                                              channelvec_accepts<double, NarrowBlock>,
@@ -1228,7 +1284,8 @@ const ConvAlgorithm conv2d_channelvec_f64 = {kChannelVecF64Name.text,
                                              run_channelvec<double, NarrowBlock>,
                                              Precision::Highest,
                                              0,
-                                             /*adds_residual=*/true};
+                                             /*adds_residual=*/true,
+                                             /*reads_depth_taps=*/true};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

@@ -37,6 +37,9 @@ struct ConvAlgorithm {
   unsigned features = 0;  // CpuFeature bits it needs beyond the table's ISA
   // Whether run() takes ConvCall::residual (the driver adds it after the others' stores).
   bool adds_residual = false;
+  // Whether run() takes problems with depth_taps, reading x through ConvCall::depth_src (the
+  // driver copies the depth slices together for the others).
+  bool reads_depth_taps = false;
 };
 
 // One pooling algorithm (max and avg, regular and adaptive as its accepts() says).

@@ -426,8 +426,9 @@ def explain(
         ``precision`` mode it chose under (the call's, else the process-wide one),
         ``threads``, ``flops``, ``workspace_bytes``, ``packed_weight_bytes`` and
         ``lowering`` (how the driver recasts the problem for the 2-D kernels: ``"none"``,
-        ``"flatten"``, ``"depth_into_batch"``, ``"depth_gather"``, ``"depth_interleave"``,
-        ``"fold_rows"``, ``"dilation_rows"``, ``"taps_as_channels"`` or ``"channels_first"``;
+        ``"flatten"``, ``"depth_into_batch"``, ``"depth_gather"``, ``"depth_taps"``,
+        ``"depth_interleave"``, ``"fold_rows"``, ``"dilation_rows"``, ``"taps_as_channels"`` or
+        ``"channels_first"``;
         docs/design.md), ``live_taps_only`` (True where a zero padding that dwarfs the input
         left taps that read only padding for every output, and the kernels ran the others
         alone; docs/design.md), ``candidates``
