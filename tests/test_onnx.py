@@ -617,6 +617,16 @@ def test_gemm_and_matmul_with_constant_weights_run_as_fully_connected(trans_b, a
         assert rows["Gemm"].startswith("fully connected 12->5" if c_shape != (3, 5) else "NumPy")
 
 
+def test_gemm_with_a_column_of_c_is_not_a_bias():
+    """A C of shape (M, 1) broadcasts along the rows (one value per row of A), not per output:
+    NumPy's product runs it, and the Relu after it stays a step of its own."""
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "w", "c"], ["g"], transB=1),
+             helper.make_node("Relu", ["g"], ["y"])]
+    net = _check(nodes, {"x": _rand(5, 3, 2, 2)}, initializers={"w": _rand(5, 12), "c": _rand(5, 1)})
+    rows = {r["op"]: r["became"] for r in net.explain()["nodes"]}
+    assert rows["Gemm"].startswith("NumPy") and not rows["Relu"].startswith("fused")
+
+
 @pytest.mark.parametrize("c_shape", [None, (5,), (3, 5)])
 def test_fully_connected_layers_take_the_activation_after_them(c_shape):
     """A Gemm or MatMul run as a fully connected layer applies the activation that alone reads
@@ -980,7 +990,7 @@ def test_conv_outputs_reuse_dropped_buffers():
     nodes, inits, prev = [], {}, "x"
     for i in range(4):
         nodes += [helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
-                  helper.make_node("LeakyRelu", [f"c{i}"], [f"r{i}"], alpha=0.2)]  # not fused: a NumPy step
+                  helper.make_node("LeakyRelu", [f"c{i}"], [f"r{i}"], alpha=0.2)]  # fused into the Conv
         inits[f"w{i}"] = _rand(4, 4, 3, 3) * 0.3
         prev = f"r{i}"
     nodes.append(helper.make_node("Identity", [prev], ["y"]))
@@ -1002,10 +1012,19 @@ def test_conv_outputs_reuse_dropped_buffers():
     given.clear()  # the next call starts on the arrays this one dropped
     np.testing.assert_array_equal(net(X4), want)
     assert given == [True] * 4
+    # The input's layout change (NCHW -> NHWC, the convolutions' shape) writes into one too.
+    layout = next(k for k, row in enumerate(net._step_rows) if row["op"] == "(layout)")
+    fn, ins, outs, dead, writes, extra = net._steps[layout]
+    assert writes == 1
+    net._steps[layout] = (spy(fn), ins, outs, dead, writes, extra)
+    given.clear()
+    np.testing.assert_array_equal(net(X4), want)
+    assert given[0] is True
     given.clear()  # another batch size: none of them fits, and they are not kept
     x3 = RNG.standard_normal((3, *X4.shape[1:])).astype(np.float32)
     net(x3)
-    assert given == [False, True, True, True] and all(shape[0] == 3 for shape in net._spares)
+    # (the layout change first: nothing of batch 3 is free yet)
+    assert given == [False, False, True, True, True] and all(shape[0] == 3 for shape in net._spares)
 
 
 def test_elementwise_writes_into_its_dying_input():
@@ -1320,3 +1339,23 @@ def test_transpose_matrices_checks_its_arrays():
         _native.transpose_matrices(x, np.zeros((2, 4, 3), np.float64))
     with pytest.raises(ValueError, match="must not overlap"):
         _native.transpose_matrices(x, x.reshape(2, 4, 3))
+    for shape in [(0, 5, 6), (2, 0, 5), (2, 5, 0)]:  # nothing to move, nothing to divide the work by
+        for dtype in (np.float32, np.float64):
+            _native.transpose_matrices(np.zeros(shape, dtype), np.zeros((shape[0], shape[2], shape[1]), dtype), 2)
+
+
+def test_relayout_into_a_given_array():
+    from cppconv import _netops
+
+    x = _rand(2, 3, 5, 7)
+    want = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    out = np.full(want.shape, np.nan, np.float32)
+    assert _netops.relayout(x, (0, 2, 3, 1), 2, out) is out
+    np.testing.assert_array_equal(out, want)
+    for wrong in (np.zeros((2, 5, 7, 3), np.float64), np.zeros((2, 7, 5, 3), np.float32),
+                  np.zeros((2, 5, 7, 6), np.float32)[..., ::2]):
+        got = _netops.relayout(x, (0, 2, 3, 1), 2, wrong)
+        assert got is not wrong
+        np.testing.assert_array_equal(got, want)
+    one_channel = _rand(2, 1, 4, 4)  # already in channels-last order: a view, no copy
+    assert np.shares_memory(_netops.relayout(one_channel, (0, 2, 3, 1)), one_channel)

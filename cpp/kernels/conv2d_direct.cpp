@@ -798,8 +798,8 @@ PrefetchStream tile_source(const ConvCall& call, const EnginePlan& d, const Bloc
   if (hi < 0) return {};
   const Strides4& xs = call.x_stride;
   const int64_t size = int64_t(sizeof(T));
-  // With depth taps: the span from the first depth slice read to the last, taken as one (the
-  // slices in between are the others read, for a depth dilation of 1).
+  // With depth taps: one run from the first depth slice read to the last, whole slices between
+  // included, so it also covers rows outside lo..hi that the tile does not read.
   int64_t slice = b.n * xs.n, span = 0, channels = d.group_in;
   if (call.depth_src) {
     const int64_t kd = p.depth_taps;

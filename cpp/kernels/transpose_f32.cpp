@@ -39,7 +39,8 @@ constexpr int64_t kNarrow = int64_t(std::size(kInterleave));
 
 void transpose_f32(const float* from, int64_t batch, int64_t rows, int64_t cols, float* to, int threads) {
   constexpr int L = simd::kLanes<float>;
-  if (std::min(rows, cols) <= kNarrow && rows * cols > 0) {
+  if (batch <= 0 || rows <= 0 || cols <= 0) return;  // (nothing to move; the splits below divide by these)
+  if (std::min(rows, cols) <= kNarrow) {
     const bool few_rows = rows <= kNarrow;
     const NarrowFn narrow = few_rows ? kInterleave[rows - 1] : kDeinterleave[cols - 1];
     const int64_t length = few_rows ? cols : rows;

@@ -255,6 +255,9 @@ def relayout(x: np.ndarray, perm: Tuple[int, ...], num_threads: int = 0,
     transposed in one native pass in the network's threads: NumPy copies an image of three
     channels one strided channel at a time, on one thread."""
     r = x.ndim
+    moved = x.transpose(perm)
+    if moved.flags.c_contiguous:  # (one channel, or one pixel: already in order, a view)
+        return moved
     if r >= 3 and x.size and x.dtype in (np.float32, np.float64) and x.flags.c_contiguous:
         first = perm == (0, *range(2, r), 1)
         if first or perm == (0, r - 1, *range(1, r - 1)):
@@ -266,7 +269,7 @@ def relayout(x: np.ndarray, perm: Tuple[int, ...], num_threads: int = 0,
             cols = x.size // (n * rows)
             _native.transpose_matrices(x.reshape(n, rows, cols), y.reshape(n, cols, rows), num_threads)
             return y
-    return contiguous(x.transpose(perm))
+    return contiguous(moved)
 
 
 def contiguous(x: np.ndarray) -> np.ndarray:

@@ -848,8 +848,8 @@ def _conv(p: _Planner, node: _Node) -> None:
                                    precision=p.precision, compute_dtype=p.compute_dtype, **kwargs)
     xin = p.value_in(x, perm)
     threads = p.threads
-    # The layer's one-step path, called here directly (the layer's own checks cost about a
-    # third of a microsecond-scale step; its weights never change inside a network).
+    # The layer's one-step path, called here directly: the layer's own checks add Python work to
+    # every step (docs/tuning.md, "Small networks"), and its weights never change in a network.
     forward = getattr(layer, "_weights", None) and layer._weights.forward
     direct = forward if forward is not None and forward[1][2] is None else None  # (not bfloat16 bits)
 
@@ -1446,7 +1446,9 @@ def _is_fully_connected(node: _Node, consts: Dict[str, np.ndarray], rank: Callab
         return False
     c_name = node.input(2)
     c = consts.get(c_name)
-    return c_name == "" or (c is not None and c.size in (1, b.shape[0 if node.attrs.get("transB", 0) else 1]))
+    out_features = b.shape[0 if node.attrs.get("transB", 0) else 1]
+    # (A C of shape (M, 1) broadcasts along the rows, not the outputs: not a bias.)
+    return c_name == "" or (c is not None and (c.size == 1 or (c.size == out_features and c.shape[-1] == out_features)))
 
 
 def _fully_connected_operands(node: _Node, consts: Dict[str, np.ndarray]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
