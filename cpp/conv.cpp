@@ -22,6 +22,12 @@
 #endif
 
 namespace cppconv {
+
+// A depth axis to lower (see Lowering), unless an algorithm takes it (ConvAlgorithm::takes_depth).
+bool has_depth(const ConvProblem& p) {
+  return p.in_d != 1 || p.kernel_d != 1 || p.out_d != 1 || p.pad_front != 0 || p.pad_back != 0;
+}
+
 namespace {
 
 // set_num_threads' count; 0 until it is called (and again after reset_num_threads).
@@ -65,11 +71,6 @@ size_t index_workspace_bytes(const ConvProblem& p) {
 // Kernels assume a non-empty output and reduction; the reference loops also handle an empty
 // reduction (C = 0: the output is the activated bias).
 bool needs_reference(const ConvProblem& p) { return p.batch == 0 || p.out_channels == 0 || p.in_channels == 0; }
-
-// Whether p has a depth axis to lower (see Lowering); the kernels take depth 1 only.
-bool has_depth(const ConvProblem& p) {
-  return p.in_d != 1 || p.kernel_d != 1 || p.out_d != 1 || p.pad_front != 0 || p.pad_back != 0;
-}
 
 // A strided 1x1 convolution without padding reads only every stride-th row and column: it is
 // the stride-1 convolution of that subsampled input.  Subsampled once, the input is a dense
@@ -327,6 +328,17 @@ bool takes_dilation_rows(const ConvProblem& p) {
 
 Lowering lowering_of(const ConvProblem& p);
 
+// Whether an algorithm of the active table takes p with its depth axis (ConvAlgorithm::takes_depth).
+bool kernel_takes_depth(const ConvProblem& p) {
+  const KernelTable& table = active_table();
+  for (int i = 0; i < table.conv_count; ++i) {
+    const ConvAlgorithm& a = *table.conv[i];
+    if (a.takes_depth && a.dtype == p.dtype && has_cpu_features(a.features) && meets_precision(a, p) && a.accepts(p))
+      return true;
+  }
+  return false;
+}
+
 // Whether p's lowering has its kernels write y itself (through strides), so that they can add
 // a residual of y's layout as they store; the others write a copy that is transposed into y.
 bool lowering_writes_y(const ConvProblem& p) {
@@ -346,6 +358,8 @@ Lowering lowering_of(const ConvProblem& p) {
     return Lowering::Flatten;
   if (p.layout == Layout::NHWC && p.kernel_d == 1 && p.stride_d == 1 && p.pad_front == 0 && p.pad_back == 0)
     return Lowering::IntoBatch;
+  // A depthwise kernel that takes the depth taps itself reads x in place: no copy, one region.
+  if (is_depthwise(p) && kernel_takes_depth(p)) return Lowering::None;
   // Gathered as channels, a depthwise problem would have kd channels per group, which the
   // depthwise kernels do not take; as interleaved rows it stays depthwise.
   if (p.groups == p.in_channels && p.dilation_h == 1) return Lowering::Interleave;
@@ -853,7 +867,8 @@ bool ConvPlan::runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* f
   const KernelTable& table = active_table();
   for (int i = 0; i < table.conv_count; ++i) {
     const ConvAlgorithm& a = *table.conv[i];
-    if (a.dtype == DType::BFloat16 && has_cpu_features(a.features) && meets_precision(a, given) && a.accepts(given))
+    if (a.dtype == DType::BFloat16 && has_cpu_features(a.features) && meets_precision(a, given) &&
+        takes_rank(a, given) && a.accepts(given))
       return true;
   }
   return false;
@@ -950,7 +965,8 @@ std::vector<const ConvAlgorithm*> ConvPlan::kernel_candidates(const ConvProblem&
   std::vector<const ConvAlgorithm*> found;
   for (int i = 0; i < table.conv_count; ++i) {
     const ConvAlgorithm& a = *table.conv[i];
-    if (a.dtype == p.dtype && has_cpu_features(a.features) && meets_precision(a, p) && a.accepts(p) && a.accepts(t))
+    if (a.dtype == p.dtype && has_cpu_features(a.features) && meets_precision(a, p) && takes_rank(a, p) &&
+        a.accepts(p) && a.accepts(t))
       found.push_back(&a);
   }
   if (found.empty()) found.push_back(kConvFamily.reference(p.dtype));
@@ -1025,7 +1041,7 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
 bool ConvPlan::writes_channel_slice(const ConvProblem& problem) const {
   const ConvProblem given = kernel_problem(problem);
   return dtype_ != DType::BFloat16 && problem.layout == Layout::NHWC && given.layout == Layout::NHWC &&
-         lowering_of(given) == Lowering::None && !live_taps_run(given);
+         !has_depth(given) && lowering_of(given) == Lowering::None && !live_taps_run(given);
 }
 
 void ConvPlan::run_into_channels(const ConvProblem& problem, const void* x, void* y, int64_t pixel_pitch,
@@ -1259,9 +1275,12 @@ void ConvPlan::run_planar(const ConvProblem& given, const void* x, void* y, cons
   if (!residual || choice.algorithm->adds_residual) return choice.algorithm->run(call);
   call.p.activation = Activation::None;  // applied with the residual, after the stores
   choice.algorithm->run(call);
+  // A deep problem's y is contiguous (no lowering gives it strides): its slices' rows follow on.
+  ConvProblem slice_rows = p;
+  slice_rows.out_h = p.out_d * p.out_h;
   with_element_type(p.dtype, [&](auto zero) {
     using T = decltype(zero);
-    add_residual_after(p, static_cast<T*>(y), call.y_stride, *residual, choice.threads);
+    add_residual_after(slice_rows, static_cast<T*>(y), call.y_stride, *residual, choice.threads);
   });
 }
 

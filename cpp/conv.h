@@ -128,7 +128,7 @@ class LiveTaps {
 // How a problem runs on the kernels, which take problems of depth 1 (see ConvProblem) and
 // tile, block and thread by output rows: as it is, or recast as a 2-D problem they run well.
 enum class Lowering {
-  None,        // as it is
+  None,        // as it is (deep only where an algorithm takes the depth: ConvAlgorithm::takes_depth)
   Flatten,     // deep, 1x1 in (h, w), stride 1, no padding there: (d, h*w) is a 2-D problem
   IntoBatch,   // deep, channels-last, kernel depth 1, stride 1, no depth padding: (n, d) is a batch
   Gather,      // deep: each output slice's kd input slices copied as C*kd channels, a 2-D problem

@@ -124,7 +124,8 @@ LOWERINGS = [
     ((5, 6, 7), (3, 3, 3), (2, 1, 2), 1, True, "depth_gather"),
     ((1, 6, 7), (1, 3, 3), 1, 0, False, "none"),
 ]
-# depthwise (groups = channels): interleaved rows where the height is not dilated
+# depthwise (groups = channels): interleaved rows where the height is not dilated; channels-last
+# with zero padding read in place by the channel-block kernel (see deep_in_place)
 DEPTHWISE_LOWERINGS = [
     ((5, 6, 7), (3, 3, 3), 1, 1, 1, False, "depth_interleave"),
     ((5, 6, 7), (3, 3, 3), (2, 2, 1), (1, 2, 0), 1, True, "depth_interleave"),
@@ -132,6 +133,16 @@ DEPTHWISE_LOWERINGS = [
     ((5, 7, 7), (3, 3, 3), 1, 2, (1, 2, 1), True, "depth_gather"),
     ((5, 6, 7), (1, 3, 3), 1, (0, 1, 1), 1, True, "depth_into_batch"),
 ]
+# The channel-block depthwise kernel's vector width per ISA (it has none on the baseline).
+DEPTHWISE_LANES = {"avx512": 16, "avx2": 8}
+
+
+def deep_in_place(isa, channels, layout_last, padding_mode="zeros"):
+    """Whether a 3-D depthwise problem (kernel widths 1, 3, 5 at stride 1 or 2, 7 at 1; width not
+    dilated) runs in place, depth taps and all, through conv2d_depthwise_cblock_f32: channels-last,
+    zero padding, whole channel blocks."""
+    lanes = DEPTHWISE_LANES.get(isa)
+    return bool(lanes) and layout_last and padding_mode == "zeros" and channels % lanes == 0
 
 
 @pytest.mark.parametrize("dhw,kernel,stride,padding,last,lowering", LOWERINGS)
@@ -191,8 +202,69 @@ def test_depthwise_lowerings(isa, dhw, kernel, stride, padding, dilation, last, 
     layer = cppconv.Conv3d(w, b, layout=LAST[3] if last else "NCDHW", **kw)
     xin = channels_last(x) if last else x
     np.testing.assert_array_equal(layer(xin), cppconv.conv3d(xin, w, b, layout=layer.layout, **kw))
-    assert layer.explain(xin.shape)["lowering"] == (expected_gather(layer, xin.shape) if lowering == "depth_gather"
-                                                    else lowering)
+    in_place = lowering != "depth_into_batch" and deep_in_place(isa, 16, last, padding_mode)
+    expected = expected_gather(layer, xin.shape) if lowering == "depth_gather" else lowering
+    assert layer.explain(xin.shape)["lowering"] == ("none" if in_place else expected)
+
+
+# 3-D depthwise read in place (depth taps at x's depth stride, the live ones only): channels
+# around the vector widths (taken in whole blocks of 8 or 16, the others interleaved), depths,
+# rows and columns around the 8-pixel register block, kernels (3,3,3), (1,3,3), (3,1,1), (5,5,5),
+# strides 1 and 2 per axis, dilation, padding 0, 1, asymmetric and "same", batch 2.
+# (C, (D, H, W), kernel, stride, padding, dilation)
+DEEP_DEPTHWISE = [
+    (16, (5, 6, 7), (3, 3, 3), 1, 1, 1),
+    (96, (4, 9, 17), (3, 3, 3), 1, 1, 1),
+    (32, (6, 5, 19), (3, 3, 3), 2, 1, 1),
+    (16, (7, 7, 9), (3, 3, 3), (2, 1, 2), ((1, 0), (2, 1), (0, 2)), 1),
+    (16, (5, 8, 8), (3, 3, 3), 1, 0, 1),
+    (48, (5, 6, 10), (1, 3, 3), (2, 1, 1), (0, 1, 1), 1),
+    (16, (7, 5, 6), (3, 1, 1), 1, 1, 1),
+    (16, (9, 9, 11), (5, 5, 5), (1, 2, 1), 2, 1),
+    (16, (7, 9, 9), (3, 3, 3), 1, "same", (2, 2, 1)),
+    (8, (4, 6, 9), (3, 3, 3), 1, 1, 1),
+    (24, (4, 6, 9), (3, 3, 3), (1, 1, 2), 1, 1),
+    (1, (5, 6, 9), (3, 3, 3), 1, 1, 1),
+    (15, (5, 6, 9), (3, 3, 3), 1, 1, 1),
+    (17, (5, 6, 9), (3, 3, 3), 2, 1, 1),
+    (33, (3, 5, 17), (3, 3, 3), 1, 1, 1),
+]
+
+
+@pytest.mark.parametrize("c,dhw,kernel,stride,padding,dilation", DEEP_DEPTHWISE)
+@pytest.mark.parametrize("last", [False, True])
+def test_depthwise_deep_in_place(isa, c, dhw, kernel, stride, padding, dilation, last):
+    rng = make_rng("dw_deep", c, dhw, kernel, stride, padding, dilation, last)
+    x = rng.standard_normal((2, c) + dhw).astype(np.float32)
+    w = rng.standard_normal((c, 1) + kernel).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
+    activation = ACTIVATIONS[sum(dhw) % len(ACTIVATIONS)]
+    y = check(x, w, b, layout_last=last, activation=activation, **kw)
+    layout = LAST[3] if last else "NCDHW"
+    xin = channels_last(x) if last else x
+    layer = cppconv.Conv3d(w, b, layout=layout, activation=activation, **kw)
+    info = layer.explain(xin.shape)
+    if deep_in_place(isa, c, last):
+        assert info["lowering"] == "none" and info["algorithm"].startswith("conv2d_depthwise_cblock_f32"), info
+    else:
+        assert info["lowering"] != "none", info
+    # The same bits whatever the thread count, and into a strided out=.
+    one = layer(xin, num_threads=1)
+    np.testing.assert_array_equal(one, layer(xin, num_threads=2))
+    np.testing.assert_array_equal(one, np.moveaxis(y, 1, -1) if last else y)
+    wide = np.zeros(one.shape[:-1] + (2 * one.shape[-1],), np.float32)
+    out = wide[..., ::2]
+    assert layer(xin, out, num_threads=2) is out
+    np.testing.assert_array_equal(out, one)
+    # The residual: after the stores, before the activation (as the reference adds it).
+    r = rng.standard_normal(one.shape).astype(np.float32)
+    got = layer(xin, residual=r, num_threads=2)
+    want = layer._call_with_algorithm("conv_reference_f32", xin, residual=r)
+    bound = conv_nd_abs_bound(x, w, b, stride=stride, padding=pads_of(padding, dhw, kernel, stride, dilation),
+                              dilation=dilation, groups=c)
+    bound = (np.moveaxis(bound, 1, -1) if last else bound) + np.abs(r)
+    assert_close(got, want, 1.5 * bound + 1.0, F32, "residual")  # (hardswish's slope, sigmoid's 1)
 
 
 @pytest.mark.parametrize("last", [False, True])
