@@ -266,6 +266,7 @@ const char* lowering_name(Lowering l) {
     case Lowering::Interleave: return "depth_interleave";
     case Lowering::FoldRows: return "fold_rows";
     case Lowering::ChannelsFirst: return "channels_first";
+    case Lowering::ChannelsLast: return "channels_last";
     case Lowering::TapsAsChannels: return "taps_as_channels";
     case Lowering::DilationRows: return "dilation_rows";
   }
@@ -328,6 +329,18 @@ bool takes_dilation_rows(const ConvProblem& p) {
 
 Lowering lowering_of(const ConvProblem& p);
 
+// p in the other layout (the ChannelsFirst and ChannelsLast lowerings).
+ConvProblem channels_first(const ConvProblem& p) {
+  ConvProblem q = p;
+  q.layout = Layout::NCHW;
+  return q;
+}
+ConvProblem channels_last(const ConvProblem& p) {
+  ConvProblem q = p;
+  q.layout = Layout::NHWC;
+  return q;
+}
+
 // Whether an algorithm of the active table takes p with its depth axis (ConvAlgorithm::takes_depth).
 bool kernel_takes_depth(const ConvProblem& p) {
   const KernelTable& table = active_table();
@@ -343,7 +356,7 @@ bool kernel_takes_depth(const ConvProblem& p) {
 // a residual of y's layout as they store; the others write a copy that is transposed into y.
 bool lowering_writes_y(const ConvProblem& p) {
   const Lowering l = lowering_of(p);
-  return l != Lowering::ChannelsFirst && l != Lowering::FoldRows;
+  return l != Lowering::ChannelsFirst && l != Lowering::ChannelsLast && l != Lowering::FoldRows;
 }
 
 Lowering lowering_of(const ConvProblem& p) {
@@ -359,7 +372,10 @@ Lowering lowering_of(const ConvProblem& p) {
   if (p.layout == Layout::NHWC && p.kernel_d == 1 && p.stride_d == 1 && p.pad_front == 0 && p.pad_back == 0)
     return Lowering::IntoBatch;
   // A depthwise kernel that takes the depth taps itself reads x in place: no copy, one region.
+  // Channels-first, the same kernel between transposes beat the interleaved rows (docs/tuning.md).
   if (is_depthwise(p) && kernel_takes_depth(p)) return Lowering::None;
+  if (is_depthwise(p) && p.layout == Layout::NCHW && kernel_takes_depth(channels_last(p)))
+    return Lowering::ChannelsLast;
   // Gathered as channels, a depthwise problem would have kd channels per group, which the
   // depthwise kernels do not take; as interleaved rows it stays depthwise.
   if (p.groups == p.in_channels && p.dilation_h == 1) return Lowering::Interleave;
@@ -710,24 +726,18 @@ void interleave_slices(const ConvProblem& p, const T* x, int64_t b0, int64_t cou
   }
 }
 
-ConvProblem channels_first(const ConvProblem& p) {
-  ConvProblem q = p;
-  q.layout = Layout::NCHW;
-  return q;
+// The copies of x and y in the other layout that a ChannelsFirst or ChannelsLast problem runs on.
+size_t layout_copy_input_bytes(const ConvProblem& p) {
+  return element_bytes(p, p.batch * p.in_channels, p.in_d * p.in_h * p.in_w);
 }
-
-// The channels-first copies of x and y that a ChannelsFirst problem runs on.
-size_t channels_first_input_bytes(const ConvProblem& p) {
-  return element_bytes(p, p.batch * p.in_channels, p.in_h * p.in_w);
+size_t layout_copy_output_bytes(const ConvProblem& p) {
+  return element_bytes(p, p.batch * p.out_channels, p.out_d * p.out_h * p.out_w);
 }
-size_t channels_first_output_bytes(const ConvProblem& p) {
-  return element_bytes(p, p.batch * p.out_channels, p.out_h * p.out_w);
+size_t layout_copy_bytes(const ConvProblem& p) {
+  return saturating_add(layout_copy_input_bytes(p), layout_copy_output_bytes(p));
 }
-size_t channels_first_bytes(const ConvProblem& p) {
-  return saturating_add(channels_first_input_bytes(p), channels_first_output_bytes(p));
-}
-struct ChannelsFirstInputTag {};
-struct ChannelsFirstOutputTag {};
+struct LayoutCopyInputTag {};
+struct LayoutCopyOutputTag {};
 
 // The depth-1 problem a deep problem's kernels run (for a gathered one, its first chunk's).
 ConvProblem planar_form(const ConvProblem& p) {
@@ -740,6 +750,7 @@ ConvProblem planar_form(const ConvProblem& p) {
     case Lowering::Interleave: return interleaved(p, gather_chunk(p));
     case Lowering::FoldRows: return folded(p, p.out_w / kFoldOutputs, kFoldOutputs);
     case Lowering::ChannelsFirst: return channels_first(p);
+    case Lowering::ChannelsLast: return channels_last(p);
     case Lowering::TapsAsChannels: return taps_as_channels(p);
     case Lowering::DilationRows: return dilation_rows(p);
   }
@@ -932,8 +943,8 @@ ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
   if (c.lowering == Lowering::Gather || c.lowering == Lowering::Interleave)
     c.workspace_bytes = saturating_add(c.workspace_bytes, gather_bytes(given, planar.batch));
   if (lowering == Lowering::FoldRows) c.workspace_bytes = saturating_add(c.workspace_bytes, fold_bytes(given));
-  if (lowering == Lowering::ChannelsFirst)
-    c.workspace_bytes = saturating_add(c.workspace_bytes, channels_first_bytes(given));
+  if (lowering == Lowering::ChannelsFirst || lowering == Lowering::ChannelsLast)
+    c.workspace_bytes = saturating_add(c.workspace_bytes, layout_copy_bytes(given));
   if (lowering == Lowering::TapsAsChannels)
     c.workspace_bytes = saturating_add(c.workspace_bytes, tap_channels_bytes(given));
   return c;
@@ -1034,7 +1045,8 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
     case Lowering::TapsAsChannels: return run_taps_as_channels(given, x, y, forced, cap, res);
     case Lowering::DilationRows:
       return run_planar(dilation_rows(given), x, y, nullptr, forced, cap, nullptr, nullptr, res);
-    case Lowering::ChannelsFirst: return run_channels_first(given, x, y, forced, cap);
+    case Lowering::ChannelsFirst:
+    case Lowering::ChannelsLast: return run_in_other_layout(given, x, y, forced, cap);
   }
 }
 
@@ -1081,21 +1093,24 @@ void ConvPlan::run_flattened(const ConvProblem& given, const void* x, void* y, c
   }
 }
 
-void ConvPlan::run_channels_first(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced,
-                                  int cap) {
-  check_workspace(channels_first_bytes(given), "conv2d channels-first copies of x and y");
-  auto x_first = SpareBuffer<ChannelsFirstInputTag>::take(channels_first_input_bytes(given));
-  auto y_first = SpareBuffer<ChannelsFirstOutputTag>::take(channels_first_output_bytes(given));
-  const ConvProblem q = channels_first(given);
+void ConvPlan::run_in_other_layout(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced,
+                                   int cap) {
+  check_workspace(layout_copy_bytes(given), "conv copies of x and y in the other layout");
+  auto x_other = SpareBuffer<LayoutCopyInputTag>::take(layout_copy_input_bytes(given));
+  auto y_other = SpareBuffer<LayoutCopyOutputTag>::take(layout_copy_output_bytes(given));
+  const ConvProblem q = planar_form(given);
   const int threads = lowering_threads(q, cap);
-  const int64_t pixels = given.in_h * given.in_w, out_pixels = given.out_h * given.out_w;
+  const int64_t pixels = given.in_d * given.in_h * given.in_w, out_pixels = given.out_d * given.out_h * given.out_w;
+  // Each image is a (pixels x channels) matrix channels-last, its transpose channels-first.
+  const bool to_first = given.layout == Layout::NHWC;
+  const int64_t C = given.in_channels, K = given.out_channels;
   with_element_type(given.dtype, [&](auto zero) {
     using T = decltype(zero);
-    transpose_matrices(static_cast<const T*>(x), given.batch, pixels, given.in_channels,
-                       reinterpret_cast<T*>(x_first.get()), threads);
-    run_planar(q, x_first.get(), y_first.get(), nullptr, forced, cap);
-    transpose_matrices(reinterpret_cast<const T*>(y_first.get()), given.batch, given.out_channels, out_pixels,
-                       static_cast<T*>(y), threads);
+    transpose_matrices(static_cast<const T*>(x), given.batch, to_first ? pixels : C, to_first ? C : pixels,
+                       reinterpret_cast<T*>(x_other.get()), threads);
+    run_planar(q, x_other.get(), y_other.get(), nullptr, forced, cap);
+    transpose_matrices(reinterpret_cast<const T*>(y_other.get()), given.batch, to_first ? K : out_pixels,
+                       to_first ? out_pixels : K, static_cast<T*>(y), threads);
   });
 }
 

@@ -124,8 +124,8 @@ LOWERINGS = [
     ((5, 6, 7), (3, 3, 3), (2, 1, 2), 1, True, "depth_gather"),
     ((1, 6, 7), (1, 3, 3), 1, 0, False, "none"),
 ]
-# depthwise (groups = channels): interleaved rows where the height is not dilated; channels-last
-# with zero padding read in place by the channel-block kernel (see deep_in_place)
+# depthwise (groups = channels): interleaved rows where the height is not dilated; with zero
+# padding in whole channel blocks, the channel-block kernel's (see deep_depthwise_lowering)
 DEPTHWISE_LOWERINGS = [
     ((5, 6, 7), (3, 3, 3), 1, 1, 1, False, "depth_interleave"),
     ((5, 6, 7), (3, 3, 3), (2, 2, 1), (1, 2, 0), 1, True, "depth_interleave"),
@@ -133,16 +133,28 @@ DEPTHWISE_LOWERINGS = [
     ((5, 7, 7), (3, 3, 3), 1, 2, (1, 2, 1), True, "depth_gather"),
     ((5, 6, 7), (1, 3, 3), 1, (0, 1, 1), 1, True, "depth_into_batch"),
 ]
-# The channel-block depthwise kernel's vector width per ISA (it has none on the baseline).
+# The channel-block depthwise kernel's vector width per ISA (it has none on the baseline), and
+# the (kernel width, stride) pairs it reads in place (width not dilated).
 DEPTHWISE_LANES = {"avx512": 16, "avx2": 8}
+IN_PLACE_WIDTHS = {(1, 1), (3, 1), (3, 2), (5, 1), (5, 2), (7, 1)}
 
 
-def deep_in_place(isa, channels, layout_last, padding_mode="zeros"):
-    """Whether a 3-D depthwise problem (kernel widths 1, 3, 5 at stride 1 or 2, 7 at 1; width not
-    dilated) runs in place, depth taps and all, through conv2d_depthwise_cblock_f32: channels-last,
-    zero padding, whole channel blocks."""
+def last_of(v):
+    return v[-1] if isinstance(v, (tuple, list)) else v
+
+
+def deep_depthwise_lowering(isa, channels, layout_last, kernel, stride=1, dilation=1, padding_mode="zeros"):
+    """How a float32 3-D depthwise problem (not one of kernel depth 1 that runs as a batch) runs on
+    conv2d_depthwise_cblock_f32, which takes the depth taps itself in whole channel blocks with
+    zero padding: "none" (channels-last, read in place), "channels_last" (channels-first,
+    transposed in and out), or None (the other lowerings)."""
     lanes = DEPTHWISE_LANES.get(isa)
-    return bool(lanes) and layout_last and padding_mode == "zeros" and channels % lanes == 0
+    width = (kernel[-1], last_of(stride))
+    if not lanes or padding_mode != "zeros" or channels % lanes or width not in IN_PLACE_WIDTHS:
+        return None
+    if kernel[-1] > 1 and last_of(dilation) != 1:  # (a one-tap axis has no dilation to take)
+        return None
+    return "none" if layout_last else "channels_last"
 
 
 @pytest.mark.parametrize("dhw,kernel,stride,padding,last,lowering", LOWERINGS)
@@ -202,15 +214,17 @@ def test_depthwise_lowerings(isa, dhw, kernel, stride, padding, dilation, last, 
     layer = cppconv.Conv3d(w, b, layout=LAST[3] if last else "NCDHW", **kw)
     xin = channels_last(x) if last else x
     np.testing.assert_array_equal(layer(xin), cppconv.conv3d(xin, w, b, layout=layer.layout, **kw))
-    in_place = lowering != "depth_into_batch" and deep_in_place(isa, 16, last, padding_mode)
+    deep = None if lowering == "depth_into_batch" else deep_depthwise_lowering(isa, 16, last, kernel, stride, dilation,
+                                                                               padding_mode)
     expected = expected_gather(layer, xin.shape) if lowering == "depth_gather" else lowering
-    assert layer.explain(xin.shape)["lowering"] == ("none" if in_place else expected)
+    assert layer.explain(xin.shape)["lowering"] == (deep or expected)
 
 
-# 3-D depthwise read in place (depth taps at x's depth stride, the live ones only): channels
-# around the vector widths (taken in whole blocks of 8 or 16, the others interleaved), depths,
-# rows and columns around the 8-pixel register block, kernels (3,3,3), (1,3,3), (3,1,1), (5,5,5),
-# strides 1 and 2 per axis, dilation, padding 0, 1, asymmetric and "same", batch 2.
+# 3-D depthwise on the channel-block kernel (depth taps at x's depth stride, the live ones only;
+# channels-first between transposes): channels around the vector widths (taken in whole blocks
+# of 8 or 16, the others interleaved), depths, rows and columns around the 8-pixel register
+# block, kernels (3,3,3), (1,3,3), (3,1,1), (5,5,5), strides 1 and 2 per axis, dilation,
+# padding 0, 1, asymmetric and "same", batch 2.
 # (C, (D, H, W), kernel, stride, padding, dilation)
 DEEP_DEPTHWISE = [
     (16, (5, 6, 7), (3, 3, 3), 1, 1, 1),
@@ -245,10 +259,11 @@ def test_depthwise_deep_in_place(isa, c, dhw, kernel, stride, padding, dilation,
     xin = channels_last(x) if last else x
     layer = cppconv.Conv3d(w, b, layout=layout, activation=activation, **kw)
     info = layer.explain(xin.shape)
-    if deep_in_place(isa, c, last):
-        assert info["lowering"] == "none" and info["algorithm"].startswith("conv2d_depthwise_cblock_f32"), info
+    deep = deep_depthwise_lowering(isa, c, last, kernel, stride, dilation)
+    if deep:
+        assert info["lowering"] == deep and info["algorithm"].startswith("conv2d_depthwise_cblock_f32"), info
     else:
-        assert info["lowering"] != "none", info
+        assert info["lowering"] not in ("none", "channels_last"), info
     # The same bits whatever the thread count, and into a strided out=.
     one = layer(xin, num_threads=1)
     np.testing.assert_array_equal(one, layer(xin, num_threads=2))
@@ -630,10 +645,9 @@ def test_live_taps_only(isa, sizes, kernel, stride, padding, dilation, live, cha
     ref = reference(x, w, b, activation="relu")
     bound = reference(np.abs(x), np.abs(w), np.abs(b))
     info = cppconv.explain(x.shape, w.shape, dtype, **kw)
-    # (The channel-block kernel reads a channels-last 3-D depthwise problem in place, its taps
-    # clipped to the input as it goes: no plan of live taps there.)
-    width_dilation = dilation[-1] if isinstance(dilation, tuple) else dilation
-    if r == 3 and groups == C and dtype == F32 and width_dilation == 1 and deep_in_place(isa, C, last):
+    # (The channel-block kernel takes a 3-D depthwise problem, its taps clipped to the input as it
+    # goes: no plan of live taps there.)
+    if r == 3 and groups == C and dtype == F32 and deep_depthwise_lowering(isa, C, last, kernel, stride, dilation):
         live = False
     assert info["live_taps_only"] == live, info
     assert_close(FUNCTIONS[r](x, w, b, activation="relu", **kw), ref, bound, dtype)
