@@ -141,17 +141,11 @@ void run_reference_bf16(const ConvCall& call) {
 }
 }  // namespace
 
-const ConvAlgorithm conv_reference_bf16 = {"conv_reference_bf16",
-                                           DType::BFloat16,
-                                           accepts_any,
-                                           no_packing,
-                                           nullptr,
-                                           reference_workspace,
-                                           run_reference_bf16,
-                                           Precision::Highest,
-                                           0,
-                                           /*adds_residual=*/false,
-                                           /*reads_depth_taps=*/false,
-                                           /*takes_depth=*/true};
+const ConvAlgorithm conv_reference_bf16 = {
+    "conv_reference_bf16",      DType::BFloat16,    accepts_any,        no_packing, nullptr,
+    reference_workspace,        run_reference_bf16, Precision::Highest, 0,
+    /*adds_residual=*/false,
+    /*reads_depth_taps=*/false,
+    /*takes_depth=*/true};
 
 }  // namespace cppconv
