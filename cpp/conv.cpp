@@ -22,6 +22,12 @@
 #endif
 
 namespace cppconv {
+
+// A depth axis to lower (see Lowering), unless an algorithm takes it (ConvAlgorithm::takes_depth).
+bool has_depth(const ConvProblem& p) {
+  return p.in_d != 1 || p.kernel_d != 1 || p.out_d != 1 || p.pad_front != 0 || p.pad_back != 0;
+}
+
 namespace {
 
 // set_num_threads' count; 0 until it is called (and again after reset_num_threads).
@@ -65,11 +71,6 @@ size_t index_workspace_bytes(const ConvProblem& p) {
 // Kernels assume a non-empty output and reduction; the reference loops also handle an empty
 // reduction (C = 0: the output is the activated bias).
 bool needs_reference(const ConvProblem& p) { return p.batch == 0 || p.out_channels == 0 || p.in_channels == 0; }
-
-// Whether p has a depth axis to lower (see Lowering); the kernels take depth 1 only.
-bool has_depth(const ConvProblem& p) {
-  return p.in_d != 1 || p.kernel_d != 1 || p.out_d != 1 || p.pad_front != 0 || p.pad_back != 0;
-}
 
 // A strided 1x1 convolution without padding reads only every stride-th row and column: it is
 // the stride-1 convolution of that subsampled input.  Subsampled once, the input is a dense
@@ -265,6 +266,7 @@ const char* lowering_name(Lowering l) {
     case Lowering::Interleave: return "depth_interleave";
     case Lowering::FoldRows: return "fold_rows";
     case Lowering::ChannelsFirst: return "channels_first";
+    case Lowering::ChannelsLast: return "channels_last";
     case Lowering::TapsAsChannels: return "taps_as_channels";
     case Lowering::DilationRows: return "dilation_rows";
   }
@@ -327,11 +329,34 @@ bool takes_dilation_rows(const ConvProblem& p) {
 
 Lowering lowering_of(const ConvProblem& p);
 
+// p in the other layout (the ChannelsFirst and ChannelsLast lowerings).
+ConvProblem channels_first(const ConvProblem& p) {
+  ConvProblem q = p;
+  q.layout = Layout::NCHW;
+  return q;
+}
+ConvProblem channels_last(const ConvProblem& p) {
+  ConvProblem q = p;
+  q.layout = Layout::NHWC;
+  return q;
+}
+
+// Whether an algorithm of the active table takes p with its depth axis (ConvAlgorithm::takes_depth).
+bool kernel_takes_depth(const ConvProblem& p) {
+  const KernelTable& table = active_table();
+  for (int i = 0; i < table.conv_count; ++i) {
+    const ConvAlgorithm& a = *table.conv[i];
+    if (a.takes_depth && a.dtype == p.dtype && has_cpu_features(a.features) && meets_precision(a, p) && a.accepts(p))
+      return true;
+  }
+  return false;
+}
+
 // Whether p's lowering has its kernels write y itself (through strides), so that they can add
 // a residual of y's layout as they store; the others write a copy that is transposed into y.
 bool lowering_writes_y(const ConvProblem& p) {
   const Lowering l = lowering_of(p);
-  return l != Lowering::ChannelsFirst && l != Lowering::FoldRows;
+  return l != Lowering::ChannelsFirst && l != Lowering::ChannelsLast && l != Lowering::FoldRows;
 }
 
 Lowering lowering_of(const ConvProblem& p) {
@@ -346,6 +371,11 @@ Lowering lowering_of(const ConvProblem& p) {
     return Lowering::Flatten;
   if (p.layout == Layout::NHWC && p.kernel_d == 1 && p.stride_d == 1 && p.pad_front == 0 && p.pad_back == 0)
     return Lowering::IntoBatch;
+  // A depthwise kernel that takes the depth taps itself reads x in place: no copy, one region.
+  // Channels-first, the same kernel between transposes beat the interleaved rows (docs/tuning.md).
+  if (is_depthwise(p) && kernel_takes_depth(p)) return Lowering::None;
+  if (is_depthwise(p) && p.layout == Layout::NCHW && kernel_takes_depth(channels_last(p)))
+    return Lowering::ChannelsLast;
   // Gathered as channels, a depthwise problem would have kd channels per group, which the
   // depthwise kernels do not take; as interleaved rows it stays depthwise.
   if (p.groups == p.in_channels && p.dilation_h == 1) return Lowering::Interleave;
@@ -696,24 +726,18 @@ void interleave_slices(const ConvProblem& p, const T* x, int64_t b0, int64_t cou
   }
 }
 
-ConvProblem channels_first(const ConvProblem& p) {
-  ConvProblem q = p;
-  q.layout = Layout::NCHW;
-  return q;
+// The copies of x and y in the other layout that a ChannelsFirst or ChannelsLast problem runs on.
+size_t layout_copy_input_bytes(const ConvProblem& p) {
+  return element_bytes(p, p.batch * p.in_channels, p.in_d * p.in_h * p.in_w);
 }
-
-// The channels-first copies of x and y that a ChannelsFirst problem runs on.
-size_t channels_first_input_bytes(const ConvProblem& p) {
-  return element_bytes(p, p.batch * p.in_channels, p.in_h * p.in_w);
+size_t layout_copy_output_bytes(const ConvProblem& p) {
+  return element_bytes(p, p.batch * p.out_channels, p.out_d * p.out_h * p.out_w);
 }
-size_t channels_first_output_bytes(const ConvProblem& p) {
-  return element_bytes(p, p.batch * p.out_channels, p.out_h * p.out_w);
+size_t layout_copy_bytes(const ConvProblem& p) {
+  return saturating_add(layout_copy_input_bytes(p), layout_copy_output_bytes(p));
 }
-size_t channels_first_bytes(const ConvProblem& p) {
-  return saturating_add(channels_first_input_bytes(p), channels_first_output_bytes(p));
-}
-struct ChannelsFirstInputTag {};
-struct ChannelsFirstOutputTag {};
+struct LayoutCopyInputTag {};
+struct LayoutCopyOutputTag {};
 
 // The depth-1 problem a deep problem's kernels run (for a gathered one, its first chunk's).
 ConvProblem planar_form(const ConvProblem& p) {
@@ -726,6 +750,7 @@ ConvProblem planar_form(const ConvProblem& p) {
     case Lowering::Interleave: return interleaved(p, gather_chunk(p));
     case Lowering::FoldRows: return folded(p, p.out_w / kFoldOutputs, kFoldOutputs);
     case Lowering::ChannelsFirst: return channels_first(p);
+    case Lowering::ChannelsLast: return channels_last(p);
     case Lowering::TapsAsChannels: return taps_as_channels(p);
     case Lowering::DilationRows: return dilation_rows(p);
   }
@@ -853,7 +878,8 @@ bool ConvPlan::runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* f
   const KernelTable& table = active_table();
   for (int i = 0; i < table.conv_count; ++i) {
     const ConvAlgorithm& a = *table.conv[i];
-    if (a.dtype == DType::BFloat16 && has_cpu_features(a.features) && meets_precision(a, given) && a.accepts(given))
+    if (a.dtype == DType::BFloat16 && has_cpu_features(a.features) && meets_precision(a, given) &&
+        takes_rank(a, given) && a.accepts(given))
       return true;
   }
   return false;
@@ -917,8 +943,8 @@ ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
   if (c.lowering == Lowering::Gather || c.lowering == Lowering::Interleave)
     c.workspace_bytes = saturating_add(c.workspace_bytes, gather_bytes(given, planar.batch));
   if (lowering == Lowering::FoldRows) c.workspace_bytes = saturating_add(c.workspace_bytes, fold_bytes(given));
-  if (lowering == Lowering::ChannelsFirst)
-    c.workspace_bytes = saturating_add(c.workspace_bytes, channels_first_bytes(given));
+  if (lowering == Lowering::ChannelsFirst || lowering == Lowering::ChannelsLast)
+    c.workspace_bytes = saturating_add(c.workspace_bytes, layout_copy_bytes(given));
   if (lowering == Lowering::TapsAsChannels)
     c.workspace_bytes = saturating_add(c.workspace_bytes, tap_channels_bytes(given));
   return c;
@@ -950,7 +976,8 @@ std::vector<const ConvAlgorithm*> ConvPlan::kernel_candidates(const ConvProblem&
   std::vector<const ConvAlgorithm*> found;
   for (int i = 0; i < table.conv_count; ++i) {
     const ConvAlgorithm& a = *table.conv[i];
-    if (a.dtype == p.dtype && has_cpu_features(a.features) && meets_precision(a, p) && a.accepts(p) && a.accepts(t))
+    if (a.dtype == p.dtype && has_cpu_features(a.features) && meets_precision(a, p) && takes_rank(a, p) &&
+        a.accepts(p) && a.accepts(t))
       found.push_back(&a);
   }
   if (found.empty()) found.push_back(kConvFamily.reference(p.dtype));
@@ -1018,14 +1045,15 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
     case Lowering::TapsAsChannels: return run_taps_as_channels(given, x, y, forced, cap, res);
     case Lowering::DilationRows:
       return run_planar(dilation_rows(given), x, y, nullptr, forced, cap, nullptr, nullptr, res);
-    case Lowering::ChannelsFirst: return run_channels_first(given, x, y, forced, cap);
+    case Lowering::ChannelsFirst:
+    case Lowering::ChannelsLast: return run_in_other_layout(given, x, y, forced, cap);
   }
 }
 
 bool ConvPlan::writes_channel_slice(const ConvProblem& problem) const {
   const ConvProblem given = kernel_problem(problem);
   return dtype_ != DType::BFloat16 && problem.layout == Layout::NHWC && given.layout == Layout::NHWC &&
-         lowering_of(given) == Lowering::None && !live_taps_run(given);
+         !has_depth(given) && lowering_of(given) == Lowering::None && !live_taps_run(given);
 }
 
 void ConvPlan::run_into_channels(const ConvProblem& problem, const void* x, void* y, int64_t pixel_pitch,
@@ -1065,21 +1093,24 @@ void ConvPlan::run_flattened(const ConvProblem& given, const void* x, void* y, c
   }
 }
 
-void ConvPlan::run_channels_first(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced,
-                                  int cap) {
-  check_workspace(channels_first_bytes(given), "conv2d channels-first copies of x and y");
-  auto x_first = SpareBuffer<ChannelsFirstInputTag>::take(channels_first_input_bytes(given));
-  auto y_first = SpareBuffer<ChannelsFirstOutputTag>::take(channels_first_output_bytes(given));
-  const ConvProblem q = channels_first(given);
+void ConvPlan::run_in_other_layout(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced,
+                                   int cap) {
+  check_workspace(layout_copy_bytes(given), "conv copies of x and y in the other layout");
+  auto x_other = SpareBuffer<LayoutCopyInputTag>::take(layout_copy_input_bytes(given));
+  auto y_other = SpareBuffer<LayoutCopyOutputTag>::take(layout_copy_output_bytes(given));
+  const ConvProblem q = planar_form(given);
   const int threads = lowering_threads(q, cap);
-  const int64_t pixels = given.in_h * given.in_w, out_pixels = given.out_h * given.out_w;
+  const int64_t pixels = given.in_d * given.in_h * given.in_w, out_pixels = given.out_d * given.out_h * given.out_w;
+  // Each image is a (pixels x channels) matrix channels-last, its transpose channels-first.
+  const bool to_first = given.layout == Layout::NHWC;
+  const int64_t C = given.in_channels, K = given.out_channels;
   with_element_type(given.dtype, [&](auto zero) {
     using T = decltype(zero);
-    transpose_matrices(static_cast<const T*>(x), given.batch, pixels, given.in_channels,
-                       reinterpret_cast<T*>(x_first.get()), threads);
-    run_planar(q, x_first.get(), y_first.get(), nullptr, forced, cap);
-    transpose_matrices(reinterpret_cast<const T*>(y_first.get()), given.batch, given.out_channels, out_pixels,
-                       static_cast<T*>(y), threads);
+    transpose_matrices(static_cast<const T*>(x), given.batch, to_first ? pixels : C, to_first ? C : pixels,
+                       reinterpret_cast<T*>(x_other.get()), threads);
+    run_planar(q, x_other.get(), y_other.get(), nullptr, forced, cap);
+    transpose_matrices(reinterpret_cast<const T*>(y_other.get()), given.batch, to_first ? K : out_pixels,
+                       to_first ? out_pixels : K, static_cast<T*>(y), threads);
   });
 }
 
@@ -1259,9 +1290,12 @@ void ConvPlan::run_planar(const ConvProblem& given, const void* x, void* y, cons
   if (!residual || choice.algorithm->adds_residual) return choice.algorithm->run(call);
   call.p.activation = Activation::None;  // applied with the residual, after the stores
   choice.algorithm->run(call);
+  // A deep problem's y is contiguous (no lowering gives it strides): its slices' rows follow on.
+  ConvProblem slice_rows = p;
+  slice_rows.out_h = p.out_d * p.out_h;
   with_element_type(p.dtype, [&](auto zero) {
     using T = decltype(zero);
-    add_residual_after(p, static_cast<T*>(y), call.y_stride, *residual, choice.threads);
+    add_residual_after(slice_rows, static_cast<T*>(y), call.y_stride, *residual, choice.threads);
   });
 }
 

@@ -128,7 +128,7 @@ class LiveTaps {
 // How a problem runs on the kernels, which take problems of depth 1 (see ConvProblem) and
 // tile, block and thread by output rows: as it is, or recast as a 2-D problem they run well.
 enum class Lowering {
-  None,        // as it is
+  None,        // as it is (deep only where an algorithm takes the depth: ConvAlgorithm::takes_depth)
   Flatten,     // deep, 1x1 in (h, w), stride 1, no padding there: (d, h*w) is a 2-D problem
   IntoBatch,   // deep, channels-last, kernel depth 1, stride 1, no depth padding: (n, d) is a batch
   Gather,      // deep: each output slice's kd input slices copied as C*kd channels, a 2-D problem
@@ -136,8 +136,9 @@ enum class Lowering {
   Interleave,  // deep depthwise: each output slice's kd input slices copied as interleaved rows
   FoldRows,    // one long row (1-D): output rows of a fixed length, each with its input window copied
   ChannelsFirst,  // channels-last, grouped with few channels per group: run channels-first, transposed in and out
+  ChannelsLast,  // deep depthwise, channels-first: run channels-last in place (None's kernel), transposed in and out
   TapsAsChannels,  // long row, few input channels: each tap's strided window copied as a channel, a 1x1 problem
-  DilationRows,    // long row, stride 1, dilation d >= 8: rows of d values, a (k, 1) kernel on a 2-D plane
+  DilationRows,  // long row, stride 1, dilation d >= 8: rows of d values, a (k, 1) kernel on a 2-D plane
 };
 const char* lowering_name(Lowering l);
 
@@ -232,7 +233,8 @@ class ConvPlan {
                              std::optional<std::ptrdiff_t> residual);
   // One long row as folded rows and the tail that does not fill one (Lowering::FoldRows).
   void run_folded(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap);
-  void run_channels_first(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap);
+  // ChannelsFirst or ChannelsLast: x transposed into the other layout, the kernels, y transposed back.
+  void run_in_other_layout(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap);
   // Each tap's window as a channel of a 1x1 problem (Lowering::TapsAsChannels).
   void run_taps_as_channels(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap,
                             std::optional<std::ptrdiff_t> residual = std::nullopt);

@@ -55,8 +55,9 @@ enum class Precision : int { Highest = 0, High = 1 };
 // Everything that fixes the arithmetic of one convolution, of spatial rank 1, 2 or 3.  Sizes
 // are in elements.  The spatial axes are (d, h, w); a rank-2 problem has depth 1 (in_d,
 // kernel_d, out_d 1, no depth padding) and a rank-1 problem also height 1, so a 1-D or 2-D
-// problem is the 3-D one with unit axes.  The per-ISA kernels take problems of depth 1: the
-// driver (conv.cpp) lowers deeper ones onto them, and the reference takes every rank.
+// problem is the 3-D one with unit axes.  The per-ISA kernels take problems of depth 1 (the
+// driver, conv.cpp, lowers deeper ones onto them) unless they say they take the depth
+// (ConvAlgorithm::takes_depth: channels-last depthwise in place), and the reference takes every rank.
 struct ConvProblem {
   int rank = 2;  // as the caller sees it (shapes, names, messages); the arithmetic is 3-D
   int64_t batch = 0, in_channels = 0, in_d = 1, in_h = 0, in_w = 0;
@@ -102,7 +103,8 @@ struct ConvCall {
   // y before they add it.  Only algorithms with adds_residual take one (ConvAlgorithm).
   const void* residual = nullptr;
   Strides4 x_stride, y_stride;
-  // From one depth slice to the next (a deep problem's x and y, which only the reference takes).
+  // From one depth slice to the next (a deep problem's x and y: the reference's, and those of
+  // the algorithms that take the depth, ConvAlgorithm::takes_depth).
   int64_t x_depth_stride = 0, y_depth_stride = 0;
   // Padded coordinate (0 = first padded row/column) -> source row/column, or -1 for a zero.
   // Sizes in_h + pad_top + pad_bottom and in_w + pad_left + pad_right.  They encode the

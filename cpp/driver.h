@@ -56,6 +56,14 @@ bool meets_precision(const Algorithm&, const Problem&) {
 }
 inline bool meets_precision(const ConvAlgorithm& a, const ConvProblem& p) { return a.accuracy <= p.precision; }
 
+// Whether `a` may be given p as it is: a convolution algorithm takes a problem with a depth axis
+// only where it says so (ConvAlgorithm::takes_depth); the other families' problems are planar.
+template <class Algorithm, class Problem>
+bool takes_rank(const Algorithm&, const Problem&) {
+  return true;
+}
+inline bool takes_rank(const ConvAlgorithm& a, const ConvProblem& p) { return a.takes_depth || !has_depth(p); }
+
 // One operator's algorithms: where they sit in a KernelTable, and the references that end
 // every list.
 template <class Algorithm>
@@ -76,7 +84,9 @@ struct AlgorithmFamily {
   const Algorithm* choose(const KernelTable& table, const Problem& p) const {
     for (int i = 0; i < table.*count; ++i) {
       const Algorithm& a = *(table.*list)[i];
-      if (a.dtype == p.dtype && has_cpu_features(a.features) && meets_precision(a, p) && a.accepts(p)) return &a;
+      if (a.dtype == p.dtype && has_cpu_features(a.features) && meets_precision(a, p) && takes_rank(a, p) &&
+          a.accepts(p))
+        return &a;
     }
     return reference(p.dtype);
   }
@@ -112,7 +122,7 @@ void require_cpu_features(const Algorithm& a) {
 template <class Algorithm, class Problem>
 void require_accepts(const Algorithm& a, const Problem& p) {
   require_cpu_features(a);
-  if (a.dtype != p.dtype || !a.accepts(p))
+  if (a.dtype != p.dtype || !takes_rank(a, p) || !a.accepts(p))
     throw std::invalid_argument(std::string("algorithm ") + a.name + " does not accept this problem");
 }
 

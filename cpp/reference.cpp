@@ -121,11 +121,13 @@ size_t reference_workspace(const ConvProblem& p, int) {
 }  // namespace
 
 const ConvAlgorithm conv_reference_f32 = {
-    "conv_reference_f32", DType::Float32,       accepts_any,        no_packing, nullptr,
-    reference_workspace,  run_reference<float>, Precision::Highest, 0,          /*adds_residual=*/true};
+    "conv_reference_f32",       DType::Float32,       accepts_any,        no_packing, nullptr,
+    reference_workspace,        run_reference<float>, Precision::Highest, 0,          /*adds_residual=*/true,
+    /*reads_depth_taps=*/false, /*takes_depth=*/true};
 const ConvAlgorithm conv_reference_f64 = {
-    "conv_reference_f64", DType::Float64,        accepts_any,        no_packing, nullptr,
-    reference_workspace,  run_reference<double>, Precision::Highest, 0,          /*adds_residual=*/true};
+    "conv_reference_f64",       DType::Float64,        accepts_any,        no_packing, nullptr,
+    reference_workspace,        run_reference<double>, Precision::Highest, 0,          /*adds_residual=*/true,
+    /*reads_depth_taps=*/false, /*takes_depth=*/true};
 
 namespace {
 // bfloat16 weights, float32 bias; x and y as the problem stores them.
@@ -139,7 +141,11 @@ void run_reference_bf16(const ConvCall& call) {
 }
 }  // namespace
 
-const ConvAlgorithm conv_reference_bf16 = {"conv_reference_bf16", DType::BFloat16,   accepts_any, no_packing, nullptr,
-                                           reference_workspace,   run_reference_bf16};
+const ConvAlgorithm conv_reference_bf16 = {
+    "conv_reference_bf16",      DType::BFloat16,    accepts_any,        no_packing, nullptr,
+    reference_workspace,        run_reference_bf16, Precision::Highest, 0,
+    /*adds_residual=*/false,
+    /*reads_depth_taps=*/false,
+    /*takes_depth=*/true};
 
 }  // namespace cppconv

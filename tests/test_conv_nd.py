@@ -124,7 +124,8 @@ LOWERINGS = [
     ((5, 6, 7), (3, 3, 3), (2, 1, 2), 1, True, "depth_gather"),
     ((1, 6, 7), (1, 3, 3), 1, 0, False, "none"),
 ]
-# depthwise (groups = channels): interleaved rows where the height is not dilated
+# depthwise (groups = channels): interleaved rows where the height is not dilated; with zero
+# padding in whole channel blocks, the channel-block kernel's (see deep_depthwise_lowering)
 DEPTHWISE_LOWERINGS = [
     ((5, 6, 7), (3, 3, 3), 1, 1, 1, False, "depth_interleave"),
     ((5, 6, 7), (3, 3, 3), (2, 2, 1), (1, 2, 0), 1, True, "depth_interleave"),
@@ -132,6 +133,28 @@ DEPTHWISE_LOWERINGS = [
     ((5, 7, 7), (3, 3, 3), 1, 2, (1, 2, 1), True, "depth_gather"),
     ((5, 6, 7), (1, 3, 3), 1, (0, 1, 1), 1, True, "depth_into_batch"),
 ]
+# The channel-block depthwise kernel's vector width per ISA (it has none on the baseline), and
+# the (kernel width, stride) pairs it reads in place (width not dilated).
+DEPTHWISE_LANES = {"avx512": 16, "avx2": 8}
+IN_PLACE_WIDTHS = {(1, 1), (3, 1), (3, 2), (5, 1), (5, 2), (7, 1)}
+
+
+def last_of(v):
+    return v[-1] if isinstance(v, (tuple, list)) else v
+
+
+def deep_depthwise_lowering(isa, channels, layout_last, kernel, stride=1, dilation=1, padding_mode="zeros"):
+    """How a float32 3-D depthwise problem (not one of kernel depth 1 that runs as a batch) runs on
+    conv2d_depthwise_cblock_f32, which takes the depth taps itself in whole channel blocks with
+    zero padding: "none" (channels-last, read in place), "channels_last" (channels-first,
+    transposed in and out), or None (the other lowerings)."""
+    lanes = DEPTHWISE_LANES.get(isa)
+    width = (kernel[-1], last_of(stride))
+    if not lanes or padding_mode != "zeros" or channels % lanes or width not in IN_PLACE_WIDTHS:
+        return None
+    if kernel[-1] > 1 and last_of(dilation) != 1:  # (a one-tap axis has no dilation to take)
+        return None
+    return "none" if layout_last else "channels_last"
 
 
 @pytest.mark.parametrize("dhw,kernel,stride,padding,last,lowering", LOWERINGS)
@@ -191,8 +214,72 @@ def test_depthwise_lowerings(isa, dhw, kernel, stride, padding, dilation, last, 
     layer = cppconv.Conv3d(w, b, layout=LAST[3] if last else "NCDHW", **kw)
     xin = channels_last(x) if last else x
     np.testing.assert_array_equal(layer(xin), cppconv.conv3d(xin, w, b, layout=layer.layout, **kw))
-    assert layer.explain(xin.shape)["lowering"] == (expected_gather(layer, xin.shape) if lowering == "depth_gather"
-                                                    else lowering)
+    deep = None if lowering == "depth_into_batch" else deep_depthwise_lowering(isa, 16, last, kernel, stride, dilation,
+                                                                               padding_mode)
+    expected = expected_gather(layer, xin.shape) if lowering == "depth_gather" else lowering
+    assert layer.explain(xin.shape)["lowering"] == (deep or expected)
+
+
+# 3-D depthwise on the channel-block kernel (depth taps at x's depth stride, the live ones only;
+# channels-first between transposes): channels around the vector widths (taken in whole blocks
+# of 8 or 16, the others interleaved), depths, rows and columns around the 8-pixel register
+# block, kernels (3,3,3), (1,3,3), (3,1,1), (5,5,5), strides 1 and 2 per axis, dilation,
+# padding 0, 1, asymmetric and "same", batch 2.
+# (C, (D, H, W), kernel, stride, padding, dilation)
+DEEP_DEPTHWISE = [
+    (16, (5, 6, 7), (3, 3, 3), 1, 1, 1),
+    (96, (4, 9, 17), (3, 3, 3), 1, 1, 1),
+    (32, (6, 5, 19), (3, 3, 3), 2, 1, 1),
+    (16, (7, 7, 9), (3, 3, 3), (2, 1, 2), ((1, 0), (2, 1), (0, 2)), 1),
+    (16, (5, 8, 8), (3, 3, 3), 1, 0, 1),
+    (48, (5, 6, 10), (1, 3, 3), (2, 1, 1), (0, 1, 1), 1),
+    (16, (7, 5, 6), (3, 1, 1), 1, 1, 1),
+    (16, (9, 9, 11), (5, 5, 5), (1, 2, 1), 2, 1),
+    (16, (7, 9, 9), (3, 3, 3), 1, "same", (2, 2, 1)),
+    (8, (4, 6, 9), (3, 3, 3), 1, 1, 1),
+    (24, (4, 6, 9), (3, 3, 3), (1, 1, 2), 1, 1),
+    (1, (5, 6, 9), (3, 3, 3), 1, 1, 1),
+    (15, (5, 6, 9), (3, 3, 3), 1, 1, 1),
+    (17, (5, 6, 9), (3, 3, 3), 2, 1, 1),
+    (33, (3, 5, 17), (3, 3, 3), 1, 1, 1),
+]
+
+
+@pytest.mark.parametrize("c,dhw,kernel,stride,padding,dilation", DEEP_DEPTHWISE)
+@pytest.mark.parametrize("last", [False, True])
+def test_depthwise_deep_in_place(isa, c, dhw, kernel, stride, padding, dilation, last):
+    rng = make_rng("dw_deep", c, dhw, kernel, stride, padding, dilation, last)
+    x = rng.standard_normal((2, c) + dhw).astype(np.float32)
+    w = rng.standard_normal((c, 1) + kernel).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
+    activation = ACTIVATIONS[sum(dhw) % len(ACTIVATIONS)]
+    y = check(x, w, b, layout_last=last, activation=activation, **kw)
+    layout = LAST[3] if last else "NCDHW"
+    xin = channels_last(x) if last else x
+    layer = cppconv.Conv3d(w, b, layout=layout, activation=activation, **kw)
+    info = layer.explain(xin.shape)
+    deep = deep_depthwise_lowering(isa, c, last, kernel, stride, dilation)
+    if deep:
+        assert info["lowering"] == deep and info["algorithm"].startswith("conv2d_depthwise_cblock_f32"), info
+    else:
+        assert info["lowering"] not in ("none", "channels_last"), info
+    # The same bits whatever the thread count, and into a strided out=.
+    one = layer(xin, num_threads=1)
+    np.testing.assert_array_equal(one, layer(xin, num_threads=2))
+    np.testing.assert_array_equal(one, np.moveaxis(y, 1, -1) if last else y)
+    wide = np.zeros(one.shape[:-1] + (2 * one.shape[-1],), np.float32)
+    out = wide[..., ::2]
+    assert layer(xin, out, num_threads=2) is out
+    np.testing.assert_array_equal(out, one)
+    # The residual: after the stores, before the activation (as the reference adds it).
+    r = rng.standard_normal(one.shape).astype(np.float32)
+    got = layer(xin, residual=r, num_threads=2)
+    want = layer._call_with_algorithm("conv_reference_f32", xin, residual=r)
+    bound = conv_nd_abs_bound(x, w, b, stride=stride, padding=pads_of(padding, dhw, kernel, stride, dilation),
+                              dilation=dilation, groups=c)
+    bound = (np.moveaxis(bound, 1, -1) if last else bound) + np.abs(r)
+    assert_close(got, want, 1.5 * bound + 1.0, F32, "residual")  # (hardswish's slope, sigmoid's 1)
 
 
 @pytest.mark.parametrize("last", [False, True])
@@ -558,6 +645,10 @@ def test_live_taps_only(isa, sizes, kernel, stride, padding, dilation, live, cha
     ref = reference(x, w, b, activation="relu")
     bound = reference(np.abs(x), np.abs(w), np.abs(b))
     info = cppconv.explain(x.shape, w.shape, dtype, **kw)
+    # (The channel-block kernel takes a 3-D depthwise problem, its taps clipped to the input as it
+    # goes: no plan of live taps there.)
+    if r == 3 and groups == C and dtype == F32 and deep_depthwise_lowering(isa, C, last, kernel, stride, dilation):
+        live = False
     assert info["live_taps_only"] == live, info
     assert_close(FUNCTIONS[r](x, w, b, activation="relu", **kw), ref, bound, dtype)
     for name in info["candidates"]:

@@ -62,47 +62,63 @@ void cblock_taps(const float* x, const int64_t* tap_off, int64_t taps, int64_t c
   for (int m = 0; m < MB; ++m) vstore(out + m * kVL, apply_simple_activation(acc[m], act));
 }
 
+// The kernel rows a block reads: `depth_taps` depth taps depth_step apart (a 2-D problem has
+// one), each of `row_taps` kernel rows row_step apart; a depth tap's weights follow the previous
+// one's depth_weights floats on (the rows of the taps skipped as zero padding in between).
+struct KernelRows {
+  int64_t depth_taps = 1, depth_step = 0, depth_weights = 0;
+  int64_t row_taps = 0, row_step = 0;
+};
+
 // The same for kernel width KW, stride S and unit column dilation: along a kernel row, input
 // column q feeds output pixel m through tap j = q - S * m, so each column is loaded once.
-//   x: kernel row 0's first input column, the next pixel_pitch apart, kernel rows row_step
-//      apart; kChecked: x is the row's column 0 and the block starts at column col0, and only
-//      columns in [0, in_w) are read (the others are zero padding)
+//   x: the first kernel row's first input column, the next pixel_pitch apart, the kernel rows
+//      as `rows` says; kChecked: x is the row's column 0 and the block starts at column col0,
+//      and only columns in [0, in_w) are read (the others are zero padding)
 //   out: pixel m's kVL outputs at out + m * out_pitch
 // The tile path reads its padded tile (pitches kVL, nothing to check); NHWC with zero padding
 // reads x itself (pitch C), checking columns only in the blocks at the left and right edges.
 // T: x's and out's element, float or (in place on bfloat16 x and y) bfloat16 bits.
 template <int KW, int S, int MB, bool kChecked, class T>
-void cblock_row_reuse(const T* x, int64_t kh, int64_t row_step, int64_t pixel_pitch, int64_t col0, int64_t in_w,
+void cblock_row_reuse(const T* x, const KernelRows& rows, int64_t pixel_pitch, int64_t col0, int64_t in_w,
                       const float* w, const float* bias, FusedActivation act, T* out, int64_t out_pitch) {
   constexpr int kCols = (MB - 1) * S + KW;
   Vec acc[MB];
 #pragma GCC unroll 8
   for (int m = 0; m < MB; ++m) acc[m] = vload(bias);
-  for (int64_t i = 0; i < kh; ++i) {
-    const T* xr = x + i * row_step;
-    Vec wv[KW];
+  const int64_t row_taps = rows.row_taps, row_step = rows.row_step;
+  const auto kernel_rows = [&](const T* xa, const float* wa) {
+    for (int64_t i = 0; i < row_taps; ++i) {
+      const T* xr = xa + i * row_step;
+      Vec wv[KW];
 #pragma GCC unroll 8
-    for (int j = 0; j < KW; ++j) wv[j] = vload(w + (i * KW + j) * kVL);
+      for (int j = 0; j < KW; ++j) wv[j] = vload(wa + (i * KW + j) * kVL);
 #pragma GCC unroll 32
-    for (int q = 0; q < kCols; ++q) {
-      Vec xv;
-      if constexpr (kChecked)
-        xv = col0 + q >= 0 && col0 + q < in_w ? vload_f32(xr + (col0 + q) * pixel_pitch) : vzero();
-      else xv = vload_f32(xr + q * pixel_pitch);
-      xv = in_register(xv);  // one load per column, not one per tap it feeds
+      for (int q = 0; q < kCols; ++q) {
+        Vec xv;
+        if constexpr (kChecked)
+          xv = col0 + q >= 0 && col0 + q < in_w ? vload_f32(xr + (col0 + q) * pixel_pitch) : vzero();
+        else xv = vload_f32(xr + q * pixel_pitch);
+        xv = in_register(xv);  // one load per column, not one per tap it feeds
 #pragma GCC unroll 8
-      for (int j = 0; j < KW; ++j) {
-        const int m = (q - j) / S;
-        if (q >= j && (q - j) % S == 0 && m < MB) acc[m] = vfma(xv, wv[j], acc[m]);
+        for (int j = 0; j < KW; ++j) {
+          const int m = (q - j) / S;
+          if (q >= j && (q - j) % S == 0 && m < MB) acc[m] = vfma(xv, wv[j], acc[m]);
+        }
       }
     }
-  }
+  };
+  // (A planar problem's row loop alone: a loop of depth taps around it cost the 2-D layers up
+  // to 10 %, its bookkeeping spilled.)
+  if (rows.depth_taps == 1) kernel_rows(x, w);
+  else
+    for (int64_t a = 0; a < rows.depth_taps; ++a) kernel_rows(x + a * rows.depth_step, w + a * rows.depth_weights);
 #pragma GCC unroll 8
   for (int m = 0; m < MB; ++m) vstore_f32(out + m * out_pitch, apply_simple_activation(acc[m], act));
 }
 
 template <class T = float>
-using RowReuseFn = void (*)(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*, const float*,
+using RowReuseFn = void (*)(const T*, const KernelRows&, int64_t, int64_t, int64_t, const float*, const float*,
                             FusedActivation, T*, int64_t);
 using TapsFn = void (*)(const float*, const int64_t*, int64_t, int64_t, const float*, const float*, FusedActivation,
                         float*);
@@ -174,14 +190,16 @@ CBlockPlan cblock_plan(const ConvProblem& p, int threads) {
   // (finer bands, or a split of the channels, ran slower: docs/tuning.md, "Small depthwise
   // planes on two threads").
   const int64_t item_cblocks = d.in_place ? 1 : d.cblocks;
-  const auto item_count = [&] { return p.batch * item_cblocks * ceil_div(p.out_h, d.band_rows) * d.col_bands; };
+  const auto item_count = [&] {
+    return p.batch * p.out_d * item_cblocks * ceil_div(p.out_h, d.band_rows) * d.col_bands;
+  };
   while (threads > 1 && item_count() < 8 * threads && d.band_rows >= 8) d.band_rows = ceil_div(d.band_rows, 2);
   while (d.in_place && item_count() < threads && d.band_rows >= 2) d.band_rows = ceil_div(d.band_rows, 2);
   d.row_bands = ceil_div(p.out_h, d.band_rows);
   d.items = item_count();
   d.tile_rows = input_rows_for(p, d.band_rows);
   d.tile_cols = input_cols_for(p, d.band_cols);
-  const int64_t taps = p.kernel_h * p.kernel_w;
+  const int64_t taps = p.kernel_d * p.kernel_h * p.kernel_w;
   // Weights [tap][kVL] and bias of one channel block, or of all of them when items take all.
   const int64_t weight_blocks = d.in_place ? d.cblocks : 1;
   d.thread_floats = size_t((d.tile_rows * d.tile_cols + d.band_rows * d.band_cols + weight_blocks * (taps + 1)) * kVL);
@@ -189,9 +207,11 @@ CBlockPlan cblock_plan(const ConvProblem& p, int threads) {
   return d;
 }
 
-// The shape conditions, whatever the element type.
+// The shape conditions, whatever the element type.  A deep problem runs in place only (its depth
+// taps read through x's depth stride; the tiles are planar), so in whole channel blocks.
 bool cblock_accepts_shape(const ConvProblem& p) {
   if (!(p.groups == p.in_channels && p.out_channels == p.in_channels)) return false;
+  if (has_depth(p) && !(cblock_in_place(p) && p.in_channels % kVL == 0)) return false;
   // In place, only a partial last channel block goes through tiles.
   const int64_t tiled = !cblock_in_place(p) ? p.in_channels : p.in_channels % kVL ? kVL : 0;
   return tiles_in_proportion(p, tiled, [&] {
@@ -210,21 +230,26 @@ size_t cblock_workspace(const ConvProblem& p, int threads) {
 
 // NHWC with zero padding: full blocks of kVL channels are read straight from x (each pixel's
 // channels are a vector already; copying them into the tile cost as much as the arithmetic),
-// kernel rows outside the input skipped, edge columns checked.  Every full channel block of a
+// kernel rows and depth taps outside the input skipped, edge columns checked.  Every full channel block of a
 // block of pixels runs before the next pixels, so a pixel's channels are used while its lines
 // are in L1 (a pass per channel block read every line of a 128-channel plane 8 times from L2;
 // docs/tuning.md, "Memory traffic").  Rows [oh0, oh0 + rows) and columns [ow0, ow0 + cols) of
-// image n; `inner` and `edge` are the problem's row-reuse blocks, unchecked and checked;
-// weights [channel block][tap][kVL], biases [channel block][kVL].
+// output slice od of image n; `inner` and `edge` are the problem's row-reuse blocks, unchecked
+// and checked; weights [channel block][tap][kVL], biases [channel block][kVL].
 template <class T>
 void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn<T>* inner, const RowReuseFn<T>* edge,
-                          int64_t full_cblocks, const float* weights, const float* biases, int64_t n, int64_t oh0,
-                          int64_t rows, int64_t ow0, int64_t cols) {
+                          int64_t full_cblocks, const float* weights, const float* biases, int64_t n, int64_t od,
+                          int64_t oh0, int64_t rows, int64_t ow0, int64_t cols) {
   const ConvProblem& p = call.p;
   const FusedActivation fused = is_simple<float>(p.activation) ? fused_activation(p) : FusedActivation{};
-  const int64_t taps = p.kernel_h * p.kernel_w;
-  const T* xn = static_cast<const T*>(call.x) + n * call.x_stride.n;
-  T* yn = static_cast<T*>(call.y) + n * call.y_stride.n;
+  const int64_t taps = p.kernel_d * p.kernel_h * p.kernel_w, slice_taps = p.kernel_h * p.kernel_w;
+  // Depth taps [a_lo, a_hi) read input slices; the others only zero padding.
+  const int64_t front = od * p.stride_d - p.pad_front;
+  const int64_t a_lo = front >= 0 ? 0 : std::min(p.kernel_d, ceil_div(-front, p.dilation_d));
+  const int64_t a_hi = std::clamp(ceil_div(p.in_d - front, p.dilation_d), a_lo, p.kernel_d);
+  const T* xn =
+      static_cast<const T*>(call.x) + n * call.x_stride.n + (front + a_lo * p.dilation_d) * call.x_depth_stride;
+  T* yn = static_cast<T*>(call.y) + n * call.y_stride.n + od * call.y_depth_stride;
   const int64_t kw_reach = (p.kernel_w - 1) * p.dilation_w;
   for (int64_t ow = ow0; ow < ow0 + cols; ow += kMB) {
     const size_t mb = size_t(std::min<int64_t>(kMB, ow0 + cols - ow));
@@ -239,10 +264,12 @@ void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn<T>* inner, cons
       const T* xr = xn + (top + i_lo * p.dilation_h) * call.x_stride.h;
       const T* x0 = inside ? xr + col0 * call.x_stride.w : xr;
       T* y0 = yn + oh * call.y_stride.h + ow * call.y_stride.w;
+      const KernelRows kernel_rows{a_hi - a_lo, p.dilation_d * call.x_depth_stride, slice_taps * kVL, i_hi - i_lo,
+                                   p.dilation_h * call.x_stride.h};
+      const float* w0 = weights + ((a_lo * p.kernel_h + i_lo) * p.kernel_w) * kVL;
       for (int64_t cb = 0; cb < full_cblocks; ++cb)
-        block(x0 + cb * kVL, i_hi - i_lo, p.dilation_h * call.x_stride.h, call.x_stride.w, col0, p.in_w,
-              weights + (cb * taps + i_lo * p.kernel_w) * kVL, biases + cb * kVL, fused, y0 + cb * kVL,
-              call.y_stride.w);
+        block(x0 + cb * kVL, kernel_rows, call.x_stride.w, col0, p.in_w, w0 + cb * taps * kVL, biases + cb * kVL, fused,
+              y0 + cb * kVL, call.y_stride.w);
       if constexpr (std::is_same_v<T, float>)  // (bfloat16 runs in place with simple activations only)
         if (!is_simple<float>(p.activation))
           for (size_t m = 0; m < mb; ++m)
@@ -260,7 +287,7 @@ void run_cblock_typed(const ConvCall& call) {
   const float* weight = static_cast<const float*>(call.weight);
   const float* bias = static_cast<const float*>(call.bias);
   T* y = static_cast<T*>(call.y);
-  const int64_t taps = p.kernel_h * p.kernel_w;
+  const int64_t taps = p.kernel_d * p.kernel_h * p.kernel_w;  // (tiles are planar: kernel_d 1 there)
   const RowReuseFn<float>* reuse = row_reuse_blocks<false>(p);  // (on the float32 tile)
   const RowReuseFn<T>* in_place = d.in_place ? row_reuse_blocks<false, T>(p) : nullptr;
   const RowReuseFn<T>* in_place_edge = d.in_place ? row_reuse_blocks<true, T>(p) : nullptr;
@@ -309,15 +336,15 @@ void run_cblock_typed(const ConvCall& call) {
       const int64_t tile_rows = input_rows_for(p, rows), tile_cols = input_cols_for(p, cols);
       fill_interleaved_tile<T>(call, n, c0, cvalid, oh0 * p.stride_h, tile_rows, ow0 * p.stride_w, tile_cols, tile);
       const int64_t* tap_off = tap_offsets.data() + (cols == d.band_cols ? 0 : taps);
-      const int64_t row_step = p.dilation_h * tile_cols * kVL, col_step = p.stride_w * kVL;
+      const KernelRows kernel_rows{1, 0, 0, p.kernel_h, p.dilation_h * tile_cols * kVL};
+      const int64_t col_step = p.stride_w * kVL;
       for (int64_t r = 0; r < rows; ++r) {
         const float* xr = tile + r * p.stride_h * tile_cols * kVL;
         float* orow = out_block + r * cols * kVL;
         for (int64_t ow = 0; ow < cols; ow += kMB) {
           const size_t mb = size_t(std::min<int64_t>(kMB, cols - ow));
           if (reuse)
-            reuse[mb - 1](xr + ow * col_step, p.kernel_h, row_step, kVL, 0, 0, wblock, bias_block, fused,
-                          orow + ow * kVL, kVL);
+            reuse[mb - 1](xr + ow * col_step, kernel_rows, kVL, 0, 0, wblock, bias_block, fused, orow + ow * kVL, kVL);
           else kTaps[mb - 1](xr + ow * col_step, tap_off, taps, col_step, wblock, bias_block, fused, orow + ow * kVL);
         }
       }
@@ -346,15 +373,16 @@ void run_cblock_typed(const ConvCall& call) {
     // the same pixels.
     const auto run_item = [&](int64_t item) {
       const int64_t item_cblocks = d.in_place ? 1 : d.cblocks;
-      const int64_t bands = p.batch * d.row_bands * d.col_bands;
+      const int64_t bands = p.batch * p.out_d * d.row_bands * d.col_bands;
       const int64_t cb = nchw ? item / bands : item % item_cblocks;
       const int64_t band = nchw ? item % bands : item / item_cblocks;
-      const int64_t n = band / (d.row_bands * d.col_bands);
+      const int64_t slice = band / (d.row_bands * d.col_bands), n = slice / p.out_d, od = slice % p.out_d;
       const int64_t rb = band / d.col_bands % d.row_bands, colb = band % d.col_bands;
       const int64_t oh0 = rb * d.band_rows, rows = std::min(d.band_rows, p.out_h - oh0);
       const int64_t ow0 = colb * d.band_cols, cols = std::min(d.band_cols, p.out_w - ow0);
       if (d.in_place) {  // every channel block of the band: the full ones in place, a partial one tiled
-        cblock_nhwc_in_place<T>(call, in_place, in_place_edge, full_cblocks, weights, biases, n, oh0, rows, ow0, cols);
+        cblock_nhwc_in_place<T>(call, in_place, in_place_edge, full_cblocks, weights, biases, n, od, oh0, rows, ow0,
+                                cols);
         if (full_cblocks < d.cblocks) run_tile(n, full_cblocks, oh0, rows, ow0, cols);
         return;
       }
@@ -855,8 +883,19 @@ const ConvAlgorithm conv2d_depthwise_flat3x3_f32 = {kFlat3x3Name.text, DType::Fl
 const ConvAlgorithm conv2d_depthwise_nchw_f32 = {kNchwName.text, DType::Float32, rows_accepts, no_packing,
                                                  nullptr,        rows_workspace, run_rows};
 
-const ConvAlgorithm conv2d_depthwise_cblock_f32 = {kCblockName.text, DType::Float32,   cblock_accepts, no_packing,
-                                                   nullptr,          cblock_workspace, run_cblock};
+// (Deep problems too: channels-last, zero padding, whole channel blocks; see cblock_accepts_shape.)
+const ConvAlgorithm conv2d_depthwise_cblock_f32 = {kCblockName.text,
+                                                   DType::Float32,
+                                                   cblock_accepts,
+                                                   no_packing,
+                                                   nullptr,
+                                                   cblock_workspace,
+                                                   run_cblock,
+                                                   Precision::Highest,
+                                                   /*features=*/0,
+                                                   /*adds_residual=*/false,
+                                                   /*reads_depth_taps=*/false,
+                                                   /*takes_depth=*/true};
 
 #if CPPCONV_SIMD_BF16
 const ConvAlgorithm conv2d_depthwise_cblock_bf16 = {kCblockBf16Name.text,

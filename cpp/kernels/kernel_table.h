@@ -40,7 +40,14 @@ struct ConvAlgorithm {
   // Whether run() takes problems with depth_taps, reading x through ConvCall::depth_src (the
   // driver copies the depth slices together for the others).
   bool reads_depth_taps = false;
+  // Whether accepts() and run() take problems with a depth axis (has_depth), read through
+  // ConvCall's depth strides; the others are given depth 1 only (the driver lowers the rest).
+  bool takes_depth = false;
 };
+
+// Whether p has a depth axis (depth, kernel depth, output depth or depth padding); a 2-D or
+// 1-D problem has none.  (cpp/conv.cpp)
+bool has_depth(const ConvProblem& p);
 
 // One pooling algorithm (max and avg, regular and adaptive as its accepts() says).
 struct PoolAlgorithm {

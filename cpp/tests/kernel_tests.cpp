@@ -664,6 +664,13 @@ void lowering_sweep() {
         g.h = axis_for(uniform(1, 5), k, uniform(1, 2), kind == 4 ? 1 : uniform(1, 2), pad);
         g.w = axis_for(uniform(1, 9), k, uniform(1, 2), uniform(1, 2), pad);
         if (kind == 4) g.groups = g.C, g.K = g.C * (chance(0.3) ? 2 : 1);  // Interleave: depthwise
+        if (kind == 4 && (i / 7) % 3 == 0) {
+          // Depthwise in whole channel blocks, zero padding, width not dilated: read in place
+          // (channels-last, lowering None) or between transposes (channels-first, ChannelsLast).
+          g.C = g.K = g.groups = 32;
+          g.mode = PadMode::Zeros;
+          g.w = axis_for(uniform(1, 9), k == 1 ? 3 : k, uniform(1, 2), 1, pad);
+        }
         if (kind == 3) g.layout = Layout::NHWC;  // IntoBatch: kernel depth 1, channels-last
       }
     }
@@ -1131,9 +1138,9 @@ int main() {
   require_cases(all_qconv_algorithms(), &qconv_reference);
   std::printf("  %6d  live taps\n", g_cases["live taps"]);
   if (g_cases["live taps"] < kMinCases) fail("live taps ran only " + std::to_string(g_cases["live taps"]) + " cases");
-  for (const Lowering l :
-       {Lowering::None, Lowering::Flatten, Lowering::IntoBatch, Lowering::Gather, Lowering::Interleave,
-        Lowering::FoldRows, Lowering::TapsAsChannels, Lowering::DilationRows, Lowering::ChannelsFirst}) {
+  for (const Lowering l : {Lowering::None, Lowering::Flatten, Lowering::IntoBatch, Lowering::Gather,
+                           Lowering::Interleave, Lowering::FoldRows, Lowering::TapsAsChannels, Lowering::DilationRows,
+                           Lowering::ChannelsFirst, Lowering::ChannelsLast}) {
     const std::string name = std::string("lowering ") + lowering_name(l);
     std::printf("  %6d  %s\n", g_cases[name], name.c_str());
     if (g_cases[name] < kMinCases) fail(name + " ran only " + std::to_string(g_cases[name]) + " cases");

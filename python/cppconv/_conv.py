@@ -427,8 +427,8 @@ def explain(
         ``threads``, ``flops``, ``workspace_bytes``, ``packed_weight_bytes`` and
         ``lowering`` (how the driver recasts the problem for the 2-D kernels: ``"none"``,
         ``"flatten"``, ``"depth_into_batch"``, ``"depth_gather"``, ``"depth_taps"``,
-        ``"depth_interleave"``, ``"fold_rows"``, ``"dilation_rows"``, ``"taps_as_channels"`` or
-        ``"channels_first"``;
+        ``"depth_interleave"``, ``"fold_rows"``, ``"dilation_rows"``, ``"taps_as_channels"``,
+        ``"channels_first"`` or ``"channels_last"``;
         docs/design.md), ``live_taps_only`` (True where a zero padding that dwarfs the input
         left taps that read only padding for every output, and the kernels ran the others
         alone; docs/design.md), ``candidates``
