@@ -261,9 +261,8 @@ def relayout(x: np.ndarray, perm: Tuple[int, ...], num_threads: int = 0,
     if r >= 3 and x.size and x.dtype in (np.float32, np.float64) and x.flags.c_contiguous:
         first = perm == (0, *range(2, r), 1)
         if first or perm == (0, r - 1, *range(1, r - 1)):
-            shape = tuple(x.shape[i] for i in perm)
-            fits = out is not None and out.shape == shape and out.dtype == x.dtype and out.flags.c_contiguous
-            y = out if fits else np.empty(shape, x.dtype)
+            fits = out is not None and out.shape == moved.shape and out.dtype == x.dtype and out.flags.c_contiguous
+            y = out if fits else np.empty(moved.shape, x.dtype)
             n = x.shape[0]
             rows = x.shape[1] if first else x.size // (n * x.shape[-1])
             cols = x.size // (n * rows)

@@ -57,6 +57,11 @@ def _inverse(perm: Sequence[int]) -> Tuple[int, ...]:
     return tuple(int(i) for i in np.argsort(perm))
 
 
+def _activation_word(act: Any) -> str:
+    """A fused activation as explain() names it: "relu", or "leaky_relu(0.2)"."""
+    return act if isinstance(act, str) else "{}({})".format(*act)
+
+
 def _layout_word(perm: Perm) -> str:
     if perm is None:
         return "ONNX order"
@@ -851,11 +856,14 @@ def _conv(p: _Planner, node: _Node) -> None:
     # The layer's one-step path, called here directly: the layer's own checks add Python work to
     # every step (docs/tuning.md, "Small networks"), and its weights never change in a network.
     forward = getattr(layer, "_weights", None) and layer._weights.forward
-    direct = forward if forward is not None and forward[1][2] is None else None  # (not bfloat16 bits)
+    direct: Any = None
+    if forward is not None and forward[1][2] is None:  # (not bfloat16 bits)
+        plan, (image, params, _) = forward
+        direct = plan.forward
 
     def fn(x: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
         if direct is not None and _tuning._mode == "off":
-            y = direct[0].forward(x, out, direct[1][0], direct[1][1], threads or 0, None)
+            y = direct(x, out, image, params, threads or 0, None)
             if y is not None:
                 return (y,)
         # A strided view (a Split or Slice of the channels) misses the layer's planned path,
@@ -892,7 +900,7 @@ def _conv(p: _Planner, node: _Node) -> None:
         parts.append(f"residual Add {add_name!r} fused" if fused_add else f"then residual Add {add_name!r} (NumPy)")
     if node.activation:
         act = node.activation
-        parts.append(f"activation {act if isinstance(act, str) else '{}({})'.format(*act)} fused"
+        parts.append(f"activation {_activation_word(act)} fused"
                      + (" (after the residual)" if residual else ""))
     if p.compute_dtype:
         parts.append(f"computed in {p.compute_dtype}")
@@ -1513,8 +1521,7 @@ def _fully_connected(p: _Planner, node: _Node, weight: np.ndarray, bias: Optiona
         return (layer(rows, None if out is None else out.reshape(1, *out.shape), num_threads=threads)[0],)
 
     ins = [p.value_in(node.input(0), None)]
-    act = node.activation
-    fused = "" if act is None else f"; activation {act if isinstance(act, str) else '{}({})'.format(*act)} fused"
+    fused = "" if node.activation is None else f"; activation {_activation_word(node.activation)} fused"
     p.emit(node, fn, ins, [None],
            f"fully connected {in_features}->{out_features} (cppconv 1x1 Conv1d over rows){fused}",
            writes=_INTO_BUFFER, layer=layer)
