@@ -10,11 +10,13 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <iterator>
 #include <limits>
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <unordered_map>
 
 #include "bf16.h"
 #include "conv.h"
@@ -34,6 +36,48 @@ void bind_qconv(py::module_& m);               // the quantized convolution sect
 }  // namespace
 
 namespace {
+
+// A network's native steps with their operands bound, run again in one call without the GIL:
+// cppconv.Network records one per input shape (the bindings below that take `program` add
+// their work to it as they run) and replays it instead of its Python loop over the steps.
+// The arrays the steps read and write stay alive with it.
+class NetProgram {
+ public:
+  void add(std::function<void()> step, std::initializer_list<py::handle> operands) {
+    steps_.push_back(std::move(step));
+    for (const py::handle& h : operands)
+      if (h && !h.is_none()) {
+        owners_.push_back(py::reinterpret_borrow<py::object>(h));
+        ++held_[h.ptr()];
+      }
+  }
+  size_t size() const { return steps_.size(); }
+  // How many references to `obj` the program holds: the recording run still hands an array on
+  // to a later step when nothing but the program holds it (its reference count tells).
+  int holds(const py::handle& obj) const {
+    const auto it = held_.find(obj.ptr());
+    return it == held_.end() ? 0 : it->second;
+  }
+  void run() const {
+    py::gil_scoped_release release;
+    for (const std::function<void()>& step : steps_) step();
+  }
+
+ private:
+  std::vector<std::function<void()>> steps_;
+  std::vector<py::object> owners_;
+  std::unordered_map<const PyObject*, int> held_;
+};
+
+// Runs `work` without the GIL, then keeps it in `program` (when given) with the arrays it uses.
+template <class Work>
+void run_recorded(NetProgram* program, std::initializer_list<py::handle> operands, Work work) {
+  {
+    py::gil_scoped_release release;
+    work();
+  }
+  if (program) program->add(std::move(work), operands);
+}
 
 // The bfloat16 passes' arrays: C-contiguous, `src` of element type S, `dst` of D, writable,
 // with as many elements as src.  bfloat16 arrays arrive as their uint16 bits (a view).
@@ -214,7 +258,7 @@ void bind_quantization(py::module_& m) {
       "middle axis).");
   m.def(
       "add",
-      [](const py::array& a, const py::array& b, const py::array& y, bool relu, int num_threads) {
+      [](const py::array& a, const py::array& b, const py::array& y, bool relu, int num_threads, NetProgram* program) {
         for (const py::array* v : {&a, &b, &y})
           if (!v->dtype().equal(py::dtype::of<float>()) || !(v->flags() & py::array::c_style))
             throw py::type_error("add: a, b and y must be C-contiguous float32 arrays");
@@ -224,15 +268,15 @@ void bind_quantization(py::module_& m) {
         const float* pb = static_cast<const float*>(b.data());
         float* py_ = static_cast<float*>(const_cast<void*>(y.data()));
         const int64_t n = int64_t(a.size());
-        py::gil_scoped_release release;
-        add(pa, pb, n, relu, py_, num_threads);
+        run_recorded(program, {a, b, y}, [=] { add(pa, pb, n, relu, py_, num_threads); });
       },
       py::arg("a"), py::arg("b"), py::arg("y"), py::arg("relu"), py::arg("num_threads") = 0,
+      py::arg("program") = nullptr,
       "y = a + b (then ReLU where relu), elementwise over same-sized arrays; y may be a or b.");
   m.def(
       "channel_affine",
       [](const py::array& x, const py::array& scale, const py::array& shift, const py::array& y, int64_t outer,
-         int64_t length, int64_t inner, bool relu, int num_threads) {
+         int64_t length, int64_t inner, bool relu, int num_threads, NetProgram* program) {
         const AxisLayout axis{outer, length, inner};
         if (!x.dtype().equal(py::dtype::of<float>()) || !y.dtype().equal(py::dtype::of<float>()))
           throw py::type_error("channel_affine: x and y float32");
@@ -244,16 +288,15 @@ void bind_quantization(py::module_& m) {
         float* to = static_cast<float*>(const_cast<void*>(y.data()));
         const float* s = static_cast<const float*>(scale.data());
         const float* t = static_cast<const float*>(shift.data());
-        py::gil_scoped_release release;
-        channel_affine(from, s, t, axis, relu, to, num_threads);
+        run_recorded(program, {x, scale, shift, y}, [=] { channel_affine(from, s, t, axis, relu, to, num_threads); });
       },
       py::arg("x"), py::arg("scale"), py::arg("shift"), py::arg("y"), py::arg("outer"), py::arg("length"),
-      py::arg("inner"), py::arg("relu"), py::arg("num_threads") = 0,
+      py::arg("inner"), py::arg("relu"), py::arg("num_threads") = 0, py::arg("program") = nullptr,
       "y = x * scale + shift (then ReLU where relu), x laid out [outer][length][inner] (scale and shift per index "
       "of the middle axis); y may be x.");
   m.def(
       "scale_channels",
-      [](const py::array& x, const py::array& scale, const py::array& y, int num_threads) {
+      [](const py::array& x, const py::array& scale, const py::array& y, int num_threads, NetProgram* program) {
         for (const py::array* v : {&x, &scale, &y})
           if (!v->dtype().equal(py::dtype::of<float>()) || !(v->flags() & py::array::c_style))
             throw py::type_error("scale_channels: x, scale and y must be C-contiguous float32 arrays");
@@ -267,15 +310,15 @@ void bind_quantization(py::module_& m) {
         const float* from = static_cast<const float*>(x.data());
         const float* s = static_cast<const float*>(scale.data());
         float* to = static_cast<float*>(const_cast<void*>(y.data()));
-        py::gil_scoped_release release;
-        scale_channels(from, s, images, pixels, channels, to, num_threads);
+        run_recorded(program, {x, scale, y},
+                     [=] { scale_channels(from, s, images, pixels, channels, to, num_threads); });
       },
-      py::arg("x"), py::arg("scale"), py::arg("y"), py::arg("num_threads") = 0,
+      py::arg("x"), py::arg("scale"), py::arg("y"), py::arg("num_threads") = 0, py::arg("program") = nullptr,
       "y[n, ..., c] = x[n, ..., c] * scale[n, c] for channels-last x (one gate per image and channel, as a "
       "squeeze-and-excitation block's Mul); y may be x.");
   m.def(
       "transpose_matrices",
-      [](const py::array& x, const py::array& y, int num_threads) {
+      [](const py::array& x, const py::array& y, int num_threads, NetProgram* program) {
         const bool single = x.dtype().equal(py::dtype::of<float>());
         if (!(single || x.dtype().equal(py::dtype::of<double>())) || !y.dtype().equal(x.dtype()) ||
             !(x.flags() & py::array::c_style) || !(y.flags() & py::array::c_style) || x.ndim() != 3 || y.ndim() != 3)
@@ -287,22 +330,58 @@ void bind_quantization(py::module_& m) {
               "transpose_matrices: y must have shape (batch, cols, rows) for x of (batch, rows, cols)");
         if (overlaps(x.data(), size_t(x.nbytes()), y.data(), size_t(y.nbytes())))
           throw py::value_error("transpose_matrices: y must not overlap x");
-        const int threads = threads_for_work(kFlopsPerValueMoved * 2.0 * double(x.size()),
-                                             num_threads > 0 ? num_threads : get_num_threads());
+        const double work = kFlopsPerValueMoved * 2.0 * double(x.size());
         const void* from = x.data();
         void* to = const_cast<void*>(y.data());
-        py::gil_scoped_release release;
-        if (single)
-          transpose_matrices(static_cast<const float*>(from), batch, rows, cols, static_cast<float*>(to), threads);
-        else transpose_matrices(static_cast<const double*>(from), batch, rows, cols, static_cast<double*>(to), threads);
+        run_recorded(program, {x, y}, [=] {
+          const int threads = threads_for_work(work, num_threads > 0 ? num_threads : get_num_threads());
+          if (single)
+            transpose_matrices(static_cast<const float*>(from), batch, rows, cols, static_cast<float*>(to), threads);
+          else
+            transpose_matrices(static_cast<const double*>(from), batch, rows, cols, static_cast<double*>(to), threads);
+        });
       },
-      py::arg("x"), py::arg("y"), py::arg("num_threads") = 0,
+      py::arg("x"), py::arg("y"), py::arg("num_threads") = 0, py::arg("program") = nullptr,
       "y[n, j, i] = x[n, i, j] for a batch of matrices (layout changes between channels-first and channels-last).");
+  m.def(
+      "copy_strided",
+      [](const py::array& x, const py::array& y, int num_threads, NetProgram* program) {
+        const int ndim = int(x.ndim());
+        if (!y.dtype().equal(x.dtype())) throw py::type_error("copy_strided: x and y must have one dtype");
+        if (!y.writeable()) throw py::type_error("copy_strided: y must be writable");
+        if (int(y.ndim()) != ndim || ndim > kCopyMaxAxes)
+          throw py::value_error("copy_strided: x and y must have one shape, of at most " +
+                                std::to_string(kCopyMaxAxes) + " axes");
+        const size_t axes = static_cast<size_t>(ndim);
+        std::vector<int64_t> shape(axes), x_strides(axes), y_strides(axes);
+        size_t x_extent = size_t(x.itemsize()), y_extent = x_extent;
+        for (int a = 0; a < ndim; ++a) {
+          if (x.shape(a) != y.shape(a)) throw py::value_error("copy_strided: x and y must have one shape");
+          if (x.strides(a) < 0 || y.strides(a) < 0) throw py::value_error("copy_strided: negative strides");
+          shape[size_t(a)] = x.shape(a);
+          x_strides[size_t(a)] = x.strides(a);
+          y_strides[size_t(a)] = y.strides(a);
+          x_extent += size_t((x.shape(a) - 1) * x.strides(a));
+          y_extent += size_t((y.shape(a) - 1) * y.strides(a));
+        }
+        if (x.size() == 0) return;
+        if (overlaps(x.data(), x_extent, y.data(), y_extent))
+          throw py::value_error("copy_strided: y must not overlap x");
+        const char* from = static_cast<const char*>(x.data());
+        char* to = static_cast<char*>(const_cast<void*>(y.data()));
+        const int64_t item = int64_t(x.itemsize());
+        run_recorded(program, {x, y}, [=] {
+          copy_strided(from, x_strides.data(), to, y_strides.data(), shape.data(), ndim, item, num_threads);
+        });
+      },
+      py::arg("x"), py::arg("y"), py::arg("num_threads") = 0, py::arg("program") = nullptr,
+      "y[...] = x for arrays of one shape and dtype with any non-negative strides (a Concat's input into its "
+      "channels of the result, a channel shuffle's interleave).");
   m.def(
       "resize_2d",
       [](const py::array& x, const py::array& y, const py::array& low_h, const py::array& high_h,
          const py::object& frac_h, const py::array& low_w, const py::array& high_w, const py::object& frac_w,
-         int num_threads) {
+         int num_threads, NetProgram* program) {
         for (const py::array* v : {&x, &y})
           if (!v->dtype().equal(py::dtype::of<float>()) || !(v->flags() & py::array::c_style) || v->ndim() != 4)
             throw py::type_error("resize_2d: x and y must be 4-D C-contiguous float32 arrays");
@@ -339,11 +418,11 @@ void bind_quantization(py::module_& m) {
         float* to = static_cast<float*>(const_cast<void*>(y.data()));
         const int64_t outer = x.shape(0), in_h = x.shape(1), in_w = x.shape(2), inner = x.shape(3);
         const int64_t out_h = y.shape(1), out_w = y.shape(2);
-        py::gil_scoped_release release;
-        resize_2d(from, outer, in_h, in_w, inner, rows, out_h, cols, out_w, to, num_threads);
+        run_recorded(program, {x, y, low_h, high_h, frac_h, low_w, high_w, frac_w},
+                     [=] { resize_2d(from, outer, in_h, in_w, inner, rows, out_h, cols, out_w, to, num_threads); });
       },
       py::arg("x"), py::arg("y"), py::arg("low_h"), py::arg("high_h"), py::arg("frac_h"), py::arg("low_w"),
-      py::arg("high_w"), py::arg("frac_w"), py::arg("num_threads") = 0,
+      py::arg("high_w"), py::arg("frac_w"), py::arg("num_threads") = 0, py::arg("program") = nullptr,
       "ONNX Resize of axes 1 and 2 of x (outer, h, w, inner) into y (outer, out_h, out_w, inner): output index i of "
       "an axis is x[low[i]] + (x[high[i]] - x[low[i]]) * frac[i], along h then w; frac None: x[low[i]] alone. "
       "y must not overlap x.");
@@ -660,7 +739,8 @@ int64_t channel_slice_pitch(const py::array& out) {
 // takes them), and a new output is uint16 too: the caller views it as bfloat16.
 py::object forward(ConvPlan& plan, const py::handle& x_obj, const py::handle& out_obj,
                    const std::vector<py::array>& operands, bool image, const ConvParams& a, int num_threads,
-                   const py::handle& residual_obj = py::none()) {
+                   const py::handle& residual_obj = py::none(), NetProgram* program = nullptr,
+                   const py::handle& plan_owner = py::handle()) {
   if (num_threads < 0 || !py::isinstance<py::array>(x_obj)) return py::none();
   const auto x = py::reinterpret_borrow<py::array>(x_obj);
   const int xd = int(x.ndim()), r = a.rank;
@@ -729,11 +809,11 @@ py::object forward(ConvPlan& plan, const py::handle& x_obj, const py::handle& ou
   }
   const void* xp = x.data();
   void* yp = out.mutable_data();
-  {
-    py::gil_scoped_release release;
-    if (pixel_pitch > 0) plan.run_into_channels(p, xp, yp, pixel_pitch, num_threads);
-    else plan.run(p, xp, yp, nullptr, num_threads, rp);
-  }
+  ConvPlan* run_plan = &plan;  // (kept alive by plan_owner where recorded)
+  run_recorded(program, {plan_owner, x, out, residual_obj}, [=] {
+    if (pixel_pitch > 0) run_plan->run_into_channels(p, xp, yp, pixel_pitch, num_threads);
+    else run_plan->run(p, xp, yp, nullptr, num_threads, rp);
+  });
   return std::move(out);
 }
 
@@ -842,6 +922,13 @@ CPPCONV_EXPORT void cppconv_set_num_threads(int n) {
 
 PYBIND11_MODULE(_native, m) {
   m.doc() = "cppconv's native core (internal: use the cppconv package)";
+  // (first: the functions that take a `program` name its type in their signatures)
+  py::class_<NetProgram>(m, "NetProgram",
+                         "A network's native steps with their operands bound (internal; see cppconv.Network).")
+      .def(py::init<>())
+      .def("__len__", &NetProgram::size)
+      .def("holds", &NetProgram::holds, py::arg("obj"), "References to obj the program holds.")
+      .def("run", &NetProgram::run, "Runs the recorded steps in order, without the GIL.");
 
   py::class_<ConvParams>(m, "ConvParams", "A convolution call's normalised hyper-parameters (internal).")
       .def(py::init(&conv_params), py::arg("rank"), py::arg("stride"), py::arg("dilation"), py::arg("padding"),
@@ -861,14 +948,16 @@ PYBIND11_MODULE(_native, m) {
            "residual: an array of out's shape and dtype, not sharing memory with it, added before the activation.")
       .def(
           "forward",
-          [](PyConvPlan& self, const py::handle& x, const py::handle& out, bool image, const ConvParams& params,
-             int num_threads, const py::handle& residual) {
+          [](const py::object& self, const py::handle& x, const py::handle& out, bool image, const ConvParams& params,
+             int num_threads, const py::handle& residual, NetProgram* program) {
             // A layer's plan owns copies of its weights: `out` can only clash with x.
-            return forward(*self.plan, x, out, {}, image, params, num_threads, residual);
+            return forward(*self.cast<PyConvPlan&>().plan, x, out, {}, image, params, num_threads, residual, program,
+                           self);
           },
           py::arg("x"), py::arg("out"), py::arg("image"), py::arg("params"), py::arg("num_threads") = 0,
-          py::arg("residual") = py::none(),
-          "The layer's one-step path (internal): the output, or None when it does not apply.")
+          py::arg("residual") = py::none(), py::arg("program") = nullptr,
+          "The layer's one-step path (internal): the output, or None when it does not apply; `program` "
+          "records the run (NetProgram).")
       .def(
           "explain",
           [](const PyConvPlan& self, const std::vector<int64_t>& x_shape, const ConvParams& params) {
@@ -1037,27 +1126,26 @@ const PoolAlgorithm* pool_algorithm_named(const std::string& name) {
   return a;
 }
 
-void run_pool(const Pool2dProblem& p, const py::array& x, const py::array& out, int64_t* idx,
-              const std::string& algorithm, int num_threads) {
+void run_pool(const Pool2dProblem& p, const py::array& x, const py::array& out, const py::object& indices, int64_t* idx,
+              const std::string& algorithm, int num_threads, NetProgram* program) {
   const PoolAlgorithm* forced = pool_algorithm_named(algorithm);
   if (num_threads < 0)
     throw py::value_error("num_threads must be >= 0 (0: the global setting), got " + std::to_string(num_threads));
   const void* xp = x.data();
   void* yp = const_cast<void*>(out.data());
-  py::gil_scoped_release release;
-  pool2d(p, xp, yp, idx, forced, num_threads);
+  run_recorded(program, {x, out, indices}, [=] { pool2d(p, xp, yp, idx, forced, num_threads); });
 }
 
 // Adaptive pooling of x (1 to 3 spatial axes) to out's size.
 void run_adaptive_pool(const py::array& x, const py::array& out, const py::object& indices, int kind, int layout,
-                       const std::string& algorithm, int num_threads) {
+                       const std::string& algorithm, int num_threads, NetProgram* program) {
   Pool2dProblem p;
   p.kind = pool_kind_from(kind);
   p.layout = layout_from(layout);
   p.adaptive = true;
   int64_t* idx = pool_arrays(p, x, out, indices);
   if (p.out_d < 1 || p.out_h < 1 || p.out_w < 1) throw py::value_error("adaptive pooling output size below 1");
-  run_pool(p, x, out, idx, algorithm, num_threads);
+  run_pool(p, x, out, indices, idx, algorithm, num_threads, program);
 }
 
 using Sizes = std::vector<int64_t>;
@@ -1095,7 +1183,7 @@ PoolSettings make_pool_settings(int kind, const Sizes& kernel, const Sizes& stri
 
 // Pools x into out (both with s.rank() spatial axes), whose shape must be the pooling's result.
 void run_pool_settings(const py::array& x, const py::array& out, const py::object& indices, const PoolSettings& s,
-                       const std::string& algorithm, int num_threads) {
+                       const std::string& algorithm, int num_threads, NetProgram* program) {
   if (x.ndim() != py::ssize_t(s.rank() + 2))
     throw py::value_error("x and the settings differ in their number of spatial axes");
   Pool2dProblem p;
@@ -1126,7 +1214,7 @@ void run_pool_settings(const py::array& x, const py::array& out, const py::objec
     if (o < 1) throw py::value_error("pooling output size below 1");
     if (o != got[a]) throw py::value_error("out: shape does not match the pooling's result");
   }
-  run_pool(p, x, out, idx, algorithm, num_threads);
+  run_pool(p, x, out, indices, idx, algorithm, num_threads, program);
 }
 
 const ConvTransposeAlgorithm* transpose_algorithm_named(const std::string& name) {
@@ -1265,10 +1353,13 @@ ConvTransposeProblem make_transpose_problem(const PyConvTransposePlan& self, con
   return p;
 }
 
+// program: records the run (NetProgram), with `owner`, the Python object holding self.
 void run_transpose_plan(PyConvTransposePlan& self, const py::array& x, const py::array& out, const TransposeSettings& s,
-                        const std::string& algorithm, int num_threads) {
+                        const std::string& algorithm, int num_threads, NetProgram* program = nullptr,
+                        const py::handle& owner = py::handle()) {
   if (num_threads < 0 || num_threads > kMaxThreads) throw py::value_error("num_threads out of range");
-  ConvTransposePlan& plan = *self.plan;
+  ConvTransposePlan* plan_ptr = self.plan.get();
+  ConvTransposePlan& plan = *plan_ptr;
   const py::ssize_t ndim = py::ssize_t(s.rank() + 2);
   require(x, "x", plan.dtype(), ndim, false);
   require(out, "out", plan.dtype(), ndim, true);
@@ -1282,8 +1373,7 @@ void run_transpose_plan(PyConvTransposePlan& self, const py::array& x, const py:
   const ConvTransposeAlgorithm* forced = transpose_algorithm_named(algorithm);
   const void* xp = x.data();
   void* yp = const_cast<void*>(out.data());
-  py::gil_scoped_release release;
-  plan.run(p, xp, yp, forced, num_threads);
+  run_recorded(program, {owner, x, out}, [=] { plan_ptr->run(p, xp, yp, forced, num_threads); });
 }
 
 void bind_pool_and_transpose(py::module_& m) {
@@ -1296,11 +1386,11 @@ void bind_pool_and_transpose(py::module_& m) {
       .def_property_readonly("rank", &PoolSettings::rank);
 
   m.def("pool", &run_pool_settings, py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("settings"),
-        py::arg("algorithm") = "", py::arg("num_threads") = 0,
+        py::arg("algorithm") = "", py::arg("num_threads") = 0, py::arg("program") = nullptr,
         "Max or average pooling of rank 1 to 3 into `out` (internal; see cppconv.max_pool2d).");
 
   m.def("adaptive_pool", &run_adaptive_pool, py::arg("x"), py::arg("out"), py::arg("indices"), py::arg("kind"),
-        py::arg("layout"), py::arg("algorithm") = "", py::arg("num_threads") = 0,
+        py::arg("layout"), py::arg("algorithm") = "", py::arg("num_threads") = 0, py::arg("program") = nullptr,
         "Adaptive max (kind 0) or average (kind 1) pooling of rank 1 to 3 to out's size (internal; see "
         "cppconv.adaptive_avg_pool2d).");
 
@@ -1330,8 +1420,14 @@ void bind_pool_and_transpose(py::module_& m) {
              return make_transpose_plan(weight, bias, copy);
            }),
            py::arg("weight"), py::arg("bias"), py::arg("copy") = true)
-      .def("run", &run_transpose_plan, py::arg("x"), py::arg("out"), py::arg("settings"), py::arg("algorithm") = "",
-           py::arg("num_threads") = 0)
+      .def(
+          "run",
+          [](const py::object& self, const py::array& x, const py::array& out, const TransposeSettings& s,
+             const std::string& algorithm, int num_threads, NetProgram* program) {
+            run_transpose_plan(self.cast<PyConvTransposePlan&>(), x, out, s, algorithm, num_threads, program, self);
+          },
+          py::arg("x"), py::arg("out"), py::arg("settings"), py::arg("algorithm") = "", py::arg("num_threads") = 0,
+          py::arg("program") = nullptr)
       .def(
           "explain",
           [](const PyConvTransposePlan& self, const Sizes& x_shape, const TransposeSettings& s, int num_threads) {

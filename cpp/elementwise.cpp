@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #if defined(__SSE2__) || defined(_M_X64)
@@ -175,6 +176,48 @@ void add(const float* a, const float* b, int64_t n, bool relu, float* y, int max
   outer_ranges(flat, max_threads, [&](int64_t begin, int64_t end) {
     if (relu) add_run<true>(a + begin, b + begin, end - begin, y + begin);
     else add_run<false>(a + begin, b + begin, end - begin, y + begin);
+  });
+}
+
+void copy_strided(const char* x, const int64_t* x_strides, char* y, const int64_t* y_strides, const int64_t* shape,
+                  int ndim, int64_t item_bytes, int max_threads) {
+  if (ndim < 1) {
+    std::memcpy(y, x, size_t(item_bytes));
+    return;
+  }
+  const int last = ndim - 1;
+  const int64_t row = shape[last];
+  int64_t rows = 1;
+  for (int a = 0; a < last; ++a) rows *= shape[a];
+  if (rows == 0 || row == 0) return;
+  const bool contiguous = x_strides[last] == item_bytes && y_strides[last] == item_bytes;
+  AxisLayout by_rows{rows, row, 1};
+  outer_ranges(by_rows, max_threads, [&](int64_t begin, int64_t end) {
+    // The multi-index of row `begin` over the leading axes, then stepped row by row.
+    int64_t index[kCopyMaxAxes] = {};
+    int64_t rest = begin, xo = 0, yo = 0;
+    for (int a = last - 1; a >= 0; --a) {
+      index[a] = rest % shape[a];
+      rest /= shape[a];
+      xo += index[a] * x_strides[a];
+      yo += index[a] * y_strides[a];
+    }
+    for (int64_t r = begin; r < end; ++r) {
+      if (contiguous) {
+        std::memcpy(y + yo, x + xo, size_t(row * item_bytes));
+      } else {
+        for (int64_t i = 0; i < row; ++i)
+          std::memcpy(y + yo + i * y_strides[last], x + xo + i * x_strides[last], size_t(item_bytes));
+      }
+      for (int a = last - 1; a >= 0; --a) {
+        xo += x_strides[a];
+        yo += y_strides[a];
+        if (++index[a] < shape[a]) break;
+        xo -= shape[a] * x_strides[a];
+        yo -= shape[a] * y_strides[a];
+        index[a] = 0;
+      }
+    }
   });
 }
 

@@ -48,6 +48,14 @@ void add(const float* a, const float* b, int64_t n, bool relu, float* y, int max
 void scale_channels(const float* x, const float* scale, int64_t images, int64_t pixels, int64_t channels, float* y,
                     int max_threads);
 
+// y = x for two arrays of one shape (`ndim` axes) with any strides, in bytes: rows along the last
+// axis, memcpy'd where contiguous in both, else value by value (a channel shuffle's interleaved
+// channels), at most kCopyMaxAxes axes.  A Concat's input copied into its channels of the result, in a network's
+// one-call run (NetProgram) where NumPy's assignment would need Python.
+constexpr int kCopyMaxAxes = 8;
+void copy_strided(const char* x, const int64_t* x_strides, char* y, const int64_t* y_strides, const int64_t* shape,
+                  int ndim, int64_t item_bytes, int max_threads);
+
 // to[n][j][i] = from[n][i][j] for `batch` matrices of rows x cols (float or double): layout
 // changes, channels-last to channels-first and back.
 template <class T>

@@ -69,6 +69,12 @@ def _check(nodes: List[Any], inputs: Dict[str, np.ndarray], outputs: Sequence[st
         assert got[name].shape == want.shape, name
         scale = max(float(np.abs(want).max()), 1.0) if want.size else 1.0
         np.testing.assert_allclose(got[name], want, rtol=rtol, atol=rtol * scale, err_msg=name)
+    # The second call records the steps' native calls and the third replays them as one (or
+    # both run the steps in Python, where a step does Python work): the outputs stay the same.
+    for _ in range(2):
+        again = net.run(inputs)
+        for name in outputs:
+            np.testing.assert_array_equal(again[name], got[name], err_msg=name)
     return net
 
 
@@ -211,6 +217,90 @@ def test_network_pickles_and_runs_from_threads(torch):
         t.join()
     for k in range(8):
         np.testing.assert_array_equal(results[k], expected[k])
+
+
+def _runs(net: cppconv.Network) -> List[str]:
+    return list(net.explain()["runs"].values())
+
+
+@pytest.mark.parametrize("name", list(vision_models.ARCHITECTURES))
+def test_real_architecture_runs_as_one_native_call(torch, name):
+    """From the second call with an input shape on, every architecture of the suite runs as one
+    native call (the steps' native calls recorded with their operands bound), whose outputs are
+    those of its steps run in Python, bit for bit; each caller owns its outputs."""
+    module, shape = vision_models.build(name, vision_models.ARCHITECTURES[name][1])
+    net = cppconv.onnx.load(onnx_networks.export(module, shape))
+    for batch in (1, 2):
+        xs = [_rand(batch, *shape[1:]) for _ in range(4)]
+        ys = [net(x) for x in xs]  # in Python; recorded (and checked); replayed twice
+        assert _runs(net)[-1].startswith("one native call"), _runs(net)
+        kept = [y.copy() for y in ys]
+        for x, y in zip(xs, ys):
+            np.testing.assert_array_equal(y, net._run_steps([x])["y"])
+        np.testing.assert_array_equal(net(xs[0]), kept[0])
+        for y, k in zip(ys, kept):  # (later calls leave earlier results alone)
+            np.testing.assert_array_equal(y, k)
+
+
+def test_network_with_a_python_step_keeps_running_its_steps():
+    """A step computed in NumPy (here a Softmax) is not recorded: calls with that shape keep
+    running the steps in Python, and explain() says which node."""
+    net = _check([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Softmax", ["c"], ["y"], axis=1)], {"x": X4}, initializers={"w": _rand(4, 4, 3, 3)})
+    (how,) = _runs(net)
+    assert how.startswith("the steps in Python") and "Softmax" in how
+
+
+def test_recording_that_replays_differently_is_not_used():
+    """A step that does Python work beside its recorded native call (here it adds 1 after the
+    convolution) passes the per-step check; the replay on other values must catch it, and the
+    calls keep running the steps in Python, with the right outputs."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["c", "w"], ["y"], pads=[1, 1, 1, 1])]
+    model = _model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)})
+    net = cppconv.onnx.load(model)
+    k = next(i for i, row in enumerate(net._step_rows) if row["op"] == "Conv")
+    fn, *rest = net._steps[k]
+
+    def plus_one(x: Any, out: Any = None) -> Any:
+        (y,) = fn(x, out)
+        y += 1
+        return (y,)
+
+    net._steps[k] = (plus_one, *rest)
+    xs = [_rand(*X4.shape) for _ in range(3)]
+    ys = [net(x) for x in xs]
+    assert _runs(net) == ["the steps in Python: a replay on other values differed from the Python run"]
+    for x, y in zip(xs, ys):
+        np.testing.assert_array_equal(y, net._run_steps([x])["y"])
+
+
+def test_programs_of_the_latest_input_shapes_are_kept():
+    """Each input shape gets its own program; a network keeps those of the two shapes used
+    last (their arrays with them), and a shape dropped starts over."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    net = cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)}))
+    xs = {n: _rand(n, *X4.shape[1:]) for n in (1, 2, 3)}
+    for n in (1, 2):
+        for _ in range(3):
+            net(xs[n])
+    assert len(_runs(net)) == 2 and all(h.startswith("one native call") for h in _runs(net))
+    net(xs[3])
+    assert list(net.explain()["runs"]) == ["(2, 4, 6, 6) float32", "(3, 4, 6, 6) float32"]
+    for x in xs.values():
+        np.testing.assert_array_equal(net(x), net._run_steps([x])["y"])
+
+
+def test_tuning_runs_the_steps_in_python(monkeypatch):
+    """A tuned network's layers may change their algorithm from call to call: no program."""
+    from cppconv import _tuning
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    net = cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)}))
+    monkeypatch.setattr(_tuning, "_mode", "cached")
+    for _ in range(3):
+        net(X4)
+    assert _runs(net) == []
 
 
 def test_load_takes_path_bytes_and_proto(tmp_path, torch):
@@ -1007,6 +1097,7 @@ def test_conv_outputs_reuse_dropped_buffers():
     net._steps = [(spy(fn) if writes == 1 and "layer" in row else fn, ins, outs, dead, writes, extra)
                   for (fn, ins, outs, dead, writes, extra), row in zip(net._steps, net._step_rows)]
     net._spares = {}  # as after loading
+    net._programs_kept = 0  # every call through the steps (not one recorded native call)
     want = net(X4)
     assert given == [False, True, True, True]
     given.clear()  # the next call starts on the arrays this one dropped

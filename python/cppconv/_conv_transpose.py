@@ -188,11 +188,16 @@ class _Geometry:
 
 
 def _run(spec: _TransposeSpec, x: Any, weight: Any, bias: Any, out: Any, plans: Optional[Dict[Any, Any]] = None,
-         algorithm: str = "", num_threads: Any = None, dtype: Any = None, rounding: Optional[str] = None) -> np.ndarray:
+         algorithm: str = "", num_threads: Any = None, dtype: Any = None, rounding: Optional[str] = None,
+         program: Any = None) -> np.ndarray:
+    """The transposed convolution; program: a NetProgram that records the native call where the
+    call does nothing else (x read and the result written in place, no conversion)."""
     threads = _args.thread_count(num_threads)
     call = _args.prepare_call(x, weight, bias, out, lambda *ops: _Geometry(spec, *ops), _native.ConvTransposePlan,
                               plans, dtype, rounding)
-    call.plan.run(call.x, call.dst, spec.native, algorithm, threads)
+    alone = program is not None and np.may_share_memory(call.x, x) and (
+        call.direct or (out is None and call.dst.dtype == call.result))
+    call.plan.run(call.x, call.dst, spec.native, algorithm, threads, program if alone else None)
     return _args.deliver(out, call.dst, call.direct, call.geometry.out_shape, call.result)
 
 
@@ -386,6 +391,14 @@ class _ConvTransposeNd(_layer.WeightedLayer):
         w = self._weights  # one snapshot for the whole call (see _layer.Weights)
         return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, num_threads=num_threads, dtype=dtype,
                     rounding=self._rounding)
+
+    def _forward(self, x: np.ndarray, out: Optional[np.ndarray], num_threads: Optional[int],
+                 program: Any) -> np.ndarray:
+        """__call__ for a network's step (internal): its native call recorded into `program`, a
+        NetProgram, where the call does nothing else."""
+        w = self._weights
+        return _run(self._spec, x, w.weight, w.bias, out, plans=w.plans, num_threads=num_threads,
+                    rounding=self._rounding, program=program)
 
     def _call_with_algorithm(self, algorithm: str, x: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
         """The layer through a named algorithm (see ``_native.conv_transpose_algorithms()``)."""

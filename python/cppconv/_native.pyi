@@ -6,7 +6,23 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'DEFAULT_NEGATIVE_SLOPE', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'PADDING_MODES', 'PRECISIONS', 'PoolSettings', 'QConvPlan', 'adaptive_pool', 'add', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'cpu_features', 'default_isa', 'dequantize_linear', 'explain', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'max_isa_levels', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'quantized_add', 'reset_num_threads', 'resize_2d', 'round_to_bf16', 'scale_channels', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads', 'transpose_matrices']
+__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'DEFAULT_NEGATIVE_SLOPE', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'NetProgram', 'PADDING_MODES', 'PRECISIONS', 'PoolSettings', 'QConvPlan', 'adaptive_pool', 'add', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'copy_strided', 'cpu_features', 'default_isa', 'dequantize_linear', 'explain', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'max_isa_levels', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'quantized_add', 'reset_num_threads', 'resize_2d', 'round_to_bf16', 'scale_channels', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads', 'transpose_matrices']
+class NetProgram:
+    """
+    A network's native steps with their operands bound (internal; see cppconv.Network).
+    """
+    def __init__(self) -> None:
+        ...
+    def __len__(self) -> int:
+        ...
+    def holds(self, obj: typing.Any) -> int:
+        """
+        References to obj the program holds.
+        """
+    def run(self) -> None:
+        """
+        Runs the recorded steps in order, without the GIL.
+        """
 class ConvParams:
     """
     A convolution call's normalised hyper-parameters (internal).
@@ -23,9 +39,9 @@ class ConvPlan:
         """
     def explain(self, x_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], params: ConvParams) -> dict:
         ...
-    def forward(self, x: typing.Any, out: typing.Any, image: bool, params: ConvParams, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, residual: typing.Any = None) -> typing.Any:
+    def forward(self, x: typing.Any, out: typing.Any, image: bool, params: ConvParams, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, residual: typing.Any = None, program: NetProgram = None) -> typing.Any:
         """
-        The layer's one-step path (internal): the output, or None when it does not apply.
+        The layer's one-step path (internal): the output, or None when it does not apply; `program` records the run (NetProgram).
         """
     def run(self, x: numpy.ndarray, out: numpy.ndarray, params: ConvParams, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0, residual: typing.Any = None) -> None:
         """
@@ -49,7 +65,7 @@ class ConvTransposePlan:
         ...
     def explain(self, x_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], settings: ConvTransposeSettings, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> dict:
         ...
-    def run(self, x: numpy.ndarray, out: numpy.ndarray, settings: ConvTransposeSettings, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    def run(self, x: numpy.ndarray, out: numpy.ndarray, settings: ConvTransposeSettings, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
         ...
 class QConvPlan:
     """
@@ -61,11 +77,11 @@ class QConvPlan:
         ...
     def run(self, x: numpy.ndarray, out: numpy.ndarray, params: ConvParams, x_zero_point: typing.SupportsInt | typing.SupportsIndex, multiplier: typing.Any, y_zero_point: typing.SupportsInt | typing.SupportsIndex, y_min: typing.SupportsInt | typing.SupportsIndex, y_max: typing.SupportsInt | typing.SupportsIndex, f_min: typing.SupportsFloat | typing.SupportsIndex, f_max: typing.SupportsFloat | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
         ...
-def adaptive_pool(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+def adaptive_pool(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
     """
     Adaptive max (kind 0) or average (kind 1) pooling of rank 1 to 3 to out's size (internal; see cppconv.adaptive_avg_pool2d).
     """
-def add(a: numpy.ndarray, b: numpy.ndarray, y: numpy.ndarray, relu: bool, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+def add(a: numpy.ndarray, b: numpy.ndarray, y: numpy.ndarray, relu: bool, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
     """
     y = a + b (then ReLU where relu), elementwise over same-sized arrays; y may be a or b.
     """
@@ -77,7 +93,7 @@ def bf16_to_float32(src: numpy.ndarray, dst: numpy.ndarray, num_threads: typing.
     """
     bfloat16 bits (uint16) widened to float32, exactly.
     """
-def channel_affine(x: numpy.ndarray, scale: numpy.ndarray, shift: numpy.ndarray, y: numpy.ndarray, outer: typing.SupportsInt | typing.SupportsIndex, length: typing.SupportsInt | typing.SupportsIndex, inner: typing.SupportsInt | typing.SupportsIndex, relu: bool, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+def channel_affine(x: numpy.ndarray, scale: numpy.ndarray, shift: numpy.ndarray, y: numpy.ndarray, outer: typing.SupportsInt | typing.SupportsIndex, length: typing.SupportsInt | typing.SupportsIndex, inner: typing.SupportsInt | typing.SupportsIndex, relu: bool, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
     """
     y = x * scale + shift (then ReLU where relu), x laid out [outer][length][inner] (scale and shift per index of the middle axis); y may be x.
     """
@@ -103,6 +119,10 @@ def conv_transpose_algorithms() -> list[str]:
     ...
 def conv_transpose_output_size(input_size: typing.SupportsInt | typing.SupportsIndex, kernel_size: typing.SupportsInt | typing.SupportsIndex, stride: typing.SupportsInt | typing.SupportsIndex, pad_before: typing.SupportsInt | typing.SupportsIndex, pad_after: typing.SupportsInt | typing.SupportsIndex, output_padding: typing.SupportsInt | typing.SupportsIndex, dilation: typing.SupportsInt | typing.SupportsIndex) -> int:
     ...
+def copy_strided(x: numpy.ndarray, y: numpy.ndarray, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
+    """
+    y[...] = x for arrays of one shape and dtype with any non-negative strides (a Concat's input into its channels of the result, a channel shuffle's interleave).
+    """
 def cpu_features() -> list[str]:
     """
     CPU extensions beyond the ISAs that feature-guarded kernels may use here (CPPCONV_MAX_ISA caps them).
@@ -143,7 +163,7 @@ def physical_memory_bytes() -> int:
     """
     The most memory cppconv lets one call allocate.
     """
-def pool(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, settings: PoolSettings, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+def pool(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, settings: PoolSettings, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
     """
     Max or average pooling of rank 1 to 3 into `out` (internal; see cppconv.max_pool2d).
     """
@@ -169,7 +189,7 @@ def reset_num_threads() -> None:
     """
     Forgets set_num_threads: OpenMP's setting (OMP_NUM_THREADS, omp_set_num_threads) applies again.
     """
-def resize_2d(x: numpy.ndarray, y: numpy.ndarray, low_h: numpy.ndarray, high_h: numpy.ndarray, frac_h: typing.Any, low_w: numpy.ndarray, high_w: numpy.ndarray, frac_w: typing.Any, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+def resize_2d(x: numpy.ndarray, y: numpy.ndarray, low_h: numpy.ndarray, high_h: numpy.ndarray, frac_h: typing.Any, low_w: numpy.ndarray, high_w: numpy.ndarray, frac_w: typing.Any, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
     """
     ONNX Resize of axes 1 and 2 of x (outer, h, w, inner) into y (outer, out_h, out_w, inner): output index i of an axis is x[low[i]] + (x[high[i]] - x[low[i]]) * frac[i], along h then w; frac None: x[low[i]] alone. y must not overlap x.
     """
@@ -177,7 +197,7 @@ def round_to_bf16(src: numpy.ndarray, dst: numpy.ndarray, num_threads: typing.Su
     """
     float32 rounded to the nearest bfloat16, kept as float32 (dst may be src).
     """
-def scale_channels(x: numpy.ndarray, scale: numpy.ndarray, y: numpy.ndarray, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+def scale_channels(x: numpy.ndarray, scale: numpy.ndarray, y: numpy.ndarray, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
     """
     y[n, ..., c] = x[n, ..., c] * scale[n, c] for channels-last x (one gate per image and channel, as a squeeze-and-excitation block's Mul); y may be x.
     """
@@ -191,7 +211,7 @@ def set_float32_precision(mode: typing.SupportsInt | typing.SupportsIndex) -> No
     ...
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
-def transpose_matrices(x: numpy.ndarray, y: numpy.ndarray, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+def transpose_matrices(x: numpy.ndarray, y: numpy.ndarray, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
     """
     y[n, j, i] = x[n, i, j] for a batch of matrices (layout changes between channels-first and channels-last).
     """

@@ -44,17 +44,17 @@ def hard_swish(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
 
 
 def gate_channels(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None,
-                  num_threads: int = 0) -> Optional[np.ndarray]:
+                  num_threads: int = 0, program: Any = None) -> Optional[np.ndarray]:
     """a * b in one native pass where one operand is a gate per image and channel of the other,
     channels-last: shapes (N, ..., C) and (N, 1, ..., 1, C), float32 and C-contiguous (the Mul
     of a squeeze-and-excitation block, where NumPy's broadcasting loop runs a pixel at a time);
-    None otherwise."""
+    None otherwise.  program: a NetProgram that records the native call."""
     for x, gate in ((a, b), (b, a)):
         if (x.ndim == gate.ndim >= 3 and x.dtype == gate.dtype == np.float32 and gate.shape[0] == x.shape[0]
                 and gate.shape[-1] == x.shape[-1] and gate.size == x.shape[0] * x.shape[-1] and x.size > gate.size
                 and x.flags.c_contiguous and gate.flags.c_contiguous):
             y = np.empty_like(x) if out is None else out
-            _native.scale_channels(x, gate, y, num_threads)
+            _native.scale_channels(x, gate, y, num_threads, program)
             return y
     return None
 
@@ -174,11 +174,13 @@ def _resize_taps(out_size: int, in_size: int, scale: float, mode: str, transform
 
 
 def resize(x: np.ndarray, sizes: Sequence[int], scales: Sequence[float], mode: str, transform: str,
-           nearest_mode: str, out: Optional[np.ndarray] = None, num_threads: Optional[int] = None) -> np.ndarray:
+           nearest_mode: str, out: Optional[np.ndarray] = None, num_threads: Optional[int] = None,
+           program: Any = None) -> np.ndarray:
     """Separable ONNX Resize, one axis at a time (linear on each axis is (bi/tri)linear over
     all of them); axes whose size and scale are unchanged are skipped.  float32 with at most
     two adjacent axes resized (an image's height and width, in either layout) is one native
-    pass, into `out` when given (a C-contiguous float32 array of the result's shape)."""
+    pass, into `out` when given (a C-contiguous float32 array of the result's shape), recorded
+    into `program` (a NetProgram) where that pass is all the call does."""
     axes = [a for a, (o, s) in enumerate(zip(sizes, scales)) if not (o == x.shape[a] and s == 1)]
     if (x.dtype == np.float32 and x.flags.c_contiguous and x.ndim >= 2 and 1 <= len(axes) <= 2
             and axes[-1] - axes[0] == len(axes) - 1):
@@ -193,7 +195,8 @@ def resize(x: np.ndarray, sizes: Sequence[int], scales: Sequence[float], mode: s
         _native.resize_2d(x.reshape(outer, x.shape[h], x.shape[h + 1], inner),
                           y.reshape(outer, shape[h], shape[h + 1], inner), lh, hh,
                           None if fh is None else fh.astype(np.float32), lw, hw,
-                          None if fw is None else fw.astype(np.float32), num_threads or 0)
+                          None if fw is None else fw.astype(np.float32), num_threads or 0,
+                          program if out is None or usable else None)
         if out is not None and not usable:
             np.copyto(out, y)
             return out
@@ -248,12 +251,13 @@ def reshape_target(shape: Sequence[int], target: Sequence[int], allowzero: bool)
 
 
 def relayout(x: np.ndarray, perm: Tuple[int, ...], num_threads: int = 0,
-             out: Optional[np.ndarray] = None) -> np.ndarray:
+             out: Optional[np.ndarray] = None, program: Any = None) -> np.ndarray:
     """np.ascontiguousarray(x.transpose(perm)), into `out` where it is a C-contiguous array of
     the result's shape and dtype.  Between channels-first and channels-last (perm (0, 2, ..., 1)
     or its inverse) a C-contiguous float array is a batch of (channels, pixels) matrices,
     transposed in one native pass in the network's threads: NumPy copies an image of three
-    channels one strided channel at a time, on one thread."""
+    channels one strided channel at a time, on one thread.  program: a NetProgram that records
+    the native pass."""
     r = x.ndim
     moved = x.transpose(perm)
     if moved.flags.c_contiguous:  # (one channel, or one pixel: already in order, a view)
@@ -266,7 +270,7 @@ def relayout(x: np.ndarray, perm: Tuple[int, ...], num_threads: int = 0,
             n = x.shape[0]
             rows = x.shape[1] if first else x.size // (n * x.shape[-1])
             cols = x.size // (n * rows)
-            _native.transpose_matrices(x.reshape(n, rows, cols), y.reshape(n, cols, rows), num_threads)
+            _native.transpose_matrices(x.reshape(n, rows, cols), y.reshape(n, cols, rows), num_threads, program)
             return y
     return contiguous(moved)
 

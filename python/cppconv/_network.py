@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 import numpy as np
 
 from . import _args, _native, _netops, _netquant, _quant, _tuning
+from . import _pool as _pooling
 from ._conv import Conv1d, Conv2d, Conv3d
 from ._conv_transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from ._pool import (
@@ -136,12 +137,41 @@ _RETURNS, _INTO_BUFFER, _IN_PLACE = 0, 1, 2
 class _Step:
     """One planned call: fn(*inputs) -> outputs, over value slots."""
 
-    __slots__ = ("fn", "ins", "outs", "view", "row", "writes")
+    __slots__ = ("fn", "ins", "outs", "view", "row", "writes", "role")
 
     def __init__(self, fn: Callable[..., Tuple[Any, ...]], ins: List[str], outs: List[str], view: bool,
-                 row: Dict[str, Any], writes: int = _RETURNS):
+                 row: Dict[str, Any], writes: int = _RETURNS, role: str = ""):
         self.fn, self.ins, self.outs, self.view, self.row = fn, ins, outs, view, row
         self.writes = writes  # how fn gives its output: _RETURNS, _INTO_BUFFER or _IN_PLACE
+        # What a recorded run may see it do without a native call (_check_unrecorded_step):
+        # _COMPUTES nothing of the sort, _VIEWS_INPUT give views of its inputs, _ALLOCATES make an
+        # array that later steps write.
+        self.role = role or (_VIEWS_INPUT if row.get("op") in _VIEWS else _COMPUTES)
+
+
+_COMPUTES, _VIEWS_INPUT, _ALLOCATES = "computes", "views its input", "allocates"
+
+
+class _Recording(threading.local):
+    """The NetProgram that a run on this thread records its steps into (Network.run), and why
+    the recording cannot be replayed, if a step did Python work that it would not repeat."""
+
+    program: Optional[Any] = None
+    failed = ""
+
+
+_recording = _Recording()
+
+
+def _program() -> Optional[Any]:
+    """The NetProgram the steps of this thread's run pass to the native calls, or None."""
+    return _recording.program
+
+
+def _unrecorded(why: str) -> None:
+    """Marks this thread's recording (if any) as not replayable: a step did Python work."""
+    if _recording.program is not None and not _recording.failed:
+        _recording.failed = why
 
 
 def parse_model(model: Any) -> Tuple[Any, bytes]:
@@ -429,7 +459,7 @@ class _Planner:
         threads = self.threads or 0
 
         def convert(x: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
-            return (_netops.relayout(x, perm, threads, out),)
+            return (_netops.relayout(x, perm, threads, out, _program()),)
 
         if name in self.consts:
             self.consts[target] = convert(self.consts[name])[0]
@@ -439,7 +469,7 @@ class _Planner:
                    "became": f"transpose {_layout_word(have)} -> {_layout_word(want)}", "layout": _layout_word(want)}
             self.rows.append(row)
             # (into a dropped array of its shape where the run has one: a fresh one costs page faults)
-            self.steps.append(_Step(convert, [name], [target], False, row, _INTO_BUFFER))
+            self.steps.append(_Step(convert, [name], [target], False, row, _INTO_BUFFER, role=_VIEWS_INPUT))
             self.layout[target] = want
         return target
 
@@ -853,21 +883,23 @@ def _conv(p: _Planner, node: _Node) -> None:
                                    precision=p.precision, compute_dtype=p.compute_dtype, **kwargs)
     xin = p.value_in(x, perm)
     threads = p.threads
-    # The layer's one-step path, called here directly: the layer's own checks add Python work to
-    # every step (docs/tuning.md, "Small networks"), and its weights never change in a network.
-    forward = getattr(layer, "_weights", None) and layer._weights.forward
-    direct: Any = None
-    if forward is not None and forward[1][2] is None:  # (not bfloat16 bits)
-        plan, (image, params, _) = forward
-        direct = plan.forward
+    direct = _direct_forward(layer)
 
     def fn(x: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
         if direct is not None and _tuning._mode == "off":
-            y = direct(x, out, image, params, threads or 0, None)
+            x = _contiguous(x, threads or 0)
+            y = direct(x, out, threads or 0, None, _program())
             if y is not None:
                 return (y,)
+        if transposed:
+            x = _contiguous(x, threads or 0)
+            if out is not None and not out.flags.c_contiguous:  # its channels of a Concat's result
+                _copy_into(layer._forward(x, None, threads, _program()), out, threads or 0)
+                return (out,)
+            return (layer._forward(x, out, threads, _program()),)
         # A strided view (a Split or Slice of the channels) misses the layer's planned path,
         # which costs more than the copy (tuning.md, "Whole networks").
+        _unrecorded("a convolution through its layer's Python path")
         return (layer(_netops.contiguous(x), out, num_threads=threads),)
 
     relu_after = node.activation == "relu"  # (the only activation a fused Add brings)
@@ -875,6 +907,11 @@ def _conv(p: _Planner, node: _Node) -> None:
     dtype, precision = p.dtype, p.precision
 
     def fn_residual(x: np.ndarray, r: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
+        if direct is not None and fused_add and _tuning._mode == "off":
+            y = direct(x, out, threads or 0, r, _program())  # (None where out overlaps r, among others)
+            if y is not None:
+                return (y,)
+        _unrecorded("a convolution with a residual through its layer's Python path")
         x = _netops.contiguous(x)
         if fused_add and r.shape[0] == x.shape[0] and r.dtype == np.float32:
             if out is not None and np.may_share_memory(out, r):
@@ -922,6 +959,19 @@ def _conv(p: _Planner, node: _Node) -> None:
     p.emit(node, fn, [xin], [perm], "; ".join(parts), writes=_INTO_BUFFER, **extra)
 
 
+def _direct_forward(layer: Any) -> Optional[Callable[..., Any]]:
+    """The layer's one-step path, to call directly from a network's step as
+    f(x, out, num_threads, residual, program) (None where it does not apply: it then returns
+    None too): the layer's own checks add Python work to every step (docs/tuning.md, "Small
+    networks"), and its weights never change in a network.  None for bfloat16 weights."""
+    forward = getattr(layer, "_weights", None) and layer._weights.forward
+    if forward is None or forward[1][2] is not None:  # (bfloat16 bits)
+        return None
+    plan, (image, params, _) = forward
+    run = plan.forward
+    return lambda x, out, threads, residual, program: run(x, out, image, params, threads, residual, program)
+
+
 def _unary(fn: Callable[..., np.ndarray], *attr_defaults: Tuple[str, float],
            in_place: bool = False) -> Callable[[_Planner, _Node], None]:
     """A handler for an elementwise operator of one input: it keeps the input's layout.
@@ -967,10 +1017,10 @@ def _broadcasting(p: _Planner, node: _Node) -> None:
         if (node.op == "Add" and len(xs) == 2 and a.shape == b.shape and a.dtype == b.dtype == np.float32
                 and a.flags.c_contiguous and b.flags.c_contiguous):  # a residual: one native pass
             y = np.empty_like(a) if out is None else out
-            _native.add(a, b, y, relu, threads)
+            _native.add(a, b, y, relu, threads, _program())
             return (y,)
         if node.op == "Mul" and len(xs) == 2:  # a squeeze-and-excitation gate: one native pass
-            gated = _netops.gate_channels(a, b, out, threads)
+            gated = _netops.gate_channels(a, b, out, threads, _program())
             if gated is not None:
                 return (gated,)
         total = op(a, b) if out is None else op(a, b, out=out)
@@ -1001,9 +1051,11 @@ def _batch_norm(p: _Planner, node: _Node) -> None:
         threads = p.threads or 0  # the network's threads (0: cppconv's setting)
 
         def fn(v: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
-            v = np.ascontiguousarray(v, np.float32)
+            given, v = v, np.ascontiguousarray(v, np.float32)
+            if v is not given:
+                _unrecorded("a BatchNormalization's input copied in Python")
             y = np.empty_like(v) if out is None else out
-            _native.channel_affine(v, s32, t32, y, *_args.axis_rows(v.shape, ax, channels), relu, threads)
+            _native.channel_affine(v, s32, t32, y, *_args.axis_rows(v.shape, ax, channels), relu, threads, _program())
             return (y,)
 
         p.emit(node, fn, [x], [p.layout[x]], "cppconv per-channel scale and shift" + ("; Relu fused" if relu else ""),
@@ -1043,12 +1095,13 @@ def _pool(p: _Planner, node: _Node) -> None:
     if fits and (kind == "max" or max(dilation) == 1):
         layout, threads = _layout_word(perm), p.threads
         pool = _POOLS[kind][rank]
-        if kind == "max":
-            fn = lambda v: (pool(v, kernel, stride, pads, dilation, ceil_mode, layout=layout,  # noqa: E731
-                                 num_threads=threads),)
-        else:
-            fn = lambda v: (pool(v, kernel, stride, pads, ceil_mode, include_pad, layout=layout,  # noqa: E731
-                                 num_threads=threads),)
+        spec = _pooling._PoolSpec(_pooling._MAX if kind == "max" else _pooling._AVG, kernel, stride, pads,
+                               dilation if kind == "max" else 1, ceil_mode, include_pad, None, layout, rank)
+
+        def fn(v: np.ndarray) -> Tuple[np.ndarray]:
+            # A C-contiguous native float x is pooled by the one native call alone (recorded).
+            plain = v.__class__ is np.ndarray and v.dtype in _NATIVE_FLOATS and v.flags.c_contiguous
+            return (_pooling._run_pool(spec, v, None, num_threads=threads, program=_program() if plain else None),)
         fused = ", ".join(f.op for f in node.fused)
         on_8_bit = f" on the 8-bit values (QDQ group fused: {fused})" if fused else ""
         p.emit(node, fn, [xin], [perm], f"cppconv {pool.__name__} {'x'.join(map(str, kernel))}{on_8_bit}")
@@ -1061,6 +1114,7 @@ def _pool(p: _Planner, node: _Node) -> None:
     p.emit(node, fn, [xin], [perm], f"NumPy {kind} pool {'x'.join(map(str, kernel))}")
 
 
+_NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # (native byte order)
 _POOLS: Dict[str, Dict[int, Callable[..., Any]]] = {
     "max": {1: max_pool1d, 2: max_pool2d, 3: max_pool3d},
     "avg": {1: avg_pool1d, 2: avg_pool2d, 3: avg_pool3d},
@@ -1079,7 +1133,10 @@ def _global_pool(p: _Planner, node: _Node) -> None:
     axes = tuple(range(1, rank - 1))
     if node.op == "GlobalAveragePool" and rank in _GLOBAL_AVERAGE:
         pool, layout, threads = _GLOBAL_AVERAGE[rank], _layout_word(perm), p.threads
-        fn: Callable[..., Tuple[Any, ...]] = lambda v: (pool(v, layout=layout, num_threads=threads),)  # noqa: E731
+
+        def fn(v: np.ndarray) -> Tuple[np.ndarray]:
+            y = _pooling._global_average_batch(v, layout, threads or 0, _program())
+            return (pool(v, layout=layout, num_threads=threads) if y is None else y,)
         word = f"cppconv {pool.__name__}"
     else:
         reduce = np.mean if node.op == "GlobalAveragePool" else np.max
@@ -1147,19 +1204,23 @@ def _concat_in_place(p: _Planner, node: _Node, ins: List[str], perm: Tuple[int, 
     row = {"node": buffer, "op": "(buffer)", "became": f"the result of Concat {node.name!r}, allocated before "
            f"{len(fused)} of its {len(ins)} inputs are written into it", "layout": _layout_word(perm)}
     p.rows.insert(next(k for k, r in enumerate(p.rows) if r is p.steps[first].row), row)
-    p.steps.insert(first, _Step(allocate, [p.steps[first].ins[1]], [buffer], False, row, _INTO_BUFFER))
+    p.steps.insert(first, _Step(allocate, [p.steps[first].ins[1]], [buffer], False, row, _INTO_BUFFER,
+                                role=_ALLOCATES))
     copied = {i: bounds[i] for i in ins if i not in fused}
+    threads = p.threads or 0
 
     def concat(buf: np.ndarray, *parts: np.ndarray) -> Tuple[np.ndarray]:
         for name, part in zip(ins, parts):
             if name in copied:
                 c0, c1 = copied[name]
-                buf[..., c0:c1] = part
+                _copy_into(part, buf[..., c0:c1], threads)
         return (buf,)
 
     p.emit(node, concat, [buffer, *ins], [perm], f"copies {len(copied)} of {len(ins)} inputs into the result "
            f"(the others were written there)")
     p.steps[-1].view = True  # the result is the buffer
+    if not copied:
+        p.steps[-1].role = _VIEWS_INPUT
     return True
 
 
@@ -1251,6 +1312,27 @@ def _reshape(p: _Planner, node: _Node) -> None:
     p.emit(node, fn, ins, [out_perm], f"NumPy reshape in layout {_layout_word(have)}")
 
 
+def _copy_into(x: np.ndarray, y: np.ndarray, threads: int) -> None:
+    """y[...] = x: one native copy (recorded into this thread's NetProgram) where x is an array of
+    y's shape and dtype apart from it, else NumPy's assignment."""
+    if (x.__class__ is np.ndarray and x.shape == y.shape and x.dtype == y.dtype and x.ndim <= 8
+            and min(x.strides, default=0) >= 0 and min(y.strides, default=0) >= 0 and not np.may_share_memory(x, y)):
+        _native.copy_strided(x, y, threads, _program())
+        return
+    _unrecorded("a copy in NumPy")
+    y[...] = x
+
+
+def _contiguous(x: np.ndarray, threads: int) -> np.ndarray:
+    """x, or a C-contiguous copy of it made by _copy_into (a strided view: a Split or Slice of the
+    channels, which the kernels' planned paths do not take)."""
+    if x.flags.c_contiguous:
+        return x
+    y = np.empty(x.shape, x.dtype)
+    _copy_into(x, y, threads)
+    return y
+
+
 def _shuffled_concat(p: _Planner, node: _Node, fn: Callable[..., Tuple[Any, ...]], ins: List[str],
                      perm: Perm) -> Optional[Tuple[Callable[..., Tuple[Any, ...]], List[str]]]:
     """A channel shuffle after a Concat of g equal channels-last parts (ShuffleNet's Concat,
@@ -1274,12 +1356,14 @@ def _shuffled_concat(p: _Planner, node: _Node, fn: Callable[..., Tuple[Any, ...]
         return None
     g = len(parts)
 
+    threads = p.threads or 0
+
     def interleave(*xs: np.ndarray) -> Tuple[np.ndarray]:
         n, h, w, c = xs[0].shape
         y = np.empty((n, h, w, c * g), xs[0].dtype)
         lanes = y.reshape(n, h, w, c, g)
         for i, x in enumerate(xs):
-            lanes[..., i] = x
+            _copy_into(x, lanes[..., i], threads)
         return (y,)
 
     def value(name: str, b: int, env: Dict[str, Any]) -> Any:
@@ -1515,10 +1599,17 @@ def _fully_connected(p: _Planner, node: _Node, weight: np.ndarray, bias: Optiona
                    None if bias is None else np.asarray(bias, p.dtype), layout="NWC", precision=p.precision,
                    compute_dtype=p.compute_dtype, activation=node.activation)
     threads = p.threads
+    direct = _direct_forward(layer)
 
     def fn(x: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
         rows = x.reshape(1, x.shape[0], in_features)
-        return (layer(rows, None if out is None else out.reshape(1, *out.shape), num_threads=threads)[0],)
+        out_rows = None if out is None else out.reshape(1, *out.shape)
+        if direct is not None and _tuning._mode == "off" and np.may_share_memory(rows, x):
+            y = direct(rows, out_rows, threads or 0, None, _program())
+            if y is not None:
+                return (y[0],)
+        _unrecorded("a fully connected layer through its layer's Python path")
+        return (layer(rows, out_rows, num_threads=threads)[0],)
 
     ins = [p.value_in(node.input(0), None)]
     fused = "" if node.activation is None else f"; activation {_activation_word(node.activation)} fused"
@@ -1619,7 +1710,7 @@ def _resize(p: _Planner, node: _Node) -> None:
             else:
                 out_scales[s] = float(scales[i])  # type: ignore[index]
                 out_sizes[s] = int(np.floor(v.shape[s] * out_scales[s]))
-        return (_netops.resize(v, out_sizes, out_scales, mode, transform, nearest_mode, out, threads),)
+        return (_netops.resize(v, out_sizes, out_scales, mode, transform, nearest_mode, out, threads, _program()),)
 
     became = f"resize ({mode}, {transform}): cppconv's pass for float32 height and width, else NumPy"
     if all(n == "" or n in p.consts for n in (scales_name, sizes_name)):
@@ -1924,6 +2015,7 @@ class Network:
                         s.writes, _buffer_shape(planner, s, [slots[i] for i in s.ins], set(d)))
                        for s, d in zip(planner.steps, dead_after)]
         self._step_rows = [s.row for s in planner.steps]
+        self._roles = [s.role for s in planner.steps]
         self._dtype = planner.dtype
         self._template: List[Any] = [None] * len(slots)
         for name in used_consts:
@@ -1934,7 +2026,11 @@ class Network:
         self._rows = planner.rows
         self._peak = _peak_bytes(planner, last, keep, root)
         self._spares: Dict[Tuple[int, ...], List[np.ndarray]] = {}  # the last call's dropped arrays (run)
-        self._spares_lock = threading.Lock()
+        self._spares_lock = threading.Lock()  # (and _programs)
+        # Input shapes and dtypes -> _SEEN, a _Program, or why the shape runs in Python; at most
+        # _programs_kept of them (0: every call runs its steps in Python).
+        self._programs: Dict[Any, Any] = {}
+        self._programs_kept = _PROGRAMS_KEPT
         self._wants: Dict[Tuple[int, ...], List[int]] = {}  # output shape (after the batch) -> steps writing one
         for k, (_, _, _, _, writes, shape) in enumerate(self._steps):
             if writes == _INTO_BUFFER and shape is not None:
@@ -1976,19 +2072,37 @@ class Network:
         if extra or missing:
             raise KeyError(f"feeds must give exactly the inputs {self.input_names}; "
                            + (f"missing {missing}" if missing else f"unknown {extra}"))
+        values = [self._feed(spec, feeds[spec.name]) for spec in self._inputs]
+        if _tuning._mode == "off":  # (a tuned layer may change its choice from call to call)
+            found = self._run_program(values)
+            if found is not None:
+                return {n: found[n] for n in wanted}
+        found = self._run_steps(values)
+        # A result that is an input, a constant or a view is copied: the caller owns it.
+        return {n: found[n] if n in self._fresh_outputs and found[n].flags.owndata else np.array(found[n])
+                for n in wanted}
+
+    def _run_steps(self, values: List[np.ndarray], program: Any = None) -> Dict[str, Any]:
+        """The outputs of one run of the steps in Python on the inputs' values ({output name:
+        value}).  program: a NetProgram to record the native calls into (_run_program); the
+        run then leaves no arrays for the next call, and hands a dropped array on only when
+        nothing but the program holds it."""
         env = list(self._template)
-        for spec in self._inputs:
-            env[spec.slot] = self._feed(spec, feeds[spec.name])
+        for spec, value in zip(self._inputs, values):
+            env[spec.slot] = value
         batch = env[self._inputs[0].slot].shape[:1] if self._inputs else ()
         # Dropped arrays by shape, for steps that write into a buffer: this call's, and those the
         # last call left (fresh memory costs page faults as it is first written: at batch 16 a
         # U-Net's 200 MB activations spent a second of its 11 on them, tuning.md).
-        with self._spares_lock:
-            free, self._spares = self._spares, {}
+        free: Dict[Tuple[int, ...], List[np.ndarray]] = {}
+        if program is None:
+            with self._spares_lock:
+                free, self._spares = self._spares, {}
         keep: Dict[Tuple[int, ...], List[np.ndarray]] = {}  # for the next call
         # (twice the planned peak: U-Net at batch 16 ran 9.8 s with it once, 8.9 s twice, tuning.md)
         held, budget = 0, 2 * (self._peak or 0) * (batch[0] if batch else 1)
         for k, (fn, ins, outs, dead, writes, extra) in enumerate(self._steps):
+            recorded = 0 if program is None else len(program)
             try:
                 if writes == _RETURNS:
                     results = fn(env[ins[0]]) if len(ins) == 1 else fn(*[env[i] for i in ins])
@@ -2001,10 +2115,12 @@ class Network:
                     del x, spare
                 else:  # extra: the positions of inputs that die here, which the step may overwrite
                     args = [env[i] for i in ins]
-                    results = fn(*args, out=_overwritable(args, extra) if extra else None)
+                    results = fn(*args, out=_overwritable(args, extra, program) if extra else None)
                     del args
             except Exception as e:  # a size the model did not fix changed, say: name the node
                 raise _step_error(e, self._step_rows[k]) from e
+            if program is not None and len(program) == recorded:
+                _check_unrecorded_step(self._step_rows[k], self._roles[k], results, [env[i] for i in ins])
             if len(outs) == 1:
                 env[outs[0]] = results[0]
             else:
@@ -2012,7 +2128,7 @@ class Network:
                     env[o] = r
             del results
             for d in dead:
-                spare = _dropped(env, d, self._dtype)
+                spare = _dropped(env, d, self._dtype, program)
                 later = None if spare is None else self._wants.get(spare.shape[1:])
                 if spare is None or later is None:
                     continue
@@ -2024,18 +2140,80 @@ class Network:
                     spares.append(spare)
                     continue
                 kept = keep.setdefault(spare.shape, [])
-                if len(kept) < len(later) and held + spare.nbytes <= budget:
+                if program is None and len(kept) < len(later) and held + spare.nbytes <= budget:
                     kept.append(spare)
                     held += spare.nbytes
             spare = None
         found = {name: env[s] for name, s in self._outputs}
-        with self._spares_lock:
-            if not self._spares:
-                self._spares = keep
+        if program is None:
+            with self._spares_lock:
+                if not self._spares:
+                    self._spares = keep
         del free, keep
-        # A result that is an input, a constant or a view is copied: the caller owns it.
-        return {n: found[n] if n in self._fresh_outputs and found[n].flags.owndata else np.array(found[n])
-                for n in wanted}
+        return found
+
+    def _run_program(self, values: List[np.ndarray]) -> Optional[Dict[str, np.ndarray]]:
+        """The outputs (arrays the caller owns) from the native program recorded for these
+        inputs' shapes and dtypes: one call that runs every step without Python (docs/design.md,
+        "Whole networks in one call").  The second call with a shape records it (its steps run
+        in Python, handing their native calls to a NetProgram) and checks it: a replay on other
+        values must give the Python run's outputs bit for bit, else the shape stays on the
+        Python loop (a step that did Python work the program would not repeat).  None where no
+        program runs: the first call with a shape, one that cannot be recorded, or a program
+        busy with another thread's call."""
+        if not self._programs_kept:
+            return None
+        key = tuple((v.shape, v.dtype.str) for v in values)
+        with self._spares_lock:
+            entry = self._programs.pop(key, None)
+            if entry is _SEEN:
+                entry = _Program()
+            self._programs[key] = _SEEN if entry is None else entry  # (the latest used last)
+            while len(self._programs) > self._programs_kept:
+                del self._programs[next(iter(self._programs))]
+        if not isinstance(entry, _Program) or not entry.lock.acquire(blocking=False):
+            return None  # (the first call with the shape; one that stays in Python; a busy program)
+        try:
+            if entry.native is None:
+                return self._record(key, entry, values)
+            for own, value in zip(entry.inputs, values):
+                np.copyto(own, value)
+            entry.native.run()
+            return {name: np.array(value) for name, value in entry.outputs}
+        finally:
+            entry.lock.release()
+
+    def _record(self, key: Any, entry: _Program, values: List[np.ndarray]) -> Dict[str, np.ndarray]:
+        """Records the steps' native calls on the inputs' values into entry (see _run_program),
+        or marks the shape as one that runs in Python (its reason kept for explain()); returns
+        the run's outputs."""
+        native = _native.NetProgram()
+        inputs = [np.array(v, copy=True) for v in values]  # the program's own: the caller's change
+        _recording.program, _recording.failed = native, ""
+        try:
+            outputs = self._run_steps(inputs, native)
+            failed = _recording.failed
+        finally:
+            _recording.program, _recording.failed = None, ""
+        result = {name: np.array(outputs[name]) for name, _ in self._outputs}  # (the replay below overwrites)
+        probe = [_other_values(v) for v in values]
+        if not failed and any(p is None for p in probe):
+            failed = "an input whose values cannot be varied to check the recording"
+        if not failed:
+            expected = self._run_steps(probe)  # type: ignore[arg-type]
+            for own, value in zip(inputs, probe):
+                np.copyto(own, value)
+            native.run()
+            if not all(_same_values(expected[name], outputs[name]) for name in expected):
+                failed = "a replay on other values differed from the Python run"
+        with self._spares_lock:
+            if failed:
+                self._programs[key] = failed
+            else:
+                entry.native, entry.inputs = native, inputs
+                entry.outputs = [(name, outputs[name]) for name, _ in self._outputs]
+                self._spares = {}  # (the program's arrays serve this shape from now on)
+        return result
 
     def __call__(self, x: Any) -> np.ndarray:
         """The output of a network with one input and one output."""
@@ -2063,7 +2241,24 @@ class Network:
             "peak_activation_bytes": self._peak,
             "threads": self._threads or None, "precision": self._precision,
             "compute_dtype": self._compute_dtype or "float32",
+            "runs": self._runs(),
         }
+
+    def _runs(self) -> Dict[str, str]:
+        """How calls with each input shape seen lately run: {"shapes, dtypes": how}."""
+        with self._spares_lock:
+            entries = list(self._programs.items())
+        runs = {}
+        for key, entry in entries:
+            shapes = "; ".join(f"{shape} {np.dtype(dtype).name}" for shape, dtype in key)
+            if isinstance(entry, _Program):
+                runs[shapes] = "recording" if entry.native is None else \
+                    f"one native call ({len(entry.native)} native steps recorded)"
+            elif isinstance(entry, str):
+                runs[shapes] = f"the steps in Python: {entry}"
+            else:
+                runs[shapes] = "the steps in Python (once; recorded at the next call)"
+        return runs
 
     def summary(self) -> str:
         """explain() as a table, one line per node."""
@@ -2074,6 +2269,8 @@ class Network:
         for r in info["nodes"]:
             algo = f" [{r['algorithm']}]" if r.get("algorithm") else ""
             lines.append(f"  {str(r['node']):<{width}}  {r['op']:<18} {r['layout']:<15} {r['became']}{algo}")
+        for shapes, how in info["runs"].items():
+            lines.append(f"input {shapes}: {how}")
         peak = info["peak_activation_bytes"]
         lines.append("planned peak activation memory at batch 1: "
                      + ("unknown (shapes not known at load)" if peak is None else f"{peak / 2**20:.2f} MiB"))
@@ -2084,6 +2281,56 @@ class Network:
 
     def __reduce__(self) -> Any:
         return (_rebuild, (self._bytes, self._threads or None, self._precision, self._compute_dtype))
+
+
+_SEEN = object()  # Network._programs: a shape run once (recorded at its second call)
+_PROGRAMS_KEPT = 2  # input shapes whose programs (and their arrays) a network keeps
+
+
+class _Program:
+    """A recorded native program for one input shape (Network._run_program): its NetProgram,
+    the arrays it reads its inputs from, and those holding its outputs after a run."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # one call at a time: the arrays are the program's
+        self.native: Any = None
+        self.inputs: List[np.ndarray] = []
+        self.outputs: List[Tuple[str, np.ndarray]] = []
+
+
+def _check_unrecorded_step(row: Dict[str, Any], role: str, results: Any, inputs: List[Any]) -> None:
+    """A step that recorded no native call must have computed nothing: by its role (_Step.role)
+    it only makes an array for later steps to write, or it may give views of its inputs and
+    did.  Else the recording is marked as not replayable."""
+    if role == _ALLOCATES:
+        return
+    arrays = [i for i in inputs if isinstance(i, np.ndarray)]
+    for r in results:
+        if role != _VIEWS_INPUT or not (isinstance(r, np.ndarray) and any(np.may_share_memory(r, i) for i in arrays)):
+            _unrecorded(f"node {row['node']!r} ({row['op']}) computes in Python")
+            return
+
+
+def _other_values(v: np.ndarray) -> Optional[np.ndarray]:
+    """Values other than v's at every position where that can be made (None where not): the
+    input of the replay that checks a recording."""
+    if v.dtype.kind == "b":
+        other = ~v
+    elif v.dtype.kind in "iu":
+        other = v + np.ones((), v.dtype)
+    elif v.dtype.kind in "fc":
+        with np.errstate(all="ignore"):
+            other = (v * 0.75 + 1.25).astype(v.dtype)
+    else:
+        return None
+    return None if np.any(other == v) else other
+
+
+def _same_values(a: Any, b: Any) -> bool:
+    """Whether two results are equal bit for bit in value (NaN equal to NaN)."""
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and bool(
+        np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
 
 
 def _step_error(error: Exception, row: Dict[str, Any]) -> Exception:
@@ -2108,15 +2355,16 @@ def _buffer_shape(planner: _Planner, step: _Step, ins: List[int], dead: Set[int]
     return None
 
 
-def _overwritable(args: List[Any], candidates: Tuple[int, ...]) -> Optional[np.ndarray]:
+def _overwritable(args: List[Any], candidates: Tuple[int, ...], program: Any = None) -> Optional[np.ndarray]:
     """An input the step may write its result into: it dies at this step, nothing else holds
-    it (four references: the env slot, args, `a` and getrefcount's argument), it owns its data
-    and has the result's shape."""
+    it (four references: the env slot, args, `a` and getrefcount's argument; and those of a
+    NetProgram being recorded), it owns its data and has the result's shape."""
     if not _REFCOUNTS_TELL:
         return None
     for j in candidates:
         a = args[j]
-        if (a.__class__ is np.ndarray and sys.getrefcount(a) == 4 and a.dtype.kind == "f"
+        held = 0 if program is None else program.holds(a)
+        if (a.__class__ is np.ndarray and sys.getrefcount(a) == 4 + held and a.dtype.kind == "f"
                 and a.flags.owndata and a.flags.c_contiguous and _is_broadcast_shape(a.shape, args)):
             return a
     return None
@@ -2134,13 +2382,16 @@ def _is_broadcast_shape(shape: Tuple[int, ...], args: List[Any]) -> bool:
     return True
 
 
-def _dropped(env: List[Any], slot: int, dtype: np.dtype) -> Optional[np.ndarray]:
+def _dropped(env: List[Any], slot: int, dtype: np.dtype, program: Any = None) -> Optional[np.ndarray]:
     """Clears a dead value's slot; returns its array when another step may write into it:
     nothing else holds it (no view, no alias a NumPy op made; the two references are `value`
-    and getrefcount's argument), it owns its data, C-contiguous, in the network's dtype."""
+    and getrefcount's argument, and those of a NetProgram being recorded), it owns its data,
+    C-contiguous, in the network's dtype."""
     value = env[slot]
     env[slot] = None
-    if (_REFCOUNTS_TELL and value.__class__ is np.ndarray and sys.getrefcount(value) == 2 and value.dtype == dtype
+    held = 0 if program is None else program.holds(value)
+    if (_REFCOUNTS_TELL and value.__class__ is np.ndarray and sys.getrefcount(value) == 2 + held
+            and value.dtype == dtype
             and value.flags.owndata and value.flags.c_contiguous):
         return value
     return None

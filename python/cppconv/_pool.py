@@ -254,7 +254,9 @@ class _Destinations:
 
 
 def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, algorithm: str = "",
-              num_threads: Any = None, dtype: Any = None) -> Any:
+              num_threads: Any = None, dtype: Any = None, program: Any = None) -> Any:
+    """The pool of spec over x.  program: a NetProgram that records the native call (a network's
+    step passes it only for C-contiguous native float x, whose call does nothing else)."""
     rank = spec.rank
     threads = _args.thread_count(num_threads)
     x, dtypes = _input(x, spec.kind, dtype)
@@ -278,7 +280,7 @@ def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, a
     dest = _Destinations(out, return_indices, shape, full, dtypes.result, dtypes.compute, x)
     xin = _args.as_rounded(xb, dtypes.compute, dtypes.rounding)
     settings = spec.settings if spec.settings is not None else spec.settings_for(pads)
-    _native.pool(xin, dest.values, dest.indices, settings, algorithm, threads)
+    _native.pool(xin, dest.values, dest.indices, settings, algorithm, threads, program)
     return dest.deliver()
 
 
@@ -806,19 +808,29 @@ def global_avg_pool2d(x: Any, layout: _types.Layout2d = "NCHW", out: Optional[np
     >>> cppconv.global_avg_pool2d(np.ones((2, 7, 7, 8), np.float32), layout="NHWC").shape
     (2, 1, 1, 8)
     """
-    if (out is None and dtype is None and x.__class__ is np.ndarray and x.ndim == 4 and x.flags.c_contiguous
-            and x.size and (num_threads is None or (num_threads.__class__ is int
-                                                    and 0 < num_threads <= _native.MAX_THREADS))):
+    if out is None and dtype is None and (num_threads is None or (num_threads.__class__ is int
+                                                                  and 0 < num_threads <= _native.MAX_THREADS)):
         # The common call, a batch in a native float dtype, without the general path's
         # argument handling: at batch 1 that handling costs more than the reduction (a
         # network's squeeze-and-excitation blocks make this call with their thread count).
-        code = _args.LAYOUTS.get(layout) if layout.__class__ is str else None
-        if code is not None and (x.dtype == np.float32 or x.dtype == np.float64) and x.dtype.isnative:
-            n, c = x.shape[0], x.shape[3 if code else 1]
-            y = np.empty((n, 1, 1, c) if code else (n, c, 1, 1), dtype=x.dtype)
-            _native.adaptive_pool(x, y, None, _AVG, code, "", num_threads or 0)
+        y = _global_average_batch(x, layout, num_threads or 0)
+        if y is not None:
             return y
     return _run_adaptive(_AVG, x, (1, 1), layout, out=out, num_threads=num_threads, dtype=dtype)
+
+
+def _global_average_batch(x: Any, layout: Any, num_threads: int, program: Any = None) -> Optional[np.ndarray]:
+    """global_avg_pool2d of a C-contiguous 4-D batch in a native float dtype, in one native call
+    (recorded into `program`, a NetProgram, where given); None for any other x or layout."""
+    if x.__class__ is not np.ndarray or x.ndim != 4 or not x.flags.c_contiguous or not x.size:
+        return None
+    code = _args.LAYOUTS.get(layout) if layout.__class__ is str else None
+    if code is None or not (x.dtype == np.float32 or x.dtype == np.float64) or not x.dtype.isnative:
+        return None
+    n, c = x.shape[0], x.shape[3 if code else 1]
+    y = np.empty((n, 1, 1, c) if code else (n, c, 1, 1), dtype=x.dtype)
+    _native.adaptive_pool(x, y, None, _AVG, code, "", num_threads, program)
+    return y
 
 
 def global_avg_pool1d(x: Any, layout: _types.Layout1d = "NCW", out: Optional[np.ndarray] = None,
