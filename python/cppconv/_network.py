@@ -2187,6 +2187,12 @@ class Network:
         """Records the steps' native calls on the inputs' values into entry (see _run_program),
         or marks the shape as one that runs in Python (its reason kept for explain()); returns
         the run's outputs."""
+        # The check's outputs first: the steps' Python run on other values, whose arrays are
+        # freed before the recording allocates the program's (so the two never add up).
+        probe = [_other_values(v) for v in values]
+        expected = None if any(p is None for p in probe) else self._run_steps(probe)  # type: ignore[arg-type]
+        with self._spares_lock:  # (the program's arrays serve this shape from now on)
+            self._spares = {}
         native = _native.NetProgram()
         inputs = [np.array(v, copy=True) for v in values]  # the program's own: the caller's change
         _recording.program, _recording.failed = native, ""
@@ -2196,15 +2202,13 @@ class Network:
         finally:
             _recording.program, _recording.failed = None, ""
         result = {name: np.array(outputs[name]) for name, _ in self._outputs}  # (the replay below overwrites)
-        probe = [_other_values(v) for v in values]
-        if not failed and any(p is None for p in probe):
+        if not failed and expected is None:
             failed = "an input whose values cannot be varied to check the recording"
         if not failed:
-            expected = self._run_steps(probe)  # type: ignore[arg-type]
             for own, value in zip(inputs, probe):
                 np.copyto(own, value)
             native.run()
-            if not all(_same_values(expected[name], outputs[name]) for name in expected):
+            if not all(_same_values(expected[name], outputs[name]) for name in expected):  # type: ignore[index]
                 failed = "a replay on other values differed from the Python run"
         with self._spares_lock:
             if failed:
@@ -2212,7 +2216,6 @@ class Network:
             else:
                 entry.native, entry.inputs = native, inputs
                 entry.outputs = [(name, outputs[name]) for name, _ in self._outputs]
-                self._spares = {}  # (the program's arrays serve this shape from now on)
         return result
 
     def __call__(self, x: Any) -> np.ndarray:
