@@ -37,19 +37,60 @@ void bind_qconv(py::module_& m);               // the quantized convolution sect
 
 namespace {
 
+// The bytes [first, last) an array's elements span (any strides).
+std::pair<const char*, const char*> array_span(const py::array& a) {
+  const char* first = static_cast<const char*>(a.data());
+  const char* last = first + a.itemsize();
+  if (a.size() == 0) return {first, first};
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) {
+    const py::ssize_t reach = (a.shape(d) - 1) * a.strides(d);
+    if (reach < 0) first += reach;
+    else last += reach;
+  }
+  return {first, last};
+}
+
 // A network's native steps with their operands bound, run again in one call without the GIL:
 // cppconv.Network records one per input shape (the bindings below that take `program` add
 // their work to it as they run) and replays it instead of its Python loop over the steps.
 // The arrays the steps read and write stay alive with it.
 class NetProgram {
  public:
-  void add(std::function<void()> step, std::initializer_list<py::handle> operands) {
+  // The arrays the program reads the network's inputs from, given before the recording.  A
+  // recorded call that reads input k whole and in its own layout (the input's layout change)
+  // takes it through input_slot(k) instead, which run() points at the caller's array: no copy
+  // into the program's array, unless some other recorded call reads that one.
+  void set_inputs(const std::vector<py::array>& inputs) {
+    inputs_ = inputs;
+    current_.clear();
+    for (const py::array& a : inputs_) current_.push_back(a.data());
+    copied_.assign(inputs_.size(), false);
+  }
+  // The input that `a` is, whole and C-contiguous (-1 if none).
+  int whole_input(const py::array& a) const {
+    if (!(a.flags() & py::array::c_style)) return -1;
+    for (size_t k = 0; k < inputs_.size(); ++k)
+      if (a.data() == inputs_[k].data() && a.nbytes() == inputs_[k].nbytes() && a.dtype().equal(inputs_[k].dtype()))
+        return int(k);
+    return -1;
+  }
+  const void* const* input_slot(int k) const { return &current_[size_t(k)]; }
+
+  // Keeps `step`, and references to its operands.  An operand that shares memory with an input
+  // other than `through_slot` (the one the step reads by input_slot) makes run() copy it in.
+  void add(std::function<void()> step, std::initializer_list<py::handle> operands, int through_slot = -1) {
     steps_.push_back(std::move(step));
-    for (const py::handle& h : operands)
-      if (h && !h.is_none()) {
-        owners_.push_back(py::reinterpret_borrow<py::object>(h));
-        ++held_[h.ptr()];
+    for (const py::handle& h : operands) {
+      if (!h || h.is_none()) continue;
+      owners_.push_back(py::reinterpret_borrow<py::object>(h));
+      ++held_[h.ptr()];
+      if (!py::isinstance<py::array>(h)) continue;
+      const auto span = array_span(py::reinterpret_borrow<py::array>(h));
+      for (size_t k = 0; k < inputs_.size(); ++k) {
+        const auto in = array_span(inputs_[k]);
+        if (int(k) != through_slot && span.first < in.second && in.first < span.second) copied_[k] = true;
       }
+    }
   }
   size_t size() const { return steps_.size(); }
   // How many references to `obj` the program holds: the recording run still hands an array on
@@ -58,25 +99,44 @@ class NetProgram {
     const auto it = held_.find(obj.ptr());
     return it == held_.end() ? 0 : it->second;
   }
-  void run() const {
+  // Runs the steps on `given` (C-contiguous arrays of the inputs' shapes and dtypes), or on
+  // the program's own input arrays as they are when none are given.
+  void run(const std::vector<py::array>& given) {
+    if (!given.empty() && given.size() != inputs_.size()) throw py::value_error("NetProgram.run: one array per input");
+    for (size_t k = 0; k < given.size(); ++k) {
+      const py::array& a = given[k];
+      const py::array& own = inputs_[k];
+      bool same = a.dtype().equal(own.dtype()) && a.ndim() == own.ndim() && (a.flags() & py::array::c_style);
+      for (py::ssize_t d = 0; same && d < a.ndim(); ++d) same = a.shape(d) == own.shape(d);
+      if (!same) throw py::value_error("NetProgram.run: an input differs from the recorded one in shape or dtype");
+    }
     py::gil_scoped_release release;
+    for (size_t k = 0; k < given.size(); ++k) {
+      if (copied_[k]) std::memcpy(const_cast<void*>(inputs_[k].data()), given[k].data(), size_t(given[k].nbytes()));
+      current_[k] = copied_[k] ? inputs_[k].data() : given[k].data();
+    }
     for (const std::function<void()>& step : steps_) step();
+    for (size_t k = 0; k < inputs_.size(); ++k) current_[k] = inputs_[k].data();  // (no caller's array kept)
   }
 
  private:
   std::vector<std::function<void()>> steps_;
   std::vector<py::object> owners_;
   std::unordered_map<const PyObject*, int> held_;
+  std::vector<py::array> inputs_;
+  std::vector<const void*> current_;  // where input k is read during a run
+  std::vector<bool> copied_;          // whether a run copies input k into the program's array
 };
 
-// Runs `work` without the GIL, then keeps it in `program` (when given) with the arrays it uses.
+// Runs `work` without the GIL, then keeps it in `program` (when given) with the arrays it uses
+// (through_slot: the input it reads through the program's input slot, see NetProgram::add).
 template <class Work>
-void run_recorded(NetProgram* program, std::initializer_list<py::handle> operands, Work work) {
+void run_recorded(NetProgram* program, std::initializer_list<py::handle> operands, Work work, int through_slot = -1) {
   {
     py::gil_scoped_release release;
     work();
   }
-  if (program) program->add(std::move(work), operands);
+  if (program) program->add(std::move(work), operands, through_slot);
 }
 
 // The bfloat16 passes' arrays: C-contiguous, `src` of element type S, `dst` of D, writable,
@@ -331,15 +391,24 @@ void bind_quantization(py::module_& m) {
         if (overlaps(x.data(), size_t(x.nbytes()), y.data(), size_t(y.nbytes())))
           throw py::value_error("transpose_matrices: y must not overlap x");
         const double work = kFlopsPerValueMoved * 2.0 * double(x.size());
-        const void* from = x.data();
+        const void* x_data = x.data();
         void* to = const_cast<void*>(y.data());
-        run_recorded(program, {x, y}, [=] {
-          const int threads = threads_for_work(work, num_threads > 0 ? num_threads : get_num_threads());
-          if (single)
-            transpose_matrices(static_cast<const float*>(from), batch, rows, cols, static_cast<float*>(to), threads);
-          else
-            transpose_matrices(static_cast<const double*>(from), batch, rows, cols, static_cast<double*>(to), threads);
-        });
+        // (a network's input, read whole: from the caller's array when the program runs)
+        const int input = program ? program->whole_input(x) : -1;
+        const void* const* slot = input >= 0 ? program->input_slot(input) : nullptr;
+        run_recorded(
+            program, {x, y},
+            [=] {
+              const void* from = slot ? *slot : x_data;
+              const int threads = threads_for_work(work, num_threads > 0 ? num_threads : get_num_threads());
+              if (single)
+                transpose_matrices(static_cast<const float*>(from), batch, rows, cols, static_cast<float*>(to),
+                                   threads);
+              else
+                transpose_matrices(static_cast<const double*>(from), batch, rows, cols, static_cast<double*>(to),
+                                   threads);
+            },
+            input);
       },
       py::arg("x"), py::arg("y"), py::arg("num_threads") = 0, py::arg("program") = nullptr,
       "y[n, j, i] = x[n, i, j] for a batch of matrices (layout changes between channels-first and channels-last).");
@@ -928,7 +997,11 @@ PYBIND11_MODULE(_native, m) {
       .def(py::init<>())
       .def("__len__", &NetProgram::size)
       .def("holds", &NetProgram::holds, py::arg("obj"), "References to obj the program holds.")
-      .def("run", &NetProgram::run, "Runs the recorded steps in order, without the GIL.");
+      .def("set_inputs", &NetProgram::set_inputs, py::arg("inputs"),
+           "The arrays the program reads the network's inputs from (before the recording).")
+      .def("run", &NetProgram::run, py::arg("inputs") = std::vector<py::array>{},
+           "Runs the recorded steps in order, without the GIL, on `inputs` (C-contiguous arrays of the recorded "
+           "inputs' shapes and dtypes), or on the program's own input arrays.");
 
   py::class_<ConvParams>(m, "ConvParams", "A convolution call's normalised hyper-parameters (internal).")
       .def(py::init(&conv_params), py::arg("rank"), py::arg("stride"), py::arg("dilation"), py::arg("padding"),

@@ -105,3 +105,28 @@ def test_copy_strided_is_numpy_assignment(dtype):
         cppconv._native.copy_strided(big, np.zeros(big.shape, dtype)[::-1])
 
 
+
+
+def test_program_reads_an_input_in_place_unless_a_call_reads_its_own_array():
+    """A recorded layout change that reads an input whole reads the caller's array at run time
+    (no copy into the program's array); once another recorded call reads the program's array,
+    run() copies the caller's values in first."""
+    own = _rand(2, 3, 4)
+    program = _native.NetProgram()
+    program.set_inputs([own])
+    moved = np.empty((2, 4, 3), np.float32)
+    _native.transpose_matrices(own, moved, 1, program)
+    given = _rand(2, 3, 4)
+    before = own.copy()
+    program.run([given])
+    np.testing.assert_array_equal(moved, given.transpose(0, 2, 1))
+    np.testing.assert_array_equal(own, before)  # not copied in
+    total = np.empty_like(own)
+    _native.add(own, own, total, False, 1, program)  # reads the program's array itself
+    program.run([given])
+    np.testing.assert_array_equal(own, given)
+    np.testing.assert_array_equal(total, given + given)
+    with pytest.raises(ValueError, match="shape or dtype"):
+        program.run([given[:1]])
+    with pytest.raises(ValueError, match="one array per input"):
+        program.run([given, given])

@@ -19,9 +19,13 @@ class NetProgram:
         """
         References to obj the program holds.
         """
-    def run(self) -> None:
+    def run(self, inputs: collections.abc.Sequence[numpy.ndarray] = []) -> None:
         """
-        Runs the recorded steps in order, without the GIL.
+        Runs the recorded steps in order, without the GIL, on `inputs` (C-contiguous arrays of the recorded inputs' shapes and dtypes), or on the program's own input arrays.
+        """
+    def set_inputs(self, inputs: collections.abc.Sequence[numpy.ndarray]) -> None:
+        """
+        The arrays the program reads the network's inputs from (before the recording).
         """
 class ConvParams:
     """

@@ -2176,9 +2176,7 @@ class Network:
         try:
             if entry.native is None:
                 return self._record(key, entry, values)
-            for own, value in zip(entry.inputs, values):
-                np.copyto(own, value)
-            entry.native.run()
+            entry.native.run([np.ascontiguousarray(v) for v in values])
             return {name: np.array(value) for name, value in entry.outputs}
         finally:
             entry.lock.release()
@@ -2195,6 +2193,7 @@ class Network:
             self._spares = {}
         native = _native.NetProgram()
         inputs = [np.array(v, copy=True) for v in values]  # the program's own: the caller's change
+        native.set_inputs(inputs)
         _recording.program, _recording.failed = native, ""
         try:
             outputs = self._run_steps(inputs, native)
@@ -2205,16 +2204,14 @@ class Network:
         if not failed and expected is None:
             failed = "an input whose values cannot be varied to check the recording"
         if not failed:
-            for own, value in zip(inputs, probe):
-                np.copyto(own, value)
-            native.run()
+            native.run(probe)
             if not all(_same_values(expected[name], outputs[name]) for name in expected):  # type: ignore[index]
                 failed = "a replay on other values differed from the Python run"
         with self._spares_lock:
             if failed:
                 self._programs[key] = failed
             else:
-                entry.native, entry.inputs = native, inputs
+                entry.native = native
                 entry.outputs = [(name, outputs[name]) for name, _ in self._outputs]
         return result
 
@@ -2291,13 +2288,13 @@ _PROGRAMS_KEPT = 2  # input shapes whose programs (and their arrays) a network k
 
 
 class _Program:
-    """A recorded native program for one input shape (Network._run_program): its NetProgram,
-    the arrays it reads its inputs from, and those holding its outputs after a run."""
+    """A recorded native program for one input shape (Network._run_program): its NetProgram
+    (which holds the arrays it reads its inputs from) and the arrays holding its outputs after
+    a run."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()  # one call at a time: the arrays are the program's
         self.native: Any = None
-        self.inputs: List[np.ndarray] = []
         self.outputs: List[Tuple[str, np.ndarray]] = []
 
 
