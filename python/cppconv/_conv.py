@@ -4,7 +4,7 @@ rank-generic path (the rank is a spec setting) down to one native call."""
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -546,6 +546,19 @@ class _ConvNd(_layer.WeightedLayer):
 
     def _init_kwargs(self) -> Dict[str, Any]:
         return {**self._weight_kwargs(), **self._spec.kwargs(), "compute_dtype": self._rounding}
+
+    def _float_forward(self) -> Optional[Callable[..., Optional[np.ndarray]]]:
+        """The one-step native path of the layer's float weights as f(x, out, num_threads,
+        residual, program) (internal: a network's steps call it, with `program` a NetProgram
+        that records the call, or None), which gives None where the path does not apply; None
+        for bfloat16 weights or a layer without the path.  (The weights are the snapshot of
+        now: a network's never change.)"""
+        forward = self._weights.forward
+        if forward is None or forward[1][2] is not None:
+            return None
+        plan, (image, params, _) = forward
+        run = plan.forward
+        return lambda x, out, threads, residual, program: run(x, out, image, params, threads, residual, program)
 
     def __call__(self, x: Any, out: Optional[np.ndarray] = None, *, num_threads: Optional[int] = None,
                  dtype: Any = None, residual: Optional[np.ndarray] = None) -> np.ndarray:

@@ -883,7 +883,7 @@ def _conv(p: _Planner, node: _Node) -> None:
                                    precision=p.precision, compute_dtype=p.compute_dtype, **kwargs)
     xin = p.value_in(x, perm)
     threads = p.threads
-    direct = _direct_forward(layer)
+    direct = None if transposed else layer._float_forward()
 
     def fn(x: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
         if direct is not None and _tuning._mode == "off":
@@ -957,19 +957,6 @@ def _conv(p: _Planner, node: _Node) -> None:
         p.emit(node, fn_residual, [xin, rin], [perm], "; ".join(parts), writes=_INTO_BUFFER, **extra)
         return
     p.emit(node, fn, [xin], [perm], "; ".join(parts), writes=_INTO_BUFFER, **extra)
-
-
-def _direct_forward(layer: Any) -> Optional[Callable[..., Any]]:
-    """The layer's one-step path, to call directly from a network's step as
-    f(x, out, num_threads, residual, program) (None where it does not apply: it then returns
-    None too): the layer's own checks add Python work to every step (docs/tuning.md, "Small
-    networks"), and its weights never change in a network.  None for bfloat16 weights."""
-    forward = getattr(layer, "_weights", None) and layer._weights.forward
-    if forward is None or forward[1][2] is not None:  # (bfloat16 bits)
-        return None
-    plan, (image, params, _) = forward
-    run = plan.forward
-    return lambda x, out, threads, residual, program: run(x, out, image, params, threads, residual, program)
 
 
 def _unary(fn: Callable[..., np.ndarray], *attr_defaults: Tuple[str, float],
@@ -1599,7 +1586,7 @@ def _fully_connected(p: _Planner, node: _Node, weight: np.ndarray, bias: Optiona
                    None if bias is None else np.asarray(bias, p.dtype), layout="NWC", precision=p.precision,
                    compute_dtype=p.compute_dtype, activation=node.activation)
     threads = p.threads
-    direct = _direct_forward(layer)
+    direct = layer._float_forward()
 
     def fn(x: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
         rows = x.reshape(1, x.shape[0], in_features)
