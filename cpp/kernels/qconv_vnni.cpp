@@ -147,6 +147,10 @@ void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* til
   const uint8_t flip = std::is_signed<T>::value ? 0x80 : 0, fill = uint8_t(uint8_t(call.x_zero_point) ^ flip);
   const int64_t row_bytes = g.cols * g.pixel;
   const std::vector<uint8_t> zeros(p.layout == Layout::NCHW ? size_t(W) : 0);
+  // Channels-first rows narrower than 16 pixels (14 x 14, 7 x 7 planes) went byte by byte: there
+  // whole 16-channel blocks are transposed 32 pixels of the plane at a time, after the rows.
+  const int64_t plane = H * W;
+  const bool by_planes = p.layout == Layout::NCHW && W < 16 && plane >= 32 && g.group_in >= 16;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t row = 0; row < g.depth * g.rows; ++row) {
     if (!depth_read[size_t(row / g.rows)] || !row_read[size_t(row % g.rows)]) continue;
@@ -185,8 +189,8 @@ void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* til
       uint8_t* to = dst + grp * g.group_in_padded;
       // Whole 16-channel blocks 32 pixels at a time, the rest 4 channels x 16 pixels at a time; a
       // row's last chunk overlaps the one before (the same bytes again) rather than leave a tail.
-      const int64_t blocks16 = W >= 32 ? g.group_in / 16 * 16 : 0;
-      for (int64_t c = 0; c < blocks16; c += 16)
+      const int64_t blocks16 = W >= 32 || by_planes ? g.group_in / 16 * 16 : 0;
+      for (int64_t c = 0; c < (by_planes ? 0 : blocks16); c += 16)
         for (int64_t w0 = 0; w0 < W; w0 += 32) {
           const int64_t w = std::min(w0, W - 32);
           qconv::transpose_16x32(src(ch0 + c) + w, D * H * W, flips32, to + w * g.pixel + c, g.pixel);
@@ -208,6 +212,24 @@ void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* til
           px[3] = uint8_t(f[w] ^ flip);
         }
       }
+    }
+  }
+  if (!by_planes) return;
+  const int64_t blocks = g.group_in / 16, runs = (plane + 31) / 32;
+  const __m256i flips32 = _mm256_set1_epi8(char(flip));
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t item = 0; item < D * g.groups * blocks * runs; ++item) {
+    const int64_t run = item % runs, block = item / runs % blocks, grp = item / runs / blocks % g.groups;
+    const int64_t d = item / runs / blocks / g.groups;
+    if (!depth_read[size_t(d + p.pad_front)]) continue;
+    const int64_t i0 = std::min(run * 32, plane - 32), ch = grp * g.group_in + block * 16;
+    alignas(32) uint8_t pixels[32 * 16];
+    qconv::transpose_16x32(reinterpret_cast<const uint8_t*>(x + ((n * C + ch) * D + d) * plane) + i0, D * plane,
+                           flips32, pixels, 16);
+    uint8_t* to = tile + (d + p.pad_front) * g.rows * row_bytes + grp * g.group_in_padded + block * 16;
+    for (int64_t i = 0, h = i0 / W, w = i0 % W; i < 32; ++i) {  // (no division a pixel)
+      std::memcpy(to + ((h + p.pad_top) * g.cols + w + p.pad_left) * g.pixel, pixels + 16 * i, 16);
+      if (++w == W) w = 0, ++h;
     }
   }
 }
