@@ -137,7 +137,7 @@ CASES = [
     (1, 1, 4, (13,), 4, (3,), 1, 1, 1, 4),
     (3, 1, 4, (4, 5, 6), 6, (3, 3, 3), 1, 1, 1, 1),
     (3, 1, 6, (5, 4, 7), 6, (2, 1, 3), 2, 1, 1, 3),
-    # a pass's weights past 64 KiB: the VNNI kernel's tap chunks over several runs of pixels
+    # a pass's weights past 96 KiB: the VNNI kernel's tap chunks over several runs of pixels
     (2, 1, 64, (6, 7), 64, (5, 5), 1, 2, 1, 1),
     (2, 2, 30, (5, 9), 40, (7, 7), 1, 3, 1, 1),
     (2, 1, 64, (4, 5), 64, (9, 9), 1, 4, 1, 2),

@@ -27,9 +27,10 @@ constexpr int kMaxBlocks = 4;  // 16-channel output blocks per pass
 // zmm registers, and the NP pixel pointers within the general registers.
 constexpr int kMaxPixels[kMaxBlocks + 1] = {0, 8, 8, 8, 6};
 constexpr int kPixelsMost = 8;  // (store_channels_first transposes 8 pixels)
-// A pass's weights (all its taps) that run pixel by pixel; beyond, tap chunks of about this
-// (docs/tuning.md, "int8 gaps": 32 KiB to 512 KiB tried on Zen 4).
-constexpr int64_t kPassWeightBytes = 64 << 10;
+// A pass's weights (all its taps) that run pixel by pixel (3x3 128 -> 128: 72 KiB, its epilogue
+// then in registers); beyond, tap chunks of about this (docs/tuning.md, "int8 gaps" and "int8
+// 1x1 channels-first layers": 32 KiB to 512 KiB tried on Zen 4).
+constexpr int64_t kPassWeightBytes = 96 << 10;
 constexpr int64_t kChunkedRuns = 32;  // runs of pixels an item of tap chunks takes (64 KiB of accumulators)
 
 // The padded tile is one image as u8, [d][h][w][group][channel], each group's channels padded
