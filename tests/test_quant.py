@@ -137,13 +137,19 @@ CASES = [
     (1, 1, 4, (13,), 4, (3,), 1, 1, 1, 4),
     (3, 1, 4, (4, 5, 6), 6, (3, 3, 3), 1, 1, 1, 1),
     (3, 1, 6, (5, 4, 7), 6, (2, 1, 3), 2, 1, 1, 3),
-    # a pass's weights past 64 KiB: the VNNI kernel's tap chunks over several runs of pixels
+    # a pass's weights past 96 KiB: the VNNI kernel's tap chunks over several runs of pixels
     (2, 1, 64, (6, 7), 64, (5, 5), 1, 2, 1, 1),
     (2, 2, 30, (5, 9), 40, (7, 7), 1, 3, 1, 1),
     (2, 1, 64, (4, 5), 64, (9, 9), 1, 4, 1, 2),
     # rows no window reads (strides past the kernel's extent), which the VNNI kernel's tile skips
     (2, 1, 20, (9, 10), 40, (1, 1), 2, 0, 1, 1),
     (2, 2, 8, (10, 11), 16, (2, 2), 3, 1, 1, 1),
+    # channels-first 1x1 layers for the pointwise VNNI kernel: planes around its 64-pixel chunks,
+    # channel quads and blocks of 6 output channels
+    (2, 1, 20, (8, 8), 13, (1, 1), 1, 0, 1, 1),
+    (2, 2, 7, (5, 25), 14, (1, 1), 1, 0, 1, 1),
+    (1, 1, 9, (120,), 6, (1,), 1, 0, 1, 1),
+    (3, 1, 8, (2, 4, 8), 12, (1, 1, 1), 1, 0, 1, 2),
 ]
 
 
@@ -368,6 +374,28 @@ def test_the_fast_kernel_is_chosen_and_named(isa, int8_centred):
     else:
         assert info["algorithm"] == f"qconv_s16__{isa}_6x16" and info["isa"] == isa
     assert info["output_shape"] == (1, 14, 14, 64) and info["dtype"] == np.uint8
+
+
+def test_pointwise_kernel_takes_channels_first_1x1_layers(isa):
+    """Where VNNI runs, a channels-first 1x1 layer (stride 1, no padding) runs the pointwise
+    kernel and gives NumPy's bits; channels-last, strided or padded ones run the 6x64 kernel."""
+    rng = make_rng("pointwise")
+    x, x_zp, w, w_zp, w_scale, bias = random_case(rng, U8, 1, 64, (14, 18), 40, (1, 1), 1, int8_centred=True)
+    args = (np.float32(0.05), x_zp, w, w_scale, w_zp, np.float32(0.3), np.uint8(7))
+    pointwise = f"qconv_pointwise_vnni__{isa}_6x64"
+    vnni = vnni_algorithm(isa)
+    for kw, expected in ((dict(), pointwise), (dict(layout="NHWC"), vnni), (dict(stride=2), vnni),
+                         (dict(padding=1), vnni)):
+        layer = cppconv.QConv2d(*args, bias, **kw)
+        xin = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if kw.get("layout") == "NHWC" else x
+        chosen = layer.explain(xin.shape)["algorithm"]
+        if vnni is None:
+            assert "vnni" not in chosen, chosen
+        else:
+            assert chosen == expected, (kw, chosen)
+        ref = numpy_qconv(xin, *args, bias=bias, stride=kw.get("stride", 1), padding=kw.get("padding", 0),
+                          channels_last="layout" in kw)
+        np.testing.assert_array_equal(layer(xin), ref)
 
 
 def test_weights_beyond_int8_fall_back_from_the_int8_kernels(isa):

@@ -51,6 +51,12 @@
 #else
 #define CPPCONV_ALWAYS_INLINE __forceinline
 #endif
+// Never inlined: a cold path whose memory traffic would otherwise spill a hot loop's registers.
+#if defined(__GNUC__) || defined(__clang__)
+#define CPPCONV_NOINLINE __attribute__((noinline))
+#else
+#define CPPCONV_NOINLINE __declspec(noinline)
+#endif
 
 namespace cppconv {
 namespace CPPCONV_ISA_NS {

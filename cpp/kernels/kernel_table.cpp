@@ -70,6 +70,7 @@ const QConvAlgorithm* const kQConvAlgorithms[] = {
 #endif
     &qconv_depthwise_s16_4x16,
 #ifdef CPPCONV_HAS_QCONV_VNNI
+    &qconv_pointwise_vnni_6x64,
     &qconv_u8s8_vnni_6x64,
 #endif
     &qconv_s16_6x16,

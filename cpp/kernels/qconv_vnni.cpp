@@ -27,9 +27,10 @@ constexpr int kMaxBlocks = 4;  // 16-channel output blocks per pass
 // zmm registers, and the NP pixel pointers within the general registers.
 constexpr int kMaxPixels[kMaxBlocks + 1] = {0, 8, 8, 8, 6};
 constexpr int kPixelsMost = 8;  // (store_channels_first transposes 8 pixels)
-// A pass's weights (all its taps) that run pixel by pixel; beyond, tap chunks of about this
-// (docs/tuning.md, "int8 gaps": 32 KiB to 512 KiB tried on Zen 4).
-constexpr int64_t kPassWeightBytes = 64 << 10;
+// A pass's weights (all its taps) that run pixel by pixel (3x3 128 -> 128: 72 KiB, its epilogue
+// then in registers); beyond, tap chunks of about this (docs/tuning.md, "int8 gaps" and "int8
+// 1x1 channels-first layers": 32 KiB to 512 KiB tried on Zen 4).
+constexpr int64_t kPassWeightBytes = 96 << 10;
 constexpr int64_t kChunkedRuns = 32;  // runs of pixels an item of tap chunks takes (64 KiB of accumulators)
 
 // The padded tile is one image as u8, [d][h][w][group][channel], each group's channels padded
@@ -147,6 +148,10 @@ void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* til
   const uint8_t flip = std::is_signed<T>::value ? 0x80 : 0, fill = uint8_t(uint8_t(call.x_zero_point) ^ flip);
   const int64_t row_bytes = g.cols * g.pixel;
   const std::vector<uint8_t> zeros(p.layout == Layout::NCHW ? size_t(W) : 0);
+  // Channels-first rows narrower than 16 pixels (14 x 14, 7 x 7 planes) went byte by byte: there
+  // whole 16-channel blocks are transposed 32 pixels of the plane at a time, after the rows.
+  const int64_t plane = H * W;
+  const bool by_planes = p.layout == Layout::NCHW && W < 16 && plane >= 32 && g.group_in >= 16;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t row = 0; row < g.depth * g.rows; ++row) {
     if (!depth_read[size_t(row / g.rows)] || !row_read[size_t(row % g.rows)]) continue;
@@ -185,8 +190,8 @@ void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* til
       uint8_t* to = dst + grp * g.group_in_padded;
       // Whole 16-channel blocks 32 pixels at a time, the rest 4 channels x 16 pixels at a time; a
       // row's last chunk overlaps the one before (the same bytes again) rather than leave a tail.
-      const int64_t blocks16 = W >= 32 ? g.group_in / 16 * 16 : 0;
-      for (int64_t c = 0; c < blocks16; c += 16)
+      const int64_t blocks16 = W >= 32 || by_planes ? g.group_in / 16 * 16 : 0;
+      for (int64_t c = 0; c < (by_planes ? 0 : blocks16); c += 16)
         for (int64_t w0 = 0; w0 < W; w0 += 32) {
           const int64_t w = std::min(w0, W - 32);
           qconv::transpose_16x32(src(ch0 + c) + w, D * H * W, flips32, to + w * g.pixel + c, g.pixel);
@@ -208,6 +213,24 @@ void copy_tile(const QConvCall& call, const Geometry& g, int64_t n, uint8_t* til
           px[3] = uint8_t(f[w] ^ flip);
         }
       }
+    }
+  }
+  if (!by_planes) return;
+  const int64_t blocks = g.group_in / 16, runs = (plane + 31) / 32;
+  const __m256i flips32 = _mm256_set1_epi8(char(flip));
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t item = 0; item < D * g.groups * blocks * runs; ++item) {
+    const int64_t run = item % runs, block = item / runs % blocks, grp = item / runs / blocks % g.groups;
+    const int64_t d = item / runs / blocks / g.groups;
+    if (!depth_read[size_t(d + p.pad_front)]) continue;
+    const int64_t i0 = std::min(run * 32, plane - 32), ch = grp * g.group_in + block * 16;
+    alignas(32) uint8_t pixels[32 * 16];
+    qconv::transpose_16x32(reinterpret_cast<const uint8_t*>(x + ((n * C + ch) * D + d) * plane) + i0, D * plane,
+                           flips32, pixels, 16);
+    uint8_t* to = tile + (d + p.pad_front) * g.rows * row_bytes + grp * g.group_in_padded + block * 16;
+    for (int64_t i = 0, h = i0 / W, w = i0 % W; i < 32; ++i) {  // (no division a pixel)
+      std::memcpy(to + ((h + p.pad_top) * g.cols + w + p.pad_left) * g.pixel, pixels + 16 * i, 16);
+      if (++w == W) w = 0, ++h;
     }
   }
 }
@@ -438,10 +461,264 @@ void run(const QConvCall& call) {
   });
 }
 
+// ---- Pointwise channels-first layers (1x1, stride 1, no padding): output pixels in the lanes ----
+//
+// A channels-first 1x1 layer is Y[k][pixel] = sum_c W[k][c] X[c][pixel]: with the pixels in the
+// lanes and a weight dword broadcast, an output channel's 64 requantized bytes leave in one
+// store, where the kernel above transposes its tile in and its results out (docs/tuning.md,
+// "int8 1x1 channels-first layers").  The tile interleaves 4 channel rows' bytes into dwords.
+
+constexpr int kPointwiseChannels = 6;  // output channels per block: a weight broadcast each
+constexpr int kPointwisePixels = 64;   // pixels per chunk: 4 vectors of 16 dwords
+constexpr int64_t kChunkBytes = kPointwisePixels * 4;  // a chunk's 4 channels (one quad)
+
+struct PointwiseGeometry {
+  int64_t groups, group_in, group_out, quads, kblocks, plane, chunks;
+};
+
+PointwiseGeometry pointwise_geometry_of(const ConvProblem& p) {
+  PointwiseGeometry g;
+  g.groups = p.groups;
+  g.group_in = p.in_channels / p.groups;
+  g.group_out = p.out_channels / p.groups;
+  g.quads = (g.group_in + 3) / 4;
+  g.kblocks = (g.group_out + kPointwiseChannels - 1) / kPointwiseChannels;
+  g.plane = p.in_d * p.in_h * p.in_w;
+  g.chunks = (g.plane + kPointwisePixels - 1) / kPointwisePixels;
+  return g;
+}
+
+// Channels-first, 1x1, stride 1, no padding (a plane's pixels are consecutive in x and y), at
+// least 2 channels a group, and planes whose last chunk of 64 pixels computes at most an eighth
+// more pixels than there are (196 would be 256: the kernel above takes those).
+bool pointwise_accepts(const ConvProblem& p) {
+  if (p.layout != Layout::NCHW || p.pad_mode != PadMode::Zeros || p.batch < 1 || p.in_channels < 1 ||
+      p.out_channels < 1 || p.in_channels / p.groups < 2)
+    return false;
+  if (p.kernel_d != 1 || p.kernel_h != 1 || p.kernel_w != 1 || p.stride_d != 1 || p.stride_h != 1 || p.stride_w != 1)
+    return false;
+  if (p.pad_front || p.pad_back || p.pad_top || p.pad_bottom || p.pad_left || p.pad_right) return false;
+  const PointwiseGeometry g = pointwise_geometry_of(p);
+  return g.plane >= kPointwisePixels && (g.chunks * kPointwisePixels - g.plane) * 8 <= g.plane;
+}
+
+// Packed weights [group][block of 6 channels][quad][6][4] int8 (zeros past a group's channels),
+// then sum w and the bias per output channel, [K] int32 each.
+size_t pointwise_weight_bytes(const PointwiseGeometry& g) {
+  return size_t(g.groups * g.kblocks * g.quads * kPointwiseChannels * 4);
+}
+
+size_t pointwise_packed_bytes(const ConvProblem& p) {
+  return pointwise_weight_bytes(pointwise_geometry_of(p)) + 2 * size_t(p.out_channels) * sizeof(int32_t);
+}
+
+bool pointwise_pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed) {
+  const PointwiseGeometry g = pointwise_geometry_of(p);
+  const int64_t count = p.out_channels * g.group_in;
+  for (int64_t i = 0; i < count; ++i)
+    if (weight[i] < -128 || weight[i] > 127) return false;
+  std::memset(packed, 0, pointwise_packed_bytes(p));
+  int8_t* w = static_cast<int8_t*>(packed);
+  int32_t* sums = reinterpret_cast<int32_t*>(w + pointwise_weight_bytes(g));
+  for (int64_t k = 0; k < p.out_channels; ++k) {
+    int64_t sum = 0;
+    for (int64_t c = 0; c < g.group_in; ++c) sum += weight[k * g.group_in + c];
+    sums[k] = int32_t(uint32_t(sum));
+    sums[p.out_channels + k] = bias ? bias[k] : 0;
+  }
+  for (int64_t grp = 0; grp < g.groups; ++grp)
+    for (int64_t kb = 0; kb < g.kblocks; ++kb)
+      for (int64_t q = 0; q < g.quads; ++q) {
+        int8_t* to = w + ((grp * g.kblocks + kb) * g.quads + q) * kPointwiseChannels * 4;
+        for (int64_t i = 0; i < kPointwiseChannels && kb * kPointwiseChannels + i < g.group_out; ++i)
+          for (int64_t c = 4 * q; c < std::min(4 * q + 4, g.group_in); ++c)
+            to[i * 4 + c % 4] = int8_t(weight[(grp * g.group_out + kb * kPointwiseChannels + i) * g.group_in + c]);
+      }
+  return true;
+}
+
+// Image n's tile [group][chunk][quad][4 vectors][16 pixels][4 channels] as u8 (x ^ 0x80 for s8):
+// 4 channel rows' 64 pixels interleaved by byte and word unpacks, so vector i holds the pixels
+// 16 L + 4 i + (0..3) in 128-bit lane L (the packs in the stores undo that order).  Pixels
+// past the plane and channels past a group's (read from its quad's first row) meet zero
+// weights or are not stored.
+template <class T>
+void pointwise_tile(const QConvCall& call, const PointwiseGeometry& g, int64_t n, uint8_t* tile, int threads) {
+  const uint8_t* x = static_cast<const uint8_t*>(call.x) + n * call.p.in_channels * g.plane;  // (bytes either way)
+  const __m512i flip = _mm512_set1_epi8(char(std::is_signed<T>::value ? 0x80 : 0));
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t row = 0; row < g.groups * g.quads; ++row) {
+    const int64_t grp = row / g.quads, q = row % g.quads, c0 = 4 * q;
+    const uint8_t* first = x + (grp * g.group_in + c0) * g.plane;
+    const uint8_t* rows[4];
+    for (int i = 0; i < 4; ++i) rows[i] = c0 + i < g.group_in ? first + i * g.plane : first;
+    for (int64_t j = 0; j < g.chunks; ++j) {
+      const int64_t p0 = j * kPointwisePixels, count = std::min<int64_t>(kPointwisePixels, g.plane - p0);
+      const __mmask64 mask = count == kPointwisePixels ? ~__mmask64(0) : (__mmask64(1) << count) - 1;
+      __m512i v[4];
+      for (int i = 0; i < 4; ++i) v[i] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, rows[i] + p0), flip);
+      const __m512i ab_lo = _mm512_unpacklo_epi8(v[0], v[1]), ab_hi = _mm512_unpackhi_epi8(v[0], v[1]);
+      const __m512i cd_lo = _mm512_unpacklo_epi8(v[2], v[3]), cd_hi = _mm512_unpackhi_epi8(v[2], v[3]);
+      uint8_t* to = tile + ((grp * g.chunks + j) * g.quads + q) * kChunkBytes;
+      _mm512_storeu_si512(to, _mm512_unpacklo_epi16(ab_lo, cd_lo));
+      _mm512_storeu_si512(to + 64, _mm512_unpackhi_epi16(ab_lo, cd_lo));
+      _mm512_storeu_si512(to + 128, _mm512_unpacklo_epi16(ab_hi, cd_hi));
+      _mm512_storeu_si512(to + 192, _mm512_unpackhi_epi16(ab_hi, cd_hi));
+    }
+  }
+}
+
+// Where a block's results go: channel k's `count` pixels at y + k * plane (elements).
+struct PointwiseStore {
+  qconv::Requantization r;
+  __m512i zero16;  // y_zero_point in 16-bit lanes
+  __m512 f_min, f_max;
+  QOutput output;
+  bool y_signed;
+  int64_t plane, count;
+};
+
+// 4 vectors in the tile's pixel order (vector i, lane L: pixels 16 L + 4 i + (0..3)) put in
+// pixel order, 16 a vector: a 4 x 4 transpose of 128-bit lanes.
+CPPCONV_ALWAYS_INLINE void to_pixel_order(__m512i (&v)[4]) {
+  const __m512i t0 = _mm512_shuffle_i32x4(v[0], v[1], 0x44), t1 = _mm512_shuffle_i32x4(v[2], v[3], 0x44);
+  const __m512i t2 = _mm512_shuffle_i32x4(v[0], v[1], 0xEE), t3 = _mm512_shuffle_i32x4(v[2], v[3], 0xEE);
+  v[0] = _mm512_shuffle_i32x4(t0, t1, 0x88), v[1] = _mm512_shuffle_i32x4(t0, t1, 0xDD);
+  v[2] = _mm512_shuffle_i32x4(t2, t3, 0x88), v[3] = _mm512_shuffle_i32x4(t2, t3, 0xDD);
+}
+
+// One output channel's 4 vectors (the bias added) as int32 or dequantized to float32, in pixel
+// order.  (Out of line and through memory: the accumulators' loop keeps its registers.)
+CPPCONV_NOINLINE void pointwise_store_wide(const __m512i (&acc)[4], float multiplier, const PointwiseStore& s, void* y,
+                                           int k) {
+  __m512i v[4] = {acc[0], acc[1], acc[2], acc[3]};
+  to_pixel_order(v);
+  for (int i = 0; i < 4 && 16 * i < s.count; ++i) {
+    const __mmask16 lanes = __mmask16(s.count - 16 * i >= 16 ? 0xFFFF : (1u << (s.count - 16 * i)) - 1);
+    if (s.output == QOutput::Int32) {
+      _mm512_mask_storeu_epi32(static_cast<int32_t*>(y) + k * s.plane + 16 * i, lanes, v[i]);
+      continue;
+    }
+    const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v[i]), _mm512_set1_ps(multiplier));  // (as qconv::store)
+    _mm512_mask_storeu_ps(static_cast<float*>(y) + k * s.plane + 16 * i, lanes,
+                          _mm512_min_ps(_mm512_max_ps(f, s.f_min), s.f_max));
+  }
+}
+
+// NK output channels x one chunk of 64 pixels: the sums over the quads of 4 channels' bytes
+// (x: the chunk's tile) . the channels' 4 weights (w: [quad][6][4]), the bias added, stored
+// (requantized, as int32, or dequantized) from the registers.
+template <int NK>
+CPPCONV_TARGET_AVX512VNNI void pointwise_block(const uint8_t* x, int64_t quads, const int8_t* w, const int32_t* bias,
+                                               const float* multiplier, const PointwiseStore& s, void* y) {
+  __m512i acc[NK][4];
+  for (int k = 0; k < NK; ++k)
+    for (int i = 0; i < 4; ++i) acc[k][i] = _mm512_setzero_si512();
+  for (int64_t q = 0; q < quads; ++q, x += kChunkBytes, w += kPointwiseChannels * 4) {
+    __m512i xv[4];
+    for (int i = 0; i < 4; ++i) xv[i] = _mm512_loadu_si512(x + 64 * i);
+#pragma GCC unroll 6
+    for (int k = 0; k < NK; ++k) {
+      int32_t four;
+      std::memcpy(&four, w + 4 * k, sizeof(four));
+      const __m512i wv = _mm512_set1_epi32(four);
+      for (int i = 0; i < 4; ++i) acc[k][i] = _mm512_dpbusd_epi32(acc[k][i], xv[i], wv);
+    }
+  }
+  const __mmask64 bytes_mask = s.count == kPointwisePixels ? ~__mmask64(0) : (__mmask64(1) << s.count) - 1;
+#pragma GCC unroll 6
+  for (int k = 0; k < NK; ++k) {
+    __m512i v[4];
+    const __m512i b = _mm512_set1_epi32(bias[k]);
+    for (int i = 0; i < 4; ++i) v[i] = _mm512_add_epi32(acc[k][i], b);
+    if (s.output == QOutput::Quantized) {
+      // requantize16's steps; then exact packs (values within the output's range, |q| <= 255),
+      // whose 128-bit lanes put the pixels back in order.
+      constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+      const __m512 m = _mm512_set1_ps(multiplier[k]);
+      __m512i q[4];
+      for (int i = 0; i < 4; ++i) {
+        const __m512 f = _mm512_mul_round_ps(_mm512_cvt_roundepi32_ps(v[i], kNearest), m, kNearest);
+        q[i] = _mm512_cvt_roundps_epi32(_mm512_min_ps(_mm512_max_ps(f, s.r.lo), s.r.hi), kNearest);
+      }
+      const __m512i lo = _mm512_add_epi16(_mm512_packs_epi32(q[0], q[1]), s.zero16);
+      const __m512i hi = _mm512_add_epi16(_mm512_packs_epi32(q[2], q[3]), s.zero16);
+      const __m512i out = s.y_signed ? _mm512_packs_epi16(lo, hi) : _mm512_packus_epi16(lo, hi);
+      _mm512_mask_storeu_epi8(static_cast<uint8_t*>(y) + k * s.plane, bytes_mask, out);
+      continue;
+    }
+    pointwise_store_wide(v, s.output == QOutput::Int32 ? 0.0f : multiplier[k], s, y, k);
+  }
+}
+
+using PointwiseBlock = void (*)(const uint8_t*, int64_t, const int8_t*, const int32_t*, const float*,
+                                const PointwiseStore&, void*);
+constexpr PointwiseBlock kPointwiseBlock[kPointwiseChannels + 1] = {nullptr,
+                                                                    pointwise_block<1>,
+                                                                    pointwise_block<2>,
+                                                                    pointwise_block<3>,
+                                                                    pointwise_block<4>,
+                                                                    pointwise_block<5>,
+                                                                    pointwise_block<6>};
+
+void pointwise_run(const QConvCall& call) {
+  const ConvProblem& p = call.p;
+  const PointwiseGeometry g = pointwise_geometry_of(p);
+  const int8_t* weights = static_cast<const int8_t*>(call.packed);
+  const int32_t* sums = reinterpret_cast<const int32_t*>(weights + pointwise_weight_bytes(g));
+  const int32_t* bias = sums + p.out_channels;
+  // Allocated before any parallel region: a failed allocation throws on the caller's thread.
+  uint8_t* tile = scratch<uint8_t>(size_t(g.groups * g.chunks * g.quads * kChunkBytes));
+  // The bias less x_zero_point * sum w (the u8 zero point), wrapping (see Exactness).
+  const uint32_t zero = uint32_t(uint8_t(call.x_zero_point) ^ (call.x_signed ? 0x80 : 0));
+  std::vector<int32_t> folded(size_t(p.out_channels));
+  for (size_t k = 0; k < folded.size(); ++k) folded[k] = int32_t(uint32_t(bias[k]) - zero * uint32_t(sums[k]));
+  const bool quantized = call.output == QOutput::Quantized;
+  const PointwiseStore store_base = {qconv::requantization(call),
+                                     _mm512_set1_epi16(int16_t(call.y_zero_point)),
+                                     _mm512_set1_ps(call.f_min),
+                                     _mm512_set1_ps(call.f_max),
+                                     call.output,
+                                     call.y_signed,
+                                     g.plane,
+                                     0};
+  const size_t element = quantized ? 1 : 4;
+  // Work items: (group, chunk, part of the channel blocks); parts where the chunks would not give
+  // each thread 4 items.
+  const int64_t parts = std::min(
+      g.kblocks, std::max<int64_t>(1, (4 * call.num_threads + g.groups * g.chunks - 1) / (g.groups * g.chunks)));
+  const int64_t items = g.groups * g.chunks * parts;
+  auto copy = [&](int64_t n, int threads) {
+    if (call.x_signed) pointwise_tile<int8_t>(call, g, n, tile, threads);
+    else pointwise_tile<uint8_t>(call, g, n, tile, threads);
+  };
+  qconv::for_each_image(call, items, copy, [&](int64_t n, int64_t item) {
+    const int64_t part = item % parts, j = item / parts % g.chunks, grp = item / parts / g.chunks;
+    const int64_t kb0 = part * g.kblocks / parts, kb1 = (part + 1) * g.kblocks / parts;
+    const uint8_t* x = tile + (grp * g.chunks + j) * g.quads * kChunkBytes;
+    PointwiseStore s = store_base;
+    s.count = std::min<int64_t>(kPointwisePixels, g.plane - j * kPointwisePixels);
+    for (int64_t kb = kb0; kb < kb1; ++kb) {
+      const int64_t k0 = grp * g.group_out + kb * kPointwiseChannels;
+      const int64_t nk = std::min<int64_t>(kPointwiseChannels, g.group_out - kb * kPointwiseChannels);
+      void* y = static_cast<uint8_t*>(call.y) + ((n * p.out_channels + k0) * g.plane + j * kPointwisePixels) * element;
+      kPointwiseBlock[nk](x, g.quads, weights + (grp * g.kblocks + kb) * g.quads * kPointwiseChannels * 4,
+                          folded.data() + k0, call.output == QOutput::Int32 ? nullptr : call.multiplier + k0, s, y);
+    }
+  });
+}
+
 }  // namespace
 
 const QConvAlgorithm qconv_u8s8_vnni_6x64 = {
     "qconv_u8s8_vnni__" CPPCONV_ISA_NAME "_6x64", accepts, packed_bytes, pack, run, kCpuAvx512Vnni};
+
+const QConvAlgorithm qconv_pointwise_vnni_6x64 = {"qconv_pointwise_vnni__" CPPCONV_ISA_NAME "_6x64",
+                                                  pointwise_accepts,
+                                                  pointwise_packed_bytes,
+                                                  pointwise_pack,
+                                                  pointwise_run,
+                                                  kCpuAvx512Vnni};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

@@ -3,7 +3,8 @@
 // 16 lanes, up to 6 pixels x 64 channels of accumulators in registers.  It runs only where
 // every centred weight w - w_zero_point fits int8 (its pack() refuses other weights).  Compiled
 // in the avx512 build, its functions marked CPPCONV_TARGET_AVX512VNNI; the table lists it with
-// features = kCpuAvx512Vnni.
+// features = kCpuAvx512Vnni.  qconv_pointwise_vnni takes channels-first 1x1 layers (stride 1, no
+// padding) with the pixels in the lanes instead: 6 output channels x 64 pixels.
 #pragma once
 #include "kernels/kernel_table.h"
 
@@ -12,6 +13,7 @@
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
 extern const QConvAlgorithm qconv_u8s8_vnni_6x64;
+extern const QConvAlgorithm qconv_pointwise_vnni_6x64;
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
 #endif

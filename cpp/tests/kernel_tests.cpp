@@ -1031,6 +1031,51 @@ void qconv_sweep() {
   }
 }
 
+// Channels-first 1x1 problems (stride 1, no padding) around qconv_pointwise_vnni's 64-pixel
+// chunks (planes of 64 to 300 pixels, their tails), its channel quads and its blocks of 6
+// output channels, groups, 1-D to 3-D, int8 weights in most rounds.
+void qconv_pointwise_sweep() {
+  for (int round = 0; round < 240; ++round) {
+    const bool int8_weights = round % 4 != 3;
+    ConvProblem p;
+    p.rank = round % 8 == 5 ? 3 : round % 8 == 6 ? 1 : 2;
+    p.layout = Layout::NCHW;
+    p.batch = uniform(1, 2);
+    p.kernel_h = p.kernel_w = 1;
+    p.groups = chance(0.2) ? uniform(2, 3) : 1;
+    p.in_channels = p.groups * (chance(0.5) ? 4 * uniform(1, 9) : uniform(2, 37));
+    p.out_channels = p.groups * (chance(0.5) ? 6 * uniform(1, 8) + uniform(-1, 1) : uniform(1, 40));
+    const int64_t plane = chance(0.5) ? 64 * uniform(1, 4) + uniform(-3, 3) : uniform(64, 300);
+    if (p.rank == 1) {
+      p.in_h = 1, p.in_w = plane;
+    } else if (p.rank == 2) {
+      p.in_h = uniform(1, 8), p.in_w = std::max<int64_t>(1, plane / p.in_h);
+    } else {
+      p.in_d = uniform(1, 3), p.in_h = uniform(1, 6), p.in_w = std::max<int64_t>(1, plane / (p.in_d * p.in_h));
+    }
+    p.out_d = p.in_d, p.out_h = p.in_h, p.out_w = p.in_w;
+    QConvCall call;
+    call.p = p;
+    call.x_signed = chance(0.5);
+    call.output = QOutput(round % 3);
+    call.y_signed = chance(0.5);
+    const int64_t lo = call.x_signed ? -128 : 0;
+    call.x_zero_point = int32_t(chance(0.3) ? (chance(0.5) ? lo : lo + 255) : uniform(lo, lo + 255));
+    const int64_t group_in = p.in_channels / p.groups;
+    std::vector<int16_t> w(size_t(p.out_channels * group_in));
+    for (auto& v : w)
+      v = int16_t(int8_weights ? (chance(0.2) ? (chance(0.5) ? -128 : 127) : uniform(-128, 127)) : uniform(-255, 255));
+    const Requantization r = draw_requantization(call, true);
+    call.multiplier = r.multiplier.data();
+    std::vector<uint8_t> x(size_t(p.batch * p.in_channels * p.in_d * p.in_h * p.in_w));
+    for (auto& v : x) v = uint8_t(chance(0.2) ? (chance(0.5) ? 0 : 255) : uniform(0, 255));
+    call.x = x.data();
+    const size_t out_bytes = size_t(conv_outputs(p)) * (call.output == QOutput::Quantized ? 1 : 4);
+    const QConvPlan plan(w.data(), chance(0.8) ? r.bias.data() : nullptr, p.out_channels, group_in, 1, 1, 1, p.groups);
+    check_qconv(plan, call, out_bytes, int8_weights);
+  }
+}
+
 // Depthwise problems around the VNNI kernels' tiles (qconv_depthwise_rows_vnni: 64 output
 // pixels in 4 vectors of 16, 4/stride loads a block, windows of 4 taps;
 // qconv_depthwise_channels_vnni: 64 channels, taps in groups of 4) and the s16 kernel's 16
@@ -1130,6 +1175,7 @@ int main() {
   timed("transposed convolution", conv_transpose_sweep);
   timed("quantized convolution", qconv_sweep);
   timed("quantized depthwise convolution", qconv_depthwise_sweep);
+  timed("quantized pointwise convolution", qconv_pointwise_sweep);
 
   std::printf("cases per algorithm:\n");
   require_cases(all_conv_algorithms(), &conv_reference_f64);
