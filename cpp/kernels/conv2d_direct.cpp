@@ -855,15 +855,31 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     // Offsets of row r's first pixel in the tile and in the output image.
     auto x_offset = [&](int64_t r) { return d.flat ? r * row_w * d.pixel_pitch : r * p.stride_h * d.row_pitch; };
     auto y_offset = [&](int64_t r) { return d.flat ? r * row_w * call.y_stride.w : (oh0 + r) * call.y_stride.h; };
+    // Rows [r_begin, r_end) of an item.
+    auto rows_of = [&](int64_t item) {
+      const int64_t r_begin = (d.flat ? item / d.k_units : item % groups_of_rows) * d.rows_per_item;
+      return std::pair{r_begin, std::min(runs, r_begin + d.rows_per_item)};
+    };
     NextPrefetch prefetch;
-    prefetch.next_tile = next_tile;
+    // The next tile's input is asked for only in the last items, those with about 4 channel steps
+    // per line of it (one line every other step, behind the weights and the output): asked for at
+    // the start, it was evicted from L2 again by the weights streaming past before the fill read it
+    // (batch-16 256@14: 2.4 MB of weights per image; docs/tuning.md).
+    int64_t tile_from = item_end;  // the first item that prefetches the next tile
+    if (next_tile && next_tile->rows_left > 0) {
+      const int64_t lines = next_tile->rows_left * ceil_div(next_tile->row_bytes, int64_t(64));
+      for (int64_t steps = 0; tile_from > item_begin && steps < 4 * lines;) {
+        const auto [r_begin, r_end] = rows_of(--tile_from);
+        for (int64_t r = r_begin; r < r_end; ++r) steps += ceil_div(pixels_of(r), int64_t(B::MR)) * d.taps * d.group_in;
+      }
+    }
     // Only an output too large to stay in cache from call to call is worth asking for ahead.
     const bool prefetches_output =
         (nchw || !d.flat) && p.batch * p.out_channels * p.out_h * p.out_w * int64_t(sizeof(T)) > kInputInCacheBytes;
     for (int64_t item = item_begin; item < item_end; ++item) {
+      prefetch.next_tile = item >= tile_from ? next_tile : nullptr;
       const int64_t kb = kb_of(item);
-      const int64_t r_begin = (d.flat ? item / d.k_units : item % groups_of_rows) * d.rows_per_item;
-      const int64_t r_end = std::min(runs, r_begin + d.rows_per_item);
+      const auto [r_begin, r_end] = rows_of(item);
       const int64_t k0 = g * d.group_out + kb * kNR<T, B>;
       const int kvalid = int(std::min<int64_t>(kNR<T, B>, (g + 1) * d.group_out - k0));
       // The item's outputs: per channel one run from row r_begin's first pixel to row r_end - 1's last.
