@@ -61,6 +61,7 @@ class NetProgram {
   // takes it through input_slot(k) instead, which run() points at the caller's array: no copy
   // into the program's array, unless some other recorded call reads that one.
   void set_inputs(const std::vector<py::array>& inputs) {
+    if (!steps_.empty()) throw py::value_error("NetProgram.set_inputs: the steps are recorded already");
     inputs_ = inputs;
     current_.clear();
     for (const py::array& a : inputs_) current_.push_back(a.data());
@@ -110,13 +111,22 @@ class NetProgram {
       for (py::ssize_t d = 0; same && d < a.ndim(); ++d) same = a.shape(d) == own.shape(d);
       if (!same) throw py::value_error("NetProgram.run: an input differs from the recorded one in shape or dtype");
     }
+    std::vector<size_t> bytes;  // (read with the GIL: an array's sizes go through its dtype object)
+    for (const py::array& a : given) bytes.push_back(size_t(a.nbytes()));
+    // Back to the program's own arrays however the run ends: no caller's array is kept.
+    struct OwnInputs {
+      NetProgram& program;
+      ~OwnInputs() {
+        for (size_t k = 0; k < program.inputs_.size(); ++k) program.current_[k] = program.inputs_[k].data();
+      }
+    } restore{*this};
     py::gil_scoped_release release;
     for (size_t k = 0; k < given.size(); ++k) {
-      if (copied_[k]) std::memcpy(const_cast<void*>(inputs_[k].data()), given[k].data(), size_t(given[k].nbytes()));
-      current_[k] = copied_[k] ? inputs_[k].data() : given[k].data();
+      const void* own = inputs_[k].data();
+      if (copied_[k] && given[k].data() != own) std::memcpy(const_cast<void*>(own), given[k].data(), bytes[k]);
+      current_[k] = copied_[k] ? own : given[k].data();
     }
     for (const std::function<void()>& step : steps_) step();
-    for (size_t k = 0; k < inputs_.size(); ++k) current_[k] = inputs_[k].data();  // (no caller's array kept)
   }
 
  private:
@@ -417,6 +427,8 @@ void bind_quantization(py::module_& m) {
       [](const py::array& x, const py::array& y, int num_threads, NetProgram* program) {
         const int ndim = int(x.ndim());
         if (!y.dtype().equal(x.dtype())) throw py::type_error("copy_strided: x and y must have one dtype");
+        if (x.dtype().attr("hasobject").cast<bool>())
+          throw py::type_error("copy_strided: arrays of Python objects are not copied here");
         if (!y.writeable()) throw py::type_error("copy_strided: y must be writable");
         if (int(y.ndim()) != ndim || ndim > kCopyMaxAxes)
           throw py::value_error("copy_strided: x and y must have one shape, of at most " +
@@ -878,6 +890,7 @@ py::object forward(ConvPlan& plan, const py::handle& x_obj, const py::handle& ou
   }
   const void* xp = x.data();
   void* yp = out.mutable_data();
+  if (program && !plan_owner) throw std::logic_error("forward: a recorded call needs the plan's owner");
   ConvPlan* run_plan = &plan;  // (kept alive by plan_owner where recorded)
   run_recorded(program, {plan_owner, x, out, residual_obj}, [=] {
     if (pixel_pitch > 0) run_plan->run_into_channels(p, xp, yp, pixel_pitch, num_threads);
@@ -992,6 +1005,7 @@ CPPCONV_EXPORT void cppconv_set_num_threads(int n) {
 PYBIND11_MODULE(_native, m) {
   m.doc() = "cppconv's native core (internal: use the cppconv package)";
   // (first: the functions that take a `program` name its type in their signatures)
+  m.attr("COPY_MAX_AXES") = kCopyMaxAxes;
   py::class_<NetProgram>(m, "NetProgram",
                          "A network's native steps with their operands bound (internal; see cppconv.Network).")
       .def(py::init<>())

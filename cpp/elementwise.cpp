@@ -179,6 +179,32 @@ void add(const float* a, const float* b, int64_t n, bool relu, float* y, int max
   });
 }
 
+namespace {
+
+template <class T>
+void copy_row_as(const char* x, int64_t x_stride, char* y, int64_t y_stride, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    T v;
+    std::memcpy(&v, x + i * x_stride, sizeof(T));
+    std::memcpy(y + i * y_stride, &v, sizeof(T));
+  }
+}
+
+// n values of item_bytes each, `x_stride` and `y_stride` bytes apart: typed moves for the usual
+// sizes (a call of memcpy per value ran a channel shuffle's interleave at a value per 5 ns).
+void copy_row(const char* x, int64_t x_stride, char* y, int64_t y_stride, int64_t n, int64_t item_bytes) {
+  switch (item_bytes) {
+    case 1: return copy_row_as<uint8_t>(x, x_stride, y, y_stride, n);
+    case 2: return copy_row_as<uint16_t>(x, x_stride, y, y_stride, n);
+    case 4: return copy_row_as<uint32_t>(x, x_stride, y, y_stride, n);
+    case 8: return copy_row_as<uint64_t>(x, x_stride, y, y_stride, n);
+    default:
+      for (int64_t i = 0; i < n; ++i) std::memcpy(y + i * y_stride, x + i * x_stride, size_t(item_bytes));
+  }
+}
+
+}  // namespace
+
 void copy_strided(const char* x, const int64_t* x_strides, char* y, const int64_t* y_strides, const int64_t* shape,
                   int ndim, int64_t item_bytes, int max_threads) {
   if (ndim < 1) {
@@ -203,12 +229,8 @@ void copy_strided(const char* x, const int64_t* x_strides, char* y, const int64_
       yo += index[a] * y_strides[a];
     }
     for (int64_t r = begin; r < end; ++r) {
-      if (contiguous) {
-        std::memcpy(y + yo, x + xo, size_t(row * item_bytes));
-      } else {
-        for (int64_t i = 0; i < row; ++i)
-          std::memcpy(y + yo + i * y_strides[last], x + xo + i * x_strides[last], size_t(item_bytes));
-      }
+      if (contiguous) std::memcpy(y + yo, x + xo, size_t(row * item_bytes));
+      else copy_row(x + xo, x_strides[last], y + yo, y_strides[last], row, item_bytes);
       for (int a = last - 1; a >= 0; --a) {
         xo += x_strides[a];
         yo += y_strides[a];

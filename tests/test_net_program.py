@@ -105,8 +105,6 @@ def test_copy_strided_is_numpy_assignment(dtype):
         cppconv._native.copy_strided(big, np.zeros(big.shape, dtype)[::-1])
 
 
-
-
 def test_program_reads_an_input_in_place_unless_a_call_reads_its_own_array():
     """A recorded layout change that reads an input whole reads the caller's array at run time
     (no copy into the program's array); once another recorded call reads the program's array,

@@ -70,11 +70,14 @@ def _check(nodes: List[Any], inputs: Dict[str, np.ndarray], outputs: Sequence[st
         scale = max(float(np.abs(want).max()), 1.0) if want.size else 1.0
         np.testing.assert_allclose(got[name], want, rtol=rtol, atol=rtol * scale, err_msg=name)
     # The second call records the steps' native calls and the third replays them as one (or
-    # both run the steps in Python, where a step does Python work): the outputs stay the same.
-    for _ in range(2):
-        again = net.run(inputs)
+    # both run the steps in Python, where a step does Python work), on other values each: the
+    # outputs are the steps' own in Python.
+    for k in range(2):
+        other = {n: (a * (0.5 + k) + 0.25).astype(a.dtype) if a.dtype.kind == "f" else a for n, a in inputs.items()}
+        again = net.run(other)
+        want_steps = net._run_steps([net._feed(spec, other[spec.name]) for spec in net._inputs])
         for name in outputs:
-            np.testing.assert_array_equal(again[name], got[name], err_msg=name)
+            np.testing.assert_array_equal(again[name], want_steps[name], err_msg=name)
     return net
 
 
@@ -273,6 +276,49 @@ def test_recording_that_replays_differently_is_not_used():
     assert _runs(net) == ["the steps in Python: a replay on other values differed from the Python run"]
     for x, y in zip(xs, ys):
         np.testing.assert_array_equal(y, net._run_steps([x])["y"])
+
+
+def test_program_inputs_other_values_and_precision():
+    """A program is checked on other input values even where the caller's hold the usual map's
+    fixed points (pixel values such as 5.0, infinities), is kept per float32 precision (a
+    convolution resolves it when recorded), and takes Fortran-ordered inputs."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    net = cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)}))
+    pixels = np.round(RNG.uniform(0, 255, X4.shape)).astype(np.float32)
+    pixels[0, 0, 0, :3] = [5.0, np.inf, -np.inf]
+    for _ in range(3):
+        y = net(pixels)
+    assert _runs(net)[0].startswith("one native call"), _runs(net)
+    np.testing.assert_array_equal(y, net._run_steps([pixels])["y"])
+    before = cppconv.get_float32_precision()
+    x = _rand(*X4.shape)
+    try:
+        cppconv.set_float32_precision("high")
+        for _ in range(3):
+            y_high = net(x)
+        np.testing.assert_array_equal(y_high, net._run_steps([x])["y"])
+        keys = list(net.explain()["runs"])  # (the other precision's shown with its word)
+        assert len(keys) == 2 and keys[0].endswith("(float32 precision highest)"), keys
+    finally:
+        cppconv.set_float32_precision(before)
+    np.testing.assert_array_equal(net(x), net._run_steps([x])["y"])
+    fortran = np.asfortranarray(x)
+    np.testing.assert_array_equal(net(fortran), net._run_steps([x])["y"])
+
+
+def test_integer_inputs_that_other_values_break_keep_running():
+    """The check runs the steps on other input values; an index input moved out of range fails
+    there, which leaves the shape in Python instead of failing the caller's call."""
+    table = _rand(4, 3)
+    nodes = [helper.make_node("Gather", ["t", "i"], ["y"], axis=0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("i", TensorProto.INT64, [2])],
+                              [helper.make_tensor_value_info("y", F32, None)], [numpy_helper.from_array(table, "t")])
+    net = cppconv.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    i = np.array([0, 3], np.int64)
+    for _ in range(4):
+        np.testing.assert_array_equal(net.run({"i": i})["y"], table[i])
+    (how,) = _runs(net)
+    assert how.startswith("the steps in Python")
 
 
 def test_programs_of_the_latest_input_shapes_are_kept():

@@ -275,12 +275,28 @@ def relayout(x: np.ndarray, perm: Tuple[int, ...], num_threads: int = 0,
     return contiguous(moved)
 
 
-def contiguous(x: np.ndarray) -> np.ndarray:
-    """np.ascontiguousarray(x).  A view whose last axis is short and strided (an NCHW image
+def native_copy(x: Any, y: np.ndarray, num_threads: int = 0, program: Any = None) -> bool:
+    """y[...] = x as one native copy (recorded into `program`, a NetProgram, where given) where
+    x is an array of y's shape and dtype, apart from it; False (nothing done) otherwise."""
+    if (x.__class__ is np.ndarray and x.shape == y.shape and x.dtype == y.dtype and not x.dtype.hasobject
+            and x.ndim <= _native.COPY_MAX_AXES and min(x.strides, default=0) >= 0
+            and min(y.strides, default=0) >= 0 and not np.may_share_memory(x, y)):
+        _native.copy_strided(x, y, num_threads, program)
+        return True
+    return False
+
+
+def contiguous(x: np.ndarray, num_threads: int = 0, program: Any = None) -> np.ndarray:
+    """np.ascontiguousarray(x).  With `program` (a network's recording), a native copy recorded
+    into it where one applies.  A view whose last axis is short and strided (an NCHW image
     seen as NHWC, the transpose of a channel shuffle) is copied one index of that axis at a
     time, so the inner loop runs along a long axis: NumPy's own copy loops over the short one."""
     if x.flags.c_contiguous:
         return x
+    if program is not None:
+        y = np.empty(x.shape, x.dtype)
+        if native_copy(x, y, num_threads, program):
+            return y
     if x.ndim >= 2 and x.shape[-1] <= 8 and x.strides[-1] != x.itemsize:
         compact = np.empty(x.shape, x.dtype)
         for i in range(x.shape[-1]):

@@ -893,10 +893,16 @@ def _conv(p: _Planner, node: _Node) -> None:
                 return (y,)
         if transposed:
             x = _contiguous(x, threads or 0)
-            if out is not None and not out.flags.c_contiguous:  # its channels of a Concat's result
-                _copy_into(layer._forward(x, None, threads, _program()), out, threads or 0)
+            program = _program()
+            before = 0 if program is None else len(program)
+            into_slice = out is not None and not out.flags.c_contiguous  # its channels of a Concat's result
+            y = layer._forward(x, None if into_slice else out, threads, program)
+            if program is not None and len(program) == before:
+                _unrecorded("a transposed convolution through its layer's Python path")
+            if into_slice:
+                _copy_into(y, out, threads or 0)
                 return (out,)
-            return (layer._forward(x, out, threads, _program()),)
+            return (y,)
         # A strided view (a Split or Slice of the channels) misses the layer's planned path,
         # which costs more than the copy (tuning.md, "Whole networks").
         _unrecorded("a convolution through its layer's Python path")
@@ -1086,9 +1092,7 @@ def _pool(p: _Planner, node: _Node) -> None:
                                dilation if kind == "max" else 1, ceil_mode, include_pad, None, layout, rank)
 
         def fn(v: np.ndarray) -> Tuple[np.ndarray]:
-            # A C-contiguous native float x is pooled by the one native call alone (recorded).
-            plain = v.__class__ is np.ndarray and v.dtype in _NATIVE_FLOATS and v.flags.c_contiguous
-            return (_pooling._run_pool(spec, v, None, num_threads=threads, program=_program() if plain else None),)
+            return (_pooling._run_pool(spec, v, None, num_threads=threads, program=_program()),)
         fused = ", ".join(f.op for f in node.fused)
         on_8_bit = f" on the 8-bit values (QDQ group fused: {fused})" if fused else ""
         p.emit(node, fn, [xin], [perm], f"cppconv {pool.__name__} {'x'.join(map(str, kernel))}{on_8_bit}")
@@ -1101,7 +1105,6 @@ def _pool(p: _Planner, node: _Node) -> None:
     p.emit(node, fn, [xin], [perm], f"NumPy {kind} pool {'x'.join(map(str, kernel))}")
 
 
-_NATIVE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # (native byte order)
 _POOLS: Dict[str, Dict[int, Callable[..., Any]]] = {
     "max": {1: max_pool1d, 2: max_pool2d, 3: max_pool3d},
     "avg": {1: avg_pool1d, 2: avg_pool2d, 3: avg_pool3d},
@@ -1302,21 +1305,20 @@ def _reshape(p: _Planner, node: _Node) -> None:
 def _copy_into(x: np.ndarray, y: np.ndarray, threads: int) -> None:
     """y[...] = x: one native copy (recorded into this thread's NetProgram) where x is an array of
     y's shape and dtype apart from it, else NumPy's assignment."""
-    if (x.__class__ is np.ndarray and x.shape == y.shape and x.dtype == y.dtype and x.ndim <= 8
-            and min(x.strides, default=0) >= 0 and min(y.strides, default=0) >= 0 and not np.may_share_memory(x, y)):
-        _native.copy_strided(x, y, threads, _program())
-        return
-    _unrecorded("a copy in NumPy")
-    y[...] = x
+    if not _netops.native_copy(x, y, threads, _program()):
+        _unrecorded("a copy in NumPy")
+        y[...] = x
 
 
 def _contiguous(x: np.ndarray, threads: int) -> np.ndarray:
-    """x, or a C-contiguous copy of it made by _copy_into (a strided view: a Split or Slice of the
-    channels, which the kernels' planned paths do not take)."""
-    if x.flags.c_contiguous:
-        return x
-    y = np.empty(x.shape, x.dtype)
-    _copy_into(x, y, threads)
+    """_netops.contiguous(x) (a strided view: a Split or Slice of the channels, which the kernels'
+    planned paths do not take), its copy recorded into this thread's NetProgram or the
+    recording marked as not replayable."""
+    program = _program()
+    before = 0 if program is None else len(program)
+    y = _netops.contiguous(x, threads, program)
+    if program is not None and y is not x and len(program) == before:
+        _unrecorded("a copy in NumPy")
     return y
 
 
@@ -1966,6 +1968,7 @@ class Network:
             self.run(feeds)
         except Exception as e:  # noqa: BLE001 - any failure of the run is the model's error
             raise ModelError(f"{problem}; a run on zeros fails too: {e}") from None
+        self._programs.clear()  # (not a caller's first call with the shape)
 
     def _compile(self, planner: _Planner, outputs: List[str]) -> None:
         """Value names become list slots (slot 0 holds None, for absent optional inputs);
@@ -2150,7 +2153,8 @@ class Network:
         busy with another thread's call."""
         if not self._programs_kept:
             return None
-        key = tuple((v.shape, v.dtype.str) for v in values)
+        # (the float32 precision in force: a convolution's problem resolves it when recorded)
+        key = (tuple((v.shape, v.dtype.str) for v in values), _native.get_float32_precision())
         with self._spares_lock:
             entry = self._programs.pop(key, None)
             if entry is _SEEN:
@@ -2173,23 +2177,37 @@ class Network:
         or marks the shape as one that runs in Python (its reason kept for explain()); returns
         the run's outputs."""
         # The check's outputs first: the steps' Python run on other values, whose arrays are
-        # freed before the recording allocates the program's (so the two never add up).
+        # freed before the recording allocates the program's (so the two never add up).  Other
+        # values may be ones the model refuses (an index out of range): then no program.
         probe = [_other_values(v) for v in values]
-        expected = None if any(p is None for p in probe) else self._run_steps(probe)  # type: ignore[arg-type]
+        expected, failed = None, ""
+        if any(p is None for p in probe):
+            failed = "an input whose values cannot be varied to check the recording"
+        else:
+            try:
+                expected = self._run_steps(probe)  # type: ignore[arg-type]
+            except Exception as e:  # noqa: BLE001 - any failure on values the caller did not give
+                failed = f"the check's run on other input values failed: {e}"
+        if failed:
+            with self._spares_lock:
+                self._programs[key] = failed
+            return self._run_steps(values)
         with self._spares_lock:  # (the program's arrays serve this shape from now on)
             self._spares = {}
         native = _native.NetProgram()
-        inputs = [np.array(v, copy=True) for v in values]  # the program's own: the caller's change
+        inputs = [np.array(v, order="C") for v in values]  # the program's own: the caller's change
         native.set_inputs(inputs)
         _recording.program, _recording.failed = native, ""
         try:
             outputs = self._run_steps(inputs, native)
             failed = _recording.failed
+        except BaseException:  # the caller's values fail in Python too: record at a later call
+            with self._spares_lock:
+                self._programs[key] = _SEEN
+            raise
         finally:
             _recording.program, _recording.failed = None, ""
         result = {name: np.array(outputs[name]) for name, _ in self._outputs}  # (the replay below overwrites)
-        if not failed and expected is None:
-            failed = "an input whose values cannot be varied to check the recording"
         if not failed:
             native.run(probe)
             if not all(_same_values(expected[name], outputs[name]) for name in expected):  # type: ignore[index]
@@ -2236,8 +2254,10 @@ class Network:
         with self._spares_lock:
             entries = list(self._programs.items())
         runs = {}
-        for key, entry in entries:
-            shapes = "; ".join(f"{shape} {np.dtype(dtype).name}" for shape, dtype in key)
+        for (inputs, precision), entry in entries:
+            shapes = "; ".join(f"{shape} {np.dtype(dtype).name}" for shape, dtype in inputs)
+            if precision != _native.get_float32_precision():
+                shapes += f" (float32 precision {_PRECISION_WORDS.get(precision, precision)})"
             if isinstance(entry, _Program):
                 runs[shapes] = "recording" if entry.native is None else \
                     f"one native call ({len(entry.native)} native steps recorded)"
@@ -2271,6 +2291,7 @@ class Network:
 
 
 _SEEN = object()  # Network._programs: a shape run once (recorded at its second call)
+_PRECISION_WORDS = {0: "highest", 1: "high"}  # _native.get_float32_precision()'s codes
 _PROGRAMS_KEPT = 2  # input shapes whose programs (and their arrays) a network keeps
 
 
@@ -2307,10 +2328,14 @@ def _other_values(v: np.ndarray) -> Optional[np.ndarray]:
         other = v + np.ones((), v.dtype)
     elif v.dtype.kind in "fc":
         with np.errstate(all="ignore"):
-            other = (v * 0.75 + 1.25).astype(v.dtype)
+            other = np.asarray(v * 0.75 + 1.25).astype(v.dtype)
+            # (5 and the infinities are that map's fixed points, and a NaN stays one)
+            same = (other == v) | np.isnan(v)
+            if same.any():
+                other[same] = np.where(np.isfinite(v[same]), v[same] * 0.5 - 3, 0).astype(v.dtype)
     else:
         return None
-    return None if np.any(other == v) else other
+    return None if np.any(other == v) else np.ascontiguousarray(other)
 
 
 def _same_values(a: Any, b: Any) -> bool:

@@ -255,8 +255,8 @@ class _Destinations:
 
 def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, algorithm: str = "",
               num_threads: Any = None, dtype: Any = None, program: Any = None) -> Any:
-    """The pool of spec over x.  program: a NetProgram that records the native call (a network's
-    step passes it only for C-contiguous native float x, whose call does nothing else)."""
+    """The pool of spec over x.  program: a NetProgram that records the native call, where the
+    call does nothing else (x pooled in place, the values written straight into the result)."""
     rank = spec.rank
     threads = _args.thread_count(num_threads)
     x, dtypes = _input(x, spec.kind, dtype)
@@ -280,7 +280,9 @@ def _run_pool(spec: _PoolSpec, x: Any, out: Any, return_indices: bool = False, a
     dest = _Destinations(out, return_indices, shape, full, dtypes.result, dtypes.compute, x)
     xin = _args.as_rounded(xb, dtypes.compute, dtypes.rounding)
     settings = spec.settings if spec.settings is not None else spec.settings_for(pads)
-    _native.pool(xin, dest.values, dest.indices, settings, algorithm, threads, program)
+    alone = program is not None and xin is xb and np.may_share_memory(xb, x) and (
+        dest.values_direct or (out is None and dest.values.dtype == dtypes.result))
+    _native.pool(xin, dest.values, dest.indices, settings, algorithm, threads, program if alone else None)
     return dest.deliver()
 
 
