@@ -970,6 +970,34 @@ Requantization draw_requantization(QConvCall& call, bool relu6) {
   return r;
 }
 
+// A random dense (or grouped) quantized call on problem p: signed or unsigned input, the output
+// kind by round, zero points often at the ends, centred weights w - w_zero_point mostly within
+// int8 with the extremes often (int8_weights) or beyond it, inputs often at 0 and 255.
+struct DenseQConv {
+  QConvCall call;
+  std::vector<int16_t> w;
+  std::vector<uint8_t> x;
+  Requantization r;
+};
+DenseQConv draw_dense_qconv(const ConvProblem& p, int round, bool int8_weights, bool relu6) {
+  DenseQConv q;
+  q.call.p = p;
+  q.call.x_signed = chance(0.5);
+  q.call.output = QOutput(round % 3);
+  q.call.y_signed = chance(0.5);
+  const int64_t lo = q.call.x_signed ? -128 : 0;
+  q.call.x_zero_point = int32_t(chance(0.3) ? (chance(0.5) ? lo : lo + 255) : uniform(lo, lo + 255));
+  q.w.resize(size_t(p.out_channels * (p.in_channels / p.groups) * p.kernel_d * p.kernel_h * p.kernel_w));
+  for (auto& v : q.w)
+    v = int16_t(int8_weights ? (chance(0.2) ? (chance(0.5) ? -128 : 127) : uniform(-128, 127)) : uniform(-255, 255));
+  q.r = draw_requantization(q.call, relu6);
+  q.call.multiplier = q.r.multiplier.data();
+  q.x.resize(size_t(p.batch * p.in_channels * p.in_d * p.in_h * p.in_w));
+  for (auto& v : q.x) v = uint8_t(chance(0.2) ? (chance(0.5) ? 0 : 255) : uniform(0, 255));
+  q.call.x = q.x.data();
+  return q;
+}
+
 void qconv_sweep() {
   const int64_t passes[] = {1, 4, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 80};  // 16-channel blocks
   for (int round = 0; round < 480; ++round) {
@@ -1007,27 +1035,12 @@ void qconv_sweep() {
     p.out_d = conv_output_size(p.in_d, p.kernel_d, p.stride_d, p.dilation_d, p.pad_front, p.pad_back);
     p.out_h = conv_output_size(p.in_h, p.kernel_h, p.stride_h, p.dilation_h, p.pad_top, p.pad_bottom);
     p.out_w = conv_output_size(p.in_w, p.kernel_w, p.stride_w, p.dilation_w, p.pad_left, p.pad_right);
-    QConvCall call;
-    call.p = p;
-    call.x_signed = chance(0.5);
-    call.output = QOutput(round % 3);
-    call.y_signed = chance(0.5);
-    const int64_t lo = call.x_signed ? -128 : 0;
-    call.x_zero_point = int32_t(chance(0.3) ? (chance(0.5) ? lo : lo + 255) : uniform(lo, lo + 255));
+    const DenseQConv q = draw_dense_qconv(p, round, int8_weights, false);
     const int64_t group_in = p.in_channels / p.groups;
-    const int64_t taps = p.kernel_d * p.kernel_h * p.kernel_w;
-    std::vector<int16_t> w(size_t(p.out_channels * group_in * taps));
-    for (auto& v : w)  // centred: w - w_zero_point; the int8 extremes often
-      v = int16_t(int8_weights ? (chance(0.2) ? (chance(0.5) ? -128 : 127) : uniform(-128, 127)) : uniform(-255, 255));
-    const Requantization r = draw_requantization(call, false);
-    call.multiplier = r.multiplier.data();
-    std::vector<uint8_t> x(size_t(p.batch * p.in_channels * p.in_d * p.in_h * p.in_w));
-    for (auto& v : x) v = uint8_t(chance(0.2) ? (chance(0.5) ? 0 : 255) : uniform(0, 255));
-    call.x = x.data();
-    const size_t out_bytes = size_t(conv_outputs(p)) * (call.output == QOutput::Quantized ? 1 : 4);
-    const QConvPlan plan(w.data(), chance(0.8) ? r.bias.data() : nullptr, p.out_channels, group_in, p.kernel_d,
+    const size_t out_bytes = size_t(conv_outputs(p)) * (q.call.output == QOutput::Quantized ? 1 : 4);
+    const QConvPlan plan(q.w.data(), chance(0.8) ? q.r.bias.data() : nullptr, p.out_channels, group_in, p.kernel_d,
                          p.kernel_h, p.kernel_w, p.groups);
-    check_qconv(plan, call, out_bytes, int8_weights);
+    check_qconv(plan, q.call, out_bytes, int8_weights);
   }
 }
 
@@ -1054,25 +1067,12 @@ void qconv_pointwise_sweep() {
       p.in_d = uniform(1, 3), p.in_h = uniform(1, 6), p.in_w = std::max<int64_t>(1, plane / (p.in_d * p.in_h));
     }
     p.out_d = p.in_d, p.out_h = p.in_h, p.out_w = p.in_w;
-    QConvCall call;
-    call.p = p;
-    call.x_signed = chance(0.5);
-    call.output = QOutput(round % 3);
-    call.y_signed = chance(0.5);
-    const int64_t lo = call.x_signed ? -128 : 0;
-    call.x_zero_point = int32_t(chance(0.3) ? (chance(0.5) ? lo : lo + 255) : uniform(lo, lo + 255));
+    const DenseQConv q = draw_dense_qconv(p, round, int8_weights, true);
     const int64_t group_in = p.in_channels / p.groups;
-    std::vector<int16_t> w(size_t(p.out_channels * group_in));
-    for (auto& v : w)
-      v = int16_t(int8_weights ? (chance(0.2) ? (chance(0.5) ? -128 : 127) : uniform(-128, 127)) : uniform(-255, 255));
-    const Requantization r = draw_requantization(call, true);
-    call.multiplier = r.multiplier.data();
-    std::vector<uint8_t> x(size_t(p.batch * p.in_channels * p.in_d * p.in_h * p.in_w));
-    for (auto& v : x) v = uint8_t(chance(0.2) ? (chance(0.5) ? 0 : 255) : uniform(0, 255));
-    call.x = x.data();
-    const size_t out_bytes = size_t(conv_outputs(p)) * (call.output == QOutput::Quantized ? 1 : 4);
-    const QConvPlan plan(w.data(), chance(0.8) ? r.bias.data() : nullptr, p.out_channels, group_in, 1, 1, 1, p.groups);
-    check_qconv(plan, call, out_bytes, int8_weights);
+    const size_t out_bytes = size_t(conv_outputs(p)) * (q.call.output == QOutput::Quantized ? 1 : 4);
+    const QConvPlan plan(q.w.data(), chance(0.8) ? q.r.bias.data() : nullptr, p.out_channels, group_in, 1, 1, 1,
+                         p.groups);
+    check_qconv(plan, q.call, out_bytes, int8_weights);
   }
 }
 
