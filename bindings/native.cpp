@@ -50,6 +50,12 @@ std::pair<const char*, const char*> array_span(const py::array& a) {
   return {first, last};
 }
 
+// Whether two arrays' spans share a byte (a conservative test: interleaved arrays count).
+bool spans_overlap(const py::array& a, const py::array& b) {
+  const auto sa = array_span(a), sb = array_span(b);
+  return sa.first < sb.second && sb.first < sa.second;
+}
+
 // A network's native steps with their operands bound, run again in one call without the GIL:
 // cppconv.Network records one per input shape (the bindings below that take `program` add
 // their work to it as they run) and replays it instead of its Python loop over the steps.
@@ -86,11 +92,9 @@ class NetProgram {
       owners_.push_back(py::reinterpret_borrow<py::object>(h));
       ++held_[h.ptr()];
       if (!py::isinstance<py::array>(h)) continue;
-      const auto span = array_span(py::reinterpret_borrow<py::array>(h));
-      for (size_t k = 0; k < inputs_.size(); ++k) {
-        const auto in = array_span(inputs_[k]);
-        if (int(k) != through_slot && span.first < in.second && in.first < span.second) copied_[k] = true;
-      }
+      const auto operand = py::reinterpret_borrow<py::array>(h);
+      for (size_t k = 0; k < inputs_.size(); ++k)
+        if (int(k) != through_slot && spans_overlap(operand, inputs_[k])) copied_[k] = true;
     }
   }
   size_t size() const { return steps_.size(); }
@@ -435,19 +439,15 @@ void bind_quantization(py::module_& m) {
                                 std::to_string(kCopyMaxAxes) + " axes");
         const size_t axes = static_cast<size_t>(ndim);
         std::vector<int64_t> shape(axes), x_strides(axes), y_strides(axes);
-        size_t x_extent = size_t(x.itemsize()), y_extent = x_extent;
         for (int a = 0; a < ndim; ++a) {
           if (x.shape(a) != y.shape(a)) throw py::value_error("copy_strided: x and y must have one shape");
           if (x.strides(a) < 0 || y.strides(a) < 0) throw py::value_error("copy_strided: negative strides");
           shape[size_t(a)] = x.shape(a);
           x_strides[size_t(a)] = x.strides(a);
           y_strides[size_t(a)] = y.strides(a);
-          x_extent += size_t((x.shape(a) - 1) * x.strides(a));
-          y_extent += size_t((y.shape(a) - 1) * y.strides(a));
         }
         if (x.size() == 0) return;
-        if (overlaps(x.data(), x_extent, y.data(), y_extent))
-          throw py::value_error("copy_strided: y must not overlap x");
+        if (spans_overlap(x, y)) throw py::value_error("copy_strided: y must not overlap x");
         const char* from = static_cast<const char*>(x.data());
         char* to = static_cast<char*>(const_cast<void*>(y.data()));
         const int64_t item = int64_t(x.itemsize());
@@ -1005,7 +1005,6 @@ CPPCONV_EXPORT void cppconv_set_num_threads(int n) {
 PYBIND11_MODULE(_native, m) {
   m.doc() = "cppconv's native core (internal: use the cppconv package)";
   // (first: the functions that take a `program` name its type in their signatures)
-  m.attr("COPY_MAX_AXES") = kCopyMaxAxes;
   py::class_<NetProgram>(m, "NetProgram",
                          "A network's native steps with their operands bound (internal; see cppconv.Network).")
       .def(py::init<>())

@@ -278,12 +278,13 @@ def relayout(x: np.ndarray, perm: Tuple[int, ...], num_threads: int = 0,
 def native_copy(x: Any, y: np.ndarray, num_threads: int = 0, program: Any = None) -> bool:
     """y[...] = x as one native copy (recorded into `program`, a NetProgram, where given) where
     x is an array of y's shape and dtype, apart from it; False (nothing done) otherwise."""
-    if (x.__class__ is np.ndarray and x.shape == y.shape and x.dtype == y.dtype and not x.dtype.hasobject
-            and x.ndim <= _native.COPY_MAX_AXES and min(x.strides, default=0) >= 0
-            and min(y.strides, default=0) >= 0 and not np.may_share_memory(x, y)):
+    if x.__class__ is not np.ndarray:
+        return False
+    try:
         _native.copy_strided(x, y, num_threads, program)
-        return True
-    return False
+    except (TypeError, ValueError):  # (its checks: another shape or dtype, overlap, strides, axes)
+        return False
+    return True
 
 
 def contiguous(x: np.ndarray, num_threads: int = 0, program: Any = None) -> np.ndarray:

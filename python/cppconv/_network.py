@@ -2067,8 +2067,11 @@ class Network:
             found = self._run_program(values)
             if found is not None:
                 return {n: found[n] for n in wanted}
-        found = self._run_steps(values)
-        # A result that is an input, a constant or a view is copied: the caller owns it.
+        return self._owned(self._run_steps(values), wanted)
+
+    def _owned(self, found: Dict[str, Any], wanted: Sequence[str]) -> Dict[str, np.ndarray]:
+        """The wanted outputs of a run of the steps as arrays the caller owns: a result that is an
+        input, a constant or a view is copied."""
         return {n: found[n] if n in self._fresh_outputs and found[n].flags.owndata else np.array(found[n])
                 for n in wanted}
 
@@ -2191,7 +2194,7 @@ class Network:
         if failed:
             with self._spares_lock:
                 self._programs[key] = failed
-            return self._run_steps(values)
+            return self._owned(self._run_steps(values), self.output_names)
         with self._spares_lock:  # (the program's arrays serve this shape from now on)
             self._spares = {}
         native = _native.NetProgram()
@@ -2253,10 +2256,10 @@ class Network:
         """How calls with each input shape seen lately run: {"shapes, dtypes": how}."""
         with self._spares_lock:
             entries = list(self._programs.items())
-        runs = {}
+        runs, in_force = {}, _native.get_float32_precision()
         for (inputs, precision), entry in entries:
             shapes = "; ".join(f"{shape} {np.dtype(dtype).name}" for shape, dtype in inputs)
-            if precision != _native.get_float32_precision():
+            if precision != in_force:
                 shapes += f" (float32 precision {_PRECISION_WORDS.get(precision, precision)})"
             if isinstance(entry, _Program):
                 runs[shapes] = "recording" if entry.native is None else \
