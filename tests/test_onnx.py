@@ -319,6 +319,17 @@ def test_integer_inputs_that_other_values_break_keep_running():
         np.testing.assert_array_equal(net.run({"i": i})["y"], table[i])
     (how,) = _runs(net)
     assert how.startswith("the steps in Python")
+    # The call that tried to record returns outputs its caller owns, as every call does (here a
+    # constant output, which a caller's write must not reach).
+    nodes.append(helper.make_node("Identity", ["t"], ["z"]))
+    outputs = [helper.make_tensor_value_info(name, F32, None) for name in ("y", "z")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("i", TensorProto.INT64, [2])], outputs,
+                              [numpy_helper.from_array(table, "t")])
+    net = cppconv.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    for _ in range(3):
+        z = net.run({"i": i})["z"]
+        np.testing.assert_array_equal(z, table)
+        z += 1.0
 
 
 def test_programs_of_the_latest_input_shapes_are_kept():
