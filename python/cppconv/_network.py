@@ -910,7 +910,7 @@ def _conv(p: _Planner, node: _Node) -> None:
 
     relu_after = node.activation == "relu"  # (the only activation a fused Add brings)
     unfused: List[Any] = []  # a fused Add's layer without the activation, for a residual of another batch
-    dtype, precision = p.dtype, p.precision
+    precision = p.precision
 
     def fn_residual(x: np.ndarray, r: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
         if direct is not None and fused_add and _tuning._mode == "off":
@@ -926,8 +926,9 @@ def _conv(p: _Planner, node: _Node) -> None:
         conv = layer
         if fused_add:  # the layer applies the activation, which must come after the add
             if not unfused:
-                unfused.append(_CONV_LAYERS[rank](w.astype(dtype), None if bias is None else b.astype(dtype),
-                                                  precision=precision, **{**kwargs, "activation": None}))
+                # (the layer's own arrays: the float64 folded weights are not kept past loading)
+                unfused.append(_CONV_LAYERS[rank](layer.weight, layer.bias, precision=precision,
+                                                  **{**kwargs, "activation": None}))
             conv = unfused[0]
         total = np.add(conv(x, out, num_threads=threads), r)
         return (np.maximum(total, 0, out=total) if relu_after else total,)
@@ -2015,16 +2016,19 @@ class Network:
         self._fresh_outputs = {name for name, o in zip(planner.output_names, outputs) if o not in given}
         self._rows = planner.rows
         self._peak = _peak_bytes(planner, last, keep, root)
-        self._spares: Dict[Tuple[int, ...], List[np.ndarray]] = {}  # the last call's dropped arrays (run)
+        self._spares: Dict[int, List[np.ndarray]] = {}  # the last call's dropped arrays by size (run)
         self._spares_lock = threading.Lock()  # (and _programs)
         # Input shapes and dtypes -> _SEEN, a _Program, or why the shape runs in Python; at most
         # _programs_kept of them (0: every call runs its steps in Python).
         self._programs: Dict[Any, Any] = {}
         self._programs_kept = _PROGRAMS_KEPT
-        self._wants: Dict[Tuple[int, ...], List[int]] = {}  # output shape (after the batch) -> steps writing one
+        # An image's element count -> the steps that write an output of that size into a buffer
+        # (a dropped array of the same size is handed on whatever its shape: in ResNet-50,
+        # 256x56x56, 64x112x112, 128x56x56 and 512x28x28 outputs are two sizes).
+        self._wants: Dict[int, List[int]] = {}
         for k, (_, _, _, _, writes, shape) in enumerate(self._steps):
             if writes == _INTO_BUFFER and shape is not None:
-                self._wants.setdefault(shape, []).append(k)
+                self._wants.setdefault(_elements(shape), []).append(k)
 
     # ----- running --------------------------------------------------------------------------
     @property
@@ -2087,11 +2091,11 @@ class Network:
         # Dropped arrays by shape, for steps that write into a buffer: this call's, and those the
         # last call left (fresh memory costs page faults as it is first written: at batch 16 a
         # U-Net's 200 MB activations spent a second of its 11 on them, tuning.md).
-        free: Dict[Tuple[int, ...], List[np.ndarray]] = {}
+        free: Dict[int, List[np.ndarray]] = {}  # by element count
         if program is None:
             with self._spares_lock:
                 free, self._spares = self._spares, {}
-        keep: Dict[Tuple[int, ...], List[np.ndarray]] = {}  # for the next call
+        keep: Dict[int, List[np.ndarray]] = {}  # for the next call
         # (twice the planned peak: U-Net at batch 16 ran 9.8 s with it once, 8.9 s twice, tuning.md)
         held, budget = 0, 2 * (self._peak or 0) * (batch[0] if batch else 1)
         for k, (fn, ins, outs, dead, writes, extra) in enumerate(self._steps):
@@ -2101,8 +2105,9 @@ class Network:
                     results = fn(env[ins[0]]) if len(ins) == 1 else fn(*[env[i] for i in ins])
                 elif writes == _INTO_BUFFER:  # extra: the output's shape after the batch axis
                     x = env[ins[0]]
-                    same = free.get((x.shape[0], *extra)) if extra is not None else None
-                    spare = same.pop() if same else None
+                    shape = None if extra is None else (x.shape[0], *extra)
+                    same = None if shape is None else free.get(_elements(shape))
+                    spare = _reshaped(same.pop(), shape) if same else None
                     # (a Conv with its residual Add fused reads a second input)
                     results = fn(x, spare) if len(ins) == 1 else fn(x, *[env[i] for i in ins[1:]], spare)
                     del x, spare
@@ -2122,17 +2127,17 @@ class Network:
             del results
             for d in dead:
                 spare = _dropped(env, d, self._dtype, program)
-                later = None if spare is None else self._wants.get(spare.shape[1:])
+                later = None if spare is None or not spare.ndim else self._wants.get(_elements(spare.shape[1:]))
                 if spare is None or later is None:
                     continue
                 # Kept while a later step of this call takes its shape, else for the next call
                 # (at most one array per step that takes the shape, and `budget` bytes in all);
                 # otherwise freed now.
-                spares = free.setdefault(spare.shape, [])
+                spares = free.setdefault(spare.size, [])
                 if len(later) - bisect.bisect_right(later, k) > len(spares):
                     spares.append(spare)
                     continue
-                kept = keep.setdefault(spare.shape, [])
+                kept = keep.setdefault(spare.size, [])
                 if program is None and len(kept) < len(later) and held + spare.nbytes <= budget:
                     kept.append(spare)
                     held += spare.nbytes
@@ -2368,6 +2373,22 @@ def _buffer_shape(planner: _Planner, step: _Step, ins: List[int], dead: Set[int]
     if step.writes == _IN_PLACE:
         return tuple(j for j, i in enumerate(ins) if i in dead and ins.count(i) == 1)
     return None
+
+
+def _elements(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _reshaped(spare: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
+    """A dropped array (C-contiguous, owning its data, nothing but a recorded program holding
+    it) given `shape`, of the same element count, in place: the same memory and the same object
+    (a program that recorded it keeps only its pointer and the object)."""
+    if spare.shape != shape:
+        spare.resize(shape, refcheck=False)  # (same size: no reallocation)
+    return spare
 
 
 def _overwritable(args: List[Any], candidates: Tuple[int, ...], program: Any = None) -> Optional[np.ndarray]:
