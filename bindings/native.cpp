@@ -720,7 +720,8 @@ void require_bits(const py::array& a, const char* name, py::ssize_t ndim, bool w
   require(a, name, DType::Float32, ndim, writable, /*check_dtype=*/false);
 }
 
-PyConvPlan make_plan(const py::array& weight, const py::object& bias, bool copy, bool bfloat16 = false) {
+PyConvPlan make_plan(const py::array& weight, const py::object& bias, bool copy, bool bfloat16 = false,
+                     bool reused = false) {
   const DType dt = bfloat16 ? DType::BFloat16 : dtype_of(weight, "weight");
   if (weight.ndim() < 3 || weight.ndim() > 5) throw py::value_error("weight: expected 3 to 5 dimensions");
   if (bfloat16) require_bits(weight, "weight", weight.ndim(), false, false);
@@ -733,7 +734,7 @@ PyConvPlan make_plan(const py::array& weight, const py::object& bias, bool copy,
     bias_ptr = b.data();
   }
   PyConvPlan p;
-  p.plan = plan_of(dt, weight.data(), shape_of(weight), bias_ptr, copy, copy);
+  p.plan = plan_of(dt, weight.data(), shape_of(weight), bias_ptr, copy, copy || reused);
   if (!copy) {
     p.weight_owner = weight;
     p.bias_owner = bias;
@@ -1023,12 +1024,15 @@ PYBIND11_MODULE(_native, m) {
       .def_readonly("rank", &ConvParams::rank);
 
   py::class_<PyConvPlan>(m, "ConvPlan")
-      .def(py::init([](const py::array& weight, const py::object& bias, bool copy, bool bfloat16) {
-             return make_plan(weight, bias, copy, bfloat16);
+      .def(py::init([](const py::array& weight, const py::object& bias, bool copy, bool bfloat16, bool reused) {
+             return make_plan(weight, bias, copy, bfloat16, reused);
            }),
            py::arg("weight"), py::arg("bias"), py::arg("copy") = true, py::arg("bfloat16") = false,
+           py::arg("reused") = false,
            "bfloat16=True: weight holds bfloat16 bits (uint16) and the bias is float32; run() then takes x and "
-           "out as bfloat16 bits or float32 (x rounded to bfloat16 as it is read), accumulating in float32.")
+           "out as bfloat16 bits or float32 (x rounded to bfloat16 as it is read), accumulating in float32. "
+           "copy=False borrows the arrays (kept alive by the plan); reused=True (implied by copy) marks the "
+           "weights as a layer's, used over many calls from any thread: packed once and kept.")
       .def("run", &run_plan, py::arg("x"), py::arg("out"), py::arg("params"), py::arg("algorithm") = "",
            py::arg("num_threads") = 0, py::arg("residual") = py::none(),
            "residual: an array of out's shape and dtype, not sharing memory with it, added before the activation.")
@@ -1352,7 +1356,7 @@ struct PyConvTransposePlan {
 };
 
 // The plan of a (C, K/groups, *kernel) weight with 1 to 3 spatial axes.
-PyConvTransposePlan make_transpose_plan(const py::array& weight, const py::object& bias, bool copy) {
+PyConvTransposePlan make_transpose_plan(const py::array& weight, const py::object& bias, bool copy, bool reused) {
   const DType dt = dtype_of(weight, "weight");
   if (weight.ndim() < 3 || weight.ndim() > 5)
     throw py::value_error("weight: expected 3 to 5 dimensions (C, K/groups, *kernel)");
@@ -1370,7 +1374,7 @@ PyConvTransposePlan make_transpose_plan(const py::array& weight, const py::objec
   std::array<int64_t, 3> kernel{1, 1, 1};  // (kd, kh, kw), the missing leading axes 1
   for (size_t a = 0; a < p.rank; ++a) kernel[3 - p.rank + a] = weight.shape(py::ssize_t(2 + a));
   p.plan = std::make_unique<ConvTransposePlan>(dt, weight.data(), bias_ptr, bias_size, weight.shape(0), weight.shape(1),
-                                               kernel[0], kernel[1], kernel[2], copy);
+                                               kernel[0], kernel[1], kernel[2], copy, copy || reused);
   if (!copy) {
     p.weight_owner = weight;
     p.bias_owner = bias;
@@ -1502,10 +1506,12 @@ void bind_pool_and_transpose(py::module_& m) {
            "Per-axis settings of a transposed convolution of spatial rank 1 to 3 (internal).");
 
   py::class_<PyConvTransposePlan>(m, "ConvTransposePlan")
-      .def(py::init([](const py::array& weight, const py::object& bias, bool copy) {
-             return make_transpose_plan(weight, bias, copy);
+      .def(py::init([](const py::array& weight, const py::object& bias, bool copy, bool reused) {
+             return make_transpose_plan(weight, bias, copy, reused);
            }),
-           py::arg("weight"), py::arg("bias"), py::arg("copy") = true)
+           py::arg("weight"), py::arg("bias"), py::arg("copy") = true, py::arg("reused") = false,
+           "copy=False borrows the arrays (kept alive by the plan); reused=True (implied by copy) marks the "
+           "weights as a layer's, used from any thread.")
       .def(
           "run",
           [](const py::object& self, const py::array& x, const py::array& out, const TransposeSettings& s,
@@ -1534,7 +1540,7 @@ void bind_pool_and_transpose(py::module_& m) {
       "conv_transpose",
       [](const py::array& x, const py::array& weight, const py::object& bias, const py::array& out,
          const TransposeSettings& s, const std::string& algorithm, int num_threads) {
-        PyConvTransposePlan plan = make_transpose_plan(weight, bias, /*copy=*/false);
+        PyConvTransposePlan plan = make_transpose_plan(weight, bias, /*copy=*/false, /*reused=*/false);
         run_transpose_plan(plan, x, out, s, algorithm, num_threads);
       },
       py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("settings"), py::arg("algorithm") = "",

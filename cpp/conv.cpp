@@ -254,7 +254,7 @@ ConvPlan::ConvPlan(DType dtype, const void* weight, const void* bias, int64_t ou
     : dtype_(dtype), out_channels_(out_channels), group_in_(group_in_channels), kernel_d_(kernel_d),
       kernel_h_(kernel_h), kernel_w_(kernel_w), weights_reused_(reused),
       weights_(dtype, weight, size_t(out_channels * group_in_channels * kernel_d * kernel_h * kernel_w), bias,
-               size_t(out_channels), copy) {}
+               size_t(out_channels), copy, reused) {}
 
 const char* lowering_name(Lowering l) {
   switch (l) {
@@ -1245,7 +1245,7 @@ PlanWeights& ConvPlan::interleaved_weights() {
           std::memcpy(permuted.data() + size_t(f * taps + (i * kd + a) * kw) * elem,
                       from + size_t(f * taps + (a * kh + i) * kw) * elem, size_t(kw) * elem);
     interleaved_ = std::make_unique<PlanWeights>(dtype_, permuted.data(), permuted.size() / elem, weights_.bias(),
-                                                 size_t(out_channels_), /*copy=*/true);
+                                                 size_t(out_channels_), /*copy=*/true, /*shared=*/true);
   }
   return *interleaved_;
 }

@@ -47,11 +47,11 @@ const ConvTransposeAlgorithm* find_conv_transpose_algorithm(const std::string& n
 
 ConvTransposePlan::ConvTransposePlan(DType dtype, const void* weight, const void* bias, int64_t bias_size,
                                      int64_t in_channels, int64_t group_out_channels, int64_t kernel_d,
-                                     int64_t kernel_h, int64_t kernel_w, bool copy)
+                                     int64_t kernel_h, int64_t kernel_w, bool copy, bool shared)
     : dtype_(dtype), in_channels_(in_channels), group_out_(group_out_channels), kernel_d_(kernel_d),
       kernel_h_(kernel_h), kernel_w_(kernel_w), bias_size_(bias ? bias_size : 0),
       weights_(dtype, weight, size_t(in_channels * group_out_channels * kernel_d * kernel_h * kernel_w), bias,
-               size_t(bias ? bias_size : 0), copy) {}
+               size_t(bias ? bias_size : 0), copy, shared) {}
 
 ConvTransposeChoice ConvTransposePlan::choose(const ConvTransposeProblem& p, int max_threads) const {
   const KernelTable& table = active_table();

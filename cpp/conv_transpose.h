@@ -36,9 +36,11 @@ class ConvTransposePlan {
  public:
   // weight: (C, K/groups, kd, kh, kw) C-contiguous of `dtype` (kd = 1 below 3-D, kh = 1 in
   // 1-D); bias: (bias_size,) or nullptr, where bias_size must be K (= groups * K/groups) of
-  // every call.  With copy=false the plan borrows them for its own lifetime.
+  // every call.  With copy=false the plan borrows them for its own lifetime; shared: a layer's
+  // plan, which any thread may call (see PlanWeights).
   ConvTransposePlan(DType dtype, const void* weight, const void* bias, int64_t bias_size, int64_t in_channels,
-                    int64_t group_out_channels, int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, bool copy);
+                    int64_t group_out_channels, int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, bool copy,
+                    bool shared);
 
   // max_threads > 0 caps this call's threads instead of get_num_threads() (a per-call
   // num_threads=).

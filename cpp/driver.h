@@ -165,15 +165,16 @@ class SpareBuffer {
 };
 struct PackedWeightsTag {};
 
-// A plan's weights and bias: copied (a layer's, reused over many calls) or borrowed (a
-// one-shot call's), plus each algorithm's packed form, built on first use and then shared
-// between threads.  Those that copy their weights (a layer's, which any thread may call) are on
-// a list, so that fork() can wait until none is packing (see driver.cpp): a child must not
-// inherit a lock held by a thread it does not have.  A one-shot plan is only ever reached by
-// the thread whose call it serves.
+// A plan's weights and bias: copied, or borrowed (a one-shot call's for the call, or a
+// layer's immutable arrays, kept alive by the binding), plus each algorithm's packed form,
+// built on first use and then shared between threads.  Those shared (a layer's, which any
+// thread may call) are on a list, so that fork() can wait until none is packing (see
+// driver.cpp): a child must not inherit a lock held by a thread it does not have.  A one-shot
+// plan is only ever reached by the thread whose call it serves.
 class PlanWeights {
  public:
-  PlanWeights(DType dtype, const void* weight, size_t weight_count, const void* bias, size_t bias_count, bool copy)
+  PlanWeights(DType dtype, const void* weight, size_t weight_count, const void* bias, size_t bias_count, bool copy,
+              bool shared)
       : weight_(weight), bias_(bias) {
     if (copy) {
       const auto* w = static_cast<const unsigned char*>(weight);
@@ -184,8 +185,8 @@ class PlanWeights {
         owned_bias_.assign(b, b + bias_count * kDTypes[int(dtype)].bias_size);
         bias_ = owned_bias_.data();
       }
-      enlist();
     }
+    if (shared) enlist();
   }
   ~PlanWeights();
   PlanWeights(const PlanWeights&) = delete;

@@ -279,6 +279,12 @@ def test_weights_read_back_are_read_only_copies():
         assert not np.shares_memory(layer.weight, source) and not layer.weight.flags.writeable
         source[:] = 0  # later changes to the caller's array do not reach the layer
         np.testing.assert_array_equal(layer.weight, w2)
+        # The layer's native plans borrow these arrays: no one may make them writable again.
+        for attr in ("weight", "bias"):
+            with pytest.raises(ValueError, match="WRITEABLE"):
+                getattr(layer, attr).setflags(write=True)
+            with pytest.raises(ValueError, match="WRITEABLE"):
+                getattr(layer, attr).base.setflags(write=True)
 
 
 def test_changing_the_output_channels():

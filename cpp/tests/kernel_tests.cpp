@@ -830,7 +830,8 @@ std::vector<double> run_conv_transpose(const ConvTransposeProblem& p, const std:
                                        const std::vector<unsigned char>& w, const std::vector<unsigned char>& b,
                                        const ConvTransposeAlgorithm* forced) {
   ConvTransposePlan plan(p.dtype, w.data(), b.empty() ? nullptr : b.data(), p.out_channels, p.in_channels,
-                         p.out_channels / p.groups, p.kernel_d, p.kernel_h, p.kernel_w, /*copy=*/false);
+                         p.out_channels / p.groups, p.kernel_d, p.kernel_h, p.kernel_w, /*copy=*/false,
+                         /*shared=*/false);
   std::vector<unsigned char> y(size_t(p.batch * p.out_channels * p.out_d * p.out_h * p.out_w) *
                                kDTypes[int(p.dtype)].size);
   plan.run(p, x.data(), y.data(), forced, kThreads);

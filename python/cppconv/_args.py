@@ -624,16 +624,16 @@ def prepared_plan(
     """The native plan that holds the weights in the compute dtype, rounded to `rounding`
     first where given (see call_dtypes; the bias is added in the compute dtype, unrounded).
 
-    A layer (`plans` is its cache) keeps its own copy, made on first use for each compute
-    dtype (or rounding); a one-shot call (`plans` None) gets a plan that borrows the arrays
-    for the call.
+    A layer (`plans` is its cache) keeps its plan, made on first use for each compute dtype
+    (or rounding), borrowing the layer's immutable arrays or the converted ones it made; a
+    one-shot call (`plans` None) gets a plan that borrows the arrays for the call.
     """
     key = compute if rounding is None else rounding
     plan = None if plans is None else plans.get(key)
     if plan is None:
         w = as_rounded(weight4, compute, rounding)
         b = None if bias is None else as_compute(bias, compute)
-        plan = plan_class(w, b, copy=plans is not None)
+        plan = plan_class(w, b, copy=False, reused=plans is not None)
         if plans is not None:
             plans[key] = plan
     return plan
@@ -651,7 +651,7 @@ def prepared_bfloat16_plan(plan_class: Any, plans: Optional[Dict[Any, Any]], wei
     plan = None if plans is None else plans.get(BFLOAT16_PLAN)
     if plan is None:
         b = None if bias is None else as_compute(bias, _F32)
-        plan = plan_class(bfloat16_bits(weight4), b, copy=plans is not None, bfloat16=True)
+        plan = plan_class(bfloat16_bits(weight4), b, copy=False, reused=plans is not None, bfloat16=True)
         if plans is not None:
             plans[BFLOAT16_PLAN] = plan
     return plan
@@ -700,12 +700,12 @@ def frozen_copy(array: np.ndarray) -> np.ndarray: ...
 @overload
 def frozen_copy(array: None) -> None: ...
 def frozen_copy(array: Optional[np.ndarray]) -> Optional[np.ndarray]:
-    """A private, read-only snapshot: later changes to the caller's array do not reach a layer."""
+    """A private, immutable snapshot: later changes to the caller's array do not reach a layer,
+    and its memory is an immutable bytes object, so no one can make it writable again
+    (``setflags(write=True)`` raises): a layer's native plans borrow it instead of copying."""
     if array is None:
         return None
-    copy = np.array(array, copy=True)
-    copy.flags.writeable = False
-    return copy
+    return np.frombuffer(np.ascontiguousarray(array).tobytes(), array.dtype).reshape(array.shape)
 
 
 class PreparedCall(NamedTuple):

@@ -541,7 +541,8 @@ class _ConvNd(_layer.WeightedLayer):
         if bfloat16:
             plan = _args.prepared_bfloat16_plan(_native.ConvPlan, plans, w_full, bias)
         else:
-            plan = plans[weight.dtype] = _native.ConvPlan(np.ascontiguousarray(w_full), bias, copy=True)
+            # (borrowed: the snapshot's arrays are immutable and the plan keeps them alive)
+            plan = plans[weight.dtype] = _native.ConvPlan(w_full, bias, copy=False, reused=True)
         return _layer.Weights(weight, bias, plans, (plan, args))
 
     def _init_kwargs(self) -> Dict[str, Any]:

@@ -37,9 +37,9 @@ class ConvParams:
     def rank(self) -> int:
         ...
 class ConvPlan:
-    def __init__(self, weight: numpy.ndarray, bias: typing.Any, copy: bool = True, bfloat16: bool = False) -> None:
+    def __init__(self, weight: numpy.ndarray, bias: typing.Any, copy: bool = True, bfloat16: bool = False, reused: bool = False) -> None:
         """
-        bfloat16=True: weight holds bfloat16 bits (uint16) and the bias is float32; run() then takes x and out as bfloat16 bits or float32 (x rounded to bfloat16 as it is read), accumulating in float32.
+        bfloat16=True: weight holds bfloat16 bits (uint16) and the bias is float32; run() then takes x and out as bfloat16 bits or float32 (x rounded to bfloat16 as it is read), accumulating in float32. copy=False borrows the arrays (kept alive by the plan); reused=True (implied by copy) marks the weights as a layer's, used over many calls from any thread: packed once and kept.
         """
     def explain(self, x_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], params: ConvParams) -> dict:
         ...
@@ -65,8 +65,10 @@ class ConvTransposeSettings:
         Per-axis settings of a transposed convolution of spatial rank 1 to 3 (internal).
         """
 class ConvTransposePlan:
-    def __init__(self, weight: numpy.ndarray, bias: typing.Any, copy: bool = True) -> None:
-        ...
+    def __init__(self, weight: numpy.ndarray, bias: typing.Any, copy: bool = True, reused: bool = False) -> None:
+        """
+        copy=False borrows the arrays (kept alive by the plan); reused=True (implied by copy) marks the weights as a layer's, used from any thread.
+        """
     def explain(self, x_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], settings: ConvTransposeSettings, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> dict:
         ...
     def run(self, x: numpy.ndarray, out: numpy.ndarray, settings: ConvTransposeSettings, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
