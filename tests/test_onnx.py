@@ -161,8 +161,10 @@ def test_resnet_plan_fuses_and_keeps_one_layout(torch):
     assert len(fused) == 4 and all("fused in the kernel's stores; activation relu fused (after the residual)"
                                    in r["became"] for r in fused)
     assert info["peak_activation_bytes"] > 16 * 32 * 32 * 4
+    # (the arena holds what the planned peak counts but the input and the outputs)
+    assert 0 < info["arena_bytes"] <= info["peak_activation_bytes"]
     text = net.summary()
-    assert "planned peak activation memory" in text and "Conv2d 7x7" in text
+    assert "planned peak activation memory" in text and "activation arena" in text and "Conv2d 7x7" in text
 
 
 @pytest.mark.parametrize("name", ["resnet", "shufflenet"])
@@ -1130,66 +1132,9 @@ def test_constant_output_and_unused_steps():
     assert net.explain()["steps"] == 1
 
 
-def test_conv_outputs_reuse_dropped_buffers():
-    """A conv writes into the buffer of a dropped conv output of its shape (nothing else holding
-    it), so a chain runs on a fixed set of buffers, kept for the next call of the batch size;
-    the results stay ONNX Runtime's."""
-    nodes, inits, prev = [], {}, "x"
-    for i in range(4):
-        nodes += [helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
-                  helper.make_node("LeakyRelu", [f"c{i}"], [f"r{i}"], alpha=0.2)]  # fused into the Conv
-        inits[f"w{i}"] = _rand(4, 4, 3, 3) * 0.3
-        prev = f"r{i}"
-    nodes.append(helper.make_node("Identity", [prev], ["y"]))
-    net = _check(nodes, {"x": X4}, initializers=inits)
-    given: List[bool] = []
-
-    def spy(fn: Any) -> Any:
-        def call(x: Any, out: Any) -> Any:
-            given.append(out is not None)
-            return fn(x, out)
-        return call
-
-    # (the convolutions' steps; the layout changes around them write into dropped arrays too)
-    net._steps = [(spy(fn) if writes == 1 and "layer" in row else fn, ins, outs, dead, writes, extra)
-                  for (fn, ins, outs, dead, writes, extra), row in zip(net._steps, net._step_rows)]
-    net._spares = {}  # as after loading
-    net._programs_kept = 0  # every call through the steps (not one recorded native call)
-    want = net(X4)
-    assert given == [False, True, True, True]
-    given.clear()  # the next call starts on the arrays this one dropped
-    np.testing.assert_array_equal(net(X4), want)
-    # The output's layout change back to NCHW has the convolutions' size and takes a dropped
-    # array too; the caller keeps it, so each call makes one array (here the first conv's).
-    assert given == [False, True, True, True]
-    # The input's layout change (NCHW -> NHWC, the convolutions' shape) writes into one too.
-    layout = next(k for k, row in enumerate(net._step_rows) if row["op"] == "(layout)")
-    fn, ins, outs, dead, writes, extra = net._steps[layout]
-    assert writes == 1
-    net._steps[layout] = (spy(fn), ins, outs, dead, writes, extra)
-    given.clear()
-    np.testing.assert_array_equal(net(X4), want)
-    assert given[0] is True
-    given.clear()  # another batch size: none of them fits, and they are not kept
-    x3 = RNG.standard_normal((3, *X4.shape[1:])).astype(np.float32)
-    net(x3)
-    # (the layout change first: nothing of batch 3 is free yet)
-    assert given == [False, False, True, True, True]
-    assert all(a.shape[0] == 3 for kept in net._spares.values() for a in kept)
-
-
-def test_buffers_pass_between_shapes_of_one_size():
-    """A dropped conv output is handed to a later conv whose output has another shape of the
-    same element count (4x8x8 and 16x4x4 here), in the Python loop and in the recorded
-    program; the results stay ONNX Runtime's and the program's replays equal the loop's."""
-    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]),
-             helper.make_node("Conv", ["c0", "w1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
-             helper.make_node("Conv", ["c1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
-             helper.make_node("Conv", ["c2", "w3"], ["y"], pads=[1, 1, 1, 1])]
-    inits = {"w0": _rand(4, 4, 3, 3) * 0.3, "w1": _rand(16, 4, 3, 3) * 0.3, "w2": _rand(16, 16, 3, 3) * 0.2,
-             "w3": _rand(16, 16, 3, 3) * 0.2}
-    x = RNG.standard_normal((2, 4, 8, 8)).astype(np.float32)
-    net = _check(nodes, {"x": x}, initializers=inits)
+def _spy_buffers(net: cppconv.Network) -> List[Any]:
+    """Wraps the network's convolution steps to log the buffer each is given (None, or its
+    shape and address); every call through the steps (not one recorded native call)."""
     given: List[Any] = []
 
     def spy(fn: Any) -> Any:
@@ -1200,13 +1145,98 @@ def test_buffers_pass_between_shapes_of_one_size():
 
     net._steps = [(spy(fn) if writes == 1 and "layer" in row else fn, ins, outs, dead, writes, extra)
                   for (fn, ins, outs, dead, writes, extra), row in zip(net._steps, net._step_rows)]
-    net._spares = {}
     net._programs_kept = 0
+    return given
+
+
+def test_conv_outputs_write_into_one_arena():
+    """Each conv writes into its planned part of one arena (values alive at once apart, the
+    others sharing memory), kept for the next call of the batch size; the results stay ONNX
+    Runtime's."""
+    nodes, inits, prev = [], {}, "x"
+    for i in range(4):
+        nodes += [helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("LeakyRelu", [f"c{i}"], [f"r{i}"], alpha=0.2)]  # fused into the Conv
+        inits[f"w{i}"] = _rand(4, 4, 3, 3) * 0.3
+        prev = f"r{i}"
+    nodes.append(helper.make_node("Identity", [prev], ["y"]))
+    net = _check(nodes, {"x": X4}, initializers=inits)
+    given = _spy_buffers(net)
+    net._arenas = []  # as after loading
+    want = net(X4)
+    first = list(given)
+    assert all(g is not None for g in first)
+    # A conv's output dies at the next conv: two parts of the arena take turns.
+    assert len({address for _, address in first}) == 2
+    given.clear()
+    np.testing.assert_array_equal(net(X4), want)
+    assert given == first  # the same arena, the same places
+    given.clear()  # another batch size: an arena of its size
+    x3 = RNG.standard_normal((3, *X4.shape[1:])).astype(np.float32)
+    np.testing.assert_allclose(net(x3), _ort(_model(nodes, {"x": x3}, ["y"], inits), {"x": x3})[0],
+                               rtol=1e-5, atol=1e-5)
+    assert all(g is not None and g[0][0] == 3 for g in given)
+    assert [a.size for a in net._arenas] == [3 * net._arena_elements]
+
+
+def test_values_of_other_shapes_share_the_arena():
+    """A conv output is written where one of another shape lived (2x8x8x4 then 2x4x4x16,
+    channels-last); the Python loop and the recorded program give ONNX Runtime's results."""
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["c0", "w1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Conv", ["c1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["c2", "w3"], ["y"], pads=[1, 1, 1, 1])]
+    inits = {"w0": _rand(4, 4, 3, 3) * 0.3, "w1": _rand(16, 4, 3, 3) * 0.3, "w2": _rand(16, 16, 3, 3) * 0.2,
+             "w3": _rand(16, 16, 3, 3) * 0.2}
+    x = RNG.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    net = _check(nodes, {"x": x}, initializers=inits)
+    given = _spy_buffers(net)
     want = net(x)
-    # c0 (2x8x8x4 channels-last) dies at the second conv; the third conv's 2x4x4x16 output
-    # takes its memory.
-    assert given[2] is not None and given[2][0] == (2, 4, 4, 16)
-    np.testing.assert_array_equal(net(x), want)
+    assert given[0][0] == (2, 8, 8, 4) and given[2][0] == (2, 4, 4, 16) and given[0][1] == given[2][1]
+    again = net(x)
+    np.testing.assert_array_equal(again, want)
+    assert again.flags.owndata and not np.shares_memory(again, want)  # (the caller's own)
+
+
+def test_arena_value_lives_while_a_layout_change_views_it():
+    """A layout change of one-pixel images returns a view of its input: the input's part of
+    the arena stays its own until the view's last reader (the Add), though later convs write
+    into the arena in between."""
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"]),
+             helper.make_node("Reshape", ["c0", "shape"], ["r"]),  # (ONNX order: a view of c0)
+             helper.make_node("Conv", ["c0", "w1"], ["c1"]),
+             helper.make_node("Conv", ["c1", "w2"], ["c2"]),
+             helper.make_node("Reshape", ["c2", "shape"], ["q"]),
+             helper.make_node("Add", ["r", "q"], ["y"])]
+    inits = {"w0": _rand(8, 8, 1, 1), "w1": _rand(8, 8, 1, 1), "w2": _rand(8, 8, 1, 1),
+             "shape": np.array([3, 2, 4], np.int64)}
+    net = _check(nodes, {"x": RNG.standard_normal((3, 8, 1, 1)).astype(np.float32)}, initializers=inits)
+    assert any(row["op"] == "(layout)" and row["node"].startswith("c0 ") for row in net._step_rows)
+    assert _runs(net)[-1].startswith("one native call"), _runs(net)
+
+
+def test_unplanned_view_of_the_arena_leaves_as_a_copy():
+    """A step result that shares the arena's memory outside the step's own part (a view the
+    plan did not expect) is copied, and a recording of the run is refused (the copy is
+    Python work); the step's own part and memory outside the arena pass through."""
+    from cppconv import _network
+
+    raw = np.zeros(64, np.float32)
+    arena = raw[8:56]
+    spare = arena[16:32]
+    other = np.ones(4, np.float32)
+    row = {"node": "n", "op": "Op"}
+    same = (spare, spare[4:8].reshape(2, 2), other)
+    assert all(a is b for a, b in zip(_network._outside_arena(same, raw, spare, row), same))
+    foreign = arena[:4]
+    _network._recording.program, _network._recording.failed = object(), ""
+    try:
+        got = _network._outside_arena((foreign, spare), raw, spare, row)
+        assert "returned a view of an input in the arena" in _network._recording.failed
+    finally:
+        _network._recording.program, _network._recording.failed = None, ""
+    assert got[1] is spare and got[0].flags.owndata and not np.shares_memory(got[0], raw)
+    np.testing.assert_array_equal(got[0], foreign)
 
 
 def test_elementwise_writes_into_its_dying_input():

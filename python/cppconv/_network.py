@@ -15,7 +15,6 @@ that step.  A Concat's convolution inputs are written straight into its result.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import sys
 import threading
@@ -2048,19 +2047,14 @@ class Network:
         self._fresh_outputs = {name for name, o in zip(planner.output_names, outputs) if o not in given}
         self._rows = planner.rows
         self._peak = _peak_bytes(planner, last, keep, root)
-        self._spares: Dict[int, List[np.ndarray]] = {}  # the last call's dropped arrays by size (run)
-        self._spares_lock = threading.Lock()  # (and _programs)
+        self._arena_at, self._arena_in_place, self._arena_elements = _arena_plan(planner, last, keep, root)
+        self._steps_alias = [s.view or s.role == _VIEWS_INPUT for s in planner.steps]
+        self._arenas: List[np.ndarray] = []  # the last call's arena, for the next (run)
+        self._spares_lock = threading.Lock()  # (and _arenas, _programs)
         # Input shapes and dtypes -> _SEEN, a _Program, or why the shape runs in Python; at most
         # _programs_kept of them (0: every call runs its steps in Python).
         self._programs: Dict[Any, Any] = {}
         self._programs_kept = _PROGRAMS_KEPT
-        # An image's element count -> the steps that write an output of that size into a buffer
-        # (a dropped array of the same size is handed on whatever its shape: in ResNet-50,
-        # 256x56x56, 64x112x112, 128x56x56 and 512x28x28 outputs are two sizes).
-        self._wants: Dict[int, List[int]] = {}
-        for k, (_, _, _, _, writes, shape) in enumerate(self._steps):
-            if writes == _INTO_BUFFER and shape is not None:
-                self._wants.setdefault(_elements(shape), []).append(k)
 
     # ----- running --------------------------------------------------------------------------
     @property
@@ -2114,41 +2108,44 @@ class Network:
     def _run_steps(self, values: List[np.ndarray], program: Any = None) -> Dict[str, Any]:
         """The outputs of one run of the steps in Python on the inputs' values ({output name:
         value}).  program: a NetProgram to record the native calls into (_run_program); the
-        run then leaves no arrays for the next call, and hands a dropped array on only when
-        nothing but the program holds it."""
+        run's arena is then the program's own, else the last call's is reused."""
         env = list(self._template)
         for spec, value in zip(self._inputs, values):
             env[spec.slot] = value
-        batch = env[self._inputs[0].slot].shape[:1] if self._inputs else ()
-        # Dropped arrays by shape, for steps that write into a buffer: this call's, and those the
-        # last call left (fresh memory costs page faults as it is first written: at batch 16 a
+        n = env[self._inputs[0].slot].shape[0] if self._inputs and env[self._inputs[0].slot].ndim else 0
+        # Every step that writes into a buffer, where its output's size is known, writes into
+        # its planned part of one arena (docs/design.md, "Activation memory"): reused from call
+        # to call, as fresh memory costs page faults as it is first written (at batch 16 a
         # U-Net's 200 MB activations spent a second of its 11 on them, tuning.md).
-        free: Dict[int, List[np.ndarray]] = {}  # by element count
-        if program is None:
-            with self._spares_lock:
-                free, self._spares = self._spares, {}
-        keep: Dict[int, List[np.ndarray]] = {}  # for the next call
-        # (twice the planned peak: U-Net at batch 16 ran 9.8 s with it once, 8.9 s twice, tuning.md)
-        held, budget = 0, 2 * (self._peak or 0) * (batch[0] if batch else 1)
+        arena = self._take_arena(n * self._arena_elements, program) if n and self._arena_elements else None
+        memory = None if arena is None else arena.base
         for k, (fn, ins, outs, dead, writes, extra) in enumerate(self._steps):
             recorded = 0 if program is None else len(program)
+            spare = None
             try:
                 if writes == _RETURNS:
                     results = fn(env[ins[0]]) if len(ins) == 1 else fn(*[env[i] for i in ins])
                 elif writes == _INTO_BUFFER:  # extra: the output's shape after the batch axis
                     x = env[ins[0]]
-                    shape = None if extra is None else (x.shape[0], *extra)
-                    same = None if shape is None else free.get(_elements(shape))
-                    spare = _reshaped(same.pop(), shape) if same else None
+                    at = self._arena_at[k]
+                    if at is not None and arena is not None and x.shape[0] == n:
+                        spare = arena[at[0] * n:(at[0] + at[1]) * n].reshape(n, *extra)
                     # (a Conv with its residual Add fused reads a second input)
                     results = fn(x, spare) if len(ins) == 1 else fn(x, *[env[i] for i in ins[1:]], spare)
-                    del x, spare
+                    del x
                 else:  # extra: the positions of inputs that die here, which the step may overwrite
                     args = [env[i] for i in ins]
-                    results = fn(*args, out=_overwritable(args, extra, program) if extra else None)
+                    over = self._arena_in_place[k]
+                    if over is not None and arena is not None:  # (the input's part of the arena, by plan)
+                        spare = _in_arena(args[over[0]], arena, over[1] * n, args)
+                    if spare is None and extra:
+                        spare = _overwritable(args, extra, program)
+                    results = fn(*args, out=spare)
                     del args
             except Exception as e:  # a size the model did not fix changed, say: name the node
                 raise _step_error(e, self._step_rows[k]) from e
+            if memory is not None and not self._steps_alias[k]:
+                results = _outside_arena(results, memory, spare, self._step_rows[k])
             if program is not None and len(program) == recorded:
                 _check_unrecorded_step(self._step_rows[k], self._roles[k], results, [env[i] for i in ins])
             if len(outs) == 1:
@@ -2156,31 +2153,33 @@ class Network:
             else:
                 for o, r in zip(outs, results):
                     env[o] = r
-            del results
+            del results, spare
             for d in dead:
-                spare = _dropped(env, d, self._dtype, program)
-                later = None if spare is None or not spare.ndim else self._wants.get(_elements(spare.shape[1:]))
-                if spare is None or later is None:
-                    continue
-                # Kept while a later step of this call takes its shape, else for the next call
-                # (at most one array per step that takes the shape, and `budget` bytes in all);
-                # otherwise freed now.
-                spares = free.setdefault(spare.size, [])
-                if len(later) - bisect.bisect_right(later, k) > len(spares):
-                    spares.append(spare)
-                    continue
-                kept = keep.setdefault(spare.size, [])
-                if program is None and len(kept) < len(later) and held + spare.nbytes <= budget:
-                    kept.append(spare)
-                    held += spare.nbytes
-            spare = None
+                env[d] = None
         found = {name: env[s] for name, s in self._outputs}
+        if arena is not None and program is None:
+            # (an output that shares the arena's memory leaves as a copy: the next call reuses it)
+            found = {name: np.array(v) if isinstance(v, np.ndarray) and v.base is memory else v
+                     for name, v in found.items()}
+            del env
+            with self._spares_lock:
+                self._arenas = [arena]
+        return found
+
+    def _take_arena(self, elements: int, program: Any) -> np.ndarray:
+        """An arena of `elements` values of the network's dtype, 64-byte aligned: the last
+        call's where it has that size (and no other call holds it), else a fresh one (a
+        recording's is always fresh: the program keeps it)."""
         if program is None:
             with self._spares_lock:
-                if not self._spares:
-                    self._spares = keep
-        del free, keep
-        return found
+                kept, self._arenas = self._arenas, []
+            if kept and kept[0].size == elements:
+                return kept[0]
+            del kept
+        itemsize = self._dtype.itemsize
+        raw = np.empty(elements + 64 // itemsize, self._dtype)
+        first = (-raw.ctypes.data % 64) // itemsize
+        return raw[first:first + elements]
 
     def _run_program(self, values: List[np.ndarray]) -> Optional[Dict[str, np.ndarray]]:
         """The outputs (arrays the caller owns) from the native program recorded for these
@@ -2232,8 +2231,8 @@ class Network:
             with self._spares_lock:
                 self._programs[key] = failed
             return self._owned(self._run_steps(values), self.output_names)
-        with self._spares_lock:  # (the program's arrays serve this shape from now on)
-            self._spares = {}
+        with self._spares_lock:  # (the program's arena serves this shape from now on)
+            self._arenas = []
         native = _native.NetProgram()
         inputs = [np.array(v, order="C") for v in values]  # the program's own: the caller's change
         native.set_inputs(inputs)
@@ -2271,8 +2270,9 @@ class Network:
     def explain(self) -> Dict[str, Any]:
         """The plan: each node and what it became (fused convolution, layout, algorithm chosen
         for batch 1, or the one a tuned convolution ran last, with ``chosen_by``: see
-        :func:`cppconv.set_tuning`), and the planned peak activation memory at batch 1 (None
-        where shapes are not known at load)."""
+        :func:`cppconv.set_tuning`), the planned peak activation memory at batch 1 (None
+        where shapes are not known at load), and the activation arena's bytes per image
+        (``arena_bytes``: the values it holds, placed by their lifetimes)."""
         nodes = []
         for row in self._rows:
             node = {k: v for k, v in row.items() if k != "layer"}
@@ -2284,6 +2284,7 @@ class Network:
             "inputs": self.input_names, "outputs": self.output_names, "nodes": nodes, "steps": len(self._steps),
             "convolution_layout": "channels-last (NWC, NHWC, NDHWC)",
             "peak_activation_bytes": self._peak,
+            "arena_bytes": self._arena_elements * self._dtype.itemsize,
             "threads": self._threads or None, "precision": self._precision,
             "compute_dtype": self._compute_dtype or "float32",
             "runs": self._runs(),
@@ -2320,7 +2321,8 @@ class Network:
             lines.append(f"input {shapes}: {how}")
         peak = info["peak_activation_bytes"]
         lines.append("planned peak activation memory at batch 1: "
-                     + ("unknown (shapes not known at load)" if peak is None else f"{peak / 2**20:.2f} MiB"))
+                     + ("unknown (shapes not known at load)" if peak is None else f"{peak / 2**20:.2f} MiB")
+                     + f"; activation arena {info['arena_bytes'] / 2**20:.2f} MiB per image")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -2407,22 +2409,6 @@ def _buffer_shape(planner: _Planner, step: _Step, ins: List[int], dead: Set[int]
     return None
 
 
-def _elements(shape: Sequence[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
-def _reshaped(spare: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
-    """A dropped array (C-contiguous, owning its data, nothing but a recorded program holding
-    it) given `shape`, of the same element count, in place: the same memory and the same object
-    (a program that recorded it keeps only its pointer and the object)."""
-    if spare.shape != shape:
-        spare.resize(shape, refcheck=False)  # (same size: no reallocation)
-    return spare
-
-
 def _overwritable(args: List[Any], candidates: Tuple[int, ...], program: Any = None) -> Optional[np.ndarray]:
     """An input the step may write its result into: it dies at this step, nothing else holds
     it (four references: the env slot, args, `a` and getrefcount's argument; and those of a
@@ -2450,25 +2436,10 @@ def _is_broadcast_shape(shape: Tuple[int, ...], args: List[Any]) -> bool:
     return True
 
 
-def _dropped(env: List[Any], slot: int, dtype: np.dtype, program: Any = None) -> Optional[np.ndarray]:
-    """Clears a dead value's slot; returns its array when another step may write into it:
-    nothing else holds it (no view, no alias a NumPy op made; the two references are `value`
-    and getrefcount's argument, and those of a NetProgram being recorded), it owns its data,
-    C-contiguous, in the network's dtype."""
-    value = env[slot]
-    env[slot] = None
-    held = 0 if program is None else program.holds(value)
-    if (_REFCOUNTS_TELL and value.__class__ is np.ndarray and sys.getrefcount(value) == 2 + held
-            and value.dtype == dtype
-            and value.flags.owndata and value.flags.c_contiguous):
-        return value
-    return None
-
-
 def _refcounts_tell() -> bool:
-    """Whether sys.getrefcount counts references as _overwritable and _dropped expect on this
-    interpreter (an interpreter that borrows references would read shared arrays as free):
-    without it, buffers are never reused."""
+    """Whether sys.getrefcount counts references as _overwritable expects on this interpreter
+    (an interpreter that borrows references would read shared arrays as free): without it,
+    no step writes into its input."""
     try:
         env: List[Any] = [np.zeros(2, np.float32)]
         args = [env[0]]
@@ -2476,13 +2447,8 @@ def _refcounts_tell() -> bool:
         held = args[0]
         shared = _overwritable(args, (0,)) is None
         del args, held
-        dropped = _dropped(env, 0, np.dtype(np.float32)) is not None
-        env = [np.zeros(2, np.float32)]
-        held = env[0]  # a second reference: the value is not free
-        kept = _dropped(env, 0, np.dtype(np.float32)) is None
-        del held
-        return alone and shared and dropped and kept
-    except Exception:  # noqa: BLE001 - an interpreter this probe does not suit: no buffer reuse
+        return alone and shared
+    except Exception:  # noqa: BLE001 - an interpreter this probe does not suit: nothing in place
         return False
 
 
@@ -2493,6 +2459,117 @@ _REFCOUNTS_TELL = _refcounts_tell()
 def _rebuild(data: bytes, num_threads: Optional[int], precision: Optional[str],
              compute_dtype: Optional[str] = None) -> Network:
     return Network(data, num_threads=num_threads, precision=precision, compute_dtype=compute_dtype)
+
+
+def _arena_plan(planner: _Planner, last: Dict[str, int], keep: Set[str], root: Dict[str, str]
+                ) -> Tuple[List[Optional[Tuple[int, int]]], List[Optional[Tuple[int, int]]], int]:
+    """Where the steps write in one arena per call (docs/design.md, "Activation memory"):
+    per step that writes into a buffer, None or (offset, elements) per image (times the batch
+    at run time); per in-place step, None or (the position of the input it writes over, that
+    input's offset): the output keeps the input's part; and the arena's elements per image.
+
+    Two values alive at the same step never share memory (greedy by size, as TensorFlow
+    Lite's arena planner: largest first, each at the lowest offset free over its lifetime).
+    A value lives from its step to its last reader, and to the last reader of any value that
+    may share its memory: a view, and the output of a step that may return its input (a
+    layout change of one pixel); a value an output may share lives to the end.  Only values
+    of the network's dtype are placed; the network's outputs are not (the caller keeps them)."""
+    n_steps = len(planner.steps)
+    end: Dict[str, int] = {name: k for name, k in last.items()}
+    for name in keep:
+        end[name] = n_steps
+    # (steps that may return their input, like views: their outputs' lifetimes extend it)
+    for k in range(n_steps - 1, -1, -1):
+        s = planner.steps[k]
+        if not s.ins or not (s.view or s.role == _VIEWS_INPUT):
+            continue
+        source = root.get(s.ins[0], s.ins[0])
+        for o in s.outs:
+            if o:
+                end[source] = max(end.get(source, k), end.get(o, k))
+
+    def placeable(name: str) -> Optional[int]:
+        """The value's elements per image where it may live in the arena (shape[0]: the batch)."""
+        shape = planner.stored_shape(name, batch=1)
+        dtype = planner.dtypes.get(name.split("@")[0])
+        if name in keep or name in root or not shape or dtype is None or np.dtype(dtype) != planner.dtype:
+            return None
+        return int(np.prod(shape[1:], dtype=np.int64))
+
+    groups: List[List[int]] = []  # [elements per image, first step, last step, writing step]
+    group_of: Dict[str, int] = {}
+    in_place: List[Any] = [None] * n_steps  # (input position, group), then (position, offset)
+    for k, s in enumerate(planner.steps):
+        if s.view or len(s.outs) != 1 or not s.outs[0]:
+            continue
+        o = s.outs[0]
+        if s.writes == _INTO_BUFFER:
+            elements = placeable(o)
+            if elements is not None:
+                group_of[o] = len(groups)
+                groups.append([elements, k, max(k, end.get(o, k)), k])
+        elif s.writes == _IN_PLACE:
+            elements = placeable(o)
+            for j, i in enumerate(s.ins):
+                g = group_of.get(i)
+                if (g is not None and elements == groups[g][0] and end.get(i) == k and s.ins.count(i) == 1
+                        and i not in keep):
+                    group_of[o] = g  # (the output takes over the input's part)
+                    groups[g][2] = max(groups[g][2], end.get(o, k))
+                    in_place[k] = (j, g)
+                    break
+    align = max(1, 64 // planner.dtype.itemsize)
+    at: List[Optional[Tuple[int, int]]] = [None] * n_steps
+    placed: List[Tuple[int, int, int, int]] = []  # (offset, elements, first step, last step)
+    total = 0
+    offsets: Dict[int, int] = {}
+    for g, (elements, first, final, k) in sorted(enumerate(groups), key=lambda e: (-e[1][0], e[1][1])):
+        size = -(-elements // align) * align  # (each value 64-byte aligned at any batch)
+        offset = 0
+        for lo, hi in sorted((o, o + e) for o, e, f, z in placed if f <= final and first <= z):
+            if offset + size <= lo:
+                break
+            offset = max(offset, hi)
+        placed.append((offset, size, first, final))
+        at[k] = (offset, elements)
+        offsets[g] = offset
+        total = max(total, offset + size)
+    for k, planned in enumerate(in_place):
+        if planned is not None:
+            in_place[k] = (planned[0], offsets[planned[1]])
+    return at, in_place, total
+
+
+def _in_arena(a: Any, arena: np.ndarray, offset: int, args: List[Any]) -> Optional[np.ndarray]:
+    """a, where an in-place step may write its result into it: the array at `offset` in the
+    arena (the input's planned part, which the plan gives the result), of a float dtype,
+    C-contiguous, of the result's shape."""
+    if (a.__class__ is np.ndarray and a.base is arena.base and a.dtype.kind == "f" and a.flags.c_contiguous
+            and a.ctypes.data == arena.ctypes.data + offset * arena.itemsize and _is_broadcast_shape(a.shape, args)):
+        return a
+    return None
+
+
+def _outside_arena(results: Tuple[Any, ...], memory: np.ndarray, spare: Optional[np.ndarray],
+                   row: Dict[str, Any]) -> Tuple[Any, ...]:
+    """A step's results, each a copy where it shares the arena's memory though the plan gave
+    it none (a view of an input the step is not known to return): the plan may hand that
+    memory to a later value.  The copy is Python work: the shape does not record."""
+    def planned(r: Any) -> bool:  # (the step's own part of the arena, or memory outside it)
+        return not isinstance(r, np.ndarray) or r.base is not memory or r is spare or \
+            (spare is not None and _byte_bounds(spare)[0] <= _byte_bounds(r)[0] and
+             _byte_bounds(r)[1] <= _byte_bounds(spare)[1])
+
+    if all(planned(r) for r in results):
+        return results
+    _unrecorded(f"node {row['node']!r} ({row['op']}) returned a view of an input in the arena")
+    return tuple(r if planned(r) else np.array(r) for r in results)
+
+
+try:
+    from numpy.lib.array_utils import byte_bounds as _byte_bounds
+except ImportError:  # NumPy 1.x
+    _byte_bounds = np.byte_bounds  # type: ignore[attr-defined]
 
 
 def _peak_bytes(planner: _Planner, last: Dict[str, int], keep: Set[str], root: Dict[str, str]) -> Optional[int]:
