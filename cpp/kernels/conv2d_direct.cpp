@@ -21,6 +21,8 @@
 //    block then sit at consecutive addresses, so every load has a constant displacement, and
 //    the hot loop has no bounds checks (padding, whatever its mode, was resolved while
 //    copying).  Without padding and stride phases (NCHW, stride_w 1) x is read in place.
+//    A grouped NHWC layer's tile is instead its padded rows channels-last, every group's
+//    channels, shared by the groups of an (image, row block) (EnginePlan::pixel_tile).
 //  - With few independent (image, group, row block) units the thread team shares each tile
 //    (filled together, then its outputs handed out dynamically); with many, each thread owns
 //    whole units and their tiles, and no barrier is needed.
