@@ -8,8 +8,10 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <iterator>
 #include <limits>
@@ -106,7 +108,17 @@ class NetProgram {
   }
   // Runs the steps on `given` (C-contiguous arrays of the inputs' shapes and dtypes), or on
   // the program's own input arrays as they are when none are given.
-  void run(const std::vector<py::array>& given) {
+  void run(const std::vector<py::array>& given) { run_steps(given, nullptr); }
+  // run(), returning each step's CPU time on the calling thread in seconds (wall time where the
+  // platform has no thread clock), for profiles at one thread: tools/profile_network.py.
+  std::vector<double> run_timed(const std::vector<py::array>& given) {
+    std::vector<double> times;
+    run_steps(given, &times);
+    return times;
+  }
+
+ private:
+  void run_steps(const std::vector<py::array>& given, std::vector<double>* times) {
     if (!given.empty() && given.size() != inputs_.size()) throw py::value_error("NetProgram.run: one array per input");
     for (size_t k = 0; k < given.size(); ++k) {
       const py::array& a = given[k];
@@ -130,10 +142,26 @@ class NetProgram {
       if (copied_[k] && given[k].data() != own) std::memcpy(const_cast<void*>(own), given[k].data(), bytes[k]);
       current_[k] = copied_[k] ? own : given[k].data();
     }
-    for (const std::function<void()>& step : steps_) step();
+    if (!times) {
+      for (const std::function<void()>& step : steps_) step();
+      return;
+    }
+    const auto now = [] {
+#ifdef CLOCK_THREAD_CPUTIME_ID
+      timespec t{};
+      clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+      return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+#else  // (Windows: wall time)
+      return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+#endif
+    };
+    for (const std::function<void()>& step : steps_) {
+      const double start = now();
+      step();
+      times->push_back(now() - start);
+    }
   }
 
- private:
   std::vector<std::function<void()>> steps_;
   std::vector<py::object> owners_;
   std::unordered_map<const PyObject*, int> held_;
@@ -1015,7 +1043,9 @@ PYBIND11_MODULE(_native, m) {
            "The arrays the program reads the network's inputs from (before the recording).")
       .def("run", &NetProgram::run, py::arg("inputs") = std::vector<py::array>{},
            "Runs the recorded steps in order, without the GIL, on `inputs` (C-contiguous arrays of the recorded "
-           "inputs' shapes and dtypes), or on the program's own input arrays.");
+           "inputs' shapes and dtypes), or on the program's own input arrays.")
+      .def("run_timed", &NetProgram::run_timed, py::arg("inputs") = std::vector<py::array>{},
+           "run(), returning each recorded step's CPU time on the calling thread in seconds.");
 
   py::class_<ConvParams>(m, "ConvParams", "A convolution call's normalised hyper-parameters (internal).")
       .def(py::init(&conv_params), py::arg("rank"), py::arg("stride"), py::arg("dilation"), py::arg("padding"),

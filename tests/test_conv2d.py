@@ -402,6 +402,47 @@ def test_grouped_channels_last_runs_channels_first(isa, restore_threads, H, W, C
     assert_close(layer(to_layout(x4, "NHWC")), to_layout(ref, "NHWC"), to_layout(bound, "NHWC"), F32)
 
 
+@pytest.mark.parametrize("N,H,W,C,K,groups,kernel,kw", [
+    (2, 7, 9, 32, 32, 2, 3, dict(padding=1)),                                  # RegNetX's 16 a group
+    (1, 13, 13, 64, 64, 4, 3, dict(padding=1, stride=2)),                      # its stride-2 blocks
+    (3, 5, 25, 34, 68, 2, 3, dict(padding=1, stride=2)),                       # 17 in, 34 out: two k blocks
+    (1, 6, 12, 48, 48, 3, 3, dict(padding=1)),                                 # rows of one block
+    (2, 3, 13, 24, 48, 3, (5, 3), dict(padding=(2, 1), padding_mode="reflect")),
+    (1, 9, 10, 32, 32, 2, 3, dict(padding=2, dilation=2, stride=(1, 2))),
+    (1, 5, 7, 32, 32, 2, 1, dict(padding=1)),                                  # 1x1 padded: a shared tile
+    (1, 20, 200, 64, 64, 4, 3, dict(padding=1)),                               # several row blocks
+    (2, 1, 1, 48, 96, 3, 3, dict(padding=1, stride=2)),
+])
+def test_grouped_channels_last_tile_of_every_group(isa, restore_threads, N, H, W, C, K, groups, kernel, kw):
+    """A grouped channels-last layer on the channel-vector kernels copies one tile of all its
+    channels per (image, row block) that each group reads at its channel offset: widths around
+    the pixel blocks, group widths around the vector, strides, dilation, reflect padding, a
+    residual; every channelvec candidate forced, 1 and 2 threads giving the same bits."""
+    rng = make_rng("group_tile", N, H, W, C, K, groups, kernel, sorted(kw.items()))
+    x4, w, b = make_inputs(rng, N, C, H, W, K, kernel, groups)
+    kw = dict(kw, groups=groups, activation="relu")
+    ref, bound = reference(x4, w, b, **kw)
+    ref, bound = to_layout(ref, "NHWC"), to_layout(bound, "NHWC")
+    x = to_layout(x4, "NHWC")
+    info = cppconv.explain(x.shape, w.shape, layout="NHWC", **kw)
+    names = [n for n in info["candidates"] if "channelvec" in n]
+    run_named = importlib.import_module("cppconv._conv")._conv_with_algorithm
+    for name in names:
+        ys = []
+        for threads in (1, 2):
+            cppconv.set_num_threads(threads)
+            ys.append(run_named(name, x, w, b, layout="NHWC", **kw))
+            assert_close(ys[-1], ref, bound, F32, context=f"{name} {threads} threads")
+        np.testing.assert_array_equal(ys[0], ys[1])
+    assert names or _native.selected_isa() == "baseline", info  # the SIMD ISAs have the engine
+    layer = cppconv.Conv2d(w, b, layout="NHWC", **kw)
+    residual = random_array(rng, ref.shape, F32)
+    # The residual is added before the activation: relu(conv + r), conv's own bound plus |r|.
+    lin_ref, lin_bound = reference(x4, w, b, **dict(kw, activation=None))
+    lin_ref, lin_bound = to_layout(lin_ref, "NHWC"), to_layout(lin_bound, "NHWC")
+    assert_close(layer(x, residual=residual), np.maximum(lin_ref + residual, 0), lin_bound + np.abs(residual), F32)
+
+
 def test_grouped_channels_last_lowering_only_where_lanes_idle():
     """Depthwise and 8+ output channels per group stay channels-last; so does channels-first."""
     def lowering(x_shape, w_shape, **kw):

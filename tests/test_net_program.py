@@ -77,6 +77,21 @@ def test_program_replays_its_calls_with_operands_it_keeps_alive():
         np.testing.assert_array_equal(g, w)
 
 
+def test_timed_replay_is_a_replay_with_a_time_per_call():
+    """run_timed (tools/profile_network.py's step times) runs the same calls as run and returns
+    one non-negative time per recorded call."""
+    x = _rand(2, 6, 6, 8)
+    want = [v.copy() for v in _calls(x + 1.0, None)]
+    program = _native.NetProgram()
+    got = _calls(x, program)
+    x += 1.0
+    times = program.run_timed()
+    assert len(times) == len(program) == 9
+    assert all(isinstance(t, float) and t >= 0 for t in times)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.uint8])
 def test_copy_strided_is_numpy_assignment(dtype):
     """The networks' native copy (a Concat's inputs into their channels of the result, a

@@ -2,12 +2,14 @@
 """Where a whole network's time goes, step by step, against ONNX Runtime's per-node profile.
 
     python tools/profile_network.py efficientnet_b0 [--batch 1] [--size 224] [--repeats 20] [--top 25]
-                                    [--json out.json] [--tree TREE] [--int8 qdq|qoperator]
+                                    [--json out.json] [--tree TREE] [--int8 qdq|qoperator] [--python-loop]
 
 The network of tests/vision_models.py is exported as bench/bench_networks.py does and run on
 one thread by both libraries.  Each planned step of cppconv.Network is timed within --repeats
-whole runs (its minimum thread CPU time, `time.thread_time`: robust on a loaded host), and the
-run's own time outside its steps; ONNX Runtime (all graph optimisations, one intra-op thread)
+replays of its recorded program (`NetProgram.run_timed`: the native calls the step recorded,
+their minimum thread CPU time, robust on a loaded host), and the run's own time outside its
+steps; --python-loop times the steps as the Python loop runs them instead (a first call's
+fresh arrays: large activations then pay for their pages); ONNX Runtime (all graph optimisations, one intra-op thread)
 runs --repeats times with `SessionOptions.enable_profiling` and each node's minimum kernel time
 is taken.  A cppconv step is paired with the ONNX Runtime nodes that compute the model nodes it
 computes (its own and those fused into it; ORT/cppconv sums them, ONNX Runtime's layout
@@ -53,12 +55,8 @@ def _min_thread_time(fn: Callable[[], Any], repeats: int) -> float:
     return best
 
 
-def cppconv_steps(net: Any, x: np.ndarray, repeats: int) -> List[Dict[str, Any]]:
-    """Each step's minimum thread time within whole runs of the network (as ONNX Runtime's
-    profile times its nodes: with the caches as the steps before left them), each step's fn
-    wrapped in a timer; and the run's own time outside its steps (the loop, buffer reuse, the
-    input's checks and the result's copy: the least of whole run minus its steps)."""
-    # The model nodes each step computes: its own and those fused into it (listed after it).
+def step_covers(net: Any) -> List[List[str]]:
+    """The model nodes each step computes: its own and those fused into it (listed after it)."""
     step_of = {id(row): k for k, row in enumerate(net._step_rows)}
     covers: List[List[str]] = [[] for _ in net._step_rows]
     k = None
@@ -66,6 +64,61 @@ def cppconv_steps(net: Any, x: np.ndarray, repeats: int) -> List[Dict[str, Any]]
         k = step_of.get(id(row), k if row["became"].startswith("fused into") else None)
         if k is not None:
             covers[k].append(row["node"])
+    return covers
+
+
+def cppconv_program_steps(net: Any, x: np.ndarray, repeats: int) -> List[Dict[str, Any]]:
+    """Each step's minimum thread time within replays of the network's recorded program (what
+    a call runs from the second on: its arrays kept, none freshly allocated), from
+    NetProgram.run_timed; a step's time is that of the native calls it recorded.  The run's own
+    time outside its steps is the least of a whole call (net(x)) minus the least replay's."""
+    from cppconv import _network
+
+    recorded = [0] * len(net._steps)  # native calls each step recorded
+
+    def counted(k: int, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            program = _network._recording.program
+            before = len(program) if program is not None else 0
+            result = fn(*args, **kwargs)
+            if program is not None:
+                recorded[k] = len(program) - before
+            return result
+        return call
+
+    plain = net._steps
+    net._steps = [(counted(k, fn), *rest) for k, (fn, *rest) in enumerate(plain)]
+    net._programs.clear()
+    try:
+        net(x)
+        net(x)  # (the second call with a shape records its program)
+    finally:
+        net._steps = plain
+    natives = [e.native for e in net._programs.values() if getattr(e, "native", None) is not None]
+    if len(natives) != 1:
+        raise RuntimeError(f"no recorded program to time: {net.explain()['runs']}")
+    best: List[float] = []
+    best_replay = float("inf")
+    for _ in range(repeats):
+        times = natives[0].run_timed([np.ascontiguousarray(x)])
+        best = times if not best else [min(a, b) for a, b in zip(best, times)]
+        best_replay = min(best_replay, sum(times))
+    per_step, first = [], 0
+    for n in recorded:
+        per_step.append(sum(best[first:first + n]))
+        first += n
+    outside = _min_thread_time(lambda: net(x), repeats) - best_replay
+    return [{"node": row["node"], "op": row["op"], "became": row["became"], "nodes": nodes, "s": s}
+            for row, nodes, s in zip(net._step_rows, step_covers(net), per_step)] + \
+        [{"node": "(outside the steps)", "op": "(run)", "became": "", "nodes": [], "s": outside}]
+
+
+def cppconv_steps(net: Any, x: np.ndarray, repeats: int) -> List[Dict[str, Any]]:
+    """Each step's minimum thread time within whole runs of the network (as ONNX Runtime's
+    profile times its nodes: with the caches as the steps before left them), each step's fn
+    wrapped in a timer; and the run's own time outside its steps (the loop, buffer reuse, the
+    input's checks and the result's copy: the least of whole run minus its steps)."""
+    covers = step_covers(net)
     best = [float("inf")] * len(net._steps)
     this_run = [0.0] * len(net._steps)
 
@@ -155,6 +208,9 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--json", help="write the steps, nodes and totals here")
+    ap.add_argument("--python-loop", action="store_true",
+                    help="time the steps as the Python loop runs them (fresh arrays, as a first call's), "
+                         "not in the recorded program's replays")
     ap.add_argument("--tree", help="import cppconv from this folder (see above)")
     ap.add_argument("--int8", choices=["qdq", "qoperator"],
                     help="quantize the model first, as bench/bench_networks.py --int8 does")
@@ -169,7 +225,7 @@ def main(argv: Any = None) -> int:
     x = np.random.default_rng(0).standard_normal((args.batch, *shape[1:])).astype(np.float32)
     net = cppconv.onnx.load(data, num_threads=1)
     net(x)
-    steps = cppconv_steps(net, x, args.repeats)
+    steps = (cppconv_steps if args.python_loop else cppconv_program_steps)(net, x, args.repeats)
     nodes = ort_nodes(data, x, args.repeats)
     totals = whole(net, data, x, args.repeats)
     print(f"# {args.network}, batch {args.batch}, {args.size}x{args.size}, one thread, min thread time over "

@@ -21,6 +21,8 @@
 //    block then sit at consecutive addresses, so every load has a constant displacement, and
 //    the hot loop has no bounds checks (padding, whatever its mode, was resolved while
 //    copying).  Without padding and stride phases (NCHW, stride_w 1) x is read in place.
+//    A grouped NHWC layer's tile is instead its padded rows channels-last, every group's
+//    channels, shared by the groups of an (image, row block) (EnginePlan::pixel_tile).
 //  - With few independent (image, group, row block) units the thread team shares each tile
 //    (filled together, then its outputs handed out dynamically); with many, each thread owns
 //    whole units and their tiles, and no barrier is needed.
@@ -115,6 +117,11 @@ struct EnginePlan {
   // padding are skipped (a 7x7 kernel on a 7x7 plane spends 43 % of its taps on zeros).
   bool skip_padding_rows;
   bool packs_in_items;  // ChannelVec: weights packed slice by slice inside the items
+  // A grouped NHWC ChannelVec tile: the padded input rows of every group, channels-last,
+  // [tile row][padded column][C] (see pixel_tile_preferred); phase_w is then the padded row's
+  // width, a group reads its channels at offset g * group_in, and the microkernels step
+  // pixel_pitch = stride_w * C.  Blocks go (n, row block, g), the tile shared by a block's groups.
+  bool pixel_tile;
 };
 
 bool no_padding(const ConvProblem& p) {
@@ -130,6 +137,14 @@ bool can_read_in_place(const ConvProblem& p) {
 
 bool is_flat(const ConvProblem& p) {
   return can_read_in_place(p) && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1;
+}
+
+// A grouped NHWC layer copies one tile of all its channels per (image, row block), read by
+// each group in turn: a tile per group read one group's line of every pixel, scattered lines
+// whose misses made most of a stride-2 layer's time at batch 16 (docs/tuning.md, "RegNetX-400MF").
+bool pixel_tile_preferred(const ConvProblem& p, Orientation o) {
+  return o == Orientation::ChannelVec && p.layout == Layout::NHWC && !can_read_in_place(p) && p.depth_taps == 0 &&
+         p.groups > 1;
 }
 
 constexpr int64_t kMinPrivateRows = 4;
@@ -185,9 +200,11 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
     d.tile_elems = 0;
   } else {
     const int64_t padded_w = input_cols_for(p, p.out_w);
-    d.phase_w = ceil_div(padded_w, p.stride_w);
-    d.chan_pitch = p.stride_w * d.phase_w;
-    d.row_pitch = d.group_in * d.chan_pitch;
+    d.pixel_tile = pixel_tile_preferred(p, o);
+    d.phase_w = d.pixel_tile ? padded_w : ceil_div(padded_w, p.stride_w);
+    d.chan_pitch = d.pixel_tile ? 1 : p.stride_w * d.phase_w;
+    d.row_pitch = d.pixel_tile ? padded_w * p.in_channels : d.group_in * d.chan_pitch;
+    if (d.pixel_tile) d.pixel_pitch = p.stride_w * p.in_channels;
     // The tile should sit in L2 with room for the weights streaming past it.
     const int64_t budget = (384 << 10) / int64_t(sizeof(T));
     int64_t rows = p.out_h;
@@ -695,6 +712,24 @@ void fill_tile_unit(const ConvCall& call, const EnginePlan& d, const ColumnPlan&
   const ConvProblem& p = call.p;
   const int64_t src_row = call.row_src[row0 + r];
   T* dst = tile + r * d.row_pitch;
+  if (d.pixel_tile) {  // [padded column][C]: each pixel's channels [c_begin, c_end) as one run
+    const int64_t count = c_end - c_begin, xs_c = call.x_stride.c;
+    const T* xr = src_row < 0 ? nullptr
+                              : static_cast<const T*>(call.x) + n * call.x_stride.n + src_row * call.x_stride.h +
+                                    (c0 + c_begin) * xs_c;
+    for (int64_t col = 0; col < d.phase_w; ++col) {
+      T* o = dst + col * p.in_channels + c_begin;
+      const int64_t src_col = xr ? call.col_src[col] : -1;
+      if (src_col < 0) {
+        std::memset(o, 0, sizeof(T) * size_t(count));
+      } else if (xs_c == 1) {
+        copy_run(o, xr + src_col * call.x_stride.w, count);
+      } else {
+        for (int64_t c = 0; c < count; ++c) o[c] = xr[src_col * call.x_stride.w + c * xs_c];
+      }
+    }
+    return;
+  }
   const int64_t row_floats = p.stride_w * d.phase_w;
   if (src_row < 0) {
     for (int64_t c = c_begin; c < c_end; ++c) std::memset(dst + c * d.chan_pitch, 0, sizeof(T) * row_floats);
@@ -780,6 +815,10 @@ struct BlockOrigin {
   int64_t n, g, oh0, rows;
 };
 BlockOrigin block_origin(const ConvProblem& p, const EnginePlan& d, int64_t block) {
+  if (d.pixel_tile) {  // (n, row block, g)
+    const int64_t oh0 = (block / p.groups % d.row_blocks) * d.rows_per_block;
+    return {block / (d.row_blocks * p.groups), block % p.groups, oh0, std::min(d.rows_per_block, p.out_h - oh0)};
+  }
   const int64_t oh0 = (block % d.row_blocks) * d.rows_per_block;
   return {block / (d.row_blocks * p.groups), (block / d.row_blocks) % p.groups, oh0,
           std::min(d.rows_per_block, p.out_h - oh0)};
@@ -800,7 +839,7 @@ PrefetchStream tile_source(const ConvCall& call, const EnginePlan& d, const Bloc
   const int64_t size = int64_t(sizeof(T));
   // With depth taps: one run from the first depth slice read to the last, whole slices between
   // included, so it also covers rows outside lo..hi that the tile does not read.
-  int64_t slice = b.n * xs.n, span = 0, channels = d.group_in;
+  int64_t slice = b.n * xs.n, span = 0, channels = d.pixel_tile ? p.in_channels : d.group_in;
   if (call.depth_src) {
     const int64_t kd = p.depth_taps;
     int64_t last = -1;
@@ -813,8 +852,8 @@ PrefetchStream tile_source(const ConvCall& call, const EnginePlan& d, const Bloc
     span = last - slice;
     channels = d.group_in / kd;
   }
-  const char* first =
-      reinterpret_cast<const char*>(static_cast<const T*>(call.x) + slice + b.g * channels * xs.c + lo * xs.h);
+  const char* first = reinterpret_cast<const char*>(static_cast<const T*>(call.x) + slice +
+                                                    (d.pixel_tile ? 0 : b.g * channels) * xs.c + lo * xs.h);
   if (xs.w == 1)  // NCHW: a channel's rows lo..hi
     return {first, (span + (hi - lo) * xs.h + p.in_w) * size, xs.c * size, channels};
   if (span > 0)  // NHWC: rows lo..hi of every slice, and what lies between
@@ -1080,9 +1119,9 @@ void run_engine(const ConvCall& call, Orientation orientation) {
     for (int64_t j = 0; j < p.kernel_w; ++j) {
       const int64_t col = j * p.dilation_w;
       tap_off[size_t(i * p.kernel_w + j)] =
-          i * p.dilation_h * d.row_pitch + (d.direct_input && p.layout == Layout::NHWC
-                                                ? col * call.x_stride.w
-                                                : (col % p.stride_w) * d.phase_w + col / p.stride_w);
+          i * p.dilation_h * d.row_pitch + (d.direct_input && p.layout == Layout::NHWC ? col * call.x_stride.w
+                                            : d.pixel_tile ? col * p.in_channels
+                                                           : (col % p.stride_w) * d.phase_w + col / p.stride_w);
     }
   const ColumnPlan columns = plan_columns(call, d);
   const int tile_copies = d.private_tiles ? threads : 1;
@@ -1095,7 +1134,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
   auto tile_for = [&](int64_t n, int64_t g, int64_t oh0, T* own) -> const T* {
     if (d.direct_input)
       return x + n * call.x_stride.n + g * d.group_in * call.x_stride.c + oh0 * p.stride_h * d.row_pitch;
-    return own;
+    return d.pixel_tile ? own + g * d.group_in : own;
   };
 
   parallel_region(threads, [&] {
@@ -1103,7 +1142,9 @@ void run_engine(const ConvCall& call, Orientation orientation) {
     T* row_buf = row_bufs + row_buf_elems * thread_id();
     if (d.private_tiles) {
       T* own = tiles + d.tile_elems * thread_id();
-      int64_t own_block = -1;  // the block whose tile `own` holds
+      int64_t own_block = -1;  // the block whose tile `own` holds (its first group's, pixel_tile)
+      // The first block of b's tile: a pixel tile serves a (n, row block)'s groups.
+      const auto tile_block = [&](int64_t block) { return d.pixel_tile ? block / p.groups * p.groups : block; };
       const int64_t units = p.batch * p.groups * d.row_blocks * d.parts_per_block;
       PrefetchStream next_tile;
       // Only an input too large to stay in cache from call to call (batch 16 of 64@56: 12.8 MB)
@@ -1114,14 +1155,16 @@ void run_engine(const ConvCall& call, Orientation orientation) {
       for (int64_t unit = 0; unit < units; ++unit) {
         const int64_t block = unit / d.parts_per_block, part = unit % d.parts_per_block;
         const BlockOrigin b = block_origin(p, d, block);
-        if (!d.direct_input && block != own_block) {
-          for (int64_t r = 0; r < input_rows_for(p, b.rows); ++r)
-            fill_tile_unit<T>(call, d, columns, b.n, b.g * d.group_in, b.oh0 * p.stride_h, r, 0, d.group_in, own);
-          own_block = block;
+        if (!d.direct_input && tile_block(block) != own_block) {
+          for (int64_t r = 0; r < input_rows_for(p, b.rows); ++r) {
+            if (d.pixel_tile) fill_tile_unit<T>(call, d, columns, b.n, 0, b.oh0 * p.stride_h, r, 0, p.in_channels, own);
+            else fill_tile_unit<T>(call, d, columns, b.n, b.g * d.group_in, b.oh0 * p.stride_h, r, 0, d.group_in, own);
+          }
+          own_block = tile_block(block);
         }
         // Units are handed out in turn, so this thread's next one is most likely `threads` on.
         const int64_t next_block = (unit + threads) / d.parts_per_block;
-        next_tile = prefetches_tiles && unit + threads < units && next_block != block
+        next_tile = prefetches_tiles && unit + threads < units && tile_block(next_block) != tile_block(block)
                         ? tile_source<T>(call, d, block_origin(p, d, next_block))
                         : PrefetchStream{};
         const int64_t items = items_per_block(d, b.rows);
@@ -1130,35 +1173,35 @@ void run_engine(const ConvCall& call, Orientation orientation) {
                             &next_tile);
       }
     } else {
-      for (int64_t n = 0; n < p.batch; ++n)
-        for (int64_t g = 0; g < p.groups; ++g)
-          for (int64_t rb = 0; rb < d.row_blocks; ++rb) {
-            const int64_t oh0 = rb * d.rows_per_block, rows = std::min(d.rows_per_block, p.out_h - oh0);
-            if (!d.direct_input) {
-              const int64_t chunks = ceil_div(d.group_in, kFillChannels);
+      for (int64_t block = 0; block < p.batch * p.groups * d.row_blocks; ++block) {
+        const BlockOrigin b = block_origin(p, d, block);
+        const int64_t n = b.n, g = b.g, oh0 = b.oh0, rows = b.rows;
+        if (!d.direct_input && (!d.pixel_tile || g == 0)) {  // a pixel tile: all channels, for every group
+          const int64_t c0 = d.pixel_tile ? 0 : g * d.group_in, channels = d.pixel_tile ? p.in_channels : d.group_in;
+          const int64_t chunks = ceil_div(channels, kFillChannels);
 #pragma omp for schedule(static)
-              for (int64_t unit = 0; unit < input_rows_for(p, rows) * chunks; ++unit) {
-                const int64_t c_begin = (unit % chunks) * kFillChannels;
-                fill_tile_unit<T>(call, d, columns, n, g * d.group_in, oh0 * p.stride_h, unit / chunks, c_begin,
-                                  std::min(d.group_in, c_begin + kFillChannels), tiles);
-              }
-            }
-            const T* tile = tile_for(n, g, oh0, tiles);
-            // Dynamic: a thread that loses its core for a while (another process, a busy VM)
-            // holds up only the item it has, not a fixed share of the block.  Each output is
-            // summed inside one item in a fixed order, so results do not depend on who runs it.
-            // Runs of items (about 8 per thread) keep the hand-out cost small when items are
-            // many and short (a first layer has hundreds of one-row items).
-            // (Items that pack their own weights go in longer runs: an item asks for the next
-            // one's weights while it computes, which helps only if the same thread runs it.)
-            const int64_t items = items_per_block(d, rows);
-            const int64_t run = std::max<int64_t>(
-                1, d.packs_in_items ? ceil_div(items, 2 * int64_t(threads)) : items / (8 * int64_t(threads)));
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t first = 0; first < items; first += run)
-              compute_items<T, B>(call, d, tap_off.data(), n, g, oh0, rows, tile, first, std::min(items, first + run),
-                                  row_buf);
+          for (int64_t unit = 0; unit < input_rows_for(p, rows) * chunks; ++unit) {
+            const int64_t c_begin = (unit % chunks) * kFillChannels;
+            fill_tile_unit<T>(call, d, columns, n, c0, oh0 * p.stride_h, unit / chunks, c_begin,
+                              std::min(channels, c_begin + kFillChannels), tiles);
           }
+        }
+        const T* tile = tile_for(n, g, oh0, tiles);
+        // Dynamic: a thread that loses its core for a while (another process, a busy VM)
+        // holds up only the item it has, not a fixed share of the block.  Each output is
+        // summed inside one item in a fixed order, so results do not depend on who runs it.
+        // Runs of items (about 8 per thread) keep the hand-out cost small when items are
+        // many and short (a first layer has hundreds of one-row items).
+        // (Items that pack their own weights go in longer runs: an item asks for the next
+        // one's weights while it computes, which helps only if the same thread runs it.)
+        const int64_t items = items_per_block(d, rows);
+        const int64_t run = std::max<int64_t>(
+            1, d.packs_in_items ? ceil_div(items, 2 * int64_t(threads)) : items / (8 * int64_t(threads)));
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t first = 0; first < items; first += run)
+          compute_items<T, B>(call, d, tap_off.data(), n, g, oh0, rows, tile, first, std::min(items, first + run),
+                              row_buf);
+      }
     }
   });
 }
@@ -1190,7 +1233,7 @@ template <class T, class B>
 bool engine_tiles_in_proportion(const ConvProblem& p, Orientation o) {
   return tiles_in_proportion(p, can_read_in_place(p) ? 0 : p.in_channels, [&] {
     const EnginePlan d = make_plan<T, B>(p, o, 1);
-    return double(p.batch * p.groups * d.row_blocks) * double(d.tile_elems);
+    return double(p.batch * (d.pixel_tile ? 1 : p.groups) * d.row_blocks) * double(d.tile_elems);
   });
 }
 

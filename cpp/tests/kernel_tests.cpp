@@ -521,6 +521,21 @@ void conv2d_sweep() {
     g.reused = chance(0.5);
     run_case(g);
   }
+  // Grouped channels-last layers whose groups are a vector or two wide (RegNetX's 16 a group):
+  // the ChannelVec engine's tile of every group's channels, read at each group's offset.  (On
+  // the generator's state restored after: the draws that follow stay those every algorithm's
+  // least count of cases was set on.)
+  const std::mt19937_64 draws_after = g_rng;
+  for (int i = 0; i < 40; ++i) {
+    const int64_t groups = pick(std::vector<int64_t>{2, 3, 5});
+    const int64_t gi = pick(std::vector<int64_t>{8, 15, 16, 17, 32}),
+                  go = pick(std::vector<int64_t>{8, 16, 17, 24, 33});
+    ConvGeometry g = random_geometry(uniform(1, 30), gi * groups, go * groups, groups, DType::Float32);
+    g.layout = Layout::NHWC;
+    if (i % 2 == 0) g.h = axis_for(uniform(4, 12), 3, i % 4 == 0 ? 2 : 1, 1, true);
+    run_case(g);
+  }
+  g_rng = draws_after;
   // Depthwise channel counts around the vector widths (8, 16 lanes and their blocks), rows
   // wide enough for the row kernels (64 outputs on AVX2), and both dtypes' direct kernels.
   for (int i = 0; i < 60; ++i) {

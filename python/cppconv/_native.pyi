@@ -23,6 +23,10 @@ class NetProgram:
         """
         Runs the recorded steps in order, without the GIL, on `inputs` (C-contiguous arrays of the recorded inputs' shapes and dtypes), or on the program's own input arrays.
         """
+    def run_timed(self, inputs: collections.abc.Sequence[numpy.ndarray] = []) -> list[float]:
+        """
+        run(), returning each recorded step's CPU time on the calling thread in seconds.
+        """
     def set_inputs(self, inputs: collections.abc.Sequence[numpy.ndarray]) -> None:
         """
         The arrays the program reads the network's inputs from (before the recording).
