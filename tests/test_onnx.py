@@ -1239,6 +1239,32 @@ def test_unplanned_view_of_the_arena_leaves_as_a_copy():
     np.testing.assert_array_equal(got[0], foreign)
 
 
+def test_in_place_step_keeps_an_operand_that_views_its_input():
+    """A channel gate (Mul) of a conv output by a one-pixel slice of that same output: the
+    gate is a view of the dying input, so the step must not write over it."""
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Slice", ["c", "st", "en", "ax"], ["s"]),
+             helper.make_node("Mul", ["c", "s"], ["m"]),
+             helper.make_node("Conv", ["m", "w1"], ["y"], pads=[1, 1, 1, 1])]
+    inits = {"w0": _rand(8, 4, 3, 3), "w1": _rand(8, 8, 3, 3), "st": np.array([0, 0], np.int64),
+             "en": np.array([1, 1], np.int64), "ax": np.array([2, 3], np.int64)}
+    net = _check(nodes, {"x": _rand(1, 4, 6, 6)}, initializers=inits)
+    assert all(over is None for over in net._arena_in_place)
+
+
+def test_sum_of_three_does_not_write_over_its_third_input():
+    """Sum(a, b, c) with only c dying there: the step computes a + b first, so it may write
+    over its first two operands only."""
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "w1"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["a", "w2"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sum", ["a", "b", "c"], ["s"]),
+             helper.make_node("Mul", ["s", "a"], ["m"]),
+             helper.make_node("Mul", ["m", "b"], ["y"])]
+    inits = {"w0": _rand(4, 4, 3, 3), "w1": _rand(4, 4, 3, 3), "w2": _rand(4, 4, 3, 3)}
+    _check(nodes, {"x": _rand(2, 4, 6, 6)}, initializers=inits)
+
+
 def test_elementwise_writes_into_its_dying_input():
     """A residual Add writes into the conv output that dies at it; an input still read later
     (or the caller's array) is never overwritten."""

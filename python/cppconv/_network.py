@@ -5,12 +5,11 @@ Conv/ConvTranspose nodes become cppconv layers with BatchNormalization folded in
 weights and the following activation fused; pools run on cppconv's pools; the rest run
 in NumPy (_netops).  The convolution path keeps one channels-last layout (NHWC, NWC, NDHWC):
 values are converted only at graph inputs and outputs and around operators that need the
-ONNX (channels-first) axis order, such as Flatten or Reshape before a Gemm.  Each value is
-dropped after its last reader, and a dropped array that nothing else holds is written again:
-by a step that writes into a buffer of its shape (a conv, a Resize, a Concat's result), in
-this call or the next (a network keeps one call's spare arrays, as ONNX Runtime's arena keeps
-its memory), or by an elementwise operator (activation, residual Add) whose input dies at
-that step.  A Concat's convolution inputs are written straight into its result.
+ONNX (channels-first) axis order, such as Flatten or Reshape before a Gemm.  The values that
+steps write into a buffer (a conv, a Resize, a layout change, a Concat's result) live in one
+arena per call, planned at load by their lifetimes (_arena_plan), and an elementwise operator
+(activation, residual Add) may write over an input that dies at that step.  A Concat's
+convolution inputs are written straight into its result.
 """
 
 from __future__ import annotations
@@ -499,7 +498,7 @@ class _Planner:
             row = {"node": f"{name} -> {_layout_word(want)}", "op": "(layout)",
                    "became": f"transpose {_layout_word(have)} -> {_layout_word(want)}", "layout": _layout_word(want)}
             self.rows.append(row)
-            # (into a dropped array of its shape where the run has one: a fresh one costs page faults)
+            # (into its part of the arena: a fresh array costs page faults)
             self.steps.append(_Step(convert, [name], [target], False, row, _INTO_BUFFER, role=_VIEWS_INPUT))
             self.layout[target] = want
         return target
@@ -957,7 +956,7 @@ def _conv(p: _Planner, node: _Node) -> None:
         conv = layer
         if fused_add:  # the layer applies the activation, which must come after the add
             if not unfused:
-                # (the layer's own arrays: the float64 folded weights are not kept past loading)
+                # (from the layer's float32 arrays: the float64 folded weights are not kept past loading)
                 unfused.append(_CONV_LAYERS[rank](layer.weight, layer.bias, precision=precision,
                                                   **{**kwargs, "activation": None}))
             conv = unfused[0]
@@ -1735,7 +1734,7 @@ def _resize(p: _Planner, node: _Node) -> None:
 
     became = f"resize ({mode}, {transform}): cppconv's pass for float32 height and width, else NumPy"
     if all(n == "" or n in p.consts for n in (scales_name, sizes_name)):
-        # Constant scales or sizes (as exported): a step of x alone, written into a dropped buffer.
+        # Constant scales or sizes (as exported): a step of x alone, written into its part of the arena.
         scales, sizes = p.consts.get(scales_name), p.consts.get(sizes_name)
         p.emit(node, lambda v, out=None: fn(v, scales, sizes, out), [x], [p.layout[x]], became, writes=_INTO_BUFFER)
         return
@@ -2050,7 +2049,7 @@ class Network:
         self._arena_at, self._arena_in_place, self._arena_elements = _arena_plan(planner, last, keep, root)
         self._steps_alias = [s.view or s.role == _VIEWS_INPUT for s in planner.steps]
         self._arenas: List[np.ndarray] = []  # the last call's arena, for the next (run)
-        self._spares_lock = threading.Lock()  # (and _arenas, _programs)
+        self._lock = threading.Lock()  # guards _arenas and _programs
         # Input shapes and dtypes -> _SEEN, a _Program, or why the shape runs in Python; at most
         # _programs_kept of them (0: every call runs its steps in Python).
         self._programs: Dict[Any, Any] = {}
@@ -2119,6 +2118,7 @@ class Network:
         # U-Net's 200 MB activations spent a second of its 11 on them, tuning.md).
         arena = self._take_arena(n * self._arena_elements, program) if n and self._arena_elements else None
         memory = None if arena is None else arena.base
+        handed: Dict[int, np.ndarray] = {}  # offset -> the array handed out there (this call's)
         for k, (fn, ins, outs, dead, writes, extra) in enumerate(self._steps):
             recorded = 0 if program is None else len(program)
             spare = None
@@ -2129,7 +2129,7 @@ class Network:
                     x = env[ins[0]]
                     at = self._arena_at[k]
                     if at is not None and arena is not None and x.shape[0] == n:
-                        spare = arena[at[0] * n:(at[0] + at[1]) * n].reshape(n, *extra)
+                        spare = handed[at[0]] = arena[at[0] * n:(at[0] + at[1]) * n].reshape(n, *extra)
                     # (a Conv with its residual Add fused reads a second input)
                     results = fn(x, spare) if len(ins) == 1 else fn(x, *[env[i] for i in ins[1:]], spare)
                     del x
@@ -2137,14 +2137,15 @@ class Network:
                     args = [env[i] for i in ins]
                     over = self._arena_in_place[k]
                     if over is not None and arena is not None:  # (the input's part of the arena, by plan)
-                        spare = _in_arena(args[over[0]], arena, over[1] * n, args)
+                        spare = _in_arena(args, over[0], handed.get(over[1]))
                     if spare is None and extra:
                         spare = _overwritable(args, extra, program)
                     results = fn(*args, out=spare)
                     del args
             except Exception as e:  # a size the model did not fix changed, say: name the node
                 raise _step_error(e, self._step_rows[k]) from e
-            if memory is not None and not self._steps_alias[k]:
+            if memory is not None and not self._steps_alias[k] and any(
+                    r is not spare and r.__class__ is np.ndarray and r.base is memory for r in results):
                 results = _outside_arena(results, memory, spare, self._step_rows[k])
             if program is not None and len(program) == recorded:
                 _check_unrecorded_step(self._step_rows[k], self._roles[k], results, [env[i] for i in ins])
@@ -2162,7 +2163,7 @@ class Network:
             found = {name: np.array(v) if isinstance(v, np.ndarray) and v.base is memory else v
                      for name, v in found.items()}
             del env
-            with self._spares_lock:
+            with self._lock:
                 self._arenas = [arena]
         return found
 
@@ -2171,7 +2172,7 @@ class Network:
         call's where it has that size (and no other call holds it), else a fresh one (a
         recording's is always fresh: the program keeps it)."""
         if program is None:
-            with self._spares_lock:
+            with self._lock:
                 kept, self._arenas = self._arenas, []
             if kept and kept[0].size == elements:
                 return kept[0]
@@ -2194,7 +2195,7 @@ class Network:
             return None
         # (the float32 precision in force: a convolution's problem resolves it when recorded)
         key = (tuple((v.shape, v.dtype.str) for v in values), _native.get_float32_precision())
-        with self._spares_lock:
+        with self._lock:
             entry = self._programs.pop(key, None)
             if entry is _SEEN:
                 entry = _Program()
@@ -2228,10 +2229,10 @@ class Network:
             except Exception as e:  # noqa: BLE001 - any failure on values the caller did not give
                 failed = f"the check's run on other input values failed: {e}"
         if failed:
-            with self._spares_lock:
+            with self._lock:
                 self._programs[key] = failed
             return self._owned(self._run_steps(values), self.output_names)
-        with self._spares_lock:  # (the program's arena serves this shape from now on)
+        with self._lock:  # (the program's arena serves this shape from now on)
             self._arenas = []
         native = _native.NetProgram()
         inputs = [np.array(v, order="C") for v in values]  # the program's own: the caller's change
@@ -2241,7 +2242,7 @@ class Network:
             outputs = self._run_steps(inputs, native)
             failed = _recording.failed
         except BaseException:  # the caller's values fail in Python too: record at a later call
-            with self._spares_lock:
+            with self._lock:
                 self._programs[key] = _SEEN
             raise
         finally:
@@ -2251,7 +2252,7 @@ class Network:
             native.run(probe)
             if not all(_same_values(expected[name], outputs[name]) for name in expected):  # type: ignore[index]
                 failed = "a replay on other values differed from the Python run"
-        with self._spares_lock:
+        with self._lock:
             if failed:
                 self._programs[key] = failed
             else:
@@ -2292,7 +2293,7 @@ class Network:
 
     def _runs(self) -> Dict[str, str]:
         """How calls with each input shape seen lately run: {"shapes, dtypes": how}."""
-        with self._spares_lock:
+        with self._lock:
             entries = list(self._programs.items())
         runs, in_force = {}, _native.get_float32_precision()
         for (inputs, precision), entry in entries:
@@ -2398,14 +2399,15 @@ def _step_error(error: Exception, row: Dict[str, Any]) -> Exception:
 
 def _buffer_shape(planner: _Planner, step: _Step, ins: List[int], dead: Set[int]) -> Any:
     """What the run needs to give a step somewhere to write: for a step that writes into a
-    buffer, its output shape after the batch axis when known at load (the run hands it a
-    dropped array of that shape, if any); for an in-place step, the positions of its inputs
-    that die at this step (each one it may overwrite)."""
+    buffer, its output shape after the batch axis when known at load (the run hands it its
+    part of the arena); for an in-place step, the positions of its inputs that die at this
+    step (each one it may overwrite): the first or second operand only, as an elementwise step
+    computes op(a, b, out) before it adds any third (a Sum's)."""
     if step.writes == _INTO_BUFFER:
         shape = planner.stored_shape(step.outs[0], batch=1)
         return None if shape is None else tuple(shape[1:])
     if step.writes == _IN_PLACE:
-        return tuple(j for j, i in enumerate(ins) if i in dead and ins.count(i) == 1)
+        return tuple(j for j, i in enumerate(ins[:2]) if i in dead and ins.count(i) == 1)
     return None
 
 
@@ -2478,6 +2480,18 @@ def _arena_plan(planner: _Planner, last: Dict[str, int], keep: Set[str], root: D
     end: Dict[str, int] = {name: k for name, k in last.items()}
     for name in keep:
         end[name] = n_steps
+    # The value whose memory a value may be: its own, a view's source's, or that of the input of
+    # a step that may return its input (a layout change of one pixel).
+    memory: Dict[str, str] = {}
+    for s in planner.steps:
+        if s.ins and (s.view or s.role == _VIEWS_INPUT):
+            for o in s.outs:
+                if o:
+                    memory[o] = memory.get(s.ins[0], s.ins[0])
+
+    def memory_of(name: str) -> str:
+        return memory.get(name, name)
+
     # (steps that may return their input, like views: their outputs' lifetimes extend it)
     for k in range(n_steps - 1, -1, -1):
         s = planner.steps[k]
@@ -2510,10 +2524,12 @@ def _arena_plan(planner: _Planner, last: Dict[str, int], keep: Set[str], root: D
                 groups.append([elements, k, max(k, end.get(o, k)), k])
         elif s.writes == _IN_PLACE:
             elements = placeable(o)
-            for j, i in enumerate(s.ins):
+            for j, i in enumerate(s.ins[:2]):  # (see _buffer_shape)
                 g = group_of.get(i)
+                # (not where another operand may share i's memory: a native pass such as the
+                # channel gate reads its operands as it writes)
                 if (g is not None and elements == groups[g][0] and end.get(i) == k and s.ins.count(i) == 1
-                        and i not in keep):
+                        and i not in keep and all(memory_of(v) != i for v in s.ins if v != i)):
                     group_of[o] = g  # (the output takes over the input's part)
                     groups[g][2] = max(groups[g][2], end.get(o, k))
                     in_place[k] = (j, g)
@@ -2540,14 +2556,15 @@ def _arena_plan(planner: _Planner, last: Dict[str, int], keep: Set[str], root: D
     return at, in_place, total
 
 
-def _in_arena(a: Any, arena: np.ndarray, offset: int, args: List[Any]) -> Optional[np.ndarray]:
-    """a, where an in-place step may write its result into it: the array at `offset` in the
-    arena (the input's planned part, which the plan gives the result), of a float dtype,
-    C-contiguous, of the result's shape."""
-    if (a.__class__ is np.ndarray and a.base is arena.base and a.dtype.kind == "f" and a.flags.c_contiguous
-            and a.ctypes.data == arena.ctypes.data + offset * arena.itemsize and _is_broadcast_shape(a.shape, args)):
-        return a
-    return None
+def _in_arena(args: List[Any], j: int, handed: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """args[j], where an in-place step may write its result into it: the array this call
+    handed out at the input's planned part of the arena (which the plan gives the result), of
+    a float dtype, of the result's shape, sharing no memory with the other operands."""
+    a = args[j]
+    if (a is not handed or a.dtype.kind != "f" or not _is_broadcast_shape(a.shape, args)
+            or any(np.may_share_memory(a, v) for i, v in enumerate(args) if i != j)):
+        return None
+    return a
 
 
 def _outside_arena(results: Tuple[Any, ...], memory: np.ndarray, spare: Optional[np.ndarray],
