@@ -95,7 +95,9 @@ const KernelTable& kernel_table() {
                                     fma_peak_gflops,
 #ifdef CPPCONV_HAS_TRANSPOSE_F32
                                     transpose_f32,
+                                    transpose_f32_strided,
 #else
+                                    nullptr,
                                     nullptr,
 #endif
                                     quantize_values,
