@@ -576,16 +576,18 @@ ConvProblem interleaved(const ConvProblem& p, int64_t slices) {
 // A folded problem runs channels-last (the row copied channels-last, the output transposed
 // back), where the channels-vector kernels read a window position's channels as one run;
 // channels-first with few input channels per group, where the pixel-vector kernels read each
-// row once for every output channel, and with many and no padding, where the rows read x in
-// place and the channel-vector kernel's own tiles and row buffers change the layout in cache
-// instead of two passes over memory (docs/tuning.md, "Folded rows").
-constexpr int64_t kFoldChannelsFirstBelow = 8, kFoldInPlaceFirstFrom = 96;
+// row once for every output channel, and with many and no padding where the channel-vector
+// block has 12 or more pixels (AVX-512): the rows then read x in place, and that kernel's own
+// tiles put a block's broadcasts on one or two lines, and its row buffers change the layout in
+// cache instead of two passes over memory (docs/tuning.md, "Folded rows").
+constexpr int64_t kFoldChannelsFirstBelow = 8, kFoldInPlaceFirstFrom = 96, kFoldInPlaceFirstPixels = 12;
 Layout fold_layout(const ConvProblem& p) {
   if (p.layout == Layout::NHWC) return Layout::NHWC;
   const int64_t group_in = p.in_channels / p.groups;
-  const bool unpadded = p.pad_left == 0 && p.pad_right == 0;
-  return group_in < kFoldChannelsFirstBelow || (unpadded && group_in >= kFoldInPlaceFirstFrom) ? Layout::NCHW
-                                                                                               : Layout::NHWC;
+  if (group_in < kFoldChannelsFirstBelow) return Layout::NCHW;
+  const bool in_place = p.pad_left == 0 && p.pad_right == 0 && group_in >= kFoldInPlaceFirstFrom &&
+                        active_table().channelvec_pixels >= kFoldInPlaceFirstPixels;
+  return in_place ? Layout::NCHW : Layout::NHWC;
 }
 
 ConvProblem folded(const ConvProblem& p, int64_t rows, int64_t outputs) {

@@ -146,6 +146,9 @@ struct KernelTable {
   // One block of it with the rows' strides given, on the calling thread; null likewise.
   void (*transpose_f32_strided)(const float* from, int64_t rows, int64_t cols, int64_t from_stride, float* to,
                                 int64_t to_stride);
+  // Output pixels of the float32 ChannelVec block (simd/tiles.h), 0 without a SIMD backend: the
+  // lowerings that depend on how many pixels' broadcasts one block reads ask it.
+  int channelvec_pixels;
   // The 8-bit quantization passes' runs (kernels/quantize8.cpp), on the calling thread.
   void (*quantize)(const QuantizeRun& run);
   void (*dequantize)(const DequantizeRun& run);
