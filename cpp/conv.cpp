@@ -570,15 +570,24 @@ ConvProblem interleaved(const ConvProblem& p, int64_t slices) {
   return q;
 }
 
-// FoldRows: `outputs` outputs from the padded input's column `start` on, as `rows` rows,
-// each with its own copy of its input window (no padding left to resolve).
-// A folded problem runs channels-last (windows transposed while they are copied, the output
-// transposed back), where the channels-vector kernels read a window position's channels as
-// one run; channels-first only with few input channels per group, where the pixel-vector
-// kernels read each row once for every output channel (docs/tuning.md, "Folded rows").
-constexpr int64_t kFoldChannelsFirstBelow = 8;
+// FoldRows: `outputs` outputs from the padded row's column `start` on, as `rows` rows that
+// read the padded row in place, kFoldOutputs * stride_w columns apart (a row's window reaches
+// into the next row's: they overlap where the kernel is wider than the stride).
+// A folded problem runs channels-last (the row copied channels-last, the output transposed
+// back), where the channels-vector kernels read a window position's channels as one run;
+// channels-first with few input channels per group, where the pixel-vector kernels read each
+// row once for every output channel, and with many and no padding where the channel-vector
+// block has 12 or more pixels (AVX-512): the rows then read x in place, and that kernel's own
+// tiles put a block's broadcasts on one or two lines, and its row buffers change the layout in
+// cache instead of two passes over memory (docs/tuning.md, "Folded rows").
+constexpr int64_t kFoldChannelsFirstBelow = 8, kFoldInPlaceFirstFrom = 96, kFoldInPlaceFirstPixels = 12;
 Layout fold_layout(const ConvProblem& p) {
-  return p.layout == Layout::NCHW && p.in_channels / p.groups < kFoldChannelsFirstBelow ? Layout::NCHW : Layout::NHWC;
+  if (p.layout == Layout::NHWC) return Layout::NHWC;
+  const int64_t group_in = p.in_channels / p.groups;
+  if (group_in < kFoldChannelsFirstBelow) return Layout::NCHW;
+  const bool in_place = p.pad_left == 0 && p.pad_right == 0 && group_in >= kFoldInPlaceFirstFrom &&
+                        active_table().channelvec_pixels >= kFoldInPlaceFirstPixels;
+  return in_place ? Layout::NCHW : Layout::NHWC;
 }
 
 ConvProblem folded(const ConvProblem& p, int64_t rows, int64_t outputs) {
@@ -592,39 +601,93 @@ ConvProblem folded(const ConvProblem& p, int64_t rows, int64_t outputs) {
   return q;
 }
 
-// The input windows of the folded rows in fold_layout(p), [n][c][row][window] (channels-first)
-// or [n][row][window][c], then those of the tail row's (`tail` outputs), [n][c][window] or
-// [n][window][c]: two contiguous problems' inputs (see run_folded).
+// The padded columns the folded rows read: [0, fold_columns) of the padded row.
+int64_t fold_columns(const ConvProblem& p) { return (p.out_w - 1) * p.stride_w + p.dilation_w * (p.kernel_w - 1) + 1; }
+
+// Channels-last, the channel-vector microkernels broadcast from a block of consecutive output
+// pixels, stride_w * pitch values apart.  Where that distance is a multiple of an L1 way
+// (4 KiB: 512 channels at stride 2), every pixel's line of a channel step falls in one L1 set,
+// more lines than its ways hold, and each broadcast misses L1 (docs/tuning.md, "Folded rows").
+// The copy's channel pitch is padded to the first one that spreads those lines over distinct sets.
+constexpr int64_t kL1WayBytes = 4096, kLineBytes = 64;
+constexpr int64_t kSpreadPixels = 16;  // at least the microkernels' pixel blocks
+bool spreads_over_sets(int64_t pixel_bytes) {
+  constexpr int64_t kSets = kL1WayBytes / kLineBytes;
+  int64_t line_of_set[kSets];
+  std::fill(line_of_set, line_of_set + kSets, -1);
+  for (int64_t m = 0; m < kSpreadPixels; ++m) {  // (pixels that share a line share its set)
+    const int64_t line = m * pixel_bytes / kLineBytes;
+    int64_t& held = line_of_set[line % kSets];
+    if (held >= 0 && held != line) return false;
+    held = line;
+  }
+  return true;
+}
+int64_t fold_channel_pitch(const ConvProblem& p) {
+  const int64_t C = p.in_channels, step = p.stride_w * int64_t(dtype_size(p.dtype));
+  for (int64_t pitch = C; pitch < C + kL1WayBytes / kLineBytes; ++pitch)
+    if (spreads_over_sets(pitch * step)) return pitch;
+  return C;
+}
+
+// Whether the folded rows read x itself: x in the fold's layout, no padding to resolve, and
+// (channels-last) a pixel pitch that needs no padding.
+bool folds_in_place(const ConvProblem& p) {
+  if (p.layout != fold_layout(p) || p.pad_left != 0 || p.pad_right != 0) return false;
+  return p.layout == Layout::NCHW || fold_channel_pitch(p) == p.in_channels;
+}
+
+// x's strides as the folded rows read it: the copy's (see fold_row) or x's own.
+Strides4 fold_strides(const ConvProblem& p) {
+  const int64_t step = kFoldOutputs * p.stride_w;  // columns from one folded row to the next
+  const int64_t C = p.in_channels;
+  if (folds_in_place(p))
+    return p.layout == Layout::NCHW ? Strides4{C * p.in_w, p.in_w, step, 1} : Strides4{p.in_w * C, 1, step * C, C};
+  const int64_t cols = fold_columns(p);
+  if (fold_layout(p) == Layout::NCHW) return Strides4{C * cols, cols, step, 1};
+  const int64_t pitch = fold_channel_pitch(p);
+  return Strides4{cols * pitch, 1, step * pitch, pitch};
+}
+
+// The padded row in fold_layout(p), padding resolved, columns [0, fold_columns): channels-first
+// [n][c][column], channels-last [n][column][channel pitch] (the values past C are not read).
 template <class T>
-void fold_windows(const ConvProblem& p, const T* x, int64_t rows, int64_t tail, T* dst, int threads) {
-  const int64_t C = p.in_channels, L = p.in_w, step = kFoldOutputs * p.stride_w;
-  const int64_t window = folded(p, 1, kFoldOutputs).in_w, tail_window = tail ? folded(p, 1, tail).in_w : 0;
+void fold_row(const ConvProblem& p, const T* x, T* dst, int threads) {
+  const int64_t C = p.in_channels, L = p.in_w, cols = fold_columns(p);
+  const Strides4 to = fold_strides(p);
   const bool first = fold_layout(p) == Layout::NCHW;
-  const bool transposes = p.layout == Layout::NCHW && !first;
-  const int64_t slots = rows + (tail ? 1 : 0);  // rows and the tail row
-  T* tail_dst = dst + p.batch * C * rows * window;
-  const int64_t units = p.batch * (first ? C : 1) * slots;
+  // Units of kBlock columns (of all channels): a channels-first x read kBlock columns of each
+  // channel at a time, the block's copy written whole while its lines stay in L1.
+  constexpr int64_t kBlock = 32;
+  const int64_t blocks = (cols + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (int64_t unit = 0; unit < units; ++unit) {
-    const int64_t r = unit % slots, plane = unit / slots;  // plane: (n, c) or n
-    const bool is_tail = r == rows;
-    const int64_t count = is_tail ? tail_window : window;
-    const int64_t width = first ? 1 : C;  // elements per window position
-    T* out = is_tail ? tail_dst + plane * tail_window * width : dst + (plane * rows + r) * window * width;
-    if (transposes) {  // channel c's row of image `plane`, to every C-th element
-      for (int64_t c = 0; c < C; ++c) {
-        const T* row = x + (plane * C + c) * L;
-        for (int64_t t = 0; t < count; ++t) {
-          const int64_t src = padded_source(r * step + t, L, p.pad_left, p.pad_mode);
-          out[t * C + c] = src < 0 ? T(0) : row[src];
+  for (int64_t unit = 0; unit < p.batch * blocks; ++unit) {
+    const int64_t n = unit / blocks, col0 = unit % blocks * kBlock, col1 = std::min(cols, col0 + kBlock);
+    T* out = dst + n * to.n;
+    if (first) {  // [c][column] from [c][L]: rows of the channel, padding resolved
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t t = col0; t < col1; ++t) {
+          const int64_t src = padded_source(t, L, p.pad_left, p.pad_mode);
+          out[c * to.c + t] = src < 0 ? T(0) : x[(n * C + c) * L + src];
         }
+      continue;
+    }
+    if (p.layout == Layout::NHWC) {  // a column's channels are one run
+      for (int64_t t = col0; t < col1; ++t) {
+        const int64_t src = padded_source(t, L, p.pad_left, p.pad_mode);
+        if (src < 0) std::memset(out + t * to.w, 0, sizeof(T) * size_t(C));
+        else std::memcpy(out + t * to.w, x + (n * L + src) * C, sizeof(T) * size_t(C));
       }
       continue;
     }
-    for (int64_t t = 0; t < count; ++t) {
-      const int64_t src = padded_source(r * step + t, L, p.pad_left, p.pad_mode);
-      if (src < 0) std::memset(out + t * width, 0, sizeof(T) * size_t(width));
-      else std::memcpy(out + t * width, x + (plane * L + src) * width, sizeof(T) * size_t(width));
+    // Channels-first x to channels-last columns: the columns that read x (not padding)
+    // are a block of x's rows transposed; the padding columns one at a time.
+    const int64_t lo = std::clamp(p.pad_left, col0, col1), hi = std::clamp(p.pad_left + L, lo, col1);
+    transpose_block(x + n * C * L + (lo - p.pad_left), C, hi - lo, L, out + lo * to.w, to.w);
+    for (int64_t t = col0; t < col1; ++t) {
+      if (t >= lo && t < hi) continue;
+      const int64_t src = padded_source(t, L, p.pad_left, p.pad_mode);
+      for (int64_t c = 0; c < C; ++c) out[t * to.w + c] = src < 0 ? T(0) : x[(n * C + c) * L + src];
     }
   }
 }
@@ -681,10 +744,11 @@ void gather_slices(const ConvProblem& p, const T* x, int64_t b0, int64_t count, 
 }
 struct GatheredInputTag {};
 
+// The padded row's copy (0 when the rows read x in place).
 size_t fold_input_bytes(const ConvProblem& p) {
-  const int64_t rows = p.out_w / kFoldOutputs, tail = p.out_w % kFoldOutputs;
-  const int64_t per = rows * folded(p, 1, kFoldOutputs).in_w + (tail ? folded(p, 1, tail).in_w : 0);
-  return element_bytes(p, p.batch * p.in_channels, per);
+  if (folds_in_place(p)) return 0;
+  const int64_t pitch = fold_layout(p) == Layout::NCHW ? p.in_channels : fold_channel_pitch(p);
+  return element_bytes(p, p.batch * pitch, fold_columns(p));
 }
 
 // The channels-last output a folded channels-first problem is computed into (0 when none).
@@ -1129,32 +1193,39 @@ void ConvPlan::run_taps_as_channels(const ConvProblem& given, const void* x, voi
 
 void ConvPlan::run_folded(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap) {
   const int64_t rows = given.out_w / kFoldOutputs, tail = given.out_w % kFoldOutputs;
-  check_workspace(fold_bytes(given), "conv1d folded input windows");
-  auto buffer = SpareBuffer<FoldedInputTag>::take(fold_input_bytes(given));
+  check_workspace(fold_bytes(given), "conv1d folded input row");
+  SpareBuffer<FoldedInputTag> buffer;
   SpareBuffer<FoldedOutputTag> transposed;
   const ConvProblem q = folded(given, rows, kFoldOutputs);
   const int threads = lowering_threads(q, cap);
-  with_element_type(given.dtype, [&](auto zero) {
-    using T = decltype(zero);
-    fold_windows(given, static_cast<const T*>(x), rows, tail, reinterpret_cast<T*>(buffer.get()), threads);
-  });
+  const void* row = x;
+  if (!folds_in_place(given)) {
+    buffer = SpareBuffer<FoldedInputTag>::take(fold_input_bytes(given));
+    with_element_type(given.dtype, [&](auto zero) {
+      using T = decltype(zero);
+      fold_row(given, static_cast<const T*>(x), reinterpret_cast<T*>(buffer.get()), threads);
+    });
+    row = buffer.get();
+  }
   const bool first = q.layout == Layout::NCHW;
   void* out = y;
   if (q.layout != given.layout) {
     transposed = SpareBuffer<FoldedOutputTag>::take(fold_output_bytes(given));
     out = transposed.get();
   }
+  const Strides4 x_stride = fold_strides(given);
   const int64_t K = given.out_channels, OW = given.out_w;
   // The rows are consecutive runs of the output's one row: its own strides, rows kFoldOutputs apart.
   const Strides4 stride = first ? Strides4{K * OW, OW, kFoldOutputs, 1} : Strides4{OW * K, 1, kFoldOutputs * K, K};
-  run_planar(q, buffer.get(), out, &stride, forced, cap);
+  run_planar(q, row, out, &stride, forced, cap, nullptr, &x_stride);
   if (tail) {
+    // The tail row: the next row's columns on, the next row's outputs on.
     const size_t elem = dtype_size(given.dtype);
     const ConvProblem t = folded(given, 1, tail);
     const Strides4 tail_stride = first ? Strides4{K * OW, OW, tail, 1} : Strides4{OW * K, 1, tail * K, K};
-    run_planar(t, buffer.get() + size_t(given.batch * given.in_channels * rows * q.in_w) * elem,
+    run_planar(t, static_cast<const unsigned char*>(row) + size_t(rows * x_stride.h) * elem,
                static_cast<unsigned char*>(out) + size_t(rows * kFoldOutputs * (first ? 1 : K)) * elem, &tail_stride,
-               forced, cap);
+               forced, cap, nullptr, &x_stride);
   }
   if (out != y)
     with_element_type(given.dtype, [&](auto zero) {

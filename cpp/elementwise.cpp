@@ -368,4 +368,18 @@ void transpose_matrices(const T* from, int64_t batch, int64_t rows, int64_t cols
 template void transpose_matrices(const float*, int64_t, int64_t, int64_t, float*, int);
 template void transpose_matrices(const double*, int64_t, int64_t, int64_t, double*, int);
 
+template <class T>
+void transpose_block(const T* from, int64_t rows, int64_t cols, int64_t from_stride, T* to, int64_t to_stride) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (const auto simd = active_table().transpose_f32_strided)
+      return simd(from, rows, cols, from_stride, to, to_stride);
+  }
+  constexpr int64_t kTile = 32;
+  for (int64_t i0 = 0; i0 < rows; i0 += kTile)
+    for (int64_t j = 0; j < cols; ++j)
+      for (int64_t i = i0; i < std::min(rows, i0 + kTile); ++i) to[j * to_stride + i] = from[i * from_stride + j];
+}
+template void transpose_block(const float*, int64_t, int64_t, int64_t, float*, int64_t);
+template void transpose_block(const double*, int64_t, int64_t, int64_t, double*, int64_t);
+
 }  // namespace cppconv

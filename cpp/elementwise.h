@@ -60,6 +60,10 @@ void copy_strided(const char* x, const int64_t* x_strides, char* y, const int64_
 // changes, channels-last to channels-first and back.
 template <class T>
 void transpose_matrices(const T* from, int64_t batch, int64_t rows, int64_t cols, T* to, int threads);
+// to[j * to_stride + i] = from[i * from_stride + j] for one rows x cols block of larger matrices,
+// on the calling thread.
+template <class T>
+void transpose_block(const T* from, int64_t rows, int64_t cols, int64_t from_stride, T* to, int64_t to_stride);
 
 // Where each output index along one axis reads the input: indices `low` and `high` and the
 // weight `frac` of `high`; frac nullptr: the value at `low` alone (nearest, or an axis kept).

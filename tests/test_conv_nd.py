@@ -519,6 +519,48 @@ def test_long_rows_fold(isa, length, kernel, stride, padding, dilation, padding_
     assert y.shape[-1] >= 192
 
 
+# (channels, groups, length, kernel, stride, padding, dtype): the fold's other routes.
+# Channels-last copies whose pixel pitch (stride * channels values) is a multiple of 4 KiB get
+# a padded channel pitch (512 at stride 2 as wav2vec2's conv1, 128 at 8, float64 256 at 2);
+# unpadded channels-last rows with a pitch that spreads are read in place; channels-first rows of
+# 96 or more channels per group without padding are read in place channels-first.  Output
+# widths of 192 (two rows, no tail) and around it and the pixel blocks (a tail of 1, 11, 13).
+FOLD_ROUTES = [(512, 1, 192 * 2 + 1, 3, 2, 0, F32), (512, 1, 2 * 205 + 1, 3, 2, 1, F32),
+               (128, 2, 8 * 203 + 6, 7, 8, 3, F32), (256, 1, 2 * 203 + 1, 3, 2, 1, F64),
+               (96, 1, 193 + 2, 3, 1, 0, F32), (192, 2, 2 * 204 + 1, 3, 2, 0, F64), (20, 1, 300, 5, 1, 0, F32)]
+
+
+@pytest.mark.parametrize("channels,groups,length,kernel,stride,padding,dtype", FOLD_ROUTES)
+@pytest.mark.parametrize("last", [False, True])
+def test_long_rows_fold_routes(isa, channels, groups, length, kernel, stride, padding, dtype, last):
+    rng = make_rng("fold_routes", channels, groups, length, kernel, stride, padding, dtype, last)
+    x = rng.standard_normal((2, channels, length)).astype(dtype)
+    w = rng.standard_normal((5 * groups, channels // groups, kernel)).astype(dtype)
+    b = rng.standard_normal(5 * groups).astype(dtype)
+    kw = dict(stride=stride, padding=padding, groups=groups, activation="relu")
+    y = check(x, w, b, layout_last=last, **kw)
+    shape = channels_last(x).shape if last else x.shape
+    assert cppconv.explain(shape, w.shape, layout="NWC" if last else "NCW", **kw)["lowering"] == "fold_rows"
+    assert y.shape[-1] >= 192
+    xin = channels_last(x) if last else x
+    layout = "NWC" if last else "NCW"
+    one = cppconv.conv1d(xin, w, b, layout=layout, num_threads=1, **kw)
+    np.testing.assert_array_equal(cppconv.conv1d(xin, w, b, layout=layout, num_threads=2, **kw), one)
+
+
+def test_long_rows_fold_routes_every_algorithm():
+    """Each route's rows (read in place channels-first, in place channels-last, a channels-last
+    copy with a padded channel pitch) with every algorithm that takes them forced."""
+    rng = make_rng("fold_routes_algorithms")
+    for channels, stride, padding in ((96, 1, 0), (8, 1, 0), (128, 8, 3)):
+        x = rng.standard_normal((1, channels, 200 * stride + 3)).astype(np.float32)
+        w = rng.standard_normal((8, channels, 3)).astype(np.float32)
+        kw = dict(stride=stride, padding=padding)
+        assert cppconv.explain(x.shape, w.shape, **kw)["lowering"] == "fold_rows"
+        ran = check_every_algorithm(x, w, None, layouts=(False, True), **kw)
+        assert len(ran) >= 3, ran
+
+
 # (channels, groups, length, kernel, stride, padding): long rows with at most 16 (channel, tap)
 # pairs run as a 1x1 problem on each tap's window copied as a channel; output widths around
 # the 192-output threshold and the pixel blocks, odd tails, strided and padded windows

@@ -13,6 +13,9 @@
 #include "kernels/qconv_vnni.h"
 #include "kernels/quantize8.h"
 #include "kernels/transpose_f32.h"
+#if CPPCONV_SIMD
+#include "kernels/simd.h"
+#endif
 
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
@@ -95,8 +98,12 @@ const KernelTable& kernel_table() {
                                     fma_peak_gflops,
 #ifdef CPPCONV_HAS_TRANSPOSE_F32
                                     transpose_f32,
+                                    transpose_f32_strided,
+                                    simd::kTiles.direct_pixels,
 #else
                                     nullptr,
+                                    nullptr,
+                                    0,
 #endif
                                     quantize_values,
                                     dequantize_values,

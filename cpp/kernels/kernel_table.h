@@ -143,6 +143,12 @@ struct KernelTable {
   // to[n][j][i] = from[n][i][j] for `batch` float32 matrices of rows x cols, in SIMD blocks
   // (kernels/transpose_f32.cpp); null where the ISA has no SIMD backend.
   void (*transpose_f32)(const float* from, int64_t batch, int64_t rows, int64_t cols, float* to, int threads);
+  // One block of it with the rows' strides given, on the calling thread; null likewise.
+  void (*transpose_f32_strided)(const float* from, int64_t rows, int64_t cols, int64_t from_stride, float* to,
+                                int64_t to_stride);
+  // Output pixels of the float32 ChannelVec block (simd/tiles.h), 0 without a SIMD backend: the
+  // lowerings that depend on how many pixels' broadcasts one block reads ask it.
+  int channelvec_pixels;
   // The 8-bit quantization passes' runs (kernels/quantize8.cpp), on the calling thread.
   void (*quantize)(const QuantizeRun& run);
   void (*dequantize)(const DequantizeRun& run);

@@ -75,6 +75,18 @@ void transpose_f32(const float* from, int64_t batch, int64_t rows, int64_t cols,
   }
 }
 
+void transpose_f32_strided(const float* from, int64_t rows, int64_t cols, int64_t from_stride, float* to,
+                           int64_t to_stride) {
+  constexpr int L = simd::kLanes<float>;
+  constexpr int64_t kRowChunk = 32;  // (as in transpose_f32: the rows' lines stay in L1 across the column blocks)
+  for (int64_t i0 = 0; i0 < rows; i0 += kRowChunk) {
+    const int64_t count = std::min(kRowChunk, rows - i0);
+    for (int64_t j0 = 0; j0 < cols; j0 += L)
+      simd::pixels_to_planes(from + i0 * from_stride + j0, from_stride, int(std::min<int64_t>(L, cols - j0)), count,
+                             to + j0 * to_stride + i0, to_stride);
+  }
+}
+
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
 #endif

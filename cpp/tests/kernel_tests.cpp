@@ -1152,6 +1152,28 @@ void qconv_depthwise_sweep() {
 }
 // ------------------------------------------------------------------------------------------
 
+// Each ISA's strided block transpose (KernelTable::transpose_f32_strided, the fold's channels-first
+// to channels-last copy) against the plain loop: rows and columns around its 16-lane blocks and
+// 32-row chunks, strides wider than the block, and nothing written outside the block.
+void transpose_block_sweep() {
+  for (const std::string& isa : available_isas()) {
+    const KernelTable& table = table_for_isa(isa);
+    if (!table.transpose_f32_strided) continue;
+    for (const int64_t rows : {1, 3, 15, 16, 17, 32, 33, 70})
+      for (const int64_t cols : {1, 5, 16, 17, 31, 32, 40}) {
+        const int64_t from_stride = cols + 3, to_stride = rows + 5;
+        std::vector<float> from(size_t(rows * from_stride)), to(size_t(cols * to_stride), -7.0f);
+        for (size_t i = 0; i < from.size(); ++i) from[i] = float(i % 997) - 300.0f;
+        table.transpose_f32_strided(from.data(), rows, cols, from_stride, to.data(), to_stride);
+        bool ok = true;
+        for (int64_t j = 0; j < cols; ++j)
+          for (int64_t i = 0; i < to_stride; ++i)
+            ok = ok && to[size_t(j * to_stride + i)] == (i < rows ? from[size_t(i * from_stride + j)] : -7.0f);
+        if (!ok) fail("transpose_f32_strided " + isa + " " + std::to_string(rows) + "x" + std::to_string(cols));
+      }
+  }
+}
+
 // Every algorithm this machine runs must have run kMinCases cases (but the float64 references,
 // which are the oracle).
 template <class Algorithm>
@@ -1186,6 +1208,7 @@ int main() {
   std::printf(" (default %s)\n", default_isa().c_str());
   timed("conv2d sweep", conv2d_sweep);
   timed("1-D and 3-D lowerings", lowering_sweep);
+  timed("strided block transpose", transpose_block_sweep);
   timed("live taps", live_taps_sweep);
   timed("pooling", pool_sweep);
   timed("transposed convolution", conv_transpose_sweep);
