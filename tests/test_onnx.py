@@ -1252,6 +1252,29 @@ def test_in_place_step_keeps_an_operand_that_views_its_input():
     assert all(over is None for over in net._arena_in_place)
 
 
+def test_elementwise_step_writes_into_its_part_of_the_arena():
+    """An elementwise step whose input is read later (so it cannot write over it) writes into
+    a part of the arena of its own, in the Python loop and in the recorded program."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["c"], ["s"]),  # (c is read again below: not fused)
+             helper.make_node("Add", ["s", "c"], ["y"])]
+    net = _check(nodes, {"x": X4}, initializers={"w": _rand(4, 4, 3, 3)})
+    seen: List[Any] = []
+
+    def spy(fn: Any) -> Any:
+        def call(*args: Any, out: Any = None) -> Any:
+            seen.append(out is not None and not any(out is a for a in args))
+            return fn(*args, out=out)
+        return call
+
+    net._steps = [(spy(fn) if writes == 2 and row["op"] == "Sigmoid" else fn, ins, outs, dead, writes, extra)
+                  for (fn, ins, outs, dead, writes, extra), row in zip(net._steps, net._step_rows)]
+    net._programs_kept = 0
+    want = net(X4)
+    assert seen == [True]
+    np.testing.assert_array_equal(net(X4), want)
+
+
 def test_sum_of_three_does_not_write_over_its_third_input():
     """Sum(a, b, c) with only c dying there: the step computes a + b first, so it may write
     over its first two operands only."""

@@ -2135,9 +2135,13 @@ class Network:
                     del x
                 else:  # extra: the positions of inputs that die here, which the step may overwrite
                     args = [env[i] for i in ins]
-                    over = self._arena_in_place[k]
+                    over, at = self._arena_in_place[k], self._arena_at[k]
                     if over is not None and arena is not None:  # (the input's part of the arena, by plan)
                         spare = _in_arena(args, over[0], handed.get(over[1]))
+                    elif at is not None and arena is not None:  # (a part of its own)
+                        part = arena[at[0] * n:(at[0] + at[1]) * n].reshape(n, *at[2])
+                        if _is_broadcast_shape(part.shape, args):
+                            spare = handed[at[0]] = part
                     if spare is None and extra:
                         spare = _overwritable(args, extra, program)
                     results = fn(*args, out=spare)
@@ -2464,11 +2468,12 @@ def _rebuild(data: bytes, num_threads: Optional[int], precision: Optional[str],
 
 
 def _arena_plan(planner: _Planner, last: Dict[str, int], keep: Set[str], root: Dict[str, str]
-                ) -> Tuple[List[Optional[Tuple[int, int]]], List[Optional[Tuple[int, int]]], int]:
+                ) -> Tuple[List[Optional[Tuple[int, int, Tuple[int, ...]]]], List[Optional[Tuple[int, int]]], int]:
     """Where the steps write in one arena per call (docs/design.md, "Activation memory"):
-    per step that writes into a buffer, None or (offset, elements) per image (times the batch
-    at run time); per in-place step, None or (the position of the input it writes over, that
-    input's offset): the output keeps the input's part; and the arena's elements per image.
+    per step that writes into a buffer or in place, None or (offset, elements, shape) per image
+    (times the batch at run time; shape after the batch axis); per in-place step, None or (the
+    position of the input it writes over, that input's offset): the output keeps the input's
+    part (else it has a part of its own); and the arena's elements per image.
 
     Two values alive at the same step never share memory (greedy by size, as TensorFlow
     Lite's arena planner: largest first, each at the lowest offset free over its lifetime).
@@ -2534,8 +2539,12 @@ def _arena_plan(planner: _Planner, last: Dict[str, int], keep: Set[str], root: D
                     groups[g][2] = max(groups[g][2], end.get(o, k))
                     in_place[k] = (j, g)
                     break
+            else:  # (an input read later, say a DenseNet block's Concat by its BatchNormalization)
+                if elements is not None:
+                    group_of[o] = len(groups)
+                    groups.append([elements, k, max(k, end.get(o, k)), k])
     align = max(1, 64 // planner.dtype.itemsize)
-    at: List[Optional[Tuple[int, int]]] = [None] * n_steps
+    at: List[Optional[Tuple[int, int, Tuple[int, ...]]]] = [None] * n_steps
     placed: List[Tuple[int, int, int, int]] = []  # (offset, elements, first step, last step)
     total = 0
     offsets: Dict[int, int] = {}
@@ -2547,7 +2556,7 @@ def _arena_plan(planner: _Planner, last: Dict[str, int], keep: Set[str], root: D
                 break
             offset = max(offset, hi)
         placed.append((offset, size, first, final))
-        at[k] = (offset, elements)
+        at[k] = (offset, elements, tuple(planner.stored_shape(planner.steps[k].outs[0], batch=1) or ())[1:])
         offsets[g] = offset
         total = max(total, offset + size)
     for k, planned in enumerate(in_place):
