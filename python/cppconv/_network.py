@@ -146,6 +146,12 @@ class _Step:
         # array that later steps write.
         self.role = role or (_VIEWS_INPUT if row.get("op") in _VIEWS else _COMPUTES)
 
+    @property
+    def may_return_input(self) -> bool:
+        """Whether an output may be its first input's memory: a view, or a step that may return
+        its input (a layout change of one pixel)."""
+        return self.view or self.role == _VIEWS_INPUT
+
 
 _COMPUTES, _VIEWS_INPUT, _ALLOCATES = "computes", "views its input", "allocates"
 
@@ -2033,7 +2039,7 @@ class Network:
             if name not in keep and name in slots:
                 dead_after[k].append(slots[name])
         self._steps = [(s.fn, tuple(slots[i] for i in s.ins), tuple(slot(o) for o in s.outs), tuple(d),
-                        s.writes, _buffer_shape(planner, s, [slots[i] for i in s.ins], set(d)))
+                        s.writes, _overwritable_positions(s, [slots[i] for i in s.ins], set(d)))
                        for s, d in zip(planner.steps, dead_after)]
         self._step_rows = [s.row for s in planner.steps]
         self._roles = [s.role for s in planner.steps]
@@ -2047,7 +2053,7 @@ class Network:
         self._rows = planner.rows
         self._peak = _peak_bytes(planner, last, keep, root)
         self._arena_at, self._arena_in_place, self._arena_elements = _arena_plan(planner, last, keep, root)
-        self._steps_alias = [s.view or s.role == _VIEWS_INPUT for s in planner.steps]
+        self._steps_alias = [s.may_return_input for s in planner.steps]
         self._arenas: List[np.ndarray] = []  # the last call's arena, for the next (run)
         self._lock = threading.Lock()  # guards _arenas and _programs
         # Input shapes and dtypes -> _SEEN, a _Program, or why the shape runs in Python; at most
@@ -2125,11 +2131,11 @@ class Network:
             try:
                 if writes == _RETURNS:
                     results = fn(env[ins[0]]) if len(ins) == 1 else fn(*[env[i] for i in ins])
-                elif writes == _INTO_BUFFER:  # extra: the output's shape after the batch axis
+                elif writes == _INTO_BUFFER:
                     x = env[ins[0]]
                     at = self._arena_at[k]
                     if at is not None and arena is not None and x.shape[0] == n:
-                        spare = handed[at[0]] = arena[at[0] * n:(at[0] + at[1]) * n].reshape(n, *extra)
+                        spare = handed[at[0]] = _arena_part(arena, at, n)
                     # (a Conv with its residual Add fused reads a second input)
                     results = fn(x, spare) if len(ins) == 1 else fn(x, *[env[i] for i in ins[1:]], spare)
                     del x
@@ -2139,7 +2145,7 @@ class Network:
                     if over is not None and arena is not None:  # (the input's part of the arena, by plan)
                         spare = _in_arena(args, over[0], handed.get(over[1]))
                     elif at is not None and arena is not None:  # (a part of its own)
-                        part = arena[at[0] * n:(at[0] + at[1]) * n].reshape(n, *at[2])
+                        part = _arena_part(arena, at, n)
                         if _is_broadcast_shape(part.shape, args):
                             spare = handed[at[0]] = part
                     if spare is None and extra:
@@ -2148,8 +2154,7 @@ class Network:
                     del args
             except Exception as e:  # a size the model did not fix changed, say: name the node
                 raise _step_error(e, self._step_rows[k]) from e
-            if memory is not None and not self._steps_alias[k] and any(
-                    r is not spare and r.__class__ is np.ndarray and r.base is memory for r in results):
+            if memory is not None and not self._steps_alias[k]:
                 results = _outside_arena(results, memory, spare, self._step_rows[k])
             if program is not None and len(program) == recorded:
                 _check_unrecorded_step(self._step_rows[k], self._roles[k], results, [env[i] for i in ins])
@@ -2401,15 +2406,11 @@ def _step_error(error: Exception, row: Dict[str, Any]) -> Exception:
         return RuntimeError(message)
 
 
-def _buffer_shape(planner: _Planner, step: _Step, ins: List[int], dead: Set[int]) -> Any:
-    """What the run needs to give a step somewhere to write: for a step that writes into a
-    buffer, its output shape after the batch axis when known at load (the run hands it its
-    part of the arena); for an in-place step, the positions of its inputs that die at this
-    step (each one it may overwrite): the first or second operand only, as an elementwise step
-    computes op(a, b, out) before it adds any third (a Sum's)."""
-    if step.writes == _INTO_BUFFER:
-        shape = planner.stored_shape(step.outs[0], batch=1)
-        return None if shape is None else tuple(shape[1:])
+def _overwritable_positions(step: _Step, ins: List[int], dead: Set[int]) -> Any:
+    """For an in-place step, the positions of its inputs that die at this step (each one it
+    may overwrite, where nothing else holds it): the first or second operand only, as an
+    elementwise step computes op(a, b, out) before it adds any third (a Sum's); None for any
+    other step (a step that writes into a buffer gets its part of the arena, _arena_plan)."""
     if step.writes == _IN_PLACE:
         return tuple(j for j, i in enumerate(ins[:2]) if i in dead and ins.count(i) == 1)
     return None
@@ -2485,84 +2486,84 @@ def _arena_plan(planner: _Planner, last: Dict[str, int], keep: Set[str], root: D
     end: Dict[str, int] = {name: k for name, k in last.items()}
     for name in keep:
         end[name] = n_steps
-    # The value whose memory a value may be: its own, a view's source's, or that of the input of
-    # a step that may return its input (a layout change of one pixel).
+    # The value whose memory a value may be (its own where absent), and its lifetime extended
+    # over every value that may be its memory.
     memory: Dict[str, str] = {}
     for s in planner.steps:
-        if s.ins and (s.view or s.role == _VIEWS_INPUT):
+        if s.ins and s.may_return_input:
             for o in s.outs:
                 if o:
                     memory[o] = memory.get(s.ins[0], s.ins[0])
+    for o, source in memory.items():
+        end[source] = max(end.get(source, -1), end.get(o, -1))
 
     def memory_of(name: str) -> str:
         return memory.get(name, name)
 
-    # (steps that may return their input, like views: their outputs' lifetimes extend it)
-    for k in range(n_steps - 1, -1, -1):
-        s = planner.steps[k]
-        if not s.ins or not (s.view or s.role == _VIEWS_INPUT):
-            continue
-        source = root.get(s.ins[0], s.ins[0])
-        for o in s.outs:
-            if o:
-                end[source] = max(end.get(source, k), end.get(o, k))
-
-    def placeable(name: str) -> Optional[int]:
-        """The value's elements per image where it may live in the arena (shape[0]: the batch)."""
+    def placeable(name: str) -> Optional[Tuple[int, ...]]:
+        """The value's shape after the batch axis where it may live in the arena."""
         shape = planner.stored_shape(name, batch=1)
         dtype = planner.dtypes.get(name.split("@")[0])
         if name in keep or name in root or not shape or dtype is None or np.dtype(dtype) != planner.dtype:
             return None
-        return int(np.prod(shape[1:], dtype=np.int64))
+        return tuple(shape[1:])
 
-    groups: List[List[int]] = []  # [elements per image, first step, last step, writing step]
+    # [shape after the batch axis, first step, last step, writing step]
+    groups: List[List[Any]] = []
     group_of: Dict[str, int] = {}
     in_place: List[Any] = [None] * n_steps  # (input position, group), then (position, offset)
     for k, s in enumerate(planner.steps):
         if s.view or len(s.outs) != 1 or not s.outs[0]:
             continue
         o = s.outs[0]
-        if s.writes == _INTO_BUFFER:
-            elements = placeable(o)
-            if elements is not None:
-                group_of[o] = len(groups)
-                groups.append([elements, k, max(k, end.get(o, k)), k])
-        elif s.writes == _IN_PLACE:
-            elements = placeable(o)
-            for j, i in enumerate(s.ins[:2]):  # (see _buffer_shape)
+        tail = placeable(o) if s.writes in (_INTO_BUFFER, _IN_PLACE) else None
+        if s.writes == _IN_PLACE:
+            for j, i in enumerate(s.ins[:2]):  # (see _overwritable_positions)
                 g = group_of.get(i)
                 # (not where another operand may share i's memory: a native pass such as the
                 # channel gate reads its operands as it writes)
-                if (g is not None and elements == groups[g][0] and end.get(i) == k and s.ins.count(i) == 1
+                if (g is not None and tail == groups[g][0] and end.get(i) == k and s.ins.count(i) == 1
                         and i not in keep and all(memory_of(v) != i for v in s.ins if v != i)):
                     group_of[o] = g  # (the output takes over the input's part)
                     groups[g][2] = max(groups[g][2], end.get(o, k))
                     in_place[k] = (j, g)
+                    tail = None
                     break
-            else:  # (an input read later, say a DenseNet block's Concat by its BatchNormalization)
-                if elements is not None:
-                    group_of[o] = len(groups)
-                    groups.append([elements, k, max(k, end.get(o, k)), k])
+        # (a part of its own; for an in-place step, one whose input is read later, say a
+        # DenseNet block's Concat by its BatchNormalization)
+        if tail is not None:
+            group_of[o] = len(groups)
+            groups.append([tail, k, max(k, end.get(o, k)), k])
     align = max(1, 64 // planner.dtype.itemsize)
     at: List[Optional[Tuple[int, int, Tuple[int, ...]]]] = [None] * n_steps
     placed: List[Tuple[int, int, int, int]] = []  # (offset, elements, first step, last step)
     total = 0
     offsets: Dict[int, int] = {}
-    for g, (elements, first, final, k) in sorted(enumerate(groups), key=lambda e: (-e[1][0], e[1][1])):
-        size = -(-elements // align) * align  # (each value 64-byte aligned at any batch)
+    def elements(shape: Tuple[int, ...]) -> int:
+        return int(np.prod(shape, dtype=np.int64))
+
+    for g, (tail, first, final, k) in sorted(enumerate(groups), key=lambda e: (-elements(e[1][0]), e[1][1])):
+        size = -(-elements(tail) // align) * align  # (each value 64-byte aligned at any batch)
         offset = 0
         for lo, hi in sorted((o, o + e) for o, e, f, z in placed if f <= final and first <= z):
             if offset + size <= lo:
                 break
             offset = max(offset, hi)
         placed.append((offset, size, first, final))
-        at[k] = (offset, elements, tuple(planner.stored_shape(planner.steps[k].outs[0], batch=1) or ())[1:])
+        at[k] = (offset, elements(tail), tail)
         offsets[g] = offset
         total = max(total, offset + size)
     for k, planned in enumerate(in_place):
         if planned is not None:
             in_place[k] = (planned[0], offsets[planned[1]])
     return at, in_place, total
+
+
+def _arena_part(arena: np.ndarray, at: Tuple[int, int, Tuple[int, ...]], n: int) -> np.ndarray:
+    """The part `at` (offset, elements, shape after the batch axis; per image) of a call's
+    arena at batch n."""
+    offset, elements, tail = at
+    return arena[offset * n:(offset + elements) * n].reshape(n, *tail)
 
 
 def _in_arena(args: List[Any], j: int, handed: Optional[np.ndarray]) -> Optional[np.ndarray]:
@@ -2581,15 +2582,14 @@ def _outside_arena(results: Tuple[Any, ...], memory: np.ndarray, spare: Optional
     """A step's results, each a copy where it shares the arena's memory though the plan gave
     it none (a view of an input the step is not known to return): the plan may hand that
     memory to a later value.  The copy is Python work: the shape does not record."""
-    def planned(r: Any) -> bool:  # (the step's own part of the arena, or memory outside it)
-        return not isinstance(r, np.ndarray) or r.base is not memory or r is spare or \
-            (spare is not None and _byte_bounds(spare)[0] <= _byte_bounds(r)[0] and
-             _byte_bounds(r)[1] <= _byte_bounds(spare)[1])
-
-    if all(planned(r) for r in results):
+    # (cheap first: most results are the step's part itself, or memory outside the arena)
+    stray = [j for j, r in enumerate(results) if r is not spare and isinstance(r, np.ndarray) and r.base is memory
+             and not (spare is not None and _byte_bounds(spare)[0] <= _byte_bounds(r)[0]
+                      and _byte_bounds(r)[1] <= _byte_bounds(spare)[1])]
+    if not stray:
         return results
     _unrecorded(f"node {row['node']!r} ({row['op']}) returned a view of an input in the arena")
-    return tuple(r if planned(r) else np.array(r) for r in results)
+    return tuple(np.array(r) if j in stray else r for j, r in enumerate(results))
 
 
 try:
