@@ -293,6 +293,40 @@ def test_random_larger_problems(isa, seed):
 # Tails: widths and channel counts that are not multiples of the vector or tile widths
 # --------------------------------------------------------------------------------------------
 
+# A row's first and last pixels skip the taps that read only zero padding (the ChannelVec
+# microkernels' tap_dead), unless a weight is not finite (0 * inf is NaN, as in the reference):
+# output widths around the blocks (one, two and three blocks a row), one-sided padding, stride,
+# dilation, and a last k block of 8 channels.
+@pytest.mark.parametrize("padding,stride,dilation", [
+    (1, 1, 1), (((1, 1), (1, 0)), 1, 1), (((0, 0), (0, 2)), 1, 1), (2, 2, 1), (2, 1, 2), (3, 2, 2)])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_edge_columns_skip_padding_taps(isa, padding, stride, dilation, layout):
+    algorithms = [a for a in _native.conv_algorithms() if a.startswith("conv2d_channelvec_f")
+                  and f"__{isa}_" in a]
+    if not algorithms:
+        pytest.skip(f"no ChannelVec kernels on {isa}")
+    left, right = (padding, padding) if isinstance(padding, int) else padding[1]
+    for algorithm in algorithms:
+        dtype = {"f32": F32, "f64": F64}[_algorithm_dtypes(algorithm)[0]]
+        for W in (1, 2, 3, 5, 6, 7, 11, 12, 13, 14, 23, 24, 25, 26, 37):
+            if W + left + right < 2 * dilation + 1:
+                continue
+            rng = make_rng("edge-columns", W, str(padding), stride, dilation, layout, algorithm)
+            x, w, b = make_inputs(rng, 1, 5, 4, W, 40, 3, xdtype=dtype)
+            kw = dict(padding=padding, stride=stride, dilation=dilation)
+            for weight in (w, np.where((np.arange(40) % 7 == 3)[:, None, None, None], np.inf, w)):
+                context = f"{algorithm} W={W} {layout} {kw} finite={np.isfinite(weight).all()}"
+                try:
+                    check_conv(x, weight, b, layout=layout, algorithm=algorithm, context=context, **kw)
+                except ValueError as e:
+                    if "accept" not in str(e):
+                        raise
+                # The prepacked layer (its packed weights' finiteness decides, not each slice's).
+                ref, bound = reference(x, weight, b, **kw)
+                y = cppconv.Conv2d(weight, b, layout=layout, **kw)(to_layout(x, layout))
+                assert_close(y, to_layout(ref, layout), to_layout(bound, layout), dtype, context=context + " layer")
+
+
 @pytest.mark.parametrize("W", [1, 7, 15, 17, 33])
 @pytest.mark.parametrize("C,K", [(1, 1), (3, 5), (5, 17), (17, 33), (1, 33), (17, 1)])
 @pytest.mark.parametrize("layout,dtype", [("NCHW", F32), ("NHWC", F32), ("NCHW", F64), ("NHWC", F64)])

@@ -116,6 +116,10 @@ struct EnginePlan {
   // ChannelVec with zero padding and finite weights: a row's kernel rows that read only
   // padding are skipped (a 7x7 kernel on a 7x7 plane spends 43 % of its taps on zeros).
   bool skip_padding_rows;
+  // ChannelVec with zero padding and finite weights: the taps that read only padding for a row's
+  // first pixel (bit 0) or last (bit 1) are skipped there (EdgeTaps, the edge microkernels); the
+  // bits any tap has.
+  unsigned dead_column_edges;
   bool packs_in_items;  // ChannelVec: weights packed slice by slice inside the items
   // A grouped NHWC ChannelVec tile: the padded input rows of every group, channels-last,
   // [tile row][padded column][C] (see pixel_tile_preferred); phase_w is then the padded row's
@@ -400,7 +404,8 @@ void channelvec_pack(const ConvProblem& p, const void* weight, void* packed, int
 struct PrefetchStream {
   const char* row = nullptr;
   int64_t row_bytes = 0, row_stride = 0, rows_left = 0, offset = 0;
-  void step() {
+  // (Inlined: a call in the microkernels' loop would make GCC keep their sums in memory.)
+  CPPCONV_ALWAYS_INLINE void step() {
     prefetch_l2(row + offset);
     offset += 64;
     if (offset >= row_bytes) offset = 0, row += row_stride, --rows_left;
@@ -421,12 +426,31 @@ struct NextPrefetch {
   bool active() const {
     return weights.rows_left > 0 || output.rows_left > 0 || (next_tile && next_tile->rows_left > 0);
   }
-  void step() {
+  CPPCONV_ALWAYS_INLINE void step() {
     if (weights.rows_left > 0) weights.step();
     else if (output.rows_left > 0) output.step();
     else if (next_tile && next_tile->rows_left > 0) next_tile->step();
   }
 };
+
+// A row's first or last block's taps in four classes, for the edge microkernels: those every
+// pixel reads; those the first pixel reads only as zero padding; the last pixel; both.  Zero
+// padding is skipped where every weight is finite (0 * inf is NaN).  oneDNN skips it too: on a
+// 14-pixel row, a 3x3 kernel's padding columns are 4.8 % of its multiply-adds.
+struct EdgeTaps {
+  int64_t count[4] = {0, 0, 0, 0};
+  const int64_t* order = nullptr;  // tap indices, class by class
+};
+// Taps [0, taps) in classes for the edges `edges` (bit 0: the first pixel, bit 1: the last),
+// tap_dead[t] having the bits of the edge pixels that read only padding there; order: taps entries.
+inline EdgeTaps classify_taps(const uint8_t* tap_dead, int64_t taps, unsigned edges, int64_t* order) {
+  EdgeTaps classes;
+  classes.order = order;
+  for (unsigned cls = 0; cls < 4; ++cls)
+    for (int64_t t = 0; t < taps; ++t)
+      if ((tap_dead[t] & edges) == cls) *order++ = t, ++classes.count[cls];
+  return classes;
+}
 
 // The simple activation on every accumulator of a block, the activation chosen once per block:
 // GCC kept apply_simple_activation's switch for each vector of the stores.
@@ -466,13 +490,16 @@ inline void activate_block(V (&acc)[M][N], FusedActivation act) {
 //   out:    pixel m's outputs at out + m * out_pixel_stride (kvalid of them are stored)
 //   residual: nullptr, or values laid out as out's, added to the sums before the activation
 //   prefetch: one line of it every other channel step
+//   edge:   kEdge only: the taps in classes (EdgeTaps), for a row's first or last block alone
 // NV: vectors of output channels computed, the block's kPackedNV, or fewer for a last k block
 // whose other vectors would be all padding (K = 24 or 72 on the 2-vector block: half its FMAs).
-template <class T, int MR, int NV, int kPackedNV, bool kUnitPitch>
+// kEdge: one block, whose edge pixels skip the taps that read only their zero padding.  (Its own
+// instantiation: with the classes' loops in it, GCC kept every block's sums in memory.)
+template <class T, int MR, int NV, int kPackedNV, bool kUnitPitch, bool kEdge>
 void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels, int64_t tap_stride,
                             int64_t chan_pitch, int64_t pixel_pitch, const T* w, const T* bias, int kvalid,
                             bool accumulate, FusedActivation act, T* out, int64_t out_pixel_stride, const T* residual,
-                            NextPrefetch* prefetch, int64_t blocks) {
+                            NextPrefetch* prefetch, int64_t blocks, const EdgeTaps* edge) {
   if constexpr (kUnitPitch) pixel_pitch = 1;
   // The residual's lines of a block, asked for two blocks ahead: read where the stores are, they
   // come from memory, and a load of them waiting in the epilogue cost more than a separate pass.
@@ -505,10 +532,10 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
         for (int m = 0; m < MR; ++m) acc[m][v] = b;
       }
     }
-    // (Two copies of the loop, with and without the prefetch: where nothing is left to
-    // prefetch, as for a small layer's weights, the loop keeps no test of it.)
-    const auto reduce = [&](auto with_prefetch) {
-      for (int64_t t = 0; t < taps; ++t) {
+    // Tap t's channels for pixels [kFirst, kEnd) of the block.
+    const auto reduce_tap = [&](auto first, auto end, auto with_prefetch, int64_t t) {
+      constexpr int kFirst = decltype(first)::value, kEnd = decltype(end)::value;
+      if constexpr (kFirst < kEnd) {
         const T* xc = x + tap_off[t];
         const T* wc = w + t * tap_stride;
         for (int64_t c = 0; c < channels; ++c) {
@@ -516,7 +543,7 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
 #pragma GCC unroll 16
           for (int v = 0; v < NV; ++v) wv[v] = vload(wc + v * kLanes<T>);
 #pragma GCC unroll 16
-          for (int m = 0; m < MR; ++m) {
+          for (int m = kFirst; m < kEnd; ++m) {
             const Vec<T> a = vbroadcast(xc + m * pixel_pitch);
 #pragma GCC unroll 16
             for (int v = 0; v < NV; ++v) acc[m][v] = vfma(a, wv[v], acc[m][v]);
@@ -528,8 +555,23 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
         }
       }
     };
-    if (prefetch->active()) reduce(std::true_type{});
-    else reduce(std::false_type{});
+    using Zero = std::integral_constant<int, 0>;
+    using One = std::integral_constant<int, 1>;
+    using All = std::integral_constant<int, MR>;
+    using AllButLast = std::integral_constant<int, MR - 1>;
+    if constexpr (kEdge) {  // classes in turn: all pixels; all but the first; all but the last; neither
+      const int64_t* t = edge->order;
+      for (const int64_t* end = t + edge->count[0]; t < end; ++t) reduce_tap(Zero{}, All{}, std::true_type{}, *t);
+      for (const int64_t* end = t + edge->count[1]; t < end; ++t) reduce_tap(One{}, All{}, std::true_type{}, *t);
+      for (const int64_t* end = t + edge->count[2]; t < end; ++t)
+        reduce_tap(Zero{}, AllButLast{}, std::true_type{}, *t);
+      for (const int64_t* end = t + edge->count[3]; t < end; ++t) reduce_tap(One{}, AllButLast{}, std::true_type{}, *t);
+    } else if (prefetch->active()) {  // (two copies of the loop: where nothing is left to
+      // prefetch, as for a small layer's weights, the loop keeps no test of it)
+      for (int64_t t = 0; t < taps; ++t) reduce_tap(Zero{}, All{}, std::true_type{}, t);
+    } else {
+      for (int64_t t = 0; t < taps; ++t) reduce_tap(Zero{}, All{}, std::false_type{}, t);
+    }
     if (residual) {  // in the order of the unfused steps: the sum (bias first), + residual, activation
       const Vec<T> one = vset1(T(1));  // (r * 1 + acc: the add, exactly, for every dtype's vectors)
 #pragma GCC unroll 16
@@ -614,19 +656,26 @@ void pixelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int6
 
 template <class T>
 using ChannelVecFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, const T*, const T*,
-                              int, bool, FusedActivation, T*, int64_t, const T*, NextPrefetch*, int64_t);
+                              int, bool, FusedActivation, T*, int64_t, const T*, NextPrefetch*, int64_t,
+                              const EdgeTaps*);
 template <class T>
 using MicrokernelFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, const T*, int64_t, const T*, int,
                                FusedActivation, T*, int64_t);
 
-template <class T, int NV, int kPackedNV, bool kUnitPitch, int... M>
+template <class T, int NV, int kPackedNV, bool kUnitPitch, bool kEdge, int... M>
 constexpr std::array<ChannelVecFn<T>, sizeof...(M)> channelvec_table(std::integer_sequence<int, M...>) {
-  return {&channelvec_microkernel<T, M + 1, NV, kPackedNV, kUnitPitch>...};
+  return {&channelvec_microkernel<T, M + 1, NV, kPackedNV, kUnitPitch, kEdge>...};
 }
 // kChannelVec<T, B, NV, kUnitPitch>[mr - 1] handles mr pixels x NV vectors of channels of B's
 // packed weights.
 template <class T, class B, int NV, bool kUnitPitch>
-constexpr auto kChannelVec = channelvec_table<T, NV, B::NV, kUnitPitch>(std::make_integer_sequence<int, B::MR>{});
+constexpr auto kChannelVec =
+    channelvec_table<T, NV, B::NV, kUnitPitch, false>(std::make_integer_sequence<int, B::MR>{});
+// The edge microkernels, for full k blocks read from a tile (the common case; others compute the
+// zeros).
+template <class T, class B>
+constexpr auto kChannelVecEdge =
+    channelvec_table<T, B::NV, B::NV, true, true>(std::make_integer_sequence<int, B::MR>{});
 
 // The microkernels of block B for k blocks of `kvalid` channels: the fewest vectors that hold them.
 template <class T, class B>
@@ -863,9 +912,9 @@ PrefetchStream tile_source(const ConvCall& call, const EnginePlan& d, const Bloc
 
 // Runs the outputs [item_begin, item_end) of one (n, g, row block), its tile ready at `tile`.
 template <class T, class B>
-void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap_off, int64_t n, int64_t g, int64_t oh0,
-                   int64_t rows, const T* tile, int64_t item_begin, int64_t item_end, T* row_buf,
-                   PrefetchStream* next_tile = nullptr) {
+void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap_off, const uint8_t* tap_dead,
+                   int64_t n, int64_t g, int64_t oh0, int64_t rows, const T* tile, int64_t item_begin, int64_t item_end,
+                   T* row_buf, PrefetchStream* next_tile = nullptr) {
   const ConvProblem& p = call.p;
   const T* bias = static_cast<const T*>(call.bias);
   const T* packed = static_cast<const T*>(call.packed);
@@ -900,6 +949,9 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
       return std::pair{r_begin, std::min(runs, r_begin + d.rows_per_item)};
     };
     NextPrefetch prefetch;
+    // Taps of the edge blocks, by the edges (bits 0 and 1) they serve.
+    std::array<EdgeTaps, 4> edge_taps{};
+    std::vector<int64_t> edge_order(tap_dead ? size_t(3 * d.taps) : 0);
     // The next tile's input is asked for only in the last items, those with about 4 channel steps
     // per line of it (one line every other step, behind the weights and the output): asked for at
     // the start, it was evicted from L2 again by the weights streaming past before the fill read it
@@ -933,6 +985,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
             (y_offset(r_end - 1) - y_offset(r_begin) + pixels_of(r_end - 1)) * int64_t(sizeof(T)),
             call.y_stride.c * int64_t(sizeof(T)), kvalid};
       const ChannelVecFn<T>* microkernels = channelvec_microkernels<T, B>(kvalid, d.pixel_pitch == 1);
+      const bool uses_edge_kernels = kvalid > (B::NV - 1) * kLanes<T> && d.pixel_pitch == 1;
       const T* wk = packed ? packed + g * packed_group + kb * d.taps * tap_stride : nullptr;
       const T* bk = bias ? bias + k0 : nullptr;
       for (int64_t sl = 0; sl < slices; ++sl) {
@@ -943,7 +996,9 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
         // Packed weights [tap][c][NR] of this slice.
         const T* w_slice = wk ? wk + c_begin * d.taps * kNR<T, B> : nullptr;
         const int64_t w_tap_stride = c_count * kNR<T, B>;
-        bool skip_padding_rows = d.skip_padding_rows;
+        // Taps that read only zero padding are left out where every weight of the slice is finite
+        // (0 * inf would be NaN): rows here, a row's edge columns in the microkernels.
+        bool zeros_skippable = true;
         // The next slice this thread computes: this k block's next, or the next item's first.
         int64_t next_k0 = k0, next_c = c_begin + c_count;
         if (sl + 1 == slices) {
@@ -954,8 +1009,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
         prefetch.weights = PrefetchStream{};
         if (d.packs_in_items) {
           const T* raw = static_cast<const T*>(call.weight) + k0 * d.group_in * d.taps + c_begin * d.taps;
-          skip_padding_rows =
-              pack_block<T, B>(raw, d.group_in * d.taps, kvalid, c_count, d.taps, packed_slice) && skip_padding_rows;
+          zeros_skippable = pack_block<T, B>(raw, d.group_in * d.taps, kvalid, c_count, d.taps, packed_slice);
           w_slice = packed_slice;
           if (next_k0 >= 0) {  // its raw rows
             prefetch.weights.row = reinterpret_cast<const char*>(static_cast<const T*>(call.weight) +
@@ -984,26 +1038,46 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           }
           // Kernel rows [i_lo, i_hi) read input rows; the others only zero padding.
           int64_t i_lo = 0, i_hi = p.kernel_h;
-          if (skip_padding_rows) {
+          if (d.skip_padding_rows && zeros_skippable) {
             const int64_t* src = call.row_src + (oh0 + r) * p.stride_h;
             while (i_lo < i_hi && src[i_lo * p.dilation_h] < 0) ++i_lo;
             while (i_hi > i_lo && src[(i_hi - 1) * p.dilation_h] < 0) --i_hi;
           }
           const int64_t t_first = i_lo * p.kernel_w, t_count = (i_hi - i_lo) * p.kernel_w;
+          // A row's first and last blocks run the edge microkernels (full k blocks from a tile).
+          const unsigned row_edges = tap_dead && zeros_skippable && uses_edge_kernels ? d.dead_column_edges : 0u;
+          for (unsigned e = 1; e <= row_edges; ++e)
+            edge_taps[e] = classify_taps(tap_dead + t_first, t_count, e, edge_order.data() + (e - 1) * d.taps);
           const int64_t pixels = pixels_of(r);
           const int64_t blocks = ceil_div(pixels, B::MR);
           const int64_t base = pixels / blocks, extra = pixels % blocks;  // 14 pixels run as 7 + 7
-          // The first `extra` blocks hold base + 1 pixels, the others base: one call for each run.
-          int64_t ow = 0;
-          for (const auto& [mr, count] : {std::pair{base + 1, extra}, std::pair{base, blocks - extra}}) {
-            if (count == 0) continue;
+          int64_t ow = 0, block = 0;
+          const auto run_blocks = [&](int64_t mr, int64_t count, const EdgeTaps* edge) {
+            const ChannelVecFn<T> microkernel =
+                edge ? kChannelVecEdge<T, B>[size_t(mr - 1)] : microkernels[size_t(mr - 1)];
             // Packed weights are [tap][c][NR]: the slice starts at channel c_begin of each tap.
-            microkernels[size_t(mr - 1)](xrow + ow * d.pixel_pitch, tap_off + t_first, t_count, c_count, w_tap_stride,
-                                         d.chan_pitch, d.pixel_pitch, w_slice + t_first * w_tap_stride, bk, kvalid,
-                                         sl > 0, act, out_row + ow * out_pixel_stride, out_pixel_stride,
-                                         adds_residual ? residual + (out_row + ow * out_pixel_stride - y) : nullptr,
-                                         &prefetch, count);
+            microkernel(xrow + ow * d.pixel_pitch, tap_off + t_first, t_count, c_count, w_tap_stride, d.chan_pitch,
+                        d.pixel_pitch, w_slice + t_first * w_tap_stride, bk, kvalid, sl > 0, act,
+                        out_row + ow * out_pixel_stride, out_pixel_stride,
+                        adds_residual ? residual + (out_row + ow * out_pixel_stride - y) : nullptr, &prefetch, count,
+                        edge);
             ow += mr * count;
+            block += count;
+          };
+          // The first `extra` blocks hold base + 1 pixels, the others base: one call for each run,
+          // less the edge blocks.
+          for (const auto& [mr, count] : {std::pair{base + 1, extra}, std::pair{base, blocks - extra}}) {
+            for (int64_t left = count; left > 0;) {
+              const unsigned e = (block == 0 ? row_edges & 1u : 0u) | (block + 1 == blocks ? row_edges & 2u : 0u);
+              if (e != 0) {
+                run_blocks(mr, 1, &edge_taps[e]);
+                --left;
+                continue;
+              }
+              const int64_t n = (row_edges & 2u) && block + left == blocks ? left - 1 : left;
+              run_blocks(mr, n, nullptr);
+              left -= n;
+            }
           }
         }
       }
@@ -1114,6 +1188,20 @@ void run_engine(const ConvCall& call, Orientation orientation) {
                         (p.pad_top > 0 || p.pad_bottom > 0) &&
                         (d.packs_in_items || channelvec_weights_finite<T, B>(p, call.packed));
 
+  // Per tap, whether it reads only zero padding for a row's first (bit 0) or last (bit 1) pixel.
+  std::vector<uint8_t> tap_dead(size_t(d.taps), 0);
+  d.dead_column_edges = 0;
+  if (orientation == Orientation::ChannelVec && !d.flat && call.col_src && p.pad_mode == PadMode::Zeros &&
+      (p.pad_left > 0 || p.pad_right > 0) && (d.packs_in_items || channelvec_weights_finite<T, B>(p, call.packed))) {
+    for (int64_t j = 0; j < p.kernel_w; ++j) {
+      const int64_t col = j * p.dilation_w;
+      const unsigned dead =
+          (call.col_src[col] < 0 ? 1u : 0u) | (call.col_src[(p.out_w - 1) * p.stride_w + col] < 0 ? 2u : 0u);
+      for (int64_t i = 0; i < p.kernel_h; ++i) tap_dead[size_t(i * p.kernel_w + j)] = uint8_t(dead);
+      d.dead_column_edges |= dead;
+    }
+  }
+  const uint8_t* dead_taps = d.dead_column_edges ? tap_dead.data() : nullptr;
   std::vector<int64_t> tap_off(size_t(d.taps));
   for (int64_t i = 0; i < p.kernel_h; ++i)
     for (int64_t j = 0; j < p.kernel_w; ++j) {
@@ -1168,7 +1256,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
                         ? tile_source<T>(call, d, block_origin(p, d, next_block))
                         : PrefetchStream{};
         const int64_t items = items_per_block(d, b.rows);
-        compute_items<T, B>(call, d, tap_off.data(), b.n, b.g, b.oh0, b.rows, tile_for(b.n, b.g, b.oh0, own),
+        compute_items<T, B>(call, d, tap_off.data(), dead_taps, b.n, b.g, b.oh0, b.rows, tile_for(b.n, b.g, b.oh0, own),
                             items * part / d.parts_per_block, items * (part + 1) / d.parts_per_block, row_buf,
                             &next_tile);
       }
@@ -1199,8 +1287,8 @@ void run_engine(const ConvCall& call, Orientation orientation) {
             1, d.packs_in_items ? ceil_div(items, 2 * int64_t(threads)) : items / (8 * int64_t(threads)));
 #pragma omp for schedule(dynamic, 1)
         for (int64_t first = 0; first < items; first += run)
-          compute_items<T, B>(call, d, tap_off.data(), n, g, oh0, rows, tile, first, std::min(items, first + run),
-                              row_buf);
+          compute_items<T, B>(call, d, tap_off.data(), dead_taps, n, g, oh0, rows, tile, first,
+                              std::min(items, first + run), row_buf);
       }
     }
   });
