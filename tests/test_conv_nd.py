@@ -339,6 +339,32 @@ def test_depth_taps_in_place(isa, last, channels, out_channels, kd):
 
 
 @pytest.mark.parametrize("last", [False, True])
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("depth,kd,pad,dilation", [
+    (1, 3, (1, 1), 1), (2, 3, (2, 0), 1), (3, 2, (0, 1), 1), (5, 3, (2, 2), 2), (8, 3, (1, 1), 1), (4, 5, (3, 1), 1)])
+def test_depth_taps_skip_padding_slices(isa, last, dtype, depth, kd, pad, dilation):
+    """An output slice's depth taps that read only zero padding are left out (run_blocks' live
+    depth taps) where the weights are finite; a non-finite weight there gives NaN, as in the
+    reference.  Function and layer, every algorithm forced, 1 and 2 threads alike."""
+    rng = make_rng("depth_skip", last, dtype.name, depth, kd, pad, dilation)
+    x = rng.standard_normal((2, 5, depth, 4, 6)).astype(dtype)
+    w = rng.standard_normal((40, 5, kd, 3, 3)).astype(dtype)
+    b = rng.standard_normal(40).astype(dtype)
+    kw = dict(padding=(pad, (1, 1), (1, 1)), dilation=(dilation, 1, 1), activation="relu")
+    inf = w.copy()
+    inf[3, 1, 0, 1, 1], inf[17, 4, -1, 0, 2] = np.inf, -np.inf
+    xin = channels_last(x) if last else x
+    for weight in (w, inf):
+        ran = check_every_algorithm(x, weight, b, layouts=(last,), **kw)
+        assert any(name.startswith(ENGINE) for name in ran), ran
+        layer = LAYERS[3](weight, b, layout=LAST[3] if last else "NCDHW", **kw)
+        y = check(x, weight, b, layout_last=last, **kw)
+        one = layer(xin, num_threads=1)
+        np.testing.assert_array_equal(layer(xin, num_threads=2), one)
+        np.testing.assert_array_equal(np.isnan(one), np.isnan(channels_last(y) if last else y))
+
+
+@pytest.mark.parametrize("last", [False, True])
 @pytest.mark.parametrize("padding_mode", PADDING_MODES)
 @pytest.mark.parametrize("dtype", [F32, F64])
 def test_depth_taps_padding_modes(isa, last, padding_mode, dtype):

@@ -113,12 +113,14 @@ struct EnginePlan {
   // ChannelVec: rows per work item (one segment when flat) and input channels per slice
   // (reduction blocking).
   int64_t rows_per_item, channels_per_slice;
-  // ChannelVec with zero padding and finite weights: a row's kernel rows that read only
-  // padding are skipped (a 7x7 kernel on a 7x7 plane spends 43 % of its taps on zeros).
+  // ChannelVec with zero padding and finite weights (0 * inf is NaN; with packing inside the items,
+  // each slice's own finiteness decides too): taps that read only padding are skipped.  A row's
+  // kernel rows (a 7x7 kernel on a 7x7 plane spends 43 % of its taps on zeros), its edge pixels'
+  // columns, and an image's depth taps (ConvCall::depth_src).
+  bool skips_zero_padding;
   bool skip_padding_rows;
-  // ChannelVec with zero padding and finite weights: the taps that read only padding for a row's
-  // first pixel (bit 0) or last (bit 1) are skipped there (EdgeTaps, the edge microkernels); the
-  // bits any tap has.
+  // The edge pixels with taps that read only padding (EdgeTaps, the edge microkernels): a row's
+  // first (bit 0) and last (bit 1).
   unsigned dead_column_edges;
   bool packs_in_items;  // ChannelVec: weights packed slice by slice inside the items
   // A grouped NHWC ChannelVec tile: the padded input rows of every group, channels-last,
@@ -491,6 +493,8 @@ inline void activate_block(V (&acc)[M][N], FusedActivation act) {
 //   residual: nullptr, or values laid out as out's, added to the sums before the activation
 //   prefetch: one line of it every other channel step
 //   edge:   kEdge only: the taps in classes (EdgeTaps), for a row's first or last block alone
+//   w_chan_step: from one channel's packed weights to the next: kPackedNV vectors, or kd times
+//           that for every kd-th channel (one depth tap's, compute_items)
 // NV: vectors of output channels computed, the block's kPackedNV, or fewer for a last k block
 // whose other vectors would be all padding (K = 24 or 72 on the 2-vector block: half its FMAs).
 // kEdge: one block, whose edge pixels skip the taps that read only their zero padding.  (Its own
@@ -499,7 +503,7 @@ template <class T, int MR, int NV, int kPackedNV, bool kUnitPitch, bool kEdge>
 void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels, int64_t tap_stride,
                             int64_t chan_pitch, int64_t pixel_pitch, const T* w, const T* bias, int kvalid,
                             bool accumulate, FusedActivation act, T* out, int64_t out_pixel_stride, const T* residual,
-                            NextPrefetch* prefetch, int64_t blocks, const EdgeTaps* edge) {
+                            NextPrefetch* prefetch, int64_t blocks, const EdgeTaps* edge, int64_t w_chan_step) {
   if constexpr (kUnitPitch) pixel_pitch = 1;
   // The residual's lines of a block, asked for two blocks ahead: read where the stores are, they
   // come from memory, and a load of them waiting in the epilogue cost more than a separate pass.
@@ -549,7 +553,7 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
             for (int v = 0; v < NV; ++v) acc[m][v] = vfma(a, wv[v], acc[m][v]);
           }
           xc += chan_pitch;
-          wc += kPackedNV * kLanes<T>;
+          wc += w_chan_step;
           if constexpr (decltype(with_prefetch)::value)
             if (c & 1) prefetch->step();
         }
@@ -657,7 +661,7 @@ void pixelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int6
 template <class T>
 using ChannelVecFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, const T*, const T*,
                               int, bool, FusedActivation, T*, int64_t, const T*, NextPrefetch*, int64_t,
-                              const EdgeTaps*);
+                              const EdgeTaps*, int64_t);
 template <class T>
 using MicrokernelFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, const T*, int64_t, const T*, int,
                                FusedActivation, T*, int64_t);
@@ -949,6 +953,17 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
       return std::pair{r_begin, std::min(runs, r_begin + d.rows_per_item)};
     };
     NextPrefetch prefetch;
+    // With depth taps (kd channels a depth tap apart, ConvCall::depth_src), the taps of image n
+    // whose slices are zero padding are left out like the rows' and columns' (where the weights
+    // are finite and each slice holds whole groups of kd channels): the live ones are run one
+    // by one, every kd-th channel (C3D's 8-slice layers: 1/12 of the multiply-adds).
+    const int64_t kd = call.depth_src ? p.depth_taps : 1;
+    std::vector<int64_t> live_depth_taps;
+    if (kd > 1 && d.channels_per_slice % kd == 0) {
+      for (int64_t a = 0; a < kd; ++a)
+        if (call.depth_src[n * kd + a] >= 0) live_depth_taps.push_back(a);
+      if (int64_t(live_depth_taps.size()) == kd) live_depth_taps.clear();
+    }
     // Taps of the edge blocks, by the edges (bits 0 and 1) they serve.
     std::array<EdgeTaps, 4> edge_taps{};
     std::vector<int64_t> edge_order(tap_dead ? size_t(3 * d.taps) : 0);
@@ -1046,6 +1061,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           const int64_t t_first = i_lo * p.kernel_w, t_count = (i_hi - i_lo) * p.kernel_w;
           // A row's first and last blocks run the edge microkernels (full k blocks from a tile).
           const unsigned row_edges = tap_dead && zeros_skippable && uses_edge_kernels ? d.dead_column_edges : 0u;
+          const bool skips_depth_taps = d.skips_zero_padding && zeros_skippable && !live_depth_taps.empty();
           for (unsigned e = 1; e <= row_edges; ++e)
             edge_taps[e] = classify_taps(tap_dead + t_first, t_count, e, edge_order.data() + (e - 1) * d.taps);
           const int64_t pixels = pixels_of(r);
@@ -1056,11 +1072,23 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
             const ChannelVecFn<T> microkernel =
                 edge ? kChannelVecEdge<T, B>[size_t(mr - 1)] : microkernels[size_t(mr - 1)];
             // Packed weights are [tap][c][NR]: the slice starts at channel c_begin of each tap.
-            microkernel(xrow + ow * d.pixel_pitch, tap_off + t_first, t_count, c_count, w_tap_stride, d.chan_pitch,
-                        d.pixel_pitch, w_slice + t_first * w_tap_stride, bk, kvalid, sl > 0, act,
-                        out_row + ow * out_pixel_stride, out_pixel_stride,
-                        adds_residual ? residual + (out_row + ow * out_pixel_stride - y) : nullptr, &prefetch, count,
-                        edge);
+            const T* xb = xrow + ow * d.pixel_pitch;
+            const T* wb = w_slice + t_first * w_tap_stride;
+            T* ob = out_row + ow * out_pixel_stride;
+            const T* rb = adds_residual ? residual + (ob - y) : nullptr;
+            if (!skips_depth_taps) {
+              microkernel(xb, tap_off + t_first, t_count, c_count, w_tap_stride, d.chan_pitch, d.pixel_pitch, wb, bk,
+                          kvalid, sl > 0, act, ob, out_pixel_stride, rb, &prefetch, count, edge, kNR<T, B>);
+            } else {  // the live depth taps in turn, the last one finishing the sums
+              for (size_t i = 0; i < live_depth_taps.size(); ++i) {
+                const int64_t a = live_depth_taps[i];
+                const bool last = i + 1 == live_depth_taps.size();
+                microkernel(xb + a * d.chan_pitch, tap_off + t_first, t_count, c_count / kd, w_tap_stride,
+                            kd * d.chan_pitch, d.pixel_pitch, wb + a * kNR<T, B>, bk, kvalid, sl > 0 || i > 0,
+                            last ? act : FusedActivation{}, ob, out_pixel_stride, last ? rb : nullptr, &prefetch, count,
+                            edge, kd * kNR<T, B>);
+              }
+            }
             ow += mr * count;
             block += count;
           };
@@ -1184,15 +1212,14 @@ void run_engine(const ConvCall& call, Orientation orientation) {
     if (p.layout == Layout::NHWC) d.pixel_pitch = p.stride_w * call.x_stride.w;
   }
   // With packing inside the items, each slice's own finiteness decides (compute_items).
-  d.skip_padding_rows = orientation == Orientation::ChannelVec && p.pad_mode == PadMode::Zeros &&
-                        (p.pad_top > 0 || p.pad_bottom > 0) &&
-                        (d.packs_in_items || channelvec_weights_finite<T, B>(p, call.packed));
+  d.skips_zero_padding = orientation == Orientation::ChannelVec && p.pad_mode == PadMode::Zeros &&
+                         (d.packs_in_items || channelvec_weights_finite<T, B>(p, call.packed));
+  d.skip_padding_rows = d.skips_zero_padding && (p.pad_top > 0 || p.pad_bottom > 0);
 
   // Per tap, whether it reads only zero padding for a row's first (bit 0) or last (bit 1) pixel.
   std::vector<uint8_t> tap_dead(size_t(d.taps), 0);
   d.dead_column_edges = 0;
-  if (orientation == Orientation::ChannelVec && !d.flat && call.col_src && p.pad_mode == PadMode::Zeros &&
-      (p.pad_left > 0 || p.pad_right > 0) && (d.packs_in_items || channelvec_weights_finite<T, B>(p, call.packed))) {
+  if (d.skips_zero_padding && !d.flat && call.col_src && (p.pad_left > 0 || p.pad_right > 0)) {
     for (int64_t j = 0; j < p.kernel_w; ++j) {
       const int64_t col = j * p.dilation_w;
       const unsigned dead =
