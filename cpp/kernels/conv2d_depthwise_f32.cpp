@@ -716,13 +716,18 @@ void run_rows(const ConvCall& call) {
 
 constexpr int64_t kMaxSliceTaps = 8;  // kernel depths the ring takes (X3D, C3D, R(2+1)D: 3 to 5)
 
+// Zero padding one column wide on either side ("same" 3x3): the slices are read in place.
+bool slices_in_place(const ConvProblem& p) {
+  return p.pad_mode == PadMode::Zeros && p.pad_left == 1 && p.pad_right == 1;
+}
+
 struct SlicesPlan {
   int64_t row_vectors = 0;  // vectors per output row
   int64_t pitch = 0;        // tile row length, whole vectors: row_vectors * kVL + 2 columns
   int64_t band_rows = 0, bands = 0, run_slices = 0, runs = 0, items = 0;
   int64_t tile_rows = 0;
   size_t tile_floats = 0;    // one slice's tile, whole cache lines
-  size_t thread_floats = 0;  // a thread's ring of kd tiles
+  size_t thread_floats = 0;  // a thread's ring of kd tiles (none in place)
 };
 
 SlicesPlan slices_plan(const ConvProblem& p, int threads) {
@@ -744,7 +749,7 @@ SlicesPlan slices_plan(const ConvProblem& p, int threads) {
   d.items = bands * d.runs;
   d.tile_rows = input_rows_for(p, d.band_rows);
   d.tile_floats = (size_t(d.tile_rows * d.pitch) + kLineFloats - 1) / kLineFloats * kLineFloats;
-  d.thread_floats = size_t(p.kernel_d) * d.tile_floats;
+  d.thread_floats = slices_in_place(p) ? 0 : size_t(p.kernel_d) * d.tile_floats;
   return d;
 }
 
@@ -766,14 +771,14 @@ size_t slices_workspace(const ConvProblem& p, int threads) {
   return size_t(threads) * slices_plan(p, threads).thread_floats * sizeof(float);
 }
 
-// ROWS output rows x NV vectors of one output slice: the 3x3 windows of `slices` input slices'
+// ROWS output rows x NV vectors of one output slice: the 3x3 windows of `count` input slices'
 // tiles, each with its depth tap's weights, summed in registers.
 template <int ROWS, int NV>
-void slices_block_3x3(const ConvProblem& p, const float* const* tiles, const float* const* weights, int64_t slices,
+void slices_block_3x3(const ConvProblem& p, const float* const* tiles, const float* const* weights, int64_t count,
                       int64_t pitch, float bias, int64_t r0, int64_t ow0, float* y_band, int64_t y_row_stride) {
   Vec acc[ROWS][NV];
   fill_rows_block(acc, bias);
-  for (int64_t s = 0; s < slices; ++s) accumulate_3x3(acc, tiles[s], pitch, weights[s], r0, ow0);
+  for (int64_t s = 0; s < count; ++s) accumulate_3x3(acc, tiles[s], pitch, weights[s], r0, ow0);
   store_rows_block(p, acc, r0, ow0, y_band, y_row_stride);
 }
 
@@ -830,11 +835,6 @@ constexpr SlicesInPlaceFn kSlicesInPlaceBlocks[kRowsMax][kVecsMax] = {
      slices_block_in_place<4, 4>()},
 };
 
-// Zero padding one column wide on either side ("same" 3x3): the slices are read in place.
-bool slices_in_place(const ConvProblem& p) {
-  return p.pad_mode == PadMode::Zeros && p.pad_left == 1 && p.pad_right == 1;
-}
-
 void run_slices(const ConvCall& call) {
   const ConvProblem& p = call.p;
   const SlicesPlan d = slices_plan(p, call.num_threads);
@@ -862,24 +862,24 @@ void run_slices(const ConvCall& call) {
       int64_t ring_slice[kMaxSliceTaps];  // the input slice in each tile of the ring, -1 for none
       std::fill(ring_slice, ring_slice + kd, int64_t(-1));
       for (int64_t od = run * d.run_slices; od < od_end; ++od) {
-        // The live depth taps: those reading input slices (the others read zero padding).
-        const float* tiles[kMaxSliceTaps];
+        // The live depth taps (those reading input slices; the others read zero padding): their
+        // slices as the blocks read them, x's own in place, else their tiles.
+        const float* slices[kMaxSliceTaps];
         const float* weights[kMaxSliceTaps];
         int64_t live = 0;
         for (int64_t a = 0; a < kd; ++a) {
           const int64_t s = od - p.pad_front + a;
           if (s < 0 || s >= p.in_d) continue;
-          if (in_place) {
-            tiles[live] = xc + s * call.x_depth_stride;
-            weights[live++] = w + (c * kd + a) * 9;
-            continue;
+          const float* slice = xc + s * call.x_depth_stride;
+          if (!in_place) {
+            float* tile = ring + size_t(s % kd) * d.tile_floats;
+            if (ring_slice[s % kd] != s) {
+              fill_rows_tile(call, slice, oh0, input_rows_for(p, rows), d.pitch, tile);
+              ring_slice[s % kd] = s;
+            }
+            slice = tile;
           }
-          float* tile = ring + size_t(s % kd) * d.tile_floats;
-          if (ring_slice[s % kd] != s) {
-            fill_rows_tile(call, xc + s * call.x_depth_stride, oh0, input_rows_for(p, rows), d.pitch, tile);
-            ring_slice[s % kd] = s;
-          }
-          tiles[live] = tile;
+          slices[live] = slice;
           weights[live++] = w + (c * kd + a) * 9;
         }
         float* y_band = yc + od * call.y_depth_stride;
@@ -888,10 +888,10 @@ void run_slices(const ConvCall& call) {
           for (int64_t v = 0; v < d.row_vectors; v += nv_max) {
             const int nv = int(std::min(nv_max, d.row_vectors - v));
             if (in_place)
-              kSlicesInPlaceBlocks[rb - 1][nv - 1](p, tiles, weights, live, call.x_stride.h, b, r, oh0 + r - p.pad_top,
+              kSlicesInPlaceBlocks[rb - 1][nv - 1](p, slices, weights, live, call.x_stride.h, b, r, oh0 + r - p.pad_top,
                                                    v * kVL, y_band, call.y_stride.h);
             else
-              kSlicesBlocks[rb - 1][nv - 1](p, tiles, weights, live, d.pitch, b, r, v * kVL, y_band, call.y_stride.h);
+              kSlicesBlocks[rb - 1][nv - 1](p, slices, weights, live, d.pitch, b, r, v * kVL, y_band, call.y_stride.h);
           }
           if (!is_simple<float>(p.activation))
             for (int k = 0; k < rb; ++k) activate_row(y_band + (r + k) * call.y_stride.h, p.out_w, fused_activation(p));
