@@ -143,11 +143,30 @@ def last_of(v):
     return v[-1] if isinstance(v, (tuple, list)) else v
 
 
-def deep_depthwise_lowering(isa, channels, layout_last, kernel, stride=1, dilation=1, padding_mode="zeros"):
+# The channels-first 3-D depthwise kernel (conv3d_depthwise_nchw_f32): kd x 3 x 3 kernels (kd up
+# to 8) at unit strides and dilations, zero depth padding, output rows at least as wide as the
+# 2-D row kernel's shortest per ISA.
+SLICES_MIN_WIDTH = {"avx512": 16, "avx2": 64}
+
+
+def takes_slices(isa, layout_last, kernel, stride, dilation, out_w, padding_mode="zeros", depth_padded=True):
+    """Whether conv3d_depthwise_nchw_f32 takes a float32 3-D depthwise problem."""
+    width = SLICES_MIN_WIDTH.get(isa)
+    ones = all(v == 1 for v in (stride if isinstance(stride, (tuple, list)) else (stride,)))
+    ones = ones and all(v == 1 for v in (dilation if isinstance(dilation, (tuple, list)) else (dilation,)))
+    return bool(width and not layout_last and kernel[1:] == (3, 3) and kernel[0] <= 8 and ones and out_w >= width
+                and (padding_mode == "zeros" or not depth_padded))
+
+
+def deep_depthwise_lowering(isa, channels, layout_last, kernel, stride=1, dilation=1, padding_mode="zeros",
+                            out_w=0):
     """How a float32 3-D depthwise problem (not one of kernel depth 1 that runs as a batch) runs on
     conv2d_depthwise_cblock_f32, which takes the depth taps itself in whole channel blocks with
     zero padding: "none" (channels-last, read in place), "channels_last" (channels-first,
-    transposed in and out), or None (the other lowerings)."""
+    transposed in and out), or None (the other lowerings).  Channels-first problems that
+    conv3d_depthwise_nchw_f32 takes (out_w: the output width) run on it instead ("none")."""
+    if takes_slices(isa, layout_last, kernel, stride, dilation, out_w, padding_mode):
+        return "none"
     lanes = DEPTHWISE_LANES.get(isa)
     width = (kernel[-1], last_of(stride))
     if not lanes or padding_mode != "zeros" or channels % lanes or width not in IN_PLACE_WIDTHS:
@@ -221,10 +240,10 @@ def test_depthwise_lowerings(isa, dhw, kernel, stride, padding, dilation, last, 
 
 
 # 3-D depthwise on the channel-block kernel (depth taps at x's depth stride, the live ones only;
-# channels-first between transposes): channels around the vector widths (taken in whole blocks
-# of 8 or 16, the others interleaved), depths, rows and columns around the 8-pixel register
-# block, kernels (3,3,3), (1,3,3), (3,1,1), (5,5,5), strides 1 and 2 per axis, dilation,
-# padding 0, 1, asymmetric and "same", batch 2.
+# channels-first between transposes, unless conv3d_depthwise_nchw_f32 takes it: SLICES):
+# channels around the vector widths (taken in whole blocks of 8 or 16, the others interleaved),
+# depths, rows and columns around the 8-pixel register block, kernels (3,3,3), (1,3,3), (3,1,1),
+# (5,5,5), strides 1 and 2 per axis, dilation, padding 0, 1, asymmetric and "same", batch 2.
 # (C, (D, H, W), kernel, stride, padding, dilation)
 DEEP_DEPTHWISE = [
     (16, (5, 6, 7), (3, 3, 3), 1, 1, 1),
@@ -259,8 +278,10 @@ def test_depthwise_deep_in_place(isa, c, dhw, kernel, stride, padding, dilation,
     xin = channels_last(x) if last else x
     layer = cppconv.Conv3d(w, b, layout=layout, activation=activation, **kw)
     info = layer.explain(xin.shape)
-    deep = deep_depthwise_lowering(isa, c, last, kernel, stride, dilation)
-    if deep:
+    deep = deep_depthwise_lowering(isa, c, last, kernel, stride, dilation, out_w=y.shape[-1])
+    if takes_slices(isa, last, kernel, stride, dilation, y.shape[-1]):
+        assert info["lowering"] == "none" and info["algorithm"].startswith("conv3d_depthwise_nchw_f32"), info
+    elif deep:
         assert info["lowering"] == deep and info["algorithm"].startswith("conv2d_depthwise_cblock_f32"), info
     else:
         assert info["lowering"] not in ("none", "channels_last"), info
@@ -280,6 +301,60 @@ def test_depthwise_deep_in_place(isa, c, dhw, kernel, stride, padding, dilation,
                               dilation=dilation, groups=c)
     bound = (np.moveaxis(bound, 1, -1) if last else bound) + np.abs(r)
     assert_close(got, want, 1.5 * bound + 1.0, F32, "residual")  # (hardswish's slope, sigmoid's 1)
+
+
+# The channels-first 3-D depthwise kernel (conv3d_depthwise_nchw_f32: the input slices read in
+# place with one column of zero padding on either side, else each slice's band copied once into
+# a ring of padded tiles; an output block sums the live depth taps' 3x3 windows): output widths
+# around the vector widths and its 4-row blocks (16, 17, 28, 33 and 65 columns on AVX-512; 64
+# to 68 on AVX2), kernel depths 1 to 5, depth padding past the kernel (slices with no live tap:
+# the bias alone), row bands (a 100-row plane), runs of slices split between threads (one
+# channel, 40 slices), channel counts off the vector widths, tiles for other column paddings and
+# for the padding modes along rows and columns with no depth padding, batch 2.
+# (C, (D, H, W), kd, padding, padding_mode)
+SLICES = [
+    (5, (4, 5, 16), 3, 1, "zeros"),
+    (3, (3, 9, 17), 3, 1, "zeros"),
+    (4, (6, 28, 28), 3, 1, "zeros"),
+    (2, (5, 7, 33), 3, ((2, 0), (1, 1), (1, 1)), "zeros"),
+    (3, (4, 4, 65), 1, (0, 1, 1), "zeros"),
+    (2, (7, 6, 64), 5, (3, 1, 1), "zeros"),
+    (3, (5, 3, 67), 2, ((0, 1), (0, 0), (2, 1)), "zeros"),
+    (1, (40, 4, 66), 3, 1, "zeros"),
+    (2, (3, 100, 70), 3, 1, "zeros"),
+    (3, (4, 5, 18), 3, (1, 1, 0), "zeros"),
+    (2, (4, 5, 66), 3, ((1, 1), (0, 2), (0, 2)), "zeros"),
+    (3, (4, 6, 66), 3, (0, 1, 1), "reflect"),
+    (3, (4, 6, 66), 3, (0, 1, 2), "replicate"),
+    (3, (4, 6, 66), 3, (0, 2, 1), "circular"),
+]
+
+
+@pytest.mark.parametrize("c,dhw,kd,padding,padding_mode", SLICES)
+def test_depthwise_slices_channels_first(isa, c, dhw, kd, padding, padding_mode):
+    rng = make_rng("dw_slices", c, dhw, kd, padding, padding_mode)
+    x = rng.standard_normal((2, c) + dhw).astype(np.float32)
+    w = rng.standard_normal((c, 1, kd, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    kw = dict(padding=padding, padding_mode=padding_mode, groups=c)
+    activation = ACTIVATIONS[(sum(dhw) + kd) % len(ACTIVATIONS)]
+    y = check(x, w, b, activation=activation, **kw)
+    ran = check_every_algorithm(x, w, b, activation=activation, **kw)
+    layer = cppconv.Conv3d(w, b, activation=activation, **kw)
+    info = layer.explain(x.shape)
+    if takes_slices(isa, False, (kd, 3, 3), 1, 1, y.shape[-1], padding_mode, depth_padded=False):
+        assert info["lowering"] == "none" and info["algorithm"].startswith("conv3d_depthwise_nchw_f32"), info
+        assert any(a.startswith("conv3d_depthwise_nchw_f32") for a in ran), ran
+    # The same bits whatever the thread count, and the layer's as the function's.
+    one = layer(x, num_threads=1)
+    np.testing.assert_array_equal(one, layer(x, num_threads=2))
+    np.testing.assert_array_equal(one, layer(x, num_threads=3))
+    np.testing.assert_array_equal(one, y)
+    r = rng.standard_normal(one.shape).astype(np.float32)
+    got = layer(x, residual=r, num_threads=2)
+    want = layer._call_with_algorithm("conv_reference_f32", x, residual=r)
+    bound = conv_nd_abs_bound(x, w, b, padding=pads_of(padding, dhw, (kd, 3, 3), 1, 1), groups=c) + np.abs(r)
+    assert_close(got, want, 1.5 * bound + 1.0, F32, "residual")
 
 
 @pytest.mark.parametrize("last", [False, True])

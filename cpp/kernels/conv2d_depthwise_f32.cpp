@@ -12,6 +12,9 @@
 // conv2d_depthwise_nchw_f32: NCHW at stride 1 along the row, vectorised along the output row
 // on a padded, vector-aligned tile of each plane's band of rows (see below); chosen for rows
 // at least a vector wide, and for fewer channels than a vector (a single image plane).
+//
+// conv3d_depthwise_nchw_f32: NCDHW kd x 3 x 3 at unit strides, the row kernel's 3x3 blocks
+// summing the depth taps' slices, read in place or through tiles (see below).
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -545,11 +548,10 @@ void rows_block(const ConvProblem& p, const float* tile, int64_t pitch, const fl
 
 // 3x3, unit stride and dilation: every input row of the block is loaded and shifted once and
 // feeds the (up to) three output rows it belongs to, instead of once per output row.
+// (The 3-D kernel below sums several slices' windows into the same accumulators.)
 template <int ROWS, int NV>
-void rows_block_3x3(const ConvProblem& p, const float* tile, int64_t pitch, const float* wc, float bias, int64_t r0,
-                    int64_t ow0, float* y_band, int64_t y_row_stride) {
-  Vec acc[ROWS][NV];
-  fill_rows_block(acc, bias);
+static inline void accumulate_3x3(Vec (&acc)[ROWS][NV], const float* tile, int64_t pitch, const float* wc, int64_t r0,
+                                  int64_t ow0) {
   Vec wv[3][3];
 #pragma GCC unroll 3
   for (int i = 0; i < 3; ++i)
@@ -575,6 +577,50 @@ void rows_block_3x3(const ConvProblem& p, const float* tile, int64_t pitch, cons
       lo = hi;
     }
   }
+}
+
+// The same on an input slice read in place, zero padding one column wide on either side: the
+// windows of output vector v are lane shifts of the row's input vectors v - 1, v and v + 1,
+// loaded under masks[v .. v + 2] (lanes past the row's end are the right padding's zeros,
+// vector -1 of the row's first block the left padding); rows outside the slice are skipped.
+//   top: the input row of the block's first output row's first kernel row
+template <int ROWS, int NV>
+static inline void accumulate_3x3_in_place(Vec (&acc)[ROWS][NV], const float* slice, int64_t row_stride, int64_t in_h,
+                                           const Mask* masks, const float* wc, int64_t top, int64_t ow0) {
+  Vec wv[3][3];
+#pragma GCC unroll 3
+  for (int i = 0; i < 3; ++i)
+#pragma GCC unroll 3
+    for (int j = 0; j < 3; ++j) wv[i][j] = vset1(wc[i * 3 + j]);
+#pragma GCC unroll 8
+  for (int t = 0; t < ROWS + 2; ++t) {
+    if (top + t < 0 || top + t >= in_h) continue;
+    const float* xr = slice + (top + t) * row_stride + ow0;
+    Vec prev = vload_mask(xr - kVL, masks[0]), cur = vload_mask(xr, masks[1]);
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const Vec next = vload_mask(xr + (v + 1) * kVL, masks[v + 2]);
+      const Vec x0 = shift_lanes_c<kVL - 1>(prev, cur), x2 = shift_lanes_c<1>(cur, next);
+#pragma GCC unroll 3
+      for (int i = 0; i < 3; ++i) {
+        const int r = t - i;
+        if (r >= 0 && r < ROWS) {
+          acc[r][v] = vfma(x0, wv[i][0], acc[r][v]);
+          acc[r][v] = vfma(cur, wv[i][1], acc[r][v]);
+          acc[r][v] = vfma(x2, wv[i][2], acc[r][v]);
+        }
+      }
+      prev = cur, cur = next;
+    }
+  }
+}
+
+template <int ROWS, int NV>
+void rows_block_3x3(const ConvProblem& p, const float* tile, int64_t pitch, const float* wc, float bias, int64_t r0,
+                    int64_t ow0, float* y_band, int64_t y_row_stride) {
+  Vec acc[ROWS][NV];
+  fill_rows_block(acc, bias);
+  accumulate_3x3(acc, tile, pitch, wc, r0, ow0);
   store_rows_block(p, acc, r0, ow0, y_band, y_row_stride);
 }
 
@@ -652,6 +698,204 @@ void run_rows(const ConvCall& call) {
         }
         if (!is_simple<float>(p.activation))
           for (int k = 0; k < rb; ++k) activate_row(y_band + (r + k) * call.y_stride.h, p.out_w, fused_activation(p));
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv3d_depthwise_nchw_f32: NCDHW depthwise with kd x 3 x 3 kernels, unit strides and
+// dilations, zero depth padding, read channels-first instead of between transposes to
+// channels-last and back (most of the channel-block kernel's time there: docs/tuning.md).
+// A work item is (image, channel, band of output rows, run of output slices).  With zero
+// padding one column wide on either side ("same" 3x3) the input slices are read in place
+// (accumulate_3x3_in_place); otherwise each input slice's band is copied once into a padded,
+// vector-aligned tile as the row kernel's (fill_rows_tile) and kept in a ring of kd tiles while
+// the output slices that read it run (accumulate_3x3).  Either way an output block sums every
+// live depth tap's 3x3 windows in registers and is stored once.
+
+constexpr int64_t kMaxSliceTaps = 8;  // kernel depths the ring takes (X3D, C3D, R(2+1)D: 3 to 5)
+
+// Zero padding one column wide on either side ("same" 3x3): the slices are read in place.
+bool slices_in_place(const ConvProblem& p) {
+  return p.pad_mode == PadMode::Zeros && p.pad_left == 1 && p.pad_right == 1;
+}
+
+struct SlicesPlan {
+  int64_t row_vectors = 0;  // vectors per output row
+  int64_t pitch = 0;        // tile row length, whole vectors: row_vectors * kVL + 2 columns
+  int64_t band_rows = 0, bands = 0, run_slices = 0, runs = 0, items = 0;
+  int64_t tile_rows = 0;
+  size_t tile_floats = 0;    // one slice's tile, whole cache lines
+  size_t thread_floats = 0;  // a thread's ring of kd tiles (none in place)
+};
+
+SlicesPlan slices_plan(const ConvProblem& p, int threads) {
+  SlicesPlan d;
+  d.row_vectors = ceil_div(p.out_w, kVL);
+  d.pitch = (d.row_vectors + 1) * kVL;
+  // The ring of kd tiles stays inside the row kernel's tile budget.
+  d.band_rows = p.out_h;
+  while (d.band_rows > 1 && p.kernel_d * input_rows_for(p, d.band_rows) * d.pitch * int64_t(sizeof(float)) > kTileBytes)
+    d.band_rows = ceil_div(d.band_rows, 2);
+  d.bands = ceil_div(p.out_h, d.band_rows);
+  // Enough items for an even split between threads, as long as a run keeps several slices per
+  // slice copied again (each run copies kd - 1 input slices of its neighbour).
+  const int64_t bands = p.batch * p.in_channels * d.bands;
+  d.run_slices = p.out_d;
+  while (threads > 1 && bands * ceil_div(p.out_d, d.run_slices) < 8 * threads && d.run_slices >= 4 * p.kernel_d)
+    d.run_slices = ceil_div(d.run_slices, 2);
+  d.runs = ceil_div(p.out_d, d.run_slices);
+  d.items = bands * d.runs;
+  d.tile_rows = input_rows_for(p, d.band_rows);
+  d.tile_floats = (size_t(d.tile_rows * d.pitch) + kLineFloats - 1) / kLineFloats * kLineFloats;
+  d.thread_floats = slices_in_place(p) ? 0 : size_t(p.kernel_d) * d.tile_floats;
+  return d;
+}
+
+bool slices_accepts(const ConvProblem& p) {
+  const bool zero_depth_padding = p.pad_mode == PadMode::Zeros || (p.pad_front == 0 && p.pad_back == 0);
+  // (Rows as narrow as the row kernel's: narrower ones waste too many lanes.)
+  return p.dtype == DType::Float32 && p.layout == Layout::NCHW && has_depth(p) && p.groups == p.in_channels &&
+         p.out_channels == p.in_channels && p.kernel_d <= kMaxSliceTaps && p.kernel_h == 3 && p.kernel_w == 3 &&
+         p.stride_d == 1 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_d == 1 && p.dilation_h == 1 &&
+         p.dilation_w == 1 && zero_depth_padding && p.out_w >= kRowsMinWidth &&
+         tiles_in_proportion(p, p.in_channels, [&] {
+           const SlicesPlan d = slices_plan(p, 1);
+           return double(p.batch * p.in_channels * d.bands) * double(p.in_d + (d.runs - 1) * (p.kernel_d - 1)) *
+                  double(d.tile_rows * d.pitch);
+         });
+}
+
+size_t slices_workspace(const ConvProblem& p, int threads) {
+  return size_t(threads) * slices_plan(p, threads).thread_floats * sizeof(float);
+}
+
+// ROWS output rows x NV vectors of one output slice: the 3x3 windows of `count` input slices'
+// tiles, each with its depth tap's weights, summed in registers.
+template <int ROWS, int NV>
+void slices_block_3x3(const ConvProblem& p, const float* const* tiles, const float* const* weights, int64_t count,
+                      int64_t pitch, float bias, int64_t r0, int64_t ow0, float* y_band, int64_t y_row_stride) {
+  Vec acc[ROWS][NV];
+  fill_rows_block(acc, bias);
+  for (int64_t s = 0; s < count; ++s) accumulate_3x3(acc, tiles[s], pitch, weights[s], r0, ow0);
+  store_rows_block(p, acc, r0, ow0, y_band, y_row_stride);
+}
+
+// The same reading the input slices in place (slices_in_place): `slices` are x's, read through
+// its row stride; top: the input row of output row r0's first kernel row.
+template <int ROWS, int NV>
+void slices_block_3x3_in_place(const ConvProblem& p, const float* const* slices, const float* const* weights,
+                               int64_t count, int64_t row_stride, float bias, int64_t r0, int64_t top, int64_t ow0,
+                               float* y_band, int64_t y_row_stride) {
+  Vec acc[ROWS][NV];
+  fill_rows_block(acc, bias);
+  Mask masks[NV + 2];  // input vectors -1 .. NV of the block's rows: their lanes in [0, in_w)
+#pragma GCC unroll 6
+  for (int k = 0; k < NV + 2; ++k) {
+    const int64_t col0 = ow0 + (k - 1) * kVL;
+    masks[k] = lane_mask(-col0, p.in_w - col0);
+  }
+  for (int64_t s = 0; s < count; ++s)
+    accumulate_3x3_in_place(acc, slices[s], row_stride, p.in_h, masks, weights[s], top, ow0);
+  store_rows_block(p, acc, r0, ow0, y_band, y_row_stride);
+}
+
+using SlicesBlockFn = void (*)(const ConvProblem&, const float* const*, const float* const*, int64_t, int64_t, float,
+                               int64_t, int64_t, float*, int64_t);
+template <int R, int NV>
+constexpr SlicesBlockFn slices_block() {
+  if constexpr (NV <= kReuseVecs) return slices_block_3x3<R, NV>;
+  else return nullptr;
+}
+// [rows - 1][nv - 1], up to kReuseVecs vectors as the 2-D 3x3 blocks (blocks of 6 to 8 rows were
+// no faster: docs/tuning.md)
+constexpr SlicesBlockFn kSlicesBlocks[kRowsMax][kVecsMax] = {
+    {slices_block<1, 1>(), slices_block<1, 2>(), slices_block<1, 3>(), slices_block<1, 4>()},
+    {slices_block<2, 1>(), slices_block<2, 2>(), slices_block<2, 3>(), slices_block<2, 4>()},
+    {slices_block<3, 1>(), slices_block<3, 2>(), slices_block<3, 3>(), slices_block<3, 4>()},
+    {slices_block<4, 1>(), slices_block<4, 2>(), slices_block<4, 3>(), slices_block<4, 4>()},
+};
+
+using SlicesInPlaceFn = void (*)(const ConvProblem&, const float* const*, const float* const*, int64_t, int64_t, float,
+                                 int64_t, int64_t, int64_t, float*, int64_t);
+template <int R, int NV>
+constexpr SlicesInPlaceFn slices_block_in_place() {
+  if constexpr (NV <= kReuseVecs) return slices_block_3x3_in_place<R, NV>;
+  else return nullptr;
+}
+constexpr SlicesInPlaceFn kSlicesInPlaceBlocks[kRowsMax][kVecsMax] = {
+    {slices_block_in_place<1, 1>(), slices_block_in_place<1, 2>(), slices_block_in_place<1, 3>(),
+     slices_block_in_place<1, 4>()},
+    {slices_block_in_place<2, 1>(), slices_block_in_place<2, 2>(), slices_block_in_place<2, 3>(),
+     slices_block_in_place<2, 4>()},
+    {slices_block_in_place<3, 1>(), slices_block_in_place<3, 2>(), slices_block_in_place<3, 3>(),
+     slices_block_in_place<3, 4>()},
+    {slices_block_in_place<4, 1>(), slices_block_in_place<4, 2>(), slices_block_in_place<4, 3>(),
+     slices_block_in_place<4, 4>()},
+};
+
+void run_slices(const ConvCall& call) {
+  const ConvProblem& p = call.p;
+  const SlicesPlan d = slices_plan(p, call.num_threads);
+  const float* x = static_cast<const float*>(call.x);
+  const float* w = static_cast<const float*>(call.weight);
+  const float* bias = static_cast<const float*>(call.bias);
+  float* y = static_cast<float*>(call.y);
+  const int64_t kd = p.kernel_d;
+  const int64_t nv_max = std::min<int64_t>(kReuseVecs, d.row_vectors);
+  float* rings = scratch<float>(saturating_mul(d.thread_floats, size_t(call.num_threads)));
+  const bool in_place = slices_in_place(p);
+  parallel_region(call.num_threads, [&] {
+    DenormalGuard denormals;
+    float* ring = rings + d.thread_floats * size_t(thread_id());
+    // Contiguous ranges of items per thread, the same every call (as for the row kernel).
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < d.items; ++item) {
+      const int64_t run = item % d.runs, band = item / d.runs % d.bands, plane = item / d.runs / d.bands;
+      const int64_t n = plane / p.in_channels, c = plane % p.in_channels;
+      const int64_t oh0 = band * d.band_rows, rows = std::min(d.band_rows, p.out_h - oh0);
+      const int64_t od_end = std::min(p.out_d, (run + 1) * d.run_slices);
+      const float* xc = x + n * call.x_stride.n + c * call.x_stride.c;
+      float* yc = y + n * call.y_stride.n + c * call.y_stride.c + oh0 * call.y_stride.h;
+      const float b = bias ? bias[c] : 0.0f;
+      int64_t ring_slice[kMaxSliceTaps];  // the input slice in each tile of the ring, -1 for none
+      std::fill(ring_slice, ring_slice + kd, int64_t(-1));
+      for (int64_t od = run * d.run_slices; od < od_end; ++od) {
+        // The live depth taps (those reading input slices; the others read zero padding): their
+        // slices as the blocks read them, x's own in place, else their tiles.
+        const float* slices[kMaxSliceTaps];
+        const float* weights[kMaxSliceTaps];
+        int64_t live = 0;
+        for (int64_t a = 0; a < kd; ++a) {
+          const int64_t s = od - p.pad_front + a;
+          if (s < 0 || s >= p.in_d) continue;
+          const float* slice = xc + s * call.x_depth_stride;
+          if (!in_place) {
+            float* tile = ring + size_t(s % kd) * d.tile_floats;
+            if (ring_slice[s % kd] != s) {
+              fill_rows_tile(call, slice, oh0, input_rows_for(p, rows), d.pitch, tile);
+              ring_slice[s % kd] = s;
+            }
+            slice = tile;
+          }
+          slices[live] = slice;
+          weights[live++] = w + (c * kd + a) * 9;
+        }
+        float* y_band = yc + od * call.y_depth_stride;
+        for (int64_t r = 0; r < rows; r += kRowsMax) {
+          const int rb = int(std::min<int64_t>(kRowsMax, rows - r));
+          for (int64_t v = 0; v < d.row_vectors; v += nv_max) {
+            const int nv = int(std::min(nv_max, d.row_vectors - v));
+            if (in_place)
+              kSlicesInPlaceBlocks[rb - 1][nv - 1](p, slices, weights, live, call.x_stride.h, b, r, oh0 + r - p.pad_top,
+                                                   v * kVL, y_band, call.y_stride.h);
+            else
+              kSlicesBlocks[rb - 1][nv - 1](p, slices, weights, live, d.pitch, b, r, v * kVL, y_band, call.y_stride.h);
+          }
+          if (!is_simple<float>(p.activation))
+            for (int k = 0; k < rb; ++k) activate_row(y_band + (r + k) * call.y_stride.h, p.out_w, fused_activation(p));
+        }
       }
     }
   });
@@ -871,6 +1115,8 @@ constexpr AlgorithmName kFlat3x3Bf16Name = algorithm_name("conv2d_depthwise_flat
 
 // Names: <op>__<isa>_<output pixels x channels of a register block>.
 constexpr AlgorithmName kNchwName = algorithm_name("conv2d_depthwise_nchw_f32__" CPPCONV_ISA_NAME, kVL, 1);
+constexpr AlgorithmName kSlicesName =
+    algorithm_name("conv3d_depthwise_nchw_f32__" CPPCONV_ISA_NAME, kRowsMax, int(kReuseVecs) * kVL);
 constexpr AlgorithmName kCblockName = algorithm_name("conv2d_depthwise_cblock_f32__" CPPCONV_ISA_NAME, kMB, kVL);
 
 }  // namespace
@@ -882,6 +1128,19 @@ const ConvAlgorithm conv2d_depthwise_flat3x3_f32 = {kFlat3x3Name.text, DType::Fl
 
 const ConvAlgorithm conv2d_depthwise_nchw_f32 = {kNchwName.text, DType::Float32, rows_accepts, no_packing,
                                                  nullptr,        rows_workspace, run_rows};
+
+const ConvAlgorithm conv3d_depthwise_nchw_f32 = {kSlicesName.text,
+                                                 DType::Float32,
+                                                 slices_accepts,
+                                                 no_packing,
+                                                 nullptr,
+                                                 slices_workspace,
+                                                 run_slices,
+                                                 Precision::Highest,
+                                                 /*features=*/0,
+                                                 /*adds_residual=*/false,
+                                                 /*reads_depth_taps=*/false,
+                                                 /*takes_depth=*/true};
 
 // (Deep problems too: channels-last, zero padding, whole channel blocks; see cblock_accepts_shape.)
 const ConvAlgorithm conv2d_depthwise_cblock_f32 = {kCblockName.text,

@@ -8,6 +8,7 @@ namespace cppconv {
 namespace CPPCONV_ISA_NS {
 extern const ConvAlgorithm conv2d_depthwise_cblock_f32;
 extern const ConvAlgorithm conv2d_depthwise_nchw_f32;
+extern const ConvAlgorithm conv3d_depthwise_nchw_f32;
 #if CPPCONV_SIMD_LANE_BIT_MASKS
 extern const ConvAlgorithm conv2d_depthwise_flat3x3_f32;
 #endif

@@ -28,6 +28,7 @@ const ConvAlgorithm* const kConvAlgorithms[] = {
     &conv2d_depthwise_flat3x3_f32,
 #endif
     &conv2d_depthwise_nchw_f32,
+    &conv3d_depthwise_nchw_f32,
     &conv2d_depthwise_cblock_f32,
 #endif
 #ifdef CPPCONV_HAS_WINOGRAD_F32

@@ -696,6 +696,30 @@ void lowering_sweep() {
   }
 }
 
+// Channels-first kd x 3 x 3 depthwise at unit strides and dilations (conv3d_depthwise_nchw_f32),
+// run last so that the other sweeps keep their draws: rows of 64-70 outputs, which AVX2's takes
+// too; "same" zero padding along the row (read in place), none, or another mode (tiles); kernel
+// depths 1 to 4 with and without depth padding, batch 1 and 2.
+void depthwise_slices_sweep() {
+  for (int i = 0; i < 12; ++i) {
+    ConvGeometry g;
+    g.rank = 3;
+    g.N = 1 + i % 2;
+    g.C = g.K = g.groups = pick(std::vector<int64_t>{1, 3, 8, 17});
+    g.activation = pick(kActivations);
+    g.negative_slope = pick(kSlopes);
+    g.bias = chance(0.5);
+    g.mode = i % 3 == 2 ? pick(kModes) : PadMode::Zeros;
+    const bool pad = i % 4 != 3;
+    g.d = axis_for(uniform(1, 5), uniform(1, 4), 1, 1, pad && i % 3 != 2);
+    g.h = axis_for(uniform(1, 6), 3, 1, 1, pad);
+    g.w = axis_for(uniform(64, 70), 3, 1, 1, pad);
+    const ConvProblem p = make_problem(g);
+    ConvCase c = make_conv_case(p, g.bias);
+    check_lowered(c);
+  }
+}
+
 // Zero padding that dwarfs small inputs (dilations of 100-300 spanning it): where only the
 // reference would take the problem, the plan runs the taps that meet the input (ConvPlan::
 // live_taps_run), under each ISA's dispatcher and with each algorithm forced on them.
@@ -1215,6 +1239,7 @@ int main() {
   timed("quantized convolution", qconv_sweep);
   timed("quantized depthwise convolution", qconv_depthwise_sweep);
   timed("quantized pointwise convolution", qconv_pointwise_sweep);
+  timed("channels-first 3-D depthwise", depthwise_slices_sweep);
 
   std::printf("cases per algorithm:\n");
   require_cases(all_conv_algorithms(), &conv_reference_f64);
