@@ -224,6 +224,34 @@ def test_network_pickles_and_runs_from_threads(torch):
         np.testing.assert_array_equal(results[k], expected[k])
 
 
+
+@pytest.mark.parametrize("fold", [True, False], ids=["folded", "batchnorm-kept"])
+def test_pickle_source_leaves_out_the_weights_the_layers_hold(torch, fold):
+    """A network keeps the model's bytes for pickling less the weights its layers hold bit for
+    bit (a convolution's with no BatchNormalization folded in here, a Gemm's); a pickle puts
+    them back: the same model, initializer for initializer."""
+    from onnx import numpy_helper
+
+    module, shape = vision_models.build("resnet18", 32)
+    data = onnx_networks.export(module, shape, fold=fold)
+    net = cppconv.onnx.load(data)
+    if fold:
+        assert len(net._bytes) < len(data) / 20
+    else:  # (the convolutions' weights are folded with their BatchNormalizations: kept)
+        assert len(net._bytes) > len(data) / 2
+    original, rebuilt = onnx.load_from_string(data), onnx.load_from_string(net._model_bytes())
+    want = {t.name: numpy_helper.to_array(t) for t in original.graph.initializer}
+    got = {t.name: numpy_helper.to_array(t) for t in rebuilt.graph.initializer}
+    assert list(got) == list(want)
+    for name in want:
+        assert got[name].dtype == want[name].dtype
+        np.testing.assert_array_equal(got[name], want[name])
+    original.graph.ClearField("initializer")
+    rebuilt.graph.ClearField("initializer")
+    assert rebuilt == original
+    x = _rand(2, *shape[1:])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(net))(x), net(x))
+
 def _runs(net: cppconv.Network) -> List[str]:
     return list(net.explain()["runs"].values())
 

@@ -399,6 +399,9 @@ class _Planner:
         self.shape_source: Dict[str, str] = {}  # Shape's output -> its input, for folding Gather
         self.shape_values: Set[str] = set()  # runtime values computed from shapes (not activations)
         self.probes: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}  # shape values at batch 1 and 2
+        # Initializer -> (layer, "weight" or "bias") whose array may hold its values as they are
+        # (no BatchNormalization folded in): Network._light_model checks and uses them.
+        self.held_by_layers: Dict[str, Tuple[Any, str]] = {}
         self.input_dtypes = {v.name: _element_dtype(v) for v in self.inputs}
         # The dtype of the activations (and of the conv weights): the first float input's.
         self.dtype = next((d for d in self.input_dtypes.values() if d.kind == "f"), np.dtype(np.float32))
@@ -923,6 +926,10 @@ def _conv(p: _Planner, node: _Node) -> None:
         kwargs["padding"] = _window_pads(p, node, x, kernel, stride, dilation)
         layer = _CONV_LAYERS[rank](w.astype(p.dtype), None if bias is None else b.astype(p.dtype),
                                    precision=p.precision, compute_dtype=p.compute_dtype, **kwargs)
+    if node.bn is None:
+        p.held_by_layers[node.input(1)] = (layer, "weight")
+        if node.input(2):
+            p.held_by_layers[node.input(2)] = (layer, "bias")
     xin = p.value_in(x, perm)
     threads = p.threads
     direct = None if transposed else layer._float_forward()
@@ -1630,6 +1637,9 @@ def _fully_connected(p: _Planner, node: _Node, weight: np.ndarray, bias: Optiona
     layer = Conv1d(np.ascontiguousarray(weight, p.dtype).reshape(out_features, in_features, 1),
                    None if bias is None else np.asarray(bias, p.dtype), layout="NWC", precision=p.precision,
                    compute_dtype=p.compute_dtype, activation=node.activation)
+    p.held_by_layers[node.input(1)] = (layer, "weight")  # (where no transpose or alpha changed it)
+    if node.op == "Gemm" and node.input(2):
+        p.held_by_layers[node.input(2)] = (layer, "bias")
     threads = p.threads
     direct = layer._float_forward()
 
@@ -1988,13 +1998,21 @@ class Network:
         self._sub_batch_given = None if sub_batch is None else _args.as_int(sub_batch, "sub_batch")
         if self._sub_batch_given is not None and self._sub_batch_given < 1:
             raise ValueError(f"sub_batch must be None (chosen from the plan) or at least 1, got {sub_batch!r}")
-        proto, self._bytes = parse_model(model)
+        original, data = parse_model(model)
         try:
-            proto = _netquant.expand_qoperator(proto)
+            proto = _netquant.expand_qoperator(original)
         except _netquant.ExpansionError as e:
             raise ModelError(str(e)) from None
         planner = _Planner(proto, self._threads, precision, self._compute_dtype)
         planner.plan()
+        # The source a pickle rebuilds the network from (__reduce__): the model's bytes, less
+        # the weights a layer holds as they are (the network would hold them twice).
+        self._bytes, self._weights_in_layers = data, {}
+        if proto is original:
+            light = _light_model(original, planner.held_by_layers)
+            if light is not None:
+                self._bytes, self._weights_in_layers = light
+        del data, original
         outputs = [planner.value_in(name, None) for name in planner.output_names]
         planner.drop_unused(outputs)
         self._compile(planner, outputs)
@@ -2428,8 +2446,22 @@ class Network:
         return f"<cppconv.Network {len(self._steps)} steps, inputs {self.input_names}, outputs {self.output_names}>"
 
     def __reduce__(self) -> Any:
-        return (_rebuild, (self._bytes, self._threads or None, self._precision, self._compute_dtype,
+        return (_rebuild, (self._model_bytes(), self._threads or None, self._precision, self._compute_dtype,
                            self._sub_batch_given))
+
+    def _model_bytes(self) -> bytes:
+        """The model's bytes again: the kept bytes with the weights the layers hold put back."""
+        if not self._weights_in_layers:
+            return self._bytes
+        import onnx
+
+        model = onnx.ModelProto()
+        model.ParseFromString(self._bytes)
+        for t in model.graph.initializer:
+            held = self._weights_in_layers.get(t.name)
+            if held is not None:
+                t.raw_data = np.ascontiguousarray(getattr(held[0], held[1]), held[2]).tobytes()
+        return model.SerializeToString()
 
 
 _SEEN = object()  # Network._programs: a shape run once (recorded at its second call)
@@ -2572,6 +2604,50 @@ def _refcounts_tell() -> bool:
 
 _REFCOUNTS_TELL = True
 _REFCOUNTS_TELL = _refcounts_tell()
+
+
+def _light_model(proto: Any, held_by_layers: Dict[str, Tuple[Any, str]]
+                 ) -> Optional[Tuple[bytes, Dict[str, Tuple[Any, str, np.dtype]]]]:
+    """The model's bytes without the raw data of the initializers a layer holds bit for bit (in
+    the initializer's little-endian dtype, its values in C order), and those initializers ->
+    (layer, attribute, dtype); None where no layer holds one (the bytes as they are serve)."""
+    from onnx import ModelProto, helper
+
+    held: Dict[str, Tuple[Any, str, np.dtype]] = {}
+    for t in proto.graph.initializer:
+        source = held_by_layers.get(t.name)
+        if source is None or not t.raw_data or t.data_location != 0:  # (DEFAULT: the data is in the proto)
+            continue
+        value = getattr(source[0], source[1])
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).newbyteorder("<")
+        # (in C order: a fully connected layer holds a Gemm's weight (M, K) as (M, K, 1))
+        if (value is not None and value.dtype == dtype and value.size == int(np.prod(t.dims, dtype=np.int64))
+                and np.array_equal(np.frombuffer(t.raw_data, dtype), value.ravel())):
+            held[t.name] = (source[0], source[1], dtype)
+    if not held:
+        return None
+    def copy_fields(source: Any, target: Any, skip: str) -> None:
+        """source's fields but `skip` into target (not copying the weights just to drop them)."""
+        for field, value in source.ListFields():
+            if field.name == skip:
+                continue
+            repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+            if repeated:
+                getattr(target, field.name).extend(value)
+            elif field.message_type is not None:
+                getattr(target, field.name).CopyFrom(value)
+            else:
+                setattr(target, field.name, value)
+
+    light = ModelProto()
+    copy_fields(proto, light, "graph")
+    copy_fields(proto.graph, light.graph, "initializer")
+    for t in proto.graph.initializer:
+        if t.name in held:
+            light.graph.initializer.add(name=t.name, dims=t.dims, data_type=t.data_type)
+        else:
+            light.graph.initializer.append(t)
+    return light.SerializeToString(), held
 
 
 def _rebuild(data: bytes, num_threads: Optional[int], precision: Optional[str],
