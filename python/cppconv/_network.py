@@ -470,6 +470,15 @@ class _Planner:
                              f"computable at load); a computed {what} is not supported")
         return self.consts[name]
 
+    def release(self, node: _Node, i: int) -> None:
+        """Drops input i of node, a constant that node alone reads and that its layer now holds
+        in its own form: the planner's copy would add to the load's peak (a ResNet-50's weights
+        three times over: the model's bytes, these copies, the layers')."""
+        name = node.input(i)
+        if name in self.consts and name not in self.output_names and \
+                all(reader is node for reader in self.readers.get(name, ())):
+            del self.consts[name]
+
     def optional_const(self, node: _Node, i: int, what: str) -> Optional[np.ndarray]:
         return None if node.input(i) == "" else self.const(node, i, what)
 
@@ -930,6 +939,7 @@ def _conv(p: _Planner, node: _Node) -> None:
         p.held_by_layers[node.input(1)] = (layer, "weight")
         if node.input(2):
             p.held_by_layers[node.input(2)] = (layer, "bias")
+    p.release(node, 1)
     xin = p.value_in(x, perm)
     threads = p.threads
     direct = None if transposed else layer._float_forward()
@@ -1999,6 +2009,9 @@ class Network:
         if self._sub_batch_given is not None and self._sub_batch_given < 1:
             raise ValueError(f"sub_batch must be None (chosen from the plan) or at least 1, got {sub_batch!r}")
         original, data = parse_model(model)
+        # (the parsed model holds the weights too: the bytes would add a copy to the load's
+        # peak; they are serialized again where no layer holds a weight, below)
+        del data
         try:
             proto = _netquant.expand_qoperator(original)
         except _netquant.ExpansionError as e:
@@ -2007,12 +2020,9 @@ class Network:
         planner.plan()
         # The source a pickle rebuilds the network from (__reduce__): the model's bytes, less
         # the weights a layer holds as they are (the network would hold them twice).
-        self._bytes, self._weights_in_layers = data, {}
-        if proto is original:
-            light = _light_model(original, planner.held_by_layers)
-            if light is not None:
-                self._bytes, self._weights_in_layers = light
-        del data, original
+        light = _light_model(original, planner.held_by_layers) if proto is original else None
+        self._bytes, self._weights_in_layers = light or (original.SerializeToString(), {})
+        del original
         outputs = [planner.value_in(name, None) for name in planner.output_names]
         planner.drop_unused(outputs)
         self._compile(planner, outputs)
