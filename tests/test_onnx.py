@@ -224,6 +224,34 @@ def test_network_pickles_and_runs_from_threads(torch):
         np.testing.assert_array_equal(results[k], expected[k])
 
 
+
+@pytest.mark.parametrize("fold", [True, False], ids=["folded", "batchnorm-kept"])
+def test_pickle_source_leaves_out_the_weights_the_layers_hold(torch, fold):
+    """A network keeps the model's bytes for pickling less the weights its layers hold bit for
+    bit (a convolution's with no BatchNormalization folded in here, a Gemm's); a pickle puts
+    them back: the same model, initializer for initializer."""
+    from onnx import numpy_helper
+
+    module, shape = vision_models.build("resnet18", 32)
+    data = onnx_networks.export(module, shape, fold=fold)
+    net = cppconv.onnx.load(data)
+    if fold:
+        assert len(net._bytes) < len(data) / 20
+    else:  # (the convolutions' weights are folded with their BatchNormalizations: kept)
+        assert len(net._bytes) > len(data) / 2
+    original, rebuilt = onnx.load_from_string(data), onnx.load_from_string(net._model_bytes())
+    want = {t.name: numpy_helper.to_array(t) for t in original.graph.initializer}
+    got = {t.name: numpy_helper.to_array(t) for t in rebuilt.graph.initializer}
+    assert list(got) == list(want)
+    for name in want:
+        assert got[name].dtype == want[name].dtype
+        np.testing.assert_array_equal(got[name], want[name])
+    original.graph.ClearField("initializer")
+    rebuilt.graph.ClearField("initializer")
+    assert rebuilt == original
+    x = _rand(2, *shape[1:])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(net))(x), net(x))
+
 def _runs(net: cppconv.Network) -> List[str]:
     return list(net.explain()["runs"].values())
 
@@ -348,6 +376,125 @@ def test_programs_of_the_latest_input_shapes_are_kept():
     assert list(net.explain()["runs"]) == ["(2, 4, 6, 6) float32", "(3, 4, 6, 6) float32"]
     for x in xs.values():
         np.testing.assert_array_equal(net(x), net._run_steps([x])["y"])
+
+
+# ----- sub-batches --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet50", "efficientnet_b0", "regnet_x_400mf", "densenet121",
+                                  "unet"])
+def test_sub_batches_give_the_whole_batch_results_bit_for_bit(torch, name):
+    """A batch of 7 in sub-batches of at most 4 (4 and 3 images, each through the program
+    recorded for its size) gives the whole batch's outputs bit for bit: no kernel's summation
+    order depends on the batch size.  A batch no larger than the sub-batch runs whole."""
+    module, shape = vision_models.build(name, vision_models.ARCHITECTURES[name][1])
+    data = onnx_networks.export(module, shape)
+    whole, parts = cppconv.onnx.load(data, sub_batch=7), cppconv.onnx.load(data, sub_batch=4)
+    x = _rand(7, *shape[1:])
+    for _ in range(3):  # in Python; recorded; replayed
+        y = parts(x)
+        np.testing.assert_array_equal(y, whole(x))
+        assert y.flags.owndata and y.shape[0] == 7
+    size = ", ".join(map(str, shape[1:]))
+    assert list(parts.explain()["runs"]) == [f"(4, {size}) float32", f"(3, {size}) float32"]
+    assert all(h.startswith("one native call") for h in _runs(parts))
+    small = x[:3]
+    np.testing.assert_array_equal(parts(small), whole(small))
+    assert list(parts.explain()["runs"])[-1] == f"(3, {size}) float32"
+
+
+def test_sub_batch_parts_are_even_and_write_their_rows():
+    """The parts of a batch are the fewest of at most sub_batch images, their sizes differing
+    by at most one; each part's outputs land in its rows (of every output)."""
+    from cppconv import _netbatch
+
+    assert _netbatch.parts(7, 4) == [(0, 4), (4, 7)]
+    assert _netbatch.parts(16, 5) == [(0, 4), (4, 8), (8, 12), (12, 16)]
+    assert _netbatch.parts(10, 3) == [(0, 3), (3, 6), (6, 8), (8, 10)]
+    assert _netbatch.parts(5, 1) == [(k, k + 1) for k in range(5)]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"]),
+             helper.make_node("GlobalAveragePool", ["c"], ["g"])]
+    model = _model(nodes, {"x": X4}, ["y", "g"], {"w": _rand(4, 4, 3, 3)})
+    whole, parts = cppconv.onnx.load(model, sub_batch=100), cppconv.onnx.load(model, sub_batch=2)
+    x = _rand(5, *X4.shape[1:])
+    for _ in range(3):
+        got, want = parts.run({"x": x}), whole.run({"x": x})
+        for name in ("y", "g"):
+            np.testing.assert_array_equal(got[name], want[name])
+    assert parts.run({"x": x}, outputs=["g"])["g"].shape == (5, 4, 1, 1)
+
+
+def test_inputs_of_other_batch_sizes_run_whole():
+    """Inputs whose batch sizes differ (one broadcasts) run as one batch."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Add", ["c", "r"], ["y"])]
+    model = _model(nodes, {"x": X4, "r": X4}, ["y"], {"w": _rand(4, 4, 3, 3)})
+    net = cppconv.onnx.load(model, sub_batch=1)
+    x, r = _rand(3, *X4.shape[1:]), _rand(1, *X4.shape[1:])
+    want = cppconv.onnx.load(model, sub_batch=3).run({"x": x, "r": r})["y"]
+    np.testing.assert_array_equal(net.run({"x": x, "r": r})["y"], want)
+    assert list(net.explain()["runs"]) == ["(3, 4, 6, 6) float32; (1, 4, 6, 6) float32"]
+
+
+def test_explain_and_summary_show_the_sub_batch(torch):
+    module, shape, data = _exported("mobilenet_v2")
+    auto = cppconv.onnx.load(data)
+    info = auto.explain()
+    assert isinstance(info["sub_batch"], int) and info["sub_batch"] >= 1
+    assert info["sub_batch_rule"].startswith("auto: the largest step reads and writes")
+    assert "cache" in info["sub_batch_rule"]
+    given = cppconv.onnx.load(data, sub_batch=3)
+    assert given.explain()["sub_batch"] == 3 and given.explain()["sub_batch_rule"] == "given at load (sub_batch=3)"
+    assert "batches of more than 3 image(s) run in parts of at most that many (given at load" in given.summary()
+    assert pickle.loads(pickle.dumps(given)).explain()["sub_batch"] == 3
+    x = _rand(5, *shape[1:])
+    np.testing.assert_array_equal(given(x), auto(x))
+
+
+def test_auto_sub_batch_follows_the_cache(monkeypatch, torch):
+    """Auto: as many images as the largest step's operands fit in the last-level cache."""
+    from cppconv import _netbatch
+
+    module, shape, data = _exported("mobilenet_v2")
+    chosen = {}
+    for cache in (1, 8 << 20, 32 << 20):
+        monkeypatch.setattr(_netbatch, "cache_bytes", lambda cache=cache: (cache, "test"))
+        chosen[cache] = cppconv.onnx.load(data).explain()["sub_batch"]
+    assert chosen[1] == 1  # (at least one image)
+    assert 4 * chosen[8 << 20] <= chosen[32 << 20] < 4 * (chosen[8 << 20] + 1)
+
+
+@pytest.mark.parametrize("value,error,words", [
+    (0, ValueError, "at least 1"), (-2, ValueError, "at least 1"), (2.5, TypeError, "integer"),
+    ("4", TypeError, "integer"), (True, TypeError, "integer")])
+def test_bad_sub_batch_is_refused(value, error, words):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    with pytest.raises(error, match=words):
+        cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)}), sub_batch=value)
+
+
+@pytest.mark.parametrize("case", ["softmax-axis-0", "reduce-batch", "batch-as-data", "flatten-all", "concat-batch"])
+def test_network_that_ties_its_images_together_runs_whole(case):
+    """A network with an operator along the batch axis, or that reads the batch size as data,
+    runs any batch whole (explain() says which node), and refuses a given sub_batch."""
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])
+    tail = {
+        "softmax-axis-0": [helper.make_node("Softmax", ["c"], ["y"], axis=0)],
+        "reduce-batch": [helper.make_node("ReduceMean", ["c"], ["m"], axes=[0], keepdims=1),
+                         helper.make_node("Sub", ["c", "m"], ["y"])],
+        "batch-as-data": [helper.make_node("Shape", ["c"], ["s"]), helper.make_node("Cast", ["s"], ["f"], to=F32),
+                          helper.make_node("Gather", ["f", "zero"], ["n"], axis=0),
+                          helper.make_node("Mul", ["c", "n"], ["y"])],
+        "flatten-all": [helper.make_node("Flatten", ["c"], ["y"], axis=0)],
+        "concat-batch": [helper.make_node("Concat", ["c", "c"], ["y"], axis=0)],
+    }[case]
+    inits = {"w": _rand(4, 4, 3, 3), "zero": np.array(0, np.int64)}
+    model = _model([conv, *tail], {"x": X4}, ["y"], inits, opset=13)
+    net = cppconv.onnx.load(model)
+    assert net.explain()["sub_batch"] is None and net.explain()["sub_batch_rule"].startswith("whole batches")
+    x = _rand(5, *X4.shape[1:])
+    (want,) = _ort(model, {"x": x})
+    np.testing.assert_allclose(net(x), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot run a batch in parts"):
+        cppconv.onnx.load(model, sub_batch=2)
 
 
 def test_tuning_runs_the_steps_in_python(monkeypatch):

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from . import _args, _native, _netops, _netquant, _quant, _tuning
+from . import _args, _native, _netbatch, _netops, _netquant, _quant, _tuning
 from . import _pool as _pooling
 from ._conv import Conv1d, Conv2d, Conv3d
 from ._conv_transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
@@ -346,11 +346,13 @@ def _without_weights(proto: Any) -> Any:
     return model
 
 
-def _inferred_shapes(proto: Any) -> Tuple[Dict[str, Tuple[Optional[int], ...]], Dict[str, np.dtype], Optional[str]]:
+def _inferred_shapes(proto: Any) -> Tuple[Dict[str, Tuple[Optional[int], ...]], Dict[str, np.dtype], Optional[str],
+                                          Dict[str, Tuple[str, ...]]]:
     """Every value's shape from ONNX shape inference, with the graph inputs' first axis
     symbolic (the batch size is free): None marks a size that is not a constant.  Also the
-    values' element types where inference knows them, and the error strict inference found,
-    if any."""
+    values' element types where inference knows them, the error strict inference found, if
+    any, and each value's symbolic sizes ("" for a constant or unknown one: which axes hold
+    the batch, _netbatch)."""
     import onnx
     from onnx import helper
 
@@ -363,14 +365,15 @@ def _inferred_shapes(proto: Any) -> Tuple[Dict[str, Tuple[Optional[int], ...]], 
         # at fault; the error stands if no check does (Network.__init__).
         problem = f"the model's shapes do not check: {str(e).strip()}"
         model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    shapes, dtypes = {}, {}
+    shapes, dtypes, dim_params = {}, {}, {}
     for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
         t = v.type.tensor_type
         if t.HasField("shape"):
             shapes[v.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+            dim_params[v.name] = tuple(d.dim_param for d in t.shape.dim)
         if t.elem_type:
             dtypes[v.name] = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type))
-    return shapes, dtypes, problem
+    return shapes, dtypes, problem, dim_params
 
 
 class _Planner:
@@ -396,6 +399,9 @@ class _Planner:
         self.shape_source: Dict[str, str] = {}  # Shape's output -> its input, for folding Gather
         self.shape_values: Set[str] = set()  # runtime values computed from shapes (not activations)
         self.probes: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}  # shape values at batch 1 and 2
+        # Initializer -> (layer, "weight" or "bias") whose array may hold its values as they are
+        # (no BatchNormalization folded in): Network._light_model checks and uses them.
+        self.held_by_layers: Dict[str, Tuple[Any, str]] = {}
         self.input_dtypes = {v.name: _element_dtype(v) for v in self.inputs}
         # The dtype of the activations (and of the conv weights): the first float input's.
         self.dtype = next((d for d in self.input_dtypes.values() if d.kind == "f"), np.dtype(np.float32))
@@ -417,11 +423,14 @@ class _Planner:
                                  f"of {n.op_type}: {allowed}")
             nodes.append(node)
         order = _topological(nodes, set(self.consts) | {v.name for v in self.inputs})
-        self.shapes, self.dtypes, self.shape_problem = _inferred_shapes(proto)
+        self.shapes, self.dtypes, self.shape_problem, dim_params = _inferred_shapes(proto)
         for name in self.output_names:
             if name not in self.layout and not any(name in n.outputs for n in order):
                 raise ModelError(f"graph output {name!r} is produced by no node, initializer or input")
         known = self._known_constants(order)
+        # (on the model's own nodes, before fusion: the checks read ONNX's operators)
+        self.split_problem = _netbatch.split_problem(order, known, [v.name for v in self.inputs],
+                                                     self.output_names, dim_params, self.opset)
         def activation_of(n: _Node) -> Any:
             return _fused_activation(n, known, self.opset)
 
@@ -460,6 +469,15 @@ class _Planner:
             raise ModelError(f"{node.where()}: input {i} ({what}, {name!r}) must be a constant (an initializer or "
                              f"computable at load); a computed {what} is not supported")
         return self.consts[name]
+
+    def release(self, node: _Node, i: int) -> None:
+        """Drops input i of node, a constant that node alone reads and that its layer now holds
+        in its own form: the planner's copy would add to the load's peak (a ResNet-50's weights
+        three times over: the model's bytes, these copies, the layers')."""
+        name = node.input(i)
+        if name in self.consts and name not in self.output_names and \
+                all(reader is node for reader in self.readers.get(name, ())):
+            del self.consts[name]
 
     def optional_const(self, node: _Node, i: int, what: str) -> Optional[np.ndarray]:
         return None if node.input(i) == "" else self.const(node, i, what)
@@ -917,6 +935,11 @@ def _conv(p: _Planner, node: _Node) -> None:
         kwargs["padding"] = _window_pads(p, node, x, kernel, stride, dilation)
         layer = _CONV_LAYERS[rank](w.astype(p.dtype), None if bias is None else b.astype(p.dtype),
                                    precision=p.precision, compute_dtype=p.compute_dtype, **kwargs)
+    if node.bn is None:
+        p.held_by_layers[node.input(1)] = (layer, "weight")
+        if node.input(2):
+            p.held_by_layers[node.input(2)] = (layer, "bias")
+    p.release(node, 1)
     xin = p.value_in(x, perm)
     threads = p.threads
     direct = None if transposed else layer._float_forward()
@@ -1624,6 +1647,9 @@ def _fully_connected(p: _Planner, node: _Node, weight: np.ndarray, bias: Optiona
     layer = Conv1d(np.ascontiguousarray(weight, p.dtype).reshape(out_features, in_features, 1),
                    None if bias is None else np.asarray(bias, p.dtype), layout="NWC", precision=p.precision,
                    compute_dtype=p.compute_dtype, activation=node.activation)
+    p.held_by_layers[node.input(1)] = (layer, "weight")  # (where no transpose or alpha changed it)
+    if node.op == "Gemm" and node.input(2):
+        p.held_by_layers[node.input(2)] = (layer, "bias")
     threads = p.threads
     direct = layer._float_forward()
 
@@ -1974,23 +2000,68 @@ class Network:
     """
 
     def __init__(self, model: Any, *, num_threads: Optional[int] = None, precision: Optional[str] = None,
-                 compute_dtype: Optional[str] = None):
+                 compute_dtype: Optional[str] = None, sub_batch: Optional[int] = None):
         self._threads = _args.thread_count(num_threads)
         _args.precision_code(precision)  # rejects unknown modes now
         self._precision = precision
         self._compute_dtype = _args.layer_rounding(compute_dtype)  # None or "bfloat16"; rejects others now
-        proto, self._bytes = parse_model(model)
+        self._sub_batch_given = None if sub_batch is None else _args.as_int(sub_batch, "sub_batch")
+        if self._sub_batch_given is not None and self._sub_batch_given < 1:
+            raise ValueError(f"sub_batch must be None (chosen from the plan) or at least 1, got {sub_batch!r}")
+        original, data = parse_model(model)
+        # (the parsed model holds the weights too: the bytes would add a copy to the load's
+        # peak; they are serialized again where no layer holds a weight, below)
+        del data
         try:
-            proto = _netquant.expand_qoperator(proto)
+            proto = _netquant.expand_qoperator(original)
         except _netquant.ExpansionError as e:
             raise ModelError(str(e)) from None
         planner = _Planner(proto, self._threads, precision, self._compute_dtype)
         planner.plan()
+        # The source a pickle rebuilds the network from (__reduce__): the model's bytes, less
+        # the weights a layer holds as they are (the network would hold them twice).
+        light = _light_model(original, planner.held_by_layers) if proto is original else None
+        self._bytes, self._weights_in_layers = light or (original.SerializeToString(), {})
+        del original
         outputs = [planner.value_in(name, None) for name in planner.output_names]
         planner.drop_unused(outputs)
         self._compile(planner, outputs)
+        self._choose_sub_batch(planner)
         if planner.shape_problem:
             self._trial_run(planner.shape_problem)
+
+    def _choose_sub_batch(self, planner: _Planner) -> None:
+        """The most images one pass of the steps takes (None: any batch runs whole) and why:
+        a larger batch runs as consecutive sub-batches (docs/design.md, "Sub-batches").  Auto:
+        as many images as the largest step's operands fit in the last-level cache (its largest
+        layers then stream from the cache, not from memory), at least 1."""
+        self._sub_batch: Optional[int] = None
+        given = self._sub_batch_given
+        if planner.split_problem:
+            if given is not None:
+                raise ValueError(f"sub_batch={given}: this network cannot run a batch in parts: "
+                                 f"{planner.split_problem}")
+            self._sub_batch_rule = f"whole batches: {planner.split_problem}"
+            return
+        if given is not None:
+            self._sub_batch, self._sub_batch_rule = given, f"given at load (sub_batch={given})"
+            return
+
+        def value_bytes(name: str) -> Optional[int]:
+            shape = planner.stored_shape(name, batch=1)
+            dtype = planner.dtypes.get(name.split("@")[0])
+            if name in planner.consts or name in planner.shape_values or shape is None or dtype is None:
+                return None
+            return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+        step = _netbatch.largest_step_bytes(planner.steps, value_bytes)
+        cache, source = _netbatch.cache_bytes()
+        if not step:
+            self._sub_batch_rule = "whole batches: the steps' sizes are not known at load"
+            return
+        self._sub_batch = max(1, cache // step)
+        self._sub_batch_rule = (f"auto: the largest step reads and writes {step / 2**20:.2f} MiB an image; "
+                                f"{self._sub_batch} image(s) fit the {cache / 2**20:.0f} MiB cache ({source})")
 
     def _trial_run(self, problem: str) -> None:
         """ONNX's strict shape inference refused the model, and no node's own check did: a
@@ -2098,11 +2169,41 @@ class Network:
             raise KeyError(f"feeds must give exactly the inputs {self.input_names}; "
                            + (f"missing {missing}" if missing else f"unknown {extra}"))
         values = [self._feed(spec, feeds[spec.name]) for spec in self._inputs]
+        bounds = self._parts(values)
+        if bounds is None:
+            return self._run_whole(values, wanted)
+        # Each part runs as a batch of its own (its program's arena sized for it), its outputs
+        # copied into their rows of the batch's, as a whole batch's leave its program.
+        batch_outputs = _BatchOutputs(bounds[-1][1])
+        for lo, hi in bounds:
+            self._run_whole([v[lo:hi] for v in values], self.output_names, batch_outputs.rows(lo, hi))
+        return {n: batch_outputs.arrays[n] for n in wanted}
+
+    def _parts(self, values: List[np.ndarray]) -> Optional[List[Tuple[int, int]]]:
+        """The sub-batches of a call ([(first image, end), ...]), None where it runs whole: a
+        batch no larger than the sub-batch, or inputs of different batch sizes (one that
+        broadcasts)."""
+        if self._sub_batch is None or not values or any(v.ndim == 0 for v in values):
+            return None
+        n = values[0].shape[0]
+        if n <= self._sub_batch or any(v.shape[0] != n for v in values):
+            return None
+        return _netbatch.parts(n, self._sub_batch)
+
+    def _run_whole(self, values: List[np.ndarray], wanted: Sequence[str],
+                   rows: Optional[Callable[[str, np.ndarray], None]] = None) -> Dict[str, np.ndarray]:
+        """One pass of the steps over the inputs' batch: the recorded program's or the steps'
+        in Python.  rows: where given, each output is handed to it (to copy into the rows of a
+        larger batch's) instead of returned as an array the caller owns."""
         if _tuning._mode == "off":  # (a tuned layer may change its choice from call to call)
-            found = self._run_program(values)
+            found = self._run_program(values, rows)
             if found is not None:
-                return {n: found[n] for n in wanted}
-        return self._owned(self._run_steps(values), wanted)
+                return {n: found[n] for n in wanted} if rows is None else {}
+        found = self._owned(self._run_steps(values), wanted)
+        if rows is not None:
+            for name, value in found.items():
+                rows(name, value)
+        return found
 
     def _owned(self, found: Dict[str, Any], wanted: Sequence[str]) -> Dict[str, np.ndarray]:
         """The wanted outputs of a run of the steps as arrays the caller owns: a result that is an
@@ -2191,7 +2292,8 @@ class Network:
         first = (-raw.ctypes.data % 64) // itemsize
         return raw[first:first + elements]
 
-    def _run_program(self, values: List[np.ndarray]) -> Optional[Dict[str, np.ndarray]]:
+    def _run_program(self, values: List[np.ndarray], rows: Optional[Callable[[str, np.ndarray], None]] = None
+                     ) -> Optional[Dict[str, np.ndarray]]:
         """The outputs (arrays the caller owns) from the native program recorded for these
         inputs' shapes and dtypes: one call that runs every step without Python (docs/design.md,
         "Whole networks in one call").  The second call with a shape records it (its steps run
@@ -2199,7 +2301,8 @@ class Network:
         values must give the Python run's outputs bit for bit, else the shape stays on the
         Python loop (a step that did Python work the program would not repeat).  None where no
         program runs: the first call with a shape, one that cannot be recorded, or a program
-        busy with another thread's call."""
+        busy with another thread's call.  rows: as _run_whole's (each output handed to it, from the
+        program's own array: no copy of its own; {} returned)."""
         if not self._programs_kept:
             return None
         # (the float32 precision in force: a convolution's problem resolves it when recorded)
@@ -2215,11 +2318,21 @@ class Network:
             return None  # (the first call with the shape; one that stays in Python; a busy program)
         try:
             if entry.native is None:
-                return self._record(key, entry, values)
-            entry.native.run([np.ascontiguousarray(v) for v in values])
-            return {name: np.array(value) for name, value in entry.outputs}
+                found = self._record(key, entry, values)
+            else:
+                entry.native.run([np.ascontiguousarray(v) for v in values])
+                if rows is None:
+                    return {name: np.array(value) for name, value in entry.outputs}
+                for name, value in entry.outputs:
+                    rows(name, value)
+                return {}
         finally:
             entry.lock.release()
+        if rows is None:
+            return found
+        for name, value in found.items():
+            rows(name, value)
+        return {}
 
     def _record(self, key: Any, entry: _Program, values: List[np.ndarray]) -> Dict[str, np.ndarray]:
         """Records the steps' native calls on the inputs' values into entry (see _run_program),
@@ -2297,6 +2410,7 @@ class Network:
             "arena_bytes": self._arena_elements * self._dtype.itemsize,
             "threads": self._threads or None, "precision": self._precision,
             "compute_dtype": self._compute_dtype or "float32",
+            "sub_batch": self._sub_batch, "sub_batch_rule": self._sub_batch_rule,
             "runs": self._runs(),
         }
 
@@ -2333,18 +2447,57 @@ class Network:
         lines.append("planned peak activation memory at batch 1: "
                      + ("unknown (shapes not known at load)" if peak is None else f"{peak / 2**20:.2f} MiB")
                      + f"; activation arena {info['arena_bytes'] / 2**20:.2f} MiB per image")
+        lines.append("batches of more than " + (f"{info['sub_batch']} image(s) run in parts of at most that many"
+                                                  if info["sub_batch"] else "any size run whole")
+                     + f" ({info['sub_batch_rule']})")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         return f"<cppconv.Network {len(self._steps)} steps, inputs {self.input_names}, outputs {self.output_names}>"
 
     def __reduce__(self) -> Any:
-        return (_rebuild, (self._bytes, self._threads or None, self._precision, self._compute_dtype))
+        return (_rebuild, (self._model_bytes(), self._threads or None, self._precision, self._compute_dtype,
+                           self._sub_batch_given))
+
+    def _model_bytes(self) -> bytes:
+        """The model's bytes again: the kept bytes with the weights the layers hold put back."""
+        if not self._weights_in_layers:
+            return self._bytes
+        import onnx
+
+        model = onnx.ModelProto()
+        model.ParseFromString(self._bytes)
+        for t in model.graph.initializer:
+            held = self._weights_in_layers.get(t.name)
+            if held is not None:
+                t.raw_data = np.ascontiguousarray(getattr(held[0], held[1]), held[2]).tobytes()
+        return model.SerializeToString()
 
 
 _SEEN = object()  # Network._programs: a shape run once (recorded at its second call)
 _PRECISION_WORDS = {0: "highest", 1: "high"}  # _native.get_float32_precision()'s codes
 _PROGRAMS_KEPT = 2  # input shapes whose programs (and their arrays) a network keeps
+
+
+class _BatchOutputs:
+    """The outputs of a batch run in sub-batches (Network.run): each made at the first part's
+    output (its dtype and sizes after the batch axis), each part's copied into its rows."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.arrays: Dict[str, np.ndarray] = {}
+
+    def rows(self, lo: int, hi: int) -> Callable[[str, np.ndarray], None]:
+        def put(name: str, value: np.ndarray) -> None:
+            full = self.arrays.get(name)
+            if full is None:
+                full = self.arrays[name] = np.empty((self.n, *value.shape[1:]), value.dtype)
+            if value.shape[:1] != (hi - lo,) or value.shape[1:] != full.shape[1:] or value.dtype != full.dtype:
+                # (the plan found the images independent: a part's output of other sizes is a bug)
+                raise RuntimeError(f"output {name!r} of images {lo}-{hi - 1} has shape {value.shape} {value.dtype}, "
+                                   f"not that of rows {lo}-{hi - 1} of {full.shape} {full.dtype}")
+            full[lo:hi] = value
+        return put
 
 
 class _Program:
@@ -2463,9 +2616,54 @@ _REFCOUNTS_TELL = True
 _REFCOUNTS_TELL = _refcounts_tell()
 
 
+def _light_model(proto: Any, held_by_layers: Dict[str, Tuple[Any, str]]
+                 ) -> Optional[Tuple[bytes, Dict[str, Tuple[Any, str, np.dtype]]]]:
+    """The model's bytes without the raw data of the initializers a layer holds bit for bit (in
+    the initializer's little-endian dtype, its values in C order), and those initializers ->
+    (layer, attribute, dtype); None where no layer holds one (the bytes as they are serve)."""
+    from onnx import ModelProto, helper
+
+    held: Dict[str, Tuple[Any, str, np.dtype]] = {}
+    for t in proto.graph.initializer:
+        source = held_by_layers.get(t.name)
+        if source is None or not t.raw_data or t.data_location != 0:  # (DEFAULT: the data is in the proto)
+            continue
+        value = getattr(source[0], source[1])
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).newbyteorder("<")
+        # (in C order: a fully connected layer holds a Gemm's weight (M, K) as (M, K, 1))
+        if (value is not None and value.dtype == dtype and value.size == int(np.prod(t.dims, dtype=np.int64))
+                and np.array_equal(np.frombuffer(t.raw_data, dtype), value.ravel())):
+            held[t.name] = (source[0], source[1], dtype)
+    if not held:
+        return None
+    def copy_fields(source: Any, target: Any, skip: str) -> None:
+        """source's fields but `skip` into target (not copying the weights just to drop them)."""
+        for field, value in source.ListFields():
+            if field.name == skip:
+                continue
+            repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+            if repeated:
+                getattr(target, field.name).extend(value)
+            elif field.message_type is not None:
+                getattr(target, field.name).CopyFrom(value)
+            else:
+                setattr(target, field.name, value)
+
+    light = ModelProto()
+    copy_fields(proto, light, "graph")
+    copy_fields(proto.graph, light.graph, "initializer")
+    for t in proto.graph.initializer:
+        if t.name in held:
+            light.graph.initializer.add(name=t.name, dims=t.dims, data_type=t.data_type)
+        else:
+            light.graph.initializer.append(t)
+    return light.SerializeToString(), held
+
+
 def _rebuild(data: bytes, num_threads: Optional[int], precision: Optional[str],
-             compute_dtype: Optional[str] = None) -> Network:
-    return Network(data, num_threads=num_threads, precision=precision, compute_dtype=compute_dtype)
+             compute_dtype: Optional[str] = None, sub_batch: Optional[int] = None) -> Network:
+    return Network(data, num_threads=num_threads, precision=precision, compute_dtype=compute_dtype,
+                   sub_batch=sub_batch)
 
 
 def _arena_plan(planner: _Planner, last: Dict[str, int], keep: Set[str], root: Dict[str, str]

@@ -15,7 +15,7 @@ __all__ = ["ModelError", "Network", "SUPPORTED_OPERATORS", "load"]
 
 
 def load(model: Any, *, num_threads: Optional[int] = None, precision: Optional[str] = None,
-         compute_dtype: Optional[str] = None) -> Network:
+         compute_dtype: Optional[str] = None, sub_batch: Optional[int] = None) -> Network:
     """Load an ONNX model and plan it once for cppconv.
 
     Args:
@@ -27,6 +27,13 @@ def load(model: Any, *, num_threads: Optional[int] = None, precision: Optional[s
         compute_dtype: ``"bfloat16"`` runs the float model's convolutions in bfloat16 (weights
             rounded once, activations rounded at each convolution, float32 accumulation, as the
             layers' ``compute_dtype``); None or ``"float32"``: float32.
+        sub_batch: the most images one pass of the network takes: a larger batch runs as
+            consecutive sub-batches of at most that many (sizes differing by at most one), each
+            through the program recorded for its size, with the same results as a whole batch.
+            None (default): as many as the largest layer's input and output fit in the CPU's
+            last-level cache; ``explain()["sub_batch"]`` and ``["sub_batch_rule"]`` say which.
+            A network whose images are not computed apart (an operator along the batch axis)
+            runs batches whole, and refuses an int.
 
     Returns:
         A :class:`cppconv.Network`: ``net(x)`` for one input and output, ``net.run(feeds)`` in
@@ -35,10 +42,12 @@ def load(model: Any, *, num_threads: Optional[int] = None, precision: Optional[s
     Raises:
         ModelError: (a ValueError) an operator or attribute cppconv does not support, or a
             malformed model (an undefined input, a cycle, mismatched shapes), naming the node.
+        ValueError: a ``sub_batch`` below 1, or given for a network that cannot run in parts.
         ImportError: the ``onnx`` package is not installed.
     """
     try:
         import onnx  # noqa: F401
     except ImportError:
         raise ImportError('cppconv.onnx.load needs the onnx package: pip install "cppconv[onnx]"') from None
-    return Network(model, num_threads=num_threads, precision=precision, compute_dtype=compute_dtype)
+    return Network(model, num_threads=num_threads, precision=precision, compute_dtype=compute_dtype,
+                   sub_batch=sub_batch)

@@ -1,0 +1,163 @@
+"""Sub-batches (docs/design.md, "Sub-batches"): whether a network computes each image of a batch
+apart from the others, so that a large batch may run as consecutive smaller ones through one
+recorded program, and the sub-batch the cache rule picks."""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+
+import numpy as np
+
+# The graph inputs' batch axis as shape inference names it (_network._symbolic_batch).
+BATCH_SYMBOL = "N"
+# Operand positions where an operator reads a value computed from the inputs' shapes as a
+# parameter (a size, a target shape, axes), not as data: a sub-batch computes it from its own
+# size, as the operator then needs.
+_SHAPE_OPERANDS: Dict[str, Set[int]] = {
+    "Reshape": {1}, "Resize": {1, 2, 3}, "Pad": {1, 2, 3}, "Slice": {1, 2, 3, 4}, "Split": {1},
+    "Squeeze": {1}, "Unsqueeze": {1}, "ReduceMean": {1}, "ConstantOfShape": {0},
+}
+# The last-level cache assumed where the OS does not tell (a common server L3).
+_FALLBACK_CACHE_BYTES = 32 << 20
+
+
+def split_problem(nodes: Sequence[Any], known: Dict[str, np.ndarray], inputs: Sequence[str],
+                  outputs: Sequence[str], dim_params: Dict[str, Tuple[str, ...]], opset: int) -> Optional[str]:
+    """Why the network's images may not run apart (None where they may).  Every value computed
+    from the inputs' data must keep the batch on its first axis and on no other (ONNX shape
+    inference with the batch symbolic says so), no operator may work along that axis (a
+    Softmax over it, a Concat or Slice of it, a ReduceMean over it, a BatchNormalization in
+    training mode), and a value computed from the inputs' shapes (the batch size) may only be
+    read as a parameter (_SHAPE_OPERANDS), never as data."""
+    batch = {BATCH_SYMBOL}  # the symbols inference gave the batch size (a Resize may make another)
+    data: Set[str] = set(inputs)
+    from_shapes: Set[str] = set()
+
+    def rank(name: str) -> Optional[int]:
+        dims = dim_params.get(name)
+        return None if dims is None else len(dims)
+
+    def batch_first(name: str) -> bool:
+        dims = dim_params.get(name)
+        return bool(dims) and dims[0] in batch and not any(d in batch for d in dims[1:])  # type: ignore[index]
+
+    for n in nodes:
+        reads_data = any(i in data for i in n.inputs if i)
+        shape_positions = [j for j, i in enumerate(n.inputs) if i and i in from_shapes]
+        if n.op == "Shape" or (not reads_data and n.op != "ConstantOfShape"):
+            if n.op == "Shape" or shape_positions:
+                from_shapes.update(o for o in n.outputs if o)
+            continue
+        if not reads_data and not shape_positions:
+            continue  # (a ConstantOfShape of a constant shape)
+        if any(j not in _SHAPE_OPERANDS.get(n.op, ()) for j in shape_positions):
+            return f"{n.where()} reads the batch size as data"
+        why = _along_batch(n, known, rank(n.inputs[0]) if n.inputs else None, opset)
+        if why:
+            return f"{n.where()} {why}"
+        if n.op == "Resize" and batch_first(n.inputs[0]):
+            # (inference gives a Resize's output a new symbol, N times the scale: 1 keeps N)
+            scales = known.get(n.input(1 if opset < 11 else 2))
+            dims = dim_params.get(n.outputs[0])
+            if scales is not None and scales.size and float(scales.ravel()[0]) == 1.0 and dims and dims[0]:
+                batch.add(dims[0])
+        for o in n.outputs:
+            if o:
+                if not batch_first(o):
+                    return f"{n.where()}: shape inference does not keep the batch on the first axis of {o!r} alone"
+                data.add(o)
+    for o in outputs:
+        if o not in data:
+            return f"graph output {o!r} is not computed from the inputs image by image"
+    return None
+
+
+def _along_batch(n: Any, known: Dict[str, np.ndarray], rank: Optional[int], opset: int) -> str:
+    """What the node does along the batch axis (its first input's axis 0) that ties the images
+    together, or ""."""
+    def normalised(axis: int) -> Optional[int]:
+        return None if rank is None else axis % rank if -rank <= axis < rank else None
+
+    def const_axes(position: int, attribute: str) -> Optional[List[int]]:
+        if attribute in n.attrs:
+            return [int(a) for a in n.attrs[attribute]]
+        if len(n.inputs) > position and n.inputs[position]:
+            value = known.get(n.inputs[position])
+            return None if value is None else [int(a) for a in np.ravel(value)]
+        return []
+
+    if n.op in ("Softmax", "LogSoftmax", "Concat", "Split", "Gather", "Flatten"):
+        default = (1 if opset < 13 else -1) if n.op in ("Softmax", "LogSoftmax") else (1 if n.op == "Flatten" else 0)
+        if normalised(int(n.attrs.get("axis", default))) in (0, None):
+            return f"works along the batch axis (axis {n.attrs.get('axis', default)})"
+    elif n.op == "Slice":
+        axes = const_axes(3, "axes")
+        if axes == []:  # (absent: the axes 0, 1, ... of the starts)
+            starts = known.get(n.input(1)) if len(n.inputs) > 1 else n.attrs.get("starts")
+            axes = None if starts is None else list(range(len(np.ravel(starts))))
+        if axes is None or any(normalised(a) in (0, None) for a in axes):
+            return "may slice the batch axis"
+    elif n.op == "ReduceMean":
+        axes = const_axes(1, "axes")
+        if axes is None or (axes == [] and not n.attrs.get("noop_with_empty_axes", 0)) or \
+                any(normalised(a) in (0, None) for a in axes):
+            return "may reduce over the batch axis"
+    elif n.op == "BatchNormalization" and n.attrs.get("training_mode", 0):
+        return "normalises over the batch (training mode)"
+    return ""
+
+
+def largest_step_bytes(steps: Sequence[Any], value_bytes: Any) -> int:
+    """The most bytes one step reads and writes an image (its activation operands and results;
+    a step that makes views moves nothing): value_bytes(name) gives a value's bytes at batch 1,
+    None where not known (not counted)."""
+    largest = 0
+    for s in steps:
+        if s.view:
+            continue
+        sizes = [value_bytes(v) for v in dict.fromkeys([*s.ins, *s.outs]) if v]
+        largest = max(largest, sum(b for b in sizes if b))
+    return largest
+
+
+@functools.lru_cache(maxsize=1)
+def cache_bytes() -> Tuple[int, str]:
+    """The last-level data cache of the CPU the process runs on, and where the size came from
+    (Linux sysfs: the highest cache level of CPU 0; else an assumed size)."""
+    best = (0, 0)
+    for index in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
+        try:
+            with open(os.path.join(index, "type")) as f:
+                kind = f.read().strip()
+            with open(os.path.join(index, "level")) as f:
+                level = int(f.read())
+            with open(os.path.join(index, "size")) as f:
+                text = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        try:
+            size = int(text[:-1]) * units[text[-1]] if text[-1:] in units else int(text)
+        except ValueError:
+            continue
+        if kind in ("Data", "Unified") and (level, size) > best:
+            best = (level, size)
+    if best[1]:
+        return best[1], f"L{best[0]} of CPU 0"
+    return _FALLBACK_CACHE_BYTES, "assumed: the OS does not tell"
+
+
+def parts(n: int, sub_batch: int) -> List[Tuple[int, int]]:
+    """A batch of n in the fewest parts of at most sub_batch images, their sizes differing by at
+    most one (the larger first): [(first image, end), ...]."""
+    count = -(-n // sub_batch)
+    base, extra = divmod(n, count)
+    bounds, lo = [], 0
+    for k in range(count):
+        hi = lo + base + (k < extra)
+        bounds.append((lo, hi))
+        lo = hi
+    return bounds
