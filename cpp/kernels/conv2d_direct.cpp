@@ -435,24 +435,15 @@ struct NextPrefetch {
   }
 };
 
-// A row's first or last block's taps in four classes, for the edge microkernels: those every
-// pixel reads; those the first pixel reads only as zero padding; the last pixel; both.  Zero
-// padding is skipped where every weight is finite (0 * inf is NaN).  oneDNN skips it too: on a
-// 14-pixel row, a 3x3 kernel's padding columns are 4.8 % of its multiply-adds.
+// What the edge microkernels skip of a row's first or last block: per tap, whether the row's
+// first pixel (bit 0 of dead[t]) or last (bit 1) reads only zero padding there; `edges`, the
+// bits this block's pixels have (3: the row is one block).  Zero padding is skipped where every
+// weight is finite (0 * inf is NaN).  oneDNN skips it too: on a 14-pixel row, a 3x3 kernel's
+// padding columns are 4.8 % of its multiply-adds.
 struct EdgeTaps {
-  int64_t count[4] = {0, 0, 0, 0};
-  const int64_t* order = nullptr;  // tap indices, class by class
+  const uint8_t* dead = nullptr;
+  unsigned edges = 0;
 };
-// Taps [0, taps) in classes for the edges `edges` (bit 0: the first pixel, bit 1: the last),
-// tap_dead[t] having the bits of the edge pixels that read only padding there; order: taps entries.
-inline EdgeTaps classify_taps(const uint8_t* tap_dead, int64_t taps, unsigned edges, int64_t* order) {
-  EdgeTaps classes;
-  classes.order = order;
-  for (unsigned cls = 0; cls < 4; ++cls)
-    for (int64_t t = 0; t < taps; ++t)
-      if ((tap_dead[t] & edges) == cls) *order++ = t, ++classes.count[cls];
-  return classes;
-}
 
 // The simple activation on every accumulator of a block, the activation chosen once per block:
 // GCC kept apply_simple_activation's switch for each vector of the stores.
@@ -492,7 +483,7 @@ inline void activate_block(V (&acc)[M][N], FusedActivation act) {
 //   out:    pixel m's outputs at out + m * out_pixel_stride (kvalid of them are stored)
 //   residual: nullptr, or values laid out as out's, added to the sums before the activation
 //   prefetch: one line of it every other channel step
-//   edge:   kEdge only: the taps in classes (EdgeTaps), for a row's first or last block alone
+//   edge:   kEdge only: the taps its edge pixels skip (EdgeTaps), for a row's first or last block alone
 //   w_chan_step: from one channel's packed weights to the next: kPackedNV vectors, or kd times
 //           that for every kd-th channel (one depth tap's, compute_items)
 // NV: vectors of output channels computed, the block's kPackedNV, or fewer for a last k block
@@ -563,13 +554,15 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
     using One = std::integral_constant<int, 1>;
     using All = std::integral_constant<int, MR>;
     using AllButLast = std::integral_constant<int, MR - 1>;
-    if constexpr (kEdge) {  // classes in turn: all pixels; all but the first; all but the last; neither
-      const int64_t* t = edge->order;
-      for (const int64_t* end = t + edge->count[0]; t < end; ++t) reduce_tap(Zero{}, All{}, std::true_type{}, *t);
-      for (const int64_t* end = t + edge->count[1]; t < end; ++t) reduce_tap(One{}, All{}, std::true_type{}, *t);
-      for (const int64_t* end = t + edge->count[2]; t < end; ++t)
-        reduce_tap(Zero{}, AllButLast{}, std::true_type{}, *t);
-      for (const int64_t* end = t + edge->count[3]; t < end; ++t) reduce_tap(One{}, AllButLast{}, std::true_type{}, *t);
+    if constexpr (kEdge) {  // the taps in their order (every pixel sums as in any other block)
+      for (int64_t t = 0; t < taps; ++t) {
+        switch (edge->dead[t] & edge->edges) {
+          case 0: reduce_tap(Zero{}, All{}, std::true_type{}, t); break;
+          case 1: reduce_tap(One{}, All{}, std::true_type{}, t); break;
+          case 2: reduce_tap(Zero{}, AllButLast{}, std::true_type{}, t); break;
+          default: reduce_tap(One{}, AllButLast{}, std::true_type{}, t);
+        }
+      }
     } else if (prefetch->active()) {  // (two copies of the loop: where nothing is left to
       // prefetch, as for a small layer's weights, the loop keeps no test of it)
       for (int64_t t = 0; t < taps; ++t) reduce_tap(Zero{}, All{}, std::true_type{}, t);
@@ -964,9 +957,6 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
         if (call.depth_src[n * kd + a] >= 0) live_depth_taps.push_back(a);
       if (int64_t(live_depth_taps.size()) == kd) live_depth_taps.clear();
     }
-    // Taps of the edge blocks, by the edges (bits 0 and 1) they serve.
-    std::array<EdgeTaps, 4> edge_taps{};
-    std::vector<int64_t> edge_order(tap_dead ? size_t(3 * d.taps) : 0);
     // The next tile's input is asked for only in the last items, those with about 4 channel steps
     // per line of it (one line every other step, behind the weights and the output): asked for at
     // the start, it was evicted from L2 again by the weights streaming past before the fill read it
@@ -1062,8 +1052,6 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           // A row's first and last blocks run the edge microkernels (full k blocks from a tile).
           const unsigned row_edges = tap_dead && zeros_skippable && uses_edge_kernels ? d.dead_column_edges : 0u;
           const bool skips_depth_taps = d.skips_zero_padding && zeros_skippable && !live_depth_taps.empty();
-          for (unsigned e = 1; e <= row_edges; ++e)
-            edge_taps[e] = classify_taps(tap_dead + t_first, t_count, e, edge_order.data() + (e - 1) * d.taps);
           const int64_t pixels = pixels_of(r);
           const int64_t blocks = ceil_div(pixels, B::MR);
           const int64_t base = pixels / blocks, extra = pixels % blocks;  // 14 pixels run as 7 + 7
@@ -1098,7 +1086,8 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
             for (int64_t left = count; left > 0;) {
               const unsigned e = (block == 0 ? row_edges & 1u : 0u) | (block + 1 == blocks ? row_edges & 2u : 0u);
               if (e != 0) {
-                run_blocks(mr, 1, &edge_taps[e]);
+                const EdgeTaps edge{tap_dead + t_first, e};
+                run_blocks(mr, 1, &edge);
                 --left;
                 continue;
               }
