@@ -497,6 +497,25 @@ def test_network_that_ties_its_images_together_runs_whole(case):
         cppconv.onnx.load(model, sub_batch=2)
 
 
+def test_output_whose_first_axis_is_not_the_batch_runs_whole():
+    """A graph output declared with a first axis (as exporters write it) that is not the batch:
+    Reshape(conv, [-1, 4]) mixes the images' values into rows; its parts' rows would not be the
+    whole batch's.  Inference alone decides (the declared shape is not taken as batch-first)."""
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])
+    flat = helper.make_node("Reshape", ["c", "s"], ["y"])
+    model = _model([conv, flat], {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3), "s": np.array([-1, 4], np.int64)})
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("y", F32, [None, 4]))
+    net = cppconv.onnx.load(model)
+    assert net.explain()["sub_batch"] is None and "Reshape" in net.explain()["sub_batch_rule"]
+    x = _rand(8, *X4.shape[1:])
+    (want,) = _ort(model, {"x": x})
+    for _ in range(3):  # (recorded and replayed)
+        np.testing.assert_allclose(net(x), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot run a batch in parts"):
+        cppconv.onnx.load(model, sub_batch=2)
+
+
 def test_tuning_runs_the_steps_in_python(monkeypatch):
     """A tuned network's layers may change their algorithm from call to call: no program."""
     from cppconv import _tuning

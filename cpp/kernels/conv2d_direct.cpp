@@ -948,15 +948,19 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     NextPrefetch prefetch;
     // With depth taps (kd channels a depth tap apart, ConvCall::depth_src), the taps of image n
     // whose slices are zero padding are left out like the rows' and columns' (where the weights
-    // are finite and each slice holds whole groups of kd channels): the live ones are run one
-    // by one, every kd-th channel (C3D's 8-slice layers: 1/12 of the multiply-adds).
+    // are finite and each slice holds whole groups of kd channels): the live ones, [a_lo, a_hi)
+    // (padding is a run at either end), are run one by one, every kd-th channel (C3D's 8-slice
+    // layers: 1/12 of the multiply-adds).  (No allocation: this runs inside the parallel region.)
     const int64_t kd = call.depth_src ? p.depth_taps : 1;
-    std::vector<int64_t> live_depth_taps;
+    int64_t a_lo = 0, a_hi = kd;
     if (kd > 1 && d.channels_per_slice % kd == 0) {
-      for (int64_t a = 0; a < kd; ++a)
-        if (call.depth_src[n * kd + a] >= 0) live_depth_taps.push_back(a);
-      if (int64_t(live_depth_taps.size()) == kd) live_depth_taps.clear();
+      while (a_lo < a_hi && call.depth_src[n * kd + a_lo] < 0) ++a_lo;
+      while (a_hi > a_lo && call.depth_src[n * kd + a_hi - 1] < 0) --a_hi;
+      for (int64_t a = a_lo; a < a_hi; ++a)
+        if (call.depth_src[n * kd + a] < 0) a_lo = 0, a_hi = kd;  // (a gap: no mode makes one)
+      if (a_lo == a_hi) a_lo = 0, a_hi = kd;  // all padding: the sums of zeros, the bias
     }
+    const bool has_dead_depth_taps = a_hi - a_lo < kd;
     // The next tile's input is asked for only in the last items, those with about 4 channel steps
     // per line of it (one line every other step, behind the weights and the output): asked for at
     // the start, it was evicted from L2 again by the weights streaming past before the fill read it
@@ -1051,7 +1055,7 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
           const int64_t t_first = i_lo * p.kernel_w, t_count = (i_hi - i_lo) * p.kernel_w;
           // A row's first and last blocks run the edge microkernels (full k blocks from a tile).
           const unsigned row_edges = tap_dead && zeros_skippable && uses_edge_kernels ? d.dead_column_edges : 0u;
-          const bool skips_depth_taps = d.skips_zero_padding && zeros_skippable && !live_depth_taps.empty();
+          const bool skips_depth_taps = d.skips_zero_padding && zeros_skippable && has_dead_depth_taps;
           const int64_t pixels = pixels_of(r);
           const int64_t blocks = ceil_div(pixels, B::MR);
           const int64_t base = pixels / blocks, extra = pixels % blocks;  // 14 pixels run as 7 + 7
@@ -1068,11 +1072,10 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
               microkernel(xb, tap_off + t_first, t_count, c_count, w_tap_stride, d.chan_pitch, d.pixel_pitch, wb, bk,
                           kvalid, sl > 0, act, ob, out_pixel_stride, rb, &prefetch, count, edge, kNR<T, B>);
             } else {  // the live depth taps in turn, the last one finishing the sums
-              for (size_t i = 0; i < live_depth_taps.size(); ++i) {
-                const int64_t a = live_depth_taps[i];
-                const bool last = i + 1 == live_depth_taps.size();
+              for (int64_t a = a_lo; a < a_hi; ++a) {
+                const bool last = a + 1 == a_hi;
                 microkernel(xb + a * d.chan_pitch, tap_off + t_first, t_count, c_count / kd, w_tap_stride,
-                            kd * d.chan_pitch, d.pixel_pitch, wb + a * kNR<T, B>, bk, kvalid, sl > 0 || i > 0,
+                            kd * d.chan_pitch, d.pixel_pitch, wb + a * kNR<T, B>, bk, kvalid, sl > 0 || a > a_lo,
                             last ? act : FusedActivation{}, ob, out_pixel_stride, last ? rb : nullptr, &prefetch, count,
                             edge, kd * kNR<T, B>);
               }

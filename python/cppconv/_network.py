@@ -340,6 +340,10 @@ def _without_weights(proto: Any) -> Any:
     g.input.extend(src.input)
     g.output.extend(src.output)
     _symbolic_batch(g, {t.name for t in src.initializer})
+    # The outputs' shapes left to inference alone: a first axis declared "N" that inference cannot
+    # follow would stay "N", and a Reshape(x, [-1, 4]) output would pass as batch-first (_netbatch).
+    for v in g.output:
+        v.type.tensor_type.ClearField("shape")
     declared = {v.name for v in src.input}
     g.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
                    for t in src.initializer if t.name in weights and t.name not in declared)
@@ -2632,7 +2636,7 @@ def _light_model(proto: Any, held_by_layers: Dict[str, Tuple[Any, str]]
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).newbyteorder("<")
         # (in C order: a fully connected layer holds a Gemm's weight (M, K) as (M, K, 1))
         if (value is not None and value.dtype == dtype and value.size == int(np.prod(t.dims, dtype=np.int64))
-                and np.array_equal(np.frombuffer(t.raw_data, dtype), value.ravel())):
+                and t.raw_data == np.ascontiguousarray(value, dtype).tobytes()):  # (bits: -0.0 is not 0.0)
             held[t.name] = (source[0], source[1], dtype)
     if not held:
         return None
