@@ -546,6 +546,14 @@ void rows_block(const ConvProblem& p, const float* tile, int64_t pitch, const fl
   store_rows_block(p, acc, r0, ow0, y_band, y_row_stride);
 }
 
+// A 3x3 kernel's weights, each broadcast to a vector.
+static inline void broadcast_3x3(Vec (&wv)[3][3], const float* wc) {
+#pragma GCC unroll 3
+  for (int i = 0; i < 3; ++i)
+#pragma GCC unroll 3
+    for (int j = 0; j < 3; ++j) wv[i][j] = vset1(wc[i * 3 + j]);
+}
+
 // 3x3, unit stride and dilation: every input row of the block is loaded and shifted once and
 // feeds the (up to) three output rows it belongs to, instead of once per output row.
 // (The 3-D kernel below sums several slices' windows into the same accumulators.)
@@ -553,10 +561,7 @@ template <int ROWS, int NV>
 static inline void accumulate_3x3(Vec (&acc)[ROWS][NV], const float* tile, int64_t pitch, const float* wc, int64_t r0,
                                   int64_t ow0) {
   Vec wv[3][3];
-#pragma GCC unroll 3
-  for (int i = 0; i < 3; ++i)
-#pragma GCC unroll 3
-    for (int j = 0; j < 3; ++j) wv[i][j] = vset1(wc[i * 3 + j]);
+  broadcast_3x3(wv, wc);
 #pragma GCC unroll 8
   for (int t = 0; t < ROWS + 2; ++t) {
     const float* xr = tile + (r0 + t) * pitch + ow0;
@@ -588,10 +593,7 @@ template <int ROWS, int NV>
 static inline void accumulate_3x3_in_place(Vec (&acc)[ROWS][NV], const float* slice, int64_t row_stride, int64_t in_h,
                                            const Mask* masks, const float* wc, int64_t top, int64_t ow0) {
   Vec wv[3][3];
-#pragma GCC unroll 3
-  for (int i = 0; i < 3; ++i)
-#pragma GCC unroll 3
-    for (int j = 0; j < 3; ++j) wv[i][j] = vset1(wc[i * 3 + j]);
+  broadcast_3x3(wv, wc);
 #pragma GCC unroll 8
   for (int t = 0; t < ROWS + 2; ++t) {
     if (top + t < 0 || top + t >= in_h) continue;
