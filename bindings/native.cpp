@@ -442,7 +442,7 @@ void bind_quantization(py::module_& m) {
             program, {x, y},
             [=] {
               const void* from = slot ? *slot : x_data;
-              const int threads = threads_for_work(work, num_threads > 0 ? num_threads : get_num_threads());
+              const int threads = threads_for_work(work, resolve_threads(num_threads));
               if (single)
                 transpose_matrices(static_cast<const float*>(from), batch, rows, cols, static_cast<float*>(to),
                                    threads);
@@ -1147,6 +1147,12 @@ PYBIND11_MODULE(_native, m) {
   m.attr("MAX_THREADS") = kMaxThreads;
   m.def("physical_memory_bytes", &physical_memory_bytes, "The most memory cppconv lets one call allocate.");
   m.def("get_num_threads", &cppconv::get_num_threads);
+  m.def("set_thread_cap", &cppconv::set_thread_cap, py::arg("n"),
+        "Caps the threads of every call made from the calling OS thread (0: no cap); returns the previous cap.");
+  m.def("thread_cap", &cppconv::thread_cap, "The calling OS thread's cap on threads (0: none).");
+  m.def("resolve_threads", &cppconv::resolve_threads, py::arg("max_threads"),
+        "The threads a call with its own cap max_threads (0: none) uses: the setting, the calling thread's cap, "
+        "one in a forked child.");
   bind_conversion<uint16_t, float>(m, "bf16_to_float32", &bf16_to_float32,
                                    "bfloat16 bits (uint16) widened to float32, exactly.");
   bind_conversion<float, uint16_t>(m, "float32_to_bf16", &float32_to_bf16,

@@ -10,8 +10,7 @@ namespace {
 // Each thread takes one contiguous stretch.
 template <class Convert>
 void elementwise(int64_t n, int max_threads, Convert convert) {
-  const int threads =
-      threads_for_work(kFlopsPerValueMoved * double(n), max_threads > 0 ? max_threads : get_num_threads());
+  const int threads = threads_for_work(kFlopsPerValueMoved * double(n), resolve_threads(max_threads));
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int t = 0; t < threads; ++t) {
     const int64_t begin = n * t / threads, end = n * (t + 1) / threads;

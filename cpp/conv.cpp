@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <thread>
 #include <type_traits>
+#include <utility>
 
 #include "bf16.h"
 #include "dispatch.h"
@@ -167,16 +168,29 @@ void reset_num_threads() { num_threads_setting().store(0); }
 
 bool num_threads_is_set() { return num_threads_setting().load() != 0; }
 
-int get_num_threads() {
-  if (in_forked_child()) return 1;
-  const int n = num_threads_setting().load();
-  return n != 0 ? n : default_num_threads();
+namespace {
+thread_local int calling_thread_cap = 0;  // set_thread_cap's, per OS thread
+}  // namespace
+
+int set_thread_cap(int n) {
+  if (n < 0 || n > kMaxThreads)
+    throw std::invalid_argument("a thread cap must be between 0 (none) and " + std::to_string(kMaxThreads) + ", got " +
+                                std::to_string(n));
+  return std::exchange(calling_thread_cap, n);
 }
 
+int thread_cap() { return calling_thread_cap; }
+
+int get_num_threads() { return resolve_threads(0); }
+
 // A call's threads: its num_threads= (max_threads > 0) under the same limits as the process-wide
-// setting (one thread in a forked child, at most kMaxThreads), else that setting.
-static int call_thread_cap(int max_threads) {
-  return max_threads <= 0 ? get_num_threads() : in_forked_child() ? 1 : std::min(max_threads, kMaxThreads);
+// setting (one thread in a forked child, at most kMaxThreads), else that setting; within the
+// calling thread's cap.
+int resolve_threads(int max_threads) {
+  if (in_forked_child()) return 1;
+  int n = max_threads > 0 ? std::min(max_threads, kMaxThreads) : num_threads_setting().load();
+  if (n == 0) n = default_num_threads();
+  return calling_thread_cap > 0 ? std::min(n, calling_thread_cap) : n;
 }
 
 namespace {
@@ -967,7 +981,7 @@ ConvPlan& ConvPlan::widened_plan() const {
 
 void ConvPlan::run_widened(const ConvProblem& problem, const void* x, void* y, const ConvAlgorithm* forced,
                            int max_threads) {
-  const int cap = call_thread_cap(max_threads);
+  const int cap = resolve_threads(max_threads);
   const ConvProblem q = widened_problem(problem);
   const int64_t inputs = q.batch * q.in_channels * q.in_d * q.in_h * q.in_w;
   const int64_t outputs = q.batch * q.out_channels * q.out_d * q.out_h * q.out_w;
@@ -1066,7 +1080,7 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
       given.kernel_d != kernel_d_ || given.kernel_h != kernel_h_ || given.kernel_w != kernel_w_)
     throw std::invalid_argument("convolution problem does not match the plan's weights");
   if (given.batch == 0 || given.out_channels == 0) return;
-  const int cap = call_thread_cap(max_threads);
+  const int cap = resolve_threads(max_threads);
   if (residual && dtype_ == DType::BFloat16) throw std::invalid_argument("a bfloat16 plan takes no residual");
   std::optional<std::ptrdiff_t> res;
   if (residual) res = static_cast<const unsigned char*>(residual) - static_cast<unsigned char*>(y);
@@ -1126,7 +1140,7 @@ void ConvPlan::run_into_channels(const ConvProblem& problem, const void* x, void
     throw std::invalid_argument("run_into_channels: the problem does not run into a channel slice");
   const ConvProblem given = kernel_problem(problem);
   if (given.batch == 0 || given.out_channels == 0) return;
-  const int cap = call_thread_cap(max_threads);
+  const int cap = resolve_threads(max_threads);
   const Strides4 strides{given.out_h * given.out_w * pixel_pitch, 1, given.out_w * pixel_pitch, pixel_pitch};
   run_planar(given, x, y, &strides, nullptr, cap);
 }

@@ -25,12 +25,20 @@ constexpr int kMaxThreads = 1024;
 
 // Kernels' thread count, in order of precedence: a call's own cap, set_num_threads, OpenMP's
 // setting (OMP_NUM_THREADS, omp_set_num_threads), the CPUs; 1 in a process forked after cppconv
-// was loaded (see driver.cpp).
+// was loaded (see driver.cpp); at most the calling thread's cap (set_thread_cap) where it has one.
 void set_num_threads(int n);
 // Forgets set_num_threads: OpenMP's setting applies again.
 void reset_num_threads();
 bool num_threads_is_set();
 int get_num_threads();
+// The threads a call with its own cap max_threads (0: none) may use, by the precedence above.
+// Every entry point resolves its thread count here.
+int resolve_threads(int max_threads);
+// A cap on the threads of every call made from the calling OS thread (0: none); returns the
+// previous one.  A network's batch lanes (python/cppconv/_netlanes.py) run each lane's calls on
+// its share of the threads this way, whatever thread count the calls were recorded with.
+int set_thread_cap(int n);
+int thread_cap();
 // The process-wide float32 precision mode (PyTorch's torch.set_float32_matmul_precision):
 // the mode of every call that does not name its own.  Highest unless set.
 void set_float32_precision(Precision mode);

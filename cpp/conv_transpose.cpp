@@ -55,7 +55,7 @@ ConvTransposePlan::ConvTransposePlan(DType dtype, const void* weight, const void
 
 ConvTransposeChoice ConvTransposePlan::choose(const ConvTransposeProblem& p, int max_threads) const {
   const KernelTable& table = active_table();
-  const int threads = transpose_threads(p, max_threads > 0 ? max_threads : get_num_threads());
+  const int threads = transpose_threads(p, resolve_threads(max_threads));
   const ConvTransposeAlgorithm* chosen = kConvTransposeFamily.choose(table, p);
   return {chosen, table.isa_name, threads, chosen->workspace_bytes(p, threads), chosen->packed_bytes(p)};
 }

@@ -23,8 +23,8 @@ template <class Block>
 void outer_ranges(AxisLayout& axis, int max_threads, Block block) {
   if (axis.length == 1) axis = {axis.outer * axis.inner, 1, 1};
   const int64_t per_outer = axis.length * axis.inner;
-  const int threads = threads_for_work(kFlopsPerValueMoved * double(axis.outer * per_outer),
-                                       max_threads > 0 ? max_threads : get_num_threads());
+  const int threads =
+      threads_for_work(kFlopsPerValueMoved * double(axis.outer * per_outer), resolve_threads(max_threads));
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int t = 0; t < threads; ++t) block(axis.outer * t / threads, axis.outer * (t + 1) / threads);
 }
@@ -98,8 +98,7 @@ void quantize_linear(const T* x, const float* scale, const int32_t* zero_point, 
 template <class T>
 int64_t quantize_nan_count(const T* x, int64_t n, int max_threads) {
   int64_t nans = 0;
-  const int threads =
-      threads_for_work(kFlopsPerValueMoved * double(n), max_threads > 0 ? max_threads : get_num_threads());
+  const int threads = threads_for_work(kFlopsPerValueMoved * double(n), resolve_threads(max_threads));
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1) reduction(+ : nans)
   for (int64_t i = 0; i < n; ++i) nans += x[i] != x[i];
   return nans;
@@ -314,8 +313,8 @@ void resize_2d(const float* x, int64_t outer, int64_t in_h, int64_t in_w, int64_
                ResizeTaps cols, int64_t out_w, float* y, int max_threads) {
   // Rows of the output are the unit of work; a thread takes a contiguous range of them.
   const int64_t out_rows = outer * out_h;
-  const int threads = threads_for_work(kFlopsPerValueMoved * double(out_rows * out_w * inner),
-                                       max_threads > 0 ? max_threads : get_num_threads());
+  const int threads =
+      threads_for_work(kFlopsPerValueMoved * double(out_rows * out_w * inner), resolve_threads(max_threads));
   auto run = resize_rows<true, true>;
   if (!rows.frac) run = cols.frac ? resize_rows<false, true> : resize_rows<false, false>;
   else if (!cols.frac) run = resize_rows<true, false>;

@@ -88,8 +88,7 @@ const PoolAlgorithm* find_pool_algorithm(const std::string& name) { return kPool
 
 PoolChoice choose_pool(const Pool2dProblem& p, int max_threads) {
   const KernelTable& table = active_table();
-  return {kPoolFamily.choose(table, p), table.isa_name,
-          pool_threads(p, max_threads > 0 ? max_threads : get_num_threads())};
+  return {kPoolFamily.choose(table, p), table.isa_name, pool_threads(p, resolve_threads(max_threads))};
 }
 
 void pool2d(const Pool2dProblem& p, const void* x, void* y, int64_t* indices, const PoolAlgorithm* forced,

@@ -192,7 +192,7 @@ QConvChoice QConvPlan::choose(const ConvProblem& p, int max_threads, const QConv
 }
 
 QConvChoice QConvPlan::choose_as_given(const ConvProblem& p, int max_threads, const QConvAlgorithm* forced) const {
-  const int cap = max_threads > 0 ? max_threads : get_num_threads();
+  const int cap = resolve_threads(max_threads);
   const KernelTable& table = active_table();
   const QConvAlgorithm* chosen = forced;
   for (int i = 0; !chosen && i < table.qconv_count; ++i)

@@ -19,6 +19,7 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import cppconv  # noqa: E402
+from cppconv import _native  # noqa: E402
 from cppconv.onnx import ModelError  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -60,10 +61,11 @@ def _row(net: cppconv.Network, op: str) -> Dict[str, Any]:
 
 def _check(nodes: List[Any], inputs: Dict[str, np.ndarray], outputs: Sequence[str] = ("y",),
            initializers: Optional[Dict[str, np.ndarray]] = None, opset: int = 17, rtol: float = 1e-5,
-           output_types: Optional[Dict[str, int]] = None) -> cppconv.Network:
-    """Runs a hand-built graph on cppconv and ONNX Runtime and compares every output."""
+           output_types: Optional[Dict[str, int]] = None, lanes: Optional[int] = None) -> cppconv.Network:
+    """Runs a hand-built graph on cppconv and ONNX Runtime and compares every output (a batch of
+    several images runs in lanes by default: lanes=1 for tests of one lane's programs and arena)."""
     model = _model(nodes, inputs, outputs, initializers, opset, output_types)
-    net = cppconv.onnx.load(model)
+    net = cppconv.onnx.load(model, lanes=lanes)
     got = net.run(inputs)
     for name, want in zip(outputs, _ort(model, inputs)):
         assert got[name].shape == want.shape, name
@@ -279,7 +281,8 @@ def test_network_with_a_python_step_keeps_running_its_steps():
     """A step computed in NumPy (here a Softmax) is not recorded: calls with that shape keep
     running the steps in Python, and explain() says which node."""
     net = _check([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-                  helper.make_node("Softmax", ["c"], ["y"], axis=1)], {"x": X4}, initializers={"w": _rand(4, 4, 3, 3)})
+                  helper.make_node("Softmax", ["c"], ["y"], axis=1)], {"x": X4}, initializers={"w": _rand(4, 4, 3, 3)},
+                 lanes=1)
     (how,) = _runs(net)
     assert how.startswith("the steps in Python") and "Softmax" in how
 
@@ -291,7 +294,7 @@ def test_recording_that_replays_differently_is_not_used():
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
              helper.make_node("Conv", ["c", "w"], ["y"], pads=[1, 1, 1, 1])]
     model = _model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)})
-    net = cppconv.onnx.load(model)
+    net = cppconv.onnx.load(model, lanes=1)
     k = next(i for i, row in enumerate(net._step_rows) if row["op"] == "Conv")
     fn, *rest = net._steps[k]
 
@@ -313,7 +316,7 @@ def test_program_inputs_other_values_and_precision():
     fixed points (pixel values such as 5.0, infinities), is kept per float32 precision (a
     convolution resolves it when recorded), and takes Fortran-ordered inputs."""
     nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
-    net = cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)}))
+    net = cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)}), lanes=1)
     pixels = np.round(RNG.uniform(0, 255, X4.shape)).astype(np.float32)
     pixels[0, 0, 0, :3] = [5.0, np.inf, -np.inf]
     for _ in range(3):
@@ -366,7 +369,7 @@ def test_programs_of_the_latest_input_shapes_are_kept():
     """Each input shape gets its own program; a network keeps those of the two shapes used
     last (their arrays with them), and a shape dropped starts over."""
     nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
-    net = cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)}))
+    net = cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)}), lanes=1)
     xs = {n: _rand(n, *X4.shape[1:]) for n in (1, 2, 3)}
     for n in (1, 2):
         for _ in range(3):
@@ -388,7 +391,7 @@ def test_sub_batches_give_the_whole_batch_results_bit_for_bit(torch, name):
     order depends on the batch size.  A batch no larger than the sub-batch runs whole."""
     module, shape = vision_models.build(name, vision_models.ARCHITECTURES[name][1])
     data = onnx_networks.export(module, shape)
-    whole, parts = cppconv.onnx.load(data, sub_batch=7), cppconv.onnx.load(data, sub_batch=4)
+    whole, parts = cppconv.onnx.load(data, sub_batch=7, lanes=1), cppconv.onnx.load(data, sub_batch=4, lanes=1)
     x = _rand(7, *shape[1:])
     for _ in range(3):  # in Python; recorded; replayed
         y = parts(x)
@@ -471,6 +474,158 @@ def test_bad_sub_batch_is_refused(value, error, words):
         cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)}), sub_batch=value)
 
 
+# ----- lanes ----------------------------------------------------------------------------------
+
+def test_lanes_share_out_images_and_threads():
+    from cppconv import _netbatch
+
+    assert _netbatch.lanes(16, 2, None) == [(0, 8, 1), (8, 16, 1)]
+    assert _netbatch.lanes(15, 2, None) == [(0, 8, 1), (8, 15, 1)]
+    assert _netbatch.lanes(1, 2, None) == [(0, 1, 2)]  # (one image: one lane, every thread)
+    assert _netbatch.lanes(3, 16, None) == [(0, 1, 6), (1, 2, 5), (2, 3, 5)]
+    assert _netbatch.lanes(16, 3, None) == [(0, 6, 1), (6, 11, 1), (11, 16, 1)]
+    assert _netbatch.lanes(16, 4, 1) == [(0, 16, 4)]
+    assert _netbatch.lanes(16, 4, 2) == [(0, 8, 2), (8, 16, 2)]
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "regnet_x_400mf", "densenet121"])
+def test_lanes_give_the_whole_batch_results_bit_for_bit(torch, name):
+    """A batch of 5 on 2 threads runs as two lanes (3 and 2 images, each on one thread), the
+    first in sub-batches of 2 and 1: each lane through programs of its own, with the outputs of
+    the whole batch on both threads bit for bit (no kernel's sums depend on the thread count or
+    the batch size)."""
+    module, shape = vision_models.build(name, vision_models.ARCHITECTURES[name][1])
+    data = onnx_networks.export(module, shape)
+    whole = cppconv.onnx.load(data, num_threads=2, sub_batch=5, lanes=1)
+    lanes = cppconv.onnx.load(data, num_threads=2, sub_batch=2)
+    x = _rand(5, *shape[1:])
+    for _ in range(3):  # in Python; recorded; replayed
+        y = lanes(x)
+        np.testing.assert_array_equal(y, whole(x))
+        assert y.flags.owndata and y.shape[0] == 5
+    size = ", ".join(map(str, shape[1:]))
+    assert sorted(lanes.explain()["runs"]) == sorted([f"(2, {size}) float32", f"(1, {size}) float32",
+                                                      f"(2, {size}) float32 (lane 1)"])
+    assert all(h.startswith("one native call") for h in _runs(lanes))
+    assert list(whole.explain()["runs"]) == [f"(5, {size}) float32"]
+
+
+def test_lanes_run_on_their_share_of_the_threads(monkeypatch):
+    """Each lane's calls are capped at its threads on its own OS thread, and the caller's thread
+    has its cap back afterwards; the lanes run at once (the second starts before the first ends)."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    net = cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)}), num_threads=4, sub_batch=1)
+    seen, all_four = [], threading.Barrier(4, timeout=30)
+    run_whole = net._run_whole
+
+    def spy(values, wanted, rows=None, lane=0):
+        first = all(lane != k for k, *_ in seen)
+        seen.append((lane, values[0].shape[0], _native.get_num_threads(), threading.get_ident()))
+        if first:
+            all_four.wait()  # (each lane's first part: all four must be running)
+        return run_whole(values, wanted, rows, lane)
+
+    monkeypatch.setattr(net, "_run_whole", spy)
+    x = _rand(5, *X4.shape[1:])
+    assert _native.thread_cap() == 0
+    y = net.run({"x": x})["y"]
+    assert _native.thread_cap() == 0
+    np.testing.assert_array_equal(y, net._run_steps([x])["y"])
+    # 4 threads, 5 images: 4 lanes (2, 1, 1, 1 images) of one thread, sub-batches of 1 image
+    assert sorted((lane, n, t) for lane, n, t, _ in seen) == [(0, 1, 1), (0, 1, 1), (1, 1, 1), (2, 1, 1), (3, 1, 1)]
+    assert len({ident for *_, ident in seen}) == 4
+
+
+def test_thread_cap_is_per_os_thread_and_caps_explicit_counts():
+    previous = _native.set_thread_cap(1)
+    try:
+        assert previous == 0 and _native.thread_cap() == 1
+        assert _native.resolve_threads(8) == 1 and _native.get_num_threads() == 1
+        other = []
+        t = threading.Thread(target=lambda: other.append((_native.thread_cap(), _native.resolve_threads(2))))
+        t.start()
+        t.join()
+        assert other == [(0, min(2, cppconv._native.MAX_THREADS))]
+    finally:
+        _native.set_thread_cap(previous)
+    assert _native.resolve_threads(3) == 3
+    for bad in (-1, _native.MAX_THREADS + 1):
+        with pytest.raises(ValueError, match="thread cap"):
+            _native.set_thread_cap(bad)
+
+
+def test_a_lanes_error_is_raised_after_every_lane_ends(monkeypatch):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    net = cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)}), num_threads=2)
+    ended = []
+    run_whole = net._run_whole
+
+    def failing(values, wanted, rows=None, lane=0):
+        if lane == 1:
+            raise RuntimeError("lane 1 failed")
+        result = run_whole(values, wanted, rows, lane)
+        ended.append(lane)
+        return result
+
+    monkeypatch.setattr(net, "_run_whole", failing)
+    with pytest.raises(RuntimeError, match="lane 1 failed"):
+        net(_rand(4, *X4.shape[1:]))
+    assert ended == [0]
+    assert _native.thread_cap() == 0
+
+
+def test_lanes_after_a_fork():
+    """A process forked after lanes ran makes its own lane threads (its kernels then run one
+    thread each); results as in the parent."""
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    import multiprocessing
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    net = cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)}), num_threads=2)
+    x = _rand(4, *X4.shape[1:])
+    want = net(x)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(net, (x,)).get(timeout=60)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("value,error,words", [
+    (0, ValueError, "at least 1"), (-1, ValueError, "at least 1"), (1.5, TypeError, "integer")])
+def test_bad_lanes_are_refused(value, error, words):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    with pytest.raises(error, match=words):
+        cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)}), lanes=value)
+
+
+def test_explain_and_pickle_keep_the_lanes():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    model = _model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)})
+    auto, one, two = cppconv.onnx.load(model), cppconv.onnx.load(model, lanes=1), cppconv.onnx.load(model, lanes=2)
+    assert auto.explain()["lanes"].startswith("a batch of several images runs as lanes side by side")
+    assert one.explain()["lanes"].startswith("one lane (lanes=1 at load)")
+    assert "at most 2 (lanes=2 at load)" in two.explain()["lanes"] and "threads: " in two.summary()
+    for net in (one, two):
+        assert pickle.loads(pickle.dumps(net)).explain()["lanes"] == net.explain()["lanes"]
+
+
+def test_programs_of_a_call_in_parts_stay_with_the_call():
+    """The programs kept are those of the last two calls, each with all its parts' shapes: a batch
+    of 7 in parts of 4 and 3 alternating with batch 2 replays all three (a limit on shapes
+    dropped the oldest part's program at every call and never replayed)."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    net = cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)}), sub_batch=4, lanes=1)
+    seven, two = _rand(7, *X4.shape[1:]), _rand(2, *X4.shape[1:])
+    for _ in range(3):
+        net(seven)
+        net(two)
+    assert sorted(net.explain()["runs"]) == ["(2, 4, 6, 6) float32", "(3, 4, 6, 6) float32", "(4, 4, 6, 6) float32"]
+    assert all(h.startswith("one native call") for h in _runs(net))
+    net(_rand(1, *X4.shape[1:]))  # (a third call's shapes: batch 7's, the oldest, go)
+    assert sorted(net.explain()["runs"]) == ["(1, 4, 6, 6) float32", "(2, 4, 6, 6) float32"]
+
+
 @pytest.mark.parametrize("case", ["softmax-axis-0", "reduce-batch", "batch-as-data", "flatten-all", "concat-batch"])
 def test_network_that_ties_its_images_together_runs_whole(case):
     """A network with an operator along the batch axis, or that reads the batch size as data,
@@ -495,6 +650,9 @@ def test_network_that_ties_its_images_together_runs_whole(case):
     np.testing.assert_allclose(net(x), want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="cannot run a batch in parts"):
         cppconv.onnx.load(model, sub_batch=2)
+    with pytest.raises(ValueError, match="lanes=2: this network cannot run a batch in parts"):
+        cppconv.onnx.load(model, lanes=2)
+    assert cppconv.onnx.load(model, lanes=1).explain()["lanes"].startswith("one lane: the images are not computed")
 
 
 def test_output_whose_first_axis_is_not_the_batch_runs_whole():
@@ -1326,7 +1484,7 @@ def test_conv_outputs_write_into_one_arena():
         inits[f"w{i}"] = _rand(4, 4, 3, 3) * 0.3
         prev = f"r{i}"
     nodes.append(helper.make_node("Identity", [prev], ["y"]))
-    net = _check(nodes, {"x": X4}, initializers=inits)
+    net = _check(nodes, {"x": X4}, initializers=inits, lanes=1)
     given = _spy_buffers(net)
     net._arenas = []  # as after loading
     want = net(X4)
@@ -1355,7 +1513,7 @@ def test_values_of_other_shapes_share_the_arena():
     inits = {"w0": _rand(4, 4, 3, 3) * 0.3, "w1": _rand(16, 4, 3, 3) * 0.3, "w2": _rand(16, 16, 3, 3) * 0.2,
              "w3": _rand(16, 16, 3, 3) * 0.2}
     x = RNG.standard_normal((2, 4, 8, 8)).astype(np.float32)
-    net = _check(nodes, {"x": x}, initializers=inits)
+    net = _check(nodes, {"x": x}, initializers=inits, lanes=1)
     given = _spy_buffers(net)
     want = net(x)
     assert given[0][0] == (2, 8, 8, 4) and given[2][0] == (2, 4, 4, 16) and given[0][1] == given[2][1]
@@ -1424,7 +1582,7 @@ def test_elementwise_step_writes_into_its_part_of_the_arena():
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
              helper.make_node("Sigmoid", ["c"], ["s"]),  # (c is read again below: not fused)
              helper.make_node("Add", ["s", "c"], ["y"])]
-    net = _check(nodes, {"x": X4}, initializers={"w": _rand(4, 4, 3, 3)})
+    net = _check(nodes, {"x": X4}, initializers={"w": _rand(4, 4, 3, 3)}, lanes=1)
     seen: List[Any] = []
 
     def spy(fn: Any) -> Any:
@@ -1464,7 +1622,7 @@ def test_elementwise_writes_into_its_dying_input():
              helper.make_node("Mul", ["s", "k"], ["m"]),  # s is also read below: written fresh
              helper.make_node("Sub", ["m", "s"], ["y"])]
     x = X4.copy()
-    net = _check(nodes, {"x": x}, initializers={"w": _rand(4, 4, 3, 3), "k": _rand(4, 1, 1)})
+    net = _check(nodes, {"x": x}, initializers={"w": _rand(4, 4, 3, 3), "k": _rand(4, 1, 1)}, lanes=1)
     np.testing.assert_array_equal(x, X4)  # the caller's input is untouched
     seen: List[Any] = []
 
@@ -1489,7 +1647,7 @@ def test_broadcasting_step_writes_only_into_a_full_size_input():
                  helper.make_node("ReduceMean", ["c"], ["r"], axes=[2, 3], keepdims=1),
                  helper.make_node("Conv", ["x", "w2"], ["d"], pads=[1, 1, 1, 1]),
                  helper.make_node("Add", order, ["y"])]
-        net = _check(nodes, {"x": X4}, initializers={"w": _rand(4, 4, 3, 3), "w2": _rand(4, 4, 3, 3)})
+        net = _check(nodes, {"x": X4}, initializers={"w": _rand(4, 4, 3, 3), "w2": _rand(4, 4, 3, 3)}, lanes=1)
         taken: List[Any] = []
 
         def spy(fn: Any, taken: List[Any] = taken) -> Any:

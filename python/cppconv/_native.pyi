@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'DEFAULT_NEGATIVE_SLOPE', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'NetProgram', 'PADDING_MODES', 'PRECISIONS', 'PoolSettings', 'QConvPlan', 'adaptive_pool', 'add', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'copy_strided', 'cpu_features', 'default_isa', 'dequantize_linear', 'explain', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'max_isa_levels', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'quantized_add', 'reset_num_threads', 'resize_2d', 'round_to_bf16', 'scale_channels', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads', 'transpose_matrices']
+__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'DEFAULT_NEGATIVE_SLOPE', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'NetProgram', 'PADDING_MODES', 'PRECISIONS', 'PoolSettings', 'QConvPlan', 'adaptive_pool', 'add', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'copy_strided', 'cpu_features', 'default_isa', 'dequantize_linear', 'explain', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'max_isa_levels', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'quantized_add', 'reset_num_threads', 'resize_2d', 'resolve_threads', 'round_to_bf16', 'scale_channels', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads', 'set_thread_cap', 'thread_cap', 'transpose_matrices']
 class NetProgram:
     """
     A network's native steps with their operands bound (internal; see cppconv.Network).
@@ -203,6 +203,10 @@ def resize_2d(x: numpy.ndarray, y: numpy.ndarray, low_h: numpy.ndarray, high_h: 
     """
     ONNX Resize of axes 1 and 2 of x (outer, h, w, inner) into y (outer, out_h, out_w, inner): output index i of an axis is x[low[i]] + (x[high[i]] - x[low[i]]) * frac[i], along h then w; frac None: x[low[i]] alone. y must not overlap x.
     """
+def resolve_threads(max_threads: typing.SupportsInt | typing.SupportsIndex) -> int:
+    """
+    The threads a call with its own cap max_threads (0: none) uses: the setting, the calling thread's cap, one in a forked child.
+    """
 def round_to_bf16(src: numpy.ndarray, dst: numpy.ndarray, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
     float32 rounded to the nearest bfloat16, kept as float32 (dst may be src).
@@ -221,6 +225,14 @@ def set_float32_precision(mode: typing.SupportsInt | typing.SupportsIndex) -> No
     ...
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
+def set_thread_cap(n: typing.SupportsInt | typing.SupportsIndex) -> int:
+    """
+    Caps the threads of every call made from the calling OS thread (0: no cap); returns the previous cap.
+    """
+def thread_cap() -> int:
+    """
+    The calling OS thread's cap on threads (0: none).
+    """
 def transpose_matrices(x: numpy.ndarray, y: numpy.ndarray, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
     """
     y[n, j, i] = x[n, i, j] for a batch of matrices (layout changes between channels-first and channels-last).

@@ -1,15 +1,21 @@
-"""Sub-batches (docs/design.md, "Sub-batches"): whether a network computes each image of a batch
-apart from the others, so that a large batch may run as consecutive smaller ones through one
-recorded program, and the sub-batch the cache rule picks."""
+"""Sub-batches and lanes (docs/design.md, "Sub-batches", "Batch lanes"): whether a network
+computes each image of a batch apart from the others, so that a large batch may run as
+consecutive smaller ones through one recorded program, and as lanes side by side, each on its
+share of the threads; the sub-batch the cache rule picks; the threads that run the lanes."""
 
 from __future__ import annotations
 
 import functools
 import glob
+import itertools
 import os
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
+
+from . import _native
 
 # The graph inputs' batch axis as shape inference names it (_network._symbolic_batch).
 BATCH_SYMBOL = "N"
@@ -55,7 +61,8 @@ def split_problem(nodes: Sequence[Any], known: Dict[str, np.ndarray], inputs: Se
             continue  # (a ConstantOfShape of a constant shape)
         if any(j not in _SHAPE_OPERANDS.get(n.op, ()) for j in shape_positions):
             return f"{n.where()} reads the batch size as data"
-        why = _along_batch(n, known, rank(n.inputs[0]) if n.inputs else None, opset)
+        why = _along_batch(n, known, rank(n.inputs[0]) if n.inputs else None, opset) or \
+            _constant_along_batch(n, known, rank(n.outputs[0]) if n.outputs else None)
         if why:
             return f"{n.where()} {why}"
         if n.op == "Resize" and batch_first(n.inputs[0]):
@@ -110,6 +117,24 @@ def _along_batch(n: Any, known: Dict[str, np.ndarray], rank: Optional[int], opse
     return ""
 
 
+# Operators whose operands broadcast against each other (ONNX's multidirectional broadcasting,
+# PRelu's slope and Gemm's C unidirectionally): a constant operand of the output's rank with
+# more than one row on axis 0 holds a value for each image of a batch of exactly that size.
+_BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Sum", "Max", "Min", "Mean", "PRelu", "Where", "And",
+                 "Or", "Xor", "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "BitShift", "Gemm"}
+
+
+def _constant_along_batch(n: Any, known: Dict[str, np.ndarray], out_rank: Optional[int]) -> str:
+    """How the node reads a constant image by image (a row of it for each image), or ""."""
+    if n.op not in _BROADCASTING or out_rank is None:
+        return ""
+    for i in n.inputs[2:3] if n.op == "Gemm" else n.inputs:  # (Gemm's A and B are matrices, not broadcast)
+        value = known.get(i) if i else None
+        if value is not None and value.ndim == out_rank and value.shape[0] != 1:
+            return f"reads constant {i!r} ({value.shape[0]} rows on the batch axis) image by image"
+    return ""
+
+
 def largest_step_bytes(steps: Sequence[Any], value_bytes: Any) -> int:
     """The most bytes one step reads and writes an image (its activation operands and results;
     a step that makes views moves nothing): value_bytes(name) gives a value's bytes at batch 1,
@@ -161,3 +186,61 @@ def parts(n: int, sub_batch: int) -> List[Tuple[int, int]]:
         bounds.append((lo, hi))
         lo = hi
     return bounds
+
+
+def lanes(n: int, threads: int, most: Optional[int]) -> List[Tuple[int, int, int]]:
+    """A batch of n images split between `threads` threads as lanes that run at once, each its
+    images through the network on its own share of the threads: [(first image, end, threads)].
+    As many lanes as threads (at most `most`, and one an image at least), images and threads
+    shared out as evenly as they go (the larger shares first)."""
+    count = max(1, min(n, threads, most or threads))
+    bounds = [0, *itertools.accumulate(n // count + (k < n % count) for k in range(count))]
+    return [(bounds[k], bounds[k + 1], threads // count + (k < threads % count)) for k in range(count)]
+
+
+class LanePool:
+    """Python threads that run a call's lanes besides the calling thread, each lane's native
+    calls capped at its threads (``_native.set_thread_cap``), shared by every network of the
+    process and made again in a forked child (a fork keeps only the calling thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._executor: Optional[ThreadPoolExecutor] = None
+        self._workers = 0
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._executor, self._workers = None, 0
+
+    def run(self, jobs: Sequence[Tuple[int, Callable[[], None]]]) -> None:
+        """Runs each (threads, job) at once, the first on the calling thread; returns when all
+        have ended, raising the first lane's error if any failed."""
+        with self._lock:
+            if self._workers < len(jobs) - 1:  # (its threads start as tasks arrive)
+                if self._executor is not None:
+                    self._executor.shutdown(wait=False)  # (its threads end once idle)
+                self._executor = ThreadPoolExecutor(max_workers=len(jobs) - 1, thread_name_prefix="cppconv-lane")
+                self._workers = len(jobs) - 1
+            executor = self._executor
+        assert executor is not None or len(jobs) == 1
+        futures = [executor.submit(_capped, t, job) for t, job in jobs[1:]] if executor else []
+        try:
+            _capped(*jobs[0])
+        finally:
+            errors = [f.exception() for f in futures]  # (waits for every lane: they write the caller's rows)
+        for e in errors:
+            if e is not None:
+                raise e
+
+
+def _capped(threads: int, job: Callable[[], None]) -> None:
+    previous = _native.set_thread_cap(threads)
+    try:
+        job()
+    finally:
+        _native.set_thread_cap(previous)
+
+
+LANE_POOL = LanePool()

@@ -14,6 +14,7 @@ convolution inputs are written straight into its result.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import sys
 import threading
@@ -2004,7 +2005,8 @@ class Network:
     """
 
     def __init__(self, model: Any, *, num_threads: Optional[int] = None, precision: Optional[str] = None,
-                 compute_dtype: Optional[str] = None, sub_batch: Optional[int] = None):
+                 compute_dtype: Optional[str] = None, sub_batch: Optional[int] = None,
+                 lanes: Optional[int] = None):
         self._threads = _args.thread_count(num_threads)
         _args.precision_code(precision)  # rejects unknown modes now
         self._precision = precision
@@ -2012,6 +2014,9 @@ class Network:
         self._sub_batch_given = None if sub_batch is None else _args.as_int(sub_batch, "sub_batch")
         if self._sub_batch_given is not None and self._sub_batch_given < 1:
             raise ValueError(f"sub_batch must be None (chosen from the plan) or at least 1, got {sub_batch!r}")
+        self._lanes_given = None if lanes is None else _args.as_int(lanes, "lanes")
+        if self._lanes_given is not None and self._lanes_given < 1:
+            raise ValueError(f"lanes must be None (one a thread) or at least 1, got {lanes!r}")
         original, data = parse_model(model)
         # (the parsed model holds the weights too: the bytes would add a copy to the load's
         # peak; they are serialized again where no layer holds a weight, below)
@@ -2040,11 +2045,13 @@ class Network:
         as many images as the largest step's operands fit in the last-level cache (its largest
         layers then stream from the cache, not from memory), at least 1."""
         self._sub_batch: Optional[int] = None
+        self._splits = not planner.split_problem
         given = self._sub_batch_given
         if planner.split_problem:
-            if given is not None:
-                raise ValueError(f"sub_batch={given}: this network cannot run a batch in parts: "
-                                 f"{planner.split_problem}")
+            for word, value in (("sub_batch", given), ("lanes", self._lanes_given)):
+                if value is not None and (word == "sub_batch" or value > 1):
+                    raise ValueError(f"{word}={value}: this network cannot run a batch in parts: "
+                                     f"{planner.split_problem}")
             self._sub_batch_rule = f"whole batches: {planner.split_problem}"
             return
         if given is not None:
@@ -2065,7 +2072,8 @@ class Network:
             return
         self._sub_batch = max(1, cache // step)
         self._sub_batch_rule = (f"auto: the largest step reads and writes {step / 2**20:.2f} MiB an image; "
-                                f"{self._sub_batch} image(s) fit the {cache / 2**20:.0f} MiB cache ({source})")
+                                f"{self._sub_batch} image(s) fit the {cache / 2**20:.0f} MiB cache ({source}), "
+                                "shared by the lanes that run at once")
 
     def _trial_run(self, problem: str) -> None:
         """ONNX's strict shape inference refused the model, and no node's own check did: a
@@ -2135,6 +2143,7 @@ class Network:
         # _programs_kept of them (0: every call runs its steps in Python).
         self._programs: Dict[Any, Any] = {}
         self._programs_kept = _PROGRAMS_KEPT
+        self._recent_calls: Dict[frozenset, None] = {}  # the last calls' program keys, oldest first
 
     # ----- running --------------------------------------------------------------------------
     @property
@@ -2173,34 +2182,73 @@ class Network:
             raise KeyError(f"feeds must give exactly the inputs {self.input_names}; "
                            + (f"missing {missing}" if missing else f"unknown {extra}"))
         values = [self._feed(spec, feeds[spec.name]) for spec in self._inputs]
-        bounds = self._parts(values)
-        if bounds is None:
+        lanes = self._lanes(values)
+        self._keep_programs(frozenset([_program_key(0, values)] if lanes is None else
+                                      [_program_key(k, [v[lo:hi] for v in values])
+                                       for k, (_, bounds) in enumerate(lanes) for lo, hi in bounds]))
+        if lanes is None:
             return self._run_whole(values, wanted)
         # Each part runs as a batch of its own (its program's arena sized for it), its outputs
-        # copied into their rows of the batch's, as a whole batch's leave its program.
-        batch_outputs = _BatchOutputs(bounds[-1][1])
-        for lo, hi in bounds:
-            self._run_whole([v[lo:hi] for v in values], self.output_names, batch_outputs.rows(lo, hi))
+        # copied into their rows of the batch's, as a whole batch's leave its program; the lanes
+        # at once, each on its threads, the parts of a lane one after another.
+        batch_outputs = _BatchOutputs(values[0].shape[0])
+
+        def run_lane(lane: int, bounds: List[Tuple[int, int]]) -> None:
+            for lo, hi in bounds:
+                self._run_whole([v[lo:hi] for v in values], self.output_names, batch_outputs.rows(lo, hi), lane)
+
+        _netbatch.LANE_POOL.run([(threads, functools.partial(run_lane, k, bounds))
+                                 for k, (threads, bounds) in enumerate(lanes)])
         return {n: batch_outputs.arrays[n] for n in wanted}
 
-    def _parts(self, values: List[np.ndarray]) -> Optional[List[Tuple[int, int]]]:
-        """The sub-batches of a call ([(first image, end), ...]), None where it runs whole: a
-        batch no larger than the sub-batch, or inputs of different batch sizes (one that
-        broadcasts)."""
-        if self._sub_batch is None or not values or any(v.ndim == 0 for v in values):
+    def _lanes(self, values: List[np.ndarray]) -> Optional[List[Tuple[int, List[Tuple[int, int]]]]]:
+        """How a call's batch runs (docs/design.md, "Batch lanes"): lanes side by side, each on
+        its share of the threads and through its sub-batches in turn, [(threads, [(first image,
+        end), ...]), ...]; None where it runs whole on the network's threads: one lane of one
+        part, a network whose images are not computed apart, inputs of different batch sizes
+        (one that broadcasts).  Auto sub-batches share the cache between the lanes."""
+        if not self._splits or not values or any(v.ndim == 0 for v in values):
             return None
         n = values[0].shape[0]
-        if n <= self._sub_batch or any(v.shape[0] != n for v in values):
+        if n < 2 or any(v.shape[0] != n for v in values):
             return None
-        return _netbatch.parts(n, self._sub_batch)
+        lanes = _netbatch.lanes(n, _native.resolve_threads(self._threads), self._lanes_given)
+        part = self._sub_batch
+        if part is not None and self._sub_batch_given is None:
+            part = max(1, part // len(lanes))
+        plan = [(threads, [(lo + a, lo + b) for a, b in _netbatch.parts(hi - lo, part or hi - lo)])
+                for lo, hi, threads in lanes]
+        return None if len(plan) == 1 and len(plan[0][1]) == 1 else plan
+
+    def _lanes_rule(self) -> str:
+        """How a batch is shared between the threads, in words (explain()["lanes"])."""
+        if not self._splits:
+            return "one lane: the images are not computed apart"
+        if self._lanes_given == 1:
+            return "one lane (lanes=1 at load): every step's threads share each batch"
+        most = "" if self._lanes_given is None else f", at most {self._lanes_given} (lanes={self._lanes_given} at load)"
+        return ("a batch of several images runs as lanes side by side, one a thread and at least one image "
+                f"a lane{most}, each lane's images on its share of the threads")
+
+    def _keep_programs(self, keys: frozenset) -> None:
+        """Keeps the recorded programs of the last _programs_kept calls' shapes (a call's keys:
+        each lane's part shapes, _program_key), and forgets the others with their arrays."""
+        with self._lock:
+            self._recent_calls.pop(keys, None)
+            self._recent_calls[keys] = None
+            while len(self._recent_calls) > max(1, self._programs_kept):
+                del self._recent_calls[next(iter(self._recent_calls))]
+            kept = frozenset().union(*self._recent_calls)
+            for key in [k for k in self._programs if k not in kept]:
+                del self._programs[key]
 
     def _run_whole(self, values: List[np.ndarray], wanted: Sequence[str],
-                   rows: Optional[Callable[[str, np.ndarray], None]] = None) -> Dict[str, np.ndarray]:
-        """One pass of the steps over the inputs' batch: the recorded program's or the steps'
-        in Python.  rows: where given, each output is handed to it (to copy into the rows of a
-        larger batch's) instead of returned as an array the caller owns."""
+                   rows: Optional[Callable[[str, np.ndarray], None]] = None, lane: int = 0) -> Dict[str, np.ndarray]:
+        """One pass of the steps over the inputs' batch: the recorded program's (lane's own) or
+        the steps' in Python.  rows: where given, each output is handed to it (to copy into the
+        rows of a larger batch's) instead of returned as an array the caller owns."""
         if _tuning._mode == "off":  # (a tuned layer may change its choice from call to call)
-            found = self._run_program(values, rows)
+            found = self._run_program(values, rows, lane)
             if found is not None:
                 return {n: found[n] for n in wanted} if rows is None else {}
         found = self._owned(self._run_steps(values), wanted)
@@ -2296,8 +2344,8 @@ class Network:
         first = (-raw.ctypes.data % 64) // itemsize
         return raw[first:first + elements]
 
-    def _run_program(self, values: List[np.ndarray], rows: Optional[Callable[[str, np.ndarray], None]] = None
-                     ) -> Optional[Dict[str, np.ndarray]]:
+    def _run_program(self, values: List[np.ndarray], rows: Optional[Callable[[str, np.ndarray], None]] = None,
+                     lane: int = 0) -> Optional[Dict[str, np.ndarray]]:
         """The outputs (arrays the caller owns) from the native program recorded for these
         inputs' shapes and dtypes: one call that runs every step without Python (docs/design.md,
         "Whole networks in one call").  The second call with a shape records it (its steps run
@@ -2306,18 +2354,16 @@ class Network:
         Python loop (a step that did Python work the program would not repeat).  None where no
         program runs: the first call with a shape, one that cannot be recorded, or a program
         busy with another thread's call.  rows: as _run_whole's (each output handed to it, from the
-        program's own array: no copy of its own; {} returned)."""
+        program's own array: no copy of its own; {} returned).  Each lane has programs of its own
+        (the lanes of a call run theirs at once)."""
         if not self._programs_kept:
             return None
-        # (the float32 precision in force: a convolution's problem resolves it when recorded)
-        key = (tuple((v.shape, v.dtype.str) for v in values), _native.get_float32_precision())
+        key = _program_key(lane, values)
         with self._lock:
-            entry = self._programs.pop(key, None)
+            entry = self._programs.get(key)
             if entry is _SEEN:
                 entry = _Program()
-            self._programs[key] = _SEEN if entry is None else entry  # (the latest used last)
-            while len(self._programs) > self._programs_kept:
-                del self._programs[next(iter(self._programs))]
+            self._programs[key] = _SEEN if entry is None else entry
         if not isinstance(entry, _Program) or not entry.lock.acquire(blocking=False):
             return None  # (the first call with the shape; one that stays in Python; a busy program)
         try:
@@ -2415,6 +2461,7 @@ class Network:
             "threads": self._threads or None, "precision": self._precision,
             "compute_dtype": self._compute_dtype or "float32",
             "sub_batch": self._sub_batch, "sub_batch_rule": self._sub_batch_rule,
+            "lanes": self._lanes_rule(),
             "runs": self._runs(),
         }
 
@@ -2423,8 +2470,10 @@ class Network:
         with self._lock:
             entries = list(self._programs.items())
         runs, in_force = {}, _native.get_float32_precision()
-        for (inputs, precision), entry in entries:
+        for (lane, inputs, precision), entry in entries:
             shapes = "; ".join(f"{shape} {np.dtype(dtype).name}" for shape, dtype in inputs)
+            if lane:
+                shapes += f" (lane {lane})"
             if precision != in_force:
                 shapes += f" (float32 precision {_PRECISION_WORDS.get(precision, precision)})"
             if isinstance(entry, _Program):
@@ -2454,6 +2503,7 @@ class Network:
         lines.append("batches of more than " + (f"{info['sub_batch']} image(s) run in parts of at most that many"
                                                   if info["sub_batch"] else "any size run whole")
                      + f" ({info['sub_batch_rule']})")
+        lines.append(f"threads: {info['lanes']}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -2461,7 +2511,7 @@ class Network:
 
     def __reduce__(self) -> Any:
         return (_rebuild, (self._model_bytes(), self._threads or None, self._precision, self._compute_dtype,
-                           self._sub_batch_given))
+                           self._sub_batch_given, self._lanes_given))
 
     def _model_bytes(self) -> bytes:
         """The model's bytes again: the kept bytes with the weights the layers hold put back."""
@@ -2480,7 +2530,13 @@ class Network:
 
 _SEEN = object()  # Network._programs: a shape run once (recorded at its second call)
 _PRECISION_WORDS = {0: "highest", 1: "high"}  # _native.get_float32_precision()'s codes
-_PROGRAMS_KEPT = 2  # input shapes whose programs (and their arrays) a network keeps
+_PROGRAMS_KEPT = 2  # calls (of other input shapes) whose programs, and their arrays, a network keeps
+
+
+def _program_key(lane: int, values: List[np.ndarray]) -> Tuple[Any, ...]:
+    """Network._programs' key: the lane, the inputs' shapes and dtypes, and the float32 precision
+    in force (a convolution's problem resolves it when recorded)."""
+    return lane, tuple((v.shape, v.dtype.str) for v in values), _native.get_float32_precision()
 
 
 class _BatchOutputs:
@@ -2490,12 +2546,14 @@ class _BatchOutputs:
     def __init__(self, n: int):
         self.n = n
         self.arrays: Dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()  # (lanes put their rows at once)
 
     def rows(self, lo: int, hi: int) -> Callable[[str, np.ndarray], None]:
         def put(name: str, value: np.ndarray) -> None:
-            full = self.arrays.get(name)
-            if full is None:
-                full = self.arrays[name] = np.empty((self.n, *value.shape[1:]), value.dtype)
+            with self._lock:
+                full = self.arrays.get(name)
+                if full is None:
+                    full = self.arrays[name] = np.empty((self.n, *value.shape[1:]), value.dtype)
             if value.shape[:1] != (hi - lo,) or value.shape[1:] != full.shape[1:] or value.dtype != full.dtype:
                 # (the plan found the images independent: a part's output of other sizes is a bug)
                 raise RuntimeError(f"output {name!r} of images {lo}-{hi - 1} has shape {value.shape} {value.dtype}, "
@@ -2665,9 +2723,10 @@ def _light_model(proto: Any, held_by_layers: Dict[str, Tuple[Any, str]]
 
 
 def _rebuild(data: bytes, num_threads: Optional[int], precision: Optional[str],
-             compute_dtype: Optional[str] = None, sub_batch: Optional[int] = None) -> Network:
+             compute_dtype: Optional[str] = None, sub_batch: Optional[int] = None,
+             lanes: Optional[int] = None) -> Network:
     return Network(data, num_threads=num_threads, precision=precision, compute_dtype=compute_dtype,
-                   sub_batch=sub_batch)
+                   sub_batch=sub_batch, lanes=lanes)
 
 
 def _arena_plan(planner: _Planner, last: Dict[str, int], keep: Set[str], root: Dict[str, str]

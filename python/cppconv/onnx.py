@@ -15,7 +15,8 @@ __all__ = ["ModelError", "Network", "SUPPORTED_OPERATORS", "load"]
 
 
 def load(model: Any, *, num_threads: Optional[int] = None, precision: Optional[str] = None,
-         compute_dtype: Optional[str] = None, sub_batch: Optional[int] = None) -> Network:
+         compute_dtype: Optional[str] = None, sub_batch: Optional[int] = None,
+         lanes: Optional[int] = None) -> Network:
     """Load an ONNX model and plan it once for cppconv.
 
     Args:
@@ -34,6 +35,13 @@ def load(model: Any, *, num_threads: Optional[int] = None, precision: Optional[s
             last-level cache; ``explain()["sub_batch"]`` and ``["sub_batch_rule"]`` say which.
             A network whose images are not computed apart (an operator along the batch axis)
             runs batches whole, and refuses an int.
+        lanes: how many parts of a batch run side by side, each on its share of the threads
+            (its images through every step with no thread waiting for the others at each
+            step's end), each through its own sub-batches in turn.  None (default): one a
+            thread, at least one image a lane, and the auto sub-batch shares the cache between
+            them; 1: the whole batch goes through each step on all the threads.  The results
+            are the same bit for bit.  A network whose images are not computed apart runs one
+            lane, and refuses more.
 
     Returns:
         A :class:`cppconv.Network`: ``net(x)`` for one input and output, ``net.run(feeds)`` in
@@ -42,7 +50,8 @@ def load(model: Any, *, num_threads: Optional[int] = None, precision: Optional[s
     Raises:
         ModelError: (a ValueError) an operator or attribute cppconv does not support, or a
             malformed model (an undefined input, a cycle, mismatched shapes), naming the node.
-        ValueError: a ``sub_batch`` below 1, or given for a network that cannot run in parts.
+        ValueError: a ``sub_batch`` or ``lanes`` below 1, or given (lanes above 1) for a network
+            that cannot run in parts.
         ImportError: the ``onnx`` package is not installed.
     """
     try:
@@ -50,4 +59,4 @@ def load(model: Any, *, num_threads: Optional[int] = None, precision: Optional[s
     except ImportError:
         raise ImportError('cppconv.onnx.load needs the onnx package: pip install "cppconv[onnx]"') from None
     return Network(model, num_threads=num_threads, precision=precision, compute_dtype=compute_dtype,
-                   sub_batch=sub_batch)
+                   sub_batch=sub_batch, lanes=lanes)
