@@ -612,6 +612,35 @@ def test_apply_limits_a_callable_without_num_threads(restore_threads, monkeypatc
         assert settings() == before  # each thread's setting restored
 
 
+_CAPPED_NETWORK: list = []  # (a module global: dask pickles the callable by name)
+
+
+def _run_capped_network(batch):
+    """The test's network (loaded with num_threads=8) on a batch, with the threads its calls
+    would use and the lanes it would run, seen from the task's thread."""
+    net = _CAPPED_NETWORK[0]
+    lanes = net._lanes([batch]) or [(None, [(0, len(batch))])]
+    seen = np.full((len(batch), 2), (_native.resolve_threads(8), len(lanes)), np.float32)
+    return np.concatenate([net(batch).reshape(len(batch), -1), seen], axis=1)
+
+
+def test_apply_caps_a_network_loaded_with_its_own_threads(restore_threads, monkeypatch):
+    """A network loaded with num_threads=8 still runs each of its calls on the worker thread's
+    share (1 of 8 cores for each of 8 worker threads): one lane of one thread."""
+    distributed = pytest.importorskip("distributed")
+    net = small_network()
+    _CAPPED_NETWORK[:] = [cppconv.onnx.load(net._model_bytes(), num_threads=8)]
+    monkeypatch.setattr(cd, "_cores", lambda: 8)
+    x = np.random.default_rng(0).standard_normal((8, 3, 12, 12)).astype(np.float32)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=8, processes=False, dashboard_address=None,
+                                  silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as client:
+        got = client.compute(cd.apply(_run_capped_network, da.from_array(x, chunks=(2, 3, 12, 12)),
+                                      output_shape=(4 * 6 * 6 + 2,), dtype=np.float32), sync=True)
+    assert got[:, -2:].tolist() == [[1, 1]] * 8
+    assert_bits(got[:, :-2], net(x).reshape(8, -1))
+    assert _native.thread_cap() == 0
+
+
 def _worker_threads():
     return cd.call_threads(), os.environ.get("OMP_NUM_THREADS"), cppconv.get_num_threads()
 

@@ -913,16 +913,19 @@ def _apply_block(layer: Callable[..., Any], x: np.ndarray, threads: bool, num_th
     n = call_threads(num_threads)
     if threads:
         return np.asarray(layer(x, num_threads=n))
-    # A callable without num_threads (a Network, a function) runs under OpenMP's setting of
-    # this thread, limited to the share for the call (cppconv's set_num_threads, when in force,
-    # wins over it and call_threads already caps by it).
+    # A callable without num_threads (a Network, a function) runs with cppconv's calls from
+    # this thread capped at the share (a network loaded with num_threads=, its lanes), and under
+    # OpenMP's setting of this thread limited to it (other OpenMP libraries; cppconv's
+    # set_num_threads, when in force, wins over that and call_threads already caps by it).
     controllers = () if _native.num_threads_is_set() else _openmp_controllers()
     before = [c.get_num_threads() for c in controllers]
     for c in controllers:
         c.set_num_threads(n)
+    cap = _native.set_thread_cap(n)
     try:
         return np.asarray(layer(x))
     finally:
+        _native.set_thread_cap(cap)
         for c, b in zip(controllers, before):
             c.set_num_threads(b)
 
@@ -943,9 +946,9 @@ def apply(layer: Callable[..., Any], x: Any, *, output_shape: Optional[Tuple[int
 
     The layer is one key of the graph, so each worker receives it once, not with every task.
     A layer whose call takes ``num_threads`` (cppconv's layers) gets :func:`call_threads`
-    per call; any other callable (a :class:`cppconv.Network`) runs with OpenMP's setting of the
-    calling thread limited to it, where threadpoolctl is installed (else under cppconv's
-    process-wide setting).
+    per call; any other callable (a :class:`cppconv.Network`) runs with cppconv's calls from the
+    task's thread capped at it (a network's own ``num_threads`` and lanes included), and with
+    OpenMP's setting of that thread limited to it where threadpoolctl is installed.
 
     Args:
         output_shape: one sample's result shape; default: the result of the layer on an empty
