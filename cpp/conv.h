@@ -32,10 +32,11 @@ void reset_num_threads();
 bool num_threads_is_set();
 int get_num_threads();
 // The threads a call with its own cap max_threads (0: none) may use, by the precedence above.
-// Every entry point resolves its thread count here.
+// Every entry point that runs kernels resolves its thread count here (fma_peak_gflops, which
+// measures the peak of the threads it is given, does not).
 int resolve_threads(int max_threads);
 // A cap on the threads of every call made from the calling OS thread (0: none); returns the
-// previous one.  A network's batch lanes (python/cppconv/_netlanes.py) run each lane's calls on
+// previous one.  A network's batch lanes (python/cppconv/_netbatch.py) run each lane's calls on
 // its share of the threads this way, whatever thread count the calls were recorded with.
 int set_thread_cap(int n);
 int thread_cap();

@@ -446,7 +446,8 @@ def test_explain_and_summary_show_the_sub_batch(torch):
     assert "cache" in info["sub_batch_rule"]
     given = cppconv.onnx.load(data, sub_batch=3)
     assert given.explain()["sub_batch"] == 3 and given.explain()["sub_batch_rule"] == "given at load (sub_batch=3)"
-    assert "batches of more than 3 image(s) run in parts of at most that many (given at load" in given.summary()
+    assert "sub-batches: at most 3 image(s) a part (given at load" in given.summary()
+    assert "in the parts that run at once, shared out between the lanes (auto: " in auto.summary()
     assert pickle.loads(pickle.dumps(given)).explain()["sub_batch"] == 3
     x = _rand(5, *shape[1:])
     np.testing.assert_array_equal(given(x), auto(x))
@@ -555,28 +556,99 @@ def test_thread_cap_is_per_os_thread_and_caps_explicit_counts():
 
 
 def test_a_lanes_error_is_raised_after_every_lane_ends(monkeypatch):
+    """Lane 0 (the caller's) fails at once while lane 1 still computes: the error reaches the
+    caller only after lane 1 has ended (it writes the caller's rows), and the caps are back."""
+    import time
+
     nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
     net = cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)}), num_threads=2)
     ended = []
     run_whole = net._run_whole
 
     def failing(values, wanted, rows=None, lane=0):
-        if lane == 1:
-            raise RuntimeError("lane 1 failed")
+        if lane == 0:
+            raise RuntimeError("lane 0 failed")
+        time.sleep(0.2)
         result = run_whole(values, wanted, rows, lane)
         ended.append(lane)
         return result
 
     monkeypatch.setattr(net, "_run_whole", failing)
-    with pytest.raises(RuntimeError, match="lane 1 failed"):
+    with pytest.raises(RuntimeError, match="lane 0 failed"):
         net(_rand(4, *X4.shape[1:]))
-    assert ended == [0]
+    assert ended == [1]
     assert _native.thread_cap() == 0
 
 
+def test_concurrent_calls_with_other_lane_counts():
+    """Networks of other lane counts called from two threads at once: every call's lanes run
+    (one executor serves them all, never replaced under another call), results as alone."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    model = _model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)})
+    nets = {k: cppconv.onnx.load(model, num_threads=k) for k in (2, 3, 5, 8, 13)}
+    xs = {k: _rand(k, *X4.shape[1:]) for k in nets}
+    want = {k: cppconv.onnx.load(model, lanes=1)(xs[k]) for k in nets}
+    errors = []
+
+    def hammer(keys):
+        try:
+            for _ in range(6):
+                for k in keys:
+                    np.testing.assert_array_equal(nets[k](xs[k]), want[k])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=hammer, args=(keys,)) for keys in ([2, 13], [8, 3, 5])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_lanes_at_interpreter_exit():
+    """A network called from an atexit handler (no new thread may start then) runs its lanes on
+    the calling thread."""
+    code = """if True:
+        import atexit, numpy as np, cppconv.onnx
+        from onnx import helper, TensorProto
+        g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+        net = cppconv.onnx.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), num_threads=4)
+        ones = np.ones((4, 4), np.float32)
+        atexit.register(lambda: print("at exit", net(-ones).sum(), net(ones).sum()))
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "at exit 0.0 16.0", out.stdout + out.stderr
+
+
+def test_tuned_networks_run_one_lane(monkeypatch):
+    """With tuning on, a batch runs as one lane: tuned choices are keyed by the thread count, so
+    lanes of other counts could pick other algorithms (and measure alongside each other)."""
+    from cppconv import _tuning
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    net = cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)}), num_threads=2)
+    x = [_rand(4, *X4.shape[1:])]
+    assert len(net._lanes(x)) == 2
+    monkeypatch.setattr(_tuning, "_mode", "cached")
+    assert net._lanes(x) is None
+
+
+def _lanes_in_child(net: cppconv.Network, x: np.ndarray) -> Any:
+    """In a forked child: a network call (one thread: one lane) and two lanes run through the
+    child's own lane pool (a fork keeps only the calling thread)."""
+    from cppconv import _netbatch
+
+    seen: List[int] = []
+    _netbatch.LANE_POOL.run([(1, lambda: seen.append(threading.get_ident())),
+                             (1, lambda: seen.append(threading.get_ident()))])
+    return net(x), len(set(seen)), _native.get_num_threads()
+
+
 def test_lanes_after_a_fork():
-    """A process forked after lanes ran makes its own lane threads (its kernels then run one
-    thread each); results as in the parent."""
     if not hasattr(os, "fork"):
         pytest.skip("no fork on this platform")
     import multiprocessing
@@ -584,11 +656,38 @@ def test_lanes_after_a_fork():
     nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
     net = cppconv.onnx.load(_model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3)}), num_threads=2)
     x = _rand(4, *X4.shape[1:])
-    want = net(x)
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(1) as pool:
-        got = pool.apply_async(net, (x,)).get(timeout=60)
+    want = net(x)  # (the parent's lane threads exist now)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got, lane_threads, threads = pool.apply(_lanes_in_child, (net, x))
     np.testing.assert_array_equal(got, want)
+    assert (lane_threads, threads) == (2, 1)
+
+
+def test_quantize_along_the_batch_axis_runs_whole():
+    """QuantizeLinear/DequantizeLinear with a scale for each index of axis 0 tie the images
+    together: the network runs whole, as ONNX Runtime computes."""
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=0),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=0)]
+    model = _model(nodes, {"x": X4}, ["y"], {"s": np.array([0.01, 0.1, 0.5, 1.0], np.float32),
+                                             "z": np.zeros(4, np.uint8)})
+    net = cppconv.onnx.load(model, num_threads=2)
+    assert "scale for each index of the batch axis" in net.explain()["sub_batch_rule"]
+    x = (RNG.random((4, 4, 6, 6)) * 3).astype(np.float32)
+    (want,) = _ort(model, {"x": x})
+    for _ in range(3):
+        np.testing.assert_array_equal(net(x), want)
+
+
+def test_constant_with_a_row_an_image_runs_whole():
+    """An Add of a constant with one row for each image of a batch of exactly its size ties the
+    images together: the network runs whole (lanes would split the batch, not the constant)."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Add", ["c", "k"], ["y"])]
+    model = _model(nodes, {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3), "k": _rand(3, 4, 6, 6)})
+    net = cppconv.onnx.load(model, num_threads=2)
+    assert "reads constant 'k' (3 rows on the batch axis) image by image" in net.explain()["sub_batch_rule"]
+    x = _rand(3, *X4.shape[1:])
+    (want,) = _ort(model, {"x": x})
+    np.testing.assert_allclose(net(x), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("value,error,words", [

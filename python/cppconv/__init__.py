@@ -101,7 +101,8 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """How many threads cppconv's kernels use (at most; small problems use fewer).
+    """How many threads cppconv's kernels use (at most; small problems use fewer): the setting,
+    within the calling thread's cap (a network's lane, a Dask task; see ``cppconv.onnx.load``).
 
     >>> import cppconv
     >>> cppconv.get_num_threads() >= 1

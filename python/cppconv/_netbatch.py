@@ -9,7 +9,6 @@ import functools
 import glob
 import itertools
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -26,6 +25,8 @@ _SHAPE_OPERANDS: Dict[str, Set[int]] = {
     "Reshape": {1}, "Resize": {1, 2, 3}, "Pad": {1, 2, 3}, "Slice": {1, 2, 3, 4}, "Split": {1},
     "Squeeze": {1}, "Unsqueeze": {1}, "ReduceMean": {1}, "ConstantOfShape": {0},
 }
+# The lane threads a process may have at once (threads start only as calls' lanes need them).
+_MOST_LANE_THREADS = 256
 # The last-level cache assumed where the OS does not tell (a common server L3).
 _FALLBACK_CACHE_BYTES = 32 << 20
 
@@ -114,14 +115,17 @@ def _along_batch(n: Any, known: Dict[str, np.ndarray], rank: Optional[int], opse
             return "may reduce over the batch axis"
     elif n.op == "BatchNormalization" and n.attrs.get("training_mode", 0):
         return "normalises over the batch (training mode)"
+    elif n.op in ("QuantizeLinear", "DequantizeLinear") and normalised(int(n.attrs.get("axis", 1))) in (0, None):
+        scale = known.get(n.input(1)) if len(n.inputs) > 1 else None
+        if scale is None or scale.size > 1:
+            return "quantizes with a scale for each index of the batch axis (axis 0)"
     return ""
 
 
 # Operators whose operands broadcast against each other (ONNX's multidirectional broadcasting,
 # PRelu's slope and Gemm's C unidirectionally): a constant operand of the output's rank with
 # more than one row on axis 0 holds a value for each image of a batch of exactly that size.
-_BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Sum", "Max", "Min", "Mean", "PRelu", "Where", "And",
-                 "Or", "Xor", "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "BitShift", "Gemm"}
+_BROADCASTING = {"Add", "Sub", "Mul", "Div", "Sum", "PRelu", "Gemm"}
 
 
 def _constant_along_batch(n: Any, known: Dict[str, np.ndarray], out_rank: Optional[int]) -> str:
@@ -199,35 +203,33 @@ def lanes(n: int, threads: int, most: Optional[int]) -> List[Tuple[int, int, int
 
 
 class LanePool:
-    """Python threads that run a call's lanes besides the calling thread, each lane's native
-    calls capped at its threads (``_native.set_thread_cap``), shared by every network of the
-    process and made again in a forked child (a fork keeps only the calling thread)."""
+    """Python threads that run calls' lanes besides the calling threads, each lane's native calls
+    capped at its threads (``_native.set_thread_cap``): one executor for every network of the
+    process, never replaced (its threads start as lanes arrive and serve any call, so concurrent
+    calls' lanes run side by side), made again in a forked child (a fork keeps only the calling
+    thread)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._executor: Optional[ThreadPoolExecutor] = None
-        self._workers = 0
+        self._executor = ThreadPoolExecutor(max_workers=_MOST_LANE_THREADS, thread_name_prefix="cppconv-lane")
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self._forget)
 
     def _forget(self) -> None:
-        self._lock = threading.Lock()
-        self._executor, self._workers = None, 0
+        self._executor = ThreadPoolExecutor(max_workers=_MOST_LANE_THREADS, thread_name_prefix="cppconv-lane")
 
     def run(self, jobs: Sequence[Tuple[int, Callable[[], None]]]) -> None:
         """Runs each (threads, job) at once, the first on the calling thread; returns when all
-        have ended, raising the first lane's error if any failed."""
-        with self._lock:
-            if self._workers < len(jobs) - 1:  # (its threads start as tasks arrive)
-                if self._executor is not None:
-                    self._executor.shutdown(wait=False)  # (its threads end once idle)
-                self._executor = ThreadPoolExecutor(max_workers=len(jobs) - 1, thread_name_prefix="cppconv-lane")
-                self._workers = len(jobs) - 1
-            executor = self._executor
-        assert executor is not None or len(jobs) == 1
-        futures = [executor.submit(_capped, t, job) for t, job in jobs[1:]] if executor else []
+        have ended, raising the first lane's error if any failed.  (At interpreter exit, when no
+        thread may start, the lanes run one after another on the calling thread.)"""
+        futures, left = [], []
+        for t, job in jobs[1:]:
+            try:
+                futures.append(self._executor.submit(_capped, t, job))
+            except RuntimeError:  # (the interpreter is shutting down)
+                left.append((t, job))
         try:
-            _capped(*jobs[0])
+            for t, job in [jobs[0], *left]:
+                _capped(t, job)
         finally:
             errors = [f.exception() for f in futures]  # (waits for every lane: they write the caller's rows)
         for e in errors:

@@ -2212,7 +2212,10 @@ class Network:
         n = values[0].shape[0]
         if n < 2 or any(v.shape[0] != n for v in values):
             return None
-        lanes = _netbatch.lanes(n, _native.resolve_threads(self._threads), self._lanes_given)
+        # (Tuned layers key their choices by the thread count: lanes of other counts could choose
+        # other algorithms, and measure alongside each other.)
+        most = 1 if _tuning._mode != "off" else self._lanes_given
+        lanes = _netbatch.lanes(n, _native.resolve_threads(self._threads), most)
         part = self._sub_batch
         if part is not None and self._sub_batch_given is None:
             part = max(1, part // len(lanes))
@@ -2500,9 +2503,13 @@ class Network:
         lines.append("planned peak activation memory at batch 1: "
                      + ("unknown (shapes not known at load)" if peak is None else f"{peak / 2**20:.2f} MiB")
                      + f"; activation arena {info['arena_bytes'] / 2**20:.2f} MiB per image")
-        lines.append("batches of more than " + (f"{info['sub_batch']} image(s) run in parts of at most that many"
-                                                  if info["sub_batch"] else "any size run whole")
-                     + f" ({info['sub_batch_rule']})")
+        if not info["sub_batch"]:
+            parts = "none, a lane's images run as one part"
+        elif self._sub_batch_given is None:
+            parts = f"at most {info['sub_batch']} image(s) in the parts that run at once, shared out between the lanes"
+        else:
+            parts = f"at most {info['sub_batch']} image(s) a part"
+        lines.append(f"sub-batches: {parts} ({info['sub_batch_rule']})")
         lines.append(f"threads: {info['lanes']}")
         return "\n".join(lines)
 
