@@ -437,6 +437,30 @@ def test_inputs_of_other_batch_sizes_run_whole():
     assert list(net.explain()["runs"]) == ["(3, 4, 6, 6) float32; (1, 4, 6, 6) float32"]
 
 
+def test_input_whose_first_axis_is_not_the_batch_reaches_every_part_whole():
+    """A second input that declares a fixed first axis (a (4, 5) matrix beside images of any
+    batch) is not split into images, even at a batch of its size: every lane and part reads it
+    whole, and its first axis must be the model's."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("MatMul", ["f", "m"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F32, ["N", 4, 6, 6]),
+                                           helper.make_tensor_value_info("m", F32, [4, 5])],
+                              [helper.make_tensor_value_info("y", F32, None)],
+                              [numpy_helper.from_array(_rand(4, 4, 3, 3), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    net = cppconv.onnx.load(model, num_threads=2, sub_batch=1)
+    assert "reads input(s) ['m'] whole" in net.explain()["lanes"]
+    m = _rand(4, 5)
+    for batch in (4, 3):  # (4: the rows of m)
+        x = _rand(batch, 4, 6, 6)
+        for _ in range(3):  # (the steps in Python, then recording, then the programs)
+            np.testing.assert_allclose(net.run({"x": x, "m": m})["y"], _ort(model, {"x": x, "m": m})[0],
+                                       rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"input 'm' must have shape \(4, 5\), got \(3, 5\)"):
+        net.run({"x": x, "m": m[:3]})
+
+
 def test_explain_and_summary_show_the_sub_batch(torch):
     module, shape, data = _exported("mobilenet_v2")
     auto = cppconv.onnx.load(data)
