@@ -19,7 +19,7 @@ import heapq
 import sys
 import threading
 from collections import defaultdict
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -2287,11 +2287,7 @@ class Network:
             found = self._run_program(values, rows, lane)
             if found is not None:
                 return {n: found[n] for n in wanted} if rows is None else {}
-        found = self._owned(self._run_steps(values), wanted)
-        if rows is not None:
-            for name, value in found.items():
-                rows(name, value)
-        return found
+        return _hand_out(self._owned(self._run_steps(values), wanted).items(), rows, owned=True)
 
     def _owned(self, found: Dict[str, Any], wanted: Sequence[str]) -> Dict[str, np.ndarray]:
         """The wanted outputs of a run of the steps as arrays the caller owns: a result that is an
@@ -2408,18 +2404,10 @@ class Network:
                 found = self._record(key, entry, values)
             else:
                 entry.native.run([np.ascontiguousarray(v) for v in values])
-                if rows is None:
-                    return {name: np.array(value) for name, value in entry.outputs}
-                for name, value in entry.outputs:
-                    rows(name, value)
-                return {}
+                return _hand_out(entry.outputs, rows, owned=False)  # (while the program's arrays are this call's)
         finally:
             entry.lock.release()
-        if rows is None:
-            return found
-        for name, value in found.items():
-            rows(name, value)
-        return {}
+        return _hand_out(found.items(), rows, owned=True)
 
     def _record(self, key: Any, entry: _Program, values: List[np.ndarray]) -> Dict[str, np.ndarray]:
         """Records the steps' native calls on the inputs' values into entry (see _run_program),
@@ -2568,6 +2556,18 @@ class Network:
 _SEEN = object()  # Network._programs: a shape run once (recorded at its second call)
 _PRECISION_WORDS = {0: "highest", 1: "high"}  # _native.get_float32_precision()'s codes
 _PROGRAMS_KEPT = 2  # calls (of other input shapes) whose programs, and their arrays, a network keeps
+
+
+def _hand_out(outputs: Iterable[Tuple[str, np.ndarray]], rows: Optional[Callable[[str, np.ndarray], None]],
+              owned: bool) -> Dict[str, np.ndarray]:
+    """A pass's outputs for its caller: each handed to rows (copied into the rows of a larger
+    batch's; {} returned) where given, else {name: array the caller owns} (copied unless owned:
+    a program's arrays are overwritten by its next run)."""
+    if rows is None:
+        return {name: value if owned else np.array(value) for name, value in outputs}
+    for name, value in outputs:
+        rows(name, value)
+    return {}
 
 
 def _program_key(lane: int, values: List[np.ndarray]) -> Tuple[Any, ...]:
