@@ -254,6 +254,22 @@ def test_pickle_source_leaves_out_the_weights_the_layers_hold(torch, fold):
     x = _rand(2, *shape[1:])
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(net))(x), net(x))
 
+def test_model_proto_is_read_not_serialized_and_pickles_as_given():
+    """load(ModelProto) plans from the caller's proto itself (serializing a ResNet-50 took half
+    of its load); the pickle's source is the model at load, whatever the caller changes later."""
+    w = _rand(8, 4, 3, 3)
+    model = _model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], {"x": X4}, ["y"], {"w": w})
+    assert cppconv._network.parse_model(model) is model
+    net = cppconv.onnx.load(model)
+    want = net(X4)
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(-w, "w"))  # (the caller's proto, changed after load)
+    rebuilt = pickle.loads(pickle.dumps(net))
+    np.testing.assert_array_equal(rebuilt(X4), want)
+    source = onnx.load_from_string(net._model_bytes())
+    assert numpy_helper.to_array(source.graph.initializer[0]).tobytes() == w.tobytes()
+    np.testing.assert_allclose(want, _ort(source, {"x": X4})[0], rtol=1e-5, atol=1e-5)
+
+
 def _runs(net: cppconv.Network) -> List[str]:
     return list(net.explain()["runs"].values())
 

@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         net = cppconv.onnx.load(args.model, num_threads=args.threads, precision=args.precision)
         load_s = time.perf_counter() - start
-        model, _ = cppconv._network.parse_model(args.model)
+        model = cppconv._network.parse_model(args.model)
         feeds = random_feeds(model, args.batch)
     except (OSError, ValueError) as e:  # the file, or a model cppconv cannot run (ModelError names the node)
         message = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename else str(e)

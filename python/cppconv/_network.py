@@ -179,12 +179,13 @@ def _unrecorded(why: str) -> None:
         _recording.failed = why
 
 
-def parse_model(model: Any) -> Tuple[Any, bytes]:
-    """The ModelProto and its bytes, from a path, bytes or a ModelProto."""
+def parse_model(model: Any) -> Any:
+    """The ModelProto of a path, bytes or a ModelProto (itself: not serialized, which took half
+    of a ResNet-50's load; a network keeps a source for pickles of its own, Network.__init__)."""
     import onnx
 
     if isinstance(model, onnx.ModelProto):
-        return model, model.SerializeToString()
+        return model
     if isinstance(model, (bytes, bytearray, memoryview)):
         data = bytes(model)
         proto = onnx.ModelProto()
@@ -205,17 +206,16 @@ def parse_model(model: Any) -> Tuple[Any, bytes]:
             proto.ParseFromString(data)
         except Exception as e:  # noqa: BLE001 - protobuf's DecodeError
             raise ModelError(f"{path}: not an ONNX model: {e}") from None
-        # The file's own bytes are the model unless weights are kept in files beside it (then
-        # read in, as onnx.load does, so that a pickle carries them): serializing a ResNet-50
-        # again took half of its load time.
+        del data  # (the proto holds the weights: not the file's bytes beside them)
+        # Weights kept in files beside the model are read in, as onnx.load does, so that a
+        # pickle carries them.
         if _uses_external_data(proto):
             from onnx.external_data_helper import load_external_data_for_model
 
             load_external_data_for_model(proto, os.path.dirname(path))
-            data = proto.SerializeToString()
     if not proto.graph.node and not proto.graph.output:
         raise ModelError("not an ONNX model: the model has no graph")
-    return proto, data
+    return proto
 
 
 def _uses_external_data(proto: Any) -> bool:
@@ -2040,10 +2040,7 @@ class Network:
         self._lanes_given = None if lanes is None else _args.as_int(lanes, "lanes")
         if self._lanes_given is not None and self._lanes_given < 1:
             raise ValueError(f"lanes must be None (one a thread) or at least 1, got {lanes!r}")
-        original, data = parse_model(model)
-        # (the parsed model holds the weights too: the bytes would add a copy to the load's
-        # peak; they are serialized again where no layer holds a weight, below)
-        del data
+        original = parse_model(model)
         try:
             proto = _netquant.expand_qoperator(original)
         except _netquant.ExpansionError as e:
