@@ -453,10 +453,9 @@ def test_inputs_of_other_batch_sizes_run_whole():
     assert list(net.explain()["runs"]) == ["(3, 4, 6, 6) float32; (1, 4, 6, 6) float32"]
 
 
-def test_input_whose_first_axis_is_not_the_batch_reaches_every_part_whole():
-    """A second input that declares a fixed first axis (a (4, 5) matrix beside images of any
-    batch) is not split into images, even at a batch of its size: every lane and part reads it
-    whole, and its first axis must be the model's."""
+def _matrix_beside_images() -> Any:
+    """A model of images x (N, 4, 6, 6) and a (4, 5) matrix m, its first axis not the batch:
+    y = Flatten(GlobalAveragePool(Conv(x))) @ m."""
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
              helper.make_node("GlobalAveragePool", ["c"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
              helper.make_node("MatMul", ["f", "m"], ["y"])]
@@ -464,7 +463,14 @@ def test_input_whose_first_axis_is_not_the_batch_reaches_every_part_whole():
                                            helper.make_tensor_value_info("m", F32, [4, 5])],
                               [helper.make_tensor_value_info("y", F32, None)],
                               [numpy_helper.from_array(_rand(4, 4, 3, 3), "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_input_whose_first_axis_is_not_the_batch_reaches_every_part_whole():
+    """A second input that declares a fixed first axis (a (4, 5) matrix beside images of any
+    batch) is not split into images, even at a batch of its size: every lane and part reads it
+    whole, and its first axis must be the model's."""
+    model = _matrix_beside_images()
     net = cppconv.onnx.load(model, num_threads=2, sub_batch=1)
     assert "reads input(s) ['m'] whole" in net.explain()["lanes"]
     m = _rand(4, 5)
@@ -475,6 +481,13 @@ def test_input_whose_first_axis_is_not_the_batch_reaches_every_part_whole():
                                        rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=r"input 'm' must have shape \(4, 5\), got \(3, 5\)"):
         net.run({"x": x, "m": m[:3]})
+
+
+def test_random_feeds_give_an_input_that_is_not_batched_its_own_first_axis():
+    from cppconv import _netrun
+
+    feeds = _netrun.random_feeds(_matrix_beside_images(), 3)
+    assert {name: v.shape for name, v in feeds.items()} == {"x": (3, 4, 6, 6), "m": (4, 5)}
 
 
 def test_explain_and_summary_show_the_sub_batch(torch):
