@@ -43,7 +43,7 @@ def random_feeds(model: Any, batch: int) -> Dict[str, np.ndarray]:
             dims[0] = batch
         if any(d is None for d in dims):
             raise ValueError(f"input {v.name!r} has sizes the model does not fix ({dims}): cannot make a random input")
-        shape = tuple(int(d) for d in dims)
+        shape = tuple(int(d) for d in dims if d is not None)
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type))
         feeds[v.name] = rng.standard_normal(shape).astype(dtype)
     return feeds

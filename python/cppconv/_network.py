@@ -2050,6 +2050,7 @@ class Network:
         # The source a pickle rebuilds the network from (__reduce__): the model's bytes, less
         # the weights a layer holds as they are (the network would hold them twice).
         light = _light_model(original, planner.held_by_layers) if proto is original else None
+        self._bytes: bytes
         self._bytes, self._weights_in_layers = light or (original.SerializeToString(), {})
         del original
         outputs = [planner.value_in(name, None) for name in planner.output_names]
@@ -2100,10 +2101,10 @@ class Network:
         run on zeros at batch 1 decides (a model it cannot infer may still be sound)."""
         feeds = {}
         for spec in self._inputs:
-            shape = (1, *spec.shape[1:]) if spec.batch and spec.shape else spec.shape
-            if None in shape:
+            sizes = [1 if k == 0 and spec.batch else d for k, d in enumerate(spec.shape)]
+            if None in sizes:
                 raise ModelError(problem)
-            feeds[spec.name] = np.zeros(shape, spec.dtype)
+            feeds[spec.name] = np.zeros([int(d) for d in sizes if d is not None], spec.dtype)
         try:
             self.run(feeds)
         except Exception as e:  # noqa: BLE001 - any failure of the run is the model's error
@@ -2216,7 +2217,7 @@ class Network:
         # Each part runs as a batch of its own (its program's arena sized for it), its outputs
         # copied into their rows of the batch's, as a whole batch's leave its program; the lanes
         # at once, each on its threads, the parts of a lane one after another.
-        batch_outputs = _BatchOutputs(values[self._batch_input].shape[0])
+        batch_outputs = _BatchOutputs(lanes[-1][1][-1][1])  # (the last part's end: the batch size)
 
         def run_lane(lane: int, bounds: List[Tuple[int, int]]) -> None:
             for lo, hi in bounds:
@@ -2801,7 +2802,7 @@ def _arena_plan(planner: _Planner, last: Dict[str, int], keep: Set[str], root: D
         dtype = planner.dtypes.get(name.split("@")[0])
         if name in keep or name in root or not shape or dtype is None or np.dtype(dtype) != planner.dtype:
             return None
-        if planner.stored_shape(name, batch=2)[:1] != (2,):  # (a first axis that is not the batch)
+        if (planner.stored_shape(name, batch=2) or ())[:1] != (2,):  # (a first axis that is not the batch)
             return None
         return tuple(shape[1:])
 
