@@ -254,6 +254,22 @@ def test_pickle_source_leaves_out_the_weights_the_layers_hold(torch, fold):
     x = _rand(2, *shape[1:])
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(net))(x), net(x))
 
+def test_model_proto_is_read_not_serialized_and_pickles_as_given():
+    """load(ModelProto) plans from the caller's proto itself (serializing a ResNet-50 took half
+    of its load); the pickle's source is the model at load, whatever the caller changes later."""
+    w = _rand(8, 4, 3, 3)
+    model = _model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], {"x": X4}, ["y"], {"w": w})
+    assert cppconv._network.parse_model(model) is model
+    net = cppconv.onnx.load(model)
+    want = net(X4)
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(-w, "w"))  # (the caller's proto, changed after load)
+    rebuilt = pickle.loads(pickle.dumps(net))
+    np.testing.assert_array_equal(rebuilt(X4), want)
+    source = onnx.load_from_string(net._model_bytes())
+    assert numpy_helper.to_array(source.graph.initializer[0]).tobytes() == w.tobytes()
+    np.testing.assert_allclose(want, _ort(source, {"x": X4})[0], rtol=1e-5, atol=1e-5)
+
+
 def _runs(net: cppconv.Network) -> List[str]:
     return list(net.explain()["runs"].values())
 
@@ -435,6 +451,43 @@ def test_inputs_of_other_batch_sizes_run_whole():
     want = cppconv.onnx.load(model, sub_batch=3).run({"x": x, "r": r})["y"]
     np.testing.assert_array_equal(net.run({"x": x, "r": r})["y"], want)
     assert list(net.explain()["runs"]) == ["(3, 4, 6, 6) float32; (1, 4, 6, 6) float32"]
+
+
+def _matrix_beside_images() -> Any:
+    """A model of images x (N, 4, 6, 6) and a (4, 5) matrix m, its first axis not the batch:
+    y = Flatten(GlobalAveragePool(Conv(x))) @ m."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("MatMul", ["f", "m"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F32, ["N", 4, 6, 6]),
+                                           helper.make_tensor_value_info("m", F32, [4, 5])],
+                              [helper.make_tensor_value_info("y", F32, None)],
+                              [numpy_helper.from_array(_rand(4, 4, 3, 3), "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_input_whose_first_axis_is_not_the_batch_reaches_every_part_whole():
+    """A second input that declares a fixed first axis (a (4, 5) matrix beside images of any
+    batch) is not split into images, even at a batch of its size: every lane and part reads it
+    whole, and its first axis must be the model's."""
+    model = _matrix_beside_images()
+    net = cppconv.onnx.load(model, num_threads=2, sub_batch=1)
+    assert "reads input(s) ['m'] whole" in net.explain()["lanes"]
+    m = _rand(4, 5)
+    for batch in (4, 3):  # (4: the rows of m)
+        x = _rand(batch, 4, 6, 6)
+        for _ in range(3):  # (the steps in Python, then recording, then the programs)
+            np.testing.assert_allclose(net.run({"x": x, "m": m})["y"], _ort(model, {"x": x, "m": m})[0],
+                                       rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"input 'm' must have shape \(4, 5\), got \(3, 5\)"):
+        net.run({"x": x, "m": m[:3]})
+
+
+def test_random_feeds_give_an_input_that_is_not_batched_its_own_first_axis():
+    from cppconv import _netrun
+
+    feeds = _netrun.random_feeds(_matrix_beside_images(), 3)
+    assert {name: v.shape for name, v in feeds.items()} == {"x": (3, 4, 6, 6), "m": (4, 5)}
 
 
 def test_explain_and_summary_show_the_sub_batch(torch):

@@ -24,20 +24,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def random_feeds(model: Any, batch: int) -> Dict[str, np.ndarray]:
-    """Random inputs for every graph input: batch on the first axis, the model's other sizes."""
+    """Random inputs for every graph input: batch on the batch inputs' first axis
+    (_network.batch_inputs), the model's other sizes."""
     from onnx import helper
+
+    from ._network import batch_inputs
 
     rng = np.random.default_rng(0)
     initializers = {t.name for t in model.graph.initializer}
+    batched = set(batch_inputs(model.graph, initializers))
     feeds = {}
     for v in model.graph.input:
         if v.name in initializers:
             continue
         t = v.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
-        if any(d is None for d in dims[1:]):
+        if v.name in batched and dims:
+            dims[0] = batch
+        if any(d is None for d in dims):
             raise ValueError(f"input {v.name!r} has sizes the model does not fix ({dims}): cannot make a random input")
-        shape = (batch, *[int(d) for d in dims[1:] if d is not None]) if dims else ()
+        shape = tuple(int(d) for d in dims if d is not None)
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type))
         feeds[v.name] = rng.standard_normal(shape).astype(dtype)
     return feeds
@@ -66,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         net = cppconv.onnx.load(args.model, num_threads=args.threads, precision=args.precision)
         load_s = time.perf_counter() - start
-        model, _ = cppconv._network.parse_model(args.model)
+        model = cppconv._network.parse_model(args.model)
         feeds = random_feeds(model, args.batch)
     except (OSError, ValueError) as e:  # the file, or a model cppconv cannot run (ModelError names the node)
         message = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename else str(e)

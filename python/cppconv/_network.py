@@ -19,7 +19,7 @@ import heapq
 import sys
 import threading
 from collections import defaultdict
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -179,12 +179,13 @@ def _unrecorded(why: str) -> None:
         _recording.failed = why
 
 
-def parse_model(model: Any) -> Tuple[Any, bytes]:
-    """The ModelProto and its bytes, from a path, bytes or a ModelProto."""
+def parse_model(model: Any) -> Any:
+    """The ModelProto of a path, bytes or a ModelProto (itself: not serialized, which took half
+    of a ResNet-50's load; a network keeps a source for pickles of its own, Network.__init__)."""
     import onnx
 
     if isinstance(model, onnx.ModelProto):
-        return model, model.SerializeToString()
+        return model
     if isinstance(model, (bytes, bytearray, memoryview)):
         data = bytes(model)
         proto = onnx.ModelProto()
@@ -205,17 +206,16 @@ def parse_model(model: Any) -> Tuple[Any, bytes]:
             proto.ParseFromString(data)
         except Exception as e:  # noqa: BLE001 - protobuf's DecodeError
             raise ModelError(f"{path}: not an ONNX model: {e}") from None
-        # The file's own bytes are the model unless weights are kept in files beside it (then
-        # read in, as onnx.load does, so that a pickle carries them): serializing a ResNet-50
-        # again took half of its load time.
+        del data  # (the proto holds the weights: not the file's bytes beside them)
+        # Weights kept in files beside the model are read in, as onnx.load does, so that a
+        # pickle carries them.
         if _uses_external_data(proto):
             from onnx.external_data_helper import load_external_data_for_model
 
             load_external_data_for_model(proto, os.path.dirname(path))
-            data = proto.SerializeToString()
     if not proto.graph.node and not proto.graph.output:
         raise ModelError("not an ONNX model: the model has no graph")
-    return proto, data
+    return proto
 
 
 def _uses_external_data(proto: Any) -> bool:
@@ -314,11 +314,29 @@ def free_batch(proto: Any) -> Any:
     return model
 
 
+def batch_inputs(g: Any, initializers: Set[str]) -> List[str]:
+    """The graph inputs (the initializers excepted) whose first axis is the batch: that of the
+    first input whose first axis the model leaves free (else the first input's), and of every
+    input that declares it so too (free, or the same size).  An input that declares another
+    fixed size there (a table of 3 rows beside images of any batch) is not split into images."""
+    def first_axis(v: Any) -> Any:  # a size, "free", or None where the input has no first axis
+        t = v.type.tensor_type
+        if not t.HasField("shape"):
+            return "free"
+        dims = t.shape.dim
+        return None if not len(dims) else dims[0].dim_value if dims[0].HasField("dim_value") else "free"
+
+    axes = {v.name: first_axis(v) for v in g.input if v.name not in initializers}
+    batch = "free" if "free" in axes.values() else next(iter(axes.values()), None)
+    return [name for name, axis in axes.items() if axis is not None and axis in (batch, "free")]
+
+
 def _symbolic_batch(g: Any, initializers: Set[str]) -> None:
-    """Marks the first axis of the graph's inputs and outputs (the initializers excepted) "N"."""
-    for v in list(g.input) + list(g.output):
+    """Marks the first axis of the graph's batch inputs (batch_inputs) and of its outputs "N"."""
+    batch = set(batch_inputs(g, initializers))
+    for v in [*(v for v in g.input if v.name in batch), *(v for v in g.output if v.name not in initializers)]:
         dims = v.type.tensor_type.shape.dim
-        if v.name not in initializers and len(dims):
+        if len(dims):
             dims[0].dim_param = "N"
 
 
@@ -395,6 +413,7 @@ class _Planner:
         self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
         self.consts: Dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
         self.inputs = [v for v in g.input if v.name not in self.consts]
+        self.batch_inputs = set(batch_inputs(g, set(self.consts)))
         self.output_names = [v.name for v in g.output]
         self.layout: Dict[str, Perm] = {name: None for name in self.consts}
         self.layout.update({v.name: None for v in self.inputs})
@@ -434,7 +453,8 @@ class _Planner:
                 raise ModelError(f"graph output {name!r} is produced by no node, initializer or input")
         known = self._known_constants(order)
         # (on the model's own nodes, before fusion: the checks read ONNX's operators)
-        self.split_problem = _netbatch.split_problem(order, known, [v.name for v in self.inputs],
+        self.split_problem = _netbatch.split_problem(order, known, [v.name for v in self.inputs
+                                                                    if v.name in self.batch_inputs],
                                                      self.output_names, dim_params, self.opset)
         def activation_of(n: _Node) -> Any:
             return _fused_activation(n, known, self.opset)
@@ -1978,10 +1998,12 @@ assert set(_HANDLERS) == set(_ATTRIBUTES) | {_netquant.QUANTIZED_ADD}  # (that o
 
 
 class _Input:
-    __slots__ = ("name", "slot", "shape", "dtype")
+    """A graph input: batch, whether its first axis is the batch (batch_inputs; else every
+    part of a batch reads it whole, and its first axis is the model's)."""
+    __slots__ = ("name", "slot", "shape", "dtype", "batch")
 
-    def __init__(self, name: str, slot: int, shape: Tuple[Optional[int], ...], dtype: np.dtype):
-        self.name, self.slot, self.shape, self.dtype = name, slot, shape, dtype
+    def __init__(self, name: str, slot: int, shape: Tuple[Optional[int], ...], dtype: np.dtype, batch: bool):
+        self.name, self.slot, self.shape, self.dtype, self.batch = name, slot, shape, dtype, batch
 
 
 class Network:
@@ -1989,7 +2011,8 @@ class Network:
 
     ``net(x)`` runs a network of one input and one output; ``net.run({name: array, ...})``
     any network, returning ``{output name: array}``.  The batch size (the first axis of
-    every input) is free; the other sizes must be the model's.  A network pickles (it is
+    every input but one that declares another fixed size there: batch_inputs) is free; the
+    other sizes must be the model's.  A network pickles (it is
     rebuilt from the model's bytes) and may be called from many threads at once.
 
     >>> import numpy as np, cppconv
@@ -2017,10 +2040,7 @@ class Network:
         self._lanes_given = None if lanes is None else _args.as_int(lanes, "lanes")
         if self._lanes_given is not None and self._lanes_given < 1:
             raise ValueError(f"lanes must be None (one a thread) or at least 1, got {lanes!r}")
-        original, data = parse_model(model)
-        # (the parsed model holds the weights too: the bytes would add a copy to the load's
-        # peak; they are serialized again where no layer holds a weight, below)
-        del data
+        original = parse_model(model)
         try:
             proto = _netquant.expand_qoperator(original)
         except _netquant.ExpansionError as e:
@@ -2030,6 +2050,7 @@ class Network:
         # The source a pickle rebuilds the network from (__reduce__): the model's bytes, less
         # the weights a layer holds as they are (the network would hold them twice).
         light = _light_model(original, planner.held_by_layers) if proto is original else None
+        self._bytes: bytes
         self._bytes, self._weights_in_layers = light or (original.SerializeToString(), {})
         del original
         outputs = [planner.value_in(name, None) for name in planner.output_names]
@@ -2080,10 +2101,10 @@ class Network:
         run on zeros at batch 1 decides (a model it cannot infer may still be sound)."""
         feeds = {}
         for spec in self._inputs:
-            sizes = [int(d) for d in spec.shape[1:] if d is not None]
-            if len(sizes) + 1 != len(spec.shape) and spec.shape:
+            sizes = [1 if k == 0 and spec.batch else d for k, d in enumerate(spec.shape)]
+            if None in sizes:
                 raise ModelError(problem)
-            feeds[spec.name] = np.zeros((1, *sizes) if spec.shape else (), spec.dtype)
+            feeds[spec.name] = np.zeros([int(d) for d in sizes if d is not None], spec.dtype)
         try:
             self.run(feeds)
         except Exception as e:  # noqa: BLE001 - any failure of the run is the model's error
@@ -2101,7 +2122,10 @@ class Network:
         self._inputs = []
         for v in planner.inputs:
             shape = planner.shapes.get(v.name, ())
-            self._inputs.append(_Input(v.name, slot(v.name), shape, planner.input_dtypes[v.name]))
+            self._inputs.append(_Input(v.name, slot(v.name), shape, planner.input_dtypes[v.name],
+                                       v.name in planner.batch_inputs))
+        # (the input whose first axis gives a call's batch size, for the arena and the lanes)
+        self._batch_input = next((k for k, spec in enumerate(self._inputs) if spec.batch), None)
         used_consts = {i for s in planner.steps for i in s.ins if i in planner.consts} | \
             {o for o in outputs if o in planner.consts}
         for name in sorted(used_consts):
@@ -2161,10 +2185,12 @@ class Network:
                 raise TypeError(f"input {spec.name!r} must be numeric, got dtype {x.dtype}")
             x = x.astype(spec.dtype)
         if spec.shape:
-            if x.ndim != len(spec.shape) or any(d is not None and i > 0 and d != s
-                                                for i, (d, s) in enumerate(zip(spec.shape, x.shape))):
-                want = ", ".join("N" if i == 0 else ("?" if d is None else str(d)) for i, d in enumerate(spec.shape))
-                raise ValueError(f"input {spec.name!r} must have shape ({want}) (any batch size N), got {x.shape}")
+            free = 1 if spec.batch else 0  # (the batch axis takes any size)
+            if x.ndim != len(spec.shape) or any(d is not None and d != s
+                                                for d, s in zip(spec.shape[free:], x.shape[free:])):
+                want = ", ".join("N" if i < free else ("?" if d is None else str(d)) for i, d in enumerate(spec.shape))
+                raise ValueError(f"input {spec.name!r} must have shape ({want})"
+                                 + (" (any batch size N)" if free else "") + f", got {x.shape}")
         return x
 
     def run(self, feeds: Dict[str, Any], outputs: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
@@ -2184,18 +2210,18 @@ class Network:
         values = [self._feed(spec, feeds[spec.name]) for spec in self._inputs]
         lanes = self._lanes(values)
         self._keep_programs(frozenset([_program_key(0, values)] if lanes is None else
-                                      [_program_key(k, [v[lo:hi] for v in values])
+                                      [_program_key(k, self._images(values, lo, hi))
                                        for k, (_, bounds) in enumerate(lanes) for lo, hi in bounds]))
         if lanes is None:
             return self._run_whole(values, wanted)
         # Each part runs as a batch of its own (its program's arena sized for it), its outputs
         # copied into their rows of the batch's, as a whole batch's leave its program; the lanes
         # at once, each on its threads, the parts of a lane one after another.
-        batch_outputs = _BatchOutputs(values[0].shape[0])
+        batch_outputs = _BatchOutputs(lanes[-1][1][-1][1])  # (the last part's end: the batch size)
 
         def run_lane(lane: int, bounds: List[Tuple[int, int]]) -> None:
             for lo, hi in bounds:
-                self._run_whole([v[lo:hi] for v in values], self.output_names, batch_outputs.rows(lo, hi), lane)
+                self._run_whole(self._images(values, lo, hi), self.output_names, batch_outputs.rows(lo, hi), lane)
 
         _netbatch.LANE_POOL.run([(threads, functools.partial(run_lane, k, bounds))
                                  for k, (threads, bounds) in enumerate(lanes)])
@@ -2207,10 +2233,11 @@ class Network:
         end), ...]), ...]; None where it runs whole on the network's threads: one lane of one
         part, a network whose images are not computed apart, inputs of different batch sizes
         (one that broadcasts).  Auto sub-batches share the cache between the lanes."""
-        if not self._splits or not values or any(v.ndim == 0 for v in values):
+        batch = [v for spec, v in zip(self._inputs, values) if spec.batch]
+        if not self._splits or not batch or any(v.ndim == 0 for v in batch):
             return None
-        n = values[0].shape[0]
-        if n < 2 or any(v.shape[0] != n for v in values):
+        n = batch[0].shape[0]
+        if n < 2 or any(v.shape[0] != n for v in batch):
             return None
         # (Tuned layers key their choices by the thread count: lanes of other counts could choose
         # other algorithms, and measure alongside each other.)
@@ -2223,6 +2250,10 @@ class Network:
                 for lo, hi, threads in lanes]
         return None if len(plan) == 1 and len(plan[0][1]) == 1 else plan
 
+    def _images(self, values: List[np.ndarray], lo: int, hi: int) -> List[np.ndarray]:
+        """The inputs of images lo to hi-1 of a batch: the batch inputs' rows, the others whole."""
+        return [v[lo:hi] if spec.batch else v for spec, v in zip(self._inputs, values)]
+
     def _lanes_rule(self) -> str:
         """How a batch is shared between the threads, in words (explain()["lanes"])."""
         if not self._splits:
@@ -2230,8 +2261,11 @@ class Network:
         if self._lanes_given == 1:
             return "one lane (lanes=1 at load): every step's threads share each batch"
         most = "" if self._lanes_given is None else f", at most {self._lanes_given} (lanes={self._lanes_given} at load)"
+        whole = [spec.name for spec in self._inputs if not spec.batch]
         return ("a batch of several images runs as lanes side by side, one a thread and at least one image "
-                f"a lane{most}, each lane's images on its share of the threads")
+                f"a lane{most}, each lane's images on its share of the threads"
+                + (f"; every lane and part reads input(s) {whole} whole (their first axis is not the batch)"
+                   if whole else ""))
 
     def _keep_programs(self, keys: frozenset) -> None:
         """Keeps the recorded programs of the last _programs_kept calls' shapes (a call's keys:
@@ -2254,11 +2288,7 @@ class Network:
             found = self._run_program(values, rows, lane)
             if found is not None:
                 return {n: found[n] for n in wanted} if rows is None else {}
-        found = self._owned(self._run_steps(values), wanted)
-        if rows is not None:
-            for name, value in found.items():
-                rows(name, value)
-        return found
+        return _hand_out(self._owned(self._run_steps(values), wanted).items(), rows, owned=True)
 
     def _owned(self, found: Dict[str, Any], wanted: Sequence[str]) -> Dict[str, np.ndarray]:
         """The wanted outputs of a run of the steps as arrays the caller owns: a result that is an
@@ -2273,7 +2303,8 @@ class Network:
         env = list(self._template)
         for spec, value in zip(self._inputs, values):
             env[spec.slot] = value
-        n = env[self._inputs[0].slot].shape[0] if self._inputs and env[self._inputs[0].slot].ndim else 0
+        batch = None if self._batch_input is None else values[self._batch_input]
+        n = batch.shape[0] if batch is not None and batch.ndim else 0
         # Every step that writes into a buffer, where its output's size is known, writes into
         # its planned part of one arena (docs/design.md, "Activation memory"): reused from call
         # to call, as fresh memory costs page faults as it is first written (at batch 16 a
@@ -2374,18 +2405,10 @@ class Network:
                 found = self._record(key, entry, values)
             else:
                 entry.native.run([np.ascontiguousarray(v) for v in values])
-                if rows is None:
-                    return {name: np.array(value) for name, value in entry.outputs}
-                for name, value in entry.outputs:
-                    rows(name, value)
-                return {}
+                return _hand_out(entry.outputs, rows, owned=False)  # (while the program's arrays are this call's)
         finally:
             entry.lock.release()
-        if rows is None:
-            return found
-        for name, value in found.items():
-            rows(name, value)
-        return {}
+        return _hand_out(found.items(), rows, owned=True)
 
     def _record(self, key: Any, entry: _Program, values: List[np.ndarray]) -> Dict[str, np.ndarray]:
         """Records the steps' native calls on the inputs' values into entry (see _run_program),
@@ -2538,6 +2561,18 @@ class Network:
 _SEEN = object()  # Network._programs: a shape run once (recorded at its second call)
 _PRECISION_WORDS = {0: "highest", 1: "high"}  # _native.get_float32_precision()'s codes
 _PROGRAMS_KEPT = 2  # calls (of other input shapes) whose programs, and their arrays, a network keeps
+
+
+def _hand_out(outputs: Iterable[Tuple[str, np.ndarray]], rows: Optional[Callable[[str, np.ndarray], None]],
+              owned: bool) -> Dict[str, np.ndarray]:
+    """A pass's outputs for its caller: each handed to rows (copied into the rows of a larger
+    batch's; {} returned) where given, else {name: array the caller owns} (copied unless owned:
+    a program's arrays are overwritten by its next run)."""
+    if rows is None:
+        return {name: value if owned else np.array(value) for name, value in outputs}
+    for name, value in outputs:
+        rows(name, value)
+    return {}
 
 
 def _program_key(lane: int, values: List[np.ndarray]) -> Tuple[Any, ...]:
@@ -2773,6 +2808,8 @@ def _arena_plan(planner: _Planner, last: Dict[str, int], keep: Set[str], root: D
         shape = planner.stored_shape(name, batch=1)
         dtype = planner.dtypes.get(name.split("@")[0])
         if name in keep or name in root or not shape or dtype is None or np.dtype(dtype) != planner.dtype:
+            return None
+        if (planner.stored_shape(name, batch=2) or ())[:1] != (2,):  # (a first axis that is not the batch)
             return None
         return tuple(shape[1:])
 

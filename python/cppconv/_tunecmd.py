@@ -85,7 +85,7 @@ def tune_model(args: argparse.Namespace) -> int:
 
     try:
         net = cppconv.onnx.load(args.model, num_threads=args.threads, precision=args.precision)
-        model, _ = cppconv._network.parse_model(args.model)
+        model = cppconv._network.parse_model(args.model)
         feeds = _netrun.random_feeds(model, args.batch)
     except (OSError, ValueError) as e:
         message = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename else str(e)
