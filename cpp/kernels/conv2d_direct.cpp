@@ -30,6 +30,7 @@
 //    a per-thread row buffer [row][ow][NR] that is transposed into the output rows (kLanes x kLanes
 //    in-register transposes for float).
 #include <array>
+#include <atomic>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -1191,6 +1192,48 @@ int64_t items_per_block(const EnginePlan& d, int64_t rows) {
   return d.k_units * (d.wide ? 1 : rows);
 }
 
+// A call's units in contiguous runs, one a thread: each thread takes its own run's from the front
+// (so its next unit, and the next tile to ask for, is known), and a thread whose run is done
+// takes the others' from their back (so one that loses its core holds up only the unit it has).
+class UnitRuns {
+ public:
+  UnitRuns(int64_t units, int runs) : runs_(runs), ranges_(size_t(runs)) {
+    for (int t = 0; t < runs; ++t)
+      ranges_[size_t(t)].packed.store(pack(units * t / runs, units * (t + 1) / runs), std::memory_order_relaxed);
+  }
+  // Thread t's next unit, -1 when all are taken.
+  int64_t take(int t) {
+    if (const int64_t u = take_from(t, true); u >= 0) return u;
+    for (int k = 1; k < runs_; ++k)
+      if (const int64_t u = take_from((t + k) % runs_, false); u >= 0) return u;
+    return -1;
+  }
+  // The unit thread t would take next from its own run, -1 when that is done.
+  int64_t upcoming(int t) const {
+    const uint64_t r = ranges_[size_t(t)].packed.load(std::memory_order_relaxed);
+    return front(r) < back(r) ? front(r) : -1;
+  }
+
+ private:
+  struct alignas(64) Range {  // [front, back), a line each: the owner's takes do not bounce the others'
+    std::atomic<uint64_t> packed{0};
+  };
+  static uint64_t pack(int64_t front, int64_t back) { return uint64_t(front) << 32 | uint64_t(back); }
+  static int64_t front(uint64_t r) { return int64_t(r >> 32); }
+  static int64_t back(uint64_t r) { return int64_t(r & 0xffffffffu); }
+  int64_t take_from(int t, bool from_front) {
+    std::atomic<uint64_t>& range = ranges_[size_t(t)].packed;
+    uint64_t r = range.load(std::memory_order_relaxed);
+    while (front(r) < back(r)) {
+      const uint64_t taken = from_front ? pack(front(r) + 1, back(r)) : pack(front(r), back(r) - 1);
+      if (range.compare_exchange_weak(r, taken, std::memory_order_relaxed)) return from_front ? front(r) : back(r) - 1;
+    }
+    return -1;
+  }
+  int runs_;
+  std::vector<Range> ranges_;
+};
+
 template <class T, class B>
 void run_engine(const ConvCall& call, Orientation orientation) {
   const ConvProblem& p = call.p;
@@ -1244,6 +1287,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
     return d.pixel_tile ? own + g * d.group_in : own;
   };
 
+  UnitRuns unit_runs(d.private_tiles ? p.batch * p.groups * d.row_blocks * d.parts_per_block : 0, threads);
   parallel_region(threads, [&] {
     DenormalGuard denormals;
     T* row_buf = row_bufs + row_buf_elems * thread_id();
@@ -1258,8 +1302,7 @@ void run_engine(const ConvCall& call, Orientation orientation) {
       // is worth asking for ahead; a single image's is usually there already.
       const bool prefetches_tiles =
           !d.direct_input && p.batch * p.in_channels * p.in_h * p.in_w * int64_t(sizeof(T)) > kInputInCacheBytes;
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t unit = 0; unit < units; ++unit) {
+      const auto run_unit = [&](int64_t unit, int64_t next_unit) {
         const int64_t block = unit / d.parts_per_block, part = unit % d.parts_per_block;
         const BlockOrigin b = block_origin(p, d, block);
         if (!d.direct_input && tile_block(block) != own_block) {
@@ -1269,16 +1312,19 @@ void run_engine(const ConvCall& call, Orientation orientation) {
           }
           own_block = tile_block(block);
         }
-        // Units are handed out in turn, so this thread's next one is most likely `threads` on.
-        const int64_t next_block = (unit + threads) / d.parts_per_block;
-        next_tile = prefetches_tiles && unit + threads < units && tile_block(next_block) != tile_block(block)
-                        ? tile_source<T>(call, d, block_origin(p, d, next_block))
-                        : PrefetchStream{};
+        // The next tile is the one of this thread's next unit in its run (unless another takes it).
+        const int64_t next_block = next_unit / d.parts_per_block;
+        next_tile =
+            prefetches_tiles && next_unit >= 0 && next_unit < units && tile_block(next_block) != tile_block(block)
+                ? tile_source<T>(call, d, block_origin(p, d, next_block))
+                : PrefetchStream{};
         const int64_t items = items_per_block(d, b.rows);
         compute_items<T, B>(call, d, tap_off.data(), dead_taps, b.n, b.g, b.oh0, b.rows, tile_for(b.n, b.g, b.oh0, own),
                             items * part / d.parts_per_block, items * (part + 1) / d.parts_per_block, row_buf,
                             &next_tile);
-      }
+      };
+      const int t = thread_id() % threads;
+      for (int64_t unit = unit_runs.take(t); unit >= 0; unit = unit_runs.take(t)) run_unit(unit, unit_runs.upcoming(t));
     } else {
       for (int64_t block = 0; block < p.batch * p.groups * d.row_blocks; ++block) {
         const BlockOrigin b = block_origin(p, d, block);
