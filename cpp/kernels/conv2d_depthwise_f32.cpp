@@ -307,7 +307,9 @@ size_t cblock_workspace(const ConvProblem& p, int threads) {
 // docs/tuning.md, "Memory traffic").  Rows [oh0, oh0 + rows) and columns [ow0, ow0 + cols) of
 // output slice od of image n; `inner` and `edge` are the problem's row-reuse blocks, unchecked
 // and checked; weights [channel block][tap][kVL], biases [channel block][kVL].
-template <class T>
+// kPairs: two_rows_blocks applies (an instantiation of its own, so that the planar problems'
+// row loop stays as it was).
+template <class T, bool kPairs>
 void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn<T>* inner, const RowReuseFn<T>* edge,
                           int64_t full_cblocks, const float* weights, const float* biases, int64_t n, int64_t od,
                           int64_t oh0, int64_t rows, int64_t ow0, int64_t cols) {
@@ -322,8 +324,8 @@ void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn<T>* inner, cons
       static_cast<const T*>(call.x) + n * call.x_stride.n + (front + a_lo * p.dilation_d) * call.x_depth_stride;
   T* yn = static_cast<T*>(call.y) + n * call.y_stride.n + od * call.y_depth_stride;
   const int64_t kw_reach = (p.kernel_w - 1) * p.dilation_w;
-  const TwoRowsFn<T>* pairs_inner = two_rows_blocks<false, T>(p);
-  const TwoRowsFn<T>* pairs_edge = two_rows_blocks<true, T>(p);
+  const TwoRowsFn<T>* pairs_inner = kPairs ? two_rows_blocks<false, T>(p) : nullptr;
+  const TwoRowsFn<T>* pairs_edge = kPairs ? two_rows_blocks<true, T>(p) : nullptr;
   // Output rows whose three kernel rows all read input rows (top and bottom padding: none).
   const int64_t full_lo = p.pad_top, full_hi = p.in_h - 3 + p.pad_top;  // [full_lo, full_hi]
   for (int64_t ow = ow0; ow < ow0 + cols; ow += kMB) {
@@ -332,7 +334,7 @@ void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn<T>* inner, cons
     const bool inside = col0 >= 0 && col0 + int64_t(mb - 1) * p.stride_w + kw_reach < p.in_w;
     const RowReuseFn<T> block = (inside ? inner : edge)[mb - 1];
     for (int64_t oh = oh0; oh < oh0 + rows; ++oh) {
-      if (pairs_inner && oh >= full_lo && oh + 1 <= full_hi && oh + 1 < oh0 + rows) {
+      if (kPairs && oh >= full_lo && oh + 1 <= full_hi && oh + 1 < oh0 + rows) {
         const int64_t top = oh - p.pad_top;
         const T* xr = xn + top * call.x_stride.h;
         const T* x0 = inside ? xr + col0 * call.x_stride.w : xr;
@@ -387,6 +389,7 @@ void run_cblock_typed(const ConvCall& call) {
   const RowReuseFn<float>* reuse = row_reuse_blocks<false>(p);  // (on the float32 tile)
   const RowReuseFn<T>* in_place = d.in_place ? row_reuse_blocks<false, T>(p) : nullptr;
   const RowReuseFn<T>* in_place_edge = d.in_place ? row_reuse_blocks<true, T>(p) : nullptr;
+  const bool pairs = d.in_place && two_rows_blocks<false, T>(p) != nullptr;
   const bool nchw = p.layout == Layout::NCHW;
   const int64_t full_cblocks = p.in_channels / kVL;
   const FusedActivation fused = is_simple<float>(p.activation) ? fused_activation(p) : FusedActivation{};
@@ -477,8 +480,12 @@ void run_cblock_typed(const ConvCall& call) {
       const int64_t oh0 = rb * d.band_rows, rows = std::min(d.band_rows, p.out_h - oh0);
       const int64_t ow0 = colb * d.band_cols, cols = std::min(d.band_cols, p.out_w - ow0);
       if (d.in_place) {  // every channel block of the band: the full ones in place, a partial one tiled
-        cblock_nhwc_in_place<T>(call, in_place, in_place_edge, full_cblocks, weights, biases, n, od, oh0, rows, ow0,
-                                cols);
+        if (pairs)
+          cblock_nhwc_in_place<T, true>(call, in_place, in_place_edge, full_cblocks, weights, biases, n, od, oh0, rows,
+                                        ow0, cols);
+        else
+          cblock_nhwc_in_place<T, false>(call, in_place, in_place_edge, full_cblocks, weights, biases, n, od, oh0, rows,
+                                         ow0, cols);
         if (full_cblocks < d.cblocks) run_tile(n, full_cblocks, oh0, rows, ow0, cols);
         return;
       }
