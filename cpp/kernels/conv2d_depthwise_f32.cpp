@@ -120,6 +120,74 @@ void cblock_row_reuse(const T* x, const KernelRows& rows, int64_t pixel_pitch, i
   for (int m = 0; m < MB; ++m) vstore_f32(out + m * out_pitch, apply_simple_activation(acc[m], act));
 }
 
+// Two output rows at once for a 3-D 3x3 kernel at unit strides and dilations, both rows' three
+// kernel rows inside the input: each of the four input rows' columns is loaded once for the six
+// (row, kernel row) pairs it feeds, instead of once per output row (3 loads of each input row).
+// Arguments as cblock_row_reuse's; the second row's outputs are out_row_step after the first's.
+template <int MB, bool kChecked, class T>
+void cblock_two_rows_3x3(const T* x, const KernelRows& rows, int64_t pixel_pitch, int64_t col0, int64_t in_w,
+                         const float* w, const float* bias, FusedActivation act, T* out, int64_t out_pitch,
+                         int64_t out_row_step) {
+  constexpr int kCols = MB + 2;
+  Vec acc[2][MB];
+  const Vec b = vload(bias);
+#pragma GCC unroll 8
+  for (int m = 0; m < MB; ++m) acc[0][m] = acc[1][m] = b;
+  for (int64_t a = 0; a < rows.depth_taps; ++a) {
+    const T* xa = x + a * rows.depth_step;
+    const float* wa = w + a * rows.depth_weights;
+    Vec wv[3][3];
+#pragma GCC unroll 3
+    for (int i = 0; i < 3; ++i)
+#pragma GCC unroll 3
+      for (int j = 0; j < 3; ++j) wv[i][j] = vload(wa + (i * 3 + j) * kVL);
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      const T* xr = xa + q * rows.row_step;
+#pragma GCC unroll 16
+      for (int c = 0; c < kCols; ++c) {
+        Vec xv;
+        if constexpr (kChecked)
+          xv = col0 + c >= 0 && col0 + c < in_w ? vload_f32(xr + (col0 + c) * pixel_pitch) : vzero();
+        else xv = vload_f32(xr + c * pixel_pitch);
+        xv = in_register(xv);
+#pragma GCC unroll 2
+        for (int r = 0; r < 2; ++r) {
+          const int i = q - r;
+          if (i < 0 || i > 2) continue;
+#pragma GCC unroll 3
+          for (int j = 0; j < 3; ++j) {
+            const int m = c - j;
+            if (m >= 0 && m < MB) acc[r][m] = vfma(xv, wv[i][j], acc[r][m]);
+          }
+        }
+      }
+    }
+  }
+#pragma GCC unroll 2
+  for (int r = 0; r < 2; ++r)
+#pragma GCC unroll 8
+    for (int m = 0; m < MB; ++m)
+      vstore_f32(out + r * out_row_step + m * out_pitch, apply_simple_activation(acc[r][m], act));
+}
+
+template <class T = float>
+using TwoRowsFn = void (*)(const T*, const KernelRows&, int64_t, int64_t, int64_t, const float*, const float*,
+                           FusedActivation, T*, int64_t, int64_t);
+template <bool kChecked, class T, size_t... M>
+constexpr std::array<TwoRowsFn<T>, kMB> two_rows_table(std::index_sequence<M...>) {
+  return {cblock_two_rows_3x3<int(M) + 1, kChecked, T>...};
+}
+// The two-row blocks by [block pixels - 1] where they apply (3-D, 3x3 at unit strides and
+// dilations), else nullptr.
+template <bool kChecked, class T>
+const TwoRowsFn<T>* two_rows_blocks(const ConvProblem& p) {
+  static constexpr auto blocks = two_rows_table<kChecked, T>(std::make_index_sequence<kMB>());
+  const bool applies = p.kernel_d > 1 && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_h == 1 && p.stride_w == 1 &&
+                       p.dilation_h == 1 && p.dilation_w == 1;
+  return applies ? blocks.data() : nullptr;
+}
+
 template <class T = float>
 using RowReuseFn = void (*)(const T*, const KernelRows&, int64_t, int64_t, int64_t, const float*, const float*,
                             FusedActivation, T*, int64_t);
@@ -239,7 +307,9 @@ size_t cblock_workspace(const ConvProblem& p, int threads) {
 // docs/tuning.md, "Memory traffic").  Rows [oh0, oh0 + rows) and columns [ow0, ow0 + cols) of
 // output slice od of image n; `inner` and `edge` are the problem's row-reuse blocks, unchecked
 // and checked; weights [channel block][tap][kVL], biases [channel block][kVL].
-template <class T>
+// kPairs: two_rows_blocks applies (an instantiation of its own, so that the planar problems'
+// row loop stays as it was).
+template <class T, bool kPairs>
 void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn<T>* inner, const RowReuseFn<T>* edge,
                           int64_t full_cblocks, const float* weights, const float* biases, int64_t n, int64_t od,
                           int64_t oh0, int64_t rows, int64_t ow0, int64_t cols) {
@@ -254,12 +324,37 @@ void cblock_nhwc_in_place(const ConvCall& call, const RowReuseFn<T>* inner, cons
       static_cast<const T*>(call.x) + n * call.x_stride.n + (front + a_lo * p.dilation_d) * call.x_depth_stride;
   T* yn = static_cast<T*>(call.y) + n * call.y_stride.n + od * call.y_depth_stride;
   const int64_t kw_reach = (p.kernel_w - 1) * p.dilation_w;
+  const TwoRowsFn<T>* pairs_inner = kPairs ? two_rows_blocks<false, T>(p) : nullptr;
+  const TwoRowsFn<T>* pairs_edge = kPairs ? two_rows_blocks<true, T>(p) : nullptr;
+  // Output rows whose three kernel rows all read input rows (top and bottom padding: none).
+  const int64_t full_lo = p.pad_top, full_hi = p.in_h - 3 + p.pad_top;  // [full_lo, full_hi]
   for (int64_t ow = ow0; ow < ow0 + cols; ow += kMB) {
     const size_t mb = size_t(std::min<int64_t>(kMB, ow0 + cols - ow));
     const int64_t col0 = ow * p.stride_w - p.pad_left;
     const bool inside = col0 >= 0 && col0 + int64_t(mb - 1) * p.stride_w + kw_reach < p.in_w;
     const RowReuseFn<T> block = (inside ? inner : edge)[mb - 1];
     for (int64_t oh = oh0; oh < oh0 + rows; ++oh) {
+      if (kPairs && oh >= full_lo && oh + 1 <= full_hi && oh + 1 < oh0 + rows) {
+        const int64_t top = oh - p.pad_top;
+        const T* xr = xn + top * call.x_stride.h;
+        const T* x0 = inside ? xr + col0 * call.x_stride.w : xr;
+        T* y0 = yn + oh * call.y_stride.h + ow * call.y_stride.w;
+        const KernelRows kernel_rows{a_hi - a_lo, p.dilation_d * call.x_depth_stride, slice_taps * kVL, 3,
+                                     call.x_stride.h};
+        const float* w0 = weights + a_lo * slice_taps * kVL;
+        const TwoRowsFn<T> pair = (inside ? pairs_inner : pairs_edge)[mb - 1];
+        for (int64_t cb = 0; cb < full_cblocks; ++cb)
+          pair(x0 + cb * kVL, kernel_rows, call.x_stride.w, col0, p.in_w, w0 + cb * taps * kVL, biases + cb * kVL,
+               fused, y0 + cb * kVL, call.y_stride.w, call.y_stride.h);
+        if constexpr (std::is_same_v<T, float>)
+          if (!is_simple<float>(p.activation))
+            for (int64_t r = 0; r < 2; ++r)
+              for (size_t m = 0; m < mb; ++m)
+                activate_row(y0 + r * call.y_stride.h + int64_t(m) * call.y_stride.w, full_cblocks * kVL,
+                             fused_activation(p));
+        ++oh;
+        continue;
+      }
       // Kernel rows [i_lo, i_hi) read input rows; the others only zero padding.
       const int64_t top = oh * p.stride_h - p.pad_top;
       const int64_t i_lo = top >= 0 ? 0 : std::min(p.kernel_h, ceil_div(-top, p.dilation_h));
@@ -294,6 +389,7 @@ void run_cblock_typed(const ConvCall& call) {
   const RowReuseFn<float>* reuse = row_reuse_blocks<false>(p);  // (on the float32 tile)
   const RowReuseFn<T>* in_place = d.in_place ? row_reuse_blocks<false, T>(p) : nullptr;
   const RowReuseFn<T>* in_place_edge = d.in_place ? row_reuse_blocks<true, T>(p) : nullptr;
+  const bool pairs = d.in_place && two_rows_blocks<false, T>(p) != nullptr;
   const bool nchw = p.layout == Layout::NCHW;
   const int64_t full_cblocks = p.in_channels / kVL;
   const FusedActivation fused = is_simple<float>(p.activation) ? fused_activation(p) : FusedActivation{};
@@ -384,8 +480,12 @@ void run_cblock_typed(const ConvCall& call) {
       const int64_t oh0 = rb * d.band_rows, rows = std::min(d.band_rows, p.out_h - oh0);
       const int64_t ow0 = colb * d.band_cols, cols = std::min(d.band_cols, p.out_w - ow0);
       if (d.in_place) {  // every channel block of the band: the full ones in place, a partial one tiled
-        cblock_nhwc_in_place<T>(call, in_place, in_place_edge, full_cblocks, weights, biases, n, od, oh0, rows, ow0,
-                                cols);
+        if (pairs)
+          cblock_nhwc_in_place<T, true>(call, in_place, in_place_edge, full_cblocks, weights, biases, n, od, oh0, rows,
+                                        ow0, cols);
+        else
+          cblock_nhwc_in_place<T, false>(call, in_place, in_place_edge, full_cblocks, weights, biases, n, od, oh0, rows,
+                                         ow0, cols);
         if (full_cblocks < d.cblocks) run_tile(n, full_cblocks, oh0, rows, ow0, cols);
         return;
       }
