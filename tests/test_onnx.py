@@ -399,21 +399,29 @@ def test_programs_of_the_latest_input_shapes_are_kept():
 
 # ----- sub-batches --------------------------------------------------------------------------
 
+def _split_against_whole(name: str, n: int, whole_options: Dict[str, Any], split_options: Dict[str, Any]) -> Any:
+    """Architecture `name` loaded twice, run on a batch of n three times (in Python; recorded;
+    replayed): the split network's outputs must be the whole one's bit for bit, arrays of their
+    own.  Returns the batch and the two networks."""
+    module, shape = vision_models.build(name, vision_models.ARCHITECTURES[name][1])
+    data = onnx_networks.export(module, shape)
+    whole, split = cppconv.onnx.load(data, **whole_options), cppconv.onnx.load(data, **split_options)
+    x = _rand(n, *shape[1:])
+    for _ in range(3):
+        y = split(x)
+        np.testing.assert_array_equal(y, whole(x))
+        assert y.flags.owndata and y.shape[0] == n
+    return x, whole, split
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v2", "resnet50", "efficientnet_b0", "regnet_x_400mf", "densenet121",
                                   "unet"])
 def test_sub_batches_give_the_whole_batch_results_bit_for_bit(torch, name):
     """A batch of 7 in sub-batches of at most 4 (4 and 3 images, each through the program
     recorded for its size) gives the whole batch's outputs bit for bit: no kernel's summation
     order depends on the batch size.  A batch no larger than the sub-batch runs whole."""
-    module, shape = vision_models.build(name, vision_models.ARCHITECTURES[name][1])
-    data = onnx_networks.export(module, shape)
-    whole, parts = cppconv.onnx.load(data, sub_batch=7, lanes=1), cppconv.onnx.load(data, sub_batch=4, lanes=1)
-    x = _rand(7, *shape[1:])
-    for _ in range(3):  # in Python; recorded; replayed
-        y = parts(x)
-        np.testing.assert_array_equal(y, whole(x))
-        assert y.flags.owndata and y.shape[0] == 7
-    size = ", ".join(map(str, shape[1:]))
+    x, whole, parts = _split_against_whole(name, 7, dict(sub_batch=7, lanes=1), dict(sub_batch=4, lanes=1))
+    size = ", ".join(map(str, x.shape[1:]))
     assert list(parts.explain()["runs"]) == [f"(4, {size}) float32", f"(3, {size}) float32"]
     assert all(h.startswith("one native call") for h in _runs(parts))
     small = x[:3]
@@ -548,16 +556,9 @@ def test_lanes_give_the_whole_batch_results_bit_for_bit(torch, name):
     first in sub-batches of 2 and 1: each lane through programs of its own, with the outputs of
     the whole batch on both threads bit for bit (no kernel's sums depend on the thread count or
     the batch size)."""
-    module, shape = vision_models.build(name, vision_models.ARCHITECTURES[name][1])
-    data = onnx_networks.export(module, shape)
-    whole = cppconv.onnx.load(data, num_threads=2, sub_batch=5, lanes=1)
-    lanes = cppconv.onnx.load(data, num_threads=2, sub_batch=2)
-    x = _rand(5, *shape[1:])
-    for _ in range(3):  # in Python; recorded; replayed
-        y = lanes(x)
-        np.testing.assert_array_equal(y, whole(x))
-        assert y.flags.owndata and y.shape[0] == 5
-    size = ", ".join(map(str, shape[1:]))
+    x, whole, lanes = _split_against_whole(name, 5, dict(num_threads=2, sub_batch=5, lanes=1),
+                                           dict(num_threads=2, sub_batch=2))
+    size = ", ".join(map(str, x.shape[1:]))
     assert sorted(lanes.explain()["runs"]) == sorted([f"(2, {size}) float32", f"(1, {size}) float32",
                                                       f"(2, {size}) float32 (lane 1)"])
     assert all(h.startswith("one native call") for h in _runs(lanes))

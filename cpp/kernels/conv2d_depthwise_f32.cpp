@@ -73,6 +73,16 @@ struct KernelRows {
   int64_t row_taps = 0, row_step = 0;
 };
 
+// Column c of a block's input row xr, kept in a register (one load per column, not one per tap
+// it feeds): with kChecked, xr is the row's column 0, the block starts at column col0 and only
+// columns in [0, in_w) are read (the others are zero padding); else xr is the block's column 0.
+template <bool kChecked, class T>
+inline Vec load_column(const T* xr, int c, int64_t pixel_pitch, int64_t col0, int64_t in_w) {
+  if constexpr (kChecked)
+    return in_register(col0 + c >= 0 && col0 + c < in_w ? vload_f32(xr + (col0 + c) * pixel_pitch) : vzero());
+  else return in_register(vload_f32(xr + c * pixel_pitch));
+}
+
 // The same for kernel width KW, stride S and unit column dilation: along a kernel row, input
 // column q feeds output pixel m through tap j = q - S * m, so each column is loaded once.
 //   x: the first kernel row's first input column, the next pixel_pitch apart, the kernel rows
@@ -98,11 +108,7 @@ void cblock_row_reuse(const T* x, const KernelRows& rows, int64_t pixel_pitch, i
       for (int j = 0; j < KW; ++j) wv[j] = vload(wa + (i * KW + j) * kVL);
 #pragma GCC unroll 32
       for (int q = 0; q < kCols; ++q) {
-        Vec xv;
-        if constexpr (kChecked)
-          xv = col0 + q >= 0 && col0 + q < in_w ? vload_f32(xr + (col0 + q) * pixel_pitch) : vzero();
-        else xv = vload_f32(xr + q * pixel_pitch);
-        xv = in_register(xv);  // one load per column, not one per tap it feeds
+        const Vec xv = load_column<kChecked>(xr, q, pixel_pitch, col0, in_w);
 #pragma GCC unroll 8
         for (int j = 0; j < KW; ++j) {
           const int m = (q - j) / S;
@@ -146,11 +152,7 @@ void cblock_two_rows_3x3(const T* x, const KernelRows& rows, int64_t pixel_pitch
       const T* xr = xa + q * rows.row_step;
 #pragma GCC unroll 16
       for (int c = 0; c < kCols; ++c) {
-        Vec xv;
-        if constexpr (kChecked)
-          xv = col0 + c >= 0 && col0 + c < in_w ? vload_f32(xr + (col0 + c) * pixel_pitch) : vzero();
-        else xv = vload_f32(xr + c * pixel_pitch);
-        xv = in_register(xv);
+        const Vec xv = load_column<kChecked>(xr, c, pixel_pitch, col0, in_w);
 #pragma GCC unroll 2
         for (int r = 0; r < 2; ++r) {
           const int i = q - r;
