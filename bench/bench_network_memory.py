@@ -26,7 +26,6 @@ import tempfile
 from typing import Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.join(os.path.dirname(HERE), "tests")
 
 _CHILD = r"""
 import ctypes, gc, json, sys
@@ -78,9 +77,7 @@ def _measure(path: str, which: str, batch: int, threads: int, calls: int, sub_ba
 
 
 def main(argv: List[str] | None = None) -> None:
-    sys.path.insert(0, TESTS)
-    import onnx_networks
-    import vision_models
+    from cppconv._models import onnx_networks, vision_models
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)

@@ -18,7 +18,6 @@ outputs are checked bit for bit against the whole batch's.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -27,10 +26,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 import cppconv
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-import onnx_networks
-import vision_models
+from cppconv._models import onnx_networks, vision_models
 
 
 def main(argv: Optional[List[str]] = None) -> int:

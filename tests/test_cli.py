@@ -206,6 +206,37 @@ def test_bench_bad_threads(capsys):
     assert "--threads must be >= 1, got 0" in capsys.readouterr().err
 
 
+def test_bench_networks(capsys):
+    """cppconv bench --networks: the whole-network suite (a small batch of one network here), its
+    table with a check against PyTorch; the arguments it does not take are refused."""
+    for module in ("torch", "onnx", "onnxruntime"):
+        pytest.importorskip(module)
+    assert _cli.main(["bench", "--networks", "squeezenet1_1", "--batches", "1", "--quick", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "squeezenet1_1" in out and " ok" in out and "geometric mean vs ONNX Runtime" in out
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--networks", "lenet"], "--networks: unknown lenet; the networks: resnet18"),
+    (["--networks", "--markdown", "t.md"], "--networks takes --threads, --batches and --quick, not --markdown"),
+    (["--networks", "--dtype", "int8"], "not --dtype"),
+    (["--networks", "--batches", "1,0"], "--batches must be comma-separated positive integers, got '1,0'"),
+    (["--networks", "--batches", "x"], "--batches must be comma-separated positive integers, got 'x'")])
+def test_bench_networks_bad_arguments(argv, words, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "_has_module", lambda name: True)
+    with pytest.raises(SystemExit) as exit_info:
+        _cli.main(["bench", *argv])
+    assert exit_info.value.code == 2
+    assert words in capsys.readouterr().err
+
+
+def test_bench_networks_without_the_peers(capsys, monkeypatch):
+    monkeypatch.setattr(bench, "_has_module", lambda name: name != "onnxruntime")
+    with pytest.raises(SystemExit):
+        _cli.main(["bench", "--networks"])
+    assert "--networks needs onnxruntime, not installed: pip install 'cppconv[peers]'" in capsys.readouterr().err
+
+
 def test_bench_script_wraps_the_package(tmp_path):
     script = os.path.join(REPO, "bench", "bench_conv.py")
     if not os.path.exists(script):

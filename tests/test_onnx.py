@@ -20,11 +20,8 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import cppconv  # noqa: E402
 from cppconv import _native  # noqa: E402
+from cppconv._models import onnx_networks, vision_models  # noqa: E402
 from cppconv.onnx import ModelError  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import onnx_networks  # noqa: E402
-import vision_models  # noqa: E402
 
 RNG = np.random.default_rng(0)
 F32 = TensorProto.FLOAT

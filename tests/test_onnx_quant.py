@@ -4,9 +4,7 @@ each of ONNX Runtime's quantized operators against ONNX Runtime, and the errors.
 
 from __future__ import annotations
 
-import os
 import pickle
-import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -17,10 +15,8 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import cppconv  # noqa: E402
+from cppconv._models import onnx_networks  # noqa: E402
 from cppconv.onnx import ModelError  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import onnx_networks  # noqa: E402
 
 F32, U8, I8, I32 = TensorProto.FLOAT, TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32
 WITH_MICROSOFT = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]

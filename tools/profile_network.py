@@ -40,10 +40,7 @@ if "--tree" in sys.argv:  # before cppconv is imported: that tree's build, not t
     sys.meta_path = [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()]
     sys.path.insert(0, TREE)
 import cppconv  # noqa: E402
-
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-import onnx_networks  # noqa: E402
-import vision_models  # noqa: E402
+from cppconv._models import onnx_networks, vision_models  # noqa: E402
 
 
 def _min_thread_time(fn: Callable[[], Any], repeats: int) -> float:
@@ -218,10 +215,9 @@ def main(argv: Any = None) -> int:
     module, shape = vision_models.build(args.network, args.size)
     data = onnx_networks.export(module, shape)
     if args.int8:
-        sys.path.insert(0, os.path.join(ROOT, "bench"))
-        import bench_networks
+        from cppconv import _netbench
 
-        data = bench_networks._quantized(data, shape, args.int8)
+        data = _netbench._quantized(data, shape, args.int8)
     x = np.random.default_rng(0).standard_normal((args.batch, *shape[1:])).astype(np.float32)
     net = cppconv.onnx.load(data, num_threads=1)
     net(x)

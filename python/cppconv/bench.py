@@ -7,6 +7,8 @@ Usage (the three are the same program; the suite ships inside the package)::
                   [--repeat R] [--json FILE] [--markdown FILE] [--plot FILE.png] [--list]
     python -m cppconv bench ...
     python bench/bench_conv.py ...      (from a source checkout; also records its git commit)
+    cppconv bench --networks [NAMES] [--threads N] [--batches 1,16] [--quick]
+                                        (whole networks instead: cppconv._netbench)
 
 Progress goes to stderr as a text progress bar; the table goes to stdout.  ``--plot``
 draws GFLOP/s per layer and library as a bar chart (needs matplotlib: the ``plot`` extra).
@@ -121,6 +123,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ._conv import conv_output_size
+from ._models.vision_models import ARCHITECTURES
 
 # --------------------------------------------------------------------------------------
 # Layers
@@ -577,6 +580,7 @@ RUNNERS: Dict[str, Tuple[str, str, Runner]] = {
     "scipy": ("scipy", "scipy", runner_scipy),
 }
 PEERS = ["numpy", "loop", "torch", "onnxruntime", "scipy"]
+NETWORK_NAMES = tuple(ARCHITECTURES)  # --networks (cppconv._netbench)
 PEER_MODULES = {"numpy": "numpy", "loop": "numpy", "torch": "torch", "onnxruntime": "onnxruntime", "scipy": "scipy"}
 FRAMEWORKS = ["torch", "torch_cl", "onnxruntime"]
 CPPCONV_COLUMNS = ["cppconv", "Conv2d", "cppconv_high", "Conv2d_high", "cppconv_nhwc", "Conv2d_nhwc", "Conv2d_f32"]
@@ -1098,6 +1102,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--dtype", choices=("f32", "bf16", "int8"), default="f32",
                     help="f32 (default); bf16: bfloat16 x and weight (needs ml_dtypes) against PyTorch's bfloat16; "
                          "int8: QLinearConv (uint8 x, int8 w) against ONNX Runtime's")
+    ap.add_argument("--networks", nargs="?", const="all", metavar="NAMES",
+                    help="the whole-network suite instead of the layers: cppconv.onnx against ONNX Runtime and "
+                         "PyTorch channels-last on all (the default) or the comma-separated networks of "
+                         f"{', '.join(NETWORK_NAMES)}; takes --threads, --batches and --quick")
+    ap.add_argument("--batches", default="1,16", help="--networks' batch sizes, comma-separated (default 1,16)")
 
 
 def check_arguments(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -1112,6 +1121,24 @@ def check_arguments(ap: argparse.ArgumentParser, args: argparse.Namespace) -> No
         ap.error("--dtype bf16 needs ml_dtypes, which is not installed: pip install ml_dtypes")
     if args.plot and not _has_module("matplotlib"):
         ap.error("--plot needs matplotlib, which is not installed: pip install 'cppconv[plot]' (or matplotlib)")
+    if args.networks is not None:
+        others = [f"--{k}" for k in ("layers", "repeat", "rounds", "json", "markdown", "plot") if getattr(args, k)]
+        if args.dtype != "f32" or args.list:
+            others.append("--dtype" if args.dtype != "f32" else "--list")
+        if others:
+            ap.error(f"--networks takes --threads, --batches and --quick, not {', '.join(others)}")
+        unknown = [n for n in args.networks.split(",") if n not in (*NETWORK_NAMES, "all")]
+        if unknown:
+            ap.error(f"--networks: unknown {', '.join(unknown)}; the networks: {', '.join(NETWORK_NAMES)}")
+        missing = [m for m in ("torch", "onnx", "onnxruntime") if not _has_module(m)]
+        if missing:
+            ap.error(f"--networks needs {', '.join(missing)}, not installed: pip install 'cppconv[peers]'")
+        try:
+            batches = [int(b) for b in args.batches.split(",")]
+        except ValueError:
+            batches = []
+        if not batches or min(batches) < 1:
+            ap.error(f"--batches must be comma-separated positive integers, got {args.batches!r}")
 
 
 def _has_module(name: str) -> bool:
@@ -1255,6 +1282,13 @@ def run(args: argparse.Namespace, argv: Sequence[str], git_root: Optional[str] =
 
     `git_root` is a source checkout whose commit goes into the JSON's machine info.
     """
+    if args.networks is not None:
+        from . import _netbench
+
+        names = "" if args.networks == "all" else args.networks
+        threads = args.threads or _import("cppconv").get_num_threads()
+        return _netbench.main(["--threads", str(threads), "--batches", args.batches, "--networks", names,
+                               "--budget", "0.3" if args.quick else "1.0"])
     if args.list:
         for layer in LAYERS:
             print(f"{layer.name:22s} {layer.describe():40s} {layer.flops / 1e9:8.3f} GFLOP")

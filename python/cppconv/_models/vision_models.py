@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
-from onnx_networks import _torch
+from .onnx_networks import _torch
 
 
 def _divisible(v: float, divisor: int = 8) -> int:
