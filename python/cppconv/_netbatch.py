@@ -10,11 +10,13 @@ import glob
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
 import numpy as np
 
 from . import _native
+
+T = TypeVar("T")
 
 # The graph inputs' batch axis as shape inference names it (_network._symbolic_batch).
 BATCH_SYMBOL = "N"
@@ -179,17 +181,17 @@ def cache_bytes() -> Tuple[int, str]:
     return _FALLBACK_CACHE_BYTES, "assumed: the OS does not tell"
 
 
+def even_split(n: int, count: int) -> List[Tuple[int, int]]:
+    """n items in `count` pieces whose sizes differ by at most one (the larger first):
+    [(first item, end), ...]."""
+    bounds = [0, *itertools.accumulate(n // count + (k < n % count) for k in range(count))]
+    return list(zip(bounds, bounds[1:]))
+
+
 def parts(n: int, sub_batch: int) -> List[Tuple[int, int]]:
     """A batch of n in the fewest parts of at most sub_batch images, their sizes differing by at
     most one (the larger first): [(first image, end), ...]."""
-    count = -(-n // sub_batch)
-    base, extra = divmod(n, count)
-    bounds, lo = [], 0
-    for k in range(count):
-        hi = lo + base + (k < extra)
-        bounds.append((lo, hi))
-        lo = hi
-    return bounds
+    return even_split(n, -(-n // sub_batch))
 
 
 def lanes(n: int, threads: int, most: Optional[int]) -> List[Tuple[int, int, int]]:
@@ -198,8 +200,7 @@ def lanes(n: int, threads: int, most: Optional[int]) -> List[Tuple[int, int, int
     As many lanes as threads (at most `most`, and one an image at least), images and threads
     shared out as evenly as they go (the larger shares first)."""
     count = max(1, min(n, threads, most or threads))
-    bounds = [0, *itertools.accumulate(n // count + (k < n % count) for k in range(count))]
-    return [(bounds[k], bounds[k + 1], threads // count + (k < threads % count)) for k in range(count)]
+    return [(lo, hi, b - a) for (lo, hi), (a, b) in zip(even_split(n, count), even_split(threads, count))]
 
 
 class LanePool:
@@ -210,11 +211,11 @@ class LanePool:
     thread)."""
 
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=_MOST_LANE_THREADS, thread_name_prefix="cppconv-lane")
+        self._start()
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._forget)
+            os.register_at_fork(after_in_child=self._start)
 
-    def _forget(self) -> None:
+    def _start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=_MOST_LANE_THREADS, thread_name_prefix="cppconv-lane")
 
     def run(self, jobs: Sequence[Tuple[int, Callable[[], None]]]) -> None:
@@ -224,12 +225,12 @@ class LanePool:
         futures, left = [], []
         for t, job in jobs[1:]:
             try:
-                futures.append(self._executor.submit(_capped, t, job))
+                futures.append(self._executor.submit(capped, t, job))
             except RuntimeError:  # (the interpreter is shutting down)
                 left.append((t, job))
         try:
             for t, job in [jobs[0], *left]:
-                _capped(t, job)
+                capped(t, job)
         finally:
             errors = [f.exception() for f in futures]  # (waits for every lane: they write the caller's rows)
         for e in errors:
@@ -237,10 +238,11 @@ class LanePool:
                 raise e
 
 
-def _capped(threads: int, job: Callable[[], None]) -> None:
+def capped(threads: int, job: Callable[[], T]) -> T:
+    """job() with cppconv's native calls from this thread capped at `threads`."""
     previous = _native.set_thread_cap(threads)
     try:
-        job()
+        return job()
     finally:
         _native.set_thread_cap(previous)
 

@@ -46,7 +46,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("cppconv.dask needs dask: pip install 'cppconv[dask]'") from e
 
-from . import _args, _conv, _conv_transpose, _native, _pool
+from . import _args, _conv, _conv_transpose, _native, _netbatch, _pool
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "max_pool1d",
            "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
@@ -921,11 +921,9 @@ def _apply_block(layer: Callable[..., Any], x: np.ndarray, threads: bool, num_th
     before = [c.get_num_threads() for c in controllers]
     for c in controllers:
         c.set_num_threads(n)
-    cap = _native.set_thread_cap(n)
     try:
-        return np.asarray(layer(x))
+        return _netbatch.capped(n, lambda: np.asarray(layer(x)))
     finally:
-        _native.set_thread_cap(cap)
         for c, b in zip(controllers, before):
             c.set_num_threads(b)
 
