@@ -4,7 +4,7 @@
     python bench/bench_network_memory.py [--threads 2] [--batches 1,16] [--networks resnet50,...]
                                          [--calls 4] [--sub-batch auto|whole|N] [--markdown FILE]
 
-Per network (tests/vision_models.py at 224x224, random weights, exported to ONNX as
+Per network (cppconv._models.vision_models at 224x224, random weights, exported to ONNX as
 bench_networks.py does) and batch size, a fresh Python process imports NumPy, PyTorch and the
 library, then measures its resident memory (RSS, after gc and malloc_trim) before loading the
 model, after loading it, and after --calls calls on one input: "load" and "runs" are the
@@ -78,12 +78,10 @@ def _measure(path: str, which: str, batch: int, threads: int, calls: int, sub_ba
 
 def main(argv: List[str] | None = None) -> None:
     from cppconv._models import onnx_networks, vision_models
+    from cppconv._netbench import add_suite_arguments
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batches", default="1,16", help="comma-separated batch sizes (default 1,16)")
-    ap.add_argument("--networks", default="", help=f"comma-separated, of {', '.join(vision_models.ARCHITECTURES)} "
-                    "(default: all)")
+    add_suite_arguments(ap)
     ap.add_argument("--calls", type=int, default=4, help="calls after loading (default 4)")
     ap.add_argument("--sub-batch", default="auto", help="cppconv's sub_batch: auto (default), whole or a number")
     ap.add_argument("--markdown", default="", help="also write the table to this file")

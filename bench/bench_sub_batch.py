@@ -11,7 +11,7 @@ Per round every runner is called once, in alternating order, each after a pause 
 threads down); each round gives the ratio of the whole batch's time to each runner's (above
 1: faster than whole), and of ONNX Runtime's to each (above 1: faster than ONNX Runtime); the
 table gives their medians over the rounds (paired ratios: the machine's load changes between
-rounds much more than within one).  The networks are tests/vision_models.py's at 224x224; the
+rounds much more than within one).  The networks are cppconv._models.vision_models' at 224x224; the
 outputs are checked bit for bit against the whole batch's.
 """
 

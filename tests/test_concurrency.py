@@ -179,7 +179,8 @@ FORK_DURING_PACKING_CHILD = textwrap.dedent("""
         pid = os.fork()
         if pid == 0:                                # the child: its own first call on the layer
             os._exit(0 if np.array_equal(layer(x), expected) else 3)
-        deadline = time.monotonic() + 30
+        slow = 'libasan' in os.environ.get('LD_PRELOAD', '')  # (ASan runs 5-20x slower)
+        deadline = time.monotonic() + (120 if slow else 30)
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:

@@ -4,7 +4,7 @@
     python tools/profile_network.py efficientnet_b0 [--batch 1] [--size 224] [--repeats 20] [--top 25]
                                     [--json out.json] [--tree TREE] [--int8 qdq|qoperator] [--python-loop]
 
-The network of tests/vision_models.py is exported as bench/bench_networks.py does and run on
+The network of cppconv._models.vision_models is exported as bench/bench_networks.py does and run on
 one thread by both libraries.  Each planned step of cppconv.Network is timed within --repeats
 replays of its recorded program (`NetProgram.run_timed`: the native calls the step recorded,
 their minimum thread CPU time, robust on a loaded host), and the run's own time outside its

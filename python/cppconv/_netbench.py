@@ -82,14 +82,20 @@ def _runners(module: Any, data: bytes, x: np.ndarray, threads: int) -> Dict[str,
     }
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_suite_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options that pick the networks, batch sizes and threads (this suite's and
+    bench/bench_network_memory.py's)."""
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", default="1,16", help="comma-separated batch sizes (default 1,16)")
     ap.add_argument("--networks", default="", help=f"comma-separated, of {', '.join(vision_models.ARCHITECTURES)} "
                                                    "(default: all)")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_suite_arguments(ap)
     ap.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
-    ap.add_argument("--small", action="store_true", help="the small networks of tests/onnx_networks.py instead")
+    ap.add_argument("--small", action="store_true", help="the small networks of cppconv._models.onnx_networks instead")
     ap.add_argument("--budget", type=float, default=1.0, help="sampling seconds per library and case")
     ap.add_argument("--int8", choices=["qdq", "qoperator"], help="quantize each model in this format first")
     args = ap.parse_args(argv)
