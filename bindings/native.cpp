@@ -825,6 +825,30 @@ py::dict describe(const ConvPlan& plan, const ConvProblem& p) {
 
 }  // namespace
 
+// Where new results of at least `smallest` bytes come from: cppconv._buffers.OUTPUTS.empty,
+// installed at import (set_output_allocator), which hands out a kept buffer once nothing else
+// holds it (fresh pages cost the kernel's zeroing on first touch).  Leaked on purpose: a
+// static py::object would be released after the interpreter is gone.
+namespace {
+struct OutputAllocator {
+  py::object* empty = nullptr;
+  size_t smallest = SIZE_MAX;
+};
+OutputAllocator& output_allocator() {
+  static OutputAllocator allocator;
+  return allocator;
+}
+
+py::array new_output(const py::dtype& dtype, const std::vector<py::ssize_t>& shape) {
+  const OutputAllocator& allocator = output_allocator();
+  size_t bytes = size_t(dtype.itemsize());
+  for (py::ssize_t s : shape) bytes = saturating_mul(bytes, size_t(s));
+  if (allocator.empty && bytes >= allocator.smallest)
+    return py::reinterpret_steal<py::array>((*allocator.empty)(py::tuple(py::cast(shape)), dtype).release());
+  return py::array(dtype, shape);
+}
+}  // namespace
+
 // The pixel pitch, in elements, of `out` when it is a channel slice of a wider C-contiguous
 // channels-last array (a 4-D (n, h, w, k) view with unit channel stride and pixels, rows and
 // images packed at one pitch, as a Concat's input written in place is); 0 otherwise.
@@ -888,7 +912,7 @@ py::object forward(ConvPlan& plan, const py::handle& x_obj, const py::handle& ou
   py::array out;
   int64_t pixel_pitch = 0;  // > 0: out is a channel slice of a wider channels-last array
   if (out_obj.is_none()) {
-    out = py::array(dtype, shape);
+    out = new_output(dtype, shape);
   } else {
     if (!py::isinstance<py::array>(out_obj)) return py::none();
     out = py::reinterpret_borrow<py::array>(out_obj);
@@ -1146,6 +1170,16 @@ PYBIND11_MODULE(_native, m) {
   m.def("num_threads_is_set", &cppconv::num_threads_is_set, "Whether set_num_threads is in force.");
   m.attr("MAX_THREADS") = kMaxThreads;
   m.def("physical_memory_bytes", &physical_memory_bytes, "The most memory cppconv lets one call allocate.");
+  m.def(
+      "set_output_allocator",
+      [](const py::object& empty, size_t smallest) {
+        OutputAllocator& allocator = output_allocator();
+        if (!allocator.empty) allocator.empty = new py::object();
+        *allocator.empty = empty;
+        allocator.smallest = empty.is_none() ? SIZE_MAX : smallest;
+      },
+      py::arg("empty"), py::arg("smallest"),
+      "New results of at least `smallest` bytes come from empty(shape, dtype) (None: from NumPy).");
   m.def("get_num_threads", &cppconv::get_num_threads);
   m.def("set_thread_cap", &cppconv::set_thread_cap, py::arg("n"),
         "Caps the threads of every call made from the calling OS thread (0: no cap); returns the previous cap.");

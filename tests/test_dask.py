@@ -17,7 +17,7 @@ da = pytest.importorskip("dask.array")
 
 import cppconv  # noqa: E402
 import cppconv.dask as cd  # noqa: E402
-from cppconv import _conv, _conv_transpose, _native  # noqa: E402
+from cppconv import _buffers, _conv, _conv_transpose, _native  # noqa: E402
 
 from conftest import make_rng  # noqa: E402
 
@@ -489,42 +489,6 @@ def test_neighbours_pass_only_their_halos():
     assert_bits(compute(y), cppconv.conv2d(x_np, w, padding=(2, 1), dilation=(1, 2)))
 
 
-def test_recycled_buffers_are_handed_out_only_when_unshared():
-    """A buffer comes back from the recycler only once it alone holds it (a reference, a view or
-    a buffer export keeps it busy), for any shape that fills at least half of it; only
-    `buffers` are kept, and small arrays are NumPy's own."""
-    pool = cd._Recycler(buffers=2, smallest=64)
-    a = pool.empty((3, 50), np.float32)
-    assert a.shape == (3, 50) and a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
-    buffer_a = id(a.base)  # (not the buffer itself: a reference would keep it busy)
-    b = pool.empty((3, 50), np.float32)
-    assert id(b.base) != buffer_a
-    view = a[1:]
-    del a
-    assert id(pool.empty((3, 50), np.float32).base) != buffer_a  # the view holds it
-    del view
-    c = pool.empty((5, 15), np.float64)  # another shape and dtype that fits: the same bytes
-    assert id(c.base) == buffer_a and c.shape == (5, 15) and c.dtype == np.float64
-    del c
-    under_half = pool.empty((20,), np.float32)  # 80 bytes: past `smallest`, under half of a's 600
-    assert under_half.base is not None and id(under_half.base) != buffer_a
-    del under_half
-    held = memoryview(pool.empty((3, 50), np.float32))
-    assert pool.empty((3, 50), np.float32).base is not held.obj.base  # exported: busy
-    assert pool.empty((4,), np.float32).base is None  # under `smallest`: NumPy's
-    assert len(pool._kept) == 2
-    del b, held
-    pool.clear()
-    assert not pool._kept
-    capped = cd._Recycler(buffers=8, smallest=64, max_bytes=1000)  # room for one 600-byte buffer
-    first = capped.empty((150,), np.float32)
-    second = capped.empty((150,), np.float32)  # the first is busy: a new one, not kept
-    assert len(capped._kept) == 1 and capped._kept[0] is first.base
-    del first, second
-    third = capped.empty((200,), np.float32)  # 800 bytes: the free 600-byte one is dropped for it
-    assert len(capped._kept) == 1 and capped._kept[0] is third.base
-
-
 @pytest.mark.parametrize("scheduler", ["sync", "threads"])
 def test_chained_calls_with_recycled_arrays_match_the_in_memory_chain(scheduler, monkeypatch):
     """Three chained convolutions and a pool on small chunks, their outputs freed as soon as the
@@ -536,7 +500,7 @@ def test_chained_calls_with_recycled_arrays_match_the_in_memory_chain(scheduler,
     ref = cppconv.conv2d(x, w1, padding=1, activation="relu")
     ref = cppconv.conv2d(ref, w2, padding=2)
     ref = cppconv.max_pool2d(cppconv.conv2d(ref, w3, padding=1, stride=2), 2)
-    pool = cd._Recycler(smallest=0)  # these chunks are small
+    pool = _buffers.Recycler(buffers=4, smallest=0, max_bytes=1 << 30)  # these chunks are small
     calls, made = [], []
     empty, new_buffer = pool.empty, pool._new_buffer
     monkeypatch.setattr(pool, "empty", lambda shape, dtype: calls.append(shape) or empty(shape, dtype))

@@ -13,6 +13,7 @@ from typing import Any, Dict
 
 from . import _native
 from . import onnx as onnx  # cppconv.onnx.load; the onnx package is imported only when a model is loaded
+from ._buffers import release_buffers
 from ._conv import Conv1d, Conv2d, Conv3d, conv1d, conv2d, conv3d, conv_output_size, explain
 from ._conv_transpose import (
     ConvTranspose1d,
@@ -226,6 +227,7 @@ __all__ = [
     "qconv2d",
     "qconv3d",
     "quantize_linear",
+    "release_buffers",
     "set_float32_precision",
     "set_num_threads",
     "set_tuning",

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 import numpy as np
 
-from . import _native
+from . import _buffers, _native
 
 IntPair = Union[int, Tuple[int, int]]
 
@@ -670,7 +670,7 @@ def output_buffer(
     """
     if out is not None and result == compute and out.flags.c_contiguous and not overlaps(out, inputs):
         return out.reshape(shape4), True
-    return np.empty(shape4, dtype=compute), False
+    return _buffers.OUTPUTS.empty(shape4, compute), False
 
 
 def layer_operands(

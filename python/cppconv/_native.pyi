@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'DEFAULT_NEGATIVE_SLOPE', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'NetProgram', 'PADDING_MODES', 'PRECISIONS', 'PoolSettings', 'QConvPlan', 'adaptive_pool', 'add', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'copy_strided', 'cpu_features', 'default_isa', 'dequantize_linear', 'explain', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'max_isa_levels', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'quantized_add', 'reset_num_threads', 'resize_2d', 'resolve_threads', 'round_to_bf16', 'scale_channels', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads', 'set_thread_cap', 'thread_cap', 'transpose_matrices']
+__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'DEFAULT_NEGATIVE_SLOPE', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'NetProgram', 'PADDING_MODES', 'PRECISIONS', 'PoolSettings', 'QConvPlan', 'adaptive_pool', 'add', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'copy_strided', 'cpu_features', 'default_isa', 'dequantize_linear', 'explain', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'max_isa_levels', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'quantized_add', 'reset_num_threads', 'resize_2d', 'resolve_threads', 'round_to_bf16', 'scale_channels', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads', 'set_output_allocator', 'set_thread_cap', 'thread_cap', 'transpose_matrices']
 class NetProgram:
     """
     A network's native steps with their operands bound (internal; see cppconv.Network).
@@ -225,6 +225,10 @@ def set_float32_precision(mode: typing.SupportsInt | typing.SupportsIndex) -> No
     ...
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     ...
+def set_output_allocator(empty: typing.Any, smallest: typing.SupportsInt | typing.SupportsIndex) -> None:
+    """
+    New results of at least `smallest` bytes come from empty(shape, dtype) (None: from NumPy).
+    """
 def set_thread_cap(n: typing.SupportsInt | typing.SupportsIndex) -> int:
     """
     Caps the threads of every call made from the calling OS thread (0: no cap); returns the previous cap.

@@ -8,7 +8,7 @@ from typing import Any, Dict, Literal, Optional, Sequence, Tuple, Union, overloa
 
 import numpy as np
 
-from . import _args, _layer, _native, _types
+from . import _args, _buffers, _layer, _native, _types
 
 _MAX, _AVG = 0, 1
 _I64 = np.dtype(np.int64)
@@ -42,7 +42,9 @@ def _simple_pool(kind: int, x: Any, kernel_size: Any, stride: Any, padding: Any,
     oh, ow = _pool_length(h, k, s, p, p, 1, False), _pool_length(w, k, s, p, p, 1, False)
     if h < 1 or w < 1 or oh < 1 or ow < 1:
         return None
-    y = np.empty((n, oh, ow, c) if code == 1 else (n, c, oh, ow), dtype)
+    shape = (n, oh, ow, c) if code == 1 else (n, c, oh, ow)
+    large = n * c * oh * ow * x.itemsize >= _buffers.OUTPUTS.smallest  # (small calls skip the recycler's cost)
+    y = _buffers.OUTPUTS.empty(shape, dtype) if large else np.empty(shape, dtype)
     key = (kind, k, s, p, bool(count_include_pad), code)
     settings = _SIMPLE_SETTINGS.get(key)
     if settings is None:

@@ -34,7 +34,7 @@ import operator
 import os
 import sys
 import threading
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -46,7 +46,7 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("cppconv.dask needs dask: pip install 'cppconv[dask]'") from e
 
-from . import _args, _conv, _conv_transpose, _native, _netbatch, _pool
+from . import _args, _buffers, _conv, _conv_transpose, _native, _netbatch, _pool
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "max_pool1d",
            "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
@@ -95,91 +95,18 @@ def call_threads(num_threads: Optional[int] = None) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Chunk-sized arrays reused from task to task
+# Chunk-sized arrays reused from task to task: a worker's task frees its assembled input and,
+# once Dask releases it, its output (cppconv._buffers says why fresh ones are slow).
 
-
-class _Recycler:
-    """Chunk-sized arrays that this process hands out again once nothing else holds them.
-
-    A worker frees each task's assembled input and, once Dask releases it, its output; under
-    Dask's nanny (``MALLOC_TRIM_THRESHOLD_`` set, which turns off glibc's dynamic mmap threshold)
-    every new chunk-sized array is then fresh pages, whose first-touch faults can cost a VM as
-    much as the convolution (docs/tuning.md, "Dask").  Arrays are views of byte buffers kept
-    here; a buffer is handed out again only when this pool holds the only reference to it (a
-    view of it, a buffer export or a Dask key keeps it busy), for any shape that fits in it and
-    fills at least half of it.  At most ``buffers`` are kept (by default two per task that may
-    run at once, an input and an output, and two more) and at most ``max_bytes`` in all, so a
-    process of many threads does not keep gigabytes after its work; arrays under ``smallest``
-    bytes come from NumPy as usual."""
-
-    def __init__(self, buffers: Optional[int] = None, smallest: int = 1 << 20, max_bytes: int = 1 << 30):
-        self.buffers, self.smallest, self.max_bytes = buffers, smallest, max_bytes
-        self._lock = threading.Lock()
-        self._kept: List[np.ndarray] = []  # least recently used first
-
-    def empty(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        shape = tuple(int(s) for s in shape)
-        nbytes = int(np.prod(shape)) * dtype.itemsize
-        if nbytes < self.smallest or _UNSHARED is None:
-            return np.empty(shape, dtype)
-        most = self.buffers or 2 * (_pool_threads() or 1) + 2
-        with self._lock:
-            kept = self._kept
-            free = [i for i in range(len(kept)) if _references(kept, i) == _UNSHARED]
-            fits = [i for i in free if nbytes <= kept[i].nbytes <= 2 * nbytes]
-            if fits:
-                buffer = kept.pop(min(fits, key=lambda i: kept[i].nbytes))
-            else:
-                buffer = self._new_buffer(nbytes)
-                # Make room for it: drop free buffers, least recently used first.
-                drop: Set[int] = set()
-                held = sum(b.nbytes for b in kept)
-                for i in free:
-                    if len(kept) - len(drop) < most and held + nbytes <= self.max_bytes:
-                        break
-                    drop.add(i)
-                    held -= kept[i].nbytes
-                kept[:] = [b for i, b in enumerate(kept) if i not in drop]
-            if len(kept) < most and sum(b.nbytes for b in kept) + buffer.nbytes <= self.max_bytes:
-                kept.append(buffer)
-            return buffer[:nbytes].view(dtype).reshape(shape)
-
-    @staticmethod
-    def _new_buffer(nbytes: int) -> np.ndarray:
-        return np.empty(nbytes, np.uint8)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._kept.clear()
-
-
-def _references(arrays: List[np.ndarray], i: int) -> int:
-    return sys.getrefcount(arrays[i])
-
-
-def _unshared_count() -> Optional[int]:
-    """What _references counts for an array that only its list holds, on this interpreter; None
-    (nothing is recycled) where it cannot tell that from an array held elsewhere too."""
-    if not hasattr(sys, "getrefcount"):
-        return None
-    arrays = [np.empty(0)]
-    alone = _references(arrays, 0)
-    held = arrays[0]
-    shared = _references(arrays, 0)
-    del held
-    return alone if shared > alone else None
-
-
-_UNSHARED = _unshared_count()
-_recycled = _Recycler()
+_recycled = _buffers.Recycler(buffers=lambda: 2 * (_pool_threads() or 1) + 2, smallest=1 << 20, max_bytes=1 << 30)
 
 
 def release_buffers() -> None:
     """Drop the chunk-sized buffers this process keeps for reuse by later tasks (a worker keeps
-    two per thread and two more, 1 GiB at most; those in use stay alive until released).  Run
-    it on the workers with ``client.run(cppconv.dask.release_buffers)``."""
-    _recycled.clear()
+    two per thread and two more, 1 GiB at most; those in use stay alive until released), and
+    those of in-memory calls' results (cppconv.release_buffers).  Run it on the workers with
+    ``client.run(cppconv.dask.release_buffers)``."""
+    _buffers.release_buffers()
 
 
 # ---------------------------------------------------------------------------------------------
