@@ -171,3 +171,25 @@ def test_a_fork_while_another_thread_holds_the_recycler_lock():
     """)
     p = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.strip() == "0", p.stdout + p.stderr
+
+
+def test_a_call_made_inside_the_recycler_on_its_own_thread_does_not_wait_for_itself():
+    """A garbage collector's finalizer or a signal handler runs on whatever thread allocates: one
+    that calls cppconv for a large result while its thread is inside the recycler gets NumPy's
+    array (it waited on the lock its own thread held, forever)."""
+    pool = _buffers.Recycler(buffers=2, smallest=64, max_bytes=1 << 30)
+    nested = []
+    new_buffer = pool._new_buffer
+
+    def allocate_inside(nbytes):  # (as a finalizer run by the allocation would)
+        if not nested:
+            nested.append(pool.empty((100,), np.float32))
+        return new_buffer(nbytes)
+
+    pool._new_buffer = allocate_inside
+    done = []
+    worker = threading.Thread(target=lambda: done.append(pool.empty((100,), np.float32)), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive() and done and nested
+    assert nested[0].base is None and not np.shares_memory(nested[0], done[0])

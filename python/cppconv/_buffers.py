@@ -34,6 +34,9 @@ class Recycler:
     def __init__(self, buffers: Union[int, Callable[[], int]], smallest: int, max_bytes: int):
         self.buffers, self.smallest, self.max_bytes = buffers, smallest, max_bytes
         self._lock = threading.Lock()
+        # A thread inside empty(): a garbage collector's finalizer or a signal handler that calls
+        # cppconv there would wait on the lock its own thread holds.  It gets NumPy's array.
+        self._inside = threading.local()
         self._kept: List[np.ndarray] = []  # least recently used first
         _RECYCLERS.add(self)
         if hasattr(os, "register_at_fork"):  # (another thread may hold the lock at a fork)
@@ -45,8 +48,15 @@ class Recycler:
     def empty(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
         dtype = np.dtype(dtype)
         nbytes = math.prod(shape) * dtype.itemsize
-        if nbytes < self.smallest or nbytes > self.max_bytes or UNSHARED is None:
+        if nbytes < self.smallest or nbytes > self.max_bytes or UNSHARED is None or getattr(self._inside, "now", False):
             return np.empty(shape, dtype)
+        self._inside.now = True
+        try:
+            return self._take(nbytes, shape, dtype)
+        finally:
+            self._inside.now = False
+
+    def _take(self, nbytes: int, shape: Sequence[int], dtype: np.dtype) -> np.ndarray:
         most = self.buffers() if callable(self.buffers) else self.buffers
         with self._lock:
             kept = self._kept
