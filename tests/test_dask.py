@@ -405,27 +405,34 @@ def test_apply_maps_a_layer_over_batch_chunks_and_ships_it_once():
     assert_bits(compute(y), network(x))
 
 
-def small_network():
-    """A cppconv.Network (an ONNX graph: convolution, ReLU, max pool), or a skip without onnx."""
+def small_network(classifier: bool = False):
+    """A cppconv.Network (an ONNX graph: convolution, ReLU, max pool; with `classifier`, then
+    Flatten and a fully connected layer), or a skip without onnx."""
     pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     import cppconv.onnx
 
-    w = numpy_helper.from_array(make_rng("dask-network").standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    rng = make_rng("dask-network")
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    fc = numpy_helper.from_array(rng.standard_normal((5, 144)).astype(np.float32), "fc")
+    head = [helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Gemm", ["f", "fc"], ["o"], transB=1)]
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["y"], ["z"]),
-         helper.make_node("MaxPool", ["z"], ["p"], kernel_shape=[2, 2], strides=[2, 2])],
+         helper.make_node("MaxPool", ["z"], ["p"], kernel_shape=[2, 2], strides=[2, 2]), *(head if classifier else [])],
         "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 12, 12])],
-        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["n", 4, 6, 6])], [w])
+        [helper.make_tensor_value_info("o", TensorProto.FLOAT, ["n", 5]) if classifier else
+         helper.make_tensor_value_info("p", TensorProto.FLOAT, ["n", 4, 6, 6])], [w, fc] if classifier else [w])
     return cppconv.onnx.load(helper.make_model(graph))
 
 
-def test_apply_maps_a_network():
-    net = small_network()
+@pytest.mark.parametrize("classifier", [False, True])
+def test_apply_maps_a_network(classifier):
+    """Also a classifier (Flatten, Gemm): its result's shape from an empty batch too."""
+    net = small_network(classifier)
     x = make_rng("dask-apply-network").standard_normal((7, 3, 12, 12)).astype(np.float32)
     y = cd.apply(net, da.from_array(x, chunks=(3, 3, 6, 12)))  # the result's shape from an empty batch
-    assert y.chunks == ((3, 3, 1), (4,), (6,), (6,))
+    assert y.chunks == (((3, 3, 1), (5,)) if classifier else ((3, 3, 1), (4,), (6,), (6,)))
     assert sum(1 for v in dict(y.__dask_graph__()).values() if isinstance(v, cppconv.Network)) == 1
     assert_bits(compute(y), net(x))
 

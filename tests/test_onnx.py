@@ -460,14 +460,16 @@ def test_inputs_of_other_batch_sizes_run_whole():
 
 def _matrix_beside_images() -> Any:
     """A model of images x (N, 4, 6, 6) and a (4, 5) matrix m, its first axis not the batch:
-    y = Flatten(GlobalAveragePool(Conv(x))) @ m."""
+    y = Flatten(GlobalAveragePool(Conv(x)))[:, :, None] * m, (N, 4, 5).  (Not a MatMul by m:
+    that runs whole, see test_product_with_a_computed_matrix_runs_whole.)"""
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
              helper.make_node("GlobalAveragePool", ["c"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
-             helper.make_node("MatMul", ["f", "m"], ["y"])]
+             helper.make_node("Unsqueeze", ["f", "last"], ["u"]), helper.make_node("Mul", ["u", "m"], ["y"])]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F32, ["N", 4, 6, 6]),
                                            helper.make_tensor_value_info("m", F32, [4, 5])],
                               [helper.make_tensor_value_info("y", F32, None)],
-                              [numpy_helper.from_array(_rand(4, 4, 3, 3), "w")])
+                              [numpy_helper.from_array(_rand(4, 4, 3, 3), "w"),
+                               numpy_helper.from_array(np.array([2], np.int64), "last")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -486,6 +488,23 @@ def test_input_whose_first_axis_is_not_the_batch_reaches_every_part_whole():
                                        rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=r"input 'm' must have shape \(4, 5\), got \(3, 5\)"):
         net.run({"x": x, "m": m[:3]})
+
+
+@pytest.mark.parametrize("first_axis", ["K", ""])
+def test_input_free_under_another_name_is_not_the_batch(first_axis):
+    """A second input whose first axis is free under another name than the images' (or under
+    none: ONNX Runtime takes such sizes as unrelated) is not split into images, even at a batch
+    of its size: a bias of 2 beside a batch of 2 is added to every image whole (lanes added
+    row i of it to image i)."""
+    graph = helper.make_graph([helper.make_node("Add", ["x", "b"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", F32, ["N", 2]),
+                               helper.make_tensor_value_info("b", F32, [first_axis or None])],
+                              [helper.make_tensor_value_info("y", F32, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = {"x": _rand(2, 2), "b": np.array([10, 20], np.float32)}
+    for net in (cppconv.onnx.load(model, num_threads=2), cppconv.onnx.load(model, lanes=1, sub_batch=1)):
+        for _ in range(3):
+            np.testing.assert_array_equal(net.run(feeds)["y"], _ort(model, feeds)[0])
 
 
 def test_random_feeds_give_an_input_that_is_not_batched_its_own_first_axis():
@@ -547,7 +566,7 @@ def test_lanes_share_out_images_and_threads():
     assert _netbatch.lanes(16, 4, 2) == [(0, 8, 2), (8, 16, 2)]
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2", "regnet_x_400mf", "densenet121"])
+@pytest.mark.parametrize("name", ["mobilenet_v2", "regnet_x_400mf", "densenet121", "shufflenet_v2"])
 def test_lanes_give_the_whole_batch_results_bit_for_bit(torch, name):
     """A batch of 5 on 2 threads runs as two lanes (3 and 2 images, each on one thread), the
     first in sub-batches of 2 and 1: each lane through programs of its own, with the outputs of
@@ -760,6 +779,20 @@ def test_explain_and_pickle_keep_the_lanes():
         assert pickle.loads(pickle.dumps(net)).explain()["lanes"] == net.explain()["lanes"]
 
 
+def test_product_with_a_computed_matrix_runs_whole():
+    """x @ m with m a graph input, not a constant: NumPy's BLAS multiplies, and its sums depend
+    on the number of rows, so lanes or parts would change the bits: the network runs whole."""
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "m"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", F32, ["N", 256]),
+                               helper.make_tensor_value_info("m", F32, [256, 64])],
+                              [helper.make_tensor_value_info("y", F32, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    net = cppconv.onnx.load(model, num_threads=2)
+    assert "NumPy's BLAS" in net.explain()["sub_batch_rule"] and net.explain()["lanes"].startswith("one lane")
+    feeds = {"x": _rand(2, 256), "m": _rand(256, 64)}
+    np.testing.assert_array_equal(net.run(feeds)["y"], np.matmul(feeds["x"], feeds["m"]))
+
+
 def test_programs_of_a_call_in_parts_stay_with_the_call():
     """The programs kept are those of the last two calls, each with all its parts' shapes: a batch
     of 7 in parts of 4 and 3 alternating with batch 2 replays all three (a limit on shapes
@@ -776,7 +809,42 @@ def test_programs_of_a_call_in_parts_stay_with_the_call():
     assert sorted(net.explain()["runs"]) == ["(1, 4, 6, 6) float32", "(2, 4, 6, 6) float32"]
 
 
-@pytest.mark.parametrize("case", ["softmax-axis-0", "reduce-batch", "batch-as-data", "flatten-all", "concat-batch"])
+def _half_slice(axis: int) -> List[Any]:
+    """x's first half along `axis`, its end computed from x's shape as PyTorch exports
+    x.chunk(2, dim=axis) (Shape, Gather, Add, Div, Mul: ONNX's data propagation stops at the
+    Div, so inference leaves the Slice's output shape open)."""
+    return [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Shape", ["c"], ["s"]), helper.make_node("Gather", ["s", "axis"], ["size"], axis=0),
+            helper.make_node("Add", ["size", "one"], ["up"]), helper.make_node("Div", ["up", "two"], ["half"]),
+            helper.make_node("Mul", ["half", "one"], ["end"]),
+            helper.make_node("Slice", ["c", "zero", "end", "axis"], ["y"])]
+
+
+def _half_slice_constants(axis: int) -> Dict[str, np.ndarray]:
+    return {"w": _rand(4, 4, 3, 3), "axis": np.array([axis], np.int64), "one": np.array([1], np.int64),
+            "two": np.array([2], np.int64), "zero": np.array([0], np.int64)}
+
+
+def test_a_channel_split_from_the_shape_runs_in_lanes():
+    """ShuffleNetV2's channel split: a Slice of the channels whose end ONNX's inference cannot
+    compute (a Div of the shape's channel count).  Planning finds that end, the same at every
+    batch size, and checks again with it: the images run apart, in lanes and sub-batches, bit
+    for bit as the whole batch."""
+    model = _model(_half_slice(1), {"x": X4}, ["y"], _half_slice_constants(1), opset=13)
+    net = cppconv.onnx.load(model, num_threads=2, sub_batch=2)
+    whole = cppconv.onnx.load(model, num_threads=2, lanes=1, sub_batch=5)
+    assert net.explain()["sub_batch"] == 2, net.explain()["sub_batch_rule"]
+    x = _rand(5, *X4.shape[1:])
+    (want,) = _ort(model, {"x": x})
+    for _ in range(2):
+        got = net(x)
+        np.testing.assert_array_equal(got, whole(x))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert len(net.explain()["runs"]) == 3  # (lane 0 in parts of 2 and 1, lane 1 a part of 2)
+
+
+@pytest.mark.parametrize("case", ["softmax-axis-0", "reduce-batch", "batch-as-data", "flatten-all", "concat-batch",
+                                  "channel-split-then-concat-batch"])
 def test_network_that_ties_its_images_together_runs_whole(case):
     """A network with an operator along the batch axis, or that reads the batch size as data,
     runs any batch whole (explain() says which node), and refuses a given sub_batch."""
@@ -790,8 +858,14 @@ def test_network_that_ties_its_images_together_runs_whole(case):
                           helper.make_node("Mul", ["c", "n"], ["y"])],
         "flatten-all": [helper.make_node("Flatten", ["c"], ["y"], axis=0)],
         "concat-batch": [helper.make_node("Concat", ["c", "c"], ["y"], axis=0)],
+        # (a channel split inference cannot follow, checked again after planning: still whole)
+        "channel-split-then-concat-batch": [*_half_slice(1)[1:-1],
+                                            helper.make_node("Slice", ["c", "zero", "end", "axis"], ["h"]),
+                                            helper.make_node("Concat", ["h", "h"], ["y"], axis=0)],
     }[case]
     inits = {"w": _rand(4, 4, 3, 3), "zero": np.array(0, np.int64)}
+    if case == "channel-split-then-concat-batch":
+        inits.update(_half_slice_constants(1))
     model = _model([conv, *tail], {"x": X4}, ["y"], inits, opset=13)
     net = cppconv.onnx.load(model)
     assert net.explain()["sub_batch"] is None and net.explain()["sub_batch_rule"].startswith("whole batches")
@@ -1550,6 +1624,45 @@ def test_resize_rejects_taps_outside_the_input():
         _native.resize_2d(x, x, cols, cols, None, cols, cols, None)
 
 
+@pytest.mark.parametrize("tail", ["flatten", "softmax-opset-11", "reshape-keep-batch", "flatten-gemm"])
+def test_an_empty_batch_runs_through_flatten_softmax_and_reshape(tail):
+    """A batch of no images (cppconv.dask.apply learns a network's output shape from one) runs
+    through Flatten, a Softmax of opset 11 over flattened axes and a Reshape to (0, -1): each
+    gives the shape one image's result has, with no rows (NumPy cannot infer a -1 beside a 0)."""
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])
+    nodes = {"flatten": [helper.make_node("Flatten", ["c"], ["y"])],
+             "softmax-opset-11": [helper.make_node("Softmax", ["c"], ["y"], axis=2)],
+             "reshape-keep-batch": [helper.make_node("Reshape", ["c", "target"], ["y"])],
+             "flatten-gemm": [helper.make_node("Flatten", ["c"], ["f"]),
+                              helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]}[tail]
+    model = _model([conv, *nodes], {"x": X4}, ["y"], {"w": _rand(4, 4, 3, 3), "target": np.array([0, -1], np.int64),
+                                                      "fc": _rand(5, 144)}, opset=11)
+    net = cppconv.onnx.load(model)
+    one = net(X4[:1])
+    empty = net(X4[:0])
+    assert empty.shape == (0, *one.shape[1:]) and empty.dtype == one.dtype
+
+
+def test_resize_of_the_batch_axis_is_refused():
+    """A Resize that scales the batch axis (ONNX allows it; no CNN does it) is a clear error: at
+    load for a constant scale, at the call for computed sizes (it gave the input's batch of
+    outputs after a convolution, silently)."""
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])
+    resize = helper.make_node("Resize", ["c", "", "scales"], ["y"], mode="nearest")
+    model = _model([conv, resize], {"x": X4}, ["y"],
+                   {"w": _rand(4, 4, 3, 3), "scales": np.array([0.5, 1, 2, 2], np.float32)})
+    with pytest.raises(cppconv.onnx.ModelError, match=r"Resize of the batch axis \(axis 0\) is not supported; "
+                                                      r"its scale there is 0.5, supported: 1"):
+        cppconv.onnx.load(model)
+    sizes = [helper.make_node("Shape", ["c"], ["s"]), helper.make_node("Mul", ["s", "twice"], ["sz"])]
+    resize = helper.make_node("Resize", ["c", "", "", "sz"], ["y"], mode="nearest")
+    model = _model([conv, *sizes, resize], {"x": X4}, ["y"],
+                   {"w": _rand(4, 4, 3, 3), "twice": np.array([2, 1, 2, 2], np.int64)})
+    net = cppconv.onnx.load(model)
+    with pytest.raises(ValueError, match=r"Resize of the batch axis \(axis 0\) is not supported; it asks for 3 -> 6"):
+        net(_rand(3, *X4.shape[1:]))
+
+
 def test_resize_opset_10_scales_input():
     _check([helper.make_node("Resize", ["x", "scales"], ["y"], mode="nearest")], {"x": X4}, opset=10,
            initializers={"scales": np.array([1, 1, 2, 2], np.float32)})
@@ -1828,6 +1941,7 @@ def test_run_feeds_and_outputs():
     out = net.run({"a": X4, "b": X4}, outputs=["p"])
     assert list(out) == ["p"]
     np.testing.assert_allclose(out["p"], X4 * X4)
+    assert list(net.run({"a": X4, "b": X4}, outputs="p")) == ["p"]  # (one name: not its letters)
     out = net.run({"a": X4.astype(np.float64), "b": X4.tolist()})  # converted to the model's dtype
     assert out["s"].dtype == np.float32
     with pytest.raises(TypeError, match="net.run"):

@@ -20,6 +20,8 @@ T = TypeVar("T")
 
 # The graph inputs' batch axis as shape inference names it (_network._symbolic_batch).
 BATCH_SYMBOL = "N"
+# split_problem's words where inference loses that name (or puts it on another axis too).
+LOST_BATCH = "shape inference does not keep the batch on the first axis"
 # Operand positions where an operator reads a value computed from the inputs' shapes as a
 # parameter (a size, a target shape, axes), not as data: a sub-batch computes it from its own
 # size, as the operator then needs.
@@ -77,7 +79,7 @@ def split_problem(nodes: Sequence[Any], known: Dict[str, np.ndarray], inputs: Se
         for o in n.outputs:
             if o:
                 if not batch_first(o):
-                    return f"{n.where()}: shape inference does not keep the batch on the first axis of {o!r} alone"
+                    return f"{n.where()}: {LOST_BATCH} of {o!r} alone"
                 data.add(o)
     for o in outputs:
         if o not in data:
@@ -115,6 +117,9 @@ def _along_batch(n: Any, known: Dict[str, np.ndarray], rank: Optional[int], opse
         if axes is None or (axes == [] and not n.attrs.get("noop_with_empty_axes", 0)) or \
                 any(normalised(a) in (0, None) for a in axes):
             return "may reduce over the batch axis"
+    elif n.op in ("MatMul", "Gemm") and rank == 2 and (len(n.inputs) < 2 or n.inputs[1] not in known):
+        # (a computed matrix: NumPy's BLAS multiplies, and its sums follow the number of rows)
+        return "multiplies the batch's rows by a computed matrix in NumPy's BLAS (its sums depend on the rows)"
     elif n.op == "BatchNormalization" and n.attrs.get("training_mode", 0):
         return "normalises over the batch (training mode)"
     elif n.op in ("QuantizeLinear", "DequantizeLinear") and normalised(int(n.attrs.get("axis", 1))) in (0, None):

@@ -94,10 +94,15 @@ def softmax(x: np.ndarray, axis: int, log: bool) -> np.ndarray:
     return shifted - np.log(total) if log else e / total
 
 
+def flatten(x: np.ndarray, axis: int) -> np.ndarray:
+    """ONNX Flatten: (the product of the axes before `axis`, that of the others), sizes given
+    (NumPy cannot infer a -1 beside a 0: an empty batch)."""
+    return x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), int(np.prod(x.shape[axis:], dtype=np.int64)))
+
+
 def softmax_2d(x: np.ndarray, axis: int, log: bool) -> np.ndarray:
     """Softmax before opset 13: over all axes from `axis` on, as one flattened row."""
-    rows = int(np.prod(x.shape[:axis], dtype=np.int64))
-    return softmax(x.reshape(rows, -1), 1, log).reshape(x.shape)
+    return softmax(flatten(x, axis), 1, log).reshape(x.shape)
 
 
 def batch_norm(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
@@ -307,7 +312,14 @@ def contiguous(x: np.ndarray, num_threads: int = 0, program: Any = None) -> np.n
 
 
 def reshape(x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """x.reshape(shape): a view where one can be, else a copy (contiguous's)."""
+    """x.reshape(shape): a view where one can be, else a copy (contiguous's).  An empty x (a
+    batch of none) takes a -1 beside a 0 as the size it has for one image (NumPy cannot infer
+    it; cppconv.dask.apply learns a network's output shape from an empty batch)."""
+    if x.size == 0 and -1 in shape and 0 in shape:
+        one = int(np.prod([d or 1 for d in x.shape], dtype=np.int64))
+        others = int(np.prod([d or 1 for d in shape if d != -1], dtype=np.int64))
+        if one % others == 0:
+            shape = [one // others if d == -1 else d for d in shape]
     try:
         return np.reshape(x, shape, copy=False)
     except ValueError:

@@ -19,7 +19,7 @@ import heapq
 import sys
 import threading
 from collections import defaultdict
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -317,18 +317,26 @@ def free_batch(proto: Any) -> Any:
 def batch_inputs(g: Any, initializers: Set[str]) -> List[str]:
     """The graph inputs (the initializers excepted) whose first axis is the batch: that of the
     first input whose first axis the model leaves free (else the first input's), and of every
-    input that declares it so too (free, or the same size).  An input that declares another
-    fixed size there (a table of 3 rows beside images of any batch) is not split into images."""
-    def first_axis(v: Any) -> Any:  # a size, "free", or None where the input has no first axis
+    input that declares it the same: free under the same name, or the same fixed size.  An
+    input that declares another size there (a table of 3 rows beside images of any batch), or
+    leaves it free under another name or none (ONNX Runtime takes such sizes as unrelated), is
+    not split into images."""
+    def first_axis(v: Any) -> Any:  # a size, ("free", its name), or None where the input has no first axis
         t = v.type.tensor_type
         if not t.HasField("shape"):
-            return "free"
+            return ("free", "")
         dims = t.shape.dim
-        return None if not len(dims) else dims[0].dim_value if dims[0].HasField("dim_value") else "free"
+        if not len(dims):
+            return None
+        return dims[0].dim_value if dims[0].HasField("dim_value") else ("free", dims[0].dim_param)
 
     axes = {v.name: first_axis(v) for v in g.input if v.name not in initializers}
-    batch = "free" if "free" in axes.values() else next(iter(axes.values()), None)
-    return [name for name, axis in axes.items() if axis is not None and axis in (batch, "free")]
+    if not axes:
+        return []
+    batch = next((a for a in axes.values() if isinstance(a, tuple)), next(iter(axes.values())))
+    primary = next(name for name, axis in axes.items() if axis == batch)
+    return [name for name, axis in axes.items()
+            if name == primary or (axis is not None and axis == batch and axis != ("free", ""))]
 
 
 def _symbolic_batch(g: Any, initializers: Set[str]) -> None:
@@ -338,6 +346,11 @@ def _symbolic_batch(g: Any, initializers: Set[str]) -> None:
         dims = v.type.tensor_type.shape.dim
         if len(dims):
             dims[0].dim_param = "N"
+
+
+# Constants of at most this many elements go to ONNX's shape inference (shape-like values; weights
+# are declared by their shape alone).
+_SMALL_CONSTANT = 64
 
 
 def _without_weights(proto: Any) -> Any:
@@ -354,7 +367,7 @@ def _without_weights(proto: Any) -> Any:
     g = model.graph
     g.name = src.name
     g.node.extend(src.node)
-    weights = {t.name for t in src.initializer if int(np.prod(t.dims)) > 64}
+    weights = {t.name for t in src.initializer if int(np.prod(t.dims)) > _SMALL_CONSTANT}
     g.initializer.extend(t for t in src.initializer if t.name not in weights)
     g.input.extend(src.input)
     g.output.extend(src.output)
@@ -369,17 +382,27 @@ def _without_weights(proto: Any) -> Any:
     return model
 
 
-def _inferred_shapes(proto: Any) -> Tuple[Dict[str, Tuple[Optional[int], ...]], Dict[str, np.dtype], Optional[str],
-                                          Dict[str, Tuple[str, ...]]]:
+def _inferred_shapes(proto: Any, known: Optional[Dict[str, np.ndarray]] = None) -> Tuple[
+        Dict[str, Tuple[Optional[int], ...]], Dict[str, np.dtype], Optional[str], Dict[str, Tuple[str, ...]]]:
     """Every value's shape from ONNX shape inference, with the graph inputs' first axis
     symbolic (the batch size is free): None marks a size that is not a constant.  Also the
     values' element types where inference knows them, the error strict inference found, if
     any, and each value's symbolic sizes ("" for a constant or unknown one: which axes hold
-    the batch, _netbatch)."""
+    the batch, _netbatch).  `known`: computed values whose contents the planner found (small
+    ones, the same at every batch size), read by their nodes' readers as constants: ONNX's
+    data propagation does not follow every operator (a Div of a shape's size)."""
     import onnx
-    from onnx import helper
+    from onnx import helper, numpy_helper
 
     model = _without_weights(proto)
+    if known:
+        g = model.graph
+        for name, value in known.items():
+            g.initializer.append(numpy_helper.from_array(np.asarray(value), f"{name}@known"))
+        for n in g.node:
+            for j, i in enumerate(n.input):
+                if i in known:
+                    n.input[j] = f"{i}@known"
     problem = None
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
@@ -453,9 +476,12 @@ class _Planner:
                 raise ModelError(f"graph output {name!r} is produced by no node, initializer or input")
         known = self._known_constants(order)
         # (on the model's own nodes, before fusion: the checks read ONNX's operators)
-        self.split_problem = _netbatch.split_problem(order, known, [v.name for v in self.inputs
-                                                                    if v.name in self.batch_inputs],
-                                                     self.output_names, dim_params, self.opset)
+        split_inputs = [v.name for v in self.inputs if v.name in self.batch_inputs]
+        self.split_problem = _netbatch.split_problem(order, known, split_inputs, self.output_names, dim_params,
+                                                     self.opset)
+        # (checked again after planning, which finds the values ONNX's inference could not)
+        self._split_check = (proto, order, known, split_inputs) if self.split_problem and \
+            _netbatch.LOST_BATCH in self.split_problem else None
         def activation_of(n: _Node) -> Any:
             return _fused_activation(n, known, self.opset)
 
@@ -662,6 +688,24 @@ class _Planner:
             for fused in node.fused:
                 self.rows.append({"node": fused.name, "op": fused.op, "became": f"fused into {node.where()}",
                                   "layout": "-"})
+        if self._split_check is not None:
+            self._check_split_again()
+
+    def _check_split_again(self) -> None:
+        """split_problem once more where ONNX's inference lost the batch axis: with the values
+        computed from shapes that planning found the same at batch 1 and 2 (folded, or probed)
+        given to inference as constants (ShuffleNetV2's channel split: a Slice whose end is the
+        shape's channel count, divided by 2)."""
+        proto, order, known, inputs = self._split_check
+        self._split_check = None
+        found = {o: self.consts[o] for n in order for o in n.outputs
+                 if o in self.consts and o not in known and self.consts[o].size <= _SMALL_CONSTANT}
+        found.update((name, one) for name, (one, two) in self.probes.items()
+                     if one.size <= _SMALL_CONSTANT and one.shape == two.shape and np.array_equal(one, two))
+        if found:
+            dim_params = _inferred_shapes(proto, found)[3]
+            self.split_problem = _netbatch.split_problem(order, known, inputs, self.output_names, dim_params,
+                                                         self.opset)
 
     def drop_unused(self, outputs: List[str]) -> None:
         """Removes the steps no output depends on (a Shape whose readers were all folded, say)."""
@@ -1342,12 +1386,11 @@ def _flatten(p: _Planner, node: _Node) -> None:
     shape = p.shapes.get(x)
     if p.layout[x] is not None and axis == 1 and shape is not None and all(d == 1 for d in shape[2:]):
         # (N, C, 1, 1) after a global pool: channels-last holds the same numbers in the same order.
-        p.emit(node, lambda v: (v.reshape(v.shape[0], -1),), [x], [None], "NumPy reshape (no layout change needed)")
+        p.emit(node, lambda v: (_netops.flatten(v, 1),), [x], [None], "NumPy reshape (no layout change needed)")
         return
 
     def fn(v: np.ndarray) -> Tuple[np.ndarray]:
-        a = axis % v.ndim if v.ndim else 0
-        return (v.reshape(int(np.prod(v.shape[:a], dtype=np.int64)), -1),)
+        return (_netops.flatten(v, axis % v.ndim if v.ndim else 0),)
 
     _plain(p, node, fn, "NumPy reshape")
 
@@ -1679,6 +1722,8 @@ def _fully_connected(p: _Planner, node: _Node, weight: np.ndarray, bias: Optiona
     direct = layer._float_forward()
 
     def fn(x: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
+        if not x.shape[0]:  # (an empty batch: no rows for the layer's length axis)
+            return (np.empty((0, out_features), x.dtype) if out is None else out,)
         rows = x.reshape(1, x.shape[0], in_features)
         out_rows = None if out is None else out.reshape(1, *out.shape)
         if direct is not None and _tuning._mode == "off" and np.may_share_memory(rows, x):
@@ -1773,6 +1818,12 @@ def _resize(p: _Planner, node: _Node) -> None:
     axes = [int(v) % rank for v in a.get("axes", range(rank))]
     stored = [p.axis(node, x, ax) for ax in axes]
     scales_name, sizes_name = (node.input(1), "") if p.opset < 11 else (node.input(2), node.input(3))
+    batch_axis = p.axis(node, x, 0)  # (where the batch is stored: a Resize may not change it)
+    resizes_batch = "a Resize of the batch axis (axis 0) is not supported"
+    scales = p.consts.get(scales_name)
+    if 0 in axes and scales is not None and scales.size and float(scales[axes.index(0)]) != 1.0:
+        raise ModelError(f"{node.where()}: {resizes_batch}; its scale there is {float(scales[axes.index(0)])}, "
+                         "supported: 1")
 
     threads = p.threads
 
@@ -1787,6 +1838,8 @@ def _resize(p: _Planner, node: _Node) -> None:
             else:
                 out_scales[s] = float(scales[i])  # type: ignore[index]
                 out_sizes[s] = int(np.floor(v.shape[s] * out_scales[s]))
+        if out_sizes[batch_axis] != v.shape[batch_axis]:
+            raise ValueError(f"{resizes_batch}; it asks for {v.shape[batch_axis]} -> {out_sizes[batch_axis]}")
         return (_netops.resize(v, out_sizes, out_scales, mode, transform, nearest_mode, out, threads, _program()),)
 
     became = f"resize ({mode}, {transform}): cppconv's pass for float32 height and width, else NumPy"
@@ -2193,12 +2246,12 @@ class Network:
                                  + (" (any batch size N)" if free else "") + f", got {x.shape}")
         return x
 
-    def run(self, feeds: Dict[str, Any], outputs: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+    def run(self, feeds: Dict[str, Any], outputs: Union[str, Sequence[str], None] = None) -> Dict[str, np.ndarray]:
         """Runs the network on ``feeds`` ({input name: array}); returns {output name: array}
-        for ``outputs`` (default: all of the model's outputs, in its order)."""
+        for ``outputs`` (names, or one name; default: all of the model's outputs, in its order)."""
         if not isinstance(feeds, dict):
             raise TypeError(f"feeds must be a dict of input name -> array, got {type(feeds).__name__}")
-        wanted = self.output_names if outputs is None else list(outputs)
+        wanted = self.output_names if outputs is None else [outputs] if isinstance(outputs, str) else list(outputs)
         unknown = [n for n in wanted if n not in self.output_names]
         if unknown:
             raise KeyError(f"{unknown[0]!r} is not an output of the network; its outputs: {self.output_names}")
