@@ -731,11 +731,11 @@ std::array<int64_t, 3> kernel_of(const Size* kernel_axes, size_t axes) {
 }
 
 std::unique_ptr<ConvPlan> plan_of(DType dt, const void* weight, const std::vector<int64_t>& shape, const void* bias,
-                                  bool copy, bool reused) {
+                                  bool copy, bool reused, bool keeps_source = true) {
   if (shape.size() < 3 || shape.size() > 5) throw py::value_error("weight: expected 3 to 5 dimensions");
   const std::array<int64_t, 3> kernel = kernel_of(shape.data() + 2, shape.size() - 2);
-  return std::make_unique<ConvPlan>(dt, weight, bias, shape[0], shape[1], kernel[0], kernel[1], kernel[2], copy,
-                                    reused);
+  return std::make_unique<ConvPlan>(dt, weight, bias, shape[0], shape[1], kernel[0], kernel[1], kernel[2], copy, reused,
+                                    keeps_source);
 }
 
 // A BFloat16 plan's arrays travel as their bits, uint16 (NumPy has no bfloat16 of its own),
@@ -749,7 +749,8 @@ void require_bits(const py::array& a, const char* name, py::ssize_t ndim, bool w
 }
 
 PyConvPlan make_plan(const py::array& weight, const py::object& bias, bool copy, bool bfloat16 = false,
-                     bool reused = false) {
+                     bool reused = false, bool keeps_source = true) {
+  if (!keeps_source && !copy) throw py::value_error("keeps_source=False needs copy=True: the plan frees its own copy");
   const DType dt = bfloat16 ? DType::BFloat16 : dtype_of(weight, "weight");
   if (weight.ndim() < 3 || weight.ndim() > 5) throw py::value_error("weight: expected 3 to 5 dimensions");
   if (bfloat16) require_bits(weight, "weight", weight.ndim(), false, false);
@@ -762,7 +763,7 @@ PyConvPlan make_plan(const py::array& weight, const py::object& bias, bool copy,
     bias_ptr = b.data();
   }
   PyConvPlan p;
-  p.plan = plan_of(dt, weight.data(), shape_of(weight), bias_ptr, copy, copy || reused);
+  p.plan = plan_of(dt, weight.data(), shape_of(weight), bias_ptr, copy, copy || reused, keeps_source);
   if (!copy) {
     p.weight_owner = weight;
     p.bias_owner = bias;
@@ -1078,15 +1079,37 @@ PYBIND11_MODULE(_native, m) {
       .def_readonly("rank", &ConvParams::rank);
 
   py::class_<PyConvPlan>(m, "ConvPlan")
-      .def(py::init([](const py::array& weight, const py::object& bias, bool copy, bool bfloat16, bool reused) {
-             return make_plan(weight, bias, copy, bfloat16, reused);
-           }),
+      .def(py::init([](const py::array& weight, const py::object& bias, bool copy, bool bfloat16, bool reused,
+                       bool keeps_source) { return make_plan(weight, bias, copy, bfloat16, reused, keeps_source); }),
            py::arg("weight"), py::arg("bias"), py::arg("copy") = true, py::arg("bfloat16") = false,
-           py::arg("reused") = false,
+           py::arg("reused") = false, py::arg("keeps_source") = true,
            "bfloat16=True: weight holds bfloat16 bits (uint16) and the bias is float32; run() then takes x and "
            "out as bfloat16 bits or float32 (x rounded to bfloat16 as it is read), accumulating in float32. "
            "copy=False borrows the arrays (kept alive by the plan); reused=True (implied by copy) marks the "
-           "weights as a layer's, used over many calls from any thread: packed once and kept.")
+           "weights as a layer's, used over many calls from any thread: packed once and kept. keeps_source=False "
+           "(with copy=True): the plan's copy is the only one, freed once a pack can give the weights back and "
+           "unpacked again where needed; weight_bytes() reads them.")
+      .def(
+          "weight_bytes",
+          [](const PyConvPlan& self) {
+            const ConvPlan& plan = *self.plan;
+            const size_t bytes = size_t(plan.out_channels() * plan.group_in_channels() * plan.kernel_d() *
+                                        plan.kernel_h() * plan.kernel_w()) *
+                                 dtype_size(plan.dtype());
+            // Filled before anyone else sees it: a bytes object keeps the copy immutable.
+            PyObject* raw = PyBytes_FromStringAndSize(nullptr, py::ssize_t(bytes));
+            if (!raw) throw py::error_already_set();
+            py::bytes out = py::reinterpret_steal<py::bytes>(raw);
+            char* to = PyBytes_AS_STRING(raw);
+            py::gil_scoped_release release;
+            plan.copy_weight(to);
+            return out;
+          },
+          "The weights as given, (K, C/groups, kd, kh, kw) in C order, as bytes (unpacked where the plan freed "
+          "its copy).")
+      .def(
+          "held_bytes", [](const PyConvPlan& self) { return self.plan->held_bytes(); },
+          "Bytes of weights the plan holds: its copy (while kept), the bias and the packs.")
       .def("run", &run_plan, py::arg("x"), py::arg("out"), py::arg("params"), py::arg("algorithm") = "",
            py::arg("num_threads") = 0, py::arg("residual") = py::none(),
            "residual: an array of out's shape and dtype, not sharing memory with it, added before the activation.")

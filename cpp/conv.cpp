@@ -264,11 +264,22 @@ std::vector<const ConvAlgorithm*> all_conv_algorithms() { return kConvFamily.all
 const ConvAlgorithm* find_conv_algorithm(const std::string& name) { return kConvFamily.find(name); }
 
 ConvPlan::ConvPlan(DType dtype, const void* weight, const void* bias, int64_t out_channels, int64_t group_in_channels,
-                   int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, bool copy, bool reused)
+                   int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, bool copy, bool reused, bool keeps_source)
     : dtype_(dtype), out_channels_(out_channels), group_in_(group_in_channels), kernel_d_(kernel_d),
       kernel_h_(kernel_h), kernel_w_(kernel_w), weights_reused_(reused),
       weights_(dtype, weight, size_t(out_channels * group_in_channels * kernel_d * kernel_h * kernel_w), bias,
-               size_t(out_channels), copy, reused) {}
+               size_t(out_channels), copy, reused, keeps_source) {}
+
+size_t ConvPlan::held_bytes() const {
+  size_t bytes = weights_.held_bytes();
+  {
+    std::lock_guard<std::mutex> lock(widened_mutex_);
+    if (widened_) bytes += widened_->held_bytes();
+  }
+  std::lock_guard<std::mutex> lock(interleaved_mutex_);
+  if (interleaved_) bytes += interleaved_->held_bytes();
+  return bytes;
+}
 
 const char* lowering_name(Lowering l) {
   switch (l) {
@@ -889,13 +900,14 @@ std::optional<ConvPlan::LiveTapsRun> ConvPlan::live_taps_run(const ConvProblem& 
   };
   return live_taps_.run_for(given, only_reference, [&](const ConvProblem& live, const TapWindow& window) {
     std::shared_ptr<ConvPlan> plan;
-    if (!weights_.weight()) {  // a plan of shapes alone (explain): what finite weights would run
+    const std::shared_ptr<const void> source = weights_.source();
+    if (!source) {  // a plan of shapes alone (explain): what finite weights would run
       plan = std::make_shared<ConvPlan>(dtype_, nullptr, nullptr, out_channels_, group_in_, live.kernel_d,
                                         live.kernel_h, live.kernel_w, /*copy=*/false, weights_reused_);
     } else {
       const int64_t filters = out_channels_ * group_in_;
       const auto kept = with_element_type(dtype_, [&](auto zero) {
-        return live_tap_weights<decltype(zero)>(weights_.weight(), filters, kernel_d_, kernel_h_, kernel_w_, window);
+        return live_tap_weights<decltype(zero)>(source.get(), filters, kernel_d_, kernel_h_, kernel_w_, window);
       });
       if (kept)
         plan = std::make_shared<ConvPlan>(dtype_, kept->data(), weights_.bias(), out_channels_, group_in_,
@@ -968,9 +980,10 @@ ConvPlan& ConvPlan::widened_plan() const {
   if (!widened_) {
     const int64_t count = out_channels_ * group_in_ * kernel_d_ * kernel_h_ * kernel_w_;
     std::vector<float> wide;
-    if (weights_.weight()) {  // (a plan of shapes alone, for explain, has none)
+    const std::shared_ptr<const void> source = weights_.source();
+    if (source) {  // (a plan of shapes alone, for explain, has none)
       wide.resize(size_t(count));
-      bf16_to_float32(static_cast<const uint16_t*>(weights_.weight()), wide.data(), count, 1);
+      bf16_to_float32(static_cast<const uint16_t*>(source.get()), wide.data(), count, 1);
     }
     widened_ = std::make_unique<ConvPlan>(DType::Float32, wide.empty() ? nullptr : wide.data(), weights_.bias(),
                                           out_channels_, group_in_, kernel_d_, kernel_h_, kernel_w_,
@@ -1323,7 +1336,8 @@ PlanWeights& ConvPlan::interleaved_weights() {
     const size_t elem = dtype_size(dtype_);
     const int64_t kd = kernel_d_, kh = kernel_h_, kw = kernel_w_, taps = kd * kh * kw;
     std::vector<unsigned char> permuted(size_t(out_channels_ * group_in_ * taps) * elem);
-    const auto* from = static_cast<const unsigned char*>(weights_.weight());
+    const std::shared_ptr<const void> source = weights_.source();
+    const auto* from = static_cast<const unsigned char*>(source.get());
     for (int64_t f = 0; f < out_channels_ * group_in_; ++f)
       for (int64_t a = 0; a < kd; ++a)
         for (int64_t i = 0; i < kh; ++i)
@@ -1360,8 +1374,12 @@ void ConvPlan::run_planar(const ConvProblem& given, const void* x, void* y, cons
   ConvCall call;
   call.p = p;
   call.x = x;
-  call.weight = w.weight();
   call.packed = w.packed(*choice.algorithm, p, choice.threads);
+  // An algorithm whose pack gives the weights back reads the pack alone (the plan may have
+  // freed its copy); the others get the weights as given, kept alive for the call.
+  std::shared_ptr<const void> source;
+  if (!call.packed || !choice.algorithm->unpack) source = w.source();
+  call.weight = source.get();
   call.bias = w.bias();
   call.y = y;
   set_contiguous_strides(p, call);

@@ -178,8 +178,10 @@ class ConvPlan {
   // for 1-D); bias: (K,) or nullptr, float32 for a BFloat16 plan.  A layer's plan copies them (copy=true) and will
   // reuse them over many calls; a one-shot call borrows them for the plan's lifetime.  `reused` tells the dispatcher
   // which (see ConvProblem::weights_reused).
+  // keeps_source=false (with copy=true): the plan's copy is the layer's only one, freed once a
+  // pack gives the weights back and unpacked again where needed (see PlanWeights).
   ConvPlan(DType dtype, const void* weight, const void* bias, int64_t out_channels, int64_t group_in_channels,
-           int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, bool copy, bool reused);
+           int64_t kernel_d, int64_t kernel_h, int64_t kernel_w, bool copy, bool reused, bool keeps_source = true);
 
   ConvChoice choose(const ConvProblem& p) const;
   // The algorithms the dispatcher could pick for p: those of the active ISA's table that
@@ -215,6 +217,12 @@ class ConvPlan {
   int64_t kernel_h() const { return kernel_h_; }
   int64_t kernel_w() const { return kernel_w_; }
   bool has_bias() const { return weights_.bias() != nullptr; }
+  // The weights as given, (K, C/groups, kd, kh, kw), copied into `out` (from a pack where the
+  // plan freed its copy; see PlanWeights).
+  void copy_weight(void* out) const { weights_.copy_weight(out); }
+  // The bytes of weights this plan holds: its copy (while kept), the bias, every pack, and
+  // those of the plans it made for bfloat16 widening and interleaved 3-D taps.
+  size_t held_bytes() const;
 
  private:
   // The problem the kernels are given (see conv.cpp; a strided 1x1 convolution then runs at
@@ -272,7 +280,7 @@ class ConvPlan {
   bool weights_reused_;
   // A plan can meet several algorithms as input sizes change; each packs once.
   PlanWeights weights_;
-  std::mutex interleaved_mutex_;
+  mutable std::mutex interleaved_mutex_;
   std::unique_ptr<PlanWeights> interleaved_;
   mutable std::mutex widened_mutex_;
   mutable std::unique_ptr<ConvPlan> widened_;

@@ -75,7 +75,8 @@ void ConvTransposePlan::run(const ConvTransposeProblem& p, const void* x, void* 
   ConvTransposeCall call;
   call.p = p;
   call.x = x;
-  call.weight = weights_.weight();
+  const std::shared_ptr<const void> source = weights_.source();  // (a transposed plan keeps its copy)
+  call.weight = source.get();
   call.packed = weights_.packed(*choice.algorithm, p, choice.threads);
   call.bias = weights_.bias();
   call.y = y;

@@ -5,12 +5,15 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -140,6 +143,11 @@ class SpareBuffer {
     if (s.capacity_ >= bytes) return std::move(s);
     return SpareBuffer(std::unique_ptr<unsigned char[]>(new unsigned char[bytes]), bytes);
   }
+  // A new buffer of `bytes` exactly, not the spare: for what a plan keeps (a layer's packs),
+  // which would otherwise hold a larger spare for as long as the layer lives.
+  static SpareBuffer sized(size_t bytes) {
+    return SpareBuffer(std::unique_ptr<unsigned char[]>(new unsigned char[bytes]), bytes);
+  }
   SpareBuffer() = default;
   SpareBuffer(SpareBuffer&& o) noexcept : data_(std::move(o.data_)), capacity_(o.capacity_) { o.capacity_ = 0; }
   SpareBuffer& operator=(SpareBuffer&& o) noexcept {
@@ -153,6 +161,7 @@ class SpareBuffer {
     if (data_ && this != &s && capacity_ <= kMaxSpareBytes && capacity_ > s.capacity_) s = std::move(*this);
   }
   unsigned char* get() const { return data_.get(); }
+  size_t capacity() const { return capacity_; }
 
  private:
   SpareBuffer(std::unique_ptr<unsigned char[]> d, size_t c) : data_(std::move(d)), capacity_(c) {}
@@ -165,26 +174,37 @@ class SpareBuffer {
 };
 struct PackedWeightsTag {};
 
+// The function that gives an algorithm's packed weights back as they were (ConvAlgorithm::unpack),
+// nullptr for the families whose packs never do.
+template <class Algorithm>
+auto unpack_of(const Algorithm&) -> void (*)(const ConvProblem&, const void*, void*) {
+  return nullptr;
+}
+inline auto unpack_of(const ConvAlgorithm& a) -> void (*)(const ConvProblem&, const void*, void*) { return a.unpack; }
+
 // A plan's weights and bias: copied, or borrowed (a one-shot call's for the call, or a
 // layer's immutable arrays, kept alive by the binding), plus each algorithm's packed form,
 // built on first use and then shared between threads.  Those shared (a layer's, which any
 // thread may call) are on a list, so that fork() can wait until none is packing (see
 // driver.cpp): a child must not inherit a lock held by a thread it does not have.  A one-shot
 // plan is only ever reached by the thread whose call it serves.
+// A copy made with keeps_source=false is the only copy of a layer's weights: it is freed once a
+// pack that gives the weights back (ConvAlgorithm::unpack) exists, and unpacked again where
+// something reads it (another algorithm packs or reads the weights as they are).
 class PlanWeights {
  public:
   PlanWeights(DType dtype, const void* weight, size_t weight_count, const void* bias, size_t bias_count, bool copy,
-              bool shared)
-      : weight_(weight), bias_(bias) {
-    if (copy) {
-      const auto* w = static_cast<const unsigned char*>(weight);
-      owned_weight_.assign(w, w + weight_count * dtype_size(dtype));
-      weight_ = owned_weight_.data();
-      if (bias) {
-        const auto* b = static_cast<const unsigned char*>(bias);
-        owned_bias_.assign(b, b + bias_count * kDTypes[int(dtype)].bias_size);
-        bias_ = owned_bias_.data();
-      }
+              bool shared, bool keeps_source = true)
+      : weight_(weight), bias_(bias), weight_bytes_(weight_count * dtype_size(dtype)), keeps_source_(keeps_source) {
+    if (copy && weight) {
+      owned_weight_ = std::shared_ptr<unsigned char[]>(new unsigned char[weight_bytes_]);
+      std::memcpy(owned_weight_.get(), weight, weight_bytes_);
+      weight_ = owned_weight_.get();
+    }
+    if (copy && bias) {
+      const auto* b = static_cast<const unsigned char*>(bias);
+      owned_bias_.assign(b, b + bias_count * kDTypes[int(dtype)].bias_size);
+      bias_ = owned_bias_.data();
     }
     if (shared) enlist();
   }
@@ -192,8 +212,30 @@ class PlanWeights {
   PlanWeights(const PlanWeights&) = delete;
   PlanWeights& operator=(const PlanWeights&) = delete;
 
-  const void* weight() const { return weight_; }
+  // The weights as given (unpacked first where the copy was freed), kept alive for as long as
+  // the caller holds them: another thread may free the plan's copy meanwhile.  Empty for a
+  // plan of shapes alone (explain).
+  std::shared_ptr<const void> source() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return source_locked();
+  }
+  // Copies the weights as given (weight_bytes() of them) into `out`, from the pack where the
+  // plan's copy was freed, without keeping them.
+  void copy_weight(void* out) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!weight_ && restore_) restore_(out);
+    else if (weight_) std::memcpy(out, weight_, weight_bytes_);
+  }
+  size_t weight_bytes() const { return weight_bytes_; }
   const void* bias() const { return bias_; }
+  // The bytes this plan allocated: its copy of the weights (while it keeps one), the bias and
+  // the packs.
+  size_t held_bytes() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    size_t bytes = (owned_weight_ ? weight_bytes_ : 0) + owned_bias_.size();
+    for (const auto& kept : packed_) bytes += kept.second.capacity();
+    return bytes;
+  }
 
   // The weights as `a` packs them for problems like p (packing depends on the weights'
   // shape and the groups only), or nullptr for an algorithm that packs nothing.
@@ -207,23 +249,54 @@ class PlanWeights {
     const auto key = std::make_tuple(static_cast<const void*>(&a), p.groups, p.kernel_h, p.kernel_w);
     auto it = packed_.find(key);
     if (it == packed_.end()) {
+      const std::shared_ptr<const void> source = source_locked();
       // Not zero-filled: pack writes every byte, and clearing megabytes first would double
       // the cost a one-shot call pays.
-      auto buffer = SpareBuffer<PackedWeightsTag>::take(bytes);
-      a.pack(p, weight_, buffer.get(), threads);
+      auto buffer = listed_ ? SpareBuffer<PackedWeightsTag>::sized(bytes) : SpareBuffer<PackedWeightsTag>::take(bytes);
+      a.pack(p, source.get(), buffer.get(), threads);
       it = packed_.emplace(key, std::move(buffer)).first;
+      free_source_if_unpackable(unpack_of(a), p, it->second.get());
     }
     return it->second.get();
   }
 
  private:
-  std::vector<unsigned char> owned_weight_, owned_bias_;
-  const void* weight_;
+  // (const: unpacking gives back the same values)
+  std::shared_ptr<const void> source_locked() const {
+    if (!weight_ && restore_) {
+      owned_weight_ = std::shared_ptr<unsigned char[]>(new unsigned char[weight_bytes_]);
+      restore_(owned_weight_.get());
+      weight_ = owned_weight_.get();
+    }
+    if (owned_weight_) return std::shared_ptr<const void>(owned_weight_, weight_);
+    return std::shared_ptr<const void>(std::shared_ptr<const void>(), weight_);  // borrowed: the owner keeps it
+  }
+  template <class Problem>
+  void free_source_if_unpackable(void (*unpack)(const ConvProblem&, const void*, void*), const Problem& p,
+                                 const void* pack) {
+    if constexpr (std::is_same_v<Problem, ConvProblem>) {
+      // (a pack of the whole weight: its problem's filters x channels x taps are all of them)
+      const size_t packed_count = size_t(p.out_channels * (p.in_channels / p.groups) * p.kernel_h * p.kernel_w);
+      if (keeps_source_ || !owned_weight_ || !unpack || packed_count * kDTypes[int(p.dtype)].size != weight_bytes_)
+        return;
+      restore_ = [unpack, p, pack](void* out) { unpack(p, pack, out); };
+      owned_weight_.reset();  // (freed here, or by the last caller still reading it)
+      weight_ = nullptr;
+    }
+  }
+
+  mutable std::shared_ptr<unsigned char[]> owned_weight_;
+  std::vector<unsigned char> owned_bias_;
+  mutable const void* weight_;
   const void* bias_;
+  size_t weight_bytes_;
+  bool keeps_source_;
+  // Writes the weights from a pack, where the copy was freed (set once, never cleared: packs stay).
+  std::function<void(void*)> restore_;
   void enlist();
   friend struct ForkHandlers;
 
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::map<std::tuple<const void*, int64_t, int64_t, int64_t>, SpareBuffer<PackedWeightsTag>> packed_;
   bool listed_ = false;          // on the list of the layers' instances
   PlanWeights* prev_ = nullptr;

@@ -428,3 +428,69 @@ def test_repr_in_pytorchs_style():
                            activation="ReLU", precision="HIGH")
     assert (layer.padding, layer.padding_mode, layer.layout, layer.activation, layer.precision) == (
         "same", "reflect", "NHWC", "relu", "high")
+
+
+def _packed_weights_case(dtype=np.float32):
+    """A layer whose dispatcher packs its weights (ChannelVec: output channels in blocks, input
+    channels in slices), with NaN, infinities and -0.0 among them."""
+    rng = make_rng("packed weights", np.dtype(dtype).name)
+    w = rng.standard_normal((40, 24, 3, 3)).astype(dtype)
+    w.flat[[5, 77, 300, 1000]] = [np.nan, np.inf, -np.inf, -0.0]
+    b = rng.standard_normal(40).astype(dtype)
+    x = rng.standard_normal((1, 24, 12, 12)).astype(dtype)
+    return x, w, b
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layer_keeps_one_copy_of_its_weights(dtype):
+    # The plan's copy of the weights is the layer's only one, freed once a pack that gives them
+    # back exists: the layer then holds the pack alone, and reads its weights back from it.
+    x, w, b = _packed_weights_case(dtype)
+    # A one-shot call leaves its larger packed weights as the thread's spare buffer, which the
+    # layer's pack, kept for the layer's lifetime, must not take.
+    big = np.ones((128, 128, 3, 3), dtype)
+    cppconv.conv2d(np.ones((2, 128, 16, 16), dtype), big, padding=1)
+    layer = cppconv.Conv2d(w, b, padding=1)
+    plan = layer._weights.held
+    before = plan.held_bytes()
+    assert before >= w.nbytes + b.nbytes
+    info = layer.explain(x.shape, dtype)
+    assert info["packed_weight_bytes"] > 0, info["algorithm"]
+    y = layer(x)
+    assert plan.held_bytes() == before - w.nbytes + info["packed_weight_bytes"]
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    np.testing.assert_array_equal(layer.weight.view(bits), w.view(bits))  # NaN and -0.0 bit for bit
+    assert not layer.weight.flags.writeable
+    for clone in (pickle.loads(pickle.dumps(layer)), copy.deepcopy(layer), copy.copy(layer)):
+        np.testing.assert_array_equal(clone(x), y)
+    # Another shape, algorithm or thread count reads the weights again: unpacked from the pack.
+    fresh = cppconv.Conv2d(w, b, padding=1)
+    for shape in [(3, 24, 30, 7), (1, 24, 1, 1)]:
+        z = make_rng("packed weights", "other shape").standard_normal(shape).astype(dtype)
+        for threads in (1, 2):
+            np.testing.assert_array_equal(layer(z, num_threads=threads), fresh(z, num_threads=threads))
+
+
+def test_layer_of_unpacked_weights_runs_bit_for_bit_under_every_algorithm():
+    # Weights read back from a pack rebuild the layer exactly: every algorithm, forced in turn, on
+    # the layer itself (its freed copy unpacked again), a layer of its read-back weights, and
+    # one of the original array give the same bits.
+    rng = make_rng("unpacked weights")
+    w = rng.standard_normal((40, 24, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(40).astype(np.float32)
+    x = rng.standard_normal((2, 24, 10, 10)).astype(np.float32)
+    layer = cppconv.Conv2d(w, b, padding=1)
+    layer(x)  # packs, and frees the plan's copy
+    rebuilt, original = cppconv.Conv2d(layer.weight, b, padding=1), cppconv.Conv2d(w, b, padding=1)
+    ran = 0
+    for algorithm in cppconv._native.conv_algorithms():
+        try:
+            want = original._call_with_algorithm(algorithm, x)
+        except ValueError as e:
+            if "accept" in str(e) or "lacks" in str(e):
+                continue
+            raise
+        ran += 1
+        np.testing.assert_array_equal(rebuilt._call_with_algorithm(algorithm, x), want, err_msg=algorithm)
+        np.testing.assert_array_equal(layer._call_with_algorithm(algorithm, x), want, err_msg=algorithm)
+    assert ran >= 3

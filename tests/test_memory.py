@@ -217,3 +217,41 @@ def test_allocation_failure_on_threads_is_a_memory_error():
     r = run_child(RLIMIT_CHILD)
     assert r["seen"] and all(v == "MemoryError" for v in r["seen"].values()), r["seen"]
     assert r["healthy"]
+
+
+def test_a_network_holds_its_conv_weights_once():
+    # After a call a network's packed conv layers hold their packs alone (the plans free their
+    # float32 copies, and the network keeps no initializers the layers hold): the resident growth
+    # over loading and a call stays near one copy of the weights, not two.
+    got = run_child("""
+        import ctypes, gc
+        import cppconv.onnx
+        from onnx import TensorProto, helper, numpy_helper
+        libc = ctypes.CDLL("libc.so.6")
+        def settled():                # RSS once freed memory is handed back (as the benchmark reads it)
+            gc.collect()
+            libc.malloc_trim(0)
+            return rss()
+        C, layers = 1024, 4
+        rng = np.random.default_rng(0)
+        weights = [numpy_helper.from_array(rng.standard_normal((C, C, 1, 1)).astype(np.float32), f"w{i}")
+                   for i in range(layers)]
+        nodes = [helper.make_node("Conv", [f"v{i}", f"w{i}"], [f"v{i + 1}"]) for i in range(layers)]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("v0", TensorProto.FLOAT, [1, C, 4, 4])],
+                                  [helper.make_tensor_value_info(f"v{layers}", TensorProto.FLOAT, [1, C, 4, 4])],
+                                  weights)
+        data = helper.make_model(graph).SerializeToString()
+        del weights, graph
+        x = rng.standard_normal((1, C, 4, 4)).astype(np.float32)
+        # (a first network imports the modules loading reads: their memory is not the weights')
+        cppconv.onnx.load(helper.make_model(helper.make_graph(
+            [helper.make_node("Conv", ["a", "k"], ["b"])], "warm-up",
+            [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 1, 4, 4])],
+            [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 1, 4, 4])],
+            [numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "k")])))(np.ones((1, 1, 4, 4), np.float32))
+        before = settled()
+        net = cppconv.onnx.load(data, num_threads=1)
+        net(x)
+        print(json.dumps({"growth": settled() - before, "weights": layers * C * C * 4}))
+    """)
+    assert got["growth"] < 1.4 * got["weights"], got

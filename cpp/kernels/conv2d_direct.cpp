@@ -401,6 +401,32 @@ void channelvec_pack(const ConvProblem& p, const void* weight, void* packed, int
   }
 }
 
+// channelvec_pack's inverse: the packed blocks hold every weight as it is, so the layer's
+// (K, C/groups, kh, kw) weights come back bit for bit (the zero rows past a group's last output
+// channel and the finite flags are dropped).
+template <class T, class B>
+void channelvec_unpack(const ConvProblem& p, const void* packed, void* weight) {
+  const T* src = static_cast<const T*>(packed);
+  T* w = static_cast<T*>(weight);
+  const int64_t gi = p.in_channels / p.groups, go = p.out_channels / p.groups;
+  const int64_t taps = p.kernel_h * p.kernel_w, kb_count = ceil_div(go, kNR<T, B>);
+  const int64_t block = taps * gi * kNR<T, B>;
+  const int64_t per_slice = channels_per_slice<T, B>(gi, taps);
+  for (int64_t unit = 0; unit < p.groups * kb_count; ++unit) {
+    const int64_t g = unit / kb_count, kb = unit % kb_count;
+    const int64_t valid = std::min<int64_t>(kNR<T, B>, go - kb * kNR<T, B>);
+    T* wb = w + (g * go + kb * kNR<T, B>) * gi * taps;
+    for (int64_t c_begin = 0; c_begin < gi; c_begin += per_slice) {
+      const int64_t c_count = std::min(per_slice, gi - c_begin);
+      const T* slice = src + unit * block + c_begin * taps * kNR<T, B>;  // [tap][c][NR]
+      for (int64_t kk = 0; kk < valid; ++kk)
+        for (int64_t c = 0; c < c_count; ++c)
+          for (int64_t t = 0; t < taps; ++t)
+            wb[kk * gi * taps + (c_begin + c) * taps + t] = slice[(t * c_count + c) * kNR<T, B> + kk];
+    }
+  }
+}
+
 // Memory a thread needs next, `row_bytes` at a time `row_stride` apart, asked for one cache line
 // at a time from inside the microkernel's loop, so that it comes into L2 in the shadow of the
 // arithmetic.
@@ -1479,7 +1505,9 @@ const ConvAlgorithm conv2d_channelvec_f32 = {kChannelVecF32Name.text,
                                              Precision::Highest,
                                              0,
                                              /*adds_residual=*/true,
-                                             /*reads_depth_taps=*/true};
+                                             /*reads_depth_taps=*/true,
+                                             /*takes_depth=*/false,
+                                             channelvec_unpack<float, NarrowBlock>};
 const ConvAlgorithm conv2d_channelvec_wide_f32 = {kWideChannelVecF32Name.text,
                                                   DType::Float32,
                                                   channelvec_accepts<float, WideBlock>,
@@ -1490,7 +1518,9 @@ const ConvAlgorithm conv2d_channelvec_wide_f32 = {kWideChannelVecF32Name.text,
                                                   Precision::Highest,
                                                   0,
                                                   /*adds_residual=*/true,
-                                                  /*reads_depth_taps=*/true};
+                                                  /*reads_depth_taps=*/true,
+                                                  /*takes_depth=*/false,
+                                                  channelvec_unpack<float, WideBlock>};
 const ConvAlgorithm conv2d_channelvec_f64 = {kChannelVecF64Name.text,
                                              DType::Float64,
                                              channelvec_accepts<double, NarrowBlock>,
@@ -1501,7 +1531,9 @@ const ConvAlgorithm conv2d_channelvec_f64 = {kChannelVecF64Name.text,
                                              Precision::Highest,
                                              0,
                                              /*adds_residual=*/true,
-                                             /*reads_depth_taps=*/true};
+                                             /*reads_depth_taps=*/true,
+                                             /*takes_depth=*/false,
+                                             channelvec_unpack<double, NarrowBlock>};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

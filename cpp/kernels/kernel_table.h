@@ -43,6 +43,10 @@ struct ConvAlgorithm {
   // Whether accepts() and run() take problems with a depth axis (has_depth), read through
   // ConvCall's depth strides; the others are given depth 1 only (the driver lowers the rest).
   bool takes_depth = false;
+  // The weights back from what pack() wrote for p, bit for bit, or nullptr where the packed form
+  // does not hold them as they are (transformed, rounded): a layer's plan then needs no copy of
+  // its weights beside the packed ones (PlanWeights).
+  void (*unpack)(const ConvProblem& p, const void* packed, void* weight) = nullptr;
 };
 
 // Whether p has a depth axis (depth, kernel depth, output depth or depth padding); a 2-D or

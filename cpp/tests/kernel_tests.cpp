@@ -582,7 +582,7 @@ void conv2d_sweep() {
   // weights packed up front (reused) and transformed inside the work items (one-shot).
   for (const Tile& t : named_tiles()) {
     if (!t.winograd) continue;
-    for (int i = 0; i < 24; ++i) {
+    for (int i = 0; i < 48; ++i) {
       ConvGeometry g;
       g.C = pick(std::vector<int64_t>{16, 17, 24, 40, 64});
       g.K = std::max<int64_t>(16, pick(std::vector<int64_t>{t.b - 1, t.b, t.b + 1, 2 * t.b + 1}));
@@ -717,6 +717,60 @@ void depthwise_slices_sweep() {
     const ConvProblem p = make_problem(g);
     ConvCase c = make_conv_case(p, g.bias);
     check_lowered(c);
+  }
+}
+
+// ConvAlgorithm::unpack gives back what pack() was given, bit for bit (NaN, infinities and
+// -0.0 too), around the packs' output-channel blocks, groups and channel slices; and a layer's
+// plan that freed its copy (keeps_source=false) reads the same weights back.
+void unpack_sweep() {
+  const double specials[] = {std::nan(""), INFINITY, -INFINITY, -0.0};
+  for (const ConvAlgorithm* a : all_conv_algorithms()) {
+    if (!a->unpack) continue;
+    for (int i = 0; i < 24; ++i) {
+      ConvGeometry g;
+      g.dtype = a->dtype;
+      g.reused = true;
+      g.groups = pick(std::vector<int64_t>{1, 1, 2, 3});
+      // (600 channels of 3x3 or 5x5 taps: packed in several channel slices)
+      g.C = g.groups * (i % 6 == 4 ? 600 : pick(std::vector<int64_t>{1, 3, 16, 17, 33, 64}));
+      g.K = g.groups * pick(std::vector<int64_t>{1, 7, 16, 17, 31, 33, 65, 130});
+      g.layout = chance(0.5) ? Layout::NCHW : Layout::NHWC;
+      const int64_t k = i % 2 ? 1 : pick(std::vector<int64_t>{3, 5});
+      g.h = axis_for(uniform(4, 12), k, 1, 1, k > 1);
+      g.w = axis_for(uniform(4, 40), k, 1, 1, k > 1);
+      if (i % 2) {  // 1x1 in place, the wide blocks' problems (as conv2d_sweep draws them)
+        g.groups = 1;
+        g.C = pick(std::vector<int64_t>{9, 16, 17, 65, 96, 130, 257});
+        g.K = pick(std::vector<int64_t>{32, 47, 63, 64, 65, 80, 96, 127, 128, 129, 200});
+        g.h = axis_for(uniform(1, 20), 1, 1, 1, false);
+        g.w = axis_for(uniform(1, 30), 1, 1, 1, false);
+      }
+      const ConvProblem p = make_problem(g);
+      if (!takes_rank(*a, p) || !a->accepts(p) || a->packed_bytes(p) == 0) continue;
+      std::vector<double> w(size_t(conv_weights(p)));
+      for (double& v : w) v = std::uniform_real_distribution<double>(-1, 1)(g_rng);
+      for (const double v : specials) w[size_t(uniform(0, int64_t(w.size()) - 1))] = v;
+      const std::vector<unsigned char> wb = to_bytes(w, p.dtype);
+      std::vector<unsigned char> packed(a->packed_bytes(p)), back(wb.size(), 0xAB);
+      a->pack(p, wb.data(), packed.data(), kThreads);
+      a->unpack(p, packed.data(), back.data());
+      if (back != wb) fail(std::string(a->name) + " unpack differs from the packed weights");
+      // The plan frees its copy once this pack exists, and still reads the weights back.
+      ConvPlan plan(p.dtype, wb.data(), nullptr, p.out_channels, p.in_channels / p.groups, 1, p.kernel_h, p.kernel_w,
+                    /*copy=*/true, /*reused=*/true, /*keeps_source=*/false);
+      std::vector<double> x(size_t(conv_inputs(p)), 0.5);
+      std::vector<unsigned char> y(size_t(conv_outputs(p)) * dtype_size(p.dtype));
+      const size_t before = plan.held_bytes();
+      plan.run(p, to_bytes(x, p.dtype).data(), y.data(), a, kThreads);
+      std::fill(back.begin(), back.end(), 0xAB);
+      plan.copy_weight(back.data());
+      if (back != wb) fail(std::string(a->name) + " plan's weights read back differ after the copy was freed");
+      if (plan.held_bytes() != before - wb.size() + packed.size())
+        fail(std::string(a->name) + " plan kept its copy beside the pack: " + std::to_string(plan.held_bytes()) +
+             " bytes held");
+      ++g_cases[std::string("unpack ") + a->name];
+    }
   }
 }
 
@@ -1234,6 +1288,7 @@ int main() {
   timed("1-D and 3-D lowerings", lowering_sweep);
   timed("strided block transpose", transpose_block_sweep);
   timed("live taps", live_taps_sweep);
+  timed("unpacked weights", unpack_sweep);
   timed("pooling", pool_sweep);
   timed("transposed convolution", conv_transpose_sweep);
   timed("quantized convolution", qconv_sweep);
@@ -1246,6 +1301,12 @@ int main() {
   require_cases(all_pool_algorithms(), &pool2d_reference_f64);
   require_cases(all_conv_transpose_algorithms(), &conv_transpose2d_reference_f64);
   require_cases(all_qconv_algorithms(), &qconv_reference);
+  for (const ConvAlgorithm* a : all_conv_algorithms()) {
+    if (!a->unpack) continue;
+    const std::string name = std::string("unpack ") + a->name;
+    std::printf("  %6d  %s\n", g_cases[name], name.c_str());
+    if (g_cases[name] < kMinCases) fail(name + " ran only " + std::to_string(g_cases[name]) + " cases");
+  }
   std::printf("  %6d  live taps\n", g_cases["live taps"]);
   if (g_cases["live taps"] < kMinCases) fail("live taps ran only " + std::to_string(g_cases["live taps"]) + " cases");
   for (const Lowering l : {Lowering::None, Lowering::Flatten, Lowering::IntoBatch, Lowering::Gather,

@@ -708,6 +708,14 @@ def frozen_copy(array: Optional[np.ndarray]) -> Optional[np.ndarray]:
     return np.frombuffer(np.ascontiguousarray(array).tobytes(), array.dtype).reshape(array.shape)
 
 
+def stand_in(shape: Tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A read-only array of `shape` and `dtype` that holds no bytes (zero strides): what carries
+    an operand's shape and dtype through the checks of a call that will not read its values."""
+    array = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape, (0,) * len(shape))
+    array.flags.writeable = False
+    return array
+
+
 class PreparedCall(NamedTuple):
     """What a convolution-like call has ready for its one native call (see prepare_call)."""
 

@@ -462,8 +462,8 @@ def _explain(
         if any(_args.as_int(s, name) < 0 for s in shape):
             raise ValueError(f"{name} must not have negative sizes, got {shape}")
     # Zero-strided stand-ins carry the shapes through the same validation as a real call.
-    x = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), x_shape, (0,) * len(x_shape))
-    w = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), weight_shape, (0,) * len(weight_shape))
+    x = _args.stand_in(x_shape, dtype)
+    w = _args.stand_in(weight_shape, dtype)
     b = np.zeros(weight_shape[0], dtype) if bias and len(weight_shape) > 2 else None
     geo = _Geometry(spec, x, w, b)
     # bfloat16 arithmetic (_args.bfloat16_arithmetic) has its own plans: "b".
@@ -530,20 +530,26 @@ class _ConvNd(_layer.WeightedLayer):
         # bfloat16 plan the full path would make, x and out passed as their bits.
         plans: Dict[Any, Any] = {}
         pads = self._spec.padding
+        bias = _args.frozen_copy(bias)
         own_dtype = weight.dtype in (np.float32, np.float64) and (bias is None or bias.dtype == weight.dtype)
         bfloat16 = _args.is_bfloat16(weight.dtype) and (
             bias is None or bias.dtype == np.float32 or bias.dtype == weight.dtype)
         if not ((own_dtype or bfloat16) and self._rounding is None and pads is not None
                 and pads[0::2] == pads[1::2]) or self._spec.pads_input:
-            return _layer.Weights(weight, bias, plans)
-        w_full = weight if weight.ndim > 2 else weight[None, None]
+            return _layer.Weights(_args.frozen_copy(weight), bias, plans)
         args = (weight.ndim == 2, self._spec.params(pads), weight.dtype if bfloat16 else None)
         if bfloat16:
+            weight = _args.frozen_copy(weight)
+            w_full = weight if weight.ndim > 2 else weight[None, None]
             plan = _args.prepared_bfloat16_plan(_native.ConvPlan, plans, w_full, bias)
-        else:
-            # (borrowed: the snapshot's arrays are immutable and the plan keeps them alive)
-            plan = plans[weight.dtype] = _native.ConvPlan(w_full, bias, copy=False, reused=True)
-        return _layer.Weights(weight, bias, plans, (plan, args))
+            return _layer.Weights(weight, bias, plans, (plan, args))
+        w_full = weight if weight.ndim > 2 else weight[None, None]
+        # The plan's copy (made from the operand: no frozen copy beside it) is the layer's only
+        # one: once a pack that gives the weights back exists, the plan frees it (a network's
+        # weights are otherwise held twice).
+        plan = plans[weight.dtype] = _native.ConvPlan(np.ascontiguousarray(w_full), bias, copy=True, reused=True,
+                                                      keeps_source=False)
+        return _layer.Weights(_args.stand_in(weight.shape, weight.dtype), bias, plans, (plan, args), held=plan)
 
     def _init_kwargs(self) -> Dict[str, Any]:
         return {**self._weight_kwargs(), **self._spec.kwargs(), "compute_dtype": self._rounding}
@@ -629,8 +635,8 @@ class _ConvNd(_layer.WeightedLayer):
         (1, 8, 15, 15)
         """
         w = self._weights
-        dtypes = _args.call_dtypes(np.empty(0, dtype), w.weight, w.bias, rounding=self._rounding)
-        info = _explain(self._spec, tuple(x_shape), w.weight.shape, dtypes.result, w.bias is not None, layer=True,
+        dtypes = _args.call_dtypes(np.empty(0, dtype), w.like, w.bias, rounding=self._rounding)
+        info = _explain(self._spec, tuple(x_shape), w.like.shape, dtypes.result, w.bias is not None, layer=True,
                         rounding=self._rounding)
         info["chosen_by"] = "heuristic"
         mode = _tuning.get_tuning()
@@ -653,7 +659,7 @@ class _ConvNd(_layer.WeightedLayer):
         memo = self._memo_key(mode, w, x_shape, x_dtype, threads, dtype)
         spec = self._spec.kwargs()
         problem = {
-            "op": f"conv{self._rank}d", "x": list(x_shape), "weight": list(w.weight.shape),
+            "op": f"conv{self._rank}d", "x": list(x_shape), "weight": list(w.like.shape),
             "bias": w.bias is not None, "stride": spec["stride"], "dilation": spec["dilation"],
             "padding": info["padding"], "groups": spec["groups"], "padding_mode": spec["padding_mode"],
             "padding_value": spec["padding_value"], "layout": spec["layout"], "activation": spec["activation"],
@@ -666,7 +672,7 @@ class _ConvNd(_layer.WeightedLayer):
     def _memo_key(self, mode: str, w: _layer.Weights, x_shape: Tuple[int, ...], x_dtype: np.dtype, threads: int,
                   dtype: Any) -> Tuple[Any, ...]:
         return (mode, x_shape, x_dtype.str, x_dtype.name, threads, self._precision(), dtype,
-                w.weight.shape, w.bias is not None)
+                w.like.shape, w.bias is not None)
 
     @staticmethod
     def _candidates(info: Dict[str, Any]) -> List[str]:
@@ -693,8 +699,8 @@ class _ConvNd(_layer.WeightedLayer):
         if choice is not None:
             return choice
         try:
-            dtypes = _args.call_dtypes(x, w.weight, w.bias, dtype, self._rounding)
-            info = _explain(self._spec, x.shape, w.weight.shape, dtypes.result, w.bias is not None, layer=True,
+            dtypes = _args.call_dtypes(x, w.like, w.bias, dtype, self._rounding)
+            info = _explain(self._spec, x.shape, w.like.shape, dtypes.result, w.bias is not None, layer=True,
                             rounding=self._rounding)
         except (TypeError, ValueError):
             return None
@@ -730,12 +736,12 @@ class _ConvNd(_layer.WeightedLayer):
     # The settings, read-only, as PyTorch's layers name them; words in their canonical case.
     @_layer.read_only
     def in_channels(self) -> int:
-        w = self._weights.weight
+        w = self._weights.like
         return int(w.shape[1]) * self._spec.groups if w.ndim > 2 else 1
 
     @_layer.read_only
     def out_channels(self) -> int:
-        w = self._weights.weight
+        w = self._weights.like
         return int(w.shape[0]) if w.ndim > 2 else 1
 
     stride = _layer.spec_setting("stride")

@@ -408,12 +408,12 @@ class _ConvTransposeNd(_layer.WeightedLayer):
     # The settings, read-only, as PyTorch's ConvTranspose layers name them.
     @_layer.read_only
     def in_channels(self) -> int:
-        w = self._weights.weight
+        w = self._weights.like
         return int(w.shape[0]) if w.ndim == self._rank + 2 else 1
 
     @_layer.read_only
     def out_channels(self) -> int:
-        w = self._weights.weight
+        w = self._weights.like
         return int(w.shape[1]) * self._spec.groups if w.ndim == self._rank + 2 else 1
 
     stride = _layer.spec_setting("stride")

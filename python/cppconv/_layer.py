@@ -91,10 +91,23 @@ class Weights(NamedTuple):
     assignment replaces it in one store, so a call racing with an assignment computes with the
     old weights or the new ones, never a mix (nor a plan of the other)."""
 
-    weight: np.ndarray  # read-only private copies
+    # The weight's shape and dtype: the read-only private copy itself, or a stand-in of no bytes
+    # (_args.stand_in) where `held` holds the values.
+    like: np.ndarray
     bias: Optional[np.ndarray]
     plans: Dict[np.dtype, Any]  # the native plan per compute dtype, made on first use
     forward: Optional[Tuple[Any, Tuple[Any, ...]]] = None  # a conv layer's one-step path: (plan, its arguments)
+    # The native plan whose copy of the weight is the only one (keeps_source=False: its packs
+    # stand for it), or None.
+    held: Any = None
+
+    @property
+    def weight(self) -> np.ndarray:
+        """The values, read-only: the private copy, or a new one from the plan that holds them,
+        immutable as _args.frozen_copy's."""
+        if self.held is None:
+            return self.like
+        return np.frombuffer(self.held.weight_bytes(), self.like.dtype).reshape(self.like.shape)
 
 
 class WeightedLayer(Layer):
@@ -113,13 +126,13 @@ class WeightedLayer(Layer):
         raise NotImplementedError
 
     def _snapshot(self, weight: np.ndarray, bias: Optional[np.ndarray]) -> Weights:
-        """The layer's Weights for checked read-only copies (a subclass adds its fast path)."""
-        return Weights(weight, bias, {})
+        """The layer's Weights for checked operands, copied (a subclass adds its fast path)."""
+        return Weights(_args.frozen_copy(weight), _args.frozen_copy(bias), {})
 
     def _set_weights(self, weight: Any, bias: Any) -> None:
         weight, bias = _args.layer_operands(weight, bias, self._weight_axes, self._rank)
         self._check_weights(weight, bias)
-        self._weights = self._snapshot(_args.frozen_copy(weight), _args.frozen_copy(bias))
+        self._weights = self._snapshot(weight, bias)
 
     @property
     def weight(self) -> np.ndarray:
@@ -145,7 +158,7 @@ class WeightedLayer(Layer):
     @read_only
     def kernel_size(self) -> Tuple[int, ...]:
         """(kh, kw) (one size per spatial axis), from the weight."""
-        return tuple(self._weights.weight.shape[-self._rank:])
+        return tuple(self._weights.like.shape[-self._rank:])
 
     def _weight_kwargs(self) -> Dict[str, Any]:
         weights = self._weights  # read once: a racing assignment must not give a mixed pair

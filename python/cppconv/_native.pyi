@@ -41,9 +41,9 @@ class ConvParams:
     def rank(self) -> int:
         ...
 class ConvPlan:
-    def __init__(self, weight: numpy.ndarray, bias: typing.Any, copy: bool = True, bfloat16: bool = False, reused: bool = False) -> None:
+    def __init__(self, weight: numpy.ndarray, bias: typing.Any, copy: bool = True, bfloat16: bool = False, reused: bool = False, keeps_source: bool = True) -> None:
         """
-        bfloat16=True: weight holds bfloat16 bits (uint16) and the bias is float32; run() then takes x and out as bfloat16 bits or float32 (x rounded to bfloat16 as it is read), accumulating in float32. copy=False borrows the arrays (kept alive by the plan); reused=True (implied by copy) marks the weights as a layer's, used over many calls from any thread: packed once and kept.
+        bfloat16=True: weight holds bfloat16 bits (uint16) and the bias is float32; run() then takes x and out as bfloat16 bits or float32 (x rounded to bfloat16 as it is read), accumulating in float32. copy=False borrows the arrays (kept alive by the plan); reused=True (implied by copy) marks the weights as a layer's, used over many calls from any thread: packed once and kept. keeps_source=False (with copy=True): the plan's copy is the only one, freed once a pack can give the weights back and unpacked again where needed; weight_bytes() reads them.
         """
     def explain(self, x_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], params: ConvParams) -> dict:
         ...
@@ -51,9 +51,17 @@ class ConvPlan:
         """
         The layer's one-step path (internal): the output, or None when it does not apply; `program` records the run (NetProgram).
         """
+    def held_bytes(self) -> int:
+        """
+        Bytes of weights the plan holds: its copy (while kept), the bias and the packs.
+        """
     def run(self, x: numpy.ndarray, out: numpy.ndarray, params: ConvParams, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0, residual: typing.Any = None) -> None:
         """
         residual: an array of out's shape and dtype, not sharing memory with it, added before the activation.
+        """
+    def weight_bytes(self) -> bytes:
+        """
+        The weights as given, (K, C/groups, kd, kh, kw) in C order, as bytes (unpacked where the plan freed its copy).
         """
 class PoolSettings:
     def __init__(self, kind: typing.SupportsInt | typing.SupportsIndex, kernel: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], stride: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], padding: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], dilation: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], ceil_mode: bool, count_include_pad: bool, divisor_override: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex) -> None:

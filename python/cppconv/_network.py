@@ -956,7 +956,7 @@ def _window(node: _Node, w: np.ndarray) -> Tuple[int, Tuple[int, ...], Tuple[int
 def _conv(p: _Planner, node: _Node) -> None:
     transposed = node.op == "ConvTranspose"
     x = node.input(0)
-    w = p.const(node, 1, "weight").astype(np.float64)
+    w = p.const(node, 1, "weight")
     rank, kernel, stride, dilation, group = _window(node, w)
     bias = p.optional_const(node, 2, "bias")
     in_channels = w.shape[0] if transposed else w.shape[1] * group
@@ -969,7 +969,8 @@ def _conv(p: _Planner, node: _Node) -> None:
         raise ModelError(f"{node.where()}: shape mismatch: input {x!r} has {shape[1]} channels, the weight "
                          f"{w.shape} with group={group} takes {in_channels}")
     b = np.zeros(out_channels) if bias is None else bias.astype(np.float64)
-    if node.bn is not None:
+    if node.bn is not None:  # (folded in float64; without it the weights go to the layer as they are)
+        w = w.astype(np.float64)
         scale, shift = _folded_batch_norm(p, node.bn, out_channels)
         if transposed:  # weight (C, K/group, ...): output channel g*K/group + j is w[group g's rows, j]
             wg = w.reshape(group, w.shape[0] // group, w.shape[1], *kernel)
@@ -998,11 +999,11 @@ def _conv(p: _Planner, node: _Node) -> None:
             raise _refuse(node, "auto_pad", mode, "NOTSET, VALID")
         kwargs["padding"] = _window_pads(p, node, x, kernel, stride, dilation)
         kwargs["output_padding"] = _ints(node, "output_padding", rank, 0)
-        layer: Any = _TRANSPOSE_LAYERS[rank](w.astype(p.dtype), None if bias is None else b.astype(p.dtype),
+        layer: Any = _TRANSPOSE_LAYERS[rank](w.astype(p.dtype, copy=False), None if bias is None else b.astype(p.dtype),
                                              compute_dtype=p.compute_dtype, **kwargs)
     else:
         kwargs["padding"] = _window_pads(p, node, x, kernel, stride, dilation)
-        layer = _CONV_LAYERS[rank](w.astype(p.dtype), None if bias is None else b.astype(p.dtype),
+        layer = _CONV_LAYERS[rank](w.astype(p.dtype, copy=False), None if bias is None else b.astype(p.dtype),
                                    precision=p.precision, compute_dtype=p.compute_dtype, **kwargs)
     if node.bn is None:
         p.held_by_layers[node.input(1)] = (layer, "weight")
@@ -2787,9 +2788,11 @@ def _light_model(proto: Any, held_by_layers: Dict[str, Tuple[Any, str]]
             continue
         value = getattr(source[0], source[1])
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).newbyteorder("<")
-        # (in C order: a fully connected layer holds a Gemm's weight (M, K) as (M, K, 1))
+        # (in C order: a fully connected layer holds a Gemm's weight (M, K) as (M, K, 1); compared
+        # as bytes, -0.0 is not 0.0, and without a third copy of the values)
         if (value is not None and value.dtype == dtype and value.size == int(np.prod(t.dims, dtype=np.int64))
-                and t.raw_data == np.ascontiguousarray(value, dtype).tobytes()):  # (bits: -0.0 is not 0.0)
+                and np.array_equal(np.frombuffer(t.raw_data, np.uint8),
+                                   np.ascontiguousarray(value, dtype).reshape(-1).view(np.uint8))):
             held[t.name] = (source[0], source[1], dtype)
     if not held:
         return None
