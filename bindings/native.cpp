@@ -844,8 +844,15 @@ py::array new_output(const py::dtype& dtype, const std::vector<py::ssize_t>& sha
   const OutputAllocator& allocator = output_allocator();
   size_t bytes = size_t(dtype.itemsize());
   for (py::ssize_t s : shape) bytes = saturating_mul(bytes, size_t(s));
-  if (allocator.empty && bytes >= allocator.smallest)
-    return py::reinterpret_steal<py::array>((*allocator.empty)(py::tuple(py::cast(shape)), dtype).release());
+  if (allocator.empty && !allocator.empty->is_none() && bytes >= allocator.smallest) {
+    py::object made = (*allocator.empty)(py::tuple(py::cast(shape)), dtype);
+    if (py::isinstance<py::array>(made)) {
+      auto out = py::reinterpret_steal<py::array>(made.release());
+      if (out.dtype().equal(dtype) && (out.flags() & py::array::c_style) && out.writeable() &&
+          size_t(out.nbytes()) == bytes)
+        return out;
+    }
+  }
   return py::array(dtype, shape);
 }
 }  // namespace

@@ -193,3 +193,17 @@ def test_a_call_made_inside_the_recycler_on_its_own_thread_does_not_wait_for_its
     worker.join(timeout=30)
     assert not worker.is_alive() and done and nested
     assert nested[0].base is None and not np.shares_memory(nested[0], done[0])
+
+
+def test_a_recycler_no_one_holds_is_freed_with_its_buffers():
+    """The registry of recyclers (for release_buffers and the fork hook) holds them weakly: a
+    recycler and its kept buffers go when its owner drops it."""
+    import gc
+    import weakref
+
+    pool = _buffers.Recycler(buffers=2, smallest=64, max_bytes=1 << 30)
+    pool.empty((100,), np.float32)  # (one buffer kept)
+    gone = weakref.ref(pool)
+    del pool
+    gc.collect()
+    assert gone() is None

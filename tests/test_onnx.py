@@ -844,7 +844,7 @@ def test_a_channel_split_from_the_shape_runs_in_lanes():
 
 
 @pytest.mark.parametrize("case", ["softmax-axis-0", "reduce-batch", "batch-as-data", "flatten-all", "concat-batch",
-                                  "channel-split-then-concat-batch"])
+                                  "channel-split-then-concat-batch", "batch-third-in-a-reshape"])
 def test_network_that_ties_its_images_together_runs_whole(case):
     """A network with an operator along the batch axis, or that reads the batch size as data,
     runs any batch whole (explain() says which node), and refuses a given sub_batch."""
@@ -862,10 +862,19 @@ def test_network_that_ties_its_images_together_runs_whole(case):
         "channel-split-then-concat-batch": [*_half_slice(1)[1:-1],
                                             helper.make_node("Slice", ["c", "zero", "end", "axis"], ["h"]),
                                             helper.make_node("Concat", ["h", "h"], ["y"], axis=0)],
+        # (a size from the batch, N // 3 + 1, the same at batch 1 and 2: not taken as a constant)
+        "batch-third-in-a-reshape": [
+            helper.make_node("Shape", ["c"], ["s"]), helper.make_node("Gather", ["s", "first"], ["n"], axis=0),
+            helper.make_node("Div", ["n", "three"], ["k"]), helper.make_node("Add", ["k", "one"], ["k1"]),
+            helper.make_node("Concat", ["first", "k1", "minus_one"], ["t"], axis=0),
+            helper.make_node("Reshape", ["c", "t"], ["y"])],
     }[case]
     inits = {"w": _rand(4, 4, 3, 3), "zero": np.array(0, np.int64)}
     if case == "channel-split-then-concat-batch":
         inits.update(_half_slice_constants(1))
+    if case == "batch-third-in-a-reshape":
+        inits.update({"first": np.array([0], np.int64), "three": np.array([3], np.int64),
+                      "one": np.array([1], np.int64), "minus_one": np.array([-1], np.int64)})
     model = _model([conv, *tail], {"x": X4}, ["y"], inits, opset=13)
     net = cppconv.onnx.load(model)
     assert net.explain()["sub_batch"] is None and net.explain()["sub_batch_rule"].startswith("whole batches")
@@ -1661,6 +1670,21 @@ def test_resize_of_the_batch_axis_is_refused():
     net = cppconv.onnx.load(model)
     with pytest.raises(ValueError, match=r"Resize of the batch axis \(axis 0\) is not supported; it asks for 3 -> 6"):
         net(_rand(3, *X4.shape[1:]))
+    # Constant sizes whose batch is the batch the model declares (as onnx-simplifier writes a
+    # model exported at batch 1): any batch runs, image by image; other sizes must be the call's.
+    resize = helper.make_node("Resize", ["c", "", "", "sizes"], ["y"], mode="nearest")
+    inits = {"w": _rand(4, 4, 3, 3), "sizes": np.array([1, 4, 12, 12], np.int64)}
+    fixed = _model([conv, resize], {"x": X4[:1]}, ["y"], inits, batch_free=False)
+    net, x = cppconv.onnx.load(fixed), _rand(3, *X4.shape[1:])
+    got = net(x)
+    assert got.shape == (3, 4, 12, 12)
+    for i in range(3):
+        np.testing.assert_array_equal(got[i:i + 1], net(x[i:i + 1]))
+    np.testing.assert_allclose(net(x[:1]), _ort(fixed, {"x": x[:1]})[0], rtol=1e-5, atol=1e-5)
+    free = cppconv.onnx.load(_model([conv, resize], {"x": X4}, ["y"], inits))
+    assert free(x[:1]).shape == (1, 4, 12, 12)
+    with pytest.raises(ValueError, match=r"Resize of the batch axis \(axis 0\) is not supported; it asks for 3 -> 1"):
+        free(x)
 
 
 def test_resize_opset_10_scales_input():

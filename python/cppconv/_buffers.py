@@ -3,8 +3,8 @@
 
 A new array of many megabytes is fresh pages: glibc maps allocations above its mmap threshold
 (32 MiB at most, and every size under Dask's nanny, whose ``MALLOC_TRIM_THRESHOLD_`` turns the
-dynamic threshold off) anew each time, and the kernel zeroes every page on its first touch.
-On a VM that costs a quarter of a large convolution's time (docs/tuning.md, "Fresh outputs").
+dynamic threshold off) anew each time, and the kernel zeroes every page on its first touch
+(what that costs a large convolution: docs/tuning.md, "Fresh outputs").
 Arrays are views of byte buffers kept here; a buffer is handed out again only when the
 recycler holds the only reference to it (a view of it, a buffer export or a Dask key keeps it
 busy), for any shape that fits in it and fills at least half of it."""
@@ -39,19 +39,14 @@ class Recycler:
         self._inside = threading.local()
         self._kept: List[np.ndarray] = []  # least recently used first
         _RECYCLERS.add(self)
-        if hasattr(os, "register_at_fork"):  # (another thread may hold the lock at a fork)
-            os.register_at_fork(after_in_child=self._new_lock)
-
-    def _new_lock(self) -> None:
-        self._lock = threading.Lock()
 
     def empty(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
         dtype = np.dtype(dtype)
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < self.smallest or nbytes > self.max_bytes or UNSHARED is None or getattr(self._inside, "now", False):
             return np.empty(shape, dtype)
-        self._inside.now = True
         try:
+            self._inside.now = True
             return self._take(nbytes, shape, dtype)
         finally:
             self._inside.now = False
@@ -88,6 +83,16 @@ class Recycler:
             self._kept.clear()
 
 
+def _new_locks_after_fork() -> None:
+    """In a forked child: another thread of the parent may have held a recycler's lock."""
+    for recycler in list(_RECYCLERS):
+        recycler._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_after_fork)
+
+
 def _references(arrays: List[np.ndarray], i: int) -> int:
     return sys.getrefcount(arrays[i])
 
@@ -121,7 +126,7 @@ def release_buffers() -> None:
     A call that returns a new array of 8 MiB or more takes it from two kept buffers (256 MiB
     and a sixteenth of the machine's memory at most) once nothing else holds the result it
     last returned from them: freshly mapped memory costs the kernel's zeroing of every page on
-    first touch, up to a quarter of a large convolution's time.  cppconv.dask's tasks keep
+    first touch (docs/tuning.md, "Fresh outputs").  cppconv.dask's tasks keep
     their chunks alike.  Results still in use stay alive, owned by their users.
 
     >>> import cppconv

@@ -331,9 +331,10 @@ def batch_inputs(g: Any, initializers: Set[str]) -> List[str]:
         return dims[0].dim_value if dims[0].HasField("dim_value") else ("free", dims[0].dim_param)
 
     axes = {v.name: first_axis(v) for v in g.input if v.name not in initializers}
-    if not axes:
+    with_first_axis = [a for a in axes.values() if a is not None]
+    if not with_first_axis:
         return []
-    batch = next((a for a in axes.values() if isinstance(a, tuple)), next(iter(axes.values())))
+    batch = next((a for a in with_first_axis if isinstance(a, tuple)), with_first_axis[0])
     primary = next(name for name, axis in axes.items() if axis == batch)
     return [name for name, axis in axes.items()
             if name == primary or (axis is not None and axis == batch and axis != ("free", ""))]
@@ -437,6 +438,11 @@ class _Planner:
         self.consts: Dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
         self.inputs = [v for v in g.input if v.name not in self.consts]
         self.batch_inputs = set(batch_inputs(g, set(self.consts)))
+        # The batch size the model declares, where it fixes one (a Resize to constant sizes
+        # keeps that size as the batch's: a model exported at batch 1 runs any batch).
+        fixed = [v.type.tensor_type.shape.dim[0].dim_value for v in self.inputs if v.name in self.batch_inputs
+                 and v.type.tensor_type.shape.dim and v.type.tensor_type.shape.dim[0].HasField("dim_value")]
+        self.declared_batch = fixed[0] if fixed else None
         self.output_names = [v.name for v in g.output]
         self.layout: Dict[str, Perm] = {name: None for name in self.consts}
         self.layout.update({v.name: None for v in self.inputs})
@@ -693,15 +699,14 @@ class _Planner:
 
     def _check_split_again(self) -> None:
         """split_problem once more where ONNX's inference lost the batch axis: with the values
-        computed from shapes that planning found the same at batch 1 and 2 (folded, or probed)
-        given to inference as constants (ShuffleNetV2's channel split: a Slice whose end is the
-        shape's channel count, divided by 2)."""
+        computed from shapes that planning folded to constants (from sizes the model fixes, never
+        the batch's) given to inference as such (ShuffleNetV2's channel split: a Slice whose end
+        is the shape's channel count, divided by 2).  (Not the values probed alike at batch 1
+        and 2: N // 3 is 0 at both.)"""
         proto, order, known, inputs = self._split_check
         self._split_check = None
         found = {o: self.consts[o] for n in order for o in n.outputs
                  if o in self.consts and o not in known and self.consts[o].size <= _SMALL_CONSTANT}
-        found.update((name, one) for name, (one, two) in self.probes.items()
-                     if one.size <= _SMALL_CONSTANT and one.shape == two.shape and np.array_equal(one, two))
         if found:
             dim_params = _inferred_shapes(proto, found)[3]
             self.split_problem = _netbatch.split_problem(order, known, inputs, self.output_names, dim_params,
@@ -1821,10 +1826,14 @@ def _resize(p: _Planner, node: _Node) -> None:
     scales_name, sizes_name = (node.input(1), "") if p.opset < 11 else (node.input(2), node.input(3))
     batch_axis = p.axis(node, x, 0)  # (where the batch is stored: a Resize may not change it)
     resizes_batch = "a Resize of the batch axis (axis 0) is not supported"
-    scales = p.consts.get(scales_name)
+    scales, sizes = p.consts.get(scales_name), p.consts.get(sizes_name)
     if 0 in axes and scales is not None and scales.size and float(scales[axes.index(0)]) != 1.0:
         raise ModelError(f"{node.where()}: {resizes_batch}; its scale there is {float(scales[axes.index(0)])}, "
                          "supported: 1")
+    # Constant sizes that give the batch the model declares (onnx-simplifier writes them so) keep
+    # any batch's size; others must equal the call's batch size (checked in fn).
+    keeps_batch = 0 in axes and sizes is not None and sizes.size and p.declared_batch is not None and \
+        int(sizes[axes.index(0)]) == p.declared_batch
 
     threads = p.threads
 
@@ -1834,7 +1843,7 @@ def _resize(p: _Planner, node: _Node) -> None:
         use_sizes = sizes is not None and sizes.size
         for i, s in enumerate(stored):
             if use_sizes:
-                out_sizes[s] = int(sizes[i])  # type: ignore[index]
+                out_sizes[s] = v.shape[s] if (keeps_batch and s == batch_axis) else int(sizes[i])  # type: ignore[index]
                 out_scales[s] = out_sizes[s] / v.shape[s]
             else:
                 out_scales[s] = float(scales[i])  # type: ignore[index]
@@ -1846,7 +1855,6 @@ def _resize(p: _Planner, node: _Node) -> None:
     became = f"resize ({mode}, {transform}): cppconv's pass for float32 height and width, else NumPy"
     if all(n == "" or n in p.consts for n in (scales_name, sizes_name)):
         # Constant scales or sizes (as exported): a step of x alone, written into its part of the arena.
-        scales, sizes = p.consts.get(scales_name), p.consts.get(sizes_name)
         p.emit(node, lambda v, out=None: fn(v, scales, sizes, out), [x], [p.layout[x]], became, writes=_INTO_BUFFER)
         return
     p.emit(node, fn, [x, scales_name, sizes_name], [p.layout[x]], became)
