@@ -466,6 +466,7 @@ CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call, const Geometry& g,
   const auto* bias = static_cast<const float*>(call.bias);
   const int64_t tap_words = g.pairs * kBlock * 2, block_words = g.taps * tap_words;
   const bool simple_act = is_simple<float>(p.activation);
+  const bool rows_follow = call.y_stride.h == p.out_w * call.y_stride.w;
   const int64_t pixels = rows * p.out_w;
   int64_t pixel_offset[kSegmentPixels];
   float* buffer_rows[kSegmentPixels];
@@ -510,10 +511,12 @@ CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call, const Geometry& g,
       }
       segment(a, nb, pixel_offset, count, buffer_rows);
       if (!simple_act) activate_row(out_row, count * width, fused_activation(p));
-      // The segment's pixels row by row: each run is contiguous in y.
+      // The segment's pixels in runs contiguous in y: row by row, or all at once where y's rows
+      // follow each other (channels-first planes then transpose in whole 16-pixel blocks, not a
+      // partial block with masked stores at each row's end).
       for (int64_t i = 0; i < count;) {
         const int64_t r = (first + i) / p.out_w, ow = (first + i) % p.out_w;
-        const int64_t run = std::min(count - i, p.out_w - ow);
+        const int64_t run = rows_follow ? count - i : std::min(count - i, p.out_w - ow);
         store_pixels(call, out_row + i * width, width, kvalid, n, oh0 + r, ow, run, grp * g.group_out + k0, y);
         i += run;
       }
