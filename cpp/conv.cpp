@@ -323,10 +323,11 @@ bool folds_rows(const ConvProblem& p) {
 // ChannelsFirst: the channels-last kernels vectorise over a group's output channels, so with
 // fewer than a vector's worth per group most lanes idle (ResNeXt's 4 per group ran at a quarter
 // of the channels-first speed); the channels-first kernels vectorise over pixels instead.
-// Depthwise problems have their own channels-last kernels.
+// Depthwise problems have their own channels-last kernels.  So do bfloat16 ones (pixelvec_bf16
+// reads either layout; those it declines run widened, and the float32 plan lowers them).
 constexpr int64_t kChannelsFirstGroupsBelow = 8;
 bool runs_channels_first(const ConvProblem& p) {
-  return p.layout == Layout::NHWC && p.groups > 1 && !is_depthwise(p) &&
+  return p.layout == Layout::NHWC && p.groups > 1 && !is_depthwise(p) && p.dtype != DType::BFloat16 &&
          p.out_channels / p.groups < kChannelsFirstGroupsBelow;
 }
 

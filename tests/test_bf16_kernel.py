@@ -27,9 +27,11 @@ F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 BF16_ALGORITHMS = [name for name in _native.conv_algorithms() if "_bf16" in name]
 KERNELS = [name for name in BF16_ALGORITHMS if "reference" not in name]
 # The depthwise entries (the float32 depthwise kernels reading and writing bfloat16) and the
-# dense and grouped vdpbf16ps kernel; all need AVX512-BF16.
+# dense and grouped vdpbf16ps kernels (channelvec; pixelvec for groups of few outputs); all need
+# AVX512-BF16.
 DEPTHWISE = [name for name in KERNELS if "_depthwise_" in name]
 DENSE = [name for name in KERNELS if name not in DEPTHWISE]
+GROUPED = [name for name in DENSE if "_pixelvec_" in name]
 
 
 def bf16_random(rng, shape):
@@ -77,6 +79,29 @@ def random_case(rng):
     return finished_case(rng, c, k, groups, (h, w), (kh, kw), stride, dilation, (ph, pw), mode)
 
 
+def random_grouped_case(rng):
+    """A grouped problem of under 8 outputs per group (ResNeXt's 4 of 32 groups), around
+    pixelvec's 16-column vectors, its 4-output chunks and its batches of up to 6 vectors; now
+    and then one it declines (an odd channel count per group, column stride 2)."""
+    groups = int(rng.choice([2, 3, 5, 32]))
+    cg = int(rng.choice([2, 4] if groups == 32 else [2, 4, 6, 8, 16, 34]))
+    if rng.random() < 0.1:
+        cg = 3
+    kg = int(rng.integers(1, 8))
+    kh, kw = [(3, 3), (3, 3), (1, 1), (5, 5), (1, 3), (3, 1), (2, 2)][rng.integers(7)]
+    stride = (int(rng.choice([1, 1, 2])), 2 if rng.random() < 0.1 else 1)
+    dilation = (int(rng.choice([1, 1, 2])), int(rng.choice([1, 1, 2])))
+    ow = int(rng.choice([1, 2, 7, 15, 16, 17, 28, 31, 32, 33, 48, 49, 97]))
+    oh = int(rng.integers(1, 8))
+    pad = rng.random() < 0.7
+    ph = (kh - 1) * dilation[0] // 2 if pad else 0
+    pw = (kw - 1) * dilation[1] // 2 if pad else 0
+    h = max(1, (oh - 1) * stride[0] + dilation[0] * (kh - 1) + 1 - 2 * ph)
+    w = max(1, (ow - 1) * stride[1] + dilation[1] * (kw - 1) + 1 - 2 * pw)
+    mode = str(rng.choice(PADDING_MODES)) if pad else "zeros"
+    return finished_case(rng, cg * groups, kg * groups, groups, (h, w), (kh, kw), stride, dilation, (ph, pw), mode)
+
+
 def finished_case(rng, c, k, groups, hw, kernel, stride, dilation, padding, mode):
     """A case dict: the padding mode made one PyTorch takes for this padding, an activation, a bias."""
     if mode == "reflect" and max(padding) >= min(hw):
@@ -112,10 +137,13 @@ def kwargs_of(case):
 
 
 def expects_kernel(isa, case, layout):
-    """Whether the dispatcher should pick the bfloat16 kernel: dense or grouped with two or more
-    channels per group (and, grouped, 8 or more outputs per group)."""
+    """Whether the dispatcher should pick a bfloat16 kernel: dense or grouped with two or more
+    channels per group; grouped with under 8 outputs per group (pixelvec) an even number of
+    channels per group and unit column stride."""
     cg, kg = case["c"] // case["groups"], case["k"] // case["groups"]
-    return kernel_runs(isa) and cg >= 2 and (case["groups"] == 1 or kg >= 8)
+    if case["groups"] > 1 and kg < 8:
+        return kernel_runs(isa) and cg >= 2 and cg % 2 == 0 and case["stride"][1] == 1
+    return kernel_runs(isa) and cg >= 2
 
 
 @pytest.mark.parametrize("draw", range(6))
@@ -166,8 +194,30 @@ def test_bf16_forced_algorithms(isa, layout):
     ran = {}
     for name, *_ in forced_runs(rng, [random_case(rng) for _ in range(24)], BF16_ALGORITHMS, layout):
         ran[name] = ran.get(name, 0) + 1
-    # (The depthwise entries take none of these problems: test_bf16_depthwise_forced.)
-    assert all(ran.get(name, 0) >= 5 for name in BF16_ALGORITHMS if name not in DEPTHWISE), ran
+    # (The depthwise entries take none of these problems: test_bf16_depthwise_forced; pixelvec
+    # takes few: test_bf16_grouped_forced.)
+    assert all(ran.get(name, 0) >= 5 for name in BF16_ALGORITHMS if name not in DEPTHWISE + GROUPED), ran
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_bf16_grouped_forced(isa, layout):
+    """Grouped problems of few outputs per group with each bfloat16 algorithm forced: pixelvec
+    (and the reference) within the bound, and the dispatcher's choice what expects_kernel says."""
+    rng = make_rng("bf16_grouped_forced", layout)
+    ran = {}
+    cases = [random_grouped_case(rng) for _ in range(30)]
+    for name, *_ in forced_runs(rng, cases, BF16_ALGORITHMS, layout):
+        ran[name] = ran.get(name, 0) + 1
+    assert all(ran.get(name, 0) >= 15 for name in GROUPED if f"__{isa}_" in name), ran
+    for case in cases:
+        x, w, b = operands(rng, case)
+        ref, bound = reference(x, w, b, case)
+        xl = channels_last(x) if layout == "NHWC" else x
+        y = cppconv.conv2d(xl, w, b, layout=layout, **kwargs_of(case))
+        assert_close(np.moveaxis(y, -1, 1) if layout == "NHWC" else y, ref, bound, True, f"{isa} {case}")
+        algorithm = cppconv.explain(xl.shape, w.shape, dtype=BF16, layout=layout, bias=b is not None,
+                                    **kwargs_of(case))["algorithm"]
+        assert ("_bf16__" in algorithm) == expects_kernel(isa, case, layout), (algorithm, case)
 
 
 def test_bf16_channels_first_tile_rows(isa):
@@ -207,6 +257,10 @@ def test_bf16_kernel_named_and_tiles():
     info = cppconv.explain(x.shape, w.shape, dtype=BF16, padding=1)
     assert info["algorithm"] in DENSE
     assert cppconv.explain(x.shape, (64, 1, 3, 3), dtype=BF16, padding=1, groups=64)["algorithm"] in DEPTHWISE
+    # ResNeXt's 32 groups of 4 channels, channels-last too (not lowered to channels-first).
+    for layout, shape in (("NCHW", (1, 128, 28, 28)), ("NHWC", (1, 28, 28, 128))):
+        info = cppconv.explain(shape, (128, 4, 3, 3), dtype=BF16, padding=1, groups=32, layout=layout)
+        assert info["algorithm"] in GROUPED and info["lowering"] == "none", info
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -214,8 +268,8 @@ def test_bf16_compute_dtype_layers(isa, layout):
     """A float32 layer with compute_dtype="bfloat16" (float32 x rounded as the tile is copied,
     float32 output), and dtype="bfloat16" on float32 operands (bfloat16 output)."""
     rng = make_rng("bf16_compute_dtype", layout)
-    for _ in range(10):
-        case = random_case(rng)
+    for draw in range(16):
+        case = random_case(rng) if draw < 10 else random_grouped_case(rng)
         x, w, b = operands(rng, case)
         x32 = (x.astype(F32) * (1 + 2.0**-12)).astype(F32)  # between bfloat16 values: rounded by the kernel
         xr = x32.astype(BF16)
@@ -242,6 +296,14 @@ def test_bf16_identical_across_threads(layout, restore_threads):
     b = rng.standard_normal(70).astype(F32)
     xl = channels_last(x) if layout == "NHWC" else x
     results = [cppconv.conv2d(xl, w, b, padding=1, layout=layout, activation="silu", num_threads=n) for n in (1, 2, 3)]
+    for y in results[1:]:
+        np.testing.assert_array_equal(y.view(np.uint16), results[0].view(np.uint16))
+    # Grouped, few outputs per group (pixelvec where the CPU has it).
+    x = bf16_random(rng, (2, 64, 29, 37))
+    w = bf16_random(rng, (96, 4, 3, 3))
+    xl = channels_last(x) if layout == "NHWC" else x
+    results = [cppconv.conv2d(xl, w, padding=1, groups=16, layout=layout, activation="silu", num_threads=n)
+               for n in (1, 2, 3)]
     for y in results[1:]:
         np.testing.assert_array_equal(y.view(np.uint16), results[0].view(np.uint16))
 

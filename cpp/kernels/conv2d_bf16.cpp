@@ -294,6 +294,23 @@ CPPCONV_TARGET_AVX512BF16 inline void store_block(uint16_t* y, __m512 v) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(y), round_to_bf16(v));
 }
 
+// A pixel's NB consecutive blocks; as bfloat16 two blocks a conversion (vcvtne2ps2bf16, the
+// same rounding) and a 64-byte store.
+template <int NB>
+CPPCONV_TARGET_AVX512BF16 inline void store_blocks(float* y, const __m512* v) {
+#pragma GCC unroll 4
+  for (int b = 0; b < NB; ++b) _mm512_storeu_ps(y + b * kBlock, v[b]);
+}
+template <int NB>
+CPPCONV_TARGET_AVX512BF16 inline void store_blocks(uint16_t* y, const __m512* v) {
+#pragma GCC unroll 4
+  for (int b = 0; b + 1 < NB; b += 2) {
+    const __m512bh both = _mm512_cvtne2ps_pbh(v[b + 1], v[b]);
+    _mm512_storeu_si512(y + b * kBlock, reinterpret_cast<const __m512i&>(both));
+  }
+  if (NB % 2) store_block(y + (NB - 1) * kBlock, v[NB - 1]);
+}
+
 // M pixels (tile offsets `offset`) by NB blocks of 16 output channels, with the bias and a
 // simple activation, pixel m's blocks stored at out[m] (consecutive 16-value blocks: a row of
 // the float32 segment buffer, or the pixel's channels in a channels-last y).
@@ -323,14 +340,24 @@ CPPCONV_TARGET_AVX512BF16 void microkernel(const BlockArgs& a, const int64_t* of
       }
     }
   }
+  // The epilogue's tests and loads once, not per vector: a 1x1 layer's short sums left the
+  // per-vector reloads of the arguments and the activation's jump a seventh of its time.
+  __m512 bias[NB];
+#pragma GCC unroll 4
+  for (int b = 0; b < NB; ++b) bias[b] = _mm512_loadu_ps(a.bias + b * kBlock);
 #pragma GCC unroll 16
   for (int m = 0; m < M; ++m)
 #pragma GCC unroll 4
-    for (int b = 0; b < NB; ++b) {
-      __m512 v = _mm512_add_ps(acc[m][b], _mm512_loadu_ps(a.bias + b * kBlock));
-      if (a.simple_act) v = apply_simple_activation(v, a.act);
-      store_block(out[m] + b * kBlock, v);
-    }
+    for (int b = 0; b < NB; ++b) acc[m][b] = _mm512_add_ps(acc[m][b], bias[b]);
+  const FusedActivation act = a.act;
+  if (a.simple_act && act.kind != Activation::None) {
+#pragma GCC unroll 16
+    for (int m = 0; m < M; ++m)
+#pragma GCC unroll 4
+      for (int b = 0; b < NB; ++b) acc[m][b] = apply_simple_activation(acc[m][b], act);
+  }
+#pragma GCC unroll 16
+  for (int m = 0; m < M; ++m) store_blocks<NB>(out[m], acc[m]);
 }
 
 template <int NB, class Out, int... Ms>
@@ -439,6 +466,7 @@ CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call, const Geometry& g,
   const auto* bias = static_cast<const float*>(call.bias);
   const int64_t tap_words = g.pairs * kBlock * 2, block_words = g.taps * tap_words;
   const bool simple_act = is_simple<float>(p.activation);
+  const bool rows_follow = call.y_stride.h == p.out_w * call.y_stride.w;
   const int64_t pixels = rows * p.out_w;
   int64_t pixel_offset[kSegmentPixels];
   float* buffer_rows[kSegmentPixels];
@@ -465,12 +493,15 @@ CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call, const Geometry& g,
     for (int64_t first = 0; first < pixels; first += kSegmentPixels) {
       const int64_t count = std::min(kSegmentPixels, pixels - first);
       const int64_t width = int64_t(nb) * kBlock;
+      // (Row and column stepped, not divided out per pixel: a 64-bit division per pixel and k
+      // group cost as much as the epilogue of a 1x1 layer's microkernels.)
+      int64_t r = first / p.out_w, ow = first % p.out_w;
       for (int64_t i = 0; i < count; ++i) {
-        const int64_t r = (first + i) / p.out_w, ow = (first + i) % p.out_w;
         pixel_offset[i] = r * p.stride_h * g.row_pitch + ow * p.stride_w * g.col_pitch;
         buffer_rows[i] = out_row + i * width;
         y_pixels[i] = y + n * call.y_stride.n + (oh0 + r) * call.y_stride.h + ow * call.y_stride.w +
                       (grp * g.group_out + k0) * call.y_stride.c;
+        if (++ow == p.out_w) ow = 0, ++r;
       }
       // Channels-last output of whole blocks is stored from the registers; the rest goes through
       // the float32 buffer (transposed, cut to the valid channels, the activation applied).
@@ -480,10 +511,12 @@ CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call, const Geometry& g,
       }
       segment(a, nb, pixel_offset, count, buffer_rows);
       if (!simple_act) activate_row(out_row, count * width, fused_activation(p));
-      // The segment's pixels row by row: each run is contiguous in y.
+      // The segment's pixels in runs contiguous in y: row by row, or all at once where y's rows
+      // follow each other (channels-first planes then transpose in whole 16-pixel blocks, not a
+      // partial block with masked stores at each row's end).
       for (int64_t i = 0; i < count;) {
         const int64_t r = (first + i) / p.out_w, ow = (first + i) % p.out_w;
-        const int64_t run = std::min(count - i, p.out_w - ow);
+        const int64_t run = rows_follow ? count - i : std::min(count - i, p.out_w - ow);
         store_pixels(call, out_row + i * width, width, kvalid, n, oh0 + r, ow, run, grp * g.group_out + k0, y);
         i += run;
       }
@@ -541,6 +574,359 @@ constexpr AlgorithmName kName =
 
 const ConvAlgorithm conv2d_channelvec_bf16 = {
     kName.text, DType::BFloat16, accepts, packed_bytes, pack, workspace_bytes, run, Precision::Highest, kCpuAvx512Bf16};
+// conv2d_pixelvec_bf16: grouped convolutions of few output channels per group (ResNeXt's 4 of
+// 32 groups), which would fill few of channelvec's 16 output lanes.  Here the lanes are 16
+// consecutive output columns of one row: per tap and channel pair of the group, one load of 16
+// pair words from a tile row and, per output channel, one broadcast weight pair word.  So no
+// lane is wasted on another group's channels.
+//  - weights are packed once per plan to [group][chunk of 4 outputs][tap][pair][4] words;
+//  - the tile holds the padded input rows of a row block as [row][pair][column] words for all
+//    channels (the groups' pairs in order: an even channel count per group), each row `pitch`
+//    words, enough for the last vector's reads past the row (its lanes past out_w are dropped);
+//  - the sums go to a float32 buffer [channel][row][column] of the row block, stored from there
+//    as y's layout and type (transposed for channels-last output).
+// Each output's sum runs in one fixed order (taps, then pairs) whatever the thread count.
+namespace {
+
+constexpr int kOutChunk = 4;    // output channels per microkernel
+constexpr int kMaxVectors = 6;  // vectors of 16 columns per microkernel: 24 sums in registers
+
+struct GroupGeometry {
+  int64_t group_in, group_out, group_pairs, pairs, chunks, taps;
+  int64_t cols;         // padded columns the outputs read
+  int64_t col_vectors;  // vectors of 16 outputs per row
+  int64_t pitch;        // words of one (row, pair) of the tile
+  int64_t row_pitch;    // words of one tile row
+  int64_t rows_per_block, row_blocks;
+};
+
+GroupGeometry group_geometry_of(const ConvProblem& p, int threads) {
+  GroupGeometry g{};
+  g.group_in = p.in_channels / p.groups;
+  g.group_out = p.out_channels / p.groups;
+  g.group_pairs = g.group_in / 2;
+  g.pairs = p.in_channels / 2;
+  g.chunks = ceil_div(g.group_out, kOutChunk);
+  g.taps = p.kernel_h * p.kernel_w;
+  g.cols = input_cols_for(p, p.out_w);
+  g.col_vectors = ceil_div(p.out_w, kBlock);
+  g.pitch = ceil_div(g.col_vectors * kBlock + (p.kernel_w - 1) * p.dilation_w, kBlock) * kBlock;
+  g.row_pitch = g.pairs * g.pitch;
+  const int64_t out_row = p.out_channels * g.col_vectors * kBlock;  // buffer floats per output row
+  int64_t rows = p.out_h;
+  while (rows > 1 && (input_rows_for(p, rows) * g.row_pitch + rows * out_row) * 4 > kTileBytes) rows = (rows + 1) / 2;
+  while (p.batch * ceil_div(p.out_h, rows) < 4 * threads && rows >= 4) rows = (rows + 1) / 2;
+  g.rows_per_block = rows;
+  g.row_blocks = ceil_div(p.out_h, rows);
+  return g;
+}
+
+// Grouped problems channelvec declines for their few outputs per group; the columns read with
+// unit stride (a vector's 16 outputs read 16 consecutive words of a tile row).
+bool group_accepts(const ConvProblem& p) {
+  if (p.batch < 1 || p.in_channels < 1 || p.out_channels < 1 || p.in_d != 1 || p.kernel_d != 1) return false;
+  if (p.groups < 2 || p.stride_w != 1) return false;
+  const int64_t group_in = p.in_channels / p.groups, group_out = p.out_channels / p.groups;
+  if (group_in < 2 || group_in % 2 != 0 || group_out >= kBlock / 2) return false;
+  return tiles_in_proportion(p, p.in_channels, [&] {
+    const GroupGeometry g = group_geometry_of(p, 1);
+    return double(p.batch) * double(g.row_blocks) * double(input_rows_for(p, g.rows_per_block)) * double(g.row_pitch) *
+           2;
+  });
+}
+
+size_t group_packed_bytes(const ConvProblem& p) {
+  const GroupGeometry g = group_geometry_of(p, 1);
+  return size_t(p.groups * g.chunks * g.taps * g.group_pairs * kOutChunk) * sizeof(uint32_t);
+}
+
+// (K, C/groups, kh, kw) bfloat16 -> [group][chunk][tap][pair][4] words (lo: channel 2 pair,
+// hi: 2 pair + 1), zero for the outputs past the group's last.
+void group_pack(const ConvProblem& p, const void* weight, void* packed, int) {
+  const GroupGeometry g = group_geometry_of(p, 1);
+  const auto* w = static_cast<const uint16_t*>(weight);
+  auto* out = static_cast<uint32_t*>(packed);
+  for (int64_t grp = 0; grp < p.groups; ++grp)
+    for (int64_t ch = 0; ch < g.chunks; ++ch)
+      for (int64_t t = 0; t < g.taps; ++t)
+        for (int64_t cp = 0; cp < g.group_pairs; ++cp)
+          for (int64_t k = 0; k < kOutChunk; ++k, ++out) {
+            const int64_t kk = ch * kOutChunk + k;
+            if (kk >= g.group_out) {
+              *out = 0;
+              continue;
+            }
+            const uint16_t* wk = w + ((grp * g.group_out + kk) * g.group_in + 2 * cp) * g.taps + t;
+            *out = uint32_t(wk[0]) | uint32_t(wk[g.taps]) << 16;
+          }
+}
+
+struct GroupScratch {
+  int64_t tile_words, buffer_floats;
+  size_t bytes() const { return (size_t(tile_words) * 4 + 63) / 64 * 64 + size_t(buffer_floats) * 4 + 64; }
+};
+GroupScratch group_scratch_of(const ConvProblem& p, const GroupGeometry& g) {
+  return {input_rows_for(p, g.rows_per_block) * g.row_pitch,
+          p.out_channels * g.rows_per_block * g.col_vectors * kBlock};
+}
+
+size_t group_workspace_bytes(const ConvProblem& p, int threads) {
+  const GroupGeometry g = group_geometry_of(p, threads);
+  return size_t(threads) * ((group_scratch_of(p, g).bytes() + 63) / 64 * 64);
+}
+
+// 16 channel pairs [p0, p0 + n) of one pixel as words: bfloat16 as they are, float32 rounded
+// to nearest even (vcvtne2ps2bf16, the rounding of load_bf16_words).
+CPPCONV_TARGET_AVX512BF16 inline __m512i pixel_pairs(const uint16_t* s, int n) {
+  return _mm512_maskz_loadu_epi32(first_lanes(n), s);
+}
+CPPCONV_TARGET_AVX512BF16 inline __m512i pixel_pairs(const float* s, int n) {
+  const __m512 lo = _mm512_maskz_loadu_ps(first_lanes(2 * n), s);
+  const __m512 hi = n > 8 ? _mm512_maskz_loadu_ps(first_lanes(2 * n - 16), s + 16) : _mm512_setzero_ps();
+  const __m512bh both = _mm512_cvtne2ps_pbh(hi, lo);
+  return reinterpret_cast<const __m512i&>(both);
+}
+
+// One tile row of channels-last x ([column][channel]) as [pair][column] words: 16 columns by
+// 16 pairs a block, transposed in registers; padding columns through col_src, zeros past them.
+template <class In>
+CPPCONV_TARGET_AVX512BF16 void fill_row_transposed(const ConvCall& call, const GroupGeometry& g, const In* x, int64_t n,
+                                                   int64_t src_row, uint32_t* dst) {
+  if (src_row < 0) {
+    std::memset(dst, 0, size_t(g.row_pitch) * 4);
+    return;
+  }
+  const Strides4& xs = call.x_stride;
+  const In* row = x + n * xs.n + src_row * xs.h;
+  for (int64_t col0 = 0; col0 < g.pitch; col0 += kBlock) {
+    const In* src[kBlock];
+    for (int m = 0; m < kBlock; ++m) {
+      const int64_t col = col0 + m;
+      const int64_t s = col < g.cols ? call.col_src[col] : -1;
+      src[m] = s < 0 ? nullptr : row + s * xs.w;
+    }
+    for (int64_t p0 = 0; p0 < g.pairs; p0 += kBlock) {
+      const int np = int(std::min<int64_t>(kBlock, g.pairs - p0));
+      __m512 v[kBlock];
+#pragma GCC unroll 16
+      for (int m = 0; m < kBlock; ++m)
+        v[m] = src[m] ? _mm512_castsi512_ps(pixel_pairs(src[m] + 2 * p0, np)) : _mm512_setzero_ps();
+      transpose_square(v);
+#pragma GCC unroll 16
+      for (int j = 0; j < kBlock; ++j)
+        if (j < np) _mm512_storeu_ps(reinterpret_cast<float*>(dst + (p0 + j) * g.pitch + col0), v[j]);
+    }
+  }
+}
+
+// What the microkernels of one chunk of output channels need.
+struct ChunkArgs {
+  const int64_t* tap_offset;  // words from a vector's first tap to each tap
+  int64_t taps, pairs, pitch;
+  const uint32_t* weights;  // [tap][pair][4]
+  float bias[kOutChunk];
+  int64_t channel_stride;  // buffer floats from one output channel to the next
+  FusedActivation act;
+  bool simple_act;
+};
+
+// KO output channels by V vectors of 16 columns (tile words at src[v]), the sums plus bias
+// (and a simple activation) stored at out[v] + k * channel_stride.
+template <int KO, int V>
+CPPCONV_TARGET_AVX512BF16 void group_microkernel(const ChunkArgs& a, const uint32_t* const* src, float* const* out) {
+  __m512 acc[KO][V];
+#pragma GCC unroll 4
+  for (int k = 0; k < KO; ++k)
+#pragma GCC unroll 6
+    for (int v = 0; v < V; ++v) acc[k][v] = _mm512_setzero_ps();
+  const uint32_t* s[V];
+#pragma GCC unroll 6
+  for (int v = 0; v < V; ++v) s[v] = src[v];
+  for (int64_t t = 0; t < a.taps; ++t) {
+    const int64_t off = a.tap_offset[t];
+    const uint32_t* wt = a.weights + t * a.pairs * kOutChunk;
+    for (int64_t cp = 0; cp < a.pairs; ++cp) {
+      __m512bh xv[V];
+#pragma GCC unroll 6
+      for (int v = 0; v < V; ++v) xv[v] = (__m512bh)_mm512_loadu_si512(s[v] + off + cp * a.pitch);
+#pragma GCC unroll 4
+      for (int k = 0; k < KO; ++k) {
+        const __m512bh wv = (__m512bh)_mm512_set1_epi32(int(wt[cp * kOutChunk + k]));
+#pragma GCC unroll 6
+        for (int v = 0; v < V; ++v) acc[k][v] = _mm512_dpbf16_ps(acc[k][v], xv[v], wv);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int k = 0; k < KO; ++k)
+#pragma GCC unroll 6
+    for (int v = 0; v < V; ++v) {
+      __m512 r = _mm512_add_ps(acc[k][v], _mm512_set1_ps(a.bias[k]));
+      if (a.simple_act) r = apply_simple_activation(r, a.act);
+      _mm512_storeu_ps(out[v] + k * a.channel_stride, r);
+    }
+}
+
+template <int KO>
+CPPCONV_TARGET_AVX512BF16 void group_vectors(const ChunkArgs& a, int v, const uint32_t* const* src, float* const* out) {
+  using Kernel = void (*)(const ChunkArgs&, const uint32_t* const*, float* const*);
+  static constexpr Kernel kernels[kMaxVectors] = {group_microkernel<KO, 1>, group_microkernel<KO, 2>,
+                                                  group_microkernel<KO, 3>, group_microkernel<KO, 4>,
+                                                  group_microkernel<KO, 5>, group_microkernel<KO, 6>};
+  kernels[v - 1](a, src, out);
+}
+
+// Planes [0, cvalid) of `count` float32 outputs (plane_stride apart) into pixels of y
+// (pixel_stride apart, channels contiguous), rounded to bfloat16 where y is.
+template <class Out>
+CPPCONV_TARGET_AVX512BF16 void planes_to_y_pixels(const float* src, int64_t plane_stride, int cvalid, int64_t count,
+                                                  Out* dst, int64_t pixel_stride) {
+  const __mmask16 channels = first_lanes(cvalid);
+  for (int64_t q = 0; q < count; q += kBlock) {
+    __m512 v[kBlock];
+#pragma GCC unroll 16
+    for (int c = 0; c < kBlock; ++c)
+      v[c] = c < cvalid ? _mm512_loadu_ps(src + c * plane_stride + q) : _mm512_setzero_ps();
+    transpose_square(v);
+    const int n = int(std::min<int64_t>(kBlock, count - q));
+#pragma GCC unroll 16
+    for (int m = 0; m < kBlock; ++m) {
+      if (m >= n) break;
+      Out* to = dst + (q + m) * pixel_stride;
+      if constexpr (std::is_same_v<Out, float>) {
+        if (cvalid == kBlock) _mm512_storeu_ps(to, v[m]);
+        else _mm512_mask_storeu_ps(to, channels, v[m]);
+      } else {
+        if (cvalid == kBlock) _mm256_storeu_si256(reinterpret_cast<__m256i*>(to), round_to_bf16(v[m]));
+        else _mm256_mask_storeu_epi16(to, channels, round_to_bf16(v[m]));
+      }
+    }
+  }
+}
+
+template <class In, class Out>
+CPPCONV_TARGET_AVX512BF16 void group_run_item(const ConvCall& call, const GroupGeometry& g, int64_t item,
+                                              uint32_t* tile, float* buffer, const int64_t* tap_offset) {
+  const ConvProblem& p = call.p;
+  const int64_t rb = item % g.row_blocks, n = item / g.row_blocks;
+  const int64_t oh0 = rb * g.rows_per_block, rows = std::min(g.rows_per_block, p.out_h - oh0);
+  const In* x = static_cast<const In*>(call.x);
+  const int64_t tile_rows = input_rows_for(p, rows);
+  for (int64_t r = 0; r < tile_rows; ++r) {
+    const int64_t src_row = call.row_src[oh0 * p.stride_h + r];
+    uint32_t* d = tile + r * g.row_pitch;
+    if (p.layout == Layout::NHWC) {
+      fill_row_transposed(call, g, x, n, src_row, d);
+      continue;
+    }
+    // fill_row's channels-first rows, all channels as one group, each pair's row `pitch` long.
+    Geometry rg{};
+    rg.group_in = p.in_channels;
+    rg.pairs = g.pairs;
+    rg.cols = g.cols;
+    rg.pair_pitch = g.pitch;
+    rg.row_pitch = g.row_pitch;
+    fill_row(call, rg, x, n, 0, src_row, d);
+    if (src_row >= 0)
+      for (int64_t cp = 0; cp < g.pairs; ++cp) std::memset(d + cp * g.pitch + g.cols, 0, size_t(g.pitch - g.cols) * 4);
+  }
+  const int64_t out_pitch = g.col_vectors * kBlock, channel_stride = rows * out_pitch;
+  const auto* packed = static_cast<const uint32_t*>(call.packed);
+  const auto* bias = static_cast<const float*>(call.bias);
+  const int64_t vectors = rows * g.col_vectors;
+  const int64_t batches = ceil_div(vectors, kMaxVectors);
+  const uint32_t* src[kMaxVectors];
+  float* out[kMaxVectors];
+  ChunkArgs a{};
+  a.tap_offset = tap_offset;
+  a.taps = g.taps;
+  a.pairs = g.group_pairs;
+  a.pitch = g.pitch;
+  a.channel_stride = channel_stride;
+  a.act = fused_activation(p);
+  a.simple_act = is_simple<float>(p.activation);
+  for (int64_t grp = 0; grp < p.groups; ++grp) {
+    const uint32_t* group_tile = tile + grp * g.group_pairs * g.pitch;
+    for (int64_t ch = 0; ch < g.chunks; ++ch) {
+      const int64_t k0 = grp * g.group_out + ch * kOutChunk;
+      const int ko = int(std::min<int64_t>(kOutChunk, g.group_out - ch * kOutChunk));
+      for (int k = 0; k < kOutChunk; ++k) a.bias[k] = bias && k < ko ? bias[k0 + k] : 0.0f;
+      a.weights = packed + (grp * g.chunks + ch) * g.taps * g.group_pairs * kOutChunk;
+      // The vectors in batches of nearly equal size (8 as 4 + 4, not 6 + 2).
+      for (int64_t b = 0, first = 0; b < batches; ++b) {
+        const int64_t last = vectors * (b + 1) / batches;
+        const int count = int(last - first);
+        for (int i = 0; i < count; ++i) {
+          const int64_t r = (first + i) / g.col_vectors, j = (first + i) % g.col_vectors;
+          src[i] = group_tile + r * p.stride_h * g.row_pitch + j * kBlock;
+          out[i] = buffer + k0 * channel_stride + r * out_pitch + j * kBlock;
+        }
+        switch (ko) {
+          case 1: group_vectors<1>(a, count, src, out); break;
+          case 2: group_vectors<2>(a, count, src, out); break;
+          case 3: group_vectors<3>(a, count, src, out); break;
+          default: group_vectors<4>(a, count, src, out);
+        }
+        first = last;
+      }
+    }
+  }
+  if (!a.simple_act) activate_row(buffer, p.out_channels * channel_stride, a.act);
+  Out* y = static_cast<Out*>(call.y);
+  const Strides4& ys = call.y_stride;
+  for (int64_t r = 0; r < rows; ++r) {
+    Out* y_row = y + n * ys.n + (oh0 + r) * ys.h;
+    const float* b_row = buffer + r * out_pitch;
+    if (p.layout == Layout::NHWC) {
+      for (int64_t k0 = 0; k0 < p.out_channels; k0 += kBlock)
+        planes_to_y_pixels(b_row + k0 * channel_stride, channel_stride,
+                           int(std::min<int64_t>(kBlock, p.out_channels - k0)), p.out_w, y_row + k0 * ys.c, ys.w);
+    } else {
+      for (int64_t k = 0; k < p.out_channels; ++k) store_values(b_row + k * channel_stride, p.out_w, y_row + k * ys.c);
+    }
+  }
+}
+
+template <class In, class Out>
+CPPCONV_TARGET_AVX512BF16 void group_run_typed(const ConvCall& call) {
+  const ConvProblem& p = call.p;
+  const int threads = call.num_threads;
+  const GroupGeometry g = group_geometry_of(p, threads);
+  const GroupScratch sizes = group_scratch_of(p, g);
+  const size_t per_thread = (sizes.bytes() + 63) / 64 * 64;
+  auto* scratch = static_cast<unsigned char*>(scratch_bytes(per_thread * size_t(threads)));
+  std::vector<int64_t> tap_offset(size_t(g.taps));
+  for (int64_t i = 0; i < p.kernel_h; ++i)
+    for (int64_t j = 0; j < p.kernel_w; ++j)
+      tap_offset[size_t(i * p.kernel_w + j)] = i * p.dilation_h * g.row_pitch + j * p.dilation_w;
+  const int64_t items = p.batch * g.row_blocks;
+  parallel_region(threads, [&] {
+    unsigned char* mine = scratch + per_thread * size_t(thread_id());
+    auto* tile = reinterpret_cast<uint32_t*>(mine);
+    auto* buffer = reinterpret_cast<float*>(mine + (size_t(sizes.tile_words) * 4 + 63) / 64 * 64);
+    DenormalGuard denormals;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item)
+      group_run_item<In, Out>(call, g, item, tile, buffer, tap_offset.data());
+  });
+}
+
+void group_run(const ConvCall& call) {
+  if (call.p.x_float32) {
+    if (call.p.y_float32) return group_run_typed<float, float>(call);
+    return group_run_typed<float, uint16_t>(call);
+  }
+  if (call.p.y_float32) return group_run_typed<uint16_t, float>(call);
+  group_run_typed<uint16_t, uint16_t>(call);
+}
+
+constexpr AlgorithmName kGroupName =
+    algorithm_name("conv2d_pixelvec_bf16__" CPPCONV_ISA_NAME, kMaxVectors* kBlock, kOutChunk);
+}  // namespace
+
+const ConvAlgorithm conv2d_pixelvec_bf16 = {kGroupName.text,    DType::BFloat16,    group_accepts,
+                                            group_packed_bytes, group_pack,         group_workspace_bytes,
+                                            group_run,          Precision::Highest, kCpuAvx512Bf16};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

@@ -11,6 +11,9 @@ namespace cppconv {
 namespace CPPCONV_ISA_NS {
 // Dense and grouped convolutions (at least 2 input channels per group), either layout.
 extern const ConvAlgorithm conv2d_channelvec_bf16;
+// Grouped convolutions of few (under 8) output channels per group, an even number of input
+// channels per group, unit column stride.
+extern const ConvAlgorithm conv2d_pixelvec_bf16;
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
 #endif

@@ -51,6 +51,7 @@ const ConvAlgorithm* const kConvAlgorithms[] = {
 #endif
 #ifdef CPPCONV_HAS_CONV2D_BF16
     &conv2d_channelvec_bf16,
+    &conv2d_pixelvec_bf16,
 #endif
 };
 const PoolAlgorithm* const kPoolAlgorithms[] = {

@@ -569,6 +569,22 @@ void conv2d_sweep() {
     if (i % 8 == 7) g.h = axis_for(uniform(8, 40), 3, 1, 1, true);
     run_case(g);
   }
+  // bfloat16 grouped layers of few outputs per group (pixelvec_bf16): 1 to 7 outputs per group
+  // (its 4-output chunks), widths around its 16-column vectors and batches of up to 6 vectors,
+  // even and odd channel counts per group; several row blocks on taller planes.  (Its own
+  // draws: the cases after it stay as they were.)
+  {
+    const std::mt19937_64 draws_after_grouped = g_rng;
+    for (int i = 0; i < 40; ++i) {
+      const int64_t groups = pick(std::vector<int64_t>{2, 3, 8, 32});
+      const int64_t cg = pick(std::vector<int64_t>{2, 3, 4, 6, 16}), kg = uniform(1, 7);
+      const int64_t OW = pick(std::vector<int64_t>{1, 7, 15, 16, 17, 31, 32, 33, 97});
+      ConvGeometry g = random_geometry(OW, cg * groups, kg * groups, groups, DType::BFloat16);
+      if (i % 8 == 7) g.h = axis_for(uniform(8, 40), 3, 1, 1, true);
+      run_case(g);
+    }
+    g_rng = draws_after_grouped;
+  }
   // Reduction slices and several row blocks: many input channels, bigger planes.
   for (int i = 0; i < 6; ++i) {
     const DType dtype = i % 2 ? DType::Float64 : DType::Float32;
