@@ -70,13 +70,7 @@ def random_case(rng):
     dilation = (int(rng.choice([1, 1, 2])), int(rng.choice([1, 1, 2])))
     ow = int(rng.choice([1, 2, 5, 6, 7, 8, 9, 11, 12, 13, 17, 24, 25]))
     oh = int(rng.integers(1, 6))
-    pad = rng.random() < 0.7
-    ph = (kh - 1) * dilation[0] // 2 if pad else 0
-    pw = (kw - 1) * dilation[1] // 2 if pad else 0
-    h = max(1, (oh - 1) * stride[0] + dilation[0] * (kh - 1) + 1 - 2 * ph)
-    w = max(1, (ow - 1) * stride[1] + dilation[1] * (kw - 1) + 1 - 2 * pw)
-    mode = str(rng.choice(PADDING_MODES)) if pad else "zeros"
-    return finished_case(rng, c, k, groups, (h, w), (kh, kw), stride, dilation, (ph, pw), mode)
+    return case_for_output(rng, c, k, groups, (kh, kw), stride, dilation, oh, ow)
 
 
 def random_grouped_case(rng):
@@ -93,13 +87,18 @@ def random_grouped_case(rng):
     dilation = (int(rng.choice([1, 1, 2])), int(rng.choice([1, 1, 2])))
     ow = int(rng.choice([1, 2, 7, 15, 16, 17, 28, 31, 32, 33, 48, 49, 97]))
     oh = int(rng.integers(1, 8))
-    pad = rng.random() < 0.7
-    ph = (kh - 1) * dilation[0] // 2 if pad else 0
-    pw = (kw - 1) * dilation[1] // 2 if pad else 0
-    h = max(1, (oh - 1) * stride[0] + dilation[0] * (kh - 1) + 1 - 2 * ph)
-    w = max(1, (ow - 1) * stride[1] + dilation[1] * (kw - 1) + 1 - 2 * pw)
+    return case_for_output(rng, cg * groups, kg * groups, groups, (kh, kw), stride, dilation, oh, ow)
+
+
+def case_for_output(rng, c, k, groups, kernel, stride, dilation, oh, ow):
+    """finished_case for an oh x ow output: "same"-like padding (or none) in a random mode, and
+    the input size that gives that output."""
+    (kh, kw), pad = kernel, rng.random() < 0.7
+    padding = ((kh - 1) * dilation[0] // 2, (kw - 1) * dilation[1] // 2) if pad else (0, 0)
+    hw = tuple(max(1, (o - 1) * st + d * (kk - 1) + 1 - 2 * p)
+               for o, st, d, kk, p in zip((oh, ow), stride, dilation, kernel, padding))
     mode = str(rng.choice(PADDING_MODES)) if pad else "zeros"
-    return finished_case(rng, cg * groups, kg * groups, groups, (h, w), (kh, kw), stride, dilation, (ph, pw), mode)
+    return finished_case(rng, c, k, groups, hw, kernel, stride, dilation, padding, mode)
 
 
 def finished_case(rng, c, k, groups, hw, kernel, stride, dilation, padding, mode):

@@ -559,13 +559,20 @@ CPPCONV_TARGET_AVX512BF16 void run_typed(const ConvCall& call) {
   });
 }
 
-void run(const ConvCall& call) {
+// f(In{}, Out{}) with the element types the call stores x and y in: float where the problem
+// says so (a float32 layer's compute_dtype="bfloat16"), else bfloat16 bits.
+template <class F>
+void with_stored_types(const ConvCall& call, F&& f) {
   if (call.p.x_float32) {
-    if (call.p.y_float32) return run_typed<float, float>(call);
-    return run_typed<float, uint16_t>(call);
+    if (call.p.y_float32) return f(float{}, float{});
+    return f(float{}, uint16_t{});
   }
-  if (call.p.y_float32) return run_typed<uint16_t, float>(call);
-  run_typed<uint16_t, uint16_t>(call);
+  if (call.p.y_float32) return f(uint16_t{}, float{});
+  f(uint16_t{}, uint16_t{});
+}
+
+void run(const ConvCall& call) {
+  with_stored_types(call, [&](auto in, auto out) { run_typed<decltype(in), decltype(out)>(call); });
 }
 
 constexpr AlgorithmName kName =
@@ -912,12 +919,7 @@ CPPCONV_TARGET_AVX512BF16 void group_run_typed(const ConvCall& call) {
 }
 
 void group_run(const ConvCall& call) {
-  if (call.p.x_float32) {
-    if (call.p.y_float32) return group_run_typed<float, float>(call);
-    return group_run_typed<float, uint16_t>(call);
-  }
-  if (call.p.y_float32) return group_run_typed<uint16_t, float>(call);
-  group_run_typed<uint16_t, uint16_t>(call);
+  with_stored_types(call, [&](auto in, auto out) { group_run_typed<decltype(in), decltype(out)>(call); });
 }
 
 constexpr AlgorithmName kGroupName =
