@@ -1100,9 +1100,7 @@ PYBIND11_MODULE(_native, m) {
           "weight_bytes",
           [](const PyConvPlan& self) {
             const ConvPlan& plan = *self.plan;
-            const size_t bytes = size_t(plan.out_channels() * plan.group_in_channels() * plan.kernel_d() *
-                                        plan.kernel_h() * plan.kernel_w()) *
-                                 dtype_size(plan.dtype());
+            const size_t bytes = plan.weight_bytes();
             // Filled before anyone else sees it: a bytes object keeps the copy immutable.
             PyObject* raw = PyBytes_FromStringAndSize(nullptr, py::ssize_t(bytes));
             if (!raw) throw py::error_already_set();

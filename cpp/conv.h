@@ -220,6 +220,8 @@ class ConvPlan {
   // The weights as given, (K, C/groups, kd, kh, kw), copied into `out` (from a pack where the
   // plan freed its copy; see PlanWeights).
   void copy_weight(void* out) const { weights_.copy_weight(out); }
+  // The size of that copy in bytes.
+  size_t weight_bytes() const { return weights_.weight_bytes(); }
   // The bytes of weights this plan holds: its copy (while kept), the bias, every pack, and
   // those of the plans it made for bfloat16 widening and interleaved 3-D taps.
   size_t held_bytes() const;

@@ -1966,6 +1966,7 @@ def test_run_feeds_and_outputs():
     assert list(out) == ["p"]
     np.testing.assert_allclose(out["p"], X4 * X4)
     assert list(net.run({"a": X4, "b": X4}, outputs="p")) == ["p"]  # (one name: not its letters)
+    assert list(net.run({"a": X4, "b": X4}, outputs=[])) == ["s", "p"]  # (ONNX Runtime's reading)
     out = net.run({"a": X4.astype(np.float64), "b": X4.tolist()})  # converted to the model's dtype
     assert out["s"].dtype == np.float32
     with pytest.raises(TypeError, match="net.run"):

@@ -40,14 +40,16 @@ class Recycler:
         self._kept: List[np.ndarray] = []  # least recently used first
         _RECYCLERS.add(self)
 
-    def empty(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        nbytes = math.prod(shape) * dtype.itemsize
+    def empty(self, shape: Sequence[int], dtype: Any, nbytes: Optional[int] = None) -> np.ndarray:
+        """np.empty(shape, dtype); ``nbytes``, where the caller knows it, saves working it out."""
+        if nbytes is None:
+            dtype = np.dtype(dtype)
+            nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < self.smallest or nbytes > self.max_bytes or UNSHARED is None or getattr(self._inside, "now", False):
             return np.empty(shape, dtype)
         try:
             self._inside.now = True
-            return self._take(nbytes, shape, dtype)
+            return self._take(nbytes, shape, np.dtype(dtype))
         finally:
             self._inside.now = False
 

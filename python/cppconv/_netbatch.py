@@ -5,6 +5,7 @@ share of the threads; the sub-batch the cache rule picks; the threads that run t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import itertools
@@ -20,8 +21,21 @@ T = TypeVar("T")
 
 # The graph inputs' batch axis as shape inference names it (_network._symbolic_batch).
 BATCH_SYMBOL = "N"
-# split_problem's words where inference loses that name (or puts it on another axis too).
-LOST_BATCH = "shape inference does not keep the batch on the first axis"
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitProblem:
+    """Why a network's images may not run apart (split_problem); prints as the reason."""
+
+    reason: str
+    # ONNX's shape inference lost the batch symbol (or put it on another axis too): values it
+    # could not infer may settle it (_Planner._check_split_again).
+    lost_batch: bool = False
+
+    def __str__(self) -> str:
+        return self.reason
+
+
 # Operand positions where an operator reads a value computed from the inputs' shapes as a
 # parameter (a size, a target shape, axes), not as data: a sub-batch computes it from its own
 # size, as the operator then needs.
@@ -36,7 +50,8 @@ _FALLBACK_CACHE_BYTES = 32 << 20
 
 
 def split_problem(nodes: Sequence[Any], known: Dict[str, np.ndarray], inputs: Sequence[str],
-                  outputs: Sequence[str], dim_params: Dict[str, Tuple[str, ...]], opset: int) -> Optional[str]:
+                  outputs: Sequence[str], dim_params: Dict[str, Tuple[str, ...]],
+                  opset: int) -> Optional[SplitProblem]:
     """Why the network's images may not run apart (None where they may).  Every value computed
     from the inputs' data must keep the batch on its first axis and on no other (ONNX shape
     inference with the batch symbolic says so), no operator may work along that axis (a
@@ -65,11 +80,11 @@ def split_problem(nodes: Sequence[Any], known: Dict[str, np.ndarray], inputs: Se
         if not reads_data and not shape_positions:
             continue  # (a ConstantOfShape of a constant shape)
         if any(j not in _SHAPE_OPERANDS.get(n.op, ()) for j in shape_positions):
-            return f"{n.where()} reads the batch size as data"
+            return SplitProblem(f"{n.where()} reads the batch size as data")
         why = _along_batch(n, known, rank(n.inputs[0]) if n.inputs else None, opset) or \
             _constant_along_batch(n, known, rank(n.outputs[0]) if n.outputs else None)
         if why:
-            return f"{n.where()} {why}"
+            return SplitProblem(f"{n.where()} {why}")
         if n.op == "Resize" and batch_first(n.inputs[0]):
             # (inference gives a Resize's output a new symbol, N times the scale: 1 keeps N)
             scales = known.get(n.input(1 if opset < 11 else 2))
@@ -79,11 +94,12 @@ def split_problem(nodes: Sequence[Any], known: Dict[str, np.ndarray], inputs: Se
         for o in n.outputs:
             if o:
                 if not batch_first(o):
-                    return f"{n.where()}: {LOST_BATCH} of {o!r} alone"
+                    return SplitProblem(f"{n.where()}: shape inference does not keep the batch on the first "
+                                        f"axis of {o!r} alone", lost_batch=True)
                 data.add(o)
     for o in outputs:
         if o not in data:
-            return f"graph output {o!r} is not computed from the inputs image by image"
+            return SplitProblem(f"graph output {o!r} is not computed from the inputs image by image")
     return None
 
 

@@ -487,7 +487,7 @@ class _Planner:
                                                      self.opset)
         # (checked again after planning, which finds the values ONNX's inference could not)
         self._split_check = (proto, order, known, split_inputs) if self.split_problem and \
-            _netbatch.LOST_BATCH in self.split_problem else None
+            self.split_problem.lost_batch else None
         def activation_of(n: _Node) -> Any:
             return _fused_activation(n, known, self.opset)
 
@@ -2257,10 +2257,11 @@ class Network:
 
     def run(self, feeds: Dict[str, Any], outputs: Union[str, Sequence[str], None] = None) -> Dict[str, np.ndarray]:
         """Runs the network on ``feeds`` ({input name: array}); returns {output name: array}
-        for ``outputs`` (names, or one name; default: all of the model's outputs, in its order)."""
+        for ``outputs`` (names, or one name; default, or an empty list as ONNX Runtime
+        takes it: all of the model's outputs, in its order)."""
         if not isinstance(feeds, dict):
             raise TypeError(f"feeds must be a dict of input name -> array, got {type(feeds).__name__}")
-        wanted = self.output_names if outputs is None else [outputs] if isinstance(outputs, str) else list(outputs)
+        wanted = [outputs] if isinstance(outputs, str) else list(outputs or self.output_names)
         unknown = [n for n in wanted if n not in self.output_names]
         if unknown:
             raise KeyError(f"{unknown[0]!r} is not an output of the network; its outputs: {self.output_names}")

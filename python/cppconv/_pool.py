@@ -43,8 +43,7 @@ def _simple_pool(kind: int, x: Any, kernel_size: Any, stride: Any, padding: Any,
     if h < 1 or w < 1 or oh < 1 or ow < 1:
         return None
     shape = (n, oh, ow, c) if code == 1 else (n, c, oh, ow)
-    large = n * c * oh * ow * x.itemsize >= _buffers.OUTPUTS.smallest  # (small calls skip the recycler's cost)
-    y = _buffers.OUTPUTS.empty(shape, dtype) if large else np.empty(shape, dtype)
+    y = _buffers.OUTPUTS.empty(shape, dtype, nbytes=n * c * oh * ow * x.itemsize)
     key = (kind, k, s, p, bool(count_include_pad), code)
     settings = _SIMPLE_SETTINGS.get(key)
     if settings is None:
