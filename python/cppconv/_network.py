@@ -436,7 +436,12 @@ class _Planner:
         g = proto.graph
         self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
         self.consts: Dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-        self.inputs = [v for v in g.input if v.name not in self.consts]
+        # (copies: a part of the parsed model would keep all of it, weights too, alive)
+        self.inputs = [_detached(v) for v in g.input if v.name not in self.consts]
+        # The model less its weights' data, and those weights (each until a layer is found to
+        # hold it bit for bit, hold()): a pickle's source (_light_model) once the parsed model,
+        # a second copy of every weight through planning, is dropped (Network.__init__).
+        self.source, self.source_values = _weightless(proto, self.consts)
         self.batch_inputs = set(batch_inputs(g, set(self.consts)))
         # The batch size the model declares, where it fixes one (a Resize to constant sizes
         # keeps that size as the batch's: a model exported at batch 1 runs any batch).
@@ -452,9 +457,9 @@ class _Planner:
         self.shape_source: Dict[str, str] = {}  # Shape's output -> its input, for folding Gather
         self.shape_values: Set[str] = set()  # runtime values computed from shapes (not activations)
         self.probes: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}  # shape values at batch 1 and 2
-        # Initializer -> (layer, "weight" or "bias") whose array may hold its values as they are
-        # (no BatchNormalization folded in): Network._light_model checks and uses them.
-        self.held_by_layers: Dict[str, Tuple[Any, str]] = {}
+        # Initializer -> (layer, "weight" or "bias", its little-endian dtype): the layer's array
+        # holds its values bit for bit (hold()), so a pickle need not carry them (_light_model).
+        self.held_by_layers: Dict[str, Tuple[Any, str, np.dtype]] = {}
         self.input_dtypes = {v.name: _element_dtype(v) for v in self.inputs}
         # The dtype of the activations (and of the conv weights): the first float input's.
         self.dtype = next((d for d in self.input_dtypes.values() if d.kind == "f"), np.dtype(np.float32))
@@ -476,7 +481,7 @@ class _Planner:
                                  f"of {n.op_type}: {allowed}")
             nodes.append(node)
         order = _topological(nodes, set(self.consts) | {v.name for v in self.inputs})
-        self.shapes, self.dtypes, self.shape_problem, dim_params = _inferred_shapes(proto)
+        self.shapes, self.dtypes, self.shape_problem, dim_params = _inferred_shapes(self.source)
         for name in self.output_names:
             if name not in self.layout and not any(name in n.outputs for n in order):
                 raise ModelError(f"graph output {name!r} is produced by no node, initializer or input")
@@ -486,7 +491,7 @@ class _Planner:
         self.split_problem = _netbatch.split_problem(order, known, split_inputs, self.output_names, dim_params,
                                                      self.opset)
         # (checked again after planning, which finds the values ONNX's inference could not)
-        self._split_check = (proto, order, known, split_inputs) if self.split_problem and \
+        self._split_check = (self.source, order, known, split_inputs) if self.split_problem and \
             self.split_problem.lost_batch else None
         def activation_of(n: _Node) -> Any:
             return _fused_activation(n, known, self.opset)
@@ -526,6 +531,26 @@ class _Planner:
             raise ModelError(f"{node.where()}: input {i} ({what}, {name!r}) must be a constant (an initializer or "
                              f"computable at load); a computed {what} is not supported")
         return self.consts[name]
+
+    def hold(self, name: str, layer: Any, attribute: str, made_from: Optional[np.ndarray] = None) -> None:
+        """Records initializer `name` as held by ``layer.<attribute>`` where that array has its
+        values bit for bit (no BatchNormalization folded in, nothing rounded; -0.0 is not 0.0):
+        the planner's copy of it may then go.  `made_from`: the array the layer was made from;
+        the initializer's own buffer there settles it without reading the values back from the
+        layer (an unpacked copy of each weight: 8 MiB of MobileNetV3-Small's 36 MiB load peak)."""
+        given = self.source_values.get(name)
+        if given is None:
+            return  # (its data stays in the source: small, or a dtype kept as it is)
+        if made_from is not None and layer.compute_dtype is None and _same_buffer(given, made_from):
+            held = True  # (a layer keeps the values it is given)
+        else:
+            value = getattr(layer, attribute)
+            held = value is not None and value.dtype == given.dtype and value.size == given.size and \
+                np.array_equal(np.ascontiguousarray(given).reshape(-1).view(np.uint8),
+                               np.ascontiguousarray(value).reshape(-1).view(np.uint8))
+        if held:
+            self.held_by_layers[name] = (layer, attribute, given.dtype.newbyteorder("<"))
+            del self.source_values[name]
 
     def release(self, node: _Node, i: int) -> None:
         """Drops input i of node, a constant that node alone reads and that its layer now holds
@@ -625,9 +650,11 @@ class _Planner:
         return target
 
     def emit(self, node: _Node, fn: Callable[..., Tuple[Any, ...]], ins: List[str], perms: Sequence[Perm],
-             became: str, outs: Optional[List[str]] = None, writes: int = _RETURNS, **extra: Any) -> None:
+             became: str, outs: Optional[List[str]] = None, writes: int = _RETURNS, view: Optional[bool] = None,
+             **extra: Any) -> None:
         """Adds node's step (fn over ins, giving outs in layouts perms), or runs it now when every
-        input is a constant (constant folding)."""
+        input is a constant (constant folding).  view: whether the step may return a view of an
+        input (default: as the node's operator may)."""
         outs = list(node.outputs if outs is None else outs)
         for o, p in zip(outs, perms):
             self.layout[o] = p
@@ -641,7 +668,7 @@ class _Planner:
             return
         row = {"node": node.name, "op": node.op, "became": became, "layout": _layout_word(perms[0]), **extra}
         self.rows.append(row)
-        self.steps.append(_Step(fn, ins, outs, node.op in _VIEWS, row, writes))
+        self.steps.append(_Step(fn, ins, outs, node.op in _VIEWS if view is None else view, row, writes))
         computed = [i for i in ins if i and i not in self.consts]
         if node.op == "Shape" or (computed and all(i in self.shape_values for i in computed)):
             self.shape_values.update(outs)
@@ -996,6 +1023,7 @@ def _conv(p: _Planner, node: _Node) -> None:
             tuple(r_shape[1:]) == tuple(y_shape[1:])
     kwargs: Dict[str, Any] = dict(stride=stride, dilation=dilation, groups=group, layout=layout,
                                   activation=node.activation if fused_add or not residual else None)
+    weight = w.astype(p.dtype, copy=False)
     if transposed:
         if "output_shape" in node.attrs:
             raise _refuse(node, "output_shape", node.attrs["output_shape"], "pads and output_padding")
@@ -1004,16 +1032,16 @@ def _conv(p: _Planner, node: _Node) -> None:
             raise _refuse(node, "auto_pad", mode, "NOTSET, VALID")
         kwargs["padding"] = _window_pads(p, node, x, kernel, stride, dilation)
         kwargs["output_padding"] = _ints(node, "output_padding", rank, 0)
-        layer: Any = _TRANSPOSE_LAYERS[rank](w.astype(p.dtype, copy=False), None if bias is None else b.astype(p.dtype),
+        layer: Any = _TRANSPOSE_LAYERS[rank](weight, None if bias is None else b.astype(p.dtype),
                                              compute_dtype=p.compute_dtype, **kwargs)
     else:
         kwargs["padding"] = _window_pads(p, node, x, kernel, stride, dilation)
-        layer = _CONV_LAYERS[rank](w.astype(p.dtype, copy=False), None if bias is None else b.astype(p.dtype),
+        layer = _CONV_LAYERS[rank](weight, None if bias is None else b.astype(p.dtype),
                                    precision=p.precision, compute_dtype=p.compute_dtype, **kwargs)
     if node.bn is None:
-        p.held_by_layers[node.input(1)] = (layer, "weight")
+        p.hold(node.input(1), layer, "weight", weight)
         if node.input(2):
-            p.held_by_layers[node.input(2)] = (layer, "bias")
+            p.hold(node.input(2), layer, "bias")
     p.release(node, 1)
     xin = p.value_in(x, perm)
     threads = p.threads
@@ -1377,6 +1405,24 @@ def _slice(p: _Planner, node: _Node) -> None:
         steps = list(p.const(node, 4, "steps")) if node.input(4) else [1] * len(starts)
     stored = [p.axis(node, x, int(a)) for a in axes]
     args = ([int(s) for s in starts], [int(e) for e in ends], stored, [int(s) for s in steps])
+    readers = p.readers.get(node.outputs[0], [])
+    if p.layout[x] is not None and stored == [p.rank(x) - 1] and readers and all(r.op == "Conv" for r in readers) \
+            and node.outputs[0] not in p.output_names:
+        # Channels of a channels-last value (ShuffleNet's split), read by convolutions: they
+        # would copy the strided view first (_contiguous); copied here instead, into the
+        # slice's part of the arena, and not into memory a recorded program keeps apart.
+        threads = p.threads or 0
+
+        def copy(v: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
+            part = _netops.slice_array(v, *args)
+            if out is None:
+                return (_contiguous(part, threads),)
+            _copy_into(part, out, threads)
+            return (out,)
+
+        p.emit(node, copy, [x], [p.layout[x]], "a contiguous copy of the channels (the convolutions reading "
+               "them take their planned paths)", writes=_INTO_BUFFER, view=False)
+        return
     p.emit(node, lambda v: (_netops.slice_array(v, *args),), [x], [p.layout[x]], "NumPy slice (a view)")
 
 
@@ -1431,7 +1477,7 @@ def _reshape(p: _Planner, node: _Node) -> None:
     if shuffled is not None:
         p.emit(node, shuffled[0], shuffled[1], [out_perm],
                "channel shuffle of the Concat before it: one interleaving copy of its inputs (the Concat, "
-               "Reshape and Transpose between drop out)")
+               "Reshape and Transpose between drop out)", writes=_INTO_BUFFER, view=False)
         return
     p.emit(node, fn, ins, [out_perm], f"NumPy reshape in layout {_layout_word(have)}")
 
@@ -1481,9 +1527,11 @@ def _shuffled_concat(p: _Planner, node: _Node, fn: Callable[..., Tuple[Any, ...]
 
     threads = p.threads or 0
 
-    def interleave(*xs: np.ndarray) -> Tuple[np.ndarray]:
-        n, h, w, c = xs[0].shape
-        y = np.empty((n, h, w, c * g), xs[0].dtype)
+    def interleave(*operands: Optional[np.ndarray]) -> Tuple[np.ndarray]:
+        """The g parts interleaved, into the output given after them (its part of the arena)."""
+        xs, out = operands[:g], operands[g] if len(operands) > g else None
+        n, h, w, c = xs[0].shape  # type: ignore[union-attr]
+        y = np.empty((n, h, w, c * g), xs[0].dtype) if out is None else out  # type: ignore[union-attr]
         lanes = y.reshape(n, h, w, c, g)
         for i, x in enumerate(xs):
             _copy_into(x, lanes[..., i], threads)
@@ -1676,7 +1724,8 @@ def _fully_connected_operands(node: _Node, consts: Dict[str, np.ndarray]) -> Tup
     out_features = b.shape[0 if tb else 1]
     c = consts.get(node.input(2))
     bias = None if c is None else np.broadcast_to(np.asarray(c, np.float64).reshape(-1), (out_features,)) * beta
-    return (b.T if not tb else b) * alpha, bias
+    weight = b.T if not tb else b
+    return (weight * alpha if alpha != 1.0 else weight), bias  # (no copy of the weights for nothing)
 
 
 def _gemm(p: _Planner, node: _Node) -> None:
@@ -1718,12 +1767,13 @@ def _fully_connected(p: _Planner, node: _Node, weight: np.ndarray, bias: Optiona
     (NumPy's BLAS keeps its own thread pool: at batch 1 the hand-off to it cost far more than
     the product, and it competes with cppconv's threads.)"""
     out_features, in_features = weight.shape
-    layer = Conv1d(np.ascontiguousarray(weight, p.dtype).reshape(out_features, in_features, 1),
-                   None if bias is None else np.asarray(bias, p.dtype), layout="NWC", precision=p.precision,
+    rows = np.ascontiguousarray(weight, p.dtype).reshape(out_features, in_features, 1)
+    layer = Conv1d(rows, None if bias is None else np.asarray(bias, p.dtype), layout="NWC", precision=p.precision,
                    compute_dtype=p.compute_dtype, activation=node.activation)
-    p.held_by_layers[node.input(1)] = (layer, "weight")  # (where no transpose or alpha changed it)
+    p.hold(node.input(1), layer, "weight", rows)  # (where no transpose or alpha changed it)
     if node.op == "Gemm" and node.input(2):
-        p.held_by_layers[node.input(2)] = (layer, "bias")
+        p.hold(node.input(2), layer, "bias")
+    p.release(node, 1)
     threads = p.threads
     direct = layer._float_forward()
 
@@ -2108,13 +2158,17 @@ class Network:
         except _netquant.ExpansionError as e:
             raise ModelError(str(e)) from None
         planner = _Planner(proto, self._threads, precision, self._compute_dtype)
-        planner.plan()
         # The source a pickle rebuilds the network from (__reduce__): the model's bytes, less
-        # the weights a layer holds as they are (the network would hold them twice).
-        light = _light_model(original, planner.held_by_layers) if proto is original else None
+        # the weights a layer holds as they are (the network would hold them twice); from the
+        # planner's weightless copy and values, so that the parsed model goes now (not with a
+        # QOperator model, whose expansion the planner read).
+        expanded = None if proto is original else original
+        del original, proto
+        planner.plan()
         self._bytes: bytes
-        self._bytes, self._weights_in_layers = light or (original.SerializeToString(), {})
-        del original
+        self._bytes, self._weights_in_layers = (expanded.SerializeToString(), {}) if expanded is not None else \
+            _light_model(planner.source, planner.source_values, planner.held_by_layers)
+        del expanded
         outputs = [planner.value_in(name, None) for name in planner.output_names]
         planner.drop_unused(outputs)
         self._compile(planner, outputs)
@@ -2783,50 +2837,73 @@ _REFCOUNTS_TELL = True
 _REFCOUNTS_TELL = _refcounts_tell()
 
 
-def _light_model(proto: Any, held_by_layers: Dict[str, Tuple[Any, str]]
-                 ) -> Optional[Tuple[bytes, Dict[str, Tuple[Any, str, np.dtype]]]]:
-    """The model's bytes without the raw data of the initializers a layer holds bit for bit (in
-    the initializer's little-endian dtype, its values in C order), and those initializers ->
-    (layer, attribute, dtype); None where no layer holds one (the bytes as they are serve)."""
-    from onnx import ModelProto, helper
-
-    held: Dict[str, Tuple[Any, str, np.dtype]] = {}
-    for t in proto.graph.initializer:
-        source = held_by_layers.get(t.name)
-        if source is None or not t.raw_data or t.data_location != 0:  # (DEFAULT: the data is in the proto)
-            continue
-        value = getattr(source[0], source[1])
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).newbyteorder("<")
-        # (in C order: a fully connected layer holds a Gemm's weight (M, K) as (M, K, 1); compared
-        # as bytes, -0.0 is not 0.0, and without a third copy of the values)
-        if (value is not None and value.dtype == dtype and value.size == int(np.prod(t.dims, dtype=np.int64))
-                and np.array_equal(np.frombuffer(t.raw_data, np.uint8),
-                                   np.ascontiguousarray(value, dtype).reshape(-1).view(np.uint8))):
-            held[t.name] = (source[0], source[1], dtype)
-    if not held:
-        return None
-    def copy_fields(source: Any, target: Any, skip: str) -> None:
-        """source's fields but `skip` into target (not copying the weights just to drop them)."""
-        for field, value in source.ListFields():
-            if field.name == skip:
-                continue
-            repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
-            if repeated:
-                getattr(target, field.name).extend(value)
-            elif field.message_type is not None:
-                getattr(target, field.name).CopyFrom(value)
-            else:
-                setattr(target, field.name, value)
+def _light_model(source: Any, values: Dict[str, np.ndarray], held: Dict[str, Tuple[Any, str, np.dtype]]
+                 ) -> Tuple[bytes, Dict[str, Tuple[Any, str, np.dtype]]]:
+    """The model's bytes from its weightless copy (_weightless): the data of each initializer
+    kept in `values` put back, none for those a layer holds (`held`, returned as the network's
+    to restore them from)."""
+    from onnx import ModelProto
 
     light = ModelProto()
-    copy_fields(proto, light, "graph")
-    copy_fields(proto.graph, light.graph, "initializer")
+    _copy_fields(source, light, "graph")
+    _copy_fields(source.graph, light.graph, "initializer")
+    for t in source.graph.initializer:
+        kept = light.graph.initializer.add()
+        kept.CopyFrom(t)  # (of the source: no weights' data)
+        value = values.get(t.name)
+        if value is not None:
+            kept.raw_data = np.ascontiguousarray(value, value.dtype.newbyteorder("<")).tobytes()
+    return light.SerializeToString(), dict(held)
+
+
+def _weightless(proto: Any, consts: Dict[str, np.ndarray]) -> Tuple[Any, Dict[str, np.ndarray]]:
+    """A copy of the model without the data of its initializers of more than _SMALL_CONSTANT
+    values and a plain NumPy dtype (their name, dims and type stay: _without_weights declares
+    them as inputs), and those initializers' values from `consts` (the same arrays)."""
+    from onnx import ModelProto, TensorProto
+
+    plain = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.INT8, TensorProto.UINT8,
+             TensorProto.INT16, TensorProto.UINT16, TensorProto.INT32, TensorProto.UINT32, TensorProto.INT64,
+             TensorProto.UINT64, TensorProto.BOOL}
+    model = ModelProto()
+    _copy_fields(proto, model, "graph")
+    _copy_fields(proto.graph, model.graph, "initializer")
+    values: Dict[str, np.ndarray] = {}
     for t in proto.graph.initializer:
-        if t.name in held:
-            light.graph.initializer.add(name=t.name, dims=t.dims, data_type=t.data_type)
+        if t.data_type in plain and t.data_location == TensorProto.DEFAULT and \
+                int(np.prod(t.dims, dtype=np.int64)) > _SMALL_CONSTANT and t.name in consts:
+            model.graph.initializer.add(name=t.name, dims=t.dims, data_type=t.data_type)
+            values[t.name] = consts[t.name]
         else:
-            light.graph.initializer.append(t)
-    return light.SerializeToString(), held
+            model.graph.initializer.append(t)
+    return model, values
+
+
+def _copy_fields(source: Any, target: Any, skip: str) -> None:
+    """source's fields but `skip` into target (not copying the weights just to drop them)."""
+    for field, value in source.ListFields():
+        if field.name == skip:
+            continue
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+        if repeated:
+            getattr(target, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
+
+
+def _same_buffer(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether a and b are the same values in the same memory, in C order."""
+    return a.dtype == b.dtype and a.nbytes == b.nbytes and a.flags.c_contiguous and b.flags.c_contiguous and \
+        a.ctypes.data == b.ctypes.data
+
+
+def _detached(message: Any) -> Any:
+    """A copy of a part of a parsed model that does not keep the rest of it alive."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    return copy
 
 
 def _rebuild(data: bytes, num_threads: Optional[int], precision: Optional[str],
