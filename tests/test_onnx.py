@@ -1427,6 +1427,41 @@ def test_reshape_to_a_batch_dependent_shape_keeps_later_shapes_known():
     assert _row(net, "Div")["became"] == "a constant (folded at load)"
 
 
+def test_conv_after_a_computed_reshape_knows_its_shape_without_running(monkeypatch):
+    """A convolution after a Reshape to a shape computed through a Div (ONNX's inference leaves
+    the sizes open, as after ShuffleNetV2's channel shuffle): its output's sizes come from its
+    input's and its window, not from running the layer on zeros at batch 1 and 2 (ShuffleNetV2's
+    load spent 1.5 s so); a Slice of its channels computed from them still folds."""
+    g = lambda name, i: helper.make_node("Gather", ["s", f"i{i}"], [name], axis=0)  # noqa: E731
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Shape", ["c"], ["s"]),
+             g("n", 0), g("ch", 1), g("h", 2), g("wd", 3), helper.make_node("Mul", ["h", "two"], ["h2"]),
+             helper.make_node("Div", ["h2", "two"], ["hh"]),
+             helper.make_node("Concat", ["n", "ch", "hh", "wd"], ["target"], axis=0),
+             helper.make_node("Reshape", ["c", "target"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["c2"], strides=[2, 2], pads=[1, 0, 2, 1], dilations=[1, 2]),
+             helper.make_node("Shape", ["c2"], ["cs"]), helper.make_node("Gather", ["cs", "i1"], ["k"], axis=0),
+             helper.make_node("Div", ["k", "two"], ["half"]),
+             helper.make_node("Slice", ["c2", "zero", "half", "one"], ["y"])]
+    inits = {"w": _rand(4, 4, 1, 1), "w2": _rand(6, 4, 3, 3), **{f"i{i}": np.array([i], np.int64) for i in range(4)},
+             "two": np.array([2], np.int64), "zero": np.array([0], np.int64), "one": np.array([1], np.int64)}
+    model = _model(nodes, {"x": X4}, ["y"], inits)
+    probed: List[str] = []
+    probe = cppconv._network._Planner.probe_shapes
+
+    def probe_recorded(self: Any, fn: Any, ins: List[str], outs: List[str], values: bool = False) -> None:
+        probed.extend(outs)
+        probe(self, fn, ins, outs, values)
+
+    monkeypatch.setattr(cppconv._network._Planner, "probe_shapes", probe_recorded)
+    net = cppconv.onnx.load(model)
+    assert "r" in probed and "c2" not in probed, probed
+    assert [r["became"] for r in net.explain()["nodes"] if r["op"] == "Div"][-1] == "a constant (folded at load)"
+    monkeypatch.undo()
+    for batch in (1, 3):
+        x = _rand(batch, 4, 6, 6)
+        np.testing.assert_allclose(net(x), _ort(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
 def test_reshape_to_a_batch_scaled_shape_drops_the_shape_steps():
     """A Reshape target built from the batch size (Shape, Gather, Unsqueeze, Concat, as
     PyTorch exports a channel shuffle) is found from the input's size: the shape arithmetic
