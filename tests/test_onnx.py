@@ -1544,6 +1544,25 @@ def test_shuffle_and_channel_split_write_into_the_arena():
     assert all(run.startswith("one native call") for run in net.explain()["runs"].values()), net.explain()["runs"]
 
 
+def test_pool_writes_into_the_arena():
+    """A MaxPool or AveragePool between convolutions writes its part of the arena (GoogLeNet's
+    13 pools' results were arrays a recorded program kept apart); replays give ONNX Runtime's
+    values at every batch size."""
+    for op in ("MaxPool", "AveragePool"):
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                 helper.make_node(op, ["c"], ["m"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+                 helper.make_node("Conv", ["m", "w2"], ["y"])]
+        model = _model(nodes, {"x": X4}, ["y"], {"w": _rand(8, 4, 3, 3), "w2": _rand(4, 8, 1, 1)})
+        net = cppconv.onnx.load(model)
+        at = [a for row, a in zip(net._step_rows, net._arena_at) if row["op"] == op]
+        assert at and at[0] is not None, op
+        for batch in (1, 3):
+            x = _rand(batch, 4, 6, 6)
+            for _ in range(3):  # (the third call replays the program recorded by the second)
+                np.testing.assert_allclose(net(x), _ort(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
+        assert all(run.startswith("one native call") for run in net.explain()["runs"].values())
+
+
 def test_reshape_of_a_strided_view_copies_in_its_order():
     """_netops.reshape: a view where NumPy can give one; else the copy (_netops.contiguous) a
     channel shuffle's transposed view or an NCHW image seen as NHWC needs (its last axis short

@@ -1264,11 +1264,13 @@ def _pool(p: _Planner, node: _Node) -> None:
         spec = _pooling._PoolSpec(_pooling._MAX if kind == "max" else _pooling._AVG, kernel, stride, pads,
                                dilation if kind == "max" else 1, ceil_mode, include_pad, None, layout, rank)
 
-        def fn(v: np.ndarray) -> Tuple[np.ndarray]:
-            return (_pooling._run_pool(spec, v, None, num_threads=threads, program=_program()),)
+        def fn(v: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
+            return (_pooling._run_pool(spec, v, out, num_threads=threads, program=_program()),)
         fused = ", ".join(f.op for f in node.fused)
         on_8_bit = f" on the 8-bit values (QDQ group fused: {fused})" if fused else ""
-        p.emit(node, fn, [xin], [perm], f"cppconv {pool.__name__} {'x'.join(map(str, kernel))}{on_8_bit}")
+        # (into its part of the arena: GoogLeNet's 13 pools' results were arrays a recorded program kept apart)
+        p.emit(node, fn, [xin], [perm], f"cppconv {pool.__name__} {'x'.join(map(str, kernel))}{on_8_bit}",
+               writes=_INTO_BUFFER)
         return
     if pads == "same":
         raise _refuse(node, "auto_pad", "SAME_UPPER", "NOTSET, VALID with pads over half the kernel or dilated "
