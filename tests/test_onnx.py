@@ -267,6 +267,9 @@ def test_pickle_source_keeps_every_initializer_the_layers_do_not_hold():
              helper.make_node("Cast", ["half"], ["h32"], to=F32), helper.make_node("Sub", ["a", "h32"], ["y"])]
     model = _model(nodes, {"x": X4}, ["y"], {"w": w, "scale": scale})
     model.graph.initializer.extend([listed, half])
+    for t in model.graph.initializer:  # (a tensor's other fields travel too)
+        t.doc_string = f"doc of {t.name}"
+        t.metadata_props.add(key="origin", value=t.name)
     for compute_dtype in (None, "bfloat16"):  # (a bfloat16 layer's weights: read back and compared)
         net = cppconv.onnx.load(model.SerializeToString(), compute_dtype=compute_dtype)
         _check_pickle_source(net, model)
@@ -279,6 +282,9 @@ def _check_pickle_source(net: cppconv.Network, model: Any) -> None:
     assert list(got) == list(want)
     for name in want:
         assert got[name].dtype == want[name].dtype and got[name].tobytes() == want[name].tobytes(), name
+    for t in rebuilt.graph.initializer:
+        assert t.doc_string == f"doc of {t.name}"
+        assert [(e.key, e.value) for e in t.metadata_props] == [("origin", t.name)]
     kept = {t.name: t for t in onnx.load_from_string(net._bytes).graph.initializer}
     assert not kept["w"].raw_data and kept["scale"].raw_data  # (the Conv's weights: its layer's)
     x = _rand(2, 4, 6, 6)
@@ -2087,6 +2093,7 @@ def test_run_feeds_and_outputs():
     np.testing.assert_allclose(out["p"], X4 * X4)
     assert list(net.run({"a": X4, "b": X4}, outputs="p")) == ["p"]  # (one name: not its letters)
     assert list(net.run({"a": X4, "b": X4}, outputs=[])) == ["s", "p"]  # (ONNX Runtime's reading)
+    assert list(net.run({"a": X4, "b": X4}, outputs=np.array(["p", "s"]))) == ["p", "s"]
     out = net.run({"a": X4.astype(np.float64), "b": X4.tolist()})  # converted to the model's dtype
     assert out["s"].dtype == np.float32
     with pytest.raises(TypeError, match="net.run"):

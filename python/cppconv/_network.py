@@ -19,7 +19,7 @@ import heapq
 import sys
 import threading
 from collections import defaultdict
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import AbstractSet, Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -2327,7 +2327,8 @@ class Network:
         takes it: all of the model's outputs, in its order)."""
         if not isinstance(feeds, dict):
             raise TypeError(f"feeds must be a dict of input name -> array, got {type(feeds).__name__}")
-        wanted = [outputs] if isinstance(outputs, str) else list(outputs or self.output_names)
+        wanted = [outputs] if isinstance(outputs, str) else [] if outputs is None else list(outputs)
+        wanted = wanted or self.output_names
         unknown = [n for n in wanted if n not in self.output_names]
         if unknown:
             raise KeyError(f"{unknown[0]!r} is not an output of the network; its outputs: {self.output_names}")
@@ -2857,8 +2858,8 @@ def _light_model(source: Any, values: Dict[str, np.ndarray], held: Dict[str, Tup
     from onnx import ModelProto
 
     light = ModelProto()
-    _copy_fields(source, light, "graph")
-    _copy_fields(source.graph, light.graph, "initializer")
+    _copy_fields(source, light, {"graph"})
+    _copy_fields(source.graph, light.graph, {"initializer"})
     for t in source.graph.initializer:
         kept = light.graph.initializer.add()
         kept.CopyFrom(t)  # (of the source: no weights' data)
@@ -2878,23 +2879,28 @@ def _weightless(proto: Any, consts: Dict[str, np.ndarray]) -> Tuple[Any, Dict[st
              TensorProto.INT16, TensorProto.UINT16, TensorProto.INT32, TensorProto.UINT32, TensorProto.INT64,
              TensorProto.UINT64, TensorProto.BOOL}
     model = ModelProto()
-    _copy_fields(proto, model, "graph")
-    _copy_fields(proto.graph, model.graph, "initializer")
+    _copy_fields(proto, model, {"graph"})
+    _copy_fields(proto.graph, model.graph, {"initializer"})
     values: Dict[str, np.ndarray] = {}
     for t in proto.graph.initializer:
         if t.data_type in plain and t.data_location == TensorProto.DEFAULT and \
                 int(np.prod(t.dims, dtype=np.int64)) > _SMALL_CONSTANT and t.name in consts:
-            model.graph.initializer.add(name=t.name, dims=t.dims, data_type=t.data_type)
+            _copy_fields(t, model.graph.initializer.add(), _TENSOR_DATA)  # (its name, doc_string, ...)
             values[t.name] = consts[t.name]
         else:
             model.graph.initializer.append(t)
     return model, values
 
 
-def _copy_fields(source: Any, target: Any, skip: str) -> None:
-    """source's fields but `skip` into target (not copying the weights just to drop them)."""
+# A TensorProto's fields that hold its values.
+_TENSOR_DATA = frozenset({"raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data",
+                          "string_data"})
+
+
+def _copy_fields(source: Any, target: Any, skip: AbstractSet[str]) -> None:
+    """source's fields but those in `skip` into target (not copying the weights just to drop them)."""
     for field, value in source.ListFields():
-        if field.name == skip:
+        if field.name in skip:
             continue
         repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
         if repeated:
