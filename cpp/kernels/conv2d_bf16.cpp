@@ -1013,8 +1013,8 @@ CPPCONV_TARGET_AVX512BF16 void pointwise_run_item(const ConvCall& call, const Po
   const int64_t batches = ceil_div(vectors, kMaxVectors);
   const uint32_t* src[kMaxVectors];
   Out* out[kMaxVectors];
-  // The vectors in batches of nearly equal size, as group_run_item's, each batch's words kept
-  // in L1 while every chunk of output channels passes over them.
+  // The vectors in batches of nearly equal size, as group_run_item's; every chunk of output
+  // channels passes over one batch's words before the next batch.
   for (int64_t bt = 0, v0 = 0; bt < batches; ++bt) {
     const int64_t v1 = vectors * (bt + 1) / batches;
     const __mmask16 lanes = v1 == vectors ? last : __mmask16(0xffff);
