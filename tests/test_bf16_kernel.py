@@ -27,11 +27,12 @@ F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 BF16_ALGORITHMS = [name for name in _native.conv_algorithms() if "_bf16" in name]
 KERNELS = [name for name in BF16_ALGORITHMS if "reference" not in name]
 # The depthwise entries (the float32 depthwise kernels reading and writing bfloat16) and the
-# dense and grouped vdpbf16ps kernels (channelvec; pixelvec for groups of few outputs); all need
-# AVX512-BF16.
+# dense and grouped vdpbf16ps kernels (channelvec; pixelvec for groups of few outputs;
+# pointwise_pixelvec for channels-first 1x1 layers); all need AVX512-BF16.
 DEPTHWISE = [name for name in KERNELS if "_depthwise_" in name]
 DENSE = [name for name in KERNELS if name not in DEPTHWISE]
-GROUPED = [name for name in DENSE if "_pixelvec_" in name]
+GROUPED = [name for name in DENSE if name.startswith("conv2d_pixelvec_")]
+POINTWISE = [name for name in DENSE if name.startswith("conv2d_pointwise_pixelvec_")]
 
 
 def bf16_random(rng, shape):
@@ -194,8 +195,8 @@ def test_bf16_forced_algorithms(isa, layout):
     for name, *_ in forced_runs(rng, [random_case(rng) for _ in range(24)], BF16_ALGORITHMS, layout):
         ran[name] = ran.get(name, 0) + 1
     # (The depthwise entries take none of these problems: test_bf16_depthwise_forced; pixelvec
-    # takes few: test_bf16_grouped_forced.)
-    assert all(ran.get(name, 0) >= 5 for name in BF16_ALGORITHMS if name not in DEPTHWISE + GROUPED), ran
+    # and pointwise_pixelvec take few: test_bf16_grouped_forced, test_bf16_pointwise_forced.)
+    assert all(ran.get(name, 0) >= 5 for name in BF16_ALGORITHMS if name not in DEPTHWISE + GROUPED + POINTWISE), ran
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -219,6 +220,61 @@ def test_bf16_grouped_forced(isa, layout):
         assert ("_bf16__" in algorithm) == expects_kernel(isa, case, layout), (algorithm, case)
 
 
+def random_pointwise_case(rng):
+    """A dense 1x1 problem of unit stride without padding: output channels around
+    pointwise_pixelvec's 4-output chunks, planes around its 16-pixel vectors and batches of up
+    to 6 of them, several blocks of pixels (512 channels take 256 a block); now and then one it
+    declines (an odd channel count, a plane of 17 pixels that would fill few of its lanes)."""
+    c = int(rng.choice([2, 4, 6, 32, 34, 512] + ([3] if rng.random() < 0.1 else [])))
+    k = int(rng.choice([1, 3, 4, 5, 8, 17, 64]))
+    hw = [(1, 16), (4, 4), (2, 48), (8, 12), (10, 13), (14, 14), (3, 65), (28, 28), (16, 40), (1, 17)][rng.integers(10)]
+    return finished_case(rng, c, k, 1, hw, (1, 1), (1, 1), (1, 1), (0, 0), "zeros")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_bf16_pointwise_forced(isa, layout, restore_threads):
+    """Channels-first 1x1 layers with each bfloat16 algorithm forced: pointwise_pixelvec (and the
+    others) within the bound, pointwise_pixelvec's bits channelvec's (the same sums in the same
+    order) at 1, 2 and 3 threads, and the dispatcher's choice pointwise_pixelvec where it takes
+    the problem."""
+    rng = make_rng("bf16_pointwise_forced", layout)
+    cases = [random_pointwise_case(rng) for _ in range(24)]
+    ran = {}
+    for name, *_ in forced_runs(rng, cases, BF16_ALGORITHMS, layout):
+        ran[name] = ran.get(name, 0) + 1
+    if layout == "NHWC":
+        assert not any(name in ran for name in POINTWISE), ran
+        return
+    assert all(ran.get(name, 0) >= 12 for name in POINTWISE if f"__{isa}_" in name), ran
+    for name in POINTWISE:
+        if f"__{isa}_" not in name:
+            continue
+        channelvec = name.replace("_pointwise_pixelvec_bf16__", "_channelvec_bf16__").replace("_96x4", "_6x64")
+        for case in cases:
+            x, w, b = operands(rng, case)
+            for threads in (1, 2, 3):
+                cppconv.set_num_threads(threads)
+                try:
+                    y = _conv._conv_with_algorithm(name, x, w, b, layout=layout, **kwargs_of(case))
+                except ValueError as e:
+                    assert "does not accept" in str(e), e
+                    break
+                twin = _conv._conv_with_algorithm(channelvec, x, w, b, layout=layout, **kwargs_of(case))
+                assert np.array_equal(y.view(np.uint16), twin.view(np.uint16)), (threads, case)
+            algorithm = cppconv.explain(x.shape, w.shape, dtype=BF16, layout=layout, bias=b is not None,
+                                        **kwargs_of(case))["algorithm"]
+            takes = case["c"] % 2 == 0 and case["activation"] != "tanh" and case["hw"] != (1, 17)
+            assert (algorithm == name) == takes, (algorithm, case)
+    # A float32 layer with compute_dtype="bfloat16" (float32 x rounded as the tile is copied).
+    x, w, b = operands(rng, dict(cases[0], n=2, c=34, k=17, hw=(10, 13), activation=None, bias=True))
+    x32 = (x.astype(F32) * (1 + 2.0**-12)).astype(F32)
+    ref, bound = reference(x32.astype(BF16), w, b, dict(cases[0], c=34, k=17, activation=None))
+    layer = cppconv.Conv2d(w.astype(F32), b, layout=layout, compute_dtype="bfloat16")
+    assert_close(layer(x32), ref, bound, False, "compute_dtype")
+    if POINTWISE and kernel_runs(isa):
+        assert layer.explain(x32.shape)["algorithm"] in POINTWISE
+
+
 def test_bf16_channels_first_tile_rows(isa):
     """Channels-first bfloat16 input goes through the tile's interleaved channel-pair rows (32
     columns a step); channels-last input is read whole pixels at a time.  The kernel sums both in
@@ -227,7 +283,7 @@ def test_bf16_channels_first_tile_rows(isa):
     if not kernel_runs(isa):
         pytest.skip(f"no bfloat16 kernel in {isa}'s table")
     rng = make_rng("bf16_channels_first_tile_rows")
-    name = next(n for n in DENSE if f"__{isa}_" in n)
+    name = next(n for n in DENSE if f"__{isa}_" in n and n.startswith("conv2d_channelvec_"))
     for width in (1, 2, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 70):
         for c, kernel, pad, mode in ((5, 1, 0, "zeros"), (4, 3, 1, "zeros"), (7, 3, 2, "reflect"), (2, 1, 0, "zeros")):
             if mode == "reflect" and pad >= width:

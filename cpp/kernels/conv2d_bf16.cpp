@@ -216,6 +216,16 @@ CPPCONV_TARGET_AVX512BF16 inline void interleave_rows(const uint16_t* lo, const 
   }
 }
 
+// The same of two float32 channel rows, each value rounded to bfloat16 (load_bf16_words).
+CPPCONV_TARGET_AVX512BF16 inline void interleave_rows(const float* lo, const float* hi, int64_t n, uint32_t* dst) {
+  for (int64_t col = 0; col < n; col += 16) {
+    const __mmask16 valid = first_lanes(n - col);
+    const __m512i a = load_bf16_words(lo + col, valid);
+    const __m512i b = hi ? load_bf16_words(hi + col, valid) : _mm512_setzero_si512();
+    _mm512_mask_storeu_epi32(dst + col, valid, _mm512_or_si512(a, _mm512_slli_epi32(b, 16)));
+  }
+}
+
 // One tile row (padded row `src_row` of image n, group grp, -1 for a zero row) into `dst`.
 template <class In>
 CPPCONV_TARGET_AVX512BF16 void fill_row(const ConvCall& call, const Geometry& g, const In* x, int64_t n, int64_t grp,
@@ -258,18 +268,8 @@ CPPCONV_TARGET_AVX512BF16 void fill_row(const ConvCall& call, const Geometry& g,
     const bool has_hi = 2 * cp + 1 < g.group_in;
     const In* hi = has_hi ? lo + xs.c : lo;
     for (int64_t col = 0; col < inner_begin; ++col) d[col] = pair_word(lo, hi, has_hi, call.col_src[col], xs.w);
-    if constexpr (std::is_same_v<In, uint16_t>) {
-      interleave_rows(lo + inner_begin - p.pad_left, has_hi ? hi + inner_begin - p.pad_left : nullptr,
-                      inner_end - inner_begin, d + inner_begin);
-    } else {
-      for (int64_t col = inner_begin; col < inner_end; col += 16) {
-        const __mmask16 valid = first_lanes(inner_end - col);
-        const int64_t src = col - p.pad_left;
-        const __m512i a = load_bf16_words(lo + src, valid);
-        const __m512i b = has_hi ? load_bf16_words(hi + src, valid) : _mm512_setzero_si512();
-        _mm512_mask_storeu_epi32(d + col, valid, _mm512_or_si512(a, _mm512_slli_epi32(b, 16)));
-      }
-    }
+    interleave_rows(lo + inner_begin - p.pad_left, has_hi ? hi + inner_begin - p.pad_left : nullptr,
+                    inner_end - inner_begin, d + inner_begin);
     for (int64_t col = std::max(inner_end, inner_begin); col < g.cols; ++col)
       d[col] = pair_word(lo, hi, has_hi, call.col_src[col], xs.w);
   }
@@ -292,6 +292,15 @@ struct BlockArgs {
 CPPCONV_TARGET_AVX512BF16 inline void store_block(float* y, __m512 v) { _mm512_storeu_ps(y, v); }
 CPPCONV_TARGET_AVX512BF16 inline void store_block(uint16_t* y, __m512 v) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(y), round_to_bf16(v));
+}
+// The same, the lanes `valid` only.
+CPPCONV_TARGET_AVX512BF16 inline void store_lanes(float* y, __m512 v, __mmask16 valid) {
+  if (valid == 0xffff) _mm512_storeu_ps(y, v);
+  else _mm512_mask_storeu_ps(y, valid, v);
+}
+CPPCONV_TARGET_AVX512BF16 inline void store_lanes(uint16_t* y, __m512 v, __mmask16 valid) {
+  if (valid == 0xffff) store_block(y, v);
+  else _mm256_mask_storeu_epi16(y, valid, round_to_bf16(v));
 }
 
 // A pixel's NB consecutive blocks; as bfloat16 two blocks a conversion (vcvtne2ps2bf16, the
@@ -738,9 +747,11 @@ struct ChunkArgs {
 };
 
 // KO output channels by V vectors of 16 columns (tile words at src[v]), the sums plus bias
-// (and a simple activation) stored at out[v] + k * channel_stride.
-template <int KO, int V>
-CPPCONV_TARGET_AVX512BF16 void group_microkernel(const ChunkArgs& a, const uint32_t* const* src, float* const* out) {
+// (and a simple activation) stored as Out at out[v] + k * channel_stride, of the last vector
+// the lanes `last` only.
+template <int KO, int V, class Out>
+CPPCONV_TARGET_AVX512BF16 void group_microkernel(const ChunkArgs& a, const uint32_t* const* src, Out* const* out,
+                                                 __mmask16 last) {
   __m512 acc[KO][V];
 #pragma GCC unroll 4
   for (int k = 0; k < KO; ++k)
@@ -770,17 +781,30 @@ CPPCONV_TARGET_AVX512BF16 void group_microkernel(const ChunkArgs& a, const uint3
     for (int v = 0; v < V; ++v) {
       __m512 r = _mm512_add_ps(acc[k][v], _mm512_set1_ps(a.bias[k]));
       if (a.simple_act) r = apply_simple_activation(r, a.act);
-      _mm512_storeu_ps(out[v] + k * a.channel_stride, r);
+      store_lanes(out[v] + k * a.channel_stride, r, v == V - 1 ? last : __mmask16(0xffff));
     }
 }
 
-template <int KO>
-CPPCONV_TARGET_AVX512BF16 void group_vectors(const ChunkArgs& a, int v, const uint32_t* const* src, float* const* out) {
-  using Kernel = void (*)(const ChunkArgs&, const uint32_t* const*, float* const*);
-  static constexpr Kernel kernels[kMaxVectors] = {group_microkernel<KO, 1>, group_microkernel<KO, 2>,
-                                                  group_microkernel<KO, 3>, group_microkernel<KO, 4>,
-                                                  group_microkernel<KO, 5>, group_microkernel<KO, 6>};
-  kernels[v - 1](a, src, out);
+template <int KO, class Out>
+CPPCONV_TARGET_AVX512BF16 void group_vectors(const ChunkArgs& a, int v, const uint32_t* const* src, Out* const* out,
+                                             __mmask16 last) {
+  using Kernel = void (*)(const ChunkArgs&, const uint32_t* const*, Out* const*, __mmask16);
+  static constexpr Kernel kernels[kMaxVectors] = {group_microkernel<KO, 1, Out>, group_microkernel<KO, 2, Out>,
+                                                  group_microkernel<KO, 3, Out>, group_microkernel<KO, 4, Out>,
+                                                  group_microkernel<KO, 5, Out>, group_microkernel<KO, 6, Out>};
+  kernels[v - 1](a, src, out, last);
+}
+
+// ko (1 to kOutChunk) output channels by v vectors.
+template <class Out>
+CPPCONV_TARGET_AVX512BF16 void chunk_vectors(const ChunkArgs& a, int ko, int v, const uint32_t* const* src,
+                                             Out* const* out, __mmask16 last) {
+  switch (ko) {
+    case 1: return group_vectors<1>(a, v, src, out, last);
+    case 2: return group_vectors<2>(a, v, src, out, last);
+    case 3: return group_vectors<3>(a, v, src, out, last);
+    default: return group_vectors<4>(a, v, src, out, last);
+  }
 }
 
 // Planes [0, cvalid) of `count` float32 outputs (plane_stride apart) into pixels of y
@@ -868,12 +892,7 @@ CPPCONV_TARGET_AVX512BF16 void group_run_item(const ConvCall& call, const GroupG
           src[i] = group_tile + r * p.stride_h * g.row_pitch + j * kBlock;
           out[i] = buffer + k0 * channel_stride + r * out_pitch + j * kBlock;
         }
-        switch (ko) {
-          case 1: group_vectors<1>(a, count, src, out); break;
-          case 2: group_vectors<2>(a, count, src, out); break;
-          case 3: group_vectors<3>(a, count, src, out); break;
-          default: group_vectors<4>(a, count, src, out);
-        }
+        chunk_vectors(a, ko, count, src, out, __mmask16(0xffff));
         first = last;
       }
     }
@@ -922,6 +941,130 @@ void group_run(const ConvCall& call) {
   with_stored_types(call, [&](auto in, auto out) { group_run_typed<decltype(in), decltype(out)>(call); });
 }
 
+// conv2d_pointwise_pixelvec_bf16: pixelvec's microkernels on dense channels-first 1x1 layers
+// of unit stride without padding (ResNet's bottleneck 1x1s in NCHW), where channelvec's
+// channels-first tile and transposed stores left it far behind its channels-last speed.  A
+// plane's pixels run as one line where x's and y's rows follow each other (else each row is a
+// line); an item is a block of a line's pixels, its channel pairs interleaved into
+// [pair][pixel] words, and the sums of 4 output channels by up to 6 vectors of 16 pixels go
+// from the registers straight into y's planes.  Weights are group_pack's, of one group.
+struct PointwiseGeometry {
+  int64_t pairs;
+  int64_t block_max;  // pixels per item at most (a multiple of 16): the tile's words per pair
+};
+
+PointwiseGeometry pointwise_geometry_of(const ConvProblem& p) {
+  PointwiseGeometry g{};
+  g.pairs = p.in_channels / 2;
+  g.block_max = std::max<int64_t>(kBlock, kTileBytes / (g.pairs * 4) / kBlock * kBlock);
+  return g;
+}
+
+// An even channel count (group_pack's pairs) and an activation applied in registers.  Planes
+// whose 16-pixel vectors would leave over an eighth of their lanes idle (7x7) stay channelvec's.
+bool pointwise_accepts(const ConvProblem& p) {
+  if (p.batch < 1 || p.in_channels < 2 || p.out_channels < 1 || p.in_d != 1 || p.kernel_d != 1) return false;
+  if (p.layout != Layout::NCHW || p.groups != 1 || p.in_channels % 2 != 0 || !is_simple<float>(p.activation))
+    return false;
+  if (p.kernel_h != 1 || p.kernel_w != 1 || p.stride_h != 1 || p.stride_w != 1 || p.pad_top != 0 || p.pad_bottom != 0 ||
+      p.pad_left != 0 || p.pad_right != 0)
+    return false;
+  const int64_t plane = p.out_h * p.out_w, lanes = ceil_div(plane, kBlock) * kBlock;
+  return lanes * 8 <= plane * 9;
+}
+
+size_t pointwise_workspace_bytes(const ConvProblem& p, int threads) {
+  const PointwiseGeometry g = pointwise_geometry_of(p);
+  return size_t(threads) * ((size_t(g.pairs * g.block_max) * 4 + 63) / 64 * 64);
+}
+
+// The items: blocks of nearly equal size of each image's lines.
+struct PointwiseItems {
+  int64_t lines, line_pixels, block, blocks;
+};
+
+template <class In, class Out>
+CPPCONV_TARGET_AVX512BF16 void pointwise_run_item(const ConvCall& call, const PointwiseGeometry& g,
+                                                  const PointwiseItems& it, int64_t item, uint32_t* tile) {
+  const ConvProblem& p = call.p;
+  const Strides4 &xs = call.x_stride, &ys = call.y_stride;
+  const int64_t b = item % it.blocks, line = item / it.blocks % it.lines, n = item / it.blocks / it.lines;
+  const int64_t first = b * it.block, count = std::min(it.block, it.line_pixels - first);
+  const In* x = static_cast<const In*>(call.x) + n * xs.n + line * xs.h + first;
+  const int64_t vectors = ceil_div(count, kBlock);
+  for (int64_t cp = 0; cp < g.pairs; ++cp) {
+    uint32_t* d = tile + cp * it.block;
+    interleave_rows(x + 2 * cp * xs.c, x + (2 * cp + 1) * xs.c, count, d);
+    std::memset(d + count, 0, size_t(vectors * kBlock - count) * 4);
+  }
+  Out* y = static_cast<Out*>(call.y) + n * ys.n + line * ys.h + first;
+  const auto* packed = static_cast<const uint32_t*>(call.packed);
+  const auto* bias = static_cast<const float*>(call.bias);
+  static constexpr int64_t kFirstTap = 0;
+  ChunkArgs a{};
+  a.tap_offset = &kFirstTap;
+  a.taps = 1;
+  a.pairs = g.pairs;
+  a.pitch = it.block;
+  a.channel_stride = ys.c;
+  a.act = fused_activation(p);
+  a.simple_act = true;
+  const __mmask16 last = first_lanes(count - (vectors - 1) * kBlock);
+  const int64_t batches = ceil_div(vectors, kMaxVectors);
+  const uint32_t* src[kMaxVectors];
+  Out* out[kMaxVectors];
+  // The vectors in batches of nearly equal size, as group_run_item's; every chunk of output
+  // channels passes over one batch's words before the next batch.
+  for (int64_t bt = 0, v0 = 0; bt < batches; ++bt) {
+    const int64_t v1 = vectors * (bt + 1) / batches;
+    const __mmask16 lanes = v1 == vectors ? last : __mmask16(0xffff);
+    for (int64_t k0 = 0; k0 < p.out_channels; k0 += kOutChunk) {
+      const int ko = int(std::min<int64_t>(kOutChunk, p.out_channels - k0));
+      for (int k = 0; k < kOutChunk; ++k) a.bias[k] = bias && k < ko ? bias[k0 + k] : 0.0f;
+      a.weights = packed + k0 * g.pairs;
+      for (int64_t v = v0; v < v1; ++v) {
+        src[v - v0] = tile + v * kBlock;
+        out[v - v0] = y + k0 * ys.c + v * kBlock;
+      }
+      chunk_vectors(a, ko, int(v1 - v0), src, out, lanes);
+    }
+    v0 = v1;
+  }
+}
+
+template <class In, class Out>
+CPPCONV_TARGET_AVX512BF16 void pointwise_run_typed(const ConvCall& call) {
+  const ConvProblem& p = call.p;
+  const int threads = call.num_threads;
+  const PointwiseGeometry g = pointwise_geometry_of(p);
+  // (Column strides are 1 in channels-first x and y, as fill_row and store_pixels read them.)
+  const bool flat = call.x_stride.h == p.in_w && call.y_stride.h == p.out_w;
+  PointwiseItems it{};
+  it.lines = flat ? 1 : p.out_h;
+  it.line_pixels = flat ? p.out_h * p.out_w : p.out_w;
+  // Enough blocks for every thread to own a few, of a microkernel's 6 vectors at least.
+  int64_t blocks = ceil_div(it.line_pixels, g.block_max);
+  while (p.batch * it.lines * blocks < 4 * threads && (blocks + 1) * kMaxVectors * kBlock <= it.line_pixels) ++blocks;
+  it.block = ceil_div(ceil_div(it.line_pixels, blocks), kBlock) * kBlock;
+  it.blocks = ceil_div(it.line_pixels, it.block);
+  const size_t per_thread = (size_t(g.pairs * g.block_max) * 4 + 63) / 64 * 64;
+  auto* scratch = static_cast<unsigned char*>(scratch_bytes(per_thread * size_t(threads)));
+  const int64_t items = p.batch * it.lines * it.blocks;
+  parallel_region(threads, [&] {
+    auto* tile = reinterpret_cast<uint32_t*>(scratch + per_thread * size_t(thread_id()));
+    DenormalGuard denormals;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item) pointwise_run_item<In, Out>(call, g, it, item, tile);
+  });
+}
+
+void pointwise_run(const ConvCall& call) {
+  with_stored_types(call, [&](auto in, auto out) { pointwise_run_typed<decltype(in), decltype(out)>(call); });
+}
+
+constexpr AlgorithmName kPointwiseName =
+    algorithm_name("conv2d_pointwise_pixelvec_bf16__" CPPCONV_ISA_NAME, kMaxVectors* kBlock, kOutChunk);
+
 constexpr AlgorithmName kGroupName =
     algorithm_name("conv2d_pixelvec_bf16__" CPPCONV_ISA_NAME, kMaxVectors* kBlock, kOutChunk);
 }  // namespace
@@ -929,6 +1072,9 @@ constexpr AlgorithmName kGroupName =
 const ConvAlgorithm conv2d_pixelvec_bf16 = {kGroupName.text,    DType::BFloat16,    group_accepts,
                                             group_packed_bytes, group_pack,         group_workspace_bytes,
                                             group_run,          Precision::Highest, kCpuAvx512Bf16};
+const ConvAlgorithm conv2d_pointwise_pixelvec_bf16 = {
+    kPointwiseName.text,       DType::BFloat16, pointwise_accepts,  group_packed_bytes, group_pack,
+    pointwise_workspace_bytes, pointwise_run,   Precision::Highest, kCpuAvx512Bf16};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

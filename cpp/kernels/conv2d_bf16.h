@@ -14,6 +14,9 @@ extern const ConvAlgorithm conv2d_channelvec_bf16;
 // Grouped convolutions of few (under 8) output channels per group, an even number of input
 // channels per group, unit column stride.
 extern const ConvAlgorithm conv2d_pixelvec_bf16;
+// Dense channels-first 1x1 convolutions of unit stride without padding, an even number of
+// input channels, planes that fill most of their 16-pixel vectors.
+extern const ConvAlgorithm conv2d_pointwise_pixelvec_bf16;
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
 #endif

@@ -50,6 +50,7 @@ const ConvAlgorithm* const kConvAlgorithms[] = {
     &conv2d_depthwise_cblock_bf16,
 #endif
 #ifdef CPPCONV_HAS_CONV2D_BF16
+    &conv2d_pointwise_pixelvec_bf16,
     &conv2d_channelvec_bf16,
     &conv2d_pixelvec_bf16,
 #endif

@@ -585,6 +585,30 @@ void conv2d_sweep() {
     }
     g_rng = draws_after_grouped;
   }
+  // bfloat16 channels-first 1x1 layers (pointwise_pixelvec_bf16): output channels around its
+  // 4-output chunks, planes around its 16-pixel vectors, batches of up to 6 vectors and its
+  // blocks of pixels (a tile of 256 KiB: 512 channels take 256 pixels a block), even and odd
+  // channel counts.  (Its own draws, as the grouped cases'.)
+  {
+    const std::mt19937_64 draws_after_pointwise = g_rng;
+    for (int i = 0; i < 40; ++i) {
+      ConvGeometry g;
+      g.dtype = DType::BFloat16;
+      g.N = chance(0.25) ? 2 : 1;
+      g.C = pick(std::vector<int64_t>{2, 3, 4, 6, 32, 34, 512});
+      g.K = pick(std::vector<int64_t>{1, 3, 4, 5, 8, 17, 64});
+      const int64_t H = pick(std::vector<int64_t>{1, 2, 4, 10, 14, 28}),
+                    W = pick(std::vector<int64_t>{4, 8, 13, 14, 16, 97});
+      g.h = {H, 1, 1, 1, 0, 0};
+      g.w = {W, 1, 1, 1, 0, 0};
+      g.activation = pick(kActivations);
+      g.negative_slope = pick(kSlopes);
+      g.bias = chance(0.8);
+      g.reused = chance(0.5);
+      run_case(g);
+    }
+    g_rng = draws_after_pointwise;
+  }
   // Reduction slices and several row blocks: many input channels, bigger planes.
   for (int i = 0; i < 6; ++i) {
     const DType dtype = i % 2 ? DType::Float64 : DType::Float32;
