@@ -1199,6 +1199,10 @@ BIG_SWEEP_CASES = [
     # weights packed inside the items (one segment).
     dict(N=2, C=100, K=70, activation="tanh", layout="NCHW", **_geometry_case(41, 11, (1, 1), pad=False)),
     dict(N=1, C=72, K=40, activation="relu", layout="NHWC", **_geometry_case(25, 9, (1, 1), pad=False)),
+    # A flat channels-last plane whose output passes 2 MiB: the microkernels ask for the output
+    # lines of the block two ahead (none past a run's last block).  Segments of blocks of two
+    # sizes, a last k block of 8 channels.
+    dict(N=2, C=24, K=136, activation="relu", layout="NHWC", **_geometry_case(45, 44, (1, 1), pad=False)),
     dict(N=3, C=64, K=64, groups=2, activation="relu", layout="NCHW", **_geometry_case(10, 10, (5, 5))),
     dict(N=1, C=40, K=40, groups=40, activation=None, layout="NCHW",
          **_geometry_case(16, 16, (3, 3), stride=2)),

@@ -452,6 +452,10 @@ struct PrefetchStream {
 struct NextPrefetch {
   PrefetchStream weights, output;
   PrefetchStream* next_tile = nullptr;
+  // A flat channels-last plane's stores, straight to a y too large to stay in cache (no `output`
+  // stream there): each block asks for the lines of the block two ahead, as for the residual
+  // (docs/tuning.md, "Flat channels-last 1x1 layers: the output asked for two blocks ahead").
+  bool output_ahead = false;
   bool active() const {
     return weights.rows_left > 0 || output.rows_left > 0 || (next_tile && next_tile->rows_left > 0);
   }
@@ -523,20 +527,27 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
                             bool accumulate, FusedActivation act, T* out, int64_t out_pixel_stride, const T* residual,
                             NextPrefetch* prefetch, int64_t blocks, const EdgeTaps* edge, int64_t w_chan_step) {
   if constexpr (kUnitPitch) pixel_pitch = 1;
-  // The residual's lines of a block, asked for two blocks ahead: read where the stores are, they
-  // come from memory, and a load of them waiting in the epilogue cost more than a separate pass.
-  const auto prefetch_residual = [&](const T* r) {
+  // The residual's lines of a block (and the output's, NextPrefetch::output_ahead), asked for two
+  // blocks ahead: read where the stores are, they come from memory, and a load of them waiting in
+  // the epilogue cost more than a separate pass.
+  const auto prefetch_block = [&](const T* r) {
 #pragma GCC unroll 16
     for (int m = 0; m < MR; ++m)
       for (int64_t byte = 0; byte < int64_t(kvalid * sizeof(T)); byte += 64)
         prefetch_l1(reinterpret_cast<const char*>(r + m * out_pixel_stride) + byte);
   };
+  const bool output_ahead = prefetch->output_ahead;
   if (residual) {
-    prefetch_residual(residual);
-    if (blocks > 1) prefetch_residual(residual + MR * out_pixel_stride);
+    prefetch_block(residual);
+    if (blocks > 1) prefetch_block(residual + MR * out_pixel_stride);
+  }
+  if (output_ahead) {
+    prefetch_block(out);
+    if (blocks > 1) prefetch_block(out + MR * out_pixel_stride);
   }
   for (int64_t blk = 0; blk < blocks; ++blk, x += MR * pixel_pitch, out += MR * out_pixel_stride) {
-    if (residual && blk + 2 < blocks) prefetch_residual(residual + 2 * MR * out_pixel_stride);
+    if (residual && blk + 2 < blocks) prefetch_block(residual + 2 * MR * out_pixel_stride);
+    if (output_ahead && blk + 2 < blocks) prefetch_block(out + 2 * MR * out_pixel_stride);
     Vec<T> acc[MR][NV];
     if (accumulate) {  // a later slice of input channels: continue the stored partial sums
 #pragma GCC unroll 16
@@ -1001,8 +1012,10 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
       }
     }
     // Only an output too large to stay in cache from call to call is worth asking for ahead.
-    const bool prefetches_output =
-        (nchw || !d.flat) && p.batch * p.out_channels * p.out_h * p.out_w * int64_t(sizeof(T)) > kInputInCacheBytes;
+    const bool output_in_memory =
+        p.batch * p.out_channels * p.out_h * p.out_w * int64_t(sizeof(T)) > kInputInCacheBytes;
+    const bool prefetches_output = (nchw || !d.flat) && output_in_memory;
+    prefetch.output_ahead = !nchw && d.flat && output_in_memory;
     for (int64_t item = item_begin; item < item_end; ++item) {
       prefetch.next_tile = item >= tile_from ? next_tile : nullptr;
       const int64_t kb = kb_of(item);
