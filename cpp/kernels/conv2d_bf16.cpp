@@ -960,6 +960,11 @@ PointwiseGeometry pointwise_geometry_of(const ConvProblem& p) {
   return g;
 }
 
+// A plane's pixels fewer than this stay channelvec's: an image's plane is then one or two work
+// items, each streaming all the weights past a few vectors (docs/tuning.md, "bfloat16
+// channels-first 1x1 layers").
+constexpr int64_t kPointwiseMinPlane = 192;
+
 // An even channel count (group_pack's pairs) and an activation applied in registers.  Planes
 // whose 16-pixel vectors would leave over an eighth of their lanes idle (7x7) stay channelvec's.
 bool pointwise_accepts(const ConvProblem& p) {
@@ -970,7 +975,7 @@ bool pointwise_accepts(const ConvProblem& p) {
       p.pad_left != 0 || p.pad_right != 0)
     return false;
   const int64_t plane = p.out_h * p.out_w, lanes = ceil_div(plane, kBlock) * kBlock;
-  return lanes * 8 <= plane * 9;
+  return plane >= kPointwiseMinPlane && lanes * 8 <= plane * 9;
 }
 
 size_t pointwise_workspace_bytes(const ConvProblem& p, int threads) {

@@ -598,7 +598,7 @@ void conv2d_sweep() {
       g.C = pick(std::vector<int64_t>{2, 3, 4, 6, 32, 34, 512});
       g.K = pick(std::vector<int64_t>{1, 3, 4, 5, 8, 17, 64});
       const int64_t H = pick(std::vector<int64_t>{1, 2, 4, 10, 14, 28}),
-                    W = pick(std::vector<int64_t>{4, 8, 13, 14, 16, 97});
+                    W = pick(std::vector<int64_t>{13, 14, 16, 97, 192, 208});
       g.h = {H, 1, 1, 1, 0, 0};
       g.w = {W, 1, 1, 1, 0, 0};
       g.activation = pick(kActivations);
