@@ -793,7 +793,10 @@ void run_plan(PyConvPlan& self, const py::array& x, const py::array& out, const 
   void* yp = const_cast<void*>(out.data());
   const void* rp = nullptr;
   if (!residual.is_none()) {
-    if (bfloat16) throw py::type_error("residual: a bfloat16 plan takes none");
+    if (bfloat16)
+      throw py::type_error(
+          "residual= is not supported where the convolution computes in bfloat16 (bfloat16 arrays, or a layer "
+          "with compute_dtype=\"bfloat16\"): add it to the result after the call");
     const auto r = py::reinterpret_borrow<py::array>(residual);
     require(r, "residual", plan.dtype(), params.rank + 2, false);
     if (shape_of(r) != os) throw py::value_error("residual: must have the output's shape");

@@ -96,6 +96,9 @@ def test_residual_must_not_share_out():
         layer(x, residual=r.astype(np.float64))
     y = layer(x, residual=r)  # a fresh output: the residual stays as it was
     np.testing.assert_array_equal(y, np.maximum(layer_plain(layer, x) + r, 0))
+    rounded = cppconv.Conv2d(layer.weight, padding=1, activation="relu", compute_dtype="bfloat16")
+    with pytest.raises(TypeError, match="computes in bfloat16.*add it to the result"):
+        rounded(x, residual=r)
 
 
 def layer_plain(layer, x):

@@ -583,6 +583,8 @@ class _ConvNd(_layer.WeightedLayer):
                 sharing no memory with ``out``, added before the activation:
                 ``activation(conv(x) + bias + residual)``, a residual connection in the same pass
                 (``explain(...)["fuses_residual"]`` says whether the kernel adds it as it stores).
+                Not where the convolution computes in bfloat16 (bfloat16 arrays, or
+                ``compute_dtype="bfloat16"``): TypeError.
 
         >>> import numpy as np, cppconv
         >>> layer = cppconv.Conv2d(np.ones((4, 3, 3, 3), np.float32))
