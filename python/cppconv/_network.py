@@ -1427,8 +1427,9 @@ def _slice(p: _Planner, node: _Node) -> None:
 
         def copy(v: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
             part = _netops.slice_array(v, *args)
-            if out is None:
-                return (_contiguous(part, threads),)
+            # (A copy even where the part is contiguous, all the channels: the step is planned
+            # as writing its own buffer, view=False, and its output must not alias x.)
+            out = np.empty(part.shape, part.dtype) if out is None else out
             _copy_into(part, out, threads)
             return (out,)
 
@@ -2177,9 +2178,10 @@ class Network:
         expanded = None if proto is original else original
         del original, proto
         planner.plan()
-        self._bytes: bytes
-        self._bytes, self._weights_in_layers = (expanded.SerializeToString(), {}) if expanded is not None else \
-            _light_model(planner.source, planner.source_values, planner.held_by_layers)
+        self._bytes: bytes = expanded.SerializeToString() if expanded is not None else \
+            _light_model(planner.source, planner.source_values)
+        self._weights_in_layers: Dict[str, Tuple[Any, str, np.dtype]] = \
+            {} if expanded is not None else planner.held_by_layers
         del expanded
         outputs = [planner.value_in(name, None) for name in planner.output_names]
         planner.drop_unused(outputs)
@@ -2850,11 +2852,10 @@ _REFCOUNTS_TELL = True
 _REFCOUNTS_TELL = _refcounts_tell()
 
 
-def _light_model(source: Any, values: Dict[str, np.ndarray], held: Dict[str, Tuple[Any, str, np.dtype]]
-                 ) -> Tuple[bytes, Dict[str, Tuple[Any, str, np.dtype]]]:
+def _light_model(source: Any, values: Dict[str, np.ndarray]) -> bytes:
     """The model's bytes from its weightless copy (_weightless): the data of each initializer
-    kept in `values` put back, none for those a layer holds (`held`, returned as the network's
-    to restore them from)."""
+    kept in `values` put back, none for the others (those a layer holds: the planner's
+    held_by_layers, the network's to restore them from)."""
     from onnx import ModelProto
 
     light = ModelProto()
@@ -2866,7 +2867,7 @@ def _light_model(source: Any, values: Dict[str, np.ndarray], held: Dict[str, Tup
         value = values.get(t.name)
         if value is not None:
             kept.raw_data = np.ascontiguousarray(value, value.dtype.newbyteorder("<")).tobytes()
-    return light.SerializeToString(), dict(held)
+    return light.SerializeToString()
 
 
 def _weightless(proto: Any, consts: Dict[str, np.ndarray]) -> Tuple[Any, Dict[str, np.ndarray]]:
