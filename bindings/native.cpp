@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <unordered_map>
 
@@ -38,6 +40,44 @@ void bind_qconv(py::module_& m);               // the quantized convolution sect
 }  // namespace
 
 namespace {
+
+// The GIL released around native work (every call that releases it uses this, not
+// py::gil_scoped_release).  CPython before 3.14 ends a thread that asks for the GIL back once
+// finalization has begun with pthread_exit, whose forced unwinding through this destructor
+// (noexcept) is std::terminate: a daemon thread in a cppconv call aborted the process at exit.
+// So once the interpreter's exit has begun (the atexit hook, before finalization), a thread
+// other than the exiting one parks when its work ends, as CPython 3.14 does itself; the hook
+// waits, without the GIL, for the threads already asking for it.
+class GilReleased {
+ public:
+  GilReleased() : state_(PyEval_SaveThread()) {}
+  GilReleased(const GilReleased&) = delete;
+  GilReleased& operator=(const GilReleased&) = delete;
+  ~GilReleased() {
+    asking_.fetch_add(1);
+    if (exiting_.load() && std::this_thread::get_id() != exiting_thread_) {
+      asking_.fetch_sub(1);
+      for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+    }
+    PyEval_RestoreThread(state_);
+    asking_.fetch_sub(1);
+  }
+
+  // atexit's callback (with the GIL, in the exiting thread).
+  static void interpreter_exiting() {
+    exiting_thread_ = std::this_thread::get_id();
+    exiting_.store(true);
+    PyThreadState* own = PyEval_SaveThread();
+    while (asking_.load() > 0) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    PyEval_RestoreThread(own);
+  }
+
+ private:
+  PyThreadState* state_;
+  static inline std::atomic<int> asking_{0};
+  static inline std::atomic<bool> exiting_{false};
+  static inline std::thread::id exiting_thread_{};  // (written before exiting_, read after it)
+};
 
 // The bytes [first, last) an array's elements span (any strides).
 std::pair<const char*, const char*> array_span(const py::array& a) {
@@ -136,7 +176,7 @@ class NetProgram {
         for (size_t k = 0; k < program.inputs_.size(); ++k) program.current_[k] = program.inputs_[k].data();
       }
     } restore{*this};
-    py::gil_scoped_release release;
+    GilReleased released;
     for (size_t k = 0; k < given.size(); ++k) {
       const void* own = inputs_[k].data();
       if (copied_[k] && given[k].data() != own) std::memcpy(const_cast<void*>(own), given[k].data(), bytes[k]);
@@ -175,7 +215,7 @@ class NetProgram {
 template <class Work>
 void run_recorded(NetProgram* program, std::initializer_list<py::handle> operands, Work work, int through_slot = -1) {
   {
-    py::gil_scoped_release release;
+    GilReleased released;
     work();
   }
   if (program) program->add(std::move(work), operands, through_slot);
@@ -203,7 +243,7 @@ void bind_conversion(py::module_& m, const char* name, void (*pass)(const S*, D*
         const S* from = static_cast<const S*>(src.data());
         D* to = static_cast<D*>(const_cast<void*>(dst.data()));
         const int64_t n = int64_t(src.size());
-        py::gil_scoped_release release;
+        GilReleased released;
         pass(from, to, n, num_threads);
       },
       py::arg("src"), py::arg("dst"), py::arg("num_threads") = 0, doc);
@@ -246,7 +286,7 @@ bool try_quantize(const py::array& x, const py::array& scale, const py::array& z
   Q* to = static_cast<Q*>(const_cast<void*>(y.data()));
   const float* s = static_cast<const float*>(scale.data());
   const int32_t* z = static_cast<const int32_t*>(zero_point.data());
-  py::gil_scoped_release release;
+  GilReleased released;
   quantize_linear<T, Q>(from, s, z, axis, lo, hi, to, num_threads);
   return true;
 }
@@ -259,7 +299,7 @@ bool try_dequantize(const py::array& x, const py::array& scale, const py::array&
   float* to = static_cast<float*>(const_cast<void*>(y.data()));
   const float* s = static_cast<const float*>(scale.data());
   const int32_t* z = static_cast<const int32_t*>(zero_point.data());
-  py::gil_scoped_release release;
+  GilReleased released;
   dequantize_linear<Q>(from, s, z, axis, to, num_threads);
   return true;
 }
@@ -275,7 +315,7 @@ bool try_quantized_add(const py::array& a, float a_scale, int32_t a_zero, const 
   Y* to = static_cast<Y*>(const_cast<void*>(y.data()));
   const int64_t n = int64_t(a.size());
   constexpr int32_t lo = std::numeric_limits<Y>::min(), hi = std::numeric_limits<Y>::max();
-  py::gil_scoped_release release;
+  GilReleased released;
   quantized_add<Q, Y>(pa, a_scale, a_zero, pb, b_scale, b_zero, n, relu, y_scale, y_zero, lo, hi, to, num_threads);
   return true;
 }
@@ -331,12 +371,12 @@ void bind_quantization(py::module_& m) {
         const int64_t n = int64_t(x.size());
         if (x.dtype().equal(py::dtype::of<float>())) {
           const float* p = static_cast<const float*>(x.data());
-          py::gil_scoped_release release;
+          GilReleased released;
           return quantize_nan_count<float>(p, n, num_threads);
         }
         if (x.dtype().equal(py::dtype::of<double>())) {
           const double* p = static_cast<const double*>(x.data());
-          py::gil_scoped_release release;
+          GilReleased released;
           return quantize_nan_count<double>(p, n, num_threads);
         }
         throw py::type_error("quantize_nan_count: x float32 or float64");
@@ -804,7 +844,7 @@ void run_plan(PyConvPlan& self, const py::array& x, const py::array& out, const 
       throw py::value_error("residual: must not share memory with out (the kernels store partial sums in out)");
     rp = r.data();
   }
-  py::gil_scoped_release release;
+  GilReleased released;
   plan.run(p, xp, yp, forced, num_threads, rp);
 }
 
@@ -1068,6 +1108,7 @@ CPPCONV_EXPORT void cppconv_set_num_threads(int n) {
 
 PYBIND11_MODULE(_native, m) {
   m.doc() = "cppconv's native core (internal: use the cppconv package)";
+  py::module_::import("atexit").attr("register")(py::cpp_function(&GilReleased::interpreter_exiting));
   // (first: the functions that take a `program` name its type in their signatures)
   py::class_<NetProgram>(m, "NetProgram",
                          "A network's native steps with their operands bound (internal; see cppconv.Network).")
@@ -1109,7 +1150,7 @@ PYBIND11_MODULE(_native, m) {
             if (!raw) throw py::error_already_set();
             py::bytes out = py::reinterpret_steal<py::bytes>(raw);
             char* to = PyBytes_AS_STRING(raw);
-            py::gil_scoped_release release;
+            GilReleased released;
             plan.copy_weight(to);
             return out;
           },
@@ -1246,7 +1287,7 @@ PYBIND11_MODULE(_native, m) {
           throw std::invalid_argument("threads must be in [1, " + std::to_string(kMaxThreads) + "], got " +
                                       std::to_string(threads));
         if (!(seconds >= 0 && seconds <= 60)) throw std::invalid_argument("seconds must be in [0, 60]");
-        py::gil_scoped_release release;
+        GilReleased released;
         return active_table().fma_peak_gflops(threads, seconds);
       },
       py::arg("threads"), py::arg("seconds") = 0.2,
@@ -1740,7 +1781,7 @@ void run_qconv(const QConvPlan& plan, const py::array& x, const py::array& out, 
   call.x = x.data();
   call.y = const_cast<void*>(out.data());
   const QConvAlgorithm* forced = qconv_algorithm_named(algorithm);
-  py::gil_scoped_release release;
+  GilReleased released;
   plan.run(call, forced, num_threads);
 }
 

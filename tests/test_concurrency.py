@@ -164,6 +164,43 @@ def test_fork_after_openmp():
     assert p.returncode == 0 and "fork ok" in p.stdout, p.stdout + p.stderr
 
 
+DAEMON_AT_EXIT = textwrap.dedent("""
+    import atexit, threading, time, numpy as np
+
+    def last():  # (registered before cppconv's own hook: runs after it, in the exiting thread)
+        y = cppconv.conv2d(np.ones((1, 4, 8, 8), np.float32), np.ones((4, 4, 3, 3), np.float32), padding=1)
+        print("atexit call", float(y[0, 0, 4, 4]), flush=True)
+
+    atexit.register(last)
+    import cppconv
+    x = np.ones((2, 64, 40, 40), np.float32)
+    w = np.ones((64, 64, 3, 3), np.float32)
+    layer = cppconv.Conv2d(w, padding=1)
+    work = [lambda: cppconv.conv2d(x, w, padding=1), lambda: layer(x), lambda: cppconv.max_pool2d(x, 3),
+            lambda: cppconv.conv2d(x, w, padding=1, num_threads=1)]
+
+    def loop(fn):
+        while True:
+            fn()
+
+    for fn in work:
+        threading.Thread(target=loop, args=(fn,), daemon=True).start()
+    time.sleep(0.2)
+    print("exiting", flush=True)
+""")
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_daemon_threads_in_calls_at_interpreter_exit(run):
+    """Daemon threads inside cppconv calls when the interpreter exits: the process exits cleanly.
+    (CPython before 3.14 ends such a thread with pthread_exit as it asks for the GIL back, and
+    the forced unwinding through the GIL guard's destructor aborted the process: "terminate
+    called without an active exception".)  A call from an atexit callback still runs."""
+    p = subprocess.run([sys.executable, "-c", DAEMON_AT_EXIT], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.split() == ["exiting", "atexit", "call", "36.0"], p.stdout + p.stderr
+
+
 FORK_DURING_PACKING_CHILD = textwrap.dedent("""
     import json, os, threading, time, numpy as np, cppconv
     cppconv.set_num_threads(2)
