@@ -271,6 +271,7 @@ ConvPlan::ConvPlan(DType dtype, const void* weight, const void* bias, int64_t ou
                size_t(out_channels), copy, reused, keeps_source) {}
 
 size_t ConvPlan::held_bytes() const {
+  ForkWaitsSection section;  // (the locks below: every holder of them is inside one)
   size_t bytes = weights_.held_bytes();
   {
     std::lock_guard<std::mutex> lock(widened_mutex_);
@@ -977,6 +978,7 @@ bool ConvPlan::runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* f
 }
 
 ConvPlan& ConvPlan::widened_plan() const {
+  ForkWaitsSection section;
   std::lock_guard<std::mutex> lock(widened_mutex_);
   if (!widened_) {
     const int64_t count = out_channels_ * group_in_ * kernel_d_ * kernel_h_ * kernel_w_;
@@ -1331,6 +1333,7 @@ void ConvPlan::run_gathered_in_place(const ConvProblem& given, const void* x, vo
 }
 
 PlanWeights& ConvPlan::interleaved_weights() {
+  ForkWaitsSection section;
   std::lock_guard<std::mutex> lock(interleaved_mutex_);
   if (!interleaved_) {
     // (K, C/g, kd, kh, kw) -> (K, C/g, kh * kd, kw), tap (a, i) at row i * kd + a.

@@ -115,6 +115,7 @@ class LiveTaps {
     if (!window) return std::nullopt;
     const ConvProblem live = on_live_taps(given, *window);
     if (!only_reference(given) || only_reference(live)) return std::nullopt;
+    ForkWaitsSection section;
     std::lock_guard<std::mutex> lock(mutex_);
     std::shared_ptr<Plan> plan;
     bool found = false;

@@ -28,6 +28,18 @@ inline size_t dtype_size(DType d) { return kDTypes[int(d)].size; }
 // Whether this process was forked after cppconv was loaded (see driver.cpp).
 bool in_forked_child();
 
+// Held around every lock other than PlanWeights' that a thread may keep while it builds shared
+// state (widened or interleaved weights, a plan of the live taps, an int8 pack): fork() waits
+// until no thread is inside one (driver.cpp), so that a child never inherits such a lock held
+// by a thread it does not have, nor the state half built.  Taken before that lock; nests.
+class ForkWaitsSection {
+ public:
+  ForkWaitsSection();
+  ~ForkWaitsSection();
+  ForkWaitsSection(const ForkWaitsSection&) = delete;
+  ForkWaitsSection& operator=(const ForkWaitsSection&) = delete;
+};
+
 // Element strides of a C-contiguous tensor of logical shape (n, c, h, w) in `layout`.
 inline Strides4 contiguous_strides(Layout layout, int64_t c, int64_t h, int64_t w) {
   if (layout == Layout::NCHW) return {c * h * w, h * w, w, 1};

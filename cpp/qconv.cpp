@@ -141,6 +141,7 @@ QConvPlan::QConvPlan(const int16_t* weight, const int32_t* bias, int64_t out_cha
 
 const QConvPlan::Packed& QConvPlan::packed(const QConvAlgorithm* a) const {
   // (a plan that packed everything only reads the map; the lock is uncontended then)
+  ForkWaitsSection section;
   std::lock_guard<std::mutex> lock(packing_mutex_);
   const auto it = packed_.find(a);
   if (it != packed_.end()) return it->second;

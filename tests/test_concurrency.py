@@ -201,21 +201,31 @@ def test_daemon_threads_in_calls_at_interpreter_exit(run):
     assert p.stdout.split() == ["exiting", "atexit", "call", "36.0"], p.stdout + p.stderr
 
 
-FORK_DURING_PACKING_CHILD = textwrap.dedent("""
-    import json, os, threading, time, numpy as np, cppconv
+FORK_DURING_FIRST_CALL_CHILD = textwrap.dedent("""
+    import json, os, sys, threading, time, numpy as np, cppconv
     cppconv.set_num_threads(2)
-    w = np.ones((1024, 1024, 3, 3), np.float32)   # packing its weights takes tens of ms
-    x = np.ones((1, 1024, 8, 8), np.float32)
-    expected = cppconv.Conv2d(w, padding=1)(x)
+    kind = sys.argv[1]
+    if kind == "packing":      # its weights packed under the plan's lock: tens of ms
+        w, x, kw = np.ones((1024, 1024, 3, 3), np.float32), np.ones((1, 1024, 8, 8), np.float32), dict(padding=1)
+    elif kind == "live_taps":  # padding dwarfs the input: a plan of the live taps made under a lock
+        w, x = np.ones((1024, 1024, 3, 3), np.float32), np.ones((1, 1024, 2, 2), np.float32)
+        kw = dict(padding=300, dilation=300)
+    else:                      # "widening": a deep bfloat16 layer's weights widened under a lock
+        import ml_dtypes
+        bf16 = np.dtype(ml_dtypes.bfloat16)
+        w, x = np.ones((256, 256, 3, 3, 3), bf16), np.ones((1, 256, 4, 8, 8), bf16)
+        kw = dict(padding=1)
+    make = (lambda: cppconv.Conv3d(w, **kw)) if w.ndim == 5 else (lambda: cppconv.Conv2d(w, **kw))
+    expected = np.asarray(make()(x), np.float32)
     codes = {}
     for delay in (0.0, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08):
-        layer = cppconv.Conv2d(w, padding=1)       # fresh: its first call packs
+        layer = make()                              # fresh: its first call does the work
         first = threading.Thread(target=lambda: layer(x, num_threads=1))
         first.start()
         time.sleep(delay)
         pid = os.fork()
         if pid == 0:                                # the child: its own first call on the layer
-            os._exit(0 if np.array_equal(layer(x), expected) else 3)
+            os._exit(0 if np.array_equal(np.asarray(layer(x), np.float32), expected) else 3)
         slow = 'libasan' in os.environ.get('LD_PRELOAD', '')  # (ASan runs 5-20x slower)
         deadline = time.monotonic() + (120 if slow else 30)
         while True:
@@ -234,12 +244,17 @@ FORK_DURING_PACKING_CHILD = textwrap.dedent("""
 """)
 
 
-def test_fork_while_another_thread_packs_a_layer():
-    """fork() while another thread is in a layer's first call, packing its weights under the
-    layer's lock, at several moments of that call: the child's own call on the layer finishes
-    with the right result.  (The child inherited the lock held, by a thread it does not have,
-    and hung.)"""
-    p = subprocess.run([sys.executable, "-c", FORK_DURING_PACKING_CHILD], capture_output=True, text=True,
+@pytest.mark.parametrize("kind", ["packing", "live_taps", "widening"])
+def test_fork_while_another_thread_is_in_a_first_call(kind):
+    """fork() while another thread is in a layer's first call, at several moments of that call,
+    building shared state under a lock: packing its weights, making the plan of the live taps
+    (padding that dwarfs the input), widening a deep bfloat16 layer's weights.  The child's own
+    call on the layer finishes with the right result.  (The child inherited the lock held, by a
+    thread it does not have, and hung: the plan's packing lock, then the live-tap and widening
+    locks, which fork() did not wait for.)"""
+    if kind == "widening":
+        pytest.importorskip("ml_dtypes")
+    p = subprocess.run([sys.executable, "-c", FORK_DURING_FIRST_CALL_CHILD, kind], capture_output=True, text=True,
                        timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     codes = json.loads(p.stdout.strip().splitlines()[-1])
