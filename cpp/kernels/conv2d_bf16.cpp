@@ -226,11 +226,29 @@ CPPCONV_TARGET_AVX512BF16 inline void interleave_rows(const float* lo, const flo
   }
 }
 
+// Pair cp of a channels-first tile row (`row`: the source row's first channel of the group):
+// two channel rows interleaved into [column] words, the columns inside the input 32 at a time.
+template <class In>
+CPPCONV_TARGET_AVX512BF16 void fill_pair_row(const ConvCall& call, const Geometry& g, const In* row, int64_t cp,
+                                             uint32_t* d) {
+  const ConvProblem& p = call.p;
+  const Strides4& xs = call.x_stride;
+  const int64_t inner_begin = std::min(std::max<int64_t>(p.pad_left, 0), g.cols);
+  const int64_t inner_end = std::min(p.pad_left + p.in_w, g.cols);
+  const In* lo = row + 2 * cp * xs.c;
+  const bool has_hi = 2 * cp + 1 < g.group_in;
+  const In* hi = has_hi ? lo + xs.c : lo;
+  for (int64_t col = 0; col < inner_begin; ++col) d[col] = pair_word(lo, hi, has_hi, call.col_src[col], xs.w);
+  interleave_rows(lo + inner_begin - p.pad_left, has_hi ? hi + inner_begin - p.pad_left : nullptr,
+                  inner_end - inner_begin, d + inner_begin);
+  for (int64_t col = std::max(inner_end, inner_begin); col < g.cols; ++col)
+    d[col] = pair_word(lo, hi, has_hi, call.col_src[col], xs.w);
+}
+
 // One tile row (padded row `src_row` of image n, group grp, -1 for a zero row) into `dst`.
 template <class In>
 CPPCONV_TARGET_AVX512BF16 void fill_row(const ConvCall& call, const Geometry& g, const In* x, int64_t n, int64_t grp,
                                         int64_t src_row, uint32_t* dst) {
-  const ConvProblem& p = call.p;
   if (src_row < 0) {
     std::memset(dst, 0, size_t(g.row_pitch) * 4);
     return;
@@ -259,20 +277,24 @@ CPPCONV_TARGET_AVX512BF16 void fill_row(const ConvCall& call, const Geometry& g,
     }
     return;
   }
-  // [pair][column]: two channel rows interleaved, the columns inside the input 16 at a time.
-  const int64_t inner_begin = std::min(std::max<int64_t>(p.pad_left, 0), g.cols);
-  const int64_t inner_end = std::min(p.pad_left + p.in_w, g.cols);
-  for (int64_t cp = 0; cp < g.pairs; ++cp) {
-    uint32_t* d = dst + cp * g.pair_pitch;
-    const In* lo = row + 2 * cp * xs.c;
-    const bool has_hi = 2 * cp + 1 < g.group_in;
-    const In* hi = has_hi ? lo + xs.c : lo;
-    for (int64_t col = 0; col < inner_begin; ++col) d[col] = pair_word(lo, hi, has_hi, call.col_src[col], xs.w);
-    interleave_rows(lo + inner_begin - p.pad_left, has_hi ? hi + inner_begin - p.pad_left : nullptr,
-                    inner_end - inner_begin, d + inner_begin);
-    for (int64_t col = std::max(inner_end, inner_begin); col < g.cols; ++col)
-      d[col] = pair_word(lo, hi, has_hi, call.col_src[col], xs.w);
-  }
+  for (int64_t cp = 0; cp < g.pairs; ++cp) fill_pair_row(call, g, row, cp, dst + cp * g.pair_pitch);
+}
+
+// The tile of a channels-first row block (tile rows [0, rows) from padded row row0 of image n,
+// group grp), pair by pair: each channel's rows are then read as one sequential stream, which
+// the hardware prefetcher follows, instead of a line or two of every channel's plane per row.
+template <class In>
+CPPCONV_TARGET_AVX512BF16 void fill_tile_channels_first(const ConvCall& call, const Geometry& g, const In* x, int64_t n,
+                                                        int64_t grp, int64_t row0, int64_t rows, uint32_t* dst) {
+  const Strides4& xs = call.x_stride;
+  const In* image = x + n * xs.n + grp * g.group_in * xs.c;
+  for (int64_t cp = 0; cp < g.pairs; ++cp)
+    for (int64_t r = 0; r < rows; ++r) {
+      uint32_t* d = dst + r * g.row_pitch + cp * g.pair_pitch;
+      const int64_t src_row = call.row_src[row0 + r];
+      if (src_row < 0) std::memset(d, 0, size_t(g.cols) * 4);
+      else fill_pair_row(call, g, image + src_row * xs.h, cp, d);
+    }
 }
 
 // What the microkernels of one segment need.
@@ -467,8 +489,12 @@ CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call, const Geometry& g,
   } else {
     auto* fill = reinterpret_cast<uint32_t*>(scratch);
     const int64_t tile_rows = input_rows_for(p, rows);
-    for (int64_t r = 0; r < tile_rows; ++r)
-      fill_row(call, g, x, n, grp, call.row_src[oh0 * p.stride_h + r], fill + r * g.row_pitch);
+    if (g.nhwc) {
+      for (int64_t r = 0; r < tile_rows; ++r)
+        fill_row(call, g, x, n, grp, call.row_src[oh0 * p.stride_h + r], fill + r * g.row_pitch);
+    } else {
+      fill_tile_channels_first(call, g, x, n, grp, oh0 * p.stride_h, tile_rows, fill);
+    }
     tile = fill;
   }
   const auto* packed = static_cast<const uint16_t*>(call.packed);
