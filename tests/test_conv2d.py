@@ -446,6 +446,10 @@ def test_grouped_channels_last_runs_channels_first(isa, restore_threads, H, W, C
     (1, 5, 7, 32, 32, 2, 1, dict(padding=1)),                                  # 1x1 padded: a shared tile
     (1, 20, 200, 64, 64, 4, 3, dict(padding=1)),                               # several row blocks
     (2, 1, 1, 48, 96, 3, 3, dict(padding=1, stride=2)),
+    (1, 5, 11, 48, 48, 3, 3, dict(padding=1)),                                 # 16 a group: one-vector
+    (2, 4, 13, 80, 80, 5, 3, dict(padding=1)),                                 # blocks of 12 pixels,
+    (1, 3, 25, 32, 32, 2, 3, dict(padding=((0, 1), (1, 0)), stride=(1, 2))),  # around them
+    (1, 9, 12, 16, 32, 2, 3, dict(padding=1)),                                 # 8 in, 16 out a group
 ])
 def test_grouped_channels_last_tile_of_every_group(isa, restore_threads, N, H, W, C, K, groups, kernel, kw):
     """A grouped channels-last layer on the channel-vector kernels copies one tile of all its
@@ -475,6 +479,30 @@ def test_grouped_channels_last_tile_of_every_group(isa, restore_threads, N, H, W
     lin_ref, lin_bound = reference(x4, w, b, **dict(kw, activation=None))
     lin_ref, lin_bound = to_layout(lin_ref, "NHWC"), to_layout(lin_bound, "NHWC")
     assert_close(layer(x, residual=residual), np.maximum(lin_ref + residual, 0), lin_bound + np.abs(residual), F32)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_groups_of_one_vector_pack_one_vector(isa, layout):
+    """Groups of one vector of output channels (RegNetX's 16 on AVX-512) run the one-vector
+    ChannelVec block, whose packed weights hold no zero vector; other widths do not."""
+    name = f"conv2d_channelvec_f32__{isa}_"
+    blocks = [a for a in _native.conv_algorithms() if a.startswith(name)]
+    if not blocks:
+        pytest.skip(f"no ChannelVec kernels on {isa}")
+    one_vector = min(blocks, key=lambda a: int(a.rsplit("x", 1)[1]))
+    lanes = int(one_vector.rsplit("x", 1)[1])
+    def explain(C, K, groups, **kw):
+        x_shape = (1, 28, 28, C) if layout == "NHWC" else (1, C, 28, 28)
+        return cppconv.explain(x_shape, (K, C // groups, 3, 3), groups=groups, padding=1, layout=layout, **kw)
+    regnet = explain(25 * lanes, 25 * lanes, 25)
+    assert regnet["algorithm"] == one_vector, regnet
+    assert explain(25 * lanes, 25 * lanes, 25, stride=2)["algorithm"] == one_vector
+    assert one_vector not in explain(4 * lanes, 4 * lanes, 2)["candidates"]  # two vectors a group
+    assert one_vector not in explain(4 * lanes, 4 * lanes, 1)["candidates"]
+    packed = cppconv.Conv2d(np.ones((25 * lanes, lanes, 3, 3), np.float32), groups=25, padding=1, layout=layout)
+    x = np.ones((1, 28, 28, 25 * lanes) if layout == "NHWC" else (1, 25 * lanes, 28, 28), np.float32)
+    np.testing.assert_array_equal(packed(x)[0, 5, 5] if layout == "NHWC" else packed(x)[0, :, 5, 5],
+                                  np.full(25 * lanes, 9.0 * lanes, np.float32))
 
 
 def test_grouped_channels_last_lowering_only_where_lanes_idle():
@@ -1513,7 +1541,7 @@ def test_wide_channelvec_block_takes_pointwise_layers_read_in_place(isa):
     blocks = [a for a in _native.conv_algorithms() if a.startswith("conv2d_channelvec_f32__" + isa)]
     if len(blocks) < 2:
         pytest.skip(f"one ChannelVec block on {isa}")
-    wide, narrow = blocks
+    wide, narrow = blocks[0], blocks[-1]  # (the kernel table's order: wide, one vector, narrow)
     def chosen(x_shape, w_shape, **kw):
         return cppconv.explain(x_shape, w_shape, **kw)["algorithm"]
     assert chosen((1, 56, 56, 64), (256, 64, 1, 1), layout="NHWC") == wide

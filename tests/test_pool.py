@@ -197,6 +197,29 @@ def test_wide_rows(isa, case, W):
         np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("C", [1, 16, 17, 63, 64, 65, 130, 256, 300])
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (3, 2, 0), (2, 2, 0)])
+def test_max_pool_nhwc_sparse_nan_inf_and_signed_zeros(isa, C, kernel, stride, padding):
+    # The NHWC float max takes a plain max and reruns a window exactly where a NaN or an
+    # infinity was read: a few of them, so that most windows take the plain path in the same
+    # call; ties of -0 and +0 keep the first, as PyTorch's strict compare (bits compared).
+    rng = make_rng("sparse-nan-nhwc", C, kernel, stride, padding)
+    x = np.round(rng.standard_normal((2, C, 10, 9)))
+    x[x == 0] = np.where(rng.random(x.shape) < 0.5, -0.0, 0.0)[x == 0]
+    special = rng.random(x.shape)
+    x[special < 0.004] = np.nan
+    x[(special >= 0.004) & (special < 0.008)] = np.inf
+    x[(special >= 0.008) & (special < 0.012)] = -np.inf
+    x = x.astype(np.float32)
+    want, _ = ref_pool(x.astype(np.float64), "max", (kernel, kernel), (stride, stride), (padding,) * 4, (1, 1), True)
+    want = want.astype(np.float32)
+    y = from_layout(cppconv.max_pool2d(to_layout(x, "NHWC"), kernel, stride, padding, ceil_mode=True, layout="NHWC"),
+                    "NHWC")
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+    finite = ~np.isnan(want)
+    np.testing.assert_array_equal(y[finite].view(np.uint32), want[finite].view(np.uint32))
+
+
 @pytest.mark.parametrize("case", [0, 3, 4, 5])
 @pytest.mark.parametrize("C", [16, 17, 63, 64, 65, 130, 300])
 def test_many_channels_nhwc(isa, case, C):

@@ -57,6 +57,9 @@ struct ChannelBlock {
 };
 using NarrowBlock = ChannelBlock<kTiles.direct_pixels, kTiles.direct_vectors>;
 using WideBlock = ChannelBlock<kTiles.wide_direct_pixels, kTiles.wide_direct_vectors>;
+// Groups of one vector of output channels (RegNet's 16): the narrow block's pixels, weights
+// packed one vector wide, not padded with a zero vector that doubles their bytes.
+using OneVectorBlock = ChannelBlock<kTiles.direct_pixels, 1>;
 
 template <class T, class B>
 constexpr int kNR = kLanes<T> * B::NV;  // output channels per block
@@ -1437,8 +1440,10 @@ bool engine_tiles_in_proportion(const ConvProblem& p, Orientation o) {
 // per multiply-add).
 template <class T, class B>
 bool block_pays(const ConvProblem& p) {
-  if constexpr (B::NV == NarrowBlock::NV) {
+  if constexpr (std::is_same_v<B, NarrowBlock>) {
     return true;
+  } else if constexpr (std::is_same_v<B, OneVectorBlock>) {
+    return p.groups > 1 && p.out_channels / p.groups == kNR<T, B>;
   } else {
     const int64_t go = p.out_channels / p.groups;
     if (go < kNR<T, B>) return false;
@@ -1496,6 +1501,8 @@ constexpr AlgorithmName kChannelVecF32Name =
     channelvec_name<float, NarrowBlock>("conv2d_channelvec_f32__" CPPCONV_ISA_NAME);
 constexpr AlgorithmName kWideChannelVecF32Name =
     channelvec_name<float, WideBlock>("conv2d_channelvec_f32__" CPPCONV_ISA_NAME);
+constexpr AlgorithmName kOneVectorChannelVecF32Name =
+    channelvec_name<float, OneVectorBlock>("conv2d_channelvec_f32__" CPPCONV_ISA_NAME);
 constexpr AlgorithmName kChannelVecF64Name =
     channelvec_name<double, NarrowBlock>("conv2d_channelvec_f64__" CPPCONV_ISA_NAME);
 }  // namespace
@@ -1534,6 +1541,19 @@ const ConvAlgorithm conv2d_channelvec_wide_f32 = {kWideChannelVecF32Name.text,
                                                   /*reads_depth_taps=*/true,
                                                   /*takes_depth=*/false,
                                                   channelvec_unpack<float, WideBlock>};
+const ConvAlgorithm conv2d_channelvec_onevec_f32 = {kOneVectorChannelVecF32Name.text,
+                                                    DType::Float32,
+                                                    channelvec_accepts<float, OneVectorBlock>,
+                                                    channelvec_packed_bytes<float, OneVectorBlock>,
+                                                    channelvec_pack<float, OneVectorBlock>,
+                                                    channelvec_workspace<float, OneVectorBlock>,
+                                                    run_channelvec<float, OneVectorBlock>,
+                                                    Precision::Highest,
+                                                    0,
+                                                    /*adds_residual=*/true,
+                                                    /*reads_depth_taps=*/true,
+                                                    /*takes_depth=*/false,
+                                                    channelvec_unpack<float, OneVectorBlock>};
 const ConvAlgorithm conv2d_channelvec_f64 = {kChannelVecF64Name.text,
                                              DType::Float64,
                                              channelvec_accepts<double, NarrowBlock>,

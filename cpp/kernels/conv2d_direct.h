@@ -10,6 +10,7 @@ extern const ConvAlgorithm conv2d_pixelvec_f32;
 extern const ConvAlgorithm conv2d_pixelvec_f64;
 extern const ConvAlgorithm conv2d_channelvec_f32;
 extern const ConvAlgorithm conv2d_channelvec_wide_f32;
+extern const ConvAlgorithm conv2d_channelvec_onevec_f32;
 extern const ConvAlgorithm conv2d_channelvec_f64;
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

@@ -36,6 +36,7 @@ const ConvAlgorithm* const kConvAlgorithms[] = {
 #endif
 #ifdef CPPCONV_HAS_DIRECT
     &conv2d_channelvec_wide_f32,
+    &conv2d_channelvec_onevec_f32,
     &conv2d_channelvec_f32,
     &conv2d_pixelvec_f32,
     &conv2d_channelvec_f64,

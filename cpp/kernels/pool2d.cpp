@@ -487,41 +487,66 @@ void run_global_average_nhwc_f32(const PoolCall& call) {
 
 // One float output pixel's max over its window, cn channels from xn (the window's image, its
 // first channel) into a: 4 vectors of channels held in registers across the taps, stored once
-// (the generic loop below loads, compares and stores every output vector at each tap).
-void max_window_nhwc_f32(const PoolCall& call, const float* xn, int64_t d0, int64_t td, int64_t h0, int64_t th,
+// (the generic loop below loads, compares and stores every output vector at each tap).  The
+// last channels, fewer than 4 vectors, go one vector at a time: a loop over a run-time count of
+// the 4 accumulators kept them all on the stack, a store and reload per tap.
+// kExact: each tap through vmax_nan_wins.  Else a plain vmax (v > acc ? v : acc: PyTorch's
+// order, a NaN v dropped) and v * 0 summed on the side, NaN where a NaN or infinity was read;
+// returns false then, and the caller runs the exact loop (the compare-and-blend chain held the
+// pool at a third of the loads' speed).
+template <bool kExact>
+bool max_window_nhwc_f32(const PoolCall& call, const float* xn, int64_t d0, int64_t td, int64_t h0, int64_t th,
                          int64_t w0, int64_t tw, int64_t cn, float* a) {
   using namespace simd;
   using V = Vec<float>;
   constexpr int L = kLanes<float>;
   constexpr int kChunk = 4;  // vectors in registers
   const Pool2dProblem& p = call.p;
-  for (int64_t c0 = 0; c0 < cn; c0 += kChunk * L) {
-    const int64_t n = std::min<int64_t>(kChunk * L, cn - c0);
+  const auto each_tap = [&](auto&& take) {  // take(s): s the tap's first channel
+    for (int64_t k = 0; k < td; ++k)
+      for (int64_t t = 0; t < th; ++t) {
+        const float* xr = xn + (d0 + k * p.dilation_d) * call.x_stride_d + (h0 + t * p.dilation_h) * call.x_stride.h;
+        for (int64_t u = 0; u < tw; ++u) take(xr + (w0 + u * p.dilation_w) * call.x_stride.w);
+      }
+  };
+  const V zero = vzero<float>();
+  V probe[kChunk] = {zero, zero, zero, zero};
+  const auto take = [&](V& acc, V& pr, V v) {
+    if constexpr (kExact) {
+      acc = vmax_nan_wins(acc, v);
+    } else {
+      acc = vmax(v, acc);
+      pr = vfma(v, zero, pr);
+    }
+  };
+  int64_t c0 = 0;
+  for (; c0 + kChunk * L <= cn; c0 += kChunk * L) {
     V acc[kChunk];
 #pragma GCC unroll 4
     for (int v = 0; v < kChunk; ++v) acc[v] = vset1(neg_inf<float>());
-    for (int64_t k = 0; k < td; ++k)
-      for (int64_t t = 0; t < th; ++t) {
-        const float* xr =
-            xn + c0 + (d0 + k * p.dilation_d) * call.x_stride_d + (h0 + t * p.dilation_h) * call.x_stride.h;
-        for (int64_t u = 0; u < tw; ++u) {
-          const float* s = xr + (w0 + u * p.dilation_w) * call.x_stride.w;
-          if (n == kChunk * L) {
+    each_tap([&](const float* s) {
 #pragma GCC unroll 4
-            for (int v = 0; v < kChunk; ++v) acc[v] = vmax_nan_wins(acc[v], vload(s + v * L));
-          } else {
-            for (int v = 0; v * L < n; ++v) {
-              const int m = int(std::min<int64_t>(L, n - v * L));
-              acc[v] = vmax_nan_wins(acc[v], m == L ? vload(s + v * L) : vload_partial(s + v * L, m));
-            }
-          }
-        }
-      }
-    for (int v = 0; v * L < n; ++v) {
-      const int m = int(std::min<int64_t>(L, n - v * L));
-      if (m == L) vstore(a + c0 + v * L, acc[v]);
-      else vstore_partial(a + c0 + v * L, acc[v], m);
-    }
+      for (int v = 0; v < kChunk; ++v) take(acc[v], probe[v], vload(s + c0 + v * L));
+    });
+#pragma GCC unroll 4
+    for (int v = 0; v < kChunk; ++v) vstore(a + c0 + v * L, acc[v]);
+  }
+  for (; c0 < cn; c0 += L) {
+    const int m = int(std::min<int64_t>(L, cn - c0));
+    V acc = vset1(neg_inf<float>());
+    if (m == L) each_tap([&](const float* s) { take(acc, probe[0], vload(s + c0)); });
+    else each_tap([&](const float* s) { take(acc, probe[0], vload_partial(s + c0, m)); });
+    if (m == L) vstore(a + c0, acc);
+    else vstore_partial(a + c0, acc, m);
+  }
+  if constexpr (kExact) {
+    return true;
+  } else {
+    float lanes[L];
+    vstore(lanes, vadd(vadd(probe[0], probe[1]), vadd(probe[2], probe[3])));
+    bool finite = true;
+    for (int i = 0; i < L; ++i) finite = finite && lanes[i] == lanes[i];
+    return finite;
   }
 }
 #endif
@@ -571,7 +596,8 @@ void run_channels_nhwc(const PoolCall& call) {
 #if CPPCONV_POOL_SIMD
       if constexpr (std::is_same_v<T, float>) {
         if (is_max && !call.indices) {
-          max_window_nhwc_f32(call, xn, d0, td, h0, th, w0, tw, cn, a);
+          if (!max_window_nhwc_f32<false>(call, xn, d0, td, h0, th, w0, tw, cn, a))
+            max_window_nhwc_f32<true>(call, xn, d0, td, h0, th, w0, tw, cn, a);
           continue;
         }
       }

@@ -765,6 +765,31 @@ void depthwise_slices_sweep() {
 // plan that freed its copy (keeps_source=false) reads the same weights back.
 void unpack_sweep() {
   const double specials[] = {std::nan(""), INFINITY, -INFINITY, -0.0};
+  const auto check = [&](const ConvAlgorithm* a, const ConvProblem& p) {
+    if (!takes_rank(*a, p) || !a->accepts(p) || a->packed_bytes(p) == 0) return;
+    std::vector<double> w(size_t(conv_weights(p)));
+    for (double& v : w) v = std::uniform_real_distribution<double>(-1, 1)(g_rng);
+    for (const double v : specials) w[size_t(uniform(0, int64_t(w.size()) - 1))] = v;
+    const std::vector<unsigned char> wb = to_bytes(w, p.dtype);
+    std::vector<unsigned char> packed(a->packed_bytes(p)), back(wb.size(), 0xAB);
+    a->pack(p, wb.data(), packed.data(), kThreads);
+    a->unpack(p, packed.data(), back.data());
+    if (back != wb) fail(std::string(a->name) + " unpack differs from the packed weights");
+    // The plan frees its copy once this pack exists, and still reads the weights back.
+    ConvPlan plan(p.dtype, wb.data(), nullptr, p.out_channels, p.in_channels / p.groups, 1, p.kernel_h, p.kernel_w,
+                  /*copy=*/true, /*reused=*/true, /*keeps_source=*/false);
+    std::vector<double> x(size_t(conv_inputs(p)), 0.5);
+    std::vector<unsigned char> y(size_t(conv_outputs(p)) * dtype_size(p.dtype));
+    const size_t before = plan.held_bytes();
+    plan.run(p, to_bytes(x, p.dtype).data(), y.data(), a, kThreads);
+    std::fill(back.begin(), back.end(), 0xAB);
+    plan.copy_weight(back.data());
+    if (back != wb) fail(std::string(a->name) + " plan's weights read back differ after the copy was freed");
+    if (plan.held_bytes() != before - wb.size() + packed.size())
+      fail(std::string(a->name) + " plan kept its copy beside the pack: " + std::to_string(plan.held_bytes()) +
+           " bytes held");
+    ++g_cases[std::string("unpack ") + a->name];
+  };
   for (const ConvAlgorithm* a : all_conv_algorithms()) {
     if (!a->unpack) continue;
     for (int i = 0; i < 24; ++i) {
@@ -786,32 +811,28 @@ void unpack_sweep() {
         g.h = axis_for(uniform(1, 20), 1, 1, 1, false);
         g.w = axis_for(uniform(1, 30), 1, 1, 1, false);
       }
-      const ConvProblem p = make_problem(g);
-      if (!takes_rank(*a, p) || !a->accepts(p) || a->packed_bytes(p) == 0) continue;
-      std::vector<double> w(size_t(conv_weights(p)));
-      for (double& v : w) v = std::uniform_real_distribution<double>(-1, 1)(g_rng);
-      for (const double v : specials) w[size_t(uniform(0, int64_t(w.size()) - 1))] = v;
-      const std::vector<unsigned char> wb = to_bytes(w, p.dtype);
-      std::vector<unsigned char> packed(a->packed_bytes(p)), back(wb.size(), 0xAB);
-      a->pack(p, wb.data(), packed.data(), kThreads);
-      a->unpack(p, packed.data(), back.data());
-      if (back != wb) fail(std::string(a->name) + " unpack differs from the packed weights");
-      // The plan frees its copy once this pack exists, and still reads the weights back.
-      ConvPlan plan(p.dtype, wb.data(), nullptr, p.out_channels, p.in_channels / p.groups, 1, p.kernel_h, p.kernel_w,
-                    /*copy=*/true, /*reused=*/true, /*keeps_source=*/false);
-      std::vector<double> x(size_t(conv_inputs(p)), 0.5);
-      std::vector<unsigned char> y(size_t(conv_outputs(p)) * dtype_size(p.dtype));
-      const size_t before = plan.held_bytes();
-      plan.run(p, to_bytes(x, p.dtype).data(), y.data(), a, kThreads);
-      std::fill(back.begin(), back.end(), 0xAB);
-      plan.copy_weight(back.data());
-      if (back != wb) fail(std::string(a->name) + " plan's weights read back differ after the copy was freed");
-      if (plan.held_bytes() != before - wb.size() + packed.size())
-        fail(std::string(a->name) + " plan kept its copy beside the pack: " + std::to_string(plan.held_bytes()) +
-             " bytes held");
-      ++g_cases[std::string("unpack ") + a->name];
+      check(a, make_problem(g));
     }
   }
+  // Groups of one vector of outputs (8 and 16: the one-vector blocks' problems), on the
+  // generator's state restored after, as in conv2d_sweep.
+  const std::mt19937_64 draws_after = g_rng;
+  for (const ConvAlgorithm* a : all_conv_algorithms()) {
+    if (!a->unpack) continue;
+    for (int i = 0; i < 8; ++i) {
+      ConvGeometry g;
+      g.dtype = a->dtype;
+      g.reused = true;
+      g.groups = i % 2 ? 2 : 3;
+      g.C = g.groups * pick(std::vector<int64_t>{8, 16, 17});
+      g.K = g.groups * (i < 4 ? 8 : 16);
+      g.layout = i % 4 < 2 ? Layout::NHWC : Layout::NCHW;
+      g.h = axis_for(uniform(4, 12), 3, 1, 1, true);
+      g.w = axis_for(uniform(4, 40), 3, 1, 1, true);
+      check(a, make_problem(g));
+    }
+  }
+  g_rng = draws_after;
 }
 
 // Zero padding that dwarfs small inputs (dilations of 100-300 spanning it): where only the
