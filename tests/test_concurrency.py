@@ -226,7 +226,7 @@ FORK_DURING_FIRST_CALL_CHILD = textwrap.dedent("""
         pid = os.fork()
         if pid == 0:                                # the child: its own first call on the layer
             os._exit(0 if np.array_equal(np.asarray(layer(x), np.float32), expected) else 3)
-        slow = 'libasan' in os.environ.get('LD_PRELOAD', '')  # (ASan runs 5-20x slower)
+        slow = 'san' in os.environ.get('LD_PRELOAD', '')  # (ThreadSanitizer runs 5-15x slower)
         deadline = time.monotonic() + (120 if slow else 30)
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -252,6 +252,12 @@ def test_fork_while_another_thread_is_in_a_first_call(kind):
     call on the layer finishes with the right result.  (The child inherited the lock held, by a
     thread it does not have, and hung: the plan's packing lock, then the live-tap and widening
     locks, which fork() did not wait for.)"""
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        # GCC 12's AddressSanitizer runtime has no fork() interceptor (ThreadSanitizer's has):
+        # a fork while the other thread is inside its allocator leaves the child's copy of the
+        # allocator's lock held, and the child hangs in its first operator new, whatever the
+        # library does (seen 1 in ~150 runs, the child stuck in __asan::Allocator::Allocate).
+        pytest.skip("AddressSanitizer's runtime (GCC 12) is not fork-safe while other threads allocate")
     if kind == "widening":
         pytest.importorskip("ml_dtypes")
     p = subprocess.run([sys.executable, "-c", FORK_DURING_FIRST_CALL_CHILD, kind], capture_output=True, text=True,
