@@ -6,9 +6,12 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#if defined(__GLIBCXX__)
+#include <cxxabi.h>
+#endif
+
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -42,41 +45,31 @@ void bind_qconv(py::module_& m);               // the quantized convolution sect
 namespace {
 
 // The GIL released around native work (every call that releases it uses this, not
-// py::gil_scoped_release).  CPython before 3.14 ends a thread that asks for the GIL back once
-// finalization has begun with pthread_exit, whose forced unwinding through this destructor
-// (noexcept) is std::terminate: a daemon thread in a cppconv call aborted the process at exit.
-// So once the interpreter's exit has begun (the atexit hook, before finalization), a thread
-// other than the exiting one parks when its work ends, as CPython 3.14 does itself; the hook
-// waits, without the GIL, for the threads already asking for it.
+// py::gil_scoped_release).  CPython before 3.14 ends a thread that asks for the GIL back after
+// finalization has begun (a daemon thread still in a call at exit) with pthread_exit, whose
+// forced unwinding reached py::gil_scoped_release's noexcept destructor: std::terminate, and
+// the process aborted at exit.  Here the unwinding is caught where it starts and the thread
+// waits for the process to end, as CPython 3.14 does itself; the GIL is already dropped then.
+// (Caught and never left: a forced unwind must not be swallowed, the handler never ends.)
 class GilReleased {
  public:
   GilReleased() : state_(PyEval_SaveThread()) {}
   GilReleased(const GilReleased&) = delete;
   GilReleased& operator=(const GilReleased&) = delete;
   ~GilReleased() {
-    asking_.fetch_add(1);
-    if (exiting_.load() && std::this_thread::get_id() != exiting_thread_) {
-      asking_.fetch_sub(1);
+#if defined(__GLIBCXX__)
+    try {
+      PyEval_RestoreThread(state_);
+    } catch (abi::__forced_unwind&) {
       for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
     }
+#else  // (pthread_exit unwinds no C++ frames there: nothing to catch)
     PyEval_RestoreThread(state_);
-    asking_.fetch_sub(1);
-  }
-
-  // atexit's callback (with the GIL, in the exiting thread).
-  static void interpreter_exiting() {
-    exiting_thread_ = std::this_thread::get_id();
-    exiting_.store(true);
-    PyThreadState* own = PyEval_SaveThread();
-    while (asking_.load() > 0) std::this_thread::sleep_for(std::chrono::microseconds(100));
-    PyEval_RestoreThread(own);
+#endif
   }
 
  private:
   PyThreadState* state_;
-  static inline std::atomic<int> asking_{0};
-  static inline std::atomic<bool> exiting_{false};
-  static inline std::thread::id exiting_thread_{};  // (written before exiting_, read after it)
 };
 
 // The bytes [first, last) an array's elements span (any strides).
@@ -1108,7 +1101,6 @@ CPPCONV_EXPORT void cppconv_set_num_threads(int n) {
 
 PYBIND11_MODULE(_native, m) {
   m.doc() = "cppconv's native core (internal: use the cppconv package)";
-  py::module_::import("atexit").attr("register")(py::cpp_function(&GilReleased::interpreter_exiting));
   // (first: the functions that take a `program` name its type in their signatures)
   py::class_<NetProgram>(m, "NetProgram",
                          "A network's native steps with their operands bound (internal; see cppconv.Network).")

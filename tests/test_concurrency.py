@@ -167,7 +167,8 @@ def test_fork_after_openmp():
 DAEMON_AT_EXIT = textwrap.dedent("""
     import atexit, threading, time, numpy as np
 
-    def last():  # (registered before cppconv's own hook: runs after it, in the exiting thread)
+    def last():  # (registered before cppconv's import; atexit runs it last)
+        finite.join()  # a thread still making calls while atexit runs finishes them
         y = cppconv.conv2d(np.ones((1, 4, 8, 8), np.float32), np.ones((4, 4, 3, 3), np.float32), padding=1)
         print("atexit call", float(y[0, 0, 4, 4]), flush=True)
 
@@ -185,6 +186,8 @@ DAEMON_AT_EXIT = textwrap.dedent("""
 
     for fn in work:
         threading.Thread(target=loop, args=(fn,), daemon=True).start()
+    finite = threading.Thread(target=lambda: [layer(x) for _ in range(30)], daemon=True)
+    finite.start()
     time.sleep(0.2)
     print("exiting", flush=True)
 """)
@@ -195,7 +198,8 @@ def test_daemon_threads_in_calls_at_interpreter_exit(run):
     """Daemon threads inside cppconv calls when the interpreter exits: the process exits cleanly.
     (CPython before 3.14 ends such a thread with pthread_exit as it asks for the GIL back, and
     the forced unwinding through the GIL guard's destructor aborted the process: "terminate
-    called without an active exception".)  A call from an atexit callback still runs."""
+    called without an active exception".)  Until finalization begins every thread runs as
+    before: an atexit callback joins a daemon thread still making calls, then makes one."""
     p = subprocess.run([sys.executable, "-c", DAEMON_AT_EXIT], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.split() == ["exiting", "atexit", "call", "36.0"], p.stdout + p.stderr
