@@ -8,6 +8,7 @@ import os
 import pickle
 import subprocess
 import sys
+import textwrap
 import threading
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -771,6 +772,40 @@ def test_lanes_after_a_fork():
         got, lane_threads, threads = pool.apply(_lanes_in_child, (net, x))
     np.testing.assert_array_equal(got, want)
     assert (lane_threads, threads) == (2, 1)
+
+
+NETWORK_FORK_CHILD = textwrap.dedent("""
+    import os, sys, numpy as np, cppconv.onnx
+    from onnx import helper, numpy_helper, TensorProto
+    w = np.random.default_rng(0).standard_normal((8, 8, 3, 3)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w")])
+    net = cppconv.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    x = np.ones((1, 8, 8, 8), np.float32)
+    want = [net(x) for _ in range(3)][0]       # (recorded: the third call replays its program)
+    program = next(p for p in net._programs.values() if hasattr(p, "lock"))
+    net._lock.acquire()                        # as other threads inside a call at the fork
+    program.lock.acquire()
+    pid = os.fork()
+    if pid == 0:
+        import signal
+        signal.alarm(20)                       # (hung: killed)
+        ok = np.array_equal(net(x), want) and "one native call" in str(net.explain()["runs"])
+        ok &= not program.lock.locked()        # (the call replayed the program, not the steps in Python)
+        os._exit(0 if ok else 3)
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+""")
+
+
+def test_a_fork_while_other_threads_are_in_a_network_call():
+    """A child forked while other threads held a network's lock and ran its recorded program
+    gets its own (it waited for ever on the first, and took the program as busy for ever)."""
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    p = subprocess.run([sys.executable, "-c", NETWORK_FORK_CHILD], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "0", p.stdout + p.stderr
 
 
 def test_quantize_along_the_batch_axis_runs_whole():

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import functools
 import heapq
+import os
 import sys
 import threading
+import weakref
 from collections import defaultdict
 from typing import AbstractSet, Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
@@ -2293,6 +2295,7 @@ class Network:
         self._steps_alias = [s.may_return_input for s in planner.steps]
         self._arenas: List[np.ndarray] = []  # the last call's arena, for the next (run)
         self._lock = threading.Lock()  # guards _arenas and _programs
+        _NETWORKS.add(self)
         # Input shapes and dtypes -> _SEEN, a _Program, or why the shape runs in Python; at most
         # _programs_kept of them (0: every call runs its steps in Python).
         self._programs: Dict[Any, Any] = {}
@@ -2734,6 +2737,25 @@ class _BatchOutputs:
                                    f"not that of rows {lo}-{hi - 1} of {full.shape} {full.dtype}")
             full[lo:hi] = value
         return put
+
+
+# Every Network, for a forked child to renew their locks (_new_locks_after_fork).
+_NETWORKS: weakref.WeakSet[Network] = weakref.WeakSet()
+
+
+def _new_locks_after_fork() -> None:
+    """In a forked child: another thread of the parent may have held a network's lock (the child
+    would wait for ever), or been running one of its programs (which the child would take as
+    busy for ever, running its steps in Python)."""
+    for net in list(_NETWORKS):
+        net._lock = threading.Lock()
+        for entry in list(net._programs.values()):
+            if isinstance(entry, _Program):
+                entry.lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_after_fork)
 
 
 class _Program:
