@@ -164,6 +164,41 @@ def test_fork_after_openmp():
     assert p.returncode == 0 and "fork ok" in p.stdout, p.stdout + p.stderr
 
 
+FORK_WITH_LOCKS_HELD = textwrap.dedent("""
+    import os, threading
+    from cppconv import _buffers, _network, _tuning
+    from cppconv._forksafe import ForkSafeLock
+    locks = [_buffers.OUTPUTS._lock, _tuning._lock, ForkSafeLock()]
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        for lock in locks:
+            lock.acquire()
+        held.set()
+        release.wait()
+        for lock in locks:
+            lock.release()
+
+    threading.Thread(target=hold).start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        ok = all(lock.acquire(timeout=5) for lock in locks)
+        os._exit(0 if ok else 3)
+    release.set()
+    _, status = os.waitpid(pid, 0)
+    print("child status", os.waitstatus_to_exitcode(status))
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() here (Windows)")
+def test_fork_while_another_thread_holds_the_python_locks():
+    """A child forked while another thread holds the buffer recycler's, the tuner's or any
+    ForkSafeLock gets them unlocked (a copy of a held lock stays held for ever there)."""
+    p = subprocess.run([sys.executable, "-c", FORK_WITH_LOCKS_HELD], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "child status 0" in p.stdout, p.stdout + p.stderr
+
+
 DAEMON_AT_EXIT = textwrap.dedent("""
     import atexit, threading, time, numpy as np
 

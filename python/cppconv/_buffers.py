@@ -12,7 +12,6 @@ busy), for any shape that fits in it and fills at least half of it."""
 from __future__ import annotations
 
 import math
-import os
 import sys
 import threading
 import weakref
@@ -21,6 +20,7 @@ from typing import Any, Callable, List, Optional, Sequence, Set, Union
 import numpy as np
 
 from . import _native
+from ._forksafe import ForkSafeLock
 
 _RECYCLERS: weakref.WeakSet[Recycler] = weakref.WeakSet()
 
@@ -33,7 +33,7 @@ class Recycler:
 
     def __init__(self, buffers: Union[int, Callable[[], int]], smallest: int, max_bytes: int):
         self.buffers, self.smallest, self.max_bytes = buffers, smallest, max_bytes
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         # A thread inside empty(): a garbage collector's finalizer or a signal handler that calls
         # cppconv there would wait on the lock its own thread holds.  It gets NumPy's array.
         self._inside = threading.local()
@@ -83,16 +83,6 @@ class Recycler:
     def clear(self) -> None:
         with self._lock:
             self._kept.clear()
-
-
-def _new_locks_after_fork() -> None:
-    """In a forked child: another thread of the parent may have held a recycler's lock."""
-    for recycler in list(_RECYCLERS):
-        recycler._lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_locks_after_fork)
 
 
 def _references(arrays: List[np.ndarray], i: int) -> int:

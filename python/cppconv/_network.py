@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import functools
 import heapq
-import os
 import sys
 import threading
-import weakref
 from collections import defaultdict
 from typing import AbstractSet, Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
@@ -29,6 +27,7 @@ from . import _args, _native, _netbatch, _netops, _netquant, _quant, _tuning
 from . import _pool as _pooling
 from ._conv import Conv1d, Conv2d, Conv3d
 from ._conv_transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
+from ._forksafe import ForkSafeLock
 from ._pool import (
     avg_pool1d,
     avg_pool2d,
@@ -2294,8 +2293,9 @@ class Network:
         self._arena_at, self._arena_in_place, self._arena_elements = _arena_plan(planner, last, keep, root)
         self._steps_alias = [s.may_return_input for s in planner.steps]
         self._arenas: List[np.ndarray] = []  # the last call's arena, for the next (run)
-        self._lock = threading.Lock()  # guards _arenas and _programs
-        _NETWORKS.add(self)
+        # Guards _arenas and _programs; fork-safe, as a child forked while another thread held it
+        # would wait for ever.
+        self._lock = ForkSafeLock()
         # Input shapes and dtypes -> _SEEN, a _Program, or why the shape runs in Python; at most
         # _programs_kept of them (0: every call runs its steps in Python).
         self._programs: Dict[Any, Any] = {}
@@ -2739,32 +2739,15 @@ class _BatchOutputs:
         return put
 
 
-# Every Network, for a forked child to renew their locks (_new_locks_after_fork).
-_NETWORKS: weakref.WeakSet[Network] = weakref.WeakSet()
-
-
-def _new_locks_after_fork() -> None:
-    """In a forked child: another thread of the parent may have held a network's lock (the child
-    would wait for ever), or been running one of its programs (which the child would take as
-    busy for ever, running its steps in Python)."""
-    for net in list(_NETWORKS):
-        net._lock = threading.Lock()
-        for entry in list(net._programs.values()):
-            if isinstance(entry, _Program):
-                entry.lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_locks_after_fork)
-
-
 class _Program:
     """A recorded native program for one input shape (Network._run_program): its NetProgram
     (which holds the arrays it reads its inputs from) and the arrays holding its outputs after
     a run."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()  # one call at a time: the arrays are the program's
+        # One call at a time (the arrays are the program's); fork-safe, as a child forked during
+        # a run would take the program as busy for ever and run its steps in Python.
+        self.lock = ForkSafeLock()
         self.native: Any = None
         self.outputs: List[Tuple[str, np.ndarray]] = []
 

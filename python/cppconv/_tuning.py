@@ -33,10 +33,11 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+from ._forksafe import ForkSafeLock
 
 MODES = ("off", "cached", "measure")
 ENV_MODE = "CPPCONV_TUNING"
@@ -49,7 +50,7 @@ REPEATS = 5
 # smaller difference is within what a loaded machine's noise makes of equal kernels.
 MARGIN = 0.03
 
-_lock = threading.Lock()
+_lock = ForkSafeLock()
 _warned: Set[str] = set()
 
 
