@@ -136,15 +136,22 @@ QConvPlan::QConvPlan(const int16_t* weight, const int32_t* bias, int64_t out_cha
       bias_(bias ? std::vector<int32_t>(bias, bias + out_channels) : std::vector<int32_t>()), has_bias_(bias),
       pack_on_use_(pack_on_use) {
   if (!pack_on_use_)
-    for (const QConvAlgorithm* a : all_qconv_algorithms()) packed(a);
+    for (const QConvAlgorithm* a : all_qconv_algorithms()) pack_into(packed_at_start_, a);
 }
 
 const QConvPlan::Packed& QConvPlan::packed(const QConvAlgorithm* a) const {
-  // (a plan that packed everything only reads the map; the lock is uncontended then)
+  // (read without a lock, nor a wait for a fork: no call changes it)
+  const auto start = packed_at_start_.find(a);
+  if (start != packed_at_start_.end()) return start->second;
   ForkWaitsSection section;
   std::lock_guard<std::mutex> lock(packing_mutex_);
-  const auto it = packed_.find(a);
-  if (it != packed_.end()) return it->second;
+  const auto it = packed_on_use_.find(a);
+  if (it != packed_on_use_.end()) return it->second;
+  return pack_into(packed_on_use_, a);
+}
+
+const QConvPlan::Packed& QConvPlan::pack_into(std::map<const QConvAlgorithm*, Packed>& into,
+                                              const QConvAlgorithm* a) const {
   ConvProblem shape;  // what packing reads: the weights' shape and the groups
   shape.out_channels = out_channels_;
   shape.in_channels = group_in_ * groups_;
@@ -155,7 +162,7 @@ const QConvPlan::Packed& QConvPlan::packed(const QConvAlgorithm* a) const {
     made.refused = true;
     made.bytes = {};
   }
-  return packed_.emplace(a, std::move(made)).first->second;  // (std::map: references stay valid)
+  return into.emplace(a, std::move(made)).first->second;  // (std::map: references stay valid)
 }
 
 bool QConvPlan::refused(const QConvAlgorithm* a) const { return packed(a).refused; }

@@ -65,6 +65,8 @@ class QConvPlan {
   };
   // a's packing of these weights, made here first where the plan packs on use.
   const Packed& packed(const QConvAlgorithm* a) const;
+  // a's packing made and kept in `into`.
+  const Packed& pack_into(std::map<const QConvAlgorithm*, Packed>& into, const QConvAlgorithm* a) const;
   // choose() of a problem that runs as it is (not through its live taps).
   QConvChoice choose_as_given(const ConvProblem& p, int max_threads, const QConvAlgorithm* forced) const;
   // Where only the reference takes `given` but the problem of the taps that read the input
@@ -77,8 +79,11 @@ class QConvPlan {
   std::vector<int32_t> bias_;
   bool has_bias_;
   bool pack_on_use_;
-  mutable std::mutex packing_mutex_;  // (taken where the plan packs on use)
-  mutable std::map<const QConvAlgorithm*, Packed> packed_;
+  // Made by the constructor where the plan does not pack on use, and only read after.
+  std::map<const QConvAlgorithm*, Packed> packed_at_start_;
+  // The rest (all of them where the plan packs on use; else those a later ISA cap allowed).
+  mutable std::mutex packing_mutex_;
+  mutable std::map<const QConvAlgorithm*, Packed> packed_on_use_;
   mutable LiveTaps<QConvPlan> live_taps_;
 };
 
