@@ -542,11 +542,7 @@ bool max_window_nhwc_f32(const PoolCall& call, const float* xn, int64_t d0, int6
   if constexpr (kExact) {
     return true;
   } else {
-    float lanes[L];
-    vstore(lanes, vadd(vadd(probe[0], probe[1]), vadd(probe[2], probe[3])));
-    bool finite = true;
-    for (int i = 0; i < L; ++i) finite = finite && lanes[i] == lanes[i];
-    return finite;
+    return !vany_nan(vadd(vadd(probe[0], probe[1]), vadd(probe[2], probe[3])));
   }
 }
 #endif

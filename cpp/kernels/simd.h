@@ -2,7 +2,7 @@
 // compiled for.  The ISA's backend header (simd/f32-<isa>.h, chosen by simd/backend.h) defines
 // the same API on every ISA: Vec<T> and Mask<T>, vzero, vset1, vload, vbroadcast, vstore, vadd,
 // vsub, vmul, vdiv, vfma, vmax, vmin, vleaky, vpow2i, lane_mask, masked loads and stores (vload_mask,
-// vstore_mask, vload_mask_or), vmax_nan_wins, deinterleave2, shift_lanes_c, the interleaves and
+// vstore_mask, vload_mask_or), vmax_nan_wins, vany_nan (float), deinterleave2, shift_lanes_c, the interleaves and
 // last step of transpose_square, and the ISA's register blocking (kTiles, simd/tiles.h); this file
 // holds what is built on top of it, the same for every ISA.  Overloads pick the element type
 // from the arguments; where nothing does (vzero, lane_mask), a template argument does, float by

@@ -170,6 +170,14 @@ void nan_rules() {
     expect(got[0] != got[0], "vmax_nan_wins(1, NaN)", 0, 0);
     to_array(vmax_nan_wins(vset1(T(1)), vset1(T(2))), got);
     expect(got[0] == T(2), "vmax_nan_wins(1, 2)", 0, 0);
+    T lanes[L];
+    for (int i = 0; i < L; ++i) lanes[i] = T(i);
+    expect(!vany_nan(vload(lanes)), "vany_nan(finite)", 0, 0);
+    for (int i = 0; i < L; ++i) {  // a NaN in each lane in turn
+      lanes[i] = nan;
+      expect(vany_nan(vload(lanes)), "vany_nan(one NaN lane)", i, 0);
+      lanes[i] = T(i);
+    }
   }
 }
 

@@ -100,6 +100,8 @@ static inline __m256 vmax_nan_wins(__m256 acc, __m256 v) {
   const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, acc, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
   return _mm256_blendv_ps(acc, v, take);
 }
+// Whether any lane of v is NaN.
+static inline bool vany_nan(__m256 v) { return _mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)) != 0; }
 // p's lanes in m, `fill` in the others.
 static inline __m256 vload_mask_or(const float* p, __m256i m, __m256 fill) {
   return _mm256_blendv_ps(fill, _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));

@@ -96,6 +96,8 @@ static inline __m512 vmax_nan_wins(__m512 acc, __m512 v) {
   const __mmask16 take = _mm512_cmp_ps_mask(v, acc, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
   return _mm512_mask_blend_ps(take, acc, v);
 }
+// Whether any lane of v is NaN.
+static inline bool vany_nan(__m512 v) { return _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) != 0; }
 // p's lanes in m, `fill` in the others.
 static inline __m512 vload_mask_or(const float* p, __mmask16 m, __m512 fill) {
   return _mm512_mask_loadu_ps(fill, m, p);

@@ -119,6 +119,8 @@ static inline float32x4_t vmax_nan_wins(float32x4_t acc, float32x4_t v) {
   const uint32x4_t take = vorrq_u32(vcgtq_f32(v, acc), vmvnq_u32(vceqq_f32(v, v)));
   return vbslq_f32(take, v, acc);
 }
+// Whether any lane of v is NaN.
+static inline bool vany_nan(float32x4_t v) { return vmaxvq_u32(vmvnq_u32(vceqq_f32(v, v))) != 0; }
 // The even and odd values of the 2 kLanes consecutive values a, b.
 static inline void deinterleave2(float32x4_t a, float32x4_t b, float32x4_t& even, float32x4_t& odd) {
   even = vuzp1q_f32(a, b);
