@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
-"""Compare two builds of cppconv on the 2-D suite, in the same run on the same machine.
+"""Two builds of cppconv on Conv2d layers of the bench suite, paired, in the same run.
 
-    python tools/ab_builds.py OLD_PYTHON NEW_PYTHON [--rounds 3] [--threads 2]
+    python tools/ab_builds.py OLD_PACKAGE_DIR [--dtype float32|bfloat16] [--layers all|a,b]
+                              [--layouts NCHW,NHWC] [--rounds 15] [--repeat 9] [--threads 1]
 
-Each interpreter (a venv with one build installed) times cppconv.conv2d and a Conv2d layer on
-every layer of cppconv.bench.LAYERS (sanity rows left out): the median of samples over about
-0.6 s after 3 warm-up calls.  The two alternate for --rounds rounds, so that load drifting over
-the run hits both; the table gives each call's median over the rounds and new/old.
+OLD_PACKAGE_DIR holds a `cppconv` package (the Python files and the old build's _native module,
+e.g. a copy of site-packages/cppconv made before rebuilding); the new build is the one this
+interpreter imports.  Layers are named as in cppconv.bench.LAYERS ("all": the suite without its
+sanity rows), or 1x1_<C>to<K>@<H>[_b<N>] for other 1x1 layers.  Each build runs in its own
+process; the two alternate layer by layer for --rounds rounds (their order flipping each round),
+each turn the median of --repeat calls of a prepacked Conv2d: calling-thread CPU time
+(time.thread_time) with one thread, which a shared machine's load disturbs least, wall time with
+more.  The table gives each build's median turn and old/new: the median of the rounds' ratios
+and their quartiles (a noisy machine moves both sides of a round), then their geometric mean.
 """
 
 from __future__ import annotations
@@ -18,57 +24,105 @@ import statistics
 import subprocess
 import sys
 
-TIMER = r"""
-import json, sys, time, numpy as np, cppconv
+WORKER = r"""
+import json, sys, time
+old, dtype_name, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if old:
+    # The editable install's finder would import the new build whatever sys.path says.
+    sys.meta_path = [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()]
+    sys.path.insert(0, old)
+import numpy as np, cppconv
 from cppconv import bench
-cppconv.set_num_threads(int(sys.argv[1]))
-out = {}
-for layer in bench.LAYERS:
-    if layer.sanity:
-        continue
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(layer.x_shape).astype(np.float32)
-    w = rng.standard_normal(layer.w_shape).astype(np.float32)
-    b = rng.standard_normal(layer.k).astype(np.float32)
-    if layer.two_d:
-        x, w, b = x[0, 0], w[0, 0], None
-    conv = cppconv.Conv2d(w, b, **layer.conv_kwargs)
-    for name, fn in (("fn", lambda: cppconv.conv2d(x, w, b, **layer.conv_kwargs)), ("layer", lambda: conv(x))):
-        for _ in range(3):
-            fn()
-        inner = 1 if layer.flops > 1e6 else 200
-        samples, end = [], time.perf_counter() + 0.6
-        while time.perf_counter() < end or len(samples) < 5:
-            t = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            samples.append((time.perf_counter() - t) / inner)
-        out[f"{layer.name}/{name}"] = float(np.median(samples))
-print(json.dumps(out))
+if dtype_name == "bfloat16":
+    import ml_dtypes
+    dtype = np.dtype(ml_dtypes.bfloat16)
+else:
+    dtype = np.dtype(dtype_name)
+cppconv.set_num_threads(threads)
+clock = time.thread_time if threads == 1 else time.perf_counter
+layers = {layer.name: layer for layer in bench.LAYERS}
+calls = {}
+for line in sys.stdin:
+    name, layout, repeat = line.split()
+    if (name, layout) not in calls:
+        if name in layers:
+            layer = layers[name]
+        else:  # 1x1_<C>to<K>@<H>[_b<N>]: a 1x1 layer on an H x H plane beyond the suite's
+            shape, _, batch = name[4:].partition("_b")
+            c, k_h = shape.split("to")
+            k, h = k_h.split("@")
+            layer = bench.Layer(name, int(batch or 1), int(c), int(h), int(h), int(k), 1, 1)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(layer.x_shape).astype(np.float32).astype(dtype)
+        w = (rng.standard_normal(layer.w_shape) / np.sqrt(np.prod(layer.w_shape[1:]))).astype(np.float32).astype(dtype)
+        b = rng.standard_normal(layer.k).astype(np.float32)
+        if layout == "NHWC":
+            x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+        conv = cppconv.Conv2d(w, b, layout=layout, **layer.conv_kwargs)
+        y = conv(x)
+        calls[name, layout] = (conv, x, y)
+    conv, x, y = calls[name, layout]
+    times = []
+    for _ in range(int(repeat)):
+        t = clock()
+        conv(x, out=y)
+        times.append(clock() - t)
+    algorithm = conv.explain(x.shape, dtype=x.dtype)["algorithm"]
+    print(json.dumps([float(np.median(times)), algorithm]), flush=True)
 """
+
+
+def suite_layers() -> str:
+    sys.path.insert(0, "python")
+    from cppconv import bench
+
+    return ",".join(layer.name for layer in bench.LAYERS if not layer.sanity and not layer.two_d)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("old")
-    ap.add_argument("new")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16"))
+    ap.add_argument("--layers", default="all")
+    ap.add_argument("--layouts", default="NCHW")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--repeat", type=int, default=9)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    runs = {"old": [], "new": []}
-    for _ in range(args.rounds):
-        for side in ("old", "new"):
-            text = subprocess.run([getattr(args, side), "-c", TIMER, str(args.threads)], check=True,
-                                  capture_output=True, text=True).stdout
-            runs[side].append(json.loads(text))
-    print("| layer / call | old median (ms) | new median (ms) | new/old |\n|---|---:|---:|---:|")
-    ratios = []
-    for key in runs["old"][0]:
-        old = statistics.median(r[key] for r in runs["old"])
-        new = statistics.median(r[key] for r in runs["new"])
-        ratios.append(new / old)
-        print(f"| {key} | {old * 1e3:.4g} | {new * 1e3:.4g} | {new / old:.3f} |")
-    print(f"\ngeometric mean new/old: {math.exp(sum(map(math.log, ratios)) / len(ratios)):.3f}")
+    names = suite_layers() if args.layers == "all" else args.layers
+    workers = {
+        side: subprocess.Popen([sys.executable, "-c", WORKER, path, args.dtype, str(args.threads)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for side, path in (("old", args.old), ("new", ""))
+    }
+    keys = [(name, layout) for name in names.split(",") for layout in args.layouts.split(",")]
+    turns = {key: {"old": [], "new": []} for key in keys}
+    algorithm = {}
+    for r in range(args.rounds + 1):  # (round 0 warms up)
+        for key in keys:
+            for side in ("old", "new") if r % 2 else ("new", "old"):
+                w = workers[side]
+                w.stdin.write(f"{key[0]} {key[1]} {args.repeat}\n")
+                w.stdin.flush()
+                seconds, algo = json.loads(w.stdout.readline())
+                algorithm[key, side] = algo
+                if r:
+                    turns[key][side].append(seconds)
+    for w in workers.values():
+        w.stdin.close()
+        w.wait()
+    print(f"{args.dtype}, {args.threads} thread(s), {args.rounds} rounds of {args.repeat} calls\n")
+    print("| layer | layout | old ms | new ms | old/new (q25-q75) | old algorithm | new algorithm |")
+    print("|---|---|---:|---:|---:|---|---|")
+    medians = []
+    for key in keys:
+        old, new = turns[key]["old"], turns[key]["new"]
+        ratios = sorted(o / n for o, n in zip(old, new))
+        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+        medians.append(statistics.median(ratios))
+        print(f"| {key[0]} | {key[1]} | {statistics.median(old) * 1e3:.3f} | {statistics.median(new) * 1e3:.3f} | "
+              f"{medians[-1]:.3f} ({q[0]:.3f}-{q[2]:.3f}) | {algorithm[key, 'old']} | {algorithm[key, 'new']} |")
+    print(f"\ngeometric mean old/new: {math.exp(sum(map(math.log, medians)) / len(medians)):.3f}")
     return 0
 
 
