@@ -1291,6 +1291,13 @@ def test_squeeze_and_excitation_mul_is_one_native_channel_scale(gate_first):
         x = _rand(batch, 4, 6, 6)
         got = cppconv.onnx.load(model).run({"x": x})
         np.testing.assert_array_equal(got["y"], got["c"] * got["g"])
+    # A 1x1 plane (a small input's last stages), where the gate has the values' shape: still the
+    # native pass, so the network still runs as one native call.
+    net = cppconv.onnx.load(_model(nodes, {"x": _rand(2, 4, 1, 1)}, ["c", "g", "y"], inits))
+    for _ in range(3):  # (the third call replays the program recorded by the second)
+        got = net.run({"x": _rand(2, 4, 1, 1)})
+    np.testing.assert_array_equal(got["y"], got["c"] * got["g"])
+    assert all(run.startswith("one native call") for run in net.explain()["runs"].values()), net.explain()["runs"]
     # Special values in both operands (channels-last: the values along the channels).
     special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30], np.float32)
     x_nhwc = np.broadcast_to(special, (2, 4, 5, 6)).copy()

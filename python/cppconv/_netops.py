@@ -48,10 +48,11 @@ def gate_channels(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None
     """a * b in one native pass where one operand is a gate per image and channel of the other,
     channels-last: shapes (N, ..., C) and (N, 1, ..., 1, C), float32 and C-contiguous (the Mul
     of a squeeze-and-excitation block, where NumPy's broadcasting loop runs a pixel at a time);
-    None otherwise.  program: a NetProgram that records the native call."""
+    None otherwise (a 1x1 plane's gate has the values' shape: native too, so that the small
+    input's network still runs as one native call).  program: a NetProgram that records it."""
     for x, gate in ((a, b), (b, a)):
         if (x.ndim == gate.ndim >= 3 and x.dtype == gate.dtype == np.float32 and gate.shape[0] == x.shape[0]
-                and gate.shape[-1] == x.shape[-1] and gate.size == x.shape[0] * x.shape[-1] and x.size > gate.size
+                and gate.shape[-1] == x.shape[-1] and gate.size == x.shape[0] * x.shape[-1] and x.size >= gate.size
                 and x.flags.c_contiguous and gate.flags.c_contiguous):
             y = np.empty_like(x) if out is None else out
             _native.scale_channels(x, gate, y, num_threads, program)
