@@ -409,6 +409,24 @@ void bind_quantization(py::module_& m) {
       py::arg("program") = nullptr,
       "y = a + b (then ReLU where relu), elementwise over same-sized arrays; y may be a or b.");
   m.def(
+      "lookup_bytes",
+      [](const py::array& x, const py::array& table, const py::array& y, int num_threads, NetProgram* program) {
+        for (const py::array* v : {&x, &table, &y})
+          if (v->itemsize() != 1 || v->dtype().kind() == 'b' || !(v->flags() & py::array::c_style))
+            throw py::type_error("lookup_bytes: x, table and y must be C-contiguous uint8 or int8 arrays");
+        if (!y.writeable()) throw py::type_error("lookup_bytes: y must be writable");
+        if (table.size() != 256) throw py::value_error("lookup_bytes: table must hold 256 values");
+        if (y.size() != x.size()) throw py::value_error("lookup_bytes: x and y must have one size");
+        const auto* from = static_cast<const uint8_t*>(x.data());
+        const auto* t = static_cast<const uint8_t*>(table.data());
+        auto* to = static_cast<uint8_t*>(const_cast<void*>(y.data()));
+        const int64_t n = int64_t(x.size());
+        run_recorded(program, {x, table, y}, [=] { lookup_bytes(from, t, n, to, num_threads); });
+      },
+      py::arg("x"), py::arg("table"), py::arg("y"), py::arg("num_threads") = 0, py::arg("program") = nullptr,
+      "y[i] = table[x[i]] over 8-bit arrays, each byte an index in 0-255 (an int8 value by its two's-complement "
+      "bits); y may be x.");
+  m.def(
       "channel_affine",
       [](const py::array& x, const py::array& scale, const py::array& shift, const py::array& y, int64_t outer,
          int64_t length, int64_t inner, bool relu, int num_threads, NetProgram* program) {

@@ -37,6 +37,11 @@ template <class Q, class Y>
 void quantized_add(const Q* a, float a_scale, int32_t a_zero, const Q* b, float b_scale, int32_t b_zero, int64_t n,
                    bool relu, float y_scale, int32_t y_zero, int32_t lo, int32_t hi, Y* y, int max_threads);
 
+// y[i] = table[x[i]] over n bytes: an 8-bit tensor through any function of its 256 values (a QDQ
+// model's chain of elementwise operators between a dequantization and a quantization, tabulated
+// at load).  y may be x.
+void lookup_bytes(const uint8_t* x, const uint8_t* table, int64_t n, uint8_t* y, int max_threads);
+
 // y = x * scale + shift, then max(y, 0) where relu (a NaN stays NaN).  y may be x.
 void channel_affine(const float* x, const float* scale, const float* shift, AxisLayout axis, bool relu, float* y,
                     int max_threads);

@@ -552,3 +552,76 @@ def test_computed_quantization_scale_is_refused() -> None:
                               [helper.make_tensor_value_info("y", U8, None)])
     with pytest.raises(ModelError, match="scale.*must be a constant"):
         cppconv.onnx.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+# ----- QDQ elementwise chains as tables ---------------------------------------------------------
+
+def _qdq_silu(x_type: int, y_type: int, outputs: Sequence[str] = ("y",), divide: bool = False) -> Any:
+    """x -> QuantizeLinear (x_type), then SiLU as onnxruntime.quantization writes it
+    (DequantizeLinear, Sigmoid, QuantizeLinear, DequantizeLinear, Mul, QuantizeLinear (y_type)),
+    dequantized; `divide`: f / f instead of the Mul (0 / 0 at x's zero point)."""
+    zero = {U8: np.uint8(121), I8: np.int8(-9)}
+    inits = {"s": np.float32(0.07), "z": zero[x_type], "gs": np.float32(1 / 255), "gz": np.uint8(0),
+             "ys": np.float32(0.05), "yz": zero[y_type]}
+    second = helper.make_node("Div", ["f", "f"], ["m"]) if divide else helper.make_node("Mul", ["f", "gf"], ["m"])
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["f"]),
+             helper.make_node("Sigmoid", ["f"], ["g"]),
+             helper.make_node("QuantizeLinear", ["g", "gs", "gz"], ["gq"]),
+             helper.make_node("DequantizeLinear", ["gq", "gs", "gz"], ["gf"]), second,
+             helper.make_node("QuantizeLinear", ["m", "ys", "yz"], ["mq"]),
+             helper.make_node("DequantizeLinear", ["mq", "ys", "yz"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F32, ["N", 4, 9, 11])],
+                              [helper.make_tensor_value_info(o, F32, None) for o in outputs],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _every_code(x_type: int) -> np.ndarray:
+    """A (2, 4, 9, 11) float input whose quantization holds every 8-bit code (_qdq_silu's x)."""
+    zero = 121 if x_type == U8 else -9
+    codes = np.arange(256) if x_type == U8 else np.arange(-128, 128)
+    x = np.random.default_rng(3).standard_normal((2, 4, 9, 11)).astype(np.float32) * 8
+    x.reshape(-1)[:256] = (codes - zero) * np.float32(0.07)
+    return x
+
+
+@pytest.mark.parametrize("x_type", [U8, I8])
+@pytest.mark.parametrize("y_type", [U8, I8])
+def test_qdq_elementwise_chain_runs_as_one_table_as_its_definition_says(x_type: int, y_type: int,
+                                                                        monkeypatch: Any) -> None:
+    """EfficientNet's quantized SiLU (Sigmoid, Mul and three quantizations between two 8-bit
+    values) becomes one lookup a value, tabulated at load from the group's own definition: the
+    unfused group's results bit for bit on every code, at any thread count, and ONNX Runtime's
+    within one step (its sigmoid may round differently)."""
+    model = _qdq_silu(x_type, y_type)
+    net = cppconv.onnx.load(model)
+    tables = [r for r in net.explain()["nodes"] if "8-bit table" in r["became"]]
+    assert len(tables) == 1 and "Sigmoid" in tables[0]["became"] and "Mul" in tables[0]["became"]
+    with monkeypatch.context() as m:
+        m.setattr(cppconv._network._TABULATING, "active", True, raising=False)
+        unfused = cppconv.onnx.load(model)
+    assert not any("8-bit table" in r["became"] for r in unfused.explain()["nodes"])
+    x = _every_code(x_type)
+    want = unfused.run({"x": x})["y"]
+    for threads in (1, 2, 3):
+        np.testing.assert_array_equal(cppconv.onnx.load(model, num_threads=threads).run({"x": x})["y"], want)
+    ort = _session(model, optimise=False).run(None, {"x": x})[0]
+    assert np.abs(want - ort).max() <= np.float32(0.05) * 1.001
+
+
+def test_qdq_elementwise_chain_stays_where_a_value_inside_is_read_outside_or_a_code_gives_nan() -> None:
+    """A group whose Sigmoid output is also a graph output keeps that Sigmoid (only the outer
+    requantization could be tabulated, and it is not a function of one 8-bit value); a group
+    that gives NaN for one code (0 / 0) stays unfused and fails only where that code comes."""
+    net = cppconv.onnx.load(_qdq_silu(U8, U8, outputs=("y", "g")))
+    assert not any("Sigmoid" in r["became"] for r in net.explain()["nodes"] if "8-bit table" in r["became"])
+    x = _every_code(U8)
+    got = net.run({"x": x})
+    assert got["g"].dtype == np.float32 and np.isfinite(got["y"]).all()
+    net = cppconv.onnx.load(_qdq_silu(U8, U8, divide=True))
+    assert not any("Div" in r["became"] for r in net.explain()["nodes"] if "8-bit table" in r["became"])
+    away = np.full((1, 4, 9, 11), 1.0, np.float32)
+    np.testing.assert_array_equal(net.run({"x": away})["y"], np.full_like(away, 1.0))
+    with pytest.raises(ValueError, match="NaN"):
+        net.run({"x": np.zeros((1, 4, 9, 11), np.float32)})

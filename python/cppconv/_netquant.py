@@ -15,7 +15,9 @@ Two forms reach the planner as one:
 quantized_adds turns each residual addition, DequantizeLinear(a) + DequantizeLinear(b), [Relu],
 QuantizeLinear, into one pass over the 8-bit values with the same float32 arithmetic, and
 quantized_max_pools runs a max pool between a dequantization and the same quantization on the
-8-bit values themselves.
+8-bit values themselves, and quantized_tables turns each chain of elementwise operators
+between one 8-bit value and a QuantizeLinear (a quantized SiLU, hard-swish, sigmoid) into one
+lookup a value in a table of its 256 results, computed at load by the chain's own definition.
 
 Every other QDQ group runs as its definition says: dequantized, the float operator, quantized.
 That is ONNX's reference semantics exactly; ONNX Runtime's fused int8 kernels for those
@@ -24,7 +26,7 @@ operators may round differently by one step.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -278,6 +280,90 @@ def quantized_adds(nodes: List[Any], known: Dict[str, np.ndarray], graph_outputs
         q.fused = [n, *fused]
         replaced[id(n)] = q
         removed.update(id(f) for f in fused)
+    return [replaced.get(id(n), n) for n in nodes if id(n) not in removed]
+
+
+# ----- QDQ elementwise chains as tables -----------------------------------------------------
+
+# A chain of elementwise operators on one 8-bit value fused by quantized_tables (cppconv's own
+# operator name, not ONNX's): inputs [x], attribute "table" (256 values of y's dtype).
+QUANTIZED_TABLE = "cppconv.QuantizedTable"
+# Operators that act value by value (with constant operands of one value).
+_ELEMENTWISE = ("Sigmoid", "Relu", "Tanh", "HardSigmoid", "HardSwish", "LeakyRelu", "Elu", "Clip", "Add", "Sub", "Mul",
+                "Div", "Identity", "QuantizeLinear", "DequantizeLinear")
+
+
+def quantized_tables(nodes: List[Any], known: Dict[str, np.ndarray], graph_outputs: Set[str],
+                     make_node: Callable[..., Any],
+                     tabulate: Callable[[List[Any], str, str], Optional[np.ndarray]]) -> List[Any]:
+    """The nodes with each QuantizeLinear whose input is computed from one 8-bit value x alone,
+    by elementwise operators (_ELEMENTWISE, constant operands of one value) and per-tensor
+    quantizations (EfficientNet's SiLU: DequantizeLinear, Sigmoid, QuantizeLinear,
+    DequantizeLinear, Mul), replaced by one QUANTIZED_TABLE node: y = table[x].  Such a group is
+    a function of x's 256 values, so tabulate(group's nodes, x, y) evaluates the group's own
+    definition on them once, at load (the network's own operators: the table holds the unfused
+    group's results bit for bit); it returns None where it cannot (a NaN to quantize: the group
+    then stays, and fails only if that value comes).  Values made inside the group must be read
+    inside it alone; the DequantizeLinear nodes of x stay (the plan drops the unread)."""
+    wiring = _Wiring(nodes, graph_outputs)
+
+    def scalar(name: str) -> bool:
+        return name in known and known[name].size == 1
+
+    def per_tensor_eight_bit(n: Any) -> bool:  # a Q or DQ of one scale and an 8-bit zero point
+        zero = n.input(2)
+        return scalar(n.input(1)) and (zero == "" or (scalar(zero) and known[zero].dtype in (np.uint8, np.int8)))
+
+    def walk(value: str) -> Optional[Tuple[List[Any], Set[str]]]:
+        """The nodes computing a float value (producers first) and the 8-bit values they read."""
+        if value == "" or scalar(value):
+            return [], set()
+        n = wiring.producer.get(value)
+        if n is None or n.op not in _ELEMENTWISE or n.op == "QuantizeLinear" or len([o for o in n.outputs if o]) != 1:
+            return None
+        if n.op == "DequantizeLinear":
+            x = n.input(0)
+            if not per_tensor_eight_bit(n) or x in known:
+                return None
+            q = wiring.producer.get(x)  # an 8-bit value the group itself quantized: through it
+            if q is not None and q.op == "QuantizeLinear" and per_tensor_eight_bit(q):
+                inner = walk(q.input(0))
+                if inner is not None and len(inner[1]) == 1:
+                    return [*inner[0], q, n], inner[1]
+            return [n], {x}
+        found: List[Any] = []
+        sources: Set[str] = set()
+        for v in n.inputs:
+            part = walk(v)
+            if part is None:
+                return None
+            found += [m for m in part[0] if all(m is not f for f in found)]
+            sources |= part[1]
+        return [*found, n], sources
+
+    replaced: Dict[int, Any] = {}
+    removed: Set[int] = set()
+    for q in reversed(nodes):  # (consumers first: SiLU's last QuantizeLinear takes its Sigmoid's in)
+        if q.op != "QuantizeLinear" or id(q) in removed or not per_tensor_eight_bit(q):
+            continue
+        walked = walk(q.input(0))
+        if walked is None or len(walked[1]) != 1:
+            continue
+        group, (x,) = walked[0], tuple(walked[1])
+        if all(n.op in ("QuantizeLinear", "DequantizeLinear") for n in group) or any(id(n) in removed for n in group):
+            continue
+        # What the group makes must be read inside it alone: all but x's own dequantizations.
+        inside = {id(n) for n in group} | {id(q)}
+        made = [o for n in group if not (n.op == "DequantizeLinear" and n.input(0) == x) for o in n.outputs if o]
+        if any(o in graph_outputs or any(id(r) not in inside for r in wiring.readers.get(o, [])) for o in made):
+            continue
+        table = tabulate([*group, q], x, q.outputs[0])
+        if table is None:
+            continue
+        t = make_node(q.name, QUANTIZED_TABLE, [x], [q.outputs[0]], {"table": table})
+        t.fused = [*group, q]
+        replaced[id(q)] = t
+        removed.update(id(n) for n in group if not (n.op == "DequantizeLinear" and n.input(0) == x))
     return [replaced.get(id(n), n) for n in nodes if id(n) not in removed]
 
 

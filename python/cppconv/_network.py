@@ -424,6 +424,43 @@ def _inferred_shapes(proto: Any, known: Optional[Dict[str, np.ndarray]] = None) 
     return shapes, dtypes, problem, dim_params
 
 
+# Set while a network tabulates a group of its nodes (_tabulated): the group's own network must
+# run the group as it is.
+_TABULATING = threading.local()
+_TABULATING.active = False
+
+
+def _tabulated(group: List[_Node], x: str, y: str, known: Dict[str, np.ndarray], opset: int) -> Optional[np.ndarray]:
+    """y for each of the 256 values of the 8-bit x, computed by a network of `group` alone (the
+    nodes that compute y from x; _netquant.quantized_tables), or None where it fails (a NaN to
+    quantize)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def eight_bit(dequantize_or_quantize: _Node) -> np.dtype:  # (an absent zero point: uint8)
+        zero = dequantize_or_quantize.input(2)
+        return np.dtype(known[zero].dtype) if zero else np.dtype(np.uint8)
+
+    leaf = next(n for n in group if n.op == "DequantizeLinear" and n.input(0) == x)
+    x_dtype, y_dtype = eight_bit(leaf), eight_bit(group[-1])
+    element = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8}
+    constants = sorted({i for n in group for i in n.inputs if i in known})
+    graph = helper.make_graph(
+        [helper.make_node(n.op, n.inputs, n.outputs, name=n.name, **n.attrs) for n in group], "table",
+        [helper.make_tensor_value_info(x, element[x_dtype], [256])],
+        [helper.make_tensor_value_info(y, element[y_dtype], [256])],
+        [numpy_helper.from_array(np.asarray(known[c]), c) for c in constants])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    _TABULATING.active = True
+    try:
+        with np.errstate(all="ignore"):  # (a code giving NaN fails the quantization: reported, not warned)
+            values = Network(model, num_threads=1)(np.arange(256, dtype=np.uint8).view(x_dtype))
+    except (ValueError, TypeError, ModelError):
+        return None
+    finally:
+        _TABULATING.active = False
+    return np.ascontiguousarray(values, y_dtype).reshape(256)
+
+
 class _Planner:
     """Builds a Network's steps from an ONNX model: validation, constant folding, fusion,
     layout assignment and the liveness plan."""
@@ -500,6 +537,9 @@ class _Planner:
         quantized = _netquant.quantized_convolutions(order, known, set(self.output_names), activation_of, _Node)
         quantized = _netquant.quantized_adds(quantized, known, set(self.output_names), activation_of, _Node)
         quantized = _netquant.quantized_max_pools(quantized, known, set(self.output_names))
+        if not getattr(_TABULATING, "active", False):
+            quantized = _netquant.quantized_tables(quantized, known, set(self.output_names), _Node,
+                                                   functools.partial(_tabulated, known=known, opset=self.opset))
         self.nodes = _fuse(quantized, known, set(self.output_names), self.opset, self.shapes)
         # The nodes that read each value (a Concat's input read by it alone may be written in place).
         self.readers: Dict[str, List[_Node]] = defaultdict(list)
@@ -2057,6 +2097,25 @@ def _quantized_add(p: _Planner, node: _Node) -> None:
            + ", ".join(f.op for f in node.fused) + ")" + ("; Relu fused" if relu else ""))
 
 
+def _quantized_table(p: _Planner, node: _Node) -> None:
+    """A QDQ group of elementwise operators on one 8-bit value, tabulated at load by
+    _netquant.quantized_tables: one native lookup a value."""
+    table: np.ndarray = node.attrs["table"]
+    x = node.input(0)
+    threads = p.threads or 0
+
+    def fn(v: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
+        if v.dtype.itemsize != 1 or v.dtype.kind not in "iu":
+            raise TypeError(f"the tabulated values have dtype {v.dtype}; 8-bit integers expected")
+        v = np.ascontiguousarray(v)
+        y = np.empty(v.shape, table.dtype) if out is None else out
+        _native.lookup_bytes(v, table, y, threads, _program())
+        return (y,)
+
+    p.emit(node, fn, [x], [p.layout.get(x)], "cppconv 8-bit table (QDQ group fused: "
+           + ", ".join(f.op for f in node.fused) + ")", writes=_IN_PLACE)
+
+
 _QCONV_LAYERS = {1: QConv1d, 2: QConv2d, 3: QConv3d}
 
 
@@ -2119,8 +2178,9 @@ _HANDLERS: Dict[str, Callable[[_Planner, _Node], None]] = {
     "Gather": _gather, "ConstantOfShape": _constant_of_shape, "Cast": _cast,
     "QuantizeLinear": _quantize, "DequantizeLinear": _quantize, "QLinearConv": _qlinear_conv,
     _netquant.QUANTIZED_ADD: _quantized_add,
+    _netquant.QUANTIZED_TABLE: _quantized_table,
 }
-assert set(_HANDLERS) == set(_ATTRIBUTES) | {_netquant.QUANTIZED_ADD}  # (that one only from a fusion)
+assert set(_HANDLERS) == set(_ATTRIBUTES) | {_netquant.QUANTIZED_ADD, _netquant.QUANTIZED_TABLE}  # (from fusions)
 
 
 class _Input:
