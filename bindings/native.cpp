@@ -273,33 +273,38 @@ void check_quantization(const py::array& x, const py::array& y, const py::array&
 
 template <class T, class Q>
 bool try_quantize(const py::array& x, const py::array& scale, const py::array& zero_point, const py::array& y,
-                  AxisLayout axis, int32_t lo, int32_t hi, int num_threads) {
+                  AxisLayout axis, int32_t lo, int32_t hi, bool refuse_nan, int num_threads, NetProgram* program) {
   if (!x.dtype().equal(py::dtype::of<T>()) || !y.dtype().equal(py::dtype::of<Q>())) return false;
   const T* from = static_cast<const T*>(x.data());
   Q* to = static_cast<Q*>(const_cast<void*>(y.data()));
   const float* s = static_cast<const float*>(scale.data());
   const int32_t* z = static_cast<const int32_t*>(zero_point.data());
-  GilReleased released;
-  quantize_linear<T, Q>(from, s, z, axis, lo, hi, to, num_threads);
+  const int64_t n = int64_t(x.size());
+  run_recorded(program, {x, scale, zero_point, y}, [=] {
+    // (checked in the step itself: a recorded program's run meets the NaN its input brings)
+    if (refuse_nan && quantize_nan_count<T>(from, n, num_threads) > 0)
+      throw std::invalid_argument("x: NaN cannot be quantized");
+    quantize_linear<T, Q>(from, s, z, axis, lo, hi, to, num_threads);
+  });
   return true;
 }
 
 template <class Q>
 bool try_dequantize(const py::array& x, const py::array& scale, const py::array& zero_point, const py::array& y,
-                    AxisLayout axis, int num_threads) {
+                    AxisLayout axis, int num_threads, NetProgram* program) {
   if (!x.dtype().equal(py::dtype::of<Q>())) return false;
   const Q* from = static_cast<const Q*>(x.data());
   float* to = static_cast<float*>(const_cast<void*>(y.data()));
   const float* s = static_cast<const float*>(scale.data());
   const int32_t* z = static_cast<const int32_t*>(zero_point.data());
-  GilReleased released;
-  dequantize_linear<Q>(from, s, z, axis, to, num_threads);
+  run_recorded(program, {x, scale, zero_point, y}, [=] { dequantize_linear<Q>(from, s, z, axis, to, num_threads); });
   return true;
 }
 
 template <class Q, class Y>
 bool try_quantized_add(const py::array& a, float a_scale, int32_t a_zero, const py::array& b, float b_scale,
-                       int32_t b_zero, const py::array& y, float y_scale, int32_t y_zero, bool relu, int num_threads) {
+                       int32_t b_zero, const py::array& y, float y_scale, int32_t y_zero, bool relu, int num_threads,
+                       NetProgram* program) {
   if (!a.dtype().equal(py::dtype::of<Q>()) || !b.dtype().equal(py::dtype::of<Q>()) ||
       !y.dtype().equal(py::dtype::of<Y>()))
     return false;
@@ -308,8 +313,9 @@ bool try_quantized_add(const py::array& a, float a_scale, int32_t a_zero, const 
   Y* to = static_cast<Y*>(const_cast<void*>(y.data()));
   const int64_t n = int64_t(a.size());
   constexpr int32_t lo = std::numeric_limits<Y>::min(), hi = std::numeric_limits<Y>::max();
-  GilReleased released;
-  quantized_add<Q, Y>(pa, a_scale, a_zero, pb, b_scale, b_zero, n, relu, y_scale, y_zero, lo, hi, to, num_threads);
+  run_recorded(program, {a, b, y}, [=] {
+    quantized_add<Q, Y>(pa, a_scale, a_zero, pb, b_scale, b_zero, n, relu, y_scale, y_zero, lo, hi, to, num_threads);
+  });
   return true;
 }
 
@@ -317,7 +323,7 @@ void bind_quantization(py::module_& m) {
   m.def(
       "quantized_add",
       [](const py::array& a, float a_scale, int32_t a_zero, const py::array& b, float b_scale, int32_t b_zero,
-         const py::array& y, float y_scale, int32_t y_zero, bool relu, int num_threads) {
+         const py::array& y, float y_scale, int32_t y_zero, bool relu, int num_threads, NetProgram* program) {
         for (const py::array* v : {&a, &b, &y})
           if (!(v->flags() & py::array::c_style))
             throw py::type_error("quantized_add: a, b and y must be C-contiguous");
@@ -327,36 +333,39 @@ void bind_quantization(py::module_& m) {
         if (!(std::isfinite(a_scale) && std::isfinite(b_scale) && std::isfinite(y_scale) && y_scale > 0))
           throw py::value_error("quantized_add: scales must be finite and y_scale positive");
         if (!(try_quantized_add<uint8_t, uint8_t>(a, a_scale, a_zero, b, b_scale, b_zero, y, y_scale, y_zero, relu,
-                                                  num_threads) ||
+                                                  num_threads, program) ||
               try_quantized_add<uint8_t, int8_t>(a, a_scale, a_zero, b, b_scale, b_zero, y, y_scale, y_zero, relu,
-                                                 num_threads) ||
+                                                 num_threads, program) ||
               try_quantized_add<int8_t, uint8_t>(a, a_scale, a_zero, b, b_scale, b_zero, y, y_scale, y_zero, relu,
-                                                 num_threads) ||
+                                                 num_threads, program) ||
               try_quantized_add<int8_t, int8_t>(a, a_scale, a_zero, b, b_scale, b_zero, y, y_scale, y_zero, relu,
-                                                num_threads)))
+                                                num_threads, program)))
           throw py::type_error("quantized_add: a and b both uint8 or both int8, y uint8 or int8");
       },
       py::arg("a"), py::arg("a_scale"), py::arg("a_zero"), py::arg("b"), py::arg("b_scale"), py::arg("b_zero"),
       py::arg("y"), py::arg("y_scale"), py::arg("y_zero"), py::arg("relu"), py::arg("num_threads") = 0,
+      py::arg("program") = nullptr,
       "y = QuantizeLinear(DequantizeLinear(a) + DequantizeLinear(b)) (ReLU on the sum where relu), elementwise over "
       "same-sized arrays, each step in float32 as its ONNX operator; y may be a or b.");
   m.def(
       "quantize_linear",
       [](const py::array& x, const py::array& scale, const py::array& zero_point, const py::array& y, int64_t outer,
-         int64_t length, int64_t inner, int32_t lo, int32_t hi, int num_threads) {
+         int64_t length, int64_t inner, int32_t lo, int32_t hi, bool refuse_nan, int num_threads, NetProgram* program) {
         const AxisLayout axis{outer, length, inner};
         check_quantization(x, y, scale, zero_point, axis);
         if (lo > hi) throw py::value_error("lo must not exceed hi");
-        if (!(try_quantize<float, uint8_t>(x, scale, zero_point, y, axis, lo, hi, num_threads) ||
-              try_quantize<float, int8_t>(x, scale, zero_point, y, axis, lo, hi, num_threads) ||
-              try_quantize<double, uint8_t>(x, scale, zero_point, y, axis, lo, hi, num_threads) ||
-              try_quantize<double, int8_t>(x, scale, zero_point, y, axis, lo, hi, num_threads)))
+        if (!(try_quantize<float, uint8_t>(x, scale, zero_point, y, axis, lo, hi, refuse_nan, num_threads, program) ||
+              try_quantize<float, int8_t>(x, scale, zero_point, y, axis, lo, hi, refuse_nan, num_threads, program) ||
+              try_quantize<double, uint8_t>(x, scale, zero_point, y, axis, lo, hi, refuse_nan, num_threads, program) ||
+              try_quantize<double, int8_t>(x, scale, zero_point, y, axis, lo, hi, refuse_nan, num_threads, program)))
           throw py::type_error("quantize_linear: x float32 or float64, y uint8 or int8");
       },
       py::arg("x"), py::arg("scale"), py::arg("zero_point"), py::arg("y"), py::arg("outer"), py::arg("length"),
-      py::arg("inner"), py::arg("lo"), py::arg("hi"), py::arg("num_threads") = 0,
+      py::arg("inner"), py::arg("lo"), py::arg("hi"), py::arg("refuse_nan") = false, py::arg("num_threads") = 0,
+      py::arg("program") = nullptr,
       "y = saturate(round_half_to_even(x / scale) + zero_point) into [lo, hi], x laid out [outer][length][inner] "
-      "(scale, zero point per index of the middle axis); x must hold no NaN (quantize_nan_count).");
+      "(scale, zero point per index of the middle axis); x must hold no NaN: refuse_nan checks (ValueError), else "
+      "the caller has (quantize_nan_count).");
   m.def(
       "quantize_nan_count",
       [](const py::array& x, int num_threads) -> int64_t {
@@ -378,17 +387,17 @@ void bind_quantization(py::module_& m) {
   m.def(
       "dequantize_linear",
       [](const py::array& x, const py::array& scale, const py::array& zero_point, const py::array& y, int64_t outer,
-         int64_t length, int64_t inner, int num_threads) {
+         int64_t length, int64_t inner, int num_threads, NetProgram* program) {
         const AxisLayout axis{outer, length, inner};
         check_quantization(x, y, scale, zero_point, axis);
         if (!y.dtype().equal(py::dtype::of<float>())) throw py::type_error("y: must be float32");
-        if (!(try_dequantize<uint8_t>(x, scale, zero_point, y, axis, num_threads) ||
-              try_dequantize<int8_t>(x, scale, zero_point, y, axis, num_threads) ||
-              try_dequantize<int32_t>(x, scale, zero_point, y, axis, num_threads)))
+        if (!(try_dequantize<uint8_t>(x, scale, zero_point, y, axis, num_threads, program) ||
+              try_dequantize<int8_t>(x, scale, zero_point, y, axis, num_threads, program) ||
+              try_dequantize<int32_t>(x, scale, zero_point, y, axis, num_threads, program)))
           throw py::type_error("dequantize_linear: x uint8, int8 or int32");
       },
       py::arg("x"), py::arg("scale"), py::arg("zero_point"), py::arg("y"), py::arg("outer"), py::arg("length"),
-      py::arg("inner"), py::arg("num_threads") = 0,
+      py::arg("inner"), py::arg("num_threads") = 0, py::arg("program") = nullptr,
       "y = float32(x - zero_point) * scale, x laid out [outer][length][inner] (scale, zero point per index of the "
       "middle axis).");
   m.def(
@@ -1747,9 +1756,10 @@ ConvProblem qconv_problem(const QConvPlan& plan, const std::vector<int64_t>& x_s
   return make_problem(plan, x_shape.data(), x_shape.size(), out, params);
 }
 
-void run_qconv(const QConvPlan& plan, const py::array& x, const py::array& out, const ConvParams& params,
+void run_qconv(const py::object& self, const py::array& x, const py::array& out, const ConvParams& params,
                int x_zero_point, const py::object& multiplier, int y_zero_point, int y_min, int y_max, float f_min,
-               float f_max, const std::string& algorithm, int num_threads) {
+               float f_max, const std::string& algorithm, int num_threads, NetProgram* program) {
+  const QConvPlan& plan = self.cast<const QConvPlan&>();
   QConvCall call;
   if (x.dtype().equal(py::dtype::of<uint8_t>())) call.x_signed = false;
   else if (x.dtype().equal(py::dtype::of<int8_t>())) call.x_signed = true;
@@ -1791,8 +1801,8 @@ void run_qconv(const QConvPlan& plan, const py::array& x, const py::array& out, 
   call.x = x.data();
   call.y = const_cast<void*>(out.data());
   const QConvAlgorithm* forced = qconv_algorithm_named(algorithm);
-  GilReleased released;
-  plan.run(call, forced, num_threads);
+  const QConvPlan* run_plan = &plan;  // (kept alive by self where recorded)
+  run_recorded(program, {self, x, out, m}, [=] { run_plan->run(call, forced, num_threads); });
 }
 
 void bind_qconv(py::module_& m) {
@@ -1801,7 +1811,7 @@ void bind_qconv(py::module_& m) {
            py::arg("one_call") = false)
       .def("run", &run_qconv, py::arg("x"), py::arg("out"), py::arg("params"), py::arg("x_zero_point"),
            py::arg("multiplier"), py::arg("y_zero_point"), py::arg("y_min"), py::arg("y_max"), py::arg("f_min"),
-           py::arg("f_max"), py::arg("algorithm") = "", py::arg("num_threads") = 0)
+           py::arg("f_max"), py::arg("algorithm") = "", py::arg("num_threads") = 0, py::arg("program") = nullptr)
       .def(
           "explain",
           [](const QConvPlan& plan, const std::vector<int64_t>& x_shape, const ConvParams& params,

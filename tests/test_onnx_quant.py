@@ -625,3 +625,44 @@ def test_qdq_elementwise_chain_stays_where_a_value_inside_is_read_outside_or_a_c
     np.testing.assert_array_equal(net.run({"x": away})["y"], np.full_like(away, 1.0))
     with pytest.raises(ValueError, match="NaN"):
         net.run({"x": np.zeros((1, 4, 9, 11), np.float32)})
+
+
+def _silu_cnn() -> Any:
+    """A float CNN of a stem, a SiLU (Sigmoid, Mul), a residual block and a 1x1 convolution:
+    quantized, every step of it has a native pass (no max pool: its 8-bit pool widens in NumPy)."""
+    rng = np.random.default_rng(5)
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
+
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Sigmoid", ["c0"], ["g0"]), helper.make_node("Mul", ["c0", "g0"], ["s0"]),
+             helper.make_node("Conv", ["s0", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]), helper.make_node("Add", ["r1", "s0"], ["a1"]),
+             helper.make_node("Conv", ["a1", "w2", "b2"], ["y"])]
+    inits = {"w0": w(8, 3, 3, 3), "b0": w(8), "w1": w(8, 8, 3, 3), "b1": w(8), "w2": w(4, 8, 1, 1), "b2": w(4)}
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F32, ["N", 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", F32, None)],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_qdq_network_runs_as_one_native_call_and_replays_its_definition(tmp_path: Any) -> None:
+    """A QDQ model whose every step has a native pass (quantizations, int8 convolutions, the SiLU
+    table, the quantized residual add) runs as one native call from its second call on, with the
+    values of its first (Python) run on new inputs; a NaN input still fails its quantization."""
+    model = _quantized(_silu_cnn(), (2, 3, 16, 16), "QDQ", tmp_path)
+    net = cppconv.onnx.load(model)
+    assert any("8-bit table" in r["became"] for r in net.explain()["nodes"])
+    rng = np.random.default_rng(9)
+    feeds = [rng.standard_normal((2, 3, 16, 16)).astype(np.float32) for _ in range(4)]
+    want = [cppconv.onnx.load(model)(x) for x in feeds]  # (each a fresh network's first run: the steps)
+    got = [net(x) for x in feeds]
+    assert all(run.startswith("one native call") for run in net.explain()["runs"].values()), net.explain()["runs"]
+    for g, w_ in zip(got, want):
+        np.testing.assert_array_equal(g, w_)
+    bad = feeds[0].copy()
+    bad[1, 2, 3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        net(bad)
+    np.testing.assert_array_equal(net(feeds[1]), want[1])  # (the program runs on after the failure)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'DEFAULT_NEGATIVE_SLOPE', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'NetProgram', 'PADDING_MODES', 'PRECISIONS', 'PoolSettings', 'QConvPlan', 'adaptive_pool', 'add', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'copy_strided', 'cpu_features', 'default_isa', 'dequantize_linear', 'explain', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'max_isa_levels', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'quantized_add', 'reset_num_threads', 'resize_2d', 'resolve_threads', 'round_to_bf16', 'scale_channels', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads', 'set_output_allocator', 'set_thread_cap', 'thread_cap', 'transpose_matrices']
+__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'DEFAULT_NEGATIVE_SLOPE', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'NetProgram', 'PADDING_MODES', 'PRECISIONS', 'PoolSettings', 'QConvPlan', 'adaptive_pool', 'add', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'copy_strided', 'cpu_features', 'default_isa', 'dequantize_linear', 'explain', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'lookup_bytes', 'max_isa_levels', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'quantized_add', 'reset_num_threads', 'resize_2d', 'resolve_threads', 'round_to_bf16', 'scale_channels', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads', 'set_output_allocator', 'set_thread_cap', 'thread_cap', 'transpose_matrices']
 class NetProgram:
     """
     A network's native steps with their operands bound (internal; see cppconv.Network).
@@ -93,7 +93,7 @@ class QConvPlan:
         ...
     def explain(self, x_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], params: ConvParams, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> dict:
         ...
-    def run(self, x: numpy.ndarray, out: numpy.ndarray, params: ConvParams, x_zero_point: typing.SupportsInt | typing.SupportsIndex, multiplier: typing.Any, y_zero_point: typing.SupportsInt | typing.SupportsIndex, y_min: typing.SupportsInt | typing.SupportsIndex, y_max: typing.SupportsInt | typing.SupportsIndex, f_min: typing.SupportsFloat | typing.SupportsIndex, f_max: typing.SupportsFloat | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+    def run(self, x: numpy.ndarray, out: numpy.ndarray, params: ConvParams, x_zero_point: typing.SupportsInt | typing.SupportsIndex, multiplier: typing.Any, y_zero_point: typing.SupportsInt | typing.SupportsIndex, y_min: typing.SupportsInt | typing.SupportsIndex, y_max: typing.SupportsInt | typing.SupportsIndex, f_min: typing.SupportsFloat | typing.SupportsIndex, f_max: typing.SupportsFloat | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
         ...
 def adaptive_pool(x: numpy.ndarray, out: numpy.ndarray, indices: typing.Any, kind: typing.SupportsInt | typing.SupportsIndex, layout: typing.SupportsInt | typing.SupportsIndex, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
     """
@@ -149,7 +149,7 @@ def default_isa() -> str:
     """
     The ISA chosen at import (CPPCONV_MAX_ISA caps it).
     """
-def dequantize_linear(x: numpy.ndarray, scale: numpy.ndarray, zero_point: numpy.ndarray, y: numpy.ndarray, outer: typing.SupportsInt | typing.SupportsIndex, length: typing.SupportsInt | typing.SupportsIndex, inner: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+def dequantize_linear(x: numpy.ndarray, scale: numpy.ndarray, zero_point: numpy.ndarray, y: numpy.ndarray, outer: typing.SupportsInt | typing.SupportsIndex, length: typing.SupportsInt | typing.SupportsIndex, inner: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
     """
     y = float32(x - zero_point) * scale, x laid out [outer][length][inner] (scale, zero point per index of the middle axis).
     """
@@ -167,6 +167,10 @@ def get_float32_precision() -> int:
     ...
 def get_num_threads() -> int:
     ...
+def lookup_bytes(x: numpy.ndarray, table: numpy.ndarray, y: numpy.ndarray, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
+    """
+    y[i] = table[x[i]] over 8-bit arrays, each byte an index in 0-255 (an int8 value by its two's-complement bits); y may be x.
+    """
 def max_isa_levels() -> list[str]:
     """
     Every value CPPCONV_MAX_ISA can take on this machine, weakest first: ISAs, then feature levels.
@@ -191,15 +195,15 @@ def pool_output_size(input_size: typing.SupportsInt | typing.SupportsIndex, kern
     ...
 def qconv_algorithms() -> list[str]:
     ...
-def quantize_linear(x: numpy.ndarray, scale: numpy.ndarray, zero_point: numpy.ndarray, y: numpy.ndarray, outer: typing.SupportsInt | typing.SupportsIndex, length: typing.SupportsInt | typing.SupportsIndex, inner: typing.SupportsInt | typing.SupportsIndex, lo: typing.SupportsInt | typing.SupportsIndex, hi: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+def quantize_linear(x: numpy.ndarray, scale: numpy.ndarray, zero_point: numpy.ndarray, y: numpy.ndarray, outer: typing.SupportsInt | typing.SupportsIndex, length: typing.SupportsInt | typing.SupportsIndex, inner: typing.SupportsInt | typing.SupportsIndex, lo: typing.SupportsInt | typing.SupportsIndex, hi: typing.SupportsInt | typing.SupportsIndex, refuse_nan: bool = False, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
     """
-    y = saturate(round_half_to_even(x / scale) + zero_point) into [lo, hi], x laid out [outer][length][inner] (scale, zero point per index of the middle axis); x must hold no NaN (quantize_nan_count).
+    y = saturate(round_half_to_even(x / scale) + zero_point) into [lo, hi], x laid out [outer][length][inner] (scale, zero point per index of the middle axis); x must hold no NaN: refuse_nan checks (ValueError), else the caller has (quantize_nan_count).
     """
 def quantize_nan_count(x: numpy.ndarray, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> int:
     """
     How many values of x are NaN.
     """
-def quantized_add(a: numpy.ndarray, a_scale: typing.SupportsFloat | typing.SupportsIndex, a_zero: typing.SupportsInt | typing.SupportsIndex, b: numpy.ndarray, b_scale: typing.SupportsFloat | typing.SupportsIndex, b_zero: typing.SupportsInt | typing.SupportsIndex, y: numpy.ndarray, y_scale: typing.SupportsFloat | typing.SupportsIndex, y_zero: typing.SupportsInt | typing.SupportsIndex, relu: bool, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+def quantized_add(a: numpy.ndarray, a_scale: typing.SupportsFloat | typing.SupportsIndex, a_zero: typing.SupportsInt | typing.SupportsIndex, b: numpy.ndarray, b_scale: typing.SupportsFloat | typing.SupportsIndex, b_zero: typing.SupportsInt | typing.SupportsIndex, y: numpy.ndarray, y_scale: typing.SupportsFloat | typing.SupportsIndex, y_zero: typing.SupportsInt | typing.SupportsIndex, relu: bool, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
     """
     y = QuantizeLinear(DequantizeLinear(a) + DequantizeLinear(b)) (ReLU on the sum where relu), elementwise over same-sized arrays, each step in float32 as its ONNX operator; y may be a or b.
     """

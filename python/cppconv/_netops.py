@@ -278,7 +278,7 @@ def relayout(x: np.ndarray, perm: Tuple[int, ...], num_threads: int = 0,
             cols = x.size // (n * rows)
             _native.transpose_matrices(x.reshape(n, rows, cols), y.reshape(n, cols, rows), num_threads, program)
             return y
-    return contiguous(moved)
+    return contiguous(moved, num_threads, program)  # (8-bit values too: a recorded native copy)
 
 
 def native_copy(x: Any, y: np.ndarray, num_threads: int = 0, program: Any = None) -> bool:

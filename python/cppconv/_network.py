@@ -2054,13 +2054,14 @@ def _quantize(p: _Planner, node: _Node) -> None:
             raise _refuse(node, "saturate", node.attrs["saturate"], "1 (integer results always saturate)")
 
         def fn(v: np.ndarray) -> Tuple[np.ndarray]:
-            return (_quant.quantize_values(v, s, z, axis, dtype, threads),)
+            return (_quant.quantize_values(v, s, z, axis, dtype, threads, _program()),)
         became = "cppconv quantize_linear"
     else:
         def fn(v: np.ndarray) -> Tuple[np.ndarray]:
             if zero_point is not None and v.dtype != dtype:  # (absent, it is a zero of x's type)
                 raise TypeError(f"x has dtype {v.dtype}; the zero point's is {dtype}")
-            return (_quant.dequantize_values(np.ascontiguousarray(v), s, z, axis, threads),)
+            given = np.ascontiguousarray(v)  # (a copy is not recorded: the step then is not replayed)
+            return (_quant.dequantize_values(given, s, z, axis, threads, _program() if given is v else None),)
         became = "cppconv dequantize_linear"
     p.emit(node, fn, [x], [p.layout.get(x)], became + ("" if axis is None else f" (per axis {axis} as stored)"))
 
@@ -2087,7 +2088,7 @@ def _quantized_add(p: _Planner, node: _Node) -> None:
         if a.shape == b.shape and ta == tb and a.flags.c_contiguous and b.flags.c_contiguous:
             y = np.empty(a.shape, ty)
             _native.quantized_add(a, float(sa[0]), int(za[0]), b, float(sb[0]), int(zb[0]), y, float(sy[0]),
-                                  int(zy[0]), relu, threads)
+                                  int(zy[0]), relu, threads, _program())
             return (y,)
         total = (_quant.dequantize_values(np.ascontiguousarray(a), sa, za, None, threads)
                  + _quant.dequantize_values(np.ascontiguousarray(b), sb, zb, None, threads))
@@ -2107,9 +2108,9 @@ def _quantized_table(p: _Planner, node: _Node) -> None:
     def fn(v: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
         if v.dtype.itemsize != 1 or v.dtype.kind not in "iu":
             raise TypeError(f"the tabulated values have dtype {v.dtype}; 8-bit integers expected")
-        v = np.ascontiguousarray(v)
+        given = np.ascontiguousarray(v)  # (a copy is not recorded: the step then is not replayed)
         y = np.empty(v.shape, table.dtype) if out is None else out
-        _native.lookup_bytes(v, table, y, threads, _program())
+        _native.lookup_bytes(given, table, y, threads, _program() if given is v else None)
         return (y,)
 
     p.emit(node, fn, [x], [p.layout.get(x)], "cppconv 8-bit table (QDQ group fused: "
@@ -2157,7 +2158,7 @@ def _qlinear_conv(p: _Planner, node: _Node) -> None:
             extra["algorithm"] = layer.explain(in_shape, x_zero_point.dtype)["algorithm"]
         except (TypeError, ValueError):
             pass
-    p.emit(node, lambda v: (layer(v, num_threads=threads),), [xin], [perm], "; ".join(parts), **extra)
+    p.emit(node, lambda v: (layer._forward(v, threads, _program()),), [xin], [perm], "; ".join(parts), **extra)
 
 
 _HANDLERS: Dict[str, Callable[[_Planner, _Node], None]] = {

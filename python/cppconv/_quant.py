@@ -192,7 +192,10 @@ class _QuantizedWeights:
         self.checked[x_dtype] = settings
         return settings
 
-    def run(self, x: Any, out: Optional[np.ndarray], num_threads: Any, algorithm: str = "") -> np.ndarray:
+    def run(self, x: Any, out: Optional[np.ndarray], num_threads: Any, algorithm: str = "",
+            program: Any = None) -> np.ndarray:
+        """The layer's call; program: a NetProgram that records the native run, where the run
+        reads x and writes its result in place (no copies in Python)."""
         if not isinstance(x, np.ndarray):
             x = np.asarray(x)
         x_dtype = _tensor_dtype(x, "x")
@@ -203,7 +206,8 @@ class _QuantizedWeights:
             _args.check_out(out, out_shape, result)
         x4 = np.ascontiguousarray(x).reshape(x4_shape)
         buffer, direct = _args.output_buffer(out, out_shape4, result, result, [x4])
-        self.plan.run(x4, buffer, params, **native_args, algorithm=algorithm, num_threads=threads)
+        recorded = program if x.flags.c_contiguous and (direct or out is None) else None
+        self.plan.run(x4, buffer, params, **native_args, algorithm=algorithm, num_threads=threads, program=recorded)
         return _args.deliver(out, buffer, direct, out_shape, result)
 
     def shapes(self, x: np.ndarray) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...], Any]:
@@ -331,6 +335,10 @@ class _QConvNd(_layer.Layer):
 
     def __call__(self, x: Any, out: Optional[np.ndarray] = None, *, num_threads: Optional[int] = None) -> np.ndarray:
         return self._weights.run(x, out, num_threads)
+
+    def _forward(self, x: np.ndarray, num_threads: Optional[int], program: Any) -> np.ndarray:
+        """The call of a network's step, recorded into `program` (a NetProgram) where it can be."""
+        return self._weights.run(x, None, num_threads, program=program)
 
     def explain(self, x_shape: Tuple[int, ...], x_dtype: Any = np.uint8) -> Dict[str, Any]:
         """The algorithm, ISA and threads a call on an x of this shape and dtype would use."""
@@ -480,26 +488,28 @@ def prepared_parameters(scale: Any, zero_point: Any, count: Optional[int]) -> Tu
 
 
 def quantize_values(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: Optional[int],
-                    out_dtype: np.dtype, num_threads: int = 0) -> np.ndarray:
+                    out_dtype: np.dtype, num_threads: int = 0, program: Any = None) -> np.ndarray:
     """QuantizeLinear of a real array x with validated parameters: float32 scales and int32 zero
     points of one length (1, or one per index of x's `axis`).  The native pass, in float64 for a
     float64 x and float32 otherwise, on at most num_threads threads (0: cppconv's setting); NaN
-    cannot be quantized (ValueError)."""
+    cannot be quantized (ValueError).  program: a NetProgram that records the pass, where it
+    reads x itself (not a converted copy)."""
+    given = x
     x = np.ascontiguousarray(x, np.float64 if x.dtype == np.float64 else _F32)
-    if _native.quantize_nan_count(x, num_threads):
-        raise ValueError("x: NaN cannot be quantized")
     y = np.empty(x.shape, out_dtype)
     lo, hi = _RANGES[np.dtype(out_dtype)]
-    _native.quantize_linear(x, scale, zero_point, y, *_args.axis_rows(x.shape, axis, scale.size), lo, hi, num_threads)
+    _native.quantize_linear(x, scale, zero_point, y, *_args.axis_rows(x.shape, axis, scale.size), lo, hi,
+                            refuse_nan=True, num_threads=num_threads, program=program if x is given else None)
     return y
 
 
 def dequantize_values(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: Optional[int],
-                      num_threads: int = 0) -> np.ndarray:
+                      num_threads: int = 0, program: Any = None) -> np.ndarray:
     """DequantizeLinear of a C-contiguous uint8, int8 or int32 x with validated parameters (as
-    quantize_values')."""
+    quantize_values'); program likewise."""
     y = np.empty(x.shape, _F32)
-    _native.dequantize_linear(x, scale, zero_point, y, *_args.axis_rows(x.shape, axis, scale.size), num_threads)
+    _native.dequantize_linear(x, scale, zero_point, y, *_args.axis_rows(x.shape, axis, scale.size), num_threads,
+                              program)
     return y
 
 
