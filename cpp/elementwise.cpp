@@ -179,10 +179,10 @@ void add(const float* a, const float* b, int64_t n, bool relu, float* y, int max
 }
 
 void lookup_bytes(const uint8_t* x, const uint8_t* table, int64_t n, uint8_t* y, int max_threads) {
+  const auto lookup = active_table().lookup_bytes;
   AxisLayout flat{n, 1, 1};
-  outer_ranges(flat, max_threads, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) y[i] = table[x[i]];
-  });
+  outer_ranges(flat, max_threads,
+               [&](int64_t begin, int64_t end) { lookup(x + begin, table, end - begin, y + begin); });
 }
 
 namespace {

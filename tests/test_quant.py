@@ -806,6 +806,28 @@ def test_native_quantized_add(isa, q, y_type, relu, n):
     np.testing.assert_array_equal(y.astype(np.int64), want)
 
 
+@pytest.mark.parametrize("q, y_type", [(U8, U8), (I8, I8), (U8, I8), (I8, U8)])
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 127, 128, 1000, 300_001])  # around the 64-byte step; threads
+def test_native_lookup_bytes(isa, q, y_type, n):
+    """_native.lookup_bytes (a QDQ network's 8-bit table) is table[x] by x's bits on every ISA
+    (AVX512-VBMI's two half-table permutes, the scalar loop), in place too; misuse is refused."""
+    rng = make_rng("lookup-bytes", q.__name__, y_type.__name__, n)
+    lo, hi = RANGE[np.dtype(q)]
+    x = rng.integers(lo, hi + 1, n).astype(q)
+    table = rng.integers(*RANGE[np.dtype(y_type)], 256, endpoint=True).astype(y_type)
+    want = table[x.view(np.uint8)]
+    y = np.empty(n, y_type)
+    _native.lookup_bytes(x, table, y)
+    np.testing.assert_array_equal(y, want)
+    if q == y_type:
+        _native.lookup_bytes(x, table, x)
+        np.testing.assert_array_equal(x, want)
+    with pytest.raises(ValueError):
+        _native.lookup_bytes(x, table[:255], y)
+    with pytest.raises(TypeError):
+        _native.lookup_bytes(x.astype(np.int16), table, y)
+
+
 def test_native_quantize_ignores_the_callers_rounding_mode():
     libm, (FE_TOWARDZERO, FE_TONEAREST) = _libm_rounding()
     x = (np.arange(-300, 300) * 0.25).astype(np.float32)  # halves and quarters: ties and near-ties

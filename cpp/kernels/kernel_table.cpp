@@ -111,7 +111,8 @@ const KernelTable& kernel_table() {
 #endif
                                     quantize_values,
                                     dequantize_values,
-                                    quantized_add_values};
+                                    quantized_add_values,
+                                    lookup_bytes_values};
   return table;
 }
 

@@ -157,6 +157,8 @@ struct KernelTable {
   void (*quantize)(const QuantizeRun& run);
   void (*dequantize)(const DequantizeRun& run);
   void (*quantized_add)(const QuantizedAddRun& run);
+  // y[i] = table[x[i]] over n bytes (kernels/quantize8.cpp), on the calling thread.
+  void (*lookup_bytes)(const uint8_t* x, const uint8_t* table, int64_t n, uint8_t* y);
 };
 
 #define CPPCONV_DECLARE_ISA_TABLE(ns) \

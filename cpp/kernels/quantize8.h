@@ -11,6 +11,8 @@ namespace CPPCONV_ISA_NS {
 void quantize_values(const QuantizeRun& run);
 void dequantize_values(const DequantizeRun& run);
 void quantized_add_values(const QuantizedAddRun& run);
+// y[i] = table[x[i]] over n bytes (a 256-entry table), on the calling thread.
+void lookup_bytes_values(const uint8_t* x, const uint8_t* table, int64_t n, uint8_t* y);
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
