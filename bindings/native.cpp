@@ -421,11 +421,16 @@ void bind_quantization(py::module_& m) {
       "lookup_bytes",
       [](const py::array& x, const py::array& table, const py::array& y, int num_threads, NetProgram* program) {
         for (const py::array* v : {&x, &table, &y})
-          if (v->itemsize() != 1 || v->dtype().kind() == 'b' || !(v->flags() & py::array::c_style))
+          if (v->itemsize() != 1 || (v->dtype().kind() != 'u' && v->dtype().kind() != 'i') ||
+              !(v->flags() & py::array::c_style))
             throw py::type_error("lookup_bytes: x, table and y must be C-contiguous uint8 or int8 arrays");
         if (!y.writeable()) throw py::type_error("lookup_bytes: y must be writable");
         if (table.size() != 256) throw py::value_error("lookup_bytes: table must hold 256 values");
         if (y.size() != x.size()) throw py::value_error("lookup_bytes: x and y must have one size");
+        if (y.data() != x.data() && overlaps(x.data(), size_t(x.nbytes()), y.data(), size_t(y.nbytes())))
+          throw py::value_error("lookup_bytes: y must be x or apart from it");
+        if (overlaps(table.data(), 256, y.data(), size_t(y.nbytes())))
+          throw py::value_error("lookup_bytes: y must be apart from table");
         const auto* from = static_cast<const uint8_t*>(x.data());
         const auto* t = static_cast<const uint8_t*>(table.data());
         auto* to = static_cast<uint8_t*>(const_cast<void*>(y.data()));

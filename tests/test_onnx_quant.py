@@ -666,3 +666,53 @@ def test_qdq_network_runs_as_one_native_call_and_replays_its_definition(tmp_path
     with pytest.raises(ValueError, match="NaN"):
         net(bad)
     np.testing.assert_array_equal(net(feeds[1]), want[1])  # (the program runs on after the failure)
+
+
+def _graph(nodes: List[Any], x_type: int, x_shape: Sequence[Any], outputs: Dict[str, int],
+           inits: Dict[str, Any]) -> Any:
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", x_type, list(x_shape))],
+                              [helper.make_tensor_value_info(o, t, None) for o, t in outputs.items()],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _equal_to_unfused(model: Any, x: np.ndarray, monkeypatch: Any) -> Any:
+    """The network of model, after checking its outputs on x against the same network untabulated."""
+    with monkeypatch.context() as m:
+        m.setattr(cppconv._network._TABULATING, "active", True, raising=False)
+        want = cppconv.onnx.load(model).run({"x": x})
+    net = cppconv.onnx.load(model)
+    for _ in range(2):  # (the second call records a program)
+        got = net.run({"x": x})
+    for name in want:
+        assert got[name].shape == want[name].shape and got[name].dtype == want[name].dtype, name
+        np.testing.assert_array_equal(got[name], want[name])
+    return net
+
+
+def test_qdq_tables_keep_the_definition_at_their_edges(monkeypatch: Any) -> None:
+    """Sources without a zero point (an int8 or int32 value, which a table of 8-bit codes would
+    misread), a one-value constant of higher rank (which broadcasts the result), and a chain of
+    600 quantized stages (tabulated in pieces, not walked to the recursion limit)."""
+    q = {"s": np.float32(0.05), "gs": np.float32(1 / 255), "gz": np.uint8(0)}
+    sigmoid = [helper.make_node("DequantizeLinear", ["x", "s"], ["f"]), helper.make_node("Sigmoid", ["f"], ["g"]),
+               helper.make_node("QuantizeLinear", ["g", "gs", "gz"], ["y"])]
+    _equal_to_unfused(_graph(sigmoid, I8, [2, 128], {"y": U8}, q), np.arange(-128, 128, dtype=np.int8).reshape(2, 128),
+                      monkeypatch)
+    x32 = (np.arange(-512, 512, dtype=np.int32) * 7).reshape(4, 256)
+    _equal_to_unfused(_graph(sigmoid, I32, [4, 256], {"y": U8}, q), x32, monkeypatch)
+    scaled = [helper.make_node("DequantizeLinear", ["x", "s", "z"], ["f"]), helper.make_node("Mul", ["f", "k"], ["g"]),
+              helper.make_node("QuantizeLinear", ["g", "gs", "gz"], ["y"])]
+    inits = {**q, "z": np.uint8(128), "k": np.full((1, 1, 1), 1.5, np.float32)}
+    codes = np.arange(256, dtype=np.uint8).reshape(2, 128)
+    net = _equal_to_unfused(_graph(scaled, U8, [2, 128], {"y": U8}, inits), codes, monkeypatch)
+    assert net.run({"x": np.zeros((2, 128), np.uint8)})["y"].shape == (1, 2, 128)
+    stages, prev = [], "x"
+    for i in range(600):
+        stages += [helper.make_node("DequantizeLinear", [prev, "s", "z"], [f"f{i}"]),
+                   helper.make_node("Tanh" if i % 2 else "Relu", [f"f{i}"], [f"g{i}"]),
+                   helper.make_node("QuantizeLinear", [f"g{i}", "s", "z"], [f"q{i}"])]
+        prev = f"q{i}"
+    net = _equal_to_unfused(_graph(stages, U8, [1, 256], {prev: U8}, {"s": np.float32(0.02), "z": np.uint8(100)}),
+                            np.arange(256, dtype=np.uint8).reshape(1, 256), monkeypatch)
+    assert 10 <= sum("8-bit table" in r["became"] for r in net.explain()["nodes"]) < 600

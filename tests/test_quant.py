@@ -824,6 +824,9 @@ def test_native_lookup_bytes(isa, q, y_type, n):
         np.testing.assert_array_equal(x, want)
     with pytest.raises(ValueError):
         _native.lookup_bytes(x, table[:255], y)
+    if n > 1:
+        with pytest.raises(ValueError):  # (y overlapping x other than as x itself)
+            _native.lookup_bytes(x[:-1], table, x[1:].view(y_type))
     with pytest.raises(TypeError):
         _native.lookup_bytes(x.astype(np.int16), table, y)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -89,6 +90,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    if not os.path.isfile(os.path.join(args.old, "cppconv", "__init__.py")):
+        ap.error(f"{args.old}: no cppconv package there (a folder holding cppconv/ with its _native module)")
     names = suite_layers() if args.layers == "all" else args.layers
     workers = {
         side: subprocess.Popen([sys.executable, "-c", WORKER, path, args.dtype, str(args.threads)],
@@ -118,7 +121,7 @@ def main() -> int:
     for key in keys:
         old, new = turns[key]["old"], turns[key]["new"]
         ratios = sorted(o / n for o, n in zip(old, new))
-        q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+        q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else [ratios[0]] * 3
         medians.append(statistics.median(ratios))
         print(f"| {key[0]} | {key[1]} | {statistics.median(old) * 1e3:.3f} | {statistics.median(new) * 1e3:.3f} | "
               f"{medians[-1]:.3f} ({q[0]:.3f}-{q[2]:.3f}) | {algorithm[key, 'old']} | {algorithm[key, 'new']} |")

@@ -289,6 +289,9 @@ def quantized_adds(nodes: List[Any], known: Dict[str, np.ndarray], graph_outputs
 # operator name, not ONNX's): inputs [x], attribute "table" (256 values of y's dtype).
 QUANTIZED_TABLE = "cppconv.QuantizedTable"
 # Operators that act value by value (with constant operands of one value).
+# Nodes deep a tabulated group goes at most (a long chain becomes several tables; the walk's
+# recursion stays shallow).
+_MOST_TABULATED = 32
 _ELEMENTWISE = ("Sigmoid", "Relu", "Tanh", "HardSigmoid", "HardSwish", "LeakyRelu", "Elu", "Clip", "Add", "Sub", "Mul",
                 "Div", "Identity", "QuantizeLinear", "DequantizeLinear")
 
@@ -307,56 +310,69 @@ def quantized_tables(nodes: List[Any], known: Dict[str, np.ndarray], graph_outpu
     inside it alone; the DequantizeLinear nodes of x stay (the plan drops the unread)."""
     wiring = _Wiring(nodes, graph_outputs)
 
-    def scalar(name: str) -> bool:
-        return name in known and known[name].size == 1
+    def scalar(name: str, operand: bool = False) -> bool:  # (an operand of rank 2 and up would broadcast y)
+        return name in known and known[name].size == 1 and (not operand or known[name].ndim <= 1)
 
     def per_tensor_eight_bit(n: Any) -> bool:  # a Q or DQ of one scale and an 8-bit zero point
         zero = n.input(2)
         return scalar(n.input(1)) and (zero == "" or (scalar(zero) and known[zero].dtype in (np.uint8, np.int8)))
 
-    def walk(value: str) -> Optional[Tuple[List[Any], Set[str]]]:
-        """The nodes computing a float value (producers first) and the 8-bit values they read."""
-        if value == "" or scalar(value):
+    def walk(value: str, depth: int, through: bool) -> Optional[Tuple[List[Any], Set[str]]]:
+        """The nodes computing a float value (producers first) and the 8-bit values they read;
+        `through`: across the group's own quantizations (Q then DQ) while depth allows."""
+        if value == "" or scalar(value, operand=True):
             return [], set()
         n = wiring.producer.get(value)
-        if n is None or n.op not in _ELEMENTWISE or n.op == "QuantizeLinear" or len([o for o in n.outputs if o]) != 1:
+        if depth > _MOST_TABULATED or n is None or n.op not in _ELEMENTWISE or n.op == "QuantizeLinear" or \
+                len([o for o in n.outputs if o]) != 1:
             return None
         if n.op == "DequantizeLinear":
             x = n.input(0)
             if not per_tensor_eight_bit(n) or x in known:
                 return None
-            q = wiring.producer.get(x)  # an 8-bit value the group itself quantized: through it
-            if q is not None and q.op == "QuantizeLinear" and per_tensor_eight_bit(q):
-                inner = walk(q.input(0))
+            q = wiring.producer.get(x)
+            if through and depth < _MOST_TABULATED and q is not None and q.op == "QuantizeLinear" and \
+                    per_tensor_eight_bit(q):
+                inner = walk(q.input(0), depth + 2, through)
                 if inner is not None and len(inner[1]) == 1:
                     return [*inner[0], q, n], inner[1]
-            return [n], {x}
+            # x is a leaf: its dtype must be known, so its zero point given (absent, x may be int32).
+            return ([n], {x}) if n.input(2) != "" else None
         found: List[Any] = []
         sources: Set[str] = set()
         for v in n.inputs:
-            part = walk(v)
+            part = walk(v, depth + 1, through)
             if part is None:
                 return None
             found += [m for m in part[0] if all(m is not f for f in found)]
             sources |= part[1]
         return [*found, n], sources
 
+    def group_of(q: Any, through: bool) -> Optional[Tuple[List[Any], str]]:
+        """The group q's input comes from and its one 8-bit source, where it is tabulated."""
+        walked = walk(q.input(0), 0, through)
+        if walked is None or len(walked[1]) != 1:
+            return None
+        group, (x,) = walked[0], tuple(walked[1])
+        if all(n.op in ("QuantizeLinear", "DequantizeLinear") for n in group) or any(id(n) in removed for n in group):
+            return None
+        # What the group makes must be read inside it alone: all but x's own dequantizations.
+        inside = {id(n) for n in group} | {id(q)}
+        made = [o for n in group if not (n.op == "DequantizeLinear" and n.input(0) == x) for o in n.outputs if o]
+        if any(o in graph_outputs or any(id(r) not in inside for r in wiring.readers.get(o, [])) for o in made):
+            return None
+        return group, x
+
     replaced: Dict[int, Any] = {}
     removed: Set[int] = set()
     for q in reversed(nodes):  # (consumers first: SiLU's last QuantizeLinear takes its Sigmoid's in)
         if q.op != "QuantizeLinear" or id(q) in removed or not per_tensor_eight_bit(q):
             continue
-        walked = walk(q.input(0))
-        if walked is None or len(walked[1]) != 1:
+        # The longest group; else the one that stops at the 8-bit values the group quantized.
+        found = group_of(q, through=True) or group_of(q, through=False)
+        if found is None:
             continue
-        group, (x,) = walked[0], tuple(walked[1])
-        if all(n.op in ("QuantizeLinear", "DequantizeLinear") for n in group) or any(id(n) in removed for n in group):
-            continue
-        # What the group makes must be read inside it alone: all but x's own dequantizations.
-        inside = {id(n) for n in group} | {id(q)}
-        made = [o for n in group if not (n.op == "DequantizeLinear" and n.input(0) == x) for o in n.outputs if o]
-        if any(o in graph_outputs or any(id(r) not in inside for r in wiring.readers.get(o, [])) for o in made):
-            continue
+        group, x = found
         table = tabulate([*group, q], x, q.outputs[0])
         if table is None:
             continue
