@@ -418,6 +418,46 @@ void bind_quantization(py::module_& m) {
       py::arg("program") = nullptr,
       "y = a + b (then ReLU where relu), elementwise over same-sized arrays; y may be a or b.");
   m.def(
+      "quantized_scale_channels",
+      [](const py::array& x, float x_scale, int32_t x_zero, const py::array& gate, const py::array& y, float y_scale,
+         int32_t y_zero, int num_threads, NetProgram* program) {
+        for (const py::array* v : {&x, &gate, &y})
+          if (!(v->flags() & py::array::c_style))
+            throw py::type_error("quantized_scale_channels: x, gate and y must be C-contiguous");
+        if (!gate.dtype().equal(py::dtype::of<float>())) throw py::type_error("quantized_scale_channels: gate float32");
+        if (!y.writeable()) throw py::type_error("quantized_scale_channels: y must be writable");
+        if (x.ndim() < 2 || y.size() != x.size())
+          throw py::value_error("quantized_scale_channels: x must have an image and a channel axis, y its size");
+        if (!(std::isfinite(x_scale) && std::isfinite(y_scale) && y_scale > 0))
+          throw py::value_error("quantized_scale_channels: scales must be finite and y_scale positive");
+        const int64_t images = x.shape(0), channels = x.shape(x.ndim() - 1);
+        if (gate.size() != images * channels)
+          throw py::value_error("quantized_scale_channels: gate must hold one value per image and channel of x");
+        const int64_t pixels = images * channels == 0 ? 0 : int64_t(x.size()) / (images * channels);
+        const float* g = static_cast<const float*>(gate.data());
+        const auto typed = [&](auto q, auto out) {
+          using Q = decltype(q);
+          using Y = decltype(out);
+          if (!x.dtype().equal(py::dtype::of<Q>()) || !y.dtype().equal(py::dtype::of<Y>())) return false;
+          const Q* from = static_cast<const Q*>(x.data());
+          Y* to = static_cast<Y*>(const_cast<void*>(y.data()));
+          constexpr int32_t lo = std::numeric_limits<Y>::min(), hi = std::numeric_limits<Y>::max();
+          run_recorded(program, {x, gate, y}, [=] {
+            if (quantized_scale_channels<Q, Y>(from, x_scale, x_zero, g, images, pixels, channels, y_scale, y_zero, lo,
+                                               hi, to, num_threads) > 0)
+              throw std::invalid_argument("x: NaN cannot be quantized");
+          });
+          return true;
+        };
+        if (!(typed(uint8_t(), uint8_t()) || typed(uint8_t(), int8_t()) || typed(int8_t(), uint8_t()) ||
+              typed(int8_t(), int8_t())))
+          throw py::type_error("quantized_scale_channels: x and y uint8 or int8");
+      },
+      py::arg("x"), py::arg("x_scale"), py::arg("x_zero"), py::arg("gate"), py::arg("y"), py::arg("y_scale"),
+      py::arg("y_zero"), py::arg("num_threads") = 0, py::arg("program") = nullptr,
+      "y = QuantizeLinear(DequantizeLinear(x) * gate[n, c]) for channels-last 8-bit x (one float32 gate per image "
+      "and channel: a QDQ squeeze-and-excitation block's Mul), each step in float32 as its ONNX operator.");
+  m.def(
       "lookup_bytes",
       [](const py::array& x, const py::array& table, const py::array& y, int num_threads, NetProgram* program) {
         for (const py::array* v : {&x, &table, &y})

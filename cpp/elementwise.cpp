@@ -1,6 +1,7 @@
 #include "elementwise.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -262,6 +263,37 @@ void quantized_add(const Q* a, float a_scale, int32_t a_zero, const Q* b, float 
   });
 }
 
+template <class Q, class Y>
+int64_t quantized_scale_channels(const Q* x, float x_scale, int32_t x_zero, const float* gate, int64_t images,
+                                 int64_t pixels, int64_t channels, float y_scale, int32_t y_zero, int32_t lo,
+                                 int32_t hi, Y* y, int max_threads) {
+  const KernelTable& table = active_table();
+  constexpr int64_t kChunk = 512;  // channels a pass through the float row (in L1)
+  std::atomic<int64_t> nans{0};
+  AxisLayout rows{images * pixels, channels, 1};  // a row per pixel
+  outer_ranges(rows, max_threads, [&](int64_t begin, int64_t end) {
+    const NearestRoundingScope nearest;  // (this thread's MXCSR)
+    alignas(64) float row[kChunk];
+    int64_t found = 0;
+    for (int64_t o = begin; o < end; ++o) {
+      const float* g = gate + o / pixels * channels;
+      for (int64_t c0 = 0; c0 < channels; c0 += kChunk) {
+        const int64_t n = std::min(kChunk, channels - c0);
+        const int64_t at = o * channels + c0;
+        table.dequantize({x + at, kKindOf<Q>, row, n, &x_scale, &x_zero, false});
+        for (int64_t c = 0; c < n; ++c) {
+          row[c] *= g[c0 + c];
+          found += row[c] != row[c];
+        }
+        table.quantize(
+            {row, false, y + at, kKindOf<Y>, n, &y_scale, &y_zero, false, lo, hi, NearestRoundingScope::kHeld});
+      }
+    }
+    nans += found;
+  });
+  return nans.load();
+}
+
 void scale_channels(const float* x, const float* scale, int64_t images, int64_t pixels, int64_t channels, float* y,
                     int max_threads) {
   AxisLayout rows{images * pixels, channels, 1};  // a row per pixel
@@ -346,6 +378,14 @@ template void quantized_add<int8_t, uint8_t>(const int8_t*, float, int32_t, cons
                                              bool, float, int32_t, int32_t, int32_t, uint8_t*, int);
 template void quantized_add<int8_t, int8_t>(const int8_t*, float, int32_t, const int8_t*, float, int32_t, int64_t, bool,
                                             float, int32_t, int32_t, int32_t, int8_t*, int);
+#define CPPCONV_QUANTIZED_SCALE_CHANNELS(Q, Y)                                                                       \
+  template int64_t quantized_scale_channels<Q, Y>(const Q*, float, int32_t, const float*, int64_t, int64_t, int64_t, \
+                                                  float, int32_t, int32_t, int32_t, Y*, int);
+CPPCONV_QUANTIZED_SCALE_CHANNELS(uint8_t, uint8_t)
+CPPCONV_QUANTIZED_SCALE_CHANNELS(uint8_t, int8_t)
+CPPCONV_QUANTIZED_SCALE_CHANNELS(int8_t, uint8_t)
+CPPCONV_QUANTIZED_SCALE_CHANNELS(int8_t, int8_t)
+#undef CPPCONV_QUANTIZED_SCALE_CHANNELS
 template int64_t quantize_nan_count<float>(const float*, int64_t, int);
 template int64_t quantize_nan_count<double>(const double*, int64_t, int);
 template void dequantize_linear<uint8_t>(const uint8_t*, const float*, const int32_t*, AxisLayout, float*, int);

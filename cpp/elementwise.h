@@ -42,6 +42,16 @@ void quantized_add(const Q* a, float a_scale, int32_t a_zero, const Q* b, float 
 // at load).  y may be x.
 void lookup_bytes(const uint8_t* x, const uint8_t* table, int64_t n, uint8_t* y, int max_threads);
 
+// y[n][p][c] = QuantizeLinear(DequantizeLinear(x[n][p][c]) * gate[n][c]) over `images` x `pixels` x
+// `channels` 8-bit values: a QDQ squeeze-and-excitation block's DequantizeLinear, Mul (by one
+// float gate per image and channel) and QuantizeLinear in one pass, each step its operator's
+// float32 arithmetic (the unfused group's bits).  Returns how many products were NaN (y is then
+// incomplete: QuantizeLinear refuses NaN).
+template <class Q, class Y>
+int64_t quantized_scale_channels(const Q* x, float x_scale, int32_t x_zero, const float* gate, int64_t images,
+                                 int64_t pixels, int64_t channels, float y_scale, int32_t y_zero, int32_t lo,
+                                 int32_t hi, Y* y, int max_threads);
+
 // y = x * scale + shift, then max(y, 0) where relu (a NaN stays NaN).  y may be x.
 void channel_affine(const float* x, const float* scale, const float* shift, AxisLayout axis, bool relu, float* y,
                     int max_threads);

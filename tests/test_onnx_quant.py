@@ -716,3 +716,42 @@ def test_qdq_tables_keep_the_definition_at_their_edges(monkeypatch: Any) -> None
     net = _equal_to_unfused(_graph(stages, U8, [1, 256], {prev: U8}, {"s": np.float32(0.02), "z": np.uint8(100)}),
                             np.arange(256, dtype=np.uint8).reshape(1, 256), monkeypatch)
     assert 10 <= sum("8-bit table" in r["became"] for r in net.explain()["nodes"]) < 600
+
+
+def _se_cnn() -> Any:
+    """A float CNN with a squeeze-and-excitation block: stem, pool, 1x1, sigmoid, the gate's Mul."""
+    rng = np.random.default_rng(6)
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
+
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c0"], ["p"]),
+             helper.make_node("Conv", ["p", "w1", "b1"], ["s"]), helper.make_node("Sigmoid", ["s"], ["g"]),
+             helper.make_node("Mul", ["c0", "g"], ["m"]), helper.make_node("Conv", ["m", "w2", "b2"], ["y"])]
+    inits = {"w0": w(24, 3, 3, 3), "b0": w(24), "w1": w(24, 24, 1, 1), "b1": w(24), "w2": w(8, 24, 1, 1), "b2": w(8)}
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F32, ["N", 3, 12, 12])],
+                              [helper.make_tensor_value_info("y", F32, None)],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_qdq_channel_gate_runs_as_one_pass_as_its_definition_says(tmp_path: Any, monkeypatch: Any) -> None:
+    """A QDQ squeeze-and-excitation Mul (DequantizeLinear(x) times a float gate per image and
+    channel, QuantizeLinear) runs as one pass over the 8-bit values: the unfused group's values
+    bit for bit, at any batch and thread count, replays included."""
+    model = _quantized(_se_cnn(), (2, 3, 12, 12), "QDQ", tmp_path)
+    net = cppconv.onnx.load(model)
+    assert any("quantized channel gate" in r["became"] for r in net.explain()["nodes"])
+    with monkeypatch.context() as m:
+        m.setattr(cppconv._netquant, "quantized_gates", lambda nodes, *args: nodes)
+        unfused = cppconv.onnx.load(model)
+    assert not any("quantized channel gate" in r["became"] for r in unfused.explain()["nodes"])
+    rng = np.random.default_rng(13)
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, 3, 12, 12)).astype(np.float32) * 3
+        want = unfused(x)
+        for threads in (1, 2):
+            fused = cppconv.onnx.load(model, num_threads=threads)
+            for _ in range(3):  # (replays from the second call)
+                np.testing.assert_array_equal(fused(x), want)

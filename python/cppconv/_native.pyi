@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections.abc
 import numpy
 import typing
-__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'DEFAULT_NEGATIVE_SLOPE', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'NetProgram', 'PADDING_MODES', 'PRECISIONS', 'PoolSettings', 'QConvPlan', 'adaptive_pool', 'add', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'copy_strided', 'cpu_features', 'default_isa', 'dequantize_linear', 'explain', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'lookup_bytes', 'max_isa_levels', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'quantized_add', 'reset_num_threads', 'resize_2d', 'resolve_threads', 'round_to_bf16', 'scale_channels', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads', 'set_output_allocator', 'set_thread_cap', 'thread_cap', 'transpose_matrices']
+__all__: list[str] = ['ACTIVATIONS', 'ConvParams', 'ConvPlan', 'ConvTransposePlan', 'ConvTransposeSettings', 'DEFAULT_NEGATIVE_SLOPE', 'LAYOUTS', 'MAX_INDEX_EXTENT', 'MAX_THREADS', 'NetProgram', 'PADDING_MODES', 'PRECISIONS', 'PoolSettings', 'QConvPlan', 'adaptive_pool', 'add', 'available_isas', 'bf16_to_float32', 'channel_affine', 'conv', 'conv_algorithms', 'conv_output_size', 'conv_simple', 'conv_transpose', 'conv_transpose_algorithms', 'conv_transpose_output_size', 'copy_strided', 'cpu_features', 'default_isa', 'dequantize_linear', 'explain', 'float32_to_bf16', 'fma_peak_gflops', 'get_float32_precision', 'get_num_threads', 'lookup_bytes', 'max_isa_levels', 'num_threads_is_set', 'openmp', 'physical_memory_bytes', 'pool', 'pool_algorithms', 'pool_output_size', 'qconv_algorithms', 'quantize_linear', 'quantize_nan_count', 'quantized_add', 'quantized_scale_channels', 'reset_num_threads', 'resize_2d', 'resolve_threads', 'round_to_bf16', 'scale_channels', 'select_isa', 'selected_isa', 'set_float32_precision', 'set_num_threads', 'set_output_allocator', 'set_thread_cap', 'thread_cap', 'transpose_matrices']
 class NetProgram:
     """
     A network's native steps with their operands bound (internal; see cppconv.Network).
@@ -206,6 +206,10 @@ def quantize_nan_count(x: numpy.ndarray, num_threads: typing.SupportsInt | typin
 def quantized_add(a: numpy.ndarray, a_scale: typing.SupportsFloat | typing.SupportsIndex, a_zero: typing.SupportsInt | typing.SupportsIndex, b: numpy.ndarray, b_scale: typing.SupportsFloat | typing.SupportsIndex, b_zero: typing.SupportsInt | typing.SupportsIndex, y: numpy.ndarray, y_scale: typing.SupportsFloat | typing.SupportsIndex, y_zero: typing.SupportsInt | typing.SupportsIndex, relu: bool, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
     """
     y = QuantizeLinear(DequantizeLinear(a) + DequantizeLinear(b)) (ReLU on the sum where relu), elementwise over same-sized arrays, each step in float32 as its ONNX operator; y may be a or b.
+    """
+def quantized_scale_channels(x: numpy.ndarray, x_scale: typing.SupportsFloat | typing.SupportsIndex, x_zero: typing.SupportsInt | typing.SupportsIndex, gate: numpy.ndarray, y: numpy.ndarray, y_scale: typing.SupportsFloat | typing.SupportsIndex, y_zero: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
+    """
+    y = QuantizeLinear(DequantizeLinear(x) * gate[n, c]) for channels-last 8-bit x (one float32 gate per image and channel: a QDQ squeeze-and-excitation block's Mul), each step in float32 as its ONNX operator.
     """
 def reset_num_threads() -> None:
     """

@@ -383,6 +383,48 @@ def quantized_tables(nodes: List[Any], known: Dict[str, np.ndarray], graph_outpu
     return [replaced.get(id(n), n) for n in nodes if id(n) not in removed]
 
 
+# ----- QDQ channel gates -----------------------------------------------------------------------
+
+# A QDQ squeeze-and-excitation Mul fused by quantized_gates (cppconv's own operator name):
+# inputs [x, x_scale, x_zero, gate, y_scale, y_zero].
+QUANTIZED_GATE = "cppconv.QuantizedGate"
+
+
+def quantized_gates(nodes: List[Any], known: Dict[str, np.ndarray], graph_outputs: Set[str],
+                    make_node: Callable[..., Any]) -> List[Any]:
+    """The nodes with each Mul of DequantizeLinear(x) (an 8-bit x, per tensor) by a computed
+    float value, read by a QuantizeLinear alone (per tensor), replaced by one QUANTIZED_GATE node
+    placed where its Mul was: for a squeeze-and-excitation gate (one value per image and channel)
+    one pass over the 8-bit values, with the group's float32 arithmetic; else the group's
+    definition step by step.  The DequantizeLinear stays (the block's pool reads it too)."""
+    wiring = _Wiring(nodes, graph_outputs)
+
+    def per_tensor_eight_bit(n: Any) -> bool:  # with its zero point, whose dtype is x's or y's
+        zero = n.input(2)
+        return all(v in known and known[v].size == 1 for v in (n.input(1), zero)) and \
+            known[zero].dtype in (np.uint8, np.int8)
+
+    replaced: Dict[int, Any] = {}
+    removed: Set[int] = set()
+    for n in nodes:
+        if n.op != "Mul" or len(n.inputs) != 2 or len([o for o in n.outputs if o]) != 1:
+            continue
+        after = wiring.only_reader(n.outputs[0])
+        if after is None or after.op != "QuantizeLinear" or not per_tensor_eight_bit(after):
+            continue
+        for i in (0, 1):
+            dq, gate = wiring.dequantize_of(n.inputs[i]), n.inputs[1 - i]
+            if dq is None or not per_tensor_eight_bit(dq) or dq.input(0) in known or gate in known:
+                continue
+            q = make_node(n.name, QUANTIZED_GATE, [dq.input(0), dq.input(1), dq.input(2), gate, after.input(1),
+                                                   after.input(2)], [after.outputs[0]], {})
+            q.fused = [n, after]
+            replaced[id(n)] = q
+            removed.add(id(after))
+            break
+    return [replaced.get(id(n), n) for n in nodes if id(n) not in removed]
+
+
 # ----- QDQ max pools -----------------------------------------------------------------------------
 
 def quantized_max_pools(nodes: List[Any], known: Dict[str, np.ndarray], graph_outputs: Set[str]) -> List[Any]:

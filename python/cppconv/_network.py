@@ -540,6 +540,7 @@ class _Planner:
         if not getattr(_TABULATING, "active", False):
             quantized = _netquant.quantized_tables(quantized, known, set(self.output_names), _Node,
                                                    functools.partial(_tabulated, known=known, opset=self.opset))
+        quantized = _netquant.quantized_gates(quantized, known, set(self.output_names), _Node)
         self.nodes = _fuse(quantized, known, set(self.output_names), self.opset, self.shapes)
         # The nodes that read each value (a Concat's input read by it alone may be written in place).
         self.readers: Dict[str, List[_Node]] = defaultdict(list)
@@ -2098,6 +2099,36 @@ def _quantized_add(p: _Planner, node: _Node) -> None:
            + ", ".join(f.op for f in node.fused) + ")" + ("; Relu fused" if relu else ""))
 
 
+def _quantized_gate(p: _Planner, node: _Node) -> None:
+    """A QDQ channel gate fused by _netquant.quantized_gates: one native pass over the 8-bit
+    values where the gate holds one value per image and channel of them (channels-last), else
+    the group's definition step by step."""
+    names = ("x scale", "x zero point", "y scale", "y zero point")
+    consts = [p.const(node, k, names[i]) for i, k in enumerate((1, 2, 4, 5))]
+    try:
+        (sx, zx, tx), (sy, zy, ty) = (_quant.prepared_parameters(consts[i], consts[i + 1], None) for i in (0, 2))
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{node.where()}: {e}") from None
+    ins, perm = p.broadcast_inputs([node.input(0), node.input(3)])
+    threads = p.threads or 0
+
+    def fn(x: np.ndarray, gate: np.ndarray) -> Tuple[np.ndarray]:
+        if x.dtype != tx:
+            raise TypeError(f"the gated values have dtype {x.dtype}; their zero point's is {tx}")
+        if (x.ndim == gate.ndim >= 3 and gate.dtype == np.float32 and gate.shape[0] == x.shape[0]
+                and gate.shape[-1] == x.shape[-1] and gate.size == x.shape[0] * x.shape[-1]
+                and x.flags.c_contiguous and gate.flags.c_contiguous):
+            y = np.empty(x.shape, ty)
+            _native.quantized_scale_channels(x, float(sx[0]), int(zx[0]), gate, y, float(sy[0]), int(zy[0]), threads,
+                                             _program())
+            return (y,)
+        values = _quant.dequantize_values(np.ascontiguousarray(x), sx, zx, None, threads) * gate
+        return (_quant.quantize_values(values, sy, zy, None, ty, threads),)
+
+    p.emit(node, fn, ins, [perm], "cppconv quantized channel gate (QDQ group fused: "
+           + ", ".join(f.op for f in node.fused) + "), else its definition")
+
+
 def _quantized_table(p: _Planner, node: _Node) -> None:
     """A QDQ group of elementwise operators on one 8-bit value, tabulated at load by
     _netquant.quantized_tables: one native lookup a value."""
@@ -2180,8 +2211,10 @@ _HANDLERS: Dict[str, Callable[[_Planner, _Node], None]] = {
     "QuantizeLinear": _quantize, "DequantizeLinear": _quantize, "QLinearConv": _qlinear_conv,
     _netquant.QUANTIZED_ADD: _quantized_add,
     _netquant.QUANTIZED_TABLE: _quantized_table,
+    _netquant.QUANTIZED_GATE: _quantized_gate,
 }
-assert set(_HANDLERS) == set(_ATTRIBUTES) | {_netquant.QUANTIZED_ADD, _netquant.QUANTIZED_TABLE}  # (from fusions)
+assert set(_HANDLERS) == set(_ATTRIBUTES) | {_netquant.QUANTIZED_ADD, _netquant.QUANTIZED_TABLE,
+                                             _netquant.QUANTIZED_GATE}  # (from fusions)
 
 
 class _Input:
