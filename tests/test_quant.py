@@ -153,9 +153,15 @@ CASES = [
 ]
 
 
-def int8_product_algorithms():
-    """The registered algorithms that multiply int8 weights (and refuse wider centred ones)."""
-    return [name for name in _native.qconv_algorithms() if "_u8s8_" in name]
+# Input channels a group the AMX kernel needs (fewer fill too little of a tile row).
+AMX_MIN_GROUP_CHANNELS = 16
+
+
+def int8_product_algorithms(group_channels=None):
+    """The registered algorithms that multiply int8 weights (and refuse wider centred ones); given
+    group_channels, those that take groups of that many input channels."""
+    return [name for name in _native.qconv_algorithms() if "_u8s8_" in name and
+            (group_channels is None or "_amx_" not in name or group_channels >= AMX_MIN_GROUP_CHANNELS)]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -178,7 +184,7 @@ def test_every_algorithm_matches_numpy_bit_exact(isa, case, x_dtype, layout_last
     algorithms = algorithms_for(lambda a, explain=False: run_forced(a, rank, xin, *args, explain=explain, **kw))
     assert "qconv_reference" in algorithms
     if int8_centred and c // groups >= 2:  # (single-channel groups: the depthwise kernel's)
-        assert set(int8_product_algorithms()) <= set(algorithms)
+        assert set(int8_product_algorithms(c // groups)) <= set(algorithms)
     for algorithm in algorithms:
         for threads in (1, 2):
             y = run_forced(algorithm, rank, xin, *args, num_threads=threads, **kw)
@@ -361,6 +367,19 @@ def vnni_algorithm(isa):
     return name if name in _native.qconv_algorithms() else None
 
 
+def amx_algorithm(isa):
+    """The AMX kernel's name where this process may run it under `isa`, else None."""
+    name = f"qconv_u8s8_amx__{isa}_32x32"
+    return name if name in _native.qconv_algorithms() else None
+
+
+def dense_int8_algorithm(isa, group_channels):
+    """The int8-product kernel a dense layer of int8-centred weights runs under `isa`: AMX's
+    where this process may run it and the groups are wide enough, else VNNI's (or None)."""
+    amx = amx_algorithm(isa)
+    return amx if amx and group_channels >= AMX_MIN_GROUP_CHANNELS else vnni_algorithm(isa)
+
+
 @pytest.mark.parametrize("int8_centred", [False, True])
 def test_the_fast_kernel_is_chosen_and_named(isa, int8_centred):
     rng = make_rng("explain")
@@ -370,7 +389,7 @@ def test_the_fast_kernel_is_chosen_and_named(isa, int8_centred):
     if isa in ("baseline", "neon"):  # (the int8 kernels are x86's; NEON ones are to come)
         assert info["algorithm"] == "qconv_reference"
     elif int8_centred and vnni_algorithm(isa):
-        assert info["algorithm"] == vnni_algorithm(isa) and info["isa"] == isa
+        assert info["algorithm"] == dense_int8_algorithm(isa, 64) and info["isa"] == isa
     else:
         assert info["algorithm"] == f"qconv_s16__{isa}_6x16" and info["isa"] == isa
     assert info["output_shape"] == (1, 14, 14, 64) and info["dtype"] == np.uint8
@@ -378,14 +397,16 @@ def test_the_fast_kernel_is_chosen_and_named(isa, int8_centred):
 
 def test_pointwise_kernel_takes_channels_first_1x1_layers(isa):
     """Where VNNI runs, a channels-first 1x1 layer (stride 1, no padding) runs the pointwise
-    kernel and gives NumPy's bits; channels-last, strided or padded ones run the 6x64 kernel."""
+    kernel and gives NumPy's bits; channels-last, strided or padded ones run the dense kernel
+    (AMX's where the CPU has it, else the 6x64 one)."""
     rng = make_rng("pointwise")
     x, x_zp, w, w_zp, w_scale, bias = random_case(rng, U8, 1, 64, (14, 18), 40, (1, 1), 1, int8_centred=True)
     args = (np.float32(0.05), x_zp, w, w_scale, w_zp, np.float32(0.3), np.uint8(7))
     pointwise = f"qconv_pointwise_vnni__{isa}_6x64"
     vnni = vnni_algorithm(isa)
-    for kw, expected in ((dict(), pointwise), (dict(layout="NHWC"), vnni), (dict(stride=2), vnni),
-                         (dict(padding=1), vnni)):
+    dense = dense_int8_algorithm(isa, 64)
+    for kw, expected in ((dict(), pointwise), (dict(layout="NHWC"), dense), (dict(stride=2), dense),
+                         (dict(padding=1), dense)):
         layer = cppconv.QConv2d(*args, bias, **kw)
         xin = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if kw.get("layout") == "NHWC" else x
         chosen = layer.explain(xin.shape)["algorithm"]
@@ -411,8 +432,8 @@ def test_weights_beyond_int8_fall_back_from_the_int8_kernels(isa):
         ref = numpy_qconv(x, *args, padding=1)
         layer = cppconv.QConv2d(*args, padding=1)
         chosen = layer.explain(x.shape)["algorithm"]
-        vnni = vnni_algorithm(isa)
-        assert (chosen == vnni) == (fits and vnni is not None), chosen
+        dense = dense_int8_algorithm(isa, 24)
+        assert (chosen == dense) == (fits and dense is not None), chosen
         np.testing.assert_array_equal(layer(x), ref)
         for name in int8_product_algorithms():
             if fits:
