@@ -587,6 +587,108 @@ def test_each_cpu_feature_path_through_max_isa():
     assert len(set(digests.values())) == 1, digests
 
 
+AMX = "qconv_u8s8_amx__avx512_32x32"
+
+
+def require_amx():
+    """Skips where this process may not use AMX int8 (CPU, OS grant or CPPCONV_MAX_ISA); where it
+    may, the AMX kernel must be registered."""
+    if "amx_int8" not in _native.cpu_features():
+        pytest.skip("no AMX int8 here (CPU, OS grant or CPPCONV_MAX_ISA): the AMX kernel is not tested")
+    assert AMX in _native.qconv_algorithms()
+
+
+# (rank, n, c, sizes, k, kernel, stride, padding, dilation, groups) around the AMX kernel's tiles:
+# output planes of 1, 15, 16, 17, 31, 32, 33 pixels and odd rows (16-pixel A tiles in pairs,
+# virtual pixels along padded rows); input channels around its 64-byte tile rows (16 to 64 one
+# chunk, 65 and 130 two, 200 four of 52); output channels around its 2 blocks of 16; groups.
+AMX_CASES = [
+    (2, 1, 16, (1, 1), 16, (1, 1), 1, 0, 1, 1),
+    (2, 1, 17, (3, 5), 15, (1, 1), 1, 0, 1, 1),
+    (2, 2, 32, (4, 4), 17, (1, 1), 1, 0, 1, 1),
+    (2, 1, 31, (1, 17), 31, (1, 1), 1, 0, 1, 1),
+    (2, 1, 63, (1, 31), 32, (1, 1), 1, 0, 1, 1),
+    (2, 1, 64, (4, 8), 33, (1, 1), 1, 0, 1, 1),
+    (2, 1, 65, (3, 11), 48, (3, 3), 1, 1, 1, 1),
+    (2, 2, 33, (5, 7), 64, (3, 3), 1, 1, 1, 1),
+    (2, 1, 130, (7, 7), 65, (3, 3), 1, 1, 1, 1),
+    (2, 1, 200, (3, 5), 24, (3, 3), 1, 1, 1, 1),
+    (2, 1, 16, (23, 29), 17, (3, 3), 1, 1, 1, 1),
+    (2, 1, 24, (6, 20), 20, (2, 5), 1, 1, 1, 1),
+    (2, 1, 32, (10, 11), 32, (3, 3), 1, 2, 2, 1),    # dilation
+    (2, 2, 40, (9, 10), 40, (3, 3), 2, 1, 1, 1),     # stride 2: a row's pixels at 2 pixels a row
+    (2, 1, 64, (9, 35), 33, (1, 1), 2, 0, 1, 1),     # 18 pixels a row: two A tiles, one partial
+    (2, 1, 64, (6, 9), 48, (3, 3), 1, 1, 1, 2),      # groups of 32 -> 24
+    (2, 1, 96, (5, 6), 36, (3, 3), 1, 1, 1, 3),      # groups of 32 -> 12
+    (2, 1, 48, (5, 5), 96, (1, 1), 1, 0, 1, 3),      # groups of 16 -> 32
+    (1, 1, 48, (50,), 40, (5,), 2, 2, 1, 1),
+    (3, 1, 20, (3, 4, 5), 18, (3, 3, 3), 1, 1, 1, 1),
+    (3, 1, 32, (5, 4, 6), 16, (1, 3, 3), 2, 1, 1, 2),
+]
+
+
+@pytest.mark.parametrize("case", AMX_CASES)
+@pytest.mark.parametrize("x_dtype,x_zp", [(U8, 0), (U8, 255), (I8, -128), (I8, 5)])
+@pytest.mark.parametrize("layout_last", [False, True])
+def test_amx_kernel_bit_exact_around_its_tiles(case, x_dtype, x_zp, layout_last):
+    """The AMX kernel forced on shapes around its tiles gives NumPy's bits for 1, 2 and 3
+    threads, quantized (with and without activations, per-channel weights), int32 and float32;
+    padding holds the zero point (0, 255, -128)."""
+    require_amx()
+    rank, n, c, sizes, k, kernel, stride, padding, dilation, groups = case
+    rng = make_rng("amx", case, np.dtype(x_dtype).name, x_zp, layout_last)
+    x, _, w, w_zp, w_scale, bias = random_case(rng, x_dtype, n, c, sizes, k, kernel, groups, int8_centred=True)
+    x_zp = np.array(x_zp, x_dtype)
+    args = (np.float32(0.05), x_zp, w, w_scale, w_zp, np.float32(0.4), np.array(RANGE[np.dtype(x_dtype)][0] + 90,
+                                                                                  x_dtype))
+    xin = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if layout_last else x
+    layout = ("NWC", "NHWC", "NDHWC")[rank - 1] if layout_last else None
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    kw = dict(bias=bias, layout=layout, **geometry)
+    assert AMX in accepting_algorithms(rank, xin, *args, **kw)
+    activation = (None, "relu", "relu6")[AMX_CASES.index(case) % 3]
+    ref = numpy_qconv(xin, *args, bias=bias, channels_last=layout_last, activation=activation, **geometry)
+    for threads in (1, 2, 3):
+        y = run_forced(AMX, rank, xin, *args, num_threads=threads, activation=activation, **kw)
+        np.testing.assert_array_equal(y, ref, err_msg=f"{threads} threads")
+    for out_dtype in (np.int32, np.float32):
+        ref = numpy_qconv(xin, *args, bias=bias, channels_last=layout_last, out_dtype=out_dtype, **geometry)
+        np.testing.assert_array_equal(run_forced(AMX, rank, xin, *args, out_dtype=out_dtype, num_threads=2, **kw),
+                                      ref, err_msg=f"out_dtype {out_dtype}")
+
+
+def test_amx_kernel_takes_wide_groups_only():
+    """Groups of 16 input channels and more run the AMX kernel; 15 and fewer (and depthwise) the
+    VNNI ones."""
+    require_amx()
+    rng = make_rng("amx-groups")
+    for c, groups, expected in ((32, 2, AMX), (30, 2, "qconv_u8s8_vnni__avx512_6x64"),
+                                (128, 32, "qconv_u8s8_vnni__avx512_6x64")):
+        x, x_zp, w, w_zp, w_scale, bias = random_case(rng, U8, 1, c, (9, 9), 32, (3, 3), groups, int8_centred=True)
+        layer = cppconv.QConv2d(np.float32(0.05), x_zp, w, w_scale, w_zp, np.float32(0.4), np.uint8(3), bias,
+                                padding=1, groups=groups, layout="NHWC")
+        xin = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+        assert layer.explain(xin.shape)["algorithm"] == expected, (c, groups)
+
+
+def test_amx_kernel_not_chosen_below_the_amx_cap():
+    """CPPCONV_MAX_ISA=avx512_vnni or avx512_bf16 leaves the AMX kernel out (the VNNI kernel runs);
+    amx keeps it."""
+    require_amx()
+    code = (
+        "import numpy as np, cppconv; from cppconv import _native;"
+        "w = np.ones((64, 64, 3, 3), np.int8);"
+        "layer = cppconv.QConv2d(0.1, np.uint8(3), w, 0.01, 0, 0.2, np.uint8(5), padding=1, layout='NHWC');"
+        "print(layer.explain((1, 14, 14, 64))['algorithm'],"
+        " 'qconv_u8s8_amx__avx512_32x32' in _native.qconv_algorithms())"
+    )
+    for cap, expected in (("avx512_vnni", "qconv_u8s8_vnni__avx512_6x64 False"),
+                          ("avx512_bf16", "qconv_u8s8_vnni__avx512_6x64 False"), ("amx", f"{AMX} True")):
+        env = dict(os.environ, CPPCONV_MAX_ISA=cap)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.split() == expected.split(), cap
+
+
 # <fenv.h>'s FE_TOWARDZERO and FE_TONEAREST, which differ between architectures.
 FENV_ROUNDING = {"x86_64": (0xC00, 0), "aarch64": (0xC00000, 0)}
 

@@ -53,9 +53,7 @@ Geometry geometry_of(const ConvProblem& p) {
 // Packed weights [group][block][tap][chunk][chunk / 4 quads][16 channels][4] int8: each
 // (block, tap, chunk) one B tile of 64-byte rows, a pass's taps and chunks in the order the
 // reduction reads them.
-size_t weight_bytes(const Geometry& g) {
-  return size_t(g.groups * g.blocks * g.taps * g.group_in_padded * kBlock);
-}
+size_t weight_bytes(const Geometry& g) { return size_t(g.groups * g.blocks * g.taps * g.group_in_padded * kBlock); }
 
 bool accepts(const ConvProblem& p) {
   if (p.in_channels < 1 || p.groups < 1 || p.in_channels / p.groups < kMinGroupChannels) return false;
