@@ -396,17 +396,17 @@ def test_the_fast_kernel_is_chosen_and_named(isa, int8_centred):
 
 
 def test_pointwise_kernel_takes_channels_first_1x1_layers(isa):
-    """Where VNNI runs, a channels-first 1x1 layer (stride 1, no padding) runs the pointwise
-    kernel and gives NumPy's bits; channels-last, strided or padded ones run the dense kernel
-    (AMX's where the CPU has it, else the 6x64 one)."""
+    """Where VNNI runs and AMX does not, a channels-first 1x1 layer (stride 1, no padding) runs the
+    pointwise kernel and gives NumPy's bits; channels-last, strided or padded ones run the 6x64
+    kernel.  Where AMX runs, its kernel takes them all."""
     rng = make_rng("pointwise")
     x, x_zp, w, w_zp, w_scale, bias = random_case(rng, U8, 1, 64, (14, 18), 40, (1, 1), 1, int8_centred=True)
     args = (np.float32(0.05), x_zp, w, w_scale, w_zp, np.float32(0.3), np.uint8(7))
     pointwise = f"qconv_pointwise_vnni__{isa}_6x64"
     vnni = vnni_algorithm(isa)
     dense = dense_int8_algorithm(isa, 64)
-    for kw, expected in ((dict(), pointwise), (dict(layout="NHWC"), dense), (dict(stride=2), dense),
-                         (dict(padding=1), dense)):
+    for kw, expected in ((dict(), amx_algorithm(isa) or pointwise), (dict(layout="NHWC"), dense),
+                         (dict(stride=2), dense), (dict(padding=1), dense)):
         layer = cppconv.QConv2d(*args, bias, **kw)
         xin = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if kw.get("layout") == "NHWC" else x
         chosen = layer.explain(xin.shape)["algorithm"]

@@ -77,13 +77,11 @@ const QConvAlgorithm* const kQConvAlgorithms[] = {
     &qconv_depthwise_channels_vnni_1x64,
 #endif
     &qconv_depthwise_s16_4x16,
-#ifdef CPPCONV_HAS_QCONV_VNNI
-    &qconv_pointwise_vnni_6x64,
-#endif
 #ifdef CPPCONV_HAS_QCONV_AMX
     &qconv_u8s8_amx_32x32,
 #endif
 #ifdef CPPCONV_HAS_QCONV_VNNI
+    &qconv_pointwise_vnni_6x64,
     &qconv_u8s8_vnni_6x64,
 #endif
     &qconv_s16_6x16,
