@@ -126,11 +126,11 @@ CPPCONV_TARGET_AMX void release_tiles() { _tile_release(); }
 
 // NA A tiles (16 pixels each, rows a_stride bytes apart, from a[i] + a tap's offset + a chunk's
 // bytes) x NB blocks of 16 channels (B tiles from b, the second block's b_step further), summed
-// over the taps and chunks, stored as int32 to c[32 pixels][32 channels].
+// over the taps and chunks into tmm0-3; tile_results stores them.  (Apart, so that the previous
+// block's requantizing stores run on the vector units while the tiles sum.)
 template <int NA, int NB>
-CPPCONV_TARGET_AMX void tile_block(const uint8_t* a0, const uint8_t* a1, int64_t a_stride, const int64_t* tap_offset,
-                                   int64_t taps, int64_t chunks, int64_t chunk, const int8_t* b, int64_t b_step,
-                                   int32_t* c) {
+CPPCONV_TARGET_AMX void tile_sums(const uint8_t* a0, const uint8_t* a1, int64_t a_stride, const int64_t* tap_offset,
+                                  int64_t taps, int64_t chunks, int64_t chunk, const int8_t* b, int64_t b_step) {
   _tile_zero(0);
   if constexpr (NB == 2) _tile_zero(1);
   if constexpr (NA == 2) _tile_zero(2);
@@ -150,6 +150,11 @@ CPPCONV_TARGET_AMX void tile_block(const uint8_t* a0, const uint8_t* a1, int64_t
       if constexpr (NA == 2 && NB == 2) _tile_dpbusd(3, 5, 7);
     }
   }
+}
+
+// tmm0-3 as int32 to c[32 pixels][32 channels].
+template <int NA, int NB>
+CPPCONV_TARGET_AMX void tile_results(int32_t* c) {
   constexpr int64_t kRowBytes = 2 * kTileRows * sizeof(int32_t);
   _tile_stored(0, c, kRowBytes);
   if constexpr (NB == 2) _tile_stored(1, c + kTileRows, kRowBytes);
@@ -157,9 +162,12 @@ CPPCONV_TARGET_AMX void tile_block(const uint8_t* a0, const uint8_t* a1, int64_t
   if constexpr (NA == 2 && NB == 2) _tile_stored(3, c + kTileRows * 2 * kTileRows + kTileRows, kRowBytes);
 }
 
-using TileBlock = void (*)(const uint8_t*, const uint8_t*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
-                           const int8_t*, int64_t, int32_t*);
-constexpr TileBlock kTileBlock[2][2] = {{tile_block<1, 1>, tile_block<1, 2>}, {tile_block<2, 1>, tile_block<2, 2>}};
+using TileSums = void (*)(const uint8_t*, const uint8_t*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
+                          const int8_t*, int64_t);
+constexpr TileSums kTileSums[2][2] = {{tile_sums<1, 1>, tile_sums<1, 2>}, {tile_sums<2, 1>, tile_sums<2, 2>}};
+using TileResults = void (*)(int32_t*);
+constexpr TileResults kTileResults[2][2] = {{tile_results<1, 1>, tile_results<1, 2>},
+                                            {tile_results<2, 1>, tile_results<2, 2>}};
 
 // The output plane in units of one A tile.  Unit column and row stride: 16 "virtual" pixels v
 // along the padded plane's flattened rows (v = oh * cols + ow, 16 apart in the tile), the
@@ -193,6 +201,14 @@ int64_t unit_pixels(const ConvProblem& p, const Geometry& g, const Units& units,
   for (int64_t i = 0; i < kTileRows; ++i) out[i] = ow0 + i < p.out_w ? oh * p.out_w + ow0 + i : -1;
   return oh * p.stride_h * g.cols + ow0 * p.stride_w;
 }
+
+// A block's int32 results awaiting their store, and where they go.
+struct Pending {
+  alignas(64) int32_t c[2 * kTileRows * 2 * kTileRows];
+  int64_t out[2][kTileRows];
+  int64_t n, od, grp, b0, nb, na;
+  bool valid = false;
+};
 
 void run(const QConvCall& call) {
   const ConvProblem& p = call.p;
@@ -268,12 +284,22 @@ void run(const QConvCall& call) {
           while (np < 8 && i + np < kTileRows && pixel[i + np] == pixel[i] + np) ++np;
           __m128i bytes[8] = {};
           for (int64_t q = 0; q < np; ++q) bytes[q] = qconv::requantize16(r, acc(a, i + q), multiplier_b);
-          qconv::store_channels_first(bytes, count, np, y + (n * p.out_channels + k0) * volume + od * plane + pixel[i],
-                                      volume);
+          uint8_t* to = y + (n * p.out_channels + k0) * volume + od * plane + pixel[i];
+          if (np == 8 && count == kBlock) qconv::store_channels_first(bytes, kBlock, 8, to, volume);  // (constants)
+          else qconv::store_channels_first(bytes, count, np, to, volume);
           i += np;
         }
       }
     }
+  };
+  // Each thread's last block, stored while its next one sums (see tile_sums), or as it leaves.
+  // Allocated before the parallel region: a failed allocation throws on the caller's thread.
+  std::vector<Pending> pending(size_t(std::max(1, call.num_threads)));
+  // (A one-thread call runs on the caller's thread, whose OpenMP number may be an outer team's.)
+  auto mine = [&]() -> Pending& { return pending[call.num_threads > 1 ? size_t(thread_id()) : 0]; };
+  auto store_pending = [&](Pending& block) {
+    if (block.valid) store(block.n, block.od, block.grp, block.b0, block.nb, block.na, block.out, block.c);
+    block.valid = false;
   };
   qconv::for_each_image(
       call, items, copy,
@@ -287,11 +313,18 @@ void run(const QConvCall& call) {
         const uint8_t* a0 = x_plane + unit_pixels(p, g, units, u0, out[0]) * g.pixel;
         const uint8_t* a1 = na == 2 ? x_plane + unit_pixels(p, g, units, u0 + 1, out[1]) * g.pixel : a0;
         const int8_t* b = weights + (grp * g.blocks + b0) * g.taps * g.group_in_padded * kBlock;
-        alignas(64) int32_t c[2 * kTileRows * 2 * kTileRows];
-        kTileBlock[na - 1][nb - 1](a0, a1, a_stride, tap_offset.data(), g.taps, g.chunks, g.chunk, b, b_step, c);
-        store(n, od, grp, b0, nb, na, out, c);
+        kTileSums[na - 1][nb - 1](a0, a1, a_stride, tap_offset.data(), g.taps, g.chunks, g.chunk, b, b_step);
+        Pending& last = mine();
+        store_pending(last);
+        kTileResults[na - 1][nb - 1](last.c);
+        last.valid = true, last.n = n, last.od = od, last.grp = grp, last.b0 = b0, last.nb = nb, last.na = na;
+        std::memcpy(last.out, out, sizeof(out));
       },
-      [&] { configure_tiles(&config); }, [] { release_tiles(); });
+      [&] { configure_tiles(&config); },
+      [&] {
+        store_pending(mine());
+        release_tiles();
+      });
 }
 
 }  // namespace
