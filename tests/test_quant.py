@@ -153,8 +153,8 @@ CASES = [
 ]
 
 
-# Input channels a group the AMX kernel needs (fewer fill too little of a tile row).
-AMX_MIN_GROUP_CHANNELS = 16
+# Input channels a group the AMX kernel needs (a first layer's 3 are the VNNI kernel's).
+AMX_MIN_GROUP_CHANNELS = 4
 
 
 def int8_product_algorithms(group_channels=None):
@@ -600,7 +600,7 @@ def require_amx():
 
 # (rank, n, c, sizes, k, kernel, stride, padding, dilation, groups) around the AMX kernel's tiles:
 # output planes of 1, 15, 16, 17, 31, 32, 33 pixels and odd rows (16-pixel A tiles in pairs,
-# virtual pixels along padded rows); input channels around its 64-byte tile rows (16 to 64 one
+# virtual pixels along padded rows); input channels around its 64-byte tile rows (4 to 64 one
 # chunk, 65 and 130 two, 200 four of 52); output channels around its 2 blocks of 16; groups.
 AMX_CASES = [
     (2, 1, 16, (1, 1), 16, (1, 1), 1, 0, 1, 1),
@@ -621,6 +621,9 @@ AMX_CASES = [
     (2, 1, 64, (6, 9), 48, (3, 3), 1, 1, 1, 2),      # groups of 32 -> 24
     (2, 1, 96, (5, 6), 36, (3, 3), 1, 1, 1, 3),      # groups of 32 -> 12
     (2, 1, 48, (5, 5), 96, (1, 1), 1, 0, 1, 3),      # groups of 16 -> 32
+    (2, 1, 128, (7, 9), 128, (3, 3), 1, 1, 1, 32),   # groups of 4 -> 4 (ResNeXt's)
+    (2, 2, 10, (6, 7), 34, (3, 3), 1, 1, 1, 2),      # groups of 5 -> 17
+    (2, 1, 4, (9, 11), 16, (5, 5), 2, 2, 1, 1),
     (1, 1, 48, (50,), 40, (5,), 2, 2, 1, 1),
     (3, 1, 20, (3, 4, 5), 18, (3, 3, 3), 1, 1, 1, 1),
     (3, 1, 32, (5, 4, 6), 16, (1, 3, 3), 2, 1, 1, 2),
@@ -657,13 +660,13 @@ def test_amx_kernel_bit_exact_around_its_tiles(case, x_dtype, x_zp, layout_last)
                                       ref, err_msg=f"out_dtype {out_dtype}")
 
 
-def test_amx_kernel_takes_wide_groups_only():
-    """Groups of 16 input channels and more run the AMX kernel; 15 and fewer (and depthwise) the
-    VNNI ones."""
+def test_amx_kernel_takes_groups_of_4_channels_and_more():
+    """Groups of 4 input channels and more run the AMX kernel; 3 and fewer (a first layer) the VNNI
+    one."""
     require_amx()
     rng = make_rng("amx-groups")
-    for c, groups, expected in ((32, 2, AMX), (30, 2, "qconv_u8s8_vnni__avx512_6x64"),
-                                (128, 32, "qconv_u8s8_vnni__avx512_6x64")):
+    vnni = "qconv_u8s8_vnni__avx512_6x64"
+    for c, groups, expected in ((32, 2, AMX), (128, 32, AMX), (6, 2, vnni), (3, 1, vnni)):
         x, x_zp, w, w_zp, w_scale, bias = random_case(rng, U8, 1, c, (9, 9), 32, (3, 3), groups, int8_centred=True)
         layer = cppconv.QConv2d(np.float32(0.05), x_zp, w, w_scale, w_zp, np.float32(0.4), np.uint8(3), bias,
                                 padding=1, groups=groups, layout="NHWC")

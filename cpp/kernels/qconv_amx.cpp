@@ -20,8 +20,9 @@ using qconv::kBlock;
 
 constexpr int kTileRows = 16;   // an A tile's pixels, a C tile's pixels and channels
 constexpr int kTileBytes = 64;  // bytes of a tile row at most
-// Fewer input channels a group than this leave most of a tile row empty: the VNNI kernel's.
-constexpr int64_t kMinGroupChannels = 16;
+// Groups of fewer input channels (a first layer's 3) are the VNNI kernel's; from 4 on, a tile
+// row mostly empty still beats it (docs/tuning.md, "int8 on AMX tiles").
+constexpr int64_t kMinGroupChannels = 4;
 
 // The image tile is the VNNI kernel's, [d][h][w][group][channel], each group's channels padded
 // to `chunks` runs of `chunk` bytes (a multiple of 4, at most 64: one A tile row), so 16 pixels

@@ -13,7 +13,7 @@
 #define CPPCONV_HAS_QCONV_AMX 1
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
-// Dense and grouped convolutions of at least 16 input channels per group, either layout.
+// Dense and grouped convolutions of at least 4 input channels per group, either layout.
 extern const QConvAlgorithm qconv_u8s8_amx_32x32;
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
