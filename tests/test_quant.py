@@ -184,7 +184,10 @@ def test_every_algorithm_matches_numpy_bit_exact(isa, case, x_dtype, layout_last
     algorithms = algorithms_for(lambda a, explain=False: run_forced(a, rank, xin, *args, explain=explain, **kw))
     assert "qconv_reference" in algorithms
     if int8_centred and c // groups >= 2:  # (single-channel groups: the depthwise kernel's)
-        assert set(int8_product_algorithms(c // groups)) <= set(algorithms)
+        expected = set(int8_product_algorithms(c // groups))
+        if "qconv_pointwise_vnni__avx512_6x64" in algorithms and c // groups <= 64:
+            expected.discard(AMX)  # (which leaves the pointwise kernel its layers)
+        assert expected <= set(algorithms)
     for algorithm in algorithms:
         for threads in (1, 2):
             y = run_forced(algorithm, rank, xin, *args, num_threads=threads, **kw)
@@ -396,17 +399,17 @@ def test_the_fast_kernel_is_chosen_and_named(isa, int8_centred):
 
 
 def test_pointwise_kernel_takes_channels_first_1x1_layers(isa):
-    """Where VNNI runs and AMX does not, a channels-first 1x1 layer (stride 1, no padding) runs the
-    pointwise kernel and gives NumPy's bits; channels-last, strided or padded ones run the 6x64
-    kernel.  Where AMX runs, its kernel takes them all."""
+    """Where VNNI runs, a channels-first 1x1 layer (stride 1, no padding) of 64 channels runs the
+    pointwise kernel and gives NumPy's bits; channels-last, strided or padded ones run the dense
+    kernel (AMX's where the CPU has it, else the 6x64 one)."""
     rng = make_rng("pointwise")
     x, x_zp, w, w_zp, w_scale, bias = random_case(rng, U8, 1, 64, (14, 18), 40, (1, 1), 1, int8_centred=True)
     args = (np.float32(0.05), x_zp, w, w_scale, w_zp, np.float32(0.3), np.uint8(7))
     pointwise = f"qconv_pointwise_vnni__{isa}_6x64"
     vnni = vnni_algorithm(isa)
     dense = dense_int8_algorithm(isa, 64)
-    for kw, expected in ((dict(), amx_algorithm(isa) or pointwise), (dict(layout="NHWC"), dense),
-                         (dict(stride=2), dense), (dict(padding=1), dense)):
+    for kw, expected in ((dict(), pointwise), (dict(layout="NHWC"), dense), (dict(stride=2), dense),
+                         (dict(padding=1), dense)):
         layer = cppconv.QConv2d(*args, bias, **kw)
         xin = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if kw.get("layout") == "NHWC" else x
         chosen = layer.explain(xin.shape)["algorithm"]
@@ -672,6 +675,26 @@ def test_amx_kernel_takes_groups_of_4_channels_and_more():
                                 padding=1, groups=groups, layout="NHWC")
         xin = np.ascontiguousarray(np.moveaxis(x, 1, -1))
         assert layer.explain(xin.shape)["algorithm"] == expected, (c, groups)
+
+
+def test_amx_kernel_leaves_narrow_channels_first_1x1_layers_to_the_pointwise_kernel():
+    """Channels-first 1x1 layers (stride 1, no padding) of up to 64 input channels a group that
+    the pointwise VNNI kernel takes run it; 65 and more, channels-last ones, and planes it
+    refuses run the AMX kernel."""
+    require_amx()
+    rng = make_rng("amx-pointwise")
+    pointwise = "qconv_pointwise_vnni__avx512_6x64"
+    for c, groups, hw, layout, expected in ((64, 1, 8, "NCHW", pointwise), (128, 2, 8, "NCHW", pointwise),
+                                            (65, 1, 8, "NCHW", AMX), (128, 1, 9, "NCHW", AMX),
+                                            (64, 1, 8, "NHWC", AMX), (64, 1, 7, "NCHW", AMX)):
+        x, x_zp, w, w_zp, w_scale, bias = random_case(rng, U8, 1, c, (hw, hw), 40, (1, 1), groups,
+                                                      int8_centred=True)
+        args = (np.float32(0.05), x_zp, w, w_scale, w_zp, np.float32(0.4), np.uint8(3))
+        layer = cppconv.QConv2d(*args, bias, groups=groups, layout=layout)
+        xin = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if layout == "NHWC" else x
+        assert layer.explain(xin.shape)["algorithm"] == expected, (c, groups, hw, layout)
+        ref = numpy_qconv(xin, *args, bias=bias, groups=groups, channels_last=layout == "NHWC")
+        np.testing.assert_array_equal(layer(xin), ref)
 
 
 def test_amx_kernel_not_chosen_below_the_amx_cap():

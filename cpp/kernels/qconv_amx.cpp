@@ -8,6 +8,7 @@
 
 #include "kernels/isa_common.h"
 #include "kernels/qconv_common.h"
+#include "kernels/qconv_vnni.h"
 
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
@@ -58,7 +59,12 @@ size_t weight_bytes(const Geometry& g) { return size_t(g.groups * g.blocks * g.t
 
 bool accepts(const ConvProblem& p) {
   if (p.in_channels < 1 || p.groups < 1 || p.in_channels / p.groups < kMinGroupChannels) return false;
-  return qconv::dense_tile_accepts(p, geometry_of(p).pixel);
+  const Geometry g = geometry_of(p);
+  // Channels-first 1x1 layers of one tile row of channels a group are mostly their store here,
+  // which the pointwise VNNI kernel makes without transposes: its, where it takes them
+  // (docs/tuning.md, "int8 on AMX tiles").
+  if (g.chunks == 1 && qconv_pointwise_vnni_6x64.accepts(p)) return false;
+  return qconv::dense_tile_accepts(p, g.pixel);
 }
 
 // The weights, then sum w per output channel and the bias, each [group][block][16] int32 (as

@@ -13,7 +13,9 @@
 #define CPPCONV_HAS_QCONV_AMX 1
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
-// Dense and grouped convolutions of at least 4 input channels per group, either layout.
+// Dense and grouped convolutions of at least 4 input channels per group, either layout, but
+// for the channels-first 1x1 layers of 64 channels a group and fewer that qconv_pointwise_vnni
+// takes.
 extern const QConvAlgorithm qconv_u8s8_amx_32x32;
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
