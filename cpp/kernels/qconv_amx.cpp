@@ -76,21 +76,10 @@ size_t packed_bytes(const ConvProblem& p) {
 
 bool pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed) {
   const Geometry g = geometry_of(p);
-  const int64_t count = p.out_channels * g.group_in * g.taps;
-  for (int64_t i = 0; i < count; ++i)
-    if (weight[i] < -128 || weight[i] > 127) return false;
+  if (!qconv::weights_fit_int8(p, weight)) return false;
   std::memset(packed, 0, packed_bytes(p));
   int8_t* w = static_cast<int8_t*>(packed);
-  int32_t* sums = reinterpret_cast<int32_t*>(w + weight_bytes(g));
-  int32_t* b = sums + g.groups * g.blocks * kBlock;
-  for (int64_t grp = 0; grp < g.groups; ++grp)
-    for (int64_t k = 0; k < g.group_out; ++k) {
-      const int64_t block = k / kBlock, lane = k % kBlock, out = grp * g.group_out + k;
-      int64_t sum = 0;
-      for (int64_t i = 0; i < g.group_in * g.taps; ++i) sum += weight[out * g.group_in * g.taps + i];
-      sums[(grp * g.blocks + block) * kBlock + lane] = int32_t(uint32_t(sum));
-      b[(grp * g.blocks + block) * kBlock + lane] = bias ? bias[out] : 0;
-    }
+  qconv::pack_sums(p, g.blocks, weight, bias, reinterpret_cast<int32_t*>(w + weight_bytes(g)));
   for (int64_t grp = 0; grp < g.groups; ++grp)
     for (int64_t block = 0; block < g.blocks; ++block) {
       const int64_t lanes = std::min(kBlock, g.group_out - block * kBlock);
@@ -232,10 +221,7 @@ void run(const QConvCall& call) {
   uint8_t* tile = scratch<uint8_t>(size_t(image_bytes + slack));
   const std::vector<int64_t> tap_offset = qconv::tap_offsets(p, g.rows, g.cols, g.pixel);
   const std::vector<float> multiplier = qconv::block_multipliers(call, g.groups, g.blocks);
-  // The bias less x_zero_point * sum w (the u8 zero point), wrapping (see Exactness).
-  const uint32_t zero = uint32_t(uint8_t(call.x_zero_point) ^ (call.x_signed ? 0x80 : 0));
-  std::vector<int32_t> folded(size_t(g.groups * g.blocks * kBlock));
-  for (size_t i = 0; i < folded.size(); ++i) folded[i] = int32_t(uint32_t(bias[i]) - zero * uint32_t(sums[i]));
+  const std::vector<int32_t> folded = qconv::folded_bias(call, sums, bias, size_t(g.groups * g.blocks * kBlock));
   const TileConfig config = tile_config(g);
   const qconv::Requantization requantization = qconv::requantization(call);
   const int64_t plane = p.out_h * p.out_w, volume = p.out_d * plane;

@@ -90,6 +90,42 @@ static inline void transpose_bytes(const uint8_t* from, int64_t rows, int64_t co
     }
 }
 
+// Whether every centred weight fits int8: the int8-product kernels (u8 x s8) refuse others
+// (uint8 weights, or int8 ones with a zero point), which the s16 kernels then run.
+static inline bool weights_fit_int8(const ConvProblem& p, const int16_t* weight) {
+  const int64_t count = p.out_channels * (p.in_channels / p.groups) * p.kernel_d * p.kernel_h * p.kernel_w;
+  for (int64_t i = 0; i < count; ++i)
+    if (weight[i] < -128 || weight[i] > 127) return false;
+  return true;
+}
+
+// The int8-product kernels' zero-point compensation, packed: sum w per output channel, then the
+// bias (0 without), each [group][block][16] int32 (`blocks` of 16 output channels a group).
+static inline void pack_sums(const ConvProblem& p, int64_t blocks, const int16_t* weight, const int32_t* bias,
+                             int32_t* sums) {
+  const int64_t groups = p.groups, group_out = p.out_channels / groups;
+  const int64_t per_out = (p.in_channels / groups) * p.kernel_d * p.kernel_h * p.kernel_w;
+  int32_t* b = sums + groups * blocks * kBlock;
+  for (int64_t grp = 0; grp < groups; ++grp)
+    for (int64_t k = 0; k < group_out; ++k) {
+      const int64_t slot = (grp * blocks + k / kBlock) * kBlock + k % kBlock, out = grp * group_out + k;
+      int64_t sum = 0;
+      for (int64_t i = 0; i < per_out; ++i) sum += weight[out * per_out + i];
+      sums[slot] = int32_t(uint32_t(sum));
+      b[slot] = bias ? bias[out] : 0;
+    }
+}
+
+// The bias less x_zero_point * sum w (the u8 zero point: an s8 one plus 128), wrapping modulo
+// 2^32 (the kernels' Exactness comment, qconv_vnni.cpp), for `count` channels.
+static inline std::vector<int32_t> folded_bias(const QConvCall& call, const int32_t* sums, const int32_t* bias,
+                                               size_t count) {
+  const uint32_t zero = uint32_t(uint8_t(call.x_zero_point) ^ (call.x_signed ? 0x80 : 0));
+  std::vector<int32_t> folded(count);
+  for (size_t i = 0; i < count; ++i) folded[i] = int32_t(uint32_t(bias[i]) - zero * uint32_t(sums[i]));
+  return folded;
+}
+
 // Each kernel tap's offset in a padded tile of rows x cols pixels of `width` values from its
 // window's first value.
 static inline std::vector<int64_t> tap_offsets(const ConvProblem& p, int64_t rows, int64_t cols, int64_t width) {

@@ -70,21 +70,10 @@ size_t packed_bytes(const ConvProblem& p) {
 
 bool pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed) {
   const Geometry g = geometry_of(p);
-  const int64_t count = p.out_channels * g.group_in * g.taps;
-  for (int64_t i = 0; i < count; ++i)
-    if (weight[i] < -128 || weight[i] > 127) return false;
+  if (!qconv::weights_fit_int8(p, weight)) return false;
   std::memset(packed, 0, packed_bytes(p));
   int8_t* w = static_cast<int8_t*>(packed);
-  int32_t* sums = reinterpret_cast<int32_t*>(w + weight_bytes(g));
-  int32_t* b = sums + g.groups * g.blocks * kBlock;
-  for (int64_t grp = 0; grp < g.groups; ++grp)
-    for (int64_t k = 0; k < g.group_out; ++k) {
-      const int64_t block = k / kBlock, lane = k % kBlock, out = grp * g.group_out + k;
-      int64_t sum = 0;
-      for (int64_t i = 0; i < g.group_in * g.taps; ++i) sum += weight[out * g.group_in * g.taps + i];
-      sums[(grp * g.blocks + block) * kBlock + lane] = int32_t(uint32_t(sum));
-      b[(grp * g.blocks + block) * kBlock + lane] = bias ? bias[out] : 0;
-    }
+  qconv::pack_sums(p, g.blocks, weight, bias, reinterpret_cast<int32_t*>(w + weight_bytes(g)));
   // In the packed order, one 64-byte run [16 channels][4] at a time: a scatter in the weights'
   // order wrote each byte to another cache line (docs/tuning.md, "int8 gaps").
   for (int64_t grp = 0; grp < g.groups; ++grp)
@@ -197,10 +186,7 @@ void run(const QConvCall& call) {
   uint8_t* tile = direct ? nullptr : scratch<uint8_t>(size_t(image_bytes));  // every byte read written per image
   const std::vector<int64_t> tap_offset = qconv::tap_offsets(p, g.rows, g.cols, g.pixel);
   const std::vector<float> multiplier = qconv::block_multipliers(call, g.groups, g.blocks);
-  // The bias less x_zero_point * sum w (the u8 zero point), wrapping (see Exactness).
-  const uint32_t zero = uint32_t(uint8_t(call.x_zero_point) ^ (call.x_signed ? 0x80 : 0));
-  std::vector<int32_t> folded(size_t(g.groups * g.blocks * kBlock));
-  for (size_t i = 0; i < folded.size(); ++i) folded[i] = int32_t(uint32_t(bias[i]) - zero * uint32_t(sums[i]));
+  const std::vector<int32_t> folded = qconv::folded_bias(call, sums, bias, size_t(g.groups * g.blocks * kBlock));
   // Work items: (od, group, pass, pixels); a pass's NP pixels run along the output plane,
   // across rows, so narrow planes fill the tile too.
   const int64_t plane = p.out_h * p.out_w, volume = p.out_d * plane;
@@ -359,9 +345,7 @@ size_t pointwise_packed_bytes(const ConvProblem& p) {
 
 bool pointwise_pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed) {
   const PointwiseGeometry g = pointwise_geometry_of(p);
-  const int64_t count = p.out_channels * g.group_in;
-  for (int64_t i = 0; i < count; ++i)
-    if (weight[i] < -128 || weight[i] > 127) return false;
+  if (!qconv::weights_fit_int8(p, weight)) return false;
   std::memset(packed, 0, pointwise_packed_bytes(p));
   int8_t* w = static_cast<int8_t*>(packed);
   int32_t* sums = reinterpret_cast<int32_t*>(w + pointwise_weight_bytes(g));
@@ -514,10 +498,7 @@ void pointwise_run(const QConvCall& call) {
   const int32_t* bias = sums + p.out_channels;
   // Allocated before any parallel region: a failed allocation throws on the caller's thread.
   uint8_t* tile = scratch<uint8_t>(size_t(g.groups * g.chunks * g.quads * kChunkBytes));
-  // The bias less x_zero_point * sum w (the u8 zero point), wrapping (see Exactness).
-  const uint32_t zero = uint32_t(uint8_t(call.x_zero_point) ^ (call.x_signed ? 0x80 : 0));
-  std::vector<int32_t> folded(size_t(p.out_channels));
-  for (size_t k = 0; k < folded.size(); ++k) folded[k] = int32_t(uint32_t(bias[k]) - zero * uint32_t(sums[k]));
+  const std::vector<int32_t> folded = qconv::folded_bias(call, sums, bias, size_t(p.out_channels));
   const bool quantized = call.output == QOutput::Quantized;
   const PointwiseStore store_base = {qconv::requantization(call),
                                      _mm512_set1_epi16(int16_t(call.y_zero_point)),
