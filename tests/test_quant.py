@@ -153,9 +153,15 @@ CASES = [
 ]
 
 
-def int8_product_algorithms():
-    """The registered algorithms that multiply int8 weights (and refuse wider centred ones)."""
-    return [name for name in _native.qconv_algorithms() if "_u8s8_" in name]
+# Input channels a group the AMX kernel needs (a first layer's 3 are the VNNI kernel's).
+AMX_MIN_GROUP_CHANNELS = 4
+
+
+def int8_product_algorithms(group_channels=None):
+    """The registered algorithms that multiply int8 weights (and refuse wider centred ones); given
+    group_channels, those that take groups of that many input channels."""
+    return [name for name in _native.qconv_algorithms() if "_u8s8_" in name and
+            (group_channels is None or "_amx_" not in name or group_channels >= AMX_MIN_GROUP_CHANNELS)]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -178,7 +184,10 @@ def test_every_algorithm_matches_numpy_bit_exact(isa, case, x_dtype, layout_last
     algorithms = algorithms_for(lambda a, explain=False: run_forced(a, rank, xin, *args, explain=explain, **kw))
     assert "qconv_reference" in algorithms
     if int8_centred and c // groups >= 2:  # (single-channel groups: the depthwise kernel's)
-        assert set(int8_product_algorithms()) <= set(algorithms)
+        expected = set(int8_product_algorithms(c // groups))
+        if "qconv_pointwise_vnni__avx512_6x64" in algorithms and c // groups <= 64:
+            expected.discard(AMX)  # (which leaves the pointwise kernel its layers)
+        assert expected <= set(algorithms)
     for algorithm in algorithms:
         for threads in (1, 2):
             y = run_forced(algorithm, rank, xin, *args, num_threads=threads, **kw)
@@ -361,6 +370,19 @@ def vnni_algorithm(isa):
     return name if name in _native.qconv_algorithms() else None
 
 
+def amx_algorithm(isa):
+    """The AMX kernel's name where this process may run it under `isa`, else None."""
+    name = f"qconv_u8s8_amx__{isa}_32x32"
+    return name if name in _native.qconv_algorithms() else None
+
+
+def dense_int8_algorithm(isa, group_channels):
+    """The int8-product kernel a dense layer of int8-centred weights runs under `isa`: AMX's
+    where this process may run it and the groups are wide enough, else VNNI's (or None)."""
+    amx = amx_algorithm(isa)
+    return amx if amx and group_channels >= AMX_MIN_GROUP_CHANNELS else vnni_algorithm(isa)
+
+
 @pytest.mark.parametrize("int8_centred", [False, True])
 def test_the_fast_kernel_is_chosen_and_named(isa, int8_centred):
     rng = make_rng("explain")
@@ -370,22 +392,24 @@ def test_the_fast_kernel_is_chosen_and_named(isa, int8_centred):
     if isa in ("baseline", "neon"):  # (the int8 kernels are x86's; NEON ones are to come)
         assert info["algorithm"] == "qconv_reference"
     elif int8_centred and vnni_algorithm(isa):
-        assert info["algorithm"] == vnni_algorithm(isa) and info["isa"] == isa
+        assert info["algorithm"] == dense_int8_algorithm(isa, 64) and info["isa"] == isa
     else:
         assert info["algorithm"] == f"qconv_s16__{isa}_6x16" and info["isa"] == isa
     assert info["output_shape"] == (1, 14, 14, 64) and info["dtype"] == np.uint8
 
 
 def test_pointwise_kernel_takes_channels_first_1x1_layers(isa):
-    """Where VNNI runs, a channels-first 1x1 layer (stride 1, no padding) runs the pointwise
-    kernel and gives NumPy's bits; channels-last, strided or padded ones run the 6x64 kernel."""
+    """Where VNNI runs, a channels-first 1x1 layer (stride 1, no padding) of 64 channels runs the
+    pointwise kernel and gives NumPy's bits; channels-last, strided or padded ones run the dense
+    kernel (AMX's where the CPU has it, else the 6x64 one)."""
     rng = make_rng("pointwise")
     x, x_zp, w, w_zp, w_scale, bias = random_case(rng, U8, 1, 64, (14, 18), 40, (1, 1), 1, int8_centred=True)
     args = (np.float32(0.05), x_zp, w, w_scale, w_zp, np.float32(0.3), np.uint8(7))
     pointwise = f"qconv_pointwise_vnni__{isa}_6x64"
     vnni = vnni_algorithm(isa)
-    for kw, expected in ((dict(), pointwise), (dict(layout="NHWC"), vnni), (dict(stride=2), vnni),
-                         (dict(padding=1), vnni)):
+    dense = dense_int8_algorithm(isa, 64)
+    for kw, expected in ((dict(), pointwise), (dict(layout="NHWC"), dense), (dict(stride=2), dense),
+                         (dict(padding=1), dense)):
         layer = cppconv.QConv2d(*args, bias, **kw)
         xin = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if kw.get("layout") == "NHWC" else x
         chosen = layer.explain(xin.shape)["algorithm"]
@@ -411,8 +435,8 @@ def test_weights_beyond_int8_fall_back_from_the_int8_kernels(isa):
         ref = numpy_qconv(x, *args, padding=1)
         layer = cppconv.QConv2d(*args, padding=1)
         chosen = layer.explain(x.shape)["algorithm"]
-        vnni = vnni_algorithm(isa)
-        assert (chosen == vnni) == (fits and vnni is not None), chosen
+        dense = dense_int8_algorithm(isa, 24)
+        assert (chosen == dense) == (fits and dense is not None), chosen
         np.testing.assert_array_equal(layer(x), ref)
         for name in int8_product_algorithms():
             if fits:
@@ -564,6 +588,131 @@ def test_each_cpu_feature_path_through_max_isa():
         assert isa == (cap if cap in isas else isas[-1])
         digests[cap] = digest
     assert len(set(digests.values())) == 1, digests
+
+
+AMX = "qconv_u8s8_amx__avx512_32x32"
+
+
+def require_amx():
+    """Skips where this process may not use AMX int8 (CPU, OS grant or CPPCONV_MAX_ISA); where it
+    may, the AMX kernel must be registered."""
+    if "amx_int8" not in _native.cpu_features():
+        pytest.skip("no AMX int8 here (CPU, OS grant or CPPCONV_MAX_ISA): the AMX kernel is not tested")
+    assert AMX in _native.qconv_algorithms()
+
+
+# (rank, n, c, sizes, k, kernel, stride, padding, dilation, groups) around the AMX kernel's tiles:
+# output planes of 1, 15, 16, 17, 31, 32, 33 pixels and odd rows (16-pixel A tiles in pairs,
+# virtual pixels along padded rows); input channels around its 64-byte tile rows (4 to 64 one
+# chunk, 65 and 130 two, 200 four of 52); output channels around its 2 blocks of 16; groups.
+AMX_CASES = [
+    (2, 1, 16, (1, 1), 16, (1, 1), 1, 0, 1, 1),
+    (2, 1, 17, (3, 5), 15, (1, 1), 1, 0, 1, 1),
+    (2, 2, 32, (4, 4), 17, (1, 1), 1, 0, 1, 1),
+    (2, 1, 31, (1, 17), 31, (1, 1), 1, 0, 1, 1),
+    (2, 1, 63, (1, 31), 32, (1, 1), 1, 0, 1, 1),
+    (2, 1, 64, (4, 8), 33, (1, 1), 1, 0, 1, 1),
+    (2, 1, 65, (3, 11), 48, (3, 3), 1, 1, 1, 1),
+    (2, 2, 33, (5, 7), 64, (3, 3), 1, 1, 1, 1),
+    (2, 1, 130, (7, 7), 65, (3, 3), 1, 1, 1, 1),
+    (2, 1, 200, (3, 5), 24, (3, 3), 1, 1, 1, 1),
+    (2, 1, 16, (23, 29), 17, (3, 3), 1, 1, 1, 1),
+    (2, 1, 24, (6, 20), 20, (2, 5), 1, 1, 1, 1),
+    (2, 1, 32, (10, 11), 32, (3, 3), 1, 2, 2, 1),    # dilation
+    (2, 2, 40, (9, 10), 40, (3, 3), 2, 1, 1, 1),     # stride 2: a row's pixels at 2 pixels a row
+    (2, 1, 64, (9, 35), 33, (1, 1), 2, 0, 1, 1),     # 18 pixels a row: two A tiles, one partial
+    (2, 1, 64, (6, 9), 48, (3, 3), 1, 1, 1, 2),      # groups of 32 -> 24
+    (2, 1, 96, (5, 6), 36, (3, 3), 1, 1, 1, 3),      # groups of 32 -> 12
+    (2, 1, 48, (5, 5), 96, (1, 1), 1, 0, 1, 3),      # groups of 16 -> 32
+    (2, 1, 128, (7, 9), 128, (3, 3), 1, 1, 1, 32),   # groups of 4 -> 4 (ResNeXt's)
+    (2, 2, 10, (6, 7), 34, (3, 3), 1, 1, 1, 2),      # groups of 5 -> 17
+    (2, 1, 4, (9, 11), 16, (5, 5), 2, 2, 1, 1),
+    (1, 1, 48, (50,), 40, (5,), 2, 2, 1, 1),
+    (3, 1, 20, (3, 4, 5), 18, (3, 3, 3), 1, 1, 1, 1),
+    (3, 1, 32, (5, 4, 6), 16, (1, 3, 3), 2, 1, 1, 2),
+]
+
+
+@pytest.mark.parametrize("case", AMX_CASES)
+@pytest.mark.parametrize("x_dtype,x_zp", [(U8, 0), (U8, 255), (I8, -128), (I8, 5)])
+@pytest.mark.parametrize("layout_last", [False, True])
+def test_amx_kernel_bit_exact_around_its_tiles(case, x_dtype, x_zp, layout_last):
+    """The AMX kernel forced on shapes around its tiles gives NumPy's bits for 1, 2 and 3
+    threads, quantized (with and without activations, per-channel weights), int32 and float32;
+    padding holds the zero point (0, 255, -128)."""
+    require_amx()
+    rank, n, c, sizes, k, kernel, stride, padding, dilation, groups = case
+    rng = make_rng("amx", case, np.dtype(x_dtype).name, x_zp, layout_last)
+    x, _, w, w_zp, w_scale, bias = random_case(rng, x_dtype, n, c, sizes, k, kernel, groups, int8_centred=True)
+    x_zp = np.array(x_zp, x_dtype)
+    args = (np.float32(0.05), x_zp, w, w_scale, w_zp, np.float32(0.4), np.array(RANGE[np.dtype(x_dtype)][0] + 90,
+                                                                                  x_dtype))
+    xin = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if layout_last else x
+    layout = ("NWC", "NHWC", "NDHWC")[rank - 1] if layout_last else None
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    kw = dict(bias=bias, layout=layout, **geometry)
+    assert AMX in accepting_algorithms(rank, xin, *args, **kw)
+    activation = (None, "relu", "relu6")[AMX_CASES.index(case) % 3]
+    ref = numpy_qconv(xin, *args, bias=bias, channels_last=layout_last, activation=activation, **geometry)
+    for threads in (1, 2, 3):
+        y = run_forced(AMX, rank, xin, *args, num_threads=threads, activation=activation, **kw)
+        np.testing.assert_array_equal(y, ref, err_msg=f"{threads} threads")
+    for out_dtype in (np.int32, np.float32):
+        ref = numpy_qconv(xin, *args, bias=bias, channels_last=layout_last, out_dtype=out_dtype, **geometry)
+        np.testing.assert_array_equal(run_forced(AMX, rank, xin, *args, out_dtype=out_dtype, num_threads=2, **kw),
+                                      ref, err_msg=f"out_dtype {out_dtype}")
+
+
+def test_amx_kernel_takes_groups_of_4_channels_and_more():
+    """Groups of 4 input channels and more run the AMX kernel; 3 and fewer (a first layer) the VNNI
+    one."""
+    require_amx()
+    rng = make_rng("amx-groups")
+    vnni = "qconv_u8s8_vnni__avx512_6x64"
+    for c, groups, expected in ((32, 2, AMX), (128, 32, AMX), (6, 2, vnni), (3, 1, vnni)):
+        x, x_zp, w, w_zp, w_scale, bias = random_case(rng, U8, 1, c, (9, 9), 32, (3, 3), groups, int8_centred=True)
+        layer = cppconv.QConv2d(np.float32(0.05), x_zp, w, w_scale, w_zp, np.float32(0.4), np.uint8(3), bias,
+                                padding=1, groups=groups, layout="NHWC")
+        xin = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+        assert layer.explain(xin.shape)["algorithm"] == expected, (c, groups)
+
+
+def test_amx_kernel_leaves_narrow_channels_first_1x1_layers_to_the_pointwise_kernel():
+    """Channels-first 1x1 layers (stride 1, no padding) of up to 64 input channels a group that
+    the pointwise VNNI kernel takes run it; 65 and more, channels-last ones, and planes it
+    refuses run the AMX kernel."""
+    require_amx()
+    rng = make_rng("amx-pointwise")
+    pointwise = "qconv_pointwise_vnni__avx512_6x64"
+    for c, groups, hw, layout, expected in ((64, 1, 8, "NCHW", pointwise), (128, 2, 8, "NCHW", pointwise),
+                                            (65, 1, 8, "NCHW", AMX), (128, 1, 9, "NCHW", AMX),
+                                            (64, 1, 8, "NHWC", AMX), (64, 1, 7, "NCHW", AMX)):
+        x, x_zp, w, w_zp, w_scale, bias = random_case(rng, U8, 1, c, (hw, hw), 40, (1, 1), groups,
+                                                      int8_centred=True)
+        args = (np.float32(0.05), x_zp, w, w_scale, w_zp, np.float32(0.4), np.uint8(3))
+        layer = cppconv.QConv2d(*args, bias, groups=groups, layout=layout)
+        xin = np.ascontiguousarray(np.moveaxis(x, 1, -1)) if layout == "NHWC" else x
+        assert layer.explain(xin.shape)["algorithm"] == expected, (c, groups, hw, layout)
+        ref = numpy_qconv(xin, *args, bias=bias, groups=groups, channels_last=layout == "NHWC")
+        np.testing.assert_array_equal(layer(xin), ref)
+
+
+def test_amx_kernel_not_chosen_below_the_amx_cap():
+    """CPPCONV_MAX_ISA=avx512_vnni or avx512_bf16 leaves the AMX kernel out (the VNNI kernel runs);
+    amx keeps it."""
+    require_amx()
+    code = (
+        "import numpy as np, cppconv; from cppconv import _native;"
+        "w = np.ones((64, 64, 3, 3), np.int8);"
+        "layer = cppconv.QConv2d(0.1, np.uint8(3), w, 0.01, 0, 0.2, np.uint8(5), padding=1, layout='NHWC');"
+        "print(layer.explain((1, 14, 14, 64))['algorithm'],"
+        " 'qconv_u8s8_amx__avx512_32x32' in _native.qconv_algorithms())"
+    )
+    for cap, expected in (("avx512_vnni", "qconv_u8s8_vnni__avx512_6x64 False"),
+                          ("avx512_bf16", "qconv_u8s8_vnni__avx512_6x64 False"), ("amx", f"{AMX} True")):
+        env = dict(os.environ, CPPCONV_MAX_ISA=cap)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.split() == expected.split(), cap
 
 
 # <fenv.h>'s FE_TOWARDZERO and FE_TONEAREST, which differ between architectures.

@@ -39,9 +39,12 @@
 #if defined(__GNUC__) || defined(__clang__)
 #define CPPCONV_TARGET_AVX512VNNI __attribute__((target("avx512vnni")))
 #define CPPCONV_TARGET_AVX512BF16 __attribute__((target("avx512bf16")))
+// (GCC 11 and clang 12 first know the AMX targets: only kernels built under that guard use it.)
+#define CPPCONV_TARGET_AMX __attribute__((target("amx-tile,amx-bf16,amx-int8")))
 #else
 #define CPPCONV_TARGET_AVX512VNNI
 #define CPPCONV_TARGET_AVX512BF16
+#define CPPCONV_TARGET_AMX
 #endif
 
 // Inlined whatever the compiler's size estimate: for helpers whose arguments (counts, masks)

@@ -8,6 +8,7 @@
 #include "kernels/fma_peak.h"
 #include "kernels/isa_common.h"
 #include "kernels/pool2d.h"
+#include "kernels/qconv_amx.h"
 #include "kernels/qconv_depthwise_vnni.h"
 #include "kernels/qconv_s16.h"
 #include "kernels/qconv_vnni.h"
@@ -76,6 +77,9 @@ const QConvAlgorithm* const kQConvAlgorithms[] = {
     &qconv_depthwise_channels_vnni_1x64,
 #endif
     &qconv_depthwise_s16_4x16,
+#ifdef CPPCONV_HAS_QCONV_AMX
+    &qconv_u8s8_amx_32x32,
+#endif
 #ifdef CPPCONV_HAS_QCONV_VNNI
     &qconv_pointwise_vnni_6x64,
     &qconv_u8s8_vnni_6x64,
