@@ -39,9 +39,11 @@
 #if defined(__GNUC__) || defined(__clang__)
 #define CPPCONV_TARGET_AVX512VNNI __attribute__((target("avx512vnni")))
 #define CPPCONV_TARGET_AVX512BF16 __attribute__((target("avx512bf16")))
+#define CPPCONV_TARGET_AMX __attribute__((target("amx-tile,amx-bf16,amx-int8")))
 #else
 #define CPPCONV_TARGET_AVX512VNNI
 #define CPPCONV_TARGET_AVX512BF16
+#define CPPCONV_TARGET_AMX
 #endif
 
 // Inlined whatever the compiler's size estimate: for helpers whose arguments (counts, masks)

@@ -1,0 +1,362 @@
+// conv2d_amx_bf16: the bfloat16 direct convolution on AMX tiles.
+//
+// TDPBF16PS multiplies a tile of 16 rows of 16 bfloat16 pairs by one of 16 pair rows of 16
+// columns and adds into 16 x 16 float32 sums: rows are output pixels, columns output channels,
+// the pairs input channels.  conv2d_channelvec_bf16's pieces (conv2d_bf16_common.h) with
+// the channel pairs of each pixel padded to a multiple of 16 words (one 64-byte tile row):
+//  - weights are packed once per plan to [group][k block][tap][pair][16][2] bfloat16, the pairs
+//    padded with zeros, so a B tile is 16 pair rows of 64 bytes read contiguously;
+//  - the padded input rows of a block of output rows are copied into a tile of words
+//    [row][column][pair] whatever x's layout (channels-first rows transposed 16 x 16 on the
+//    way), the padding pairs zero; an A tile is then 16 output pixels read straight from it at
+//    a byte stride of stride_w pixels.  With unit strides the pixels run along the flattened
+//    rows (pixel v = row * cols + column, the columns past out_w dropped), so a narrow plane
+//    fills its tiles;
+//  - 32 pixels by 32 output channels are summed in tmm0-3 over every (tap, 16 pairs) step, A in
+//    tmm4-5, B in tmm6-7, then stored to a per-thread float32 buffer, the bias and activation
+//    applied there, and stored as y's layout and dtype (store_pixels).  A k block pair's
+//    weights stay in L2 while the row block's pixels sweep past them.
+// Each output's sum runs in one fixed order (taps, then pairs) whatever the thread count.
+#include "kernels/conv2d_amx_bf16.h"
+
+#if defined(CPPCONV_HAS_CONV2D_AMX_BF16)
+#include <immintrin.h>
+
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/conv2d_bf16_common.h"
+#include "kernels/isa_common.h"
+#include "kernels/simd.h"
+
+namespace cppconv {
+namespace CPPCONV_ISA_NS {
+namespace {
+
+using namespace bf16_common;
+
+constexpr int kTileRows = 16;   // pixels of an A tile, pairs of a B tile
+constexpr int kTilePairs = 16;  // pairs of an A-tile row (64 bytes)
+constexpr int kPixels = 2 * kTileRows;
+constexpr int kChannels = 2 * kBlock;
+// Fewer input channels per group would leave most of each 16-pair tile row zero; fewer output
+// channels most of each B tile's columns (both run on conv2d_channelvec_bf16).
+constexpr int64_t kMinGroupIn = 16, kMinGroupOut = 16;
+
+// Channelvec's Geometry with `pairs` the padded pairs of a pixel (its pitch in words) and a
+// channels-last tile whatever the layout.
+struct AmxGeometry {
+  Geometry g;
+  int64_t real_pairs;  // (group_in + 1) / 2: the words past them are zero
+  bool flat;           // unit strides: the pixels run along the flattened rows
+  int64_t tile_words;  // the tile, with the slack the last A tiles read past its end
+};
+
+AmxGeometry geometry_of(const ConvProblem& p, int threads) {
+  AmxGeometry a{};
+  Geometry& g = a.g;
+  g.group_in = p.in_channels / p.groups;
+  g.group_out = p.out_channels / p.groups;
+  a.real_pairs = (g.group_in + 1) / 2;
+  g.pairs = ceil_div(a.real_pairs, kTilePairs) * kTilePairs;
+  g.blocks = ceil_div(g.group_out, kBlock);
+  g.taps = p.kernel_h * p.kernel_w;
+  g.cols = input_cols_for(p, p.out_w);
+  g.nhwc = true;
+  g.col_pitch = g.pairs;
+  g.pair_pitch = 1;
+  g.row_pitch = g.pairs * g.cols;
+  int64_t rows = p.out_h;
+  while (rows > 1 && input_rows_for(p, rows) * g.row_pitch * 4 > kTileBytes) rows = (rows + 1) / 2;
+  while (p.batch * p.groups * ceil_div(p.out_h, rows) < 4 * threads && rows >= 4) rows = (rows + 1) / 2;
+  g.rows_per_block = rows;
+  g.row_blocks = ceil_div(p.out_h, rows);
+  a.flat = p.stride_h == 1 && p.stride_w == 1;
+  // An A tile of the last pixels reads up to 31 pixels (stride_w apart) past the last output.
+  a.tile_words = input_rows_for(p, rows) * g.row_pitch + kPixels * p.stride_w * g.pairs;
+  return a;
+}
+
+bool accepts(const ConvProblem& p) {
+  if (p.batch < 1 || p.in_channels < 1 || p.out_channels < 1 || p.in_d != 1 || p.kernel_d != 1) return false;
+  if (p.in_channels / p.groups < kMinGroupIn || p.out_channels / p.groups < kMinGroupOut) return false;
+  return tiles_in_proportion(p, p.in_channels + kTilePairs * 2, [&] {
+    const AmxGeometry a = geometry_of(p, 1);
+    return double(p.batch) * double(p.groups) * double(a.g.row_blocks) * double(a.tile_words) * 2;
+  });
+}
+
+size_t packed_bytes(const ConvProblem& p) {
+  const Geometry g = geometry_of(p, 1).g;
+  return size_t(p.groups * g.blocks * g.taps * g.pairs) * kBlock * 2 * sizeof(uint16_t);
+}
+
+void pack(const ConvProblem& p, const void* weight, void* packed, int threads) {
+  pack_blocks(p, geometry_of(p, 1).g.pairs, weight, packed, threads);
+}
+
+// Per thread: the tile, a transpose row of 16 pairs for channels-first x, the 32 x 32 sums.
+struct Scratch {
+  int64_t tile_words, transpose_words;
+  size_t tile_bytes() const { return (size_t(tile_words) * 4 + 63) / 64 * 64; }
+  size_t transpose_bytes() const { return (size_t(transpose_words) * 4 + 63) / 64 * 64; }
+  size_t bytes() const { return tile_bytes() + transpose_bytes() + kPixels * kChannels * 4; }
+};
+Scratch scratch_of(const ConvProblem& p, const AmxGeometry& a) {
+  return {a.tile_words, p.layout == Layout::NHWC ? 0 : kTilePairs * ceil_div(a.g.cols, kBlock) * kBlock};
+}
+
+size_t workspace_bytes(const ConvProblem& p, int threads) {
+  return size_t(threads) * ((scratch_of(p, geometry_of(p, threads)).bytes() + 63) / 64 * 64);
+}
+
+// One tile row from channels-first x: 16 pairs at a time filled as channelvec's [pair][column]
+// rows into `rows`, then transposed 16 x 16 into [column][pair].
+template <class In>
+CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void fill_row_channels_first(const ConvCall& call, const AmxGeometry& a,
+                                                                          const In* row, uint32_t* rows, uint32_t* dst) {
+  const Geometry& g = a.g;
+  const int64_t pitch = ceil_div(g.cols, kBlock) * kBlock;
+  Geometry rg = g;  // fill_pair_row reads group_in, cols
+  for (int64_t p0 = 0; p0 < g.pairs; p0 += kTilePairs) {
+    for (int64_t j = 0; j < kTilePairs; ++j) {
+      if (p0 + j < a.real_pairs) fill_pair_row(call, rg, row, p0 + j, rows + j * pitch);
+      else std::memset(rows + j * pitch, 0, size_t(g.cols) * 4);
+    }
+    for (int64_t c0 = 0; c0 < g.cols; c0 += kBlock) {
+      __m512 v[kBlock];
+#pragma GCC unroll 16
+      for (int j = 0; j < kBlock; ++j) v[j] = _mm512_castsi512_ps(_mm512_loadu_si512(rows + j * pitch + c0));
+      simd::transpose_square(v);
+      const int n = int(std::min<int64_t>(kBlock, g.cols - c0));
+#pragma GCC unroll 16
+      for (int c = 0; c < kBlock; ++c) {
+        if (c >= n) break;
+        _mm512_storeu_ps(reinterpret_cast<float*>(dst + (c0 + c) * g.pairs + p0), v[c]);
+      }
+    }
+  }
+}
+
+template <class In>
+CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void fill_tile(const ConvCall& call, const AmxGeometry& a, const In* x,
+                                                            int64_t n, int64_t grp, int64_t row0, int64_t rows,
+                                                            uint32_t* transpose, uint32_t* tile) {
+  const ConvProblem& p = call.p;
+  const Geometry& g = a.g;
+  const Strides4& xs = call.x_stride;
+  for (int64_t r = 0; r < rows; ++r) {
+    uint32_t* d = tile + r * g.row_pitch;
+    const int64_t src_row = call.row_src[row0 + r];
+    if (src_row < 0) {
+      std::memset(d, 0, size_t(g.row_pitch) * 4);
+    } else if (p.layout == Layout::NHWC) {
+      fill_row(call, g, x, n, grp, src_row, d);
+      if (g.pairs > a.real_pairs)
+        for (int64_t col = 0; col < g.cols; ++col)
+          std::memset(d + col * g.pairs + a.real_pairs, 0, size_t(g.pairs - a.real_pairs) * 4);
+    } else {
+      fill_row_channels_first(call, a, x + n * xs.n + src_row * xs.h + grp * g.group_in * xs.c, transpose, d);
+    }
+  }
+  // The slack: read by A-tile rows whose outputs are dropped; zero, not stale memory.
+  std::memset(tile + rows * g.row_pitch, 0, size_t(a.tile_words - rows * g.row_pitch) * 4);
+}
+
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// What the tile loops of one item need.
+struct TileArgs {
+  const uint32_t* tile;
+  const int64_t* tap_offset;  // words from a pixel's first tap to each tap
+  int64_t taps, chunks;       // chunks: of 16 pairs
+  int64_t pixel_bytes;        // from one A-tile row (pixel) to the next
+  const uint16_t* weights;    // the k block's [tap][pair][16][2]
+  int64_t block_values;       // from one k block's weights to the next
+  int64_t pairs;              // padded pairs: a tap's weights are pairs x 16 x 2 values
+};
+
+// MA A tiles (16 pixels each, the second `a1` words after the first) by NB blocks of 16 output
+// channels, summed over every tap and 16-pair chunk, stored to out [32 pixels][32 channels].
+template <int MA, int NB>
+CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void tile_kernel(const TileArgs& t, const uint32_t* a0, int64_t a1,
+                                                              float* out) {
+  _tile_zero(0);
+  if constexpr (NB > 1) _tile_zero(1);
+  if constexpr (MA > 1) _tile_zero(2);
+  if constexpr (MA > 1 && NB > 1) _tile_zero(3);
+  const int64_t stride = t.pixel_bytes;
+  for (int64_t tap = 0; tap < t.taps; ++tap) {
+    const uint32_t* src = a0 + t.tap_offset[tap];
+    const uint16_t* w = t.weights + tap * t.pairs * kBlock * 2;
+    for (int64_t c = 0; c < t.chunks; ++c) {
+      const uint16_t* wc = w + c * kTilePairs * kBlock * 2;
+      _tile_loadd(4, src + c * kTilePairs, stride);
+      _tile_loadd(6, wc, kBlock * 4);
+      _tile_dpbf16ps(0, 4, 6);
+      if constexpr (NB > 1) {
+        _tile_loadd(7, wc + t.block_values, kBlock * 4);
+        _tile_dpbf16ps(1, 4, 7);
+      }
+      if constexpr (MA > 1) {
+        _tile_loadd(5, src + a1 + c * kTilePairs, stride);
+        _tile_dpbf16ps(2, 5, 6);
+        if constexpr (NB > 1) _tile_dpbf16ps(3, 5, 7);
+      }
+    }
+  }
+  constexpr int64_t kOutBytes = kChannels * 4;
+  _tile_stored(0, out, kOutBytes);
+  if constexpr (NB > 1) _tile_stored(1, out + kBlock, kOutBytes);
+  if constexpr (MA > 1) _tile_stored(2, out + kTileRows * kChannels, kOutBytes);
+  if constexpr (MA > 1 && NB > 1) _tile_stored(3, out + kTileRows * kChannels + kBlock, kOutBytes);
+}
+
+CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void tiles(const TileArgs& t, int ma, int nb, const uint32_t* a0,
+                                                        int64_t a1, float* out) {
+  if (ma > 1) {
+    if (nb > 1) tile_kernel<2, 2>(t, a0, a1, out);
+    else tile_kernel<2, 1>(t, a0, a1, out);
+  } else {
+    if (nb > 1) tile_kernel<1, 2>(t, a0, a1, out);
+    else tile_kernel<1, 1>(t, a0, a1, out);
+  }
+}
+
+// The bias and the activation on `count` pixels of the sums (kChannels floats each, nb blocks).
+CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void finish(float* sums, int64_t count, int nb, const float* bias,
+                                                         FusedActivation act, bool simple_act) {
+  for (int b = 0; b < nb; ++b) {
+    const __m512 bv = _mm512_loadu_ps(bias + b * kBlock);
+    for (int64_t i = 0; i < count; ++i) {
+      float* s = sums + i * kChannels + b * kBlock;
+      __m512 v = _mm512_add_ps(_mm512_loadu_ps(s), bv);
+      if (simple_act) v = simd::apply_simple_activation(v, act);
+      _mm512_storeu_ps(s, v);
+    }
+  }
+  if (!simple_act)
+    for (int64_t i = 0; i < count; ++i) activate_row(sums + i * kChannels, nb * kBlock, act);
+}
+
+template <class In, class Out>
+CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call, const AmxGeometry& a, int64_t item,
+                                                           unsigned char* scratch, const Scratch& sizes,
+                                                           const int64_t* tap_offset) {
+  const ConvProblem& p = call.p;
+  const Geometry& g = a.g;
+  const int64_t rb = item % g.row_blocks, grp = item / g.row_blocks % p.groups, n = item / g.row_blocks / p.groups;
+  const int64_t oh0 = rb * g.rows_per_block, rows = std::min(g.rows_per_block, p.out_h - oh0);
+  auto* tile = reinterpret_cast<uint32_t*>(scratch);
+  auto* transpose = reinterpret_cast<uint32_t*>(scratch + sizes.tile_bytes());
+  auto* sums = reinterpret_cast<float*>(scratch + sizes.tile_bytes() + sizes.transpose_bytes());
+  fill_tile(call, a, static_cast<const In*>(call.x), n, grp, oh0 * p.stride_h, input_rows_for(p, rows), transpose,
+            tile);
+  const auto* packed = static_cast<const uint16_t*>(call.packed);
+  const auto* bias = static_cast<const float*>(call.bias);
+  const FusedActivation act = fused_activation(p);
+  const bool simple_act = simd::is_simple<float>(p.activation);
+  Out* y = static_cast<Out*>(call.y);
+  TileArgs t{};
+  t.tile = tile;
+  t.tap_offset = tap_offset;
+  t.taps = g.taps;
+  t.chunks = g.pairs / kTilePairs;
+  t.pixel_bytes = p.stride_w * g.pairs * 4;
+  t.block_values = g.taps * g.pairs * kBlock * 2;
+  t.pairs = g.pairs;
+  // Pixels as runs of A-tile rows: flat, one run of the flattened rows (row * cols + column);
+  // else one run per output row.
+  const int64_t runs = a.flat ? 1 : rows;
+  const int64_t run_pixels = a.flat ? (rows - 1) * g.cols + p.out_w : p.out_w;
+  const int64_t pixel_words = p.stride_w * g.pairs;
+  for (int64_t kb = 0; kb < g.blocks; kb += 2) {
+    const int nb = int(std::min<int64_t>(2, g.blocks - kb));
+    const int64_t k0 = kb * kBlock, kvalid = std::min<int64_t>(int64_t(nb) * kBlock, g.group_out - k0);
+    alignas(64) float bias_block[kChannels] = {};
+    for (int64_t k = 0; k < kvalid && bias; ++k) bias_block[k] = bias[grp * g.group_out + k0 + k];
+    t.weights = packed + (grp * g.blocks + kb) * t.block_values;
+    for (int64_t run = 0; run < runs; ++run) {
+      const uint32_t* run_base = tile + run * p.stride_h * g.row_pitch;
+      for (int64_t v0 = 0; v0 < run_pixels; v0 += kPixels) {
+        const int64_t count = std::min<int64_t>(kPixels, run_pixels - v0);
+        tiles(t, count > kTileRows ? 2 : 1, nb, run_base + v0 * pixel_words, kTileRows * pixel_words, sums);
+        finish(sums, count, nb, bias_block, act, simple_act);
+        if (!a.flat) {
+          store_pixels(call, sums, kChannels, kvalid, n, oh0 + run, v0, count, grp * g.group_out + k0, y);
+          continue;
+        }
+        // The flattened pixels in runs of one output row's columns; those past out_w dropped.
+        for (int64_t i = 0; i < count;) {
+          const int64_t v = v0 + i, r = v / g.cols, col = v % g.cols;
+          if (col >= p.out_w) {
+            i += std::min(count - i, g.cols - col);
+            continue;
+          }
+          const int64_t len = std::min(count - i, p.out_w - col);
+          store_pixels(call, sums + i * kChannels, kChannels, kvalid, n, oh0 + r, col, len, grp * g.group_out + k0, y);
+          i += len;
+        }
+      }
+    }
+  }
+}
+
+template <class In, class Out>
+CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void run_items(const ConvCall& call, const AmxGeometry& a, int64_t items,
+                                                            unsigned char* scratch, const Scratch& sizes,
+                                                            const int64_t* tap_offset) {
+  // The tile configuration is per thread: every tile of 16 rows of 64 bytes.
+  TileConfig config{};
+  config.palette_id = 1;
+  for (int i = 0; i < 8; ++i) {
+    config.colsb[i] = 64;
+    config.rows[i] = kTileRows;
+  }
+  _tile_loadconfig(&config);
+  {
+    DenormalGuard denormals;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item) run_item<In, Out>(call, a, item, scratch, sizes, tap_offset);
+  }
+  _tile_release();
+}
+
+template <class In, class Out>
+void run_typed(const ConvCall& call) {
+  const ConvProblem& p = call.p;
+  const int threads = call.num_threads;
+  const AmxGeometry a = geometry_of(p, threads);
+  const Scratch sizes = scratch_of(p, a);
+  const size_t per_thread = (sizes.bytes() + 63) / 64 * 64;
+  auto* scratch = static_cast<unsigned char*>(scratch_bytes(per_thread * size_t(threads)));
+  std::vector<int64_t> tap_offset(size_t(a.g.taps));
+  for (int64_t i = 0; i < p.kernel_h; ++i)
+    for (int64_t j = 0; j < p.kernel_w; ++j)
+      tap_offset[size_t(i * p.kernel_w + j)] = i * p.dilation_h * a.g.row_pitch + j * p.dilation_w * a.g.pairs;
+  const int64_t items = p.batch * p.groups * a.g.row_blocks;
+  parallel_region(threads, [&] {
+    run_items<In, Out>(call, a, items, scratch + per_thread * size_t(thread_id()), sizes, tap_offset.data());
+  });
+}
+
+void run(const ConvCall& call) {
+  with_stored_types(call, [&](auto in, auto out) { run_typed<decltype(in), decltype(out)>(call); });
+}
+
+constexpr AlgorithmName kName = algorithm_name("conv2d_amx_bf16__" CPPCONV_ISA_NAME, kPixels, kChannels);
+}  // namespace
+
+const ConvAlgorithm conv2d_amx_bf16 = {
+    kName.text, DType::BFloat16, accepts, packed_bytes, pack, workspace_bytes, run, Precision::Highest, kCpuAmxBf16};
+
+}  // namespace CPPCONV_ISA_NS
+}  // namespace cppconv
+#endif
