@@ -51,7 +51,15 @@ struct AmxGeometry {
   int64_t real_pairs;  // (group_in + 1) / 2: the words past them are zero
   bool flat;           // unit strides: the pixels run along the flattened rows
   int64_t tile_words;  // the tile, with the slack the last A tiles read past its end
+  // An item is a row block of one image and group and a part of its k blocks: parts of
+  // part_blocks blocks (a multiple of 2).
+  int64_t part_blocks, parts;
 };
+
+// A group's packed weights up to this many bytes stay in L2 beside the tile, so threads take
+// row blocks of their own (each streaming all the weights); larger ones are split between the
+// threads by k blocks instead, each item's share read from memory once.
+constexpr double kSharedWeightBytes = 1 << 20;
 
 AmxGeometry geometry_of(const ConvProblem& p, int threads) {
   AmxGeometry a{};
@@ -69,9 +77,16 @@ AmxGeometry geometry_of(const ConvProblem& p, int threads) {
   g.row_pitch = g.pairs * g.cols;
   int64_t rows = p.out_h;
   while (rows > 1 && input_rows_for(p, rows) * g.row_pitch * 4 > kTileBytes) rows = (rows + 1) / 2;
-  while (p.batch * p.groups * ceil_div(p.out_h, rows) < 4 * threads && rows >= 4) rows = (rows + 1) / 2;
+  const double weight_bytes = double(g.taps) * double(g.pairs) * double(g.blocks) * kBlock * 4;
+  if (weight_bytes <= kSharedWeightBytes)
+    while (p.batch * p.groups * ceil_div(p.out_h, rows) < 4 * threads && rows >= 4) rows = (rows + 1) / 2;
   g.rows_per_block = rows;
   g.row_blocks = ceil_div(p.out_h, rows);
+  const int64_t items = p.batch * p.groups * g.row_blocks, steps = ceil_div(g.blocks, 2);
+  int64_t parts = 1;
+  while (items * parts < 4 * threads && parts < steps) parts *= 2;
+  a.part_blocks = 2 * ceil_div(steps, parts);
+  a.parts = ceil_div(g.blocks, a.part_blocks);
   a.flat = p.stride_h == 1 && p.stride_w == 1;
   // An A tile of the last pixels reads up to 31 pixels (stride_w apart) past the last output.
   a.tile_words = input_rows_for(p, rows) * g.row_pitch + kPixels * p.stride_w * g.pairs;
@@ -83,7 +98,7 @@ bool accepts(const ConvProblem& p) {
   if (p.in_channels / p.groups < kMinGroupIn || p.out_channels / p.groups < kMinGroupOut) return false;
   return tiles_in_proportion(p, p.in_channels + kTilePairs * 2, [&] {
     const AmxGeometry a = geometry_of(p, 1);
-    return double(p.batch) * double(p.groups) * double(a.g.row_blocks) * double(a.tile_words) * 2;
+    return double(p.batch) * double(p.groups) * double(a.g.row_blocks * a.parts) * double(a.tile_words) * 2;
   });
 }
 
@@ -96,15 +111,18 @@ void pack(const ConvProblem& p, const void* weight, void* packed, int threads) {
   pack_blocks(p, geometry_of(p, 1).g.pairs, weight, packed, threads);
 }
 
-// Per thread: the tile, a transpose row of 16 pairs for channels-first x, the 32 x 32 sums.
+// Per thread: the tile, a transpose row of 16 pairs for channels-first x, the group's bias and
+// two buffers of 32 x 32 sums (one stored while the next step's tiles are summed).
 struct Scratch {
-  int64_t tile_words, transpose_words;
+  int64_t tile_words, transpose_words, bias_floats;
   size_t tile_bytes() const { return (size_t(tile_words) * 4 + 63) / 64 * 64; }
   size_t transpose_bytes() const { return (size_t(transpose_words) * 4 + 63) / 64 * 64; }
-  size_t bytes() const { return tile_bytes() + transpose_bytes() + kPixels * kChannels * 4; }
+  size_t bias_bytes() const { return (size_t(bias_floats) * 4 + 63) / 64 * 64; }
+  size_t bytes() const { return tile_bytes() + transpose_bytes() + bias_bytes() + 2 * kPixels * kChannels * 4; }
 };
 Scratch scratch_of(const ConvProblem& p, const AmxGeometry& a) {
-  return {a.tile_words, p.layout == Layout::NHWC ? 0 : kTilePairs * ceil_div(a.g.cols, kBlock) * kBlock};
+  return {a.tile_words, p.layout == Layout::NHWC ? 0 : kTilePairs * ceil_div(a.g.cols, kBlock) * kBlock,
+          2 * ceil_div(a.g.blocks, 2) * kBlock};
 }
 
 size_t workspace_bytes(const ConvProblem& p, int threads) {
@@ -115,7 +133,8 @@ size_t workspace_bytes(const ConvProblem& p, int threads) {
 // rows into `rows`, then transposed 16 x 16 into [column][pair].
 template <class In>
 CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void fill_row_channels_first(const ConvCall& call, const AmxGeometry& a,
-                                                                          const In* row, uint32_t* rows, uint32_t* dst) {
+                                                                          const In* row, uint32_t* rows,
+                                                                          uint32_t* dst) {
   const Geometry& g = a.g;
   const int64_t pitch = ceil_div(g.cols, kBlock) * kBlock;
   Geometry rg = g;  // fill_pair_row reads group_in, cols
@@ -184,10 +203,9 @@ struct TileArgs {
 };
 
 // MA A tiles (16 pixels each, the second `a1` words after the first) by NB blocks of 16 output
-// channels, summed over every tap and 16-pair chunk, stored to out [32 pixels][32 channels].
+// channels, summed over every tap and 16-pair chunk into tmm0-3 (store_sums stores them).
 template <int MA, int NB>
-CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void tile_kernel(const TileArgs& t, const uint32_t* a0, int64_t a1,
-                                                              float* out) {
+CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void tile_kernel(const TileArgs& t, const uint32_t* a0, int64_t a1) {
   _tile_zero(0);
   if constexpr (NB > 1) _tile_zero(1);
   if constexpr (MA > 1) _tile_zero(2);
@@ -212,38 +230,138 @@ CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void tile_kernel(const TileArgs& t,
       }
     }
   }
-  constexpr int64_t kOutBytes = kChannels * 4;
-  _tile_stored(0, out, kOutBytes);
-  if constexpr (NB > 1) _tile_stored(1, out + kBlock, kOutBytes);
-  if constexpr (MA > 1) _tile_stored(2, out + kTileRows * kChannels, kOutBytes);
-  if constexpr (MA > 1 && NB > 1) _tile_stored(3, out + kTileRows * kChannels + kBlock, kOutBytes);
 }
 
 CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void tiles(const TileArgs& t, int ma, int nb, const uint32_t* a0,
-                                                        int64_t a1, float* out) {
+                                                        int64_t a1) {
   if (ma > 1) {
-    if (nb > 1) tile_kernel<2, 2>(t, a0, a1, out);
-    else tile_kernel<2, 1>(t, a0, a1, out);
+    if (nb > 1) tile_kernel<2, 2>(t, a0, a1);
+    else tile_kernel<2, 1>(t, a0, a1);
   } else {
-    if (nb > 1) tile_kernel<1, 2>(t, a0, a1, out);
-    else tile_kernel<1, 1>(t, a0, a1, out);
+    if (nb > 1) tile_kernel<1, 2>(t, a0, a1);
+    else tile_kernel<1, 1>(t, a0, a1);
   }
 }
 
-// The bias and the activation on `count` pixels of the sums (kChannels floats each, nb blocks).
+// tmm0-3 (what tiles() summed) to out [32 pixels][32 channels].
+CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void store_sums(int ma, int nb, float* out) {
+  constexpr int64_t kOutBytes = kChannels * 4;
+  _tile_stored(0, out, kOutBytes);
+  if (nb > 1) _tile_stored(1, out + kBlock, kOutBytes);
+  if (ma > 1) _tile_stored(2, out + kTileRows * kChannels, kOutBytes);
+  if (ma > 1 && nb > 1) _tile_stored(3, out + kTileRows * kChannels + kBlock, kOutBytes);
+}
+
+// One step's place: the pixels [v0, v0 + count) of run `run` (a flattened row block, or one
+// output row) by the output channels [k0, k0 + kvalid) of the group.
+struct Step {
+  int64_t run, v0, count, k0, kvalid;
+  int nb;
+  float* sums;  // [pixel][kChannels]
+};
+
+// A run of one output row's columns: `len` pixels from pixel i of a step's sums.
+struct Run {
+  int64_t i, oh, ow, len;
+};
+
+// The step's pixels as runs of one output row's columns (flattened pixels past out_w dropped);
+// returns how many (at most kPixels).
+inline int runs_of(const ConvProblem& p, const AmxGeometry& a, int64_t oh0, const Step& s, Run* runs) {
+  if (!a.flat) {
+    runs[0] = {0, oh0 + s.run, s.v0, s.count};
+    return 1;
+  }
+  int count = 0;
+  for (int64_t i = 0; i < s.count;) {
+    const int64_t v = s.v0 + i, r = v / a.g.cols, col = v % a.g.cols;
+    if (col >= p.out_w) {
+      i += std::min(s.count - i, a.g.cols - col);
+      continue;
+    }
+    const int64_t len = std::min(s.count - i, p.out_w - col);
+    runs[count++] = {i, oh0 + r, col, len};
+    i += len;
+  }
+  return count;
+}
+
+// One vector of sums with a simple activation (kind 0: none, 1: ReLU, 2: another) as Out.
+template <int Kind, class Out>
+CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 inline void put(Out* to, __m512 v, __mmask16 lanes, FusedActivation act) {
+  if constexpr (Kind == 1) v = _mm512_max_ps(_mm512_setzero_ps(), v);  // (NaN: the second operand)
+  if constexpr (Kind == 2) v = simd::apply_simple_activation(v, act);
+  if constexpr (std::is_same_v<Out, float>) {
+    _mm512_mask_storeu_ps(to, lanes, v);
+  } else {
+    const __m256bh narrow = _mm512_cvtneps_pbh(v);  // round_to_bf16's rounding
+    _mm256_mask_storeu_epi16(to, lanes, reinterpret_cast<const __m256i&>(narrow));
+  }
+}
+
+// The bias and a simple activation (put's kinds) on `count` pixels of sums in place.
+template <int Kind>
 CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void finish(float* sums, int64_t count, int nb, const float* bias,
-                                                         FusedActivation act, bool simple_act) {
+                                                         FusedActivation act) {
   for (int b = 0; b < nb; ++b) {
     const __m512 bv = _mm512_loadu_ps(bias + b * kBlock);
     for (int64_t i = 0; i < count; ++i) {
-      float* s = sums + i * kChannels + b * kBlock;
-      __m512 v = _mm512_add_ps(_mm512_loadu_ps(s), bv);
-      if (simple_act) v = simd::apply_simple_activation(v, act);
-      _mm512_storeu_ps(s, v);
+      float* to = sums + i * kChannels + b * kBlock;
+      put<Kind>(to, _mm512_add_ps(_mm512_loadu_ps(to), bv), __mmask16(0xffff), act);
     }
   }
+}
+
+// A step's sums with the bias and a simple activation (put's kinds) straight into
+// channels-last y of unit channel stride (`y`: image n's channel k).
+template <int Kind, class Out>
+CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void store_direct(const ConvProblem& p, const AmxGeometry& a, int64_t oh0,
+                                                               const Step& s, const float* bias, FusedActivation act,
+                                                               Out* y, const Strides4& ys) {
+  const __m512 bias0 = _mm512_loadu_ps(bias + s.k0), bias1 = _mm512_loadu_ps(bias + s.k0 + kBlock);
+  const __mmask16 lanes0 = first_lanes(s.kvalid), lanes1 = s.kvalid > kBlock ? first_lanes(s.kvalid - kBlock) : 0;
+  Run runs[kPixels];
+  const int count = runs_of(p, a, oh0, s, runs);
+  for (int r = 0; r < count; ++r) {
+    Out* to = y + runs[r].oh * ys.h + runs[r].ow * ys.w;
+    const float* from = s.sums + runs[r].i * kChannels;
+    for (int64_t j = 0; j < runs[r].len; ++j, to += ys.w, from += kChannels) {
+      put<Kind>(to, _mm512_add_ps(_mm512_loadu_ps(from), bias0), lanes0, act);
+      if (s.nb > 1) put<Kind>(to + kBlock, _mm512_add_ps(_mm512_loadu_ps(from + kBlock), bias1), lanes1, act);
+    }
+  }
+}
+
+// A step's sums with the bias and activation into y: channels-last y of unit channel stride
+// and an activation applied in registers straight from the sums, else through finish and
+// store_pixels.
+template <class Out>
+CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void store_step(const ConvCall& call, const AmxGeometry& a, int64_t n,
+                                                             int64_t grp, int64_t oh0, const Step& s,
+                                                             const float* bias) {
+  float* sums = s.sums;
+  const ConvProblem& p = call.p;
+  const Strides4& ys = call.y_stride;
+  const FusedActivation act = fused_activation(p);
+  const bool simple_act = simd::is_simple<float>(p.activation);
+  const int64_t k = grp * a.g.group_out + s.k0;
+  Out* y = static_cast<Out*>(call.y);
+  if (p.layout == Layout::NHWC && ys.c == 1 && simple_act) {
+    Out* yk = y + n * ys.n + k;
+    if (act.kind == Activation::None) store_direct<0>(p, a, oh0, s, bias, act, yk, ys);
+    else if (act.kind == Activation::Relu) store_direct<1>(p, a, oh0, s, bias, act, yk, ys);
+    else store_direct<2>(p, a, oh0, s, bias, act, yk, ys);
+    return;
+  }
+  if (act.kind == Activation::None || !simple_act) finish<0>(sums, s.count, s.nb, bias + s.k0, act);
+  else if (act.kind == Activation::Relu) finish<1>(sums, s.count, s.nb, bias + s.k0, act);
+  else finish<2>(sums, s.count, s.nb, bias + s.k0, act);
   if (!simple_act)
-    for (int64_t i = 0; i < count; ++i) activate_row(sums + i * kChannels, nb * kBlock, act);
+    for (int64_t i = 0; i < s.count; ++i) activate_row(sums + i * kChannels, s.nb * kBlock, act);
+  Run runs[kPixels];
+  const int count = runs_of(p, a, oh0, s, runs);
+  for (int r = 0; r < count; ++r)
+    store_pixels(call, sums + runs[r].i * kChannels, kChannels, s.kvalid, n, runs[r].oh, runs[r].ow, runs[r].len, k, y);
 }
 
 template <class In, class Out>
@@ -252,18 +370,18 @@ CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call,
                                                            const int64_t* tap_offset) {
   const ConvProblem& p = call.p;
   const Geometry& g = a.g;
-  const int64_t rb = item % g.row_blocks, grp = item / g.row_blocks % p.groups, n = item / g.row_blocks / p.groups;
+  const int64_t part = item % a.parts, block = item / a.parts;
+  const int64_t rb = block % g.row_blocks, grp = block / g.row_blocks % p.groups, n = block / g.row_blocks / p.groups;
   const int64_t oh0 = rb * g.rows_per_block, rows = std::min(g.rows_per_block, p.out_h - oh0);
   auto* tile = reinterpret_cast<uint32_t*>(scratch);
   auto* transpose = reinterpret_cast<uint32_t*>(scratch + sizes.tile_bytes());
-  auto* sums = reinterpret_cast<float*>(scratch + sizes.tile_bytes() + sizes.transpose_bytes());
+  auto* bias = reinterpret_cast<float*>(scratch + sizes.tile_bytes() + sizes.transpose_bytes());
+  auto* sums = reinterpret_cast<float*>(scratch + sizes.tile_bytes() + sizes.transpose_bytes() + sizes.bias_bytes());
   fill_tile(call, a, static_cast<const In*>(call.x), n, grp, oh0 * p.stride_h, input_rows_for(p, rows), transpose,
             tile);
   const auto* packed = static_cast<const uint16_t*>(call.packed);
-  const auto* bias = static_cast<const float*>(call.bias);
-  const FusedActivation act = fused_activation(p);
-  const bool simple_act = simd::is_simple<float>(p.activation);
-  Out* y = static_cast<Out*>(call.y);
+  const auto* b = static_cast<const float*>(call.bias);
+  for (int64_t k = 0; k < sizes.bias_floats; ++k) bias[k] = b && k < g.group_out ? b[grp * g.group_out + k] : 0.0f;
   TileArgs t{};
   t.tile = tile;
   t.tap_offset = tap_offset;
@@ -277,36 +395,31 @@ CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call,
   const int64_t runs = a.flat ? 1 : rows;
   const int64_t run_pixels = a.flat ? (rows - 1) * g.cols + p.out_w : p.out_w;
   const int64_t pixel_words = p.stride_w * g.pairs;
-  for (int64_t kb = 0; kb < g.blocks; kb += 2) {
+  // Each step's sums are stored while the next step's tiles are summed.
+  Step pending{};
+  bool has_pending = false;
+  int buffer = 0;
+  const int64_t kb_end = std::min(g.blocks, (part + 1) * a.part_blocks);
+  for (int64_t kb = part * a.part_blocks; kb < kb_end; kb += 2) {
     const int nb = int(std::min<int64_t>(2, g.blocks - kb));
-    const int64_t k0 = kb * kBlock, kvalid = std::min<int64_t>(int64_t(nb) * kBlock, g.group_out - k0);
-    alignas(64) float bias_block[kChannels] = {};
-    for (int64_t k = 0; k < kvalid && bias; ++k) bias_block[k] = bias[grp * g.group_out + k0 + k];
     t.weights = packed + (grp * g.blocks + kb) * t.block_values;
     for (int64_t run = 0; run < runs; ++run) {
       const uint32_t* run_base = tile + run * p.stride_h * g.row_pitch;
       for (int64_t v0 = 0; v0 < run_pixels; v0 += kPixels) {
         const int64_t count = std::min<int64_t>(kPixels, run_pixels - v0);
-        tiles(t, count > kTileRows ? 2 : 1, nb, run_base + v0 * pixel_words, kTileRows * pixel_words, sums);
-        finish(sums, count, nb, bias_block, act, simple_act);
-        if (!a.flat) {
-          store_pixels(call, sums, kChannels, kvalid, n, oh0 + run, v0, count, grp * g.group_out + k0, y);
-          continue;
-        }
-        // The flattened pixels in runs of one output row's columns; those past out_w dropped.
-        for (int64_t i = 0; i < count;) {
-          const int64_t v = v0 + i, r = v / g.cols, col = v % g.cols;
-          if (col >= p.out_w) {
-            i += std::min(count - i, g.cols - col);
-            continue;
-          }
-          const int64_t len = std::min(count - i, p.out_w - col);
-          store_pixels(call, sums + i * kChannels, kChannels, kvalid, n, oh0 + r, col, len, grp * g.group_out + k0, y);
-          i += len;
-        }
+        const int ma = count > kTileRows ? 2 : 1;
+        tiles(t, ma, nb, run_base + v0 * pixel_words, kTileRows * pixel_words);
+        if (has_pending) store_step<Out>(call, a, n, grp, oh0, pending, bias);
+        float* out = sums + buffer * kPixels * kChannels;
+        store_sums(ma, nb, out);
+        const int64_t k0 = kb * kBlock;
+        pending = {run, v0, count, k0, std::min<int64_t>(int64_t(nb) * kBlock, g.group_out - k0), nb, out};
+        has_pending = true;
+        buffer ^= 1;
       }
     }
   }
+  if (has_pending) store_step<Out>(call, a, n, grp, oh0, pending, bias);
 }
 
 template <class In, class Out>
@@ -341,7 +454,7 @@ void run_typed(const ConvCall& call) {
   for (int64_t i = 0; i < p.kernel_h; ++i)
     for (int64_t j = 0; j < p.kernel_w; ++j)
       tap_offset[size_t(i * p.kernel_w + j)] = i * p.dilation_h * a.g.row_pitch + j * p.dilation_w * a.g.pairs;
-  const int64_t items = p.batch * p.groups * a.g.row_blocks;
+  const int64_t items = p.batch * p.groups * a.g.row_blocks * a.parts;
   parallel_region(threads, [&] {
     run_items<In, Out>(call, a, items, scratch + per_thread * size_t(thread_id()), sizes, tap_offset.data());
   });
@@ -354,8 +467,8 @@ void run(const ConvCall& call) {
 constexpr AlgorithmName kName = algorithm_name("conv2d_amx_bf16__" CPPCONV_ISA_NAME, kPixels, kChannels);
 }  // namespace
 
-const ConvAlgorithm conv2d_amx_bf16 = {
-    kName.text, DType::BFloat16, accepts, packed_bytes, pack, workspace_bytes, run, Precision::Highest, kCpuAmxBf16};
+const ConvAlgorithm conv2d_amx_bf16 = {kName.text, DType::BFloat16,    accepts,    packed_bytes, pack, workspace_bytes,
+                                       run,        Precision::Highest, kCpuAmxBf16};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

@@ -5,7 +5,7 @@
 #pragma once
 #include "kernels/conv2d_bf16.h"
 
-#if defined(CPPCONV_HAS_CONV2D_BF16) && defined(__x86_64__) &&                     \
+#if defined(CPPCONV_HAS_CONV2D_BF16) && defined(__x86_64__) && \
     ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
 #define CPPCONV_HAS_CONV2D_AMX_BF16 1
 namespace cppconv {

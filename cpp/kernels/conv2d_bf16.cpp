@@ -125,21 +125,6 @@ struct BlockArgs {
   bool simple_act;
 };
 
-// Stores 16 float32 values as Out: float32, or bfloat16 rounded to nearest even.
-CPPCONV_TARGET_AVX512BF16 inline void store_block(float* y, __m512 v) { _mm512_storeu_ps(y, v); }
-CPPCONV_TARGET_AVX512BF16 inline void store_block(uint16_t* y, __m512 v) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(y), round_to_bf16(v));
-}
-// The same, the lanes `valid` only.
-CPPCONV_TARGET_AVX512BF16 inline void store_lanes(float* y, __m512 v, __mmask16 valid) {
-  if (valid == 0xffff) _mm512_storeu_ps(y, v);
-  else _mm512_mask_storeu_ps(y, valid, v);
-}
-CPPCONV_TARGET_AVX512BF16 inline void store_lanes(uint16_t* y, __m512 v, __mmask16 valid) {
-  if (valid == 0xffff) store_block(y, v);
-  else _mm256_mask_storeu_epi16(y, valid, round_to_bf16(v));
-}
-
 // A pixel's NB consecutive blocks; as bfloat16 two blocks a conversion (vcvtne2ps2bf16, the
 // same rounding) and a 64-byte store.
 template <int NB>

@@ -215,6 +215,21 @@ CPPCONV_TARGET_AVX512BF16 void fill_tile_channels_first(const ConvCall& call, co
     }
 }
 
+// Stores 16 float32 values as Out: float32, or bfloat16 rounded to nearest even.
+CPPCONV_TARGET_AVX512BF16 inline void store_block(float* y, __m512 v) { _mm512_storeu_ps(y, v); }
+CPPCONV_TARGET_AVX512BF16 inline void store_block(uint16_t* y, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(y), round_to_bf16(v));
+}
+// The same, the lanes `valid` only.
+CPPCONV_TARGET_AVX512BF16 inline void store_lanes(float* y, __m512 v, __mmask16 valid) {
+  if (valid == 0xffff) _mm512_storeu_ps(y, v);
+  else _mm512_mask_storeu_ps(y, valid, v);
+}
+CPPCONV_TARGET_AVX512BF16 inline void store_lanes(uint16_t* y, __m512 v, __mmask16 valid) {
+  if (valid == 0xffff) store_block(y, v);
+  else _mm256_mask_storeu_epi16(y, valid, round_to_bf16(v));
+}
+
 // Stores n float32 values as y's element type.
 CPPCONV_TARGET_AVX512BF16 inline void store_values(const float* v, int64_t n, float* y) {
   std::memcpy(y, v, size_t(n) * 4);
@@ -228,8 +243,8 @@ CPPCONV_TARGET_AVX512BF16 inline void store_values(const float* v, int64_t n, ui
 
 // simd.h's pixels_to_planes for a bfloat16 y: each transposed vector rounded and stored as it
 // leaves the registers.  (The buffer's pixel rows hold whole blocks: always readable.)
-CPPCONV_TARGET_AVX512BF16 inline void pixels_to_bf16_planes(const float* src, int64_t pixel_stride, int cvalid, int64_t count,
-                                                     uint16_t* dst, int64_t plane_stride) {
+CPPCONV_TARGET_AVX512BF16 inline void pixels_to_bf16_planes(const float* src, int64_t pixel_stride, int cvalid,
+                                                            int64_t count, uint16_t* dst, int64_t plane_stride) {
   for (int64_t q = 0; q < count; q += kBlock) {
     const int n = int(std::min<int64_t>(kBlock, count - q));
     __m512 v[kBlock];
