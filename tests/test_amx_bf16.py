@@ -189,3 +189,26 @@ def test_amx_capped_isa(cap):
     out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout
     assert "amx" not in out
     assert out.startswith("conv2d_channelvec_bf16") == (cap == "avx512_bf16"), out
+
+
+def test_amx_channels_last_in_place():
+    """Channels-last bfloat16 x of a 1x1 window without padding and 32 channels a group is read in
+    place (of unit stride): contiguous (the pixels run along the flattened rows), a view whose
+    rows are longer (one run per output row), and the last pixels' tiles, which would read past
+    x's end, copied first; the bits those of the same x copied contiguously; stride 2 (a tile)."""
+    rng = make_rng("amx_bf16_in_place")
+    for c, k, groups, (h, w), stride in ((32, 32, 1, (3, 11), 1), (64, 48, 2, (5, 7), 1), (64, 40, 1, (9, 9), 2),
+                                         (96, 48, 3, (1, 33), 1), (32, 64, 1, (2, 1), 1)):
+        x = bf16_random(rng, (2, c, h, w + 3))
+        weight = bf16_random(rng, (k, c // groups, 1, 1))
+        b = rng.standard_normal(k).astype(F32)
+        view = channels_last(x)[:, :, :w, :]  # rows 3 pixels longer than the plane
+        assert not view.flags.c_contiguous
+        kw = dict(stride=stride, groups=groups, layout="NHWC")
+        y_view = _conv._conv_with_algorithm(amx_name(), view, weight, b, **kw)
+        y = _conv._conv_with_algorithm(amx_name(), np.ascontiguousarray(view), weight, b, **kw)
+        np.testing.assert_array_equal(y_view.view(np.uint16), y.view(np.uint16))
+        case = dict(stride=(stride, stride), padding=(0, 0), dilation=(1, 1), groups=groups, padding_mode="zeros",
+                    activation=None)
+        ref, bound = reference(x[..., :w], weight, b, case)
+        assert_close(np.moveaxis(y, -1, 1), ref, bound, True, f"{c} {k} {groups} {h}x{w} s{stride}")

@@ -51,6 +51,12 @@ struct AmxGeometry {
   int64_t real_pairs;  // (group_in + 1) / 2: the words past them are zero
   bool flat;           // unit strides: the pixels run along the flattened rows
   int64_t tile_words;  // the tile, with the slack the last A tiles read past its end
+  // Channels-last bfloat16 x of a 1x1 window of unit stride without padding, 32 channels a
+  // group: its pixels' pairs fill whole tile rows already, read in place (no tile) at
+  // pixel_pitch words a pixel and g.row_pitch a row, as far as x_bytes from x.  (Of stride 2,
+  // the tile's compact copy, read again for every 32 output channels, is the faster.)
+  bool in_place;
+  int64_t pixel_pitch, x_bytes;
   // An item is a row block of one image and group and a part of its k blocks: parts of
   // part_blocks blocks (a multiple of 2).
   int64_t part_blocks, parts;
@@ -90,6 +96,7 @@ AmxGeometry geometry_of(const ConvProblem& p, int threads) {
   a.flat = p.stride_h == 1 && p.stride_w == 1;
   // An A tile of the last pixels reads up to 31 pixels (stride_w apart) past the last output.
   a.tile_words = input_rows_for(p, rows) * g.row_pitch + kPixels * p.stride_w * g.pairs;
+  a.pixel_pitch = g.pairs;
   return a;
 }
 
@@ -377,24 +384,34 @@ CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call,
   auto* transpose = reinterpret_cast<uint32_t*>(scratch + sizes.tile_bytes());
   auto* bias = reinterpret_cast<float*>(scratch + sizes.tile_bytes() + sizes.transpose_bytes());
   auto* sums = reinterpret_cast<float*>(scratch + sizes.tile_bytes() + sizes.transpose_bytes() + sizes.bias_bytes());
-  fill_tile(call, a, static_cast<const In*>(call.x), n, grp, oh0 * p.stride_h, input_rows_for(p, rows), transpose,
-            tile);
+  const uint32_t* in = tile;
+  if (a.in_place) {
+    const Strides4& xs = call.x_stride;
+    in = static_cast<const uint32_t*>(call.x) + (n * xs.n + oh0 * p.stride_h * xs.h + grp * g.group_in) / 2;
+  } else {
+    fill_tile(call, a, static_cast<const In*>(call.x), n, grp, oh0 * p.stride_h, input_rows_for(p, rows), transpose,
+              tile);
+  }
   const auto* packed = static_cast<const uint16_t*>(call.packed);
   const auto* b = static_cast<const float*>(call.bias);
   for (int64_t k = 0; k < sizes.bias_floats; ++k) bias[k] = b && k < g.group_out ? b[grp * g.group_out + k] : 0.0f;
   TileArgs t{};
-  t.tile = tile;
+  t.tile = in;
   t.tap_offset = tap_offset;
   t.taps = g.taps;
   t.chunks = g.pairs / kTilePairs;
-  t.pixel_bytes = p.stride_w * g.pairs * 4;
+  t.pixel_bytes = p.stride_w * a.pixel_pitch * 4;
   t.block_values = g.taps * g.pairs * kBlock * 2;
   t.pairs = g.pairs;
   // Pixels as runs of A-tile rows: flat, one run of the flattened rows (row * cols + column);
   // else one run per output row.
   const int64_t runs = a.flat ? 1 : rows;
   const int64_t run_pixels = a.flat ? (rows - 1) * g.cols + p.out_w : p.out_w;
-  const int64_t pixel_words = p.stride_w * g.pairs;
+  const int64_t pixel_words = p.stride_w * a.pixel_pitch;
+  // In place, the A tiles that would read past x's end (the last output's row and those after
+  // it) are copied into the tile first: one pixel a row, the window 1x1.
+  TileArgs copied = t;
+  copied.pixel_bytes = g.pairs * 4;
   // Each step's sums are stored while the next step's tiles are summed.
   Step pending{};
   bool has_pending = false;
@@ -404,11 +421,21 @@ CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call,
     const int nb = int(std::min<int64_t>(2, g.blocks - kb));
     t.weights = packed + (grp * g.blocks + kb) * t.block_values;
     for (int64_t run = 0; run < runs; ++run) {
-      const uint32_t* run_base = tile + run * p.stride_h * g.row_pitch;
+      const uint32_t* run_base = in + run * p.stride_h * g.row_pitch;
       for (int64_t v0 = 0; v0 < run_pixels; v0 += kPixels) {
         const int64_t count = std::min<int64_t>(kPixels, run_pixels - v0);
         const int ma = count > kTileRows ? 2 : 1;
-        tiles(t, ma, nb, run_base + v0 * pixel_words, kTileRows * pixel_words);
+        const uint32_t* first = run_base + v0 * pixel_words;
+        const int64_t read_end =
+            (first - static_cast<const uint32_t*>(call.x) + (ma * kTileRows - 1) * pixel_words + g.pairs) * 4;
+        if (a.in_place && read_end > a.x_bytes) {
+          for (int64_t i = 0; i < count; ++i)
+            std::memcpy(tile + i * g.pairs, first + i * pixel_words, size_t(g.pairs) * 4);
+          copied.weights = t.weights;
+          tiles(copied, ma, nb, tile, kTileRows * g.pairs);
+        } else {
+          tiles(t, ma, nb, first, kTileRows * pixel_words);
+        }
         if (has_pending) store_step<Out>(call, a, n, grp, oh0, pending, bias);
         float* out = sums + buffer * kPixels * kChannels;
         store_sums(ma, nb, out);
@@ -446,14 +473,25 @@ template <class In, class Out>
 void run_typed(const ConvCall& call) {
   const ConvProblem& p = call.p;
   const int threads = call.num_threads;
-  const AmxGeometry a = geometry_of(p, threads);
+  AmxGeometry a = geometry_of(p, threads);
+  const Strides4& xs = call.x_stride;
+  a.in_place = std::is_same_v<In, uint16_t> && p.layout == Layout::NHWC && a.g.taps == 1 && a.flat && p.pad_top == 0 &&
+               p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0 && a.g.group_in % (2 * kTilePairs) == 0 &&
+               xs.c == 1 && xs.w % 2 == 0 && xs.h % 2 == 0 && xs.n % 2 == 0 && xs.w > 0 && xs.h > 0 && xs.n > 0 &&
+               reinterpret_cast<uintptr_t>(call.x) % 4 == 0;
+  if (a.in_place) {
+    a.pixel_pitch = xs.w / 2;
+    a.g.row_pitch = xs.h / 2;
+    a.flat = a.g.cols == p.in_w && xs.h == p.in_w * xs.w;
+    a.x_bytes = 2 * ((p.batch - 1) * xs.n + (p.in_h - 1) * xs.h + (p.in_w - 1) * xs.w + p.in_channels);
+  }
   const Scratch sizes = scratch_of(p, a);
   const size_t per_thread = (sizes.bytes() + 63) / 64 * 64;
   auto* scratch = static_cast<unsigned char*>(scratch_bytes(per_thread * size_t(threads)));
   std::vector<int64_t> tap_offset(size_t(a.g.taps));
   for (int64_t i = 0; i < p.kernel_h; ++i)
     for (int64_t j = 0; j < p.kernel_w; ++j)
-      tap_offset[size_t(i * p.kernel_w + j)] = i * p.dilation_h * a.g.row_pitch + j * p.dilation_w * a.g.pairs;
+      tap_offset[size_t(i * p.kernel_w + j)] = i * p.dilation_h * a.g.row_pitch + j * p.dilation_w * a.pixel_pitch;
   const int64_t items = p.batch * p.groups * a.g.row_blocks * a.parts;
   parallel_region(threads, [&] {
     run_items<In, Out>(call, a, items, scratch + per_thread * size_t(thread_id()), sizes, tap_offset.data());
