@@ -78,12 +78,12 @@ def test_amx_pixel_runs(layout):
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_amx_channels(layout):
-    """Input channels around the 16-pair tile rows (16, 17, 31, 32, 33, 64, 65: padded pairs,
+    """Input channels around the 16-pair tile rows (8, 9, 16, 17, 31, 32, 33, 64, 65: padded pairs,
     the odd channel's missing partner) and output channels around the 16-channel B tiles and
-    the 32-channel steps (16, 17, 31, 32, 33, 47, 48, 80), groups."""
+    the 32-channel steps (8, 15, 16, 17, 31, 32, 33, 47, 48, 80), groups."""
     rng = make_rng("amx_bf16_channels", layout)
-    for c in (16, 17, 31, 32, 33, 64, 65):
-        for k in (16, 17, 31, 32, 33, 47, 48, 80):
+    for c in (8, 9, 16, 17, 31, 32, 33, 64, 65):
+        for k in (8, 15, 16, 17, 31, 32, 33, 47, 48, 80):
             groups = int(rng.choice([1, 1, 2, 3]))
             check_forced(rng, tile_case(rng, c * groups, k * groups, groups, (int(rng.integers(1, 9)),
                                                                                int(rng.integers(1, 20)))), layout)
@@ -105,15 +105,25 @@ def test_amx_random(layout):
 
 
 def test_amx_declines_small_groups():
-    """The first layer's 3 channels, depthwise and groups of under 16 input or output channels are
-    left to the other kernels."""
+    """The first layer's 3 channels, depthwise, groups of under 8 input or output channels and 1x1
+    windows of under 16 input channels are left to the other kernels; 8 of a 3x3 window taken."""
     rng = make_rng("amx_bf16_declines")
-    for c, k, groups in ((3, 64, 1), (32, 32, 32), (15, 64, 1), (64, 15, 1), (128, 128, 32), (64, 8, 1)):
+    for c, k, groups, kernel, takes in ((3, 64, 1, 3, False), (32, 32, 32, 3, False), (7, 64, 1, 3, False),
+                                        (64, 7, 1, 3, False), (128, 128, 32, 3, False), (8, 32, 1, 1, False),
+                                        (15, 32, 1, 1, False), (8, 8, 1, 3, True), (16, 16, 1, 1, True),
+                                        (64, 64, 8, 3, True)):
         x = bf16_random(rng, (1, c, 8, 8))
-        w = bf16_random(rng, (k, c // groups, 3, 3))
-        with pytest.raises(ValueError, match="does not accept"):
-            _conv._conv_with_algorithm(amx_name(), x, w, None, padding=1, groups=groups)
-        assert "amx" not in cppconv.explain(x.shape, w.shape, dtype=BF16, padding=1, groups=groups)["algorithm"]
+        w = bf16_random(rng, (k, c // groups, kernel, kernel))
+        kw = dict(padding=kernel // 2, groups=groups)
+        if takes:
+            case = dict(stride=(1, 1), padding=(kernel // 2,) * 2, dilation=(1, 1), groups=groups,
+                        padding_mode="zeros", activation=None)
+            ref, bound = reference(x, w, None, case)
+            assert_close(_conv._conv_with_algorithm(amx_name(), x, w, None, **kw), ref, bound, True, str(case))
+        else:
+            with pytest.raises(ValueError, match="does not accept"):
+                _conv._conv_with_algorithm(amx_name(), x, w, None, **kw)
+        assert ("amx" in cppconv.explain(x.shape, w.shape, dtype=BF16, **kw)["algorithm"]) == takes, (c, k, groups)
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])

@@ -40,9 +40,11 @@ constexpr int kTileRows = 16;   // pixels of an A tile, pairs of a B tile
 constexpr int kTilePairs = 16;  // pairs of an A-tile row (64 bytes)
 constexpr int kPixels = 2 * kTileRows;
 constexpr int kChannels = 2 * kBlock;
-// Fewer input channels per group would leave most of each 16-pair tile row zero; fewer output
-// channels most of each B tile's columns (both run on conv2d_channelvec_bf16).
-constexpr int64_t kMinGroupIn = 16, kMinGroupOut = 16;
+// Fewer input channels per group (the first layer's 3, depthwise) would leave most of each
+// 16-pair tile row zero, fewer output channels most of each B tile's columns, a shorter sum per
+// output (a 1x1 window of 8 channels) most of the step in its stores: those run on the
+// vdpbf16ps kernels (docs/tuning.md, "AMX bfloat16").
+constexpr int64_t kMinGroupIn = 8, kMinGroupOut = 8, kMinSum = 16;
 
 // Channelvec's Geometry with `pairs` the padded pairs of a pixel (its pitch in words) and a
 // channels-last tile whatever the layout.
@@ -102,7 +104,9 @@ AmxGeometry geometry_of(const ConvProblem& p, int threads) {
 
 bool accepts(const ConvProblem& p) {
   if (p.batch < 1 || p.in_channels < 1 || p.out_channels < 1 || p.in_d != 1 || p.kernel_d != 1) return false;
-  if (p.in_channels / p.groups < kMinGroupIn || p.out_channels / p.groups < kMinGroupOut) return false;
+  const int64_t group_in = p.in_channels / p.groups;
+  if (group_in < kMinGroupIn || p.out_channels / p.groups < kMinGroupOut) return false;
+  if (group_in * p.kernel_h * p.kernel_w < kMinSum) return false;
   return tiles_in_proportion(p, p.in_channels + kTilePairs * 2, [&] {
     const AmxGeometry a = geometry_of(p, 1);
     return double(p.batch) * double(p.groups) * double(a.g.row_blocks * a.parts) * double(a.tile_words) * 2;

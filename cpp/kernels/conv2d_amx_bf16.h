@@ -10,8 +10,8 @@
 #define CPPCONV_HAS_CONV2D_AMX_BF16 1
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
-// Dense and grouped convolutions of at least 16 input and 16 output channels per group, either
-// layout.
+// Dense and grouped convolutions of at least 8 input and 8 output channels per group (16 input
+// channels of a 1x1 window), either layout.
 extern const ConvAlgorithm conv2d_amx_bf16;
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
