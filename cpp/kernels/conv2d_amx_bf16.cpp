@@ -36,6 +36,10 @@ namespace {
 
 using namespace bf16_common;
 
+// The AMX targets and AVX512-BF16 (the tile fill's and the stores' rounding) as one attribute:
+// CPPCONV_TARGET_AMX's extensions plus avx512bf16.
+#define CPPCONV_TARGET_AMX_BF16 __attribute__((target("amx-tile,amx-bf16,amx-int8,avx512bf16")))
+
 constexpr int kTileRows = 16;   // pixels of an A tile, pairs of a B tile
 constexpr int kTilePairs = 16;  // pairs of an A-tile row (64 bytes)
 constexpr int kPixels = 2 * kTileRows;
@@ -143,9 +147,8 @@ size_t workspace_bytes(const ConvProblem& p, int threads) {
 // One tile row from channels-first x: 16 pairs at a time filled as channelvec's [pair][column]
 // rows into `rows`, then transposed 16 x 16 into [column][pair].
 template <class In>
-CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void fill_row_channels_first(const ConvCall& call, const AmxGeometry& a,
-                                                                          const In* row, uint32_t* rows,
-                                                                          uint32_t* dst) {
+CPPCONV_TARGET_AMX_BF16 void fill_row_channels_first(const ConvCall& call, const AmxGeometry& a, const In* row,
+                                                     uint32_t* rows, uint32_t* dst) {
   const Geometry& g = a.g;
   const int64_t pitch = ceil_div(g.cols, kBlock) * kBlock;
   Geometry rg = g;  // fill_pair_row reads group_in, cols
@@ -170,9 +173,8 @@ CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void fill_row_channels_first(const 
 }
 
 template <class In>
-CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void fill_tile(const ConvCall& call, const AmxGeometry& a, const In* x,
-                                                            int64_t n, int64_t grp, int64_t row0, int64_t rows,
-                                                            uint32_t* transpose, uint32_t* tile) {
+CPPCONV_TARGET_AMX_BF16 void fill_tile(const ConvCall& call, const AmxGeometry& a, const In* x, int64_t n, int64_t grp,
+                                       int64_t row0, int64_t rows, uint32_t* transpose, uint32_t* tile) {
   const ConvProblem& p = call.p;
   const Geometry& g = a.g;
   const Strides4& xs = call.x_stride;
@@ -216,7 +218,7 @@ struct TileArgs {
 // MA A tiles (16 pixels each, the second `a1` words after the first) by NB blocks of 16 output
 // channels, summed over every tap and 16-pair chunk into tmm0-3 (store_sums stores them).
 template <int MA, int NB>
-CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void tile_kernel(const TileArgs& t, const uint32_t* a0, int64_t a1) {
+CPPCONV_TARGET_AMX_BF16 void tile_kernel(const TileArgs& t, const uint32_t* a0, int64_t a1) {
   _tile_zero(0);
   if constexpr (NB > 1) _tile_zero(1);
   if constexpr (MA > 1) _tile_zero(2);
@@ -243,8 +245,7 @@ CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void tile_kernel(const TileArgs& t,
   }
 }
 
-CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void tiles(const TileArgs& t, int ma, int nb, const uint32_t* a0,
-                                                        int64_t a1) {
+CPPCONV_TARGET_AMX_BF16 void tiles(const TileArgs& t, int ma, int nb, const uint32_t* a0, int64_t a1) {
   if (ma > 1) {
     if (nb > 1) tile_kernel<2, 2>(t, a0, a1);
     else tile_kernel<2, 1>(t, a0, a1);
@@ -255,7 +256,7 @@ CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void tiles(const TileArgs& t, int m
 }
 
 // tmm0-3 (what tiles() summed) to out [32 pixels][32 channels].
-CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void store_sums(int ma, int nb, float* out) {
+CPPCONV_TARGET_AMX_BF16 void store_sums(int ma, int nb, float* out) {
   constexpr int64_t kOutBytes = kChannels * 4;
   _tile_stored(0, out, kOutBytes);
   if (nb > 1) _tile_stored(1, out + kBlock, kOutBytes);
@@ -299,7 +300,7 @@ inline int runs_of(const ConvProblem& p, const AmxGeometry& a, int64_t oh0, cons
 
 // One vector of sums with a simple activation (kind 0: none, 1: ReLU, 2: another) as Out.
 template <int Kind, class Out>
-CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 inline void put(Out* to, __m512 v, __mmask16 lanes, FusedActivation act) {
+CPPCONV_TARGET_AMX_BF16 inline void put(Out* to, __m512 v, __mmask16 lanes, FusedActivation act) {
   if constexpr (Kind == 1) v = _mm512_max_ps(_mm512_setzero_ps(), v);  // (NaN: the second operand)
   if constexpr (Kind == 2) v = simd::apply_simple_activation(v, act);
   if constexpr (std::is_same_v<Out, float>) {
@@ -312,8 +313,7 @@ CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 inline void put(Out* to, __m512 v, 
 
 // The bias and a simple activation (put's kinds) on `count` pixels of sums in place.
 template <int Kind>
-CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void finish(float* sums, int64_t count, int nb, const float* bias,
-                                                         FusedActivation act) {
+CPPCONV_TARGET_AMX_BF16 void finish(float* sums, int64_t count, int nb, const float* bias, FusedActivation act) {
   for (int b = 0; b < nb; ++b) {
     const __m512 bv = _mm512_loadu_ps(bias + b * kBlock);
     for (int64_t i = 0; i < count; ++i) {
@@ -326,9 +326,8 @@ CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void finish(float* sums, int64_t co
 // A step's sums with the bias and a simple activation (put's kinds) straight into
 // channels-last y of unit channel stride (`y`: image n's channel k).
 template <int Kind, class Out>
-CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void store_direct(const ConvProblem& p, const AmxGeometry& a, int64_t oh0,
-                                                               const Step& s, const float* bias, FusedActivation act,
-                                                               Out* y, const Strides4& ys) {
+CPPCONV_TARGET_AMX_BF16 void store_direct(const ConvProblem& p, const AmxGeometry& a, int64_t oh0, const Step& s,
+                                          const float* bias, FusedActivation act, Out* y, const Strides4& ys) {
   const __m512 bias0 = _mm512_loadu_ps(bias + s.k0), bias1 = _mm512_loadu_ps(bias + s.k0 + kBlock);
   const __mmask16 lanes0 = first_lanes(s.kvalid), lanes1 = s.kvalid > kBlock ? first_lanes(s.kvalid - kBlock) : 0;
   Run runs[kPixels];
@@ -347,9 +346,8 @@ CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void store_direct(const ConvProblem
 // and an activation applied in registers straight from the sums, else through finish and
 // store_pixels.
 template <class Out>
-CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void store_step(const ConvCall& call, const AmxGeometry& a, int64_t n,
-                                                             int64_t grp, int64_t oh0, const Step& s,
-                                                             const float* bias) {
+CPPCONV_TARGET_AMX_BF16 void store_step(const ConvCall& call, const AmxGeometry& a, int64_t n, int64_t grp, int64_t oh0,
+                                        const Step& s, const float* bias) {
   float* sums = s.sums;
   const ConvProblem& p = call.p;
   const Strides4& ys = call.y_stride;
@@ -376,9 +374,8 @@ CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void store_step(const ConvCall& cal
 }
 
 template <class In, class Out>
-CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call, const AmxGeometry& a, int64_t item,
-                                                           unsigned char* scratch, const Scratch& sizes,
-                                                           const int64_t* tap_offset) {
+CPPCONV_TARGET_AMX_BF16 void run_item(const ConvCall& call, const AmxGeometry& a, int64_t item, unsigned char* scratch,
+                                      const Scratch& sizes, const int64_t* tap_offset) {
   const ConvProblem& p = call.p;
   const Geometry& g = a.g;
   const int64_t part = item % a.parts, block = item / a.parts;
@@ -454,9 +451,8 @@ CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call,
 }
 
 template <class In, class Out>
-CPPCONV_TARGET_AMX CPPCONV_TARGET_AVX512BF16 void run_items(const ConvCall& call, const AmxGeometry& a, int64_t items,
-                                                            unsigned char* scratch, const Scratch& sizes,
-                                                            const int64_t* tap_offset) {
+CPPCONV_TARGET_AMX_BF16 void run_items(const ConvCall& call, const AmxGeometry& a, int64_t items,
+                                       unsigned char* scratch, const Scratch& sizes, const int64_t* tap_offset) {
   // The tile configuration is per thread: every tile of 16 rows of 64 bytes.
   TileConfig config{};
   config.palette_id = 1;
@@ -509,8 +505,15 @@ void run(const ConvCall& call) {
 constexpr AlgorithmName kName = algorithm_name("conv2d_amx_bf16__" CPPCONV_ISA_NAME, kPixels, kChannels);
 }  // namespace
 
-const ConvAlgorithm conv2d_amx_bf16 = {kName.text, DType::BFloat16,    accepts,    packed_bytes, pack, workspace_bytes,
-                                       run,        Precision::Highest, kCpuAmxBf16};
+const ConvAlgorithm conv2d_amx_bf16 = {kName.text,
+                                       DType::BFloat16,
+                                       accepts,
+                                       packed_bytes,
+                                       pack,
+                                       workspace_bytes,
+                                       run,
+                                       Precision::Highest,
+                                       kCpuAmxBf16 | kCpuAvx512Bf16};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

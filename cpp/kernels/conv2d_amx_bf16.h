@@ -1,7 +1,8 @@
 // The bfloat16 convolution on AMX tiles (TDPBF16PS).  Compiled in the avx512 build by compilers
 // that know the AMX intrinsics (GCC 11, clang 12 and later), its functions marked for the AMX
-// extensions; the table lists it with features = kCpuAmxBf16, so a CPU without AMX, or whose OS
-// did not grant the tile state, never runs it.
+// extensions; the table lists it with features = kCpuAmxBf16 | kCpuAvx512Bf16 (its tile fill
+// and stores round with vcvtneps2bf16), so a CPU without AMX, or whose OS did not grant the
+// tile state, never runs it.
 #pragma once
 #include "kernels/conv2d_bf16.h"
 
