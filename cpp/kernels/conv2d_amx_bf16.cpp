@@ -11,11 +11,13 @@
 //    way), the padding pairs zero; an A tile is then 16 output pixels read straight from it at
 //    a byte stride of stride_w pixels.  With unit strides the pixels run along the flattened
 //    rows (pixel v = row * cols + column, the columns past out_w dropped), so a narrow plane
-//    fills its tiles;
+//    fills its tiles.
+//    Channels-last bfloat16 x of 1x1 unit-stride windows, 32 channels a group, is read in place;
 //  - 32 pixels by 32 output channels are summed in tmm0-3 over every (tap, 16 pairs) step, A in
-//    tmm4-5, B in tmm6-7, then stored to a per-thread float32 buffer, the bias and activation
-//    applied there, and stored as y's layout and dtype (store_pixels).  A k block pair's
-//    weights stay in L2 while the row block's pixels sweep past them.
+//    tmm4-5, B in tmm6-7, then stored to a per-thread float32 buffer, from which the bias and
+//    activation go into y (straight for channels-last y, else through store_pixels) while the
+//    next step's tiles are summed.  A k block pair's weights stay in L2 while the row block's
+//    pixels sweep past them; a group's large weights are split between the threads by k blocks.
 // Each output's sum runs in one fixed order (taps, then pairs) whatever the thread count.
 #include "kernels/conv2d_amx_bf16.h"
 
