@@ -31,6 +31,9 @@ KERNELS = [name for name in BF16_ALGORITHMS if "reference" not in name]
 # pointwise_pixelvec for channels-first 1x1 layers); all need AVX512-BF16.
 DEPTHWISE = [name for name in KERNELS if "_depthwise_" in name]
 DENSE = [name for name in KERNELS if name not in DEPTHWISE]
+# The AMX kernel (tests/test_amx_bf16.py), listed where the CPU has AMX-BF16: ahead of the
+# others on groups of 8 or more input and output channels (16 input channels of a 1x1 window).
+AMX = [name for name in DENSE if name.startswith("conv2d_amx_bf16_")]
 GROUPED = [name for name in DENSE if name.startswith("conv2d_pixelvec_")]
 POINTWISE = [name for name in DENSE if name.startswith("conv2d_pointwise_pixelvec_")]
 
@@ -56,6 +59,13 @@ def assert_close(y, ref, bound, rounded, context):
 def kernel_runs(isa):
     """Whether the bfloat16 kernel is in the ISA's table here (AVX-512 with AVX512-BF16)."""
     return any(f"__{isa}_" in name for name in DENSE)
+
+
+def amx_takes(isa, case):
+    """Whether the AMX kernel is in the ISA's table here and takes the case before the others."""
+    cg, kg = case["c"] // case["groups"], case["k"] // case["groups"]
+    kh, kw = case["kernel"]
+    return any(f"__{isa}_" in name for name in AMX) and cg >= 8 and kg >= 8 and cg * kh * kw >= 16
 
 
 def random_case(rng):
@@ -267,7 +277,7 @@ def test_bf16_pointwise_forced(isa, layout, restore_threads):
                                         **kwargs_of(case))["algorithm"]
             plane = case["hw"][0] * case["hw"][1]
             takes = case["c"] % 2 == 0 and case["activation"] != "tanh" and plane >= 192 and \
-                -(-plane // 16) * 16 * 8 <= plane * 9
+                -(-plane // 16) * 16 * 8 <= plane * 9 and not amx_takes(isa, case)
             assert (algorithm == name) == takes, (algorithm, case)
     # A float32 layer with compute_dtype="bfloat16" (float32 x rounded as the tile is copied).
     x, w, b = operands(rng, dict(cases[0], n=2, c=34, k=17, hw=(14, 16), activation=None, bias=True))
@@ -276,7 +286,7 @@ def test_bf16_pointwise_forced(isa, layout, restore_threads):
     layer = cppconv.Conv2d(w.astype(F32), b, layout=layout, compute_dtype="bfloat16")
     assert_close(layer(x32), ref, bound, False, "compute_dtype")
     if POINTWISE and kernel_runs(isa):
-        assert layer.explain(x32.shape)["algorithm"] in POINTWISE
+        assert layer.explain(x32.shape)["algorithm"] in POINTWISE + AMX
 
 
 def test_bf16_channels_first_tile_rows(isa):

@@ -107,7 +107,8 @@ def test_bench_bfloat16(tmp_path, capsys):
         # The bfloat16 problem's own algorithm is named (its kernel where the CPU has one).
         dense = row["layer"]["name"] == "resnet_3x3_512@7"
         kernel = "avx512_bf16" in cppconv._native.cpu_features()
-        assert row["explain"]["highest"]["algorithm"].startswith("conv2d_channelvec_bf16") == (dense and kernel)
+        name = "conv2d_amx_bf16" if "amx_bf16" in cppconv._native.cpu_features() else "conv2d_channelvec_bf16"
+        assert row["explain"]["highest"]["algorithm"].startswith(name) == (dense and kernel)
 
 
 def test_bench_int8(tmp_path, capsys):

@@ -1,4 +1,5 @@
 // This ISA's function table: its convolution algorithms in order of preference.
+#include "kernels/conv2d_amx_bf16.h"
 #include "kernels/conv2d_bf16.h"
 #include "kernels/conv2d_depthwise_f32.h"
 #include "kernels/conv2d_direct.h"
@@ -50,6 +51,9 @@ const ConvAlgorithm* const kConvAlgorithms[] = {
     &conv2d_depthwise_flat3x3_bf16,
 #endif
     &conv2d_depthwise_cblock_bf16,
+#endif
+#ifdef CPPCONV_HAS_CONV2D_AMX_BF16
+    &conv2d_amx_bf16,
 #endif
 #ifdef CPPCONV_HAS_CONV2D_BF16
     &conv2d_pointwise_pixelvec_bf16,
