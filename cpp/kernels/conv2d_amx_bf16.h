@@ -1,13 +1,11 @@
-// The bfloat16 convolution on AMX tiles (TDPBF16PS).  Compiled in the avx512 build by compilers
-// that know the AMX intrinsics (GCC 11, clang 12 and later), its functions marked for the AMX
-// extensions; the table lists it with features = kCpuAmxBf16 | kCpuAvx512Bf16 (its tile fill
-// and stores round with vcvtneps2bf16), so a CPU without AMX, or whose OS did not grant the
-// tile state, never runs it.
+// The bfloat16 convolution on AMX tiles (TDPBF16PS).  Compiled in the avx512 build where
+// CPPCONV_AMX_COMPILES (kernel_table.h), its functions marked for the AMX extensions; the table lists it with features
+// = kCpuAmxBf16 | kCpuAvx512Bf16 (its tile fill and stores round with vcvtneps2bf16), so a CPU without AMX, or whose OS
+// did not grant the tile state, never runs it.
 #pragma once
 #include "kernels/conv2d_bf16.h"
 
-#if defined(CPPCONV_HAS_CONV2D_BF16) && defined(__x86_64__) && \
-    ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
+#if defined(CPPCONV_HAS_CONV2D_BF16) && defined(CPPCONV_AMX_COMPILES)
 #define CPPCONV_HAS_CONV2D_AMX_BF16 1
 namespace cppconv {
 namespace CPPCONV_ISA_NS {

@@ -39,7 +39,7 @@
 #if defined(__GNUC__) || defined(__clang__)
 #define CPPCONV_TARGET_AVX512VNNI __attribute__((target("avx512vnni")))
 #define CPPCONV_TARGET_AVX512BF16 __attribute__((target("avx512bf16")))
-// (GCC 11 and clang 12 first know the AMX targets: only kernels built under that guard use it.)
+// (GCC 11 and clang 12 first know the AMX targets: only kernels under CPPCONV_AMX_COMPILES use it.)
 #define CPPCONV_TARGET_AMX __attribute__((target("amx-tile,amx-bf16,amx-int8")))
 #else
 #define CPPCONV_TARGET_AVX512VNNI

@@ -18,6 +18,15 @@ enum CpuFeature : unsigned {
   kCpuAmxBf16 = 1u << 3,     // AMX tiles, bf16
 };
 
+// Whether this build holds AMX kernels: x86-64 Linux, the one OS whose tile state dispatch.cpp
+// asks for, with a compiler that knows the AMX intrinsics (GCC 11, clang 12).  (Elsewhere they
+// could never run; and GCC's tile loads on 64-bit Windows pass the stride as a 32-bit long, which
+// MinGW's assembler refuses.)
+#if defined(__x86_64__) && defined(__linux__) && \
+    ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
+#define CPPCONV_AMX_COMPILES 1
+#endif
+
 // One convolution algorithm of one ISA, named <op>_<params>__<isa>_<tile> (XNNPACK style).
 // The dispatcher tries a table's algorithms in order; the first whose accepts() is true runs
 // (oneDNN style), and the portable reference in cpp/reference.cpp ends every list.

@@ -3,13 +3,12 @@
 // accumulators in four tiles (2 x 2 blocking), the whole reduction over taps and channels in the
 // tiles.  The image tile, the zero-point compensation and the requantizing store are the VNNI
 // kernel's (kernels/qconv_common.h); like it, it runs only where every centred weight fits int8.
-// Compiled in the avx512 build by compilers that know the AMX intrinsics (GCC 11, clang 12), its
-// tile functions marked CPPCONV_TARGET_AMX; the table lists it with features = kCpuAmxInt8.
+// Compiled in the avx512 build where CPPCONV_AMX_COMPILES (kernel_table.h), its tile functions
+// marked CPPCONV_TARGET_AMX; the table lists it with features = kCpuAmxInt8.
 #pragma once
 #include "kernels/kernel_table.h"
 
-#if defined(__AVX512F__) && defined(__x86_64__) && !defined(__APPLE__) && \
-    ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
+#if defined(__AVX512F__) && defined(CPPCONV_AMX_COMPILES)
 #define CPPCONV_HAS_QCONV_AMX 1
 namespace cppconv {
 namespace CPPCONV_ISA_NS {
