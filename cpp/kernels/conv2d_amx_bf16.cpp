@@ -496,7 +496,7 @@ void run_typed(const ConvCall& call) {
       tap_offset[size_t(i * p.kernel_w + j)] = i * p.dilation_h * a.g.row_pitch + j * p.dilation_w * a.pixel_pitch;
   const int64_t items = p.batch * p.groups * a.g.row_blocks * a.parts;
   parallel_region(threads, [&] {
-    run_items<In, Out>(call, a, items, scratch + per_thread * size_t(thread_id()), sizes, tap_offset.data());
+    run_items<In, Out>(call, a, items, scratch + per_thread * size_t(region_thread(threads)), sizes, tap_offset.data());
   });
 }
 

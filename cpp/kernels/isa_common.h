@@ -318,6 +318,10 @@ static inline int thread_id() {
 #endif
 }
 
+// This thread's index in a parallel_region of `threads` threads: 0 in a one-thread region, which
+// runs on the caller's thread, whose OpenMP number may be an outer team's.
+static inline int region_thread(int threads) { return threads > 1 ? thread_id() : 0; }
+
 // Scratch memory reused across calls from the same calling thread: a fresh, zero-filled
 // allocation per call costs page faults that can exceed the arithmetic of a small layer.
 // Grows to the largest request and is never shrunk; its contents are not initialised.

@@ -288,8 +288,7 @@ void run(const QConvCall& call) {
   // Each thread's last block, stored while its next one sums (see tile_sums), or as it leaves.
   // Allocated before the parallel region: a failed allocation throws on the caller's thread.
   std::vector<Pending> pending(size_t(std::max(1, call.num_threads)));
-  // (A one-thread call runs on the caller's thread, whose OpenMP number may be an outer team's.)
-  auto mine = [&]() -> Pending& { return pending[call.num_threads > 1 ? size_t(thread_id()) : 0]; };
+  auto mine = [&]() -> Pending& { return pending[size_t(region_thread(call.num_threads))]; };
   auto store_pending = [&](Pending& block) {
     if (block.valid) store(block.n, block.od, block.grp, block.b0, block.nb, block.na, block.out, block.c);
     block.valid = false;
