@@ -755,3 +755,20 @@ def test_qdq_channel_gate_runs_as_one_pass_as_its_definition_says(tmp_path: Any,
             fused = cppconv.onnx.load(model, num_threads=threads)
             for _ in range(3):  # (replays from the second call)
                 np.testing.assert_array_equal(fused(x), want)
+
+
+def test_qdq_network_with_pools_and_concatenations_runs_as_one_native_call(tmp_path: Any) -> None:
+    """The 8-bit max pool (widened, pooled and narrowed in three recorded native passes) and a
+    Concat of dequantized values (native copies) keep a QDQ network on one native call, with
+    the values of its first (Python) runs."""
+    model = _quantized(_cnn(), (2, 3, 16, 16), "QDQ", tmp_path)
+    net = cppconv.onnx.load(model)
+    ops = {r["op"] for r in net.explain()["nodes"]}
+    assert {"MaxPool", "Concat"} <= ops
+    rng = np.random.default_rng(21)
+    feeds = [rng.standard_normal((2, 3, 16, 16)).astype(np.float32) for _ in range(3)]
+    want = [cppconv.onnx.load(model)(x) for x in feeds]
+    got = [net(x) for x in feeds]
+    assert all(run.startswith("one native call") for run in net.explain()["runs"].values()), net.explain()["runs"]
+    for g, w_ in zip(got, want):
+        np.testing.assert_array_equal(g, w_)

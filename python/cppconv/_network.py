@@ -1307,6 +1307,10 @@ def _pool(p: _Planner, node: _Node) -> None:
                                dilation if kind == "max" else 1, ceil_mode, include_pad, None, layout, rank)
 
         def fn(v: np.ndarray, out: Optional[np.ndarray] = None) -> Tuple[np.ndarray]:
+            if kind == "max" and v.dtype in (np.uint8, np.int8):
+                recorded = _max_pool_8_bit(spec, v, out, threads or 0)
+                if recorded is not None:
+                    return (recorded,)
             return (_pooling._run_pool(spec, v, out, num_threads=threads, program=_program()),)
         fused = ", ".join(f.op for f in node.fused)
         on_8_bit = f" on the 8-bit values (QDQ group fused: {fused})" if fused else ""
@@ -1320,6 +1324,30 @@ def _pool(p: _Planner, node: _Node) -> None:
     flat = [b for b, _ in pads] + [a for _, a in pads]
     fn = lambda v: (_netops.pool_nd(v, kind, kernel, stride, flat, dilation, ceil_mode, include_pad),)  # noqa: E731
     p.emit(node, fn, [xin], [perm], f"NumPy {kind} pool {'x'.join(map(str, kernel))}")
+
+
+_UNIT_SCALE, _ZERO_POINT = np.ones(1, np.float32), np.zeros(1, np.int32)
+
+
+def _max_pool_8_bit(spec: Any, v: np.ndarray, out: Optional[np.ndarray], threads: int) -> Optional[np.ndarray]:
+    """The max pool of 8-bit values as three native passes a network's program records (the
+    pool's own path widens them in NumPy, which kept QDQ networks on the Python loop): widened to
+    float32, pooled, narrowed back, each exact (the maxima are codes).  None where v or out is not
+    a C-contiguous array of v's dtype: the pool's own path then."""
+    if not v.flags.c_contiguous or (out is not None and (out.dtype != v.dtype or not out.flags.c_contiguous)):
+        return None
+    program = _program()
+    wide = np.empty(v.shape, np.float32)
+    _native.dequantize_linear(v, _UNIT_SCALE, _ZERO_POINT, wide, *_args.axis_rows(v.shape, None, 1), threads, program)
+    pooled = _pooling._run_pool(spec, wide, None, num_threads=threads or None, program=program)
+    if out is not None and out.shape != pooled.shape:  # (not the planned shape: recorded steps must not replay)
+        _unrecorded("an 8-bit max pool into an array of another shape")
+        return None
+    y = np.empty(pooled.shape, v.dtype) if out is None else out
+    info = np.iinfo(v.dtype)
+    _native.quantize_linear(pooled, _UNIT_SCALE, _ZERO_POINT, y, *_args.axis_rows(pooled.shape, None, 1),
+                            int(info.min), int(info.max), num_threads=threads, program=program)
+    return y
 
 
 _POOLS: Dict[str, Dict[int, Callable[..., Any]]] = {
@@ -1361,7 +1389,20 @@ def _concat(p: _Planner, node: _Node) -> None:
     axis = p.axis(node, ins[0], int(node.attrs.get("axis", 1 if p.opset < 4 else 0)))
     if perm == channels_last(4) and axis == 3 and _concat_in_place(p, node, ins, perm):
         return
-    p.emit(node, lambda *xs: (np.concatenate(xs, axis=axis),), ins, [perm], "NumPy concatenate")
+    threads = p.threads or 0
+
+    def concat(*xs: np.ndarray) -> Tuple[np.ndarray]:
+        if (len({x.dtype for x in xs}) != 1 or not 0 <= axis < xs[0].ndim
+                or len({x.shape[:axis] + x.shape[axis + 1:] for x in xs}) != 1 or len({x.ndim for x in xs}) != 1):
+            return (np.concatenate(xs, axis=axis),)  # (NumPy's promotion and errors)
+        y = np.empty(xs[0].shape[:axis] + (sum(x.shape[axis] for x in xs),) + xs[0].shape[axis + 1:], xs[0].dtype)
+        start = 0
+        for x in xs:  # (a recorded native copy each, so the network stays one native call)
+            _copy_into(x, y[(slice(None),) * axis + (slice(start, start + x.shape[axis]),)], threads)
+            start += x.shape[axis]
+        return (y,)
+
+    p.emit(node, concat, ins, [perm], "cppconv copies into the result")
 
 
 def _concat_in_place(p: _Planner, node: _Node, ins: List[str], perm: Tuple[int, ...]) -> bool:
@@ -2055,6 +2096,8 @@ def _quantize(p: _Planner, node: _Node) -> None:
             raise _refuse(node, "saturate", node.attrs["saturate"], "1 (integer results always saturate)")
 
         def fn(v: np.ndarray) -> Tuple[np.ndarray]:
+            if v.dtype == np.float32 and not v.flags.c_contiguous:  # (a view: a recorded copy first)
+                v = _contiguous(v, threads)
             return (_quant.quantize_values(v, s, z, axis, dtype, threads, _program()),)
         became = "cppconv quantize_linear"
     else:
