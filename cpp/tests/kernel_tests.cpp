@@ -724,6 +724,7 @@ void lowering_sweep() {
           // (channels-last, lowering None) or between transposes (channels-first, ChannelsLast).
           g.C = g.K = g.groups = 32;
           g.mode = PadMode::Zeros;
+          g.d = axis_for(uniform(2, 4), kd, 1, 1, pad);  // a depth axis (of one slice it would be 2-D)
           g.w = axis_for(uniform(1, 9), k == 1 ? 3 : k, uniform(1, 2), 1, pad);
         }
         if (kind == 3) g.layout = Layout::NHWC;  // IntoBatch: kernel depth 1, channels-last
@@ -796,6 +797,8 @@ void unpack_sweep() {
            " bytes held");
     ++g_cases[std::string("unpack ") + a->name];
   };
+  // The later sweeps draw the same problems however many algorithms unpack.
+  const std::mt19937_64 draws_before = g_rng;
   for (const ConvAlgorithm* a : all_conv_algorithms()) {
     if (!a->unpack) continue;
     for (int i = 0; i < 24; ++i) {
@@ -820,9 +823,7 @@ void unpack_sweep() {
       check(a, make_problem(g));
     }
   }
-  // Groups of one vector of outputs (8 and 16: the one-vector blocks' problems), on the
-  // generator's state restored after, as in conv2d_sweep.
-  const std::mt19937_64 draws_after = g_rng;
+  // Groups of one vector of outputs (8 and 16: the one-vector blocks' problems).
   for (const ConvAlgorithm* a : all_conv_algorithms()) {
     if (!a->unpack) continue;
     for (int i = 0; i < 8; ++i) {
@@ -838,7 +839,7 @@ void unpack_sweep() {
       check(a, make_problem(g));
     }
   }
-  g_rng = draws_after;
+  g_rng = draws_before;
 }
 
 // Zero padding that dwarfs small inputs (dilations of 100-300 spanning it): where only the
