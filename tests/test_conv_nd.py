@@ -264,6 +264,24 @@ DEEP_DEPTHWISE = [
 ]
 
 
+@pytest.mark.parametrize("padding_mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("c,kernel,padding", [(8, (3, 1, 1), ((1, 1), (0, 0), (0, 0))),
+                                              (16, (1, 1, 1), ((1, 1), (0, 0), (0, 0))),
+                                              (32, (3, 3, 3), ((1, 1), (0, 0), (0, 0))),
+                                              (16, (3, 3, 3), ((2, 1), (1, 1), (0, 0)))])
+@pytest.mark.parametrize("last", [False, True])
+def test_depthwise_deep_padding_modes(isa, padding_mode, c, kernel, padding, last):
+    """Depth padding of another mode than zeros, in whole channel blocks: the depthwise kernel that
+    reads the depth slices in place skips the taps outside the input as zeros, so it must not
+    take it (it did where only the depth was padded: the padded slices' outputs were left out)."""
+    rng = make_rng("dw_deep_modes", padding_mode, c, kernel, padding, last)
+    x = rng.standard_normal((2, c, 4, 3, 6)).astype(np.float32)
+    w = rng.standard_normal((c, 1) + kernel).astype(np.float32)
+    for stride in ((1, 1, 1), (2, 2, 1)):
+        check(x, w, None, layout_last=last, stride=stride, padding=padding, groups=c, padding_mode=padding_mode,
+              context=f"{isa} stride {stride}")
+
+
 @pytest.mark.parametrize("c,dhw,kernel,stride,padding,dilation", DEEP_DEPTHWISE)
 @pytest.mark.parametrize("last", [False, True])
 def test_depthwise_deep_in_place(isa, c, dhw, kernel, stride, padding, dilation, last):

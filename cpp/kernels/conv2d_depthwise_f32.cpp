@@ -241,8 +241,9 @@ struct CBlockPlan {
 bool cblock_in_place(const ConvProblem& p) {
   // (bfloat16 y in place is rounded as it leaves the registers: the activation must be applied there.)
   if (p.dtype != DType::Float32 && !is_simple<float>(p.activation)) return false;
-  const bool zero_padding =
-      p.pad_mode == PadMode::Zeros || (p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0);
+  // (In place, the taps outside the input, depth taps too, are skipped as zeros.)
+  const bool zero_padding = p.pad_mode == PadMode::Zeros || (p.pad_front == 0 && p.pad_back == 0 && p.pad_top == 0 &&
+                                                             p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0);
   return p.layout == Layout::NHWC && zero_padding && row_reuse_blocks<true>(p) != nullptr;
 }
 
