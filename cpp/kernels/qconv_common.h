@@ -101,6 +101,9 @@ static inline bool weights_fit_int8(const ConvProblem& p, const int16_t* weight)
 
 // The int8-product kernels' zero-point compensation, packed: sum w per output channel, then the
 // bias (0 without), each [group][block][16] int32 (`blocks` of 16 output channels a group).
+static inline size_t sums_bytes(int64_t groups, int64_t blocks) {
+  return 2 * size_t(groups * blocks * kBlock) * sizeof(int32_t);
+}
 static inline void pack_sums(const ConvProblem& p, int64_t blocks, const int16_t* weight, const int32_t* bias,
                              int32_t* sums) {
   const int64_t groups = p.groups, group_out = p.out_channels / groups;

@@ -65,7 +65,7 @@ bool accepts(const ConvProblem& p) { return qconv::dense_tile_accepts(p, geometr
 // The weights, then sum w per output channel and the bias, each [group][block][16] int32.
 size_t packed_bytes(const ConvProblem& p) {
   const Geometry g = geometry_of(p);
-  return weight_bytes(g) + 2 * size_t(g.groups * g.blocks * kBlock) * sizeof(int32_t);
+  return weight_bytes(g) + qconv::sums_bytes(g.groups, g.blocks);
 }
 
 bool pack(const ConvProblem& p, const int16_t* weight, const int32_t* bias, void* packed) {

@@ -145,6 +145,22 @@ def _at(values: Sequence[str], i: int) -> str:
     return values[i] if i < len(values) else ""
 
 
+_EIGHT_BIT = (np.uint8, np.int8)
+
+
+def _one_value(known: Dict[str, np.ndarray], name: str, dtypes: Sequence[Any] = ()) -> bool:
+    """Whether `name` is a constant of one value (of one of `dtypes`, where given)."""
+    return name in known and known[name].size == 1 and (not dtypes or known[name].dtype in dtypes)
+
+
+def _eight_bit_quantization(known: Dict[str, np.ndarray], node: Any, zero_point_required: bool = False) -> bool:
+    """Whether a QuantizeLinear or DequantizeLinear node is per tensor: one scale, and one 8-bit
+    zero point (or none, ONNX's uint8 zero, unless `zero_point_required`)."""
+    zero = node.input(2)
+    return _one_value(known, node.input(1)) and (
+        _one_value(known, zero, _EIGHT_BIT) if zero != "" or zero_point_required else True)
+
+
 class _Wiring:
     """Which node produces each value of a node list and which read it."""
 
@@ -182,9 +198,6 @@ def quantized_convolutions(nodes: List[Any], known: Dict[str, np.ndarray], graph
     activation_of(node): the cppconv activation a node computes, or None."""
     wiring = _Wiring(nodes, graph_outputs)
     only_reader, dequantize_of = wiring.only_reader, wiring.dequantize_of
-    def per_tensor(name: str) -> bool:
-        return name in known and known[name].size == 1
-
     replaced: Dict[int, Any] = {}
     removed: Set[int] = set()
     for n in nodes:
@@ -195,7 +208,7 @@ def quantized_convolutions(nodes: List[Any], known: Dict[str, np.ndarray], graph
             continue
         x_q, x_scale, x_zero = dq_x.input(0), dq_x.input(1), dq_x.input(2)
         w_q, w_scale, w_zero = dq_w.input(0), dq_w.input(1), dq_w.input(2)
-        if not (per_tensor(x_scale) and (x_zero == "" or per_tensor(x_zero)) and x_q not in known):
+        if not (_one_value(known, x_scale) and (x_zero == "" or _one_value(known, x_zero)) and x_q not in known):
             continue
         if not (w_q in known and w_scale in known and (w_zero == "" or w_zero in known)
                 and known[w_q].dtype in (np.int8, np.uint8) and (known[w_scale].size == 1 or
@@ -213,8 +226,8 @@ def quantized_convolutions(nodes: List[Any], known: Dict[str, np.ndarray], graph
             after = only_reader(after.outputs[0])
         elif activation is not None:
             continue
-        if after is None or after.op != "QuantizeLinear" or not per_tensor(after.input(1)) or \
-                not (after.input(2) == "" or per_tensor(after.input(2))):
+        if after is None or after.op != "QuantizeLinear" or not _one_value(known, after.input(1)) or \
+                not (after.input(2) == "" or _one_value(known, after.input(2))):
             continue
         fused.append(after)
         x_zero_value = known[x_zero] if x_zero else np.zeros((), np.uint8)
@@ -247,21 +260,13 @@ def quantized_adds(nodes: List[Any], known: Dict[str, np.ndarray], graph_outputs
     wiring = _Wiring(nodes, graph_outputs)
     only_reader = wiring.only_reader
 
-    def per_tensor(name: str, dtypes: Sequence[Any]) -> bool:  # "" (absent) is ONNX's uint8 zero
-        if name == "":
-            return True
-        return name in known and known[name].size == 1 and (not dtypes or known[name].dtype in dtypes)
-
-    eight_bit = (np.uint8, np.int8)
     replaced: Dict[int, Any] = {}
     removed: Set[int] = set()
     for n in nodes:
         if n.op != "Add" or len(n.inputs) != 2 or len(n.outputs) != 1:
             continue
         dqs = [wiring.dequantize_of(v) for v in n.inputs]
-        if not all(d is not None and d.input(0) not in known and
-                   per_tensor(d.input(1), ()) and d.input(1) != "" and per_tensor(d.input(2), eight_bit)
-                   for d in dqs):
+        if not all(d is not None and d.input(0) not in known and _eight_bit_quantization(known, d) for d in dqs):
             continue
         after = only_reader(n.outputs[0])
         activation = None if after is None else activation_of(after)
@@ -269,8 +274,7 @@ def quantized_adds(nodes: List[Any], known: Dict[str, np.ndarray], graph_outputs
         if after is not None and activation == "relu":
             fused.append(after)
             after = only_reader(after.outputs[0])
-        if after is None or after.op != "QuantizeLinear" or after.input(1) == "" or \
-                not per_tensor(after.input(1), ()) or not per_tensor(after.input(2), eight_bit):
+        if after is None or after.op != "QuantizeLinear" or not _eight_bit_quantization(known, after):
             continue
         fused.append(after)
         a, b = dqs
@@ -310,17 +314,11 @@ def quantized_tables(nodes: List[Any], known: Dict[str, np.ndarray], graph_outpu
     inside it alone; the DequantizeLinear nodes of x stay (the plan drops the unread)."""
     wiring = _Wiring(nodes, graph_outputs)
 
-    def scalar(name: str, operand: bool = False) -> bool:  # (an operand of rank 2 and up would broadcast y)
-        return name in known and known[name].size == 1 and (not operand or known[name].ndim <= 1)
-
-    def per_tensor_eight_bit(n: Any) -> bool:  # a Q or DQ of one scale and an 8-bit zero point
-        zero = n.input(2)
-        return scalar(n.input(1)) and (zero == "" or (scalar(zero) and known[zero].dtype in (np.uint8, np.int8)))
-
     def walk(value: str, depth: int, through: bool) -> Optional[Tuple[List[Any], Set[str]]]:
         """The nodes computing a float value (producers first) and the 8-bit values they read;
         `through`: across the group's own quantizations (Q then DQ) while depth allows."""
-        if value == "" or scalar(value, operand=True):
+        # (An operand of rank 2 and up would broadcast y.)
+        if value == "" or (_one_value(known, value) and known[value].ndim <= 1):
             return [], set()
         n = wiring.producer.get(value)
         if depth > _MOST_TABULATED or n is None or n.op not in _ELEMENTWISE or n.op == "QuantizeLinear" or \
@@ -328,11 +326,11 @@ def quantized_tables(nodes: List[Any], known: Dict[str, np.ndarray], graph_outpu
             return None
         if n.op == "DequantizeLinear":
             x = n.input(0)
-            if not per_tensor_eight_bit(n) or x in known:
+            if not _eight_bit_quantization(known, n) or x in known:
                 return None
             q = wiring.producer.get(x)
             if through and depth < _MOST_TABULATED and q is not None and q.op == "QuantizeLinear" and \
-                    per_tensor_eight_bit(q):
+                    _eight_bit_quantization(known, q):
                 inner = walk(q.input(0), depth + 2, through)
                 if inner is not None and len(inner[1]) == 1:
                     return [*inner[0], q, n], inner[1]
@@ -366,7 +364,7 @@ def quantized_tables(nodes: List[Any], known: Dict[str, np.ndarray], graph_outpu
     replaced: Dict[int, Any] = {}
     removed: Set[int] = set()
     for q in reversed(nodes):  # (consumers first: SiLU's last QuantizeLinear takes its Sigmoid's in)
-        if q.op != "QuantizeLinear" or id(q) in removed or not per_tensor_eight_bit(q):
+        if q.op != "QuantizeLinear" or id(q) in removed or not _eight_bit_quantization(known, q):
             continue
         # The longest group; else the one that stops at the 8-bit values the group quantized.
         found = group_of(q, through=True) or group_of(q, through=False)
@@ -400,9 +398,7 @@ def quantized_gates(nodes: List[Any], known: Dict[str, np.ndarray], graph_output
     wiring = _Wiring(nodes, graph_outputs)
 
     def per_tensor_eight_bit(n: Any) -> bool:  # with its zero point, whose dtype is x's or y's
-        zero = n.input(2)
-        return all(v in known and known[v].size == 1 for v in (n.input(1), zero)) and \
-            known[zero].dtype in (np.uint8, np.int8)
+        return _eight_bit_quantization(known, n, zero_point_required=True)
 
     replaced: Dict[int, Any] = {}
     removed: Set[int] = set()
