@@ -523,8 +523,9 @@ void run(const ConvCall& call) {
 //    with one tap of k_pad / 2 pairs, and its stores, over the row block's pixels flattened.
 // Each output's sum runs over K in one fixed order whatever the thread count.
 constexpr int kStepValues = 2 * kTilePairs;  // K values of one TDPBF16PS
-// More channels per group fill the tile rows of conv2d_amx_bf16's own (channel-pair) K well
-// enough that copying each pixel's window no longer pays (docs/tuning.md).
+// The channels-first interleave's C x C permutes a block grow with C, and from 8 channels
+// conv2d_amx_bf16's own (channel-pair) K fills well enough that copying each pixel's window
+// seldom pays (taps_accepts, docs/tuning.md).
 constexpr int64_t kTapsMaxGroupIn = 16;
 // A panel of 32 pixels of up to this many K values stays in L1 or L2 beside the B tiles.
 constexpr int64_t kTapsMaxK = 1024;
