@@ -106,7 +106,9 @@ def test_amx_random(layout):
 
 def test_amx_declines_small_groups():
     """The first layer's 3 channels, depthwise, groups of under 8 input or output channels and 1x1
-    windows of under 16 input channels are left to the other kernels; 8 of a 3x3 window taken."""
+    windows of under 16 input channels are left to the other kernels (the first to
+    conv2d_amx_taps_bf16, which the dispatcher also prefers for 8 channels of a 3x3 window:
+    tests/test_amx_taps_bf16.py); 8 of a 3x3 window taken."""
     rng = make_rng("amx_bf16_declines")
     for c, k, groups, kernel, takes in ((3, 64, 1, 3, False), (32, 32, 32, 3, False), (7, 64, 1, 3, False),
                                         (64, 7, 1, 3, False), (128, 128, 32, 3, False), (8, 32, 1, 1, False),
@@ -123,7 +125,10 @@ def test_amx_declines_small_groups():
         else:
             with pytest.raises(ValueError, match="does not accept"):
                 _conv._conv_with_algorithm(amx_name(), x, w, None, **kw)
-        assert ("amx" in cppconv.explain(x.shape, w.shape, dtype=BF16, **kw)["algorithm"]) == takes, (c, k, groups)
+        algorithm = cppconv.explain(x.shape, w.shape, dtype=BF16, **kw)["algorithm"]
+        assert (algorithm == amx_name()) == (takes and c // groups > 8), (c, k, groups, algorithm)
+        assert algorithm.startswith("conv2d_amx_taps_bf16_") == (c // groups <= 8 and k // groups >= 8
+                                                                 and c // groups * kernel**2 >= 16)
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])

@@ -19,6 +19,8 @@
 //    next step's tiles are summed.  A k block pair's weights stay in L2 while the row block's
 //    pixels sweep past them; a group's large weights are split between the threads by k blocks.
 // Each output's sum runs in one fixed order (taps, then pairs) whatever the thread count.
+// conv2d_amx_taps_bf16, below, runs the same tiles and stores for few input channels per group
+// with each pixel's window as the K dimension.
 #include "kernels/conv2d_amx_bf16.h"
 
 #if defined(CPPCONV_HAS_CONV2D_AMX_BF16)
@@ -48,8 +50,9 @@ constexpr int kPixels = 2 * kTileRows;
 constexpr int kChannels = 2 * kBlock;
 // Fewer input channels per group (the first layer's 3, depthwise) would leave most of each
 // 16-pair tile row zero, fewer output channels most of each B tile's columns, a shorter sum per
-// output (a 1x1 window of 8 channels) most of the step in its stores: those run on the
-// vdpbf16ps kernels (docs/tuning.md, "AMX bfloat16").
+// output (a 1x1 window of 8 channels) most of the step in its stores: those run on
+// conv2d_amx_taps_bf16 (few input channels) or the vdpbf16ps kernels (docs/tuning.md, "AMX
+// bfloat16").
 constexpr int64_t kMinGroupIn = 8, kMinGroupOut = 8, kMinSum = 16;
 
 // Channelvec's Geometry with `pairs` the padded pairs of a pixel (its pitch in words) and a
@@ -452,10 +455,10 @@ CPPCONV_TARGET_AMX_BF16 void run_item(const ConvCall& call, const AmxGeometry& a
   if (has_pending) store_step<Out>(call, a, n, grp, oh0, pending, bias);
 }
 
-template <class In, class Out>
-CPPCONV_TARGET_AMX_BF16 void run_items(const ConvCall& call, const AmxGeometry& a, int64_t items,
-                                       unsigned char* scratch, const Scratch& sizes, const int64_t* tap_offset) {
-  // The tile configuration is per thread: every tile of 16 rows of 64 bytes.
+// run_item(item) for items [0, items) shared among the region's threads, the tiles configured
+// on each (the configuration is per thread: every tile of 16 rows of 64 bytes).
+template <class RunItem>
+CPPCONV_TARGET_AMX_BF16 void run_items(int64_t items, RunItem&& run_item) {
   TileConfig config{};
   config.palette_id = 1;
   for (int i = 0; i < 8; ++i) {
@@ -466,7 +469,7 @@ CPPCONV_TARGET_AMX_BF16 void run_items(const ConvCall& call, const AmxGeometry& 
   {
     DenormalGuard denormals;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t item = 0; item < items; ++item) run_item<In, Out>(call, a, item, scratch, sizes, tap_offset);
+    for (int64_t item = 0; item < items; ++item) run_item(item);
   }
   _tile_release();
 }
@@ -496,13 +499,337 @@ void run_typed(const ConvCall& call) {
       tap_offset[size_t(i * p.kernel_w + j)] = i * p.dilation_h * a.g.row_pitch + j * p.dilation_w * a.pixel_pitch;
   const int64_t items = p.batch * p.groups * a.g.row_blocks * a.parts;
   parallel_region(threads, [&] {
-    run_items<In, Out>(call, a, items, scratch + per_thread * size_t(region_thread(threads)), sizes, tap_offset.data());
+    unsigned char* own = scratch + per_thread * size_t(region_thread(threads));
+    run_items(items, [&](int64_t item) { run_item<In, Out>(call, a, item, own, sizes, tap_offset.data()); });
   });
 }
 
 void run(const ConvCall& call) {
   with_stored_types(call, [&](auto in, auto out) { run_typed<decltype(in), decltype(out)>(call); });
 }
+
+// ---------------------------------------------------------------------------------------------
+// conv2d_amx_taps_bf16: few input channels per group (a first layer's 3).  Their pairs would
+// leave most of each 16-pair tile row zero, so here a pixel's whole window, taps x channels, is
+// the K dimension instead: im2col 32 pixels at a time into an L1 panel, never the whole matrix.
+//  - the padded input rows of a row block are copied channels-last into a strip,
+//    [row][column][channel] without pair padding, whatever x's layout (channels-first planes
+//    interleaved 32 columns at a time in registers): a window row is then kw x C contiguous
+//    values (kw runs of C when dilated), one masked load and store into the panel that reads
+//    nothing outside the window;
+//  - panel rows [pixel][k_pad], K ordered (kh, kw, channel) and zero from taps x C to k_pad (a
+//    multiple of 32), so an inf or NaN beside a window never meets a zero weight;
+//  - weights packed [group][k block][pair][16][2] in that K order: conv2d_amx_bf16's tile loop
+//    with one tap of k_pad / 2 pairs, and its stores, over the row block's pixels flattened.
+// Each output's sum runs over K in one fixed order whatever the thread count.
+constexpr int kStepValues = 2 * kTilePairs;  // K values of one TDPBF16PS
+// The channels-first interleave's C x C permutes a block grow with C, and from 8 channels
+// conv2d_amx_bf16's own (channel-pair) K fills well enough that copying each pixel's window
+// seldom pays (taps_accepts, docs/tuning.md).
+constexpr int64_t kTapsMaxGroupIn = 16;
+// A panel of 32 pixels of up to this many K values stays in L1 or L2 beside the B tiles.
+constexpr int64_t kTapsMaxK = 1024;
+
+struct TapsGeometry {
+  AmxGeometry out;  // what store_step reads: flattened runs of out_w pixels (flat, g.cols = out_w)
+  int64_t cols, row_values;  // strip: the padded columns the outputs read; values a row
+  int64_t k_values, k_pad;   // taps x channels; padded to whole steps
+  int64_t rows_per_block, row_blocks;
+  size_t strip_bytes, panel_bytes, bias_bytes;
+  size_t scratch_bytes() const { return strip_bytes + panel_bytes + bias_bytes + 2 * kPixels * kChannels * 4; }
+};
+
+TapsGeometry taps_geometry_of(const ConvProblem& p, int threads) {
+  TapsGeometry t{};
+  Geometry& g = t.out.g;
+  g.group_in = p.in_channels / p.groups;
+  g.group_out = p.out_channels / p.groups;
+  g.blocks = ceil_div(g.group_out, kBlock);
+  g.taps = p.kernel_h * p.kernel_w;
+  g.cols = p.out_w;
+  t.out.flat = true;
+  t.cols = input_cols_for(p, p.out_w);
+  t.row_values = t.cols * g.group_in;
+  t.k_values = g.taps * g.group_in;
+  t.k_pad = ceil_div(t.k_values, kStepValues) * kStepValues;
+  g.pairs = t.k_pad / 2;
+  // Row blocks whose strip stays in L2, split further so every thread gets several.
+  int64_t rows = p.out_h;
+  while (rows > 1 && input_rows_for(p, rows) * t.row_values * 2 > kTileBytes) rows = (rows + 1) / 2;
+  while (p.batch * p.groups * ceil_div(p.out_h, rows) < 8 * threads && rows >= 4) rows = (rows + 1) / 2;
+  t.rows_per_block = rows;
+  t.row_blocks = ceil_div(p.out_h, rows);
+  t.strip_bytes = (size_t(input_rows_for(p, rows) * t.row_values) * 2 + 63) / 64 * 64;
+  t.panel_bytes = size_t(kPixels * t.k_pad) * 2;
+  t.bias_bytes = size_t(2 * ceil_div(g.blocks, 2) * kBlock) * 4;
+  return t;
+}
+
+bool taps_accepts(const ConvProblem& p) {
+  if (p.batch < 1 || p.in_channels < 1 || p.out_channels < 1 || p.in_d != 1 || p.kernel_d != 1) return false;
+  const int64_t group_in = p.in_channels / p.groups, taps = p.kernel_h * p.kernel_w;
+  if (group_in > kTapsMaxGroupIn || p.out_channels / p.groups < kMinGroupOut) return false;
+  if (taps > kTapsMaxK || group_in * taps < kMinSum || group_in * taps > kTapsMaxK) return false;
+  // Where conv2d_amx_bf16 takes the problem too, it needs taps x ceil(C / 32) steps of the tile
+  // loop to this kernel's ceil(taps x C / 32), but copying each window into the panel costs
+  // about two steps' worth: this kernel takes it at a third of the steps or fewer.
+  if (accepts(p) && 3 * ceil_div(group_in * taps, kStepValues) > taps * ceil_div(group_in, kStepValues)) return false;
+  return tiles_in_proportion(p, p.in_channels, [&] {
+    const TapsGeometry t = taps_geometry_of(p, 1);
+    return double(p.batch) * double(p.groups) * double(t.row_blocks) * double(t.strip_bytes / 2);
+  });
+}
+
+size_t taps_packed_bytes(const ConvProblem& p) {
+  const TapsGeometry t = taps_geometry_of(p, 1);
+  return size_t(p.groups * t.out.g.blocks * t.k_pad) * kBlock * sizeof(uint16_t);
+}
+
+// (K, C/groups, kh, kw) -> [group][k block][pair][16][2], value k = tap x C + channel of the
+// pixel's window at pair k / 2, half k % 2; the pairs past taps x C zero.  (A few thousand
+// values: packed value by value.)
+void taps_pack(const ConvProblem& p, const void* weight, void* packed, int) {
+  const TapsGeometry t = taps_geometry_of(p, 1);
+  const Geometry& g = t.out.g;
+  const auto* w = static_cast<const uint16_t*>(weight);
+  auto* out = static_cast<uint16_t*>(packed);
+  const int64_t block_values = t.k_pad * kBlock;
+  for (int64_t grp = 0; grp < p.groups; ++grp)
+    for (int64_t kb = 0; kb < g.blocks; ++kb) {
+      uint16_t* ob = out + (grp * g.blocks + kb) * block_values;
+      std::memset(ob, 0, size_t(block_values) * 2);
+      const int64_t valid = std::min<int64_t>(kBlock, g.group_out - kb * kBlock);
+      for (int64_t m = 0; m < valid; ++m) {
+        const uint16_t* wm = w + (grp * g.group_out + kb * kBlock + m) * t.k_values;
+        for (int64_t c = 0; c < g.group_in; ++c)
+          for (int64_t tap = 0; tap < g.taps; ++tap) {
+            const int64_t k = tap * g.group_in + c;
+            ob[(k >> 1) * kBlock * 2 + m * 2 + (k & 1)] = wm[c * g.taps + tap];
+          }
+      }
+    }
+}
+
+size_t taps_workspace_bytes(const ConvProblem& p, int threads) {
+  return size_t(threads) * ((taps_geometry_of(p, threads).scratch_bytes() + 63) / 64 * 64);
+}
+
+inline __mmask32 first_values(int64_t n) { return n >= 32 ? __mmask32(0xffffffffu) : __mmask32((1u << n) - 1); }
+
+// The permutes that interleave C <= 16 channel rows of 32 values each into 32 C-channel pixels:
+// output vector v's lane l is value v * 32 + l, column (v * 32 + l) / C of channel
+// (v * 32 + l) % C, so each of the C outputs takes lanes from every channel at one index vector.
+struct Interleave {
+  uint16_t index[kTapsMaxGroupIn][32];
+  __mmask32 lanes[kTapsMaxGroupIn][kTapsMaxGroupIn];  // [output vector][channel]
+};
+
+void interleave_of(int64_t channels, Interleave& il) {
+  std::memset(&il, 0, sizeof il);
+  for (int64_t v = 0; v < channels; ++v)
+    for (int l = 0; l < 32; ++l) {
+      const int64_t q = v * 32 + l;
+      il.index[v][l] = uint16_t(q / channels);
+      il.lanes[v][q % channels] |= __mmask32(1u << l);
+    }
+}
+
+// n <= 32 consecutive values as bfloat16 bits (zeros past n): load_bf16_words' conversion.
+CPPCONV_TARGET_AMX_BF16 inline __m512i load_values(const uint16_t* src, int64_t n) {
+  return _mm512_maskz_loadu_epi16(first_values(n), src);
+}
+CPPCONV_TARGET_AMX_BF16 inline __m512i load_values(const float* src, int64_t n) {
+  const __m256i lo = round_to_bf16(_mm512_maskz_loadu_ps(first_lanes(n), src));
+  const __m256i hi =
+      n > 16 ? round_to_bf16(_mm512_maskz_loadu_ps(first_lanes(n - 16), src + 16)) : _mm256_setzero_si256();
+  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+// One strip row from channels-last x (`row`: the group's first channel of the source row).
+template <class In>
+CPPCONV_TARGET_AMX_BF16 void strip_row_channels_last(const ConvCall& call, const TapsGeometry& t, const In* row,
+                                                     uint16_t* d) {
+  const ConvProblem& p = call.p;
+  const Strides4& xs = call.x_stride;
+  const int64_t c = t.out.g.group_in;
+  const __mmask32 lanes = first_values(c);
+  int64_t col = 0;
+  if (xs.c == 1 && xs.w == c) {  // the inner columns one run of values
+    const int64_t begin = std::min(std::max<int64_t>(p.pad_left, 0), t.cols);
+    const int64_t end = std::max(begin, std::min(p.pad_left + p.in_w, t.cols));
+    for (; col < begin; ++col) {
+      const int64_t src = call.col_src[col];
+      _mm512_mask_storeu_epi16(d + col * c, lanes, src < 0 ? _mm512_setzero_si512() : load_values(row + src * xs.w, c));
+    }
+    const In* s = row + (begin - p.pad_left) * c;
+    for (int64_t i = 0, n = (end - begin) * c; i < n; i += 32)
+      _mm512_mask_storeu_epi16(d + begin * c + i, first_values(n - i), load_values(s + i, n - i));
+    col = end;
+  }
+  for (; col < t.cols; ++col) {
+    const int64_t src = call.col_src[col];
+    uint16_t* to = d + col * c;
+    if (src < 0) {
+      _mm512_mask_storeu_epi16(to, lanes, _mm512_setzero_si512());
+    } else if (xs.c == 1) {
+      _mm512_mask_storeu_epi16(to, lanes, load_values(row + src * xs.w, c));
+    } else {
+      for (int64_t k = 0; k < c; ++k) to[k] = bf16_bits(row[src * xs.w + k * xs.c]);
+    }
+  }
+}
+
+// One strip row from channels-first x: the inner columns 32 at a time through Interleave's
+// permutes (unit column stride), the padding columns value by value through col_src.
+template <class In>
+CPPCONV_TARGET_AMX_BF16 void strip_row_channels_first(const ConvCall& call, const TapsGeometry& t, const Interleave& il,
+                                                      const In* row, uint16_t* d) {
+  const ConvProblem& p = call.p;
+  const Strides4& xs = call.x_stride;
+  const int64_t c = t.out.g.group_in;
+  int64_t begin = std::min(std::max<int64_t>(p.pad_left, 0), t.cols);
+  int64_t end = std::max(begin, std::min(p.pad_left + p.in_w, t.cols));
+  if (xs.w != 1) begin = end = t.cols;  // every column value by value
+  for (int64_t col = 0; col < t.cols; ++col) {
+    if (col == begin) col = end;
+    if (col >= t.cols) break;
+    const int64_t src = call.col_src[col];
+    for (int64_t k = 0; k < c; ++k) d[col * c + k] = src < 0 ? 0 : bf16_bits(row[src * xs.w + k * xs.c]);
+  }
+  __m512i planes[kTapsMaxGroupIn];
+  for (int64_t col0 = begin; col0 < end; col0 += 32) {
+    const int64_t n = std::min<int64_t>(32, end - col0);
+    for (int64_t k = 0; k < c; ++k) planes[k] = load_values(row + k * xs.c + (col0 - p.pad_left), n);
+    uint16_t* to = d + col0 * c;
+    for (int64_t v = 0; v * 32 < n * c; ++v) {
+      const __m512i index = _mm512_loadu_si512(il.index[v]);
+      __m512i out = _mm512_setzero_si512();
+      for (int64_t k = 0; k < c; ++k) out = _mm512_mask_permutexvar_epi16(out, il.lanes[v][k], index, planes[k]);
+      _mm512_mask_storeu_epi16(to + v * 32, first_values(n * c - v * 32), out);
+    }
+  }
+}
+
+// One piece of a pixel's window: `lanes` values from `src` (values from the pixel's first in the
+// strip) to `dst` (in its panel row).
+struct Segment {
+  int64_t src, dst;
+  __mmask32 lanes;
+};
+
+std::vector<Segment> segments_of(const ConvProblem& p, const TapsGeometry& t) {
+  std::vector<Segment> segments;
+  const int64_t c = t.out.g.group_in;
+  const bool dense = p.dilation_w == 1 || p.kernel_w == 1;  // a window row one run of kw x C values
+  for (int64_t i = 0; i < p.kernel_h; ++i)
+    for (int64_t j = 0; j < (dense ? 1 : p.kernel_w); ++j) {
+      const int64_t len = dense ? p.kernel_w * c : c;
+      const int64_t src = i * p.dilation_h * t.row_values + j * p.dilation_w * c, dst = (i * p.kernel_w + j) * c;
+      for (int64_t o = 0; o < len; o += 32) segments.push_back({src + o, dst + o, first_values(len - o)});
+    }
+  return segments;
+}
+
+// The panel rows of `count` pixels from pixel v0 of the row block (flattened rows of out_w).
+CPPCONV_TARGET_AMX_BF16 void pack_panel(const ConvProblem& p, const TapsGeometry& t, const Segment* segments,
+                                        int64_t nsegments, const uint16_t* strip, int64_t v0, int64_t count,
+                                        uint16_t* panel) {
+  int64_t r = v0 / p.out_w, ow = v0 % p.out_w;
+  const int64_t c = t.out.g.group_in;
+  for (int64_t i = 0; i < count; ++i) {
+    const uint16_t* base = strip + r * p.stride_h * t.row_values + ow * p.stride_w * c;
+    uint16_t* dst = panel + i * t.k_pad;
+    for (int64_t s = 0; s < nsegments; ++s) {
+      const Segment& seg = segments[s];
+      _mm512_mask_storeu_epi16(dst + seg.dst, seg.lanes, _mm512_maskz_loadu_epi16(seg.lanes, base + seg.src));
+    }
+    if (++ow == p.out_w) ow = 0, ++r;
+  }
+}
+
+template <class In, class Out>
+CPPCONV_TARGET_AMX_BF16 void run_taps_item(const ConvCall& call, const TapsGeometry& t, const Interleave& il,
+                                           const Segment* segments, int64_t nsegments, int64_t item,
+                                           unsigned char* scratch) {
+  const ConvProblem& p = call.p;
+  const Geometry& g = t.out.g;
+  const int64_t rb = item % t.row_blocks, grp = item / t.row_blocks % p.groups, n = item / t.row_blocks / p.groups;
+  const int64_t oh0 = rb * t.rows_per_block, rows = std::min(t.rows_per_block, p.out_h - oh0);
+  auto* strip = reinterpret_cast<uint16_t*>(scratch);
+  auto* panel = reinterpret_cast<uint16_t*>(scratch + t.strip_bytes);
+  auto* bias = reinterpret_cast<float*>(scratch + t.strip_bytes + t.panel_bytes);
+  auto* sums = reinterpret_cast<float*>(scratch + t.strip_bytes + t.panel_bytes + t.bias_bytes);
+  const Strides4& xs = call.x_stride;
+  const In* image = static_cast<const In*>(call.x) + n * xs.n + grp * g.group_in * xs.c;
+  for (int64_t r = 0, row0 = oh0 * p.stride_h, in_rows = input_rows_for(p, rows); r < in_rows; ++r) {
+    uint16_t* d = strip + r * t.row_values;
+    const int64_t src_row = call.row_src[row0 + r];
+    if (src_row < 0) std::memset(d, 0, size_t(t.row_values) * 2);
+    else if (p.layout == Layout::NHWC) strip_row_channels_last(call, t, image + src_row * xs.h, d);
+    else strip_row_channels_first(call, t, il, image + src_row * xs.h, d);
+  }
+  std::memset(panel, 0, t.panel_bytes);  // the K lanes past taps x C
+  const auto* b = static_cast<const float*>(call.bias);
+  for (int64_t k = 0; k < int64_t(t.bias_bytes / 4); ++k)
+    bias[k] = b && k < g.group_out ? b[grp * g.group_out + k] : 0.0f;
+  static constexpr int64_t kNoOffset = 0;
+  TileArgs ta{};
+  ta.tap_offset = &kNoOffset;
+  ta.taps = 1;
+  ta.chunks = t.k_pad / kStepValues;
+  ta.pixel_bytes = t.k_pad * 2;
+  ta.block_values = t.k_pad * kBlock;
+  ta.pairs = t.k_pad / 2;
+  const auto* packed = static_cast<const uint16_t*>(call.packed) + grp * g.blocks * ta.block_values;
+  const auto* words = reinterpret_cast<const uint32_t*>(panel);
+  // Each step's sums are stored while the next step's tiles are summed.
+  Step pending{};
+  bool has_pending = false;
+  int buffer = 0;
+  for (int64_t v0 = 0, pixels = rows * p.out_w; v0 < pixels; v0 += kPixels) {
+    const int64_t count = std::min<int64_t>(kPixels, pixels - v0);
+    const int ma = count > kTileRows ? 2 : 1;
+    pack_panel(p, t, segments, nsegments, strip, v0, count, panel);
+    for (int64_t kb = 0; kb < g.blocks; kb += 2) {
+      const int nb = int(std::min<int64_t>(2, g.blocks - kb));
+      ta.weights = packed + kb * ta.block_values;
+      tiles(ta, ma, nb, words, kTileRows * t.k_pad / 2);
+      if (has_pending) store_step<Out>(call, t.out, n, grp, oh0, pending, bias);
+      float* out = sums + buffer * kPixels * kChannels;
+      store_sums(ma, nb, out);
+      const int64_t k0 = kb * kBlock;
+      pending = {0, v0, count, k0, std::min<int64_t>(int64_t(nb) * kBlock, g.group_out - k0), nb, out};
+      has_pending = true;
+      buffer ^= 1;
+    }
+  }
+  if (has_pending) store_step<Out>(call, t.out, n, grp, oh0, pending, bias);
+}
+
+template <class In, class Out>
+void run_taps_typed(const ConvCall& call) {
+  const ConvProblem& p = call.p;
+  const int threads = call.num_threads;
+  const TapsGeometry t = taps_geometry_of(p, threads);
+  const size_t per_thread = (t.scratch_bytes() + 63) / 64 * 64;
+  auto* scratch = static_cast<unsigned char*>(scratch_bytes(per_thread * size_t(threads)));
+  Interleave il;
+  interleave_of(t.out.g.group_in, il);
+  const std::vector<Segment> segments = segments_of(p, t);
+  const int64_t items = p.batch * p.groups * t.row_blocks;
+  parallel_region(threads, [&] {
+    unsigned char* own = scratch + per_thread * size_t(region_thread(threads));
+    run_items(items, [&](int64_t item) {
+      run_taps_item<In, Out>(call, t, il, segments.data(), int64_t(segments.size()), item, own);
+    });
+  });
+}
+
+void run_taps(const ConvCall& call) {
+  with_stored_types(call, [&](auto in, auto out) { run_taps_typed<decltype(in), decltype(out)>(call); });
+}
+
+constexpr AlgorithmName kTapsName = algorithm_name("conv2d_amx_taps_bf16__" CPPCONV_ISA_NAME, kPixels, kChannels);
 
 constexpr AlgorithmName kName = algorithm_name("conv2d_amx_bf16__" CPPCONV_ISA_NAME, kPixels, kChannels);
 }  // namespace
@@ -516,6 +843,10 @@ const ConvAlgorithm conv2d_amx_bf16 = {kName.text,
                                        run,
                                        Precision::Highest,
                                        kCpuAmxBf16 | kCpuAvx512Bf16};
+
+const ConvAlgorithm conv2d_amx_taps_bf16 = {kTapsName.text,    DType::BFloat16,    taps_accepts,
+                                            taps_packed_bytes, taps_pack,          taps_workspace_bytes,
+                                            run_taps,          Precision::Highest, kCpuAmxBf16 | kCpuAvx512Bf16};
 
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv

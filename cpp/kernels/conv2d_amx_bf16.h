@@ -12,6 +12,9 @@ namespace CPPCONV_ISA_NS {
 // Dense and grouped convolutions of at least 8 input and 8 output channels per group (16 input
 // channels of a 1x1 window), either layout.
 extern const ConvAlgorithm conv2d_amx_bf16;
+// Few input channels per group (up to 16, a first layer's 3), at least 8 output channels per
+// group: each pixel's window (taps x channels) is the tiles' K dimension.
+extern const ConvAlgorithm conv2d_amx_taps_bf16;
 }  // namespace CPPCONV_ISA_NS
 }  // namespace cppconv
 #endif

@@ -53,6 +53,7 @@ const ConvAlgorithm* const kConvAlgorithms[] = {
     &conv2d_depthwise_cblock_bf16,
 #endif
 #ifdef CPPCONV_HAS_CONV2D_AMX_BF16
+    &conv2d_amx_taps_bf16,
     &conv2d_amx_bf16,
 #endif
 #ifdef CPPCONV_HAS_CONV2D_BF16

@@ -418,6 +418,7 @@ std::vector<Tile> named_tiles() {
   std::vector<Tile> tiles;
   for (const ConvAlgorithm* alg : all_conv_algorithms()) {
     const std::string name = alg->name;
+    if (name.find("_amx_taps_") != std::string::npos) continue;  // few input channels: its own sweep
     const size_t at = name.rfind('_');
     const std::string last = name.substr(at + 1);
     const size_t x = last.find('x');
@@ -569,6 +570,18 @@ void conv2d_sweep() {
     if (i % 8 == 7) g.h = axis_for(uniform(8, 40), 3, 1, 1, true);
     run_case(g);
   }
+  // bfloat16 layers of few input channels per group (conv2d_amx_taps_bf16, each window the tiles'
+  // K): widths around its 32-pixel blocks, windows of every size, groups.  (Its own draws: the
+  // cases after it stay as they were.)
+  const std::mt19937_64 before_taps = g_rng;
+  for (int i = 0; i < 48; ++i) {
+    const int64_t C = pick(std::vector<int64_t>{1, 2, 3, 4, 5, 8, 9});
+    const int64_t K = pick(std::vector<int64_t>{8, 16, 17, 32, 33, 64});
+    const int64_t groups = chance(0.2) ? 2 : 1;
+    const int64_t OW = pick(std::vector<int64_t>{1, 7, 15, 16, 17, 31, 32, 33, 50});
+    run_case(random_geometry(OW, C * groups, K * groups, groups, DType::BFloat16));
+  }
+  g_rng = before_taps;
   // bfloat16 grouped layers of few outputs per group (pixelvec_bf16): 1 to 7 outputs per group
   // (its 4-output chunks), widths around its 16-column vectors and batches of up to 6 vectors,
   // even and odd channel counts per group; several row blocks on taller planes.  (Its own
