@@ -313,13 +313,17 @@ decltype(auto) with_element_type(DType dtype, F&& f) {
   return dtype == DType::Float32 ? f(float{}) : f(double{});
 }
 
+// A 1-D problem as the row lowerings (FoldRows, TapsAsChannels, DilationRows) take it: one input
+// row, one output row that reads it (no row padding: a stride can make the one output row a
+// padding row's), a window wider than one tap.
+bool one_long_row(const ConvProblem& p) {
+  return p.in_h == 1 && p.out_h == 1 && p.kernel_h == 1 && p.pad_top == 0 && p.pad_bottom == 0 && p.kernel_w > 1;
+}
+
 // FoldRows: output row length, a multiple of the microkernels' pixel blocks.  1x1 stride-1
 // problems run flat already, and depthwise kernels go channel by channel, so neither folds.
 constexpr int64_t kFoldOutputs = 96;
-bool folds_rows(const ConvProblem& p) {
-  return p.in_h == 1 && p.out_h == 1 && p.kernel_h == 1 && p.kernel_w > 1 && p.out_w >= 2 * kFoldOutputs &&
-         !is_depthwise(p);
-}
+bool folds_rows(const ConvProblem& p) { return one_long_row(p) && p.out_w >= 2 * kFoldOutputs && !is_depthwise(p); }
 
 // ChannelsFirst: the channels-last kernels vectorise over a group's output channels, so with
 // fewer than a vector's worth per group most lanes idle (ResNeXt's 4 per group ran at a quarter
@@ -338,8 +342,7 @@ bool runs_channels_first(const ConvProblem& p) {
 // (docs/tuning.md, "1-D and 3-D lowerings").
 constexpr int64_t kTapChannelsMax = 16;
 bool takes_taps_as_channels(const ConvProblem& p) {
-  return p.in_h == 1 && p.out_h == 1 && p.kernel_h == 1 && p.kernel_w > 1 && p.out_w >= 2 * kFoldOutputs &&
-         p.in_channels * p.kernel_w <= kTapChannelsMax;
+  return one_long_row(p) && p.out_w >= 2 * kFoldOutputs && p.in_channels * p.kernel_w <= kTapChannelsMax;
 }
 
 // DilationRows: at stride 1 a tap dilated by d moves the window by one row of d values, so a
@@ -349,9 +352,8 @@ bool takes_taps_as_channels(const ConvProblem& p) {
 constexpr int64_t kDilationRowsMin = 8;
 bool takes_dilation_rows(const ConvProblem& p) {
   const int64_t d = p.dilation_w;
-  return p.in_h == 1 && p.out_h == 1 && p.kernel_h == 1 && p.kernel_w > 1 && p.stride_w == 1 && d >= kDilationRowsMin &&
-         p.in_w % d == 0 && p.pad_left % d == 0 && p.pad_right % d == 0 &&
-         (p.pad_mode == PadMode::Zeros || p.pad_left + p.pad_right == 0) && !is_depthwise(p);
+  return one_long_row(p) && p.stride_w == 1 && d >= kDilationRowsMin && p.in_w % d == 0 && p.pad_left % d == 0 &&
+         p.pad_right % d == 0 && (p.pad_mode == PadMode::Zeros || p.pad_left + p.pad_right == 0) && !is_depthwise(p);
 }
 
 Lowering lowering_of(const ConvProblem& p);

@@ -264,6 +264,31 @@ DEEP_DEPTHWISE = [
 ]
 
 
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("c,k,w,kernel_w,dilation_w", [(8, 16, 400, 3, 1),   # FoldRows
+                                                       (2, 8, 400, 3, 1),    # TapsAsChannels
+                                                       (4, 8, 800, 3, 8)])   # DilationRows
+@pytest.mark.parametrize("padding,stride_h", [((1, 0), 3), ((1, 1), 2), ((0, 1), 2), ((2, 0), 1)])
+def test_single_row_with_row_padding(isa, padding_mode, c, k, w, kernel_w, dilation_w, padding, stride_h):
+    """One input row padded above or below, whose output rows the row lowerings (fold, taps as
+    channels, dilation rows) would take as one long row: they must leave it alone where a row of
+    padding is read (the fold read past its copy and crashed; the others gave the real row's
+    values, or zeros for a replicated row)."""
+    rng = make_rng("single_row_pad", padding_mode, c, w, kernel_w, padding, stride_h)
+    x = rng.standard_normal((1, c, 1, w)).astype(np.float32)
+    weight = rng.standard_normal((k, c, 1, kernel_w)).astype(np.float32)
+    if padding_mode == "reflect":
+        padding_mode = "symmetric"  # (reflect needs 2 rows to pad 1; symmetric mirrors the edge row)
+    if padding_mode != "zeros" and padding_mode != "replicate":
+        padding = tuple(min(v, 1) for v in padding)  # (at most the input's 1 row)
+    for last in (False, True):
+        check(x, weight, None, layout_last=last, stride=(stride_h, 1), padding=padding, dilation=(1, dilation_w),
+              padding_mode=padding_mode, context=f"{isa} last={last}")
+    x3 = x[:, :, None]  # the same row as conv3d of depth 1
+    check(x3, weight[:, :, None], None, stride=(1, stride_h, 1), padding=((0, 0), padding, (0, 0)),
+          dilation=(1, 1, dilation_w), padding_mode=padding_mode, context=f"{isa} 3-D")
+
+
 @pytest.mark.parametrize("padding_mode", ["reflect", "replicate", "circular"])
 @pytest.mark.parametrize("c,kernel,padding", [(8, (3, 1, 1), ((1, 1), (0, 0), (0, 0))),
                                               (16, (1, 1, 1), ((1, 1), (0, 0), (0, 0))),
