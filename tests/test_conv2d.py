@@ -308,7 +308,7 @@ def test_edge_columns_skip_padding_taps(isa, padding, stride, dilation, layout):
     left, right = (padding, padding) if isinstance(padding, int) else padding[1]
     for algorithm in algorithms:
         dtype = {"f32": F32, "f64": F64}[_algorithm_dtypes(algorithm)[0]]
-        for W in (1, 2, 3, 5, 6, 7, 11, 12, 13, 14, 23, 24, 25, 26, 37):
+        for W in (1, 2, 3, 5, 6, 7, 11, 12, 13, 14, 15, 23, 24, 25, 26, 27, 28, 29, 37, 41, 42, 43):
             if W + left + right < 2 * dilation + 1:
                 continue
             rng = make_rng("edge-columns", W, str(padding), stride, dilation, layout, algorithm)
@@ -447,8 +447,10 @@ def test_grouped_channels_last_runs_channels_first(isa, restore_threads, H, W, C
     (1, 20, 200, 64, 64, 4, 3, dict(padding=1)),                               # several row blocks
     (2, 1, 1, 48, 96, 3, 3, dict(padding=1, stride=2)),
     (1, 5, 11, 48, 48, 3, 3, dict(padding=1)),                                 # 16 a group: one-vector
-    (2, 4, 13, 80, 80, 5, 3, dict(padding=1)),                                 # blocks of 12 pixels,
-    (1, 3, 25, 32, 32, 2, 3, dict(padding=((0, 1), (1, 0)), stride=(1, 2))),  # around them
+    (2, 4, 13, 80, 80, 5, 3, dict(padding=1)),                                 # blocks of 12 and 14
+    (2, 3, 15, 80, 80, 5, 3, dict(padding=1)),                                 # pixels (AVX-512's
+    (1, 3, 25, 32, 32, 2, 3, dict(padding=((0, 1), (1, 0)), stride=(1, 2))),  # narrow block), around
+    (1, 2, 29, 32, 32, 2, 3, dict(padding=1)),                                 # them
     (1, 9, 12, 16, 32, 2, 3, dict(padding=1)),                                 # 8 in, 16 out a group
 ])
 def test_grouped_channels_last_tile_of_every_group(isa, restore_threads, N, H, W, C, K, groups, kernel, kw):
@@ -1555,6 +1557,11 @@ def test_wide_channelvec_block_takes_pointwise_layers_read_in_place(isa):
     assert chosen((1, 512, 4 * pixels, 4 * pixels), (512, 512, 1, 1), stride=2) == wide
     channels = int(wide.rsplit("x", 1)[1])  # and output channels
     assert chosen((1, 56, 56, 64), (channels - 1, 64, 1, 1), layout="NHWC") == narrow  # fewer than a block
+    # Channels-last output of one wide block stores each pixel whole where the reduction is short
+    # (3x3 x 3 channels, and 56 channels: 504), not on a long one (3x3 x 64: 576).
+    assert chosen((1, 56, 56, 3), (channels, 3, 3, 3), padding=1, layout="NHWC") == wide
+    assert chosen((1, 56, 56, 56), (channels, 56, 3, 3), padding=1, layout="NHWC") == wide
+    assert chosen((1, 56, 56, 64), (channels, 64, 3, 3), padding=1, layout="NHWC") == narrow
 
 
 # --------------------------------------------------------------------------------------------

@@ -1435,9 +1435,11 @@ bool engine_tiles_in_proportion(const ConvProblem& p, Orientation o) {
 // The wide block where it was measured to pay (docs/tuning.md, "The wide ChannelVec block"):
 // 1x1 kernels read in place, whose rows (or flat segments) hold at least two of its blocks; and
 // channels-last output of one wide block of channels per group, rows as long, where the narrow
-// block would store each output pixel in two passes over y (C3D's 3->64 first layer).
+// block would store each output pixel in two passes over y (C3D's 3->64 first layer), as long
+// as each output's reduction is short enough for those stores to matter.
 // Elsewhere it ran at par with the narrow block, or lost (short rows: twice the weight traffic
-// per multiply-add).
+// per multiply-add, which cores with two 512-bit FMA units feel on any long reduction).
+constexpr int64_t kWideStoreReductionMax = 512;  // input channels x taps of an output
 template <class T, class B>
 bool block_pays(const ConvProblem& p) {
   if constexpr (std::is_same_v<B, NarrowBlock>) {
@@ -1447,7 +1449,9 @@ bool block_pays(const ConvProblem& p) {
   } else {
     const int64_t go = p.out_channels / p.groups;
     if (go < kNR<T, B>) return false;
-    if (p.layout == Layout::NHWC && go == kNR<T, B> && p.out_w >= 2 * B::MR) return true;
+    if (p.layout == Layout::NHWC && go == kNR<T, B> && p.out_w >= 2 * B::MR &&
+        p.in_channels / p.groups * p.kernel_h * p.kernel_w <= kWideStoreReductionMax)
+      return true;
     if (!(p.kernel_h == 1 && p.kernel_w == 1 && can_read_in_place(p))) return false;
     const EnginePlan d = make_plan<T, B>(p, Orientation::ChannelVec, 1);
     return (d.flat ? d.flat_segment : p.out_w) >= 2 * B::MR;

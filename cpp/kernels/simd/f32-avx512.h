@@ -26,11 +26,13 @@ struct Types<double> {
 };
 constexpr int kVectorBytes = 64;
 
-// For 32 registers: 24 accumulators in the ChannelVec (12 x 2 vectors, and the wide 6 x 4) and
-// Winograd blocks, 6 x 4 in PixelVec's,
+// For 32 registers: 28 accumulators in the narrow ChannelVec block (14 x 2 vectors: rows of 14,
+// 28 and 56 pixels split into whole blocks, and each weight vector loaded from L2 serves 14
+// pixels, which matters on cores with two 512-bit FMA units), 24 in the wide one (6 x 4) and
+// the Winograd blocks, 6 x 4 in PixelVec's,
 // 16 in the transposed convolution's; the depthwise reuse blocks hold 16 accumulators, 9
 // weights and 4 inputs; a lane shift is one instruction, so rows one vector wide pay.
-constexpr TileSizes kTiles = {2, 12, 6, 8, 30, 12, 8, 4, 1, 4, 6};
+constexpr TileSizes kTiles = {2, 14, 6, 8, 30, 12, 8, 4, 1, 4, 6};
 
 template <class T = float>
 static inline typename Types<T>::Vec vzero();
