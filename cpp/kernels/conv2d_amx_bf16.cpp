@@ -400,7 +400,7 @@ CPPCONV_TARGET_AMX_BF16 void run_item(const ConvCall& call, const AmxGeometry& a
   }
   const auto* packed = static_cast<const uint16_t*>(call.packed);
   const auto* b = static_cast<const float*>(call.bias);
-  for (int64_t k = 0; k < sizes.bias_floats; ++k) bias[k] = b && k < g.group_out ? b[grp * g.group_out + k] : 0.0f;
+  fill_bias(b, grp * g.group_out, g.group_out, bias, sizes.bias_floats);
   TileArgs t{};
   t.tile = in;
   t.tap_offset = tap_offset;
@@ -770,8 +770,7 @@ CPPCONV_TARGET_AMX_BF16 void run_taps_item(const ConvCall& call, const TapsGeome
   }
   std::memset(panel, 0, t.panel_bytes);  // the K lanes past taps x C
   const auto* b = static_cast<const float*>(call.bias);
-  for (int64_t k = 0; k < int64_t(t.bias_bytes / 4); ++k)
-    bias[k] = b && k < g.group_out ? b[grp * g.group_out + k] : 0.0f;
+  fill_bias(b, grp * g.group_out, g.group_out, bias, int64_t(t.bias_bytes / 4));
   static constexpr int64_t kNoOffset = 0;
   TileArgs ta{};
   ta.tap_offset = &kNoOffset;

@@ -258,8 +258,8 @@ CPPCONV_TARGET_AVX512BF16 void run_item(const ConvCall& call, const Geometry& g,
   for (int64_t kb = 0; kb < g.blocks; kb += kMaxBlocks) {
     const int nb = int(std::min<int64_t>(kMaxBlocks, g.blocks - kb));
     const int64_t k0 = kb * kBlock, kvalid = std::min<int64_t>(int64_t(nb) * kBlock, g.group_out - k0);
-    alignas(64) float bias_block[kMaxBlocks * kBlock] = {};
-    for (int64_t k = 0; k < kvalid && bias; ++k) bias_block[k] = bias[grp * g.group_out + k0 + k];
+    alignas(64) float bias_block[kMaxBlocks * kBlock];
+    fill_bias(bias, grp * g.group_out + k0, kvalid, bias_block, kMaxBlocks * kBlock);
     BlockArgs a{};
     a.in = tile;
     a.tap_offset = tap_offset;
@@ -643,7 +643,7 @@ CPPCONV_TARGET_AVX512BF16 void group_run_item(const ConvCall& call, const GroupG
     for (int64_t ch = 0; ch < g.chunks; ++ch) {
       const int64_t k0 = grp * g.group_out + ch * kOutChunk;
       const int ko = int(std::min<int64_t>(kOutChunk, g.group_out - ch * kOutChunk));
-      for (int k = 0; k < kOutChunk; ++k) a.bias[k] = bias && k < ko ? bias[k0 + k] : 0.0f;
+      fill_bias(bias, k0, ko, a.bias, kOutChunk);
       a.weights = packed + (grp * g.chunks + ch) * g.taps * g.group_pairs * kOutChunk;
       // The vectors in batches of nearly equal size (8 as 4 + 4, not 6 + 2).
       for (int64_t b = 0, first = 0; b < batches; ++b) {
@@ -787,7 +787,7 @@ CPPCONV_TARGET_AVX512BF16 void pointwise_run_item(const ConvCall& call, const Po
     const __mmask16 lanes = v1 == vectors ? last : __mmask16(0xffff);
     for (int64_t k0 = 0; k0 < p.out_channels; k0 += kOutChunk) {
       const int ko = int(std::min<int64_t>(kOutChunk, p.out_channels - k0));
-      for (int k = 0; k < kOutChunk; ++k) a.bias[k] = bias && k < ko ? bias[k0 + k] : 0.0f;
+      fill_bias(bias, k0, ko, a.bias, kOutChunk);
       a.weights = packed + k0 * g.pairs;
       for (int64_t v = v0; v < v1; ++v) {
         src[v - v0] = tile + v * kBlock;

@@ -33,6 +33,12 @@ struct Geometry {
   int64_t rows_per_block, row_blocks;
 };
 
+// `count` bias values from output channel `first` into `to`: zeros past the `valid` outputs of
+// the block (a group's or a chunk's) and where there is no bias, so the kernels add them blindly.
+inline void fill_bias(const float* bias, int64_t first, int64_t valid, float* to, int64_t count) {
+  for (int64_t k = 0; k < count; ++k) to[k] = bias && k < valid ? bias[first + k] : 0.0f;
+}
+
 inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1); }
 
 // (K, C/groups, kh, kw) bfloat16 -> [group][k block][tap][pair][16][2].  Per k block, 16 source

@@ -397,20 +397,20 @@ def quantized_gates(nodes: List[Any], known: Dict[str, np.ndarray], graph_output
     definition step by step.  The DequantizeLinear stays (the block's pool reads it too)."""
     wiring = _Wiring(nodes, graph_outputs)
 
-    def per_tensor_eight_bit(n: Any) -> bool:  # with its zero point, whose dtype is x's or y's
-        return _eight_bit_quantization(known, n, zero_point_required=True)
-
     replaced: Dict[int, Any] = {}
     removed: Set[int] = set()
     for n in nodes:
         if n.op != "Mul" or len(n.inputs) != 2 or len([o for o in n.outputs if o]) != 1:
             continue
         after = wiring.only_reader(n.outputs[0])
-        if after is None or after.op != "QuantizeLinear" or not per_tensor_eight_bit(after):
+        # (each zero point required: its dtype is the gate's x's or y's)
+        if after is None or after.op != "QuantizeLinear" or not _eight_bit_quantization(
+                known, after, zero_point_required=True):
             continue
         for i in (0, 1):
             dq, gate = wiring.dequantize_of(n.inputs[i]), n.inputs[1 - i]
-            if dq is None or not per_tensor_eight_bit(dq) or dq.input(0) in known or gate in known:
+            if (dq is None or not _eight_bit_quantization(known, dq, zero_point_required=True)
+                    or dq.input(0) in known or gate in known):
                 continue
             q = make_node(n.name, QUANTIZED_GATE, [dq.input(0), dq.input(1), dq.input(2), gate, after.input(1),
                                                    after.input(2)], [after.outputs[0]], {})
