@@ -222,8 +222,12 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
     // Enough blocks for each thread to own several (no shared tile, no barriers), while a
     // block keeps enough rows that copying its kh - 1 extra tile rows stays cheap.
     // (Not when items pack their weights: each row block would pack them again.)
+    // Nor where the group's weights outweigh the block's input: each block streams them all
+    // again, so the threads share a block's k blocks instead (parts_per_block below).
+    const int64_t weight_elems = d.group_out * d.group_in * d.taps;
     while (!(o == Orientation::ChannelVec && packs_in_items(p)) &&
-           p.batch * p.groups * ceil_div(p.out_h, rows) < 4 * threads && rows >= 2 * kMinPrivateRows)
+           p.batch * p.groups * ceil_div(p.out_h, rows) < 4 * threads && rows >= 2 * kMinPrivateRows &&
+           (o != Orientation::ChannelVec || weight_elems <= input_rows_for(p, rows) * d.row_pitch))
       rows = (rows + 1) / 2;
     d.rows_per_block = rows;
     d.tile_elems = input_rows_for(p, rows) * d.row_pitch;
