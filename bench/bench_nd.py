@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark conv1d and conv3d on real layers against PyTorch and ONNX Runtime (issue 14).
 
-    python bench/bench_nd.py [--threads 2] [--budget 1.0] [--layers c3d_conv1,...] [--markdown F]
+    python bench/bench_nd.py [--threads 2] [--budget 1.0] [--layers c3d_conv1,...] [--dtype f32|bf16] [--markdown F]
 
 Each library runs each layer in the same process, sampled round-robin (cppconv.bench's timer:
 median of repeated samples after warm-up); GFLOP/s count 2 flops per multiply-add.  Columns:
@@ -9,6 +9,12 @@ cppconv's one-shot function and its layer (Conv1d/Conv3d) channels-first, its la
 channels-last; PyTorch channels-first and (3-D) channels_last_3d; ONNX Runtime.  "vs best peer"
 is the best peer's median over the best cppconv layer median.  Every output is checked
 against PyTorch's.
+
+With ``--dtype bf16`` x and the weight are ml_dtypes' bfloat16 (cppconv's bias float32,
+PyTorch's bfloat16, as it needs), the peers PyTorch's bfloat16 convolutions (ONNX Runtime has
+no bfloat16 Conv on the CPU), outputs checked against PyTorch's float32 convolution of the same
+values with a tolerance of 1e-2 (bfloat16 keeps 8 significant bits), and the ``algorithm``
+column names the kernel that runs: a bfloat16 one, or a float32 one on widened values.
 """
 
 from __future__ import annotations
@@ -94,7 +100,8 @@ def _runners(layer: NdLayer, x: np.ndarray, w: np.ndarray, b: np.ndarray, thread
         import torch
 
         conv = torch.nn.functional.conv1d if r == 1 else torch.nn.functional.conv3d
-        tx, tw, tb = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)
+        tx, tw = bench._torch_tensor(x), bench._torch_tensor(w)
+        tb = torch.from_numpy(b).to(tx.dtype)  # PyTorch's bfloat16 convolution takes a bfloat16 bias only
         targs = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation or 1, groups=layer.groups)
         fns["torch"] = lambda: conv(tx, tw, tb, **targs)
         if r == 3:
@@ -132,10 +139,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--budget", type=float, default=1.0, help="sampling seconds per library and layer")
     ap.add_argument("--layers", default="", help="comma-separated layer names (default: all)")
+    ap.add_argument("--dtype", choices=("f32", "bf16"), default="f32",
+                    help="f32 (default); bf16: bfloat16 x and weight (needs ml_dtypes) against PyTorch's bfloat16")
     ap.add_argument("--markdown", default="", help="also write the table to this file")
     args = ap.parse_args(argv)
     layers = [la for la in LAYERS if not args.layers or la.name in args.layers.split(",")]
-    peers = [p for p in ("torch", "onnxruntime") if bench._import(p) is not None]
+    bf16 = args.dtype == "bf16"
+    if bf16 and bench._import("ml_dtypes") is None:
+        ap.error("--dtype bf16 needs ml_dtypes, which is not installed: pip install ml_dtypes")
+    peers = [p for p in ("torch", "onnxruntime") if bench._import(p) is not None and not (bf16 and p == "onnxruntime")]
     cfg = bench.TimerConfig(budget_s=args.budget)
     columns = ["cppconv", "layer", "layer_last", "torch", "torch_cl", "onnxruntime"]
     rows: List[List[str]] = []
@@ -150,12 +162,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             x = rng.standard_normal((layer.batch, layer.cin, *layer.size)).astype(np.float32)
             w = (rng.standard_normal((layer.cout, layer.cin // layer.groups, *layer.kernel)) * 0.1).astype(np.float32)
             b = rng.standard_normal(layer.cout).astype(np.float32)
+            if bf16:
+                bfloat16 = bench._import("ml_dtypes").bfloat16
+                x, w = x.astype(bfloat16), w.astype(bfloat16)
             fns = _runners(layer, x, w, b, threads, peers)
-            expected = fns["torch"]().numpy() if "torch" in fns else None
+            expected = None
+            if "torch" in fns:
+                expected = bench.to_numpy(fns["torch"]()) if not bf16 else bench.to_numpy(
+                    _runners(layer, x.astype(np.float32), w.astype(np.float32), b, threads, ["torch"])["torch"]())
             for name, fn in fns.items():
                 got = bench.to_numpy(fn())
                 if expected is not None:
-                    ok, err = bench.compare(got, expected)
+                    ok, err = bench.compare(got, expected, 1e-2 if bf16 else 1e-3)
                     if not ok:
                         raise SystemExit(f"{layer.name}: {name} differs from torch (relative error {err:.3g})")
             timings = bench.time_interleaved(fns, cfg)
@@ -164,17 +182,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             peer_times = [timings[k].median_s for k in ("torch", "torch_cl", "onnxruntime") if k in timings]
             ratio = min(peer_times) / ours if peer_times else float("nan")
             ratios.append(ratio)
-            lowering = cppconv.explain(x.shape, w.shape, **_kwargs(layer)).get("lowering", "")
+            plan = cppconv.explain(x.shape, w.shape, dtype=x.dtype, **_kwargs(layer))
             spread = max(t.spread for t in timings.values())
             rows.append([layer.name, f"{layer.flops() / 1e9:.3f}"] +
                         [f"{gf[c]:.1f}" if c in gf else "n/a" for c in columns] +
-                        [f"{ratio:.2f}x", lowering, f"{spread:.2f}"])
+                        [f"{ratio:.2f}x", plan.get("lowering", ""), plan.get("algorithm", ""), f"{spread:.2f}"])
             print(" | ".join(rows[-1]), file=sys.stderr)
-    header = ["layer", "GFLOP"] + [f"{c} GF/s" for c in columns] + ["vs best peer", "lowering", "max q75/q25"]
+    header = (["layer", "GFLOP"] + [f"{c} GF/s" for c in columns] +
+              ["vs best peer", "lowering", "algorithm (channels-first)", "max q75/q25"])
     finite = [r for r in ratios if r == r]
     summary = (f"geometric mean vs best peer: {bench.geomean(finite):.2f}x; layers at or above the best peer: "
                f"{sum(r >= 1 for r in finite)} of {len(finite)}") if finite else "no peers installed"
-    lines = [f"CPU: {info['cpu_model']}; {threads} threads; FMA peak {info['fma_peak_gflops']:.0f} GFLOP/s; "
+    lines = [f"dtype {args.dtype}; CPU: {info['cpu_model']}; {threads} threads; "
+             f"FMA peak {info['fma_peak_gflops']:.0f} GFLOP/s; "
              f"versions {info['versions']}; cppconv {info['cppconv_version']} ({info['cppconv_isa']})", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -183,7 +203,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(text)
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(f"Command: python bench/bench_nd.py --threads {threads} --budget {args.budget}\n\n" + text)
+            command = f"python bench/bench_nd.py --threads {threads} --budget {args.budget} --dtype {args.dtype}"
+            f.write(f"Command: {command}\n\n" + text)
     return 0
 
 

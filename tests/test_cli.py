@@ -250,6 +250,26 @@ def test_bench_script_wraps_the_package(tmp_path):
     assert "git" in doc["machine"]  # the wrapper records the checkout's commit (when git is there)
 
 
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_bench_nd_script(tmp_path, dtype):
+    """bench/bench_nd.py on one small layer: each dtype's table (bfloat16 against PyTorch's bfloat16
+    only), the lowering and the algorithm that runs, the outputs checked against PyTorch's."""
+    script = os.path.join(REPO, "bench", "bench_nd.py")
+    if not os.path.exists(script):
+        pytest.skip("not a source checkout")
+    if dtype == "bf16":
+        pytest.importorskip("ml_dtypes", reason="--dtype bf16 needs ml_dtypes")
+    table = tmp_path / "nd.md"
+    argv = ["--threads", "1", "--budget", "0.02", "--layers", "tcn_d8", "--dtype", dtype, "--markdown", str(table)]
+    subprocess.run([sys.executable, script, *argv], check=True, capture_output=True, cwd=tmp_path)
+    text = table.read_text()
+    assert f"--dtype {dtype}" in text and f"dtype {dtype};" in text
+    row = next(line for line in text.splitlines() if line.startswith("| tcn_d8 |")).split(" | ")
+    assert row[-3] == "dilation_rows" and row[-2].startswith("conv2d_")
+    if dtype == "bf16":
+        assert row[7] == "n/a"  # ONNX Runtime has no bfloat16 Conv on the CPU
+
+
 def test_progress_bar_on_a_terminal():
     import io
 
