@@ -140,7 +140,7 @@ size_t call_workspace_bytes(const ConvAlgorithm& a, const ConvProblem& given, co
 // residual sits `offset` bytes after y: the residual of an algorithm without adds_residual,
 // added after its stores (the same order of operations: the stored sum, the add, the activation).
 template <class T>
-void add_residual_after(const ConvProblem& p, T* y, const Strides4& ys, std::ptrdiff_t offset, int threads) {
+void add_residual_values(const ConvProblem& p, T* y, const Strides4& ys, std::ptrdiff_t offset, int threads) {
   const T* r = reinterpret_cast<const T*>(reinterpret_cast<const unsigned char*>(y) + offset);
   const int64_t rows = p.batch * p.out_channels * p.out_h;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
@@ -151,6 +151,15 @@ void add_residual_after(const ConvProblem& p, T* y, const Strides4& ys, std::ptr
       const int64_t i = at + ow * ys.w;
       y[i] = activate_reference(T(y[i] + r[i]), p.activation, p.negative_slope);
     }
+  }
+}
+// add_residual_values where T is a float type (a bfloat16 plan takes no residual).
+template <class T>
+void add_residual_after(const ConvProblem& p, T* y, const Strides4& ys, std::ptrdiff_t offset, int threads) {
+  if constexpr (std::is_same_v<T, uint16_t>) {
+    throw std::invalid_argument("a bfloat16 plan takes no residual");  // (ConvPlan::run refuses it first)
+  } else {
+    add_residual_values(p, y, ys, offset, threads);
   }
 }
 
@@ -306,11 +315,16 @@ bool is_reference(const ConvAlgorithm* a) { return a && !reads_index_maps(*a); }
 // One group per channel, one output channel per group: the depthwise kernels' problems.
 bool is_depthwise(const ConvProblem& p) { return p.groups == p.in_channels && p.groups == p.out_channels; }
 
-// f(T{}) for the element type T of `dtype` (float or double): the lowerings' copies take typed
-// pointers, the plan holds bytes.
+// f(T{}) for the element type T of `dtype` (float, double, or uint16_t for bfloat16's bits):
+// the lowerings' copies take typed pointers, the plan holds bytes.  The copies and transposes
+// only move values, so bfloat16 moves its 2-byte words as they are.
 template <class F>
 decltype(auto) with_element_type(DType dtype, F&& f) {
-  return dtype == DType::Float32 ? f(float{}) : f(double{});
+  switch (dtype) {
+    case DType::Float32: return f(float{});
+    case DType::BFloat16: return f(uint16_t{});
+    default: return f(double{});
+  }
 }
 
 // A 1-D problem as the row lowerings (FoldRows, TapsAsChannels, DilationRows) take it: one input
@@ -967,16 +981,15 @@ struct WidenedOutputTag {};
 bool ConvPlan::runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* forced) const {
   if (forced && forced->dtype != DType::BFloat16) return false;
   if (is_reference(forced)) return true;  // (it takes every problem, depth and all)
-  if (lowering_of(given) != Lowering::None || needs_reference(given)) return false;
-  if (forced) return true;  // (run_planar checks that it accepts the problem)
-  const KernelTable& table = active_table();
-  for (int i = 0; i < table.conv_count; ++i) {
-    const ConvAlgorithm& a = *table.conv[i];
-    if (a.dtype == DType::BFloat16 && has_cpu_features(a.features) && meets_precision(a, given) &&
-        takes_rank(a, given) && a.accepts(given))
-      return true;
-  }
-  return false;
+  if (needs_reference(given)) return false;
+  // A lowering moves x's and y's values in their own dtype: float32 operands of a bfloat16
+  // problem (compute_dtype="bfloat16") run widened wherever a lowering applies.
+  const Lowering lowering = lowering_of(given);
+  if (lowering != Lowering::None && (given.x_float32 || given.y_float32)) return false;
+  if (forced) return true;  // (run_planar checks that it accepts the lowered problem)
+  // The lowered problem (and a folded row's tail, a flattened plane's last segment) as the
+  // bfloat16 kernels are given it: the first candidate is the reference where none takes it.
+  return !is_reference(kernel_candidates(given).front());
 }
 
 ConvPlan& ConvPlan::widened_plan() const {
@@ -1022,11 +1035,11 @@ void ConvPlan::run_widened(const ConvProblem& problem, const void* x, void* y, c
 
 ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
   const ConvProblem given = kernel_problem(problem);
-  if (dtype_ == DType::BFloat16) {
-    if (!runs_bf16_kernel(given, nullptr)) return widened_plan().choose(widened_problem(problem));
-    return choose_for(given, given, get_num_threads(), nullptr);
-  }
-  if (const auto live = live_taps_run(given)) {
+  // A bfloat16 problem runs its lowering on the bfloat16 kernels where they take the lowered
+  // problem, else widened (whose float32 plan lowers it, live taps and all).
+  if (dtype_ == DType::BFloat16 && !runs_bf16_kernel(given, nullptr))
+    return widened_plan().choose(widened_problem(problem));
+  if (const auto live = dtype_ == DType::BFloat16 ? std::nullopt : live_taps_run(given)) {
     ConvChoice c = live->plan->choose(live->problem);
     c.live_taps_only = true;
     return c;
@@ -1048,8 +1061,10 @@ ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
 
 std::vector<const ConvAlgorithm*> ConvPlan::candidates(const ConvProblem& problem) const {
   const ConvProblem given = kernel_problem(problem);
-  if (dtype_ == DType::BFloat16 && !runs_bf16_kernel(given, nullptr))
-    return widened_plan().candidates(widened_problem(problem));
+  if (dtype_ == DType::BFloat16) {
+    if (!runs_bf16_kernel(given, nullptr)) return widened_plan().candidates(widened_problem(problem));
+    return kernel_candidates(given);
+  }
   if (const auto live = live_taps_run(given)) return live->plan->candidates(live->problem);
   return kernel_candidates(given);
 }
@@ -1123,11 +1138,10 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
         throw std::invalid_argument(std::string("algorithm ") + forced->name + " does not accept this problem");
       return run_widened(problem, x, y, forced, max_threads);
     }
-    return run_planar(given, x, y, nullptr, forced, cap);
   }
   // The reference takes every depth itself: it is the oracle of the lowerings.
   if (is_reference(forced)) return run_planar(given, x, y, nullptr, forced, cap, nullptr, nullptr, res);
-  if (const auto live = live_taps_run(given))
+  if (const auto live = dtype_ == DType::BFloat16 ? std::nullopt : live_taps_run(given))
     return live->plan->run(live->problem, x, y, forced, max_threads, residual);
   switch (lowering_of(given)) {
     case Lowering::None: return run_planar(given, x, y, nullptr, forced, cap, nullptr, nullptr, res);

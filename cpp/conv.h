@@ -91,6 +91,8 @@ std::optional<std::vector<unsigned char>> live_tap_weights(const void* weight, i
           if (a >= w[0] && a <= w[1] && i >= w[2] && i <= w[3] && j >= w[4] && j <= w[5]) *to++ = v;
           else if constexpr (std::is_floating_point_v<T>) {
             if (!std::isfinite(v)) return std::nullopt;
+          } else if constexpr (std::is_same_v<T, uint16_t>) {  // bfloat16's bits: an all-ones exponent
+            if ((v & 0x7f80) == 0x7f80) return std::nullopt;
           }
         }
   return kept;
@@ -270,10 +272,12 @@ class ConvPlan {
   ConvChoice choose_for(const ConvProblem& given, const ConvProblem& p, int max_threads,
                         const ConvAlgorithm* forced) const;
 
-  // BFloat16 plans: whether a bfloat16 kernel runs `given` (a kernel problem) as it is, or
-  // `forced` where given.  Whatever none takes (lowered problems, depthwise, CPUs without
-  // AVX512-BF16) runs widened: x widened (or rounded) to float32 values in one pass, the
-  // float32 plan of the widened weights, the result rounded back in one pass.
+  // BFloat16 plans: whether a bfloat16 kernel runs `given` (a kernel problem), as it is or
+  // through its lowering (the lowerings' copies and transposes move bfloat16 values as they
+  // are), or `forced` where given.  Whatever none takes (depthwise, CPUs without AVX512-BF16,
+  // float32 operands of a lowered problem, problems only the reference takes) runs widened: x
+  // widened (or rounded) to float32 values in one pass, the float32 plan of the widened
+  // weights (which lowers it), the result rounded back in one pass.
   bool runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* forced) const;
   ConvPlan& widened_plan() const;  // made on first use
   void run_widened(const ConvProblem& problem, const void* x, void* y, const ConvAlgorithm* forced, int max_threads);
