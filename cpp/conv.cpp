@@ -288,6 +288,7 @@ size_t ConvPlan::held_bytes() const {
   }
   std::lock_guard<std::mutex> lock(interleaved_mutex_);
   if (interleaved_) bytes += interleaved_->held_bytes();
+  if (gathered_) bytes += gathered_->held_bytes();
   return bytes;
 }
 
@@ -558,8 +559,11 @@ ConvProblem depth_into_batch(const ConvProblem& p) {
 }
 
 // Gather: a 2-D problem of `slices` output slices, each reading its kd input slices as
-// C * kd channels, channel c * kd + a holding slice a of channel c: the weight (K, C/g, kd,
-// kh, kw) is then already the (K, C/g * kd, kh, kw) weight of that problem.
+// C * kd channels.  Channels-first (and read in place, gathered_in_place), channel c * kd + a
+// holds slice a of channel c: the weight (K, C/g, kd, kh, kw) is then already the
+// (K, C/g * kd, kh, kw) weight of that problem.  A channels-last copy holds slice a of group
+// g's channel c at g * kd * C/g + a * C/g + c, so that each pixel's copy is kd runs of a group's
+// channels (not C * kd values kd apart); its weight is (K, kd, C/g, kh, kw) (gathered_weights).
 ConvProblem gathered(const ConvProblem& p, int64_t slices) {
   ConvProblem q = without_depth(p);
   q.batch = slices;
@@ -756,7 +760,7 @@ int64_t gather_chunk(const ConvProblem& p) {
 }
 
 // The input slices of output slices [b0, b0 + count) (b = n * out_d + od), gathered as in
-// gathered(): [slice][C * kd][h][w] (channels-first) or [slice][h][w][C * kd].
+// gathered(): [slice][C * kd][h][w] (channels-first) or [slice][h][w][group][kd][C/g].
 template <class T>
 void gather_slices(const ConvProblem& p, const T* x, int64_t b0, int64_t count, T* dst, int threads) {
   const int64_t C = p.in_channels, kd = p.kernel_d, HW = p.in_h * p.in_w, D = p.in_d;
@@ -775,12 +779,17 @@ void gather_slices(const ConvProblem& p, const T* x, int64_t b0, int64_t count, 
     for (int64_t row = 0; row < count * p.in_h; ++row) {
       const int64_t b = b0 + row / p.in_h, h = row % p.in_h;
       const int64_t n = b / p.out_d, od = b % p.out_d;
+      const int64_t group_in = C / p.groups;
       T* out = dst + row * p.in_w * C * kd;
       for (int64_t a = 0; a < kd; ++a) {
         const int64_t src = padded_source(od * p.stride_d + a * p.dilation_d, D, p.pad_front, p.pad_mode);
         const T* in = src < 0 ? nullptr : x + ((n * D + src) * p.in_h + h) * p.in_w * C;
         for (int64_t w = 0; w < p.in_w; ++w)
-          for (int64_t c = 0; c < C; ++c) out[(w * C + c) * kd + a] = in ? in[w * C + c] : T(0);
+          for (int64_t g = 0; g < p.groups; ++g) {
+            T* to = out + w * C * kd + (g * kd + a) * group_in;
+            if (in) std::memcpy(to, in + w * C + g * group_in, sizeof(T) * size_t(group_in));
+            else std::memset(to, 0, sizeof(T) * size_t(group_in));
+          }
       }
     }
   }
@@ -1294,7 +1303,9 @@ void ConvPlan::run_gathered(const ConvProblem& given, const void* x, void* y, co
   check_workspace(gather_bytes(given, chunk), "conv3d gathered input slices");
   auto buffer = SpareBuffer<GatheredInputTag>::take(gather_bytes(given, chunk));
   const int64_t out_plane = given.out_h * given.out_w;
-  PlanWeights* weights = rows ? &interleaved_weights() : nullptr;
+  PlanWeights* weights = rows                                                 ? &interleaved_weights()
+                         : given.layout == Layout::NHWC && given.kernel_d > 1 ? &gathered_weights()
+                                                                              : nullptr;
   for (int64_t b0 = 0; b0 < total;) {
     // Channels-first chunks stay within one image (see gather_chunk).
     const int64_t n = b0 / given.out_d;
@@ -1367,6 +1378,27 @@ PlanWeights& ConvPlan::interleaved_weights() {
                                                  size_t(out_channels_), /*copy=*/true, /*shared=*/true);
   }
   return *interleaved_;
+}
+
+PlanWeights& ConvPlan::gathered_weights() {
+  ForkWaitsSection section;
+  std::lock_guard<std::mutex> lock(interleaved_mutex_);
+  if (!gathered_) {
+    // (K, C/g, kd, kh, kw) -> (K, kd, C/g, kh, kw): the channels-last gathered channel order.
+    const size_t elem = dtype_size(dtype_);
+    const int64_t kd = kernel_d_, plane = kernel_h_ * kernel_w_;
+    std::vector<unsigned char> permuted(size_t(out_channels_ * group_in_ * kd * plane) * elem);
+    const std::shared_ptr<const void> source = weights_.source();
+    const auto* from = static_cast<const unsigned char*>(source.get());
+    for (int64_t f = 0; f < out_channels_; ++f)
+      for (int64_t c = 0; c < group_in_; ++c)
+        for (int64_t a = 0; a < kd; ++a)
+          std::memcpy(permuted.data() + size_t(((f * kd + a) * group_in_ + c) * plane) * elem,
+                      from + size_t(((f * group_in_ + c) * kd + a) * plane) * elem, size_t(plane) * elem);
+    gathered_ = std::make_unique<PlanWeights>(dtype_, permuted.data(), permuted.size() / elem, weights_.bias(),
+                                              size_t(out_channels_), /*copy=*/true, /*shared=*/true);
+  }
+  return *gathered_;
 }
 
 void ConvPlan::run_planar(const ConvProblem& given, const void* x, void* y, const Strides4* y_stride,

@@ -226,7 +226,7 @@ class ConvPlan {
   // The size of that copy in bytes.
   size_t weight_bytes() const { return weights_.weight_bytes(); }
   // The bytes of weights this plan holds: its copy (while kept), the bias, every pack, and
-  // those of the plans it made for bfloat16 widening and interleaved 3-D taps.
+  // those of the plans it made for bfloat16 widening and interleaved or gathered 3-D taps.
   size_t held_bytes() const;
 
  private:
@@ -246,6 +246,9 @@ class ConvPlan {
                      std::optional<std::ptrdiff_t> residual = std::nullopt);
   // The weights as Lowering::Interleave reads them, made on first use.
   PlanWeights& interleaved_weights();
+  // The weights as a channels-last Lowering::Gather copy reads them (see gathered() in
+  // conv.cpp), made on first use.
+  PlanWeights& gathered_weights();
   // A deep problem, one chunk of output slices at a time (Lowering::Gather or Interleave).
   void run_gathered(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap,
                     std::optional<std::ptrdiff_t> residual = std::nullopt);
@@ -288,7 +291,8 @@ class ConvPlan {
   // A plan can meet several algorithms as input sizes change; each packs once.
   PlanWeights weights_;
   mutable std::mutex interleaved_mutex_;
-  std::unique_ptr<PlanWeights> interleaved_;
+  std::unique_ptr<PlanWeights> interleaved_;  // (and gathered_: both under interleaved_mutex_)
+  std::unique_ptr<PlanWeights> gathered_;
   mutable std::mutex widened_mutex_;
   mutable std::unique_ptr<ConvPlan> widened_;
   // Plans of live taps, by tap window (first and last tap per axis); null where a dropped
