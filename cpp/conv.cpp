@@ -140,7 +140,7 @@ size_t call_workspace_bytes(const ConvAlgorithm& a, const ConvProblem& given, co
 // residual sits `offset` bytes after y: the residual of an algorithm without adds_residual,
 // added after its stores (the same order of operations: the stored sum, the add, the activation).
 template <class T>
-void add_residual_after(const ConvProblem& p, T* y, const Strides4& ys, std::ptrdiff_t offset, int threads) {
+void add_residual_values(const ConvProblem& p, T* y, const Strides4& ys, std::ptrdiff_t offset, int threads) {
   const T* r = reinterpret_cast<const T*>(reinterpret_cast<const unsigned char*>(y) + offset);
   const int64_t rows = p.batch * p.out_channels * p.out_h;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
@@ -151,6 +151,15 @@ void add_residual_after(const ConvProblem& p, T* y, const Strides4& ys, std::ptr
       const int64_t i = at + ow * ys.w;
       y[i] = activate_reference(T(y[i] + r[i]), p.activation, p.negative_slope);
     }
+  }
+}
+// add_residual_values where T is a float type (a bfloat16 plan takes no residual).
+template <class T>
+void add_residual_after(const ConvProblem& p, T* y, const Strides4& ys, std::ptrdiff_t offset, int threads) {
+  if constexpr (std::is_same_v<T, uint16_t>) {
+    throw std::invalid_argument("a bfloat16 plan takes no residual");  // (ConvPlan::run refuses it first)
+  } else {
+    add_residual_values(p, y, ys, offset, threads);
   }
 }
 
@@ -279,6 +288,7 @@ size_t ConvPlan::held_bytes() const {
   }
   std::lock_guard<std::mutex> lock(interleaved_mutex_);
   if (interleaved_) bytes += interleaved_->held_bytes();
+  if (gathered_) bytes += gathered_->held_bytes();
   return bytes;
 }
 
@@ -306,11 +316,16 @@ bool is_reference(const ConvAlgorithm* a) { return a && !reads_index_maps(*a); }
 // One group per channel, one output channel per group: the depthwise kernels' problems.
 bool is_depthwise(const ConvProblem& p) { return p.groups == p.in_channels && p.groups == p.out_channels; }
 
-// f(T{}) for the element type T of `dtype` (float or double): the lowerings' copies take typed
-// pointers, the plan holds bytes.
+// f(T{}) for the element type T of `dtype` (float, double, or uint16_t for bfloat16's bits):
+// the lowerings' copies take typed pointers, the plan holds bytes.  The copies and transposes
+// only move values, so bfloat16 moves its 2-byte words as they are.
 template <class F>
 decltype(auto) with_element_type(DType dtype, F&& f) {
-  return dtype == DType::Float32 ? f(float{}) : f(double{});
+  switch (dtype) {
+    case DType::Float32: return f(float{});
+    case DType::BFloat16: return f(uint16_t{});
+    default: return f(double{});
+  }
 }
 
 // A 1-D problem as the row lowerings (FoldRows, TapsAsChannels, DilationRows) take it: one input
@@ -544,8 +559,11 @@ ConvProblem depth_into_batch(const ConvProblem& p) {
 }
 
 // Gather: a 2-D problem of `slices` output slices, each reading its kd input slices as
-// C * kd channels, channel c * kd + a holding slice a of channel c: the weight (K, C/g, kd,
-// kh, kw) is then already the (K, C/g * kd, kh, kw) weight of that problem.
+// C * kd channels.  Channels-first (and read in place, gathered_in_place), channel c * kd + a
+// holds slice a of channel c: the weight (K, C/g, kd, kh, kw) is then already the
+// (K, C/g * kd, kh, kw) weight of that problem.  A channels-last copy holds slice a of group
+// g's channel c at g * kd * C/g + a * C/g + c, so that each pixel's copy is kd runs of a group's
+// channels (not C * kd values kd apart); its weight is (K, kd, C/g, kh, kw) (gathered_weights).
 ConvProblem gathered(const ConvProblem& p, int64_t slices) {
   ConvProblem q = without_depth(p);
   q.batch = slices;
@@ -742,7 +760,7 @@ int64_t gather_chunk(const ConvProblem& p) {
 }
 
 // The input slices of output slices [b0, b0 + count) (b = n * out_d + od), gathered as in
-// gathered(): [slice][C * kd][h][w] (channels-first) or [slice][h][w][C * kd].
+// gathered(): [slice][C * kd][h][w] (channels-first) or [slice][h][w][group][kd][C/g].
 template <class T>
 void gather_slices(const ConvProblem& p, const T* x, int64_t b0, int64_t count, T* dst, int threads) {
   const int64_t C = p.in_channels, kd = p.kernel_d, HW = p.in_h * p.in_w, D = p.in_d;
@@ -761,12 +779,17 @@ void gather_slices(const ConvProblem& p, const T* x, int64_t b0, int64_t count, 
     for (int64_t row = 0; row < count * p.in_h; ++row) {
       const int64_t b = b0 + row / p.in_h, h = row % p.in_h;
       const int64_t n = b / p.out_d, od = b % p.out_d;
+      const int64_t group_in = C / p.groups;
       T* out = dst + row * p.in_w * C * kd;
       for (int64_t a = 0; a < kd; ++a) {
         const int64_t src = padded_source(od * p.stride_d + a * p.dilation_d, D, p.pad_front, p.pad_mode);
         const T* in = src < 0 ? nullptr : x + ((n * D + src) * p.in_h + h) * p.in_w * C;
         for (int64_t w = 0; w < p.in_w; ++w)
-          for (int64_t c = 0; c < C; ++c) out[(w * C + c) * kd + a] = in ? in[w * C + c] : T(0);
+          for (int64_t g = 0; g < p.groups; ++g) {
+            T* to = out + w * C * kd + (g * kd + a) * group_in;
+            if (in) std::memcpy(to, in + w * C + g * group_in, sizeof(T) * size_t(group_in));
+            else std::memset(to, 0, sizeof(T) * size_t(group_in));
+          }
       }
     }
   }
@@ -967,16 +990,15 @@ struct WidenedOutputTag {};
 bool ConvPlan::runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* forced) const {
   if (forced && forced->dtype != DType::BFloat16) return false;
   if (is_reference(forced)) return true;  // (it takes every problem, depth and all)
-  if (lowering_of(given) != Lowering::None || needs_reference(given)) return false;
-  if (forced) return true;  // (run_planar checks that it accepts the problem)
-  const KernelTable& table = active_table();
-  for (int i = 0; i < table.conv_count; ++i) {
-    const ConvAlgorithm& a = *table.conv[i];
-    if (a.dtype == DType::BFloat16 && has_cpu_features(a.features) && meets_precision(a, given) &&
-        takes_rank(a, given) && a.accepts(given))
-      return true;
-  }
-  return false;
+  if (needs_reference(given)) return false;
+  // A lowering moves x's and y's values in their own dtype: float32 operands of a bfloat16
+  // problem (compute_dtype="bfloat16") run widened wherever a lowering applies.
+  const Lowering lowering = lowering_of(given);
+  if (lowering != Lowering::None && (given.x_float32 || given.y_float32)) return false;
+  if (forced) return true;  // (run_planar checks that it accepts the lowered problem)
+  // The lowered problem (and a folded row's tail, a flattened plane's last segment) as the
+  // bfloat16 kernels are given it: the first candidate is the reference where none takes it.
+  return !is_reference(kernel_candidates(given).front());
 }
 
 ConvPlan& ConvPlan::widened_plan() const {
@@ -1022,11 +1044,11 @@ void ConvPlan::run_widened(const ConvProblem& problem, const void* x, void* y, c
 
 ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
   const ConvProblem given = kernel_problem(problem);
-  if (dtype_ == DType::BFloat16) {
-    if (!runs_bf16_kernel(given, nullptr)) return widened_plan().choose(widened_problem(problem));
-    return choose_for(given, given, get_num_threads(), nullptr);
-  }
-  if (const auto live = live_taps_run(given)) {
+  // A bfloat16 problem runs its lowering on the bfloat16 kernels where they take the lowered
+  // problem, else widened (whose float32 plan lowers it, live taps and all).
+  if (dtype_ == DType::BFloat16 && !runs_bf16_kernel(given, nullptr))
+    return widened_plan().choose(widened_problem(problem));
+  if (const auto live = dtype_ == DType::BFloat16 ? std::nullopt : live_taps_run(given)) {
     ConvChoice c = live->plan->choose(live->problem);
     c.live_taps_only = true;
     return c;
@@ -1048,8 +1070,10 @@ ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
 
 std::vector<const ConvAlgorithm*> ConvPlan::candidates(const ConvProblem& problem) const {
   const ConvProblem given = kernel_problem(problem);
-  if (dtype_ == DType::BFloat16 && !runs_bf16_kernel(given, nullptr))
-    return widened_plan().candidates(widened_problem(problem));
+  if (dtype_ == DType::BFloat16) {
+    if (!runs_bf16_kernel(given, nullptr)) return widened_plan().candidates(widened_problem(problem));
+    return kernel_candidates(given);
+  }
   if (const auto live = live_taps_run(given)) return live->plan->candidates(live->problem);
   return kernel_candidates(given);
 }
@@ -1123,11 +1147,10 @@ void ConvPlan::run(const ConvProblem& problem, const void* x, void* y, const Con
         throw std::invalid_argument(std::string("algorithm ") + forced->name + " does not accept this problem");
       return run_widened(problem, x, y, forced, max_threads);
     }
-    return run_planar(given, x, y, nullptr, forced, cap);
   }
   // The reference takes every depth itself: it is the oracle of the lowerings.
   if (is_reference(forced)) return run_planar(given, x, y, nullptr, forced, cap, nullptr, nullptr, res);
-  if (const auto live = live_taps_run(given))
+  if (const auto live = dtype_ == DType::BFloat16 ? std::nullopt : live_taps_run(given))
     return live->plan->run(live->problem, x, y, forced, max_threads, residual);
   switch (lowering_of(given)) {
     case Lowering::None: return run_planar(given, x, y, nullptr, forced, cap, nullptr, nullptr, res);
@@ -1280,7 +1303,9 @@ void ConvPlan::run_gathered(const ConvProblem& given, const void* x, void* y, co
   check_workspace(gather_bytes(given, chunk), "conv3d gathered input slices");
   auto buffer = SpareBuffer<GatheredInputTag>::take(gather_bytes(given, chunk));
   const int64_t out_plane = given.out_h * given.out_w;
-  PlanWeights* weights = rows ? &interleaved_weights() : nullptr;
+  PlanWeights* weights = rows                                                 ? &interleaved_weights()
+                         : given.layout == Layout::NHWC && given.kernel_d > 1 ? &gathered_weights()
+                                                                              : nullptr;
   for (int64_t b0 = 0; b0 < total;) {
     // Channels-first chunks stay within one image (see gather_chunk).
     const int64_t n = b0 / given.out_d;
@@ -1353,6 +1378,27 @@ PlanWeights& ConvPlan::interleaved_weights() {
                                                  size_t(out_channels_), /*copy=*/true, /*shared=*/true);
   }
   return *interleaved_;
+}
+
+PlanWeights& ConvPlan::gathered_weights() {
+  ForkWaitsSection section;
+  std::lock_guard<std::mutex> lock(interleaved_mutex_);
+  if (!gathered_) {
+    // (K, C/g, kd, kh, kw) -> (K, kd, C/g, kh, kw): the channels-last gathered channel order.
+    const size_t elem = dtype_size(dtype_);
+    const int64_t kd = kernel_d_, plane = kernel_h_ * kernel_w_;
+    std::vector<unsigned char> permuted(size_t(out_channels_ * group_in_ * kd * plane) * elem);
+    const std::shared_ptr<const void> source = weights_.source();
+    const auto* from = static_cast<const unsigned char*>(source.get());
+    for (int64_t f = 0; f < out_channels_; ++f)
+      for (int64_t c = 0; c < group_in_; ++c)
+        for (int64_t a = 0; a < kd; ++a)
+          std::memcpy(permuted.data() + size_t(((f * kd + a) * group_in_ + c) * plane) * elem,
+                      from + size_t(((f * group_in_ + c) * kd + a) * plane) * elem, size_t(plane) * elem);
+    gathered_ = std::make_unique<PlanWeights>(dtype_, permuted.data(), permuted.size() / elem, weights_.bias(),
+                                              size_t(out_channels_), /*copy=*/true, /*shared=*/true);
+  }
+  return *gathered_;
 }
 
 void ConvPlan::run_planar(const ConvProblem& given, const void* x, void* y, const Strides4* y_stride,

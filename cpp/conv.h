@@ -91,6 +91,8 @@ std::optional<std::vector<unsigned char>> live_tap_weights(const void* weight, i
           if (a >= w[0] && a <= w[1] && i >= w[2] && i <= w[3] && j >= w[4] && j <= w[5]) *to++ = v;
           else if constexpr (std::is_floating_point_v<T>) {
             if (!std::isfinite(v)) return std::nullopt;
+          } else if constexpr (std::is_same_v<T, uint16_t>) {  // bfloat16's bits: an all-ones exponent
+            if ((v & 0x7f80) == 0x7f80) return std::nullopt;
           }
         }
   return kept;
@@ -224,7 +226,7 @@ class ConvPlan {
   // The size of that copy in bytes.
   size_t weight_bytes() const { return weights_.weight_bytes(); }
   // The bytes of weights this plan holds: its copy (while kept), the bias, every pack, and
-  // those of the plans it made for bfloat16 widening and interleaved 3-D taps.
+  // those of the plans it made for bfloat16 widening and interleaved or gathered 3-D taps.
   size_t held_bytes() const;
 
  private:
@@ -244,6 +246,9 @@ class ConvPlan {
                      std::optional<std::ptrdiff_t> residual = std::nullopt);
   // The weights as Lowering::Interleave reads them, made on first use.
   PlanWeights& interleaved_weights();
+  // The weights as a channels-last Lowering::Gather copy reads them (see gathered() in
+  // conv.cpp), made on first use.
+  PlanWeights& gathered_weights();
   // A deep problem, one chunk of output slices at a time (Lowering::Gather or Interleave).
   void run_gathered(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap,
                     std::optional<std::ptrdiff_t> residual = std::nullopt);
@@ -270,10 +275,12 @@ class ConvPlan {
   ConvChoice choose_for(const ConvProblem& given, const ConvProblem& p, int max_threads,
                         const ConvAlgorithm* forced) const;
 
-  // BFloat16 plans: whether a bfloat16 kernel runs `given` (a kernel problem) as it is, or
-  // `forced` where given.  Whatever none takes (lowered problems, depthwise, CPUs without
-  // AVX512-BF16) runs widened: x widened (or rounded) to float32 values in one pass, the
-  // float32 plan of the widened weights, the result rounded back in one pass.
+  // BFloat16 plans: whether a bfloat16 kernel runs `given` (a kernel problem), as it is or
+  // through its lowering (the lowerings' copies and transposes move bfloat16 values as they
+  // are), or `forced` where given.  Whatever none takes (depthwise, CPUs without AVX512-BF16,
+  // float32 operands of a lowered problem, problems only the reference takes) runs widened: x
+  // widened (or rounded) to float32 values in one pass, the float32 plan of the widened
+  // weights (which lowers it), the result rounded back in one pass.
   bool runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* forced) const;
   ConvPlan& widened_plan() const;  // made on first use
   void run_widened(const ConvProblem& problem, const void* x, void* y, const ConvAlgorithm* forced, int max_threads);
@@ -284,7 +291,8 @@ class ConvPlan {
   // A plan can meet several algorithms as input sizes change; each packs once.
   PlanWeights weights_;
   mutable std::mutex interleaved_mutex_;
-  std::unique_ptr<PlanWeights> interleaved_;
+  std::unique_ptr<PlanWeights> interleaved_;  // (and gathered_: both under interleaved_mutex_)
+  std::unique_ptr<PlanWeights> gathered_;
   mutable std::mutex widened_mutex_;
   mutable std::unique_ptr<ConvPlan> widened_;
   // Plans of live taps, by tap window (first and last tap per axis); null where a dropped

@@ -413,6 +413,7 @@ void transpose_matrices(const T* from, int64_t batch, int64_t rows, int64_t cols
 }
 template void transpose_matrices(const float*, int64_t, int64_t, int64_t, float*, int);
 template void transpose_matrices(const double*, int64_t, int64_t, int64_t, double*, int);
+template void transpose_matrices(const uint16_t*, int64_t, int64_t, int64_t, uint16_t*, int);
 
 template <class T>
 void transpose_block(const T* from, int64_t rows, int64_t cols, int64_t from_stride, T* to, int64_t to_stride) {
@@ -427,5 +428,6 @@ void transpose_block(const T* from, int64_t rows, int64_t cols, int64_t from_str
 }
 template void transpose_block(const float*, int64_t, int64_t, int64_t, float*, int64_t);
 template void transpose_block(const double*, int64_t, int64_t, int64_t, double*, int64_t);
+template void transpose_block(const uint16_t*, int64_t, int64_t, int64_t, uint16_t*, int64_t);
 
 }  // namespace cppconv

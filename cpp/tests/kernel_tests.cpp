@@ -675,9 +675,12 @@ void check_lowered(ConvCase& c) {
       ++g_cases[a->name];
 }
 
-void lowering_sweep() {
-  for (int i = 0; i < 112; ++i) {
-    const DType dtype = i % 3 == 2 ? DType::Float64 : DType::Float32;
+// bf16: bfloat16 problems of channel counts the bfloat16 kernels take (8 and more a group), a
+// quarter of them with float32 x or y (which widen where a lowering applies); else float32 and
+// float64 ones.
+void lowering_sweep_of(int count, bool bf16) {
+  for (int i = 0; i < count; ++i) {
+    const DType dtype = bf16 ? DType::BFloat16 : i % 3 == 2 ? DType::Float64 : DType::Float32;
     ConvGeometry g;
     g.dtype = dtype;
     g.layout = i % 2 ? Layout::NHWC : Layout::NCHW;
@@ -686,8 +689,8 @@ void lowering_sweep() {
     g.negative_slope = pick(kSlopes);
     g.bias = false;
     g.N = 1 + i % 2;
-    g.C = pick(std::vector<int64_t>{1, 3, 8, 17});
-    g.K = pick(std::vector<int64_t>{1, 4, 16, 33});
+    g.C = pick(bf16 ? std::vector<int64_t>{8, 16, 17, 32} : std::vector<int64_t>{1, 3, 8, 17});
+    g.K = pick(bf16 ? std::vector<int64_t>{8, 16, 33, 48} : std::vector<int64_t>{1, 4, 16, 33});
     const int kind = i % 7;
     if (kind == 6) {
       // ChannelsFirst: 2-D, channels-last, grouped with fewer than 8 output channels per group.
@@ -743,12 +746,19 @@ void lowering_sweep() {
         if (kind == 3) g.layout = Layout::NHWC;  // IntoBatch: kernel depth 1, channels-last
       }
     }
-    const ConvProblem p = make_problem(g);
+    ConvProblem p = make_problem(g);
     if (p.out_d < 1 || p.out_h < 1 || p.out_w < 1) continue;
+    if (bf16 && i % 4 == 3) (chance(0.5) ? p.x_float32 : p.y_float32) = true;
     ConvCase c = make_conv_case(p, false);
     check_lowered(c);
   }
 }
+
+void lowering_sweep() { lowering_sweep_of(112, false); }
+
+// The lowerings of bfloat16 problems on the bfloat16 kernels (run last: the other sweeps keep
+// their draws).
+void bf16_lowering_sweep() { lowering_sweep_of(112, true); }
 
 // Channels-first kd x 3 x 3 depthwise at unit strides and dilations (conv3d_depthwise_nchw_f32),
 // run last so that the other sweeps keep their draws: rows of 64-70 outputs, which AVX2's takes
@@ -1376,6 +1386,7 @@ int main() {
   timed("quantized depthwise convolution", qconv_depthwise_sweep);
   timed("quantized pointwise convolution", qconv_pointwise_sweep);
   timed("channels-first 3-D depthwise", depthwise_slices_sweep);
+  timed("bfloat16 1-D and 3-D lowerings", bf16_lowering_sweep);
 
   std::printf("cases per algorithm:\n");
   require_cases(all_conv_algorithms(), &conv_reference_f64);
