@@ -7,7 +7,9 @@
 OLD_PACKAGE_DIR holds a `cppconv` package (the Python files and the old build's _native module,
 e.g. a copy of site-packages/cppconv made before rebuilding); the new build is the one this
 interpreter imports.  Layers are named as in cppconv.bench.LAYERS ("all": the suite without its
-sanity rows), or 1x1_<C>to<K>@<H>[_b<N>] for other 1x1 layers.  Each build runs in its own
+sanity rows), as in bench/bench_nd.py's LAYERS (conv1d and conv3d layers: NCHW and NHWC then mean
+their ranks' channels-first and channels-last layouts), or 1x1_<C>to<K>@<H>[_b<N>] for other
+1x1 layers.  Each build runs in its own
 process; the two alternate layer by layer for --rounds rounds (their order flipping each round),
 each turn the median of --repeat calls of a prepacked Conv2d: calling-thread CPU time
 (time.thread_time) with one thread, which a shared machine's load disturbs least, wall time with
@@ -27,7 +29,7 @@ import sys
 
 WORKER = r"""
 import json, sys, time
-old, dtype_name, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+old, dtype_name, threads, bench_dir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 if old:
     # The editable install's finder would import the new build whatever sys.path says.
     sys.meta_path = [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()]
@@ -42,9 +44,25 @@ else:
 cppconv.set_num_threads(threads)
 clock = time.thread_time if threads == 1 else time.perf_counter
 layers = {layer.name: layer for layer in bench.LAYERS}
+sys.path.insert(0, bench_dir)
+import bench_nd
+nd_layers = {layer.name: layer for layer in bench_nd.LAYERS}
 calls = {}
 for line in sys.stdin:
     name, layout, repeat = line.split()
+    if (name, layout) not in calls and name in nd_layers:
+        layer = nd_layers[name]
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((layer.batch, layer.cin, *layer.size)).astype(np.float32).astype(dtype)
+        w_shape = (layer.cout, layer.cin // layer.groups, *layer.kernel)
+        w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(np.float32).astype(dtype)
+        b = rng.standard_normal(layer.cout).astype(np.float32)
+        nd_layout = (bench_nd.LAST if layout == "NHWC" else bench_nd.FIRST)[layer.rank]
+        if layout == "NHWC":
+            x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+        cls = cppconv.Conv1d if layer.rank == 1 else cppconv.Conv3d
+        conv = cls(w, b, layout=nd_layout, **bench_nd._kwargs(layer))
+        calls[name, layout] = (conv, x, conv(x))
     if (name, layout) not in calls:
         if name in layers:
             layer = layers[name]
@@ -73,6 +91,9 @@ for line in sys.stdin:
 """
 
 
+BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+
+
 def suite_layers() -> str:
     sys.path.insert(0, "python")
     from cppconv import bench
@@ -94,7 +115,7 @@ def main() -> int:
         ap.error(f"{args.old}: no cppconv package there (a folder holding cppconv/ with its _native module)")
     names = suite_layers() if args.layers == "all" else args.layers
     workers = {
-        side: subprocess.Popen([sys.executable, "-c", WORKER, path, args.dtype, str(args.threads)],
+        side: subprocess.Popen([sys.executable, "-c", WORKER, path, args.dtype, str(args.threads), BENCH_DIR],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         for side, path in (("old", args.old), ("new", ""))
     }
