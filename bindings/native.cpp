@@ -1258,7 +1258,7 @@ PYBIND11_MODULE(_native, m) {
   m.def(
       "explain",
       [](char dtype, const std::vector<int64_t>& x_shape, const std::vector<int64_t>& weight_shape, bool has_bias,
-         const ConvParams& params, bool layer) {
+         const ConvParams& params, bool layer, bool x_float32, bool y_float32) {
         if (dtype != 'f' && dtype != 'd' && dtype != 'b')
           throw py::type_error("explain: dtype must be 'f', 'd' or 'b' (bfloat16 operands, float32 sums)");
         // choose() looks at shapes only, so a plan without weights is enough here.
@@ -1266,10 +1266,16 @@ PYBIND11_MODULE(_native, m) {
         const DType dt = dtype == 'f' ? DType::Float32 : dtype == 'd' ? DType::Float64 : DType::BFloat16;
         const std::unique_ptr<ConvPlan> plan =
             plan_of(dt, nullptr, weight_shape, has_bias ? &no_bias : nullptr, false, layer);
-        return describe(*plan, make_problem(*plan, x_shape.data(), x_shape.size(), nullptr, params));
+        ConvProblem p = make_problem(*plan, x_shape.data(), x_shape.size(), nullptr, params);
+        if ((x_float32 || y_float32) && dt != DType::BFloat16)
+          throw py::value_error("explain: x_float32 and y_float32 go with dtype 'b' only");
+        // As run_plan sets them: a bfloat16 problem whose x or y is float32 may run otherwise.
+        p.x_float32 = x_float32;
+        p.y_float32 = y_float32;
+        return describe(*plan, p);
       },
       py::arg("dtype"), py::arg("x_shape"), py::arg("weight_shape"), py::arg("has_bias"), py::arg("params"),
-      py::arg("layer") = false);
+      py::arg("layer") = false, py::arg("x_float32") = false, py::arg("y_float32") = false);
 
   m.def("conv_simple", &conv_simple, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"), py::arg("rank"),
         py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("padding_mode"),

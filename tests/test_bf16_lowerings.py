@@ -196,3 +196,26 @@ def test_lowerings_special_values(lowering, last):
     np.testing.assert_array_equal(np.isposinf(y), np.isposinf(ref))
     finite = np.isfinite(ref)
     np.testing.assert_array_equal(y[finite], ref[finite])  # (sums of ones: exact)
+
+
+@pytest.mark.parametrize("lowering,i", [(lowering, 0) for lowering in CASES])
+@pytest.mark.parametrize("operands", ["compute_dtype", "float32_weights"])
+def test_lowerings_with_float32_operands_explain_what_runs(lowering, i, operands):
+    """A bfloat16 problem with float32 x or y (a compute_dtype="bfloat16" layer on float32 x, or
+    bfloat16 x on float32 weights: a float32 result) widens where a lowering applies; explain()
+    names that algorithm, and forcing it gives the call's bits (it named a bfloat16 kernel that
+    refused the problem)."""
+    sizes, kernel, stride, padding, dilation, groups, c, k = CASES[lowering][i]
+    rank = len(sizes)
+    rng = make_rng("bf16_lowerings_f32", lowering, i, operands)
+    x = bf16_random(rng, (2, c) + sizes)
+    w = bf16_random(rng, (k, c // groups) + kernel)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    if operands == "compute_dtype":
+        layer, x = LAYERS[rank](w.astype(F32), **kw, compute_dtype="bfloat16"), x.astype(F32)
+    else:
+        layer = LAYERS[rank](w.astype(F32), **kw)
+    y = layer(x)
+    assert y.dtype == F32
+    info = layer.explain(x.shape, x.dtype)
+    np.testing.assert_array_equal(layer._call_with_algorithm(info["algorithm"], x), y)

@@ -448,15 +448,16 @@ def explain(
     if kwargs:
         raise TypeError(f"unexpected arguments {sorted(kwargs)}")
     result = _args.result_dtype([np.dtype(dtype)])
-    info = _explain(spec, tuple(x_shape), tuple(weight_shape), result, bool(bias), layer=False)
+    info = _explain(spec, tuple(x_shape), tuple(weight_shape), result, bool(bias), layer=False, x_dtype=np.dtype(dtype))
     info["chosen_by"] = "heuristic"  # the functions never tune (see cppconv.set_tuning)
     return info
 
 
 def _explain(
     spec: _ConvSpec, x_shape: Tuple[int, ...], weight_shape: Tuple[int, ...], dtype: np.dtype, bias: bool, layer: bool,
-    rounding: Optional[str] = None,
+    rounding: Optional[str] = None, x_dtype: Optional[np.dtype] = None,
 ) -> Dict[str, Any]:
+    """The plan of a problem whose result is `dtype` (x's dtype too unless `x_dtype` says)."""
     compute = _args.compute_dtype(dtype)
     for name, shape in (("x_shape", x_shape), ("weight_shape", weight_shape)):
         if any(_args.as_int(s, name) < 0 for s in shape):
@@ -469,8 +470,11 @@ def _explain(
     # bfloat16 arithmetic (_args.bfloat16_arithmetic) has its own plans: "b".
     bfloat16 = compute == np.float32 and not spec.pads_input and (
         rounding == "bfloat16" or (rounding is None and _args.is_bfloat16(dtype)))
+    # A bfloat16 problem with float32 x or y runs as run_plan sees it (some lowerings then widen).
+    x_float32 = bfloat16 and np.dtype(x_dtype if x_dtype is not None else dtype) == np.float32
+    y_float32 = bfloat16 and dtype == np.float32
     info = _native.explain("b" if bfloat16 else compute.char, geo.x4.shape, geo.w4.shape, bias,
-                           spec.params(geo.pads), layer)
+                           spec.params(geo.pads), layer, x_float32, y_float32)
     info["output_shape"] = geo.out_shape
     info["padding"] = geo.pads
     # The operands' arithmetic: bfloat16 values (a compute_dtype="bfloat16" layer's rounding)
@@ -639,7 +643,7 @@ class _ConvNd(_layer.WeightedLayer):
         w = self._weights
         dtypes = _args.call_dtypes(np.empty(0, dtype), w.like, w.bias, rounding=self._rounding)
         info = _explain(self._spec, tuple(x_shape), w.like.shape, dtypes.result, w.bias is not None, layer=True,
-                        rounding=self._rounding)
+                        rounding=self._rounding, x_dtype=np.dtype(dtype))
         info["chosen_by"] = "heuristic"
         mode = _tuning.get_tuning()
         if mode != "off":
@@ -703,7 +707,7 @@ class _ConvNd(_layer.WeightedLayer):
         try:
             dtypes = _args.call_dtypes(x, w.like, w.bias, dtype, self._rounding)
             info = _explain(self._spec, x.shape, w.like.shape, dtypes.result, w.bias is not None, layer=True,
-                            rounding=self._rounding)
+                            rounding=self._rounding, x_dtype=x.dtype)
         except (TypeError, ValueError):
             return None
         _, key = self._tuning_keys(mode, w, x.shape, x.dtype, threads, dtype_word, info)

@@ -153,7 +153,7 @@ def dequantize_linear(x: numpy.ndarray, scale: numpy.ndarray, zero_point: numpy.
     """
     y = float32(x - zero_point) * scale, x laid out [outer][length][inner] (scale, zero point per index of the middle axis).
     """
-def explain(dtype: str, x_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], weight_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], has_bias: bool, params: ConvParams, layer: bool = False) -> dict:
+def explain(dtype: str, x_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], weight_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], has_bias: bool, params: ConvParams, layer: bool = False, x_float32: bool = False, y_float32: bool = False) -> dict:
     ...
 def float32_to_bf16(src: numpy.ndarray, dst: numpy.ndarray, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """

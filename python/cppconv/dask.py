@@ -383,7 +383,8 @@ def _convolve(rank: int, x: Any, weight: Any, bias: Any, kwargs: Dict[str, Any],
         _args.thread_count(num_threads)
     result = _args.call_dtypes(np.empty(0, x.dtype), weight, bias).result
     # The whole problem's checks, padding, output shape and algorithm, without touching data.
-    info = _conv._explain(spec, tuple(x.shape), tuple(weight.shape), result, bias is not None, layer=False)
+    info = _conv._explain(spec, tuple(x.shape), tuple(weight.shape), result, bias is not None, layer=False,
+                          x_dtype=x.dtype)
     image = rank == 2 and x.ndim == 2
     if image:
         x4 = x[None, :, :, None] if layout == 1 else x[None, None]
@@ -451,7 +452,7 @@ def _accepted(rank: int, spec: Any, common: Dict[str, Any], plans: Sequence[_Spl
                 shape[axis] = length
             local = _conv._ConvSpec.popped_from({**common, "padding": tuple(pad for _, pad in combo)}, rank)
             chosen = _conv._explain(local, tuple(shape), tuple(weight.shape), dtype, bias is not None,
-                                    layer=False)["algorithm"]
+                                    layer=False, x_dtype=x4.dtype)["algorithm"]
             if chosen != algorithm:
                 return False
     return True
