@@ -286,7 +286,7 @@ size_t ConvPlan::held_bytes() const {
     std::lock_guard<std::mutex> lock(widened_mutex_);
     if (widened_) bytes += widened_->held_bytes();
   }
-  std::lock_guard<std::mutex> lock(interleaved_mutex_);
+  std::lock_guard<std::mutex> lock(permuted_mutex_);
   if (interleaved_) bytes += interleaved_->held_bytes();
   if (gathered_) bytes += gathered_->held_bytes();
   return bytes;
@@ -1359,46 +1359,47 @@ void ConvPlan::run_gathered_in_place(const ConvProblem& given, const void* x, vo
   }
 }
 
-PlanWeights& ConvPlan::interleaved_weights() {
+PlanWeights& ConvPlan::permuted_weights(std::unique_ptr<PlanWeights>& slot,
+                                        const std::function<void(const unsigned char*, unsigned char*)>& permute) {
   ForkWaitsSection section;
-  std::lock_guard<std::mutex> lock(interleaved_mutex_);
-  if (!interleaved_) {
-    // (K, C/g, kd, kh, kw) -> (K, C/g, kh * kd, kw), tap (a, i) at row i * kd + a.
+  std::lock_guard<std::mutex> lock(permuted_mutex_);
+  if (!slot) {
+    const size_t elem = dtype_size(dtype_);
+    std::vector<unsigned char> permuted(size_t(out_channels_ * group_in_ * kernel_d_ * kernel_h_ * kernel_w_) * elem);
+    const std::shared_ptr<const void> source = weights_.source();
+    permute(static_cast<const unsigned char*>(source.get()), permuted.data());
+    // (The plan's own weights give them again: no need to keep them beside a pack that unpacks.)
+    slot = std::make_unique<PlanWeights>(dtype_, permuted.data(), permuted.size() / elem, weights_.bias(),
+                                         size_t(out_channels_), /*copy=*/true, /*shared=*/true,
+                                         /*keeps_source=*/false);
+  }
+  return *slot;
+}
+
+PlanWeights& ConvPlan::interleaved_weights() {
+  // (K, C/g, kd, kh, kw) -> (K, C/g, kh * kd, kw), tap (a, i) at row i * kd + a.
+  return permuted_weights(interleaved_, [&](const unsigned char* from, unsigned char* to) {
     const size_t elem = dtype_size(dtype_);
     const int64_t kd = kernel_d_, kh = kernel_h_, kw = kernel_w_, taps = kd * kh * kw;
-    std::vector<unsigned char> permuted(size_t(out_channels_ * group_in_ * taps) * elem);
-    const std::shared_ptr<const void> source = weights_.source();
-    const auto* from = static_cast<const unsigned char*>(source.get());
     for (int64_t f = 0; f < out_channels_ * group_in_; ++f)
       for (int64_t a = 0; a < kd; ++a)
         for (int64_t i = 0; i < kh; ++i)
-          std::memcpy(permuted.data() + size_t(f * taps + (i * kd + a) * kw) * elem,
+          std::memcpy(to + size_t(f * taps + (i * kd + a) * kw) * elem,
                       from + size_t(f * taps + (a * kh + i) * kw) * elem, size_t(kw) * elem);
-    interleaved_ = std::make_unique<PlanWeights>(dtype_, permuted.data(), permuted.size() / elem, weights_.bias(),
-                                                 size_t(out_channels_), /*copy=*/true, /*shared=*/true);
-  }
-  return *interleaved_;
+  });
 }
 
 PlanWeights& ConvPlan::gathered_weights() {
-  ForkWaitsSection section;
-  std::lock_guard<std::mutex> lock(interleaved_mutex_);
-  if (!gathered_) {
-    // (K, C/g, kd, kh, kw) -> (K, kd, C/g, kh, kw): the channels-last gathered channel order.
+  // (K, C/g, kd, kh, kw) -> (K, kd, C/g, kh, kw): the channels-last gathered channel order.
+  return permuted_weights(gathered_, [&](const unsigned char* from, unsigned char* to) {
     const size_t elem = dtype_size(dtype_);
     const int64_t kd = kernel_d_, plane = kernel_h_ * kernel_w_;
-    std::vector<unsigned char> permuted(size_t(out_channels_ * group_in_ * kd * plane) * elem);
-    const std::shared_ptr<const void> source = weights_.source();
-    const auto* from = static_cast<const unsigned char*>(source.get());
     for (int64_t f = 0; f < out_channels_; ++f)
       for (int64_t c = 0; c < group_in_; ++c)
         for (int64_t a = 0; a < kd; ++a)
-          std::memcpy(permuted.data() + size_t(((f * kd + a) * group_in_ + c) * plane) * elem,
+          std::memcpy(to + size_t(((f * kd + a) * group_in_ + c) * plane) * elem,
                       from + size_t(((f * group_in_ + c) * kd + a) * plane) * elem, size_t(plane) * elem);
-    gathered_ = std::make_unique<PlanWeights>(dtype_, permuted.data(), permuted.size() / elem, weights_.bias(),
-                                              size_t(out_channels_), /*copy=*/true, /*shared=*/true);
-  }
-  return *gathered_;
+  });
 }
 
 void ConvPlan::run_planar(const ConvProblem& given, const void* x, void* y, const Strides4* y_stride,

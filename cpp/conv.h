@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -244,6 +245,10 @@ class ConvPlan {
   // (d, h*w) as a 2-D problem, long rows in column segments (Lowering::Flatten).
   void run_flattened(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap,
                      std::optional<std::ptrdiff_t> residual = std::nullopt);
+  // The weights permuted for a lowering into `slot` on first use: `permute(from, to)` moves
+  // the plan's weights as given into that order.
+  PlanWeights& permuted_weights(std::unique_ptr<PlanWeights>& slot,
+                                const std::function<void(const unsigned char*, unsigned char*)>& permute);
   // The weights as Lowering::Interleave reads them, made on first use.
   PlanWeights& interleaved_weights();
   // The weights as a channels-last Lowering::Gather copy reads them (see gathered() in
@@ -290,8 +295,8 @@ class ConvPlan {
   bool weights_reused_;
   // A plan can meet several algorithms as input sizes change; each packs once.
   PlanWeights weights_;
-  mutable std::mutex interleaved_mutex_;
-  std::unique_ptr<PlanWeights> interleaved_;  // (and gathered_: both under interleaved_mutex_)
+  mutable std::mutex permuted_mutex_;  // interleaved_ and gathered_
+  std::unique_ptr<PlanWeights> interleaved_;
   std::unique_ptr<PlanWeights> gathered_;
   mutable std::mutex widened_mutex_;
   mutable std::unique_ptr<ConvPlan> widened_;
