@@ -162,6 +162,7 @@ constexpr int64_t kFlatSegmentBytes = 16 << 10;    // input of a flat PixelVec s
 constexpr int64_t kFlatPlaneInL2Bytes = 256 << 10;  // a flat plane's input up to this is not cut
 constexpr int64_t kChannelVecSegmentBytes = 192 << 10;  // input of a flat ChannelVec segment
 constexpr int64_t kChannelVecSegmentOutBytes = 128 << 10;  // output of a flat NHWC expansion's segment
+constexpr int64_t kFlatPlaneUncutBytes = 1 << 20;  // a plane up to this, with more weights, is not cut for L2
 
 // ChannelVec reduction blocking: input channels per slice, so that a slice's packed weights
 // (taps x channels x kNR) stay within ~256 KiB of L2 while every row of an item uses them.
@@ -248,6 +249,12 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
       if (flat_expansion)  // its output, too, within L2
         segments = std::max(segments,
                             ceil_div(d.pixels_per_row * d.group_out * int64_t(sizeof(T)), kChannelVecSegmentOutBytes));
+      // Each segment reads all the weights again: where they outweigh the plane's input (a late
+      // stage's 7 x 7 or 14 x 14 plane, 0.2-4 MiB of weights), only the threads' share is cut
+      // and the k blocks stream past the plane once (docs/tuning.md, "ResNet-50 and RegNetX-400MF
+      // on Sapphire Rapids").
+      if (d.taps * d.group_in * d.group_out * int64_t(sizeof(T)) > plane_bytes && plane_bytes <= kFlatPlaneUncutBytes)
+        segments = ceil_div(4 * threads, d.k_units);
       segments = ceil_div(segments, int64_t(threads)) * threads;  // whole rounds: 17 on 2 threads would run 9 + 8
       segments = std::min(segments, ceil_div(d.pixels_per_row, B::MR));
     }
