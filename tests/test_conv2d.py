@@ -1522,6 +1522,9 @@ def test_strided_1x1_workspace_counts_the_subsampled_input():
     (300, 520, 5, 9, 1, None, "NHWC"),  # an expansion
     (1000, 130, 3, 5, 1, "relu6", "NHWC"),  # two input-channel slices, 15 pixels
     (200, 2000, 2, 3, 1, "silu", "NHWC"),  # six pixels, many k blocks
+    # A 1x1 layer's input channels in L1-sized slices, the partial sums in the output
+    (600, 64, 4, 30, 1, "relu", "NHWC"),  # by rows, five slices
+    (300, 72, 3, 29, 1, "hardswish", "NCHW"),  # channels-first, through the row buffer
 ])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_channelvec_flat_expansions_and_one_vector_blocks(isa, restore_threads, C, K, H, W, kernel, activation,

@@ -66,6 +66,7 @@ constexpr int kNR = kLanes<T> * B::NV;  // output channels per block
 // Weights of one (k block, input-channel slice): kept in L1/L2 while every row of a work item
 // uses them.
 constexpr int64_t kSliceBytes = 256 << 10;
+constexpr int64_t kPointwiseSliceBytes = 32 << 10;  // a 1x1 layer's, in L1 (channels_per_slice)
 template <class T>
 constexpr DType kDType = std::is_same_v<T, float> ? DType::Float32 : DType::Float64;
 
@@ -169,7 +170,11 @@ constexpr int64_t kFlatPlaneUncutBytes = 1 << 20;  // a plane up to this, with m
 // The packed layout follows it (each slice contiguous), so it depends on the shape alone.
 template <class T, class B>
 int64_t channels_per_slice(int64_t group_in, int64_t taps) {
-  const int64_t slice = std::max<int64_t>(1, kSliceBytes / (int64_t(sizeof(T)) * kNR<T, B> * taps));
+  // A 1x1 layer's slice stays in L1 (its blocks reuse it once per pixel block, and with two FMA
+  // units streaming it from L2 held the loop back; docs/tuning.md, "ResNet-50 and RegNetX-400MF
+  // on Sapphire Rapids").  Its packed layout is [c][NR] for any slice.
+  const int64_t bytes = taps == 1 ? kPointwiseSliceBytes : kSliceBytes;
+  const int64_t slice = std::max<int64_t>(1, bytes / (int64_t(sizeof(T)) * kNR<T, B> * taps));
   return ceil_div(group_in, ceil_div(group_in, slice));
 }
 
