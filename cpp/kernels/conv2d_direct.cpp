@@ -978,8 +978,8 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     const T* residual = static_cast<const T*>(call.residual);
     // Items are (k block, group of rows), or (segment, k block) of a flat plane, k blocks
     // inner so that a thread's run of items finds the segment's input in L2.  A "row" is then
-    // a segment.  Input channels are taken in slices whose weights stay in L2 while every row
-    // of the group uses them; partial sums wait in the output (NHWC) or in the thread's row
+    // a segment.  Input channels are taken in slices whose weights stay in L2 (a 1x1 layer's in
+    // L1) while every row of the group uses them; partial sums wait in the output (NHWC) or in the thread's row
     // buffer [row][ow][NR] (NCHW, transposed into y at the end).
     const int64_t packed_group = d.k_units * d.taps * d.group_in * kNR<T, B>;
     const int64_t row_w = d.flat ? d.flat_segment : p.out_w;  // pixels per row, the last segment fewer
