@@ -255,12 +255,14 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
         segments = std::max(segments,
                             ceil_div(d.pixels_per_row * d.group_out * int64_t(sizeof(T)), kChannelVecSegmentOutBytes));
       // Each segment reads all the weights again: where they outweigh the plane's input (a late
-      // stage's 7 x 7 or 14 x 14 plane, 0.2-4 MiB of weights), only the threads' share is cut
-      // and the k blocks stream past the plane once (docs/tuning.md, "ResNet-50 and RegNetX-400MF
-      // on Sapphire Rapids").
-      if (d.taps * d.group_in * d.group_out * int64_t(sizeof(T)) > plane_bytes && plane_bytes <= kFlatPlaneUncutBytes)
-        segments = ceil_div(4 * threads, d.k_units);
-      segments = ceil_div(segments, int64_t(threads)) * threads;  // whole rounds: 17 on 2 threads would run 9 + 8
+      // stage's 7 x 7 or 14 x 14 plane, 0.2-4 MiB of weights), the plane is cut only where its
+      // k blocks are too few for the threads, and the k blocks stream past it once, the threads
+      // sharing them out (docs/tuning.md, "ResNet-50 and RegNetX-400MF on Sapphire Rapids").
+      const bool weights_outweigh =
+          d.taps * d.group_in * d.group_out * int64_t(sizeof(T)) > plane_bytes && plane_bytes <= kFlatPlaneUncutBytes;
+      if (weights_outweigh) segments = ceil_div(4 * threads, d.k_units);
+      if (!weights_outweigh || segments > 1)  // whole rounds: 17 on 2 threads would run 9 + 8
+        segments = ceil_div(segments, int64_t(threads)) * threads;
       segments = std::min(segments, ceil_div(d.pixels_per_row, B::MR));
     }
     d.flat_segment = ceil_div(d.pixels_per_row, segments);
