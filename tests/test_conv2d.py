@@ -1517,8 +1517,16 @@ def test_strided_1x1_workspace_counts_the_subsampled_input():
     (130, 80, 5, 30, 1, "relu", "NCHW"),  # wide, last k block one vector
     (17, 129, 3, 25, 1, "silu", "NHWC"),  # wide, last k block one lane
     (65, 100, 2, 13, 1, "hardswish", "NHWC"),  # wide, last k block two vectors
+    # Weights that outweigh the plane's input: the plane is cut only into the threads' shares
+    (512, 200, 7, 7, 1, "relu", "NHWC"),  # last k block partial
+    (300, 520, 5, 9, 1, None, "NHWC"),  # an expansion
+    (1000, 130, 3, 5, 1, "relu6", "NHWC"),  # two input-channel slices, 15 pixels
+    (200, 2000, 2, 3, 1, "silu", "NHWC"),  # six pixels, many k blocks
+    # A 1x1 layer's input channels in L1-sized slices, the partial sums in the output
+    (600, 64, 4, 30, 1, "relu", "NHWC"),  # by rows, five slices
+    (300, 72, 3, 29, 1, "hardswish", "NCHW"),  # channels-first, through the row buffer
 ])
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, 3])
 def test_channelvec_flat_expansions_and_one_vector_blocks(isa, restore_threads, C, K, H, W, kernel, activation,
                                                           layout, threads):
     name = "conv2d_channelvec_f32__" + isa
@@ -1532,7 +1540,7 @@ def test_channelvec_flat_expansions_and_one_vector_blocks(isa, restore_threads, 
         case = dict(N=1, C=C, H=H, W=W, K=K, kernel=kernel, padding=kernel // 2, layout=layout,
                     activation=activation, algorithm=algorithm)
         y = run_case(**case)
-        if threads == 2:  # each output is summed in one work item, in one order, however the items are cut
+        if threads > 1:  # each output is summed in one work item, in one order, however the items are cut
             cppconv.set_num_threads(1)
             np.testing.assert_array_equal(run_case(**case), y)
 

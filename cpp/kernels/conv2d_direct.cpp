@@ -66,6 +66,7 @@ constexpr int kNR = kLanes<T> * B::NV;  // output channels per block
 // Weights of one (k block, input-channel slice): kept in L1/L2 while every row of a work item
 // uses them.
 constexpr int64_t kSliceBytes = 256 << 10;
+constexpr int64_t kPointwiseSliceBytes = 32 << 10;  // a 1x1 layer's, in L1 (channels_per_slice)
 template <class T>
 constexpr DType kDType = std::is_same_v<T, float> ? DType::Float32 : DType::Float64;
 
@@ -162,13 +163,18 @@ constexpr int64_t kFlatSegmentBytes = 16 << 10;    // input of a flat PixelVec s
 constexpr int64_t kFlatPlaneInL2Bytes = 256 << 10;  // a flat plane's input up to this is not cut
 constexpr int64_t kChannelVecSegmentBytes = 192 << 10;  // input of a flat ChannelVec segment
 constexpr int64_t kChannelVecSegmentOutBytes = 128 << 10;  // output of a flat NHWC expansion's segment
+constexpr int64_t kFlatPlaneUncutBytes = 1 << 20;  // a plane up to this, with more weights, is not cut for L2
 
 // ChannelVec reduction blocking: input channels per slice, so that a slice's packed weights
 // (taps x channels x kNR) stay within ~256 KiB of L2 while every row of an item uses them.
 // The packed layout follows it (each slice contiguous), so it depends on the shape alone.
 template <class T, class B>
 int64_t channels_per_slice(int64_t group_in, int64_t taps) {
-  const int64_t slice = std::max<int64_t>(1, kSliceBytes / (int64_t(sizeof(T)) * kNR<T, B> * taps));
+  // A 1x1 layer's slice stays in L1 (its blocks reuse it once per pixel block, and with two FMA
+  // units streaming it from L2 held the loop back; docs/tuning.md, "ResNet-50 and RegNetX-400MF
+  // on Sapphire Rapids").  Its packed layout is [c][NR] for any slice.
+  const int64_t bytes = taps == 1 ? kPointwiseSliceBytes : kSliceBytes;
+  const int64_t slice = std::max<int64_t>(1, bytes / (int64_t(sizeof(T)) * kNR<T, B> * taps));
   return ceil_div(group_in, ceil_div(group_in, slice));
 }
 
@@ -252,7 +258,15 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
       if (flat_expansion)  // its output, too, within L2
         segments = std::max(segments,
                             ceil_div(d.pixels_per_row * d.group_out * int64_t(sizeof(T)), kChannelVecSegmentOutBytes));
-      segments = ceil_div(segments, int64_t(threads)) * threads;  // whole rounds: 17 on 2 threads would run 9 + 8
+      // Each segment reads all the weights again: where they outweigh the plane's input (a late
+      // stage's 7 x 7 or 14 x 14 plane, 0.2-4 MiB of weights), the plane is cut only where its
+      // k blocks are too few for the threads, and the k blocks stream past it once, the threads
+      // sharing them out (docs/tuning.md, "ResNet-50 and RegNetX-400MF on Sapphire Rapids").
+      const bool weights_outweigh =
+          d.taps * d.group_in * d.group_out * int64_t(sizeof(T)) > plane_bytes && plane_bytes <= kFlatPlaneUncutBytes;
+      if (weights_outweigh) segments = ceil_div(4 * threads, d.k_units);
+      if (!weights_outweigh || segments > 1)  // whole rounds: 17 on 2 threads would run 9 + 8
+        segments = ceil_div(segments, int64_t(threads)) * threads;
       segments = std::min(segments, ceil_div(d.pixels_per_row, B::MR));
     }
     d.flat_segment = ceil_div(d.pixels_per_row, segments);
@@ -970,8 +984,8 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
     const T* residual = static_cast<const T*>(call.residual);
     // Items are (k block, group of rows), or (segment, k block) of a flat plane, k blocks
     // inner so that a thread's run of items finds the segment's input in L2.  A "row" is then
-    // a segment.  Input channels are taken in slices whose weights stay in L2 while every row
-    // of the group uses them; partial sums wait in the output (NHWC) or in the thread's row
+    // a segment.  Input channels are taken in slices whose weights stay in L2 (a 1x1 layer's in
+    // L1) while every row of the group uses them; partial sums wait in the output (NHWC) or in the thread's row
     // buffer [row][ow][NR] (NCHW, transposed into y at the end).
     const int64_t packed_group = d.k_units * d.taps * d.group_in * kNR<T, B>;
     const int64_t row_w = d.flat ? d.flat_segment : p.out_w;  // pixels per row, the last segment fewer
