@@ -228,7 +228,7 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
     // Enough blocks for each thread to own several (no shared tile, no barriers), while a
     // block keeps enough rows that copying its kh - 1 extra tile rows stays cheap.
     // (Not when items pack their weights: each row block would pack them again.)
-    // Nor where the group's weights outweigh the block's input: each block streams them all
+    // Nor where the group's weights outweigh the block's tile: each block streams them all
     // again, so the threads share a block's k blocks instead (parts_per_block below).
     const int64_t weight_elems = d.group_out * d.group_in * d.taps;
     while (!(o == Orientation::ChannelVec && packs_in_items(p)) &&
