@@ -72,8 +72,7 @@ void copy_strided(const char* x, const int64_t* x_strides, char* y, const int64_
                   int ndim, int64_t item_bytes, int max_threads);
 
 // to[n][j][i] = from[n][i][j] for `batch` matrices of rows x cols (float, double, or uint16_t:
-// bfloat16's bits): layout
-// changes, channels-last to channels-first and back.
+// bfloat16's bits): layout changes, channels-last to channels-first and back.
 template <class T>
 void transpose_matrices(const T* from, int64_t batch, int64_t rows, int64_t cols, T* to, int threads);
 // to[j * to_stride + i] = from[i * from_stride + j] for one rows x cols block of larger matrices,
