@@ -257,8 +257,11 @@ class PlanWeights {
     if (bytes == 0) return nullptr;
     std::lock_guard<std::mutex> lock(mutex_);
     // One plan's problems can pack differently: a 3-D plan's lowerings give its kernels
-    // (kd, 1) or (kh, kw) kernels (see Lowering in conv.h).
-    const auto key = std::make_tuple(static_cast<const void*>(&a), p.groups, p.kernel_h, p.kernel_w);
+    // (kd, 1) or (kh, kw) kernels (see Lowering in conv.h), and a kernel may order the channels
+    // of a problem that reads depth taps as its tile holds them.
+    int64_t depth_taps = 0;
+    if constexpr (std::is_same_v<Problem, ConvProblem>) depth_taps = p.depth_taps;
+    const auto key = std::make_tuple(static_cast<const void*>(&a), p.groups, p.kernel_h, p.kernel_w, depth_taps);
     auto it = packed_.find(key);
     if (it == packed_.end()) {
       const std::shared_ptr<const void> source = source_locked();
@@ -309,7 +312,7 @@ class PlanWeights {
   friend struct ForkHandlers;
 
   mutable std::mutex mutex_;
-  std::map<std::tuple<const void*, int64_t, int64_t, int64_t>, SpareBuffer<PackedWeightsTag>> packed_;
+  std::map<std::tuple<const void*, int64_t, int64_t, int64_t, int64_t>, SpareBuffer<PackedWeightsTag>> packed_;
   bool listed_ = false;          // on the list of the layers' instances
   PlanWeights* prev_ = nullptr;
   PlanWeights* next_ = nullptr;

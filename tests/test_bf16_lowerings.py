@@ -29,6 +29,12 @@ def is_bf16_kernel(name):
     return "_bf16__" in name and "reference" not in name
 
 
+def gather_lowering(algorithm, last):
+    """A gathered 3-D problem's lowering: the AMX kernel reads a channels-last layer's depth
+    slices in place (depth_taps); the others are given a gathered copy."""
+    return "depth_taps" if last and algorithm.startswith("conv2d_amx_bf16__") else "depth_gather"
+
+
 # The layers of docs/tuning.md's "bfloat16 through the lowerings": (name, x shape, w shape,
 # arguments, lowering channels-first, lowering channels-last).
 LAYERS_MEASURED = [
@@ -54,7 +60,10 @@ def test_measured_layers_run_a_bf16_kernel(case, last):
         x_shape = (x_shape[0],) + x_shape[2:] + (x_shape[1],)
     info = cppconv.explain(x_shape, w_shape, dtype=BF16, layout=LAST[rank] if last else FIRST[rank], **kw)
     assert is_bf16_kernel(info["algorithm"]), info
-    assert info["lowering"] == (last_lowering if last else first_lowering), info
+    expected = last_lowering if last else first_lowering
+    if expected == "depth_gather":
+        expected = gather_lowering(info["algorithm"], last)
+    assert info["lowering"] == expected, info
 
 
 # (sizes, kernel, stride, padding, dilation, groups, C, K): problems that take each lowering.
@@ -71,16 +80,20 @@ CASES = {
     "depth_gather": [((4, 6, 7), (1, 3, 3), 1, (0, 1, 1), 1, 1, 16, 24),
                      ((5, 6, 7), (3, 3, 3), (2, 1, 2), 1, 1, 1, 9, 17),
                      ((5, 7, 6), (3, 3, 3), 1, (1, 1, 1), (2, 1, 1), 2, 32, 16),
-                     ((6, 5, 8), (2, 3, 3), (1, 2, 1), 1, 1, 1, 24, 40)],
+                     ((6, 5, 8), (2, 3, 3), (1, 2, 1), 1, 1, 1, 24, 40),
+                     # odd channels per group and slice; a pixel's slices across 16-pair tile rows
+                     ((5, 7, 6), (3, 3, 3), 1, 1, 1, 2, 26, 16), ((4, 5, 6), (3, 2, 3), 1, (1, 0, 1), 1, 1, 40, 33)],
 }
 PARAMS = [(lowering, i) for lowering, cases in CASES.items() for i in range(len(cases))]
 
 
-def lowering_expected(lowering, last):
+def lowering_expected(lowering, i, last, algorithm):
     if lowering == "depth_into_batch" and not last:
         return "depth_gather"
-    if lowering == "depth_gather" and last:
-        return None  # (kernel depth 1 runs as a batch channels-last)
+    if lowering == "depth_gather":
+        if last and CASES[lowering][i][1][0] == 1:
+            return "depth_into_batch"
+        return gather_lowering(algorithm, last)
     return lowering
 
 
@@ -124,9 +137,9 @@ def run_case(lowering, i, last, padding_mode, activation, algorithm=None, seed="
 @pytest.mark.parametrize("last", [False, True])
 @pytest.mark.parametrize("padding_mode", PADDING_MODES)
 def test_lowerings_on_bf16_kernels(lowering, i, last, padding_mode):
-    expected = lowering_expected(lowering, last)
     _, info = run_case(lowering, i, last, padding_mode, "relu")
-    if expected is not None and not (padding_mode != "zeros" and lowering == "dilation_rows"):
+    expected = lowering_expected(lowering, i, last, info["algorithm"])
+    if not (padding_mode != "zeros" and lowering == "dilation_rows"):
         assert info["lowering"] == expected, info
         assert is_bf16_kernel(info["algorithm"]), info
 

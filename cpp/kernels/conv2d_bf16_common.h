@@ -47,7 +47,12 @@ inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xffff) : _
 // low halves of its pair's words (whole words, so an odd channel count leaves its missing
 // partner zero) or, for the odd channel, into the high halves.  (conv2d packs on every call; a
 // value-by-value pack took as long as the convolution on 7x7 planes.)
-inline void pack_blocks(const ConvProblem& p, int64_t pair_pitch, const void* weight, void* packed, int threads) {
+// slice_pairs > 0: p reads depth taps (p.depth_taps = kd; its channel c * kd + a is channel c of
+// depth slice a) into a tile whose pixels hold slice a's channels at pair a * slice_pairs on
+// (conv2d_amx_bf16.cpp, fill_row_depth_taps), so channel c * kd + a is packed at word
+// a * 2 * slice_pairs + c instead.
+inline void pack_blocks(const ConvProblem& p, int64_t pair_pitch, const void* weight, void* packed, int threads,
+                        int64_t slice_pairs = 0) {
   Geometry g{};
   g.group_in = p.in_channels / p.groups;
   g.group_out = p.out_channels / p.groups;
@@ -64,7 +69,8 @@ inline void pack_blocks(const ConvProblem& p, int64_t pair_pitch, const void* we
     const int64_t valid = std::min<int64_t>(kBlock, g.group_out - kb * kBlock);
     const uint16_t* wb = w + (grp * g.group_out + kb * kBlock) * cols;
     uint16_t* ob = out + (grp * g.blocks + kb) * block_values;
-    if (2 * g.pairs > g.group_in + 1) std::memset(ob, 0, size_t(block_values) * 2);  // the padding pairs
+    if (2 * g.pairs > g.group_in + 1 || slice_pairs > 0)  // the padding pairs (and the slices' odd ones)
+      std::memset(ob, 0, size_t(block_values) * 2);
     int64_t c = 0, t = 0;  // (channel, tap) of column col0 + j
     for (int64_t col0 = 0; col0 < cols; col0 += kBlock) {
       const int n = int(std::min<int64_t>(kBlock, cols - col0));
@@ -79,9 +85,11 @@ inline void pack_blocks(const ConvProblem& p, int64_t pair_pitch, const void* we
 #pragma GCC unroll 16
       for (int j = 0; j < kBlock; ++j) {
         if (j >= n) break;
-        uint16_t* dst = ob + (t * g.pairs + c / 2) * kBlock * 2;
+        // (A word's low channel comes first in either order: c * kd + a before (c + 1) * kd + a.)
+        const int64_t word = slice_pairs > 0 ? c % p.depth_taps * 2 * slice_pairs + c / p.depth_taps : c;
+        uint16_t* dst = ob + (t * g.pairs + word / 2) * kBlock * 2;
         const __m512i words = _mm512_castps_si512(v[j]);
-        if (c & 1) _mm512_mask_storeu_epi16(dst, __mmask32(0xaaaaaaaau), _mm512_slli_epi32(words, 16));
+        if (word & 1) _mm512_mask_storeu_epi16(dst, __mmask32(0xaaaaaaaau), _mm512_slli_epi32(words, 16));
         else _mm512_storeu_si512(dst, words);
         if (++t == g.taps) t = 0, ++c;
       }
@@ -110,6 +118,19 @@ inline uint16_t bf16_bits(uint16_t v) { return v; }
 CPPCONV_TARGET_AVX512BF16 inline uint16_t bf16_bits(float v) {
   const __m256bh narrow = _mm512_cvtneps_pbh(_mm512_set1_ps(v));
   return uint16_t(_mm256_extract_epi16(reinterpret_cast<const __m256i&>(narrow), 0));
+}
+
+// n consecutive values as bfloat16 bits: bfloat16 as they are, float32 rounded (load_bf16_words).
+template <class In>
+CPPCONV_TARGET_AVX512BF16 inline void copy_bf16_values(const In* src, int64_t n, uint16_t* dst) {
+  if constexpr (std::is_same_v<In, uint16_t>) {
+    std::memcpy(dst, src, size_t(n) * 2);
+  } else {
+    for (int64_t c = 0; c < n; c += 16) {
+      const __mmask16 valid = first_lanes(n - c);
+      _mm256_mask_storeu_epi16(dst + c, valid, _mm512_cvtepi32_epi16(load_bf16_words(src + c, valid)));
+    }
+  }
 }
 
 // The word of channels (lo, hi) at source column src (-1: padding).
@@ -187,16 +208,8 @@ CPPCONV_TARGET_AVX512BF16 void fill_row(const ConvCall& call, const Geometry& g,
         std::memset(d, 0, size_t(g.pairs) * 4);
         continue;
       }
-      const In* s = row + src * xs.w;
       auto* h = reinterpret_cast<uint16_t*>(d);
-      if constexpr (std::is_same_v<In, uint16_t>) {
-        std::memcpy(h, s, size_t(g.group_in) * 2);
-      } else {
-        for (int64_t c = 0; c < g.group_in; c += 16) {
-          const __mmask16 valid = first_lanes(g.group_in - c);
-          _mm256_mask_storeu_epi16(h + c, valid, _mm512_cvtepi32_epi16(load_bf16_words(s + c, valid)));
-        }
-      }
+      copy_bf16_values(row + src * xs.w, g.group_in, h);
       if (g.group_in & 1) h[g.group_in] = 0;
     }
     return;
