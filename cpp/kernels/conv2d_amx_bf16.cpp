@@ -516,10 +516,10 @@ void run_typed(const ConvCall& call) {
   const int threads = call.num_threads;
   AmxGeometry a = geometry_of(p, threads);
   const Strides4& xs = call.x_stride;
-  a.in_place = std::is_same_v<In, uint16_t> && p.layout == Layout::NHWC && p.depth_taps == 0 && a.g.taps == 1 && a.flat && p.pad_top == 0 &&
-               p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0 && a.g.group_in % (2 * kTilePairs) == 0 &&
-               xs.c == 1 && xs.w % 2 == 0 && xs.h % 2 == 0 && xs.n % 2 == 0 && xs.w > 0 && xs.h > 0 && xs.n > 0 &&
-               reinterpret_cast<uintptr_t>(call.x) % 4 == 0;
+  a.in_place = std::is_same_v<In, uint16_t> && p.layout == Layout::NHWC && p.depth_taps == 0 && a.g.taps == 1 &&
+               a.flat && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0 &&
+               a.g.group_in % (2 * kTilePairs) == 0 && xs.c == 1 && xs.w % 2 == 0 && xs.h % 2 == 0 && xs.n % 2 == 0 &&
+               xs.w > 0 && xs.h > 0 && xs.n > 0 && reinterpret_cast<uintptr_t>(call.x) % 4 == 0;
   if (a.in_place) {
     a.pixel_pitch = xs.w / 2;
     a.g.row_pitch = xs.h / 2;
