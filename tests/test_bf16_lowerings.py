@@ -30,9 +30,10 @@ def is_bf16_kernel(name):
 
 
 def gather_lowering(algorithm, last):
-    """A gathered 3-D problem's lowering: the AMX kernel reads a channels-last layer's depth
-    slices in place (depth_taps); the others are given a gathered copy."""
-    return "depth_taps" if last and algorithm.startswith("conv2d_amx_bf16__") else "depth_gather"
+    """A gathered 3-D problem's lowering: the dense bfloat16 kernels read a channels-last layer's
+    depth slices in place (depth_taps); the others are given a gathered copy."""
+    reads_depth_taps = algorithm.split("__")[0] in ("conv2d_amx_bf16", "conv2d_channelvec_bf16")
+    return "depth_taps" if last and reads_depth_taps else "depth_gather"
 
 
 # The layers of docs/tuning.md's "bfloat16 through the lowerings": (name, x shape, w shape,

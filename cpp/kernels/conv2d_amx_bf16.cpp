@@ -15,7 +15,7 @@
 //    Channels-last bfloat16 x of 1x1 unit-stride windows, 32 channels a group, is read in place.
 //    A channels-last 3-D layer's depth taps (ConvProblem::depth_taps) are filled into the tile
 //    from x's depth slices themselves, each pixel's kd slices one after the other
-//    (fill_row_depth_taps), rather than gathered into a copy of kd times x first;
+//    (Geometry::slice_pairs), rather than gathered into a copy of kd times x first;
 //  - 32 pixels by 32 output channels are summed in tmm0-3 over every (tap, 16 pairs) step, A in
 //    tmm4-5, B in tmm6-7, then stored to a per-thread float32 buffer, from which the bias and
 //    activation go into y (straight for channels-last y, else through store_pixels) while the
@@ -63,9 +63,6 @@ constexpr int64_t kMinGroupIn = 8, kMinGroupOut = 8, kMinSum = 16;
 struct AmxGeometry {
   Geometry g;
   int64_t real_pairs;  // (group_in + 1) / 2: the words past them are zero
-  // p.depth_taps = kd > 0: a pixel's pairs are its kd depth slices' channels, slice_pairs each
-  // ((group_in / kd + 1) / 2, an odd slice's last word half zero); 0 for an ordinary problem.
-  int64_t slice_pairs;
   bool flat;           // unit strides: the pixels run along the flattened rows
   int64_t tile_words;  // the tile, with the slack the last A tiles read past its end
   // Channels-last bfloat16 x of a 1x1 window of unit stride without padding, 32 channels a
@@ -89,8 +86,8 @@ AmxGeometry geometry_of(const ConvProblem& p, int threads) {
   Geometry& g = a.g;
   g.group_in = p.in_channels / p.groups;
   g.group_out = p.out_channels / p.groups;
-  a.slice_pairs = p.depth_taps > 0 ? (g.group_in / p.depth_taps + 1) / 2 : 0;
-  a.real_pairs = p.depth_taps > 0 ? p.depth_taps * a.slice_pairs : (g.group_in + 1) / 2;
+  g.slice_pairs = slice_pairs_of(p);
+  a.real_pairs = g.slice_pairs > 0 ? p.depth_taps * g.slice_pairs : (g.group_in + 1) / 2;
   g.pairs = ceil_div(a.real_pairs, kTilePairs) * kTilePairs;
   g.blocks = ceil_div(g.group_out, kBlock);
   g.taps = p.kernel_h * p.kernel_w;
@@ -137,7 +134,7 @@ size_t packed_bytes(const ConvProblem& p) {
 
 void pack(const ConvProblem& p, const void* weight, void* packed, int threads) {
   const AmxGeometry a = geometry_of(p, 1);
-  pack_blocks(p, a.g.pairs, weight, packed, threads, a.slice_pairs);
+  pack_blocks(p, a.g.pairs, weight, packed, threads, a.g.slice_pairs);
 }
 
 // Per thread: the tile, a transpose row of 16 pairs for channels-first x, the group's bias and
@@ -186,32 +183,6 @@ CPPCONV_TARGET_AMX_BF16 void fill_row_channels_first(const ConvCall& call, const
   }
 }
 
-// Tile row `src_row` of gathered image b of a problem with depth taps (kd = p.depth_taps): each
-// pixel's kd depth slices' channels of group grp, slice t's at pair t * slice_pairs on, copied
-// from x's slice ConvCall::depth_src[b * kd + t] (-1: a padding slice, zeros).
-template <class In>
-CPPCONV_TARGET_AMX_BF16 void fill_row_depth_taps(const ConvCall& call, const AmxGeometry& a, const In* x, int64_t b,
-                                                 int64_t grp, int64_t src_row, uint32_t* dst) {
-  const ConvProblem& p = call.p;
-  const Geometry& g = a.g;
-  const Strides4& xs = call.x_stride;
-  const int64_t kd = p.depth_taps, slice_in = g.group_in / kd;
-  for (int64_t t = 0; t < kd; ++t) {
-    const int64_t at = call.depth_src[b * kd + t];
-    const In* row = at < 0 ? nullptr : x + at + src_row * xs.h + grp * slice_in * xs.c;
-    for (int64_t col = 0; col < g.cols; ++col) {
-      auto* h = reinterpret_cast<uint16_t*>(dst + col * g.col_pitch + t * a.slice_pairs);
-      const int64_t src = call.col_src[col];
-      if (!row || src < 0) {
-        std::memset(h, 0, size_t(a.slice_pairs) * 4);
-        continue;
-      }
-      copy_bf16_values(row + src * xs.w, slice_in, h);
-      if (slice_in & 1) h[slice_in] = 0;
-    }
-  }
-}
-
 template <class In>
 CPPCONV_TARGET_AMX_BF16 void fill_tile(const ConvCall& call, const AmxGeometry& a, const In* x, int64_t n, int64_t grp,
                                        int64_t row0, int64_t rows, uint32_t* transpose, uint32_t* tile) {
@@ -224,8 +195,7 @@ CPPCONV_TARGET_AMX_BF16 void fill_tile(const ConvCall& call, const AmxGeometry& 
     if (src_row < 0) {
       std::memset(d, 0, size_t(g.row_pitch) * 4);
     } else if (p.layout == Layout::NHWC) {
-      if (a.slice_pairs > 0) fill_row_depth_taps(call, a, x, n, grp, src_row, d);
-      else fill_row(call, g, x, n, grp, src_row, d);
+      fill_row(call, g, x, n, grp, src_row, d);
       if (g.pairs > a.real_pairs)
         for (int64_t col = 0; col < g.cols; ++col)
           std::memset(d + col * g.pairs + a.real_pairs, 0, size_t(g.pairs - a.real_pairs) * 4);

@@ -50,7 +50,8 @@ Geometry geometry_of(const ConvProblem& p, int threads) {
   Geometry g{};
   g.group_in = p.in_channels / p.groups;
   g.group_out = p.out_channels / p.groups;
-  g.pairs = (g.group_in + 1) / 2;
+  g.slice_pairs = slice_pairs_of(p);
+  g.pairs = g.slice_pairs > 0 ? p.depth_taps * g.slice_pairs : (g.group_in + 1) / 2;
   g.blocks = ceil_div(g.group_out, kBlock);
   g.taps = p.kernel_h * p.kernel_w;
   g.cols = input_cols_for(p, p.out_w);
@@ -78,6 +79,7 @@ bool accepts(const ConvProblem& p) {
   if (p.batch < 1 || p.in_channels < 1 || p.out_channels < 1 || p.in_d != 1 || p.kernel_d != 1) return false;
   const int64_t group_in = p.in_channels / p.groups, group_out = p.out_channels / p.groups;
   if (group_in < 2 || (p.groups > 1 && group_out < kBlock / 2)) return false;
+  if (p.depth_taps > 0 && p.layout != Layout::NHWC) return false;  // (channels-first: the driver's gather)
   return tiles_in_proportion(p, p.in_channels + 1, [&] {
     const Geometry g = geometry_of(p, 1);
     return double(p.batch) * double(p.groups) * double(g.row_blocks) * double(tile_words(p, g)) * 2;
@@ -90,7 +92,8 @@ size_t packed_bytes(const ConvProblem& p) {
 }
 
 void pack(const ConvProblem& p, const void* weight, void* packed, int threads) {
-  pack_blocks(p, geometry_of(p, 1).pairs, weight, packed, threads);
+  const Geometry g = geometry_of(p, 1);
+  pack_blocks(p, g.pairs, weight, packed, threads, g.slice_pairs);
 }
 
 // Pixels per segment: the outputs one pass of the microkernels leaves in the float32 row buffer
@@ -322,9 +325,9 @@ CPPCONV_TARGET_AVX512BF16 void run_typed(const ConvCall& call) {
   const int threads = call.num_threads;
   Geometry g = geometry_of(p, threads);
   const Strides4& xs = call.x_stride;
-  g.in_place = std::is_same_v<In, uint16_t> && g.nhwc && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 &&
-               p.pad_right == 0 && g.group_in % 2 == 0 && p.in_channels % 2 == 0 && xs.c == 1 && xs.w % 2 == 0 &&
-               xs.h % 2 == 0 && xs.n % 2 == 0 && reinterpret_cast<uintptr_t>(call.x) % 4 == 0;
+  g.in_place = std::is_same_v<In, uint16_t> && g.nhwc && p.depth_taps == 0 && p.pad_top == 0 && p.pad_bottom == 0 &&
+               p.pad_left == 0 && p.pad_right == 0 && g.group_in % 2 == 0 && p.in_channels % 2 == 0 && xs.c == 1 &&
+               xs.w % 2 == 0 && xs.h % 2 == 0 && xs.n % 2 == 0 && reinterpret_cast<uintptr_t>(call.x) % 4 == 0;
   if (g.in_place) {
     g.col_pitch = xs.w / 2;
     g.row_pitch = xs.h / 2;
@@ -350,8 +353,17 @@ constexpr AlgorithmName kName =
     algorithm_name("conv2d_channelvec_bf16__" CPPCONV_ISA_NAME, pixels_for(kMaxBlocks), kMaxBlocks* kBlock);
 }  // namespace
 
-const ConvAlgorithm conv2d_channelvec_bf16 = {
-    kName.text, DType::BFloat16, accepts, packed_bytes, pack, workspace_bytes, run, Precision::Highest, kCpuAvx512Bf16};
+const ConvAlgorithm conv2d_channelvec_bf16 = {kName.text,
+                                              DType::BFloat16,
+                                              accepts,
+                                              packed_bytes,
+                                              pack,
+                                              workspace_bytes,
+                                              run,
+                                              Precision::Highest,
+                                              kCpuAvx512Bf16,
+                                              /*adds_residual=*/false,
+                                              /*reads_depth_taps=*/true};
 // conv2d_pixelvec_bf16: grouped convolutions of few output channels per group (ResNeXt's 4 of
 // 32 groups), which would fill few of channelvec's 16 output lanes.  Here the lanes are 16
 // consecutive output columns of one row: per tap and channel pair of the group, one load of 16

@@ -30,6 +30,12 @@ struct Geometry {
   bool in_place;
   // Tile strides in words (of x read in place: its own): one column, one channel pair, one row.
   int64_t col_pitch, pair_pitch, row_pitch;
+  // A channels-last problem that reads depth taps (p.depth_taps = kd; its channel c * kd + a is
+  // channel c of depth slice a): a pixel's pairs are its kd slices' channels one slice after
+  // the other, slice_pairs each ((group_in / kd + 1) / 2, an odd slice's last word half zero),
+  // filled from x's slices themselves (fill_row), the weights packed to match (pack_blocks).
+  // 0 for an ordinary problem.
+  int64_t slice_pairs;
   int64_t rows_per_block, row_blocks;
 };
 
@@ -47,10 +53,9 @@ inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xffff) : _
 // low halves of its pair's words (whole words, so an odd channel count leaves its missing
 // partner zero) or, for the odd channel, into the high halves.  (conv2d packs on every call; a
 // value-by-value pack took as long as the convolution on 7x7 planes.)
-// slice_pairs > 0: p reads depth taps (p.depth_taps = kd; its channel c * kd + a is channel c of
-// depth slice a) into a tile whose pixels hold slice a's channels at pair a * slice_pairs on
-// (conv2d_amx_bf16.cpp, fill_row_depth_taps), so channel c * kd + a is packed at word
-// a * 2 * slice_pairs + c instead.
+// slice_pairs > 0 (Geometry::slice_pairs): p reads depth taps into a tile whose pixels hold
+// slice a's channels at pair a * slice_pairs on, so channel c * kd + a is packed at word
+// a * 2 * slice_pairs + c.
 inline void pack_blocks(const ConvProblem& p, int64_t pair_pitch, const void* weight, void* packed, int threads,
                         int64_t slice_pairs = 0) {
   Geometry g{};
@@ -194,6 +199,36 @@ CPPCONV_TARGET_AVX512BF16 void fill_pair_row(const ConvCall& call, const Geometr
     d[col] = pair_word(lo, hi, has_hi, call.col_src[col], xs.w);
 }
 
+// Channel pairs per depth slice of a problem that reads depth taps (Geometry::slice_pairs), or
+// 0 for any other.
+inline int64_t slice_pairs_of(const ConvProblem& p) {
+  return p.depth_taps > 0 ? (p.in_channels / p.groups / p.depth_taps + 1) / 2 : 0;
+}
+
+// Tile row `src_row` of gathered image b of a problem that reads depth taps (kd = p.depth_taps):
+// each pixel's kd depth slices' channels of group grp, slice t's at pair t * slice_pairs on,
+// from x's slice ConvCall::depth_src[b * kd + t] (-1: a padding slice, zeros).
+template <class In>
+CPPCONV_TARGET_AVX512BF16 void fill_row_depth_taps(const ConvCall& call, const Geometry& g, const In* x, int64_t b,
+                                                   int64_t grp, int64_t src_row, uint32_t* dst) {
+  const Strides4& xs = call.x_stride;
+  const int64_t kd = call.p.depth_taps, slice_in = g.group_in / kd;
+  for (int64_t t = 0; t < kd; ++t) {
+    const int64_t at = call.depth_src[b * kd + t];
+    const In* row = at < 0 ? nullptr : x + at + src_row * xs.h + grp * slice_in * xs.c;
+    for (int64_t col = 0; col < g.cols; ++col) {
+      auto* h = reinterpret_cast<uint16_t*>(dst + col * g.col_pitch + t * g.slice_pairs);
+      const int64_t src = call.col_src[col];
+      if (!row || src < 0) {
+        std::memset(h, 0, size_t(g.slice_pairs) * 4);
+        continue;
+      }
+      copy_bf16_values(row + src * xs.w, slice_in, h);
+      if (slice_in & 1) h[slice_in] = 0;
+    }
+  }
+}
+
 // One tile row (padded row `src_row` of image n, group grp, -1 for a zero row) into `dst`.
 template <class In>
 CPPCONV_TARGET_AVX512BF16 void fill_row(const ConvCall& call, const Geometry& g, const In* x, int64_t n, int64_t grp,
@@ -202,6 +237,7 @@ CPPCONV_TARGET_AVX512BF16 void fill_row(const ConvCall& call, const Geometry& g,
     std::memset(dst, 0, size_t(g.row_pitch) * 4);
     return;
   }
+  if (g.slice_pairs > 0) return fill_row_depth_taps(call, g, x, n, grp, src_row, dst);
   const Strides4& xs = call.x_stride;
   const In* row = x + n * xs.n + src_row * xs.h + grp * g.group_in * xs.c;
   if (g.nhwc) {  // [column][pair]: a pixel's channels are its pairs already, in order
