@@ -983,7 +983,8 @@ struct WidenedInputTag {};
 struct WidenedOutputTag {};
 }  // namespace
 
-bool ConvPlan::runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* forced) const {
+bool ConvPlan::runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* forced,
+                                std::vector<const ConvAlgorithm*>* candidates) const {
   if (forced && forced->dtype != DType::BFloat16) return false;
   if (is_reference(forced)) return true;  // (it takes every problem, depth and all)
   if (needs_reference(given)) return false;
@@ -994,7 +995,10 @@ bool ConvPlan::runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* f
   if (forced) return true;  // (run_planar checks that it accepts the lowered problem)
   // The lowered problem (and a folded row's tail, a flattened plane's last segment) as the
   // bfloat16 kernels are given it: the first candidate is the reference where none takes it.
-  return !is_reference(kernel_candidates(given).front());
+  std::vector<const ConvAlgorithm*> found = kernel_candidates(given);
+  const bool kernel = !is_reference(found.front());
+  if (candidates) *candidates = std::move(found);
+  return kernel;
 }
 
 ConvPlan& ConvPlan::widened_plan() const {
@@ -1067,8 +1071,9 @@ ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
 std::vector<const ConvAlgorithm*> ConvPlan::candidates(const ConvProblem& problem) const {
   const ConvProblem given = kernel_problem(problem);
   if (dtype_ == DType::BFloat16) {
-    if (!runs_bf16_kernel(given, nullptr)) return widened_plan().candidates(widened_problem(problem));
-    return kernel_candidates(given);
+    std::vector<const ConvAlgorithm*> found;
+    if (!runs_bf16_kernel(given, nullptr, &found)) return widened_plan().candidates(widened_problem(problem));
+    return found;  // (runs_bf16_kernel's scan: kernel_candidates(given))
   }
   if (const auto live = live_taps_run(given)) return live->plan->candidates(live->problem);
   return kernel_candidates(given);
