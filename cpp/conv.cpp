@@ -139,27 +139,23 @@ size_t call_workspace_bytes(const ConvAlgorithm& a, const ConvProblem& given, co
 // y = act(y + residual) over the outputs of a 4-D problem p whose y has strides ys and the
 // residual sits `offset` bytes after y: the residual of an algorithm without adds_residual,
 // added after its stores (the same order of operations: the stored sum, the add, the activation).
-template <class T>
-void add_residual_values(const ConvProblem& p, T* y, const Strides4& ys, std::ptrdiff_t offset, int threads) {
-  const T* r = reinterpret_cast<const T*>(reinterpret_cast<const unsigned char*>(y) + offset);
-  const int64_t rows = p.batch * p.out_channels * p.out_h;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (int64_t row = 0; row < rows; ++row) {
-    const int64_t n = row / (p.out_channels * p.out_h), k = row / p.out_h % p.out_channels, oh = row % p.out_h;
-    const int64_t at = n * ys.n + k * ys.c + oh * ys.h;
-    for (int64_t ow = 0; ow < p.out_w; ++ow) {
-      const int64_t i = at + ow * ys.w;
-      y[i] = activate_reference(T(y[i] + r[i]), p.activation, p.negative_slope);
-    }
-  }
-}
-// add_residual_values where T is a float type (a bfloat16 plan takes no residual).
+// A bfloat16 plan takes no residual (its uint16_t values are bits, not numbers to add).
 template <class T>
 void add_residual_after(const ConvProblem& p, T* y, const Strides4& ys, std::ptrdiff_t offset, int threads) {
   if constexpr (std::is_same_v<T, uint16_t>) {
     throw std::invalid_argument("a bfloat16 plan takes no residual");  // (ConvPlan::run refuses it first)
   } else {
-    add_residual_values(p, y, ys, offset, threads);
+    const T* r = reinterpret_cast<const T*>(reinterpret_cast<const unsigned char*>(y) + offset);
+    const int64_t rows = p.batch * p.out_channels * p.out_h;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t row = 0; row < rows; ++row) {
+      const int64_t n = row / (p.out_channels * p.out_h), k = row / p.out_h % p.out_channels, oh = row % p.out_h;
+      const int64_t at = n * ys.n + k * ys.c + oh * ys.h;
+      for (int64_t ow = 0; ow < p.out_w; ++ow) {
+        const int64_t i = at + ow * ys.w;
+        y[i] = activate_reference(T(y[i] + r[i]), p.activation, p.negative_slope);
+      }
+    }
   }
 }
 
@@ -987,7 +983,8 @@ struct WidenedInputTag {};
 struct WidenedOutputTag {};
 }  // namespace
 
-bool ConvPlan::runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* forced) const {
+bool ConvPlan::runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* forced,
+                                std::vector<const ConvAlgorithm*>* candidates) const {
   if (forced && forced->dtype != DType::BFloat16) return false;
   if (is_reference(forced)) return true;  // (it takes every problem, depth and all)
   if (needs_reference(given)) return false;
@@ -998,7 +995,10 @@ bool ConvPlan::runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* f
   if (forced) return true;  // (run_planar checks that it accepts the lowered problem)
   // The lowered problem (and a folded row's tail, a flattened plane's last segment) as the
   // bfloat16 kernels are given it: the first candidate is the reference where none takes it.
-  return !is_reference(kernel_candidates(given).front());
+  std::vector<const ConvAlgorithm*> found = kernel_candidates(given);
+  const bool kernel = !is_reference(found.front());
+  if (candidates) *candidates = std::move(found);
+  return kernel;
 }
 
 ConvPlan& ConvPlan::widened_plan() const {
@@ -1071,8 +1071,9 @@ ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
 std::vector<const ConvAlgorithm*> ConvPlan::candidates(const ConvProblem& problem) const {
   const ConvProblem given = kernel_problem(problem);
   if (dtype_ == DType::BFloat16) {
-    if (!runs_bf16_kernel(given, nullptr)) return widened_plan().candidates(widened_problem(problem));
-    return kernel_candidates(given);
+    std::vector<const ConvAlgorithm*> found;
+    if (!runs_bf16_kernel(given, nullptr, &found)) return widened_plan().candidates(widened_problem(problem));
+    return found;  // (runs_bf16_kernel's scan: kernel_candidates(given))
   }
   if (const auto live = live_taps_run(given)) return live->plan->candidates(live->problem);
   return kernel_candidates(given);

@@ -285,8 +285,10 @@ class ConvPlan {
   // are), or `forced` where given.  Whatever none takes (depthwise, CPUs without AVX512-BF16,
   // float32 operands of a lowered problem, problems only the reference takes) runs widened: x
   // widened (or rounded) to float32 values in one pass, the float32 plan of the widened
-  // weights (which lowers it), the result rounded back in one pass.
-  bool runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* forced) const;
+  // weights (which lowers it), the result rounded back in one pass.  Where it decides by
+  // kernel_candidates(given) (no `forced`, no widening rule first), `candidates` receives them.
+  bool runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* forced,
+                        std::vector<const ConvAlgorithm*>* candidates = nullptr) const;
   ConvPlan& widened_plan() const;  // made on first use
   void run_widened(const ConvProblem& problem, const void* x, void* y, const ConvAlgorithm* forced, int max_threads);
 

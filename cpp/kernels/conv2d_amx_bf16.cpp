@@ -96,11 +96,10 @@ AmxGeometry geometry_of(const ConvProblem& p, int threads) {
   g.col_pitch = g.pairs;
   g.pair_pitch = 1;
   g.row_pitch = g.pairs * g.cols;
-  int64_t rows = p.out_h;
-  while (rows > 1 && input_rows_for(p, rows) * g.row_pitch * 4 > kTileBytes) rows = (rows + 1) / 2;
   const double weight_bytes = double(g.taps) * double(g.pairs) * double(g.blocks) * kBlock * 4;
-  if (weight_bytes <= kSharedWeightBytes)
-    while (p.batch * p.groups * ceil_div(p.out_h, rows) < 4 * threads && rows >= 4) rows = (rows + 1) / 2;
+  const auto tile_bytes = [&](int64_t rows) { return input_rows_for(p, rows) * g.row_pitch * 4; };
+  const int64_t rows =
+      rows_per_block_for(p, tile_bytes, p.batch * p.groups, weight_bytes <= kSharedWeightBytes ? 4 * threads : 0);
   g.rows_per_block = rows;
   g.row_blocks = ceil_div(p.out_h, rows);
   const int64_t items = p.batch * p.groups * g.row_blocks, steps = ceil_div(g.blocks, 2);
@@ -560,9 +559,8 @@ TapsGeometry taps_geometry_of(const ConvProblem& p, int threads) {
   t.k_pad = ceil_div(t.k_values, kStepValues) * kStepValues;
   g.pairs = t.k_pad / 2;
   // Row blocks whose strip stays in L2, split further so every thread gets several.
-  int64_t rows = p.out_h;
-  while (rows > 1 && input_rows_for(p, rows) * t.row_values * 2 > kTileBytes) rows = (rows + 1) / 2;
-  while (p.batch * p.groups * ceil_div(p.out_h, rows) < 8 * threads && rows >= 4) rows = (rows + 1) / 2;
+  const auto strip_bytes = [&](int64_t rows) { return input_rows_for(p, rows) * t.row_values * 2; };
+  const int64_t rows = rows_per_block_for(p, strip_bytes, p.batch * p.groups, 8 * threads);
   t.rows_per_block = rows;
   t.row_blocks = ceil_div(p.out_h, rows);
   t.strip_bytes = (size_t(input_rows_for(p, rows) * t.row_values) * 2 + 63) / 64 * 64;

@@ -59,10 +59,9 @@ Geometry geometry_of(const ConvProblem& p, int threads) {
   g.col_pitch = g.nhwc ? g.pairs : 1;
   g.pair_pitch = g.nhwc ? 1 : g.cols;
   g.row_pitch = g.pairs * g.cols;
-  int64_t rows = p.out_h;
-  while (rows > 1 && input_rows_for(p, rows) * g.row_pitch * 4 > kTileBytes) rows = (rows + 1) / 2;
   // Enough row blocks for every thread to own a few (each copies its own kh - 1 extra rows).
-  while (p.batch * p.groups * ceil_div(p.out_h, rows) < 4 * threads && rows >= 4) rows = (rows + 1) / 2;
+  const auto tile_bytes = [&](int64_t rows) { return input_rows_for(p, rows) * g.row_pitch * 4; };
+  const int64_t rows = rows_per_block_for(p, tile_bytes, p.batch * p.groups, 4 * threads);
   g.rows_per_block = rows;
   g.row_blocks = ceil_div(p.out_h, rows);
   return g;
@@ -403,9 +402,8 @@ GroupGeometry group_geometry_of(const ConvProblem& p, int threads) {
   g.pitch = ceil_div(g.col_vectors * kBlock + (p.kernel_w - 1) * p.dilation_w, kBlock) * kBlock;
   g.row_pitch = g.pairs * g.pitch;
   const int64_t out_row = p.out_channels * g.col_vectors * kBlock;  // buffer floats per output row
-  int64_t rows = p.out_h;
-  while (rows > 1 && (input_rows_for(p, rows) * g.row_pitch + rows * out_row) * 4 > kTileBytes) rows = (rows + 1) / 2;
-  while (p.batch * ceil_div(p.out_h, rows) < 4 * threads && rows >= 4) rows = (rows + 1) / 2;
+  const auto tile_bytes = [&](int64_t rows) { return (input_rows_for(p, rows) * g.row_pitch + rows * out_row) * 4; };
+  const int64_t rows = rows_per_block_for(p, tile_bytes, p.batch, 4 * threads);
   g.rows_per_block = rows;
   g.row_blocks = ceil_div(p.out_h, rows);
   return g;

@@ -21,6 +21,17 @@ inline constexpr int kBlock = 16;     // output channels per vector
 // The tile of a row block should stay in L2 next to the weights streaming past it.
 inline constexpr int64_t kTileBytes = 256 << 10;
 
+// Rows per block of p's output rows: halved (rounding up) while a block's tile, tile_bytes(rows),
+// exceeds kTileBytes, then, so that every thread gets blocks of its own, while `units` x row
+// blocks are fewer than `min_blocks` (0: never) and a block has 4 rows or more.
+template <class TileBytes>
+int64_t rows_per_block_for(const ConvProblem& p, TileBytes tile_bytes, int64_t units, int64_t min_blocks) {
+  int64_t rows = p.out_h;
+  while (rows > 1 && tile_bytes(rows) > kTileBytes) rows = (rows + 1) / 2;
+  while (units * ceil_div(p.out_h, rows) < min_blocks && rows >= 4) rows = (rows + 1) / 2;
+  return rows;
+}
+
 struct Geometry {
   int64_t group_in, group_out, pairs, blocks, taps;
   int64_t cols;  // padded columns the outputs read

@@ -188,6 +188,12 @@ bool packs_in_items(const ConvProblem& p) {
 
 int64_t items_per_block(const EnginePlan& d, int64_t rows);
 
+// Whether a unit's weights (all of the group's taps) outweigh the input it reads, both in
+// elements: each unit streams the weights again, so cutting the input into more units costs.
+bool weights_outweigh_input(const EnginePlan& d, int64_t input_elems) {
+  return d.taps * d.group_in * d.group_out > input_elems;
+}
+
 template <class T, class B>
 EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
   EnginePlan d{};
@@ -230,10 +236,9 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
     // (Not when items pack their weights: each row block would pack them again.)
     // Nor where the group's weights outweigh the block's tile: each block streams them all
     // again, so the threads share a block's k blocks instead (parts_per_block below).
-    const int64_t weight_elems = d.group_out * d.group_in * d.taps;
     while (!(o == Orientation::ChannelVec && packs_in_items(p)) &&
            p.batch * p.groups * ceil_div(p.out_h, rows) < 4 * threads && rows >= 2 * kMinPrivateRows &&
-           (o != Orientation::ChannelVec || weight_elems <= input_rows_for(p, rows) * d.row_pitch))
+           (o != Orientation::ChannelVec || !weights_outweigh_input(d, input_rows_for(p, rows) * d.row_pitch)))
       rows = (rows + 1) / 2;
     d.rows_per_block = rows;
     d.tile_elems = input_rows_for(p, rows) * d.row_pitch;
@@ -253,7 +258,8 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
     // the items pack their own weights, which each segment would otherwise pack again.
     int64_t segments = 1;
     if (!d.packs_in_items) {
-      const int64_t plane_bytes = d.pixels_per_row * d.group_in * int64_t(sizeof(T));
+      const int64_t plane_elems = d.pixels_per_row * d.group_in;
+      const int64_t plane_bytes = plane_elems * int64_t(sizeof(T));
       segments = std::max(ceil_div(plane_bytes, kChannelVecSegmentBytes), ceil_div(4 * threads, d.k_units));
       if (flat_expansion)  // its output, too, within L2
         segments = std::max(segments,
@@ -262,8 +268,7 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
       // stage's 7 x 7 or 14 x 14 plane, 0.2-4 MiB of weights), the plane is cut only where its
       // k blocks are too few for the threads, and the k blocks stream past it once, the threads
       // sharing them out (docs/tuning.md, "ResNet-50 and RegNetX-400MF on Sapphire Rapids").
-      const bool weights_outweigh =
-          d.taps * d.group_in * d.group_out * int64_t(sizeof(T)) > plane_bytes && plane_bytes <= kFlatPlaneUncutBytes;
+      const bool weights_outweigh = weights_outweigh_input(d, plane_elems) && plane_bytes <= kFlatPlaneUncutBytes;
       if (weights_outweigh) segments = ceil_div(4 * threads, d.k_units);
       if (!weights_outweigh || segments > 1)  // whole rounds: 17 on 2 threads would run 9 + 8
         segments = ceil_div(segments, int64_t(threads)) * threads;
