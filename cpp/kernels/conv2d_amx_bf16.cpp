@@ -225,6 +225,10 @@ struct TileArgs {
   int64_t pairs;              // padded pairs: a tap's weights are pairs x 16 x 2 values
 };
 
+// The B tiles of the step two chunks ahead, asked into L1 while this step's products run: the
+// weights stream from L2 once per 32 pixels (a C3D layer's 216 KiB a k block pair), and the
+// loads otherwise waited on them (docs/tuning.md, "bfloat16 depth taps in the dense kernels").
+constexpr int kWeightPrefetchChunks = 2;
 // MA A tiles (16 pixels each, the second `a1` words after the first) by NB blocks of 16 output
 // channels, summed over every tap and 16-pair chunk into tmm0-3 (store_sums stores them).
 template <int MA, int NB>
@@ -239,6 +243,13 @@ CPPCONV_TARGET_AMX_BF16 void tile_kernel(const TileArgs& t, const uint32_t* a0, 
     const uint16_t* w = t.weights + tap * t.pairs * kBlock * 2;
     for (int64_t c = 0; c < t.chunks; ++c) {
       const uint16_t* wc = w + c * kTilePairs * kBlock * 2;
+      // (Past the last chunk these run into the next k block's or other memory: prefetches, harmless.)
+      const char* ahead = reinterpret_cast<const char*>(wc + kWeightPrefetchChunks * kTilePairs * kBlock * 2);
+#pragma GCC unroll 16
+      for (int line = 0; line < 16; ++line) {
+        _mm_prefetch(ahead + line * 64, _MM_HINT_T0);
+        if constexpr (NB > 1) _mm_prefetch(ahead + 2 * t.block_values + line * 64, _MM_HINT_T0);
+      }
       _tile_loadd(4, src + c * kTilePairs, stride);
       _tile_loadd(6, wc, kBlock * 4);
       _tile_dpbf16ps(0, 4, 6);
