@@ -29,11 +29,11 @@ def is_bf16_kernel(name):
     return "_bf16__" in name and "reference" not in name
 
 
-def gather_lowering(algorithm, last):
-    """A gathered 3-D problem's lowering: the dense bfloat16 kernels read a channels-last layer's
-    depth slices in place (depth_taps); the others are given a gathered copy."""
+def gather_lowering(algorithm):
+    """A gathered 3-D problem's lowering: the dense bfloat16 kernels read the depth slices in
+    place (depth_taps); the others are given a gathered copy."""
     reads_depth_taps = algorithm.split("__")[0] in ("conv2d_amx_bf16", "conv2d_channelvec_bf16")
-    return "depth_taps" if last and reads_depth_taps else "depth_gather"
+    return "depth_taps" if reads_depth_taps else "depth_gather"
 
 
 # The layers of docs/tuning.md's "bfloat16 through the lowerings": (name, x shape, w shape,
@@ -63,7 +63,7 @@ def test_measured_layers_run_a_bf16_kernel(case, last):
     assert is_bf16_kernel(info["algorithm"]), info
     expected = last_lowering if last else first_lowering
     if expected == "depth_gather":
-        expected = gather_lowering(info["algorithm"], last)
+        expected = gather_lowering(info["algorithm"])
     assert info["lowering"] == expected, info
 
 
@@ -90,11 +90,11 @@ PARAMS = [(lowering, i) for lowering, cases in CASES.items() for i in range(len(
 
 def lowering_expected(lowering, i, last, algorithm):
     if lowering == "depth_into_batch" and not last:
-        return "depth_gather"
+        return gather_lowering(algorithm)
     if lowering == "depth_gather":
         if last and CASES[lowering][i][1][0] == 1:
             return "depth_into_batch"
-        return gather_lowering(algorithm, last)
+        return gather_lowering(algorithm)
     return lowering
 
 

@@ -116,7 +116,6 @@ AmxGeometry geometry_of(const ConvProblem& p, int threads) {
 
 bool accepts(const ConvProblem& p) {
   if (p.batch < 1 || p.in_channels < 1 || p.out_channels < 1 || p.in_d != 1 || p.kernel_d != 1) return false;
-  if (p.depth_taps > 0 && p.layout != Layout::NHWC) return false;  // (channels-first: the driver's gather)
   const int64_t group_in = p.in_channels / p.groups;
   if (group_in < kMinGroupIn || p.out_channels / p.groups < kMinGroupOut) return false;
   if (group_in * p.kernel_h * p.kernel_w < kMinSum) return false;
@@ -157,14 +156,13 @@ size_t workspace_bytes(const ConvProblem& p, int threads) {
 // One tile row from channels-first x: 16 pairs at a time filled as channelvec's [pair][column]
 // rows into `rows`, then transposed 16 x 16 into [column][pair].
 template <class In>
-CPPCONV_TARGET_AMX_BF16 void fill_row_channels_first(const ConvCall& call, const AmxGeometry& a, const In* row,
-                                                     uint32_t* rows, uint32_t* dst) {
+CPPCONV_TARGET_AMX_BF16 void fill_row_channels_first(const ConvCall& call, const AmxGeometry& a, const In* x, int64_t n,
+                                                     int64_t grp, int64_t src_row, uint32_t* rows, uint32_t* dst) {
   const Geometry& g = a.g;
   const int64_t pitch = ceil_div(g.cols, kBlock) * kBlock;
-  Geometry rg = g;  // fill_pair_row reads group_in, cols
   for (int64_t p0 = 0; p0 < g.pairs; p0 += kTilePairs) {
     for (int64_t j = 0; j < kTilePairs; ++j) {
-      if (p0 + j < a.real_pairs) fill_pair_row(call, rg, row, p0 + j, rows + j * pitch);
+      if (p0 + j < a.real_pairs) fill_pair_row_of(call, g, x, n, grp, src_row, p0 + j, rows + j * pitch);
       else std::memset(rows + j * pitch, 0, size_t(g.cols) * 4);
     }
     for (int64_t c0 = 0; c0 < g.cols; c0 += kBlock) {
@@ -187,7 +185,6 @@ CPPCONV_TARGET_AMX_BF16 void fill_tile(const ConvCall& call, const AmxGeometry& 
                                        int64_t row0, int64_t rows, uint32_t* transpose, uint32_t* tile) {
   const ConvProblem& p = call.p;
   const Geometry& g = a.g;
-  const Strides4& xs = call.x_stride;
   for (int64_t r = 0; r < rows; ++r) {
     uint32_t* d = tile + r * g.row_pitch;
     const int64_t src_row = call.row_src[row0 + r];
@@ -199,7 +196,7 @@ CPPCONV_TARGET_AMX_BF16 void fill_tile(const ConvCall& call, const AmxGeometry& 
         for (int64_t col = 0; col < g.cols; ++col)
           std::memset(d + col * g.pairs + a.real_pairs, 0, size_t(g.pairs - a.real_pairs) * 4);
     } else {
-      fill_row_channels_first(call, a, x + n * xs.n + src_row * xs.h + grp * g.group_in * xs.c, transpose, d);
+      fill_row_channels_first(call, a, x, n, grp, src_row, transpose, d);
     }
   }
   // The slack: read by A-tile rows whose outputs are dropped; zero, not stale memory.

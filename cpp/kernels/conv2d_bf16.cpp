@@ -78,7 +78,6 @@ bool accepts(const ConvProblem& p) {
   if (p.batch < 1 || p.in_channels < 1 || p.out_channels < 1 || p.in_d != 1 || p.kernel_d != 1) return false;
   const int64_t group_in = p.in_channels / p.groups, group_out = p.out_channels / p.groups;
   if (group_in < 2 || (p.groups > 1 && group_out < kBlock / 2)) return false;
-  if (p.depth_taps > 0 && p.layout != Layout::NHWC) return false;  // (channels-first: the driver's gather)
   return tiles_in_proportion(p, p.in_channels + 1, [&] {
     const Geometry g = geometry_of(p, 1);
     return double(p.batch) * double(p.groups) * double(g.row_blocks) * double(tile_words(p, g)) * 2;

@@ -41,10 +41,10 @@ struct Geometry {
   bool in_place;
   // Tile strides in words (of x read in place: its own): one column, one channel pair, one row.
   int64_t col_pitch, pair_pitch, row_pitch;
-  // A channels-last problem that reads depth taps (p.depth_taps = kd; its channel c * kd + a is
-  // channel c of depth slice a): a pixel's pairs are its kd slices' channels one slice after
-  // the other, slice_pairs each ((group_in / kd + 1) / 2, an odd slice's last word half zero),
-  // filled from x's slices themselves (fill_row), the weights packed to match (pack_blocks).
+  // A problem that reads depth taps (p.depth_taps = kd; its channel c * kd + a is channel c of
+  // depth slice a): a pixel's pairs are its kd slices' channels one slice after the other,
+  // slice_pairs each ((group_in / kd + 1) / 2, an odd slice's last word half zero), filled from
+  // x's slices themselves (fill_row, fill_pair_row_of), the weights packed to match (pack_blocks).
   // 0 for an ordinary problem.
   int64_t slice_pairs;
   int64_t rows_per_block, row_blocks;
@@ -210,6 +210,24 @@ CPPCONV_TARGET_AVX512BF16 void fill_pair_row(const ConvCall& call, const Geometr
     d[col] = pair_word(lo, hi, has_hi, call.col_src[col], xs.w);
 }
 
+// Pair cp of a channels-first tile row (padded row `src_row` >= 0 of image n, group grp) into
+// d's g.cols words: of a problem that reads depth taps, pair cp % slice_pairs of depth slice
+// cp / slice_pairs (Geometry::slice_pairs; zeros for a padding slice).
+template <class In>
+CPPCONV_TARGET_AVX512BF16 void fill_pair_row_of(const ConvCall& call, const Geometry& g, const In* x, int64_t n,
+                                                int64_t grp, int64_t src_row, int64_t cp, uint32_t* d) {
+  const Strides4& xs = call.x_stride;
+  if (g.slice_pairs == 0) return fill_pair_row(call, g, x + n * xs.n + src_row * xs.h + grp * g.group_in * xs.c, cp, d);
+  const int64_t kd = call.p.depth_taps, at = call.depth_src[n * kd + cp / g.slice_pairs];
+  if (at < 0) {
+    std::memset(d, 0, size_t(g.cols) * 4);
+    return;
+  }
+  Geometry slice = g;  // (fill_pair_row reads group_in, cols)
+  slice.group_in = g.group_in / kd;
+  fill_pair_row(call, slice, x + at + src_row * xs.h + grp * slice.group_in * xs.c, cp % g.slice_pairs, d);
+}
+
 // Channel pairs per depth slice of a problem that reads depth taps (Geometry::slice_pairs), or
 // 0 for any other.
 inline int64_t slice_pairs_of(const ConvProblem& p) {
@@ -248,7 +266,7 @@ CPPCONV_TARGET_AVX512BF16 void fill_row(const ConvCall& call, const Geometry& g,
     std::memset(dst, 0, size_t(g.row_pitch) * 4);
     return;
   }
-  if (g.slice_pairs > 0) return fill_row_depth_taps(call, g, x, n, grp, src_row, dst);
+  if (g.nhwc && g.slice_pairs > 0) return fill_row_depth_taps(call, g, x, n, grp, src_row, dst);
   const Strides4& xs = call.x_stride;
   const In* row = x + n * xs.n + src_row * xs.h + grp * g.group_in * xs.c;
   if (g.nhwc) {  // [column][pair]: a pixel's channels are its pairs already, in order
@@ -265,7 +283,7 @@ CPPCONV_TARGET_AVX512BF16 void fill_row(const ConvCall& call, const Geometry& g,
     }
     return;
   }
-  for (int64_t cp = 0; cp < g.pairs; ++cp) fill_pair_row(call, g, row, cp, dst + cp * g.pair_pitch);
+  for (int64_t cp = 0; cp < g.pairs; ++cp) fill_pair_row_of(call, g, x, n, grp, src_row, cp, dst + cp * g.pair_pitch);
 }
 
 // The tile of a channels-first row block (tile rows [0, rows) from padded row row0 of image n,
@@ -274,14 +292,12 @@ CPPCONV_TARGET_AVX512BF16 void fill_row(const ConvCall& call, const Geometry& g,
 template <class In>
 CPPCONV_TARGET_AVX512BF16 void fill_tile_channels_first(const ConvCall& call, const Geometry& g, const In* x, int64_t n,
                                                         int64_t grp, int64_t row0, int64_t rows, uint32_t* dst) {
-  const Strides4& xs = call.x_stride;
-  const In* image = x + n * xs.n + grp * g.group_in * xs.c;
   for (int64_t cp = 0; cp < g.pairs; ++cp)
     for (int64_t r = 0; r < rows; ++r) {
       uint32_t* d = dst + r * g.row_pitch + cp * g.pair_pitch;
       const int64_t src_row = call.row_src[row0 + r];
       if (src_row < 0) std::memset(d, 0, size_t(g.cols) * 4);
-      else fill_pair_row(call, g, image + src_row * xs.h, cp, d);
+      else fill_pair_row_of(call, g, x, n, grp, src_row, cp, d);
     }
 }
 
