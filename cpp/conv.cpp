@@ -1057,7 +1057,12 @@ ConvChoice ConvPlan::choose(const ConvProblem& problem) const {
   const ConvProblem planar = planar_form(given);
   ConvChoice c = choose_for(planar, algorithm_problem(planar), get_num_threads(), nullptr);
   c.lowering = lowering;
-  if (lowering == Lowering::Gather && gathers_in_place(given, *c.algorithm)) c.lowering = Lowering::DepthTaps;
+  if (lowering == Lowering::Gather && gathers_in_place(given, *c.algorithm)) {
+    // The sizes of what runs: the problem that reads the depth slices (its pack may differ).
+    const ConvProblem q = gathered_in_place(given);
+    c = choose_for(q, algorithm_problem(q), get_num_threads(), c.algorithm);
+    c.lowering = Lowering::DepthTaps;
+  }
   if (c.lowering == Lowering::Gather || c.lowering == Lowering::Interleave)
     c.workspace_bytes = saturating_add(c.workspace_bytes, gather_bytes(given, planar.batch));
   if (lowering == Lowering::FoldRows) c.workspace_bytes = saturating_add(c.workspace_bytes, fold_bytes(given));
@@ -1295,8 +1300,11 @@ void ConvPlan::run_gathered(const ConvProblem& given, const void* x, void* y, co
   const bool rows = lowering_of(given) == Lowering::Interleave;
   if (!rows) {
     // What the gathered copy would run: if it reads depth taps itself, nothing is copied.
+    // (A forced algorithm as it is: choose_for would size its pack and scratch for a problem it
+    // may not accept, and run_planar refuses that with a clear error.)
     const ConvProblem planar = planar_form(given);
-    const ConvAlgorithm& algorithm = *choose_for(planar, algorithm_problem(planar), cap, forced).algorithm;
+    const ConvAlgorithm& algorithm =
+        forced ? *forced : *choose_for(planar, algorithm_problem(planar), cap, nullptr).algorithm;
     if (gathers_in_place(given, algorithm)) return run_gathered_in_place(given, x, y, algorithm, cap, residual);
   }
   const int64_t chunk = gather_chunk(given), total = given.batch * given.out_d;

@@ -7,6 +7,10 @@ forced, with out=, unbatched inputs, special values, and the same bits at 1, 2 a
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -233,3 +237,47 @@ def test_lowerings_with_float32_operands_explain_what_runs(lowering, i, operands
     assert y.dtype == F32
     info = layer.explain(x.shape, x.dtype)
     np.testing.assert_array_equal(layer._call_with_algorithm(info["algorithm"], x), y)
+
+
+def test_forced_kernel_declining_a_gathered_problem_raises():
+    """A forced kernel that does not take a gathered 3-D problem (one gathered channel: no pair
+    for the channels-first 1x1 kernel) is refused with ValueError; it was sized for the problem
+    first, and that divided by its zero pairs (SIGFPE)."""
+    name = f"conv2d_pointwise_pixelvec_bf16__{_native.selected_isa()}_"
+    names = [n for n in DENSE if n.startswith(name)]
+    if not names:
+        pytest.skip("no channels-first 1x1 bfloat16 kernel here")
+    for x_shape, layout, kw in (((1, 1, 4, 6, 6), "NCDHW", dict(dilation=(1, 2, 1))),
+                                ((1, 4, 6, 6, 1), "NDHWC", dict(padding=(1, 0, 0)))):
+        with pytest.raises(ValueError, match="does not accept"):
+            _conv._conv_with_algorithm(names[0], np.ones(x_shape, BF16), np.ones((16, 1, 1, 3, 3), BF16), None,
+                                       rank=3, layout=layout, **kw)
+
+
+def depth_taps_explain(cap, x_shape, w_shape):
+    code = (
+        "import ml_dtypes, cppconv\n"
+        f"info = cppconv.explain({x_shape}, {w_shape}, dtype=ml_dtypes.bfloat16, padding=1, layout='NDHWC')\n"
+        "print(info['algorithm'], info['lowering'], info['packed_weight_bytes'])\n"
+    )
+    env = dict(os.environ, CPPCONV_MAX_ISA=cap) if cap else dict(os.environ)
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout
+    algorithm, lowering, packed = out.split()
+    return algorithm, lowering, int(packed)
+
+
+def test_depth_taps_of_odd_slices():
+    """Depth slices of an odd channel count end in a half-empty pair each. explain() gives the
+    pack of the problem that runs (kd half-empty pairs a tap, not the gathered copy's one); AMX
+    gathers instead where those pairs take another 16-pair step (21 channels, kd 3: 33 pairs
+    against 32), and reads the slices where they do not (13 channels: 21 pairs and 20, both 32)."""
+    if "avx512_bf16" in _native.max_isa_levels():
+        algorithm, lowering, packed = depth_taps_explain("avx512_bf16", (1, 6, 9, 9, 21), (32, 21, 3, 3, 3))
+        assert algorithm.startswith("conv2d_channelvec_bf16__") and lowering == "depth_taps"
+        assert packed == 2 * 9 * (3 * 11) * 16 * 2 * 2  # k blocks x taps x pairs x 16 x 2 bfloat16
+    if not any(n.startswith("conv2d_amx_bf16__") for n in DENSE):
+        return
+    for c, lowering in ((21, "depth_gather"), (13, "depth_taps")):
+        algorithm, got, packed = depth_taps_explain(None, (1, 6, 9, 9, c), (32, c, 3, 3, 3))
+        assert algorithm.startswith("conv2d_amx_bf16__") and got == lowering, (c, algorithm, got)
+        assert packed == 2 * 9 * 32 * 16 * 2 * 2  # 16-pair steps: 32 pairs either way

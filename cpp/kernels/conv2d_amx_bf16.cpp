@@ -62,7 +62,7 @@ constexpr int64_t kMinGroupIn = 8, kMinGroupOut = 8, kMinSum = 16;
 // channels-last tile whatever the layout.
 struct AmxGeometry {
   Geometry g;
-  int64_t real_pairs;  // (group_in + 1) / 2: the words past them are zero
+  int64_t real_pairs;  // (group_in + 1) / 2, or kd * slice_pairs: the words past them are zero
   bool flat;           // unit strides: the pixels run along the flattened rows
   int64_t tile_words;  // the tile, with the slack the last A tiles read past its end
   // Channels-last bfloat16 x of a 1x1 window of unit stride without padding, 32 channels a
@@ -119,6 +119,12 @@ bool accepts(const ConvProblem& p) {
   const int64_t group_in = p.in_channels / p.groups;
   if (group_in < kMinGroupIn || p.out_channels / p.groups < kMinGroupOut) return false;
   if (group_in * p.kernel_h * p.kernel_w < kMinSum) return false;
+  // Depth slices of an odd channel count each end in a half-empty pair: where those take more
+  // 16-pair steps than the gathered copy's pairs, the copy is the cheaper (C = 21, kd = 3: 48
+  // pairs against 32).
+  if (p.depth_taps > 0 &&
+      ceil_div(p.depth_taps * slice_pairs_of(p), kTilePairs) > ceil_div((group_in + 1) / 2, kTilePairs))
+    return false;
   return tiles_in_proportion(p, p.in_channels + kTilePairs * 2, [&] {
     const AmxGeometry a = geometry_of(p, 1);
     return double(p.batch) * double(p.groups) * double(a.g.row_blocks * a.parts) * double(a.tile_words) * 2;
