@@ -87,7 +87,7 @@ AmxGeometry geometry_of(const ConvProblem& p, int threads) {
   g.group_in = p.in_channels / p.groups;
   g.group_out = p.out_channels / p.groups;
   g.slice_pairs = slice_pairs_of(p);
-  a.real_pairs = g.slice_pairs > 0 ? p.depth_taps * g.slice_pairs : (g.group_in + 1) / 2;
+  a.real_pairs = pixel_pairs_of(p);
   g.pairs = ceil_div(a.real_pairs, kTilePairs) * kTilePairs;
   g.blocks = ceil_div(g.group_out, kBlock);
   g.taps = p.kernel_h * p.kernel_w;
@@ -122,8 +122,7 @@ bool accepts(const ConvProblem& p) {
   // Depth slices of an odd channel count each end in a half-empty pair: where those take more
   // 16-pair steps than the gathered copy's pairs, the copy is the cheaper (C = 21, kd = 3: 48
   // pairs against 32).
-  if (p.depth_taps > 0 &&
-      ceil_div(p.depth_taps * slice_pairs_of(p), kTilePairs) > ceil_div((group_in + 1) / 2, kTilePairs))
+  if (p.depth_taps > 0 && ceil_div(pixel_pairs_of(p), kTilePairs) > ceil_div((group_in + 1) / 2, kTilePairs))
     return false;
   return tiles_in_proportion(p, p.in_channels + kTilePairs * 2, [&] {
     const AmxGeometry a = geometry_of(p, 1);
@@ -137,8 +136,7 @@ size_t packed_bytes(const ConvProblem& p) {
 }
 
 void pack(const ConvProblem& p, const void* weight, void* packed, int threads) {
-  const AmxGeometry a = geometry_of(p, 1);
-  pack_blocks(p, a.g.pairs, weight, packed, threads, a.g.slice_pairs);
+  pack_blocks(p, geometry_of(p, 1).g.pairs, weight, packed, threads);
 }
 
 // Per thread: the tile, a transpose row of 16 pairs for channels-first x, the group's bias and

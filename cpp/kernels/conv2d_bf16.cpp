@@ -51,7 +51,7 @@ Geometry geometry_of(const ConvProblem& p, int threads) {
   g.group_in = p.in_channels / p.groups;
   g.group_out = p.out_channels / p.groups;
   g.slice_pairs = slice_pairs_of(p);
-  g.pairs = g.slice_pairs > 0 ? p.depth_taps * g.slice_pairs : (g.group_in + 1) / 2;
+  g.pairs = pixel_pairs_of(p);
   g.blocks = ceil_div(g.group_out, kBlock);
   g.taps = p.kernel_h * p.kernel_w;
   g.cols = input_cols_for(p, p.out_w);
@@ -90,8 +90,7 @@ size_t packed_bytes(const ConvProblem& p) {
 }
 
 void pack(const ConvProblem& p, const void* weight, void* packed, int threads) {
-  const Geometry g = geometry_of(p, 1);
-  pack_blocks(p, g.pairs, weight, packed, threads, g.slice_pairs);
+  pack_blocks(p, geometry_of(p, 1).pairs, weight, packed, threads);
 }
 
 // Pixels per segment: the outputs one pass of the microkernels leaves in the float32 row buffer

@@ -56,6 +56,16 @@ inline void fill_bias(const float* bias, int64_t first, int64_t valid, float* to
   for (int64_t k = 0; k < count; ++k) to[k] = bias && k < valid ? bias[first + k] : 0.0f;
 }
 
+// Channel pairs per depth slice of a problem that reads depth taps (Geometry::slice_pairs), or
+// 0 for any other.
+inline int64_t slice_pairs_of(const ConvProblem& p) {
+  return p.depth_taps > 0 ? (p.in_channels / p.groups / p.depth_taps + 1) / 2 : 0;
+}
+// The channel pairs a pixel of a group holds: kd slices' of a problem that reads depth taps.
+inline int64_t pixel_pairs_of(const ConvProblem& p) {
+  return p.depth_taps > 0 ? p.depth_taps * slice_pairs_of(p) : (p.in_channels / p.groups + 1) / 2;
+}
+
 inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1); }
 
 // (K, C/groups, kh, kw) bfloat16 -> [group][k block][tap][pair][16][2].  Per k block, 16 source
@@ -64,11 +74,11 @@ inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? __mmask16(0xffff) : _
 // low halves of its pair's words (whole words, so an odd channel count leaves its missing
 // partner zero) or, for the odd channel, into the high halves.  (conv2d packs on every call; a
 // value-by-value pack took as long as the convolution on 7x7 planes.)
-// slice_pairs > 0 (Geometry::slice_pairs): p reads depth taps into a tile whose pixels hold
-// slice a's channels at pair a * slice_pairs on, so channel c * kd + a is packed at word
+// A problem that reads depth taps (Geometry::slice_pairs) has tiles whose pixels hold slice a's
+// channels at pair a * slice_pairs on, so its channel c * kd + a is packed at word
 // a * 2 * slice_pairs + c.
-inline void pack_blocks(const ConvProblem& p, int64_t pair_pitch, const void* weight, void* packed, int threads,
-                        int64_t slice_pairs = 0) {
+inline void pack_blocks(const ConvProblem& p, int64_t pair_pitch, const void* weight, void* packed, int threads) {
+  const int64_t slice_pairs = slice_pairs_of(p);
   Geometry g{};
   g.group_in = p.in_channels / p.groups;
   g.group_out = p.out_channels / p.groups;
@@ -228,12 +238,6 @@ CPPCONV_TARGET_AVX512BF16 void fill_pair_row_of(const ConvCall& call, const Geom
   fill_pair_row(call, slice, x + at + src_row * xs.h + grp * slice.group_in * xs.c, cp % g.slice_pairs, d);
 }
 
-// Channel pairs per depth slice of a problem that reads depth taps (Geometry::slice_pairs), or
-// 0 for any other.
-inline int64_t slice_pairs_of(const ConvProblem& p) {
-  return p.depth_taps > 0 ? (p.in_channels / p.groups / p.depth_taps + 1) / 2 : 0;
-}
-
 // Tile row `src_row` of gathered image b of a problem that reads depth taps (kd = p.depth_taps):
 // each pixel's kd depth slices' channels of group grp, slice t's at pair t * slice_pairs on,
 // from x's slice ConvCall::depth_src[b * kd + t] (-1: a padding slice, zeros).
@@ -267,9 +271,9 @@ CPPCONV_TARGET_AVX512BF16 void fill_row(const ConvCall& call, const Geometry& g,
     return;
   }
   if (g.nhwc && g.slice_pairs > 0) return fill_row_depth_taps(call, g, x, n, grp, src_row, dst);
-  const Strides4& xs = call.x_stride;
-  const In* row = x + n * xs.n + src_row * xs.h + grp * g.group_in * xs.c;
   if (g.nhwc) {  // [column][pair]: a pixel's channels are its pairs already, in order
+    const Strides4& xs = call.x_stride;
+    const In* row = x + n * xs.n + src_row * xs.h + grp * g.group_in * xs.c;
     for (int64_t col = 0; col < g.cols; ++col) {
       uint32_t* d = dst + col * g.col_pitch;
       const int64_t src = call.col_src[col];
