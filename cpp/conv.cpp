@@ -218,10 +218,14 @@ int64_t conv_output_size(int64_t size, int64_t kernel, int64_t stride, int64_t d
 }
 
 // Work in flop-equivalents: the arithmetic plus the data each call moves, which is what bounds
-// the layers with little arithmetic per value (depthwise, small planes), as it does a pool.
+// the layers with little arithmetic per value (depthwise, small planes), as it does a pool.  The
+// weights count too: a fully connected layer at batch 1 streams them all for one pixel, and two
+// threads each keep half of them in their own L2.
 int threads_for(const ConvProblem& p, int max_threads) {
-  const double values = double(p.batch) * (double(p.in_channels) * double(p.in_d * p.in_h * p.in_w) +
-                                           double(p.out_channels) * double(p.out_d * p.out_h * p.out_w));
+  const double weights =
+      double(p.out_channels) * double(p.in_channels / p.groups) * double(p.kernel_d * p.kernel_h * p.kernel_w);
+  const double values = weights + double(p.batch) * (double(p.in_channels) * double(p.in_d * p.in_h * p.in_w) +
+                                                     double(p.out_channels) * double(p.out_d * p.out_h * p.out_w));
   return threads_for_work(conv_flops(p) + kFlopsPerValueMoved * values, max_threads);
 }
 

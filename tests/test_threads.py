@@ -104,6 +104,30 @@ def test_small_channels_last_depthwise_planes_split_between_threads(isa, restore
     np.testing.assert_array_equal(results[0], results[2])
 
 
+@pytest.mark.skipif(not cppconv.info()["openmp"], reason="built without OpenMP: one thread")
+@pytest.mark.parametrize("dtype", [np.float32, np.int8])
+def test_fully_connected_layer_splits_its_weights_between_threads(restore_threads, dtype):
+    """A fully connected layer at batch 1 has little arithmetic (1 MFLOP) but streams 2 MiB of
+    weights: the thread count counts them, so two threads each keep half in their own cache,
+    and the result is the one thread's."""
+    rng = make_rng("fully connected", np.dtype(dtype).name)
+    m, k = 1000, 512
+    x = rng.standard_normal((1, 1, k)).astype(np.float32)
+    w = rng.standard_normal((m, k, 1)).astype(np.float32)
+    if dtype == np.int8:
+        qx = cppconv.quantize_linear(x, 0.05, np.uint8(128))
+        qw = cppconv.quantize_linear(w, 0.02, np.int8(0), dtype=np.int8)
+        layer = cppconv.QConv1d(0.05, np.uint8(128), qw, 0.02, np.int8(0), 0.5, np.uint8(128), layout="NWC")
+        x = qx
+    else:
+        layer = cppconv.Conv1d(w, layout="NWC")
+    cppconv.set_num_threads(2)
+    assert layer.explain(x.shape)["threads"] == 2
+    cppconv.set_num_threads(1)
+    assert layer.explain(x.shape)["threads"] == 1
+    np.testing.assert_array_equal(layer(x, num_threads=1), layer(x, num_threads=2))
+
+
 def _run_threads(fns):
     """Runs each fn in its own Python thread, all released together; returns their results."""
     barrier = threading.Barrier(len(fns))
