@@ -621,6 +621,8 @@ AMX_CASES = [
     (2, 1, 32, (10, 11), 32, (3, 3), 1, 2, 2, 1),    # dilation
     (2, 2, 40, (9, 10), 40, (3, 3), 2, 1, 1, 1),     # stride 2: a row's pixels at 2 pixels a row
     (2, 1, 64, (9, 35), 33, (1, 1), 2, 0, 1, 1),     # 18 pixels a row: two A tiles, one partial
+    (2, 1, 96, (16, 20), 80, (1, 1), 1, 0, 1, 1),    # weights under the tile: passes (of 2 blocks) inner
+    (2, 1, 64, (5, 6), 80, (3, 3), 1, 1, 1, 1),      # weights over the tile: pixel pairs inner
     (2, 1, 64, (6, 9), 48, (3, 3), 1, 1, 1, 2),      # groups of 32 -> 24
     (2, 1, 96, (5, 6), 36, (3, 3), 1, 1, 1, 3),      # groups of 32 -> 12
     (2, 1, 48, (5, 5), 96, (1, 1), 1, 0, 1, 3),      # groups of 16 -> 32

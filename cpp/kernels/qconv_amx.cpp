@@ -227,7 +227,12 @@ void run(const QConvCall& call) {
   const int64_t plane = p.out_h * p.out_w, volume = p.out_d * plane;
   const int64_t pairs = (units.count + 1) / 2;
   // Work items: (od, group, pass, pair of units), the pairs innermost, so a thread's run of items
-  // reads one pass's weights.
+  // reads one pass's weights; where a group's weights are fewer bytes than the image tile, the
+  // passes innermost instead, so a thread reads the rows of the tile it copied (copy_tile splits
+  // rows as the items do) rather than all of them from the other core's cache (1x1 256 -> 64 @56
+  // channels-first ran slower on 2 threads than on 1; docs/tuning.md).  One thread keeps the
+  // pass order, which reads a pass's weights while it sweeps the tile.
+  const bool passes_inner = call.num_threads > 1 && weight_bytes(g) / size_t(g.groups) < size_t(image_bytes);
   const int64_t items = p.out_d * g.groups * g.passes * pairs;
   const int64_t a_stride = p.stride_w * g.pixel, b_step = g.taps * g.group_in_padded * kBlock;
   auto copy = [&](int64_t n, int threads) {
@@ -296,8 +301,10 @@ void run(const QConvCall& call) {
   qconv::for_each_image(
       call, items, copy,
       [&](int64_t n, int64_t item) {
-        const int64_t pair = item % pairs, pass = item / pairs % g.passes;
-        const int64_t grp = item / pairs / g.passes % g.groups, od = item / pairs / g.passes / g.groups;
+        const int64_t within = item % (pairs * g.passes), grp = item / (pairs * g.passes) % g.groups;
+        const int64_t od = item / (pairs * g.passes) / g.groups;
+        const int64_t pair = passes_inner ? within / g.passes : within % pairs;
+        const int64_t pass = passes_inner ? within % g.passes : within / pairs;
         const int64_t b0 = 2 * pass, nb = std::min<int64_t>(2, g.blocks - b0);
         const int64_t u0 = 2 * pair, na = std::min<int64_t>(2, units.count - u0);
         const uint8_t* x_plane = tile + od * p.stride_d * g.rows * g.cols * g.pixel + grp * g.group_in_padded;
