@@ -144,6 +144,10 @@ CASES = [
     # rows no window reads (strides past the kernel's extent), which the VNNI kernel's tile skips
     (2, 1, 20, (9, 10), 40, (1, 1), 2, 0, 1, 1),
     (2, 2, 8, (10, 11), 16, (2, 2), 3, 1, 1, 1),
+    # more than 64 outputs (two passes) with weights under the image: on 2 threads the threads
+    # share the pixel runs and each takes both passes
+    (2, 1, 8, (12, 14), 80, (1, 1), 1, 0, 1, 1),
+    (2, 1, 8, (24, 30), 80, (3, 3), 1, 1, 1, 1),
     # channels-first 1x1 layers for the pointwise VNNI kernel: planes around its 64-pixel chunks,
     # channel quads and blocks of 6 output channels
     (2, 1, 20, (8, 8), 13, (1, 1), 1, 0, 1, 1),

@@ -203,6 +203,11 @@ void run(const QConvCall& call) {
   const int64_t runs_per_item = chunks > 1 ? std::max<int64_t>(1, std::min(kChunkedRuns, runs / share)) : 1;
   const int64_t run_items = (runs + runs_per_item - 1) / runs_per_item;
   const int64_t items = p.out_d * g.groups * g.sets * run_items;
+  // The passes innermost where a group's weights are fewer bytes than the image, on more than
+  // one thread: each thread then reads its own run of the image (the rows it copied), not all of
+  // it (as in qconv_amx.cpp; docs/tuning.md, "int8 AMX work split").
+  const bool passes_inner =
+      call.num_threads > 1 && g.taps * g.quads * g.blocks * kBlock * 4 < image_bytes && g.sets > 1;
   // Each thread's accumulators of an item's runs, allocated before the parallel region (a
   // failed allocation throws on the caller's thread).
   const size_t run_values = size_t(kPixelsMost * kMaxBlocks), item_values = size_t(runs_per_item) * run_values;
@@ -245,8 +250,10 @@ void run(const QConvCall& call) {
     }
   };
   qconv::for_each_image(call, items, copy, [&](int64_t n, int64_t item) {
-    const int64_t run_item = item % run_items, pass = item / run_items % g.sets;
-    const int64_t grp = item / run_items / g.sets % g.groups, od = item / run_items / g.sets / g.groups;
+    const int64_t within = item % (run_items * g.sets), grp = item / (run_items * g.sets) % g.groups;
+    const int64_t od = item / (run_items * g.sets) / g.groups;
+    const int64_t run_item = passes_inner ? within / g.sets : within % run_items;
+    const int64_t pass = passes_inner ? within % g.sets : within / run_items;
     const int64_t b0 = pass * g.blocks / g.sets, nb = (pass + 1) * g.blocks / g.sets - b0;
     const int64_t first_run = run_item * runs_per_item, end_run = std::min(runs, first_run + runs_per_item);
     const uint8_t* image = direct ? static_cast<const uint8_t*>(call.x) + n * image_bytes : tile;
