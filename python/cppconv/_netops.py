@@ -312,10 +312,11 @@ def contiguous(x: np.ndarray, num_threads: int = 0, program: Any = None) -> np.n
     return np.ascontiguousarray(x)
 
 
-def reshape(x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """x.reshape(shape): a view where one can be, else a copy (contiguous's).  An empty x (a
-    batch of none) takes a -1 beside a 0 as the size it has for one image (NumPy cannot infer
-    it; cppconv.dask.apply learns a network's output shape from an empty batch)."""
+def reshape(x: np.ndarray, shape: Sequence[int], num_threads: int = 0, program: Any = None) -> np.ndarray:
+    """x.reshape(shape): a view where one can be, else a copy (contiguous's, with num_threads
+    and program).  An empty x (a batch of none) takes a -1 beside a 0 as the size it has for
+    one image (NumPy cannot infer it; cppconv.dask.apply learns a network's output shape from
+    an empty batch)."""
     if x.size == 0 and -1 in shape and 0 in shape:
         one = int(np.prod([d or 1 for d in x.shape], dtype=np.int64))
         others = int(np.prod([d or 1 for d in shape if d != -1], dtype=np.int64))
@@ -324,7 +325,7 @@ def reshape(x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     try:
         return np.reshape(x, shape, copy=False)
     except ValueError:
-        return contiguous(x).reshape(shape)
+        return contiguous(x, num_threads, program).reshape(shape)
 
 
 def gemm(a: np.ndarray, b: np.ndarray, c: Optional[np.ndarray], alpha: float, beta: float, trans_a: bool,

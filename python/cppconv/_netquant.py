@@ -13,9 +13,9 @@ Two forms reach the planner as one:
   quantized domain (which equals quantizing the activated float: rounding is monotonic).
 
 quantized_adds turns each residual addition, DequantizeLinear(a) + DequantizeLinear(b), [Relu],
-QuantizeLinear, into one pass over the 8-bit values with the same float32 arithmetic, and
-quantized_max_pools runs a max pool between a dequantization and the same quantization on the
-8-bit values themselves, and quantized_tables turns each chain of elementwise operators
+QuantizeLinear, into one pass over the 8-bit values with the same float32 arithmetic,
+quantized_data_movement runs a max pool, Concat, Reshape, Transpose or Slice between
+dequantizations and the same quantization on the 8-bit values themselves, and quantized_tables turns each chain of elementwise operators
 between one 8-bit value and a QuantizeLinear (a quantized SiLU, hard-swish, sigmoid) into one
 lookup a value in a table of its 256 results, computed at load by the chain's own definition.
 
@@ -421,14 +421,24 @@ def quantized_gates(nodes: List[Any], known: Dict[str, np.ndarray], graph_output
     return [replaced.get(id(n), n) for n in nodes if id(n) not in removed]
 
 
-# ----- QDQ max pools -----------------------------------------------------------------------------
+# ----- QDQ max pools and data movement --------------------------------------------------------
 
-def quantized_max_pools(nodes: List[Any], known: Dict[str, np.ndarray], graph_outputs: Set[str]) -> List[Any]:
-    """The nodes with each DequantizeLinear(x), MaxPool, QuantizeLinear whose two quantizations
-    are the same (per tensor; how onnxruntime.quantization writes a max pool) replaced by the
-    MaxPool of the 8-bit x itself: dequantizing is increasing, so the maximum commutes with it,
+# Operators whose results are values of their data inputs, unchanged (the max pool: the largest
+# of them): on 8-bit values they give the 8-bit values of their float results.  Their data
+# inputs: the first (the others are shapes, axes, starts), or every input of a Concat.
+_VALUE_PRESERVING = ("MaxPool", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Identity",
+                     "Concat")
+
+
+def quantized_data_movement(nodes: List[Any], known: Dict[str, np.ndarray], graph_outputs: Set[str]) -> List[Any]:
+    """The nodes with each DequantizeLinear(x), op, QuantizeLinear whose quantizations are all
+    the same (per tensor; how onnxruntime.quantization wraps a max pool, a Concat, and the
+    Reshape, Transpose and Slice of ShuffleNet's channel shuffle and split) replaced by the op on
+    the 8-bit x itself, for the ops of _VALUE_PRESERVING with one output: each result value is
+    an input value (the max pool: dequantizing is increasing, so the maximum commutes with it),
     and quantizing a dequantized value with the same scale and zero point gives it back (|x -
-    zero| <= 255, so ((x - zero) * scale) / scale is within far less than half of x - zero)."""
+    zero| <= 255, so ((x - zero) * scale) / scale is within far less than half of x - zero).
+    A DequantizeLinear that other nodes read too stays for them."""
     wiring = _Wiring(nodes, graph_outputs)
 
     def same(a: str, b: str) -> bool:  # two per-tensor parameters ("" absent: a uint8 zero)
@@ -439,17 +449,23 @@ def quantized_max_pools(nodes: List[Any], known: Dict[str, np.ndarray], graph_ou
 
     removed: Set[int] = set()
     for n in nodes:
-        if n.op != "MaxPool" or len([o for o in n.outputs if o]) != 1:
+        if n.op not in _VALUE_PRESERVING or len([o for o in n.outputs if o]) != 1 or len(n.outputs) != 1:
             continue
-        dq, q = wiring.dequantize_of(n.input(0)), wiring.only_reader(n.outputs[0])
-        if dq is None or wiring.only_reader(dq.outputs[0]) is not n or q is None or q.op != "QuantizeLinear":
+        data = range(len(n.inputs)) if n.op == "Concat" else range(1)
+        dqs = [wiring.dequantize_of(n.input(i)) for i in data]
+        q = wiring.only_reader(n.outputs[0])
+        if not dqs or any(dq is None for dq in dqs) or q is None or q.op != "QuantizeLinear":
             continue
-        if dq.input(1) == "" or not same(dq.input(1), q.input(1)) or not same(dq.input(2), q.input(2)):
+        if q.input(1) == "" or not all(same(dq.input(1), q.input(1)) and same(dq.input(2), q.input(2))
+                                       and dq.input(0) not in known for dq in dqs):
             continue
-        n.inputs = [dq.input(0)]  # (this list's own node: the model's proto is not touched)
+        for i, dq in zip(data, dqs):
+            n.inputs[i] = dq.input(0)  # (this list's own node: the model's proto is not touched)
         n.outputs = [q.outputs[0]]
-        n.fused = [*n.fused, dq, q]
-        removed.update((id(dq), id(q)))
+        alone = [dq for dq in dict.fromkeys(dqs) if all(r is n for r in wiring.readers[dq.outputs[0]])
+                 and dq.outputs[0] not in graph_outputs]
+        n.fused = [*n.fused, *alone, q]
+        removed.update(id(f) for f in (*alone, q))
     return [n for n in nodes if id(n) not in removed]
 
 

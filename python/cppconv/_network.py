@@ -536,7 +536,7 @@ class _Planner:
 
         quantized = _netquant.quantized_convolutions(order, known, set(self.output_names), activation_of, _Node)
         quantized = _netquant.quantized_adds(quantized, known, set(self.output_names), activation_of, _Node)
-        quantized = _netquant.quantized_max_pools(quantized, known, set(self.output_names))
+        quantized = _netquant.quantized_data_movement(quantized, known, set(self.output_names))
         if not getattr(_TABULATING, "active", False):
             quantized = _netquant.quantized_tables(quantized, known, set(self.output_names), _Node,
                                                    functools.partial(_tabulated, known=known, opset=self.opset))
@@ -1431,7 +1431,7 @@ def _concat_in_place(p: _Planner, node: _Node, ins: List[str], perm: Tuple[int, 
     buffer = f"{out}@concat buffer"
     p.shapes[buffer] = p.shapes.get(out)  # type: ignore[assignment]
     p.layout[buffer] = perm
-    dtype = p.dtype
+    dtype = p.dtypes.get(out, p.dtype)  # (8-bit where the Concat runs on quantized values)
 
     for name in fused:
         step = p.steps[producer[name]]
@@ -1553,6 +1553,7 @@ def _reshape(p: _Planner, node: _Node) -> None:
                "NumPy reshape")
         return
     back = _inverse(have)  # type: ignore[arg-type]
+    threads = p.threads or 0
     target, ins = node.input(1), [x, node.input(1)]
     batch_target = _batch_scaled_target(p, x, target)
     if batch_target is not None:
@@ -1566,7 +1567,14 @@ def _reshape(p: _Planner, node: _Node) -> None:
             batch = v.size // per_image
             s = [t * batch if grows else t for t, grows in zip(base, scaled)]
         out = _netops.reshape_target(tuple(v.shape[b] for b in back), s, allowzero)
-        return (_netops.reshape(v, [out[a] for a in perm]),)
+        # (a copy where the view cannot be reshaped, recorded: a channel shuffle's transposed
+        # 8-bit values, which _shuffled_concat leaves to it where a QuantizeLinear follows the Concat)
+        program = _program()
+        before = 0 if program is None else len(program)
+        y = _netops.reshape(v, [out[a] for a in perm], threads, program)
+        if program is not None and not np.may_share_memory(y, v) and len(program) == before:
+            _unrecorded("a copy in NumPy")
+        return (y,)
 
     out_perm = None if perm == tuple(range(len(perm))) else perm
     shuffled = _shuffled_concat(p, node, fn, ins, out_perm)
@@ -2104,8 +2112,8 @@ def _quantize(p: _Planner, node: _Node) -> None:
         def fn(v: np.ndarray) -> Tuple[np.ndarray]:
             if zero_point is not None and v.dtype != dtype:  # (absent, it is a zero of x's type)
                 raise TypeError(f"x has dtype {v.dtype}; the zero point's is {dtype}")
-            given = np.ascontiguousarray(v)  # (a copy is not recorded: the step then is not replayed)
-            return (_quant.dequantize_values(given, s, z, axis, threads, _program() if given is v else None),)
+            given = _contiguous(v, threads)  # (a view, a Slice's of 8-bit channels: a recorded copy first)
+            return (_quant.dequantize_values(given, s, z, axis, threads, _program()),)
         became = "cppconv dequantize_linear"
     p.emit(node, fn, [x], [p.layout.get(x)], became + ("" if axis is None else f" (per axis {axis} as stored)"))
 
@@ -2232,7 +2240,12 @@ def _qlinear_conv(p: _Planner, node: _Node) -> None:
             extra["algorithm"] = layer.explain(in_shape, x_zero_point.dtype)["algorithm"]
         except (TypeError, ValueError):
             pass
-    p.emit(node, lambda v: (layer._forward(v, threads, _program()),), [xin], [perm], "; ".join(parts), **extra)
+    def fn(v: np.ndarray) -> Tuple[np.ndarray]:
+        if not v.flags.c_contiguous:  # (a view, a Slice's of 8-bit channels: a recorded copy first)
+            v = _contiguous(v, threads or 0)
+        return (layer._forward(v, threads, _program()),)
+
+    p.emit(node, fn, [xin], [perm], "; ".join(parts), **extra)
 
 
 _HANDLERS: Dict[str, Callable[[_Planner, _Node], None]] = {
