@@ -39,6 +39,11 @@ const AlgorithmFamily<ConvTransposeAlgorithm> kConvTransposeFamily = {
 // once per residue, stride, dilation and groups) into y itself at stride 1, else into a
 // scratch whose outputs are then copied to their places in y.  A phase without taps (s > k d)
 // is bias and activation alone.
+// Below this many flops a channels-first problem of several phases runs widened (measured on a
+// Xeon, Sapphire Rapids class, one thread: 3 -> 16 channels 3x3/2 @32 and 16 -> 16 3x3/3 @20,
+// about 1-2 MFLOP, ran 0.70x the float32 route as phases; 8 -> 8 3x3/2 @64, 4.7 MFLOP, 1.29x).
+constexpr double kSmallPhasedFlops = 3e6;
+
 struct PhaseAxis {
   int64_t count = 0;    // outputs of the phase: o = r, r + s, ... below out
   int64_t residue = 0;  // (r + before) mod s: which sub-kernel
@@ -111,6 +116,13 @@ bool has_taps(const PhaseGrid& g) { return g.d.taps > 0 && g.h.taps > 0 && g.w.t
 bool writes_y(const ConvTransposeProblem& p, const PhaseGrid& g) {
   return p.stride_d == 1 && p.stride_h == 1 && p.stride_w == 1 && g.d.offset == 0 && g.h.offset == 0 &&
          g.w.offset == 0 && g.d.conv_out == g.d.count && g.h.conv_out == g.h.count && g.w.conv_out == g.w.count;
+}
+
+// The phase's convolution gives exactly its outputs (no row or column computed to be
+// dropped), so that it may write them to their places in y (ConvPlan::run_strided).
+bool writes_in_place(const ConvTransposeProblem& p, const PhaseGrid& g) {
+  return p.layout == Layout::NHWC && g.d.offset == 0 && g.h.offset == 0 && g.w.offset == 0 &&
+         g.d.conv_out == g.d.count && g.h.conv_out == g.h.count && g.w.conv_out == g.w.count;
 }
 
 ConvProblem phase_problem(const ConvTransposeProblem& p, const PhaseGrid& g) {
@@ -254,7 +266,12 @@ const ConvTransposePlan::Phases& ConvTransposePlan::phases_for(const ConvTranspo
 }
 
 bool ConvTransposePlan::runs_phases(const ConvTransposeProblem& p, const ConvAlgorithm** kernel, int64_t* count,
-                                    size_t* scratch) const {
+                                    size_t* scratch, bool forced) const {
+  // Small channels-first problems of several phases: the scratch copies and the calls cost
+  // more than the float32 kernel, which writes every phase in place (docs/tuning.md, "bfloat16
+  // transposed convolution").
+  const bool phased = p.stride_d * p.stride_h * p.stride_w > 1;
+  if (!forced && p.layout == Layout::NCHW && phased && conv_transpose_flops(p) < kSmallPhasedFlops) return false;
   const Phases& phases = phases_for(p);
   bool all = true;
   int64_t most = -1;
@@ -267,7 +284,8 @@ bool ConvTransposePlan::runs_phases(const ConvTransposeProblem& p, const ConvAlg
       return;
     }
     if (count) ++*count;
-    if (scratch && !writes_y(p, g)) *scratch = std::max(*scratch, phase_scratch_bytes(p, g));
+    if (scratch && !writes_y(p, g) && !(writes_in_place(p, g) && plan.writes_strided(phase_problem(p, g))))
+      *scratch = std::max(*scratch, phase_scratch_bytes(p, g));
     const int64_t taps = g.d.taps * g.h.taps * g.w.taps;
     if (kernel && taps > most) *kernel = c.algorithm, most = taps;
   });
@@ -286,6 +304,13 @@ void ConvTransposePlan::run_phases(const ConvTransposeProblem& p, const void* x,
     ConvPlan& plan = *phases.plans[size_t(phase_index(p, g))];
     const ConvProblem q = phase_problem(p, g);
     if (writes_y(p, g)) return plan.run(q, x, y, nullptr, max_threads);
+    if (writes_in_place(p, g) && plan.writes_strided(q)) {
+      // Channels-last: the phase's pixels are s_w K values apart in y, its rows s_h rows.
+      const int64_t K = p.out_channels, es = p.y_float32 ? 4 : 2;
+      const Strides4 ys{p.out_d * p.out_h * p.out_w * K, 1, p.stride_h * p.out_w * K, p.stride_w * K};
+      auto* at = static_cast<unsigned char*>(y) + ((g.rd * p.out_h + g.rh) * p.out_w + g.rw) * K * es;
+      return plan.run_strided(q, x, at, ys, max_threads);
+    }
     const size_t bytes = phase_scratch_bytes(p, g);
     check_workspace(bytes, "conv_transpose bfloat16 phase outputs");
     auto scratch = SpareBuffer<PhaseScratchTag>::take(bytes);
@@ -355,10 +380,20 @@ double conv_transpose_flops(const ConvTransposeProblem& p) {
          double(p.out_channels / p.groups) * double(p.kernel_d) * double(p.kernel_h) * double(p.kernel_w);
 }
 
+namespace {
+bool takes_bf16(const ConvTransposeProblem& p) { return p.dtype == DType::BFloat16; }
+size_t no_bytes(const ConvTransposeProblem&) { return 0; }
+size_t no_workspace(const ConvTransposeProblem&, int) { return 0; }
+void not_run(const ConvTransposeCall&) { throw std::logic_error("stride_phases runs through ConvTransposePlan"); }
+}  // namespace
+
+const ConvTransposeAlgorithm kStridePhases = {"stride_phases_bf16", DType::BFloat16, &takes_bf16, &no_bytes, nullptr,
+                                              &no_workspace,        &not_run};
+
 std::vector<const ConvTransposeAlgorithm*> all_conv_transpose_algorithms() { return kConvTransposeFamily.all(); }
 
 const ConvTransposeAlgorithm* find_conv_transpose_algorithm(const std::string& name) {
-  return kConvTransposeFamily.find(name);
+  return name == kStridePhases.name ? &kStridePhases : kConvTransposeFamily.find(name);
 }
 
 ConvTransposePlan::ConvTransposePlan(DType dtype, const void* weight, const void* bias, int64_t bias_size,
@@ -390,6 +425,12 @@ void ConvTransposePlan::run(const ConvTransposeProblem& p, const void* x, void* 
       (has_bias() && bias_size_ != p.out_channels))
     throw std::invalid_argument("conv_transpose problem does not match the plan's weights");
   if (p.batch == 0 || p.out_channels == 0 || p.out_d < 1 || p.out_h < 1 || p.out_w < 1) return;
+  if (forced == &kStridePhases) {
+    if (dtype_ != DType::BFloat16 || !runs_phases(p, nullptr, nullptr, nullptr, /*forced=*/true))
+      throw std::invalid_argument(std::string("algorithm ") + kStridePhases.name +
+                                  " does not accept this problem (a bfloat16 kernel must take every phase)");
+    return run_phases(p, x, y, max_threads);
+  }
   if (dtype_ == DType::BFloat16) {
     if (!forced && runs_phases(p, nullptr, nullptr, nullptr)) return run_phases(p, x, y, max_threads);
     return run_widened(p, x, y, forced, max_threads);

@@ -23,7 +23,12 @@ int64_t conv_transpose_output_size(int64_t in, int64_t kernel, int64_t stride, i
 double conv_transpose_flops(const ConvTransposeProblem& p);
 
 std::vector<const ConvTransposeAlgorithm*> all_conv_transpose_algorithms();
+// Also finds kStridePhases, which all_conv_transpose_algorithms() does not list.
 const ConvTransposeAlgorithm* find_conv_transpose_algorithm(const std::string& name);
+// A bfloat16 plan's stride phases on the bfloat16 convolution kernels, by name (tests,
+// benchmarks): forced, it runs them wherever every phase has a bfloat16 kernel, whatever the
+// size (ValueError elsewhere).  No kernel of its own: ConvTransposePlan runs it.
+extern const ConvTransposeAlgorithm kStridePhases;
 
 struct ConvTransposeChoice {
   const ConvTransposeAlgorithm* algorithm;  // nullptr where a bfloat16 problem runs as phases
@@ -77,10 +82,12 @@ class ConvTransposePlan {
 
  private:
   const Phases& phases_for(const ConvTransposeProblem& p) const;
-  // Whether every phase of p with taps and outputs runs on a bfloat16 kernel; the kernel of
+  // Whether every phase of p with taps and outputs runs on a bfloat16 kernel (and, unless
+  // forced, p is not one of the small ones the float32 route runs faster); the kernel of
   // the phase with the most taps in `kernel`, how many convolutions run in `count`, the
   // largest phase scratch in `scratch` (each may be null).
-  bool runs_phases(const ConvTransposeProblem& p, const ConvAlgorithm** kernel, int64_t* count, size_t* scratch) const;
+  bool runs_phases(const ConvTransposeProblem& p, const ConvAlgorithm** kernel, int64_t* count, size_t* scratch,
+                   bool forced = false) const;
   void run_phases(const ConvTransposeProblem& p, const void* x, void* y, int max_threads);
   ConvTransposePlan& widened_plan() const;
   void run_widened(const ConvTransposeProblem& p, const void* x, void* y, const ConvTransposeAlgorithm* forced,

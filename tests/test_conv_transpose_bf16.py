@@ -25,6 +25,8 @@ LAYERS = {1: cppconv.ConvTranspose1d, 2: cppconv.ConvTranspose2d, 3: cppconv.Con
 LAYOUTS = {1: ("NCW", "NWC"), 2: ("NCHW", "NHWC"), 3: ("NCDHW", "NDHWC")}
 # Whether the bfloat16 convolution kernels run here (AVX-512 with AVX512-BF16).
 KERNELS = any(f"__{_native.selected_isa()}_" in name for name in DENSE)
+PHASES = "stride_phases_bf16"  # the phases forced (cpp/conv_transpose.h, kStridePhases)
+SMALL_PHASED_FLOPS = 3e6  # kSmallPhasedFlops, cpp/conv_transpose.cpp
 
 
 def last(a):
@@ -78,11 +80,19 @@ def check(rng, rank, c, k, kernel, sizes, stride=1, padding=0, output_padding=0,
         assert_close(first(y) if channels_last else y, ref, bound, True, context)
         info = explain(w, b, xl.shape, settings(rank, stride, padding, output_padding, groups, dilation, layout,
                                                 activation))
-        if KERNELS and expect_kernel:
+        # Small channels-first problems of several phases take the float32 route unless forced.
+        small = not channels_last and np.prod(per(stride)) > 1 and info["flops"] < SMALL_PHASED_FLOPS
+        if KERNELS and expect_kernel and not small:
             assert info["lowering"] == "stride_phases" and "_bf16" in info["algorithm"], (info, context)
             assert info["dtype"] == "bfloat16" and not info["widened"]
         else:
             assert info["widened"] and info["dtype"] == "float32", (info, context)
+        if KERNELS and expect_kernel:
+            forced = _conv_transpose._conv_transpose_with_algorithm(PHASES, xl, w, b, rank=rank, layout=layout,
+                                                                    **kwargs)
+            assert_close(first(forced) if channels_last else forced, ref, bound, True, f"forced {context}")
+            if not small:
+                assert np.array_equal(forced.view(np.uint16), y.view(np.uint16))
     return x, w, b
 
 
@@ -150,6 +160,15 @@ def test_threads_bit_identical():
         one = cppconv.conv_transpose2d(xl, w, b, num_threads=1, **kw)
         two = cppconv.conv_transpose2d(xl, w, b, num_threads=2, **kw)
         assert np.array_equal(one.view(np.uint16), two.view(np.uint16))
+
+
+@pytest.mark.skipif(not KERNELS, reason="no bfloat16 convolution kernel on this CPU")
+def test_forced_phases_refused_without_a_kernel():
+    x, w, b = case_operands(make_rng(31), 2, 1, 1, 2, 1, (3, 3), (5, 5))  # one channel: no bfloat16 kernel
+    with pytest.raises(ValueError, match="stride_phases_bf16"):
+        _conv_transpose._conv_transpose_with_algorithm(PHASES, x, w, b, stride=2)
+    with pytest.raises(ValueError, match="stride_phases_bf16"):
+        _conv_transpose._conv_transpose_with_algorithm(PHASES, x.astype(F32), w.astype(F32), b, stride=2)
 
 
 def test_out_and_layer():
