@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <numeric>
+#include <optional>
 #include <stdexcept>
 #include <type_traits>
 
@@ -149,6 +150,23 @@ ConvProblem phase_problem(const ConvTransposeProblem& p, const PhaseGrid& g) {
   return q;
 }
 
+// The problem that writes the phase's outputs to their places in y (ConvPlan::run_strided),
+// channels-last: the phase's as it is, or for a deep phase of one depth tap without depth
+// padding, each image's output slices as a batch of 2-D problems (one per image), each reading
+// the input slice of its own index; nothing where the phase goes through a scratch.
+std::optional<ConvProblem> in_place_problem(const ConvTransposeProblem& p, const PhaseGrid& g, const ConvPlan& plan) {
+  if (!writes_in_place(p, g)) return std::nullopt;
+  const ConvProblem q = phase_problem(p, g);
+  if (plan.writes_strided(q)) return q;
+  if (g.d.taps != 1 || g.d.before != 0 || g.d.after != 0 || p.in_d == 1) return std::nullopt;
+  ConvProblem slices = q;
+  slices.rank = 2;
+  slices.batch = g.d.count;  // = in_d: one tap, no padding
+  slices.in_d = slices.out_d = 1;
+  if (plan.writes_strided(slices)) return slices;
+  return std::nullopt;
+}
+
 size_t phase_scratch_bytes(const ConvTransposeProblem& p, const PhaseGrid& g) {
   return size_t(p.batch * p.out_channels * g.d.conv_out * g.h.conv_out * g.w.conv_out) * (p.y_float32 ? 4 : 2);
 }
@@ -284,7 +302,7 @@ bool ConvTransposePlan::runs_phases(const ConvTransposeProblem& p, const ConvAlg
       return;
     }
     if (count) ++*count;
-    if (scratch && !writes_y(p, g) && !(writes_in_place(p, g) && plan.writes_strided(phase_problem(p, g))))
+    if (scratch && !writes_y(p, g) && !in_place_problem(p, g, plan))
       *scratch = std::max(*scratch, phase_scratch_bytes(p, g));
     const int64_t taps = g.d.taps * g.h.taps * g.w.taps;
     if (kernel && taps > most) *kernel = c.algorithm, most = taps;
@@ -304,12 +322,19 @@ void ConvTransposePlan::run_phases(const ConvTransposeProblem& p, const void* x,
     ConvPlan& plan = *phases.plans[size_t(phase_index(p, g))];
     const ConvProblem q = phase_problem(p, g);
     if (writes_y(p, g)) return plan.run(q, x, y, nullptr, max_threads);
-    if (writes_in_place(p, g) && plan.writes_strided(q)) {
-      // Channels-last: the phase's pixels are s_w K values apart in y, its rows s_h rows.
-      const int64_t K = p.out_channels, es = p.y_float32 ? 4 : 2;
-      const Strides4 ys{p.out_d * p.out_h * p.out_w * K, 1, p.stride_h * p.out_w * K, p.stride_w * K};
-      auto* at = static_cast<unsigned char*>(y) + ((g.rd * p.out_h + g.rh) * p.out_w + g.rw) * K * es;
-      return plan.run_strided(q, x, at, ys, max_threads);
+    if (const auto in_place = in_place_problem(p, g, plan)) {
+      // Channels-last: the phase's pixels are s_w K values apart in y, its rows s_h rows, its
+      // depth slices (each image's, as a batch) s_d slices.
+      const int64_t K = p.out_channels, es = p.y_float32 ? 4 : 2, xes = p.x_float32 ? 4 : 2;
+      const int64_t plane = p.out_h * p.out_w * K;
+      const bool slices = in_place->batch != p.batch;
+      const Strides4 ys{(slices ? p.stride_d : p.out_d) * plane, 1, p.stride_h * p.out_w * K, p.stride_w * K};
+      for (int64_t n = 0; n < (slices ? p.batch : 1); ++n) {
+        const auto* from = static_cast<const unsigned char*>(x) + n * p.in_d * p.in_h * p.in_w * p.in_channels * xes;
+        auto* at = static_cast<unsigned char*>(y) + ((n * p.out_d + g.rd) * plane + (g.rh * p.out_w + g.rw) * K) * es;
+        plan.run_strided(*in_place, from, at, ys, max_threads);
+      }
+      return;
     }
     const size_t bytes = phase_scratch_bytes(p, g);
     check_workspace(bytes, "conv_transpose bfloat16 phase outputs");

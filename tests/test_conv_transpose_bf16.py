@@ -148,7 +148,7 @@ def test_rank1(kernel, stride, padding, output_padding, dilation):
     ((2, 2, 2), 2, 0, 0), ((3, 3, 3), 2, 1, 1), ((3, 3, 3), 1, 1, 0), ((1, 4, 4), (1, 2, 2), (0, 1, 1), 0)])
 def test_rank3(kernel, stride, padding, output_padding):
     check(make_rng(13), 3, 16, 32, kernel, (3, 5, 4), stride=stride, padding=padding, output_padding=output_padding,
-          activation="relu", n=1)
+          activation="relu", n=2)
 
 
 def test_threads_bit_identical():
