@@ -1,6 +1,7 @@
 """bfloat16 transposed convolution (issue 18): cppconv's stride phases on the bfloat16
 convolution kernels ("new": the function, whose one-shot plan repacks the weights every call;
-"layer": a ConvTranspose layer, packed once) against the float32 route the same call took before (x widened,
+"new L": a ConvTranspose layer, packed once; "old L" the same layer forced onto the float32
+route) against the float32 route the same call took before (x widened,
 the float32 transposed-convolution kernel, the result rounded back: forced here by naming the
 float32 algorithm the dispatcher picks, "old") and PyTorch's conv_transpose on bfloat16
 tensors, in GFLOP/s (2 * N * C * K/groups * prod(kernel) * prod(input spatial) flops), median
@@ -53,7 +54,7 @@ def main() -> None:
     cppconv.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     print(f"threads {args.threads}, isa {_native.selected_isa()}, torch {torch.__version__}")
-    print(f"{'layer':32} {'layout':6} {'old':>8} {'new':>8} {'layer':>8} {'torch':>8}  GFLOP/s   new kernel")
+    print(f"{'layer':32} {'layout':6} {'old':>8} {'new':>8} {'old L':>8} {'new L':>8} {'torch':>8}  GFLOP/s   new kernel")
     for name, rank, c, k, kernel, stride, padding, size, n in LAYERS:
         sizes = (size,) * rank
         x = rng.standard_normal((n, c, *sizes)).astype(np.float32).astype(BF16)
@@ -82,6 +83,7 @@ def main() -> None:
             runs = {
                 "old": lambda: _conv_transpose._conv_transpose_with_algorithm(
                     old_name, xl, w, rank=rank, stride=stride, padding=padding, layout=layout),
+                "old layer": lambda: layer._call_with_algorithm(old_name, xl),
                 "new": lambda: fn(xl, w, stride=stride, padding=padding, layout=layout),
                 "layer": lambda: layer(xl),
                 "torch": lambda: tfn(tx, tw_l, stride=stride, padding=padding),
@@ -95,7 +97,7 @@ def main() -> None:
                     for key, f in runs.items():
                         times[key].append(median_time(f, 1))
             g = {key: flops / np.median(t) / 1e9 for key, t in times.items()}
-            print(f"{name:32} {layout:6} {g['old']:8.1f} {g['new']:8.1f} {g['layer']:8.1f} {g['torch']:8.1f}   "
+            print(f"{name:32} {layout:6} {g['old']:8.1f} {g['new']:8.1f} {g['old layer']:8.1f} {g['layer']:8.1f} {g['torch']:8.1f}   "
                   f"{info['algorithm']} ({info['lowering']}, {info['phases']} phases; old {old_name})", flush=True)
 
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
+#include <mutex>
 #include <numeric>
 #include <optional>
 #include <stdexcept>
@@ -313,7 +315,17 @@ bool ConvTransposePlan::runs_phases(const ConvTransposeProblem& p, const ConvAlg
 void ConvTransposePlan::run_phases(const ConvTransposeProblem& p, const void* x, void* y, int max_threads) {
   const Phases& phases = phases_for(p);
   const auto* bias = static_cast<const float*>(weights_.bias());
-  for_each_phase(p, [&](const PhaseGrid& g) {
+  std::vector<PhaseGrid> grid;
+  for_each_phase(p, [&](const PhaseGrid& g) { grid.push_back(g); });
+  // With at least as many phases as threads, each thread runs whole phases on one thread (one
+  // team for the call instead of one per phase and copy: a team's every barrier waits for its
+  // slowest thread, dear on a shared machine); else the phases one after the other, each on
+  // the team.  Each phase's bits do not depend on its threads, so neither do y's.
+  const int team = transpose_threads(p, resolve_threads(max_threads));
+  const bool spread = team > 1 && int64_t(grid.size()) >= team;
+  const int each = spread ? 1 : max_threads;
+  const auto run_one = [&](const PhaseGrid& g) {
+    const int max_threads = each;
     if (!has_taps(g)) {
       if (p.y_float32) store_phase<float>(p, g, nullptr, bias, static_cast<float*>(y), max_threads);
       else store_phase<uint16_t>(p, g, nullptr, bias, static_cast<uint16_t*>(y), max_threads);
@@ -346,7 +358,27 @@ void ConvTransposePlan::run_phases(const ConvTransposeProblem& p, const void* x,
     else
       store_phase<uint16_t>(p, g, reinterpret_cast<const uint16_t*>(scratch.get()), bias, static_cast<uint16_t*>(y),
                             max_threads);
-  });
+  };
+  if (!spread) {
+    for (const PhaseGrid& g : grid) run_one(g);
+    return;
+  }
+  std::exception_ptr failed;
+  std::mutex failed_mutex;
+  const int64_t count = int64_t(grid.size());
+#pragma omp parallel for schedule(dynamic, 1) num_threads(team)
+  for (int64_t i = 0; i < count; ++i) {
+    // A region of one thread around the phase: the kernels' own one-thread calls then see
+    // thread number 0 (OpenMP's, as in any call from outside a team), not this team's.
+#pragma omp parallel num_threads(1)
+    try {
+      run_one(grid[size_t(i)]);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(failed_mutex);
+      if (!failed) failed = std::current_exception();
+    }
+  }
+  if (failed) std::rethrow_exception(failed);
 }
 
 ConvTransposePlan& ConvTransposePlan::widened_plan() const {

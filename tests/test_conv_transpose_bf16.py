@@ -89,8 +89,12 @@ def check(rng, rank, c, k, kernel, sizes, stride=1, padding=0, output_padding=0,
             assert info["widened"] and info["dtype"] == "float32", (info, context)
         if KERNELS and expect_kernel:
             forced = _conv_transpose._conv_transpose_with_algorithm(PHASES, xl, w, b, rank=rank, layout=layout,
-                                                                    **kwargs)
+                                                                    num_threads=1, **kwargs)
             assert_close(first(forced) if channels_last else forced, ref, bound, True, f"forced {context}")
+            # Two threads: the phases spread over the threads, or each on both; the same bits.
+            two = _conv_transpose._conv_transpose_with_algorithm(PHASES, xl, w, b, rank=rank, layout=layout,
+                                                                 num_threads=2, **kwargs)
+            assert np.array_equal(two.view(np.uint16), forced.view(np.uint16)), context
             if not small:
                 assert np.array_equal(forced.view(np.uint16), y.view(np.uint16))
     return x, w, b
