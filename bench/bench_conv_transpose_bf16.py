@@ -54,7 +54,8 @@ def main() -> None:
     cppconv.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     print(f"threads {args.threads}, isa {_native.selected_isa()}, torch {torch.__version__}")
-    print(f"{'layer':32} {'layout':6} {'old':>8} {'new':>8} {'old L':>8} {'new L':>8} {'torch':>8}  GFLOP/s   new kernel")
+    columns = " ".join(f"{c:>8}" for c in ("old", "new", "old L", "new L", "torch"))
+    print(f"{'layer':32} {'layout':6} {columns}  GFLOP/s, new kernel")
     for name, rank, c, k, kernel, stride, padding, size, n in LAYERS:
         sizes = (size,) * rank
         x = rng.standard_normal((n, c, *sizes)).astype(np.float32).astype(BF16)
@@ -97,7 +98,8 @@ def main() -> None:
                     for key, f in runs.items():
                         times[key].append(median_time(f, 1))
             g = {key: flops / np.median(t) / 1e9 for key, t in times.items()}
-            print(f"{name:32} {layout:6} {g['old']:8.1f} {g['new']:8.1f} {g['old layer']:8.1f} {g['layer']:8.1f} {g['torch']:8.1f}   "
+            values = " ".join(f"{g[key]:8.1f}" for key in ("old", "new", "old layer", "layer", "torch"))
+            print(f"{name:32} {layout:6} {values}   "
                   f"{info['algorithm']} ({info['lowering']}, {info['phases']} phases; old {old_name})", flush=True)
 
 
