@@ -243,14 +243,14 @@ struct ConvTransposePlan::Phases {
 
 ConvTransposePlan::~ConvTransposePlan() = default;
 
-const ConvTransposePlan::Phases& ConvTransposePlan::phases_for(const ConvTransposeProblem& p) const {
+std::shared_ptr<const ConvTransposePlan::Phases> ConvTransposePlan::phases_for(const ConvTransposeProblem& p) const {
   const std::array<int64_t, 7> key{p.stride_d,   p.stride_h,   p.stride_w, p.dilation_d,
                                    p.dilation_h, p.dilation_w, p.groups};
   ForkWaitsSection section;
   std::lock_guard<std::mutex> lock(bf16_mutex_);
   for (const auto& [k, phases] : phases_)
-    if (k == key) return *phases;
-  auto made = std::make_unique<Phases>();
+    if (k == key) return phases;
+  auto made = std::make_shared<Phases>();
   const std::shared_ptr<const void> source = weights_.source();
   const auto* w = static_cast<const uint16_t*>(source.get());
   const int64_t G = p.groups, Cg = in_channels_ / G, Kg = group_out_;
@@ -282,7 +282,7 @@ const ConvTransposePlan::Phases& ConvTransposePlan::phases_for(const ConvTranspo
   constexpr size_t kKept = 8;  // (stride, dilation, groups) kept per plan
   if (phases_.size() == kKept) phases_.erase(phases_.begin());
   phases_.emplace_back(key, std::move(made));
-  return *phases_.back().second;
+  return phases_.back().second;
 }
 
 bool ConvTransposePlan::runs_phases(const ConvTransposeProblem& p, const ConvAlgorithm** kernel, int64_t* count,
@@ -292,7 +292,8 @@ bool ConvTransposePlan::runs_phases(const ConvTransposeProblem& p, const ConvAlg
   // transposed convolution").
   const bool phased = p.stride_d * p.stride_h * p.stride_w > 1;
   if (!forced && p.layout == Layout::NCHW && phased && conv_transpose_flops(p) < kSmallPhasedFlops) return false;
-  const Phases& phases = phases_for(p);
+  const std::shared_ptr<const Phases> kept = phases_for(p);  // (another thread may drop it from the list)
+  const Phases& phases = *kept;
   bool all = true;
   int64_t most = -1;
   for_each_phase(p, [&](const PhaseGrid& g) {
@@ -313,7 +314,8 @@ bool ConvTransposePlan::runs_phases(const ConvTransposeProblem& p, const ConvAlg
 }
 
 void ConvTransposePlan::run_phases(const ConvTransposeProblem& p, const void* x, void* y, int max_threads) {
-  const Phases& phases = phases_for(p);
+  const std::shared_ptr<const Phases> kept = phases_for(p);  // (another thread may drop it from the list)
+  const Phases& phases = *kept;
   const auto* bias = static_cast<const float*>(weights_.bias());
   std::vector<PhaseGrid> grid;
   for_each_phase(p, [&](const PhaseGrid& g) { grid.push_back(g); });

@@ -81,7 +81,7 @@ class ConvTransposePlan {
   struct Phases;
 
  private:
-  const Phases& phases_for(const ConvTransposeProblem& p) const;
+  std::shared_ptr<const Phases> phases_for(const ConvTransposeProblem& p) const;
   // Whether every phase of p with taps and outputs runs on a bfloat16 kernel (and, unless
   // forced, p is not one of the small ones the float32 route runs faster); the kernel of
   // the phase with the most taps in `kernel`, how many convolutions run in `count`, the
@@ -98,7 +98,7 @@ class ConvTransposePlan {
   bool shared_;
   PlanWeights weights_;
   mutable std::mutex bf16_mutex_;
-  mutable std::vector<std::pair<std::array<int64_t, 7>, std::unique_ptr<Phases>>> phases_;
+  mutable std::vector<std::pair<std::array<int64_t, 7>, std::shared_ptr<const Phases>>> phases_;
   mutable std::unique_ptr<ConvTransposePlan> widened_;
 };
 
