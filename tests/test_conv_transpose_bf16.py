@@ -213,3 +213,30 @@ def test_forced_float32_algorithms(algorithm):
     assert y.dtype == BF16
     ref, bound = reference(x, w, b, stride=(2, 2), pads=(1, 1, 1, 1))
     assert_close(y, ref, bound, True, algorithm)
+
+
+def test_layer_from_several_threads():
+    # One layer's phase plans, made on first use, shared by calls from several threads at once.
+    import threading
+
+    rng = make_rng(37)
+    w = bf16_random(rng, (32, 24, 3, 3))
+    b = rng.standard_normal(24).astype(F32)
+    xs = [last(bf16_random(rng, (1, 32, 5 + i, 7))) for i in range(4)]
+    layers = [cppconv.ConvTranspose2d(w, b, stride=s, padding=1, layout="NHWC") for s in (2, 3)]
+    want = {(j, i): layers[j](x, num_threads=1).view(np.uint16) for j in range(2) for i, x in enumerate(xs)}
+    fresh = [cppconv.ConvTranspose2d(w, b, stride=s, padding=1, layout="NHWC") for s in (2, 3)]
+    bad = []
+
+    def work(i):
+        for _ in range(5):
+            for j in range(2):
+                if not np.array_equal(fresh[j](xs[i], num_threads=1).view(np.uint16), want[(j, i)]):
+                    bad.append((i, j))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
