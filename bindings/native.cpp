@@ -1683,10 +1683,16 @@ void run_transpose_plan(PyConvTransposePlan& self, const py::array& x, const py:
   expect.insert(expect.end(), sizes.end() - std::ptrdiff_t(s.rank()), sizes.end());
   if (p.layout != Layout::NCHW) expect.push_back(p.out_channels);
   if (shape_of(out) != expect) throw py::value_error("out: shape does not match the transposed convolution's result");
-  const ConvTransposeAlgorithm* forced = transpose_algorithm_named(algorithm);
+  // A bfloat16 convolution algorithm's name runs every phase of a bfloat16 plan on it (tests).
+  const ConvAlgorithm* phase_kernel = nullptr;
+  if (bfloat16 && !algorithm.empty() && !find_conv_transpose_algorithm(algorithm)) {
+    phase_kernel = find_conv_algorithm(algorithm);
+    if (phase_kernel && phase_kernel->dtype != DType::BFloat16) phase_kernel = nullptr;
+  }
+  const ConvTransposeAlgorithm* forced = phase_kernel ? nullptr : transpose_algorithm_named(algorithm);
   const void* xp = x.data();
   void* yp = const_cast<void*>(out.data());
-  run_recorded(program, {owner, x, out}, [=] { plan_ptr->run(p, xp, yp, forced, num_threads); });
+  run_recorded(program, {owner, x, out}, [=] { plan_ptr->run(p, xp, yp, forced, num_threads, phase_kernel); });
 }
 
 void bind_pool_and_transpose(py::module_& m) {

@@ -313,7 +313,8 @@ bool ConvTransposePlan::runs_phases(const ConvTransposeProblem& p, const ConvAlg
   return all;
 }
 
-void ConvTransposePlan::run_phases(const ConvTransposeProblem& p, const void* x, void* y, int max_threads) {
+void ConvTransposePlan::run_phases(const ConvTransposeProblem& p, const void* x, void* y, int max_threads,
+                                   const ConvAlgorithm* kernel) {
   const std::shared_ptr<const Phases> kept = phases_for(p);  // (another thread may drop it from the list)
   const Phases& phases = *kept;
   const auto* bias = static_cast<const float*>(weights_.bias());
@@ -335,8 +336,8 @@ void ConvTransposePlan::run_phases(const ConvTransposeProblem& p, const void* x,
     }
     ConvPlan& plan = *phases.plans[size_t(phase_index(p, g))];
     const ConvProblem q = phase_problem(p, g);
-    if (writes_y(p, g)) return plan.run(q, x, y, nullptr, max_threads);
-    if (const auto in_place = in_place_problem(p, g, plan)) {
+    if (writes_y(p, g)) return plan.run(q, x, y, kernel, max_threads);
+    if (const auto in_place = kernel ? std::nullopt : in_place_problem(p, g, plan)) {
       // Channels-last: the phase's pixels are s_w K values apart in y, its rows s_h rows, its
       // depth slices (each image's, as a batch) s_d slices.
       const int64_t K = p.out_channels, es = p.y_float32 ? 4 : 2, xes = p.x_float32 ? 4 : 2;
@@ -353,7 +354,7 @@ void ConvTransposePlan::run_phases(const ConvTransposeProblem& p, const void* x,
     const size_t bytes = phase_scratch_bytes(p, g);
     check_workspace(bytes, "conv_transpose bfloat16 phase outputs");
     auto scratch = SpareBuffer<PhaseScratchTag>::take(bytes);
-    plan.run(q, x, scratch.get(), nullptr, max_threads);
+    plan.run(q, x, scratch.get(), kernel, max_threads);
     if (p.y_float32)
       store_phase<float>(p, g, reinterpret_cast<const float*>(scratch.get()), bias, static_cast<float*>(y),
                          max_threads);
@@ -478,12 +479,18 @@ ConvTransposeChoice ConvTransposePlan::choose(const ConvTransposeProblem& p, int
 }
 
 void ConvTransposePlan::run(const ConvTransposeProblem& p, const void* x, void* y, const ConvTransposeAlgorithm* forced,
-                            int max_threads) {
+                            int max_threads, const ConvAlgorithm* phase_kernel) {
   if (p.dtype != dtype_ || p.in_channels != in_channels_ || p.out_channels != group_out_ * p.groups ||
       p.kernel_d != kernel_d_ || p.kernel_h != kernel_h_ || p.kernel_w != kernel_w_ ||
       (has_bias() && bias_size_ != p.out_channels))
     throw std::invalid_argument("conv_transpose problem does not match the plan's weights");
   if (p.batch == 0 || p.out_channels == 0 || p.out_d < 1 || p.out_h < 1 || p.out_w < 1) return;
+  if (phase_kernel) {
+    if (dtype_ != DType::BFloat16 || phase_kernel->dtype != DType::BFloat16)
+      throw std::invalid_argument(std::string("algorithm ") + phase_kernel->name +
+                                  " runs the phases of a bfloat16 transposed convolution only");
+    return run_phases(p, x, y, max_threads, phase_kernel);
+  }
   if (forced == &kStridePhases) {
     if (dtype_ != DType::BFloat16 || !runs_phases(p, nullptr, nullptr, nullptr, /*forced=*/true))
       throw std::invalid_argument(std::string("algorithm ") + kStridePhases.name +

@@ -63,9 +63,11 @@ class ConvTransposePlan {
   ConvTransposeChoice choose(const ConvTransposeProblem& p, int max_threads = 0) const;
   // x and y in p.layout, C-contiguous.  A BFloat16 plan runs the stride phases of p (see
   // conv_transpose.cpp) on the bfloat16 convolution kernels where they take every phase, else
-  // widened to float32; `forced` (a float32 algorithm) runs it widened.
+  // widened to float32; `forced` (a float32 algorithm) runs it widened.  `phase_kernel` (a
+  // bfloat16 convolution algorithm; tests) runs every phase with taps on that kernel, through
+  // a scratch (ValueError where it does not take one).
   void run(const ConvTransposeProblem& p, const void* x, void* y, const ConvTransposeAlgorithm* forced = nullptr,
-           int max_threads = 0);
+           int max_threads = 0, const ConvAlgorithm* phase_kernel = nullptr);
 
   DType dtype() const { return dtype_; }
   int64_t in_channels() const { return in_channels_; }
@@ -88,7 +90,8 @@ class ConvTransposePlan {
   // largest phase scratch in `scratch` (each may be null).
   bool runs_phases(const ConvTransposeProblem& p, const ConvAlgorithm** kernel, int64_t* count, size_t* scratch,
                    bool forced = false) const;
-  void run_phases(const ConvTransposeProblem& p, const void* x, void* y, int max_threads);
+  void run_phases(const ConvTransposeProblem& p, const void* x, void* y, int max_threads,
+                  const ConvAlgorithm* kernel = nullptr);
   ConvTransposePlan& widened_plan() const;
   void run_widened(const ConvTransposeProblem& p, const void* x, void* y, const ConvTransposeAlgorithm* forced,
                    int max_threads);

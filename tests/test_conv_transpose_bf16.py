@@ -17,7 +17,7 @@ import cppconv
 from cppconv import _conv_transpose, _native
 
 from conftest import make_rng
-from test_bf16_kernel import BF16, DENSE, F32, assert_close, bf16_random
+from test_bf16_kernel import BF16, BF16_ALGORITHMS, DENSE, F32, assert_close, bf16_random
 from test_conv_transpose_nd import ref_conv_transpose
 
 FUNCTIONS = {1: cppconv.conv_transpose1d, 2: cppconv.conv_transpose2d, 3: cppconv.conv_transpose3d}
@@ -240,3 +240,48 @@ def test_layer_from_several_threads():
     for t in threads:
         t.join()
     assert not bad
+
+
+# Phase geometries for the forced kernels: rank, C, K, groups, kernel, sizes, stride, padding, output_padding
+FORCED_CASES = [
+    (2, 32, 48, 1, (4, 4), (6, 7), 2, 1, 0),
+    (2, 17, 33, 1, (3, 3), (5, 9), 1, 1, 0),
+    (2, 64, 32, 1, (2, 2), (5, 6), 2, 0, 0),
+    (2, 3, 16, 1, (3, 3), (9, 8), 2, 1, 1),
+    (2, 32, 32, 32, (3, 3), (7, 6), 2, 1, 1),
+    (2, 32, 32, 2, (3, 3), (5, 5), 3, 1, 2),
+    (2, 32, 32, 32, (3, 3), (9, 10), 1, 1, 0),
+    (2, 3, 32, 1, (3, 3), (12, 13), 1, 1, 0),
+    (2, 64, 64, 1, (2, 2), (16, 16), 2, 0, 0),
+    (2, 64, 64, 2, (2, 2), (16, 16), 2, 0, 0),
+    (1, 32, 16, 1, (4,), (33,), 2, 1, 0),
+    (3, 16, 32, 1, (2, 2, 2), (3, 4, 5), 2, 0, 0),
+]
+PHASE_KERNELS = [name for name in BF16_ALGORITHMS if f"__{_native.selected_isa()}_" in name]
+
+
+@pytest.mark.skipif(not PHASE_KERNELS, reason="no bfloat16 convolution kernel on this CPU")
+@pytest.mark.parametrize("kernel", PHASE_KERNELS)
+def test_phases_on_each_kernel(kernel):
+    # A bfloat16 convolution algorithm's name runs every phase on that kernel (through a
+    # scratch): each kernel against the reference on the phase problems it takes.
+    rng = make_rng(41)
+    ran = 0
+    for rank, c, k, groups, kernel_size, sizes, stride, padding, output_padding in FORCED_CASES:
+        x, w, b = case_operands(rng, rank, 2, c, k, groups, kernel_size, sizes)
+        per = (stride,) * rank, (padding,) * 2 * rank, (output_padding,) * rank
+        ref, bound = reference(x, w, b, stride=per[0], pads=per[1], output_padding=per[2], groups=groups,
+                               activation="relu")
+        for layout in LAYOUTS[rank]:
+            channels_last = layout[-1] == "C"
+            xl = last(x) if channels_last else x
+            try:
+                y = _conv_transpose._conv_transpose_with_algorithm(
+                    kernel, xl, w, b, rank=rank, layout=layout, stride=stride, padding=padding,
+                    output_padding=output_padding, groups=groups, activation="relu")
+            except ValueError:
+                continue
+            ran += 1
+            assert_close(first(y) if channels_last else y, ref, bound, True, f"{kernel} {layout} {sizes} c={c}")
+    if not ran:
+        pytest.skip(f"{kernel} takes none of these phase problems")
