@@ -298,6 +298,10 @@ bool ConvTransposePlan::runs_phases(const ConvTransposeProblem& p, const ConvAlg
   int64_t most = -1;
   for_each_phase(p, [&](const PhaseGrid& g) {
     if (!all || !has_taps(g)) return;
+    if (!phases.plans[size_t(phase_index(p, g))]) {  // (a plan without weights)
+      all = false;
+      return;
+    }
     const ConvPlan& plan = *phases.plans[size_t(phase_index(p, g))];
     const ConvChoice c = plan.choose(phase_problem(p, g));
     if (c.algorithm->dtype != DType::BFloat16) {
