@@ -1568,16 +1568,19 @@ struct PyConvTransposePlan {
 };
 
 // The plan of a (C, K/groups, *kernel) weight with 1 to 3 spatial axes.
-PyConvTransposePlan make_transpose_plan(const py::array& weight, const py::object& bias, bool copy, bool reused) {
-  const DType dt = dtype_of(weight, "weight");
+// bfloat16: weight as bfloat16 bits (uint16), the bias float32 (as make_plan's).
+PyConvTransposePlan make_transpose_plan(const py::array& weight, const py::object& bias, bool copy, bool reused,
+                                        bool bfloat16 = false) {
+  const DType dt = bfloat16 ? DType::BFloat16 : dtype_of(weight, "weight");
   if (weight.ndim() < 3 || weight.ndim() > 5)
     throw py::value_error("weight: expected 3 to 5 dimensions (C, K/groups, *kernel)");
-  require(weight, "weight", dt, weight.ndim(), false);
+  if (bfloat16) require_bits(weight, "weight", weight.ndim(), false, false);
+  else require(weight, "weight", dt, weight.ndim(), false);
   const void* bias_ptr = nullptr;
   int64_t bias_size = 0;
   if (!bias.is_none()) {
     py::array b = py::reinterpret_borrow<py::array>(bias);
-    require(b, "bias", dt, 1, false);
+    require(b, "bias", bfloat16 ? DType::Float32 : dt, 1, false);
     bias_ptr = b.data();
     bias_size = b.shape(0);
   }
@@ -1663,19 +1666,33 @@ void run_transpose_plan(PyConvTransposePlan& self, const py::array& x, const py:
   ConvTransposePlan* plan_ptr = self.plan.get();
   ConvTransposePlan& plan = *plan_ptr;
   const py::ssize_t ndim = py::ssize_t(s.rank() + 2);
-  require(x, "x", plan.dtype(), ndim, false);
-  require(out, "out", plan.dtype(), ndim, true);
-  const ConvTransposeProblem p = make_transpose_problem(self, shape_of(x), s);
+  const bool bfloat16 = plan.dtype() == DType::BFloat16;
+  if (bfloat16) {
+    require_bits(x, "x", ndim, false, true);
+    require_bits(out, "out", ndim, true, true);
+  } else {
+    require(x, "x", plan.dtype(), ndim, false);
+    require(out, "out", plan.dtype(), ndim, true);
+  }
+  ConvTransposeProblem p = make_transpose_problem(self, shape_of(x), s);
+  p.x_float32 = bfloat16 && x.dtype().equal(py::dtype::of<float>());
+  p.y_float32 = bfloat16 && out.dtype().equal(py::dtype::of<float>());
   const std::array<int64_t, 3> sizes{p.out_d, p.out_h, p.out_w};
   Sizes expect{p.batch};
   if (p.layout == Layout::NCHW) expect.push_back(p.out_channels);
   expect.insert(expect.end(), sizes.end() - std::ptrdiff_t(s.rank()), sizes.end());
   if (p.layout != Layout::NCHW) expect.push_back(p.out_channels);
   if (shape_of(out) != expect) throw py::value_error("out: shape does not match the transposed convolution's result");
-  const ConvTransposeAlgorithm* forced = transpose_algorithm_named(algorithm);
+  // A bfloat16 convolution algorithm's name runs every phase of a bfloat16 plan on it (tests).
+  const ConvAlgorithm* phase_kernel = nullptr;
+  if (bfloat16 && !algorithm.empty() && !find_conv_transpose_algorithm(algorithm)) {
+    phase_kernel = find_conv_algorithm(algorithm);
+    if (phase_kernel && phase_kernel->dtype != DType::BFloat16) phase_kernel = nullptr;
+  }
+  const ConvTransposeAlgorithm* forced = phase_kernel ? nullptr : transpose_algorithm_named(algorithm);
   const void* xp = x.data();
   void* yp = const_cast<void*>(out.data());
-  run_recorded(program, {owner, x, out}, [=] { plan_ptr->run(p, xp, yp, forced, num_threads); });
+  run_recorded(program, {owner, x, out}, [=] { plan_ptr->run(p, xp, yp, forced, num_threads, phase_kernel); });
 }
 
 void bind_pool_and_transpose(py::module_& m) {
@@ -1718,12 +1735,15 @@ void bind_pool_and_transpose(py::module_& m) {
            "Per-axis settings of a transposed convolution of spatial rank 1 to 3 (internal).");
 
   py::class_<PyConvTransposePlan>(m, "ConvTransposePlan")
-      .def(py::init([](const py::array& weight, const py::object& bias, bool copy, bool reused) {
-             return make_transpose_plan(weight, bias, copy, reused);
+      .def(py::init([](const py::array& weight, const py::object& bias, bool copy, bool reused, bool bfloat16) {
+             return make_transpose_plan(weight, bias, copy, reused, bfloat16);
            }),
            py::arg("weight"), py::arg("bias"), py::arg("copy") = true, py::arg("reused") = false,
+           py::arg("bfloat16") = false,
            "copy=False borrows the arrays (kept alive by the plan); reused=True (implied by copy) marks the "
-           "weights as a layer's, used from any thread.")
+           "weights as a layer's, used from any thread. bfloat16=True: weight holds bfloat16 bits (uint16) and "
+           "the bias is float32; run() then takes x and out as bfloat16 bits or float32, accumulating in float32 "
+           "(the stride phases on the bfloat16 convolution kernels, else widened to float32).")
       .def(
           "run",
           [](const py::object& self, const py::array& x, const py::array& out, const TransposeSettings& s,
@@ -1734,11 +1754,22 @@ void bind_pool_and_transpose(py::module_& m) {
           py::arg("program") = nullptr)
       .def(
           "explain",
-          [](const PyConvTransposePlan& self, const Sizes& x_shape, const TransposeSettings& s, int num_threads) {
-            const ConvTransposeProblem p = make_transpose_problem(self, x_shape, s);
+          [](const PyConvTransposePlan& self, const Sizes& x_shape, const TransposeSettings& s, int num_threads,
+             bool x_float32, bool y_float32) {
+            ConvTransposeProblem p = make_transpose_problem(self, x_shape, s);
+            const bool bfloat16 = self.plan->dtype() == DType::BFloat16;
+            if ((x_float32 || y_float32) && !bfloat16)
+              throw py::value_error("explain: x_float32 and y_float32 go with a bfloat16 plan only");
+            p.x_float32 = x_float32;
+            p.y_float32 = y_float32;
             const ConvTransposeChoice c = self.plan->choose(p, num_threads);
             py::dict d;
-            d["algorithm"] = c.algorithm->name;
+            // A bfloat16 plan's stride phases: the bfloat16 convolution kernel they run on.
+            d["algorithm"] = c.algorithm ? c.algorithm->name : c.conv_algorithm->name;
+            d["lowering"] = c.algorithm ? "none" : "stride_phases";
+            d["phases"] = c.phases;
+            d["widened"] = c.widened;
+            d["dtype"] = kDTypes[int(c.widened ? DType::Float32 : self.plan->dtype())].name;
             d["isa"] = c.isa;
             d["threads"] = c.threads;
             d["flops"] = conv_transpose_flops(p);
@@ -1746,7 +1777,8 @@ void bind_pool_and_transpose(py::module_& m) {
             d["packed_weight_bytes"] = c.packed_bytes;
             return d;
           },
-          py::arg("x_shape"), py::arg("settings"), py::arg("num_threads") = 0);
+          py::arg("x_shape"), py::arg("settings"), py::arg("num_threads") = 0, py::arg("x_float32") = false,
+          py::arg("y_float32") = false);
 
   m.def(
       "conv_transpose",

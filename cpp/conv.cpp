@@ -1196,6 +1196,23 @@ void ConvPlan::run_into_channels(const ConvProblem& problem, const void* x, void
   run_planar(given, x, y, &strides, nullptr, cap);
 }
 
+bool ConvPlan::writes_strided(const ConvProblem& problem) const {
+  const ConvProblem given = kernel_problem(problem);
+  if (problem.layout != Layout::NHWC || given.layout != Layout::NHWC || has_depth(given) ||
+      lowering_of(given) != Lowering::None)
+    return false;
+  return dtype_ == DType::BFloat16 ? runs_bf16_kernel(given, nullptr) : !live_taps_run(given);
+}
+
+void ConvPlan::run_strided(const ConvProblem& problem, const void* x, void* y, const Strides4& y_stride,
+                           int max_threads) {
+  if (!writes_strided(problem) || y_stride.c != 1)
+    throw std::invalid_argument("run_strided: the problem does not run into strided outputs");
+  const ConvProblem given = kernel_problem(problem);
+  if (given.batch == 0 || given.out_channels == 0) return;
+  run_planar(given, x, y, &y_stride, nullptr, resolve_threads(max_threads));
+}
+
 void ConvPlan::run_flattened(const ConvProblem& given, const void* x, void* y, const ConvAlgorithm* forced, int cap,
                              std::optional<std::ptrdiff_t> residual) {
   const ConvProblem q = flattened(given);

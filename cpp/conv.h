@@ -213,6 +213,14 @@ class ConvPlan {
   // [c0, c0 + K) of a wider channels-last array, the output of a Concat's input written in
   // place.  p must pass writes_channel_slice.
   void run_into_channels(const ConvProblem& p, const void* x, void* y, int64_t pixel_pitch, int max_threads = 0);
+  // Whether run_strided can take p: a 2-D channels-last problem that runs as it is on a kernel
+  // of the plan's dtype (no lowering, no live-taps plan, not widened), whose kernels write
+  // through the output's strides.
+  bool writes_strided(const ConvProblem& p) const;
+  // run() with y's strides `y_stride` (channel stride 1): the outputs of a transposed
+  // convolution's stride phase written to their places in its result (conv_transpose.cpp).
+  // p must pass writes_strided.
+  void run_strided(const ConvProblem& p, const void* x, void* y, const Strides4& y_stride, int max_threads = 0);
 
   DType dtype() const { return dtype_; }
   int64_t out_channels() const { return out_channels_; }

@@ -25,6 +25,9 @@ struct ConvTransposeProblem {
   Layout layout = Layout::NCHW;  // channels first (NCW, NCHW, NCDHW) or last (NWC, NHWC, NDHWC)
   Activation activation = Activation::None;
   double negative_slope = kDefaultNegativeSlope;  // leaky_relu's (see FusedActivation)
+  // BFloat16 problems, as ConvProblem's: x or y is a float32 array (compute_dtype="bfloat16":
+  // x rounded to bfloat16 as it is read, the result kept in float32).
+  bool x_float32 = false, y_float32 = false;
 };
 
 struct ConvTransposeCall {

@@ -193,11 +193,14 @@ def _run(spec: _TransposeSpec, x: Any, weight: Any, bias: Any, out: Any, plans: 
     """The transposed convolution; program: a NetProgram that records the native call where the
     call does nothing else (x read and the result written in place, no conversion)."""
     threads = _args.thread_count(num_threads)
+    # bfloat16 arithmetic runs on a bfloat16 plan: the stride phases on the bfloat16 convolution
+    # kernels where they take them, else widened to float32 in the native core.
     call = _args.prepare_call(x, weight, bias, out, lambda *ops: _Geometry(spec, *ops), _native.ConvTransposePlan,
-                              plans, dtype, rounding)
+                              plans, dtype, rounding, bfloat16_plans=True)
     alone = program is not None and np.may_share_memory(call.x, x) and (
         call.direct or (out is None and call.dst.dtype == call.result))
-    call.plan.run(call.x, call.dst, spec.native, algorithm, threads, program if alone else None)
+    dst = call.dst.view(np.uint16) if _args.is_bfloat16(call.dst.dtype) else call.dst
+    call.plan.run(call.x, dst, spec.native, algorithm, threads, program if alone else None)
     return _args.deliver(out, call.dst, call.direct, call.geometry.out_shape, call.result)
 
 

@@ -77,11 +77,11 @@ class ConvTransposeSettings:
         Per-axis settings of a transposed convolution of spatial rank 1 to 3 (internal).
         """
 class ConvTransposePlan:
-    def __init__(self, weight: numpy.ndarray, bias: typing.Any, copy: bool = True, reused: bool = False) -> None:
+    def __init__(self, weight: numpy.ndarray, bias: typing.Any, copy: bool = True, reused: bool = False, bfloat16: bool = False) -> None:
         """
-        copy=False borrows the arrays (kept alive by the plan); reused=True (implied by copy) marks the weights as a layer's, used from any thread.
+        copy=False borrows the arrays (kept alive by the plan); reused=True (implied by copy) marks the weights as a layer's, used from any thread. bfloat16=True: weight holds bfloat16 bits (uint16) and the bias is float32; run() then takes x and out as bfloat16 bits or float32, accumulating in float32 (the stride phases on the bfloat16 convolution kernels, else widened to float32).
         """
-    def explain(self, x_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], settings: ConvTransposeSettings, num_threads: typing.SupportsInt | typing.SupportsIndex = 0) -> dict:
+    def explain(self, x_shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], settings: ConvTransposeSettings, num_threads: typing.SupportsInt | typing.SupportsIndex = 0, x_float32: bool = False, y_float32: bool = False) -> dict:
         ...
     def run(self, x: numpy.ndarray, out: numpy.ndarray, settings: ConvTransposeSettings, algorithm: str = '', num_threads: typing.SupportsInt | typing.SupportsIndex = 0, program: NetProgram = None) -> None:
         ...
