@@ -375,9 +375,7 @@ void ConvTransposePlan::run_phases(const ConvTransposeProblem& p, const void* x,
   const int64_t count = int64_t(grid.size());
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team)
   for (int64_t i = 0; i < count; ++i) {
-    // A region of one thread around the phase: the kernels' own one-thread calls then see
-    // thread number 0 (OpenMP's, as in any call from outside a team), not this team's.
-#pragma omp parallel num_threads(1)
+    // (each phase's kernels on this thread alone: parallel_region gives them a team of one)
     try {
       run_one(grid[size_t(i)]);
     } catch (...) {

@@ -274,12 +274,14 @@ class DenormalGuard {
 // Runs body() on a team of `threads`, or straight on the calling thread when that is all it
 // gets: opening an OpenMP parallel region costs about a microsecond even for a team of one,
 // as much as a small call's arithmetic.  Worksharing loops inside body() then run orphaned,
-// all on the calling thread.
+// all on the calling thread.  Called on a thread of another team (a transposed convolution's
+// phases run one a thread), a team of one all the same: an orphaned loop would bind to the outer
+// team, and thread_id(), which indexes the kernels' per-thread scratch, would be that team's.
 template <class Body>
 static inline void parallel_region(int threads, Body&& body) {
 #if defined(_OPENMP)
-  if (threads > 1) {
-#pragma omp parallel num_threads(threads)
+  if (threads > 1 || omp_in_parallel()) {
+#pragma omp parallel num_threads(threads > 1 ? threads : 1)
     body();
     return;
   }
