@@ -1378,13 +1378,13 @@ void timed(const char* what, F f) {
 // (Its own draws: the cases after it stay as they were.)
 void pointwise_segments_sweep() {
   const std::mt19937_64 draws_after = g_rng;
-  for (int i = 0; i < 36; ++i) {
+  for (int i = 0; i < 20; ++i) {
     ConvGeometry g;
-    g.dtype = i % 6 == 5 ? DType::Float64 : DType::Float32;
+    g.dtype = i % 5 == 4 ? DType::Float64 : DType::Float32;
     g.N = chance(0.25) ? 2 : 1;
     g.C = pick(std::vector<int64_t>{65, 127, 128, 129, 255, 256, 257});
     g.K = pick(std::vector<int64_t>{5, 6, 7, 12, 13, 64});
-    const int64_t H = pick(std::vector<int64_t>{16, 32, 33}), W = pick(std::vector<int64_t>{32, 63, 64, 65, 66, 79});
+    const int64_t H = pick(std::vector<int64_t>{16, 17, 33}), W = pick(std::vector<int64_t>{32, 63, 64, 65, 66, 79});
     g.h = {H, 1, 1, 1, 0, 0};
     g.w = {W, 1, 1, 1, 0, 0};
     g.activation = pick(kActivations);
