@@ -507,6 +507,32 @@ def test_groups_of_one_vector_pack_one_vector(isa, layout):
                                   np.full(25 * lanes, 9.0 * lanes, np.float32))
 
 
+def test_channels_first_1x1_planes_past_l2_run_pixelvec():
+    """Channels-first 1x1 planes too large for L2 whose input outweighs the weights run PixelVec
+    on AVX-512 (its segments' input copied slice by slice; docs/tuning.md, "Channels-first 1x1
+    layers: the segment's input copied"), whatever their input channels; where the weights
+    outweigh the plane, or the plane sits in L2, ChannelVec keeps them."""
+    if _native.selected_isa() != "avx512":
+        pytest.skip("the rule is AVX-512's (PixelVec's 6-channel block)")
+    def algorithm(C, K, H):
+        return cppconv.explain((1, C, H, H), (K, C, 1, 1))["algorithm"]
+    for C, K in [(256, 64), (128, 128), (64, 256), (512, 128)]:
+        H = 28 if C == 512 else 56
+        assert algorithm(C, K, H).startswith("conv2d_pixelvec_f32__avx512"), (C, K, H)
+    assert algorithm(1024, 256, 14).startswith("conv2d_channelvec_f32__avx512")  # weights outweigh
+    assert algorithm(256, 64, 16).startswith("conv2d_channelvec_f32__avx512")  # 256 KiB: in L2
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 257, 33, 33), dtype=np.float32)
+    w = rng.standard_normal((13, 257, 1, 1), dtype=np.float32)
+    b = rng.standard_normal(13, dtype=np.float32)
+    want = np.einsum("nchw,kc->nkhw", x.astype(np.float64), w[:, :, 0, 0].astype(np.float64)) + b[:, None, None]
+    ys = []
+    for threads in (1, 2):
+        ys.append(cppconv.conv2d(x, w, b, num_threads=threads))
+        np.testing.assert_allclose(ys[-1], want, rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(ys[0], ys[1])
+
+
 def test_grouped_channels_last_lowering_only_where_lanes_idle():
     """Depthwise and 8+ output channels per group stay channels-last; so does channels-first."""
     def lowering(x_shape, w_shape, **kw):
@@ -1555,7 +1581,9 @@ def test_wide_channelvec_block_takes_pointwise_layers_read_in_place(isa):
     def chosen(x_shape, w_shape, **kw):
         return cppconv.explain(x_shape, w_shape, **kw)["algorithm"]
     assert chosen((1, 56, 56, 64), (256, 64, 1, 1), layout="NHWC") == wide
-    assert chosen((1, 256, 56, 56), (64, 256, 1, 1)) == wide
+    # (channels-first: where the weights outweigh the plane; a larger plane runs PixelVec, see
+    # test_channels_first_1x1_planes_past_l2_run_pixelvec)
+    assert chosen((1, 1024, 14, 14), (256, 1024, 1, 1)) == wide
     assert chosen((1, 7, 7, 512), (512, 512, 1, 1), layout="NHWC", stride=1) == wide  # one flat segment
     assert chosen((1, 64, 56, 56), (64, 64, 3, 3), padding=1) == narrow
     pixels = int(wide.rsplit("_", 1)[1].split("x")[0])  # the wide block's output pixels

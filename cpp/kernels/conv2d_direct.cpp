@@ -115,6 +115,14 @@ struct EnginePlan {
   // past once per k chunk.  A ChannelVec segment is also one run of its microkernels: 14 x 14
   // outputs as rows took them 7 at a time.
   int64_t flat_segment;
+  // Flat PixelVec: input channels per slice of the reduction, so that a segment's slice of input
+  // stays in L1 while every k chunk of the segment reads it (the group's channels where one does).
+  int64_t pixel_slice;
+  // Flat PixelVec in segments: each (segment, slice) of input is first copied into the thread's
+  // buffer, [c][flat_segment], which every k chunk of the segment then reads: in place, its
+  // channels sit a plane apart, each line in its own page (no hardware prefetch) and, for planes
+  // of a multiple of 1 KiB, in a few L1 sets.
+  bool copies_segment;
   // ChannelVec: rows per work item (one segment when flat) and input channels per slice
   // (reduction blocking).
   int64_t rows_per_item, channels_per_slice;
@@ -160,6 +168,7 @@ bool pixel_tile_preferred(const ConvProblem& p, Orientation o) {
 
 constexpr int64_t kMinPrivateRows = 4;
 constexpr int64_t kFlatSegmentBytes = 16 << 10;    // input of a flat PixelVec segment (see EnginePlan)
+constexpr int64_t kFlatSliceBytes = 32 << 10;      // a flat PixelVec segment's copied slice of input, in L1
 constexpr int64_t kFlatPlaneInL2Bytes = 256 << 10;  // a flat plane's input up to this is not cut
 constexpr int64_t kChannelVecSegmentBytes = 192 << 10;  // input of a flat ChannelVec segment
 constexpr int64_t kChannelVecSegmentOutBytes = 128 << 10;  // output of a flat NHWC expansion's segment
@@ -283,6 +292,15 @@ EnginePlan make_plan(const ConvProblem& p, Orientation o, int threads) {
     d.flat_segment =
         in_l2 ? d.pixels_per_row
               : std::max<int64_t>(kBlock, kFlatSegmentBytes / int64_t(sizeof(T) * d.group_in) / kBlock * kBlock);
+    // A plane that streams from memory in segments: each segment's input is copied, slice by
+    // slice, into the thread's buffer before its k chunks read it (docs/tuning.md, "Channels-first
+    // 1x1 layers: the segment's input copied").
+    d.pixel_slice = d.group_in;
+    if (!in_l2) {
+      const int64_t per_slice = std::max<int64_t>(1, kFlatSliceBytes / int64_t(sizeof(T) * d.flat_segment));
+      d.pixel_slice = ceil_div(d.group_in, ceil_div(d.group_in, per_slice));
+      d.copies_segment = d.k_units > 1;  // (one chunk reads it once: nothing to gain)
+    }
   }
   d.channels_per_slice = channels_per_slice<T, B>(d.group_in, d.taps);
   // Enough items for each thread to have several: 8 where x is read in place (a whole plane
@@ -675,14 +693,24 @@ void channelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, in
 template <class T, int MK, int NV_>
 void pixelvec_microkernel(const T* x, const int64_t* tap_off, int64_t taps, int64_t channels, int64_t chan_pitch,
                           const T* w, int64_t w_k_stride, const T* bias, int last_valid, FusedActivation act, T* out,
-                          int64_t out_chan_stride) {
+                          int64_t out_chan_stride, bool accumulate) {
   constexpr int NV = NV_ < nv_cap(MK) ? NV_ : nv_cap(MK);
   Vec<T> acc[MK][NV];
+  if (accumulate) {  // a later slice of the reduction: the partial sums wait in out
 #pragma GCC unroll 16
-  for (int k = 0; k < MK; ++k) {
-    const Vec<T> b = bias ? vset1(bias[k]) : vzero<T>();
+    for (int k = 0; k < MK; ++k) {
+      const T* o = out + k * out_chan_stride;
 #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) acc[k][v] = b;
+      for (int v = 0; v + 1 < NV; ++v) acc[k][v] = vload(o + v * kLanes<T>);
+      acc[k][NV - 1] = vload_partial(o + (NV - 1) * kLanes<T>, last_valid);
+    }
+  } else {
+#pragma GCC unroll 16
+    for (int k = 0; k < MK; ++k) {
+      const Vec<T> b = bias ? vset1(bias[k]) : vzero<T>();
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) acc[k][v] = b;
+    }
   }
   // Channels outer, taps inner: each channel's kh x kw weights of the MK output channels are
   // contiguous in the unpacked layout, so the broadcasts walk MK short runs instead of
@@ -721,7 +749,7 @@ using ChannelVecFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_
                               const EdgeTaps*, int64_t);
 template <class T>
 using MicrokernelFn = void (*)(const T*, const int64_t*, int64_t, int64_t, int64_t, const T*, int64_t, const T*, int,
-                               FusedActivation, T*, int64_t);
+                               FusedActivation, T*, int64_t, bool);
 
 template <class T, int NV, int kPackedNV, bool kUnitPitch, bool kEdge, int... M>
 constexpr std::array<ChannelVecFn<T>, sizeof...(M)> channelvec_table(std::integer_sequence<int, M...>) {
@@ -1195,42 +1223,72 @@ void compute_items(const ConvCall& call, const EnginePlan& d, const int64_t* tap
   const bool simple_act = activates_as_stored<T>(call);
   const int64_t run_rows = (d.flat || d.wide) ? 1 : rows;
   const int64_t run_pixels = d.wide ? (rows - 1) * d.phase_w + p.out_w : d.pixels_per_row;
-  for (int64_t item = item_begin; item < item_end; ++item) {
-    int64_t u = item / run_rows, r = item % run_rows, px_begin = 0, px_end = run_pixels;
-    if (d.flat) {
-      u = item % d.k_units;
-      px_begin = item / d.k_units * d.flat_segment;
-      px_end = std::min(run_pixels, px_begin + d.flat_segment);
-    }
-    const Chunk ch = k_chunk(d, u);
-    const int64_t k0 = g * d.group_out + ch.first;
-    const int mk = int(ch.size);
-    const T* wk = static_cast<const T*>(call.weight) + k0 * d.taps * d.group_in;
-    const T* bk = bias ? bias + k0 : nullptr;
-    const T* xrow = tile + r * p.stride_h * d.row_pitch;
-    T* yrow = y + n * call.y_stride.n + k0 * call.y_stride.c + (oh0 + r) * call.y_stride.h;
-    // Wide runs land in the thread's buffer [mk][rows][phase_w]; then the valid columns move to y.
-    T* out = d.wide ? row_buf : yrow;
-    const int64_t out_chan_stride = d.wide ? d.rows_per_block * d.phase_w : call.y_stride.c;
-    const int64_t block_pixels = int64_t(nv_cap(mk)) * kLanes<T>;
-    for (int64_t px = px_begin; px < px_end; px += block_pixels) {
-      const int64_t count = std::min(block_pixels, px_end - px);
-      const int64_t nv = ceil_div(count, kLanes<T>);
-      const int last_valid = int(count - (nv - 1) * kLanes<T>);
-      const MicrokernelFn<T> microkernel = kPixelVec<T>[size_t(mk - 1)][size_t(nv - 1)];
-      microkernel(xrow + px, tap_off, d.taps, d.group_in, d.chan_pitch, wk, d.taps * d.group_in, bk, last_valid,
-                  stored_activation<T>(call), out + px, out_chan_stride);
-    }
-    if (d.wide) {
-      for (int64_t kk = 0; kk < mk; ++kk)
-        for (int64_t rr = 0; rr < rows; ++rr) {
-          T* yr = yrow + kk * call.y_stride.c + rr * call.y_stride.h;
-          std::memcpy(yr, out + kk * out_chan_stride + rr * d.phase_w, sizeof(T) * p.out_w);
-          if (!simple_act) finish_row(call, yr, p.out_w);
+  // A flat plane's reduction is taken in slices of input channels (d.pixel_slice): each slice of a
+  // segment runs through all of the segment's items (k chunks) of this run while its input is in
+  // L1, the partial sums waiting in y (stored and reloaded as T: the same bits as one pass).
+  const int64_t slice = d.flat ? d.pixel_slice : d.group_in;
+  for (int64_t i0 = item_begin; i0 < item_end;) {
+    int64_t i1 = i0 + 1;  // [i0, i1): this run's items of one segment
+    if (d.flat && (slice < d.group_in || d.copies_segment))
+      while (i1 < item_end && i1 / d.k_units == i0 / d.k_units) ++i1;
+    for (int64_t c0 = 0; c0 < d.group_in; c0 += slice) {
+      const int64_t c_count = std::min(slice, d.group_in - c0);
+      const bool first = c0 == 0, last = c0 + c_count == d.group_in;
+      // The segment's slice of input, copied once for its k chunks: [c][flat_segment] in the thread's
+      // buffer (the plane's channels sit a plane apart, every row in its own page).
+      const T* x_slice = tile + c0 * d.chan_pitch;
+      int64_t x_pitch = d.chan_pitch, x_first = 0;  // pixel px of the slice at x_slice + px - x_first
+      if (d.copies_segment) {
+        x_first = i0 / d.k_units * d.flat_segment;
+        const int64_t seg_pixels = std::min(run_pixels, x_first + d.flat_segment) - x_first;
+        for (int64_t c = 0; c < c_count; ++c)
+          std::memcpy(row_buf + c * d.flat_segment, x_slice + c * d.chan_pitch + x_first,
+                      sizeof(T) * size_t(seg_pixels));
+        x_slice = row_buf;
+        x_pitch = d.flat_segment;
+      }
+      for (int64_t item = i0; item < i1; ++item) {
+        int64_t u = item / run_rows, r = item % run_rows, px_begin = 0, px_end = run_pixels;
+        if (d.flat) {
+          u = item % d.k_units;
+          px_begin = item / d.k_units * d.flat_segment;
+          px_end = std::min(run_pixels, px_begin + d.flat_segment);
         }
-    } else if (!simple_act) {
-      for (int64_t kk = 0; kk < mk; ++kk) finish_row(call, yrow + kk * call.y_stride.c + px_begin, px_end - px_begin);
+        const Chunk ch = k_chunk(d, u);
+        const int64_t k0 = g * d.group_out + ch.first;
+        const int mk = int(ch.size);
+        const T* wk = static_cast<const T*>(call.weight) + k0 * d.taps * d.group_in + c0 * d.taps;
+        const T* bk = bias && first ? bias + k0 : nullptr;
+        const T* xrow = x_slice + r * p.stride_h * d.row_pitch;
+        T* yrow = y + n * call.y_stride.n + k0 * call.y_stride.c + (oh0 + r) * call.y_stride.h;
+        // Wide runs land in the thread's buffer [mk][rows][phase_w]; then the valid columns move to y.
+        T* out = d.wide ? row_buf : yrow;
+        const int64_t out_chan_stride = d.wide ? d.rows_per_block * d.phase_w : call.y_stride.c;
+        const int64_t block_pixels = int64_t(nv_cap(mk)) * kLanes<T>;
+        const FusedActivation act = last ? stored_activation<T>(call) : FusedActivation{};
+        for (int64_t px = px_begin; px < px_end; px += block_pixels) {
+          const int64_t count = std::min(block_pixels, px_end - px);
+          const int64_t nv = ceil_div(count, kLanes<T>);
+          const int last_valid = int(count - (nv - 1) * kLanes<T>);
+          const MicrokernelFn<T> microkernel = kPixelVec<T>[size_t(mk - 1)][size_t(nv - 1)];
+          microkernel(xrow + (px - x_first), tap_off, d.taps, c_count, x_pitch, wk, d.taps * d.group_in, bk, last_valid,
+                      act, out + px, out_chan_stride, !first);
+        }
+        if (!last) continue;
+        if (d.wide) {
+          for (int64_t kk = 0; kk < mk; ++kk)
+            for (int64_t rr = 0; rr < rows; ++rr) {
+              T* yr = yrow + kk * call.y_stride.c + rr * call.y_stride.h;
+              std::memcpy(yr, out + kk * out_chan_stride + rr * d.phase_w, sizeof(T) * p.out_w);
+              if (!simple_act) finish_row(call, yr, p.out_w);
+            }
+        } else if (!simple_act) {
+          for (int64_t kk = 0; kk < mk; ++kk)
+            finish_row(call, yrow + kk * call.y_stride.c + px_begin, px_end - px_begin);
+        }
+      }
     }
+    i0 = i1;
   }
 }
 
@@ -1243,6 +1301,7 @@ int64_t packed_slice_elems(const EnginePlan& d) {
 template <class T, class B>
 int64_t row_buffer_elems(const ConvProblem& p, const EnginePlan& d) {
   if (d.wide) return kMKMax * d.rows_per_block * d.phase_w;
+  if (d.copies_segment) return d.pixel_slice * d.flat_segment;
   if (d.orientation == Orientation::ChannelVec) {
     const int64_t row_w = d.flat ? d.flat_segment : p.out_w;
     const int64_t out_rows = p.layout == Layout::NCHW ? d.rows_per_item * row_w * kNR<T, B> : 0;
@@ -1433,6 +1492,17 @@ void run_pixelvec(const ConvCall& call) {
   run_engine<T, NarrowBlock>(call, Orientation::PixelVec);
 }
 
+// A flat 1x1 plane (channels-first) too large for L2 whose input outweighs the weights: PixelVec
+// copies its segments' input slices (EnginePlan::copies_segment) and won over ChannelVec, whose
+// broadcasts read x in place a plane apart and whose output goes through transposes (256 -> 64
+// and 128 -> 128 @56, 512 -> 128 @28; docs/tuning.md, "Channels-first 1x1 layers: the segment's
+// input copied").  Where the weights outweigh the plane (1024 -> 256 @14) ChannelVec streams
+// them past it once and stays.
+template <class T>
+bool flat_plane_streams(const ConvProblem& p) {
+  const int64_t go = p.out_channels / p.groups, gi = p.in_channels / p.groups, pixels = p.out_h * p.out_w;
+  return is_flat(p) && pixels * gi * int64_t(sizeof(T)) > kFlatPlaneInL2Bytes && go < pixels;
+}
 // ChannelVec first, PixelVec where it wins: few output channels per group (depthwise, grouped,
 // single maps: channel blocks would be mostly empty), first layers with C < 8 (the reduction
 // is too short to hide the NCHW transpose of channel blocks), 1x1 with few inputs where the
@@ -1442,7 +1512,8 @@ template <class T>
 bool pixelvec_preferred(const ConvProblem& p) {
   const int64_t go = p.out_channels / p.groups, gi = p.in_channels / p.groups;
   if (p.layout != Layout::NCHW) return false;
-  return 2 * go < kNR<T, NarrowBlock> || gi < 8 || (kFlatPrefersPixelVec && is_flat(p) && gi <= 64);
+  return 2 * go < kNR<T, NarrowBlock> || gi < 8 || (kFlatPrefersPixelVec && is_flat(p) && gi <= 64) ||
+         (kFlatPrefersPixelVec && flat_plane_streams<T>(p));  // whatever gi
 }
 
 // The engine in orientation o copies tiles of the padded input in proportion to the call (see

@@ -1369,6 +1369,43 @@ void timed(const char* what, F f) {
 
 }  // namespace
 
+// Channels-first 1x1 planes too large for L2 (the flat PixelVec engine's segments, each copied
+// slice by slice into the thread's buffer, EnginePlan::copies_segment): input channels around
+// its 32 KiB slices of 64-pixel segments (128 channels a slice; 65 is the least of more than
+// 256 KiB on a 1024-pixel plane), planes around its 64-pixel segments and 16-pixel vectors,
+// output channels around its 6-channel chunks (6 or fewer: one chunk, nothing copied).  Every
+// algorithm against the reference, and the forced PixelVec on 1 and kThreads threads bit for bit.
+// (Its own draws: the cases after it stay as they were.)
+void pointwise_segments_sweep() {
+  const std::mt19937_64 draws_after = g_rng;
+  for (int i = 0; i < 20; ++i) {
+    ConvGeometry g;
+    g.dtype = i % 5 == 4 ? DType::Float64 : DType::Float32;
+    g.N = chance(0.25) ? 2 : 1;
+    g.C = pick(std::vector<int64_t>{65, 127, 128, 129, 255, 256, 257});
+    g.K = pick(std::vector<int64_t>{5, 6, 7, 12, 13, 64});
+    const int64_t H = pick(std::vector<int64_t>{16, 17, 33}), W = pick(std::vector<int64_t>{32, 63, 64, 65, 66, 79});
+    g.h = {H, 1, 1, 1, 0, 0};
+    g.w = {W, 1, 1, 1, 0, 0};
+    g.activation = pick(kActivations);
+    g.negative_slope = pick(kSlopes);
+    g.bias = chance(0.8);
+    g.reused = chance(0.5);
+    g.layout = Layout::NCHW;
+    ConvProblem p = make_problem(g);
+    ConvCase c = make_conv_case(p, g.bias);
+    check_every_conv_algorithm(c);
+    for (const ConvAlgorithm* a : all_conv_algorithms()) {
+      if (a->dtype != p.dtype || std::strstr(a->name, "_pixelvec_") == nullptr || !a->accepts(p)) continue;
+      const std::vector<double> one = run_conv(p, c.xb, c.wb, c.bb, a, 1);
+      const std::vector<double> more = run_conv(p, c.xb, c.wb, c.bb, a, kThreads);
+      if (std::memcmp(one.data(), more.data(), one.size() * sizeof(double)) != 0)
+        fail(std::string(a->name) + ": 1 and " + std::to_string(kThreads) + " threads differ on " + describe(p));
+    }
+  }
+  g_rng = draws_after;
+}
+
 int main() {
   // Another draw of the sweep (CPPCONV_TEST_SEED=n) shakes out what the fixed one misses.
   if (const char* seed = std::getenv("CPPCONV_TEST_SEED")) g_rng.seed(std::strtoull(seed, nullptr, 10));
@@ -1376,6 +1413,7 @@ int main() {
   for (const std::string& isa : available_isas()) std::printf(" %s", isa.c_str());
   std::printf(" (default %s)\n", default_isa().c_str());
   timed("conv2d sweep", conv2d_sweep);
+  timed("channels-first 1x1 segments", pointwise_segments_sweep);
   timed("1-D and 3-D lowerings", lowering_sweep);
   timed("strided block transpose", transpose_block_sweep);
   timed("live taps", live_taps_sweep);
