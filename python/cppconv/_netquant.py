@@ -15,9 +15,10 @@ Two forms reach the planner as one:
 quantized_adds turns each residual addition, DequantizeLinear(a) + DequantizeLinear(b), [Relu],
 QuantizeLinear, into one pass over the 8-bit values with the same float32 arithmetic,
 quantized_data_movement runs a max pool, Concat, Reshape, Transpose or Slice between
-dequantizations and the same quantization on the 8-bit values themselves, and quantized_tables turns each chain of elementwise operators
-between one 8-bit value and a QuantizeLinear (a quantized SiLU, hard-swish, sigmoid) into one
-lookup a value in a table of its 256 results, computed at load by the chain's own definition.
+dequantizations and the same quantization on the 8-bit values themselves, and quantized_tables
+turns each chain of elementwise operators between one 8-bit value and a QuantizeLinear (a
+quantized SiLU, hard-swish, sigmoid) into one lookup a value in a table of its 256 results,
+computed at load by the chain's own definition.
 
 Every other QDQ group runs as its definition says: dequantized, the float operator, quantized.
 That is ONNX's reference semantics exactly; ONNX Runtime's fused int8 kernels for those
