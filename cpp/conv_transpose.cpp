@@ -154,18 +154,24 @@ ConvProblem phase_problem(const ConvTransposeProblem& p, const PhaseGrid& g) {
 
 // The problem that writes the phase's outputs to their places in y (ConvPlan::run_strided),
 // channels-last: the phase's as it is, or for a deep phase of one depth tap without depth
-// padding, each image's output slices as a batch of 2-D problems (one per image), each reading
-// the input slice of its own index; nothing where the phase goes through a scratch.
-std::optional<ConvProblem> in_place_problem(const ConvTransposeProblem& p, const PhaseGrid& g, const ConvPlan& plan) {
+// padding, each image's output slices as a batch of 2-D problems (one per image, run once per
+// image: depth_slices), each reading the input slice of its own index; nothing where the phase
+// goes through a scratch.
+struct InPlaceRun {
+  ConvProblem problem;
+  bool depth_slices;
+};
+
+std::optional<InPlaceRun> in_place_problem(const ConvTransposeProblem& p, const PhaseGrid& g, const ConvPlan& plan) {
   if (!writes_in_place(p, g)) return std::nullopt;
   const ConvProblem q = phase_problem(p, g);
-  if (plan.writes_strided(q)) return q;
+  if (plan.writes_strided(q)) return InPlaceRun{q, false};
   if (g.d.taps != 1 || g.d.before != 0 || g.d.after != 0 || p.in_d == 1) return std::nullopt;
   ConvProblem slices = q;
   slices.rank = 2;
   slices.batch = g.d.count;  // = in_d: one tap, no padding
   slices.in_d = slices.out_d = 1;
-  if (plan.writes_strided(slices)) return slices;
+  if (plan.writes_strided(slices)) return InPlaceRun{slices, true};
   return std::nullopt;
 }
 
@@ -346,12 +352,12 @@ void ConvTransposePlan::run_phases(const ConvTransposeProblem& p, const void* x,
       // depth slices (each image's, as a batch) s_d slices.
       const int64_t K = p.out_channels, es = p.y_float32 ? 4 : 2, xes = p.x_float32 ? 4 : 2;
       const int64_t plane = p.out_h * p.out_w * K;
-      const bool slices = in_place->batch != p.batch;
+      const bool slices = in_place->depth_slices;  // (not told by the batch: in_d may equal it)
       const Strides4 ys{(slices ? p.stride_d : p.out_d) * plane, 1, p.stride_h * p.out_w * K, p.stride_w * K};
       for (int64_t n = 0; n < (slices ? p.batch : 1); ++n) {
         const auto* from = static_cast<const unsigned char*>(x) + n * p.in_d * p.in_h * p.in_w * p.in_channels * xes;
         auto* at = static_cast<unsigned char*>(y) + ((n * p.out_d + g.rd) * plane + (g.rh * p.out_w + g.rw) * K) * es;
-        plan.run_strided(*in_place, from, at, ys, max_threads);
+        plan.run_strided(in_place->problem, from, at, ys, max_threads);
       }
       return;
     }

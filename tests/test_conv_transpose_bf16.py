@@ -155,6 +155,14 @@ def test_rank3(kernel, stride, padding, output_padding):
           activation="relu", n=2)
 
 
+@pytest.mark.parametrize("n,depth", [(2, 2), (4, 4), (2, 3), (3, 2)])
+def test_rank3_depth_slices_when_the_batch_equals_the_depth(n, depth):
+    """A 2x2x2 stride-2 layer (3-D U-Net's up-convolution), channels-last: each phase writes
+    each image's depth slices in place as a batch of 2-D problems; a batch of as many images as
+    there are slices was taken for the unsliced problem (outputs left unwritten)."""
+    check(make_rng(19 + n * 5 + depth), 3, 32, 16, (2, 2, 2), (depth, 4, 5), stride=2, n=n)
+
+
 def test_threads_bit_identical():
     rng = make_rng(17)
     x, w, b = case_operands(rng, 2, 2, 48, 40, 1, (4, 4), (11, 13))

@@ -423,6 +423,28 @@ def test_qdq_channel_shuffle_and_split_run_on_the_8_bit_values(concat_scale: flo
     assert bool(fused_into) == fused
 
 
+@pytest.mark.parametrize("op", ["Reshape", "Transpose", "MaxPool"])
+def test_qdq_data_movement_needs_given_zero_points(op: str) -> None:
+    """DequantizeLinear of int8 values without a zero point (a zero of x's type), op,
+    QuantizeLinear without one (a uint8 zero): not one quantization, though both are absent.
+    The group runs as defined: uint8 results, the negative values saturated at 0."""
+    node = {"Reshape": helper.make_node("Reshape", ["xf", "shape"], ["o"]),
+            "Transpose": helper.make_node("Transpose", ["xf"], ["o"], perm=[0, 1, 3, 2]),
+            "MaxPool": helper.make_node("MaxPool", ["xf"], ["o"], kernel_shape=[2, 2])}[op]
+    nodes = [helper.make_node("DequantizeLinear", ["x8", "s"], ["xf"]), node,
+             helper.make_node("QuantizeLinear", ["o", "s"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x8", I8, ["N", 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", U8, None)],
+                              [numpy_helper.from_array(np.float32(0.1), "s"),
+                               numpy_helper.from_array(np.array([0, -1], np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.array([-5, 0, 7] * 16, np.int8).reshape(1, 3, 4, 4)
+    got = cppconv.onnx.load(model).run({"x8": x})["y"]
+    want = _session(model, optimise=False).run(None, {"x8": x})[0]
+    assert got.dtype == want.dtype == np.uint8
+    np.testing.assert_array_equal(got, want)
+
+
 # The native passes a network step calls, with where their thread cap is in the arguments.
 THREADED_PASSES = {"quantize_linear": 9, "dequantize_linear": 7, "quantize_nan_count": 1, "quantized_add": 10,
                    "channel_affine": 8, "add": 4}

@@ -207,7 +207,7 @@ void run(const QConvCall& call) {
   // one thread: each thread then reads its own run of the image (the rows it copied), not all of
   // it (as in qconv_amx.cpp; docs/tuning.md, "int8 AMX work split").
   const bool passes_inner =
-      call.num_threads > 1 && g.taps * g.quads * g.blocks * kBlock * 4 < image_bytes && g.sets > 1;
+      call.num_threads > 1 && weight_bytes(g) / size_t(g.groups) < size_t(image_bytes) && g.sets > 1;
   // Each thread's accumulators of an item's runs, allocated before the parallel region (a
   // failed allocation throws on the caller's thread).
   const size_t run_values = size_t(kPixelsMost * kMaxBlocks), item_values = size_t(runs_per_item) * run_values;

@@ -14,8 +14,9 @@ Two forms reach the planner as one:
 
 quantized_adds turns each residual addition, DequantizeLinear(a) + DequantizeLinear(b), [Relu],
 QuantizeLinear, into one pass over the 8-bit values with the same float32 arithmetic,
-quantized_data_movement runs a max pool, Concat, Reshape, Transpose or Slice between
-dequantizations and the same quantization on the 8-bit values themselves, and quantized_tables
+quantized_data_movement runs a max pool, Concat, Reshape, Transpose, Slice, Flatten, Squeeze,
+Unsqueeze or Identity between dequantizations and the same quantization on the 8-bit values
+themselves, and quantized_tables
 turns each chain of elementwise operators between one 8-bit value and a QuantizeLinear (a
 quantized SiLU, hard-swish, sigmoid) into one lookup a value in a table of its 256 results,
 computed at load by the chain's own definition.
@@ -442,15 +443,15 @@ def quantized_data_movement(nodes: List[Any], known: Dict[str, np.ndarray], grap
     A DequantizeLinear that other nodes read too stays for them."""
     wiring = _Wiring(nodes, graph_outputs)
 
-    def same(a: str, b: str) -> bool:  # two per-tensor parameters ("" absent: a uint8 zero)
-        if a == "" or b == "":
-            return a == b
-        return a in known and b in known and known[a].size == 1 and known[a].dtype == known[b].dtype and \
-            known[a].tobytes() == known[b].tobytes()
+    def same(a: str, b: str) -> bool:  # two per-tensor parameters, both given
+        # (an absent zero point is not one value: DequantizeLinear's is a zero of x's type, which
+        # may be int8, and QuantizeLinear's a uint8 zero)
+        return a != "" and b != "" and a in known and b in known and known[a].size == 1 and \
+            known[a].dtype == known[b].dtype and known[a].tobytes() == known[b].tobytes()
 
     removed: Set[int] = set()
     for n in nodes:
-        if n.op not in _VALUE_PRESERVING or len([o for o in n.outputs if o]) != 1 or len(n.outputs) != 1:
+        if n.op not in _VALUE_PRESERVING or len([o for o in n.outputs if o]) != 1:  # (a MaxPool's Indices: not)
             continue
         data = range(len(n.inputs)) if n.op == "Concat" else range(1)
         dqs = [wiring.dequantize_of(n.input(i)) for i in data]
