@@ -16,10 +16,9 @@ quantized_adds turns each residual addition, DequantizeLinear(a) + DequantizeLin
 QuantizeLinear, into one pass over the 8-bit values with the same float32 arithmetic,
 quantized_data_movement runs a max pool, Concat, Reshape, Transpose, Slice, Flatten, Squeeze,
 Unsqueeze or Identity between dequantizations and the same quantization on the 8-bit values
-themselves, and quantized_tables
-turns each chain of elementwise operators between one 8-bit value and a QuantizeLinear (a
-quantized SiLU, hard-swish, sigmoid) into one lookup a value in a table of its 256 results,
-computed at load by the chain's own definition.
+themselves, and quantized_tables turns each chain of elementwise operators between one 8-bit
+value and a QuantizeLinear (a quantized SiLU, hard-swish, sigmoid) into one lookup a value in a
+table of its 256 results, computed at load by the chain's own definition.
 
 Every other QDQ group runs as its definition says: dequantized, the float operator, quantized.
 That is ONNX's reference semantics exactly; ONNX Runtime's fused int8 kernels for those
@@ -451,7 +450,7 @@ def quantized_data_movement(nodes: List[Any], known: Dict[str, np.ndarray], grap
 
     removed: Set[int] = set()
     for n in nodes:
-        if n.op not in _VALUE_PRESERVING or len([o for o in n.outputs if o]) != 1:  # (a MaxPool's Indices: not)
+        if n.op not in _VALUE_PRESERVING or len([o for o in n.outputs if o]) != 1:  # (not a MaxPool's Indices)
             continue
         data = range(len(n.inputs)) if n.op == "Concat" else range(1)
         dqs = [wiring.dequantize_of(n.input(i)) for i in data]
