@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <functional>
 
 namespace cppconv {
 
@@ -33,5 +34,12 @@ void bf16_to_float32(const uint16_t* src, float* dst, int64_t n, int max_threads
 void float32_to_bf16(const float* src, uint16_t* dst, int64_t n, int max_threads);
 // float32 values rounded to the nearest bfloat16 and kept as float32 (compute_dtype="bfloat16").
 void round_to_bf16(const float* src, float* dst, int64_t n, int max_threads);
+
+// A bfloat16 operator through its float32 twin: x's `inputs` values widened (bfloat16 bits, or
+// float32 rounded to bfloat16 where x_float32), run(xf, yf) on them, and its `outputs` values
+// rounded back into y as bfloat16 bits (run writes y itself where y_float32).  The copies are
+// the calling thread's spares; `what` names them in an out-of-memory error.
+void run_widened(const void* x, bool x_float32, int64_t inputs, void* y, bool y_float32, int64_t outputs,
+                 int max_threads, const char* what, const std::function<void(const float*, float*)>& run);
 
 }  // namespace cppconv

@@ -983,8 +983,6 @@ ConvProblem widened_problem(const ConvProblem& p) {
   q.x_float32 = q.y_float32 = false;
   return q;
 }
-struct WidenedInputTag {};
-struct WidenedOutputTag {};
 }  // namespace
 
 bool ConvPlan::runs_bf16_kernel(const ConvProblem& given, const ConvAlgorithm* forced,
@@ -1025,25 +1023,11 @@ ConvPlan& ConvPlan::widened_plan() const {
 
 void ConvPlan::run_widened(const ConvProblem& problem, const void* x, void* y, const ConvAlgorithm* forced,
                            int max_threads) {
-  const int cap = resolve_threads(max_threads);
   const ConvProblem q = widened_problem(problem);
-  const int64_t inputs = q.batch * q.in_channels * q.in_d * q.in_h * q.in_w;
-  const int64_t outputs = q.batch * q.out_channels * q.out_d * q.out_h * q.out_w;
-  check_workspace(
-      saturating_add(saturating_mul(size_t(inputs), 4), problem.y_float32 ? 0 : saturating_mul(size_t(outputs), 4)),
-      "conv2d float32 copies of bfloat16 operands");
-  auto wide_x = SpareBuffer<WidenedInputTag>::take(size_t(inputs) * 4);
-  auto* xf = reinterpret_cast<float*>(wide_x.get());
-  if (problem.x_float32) round_to_bf16(static_cast<const float*>(x), xf, inputs, cap);
-  else bf16_to_float32(static_cast<const uint16_t*>(x), xf, inputs, cap);
-  SpareBuffer<WidenedOutputTag> wide_y;
-  float* yf = static_cast<float*>(y);
-  if (!problem.y_float32) {
-    wide_y = SpareBuffer<WidenedOutputTag>::take(size_t(outputs) * 4);
-    yf = reinterpret_cast<float*>(wide_y.get());
-  }
-  widened_plan().run(q, xf, yf, forced, max_threads);
-  if (!problem.y_float32) float32_to_bf16(yf, static_cast<uint16_t*>(y), outputs, cap);
+  cppconv::run_widened(x, problem.x_float32, q.batch * q.in_channels * q.in_d * q.in_h * q.in_w, y, problem.y_float32,
+                       q.batch * q.out_channels * q.out_d * q.out_h * q.out_w, max_threads,
+                       "conv2d float32 copies of bfloat16 operands",
+                       [&](const float* xf, float* yf) { widened_plan().run(q, xf, yf, forced, max_threads); });
 }
 
 ConvChoice ConvPlan::choose(const ConvProblem& problem) const {

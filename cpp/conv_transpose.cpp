@@ -115,17 +115,19 @@ void for_each_phase(const ConvTransposeProblem& p, Visit&& visit) {
 }
 
 bool has_taps(const PhaseGrid& g) { return g.d.taps > 0 && g.h.taps > 0 && g.w.taps > 0; }
+// The phase's convolution gives exactly its outputs: no row or column computed to be dropped.
+bool exact_outputs(const PhaseGrid& g) {
+  return g.d.offset == 0 && g.h.offset == 0 && g.w.offset == 0 && g.d.conv_out == g.d.count &&
+         g.h.conv_out == g.h.count && g.w.conv_out == g.w.count;
+}
 // The phase writes y itself: one phase (stride 1) whose convolution gives exactly y.
 bool writes_y(const ConvTransposeProblem& p, const PhaseGrid& g) {
-  return p.stride_d == 1 && p.stride_h == 1 && p.stride_w == 1 && g.d.offset == 0 && g.h.offset == 0 &&
-         g.w.offset == 0 && g.d.conv_out == g.d.count && g.h.conv_out == g.h.count && g.w.conv_out == g.w.count;
+  return p.stride_d == 1 && p.stride_h == 1 && p.stride_w == 1 && exact_outputs(g);
 }
 
-// The phase's convolution gives exactly its outputs (no row or column computed to be
-// dropped), so that it may write them to their places in y (ConvPlan::run_strided).
+// Exact outputs, channels-last: they may be written to their places in y (ConvPlan::run_strided).
 bool writes_in_place(const ConvTransposeProblem& p, const PhaseGrid& g) {
-  return p.layout == Layout::NHWC && g.d.offset == 0 && g.h.offset == 0 && g.w.offset == 0 &&
-         g.d.conv_out == g.d.count && g.h.conv_out == g.h.count && g.w.conv_out == g.w.count;
+  return p.layout == Layout::NHWC && exact_outputs(g);
 }
 
 ConvProblem phase_problem(const ConvTransposeProblem& p, const PhaseGrid& g) {
@@ -231,8 +233,6 @@ void store_phase(const ConvTransposeProblem& p, const PhaseGrid& g, const T* src
 }
 
 struct PhaseScratchTag {};
-struct WidenedTransposeInputTag {};
-struct WidenedTransposeOutputTag {};
 
 ConvTransposeProblem widened_transpose_problem(const ConvTransposeProblem& p) {
   ConvTransposeProblem q = p;
@@ -409,25 +409,11 @@ ConvTransposePlan& ConvTransposePlan::widened_plan() const {
 
 void ConvTransposePlan::run_widened(const ConvTransposeProblem& p, const void* x, void* y,
                                     const ConvTransposeAlgorithm* forced, int max_threads) {
-  const int cap = resolve_threads(max_threads);
   const ConvTransposeProblem q = widened_transpose_problem(p);
-  const int64_t inputs = q.batch * q.in_channels * q.in_d * q.in_h * q.in_w;
-  const int64_t outputs = q.batch * q.out_channels * q.out_d * q.out_h * q.out_w;
-  check_workspace(
-      saturating_add(saturating_mul(size_t(inputs), 4), p.y_float32 ? 0 : saturating_mul(size_t(outputs), 4)),
-      "conv_transpose float32 copies of bfloat16 operands");
-  auto wide_x = SpareBuffer<WidenedTransposeInputTag>::take(size_t(inputs) * 4);
-  auto* xf = reinterpret_cast<float*>(wide_x.get());
-  if (p.x_float32) round_to_bf16(static_cast<const float*>(x), xf, inputs, cap);
-  else bf16_to_float32(static_cast<const uint16_t*>(x), xf, inputs, cap);
-  SpareBuffer<WidenedTransposeOutputTag> wide_y;
-  float* yf = static_cast<float*>(y);
-  if (!p.y_float32) {
-    wide_y = SpareBuffer<WidenedTransposeOutputTag>::take(size_t(outputs) * 4);
-    yf = reinterpret_cast<float*>(wide_y.get());
-  }
-  widened_plan().run(q, xf, yf, forced, max_threads);
-  if (!p.y_float32) float32_to_bf16(yf, static_cast<uint16_t*>(y), outputs, cap);
+  cppconv::run_widened(x, p.x_float32, q.batch * q.in_channels * q.in_d * q.in_h * q.in_w, y, p.y_float32,
+                       q.batch * q.out_channels * q.out_d * q.out_h * q.out_w, max_threads,
+                       "conv_transpose float32 copies of bfloat16 operands",
+                       [&](const float* xf, float* yf) { widened_plan().run(q, xf, yf, forced, max_threads); });
 }
 
 int64_t conv_transpose_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_before, int64_t pad_after,
